@@ -1,0 +1,68 @@
+"""Shared benchmark helpers: repeated timing, medians and the allocator settings in force."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+# glibc settings that stop the allocator from returning memory to the OS between iterations;
+# on this VM fresh pages are expensive to fault in (see the DDLSTM performance study).
+TUNED_MALLOC_ENV = {
+    "MALLOC_TRIM_THRESHOLD_": "68719476736",
+    "MALLOC_MMAP_THRESHOLD_": "33554432",
+    "MALLOC_TOP_PAD_": "1073741824",
+}
+
+
+def allocator_settings() -> dict[str, str]:
+    """The malloc environment variables this process runs with (both sides of a ratio share it)."""
+    keys = list(TUNED_MALLOC_ENV) + ["THP_MEM_ALLOC_ENABLE", "LD_PRELOAD"]
+    return {k: os.environ[k] for k in keys if k in os.environ}
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Seconds per call over ``samples`` timed calls."""
+
+    samples: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def minimum(self) -> float:
+        return min(self.samples)
+
+    def to_dict(self) -> dict[str, float]:
+        return {"median_s": self.median, "min_s": self.minimum, "n": len(self.samples)}
+
+
+def measure(fn: Callable[[], object], *, warmup: int = 2, repeat: int = 5) -> Timing:
+    """Call ``fn`` ``warmup`` times untimed, then ``repeat`` times timed."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return Timing(tuple(samples))
+
+
+def interleaved(fns: dict[str, Callable[[], object]], *, warmup: int = 2, rounds: int = 5
+                ) -> dict[str, Timing]:
+    """Time several candidates round-robin, so that machine noise hits them alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - t0)
+    return {k: Timing(tuple(v)) for k, v in samples.items()}

@@ -1,0 +1,280 @@
+"""The public plugin contract: one small base class per plugin kind.
+
+A plugin is a class with a ``name``, a frozen ``Config`` dataclass of options, and one or two
+methods. It is registered through an entry point in one of the groups ``actrec.datasets``,
+``actrec.extractors`` or ``actrec.models``; the built-ins use the same groups. See
+``docs/plugins.md`` for a complete walk-through.
+
+This module imports neither torch nor zarr nor decord, so that listing and validating plugins
+stays cheap; plugins should likewise import heavy libraries inside their methods.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from actrec.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+    from actrec.nn.base import SequenceModel
+
+__all__ = [
+    "PluginConfig",
+    "Plugin",
+    "VideoRecord",
+    "Split",
+    "DatasetIndex",
+    "Dataset",
+    "FeatureExtractor",
+    "TemporalModel",
+    "KINDS",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Options
+
+
+@dataclass(frozen=True)
+class PluginConfig:
+    """Base of every plugin's ``Config``: a frozen dataclass whose fields are the options.
+
+    Subclasses must be decorated with ``@dataclass(frozen=True)`` and give every field a
+    default. Supported field types: ``str``, ``int``, ``float``, ``bool``, ``Path``, optional
+    variants of these (``int | None``), and ``tuple[str, ...]`` / ``tuple[int, ...]``.
+    """
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], *, owner: str = "") -> PluginConfig:
+        """Build a config from ``options``, converting strings to the field types.
+
+        Raises ``ConfigError`` naming the option and ``owner`` (for example
+        ``"dataset 'synthetic'"``) for an unknown key or a value of the wrong type.
+        """
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        hints = typing.get_type_hints(cls)
+        where = f" for {owner}" if owner else ""
+        values: dict[str, Any] = {}
+        for key, raw in options.items():
+            name = key.replace("-", "_")
+            if name not in fields:
+                known = ", ".join(sorted(fields)) or "(none)"
+                raise ConfigError(f"unknown option '{key}'{where}; expected one of: {known}")
+            try:
+                values[name] = coerce(raw, hints[name])
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(
+                    f"option '{key}'{where}: {exc}"
+                ) from None
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options as JSON-compatible values (paths become strings, tuples lists)."""
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(self).items()}
+
+
+def coerce(value: Any, annotation: Any) -> Any:
+    """Convert ``value`` (often a string from the command line or a TOML file) to ``annotation``.
+
+    Raises ``ValueError`` with a message saying what was expected.
+    """
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("", "none", "null")):
+            return None
+        return coerce(value, args[0])
+    if origin is tuple:
+        (item, *_rest) = typing.get_args(annotation) or (str,)
+        if isinstance(value, str):
+            parts = [p.strip() for p in value.split(",") if p.strip()]
+        elif isinstance(value, Iterable):
+            parts = list(value)
+        else:
+            raise ValueError(f"expected a comma-separated list, got {value!r}")
+        return tuple(coerce(p, item) for p in parts)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected a boolean (true/false), got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError(f"expected an integer, got {value!r}")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected an integer, got {value!r}") from None
+    if annotation is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected a number, got {value!r}") from None
+    if annotation is Path:
+        return Path(value).expanduser()
+    if annotation is str:
+        if not isinstance(value, (str, int, float)):
+            raise ValueError(f"expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+class Plugin(ABC):
+    """What every plugin kind shares: a name and a typed config, given at construction."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[PluginConfig]] = PluginConfig
+
+    def __init__(self, config: PluginConfig | None = None) -> None:
+        self.config = config if config is not None else self.Config()
+
+
+# --------------------------------------------------------------------------------------------
+# Datasets
+
+
+@dataclass(frozen=True)
+class VideoRecord:
+    """One video of a dataset with its per-frame labels.
+
+    ``labels`` is an int64 array ``[T]`` of class indices at ``fps``; ``-1`` marks an
+    unlabelled frame, ignored by the loss and the metrics.
+    """
+
+    id: str
+    participant: str
+    labels: np.ndarray
+    fps: float
+    path: Path | None = None  # the video file, where the dataset has one
+    camera: str | None = None
+    recipe: str | None = None
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass(frozen=True)
+class Split:
+    """One train/test split: video ids on each side."""
+
+    name: str
+    train: tuple[str, ...]
+    test: tuple[str, ...]
+
+
+@dataclass
+class DatasetIndex:
+    """Everything a dataset plugin knows about its data once loaded."""
+
+    name: str
+    classes: tuple[str, ...]
+    videos: dict[str, VideoRecord]
+    splits: dict[str, Split]
+    fps: float
+    background: int | None = None  # index of the background class, where there is one
+    label_set: str = "default"
+    # What a loading policy dropped or repaired: description -> count (frames, rows, files).
+    repairs: dict[str, int] = field(default_factory=dict)
+
+    def split(self, name: str | int) -> Split:
+        """The split called ``name`` (``1`` and ``"1"`` both work); ``ConfigError`` if unknown."""
+        key = str(name)
+        if key not in self.splits:
+            known = ", ".join(self.splits) or "(none)"
+            raise ConfigError(
+                f"dataset '{self.name}' has no split '{key}'; expected one of: {known}"
+            )
+        return self.splits[key]
+
+
+class Dataset(Plugin):
+    """A dataset plugin: reads a dataset's files as they are shipped.
+
+    Implement ``load``. Its ``Config`` should hold at least ``root`` (the data folder).
+    """
+
+    @abstractmethod
+    def load(self) -> DatasetIndex:
+        """Read the annotations (not the videos) and return the index.
+
+        Raises ``DataError`` naming the file (and line) for missing or malformed input.
+        """
+
+
+# --------------------------------------------------------------------------------------------
+# Feature extractors
+
+
+class FeatureExtractor(Plugin):
+    """Turns decoded frames into one feature vector per frame.
+
+    ``lookahead`` is how many future frames a frame's feature depends on: 0 for a causal
+    extractor, which online recognition requires.
+    """
+
+    lookahead: ClassVar[int] = 0
+
+    @property
+    def causal(self) -> bool:
+        return self.lookahead == 0
+
+    @property
+    def fps(self) -> float | None:
+        """Frame rate the frames should be resampled to, or ``None`` for the video's own."""
+        return getattr(self.config, "fps", None)
+
+    @abstractmethod
+    def dim(self) -> int:
+        """Length D of every feature vector."""
+
+    @abstractmethod
+    def extract(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Consume frame batches ``[B, H, W, 3]`` uint8 RGB in time order; yield feature
+        batches ``[B', D]`` float32 in the same order, as many rows in total as frames."""
+
+
+# --------------------------------------------------------------------------------------------
+# Temporal models
+
+
+class TemporalModel(Plugin):
+    """Builds a ``actrec.nn.base.SequenceModel`` (a torch module) from its config.
+
+    ``causal`` models support online, frame-by-frame inference; ``eval --online`` refuses
+    the others.
+    """
+
+    causal: ClassVar[bool] = True
+
+    @abstractmethod
+    def build(self, input_dim: int, num_classes: int) -> SequenceModel:
+        """A fresh model mapping ``[T, N, input_dim]`` features to ``[T, N, num_classes]``."""
+
+
+KINDS: dict[str, type[Plugin]] = {
+    "datasets": Dataset,
+    "extractors": FeatureExtractor,
+    "models": TemporalModel,
+}
