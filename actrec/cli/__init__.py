@@ -1,0 +1,87 @@
+"""The ``actrec`` command line: a lazy Click group.
+
+Each subcommand lives in its own module, imported only when that command runs (or when help
+text is needed); command modules import only click at top level, so ``actrec --help`` stays
+free of torch, zarr and decord.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import click
+
+from actrec import __version__
+from actrec.errors import ActrecError
+
+# command name -> "module:attribute" under actrec.cli
+COMMANDS = {
+    "plugins": "plugins_cmd:plugins",
+    "info": "info_cmd:info",
+    "datasets": "datasets_cmd:datasets",
+    "extract": "extract_cmd:extract",
+    "import": "import_cmd:import_",
+    "train": "train_cmd:train",
+    "eval": "eval_cmd:eval_",
+    "demo": "demo_cmd:demo",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, _, attr = target.partition(":")
+        return getattr(importlib.import_module(f"actrec.cli.{module}"), attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="actrec")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="ACTREC_CONFIG",
+    help="TOML file of option defaults, one table per command ([train], [extract], ...).",
+)
+@click.pass_context
+def cli(ctx: click.Context, config_file: Path | None) -> None:
+    """Online action recognition: extract per-frame features, train temporal models, evaluate
+    them frame by frame as a live system would.
+
+    Options come, in order of precedence, from the command line, ACTREC_<COMMAND>_<OPTION>
+    environment variables, the --config file, and the defaults; every run records which.
+    """
+    from actrec.cli.config import load_config
+
+    ctx.obj = {"config_file": config_file}
+    if config_file is not None:
+        ctx.default_map = load_config(config_file, cli, ctx)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: user errors become one message and a non-zero exit."""
+    try:
+        cli.main(args=argv, prog_name="actrec", auto_envvar_prefix="ACTREC", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except ActrecError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("Interrupted; finished work is kept and resumes on the next run.", err=True)
+        sys.exit(130)

@@ -1,0 +1,62 @@
+"""Helpers shared by the commands: option parsing, output (stdout) and progress (stderr)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import click
+
+from actrec.errors import ConfigError
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+def parse_assignments(pairs: Iterable[str], flag: str) -> dict[str, str]:
+    """``["a=1", "b=x"]`` -> ``{"a": "1", "b": "x"}``; ``ConfigError`` naming ``flag`` otherwise."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} expects KEY=VALUE, got {pair!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def stdout_console():
+    from rich.console import Console
+
+    return Console(file=sys.stdout, soft_wrap=True)
+
+
+def stderr_console():
+    from rich.console import Console
+
+    return Console(file=sys.stderr)
+
+
+def make_progress():
+    """A rich progress display on stderr (results stay alone on stdout)."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=stderr_console(),
+        transient=False,
+    )
+
+
+def emit(data: Any, as_json: bool, render: Callable[[Any], Any]) -> None:
+    """Print ``data`` as JSON (``data.to_dict()`` when it has one) or as ``render(data)``."""
+    if as_json:
+        payload = data.to_dict() if hasattr(data, "to_dict") else data
+        click.echo(json.dumps(payload, indent=2, default=str))
+    else:
+        stdout_console().print(render(data))

@@ -1,0 +1,42 @@
+"""``actrec eval``: frame accuracy of a trained run, online (frame by frame) or offline."""
+
+from __future__ import annotations
+
+import click
+
+from actrec.cli.common import emit, json_option, make_progress
+
+
+@click.command("eval")
+@click.argument("run")
+@click.option("--online/--offline", default=True, show_default=True,
+              help="Online: each test video frame by frame with the state carried, as a live "
+              "system sees it. Offline: whole videos at once (allows non-causal models).")
+@click.option("--split", default=None, help="Split to evaluate (default: the run's).")
+@json_option
+def eval_(run, online, split, as_json) -> None:
+    """Evaluate RUN (a run directory, or a run name in the workspace)."""
+    from actrec.evaluate import evaluate_run
+    from actrec.runs import resolve_run
+
+    with make_progress() as progress:
+        result = evaluate_run(resolve_run(run), online=online, split=split, progress=progress)
+    emit(result, as_json, render_eval)
+
+
+def render_eval(result):
+    """The per-dataset accuracy table of an evaluation (also used by ``actrec demo``)."""
+    from rich.table import Table
+
+    data = result.to_dict()
+    table = Table(title=f"{'online' if data.get('online', True) else 'offline'} evaluation")
+    table.add_column("dataset")
+    table.add_column("videos", justify="right")
+    table.add_column("frames", justify="right")
+    table.add_column("frame accuracy", justify="right")
+    table.add_column("mean video accuracy", justify="right")
+    for name, ds in data["datasets"].items():
+        table.add_row(name, str(ds["videos"]), str(ds["frames"]),
+                      f"{100 * ds['frame_accuracy']:.2f} %",
+                      f"{100 * ds['mean_video_accuracy']:.2f} %")
+    return table

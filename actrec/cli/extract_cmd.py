@@ -1,0 +1,60 @@
+"""``actrec extract``: per-frame features of a dataset's videos into a Zarr store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from actrec.cli.common import emit, json_option, make_progress, parse_assignments
+
+
+@click.command()
+@click.argument("dataset")
+@click.option("--split", default=None, help="Only the videos of this split (train and test).")
+@click.option("--root", type=click.Path(path_type=Path), default=None,
+              help="The dataset's data folder (else ACTREC_DATA_<NAME> or the workspace).")
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="A dataset option (repeatable); see `actrec plugins`.")
+@click.option("--extractor", default="colorgrad", show_default=True, help="Feature extractor plugin.")
+@click.option("-x", "--extractor-option", "extractor_options", multiple=True, metavar="KEY=VALUE",
+              help="An extractor option (repeatable).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Feature store path (default: in the workspace, named after the dataset).")
+@click.option("--overwrite", is_flag=True, help="Redo videos that are already in the store.")
+@click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16",
+              show_default=True, help="Storage type of the features.")
+@json_option
+def extract(dataset, split, root, options, extractor, extractor_options, out, overwrite, dtype,
+            as_json) -> None:
+    """Extract features of DATASET (a plugin name, or NAME:key=value,... with options).
+
+    Finished videos are skipped, so an interrupted run resumes where it stopped.
+    """
+    from actrec.pipeline import extract_dataset
+
+    dataset_options = parse_assignments(options, "--option")
+    if root is not None:
+        dataset_options["root"] = str(root)
+    with make_progress() as progress:
+        report = extract_dataset(
+            dataset, dataset_options=dataset_options, extractor=extractor,
+            extractor_options=parse_assignments(extractor_options, "--extractor-option"),
+            split=split, out=out, overwrite=overwrite, dtype=dtype, progress=progress,
+        )
+    emit(report, as_json, _render)
+    if report.failed:
+        raise SystemExit(1)
+
+
+def _render(report):
+    from rich.table import Table
+
+    table = Table(title=f"features -> {report.store}")
+    table.add_column("written", justify="right")
+    table.add_column("skipped (already done)", justify="right")
+    table.add_column("failed", justify="right")
+    table.add_row(str(len(report.written)), str(len(report.skipped)), str(len(report.failed)))
+    for video, error in report.failed:
+        table.add_row("", "", f"{video}: {error}")
+    return table

@@ -1,0 +1,79 @@
+"""``actrec train``: train a temporal model on one dataset's features, or two jointly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from actrec.cli.common import emit, json_option, make_progress, parse_assignments
+
+
+def _mix(value: str) -> tuple[int, int]:
+    n1, sep, n2 = str(value).partition(":")
+    try:
+        mix = (int(n1), int(n2) if sep else 0)
+    except ValueError:
+        raise click.BadParameter(f"expected N1:N2 (for example 64:64), got {value!r}") from None
+    if mix[0] <= 0 or mix[1] < 0:
+        raise click.BadParameter(f"expected N1 > 0 and N2 >= 0, got {value!r}")
+    return mix
+
+
+@click.command()
+@click.argument("model")
+@click.option("--d1", required=True, help="First dataset: a reference (NAME[:key=value,...]) "
+              "resolved to its feature store, or a store path.")
+@click.option("--d2", default=None, help="Second dataset, for joint training.")
+@click.option("--extractor", default="colorgrad", show_default=True,
+              help="Whose features to use when --d1/--d2 are dataset references.")
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="A model option (repeatable); see `actrec plugins`.")
+@click.option("--split", default=None, help="Split to train on (default: the store's first).")
+@click.option("--history", type=int, default=200, show_default=True, help="Window length in frames.")
+@click.option("--iterations", type=int, default=2000, show_default=True)
+@click.option("--mix", default="64:64", show_default=True,
+              help="Windows per batch from D1:D2 (with one dataset only N1 counts).")
+@click.option("--lr", type=float, default=0.01, show_default=True)
+@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="adam", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--inputs", "input_arrangement", type=click.Choice(["blocks", "projection"]),
+              default="blocks", show_default=True,
+              help="Inputs of different dimensions: zero-filled blocks or per-domain projection.")
+@click.option("--prediction", type=click.Choice(["block", "full"]), default="block",
+              show_default=True, help="Argmax over the frame's dataset block, or the whole vector.")
+@click.option("--run-dir", type=click.Path(path_type=Path), default=None,
+              help="Run directory (default: a new one under the workspace's runs/). "
+              "An existing run resumes.")
+@json_option
+@click.pass_context
+def train(ctx, model, d1, d2, extractor, options, split, history, iterations, mix, lr, optimizer,
+          seed, device, input_arrangement, prediction, run_dir, as_json) -> None:
+    """Train MODEL (a model plugin) on per-frame features and write a run directory."""
+    from actrec.cli.config import value_sources
+    from actrec.pipeline import train_from_refs
+
+    with make_progress() as progress:
+        result = train_from_refs(
+            model, d1=d1, d2=d2, extractor=extractor,
+            model_options=parse_assignments(options, "--option"), split=split,
+            history=history, iterations=iterations, mix=_mix(mix), lr=lr, optimizer=optimizer,
+            seed=seed, device=device, input_arrangement=input_arrangement,
+            prediction=prediction, run_dir=run_dir, sources=value_sources(ctx),
+            progress=progress,
+        )
+    emit(result, as_json, _render)
+
+
+def _render(result):
+    from rich.table import Table
+
+    data = result.to_dict()
+    table = Table(title=f"run {data.get('run_dir')}", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    for key, value in data.items():
+        if key != "run_dir":
+            table.add_row(key, str(value))
+    return table

@@ -1,0 +1,185 @@
+"""Random training windows over whole videos, and two-domain batches.
+
+Training reads every training video of a split into memory once (``VideoBank``, float32): the
+feature stores are small (per-frame vectors of tens to a few thousand floats), and random
+windows then cost one slice each instead of one store read each.
+
+A window is ``history`` consecutive frames from a random video (uniform over videos, then a
+uniform start). A video shorter than ``history`` gives one window from its first frame, padded
+at the END with zero features and label -1: the loss ignores the padded frames, but a model with
+per-timestep batch normalisation still counts their zero inputs in the batch statistics of those
+timesteps (it cannot tell them apart), which pulls the late timesteps' statistics towards zero
+when many training videos are shorter than ``history``. Choose ``history`` below the typical
+video length to avoid it.
+
+Two-domain batches hold ``n1`` windows of D1 then ``n2`` of D2 (the row order DDBN needs), with
+the domain vector ``[0]*n1 + [1]*n2`` and labels in the concatenated label space.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+
+from actrec.data.labels import InputLayout, LabelSpace
+from actrec.errors import ConfigError, DataError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import Tensor
+
+__all__ = ["VideoBank", "Windows", "sample_windows", "Batch", "two_domain_batch"]
+
+
+@dataclass(frozen=True)
+class VideoBank:
+    """Features ``[T_i, D]`` float32 and labels ``[T_i]`` int64 of a set of videos, in memory."""
+
+    ids: tuple[str, ...]
+    features: tuple[np.ndarray, ...]
+    labels: tuple[np.ndarray, ...]
+    dim: int
+    name: str = ""  # where the videos came from, for messages
+
+    def __post_init__(self) -> None:
+        if not self.ids:
+            raise DataError(f"{self.name or 'video bank'}: no videos to sample from")
+        for vid, x, y in zip(self.ids, self.features, self.labels):
+            if x.ndim != 2 or x.shape[1] != self.dim or y.shape != (x.shape[0],):
+                raise DataError(
+                    f"{self.name}: video '{vid}' has features {x.shape} and labels {y.shape}; "
+                    f"expected [T, {self.dim}] and [T]"
+                )
+            if x.shape[0] == 0:
+                raise DataError(f"{self.name}: video '{vid}' has no frames")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def num_frames(self) -> int:
+        return sum(int(y.shape[0]) for y in self.labels)
+
+    @classmethod
+    def from_arrays(
+        cls,
+        videos: Iterable[tuple[str, np.ndarray, np.ndarray]],
+        *,
+        name: str = "",
+    ) -> VideoBank:
+        """A bank from ``(id, features [T, D], labels [T])`` triples (copied to float32/int64)."""
+        ids, feats, labs = [], [], []
+        for vid, x, y in videos:
+            ids.append(str(vid))
+            feats.append(np.ascontiguousarray(x, dtype=np.float32))
+            labs.append(np.ascontiguousarray(y, dtype=np.int64))
+        if not ids:
+            raise DataError(f"{name or 'video bank'}: no videos to sample from")
+        return cls(tuple(ids), tuple(feats), tuple(labs), int(feats[0].shape[1]), name)
+
+    @classmethod
+    def from_store(cls, store: Any, video_ids: Sequence[str], *, progress: Any = None,
+                   name: str = "") -> VideoBank:
+        """Read ``video_ids`` from a ``FeatureStore`` (``DataError`` for a missing video)."""
+        available = set(store.videos())
+        missing = [v for v in video_ids if v not in available]
+        if missing:
+            more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
+            raise DataError(
+                f"{name}: {len(missing)} split video(s) not in the feature store: "
+                f"{', '.join(missing[:3])}{more}; extract them first"
+            )
+        task = None
+        if progress is not None:
+            task = progress.add_task(f"loading {name}", total=len(video_ids))
+
+        def read():
+            for vid in video_ids:
+                x, y = store.read(vid)
+                yield vid, x, y
+                if task is not None:
+                    progress.advance(task)
+
+        bank = cls.from_arrays(read(), name=name)
+        if task is not None:
+            progress.remove_task(task)
+        return bank
+
+
+class Windows(NamedTuple):
+    """``n`` windows, time-major."""
+
+    features: np.ndarray  # [history, n, D] float32, zero past a video's end
+    labels: np.ndarray  # [history, n] int64, -1 past a video's end (and where unlabelled)
+    mask: np.ndarray  # [history, n] bool, True on real frames (False on padding)
+    video: np.ndarray  # [n] int64 index into the bank
+    start: np.ndarray  # [n] int64 first frame
+
+
+def sample_windows(bank: VideoBank, n: int, history: int, rng: np.random.Generator) -> Windows:
+    """``n`` random windows of ``history`` frames; draws videos then starts from ``rng``."""
+    if history <= 0 or n < 0:
+        raise ConfigError(f"history must be > 0 and n >= 0, got history={history}, n={n}")
+    video = rng.integers(0, len(bank), size=n)  # [n]
+    lengths = np.array([bank.labels[v].shape[0] for v in video], dtype=np.int64)  # [n]
+    room = np.maximum(lengths - history, 0) + 1  # number of possible starts
+    start = (rng.random(n) * room).astype(np.int64)  # [n], uniform over 0 .. room-1
+    start = np.minimum(start, room - 1)
+    x = np.zeros((history, n, bank.dim), dtype=np.float32)  # [T, n, D]
+    y = np.full((history, n), -1, dtype=np.int64)  # [T, n]
+    mask = np.zeros((history, n), dtype=bool)
+    for i, (v, s) in enumerate(zip(video, start)):
+        length = min(history, int(lengths[i]) - int(s))
+        x[:length, i] = bank.features[v][s : s + length]
+        y[:length, i] = bank.labels[v][s : s + length]
+        mask[:length, i] = True
+    return Windows(x, y, mask, video.astype(np.int64), start)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One training batch: D1 rows first, then D2 rows."""
+
+    x: Tensor  # [T, N, width] float32
+    y: Tensor  # [T, N] int64 global labels, -1 ignored
+    domain: Tensor  # [N] int64
+    mask: Tensor  # [T, N] bool, real frames
+
+    def to(self, device: Any) -> Batch:
+        return Batch(*(t.to(device, non_blocking=True) for t in (self.x, self.y, self.domain,
+                                                                  self.mask)))
+
+
+def two_domain_batch(
+    banks: Sequence[VideoBank],
+    mix: Sequence[int],
+    history: int,
+    rng: np.random.Generator,
+    labels: LabelSpace,
+    layout: InputLayout,
+) -> Batch:
+    """``mix[k]`` windows from ``banks[k]`` for each domain k in order, arranged by ``layout``,
+    labels offset into ``labels``' concatenated vector, domain vector ``[0]*n1 + [1]*n2``."""
+    import torch
+
+    if len(mix) < len(banks):
+        raise ConfigError(f"need a window count per dataset, got mix={tuple(mix)}")
+    total = sum(int(mix[k]) for k in range(len(banks)))
+    x = np.zeros((history, total, layout.width), dtype=np.float32)  # [T, N, width]
+    y = np.empty((history, total), dtype=np.int64)  # [T, N]
+    mask = np.empty((history, total), dtype=bool)
+    domain = np.empty(total, dtype=np.int64)
+    row = 0
+    for k, bank in enumerate(banks):
+        n = int(mix[k])
+        w = sample_windows(bank, n, history, rng)
+        rows = slice(row, row + n)
+        x[:, rows, layout.columns(k)] = w.features
+        y[:, rows] = labels.to_global(w.labels, k)
+        mask[:, rows] = w.mask
+        domain[rows] = k
+        row += n
+    return Batch(torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(domain),
+                 torch.from_numpy(mask))

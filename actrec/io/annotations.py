@@ -1,0 +1,561 @@
+"""Label-file formats as small pure functions.
+
+Every reader returns plain values (segments, per-frame label arrays, id lists) and, where a
+loading policy repaired something, a ``Repairs`` mapping ``description -> count``; the dataset
+plugins add these up into ``DatasetIndex.repairs``. Malformed input raises ``DataError`` naming
+the file and, where there is one, the 1-based line.
+
+Conventions: a ``Segment`` is 0-based and half-open (``start`` inclusive, ``end`` exclusive),
+whatever the file says; per-frame labels are int64 with ``-1`` for unlabelled frames.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from actrec.errors import DataError
+
+__all__ = [
+    "Repairs",
+    "Segment",
+    "add_repairs",
+    "read_text_lines",
+    "read_mapping",
+    "read_name_list",
+    "read_conversion",
+    "read_bundle",
+    "read_range_segments",
+    "read_breakfast_xml",
+    "read_frame_labels",
+    "read_frame_label_names",
+    "read_npy_labels",
+    "read_timed_segments",
+    "read_timestamps",
+    "times_to_frames",
+    "segments_to_frames",
+    "relabel_segments",
+    "read_csv_rows",
+    "csv_segments",
+    "read_signing_rows",
+    "fit_length",
+    "runs",
+]
+
+Repairs = dict[str, int]
+
+UNLABELLED = -1
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A labelled frame range ``[start, end)`` (0-based), with the file line it came from."""
+
+    start: int
+    end: int
+    label: str
+    line: int = 0
+
+
+def add_repairs(total: Repairs, more: Mapping[str, int]) -> Repairs:
+    """Add ``more`` into ``total`` (in place, zero counts skipped) and return ``total``."""
+    for key, count in more.items():
+        if count:
+            total[key] = total.get(key, 0) + int(count)
+    return total
+
+
+# --------------------------------------------------------------------------------------------
+# Text files
+
+
+def read_text_lines(path: Path, repairs: Repairs | None = None) -> list[str]:
+    """The lines of a text file, CRLF and CR line endings accepted, trailing blanks dropped.
+
+    Counts a file with CRLF endings under ``"files with CRLF line endings"`` in ``repairs``.
+    Raises ``DataError`` for a missing, unreadable, non-UTF-8 or empty file.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text") from None
+    if "\r" in text:
+        if repairs is not None:
+            add_repairs(repairs, {"files with CRLF line endings": 1})
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    lines = text.split("\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        raise DataError(f"{path}: empty file; expected annotation lines")
+    return lines
+
+
+def read_mapping(path: Path) -> tuple[str, ...]:
+    """Class names from an MS-TCN ``mapping.txt`` (``<id> <name>`` lines, ids 0..C-1 in order).
+
+    Raises ``DataError`` naming the line for a malformed line, an id out of order or a
+    duplicate name.
+    """
+    names: list[str] = []
+    for number, line in enumerate(read_text_lines(path), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2 or not parts[0].isdigit():
+            raise DataError(f"{path}:{number}: expected '<id> <class name>', got {line!r}")
+        if int(parts[0]) != len(names):
+            raise DataError(
+                f"{path}:{number}: class id {parts[0]} out of order; expected {len(names)}"
+            )
+        if parts[1] in names:
+            raise DataError(f"{path}:{number}: duplicate class name {parts[1]!r}")
+        names.append(parts[1])
+    return tuple(names)
+
+
+def read_name_list(path: Path) -> tuple[str, ...]:
+    """One name per line (blank lines skipped); ``DataError`` on a duplicate, naming the line."""
+    names: list[str] = []
+    for number, line in enumerate(read_text_lines(path), 1):
+        name = line.strip()
+        if not name:
+            continue
+        if name in names:
+            raise DataError(f"{path}:{number}: duplicate name {name!r}")
+        names.append(name)
+    return tuple(names)
+
+
+def read_conversion(path: Path) -> dict[str, str]:
+    """A label conversion file, ``<from> <to>`` per line (50 Salads ``low_to_mid.txt``)."""
+    table: dict[str, str] = {}
+    for number, line in enumerate(read_text_lines(path), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2:
+            raise DataError(f"{path}:{number}: expected '<label> <converted label>', got {line!r}")
+        if parts[0] in table:
+            raise DataError(f"{path}:{number}: label {parts[0]!r} converted twice")
+        table[parts[0]] = parts[1]
+    return table
+
+
+def read_bundle(path: Path, repairs: Repairs | None = None) -> tuple[str, ...]:
+    """Video ids from a split list (MS-TCN ``*.bundle`` or a plain list), extensions dropped.
+
+    Duplicate entries are dropped and counted under ``"duplicate split entries dropped"``.
+    """
+    ids: list[str] = []
+    seen: set[str] = set()
+    duplicates = 0
+    for line in read_text_lines(path, repairs):
+        name = line.strip()
+        if not name:
+            continue
+        for ext in (".txt", ".npy"):
+            if name.endswith(ext):
+                name = name[: -len(ext)]
+        if name in seen:
+            duplicates += 1
+            continue
+        seen.add(name)
+        ids.append(name)
+    if repairs is not None:
+        add_repairs(repairs, {"duplicate split entries dropped": duplicates})
+    return tuple(ids)
+
+
+# --------------------------------------------------------------------------------------------
+# Segment files
+
+_RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s+(\S+)\s*$")
+
+
+def read_range_segments(path: Path, repairs: Repairs | None = None) -> list[Segment]:
+    """Segments from ``1-30 SIL`` lines (Breakfast coarse and fine files: 1-based, inclusive).
+
+    Returns them 0-based half-open, in file order. ``DataError`` names the line of a malformed
+    entry or of one whose end precedes its start.
+    """
+    segments = []
+    for number, line in enumerate(read_text_lines(path, repairs), 1):
+        if not line.strip():
+            continue
+        match = _RANGE.match(line)
+        if match is None:
+            raise DataError(f"{path}:{number}: expected '<first>-<last> <label>', got {line!r}")
+        first, last = int(match[1]), int(match[2])
+        if _empty_range(first, last, f"{path}:{number}", repairs):
+            continue
+        segments.append(Segment(first - 1, last, match[3], number))  # 1-based incl. -> [s, e)
+    return segments
+
+
+def _empty_range(first: int, last: int, where: str, repairs: Repairs | None) -> bool:
+    """Check a 1-based inclusive range: ``True`` for an empty one (``last == first - 1``, as
+    in ``477-476``: dropped and counted), ``DataError`` for a reversed or non-1-based one."""
+    if first < 1 or last < first - 1:
+        raise DataError(f"{where}: frame range {first}-{last} is reversed or not 1-based")
+    if last == first - 1:
+        if repairs is not None:
+            add_repairs(repairs, {"empty segments (dropped)": 1})
+        return True
+    return False
+
+
+def read_breakfast_xml(path: Path, repairs: Repairs | None = None) -> list[Segment]:
+    """Segments from the Breakfast author's XML (``<MotionLabel name= startPoint= endPoint=>``,
+    1-based inclusive points), 0-based half-open, in file order."""
+    import xml.etree.ElementTree as ET
+
+    text = "\n".join(read_text_lines(path, repairs))
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as exc:
+        line, _col = exc.position
+        raise DataError(f"{path}:{line}: malformed XML ({exc.msg})") from None
+    # ElementTree keeps no line numbers: the k-th element is the k-th '<MotionLabel' in the text.
+    lines = [text.count("\n", 0, m.start()) + 1 for m in re.finditer(r"<MotionLabel\b", text)]
+    segments = []
+    for k, element in enumerate(root.iter("MotionLabel")):
+        line = lines[k] if k < len(lines) else 0
+        try:
+            name = element.attrib["name"]
+            first = int(element.attrib["startPoint"])
+            last = int(element.attrib["endPoint"])
+        except (KeyError, ValueError):
+            raise DataError(
+                f"{path}:{line}: MotionLabel {dict(element.attrib)!r}: expected attributes name, "
+                "startPoint and endPoint (integers)"
+            ) from None
+        if _empty_range(first, last, f"{path}:{line}: MotionLabel {name!r}", repairs):
+            continue
+        segments.append(Segment(first - 1, last, name, line))
+    if not segments:
+        raise DataError(f"{path}: no <MotionLabel> elements; expected the segmentation")
+    return segments
+
+
+def read_timed_segments(path: Path, repairs: Repairs | None = None
+                        ) -> list[tuple[int, int, str, int]]:
+    """``<start> <end> <label>`` lines with integer times (50 Salads: microseconds).
+
+    Returns ``(start, end, label, line)`` tuples in file order (the files are unsorted).
+    """
+    rows = []
+    for number, line in enumerate(read_text_lines(path, repairs), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit():
+            raise DataError(f"{path}:{number}: expected '<start> <end> <label>', got {line!r}")
+        start, end = int(parts[0]), int(parts[1])
+        if end < start:
+            raise DataError(f"{path}:{number}: end {end} precedes start {start}")
+        rows.append((start, end, parts[2], number))
+    return rows
+
+
+def read_timestamps(path: Path) -> np.ndarray:
+    """Per-frame timestamps ``[T]`` int64, one frame per line: the first integer token of
+    each line (so ``<time>`` and ``<time> <frame file>`` lines both work).
+
+    Raises ``DataError`` naming the line of one without an integer or out of time order.
+    """
+    values = []
+    for number, line in enumerate(read_text_lines(path), 1):
+        token = next((t for t in line.split() if t.isdigit()), None)
+        if token is None:
+            if not line.strip():
+                continue
+            raise DataError(f"{path}:{number}: expected a frame timestamp, got {line!r}")
+        values.append(int(token))
+    stamps = np.asarray(values, dtype=np.int64)
+    backwards = np.flatnonzero(np.diff(stamps) < 0)
+    if backwards.size:
+        raise DataError(f"{path}: timestamps go back in time at frame {backwards[0] + 2}")
+    return stamps
+
+
+def times_to_frames(rows: Iterable[tuple[int, int, str, int]], timestamps: np.ndarray
+                    ) -> list[Segment]:
+    """Turn timed rows into frame segments: frame ``i`` (time ``timestamps[i]``) belongs to a
+    row when ``start <= timestamps[i] < end``."""
+    rows = list(rows)
+    if not rows:
+        return []
+    starts = np.searchsorted(timestamps, [r[0] for r in rows], side="left")
+    ends = np.searchsorted(timestamps, [r[1] for r in rows], side="left")
+    return [Segment(int(s), int(e), r[2], r[3]) for s, e, r in zip(starts, ends, rows)]
+
+
+# --------------------------------------------------------------------------------------------
+# Segments -> per-frame labels
+
+
+def relabel_segments(segments: Iterable[Segment], table: Mapping[str, str | None]
+                     ) -> list[Segment]:
+    """Segments with labels converted through ``table``; labels absent from it or mapped to
+    ``None`` are dropped (used to keep one granularity of a mixed file)."""
+    out = []
+    for seg in segments:
+        new = table.get(seg.label)
+        if new is not None:
+            out.append(Segment(seg.start, seg.end, new, seg.line))
+    return out
+
+
+def segments_to_frames(
+    segments: Sequence[Segment],
+    class_index: Mapping[str, int],
+    *,
+    source: Path | str,
+    num_frames: int | None = None,
+    fill: int = UNLABELLED,
+    overlap: str = "error",
+) -> tuple[np.ndarray, Repairs]:
+    """Per-frame labels ``[T]`` int64 from segments.
+
+    ``T`` is ``num_frames`` if given, else the end of the last segment. Frames no segment
+    covers get ``fill``. Policies, each counted in the returned repairs:
+    - unsorted segments are sorted by start (counted as files);
+    - segments past ``num_frames`` are clipped (frames counted);
+    - overlapping segments: ``overlap="error"`` raises ``DataError`` naming both lines;
+      ``overlap="last"`` lets the segment that starts later win (frames counted).
+    A label missing from ``class_index`` raises ``DataError`` naming file and line.
+    """
+    if overlap not in ("error", "last"):
+        raise ValueError(f"overlap policy must be 'error' or 'last', got {overlap!r}")
+    repairs: Repairs = {}
+    for seg in segments:
+        if seg.label not in class_index:
+            raise DataError(
+                f"{source}:{seg.line}: label {seg.label!r} is not in the class list "
+                f"({len(class_index)} classes)"
+            )
+    order = sorted(range(len(segments)), key=lambda i: (segments[i].start, i))
+    if order != list(range(len(segments))):
+        repairs["files with unsorted segments (sorted)"] = 1
+    ordered = [segments[i] for i in order]
+    end = max((s.end for s in ordered), default=0)
+    length = end if num_frames is None else int(num_frames)
+    if end > length:
+        past = sum(max(0, s.end - max(s.start, length)) for s in ordered)
+        repairs["frames past the video end (clipped)"] = past
+    labels = np.full(length, fill, dtype=np.int64)
+    # How many segments cover each frame, by a difference array: [T + 1] -> [T].
+    cover = np.zeros(length + 1, dtype=np.int64)
+    for seg in ordered:
+        s, e = min(seg.start, length), min(seg.end, length)
+        cover[s] += 1
+        cover[e] -= 1
+        labels[s:e] = class_index[seg.label]  # later starts overwrite earlier ones
+    overlapped = int(np.count_nonzero(np.cumsum(cover[:-1]) > 1))
+    if overlapped:
+        if overlap == "error":
+            prev = ordered[0]
+            for seg in ordered[1:]:
+                if seg.start < prev.end:
+                    raise DataError(
+                        f"{source}:{seg.line}: segment {seg.label!r} overlaps the segment on "
+                        f"line {prev.line} ({prev.label!r})"
+                    )
+                prev = seg if seg.end > prev.end else prev
+        repairs["frames covered by overlapping segments (later start wins)"] = overlapped
+    return labels, repairs
+
+
+# --------------------------------------------------------------------------------------------
+# Per-frame files
+
+
+def runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Run-length encoding: ``(starts [R], run values [R])`` of a 1-D array."""
+    values = np.asarray(values)
+    if values.size == 0:
+        return np.zeros(0, dtype=np.int64), values[:0]
+    starts = np.concatenate([[0], np.flatnonzero(values[1:] != values[:-1]) + 1])
+    return starts, values[starts]
+
+
+def read_frame_label_names(path: Path, repairs: Repairs | None = None) -> np.ndarray:
+    """The label names of an MS-TCN ``groundTruth/*.txt`` file (one per line) as ``[T]`` str."""
+    lines = read_text_lines(path, repairs)
+    tokens = np.array("\n".join(lines).split())  # blank lines vanish here
+    if tokens.size != sum(1 for line in lines if line.strip()):
+        bad = next(i for i, line in enumerate(lines, 1) if len(line.split()) > 1)
+        raise DataError(f"{path}:{bad}: expected one label per line, got {lines[bad - 1]!r}")
+    return tokens
+
+
+def read_frame_labels(path: Path, class_index: Mapping[str, int],
+                      repairs: Repairs | None = None) -> np.ndarray:
+    """Per-frame class indices ``[T]`` int64 of an MS-TCN ground-truth text file.
+
+    Works on runs rather than lines, so a 10^5-line file costs a few dictionary look-ups.
+    A label missing from ``class_index`` raises ``DataError`` naming the line.
+    """
+    names = read_frame_label_names(path, repairs)
+    starts, values = runs(names)
+    ids = np.empty(len(values), dtype=np.int64)
+    for k, (start, name) in enumerate(zip(starts, values)):
+        index = class_index.get(str(name))
+        if index is None:
+            raise DataError(
+                f"{path}:{start + 1}: label {str(name)!r} is not in the mapping "
+                f"({len(class_index)} classes)"
+            )
+        ids[k] = index
+    lengths = np.diff(np.append(starts, names.size))
+    return np.repeat(ids, lengths)  # [R] -> [T]
+
+
+def read_npy_labels(path: Path, num_classes: int) -> np.ndarray:
+    """Per-frame class indices ``[T]`` int64 from an ``.npy`` integer array (``-1`` allowed
+    for unlabelled frames); ``DataError`` for another shape, dtype or an index out of range."""
+    path = Path(path)
+    try:
+        array = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (ValueError, OSError) as exc:
+        raise DataError(f"{path}: not a readable .npy array ({exc})") from None
+    array = np.squeeze(array)
+    if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
+        raise DataError(
+            f"{path}: expected a 1-D integer array of class indices, got shape "
+            f"{array.shape} dtype {array.dtype}"
+        )
+    bad = np.flatnonzero((array < -1) | (array >= num_classes))
+    if bad.size:
+        raise DataError(
+            f"{path}: frame {bad[0]} has class index {array[bad[0]]}; expected -1..{num_classes - 1}"
+        )
+    if array.size == 0:
+        raise DataError(f"{path}: empty label array")
+    return array.astype(np.int64)
+
+
+def fit_length(labels: np.ndarray, length: int, *, policy: str = "truncate",
+               source: Path | str = "") -> tuple[np.ndarray, Repairs]:
+    """Make ``labels`` exactly ``length`` frames long (the feature length).
+
+    ``policy="truncate"`` cuts to the shorter of the two; frames beyond the labels (when the
+    features are longer) are marked unlabelled. Both counted. ``policy="error"`` raises.
+    """
+    if policy not in ("truncate", "error"):
+        raise ValueError(f"length policy must be 'truncate' or 'error', got {policy!r}")
+    n = int(labels.shape[0])
+    if n == length:
+        return labels, {}
+    if policy == "error":
+        raise DataError(f"{source}: {n} labelled frames but the features have {length}")
+    if n > length:
+        return labels[:length], {"label frames beyond the feature length (truncated)": n - length}
+    padded = np.full(length, UNLABELLED, dtype=np.int64)
+    padded[:n] = labels
+    return padded, {"feature frames without labels (unlabelled)": length - n}
+
+
+# --------------------------------------------------------------------------------------------
+# CSV segments (MPII Cooking 2, EPIC-Kitchens)
+
+
+def read_csv_rows(path: Path, required: Sequence[str], repairs: Repairs | None = None
+                  ) -> list[tuple[int, dict[str, str]]]:
+    """Rows of a CSV file with a header, as ``(line, {column: value})``; header names are
+    stripped. ``DataError`` if a required column is missing or a row is short."""
+    lines = read_text_lines(path, repairs)
+    reader = csv.reader(lines, skipinitialspace=True)
+    header = [h.strip() for h in next(reader)]
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise DataError(
+            f"{path}:1: missing column(s) {', '.join(missing)}; header is {', '.join(header)}"
+        )
+    rows = []
+    for row in reader:
+        line = reader.line_num
+        if not row or not any(cell.strip() for cell in row):
+            continue
+        if len(row) < len(header):
+            raise DataError(f"{path}:{line}: {len(row)} fields; the header has {len(header)}")
+        rows.append((line, {h: cell.strip() for h, cell in zip(header, row)}))
+    return rows
+
+
+def csv_segments(rows: Iterable[tuple[int, Mapping[str, str]]], *, path: Path,
+                 start: str, end: str, label: str, inclusive: bool = True,
+                 one_based: bool = False) -> list[Segment]:
+    """Segments from CSV rows: frame columns ``start``/``end`` (``inclusive`` end, 0- or
+    1-based) and the label column; ``DataError`` names the line of a non-integer frame."""
+    out = []
+    for line, row in rows:
+        try:
+            s, e = int(row[start]), int(row[end])
+        except ValueError:
+            raise DataError(
+                f"{path}:{line}: {start}/{end} must be integer frames, got "
+                f"{row[start]!r}/{row[end]!r}"
+            ) from None
+        if one_based:
+            s, e = s - 1, e - 1
+        if s < 0 or e < s:
+            raise DataError(f"{path}:{line}: frame range {row[start]}-{row[end]} is invalid")
+        out.append(Segment(s, e + 1 if inclusive else e, row[label], line))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Signing in the Wild
+
+SIGNING_CODES = {"S": 0, "P": 1, "n": 2, "?": UNLABELLED}
+
+
+def read_signing_rows(path: Path, repairs: Repairs | None = None
+                      ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Rows ``<youtube_id> <frame> S|P|n|?`` grouped by video: ``id -> (frames, labels)``.
+
+    Labels: ``S`` signing 0, ``P`` speaking 1, ``n`` other 2, ``?`` unlabelled -1. Frames are
+    as written (0-based); duplicate (video, frame) rows are an error naming both lines.
+    """
+    per_video: dict[str, tuple[list[int], list[int], list[int]]] = {}
+    for number, line in enumerate(read_text_lines(path, repairs), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 3 or not parts[1].isdigit() or parts[2] not in SIGNING_CODES:
+            raise DataError(
+                f"{path}:{number}: expected '<youtube_id> <frame> S|P|n|?', got {line!r}"
+            )
+        frames, labels, lines = per_video.setdefault(parts[0], ([], [], []))
+        frames.append(int(parts[1]))
+        labels.append(SIGNING_CODES[parts[2]])
+        lines.append(number)
+    out = {}
+    for video, (frames, labels, lines) in per_video.items():
+        f = np.asarray(frames, dtype=np.int64)
+        order = np.argsort(f, kind="stable")
+        dup = np.flatnonzero(np.diff(f[order]) == 0)
+        if dup.size:
+            a, b = lines[order[dup[0]]], lines[order[dup[0] + 1]]
+            raise DataError(
+                f"{path}:{b}: video {video!r} frame {f[order[dup[0]]]} already labelled on line {a}"
+            )
+        out[video] = (f[order], np.asarray(labels, dtype=np.int64)[order])
+    return out

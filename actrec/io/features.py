@@ -1,0 +1,404 @@
+"""The per-frame feature store: one Zarr v3 directory store per (dataset, extractor).
+
+Layout on disk::
+
+    <store>/zarr.json                 root group; its attributes describe the whole store
+    <store>/videos/<name>/            one group per video: ``features`` [T, D] (chunked along
+                                      time, compressed) and ``labels`` [T] int64
+    <store>/.tmp/                     videos being written (not a Zarr node)
+
+``<name>`` is the video id made safe for a file name (``encode_video_id``); the id itself is
+kept in the group's ``id`` attribute. A video is written completely under ``.tmp/`` and then
+moved into ``videos/`` with one directory rename, so a reader never sees it half-written;
+the ``complete`` attribute is set before the move and only complete groups are listed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from actrec.errors import DataError
+
+__all__ = ["FeatureStore", "encode_video_id", "FORMAT", "FORMAT_VERSION"]
+
+FORMAT = "actrec-features"
+FORMAT_VERSION = 1
+_DTYPES = ("float16", "float32")
+_TMP = ".tmp"
+_VIDEOS = "videos"
+_STALE_SECONDS = 24 * 3600  # a temp dir from another host is only removed after this long
+# Attributes that must match for new features to be mixed with the stored ones.
+_IDENTITY = ("dataset", "classes", "extractor", "extractor_config", "lookahead", "dtype")
+
+
+def encode_video_id(video_id: str) -> str:
+    """A file-name-safe, reversible name for ``video_id``: letters, digits, ``-`` and ``_``
+    are kept, every other byte of its UTF-8 is written ``%XX``; a leading ``_`` is escaped
+    too (Zarr reserves names starting with ``__``)."""
+    if not video_id:
+        raise DataError("video id must not be empty")
+    out = []
+    for i, byte in enumerate(video_id.encode("utf-8")):
+        ch = chr(byte)
+        if (ch.isascii() and ch.isalnum()) or ch == "-" or (ch == "_" and i > 0):
+            out.append(ch)
+        else:
+            out.append(f"%{byte:02X}")
+    return "".join(out)
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists, paths strings)."""
+    return json.loads(json.dumps(value, default=str, sort_keys=True))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class FeatureStore:
+    """Per-video features and labels of one dataset under one extractor (see module docs).
+
+    Create with ``open_or_create`` (for writing) or ``open`` (for reading).
+    """
+
+    def __init__(self, path: Path, attrs: dict[str, Any]) -> None:
+        self.path = Path(path)
+        self._attrs = attrs
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open_or_create(
+        cls,
+        path: str | Path,
+        *,
+        dataset: str,
+        split_scheme: str,
+        classes: Sequence[str],
+        splits: Mapping[str, Mapping[str, Sequence[str]]],
+        extractor: str,
+        extractor_config: Mapping[str, Any],
+        lookahead: int,
+        dtype: str = "float16",
+        chunk_frames: int = 256,
+    ) -> FeatureStore:
+        """Create the store at ``path``, or open the existing one there.
+
+        An existing store must agree on dataset, classes, extractor, extractor_config,
+        lookahead and dtype; otherwise ``DataError`` names the store and the first differing
+        field, and nothing is changed. ``splits`` and ``split_scheme`` are updated when they
+        differ (they do not affect stored values). Temp directories left by crashed writers
+        and incomplete video groups are removed.
+        """
+        import zarr
+
+        path = Path(path)
+        if dtype not in _DTYPES:
+            raise DataError(f"{path}: feature dtype must be one of {_DTYPES}, got {dtype!r}")
+        if chunk_frames <= 0:
+            raise DataError(f"{path}: chunk_frames must be positive, got {chunk_frames}")
+        wanted = _jsonable({
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "dataset": dataset,
+            "split_scheme": split_scheme,
+            "classes": list(classes),
+            "splits": {name: {"train": list(s["train"]), "test": list(s["test"])}
+                       for name, s in splits.items()},
+            "extractor": extractor,
+            "extractor_config": dict(extractor_config),
+            "causal": lookahead == 0,
+            "lookahead": int(lookahead),
+            "dtype": dtype,
+            "chunk_frames": int(chunk_frames),
+        })
+        if (path / "zarr.json").exists():
+            store = cls.open(path)
+            for key in _IDENTITY:
+                if store._attrs.get(key) != wanted[key]:
+                    raise DataError(
+                        f"feature store {path} was written with a different {key}: "
+                        f"stored {_short(store._attrs.get(key))}, requested {_short(wanted[key])}; "
+                        f"use another store path or delete it"
+                    )
+            if any(store._attrs.get(k) != wanted[k] for k in ("splits", "split_scheme")):
+                group = zarr.open_group(store=str(path), mode="r+")
+                group.attrs.update({"splits": wanted["splits"],
+                                    "split_scheme": wanted["split_scheme"]})
+                store._attrs.update(splits=wanted["splits"], split_scheme=wanted["split_scheme"])
+            store._clean()
+            return store
+        if path.exists() and any(path.iterdir()):
+            raise DataError(f"{path}: exists and is not a feature store (no zarr.json); "
+                            f"refusing to write into it")
+        path.mkdir(parents=True, exist_ok=True)
+        root = zarr.open_group(store=str(path), mode="w", attributes=wanted)
+        root.create_group(_VIDEOS)
+        return cls(path, dict(root.attrs))
+
+    @classmethod
+    def open(cls, path: str | Path) -> FeatureStore:
+        """Open an existing store for reading; ``DataError`` if it is missing or not a store."""
+        path = Path(path)
+        meta = path / "zarr.json"
+        if not meta.is_file():
+            raise DataError(f"{path}: no feature store here (missing {meta.name})")
+        try:
+            attrs = json.loads(meta.read_text())["attributes"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"{meta}: unreadable Zarr metadata ({exc})") from None
+        if not isinstance(attrs, dict) or attrs.get("format") != FORMAT:
+            raise DataError(f"{path}: a Zarr store but not an actrec feature store "
+                            f"(attribute 'format' is not {FORMAT!r})")
+        if attrs.get("format_version") != FORMAT_VERSION:
+            raise DataError(f"{path}: feature store format version "
+                            f"{attrs.get('format_version')}, this actrec reads {FORMAT_VERSION}")
+        return cls(path, attrs)
+
+    # ------------------------------------------------------------------ metadata
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """The store-level attributes (a copy)."""
+        return json.loads(json.dumps(self._attrs))
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self._attrs["classes"])
+
+    @property
+    def splits(self) -> dict[str, dict[str, list[str]]]:
+        return json.loads(json.dumps(self._attrs["splits"]))
+
+    @property
+    def dim(self) -> int | None:
+        """Feature length D, from any stored video (``None`` while the store is empty)."""
+        return self._dim()
+
+    def _dim(self, exclude: str | None = None) -> int | None:
+        root = self.path / _VIDEOS
+        if not root.is_dir():
+            return None
+        for entry in root.iterdir():  # the first complete video answers
+            attrs = _group_attrs(entry)
+            if attrs and attrs.get("complete") is True and attrs.get("id") != exclude:
+                return int(attrs["dim"])
+        return None
+
+    def videos(self) -> list[str]:
+        """Ids of the completely written videos, sorted."""
+        root = self.path / _VIDEOS
+        if not root.is_dir():
+            return []
+        ids = []
+        for entry in root.iterdir():
+            attrs = _group_attrs(entry)
+            if attrs is not None and attrs.get("complete") is True and "id" in attrs:
+                ids.append(str(attrs["id"]))
+        return sorted(ids)
+
+    def has(self, video_id: str) -> bool:
+        attrs = _group_attrs(self._dir(video_id))
+        return attrs is not None and attrs.get("complete") is True
+
+    def video_attrs(self, video_id: str) -> dict[str, Any]:
+        """The attributes of one stored video (fps, num_frames, source, ...)."""
+        attrs = _group_attrs(self._dir(video_id))
+        if attrs is None or attrs.get("complete") is not True:
+            raise DataError(f"feature store {self.path}: no video {video_id!r}")
+        return attrs
+
+    def num_frames(self, video_id: str) -> int:
+        return int(self.video_attrs(video_id)["num_frames"])
+
+    # ------------------------------------------------------------------ reading
+
+    def read(self, video_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """All features (float32 ``[T, D]``) and labels (int64 ``[T]``) of one video."""
+        return self.read_window(video_id, 0, self.num_frames(video_id))
+
+    def read_window(self, video_id: str, t0: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+        """Frames ``t0 .. t0+length-1`` (clipped to the video), reading only the chunks that
+        overlap them. Returns float32 ``[L, D]`` and int64 ``[L]``."""
+        n = self.num_frames(video_id)
+        if t0 < 0 or length < 0:
+            raise ValueError(f"window start and length must be >= 0, got {t0}, {length}")
+        t1 = min(n, t0 + length)
+        t0 = min(t0, t1)
+        try:
+            feats = self._array(video_id, "features")[t0:t1]
+            labels = self._array(video_id, "labels")[t0:t1]
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise DataError(f"feature store {self.path}: cannot read video {video_id!r} frames "
+                            f"{t0}..{t1}: {exc}") from None
+        return np.asarray(feats, dtype=np.float32), np.asarray(labels, dtype=np.int64)
+
+    # ------------------------------------------------------------------ writing
+
+    def write_video(
+        self,
+        video_id: str,
+        features: np.ndarray,
+        labels: np.ndarray,
+        *,
+        fps: float,
+        source: Path | None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Store one video's features ``[T, D]`` and labels ``[T]``, replacing any earlier copy.
+
+        Atomic: the group is built under ``.tmp/`` and renamed into place, so a crash leaves
+        either the old complete copy or the new one. ``extra`` adds JSON attributes (e.g. how
+        labels were resampled). ``DataError`` (nothing written) if the lengths differ or the
+        shapes are wrong.
+        """
+        import zarr
+
+        features = np.asarray(features)
+        labels = np.asarray(labels)
+        where = f"feature store {self.path}, video {video_id!r}"
+        if features.ndim != 2:
+            raise DataError(f"{where}: features must be [T, D], got shape {features.shape}")
+        if labels.ndim != 1:
+            raise DataError(f"{where}: labels must be [T], got shape {labels.shape}")
+        if features.shape[0] != labels.shape[0]:
+            raise DataError(f"{where}: {features.shape[0]} feature rows but {labels.shape[0]} "
+                            f"labels; nothing written")
+        dim = self._dim(exclude=video_id)
+        if dim is not None and features.shape[1] != dim:
+            raise DataError(f"{where}: features have D={features.shape[1]}, the store holds "
+                            f"D={dim}; nothing written")
+        attrs: dict[str, Any] = {
+            "id": video_id,
+            "fps": float(fps),
+            "num_frames": int(features.shape[0]),
+            "dim": int(features.shape[1]),
+            "extractor": self._attrs["extractor"],
+            "extractor_config": self._attrs["extractor_config"],
+            "causal": self._attrs["causal"],
+            "lookahead": self._attrs["lookahead"],
+            "source": None,
+            "written_at": time.time(),
+        }
+        if source is not None:
+            source = Path(source)
+            stat = source.stat() if source.exists() else None
+            attrs["source"] = {"path": str(source),
+                               "size": stat.st_size if stat else None,
+                               "mtime": stat.st_mtime if stat else None}
+        attrs.update(_jsonable(dict(extra or {})))
+
+        from zarr.codecs import BloscCodec
+
+        name = encode_video_id(video_id)
+        tmp = self.path / _TMP / _tmp_name(name, uuid.uuid4().hex[:8])
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            group = zarr.open_group(store=str(tmp), mode="w", attributes=attrs)
+            chunk = int(self._attrs.get("chunk_frames", 256))
+            codec = [BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")]
+            t = max(1, features.shape[0])
+            group.create_array("features", shape=features.shape, dtype=self._attrs["dtype"],
+                               chunks=(min(chunk, t), features.shape[1]), compressors=codec)[...] = \
+                features.astype(self._attrs["dtype"])
+            group.create_array("labels", shape=labels.shape, dtype="int64",
+                               chunks=(min(chunk, t),), compressors=codec)[...] = \
+                labels.astype(np.int64)
+            group.attrs["complete"] = True  # last metadata write before the move
+            self._move_into_place(tmp, self._dir(video_id))
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def remove(self, video_id: str) -> None:
+        """Delete one video (no error if it is not there)."""
+        target = self._dir(video_id)
+        if target.exists():
+            trash = self.path / _TMP / _tmp_name(target.name, "rm-" + uuid.uuid4().hex[:8])
+            trash.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(target, trash)  # disappears from listings at once
+            shutil.rmtree(trash, ignore_errors=True)
+
+    # ------------------------------------------------------------------ internals
+
+    def _dir(self, video_id: str) -> Path:
+        return self.path / _VIDEOS / encode_video_id(video_id)
+
+    def _array(self, video_id: str, name: str):
+        import zarr
+
+        return zarr.open_array(store=str(self._dir(video_id) / name), mode="r")
+
+    def _move_into_place(self, tmp: Path, target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            # Renaming onto a non-empty directory fails: move the old copy aside first.
+            old = tmp.with_name(tmp.name + "-old")
+            os.rename(target, old)
+            os.rename(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, target)
+
+    def _clean(self) -> None:
+        """Remove temp dirs of dead writers and video groups without the complete marker."""
+        host = socket.gethostname()
+        tmp_root = self.path / _TMP
+        if tmp_root.is_dir():
+            for entry in tmp_root.iterdir():
+                parts = entry.name.split(".")  # <name>.<host>.<pid>.<tag>, see _tmp_name
+                try:
+                    same_host = ".".join(parts[1:-2]) == host
+                    dead = same_host and not _pid_alive(int(parts[-2]))
+                except (ValueError, IndexError):
+                    dead = True
+                try:
+                    old = time.time() - entry.stat().st_mtime > _STALE_SECONDS
+                except OSError:
+                    continue
+                if dead or old:
+                    shutil.rmtree(entry, ignore_errors=True)
+        videos = self.path / _VIDEOS
+        if videos.is_dir():
+            for entry in videos.iterdir():
+                attrs = _group_attrs(entry)
+                if entry.is_dir() and (attrs is None or attrs.get("complete") is not True):
+                    shutil.rmtree(entry, ignore_errors=True)
+
+
+def _tmp_name(name: str, tag: str) -> str:
+    """``<name>.<host>.<pid>.<tag>``: lets ``_clean`` tell a dead writer's leftovers from a
+    live one's (encoded names contain no dots)."""
+    return f"{name}.{socket.gethostname()}.{os.getpid()}.{tag}"
+
+
+def _group_attrs(directory: Path) -> dict[str, Any] | None:
+    """The attributes in ``directory/zarr.json``, or ``None`` if it is not a readable group."""
+    try:
+        meta = json.loads((directory / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return None
+    attrs = meta.get("attributes") if isinstance(meta, dict) else None
+    return attrs if isinstance(attrs, dict) else None
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

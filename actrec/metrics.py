@@ -1,0 +1,213 @@
+"""Frame- and segment-level metrics: small pure functions over integer label arrays.
+
+Frame metrics ignore frames whose *target* is ``ignore`` (-1: unlabelled). Segment metrics
+follow MS-TCN's evaluation (Farha & Gall, CVPR 2019): a video is turned into segments (runs of
+equal labels, background labels dropped); the edit score is the normalised Levenshtein distance
+between the two segment label sequences, and F1@k matches predicted to true segments by IoU.
+
+Segment-end convention (it changes scores, so it is an explicit option): MS-TCN's code ends
+every segment at the first frame of the next one, except the video's last segment, which it
+ends at ``T - 1`` instead of ``T`` (one frame short). ``end="mstcn"`` reproduces that, so that
+numbers compare with published ones; ``end="exclusive"`` ends the last segment at ``T``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = [
+    "frame_accuracy",
+    "per_class_accuracy",
+    "confusion",
+    "Segments",
+    "segments",
+    "levenshtein",
+    "edit_score",
+    "SegmentCounts",
+    "segment_counts",
+    "f1_from_counts",
+    "f1_at_overlap",
+]
+
+
+def _pair(pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pred = np.asarray(pred).reshape(-1)
+    target = np.asarray(target).reshape(-1)
+    if pred.shape != target.shape:
+        raise ValueError(f"pred has {pred.size} frames but target has {target.size}")
+    return pred, target
+
+
+def frame_accuracy(pred: np.ndarray, target: np.ndarray, ignore: int = -1) -> float:
+    """Fraction of frames with ``pred == target`` among frames whose target is not ``ignore``.
+
+    Returns ``nan`` when no frame is labelled.
+    """
+    pred, target = _pair(pred, target)
+    keep = target != ignore
+    n = int(keep.sum())
+    if n == 0:
+        return float("nan")
+    return float((pred[keep] == target[keep]).sum()) / n
+
+
+def confusion(
+    pred: np.ndarray, target: np.ndarray, num_classes: int, ignore: int = -1
+) -> np.ndarray:
+    """Counts ``[num_classes, num_classes]`` int64: row = true class, column = predicted class.
+
+    Frames whose target is ``ignore`` are skipped. A prediction outside ``0..num_classes-1``
+    (for example a class of the other dataset's block, see ``actrec.data.labels``) falls in no
+    column, so a row may sum to less than that class's frame count.
+    """
+    pred, target = _pair(pred, target)
+    keep = target != ignore
+    pred, target = pred[keep].astype(np.int64), target[keep].astype(np.int64)
+    if target.size and (target.min() < 0 or target.max() >= num_classes):
+        raise ValueError(f"target labels must lie in 0..{num_classes - 1} or be {ignore}")
+    out = np.zeros((num_classes, num_classes), dtype=np.int64)
+    inside = (pred >= 0) & (pred < num_classes)
+    np.add.at(out, (target[inside], pred[inside]), 1)
+    return out
+
+
+def per_class_accuracy(
+    pred: np.ndarray, target: np.ndarray, num_classes: int, ignore: int = -1
+) -> np.ndarray:
+    """Recall per true class ``[num_classes]`` float64; ``nan`` for a class with no frame."""
+    pred, target = _pair(pred, target)
+    keep = target != ignore
+    pred, target = pred[keep], target[keep].astype(np.int64)
+    if target.size and (target.min() < 0 or target.max() >= num_classes):
+        raise ValueError(f"target labels must lie in 0..{num_classes - 1} or be {ignore}")
+    totals = np.bincount(target, minlength=num_classes)
+    correct = np.bincount(target[pred == target], minlength=num_classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(totals > 0, correct / np.maximum(totals, 1), np.nan)
+
+
+class Segments(NamedTuple):
+    """Segments of a label sequence: label, first frame, end frame (see the module doc)."""
+
+    labels: np.ndarray  # [S]
+    starts: np.ndarray  # [S]
+    ends: np.ndarray  # [S]
+
+
+def segments(
+    frames: np.ndarray, background: Collection[int] = (), end: str = "mstcn"
+) -> Segments:
+    """Runs of equal labels in ``frames`` [T], without the runs of ``background`` labels.
+
+    ``end="mstcn"``: the video's last run ends at ``T - 1``; ``"exclusive"``: at ``T``.
+    """
+    if end not in ("mstcn", "exclusive"):
+        raise ValueError(f"end must be 'mstcn' or 'exclusive', got {end!r}")
+    frames = np.asarray(frames).reshape(-1)
+    t = frames.size
+    if t == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return Segments(empty, empty, empty)
+    change = np.flatnonzero(frames[1:] != frames[:-1]) + 1
+    starts = np.concatenate([[0], change]).astype(np.int64)
+    ends = np.concatenate([change, [t - 1 if end == "mstcn" else t]]).astype(np.int64)
+    labels = frames[starts].astype(np.int64)
+    keep = ~np.isin(labels, np.asarray(list(background), dtype=np.int64))
+    return Segments(labels[keep], starts[keep], ends[keep])
+
+
+def levenshtein(a: np.ndarray, b: np.ndarray) -> int:
+    """Edit distance (insertions, deletions, substitutions, all cost 1) between sequences."""
+    a, b = list(np.asarray(a).reshape(-1)), list(np.asarray(b).reshape(-1))
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, start=1):
+        cur = [i] + [0] * len(b)
+        for j, y in enumerate(b, start=1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y))
+        prev = cur
+    return prev[-1]
+
+
+def edit_score(
+    pred: np.ndarray, target: np.ndarray, background: Collection[int] = ()
+) -> float:
+    """MS-TCN's segmental edit score in percent: ``(1 - lev(P, Y) / max(|P|, |Y|)) * 100``.
+
+    ``P``, ``Y`` are the segment label sequences (background removed). 100 when both are empty.
+    """
+    pred, target = _pair(pred, target)
+    p = segments(pred, background).labels
+    y = segments(target, background).labels
+    longest = max(p.size, y.size)
+    if longest == 0:
+        return 100.0
+    return (1.0 - levenshtein(p, y) / longest) * 100.0
+
+
+class SegmentCounts(NamedTuple):
+    tp: int
+    fp: int
+    fn: int
+
+
+def segment_counts(
+    pred: np.ndarray,
+    target: np.ndarray,
+    overlap: float,
+    background: Collection[int] = (),
+    end: str = "mstcn",
+) -> SegmentCounts:
+    """True/false positive and false negative segments at IoU threshold ``overlap`` (0..1).
+
+    Each predicted segment, in time order, is matched to the true segment of the same label
+    with the highest IoU (ties: the earliest); it is a true positive when that IoU is at least
+    ``overlap`` and the true segment is not matched yet, else a false positive. Unmatched true
+    segments are false negatives. (MS-TCN's ``f_score``.)
+    """
+    pred, target = _pair(pred, target)
+    p = segments(pred, background, end)
+    y = segments(target, background, end)
+    hit = np.zeros(y.labels.size, dtype=bool)
+    tp = fp = 0
+    for label, s, e in zip(p.labels, p.starts, p.ends):
+        if y.labels.size == 0:
+            fp += 1
+            continue
+        inter = np.minimum(e, y.ends) - np.maximum(s, y.starts)
+        union = np.maximum(e, y.ends) - np.minimum(s, y.starts)
+        # [S_true]; other labels score 0, and so does a zero-length pair (0 / 0), which the
+        # mstcn end convention makes of a one-frame final segment.
+        with np.errstate(invalid="ignore", divide="ignore"):
+            iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0) * (y.labels == label)
+        best = int(np.argmax(iou))
+        if iou[best] >= overlap and not hit[best]:
+            tp += 1
+            hit[best] = True
+        else:
+            fp += 1
+    return SegmentCounts(tp, fp, int(y.labels.size - hit.sum()))
+
+
+def f1_from_counts(counts: SegmentCounts) -> float:
+    """F1 in percent from (possibly summed over videos) counts; 0 when nothing matched."""
+    tp, fp, fn = counts
+    if tp == 0:
+        return 0.0
+    precision = tp / (tp + fp)
+    recall = tp / (tp + fn)
+    return 2.0 * precision * recall / (precision + recall) * 100.0
+
+
+def f1_at_overlap(
+    pred: np.ndarray,
+    target: np.ndarray,
+    overlap: float,
+    background: Collection[int] = (),
+    end: str = "mstcn",
+) -> float:
+    """F1@overlap in percent for one video. Over a dataset, MS-TCN sums the counts of all
+    videos first (``segment_counts``, then ``f1_from_counts``)."""
+    return f1_from_counts(segment_counts(pred, target, overlap, background, end))

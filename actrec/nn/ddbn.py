@@ -1,0 +1,174 @@
+"""Normalisation modules over time-major sequences, with per-timestep running statistics.
+
+``DualDomainBatchNorm`` (DDBN, Perrett & Damen 2019) keeps statistics per domain and timestep
+``[2, T_max, C]``; ``SequenceBatchNorm`` is the plain per-timestep batch norm of the BNLSTM
+(Cooijmans et al.) with ``[T_max, C]``. Both take ``t0``, the timestep of ``h``'s first row, so
+a recurrent cell can normalise one step at a time into the right slot. Timesteps ``>= T_max``
+use slot ``T_max - 1`` at evaluation and leave the buffers alone in training.
+
+The math lives in ``actrec.ops`` (fused where built, reference otherwise). Setting a module's
+``cumulative`` to True (see ``actrec.nn.reestimate``) makes training-mode forwards accumulate
+exact averages of the batch statistics instead of momentum updates.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from actrec.nn.base import split_point
+from actrec.ops.ddbn_reference import bn_reference, bn_eval_reference, unbiased_factors
+
+__all__ = [
+    "DualDomainBatchNorm",
+    "SequenceBatchNorm",
+    "new_alpha",
+    "project_alpha_",
+]
+
+GAMMA_INIT = 0.1  # Cooijmans et al.: a small gamma keeps tanh/sigmoid out of saturation early
+
+
+def new_alpha(alpha_init: float = 0.75) -> nn.Parameter:
+    """A fresh raw ``(alpha1, alpha2)`` parameter [2], both at ``alpha_init``."""
+    return nn.Parameter(torch.full((2,), float(alpha_init)))
+
+
+@torch.no_grad()
+def project_alpha_(alpha: Tensor, floor: Tensor) -> None:
+    """Clamp ``alpha_i`` into ``[floor_i, 1]`` in place; ``floor = (n1/N, n2/N)`` [2]."""
+    alpha.copy_(torch.maximum(alpha, floor.to(alpha)).clamp_max(1.0))
+
+
+def _slots(t0: int, t: int, t_max: int, device: torch.device) -> Tensor:
+    return torch.arange(t0, t0 + t, device=device).clamp_max(t_max - 1)  # [T]
+
+
+class _PerTimestepNorm(nn.Module):
+    """Shared parts: gamma/beta, running buffers with a leading slot shape, re-estimation."""
+
+    def __init__(self, slots: tuple[int, ...], num_channels: int, max_len: int, momentum: float, eps: float):
+        super().__init__()
+        if max_len < 1:
+            raise ValueError(f"max_len must be >= 1, got {max_len}")
+        self.num_channels, self.max_len = num_channels, max_len
+        self.momentum, self.eps = momentum, eps
+        self.weight = nn.Parameter(torch.full((num_channels,), GAMMA_INIT))
+        self.bias = nn.Parameter(torch.zeros(num_channels))
+        self.register_buffer("running_mean", torch.zeros(*slots, max_len, num_channels))
+        self.register_buffer("running_var", torch.ones(*slots, max_len, num_channels))
+        # Batches averaged per slot while re-estimating (non-persistent: not part of a model).
+        self.register_buffer("counts", torch.zeros(*slots, max_len), persistent=False)
+        self.cumulative = False
+
+    def extra_repr(self) -> str:
+        return f"{self.num_channels}, max_len={self.max_len}, momentum={self.momentum}, eps={self.eps}"
+
+    def reset_running_stats(self) -> None:
+        """Running means to 0, variances to 1, re-estimation counts to 0."""
+        self.running_mean.zero_()
+        self.running_var.fill_(1.0)
+        self.counts.zero_()
+
+    @torch.no_grad()
+    def _accumulate(self, slot: tuple, t0: int, mean: Tensor, var: Tensor) -> None:
+        """Cumulative average of batch statistics ``[T, C]`` into timesteps ``t0 ..``."""
+        t1 = min(t0 + mean.shape[0], self.max_len)
+        if t1 <= t0:
+            return
+        cnt = self.counts[slot][t0:t1].add_(1)[:, None]  # [T', 1]
+        rm, rv = self.running_mean[slot][t0:t1], self.running_var[slot][t0:t1]  # views
+        rm.add_((mean[: t1 - t0].to(rm) - rm) / cnt)
+        rv.add_((var[: t1 - t0].to(rv) - rv) / cnt)
+
+    def _window(self, t0: int, t: int) -> tuple[Tensor, Tensor] | tuple[None, None]:
+        """Contiguous copies of the running buffers' timesteps ``t0 .. t0+T-1`` (clipped)."""
+        if t0 >= self.max_len:
+            return None, None
+        sl = (..., slice(t0, min(t0 + t, self.max_len)), slice(None))
+        return self.running_mean[sl].clone(), self.running_var[sl].clone()
+
+    def _write_back(self, t0: int, rm: Tensor | None, rv: Tensor | None) -> None:
+        if rm is not None and t0 > 0:
+            sl = (..., slice(t0, t0 + rm.shape[-2]), slice(None))
+            self.running_mean[sl].copy_(rm)
+            self.running_var[sl].copy_(rv)
+
+
+class DualDomainBatchNorm(_PerTimestepNorm):
+    """DDBN over ``[T, N, C]``: training normalises each domain with its own tanh-weighted batch
+    statistics and updates running statistics ``[2, max_len, C]``; evaluation normalises every
+    sequence with its own domain's running statistics.
+
+    It does not own alpha: the layer passes its shared ``alpha`` [2] to ``forward``.
+    """
+
+    def __init__(self, num_channels: int, max_len: int, momentum: float = 0.1, eps: float = 1e-5):
+        super().__init__((2,), num_channels, max_len, momentum, eps)
+
+    def forward(self, h: Tensor, alpha: Tensor, domain: Tensor, t0: int = 0) -> Tensor:
+        """``h [T, N, C]`` holding timesteps ``t0 .. t0+T-1``; ``domain [N]`` (sorted in training)."""
+        from actrec.ops import ddbn, ddbn_eval
+
+        t = h.shape[0]
+        if not self.training:
+            idx = _slots(t0, t, self.max_len, h.device)
+            rm, rv = self.running_mean[:, idx], self.running_var[:, idx]  # [2, T, C]
+            return ddbn_eval(h, domain, rm, rv, self.weight, self.bias, self.eps)
+        n1 = split_point(domain)
+        if self.cumulative:
+            y, mean, var = ddbn(h, alpha, n1, self.weight, self.bias, self.eps)
+            n = h.shape[1]
+            factors = unbiased_factors(n, n1, alpha)  # [2]
+            for i in ([0] if n1 == n else [1] if n1 == 0 else [0, 1]):
+                self._accumulate((i,), t0, mean[i].detach(), var[i].detach() * factors[i])
+            return y
+        if t0 == 0:
+            rm, rv = self.running_mean, self.running_var
+        else:
+            rm, rv = self._window(t0, t)
+        y, _, _ = ddbn(
+            h, alpha, n1, self.weight, self.bias, self.eps,
+            running_mean=rm, running_var=rv, momentum=self.momentum,
+        )
+        self._write_back(t0, rm, rv)
+        return y
+
+    def step(self, h_t: Tensor, t: int, alpha: Tensor, domain: Tensor) -> Tensor:  # [N, C] -> [N, C]
+        """One timestep ``t``; meant for eval mode (running statistics of each row's domain)."""
+        return self.forward(h_t[None], alpha, domain, t0=t)[0]
+
+
+class SequenceBatchNorm(_PerTimestepNorm):
+    """Plain per-timestep batch norm over the whole batch, running statistics ``[max_len, C]``."""
+
+    def __init__(self, num_channels: int, max_len: int, momentum: float = 0.1, eps: float = 1e-5):
+        super().__init__((), num_channels, max_len, momentum, eps)
+
+    def forward(self, h: Tensor, t0: int = 0) -> Tensor:
+        """``h [T, N, C]`` holding timesteps ``t0 .. t0+T-1``."""
+        t = h.shape[0]
+        if not self.training:
+            idx = _slots(t0, t, self.max_len, h.device)
+            return bn_eval_reference(
+                h, self.running_mean[idx], self.running_var[idx], self.weight, self.bias, self.eps
+            )
+        if self.cumulative:
+            y, mean, var = bn_reference(h, self.weight, self.bias, self.eps)
+            n = h.shape[1]
+            self._accumulate((), t0, mean.detach(), var.detach() * (n / (n - 1) if n > 1 else 1.0))
+            return y
+        if t0 == 0:
+            rm, rv = self.running_mean, self.running_var
+        else:
+            rm, rv = self._window(t0, t)
+        y, _, _ = bn_reference(
+            h, self.weight, self.bias, self.eps,
+            running_mean=rm, running_var=rv, momentum=self.momentum,
+        )
+        self._write_back(t0, rm, rv)
+        return y
+
+    def step(self, h_t: Tensor, t: int) -> Tensor:  # [N, C] -> [N, C]
+        """One timestep ``t``; meant for eval mode."""
+        return self.forward(h_t[None], t0=t)[0]

@@ -1,0 +1,178 @@
+"""Batch-normalised LSTM layers and stacks: the DDLSTM (Perrett & Damen 2019) and the BNLSTM
+(Cooijmans et al.), time-major, gate order i, f, g, o (PyTorch's).
+
+One layer, per timestep t (``ddbn.md``)::
+
+    gates = BN_h(h_{t-1} W_hh^T) + (BN_x(x_t W_ih^T) + bias)
+    c_t   = sigmoid(f) c_{t-1} + sigmoid(i) tanh(g)
+    h_t   = sigmoid(o) tanh(BN_c(c_t))
+
+BN_x and BN_h are DDBNs sharing the layer's ``alpha`` in the DDLSTM and plain per-timestep batch
+norms in the BNLSTM; BN_c is always plain. ``x W_ih^T`` and BN_x run over all timesteps at once;
+only BN_h and BN_c run step by step. The parameter names and shapes (``weight_ih [4H, D]``,
+``weight_hh [4H, H]``, ``bias [4H]``, ``alpha [2]``, ``bn_x``/``bn_h``/``bn_c`` with ``weight``,
+``bias``, ``running_mean``, ``running_var``) are what a fused whole-sequence op plugs into.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from actrec.nn.ddbn import DualDomainBatchNorm, SequenceBatchNorm, new_alpha, project_alpha_
+
+__all__ = ["NormLSTMLayer", "NormLSTM", "DDLSTM", "BNLSTM"]
+
+LayerState = tuple[Tensor, Tensor]  # (h [N, H], c [N, H])
+
+
+class NormLSTMLayer(nn.Module):
+    """One batch-normalised LSTM layer; ``dual=True`` makes it a DDLSTM layer (DDBN on x and h)."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        max_len: int = 200,
+        *,
+        dual: bool = True,
+        momentum: float = 0.1,
+        eps: float = 1e-5,
+        alpha_init: float = 0.75,
+    ):
+        super().__init__()
+        self.input_size, self.hidden_size, self.dual = input_size, hidden_size, dual
+        h4 = 4 * hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(h4, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(h4, hidden_size))
+        self.bias = nn.Parameter(torch.zeros(h4))
+        norm = DualDomainBatchNorm if dual else SequenceBatchNorm
+        self.bn_x = norm(h4, max_len, momentum, eps)
+        self.bn_h = norm(h4, max_len, momentum, eps)
+        self.bn_c = SequenceBatchNorm(hidden_size, max_len, momentum, eps)
+        if dual:
+            self.alpha = new_alpha(alpha_init)
+            # (n1/N, n2/N) of the last two-domain training batch: alpha's lower bounds.
+            self.register_buffer("alpha_floor", torch.zeros(2))
+            self.register_load_state_dict_post_hook(_project_after_load)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Orthogonal input weights, orthogonal recurrent blocks per gate, forget-gate bias 1."""
+        nn.init.orthogonal_(self.weight_ih)
+        with torch.no_grad():
+            for w in self.weight_hh.chunk(4, 0):  # [H, H] each
+                nn.init.orthogonal_(w)
+            self.bias.zero_()
+            self.bias[self.hidden_size : 2 * self.hidden_size].fill_(1.0)
+
+    # -- normalisation dispatch (DDBN takes alpha and domain; plain BN ignores them)
+    def _bn(self, bn: nn.Module, h: Tensor, domain: Tensor, t0: int) -> Tensor:
+        return bn(h, self.alpha, domain, t0) if self.dual else bn(h, t0)
+
+    def _remember_split(self, domain: Tensor) -> None:
+        if self.dual and self.training:
+            n, n1 = domain.numel(), int((domain == 0).sum())
+            if 0 < n1 < n:  # single-domain batches do not use alpha: keep the last bounds
+                self.alpha_floor.copy_(torch.tensor([n1 / n, (n - n1) / n]))
+
+    def project_alpha(self) -> None:
+        """Clamp alpha into ``[n_i/N, 1]`` with the last two-domain batch's split."""
+        if self.dual:
+            project_alpha_(self.alpha, self.alpha_floor)
+
+    def _cell(self, gx_t: Tensor, h: Tensor, c: Tensor, t: int, domain: Tensor) -> LayerState:
+        gh = self._bn(self.bn_h, F.linear(h, self.weight_hh)[None], domain, t)[0]  # [N, 4H]
+        i, f, g, o = (gh + gx_t).chunk(4, 1)  # 4 x [N, H]
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(self.bn_c(c[None], t)[0])
+        return h, c
+
+    def forward(self, x: Tensor, domain: Tensor) -> Tensor:  # [T, N, D] -> [T, N, H]
+        """The hidden states of a whole sequence from a zero initial state."""
+        self._remember_split(domain)
+        gx = self._bn(self.bn_x, F.linear(x, self.weight_ih), domain, 0) + self.bias  # [T, N, 4H]
+        h, c = self.zero_state(x.shape[1], x)
+        out = []
+        for t in range(x.shape[0]):
+            h, c = self._cell(gx[t], h, c, t, domain)
+            out.append(h)
+        return torch.stack(out)  # [T, N, H]
+
+    def zero_state(self, batch: int, like: Tensor) -> LayerState:
+        z = like.new_zeros(batch, self.hidden_size)
+        return z, z
+
+    def step(self, x_t: Tensor, state: LayerState, t: int, domain: Tensor) -> LayerState:
+        """Timestep ``t`` from ``x_t [N, D]`` and ``(h, c)``; eval mode (running statistics)."""
+        gx = self._bn(self.bn_x, F.linear(x_t, self.weight_ih)[None], domain, t)[0] + self.bias
+        return self._cell(gx, *state, t, domain)  # [N, 4H] -> (h, c) [N, H]
+
+
+def _project_after_load(module: nn.Module, _incompatible) -> None:
+    module.project_alpha()
+
+
+class NormLSTM(nn.Module):
+    """A stack of ``NormLSTMLayer``; layer l > 0 takes layer l-1's hidden states as input."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int = 128,
+        num_layers: int = 3,
+        max_len: int = 200,
+        *,
+        dual: bool = True,
+        momentum: float = 0.1,
+        eps: float = 1e-5,
+        alpha_init: float = 0.75,
+    ):
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        self.hidden_size = hidden_size
+        self.layers = nn.ModuleList(
+            NormLSTMLayer(
+                input_size if k == 0 else hidden_size, hidden_size, max_len,
+                dual=dual, momentum=momentum, eps=eps, alpha_init=alpha_init,
+            )
+            for k in range(num_layers)
+        )
+
+    def forward(self, x: Tensor, domain: Tensor) -> Tensor:  # [T, N, D] -> [T, N, H]
+        for layer in self.layers:
+            x = layer(x, domain)
+        return x
+
+    def init_state(self, batch: int, like: Tensor) -> list[LayerState]:
+        return [layer.zero_state(batch, like) for layer in self.layers]
+
+    def step(self, x_t: Tensor, states: list[LayerState], t: int, domain: Tensor):
+        """One timestep through every layer: ``(h_top [N, H], new states)``."""
+        new = []
+        for layer, st in zip(self.layers, states):
+            st = layer.step(x_t, st, t, domain)
+            new.append(st)
+            x_t = st[0]
+        return x_t, new
+
+    def project_alphas(self) -> None:
+        for layer in self.layers:
+            layer.project_alpha()
+
+
+class DDLSTM(NormLSTM):
+    """Dual-domain LSTM stack (default 3 x 128): DDBN on x and h, one alpha pair per layer."""
+
+    def __init__(self, input_size: int, hidden_size: int = 128, num_layers: int = 3, max_len: int = 200, **kw):
+        super().__init__(input_size, hidden_size, num_layers, max_len, dual=True, **kw)
+
+
+class BNLSTM(NormLSTM):
+    """Batch-normalised LSTM stack (Cooijmans et al.): plain per-timestep BN everywhere."""
+
+    def __init__(self, input_size: int, hidden_size: int = 128, num_layers: int = 3, max_len: int = 200, **kw):
+        kw.pop("alpha_init", None)
+        super().__init__(input_size, hidden_size, num_layers, max_len, dual=False, **kw)

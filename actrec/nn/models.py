@@ -1,0 +1,193 @@
+"""The sequence models the built-in model plugins build (``actrec.nn.base.SequenceModel``s).
+
+Every model maps ``x [T, N, D]`` and ``domain [N]`` to per-frame logits ``[T, N, K]``. Causal
+models also run frame by frame: ``init_state`` then ``step`` in eval mode gives the logits of
+``forward`` (running statistics per sequence domain; the state carries the timestep counter
+that picks the per-timestep statistics slot).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from actrec.nn.base import SequenceModel
+from actrec.nn.gru import DropoutGRU
+from actrec.nn.heads import DomainProjection
+from actrec.nn.lstm import NormLSTM
+
+__all__ = [
+    "NormLSTMClassifier",
+    "TorchRNNClassifier",
+    "AverageClassifier",
+    "GRUClassifier",
+]
+
+
+def _eval_only(model: nn.Module) -> None:
+    if model.training:
+        raise RuntimeError(f"{type(model).__name__}.step() runs in eval mode: call model.eval() first")
+
+
+class _Projected(SequenceModel):
+    """Optional per-domain input projection in front of the temporal network."""
+
+    def _init_projection(self, input_dim: int, out_dim: int, enabled: bool) -> int:
+        self.input_projection = DomainProjection(input_dim, out_dim) if enabled else None
+        return out_dim if enabled else input_dim
+
+    def _project(self, x: Tensor, domain: Tensor) -> Tensor:
+        return x if self.input_projection is None else self.input_projection(x, domain)
+
+
+class NormLSTMClassifier(_Projected):
+    """DDLSTM (``dual=True``) or BNLSTM stack with a per-frame linear classifier."""
+
+    def __init__(
+        self,
+        input_dim: int,
+        num_classes: int,
+        hidden: int = 128,
+        layers: int = 3,
+        max_len: int = 200,
+        *,
+        dual: bool = True,
+        momentum: float = 0.1,
+        eps: float = 1e-5,
+        alpha_init: float = 0.75,
+        input_projection: bool = False,
+    ):
+        super().__init__()
+        d = self._init_projection(input_dim, hidden, input_projection)
+        self.rnn = NormLSTM(
+            d, hidden, layers, max_len, dual=dual, momentum=momentum, eps=eps, alpha_init=alpha_init
+        )
+        self.head = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: Tensor, domain: Tensor) -> Tensor:  # [T, N, D] -> [T, N, K]
+        return self.head(self.rnn(self._project(x, domain), domain))
+
+    def init_state(self, batch: int, domain: Tensor) -> dict[str, Any]:
+        like = self.head.weight
+        return {"t": 0, "domain": domain, "layers": self.rnn.init_state(batch, like)}
+
+    def step(self, x_t: Tensor, state: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
+        _eval_only(self)
+        t, domain = state["t"], state["domain"]
+        h, layers = self.rnn.step(self._project(x_t, domain), state["layers"], t, domain)
+        return self.head(h), {"t": t + 1, "domain": domain, "layers": layers}  # [N, K]
+
+    def after_optimizer_step(self) -> None:
+        self.rnn.project_alphas()
+
+
+class TorchRNNClassifier(_Projected):
+    """``torch.nn.LSTM`` / ``torch.nn.RNN`` (cuDNN / oneDNN paths) with a per-frame classifier.
+
+    ``bidirectional=True`` makes it the non-causal BiRNN; its logits are a linear map of both
+    directions' states, i.e. the sum of a forward and a backward per-frame output.
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        num_classes: int,
+        hidden: int,
+        layers: int = 1,
+        *,
+        kind: str = "lstm",
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        input_projection: bool = False,
+    ):
+        super().__init__()
+        d = self._init_projection(input_dim, hidden, input_projection)
+        rnn_dropout = dropout if layers > 1 else 0.0  # torch warns about dropout with one layer
+        if kind == "lstm":
+            self.rnn = nn.LSTM(d, hidden, layers, dropout=rnn_dropout, bidirectional=bidirectional)
+        elif kind == "rnn":
+            self.rnn = nn.RNN(
+                d, hidden, layers, nonlinearity="relu", dropout=rnn_dropout,
+                bidirectional=bidirectional,
+            )
+        else:
+            raise ValueError(f"unknown recurrent kind {kind!r}; expected 'lstm' or 'rnn'")
+        self.causal = not bidirectional
+        self.head = nn.Linear(hidden * (2 if bidirectional else 1), num_classes)
+
+    def forward(self, x: Tensor, domain: Tensor) -> Tensor:  # [T, N, D] -> [T, N, K]
+        out, _ = self.rnn(self._project(x, domain))  # [T, N, H * directions]
+        return self.head(out)
+
+    def init_state(self, batch: int, domain: Tensor):
+        if not self.causal:
+            return super().init_state(batch, domain)
+        z = self.head.weight.new_zeros(self.rnn.num_layers, batch, self.rnn.hidden_size)
+        return {"domain": domain, "h": (z, z.clone()) if isinstance(self.rnn, nn.LSTM) else z}
+
+    def step(self, x_t: Tensor, state):
+        if not self.causal:
+            return super().step(x_t, state)
+        _eval_only(self)
+        x_t = self._project(x_t, state["domain"])
+        out, h = self.rnn(x_t[None], state["h"])  # [1, N, H]
+        return self.head(out[0]), {"domain": state["domain"], "h": h}
+
+
+class AverageClassifier(SequenceModel):
+    """Giel & Diaz's 'Average' baseline: the features averaged over the whole window go
+    through a 2-layer ReLU MLP with dropout. Not causal: every frame of a window gets the same
+    (whole-window) prediction."""
+
+    causal = False
+
+    def __init__(self, input_dim: int, num_classes: int, hidden: int = 512, dropout: float = 0.5):
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(input_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_classes)
+        )
+
+    def forward(self, x: Tensor, domain: Tensor) -> Tensor:  # [T, N, D] -> [T, N, K]
+        logits = self.mlp(x.mean(0))  # [N, K]
+        return logits[None].expand(x.shape[0], -1, -1)
+
+
+class GRUClassifier(SequenceModel):
+    """Borg & Camilleri: stacked GRU with recurrent dropout, then per frame batch norm, a ReLU
+    layer, dropout and the classifier. The batch norm normalises every frame's features over
+    all frames of the batch; at evaluation it uses its running statistics (so it is causal)."""
+
+    def __init__(
+        self,
+        input_dim: int,
+        num_classes: int,
+        hidden: int = 256,
+        layers: int = 2,
+        recurrent_dropout: float = 0.3,
+        fc: int = 64,
+        dropout: float = 0.4,
+    ):
+        super().__init__()
+        self.rnn = DropoutGRU(input_dim, hidden, layers, recurrent_dropout)
+        self.norm = nn.BatchNorm1d(hidden)
+        self.classifier = nn.Sequential(
+            nn.Linear(hidden, fc), nn.ReLU(), nn.Dropout(dropout), nn.Linear(fc, num_classes)
+        )
+
+    def _head(self, h: Tensor) -> Tensor:  # [M, H] -> [M, K]
+        return self.classifier(self.norm(h))
+
+    def forward(self, x: Tensor, domain: Tensor) -> Tensor:  # [T, N, D] -> [T, N, K]
+        h = self.rnn(x)  # [T, N, H]
+        t, n, _ = h.shape
+        return self._head(h.reshape(t * n, -1)).reshape(t, n, -1)
+
+    def init_state(self, batch: int, domain: Tensor):
+        return {"h": self.rnn.init_state(batch, self.norm.weight)}
+
+    def step(self, x_t: Tensor, state):
+        _eval_only(self)
+        h, hs = self.rnn.step(x_t, state["h"])
+        return self._head(h), {"h": hs}

@@ -1,0 +1,91 @@
+"""The steps of the command line as library calls: dataset reference in, report out.
+
+Each function resolves names (plugins, dataset references, workspace paths) and calls the
+module that does the work; ``actrec.cli`` only parses options and renders what these return.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from actrec.errors import ConfigError
+
+
+def extract_dataset(
+    dataset_ref: str,
+    *,
+    dataset_options: Mapping[str, str] | None = None,
+    extractor: str = "colorgrad",
+    extractor_options: Mapping[str, str] | None = None,
+    split: str | None = None,
+    out: Path | None = None,
+    overwrite: bool = False,
+    dtype: str = "float16",
+    progress: Any = None,
+):
+    """Extract per-frame features of a dataset's videos into a feature store.
+
+    ``split`` limits the work to that split's videos (train and test); the store records all
+    splits either way. Returns ``actrec.extract.ExtractReport``.
+    """
+    from actrec import registry
+    from actrec.extract import extract_features
+    from actrec.refs import dataset_from_ref, resolve_store
+
+    dataset = dataset_from_ref(dataset_ref, dataset_options)
+    ext = registry.create("extractors", extractor, dict(extractor_options or {}))
+    index = dataset.load()
+    video_ids = None
+    if split is not None:
+        chosen = index.split(split)
+        video_ids = sorted(set(chosen.train) | set(chosen.test))
+    store = out if out is not None else resolve_store(dataset_ref, extractor)
+    missing = [v for v in index.videos.values() if v.path is None]
+    if missing:
+        raise ConfigError(
+            f"dataset '{dataset_ref}' has no video files for extraction (e.g. {missing[0].id}); "
+            f"import its public features instead (actrec import)"
+        )
+    return extract_features(
+        index, ext, store, dataset_ref=dataset_ref, split_scheme=index.label_set,
+        video_ids=video_ids, overwrite=overwrite, dtype=dtype, progress=progress,
+    )
+
+
+def train_from_refs(
+    model: str,
+    *,
+    d1: str,
+    d2: str | None = None,
+    extractor: str = "colorgrad",
+    model_options: Mapping[str, str] | None = None,
+    run_dir: Path | None = None,
+    sources: Mapping[str, str] | None = None,
+    progress: Any = None,
+    **spec_fields: Any,
+):
+    """Train ``model`` on the feature stores of ``d1`` (and ``d2``); returns ``TrainResult``.
+
+    ``d1``/``d2`` are store paths or dataset references (see ``actrec.refs.resolve_store``);
+    ``spec_fields`` are the remaining ``actrec.train.TrainSpec`` fields.
+    """
+    from actrec import registry
+
+    registry.plugin_class("models", model)  # fail fast, before any data is read
+    from actrec.refs import resolve_store
+    from actrec.runs import new_run_dir
+    from actrec.train import TrainSpec, train_model
+    from actrec.workspace import home
+
+    spec = TrainSpec(
+        model=model,
+        model_options=dict(model_options or {}),
+        d1=resolve_store(d1, extractor),
+        d2=resolve_store(d2, extractor) if d2 else None,
+        **spec_fields,
+    )
+    if run_dir is None:
+        run_dir = new_run_dir(home() / "runs", model)
+    return train_model(spec, run_dir, sources=sources, progress=progress)

@@ -1,0 +1,56 @@
+"""What ``actrec plugins`` reports: every plugin with its status, as data."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from actrec import registry
+
+
+@dataclass(frozen=True)
+class PluginRow:
+    kind: str
+    name: str
+    dist: str
+    version: str
+    target: str
+    status: str  # "ok" | "broken" | "conflict" | "skipped"
+    options: tuple[str, ...] = ()
+    causal: bool | None = None
+    error: str = ""
+    details: str = ""
+
+
+@dataclass(frozen=True)
+class PluginListing:
+    rows: tuple[PluginRow, ...]
+
+    def to_dict(self) -> dict:
+        return {"plugins": [{k: v for k, v in dataclasses.asdict(r).items() if k != "details"}
+                            for r in self.rows]}
+
+
+def list_plugins() -> PluginListing:
+    """Discover, load and validate every plugin; failures become rows, never exceptions."""
+    found = registry.discover()
+    rows: list[PluginRow] = []
+    for rec, obj in registry.load_all(found):
+        if isinstance(obj, registry.BrokenPlugin):
+            rows.append(_row(rec, "broken", error=obj.error, details=obj.details))
+            continue
+        options = tuple(f.name for f in dataclasses.fields(obj.Config))
+        causal = getattr(obj, "causal", None) if rec.kind == "models" else None
+        if rec.kind == "extractors":
+            causal = getattr(obj, "lookahead", 0) == 0
+        rows.append(_row(rec, "ok", options=options, causal=causal))
+    for clash in found.conflicts:
+        msg = registry._conflict_message(clash)
+        rows.extend(_row(rec, "conflict", error=msg) for rec in clash)
+    rows.extend(_row(rec, "skipped", error="third-party loading limited by ACTREC_PLUGINS / "
+                     "ACTREC_NO_PLUGIN_AUTOLOAD") for rec in found.skipped)
+    return PluginListing(tuple(rows))
+
+
+def _row(rec: registry.PluginRecord, status: str, **kw) -> PluginRow:
+    return PluginRow(rec.kind, rec.name, rec.dist, rec.version, rec.target, status, **kw)

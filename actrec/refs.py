@@ -1,0 +1,48 @@
+"""Dataset references (``NAME`` or ``NAME:key=value,...``) and the feature stores they map to.
+
+A reference names a dataset plugin and some of its options, so that ``synthetic:kitchen=b``
+and ``synthetic:kitchen=a`` are two datasets (two domains) on the command line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from actrec.errors import ConfigError
+
+
+def parse_dataset_ref(ref: str) -> tuple[str, dict[str, str]]:
+    """``"synthetic:kitchen=b,seed=1"`` -> ``("synthetic", {"kitchen": "b", "seed": "1"})``."""
+    name, _, rest = ref.partition(":")
+    name = name.strip()
+    if not name:
+        raise ConfigError(f"dataset reference {ref!r} has no dataset name")
+    options: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"dataset reference {ref!r}: expected key=value, got {part!r}")
+        options[key.strip()] = value.strip()
+    return name, options
+
+
+def dataset_from_ref(ref: str, options: Mapping[str, str] | None = None):
+    """The dataset plugin instance for ``ref``, with ``options`` added (they win on clashes)."""
+    from actrec import registry
+
+    name, ref_options = parse_dataset_ref(ref)
+    return registry.create("datasets", name, {**ref_options, **(options or {})})
+
+
+def resolve_store(ref_or_path: str, extractor: str) -> Path:
+    """A feature store: ``ref_or_path`` itself when it is an existing folder or ends in
+    ``.zarr``, else the workspace's store for dataset reference ``ref_or_path`` and
+    ``extractor`` (where ``actrec extract`` writes by default)."""
+    from actrec.workspace import default_store_path
+
+    path = Path(ref_or_path).expanduser()
+    if path.suffix == ".zarr" or path.is_dir():
+        return path
+    parse_dataset_ref(ref_or_path)  # validate
+    return default_store_path(ref_or_path, extractor)

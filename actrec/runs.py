@@ -1,0 +1,163 @@
+"""Run directories and the files in them.
+
+A run directory holds everything one training run produced::
+
+    <root>/<YYYYmmdd-HHMMSS>-<model>/
+        config.json      the TrainSpec, where each value came from, versions, the stores' attrs
+        metrics.jsonl    one JSON object per logged iteration (appended, flushed)
+        checkpoint.pt    the latest checkpoint (plain tensors and primitives: weights_only=True)
+        eval.json        the last evaluation (written by ``actrec.evaluate``)
+
+Every file is written atomically (a temporary file in the same folder, then ``os.replace``), so
+an interrupted run never leaves a half-written checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from actrec.errors import DataError
+
+__all__ = [
+    "CONFIG",
+    "METRICS",
+    "CHECKPOINT",
+    "EVAL",
+    "runs_root",
+    "new_run_dir",
+    "resolve_run",
+    "atomic_write_json",
+    "atomic_torch_save",
+    "load_checkpoint",
+    "read_json",
+]
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+CHECKPOINT = "checkpoint.pt"
+EVAL = "eval.json"
+
+
+def runs_root() -> Path:
+    """The workspace's runs folder: ``actrec.workspace.home() / "runs"``."""
+    from actrec.workspace import home
+
+    return Path(home()) / "runs"
+
+
+def new_run_dir(root: Path, name: str) -> Path:
+    """Create and return a fresh ``root/<UTC timestamp>-<name>`` folder; never reuses one.
+
+    When the folder exists already (two runs in the same second), ``-2``, ``-3``, ... is
+    appended; creation is atomic (``mkdir`` without ``exist_ok``), so concurrent callers get
+    distinct folders.
+    """
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "run"
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 10_000):
+        path = root / (f"{stamp}-{safe}" if n == 1 else f"{stamp}-{safe}-{n}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise DataError(f"could not create a new run folder under {root}")  # pragma: no cover
+
+
+def resolve_run(ref: str | os.PathLike[str]) -> Path:
+    """The run folder ``ref`` names: an existing folder path, or a run name under
+    ``runs_root()``. ``DataError`` naming both places looked at if neither exists."""
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        return path
+    under = runs_root() / str(ref)
+    if under.is_dir():
+        return under
+    raise DataError(f"no run '{ref}': neither {path} nor {under} is a folder")
+
+
+@contextmanager
+def _atomic(path: Path, mode: str) -> Iterator[Any]:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically (tmp file + ``os.replace``)."""
+    with _atomic(path, "w") as handle:
+        json.dump(obj, handle, indent=2, sort_keys=False)
+        handle.write("\n")
+
+
+def atomic_torch_save(path: Path, obj: Any) -> None:
+    """``torch.save`` ``obj`` to ``path`` atomically. Keep ``obj`` to tensors, dicts, lists
+    and primitives so that ``load_checkpoint`` can read it with ``weights_only=True``."""
+    import torch
+
+    with _atomic(path, "wb") as handle:
+        torch.save(obj, handle)
+
+
+def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``.
+
+    Raises ``DataError`` naming the file if it is missing, corrupt, or not a dict.
+    """
+    import pickle
+    import zipfile
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no checkpoint file")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except (
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+        EOFError,
+        RuntimeError,
+        ValueError,
+        OSError,
+    ) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: not a readable actrec checkpoint ({first})") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: expected a checkpoint dict, found {type(obj).__name__}")
+    return obj
+
+
+def read_json(path: Path) -> Any:
+    """Parse a JSON file; ``DataError`` naming the file (and line) if missing or malformed."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}, line {exc.lineno}: invalid JSON ({exc.msg})") from None

@@ -1,0 +1,78 @@
+// The DDBN op schemas (namespace `actrec`) and the Python module shell `actrec._C`.
+//
+// Kernels live beside their backend: csrc/cpu/ddbn_cpu.cpp (TORCH_LIBRARY_IMPL(actrec, CPU)) and
+// csrc/cuda/ddbn_cuda.cu (TORCH_LIBRARY_IMPL(actrec, CUDA)). Fake (meta) and autograd
+// registrations are in Python: actrec/ops/ddbn.py. Other ops join the namespace with
+// TORCH_LIBRARY_FRAGMENT(actrec, m) from their own files.
+//
+// Importing the module runs the static registrations; the module itself only reports how it
+// was built, so that `actrec info` can say what is active.
+
+#include <Python.h>
+#include <pybind11/pybind11.h>
+#include <torch/library.h>
+#include <torch/version.h>
+
+#include <string>
+
+TORCH_LIBRARY(actrec, m) {
+  // h [T,N,C]; alpha [2]; rows 0..n1-1 are domain D1. Returns y [T,N,C] and the saved per-domain
+  // statistics mean, rstd [2,T,C] (float32 for half/bfloat16 inputs). When given, the running
+  // buffers [2,T_max,C] are updated in place for t < min(T, T_max).
+  m.def(
+      "ddbn_forward(Tensor h, Tensor alpha, int n1, Tensor gamma, Tensor beta, float eps, "
+      "Tensor(a!)? running_mean, Tensor(b!)? running_var, float momentum) "
+      "-> (Tensor y, Tensor mean, Tensor rstd)");
+  // The backward of ddbn_forward with respect to h, alpha, gamma and beta.
+  m.def(
+      "ddbn_backward(Tensor grad_y, Tensor h, Tensor alpha, int n1, Tensor gamma, Tensor mean, "
+      "Tensor rstd, float eps) -> (Tensor grad_h, Tensor grad_alpha, Tensor grad_gamma, "
+      "Tensor grad_beta)");
+  // Evaluation with population statistics: domain [N] int64 of 0/1 picks the running slot;
+  // timesteps t >= T_max use slot T_max - 1.
+  m.def(
+      "ddbn_eval(Tensor h, Tensor domain, Tensor running_mean, Tensor running_var, "
+      "Tensor gamma, Tensor beta, float eps) -> Tensor");
+}
+
+namespace {
+
+std::string compiler_string() {
+#if defined(__clang__)
+  return std::string("clang ") + __clang_version__;
+#elif defined(__GNUC__)
+  return std::string("gcc ") + __VERSION__;
+#elif defined(_MSC_VER)
+  return "msvc " + std::to_string(_MSC_VER);
+#else
+  return "unknown";
+#endif
+}
+
+// What this binary contains. ACTREC_WITH_CUDA / ACTREC_CUDA_VERSION are defined by the build
+// (setup.py or actrec/ops/_ext.py) only when the csrc/cuda sources were compiled in.
+pybind11::dict build_info() {
+  pybind11::dict d;
+  d["cpu"] = true;
+#ifdef ACTREC_WITH_CUDA
+  d["cuda"] = true;
+#ifdef ACTREC_CUDA_VERSION
+  d["cuda_version"] = std::string(ACTREC_CUDA_VERSION);
+#else
+  d["cuda_version"] = std::string("unknown");
+#endif
+#else
+  d["cuda"] = false;
+  d["cuda_version"] = pybind11::none();
+#endif
+  d["compiler"] = compiler_string();
+  d["torch_version"] = std::string(TORCH_VERSION);
+  return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "actrec's compiled ops (registered under torch.ops.actrec on import)";
+  m.def("build_info", &build_info, "What was compiled: cpu, cuda, cuda_version, compiler, torch_version");
+}

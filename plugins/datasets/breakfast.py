@@ -1,0 +1,156 @@
+"""Breakfast (Kuehne et al.): 1712 videos of 52 people making 10 breakfasts, 15 fps.
+
+Annotation sources (``source``), all under the data root:
+- ``coarse``: ``segmentation_coarse/<recipe>/<video>.txt``, ``1-30 SIL`` lines (1-based,
+  inclusive), the dataset's own files;
+- ``xml``: ``segmentation_xml/<recipe>/<video>.xml``, the author's ``<MotionLabel>`` files;
+- ``fine``: ``segmentation_fine/<recipe>/<video>.txt``, the fine segmentation, same line format;
+- ``mstcn``: ``groundTruth/<video>.txt``, one label per frame (MS-TCN; cut to the feature length).
+
+Label sets: ``mstcn`` = the 48 classes of ``mapping.txt`` (``SIL`` at index 0 is the
+background); ``lowest`` = the papers' lowest-level set: background at 0, then the action labels
+of ``classes_file`` (one per line) if given, else every label the files use, sorted, with
+``SIL`` folded into the background.
+
+Splits: ``official`` = the 4 leave-person-out splits P03-P15 / P16-P28 / P29-P41 / P42-P54
+held out (they equal the MS-TCN bundles); ``bundles`` = ``splits/{train,test}.splitN.bundle``.
+Split entries without an annotation file are dropped and counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from actrec.plugin_api import Dataset, DatasetIndex, PluginConfig, Split
+
+SOURCES = ("coarse", "xml", "fine", "mstcn")
+BACKGROUND = "SIL"
+PERSON_BLOCKS = ((3, 15), (16, 28), (29, 41), (42, 54))
+
+
+@dataclass(frozen=True)
+class BreakfastConfig(PluginConfig):
+    root: Path | None = None
+    source: str = "coarse"
+    label_set: str = "mstcn"
+    classes_file: Path | None = None
+    split_scheme: str = "official"
+    fps: float = 15.0
+
+
+def parse_video_id(video: str) -> tuple[str, str | None, str | None]:
+    """``P03_cam01_P03_coffee`` -> participant ``P03``, camera ``cam01``, recipe ``coffee``."""
+    parts = video.split("_")
+    if len(parts) >= 4:
+        return parts[0], parts[1], "_".join(parts[3:])
+    return parts[0], None, None
+
+
+def official_splits(participants: dict[str, str]) -> dict[str, Split]:
+    """The 4 official splits: persons P03-P15, P16-P28, P29-P41, P42-P54 held out in turn."""
+    splits = {}
+    for i, (lo, hi) in enumerate(PERSON_BLOCKS, 1):
+        def held(p: str) -> bool:
+            return p[1:].isdigit() and lo <= int(p[1:]) <= hi
+        test = tuple(sorted(v for v, p in participants.items() if held(p)))
+        train = tuple(sorted(v for v, p in participants.items() if not held(p)))
+        splits[str(i)] = Split(str(i), train, test)
+    return splits
+
+
+class Breakfast(Dataset):
+    """The Breakfast dataset from its segmentation files or the MS-TCN ground truth."""
+
+    name = "breakfast"
+    Config = BreakfastConfig
+
+    def load(self) -> DatasetIndex:
+        import numpy as np
+
+        from actrec.errors import ConfigError, DataError
+        from actrec.io import annotations as A
+        from actrec_plugins.datasets._common import filter_split, index_files, resolve_root
+
+        cfg = self.config
+        if cfg.source not in SOURCES:
+            raise ConfigError(f"breakfast: source must be one of {', '.join(SOURCES)}, "
+                              f"got {cfg.source!r}")
+        if cfg.label_set not in ("mstcn", "lowest"):
+            raise ConfigError(f"breakfast: label_set must be 'mstcn' or 'lowest', "
+                              f"got {cfg.label_set!r}")
+        if cfg.split_scheme not in ("official", "bundles"):
+            raise ConfigError(f"breakfast: split_scheme must be 'official' or 'bundles', "
+                              f"got {cfg.split_scheme!r}")
+        root = resolve_root(self.name, cfg.root)
+        repairs: dict[str, int] = {}
+
+        folder = {"coarse": "segmentation_coarse", "xml": "segmentation_xml",
+                  "fine": "segmentation_fine", "mstcn": "groundTruth"}[cfg.source]
+        directory = root / folder
+        if not directory.is_dir():
+            raise DataError(f"{directory}: folder not found (breakfast source {cfg.source!r})")
+        if cfg.source == "mstcn":
+            files = index_files(directory.glob("*.txt"))
+        else:
+            ext = "*.xml" if cfg.source == "xml" else "*.txt"
+            files = index_files(list(directory.glob(ext)) + list(directory.glob("*/" + ext)))
+        if not files:
+            raise DataError(f"{directory}: no annotation files")
+
+        segments: dict[str, list[A.Segment]] = {}
+        names: dict[str, np.ndarray] = {}
+        for video, path in files.items():
+            if cfg.source == "mstcn":
+                names[video] = A.read_frame_label_names(path, repairs)
+            elif cfg.source == "xml":
+                segments[video] = A.read_breakfast_xml(path, repairs)
+            else:
+                segments[video] = A.read_range_segments(path, repairs)
+
+        if cfg.label_set == "mstcn":
+            classes = A.read_mapping(root / "mapping.txt")
+            index = {c: i for i, c in enumerate(classes)}
+        else:
+            if cfg.classes_file is not None:
+                actions = [c for c in A.read_name_list(cfg.classes_file) if c != BACKGROUND]
+            else:
+                used = {s.label for segs in segments.values() for s in segs}
+                used |= {str(n) for arr in names.values() for n in np.unique(arr)}
+                actions = sorted(used - {BACKGROUND})
+            classes = ("background", *actions)
+            index = {c: i for i, c in enumerate(classes)}
+            index[BACKGROUND] = 0
+
+        videos = {}
+        for video in files:
+            if cfg.source == "mstcn":
+                labels = A.read_frame_labels(files[video], index)
+            else:
+                labels, fixed = A.segments_to_frames(
+                    segments[video], index, source=files[video], fill=0 if cfg.label_set ==
+                    "lowest" else A.UNLABELLED)
+                A.add_repairs(repairs, fixed)
+            participant, camera, recipe = parse_video_id(video)
+            videos[video] = _record(video, participant, labels, cfg.fps, camera, recipe)
+
+        participants = {v: r.participant for v, r in videos.items()}
+        if cfg.split_scheme == "official":
+            splits = official_splits(participants)
+        else:
+            splits = {}
+            for n in range(1, 5):
+                train = A.read_bundle(root / "splits" / f"train.split{n}.bundle", repairs)
+                test = A.read_bundle(root / "splits" / f"test.split{n}.bundle", repairs)
+                splits[str(n)] = filter_split(str(n), train, test, videos, repairs)
+        return DatasetIndex(
+            name=self.name, classes=tuple(classes), videos=videos, splits=splits, fps=cfg.fps,
+            background=0, label_set=cfg.label_set, repairs=repairs,
+        )
+
+
+def _record(video, participant, labels, fps, camera, recipe):
+    from actrec.plugin_api import VideoRecord
+
+    return VideoRecord(id=video, participant=participant, labels=labels, fps=fps,
+                       camera=camera, recipe=recipe)

@@ -1,0 +1,98 @@
+"""The command line: help everywhere, lazy imports, config files, env vars, error messages."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from actrec.cli import COMMANDS, cli
+
+
+def all_command_paths() -> list[list[str]]:
+    ctx = click.Context(cli)
+    paths = []
+    for name in COMMANDS:
+        cmd = cli.get_command(ctx, name)
+        paths.append([name])
+        if isinstance(cmd, click.Group):
+            paths += [[name, sub] for sub in cmd.list_commands(ctx)]
+    return paths
+
+
+@pytest.mark.parametrize("path", all_command_paths(), ids=lambda p: " ".join(p))
+def test_help_of_every_command(path):
+    result = CliRunner().invoke(cli, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output and "--help" in result.output
+
+
+def test_help_imports_no_heavy_library():
+    code = ("import sys, runpy\nsys.argv = ['actrec', '--help']\n"
+            "try:\n    runpy.run_module('actrec', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print('HEAVY', sorted(m for m in ('torch', 'zarr', 'decord', 'cv2', 'numpy') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+    assert "HEAVY []" in out, out
+    for sub in all_command_paths():
+        code2 = code.replace("['actrec', '--help']", repr(["actrec", *sub, "--help"]))
+        out = subprocess.run([sys.executable, "-c", code2], capture_output=True, text=True).stdout
+        assert "HEAVY []" in out, (sub, out)
+
+
+def run(args, env=None, cwd=None):
+    return subprocess.run([sys.executable, "-m", "actrec", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, cwd=cwd, timeout=300)
+
+
+def test_config_file_typo_is_named(tmp_path: Path):
+    cfg = tmp_path / "actrec.toml"
+    cfg.write_text("[train]\nhistroy = 10\n")
+    result = run(["--config", str(cfg), "train", "lstm", "--d1", "x"])
+    assert result.returncode != 0
+    assert str(cfg) in result.stderr and "unknown option 'histroy' in [train]" in result.stderr
+    assert "history" in result.stderr
+    cfg.write_text("[trian]\nlr = 1\n")
+    result = run(["--config", str(cfg), "plugins"])
+    assert result.returncode != 0 and "unknown command table [trian]" in result.stderr
+    cfg.write_text("[train\n")
+    result = run(["--config", str(cfg), "plugins"])
+    assert result.returncode != 0 and "is not valid TOML" in result.stderr
+
+
+def test_value_sources_are_recorded(tmp_path: Path):
+    """Command line > environment > config file > default, and each value says where it came from."""
+    from actrec.cli.config import value_sources
+
+    seen = {}
+
+    @click.command()
+    @click.option("--a", default=1)
+    @click.option("--b", default=2)
+    @click.option("--c", default=3)
+    @click.option("--d", default=4)
+    @click.pass_context
+    def probe(ctx, a, b, c, d):
+        seen.update(values=(a, b, c, d), sources=value_sources(ctx))
+
+    result = CliRunner().invoke(probe, ["--a", "10"], auto_envvar_prefix="ACTREC",
+                                default_map={"b": 20, "c": 30}, env={"ACTREC_C": "300"})
+    assert result.exit_code == 0, result.output
+    assert seen["values"] == (10, 20, 300, 4)
+    assert seen["sources"] == {"a": "command line", "b": "config file", "c": "environment",
+                               "d": "default"}
+
+
+def test_unknown_plugin_and_bad_option_exit_nonzero_with_message():
+    result = run(["train", "nosuchmodel", "--d1", "x"])
+    assert result.returncode == 1
+    assert "unknown model 'nosuchmodel'" in result.stderr and "Traceback" not in result.stderr
+    result = run(["train", "lstm", "--d1", "x", "--mix", "a:b"])
+    assert result.returncode == 2 and "expected N1:N2" in result.stderr
+    result = run(["extract", "synthetic", "-o", "nokey"])
+    assert result.returncode == 1 and "--option expects KEY=VALUE" in result.stderr
