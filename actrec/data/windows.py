@@ -125,8 +125,7 @@ def sample_windows(bank: VideoBank, n: int, history: int, rng: np.random.Generat
     video = rng.integers(0, len(bank), size=n)  # [n]
     lengths = np.array([bank.labels[v].shape[0] for v in video], dtype=np.int64)  # [n]
     room = np.maximum(lengths - history, 0) + 1  # number of possible starts
-    start = (rng.random(n) * room).astype(np.int64)  # [n], uniform over 0 .. room-1
-    start = np.minimum(start, room - 1)
+    start = rng.integers(0, room).astype(np.int64)  # [n], uniform over 0 .. room-1
     x = np.zeros((history, n, bank.dim), dtype=np.float32)  # [T, n, D]
     y = np.full((history, n), -1, dtype=np.int64)  # [T, n]
     mask = np.zeros((history, n), dtype=bool)

@@ -326,6 +326,7 @@ class FeatureStore:
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
+            _rmdir_if_empty(tmp.parent)  # keeps the store a clean Zarr hierarchy
 
     def remove(self, video_id: str) -> None:
         """Delete one video (no error if it is not there)."""
@@ -335,6 +336,7 @@ class FeatureStore:
             trash.parent.mkdir(parents=True, exist_ok=True)
             os.rename(target, trash)  # disappears from listings at once
             shutil.rmtree(trash, ignore_errors=True)
+            _rmdir_if_empty(trash.parent)
 
     # ------------------------------------------------------------------ internals
 
@@ -375,12 +377,20 @@ class FeatureStore:
                     continue
                 if dead or old:
                     shutil.rmtree(entry, ignore_errors=True)
+            _rmdir_if_empty(tmp_root)
         videos = self.path / _VIDEOS
         if videos.is_dir():
             for entry in videos.iterdir():
                 attrs = _group_attrs(entry)
                 if entry.is_dir() and (attrs is None or attrs.get("complete") is not True):
                     shutil.rmtree(entry, ignore_errors=True)
+
+
+def _rmdir_if_empty(directory: Path) -> None:
+    try:
+        directory.rmdir()
+    except OSError:  # not empty (another writer) or already gone
+        pass
 
 
 def _tmp_name(name: str, tag: str) -> str:

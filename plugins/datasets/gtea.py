@@ -1,0 +1,46 @@
+"""GTEA (Fathi et al.): 28 egocentric videos of 4 subjects making 7 foods, 15 fps, MS-TCN
+layout (see ``mstcn``). The 11 classes are in the MS-TCN order, background last (index 10);
+a ``mapping.txt``, if present, must agree. Splits: the 4 leave-one-subject-out splits from
+``splits/Split_N/{train,test}.txt`` when present, else the MS-TCN ``*.splitN.bundle`` files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from actrec.plugin_api import Dataset, DatasetIndex, PluginConfig
+
+CLASSES = ("take", "open", "pour", "close", "shake", "scoop", "stir", "put", "fold", "spread",
+           "background")
+
+
+@dataclass(frozen=True)
+class GTEAConfig(PluginConfig):
+    root: Path | None = None
+    fps: float = 15.0
+    length_policy: str = "truncate"
+
+
+class GTEA(Dataset):
+    """GTEA in the MS-TCN layout."""
+
+    name = "gtea"
+    Config = GTEAConfig
+
+    def load(self) -> DatasetIndex:
+        from actrec.io import annotations as A
+        from actrec_plugins.datasets._common import resolve_root
+        from actrec_plugins.datasets.mstcn import load_mstcn
+
+        cfg = self.config
+        root = resolve_root(self.name, cfg.root)
+        lists = None
+        folders = sorted((root / "splits").glob("Split_*"), key=lambda p: p.name)
+        if folders:
+            lists = {p.name.removeprefix("Split_"): (A.read_bundle(p / "train.txt"),
+                                                     A.read_bundle(p / "test.txt"))
+                     for p in folders}
+        return load_mstcn(root, name=self.name, fps=cfg.fps, classes=CLASSES,
+                          background="background", length_policy=cfg.length_policy,
+                          split_lists=lists)

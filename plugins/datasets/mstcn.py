@@ -1,0 +1,150 @@
+"""Any dataset in the MS-TCN layout:
+
+```
+ROOT/mapping.txt                         <id> <class name>, ids 0..C-1
+ROOT/groundTruth/<video>.txt | .npy      one label name per line, or an integer array [T]
+ROOT/splits/{train,test}.splitN.bundle   video files, one per line
+ROOT/features/<video>.npy                optional, D x T
+```
+
+Annotations alone suffice; when features exist, the labels are fitted to the feature length
+(``length_policy``: ``truncate`` cuts to the shorter and marks feature frames without labels
+unlabelled, counting both; ``error`` refuses). ``participant`` of a video is the part of its id
+before the first ``_`` (``P03_cam01_P03_tea`` -> ``P03``, ``S1_Coffee_C1`` -> ``S1``) or ``-``
+(``rgb-01-1`` -> ``01`` after dropping an ``rgb-`` prefix).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from actrec.plugin_api import Dataset, DatasetIndex, PluginConfig
+
+
+@dataclass(frozen=True)
+class MSTCNConfig(PluginConfig):
+    root: Path | None = None
+    fps: float = 15.0
+    background: str | None = None  # name of the background class, if the dataset has one
+    length_policy: str = "truncate"
+
+
+def participant_of(video: str) -> str:
+    """The participant part of an MS-TCN video id (see the module docstring)."""
+    video = video.removeprefix("rgb-")
+    for sep in ("_", "-"):
+        if sep in video:
+            return video.split(sep)[0]
+    return video
+
+
+def load_mstcn(
+    root: Path,
+    *,
+    name: str,
+    fps: float,
+    classes: Sequence[str] | None = None,
+    background: str | None = None,
+    length_policy: str = "truncate",
+    split_lists: dict[str, tuple[Sequence[str], Sequence[str]]] | None = None,
+    label_set: str = "default",
+) -> DatasetIndex:
+    """Read an MS-TCN layout folder into a ``DatasetIndex``.
+
+    ``classes`` overrides ``mapping.txt`` (which, if present, must then agree with it);
+    ``split_lists`` (``name -> (train ids, test ids)``) overrides the bundles.
+    """
+    import numpy as np
+
+    from actrec.errors import ConfigError, DataError
+    from actrec.io import annotations as A
+    from actrec.plugin_api import VideoRecord
+    from actrec_plugins.datasets._common import filter_split, index_files
+
+    if length_policy not in ("truncate", "error"):
+        raise ConfigError(f"{name}: length_policy must be 'truncate' or 'error', "
+                          f"got {length_policy!r}")
+    repairs: dict[str, int] = {}
+    mapping = root / "mapping.txt"
+    if classes is None:
+        classes = A.read_mapping(mapping)
+    elif mapping.is_file():
+        found = A.read_mapping(mapping)
+        if tuple(found) != tuple(classes):
+            raise DataError(f"{mapping}: classes {', '.join(found)}; expected the {name} "
+                            f"order {', '.join(classes)}")
+    index = {c: i for i, c in enumerate(classes)}
+    bg = None
+    if background is not None:
+        if background not in index:
+            raise ConfigError(f"{name}: background class {background!r} is not in {mapping}")
+        bg = index[background]
+
+    gt = root / "groundTruth"
+    if not gt.is_dir():
+        raise DataError(f"{gt}: folder not found (MS-TCN layout expects groundTruth/)")
+    files = index_files(list(gt.glob("*.txt")) + list(gt.glob("*.npy")))
+    if not files:
+        raise DataError(f"{gt}: no ground-truth files (*.txt or *.npy)")
+    features = root / "features"
+    videos = {}
+    for video, path in files.items():
+        if path.suffix == ".npy":
+            labels = A.read_npy_labels(path, len(classes))
+        else:
+            labels = A.read_frame_labels(path, index, repairs)
+        feat = features / f"{video}.npy"
+        if feat.is_file():
+            length = _feature_length(feat)
+            labels, fixed = A.fit_length(labels, length, policy=length_policy, source=path)
+            A.add_repairs(repairs, fixed)
+        videos[video] = VideoRecord(id=video, participant=participant_of(video),
+                                    labels=np.ascontiguousarray(labels), fps=fps)
+
+    splits = {}
+    if split_lists is None:
+        split_lists = {}
+        folder = root / "splits"
+        for test in sorted(folder.glob("test.split*.bundle")):
+            n = test.name[len("test.split"):-len(".bundle")]
+            train = folder / f"train.split{n}.bundle"
+            if not train.is_file():
+                raise DataError(f"{train}: missing (its test list {test.name} exists)")
+            split_lists[n] = (A.read_bundle(train, repairs), A.read_bundle(test, repairs))
+    for n in sorted(split_lists, key=lambda k: (len(k), k)):
+        train, test = split_lists[n]
+        splits[n] = filter_split(n, train, test, videos, repairs)
+    return DatasetIndex(name=name, classes=tuple(classes), videos=videos, splits=splits,
+                        fps=fps, background=bg, label_set=label_set, repairs=repairs)
+
+
+def _feature_length(path: Path) -> int:
+    """T of a ``D x T`` feature file, read from its header only."""
+    import numpy as np
+
+    from actrec.errors import DataError
+
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise DataError(f"{path}: not a readable .npy array ({exc})") from None
+    if array.ndim != 2:
+        raise DataError(f"{path}: expected features D x T, got shape {array.shape}")
+    return int(array.shape[1])
+
+
+class MSTCN(Dataset):
+    """A dataset in the MS-TCN layout (``groundTruth/``, ``splits/``, ``mapping.txt``)."""
+
+    name = "mstcn"
+    Config = MSTCNConfig
+
+    def load(self) -> DatasetIndex:
+        from actrec_plugins.datasets._common import resolve_root
+
+        cfg = self.config
+        root = resolve_root(self.name, cfg.root)
+        return load_mstcn(root, name=self.name, fps=cfg.fps, background=cfg.background,
+                          length_policy=cfg.length_policy)

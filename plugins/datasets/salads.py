@@ -1,0 +1,207 @@
+"""50 Salads (Stein & McKenna): 50 videos of 25 people preparing a salad, 30 fps.
+
+Sources (``source``):
+- ``mstcn``: ``groundTruth/rgb-XX-Y.txt`` (one mid-level label per frame) with ``mapping.txt``;
+- ``annotations``: ``annotations/XX-Y-activityAnnotation.txt`` (``<start_us> <end_us> <label>``,
+  CRLF, unsorted, high / mid / low granularities mixed), turned into frames with per-frame
+  timestamp files (``timestamps_dir``: ``timestamps-XX-Y.txt`` or ``rgb-XX-Y.txt``, the first
+  integer of each line is the frame's time in microseconds) or, failing those, ``fps`` and
+  ``start_us`` (the time of frame 0, the same for every video).
+
+Label sets (``label_set``):
+- ``mid``: the 19 MS-TCN classes of ``mapping.txt`` (17 mid-level + ``action_start`` /
+  ``action_end``, no background). From annotations, frames before the first action are
+  ``action_start``, after the last ``action_end`` and gaps between actions are unlabelled.
+- ``low``: the papers' set: ``background`` + the 51 ``*_prep/_core/_post`` labels of
+  ``labels/low_level_actions.txt`` = 52 classes. Needs ``source=annotations``.
+- ``eval``: ``background`` + the 9 evaluation classes (``labels/eval_actions.txt``);
+  ``add_salt`` / ``add_vinegar`` (``null`` in ``low_to_eval``) and ``action_start/end`` are
+  background. Works from either source.
+
+Splits (``split_scheme``): ``mstcn`` = the 5 folds of ``splits/*.splitN.bundle``; ``person`` =
+4 leave-person-out folds (~75 / 25): the sorted participants cut into 4 contiguous blocks
+(7, 6, 6, 6 people for the 25 of the MS-TCN set), block i held out in split i.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from actrec.plugin_api import Dataset, DatasetIndex, PluginConfig
+
+
+@dataclass(frozen=True)
+class SaladsConfig(PluginConfig):
+    root: Path | None = None
+    source: str = "mstcn"
+    label_set: str = "mid"
+    split_scheme: str = "mstcn"
+    timestamps_dir: Path | None = None
+    fps: float = 30.0
+    start_us: int | None = None
+
+
+def video_id(sequence: str) -> str:
+    """``01-1`` (annotation file name) -> ``rgb-01-1`` (the MS-TCN video id)."""
+    return sequence if sequence.startswith("rgb-") else "rgb-" + sequence
+
+
+def participant_of(video: str) -> str:
+    """``rgb-01-2`` -> ``01``."""
+    return video.removeprefix("rgb-").split("-")[0]
+
+
+class Salads(Dataset):
+    """50 Salads from the MS-TCN ground truth or the original activity annotations."""
+
+    name = "salads"
+    Config = SaladsConfig
+
+    def load(self) -> DatasetIndex:
+        from actrec.errors import ConfigError, DataError
+        from actrec.io import annotations as A
+        from actrec_plugins.datasets._common import (
+            filter_split, index_files, person_splits, resolve_root)
+
+        cfg = self.config
+        for option, value, allowed in (("source", cfg.source, ("mstcn", "annotations")),
+                                       ("label_set", cfg.label_set, ("mid", "low", "eval")),
+                                       ("split_scheme", cfg.split_scheme, ("mstcn", "person"))):
+            if value not in allowed:
+                raise ConfigError(f"salads: {option} must be one of {', '.join(allowed)}, "
+                                  f"got {value!r}")
+        if cfg.label_set == "low" and cfg.source != "annotations":
+            raise ConfigError("salads: label_set 'low' needs source 'annotations' (the MS-TCN "
+                              "ground truth has mid-level labels only)")
+        root = resolve_root(self.name, cfg.root)
+        repairs: dict[str, int] = {}
+        mid_classes = A.read_mapping(root / "mapping.txt")
+        if cfg.label_set == "mid":
+            classes = mid_classes
+        elif cfg.label_set == "low":
+            classes = ("background", *A.read_name_list(root / "labels" / "low_level_actions.txt"))
+        else:
+            classes = ("background", *A.read_name_list(root / "labels" / "eval_actions.txt"))
+        index = {c: i for i, c in enumerate(classes)}
+
+        if cfg.source == "mstcn":
+            files = index_files((root / "groundTruth").glob("*.txt"))
+            if not files:
+                raise DataError(f"{root / 'groundTruth'}: no ground-truth files")
+            mid_index = {c: i for i, c in enumerate(mid_classes)}
+            lut = self._mid_lookup(root, mid_classes, classes)
+            labels = {v: lut[A.read_frame_labels(p, mid_index, repairs)]
+                      for v, p in files.items()}
+        else:
+            labels = self._from_annotations(root, classes, index, repairs)
+
+        from actrec.plugin_api import VideoRecord
+
+        videos = {v: VideoRecord(id=v, participant=participant_of(v), labels=lab, fps=cfg.fps)
+                  for v, lab in sorted(labels.items())}
+        if cfg.split_scheme == "person":
+            splits = person_splits({v: r.participant for v, r in videos.items()}, 4)
+        else:
+            splits = {}
+            folds = sorted(int(p.name[len("test.split"):-len(".bundle")])
+                           for p in (root / "splits").glob("test.split*.bundle"))
+            if not folds:
+                raise DataError(f"{root / 'splits'}: no test.splitN.bundle files")
+            for n in folds:
+                train = A.read_bundle(root / "splits" / f"train.split{n}.bundle", repairs)
+                test = A.read_bundle(root / "splits" / f"test.split{n}.bundle", repairs)
+                splits[str(n)] = filter_split(str(n), train, test, videos, repairs)
+        background = None if cfg.label_set == "mid" else 0
+        return DatasetIndex(name=self.name, classes=tuple(classes), videos=videos,
+                            splits=splits, fps=cfg.fps, background=background,
+                            label_set=cfg.label_set, repairs=repairs)
+
+    @staticmethod
+    def _mid_lookup(root: Path, mid_classes, classes):
+        """Index array: mid-level class index -> index in ``classes`` (eval: via the
+        low->mid and low->eval tables; ``null`` and ``action_start/end`` -> background)."""
+        import numpy as np
+
+        from actrec.io import annotations as A
+
+        if tuple(classes) == tuple(mid_classes):
+            return np.arange(len(mid_classes), dtype=np.int64)
+        to_mid = A.read_conversion(root / "labels" / "conversions" / "low_to_mid.txt")
+        to_eval = A.read_conversion(root / "labels" / "conversions" / "low_to_eval.txt")
+        mid_to_eval = {to_mid[low]: to_eval.get(low, "null") for low in to_mid}
+        index = {c: i for i, c in enumerate(classes)}
+        return np.array([index.get(mid_to_eval.get(m, "null"), 0) for m in mid_classes],
+                        dtype=np.int64)
+
+    def _from_annotations(self, root: Path, classes, index, repairs):
+        """Per-frame labels from the activity annotation files, in ``classes``."""
+        import numpy as np
+
+        from actrec.errors import DataError
+        from actrec.io import annotations as A
+
+        cfg = self.config
+        folder = root / "annotations"
+        paths = sorted(folder.glob("*-activityAnnotation.txt"))
+        if not paths:
+            raise DataError(f"{folder}: no *-activityAnnotation.txt files")
+        if cfg.timestamps_dir is None and cfg.start_us is None:
+            raise DataError(
+                f"{folder}: the annotations are in microseconds; pass timestamps_dir (per-frame "
+                "timestamp files) or start_us (time of frame 0) with fps to turn them into frames"
+            )
+        low = A.read_name_list(root / "labels" / "low_level_actions.txt")
+        conv = root / "labels" / "conversions"
+        if cfg.label_set == "low":
+            table = {c: c for c in low}
+        elif cfg.label_set == "mid":
+            table = A.read_conversion(conv / "low_to_mid.txt")
+        else:
+            table = {k: (None if v == "null" else v)
+                     for k, v in A.read_conversion(conv / "low_to_eval.txt").items()}
+        known = set(low) | set(A.read_name_list(root / "labels" / "high_level_actions.txt"))
+        out = {}
+        for path in paths:
+            video = video_id(path.name[: -len("-activityAnnotation.txt")])
+            rows = A.read_timed_segments(path, repairs)
+            for start, end, label, line in rows:
+                if label not in known:
+                    raise DataError(f"{path}:{line}: label {label!r} is in no label list")
+            stamps = self._timestamps(video, rows)
+            low_rows = [r for r in rows if r[2] in set(low)]  # drop the high-level rows
+            segments = A.relabel_segments(A.times_to_frames(low_rows, stamps), table)
+            fill = A.UNLABELLED if cfg.label_set == "mid" else 0
+            labels, fixed = A.segments_to_frames(segments, index, source=path,
+                                                 num_frames=len(stamps), fill=fill,
+                                                 overlap="last")
+            A.add_repairs(repairs, fixed)
+            if cfg.label_set == "mid":
+                covered = np.flatnonzero(labels >= 0)
+                first, last = (covered[0], covered[-1]) if covered.size else (len(labels), -1)
+                labels[:first] = index["action_start"]
+                labels[last + 1:] = index["action_end"]
+                A.add_repairs(repairs, {"frames between actions (unlabelled)":
+                                        int(np.count_nonzero(labels < 0))})
+            out[video] = labels
+        return out
+
+    def _timestamps(self, video: str, rows):
+        """Frame times ``[T]`` in microseconds for ``video``: its timestamp file, or
+        ``start_us + i * 1e6 / fps`` up to the last annotated time."""
+        import numpy as np
+
+        from actrec.errors import DataError
+        from actrec.io import annotations as A
+
+        cfg = self.config
+        if cfg.timestamps_dir is not None:
+            seq = video.removeprefix("rgb-")
+            for name in (f"timestamps-{seq}.txt", f"{video}.txt", f"{seq}.txt"):
+                path = Path(cfg.timestamps_dir) / name
+                if path.is_file():
+                    return A.read_timestamps(path)
+            raise DataError(f"{cfg.timestamps_dir}: no timestamps-{seq}.txt for video {video}")
+        last = max(r[1] for r in rows)
+        count = int(np.floor((last - cfg.start_us) * cfg.fps / 1e6)) + 1
+        return cfg.start_us + np.round(np.arange(max(count, 0)) * 1e6 / cfg.fps).astype(np.int64)

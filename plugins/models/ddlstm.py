@@ -1,0 +1,72 @@
+"""``ddlstm`` (Perrett & Damen 2019) and ``bnlstm`` (Cooijmans et al.): batch-normalised LSTMs.
+
+The DDLSTM normalises the input and recurrent products with dual-domain batch norm (one
+``alpha`` pair per layer, projected into ``[n_i/N, 1]`` after every optimiser step); the BNLSTM
+uses plain per-timestep batch norm, one set of statistics for a mixed batch. ``max_len`` is the
+number of timesteps with their own running statistics (the training history length); later
+timesteps use the last one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from actrec.errors import ConfigError
+from actrec.plugin_api import PluginConfig, TemporalModel
+from actrec_plugins.models._common import check_eps, check_fraction, check_positive
+
+if TYPE_CHECKING:  # pragma: no cover
+    from actrec.nn.base import SequenceModel
+
+
+@dataclass(frozen=True)
+class BNLSTMConfig(PluginConfig):
+    hidden: int = 128
+    layers: int = 3
+    max_len: int = 200
+    momentum: float = 0.1
+    eps: float = 1e-5
+    input_projection: bool = False  # per-domain Linear(D -> hidden) in front
+
+    def __post_init__(self) -> None:
+        check_positive(self, "hidden", "layers", "max_len")
+        check_fraction(self, "momentum", upper_inclusive=True)
+        check_eps(self)
+
+
+@dataclass(frozen=True)
+class DDLSTMConfig(BNLSTMConfig):
+    alpha_init: float = 0.75
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 <= self.alpha_init <= 1.0:
+            raise ConfigError(f"model option 'alpha_init' must lie in [0, 1], got {self.alpha_init}")
+
+
+class BNLSTMModel(TemporalModel):
+    """Batch-normalised LSTM (default 3 x 128); causal."""
+
+    name = "bnlstm"
+    Config = BNLSTMConfig
+    causal = True
+    dual = False
+
+    def build(self, input_dim: int, num_classes: int) -> SequenceModel:
+        from actrec.nn.models import NormLSTMClassifier
+
+        c = self.config
+        return NormLSTMClassifier(
+            input_dim, num_classes, c.hidden, c.layers, c.max_len, dual=self.dual,
+            momentum=c.momentum, eps=c.eps, alpha_init=getattr(c, "alpha_init", 0.75),
+            input_projection=c.input_projection,
+        )
+
+
+class DDLSTMModel(BNLSTMModel):
+    """Dual-domain LSTM (default 3 x 128, alpha 0.75); causal."""
+
+    name = "ddlstm"
+    Config = DDLSTMConfig
+    dual = True

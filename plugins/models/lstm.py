@@ -1,0 +1,41 @@
+"""``lstm``: a plain LSTM (torch.nn.LSTM, the cuDNN / oneDNN kernels) with a per-frame classifier."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from actrec.plugin_api import PluginConfig, TemporalModel
+from actrec_plugins.models._common import check_fraction, check_positive
+
+if TYPE_CHECKING:  # pragma: no cover
+    from actrec.nn.base import SequenceModel
+
+
+@dataclass(frozen=True)
+class LSTMConfig(PluginConfig):
+    hidden: int = 128
+    layers: int = 1
+    dropout: float = 0.0  # between stacked layers (training only)
+    input_projection: bool = False  # per-domain Linear(D -> hidden) in front
+
+    def __post_init__(self) -> None:
+        check_positive(self, "hidden", "layers")
+        check_fraction(self, "dropout")
+
+
+class LSTMModel(TemporalModel):
+    """Unnormalised LSTM baseline; causal."""
+
+    name = "lstm"
+    Config = LSTMConfig
+    causal = True
+
+    def build(self, input_dim: int, num_classes: int) -> SequenceModel:
+        from actrec.nn.models import TorchRNNClassifier
+
+        c = self.config
+        return TorchRNNClassifier(
+            input_dim, num_classes, c.hidden, c.layers, kind="lstm", dropout=c.dropout,
+            input_projection=c.input_projection,
+        )
