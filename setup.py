@@ -1,7 +1,22 @@
-"""Packaging that pyproject.toml cannot express: the plugins/ -> actrec_plugins mapping, and
-(see the extension issue) the optional C++/CUDA extension actrec._C built from csrc/."""
+"""Packaging that pyproject.toml cannot express: the plugins/ -> actrec_plugins mapping, and the
+optional C++/CUDA extension actrec._C built from csrc/.
+
+The extension is built only when torch is importable at build time
+(``pip install --no-build-isolation -e .``): every ``csrc/*.cpp`` and ``csrc/cpu/*.cpp``, plus
+``csrc/cuda/*.cu`` when torch has CUDA and nvcc is found (``ACTREC_CUDA=0/1`` overrides). A plain
+``pip install -e .`` (build isolation, no torch) builds nothing; the extension is then compiled
+just in time on first use (actrec/ops/_ext.py). A failed extension build warns and installs the
+package without it.
+"""
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
 
 from setuptools import find_packages, setup
+
+ROOT = Path(__file__).resolve().parent
 
 
 def packages() -> tuple[list[str], dict[str, str]]:
@@ -11,5 +26,52 @@ def packages() -> tuple[list[str], dict[str, str]]:
     return pkgs, {"actrec": "actrec", "actrec_plugins": "plugins"}
 
 
+def _ext_helpers():
+    """actrec/ops/_ext.py loaded by path (it imports only the standard library at top level)."""
+    spec = importlib.util.spec_from_file_location("_actrec_ext_build", ROOT / "actrec/ops/_ext.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def extension() -> tuple[list, dict]:
+    """(ext_modules, cmdclass) for actrec._C, or ([], {}) when torch is not importable."""
+    try:
+        import torch  # noqa: F401
+        from torch.utils import cpp_extension
+    except ImportError:
+        print("actrec: torch is not importable at build time; not building actrec._C "
+              "(it is compiled on first use instead)", file=sys.stderr)
+        return [], {}
+    helpers = _ext_helpers()
+    cuda, why = helpers.cuda_wanted()
+    sources = [p.relative_to(ROOT).as_posix() for p in helpers.source_files(ROOT, cuda=cuda)]
+    if not sources:
+        return [], {}
+    macros = [("ACTREC_SOURCE_HASH", helpers.source_hash(ROOT))]
+    cxx = list(helpers.CXX_FLAGS)
+    nvcc = list(helpers.NVCC_FLAGS)
+    if cuda:
+        cxx += helpers.cuda_defines()
+        nvcc += helpers.cuda_defines()
+    print(f"actrec: building actrec._C ({'CPU+CUDA' if cuda else 'CPU'}: {why})", file=sys.stderr)
+    kind = cpp_extension.CUDAExtension if cuda else cpp_extension.CppExtension
+    ext = kind("actrec._C", sources, define_macros=macros,
+               extra_compile_args={"cxx": cxx, "nvcc": nvcc} if cuda else {"cxx": cxx})
+
+    class BuildOptional(cpp_extension.BuildExtension):
+        """Builds with ninja; a failure warns instead of failing the install (JIT later)."""
+
+        def build_extension(self, ext):
+            try:
+                super().build_extension(ext)
+            except Exception as e:  # compiler errors surface as RuntimeError from ninja
+                print(f"actrec: WARNING: building {ext.name} failed ({e}); installing without "
+                      "it", file=sys.stderr)
+
+    return [ext], {"build_ext": BuildOptional.with_options(use_ninja=True)}
+
+
 pkgs, dirs = packages()
-setup(packages=pkgs, package_dir=dirs)
+ext_modules, cmdclass = extension() if os.environ.get("ACTREC_BUILD_EXT", "1") != "0" else ([], {})
+setup(packages=pkgs, package_dir=dirs, ext_modules=ext_modules, cmdclass=cmdclass)

@@ -1,7 +1,8 @@
 """``actrec demo``: the whole pipeline on the built-in synthetic kitchen, two domains.
 
 Generates the two kitchens' videos, extracts causal features, trains a plain LSTM on kitchen
-A alone and models jointly on A + B, evaluates every run online and returns the results. All
+A alone, and an LSTM, a BNLSTM and a DDLSTM jointly on A + B (the comparison of the DDLSTM
+paper), evaluates every run online and returns the results. All
 of it is cached under one folder: a second run reuses the videos, the features and finished
 runs.
 """
@@ -22,6 +23,7 @@ class DemoPlan:
     runs: tuple[tuple[str, str, bool, dict], ...] = (
         ("lstm-single", "lstm", False, {"hidden": "64", "layers": "1"}),
         ("lstm-joint", "lstm", True, {"hidden": "64", "layers": "1"}),
+        ("bnlstm-joint", "bnlstm", True, {"hidden": "64", "layers": "1", "max_len": "64"}),
         ("ddlstm-joint", "ddlstm", True, {"hidden": "64", "layers": "1", "max_len": "64"}),
     )
     history: int = 64

@@ -144,7 +144,10 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
         OSError,
     ) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{path}: not a readable actrec checkpoint ({first})") from None
+        if "weights only" in first.lower():
+            first = ("it holds Python objects other than tensors and plain values, which are "
+                     "not unpickled for safety")
+        raise DataError(f"{path}: not a readable actrec checkpoint ({first[:200]})") from None
     if not isinstance(obj, dict):
         raise DataError(f"{path}: expected a checkpoint dict, found {type(obj).__name__}")
     return obj

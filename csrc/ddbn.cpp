@@ -35,6 +35,11 @@ TORCH_LIBRARY(actrec, m) {
       "Tensor gamma, Tensor beta, float eps) -> Tensor");
 }
 
+// Build facts arrive as bare tokens (-DACTREC_SOURCE_HASH=ab12..., -DACTREC_CUDA_VERSION=13.0)
+// because quoted strings do not survive the build tools' shells; stringify them here.
+#define ACTREC_STR2(x) #x
+#define ACTREC_STR(x) ACTREC_STR2(x)
+
 namespace {
 
 std::string compiler_string() {
@@ -57,7 +62,7 @@ pybind11::dict build_info() {
 #ifdef ACTREC_WITH_CUDA
   d["cuda"] = true;
 #ifdef ACTREC_CUDA_VERSION
-  d["cuda_version"] = std::string(ACTREC_CUDA_VERSION);
+  d["cuda_version"] = std::string(ACTREC_STR(ACTREC_CUDA_VERSION));
 #else
   d["cuda_version"] = std::string("unknown");
 #endif
@@ -67,6 +72,11 @@ pybind11::dict build_info() {
 #endif
   d["compiler"] = compiler_string();
   d["torch_version"] = std::string(TORCH_VERSION);
+#ifdef ACTREC_SOURCE_HASH
+  d["source_hash"] = std::string(ACTREC_STR(ACTREC_SOURCE_HASH));  // lets a stale build be detected
+#else
+  d["source_hash"] = pybind11::none();
+#endif
   return d;
 }
 

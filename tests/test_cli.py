@@ -96,3 +96,24 @@ def test_unknown_plugin_and_bad_option_exit_nonzero_with_message():
     assert result.returncode == 2 and "expected N1:N2" in result.stderr
     result = run(["extract", "synthetic", "-o", "nokey"])
     assert result.returncode == 1 and "--option expects KEY=VALUE" in result.stderr
+
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.skipif(not (SHARED / "50salads").is_dir(), reason="shared/data not present")
+def test_datasets_info_on_real_50_salads():
+    import json
+
+    result = run(["datasets", "info", "salads", "--root", str(SHARED / "50salads"), "--json"])
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert (data["videos"], data["frames"], data["classes"]) == (50, 577595, 19)
+    table = run(["datasets", "info", "salads", "--root", str(SHARED / "50salads")])
+    assert "577595" in table.stdout and "frames per class" in table.stdout
+
+
+def test_missing_dataset_root_is_named(tmp_path: Path):
+    result = run(["datasets", "info", "breakfast", "--root", str(tmp_path / "nope")])
+    assert result.returncode == 1
+    assert str(tmp_path / "nope") in result.stderr and "Traceback" not in result.stderr

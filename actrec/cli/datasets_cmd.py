@@ -41,14 +41,16 @@ def _render(summary):
     head = Table(title=f"dataset {data.get('name', '')}", show_header=False)
     head.add_column("what", style="bold")
     head.add_column("value")
-    for key in ("videos", "frames", "classes", "fps", "label_set"):
+    for key in ("videos", "frames", "classes", "background", "unlabelled_frames", "participants",
+                "fps", "label_set"):
         if key in data:
             head.add_row(key, str(data[key]))
     splits = Table(title="splits")
-    for col in ("split", "train videos", "test videos"):
-        splits.add_column(col)
+    for col in ("split", "train videos", "test videos", "train frames", "test frames"):
+        splits.add_column(col, justify="left" if col == "split" else "right")
     for name, sizes in data.get("splits", {}).items():
-        splits.add_row(name, str(sizes.get("train")), str(sizes.get("test")))
+        splits.add_row(name, *(str(sizes.get(k, "")) for k in
+                               ("train", "test", "train_frames", "test_frames")))
     per_class = Table(title="frames per class")
     per_class.add_column("class")
     per_class.add_column("frames", justify="right")

@@ -25,26 +25,40 @@ def _common(fn):
 
 @import_.command("mstcn")
 @_common
-def mstcn(root, name, out, overwrite, as_json) -> None:
+@click.option("--fps", type=float, default=15.0, show_default=True, help="Frame rate of the features.")
+@click.option("--background", default=None, help="Name of the background class, if any.")
+@click.option("--length-policy", type=click.Choice(["truncate", "error"]), default="truncate",
+              show_default=True, help="Ground truth and features of different lengths: cut both "
+              "to the shorter (counted in the report) or stop with an error.")
+def mstcn(root, name, out, overwrite, as_json, fps, background, length_policy) -> None:
     """Import ROOT in the MS-TCN layout (features/*.npy as D x T, groundTruth, splits, mapping)."""
-    _run("mstcn", root, name, out, overwrite, as_json)
+    _run("mstcn", root, name, out, overwrite, as_json,
+         dict(fps=fps, background=background, length_policy=length_policy))
 
 
 @import_.command("lstr")
 @_common
-def lstr(root, name, out, overwrite, as_json) -> None:
+@click.option("--dataset-key", default=None, help="Key of the dataset in data_info.json.")
+@click.option("--rgb-dir", default="rgb_kinetics_resnet50", show_default=True)
+@click.option("--flow-dir", default=None, help="Flow feature folder, concatenated after RGB.")
+@click.option("--target-dir", default="target_perframe", show_default=True)
+@click.option("--fps", type=float, default=None, help="Frame rate (default: data_info.json's).")
+def lstr(root, name, out, overwrite, as_json, dataset_key, rgb_dir, flow_dir, target_dir, fps
+         ) -> None:
     """Import ROOT in the LSTR / MiniROAD layout (T x D features, T x C targets, data_info.json)."""
-    _run("lstr", root, name, out, overwrite, as_json)
+    _run("lstr", root, name, out, overwrite, as_json,
+         dict(dataset_key=dataset_key, rgb_dir=rgb_dir, flow_dir=flow_dir, target_dir=target_dir,
+              fps=fps))
 
 
-def _run(layout, root, name, out, overwrite, as_json) -> None:
+def _run(layout, root, name, out, overwrite, as_json, options) -> None:
     from actrec import importers
     from actrec.workspace import default_store_path
 
     store = out if out is not None else default_store_path(name, f"{layout}-import")
     fn = importers.import_mstcn if layout == "mstcn" else importers.import_lstr
     with make_progress() as progress:
-        report = fn(root, store, name=name, overwrite=overwrite, progress=progress)
+        report = fn(root, store, name=name, overwrite=overwrite, progress=progress, **options)
     emit(report, as_json, lambda r: _render(r, store))
 
 

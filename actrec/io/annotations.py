@@ -23,13 +23,16 @@ from actrec.errors import DataError
 
 __all__ = [
     "Repairs",
+    "UNLABELLED",
     "Segment",
     "add_repairs",
+    "read_text",
     "read_text_lines",
     "read_mapping",
     "read_name_list",
     "read_conversion",
     "read_bundle",
+    "read_bundle_entries",
     "read_range_segments",
     "read_breakfast_xml",
     "read_frame_labels",
@@ -74,11 +77,11 @@ def add_repairs(total: Repairs, more: Mapping[str, int]) -> Repairs:
 # Text files
 
 
-def read_text_lines(path: Path, repairs: Repairs | None = None) -> list[str]:
-    """The lines of a text file, CRLF and CR line endings accepted, trailing blanks dropped.
+def read_text(path: Path, repairs: Repairs | None = None) -> str:
+    """A text file's contents with line endings normalised to ``\\n``.
 
-    Counts a file with CRLF endings under ``"files with CRLF line endings"`` in ``repairs``.
-    Raises ``DataError`` for a missing, unreadable, non-UTF-8 or empty file.
+    Counts a file with CRLF (or CR) endings under ``"files with CRLF line endings"`` in
+    ``repairs``. Raises ``DataError`` for a missing, unreadable, non-UTF-8 or blank file.
     """
     path = Path(path)
     try:
@@ -96,11 +99,16 @@ def read_text_lines(path: Path, repairs: Repairs | None = None) -> list[str]:
         if repairs is not None:
             add_repairs(repairs, {"files with CRLF line endings": 1})
         text = text.replace("\r\n", "\n").replace("\r", "\n")
-    lines = text.split("\n")
-    while lines and not lines[-1].strip():
-        lines.pop()
-    if not lines:
+    if not text.strip():
         raise DataError(f"{path}: empty file; expected annotation lines")
+    return text
+
+
+def read_text_lines(path: Path, repairs: Repairs | None = None) -> list[str]:
+    """The lines of a text file (see ``read_text``), trailing blank lines dropped."""
+    lines = read_text(path, repairs).split("\n")
+    while not lines[-1].strip():
+        lines.pop()
     return lines
 
 
@@ -156,14 +164,19 @@ def read_conversion(path: Path) -> dict[str, str]:
 
 
 def read_bundle(path: Path, repairs: Repairs | None = None) -> tuple[str, ...]:
-    """Video ids from a split list (MS-TCN ``*.bundle`` or a plain list), extensions dropped.
+    """Video ids from a split list (MS-TCN ``*.bundle`` or a plain list), extensions dropped."""
+    return tuple(v for v, _line in read_bundle_entries(path, repairs))
+
+
+def read_bundle_entries(path: Path, repairs: Repairs | None = None) -> list[tuple[str, int]]:
+    """``(video id, line)`` per entry of a split list, ``.txt`` / ``.npy`` extensions dropped.
 
     Duplicate entries are dropped and counted under ``"duplicate split entries dropped"``.
     """
-    ids: list[str] = []
+    entries: list[tuple[str, int]] = []
     seen: set[str] = set()
     duplicates = 0
-    for line in read_text_lines(path, repairs):
+    for number, line in enumerate(read_text_lines(path, repairs), 1):
         name = line.strip()
         if not name:
             continue
@@ -174,10 +187,10 @@ def read_bundle(path: Path, repairs: Repairs | None = None) -> tuple[str, ...]:
             duplicates += 1
             continue
         seen.add(name)
-        ids.append(name)
+        entries.append((name, number))
     if repairs is not None:
         add_repairs(repairs, {"duplicate split entries dropped": duplicates})
-    return tuple(ids)
+    return entries
 
 
 # --------------------------------------------------------------------------------------------
@@ -350,7 +363,7 @@ def segments_to_frames(
             )
     order = sorted(range(len(segments)), key=lambda i: (segments[i].start, i))
     if order != list(range(len(segments))):
-        repairs["files with unsorted segments (sorted)"] = 1
+        repairs["videos with unsorted segments (sorted)"] = 1
     ordered = [segments[i] for i in order]
     end = max((s.end for s in ordered), default=0)
     length = end if num_frames is None else int(num_frames)
@@ -395,34 +408,36 @@ def runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def read_frame_label_names(path: Path, repairs: Repairs | None = None) -> np.ndarray:
     """The label names of an MS-TCN ``groundTruth/*.txt`` file (one per line) as ``[T]`` str."""
-    lines = read_text_lines(path, repairs)
-    tokens = np.array("\n".join(lines).split())  # blank lines vanish here
-    if tokens.size != sum(1 for line in lines if line.strip()):
-        bad = next(i for i, line in enumerate(lines, 1) if len(line.split()) > 1)
-        raise DataError(f"{path}:{bad}: expected one label per line, got {lines[bad - 1]!r}")
-    return tokens
+    return np.array(_frame_tokens(path, read_text(path, repairs)))
 
 
 def read_frame_labels(path: Path, class_index: Mapping[str, int],
                       repairs: Repairs | None = None) -> np.ndarray:
-    """Per-frame class indices ``[T]`` int64 of an MS-TCN ground-truth text file.
+    """Per-frame class indices ``[T]`` int64 of an MS-TCN ground-truth text file (one label
+    name per line; blank lines skipped).
 
-    Works on runs rather than lines, so a 10^5-line file costs a few dictionary look-ups.
-    A label missing from ``class_index`` raises ``DataError`` naming the line.
+    The look-ups run in C (``map`` over ``dict.__getitem__``), so a 10^5-line file costs
+    milliseconds. A label missing from ``class_index`` raises ``DataError`` naming the line.
     """
-    names = read_frame_label_names(path, repairs)
-    starts, values = runs(names)
-    ids = np.empty(len(values), dtype=np.int64)
-    for k, (start, name) in enumerate(zip(starts, values)):
-        index = class_index.get(str(name))
-        if index is None:
-            raise DataError(
-                f"{path}:{start + 1}: label {str(name)!r} is not in the mapping "
-                f"({len(class_index)} classes)"
-            )
-        ids[k] = index
-    lengths = np.diff(np.append(starts, names.size))
-    return np.repeat(ids, lengths)  # [R] -> [T]
+    text = read_text(path, repairs)
+    tokens = _frame_tokens(path, text)
+    try:
+        return np.fromiter(map(class_index.__getitem__, tokens), dtype=np.int64,
+                           count=len(tokens))
+    except KeyError as exc:
+        missing = exc.args[0]
+        line = next(i for i, ln in enumerate(text.split("\n"), 1) if ln.strip() == missing)
+        raise DataError(f"{path}:{line}: label {missing!r} is not in the mapping "
+                        f"({len(class_index)} classes)") from None
+
+
+def _frame_tokens(path: Path, text: str) -> list[str]:
+    """The labels of a one-label-per-line text; ``DataError`` naming a line with several."""
+    if " " in text or "\t" in text:  # rare: only then look at each line
+        for number, line in enumerate(text.split("\n"), 1):
+            if len(line.split()) > 1:
+                raise DataError(f"{path}:{number}: expected one label per line, got {line!r}")
+    return text.split()
 
 
 def read_npy_labels(path: Path, num_classes: int) -> np.ndarray:
@@ -443,9 +458,8 @@ def read_npy_labels(path: Path, num_classes: int) -> np.ndarray:
         )
     bad = np.flatnonzero((array < -1) | (array >= num_classes))
     if bad.size:
-        raise DataError(
-            f"{path}: frame {bad[0]} has class index {array[bad[0]]}; expected -1..{num_classes - 1}"
-        )
+        raise DataError(f"{path}: frame {bad[0]} has class index {array[bad[0]]}; "
+                        f"expected -1..{num_classes - 1}")
     if array.size == 0:
         raise DataError(f"{path}: empty label array")
     return array.astype(np.int64)

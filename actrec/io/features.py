@@ -281,6 +281,10 @@ class FeatureStore:
         if features.shape[0] != labels.shape[0]:
             raise DataError(f"{where}: {features.shape[0]} feature rows but {labels.shape[0]} "
                             f"labels; nothing written")
+        if self._attrs["dtype"] == "float16" and features.size and \
+                not np.all(np.abs(features[np.isfinite(features)]) <= 65504):
+            raise DataError(f"{where}: feature values beyond the float16 range (65504); "
+                            f"use a float32 store; nothing written")
         dim = self._dim(exclude=video_id)
         if dim is not None and features.shape[1] != dim:
             raise DataError(f"{where}: features have D={features.shape[1]}, the store holds "

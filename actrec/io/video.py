@@ -112,6 +112,12 @@ class VideoReader:
             batch = self._vr.get_batch(list(source_idx)).asnumpy()
         except _decord_errors() as exc:
             lo, hi = min(source_idx), max(source_idx)
+            if "DECORDArrayCopyFromTo" in str(exc):
+                raise DataError(
+                    f"{self.path}: decord cannot convert this video's frames (a decord 0.6 "
+                    f"limitation for a few small widths: 8, 12, 16, 24, 48 and 72 pixels); "
+                    f"re-encode it at another width"
+                ) from None
             raise DataError(
                 f"{self.path}: failed to decode frames {lo}..{hi} of {self.num_source_frames} "
                 f"(file truncated or corrupt?): {_describe(exc)}"

@@ -40,6 +40,11 @@ def project_alpha_(alpha: Tensor, floor: Tensor) -> None:
     alpha.copy_(torch.maximum(alpha, floor.to(alpha)).clamp_max(1.0))
 
 
+def _domain_slots(n1: int, n: int) -> list[int]:
+    """The running-statistics slots a training batch updates: both, or its only domain's."""
+    return [0] if n1 == n else [1] if n1 == 0 else [0, 1]
+
+
 def _slots(t0: int, t: int, t_max: int, device: torch.device) -> Tensor:
     return torch.arange(t0, t0 + t, device=device).clamp_max(t_max - 1)  # [T]
 
@@ -71,28 +76,29 @@ class _PerTimestepNorm(nn.Module):
         self.counts.zero_()
 
     @torch.no_grad()
-    def _accumulate(self, slot: tuple, t0: int, mean: Tensor, var: Tensor) -> None:
-        """Cumulative average of batch statistics ``[T, C]`` into timesteps ``t0 ..``."""
+    def absorb(self, mean: Tensor, var: Tensor, slot: tuple = (), t0: int = 0) -> None:
+        """Fold batch statistics ``mean``, unbiased ``var`` [T, C] of timesteps ``t0 ..`` into
+        the running statistics (of domain ``slot`` for the DDBN): a momentum update, or in
+        ``cumulative`` mode an exact running average. Timesteps ``>= max_len`` are dropped."""
         t1 = min(t0 + mean.shape[0], self.max_len)
         if t1 <= t0:
             return
-        cnt = self.counts[slot][t0:t1].add_(1)[:, None]  # [T', 1]
+        m, v = mean[: t1 - t0].to(self.running_mean), var[: t1 - t0].to(self.running_var)
         rm, rv = self.running_mean[slot][t0:t1], self.running_var[slot][t0:t1]  # views
-        rm.add_((mean[: t1 - t0].to(rm) - rm) / cnt)
-        rv.add_((var[: t1 - t0].to(rv) - rv) / cnt)
+        if self.cumulative:
+            cnt = self.counts[slot][t0:t1].add_(1)[:, None]  # [T', 1]
+            rm.add_((m - rm) / cnt)
+            rv.add_((v - rv) / cnt)
+        else:
+            rm.mul_(1 - self.momentum).add_(m, alpha=self.momentum)
+            rv.mul_(1 - self.momentum).add_(v, alpha=self.momentum)
 
-    def _window(self, t0: int, t: int) -> tuple[Tensor, Tensor] | tuple[None, None]:
-        """Contiguous copies of the running buffers' timesteps ``t0 .. t0+T-1`` (clipped)."""
+    def _window(self, t0: int) -> tuple[Tensor, Tensor] | tuple[None, None]:
+        """The running buffers from timestep ``t0`` on (views, updated in place by the op)."""
         if t0 >= self.max_len:
             return None, None
-        sl = (..., slice(t0, min(t0 + t, self.max_len)), slice(None))
-        return self.running_mean[sl].clone(), self.running_var[sl].clone()
-
-    def _write_back(self, t0: int, rm: Tensor | None, rv: Tensor | None) -> None:
-        if rm is not None and t0 > 0:
-            sl = (..., slice(t0, t0 + rm.shape[-2]), slice(None))
-            self.running_mean[sl].copy_(rm)
-            self.running_var[sl].copy_(rv)
+        sl = (..., slice(t0, None), slice(None))
+        return self.running_mean[sl], self.running_var[sl]
 
 
 class DualDomainBatchNorm(_PerTimestepNorm):
@@ -118,21 +124,23 @@ class DualDomainBatchNorm(_PerTimestepNorm):
         n1 = split_point(domain)
         if self.cumulative:
             y, mean, var = ddbn(h, alpha, n1, self.weight, self.bias, self.eps)
-            n = h.shape[1]
-            factors = unbiased_factors(n, n1, alpha)  # [2]
-            for i in ([0] if n1 == n else [1] if n1 == 0 else [0, 1]):
-                self._accumulate((i,), t0, mean[i].detach(), var[i].detach() * factors[i])
+            factors = unbiased_factors(h.shape[1], n1, alpha)  # [2]
+            var = var.detach() * factors[:, None, None]
+            self.absorb_domains(mean.detach(), var, n1, h.shape[1], t0)
             return y
-        if t0 == 0:
-            rm, rv = self.running_mean, self.running_var
-        else:
-            rm, rv = self._window(t0, t)
+        rm, rv = self._window(t0)
         y, _, _ = ddbn(
             h, alpha, n1, self.weight, self.bias, self.eps,
             running_mean=rm, running_var=rv, momentum=self.momentum,
         )
-        self._write_back(t0, rm, rv)
         return y
+
+    def absorb_domains(self, mean: Tensor, var: Tensor, n1: int, n: int, t0: int = 0) -> None:
+        """``absorb`` per-domain statistics ``[2, T, C]`` (unbiased variances) of a batch of
+        ``n`` rows, ``n1`` of them D1: a single-domain batch updates only its own domain's
+        slot (0 when n1 == n, 1 when n1 == 0), as ``actrec.ops.ddbn`` does."""
+        for i in _domain_slots(n1, n):
+            self.absorb(mean[i], var[i], (i,), t0)
 
     def step(self, h_t: Tensor, t: int, alpha: Tensor, domain: Tensor) -> Tensor:  # [N, C] -> [N, C]
         """One timestep ``t``; meant for eval mode (running statistics of each row's domain)."""
@@ -156,17 +164,13 @@ class SequenceBatchNorm(_PerTimestepNorm):
         if self.cumulative:
             y, mean, var = bn_reference(h, self.weight, self.bias, self.eps)
             n = h.shape[1]
-            self._accumulate((), t0, mean.detach(), var.detach() * (n / (n - 1) if n > 1 else 1.0))
+            self.absorb(mean.detach(), var.detach() * (n / (n - 1) if n > 1 else 1.0), (), t0)
             return y
-        if t0 == 0:
-            rm, rv = self.running_mean, self.running_var
-        else:
-            rm, rv = self._window(t0, t)
+        rm, rv = self._window(t0)
         y, _, _ = bn_reference(
             h, self.weight, self.bias, self.eps,
             running_mean=rm, running_var=rv, momentum=self.momentum,
         )
-        self._write_back(t0, rm, rv)
         return y
 
     def step(self, h_t: Tensor, t: int) -> Tensor:  # [N, C] -> [N, C]

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from actrec.nn.base import split_point
 from actrec.nn.ddbn import DualDomainBatchNorm, SequenceBatchNorm, new_alpha, project_alpha_
 
 __all__ = ["NormLSTMLayer", "NormLSTM", "DDLSTM", "BNLSTM"]
@@ -43,6 +44,7 @@ class NormLSTMLayer(nn.Module):
     ):
         super().__init__()
         self.input_size, self.hidden_size, self.dual = input_size, hidden_size, dual
+        self.fused = True  # use the fused whole-sequence op in training where it is available
         h4 = 4 * hidden_size
         self.weight_ih = nn.Parameter(torch.empty(h4, input_size))
         self.weight_hh = nn.Parameter(torch.empty(h4, hidden_size))
@@ -90,8 +92,15 @@ class NormLSTMLayer(nn.Module):
         return h, c
 
     def forward(self, x: Tensor, domain: Tensor) -> Tensor:  # [T, N, D] -> [T, N, H]
-        """The hidden states of a whole sequence from a zero initial state."""
+        """The hidden states of a whole sequence from a zero initial state.
+
+        With the norms in training mode and the fused whole-sequence op available
+        (``actrec.ops.ddlstm_layer``) and ``fused`` set, the time loop runs in C++ and the running
+        statistics are updated from the op's per-step batch statistics; otherwise per step here.
+        Both give the same numbers."""
         self._remember_split(domain)
+        if self._can_fuse(x):
+            return self._forward_fused(x, domain)
         gx = self._bn(self.bn_x, F.linear(x, self.weight_ih), domain, 0) + self.bias  # [T, N, 4H]
         h, c = self.zero_state(x.shape[1], x)
         out = []
@@ -99,6 +108,36 @@ class NormLSTMLayer(nn.Module):
             h, c = self._cell(gx[t], h, c, t, domain)
             out.append(h)
         return torch.stack(out)  # [T, N, H]
+
+    def _can_fuse(self, x: Tensor) -> bool:
+        norms = (self.bn_x, self.bn_h, self.bn_c)
+        if not (self.fused and all(bn.training for bn in norms)):
+            return False
+        if len({bn.eps for bn in norms}) != 1:  # the op takes one eps
+            return False
+        from actrec.ops.ddlstm_layer import fused_layer_available
+
+        return fused_layer_available(x)
+
+    def _forward_fused(self, x: Tensor, domain: Tensor) -> Tensor:  # [T, N, D] -> [T, N, H]
+        from actrec.ops.ddlstm_layer import ddlstm_layer
+
+        n, n1 = x.shape[1], split_point(domain)
+        alpha = self.alpha if self.dual else x.new_zeros(2)  # unused by plain batch norm
+        res = ddlstm_layer(
+            x, self.weight_ih, self.weight_hh, self.bias,
+            self.bn_x.weight, self.bn_x.bias, self.bn_h.weight, self.bn_h.bias,
+            self.bn_c.weight, self.bn_c.bias, alpha, n1, self.bn_x.eps, dual_domain=self.dual,
+        )
+        st = res.stats
+        if self.dual:
+            self.bn_x.absorb_domains(st.mean_x, st.unbiased_var_x(), n1, n)
+            self.bn_h.absorb_domains(st.mean_h, st.unbiased_var_h(), n1, n)
+        else:  # single-domain statistics: both slots hold the plain ones
+            self.bn_x.absorb(st.mean_x[0], st.unbiased_var_x()[0])
+            self.bn_h.absorb(st.mean_h[0], st.unbiased_var_h()[0])
+        self.bn_c.absorb(st.mean_c, st.unbiased_var_c())
+        return res.out
 
     def zero_state(self, batch: int, like: Tensor) -> LayerState:
         z = like.new_zeros(batch, self.hidden_size)

@@ -1,6 +1,184 @@
-"""The public DDBN op. (Interim: always the pure-PyTorch reference until the extension lands.)"""
+"""The public DDBN op: the fused C++/CUDA kernels when the extension is loaded, else the reference.
 
-from actrec.ops.ddbn_reference import ddbn_eval_reference as ddbn_eval
-from actrec.ops.ddbn_reference import ddbn_reference as ddbn
+``ddbn`` and ``ddbn_eval`` have the signatures and results of ``ddbn_reference`` and
+``ddbn_eval_reference`` (see there and /work/shared/design/ddbn.md). The extension is found or
+compiled on first use (``actrec.ops._ext``), never at import; ``ACTREC_DISABLE_EXT=1`` forces the
+reference. The compiled ops are ``torch.ops.actrec.{ddbn_forward, ddbn_backward, ddbn_eval}``;
+their fake (meta) kernels and the autograd formula (the backward is its own op) are registered
+here, so they work under ``torch.compile`` and with ``torch.library.opcheck``.
+"""
 
-__all__ = ["ddbn", "ddbn_eval"]
+from __future__ import annotations
+
+import threading
+
+import torch
+from torch import Tensor
+
+from actrec.ops import _ext
+from actrec.ops.ddbn_reference import ddbn_eval_reference, ddbn_reference
+
+__all__ = ["ddbn", "ddbn_eval", "extension_ops"]
+
+_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_lock = threading.Lock()
+_registered = False
+_lib: torch.library.Library | None = None  # keeps the Python registrations alive
+
+
+def _stat_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Saved statistics are float64 for float64 inputs and float32 otherwise."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+# ------------------------------------------------------------------------------------------
+# Python-side registrations of the C++ ops (done once, after the library is loaded)
+
+
+def _fake_forward(h, alpha, n1, gamma, beta, eps, running_mean, running_var, momentum):
+    t, _, c = h.shape
+    st = _stat_dtype(h.dtype)
+    y = h.new_empty(h.shape)  # contiguous, as the kernels write it
+    return y, h.new_empty((2, t, c), dtype=st), h.new_empty((2, t, c), dtype=st)
+
+
+def _fake_backward(grad_y, h, alpha, n1, gamma, mean, rstd, eps):
+    c = h.shape[2]
+    return (h.new_empty(h.shape), torch.empty_like(alpha), gamma.new_empty((c,)),
+            gamma.new_empty((c,)))
+
+
+def _fake_eval(h, domain, running_mean, running_var, gamma, beta, eps):
+    return h.new_empty(h.shape)
+
+
+def _setup_context(ctx, inputs, output):
+    h, alpha, n1, gamma, _beta, eps, _rm, _rv, _momentum = inputs
+    _y, mean, rstd = output
+    ctx.save_for_backward(h, alpha, gamma, mean, rstd)
+    ctx.n1, ctx.eps = n1, eps
+    ctx.mark_non_differentiable(mean, rstd)  # statistics are outputs for inspection only
+
+
+def _backward(ctx, grad_y, _grad_mean, _grad_rstd):
+    h, alpha, gamma, mean, rstd = ctx.saved_tensors
+    gh, ga, gg, gb = torch.ops.actrec.ddbn_backward(
+        grad_y, h, alpha, ctx.n1, gamma, mean, rstd, ctx.eps
+    )
+    return gh, ga, None, gg, gb, None, None, None, None
+
+
+def _register() -> None:
+    """Fake kernels and the autograd formula for the loaded ``torch.ops.actrec`` DDBN ops."""
+    global _registered, _lib
+    with _lock:
+        if _registered:
+            return
+        torch.library.register_fake("actrec::ddbn_forward")(_fake_forward)
+        torch.library.register_fake("actrec::ddbn_backward")(_fake_backward)
+        torch.library.register_fake("actrec::ddbn_eval")(_fake_eval)
+        # torch.library.register_autograd refuses ops that mutate an input, and ddbn_forward
+        # updates the running buffers in place (they never need gradients). So build the same
+        # autograd kernel register_autograd would, and install it at the Autograd key.
+        from torch._library.autograd import Info, make_autograd_impl
+
+        _lib = torch.library.Library("actrec", "FRAGMENT")
+        op = torch.ops.actrec.ddbn_forward.default
+        _lib.impl("ddbn_forward", make_autograd_impl(op, Info(_backward, _setup_context)),
+                  "Autograd", with_keyset=True)
+        _registered = True
+
+
+def extension_ops():
+    """``torch.ops.actrec`` with the DDBN ops registered, or None when the reference is in use."""
+    if _ext.load() is None:
+        return None
+    _register()
+    return torch.ops.actrec
+
+
+# ------------------------------------------------------------------------------------------
+# Public API
+
+
+def _ext_supports(h: Tensor) -> bool:
+    """True when the compiled op should run on ``h``: extension loaded, device and dtype built."""
+    if torch.compiler.is_compiling():
+        mod = _ext._module  # decided before tracing; loading is not traceable
+        if mod is None or not _registered:
+            return False
+    else:
+        if extension_ops() is None:
+            return False
+    if h.dtype not in _DTYPES:
+        return False
+    if h.device.type == "cpu":
+        return True
+    if h.device.type == "cuda":
+        return _ext.status(build=False).compiled_with.get("cuda", False)
+    return False
+
+
+def _check(h: Tensor, alpha: Tensor, n1: int, gamma: Tensor, beta: Tensor) -> None:
+    if h.dim() != 3:
+        raise ValueError(f"expected h of shape [T, N, C], got {tuple(h.shape)}")
+    c = h.shape[2]
+    if gamma.shape != (c,) or beta.shape != (c,):
+        raise ValueError(
+            f"gamma and beta must be [C={c}], got {tuple(gamma.shape)} and {tuple(beta.shape)}"
+        )
+    if alpha.shape != (2,):
+        raise ValueError(f"alpha must be [2], got {tuple(alpha.shape)}")
+    if not 0 <= n1 <= h.shape[1]:
+        raise ValueError(f"split point n1={n1} outside 0..{h.shape[1]}")
+
+
+def ddbn(
+    h: Tensor,
+    alpha: Tensor,
+    n1: int,
+    gamma: Tensor,
+    beta: Tensor,
+    eps: float = 1e-5,
+    *,
+    running_mean: Tensor | None = None,
+    running_var: Tensor | None = None,
+    momentum: float = 0.1,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """DDBN of ``h [T, N, C]`` in training mode: ``(y [T,N,C], mean [2,T,C], var [2,T,C])``.
+
+    Same contract as :func:`actrec.ops.ddbn_reference.ddbn_reference`: rows ``0..n1-1`` are
+    domain D1; ``var`` is the biased weighted variance; running buffers ``[2, T_max, C]``, when
+    both are given, are updated in place. Differentiable in h, alpha, gamma and beta. With the
+    extension, ``mean``/``var`` carry no gradient and are float32 for half/bfloat16 inputs.
+    """
+    n1 = int(n1)
+    if not _ext_supports(h):
+        return ddbn_reference(h, alpha, n1, gamma, beta, eps, running_mean=running_mean,
+                              running_var=running_var, momentum=momentum)
+    _check(h, alpha, n1, gamma, beta)
+    if running_mean is None or running_var is None:
+        running_mean = running_var = None
+    y, mean, rstd = torch.ops.actrec.ddbn_forward(
+        h, alpha, n1, gamma, beta, float(eps), running_mean, running_var, float(momentum)
+    )
+    var = rstd.double().pow(-2).sub(eps).to(rstd.dtype)  # r = (var + eps)^(-1/2)
+    return y, mean, var
+
+
+def ddbn_eval(
+    h: Tensor,
+    domain: Tensor,
+    running_mean: Tensor,
+    running_var: Tensor,
+    gamma: Tensor,
+    beta: Tensor,
+    eps: float = 1e-5,
+) -> Tensor:
+    """DDBN at evaluation, as :func:`actrec.ops.ddbn_reference.ddbn_eval_reference`: row n of
+    ``h [T, N, C]`` uses domain ``domain[n]``'s running statistics ``[2, T_max, C]``; timesteps
+    ``t >= T_max`` use slot ``T_max - 1``."""
+    if not _ext_supports(h) or h.dim() != 3 or domain.shape != (h.shape[1],):
+        return ddbn_eval_reference(h, domain, running_mean, running_var, gamma, beta, eps)
+    return torch.ops.actrec.ddbn_eval(h, domain.long(), running_mean, running_var, gamma, beta,
+                                      float(eps))

@@ -3,8 +3,8 @@ lists, and checking video ids. Private to ``actrec_plugins.datasets``."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Mapping, Sequence
+import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from actrec.errors import DataError
@@ -12,25 +12,17 @@ from actrec.plugin_api import Split
 
 
 def env_var(name: str) -> str:
-    """The environment variable that overrides a dataset's root: ``ACTREC_DATA_<NAME>``."""
-    return "ACTREC_DATA_" + name.upper().replace("-", "_")
+    """The environment variable that overrides a dataset's root (as ``actrec.workspace``)."""
+    return "ACTREC_DATA_" + re.sub(r"[^A-Z0-9]", "_", name.upper())
 
 
 def resolve_root(name: str, root: Path | None) -> Path:
-    """``root`` if given, else the workspace's folder for ``name``; ``DataError`` naming the
+    """``root`` if given, else ``actrec.workspace.data_root(name)``; ``DataError`` naming the
     path and the environment variable when the folder does not exist."""
     if root is None:
-        try:
-            from actrec.workspace import data_root
-        except ImportError:  # workspace module not there: the environment variable alone
-            value = os.environ.get(env_var(name))
-            if not value:
-                raise DataError(
-                    f"no data root for dataset '{name}': pass --root or set {env_var(name)}"
-                ) from None
-            root = Path(value)
-        else:
-            root = Path(data_root(name))
+        from actrec.workspace import data_root
+
+        root = data_root(name)
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(
@@ -60,18 +52,30 @@ def person_splits(participants: Mapping[str, str], k: int = 4) -> dict[str, Spli
     return splits
 
 
-def filter_split(name: str, train: Sequence[str], test: Sequence[str], known: Iterable[str],
-                 repairs: dict[str, int]) -> Split:
-    """A split restricted to the videos that have annotations; entries without one are
-    dropped and counted under ``"split entries without annotations (dropped)"``."""
+def split_from_lists(name: str, train_list: Path, test_list: Path, known: Iterable[str],
+                     repairs: dict[str, int], *, strict: bool = False) -> Split:
+    """Split ``name`` from two split-list files, keeping the videos that have annotations.
+
+    An entry without an annotation file is dropped and counted under ``"split entries
+    without annotations (dropped)"``, or with ``strict`` raises ``DataError`` naming the list
+    file and line.
+    """
+    from actrec.io import annotations as A
+
     have = set(known)
-    kept_train = tuple(v for v in train if v in have)
-    kept_test = tuple(v for v in test if v in have)
-    dropped = len(train) + len(test) - len(kept_train) - len(kept_test)
+    kept: list[tuple[str, ...]] = []
+    dropped = 0
+    for path in (train_list, test_list):
+        entries = A.read_bundle_entries(path, repairs)
+        for video, line in entries:
+            if video not in have and strict:
+                raise DataError(f"{path}:{line}: split entry {video!r} has no annotation file")
+        kept.append(tuple(v for v, _ in entries if v in have))
+        dropped += sum(1 for v, _ in entries if v not in have)
     if dropped:
         key = "split entries without annotations (dropped)"
         repairs[key] = repairs.get(key, 0) + dropped
-    return Split(name, kept_train, kept_test)
+    return Split(name, kept[0], kept[1])
 
 
 def index_files(paths: Iterable[Path]) -> dict[str, Path]:

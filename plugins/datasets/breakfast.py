@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from actrec.plugin_api import Dataset, DatasetIndex, PluginConfig, Split
+from actrec.plugin_api import Dataset, DatasetIndex, PluginConfig, Split, VideoRecord
 
 SOURCES = ("coarse", "xml", "fine", "mstcn")
 BACKGROUND = "SIL"
@@ -36,6 +36,7 @@ class BreakfastConfig(PluginConfig):
     label_set: str = "mstcn"
     classes_file: Path | None = None
     split_scheme: str = "official"
+    strict_splits: bool = False  # a bundle entry without annotations: error, not drop+count
     fps: float = 15.0
 
 
@@ -70,7 +71,7 @@ class Breakfast(Dataset):
 
         from actrec.errors import ConfigError, DataError
         from actrec.io import annotations as A
-        from actrec_plugins.datasets._common import filter_split, index_files, resolve_root
+        from actrec_plugins.datasets._common import index_files, resolve_root, split_from_lists
 
         cfg = self.config
         if cfg.source not in SOURCES:
@@ -102,7 +103,8 @@ class Breakfast(Dataset):
         names: dict[str, np.ndarray] = {}
         for video, path in files.items():
             if cfg.source == "mstcn":
-                names[video] = A.read_frame_label_names(path, repairs)
+                if cfg.label_set == "lowest":  # the class list comes from the names used
+                    names[video] = A.read_frame_label_names(path)
             elif cfg.source == "xml":
                 segments[video] = A.read_breakfast_xml(path, repairs)
             else:
@@ -125,14 +127,15 @@ class Breakfast(Dataset):
         videos = {}
         for video in files:
             if cfg.source == "mstcn":
-                labels = A.read_frame_labels(files[video], index)
+                labels = A.read_frame_labels(files[video], index, repairs)
             else:
                 labels, fixed = A.segments_to_frames(
                     segments[video], index, source=files[video], fill=0 if cfg.label_set ==
                     "lowest" else A.UNLABELLED)
                 A.add_repairs(repairs, fixed)
             participant, camera, recipe = parse_video_id(video)
-            videos[video] = _record(video, participant, labels, cfg.fps, camera, recipe)
+            videos[video] = VideoRecord(id=video, participant=participant, labels=labels,
+                                        fps=cfg.fps, camera=camera, recipe=recipe)
 
         participants = {v: r.participant for v, r in videos.items()}
         if cfg.split_scheme == "official":
@@ -140,17 +143,12 @@ class Breakfast(Dataset):
         else:
             splits = {}
             for n in range(1, 5):
-                train = A.read_bundle(root / "splits" / f"train.split{n}.bundle", repairs)
-                test = A.read_bundle(root / "splits" / f"test.split{n}.bundle", repairs)
-                splits[str(n)] = filter_split(str(n), train, test, videos, repairs)
+                splits[str(n)] = split_from_lists(
+                    str(n), root / "splits" / f"train.split{n}.bundle",
+                    root / "splits" / f"test.split{n}.bundle", videos, repairs,
+                    strict=cfg.strict_splits)
         return DatasetIndex(
             name=self.name, classes=tuple(classes), videos=videos, splits=splits, fps=cfg.fps,
             background=0, label_set=cfg.label_set, repairs=repairs,
         )
 
-
-def _record(video, participant, labels, fps, camera, recipe):
-    from actrec.plugin_api import VideoRecord
-
-    return VideoRecord(id=video, participant=participant, labels=labels, fps=fps,
-                       camera=camera, recipe=recipe)

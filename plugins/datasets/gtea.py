@@ -20,6 +20,7 @@ class GTEAConfig(PluginConfig):
     root: Path | None = None
     fps: float = 15.0
     length_policy: str = "truncate"
+    strict_splits: bool = False  # a split entry without annotations: error, not drop+count
 
 
 class GTEA(Dataset):
@@ -29,18 +30,14 @@ class GTEA(Dataset):
     Config = GTEAConfig
 
     def load(self) -> DatasetIndex:
-        from actrec.io import annotations as A
         from actrec_plugins.datasets._common import resolve_root
         from actrec_plugins.datasets.mstcn import load_mstcn
 
         cfg = self.config
         root = resolve_root(self.name, cfg.root)
-        lists = None
         folders = sorted((root / "splits").glob("Split_*"), key=lambda p: p.name)
-        if folders:
-            lists = {p.name.removeprefix("Split_"): (A.read_bundle(p / "train.txt"),
-                                                     A.read_bundle(p / "test.txt"))
-                     for p in folders}
+        lists = {p.name.removeprefix("Split_"): (p / "train.txt", p / "test.txt")
+                 for p in folders} or None
         return load_mstcn(root, name=self.name, fps=cfg.fps, classes=CLASSES,
                           background="background", length_policy=cfg.length_policy,
-                          split_lists=lists)
+                          split_files=lists, strict_splits=cfg.strict_splits)

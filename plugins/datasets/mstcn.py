@@ -29,6 +29,7 @@ class MSTCNConfig(PluginConfig):
     fps: float = 15.0
     background: str | None = None  # name of the background class, if the dataset has one
     length_policy: str = "truncate"
+    strict_splits: bool = False  # a bundle entry without annotations: error, not drop+count
 
 
 def participant_of(video: str) -> str:
@@ -48,20 +49,22 @@ def load_mstcn(
     classes: Sequence[str] | None = None,
     background: str | None = None,
     length_policy: str = "truncate",
-    split_lists: dict[str, tuple[Sequence[str], Sequence[str]]] | None = None,
+    split_files: dict[str, tuple[Path, Path]] | None = None,
+    strict_splits: bool = False,
     label_set: str = "default",
 ) -> DatasetIndex:
     """Read an MS-TCN layout folder into a ``DatasetIndex``.
 
     ``classes`` overrides ``mapping.txt`` (which, if present, must then agree with it);
-    ``split_lists`` (``name -> (train ids, test ids)``) overrides the bundles.
+    ``split_files`` (``name -> (train list, test list)``) overrides the bundles. Split entries
+    without annotations are dropped and counted, or with ``strict_splits`` refused.
     """
     import numpy as np
 
     from actrec.errors import ConfigError, DataError
     from actrec.io import annotations as A
     from actrec.plugin_api import VideoRecord
-    from actrec_plugins.datasets._common import filter_split, index_files
+    from actrec_plugins.datasets._common import index_files, split_from_lists
 
     if length_policy not in ("truncate", "error"):
         raise ConfigError(f"{name}: length_policy must be 'truncate' or 'error', "
@@ -103,19 +106,17 @@ def load_mstcn(
         videos[video] = VideoRecord(id=video, participant=participant_of(video),
                                     labels=np.ascontiguousarray(labels), fps=fps)
 
-    splits = {}
-    if split_lists is None:
-        split_lists = {}
+    if split_files is None:
+        split_files = {}
         folder = root / "splits"
         for test in sorted(folder.glob("test.split*.bundle")):
             n = test.name[len("test.split"):-len(".bundle")]
             train = folder / f"train.split{n}.bundle"
             if not train.is_file():
                 raise DataError(f"{train}: missing (its test list {test.name} exists)")
-            split_lists[n] = (A.read_bundle(train, repairs), A.read_bundle(test, repairs))
-    for n in sorted(split_lists, key=lambda k: (len(k), k)):
-        train, test = split_lists[n]
-        splits[n] = filter_split(n, train, test, videos, repairs)
+            split_files[n] = (train, test)
+    splits = {n: split_from_lists(n, *split_files[n], videos, repairs, strict=strict_splits)
+              for n in sorted(split_files, key=lambda k: (len(k), k))}
     return DatasetIndex(name=name, classes=tuple(classes), videos=videos, splits=splits,
                         fps=fps, background=bg, label_set=label_set, repairs=repairs)
 
@@ -147,4 +148,4 @@ class MSTCN(Dataset):
         cfg = self.config
         root = resolve_root(self.name, cfg.root)
         return load_mstcn(root, name=self.name, fps=cfg.fps, background=cfg.background,
-                          length_policy=cfg.length_policy)
+                          length_policy=cfg.length_policy, strict_splits=cfg.strict_splits)

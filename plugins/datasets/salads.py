@@ -37,6 +37,7 @@ class SaladsConfig(PluginConfig):
     source: str = "mstcn"
     label_set: str = "mid"
     split_scheme: str = "mstcn"
+    strict_splits: bool = False  # a bundle entry without annotations: error, not drop+count
     timestamps_dir: Path | None = None
     fps: float = 30.0
     start_us: int | None = None
@@ -62,7 +63,7 @@ class Salads(Dataset):
         from actrec.errors import ConfigError, DataError
         from actrec.io import annotations as A
         from actrec_plugins.datasets._common import (
-            filter_split, index_files, person_splits, resolve_root)
+            index_files, person_splits, resolve_root, split_from_lists)
 
         cfg = self.config
         for option, value, allowed in (("source", cfg.source, ("mstcn", "annotations")),
@@ -109,9 +110,10 @@ class Salads(Dataset):
             if not folds:
                 raise DataError(f"{root / 'splits'}: no test.splitN.bundle files")
             for n in folds:
-                train = A.read_bundle(root / "splits" / f"train.split{n}.bundle", repairs)
-                test = A.read_bundle(root / "splits" / f"test.split{n}.bundle", repairs)
-                splits[str(n)] = filter_split(str(n), train, test, videos, repairs)
+                splits[str(n)] = split_from_lists(
+                    str(n), root / "splits" / f"train.split{n}.bundle",
+                    root / "splits" / f"test.split{n}.bundle", videos, repairs,
+                    strict=cfg.strict_splits)
         background = None if cfg.label_set == "mid" else 0
         return DatasetIndex(name=self.name, classes=tuple(classes), videos=videos,
                             splits=splits, fps=cfg.fps, background=background,
@@ -160,7 +162,8 @@ class Salads(Dataset):
         else:
             table = {k: (None if v == "null" else v)
                      for k, v in A.read_conversion(conv / "low_to_eval.txt").items()}
-        known = set(low) | set(A.read_name_list(root / "labels" / "high_level_actions.txt"))
+        low_set = set(low)
+        known = low_set | set(A.read_name_list(root / "labels" / "high_level_actions.txt"))
         out = {}
         for path in paths:
             video = video_id(path.name[: -len("-activityAnnotation.txt")])
@@ -169,7 +172,7 @@ class Salads(Dataset):
                 if label not in known:
                     raise DataError(f"{path}:{line}: label {label!r} is in no label list")
             stamps = self._timestamps(video, rows)
-            low_rows = [r for r in rows if r[2] in set(low)]  # drop the high-level rows
+            low_rows = [r for r in rows if r[2] in low_set]  # drop the high-level rows
             segments = A.relabel_segments(A.times_to_frames(low_rows, stamps), table)
             fill = A.UNLABELLED if cfg.label_set == "mid" else 0
             labels, fixed = A.segments_to_frames(segments, index, source=path,

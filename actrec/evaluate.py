@@ -1,0 +1,361 @@
+"""Evaluating a trained run on the test videos of each of its datasets.
+
+Online (the default): every WHOLE test video is processed causally, frame by frame, with the
+model's state carried from one frame to the next (``SequenceModel.step``) in eval mode, exactly
+as a live system would see it; never a window, never a future frame. Several videos are stepped
+side by side for speed (padded at the end; in eval mode each sequence's state is independent,
+and padding after a video's end cannot change its earlier frames). Non-causal models are
+refused, and so are features that look ahead (store attribute ``lookahead`` > 0) unless
+``allow_noncausal_features`` is set, which is recorded in ``eval.json``.
+
+Offline: one batched ``forward`` over each whole video (causal models: several videos padded at
+the end; others one at a time, since padding would leak into their backward pass).
+
+A frame of dataset k is predicted by argmax over k's block of the concatenated label vector
+(or over the whole vector, as the run's ``prediction`` says). Scores per dataset: frame accuracy
+over all labelled frames (micro), the mean of per-video frame accuracies (macro), and MS-TCN's
+segmental edit score and F1@{10,25,50} (all as fractions in 0..1). Unlabelled frames (label -1)
+are left out of everything: for the segment metrics they are removed from the prediction as well
+as the target, as background, so that predictions where nobody annotated cannot add segments.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from actrec.errors import ActrecError, DataError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from actrec.data.labels import InputLayout, LabelSpace
+    from actrec.io.features import FeatureStore
+    from actrec.nn.base import SequenceModel
+
+__all__ = ["DatasetResult", "EvalResult", "evaluate_run", "evaluate_model", "predict_videos"]
+
+OVERLAPS = (0.10, 0.25, 0.50)
+BATCH_VIDEOS = 16  # videos stepped side by side
+
+
+@dataclass(frozen=True)
+class DatasetResult:
+    """Scores of one dataset's test split; accuracies are fractions (0..1)."""
+
+    name: str
+    store: str
+    split: str
+    videos: int
+    frames: int  # labelled frames
+    frame_accuracy: float  # micro: correct frames / labelled frames
+    mean_video_accuracy: float  # macro: mean over videos with a labelled frame
+    edit: float  # MS-TCN edit score / 100, mean over videos
+    f1: dict[str, float]  # "10"/"25"/"50" -> F1 / 100 from counts summed over videos
+    per_video: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"store": self.store, "split": self.split, "videos": self.videos,
+                "frames": self.frames, "frame_accuracy": self.frame_accuracy,
+                "mean_video_accuracy": self.mean_video_accuracy, "edit": self.edit,
+                "f1": dict(self.f1), "per_video": self.per_video}
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """An evaluation of a run: one ``DatasetResult`` per dataset, and the protocol used."""
+
+    run_dir: Path
+    online: bool
+    model: str
+    datasets: dict[str, DatasetResult]
+    protocol: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_dir": str(self.run_dir), "online": self.online, "model": self.model,
+                "datasets": {k: v.to_dict() for k, v in self.datasets.items()},
+                "protocol": self.protocol}
+
+
+# --------------------------------------------------------------------------------------------
+# Predictions
+
+
+def predict_videos(
+    model: SequenceModel,
+    videos: Sequence[np.ndarray],
+    domain: int,
+    labels: LabelSpace,
+    layout: InputLayout,
+    *,
+    online: bool,
+    prediction: str = "block",
+    device: Any = "cpu",
+    batch_videos: int = BATCH_VIDEOS,
+    progress: Any = None,
+    task: Any = None,
+) -> list[np.ndarray]:
+    """Local class predictions ``[T_i]`` (int64) of ``domain`` for each feature array ``[T_i, d_k]``.
+
+    ``online``: frame by frame through ``model.step`` (the model must be causal). Leaves the
+    model in eval mode.
+    """
+    import torch
+
+    model.eval()
+    order = sorted(range(len(videos)), key=lambda i: -videos[i].shape[0])  # longest first
+    batchable = online or bool(model.causal)
+    size = max(1, batch_videos) if batchable else 1
+    out: list[np.ndarray | None] = [None] * len(videos)
+    with torch.no_grad():
+        for first in range(0, len(order), size):
+            chunk = order[first : first + size]
+            lengths = [videos[i].shape[0] for i in chunk]
+            x = np.zeros((max(lengths), len(chunk), layout.width), dtype=np.float32)  # [T, B, W]
+            for b, i in enumerate(chunk):
+                x[: lengths[b], b] = layout.arrange(videos[i], domain)
+            xt = torch.from_numpy(x).to(device)
+            dom = torch.full((len(chunk),), domain, dtype=torch.long, device=device)  # [B]
+            if online:
+                pred = _step_through(model, xt, dom, labels, domain, prediction)  # [T, B]
+            else:
+                logits = model(xt, dom)  # [T, B, K]
+                pred = labels.predict(logits, domain, prediction)  # [T, B]
+            pred = pred.cpu().numpy()
+            for b, i in enumerate(chunk):
+                out[i] = pred[: lengths[b], b].astype(np.int64)
+            if progress is not None and task is not None:
+                progress.advance(task, len(chunk))
+    return out  # type: ignore[return-value]
+
+
+def _step_through(model, x: torch.Tensor, dom: torch.Tensor, labels, domain: int,
+                  prediction: str) -> torch.Tensor:
+    """Causal pass: ``x`` [T, B, W] one frame at a time with the state carried -> [T, B]."""
+    import torch
+
+    state = model.init_state(x.shape[1], dom)
+    preds = []
+    for t in range(x.shape[0]):
+        logits, state = model.step(x[t], state)  # [B, K]
+        preds.append(labels.predict(logits, domain, prediction))  # [B]
+    return torch.stack(preds)  # [T, B]
+
+
+# --------------------------------------------------------------------------------------------
+# Scores
+
+
+def score_dataset(
+    name: str,
+    store: str,
+    split: str,
+    ids: Sequence[str],
+    preds: Sequence[np.ndarray],
+    targets: Sequence[np.ndarray],
+) -> DatasetResult:
+    """Frame and segment scores of one dataset from per-video predictions and targets."""
+    from actrec.metrics import SegmentCounts, edit_score, f1_from_counts, segment_counts
+
+    per_video: dict[str, dict[str, float]] = {}
+    correct = labelled = 0
+    accs, edits = [], []
+    counts = {k: SegmentCounts(0, 0, 0) for k in OVERLAPS}
+    for vid, p, y in zip(ids, preds, targets):
+        keep = y >= 0
+        n = int(keep.sum())
+        c = int((p[keep] == y[keep]).sum())
+        correct, labelled = correct + c, labelled + n
+        p_seg = np.where(keep, p, -1)  # unlabelled frames leave both segment sequences
+        edit = edit_score(p_seg, y, background=(-1,)) / 100.0
+        edits.append(edit)
+        for k in OVERLAPS:
+            found = segment_counts(p_seg, y, k, background=(-1,))
+            counts[k] = SegmentCounts(*(a + b for a, b in zip(counts[k], found)))
+        acc = c / n if n else float("nan")
+        if n:
+            accs.append(acc)
+        per_video[vid] = {"frames": n, "accuracy": acc, "edit": edit}
+    return DatasetResult(
+        name=name, store=store, split=split, videos=len(ids), frames=labelled,
+        frame_accuracy=correct / labelled if labelled else float("nan"),
+        mean_video_accuracy=float(np.mean(accs)) if accs else float("nan"),
+        edit=float(np.mean(edits)) if edits else float("nan"),
+        f1={str(round(k * 100)): f1_from_counts(counts[k]) / 100.0 for k in OVERLAPS},
+        per_video=per_video,
+    )
+
+
+def evaluate_model(
+    model: SequenceModel,
+    stores: Sequence[FeatureStore],
+    splits: Sequence[str],
+    labels: LabelSpace,
+    layout: InputLayout,
+    *,
+    online: bool,
+    prediction: str = "block",
+    device: Any = "cpu",
+    progress: Any = None,
+) -> dict[str, DatasetResult]:
+    """Scores of ``model`` on the test videos of ``splits[k]`` of each ``stores[k]`` (domain k),
+    keyed by dataset name (the store's ``dataset`` attribute; made unique with ``(D1)``/``(D2)``
+    when both stores name the same dataset)."""
+    from actrec.train import choose_split
+
+    names = [str(s.attrs.get("dataset") or Path(s.path).stem) for s in stores]
+    if len(set(names)) < len(names):
+        names = [f"{n} (D{k + 1})" for k, n in enumerate(names)]
+    results: dict[str, DatasetResult] = {}
+    for k, (store, wanted) in enumerate(zip(stores, splits)):
+        split_name, split = choose_split(store, wanted)
+        ids = list(split["test"])
+        missing = [v for v in ids if not store.has(v)]
+        if missing:
+            raise DataError(f"feature store {store.path}: {len(missing)} test video(s) of split "
+                            f"'{split_name}' not extracted (e.g. {missing[0]!r})")
+        feats, targets = [], []
+        for vid in ids:
+            x, y = store.read(vid)
+            feats.append(x)
+            targets.append(y)
+        task = None
+        if progress is not None:
+            task = progress.add_task(f"{'online' if online else 'offline'} eval {names[k]}",
+                                     total=len(ids))
+        preds = predict_videos(model, feats, k, labels, layout, online=online,
+                               prediction=prediction, device=device, progress=progress,
+                               task=task)
+        if task is not None:
+            progress.remove_task(task)
+        results[names[k]] = score_dataset(names[k], str(store.path), split_name, ids, preds,
+                                          targets)
+    return results
+
+
+# --------------------------------------------------------------------------------------------
+# Runs
+
+
+def evaluate_run(
+    run_dir: Path,
+    *,
+    online: bool = True,
+    split: str | None = None,
+    stores: tuple[Path, ...] | None = None,
+    progress: Any = None,
+    allow_noncausal_features: bool = False,
+    device: str | None = None,
+) -> EvalResult:
+    """Evaluate the checkpoint of ``run_dir`` on each of its datasets' test split and write
+    ``run_dir/eval.json``.
+
+    ``split``: the split to evaluate in every store (default: the ones trained on). ``stores``:
+    other feature stores to evaluate on, one per trained dataset, with the same classes and
+    feature dimension (``DataError`` otherwise). ``online=True`` refuses a non-causal model and
+    non-causal features (``ActrecError``), unless ``allow_noncausal_features`` for the latter.
+    ``device`` defaults to the run's.
+    """
+    import torch
+
+    from actrec import runs
+    from actrec.data.labels import InputLayout, LabelSpace
+    from actrec.train import build_model, open_store
+
+    run_dir = Path(run_dir)
+    ckpt_path = run_dir / runs.CHECKPOINT
+    ckpt = runs.load_checkpoint(ckpt_path)
+    try:
+        spec = ckpt["spec"]
+        name = str(ckpt["model_name"])
+        classes = tuple(tuple(c) for c in ckpt["classes"])
+        dims = tuple(int(d) for d in ckpt["input_dims"])
+        arrangement = str(ckpt["input_arrangement"])
+        store_paths = [Path(p) for p in ckpt["stores"]]
+        trained_splits = [str(s) for s in ckpt["splits"]]
+        causal = bool(ckpt.get("causal", True))
+    except (KeyError, TypeError) as exc:
+        raise DataError(f"{ckpt_path}: not an actrec training checkpoint (missing {exc})") from None
+
+    if online and not causal:
+        raise ActrecError(
+            f"model '{name}' is not causal: it looks at future frames, so it cannot be "
+            f"evaluated online, frame by frame; use --offline"
+        )
+    if stores is not None:
+        if len(stores) != len(store_paths):
+            raise ActrecError(f"run {run_dir} was trained on {len(store_paths)} dataset(s); "
+                              f"got {len(stores)} store(s) to evaluate on")
+        store_paths = [Path(p) for p in stores]
+    opened = [open_store(p) for p in store_paths]
+    for k, store in enumerate(opened):
+        if tuple(store.classes) != classes[k]:
+            raise DataError(f"feature store {store.path} has other classes than D{k + 1} of run "
+                            f"{run_dir} ({len(store.classes)} vs {len(classes[k])})")
+        if store.dim is not None and store.dim != dims[k]:
+            raise DataError(f"feature store {store.path} has {store.dim}-d features; run "
+                            f"{run_dir} was trained on {dims[k]}-d features for D{k + 1}")
+    features = []
+    for store in opened:
+        attrs = store.attrs
+        lookahead = int(attrs.get("lookahead") or 0)
+        noncausal = lookahead != 0 or attrs.get("causal") is False
+        features.append({"store": str(store.path), "extractor": attrs.get("extractor"),
+                         "lookahead": lookahead, "causal": not noncausal})
+        if online and noncausal and not allow_noncausal_features:
+            raise ActrecError(
+                f"feature store {store.path} holds non-causal features (extractor "
+                f"'{attrs.get('extractor')}' looks {lookahead} frame(s) ahead), so an online "
+                f"evaluation would see the future; re-extract with a causal extractor, or allow "
+                f"it explicitly (allow_noncausal_features, recorded in eval.json)"
+            )
+
+    labels = LabelSpace(classes)
+    layout = InputLayout(dims, arrangement)
+    dev = torch.device(device or spec.get("device", "cpu"))
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        dev = torch.device("cpu")
+    with torch.random.fork_rng(devices=[]):
+        _, model = build_model(name, spec.get("model_options", {}), layout, labels)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise DataError(f"{ckpt_path}: weights do not fit model '{name}' "
+                        f"({str(exc).splitlines()[0]})") from None
+    model.to(dev)
+    if online and not model.causal:
+        raise ActrecError(f"model '{name}' is not causal; use --offline")
+    splits = [split or s for s in trained_splits]
+    prediction = str(spec.get("prediction", "block"))
+    datasets = evaluate_model(model, opened, splits, labels, layout, online=online,
+                              prediction=prediction, device=dev, progress=progress)
+    protocol = {
+        "online": online,
+        "prediction": prediction,
+        "iteration": int(ckpt.get("iteration", 0)),
+        "ignored_label": -1,
+        "segment_metrics": "MS-TCN edit and F1 (last segment ends at T-1); frames labelled "
+                           "-1 removed from prediction and target as background",
+        "features": features,
+        "noncausal_features_allowed": bool(allow_noncausal_features),
+        "noncausal_features_used": online and any(not f["causal"] for f in features),
+    }
+    result = EvalResult(run_dir, online, name, datasets, protocol)
+    runs.atomic_write_json(run_dir / runs.EVAL, _json_safe(result.to_dict()))
+    return result
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN -> None, so that eval.json is strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value

@@ -1,0 +1,238 @@
+"""Import public per-frame features into an actrec feature store, so that training and
+evaluation run on them with no extraction.
+
+Two layouts:
+- MS-TCN (``import_mstcn``): ``features/<video>.npy`` D x T, ground truth and splits as read by
+  the ``mstcn`` dataset plugin (``actrec_plugins.datasets.mstcn.load_mstcn``);
+- LSTR / MiniROAD (``import_lstr``): ``<feature dir>/<video>.npy`` T x D (an RGB and optionally
+  a flow directory, concatenated along D), ``target_perframe/<video>.npy`` T x C one-hot, and
+  ``data_info.json`` (``{"<DATASET>": {"class_index" | "class_names": [...],
+  "train_session_set": [...], "test_session_set": [...]}}``).
+
+Causality: public features of both layouts come from temporal windows that reach into the
+future (I3D over 21 frames in MS-TCN, 6-frame chunks in LSTR), by an amount the files do not
+record. The stores are therefore written with ``lookahead = -1`` ("unknown"), which the store
+records as ``causal: false``; ``extractor_config`` says so in words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from actrec.errors import DataError
+
+__all__ = ["ImportReport", "import_mstcn", "import_lstr", "UNKNOWN_LOOKAHEAD"]
+
+UNKNOWN_LOOKAHEAD = -1
+_NOT_CAUSAL = ("public features computed over temporal windows that include future frames; "
+               "lookahead unknown, so not causal")
+
+# ``progress``: a ``rich.progress.Progress`` (one task, advanced per video, as the CLI passes)
+# or a callable ``(videos done, videos in total, current video id)``.
+Progress = Any
+
+
+@dataclass
+class ImportReport:
+    """What an import wrote: counts, the feature length, and what was skipped or repaired."""
+
+    store: Path
+    dataset: str
+    extractor: str
+    written: int = 0
+    already_present: int = 0
+    frames: int = 0
+    dim: int | None = None
+    classes: int = 0
+    repairs: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"store": str(self.store), "dataset": self.dataset, "extractor": self.extractor,
+                "written": self.written, "already_present": self.already_present,
+                "frames": self.frames, "dim": self.dim, "classes": self.classes,
+                "lookahead": "unknown (not causal)", "repairs": dict(self.repairs)}
+
+
+def _write_all(store, items, report: ImportReport, overwrite: bool, progress: Progress | None,
+               load: Callable[[str, Any], tuple[np.ndarray, np.ndarray, float, Path]]) -> None:
+    """Write every ``(video, payload)`` of ``items`` with ``load(video, payload) -> (features
+    [T, D], labels [T], fps, source)``; existing videos are kept unless ``overwrite``."""
+    total = len(items)
+    task = None
+    if progress is not None and hasattr(progress, "add_task"):
+        task = progress.add_task(f"import {report.dataset}", total=total)
+    for done, (video, payload) in enumerate(items, 1):
+        if not overwrite and store.has(video):
+            report.already_present += 1
+        else:
+            features, labels, fps, source = load(video, payload)
+            store.write_video(video, features, labels, fps=fps, source=source,
+                              extra={"imported": True})
+            report.written += 1
+            report.frames += int(features.shape[0])
+            report.dim = int(features.shape[1])
+        if task is not None:
+            progress.advance(task)
+        elif progress is not None:
+            progress(done, total, video)
+
+
+def import_mstcn(root: Path, store_path: Path, *, name: str, overwrite: bool = False,
+                 progress: Progress | None = None, fps: float = 15.0,
+                 background: str | None = None, length_policy: str = "truncate",
+                 dtype: str = "float16") -> ImportReport:
+    """Write the features of an MS-TCN layout folder into the store at ``store_path``.
+
+    Labels come from ``groundTruth/`` and are fitted to each feature length
+    (``length_policy``, counted in ``report.repairs``). Videos with ground truth but no
+    feature file are skipped and counted; a feature file with no ground truth is an error
+    only if no video has both. ``name`` becomes the store's dataset name.
+    """
+    from actrec.io import annotations as A
+    from actrec.io.features import FeatureStore
+    from actrec_plugins.datasets.mstcn import load_mstcn
+
+    root = Path(root)
+    index = load_mstcn(root, name=name, fps=fps, background=background,
+                       length_policy=length_policy)
+    feature_dir = root / "features"
+    if not feature_dir.is_dir():
+        raise DataError(f"{feature_dir}: folder not found; nothing to import (MS-TCN layout "
+                        "expects features/<video>.npy, D x T)")
+    report = ImportReport(store=Path(store_path), dataset=name, extractor="mstcn-import",
+                          classes=len(index.classes))
+    A.add_repairs(report.repairs, index.repairs)
+    items = [(v, feature_dir / f"{v}.npy") for v in sorted(index.videos)
+             if (feature_dir / f"{v}.npy").is_file()]
+    missing = len(index.videos) - len(items)
+    orphans = sum(1 for p in feature_dir.glob("*.npy") if p.stem not in index.videos)
+    A.add_repairs(report.repairs, {"videos with ground truth but no features (skipped)": missing,
+                                   "feature files without ground truth (skipped)": orphans})
+    if not items:
+        raise DataError(f"{feature_dir}: no feature file matches a ground-truth file in "
+                        f"{root / 'groundTruth'}")
+    store = FeatureStore.open_or_create(
+        store_path, dataset=name, split_scheme="mstcn-bundles", classes=index.classes,
+        splits={k: {"train": s.train, "test": s.test} for k, s in index.splits.items()},
+        extractor="mstcn-import",
+        extractor_config={"layout": "mstcn", "source": str(root.resolve()),
+                          "lookahead": "unknown", "note": _NOT_CAUSAL},
+        lookahead=UNKNOWN_LOOKAHEAD, dtype=dtype)
+
+    def load(video: str, path: Path):
+        features = _load_npy(path, ndim=2).T  # [D, T] -> [T, D]
+        labels = index.videos[video].labels  # already fitted to T by load_mstcn
+        return np.ascontiguousarray(features, dtype=np.float32), labels, fps, path
+
+    _write_all(store, items, report, overwrite, progress, load)
+    return report
+
+
+def import_lstr(root: Path, store_path: Path, *, name: str, overwrite: bool = False,
+                progress: Progress | None = None, dataset_key: str | None = None,
+                rgb_dir: str = "rgb_kinetics_resnet50", flow_dir: str | None = None,
+                target_dir: str = "target_perframe", fps: float | None = None,
+                dtype: str = "float16") -> ImportReport:
+    """Write an LSTR / MiniROAD layout folder into the store at ``store_path``.
+
+    ``dataset_key`` picks the entry of ``data_info.json`` (default: its only entry, else
+    ``name`` upper-cased). Features are ``rgb_dir`` (and ``flow_dir`` concatenated along D);
+    labels are the argmax of the one-hot targets, ``-1`` where a row is all zero, the first
+    class where a row has several (both counted). Rows beyond the shorter of features and
+    targets are dropped (counted). ``fps`` defaults to ``data_info``'s ``fps``, else 4 (LSTR's
+    24 fps video in 6-frame chunks). The split is ``"1"``: the train / test session sets.
+    """
+    import json
+
+    from actrec.io import annotations as A
+    from actrec.io.features import FeatureStore
+
+    root = Path(root)
+    info_path = root / "data_info.json"
+    try:
+        info = json.loads(info_path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{info_path}: file not found (LSTR layout expects data_info.json)") \
+            from None
+    except ValueError as exc:
+        raise DataError(f"{info_path}: not valid JSON ({exc})") from None
+    if not isinstance(info, dict) or not info:
+        raise DataError(f"{info_path}: expected an object with one entry per dataset")
+    if dataset_key is None:
+        dataset_key = next(iter(info)) if len(info) == 1 else name.upper()
+    if dataset_key not in info:
+        raise DataError(f"{info_path}: no entry {dataset_key!r}; entries: {', '.join(info)}")
+    entry = info[dataset_key]
+    classes = entry.get("class_index") or entry.get("class_names")
+    where = f"{info_path} [{dataset_key!r}]"
+    if not isinstance(classes, list) or not classes:
+        raise DataError(f"{where}: expected 'class_index' (or 'class_names'), a list of names")
+    try:
+        train = [str(v) for v in entry["train_session_set"]]
+        test = [str(v) for v in entry["test_session_set"]]
+    except KeyError as exc:
+        raise DataError(f"{where}: missing {exc.args[0]!r}") from None
+    fps = float(fps if fps is not None else entry.get("fps", 4.0))
+    dirs = [root / rgb_dir] + ([root / flow_dir] if flow_dir else [])
+    for d in dirs + [root / target_dir]:
+        if not d.is_dir():
+            raise DataError(f"{d}: folder not found (LSTR layout)")
+
+    report = ImportReport(store=Path(store_path), dataset=name, extractor="lstr-import",
+                          classes=len(classes))
+    videos = list(dict.fromkeys(train + test))
+    missing = [v for v in videos
+               if not all((d / f"{v}.npy").is_file() for d in dirs + [root / target_dir])]
+    if missing:
+        raise DataError(f"{where}: session {missing[0]!r} is listed but "
+                        f"{', '.join(str(d / (missing[0] + '.npy')) for d in dirs)} or "
+                        f"{root / target_dir / (missing[0] + '.npy')} is missing "
+                        f"({len(missing)} session(s) in all)")
+    store = FeatureStore.open_or_create(
+        store_path, dataset=name, split_scheme="lstr-sessions", classes=[str(c) for c in classes],
+        splits={"1": {"train": train, "test": test}}, extractor="lstr-import",
+        extractor_config={"layout": "lstr", "source": str(root.resolve()), "rgb": rgb_dir,
+                          "flow": flow_dir, "lookahead": "unknown", "note": _NOT_CAUSAL},
+        lookahead=UNKNOWN_LOOKAHEAD, dtype=dtype)
+
+    def load(video: str, _payload):
+        parts = [_load_npy(d / f"{video}.npy", ndim=2) for d in dirs]  # each [T_i, D_i]
+        target = _load_npy(root / target_dir / f"{video}.npy", ndim=2)  # [T, C]
+        if target.shape[1] != len(classes):
+            raise DataError(f"{root / target_dir / (video + '.npy')}: {target.shape[1]} target "
+                            f"columns; data_info lists {len(classes)} classes")
+        length = min([p.shape[0] for p in parts] + [target.shape[0]])
+        longest = max([p.shape[0] for p in parts] + [target.shape[0]])
+        features = np.concatenate([p[:length] for p in parts], axis=1)  # [T, sum D_i]
+        target = target[:length]
+        active = target > 0
+        hits = active.sum(axis=1)
+        labels = np.where(hits > 0, active.argmax(axis=1), A.UNLABELLED).astype(np.int64)
+        A.add_repairs(report.repairs, {
+            "frames beyond the shortest of features and targets (dropped)": longest - length,
+            "frames with no target class (unlabelled)": int(np.count_nonzero(hits == 0)),
+            "frames with several target classes (first kept)": int(np.count_nonzero(hits > 1)),
+        })
+        return features.astype(np.float32), labels, fps, dirs[0] / f"{video}.npy"
+
+    _write_all(store, [(v, None) for v in videos], report, overwrite, progress, load)
+    return report
+
+
+def _load_npy(path: Path, *, ndim: int) -> np.ndarray:
+    """A numeric ``.npy`` array of ``ndim`` dimensions; ``DataError`` naming the file if not."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (ValueError, OSError) as exc:
+        raise DataError(f"{path}: not a readable .npy array ({exc})") from None
+    if array.ndim != ndim or not np.issubdtype(array.dtype, np.number):
+        raise DataError(f"{path}: expected a {ndim}-D numeric array, got shape {array.shape} "
+                        f"dtype {array.dtype}")
+    return array

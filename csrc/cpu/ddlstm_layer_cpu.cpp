@@ -1,0 +1,779 @@
+// CPU kernels of the whole-sequence DDLSTM / BNLSTM layer (schemas in csrc/ddlstm.cpp).
+//
+// Forward: one GEMM for x W_ih^T over all T*N rows, one read-only pass for its per-step DDBN
+// statistics (turned into a per-(t, domain, column) scale and shift), then per step one GEMM
+// h_{t-1} W_hh^T and ONE fused parallel region. A task owns a tile of kTile hidden units with
+// their four gate columns (i, f, g, o) over all N rows, so the DDBN of W_hh h and the batch norm
+// of c_t reduce locally: no cross-thread reduction anywhere in the step.
+// Backward mirrors it in reverse time; the weight gradients are single GEMMs over all T*N rows,
+// d(alpha) comes from per-row d(tau) partials kept per tile and reduced once.
+// See /work/shared/design/ddbn.md (the formulas) and ddlstm-performance-study.md, section 4.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <tuple>
+#include <vector>
+
+// The kernels below are compiled without FP-exception semantics (no code here reads the FP
+// status flags): that lets gcc if-convert the clamps of exp_approx and vectorise the gate loops.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC optimize("no-trapping-math")
+#endif
+#include "ddlstm_math.h"
+
+namespace actrec {
+namespace ddlstm {
+namespace {
+
+constexpr int64_t kTile = 16;  // hidden units per task: 16 floats = one AVX-512 vector per gate
+
+// Per-call pointers of one forward step. Statistics pointers address domain slot 0 at step t;
+// slot 1 is dstride elements further.
+template <typename T>
+struct StepFwd {
+  int64_t N, H, n1;
+  const T* wn0;
+  const T* wn1;
+  const T* gh;   // [N, 4H] h_{t-1} W_hh^T
+  const T* xp;   // [N, 4H] x_t W_ih^T
+  const T* sx;   // [2, 4H] x-path scale gamma_x r_x
+  const T* shx;  // [2, 4H] x-path shift beta_x - mu_x scale + beta_h + bias
+  const T* gamma_h;
+  const T* gamma_c;
+  const T* beta_c;
+  const T* cprev;  // [N, H]
+  T* c;            // [N, H]
+  T* h;            // [N, H]
+  T* mean_h;
+  T* var_h;
+  int64_t dstride;
+  T* mean_c;  // [H] at step t
+  T* var_c;
+  T eps;
+};
+
+template <typename T, int ND>
+inline void fwd_tile(const StepFwd<T>& a, int64_t k0, int64_t J) {
+  const int64_t N = a.N, H = a.H, G = 4 * H;
+  T m[2][4 * kTile] = {};
+  T v[2][4 * kTile] = {};
+  for (int64_t j = 0; j < N; ++j) {  // weighted means per domain
+    const T w0 = a.wn0[j], w1 = ND == 2 ? a.wn1[j] : T(0);
+    const T* row = a.gh + j * G + k0;
+    for (int q = 0; q < 4; ++q) {
+      const T* r = row + q * H;
+      T* s0 = m[0] + q * kTile;
+      T* s1 = m[1] + q * kTile;
+      for (int64_t u = 0; u < J; ++u) {
+        s0[u] += w0 * r[u];
+        if (ND == 2) s1[u] += w1 * r[u];
+      }
+    }
+  }
+  for (int64_t j = 0; j < N; ++j) {  // weighted variances, two-pass
+    const T w0 = a.wn0[j], w1 = ND == 2 ? a.wn1[j] : T(0);
+    const T* row = a.gh + j * G + k0;
+    for (int q = 0; q < 4; ++q) {
+      const T* r = row + q * H;
+      const T* mu0 = m[0] + q * kTile;
+      const T* mu1 = m[1] + q * kTile;
+      T* s0 = v[0] + q * kTile;
+      T* s1 = v[1] + q * kTile;
+      for (int64_t u = 0; u < J; ++u) {
+        const T e0 = r[u] - mu0[u];
+        s0[u] += w0 * e0 * e0;
+        if (ND == 2) {
+          const T e1 = r[u] - mu1[u];
+          s1[u] += w1 * e1 * e1;
+        }
+      }
+    }
+  }
+  T ah[2][4 * kTile], bh[2][4 * kTile];  // DDBN_h as gh * ah + bh (beta_h is folded in shx)
+  for (int q = 0; q < 4; ++q) {
+    for (int64_t u = 0; u < J; ++u) {
+      const int64_t c = q * H + k0 + u, i = q * kTile + u;
+      for (int d = 0; d < 2; ++d) {
+        const int s = ND == 2 ? d : 0;
+        const T r = T(1) / std::sqrt(v[s][i] + a.eps);
+        ah[d][i] = a.gamma_h[c] * r;
+        bh[d][i] = -m[s][i] * ah[d][i];
+        a.mean_h[d * a.dstride + c] = m[s][i];
+        a.var_h[d * a.dstride + c] = v[s][i];
+      }
+    }
+  }
+  T csum[kTile] = {};
+  for (int64_t j = 0; j < N; ++j) {  // gates, c_t; o parked in h until BN(c) is known
+    const int dom = (ND == 2 && j >= a.n1) ? 1 : 0;
+    const T* g = a.gh + j * G + k0;
+    const T* x = a.xp + j * G + k0;
+    const T* sx = a.sx + dom * G + k0;
+    const T* sh = a.shx + dom * G + k0;
+    const T* A = ah[dom];
+    const T* B = bh[dom];
+    const T* cp = a.cprev + j * H + k0;
+    T* cc = a.c + j * H + k0;
+    T* hh = a.h + j * H + k0;
+    for (int64_t u = 0; u < J; ++u) {
+      const T pi = g[u] * A[u] + B[u] + x[u] * sx[u] + sh[u];
+      const T pf = g[H + u] * A[kTile + u] + B[kTile + u] + x[H + u] * sx[H + u] + sh[H + u];
+      const T pg = g[2 * H + u] * A[2 * kTile + u] + B[2 * kTile + u] + x[2 * H + u] * sx[2 * H + u] +
+                   sh[2 * H + u];
+      const T po = g[3 * H + u] * A[3 * kTile + u] + B[3 * kTile + u] + x[3 * H + u] * sx[3 * H + u] +
+                   sh[3 * H + u];
+      const T cv = sigmoid(pf) * cp[u] + sigmoid(pi) * tanh_(pg);
+      cc[u] = cv;
+      hh[u] = sigmoid(po);
+      csum[u] += cv;
+    }
+  }
+  T mc[kTile], cvar[kTile] = {};
+  for (int64_t u = 0; u < J; ++u) mc[u] = csum[u] / T(N);
+  for (int64_t j = 0; j < N; ++j) {
+    const T* cc = a.c + j * H + k0;
+    for (int64_t u = 0; u < J; ++u) {
+      const T e = cc[u] - mc[u];
+      cvar[u] += e * e;
+    }
+  }
+  T sc[kTile], sb[kTile];  // BN(c) as c * sc + sb
+  for (int64_t u = 0; u < J; ++u) {
+    const T var = cvar[u] / T(N);
+    a.mean_c[k0 + u] = mc[u];
+    a.var_c[k0 + u] = var;
+    sc[u] = a.gamma_c[k0 + u] / std::sqrt(var + a.eps);
+    sb[u] = a.beta_c[k0 + u] - mc[u] * sc[u];
+  }
+  for (int64_t j = 0; j < N; ++j) {
+    const T* cc = a.c + j * H + k0;
+    T* hh = a.h + j * H + k0;
+    for (int64_t u = 0; u < J; ++u) hh[u] = hh[u] * tanh_(cc[u] * sc[u] + sb[u]);
+  }
+}
+
+// Per-step DDBN statistics of x W_ih^T for one step t, folded into scale/shift [2, 4H].
+template <typename T, int ND>
+inline void x_stats_step(const T* xp, int64_t N, int64_t G, const T* wn0, const T* wn1, T eps,
+                         const T* gamma_x, const T* beta_x, const T* beta_h, const T* bias,
+                         T* mean, T* var, int64_t dstride, T* sx, T* shx, T* work /*[4G]*/) {
+  T* m0 = work;
+  T* m1 = work + G;
+  T* v0 = work + 2 * G;
+  T* v1 = work + 3 * G;
+  std::fill(work, work + 4 * G, T(0));
+  for (int64_t j = 0; j < N; ++j) {
+    const T w0 = wn0[j], w1 = ND == 2 ? wn1[j] : T(0);
+    const T* r = xp + j * G;
+    for (int64_t c = 0; c < G; ++c) {
+      m0[c] += w0 * r[c];
+      if (ND == 2) m1[c] += w1 * r[c];
+    }
+  }
+  for (int64_t j = 0; j < N; ++j) {
+    const T w0 = wn0[j], w1 = ND == 2 ? wn1[j] : T(0);
+    const T* r = xp + j * G;
+    for (int64_t c = 0; c < G; ++c) {
+      const T e0 = r[c] - m0[c];
+      v0[c] += w0 * e0 * e0;
+      if (ND == 2) {
+        const T e1 = r[c] - m1[c];
+        v1[c] += w1 * e1 * e1;
+      }
+    }
+  }
+  for (int d = 0; d < 2; ++d) {
+    const T* md = (ND == 2 && d == 1) ? m1 : m0;
+    const T* vd = (ND == 2 && d == 1) ? v1 : v0;
+    for (int64_t c = 0; c < G; ++c) {
+      const T s = gamma_x[c] / std::sqrt(vd[c] + eps);
+      mean[d * dstride + c] = md[c];
+      var[d * dstride + c] = vd[c];
+      sx[d * G + c] = s;
+      shx[d * G + c] = beta_x[c] - md[c] * s + beta_h[c] + bias[c];
+    }
+  }
+}
+
+template <typename T>
+struct StepBwd {
+  int64_t N, H, n1;
+  const T* wn0;
+  const T* wn1;
+  const T* gh;  // [N, 4H] step t
+  const T* xp;
+  const T* mean_h;  // slot 0 at step t; slot 1 at + dstride
+  const T* var_h;
+  const T* mean_x;
+  const T* var_x;
+  int64_t dstride;
+  const T* mean_c;  // [H] at step t
+  const T* var_c;
+  const T* gamma_h;
+  const T* beta_h;
+  const T* gamma_x;
+  const T* beta_x;
+  const T* bias;
+  const T* gamma_c;
+  const T* beta_c;
+  const T* c;      // [N, H] c_t
+  const T* cprev;  // [N, H] c_{t-1}
+  const T* gout;   // [N, H] dL/dout_t
+  const T* dhrec;  // [N, H] dL/dh_t through the recurrence (or grad_h_n)
+  T* dc;           // [N, H] dL/dc_t carried through time, updated to dL/dc_{t-1}
+  T* dgh;          // [N, 4H] dL/d(h_{t-1} W_hh^T)
+  T* dxp;          // [N, 4H] dL/d(x_t W_ih^T)
+  double* acc_gamma_h;  // [4H], each tile owns its columns
+  double* acc_gamma_x;
+  double* acc_bias;
+  double* acc_gamma_c;  // [H]
+  double* acc_beta_c;
+  T eps;
+};
+
+// One tile of the backward step. act: [N, 4 kTile], da: [N, 4 kTile], dyv: [N, kTile] scratch;
+// dtau: this tile's [2, N] accumulators of S_d * dL/dtau_d(j).
+template <typename T, int ND>
+inline void bwd_tile(const StepBwd<T>& a, int64_t k0, int64_t J, T* act, T* da, T* dyv,
+                     double* dtau) {
+  const int64_t N = a.N, H = a.H, G = 4 * H;
+  constexpr int64_t W = 4 * kTile;
+  T muh[2][W], rh[2][W], ah[2][W], mux[2][W], rx[2][W], ax[2][W], b0[2][W];
+  for (int q = 0; q < 4; ++q) {
+    for (int64_t u = 0; u < J; ++u) {
+      const int64_t c = q * H + k0 + u, i = q * kTile + u;
+      for (int d = 0; d < ND; ++d) {
+        muh[d][i] = a.mean_h[d * a.dstride + c];
+        rh[d][i] = T(1) / std::sqrt(a.var_h[d * a.dstride + c] + a.eps);
+        ah[d][i] = a.gamma_h[c] * rh[d][i];
+        mux[d][i] = a.mean_x[d * a.dstride + c];
+        rx[d][i] = T(1) / std::sqrt(a.var_x[d * a.dstride + c] + a.eps);
+        ax[d][i] = a.gamma_x[c] * rx[d][i];
+        b0[d][i] = a.beta_h[c] + a.beta_x[c] + a.bias[c] - muh[d][i] * ah[d][i] - mux[d][i] * ax[d][i];
+      }
+    }
+  }
+  T mc[kTile], rc[kTile], gc[kTile], bc[kTile];
+  for (int64_t u = 0; u < J; ++u) {
+    mc[u] = a.mean_c[k0 + u];
+    rc[u] = T(1) / std::sqrt(a.var_c[k0 + u] + a.eps);
+    gc[u] = a.gamma_c[k0 + u];
+    bc[u] = a.beta_c[k0 + u];
+  }
+
+  // Pass A: recompute the gates; output gate gradient; BN(c) backward reductions.
+  T sdy[kTile] = {}, sdych[kTile] = {};
+  for (int64_t j = 0; j < N; ++j) {
+    const int dom = (ND == 2 && j >= a.n1) ? 1 : 0;
+    const T* g = a.gh + j * G + k0;
+    const T* x = a.xp + j * G + k0;
+    const T* cc = a.c + j * H + k0;
+    const T* go = a.gout + j * H + k0;
+    const T* dr = a.dhrec + j * H + k0;
+    T* ac = act + j * W;
+    T* dd = da + j * W;
+    T* dy = dyv + j * kTile;
+    for (int q = 0; q < 4; ++q) {
+      const T* A = ah[dom] + q * kTile;
+      const T* X = ax[dom] + q * kTile;
+      const T* B = b0[dom] + q * kTile;
+      const T* gq = g + q * H;
+      const T* xq = x + q * H;
+      T* aq = ac + q * kTile;
+      for (int64_t u = 0; u < J; ++u) {
+        const T p = gq[u] * A[u] + xq[u] * X[u] + B[u];
+        aq[u] = q == 2 ? tanh_(p) : sigmoid(p);
+      }
+    }
+    for (int64_t u = 0; u < J; ++u) {
+      const T o = ac[3 * kTile + u];
+      const T ch = (cc[u] - mc[u]) * rc[u];
+      const T th = tanh_(gc[u] * ch + bc[u]);
+      const T dh = go[u] + dr[u];
+      dd[3 * kTile + u] = dh * th * o * (T(1) - o);
+      const T dyu = dh * o * (T(1) - th * th);
+      dy[u] = dyu;
+      sdy[u] += dyu;
+      sdych[u] += dyu * ch;
+    }
+  }
+  T mg[kTile], mgc[kTile];
+  for (int64_t u = 0; u < J; ++u) {
+    a.acc_gamma_c[k0 + u] += sdych[u];
+    a.acc_beta_c[k0 + u] += sdy[u];
+    mg[u] = gc[u] * sdy[u] / T(N);
+    mgc[u] = gc[u] * sdych[u] / T(N);
+  }
+
+  // Pass B: dL/dc_t, gate gradients, per-domain DDBN reductions of both paths.
+  T sg[2][W] = {}, sgh[2][W] = {}, sgx[2][W] = {};
+  for (int64_t j = 0; j < N; ++j) {
+    const int dom = (ND == 2 && j >= a.n1) ? 1 : 0;
+    const T* cc = a.c + j * H + k0;
+    const T* cp = a.cprev + j * H + k0;
+    T* dcj = a.dc + j * H + k0;
+    const T* ac = act + j * W;
+    T* dd = da + j * W;
+    const T* dy = dyv + j * kTile;
+    for (int64_t u = 0; u < J; ++u) {
+      const T ch = (cc[u] - mc[u]) * rc[u];
+      const T dcv = dcj[u] + rc[u] * (gc[u] * dy[u] - mg[u] - ch * mgc[u]);
+      const T ig = ac[u], fg = ac[kTile + u], gg = ac[2 * kTile + u];
+      dd[u] = dcv * gg * ig * (T(1) - ig);
+      dd[kTile + u] = dcv * cp[u] * fg * (T(1) - fg);
+      dd[2 * kTile + u] = dcv * ig * (T(1) - gg * gg);
+      dcj[u] = dcv * fg;
+    }
+    const T* g = a.gh + j * G + k0;
+    const T* x = a.xp + j * G + k0;
+    for (int q = 0; q < 4; ++q) {
+      const T* gq = g + q * H;
+      const T* xq = x + q * H;
+      const T* dq = dd + q * kTile;
+      const T* mh = muh[dom] + q * kTile;
+      const T* mx = mux[dom] + q * kTile;
+      T* s = sg[dom] + q * kTile;
+      T* sh = sgh[dom] + q * kTile;
+      T* sx = sgx[dom] + q * kTile;
+      for (int64_t u = 0; u < J; ++u) {
+        s[u] += dq[u];
+        sh[u] += dq[u] * (gq[u] - mh[u]);
+        sx[u] += dq[u] * (xq[u] - mx[u]);
+      }
+    }
+  }
+
+  // Coefficients: dL/dz_k = a_D(k) g_k + sum_d wn_d(k) (K_d + L_d z_k) for z = gh and xp, and
+  // S_d dL/dtau_d(k) = sum_c P_d (z_k - mu_d) + dv_d (z_k - mu_d)^2 + const_d.
+  T Kh[2][W] = {}, Lh[2][W] = {}, Ph[2][W] = {}, Dh[2][W] = {};
+  T Kx[2][W] = {}, Lx[2][W] = {}, Px[2][W] = {}, Dx[2][W] = {};
+  double cst[2] = {0.0, 0.0};
+  for (int q = 0; q < 4; ++q) {
+    for (int64_t u = 0; u < J; ++u) {
+      const int64_t c = q * H + k0 + u, i = q * kTile + u;
+      double bias_g = 0.0, gam_h = 0.0, gam_x = 0.0;
+      for (int d = 0; d < ND; ++d) {
+        bias_g += sg[d][i];
+        gam_h += static_cast<double>(sgh[d][i] * rh[d][i]);
+        gam_x += static_cast<double>(sgx[d][i] * rx[d][i]);
+        const T r3h = rh[d][i] * rh[d][i] * rh[d][i], r3x = rx[d][i] * rx[d][i] * rx[d][i];
+        Ph[d][i] = -a.gamma_h[c] * rh[d][i] * sg[d][i];
+        Dh[d][i] = -T(0.5) * a.gamma_h[c] * r3h * sgh[d][i];
+        Lh[d][i] = T(2) * Dh[d][i];
+        Kh[d][i] = Ph[d][i] - Lh[d][i] * muh[d][i];
+        Px[d][i] = -a.gamma_x[c] * rx[d][i] * sg[d][i];
+        Dx[d][i] = -T(0.5) * a.gamma_x[c] * r3x * sgx[d][i];
+        Lx[d][i] = T(2) * Dx[d][i];
+        Kx[d][i] = Px[d][i] - Lx[d][i] * mux[d][i];
+        if (ND == 2) {
+          cst[d] -= static_cast<double>(Dh[d][i] * a.var_h[d * a.dstride + c]) +
+                    static_cast<double>(Dx[d][i] * a.var_x[d * a.dstride + c]);
+        }
+      }
+      a.acc_bias[c] += bias_g;
+      a.acc_gamma_h[c] += gam_h;
+      a.acc_gamma_x[c] += gam_x;
+    }
+  }
+
+  // Pass C: input gradients of both DDBNs and the per-row tau partials.
+  for (int64_t j = 0; j < N; ++j) {
+    const int dom = (ND == 2 && j >= a.n1) ? 1 : 0;
+    const T w0 = a.wn0[j], w1 = ND == 2 ? a.wn1[j] : T(0);
+    const T* g = a.gh + j * G + k0;
+    const T* x = a.xp + j * G + k0;
+    T* og = a.dgh + j * G + k0;
+    T* ox = a.dxp + j * G + k0;
+    const T* dd = da + j * W;
+    T t0 = 0, t1 = 0;
+    for (int q = 0; q < 4; ++q) {
+      const int64_t o = q * kTile;
+      const T* gq = g + q * H;
+      const T* xq = x + q * H;
+      T* ogq = og + q * H;
+      T* oxq = ox + q * H;
+      const T* dq = dd + o;
+      const T* A = ah[dom] + o;
+      const T* X = ax[dom] + o;
+      for (int64_t u = 0; u < J; ++u) {
+        const T hv = gq[u], xv = xq[u], gv = dq[u];
+        T dh = A[u] * gv + w0 * (Kh[0][o + u] + Lh[0][o + u] * hv);
+        T dx = X[u] * gv + w0 * (Kx[0][o + u] + Lx[0][o + u] * xv);
+        if (ND == 2) {
+          dh += w1 * (Kh[1][o + u] + Lh[1][o + u] * hv);
+          dx += w1 * (Kx[1][o + u] + Lx[1][o + u] * xv);
+          const T eh0 = hv - muh[0][o + u], eh1 = hv - muh[1][o + u];
+          const T ex0 = xv - mux[0][o + u], ex1 = xv - mux[1][o + u];
+          t0 += (Ph[0][o + u] + Dh[0][o + u] * eh0) * eh0 + (Px[0][o + u] + Dx[0][o + u] * ex0) * ex0;
+          t1 += (Ph[1][o + u] + Dh[1][o + u] * eh1) * eh1 + (Px[1][o + u] + Dx[1][o + u] * ex1) * ex1;
+        }
+        ogq[u] = dh;
+        oxq[u] = dx;
+      }
+    }
+    if (ND == 2) {
+      dtau[j] += static_cast<double>(t0) + cst[0];
+      dtau[N + j] += static_cast<double>(t1) + cst[1];
+    }
+  }
+}
+
+// Tile loops, compiled for several x86 ISAs (runtime dispatch) for float, where vectorisation
+// of the activations matters; double (gradcheck) uses the generic build.
+template <typename T, int ND>
+void fwd_tiles(const StepFwd<T>& a, int64_t b, int64_t e) {
+  for (int64_t t = b; t < e; ++t) {
+    const int64_t k0 = t * kTile;
+    fwd_tile<T, ND>(a, k0, std::min(kTile, a.H - k0));
+  }
+}
+
+template <typename T, int ND>
+void bwd_tiles(const StepBwd<T>& a, int64_t b, int64_t e, T* scratch, double* dtau) {
+  const int64_t per = a.N * 9 * kTile;
+  for (int64_t t = b; t < e; ++t) {
+    const int64_t k0 = t * kTile;
+    T* s = scratch + t * per;
+    bwd_tile<T, ND>(a, k0, std::min(kTile, a.H - k0), s, s + a.N * 4 * kTile,
+                    s + a.N * 8 * kTile, dtau + t * 2 * a.N);
+  }
+}
+
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && !defined(_WIN32)
+#define ACTREC_CLONES __attribute__((target_clones("avx512f", "arch=haswell", "default")))
+#else
+#define ACTREC_CLONES
+#endif
+
+ACTREC_CLONES void fwd_tiles_f1(const StepFwd<float>& a, int64_t b, int64_t e) { fwd_tiles<float, 1>(a, b, e); }
+ACTREC_CLONES void fwd_tiles_f2(const StepFwd<float>& a, int64_t b, int64_t e) { fwd_tiles<float, 2>(a, b, e); }
+ACTREC_CLONES void bwd_tiles_f1(const StepBwd<float>& a, int64_t b, int64_t e, float* s, double* dt) {
+  bwd_tiles<float, 1>(a, b, e, s, dt);
+}
+ACTREC_CLONES void bwd_tiles_f2(const StepBwd<float>& a, int64_t b, int64_t e, float* s, double* dt) {
+  bwd_tiles<float, 2>(a, b, e, s, dt);
+}
+ACTREC_CLONES void x_stats_f(int nd, const float* xp, int64_t N, int64_t G, const float* wn0,
+                             const float* wn1, float eps, const float* gx, const float* bx,
+                             const float* bh, const float* bias, float* mean, float* var,
+                             int64_t ds, float* sx, float* shx, float* work) {
+  if (nd == 2)
+    x_stats_step<float, 2>(xp, N, G, wn0, wn1, eps, gx, bx, bh, bias, mean, var, ds, sx, shx, work);
+  else
+    x_stats_step<float, 1>(xp, N, G, wn0, wn1, eps, gx, bx, bh, bias, mean, var, ds, sx, shx, work);
+}
+
+void run_fwd_tiles(int nd, const StepFwd<float>& a, int64_t b, int64_t e) {
+  nd == 2 ? fwd_tiles_f2(a, b, e) : fwd_tiles_f1(a, b, e);
+}
+void run_fwd_tiles(int nd, const StepFwd<double>& a, int64_t b, int64_t e) {
+  nd == 2 ? fwd_tiles<double, 2>(a, b, e) : fwd_tiles<double, 1>(a, b, e);
+}
+void run_bwd_tiles(int nd, const StepBwd<float>& a, int64_t b, int64_t e, float* s, double* dt) {
+  nd == 2 ? bwd_tiles_f2(a, b, e, s, dt) : bwd_tiles_f1(a, b, e, s, dt);
+}
+void run_bwd_tiles(int nd, const StepBwd<double>& a, int64_t b, int64_t e, double* s, double* dt) {
+  nd == 2 ? bwd_tiles<double, 2>(a, b, e, s, dt) : bwd_tiles<double, 1>(a, b, e, s, dt);
+}
+void run_x_stats(int nd, const float* xp, int64_t N, int64_t G, const float* wn0, const float* wn1,
+                 float eps, const float* gx, const float* bx, const float* bh, const float* bias,
+                 float* mean, float* var, int64_t ds, float* sx, float* shx, float* work) {
+  x_stats_f(nd, xp, N, G, wn0, wn1, eps, gx, bx, bh, bias, mean, var, ds, sx, shx, work);
+}
+void run_x_stats(int nd, const double* xp, int64_t N, int64_t G, const double* wn0,
+                 const double* wn1, double eps, const double* gx, const double* bx,
+                 const double* bh, const double* bias, double* mean, double* var, int64_t ds,
+                 double* sx, double* shx, double* work) {
+  if (nd == 2)
+    x_stats_step<double, 2>(xp, N, G, wn0, wn1, eps, gx, bx, bh, bias, mean, var, ds, sx, shx, work);
+  else
+    x_stats_step<double, 1>(xp, N, G, wn0, wn1, eps, gx, bx, bh, bias, mean, var, ds, sx, shx, work);
+}
+
+}  // namespace
+}  // namespace ddlstm
+}  // namespace actrec
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif
+
+namespace actrec {
+namespace ddlstm {
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Argument checks and drivers
+
+void check_vec(const at::Tensor& t, int64_t n, const char* name, const at::Tensor& x) {
+  TORCH_CHECK(t.dim() == 1 && t.size(0) == n, "ddlstm_layer: ", name, " must have shape [", n,
+              "], got ", t.sizes());
+  TORCH_CHECK(t.scalar_type() == x.scalar_type(), "ddlstm_layer: ", name, " has dtype ",
+              t.scalar_type(), " but x has ", x.scalar_type());
+  TORCH_CHECK(t.device() == x.device(), "ddlstm_layer: ", name, " is on ", t.device(),
+              " but x is on ", x.device());
+}
+
+void check_mat(const at::Tensor& t, int64_t r, int64_t c, const char* name, const at::Tensor& x) {
+  TORCH_CHECK(t.dim() == 2 && t.size(0) == r && t.size(1) == c, "ddlstm_layer: ", name,
+              " must have shape [", r, ", ", c, "], got ", t.sizes());
+  TORCH_CHECK(t.scalar_type() == x.scalar_type(), "ddlstm_layer: ", name, " has dtype ",
+              t.scalar_type(), " but x has ", x.scalar_type());
+  TORCH_CHECK(t.device() == x.device(), "ddlstm_layer: ", name, " is on ", t.device(),
+              " but x is on ", x.device());
+}
+
+struct Shapes {
+  int64_t T, N, D, H, G;
+};
+
+Shapes check_args(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                  const at::Tensor& bias, const at::Tensor& gx, const at::Tensor& bx,
+                  const at::Tensor& gh, const at::Tensor& bh, const at::Tensor& gc,
+                  const at::Tensor& bc, const at::Tensor& alpha, int64_t n1,
+                  const c10::optional<at::Tensor>& h0, const c10::optional<at::Tensor>& c0) {
+  TORCH_CHECK(x.dim() == 3, "ddlstm_layer: x must be [T, N, D], got ", x.sizes());
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "ddlstm_layer: x must be float32 or float64, got ", x.scalar_type());
+  Shapes s{x.size(0), x.size(1), x.size(2), 0, 0};
+  TORCH_CHECK(s.T >= 1 && s.N >= 1, "ddlstm_layer: x must have T >= 1 and N >= 1, got ", x.sizes());
+  TORCH_CHECK(w_hh.dim() == 2 && w_hh.size(0) % 4 == 0 && w_hh.size(0) == 4 * w_hh.size(1),
+              "ddlstm_layer: weight_hh must be [4H, H], got ", w_hh.sizes());
+  s.H = w_hh.size(1);
+  s.G = 4 * s.H;
+  check_mat(w_hh, s.G, s.H, "weight_hh", x);
+  check_mat(w_ih, s.G, s.D, "weight_ih", x);
+  check_vec(bias, s.G, "bias", x);
+  check_vec(gx, s.G, "gamma_x", x);
+  check_vec(bx, s.G, "beta_x", x);
+  check_vec(gh, s.G, "gamma_h", x);
+  check_vec(bh, s.G, "beta_h", x);
+  check_vec(gc, s.H, "gamma_c", x);
+  check_vec(bc, s.H, "beta_c", x);
+  TORCH_CHECK(alpha.numel() == 2, "ddlstm_layer: alpha must have 2 elements, got ", alpha.sizes());
+  TORCH_CHECK(n1 >= 0 && n1 <= s.N, "ddlstm_layer: n1 must be in [0, N=", s.N, "], got ", n1);
+  if (h0.has_value() && h0->defined()) check_mat(*h0, s.N, s.H, "h0", x);
+  if (c0.has_value() && c0->defined()) check_mat(*c0, s.N, s.H, "c0", x);
+  return s;
+}
+
+RowWeights row_weights(const at::Tensor& alpha, int64_t N, int64_t n1, bool dual) {
+  const at::Tensor a = alpha.detach().to(at::kCPU, at::kDouble).contiguous();
+  const double* p = a.data_ptr<double>();
+  return RowWeights(N, n1, p[0], p[1], dual);
+}
+
+template <typename T>
+std::vector<T> cast_vec(const std::vector<double>& v) {
+  return std::vector<T>(v.begin(), v.end());
+}
+
+using FwdResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                             at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+FwdResult forward_cpu(const at::Tensor& x_, const at::Tensor& w_ih_, const at::Tensor& w_hh_,
+                      const at::Tensor& bias_, const at::Tensor& gx_, const at::Tensor& bx_,
+                      const at::Tensor& gh_, const at::Tensor& bh_, const at::Tensor& gc_,
+                      const at::Tensor& bc_, const at::Tensor& alpha, int64_t n1, double eps,
+                      bool dual, const c10::optional<at::Tensor>& h0_,
+                      const c10::optional<at::Tensor>& c0_) {
+  const Shapes s = check_args(x_, w_ih_, w_hh_, bias_, gx_, bx_, gh_, bh_, gc_, bc_, alpha, n1, h0_, c0_);
+  const int64_t T = s.T, N = s.N, D = s.D, H = s.H, G = s.G;
+  const at::Tensor x = x_.contiguous(), w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
+  const at::Tensor bias = bias_.contiguous(), gx = gx_.contiguous(), bx = bx_.contiguous();
+  const at::Tensor gh = gh_.contiguous(), bh = bh_.contiguous(), gc = gc_.contiguous(), bc = bc_.contiguous();
+  const auto opt = x.options();
+  const at::Tensor h0 = (h0_.has_value() && h0_->defined()) ? h0_->contiguous() : at::zeros({N, H}, opt);
+  const at::Tensor c0 = (c0_.has_value() && c0_->defined()) ? c0_->contiguous() : at::zeros({N, H}, opt);
+  const RowWeights rw = row_weights(alpha, N, n1, dual);
+
+  at::Tensor xp = at::empty({T, N, G}, opt);
+  at::Tensor xp2 = xp.view({T * N, G});
+  at::mm_out(xp2, x.view({T * N, D}), w_ih.t());  // [T*N, 4H]
+  at::Tensor ghs = at::empty({T, N, G}, opt);
+  at::Tensor out = at::empty({T, N, H}, opt);
+  at::Tensor cs = at::empty({T, N, H}, opt);
+  at::Tensor mean_x = at::empty({2, T, G}, opt), var_x = at::empty({2, T, G}, opt);
+  at::Tensor mean_h = at::empty({2, T, G}, opt), var_h = at::empty({2, T, G}, opt);
+  at::Tensor mean_c = at::empty({T, H}, opt), var_c = at::empty({T, H}, opt);
+
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ddlstm_layer_forward_cpu", [&] {
+    using T_ = scalar_t;
+    const std::vector<T_> wn0 = cast_vec<T_>(rw.wn[0]), wn1 = cast_vec<T_>(rw.wn[1]);
+    const T_ e = static_cast<T_>(eps);
+    std::vector<T_> scale(T * 2 * G), shift(T * 2 * G);  // x-path scale/shift per (t, d, c)
+    const T_* xpp = xp.data_ptr<T_>();
+    at::parallel_for(0, T, 1, [&](int64_t b, int64_t en) {
+      std::vector<T_> work(4 * G);
+      for (int64_t t = b; t < en; ++t) {
+        run_x_stats(rw.ndom, xpp + t * N * G, N, G, wn0.data(), wn1.data(), e, gx.data_ptr<T_>(),
+                    bx.data_ptr<T_>(), bh.data_ptr<T_>(), bias.data_ptr<T_>(),
+                    mean_x.data_ptr<T_>() + t * G, var_x.data_ptr<T_>() + t * G, T * G,
+                    scale.data() + t * 2 * G, shift.data() + t * 2 * G, work.data());
+      }
+    });
+    StepFwd<T_> a{};
+    a.N = N; a.H = H; a.n1 = n1;
+    a.wn0 = wn0.data(); a.wn1 = wn1.data();
+    a.gamma_h = gh.data_ptr<T_>(); a.gamma_c = gc.data_ptr<T_>(); a.beta_c = bc.data_ptr<T_>();
+    a.dstride = T * G;
+    a.eps = e;
+    const int64_t ntiles = (H + kTile - 1) / kTile;
+    for (int64_t t = 0; t < T; ++t) {
+      at::Tensor g_t = ghs.select(0, t);
+      at::mm_out(g_t, t == 0 ? h0 : out.select(0, t - 1), w_hh.t());  // [N, 4H]
+      a.gh = g_t.data_ptr<T_>();
+      a.xp = xpp + t * N * G;
+      a.sx = scale.data() + t * 2 * G;
+      a.shx = shift.data() + t * 2 * G;
+      a.cprev = t == 0 ? c0.data_ptr<T_>() : cs.data_ptr<T_>() + (t - 1) * N * H;
+      a.c = cs.data_ptr<T_>() + t * N * H;
+      a.h = out.data_ptr<T_>() + t * N * H;
+      a.mean_h = mean_h.data_ptr<T_>() + t * G;
+      a.var_h = var_h.data_ptr<T_>() + t * G;
+      a.mean_c = mean_c.data_ptr<T_>() + t * H;
+      a.var_c = var_c.data_ptr<T_>() + t * H;
+      at::parallel_for(0, ntiles, 1, [&](int64_t b, int64_t en) { run_fwd_tiles(rw.ndom, a, b, en); });
+    }
+  });
+  at::Tensor h_n = out.select(0, T - 1).clone();
+  at::Tensor c_n = cs.select(0, T - 1).clone();
+  return {out, h_n, c_n, xp, ghs, cs, mean_x, var_x, mean_h, var_h, mean_c, var_c};
+}
+
+using BwdResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                             at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                             at::Tensor>;
+
+BwdResult backward_cpu(const at::Tensor& grad_out_, const at::Tensor& grad_h_n,
+                       const at::Tensor& grad_c_n, const at::Tensor& x_, const at::Tensor& w_ih_,
+                       const at::Tensor& w_hh_, const at::Tensor& bias_, const at::Tensor& gx_,
+                       const at::Tensor& bx_, const at::Tensor& gh_, const at::Tensor& bh_,
+                       const at::Tensor& gc_, const at::Tensor& bc_, const at::Tensor& alpha,
+                       const c10::optional<at::Tensor>& h0_, const c10::optional<at::Tensor>& c0_,
+                       const at::Tensor& xp_, const at::Tensor& ghs_, const at::Tensor& out_,
+                       const at::Tensor& cs_, const at::Tensor& mean_x_, const at::Tensor& var_x_,
+                       const at::Tensor& mean_h_, const at::Tensor& var_h_,
+                       const at::Tensor& mean_c_, const at::Tensor& var_c_, int64_t n1, double eps,
+                       bool dual, bool need_grad_x) {
+  const Shapes s = check_args(x_, w_ih_, w_hh_, bias_, gx_, bx_, gh_, bh_, gc_, bc_, alpha, n1, h0_, c0_);
+  const int64_t T = s.T, N = s.N, D = s.D, H = s.H, G = s.G;
+  for (const auto* p : {&grad_out_, &out_, &cs_})
+    TORCH_CHECK(p->sizes() == at::IntArrayRef({T, N, H}) && p->scalar_type() == x_.scalar_type(),
+                "ddlstm_layer_backward: expected a [T, N, H] tensor of x's dtype, got ", p->sizes());
+  for (const auto* p : {&xp_, &ghs_})
+    TORCH_CHECK(p->sizes() == at::IntArrayRef({T, N, G}) && p->scalar_type() == x_.scalar_type(),
+                "ddlstm_layer_backward: expected a [T, N, 4H] tensor of x's dtype, got ", p->sizes());
+  for (const auto* p : {&mean_x_, &var_x_, &mean_h_, &var_h_})
+    TORCH_CHECK(p->sizes() == at::IntArrayRef({2, T, G}) && p->scalar_type() == x_.scalar_type(),
+                "ddlstm_layer_backward: expected [2, T, 4H] statistics, got ", p->sizes());
+  for (const auto* p : {&mean_c_, &var_c_})
+    TORCH_CHECK(p->sizes() == at::IntArrayRef({T, H}) && p->scalar_type() == x_.scalar_type(),
+                "ddlstm_layer_backward: expected [T, H] statistics, got ", p->sizes());
+  check_mat(grad_h_n, N, H, "grad_h_n", x_);
+  check_mat(grad_c_n, N, H, "grad_c_n", x_);
+
+  const auto opt = x_.options();
+  const at::Tensor x = x_.contiguous(), w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
+  const at::Tensor bias = bias_.contiguous(), gx = gx_.contiguous(), bx = bx_.contiguous();
+  const at::Tensor gh = gh_.contiguous(), bh = bh_.contiguous(), gc = gc_.contiguous(), bc = bc_.contiguous();
+  const at::Tensor grad_out = grad_out_.contiguous(), xp = xp_.contiguous(), ghs = ghs_.contiguous();
+  const at::Tensor out = out_.contiguous(), cs = cs_.contiguous();
+  const at::Tensor mean_x = mean_x_.contiguous(), var_x = var_x_.contiguous();
+  const at::Tensor mean_h = mean_h_.contiguous(), var_h = var_h_.contiguous();
+  const at::Tensor mean_c = mean_c_.contiguous(), var_c = var_c_.contiguous();
+  const bool has_h0 = h0_.has_value() && h0_->defined();
+  const at::Tensor c0 = (c0_.has_value() && c0_->defined()) ? c0_->contiguous() : at::zeros({N, H}, opt);
+  const RowWeights rw = row_weights(alpha, N, n1, dual);
+  const int64_t ntiles = (H + kTile - 1) / kTile;
+
+  at::Tensor dgh = at::empty({T, N, G}, opt);
+  at::Tensor dxp = at::empty({T, N, G}, opt);
+  at::Tensor dc = grad_c_n.contiguous().clone();   // [N, H] carried dL/dc
+  at::Tensor dhrec = grad_h_n.contiguous().clone();  // [N, H] dL/dh through the recurrence
+  std::vector<double> acc_gh(G, 0.0), acc_gx(G, 0.0), acc_b(G, 0.0), acc_gc(H, 0.0), acc_bc(H, 0.0);
+  std::vector<double> dtau(ntiles * 2 * N, 0.0);
+
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ddlstm_layer_backward_cpu", [&] {
+    using T_ = scalar_t;
+    const std::vector<T_> wn0 = cast_vec<T_>(rw.wn[0]), wn1 = cast_vec<T_>(rw.wn[1]);
+    std::vector<T_> scratch(ntiles * N * 9 * kTile);
+    StepBwd<T_> a{};
+    a.N = N; a.H = H; a.n1 = n1;
+    a.wn0 = wn0.data(); a.wn1 = wn1.data();
+    a.dstride = T * G;
+    a.gamma_h = gh.data_ptr<T_>(); a.beta_h = bh.data_ptr<T_>();
+    a.gamma_x = gx.data_ptr<T_>(); a.beta_x = bx.data_ptr<T_>();
+    a.bias = bias.data_ptr<T_>();
+    a.gamma_c = gc.data_ptr<T_>(); a.beta_c = bc.data_ptr<T_>();
+    a.dc = dc.data_ptr<T_>();
+    a.dhrec = dhrec.data_ptr<T_>();
+    a.acc_gamma_h = acc_gh.data(); a.acc_gamma_x = acc_gx.data(); a.acc_bias = acc_b.data();
+    a.acc_gamma_c = acc_gc.data(); a.acc_beta_c = acc_bc.data();
+    a.eps = static_cast<T_>(eps);
+    for (int64_t t = T - 1; t >= 0; --t) {
+      a.gh = ghs.data_ptr<T_>() + t * N * G;
+      a.xp = xp.data_ptr<T_>() + t * N * G;
+      a.mean_h = mean_h.data_ptr<T_>() + t * G;
+      a.var_h = var_h.data_ptr<T_>() + t * G;
+      a.mean_x = mean_x.data_ptr<T_>() + t * G;
+      a.var_x = var_x.data_ptr<T_>() + t * G;
+      a.mean_c = mean_c.data_ptr<T_>() + t * H;
+      a.var_c = var_c.data_ptr<T_>() + t * H;
+      a.c = cs.data_ptr<T_>() + t * N * H;
+      a.cprev = t == 0 ? c0.data_ptr<T_>() : cs.data_ptr<T_>() + (t - 1) * N * H;
+      a.gout = grad_out.data_ptr<T_>() + t * N * H;
+      a.dgh = dgh.data_ptr<T_>() + t * N * G;
+      a.dxp = dxp.data_ptr<T_>() + t * N * G;
+      at::parallel_for(0, ntiles, 1, [&](int64_t b, int64_t en) {
+        run_bwd_tiles(rw.ndom, a, b, en, scratch.data(), dtau.data());
+      });
+      at::mm_out(dhrec, dgh.select(0, t), w_hh);  // [N, H]: dL/dh_{t-1} (grad_h0 at t = 0)
+    }
+  });
+
+  // Weight gradients as single GEMMs over all T*N rows.
+  const at::Tensor dgh2 = dgh.view({T * N, G}), dxp2 = dxp.view({T * N, G});
+  at::Tensor grad_w_hh = at::zeros({G, H}, opt);
+  if (T > 1)
+    at::mm_out(grad_w_hh, dgh2.narrow(0, N, (T - 1) * N).t(), out.view({T * N, H}).narrow(0, 0, (T - 1) * N));
+  if (has_h0) grad_w_hh.addmm_(dgh.select(0, 0).t(), h0_->contiguous());
+  at::Tensor grad_w_ih = at::mm(dxp2.t(), x.view({T * N, D}));  // [4H, D]
+  at::Tensor grad_x = need_grad_x ? at::mm(dxp2, w_ih).view({T, N, D}) : at::empty({0}, opt);
+
+  const auto dopt = opt.dtype(at::kDouble);
+  auto from_vec = [&](const std::vector<double>& v) {
+    return at::from_blob(const_cast<double*>(v.data()), {static_cast<int64_t>(v.size())}, dopt)
+        .to(x.scalar_type(), /*non_blocking=*/false, /*copy=*/true);  // owns its memory
+  };
+  at::Tensor grad_bias = from_vec(acc_b);
+  std::vector<double> da(2, 0.0);
+  if (rw.ndom == 2) {
+    for (int d = 0; d < 2; ++d) {
+      double acc = 0.0;
+      for (int64_t j = 0; j < N; ++j) {
+        double row = 0.0;
+        for (int64_t t = 0; t < ntiles; ++t) row += dtau[t * 2 * N + d * N + j];
+        acc += rw.kappa[d][j] * row / rw.S[d];
+      }
+      da[d] = acc;
+    }
+  }
+  at::Tensor grad_alpha = from_vec(da).to(alpha.options()).view(alpha.sizes());
+  return {grad_x, grad_w_ih, grad_w_hh, grad_bias, from_vec(acc_gx), grad_bias.clone(),
+          from_vec(acc_gh), grad_bias.clone(), from_vec(acc_gc), from_vec(acc_bc), grad_alpha,
+          dhrec, dc};
+}
+
+}  // namespace
+}  // namespace ddlstm
+}  // namespace actrec
+
+TORCH_LIBRARY_IMPL(actrec, CPU, m) {
+  m.impl("ddlstm_layer_forward", &actrec::ddlstm::forward_cpu);
+  m.impl("ddlstm_layer_backward", &actrec::ddlstm::backward_cpu);
+}

@@ -1,0 +1,69 @@
+// CUDA kernels of the dual-domain batch norm (DDBN), on raw pointers: this header and
+// ddbn_kernels.cu need only the CUDA runtime (no torch), so plain nvcc compiles them. The torch
+// glue is csrc/cuda/ddbn_cuda.cu. Spec: /work/shared/design/ddbn.md.
+//
+// Pointers marked "acc" hold the accumulation type: double for float64 inputs, float otherwise.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace actrec {
+namespace cuda {
+
+enum class DType : int { kFloat32, kFloat64, kFloat16, kBFloat16 };
+
+constexpr int kTile = 32;            // channels per block: one warp's width
+constexpr int64_t kMaxBatch = 1024;  // largest N: 4N double weights fit the shared memory
+
+struct ForwardArgs {
+  const void* h;     // [T,N,C] input
+  void* y;           // [T,N,C] output
+  void* mean;        // acc [2,T,C] output
+  void* rstd;        // acc [2,T,C] output
+  const void* alpha;  // acc [2]
+  const void* gamma;  // acc [C]
+  const void* beta;   // acc [C]
+  void* running_mean;  // acc [2,t_max,C], updated in place for t < min(T, t_max); or null
+  void* running_var;   // acc [2,t_max,C]; or null
+  int64_t T, N, C, n1, t_max;
+  double eps, momentum;
+};
+
+struct BackwardArgs {
+  const void* grad_y;  // [T,N,C]
+  const void* h;       // [T,N,C]
+  void* grad_h;        // [T,N,C] output
+  const void* alpha;   // acc [2]
+  const void* gamma;   // acc [C]
+  const void* mean;    // acc [2,T,C] saved by the forward
+  const void* rstd;    // acc [2,T,C]
+  void* dgamma_t;      // acc [T,C] output: per-timestep partial sums (the caller sums over T)
+  void* dbeta_t;       // acc [T,C] output
+  void* dalpha_part;   // acc [T * channel_tiles(C), 2] output: per-block partials
+  int64_t T, N, C, n1;
+  double eps;
+};
+
+struct EvalArgs {
+  const void* h;             // [T,N,C]
+  void* y;                   // [T,N,C] output
+  const int64_t* domain;     // [N] of 0/1
+  const void* running_mean;  // acc [2,t_max,C]
+  const void* running_var;   // acc [2,t_max,C]
+  const void* gamma;         // acc [C]
+  const void* beta;          // acc [C]
+  int64_t T, N, C, t_max;
+  double eps;
+};
+
+inline int64_t channel_tiles(int64_t c) { return (c + kTile - 1) / kTile; }
+
+// Each enqueues its kernel on `stream` and returns the launch status (no synchronisation).
+cudaError_t ddbn_forward(DType dtype, const ForwardArgs& args, cudaStream_t stream);
+cudaError_t ddbn_backward(DType dtype, const BackwardArgs& args, cudaStream_t stream);
+cudaError_t ddbn_eval(DType dtype, const EvalArgs& args, cudaStream_t stream);
+
+}  // namespace cuda
+}  // namespace actrec

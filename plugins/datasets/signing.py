@@ -1,0 +1,75 @@
+"""Signing in the Wild (Borg & Camilleri): YouTube videos labelled per frame at 5 fps.
+
+Ground truth rows ``<youtube_id> <frame> S|P|n|?`` (``S`` signing, ``P`` speaking, ``n``
+other, ``?`` unlabelled: ignored by the loss and the metrics), read from ``annotations``
+(a file under the root, or every ``*.txt`` file under it when unset). Frames are 0-based; a
+video lasts until its last row, and frames without a row are unlabelled (counted). Classes:
+``signing``, ``speaking``, ``other`` (no background class: ``other`` is scored like the rest).
+Splits: 5 folds by video, as in the paper (all of a video's frames in one fold): the sorted
+video ids dealt round-robin, video ``i`` in the test set of fold ``i mod 5 + 1``. The
+participant of a video is unknown; its YouTube id stands in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from actrec.plugin_api import Dataset, DatasetIndex, PluginConfig
+
+CLASSES = ("signing", "speaking", "other")
+
+
+@dataclass(frozen=True)
+class SigningConfig(PluginConfig):
+    root: Path | None = None
+    annotations: str | None = None
+    fps: float = 5.0
+    folds: int = 5
+
+
+class SigningInTheWild(Dataset):
+    """Signing in the Wild from its per-frame ground-truth rows."""
+
+    name = "signing"
+    Config = SigningConfig
+
+    def load(self) -> DatasetIndex:
+        import numpy as np
+
+        from actrec.errors import DataError
+        from actrec.io import annotations as A
+        from actrec.plugin_api import Split, VideoRecord
+        from actrec_plugins.datasets._common import resolve_root
+
+        cfg = self.config
+        root = resolve_root(self.name, cfg.root)
+        paths = [root / cfg.annotations] if cfg.annotations else sorted(root.glob("*.txt"))
+        if not paths:
+            raise DataError(f"{root}: no ground-truth *.txt files")
+        repairs: dict[str, int] = {}
+        rows: dict[str, tuple] = {}
+        origin: dict[str, Path] = {}
+        for path in paths:
+            for video, value in A.read_signing_rows(path, repairs).items():
+                if video in rows:
+                    raise DataError(f"duplicate video id {video!r}: in {origin[video]} and {path}")
+                rows[video], origin[video] = value, path
+        videos = {}
+        for video in sorted(rows):
+            frames, codes = rows[video]
+            labels = np.full(int(frames[-1]) + 1, A.UNLABELLED, dtype=np.int64)
+            labels[frames] = codes
+            A.add_repairs(repairs, {"frames without a row (unlabelled)":
+                                    labels.size - frames.size})
+            videos[video] = VideoRecord(id=video, participant=video, labels=labels, fps=cfg.fps)
+        ids = sorted(videos)
+        if len(ids) < cfg.folds:
+            raise DataError(f"{len(ids)} video(s) cannot make {cfg.folds} folds")
+        splits = {}
+        for k in range(cfg.folds):
+            test = tuple(ids[k::cfg.folds])
+            train = tuple(v for v in ids if v not in set(test))
+            splits[str(k + 1)] = Split(str(k + 1), train, test)
+        return DatasetIndex(name=self.name, classes=CLASSES, videos=videos, splits=splits,
+                            fps=cfg.fps, background=None, label_set="default", repairs=repairs)

@@ -1,0 +1,62 @@
+"""Shared fixtures: real mp4 files and a tiny generated synthetic kitchen.
+
+* ``write_mp4(path, frames, fps=15.0) -> Path``: writes RGB uint8 frames ``[T, H, W, 3]`` with
+  OpenCV's 'mp4v' writer (what decord reads in the tests).
+* ``level_frames(T, H=32, W=40) -> ndarray``: frames whose flat grey level identifies the frame
+  (``level_of(i)``), so a decoded frame's mean tells which frame it is despite compression.
+* ``tiny_kitchen``: session-wide ``(SyntheticKitchen, DatasetIndex)`` for kitchen ``a`` with 3
+  participants x 1 video of ~40 frames at 32 x 32, generated once into a temp folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def level_of(i: int) -> int:
+    """Grey level of frame ``i`` in ``level_frames`` (steps of 9, 20..227)."""
+    return 20 + (9 * i) % 216
+
+
+def _write_mp4(path: Path, frames: np.ndarray, fps: float = 15.0) -> Path:
+    import cv2
+
+    frames = np.asarray(frames, dtype=np.uint8)
+    h, w = frames.shape[1:3]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (w, h))
+    assert writer.isOpened(), f"OpenCV cannot write {path}"
+    for frame in frames:
+        writer.write(np.ascontiguousarray(frame[:, :, ::-1]))  # RGB -> BGR
+    writer.release()
+    return Path(path)
+
+
+def _level_frames(count: int, h: int = 32, w: int = 40) -> np.ndarray:
+    return np.stack([np.full((h, w, 3), level_of(i), dtype=np.uint8) for i in range(count)])
+
+
+@pytest.fixture
+def write_mp4():
+    """``write_mp4(path, frames, fps=15.0) -> Path`` (RGB uint8 ``[T, H, W, 3]``)."""
+    return _write_mp4
+
+
+@pytest.fixture
+def level_frames():
+    """``level_frames(T, H=32, W=40)``: frame ``i`` is flat grey ``level_of(i)``."""
+    return _level_frames
+
+
+@pytest.fixture(scope="session")
+def tiny_kitchen(tmp_path_factory):
+    """``(dataset, index)`` of a tiny generated kitchen ``a`` (3 people, 1 video each)."""
+    from actrec_plugins.datasets.synthetic import SyntheticKitchen
+
+    root = tmp_path_factory.mktemp("synthetic")
+    dataset = SyntheticKitchen(SyntheticKitchen.Config(
+        root=root, kitchen="a", participants=3, videos_per_participant=1, frames_mean=40,
+        size=32, folds=3, seed=7))
+    return dataset, dataset.load()

@@ -1,0 +1,108 @@
+"""The ``colorgrad`` extractor: exact layout, hand-computed values, causal streaming."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from actrec.errors import ConfigError
+from actrec_plugins.extractors.colorgrad import ColorGradient
+
+# grid 2, bins 4 on 8 x 8 frames: per cell 3*4 colour + 4 orientation + 1 motion = 17.
+SMALL = ColorGradient.Config(grid=2, bins=4, resize=8)
+
+
+def _run(ext, frames, batch=None):
+    frames = np.asarray(frames, dtype=np.uint8)
+    batch = batch or len(frames)
+    out = list(ext.extract(frames[i:i + batch] for i in range(0, len(frames), batch)))
+    return np.concatenate(out)
+
+
+def _cell(feats, c):
+    """(colour [12], orientation [4], motion) of cell ``c`` of a ``SMALL`` feature row."""
+    row = feats[c * 17:(c + 1) * 17]
+    return row[:12], row[12:16], row[16]
+
+
+def test_dim_and_contract():
+    assert ColorGradient().dim() == 4 * (4 * 8 + 1) + 2 == 134
+    assert ColorGradient(SMALL).dim() == 70
+    assert ColorGradient(ColorGradient.Config(grid=3, bins=6)).dim() == 9 * 25 + 2
+    ext = ColorGradient()
+    assert ext.lookahead == 0 and ext.causal and ext.fps is None
+    assert ColorGradient(ColorGradient.Config(fps=5.0)).fps == 5.0
+    feats = _run(ext, np.zeros((3, 64, 64, 3)))
+    assert feats.shape == (3, 134) and feats.dtype == np.float32
+
+
+def test_constant_colour_frame():
+    frame = np.empty((8, 8, 3), np.uint8)
+    frame[:] = (200, 100, 30)  # bins of 64 levels: R -> 3, G -> 1, B -> 0
+    feats = _run(ColorGradient(SMALL), [frame])[0]
+    for c in range(4):
+        colour, orient, motion = _cell(feats, c)
+        np.testing.assert_array_equal(colour, [0, 0, 0, 1, 0, 1, 0, 0, 1, 0, 0, 0])
+        np.testing.assert_array_equal(orient, 0.0)  # no gradient anywhere
+        assert motion == 0.0  # first frame: no previous one
+    np.testing.assert_array_equal(feats[68:], [0.0, 0.0])
+    # A larger frame of the same colour is resized to the same features.
+    big = np.broadcast_to(frame[:1, :1], (16, 16, 3))
+    np.testing.assert_array_equal(_run(ColorGradient(SMALL), [big])[0], feats)
+
+
+def test_frame_difference_energy_and_centre():
+    first = np.full((8, 8, 3), 100, np.uint8)
+    second = first.copy()
+    second[:, :4] += 9  # left half brighter by 9 grey levels
+    feats = _run(ColorGradient(SMALL), [first, second])
+    assert all(_cell(feats[0], c)[2] == 0 for c in range(4))
+    motion = [_cell(feats[1], c)[2] for c in range(4)]
+    np.testing.assert_allclose(motion, [9 / 255, 0, 9 / 255, 0], rtol=1e-6)
+    # Motion centre: mean of pixel-centre x over columns 0..3 = -0.25; rows are uniform.
+    np.testing.assert_allclose(feats[1, 68:], [-0.25, 0.0], atol=1e-7)
+    # Colour of the left cells moved from bin 1 (100) to bin 1 (109): histograms unchanged.
+    np.testing.assert_array_equal(_cell(feats[1], 0)[0], _cell(feats[0], 0)[0])
+
+
+def test_gradient_orientation_of_edges():
+    # Vertical edge between columns 3 and 4 (0 | 80): central differences give 40 at columns
+    # 3 and 4 on the 6 interior rows; each cell gets 3 such pixels: 120 / (16 px * 255).
+    frame = np.zeros((8, 8, 3), np.uint8)
+    frame[:, 4:] = 80
+    feats = _run(ColorGradient(SMALL), [frame])[0]
+    for c in range(4):
+        np.testing.assert_allclose(_cell(feats, c)[1], [120 / 4080, 0, 0, 0], rtol=1e-6)
+    # The same edge turned horizontal lands in the pi/2 bin (index 2 of 4).
+    feats = _run(ColorGradient(SMALL), [frame.transpose(1, 0, 2)])[0]
+    for c in range(4):
+        np.testing.assert_allclose(_cell(feats, c)[1], [0, 0, 120 / 4080, 0], rtol=1e-6)
+
+
+def test_causal_streaming_and_batching():
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (23, 20, 20, 3), dtype=np.uint8)
+    ext = ColorGradient(ColorGradient.Config(grid=2, bins=5, resize=16))
+    full = _run(ext, frames)
+    assert full.shape == (23, ext.dim())
+    # Features of a prefix do not change when frames are appended (nothing looks ahead).
+    for n in (1, 7, 16):
+        np.testing.assert_array_equal(_run(ext, frames[:n]), full[:n])
+    # Batch size does not matter: the previous frame is carried across batches.
+    for batch in (1, 4, 9):
+        np.testing.assert_allclose(_run(ext, frames, batch), full, rtol=0, atol=1e-7)
+    # Each extract() call is a new video: its first frame has no motion.
+    again = _run(ext, frames[5:8])
+    assert np.all(again[0, [k * 21 + 20 for k in range(4)]] == 0)
+    assert np.any(full[5, [k * 21 + 20 for k in range(4)]] > 0)
+
+
+def test_bad_options():
+    with pytest.raises(ConfigError, match="grid"):
+        ColorGradient(ColorGradient.Config(grid=0))
+    with pytest.raises(ConfigError, match="resize"):
+        ColorGradient(ColorGradient.Config(grid=4, resize=6))
+    with pytest.raises(ConfigError, match="fps"):
+        ColorGradient(ColorGradient.Config(fps=0.0))
+    with pytest.raises(ConfigError, match="unknown option 'bogus'"):
+        ColorGradient.Config.from_options({"bogus": 1}, owner="extractor 'colorgrad'")

@@ -1,0 +1,158 @@
+"""actrec.extract and actrec.workspace on the tiny generated kitchen (real mp4, real Zarr)."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from actrec.errors import DataError
+from actrec.extract import ExtractReport, extract_features, resample_labels
+from actrec.io.features import FeatureStore
+from actrec.io.video import open_video
+from actrec_plugins.extractors.colorgrad import ColorGradient
+
+CG = ColorGradient.Config(grid=2, bins=4, resize=32)
+
+
+def _mtimes(path: Path) -> dict[str, int]:
+    return {str(p): p.stat().st_mtime_ns for p in path.rglob("*") if p.is_file()}
+
+
+def _copy_index(index, **videos):
+    """``index`` with some video records replaced."""
+    return dataclasses.replace(index, videos={**index.videos, **videos})
+
+
+def test_extract_writes_features_equal_to_direct_extraction(tiny_kitchen, tmp_path):
+    _, index = tiny_kitchen
+    ext = ColorGradient(CG)
+    report = extract_features(index, ext, tmp_path / "s.zarr", dataset_ref="synthetic:tiny")
+    assert isinstance(report, ExtractReport)
+    assert sorted(report.written) == sorted(index.videos) and not report.skipped
+    assert report.failed == () and report.ok and report.store == tmp_path / "s.zarr"
+    assert report.to_dict()["written"] == list(report.written)
+    store = FeatureStore.open(tmp_path / "s.zarr")
+    assert store.videos() == sorted(index.videos) and store.dim == ext.dim()
+    attrs = store.attrs
+    assert attrs["dataset"] == "synthetic:tiny" and attrs["extractor"] == "colorgrad"
+    assert attrs["extractor_config"] == CG.to_dict() and attrs["causal"] is True
+    assert attrs["classes"] == list(index.classes)
+    assert attrs["splits"]["1"]["test"] == list(index.splits["1"].test)
+    for vid, record in index.videos.items():
+        x, y = store.read(vid)
+        np.testing.assert_array_equal(y, record.labels)
+        frames = open_video(record.path).read(range(record.num_frames))
+        direct = np.concatenate(list(ColorGradient(CG).extract([frames])))
+        np.testing.assert_array_equal(x, direct.astype(np.float16).astype(np.float32))
+        va = store.video_attrs(vid)
+        assert va["fps"] == pytest.approx(15.0) and va["labels_resampled"] is False
+        assert va["source"]["path"] == str(record.path) and va["participant"] == record.participant
+
+
+def test_resume_skips_and_overwrite_rewrites(tiny_kitchen, tmp_path):
+    _, index = tiny_kitchen
+    path = tmp_path / "s.zarr"
+    first = sorted(index.videos)[0]
+    report = extract_features(index, ColorGradient(CG), path, dataset_ref="r", video_ids=[first])
+    assert report.written == (first,)
+    stamps = _mtimes(path / "videos")
+    report = extract_features(index, ColorGradient(CG), path, dataset_ref="r")
+    assert report.skipped == (first,) and sorted(report.written) == sorted(index.videos)[1:]
+    assert all(_mtimes(path / "videos")[k] == v for k, v in stamps.items())  # untouched
+    report = extract_features(index, ColorGradient(CG), path, dataset_ref="r")
+    assert report.written == () and sorted(report.skipped) == sorted(index.videos)
+    before = FeatureStore.open(path).video_attrs(first)["written_at"]
+    report = extract_features(index, ColorGradient(CG), path, dataset_ref="r", overwrite=True)
+    assert sorted(report.written) == sorted(index.videos)
+    assert FeatureStore.open(path).video_attrs(first)["written_at"] > before
+
+
+def test_failures_are_reported_and_the_rest_continue(tiny_kitchen, tmp_path):
+    _, index = tiny_kitchen
+    a, b, c = sorted(index.videos)
+    junk = tmp_path / "junk.mp4"
+    junk.write_text("not a video")
+    short = index.videos[c]
+    broken = _copy_index(index, **{
+        a: dataclasses.replace(index.videos[a], path=junk),
+        c: dataclasses.replace(short, labels=short.labels[:-3]),
+    })
+    report = extract_features(broken, ColorGradient(CG), tmp_path / "s.zarr", dataset_ref="r")
+    assert report.written == (b,) and not report.ok
+    failed = dict(report.failed)
+    assert set(failed) == {a, c}
+    assert "junk.mp4: cannot decode video" in failed[a]
+    n = short.num_frames
+    assert f"video '{c}'" in failed[c] and f"{n} frames" in failed[c] and f"{n - 3} labels" in failed[c]
+    store = FeatureStore.open(tmp_path / "s.zarr")
+    assert store.videos() == [b] and not (tmp_path / "s.zarr/.tmp").exists()
+    # Fixing the inputs and running again fills in exactly the failed ones.
+    report = extract_features(index, ColorGradient(CG), tmp_path / "s.zarr", dataset_ref="r")
+    assert sorted(report.written) == [a, c] and report.skipped == (b,)
+
+
+def test_resampling_extractor_resamples_labels(tiny_kitchen, tmp_path):
+    _, index = tiny_kitchen
+    ext = ColorGradient(dataclasses.replace(CG, fps=7.5))
+    extract_features(index, ext, tmp_path / "s.zarr", dataset_ref="r")
+    store = FeatureStore.open(tmp_path / "s.zarr")
+    for vid, record in index.videos.items():
+        x, y = store.read(vid)
+        # 15 -> 7.5 fps keeps source frames 0, 2, 4, ...: labels likewise.
+        np.testing.assert_array_equal(y, record.labels[::2])
+        assert x.shape[0] == (record.num_frames + 1) // 2
+        va = store.video_attrs(vid)
+        assert va["fps"] == 7.5 and va["label_fps"] == 15.0 and va["labels_resampled"] is True
+
+
+def test_resample_labels_hand_values():
+    labels = np.array([0, 1, 1, 2, 2, 3])
+    np.testing.assert_array_equal(resample_labels(labels, 30, 15), [0, 1, 2])
+    np.testing.assert_array_equal(resample_labels(labels, 30, 30), labels)
+    np.testing.assert_array_equal(resample_labels(labels[:3], 10, 20), [0, 1, 1, 1, 1])
+
+
+def test_store_mismatch_and_unknown_videos(tiny_kitchen, tmp_path):
+    _, index = tiny_kitchen
+    path = tmp_path / "s.zarr"
+    extract_features(index, ColorGradient(CG), path, dataset_ref="r", video_ids=[])
+    with pytest.raises(DataError, match="different extractor_config"):
+        extract_features(index, ColorGradient(), path, dataset_ref="r")
+    with pytest.raises(DataError, match="no video.*'nope'"):
+        extract_features(index, ColorGradient(CG), path, dataset_ref="r", video_ids=["nope"])
+
+
+def test_progress_bars(tiny_kitchen, tmp_path):
+    from rich.console import Console
+    from rich.progress import Progress
+
+    _, index = tiny_kitchen
+    out = io.StringIO()
+    with Progress(console=Console(file=out, force_terminal=False)) as progress:
+        extract_features(index, ColorGradient(CG), tmp_path / "s.zarr", dataset_ref="r",
+                         progress=progress, batch_size=8)
+        tasks = progress.tasks
+    assert len(tasks) == 1  # per-video bars are removed once done
+    assert tasks[0].description == "videos" and tasks[0].completed == len(index.videos)
+
+
+def test_workspace_paths(monkeypatch, tmp_path):
+    from actrec import workspace
+
+    monkeypatch.setenv("ACTREC_HOME", str(tmp_path / "h"))
+    assert workspace.home() == tmp_path / "h"
+    assert workspace.default_store_path("synthetic", "colorgrad") == \
+        tmp_path / "h/features/synthetic/colorgrad.zarr"
+    p = workspace.default_store_path("synthetic:kitchen=b", "colorgrad")
+    assert p.parent.name.startswith("synthetic-kitchen-b-") and p.parent.parent.name == "features"
+    assert workspace.slug("a b") != workspace.slug("a/b")
+    monkeypatch.delenv("ACTREC_DATA_GTEA", raising=False)
+    assert workspace.data_root("gtea") == tmp_path / "h/data/gtea"
+    monkeypatch.setenv("ACTREC_DATA_GTEA", str(tmp_path / "g"))
+    assert workspace.data_root("gtea") == tmp_path / "g"
+    monkeypatch.delenv("ACTREC_HOME")
+    assert workspace.home() == Path.home() / ".cache" / "actrec"

@@ -1,0 +1,166 @@
+"""Importing public features (MS-TCN and LSTR layouts) into real actrec feature stores."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from actrec.errors import DataError
+from actrec.importers import import_lstr, import_mstcn
+from actrec.io import annotations as A
+from actrec.io.features import FeatureStore
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+IDT = DATA / "features" / "breakfast-idt64"
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="shared/data is absent")
+
+
+@pytest.fixture()
+def idt_root(tmp_path):
+    """The real 64-d IDT features of 5 Breakfast videos in the MS-TCN layout (D x T .npy)."""
+    root = tmp_path / "bf"
+    (root / "features").mkdir(parents=True)
+    shutil.copytree(IDT / "groundTruth", root / "groundTruth")
+    shutil.copy(IDT / "mapping.txt", root)
+    (root / "splits").mkdir()
+    videos = sorted(p.stem for p in IDT.glob("P*.txt"))
+    (root / "splits" / "test.split1.bundle").write_text("".join(v + ".txt\n" for v in videos[:2]))
+    (root / "splits" / "train.split1.bundle").write_text("".join(v + ".txt\n"
+                                                                 for v in videos[2:]))
+    for v in videos:
+        np.save(root / "features" / f"{v}.npy", np.loadtxt(IDT / f"{v}.txt").T)  # [D, T]
+    return root
+
+
+@needs_data
+def test_import_mstcn_real_features(idt_root, tmp_path):
+    calls = []
+    report = import_mstcn(idt_root, tmp_path / "store", name="breakfast-idt",
+                          progress=lambda done, total, vid: calls.append((done, total, vid)))
+    assert (report.written, report.already_present, report.dim, report.classes) == (5, 0, 64, 48)
+    assert report.frames == sum(len(np.loadtxt(IDT / "groundTruth" / f"{v}.txt", dtype=str))
+                                for v in (p.stem for p in IDT.glob("P*.txt")))
+    assert report.repairs == {} and [c[0] for c in calls] == [1, 2, 3, 4, 5]
+    store = FeatureStore.open(tmp_path / "store")
+    attrs = store.attrs
+    assert attrs["extractor"] == "mstcn-import" and attrs["lookahead"] == -1
+    assert attrs["causal"] is False and "not causal" in attrs["extractor_config"]["note"]
+    assert store.splits["1"]["test"] == ["P03_cam01_P03_coffee", "P05_cam01_P05_coffee"]
+    classes = A.read_mapping(IDT / "mapping.txt")
+    assert store.classes == list(classes)
+    feats, labels = store.read("P08_webcam01_P08_coffee")
+    expected = np.loadtxt(IDT / "P08_webcam01_P08_coffee.txt")  # [T, D]
+    np.testing.assert_allclose(feats, expected, rtol=1e-3, atol=1e-3)  # stored as float16
+    gt = A.read_frame_labels(IDT / "groundTruth" / "P08_webcam01_P08_coffee.txt",
+                             {c: i for i, c in enumerate(classes)})
+    np.testing.assert_array_equal(labels, gt)
+    # a second run keeps what is there, overwrite=True rewrites it
+    again = import_mstcn(idt_root, tmp_path / "store", name="breakfast-idt")
+    assert (again.written, again.already_present) == (0, 5)
+    again = import_mstcn(idt_root, tmp_path / "store", name="breakfast-idt", overwrite=True)
+    assert (again.written, again.already_present) == (5, 0)
+
+
+@needs_data
+def test_import_mstcn_length_policy_and_missing_features(idt_root, tmp_path):
+    v = "P03_cam01_P03_coffee"
+    full = np.load(idt_root / "features" / f"{v}.npy")
+    np.save(idt_root / "features" / f"{v}.npy", full[:, :900])  # 917 labels, 900 features
+    (idt_root / "features" / "P05_cam01_P05_coffee.npy").unlink()
+    np.save(idt_root / "features" / "orphan.npy", full[:, :10])
+    report = import_mstcn(idt_root, tmp_path / "store", name="bf")
+    assert report.written == 4
+    assert report.repairs == {"label frames beyond the feature length (truncated)": 17,
+                              "videos with ground truth but no features (skipped)": 1,
+                              "feature files without ground truth (skipped)": 1}
+    assert FeatureStore.open(tmp_path / "store").num_frames(v) == 900
+    with pytest.raises(DataError, match=r"P03_cam01_P03_coffee\.txt: 917 labelled frames but "
+                                        r"the features have 900"):
+        import_mstcn(idt_root, tmp_path / "store2", name="bf", length_policy="error")
+
+
+def test_import_mstcn_bad_inputs(tmp_path):
+    root = tmp_path / "m"
+    (root / "groundTruth").mkdir(parents=True)
+    (root / "mapping.txt").write_text("0 a\n1 b\n")
+    (root / "groundTruth" / "v.txt").write_text("a\nb\n")
+    with pytest.raises(DataError, match=r"features: folder not found; nothing to import"):
+        import_mstcn(root, tmp_path / "s", name="m")
+    (root / "features").mkdir()
+    np.save(root / "features" / "v.npy", np.zeros(2))
+    with pytest.raises(DataError, match=r"v\.npy: expected features D x T, got shape \(2,\)"):
+        import_mstcn(root, tmp_path / "s", name="m")
+
+
+def write_lstr(root: Path, *, info=None) -> Path:
+    for d in ("rgb_kinetics_resnet50", "flow_kinetics_bninception", "target_perframe"):
+        (root / d).mkdir(parents=True)
+    info = info or {"THUMOS": {"class_index": ["Background", "Jump", "Throw"],
+                               "train_session_set": ["video_a"],
+                               "test_session_set": ["video_b"]}}
+    (root / "data_info.json").write_text(json.dumps(info))
+    rng = np.random.default_rng(1)
+    for v, t in (("video_a", 5), ("video_b", 4)):
+        np.save(root / "rgb_kinetics_resnet50" / f"{v}.npy", rng.normal(size=(t, 3)))
+        np.save(root / "flow_kinetics_bninception" / f"{v}.npy", rng.normal(size=(t, 2)))
+    np.save(root / "target_perframe" / "video_a.npy",
+            np.array([[1, 0, 0], [0, 1, 0], [0, 1, 1], [0, 0, 0], [0, 0, 1]], np.float32))
+    np.save(root / "target_perframe" / "video_b.npy",
+            np.array([[1, 0, 0], [0, 0, 1], [0, 0, 1]], np.float32))  # one row short
+    return root
+
+
+def test_import_lstr(tmp_path):
+    root = write_lstr(tmp_path / "lstr")
+    report = import_lstr(root, tmp_path / "store", name="thumos",
+                         flow_dir="flow_kinetics_bninception")
+    assert (report.written, report.dim, report.frames) == (2, 5, 8)
+    assert report.repairs == {
+        "frames beyond the shortest of features and targets (dropped)": 1,
+        "frames with no target class (unlabelled)": 1,
+        "frames with several target classes (first kept)": 1}
+    store = FeatureStore.open(tmp_path / "store")
+    assert store.classes == ["Background", "Jump", "Throw"]
+    assert store.splits == {"1": {"train": ["video_a"], "test": ["video_b"]}}
+    assert store.attrs["extractor"] == "lstr-import" and store.attrs["causal"] is False
+    feats, labels = store.read("video_a")
+    expected = np.concatenate([np.load(root / "rgb_kinetics_resnet50" / "video_a.npy"),
+                               np.load(root / "flow_kinetics_bninception" / "video_a.npy")], 1)
+    np.testing.assert_allclose(feats, expected, rtol=1e-3, atol=2e-3)
+    assert labels.tolist() == [0, 1, 1, -1, 2]
+    assert store.read("video_b")[1].tolist() == [0, 2, 2]
+    assert store.video_attrs("video_a")["fps"] == 4.0
+
+
+def test_import_accepts_a_rich_progress(tmp_path):
+    from rich.console import Console
+    from rich.progress import Progress
+
+    root = write_lstr(tmp_path / "lstr")
+    with Progress(console=Console(file=open(tmp_path / "log", "w"))) as progress:
+        import_lstr(root, tmp_path / "store", name="thumos", progress=progress)
+        (task,) = progress.tasks
+        assert (task.completed, task.total) == (2, 2)
+
+
+def test_import_lstr_bad_inputs(tmp_path):
+    root = write_lstr(tmp_path / "a")
+    (root / "rgb_kinetics_resnet50" / "video_b.npy").unlink()
+    with pytest.raises(DataError, match=r"session 'video_b' is listed but .*video_b\.npy"):
+        import_lstr(root, tmp_path / "s", name="thumos")
+    root = write_lstr(tmp_path / "b", info={"TVSERIES": {"class_index": ["a"]}, "X": {}})
+    with pytest.raises(DataError, match=r"data_info\.json: no entry 'THUMOS'; entries: TVSERIES"):
+        import_lstr(root, tmp_path / "s", name="thumos")
+    with pytest.raises(DataError, match=r"\['TVSERIES'\]: missing 'train_session_set'"):
+        import_lstr(root, tmp_path / "s", name="thumos", dataset_key="TVSERIES")
+    (root / "data_info.json").write_text("{not json")
+    with pytest.raises(DataError, match=r"data_info\.json: not valid JSON"):
+        import_lstr(root, tmp_path / "s", name="thumos")
+    root = write_lstr(tmp_path / "c")
+    np.save(root / "target_perframe" / "video_a.npy", np.zeros((5, 4)))
+    with pytest.raises(DataError, match=r"video_a\.npy: 4 target columns; data_info lists 3"):
+        import_lstr(root, tmp_path / "s", name="thumos")

@@ -1,0 +1,169 @@
+"""DualDomainBatchNorm / SequenceBatchNorm modules, alpha projection, statistics re-estimation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from actrec.nn.ddbn import DualDomainBatchNorm, SequenceBatchNorm, project_alpha_
+from actrec.nn.lstm import NormLSTMLayer
+from actrec.nn.reestimate import reestimate_statistics
+from actrec.ops.ddbn_reference import bn_reference, ddbn_reference, unbiased_factors
+
+DT = torch.float64
+
+
+def _h(T=4, N=6, C=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(T, N, C, generator=g, dtype=DT) * 1.5 + 0.3
+
+
+def test_ddbn_init_values():
+    bn = DualDomainBatchNorm(5, 7)
+    assert torch.equal(bn.weight, torch.full((5,), 0.1))
+    assert torch.equal(bn.bias, torch.zeros(5))
+    assert bn.running_mean.shape == (2, 7, 5) and bn.running_var.shape == (2, 7, 5)
+    assert (bn.running_mean == 0).all() and (bn.running_var == 1).all()
+    assert "counts" not in bn.state_dict()
+
+
+def test_ddbn_training_matches_reference_and_updates_running_stats():
+    bn = DualDomainBatchNorm(3, 3, momentum=0.2).double()
+    h = _h()
+    alpha = torch.tensor([0.6, 0.8], dtype=DT)
+    domain = torch.tensor([0, 0, 0, 1, 1, 1])
+    rm, rv = bn.running_mean.clone(), bn.running_var.clone()
+    y = bn(h, alpha, domain)
+    y_ref, _, _ = ddbn_reference(h, alpha, 3, bn.weight, bn.bias, running_mean=rm, running_var=rv, momentum=0.2)
+    # The module runs actrec.ops.ddbn (fused where built): equal to the reference to rounding.
+    torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(bn.running_mean, rm, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(bn.running_var, rv, rtol=1e-12, atol=1e-12)
+    assert not torch.equal(rm, torch.zeros_like(rm))
+
+
+def test_running_stats_only_change_in_training_mode():
+    bn = DualDomainBatchNorm(3, 4).double()
+    alpha = torch.tensor([0.75, 0.75], dtype=DT)
+    domain = torch.tensor([0, 0, 0, 1, 1, 1])
+    bn.eval()
+    bn(_h(), alpha, domain)
+    assert (bn.running_mean == 0).all() and (bn.running_var == 1).all()
+    bn.train()
+    bn(_h(), alpha, domain)
+    assert not (bn.running_mean == 0).all()
+
+
+def test_eval_mixed_domains_and_slots_beyond_max_len():
+    bn = DualDomainBatchNorm(3, 2).double().eval()
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.arange(12, dtype=DT).reshape(2, 2, 3))
+        bn.running_var.copy_(torch.arange(12, dtype=DT).reshape(2, 2, 3) + 1)
+        bn.weight.fill_(2.0)
+        bn.bias.fill_(-1.0)
+    h = _h(T=4, N=3)
+    domain = torch.tensor([1, 0, 1])
+    y = bn(h, torch.tensor([0.75, 0.75], dtype=DT), domain)
+    for t in range(4):
+        s = min(t, 1)
+        for n, d in enumerate(domain.tolist()):
+            exp = (h[t, n] - bn.running_mean[d, s]) / torch.sqrt(bn.running_var[d, s] + 1e-5) * 2 - 1
+            torch.testing.assert_close(y[t, n], exp)
+    # step() at t picks the same slot as the batched forward.
+    for t in range(4):
+        yt = bn.step(h[t], t, torch.tensor([0.75, 0.75], dtype=DT), domain)
+        torch.testing.assert_close(yt, y[t], rtol=0, atol=0)
+
+
+def test_offset_training_updates_only_its_slot():
+    bn = SequenceBatchNorm(3, 5, momentum=0.5).double()
+    h = _h(T=1, N=4)
+    bn(h, t0=3)
+    assert (bn.running_mean[[0, 1, 2, 4]] == 0).all()
+    torch.testing.assert_close(bn.running_mean[3], 0.5 * h[0].mean(0))
+    torch.testing.assert_close(bn.running_var[3], 0.5 + 0.5 * h[0].var(0, unbiased=True))
+    bn(h, t0=7)  # beyond max_len: no update, no error
+    torch.testing.assert_close(bn.running_mean[3], 0.5 * h[0].mean(0))
+    ddbn = DualDomainBatchNorm(3, 5, momentum=0.5).double()
+    alpha = torch.tensor([0.75, 0.75], dtype=DT)
+    ddbn(h, alpha, torch.tensor([0, 0, 1, 1]), t0=2)
+    assert (ddbn.running_mean[:, [0, 1, 3, 4]] == 0).all()
+    assert (ddbn.running_mean[:, 2] != 0).all()
+
+
+def test_training_batches_must_be_sorted_by_domain():
+    bn = DualDomainBatchNorm(3, 4).double()
+    with pytest.raises(ValueError, match="D1 rows"):
+        bn(_h(), torch.tensor([0.75, 0.75], dtype=DT), torch.tensor([0, 1, 0, 1, 1, 1]))
+
+
+def test_project_alpha_clamps_into_bounds():
+    a = torch.nn.Parameter(torch.tensor([0.3, 1.4]))
+    project_alpha_(a, torch.tensor([0.5, 0.5]))
+    assert a.tolist() == [0.5, 1.0]
+    a = torch.nn.Parameter(torch.tensor([0.8, 0.26]))
+    project_alpha_(a, torch.tensor([0.75, 0.25]))
+    assert a.tolist() == pytest.approx([0.8, 0.26])
+
+
+def test_layer_remembers_split_and_projects_on_load():
+    layer = NormLSTMLayer(2, 3, 4, dual=True).double()
+    x = _h(T=2, N=4, C=2)
+    layer(x, torch.tensor([0, 0, 0, 1]))  # n1/N = 0.75, n2/N = 0.25
+    layer(x, torch.zeros(4, dtype=torch.long))  # single-domain: bounds kept
+    assert layer.alpha_floor.tolist() == [0.75, 0.25]
+    with torch.no_grad():
+        layer.alpha.copy_(torch.tensor([0.5, 2.0]))
+    layer.project_alpha()
+    assert layer.alpha.tolist() == [0.75, 1.0]
+    state = layer.state_dict()
+    state["alpha"] = torch.tensor([0.1, 0.1], dtype=DT)
+    fresh = NormLSTMLayer(2, 3, 4, dual=True).double()
+    fresh.load_state_dict(state)
+    assert fresh.alpha.tolist() == [0.75, 0.25]
+
+
+def test_reestimate_gives_exact_averages_and_leaves_parameters():
+    torch.manual_seed(0)
+    layer_bn = SequenceBatchNorm(3, 3).double()
+    ddbn = DualDomainBatchNorm(3, 3).double()
+    alpha = torch.tensor([0.6, 0.7], dtype=DT)
+
+    class Both(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = layer_bn, ddbn
+            self.drop = torch.nn.Dropout(0.5)
+
+        def forward(self, x, domain):
+            return self.b(self.a(self.drop(x)), alpha, domain)
+
+    model = Both().train()
+    batches = [(_h(T=2 + k, N=4, seed=k), torch.tensor([0, 0, 1, 1])) for k in range(3)]
+    params = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k}
+    assert reestimate_statistics(model, batches) == 3
+    assert model.training and model.drop.training and not layer_bn.cumulative
+    for k, v in model.state_dict().items():
+        if "running" not in k:
+            assert torch.equal(v, params[k])
+    # Plain BN: slot t averages the batches that reached t (batch k has T = 2 + k).
+    for t in range(3):
+        reached = [x for x, _ in batches if x.shape[0] > t]
+        means = torch.stack([x[t].mean(0) for x in reached])
+        vars_ = torch.stack([x[t].var(0, unbiased=True) for x in reached])
+        torch.testing.assert_close(layer_bn.running_mean[t], means.mean(0))
+        torch.testing.assert_close(layer_bn.running_var[t], vars_.mean(0))
+    # DDBN: each domain slot averages the weighted batch statistics of the normalised inputs.
+    f = unbiased_factors(4, 2, alpha)
+    sums_m, sums_v = torch.zeros(2, 3, 3, dtype=DT), torch.zeros(2, 3, 3, dtype=DT)
+    counts = torch.zeros(3)
+    layer_bn.eval()
+    for x, _ in batches:
+        z = bn_reference(x, layer_bn.weight, layer_bn.bias)[0]  # what the DDBN saw
+        _, m, v = ddbn_reference(z, alpha, 2, ddbn.weight, ddbn.bias)
+        tt = min(x.shape[0], 3)  # timesteps beyond max_len are not tracked
+        sums_m[:, :tt] += m[:, :tt]
+        sums_v[:, :tt] += v[:, :tt] * f[:, None, None]
+        counts[:tt] += 1
+    torch.testing.assert_close(ddbn.running_mean, sums_m / counts[None, :, None].to(DT))
+    torch.testing.assert_close(ddbn.running_var, sums_v / counts[None, :, None].to(DT))

@@ -1,0 +1,165 @@
+"""DDLSTM / BNLSTM layers and stacks: against torch.nn.LSTM, against the cell equations written
+out here, DDLSTM on one domain == BNLSTM, alpha learns and stays in range."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from actrec.nn.lstm import BNLSTM, DDLSTM, NormLSTMLayer
+from actrec.nn.models import NormLSTMClassifier
+from actrec.ops.ddbn_reference import bn_reference, ddbn_reference
+
+DT = torch.float64
+
+
+def _x(T=5, N=6, D=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(T, N, D, generator=g, dtype=DT)
+
+
+def test_parameter_names_and_shapes():
+    layer = NormLSTMLayer(5, 3, 7, dual=True)
+    shapes = {k: tuple(v.shape) for k, v in layer.named_parameters()}
+    assert shapes == {
+        "weight_ih": (12, 5), "weight_hh": (12, 3), "bias": (12,), "alpha": (2,),
+        "bn_x.weight": (12,), "bn_x.bias": (12,), "bn_h.weight": (12,), "bn_h.bias": (12,),
+        "bn_c.weight": (3,), "bn_c.bias": (3,),
+    }
+    assert layer.bn_x.running_mean.shape == (2, 7, 12) and layer.bn_c.running_mean.shape == (7, 3)
+    assert layer.alpha.tolist() == [0.75, 0.75]
+    assert layer.bias[3:6].tolist() == [1.0] * 3 and layer.bias[:3].tolist() == [0.0] * 3
+    assert "alpha" not in dict(NormLSTMLayer(5, 3, 7, dual=False).named_parameters())
+
+
+def test_identity_norms_reduce_to_torch_lstm():
+    # Fresh running stats (0, 1) and gamma = sqrt(1 + eps), beta = 0 make every BN the identity
+    # in eval mode: the BNLSTM must then be exactly an LSTM.
+    torch.manual_seed(0)
+    net = BNLSTM(4, 3, num_layers=2, max_len=3).double().eval()
+    ref = torch.nn.LSTM(4, 3, 2).double()
+    with torch.no_grad():
+        for k, layer in enumerate(net.layers):
+            for bn in (layer.bn_x, layer.bn_h, layer.bn_c):
+                bn.weight.fill_(math.sqrt(1 + 1e-5))
+            getattr(ref, f"weight_ih_l{k}").copy_(layer.weight_ih)
+            getattr(ref, f"weight_hh_l{k}").copy_(layer.weight_hh)
+            getattr(ref, f"bias_ih_l{k}").copy_(layer.bias)
+            getattr(ref, f"bias_hh_l{k}").zero_()
+    x = _x()
+    torch.testing.assert_close(net(x, torch.zeros(6, dtype=torch.long)), ref(x)[0], rtol=1e-12, atol=1e-12)
+
+
+def _cell_equations(layer, x, n1):
+    """A training-mode DDLSTM layer written out from the spec with the reference ops."""
+    H = layer.hidden_size
+    alpha = layer.alpha
+    gx, _, _ = ddbn_reference(x @ layer.weight_ih.T, alpha, n1, layer.bn_x.weight, layer.bn_x.bias)
+    h = c = torch.zeros(x.shape[1], H, dtype=x.dtype)
+    out = []
+    for t in range(x.shape[0]):
+        gh, _, _ = ddbn_reference((h @ layer.weight_hh.T)[None], alpha, n1, layer.bn_h.weight, layer.bn_h.bias)
+        gates = gh[0] + gx[t] + layer.bias
+        i, f, g, o = gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H : 3 * H], gates[:, 3 * H :]
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        bc, _, _ = bn_reference(c[None], layer.bn_c.weight, layer.bn_c.bias)
+        h = torch.sigmoid(o) * torch.tanh(bc[0])
+        out.append(h)
+    return torch.stack(out)
+
+
+def test_training_forward_matches_cell_equations_and_gradcheck():
+    torch.manual_seed(1)
+    layer = NormLSTMLayer(4, 3, 8, dual=True).double()
+    with torch.no_grad():
+        layer.alpha.copy_(torch.tensor([0.6, 0.8]))
+        for bn in (layer.bn_x, layer.bn_h, layer.bn_c):
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.5, 0.5)
+    x = _x()
+    domain = torch.tensor([0, 0, 0, 1, 1, 1])
+    torch.testing.assert_close(layer(x, domain), _cell_equations(layer, x, 3), rtol=1e-12, atol=1e-12)
+
+    small = NormLSTMLayer(2, 2, 3, dual=True).double()
+    with torch.no_grad():
+        small.alpha.copy_(torch.tensor([0.6, 0.7]))
+    xs = _x(T=3, N=4, D=2, seed=2).requires_grad_()
+    d = torch.tensor([0, 0, 1, 1])
+    params = [xs, small.alpha, small.weight_hh, small.bn_h.weight]
+    assert torch.autograd.gradcheck(lambda *_: small(xs, d), params, eps=1e-6, atol=1e-6)
+
+
+def _copy_params(src, dst):
+    with torch.no_grad():
+        for (name, p), (name2, q) in zip(src.named_parameters(), dst.named_parameters()):
+            assert name == name2
+            q.copy_(p)
+
+
+def test_ddlstm_on_one_domain_equals_bnlstm():
+    # Exactly equal with the reference op; the fused DDBN kernel may differ in the last bits.
+    def close(a, b):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
+
+    torch.manual_seed(2)
+    dd = NormLSTMClassifier(4, 5, hidden=3, layers=2, max_len=4, dual=True).double()
+    bn = NormLSTMClassifier(4, 5, hidden=3, layers=2, max_len=4, dual=False).double()
+    with torch.no_grad():
+        for layer in dd.rnn.layers:
+            layer.alpha.copy_(torch.tensor([0.9, 0.6]))  # unused with one domain
+    dd_params = [(k, v) for k, v in dd.named_parameters() if not k.endswith("alpha")]
+    with torch.no_grad():
+        for (k, p), (k2, q) in zip(dd_params, bn.named_parameters()):
+            assert k == k2
+            q.copy_(p)
+    for seed, dom in [(0, 0), (1, 0), (2, 0)]:
+        x = _x(T=6, seed=seed)  # T > max_len: the extra steps must not break anything
+        domain = torch.full((6,), dom, dtype=torch.long)
+        close(dd(x, domain), bn(x, domain))
+    for a, b in zip(dd.rnn.layers, bn.rnn.layers):
+        close(a.bn_x.running_mean[0], b.bn_x.running_mean)
+        close(a.bn_h.running_var[0], b.bn_h.running_var)
+        close(a.bn_c.running_var, b.bn_c.running_var)
+        assert (a.bn_x.running_mean[1] == 0).all()  # D2's slots untouched by D1-only batches
+        assert (a.bn_x.running_var[1] == 1).all()
+    dd.eval(), bn.eval()
+    x = _x(T=7, seed=9)
+    zeros = torch.zeros(6, dtype=torch.long)
+    close(dd(x, zeros), bn(x, zeros))
+    # An all-D2 training batch (n1 = 0) is plain batch norm too.
+    dd.train(), bn.train()
+    ones = torch.ones(6, dtype=torch.long)
+    close(dd(x, ones), bn(x, ones))
+
+
+def test_alpha_learns_on_two_domain_data_and_stays_in_range():
+    torch.manual_seed(3)
+    T, n1, n2, D, K = 6, 4, 4, 3, 2
+    model = NormLSTMClassifier(D, K, hidden=4, layers=2, max_len=T, dual=True)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    domain = torch.tensor([0] * n1 + [1] * n2)
+    start = torch.stack([layer.alpha.detach().clone() for layer in model.rnn.layers])
+    for it in range(5):
+        g = torch.Generator().manual_seed(it)
+        x = torch.randn(T, n1 + n2, D, generator=g)
+        x[:, n1:] += 4.0  # D2 has a different mean per channel
+        y = torch.randint(0, K, (T, n1 + n2), generator=g)
+        loss = torch.nn.functional.cross_entropy(model(x, domain).reshape(-1, K), y.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        for layer in model.rnn.layers:
+            assert layer.alpha.grad is not None and layer.alpha.grad.abs().sum() > 0
+        opt.step()
+        model.after_optimizer_step()
+        for layer in model.rnn.layers:
+            assert (layer.alpha >= 0.5 - 1e-7).all() and (layer.alpha <= 1.0).all()
+    end = torch.stack([layer.alpha.detach() for layer in model.rnn.layers])
+    assert (end - start).abs().max() > 1e-4
+
+
+def test_stack_shapes():
+    net = DDLSTM(4)
+    assert [tuple(layer.weight_ih.shape) for layer in net.layers] == [(512, 4), (512, 128), (512, 128)]
+    out = net(torch.randn(3, 4, 4), torch.tensor([0, 0, 1, 1]))
+    assert out.shape == (3, 4, 128)

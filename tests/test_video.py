@@ -1,0 +1,123 @@
+"""actrec.io.video on real mp4 files written with OpenCV."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+
+from actrec.errors import DataError
+from actrec.io.video import open_video, resample_indices
+from conftest import level_of
+
+
+def _frame_numbers(frames: np.ndarray, count: int) -> list[int]:
+    """Which ``level_frames`` frame each decoded frame is (nearest grey level)."""
+    levels = np.array([level_of(i) for i in range(count)])
+    return [int(np.argmin(np.abs(levels - f.mean()))) for f in frames]
+
+
+@pytest.fixture
+def clip(tmp_path, write_mp4, level_frames):
+    return write_mp4(tmp_path / "clip.mp4", level_frames(24), fps=15.0)
+
+
+def test_geometry_and_timestamps(clip):
+    v = open_video(clip)
+    assert v.num_frames == 24 and len(v) == 24
+    assert v.source_fps == pytest.approx(15.0) and v.fps == pytest.approx(15.0)
+    assert v.size == (32, 40)
+    np.testing.assert_allclose(v.timestamps, np.arange(24) / 15.0)
+    assert v.timestamps.dtype == np.float64
+    frames = v.read(range(24))
+    assert frames.dtype == np.uint8 and frames.shape == (24, 32, 40, 3)
+    assert _frame_numbers(frames, 24) == list(range(24))
+
+
+def test_resample_indices_hand_values():
+    # 30 -> 15 fps: every other frame; 15 -> 30: each frame twice (round half up: 0.5 -> 1).
+    assert resample_indices(10, 30, 15).tolist() == [0, 2, 4, 6, 8]
+    assert resample_indices(5, 15, 30).tolist() == [0, 1, 1, 2, 2, 3, 3, 4, 4]
+    # 25 -> 10 fps: i * 2.5 -> 0, 2.5 -> 3, 5.0 -> 5, 7.5 -> 8 (out of 7 frames, dropped).
+    assert resample_indices(7, 25, 10).tolist() == [0, 3, 5]
+    assert resample_indices(6, 12, 12).tolist() == list(range(6))
+    assert resample_indices(0, 30, 15).tolist() == []
+
+
+def test_resampled_reading(clip):
+    v = open_video(clip, fps=5.0)  # every third source frame
+    assert v.fps == 5.0 and v.source_fps == pytest.approx(15.0)
+    assert v.num_frames == 8
+    assert v.source_indices.tolist() == [0, 3, 6, 9, 12, 15, 18, 21]
+    np.testing.assert_allclose(v.timestamps, np.arange(8) / 5.0)
+    frames = np.concatenate(list(v.iter_batches(3)))
+    assert _frame_numbers(frames, 24) == [0, 3, 6, 9, 12, 15, 18, 21]
+    up = open_video(clip, fps=20.0)  # i * 0.75 rounded half up
+    assert up.num_frames == 32
+    assert up.source_indices[:6].tolist() == [0, 1, 2, 2, 3, 4]
+
+
+def test_batched_reads_equal_single_reads(clip):
+    v = open_video(clip)
+    batches = list(v.iter_batches(batch_size=5))
+    assert [b.shape[0] for b in batches] == [5, 5, 5, 5, 4]
+    whole = np.concatenate(batches)
+    singles = np.concatenate([v.read([i]) for i in range(v.num_frames)])
+    np.testing.assert_array_equal(whole, singles)
+    np.testing.assert_array_equal(v.read([7, 2]), singles[[7, 2]])
+
+
+def test_read_out_of_range_and_bad_batch(clip):
+    v = open_video(clip)
+    with pytest.raises(IndexError):
+        v.read([24])
+    with pytest.raises(ValueError):
+        next(v.iter_batches(0))
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DataError, match="nothere.mp4: video file not found"):
+        open_video(tmp_path / "nothere.mp4")
+
+
+def test_text_file_named_mp4(tmp_path):
+    fake = tmp_path / "notes.mp4"
+    fake.write_text("these are not video frames\n")
+    with pytest.raises(DataError, match=r"notes\.mp4: cannot decode video"):
+        open_video(fake)
+
+
+def test_truncated_file(tmp_path, clip):
+    data = clip.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) * 2 // 3])  # 'mp4v' puts the index last: it is lost
+    with pytest.raises(DataError, match=r"cut\.mp4: cannot decode video"):
+        open_video(cut)
+
+
+def test_truncated_frame_data_with_intact_index(tmp_path, write_mp4):
+    # Frame data cut in the middle while the index (moov) survives: the decoder runs out of
+    # packets; decord's DECORDError must come out as a DataError naming the file.
+    rng = np.random.default_rng(0)
+    src = write_mp4(tmp_path / "noisy.mp4",
+                    rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8))
+    data = src.read_bytes()
+    mdat, moov = data.find(b"mdat"), data.find(b"moov")
+    assert 0 < mdat < moov, "expected mdat before moov in an OpenCV mp4"
+    end = mdat + (moov - mdat) // 2
+    head = bytearray(data[:end])
+    head[mdat - 4:mdat] = struct.pack(">I", end - (mdat - 4))  # fix the mdat box size
+    bad = tmp_path / "holes.mp4"
+    bad.write_bytes(bytes(head) + data[moov - 4:])
+    with pytest.raises(DataError, match=r"holes\.mp4"):
+        v = open_video(bad)
+        for _ in v.iter_batches(8):
+            pass
+
+
+def test_decord_width_limitation_is_a_data_error(tmp_path, write_mp4, level_frames):
+    # decord 0.6 fails to copy frames 48 pixels wide; the user gets a DataError, not its trace.
+    clip = write_mp4(tmp_path / "w48.mp4", level_frames(3, 32, 48))
+    with pytest.raises(DataError, match=r"w48\.mp4: decord cannot convert"):
+        open_video(clip)
