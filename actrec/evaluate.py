@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["DatasetResult", "EvalResult", "evaluate_run", "evaluate_model", "predict_videos"]
 
 OVERLAPS = (0.10, 0.25, 0.50)
-BATCH_VIDEOS = 16  # videos stepped side by side
+BATCH_VIDEOS = 32  # videos stepped side by side
 
 
 @dataclass(frozen=True)

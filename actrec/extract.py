@@ -147,8 +147,8 @@ def extract_features(
     ids = list(index.videos) if video_ids is None else list(video_ids)
     unknown = [v for v in ids if v not in index.videos]
     if unknown:
-        raise DataError(f"dataset '{index.name}' has no video(s) {', '.join(map(repr, unknown[:5]))}"
-                        + (" ..." if len(unknown) > 5 else ""))
+        listed = ", ".join(map(repr, unknown[:5])) + (" ..." if len(unknown) > 5 else "")
+        raise DataError(f"dataset '{index.name}' has no video(s) {listed}")
     store = FeatureStore.open_or_create(
         store_path,
         dataset=dataset_ref,

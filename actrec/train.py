@@ -33,7 +33,6 @@ from actrec.errors import ActrecError, ConfigError, DataError
 from actrec.plugin_api import coerce
 
 if TYPE_CHECKING:  # pragma: no cover
-    import numpy as np
     import torch
 
     from actrec.data.labels import InputLayout, LabelSpace
@@ -348,6 +347,8 @@ def train_model(
         state = _Loop(spec, run_dir, model, optimizer, rng, device, banks, labels, layout,
                       plugin, stores, chosen, elapsed_before)
         final_loss = state.run(start, progress, two_domain_batch)
+        if checkpoint is None and spec.iterations == 0:  # an untrained model is still a run
+            state.save(0, final_loss)
         if start >= spec.iterations and checkpoint is not None:  # nothing left to do
             final_loss = float(checkpoint.get("loss", float("nan")))
     return TrainResult(run_dir, max(start, spec.iterations), start, final_loss,

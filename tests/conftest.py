@@ -3,7 +3,7 @@
 * ``write_mp4(path, frames, fps=15.0) -> Path``: writes RGB uint8 frames ``[T, H, W, 3]`` with
   OpenCV's 'mp4v' writer (what decord reads in the tests).
 * ``level_frames(T, H=32, W=40) -> ndarray``: frames whose flat grey level identifies the frame
-  (``level_of(i)``), so a decoded frame's mean tells which frame it is despite compression.
+  (``20 + 9 i mod 216``), so a decoded frame's mean tells which frame it is despite compression.
 * ``tiny_kitchen``: session-wide ``(SyntheticKitchen, DatasetIndex)`` for kitchen ``a`` with 3
   participants x 1 video of ~40 frames at 32 x 32, generated once into a temp folder.
 """
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 
-def level_of(i: int) -> int:
+def _level_of(i: int) -> int:
     """Grey level of frame ``i`` in ``level_frames`` (steps of 9, 20..227)."""
     return 20 + (9 * i) % 216
 
@@ -35,7 +35,7 @@ def _write_mp4(path: Path, frames: np.ndarray, fps: float = 15.0) -> Path:
 
 
 def _level_frames(count: int, h: int = 32, w: int = 40) -> np.ndarray:
-    return np.stack([np.full((h, w, 3), level_of(i), dtype=np.uint8) for i in range(count)])
+    return np.stack([np.full((h, w, 3), _level_of(i), dtype=np.uint8) for i in range(count)])
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def write_mp4():
 
 @pytest.fixture
 def level_frames():
-    """``level_frames(T, H=32, W=40)``: frame ``i`` is flat grey ``level_of(i)``."""
+    """``level_frames(T, H=32, W=40)``: frame ``i`` is flat grey ``20 + 9 i mod 216``."""
     return _level_frames
 
 

@@ -87,7 +87,8 @@ def test_failures_are_reported_and_the_rest_continue(tiny_kitchen, tmp_path):
     assert set(failed) == {a, c}
     assert "junk.mp4: cannot decode video" in failed[a]
     n = short.num_frames
-    assert f"video '{c}'" in failed[c] and f"{n} frames" in failed[c] and f"{n - 3} labels" in failed[c]
+    assert f"video '{c}'" in failed[c]
+    assert f"{n} frames" in failed[c] and f"{n - 3} labels" in failed[c]
     store = FeatureStore.open(tmp_path / "s.zarr")
     assert store.videos() == [b] and not (tmp_path / "s.zarr/.tmp").exists()
     # Fixing the inputs and running again fills in exactly the failed ones.

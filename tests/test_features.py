@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 
 from actrec.errors import DataError
-from actrec.io.features import FeatureStore, encode_video_id
+from hypothesis import given
+from hypothesis import strategies as st
+
+from actrec.io.features import FeatureStore, decode_video_id, encode_video_id
 
 CLASSES = ["background", "cut", "stir"]
 SPLITS = {"1": {"train": ["v1"], "test": ["v 2/x"]}}
@@ -49,7 +52,8 @@ def test_roundtrip_float16_and_attributes(tmp_path):
     assert store.num_frames("v1") == 50 and store.dim == 6
     # Stored as float16 on disk: the array metadata says so.
     meta = json.loads((tmp_path / "s.zarr/videos/v1/features/zarr.json").read_text())
-    assert meta["data_type"] == "float16" and meta["chunk_grid"]["configuration"]["chunk_shape"] == [16, 6]
+    assert meta["data_type"] == "float16"
+    assert meta["chunk_grid"]["configuration"]["chunk_shape"] == [16, 6]
     attrs = store.attrs
     assert attrs["dataset"] == "synthetic" and attrs["classes"] == CLASSES
     assert attrs["splits"] == SPLITS and attrs["causal"] is True and attrs["lookahead"] == 0
@@ -84,6 +88,14 @@ def test_awkward_video_ids(tmp_path):
     assert all("/" not in n and not n.startswith((".", "__")) for n in names)
     assert encode_video_id("v 2/x") == "v%202%2Fx"
     assert encode_video_id("P03_cam01") == "P03_cam01"
+
+
+@given(st.text(min_size=1, max_size=40))
+def test_video_id_encoding_is_safe_and_reversible(video_id):
+    name = encode_video_id(video_id)
+    assert decode_video_id(name) == video_id
+    assert all(c.isascii() and (c.isalnum() or c in "-_%") for c in name)
+    assert not name.startswith("_") and name not in (".", "..")
 
 
 def test_length_mismatch_writes_nothing(tmp_path):

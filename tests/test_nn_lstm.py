@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from actrec.nn.lstm import BNLSTM, DDLSTM, NormLSTMLayer
@@ -163,3 +164,35 @@ def test_stack_shapes():
     assert [tuple(layer.weight_ih.shape) for layer in net.layers] == [(512, 4), (512, 128), (512, 128)]
     out = net(torch.randn(3, 4, 4), torch.tensor([0, 0, 1, 1]))
     assert out.shape == (3, 4, 128)
+
+
+def _fused_available():
+    from actrec.ops.ddlstm_layer import fused_layer_available
+
+    return fused_layer_available(torch.zeros(1, 1, 1, dtype=DT))
+
+
+@pytest.mark.parametrize("dual,n1", [(True, 3), (True, 6), (True, 0), (False, 3)])
+def test_fused_layer_path_equals_per_step_path(dual, n1):
+    if not _fused_available():
+        pytest.skip("the fused DDLSTM layer op is not built here")
+    torch.manual_seed(4)
+    a = NormLSTMLayer(4, 3, 4, dual=dual).double()
+    b = NormLSTMLayer(4, 3, 4, dual=dual).double()
+    b.load_state_dict(a.state_dict())
+    b.fused = False
+    if dual:
+        with torch.no_grad():
+            a.alpha.copy_(torch.tensor([0.7, 0.9]))
+            b.alpha.copy_(a.alpha)
+    domain = torch.tensor([0] * n1 + [1] * (6 - n1))
+    for seed in range(2):
+        x = _x(T=6, seed=seed)  # T > max_len
+        ya, yb = a(x, domain), b(x, domain)
+        torch.testing.assert_close(ya, yb, rtol=1e-11, atol=1e-12)
+        (ya**2).sum().backward()
+        (yb**2).sum().backward()
+    for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-10, atol=1e-12, msg=name)
+    for (name, p), (_, q) in zip(a.named_buffers(), b.named_buffers()):
+        torch.testing.assert_close(p, q, rtol=1e-11, atol=1e-12, msg=name)

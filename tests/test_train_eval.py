@@ -176,6 +176,28 @@ def test_resume_continues_exactly(stores, tmp_path):
         train_model(spec(stores["a"], iterations=40, lr=0.1), split)
 
 
+def test_periodic_eval_clipping_and_progress(stores, tmp_path):
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    run = tmp_path / "periodic"
+    with Progress(console=Console(file=io.StringIO(), force_terminal=False)) as progress:
+        result = train_model(spec(stores["a"], iterations=4, log_every=0, eval_every=2,
+                                  grad_clip=0.5, optimizer="sgd", lr=0.01), run,
+                             progress=progress)
+        assert not progress.tasks  # every task it added is removed again
+    lines = metrics(run)
+    evals = [m for m in lines if "eval" in m]
+    assert [m["iteration"] for m in evals] == [2, 4]
+    assert 0.0 <= evals[-1]["eval"]["toy1"] <= 1.0
+    # With logging off, only the last iteration is logged (besides the evaluations).
+    assert [m["iteration"] for m in lines if "loss" in m] == [4]
+    (last,) = [m for m in lines if "loss" in m]
+    assert result.final_loss == pytest.approx(last["loss"])
+
+
 def test_bad_inputs_are_user_errors(stores, tmp_path):
     with pytest.raises(ConfigError, match="no split 'nine'"):
         train_model(spec(stores["a"], split="nine"), tmp_path / "r1")

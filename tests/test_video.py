@@ -6,15 +6,16 @@ import struct
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from actrec.errors import DataError
 from actrec.io.video import open_video, resample_indices
-from conftest import level_of
 
 
-def _frame_numbers(frames: np.ndarray, count: int) -> list[int]:
-    """Which ``level_frames`` frame each decoded frame is (nearest grey level)."""
-    levels = np.array([level_of(i) for i in range(count)])
+def _frame_numbers(frames: np.ndarray, made: np.ndarray) -> list[int]:
+    """Which of the written frames ``made`` each decoded frame is (nearest grey level)."""
+    levels = made[:, 0, 0, 0].astype(float)
     return [int(np.argmin(np.abs(levels - f.mean()))) for f in frames]
 
 
@@ -23,7 +24,7 @@ def clip(tmp_path, write_mp4, level_frames):
     return write_mp4(tmp_path / "clip.mp4", level_frames(24), fps=15.0)
 
 
-def test_geometry_and_timestamps(clip):
+def test_geometry_and_timestamps(clip, level_frames):
     v = open_video(clip)
     assert v.num_frames == 24 and len(v) == 24
     assert v.source_fps == pytest.approx(15.0) and v.fps == pytest.approx(15.0)
@@ -32,7 +33,7 @@ def test_geometry_and_timestamps(clip):
     assert v.timestamps.dtype == np.float64
     frames = v.read(range(24))
     assert frames.dtype == np.uint8 and frames.shape == (24, 32, 40, 3)
-    assert _frame_numbers(frames, 24) == list(range(24))
+    assert _frame_numbers(frames, level_frames(24)) == list(range(24))
 
 
 def test_resample_indices_hand_values():
@@ -45,14 +46,26 @@ def test_resample_indices_hand_values():
     assert resample_indices(0, 30, 15).tolist() == []
 
 
-def test_resampled_reading(clip):
+@given(st.integers(0, 500), st.sampled_from([6.0, 10.0, 12.5, 15.0, 24.0, 25.0, 29.97, 30.0]),
+       st.sampled_from([1.0, 4.0, 5.0, 7.5, 15.0, 30.0, 60.0]))
+def test_resample_indices_properties(n, src, dst):
+    idx = resample_indices(n, src, dst)
+    i = np.arange(idx.size)
+    # Exactly the frames whose rounded source index lies in the video, nearest by time.
+    np.testing.assert_array_equal(idx, np.floor(i * src / dst + 0.5).astype(np.int64))
+    assert idx.size == 0 or idx[-1] <= n - 1
+    assert np.floor(idx.size * src / dst + 0.5) >= n  # the next one would fall outside
+    assert np.all(np.abs(idx / src - i / dst) <= 0.5 / src + 1e-12)
+
+
+def test_resampled_reading(clip, level_frames):
     v = open_video(clip, fps=5.0)  # every third source frame
     assert v.fps == 5.0 and v.source_fps == pytest.approx(15.0)
     assert v.num_frames == 8
     assert v.source_indices.tolist() == [0, 3, 6, 9, 12, 15, 18, 21]
     np.testing.assert_allclose(v.timestamps, np.arange(8) / 5.0)
     frames = np.concatenate(list(v.iter_batches(3)))
-    assert _frame_numbers(frames, 24) == [0, 3, 6, 9, 12, 15, 18, 21]
+    assert _frame_numbers(frames, level_frames(24)) == [0, 3, 6, 9, 12, 15, 18, 21]
     up = open_video(clip, fps=20.0)  # i * 0.75 rounded half up
     assert up.num_frames == 32
     assert up.source_indices[:6].tolist() == [0, 1, 2, 2, 3, 4]

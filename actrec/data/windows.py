@@ -2,7 +2,9 @@
 
 Training reads every training video of a split into memory once (``VideoBank``, float32): the
 feature stores are small (per-frame vectors of tens to a few thousand floats), and random
-windows then cost one slice each instead of one store read each.
+windows then cost one slice each instead of one store read each. Memory is frames x D x 4
+bytes (for example 2.6 M frames of 64-d features: 0.7 GB); very large stores of wide features
+would need windows read from the store instead (``FeatureStore.read_window``).
 
 A window is ``history`` consecutive frames from a random video (uniform over videos, then a
 uniform start). A video shorter than ``history`` gives one window from its first frame, padded

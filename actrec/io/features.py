@@ -29,7 +29,7 @@ import numpy as np
 
 from actrec.errors import DataError
 
-__all__ = ["FeatureStore", "encode_video_id", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["FeatureStore", "encode_video_id", "decode_video_id", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "actrec-features"
 FORMAT_VERSION = 1
@@ -55,6 +55,13 @@ def encode_video_id(video_id: str) -> str:
         else:
             out.append(f"%{byte:02X}")
     return "".join(out)
+
+
+def decode_video_id(name: str) -> str:
+    """The video id that ``encode_video_id`` turned into ``name``."""
+    from urllib.parse import unquote_to_bytes
+
+    return unquote_to_bytes(name).decode("utf-8")
 
 
 def _jsonable(value: Any) -> Any:
@@ -319,12 +326,13 @@ class FeatureStore:
             chunk = int(self._attrs.get("chunk_frames", 256))
             codec = [BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")]
             t = max(1, features.shape[0])
-            group.create_array("features", shape=features.shape, dtype=self._attrs["dtype"],
-                               chunks=(min(chunk, t), features.shape[1]), compressors=codec)[...] = \
-                features.astype(self._attrs["dtype"])
-            group.create_array("labels", shape=labels.shape, dtype="int64",
-                               chunks=(min(chunk, t),), compressors=codec)[...] = \
-                labels.astype(np.int64)
+            feats = group.create_array("features", shape=features.shape,
+                                       dtype=self._attrs["dtype"], compressors=codec,
+                                       chunks=(min(chunk, t), features.shape[1]))
+            feats[...] = features.astype(self._attrs["dtype"])
+            labs = group.create_array("labels", shape=labels.shape, dtype="int64",
+                                      chunks=(min(chunk, t),), compressors=codec)
+            labs[...] = labels.astype(np.int64)
             group.attrs["complete"] = True  # last metadata write before the move
             self._move_into_place(tmp, self._dir(video_id))
         finally:

@@ -68,6 +68,25 @@ def _backward(ctx, grad_y, _grad_mean, _grad_rstd):
     return gh, ga, None, gg, gb, None, None, None, None
 
 
+def _eval_setup_context(ctx, inputs, output):
+    h, domain, running_mean, running_var, gamma, _beta, eps = inputs
+    ctx.save_for_backward(h, domain, running_mean, running_var, gamma)
+    ctx.eps = eps
+
+
+def _eval_backward(ctx, grad_y):
+    # y = (h - mu) * gamma * s + beta with the (constant) running statistics of each row's slot.
+    h, domain, running_mean, running_var, gamma = ctx.saved_tensors
+    idx = torch.arange(h.shape[0], device=h.device).clamp_max(running_mean.shape[1] - 1)
+    mu = running_mean[domain][:, idx].transpose(0, 1)  # [N, T, C] -> [T, N, C]
+    s = torch.rsqrt(running_var[domain][:, idx].transpose(0, 1) + ctx.eps)  # [T, N, C]
+    gy = grad_y.to(s.dtype)
+    gh = (gy * s * gamma.to(s.dtype)).to(h.dtype) if ctx.needs_input_grad[0] else None
+    gg = (gy * (h.to(s.dtype) - mu) * s).sum((0, 1)).to(gamma.dtype)  # [C]
+    gb = gy.sum((0, 1)).to(gamma.dtype)  # [C]
+    return gh, None, None, None, gg, gb, None
+
+
 def _register() -> None:
     """Fake kernels and the autograd formula for the loaded ``torch.ops.actrec`` DDBN ops."""
     global _registered, _lib
@@ -86,6 +105,8 @@ def _register() -> None:
         op = torch.ops.actrec.ddbn_forward.default
         _lib.impl("ddbn_forward", make_autograd_impl(op, Info(_backward, _setup_context)),
                   "Autograd", with_keyset=True)
+        torch.library.register_autograd("actrec::ddbn_eval", _eval_backward,
+                                        setup_context=_eval_setup_context)
         _registered = True
 
 

@@ -30,7 +30,14 @@ namespace actrec {
 namespace ddlstm {
 namespace {
 
-constexpr int64_t kTile = 16;  // hidden units per task: 16 floats = one AVX-512 vector per gate
+constexpr int64_t kTile = 16;  // hidden units per task
+
+// Kernels are force-inlined into the ISA clones below, so each clone vectorises for its ISA.
+#if defined(__GNUC__)
+#define ACTREC_INLINE inline __attribute__((always_inline))
+#else
+#define ACTREC_INLINE inline
+#endif  // hidden units per task: 16 floats = one AVX-512 vector per gate
 
 // Per-call pointers of one forward step. Statistics pointers address domain slot 0 at step t;
 // slot 1 is dstride elements further.
@@ -58,7 +65,7 @@ struct StepFwd {
 };
 
 template <typename T, int ND>
-inline void fwd_tile(const StepFwd<T>& a, int64_t k0, int64_t J) {
+ACTREC_INLINE void fwd_tile(const StepFwd<T>& a, int64_t k0, int64_t J) {
   const int64_t N = a.N, H = a.H, G = 4 * H;
   T m[2][4 * kTile] = {};
   T v[2][4 * kTile] = {};
@@ -109,27 +116,30 @@ inline void fwd_tile(const StepFwd<T>& a, int64_t k0, int64_t J) {
     }
   }
   T csum[kTile] = {};
+  T pre[4 * kTile] = {};  // one row's pre-activations, then activations
   for (int64_t j = 0; j < N; ++j) {  // gates, c_t; o parked in h until BN(c) is known
     const int dom = (ND == 2 && j >= a.n1) ? 1 : 0;
     const T* g = a.gh + j * G + k0;
     const T* x = a.xp + j * G + k0;
     const T* sx = a.sx + dom * G + k0;
     const T* sh = a.shx + dom * G + k0;
-    const T* A = ah[dom];
-    const T* B = bh[dom];
+    for (int q = 0; q < 4; ++q) {
+      const T* A = ah[dom] + q * kTile;
+      const T* B = bh[dom] + q * kTile;
+      T* pq = pre + q * kTile;
+      for (int64_t u = 0; u < J; ++u)
+        pq[u] = g[q * H + u] * A[u] + B[u] + x[q * H + u] * sx[q * H + u] + sh[q * H + u];
+    }
+    sigmoid_n<2 * kTile>(pre);             // i, f
+    tanh_n<kTile>(pre + 2 * kTile);        // g
+    sigmoid_n<kTile>(pre + 3 * kTile);     // o
     const T* cp = a.cprev + j * H + k0;
     T* cc = a.c + j * H + k0;
     T* hh = a.h + j * H + k0;
     for (int64_t u = 0; u < J; ++u) {
-      const T pi = g[u] * A[u] + B[u] + x[u] * sx[u] + sh[u];
-      const T pf = g[H + u] * A[kTile + u] + B[kTile + u] + x[H + u] * sx[H + u] + sh[H + u];
-      const T pg = g[2 * H + u] * A[2 * kTile + u] + B[2 * kTile + u] + x[2 * H + u] * sx[2 * H + u] +
-                   sh[2 * H + u];
-      const T po = g[3 * H + u] * A[3 * kTile + u] + B[3 * kTile + u] + x[3 * H + u] * sx[3 * H + u] +
-                   sh[3 * H + u];
-      const T cv = sigmoid(pf) * cp[u] + sigmoid(pi) * tanh_(pg);
+      const T cv = pre[kTile + u] * cp[u] + pre[u] * pre[2 * kTile + u];
       cc[u] = cv;
-      hh[u] = sigmoid(po);
+      hh[u] = pre[3 * kTile + u];
       csum[u] += cv;
     }
   }
@@ -153,13 +163,15 @@ inline void fwd_tile(const StepFwd<T>& a, int64_t k0, int64_t J) {
   for (int64_t j = 0; j < N; ++j) {
     const T* cc = a.c + j * H + k0;
     T* hh = a.h + j * H + k0;
-    for (int64_t u = 0; u < J; ++u) hh[u] = hh[u] * tanh_(cc[u] * sc[u] + sb[u]);
+    for (int64_t u = 0; u < J; ++u) pre[u] = cc[u] * sc[u] + sb[u];
+    tanh_n<kTile>(pre);
+    for (int64_t u = 0; u < J; ++u) hh[u] *= pre[u];
   }
 }
 
 // Per-step DDBN statistics of x W_ih^T for one step t, folded into scale/shift [2, 4H].
 template <typename T, int ND>
-inline void x_stats_step(const T* xp, int64_t N, int64_t G, const T* wn0, const T* wn1, T eps,
+ACTREC_INLINE void x_stats_step(const T* xp, int64_t N, int64_t G, const T* wn0, const T* wn1, T eps,
                          const T* gamma_x, const T* beta_x, const T* beta_h, const T* bias,
                          T* mean, T* var, int64_t dstride, T* sx, T* shx, T* work /*[4G]*/) {
   T* m0 = work;
@@ -239,7 +251,7 @@ struct StepBwd {
 // One tile of the backward step. act: [N, 4 kTile], da: [N, 4 kTile], dyv: [N, kTile] scratch;
 // dtau: this tile's [2, N] accumulators of S_d * dL/dtau_d(j).
 template <typename T, int ND>
-inline void bwd_tile(const StepBwd<T>& a, int64_t k0, int64_t J, T* act, T* da, T* dyv,
+ACTREC_INLINE void bwd_tile(const StepBwd<T>& a, int64_t k0, int64_t J, T* act, T* da, T* dyv,
                      double* dtau) {
   const int64_t N = a.N, H = a.H, G = 4 * H;
   constexpr int64_t W = 4 * kTile;
@@ -267,7 +279,8 @@ inline void bwd_tile(const StepBwd<T>& a, int64_t k0, int64_t J, T* act, T* da, 
   }
 
   // Pass A: recompute the gates; output gate gradient; BN(c) backward reductions.
-  T sdy[kTile] = {}, sdych[kTile] = {};
+  T sdy[kTile] = {}, sdych[kTile] = {}, thv[kTile] = {};
+  for (int64_t j = 0; j < N * W; ++j) act[j] = T(0);  // lanes u >= J stay finite
   for (int64_t j = 0; j < N; ++j) {
     const int dom = (ND == 2 && j >= a.n1) ? 1 : 0;
     const T* g = a.gh + j * G + k0;
@@ -285,15 +298,17 @@ inline void bwd_tile(const StepBwd<T>& a, int64_t k0, int64_t J, T* act, T* da, 
       const T* gq = g + q * H;
       const T* xq = x + q * H;
       T* aq = ac + q * kTile;
-      for (int64_t u = 0; u < J; ++u) {
-        const T p = gq[u] * A[u] + xq[u] * X[u] + B[u];
-        aq[u] = q == 2 ? tanh_(p) : sigmoid(p);
-      }
+      for (int64_t u = 0; u < J; ++u) aq[u] = gq[u] * A[u] + xq[u] * X[u] + B[u];
     }
+    sigmoid_n<2 * kTile>(ac);
+    tanh_n<kTile>(ac + 2 * kTile);
+    sigmoid_n<kTile>(ac + 3 * kTile);
+    for (int64_t u = 0; u < J; ++u) thv[u] = gc[u] * (cc[u] - mc[u]) * rc[u] + bc[u];
+    tanh_n<kTile>(thv);
     for (int64_t u = 0; u < J; ++u) {
       const T o = ac[3 * kTile + u];
       const T ch = (cc[u] - mc[u]) * rc[u];
-      const T th = tanh_(gc[u] * ch + bc[u]);
+      const T th = thv[u];
       const T dh = go[u] + dr[u];
       dd[3 * kTile + u] = dh * th * o * (T(1) - o);
       const T dyu = dh * o * (T(1) - th * th);
@@ -426,7 +441,7 @@ inline void bwd_tile(const StepBwd<T>& a, int64_t k0, int64_t J, T* act, T* da, 
 // Tile loops, compiled for several x86 ISAs (runtime dispatch) for float, where vectorisation
 // of the activations matters; double (gradcheck) uses the generic build.
 template <typename T, int ND>
-void fwd_tiles(const StepFwd<T>& a, int64_t b, int64_t e) {
+ACTREC_INLINE void fwd_tiles(const StepFwd<T>& a, int64_t b, int64_t e) {
   for (int64_t t = b; t < e; ++t) {
     const int64_t k0 = t * kTile;
     fwd_tile<T, ND>(a, k0, std::min(kTile, a.H - k0));
@@ -434,7 +449,7 @@ void fwd_tiles(const StepFwd<T>& a, int64_t b, int64_t e) {
 }
 
 template <typename T, int ND>
-void bwd_tiles(const StepBwd<T>& a, int64_t b, int64_t e, T* scratch, double* dtau) {
+ACTREC_INLINE void bwd_tiles(const StepBwd<T>& a, int64_t b, int64_t e, T* scratch, double* dtau) {
   const int64_t per = a.N * 9 * kTile;
   for (int64_t t = b; t < e; ++t) {
     const int64_t k0 = t * kTile;

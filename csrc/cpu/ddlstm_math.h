@@ -9,14 +9,22 @@
 #include <cstring>
 #include <vector>
 
+#if defined(__GNUC__)
+#define ACTREC_MATH_INLINE inline __attribute__((always_inline))
+#else
+#define ACTREC_MATH_INLINE inline
+#endif
+
 namespace actrec {
 namespace ddlstm {
 
 // exp(x) for float, relative error ~2 ulp on the clamped range; branch-free so loops vectorise.
-inline float exp_approx(float x) {
+ACTREC_MATH_INLINE float exp_approx(float x) {
   x = x < -87.0f ? -87.0f : x;
   x = x > 88.0f ? 88.0f : x;
-  const float k = std::floor(x * 1.44269504088896341f + 0.5f);
+  const float t = x * 1.44269504088896341f;
+  const int32_t ki = static_cast<int32_t>(t + (t >= 0.0f ? 0.5f : -0.5f));  // round(x / ln2)
+  const float k = static_cast<float>(ki);
   const float r = (x - k * 0.693145751953125f) - k * 1.428606765330187e-06f;  // |r| <= ln2/2
   float p = 1.0f / 5040.0f;
   p = p * r + 1.0f / 720.0f;
@@ -26,14 +34,25 @@ inline float exp_approx(float x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;  // 2^k, k in [-126, 127]
+  const int32_t bits = (ki + 127) << 23;  // 2^k, k in [-126, 127]
   float scale;
   std::memcpy(&scale, &bits, sizeof(scale));
   return p * scale;
 }
 
-inline float sigmoid(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
-inline float tanh_(float x) { return 1.0f - 2.0f / (1.0f + exp_approx(2.0f * x)); }
+ACTREC_MATH_INLINE float sigmoid(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
+ACTREC_MATH_INLINE float tanh_(float x) { return 1.0f - 2.0f / (1.0f + exp_approx(2.0f * x)); }
+// In-place activations over n (a compile-time count) contiguous values: simple loops the
+// vectoriser handles (kernels gather their operands into small buffers first).
+template <int n, typename T>
+ACTREC_MATH_INLINE void sigmoid_n(T* v) {
+  for (int i = 0; i < n; ++i) v[i] = sigmoid(v[i]);
+}
+template <int n, typename T>
+ACTREC_MATH_INLINE void tanh_n(T* v) {
+  for (int i = 0; i < n; ++i) v[i] = tanh_(v[i]);
+}
+
 inline double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 inline double tanh_(double x) { return std::tanh(x); }
 
