@@ -10,6 +10,7 @@ package without it.
 """
 
 import importlib.util
+import json
 import os
 import sys
 from pathlib import Path
@@ -68,6 +69,11 @@ def extension() -> tuple[list, dict]:
             except Exception as e:  # compiler errors surface as RuntimeError from ninja
                 print(f"actrec: WARNING: building {ext.name} failed ({e}); installing without "
                       "it", file=sys.stderr)
+                return
+            # Beside the library: which sources it was built from, so that a checkout whose
+            # csrc/ has changed since compiles afresh instead of loading a stale build.
+            record = Path(self.get_ext_fullpath(ext.name)).parent / helpers.BUILD_RECORD
+            record.write_text(json.dumps({"source_hash": macros[0][1]}) + "\n")
 
     return [ext], {"build_ext": BuildOptional.with_options(use_ninja=True)}
 

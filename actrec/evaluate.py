@@ -58,12 +58,13 @@ class DatasetResult:
     edit: float  # MS-TCN edit score / 100, mean over videos
     f1: dict[str, float]  # "10"/"25"/"50" -> F1 / 100 from counts summed over videos
     per_video: dict[str, dict[str, float]] = field(default_factory=dict)
+    per_class: dict[str, float] = field(default_factory=dict)  # recall per class (nan: absent)
 
     def to_dict(self) -> dict[str, Any]:
         return {"store": self.store, "split": self.split, "videos": self.videos,
                 "frames": self.frames, "frame_accuracy": self.frame_accuracy,
                 "mean_video_accuracy": self.mean_video_accuracy, "edit": self.edit,
-                "f1": dict(self.f1), "per_video": self.per_video}
+                "f1": dict(self.f1), "per_class": self.per_class, "per_video": self.per_video}
 
 
 @dataclass(frozen=True)
@@ -158,9 +159,17 @@ def score_dataset(
     ids: Sequence[str],
     preds: Sequence[np.ndarray],
     targets: Sequence[np.ndarray],
+    classes: Sequence[str] = (),
 ) -> DatasetResult:
-    """Frame and segment scores of one dataset from per-video predictions and targets."""
-    from actrec.metrics import SegmentCounts, edit_score, f1_from_counts, segment_counts
+    """Frame and segment scores of one dataset from per-video local predictions and targets;
+    with ``classes``, also the frame recall of each class over all videos."""
+    from actrec.metrics import (
+        SegmentCounts,
+        edit_score,
+        f1_from_counts,
+        per_class_accuracy,
+        segment_counts,
+    )
 
     per_video: dict[str, dict[str, float]] = {}
     correct = labelled = 0
@@ -188,7 +197,15 @@ def score_dataset(
         edit=float(np.mean(edits)) if edits else float("nan"),
         f1={str(round(k * 100)): f1_from_counts(counts[k]) / 100.0 for k in OVERLAPS},
         per_video=per_video,
+        per_class=_per_class(classes, preds, targets, per_class_accuracy),
     )
+
+
+def _per_class(classes, preds, targets, per_class_accuracy) -> dict[str, float]:
+    if not classes or not preds:
+        return {}
+    recall = per_class_accuracy(np.concatenate(preds), np.concatenate(targets), len(classes))
+    return {name: float(r) for name, r in zip(classes, recall)}
 
 
 def evaluate_model(
@@ -234,7 +251,7 @@ def evaluate_model(
         if task is not None:
             progress.remove_task(task)
         results[names[k]] = score_dataset(names[k], str(store.path), split_name, ids, preds,
-                                          targets)
+                                          targets, labels.classes[k])
     return results
 
 

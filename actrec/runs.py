@@ -33,6 +33,7 @@ __all__ = [
     "runs_root",
     "new_run_dir",
     "resolve_run",
+    "atomic_write_text",
     "atomic_write_json",
     "atomic_torch_save",
     "load_checkpoint",
@@ -102,6 +103,12 @@ def _atomic(path: Path, mode: str) -> Iterator[Any]:
         except FileNotFoundError:
             pass
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (tmp file + ``os.replace``)."""
+    with _atomic(path, "w") as handle:
+        handle.write(text)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

@@ -60,6 +60,11 @@ class TrainSpec:
     ``grad_clip`` is a maximum gradient norm (``None``: no clipping). ``eval_every`` > 0 logs an
     offline evaluation of the test split every that many iterations (monitoring only: the run
     always keeps its last iteration). ``split``/``d2_split`` default to each store's first split.
+    ``reestimate_batches`` > 0 replaces the normalisation layers' running statistics at the end
+    of training by exact averages over that many fresh batches under the final weights
+    (Cooijmans et al.; ``actrec.nn.reestimate``), drawn from their own generator seeded from
+    ``(seed, iteration)`` so that the training batches do not change. 0 (default) keeps the
+    momentum averages, as the DDLSTM paper does.
     """
 
     model: str
@@ -83,12 +88,15 @@ class TrainSpec:
     log_every: int = 10
     input_arrangement: str = "blocks"
     prediction: str = "block"
+    reestimate_batches: int = 0
 
     def __post_init__(self) -> None:
         # Normalise types given from Python (strings for paths, lists for mix).
-        object.__setattr__(self, "d1", Path(self.d1).expanduser())
+        # Absolute paths: config.json says exactly which stores, and a resume from another
+        # working directory still matches.
+        object.__setattr__(self, "d1", Path(self.d1).expanduser().absolute())
         if self.d2 is not None:
-            object.__setattr__(self, "d2", Path(self.d2).expanduser())
+            object.__setattr__(self, "d2", Path(self.d2).expanduser().absolute())
         object.__setattr__(self, "mix", tuple(int(n) for n in self.mix))
         object.__setattr__(self, "model_options", dict(self.model_options))
         for name in ("split", "d2_split"):
@@ -113,7 +121,7 @@ class TrainSpec:
                             f"got {self.optimizer!r}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             problems.append(f"grad_clip must be > 0 or None, got {self.grad_clip}")
-        for name in ("eval_every", "checkpoint_every", "log_every"):
+        for name in ("eval_every", "checkpoint_every", "log_every", "reestimate_batches"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.input_arrangement not in ("blocks", "projection"):
@@ -295,7 +303,7 @@ def train_model(
 
     from actrec import runs
     from actrec.data.labels import InputLayout, LabelSpace
-    from actrec.data.windows import VideoBank, two_domain_batch
+    from actrec.data.windows import VideoBank
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -338,15 +346,17 @@ def train_model(
         rng = np.random.default_rng(spec.seed)
         start, elapsed_before = 0, 0.0
         if checkpoint is not None:
-            _restore(checkpoint, model, optimizer, rng, ckpt_path)
+            _restore(checkpoint, model, optimizer, rng, ckpt_path, device)
             start = int(checkpoint["iteration"])
             elapsed_before = float(checkpoint.get("elapsed_s", 0.0))
-        _write_config(run_dir, spec, sources, stores, chosen, banks, labels, layout, plugin,
-                      model, resumed_at=start if checkpoint is not None else None)
+            _truncate_metrics(run_dir / runs.METRICS, start)
+        if checkpoint is None or start < spec.iterations:
+            _write_config(run_dir, spec, sources, stores, chosen, banks, labels, layout,
+                          plugin, model, resumed_at=start if checkpoint is not None else None)
 
         state = _Loop(spec, run_dir, model, optimizer, rng, device, banks, labels, layout,
                       plugin, stores, chosen, elapsed_before)
-        final_loss = state.run(start, progress, two_domain_batch)
+        final_loss = state.run(start, progress)
         if checkpoint is None and spec.iterations == 0:  # an untrained model is still a run
             state.save(0, final_loss)
         if start >= spec.iterations and checkpoint is not None:  # nothing left to do
@@ -370,11 +380,13 @@ class _Loop:
     def elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.t0
 
-    def run(self, start: int, progress: Any, make_batch: Any) -> float:
+    def run(self, start: int, progress: Any) -> float:
+        """Iterations ``start .. spec.iterations - 1``; the mean loss of the last logged ones."""
         import torch
         import torch.nn.functional as F
 
         from actrec import runs
+        from actrec.data.windows import two_domain_batch
 
         spec, model = self.spec, self.model
         task = None
@@ -387,7 +399,7 @@ class _Loop:
         metrics = open(self.run_dir / runs.METRICS, "a", encoding="utf-8")
         try:
             for it in range(start, spec.iterations):
-                batch = make_batch(self.banks, spec.batch_mix, spec.history, self.rng,
+                batch = two_domain_batch(self.banks, spec.batch_mix, spec.history, self.rng,
                                    self.labels, self.layout).to(self.device)
                 model.train()
                 logits = model(batch.x, batch.domain)  # [T, N, K]
@@ -430,6 +442,8 @@ class _Loop:
                     if task is not None:
                         progress.update(task, description=f"train {spec.model} "
                                         f"loss {last_loss:.3f}")
+                if last and spec.reestimate_batches:
+                    self.reestimate(done)
                 if (spec.checkpoint_every and done % spec.checkpoint_every == 0) or last:
                     self.save(done, last_loss)
                 if spec.eval_every and done % spec.eval_every == 0:
@@ -441,6 +455,24 @@ class _Loop:
             if task is not None:
                 progress.remove_task(task)
         return last_loss
+
+    def reestimate(self, iteration: int) -> None:
+        """Exact population statistics over ``spec.reestimate_batches`` fresh batches."""
+        import numpy as np
+
+        from actrec.data.windows import two_domain_batch
+        from actrec.nn.reestimate import reestimate_statistics
+
+        spec = self.spec
+        rng = np.random.default_rng([spec.seed, iteration])
+
+        def batches():
+            for _ in range(spec.reestimate_batches):
+                b = two_domain_batch(self.banks, spec.batch_mix, spec.history, rng,
+                                     self.labels, self.layout).to(self.device)
+                yield b.x, b.domain
+
+        reestimate_statistics(self.model, batches())
 
     def evaluate(self) -> dict[str, float]:
         """Offline frame accuracy of each dataset's test split with the current weights."""
@@ -478,12 +510,35 @@ class _Loop:
             "splits": list(self.splits),
             "rng": {"numpy": self.rng.bit_generator.state, "torch": torch.get_rng_state()},
         }
+        if self.device.type == "cuda":
+            checkpoint["rng"]["torch_cuda"] = torch.cuda.get_rng_state(self.device)
         runs.atomic_torch_save(self.run_dir / runs.CHECKPOINT, checkpoint)
 
 
 def _log(handle: Any, line: dict[str, Any]) -> None:
     handle.write(json.dumps(line) + "\n")
     handle.flush()
+
+
+def _truncate_metrics(path: Path, iteration: int) -> None:
+    """Drop lines logged after ``iteration`` (an interrupted run logs past its last
+    checkpoint; the resumed run logs those iterations again)."""
+    from actrec import runs
+
+    if not path.exists():
+        return
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            done = int(json.loads(line).get("iteration", 0))
+        except (ValueError, AttributeError, TypeError):
+            done = iteration + 1  # a line cut short by the interruption
+        if done <= iteration:
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        runs.atomic_write_text(path, "".join(k + "\n" for k in kept))
 
 
 def _check_resume(checkpoint: dict[str, Any], spec: TrainSpec, path: Path) -> None:
@@ -499,7 +554,7 @@ def _check_resume(checkpoint: dict[str, Any], spec: TrainSpec, path: Path) -> No
                           f"use a new run directory, or the same settings to resume")
 
 
-def _restore(checkpoint, model, optimizer, rng, path: Path) -> None:
+def _restore(checkpoint, model, optimizer, rng, path: Path, device) -> None:
     import torch
 
     try:
@@ -507,6 +562,8 @@ def _restore(checkpoint, model, optimizer, rng, path: Path) -> None:
         optimizer.load_state_dict(checkpoint["optimizer"])
         rng.bit_generator.state = checkpoint["rng"]["numpy"]
         torch.set_rng_state(checkpoint["rng"]["torch"])
+        if device.type == "cuda" and "torch_cuda" in checkpoint["rng"]:
+            torch.cuda.set_rng_state(checkpoint["rng"]["torch_cuda"], device)
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{path}: cannot resume from this checkpoint ({first})") from None

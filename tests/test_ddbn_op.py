@@ -132,15 +132,18 @@ def test_backward_matches_reference_autograd(ops, shape, dtype):
     gy = torch.randn(t, n, c, dtype=dtype, generator=torch.Generator().manual_seed(3))
     for a in alphas(n, n1):
         grads = []
-        for fn in (ddbn_mod.ddbn, ddbn_reference):
-            leaves = [x.clone().requires_grad_() for x in (h, torch.tensor(a, dtype=dtype), gamma,
-                                                           beta)]
+        # The float32 op against the float64 reference on the same values: small batches are
+        # ill-conditioned (the terms of dh cancel), so float32 references disagree by ~1e-4 too.
+        for fn, dt in ((ddbn_mod.ddbn, dtype), (ddbn_reference, torch.float64)):
+            leaves = [x.to(dt).requires_grad_() for x in (h, torch.tensor(a, dtype=dtype), gamma,
+                                                          beta)]
             y, _, _ = fn(leaves[0], leaves[1], n1, leaves[2], leaves[3])
-            got = torch.autograd.grad(y, leaves, gy, allow_unused=True)
+            got = torch.autograd.grad(y, leaves, gy.to(dt), allow_unused=True)
             grads.append([torch.zeros_like(x) if g is None else g for x, g in zip(leaves, got)])
         for g_op, g_ref in zip(*grads):
             scale = max(1.0, g_ref.abs().max().item())
-            torch.testing.assert_close(g_op / scale, g_ref / scale, **tol(dtype))
+            t_ = tol(dtype) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(g_op.double() / scale, g_ref / scale, **t_)
 
 
 @pytest.mark.parametrize("shape", [(2, 6, 5, 2), (1, 9, 3, 4), (3, 4, 2, 0), (2, 5, 3, 5)])

@@ -231,3 +231,27 @@ def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="domain"):
         ddbn_eval_reference(h, torch.zeros(2, dtype=torch.long), torch.zeros(2, 3, 4, dtype=DT),
                             torch.ones(2, 3, 4, dtype=DT), gamma, beta)
+
+
+try:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+except ImportError:  # pragma: no cover
+    given = None
+
+if given is not None:
+
+    @settings(max_examples=25, deadline=None)
+    @given(
+        T=st.integers(1, 3), N=st.integers(2, 7), C=st.integers(1, 3), data=st.data(),
+        seed=st.integers(0, 10_000),
+    )
+    def test_random_shapes_match_the_oracle(T, N, C, data, seed):
+        n1 = data.draw(st.integers(1, N - 1))
+        a1 = data.draw(st.floats(n1 / N, 1.0))
+        a2 = data.draw(st.floats((N - n1) / N, 1.0))
+        h, gamma, beta = _inputs(T=T, N=N, C=C, seed=seed)
+        y, mean, var = ddbn_reference(h, torch.tensor([a1, a2], dtype=DT), n1, gamma, beta, 1e-3)
+        ly, lm, lv, _ = loop_ddbn(h.tolist(), (a1, a2), n1, gamma.tolist(), beta.tolist(), 1e-3)
+        torch.testing.assert_close(y, torch.tensor(ly, dtype=DT), rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(var, torch.tensor(lv, dtype=DT), rtol=1e-10, atol=1e-10)

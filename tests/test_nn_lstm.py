@@ -15,6 +15,12 @@ from actrec.ops.ddbn_reference import bn_reference, ddbn_reference
 DT = torch.float64
 
 
+def _fused_available():
+    from actrec.ops.ddlstm_layer import fused_layer_available
+
+    return fused_layer_available(torch.zeros(1, 1, 1, dtype=DT))
+
+
 def _x(T=5, N=6, D=4, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(T, N, D, generator=g, dtype=DT)
@@ -70,9 +76,13 @@ def _cell_equations(layer, x, n1):
     return torch.stack(out)
 
 
-def test_training_forward_matches_cell_equations_and_gradcheck():
+@pytest.mark.parametrize("fused", [False, True], ids=["per_step", "fused"])
+def test_training_forward_matches_cell_equations_and_gradcheck(fused):
+    if fused and not _fused_available():
+        pytest.skip("the fused DDLSTM layer op is not built here")
     torch.manual_seed(1)
     layer = NormLSTMLayer(4, 3, 8, dual=True).double()
+    layer.fused = fused
     with torch.no_grad():
         layer.alpha.copy_(torch.tensor([0.6, 0.8]))
         for bn in (layer.bn_x, layer.bn_h, layer.bn_c):
@@ -83,6 +93,7 @@ def test_training_forward_matches_cell_equations_and_gradcheck():
     torch.testing.assert_close(layer(x, domain), _cell_equations(layer, x, 3), rtol=1e-12, atol=1e-12)
 
     small = NormLSTMLayer(2, 2, 3, dual=True).double()
+    small.fused = fused
     with torch.no_grad():
         small.alpha.copy_(torch.tensor([0.6, 0.7]))
     xs = _x(T=3, N=4, D=2, seed=2).requires_grad_()
@@ -166,12 +177,6 @@ def test_stack_shapes():
     assert out.shape == (3, 4, 128)
 
 
-def _fused_available():
-    from actrec.ops.ddlstm_layer import fused_layer_available
-
-    return fused_layer_available(torch.zeros(1, 1, 1, dtype=DT))
-
-
 @pytest.mark.parametrize("dual,n1", [(True, 3), (True, 6), (True, 0), (False, 3)])
 def test_fused_layer_path_equals_per_step_path(dual, n1):
     if not _fused_available():
@@ -186,6 +191,8 @@ def test_fused_layer_path_equals_per_step_path(dual, n1):
             a.alpha.copy_(torch.tensor([0.7, 0.9]))
             b.alpha.copy_(a.alpha)
     domain = torch.tensor([0] * n1 + [1] * (6 - n1))
+    if not dual:
+        domain = torch.tensor([1, 0, 1, 0, 0, 1])  # plain BN ignores domains: any order
     for seed in range(2):
         x = _x(T=6, seed=seed)  # T > max_len
         ya, yb = a(x, domain), b(x, domain)

@@ -4,6 +4,7 @@ The stores hold features that encode each frame's label (a fixed random vector p
 noise) in segments of 5 frames, so a tiny LSTM learns them in a few dozen iterations.
 """
 
+import dataclasses
 import json
 import math
 
@@ -13,7 +14,7 @@ import torch
 
 from actrec.data.labels import InputLayout, LabelSpace
 from actrec.data.windows import VideoBank, sample_windows
-from actrec.errors import ActrecError, ConfigError, PluginError
+from actrec.errors import ActrecError, ConfigError, DataError, PluginError
 from actrec.evaluate import evaluate_run, predict_videos, score_dataset
 from actrec.io.features import FeatureStore
 from actrec.registry import plugin_class
@@ -158,6 +159,9 @@ def test_resume_continues_exactly(stores, tmp_path):
     train_model(spec(stores["a"], iterations=30), straight)
     first = train_model(spec(stores["a"], iterations=20), split)
     assert first.iterations == 20
+    # An interrupted run may have logged past its checkpoint, even half a line.
+    with open(split / "metrics.jsonl", "a") as handle:
+        handle.write('{"iteration": 25, "loss": 9.0}\n{"iteration": 2')
     second = train_model(spec(stores["a"], iterations=30), split)
     assert second.resumed_from == 20 and second.iterations == 30
     assert [m["iteration"] for m in metrics(split)] == [5, 10, 15, 20, 25, 30]
@@ -198,6 +202,40 @@ def test_periodic_eval_clipping_and_progress(stores, tmp_path):
     assert result.final_loss == pytest.approx(last["loss"])
 
 
+def test_reestimated_statistics(stores, tmp_path):
+    """With reestimate_batches, the final running statistics are the exact averages over the
+    batches drawn from default_rng([seed, iteration]): re-estimating again on those same
+    batches changes nothing, while the momentum statistics of a plain run differ."""
+    from actrec.data.windows import two_domain_batch
+    from actrec.nn.reestimate import reestimate_statistics
+
+    opts = {"hidden": 8, "layers": 1, "fc": 8, "dropout": 0.0, "recurrent_dropout": 0.0}
+    s = spec(stores["a"], d2=stores["b"], mix=(4, 4), model="gru", model_options=opts,
+             iterations=3, reestimate_batches=2)
+    train_model(s, tmp_path / "re")
+    train_model(dataclasses.replace(s, reestimate_batches=0), tmp_path / "plain")
+    re = load_checkpoint(tmp_path / "re" / "checkpoint.pt")["model"]
+    plain = load_checkpoint(tmp_path / "plain" / "checkpoint.pt")["model"]
+    stats = [k for k in re if "running_var" in k]
+    assert stats and not all(torch.equal(re[k], plain[k]) for k in stats)
+    for k in re:  # the weights are the same: re-estimation draws no training batch
+        if "running" not in k and "num_batches" not in k:
+            assert torch.equal(re[k], plain[k]), k
+
+    banks = [VideoBank.from_store(FeatureStore.open(p), FeatureStore.open(p).splits["1"]["train"])
+             for p in (stores["a"], stores["b"])]
+    labels = LabelSpace((("c0", "c1", "c2"), ("c0", "c1")))
+    layout = InputLayout((6, 4))
+    rng = np.random.default_rng([0, 3])
+    batches = [two_domain_batch(banks, (4, 4), 24, rng, labels, layout) for _ in range(2)]
+    cls = plugin_class("models", "gru")
+    model = cls(cls.Config(**opts)).build(10, 5)
+    model.load_state_dict(re)
+    reestimate_statistics(model, [(b.x, b.domain) for b in batches])
+    for k in stats:
+        torch.testing.assert_close(model.state_dict()[k], re[k])
+
+
 def test_bad_inputs_are_user_errors(stores, tmp_path):
     with pytest.raises(ConfigError, match="no split 'nine'"):
         train_model(spec(stores["a"], split="nine"), tmp_path / "r1")
@@ -232,6 +270,32 @@ def test_online_equals_offline_and_eval_json(trained):
     # Another split of the same store: its test side is split 1's training videos.
     other = evaluate_run(run_dir, online=True, split="2")
     assert other.datasets["toy1"].videos == 7
+
+
+def test_evaluate_on_other_stores(trained, stores):
+    run_dir, _ = trained
+    # Same classes and dimension (different features): evaluated, under its own name.
+    other = evaluate_run(run_dir, online=False, stores=(stores["future"],))
+    assert set(other.datasets) == {"toy3"} and other.datasets["toy3"].videos == 2
+    with pytest.raises(DataError, match="other classes"):
+        evaluate_run(run_dir, online=False, stores=(stores["b"],))
+    with pytest.raises(ActrecError, match="1 dataset"):
+        evaluate_run(run_dir, online=False, stores=(stores["a"], stores["b"]))
+
+
+def test_full_vector_prediction(stores, tmp_path):
+    """prediction='full' can only lose frames to the other dataset's block."""
+    run = tmp_path / "full"
+    train_model(spec(stores["a"], d2=stores["b"], mix=(4, 4), iterations=10,
+                     prediction="full"), run)
+    full = evaluate_run(run, online=True)
+    assert full.protocol["prediction"] == "full"
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    ckpt["spec"]["prediction"] = "block"
+    torch.save(ckpt, run / "checkpoint.pt")
+    block = evaluate_run(run, online=True)
+    for name in block.datasets:
+        assert full.datasets[name].frame_accuracy <= block.datasets[name].frame_accuracy
 
 
 def test_stepping_matches_forward_and_batching_is_independent():
@@ -282,11 +346,14 @@ def test_scores_by_hand():
     # Video p: frames 1..3 labelled, all right. Video q: one labelled frame, wrong.
     res = score_dataset("d", "s", "1", ["p", "q"],
                         [np.array([5, 0, 1, 1]), np.array([0, 0])],
-                        [np.array([-1, 0, 1, 1]), np.array([1, -1])])
+                        [np.array([-1, 0, 1, 1]), np.array([1, -1])], classes=("a", "b", "c"))
     assert res.frames == 4
     assert res.frame_accuracy == pytest.approx(3 / 4)  # micro
     assert res.mean_video_accuracy == pytest.approx(1 / 2)  # macro
     assert res.per_video["q"]["accuracy"] == 0.0
+    # Class a: 1 of 1 frames right; b: 2 of 3 (q's frame predicted a); c: no frame.
+    assert res.per_class["a"] == 1.0 and res.per_class["b"] == pytest.approx(2 / 3)
+    assert math.isnan(res.per_class["c"])
     # p: segments [0, 1] vs target [0, 1]: the prediction 5 at the unlabelled frame is dropped
     # with it -> edit 1; q: [0] vs [1] -> 0.
     assert res.edit == pytest.approx(0.5)

@@ -20,6 +20,7 @@ from actrec.nn.base import split_point
 from actrec.ops.ddbn_reference import bn_reference, bn_eval_reference, unbiased_factors
 
 __all__ = [
+    "PerTimestepNorm",
     "DualDomainBatchNorm",
     "SequenceBatchNorm",
     "new_alpha",
@@ -49,10 +50,12 @@ def _slots(t0: int, t: int, t_max: int, device: torch.device) -> Tensor:
     return torch.arange(t0, t0 + t, device=device).clamp_max(t_max - 1)  # [T]
 
 
-class _PerTimestepNorm(nn.Module):
+class PerTimestepNorm(nn.Module):
     """Shared parts: gamma/beta, running buffers with a leading slot shape, re-estimation."""
 
-    def __init__(self, slots: tuple[int, ...], num_channels: int, max_len: int, momentum: float, eps: float):
+    def __init__(
+        self, slots: tuple[int, ...], num_channels: int, max_len: int, momentum: float, eps: float
+    ):
         super().__init__()
         if max_len < 1:
             raise ValueError(f"max_len must be >= 1, got {max_len}")
@@ -67,7 +70,9 @@ class _PerTimestepNorm(nn.Module):
         self.cumulative = False
 
     def extra_repr(self) -> str:
-        return f"{self.num_channels}, max_len={self.max_len}, momentum={self.momentum}, eps={self.eps}"
+        return (
+            f"{self.num_channels}, max_len={self.max_len}, momentum={self.momentum}, eps={self.eps}"
+        )
 
     def reset_running_stats(self) -> None:
         """Running means to 0, variances to 1, re-estimation counts to 0."""
@@ -101,7 +106,7 @@ class _PerTimestepNorm(nn.Module):
         return self.running_mean[sl], self.running_var[sl]
 
 
-class DualDomainBatchNorm(_PerTimestepNorm):
+class DualDomainBatchNorm(PerTimestepNorm):
     """DDBN over ``[T, N, C]``: training normalises each domain with its own tanh-weighted batch
     statistics and updates running statistics ``[2, max_len, C]``; evaluation normalises every
     sequence with its own domain's running statistics.
@@ -113,7 +118,7 @@ class DualDomainBatchNorm(_PerTimestepNorm):
         super().__init__((2,), num_channels, max_len, momentum, eps)
 
     def forward(self, h: Tensor, alpha: Tensor, domain: Tensor, t0: int = 0) -> Tensor:
-        """``h [T, N, C]`` holding timesteps ``t0 .. t0+T-1``; ``domain [N]`` (sorted in training)."""
+        """``h [T, N, C]`` holds timesteps ``t0 .. t0+T-1``; ``domain [N]``, sorted in training."""
         from actrec.ops import ddbn, ddbn_eval
 
         t = h.shape[0]
@@ -142,12 +147,12 @@ class DualDomainBatchNorm(_PerTimestepNorm):
         for i in _domain_slots(n1, n):
             self.absorb(mean[i], var[i], (i,), t0)
 
-    def step(self, h_t: Tensor, t: int, alpha: Tensor, domain: Tensor) -> Tensor:  # [N, C] -> [N, C]
+    def step(self, h_t: Tensor, t: int, alpha: Tensor, domain: Tensor) -> Tensor:  # [N, C]
         """One timestep ``t``; meant for eval mode (running statistics of each row's domain)."""
         return self.forward(h_t[None], alpha, domain, t0=t)[0]
 
 
-class SequenceBatchNorm(_PerTimestepNorm):
+class SequenceBatchNorm(PerTimestepNorm):
     """Plain per-timestep batch norm over the whole batch, running statistics ``[max_len, C]``."""
 
     def __init__(self, num_channels: int, max_len: int, momentum: float = 0.1, eps: float = 1e-5):

@@ -24,7 +24,13 @@ __all__ = ["DropoutGRU"]
 class DropoutGRU(nn.Module):
     """Stacked GRU over ``[T, N, D]`` with recurrent dropout ``p`` on every layer's h."""
 
-    def __init__(self, input_size: int, hidden_size: int = 256, num_layers: int = 2, recurrent_dropout: float = 0.3):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int = 256,
+        num_layers: int = 2,
+        recurrent_dropout: float = 0.3,
+    ):
         super().__init__()
         if not 0.0 <= recurrent_dropout < 1.0:
             raise ValueError(f"recurrent_dropout must be in [0, 1), got {recurrent_dropout}")
@@ -32,10 +38,11 @@ class DropoutGRU(nn.Module):
         # Parameter names as torch.nn.GRU's, so weights can be copied across for checks.
         for k in range(num_layers):
             d = input_size if k == 0 else hidden_size
-            self.register_parameter(f"weight_ih_l{k}", nn.Parameter(torch.empty(3 * hidden_size, d)))
-            self.register_parameter(f"weight_hh_l{k}", nn.Parameter(torch.empty(3 * hidden_size, hidden_size)))
-            self.register_parameter(f"bias_ih_l{k}", nn.Parameter(torch.empty(3 * hidden_size)))
-            self.register_parameter(f"bias_hh_l{k}", nn.Parameter(torch.empty(3 * hidden_size)))
+            h3 = 3 * hidden_size
+            self.register_parameter(f"weight_ih_l{k}", nn.Parameter(torch.empty(h3, d)))
+            self.register_parameter(f"weight_hh_l{k}", nn.Parameter(torch.empty(h3, hidden_size)))
+            self.register_parameter(f"bias_ih_l{k}", nn.Parameter(torch.empty(h3)))
+            self.register_parameter(f"bias_hh_l{k}", nn.Parameter(torch.empty(h3)))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -45,7 +52,8 @@ class DropoutGRU(nn.Module):
             nn.init.uniform_(w, -bound, bound)
 
     def _weights(self, k: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        return tuple(getattr(self, f"{n}_l{k}") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        return tuple(getattr(self, f"{n}_l{k}") for n in names)
 
     def _cell(self, gx: Tensor, h: Tensor, mask: Tensor | None, k: int) -> Tensor:
         _, w_hh, _, b_hh = self._weights(k)

@@ -122,7 +122,8 @@ class NormLSTMLayer(nn.Module):
     def _forward_fused(self, x: Tensor, domain: Tensor) -> Tensor:  # [T, N, D] -> [T, N, H]
         from actrec.ops.ddlstm_layer import ddlstm_layer
 
-        n, n1 = x.shape[1], split_point(domain)
+        n = x.shape[1]
+        n1 = split_point(domain) if self.dual else n  # plain BN: one batch, any row order
         alpha = self.alpha if self.dual else x.new_zeros(2)  # unused by plain batch norm
         res = ddlstm_layer(
             x, self.weight_ih, self.weight_hh, self.bias,
@@ -205,13 +206,17 @@ class NormLSTM(nn.Module):
 class DDLSTM(NormLSTM):
     """Dual-domain LSTM stack (default 3 x 128): DDBN on x and h, one alpha pair per layer."""
 
-    def __init__(self, input_size: int, hidden_size: int = 128, num_layers: int = 3, max_len: int = 200, **kw):
+    def __init__(
+        self, input_size: int, hidden_size: int = 128, num_layers: int = 3, max_len: int = 200, **kw
+    ):
         super().__init__(input_size, hidden_size, num_layers, max_len, dual=True, **kw)
 
 
 class BNLSTM(NormLSTM):
     """Batch-normalised LSTM stack (Cooijmans et al.): plain per-timestep BN everywhere."""
 
-    def __init__(self, input_size: int, hidden_size: int = 128, num_layers: int = 3, max_len: int = 200, **kw):
+    def __init__(
+        self, input_size: int, hidden_size: int = 128, num_layers: int = 3, max_len: int = 200, **kw
+    ):
         kw.pop("alpha_init", None)
         super().__init__(input_size, hidden_size, num_layers, max_len, dual=False, **kw)

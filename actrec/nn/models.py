@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from actrec.nn.base import SequenceModel
@@ -28,7 +27,8 @@ __all__ = [
 
 def _eval_only(model: nn.Module) -> None:
     if model.training:
-        raise RuntimeError(f"{type(model).__name__}.step() runs in eval mode: call model.eval() first")
+        name = type(model).__name__
+        raise RuntimeError(f"{name}.step() runs in eval mode: call model.eval() first")
 
 
 class _Projected(SequenceModel):
@@ -121,15 +121,21 @@ class TorchRNNClassifier(_Projected):
         out, _ = self.rnn(self._project(x, domain))  # [T, N, H * directions]
         return self.head(out)
 
+    def _refuse(self) -> None:
+        raise NotImplementedError(
+            f"the bidirectional {self.rnn.mode} model is not causal (it reads future frames): "
+            "no online inference"
+        )
+
     def init_state(self, batch: int, domain: Tensor):
         if not self.causal:
-            return super().init_state(batch, domain)
+            self._refuse()
         z = self.head.weight.new_zeros(self.rnn.num_layers, batch, self.rnn.hidden_size)
         return {"domain": domain, "h": (z, z.clone()) if isinstance(self.rnn, nn.LSTM) else z}
 
     def step(self, x_t: Tensor, state):
         if not self.causal:
-            return super().step(x_t, state)
+            self._refuse()
         _eval_only(self)
         x_t = self._project(x_t, state["domain"])
         out, h = self.rnn(x_t[None], state["h"])  # [1, N, H]
@@ -146,7 +152,10 @@ class AverageClassifier(SequenceModel):
     def __init__(self, input_dim: int, num_classes: int, hidden: int = 512, dropout: float = 0.5):
         super().__init__()
         self.mlp = nn.Sequential(
-            nn.Linear(input_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_classes)
+            nn.Linear(input_dim, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes),
         )
 
     def forward(self, x: Tensor, domain: Tensor) -> Tensor:  # [T, N, D] -> [T, N, K]

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
-from actrec.nn.ddbn import _PerTimestepNorm
+from actrec.nn.ddbn import PerTimestepNorm
 
 __all__ = ["reestimate_statistics"]
 
@@ -27,7 +27,7 @@ def reestimate_statistics(model: nn.Module, batches: Iterable[tuple[Tensor, Tens
     batch reached keep mean 0 / variance 1. Returns the number of batches; the model's training
     flags are restored.
     """
-    norms = [m for m in model.modules() if isinstance(m, _PerTimestepNorm)]
+    norms = [m for m in model.modules() if isinstance(m, PerTimestepNorm)]
     # Plain torch batch norms (e.g. the GRU model's) average exactly with momentum=None.
     torch_norms = {
         m: m.momentum for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)

@@ -122,13 +122,44 @@ def _build_info(mod: ModuleType) -> dict[str, Any]:
         return {}
 
 
+BUILD_RECORD = "_C_build.json"  # written by setup.py beside actrec._C: {"source_hash": ...}
+
+
+def _prebuilt_is_stale() -> str | None:
+    """Why an installed actrec._C must not be used in this checkout (None: it may be).
+
+    Decided without importing it: an import would register the ops, and a second library
+    (the just-in-time build) could then no longer register them.
+    """
+    import importlib.util
+    import json
+
+    try:
+        spec = importlib.util.find_spec("actrec._C")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.origin:
+        return "no prebuilt actrec._C"
+    if not source_files():
+        return None  # an installed package without sources: nothing to compare with
+    record = Path(spec.origin).parent / BUILD_RECORD
+    try:
+        built = json.loads(record.read_text()).get("source_hash")
+    except (OSError, ValueError):
+        return f"prebuilt actrec._C has no build record {record.name}"
+    if built != source_hash():
+        return "prebuilt actrec._C is older than csrc/"
+    return None
+
+
 def _import_prebuilt() -> tuple[ModuleType | None, str]:
+    stale = _prebuilt_is_stale()
+    if stale:
+        return None, stale
     try:
         from actrec import _C  # type: ignore[attr-defined]
-    except ImportError as e:
-        return None, f"no prebuilt actrec._C ({str(e).splitlines()[0][:120]})"
-    except OSError as e:  # built against another torch
-        return None, f"prebuilt actrec._C does not load ({e})"
+    except ImportError as e:  # e.g. built against another torch
+        return None, f"prebuilt actrec._C does not import ({str(e).splitlines()[0][:160]})"
     return _C, "prebuilt actrec._C"
 
 
@@ -176,13 +207,7 @@ def _jit(cuda: bool) -> tuple[ModuleType | None, str]:
 def _find() -> tuple[ModuleType | None, str]:
     mod, why = _import_prebuilt()
     if mod is not None:
-        info = _build_info(mod)
-        have = info.get("source_hash")
-        if source_files() and have and have != source_hash():
-            why = "prebuilt actrec._C is older than csrc/"
-            mod = None  # never load both: the ops would be registered twice
-        else:
-            return mod, why
+        return mod, why
     cuda, _ = cuda_wanted()
     jit, jwhy = _jit(cuda)
     if jit is None:

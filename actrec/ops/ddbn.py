@@ -21,6 +21,7 @@ from actrec.ops.ddbn_reference import ddbn_eval_reference, ddbn_reference
 __all__ = ["ddbn", "ddbn_eval", "extension_ops"]
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_CUDA_MAX_BATCH = 1024  # cuda::kMaxBatch in csrc/cuda/ddbn_kernels.cuh
 _lock = threading.Lock()
 _registered = False
 _lib: torch.library.Library | None = None  # keeps the Python registrations alive
@@ -135,8 +136,9 @@ def _ext_supports(h: Tensor) -> bool:
         return False
     if h.device.type == "cpu":
         return True
-    if h.device.type == "cuda":
-        return _ext.status(build=False).compiled_with.get("cuda", False)
+    if h.device.type == "cuda":  # the CUDA kernels keep the batch's weights in shared memory
+        built = _ext.status(build=False).compiled_with.get("cuda", False)
+        return bool(built) and h.dim() == 3 and h.shape[1] <= _CUDA_MAX_BATCH
     return False
 
 

@@ -112,7 +112,8 @@ def bn_eval_reference(
     beta: Tensor,
     eps: float = 1e-5,
 ) -> Tensor:
-    """Per-timestep batch norm with running statistics ``[T_max, C]``; t >= T_max uses the last slot."""
+    """Per-timestep batch norm with running statistics ``[T_max, C]``; t >= T_max uses slot
+    T_max - 1."""
     _check(h, gamma, beta)
     t_max = running_mean.shape[0]
     idx = torch.arange(h.shape[0], device=h.device).clamp_max(t_max - 1)

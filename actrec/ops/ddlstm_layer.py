@@ -87,6 +87,12 @@ def effective_sizes(alpha: Tensor, n: int, n1: int, dual_domain: bool = True) ->
     return (tau.sum(1) ** 2 / (tau**2).sum(1)).to(alpha.dtype)
 
 
+def _ext_disabled() -> bool:
+    from actrec.ops import _ext
+
+    return _ext.disabled()
+
+
 def _op_registered(device_type: str) -> bool:
     import torch
 
@@ -186,9 +192,6 @@ def _bwd_fake(grad_out, grad_h_n, grad_c_n, x, weight_ih, weight_hh, bias, gamma
             beta_h.new_empty(beta_h.shape), gamma_c.new_empty(gamma_c.shape),
             beta_c.new_empty(beta_c.shape), alpha.new_empty(alpha.shape), x.new_empty(n, h),
             x.new_empty(n, h))
-
-
-_N_TENSOR_INPUTS = 11  # x .. alpha, then n1, eps, dual_domain, h0, c0
 
 
 def _setup_context(ctx, inputs, output):

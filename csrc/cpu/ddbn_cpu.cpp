@@ -39,6 +39,7 @@ struct Weights {
   int64_t n = 0;
   std::vector<double> tau;    // [2*N]: tau_1(j), then tau_2(j), rows j = 1..N
   std::vector<double> kappa;  // [2*N]: d tau_i(j) / d alpha_i
+  std::vector<float> tauf;    // tau rounded to float, for the float kernels' inner loops
   double s[2] = {0, 0};       // S_i = sum_j tau_i(j) (N for an absent domain, never divided into)
   double unbias[2] = {1, 1};  // n_eff / (n_eff - 1), 1 where n_eff <= 1
   int present = -1;           // single-domain batch: the domain present (0 or 1); -1 otherwise
@@ -51,6 +52,7 @@ struct Weights {
       std::fill(tau.begin() + (1 - present) * n, tau.begin() + (2 - present) * n, 0.0);
       s[0] = s[1] = nn;
       unbias[0] = unbias[1] = n > 1 ? nn / (nn - 1) : 1.0;
+      tauf.assign(tau.begin(), tau.end());
       return;
     }
     for (int64_t j = 0; j < n; ++j) {
@@ -71,8 +73,19 @@ struct Weights {
       const double n_eff = sum * sum / sq;
       unbias[i] = n_eff > 1 ? n_eff / (n_eff - 1) : 1.0;
     }
+    tauf.assign(tau.begin(), tau.end());
   }
+
+  template <typename T> const T* weights() const;
 };
+
+template <> const double* Weights::weights<double>() const { return tau.data(); }
+template <> const float* Weights::weights<float>() const { return tauf.data(); }
+
+// Inner sums run in the kernel's math type (float for float inputs, so they vectorise 16 wide)
+// over groups of kRows rows, and each group's partial sum is added into a double accumulator:
+// the rounding error stays that of a kRows-term float sum.
+constexpr int64_t kRows = 16;
 
 Weights make_weights(const at::Tensor& alpha, int64_t n, int64_t n1) {
   TORCH_CHECK(alpha.dim() == 1 && alpha.numel() == 2, "ddbn: alpha must be [2], got ",
@@ -105,31 +118,49 @@ ACTREC_CLONES void forward_block(const scalar_t* x, scalar_t* y, int64_t n, int6
                                  int64_t ldc, int64_t cb, const Weights& w,
                                  const double* gamma, const double* beta, double eps,
                                  double* m0, double* m1, double* v0, double* v1) {
-  const double* tau0 = w.tau.data();
-  const double* tau1 = w.tau.data() + n;
+  using opmath_t = at::opmath_type<scalar_t>;
+  const opmath_t* tau0 = w.weights<opmath_t>();
+  const opmath_t* tau1 = tau0 + n;
   for (int64_t c = 0; c < cb; ++c) m0[c] = m1[c] = v0[c] = v1[c] = 0;
-  for (int64_t j = 0; j < n; ++j) {  // pass 1: weighted sums
-    const scalar_t* xr = x + j * ldc;
-    const double w0 = tau0[j], w1 = tau1[j];
+  opmath_t p0[kBlock], p1[kBlock], f0[kBlock], f1[kBlock];
+  for (int64_t jb = 0; jb < n; jb += kRows) {  // pass 1: weighted sums
+    for (int64_t c = 0; c < cb; ++c) p0[c] = p1[c] = 0;
+    for (int64_t j = jb; j < std::min(n, jb + kRows); ++j) {
+      const scalar_t* xr = x + j * ldc;
+      const opmath_t w0 = tau0[j], w1 = tau1[j];
+      for (int64_t c = 0; c < cb; ++c) {
+        const opmath_t xv = static_cast<opmath_t>(xr[c]);
+        p0[c] += w0 * xv;
+        p1[c] += w1 * xv;
+      }
+    }
     for (int64_t c = 0; c < cb; ++c) {
-      const double xv = static_cast<double>(xr[c]);
-      m0[c] += w0 * xv;
-      m1[c] += w1 * xv;
+      m0[c] += p0[c];
+      m1[c] += p1[c];
     }
   }
   const double is0 = 1.0 / w.s[0], is1 = 1.0 / w.s[1];
   for (int64_t c = 0; c < cb; ++c) {
     m0[c] *= is0;
     m1[c] *= is1;
+    f0[c] = static_cast<opmath_t>(m0[c]);
+    f1[c] = static_cast<opmath_t>(m1[c]);
   }
-  for (int64_t j = 0; j < n; ++j) {  // pass 2: centred weighted squares (exact two-pass)
-    const scalar_t* xr = x + j * ldc;
-    const double w0 = tau0[j], w1 = tau1[j];
+  for (int64_t jb = 0; jb < n; jb += kRows) {  // pass 2: centred weighted squares (two-pass)
+    for (int64_t c = 0; c < cb; ++c) p0[c] = p1[c] = 0;
+    for (int64_t j = jb; j < std::min(n, jb + kRows); ++j) {
+      const scalar_t* xr = x + j * ldc;
+      const opmath_t w0 = tau0[j], w1 = tau1[j];
+      for (int64_t c = 0; c < cb; ++c) {
+        const opmath_t xv = static_cast<opmath_t>(xr[c]);
+        const opmath_t d0 = xv - f0[c], d1 = xv - f1[c];
+        p0[c] += w0 * d0 * d0;
+        p1[c] += w1 * d1 * d1;
+      }
+    }
     for (int64_t c = 0; c < cb; ++c) {
-      const double xv = static_cast<double>(xr[c]);
-      const double d0 = xv - m0[c], d1 = xv - m1[c];
-      v0[c] += w0 * d0 * d0;
-      v1[c] += w1 * d1 * d1;
+      v0[c] += p0[c];
+      v1[c] += p1[c];
     }
   }
   for (int64_t c = 0; c < cb; ++c) {
@@ -143,7 +174,6 @@ ACTREC_CLONES void forward_block(const scalar_t* x, scalar_t* y, int64_t n, int6
     std::copy(vs, vs + cb, w.present == 0 ? v1 : v0);
   }
   // pass 3: y = (x - mu_d) * gamma * r_d + beta, rows < n1 with domain 0's statistics
-  using opmath_t = at::opmath_type<scalar_t>;
   opmath_t mu[2][kBlock], sc[2][kBlock], bt[kBlock];
   for (int64_t c = 0; c < cb; ++c) {
     mu[0][c] = static_cast<opmath_t>(m0[c]);
@@ -226,22 +256,34 @@ ACTREC_CLONES void backward_block(const scalar_t* g, const scalar_t* x, scalar_t
   using opmath_t = at::opmath_type<scalar_t>;
   double a0[kBlock], a1[kBlock], b0[kBlock], b1[kBlock];
   for (int64_t c = 0; c < cb; ++c) a0[c] = a1[c] = b0[c] = b1[c] = 0;
-  for (int64_t j = 0; j < n1; ++j) {  // reduction pass, rows of D1
-    const scalar_t* gr = g + j * ldc;
-    const scalar_t* xr = x + j * ldc;
+  {
+    opmath_t fm0[kBlock], fm1[kBlock], pa[kBlock], pb[kBlock];
     for (int64_t c = 0; c < cb; ++c) {
-      const double gv = static_cast<double>(gr[c]);
-      a0[c] += gv;
-      b0[c] += gv * (static_cast<double>(xr[c]) - mu0[c]);
+      fm0[c] = static_cast<opmath_t>(mu0[c]);
+      fm1[c] = static_cast<opmath_t>(mu1[c]);
     }
-  }
-  for (int64_t j = n1; j < n; ++j) {  // rows of D2
-    const scalar_t* gr = g + j * ldc;
-    const scalar_t* xr = x + j * ldc;
-    for (int64_t c = 0; c < cb; ++c) {
-      const double gv = static_cast<double>(gr[c]);
-      a1[c] += gv;
-      b1[c] += gv * (static_cast<double>(xr[c]) - mu1[c]);
+    // Reduction pass over the rows of each domain, in groups of kRows rows.
+    for (int d = 0; d < 2; ++d) {
+      const int64_t lo = d == 0 ? 0 : n1, hi = d == 0 ? n1 : n;
+      const opmath_t* fm = d == 0 ? fm0 : fm1;
+      double* sa = d == 0 ? a0 : a1;
+      double* sb = d == 0 ? b0 : b1;
+      for (int64_t jb = lo; jb < hi; jb += kRows) {
+        for (int64_t c = 0; c < cb; ++c) pa[c] = pb[c] = 0;
+        for (int64_t j = jb; j < std::min(hi, jb + kRows); ++j) {
+          const scalar_t* gr = g + j * ldc;
+          const scalar_t* xr = x + j * ldc;
+          for (int64_t c = 0; c < cb; ++c) {
+            const opmath_t gv = static_cast<opmath_t>(gr[c]);
+            pa[c] += gv;
+            pb[c] += gv * (static_cast<opmath_t>(xr[c]) - fm[c]);
+          }
+        }
+        for (int64_t c = 0; c < cb; ++c) {
+          sa[c] += pa[c];
+          sb[c] += pb[c];
+        }
+      }
     }
   }
   // Per-channel coefficients of the element-wise pass, in the kernel's math type.
@@ -270,14 +312,14 @@ ACTREC_CLONES void backward_block(const scalar_t* g, const scalar_t* x, scalar_t
     }
   }
   // Element-wise pass: dx, and the row sums dtau_i(k) over this block's channels.
-  const double* tau0 = w.tau.data();
-  const double* tau1 = w.tau.data() + n;
+  const opmath_t* tau0 = w.weights<opmath_t>();
+  const opmath_t* tau1 = tau0 + n;
   for (int64_t j = 0; j < n; ++j) {
     const int d = j < n1 ? 0 : 1;
     const scalar_t* gr = g + j * ldc;
     const scalar_t* xr = x + j * ldc;
     scalar_t* dr = dx + j * ldc;
-    const opmath_t w0 = static_cast<opmath_t>(tau0[j]), w1 = static_cast<opmath_t>(tau1[j]);
+    const opmath_t w0 = tau0[j], w1 = tau1[j];
     const opmath_t* ownd = own[d];
     opmath_t s0 = 0, s1 = 0;
 #pragma omp simd reduction(+ : s0, s1)

@@ -270,7 +270,7 @@ ACTREC_INLINE void bwd_tile(const StepBwd<T>& a, int64_t k0, int64_t J, T* act, 
       }
     }
   }
-  T mc[kTile], rc[kTile], gc[kTile], bc[kTile];
+  T mc[kTile] = {}, rc[kTile] = {}, gc[kTile] = {}, bc[kTile] = {};
   for (int64_t u = 0; u < J; ++u) {
     mc[u] = a.mean_c[k0 + u];
     rc[u] = T(1) / std::sqrt(a.var_c[k0 + u] + a.eps);
@@ -281,6 +281,7 @@ ACTREC_INLINE void bwd_tile(const StepBwd<T>& a, int64_t k0, int64_t J, T* act, 
   // Pass A: recompute the gates; output gate gradient; BN(c) backward reductions.
   T sdy[kTile] = {}, sdych[kTile] = {}, thv[kTile] = {};
   for (int64_t j = 0; j < N * W; ++j) act[j] = T(0);  // lanes u >= J stay finite
+  for (int64_t j = 0; j < N * kTile; ++j) dyv[j] = T(0);
   for (int64_t j = 0; j < N; ++j) {
     const int dom = (ND == 2 && j >= a.n1) ? 1 : 0;
     const T* g = a.gh + j * G + k0;
@@ -317,7 +318,7 @@ ACTREC_INLINE void bwd_tile(const StepBwd<T>& a, int64_t k0, int64_t J, T* act, 
       sdych[u] += dyu * ch;
     }
   }
-  T mg[kTile], mgc[kTile];
+  T mg[kTile] = {}, mgc[kTile] = {};
   for (int64_t u = 0; u < J; ++u) {
     a.acc_gamma_c[k0 + u] += sdych[u];
     a.acc_beta_c[k0 + u] += sdy[u];
@@ -329,21 +330,27 @@ ACTREC_INLINE void bwd_tile(const StepBwd<T>& a, int64_t k0, int64_t J, T* act, 
   T sg[2][W] = {}, sgh[2][W] = {}, sgx[2][W] = {};
   for (int64_t j = 0; j < N; ++j) {
     const int dom = (ND == 2 && j >= a.n1) ? 1 : 0;
-    const T* cc = a.c + j * H + k0;
-    const T* cp = a.cprev + j * H + k0;
+    // Fixed-width loop over local copies (lanes >= J are finite scratch): vectorises cleanly.
+    T lc[kTile] = {}, lcp[kTile] = {}, ldc[kTile] = {};
     T* dcj = a.dc + j * H + k0;
-    const T* ac = act + j * W;
-    T* dd = da + j * W;
-    const T* dy = dyv + j * kTile;
     for (int64_t u = 0; u < J; ++u) {
-      const T ch = (cc[u] - mc[u]) * rc[u];
-      const T dcv = dcj[u] + rc[u] * (gc[u] * dy[u] - mg[u] - ch * mgc[u]);
+      lc[u] = a.c[j * H + k0 + u];
+      lcp[u] = a.cprev[j * H + k0 + u];
+      ldc[u] = dcj[u];
+    }
+    const T* __restrict__ ac = act + j * W;
+    T* __restrict__ dd = da + j * W;
+    const T* __restrict__ dy = dyv + j * kTile;
+    for (int64_t u = 0; u < kTile; ++u) {
+      const T ch = (lc[u] - mc[u]) * rc[u];
+      const T dcv = ldc[u] + rc[u] * (gc[u] * dy[u] - mg[u] - ch * mgc[u]);
       const T ig = ac[u], fg = ac[kTile + u], gg = ac[2 * kTile + u];
       dd[u] = dcv * gg * ig * (T(1) - ig);
-      dd[kTile + u] = dcv * cp[u] * fg * (T(1) - fg);
+      dd[kTile + u] = dcv * lcp[u] * fg * (T(1) - fg);
       dd[2 * kTile + u] = dcv * ig * (T(1) - gg * gg);
-      dcj[u] = dcv * fg;
+      ldc[u] = dcv * fg;
     }
+    for (int64_t u = 0; u < J; ++u) dcj[u] = ldc[u];
     const T* g = a.gh + j * G + k0;
     const T* x = a.xp + j * G + k0;
     for (int q = 0; q < 4; ++q) {
@@ -542,6 +549,11 @@ void check_mat(const at::Tensor& t, int64_t r, int64_t c, const char* name, cons
               " but x is on ", x.device());
 }
 
+// Below this many elements per task a parallel region costs more than it saves (small layers
+// run the whole step on the calling thread).
+constexpr int64_t kMinTaskElems = 8192;
+int64_t tile_grain(int64_t N) { return std::max<int64_t>(1, kMinTaskElems / (N * kTile)); }
+
 struct Shapes {
   int64_t T, N, D, H, G;
 };
@@ -622,7 +634,7 @@ FwdResult forward_cpu(const at::Tensor& x_, const at::Tensor& w_ih_, const at::T
     const T_ e = static_cast<T_>(eps);
     std::vector<T_> scale(T * 2 * G), shift(T * 2 * G);  // x-path scale/shift per (t, d, c)
     const T_* xpp = xp.data_ptr<T_>();
-    at::parallel_for(0, T, 1, [&](int64_t b, int64_t en) {
+    at::parallel_for(0, T, std::max<int64_t>(1, kMinTaskElems / (N * G)), [&](int64_t b, int64_t en) {
       std::vector<T_> work(4 * G);
       for (int64_t t = b; t < en; ++t) {
         run_x_stats(rw.ndom, xpp + t * N * G, N, G, wn0.data(), wn1.data(), e, gx.data_ptr<T_>(),
@@ -638,6 +650,7 @@ FwdResult forward_cpu(const at::Tensor& x_, const at::Tensor& w_ih_, const at::T
     a.dstride = T * G;
     a.eps = e;
     const int64_t ntiles = (H + kTile - 1) / kTile;
+    const int64_t grain = tile_grain(N);
     for (int64_t t = 0; t < T; ++t) {
       at::Tensor g_t = ghs.select(0, t);
       at::mm_out(g_t, t == 0 ? h0 : out.select(0, t - 1), w_hh.t());  // [N, 4H]
@@ -652,7 +665,7 @@ FwdResult forward_cpu(const at::Tensor& x_, const at::Tensor& w_ih_, const at::T
       a.var_h = var_h.data_ptr<T_>() + t * G;
       a.mean_c = mean_c.data_ptr<T_>() + t * H;
       a.var_c = var_c.data_ptr<T_>() + t * H;
-      at::parallel_for(0, ntiles, 1, [&](int64_t b, int64_t en) { run_fwd_tiles(rw.ndom, a, b, en); });
+      at::parallel_for(0, ntiles, grain, [&](int64_t b, int64_t en) { run_fwd_tiles(rw.ndom, a, b, en); });
     }
   });
   at::Tensor h_n = out.select(0, T - 1).clone();
@@ -705,6 +718,7 @@ BwdResult backward_cpu(const at::Tensor& grad_out_, const at::Tensor& grad_h_n,
   const at::Tensor c0 = (c0_.has_value() && c0_->defined()) ? c0_->contiguous() : at::zeros({N, H}, opt);
   const RowWeights rw = row_weights(alpha, N, n1, dual);
   const int64_t ntiles = (H + kTile - 1) / kTile;
+  const int64_t grain = tile_grain(N);
 
   at::Tensor dgh = at::empty({T, N, G}, opt);
   at::Tensor dxp = at::empty({T, N, G}, opt);
@@ -744,7 +758,7 @@ BwdResult backward_cpu(const at::Tensor& grad_out_, const at::Tensor& grad_h_n,
       a.gout = grad_out.data_ptr<T_>() + t * N * H;
       a.dgh = dgh.data_ptr<T_>() + t * N * G;
       a.dxp = dxp.data_ptr<T_>() + t * N * G;
-      at::parallel_for(0, ntiles, 1, [&](int64_t b, int64_t en) {
+      at::parallel_for(0, ntiles, grain, [&](int64_t b, int64_t en) {
         run_bwd_tiles(rw.ndom, a, b, en, scratch.data(), dtau.data());
       });
       at::mm_out(dhrec, dgh.select(0, t), w_hh);  // [N, H]: dL/dh_{t-1} (grad_h0 at t = 0)

@@ -42,6 +42,9 @@ ACTREC_MATH_INLINE float exp_approx(float x) {
 
 ACTREC_MATH_INLINE float sigmoid(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
 ACTREC_MATH_INLINE float tanh_(float x) { return 1.0f - 2.0f / (1.0f + exp_approx(2.0f * x)); }
+inline double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+inline double tanh_(double x) { return std::tanh(x); }
+
 // In-place activations over n (a compile-time count) contiguous values: simple loops the
 // vectoriser handles (kernels gather their operands into small buffers first).
 template <int n, typename T>
@@ -53,8 +56,6 @@ ACTREC_MATH_INLINE void tanh_n(T* v) {
   for (int i = 0; i < n; ++i) v[i] = tanh_(v[i]);
 }
 
-inline double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
-inline double tanh_(double x) { return std::tanh(x); }
 
 // The batch-row weights of one layer call (double precision; cast by the kernels).
 //   ndom == 1: exact plain batch norm, every row weight 1/N (n1 == 0, n1 == N, or not dual).

@@ -42,7 +42,9 @@ class DDLSTMConfig(BNLSTMConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0.0 <= self.alpha_init <= 1.0:
-            raise ConfigError(f"model option 'alpha_init' must lie in [0, 1], got {self.alpha_init}")
+            raise ConfigError(
+                f"model option 'alpha_init' must lie in [0, 1], got {self.alpha_init}"
+            )
 
 
 class BNLSTMModel(TemporalModel):

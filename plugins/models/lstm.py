@@ -1,4 +1,5 @@
-"""``lstm``: a plain LSTM (torch.nn.LSTM, the cuDNN / oneDNN kernels) with a per-frame classifier."""
+"""``lstm``: a plain LSTM (``torch.nn.LSTM``: the cuDNN / oneDNN kernels) with a per-frame
+classifier."""
 
 from __future__ import annotations
 

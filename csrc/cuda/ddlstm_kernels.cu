@@ -1,0 +1,460 @@
+// Device code of the DDLSTM / BNLSTM layer (see ddlstm_kernels.cuh). No torch headers.
+
+#include "ddlstm_kernels.cuh"
+
+namespace actrec {
+namespace ddlstm_cuda {
+namespace {
+
+__device__ __forceinline__ float sigm(float x) { return 1.0f / (1.0f + expf(-x)); }
+__device__ __forceinline__ double sigm(double x) { return 1.0 / (1.0 + exp(-x)); }
+__device__ __forceinline__ float tanh_d(float x) { return tanhf(x); }
+__device__ __forceinline__ double tanh_d(double x) { return tanh(x); }
+__device__ __forceinline__ float rsqrt_d(float x) { return rsqrtf(x); }
+__device__ __forceinline__ double rsqrt_d(double x) { return rsqrt(x); }
+
+// Shared scratch big enough for kRowGroups x 8 values x kUnits doubles (16 KiB).
+constexpr int kRedVals = 8;
+
+// Sums NV values per thread over the row groups (threadIdx.y) of each unit lane; every thread
+// gets the totals of its lane. All threads of the block must call it.
+template <typename A, int NV>
+__device__ __forceinline__ void reduce_rows(A (&v)[NV], A* sm) {
+  static_assert(NV <= kRedVals, "reduce at most kRedVals values at a time");
+  const int u = threadIdx.x, r = threadIdx.y;
+#pragma unroll
+  for (int k = 0; k < NV; ++k) sm[(r * NV + k) * kUnits + u] = v[k];
+  __syncthreads();
+  for (int s = kRowGroups / 2; s > 0; s >>= 1) {
+    if (r < s) {
+#pragma unroll
+      for (int k = 0; k < NV; ++k) sm[(r * NV + k) * kUnits + u] += sm[((r + s) * NV + k) * kUnits + u];
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int k = 0; k < NV; ++k) v[k] = sm[k * kUnits + u];
+  __syncthreads();
+}
+
+template <typename T>
+__global__ void row_weights_kernel(const T* alpha, int64_t N, int ndom, T* wn, double* kos) {
+  __shared__ double s_sum[2];
+  if (threadIdx.x == 0) {
+    if (ndom == 1) {
+      s_sum[0] = s_sum[1] = static_cast<double>(N);
+    } else {
+      const double n = static_cast<double>(N), a1 = alpha[0], a2 = alpha[1];
+      double s1 = 0.0, s2 = 0.0;
+      for (int64_t j = 0; j < N; ++j) {
+        const double jj = static_cast<double>(j + 1);
+        s1 += 0.5 * (1.0 - tanh(jj - a1 * n));
+        s2 += 0.5 * (1.0 + tanh(jj - (1.0 - a2) * n));
+      }
+      s_sum[0] = s1;
+      s_sum[1] = s2;
+    }
+  }
+  __syncthreads();
+  const double n = static_cast<double>(N);
+  for (int64_t j = threadIdx.x; j < N; j += blockDim.x) {
+    if (ndom == 1) {
+      wn[j] = wn[N + j] = static_cast<T>(1.0 / n);
+      kos[j] = kos[N + j] = 0.0;
+    } else {
+      const double jj = static_cast<double>(j + 1);
+      const double t1 = tanh(jj - static_cast<double>(alpha[0]) * n);
+      const double t2 = tanh(jj - (1.0 - static_cast<double>(alpha[1])) * n);
+      wn[j] = static_cast<T>(0.5 * (1.0 - t1) / s_sum[0]);
+      wn[N + j] = static_cast<T>(0.5 * (1.0 + t2) / s_sum[1]);
+      kos[j] = 0.5 * n * (1.0 - t1 * t1) / s_sum[0];
+      kos[N + j] = 0.5 * n * (1.0 - t2 * t2) / s_sum[1];
+    }
+  }
+}
+
+// One thread per (column c, step t): two-pass weighted statistics over the N rows (coalesced
+// across c). Outputs mean/var [2, T, G] and scale/shift [T, 2, G].
+template <typename T>
+__global__ void x_stats_kernel(const T* xp, int64_t T_, int64_t N, int64_t G, int ndom,
+                               const T* wn, T eps, const T* gamma_x, const T* beta_x,
+                               const T* beta_h, const T* bias, T* mean, T* var, T* scale,
+                               T* shift) {
+  const int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t t = blockIdx.y;
+  if (c >= G) return;
+  const T* col = xp + t * N * G + c;
+  T m0 = 0, m1 = 0;
+  for (int64_t j = 0; j < N; ++j) {
+    const T v = col[j * G];
+    m0 += wn[j] * v;
+    if (ndom == 2) m1 += wn[N + j] * v;
+  }
+  T v0 = 0, v1 = 0;
+  for (int64_t j = 0; j < N; ++j) {
+    const T e0 = col[j * G] - m0;
+    v0 += wn[j] * e0 * e0;
+    if (ndom == 2) {
+      const T e1 = col[j * G] - m1;
+      v1 += wn[N + j] * e1 * e1;
+    }
+  }
+  if (ndom == 1) {
+    m1 = m0;
+    v1 = v0;
+  }
+  const T ms[2] = {m0, m1}, vs[2] = {v0, v1};
+  for (int d = 0; d < 2; ++d) {
+    const T s = gamma_x[c] * rsqrt_d(vs[d] + eps);
+    mean[(d * T_ + t) * G + c] = ms[d];
+    var[(d * T_ + t) * G + c] = vs[d];
+    scale[(t * 2 + d) * G + c] = s;
+    shift[(t * 2 + d) * G + c] = beta_x[c] - ms[d] * s + beta_h[c] + bias[c];
+  }
+}
+
+template <typename T, int ND>
+__global__ void __launch_bounds__(kUnits * kRowGroups) fwd_step_kernel(FwdStepArgs<T> a) {
+  __shared__ __align__(16) unsigned char raw[kRowGroups * kRedVals * kUnits * sizeof(double)];
+  T* sm = reinterpret_cast<T*>(raw);
+  const int u = threadIdx.x, r = threadIdx.y;
+  const int64_t H = a.H, G = 4 * H, N = a.N;
+  const int64_t k = blockIdx.x * static_cast<int64_t>(kUnits) + u;
+  const bool ok = k < H;
+
+  T m[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // [q * 2 + d]
+  if (ok) {
+    for (int64_t j = r; j < N; j += kRowGroups) {
+      const T w0 = a.wn[j], w1 = ND == 2 ? a.wn[N + j] : T(0);
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const T v = a.gh[j * G + q * H + k];
+        m[q * 2] += w0 * v;
+        if (ND == 2) m[q * 2 + 1] += w1 * v;
+      }
+    }
+  }
+  reduce_rows<T, 8>(m, sm);
+  T v[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  if (ok) {
+    for (int64_t j = r; j < N; j += kRowGroups) {
+      const T w0 = a.wn[j], w1 = ND == 2 ? a.wn[N + j] : T(0);
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const T x = a.gh[j * G + q * H + k];
+        const T e0 = x - m[q * 2];
+        v[q * 2] += w0 * e0 * e0;
+        if (ND == 2) {
+          const T e1 = x - m[q * 2 + 1];
+          v[q * 2 + 1] += w1 * e1 * e1;
+        }
+      }
+    }
+  }
+  reduce_rows<T, 8>(v, sm);
+  T ah[8], bh[8];
+#pragma unroll
+  for (int q = 0; q < 4; ++q) {
+#pragma unroll
+    for (int d = 0; d < 2; ++d) {
+      const int s = q * 2 + (ND == 2 ? d : 0);
+      const T gam = ok ? a.gamma_h[q * H + k] : T(0);
+      ah[q * 2 + d] = gam * rsqrt_d(v[s] + a.eps);
+      bh[q * 2 + d] = -m[s] * ah[q * 2 + d];
+      if (ok && r == 0) {
+        a.mean_h[d * a.dstride + q * H + k] = m[s];
+        a.var_h[d * a.dstride + q * H + k] = v[s];
+      }
+    }
+  }
+  T cs[1] = {0};
+  if (ok) {
+    for (int64_t j = r; j < N; j += kRowGroups) {
+      const int dom = (ND == 2 && j >= a.n1) ? 1 : 0;
+      T p[4];
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const int64_t cix = q * H + k;
+        p[q] = a.gh[j * G + cix] * ah[q * 2 + dom] + bh[q * 2 + dom] +
+               a.xp[j * G + cix] * a.sx[dom * G + cix] + a.shx[dom * G + cix];
+      }
+      const T cv = sigm(p[1]) * a.cprev[j * H + k] + sigm(p[0]) * tanh_d(p[2]);
+      a.c[j * H + k] = cv;
+      a.h[j * H + k] = sigm(p[3]);  // o, until BN(c) is known
+      cs[0] += cv;
+    }
+  }
+  reduce_rows<T, 1>(cs, sm);
+  const T mc = cs[0] / static_cast<T>(N);
+  T cvv[1] = {0};
+  if (ok) {
+    for (int64_t j = r; j < N; j += kRowGroups) {
+      const T e = a.c[j * H + k] - mc;
+      cvv[0] += e * e;
+    }
+  }
+  reduce_rows<T, 1>(cvv, sm);
+  if (!ok) return;  // no block-wide barrier below
+  const T var = cvv[0] / static_cast<T>(N);
+  if (r == 0) {
+    a.mean_c[k] = mc;
+    a.var_c[k] = var;
+  }
+  const T sc = a.gamma_c[k] * rsqrt_d(var + a.eps), sb = a.beta_c[k] - mc * sc;
+  for (int64_t j = r; j < N; j += kRowGroups)
+    a.h[j * H + k] *= tanh_d(a.c[j * H + k] * sc + sb);
+}
+
+template <typename T, int ND>
+__global__ void __launch_bounds__(kUnits * kRowGroups) bwd_step_kernel(BwdStepArgs<T> a) {
+  __shared__ __align__(16) unsigned char raw[kRowGroups * kRedVals * kUnits * sizeof(double)];
+  T* sm = reinterpret_cast<T*>(raw);
+  const int u = threadIdx.x, r = threadIdx.y;
+  const int64_t H = a.H, G = 4 * H, N = a.N;
+  const int64_t k = blockIdx.x * static_cast<int64_t>(kUnits) + u;
+  const bool ok = k < H;
+  const int64_t kk = ok ? k : 0;  // a safe column for parameter loads of idle lanes
+
+  // Per-column constants, index q * 2 + d.
+  T muh[8], rh[8], ah[8], mux[8], rx[8], ax[8], b0[8];
+#pragma unroll
+  for (int q = 0; q < 4; ++q) {
+#pragma unroll
+    for (int d = 0; d < 2; ++d) {
+      const int i = q * 2 + d;
+      const int64_t c = q * H + kk;
+      const int64_t s = (ND == 2 ? d : 0) * a.dstride + c;
+      muh[i] = a.mean_h[s];
+      rh[i] = rsqrt_d(a.var_h[s] + a.eps);
+      ah[i] = a.gamma_h[c] * rh[i];
+      mux[i] = a.mean_x[s];
+      rx[i] = rsqrt_d(a.var_x[s] + a.eps);
+      ax[i] = a.gamma_x[c] * rx[i];
+      b0[i] = a.beta_h[c] + a.beta_x[c] + a.bias[c] - muh[i] * ah[i] - mux[i] * ax[i];
+    }
+  }
+  const T mc = a.mean_c[kk], rc = rsqrt_d(a.var_c[kk] + a.eps), gc = a.gamma_c[kk], bc = a.beta_c[kk];
+
+  // Pass A: gates recomputed, output-gate gradient, BN(c) backward sums.
+  T s2[2] = {0, 0};  // sum dy, sum dy * c_hat
+  if (ok) {
+    for (int64_t j = r; j < N; j += kRowGroups) {
+      const int dom = (ND == 2 && j >= a.n1) ? 1 : 0;
+      T g[4];
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const int64_t cix = q * H + k;
+        const T p = a.gh[j * G + cix] * ah[q * 2 + dom] + a.xp[j * G + cix] * ax[q * 2 + dom] + b0[q * 2 + dom];
+        g[q] = q == 2 ? tanh_d(p) : sigm(p);
+        a.act[j * G + cix] = g[q];
+      }
+      const T ch = (a.c[j * H + k] - mc) * rc;
+      const T th = tanh_d(gc * ch + bc);
+      const T dh = a.gout[j * H + k] + a.dhrec[j * H + k];
+      a.da[j * G + 3 * H + k] = dh * th * g[3] * (T(1) - g[3]);
+      const T dyv = dh * g[3] * (T(1) - th * th);
+      a.dy[j * H + k] = dyv;
+      s2[0] += dyv;
+      s2[1] += dyv * ch;
+    }
+  }
+  reduce_rows<T, 2>(s2, sm);
+  if (ok && r == 0) {
+    a.acc_beta_c[k] += static_cast<double>(s2[0]);
+    a.acc_gamma_c[k] += static_cast<double>(s2[1]);
+  }
+  const T mg = gc * s2[0] / static_cast<T>(N), mgc = gc * s2[1] / static_cast<T>(N);
+
+  // Pass B: dL/dc, gate gradients, per-domain DDBN sums (sg, sgh, sgx) of both paths.
+  T sg[8] = {0, 0, 0, 0, 0, 0, 0, 0}, sgh[8] = {0, 0, 0, 0, 0, 0, 0, 0}, sgx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  if (ok) {
+    for (int64_t j = r; j < N; j += kRowGroups) {
+      const int dom = (ND == 2 && j >= a.n1) ? 1 : 0;
+      const T ch = (a.c[j * H + k] - mc) * rc;
+      const T dcv = a.dc[j * H + k] + rc * (gc * a.dy[j * H + k] - mg - ch * mgc);
+      const T ig = a.act[j * G + k], fg = a.act[j * G + H + k], gg = a.act[j * G + 2 * H + k];
+      T d4[4];
+      d4[0] = dcv * gg * ig * (T(1) - ig);
+      d4[1] = dcv * a.cprev[j * H + k] * fg * (T(1) - fg);
+      d4[2] = dcv * ig * (T(1) - gg * gg);
+      d4[3] = a.da[j * G + 3 * H + k];
+      a.dc[j * H + k] = dcv * fg;
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const int64_t cix = q * H + k;
+        if (q < 3) a.da[j * G + cix] = d4[q];
+        const int i = q * 2 + dom;
+        sg[i] += d4[q];
+        sgh[i] += d4[q] * (a.gh[j * G + cix] - muh[i]);
+        sgx[i] += d4[q] * (a.xp[j * G + cix] - mux[i]);
+      }
+    }
+  }
+  reduce_rows<T, 8>(sg, sm);
+  reduce_rows<T, 8>(sgh, sm);
+  reduce_rows<T, 8>(sgx, sm);
+
+  T Ph[8], Dh[8], Kh[8], Lh[8], Px[8], Dx[8], Kx[8], Lx[8];
+  double cst[2] = {0.0, 0.0};
+#pragma unroll
+  for (int q = 0; q < 4; ++q) {
+    const int64_t c = q * H + kk;
+    double bias_g = 0.0, gam_h = 0.0, gam_x = 0.0;
+#pragma unroll
+    for (int d = 0; d < 2; ++d) {
+      const int i = q * 2 + d;
+      Ph[i] = -a.gamma_h[c] * rh[i] * sg[i];
+      Dh[i] = -T(0.5) * a.gamma_h[c] * rh[i] * rh[i] * rh[i] * sgh[i];
+      Lh[i] = T(2) * Dh[i];
+      Kh[i] = Ph[i] - Lh[i] * muh[i];
+      Px[i] = -a.gamma_x[c] * rx[i] * sg[i];
+      Dx[i] = -T(0.5) * a.gamma_x[c] * rx[i] * rx[i] * rx[i] * sgx[i];
+      Lx[i] = T(2) * Dx[i];
+      Kx[i] = Px[i] - Lx[i] * mux[i];
+      if (d < ND) {
+        bias_g += static_cast<double>(sg[i]);
+        gam_h += static_cast<double>(sgh[i] * rh[i]);
+        gam_x += static_cast<double>(sgx[i] * rx[i]);
+      }
+      if (ND == 2 && ok) {
+        const int64_t s = d * a.dstride + c;
+        cst[d] -= static_cast<double>(Dh[i] * a.var_h[s]) + static_cast<double>(Dx[i] * a.var_x[s]);
+      }
+    }
+    if (ok && r == 0) {
+      a.acc_bias[c] += bias_g;
+      a.acc_gamma_h[c] += gam_h;
+      a.acc_gamma_x[c] += gam_x;
+    }
+  }
+
+  // Pass C: input gradients of both DDBNs; per-row tau partials summed over the tile's units
+  // with shuffles (the kUnits lanes of one row group are adjacent lanes of one warp).
+  for (int64_t j0 = 0; j0 < N; j0 += kRowGroups) {
+    const int64_t j = j0 + r;
+    double t0 = 0.0, t1 = 0.0;
+    if (ok && j < N) {
+      const int dom = (ND == 2 && j >= a.n1) ? 1 : 0;
+      const T w0 = a.wn[j], w1 = ND == 2 ? a.wn[N + j] : T(0);
+      T p0 = 0, p1 = 0;
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const int64_t cix = q * H + k;
+        const T hv = a.gh[j * G + cix], xv = a.xp[j * G + cix], gv = a.da[j * G + cix];
+        const int i0 = q * 2, i1 = q * 2 + 1, id = q * 2 + dom;
+        T dh = ah[id] * gv + w0 * (Kh[i0] + Lh[i0] * hv);
+        T dx = ax[id] * gv + w0 * (Kx[i0] + Lx[i0] * xv);
+        if (ND == 2) {
+          dh += w1 * (Kh[i1] + Lh[i1] * hv);
+          dx += w1 * (Kx[i1] + Lx[i1] * xv);
+          const T eh0 = hv - muh[i0], eh1 = hv - muh[i1], ex0 = xv - mux[i0], ex1 = xv - mux[i1];
+          p0 += (Ph[i0] + Dh[i0] * eh0) * eh0 + (Px[i0] + Dx[i0] * ex0) * ex0;
+          p1 += (Ph[i1] + Dh[i1] * eh1) * eh1 + (Px[i1] + Dx[i1] * ex1) * ex1;
+        }
+        a.dgh[j * G + cix] = dh;
+        a.dxp[j * G + cix] = dx;
+      }
+      t0 = static_cast<double>(p0) + cst[0];
+      t1 = static_cast<double>(p1) + cst[1];
+    }
+    if (ND == 2) {
+#pragma unroll
+      for (int off = kUnits / 2; off > 0; off >>= 1) {
+        t0 += __shfl_xor_sync(0xffffffffu, t0, off, kUnits);
+        t1 += __shfl_xor_sync(0xffffffffu, t1, off, kUnits);
+      }
+      if (u == 0 && j < N) {
+        double* part = a.dtau_part + static_cast<int64_t>(blockIdx.x) * 2 * N;
+        part[j] += t0;
+        part[N + j] += t1;
+      }
+    }
+  }
+}
+
+template <typename T>
+__global__ void alpha_grad_kernel(const double* part, int64_t ntiles, int64_t N,
+                                  const double* kos, T* grad_alpha) {
+  __shared__ double red[2][256];
+  double acc[2] = {0.0, 0.0};
+  for (int64_t j = threadIdx.x; j < N; j += blockDim.x) {
+    for (int d = 0; d < 2; ++d) {
+      double row = 0.0;
+      for (int64_t b = 0; b < ntiles; ++b) row += part[(b * 2 + d) * N + j];
+      acc[d] += kos[d * N + j] * row;
+    }
+  }
+  red[0][threadIdx.x] = acc[0];
+  red[1][threadIdx.x] = acc[1];
+  __syncthreads();
+  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) {
+      red[0][threadIdx.x] += red[0][threadIdx.x + s];
+      red[1][threadIdx.x] += red[1][threadIdx.x + s];
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    grad_alpha[0] = static_cast<T>(red[0][0]);
+    grad_alpha[1] = static_cast<T>(red[1][0]);
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void launch_row_weights(const T* alpha, int64_t N, int ndom, T* wn, double* kos, cudaStream_t s) {
+  row_weights_kernel<T><<<1, 256, 0, s>>>(alpha, N, ndom, wn, kos);
+}
+
+template <typename T>
+void launch_x_stats(const T* xp, int64_t T_, int64_t N, int64_t G, int64_t /*n1*/, int ndom,
+                    const T* wn, T eps, const T* gamma_x, const T* beta_x, const T* beta_h,
+                    const T* bias, T* mean, T* var, T* scale, T* shift, cudaStream_t s) {
+  const dim3 grid(static_cast<unsigned>((G + 255) / 256), static_cast<unsigned>(T_));
+  x_stats_kernel<T><<<grid, 256, 0, s>>>(xp, T_, N, G, ndom, wn, eps, gamma_x, beta_x, beta_h,
+                                         bias, mean, var, scale, shift);
+}
+
+template <typename T>
+void launch_fwd_step(const FwdStepArgs<T>& a, int ndom, cudaStream_t s) {
+  const dim3 block(kUnits, kRowGroups);
+  const unsigned grid = static_cast<unsigned>(num_tiles(a.H));
+  if (ndom == 2)
+    fwd_step_kernel<T, 2><<<grid, block, 0, s>>>(a);
+  else
+    fwd_step_kernel<T, 1><<<grid, block, 0, s>>>(a);
+}
+
+template <typename T>
+void launch_bwd_step(const BwdStepArgs<T>& a, int ndom, cudaStream_t s) {
+  const dim3 block(kUnits, kRowGroups);
+  const unsigned grid = static_cast<unsigned>(num_tiles(a.H));
+  if (ndom == 2)
+    bwd_step_kernel<T, 2><<<grid, block, 0, s>>>(a);
+  else
+    bwd_step_kernel<T, 1><<<grid, block, 0, s>>>(a);
+}
+
+template <typename T>
+void launch_alpha_grad(const double* part, int64_t ntiles, int64_t N, const double* kos,
+                       T* grad_alpha, cudaStream_t s) {
+  alpha_grad_kernel<T><<<1, 256, 0, s>>>(part, ntiles, N, kos, grad_alpha);
+}
+
+#define ACTREC_INSTANTIATE(T)                                                                   \
+  template void launch_row_weights<T>(const T*, int64_t, int, T*, double*, cudaStream_t);       \
+  template void launch_x_stats<T>(const T*, int64_t, int64_t, int64_t, int64_t, int, const T*,  \
+                                  T, const T*, const T*, const T*, const T*, T*, T*, T*, T*,    \
+                                  cudaStream_t);                                                \
+  template void launch_fwd_step<T>(const FwdStepArgs<T>&, int, cudaStream_t);                   \
+  template void launch_bwd_step<T>(const BwdStepArgs<T>&, int, cudaStream_t);                   \
+  template void launch_alpha_grad<T>(const double*, int64_t, int64_t, const double*, T*,        \
+                                     cudaStream_t);
+
+ACTREC_INSTANTIATE(float)
+ACTREC_INSTANTIATE(double)
+#undef ACTREC_INSTANTIATE
+
+}  // namespace ddlstm_cuda
+}  // namespace actrec

@@ -1,0 +1,107 @@
+// Raw-pointer CUDA kernels of the whole-sequence DDLSTM / BNLSTM layer (no torch headers: this
+// pair compiles with plain `nvcc -c -arch=sm_90 ddlstm_kernels.cu`). The time loop, the GEMMs
+// and the CUDA graph live in ddlstm_layer_cuda.cu. Formulas: /work/shared/design/ddbn.md;
+// structure: ddlstm-performance-study.md section 4 and csrc/cpu/ddlstm_layer_cpu.cpp.
+//
+// A step kernel block owns kUnits hidden units (their 4 gate columns) over all N rows:
+// threadIdx.x = unit within the tile (8 units = one 32-byte sector per row for float),
+// threadIdx.y = row group; every batch reduction stays inside the block.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace actrec {
+namespace ddlstm_cuda {
+
+constexpr int kUnits = 8;
+constexpr int kRowGroups = 32;
+
+inline int64_t num_tiles(int64_t H) { return (H + kUnits - 1) / kUnits; }
+
+template <typename T>
+struct FwdStepArgs {
+  int64_t N, H, n1;
+  const T* wn;     // [2, N] normalised row weights tau_d / S_d (1/N for plain batch norm)
+  const T* gh;     // [N, 4H] h_{t-1} W_hh^T
+  const T* xp;     // [N, 4H] x_t W_ih^T
+  const T* sx;     // [2, 4H] x-path scale at step t
+  const T* shx;    // [2, 4H] x-path shift (+ beta_h + bias) at step t
+  const T* gamma_h;
+  const T* gamma_c;
+  const T* beta_c;
+  const T* cprev;  // [N, H]
+  T* c;            // [N, H]
+  T* h;            // [N, H]
+  T* mean_h;       // slot 0 at step t, slot 1 at + dstride
+  T* var_h;
+  int64_t dstride;
+  T* mean_c;       // [H] at step t
+  T* var_c;
+  T eps;
+};
+
+template <typename T>
+struct BwdStepArgs {
+  int64_t N, H, n1;
+  const T* wn;  // [2, N]
+  const T* gh;
+  const T* xp;
+  const T* mean_h;
+  const T* var_h;
+  const T* mean_x;
+  const T* var_x;
+  int64_t dstride;
+  const T* mean_c;
+  const T* var_c;
+  const T* gamma_h;
+  const T* beta_h;
+  const T* gamma_x;
+  const T* beta_x;
+  const T* bias;
+  const T* gamma_c;
+  const T* beta_c;
+  const T* c;       // [N, H] c_t
+  const T* cprev;   // [N, H] c_{t-1}
+  const T* gout;    // [N, H]
+  const T* dhrec;   // [N, H]
+  T* dc;            // [N, H] in: dL/dc_t (carried), out: dL/dc_{t-1}
+  T* dgh;           // [N, 4H]
+  T* dxp;           // [N, 4H]
+  T* act;           // [N, 4H] scratch: gate activations
+  T* da;            // [N, 4H] scratch: gate pre-activation gradients
+  T* dy;            // [N, H] scratch
+  double* acc_gamma_h;  // [4H]
+  double* acc_gamma_x;
+  double* acc_bias;
+  double* acc_gamma_c;  // [H]
+  double* acc_beta_c;
+  double* dtau_part;    // [num_tiles, 2, N]: S_d dL/dtau_d(j), per tile
+  T eps;
+};
+
+// wn [2, N] and kappa_over_s [2, N] (d tau_d / d alpha_d divided by S_d) from alpha on device.
+template <typename T>
+void launch_row_weights(const T* alpha, int64_t N, int ndom, T* wn, double* kappa_over_s,
+                        cudaStream_t stream);
+
+// Per-step DDBN statistics of xp [T, N, 4H] -> mean/var [2, T, 4H], scale/shift [T, 2, 4H].
+template <typename T>
+void launch_x_stats(const T* xp, int64_t T_, int64_t N, int64_t G, int64_t n1, int ndom,
+                    const T* wn, T eps, const T* gamma_x, const T* beta_x, const T* beta_h,
+                    const T* bias, T* mean, T* var, T* scale, T* shift, cudaStream_t stream);
+
+template <typename T>
+void launch_fwd_step(const FwdStepArgs<T>& a, int ndom, cudaStream_t stream);
+
+template <typename T>
+void launch_bwd_step(const BwdStepArgs<T>& a, int ndom, cudaStream_t stream);
+
+// grad_alpha[d] = sum_j kappa_over_s[d, j] * sum_tiles dtau_part[tile, d, j].
+template <typename T>
+void launch_alpha_grad(const double* dtau_part, int64_t ntiles, int64_t N,
+                       const double* kappa_over_s, T* grad_alpha, cudaStream_t stream);
+
+}  // namespace ddlstm_cuda
+}  // namespace actrec

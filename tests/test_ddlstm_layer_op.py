@@ -1,0 +1,287 @@
+"""The fused whole-sequence DDLSTM / BNLSTM layer op against a plain autograd composition.
+
+The oracle below is written from /work/shared/design/ddbn.md with ordinary torch ops, one step at
+a time, so that any disagreement with the C++ op (forward values, every gradient, the batch
+statistics) shows up. float64 gradcheck covers the hand-derived backward, alpha included.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from actrec.errors import ConfigError
+from actrec.ops import ddlstm_layer as dl
+
+# --------------------------------------------------------------------------------------------
+# The oracle: DDBN and the layer written plainly, per step
+
+
+def ddbn_plain(z, n1, alpha, gamma, beta, eps, dual):
+    """DDBN of one step z [N, C]; returns (normalised [N, C], [(mu, var) of D1, of D2])."""
+    n = z.shape[0]
+    if not dual or n1 == 0 or n1 == n:  # exactly plain batch norm
+        mu = z.mean(0)
+        var = ((z - mu) ** 2).mean(0)
+        return beta + gamma * (z - mu) / torch.sqrt(var + eps), [(mu, var), (mu, var)]
+    j = torch.arange(1, n + 1, dtype=z.dtype)
+    tau1 = (1 - torch.tanh(j - alpha[0] * n)) / 2
+    tau2 = (1 + torch.tanh(j - (1 - alpha[1]) * n)) / 2
+    parts, stats = [], []
+    for tau, rows in ((tau1, slice(0, n1)), (tau2, slice(n1, n))):
+        s = tau.sum()
+        mu = (tau[:, None] * z).sum(0) / s
+        var = (tau[:, None] * (z - mu) ** 2).sum(0) / s
+        parts.append(beta + gamma * (z[rows] - mu) / torch.sqrt(var + eps))
+        stats.append((mu, var))
+    return torch.cat(parts), stats
+
+
+def layer_plain(x, w_ih, w_hh, bias, gx, bx, gh, bh, gc, bc, alpha, n1, eps, dual=True,
+                h0=None, c0=None):
+    """(out [T, N, H], h_n, c_n, stats) with stats as LayerStats' first six fields."""
+    t_len, n, _ = x.shape
+    hid = w_hh.shape[1]
+    h = h0 if h0 is not None else x.new_zeros(n, hid)
+    c = c0 if c0 is not None else x.new_zeros(n, hid)
+    outs, sx, sh, sc = [], [], [], []
+    for t in range(t_len):
+        zx, stx = ddbn_plain(x[t] @ w_ih.T, n1, alpha, gx, bx, eps, dual)
+        zh, sth = ddbn_plain(h @ w_hh.T, n1, alpha, gh, bh, eps, dual)
+        i, f, g, o = (zx + zh + bias).chunk(4, 1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        cm = c.mean(0)
+        cv = ((c - cm) ** 2).mean(0)
+        h = torch.sigmoid(o) * torch.tanh(gc * (c - cm) / torch.sqrt(cv + eps) + bc)
+        outs.append(h)
+        sx.append(stx)
+        sh.append(sth)
+        sc.append((cm, cv))
+
+    def per_domain(st, k):  # [2, T, 4H]
+        return torch.stack([torch.stack([s[d][k] for s in st]) for d in range(2)]).detach()
+
+    stats = (per_domain(sx, 0), per_domain(sx, 1), per_domain(sh, 0), per_domain(sh, 1),
+             torch.stack([s[0] for s in sc]).detach(), torch.stack([s[1] for s in sc]).detach())
+    return torch.stack(outs), h, c, stats
+
+
+PARAM_NAMES = ["weight_ih", "weight_hh", "bias", "gamma_x", "beta_x", "gamma_h", "beta_h",
+               "gamma_c", "beta_c", "alpha"]
+
+
+def make_params(d, hid, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape, scale=1.0, shift=0.0):
+        return (torch.randn(*shape, generator=g, dtype=dtype) * scale + shift).requires_grad_()
+
+    return [r(4 * hid, d, scale=0.5), r(4 * hid, hid, scale=0.5), r(4 * hid, scale=0.1),
+            r(4 * hid, scale=0.3, shift=1.0), r(4 * hid, scale=0.1),
+            r(4 * hid, scale=0.3, shift=1.0), r(4 * hid, scale=0.1),
+            r(hid, scale=0.3, shift=1.0), r(hid, scale=0.1),
+            torch.tensor([0.7, 0.8], dtype=dtype, requires_grad=True)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def extension():
+    """The op must be built here (a compiler is part of the dev setup); no silent skip."""
+    x = torch.zeros(1, 1, 1)
+    if dl._ext_disabled():
+        pytest.skip("ACTREC_DISABLE_EXT is set")
+    assert dl.fused_layer_available(x), "the actrec extension with the DDLSTM layer op did not load"
+
+
+# --------------------------------------------------------------------------------------------
+# Golden values and gradcheck
+
+
+def test_golden_single_step_plain_bn():
+    # T=1, N=2, D=H=1, x = [+1, -1], every weight 1, gammas 1, betas and bias 0, eps 1e-5.
+    # h0 = 0 so W_hh h = 0 and BN of it is beta_h = 0; W_ih x = [+1, -1] normalises to +-r,
+    # r = 1/sqrt(1 + eps), so every gate of row 0 is +r and of row 1 is -r:
+    #   c = sigmoid(+-r) tanh(+-r);  BN(c) = +-1/sqrt(1 + eps/var_c);  h = sigmoid(+-r) tanh(BN(c)).
+    eps = 1e-5
+    x = torch.tensor([[[1.0], [-1.0]]], dtype=torch.float64)
+    one4, one1 = torch.ones(4, 1, dtype=torch.float64), torch.ones(1, dtype=torch.float64)
+    p = [one4, one4.clone(), torch.zeros(4, dtype=torch.float64), torch.ones(4, dtype=torch.float64),
+         torch.zeros(4, dtype=torch.float64), torch.ones(4, dtype=torch.float64),
+         torch.zeros(4, dtype=torch.float64), one1, torch.zeros(1, dtype=torch.float64),
+         torch.tensor([0.75, 0.75], dtype=torch.float64)]
+    res = dl.ddlstm_layer(x, *p, n1=1, eps=eps, dual_domain=False)
+    r = 1 / math.sqrt(1 + eps)
+    sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    c = [sig(r) * math.tanh(r), sig(-r) * math.tanh(-r)]
+    var_c = ((c[0] - c[1]) / 2) ** 2
+    bn = 1 / math.sqrt(1 + eps / var_c)
+    h = [sig(r) * math.tanh(bn), sig(-r) * math.tanh(-bn)]
+    assert res.out[0, :, 0].tolist() == pytest.approx(h, abs=1e-12)
+    assert res.c_n[:, 0].tolist() == pytest.approx(c, abs=1e-12)
+    assert res.stats.mean_c[0, 0].item() == pytest.approx((c[0] + c[1]) / 2, abs=1e-12)
+    assert res.stats.var_c[0, 0].item() == pytest.approx(var_c, abs=1e-12)
+    assert res.stats.var_x[:, 0, :].tolist() == [[1.0] * 4, [1.0] * 4]  # both slots: plain BN
+
+
+@pytest.mark.parametrize("n1,dual,with_state", [(3, True, False), (0, True, False),
+                                                (6, True, False), (2, False, True),
+                                                (4, True, True)])
+def test_gradcheck_float64(n1, dual, with_state):
+    torch.manual_seed(1)
+    t_len, n, d, hid = 3, 6, 3, 2
+    p = make_params(d, hid, torch.float64, seed=2)
+    x = torch.randn(t_len, n, d, dtype=torch.float64, requires_grad=True)
+    state = [torch.randn(n, hid, dtype=torch.float64, requires_grad=True) * 0.5
+             for _ in range(2)] if with_state else [None, None]
+    state = [s.detach().requires_grad_() if s is not None else None for s in state]
+
+    def f(x, *args):
+        *params, h0, c0 = args
+        r = dl.ddlstm_layer(x, *params, n1=n1, eps=1e-5, h0=h0, c0=c0, dual_domain=dual)
+        return r.out, r.h_n, r.c_n
+
+    inputs = (x, *p, *state)
+    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# Values and gradients against the plain composition
+
+SHAPES = [  # T, N, n1, D, H, dual, with_state
+    (5, 11, 4, 7, 19, True, False),   # odd H spanning two 16-unit tiles, N odd
+    (1, 5, 2, 3, 3, True, False),     # T = 1
+    (4, 9, 0, 5, 17, True, False),    # single domain (all D2): plain BN
+    (4, 9, 9, 5, 17, True, False),    # single domain (all D1)
+    (6, 13, 6, 4, 33, False, False),  # BNLSTM
+    (3, 7, 3, 2, 16, True, True),     # given h0, c0
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_matches_plain_composition(dtype, shape):
+    t_len, n, n1, d, hid, dual, with_state = shape
+    torch.manual_seed(3)
+    p = make_params(d, hid, dtype, seed=4)
+    x = torch.randn(t_len, n, d, dtype=dtype, requires_grad=True)
+    h0 = (torch.randn(n, hid, dtype=dtype) * 0.5).requires_grad_() if with_state else None
+    c0 = (torch.randn(n, hid, dtype=dtype) * 0.5).requires_grad_() if with_state else None
+    res = dl.ddlstm_layer(x, *p, n1=n1, eps=1e-5, h0=h0, c0=c0, dual_domain=dual)
+    ref = layer_plain(x, *p, n1, 1e-5, dual, h0, c0)
+    tol = dict(rtol=1e-10, atol=1e-11) if dtype == torch.float64 else dict(rtol=2e-4, atol=2e-5)
+    torch.testing.assert_close(res.out, ref[0], **tol)
+    torch.testing.assert_close(res.h_n, ref[1], **tol)
+    torch.testing.assert_close(res.c_n, ref[2], **tol)
+
+    g_out = torch.randn_like(ref[0])
+    leaves = [x, *p] + ([h0, c0] if with_state else [])
+    names = ["x", *PARAM_NAMES] + (["h0", "c0"] if with_state else [])
+
+    def grads(out, h_n, c_n):
+        loss = (out * g_out).sum() + 0.3 * h_n.sum() + 0.7 * c_n.sum()
+        return torch.autograd.grad(loss, leaves, allow_unused=True, materialize_grads=True)
+
+    got, want = grads(res.out, res.h_n, res.c_n), grads(*ref[:3])
+    gtol = dict(rtol=1e-9, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-3, atol=1e-4)
+    for name, a, b in zip(names, got, want):
+        torch.testing.assert_close(a, b, **gtol, msg=lambda m, name=name: f"grad {name}: {m}")
+    if not dual or n1 in (0, n):
+        assert got[names.index("alpha")].abs().max().item() == 0.0
+
+
+def test_input_gradient_skipped_when_not_needed():
+    p = make_params(4, 5, torch.float64)
+    x = torch.randn(3, 6, 4, dtype=torch.float64)  # no grad: the op skips the dX GEMM
+    res = dl.ddlstm_layer(x, *p, n1=2, eps=1e-5)
+    ref = layer_plain(x, *p, 2, 1e-5)
+    got = torch.autograd.grad(res.out.sum(), p)
+    want = torch.autograd.grad(ref[0].sum(), p)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+def test_only_h_n_used():
+    # grads of out and c_n are None inside the autograd formula: they must count as zero
+    p = make_params(3, 4, torch.float64)
+    x = torch.randn(4, 5, 3, dtype=torch.float64, requires_grad=True)
+    got = torch.autograd.grad(dl.ddlstm_layer(x, *p, n1=2, eps=1e-5).h_n.sum(), [x, *p])
+    want = torch.autograd.grad(layer_plain(x, *p, 2, 1e-5)[1].sum(), [x, *p])
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+# --------------------------------------------------------------------------------------------
+# Batch statistics for the running-statistics update
+
+
+@pytest.mark.parametrize("n1,dual", [(5, True), (0, True), (5, False)])
+def test_batch_statistics_match_plain(n1, dual):
+    t_len, n, d, hid = 4, 12, 3, 6
+    p = make_params(d, hid, torch.float64, seed=5)
+    x = torch.randn(t_len, n, d, dtype=torch.float64)
+    st = dl.ddlstm_layer(x, *p, n1=n1, eps=1e-5, dual_domain=dual).stats
+    want = layer_plain(x, *p, n1, 1e-5, dual)[3]
+    for name, a, b in zip(["mean_x", "var_x", "mean_h", "var_h", "mean_c", "var_c"], st[:6], want):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=lambda m, k=name: f"{k}: {m}")
+    assert not any(t.requires_grad for t in st[:7])
+
+    # effective sample sizes, written out: S^2 / sum tau^2 per domain, N for plain BN
+    if dual and 0 < n1 < n:
+        a = p[-1].detach()
+        j = torch.arange(1, n + 1, dtype=torch.float64)
+        taus = [(1 - torch.tanh(j - a[0] * n)) / 2, (1 + torch.tanh(j - (1 - a[1]) * n)) / 2]
+        n_eff = torch.stack([tau.sum() ** 2 / (tau**2).sum() for tau in taus])
+    else:
+        n_eff = torch.full((2,), float(n), dtype=torch.float64)
+    torch.testing.assert_close(st.n_eff, n_eff)
+    torch.testing.assert_close(st.unbiased_var_h(), want[3] * (n_eff / (n_eff - 1)).view(2, 1, 1))
+    torch.testing.assert_close(st.unbiased_var_c(), want[5] * n / (n - 1))
+
+
+# --------------------------------------------------------------------------------------------
+# torch.library registrations, errors, availability
+
+
+def test_opcheck_forward_and_backward():
+    p = [t.detach() for t in make_params(3, 5, torch.float64)]
+    x = torch.randn(3, 7, 3, dtype=torch.float64)
+    fwd_args = (x, *p, 3, 1e-5, True, None, None)
+    torch.library.opcheck(torch.ops.actrec.ddlstm_layer_forward, fwd_args)
+    xr = x.clone().requires_grad_()
+    pr = [t.clone().requires_grad_() for t in p]
+    torch.library.opcheck(torch.ops.actrec.ddlstm_layer_forward,
+                          (xr, *pr, 3, 1e-5, True, None, None),
+                          test_utils=("test_schema", "test_autograd_registration",
+                                      "test_faketensor"))
+    out = torch.ops.actrec.ddlstm_layer_forward(*fwd_args)
+    g = torch.randn_like(out[0])
+    z = torch.zeros_like(out[1])
+    bwd_args = (g, z, z, x, *p, None, None, out[3], out[4], out[0], out[5], *out[6:12], 3, 1e-5,
+                True, True)
+    torch.library.opcheck(torch.ops.actrec.ddlstm_layer_backward, bwd_args)
+
+
+def test_bad_shapes_are_config_errors():
+    p = make_params(3, 4, torch.float32)
+    x = torch.randn(2, 5, 3)
+    with pytest.raises(ConfigError, match="weight_ih"):
+        dl.ddlstm_layer(x, p[0][:, :2], *p[1:], n1=2, eps=1e-5)
+    with pytest.raises(ConfigError, match="gamma_c"):
+        dl.ddlstm_layer(x, *p[:7], p[7][:3], *p[8:], n1=2, eps=1e-5)
+    with pytest.raises(ConfigError, match="n1"):
+        dl.ddlstm_layer(x, *p, n1=6, eps=1e-5)
+    with pytest.raises(ConfigError, match=r"\[T, N, D\]"):
+        dl.ddlstm_layer(x[0], *p, n1=2, eps=1e-5)
+    with pytest.raises(ConfigError, match="dtype"):
+        dl.ddlstm_layer(x, p[0].double(), *p[1:], n1=2, eps=1e-5)
+
+
+def test_availability(monkeypatch):
+    assert dl.fused_layer_available(torch.zeros(1, 1, 1, dtype=torch.float64))
+    assert not dl.fused_layer_available(torch.zeros(1, 1, 1, dtype=torch.int64))
+    assert not dl.fused_layer_available(torch.zeros(1, 1, 1, dtype=torch.float16))
+    monkeypatch.setenv("ACTREC_DISABLE_EXT", "1")
+    assert not dl.fused_layer_available(torch.zeros(1, 1, 1))
+    with pytest.raises(ConfigError, match="not available"):
+        dl.ddlstm_layer(torch.zeros(1, 1, 1), *make_params(1, 1, torch.float32), n1=0, eps=1e-5)
