@@ -201,7 +201,7 @@ def run(quick: bool = False, rounds: int | None = None) -> dict[str, Any]:
     r = rounds or (3 if quick else 5)
     configs = [("1 layer, D=64", t_len, 128, 64, 128, 1, r, True)]
     if not quick:
-        configs += [("3 layers, D=64", t_len, 128, 64, 128, 3, r, True),
+        configs += [("3 layers, D=64", t_len, 128, 64, 128, 3, r, False),
                     ("1 layer, D=2048", t_len, 128, 2048, 128, 1, max(3, r - 2), False)]
     configs.append(("tiny N=H=D=8 (fixed overhead)", t_len, 8, 8, 8, 1, r, False))
     results = [_config(*c) for c in configs]

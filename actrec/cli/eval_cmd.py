@@ -13,14 +13,17 @@ from actrec.cli.common import emit, json_option, make_progress
               help="Online: each test video frame by frame with the state carried, as a live "
               "system sees it. Offline: whole videos at once (allows non-causal models).")
 @click.option("--split", default=None, help="Split to evaluate (default: the run's).")
+@click.option("--allow-noncausal-features", is_flag=True,
+              help="Evaluate online even though the features look at future frames (recorded).")
 @json_option
-def eval_(run, online, split, as_json) -> None:
+def eval_(run, online, split, allow_noncausal_features, as_json) -> None:
     """Evaluate RUN (a run directory, or a run name in the workspace)."""
     from actrec.evaluate import evaluate_run
     from actrec.runs import resolve_run
 
     with make_progress() as progress:
-        result = evaluate_run(resolve_run(run), online=online, split=split, progress=progress)
+        result = evaluate_run(resolve_run(run), online=online, split=split, progress=progress,
+                              allow_noncausal_features=allow_noncausal_features)
     emit(result, as_json, render_eval)
 
 

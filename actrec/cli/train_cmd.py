@@ -35,7 +35,15 @@ def _mix(value: str) -> tuple[int, int]:
 @click.option("--mix", default="64:64", show_default=True,
               help="Windows per batch from D1:D2 (with one dataset only N1 counts).")
 @click.option("--lr", type=float, default=0.01, show_default=True)
-@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="adam", show_default=True)
+@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True,
+              help="SGD with momentum 0.9 (the DDLSTM paper) or Adam.")
+@click.option("--grad-clip", type=float, default=None, help="Maximum gradient norm.")
+@click.option("--d2-split", default=None, help="Split of D2 (default: its store's first).")
+@click.option("--eval-every", type=int, default=0, show_default=True,
+              help="Log an offline test evaluation every N iterations (monitoring only).")
+@click.option("--checkpoint-every", type=int, default=500, show_default=True)
+@click.option("--reestimate-batches", type=int, default=0, show_default=True,
+              help="Re-estimate normalisation statistics over N batches after training.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--inputs", "input_arrangement", type=click.Choice(["blocks", "projection"]),
@@ -49,6 +57,7 @@ def _mix(value: str) -> tuple[int, int]:
 @json_option
 @click.pass_context
 def train(ctx, model, d1, d2, extractor, options, split, history, iterations, mix, lr, optimizer,
+          grad_clip, d2_split, eval_every, checkpoint_every, reestimate_batches,
           seed, device, input_arrangement, prediction, run_dir, as_json) -> None:
     """Train MODEL (a model plugin) on per-frame features and write a run directory."""
     from actrec.cli.config import value_sources
@@ -59,6 +68,8 @@ def train(ctx, model, d1, d2, extractor, options, split, history, iterations, mi
             model, d1=d1, d2=d2, extractor=extractor,
             model_options=parse_assignments(options, "--option"), split=split,
             history=history, iterations=iterations, mix=_mix(mix), lr=lr, optimizer=optimizer,
+            grad_clip=grad_clip, d2_split=d2_split, eval_every=eval_every,
+            checkpoint_every=checkpoint_every, reestimate_batches=reestimate_batches,
             seed=seed, device=device, input_arrangement=input_arrangement,
             prediction=prediction, run_dir=run_dir, sources=value_sources(ctx),
             progress=progress,
