@@ -31,6 +31,7 @@ def _ext_helpers():
     """actrec/ops/_ext.py loaded by path (it imports only the standard library at top level)."""
     spec = importlib.util.spec_from_file_location("_actrec_ext_build", ROOT / "actrec/ops/_ext.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up while it executes
     spec.loader.exec_module(mod)
     return mod
 
@@ -63,17 +64,30 @@ def extension() -> tuple[list, dict]:
     class BuildOptional(cpp_extension.BuildExtension):
         """Builds with ninja; a failure warns instead of failing the install (JIT later)."""
 
+        built = False
+
         def build_extension(self, ext):
             try:
                 super().build_extension(ext)
+                self.built = True
             except Exception as e:  # compiler errors surface as RuntimeError from ninja
                 print(f"actrec: WARNING: building {ext.name} failed ({e}); installing without "
                       "it", file=sys.stderr)
+
+        def run(self):
+            super().run()
+            if not self.built:
                 return
-            # Beside the library: which sources it was built from, so that a checkout whose
-            # csrc/ has changed since compiles afresh instead of loading a stale build.
-            record = Path(self.get_ext_fullpath(ext.name)).parent / helpers.BUILD_RECORD
-            record.write_text(json.dumps({"source_hash": macros[0][1]}) + "\n")
+            # Beside the library (the build folder, and the source tree for in-place and
+            # editable builds): which sources it was built from, so that a checkout whose csrc/
+            # has changed since compiles afresh instead of loading a stale build.
+            dirs = {Path(self.get_ext_fullpath(ext.name)).parent}
+            if self.inplace or getattr(self, "editable_mode", False):
+                dirs.add(ROOT / "actrec")
+            for d in dirs:
+                if d.is_dir():
+                    (d / helpers.BUILD_RECORD).write_text(
+                        json.dumps({"source_hash": macros[0][1]}) + "\n")
 
     return [ext], {"build_ext": BuildOptional.with_options(use_ninja=True)}
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from actrec.data.scaling import FeatureScaler
 from actrec.errors import ActrecError, DataError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -219,6 +220,7 @@ def evaluate_model(
     prediction: str = "block",
     device: Any = "cpu",
     progress: Any = None,
+    scalers: Sequence[FeatureScaler] | None = None,
 ) -> dict[str, DatasetResult]:
     """Scores of ``model`` on the test videos of ``splits[k]`` of each ``stores[k]`` (domain k),
     keyed by dataset name (the store's ``dataset`` attribute; made unique with ``(D1)``/``(D2)``
@@ -239,7 +241,7 @@ def evaluate_model(
         feats, targets = [], []
         for vid in ids:
             x, y = store.read(vid)
-            feats.append(x)
+            feats.append(scalers[k](x) if scalers is not None else x)
             targets.append(y)
         task = None
         if progress is not None:
@@ -349,8 +351,11 @@ def evaluate_run(
         raise ActrecError(f"model '{name}' is not causal; use --offline")
     splits = [split or s for s in trained_splits]
     prediction = str(spec.get("prediction", "block"))
+    scalers = [FeatureScaler.from_state(s) for s in ckpt["input_scalers"]] \
+        if "input_scalers" in ckpt else None
     datasets = evaluate_model(model, opened, splits, labels, layout, online=online,
-                              prediction=prediction, device=dev, progress=progress)
+                              prediction=prediction, device=dev, progress=progress,
+                              scalers=scalers)
     protocol = {
         "online": online,
         "prediction": prediction,

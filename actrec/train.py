@@ -60,6 +60,9 @@ class TrainSpec:
     ``grad_clip`` is a maximum gradient norm (``None``: no clipping). ``eval_every`` > 0 logs an
     offline evaluation of the test split every that many iterations (monitoring only: the run
     always keeps its last iteration). ``split``/``d2_split`` default to each store's first split.
+    ``standardize`` scales every feature dimension to zero mean and unit variance with
+    statistics of each dataset's training videos (``actrec.data.scaling``; saved with the run
+    and applied at evaluation).
     ``reestimate_batches`` > 0 replaces the normalisation layers' running statistics at the end
     of training by exact averages over that many fresh batches under the final weights
     (Cooijmans et al.; ``actrec.nn.reestimate``), drawn from their own generator seeded from
@@ -89,6 +92,7 @@ class TrainSpec:
     input_arrangement: str = "blocks"
     prediction: str = "block"
     reestimate_batches: int = 0
+    standardize: bool = True
 
     def __post_init__(self) -> None:
         # Normalise types given from Python (strings for paths, lists for mix).
@@ -303,6 +307,7 @@ def train_model(
 
     from actrec import runs
     from actrec.data.labels import InputLayout, LabelSpace
+    from actrec.data.scaling import FeatureScaler
     from actrec.data.windows import VideoBank
 
     run_dir = Path(run_dir)
@@ -323,6 +328,9 @@ def train_model(
         chosen.append(name)
         banks.append(VideoBank.from_store(store, split["train"], progress=progress,
                                           name=f"{role} {store.path} split '{name}'"))
+    scalers = [FeatureScaler.fit(b.features) if spec.standardize else FeatureScaler.identity(b.dim)
+               for b in banks]
+    banks = [b.transformed(s) for b, s in zip(banks, scalers)]
     labels = LabelSpace(tuple(tuple(s.classes) for s in stores))
     for role, bank, store in zip(("D1", "D2"), banks, stores):
         bad = [vid for vid, y in zip(bank.ids, bank.labels)
@@ -355,7 +363,7 @@ def train_model(
                           plugin, model, resumed_at=start if checkpoint is not None else None)
 
         state = _Loop(spec, run_dir, model, optimizer, rng, device, banks, labels, layout,
-                      plugin, stores, chosen, elapsed_before)
+                      plugin, stores, chosen, elapsed_before, scalers)
         final_loss = state.run(start, progress)
         if checkpoint is None and spec.iterations == 0:  # an untrained model is still a run
             state.save(0, final_loss)
@@ -369,8 +377,9 @@ class _Loop:
     """The optimisation loop and its bookkeeping (logging, checkpoints, periodic eval)."""
 
     def __init__(self, spec, run_dir, model, optimizer, rng, device, banks, labels, layout,
-                 plugin, stores, splits, elapsed_before):
+                 plugin, stores, splits, elapsed_before, scalers):
         self.spec, self.run_dir, self.model, self.optimizer = spec, run_dir, model, optimizer
+        self.scalers = scalers
         self.rng, self.device, self.banks = rng, device, banks
         self.labels, self.layout, self.plugin = labels, layout, plugin
         self.stores, self.splits = stores, splits
@@ -481,6 +490,7 @@ class _Loop:
         results = evaluate_model(
             self.model, self.stores, self.splits, self.labels, self.layout,
             online=False, prediction=self.spec.prediction, device=self.device,
+            scalers=self.scalers,
         )
         self.model.train()
         return {name: r.frame_accuracy for name, r in results.items()}
@@ -506,6 +516,7 @@ class _Loop:
             "classes": [list(c) for c in self.labels.classes],
             "input_dims": list(self.layout.dims),
             "input_arrangement": self.layout.mode,
+            "input_scalers": [s.to_state() for s in self.scalers],
             "stores": [str(s.path) for s in self.stores],
             "splits": list(self.splits),
             "rng": {"numpy": self.rng.bit_generator.state, "torch": torch.get_rng_state()},

@@ -124,7 +124,8 @@ def test_first_loss_is_the_cross_entropy_by_hand(stores, tmp_path):
     """Rebuild the first joint batch and the initial model independently; the logged loss of
     iteration 1 must be the mean cross-entropy over its labelled frames in the concatenated
     label space (D2 labels + 3), with D1's features in columns 0..5 and D2's in 6..9."""
-    s = spec(stores["a"], d2=stores["b"], mix=(3, 2), iterations=1, log_every=1, seed=5)
+    s = spec(stores["a"], d2=stores["b"], mix=(3, 2), iterations=1, log_every=1, seed=5,
+             standardize=False)  # the by-hand loss below uses the raw features
     train_model(s, tmp_path / "run")
     logged = metrics(tmp_path / "run")[0]["loss"]
 
@@ -211,7 +212,8 @@ def test_reestimated_statistics(stores, tmp_path):
 
     opts = {"hidden": 8, "layers": 1, "fc": 8, "dropout": 0.0, "recurrent_dropout": 0.0}
     s = spec(stores["a"], d2=stores["b"], mix=(4, 4), model="gru", model_options=opts,
-             iterations=3, reestimate_batches=2)
+             iterations=3, reestimate_batches=2,
+             standardize=False)  # the batches are rebuilt from raw features below
     train_model(s, tmp_path / "re")
     train_model(dataclasses.replace(s, reestimate_batches=0), tmp_path / "plain")
     re = load_checkpoint(tmp_path / "re" / "checkpoint.pt")["model"]
@@ -408,3 +410,22 @@ def test_ddlstm_joint_alphas_and_online_equals_offline(stores, tmp_path):
     off = evaluate_run(run, online=False)
     for name in on.datasets:
         assert on.datasets[name].per_video == off.datasets[name].per_video
+
+
+def test_standardisation_is_fitted_on_training_videos_and_reused_at_evaluation(tmp_path, stores):
+    """The checkpoint holds the mean/std of exactly the training videos' features."""
+    import numpy as np
+
+    from actrec.data.scaling import FeatureScaler
+    from actrec.io.features import FeatureStore
+    from actrec.train import train_model
+
+    run = tmp_path / "run"
+    train_model(spec(stores["a"], iterations=3, seed=1), run)
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    store = FeatureStore.open(stores["a"])
+    train_ids = store.splits[sorted(store.splits)[0]]["train"]
+    expected = FeatureScaler.fit([store.read(v)[0] for v in train_ids])
+    got = FeatureScaler.from_state(ckpt["input_scalers"][0])
+    np.testing.assert_allclose(got.mean, expected.mean, rtol=1e-6)
+    np.testing.assert_allclose(got.std, expected.std, rtol=1e-6)

@@ -26,7 +26,9 @@ _REEXEC_FLAG = "ACTREC_BENCH_REEXECED"
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m actrec.bench ddlstm", description=__doc__.split("\n")[2])
+    p = argparse.ArgumentParser(
+        prog="python -m actrec.bench ddlstm",
+        description="Fused DDLSTM / BNLSTM layer train step vs torch.nn.LSTM, timed interleaved.")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--quick", action="store_true", help="T=50, fewer rounds, 1-layer D=64 only")
     p.add_argument("--default-malloc", action="store_true",

@@ -20,7 +20,7 @@ the domain vector ``[0]*n1 + [1]*n2`` and labels in the concatenated label space
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -59,6 +59,11 @@ class VideoBank:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def transformed(self, fn: Callable[[np.ndarray], np.ndarray]) -> VideoBank:
+        """The same videos with ``fn`` applied to each video's features (e.g. a scaler)."""
+        return VideoBank(self.ids, tuple(fn(x) for x in self.features), self.labels, self.dim,
+                         self.name)
 
     @property
     def num_frames(self) -> int:

@@ -287,8 +287,7 @@ ACTREC_CLONES void backward_block(const scalar_t* g, const scalar_t* x, scalar_t
     }
   }
   // Per-channel coefficients of the element-wise pass, in the kernel's math type.
-  opmath_t m[2][kBlock], own[2][kBlock], p[2][kBlock], q[2][kBlock], u[2][kBlock], vv[2][kBlock],
-      k0[2][kBlock];
+  opmath_t m[2][kBlock], own[2][kBlock], p[2][kBlock], q[2][kBlock], u[2][kBlock], k0[2][kBlock];
   const double is[2] = {1.0 / w.s[0], 1.0 / w.s[1]};
   const double* mus[2] = {mu0, mu1};
   const double* rs[2] = {r0, r1};
@@ -307,7 +306,6 @@ ACTREC_CLONES void backward_block(const scalar_t* g, const scalar_t* x, scalar_t
       p[i][c] = static_cast<opmath_t>(dmu * is[i]);
       q[i][c] = static_cast<opmath_t>(2 * dv * is[i]);
       u[i][c] = static_cast<opmath_t>(dv * is[i]);
-      vv[i][c] = static_cast<opmath_t>(var);
       k0[i][c] = static_cast<opmath_t>(-dv * var * is[i]);
     }
   }

@@ -517,6 +517,38 @@ void run_x_stats(int nd, const double* xp, int64_t N, int64_t G, const double* w
     x_stats_step<double, 1>(xp, N, G, wn0, wn1, eps, gx, bx, bh, bias, mean, var, ds, sx, shx, work);
 }
 
+// Tiny per-step GEMMs run here, on the calling thread: for a few thousand multiply-adds the
+// BLAS call (dispatch, and a thread fork/join when torch has several threads) costs 10-50x more.
+constexpr int64_t kSmallGemmMacs = 1 << 16;
+
+template <typename T>
+void small_mm_nt(const T* a, const T* w, T* out, int64_t N, int64_t G, int64_t K) {
+  // out [N, G] = a [N, K] w[G, K]^T
+  for (int64_t j = 0; j < N; ++j) {
+    const T* aj = a + j * K;
+    for (int64_t c = 0; c < G; ++c) {
+      const T* wc = w + c * K;
+      T s = 0;
+      for (int64_t k = 0; k < K; ++k) s += aj[k] * wc[k];
+      out[j * G + c] = s;
+    }
+  }
+}
+
+template <typename T>
+void small_mm_nn(const T* a, const T* w, T* out, int64_t N, int64_t G, int64_t K) {
+  // out [N, K] = a [N, G] w [G, K]
+  for (int64_t j = 0; j < N; ++j) {
+    T* oj = out + j * K;
+    for (int64_t k = 0; k < K; ++k) oj[k] = 0;
+    for (int64_t c = 0; c < G; ++c) {
+      const T v = a[j * G + c];
+      const T* wc = w + c * K;
+      for (int64_t k = 0; k < K; ++k) oj[k] += v * wc[k];
+    }
+  }
+}
+
 }  // namespace
 }  // namespace ddlstm
 }  // namespace actrec
@@ -651,10 +683,17 @@ FwdResult forward_cpu(const at::Tensor& x_, const at::Tensor& w_ih_, const at::T
     a.eps = e;
     const int64_t ntiles = (H + kTile - 1) / kTile;
     const int64_t grain = tile_grain(N);
+    const bool small = N * G * H <= kSmallGemmMacs;
     for (int64_t t = 0; t < T; ++t) {
-      at::Tensor g_t = ghs.select(0, t);
-      at::mm_out(g_t, t == 0 ? h0 : out.select(0, t - 1), w_hh.t());  // [N, 4H]
-      a.gh = g_t.data_ptr<T_>();
+      T_* g_t = ghs.data_ptr<T_>() + t * N * G;
+      if (small) {
+        small_mm_nt<T_>(t == 0 ? h0.data_ptr<T_>() : out.data_ptr<T_>() + (t - 1) * N * H,
+                        w_hh.data_ptr<T_>(), g_t, N, G, H);
+      } else {
+        at::Tensor g_view = ghs.select(0, t);
+        at::mm_out(g_view, t == 0 ? h0 : out.select(0, t - 1), w_hh.t());  // [N, 4H]
+      }
+      a.gh = g_t;
       a.xp = xpp + t * N * G;
       a.sx = scale.data() + t * 2 * G;
       a.shx = shift.data() + t * 2 * G;
@@ -761,7 +800,11 @@ BwdResult backward_cpu(const at::Tensor& grad_out_, const at::Tensor& grad_h_n,
       at::parallel_for(0, ntiles, grain, [&](int64_t b, int64_t en) {
         run_bwd_tiles(rw.ndom, a, b, en, scratch.data(), dtau.data());
       });
-      at::mm_out(dhrec, dgh.select(0, t), w_hh);  // [N, H]: dL/dh_{t-1} (grad_h0 at t = 0)
+      if (N * G * H <= kSmallGemmMacs) {
+        small_mm_nn<T_>(dgh.data_ptr<T_>() + t * N * G, w_hh.data_ptr<T_>(), dhrec.data_ptr<T_>(), N, G, H);
+      } else {
+        at::mm_out(dhrec, dgh.select(0, t), w_hh);  // [N, H]: dL/dh_{t-1} (grad_h0 at t = 0)
+      }
     }
   });
 

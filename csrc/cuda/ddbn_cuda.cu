@@ -142,8 +142,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ddbn_backward_cuda(
   check_launch(cuda::ddbn_backward(kernel_dtype(h), a, at::cuda::getCurrentCUDAStream()),
                "ddbn_backward");
   // Deterministic final reductions over timesteps / blocks.
-  return {dh, dalpha_part.sum(0).to(alpha.scalar_type()), dgamma_t.sum(0).to(gamma.scalar_type()),
-          dbeta_t.sum(0).to(gamma.scalar_type())};
+  return {dh, dalpha_part.sum(0).to(alpha.device(), alpha.scalar_type()),
+          dgamma_t.sum(0).to(gamma.device(), gamma.scalar_type()),
+          dbeta_t.sum(0).to(gamma.device(), gamma.scalar_type())};
 }
 
 at::Tensor ddbn_eval_cuda(const at::Tensor& h_, const at::Tensor& domain,
