@@ -29,8 +29,9 @@ class DemoPlan:
     history: int = 64
     iterations: int = 300
     mix: tuple[int, int] = (16, 16)
-    lr: float = 0.005
-    size: str = "small"  # synthetic kitchen size: participants x videos
+    kitchen_options: tuple[tuple[str, str], ...] = ()  # synthetic dataset options, e.g. size
+    optimizer: str = "adam"  # converges in a few hundred iterations, where SGD needs thousands
+    lr: float = 0.003
 
 
 @dataclass
@@ -54,8 +55,9 @@ def run_demo(cache: Path | None = None, *, plan: DemoPlan | None = None, progres
     stores = []
     for ref in KITCHENS:
         store = cache / "features" / (ref.split("=")[-1] + ".zarr")
-        extract_dataset(ref, dataset_options={"root": str(cache / "data")}, out=store,
-                        progress=progress)
+        extract_dataset(ref, dataset_options={"root": str(cache / "data"),
+                                              **dict(plan.kitchen_options)},
+                        out=store, progress=progress)
         stores.append(store)
     result = DemoResult(cache)
     for name, model, joint, options in plan.runs:
@@ -63,9 +65,20 @@ def run_demo(cache: Path | None = None, *, plan: DemoPlan | None = None, progres
             model, d1=str(stores[0]), d2=str(stores[1]) if joint else None,
             model_options=options, run_dir=cache / "runs" / name, history=plan.history,
             iterations=plan.iterations, mix=plan.mix if joint else (plan.mix[0] * 2, 0),
-            lr=plan.lr, progress=progress,
+            optimizer=plan.optimizer, lr=plan.lr, progress=progress,
         )
         evaluation = evaluate_run(run.run_dir, online=True, progress=progress)
         for dataset, scores in evaluation.to_dict()["datasets"].items():
-            result.rows.append({"run": name, "model": model, "dataset": dataset, **scores})
+            kitchen = "kitchen " + dataset.rsplit("=", 1)[-1]
+            result.rows.append({"run": name, "model": model, "dataset": kitchen,
+                                "alphas": _alphas(run.run_dir), **scores})
     return result
+
+
+def _alphas(run_dir: Path) -> dict[str, list[float]]:
+    """The learned alpha pair of each DDLSTM layer (empty for other models)."""
+    import torch
+
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"]
+    return {k: [round(float(a), 4) for a in v] for k, v in state.items()
+            if k.endswith("alpha")}

@@ -91,6 +91,7 @@ def _render(report: dict) -> None:
                       f"{ms['fused fwd+bwd']:.2f}", f"{ms['reference fwd+bwd']:.2f}",
                       f"{case['speedup_fwd_bwd']:.1f}x")
     console = Console()
+    console.width = max(console.width, 110)  # a pipe reports 80 columns: keep the table whole
     console.print(table)
     alloc = report["allocator"]
     console.print("allocator settings: " + (", ".join(f"{k}={v}" for k, v in alloc.items())

@@ -35,6 +35,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
                    help="do not re-execute with the tuned glibc malloc settings")
     p.add_argument("--rounds", type=int, default=None, help="timed rounds per candidate")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: as is)")
+    p.add_argument("--no-python-loop", action="store_true",
+                   help="skip the (slow) per-step Python-loop layers of actrec.nn")
     return p.parse_args(argv)
 
 
@@ -190,7 +192,7 @@ def _config(name: str, t_len: int, n: int, d: int, h: int, layers: int, rounds: 
             "train_step": rows, "saved_MiB_per_layer": memory}
 
 
-def run(quick: bool = False, rounds: int | None = None) -> dict[str, Any]:
+def run(quick: bool = False, rounds: int | None = None, python_loop: bool = True) -> dict[str, Any]:
     """All configurations; returns a JSON-able dict."""
     import torch
 
@@ -201,7 +203,7 @@ def run(quick: bool = False, rounds: int | None = None) -> dict[str, Any]:
                          "ACTREC_DISABLE_EXT set): nothing to benchmark")
     t_len = 50 if quick else 200
     r = rounds or (3 if quick else 5)
-    configs = [("1 layer, D=64", t_len, 128, 64, 128, 1, r, True)]
+    configs = [("1 layer, D=64", t_len, 128, 64, 128, 1, r, python_loop)]
     if not quick:
         configs += [("3 layers, D=64", t_len, 128, 64, 128, 3, r, False),
                     ("1 layer, D=2048", t_len, 128, 2048, 128, 1, max(3, r - 2), False)]
@@ -241,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    res = run(quick=args.quick, rounds=args.rounds)
+    res = run(quick=args.quick, rounds=args.rounds, python_loop=not args.no_python_loop)
     print(json.dumps(res, indent=2) if args.json else _render(res))
     return 0
 

@@ -32,7 +32,10 @@ def _render(result):
     for col in ("run", "model", "test dataset", "videos", "frames", "frame accuracy"):
         table.add_column(col, justify="right" if col in ("videos", "frames", "frame accuracy")
                          else "left")
+    table.add_column("learned alphas")
     for row in result.rows:
+        alphas = "; ".join(f"layer {i}: {a[0]:.3f}, {a[1]:.3f}"
+                           for i, a in enumerate(row["alphas"].values()))
         table.add_row(row["run"], row["model"], row["dataset"], str(row["videos"]),
-                      str(row["frames"]), f"{100 * row['frame_accuracy']:.2f} %")
+                      str(row["frames"]), f"{100 * row['frame_accuracy']:.2f} %", alphas)
     return table

@@ -185,7 +185,7 @@ def ddbn(
     y, mean, rstd = torch.ops.actrec.ddbn_forward(
         h, alpha, n1, gamma, beta, float(eps), running_mean, running_var, float(momentum)
     )
-    var = rstd.double().pow(-2).sub(eps).to(rstd.dtype)  # r = (var + eps)^(-1/2)
+    var = rstd.pow(-2).sub_(eps)  # r = (var + eps)^(-1/2); exact to rounding of (var + eps)
     return y, mean, var
 
 

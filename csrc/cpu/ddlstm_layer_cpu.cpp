@@ -586,6 +586,36 @@ void check_mat(const at::Tensor& t, int64_t r, int64_t c, const char* name, cons
 constexpr int64_t kMinTaskElems = 8192;
 int64_t tile_grain(int64_t N) { return std::max<int64_t>(1, kMinTaskElems / (N * kTile)); }
 
+// Whole-sequence GEMMs below this size also stay on the calling thread (tiny layers: a parallel
+// region per call would dominate, and costs a scheduler time slice on a busy machine).
+constexpr int64_t kSmallWholeMacs = 1 << 19;
+
+template <typename T>
+void small_mm_strided(const at::Tensor& a, const at::Tensor& b, at::Tensor& out) {
+  const int64_t M = a.size(0), C = a.size(1), K = b.size(1);
+  const int64_t as0 = a.stride(0), as1 = a.stride(1), bs0 = b.stride(0), bs1 = b.stride(1);
+  const T* ap = a.data_ptr<T>();
+  const T* bp = b.data_ptr<T>();
+  T* op = out.data_ptr<T>();
+  for (int64_t i = 0; i < M; ++i) {
+    T* oi = op + i * K;
+    for (int64_t k = 0; k < K; ++k) oi[k] = 0;
+    for (int64_t c = 0; c < C; ++c) {
+      const T v = ap[i * as0 + c * as1];
+      const T* bc = bp + c * bs0;
+      for (int64_t k = 0; k < K; ++k) oi[k] += v * bc[k * bs1];
+    }
+  }
+}
+
+// a [M, C] b [C, K] -> [M, K]: the BLAS for real sizes, a plain loop for tiny ones.
+at::Tensor mm_any(const at::Tensor& a, const at::Tensor& b) {
+  if (a.size(0) * a.size(1) * b.size(1) > kSmallWholeMacs) return at::mm(a, b);
+  at::Tensor out = at::empty({a.size(0), b.size(1)}, a.options());
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "ddlstm_small_mm", [&] { small_mm_strided<scalar_t>(a, b, out); });
+  return out;
+}
+
 struct Shapes {
   int64_t T, N, D, H, G;
 };
@@ -650,9 +680,7 @@ FwdResult forward_cpu(const at::Tensor& x_, const at::Tensor& w_ih_, const at::T
   const at::Tensor c0 = (c0_.has_value() && c0_->defined()) ? c0_->contiguous() : at::zeros({N, H}, opt);
   const RowWeights rw = row_weights(alpha, N, n1, dual);
 
-  at::Tensor xp = at::empty({T, N, G}, opt);
-  at::Tensor xp2 = xp.view({T * N, G});
-  at::mm_out(xp2, x.view({T * N, D}), w_ih.t());  // [T*N, 4H]
+  const at::Tensor xp = mm_any(x.view({T * N, D}), w_ih.t()).view({T, N, G});  // [T, N, 4H]
   at::Tensor ghs = at::empty({T, N, G}, opt);
   at::Tensor out = at::empty({T, N, H}, opt);
   at::Tensor cs = at::empty({T, N, H}, opt);
@@ -666,7 +694,7 @@ FwdResult forward_cpu(const at::Tensor& x_, const at::Tensor& w_ih_, const at::T
     const T_ e = static_cast<T_>(eps);
     std::vector<T_> scale(T * 2 * G), shift(T * 2 * G);  // x-path scale/shift per (t, d, c)
     const T_* xpp = xp.data_ptr<T_>();
-    at::parallel_for(0, T, std::max<int64_t>(1, kMinTaskElems / (N * G)), [&](int64_t b, int64_t en) {
+    at::parallel_for(0, T, std::max<int64_t>(1, (kMinTaskElems * 32) / (N * G)), [&](int64_t b, int64_t en) {
       std::vector<T_> work(4 * G);
       for (int64_t t = b; t < en; ++t) {
         run_x_stats(rw.ndom, xpp + t * N * G, N, G, wn0.data(), wn1.data(), e, gx.data_ptr<T_>(),
@@ -810,12 +838,12 @@ BwdResult backward_cpu(const at::Tensor& grad_out_, const at::Tensor& grad_h_n,
 
   // Weight gradients as single GEMMs over all T*N rows.
   const at::Tensor dgh2 = dgh.view({T * N, G}), dxp2 = dxp.view({T * N, G});
-  at::Tensor grad_w_hh = at::zeros({G, H}, opt);
-  if (T > 1)
-    at::mm_out(grad_w_hh, dgh2.narrow(0, N, (T - 1) * N).t(), out.view({T * N, H}).narrow(0, 0, (T - 1) * N));
-  if (has_h0) grad_w_hh.addmm_(dgh.select(0, 0).t(), h0_->contiguous());
-  at::Tensor grad_w_ih = at::mm(dxp2.t(), x.view({T * N, D}));  // [4H, D]
-  at::Tensor grad_x = need_grad_x ? at::mm(dxp2, w_ih).view({T, N, D}) : at::empty({0}, opt);
+  at::Tensor grad_w_hh = T > 1 ? mm_any(dgh2.narrow(0, N, (T - 1) * N).t(),
+                                         out.view({T * N, H}).narrow(0, 0, (T - 1) * N))  // [4H, H]
+                               : at::zeros({G, H}, opt);
+  if (has_h0) grad_w_hh.add_(mm_any(dgh.select(0, 0).t(), h0_->contiguous()));
+  at::Tensor grad_w_ih = mm_any(dxp2.t(), x.view({T * N, D}));  // [4H, D]
+  at::Tensor grad_x = need_grad_x ? mm_any(dxp2, w_ih).view({T, N, D}) : at::empty({0}, opt);
 
   const auto dopt = opt.dtype(at::kDouble);
   auto from_vec = [&](const std::vector<double>& v) {
