@@ -23,7 +23,7 @@ def ddbn_backend() -> dict[str, Any]:
     """Which DDBN implementation ``actrec.ops.ddbn`` uses here, and why."""
     from actrec.ops import _ext
 
-    status = _ext.status()
+    status = _ext.status()  # loads (or builds once) the extension, as the first use would
     return {"active": status.active, "backend": status.backend, "reason": status.reason,
             "compiled_with": dict(status.compiled_with)}
 
