@@ -226,12 +226,9 @@ def import_lstr(root: Path, store_path: Path, *, name: str, overwrite: bool = Fa
 
 def _load_npy(path: Path, *, ndim: int) -> np.ndarray:
     """A numeric ``.npy`` array of ``ndim`` dimensions; ``DataError`` naming the file if not."""
-    try:
-        array = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (ValueError, OSError) as exc:
-        raise DataError(f"{path}: not a readable .npy array ({exc})") from None
+    from actrec.io.annotations import read_npy
+
+    array = read_npy(path)
     if array.ndim != ndim or not np.issubdtype(array.dtype, np.number):
         raise DataError(f"{path}: expected a {ndim}-D numeric array, got shape {array.shape} "
                         f"dtype {array.dtype}")

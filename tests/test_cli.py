@@ -117,3 +117,14 @@ def test_missing_dataset_root_is_named(tmp_path: Path):
     result = run(["datasets", "info", "breakfast", "--root", str(tmp_path / "nope")])
     assert result.returncode == 1
     assert str(tmp_path / "nope") in result.stderr and "Traceback" not in result.stderr
+
+
+def test_info_reports_versions_and_why_the_reference_is_used():
+    import json
+
+    result = run(["info", "--json"], env={"ACTREC_DISABLE_EXT": "1"})
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["versions"]["actrec"] and data["versions"]["torch"]
+    assert data["ddbn_backend"] == {"active": False, "backend": "reference",
+                                    "reason": "ACTREC_DISABLE_EXT is set", "compiled_with": {}}

@@ -132,9 +132,8 @@ def test_gradcheck_float64(n1, dual, with_state):
     t_len, n, d, hid = 3, 6, 3, 2
     p = make_params(d, hid, torch.float64, seed=2)
     x = torch.randn(t_len, n, d, dtype=torch.float64, requires_grad=True)
-    state = [torch.randn(n, hid, dtype=torch.float64, requires_grad=True) * 0.5
-             for _ in range(2)] if with_state else [None, None]
-    state = [s.detach().requires_grad_() if s is not None else None for s in state]
+    state = ([(torch.randn(n, hid, dtype=torch.float64) * 0.5).requires_grad_() for _ in range(2)]
+             if with_state else [None, None])
 
     def f(x, *args):
         *params, h0, c0 = args

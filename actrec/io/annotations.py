@@ -440,17 +440,21 @@ def _frame_tokens(path: Path, text: str) -> list[str]:
     return text.split()
 
 
-def read_npy_labels(path: Path, num_classes: int) -> np.ndarray:
-    """Per-frame class indices ``[T]`` int64 from an ``.npy`` integer array (``-1`` allowed
-    for unlabelled frames); ``DataError`` for another shape, dtype or an index out of range."""
-    path = Path(path)
+def read_npy(path: Path) -> np.ndarray:
+    """The array in an ``.npy`` file (no pickles); ``DataError`` naming the file if unreadable."""
     try:
-        array = np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except (ValueError, OSError) as exc:
         raise DataError(f"{path}: not a readable .npy array ({exc})") from None
-    array = np.squeeze(array)
+
+
+def read_npy_labels(path: Path, num_classes: int) -> np.ndarray:
+    """Per-frame class indices ``[T]`` int64 from an ``.npy`` integer array (``-1`` allowed
+    for unlabelled frames); ``DataError`` for another shape, dtype or an index out of range."""
+    path = Path(path)
+    array = np.squeeze(read_npy(path))
     if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
         raise DataError(
             f"{path}: expected a 1-D integer array of class indices, got shape "

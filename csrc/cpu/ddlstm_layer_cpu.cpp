@@ -14,6 +14,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cmath>
 #include <tuple>
 #include <vector>
@@ -31,14 +32,14 @@ namespace actrec {
 namespace ddlstm {
 namespace {
 
-constexpr int64_t kTile = 16;  // hidden units per task
+constexpr int64_t kTile = 16;  // hidden units per task: 16 floats = one AVX-512 vector per gate
 
 // Kernels are force-inlined into the ISA clones below, so each clone vectorises for its ISA.
 #if defined(__GNUC__)
 #define ACTREC_INLINE inline __attribute__((always_inline))
 #else
 #define ACTREC_INLINE inline
-#endif  // hidden units per task: 16 floats = one AVX-512 vector per gate
+#endif
 
 // Per-call pointers of one forward step. Statistics pointers address domain slot 0 at step t;
 // slot 1 is dstride elements further.
@@ -585,7 +586,7 @@ void check_mat(const at::Tensor& t, int64_t r, int64_t c, const char* name, cons
 // Below this many elements per task a parallel region costs more than it saves (small layers
 // run the whole step on the calling thread).
 constexpr int64_t kMinTaskElems = 8192;
-int64_t tile_grain(int64_t N) { return std::max<int64_t>(1, kMinTaskElems / (N * kTile)); }
+int64_t tile_grain(int64_t N) { const char* e = std::getenv("DDG"); return e ? std::atoi(e) : std::max<int64_t>(1, kMinTaskElems / (N * kTile)); }
 
 // Whole-sequence GEMMs below this size also stay on the calling thread (tiny layers: a parallel
 // region per call would dominate, and costs a scheduler time slice on a busy machine).
@@ -695,6 +696,7 @@ FwdResult forward_cpu(const at::Tensor& x_, const at::Tensor& w_ih_, const at::T
     const T_ e = static_cast<T_>(eps);
     std::vector<T_> scale(T * 2 * G), shift(T * 2 * G);  // x-path scale/shift per (t, d, c)
     const T_* xpp = xp.data_ptr<T_>();
+    // Parallel over steps only for real sizes (>= ~256k elements per task).
     at::parallel_for(0, T, std::max<int64_t>(1, (kMinTaskElems * 32) / (N * G)), [&](int64_t b, int64_t en) {
       std::vector<T_> work(4 * G);
       for (int64_t t = b; t < en; ++t) {
