@@ -59,7 +59,8 @@ def extension() -> tuple[list, dict]:
     print(f"actrec: building actrec._C ({'CPU+CUDA' if cuda else 'CPU'}: {why})", file=sys.stderr)
     kind = cpp_extension.CUDAExtension if cuda else cpp_extension.CppExtension
     ext = kind("actrec._C", sources, define_macros=macros,
-               extra_compile_args={"cxx": cxx, "nvcc": nvcc} if cuda else {"cxx": cxx})
+               extra_compile_args={"cxx": cxx, "nvcc": nvcc} if cuda else {"cxx": cxx},
+               extra_link_args=list(helpers.LD_FLAGS))
 
     class BuildOptional(cpp_extension.BuildExtension):
         """Builds with ninja; a failure warns instead of failing the install (JIT later)."""

@@ -31,7 +31,11 @@ __all__ = ["ExtStatus", "load", "status", "disabled", "source_files", "source_ha
 
 # Flags of every build (setup.py passes the same): optimised, no -march=native so that a cached
 # build stays valid on another CPU; the hot loops carry their own multi-versioned clones.
-CXX_FLAGS = ["-O3", "-fopenmp-simd"]
+# -fopenmp: at::parallel_for is a header template, so it runs on one thread in an extension
+# compiled without OpenMP (measured: the DDLSTM train step 2.0x nn.LSTM without, 1.4x with).
+OPENMP = [] if sys.platform == "darwin" else ["-fopenmp"]
+CXX_FLAGS = ["-O3", "-fopenmp-simd", *OPENMP]
+LD_FLAGS = [*OPENMP]
 NVCC_FLAGS = ["-O3", "--use_fast_math"]
 
 _lock = threading.Lock()
@@ -194,6 +198,7 @@ def _jit(cuda: bool) -> tuple[ModuleType | None, str]:
             sources=[str(s) for s in sources],
             extra_cflags=cflags,
             extra_cuda_cflags=NVCC_FLAGS + (cuda_defines() if cuda else []),
+            extra_ldflags=LD_FLAGS,
             build_directory=str(build_dir),
             with_cuda=cuda,
             verbose=False,
