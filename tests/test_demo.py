@@ -49,5 +49,5 @@ def test_demo_table_and_json(tmp_path):
     console.print(_render(result))
     text = console.export_text()
     accuracy = result.rows[0]["frame_accuracy"]
-    assert "lstm-single" in text and "kitchen a" in text and f"{100 * accuracy:.2f} %" in text
+    assert "lstm-single" in text and "kitchen a" in text and f"{100 * accuracy:.1f} %" in text
     assert json.loads(json.dumps(result.to_dict()))["results"][0]["run"] == "lstm-single"

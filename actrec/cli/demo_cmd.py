@@ -28,14 +28,14 @@ def demo(cache, as_json) -> None:
 def _render(result):
     from rich.table import Table
 
-    table = Table(title=f"actrec demo: online frame accuracy ({result.cache})")
-    for col in ("run", "model", "test dataset", "videos", "frames", "frame accuracy"):
-        table.add_column(col, justify="right" if col in ("videos", "frames", "frame accuracy")
-                         else "left")
-    table.add_column("learned alphas")
+    table = Table(title="actrec demo: online frame accuracy", caption=f"cache: {result.cache}")
+    table.add_column("run")
+    table.add_column("test set")
+    for col in ("videos", "frames", "frame acc."):
+        table.add_column(col, justify="right")
+    table.add_column("learned alphas (per layer)")
     for row in result.rows:
-        alphas = "; ".join(f"layer {i}: {a[0]:.3f}, {a[1]:.3f}"
-                           for i, a in enumerate(row["alphas"].values()))
-        table.add_row(row["run"], row["model"], row["dataset"], str(row["videos"]),
-                      str(row["frames"]), f"{100 * row['frame_accuracy']:.2f} %", alphas)
+        alphas = " | ".join(f"{a[0]:.2f}, {a[1]:.2f}" for a in row["alphas"].values())
+        table.add_row(row["run"], row["dataset"], str(row["videos"]), str(row["frames"]),
+                      f"{100 * row['frame_accuracy']:.1f} %", alphas)
     return table
