@@ -33,7 +33,7 @@ def render_eval(result):
 
     data = result.to_dict()
     table = Table(title=f"{'online' if data.get('online', True) else 'offline'} evaluation")
-    table.add_column("dataset")
+    table.add_column("dataset", overflow="fold")
     table.add_column("videos", justify="right")
     table.add_column("frames", justify="right")
     table.add_column("frame accuracy", justify="right")
