@@ -199,6 +199,28 @@ def test_reduced_precision_inputs_accumulate_in_float(ops, dtype):
     assert gh.dtype == dtype and ga.dtype == torch.float32 and gg.dtype == torch.float32
 
 
+def test_cpu_autocast_bfloat16(ops):
+    """Under CPU autocast a Linear produces bfloat16; the op takes it, accumulates in float
+    (statistics float32, close to the float32 reference of the same bfloat16 values) and
+    returns bfloat16 whose gradient reaches the Linear's weights."""
+    torch.manual_seed(3)
+    x = torch.randn(4, 16, 24) + 2.0
+    lin = torch.nn.Linear(24, 24)
+    alpha = torch.tensor([0.75, 0.75])
+    gamma, beta = torch.full((24,), 0.1), torch.zeros(24)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z = lin(x)
+        y, mean, var = ddbn_mod.ddbn(z, alpha, 8, gamma, beta)
+    assert z.dtype == torch.bfloat16 and y.dtype == torch.bfloat16
+    assert mean.dtype == torch.float32 and var.dtype == torch.float32
+    yr, mr, vr = ddbn_reference(z.detach().float(), alpha, 8, gamma, beta)
+    torch.testing.assert_close(mean, mr, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(var, vr, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(y.float(), yr, rtol=8e-3, atol=3e-3)
+    y.float().square().sum().backward()
+    assert lin.weight.grad is not None and lin.weight.grad.abs().sum() > 0
+
+
 def test_result_does_not_depend_on_thread_count(ops):
     h, gamma, beta = inputs(7, 40, 200, torch.float32, seed=4)
     alpha = torch.tensor([0.8, 0.7])
