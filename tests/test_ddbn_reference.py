@@ -1,4 +1,4 @@
-"""The DDBN reference op against the spec (/work/shared/design/ddbn.md): a plain-loop oracle
+"""The DDBN reference op against the spec (shared/design/ddbn.md): a plain-loop oracle
 written here from the spec, hand-computed values, float64 gradchecks, plain batch norm."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The fused whole-sequence DDLSTM / BNLSTM layer op against a plain autograd composition.
 
-The oracle below is written from /work/shared/design/ddbn.md with ordinary torch ops, one step at
+The oracle below is written from shared/design/ddbn.md with ordinary torch ops, one step at
 a time, so that any disagreement with the C++ op (forward values, every gradient, the batch
 statistics) shows up. float64 gradcheck covers the hand-derived backward, alpha included.
 """

@@ -1,7 +1,7 @@
 """The public DDBN op: the fused C++/CUDA kernels when the extension is loaded, else the reference.
 
 ``ddbn`` and ``ddbn_eval`` have the signatures and results of ``ddbn_reference`` and
-``ddbn_eval_reference`` (see there and /work/shared/design/ddbn.md). The extension is found or
+``ddbn_eval_reference`` (see there and shared/design/ddbn.md). The extension is found or
 compiled on first use (``actrec.ops._ext``), never at import; ``ACTREC_DISABLE_EXT=1`` forces the
 reference. The compiled ops are ``torch.ops.actrec.{ddbn_forward, ddbn_backward, ddbn_eval}``;
 their fake (meta) kernels and the autograd formula (the backward is its own op) are registered

@@ -1,6 +1,6 @@
 """Dual-domain batch norm (DDBN) in readable pure PyTorch: the fallback and the test oracle.
 
-Follows ``/work/shared/design/ddbn.md`` exactly. All inputs are time-major ``h [T, N, C]``;
+Follows ``shared/design/ddbn.md`` exactly. All inputs are time-major ``h [T, N, C]``;
 statistics are per timestep t and channel c, over the batch. Rows ``0 .. n1-1`` are domain D1,
 rows ``n1 .. N-1`` domain D2. Batch row index j in the contribution functions is 1-based.
 

@@ -3,7 +3,7 @@
 ``ddlstm_layer`` runs one training-mode layer over a whole time-major sequence with the time
 loop in C++ (``actrec::ddlstm_layer_forward`` / ``_backward`` in ``csrc/``), and returns the
 per-step batch statistics so that the caller updates its running statistics once per sequence.
-The maths is exactly that of ``/work/shared/design/ddbn.md`` (and of the per-step layers in
+The maths is exactly that of ``shared/design/ddbn.md`` (and of the per-step layers in
 ``actrec.nn``): gates = DDBN_h(h W_hh^T) + DDBN_x(x W_ih^T) + bias, gate order i, f, g, o;
 h_t = sigmoid(o) tanh(BN(c_t)) with plain batch norm on c_t. ``dual_domain=False``, n1 == 0 or
 n1 == N give exact plain batch norm (the BNLSTM). Evaluation mode is not this op's job: it uses

@@ -1,4 +1,4 @@
-// CPU kernels of the dual-domain batch norm (DDBN); the spec is /work/shared/design/ddbn.md.
+// CPU kernels of the dual-domain batch norm (DDBN); the spec is shared/design/ddbn.md.
 //
 // Layout: h is [T,N,C] contiguous, so for one timestep the batch rows are C apart and the
 // channel axis is contiguous. Work is split into tasks of (t, block of kBlock channels); each

@@ -7,7 +7,7 @@
 // of c_t reduce locally: no cross-thread reduction anywhere in the step.
 // Backward mirrors it in reverse time; the weight gradients are single GEMMs over all T*N rows,
 // d(alpha) comes from per-row d(tau) partials kept per tile and reduced once.
-// See /work/shared/design/ddbn.md (the formulas) and ddlstm-performance-study.md, section 4.
+// See shared/design/ddbn.md (the formulas) and ddlstm-performance-study.md, section 4.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>

@@ -1,6 +1,6 @@
 // CUDA kernels of the dual-domain batch norm (DDBN), on raw pointers: this header and
 // ddbn_kernels.cu need only the CUDA runtime (no torch), so plain nvcc compiles them. The torch
-// glue is csrc/cuda/ddbn_cuda.cu. Spec: /work/shared/design/ddbn.md.
+// glue is csrc/cuda/ddbn_cuda.cu. Spec: shared/design/ddbn.md.
 //
 // Pointers marked "acc" hold the accumulation type: double for float64 inputs, float otherwise.
 #pragma once

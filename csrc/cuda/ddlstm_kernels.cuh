@@ -1,6 +1,6 @@
 // Raw-pointer CUDA kernels of the whole-sequence DDLSTM / BNLSTM layer (no torch headers: this
 // pair compiles with plain `nvcc -c -arch=sm_90 ddlstm_kernels.cu`). The time loop, the GEMMs
-// and the CUDA graph live in ddlstm_layer_cuda.cu. Formulas: /work/shared/design/ddbn.md;
+// and the CUDA graph live in ddlstm_layer_cuda.cu. Formulas: shared/design/ddbn.md;
 // structure: ddlstm-performance-study.md section 4 and csrc/cpu/ddlstm_layer_cpu.cpp.
 //
 // A step kernel block owns kUnits hidden units (their 4 gate columns) over all N rows:
