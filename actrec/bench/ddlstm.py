@@ -215,24 +215,34 @@ def run(quick: bool = False, rounds: int | None = None, python_loop: bool = True
                         "saved_MiB_per_layer": 150.0}}
 
 
-def _render(res: dict[str, Any]) -> str:
+def _render(res: dict[str, Any]):
+    """One rich table: every configuration's candidates, times, ratios and saved memory."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
     alloc = res["allocator"]
-    lines = [f"DDLSTM layer op benchmark ({res['threads']} threads; allocator: "
-             f"{'tuned ' + json.dumps(alloc) if isinstance(alloc, dict) else alloc})"]
+    alloc_text = (", ".join(f"{k}={v}" for k, v in alloc.items()) if isinstance(alloc, dict)
+                  else alloc)
+    table = Table(title=f"DDLSTM layer train step vs torch.nn.LSTM ({res['threads']} threads, "
+                  f"medians of interleaved rounds)")
+    for col in ("configuration", "candidate", "median ms", "min ms", "x nn.LSTM",
+                "saved MiB/layer"):
+        table.add_column(col, justify="left" if col in ("configuration", "candidate") else "right")
     for c in res["configs"]:
-        lines.append(f"\n{c['name']}: T={c['T']} N={c['N']} ({c['n1']}+{c['N'] - c['n1']}) "
-                     f"D={c['D']} H={c['H']}")
-        for k, v in c["train_step"].items():
-            lines.append(f"  {k:22s} {v['ms']:9.1f} ms  (min {v['min_s'] * 1e3:8.1f})  "
-                         f"{v['ratio']:5.2f}x nn.LSTM")
+        shape = (f"{c['name']}\nT={c['T']} N={c['N']} ({c['n1']}+{c['N'] - c['n1']}) "
+                 f"D={c['D']} H={c['H']}")
         mem = c["saved_MiB_per_layer"]
-        lines.append(f"  saved for backward, 1 layer: fused {mem['DDLSTM fused']:.1f} MiB, "
-                     f"nn.LSTM {mem['nn.LSTM']:.1f} MiB")
+        for i, (k, v) in enumerate(c["train_step"].items()):
+            saved = mem.get(k, mem.get("DDLSTM fused") if "fused" in k else None)
+            table.add_row(shape if i == 0 else "", k, f"{v['ms']:.1f}", f"{v['min_s'] * 1e3:.1f}",
+                          f"{v['ratio']:.2f}x", "" if saved is None else f"{saved:.1f}")
+        table.add_section()
     t = res["targets"]
-    lines.append(f"\ntargets: <= {t['ratio']}x nn.LSTM (stretch {t['stretch_ratio']}x), fixed "
-                 f"overhead <= {t['fixed_overhead_ms']} ms (tiny config), saved <= "
-                 f"{t['saved_MiB_per_layer']} MiB per layer")
-    return "\n".join(lines)
+    notes = Text(f"allocator: {alloc_text}\ntargets: <= {t['ratio']}x nn.LSTM (stretch "
+                 f"{t['stretch_ratio']}x), fixed overhead <= {t['fixed_overhead_ms']} ms (tiny "
+                 f"config), saved <= {t['saved_MiB_per_layer']} MiB per layer")
+    return Group(table, notes)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -244,7 +254,12 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     res = run(quick=args.quick, rounds=args.rounds, python_loop=not args.no_python_loop)
-    print(json.dumps(res, indent=2) if args.json else _render(res))
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        from rich.console import Console
+
+        Console().print(_render(res))
     return 0
 
 
