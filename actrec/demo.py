@@ -68,8 +68,9 @@ def run_demo(cache: Path | None = None, *, plan: DemoPlan | None = None, progres
             optimizer=plan.optimizer, lr=plan.lr, progress=progress,
         )
         evaluation = evaluate_run(run.run_dir, online=True, progress=progress)
-        for dataset, scores in evaluation.to_dict()["datasets"].items():
-            kitchen = "kitchen " + dataset.rsplit("=", 1)[-1]
+        # Datasets come in domain order: D1 is kitchen a, D2 kitchen b.
+        for scores, ref in zip(evaluation.to_dict()["datasets"].values(), KITCHENS):
+            kitchen = "kitchen " + ref.rsplit("=", 1)[-1]
             result.rows.append({"run": name, "model": model, "dataset": kitchen,
                                 "alphas": _alphas(run.run_dir), **scores})
     return result

@@ -329,9 +329,10 @@ def evaluate_run(
         if online and noncausal and not allow_noncausal_features:
             raise ActrecError(
                 f"feature store {store.path} holds non-causal features (extractor "
-                f"'{attrs.get('extractor')}' looks {lookahead} frame(s) ahead), so an online "
-                f"evaluation would see the future; re-extract with a causal extractor, or allow "
-                f"it explicitly (allow_noncausal_features, recorded in eval.json)"
+                f"'{attrs.get('extractor')}' looks "
+                f"{'an unknown number of' if lookahead < 0 else lookahead} frame(s) ahead), so "
+                f"an online evaluation would see the future; re-extract with a causal extractor, "
+                f"or allow it explicitly (--allow-noncausal-features; recorded in eval.json)"
             )
 
     labels = LabelSpace(classes)

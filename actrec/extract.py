@@ -78,6 +78,8 @@ def extract_video(
 
     if record.path is None:
         raise DataError(f"video {record.id!r}: the dataset gives no video file for it")
+    if not record.fps > 0:
+        raise DataError(f"video {record.id!r}: the dataset gives {record.fps} fps; expected > 0")
     reader = open_video(record.path, fps=extractor.fps)
     labels = resample_labels(record.labels, record.fps, reader.fps)
     if labels.shape[0] != reader.num_frames:
@@ -175,8 +177,11 @@ def extract_features(
                 fps = attrs.pop("fps")
                 store.write_video(vid, feats, labels, fps=fps, source=record.path, extra=attrs)
                 written.append(vid)
-            except ActrecError as exc:
+            except ActrecError as exc:  # this video is bad: report it, go on with the others
                 failed.append((vid, str(exc)))
+            except OSError as exc:  # disk full, permissions: every other video would fail too
+                raise DataError(f"feature store {store_path}: cannot write video {vid!r}: "
+                                f"{exc.strerror or exc}") from None
         if overall is not None:
             progress.advance(overall)
     return ExtractReport(tuple(written), tuple(skipped), tuple(failed), Path(store_path))

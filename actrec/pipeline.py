@@ -32,8 +32,10 @@ def extract_dataset(
     """
     from actrec import registry
     from actrec.extract import extract_features
-    from actrec.refs import dataset_from_ref, resolve_store
+    from actrec.refs import canonical_ref, dataset_from_ref, resolve_store
 
+    # Options given with -o are part of what the dataset is: they name its store.
+    ref = canonical_ref(dataset_ref, dataset_options)
     dataset = dataset_from_ref(dataset_ref, dataset_options)
     ext = registry.create("extractors", extractor, dict(extractor_options or {}))
     index = dataset.load()
@@ -41,15 +43,16 @@ def extract_dataset(
     if split is not None:
         chosen = index.split(split)
         video_ids = sorted(set(chosen.train) | set(chosen.test))
-    store = out if out is not None else resolve_store(dataset_ref, extractor)
-    missing = [v for v in index.videos.values() if v.path is None]
+    store = out if out is not None else resolve_store(ref, extractor)
+    missing = [index.videos[v] for v in (video_ids or index.videos)
+               if index.videos[v].path is None]
     if missing:
         raise ConfigError(
-            f"dataset '{dataset_ref}' has no video files for extraction (e.g. {missing[0].id}); "
+            f"dataset '{ref}' has no video files for extraction (e.g. {missing[0].id}); "
             f"import its public features instead (actrec import)"
         )
     return extract_features(
-        index, ext, store, dataset_ref=dataset_ref, split_scheme=index.label_set,
+        index, ext, store, dataset_ref=ref, split_scheme=index.label_set,
         video_ids=video_ids, overwrite=overwrite, dtype=dtype, progress=progress,
     )
 
@@ -73,7 +76,7 @@ def train_from_refs(
     """
     from actrec import registry
 
-    registry.plugin_class("models", model)  # fail fast, before any data is read
+    registry.create("models", model, dict(model_options or {}))  # fail fast, before any data
     from actrec.refs import resolve_store
     from actrec.runs import new_run_dir
     from actrec.train import TrainSpec, train_model

@@ -129,7 +129,8 @@ def coerce(value: Any, annotation: Any) -> Any:
         if not isinstance(value, (str, int, float)):
             raise ValueError(f"expected a string, got {value!r}")
         return str(value)
-    return value
+    raise ValueError(f"options of type {annotation!r} are not supported; use str, int, float, "
+                     f"bool, Path, an optional of these, or a tuple")
 
 
 def _jsonable(value: Any) -> Any:

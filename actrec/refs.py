@@ -27,6 +27,17 @@ def parse_dataset_ref(ref: str) -> tuple[str, dict[str, str]]:
     return name, options
 
 
+def canonical_ref(ref: str, options: Mapping[str, str] | None = None) -> str:
+    """``ref`` with ``options`` folded in, keys sorted and ``root`` left out: the one spelling
+    of a dataset (and its feature store) whatever order or flags the options came in."""
+    name, ref_options = parse_dataset_ref(ref)
+    merged = {**ref_options, **{k: str(v) for k, v in (options or {}).items()}}
+    merged.pop("root", None)  # where the files are does not change what they are
+    if not merged:
+        return name
+    return name + ":" + ",".join(f"{k}={merged[k]}" for k in sorted(merged))
+
+
 def dataset_from_ref(ref: str, options: Mapping[str, str] | None = None):
     """The dataset plugin instance for ``ref``, with ``options`` added (they win on clashes)."""
     from actrec import registry
@@ -44,5 +55,4 @@ def resolve_store(ref_or_path: str, extractor: str) -> Path:
     path = Path(ref_or_path).expanduser()
     if path.suffix == ".zarr" or path.is_dir():
         return path
-    parse_dataset_ref(ref_or_path)  # validate
-    return default_store_path(ref_or_path, extractor)
+    return default_store_path(canonical_ref(ref_or_path), extractor)

@@ -161,7 +161,7 @@ def load(record: PluginRecord) -> type | BrokenPlugin:
     from actrec.plugin_api import KINDS
 
     try:
-        module_name, _, attr = record.target.partition(":")
+        _, _, attr = record.target.partition(":")
         if not attr:
             raise PluginError(f"entry point '{record.target}' must have the form module:Class")
         obj = metadata.EntryPoint(record.name, record.target, GROUPS[record.kind]).load()

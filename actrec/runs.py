@@ -8,8 +8,9 @@ A run directory holds everything one training run produced::
         checkpoint.pt    the latest checkpoint (plain tensors and primitives: weights_only=True)
         eval.json        the last evaluation (written by ``actrec.evaluate``)
 
-Every file is written atomically (a temporary file in the same folder, then ``os.replace``), so
-an interrupted run never leaves a half-written checkpoint behind.
+config.json, checkpoint.pt and eval.json are written atomically (a temporary file in the same
+folder, then ``os.replace``), so an interrupted run never leaves a half-written checkpoint
+behind; metrics.jsonl is appended and, on resume, trimmed back to the checkpoint's iteration.
 """
 
 from __future__ import annotations

@@ -357,7 +357,8 @@ def train_model(
             _restore(checkpoint, model, optimizer, rng, ckpt_path, device)
             start = int(checkpoint["iteration"])
             elapsed_before = float(checkpoint.get("elapsed_s", 0.0))
-            _truncate_metrics(run_dir / runs.METRICS, start)
+        # Lines logged after the last checkpoint (or before a first one) are redone: drop them.
+        _truncate_metrics(run_dir / runs.METRICS, start)
         if checkpoint is None or start < spec.iterations:
             _write_config(run_dir, spec, sources, stores, chosen, banks, labels, layout,
                           plugin, model, resumed_at=start if checkpoint is not None else None)

@@ -216,6 +216,31 @@ def test_write_is_atomic_rename(tmp_path, monkeypatch):
     assert not (path / ".tmp").exists()
 
 
+def test_overwrite_killed_between_its_two_renames_keeps_the_old_copy(tmp_path):
+    """An overwrite moves the old copy aside, then the new one in; a crash in between leaves
+    no copy in videos/. The next open for writing puts the old complete copy back."""
+    import socket
+
+    path = tmp_path / "s.zarr"
+    store = _create(path)
+    feats, labels = _data(seed=1)
+    store.write_video("v1", feats, labels, fps=15.0, source=None)
+    good = _snapshot(path / "videos/v1")
+    aside = path / ".tmp" / f"v1.{socket.gethostname()}.{2**22 + 1}.abcd1234-old"
+    aside.parent.mkdir()
+    os.rename(path / "videos/v1", aside)  # the state right after the first rename
+    assert store.videos() == []
+    store = _create(path)
+    assert store.videos() == ["v1"] and _snapshot(path / "videos/v1") == good
+    assert not aside.exists()
+
+
+def test_a_file_is_not_a_store(tmp_path):
+    (tmp_path / "f.zarr").write_text("not a folder")
+    with pytest.raises(DataError, match="exists and is not a folder"):
+        _create(tmp_path / "f.zarr")
+
+
 def test_overwrite_and_remove(tmp_path):
     store = _create(tmp_path / "s.zarr")
     store.write_video("v1", *_data(t=50, seed=1), fps=15.0, source=None)

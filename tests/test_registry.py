@@ -150,3 +150,27 @@ def test_config_coercion():
         C.from_options({"flag": "maybe"})
     with pytest.raises(ConfigError, match="expected an integer"):
         C.from_options({"n": 2.5})
+
+    @dataclass(frozen=True)
+    class Unsupported(PluginConfig):
+        table: dict = None  # type: ignore[assignment]
+
+    with pytest.raises(ConfigError, match="option 'table'.*not supported"):
+        Unsupported.from_options({"table": "a=1"})
+
+
+def test_dataset_references_name_one_store_whatever_the_spelling(tmp_path, monkeypatch):
+    from actrec.refs import canonical_ref, parse_dataset_ref, resolve_store
+
+    monkeypatch.setenv("ACTREC_HOME", str(tmp_path))
+    assert parse_dataset_ref("synthetic:kitchen=b, seed=1") == ("synthetic", {"kitchen": "b",
+                                                                              "seed": "1"})
+    assert canonical_ref("synthetic:seed=1", {"kitchen": "b", "root": "/data"}) == \
+        "synthetic:kitchen=b,seed=1"
+    assert canonical_ref("synthetic") == "synthetic"
+    same = {resolve_store(r, "colorgrad") for r in
+            ("synthetic:kitchen=b,seed=1", "synthetic:seed=1,kitchen=b")}
+    assert len(same) == 1 and resolve_store("synthetic:seed=2,kitchen=b", "colorgrad") not in same
+    assert resolve_store(str(tmp_path / "x.zarr"), "colorgrad") == tmp_path / "x.zarr"
+    with pytest.raises(ConfigError, match="expected key=value"):
+        parse_dataset_ref("synthetic:kitchen")

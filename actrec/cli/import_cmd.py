@@ -28,8 +28,9 @@ def _common(fn):
 @click.option("--fps", type=float, default=15.0, show_default=True, help="Frame rate of the features.")
 @click.option("--background", default=None, help="Name of the background class, if any.")
 @click.option("--length-policy", type=click.Choice(["truncate", "error"]), default="truncate",
-              show_default=True, help="Ground truth and features of different lengths: cut both "
-              "to the shorter (counted in the report) or stop with an error.")
+              show_default=True, help="Ground truth and features of different lengths: labels "
+              "cut to the feature length or padded as unlabelled (-1), counted in the report; "
+              "or stop with an error.")
 def mstcn(root, name, out, overwrite, as_json, fps, background, length_policy) -> None:
     """Import ROOT in the MS-TCN layout (features/*.npy as D x T, groundTruth, splits, mapping)."""
     _run("mstcn", root, name, out, overwrite, as_json,

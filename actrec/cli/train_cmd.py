@@ -14,9 +14,11 @@ def _mix(value: str) -> tuple[int, int]:
     try:
         mix = (int(n1), int(n2) if sep else 0)
     except ValueError:
-        raise click.BadParameter(f"expected N1:N2 (for example 64:64), got {value!r}") from None
+        raise click.BadParameter(f"expected N1:N2 (for example 64:64), got {value!r}",
+                                 param_hint="'--mix'") from None
     if mix[0] <= 0 or mix[1] < 0:
-        raise click.BadParameter(f"expected N1 > 0 and N2 >= 0, got {value!r}")
+        raise click.BadParameter(f"expected N1 > 0 and N2 >= 0, got {value!r}",
+                                 param_hint="'--mix'")
     return mix
 
 

@@ -136,6 +136,9 @@ class FeatureStore:
             "dtype": dtype,
             "chunk_frames": int(chunk_frames),
         })
+        if path.exists() and not path.is_dir():
+            raise DataError(f"feature store {path} exists and is not a folder; expected a Zarr "
+                            f"store (a folder) or a new path")
         if (path / "zarr.json").exists():
             store = cls.open(path)
             for key in _IDENTITY:
@@ -388,6 +391,14 @@ class FeatureStore:
                 except OSError:
                     continue
                 if dead or old:
+                    target = self.path / _VIDEOS / parts[0]
+                    attrs = _group_attrs(entry)
+                    if (entry.name.endswith("-old") and not target.exists() and attrs
+                            and attrs.get("complete") is True):
+                        # The overwrite died between its two renames: keep the old copy.
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        os.rename(entry, target)
+                        continue
                     shutil.rmtree(entry, ignore_errors=True)
             _rmdir_if_empty(tmp_root)
         videos = self.path / _VIDEOS

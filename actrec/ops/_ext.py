@@ -182,9 +182,13 @@ def _jit(cuda: bool) -> tuple[ModuleType | None, str]:
         return None, "no prebuilt actrec._C and ninja is not installed (pip install ninja)"
     cflags = CXX_FLAGS + [f"-DACTREC_SOURCE_HASH={source_hash(root)}"]
     cflags += cuda_defines() if cuda else []
+    # A CUDA build is only valid for the GPU architectures and toolkit it was compiled for.
+    target = ([os.environ.get("TORCH_CUDA_ARCH_LIST", ""), str(cpp_extension.CUDA_HOME),
+               *(str(torch.cuda.get_device_capability(i))
+                 for i in range(torch.cuda.device_count()))] if cuda else [])
     key = hashlib.sha256(
         "\0".join([source_hash(root), torch.__version__, sys.version, str(cuda), cxx, *cflags,
-                   *NVCC_FLAGS]).encode()
+                   *NVCC_FLAGS, *LD_FLAGS, *target]).encode()
     ).hexdigest()[:16]
     build_dir = cache_root() / key
     built = any(build_dir.glob("*.so"))

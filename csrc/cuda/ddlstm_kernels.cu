@@ -80,8 +80,9 @@ __global__ void x_stats_kernel(const T* xp, int64_t T_, int64_t N, int64_t G, in
                                const T* wn, T eps, const T* gamma_x, const T* beta_x,
                                const T* beta_h, const T* bias, T* mean, T* var, T* scale,
                                T* shift) {
-  const int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  const int64_t t = blockIdx.y;
+  // t on grid.x (up to 2^31 - 1 steps; grid.y stops at 65535), channel tiles on grid.y
+  const int64_t c = blockIdx.y * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t t = blockIdx.x;
   if (c >= G) return;
   const T* col = xp + t * N * G + c;
   T m0 = 0, m1 = 0;
@@ -411,7 +412,7 @@ template <typename T>
 void launch_x_stats(const T* xp, int64_t T_, int64_t N, int64_t G, int64_t /*n1*/, int ndom,
                     const T* wn, T eps, const T* gamma_x, const T* beta_x, const T* beta_h,
                     const T* bias, T* mean, T* var, T* scale, T* shift, cudaStream_t s) {
-  const dim3 grid(static_cast<unsigned>((G + 255) / 256), static_cast<unsigned>(T_));
+  const dim3 grid(static_cast<unsigned>(T_), static_cast<unsigned>((G + 255) / 256));
   x_stats_kernel<T><<<grid, 256, 0, s>>>(xp, T_, N, G, ndom, wn, eps, gamma_x, beta_x, beta_h,
                                          bias, mean, var, scale, shift);
 }

@@ -10,7 +10,8 @@
 // that works on a cached set of static buffers ("plan"); a call copies its inputs in, replays,
 // and clones the outputs out (device copies, a few tens of microseconds). ACTREC_CUDA_GRAPHS=0
 // runs the loop eagerly on fresh buffers instead. A failed capture falls back to eager for that
-// shape. Plans are kept for the life of the process (one per shape; ~4 [T, N, 4H] buffers each).
+// shape. At most 8 plans per direction are kept (oldest dropped first); a plan's buffers are
+// handed between streams through a CUDA event.
 //
 // NOTE: written against the ATen CUDA APIs of torch 2.x, but not yet run on a GPU.
 
@@ -23,6 +24,7 @@
 #include <torch/library.h>
 
 #include <cstdlib>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -129,19 +131,33 @@ struct Plan {
   Bufs b;
   std::unique_ptr<at::cuda::CUDAGraph> graph;
   bool graph_failed = false;
+  // Recorded on the user's stream after the last work that reads b was queued: the next user,
+  // perhaps on another stream, waits for it before overwriting the buffers.
+  at::cuda::CUDAEvent done;
 };
 
+constexpr size_t kMaxPlans = 8;  // per direction; each holds a few [T, N, 4H] buffers
+
+// The plan of `key`, made on first use; at most kMaxPlans are kept (oldest dropped first), so
+// varying shapes or domain mixes cannot grow GPU memory without bound. A dropped plan lives on
+// while a caller still holds it.
 template <typename Bufs>
-Plan<Bufs>& get_plan(const std::string& key, const std::function<Bufs()>& make) {
+std::shared_ptr<Plan<Bufs>> get_plan(const std::string& key, const std::function<Bufs()>& make) {
   static std::mutex mu;
-  static std::unordered_map<std::string, std::unique_ptr<Plan<Bufs>>> plans;
+  static std::unordered_map<std::string, std::shared_ptr<Plan<Bufs>>> plans;
+  static std::deque<std::string> order;
   std::lock_guard<std::mutex> lock(mu);
   auto& p = plans[key];
   if (!p) {
-    p = std::make_unique<Plan<Bufs>>();
+    p = std::make_shared<Plan<Bufs>>();
     p->b = make();
+    order.push_back(key);
+    while (order.size() > kMaxPlans) {
+      plans.erase(order.front());
+      order.pop_front();
+    }
   }
-  return *p;
+  return plans[key];
 }
 
 // Capture `loop` once into p.graph on a side stream (a capture needs a non-default stream);
@@ -155,14 +171,25 @@ bool ensure_graph(Plan<Bufs>& p, Loop loop) {
   at::cuda::CUDAEvent ready;
   ready.record(cur);
   ready.block(side);
+  auto g = std::make_unique<at::cuda::CUDAGraph>();
+  bool capturing = false;
   try {
     c10::cuda::CUDAStreamGuard guard(side);
-    auto g = std::make_unique<at::cuda::CUDAGraph>();
     g->capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
+    capturing = true;
     loop();
+    capturing = false;
     g->capture_end();
     p.graph = std::move(g);
   } catch (const std::exception& e) {
+    if (capturing) {  // leave the side stream out of capture mode and the allocator's pool
+      try {
+        c10::cuda::CUDAStreamGuard guard(side);
+        g->capture_end();
+      } catch (const std::exception&) {
+      }
+    }
+    (void)cudaGetLastError();
     TORCH_WARN_ONCE("ddlstm_layer: CUDA graph capture failed, running the loop eagerly: ", e.what());
     p.graph_failed = true;
     return false;
@@ -170,10 +197,12 @@ bool ensure_graph(Plan<Bufs>& p, Loop loop) {
   return true;
 }
 
-std::string plan_key(const char* dir, const at::Tensor& x, int64_t H, int64_t n1, bool dual) {
+// Everything a captured loop bakes in: shapes, split, and the scalars of the step arguments.
+std::string plan_key(const char* dir, const at::Tensor& x, int64_t H, int64_t n1, bool dual,
+                     double eps) {
   std::ostringstream k;
   k << dir << '|' << x.get_device() << '|' << x.scalar_type() << '|' << x.size(0) << '|'
-    << x.size(1) << '|' << H << '|' << n1 << '|' << dual;
+    << x.size(1) << '|' << H << '|' << n1 << '|' << dual << '|' << std::hexfloat << eps;
   return k.str();
 }
 
@@ -212,12 +241,13 @@ FwdResult forward_cuda(const at::Tensor& x_, const at::Tensor& w_ih, const at::T
   at::Tensor kos = at::empty({2, N}, opt.dtype(at::kDouble));
 
   const bool use_graph = graphs_enabled();
-  Plan<FwdBufs>* plan = nullptr;
+  std::shared_ptr<Plan<FwdBufs>> plan;
   std::unique_lock<std::mutex> lock;
   FwdBufs fresh;
   if (use_graph) {
-    plan = &get_plan<FwdBufs>(plan_key("fwd", x, H, n1, dual), [&] { return alloc_fwd(T, N, H, opt); });
+    plan = get_plan<FwdBufs>(plan_key("fwd", x, H, n1, dual, eps), [&] { return alloc_fwd(T, N, H, opt); });
     lock = std::unique_lock<std::mutex>(plan->mu);
+    plan->done.block(at::cuda::getCurrentCUDAStream());
   } else {
     fresh = alloc_fwd(T, N, H, opt);
   }
@@ -251,8 +281,10 @@ FwdResult forward_cuda(const at::Tensor& x_, const at::Tensor& w_ih, const at::T
   at::Tensor h_n = b.out.select(0, T - 1).clone(), c_n = b.cs.select(0, T - 1).clone();
   if (!plan)
     return {b.out, h_n, c_n, b.xp, b.gh, b.cs, mean_x, var_x, b.mean_h, b.var_h, b.mean_c, b.var_c};
-  return {b.out.clone(), h_n, c_n, b.xp.clone(), b.gh.clone(), b.cs.clone(), mean_x, var_x,
-          b.mean_h.clone(), b.var_h.clone(), b.mean_c.clone(), b.var_c.clone()};
+  FwdResult result{b.out.clone(), h_n, c_n, b.xp.clone(), b.gh.clone(), b.cs.clone(), mean_x,
+                   var_x, b.mean_h.clone(), b.var_h.clone(), b.mean_c.clone(), b.var_c.clone()};
+  plan->done.record(at::cuda::getCurrentCUDAStream());
+  return result;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -378,12 +410,13 @@ BwdResult backward_cuda(const at::Tensor& grad_out, const at::Tensor& grad_h_n,
   at::Tensor kos = at::empty({2, N}, opt.dtype(at::kDouble));
 
   const bool use_graph = graphs_enabled();
-  Plan<BwdBufs>* plan = nullptr;
+  std::shared_ptr<Plan<BwdBufs>> plan;
   std::unique_lock<std::mutex> lock;
   BwdBufs b;
   if (use_graph) {
-    plan = &get_plan<BwdBufs>(plan_key("bwd", x, H, n1, dual), [&] { return alloc_bwd(T, N, H, opt); });
+    plan = get_plan<BwdBufs>(plan_key("bwd", x, H, n1, dual, eps), [&] { return alloc_bwd(T, N, H, opt); });
     lock = std::unique_lock<std::mutex>(plan->mu);
+    plan->done.block(at::cuda::getCurrentCUDAStream());
     BwdBufs& s = plan->b;
     s.w_hh.copy_(w_hh);
     s.gamma_h.copy_(gh);
@@ -478,10 +511,13 @@ BwdResult backward_cuda(const at::Tensor& grad_out, const at::Tensor& grad_h_n,
   at::Tensor grad_x = need_grad_x ? at::mm(dxp2, w_ih.contiguous()).view({T, N, D}) : at::empty({0}, opt);
   const auto to_t = [&](const at::Tensor& t) { return t.to(x.scalar_type(), false, true); };
   at::Tensor grad_bias = to_t(s.acc_bias);
-  return {grad_x, grad_w_ih, grad_w_hh, grad_bias, to_t(s.acc_gamma_x), grad_bias.clone(),
-          to_t(s.acc_gamma_h), grad_bias.clone(), to_t(s.acc_gamma_c), to_t(s.acc_beta_c),
-          grad_alpha.to(alpha.scalar_type(), false, true).view(alpha.sizes()), s.dhrec.clone(),
-          s.dc.clone()};
+  BwdResult result{grad_x, grad_w_ih, grad_w_hh, grad_bias, to_t(s.acc_gamma_x),
+                   grad_bias.clone(), to_t(s.acc_gamma_h), grad_bias.clone(),
+                   to_t(s.acc_gamma_c), to_t(s.acc_beta_c),
+                   grad_alpha.to(alpha.scalar_type(), false, true).view(alpha.sizes()),
+                   s.dhrec.clone(), s.dc.clone()};
+  if (plan) plan->done.record(at::cuda::getCurrentCUDAStream());
+  return result;
 }
 
 }  // namespace

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from actrec.errors import ConfigError
 from actrec.plugin_api import FeatureExtractor, PluginConfig
 
 
@@ -22,6 +23,10 @@ class GrayHistogram(FeatureExtractor):
     class Config(PluginConfig):
         bins: int = 16
         fps: float | None = None  # resample videos to this rate; None keeps theirs
+
+        def __post_init__(self) -> None:  # reject bad values when the options are read
+            if self.bins < 1:
+                raise ConfigError(f"extractor 'grayhist': bins must be >= 1, got {self.bins}")
 
     def dim(self) -> int:
         return self.config.bins
