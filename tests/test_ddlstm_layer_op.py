@@ -284,3 +284,42 @@ def test_availability(monkeypatch):
     assert not dl.fused_layer_available(torch.zeros(1, 1, 1))
     with pytest.raises(ConfigError, match="not available"):
         dl.ddlstm_layer(torch.zeros(1, 1, 1), *make_params(1, 1, torch.float32), n1=0, eps=1e-5)
+
+
+CUDA_CASES = [  # (T, N, n1, D, H, dual, eps): odd H and N, single domain, another eps
+    (7, 12, 5, 5, 9, True, 1e-5),
+    (3, 37, 0, 4, 8, True, 1e-5),
+    (5, 8, 4, 3, 16, False, 1e-5),
+    (5, 8, 4, 3, 16, True, 1e-3),
+]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("graphs", ["1", "0"])
+def test_cuda_matches_cpu_op(extension, monkeypatch, graphs):
+    """The CUDA layer (CUDA-graph replay and eager loop) against the CPU op: outputs, batch
+    statistics and every gradient; each shape twice with new inputs, so a replayed graph
+    that kept stale inputs (or an old eps) would fail."""
+    monkeypatch.setenv("ACTREC_CUDA_GRAPHS", graphs)
+    for t, n, n1, d, hid, dual, eps in CUDA_CASES:
+        for seed in (0, 1):
+            torch.manual_seed(seed)
+            x = torch.randn(t, n, d, dtype=torch.float64)
+            p = make_params(d, hid, torch.float64, seed=seed)
+            grads = []
+            results = []
+            for device in ("cpu", "cuda"):
+                xs = x.to(device).requires_grad_()
+                ps = [q.detach().to(device).requires_grad_() for q in p]
+                r = dl.ddlstm_layer(xs, *ps, n1=n1, eps=eps, dual_domain=dual)
+                (r.out.square().sum() + r.c_n.sum()).backward()
+                results.append(r)
+                grads.append([xs.grad.cpu()] + [q.grad.cpu() for q in ps])
+            cpu, gpu = results
+            torch.testing.assert_close(gpu.out.cpu(), cpu.out, rtol=1e-9, atol=1e-9)
+            torch.testing.assert_close(gpu.c_n.cpu(), cpu.c_n, rtol=1e-9, atol=1e-9)
+            torch.testing.assert_close(gpu.stats.mean_h.cpu(), cpu.stats.mean_h)
+            torch.testing.assert_close(gpu.stats.var_c.cpu(), cpu.stats.var_c)
+            for g_gpu, g_cpu in zip(grads[1], grads[0]):
+                torch.testing.assert_close(g_gpu, g_cpu, rtol=1e-8, atol=1e-9)
