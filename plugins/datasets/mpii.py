@@ -38,7 +38,6 @@ class MPIICooking2(Dataset):
     Config = MPIIConfig
 
     def load(self) -> DatasetIndex:
-
         from actrec.errors import DataError
         from actrec.io import annotations as A
         from actrec.plugin_api import VideoRecord
