@@ -16,18 +16,18 @@
 #include <string>
 
 TORCH_LIBRARY(actrec, m) {
-  // h [T,N,C]; alpha [2]; rows 0..n1-1 are domain D1. Returns y [T,N,C] and the saved per-domain
-  // statistics mean, rstd [2,T,C] (float32 for half/bfloat16 inputs). When given, the running
-  // buffers [2,T_max,C] are updated in place for t < min(T, T_max).
+  // h [T,N,C]; weights [2,T,N], the contribution weights of actrec/ops/domains.py (padding
+  // has weight 0); rows 0..n1-1 are normalised with domain D1's statistics. Returns y [T,N,C]
+  // and the per-domain batch statistics mean, var [2,T,C] (biased; 0 where a domain has no
+  // weight at t; float64 for float64 inputs, float32 otherwise). Pure: nothing is mutated.
   m.def(
-      "ddbn_forward(Tensor h, Tensor alpha, int n1, Tensor gamma, Tensor beta, float eps, "
-      "Tensor(a!)? running_mean, Tensor(b!)? running_var, float momentum) "
-      "-> (Tensor y, Tensor mean, Tensor rstd)");
-  // The backward of ddbn_forward with respect to h, alpha, gamma and beta.
+      "ddbn_forward(Tensor h, Tensor weights, int n1, Tensor gamma, Tensor beta, float eps) "
+      "-> (Tensor y, Tensor mean, Tensor var)");
+  // The backward of ddbn_forward with respect to h, weights, gamma and beta.
   m.def(
-      "ddbn_backward(Tensor grad_y, Tensor h, Tensor alpha, int n1, Tensor gamma, Tensor mean, "
-      "Tensor rstd, float eps) -> (Tensor grad_h, Tensor grad_alpha, Tensor grad_gamma, "
-      "Tensor grad_beta)");
+      "ddbn_backward(Tensor grad_y, Tensor h, Tensor weights, int n1, Tensor gamma, "
+      "Tensor mean, Tensor var, float eps) -> (Tensor grad_h, Tensor grad_weights, "
+      "Tensor grad_gamma, Tensor grad_beta)");
   // Evaluation with population statistics: domain [N] int64 of 0/1 picks the running slot;
   // timesteps t >= T_max use slot T_max - 1.
   m.def(

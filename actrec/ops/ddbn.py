@@ -3,9 +3,12 @@
 ``ddbn`` and ``ddbn_eval`` have the signatures and results of ``ddbn_reference`` and
 ``ddbn_eval_reference`` (see there and shared/design/ddbn.md). The extension is found or
 compiled on first use (``actrec.ops._ext``), never at import; ``ACTREC_DISABLE_EXT=1`` forces the
-reference. The compiled ops are ``torch.ops.actrec.{ddbn_forward, ddbn_backward, ddbn_eval}``;
-their fake (meta) kernels and the autograd formula (the backward is its own op) are registered
-here, so they work under ``torch.compile`` and with ``torch.library.opcheck``.
+reference. The compiled ops are ``torch.ops.actrec.{ddbn_forward, ddbn_backward, ddbn_eval}``.
+``ddbn_forward`` takes the contribution weights ``[2, T, N]`` of
+:func:`actrec.ops.domains.contribution_weights` (so the weight formula and the padding mask live
+in one place, and alpha's gradient flows through them by autograd) and mutates nothing; its
+fake (meta) kernels and autograd formula (the backward is its own op) are registered here with
+the public ``torch.library`` API, so they work under ``torch.compile`` and ``opcheck``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from torch import Tensor
 
 from actrec.ops import _ext
 from actrec.ops.ddbn_reference import ddbn_eval_reference, ddbn_reference
+from actrec.ops.domains import check_domain_flags, contribution_weights
 
 __all__ = ["ddbn", "ddbn_eval", "extension_ops"]
 
@@ -24,7 +28,6 @@ _DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _CUDA_MAX_BATCH = 1024  # cuda::kMaxBatch in csrc/cuda/ddbn_kernels.cuh
 _lock = threading.Lock()
 _registered = False
-_lib: torch.library.Library | None = None  # keeps the Python registrations alive
 
 
 def _stat_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -36,16 +39,16 @@ def _stat_dtype(dtype: torch.dtype) -> torch.dtype:
 # Python-side registrations of the C++ ops (done once, after the library is loaded)
 
 
-def _fake_forward(h, alpha, n1, gamma, beta, eps, running_mean, running_var, momentum):
+def _fake_forward(h, weights, n1, gamma, beta, eps):
     t, _, c = h.shape
     st = _stat_dtype(h.dtype)
     y = h.new_empty(h.shape)  # contiguous, as the kernels write it
     return y, h.new_empty((2, t, c), dtype=st), h.new_empty((2, t, c), dtype=st)
 
 
-def _fake_backward(grad_y, h, alpha, n1, gamma, mean, rstd, eps):
+def _fake_backward(grad_y, h, weights, n1, gamma, mean, var, eps):
     c = h.shape[2]
-    return (h.new_empty(h.shape), torch.empty_like(alpha), gamma.new_empty((c,)),
+    return (h.new_empty(h.shape), weights.new_empty(weights.shape), gamma.new_empty((c,)),
             gamma.new_empty((c,)))
 
 
@@ -54,19 +57,19 @@ def _fake_eval(h, domain, running_mean, running_var, gamma, beta, eps):
 
 
 def _setup_context(ctx, inputs, output):
-    h, alpha, n1, gamma, _beta, eps, _rm, _rv, _momentum = inputs
-    _y, mean, rstd = output
-    ctx.save_for_backward(h, alpha, gamma, mean, rstd)
+    h, weights, n1, gamma, _beta, eps = inputs
+    _y, mean, var = output
+    ctx.save_for_backward(h, weights, gamma, mean, var)
     ctx.n1, ctx.eps = n1, eps
-    ctx.mark_non_differentiable(mean, rstd)  # statistics are outputs for inspection only
+    ctx.mark_non_differentiable(mean, var)  # statistics are outputs for inspection only
 
 
-def _backward(ctx, grad_y, _grad_mean, _grad_rstd):
-    h, alpha, gamma, mean, rstd = ctx.saved_tensors
-    gh, ga, gg, gb = torch.ops.actrec.ddbn_backward(
-        grad_y, h, alpha, ctx.n1, gamma, mean, rstd, ctx.eps
+def _backward(ctx, grad_y, _grad_mean, _grad_var):
+    h, weights, gamma, mean, var = ctx.saved_tensors
+    gh, gw, gg, gb = torch.ops.actrec.ddbn_backward(
+        grad_y, h, weights, ctx.n1, gamma, mean, var, ctx.eps
     )
-    return gh, ga, None, gg, gb, None, None, None, None
+    return gh, gw, None, gg, gb, None
 
 
 def _eval_setup_context(ctx, inputs, output):
@@ -89,23 +92,18 @@ def _eval_backward(ctx, grad_y):
 
 
 def _register() -> None:
-    """Fake kernels and the autograd formula for the loaded ``torch.ops.actrec`` DDBN ops."""
-    global _registered, _lib
+    """Fake kernels and the autograd formulas of the loaded ``torch.ops.actrec`` DDBN ops."""
+    global _registered
+    if _registered:
+        return
     with _lock:
         if _registered:
             return
         torch.library.register_fake("actrec::ddbn_forward")(_fake_forward)
         torch.library.register_fake("actrec::ddbn_backward")(_fake_backward)
         torch.library.register_fake("actrec::ddbn_eval")(_fake_eval)
-        # torch.library.register_autograd refuses ops that mutate an input, and ddbn_forward
-        # updates the running buffers in place (they never need gradients). So build the same
-        # autograd kernel register_autograd would, and install it at the Autograd key.
-        from torch._library.autograd import Info, make_autograd_impl
-
-        _lib = torch.library.Library("actrec", "FRAGMENT")
-        op = torch.ops.actrec.ddbn_forward.default
-        _lib.impl("ddbn_forward", make_autograd_impl(op, Info(_backward, _setup_context)),
-                  "Autograd", with_keyset=True)
+        torch.library.register_autograd("actrec::ddbn_forward", _backward,
+                                        setup_context=_setup_context)
         torch.library.register_autograd("actrec::ddbn_eval", _eval_backward,
                                         setup_context=_eval_setup_context)
         _registered = True
@@ -164,29 +162,25 @@ def ddbn(
     beta: Tensor,
     eps: float = 1e-5,
     *,
-    running_mean: Tensor | None = None,
-    running_var: Tensor | None = None,
-    momentum: float = 0.1,
+    mask: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """DDBN of ``h [T, N, C]`` in training mode: ``(y [T,N,C], mean [2,T,C], var [2,T,C])``.
 
     Same contract as :func:`actrec.ops.ddbn_reference.ddbn_reference`: rows ``0..n1-1`` are
-    domain D1; ``var`` is the biased weighted variance; running buffers ``[2, T_max, C]``, when
-    both are given, are updated in place. Differentiable in h, alpha, gamma and beta. With the
-    extension, ``mean``/``var`` carry no gradient and are float32 for half/bfloat16 inputs.
+    domain D1; ``mean``/``var`` are each domain's weighted batch statistics (variance biased)
+    with the weights of :func:`actrec.ops.domains.contribution_weights`; ``mask [T, N]`` (bool,
+    True on real frames) keeps padding out of every statistic, and where a domain has no real
+    row at t its mean and var are 0. No side effects (running statistics are the caller's).
+    Differentiable in h, alpha, gamma and beta (alpha through the weights). With the extension,
+    ``mean``/``var`` carry no gradient and are float32 for half/bfloat16 inputs.
     """
     n1 = int(n1)
     if not _ext_supports(h):
-        return ddbn_reference(h, alpha, n1, gamma, beta, eps, running_mean=running_mean,
-                              running_var=running_var, momentum=momentum)
+        return ddbn_reference(h, alpha, n1, gamma, beta, eps, mask=mask)
     _check(h, alpha, n1, gamma, beta)
-    if running_mean is None or running_var is None:
-        running_mean = running_var = None
-    y, mean, rstd = torch.ops.actrec.ddbn_forward(
-        h, alpha, n1, gamma, beta, float(eps), running_mean, running_var, float(momentum)
-    )
-    var = rstd.pow(-2).sub_(eps)  # r = (var + eps)^(-1/2); exact to rounding of (var + eps)
-    return y, mean, var
+    t, n, _ = h.shape
+    w = contribution_weights(alpha, n1, t, n, mask, dtype=_stat_dtype(h.dtype))  # [2, T, N]
+    return torch.ops.actrec.ddbn_forward(h, w.to(h.device), n1, gamma, beta, float(eps))
 
 
 def ddbn_eval(
@@ -200,8 +194,15 @@ def ddbn_eval(
 ) -> Tensor:
     """DDBN at evaluation, as :func:`actrec.ops.ddbn_reference.ddbn_eval_reference`: row n of
     ``h [T, N, C]`` uses domain ``domain[n]``'s running statistics ``[2, T_max, C]``; timesteps
-    ``t >= T_max`` use slot ``T_max - 1``."""
-    if not _ext_supports(h) or h.dim() != 3 or domain.shape != (h.shape[1],):
+    ``t >= T_max`` use slot ``T_max - 1``.
+
+    ``domain [N]`` must hold only 0 (D1) and 1 (D2): anything else is a ValueError, checked
+    here for every backend (:func:`actrec.ops.domains.check_domain_flags`).
+    """
+    if h.dim() != 3:
+        raise ValueError(f"expected h of shape [T, N, C], got {tuple(h.shape)}")
+    domain = check_domain_flags(domain, h.shape[1])
+    if not _ext_supports(h):
         return ddbn_eval_reference(h, domain, running_mean, running_var, gamma, beta, eps)
-    return torch.ops.actrec.ddbn_eval(h, domain.long(), running_mean, running_var, gamma, beta,
+    return torch.ops.actrec.ddbn_eval(h, domain, running_mean, running_var, gamma, beta,
                                       float(eps))

@@ -1,26 +1,26 @@
-// CPU kernels of the DDBN ops (schemas in csrc/ddbn.cpp; spec in docs / design/ddbn.md).
-// Exposed so that other C++ ops (the fused DDLSTM layer) can call them directly.
+// CPU kernels of the DDBN ops (schemas in csrc/ddbn.cpp; spec in shared/design/ddbn.md).
 #pragma once
 
 #include <ATen/core/Tensor.h>
-#include <c10/util/Optional.h>
 
 #include <tuple>
 
 namespace actrec {
 
-// h [T,N,C], alpha [2], 0 <= n1 <= N. Returns (y [T,N,C], mean [2,T,C], rstd [2,T,C]); the
-// statistics are float32 for half/bfloat16 inputs. Updates running_mean/var [2,T_max,C] in
-// place for t < min(T, T_max) when both are given.
+// h [T,N,C]; weights [2,T,N] (actrec.ops.domains.contribution_weights: tanh weights times the
+// padding mask, or the mask in both slots for plain batch norm); rows 0..n1-1 are normalised
+// with domain D1's statistics, the others with D2's. Returns (y [T,N,C], mean [2,T,C],
+// var [2,T,C]): weighted statistics, the variance biased; 0 where a domain has no weight at t.
+// Statistics are float64 for float64 inputs and float32 otherwise; sums accumulate in double.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> ddbn_forward_cpu(
-    const at::Tensor& h, const at::Tensor& alpha, int64_t n1, const at::Tensor& gamma,
-    const at::Tensor& beta, double eps, const std::optional<at::Tensor>& running_mean,
-    const std::optional<at::Tensor>& running_var, double momentum);
+    const at::Tensor& h, const at::Tensor& weights, int64_t n1, const at::Tensor& gamma,
+    const at::Tensor& beta, double eps);
 
-// Gradients (grad_h, grad_alpha [2], grad_gamma [C], grad_beta [C]) from the saved statistics.
+// Gradients (grad_h [T,N,C], grad_weights [2,T,N], grad_gamma [C], grad_beta [C]) from the
+// statistics ddbn_forward_cpu returned.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ddbn_backward_cpu(
-    const at::Tensor& grad_y, const at::Tensor& h, const at::Tensor& alpha, int64_t n1,
-    const at::Tensor& gamma, const at::Tensor& mean, const at::Tensor& rstd, double eps);
+    const at::Tensor& grad_y, const at::Tensor& h, const at::Tensor& weights, int64_t n1,
+    const at::Tensor& gamma, const at::Tensor& mean, const at::Tensor& var, double eps);
 
 // Evaluation: row n uses running slot domain[n] (0/1); t >= T_max uses slot T_max - 1.
 at::Tensor ddbn_eval_cpu(const at::Tensor& h, const at::Tensor& domain,
