@@ -52,7 +52,7 @@ def test_entry_point_names_match_classes():
 
 
 def test_default_configs():
-    assert (DDLSTMModel.Config().hidden, DDLSTMModel.Config().layers, DDLSTMModel.Config().max_len) == (128, 3, 200)
+    assert (DDLSTMModel.Config().hidden, DDLSTMModel.Config().layers, DDLSTMModel.Config().max_len) == (128, 3, None)
     assert DDLSTMModel.Config().alpha_init == 0.75 and not hasattr(BNLSTMModel.Config(), "alpha_init")
     assert (LSTMModel.Config().hidden, LSTMModel.Config().layers, LSTMModel.Config().dropout) == (128, 1, 0.0)
     c = GRUModel.Config()

@@ -8,7 +8,8 @@ import torch
 from actrec.nn.ddbn import DualDomainBatchNorm, SequenceBatchNorm, project_alpha_
 from actrec.nn.lstm import NormLSTMLayer
 from actrec.nn.reestimate import reestimate_statistics
-from actrec.ops.ddbn_reference import bn_reference, ddbn_reference, unbiased_factors
+from actrec.ops.ddbn_reference import bn_reference, ddbn_reference
+from actrec.ops.domains import bessel, contribution_weights, effective_sizes
 
 DT = torch.float64
 
@@ -32,14 +33,19 @@ def test_ddbn_training_matches_reference_and_updates_running_stats():
     h = _h()
     alpha = torch.tensor([0.6, 0.8], dtype=DT)
     domain = torch.tensor([0, 0, 0, 1, 1, 1])
-    rm, rv = bn.running_mean.clone(), bn.running_var.clone()
     y = bn(h, alpha, domain)
-    y_ref, _, _ = ddbn_reference(h, alpha, 3, bn.weight, bn.bias, running_mean=rm, running_var=rv, momentum=0.2)
+    y_ref, mean, var = ddbn_reference(h, alpha, 3, bn.weight, bn.bias)
     # The module runs actrec.ops.ddbn (fused where built): equal to the reference to rounding.
     torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(bn.running_mean, rm, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(bn.running_var, rv, rtol=1e-12, atol=1e-12)
-    assert not torch.equal(rm, torch.zeros_like(rm))
+    # Momentum 0.2 from (0, 1); unbiased with n_eff = S^2 / sum tau^2 of the tanh weights.
+    # h has T = 4 > max_len = 3 timesteps: the last one has no slot.
+    j = torch.arange(1, 7, dtype=DT)
+    tau = torch.stack([(1 - torch.tanh(j - 0.6 * 6)) / 2, (1 + torch.tanh(j - (1 - 0.8) * 6)) / 2])
+    n_eff = tau.sum(1) ** 2 / (tau**2).sum(1)  # [2]
+    unbiased = var[:, :3] * (n_eff / (n_eff - 1))[:, None, None]
+    torch.testing.assert_close(bn.running_mean, 0.2 * mean[:, :3], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(bn.running_var, 0.8 + 0.2 * unbiased, rtol=1e-12, atol=1e-12)
+    assert bn.trained_len.item() == 3 and bn.trained_len.dtype == torch.long
 
 
 def test_running_stats_only_change_in_training_mode():
@@ -154,7 +160,7 @@ def test_reestimate_gives_exact_averages_and_leaves_parameters():
         torch.testing.assert_close(layer_bn.running_mean[t], means.mean(0))
         torch.testing.assert_close(layer_bn.running_var[t], vars_.mean(0))
     # DDBN: each domain slot averages the weighted batch statistics of the normalised inputs.
-    f = unbiased_factors(4, 2, alpha)
+    f = bessel(effective_sizes(contribution_weights(alpha, 2, 1, 4)))[:, 0]  # [2]
     sums_m, sums_v = torch.zeros(2, 3, 3, dtype=DT), torch.zeros(2, 3, 3, dtype=DT)
     counts = torch.zeros(3)
     layer_bn.eval()

@@ -3,12 +3,24 @@
 ``DualDomainBatchNorm`` (DDBN, Perrett & Damen 2019) keeps statistics per domain and timestep
 ``[2, T_max, C]``; ``SequenceBatchNorm`` is the plain per-timestep batch norm of the BNLSTM
 (Cooijmans et al.) with ``[T_max, C]``. Both take ``t0``, the timestep of ``h``'s first row, so
-a recurrent cell can normalise one step at a time into the right slot. Timesteps ``>= T_max``
-use slot ``T_max - 1`` at evaluation and leave the buffers alone in training.
+a recurrent cell can normalise one step at a time into the right slot, and an optional
+``mask [T, N]`` (True on real frames) that keeps padding out of every statistic.
 
-The math lives in ``actrec.ops`` (fused where built, reference otherwise). Setting a module's
-``cumulative`` to True (see ``actrec.nn.reestimate``) makes training-mode forwards accumulate
-exact averages of the batch statistics instead of momentum updates.
+The batch statistics come from ``actrec.ops`` (fused where built, reference otherwise), which
+is pure; these modules fold them into their running statistics, touching only the slots of the
+timesteps they normalised (O(C) work per step) and skipping a (domain, t) slot with no real
+frame. Variances are made unbiased with ``bessel(effective_sizes(w))`` of
+``actrec.ops.domains``.
+
+Trained length: ``trained_len`` (a persistent int64 buffer) is the number of leading timesteps
+training has reached (at most ``max_len``). Evaluation uses slot ``min(t, trained_len - 1)``
+for every t, so slots that only hold their initial statistics are never used (``ddbn.md``:
+timesteps past the training history use the last trained one). A norm that never trained uses
+``max_len`` instead; a state dict saved before the buffer existed loads as ``max_len``.
+
+Setting a module's ``cumulative`` to True (see ``actrec.nn.reestimate``) makes training-mode
+forwards accumulate exact averages of the batch statistics into the trained slots instead of
+momentum updates, and leaves ``trained_len`` alone.
 """
 
 from __future__ import annotations
@@ -17,7 +29,8 @@ import torch
 from torch import Tensor, nn
 
 from actrec.nn.base import split_point
-from actrec.ops.ddbn_reference import bn_reference, bn_eval_reference, unbiased_factors
+from actrec.ops.ddbn_reference import bn_eval_reference, bn_reference
+from actrec.ops.domains import bessel, contribution_weights, effective_sizes
 
 __all__ = [
     "PerTimestepNorm",
@@ -46,12 +59,9 @@ def _domain_slots(n1: int, n: int) -> list[int]:
     return [0] if n1 == n else [1] if n1 == 0 else [0, 1]
 
 
-def _slots(t0: int, t: int, t_max: int, device: torch.device) -> Tensor:
-    return torch.arange(t0, t0 + t, device=device).clamp_max(t_max - 1)  # [T]
-
-
 class PerTimestepNorm(nn.Module):
-    """Shared parts: gamma/beta, running buffers with a leading slot shape, re-estimation."""
+    """Shared parts: gamma/beta, running buffers with a leading slot shape, the trained length,
+    re-estimation."""
 
     def __init__(
         self, slots: tuple[int, ...], num_channels: int, max_len: int, momentum: float, eps: float
@@ -65,6 +75,8 @@ class PerTimestepNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_channels))
         self.register_buffer("running_mean", torch.zeros(*slots, max_len, num_channels))
         self.register_buffer("running_var", torch.ones(*slots, max_len, num_channels))
+        # Leading timesteps reached by training (0: never trained); saved with the model.
+        self.register_buffer("trained_len", torch.zeros((), dtype=torch.long))
         # Batches averaged per slot while re-estimating (non-persistent: not part of a model).
         self.register_buffer("counts", torch.zeros(*slots, max_len), persistent=False)
         self.cumulative = False
@@ -74,42 +86,77 @@ class PerTimestepNorm(nn.Module):
             f"{self.num_channels}, max_len={self.max_len}, momentum={self.momentum}, eps={self.eps}"
         )
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "trained_len"
+        if key not in state_dict:  # saved before the buffer existed: every slot counts as trained
+            state_dict[key] = torch.tensor(self.max_len, dtype=torch.long)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def reset_running_stats(self) -> None:
-        """Running means to 0, variances to 1, re-estimation counts to 0."""
+        """Running means to 0, variances to 1, re-estimation counts to 0 (the trained length
+        stays: it says which slots are in use)."""
         self.running_mean.zero_()
         self.running_var.fill_(1.0)
         self.counts.zero_()
 
+    def slots_in_use(self) -> Tensor:
+        """int64 scalar: ``trained_len``, or ``max_len`` for a norm that never trained."""
+        t = self.trained_len.clamp_max(self.max_len)
+        return torch.where(t > 0, t, torch.full_like(t, self.max_len))
+
+    def eval_slots(self, t0: int, steps: int, device: torch.device) -> Tensor:  # -> [T]
+        """The running-statistics slot of timesteps ``t0 .. t0+steps-1``: ``min(t, used - 1)``."""
+        t = torch.arange(t0, t0 + steps, device=device)
+        return torch.minimum(t, self.slots_in_use().to(device) - 1)
+
     @torch.no_grad()
-    def absorb(self, mean: Tensor, var: Tensor, slot: tuple = (), t0: int = 0) -> None:
+    def note_trained(self, t0: int, steps: int, mask: Tensor | None = None) -> None:
+        """Record that a training forward reached timesteps ``t0 .. t0+steps-1`` (those with a
+        real frame, with ``mask [steps, N]``), capped at ``max_len``. No host sync."""
+        if self.cumulative:
+            return
+        if mask is None:
+            self.trained_len.clamp_(min=min(t0 + steps, self.max_len))
+            return
+        ends = torch.arange(t0 + 1, t0 + steps + 1, device=mask.device)  # t + 1
+        reach = (mask.any(1) * ends).max().clamp_max(self.max_len)  # 0 when all is padding
+        torch.maximum(self.trained_len, reach.to(self.trained_len.device), out=self.trained_len)
+
+    @torch.no_grad()
+    def absorb(
+        self, mean: Tensor, var: Tensor, slot: tuple = (), t0: int = 0, valid: Tensor | None = None
+    ) -> None:
         """Fold batch statistics ``mean``, unbiased ``var`` [T, C] of timesteps ``t0 ..`` into
         the running statistics (of domain ``slot`` for the DDBN): a momentum update, or in
-        ``cumulative`` mode an exact running average. Timesteps ``>= max_len`` are dropped."""
+        ``cumulative`` mode an exact running average over the slots in use. Timesteps
+        ``>= max_len`` and those where ``valid [T]`` is False (no real frame) are skipped.
+        Touches only slots ``t0 .. t0+T-1``."""
         t1 = min(t0 + mean.shape[0], self.max_len)
         if t1 <= t0:
             return
-        m, v = mean[: t1 - t0].to(self.running_mean), var[: t1 - t0].to(self.running_var)
-        rm, rv = self.running_mean[slot][t0:t1], self.running_var[slot][t0:t1]  # views
-        if self.cumulative:
-            cnt = self.counts[slot][t0:t1].add_(1)[:, None]  # [T', 1]
-            rm.add_((m - rm) / cnt)
-            rv.add_((v - rv) / cnt)
+        k = t1 - t0
+        m, v = mean[:k].to(self.running_mean), var[:k].to(self.running_var)  # [k, C]
+        rm, rv = self.running_mean[slot][t0:t1], self.running_var[slot][t0:t1]  # views [k, C]
+        keep = (torch.ones(k, dtype=torch.bool, device=rm.device) if valid is None
+                else valid[:k].to(rm.device))  # [k]
+        if self.cumulative:  # re-estimation: only the slots evaluation will read
+            t = torch.arange(t0, t1, device=rm.device)
+            keep = keep & (t < self.slots_in_use().to(rm.device))
+            cnt = self.counts[slot][t0:t1]  # view [k]
+            cnt.add_(keep.to(cnt.dtype))
+            new_m = rm + (m - rm) / cnt.clamp_min(1)[:, None]
+            new_v = rv + (v - rv) / cnt.clamp_min(1)[:, None]
         else:
-            rm.mul_(1 - self.momentum).add_(m, alpha=self.momentum)
-            rv.mul_(1 - self.momentum).add_(v, alpha=self.momentum)
-
-    def _window(self, t0: int) -> tuple[Tensor, Tensor] | tuple[None, None]:
-        """The running buffers from timestep ``t0`` on (views, updated in place by the op)."""
-        if t0 >= self.max_len:
-            return None, None
-        sl = (..., slice(t0, None), slice(None))
-        return self.running_mean[sl], self.running_var[sl]
+            new_m = rm * (1 - self.momentum) + m * self.momentum
+            new_v = rv * (1 - self.momentum) + v * self.momentum
+        rm.copy_(torch.where(keep[:, None], new_m, rm))
+        rv.copy_(torch.where(keep[:, None], new_v, rv))
 
 
 class DualDomainBatchNorm(PerTimestepNorm):
     """DDBN over ``[T, N, C]``: training normalises each domain with its own tanh-weighted batch
-    statistics and updates running statistics ``[2, max_len, C]``; evaluation normalises every
-    sequence with its own domain's running statistics.
+    statistics of the real frames and updates running statistics ``[2, max_len, C]``;
+    evaluation normalises every sequence with its own domain's running statistics.
 
     It does not own alpha: the layer passes its shared ``alpha`` [2] to ``forward``.
     """
@@ -117,35 +164,37 @@ class DualDomainBatchNorm(PerTimestepNorm):
     def __init__(self, num_channels: int, max_len: int, momentum: float = 0.1, eps: float = 1e-5):
         super().__init__((2,), num_channels, max_len, momentum, eps)
 
-    def forward(self, h: Tensor, alpha: Tensor, domain: Tensor, t0: int = 0) -> Tensor:
-        """``h [T, N, C]`` holds timesteps ``t0 .. t0+T-1``; ``domain [N]``, sorted in training."""
+    def forward(
+        self, h: Tensor, alpha: Tensor, domain: Tensor, t0: int = 0, mask: Tensor | None = None
+    ) -> Tensor:
+        """``h [T, N, C]`` holds timesteps ``t0 .. t0+T-1``; ``domain [N]``, sorted in training;
+        ``mask [T, N]`` True on real frames (training only: evaluation has no batch statistics).
+        """
         from actrec.ops import ddbn, ddbn_eval
 
-        t = h.shape[0]
+        t, n, _ = h.shape
         if not self.training:
-            idx = _slots(t0, t, self.max_len, h.device)
+            idx = self.eval_slots(t0, t, h.device)  # [T]
             rm, rv = self.running_mean[:, idx], self.running_var[:, idx]  # [2, T, C]
             return ddbn_eval(h, domain, rm, rv, self.weight, self.bias, self.eps)
         n1 = split_point(domain)
-        if self.cumulative:
-            y, mean, var = ddbn(h, alpha, n1, self.weight, self.bias, self.eps)
-            factors = unbiased_factors(h.shape[1], n1, alpha)  # [2]
-            var = var.detach() * factors[:, None, None]
-            self.absorb_domains(mean.detach(), var, n1, h.shape[1], t0)
-            return y
-        rm, rv = self._window(t0)
-        y, _, _ = ddbn(
-            h, alpha, n1, self.weight, self.bias, self.eps,
-            running_mean=rm, running_var=rv, momentum=self.momentum,
-        )
+        y, mean, var = ddbn(h, alpha, n1, self.weight, self.bias, self.eps, mask=mask)
+        w = contribution_weights(alpha.detach(), n1, t, n, mask, dtype=torch.float64)  # [2,T,N]
+        n_eff = effective_sizes(w)  # [2, T], 0 where a domain has no real frame
+        var = var.detach() * bessel(n_eff)[..., None].to(var.dtype)  # unbiased [2, T, C]
+        self.absorb_domains(mean.detach(), var, n1, n, t0, valid=n_eff > 0)
+        self.note_trained(t0, t, mask)
         return y
 
-    def absorb_domains(self, mean: Tensor, var: Tensor, n1: int, n: int, t0: int = 0) -> None:
+    def absorb_domains(
+        self, mean: Tensor, var: Tensor, n1: int, n: int, t0: int = 0, valid: Tensor | None = None
+    ) -> None:
         """``absorb`` per-domain statistics ``[2, T, C]`` (unbiased variances) of a batch of
         ``n`` rows, ``n1`` of them D1: a single-domain batch updates only its own domain's
-        slot (0 when n1 == n, 1 when n1 == 0), as ``actrec.ops.ddbn`` does."""
+        slot (0 when n1 == n, 1 when n1 == 0). ``valid [2, T]`` (None: all) marks the
+        (domain, t) pairs with a real frame."""
         for i in _domain_slots(n1, n):
-            self.absorb(mean[i], var[i], (i,), t0)
+            self.absorb(mean[i], var[i], (i,), t0, None if valid is None else valid[i])
 
     def step(self, h_t: Tensor, t: int, alpha: Tensor, domain: Tensor) -> Tensor:  # [N, C]
         """One timestep ``t``; meant for eval mode (running statistics of each row's domain)."""
@@ -158,24 +207,21 @@ class SequenceBatchNorm(PerTimestepNorm):
     def __init__(self, num_channels: int, max_len: int, momentum: float = 0.1, eps: float = 1e-5):
         super().__init__((), num_channels, max_len, momentum, eps)
 
-    def forward(self, h: Tensor, t0: int = 0) -> Tensor:
-        """``h [T, N, C]`` holding timesteps ``t0 .. t0+T-1``."""
-        t = h.shape[0]
+    def forward(self, h: Tensor, t0: int = 0, mask: Tensor | None = None) -> Tensor:
+        """``h [T, N, C]`` holding timesteps ``t0 .. t0+T-1``; ``mask [T, N]`` True on real
+        frames (training only)."""
+        t, n, _ = h.shape
         if not self.training:
-            idx = _slots(t0, t, self.max_len, h.device)
+            idx = self.eval_slots(t0, t, h.device)  # [T]
             return bn_eval_reference(
                 h, self.running_mean[idx], self.running_var[idx], self.weight, self.bias, self.eps
             )
-        if self.cumulative:
-            y, mean, var = bn_reference(h, self.weight, self.bias, self.eps)
-            n = h.shape[1]
-            self.absorb(mean.detach(), var.detach() * (n / (n - 1) if n > 1 else 1.0), (), t0)
-            return y
-        rm, rv = self._window(t0)
-        y, _, _ = bn_reference(
-            h, self.weight, self.bias, self.eps,
-            running_mean=rm, running_var=rv, momentum=self.momentum,
-        )
+        y, mean, var = bn_reference(h, self.weight, self.bias, self.eps, mask=mask)
+        n_real = (mask.sum(1, dtype=torch.float64) if mask is not None  # [T]: real rows
+                  else torch.full((t,), float(n), dtype=torch.float64, device=h.device))
+        var = var.detach() * bessel(n_real)[:, None].to(var.dtype)  # unbiased [T, C]
+        self.absorb(mean.detach(), var, (), t0, valid=n_real > 0)
+        self.note_trained(t0, t, mask)
         return y
 
     def step(self, h_t: Tensor, t: int) -> Tensor:  # [N, C] -> [N, C]

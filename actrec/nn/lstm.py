@@ -70,8 +70,14 @@ class NormLSTMLayer(nn.Module):
             self.bias[self.hidden_size : 2 * self.hidden_size].fill_(1.0)
 
     # -- normalisation dispatch (DDBN takes alpha and domain; plain BN ignores them)
-    def _bn(self, bn: nn.Module, h: Tensor, domain: Tensor, t0: int) -> Tensor:
-        return bn(h, self.alpha, domain, t0) if self.dual else bn(h, t0)
+    def _bn(
+        self, bn: nn.Module, h: Tensor, domain: Tensor, t0: int, mask: Tensor | None = None
+    ) -> Tensor:
+        return bn(h, self.alpha, domain, t0, mask) if self.dual else bn(h, t0, mask)
+
+    def norms(self) -> tuple[nn.Module, nn.Module, nn.Module]:
+        """``(bn_x, bn_h, bn_c)``."""
+        return self.bn_x, self.bn_h, self.bn_c
 
     def _remember_split(self, domain: Tensor) -> None:
         if self.dual and self.training:
@@ -84,28 +90,37 @@ class NormLSTMLayer(nn.Module):
         if self.dual:
             project_alpha_(self.alpha, self.alpha_floor)
 
-    def _cell(self, gx_t: Tensor, h: Tensor, c: Tensor, t: int, domain: Tensor) -> LayerState:
-        gh = self._bn(self.bn_h, F.linear(h, self.weight_hh)[None], domain, t)[0]  # [N, 4H]
+    def _cell(
+        self, gx_t: Tensor, h: Tensor, c: Tensor, t: int, domain: Tensor,
+        mask_t: Tensor | None = None,
+    ) -> LayerState:
+        """Timestep ``t``; ``mask_t [1, N]`` keeps padded rows out of this step's statistics."""
+        gh = F.linear(h, self.weight_hh)[None]  # [1, N, 4H]
+        gh = self._bn(self.bn_h, gh, domain, t, mask_t)[0]  # [N, 4H]
         i, f, g, o = (gh + gx_t).chunk(4, 1)  # 4 x [N, H]
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(self.bn_c(c[None], t)[0])
+        h = torch.sigmoid(o) * torch.tanh(self.bn_c(c[None], t, mask_t)[0])
         return h, c
 
-    def forward(self, x: Tensor, domain: Tensor) -> Tensor:  # [T, N, D] -> [T, N, H]
-        """The hidden states of a whole sequence from a zero initial state.
+    def forward(self, x: Tensor, domain: Tensor, mask: Tensor | None = None) -> Tensor:
+        """The hidden states ``[T, N, H]`` of a whole sequence ``x [T, N, D]`` from a zero state.
 
-        With the norms in training mode and the fused whole-sequence op available
-        (``actrec.ops.ddlstm_layer``) and ``fused`` set, the time loop runs in C++ and the running
-        statistics are updated from the op's per-step batch statistics; otherwise per step here.
-        Both give the same numbers."""
+        ``mask [T, N]`` (True on real frames, padding at the end of rows) keeps padding out of
+        every batch statistic and running statistic; the states of real frames do not depend
+        on padded ones. With the norms in training mode and the fused whole-sequence op
+        available (``actrec.ops.ddlstm_layer``) and ``fused`` set, the time loop runs in C++
+        and the running statistics are updated from the op's per-step batch statistics;
+        otherwise per step here, each step updating only its own statistics slot. Both give
+        the same numbers."""
         self._remember_split(domain)
         if self._can_fuse(x):
-            return self._forward_fused(x, domain)
-        gx = self._bn(self.bn_x, F.linear(x, self.weight_ih), domain, 0) + self.bias  # [T, N, 4H]
+            return self._forward_fused(x, domain, mask)
+        gx = self._bn(self.bn_x, F.linear(x, self.weight_ih), domain, 0, mask)  # [T, N, 4H]
+        gx = gx + self.bias
         h, c = self.zero_state(x.shape[1], x)
         out = []
         for t in range(x.shape[0]):
-            h, c = self._cell(gx[t], h, c, t, domain)
+            h, c = self._cell(gx[t], h, c, t, domain, None if mask is None else mask[t : t + 1])
             out.append(h)
         return torch.stack(out)  # [T, N, H]
 
@@ -119,25 +134,31 @@ class NormLSTMLayer(nn.Module):
 
         return fused_layer_available(x)
 
-    def _forward_fused(self, x: Tensor, domain: Tensor) -> Tensor:  # [T, N, D] -> [T, N, H]
+    def _forward_fused(
+        self, x: Tensor, domain: Tensor, mask: Tensor | None
+    ) -> Tensor:  # [T, N, D] -> [T, N, H]
         from actrec.ops.ddlstm_layer import ddlstm_layer
 
-        n = x.shape[1]
+        t, n = x.shape[0], x.shape[1]
         n1 = split_point(domain) if self.dual else n  # plain BN: one batch, any row order
         alpha = self.alpha if self.dual else x.new_zeros(2)  # unused by plain batch norm
         res = ddlstm_layer(
             x, self.weight_ih, self.weight_hh, self.bias,
             self.bn_x.weight, self.bn_x.bias, self.bn_h.weight, self.bn_h.bias,
             self.bn_c.weight, self.bn_c.bias, alpha, n1, self.bn_x.eps, dual_domain=self.dual,
+            mask=mask,
         )
         st = res.stats
+        valid = st.n_eff > 0  # [2, T]: (domain, t) with a real frame
         if self.dual:
-            self.bn_x.absorb_domains(st.mean_x, st.unbiased_var_x(), n1, n)
-            self.bn_h.absorb_domains(st.mean_h, st.unbiased_var_h(), n1, n)
+            self.bn_x.absorb_domains(st.mean_x, st.unbiased_var_x(), n1, n, valid=valid)
+            self.bn_h.absorb_domains(st.mean_h, st.unbiased_var_h(), n1, n, valid=valid)
         else:  # single-domain statistics: both slots hold the plain ones
-            self.bn_x.absorb(st.mean_x[0], st.unbiased_var_x()[0])
-            self.bn_h.absorb(st.mean_h[0], st.unbiased_var_h()[0])
-        self.bn_c.absorb(st.mean_c, st.unbiased_var_c())
+            self.bn_x.absorb(st.mean_x[0], st.unbiased_var_x()[0], valid=valid[0])
+            self.bn_h.absorb(st.mean_h[0], st.unbiased_var_h()[0], valid=valid[0])
+        self.bn_c.absorb(st.mean_c, st.unbiased_var_c(), valid=st.n_c > 0)
+        for bn in self.norms():
+            bn.note_trained(0, t, mask)
         return res.out
 
     def zero_state(self, batch: int, like: Tensor) -> LayerState:
@@ -181,9 +202,10 @@ class NormLSTM(nn.Module):
             for k in range(num_layers)
         )
 
-    def forward(self, x: Tensor, domain: Tensor) -> Tensor:  # [T, N, D] -> [T, N, H]
+    def forward(self, x: Tensor, domain: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``[T, N, D] -> [T, N, H]``; ``mask [T, N]`` as in ``NormLSTMLayer.forward``."""
         for layer in self.layers:
-            x = layer(x, domain)
+            x = layer(x, domain, mask)
         return x
 
     def init_state(self, batch: int, like: Tensor) -> list[LayerState]:

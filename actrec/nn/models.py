@@ -1,7 +1,10 @@
 """The sequence models the built-in model plugins build (``actrec.nn.base.SequenceModel``s).
 
-Every model maps ``x [T, N, D]`` and ``domain [N]`` to per-frame logits ``[T, N, K]``. Causal
-models also run frame by frame: ``init_state`` then ``step`` in eval mode gives the logits of
+Every model maps ``x [T, N, D]``, ``domain [N]`` and an optional ``mask [T, N]`` (True on real
+frames, padding at the end of rows) to per-frame logits ``[T, N, K]``. Padded frames are set to
+zero on entry and kept out of every statistic (per-timestep batch norms, the GRU model's batch
+norm, the Average model's mean); the BiRNN reads each row only up to its length. Causal models
+also run frame by frame: ``init_state`` then ``step`` in eval mode gives the logits of
 ``forward`` (running statistics per sequence domain; the state carries the timestep counter
 that picks the per-timestep statistics slot).
 """
@@ -11,8 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from actrec.nn.base import SequenceModel
+from actrec.nn.base import SequenceModel, check_mask, zero_padding
 from actrec.nn.gru import DropoutGRU
 from actrec.nn.heads import DomainProjection
 from actrec.nn.lstm import NormLSTM
@@ -66,8 +70,10 @@ class NormLSTMClassifier(_Projected):
         )
         self.head = nn.Linear(hidden, num_classes)
 
-    def forward(self, x: Tensor, domain: Tensor) -> Tensor:  # [T, N, D] -> [T, N, K]
-        return self.head(self.rnn(self._project(x, domain), domain))
+    def forward(self, x: Tensor, domain: Tensor, mask: Tensor | None = None) -> Tensor:
+        mask = check_mask(mask, x)
+        x = self._project(zero_padding(x, mask), domain)  # [T, N, D']
+        return self.head(self.rnn(x, domain, mask))  # [T, N, K]
 
     def init_state(self, batch: int, domain: Tensor) -> dict[str, Any]:
         like = self.head.weight
@@ -117,9 +123,16 @@ class TorchRNNClassifier(_Projected):
         self.causal = not bidirectional
         self.head = nn.Linear(hidden * (2 if bidirectional else 1), num_classes)
 
-    def forward(self, x: Tensor, domain: Tensor) -> Tensor:  # [T, N, D] -> [T, N, K]
-        out, _ = self.rnn(self._project(x, domain))  # [T, N, H * directions]
-        return self.head(out)
+    def forward(self, x: Tensor, domain: Tensor, mask: Tensor | None = None) -> Tensor:
+        mask = check_mask(mask, x)
+        x = self._project(zero_padding(x, mask), domain)  # [T, N, D']
+        if mask is None or self.causal:  # padding is at the end: causal states never see it
+            out, _ = self.rnn(x)  # [T, N, H * directions]
+        else:  # the backward direction must start at each row's last real frame
+            lengths = mask.sum(0).clamp_min(1).cpu()  # [N]
+            packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+            out, _ = pad_packed_sequence(self.rnn(packed)[0], total_length=x.shape[0])
+        return self.head(out)  # [T, N, K]
 
     def _refuse(self) -> None:
         raise NotImplementedError(
@@ -158,15 +171,23 @@ class AverageClassifier(SequenceModel):
             nn.Linear(hidden, num_classes),
         )
 
-    def forward(self, x: Tensor, domain: Tensor) -> Tensor:  # [T, N, D] -> [T, N, K]
-        logits = self.mlp(x.mean(0))  # [N, K]
-        return logits[None].expand(x.shape[0], -1, -1)
+    def forward(self, x: Tensor, domain: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Every frame of row n gets the logits of row n's mean over its real frames."""
+        mask = check_mask(mask, x)
+        if mask is None:
+            mean = x.mean(0)  # [N, D]
+        else:
+            count = mask.sum(0).clamp_min(1).to(x.dtype)  # [N] real frames per row
+            mean = zero_padding(x, mask).sum(0) / count[:, None]  # [N, D]
+        logits = self.mlp(mean)  # [N, K]
+        return logits[None].expand(x.shape[0], -1, -1)  # [T, N, K]
 
 
 class GRUClassifier(SequenceModel):
     """Borg & Camilleri: stacked GRU with recurrent dropout, then per frame batch norm, a ReLU
     layer, dropout and the classifier. The batch norm normalises every frame's features over
-    all frames of the batch; at evaluation it uses its running statistics (so it is causal)."""
+    all real frames of the batch (its statistics and running statistics never see padding); at
+    evaluation it uses its running statistics (so it is causal)."""
 
     def __init__(
         self,
@@ -188,10 +209,17 @@ class GRUClassifier(SequenceModel):
     def _head(self, h: Tensor) -> Tensor:  # [M, H] -> [M, K]
         return self.classifier(self.norm(h))
 
-    def forward(self, x: Tensor, domain: Tensor) -> Tensor:  # [T, N, D] -> [T, N, K]
-        h = self.rnn(x)  # [T, N, H]
+    def forward(self, x: Tensor, domain: Tensor, mask: Tensor | None = None) -> Tensor:
+        mask = check_mask(mask, x)
+        h = self.rnn(zero_padding(x, mask))  # [T, N, H]
         t, n, _ = h.shape
-        return self._head(h.reshape(t * n, -1)).reshape(t, n, -1)
+        flat = h.reshape(t * n, -1)  # [T*N, H]
+        if mask is None:
+            return self._head(flat).reshape(t, n, -1)
+        real = mask.reshape(t * n)  # [T*N]
+        logits = self._head(flat[real])  # [M, K]: the batch norm sees the M real frames only
+        out = logits.new_zeros(t * n, logits.shape[1]).index_put((real,), logits)  # [T*N, K]
+        return out.reshape(t, n, -1)  # [T, N, K], padded frames 0
 
     def init_state(self, batch: int, domain: Tensor):
         return {"h": self.rnn.init_state(batch, self.norm.weight)}

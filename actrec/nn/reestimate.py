@@ -6,7 +6,7 @@ parameters; re-estimating them averages every batch's statistics under the final
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -17,15 +17,17 @@ __all__ = ["reestimate_statistics"]
 
 
 @torch.no_grad()
-def reestimate_statistics(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]]) -> int:
+def reestimate_statistics(model: nn.Module, batches: Iterable[Sequence[Tensor]]) -> int:
     """Replace every per-timestep norm's running statistics in ``model`` by exact averages.
 
-    Each ``(x [T, N, D], domain [N])`` batch (domains sorted, D1 first) runs one forward with
-    the norm modules in training mode and everything else in eval mode (no dropout), without
-    grad; parameters (alphas included) are not touched. Each timestep slot and domain holds the
-    plain mean of the batch means and of the unbiased batch variances that reached it; slots no
-    batch reached keep mean 0 / variance 1. Returns the number of batches; the model's training
-    flags are restored.
+    Each batch is ``(x [T, N, D], domain [N])`` or ``(x, domain, mask [T, N])`` (domains sorted,
+    D1 first; mask True on real frames, None or absent: all real). It runs one forward with the
+    norm modules in training mode and everything else in eval mode (no dropout), without grad;
+    parameters (alphas included) are not touched. Each timestep slot in use (below the norm's
+    ``trained_len``, which is kept) and domain holds the plain mean of the batch means and of
+    the unbiased batch variances of the batches with a real frame there; slots no batch reached
+    keep mean 0 / variance 1. Returns the number of batches; the model's training flags are
+    restored.
     """
     norms = [m for m in model.modules() if isinstance(m, PerTimestepNorm)]
     # Plain torch batch norms (e.g. the GRU model's) average exactly with momentum=None.
@@ -44,8 +46,13 @@ def reestimate_statistics(model: nn.Module, batches: Iterable[tuple[Tensor, Tens
             m.momentum = None
             m.train()
         count = 0
-        for x, domain in batches:
-            model(x, domain)
+        for batch in batches:
+            x, domain, *rest = batch
+            mask = rest[0] if rest else None
+            if mask is None:  # models written before masks existed keep working
+                model(x, domain)
+            else:
+                model(x, domain, mask=mask)
             count += 1
         return count
     finally:

@@ -3,8 +3,10 @@
 The DDLSTM normalises the input and recurrent products with dual-domain batch norm (one
 ``alpha`` pair per layer, projected into ``[n_i/N, 1]`` after every optimiser step); the BNLSTM
 uses plain per-timestep batch norm, one set of statistics for a mixed batch. ``max_len`` is the
-number of timesteps with their own running statistics (the training history length); later
-timesteps use the last one.
+number of timesteps with their own running statistics; None (the default) means the run's
+``--history``, which the trainer fills in before ``build`` (a ``max_len`` below the history is a
+``ConfigError``). The model records how many leading timesteps training reached and uses the
+last of them for every later timestep.
 """
 
 from __future__ import annotations
@@ -24,13 +26,15 @@ if TYPE_CHECKING:  # pragma: no cover
 class BNLSTMConfig(PluginConfig):
     hidden: int = 128
     layers: int = 3
-    max_len: int = 200
+    max_len: int | None = None  # None: the run's --history (filled in by the trainer)
     momentum: float = 0.1
     eps: float = 1e-5
     input_projection: bool = False  # per-domain Linear(D -> hidden) in front
 
     def __post_init__(self) -> None:
-        check_positive(self, "hidden", "layers", "max_len")
+        check_positive(self, "hidden", "layers")
+        if self.max_len is not None:
+            check_positive(self, "max_len")
         check_fraction(self, "momentum", upper_inclusive=True)
         check_eps(self)
 
@@ -59,6 +63,12 @@ class BNLSTMModel(TemporalModel):
         from actrec.nn.models import NormLSTMClassifier
 
         c = self.config
+        if c.max_len is None:
+            raise ConfigError(
+                f"model '{self.name}': option 'max_len' is not set; give max_len (the number of "
+                "timesteps with their own statistics, at least the training history) or let "
+                "the trainer set it to --history"
+            )
         return NormLSTMClassifier(
             input_dim, num_classes, c.hidden, c.layers, c.max_len, dual=self.dual,
             momentum=c.momentum, eps=c.eps, alpha_init=getattr(c, "alpha_init", 0.75),
