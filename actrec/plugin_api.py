@@ -263,15 +263,27 @@ class FeatureExtractor(Plugin):
 class TemporalModel(Plugin):
     """Builds a ``actrec.nn.base.SequenceModel`` (a torch module) from its config.
 
-    ``causal`` models support online, frame-by-frame inference; ``eval --online`` refuses
-    the others.
+    The module's ``forward(x, domain, mask=None)`` maps features ``x [T, N, input_dim]``
+    (time-major), domain flags ``domain [N]`` (0 = D1, 1 = D2; in training the D1 rows come
+    first) and ``mask [T, N]`` (bool, True on real frames; windows shorter than the history are
+    padded at the END of their row) to logits ``[T, N, num_classes]``. Padding is not data: the
+    logits of real frames, every statistic the model keeps (batch-norm means and variances,
+    running statistics) and the gradients of a loss over real frames must not depend on the
+    padded values; the logits at padded frames are ignored.
+
+    ``causal`` models support online, frame-by-frame inference (``init_state`` / ``step``, see
+    ``actrec.nn.base``); ``eval --online`` refuses the others.
+
+    A model with per-timestep statistics may take a ``max_len: int | None = None`` option:
+    None means the run's ``--history``, which the trainer fills in before ``build``.
     """
 
     causal: ClassVar[bool] = True
 
     @abstractmethod
     def build(self, input_dim: int, num_classes: int) -> SequenceModel:
-        """A fresh model mapping ``[T, N, input_dim]`` features to ``[T, N, num_classes]``."""
+        """A fresh model mapping ``[T, N, input_dim]`` features to ``[T, N, num_classes]``
+        (``forward(x, domain, mask=None)``, as the class docstring says)."""
 
 
 KINDS: dict[str, type[Plugin]] = {
