@@ -96,7 +96,8 @@ def summarize(index: DatasetIndex) -> DatasetSummary:
         )
         for name, split in index.splits.items()
     )
-    background = None if index.background is None else index.classes[index.background]
+    # Names of the background classes (segment metrics leave them out), comma-separated.
+    background = ", ".join(index.classes[c] for c in index.background_classes) or None
     return DatasetSummary(
         name=index.name,
         label_set=index.label_set,

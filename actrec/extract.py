@@ -11,7 +11,7 @@ equal the number of (resampled) labels exactly; otherwise that video fails with 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -134,10 +134,12 @@ def extract_features(
     dtype: str = "float16",
     progress: Progress | None = None,
     batch_size: int = 64,
+    source: Mapping[str, Any] | None = None,
 ) -> ExtractReport:
     """Extract features for ``video_ids`` (default: every video of ``index``) into the store
     at ``store_path`` (created if needed; see ``FeatureStore.open_or_create`` for when an
-    existing store is refused).
+    existing store is refused, e.g. one filled from another ``source``). The store records
+    ``source`` and the dataset's background classes (``index.background_classes``).
 
     Videos already complete in the store are skipped unless ``overwrite``. A video that
     fails (missing or undecodable file, length mismatch) is reported in ``failed`` with its
@@ -146,6 +148,7 @@ def extract_features(
     """
     from actrec.io.features import FeatureStore
 
+    lookahead = extractor.checked_lookahead()  # before anything is written
     ids = list(index.videos) if video_ids is None else list(video_ids)
     unknown = [v for v in ids if v not in index.videos]
     if unknown:
@@ -159,8 +162,10 @@ def extract_features(
         splits={name: {"train": s.train, "test": s.test} for name, s in index.splits.items()},
         extractor=extractor.name,
         extractor_config=extractor.config.to_dict(),
-        lookahead=extractor.lookahead,
+        lookahead=lookahead,
         dtype=dtype,
+        background=index.background_classes,
+        source=source,
     )
     written: list[str] = []
     skipped: list[str] = []

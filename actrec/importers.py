@@ -13,6 +13,12 @@ Causality: public features of both layouts come from temporal windows that reach
 future (I3D over 21 frames in MS-TCN, 6-frame chunks in LSTR), by an amount the files do not
 record. The stores are therefore written with ``lookahead = -1`` ("unknown"), which the store
 records as ``causal: false``; ``extractor_config`` says so in words.
+
+Source and background: each store records its source (the layout, the import options and the
+import root as an absolute path; see ``actrec.io.features``) and refuses to be filled from
+another, and records the background class (``background``: a class name; ``"auto"``, the
+default, takes the class named ``background`` when there is one, MS-TCN's evaluation
+convention, case-insensitively for LSTR's ``Background``; ``None``: no background class).
 """
 
 from __future__ import annotations
@@ -84,7 +90,7 @@ def _write_all(store, items, report: ImportReport, overwrite: bool, progress: Pr
 
 def import_mstcn(root: Path, store_path: Path, *, name: str, overwrite: bool = False,
                  progress: Progress | None = None, fps: float = 15.0,
-                 background: str | None = None, length_policy: str = "truncate",
+                 background: str | None = "auto", length_policy: str = "truncate",
                  dtype: str = "float16") -> ImportReport:
     """Write the features of an MS-TCN layout folder into the store at ``store_path``.
 
@@ -94,10 +100,12 @@ def import_mstcn(root: Path, store_path: Path, *, name: str, overwrite: bool = F
     only if no video has both. ``name`` becomes the store's dataset name.
     """
     from actrec.io import annotations as A
-    from actrec.io.features import FeatureStore
+    from actrec.io.features import FeatureStore, source_of
     from actrec_plugins.datasets.mstcn import load_mstcn
 
-    root = Path(root)
+    root = Path(root).expanduser().resolve()
+    if background is not None and background.strip().lower() in ("", "none"):
+        background = None
     index = load_mstcn(root, name=name, fps=fps, background=background,
                        length_policy=length_policy)
     feature_dir = root / "features"
@@ -116,13 +124,15 @@ def import_mstcn(root: Path, store_path: Path, *, name: str, overwrite: bool = F
     if not items:
         raise DataError(f"{feature_dir}: no feature file matches a ground-truth file in "
                         f"{root / 'groundTruth'}")
+    config = {"layout": "mstcn", "source": str(root), "lookahead": "unknown",
+              "note": _NOT_CAUSAL}
     store = FeatureStore.open_or_create(
         store_path, dataset=name, split_scheme="mstcn-bundles", classes=index.classes,
         splits={k: {"train": s.train, "test": s.test} for k, s in index.splits.items()},
-        extractor="mstcn-import",
-        extractor_config={"layout": "mstcn", "source": str(root.resolve()),
-                          "lookahead": "unknown", "note": _NOT_CAUSAL},
-        lookahead=UNKNOWN_LOOKAHEAD, dtype=dtype)
+        extractor="mstcn-import", extractor_config=config,
+        lookahead=UNKNOWN_LOOKAHEAD, dtype=dtype, background=index.background_classes,
+        source=source_of(name, {"root": str(root), "fps": fps, "background": background,
+                                "length_policy": length_policy}, "mstcn-import", config))
 
     def load(video: str, path: Path):
         features = _load_npy(path, ndim=2).T  # [D, T] -> [T, D]
@@ -137,7 +147,7 @@ def import_lstr(root: Path, store_path: Path, *, name: str, overwrite: bool = Fa
                 progress: Progress | None = None, dataset_key: str | None = None,
                 rgb_dir: str = "rgb_kinetics_resnet50", flow_dir: str | None = None,
                 target_dir: str = "target_perframe", fps: float | None = None,
-                dtype: str = "float16") -> ImportReport:
+                background: str | None = "auto", dtype: str = "float16") -> ImportReport:
     """Write an LSTR / MiniROAD layout folder into the store at ``store_path``.
 
     ``dataset_key`` picks the entry of ``data_info.json`` (default: its only entry, else
@@ -150,9 +160,9 @@ def import_lstr(root: Path, store_path: Path, *, name: str, overwrite: bool = Fa
     import json
 
     from actrec.io import annotations as A
-    from actrec.io.features import FeatureStore
+    from actrec.io.features import FeatureStore, source_of
 
-    root = Path(root)
+    root = Path(root).expanduser().resolve()
     info_path = root / "data_info.json"
     try:
         info = json.loads(info_path.read_text())
@@ -193,12 +203,17 @@ def import_lstr(root: Path, store_path: Path, *, name: str, overwrite: bool = Fa
                         f"{', '.join(str(d / (missing[0] + '.npy')) for d in dirs)} or "
                         f"{root / target_dir / (missing[0] + '.npy')} is missing "
                         f"({len(missing)} session(s) in all)")
+    classes = [str(c) for c in classes]
+    config = {"layout": "lstr", "source": str(root), "rgb": rgb_dir, "flow": flow_dir,
+              "lookahead": "unknown", "note": _NOT_CAUSAL}
+    options = {"root": str(root), "dataset_key": dataset_key, "target_dir": target_dir,
+               "fps": fps, "background": background}
     store = FeatureStore.open_or_create(
-        store_path, dataset=name, split_scheme="lstr-sessions", classes=[str(c) for c in classes],
+        store_path, dataset=name, split_scheme="lstr-sessions", classes=classes,
         splits={"1": {"train": train, "test": test}}, extractor="lstr-import",
-        extractor_config={"layout": "lstr", "source": str(root.resolve()), "rgb": rgb_dir,
-                          "flow": flow_dir, "lookahead": "unknown", "note": _NOT_CAUSAL},
-        lookahead=UNKNOWN_LOOKAHEAD, dtype=dtype)
+        extractor_config=config, lookahead=UNKNOWN_LOOKAHEAD, dtype=dtype,
+        background=_background_index(classes, background, where, exact=False),
+        source=source_of(name, options, "lstr-import", config))
 
     def load(video: str, _payload):
         parts = [_load_npy(d / f"{video}.npy", ndim=2) for d in dirs]  # each [T_i, D_i]
@@ -222,6 +237,24 @@ def import_lstr(root: Path, store_path: Path, *, name: str, overwrite: bool = Fa
 
     _write_all(store, [(v, None) for v in videos], report, overwrite, progress, load)
     return report
+
+
+def _background_index(classes: list[str], background: str | None, where: str, *,
+                      exact: bool) -> tuple[int, ...]:
+    """The index of class ``background`` as a 0- or 1-tuple (see the module docstring for
+    ``"auto"``); ``ConfigError`` naming ``where`` for a name that is not a class."""
+    from actrec.errors import ConfigError
+
+    if background is None or background.strip().lower() in ("", "none"):
+        return ()
+    if background == "auto":
+        found = [i for i, c in enumerate(classes)
+                 if (c if exact else c.lower()) == "background"]
+        return tuple(found[:1])
+    if background not in classes:
+        raise ConfigError(f"{where}: background class {background!r} is not one of the "
+                          f"classes ({', '.join(classes)})")
+    return (classes.index(background),)
 
 
 def _load_npy(path: Path, *, ndim: int) -> np.ndarray:

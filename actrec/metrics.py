@@ -5,6 +5,12 @@ follow MS-TCN's evaluation (Farha & Gall, CVPR 2019): a video is turned into seg
 equal labels, background labels dropped); the edit score is the normalised Levenshtein distance
 between the two segment label sequences, and F1@k matches predicted to true segments by IoU.
 
+Background: MS-TCN's evaluation leaves out the segments of its class named ``background``
+(``bg_class=["background"]`` in its ``eval.py``); a feature store records the dataset's
+background classes (``FeatureStore.background``). The segment functions take the labels to
+leave out (``background``); ``segment_exclusions`` builds that set from the store's
+background and the ``exclude`` / ``include`` choice, always with the unlabelled label -1.
+
 Segment-end convention (it changes scores, so it is an explicit option): MS-TCN's code ends
 every segment at the first frame of the next one, except the video's last segment, which it
 ends at ``T - 1`` instead of ``T`` (one frame short). ``end="mstcn"`` reproduces that, so that
@@ -30,7 +36,11 @@ __all__ = [
     "segment_counts",
     "f1_from_counts",
     "f1_at_overlap",
+    "SEGMENT_BACKGROUND_MODES",
+    "segment_exclusions",
 ]
+
+SEGMENT_BACKGROUND_MODES = ("exclude", "include")
 
 
 def _pair(pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -87,6 +97,21 @@ def per_class_accuracy(
     correct = np.bincount(target[pred == target], minlength=num_classes)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(totals > 0, correct / np.maximum(totals, 1), np.nan)
+
+
+def segment_exclusions(
+    background: Collection[int], mode: str = "exclude", unlabelled: int = -1
+) -> tuple[int, ...]:
+    """The labels whose segments the segment metrics leave out: ``unlabelled`` always, and the
+    dataset's ``background`` classes when ``mode`` is ``"exclude"`` (the default, as MS-TCN's
+    evaluation) but not when it is ``"include"``. Sorted, without repeats."""
+    if mode not in SEGMENT_BACKGROUND_MODES:
+        raise ValueError(f"segment background mode must be one of "
+                         f"{', '.join(SEGMENT_BACKGROUND_MODES)}, got {mode!r}")
+    out = {int(unlabelled)}
+    if mode == "exclude":
+        out.update(int(c) for c in background)
+    return tuple(sorted(out))
 
 
 class Segments(NamedTuple):

@@ -32,18 +32,23 @@ def extract_dataset(
     """
     from actrec import registry
     from actrec.extract import extract_features
-    from actrec.refs import canonical_ref, dataset_from_ref, resolve_store
+    from actrec.io.features import source_of
+    from actrec.refs import canonical_ref, dataset_from_ref
+    from actrec.workspace import default_store_path
 
     # Options given with -o are part of what the dataset is: they name its store.
     ref = canonical_ref(dataset_ref, dataset_options)
     dataset = dataset_from_ref(dataset_ref, dataset_options)
     ext = registry.create("extractors", extractor, dict(extractor_options or {}))
+    # The store is tied to this source: all dataset options (the root absolute), extractor.
+    source = source_of(dataset.name, dataset.config.to_dict(), ext.name, ext.config.to_dict())
     index = dataset.load()
     video_ids = None
     if split is not None:
         chosen = index.split(split)
         video_ids = sorted(set(chosen.train) | set(chosen.test))
-    store = out if out is not None else resolve_store(ref, extractor)
+    store = out if out is not None else default_store_path(
+        ref, extractor, getattr(dataset.config, "root", None))
     missing = [index.videos[v] for v in (video_ids or index.videos)
                if index.videos[v].path is None]
     if missing:
@@ -54,6 +59,7 @@ def extract_dataset(
     return extract_features(
         index, ext, store, dataset_ref=ref, split_scheme=index.label_set,
         video_ids=video_ids, overwrite=overwrite, dtype=dtype, progress=progress,
+        source=source,
     )
 
 

@@ -12,6 +12,7 @@ stays cheap; plugins should likewise import heavy libraries inside their methods
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import types
 import typing
 from abc import ABC, abstractmethod
@@ -194,10 +195,26 @@ class DatasetIndex:
     videos: dict[str, VideoRecord]
     splits: dict[str, Split]
     fps: float
-    background: int | None = None  # index of the background class, where there is one
+    # The background class(es), by index: segment metrics leave their segments out by default,
+    # as MS-TCN's evaluation leaves out its class named "background". Declare a class here only
+    # where published segment scores for this label set leave it out.
+    background: int | tuple[int, ...] | None = None
     label_set: str = "default"
     # What a loading policy dropped or repaired: description -> count (frames, rows, files).
     repairs: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def background_classes(self) -> tuple[int, ...]:
+        """``background`` as a sorted tuple of class indices (empty where there is none);
+        ``ConfigError`` naming the dataset for an index outside its classes."""
+        bg = self.background
+        found = () if bg is None else (bg,) if isinstance(bg, numbers.Integral) else tuple(bg)
+        for c in found:
+            if isinstance(c, bool) or not isinstance(c, numbers.Integral) \
+                    or not 0 <= c < len(self.classes):
+                raise ConfigError(f"dataset '{self.name}': background class {c!r} is not an "
+                                  f"index of its {len(self.classes)} classes")
+        return tuple(sorted({int(c) for c in found}))
 
     def split(self, name: str | int) -> Split:
         """The split called ``name`` (``1`` and ``"1"`` both work); ``ConfigError`` if unknown."""
@@ -213,8 +230,33 @@ class DatasetIndex:
 class Dataset(Plugin):
     """A dataset plugin: reads a dataset's files as they are shipped.
 
-    Implement ``load``. Its ``Config`` should hold at least ``root`` (the data folder).
+    Implement ``load``. Its ``Config`` should hold at least ``root: Path | None = None`` (the
+    data folder). actrec fills an unset ``root`` when the plugin is constructed, the same way
+    for every dataset plugin: ``$ACTREC_DATA_<NAME>`` if set, else ``<workspace>/data/<name>``,
+    made absolute (``actrec.workspace.dataset_root``); ``existing_root()`` checks it exists.
     """
+
+    def __init__(self, config: PluginConfig | None = None) -> None:
+        super().__init__(config)
+        if any(f.name == "root" for f in dataclasses.fields(self.config)):
+            from actrec.workspace import dataset_root
+
+            given = self.config.root  # type: ignore[attr-defined]
+            root = dataset_root(self.name, given)
+            self.config = dataclasses.replace(  # type: ignore[misc]
+                self.config, root=str(root) if isinstance(given, str) else root)
+
+    def existing_root(self) -> Path:
+        """The data folder (``config.root``); ``DataError`` naming it and the environment
+        variable that sets it when it is not an existing folder."""
+        from actrec.errors import DataError
+        from actrec.workspace import data_root_var
+
+        root = Path(getattr(self.config, "root", None) or "")
+        if not root.is_dir():
+            raise DataError(f"data root for dataset '{self.name}' not found: {root} (pass "
+                            f"--root, -o root=DIR or set {data_root_var(self.name)})")
+        return root
 
     @abstractmethod
     def load(self) -> DatasetIndex:
@@ -235,11 +277,22 @@ class FeatureExtractor(Plugin):
     extractor, which online recognition requires.
     """
 
-    lookahead: ClassVar[int] = 0
+    lookahead: ClassVar[int] = 0  # a class attribute, or a property computed from the config
 
     @property
     def causal(self) -> bool:
         return self.lookahead == 0
+
+    def checked_lookahead(self) -> int:
+        """``lookahead`` after checking it is an integer >= 0; ``ConfigError`` naming the
+        extractor and the value otherwise (actrec calls this when it builds an extractor)."""
+        value = self.lookahead
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(
+                f"extractor '{self.name}': lookahead must be an integer >= 0 (the number of "
+                f"future frames a frame's feature depends on), got {value!r} "
+                f"({type(value).__name__})")
+        return value
 
     @property
     def fps(self) -> float | None:

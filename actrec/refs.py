@@ -29,7 +29,8 @@ def parse_dataset_ref(ref: str) -> tuple[str, dict[str, str]]:
 
 def canonical_ref(ref: str, options: Mapping[str, str] | None = None) -> str:
     """``ref`` with ``options`` folded in, keys sorted and ``root`` left out: the one spelling
-    of a dataset (and its feature store) whatever order or flags the options came in."""
+    of a dataset whatever order or flags the options came in. (The root is part of the
+    default store path as a hash, see ``default_store``, and of the store's recorded source.)"""
     name, ref_options = parse_dataset_ref(ref)
     merged = {**ref_options, **{k: str(v) for k, v in (options or {}).items()}}
     merged.pop("root", None)  # where the files are does not change what they are
@@ -46,13 +47,27 @@ def dataset_from_ref(ref: str, options: Mapping[str, str] | None = None):
     return registry.create("datasets", name, {**ref_options, **(options or {})})
 
 
+def default_store(ref: str, extractor: str, options: Mapping[str, str] | None = None) -> Path:
+    """The workspace's store for dataset reference ``ref`` (with ``options``) and
+    ``extractor``: ``actrec.workspace.default_store_path`` of its canonical reference and of
+    its data root, resolved as the dataset plugin resolves it (``--root`` / ``root=``, else
+    ``ACTREC_DATA_<NAME>``, else the workspace). A name that is no installed dataset plugin
+    (a dataset only imported under that name) has no root: its path has none either."""
+    from actrec import registry
+    from actrec.workspace import default_store_path
+
+    name, _ = parse_dataset_ref(ref)
+    root = None
+    if any(r.kind == "datasets" and r.name == name for r in registry.discover().records):
+        root = getattr(dataset_from_ref(ref, options).config, "root", None)
+    return default_store_path(canonical_ref(ref, options), extractor, root)
+
+
 def resolve_store(ref_or_path: str, extractor: str) -> Path:
     """A feature store: ``ref_or_path`` itself when it is an existing folder or ends in
     ``.zarr``, else the workspace's store for dataset reference ``ref_or_path`` and
-    ``extractor`` (where ``actrec extract`` writes by default)."""
-    from actrec.workspace import default_store_path
-
+    ``extractor`` (``default_store``: where ``actrec extract`` writes by default)."""
     path = Path(ref_or_path).expanduser()
     if path.suffix == ".zarr" or path.is_dir():
         return path
-    return default_store_path(canonical_ref(ref_or_path), extractor)
+    return default_store(ref_or_path, extractor)

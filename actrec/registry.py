@@ -197,6 +197,11 @@ def validate(cls: object, base: type, name: str) -> None:
     abstract = getattr(cls, "__abstractmethods__", frozenset())
     if abstract:
         raise PluginError(f"{cls.__name__} does not implement: {', '.join(sorted(abstract))}")
+    lookahead = getattr(cls, "lookahead", 0)
+    if base.__name__ == "FeatureExtractor" and not isinstance(lookahead, property) and (
+            isinstance(lookahead, bool) or not isinstance(lookahead, int) or lookahead < 0):
+        raise PluginError(f"{cls.__name__}.lookahead must be an integer >= 0 (future frames a "
+                          f"feature depends on) or a property, got {lookahead!r}")
 
 
 @lru_cache(maxsize=None)
@@ -217,10 +222,27 @@ def plugin_class(kind: str, name: str) -> type:
 
 
 def create(kind: str, name: str, options: dict | None = None):
-    """An instance of plugin ``kind``/``name`` configured from ``options`` (strings allowed)."""
+    """An instance of plugin ``kind``/``name`` configured from ``options`` (strings allowed).
+
+    User errors are ``ConfigError``/``PluginError`` naming the plugin: a bad option, any other
+    exception raised while the plugin starts, an extractor whose ``lookahead`` is not an
+    integer >= 0. Nothing has been written when one is raised.
+    """
+    from actrec.errors import ActrecError
+
     cls = plugin_class(kind, name)
-    config = cls.Config.from_options(options or {}, owner=f"{SINGULAR[kind]} '{name}'")
-    return cls(config)
+    owner = f"{SINGULAR[kind]} '{name}'"
+    config = cls.Config.from_options(options or {}, owner=owner)
+    try:
+        plugin = cls(config)
+    except ActrecError:
+        raise
+    except Exception as exc:  # third-party code: one message, not a traceback
+        raise PluginError(f"{owner} failed to start with options {config.to_dict()}: "
+                          f"{type(exc).__name__}: {exc}") from None
+    if kind == "extractors":
+        plugin.checked_lookahead()
+    return plugin
 
 
 def load_all(discovery: Discovery | None = None) -> list[tuple[PluginRecord, type | BrokenPlugin]]:

@@ -41,7 +41,9 @@ def test_coarse_counts_match_an_independent_parse(coarse):
                    for f in files)
     assert len(coarse.videos) == 252
     assert sum(v.num_frames for v in coarse.videos.values()) == expected == 506496
-    assert len(coarse.classes) == 48 and coarse.classes[0] == "SIL" and coarse.background == 0
+    assert len(coarse.classes) == 48 and coarse.classes[0] == "SIL"
+    # No background in the MS-TCN set: its evaluation scores SIL segments like any other.
+    assert coarse.background is None and coarse.background_classes == ()
     assert coarse.fps == 15.0
     # two real files hold empty ranges ('477-476 SIL', '1-0 SIL'): dropped and counted
     assert coarse.repairs == {"empty segments (dropped)": 2}
@@ -104,6 +106,7 @@ def test_official_splits_equal_the_mstcn_bundles(mstcn):
 def test_lowest_label_set_folds_sil_into_background(coarse):
     low = load(root=BF, source="coarse", label_set="lowest")
     assert low.classes[0] == "background" and "SIL" not in low.classes
+    assert low.background_classes == (0,)
     assert low.classes[1:] == tuple(sorted(set(coarse.classes[1:]) & set(low.classes)))
     rec, ref = low.videos["P03_cam01_P03_coffee"], coarse.videos["P03_cam01_P03_coffee"]
     names = np.array(low.classes)[rec.labels]

@@ -161,7 +161,9 @@ def test_default_root_comes_from_the_workspace(tmp_path, monkeypatch):
     monkeypatch.delenv("ACTREC_DATA_SYNTHETIC", raising=False)
     ds = SyntheticKitchen()
     assert ds.folder.parent == tmp_path / "home" / "data" / "synthetic"
+    assert ds.config.root == tmp_path / "home" / "data" / "synthetic"  # filled by actrec
     monkeypatch.setenv("ACTREC_DATA_SYNTHETIC", str(tmp_path / "elsewhere"))
+    ds = SyntheticKitchen()  # the root is resolved when the plugin is made
     assert ds.folder.parent == tmp_path / "elsewhere"
     assert ds.folder.name.startswith("a-")
 

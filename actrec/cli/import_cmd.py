@@ -18,7 +18,8 @@ def _common(fn):
     fn = click.argument("root", type=click.Path(path_type=Path))(fn)
     fn = click.option("--name", required=True, help="Dataset name recorded in the store.")(fn)
     fn = click.option("--out", type=click.Path(path_type=Path), default=None,
-                      help="Store path (default: the workspace's store for NAME).")(fn)
+                      help="Store path (default: in the workspace, named after NAME and "
+                      "ROOT).")(fn)
     fn = click.option("--overwrite", is_flag=True, help="Redo videos already in the store.")(fn)
     return json_option(fn)
 
@@ -26,7 +27,10 @@ def _common(fn):
 @import_.command("mstcn")
 @_common
 @click.option("--fps", type=float, default=15.0, show_default=True, help="Frame rate of the features.")
-@click.option("--background", default=None, help="Name of the background class, if any.")
+@click.option("--background", default="auto", show_default=True,
+              help="Name of the background class, left out of segment metrics by default; "
+              "'auto': the class named 'background' if there is one (MS-TCN's convention); "
+              "'none': no background class.")
 @click.option("--length-policy", type=click.Choice(["truncate", "error"]), default="truncate",
               show_default=True, help="Ground truth and features of different lengths: labels "
               "cut to the feature length or padded as unlabelled (-1), counted in the report; "
@@ -44,19 +48,23 @@ def mstcn(root, name, out, overwrite, as_json, fps, background, length_policy) -
 @click.option("--flow-dir", default=None, help="Flow feature folder, concatenated after RGB.")
 @click.option("--target-dir", default="target_perframe", show_default=True)
 @click.option("--fps", type=float, default=None, help="Frame rate (default: data_info.json's).")
-def lstr(root, name, out, overwrite, as_json, dataset_key, rgb_dir, flow_dir, target_dir, fps
-         ) -> None:
+@click.option("--background", default="auto", show_default=True,
+              help="Name of the background class, left out of segment metrics by default; "
+              "'auto': the class named 'background' (any case) if there is one; 'none': none.")
+def lstr(root, name, out, overwrite, as_json, dataset_key, rgb_dir, flow_dir, target_dir, fps,
+         background) -> None:
     """Import ROOT in the LSTR / MiniROAD layout (T x D features, T x C targets, data_info.json)."""
     _run("lstr", root, name, out, overwrite, as_json,
          dict(dataset_key=dataset_key, rgb_dir=rgb_dir, flow_dir=flow_dir, target_dir=target_dir,
-              fps=fps))
+              fps=fps, background=background))
 
 
 def _run(layout, root, name, out, overwrite, as_json, options) -> None:
     from actrec import importers
     from actrec.workspace import default_store_path
 
-    store = out if out is not None else default_store_path(name, f"{layout}-import")
+    # The import root is part of the default path: two roots never share a store.
+    store = out if out is not None else default_store_path(name, f"{layout}-import", root)
     fn = importers.import_mstcn if layout == "mstcn" else importers.import_lstr
     with make_progress() as progress:
         report = fn(root, store, name=name, overwrite=overwrite, progress=progress, **options)

@@ -8,7 +8,14 @@ Layout on disk::
     <store>/.tmp/                     videos being written (not a Zarr node)
 
 ``<name>`` is the video id made safe for a file name (``encode_video_id``); the id itself is
-kept in the group's ``id`` attribute. A video is written completely under ``.tmp/`` and then
+kept in the group's ``id`` attribute.
+
+Source: a store records where its features came from (``source``: the dataset plugin and all
+its options, the data root as an absolute path among them, the extractor and its config) and
+refuses to be filled from another source, so that extracting a dataset from a second root can
+never skip videos because the first root's copies are there. ``background`` lists the dataset's
+background classes (segment metrics leave them out by default); stores written before these
+attributes existed read as no source and no background. A video is written completely under ``.tmp/`` and then
 moved into ``videos/`` with one directory rename, so a reader never sees it half-written;
 the ``complete`` attribute is set before the move and only complete groups are listed.
 """
@@ -27,9 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from actrec.errors import DataError
+from actrec.errors import ConfigError, DataError
 
-__all__ = ["FeatureStore", "encode_video_id", "decode_video_id", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["FeatureStore", "encode_video_id", "decode_video_id", "source_of", "describe_source",
+           "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "actrec-features"
 FORMAT_VERSION = 1
@@ -105,14 +113,21 @@ class FeatureStore:
         lookahead: int,
         dtype: str = "float16",
         chunk_frames: int = 256,
+        background: Sequence[int] = (),
+        source: Mapping[str, Any] | None = None,
     ) -> FeatureStore:
         """Create the store at ``path``, or open the existing one there.
 
-        An existing store must agree on dataset, classes, extractor, extractor_config,
-        lookahead and dtype; otherwise ``DataError`` names the store and the first differing
-        field, and nothing is changed. ``splits`` and ``split_scheme`` are updated when they
-        differ (they do not affect stored values). Temp directories left by crashed writers
-        and incomplete video groups are removed.
+        ``source`` describes where the features come from (``{"dataset": name, "options":
+        {...}, "extractor": name, "extractor_config": {...}}``, see ``source_of``). An existing
+        store with another source is refused with ``ConfigError`` naming both; one written
+        before sources were recorded is refused too unless it holds no video yet (then the
+        source is recorded). An existing store must also agree on dataset, classes,
+        extractor, extractor_config, lookahead and dtype; otherwise ``DataError`` names the
+        store and the first differing field, and nothing is changed. ``splits``,
+        ``split_scheme`` and ``background`` are updated when they differ (they do not affect
+        stored values). Temp directories left by crashed writers and incomplete video groups
+        are removed.
         """
         import zarr
 
@@ -135,12 +150,19 @@ class FeatureStore:
             "lookahead": int(lookahead),
             "dtype": dtype,
             "chunk_frames": int(chunk_frames),
+            "background": sorted({int(c) for c in background}),
+            "source": dict(source) if source is not None else None,
         })
+        bad = [c for c in wanted["background"] if not 0 <= c < len(wanted["classes"])]
+        if bad:
+            raise DataError(f"{path}: background class {bad[0]} is not an index of the "
+                            f"{len(wanted['classes'])} classes")
         if path.exists() and not path.is_dir():
             raise DataError(f"feature store {path} exists and is not a folder; expected a Zarr "
                             f"store (a folder) or a new path")
         if (path / "zarr.json").exists():
             store = cls.open(path)
+            store._check_source(wanted["source"])
             for key in _IDENTITY:
                 if store._attrs.get(key) != wanted[key]:
                     raise DataError(
@@ -148,11 +170,15 @@ class FeatureStore:
                         f"stored {_short(store._attrs.get(key))}, requested {_short(wanted[key])}; "
                         f"use another store path or delete it"
                     )
-            if any(store._attrs.get(k) != wanted[k] for k in ("splits", "split_scheme")):
+            # Attributes that describe the data but not the stored values follow the request.
+            mutable = ["splits", "split_scheme", "background"]
+            if wanted["source"] is not None:
+                mutable.append("source")  # only ever recorded into a store that had none
+            changed = {k: wanted[k] for k in mutable if store._attrs.get(k) != wanted[k]}
+            if changed:
                 group = zarr.open_group(store=str(path), mode="r+")
-                group.attrs.update({"splits": wanted["splits"],
-                                    "split_scheme": wanted["split_scheme"]})
-                store._attrs.update(splits=wanted["splits"], split_scheme=wanted["split_scheme"])
+                group.attrs.update(changed)
+                store._attrs.update(changed)
             store._clean()
             return store
         if path.exists() and any(path.iterdir()):
@@ -196,6 +222,31 @@ class FeatureStore:
     @property
     def splits(self) -> dict[str, dict[str, list[str]]]:
         return json.loads(json.dumps(self._attrs["splits"]))
+
+    @property
+    def background(self) -> tuple[int, ...]:
+        """The dataset's background classes (indices into ``classes``) that segment metrics
+        leave out by default; ``()`` where there is none or the store predates the record."""
+        return tuple(int(c) for c in self._attrs.get("background") or ())
+
+    @property
+    def source(self) -> dict[str, Any] | None:
+        """Where the features came from: ``{"dataset", "options", "extractor",
+        "extractor_config"}`` (the data root, absolute, among the options); ``None`` for a
+        store written before sources were recorded."""
+        src = self._attrs.get("source")
+        return json.loads(json.dumps(src)) if src is not None else None
+
+    @property
+    def identity(self) -> str:
+        """16 hex digits naming what the store holds: a hash of ``source`` (of dataset,
+        classes, extractor, its config, lookahead and dtype for a store without one). Two
+        stores with the same identity hold features of the same data."""
+        import hashlib
+
+        what = self._attrs.get("source") or {k: self._attrs.get(k) for k in _IDENTITY}
+        text = json.dumps(what, sort_keys=True)
+        return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
     @property
     def dim(self) -> int | None:
@@ -355,6 +406,23 @@ class FeatureStore:
 
     # ------------------------------------------------------------------ internals
 
+    def _check_source(self, wanted: dict[str, Any] | None) -> None:
+        """``ConfigError`` naming both sources when ``wanted`` is not what this store holds."""
+        stored = self._attrs.get("source")
+        if wanted is None or stored == wanted:
+            return
+        if stored is None:
+            if not self.videos():
+                return  # an empty store from before sources were recorded: adopt it
+            raise ConfigError(
+                f"feature store {self.path} was written before stores recorded their source, "
+                f"so it cannot be checked against {describe_source(wanted)}; delete it or "
+                f"write to another store (--out)")
+        raise ConfigError(
+            f"feature store {self.path} holds features of {describe_source(stored, wanted)}, "
+            f"not of {describe_source(wanted, stored)}; a store holds one source only: "
+            f"write to another store (--out) or delete this one")
+
     def _dir(self, video_id: str) -> Path:
         return self.path / _VIDEOS / encode_video_id(video_id)
 
@@ -407,6 +475,28 @@ class FeatureStore:
                 attrs = _group_attrs(entry)
                 if entry.is_dir() and (attrs is None or attrs.get("complete") is not True):
                     shutil.rmtree(entry, ignore_errors=True)
+
+
+def source_of(dataset: str, options: Mapping[str, Any], extractor: str,
+              extractor_config: Mapping[str, Any]) -> dict[str, Any]:
+    """A store's ``source`` record: the dataset plugin ``dataset`` with all its ``options``
+    (the data root absolute), the extractor and its config, as JSON values."""
+    return _jsonable({"dataset": dataset, "options": dict(options), "extractor": extractor,
+                      "extractor_config": dict(extractor_config)})
+
+
+def describe_source(source: Mapping[str, Any], other: Mapping[str, Any] | None = None) -> str:
+    """``source`` in words: dataset and extractor names, with the options that differ from
+    ``other`` (all of them when ``other`` is ``None``)."""
+    def opts(key: str) -> str:
+        mine, theirs = source.get(key) or {}, (other or {}).get(key) or {}
+        shown = {k: v for k, v in mine.items() if other is None or theirs.get(k) != v}
+        shown.update({k: None for k in theirs if k not in mine})
+        return " (" + ", ".join(f"{k}={v}" for k, v in sorted(shown.items())) + ")" \
+            if shown else ""
+
+    return (f"dataset '{source.get('dataset')}'{opts('options')} with extractor "
+            f"'{source.get('extractor')}'{opts('extractor_config')}")
 
 
 def _rmdir_if_empty(directory: Path) -> None:

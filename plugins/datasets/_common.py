@@ -1,35 +1,14 @@
-"""Helpers shared by the dataset plugins: finding the data root, splits by participant, split
-lists, and checking video ids. Private to ``actrec_plugins.datasets``."""
+"""Helpers shared by the dataset plugins: splits by participant, split lists, and checking
+video ids. Private to ``actrec_plugins.datasets``. (The data root is resolved by actrec for
+every dataset plugin: ``actrec.plugin_api.Dataset``.)"""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from actrec.errors import DataError
 from actrec.plugin_api import Split
-
-
-def env_var(name: str) -> str:
-    """The environment variable that overrides a dataset's root (as ``actrec.workspace``)."""
-    return "ACTREC_DATA_" + re.sub(r"[^A-Z0-9]", "_", name.upper())
-
-
-def resolve_root(name: str, root: Path | None) -> Path:
-    """``root`` if given, else ``actrec.workspace.data_root(name)``; ``DataError`` naming the
-    path and the environment variable when the folder does not exist."""
-    if root is None:
-        from actrec.workspace import data_root
-
-        root = data_root(name)
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DataError(
-            f"data root for dataset '{name}' not found: {root} (pass --root or set "
-            f"{env_var(name)})"
-        )
-    return root
 
 
 def person_splits(participants: Mapping[str, str], k: int = 4) -> dict[str, Split]:

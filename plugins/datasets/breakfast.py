@@ -7,10 +7,15 @@ Annotation sources (``source``), all under the data root:
 - ``fine``: ``segmentation_fine/<recipe>/<video>.txt``, the fine segmentation, same line format;
 - ``mstcn``: ``groundTruth/<video>.txt``, one label per frame (MS-TCN; cut to the feature length).
 
-Label sets: ``mstcn`` = the 48 classes of ``mapping.txt`` (``SIL`` at index 0 is the
-background); ``lowest`` = the papers' lowest-level set: background at 0, then the action labels
-of ``classes_file`` (one per line) if given, else every label the files use, sorted, with
-``SIL`` folded into the background.
+Label sets: ``mstcn`` = the 48 classes of ``mapping.txt`` (``SIL`` at index 0, silence);
+``lowest`` = the papers' lowest-level set: ``background`` at 0, then the action labels of
+``classes_file`` (one per line) if given, else every label the files use, sorted, with ``SIL``
+folded into the background.
+
+Background (left out of segment metrics by default): ``background`` in the ``lowest`` set;
+none in the ``mstcn`` set, where ``SIL`` segments count like any other, because MS-TCN's
+evaluation leaves out only a class named ``background`` and published Breakfast scores are
+computed that way.
 
 Splits: ``official`` = the 4 leave-person-out splits P03-P15 / P16-P28 / P29-P41 / P42-P54
 held out (they equal the MS-TCN bundles); ``bundles`` = ``splits/{train,test}.splitN.bundle``.
@@ -71,7 +76,7 @@ class Breakfast(Dataset):
 
         from actrec.errors import ConfigError, DataError
         from actrec.io import annotations as A
-        from actrec_plugins.datasets._common import index_files, resolve_root, split_from_lists
+        from actrec_plugins.datasets._common import index_files, split_from_lists
 
         cfg = self.config
         if cfg.source not in SOURCES:
@@ -83,7 +88,7 @@ class Breakfast(Dataset):
         if cfg.split_scheme not in ("official", "bundles"):
             raise ConfigError(f"breakfast: split_scheme must be 'official' or 'bundles', "
                               f"got {cfg.split_scheme!r}")
-        root = resolve_root(self.name, cfg.root)
+        root = self.existing_root()
         repairs: dict[str, int] = {}
 
         folder = {"coarse": "segmentation_coarse", "xml": "segmentation_xml",
@@ -149,6 +154,7 @@ class Breakfast(Dataset):
                     strict=cfg.strict_splits)
         return DatasetIndex(
             name=self.name, classes=tuple(classes), videos=videos, splits=splits, fps=cfg.fps,
-            background=0, label_set=cfg.label_set, repairs=repairs,
+            background=0 if cfg.label_set == "lowest" else None,  # see the module docstring
+            label_set=cfg.label_set, repairs=repairs,
         )
 

@@ -61,7 +61,7 @@ class EpicKitchens(Dataset):
         from actrec.errors import ConfigError, DataError
         from actrec.io import annotations as A
         from actrec.plugin_api import Split, VideoRecord
-        from actrec_plugins.datasets._common import person_splits, resolve_root
+        from actrec_plugins.datasets._common import person_splits
 
         cfg = self.config
         if cfg.labels not in ("verb", "noun", "action"):
@@ -71,7 +71,7 @@ class EpicKitchens(Dataset):
         if cfg.split_scheme not in ("person", "official"):
             raise ConfigError(f"epic: split_scheme must be 'person' or 'official', "
                               f"got {cfg.split_scheme!r}")
-        root = resolve_root(self.name, cfg.root)
+        root = self.existing_root()
         version = cfg.version
         if version == "auto":
             version = "100" if (root / FILES["100"][0]).is_file() else "55"

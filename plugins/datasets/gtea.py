@@ -30,11 +30,10 @@ class GTEA(Dataset):
     Config = GTEAConfig
 
     def load(self) -> DatasetIndex:
-        from actrec_plugins.datasets._common import resolve_root
         from actrec_plugins.datasets.mstcn import load_mstcn
 
         cfg = self.config
-        root = resolve_root(self.name, cfg.root)
+        root = self.existing_root()
         folders = sorted((root / "splits").glob("Split_*"), key=lambda p: p.name)
         lists = {p.name.removeprefix("Split_"): (p / "train.txt", p / "test.txt")
                  for p in folders} or None

@@ -41,10 +41,10 @@ class MPIICooking2(Dataset):
         from actrec.errors import DataError
         from actrec.io import annotations as A
         from actrec.plugin_api import VideoRecord
-        from actrec_plugins.datasets._common import person_splits, resolve_root
+        from actrec_plugins.datasets._common import person_splits
 
         cfg = self.config
-        root = resolve_root(self.name, cfg.root)
+        root = self.existing_root()
         path = root / cfg.annotations
         repairs: dict[str, int] = {}
         rows = _rows(path, repairs)

@@ -27,7 +27,9 @@ from actrec.plugin_api import Dataset, DatasetIndex, PluginConfig
 class MSTCNConfig(PluginConfig):
     root: Path | None = None
     fps: float = 15.0
-    background: str | None = None  # name of the background class, if the dataset has one
+    # The background class's name (left out of segment metrics by default); "auto": the class
+    # named "background" if there is one, as MS-TCN's evaluation does; none: no background.
+    background: str | None = "auto"
     length_policy: str = "truncate"
     strict_splits: bool = False  # a bundle entry without annotations: error, not drop+count
 
@@ -56,8 +58,10 @@ def load_mstcn(
     """Read an MS-TCN layout folder into a ``DatasetIndex``.
 
     ``classes`` overrides ``mapping.txt`` (which, if present, must then agree with it);
-    ``split_files`` (``name -> (train list, test list)``) overrides the bundles. Split entries
-    without annotations are dropped and counted, or with ``strict_splits`` refused.
+    ``background`` names the background class, ``"auto"`` meaning the class named
+    ``background`` if there is one (MS-TCN's evaluation convention); ``split_files``
+    (``name -> (train list, test list)``) overrides the bundles. Split entries without
+    annotations are dropped and counted, or with ``strict_splits`` refused.
     """
     import numpy as np
 
@@ -80,6 +84,8 @@ def load_mstcn(
                             f"order {', '.join(classes)}")
     index = {c: i for i, c in enumerate(classes)}
     bg = None
+    if background == "auto":
+        background = "background" if "background" in index else None
     if background is not None:
         if background not in index:
             raise ConfigError(f"{name}: background class {background!r} is not in {mapping}")
@@ -143,9 +149,8 @@ class MSTCN(Dataset):
     Config = MSTCNConfig
 
     def load(self) -> DatasetIndex:
-        from actrec_plugins.datasets._common import resolve_root
 
         cfg = self.config
-        root = resolve_root(self.name, cfg.root)
+        root = self.existing_root()
         return load_mstcn(root, name=self.name, fps=cfg.fps, background=cfg.background,
                           length_policy=cfg.length_policy, strict_splits=cfg.strict_splits)

@@ -63,7 +63,7 @@ class Salads(Dataset):
         from actrec.errors import ConfigError, DataError
         from actrec.io import annotations as A
         from actrec_plugins.datasets._common import (
-            index_files, person_splits, resolve_root, split_from_lists)
+            index_files, person_splits, split_from_lists)
 
         cfg = self.config
         for option, value, allowed in (("source", cfg.source, ("mstcn", "annotations")),
@@ -75,7 +75,7 @@ class Salads(Dataset):
         if cfg.label_set == "low" and cfg.source != "annotations":
             raise ConfigError("salads: label_set 'low' needs source 'annotations' (the MS-TCN "
                               "ground truth has mid-level labels only)")
-        root = resolve_root(self.name, cfg.root)
+        root = self.existing_root()
         repairs: dict[str, int] = {}
         mid_classes = A.read_mapping(root / "mapping.txt")
         if cfg.label_set == "mid":

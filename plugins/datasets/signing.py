@@ -40,10 +40,9 @@ class SigningInTheWild(Dataset):
         from actrec.errors import DataError
         from actrec.io import annotations as A
         from actrec.plugin_api import Split, VideoRecord
-        from actrec_plugins.datasets._common import resolve_root
 
         cfg = self.config
-        root = resolve_root(self.name, cfg.root)
+        root = self.existing_root()
         paths = [root / cfg.annotations] if cfg.annotations else sorted(root.glob("*.txt"))
         if not paths:
             raise DataError(f"{root}: no ground-truth *.txt files")

@@ -41,7 +41,7 @@ class SyntheticKitchen(Dataset):
 
     @dataclass(frozen=True)
     class Config(PluginConfig):
-        root: Path | None = None  # None: actrec.workspace.data_root("synthetic")
+        root: Path | None = None  # None: actrec.workspace.dataset_root("synthetic")
         kitchen: str = "a"  # "a", "b" or "c"
         participants: int = 6
         videos_per_participant: int = 4
@@ -56,12 +56,10 @@ class SyntheticKitchen(Dataset):
 
     @property
     def folder(self) -> Path:
-        """``<root>/<kitchen>-<hash of every option but root>``."""
-        from actrec.workspace import data_root
-
+        """``<root>/<kitchen>-<hash of every option but root>`` (root filled by actrec, see
+        ``actrec.plugin_api.Dataset``)."""
         cfg = self.config
-        root = cfg.root if cfg.root is not None else data_root("synthetic")
-        return Path(root) / f"{cfg.kitchen}-{self._config_hash()}"
+        return Path(cfg.root) / f"{cfg.kitchen}-{self._config_hash()}"
 
     @property
     def classes(self) -> tuple[str, ...]:
