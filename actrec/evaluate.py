@@ -6,7 +6,7 @@ as a live system would see it; never a window, never a future frame. Several vid
 side by side for speed (padded at the end; in eval mode each sequence's state is independent,
 and padding after a video's end cannot change its earlier frames). Non-causal models are
 refused, and so are features that look ahead (store attribute ``lookahead`` > 0) unless
-``allow_noncausal_features`` is set, which is recorded in ``eval.json``.
+``allow_noncausal_features`` is set, which is recorded with the result.
 
 Offline: one batched ``forward`` over each whole video (causal models: several videos padded at
 the end; others one at a time, since padding would leak into their backward pass).
@@ -17,6 +17,13 @@ over all labelled frames (micro), the mean of per-video frame accuracies (macro)
 segmental edit score and F1@{10,25,50} (all as fractions in 0..1). Unlabelled frames (label -1)
 are left out of everything: for the segment metrics they are removed from the prediction as well
 as the target, as background, so that predictions where nobody annotated cannot add segments.
+The dataset's own background classes (recorded in its feature store) are left out of the
+segment metrics too by default, as MS-TCN's evaluation does (``segment_background="include"``
+keeps them); the choice is recorded with every result.
+
+Each evaluation setting (online/offline, split, stores, segment background) has its own results
+file in the run folder (``actrec.runs.eval_filename``), so one evaluation never overwrites
+another's.
 """
 
 from __future__ import annotations
@@ -39,9 +46,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from actrec.io.features import FeatureStore
     from actrec.nn.base import SequenceModel
 
-__all__ = ["DatasetResult", "EvalResult", "evaluate_run", "evaluate_model", "predict_videos"]
+__all__ = ["DatasetResult", "EvalResult", "evaluate_run", "evaluate_model", "predict_videos",
+           "score_dataset", "store_background"]
 
 OVERLAPS = (0.10, 0.25, 0.50)
+SEGMENT_BACKGROUND = ("exclude", "include")
 BATCH_VIDEOS = 32  # videos stepped side by side
 
 
@@ -60,9 +69,11 @@ class DatasetResult:
     f1: dict[str, float]  # "10"/"25"/"50" -> F1 / 100 from counts summed over videos
     per_video: dict[str, dict[str, float]] = field(default_factory=dict)
     per_class: dict[str, float] = field(default_factory=dict)  # recall per class (nan: absent)
+    segment_background: tuple[str, ...] = ()  # classes left out of edit and F1
 
     def to_dict(self) -> dict[str, Any]:
         return {"store": self.store, "split": self.split, "videos": self.videos,
+                "segment_background": list(self.segment_background),
                 "frames": self.frames, "frame_accuracy": self.frame_accuracy,
                 "mean_video_accuracy": self.mean_video_accuracy, "edit": self.edit,
                 "f1": dict(self.f1), "per_class": self.per_class, "per_video": self.per_video}
@@ -126,7 +137,10 @@ def predict_videos(
             if online:
                 pred = _step_through(model, xt, dom, labels, domain, prediction)  # [T, B]
             else:
-                logits = model(xt, dom)  # [T, B, K]
+                mask = torch.zeros(xt.shape[:2], dtype=torch.bool, device=device)  # [T, B]
+                for b, n in enumerate(lengths):
+                    mask[:n, b] = True
+                logits = model(xt, dom, mask=mask)  # [T, B, K]
                 pred = labels.predict(logits, domain, prediction)  # [T, B]
             pred = pred.cpu().numpy()
             for b, i in enumerate(chunk):
@@ -161,9 +175,11 @@ def score_dataset(
     preds: Sequence[np.ndarray],
     targets: Sequence[np.ndarray],
     classes: Sequence[str] = (),
+    background: Sequence[int] = (),
 ) -> DatasetResult:
     """Frame and segment scores of one dataset from per-video local predictions and targets;
-    with ``classes``, also the frame recall of each class over all videos."""
+    with ``classes``, also the frame recall of each class over all videos. ``background``
+    (local class indices) is left out of the edit score and F1, with unlabelled frames."""
     from actrec.metrics import (
         SegmentCounts,
         edit_score,
@@ -176,16 +192,17 @@ def score_dataset(
     correct = labelled = 0
     accs, edits = [], []
     counts = {k: SegmentCounts(0, 0, 0) for k in OVERLAPS}
+    drop = (-1, *(int(b) for b in background))
     for vid, p, y in zip(ids, preds, targets):
         keep = y >= 0
         n = int(keep.sum())
         c = int((p[keep] == y[keep]).sum())
         correct, labelled = correct + c, labelled + n
         p_seg = np.where(keep, p, -1)  # unlabelled frames leave both segment sequences
-        edit = edit_score(p_seg, y, background=(-1,)) / 100.0
+        edit = edit_score(p_seg, y, background=drop) / 100.0
         edits.append(edit)
         for k in OVERLAPS:
-            found = segment_counts(p_seg, y, k, background=(-1,))
+            found = segment_counts(p_seg, y, k, background=drop)
             counts[k] = SegmentCounts(*(a + b for a, b in zip(counts[k], found)))
         acc = c / n if n else float("nan")
         if n:
@@ -199,6 +216,8 @@ def score_dataset(
         f1={str(round(k * 100)): f1_from_counts(counts[k]) / 100.0 for k in OVERLAPS},
         per_video=per_video,
         per_class=_per_class(classes, preds, targets, per_class_accuracy),
+        segment_background=tuple(str(classes[b]) if b < len(classes) else str(b)
+                                 for b in background),
     )
 
 
@@ -207,6 +226,12 @@ def _per_class(classes, preds, targets, per_class_accuracy) -> dict[str, float]:
         return {}
     recall = per_class_accuracy(np.concatenate(preds), np.concatenate(targets), len(classes))
     return {name: float(r) for name, r in zip(classes, recall)}
+
+
+def store_background(store: FeatureStore) -> tuple[int, ...]:
+    """The background classes (local indices) a feature store records; () when it records
+    none (stores written before background classes were recorded)."""
+    return tuple(int(b) for b in (getattr(store, "background", None) or ()))
 
 
 def evaluate_model(
@@ -221,11 +246,17 @@ def evaluate_model(
     device: Any = "cpu",
     progress: Any = None,
     scalers: Sequence[FeatureScaler] | None = None,
+    segment_background: str = "exclude",
 ) -> dict[str, DatasetResult]:
     """Scores of ``model`` on the test videos of ``splits[k]`` of each ``stores[k]`` (domain k),
     keyed by dataset name (the store's ``dataset`` attribute; made unique with ``(D1)``/``(D2)``
-    when both stores name the same dataset)."""
-    from actrec.train import choose_split
+    when both stores name the same dataset). ``segment_background`` ``"exclude"`` leaves each
+    store's background classes out of the segment metrics, ``"include"`` keeps them."""
+    from actrec.components import choose_split
+
+    if segment_background not in SEGMENT_BACKGROUND:
+        raise ActrecError(f"segment_background must be one of {', '.join(SEGMENT_BACKGROUND)}, "
+                          f"got {segment_background!r}")
 
     names = [str(s.attrs.get("dataset") or Path(s.path).stem) for s in stores]
     if len(set(names)) < len(names):
@@ -252,8 +283,9 @@ def evaluate_model(
                                task=task)
         if task is not None:
             progress.remove_task(task)
+        bg = store_background(store) if segment_background == "exclude" else ()
         results[names[k]] = score_dataset(names[k], str(store.path), split_name, ids, preds,
-                                          targets, labels.classes[k])
+                                          targets, labels.classes[k], bg)
     return results
 
 
@@ -270,21 +302,22 @@ def evaluate_run(
     progress: Any = None,
     allow_noncausal_features: bool = False,
     device: str | None = None,
+    segment_background: str = "exclude",
 ) -> EvalResult:
     """Evaluate the checkpoint of ``run_dir`` on each of its datasets' test split and write
-    ``run_dir/eval.json``.
+    the result to this setting's own file in ``run_dir`` (``actrec.runs.eval_filename``).
 
     ``split``: the split to evaluate in every store (default: the ones trained on). ``stores``:
     other feature stores to evaluate on, one per trained dataset, with the same classes and
     feature dimension (``DataError`` otherwise). ``online=True`` refuses a non-causal model and
     non-causal features (``ActrecError``), unless ``allow_noncausal_features`` for the latter.
-    ``device`` defaults to the run's.
+    ``device`` defaults to the run's. ``segment_background``: see ``evaluate_model``.
     """
     import torch
 
     from actrec import runs
+    from actrec.components import check_model_contract, open_store, resolve_model
     from actrec.data.labels import InputLayout, LabelSpace
-    from actrec.train import build_model, open_store
 
     run_dir = Path(run_dir)
     ckpt_path = run_dir / runs.CHECKPOINT
@@ -332,7 +365,7 @@ def evaluate_run(
                 f"'{attrs.get('extractor')}' looks "
                 f"{'an unknown number of' if lookahead < 0 else lookahead} frame(s) ahead), so "
                 f"an online evaluation would see the future; re-extract with a causal extractor, "
-                f"or allow it explicitly (--allow-noncausal-features; recorded in eval.json)"
+                f"or allow it explicitly (--allow-noncausal-features; recorded with the result)"
             )
 
     labels = LabelSpace(classes)
@@ -341,7 +374,7 @@ def evaluate_run(
     if dev.type == "cuda" and not torch.cuda.is_available():
         dev = torch.device("cpu")
     with torch.random.fork_rng(devices=[]):
-        _, model = build_model(name, spec.get("model_options", {}), layout, labels)
+        model = resolve_model(ckpt, layout, labels, where=ckpt_path)
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
@@ -356,25 +389,32 @@ def evaluate_run(
         if "input_scalers" in ckpt else None
     datasets = evaluate_model(model, opened, splits, labels, layout, online=online,
                               prediction=prediction, device=dev, progress=progress,
-                              scalers=scalers)
+                              scalers=scalers, segment_background=segment_background)
     protocol = {
+        "mode": "online" if online else "offline",
         "online": online,
         "prediction": prediction,
         "iteration": int(ckpt.get("iteration", 0)),
+        "splits": splits,
+        "stores": [str(p) for p in store_paths],
         "ignored_label": -1,
         "segment_metrics": "MS-TCN edit and F1 (last segment ends at T-1); frames labelled "
                            "-1 removed from prediction and target as background",
+        "segment_background": segment_background,
         "features": features,
         "noncausal_features_allowed": bool(allow_noncausal_features),
         "noncausal_features_used": online and any(not f["causal"] for f in features),
     }
     result = EvalResult(run_dir, online, name, datasets, protocol)
-    runs.atomic_write_json(run_dir / runs.EVAL, _json_safe(result.to_dict()))
+    setting = {"mode": protocol["mode"], "splits": splits, "trained_splits": trained_splits,
+               "stores": protocol["stores"], "trained_stores": [str(p) for p in ckpt["stores"]],
+               "segment_background": segment_background}
+    runs.atomic_write_json(run_dir / runs.eval_filename(setting), _json_safe(result.to_dict()))
     return result
 
 
 def _json_safe(value: Any) -> Any:
-    """NaN -> None, so that eval.json is strict JSON."""
+    """NaN -> None, so that results files are strict JSON."""
     if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, Mapping):

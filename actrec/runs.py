@@ -6,9 +6,10 @@ A run directory holds everything one training run produced::
         config.json      the TrainSpec, where each value came from, versions, the stores' attrs
         metrics.jsonl    one JSON object per logged iteration (appended, flushed)
         checkpoint.pt    the latest checkpoint (plain tensors and primitives: weights_only=True)
-        eval.json        the last evaluation (written by ``actrec.evaluate``)
+        eval-<setting>.json  one file per evaluation setting (``eval_filename``): eval-online.json,
+                         eval-offline.json, ... (written by ``actrec.evaluate``)
 
-config.json, checkpoint.pt and eval.json are written atomically (a temporary file in the same
+config.json, checkpoint.pt and the results files are written atomically (a temporary file in the same
 folder, then ``os.replace``), so an interrupted run never leaves a half-written checkpoint
 behind; metrics.jsonl is appended and, on resume, trimmed back to the checkpoint's iteration.
 """
@@ -30,7 +31,9 @@ __all__ = [
     "CONFIG",
     "METRICS",
     "CHECKPOINT",
-    "EVAL",
+    "eval_filename",
+    "eval_files",
+    "latest_run",
     "runs_root",
     "new_run_dir",
     "resolve_run",
@@ -44,7 +47,7 @@ __all__ = [
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.pt"
-EVAL = "eval.json"
+EVAL_PREFIX = "eval-"
 
 
 def runs_root() -> Path:
@@ -73,6 +76,48 @@ def new_run_dir(root: Path, name: str) -> Path:
             continue
         return path
     raise DataError(f"could not create a new run folder under {root}")  # pragma: no cover
+
+
+def eval_filename(setting: dict[str, Any]) -> str:
+    """The results file of one evaluation setting, so no setting overwrites another's.
+
+    ``setting`` has ``mode`` ("online"/"offline"; "lookahead-K" style names work too) and
+    optionally ``splits``/``trained_splits``, ``stores``/``trained_stores`` and
+    ``segment_background``: ``eval-online.json`` for the run's own splits, stores and the
+    default segment background; other splits, other stores (a short hash of their paths) and
+    ``segment_background="include"`` add a part each.
+    """
+    import hashlib
+
+    parts = [str(setting.get("mode", "online"))]
+    splits = list(setting.get("splits") or [])
+    if splits and splits != list(setting.get("trained_splits") or splits):
+        parts.append("split-" + "+".join(splits))
+    stores = list(setting.get("stores") or [])
+    if stores and stores != list(setting.get("trained_stores") or stores):
+        digest = hashlib.sha256("\n".join(stores).encode()).hexdigest()[:8]
+        parts.append("stores-" + digest)
+    if setting.get("segment_background", "exclude") != "exclude":
+        parts.append("bg-" + str(setting["segment_background"]))
+    name = "-".join(parts)
+    safe = "".join(c if c.isalnum() or c in "-_.+" else "_" for c in name)
+    return f"{EVAL_PREFIX}{safe}.json"
+
+
+def eval_files(run_dir: Path) -> list[Path]:
+    """The results files of a run folder, sorted by name."""
+    return sorted(Path(run_dir).glob(f"{EVAL_PREFIX}*.json"))
+
+
+def latest_run(root: Path | None = None) -> Path:
+    """The run under ``root`` (default ``runs_root()``) whose checkpoint was written last;
+    ``DataError`` naming the folder when it holds no run with a checkpoint."""
+    root = Path(root) if root is not None else runs_root()
+    found = [p for p in root.glob(f"*/{CHECKPOINT}") if p.is_file()] if root.is_dir() else []
+    if not found:
+        raise DataError(f"no trained run under {root} (no */{CHECKPOINT}); train one first, "
+                        f"or name the run to evaluate")
+    return max(found, key=lambda p: (p.stat().st_mtime_ns, str(p))).parent
 
 
 def resolve_run(ref: str | os.PathLike[str]) -> Path:

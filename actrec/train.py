@@ -18,169 +18,31 @@ The run directory layout is in ``actrec.runs``.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
+import shutil
 import time
-import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from actrec.checkpoints import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    check_resume,
+    log_line,
+    restore,
+    truncate_metrics,
+)
+from actrec.components import build_model, choose_split, open_store, resolve_device, same_store
 from actrec.errors import ActrecError, ConfigError, DataError
-from actrec.plugin_api import coerce
+from actrec.train_spec import TrainSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from actrec.data.labels import InputLayout, LabelSpace
-    from actrec.io.features import FeatureStore
-    from actrec.nn.base import SequenceModel
-
-__all__ = ["TrainSpec", "TrainResult", "train_model", "build_model", "open_store", "choose_split"]
-
-CHECKPOINT_FORMAT = "actrec-checkpoint"
-CHECKPOINT_VERSION = 1
-OPTIMIZERS = ("sgd", "adam")
-# Spec fields that may change when a run is resumed: they do not change what is learnt.
-RESUMABLE = frozenset({"iterations", "eval_every", "checkpoint_every", "log_every", "device"})
-
-
-@dataclass(frozen=True)
-class TrainSpec:
-    """Everything that defines a training run. ``to_dict``/``from_dict`` round-trip via JSON.
-
-    ``mix`` is the number of windows per batch from D1 and D2 (one dataset: the batch is
-    ``mix[0]`` windows). ``input_arrangement`` is ``"blocks"`` (zero-filled blocks when the
-    feature dimensions differ) or ``"projection"`` (features passed through to a model with a
-    per-domain input projection: its ``input_projection`` option is switched on).
-    ``prediction`` is ``"block"`` (argmax over the frame's own dataset's classes) or ``"full"``.
-    ``grad_clip`` is a maximum gradient norm (``None``: no clipping). ``eval_every`` > 0 logs an
-    offline evaluation of the test split every that many iterations (monitoring only: the run
-    always keeps its last iteration). ``split``/``d2_split`` default to each store's first split.
-    ``standardize`` scales every feature dimension to zero mean and unit variance with
-    statistics of each dataset's training videos (``actrec.data.scaling``; saved with the run
-    and applied at evaluation).
-    ``reestimate_batches`` > 0 replaces the normalisation layers' running statistics at the end
-    of training by exact averages over that many fresh batches under the final weights
-    (Cooijmans et al.; ``actrec.nn.reestimate``), drawn from their own generator seeded from
-    ``(seed, iteration)`` so that the training batches do not change. 0 (default) keeps the
-    momentum averages, as the DDLSTM paper does.
-    """
-
-    model: str
-    d1: Path
-    model_options: dict[str, Any] = field(default_factory=dict)
-    d2: Path | None = None
-    split: str | None = None
-    d2_split: str | None = None
-    history: int = 200
-    iterations: int = 50_000
-    mix: tuple[int, int] = (64, 64)
-    lr: float = 0.01
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    grad_clip: float | None = None
-    seed: int = 0
-    device: str = "cpu"
-    eval_every: int = 0
-    checkpoint_every: int = 500
-    log_every: int = 10
-    input_arrangement: str = "blocks"
-    prediction: str = "block"
-    reestimate_batches: int = 0
-    standardize: bool = True
-
-    def __post_init__(self) -> None:
-        # Normalise types given from Python (strings for paths, lists for mix).
-        # Absolute paths: config.json says exactly which stores, and a resume from another
-        # working directory still matches.
-        object.__setattr__(self, "d1", Path(self.d1).expanduser().absolute())
-        if self.d2 is not None:
-            object.__setattr__(self, "d2", Path(self.d2).expanduser().absolute())
-        object.__setattr__(self, "mix", tuple(int(n) for n in self.mix))
-        object.__setattr__(self, "model_options", dict(self.model_options))
-        for name in ("split", "d2_split"):
-            value = getattr(self, name)
-            if value is not None:
-                object.__setattr__(self, name, str(value))
-        problems = []
-        if not self.model:
-            problems.append("model must be a model plugin name")
-        if self.history <= 0:
-            problems.append(f"history must be > 0, got {self.history}")
-        if self.iterations < 0:
-            problems.append(f"iterations must be >= 0, got {self.iterations}")
-        if len(self.mix) != 2 or self.mix[0] <= 0 or self.mix[1] < 0:
-            problems.append(f"mix must be (n1 > 0, n2 >= 0), got {self.mix}")
-        elif self.d2 is not None and self.mix[1] == 0:
-            problems.append("mix gives no D2 windows (n2 = 0) but d2 is set")
-        if not self.lr > 0:
-            problems.append(f"lr must be > 0, got {self.lr}")
-        if self.optimizer not in OPTIMIZERS:
-            problems.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}, "
-                            f"got {self.optimizer!r}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            problems.append(f"grad_clip must be > 0 or None, got {self.grad_clip}")
-        for name in ("eval_every", "checkpoint_every", "log_every", "reestimate_batches"):
-            if getattr(self, name) < 0:
-                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.input_arrangement not in ("blocks", "projection"):
-            problems.append(f"input_arrangement must be 'blocks' or 'projection', "
-                            f"got {self.input_arrangement!r}")
-        if self.prediction not in ("block", "full"):
-            problems.append(f"prediction must be 'block' or 'full', got {self.prediction!r}")
-        if problems:
-            raise ConfigError("invalid training spec: " + "; ".join(problems))
-
-    @property
-    def joint(self) -> bool:
-        return self.d2 is not None
-
-    @property
-    def batch_mix(self) -> tuple[int, ...]:
-        """Windows per domain actually drawn: ``(n1,)`` or ``(n1, n2)``."""
-        return self.mix if self.joint else self.mix[:1]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-compatible values: paths as strings, ``mix`` as a list."""
-        out = dataclasses.asdict(self)
-        out["d1"] = str(self.d1)
-        out["d2"] = None if self.d2 is None else str(self.d2)
-        out["mix"] = list(self.mix)
-        out["model_options"] = json.loads(json.dumps(self.model_options, default=str))
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, where: str = "training spec") -> TrainSpec:
-        """Build from a mapping (JSON, a config file, strings from the command line).
-
-        ``ConfigError`` naming ``where`` and the field for unknown fields or bad values.
-        """
-        hints = typing.get_type_hints(cls)
-        fields = {f.name for f in dataclasses.fields(cls)}
-        values: dict[str, Any] = {}
-        for key, raw in data.items():
-            name = key.replace("-", "_")
-            if name not in fields:
-                raise ConfigError(f"{where}: unknown field '{key}'; expected one of: "
-                                  f"{', '.join(sorted(fields))}")
-            if name == "model_options":
-                if not isinstance(raw, Mapping):
-                    raise ConfigError(f"{where}: field 'model_options' must be a mapping")
-                values[name] = dict(raw)
-                continue
-            try:
-                values[name] = coerce(raw, hints[name])
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"{where}: field '{key}': {exc}") from None
-        for required in ("model", "d1"):
-            if required not in values:
-                raise ConfigError(f"{where}: missing field '{required}'")
-        return cls(**values)
+__all__ = ["TrainSpec", "TrainResult", "train_model", "optimizer_groups"]
 
 
 @dataclass(frozen=True)
@@ -200,86 +62,10 @@ class TrainResult:
                 "elapsed_s": round(self.elapsed_s, 3), "checkpoint": str(self.checkpoint)}
 
 
-# --------------------------------------------------------------------------------------------
-# Pieces shared with evaluation
-
-
-def open_store(path: Path) -> FeatureStore:
-    """Open a feature store (``DataError`` naming the path if it is not one)."""
-    from actrec.io.features import FeatureStore
-
-    return FeatureStore.open(path)
-
-
-def choose_split(store: FeatureStore, name: str | None) -> tuple[str, dict[str, list[str]]]:
-    """The split called ``name`` of ``store`` (default: its first); ``ConfigError`` if unknown."""
-    splits = store.splits
-    if not splits:
-        raise DataError(f"feature store {store.path} records no splits")
-    if name is None:
-        name = next(iter(splits))
-    if name not in splits:
-        raise ConfigError(f"feature store {store.path} has no split '{name}'; expected one of: "
-                          f"{', '.join(splits)}")
-    return name, splits[name]
-
-
-def _model_class(name: str) -> type:
-    from actrec.registry import plugin_class
-
-    return plugin_class("models", name)
-
-
-def build_model(
-    name: str,
-    options: Mapping[str, Any],
-    layout: InputLayout,
-    labels: LabelSpace,
-) -> tuple[Any, SequenceModel]:
-    """The model plugin ``name`` configured by ``options`` and its module for ``layout`` inputs
-    and ``labels`` outputs. For ``layout.mode == "projection"`` the plugin must offer an
-    ``input_projection`` option (``ConfigError`` otherwise); it is set to the domains' feature
-    dimensions. Draws initial weights from torch's global RNG (seed it, or fork it, first)."""
-    cls = _model_class(name)
-    opts = dict(options)
-    if layout.mode == "projection":
-        names = {f.name for f in dataclasses.fields(cls.Config)}
-        if "input_projection" not in names:
-            raise ConfigError(
-                f"model '{name}' has no per-domain input projection (option input_projection); "
-                f"use input_arrangement 'blocks'"
-            )
-        opts["input_projection"] = _projection_value(cls.Config, layout)
-    config = cls.Config.from_options(opts, owner=f"model '{name}'")
-    plugin = cls(config)
-    model = plugin.build(layout.width, labels.num_classes)
-    return plugin, model
-
-
-def _projection_value(config_cls: type, layout: InputLayout) -> Any:
-    """What to pass as ``input_projection``: the domains' dims for a tuple option, else on."""
-    hint = typing.get_type_hints(config_cls).get("input_projection")
-    if typing.get_origin(hint) is tuple or hint is tuple:
-        return tuple(layout.dims)
-    return True
-
-
 def _alphas(model: torch.nn.Module) -> dict[str, list[float]]:
     """DDBN alpha parameters by name (empty for models without them)."""
     return {name: [round(float(v), 6) for v in p.detach().reshape(-1).cpu()]
             for name, p in model.named_parameters() if "alpha" in name}
-
-
-def _device(spec: TrainSpec) -> torch.device:
-    import torch
-
-    try:
-        device = torch.device(spec.device)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {spec.device!r}; expected 'cpu' or 'cuda'") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {spec.device!r} requested but torch sees no CUDA device")
-    return device
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,21 +92,82 @@ def train_model(
     import torch
 
     from actrec import runs
+
+    run_dir = Path(run_dir)
+    device = resolve_device(spec.device)
+    ckpt_path = run_dir / runs.CHECKPOINT
+    checkpoint = runs.load_checkpoint(ckpt_path) if ckpt_path.exists() else None
+    if checkpoint is not None:
+        check_resume(checkpoint, spec, ckpt_path)
+
+    # Everything that can fail on bad input happens before anything is written.
+    try:
+        data = _load_data(spec, progress)
+        cuda = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(spec.seed)
+            plugin, model = build_model(spec.model, spec.model_options, data.layout,
+                                        data.labels, history=spec.history)
+            init_rng = torch.get_rng_state()
+    except BaseException:
+        _remove_if_empty(run_dir)  # e.g. a fresh folder made by the caller for this run
+        raise
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng(devices=cuda):
+        torch.set_rng_state(init_rng)  # continue the stream right after the initial weights
+        if device.type == "cuda":
+            torch.cuda.manual_seed(spec.seed)
+        model.to(device)
+        optimizer = make_optimizer(spec, model)
+        rng = np.random.default_rng(spec.seed)
+        start, elapsed_before = 0, 0.0
+        if checkpoint is not None:
+            restore(checkpoint, model, optimizer, rng, ckpt_path, device)
+            start = int(checkpoint["iteration"])
+            elapsed_before = float(checkpoint.get("elapsed_s", 0.0))
+        # Lines logged after the last checkpoint (or before a first one) are redone: drop them.
+        truncate_metrics(run_dir / runs.METRICS, start)
+        if checkpoint is None or start < spec.iterations:
+            _write_config(run_dir, spec, sources, data, plugin, model,
+                          resumed_at=start if checkpoint is not None else None)
+
+        state = _Loop(spec, run_dir, model, optimizer, rng, device, data, plugin,
+                      elapsed_before)
+        final_loss = state.run(start, progress)
+        if checkpoint is None and spec.iterations == 0:  # an untrained model is still a run
+            state.save(0, final_loss)
+        if start >= spec.iterations and checkpoint is not None:  # nothing left to do
+            final_loss = float(checkpoint.get("loss", float("nan")))
+    return TrainResult(run_dir, max(start, spec.iterations), start, final_loss,
+                       state.elapsed(), ckpt_path)
+
+
+@dataclass
+class _Data:
+    """The training data of a run: opened stores, chosen splits, in-memory (scaled) banks."""
+
+    stores: list[Any]
+    splits: list[str]
+    banks: list[Any]
+    scalers: list[Any]
+    labels: Any  # LabelSpace
+    layout: Any  # InputLayout
+
+
+def _load_data(spec: TrainSpec, progress: Any) -> _Data:
+    """Open the stores, check them, load each one's training videos into memory, scaled."""
     from actrec.data.labels import InputLayout, LabelSpace
     from actrec.data.scaling import FeatureScaler
     from actrec.data.windows import VideoBank
 
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    device = _device(spec)
-    ckpt_path = run_dir / runs.CHECKPOINT
-    checkpoint = runs.load_checkpoint(ckpt_path) if ckpt_path.exists() else None
-    if checkpoint is not None:
-        _check_resume(checkpoint, spec, ckpt_path)
-
-    # Data: the training videos of each store, in memory.
     paths = [spec.d1] + ([spec.d2] if spec.d2 is not None else [])
     stores = [open_store(p) for p in paths]
+    if len(stores) == 2 and not spec.allow_same_store and same_store(*stores):
+        raise ConfigError(
+            f"--d1 and --d2 are the same feature store ({stores[0].path} and {stores[1].path}): "
+            f"joint training would see one dataset twice as two domains; give two datasets, "
+            f"or --allow-same-store if that is what you want")
     split_names = [spec.split, spec.d2_split][: len(stores)]
     banks, chosen = [], []
     for role, store, wanted in zip(("D1", "D2"), stores, split_names):
@@ -332,60 +179,62 @@ def train_model(
                for b in banks]
     banks = [b.transformed(s) for b, s in zip(banks, scalers)]
     labels = LabelSpace(tuple(tuple(s.classes) for s in stores))
-    for role, bank, store in zip(("D1", "D2"), banks, stores):
+    for bank, store in zip(banks, stores):
         bad = [vid for vid, y in zip(bank.ids, bank.labels)
                if y.size and (y.max() >= len(store.classes) or y.min() < -1)]
         if bad:
             raise DataError(f"feature store {store.path}: video '{bad[0]}' has labels outside "
                             f"-1..{len(store.classes) - 1}")
     layout = InputLayout(tuple(b.dim for b in banks), spec.input_arrangement)
+    return _Data(stores, chosen, banks, scalers, labels, layout)
 
-    cuda = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(spec.seed)
-        plugin, model = build_model(spec.model, spec.model_options, layout, labels)
-        model.to(device)
-        params = [p for p in model.parameters() if p.requires_grad]
-        if spec.optimizer == "sgd":
-            optimizer = torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum,
-                                        weight_decay=spec.weight_decay)
-        else:
-            optimizer = torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
-        rng = np.random.default_rng(spec.seed)
-        start, elapsed_before = 0, 0.0
-        if checkpoint is not None:
-            _restore(checkpoint, model, optimizer, rng, ckpt_path, device)
-            start = int(checkpoint["iteration"])
-            elapsed_before = float(checkpoint.get("elapsed_s", 0.0))
-        # Lines logged after the last checkpoint (or before a first one) are redone: drop them.
-        _truncate_metrics(run_dir / runs.METRICS, start)
-        if checkpoint is None or start < spec.iterations:
-            _write_config(run_dir, spec, sources, stores, chosen, banks, labels, layout,
-                          plugin, model, resumed_at=start if checkpoint is not None else None)
 
-        state = _Loop(spec, run_dir, model, optimizer, rng, device, banks, labels, layout,
-                      plugin, stores, chosen, elapsed_before, scalers)
-        final_loss = state.run(start, progress)
-        if checkpoint is None and spec.iterations == 0:  # an untrained model is still a run
-            state.save(0, final_loss)
-        if start >= spec.iterations and checkpoint is not None:  # nothing left to do
-            final_loss = float(checkpoint.get("loss", float("nan")))
-    return TrainResult(run_dir, max(start, spec.iterations), start, final_loss,
-                       state.elapsed(), ckpt_path)
+def _remove_if_empty(run_dir: Path) -> None:
+    try:
+        run_dir.rmdir()  # only ever removes an empty folder
+    except OSError:
+        pass
+
+
+def optimizer_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Parameter groups: weight matrices (2+ dimensions) decayed by ``weight_decay``; biases,
+    normalisation gains/shifts and DDBN alphas (1-D or scalar) never decayed."""
+    decay, keep = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else keep).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay},
+              {"params": keep, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def make_optimizer(spec: TrainSpec, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """SGD with momentum or Adam over ``optimizer_groups``."""
+    import torch
+
+    groups = optimizer_groups(model, spec.weight_decay)
+    if spec.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=spec.lr, momentum=spec.momentum)
+    return torch.optim.Adam(groups, lr=spec.lr)
 
 
 class _Loop:
     """The optimisation loop and its bookkeeping (logging, checkpoints, periodic eval)."""
 
-    def __init__(self, spec, run_dir, model, optimizer, rng, device, banks, labels, layout,
-                 plugin, stores, splits, elapsed_before, scalers):
+    def __init__(self, spec, run_dir, model, optimizer, rng, device, data: _Data, plugin,
+                 elapsed_before):
         self.spec, self.run_dir, self.model, self.optimizer = spec, run_dir, model, optimizer
-        self.scalers = scalers
-        self.rng, self.device, self.banks = rng, device, banks
-        self.labels, self.layout, self.plugin = labels, layout, plugin
-        self.stores, self.splits = stores, splits
+        self.rng, self.device, self.data, self.plugin = rng, device, data, plugin
         self.elapsed_before = elapsed_before
         self.t0 = time.perf_counter()
+
+    def batch(self, rng: Any) -> Any:
+        """A fresh training batch (D1 rows first) on the run's device."""
+        from actrec.data.windows import two_domain_batch
+
+        d = self.data
+        return two_domain_batch(d.banks, self.spec.batch_mix, self.spec.history, rng,
+                                d.labels, d.layout).to(self.device)
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.t0
@@ -396,7 +245,6 @@ class _Loop:
         import torch.nn.functional as F
 
         from actrec import runs
-        from actrec.data.windows import two_domain_batch
 
         spec, model = self.spec, self.model
         task = None
@@ -409,10 +257,9 @@ class _Loop:
         metrics = open(self.run_dir / runs.METRICS, "a", encoding="utf-8")
         try:
             for it in range(start, spec.iterations):
-                batch = two_domain_batch(self.banks, spec.batch_mix, spec.history, self.rng,
-                                   self.labels, self.layout).to(self.device)
+                batch = self.batch(self.rng)
                 model.train()
-                logits = model(batch.x, batch.domain)  # [T, N, K]
+                logits = model(batch.x, batch.domain, mask=batch.mask)  # [T, N, K]
                 flat = logits.reshape(-1, logits.shape[-1])  # [T*N, K]
                 target = batch.y.reshape(-1)  # [T*N]
                 labelled = target >= 0
@@ -432,10 +279,8 @@ class _Loop:
                     raise ActrecError(f"training diverged at iteration {it + 1} (loss {value}); "
                                       f"lower the learning rate or set grad_clip")
                 losses.append(value)
-                with torch.no_grad():
-                    hit = (flat.argmax(-1) == target) & labelled
-                    correct += int(hit.sum())
-                    counted += int(labelled.sum())
+                hits, frames = frame_hits(logits, batch, self.data.labels, spec.prediction)
+                correct, counted = correct + hits, counted + frames
                 done = it + 1
                 last = done == spec.iterations
                 if (spec.log_every and done % spec.log_every == 0) or last:
@@ -447,7 +292,7 @@ class _Loop:
                     alphas = _alphas(model)
                     if alphas:
                         line["alphas"] = alphas
-                    _log(metrics, line)
+                    log_line(metrics, line)
                     losses, correct, counted = [], 0, 0
                     if task is not None:
                         progress.update(task, description=f"train {spec.model} "
@@ -457,7 +302,7 @@ class _Loop:
                 if (spec.checkpoint_every and done % spec.checkpoint_every == 0) or last:
                     self.save(done, last_loss)
                 if spec.eval_every and done % spec.eval_every == 0:
-                    _log(metrics, {"iteration": done, "eval": self.evaluate()})
+                    log_line(metrics, {"iteration": done, "eval": self.evaluate()})
                 if task is not None:
                     progress.advance(task)
         finally:
@@ -470,7 +315,6 @@ class _Loop:
         """Exact population statistics over ``spec.reestimate_batches`` fresh batches."""
         import numpy as np
 
-        from actrec.data.windows import two_domain_batch
         from actrec.nn.reestimate import reestimate_statistics
 
         spec = self.spec
@@ -478,9 +322,8 @@ class _Loop:
 
         def batches():
             for _ in range(spec.reestimate_batches):
-                b = two_domain_batch(self.banks, spec.batch_mix, spec.history, rng,
-                                     self.labels, self.layout).to(self.device)
-                yield b.x, b.domain
+                b = self.batch(rng)
+                yield b.x, b.domain, b.mask
 
         reestimate_statistics(self.model, batches())
 
@@ -488,10 +331,11 @@ class _Loop:
         """Offline frame accuracy of each dataset's test split with the current weights."""
         from actrec.evaluate import evaluate_model
 
+        d = self.data
         results = evaluate_model(
-            self.model, self.stores, self.splits, self.labels, self.layout,
+            self.model, d.stores, d.splits, d.labels, d.layout,
             online=False, prediction=self.spec.prediction, device=self.device,
-            scalers=self.scalers,
+            scalers=d.scalers,
         )
         self.model.train()
         return {name: r.frame_accuracy for name, r in results.items()}
@@ -514,12 +358,12 @@ class _Loop:
             "causal": bool(getattr(self.plugin, "causal", True)) and bool(self.model.causal),
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
-            "classes": [list(c) for c in self.labels.classes],
-            "input_dims": list(self.layout.dims),
-            "input_arrangement": self.layout.mode,
-            "input_scalers": [s.to_state() for s in self.scalers],
-            "stores": [str(s.path) for s in self.stores],
-            "splits": list(self.splits),
+            "classes": [list(c) for c in self.data.labels.classes],
+            "input_dims": list(self.data.layout.dims),
+            "input_arrangement": self.data.layout.mode,
+            "input_scalers": [s.to_state() for s in self.data.scalers],
+            "stores": [str(s.path) for s in self.data.stores],
+            "splits": list(self.data.splits),
             "rng": {"numpy": self.rng.bit_generator.state, "torch": torch.get_rng_state()},
         }
         if self.device.type == "cuda":
@@ -527,61 +371,28 @@ class _Loop:
         runs.atomic_torch_save(self.run_dir / runs.CHECKPOINT, checkpoint)
 
 
-def _log(handle: Any, line: dict[str, Any]) -> None:
-    handle.write(json.dumps(line) + "\n")
-    handle.flush()
-
-
-def _truncate_metrics(path: Path, iteration: int) -> None:
-    """Drop lines logged after ``iteration`` (an interrupted run logs past its last
-    checkpoint; the resumed run logs those iterations again)."""
-    from actrec import runs
-
-    if not path.exists():
-        return
-    kept, dropped = [], 0
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            done = int(json.loads(line).get("iteration", 0))
-        except (ValueError, AttributeError, TypeError):
-            done = iteration + 1  # a line cut short by the interruption
-        if done <= iteration:
-            kept.append(line)
-        else:
-            dropped += 1
-    if dropped:
-        runs.atomic_write_text(path, "".join(k + "\n" for k in kept))
-
-
-def _check_resume(checkpoint: dict[str, Any], spec: TrainSpec, path: Path) -> None:
-    if checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise DataError(f"{path}: not an actrec training checkpoint")
-    saved = checkpoint.get("spec", {})
-    mine = spec.to_dict()
-    differ = sorted(k for k in set(saved) | set(mine)
-                    if k not in RESUMABLE and saved.get(k) != mine.get(k))
-    if differ:
-        details = ", ".join(f"{k}: {saved.get(k)!r} -> {mine.get(k)!r}" for k in differ)
-        raise ConfigError(f"{path} belongs to a run with a different spec ({details}); "
-                          f"use a new run directory, or the same settings to resume")
-
-
-def _restore(checkpoint, model, optimizer, rng, path: Path, device) -> None:
+def frame_hits(logits: torch.Tensor, batch: Any, labels: Any, prediction: str) -> tuple[int, int]:
+    """(correct, labelled) frames of a training batch, each frame predicted by the rule
+    evaluation uses (``LabelSpace.predict`` over its own dataset's block, or the full vector)
+    and compared with its local label."""
     import torch
 
-    try:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        rng.bit_generator.state = checkpoint["rng"]["numpy"]
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-        if device.type == "cuda" and "torch_cuda" in checkpoint["rng"]:
-            torch.cuda.set_rng_state(checkpoint["rng"]["torch_cuda"], device)
-    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{path}: cannot resume from this checkpoint ({first})") from None
+    correct = counted = 0
+    with torch.no_grad():
+        for k in range(len(labels.classes)):
+            rows = batch.domain == k  # [N]
+            if not bool(rows.any()):
+                continue
+            y = batch.y[:, rows]  # [T, n_k] global indices, -1 unlabelled
+            keep = y >= 0
+            pred = labels.predict(logits[:, rows], k, prediction)  # [T, n_k] local
+            local = y - labels.offsets[k]
+            correct += int(((pred == local) & keep).sum())
+            counted += int(keep.sum())
+    return correct, counted
 
 
-def _write_config(run_dir, spec, sources, stores, splits, banks, labels, layout, plugin, model,
+def _write_config(run_dir, spec, sources, data: _Data, plugin, model,
                   *, resumed_at: int | None) -> None:
     from actrec import runs
     from actrec.system_info import versions
@@ -596,7 +407,8 @@ def _write_config(run_dir, spec, sources, stores, splits, banks, labels, layout,
         runs.atomic_write_json(path, config)
         return
     store_info = []
-    for role, store, split, bank in zip(("d1", "d2"), stores, splits, banks):
+    labels, layout = data.labels, data.layout
+    for role, store, split, bank in zip(("d1", "d2"), data.stores, data.splits, data.banks):
         attrs = store.attrs
         store_info.append({
             "role": role, "path": str(store.path), "split": split,
@@ -622,7 +434,10 @@ def _write_config(run_dir, spec, sources, stores, splits, banks, labels, layout,
                              "label -1 ignored",
                      "windows": "uniform video, uniform start; short videos zero-padded at "
                                 "the end with label -1",
-                     "prediction": spec.prediction},
+                     "prediction": spec.prediction,
+                     "padding": "masked: padded frames enter no loss, statistic or gradient",
+                     "weight_decay": "weight matrices only; biases, normalisation parameters "
+                                     "and alphas are not decayed"},
     }
     if resumed_at:
         config["resumed"] = [{"at_iteration": resumed_at, "time": now}]

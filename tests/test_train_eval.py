@@ -188,11 +188,21 @@ def test_periodic_eval_clipping_and_progress(stores, tmp_path):
     from rich.progress import Progress
 
     run = tmp_path / "periodic"
+    clip, lr = 1e-3, 0.01
     with Progress(console=Console(file=io.StringIO(), force_terminal=False)) as progress:
         result = train_model(spec(stores["a"], iterations=4, log_every=0, eval_every=2,
-                                  grad_clip=0.5, optimizer="sgd", lr=0.01), run,
+                                  grad_clip=clip, optimizer="sgd", lr=lr), run,
                              progress=progress)
         assert not progress.tasks  # every task it added is removed again
+    # Clipping bounds the move: SGD with momentum 0.9 moves step k by lr * |v_k| with
+    # |v_k| <= clip * (1 + 0.9 + ...) < k * clip, so 4 steps move all parameters together by
+    # less than lr * clip * (1 + 2 + 3 + 4). Unclipped gradients here have norms ~1.
+    train_model(spec(stores["a"], iterations=0, optimizer="sgd", lr=lr), tmp_path / "init")
+    before = load_checkpoint(tmp_path / "init" / "checkpoint.pt")["model"]
+    after = load_checkpoint(run / "checkpoint.pt")["model"]
+    moved = torch.sqrt(sum(((after[k] - before[k]) ** 2).sum() for k in before
+                           if before[k].is_floating_point()))
+    assert 0 < float(moved) <= lr * clip * 10 * 1.001
     lines = metrics(run)
     evals = [m for m in lines if "eval" in m]
     assert [m["iteration"] for m in evals] == [2, 4]
@@ -233,7 +243,7 @@ def test_reestimated_statistics(stores, tmp_path):
     cls = plugin_class("models", "gru")
     model = cls(cls.Config(**opts)).build(10, 5)
     model.load_state_dict(re)
-    reestimate_statistics(model, [(b.x, b.domain) for b in batches])
+    reestimate_statistics(model, [(b.x, b.domain, b.mask) for b in batches])
     for k in stats:
         torch.testing.assert_close(model.state_dict()[k], re[k])
 
@@ -256,10 +266,10 @@ def test_bad_inputs_are_user_errors(stores, tmp_path):
 # Evaluation
 
 
-def test_online_equals_offline_and_eval_json(trained):
+def test_online_equals_offline_and_each_setting_keeps_its_results(trained):
     run_dir, _ = trained
     online = evaluate_run(run_dir, online=True)
-    saved = json.loads((run_dir / "eval.json").read_text())
+    saved = json.loads((run_dir / "eval-online.json").read_text())
     offline = evaluate_run(run_dir, online=False)
     (res_on,) = online.datasets.values()
     (res_off,) = offline.datasets.values()
@@ -268,10 +278,15 @@ def test_online_equals_offline_and_eval_json(trained):
     assert res_on.videos == 3 and res_on.split == "1"
     assert saved["online"] is True and saved["protocol"]["noncausal_features_allowed"] is False
     assert saved["datasets"]["toy1"]["frame_accuracy"] == pytest.approx(res_on.frame_accuracy)
-    assert json.loads((run_dir / "eval.json").read_text())["online"] is False
+    # The offline result did not overwrite the online one: each setting has its own file.
+    assert json.loads((run_dir / "eval-offline.json").read_text())["online"] is False
+    assert json.loads((run_dir / "eval-online.json").read_text()) == saved
     # Another split of the same store: its test side is split 1's training videos.
     other = evaluate_run(run_dir, online=True, split="2")
     assert other.datasets["toy1"].videos == 7
+    assert json.loads((run_dir / "eval-online-split-2.json").read_text())["protocol"][
+        "splits"] == ["2"]
+    assert json.loads((run_dir / "eval-online.json").read_text()) == saved
 
 
 def test_evaluate_on_other_stores(trained, stores):
@@ -286,18 +301,23 @@ def test_evaluate_on_other_stores(trained, stores):
 
 
 def test_full_vector_prediction(stores, tmp_path):
-    """prediction='full' can only lose frames to the other dataset's block."""
+    """prediction='full' argmaxes over every output, 'block' over the frame's own dataset's.
+    With D2's outputs pushed far above D1's, every D1 frame is lost to D2's block under 'full'
+    and none under 'block'."""
     run = tmp_path / "full"
-    train_model(spec(stores["a"], d2=stores["b"], mix=(4, 4), iterations=10,
+    train_model(spec(stores["a"], d2=stores["b"], mix=(4, 4), iterations=30,
                      prediction="full"), run)
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    ckpt["model"]["head.bias"][3:] += 1e4  # D2's block (outputs 3, 4) wins every argmax
+    torch.save(ckpt, run / "checkpoint.pt")
     full = evaluate_run(run, online=True)
     assert full.protocol["prediction"] == "full"
-    ckpt = load_checkpoint(run / "checkpoint.pt")
+    assert full.datasets["toy1"].frame_accuracy == 0.0
     ckpt["spec"]["prediction"] = "block"
     torch.save(ckpt, run / "checkpoint.pt")
     block = evaluate_run(run, online=True)
-    for name in block.datasets:
-        assert full.datasets[name].frame_accuracy <= block.datasets[name].frame_accuracy
+    assert block.protocol["prediction"] == "block"
+    assert block.datasets["toy1"].frame_accuracy > 0.5  # chance 1/3
 
 
 def test_stepping_matches_forward_and_batching_is_independent():
@@ -324,7 +344,7 @@ def test_noncausal_model_refused_online(stores, tmp_path):
     train_model(spec(stores["a"], model="birnn", model_options={"hidden": 8}, iterations=3), run)
     with pytest.raises(ActrecError, match=r"'birnn' is not causal.*--offline"):
         evaluate_run(run, online=True)
-    assert not (run / "eval.json").exists()
+    assert not list(run.glob("eval*.json"))
     result = evaluate_run(run, online=False)
     assert result.online is False and result.datasets["toy1"].frames > 0
 
@@ -337,11 +357,12 @@ def test_noncausal_features_refused_online_unless_allowed(stores, tmp_path):
     with pytest.raises(ActrecError, match="non-causal features"):
         evaluate_run(run, online=True)
     evaluate_run(run, online=True, allow_noncausal_features=True)
-    protocol = json.loads((run / "eval.json").read_text())["protocol"]
+    protocol = json.loads((run / "eval-online.json").read_text())["protocol"]
     assert protocol["noncausal_features_used"] is True
     assert protocol["features"][0]["lookahead"] == 3
     evaluate_run(run, online=False)  # offline needs no permission
-    assert json.loads((run / "eval.json").read_text())["protocol"]["noncausal_features_used"] is False
+    off = json.loads((run / "eval-offline.json").read_text())["protocol"]
+    assert off["noncausal_features_used"] is False
 
 
 def test_scores_by_hand():
@@ -384,13 +405,20 @@ def test_joint_training_with_different_classes_and_dims(stores, tmp_path):
 
 
 def test_joint_training_with_input_projection(stores, tmp_path):
+    """Per-domain projections (6-d D1 and 4-d D2 features, no zero-filled blocks) are trained
+    and used at evaluation: both datasets are learnt well above chance."""
     run = tmp_path / "proj"
-    train_model(spec(stores["a"], d2=stores["b"], mix=(4, 4), iterations=5,
+    train_model(spec(stores["a"], d2=stores["b"], mix=(6, 6), iterations=40,
                      input_arrangement="projection"), run)
     config = json.loads((run / "config.json").read_text())
     assert config["inputs"]["width"] == 6 and config["model"]["config"]["input_projection"]
-    res = evaluate_run(run, online=True)
-    assert all(not math.isnan(r.frame_accuracy) for r in res.datasets.values())
+    weights = load_checkpoint(run / "checkpoint.pt")["model"]
+    shapes = sorted(tuple(v.shape) for k, v in weights.items()
+                    if k.startswith("input_projection") and v.dim() == 2)
+    assert shapes == [(16, 6), (16, 6)]  # one projection per domain, to the hidden size
+    res = evaluate_run(run, online=True).datasets
+    assert res["toy1"].frame_accuracy > 0.6  # chance 1/3
+    assert res["toy2"].frame_accuracy > 0.7  # chance 1/2
 
 
 @pytest.mark.slow

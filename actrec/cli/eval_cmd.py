@@ -8,22 +8,29 @@ from actrec.cli.common import emit, json_option, make_progress
 
 
 @click.command("eval")
-@click.argument("run")
+@click.argument("run", required=False)
 @click.option("--online/--offline", default=True, show_default=True,
               help="Online: each test video frame by frame with the state carried, as a live "
               "system sees it. Offline: whole videos at once (allows non-causal models).")
 @click.option("--split", default=None, help="Split to evaluate (default: the run's).")
 @click.option("--allow-noncausal-features", is_flag=True,
               help="Evaluate online even though the features look at future frames (recorded).")
+@click.option("--segment-background", type=click.Choice(["exclude", "include"]),
+              default="exclude", show_default=True,
+              help="Leave each dataset's background classes out of the edit score and F1 "
+              "(as MS-TCN's evaluation does), or keep them. Recorded with the result.")
 @json_option
-def eval_(run, online, split, allow_noncausal_features, as_json) -> None:
-    """Evaluate RUN (a run directory, or a run name in the workspace)."""
+def eval_(run, online, split, allow_noncausal_features, segment_background, as_json) -> None:
+    """Evaluate RUN (a run directory, or a run name in the workspace; default: the latest
+    run). Each setting's result is kept in its own file in the run folder."""
     from actrec.evaluate import evaluate_run
-    from actrec.runs import resolve_run
+    from actrec.runs import latest_run, resolve_run
 
+    run_dir = resolve_run(run) if run else latest_run()
     with make_progress() as progress:
-        result = evaluate_run(resolve_run(run), online=online, split=split, progress=progress,
-                              allow_noncausal_features=allow_noncausal_features)
+        result = evaluate_run(run_dir, online=online, split=split, progress=progress,
+                              allow_noncausal_features=allow_noncausal_features,
+                              segment_background=segment_background)
     emit(result, as_json, render_eval)
 
 

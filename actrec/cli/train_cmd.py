@@ -53,6 +53,11 @@ def _mix(value: str) -> tuple[int, int]:
               help="Inputs of different dimensions: zero-filled blocks or per-domain projection.")
 @click.option("--prediction", type=click.Choice(["block", "full"]), default="block",
               show_default=True, help="Argmax over the frame's dataset block, or the whole vector.")
+@click.option("--allow-same-store", is_flag=True,
+              help="Let --d1 and --d2 be the same feature store (otherwise an error).")
+@click.option("--weight-decay", type=float, default=0.0, show_default=True,
+              help="L2 weight decay of weight matrices (biases, normalisation parameters and "
+              "alphas are never decayed).")
 @click.option("--run-dir", type=click.Path(path_type=Path), default=None,
               help="Run directory (default: a new one under the workspace's runs/). "
               "An existing run resumes.")
@@ -60,7 +65,8 @@ def _mix(value: str) -> tuple[int, int]:
 @click.pass_context
 def train(ctx, model, d1, d2, extractor, options, split, history, iterations, mix, lr, optimizer,
           grad_clip, d2_split, eval_every, checkpoint_every, reestimate_batches,
-          seed, device, input_arrangement, prediction, run_dir, as_json) -> None:
+          seed, device, input_arrangement, prediction, allow_same_store, weight_decay, run_dir,
+          as_json) -> None:
     """Train MODEL (a model plugin) on per-frame features and write a run directory."""
     from actrec.cli.config import value_sources
     from actrec.pipeline import train_from_refs
@@ -73,7 +79,8 @@ def train(ctx, model, d1, d2, extractor, options, split, history, iterations, mi
             grad_clip=grad_clip, d2_split=d2_split, eval_every=eval_every,
             checkpoint_every=checkpoint_every, reestimate_batches=reestimate_batches,
             seed=seed, device=device, input_arrangement=input_arrangement,
-            prediction=prediction, run_dir=run_dir, sources=value_sources(ctx),
+            prediction=prediction, allow_same_store=allow_same_store,
+            weight_decay=weight_decay, run_dir=run_dir, sources=value_sources(ctx),
             progress=progress,
         )
     emit(result, as_json, _render)

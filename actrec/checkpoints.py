@@ -1,0 +1,85 @@
+"""Checkpoints and the metrics log of a run: what makes a killed run resume exactly.
+
+A checkpoint holds the model, the optimiser, both random generators, the spec and everything
+evaluation needs to rebuild the model (plugin config, classes, input layout, scalers, stores).
+A resumed run must have the same spec but for ``RESUMABLE`` fields; lines the metrics log got
+after the last checkpoint are dropped, because the resumed run logs those iterations again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from actrec.errors import ConfigError, DataError
+from actrec.train_spec import RESUMABLE, TrainSpec
+
+__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "log_line", "truncate_metrics",
+           "check_resume", "restore"]
+
+CHECKPOINT_FORMAT = "actrec-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def log_line(handle: Any, line: dict[str, Any]) -> None:
+    """Append ``line`` as one JSON line to the open metrics log and flush it."""
+    handle.write(json.dumps(line) + "\n")
+    handle.flush()
+
+
+def truncate_metrics(path: Path, iteration: int) -> None:
+    """Drop lines logged after ``iteration`` (an interrupted run logs past its last
+    checkpoint; the resumed run logs those iterations again)."""
+    from actrec import runs
+
+    if not path.exists():
+        return
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            done = int(json.loads(line).get("iteration", 0))
+        except (ValueError, AttributeError, TypeError):
+            done = iteration + 1  # a line cut short by the interruption
+        if done <= iteration:
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        runs.atomic_write_text(path, "".join(k + "\n" for k in kept))
+
+
+def check_resume(checkpoint: dict[str, Any], spec: TrainSpec, path: Path) -> None:
+    """``DataError`` unless ``checkpoint`` is an actrec checkpoint; ``ConfigError`` naming the
+    differing fields unless its spec equals ``spec`` but for ``RESUMABLE`` fields."""
+    if checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise DataError(f"{path}: not an actrec training checkpoint")
+    # Fields added to TrainSpec after the checkpoint was written take their defaults.
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainSpec)
+                if f.default is not dataclasses.MISSING}
+    saved = {**defaults, **checkpoint.get("spec", {})}
+    mine = spec.to_dict()
+    differ = sorted(k for k in set(saved) | set(mine)
+                    if k not in RESUMABLE and saved.get(k) != mine.get(k))
+    if differ:
+        details = ", ".join(f"{k}: {saved.get(k)!r} -> {mine.get(k)!r}" for k in differ)
+        raise ConfigError(f"{path} belongs to a run with a different spec ({details}); "
+                          f"use a new run directory, or the same settings to resume")
+
+
+def restore(checkpoint, model, optimizer, rng, path: Path, device) -> None:
+    """Load weights, optimiser state and both generators' states from ``checkpoint``;
+    ``DataError`` naming ``path`` when they do not fit."""
+    import torch
+
+    try:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        rng.bit_generator.state = checkpoint["rng"]["numpy"]
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        if device.type == "cuda" and "torch_cuda" in checkpoint["rng"]:
+            torch.cuda.set_rng_state(checkpoint["rng"]["torch_cuda"], device)
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: cannot resume from this checkpoint ({first})") from None
