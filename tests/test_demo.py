@@ -8,6 +8,8 @@ import os
 import pytest
 
 from actrec.demo import DemoPlan, run_demo
+from actrec.evaluate import evaluate_run
+from actrec.io.features import FeatureStore
 
 TINY = DemoPlan(
     runs=(("lstm-single", "lstm", False, {"hidden": "8"}),
@@ -24,9 +26,28 @@ def test_demo_runs_every_stage_and_resumes(tmp_path):
     rows = {(r["run"], r["dataset"]): r for r in first.rows}
     assert set(rows) == {("lstm-single", "kitchen a"), ("ddlstm-joint", "kitchen a"),
                          ("ddlstm-joint", "kitchen b")}
-    assert all(0.0 <= r["frame_accuracy"] <= 1.0 and r["frames"] > 0 for r in first.rows)
-    alphas = rows[("ddlstm-joint", "kitchen a")]["alphas"]
-    assert len(alphas) == 1 and all(0.5 <= a <= 1.0 for a in next(iter(alphas.values())))
+    # Every row scores exactly the labelled frames of its kitchen's test videos, read here
+    # straight from the feature store.
+    for (run, kitchen), row in rows.items():
+        store = FeatureStore.open(tmp_path / "features" / (kitchen[-1] + ".zarr"))
+        test = next(iter(store.splits.values()))["test"]
+        assert row["frames"] == sum(int((store.read(v)[1] >= 0).sum()) for v in test)
+        assert row["videos"] == len(test)
+    # The printed online accuracy is what an independent offline pass gives (for a model
+    # whose stepping equals its forward pass), and what the run's results file holds.
+    offline = evaluate_run(tmp_path / "runs" / "lstm-single", online=False)
+    (off,) = offline.datasets.values()
+    assert rows[("lstm-single", "kitchen a")]["frame_accuracy"] == off.frame_accuracy
+    saved = json.loads((tmp_path / "runs" / "ddlstm-joint" / "eval-online.json").read_text())
+    got = [d["frame_accuracy"] for d in saved["datasets"].values()]
+    assert got == [rows[("ddlstm-joint", k)]["frame_accuracy"] for k in ("kitchen a", "kitchen b")]
+    # The alphas shown are the trained ones the last training log line recorded.
+    logged = [json.loads(line) for line in
+              (tmp_path / "runs" / "ddlstm-joint" / "metrics.jsonl").read_text().splitlines()]
+    shown = rows[("ddlstm-joint", "kitchen a")]["alphas"]
+    assert len(shown) == 1
+    assert [round(a, 4) for a in next(iter(logged[-1]["alphas"].values()))] == \
+        next(iter(shown.values()))
     assert rows[("lstm-single", "kitchen a")]["alphas"] == {}
 
     made = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")
