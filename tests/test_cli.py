@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,8 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
+
+from actrec.errors import ConfigError
 
 from actrec.cli import COMMANDS, cli
 
@@ -128,3 +131,81 @@ def test_info_reports_versions_and_why_the_reference_is_used():
     assert data["versions"]["actrec"] and data["versions"]["torch"]
     assert data["ddbn_backend"] == {"active": False, "backend": "reference",
                                     "reason": "ACTREC_DISABLE_EXT is set", "compiled_with": {}}
+
+
+def _mstcn_layout(root: Path) -> Path:
+    """A tiny MS-TCN layout folder: classes bg, a; two videos; one split."""
+    (root / "groundTruth").mkdir(parents=True)
+    (root / "splits").mkdir()
+    (root / "mapping.txt").write_text("0 bg\n1 a\n")
+    (root / "groundTruth" / "v1.txt").write_text("bg\na\na\n")
+    (root / "groundTruth" / "v2.txt").write_text("a\nbg\n")
+    (root / "splits" / "train.split1.bundle").write_text("v1.txt\n")
+    (root / "splits" / "test.split1.bundle").write_text("v2.txt\n")
+    return root
+
+
+def test_plugin_options_in_a_config_file_as_a_table_or_a_list(tmp_path: Path):
+    from actrec.cli.config import load_config
+
+    root = _mstcn_layout(tmp_path / "data")
+    cfg = tmp_path / "actrec.toml"
+    for text in ('[datasets.info.options]\nbackground = "bg"\n',  # a table, as users write
+                 '[datasets.info]\noption = ["background=bg"]\n'):  # the list syntax
+        cfg.write_text(text)
+        result = run(["--config", str(cfg), "datasets", "info", "mstcn", "--root", str(root),
+                      "--json"])
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["background"] == "bg"
+    # Values of every TOML type become option strings; a nested table is refused by name.
+    cfg.write_text("[train.options]\nhidden = 8\ndropout = 0.5\nbidirectional = true\n"
+                   'sizes = [1, 2]\nname = "x"\n')
+    defaults = load_config(cfg, cli, click.Context(cli))
+    assert defaults == {"train": {"options": ["hidden=8", "dropout=0.5", "bidirectional=true",
+                                              "sizes=1,2", "name=x"]}}
+    cfg.write_text("[train.options.hidden]\nx = 1\n")
+    with pytest.raises(ConfigError, match=r"actrec\.toml: \[train\.options\] 'hidden' is a "
+                       r"table"):
+        load_config(cfg, cli, click.Context(cli))
+    cfg.write_text("[train.lr]\nx = 1\n")
+    with pytest.raises(ConfigError, match=r"\[train\.lr\] is a table, but 'lr' takes one"):
+        load_config(cfg, cli, click.Context(cli))
+
+
+def test_documented_environment_variable_names_are_the_real_ones(tmp_path: Path):
+    """ACTREC_<COMMAND>_<PARAMETER>: the repeatable --option is ACTREC_..._OPTIONS (values
+    separated by spaces), and --help shows each option's variable."""
+    from actrec.cli.config import show_envvars
+
+    root = _mstcn_layout(tmp_path / "data")
+    result = run(["datasets", "info", "mstcn", "--root", str(root), "--json"],
+                 env={"ACTREC_DATASETS_INFO_OPTIONS": "background=bg length_policy=error"})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["background"] == "bg"
+    ctx = click.Context(cli)
+    train = show_envvars(cli.get_command(ctx, "train"))
+    help_text = CliRunner().invoke(cli, ["train", "--help"], auto_envvar_prefix="ACTREC").output
+    assert train.params and "ACTREC_TRAIN_OPTIONS" in help_text
+    assert "ACTREC_TRAIN_HISTORY" in help_text and "ACTREC_TRAIN_OPTION]" not in help_text
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "ACTREC_TRAIN_OPTIONS" in readme and "ACTREC_<COMMAND>_<OPTION>" not in readme
+
+
+def test_an_environment_variable_naming_no_option_is_an_error():
+    from actrec.cli.config import check_environment
+
+    ctx = click.Context(cli)
+    fine = {"ACTREC_TRAIN_OPTIONS": "hidden=8", "ACTREC_TRAIN_HISTORY": "64",
+            "ACTREC_IMPORT_MSTCN_FPS": "15", "ACTREC_DATASETS_INFO_ROOT": "/d",
+            "ACTREC_HOME": "/h", "ACTREC_DATA_GTEA": "/g", "ACTREC_CONFIG": "a.toml",
+            "ACTREC_PLUGINS": "x", "ACTREC_DISABLE_EXT": "1", "OTHER_TRAIN_X": "1"}
+    check_environment(cli, ctx, fine)
+    with pytest.raises(ConfigError, match=r"environment variable ACTREC_TRAIN_OPTION names no "
+                       r"option of `actrec train`; did you mean ACTREC_TRAIN_OPTIONS\?"):
+        check_environment(cli, ctx, {**fine, "ACTREC_TRAIN_OPTION": "hidden=8"})
+    with pytest.raises(ConfigError, match=r"ACTREC_IMPORT_MSTCN_FSP names no option of "
+                       r"`actrec import mstcn`; did you mean ACTREC_IMPORT_MSTCN_FPS\?"):
+        check_environment(cli, ctx, {"ACTREC_IMPORT_MSTCN_FSP": "15"})
+    with pytest.raises(ConfigError, match=r"ACTREC_IMPORT_NOSUCH_X names no option of "
+                       r"`actrec import`"):
+        check_environment(cli, ctx, {"ACTREC_IMPORT_NOSUCH_X": "1"})

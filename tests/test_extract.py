@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from actrec.errors import DataError
+from actrec.errors import ConfigError, DataError
 from actrec.extract import ExtractReport, extract_features, resample_labels
 from actrec.io.features import FeatureStore
 from actrec.io.video import open_video
@@ -157,3 +157,68 @@ def test_workspace_paths(monkeypatch, tmp_path):
     assert workspace.data_root("gtea") == tmp_path / "g"
     monkeypatch.delenv("ACTREC_HOME")
     assert workspace.home() == Path.home() / ".cache" / "actrec"
+
+
+TINY = {"kitchen": "a", "participants": "3", "videos_per_participant": "1",
+        "frames_mean": "40", "size": "32", "folds": "3", "seed": "7"}
+
+
+def test_two_roots_never_share_a_store(tiny_kitchen, tmp_path, monkeypatch):
+    """`actrec extract` from root B after root A writes B's features to another store; pointed
+    at A's store, it refuses and names both roots. (Before: "0 written, 3 skipped".)"""
+    import shutil
+
+    from actrec.pipeline import extract_dataset
+
+    dataset, index = tiny_kitchen
+    monkeypatch.setenv("ACTREC_HOME", str(tmp_path / "home"))
+    root_a = Path(dataset.config.root)
+    root_b = tmp_path / "b"
+    shutil.copytree(root_a, root_b)  # the same files in another place: another source
+    opts = dict(TINY)
+    first = extract_dataset("synthetic", dataset_options={**opts, "root": str(root_a)})
+    second = extract_dataset("synthetic", dataset_options={**opts, "root": str(root_b)})
+    assert len(first.written) == 3 and len(second.written) == 3 and not second.skipped
+    assert first.store != second.store and first.store.parent.parent == tmp_path / "home/features"
+    assert FeatureStore.open(first.store).source["options"]["root"] == str(root_a)
+    assert FeatureStore.open(second.store).source["options"]["root"] == str(root_b)
+    assert FeatureStore.open(first.store).identity != FeatureStore.open(second.store).identity
+    with pytest.raises(ConfigError, match=rf"holds features of dataset 'synthetic' "
+                       rf"\(root={root_a}\).*not of dataset 'synthetic' \(root={root_b}\)"):
+        extract_dataset("synthetic", dataset_options={**opts, "root": str(root_b)},
+                        out=first.store)
+    # The same root again, spelt relatively: the same store, nothing to do.
+    monkeypatch.chdir(root_a.parent)
+    again = extract_dataset("synthetic", dataset_options={**opts, "root": root_a.name})
+    assert again.store == first.store and len(again.skipped) == 3 and not again.written
+    # train's --d1 reference finds the store the extraction wrote (root from the same rule).
+    from actrec.refs import resolve_store
+
+    monkeypatch.setenv("ACTREC_DATA_SYNTHETIC", str(root_b))
+    ref = "synthetic:" + ",".join(f"{k}={v}" for k, v in TINY.items())
+    assert resolve_store(ref, "colorgrad") == second.store
+
+
+def test_store_records_the_dataset_background(tiny_kitchen, tmp_path):
+    _, index = tiny_kitchen
+    assert index.background_classes == (0,)  # the synthetic kitchen's "background"
+    extract_features(index, ColorGradient(CG), tmp_path / "s.zarr", dataset_ref="r",
+                     video_ids=[])
+    assert FeatureStore.open(tmp_path / "s.zarr").background == (0,)
+    none = dataclasses.replace(index, background=None)
+    extract_features(none, ColorGradient(CG), tmp_path / "t.zarr", dataset_ref="r", video_ids=[])
+    assert FeatureStore.open(tmp_path / "t.zarr").background == ()
+
+
+class _Lookahead(ColorGradient):
+    """colorgrad claiming a lookahead that is not an integer."""
+
+    lookahead = 1.5  # type: ignore[assignment]
+
+
+def test_non_integer_lookahead_is_refused_before_anything_is_written(tiny_kitchen, tmp_path):
+    _, index = tiny_kitchen
+    with pytest.raises(ConfigError, match=r"extractor 'colorgrad': lookahead must be an integer "
+                       r">= 0 .*got 1\.5 \(float\)"):
+        extract_features(index, _Lookahead(CG), tmp_path / "s.zarr", dataset_ref="r")
+    assert not (tmp_path / "s.zarr").exists()

@@ -9,11 +9,12 @@ import shutil
 import numpy as np
 import pytest
 
-from actrec.errors import DataError
+from actrec.errors import ConfigError, DataError
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actrec.io.features import FeatureStore, decode_video_id, encode_video_id
+from actrec.io.features import (FeatureStore, decode_video_id, encode_video_id,
+                                 source_of)
 
 CLASSES = ["background", "cut", "stir"]
 SPLITS = {"1": {"train": ["v1"], "test": ["v 2/x"]}}
@@ -285,3 +286,59 @@ def test_read_window_touches_only_needed_chunks(tmp_path):
     fresh.write_video("v1", feats, labels, fps=15.0, source=None)
     assert fresh.read_window("v1", 95, 10)[0].shape == (5, 6)
     assert fresh.read_window("v1", 200, 10)[0].shape == (0, 6)
+
+
+def _source(root="/data/a", **config):
+    return source_of("shapes", {"root": root, "fps": 15.0}, "colorgrad",
+                     {"grid": 2, "bins": 8, "fps": None, **config})
+
+
+def test_background_is_recorded_and_old_stores_have_none(tmp_path):
+    path = tmp_path / "s.zarr"
+    store = _create(path, background=[0])
+    assert store.background == (0,) and FeatureStore.open(path).background == (0,)
+    # Reopening with another background (the dataset's declaration changed) updates it.
+    assert _create(path, background=()).background == ()
+    assert FeatureStore.open(path).background == ()
+    with pytest.raises(DataError, match="background class 3 is not an index of the 3"):
+        _create(tmp_path / "t.zarr", background=[3])
+    # A store written before background was recorded: no attribute, no error.
+    meta = path / "zarr.json"
+    data = json.loads(meta.read_text())
+    del data["attributes"]["background"], data["attributes"]["source"]
+    meta.write_text(json.dumps(data))
+    old = FeatureStore.open(path)
+    assert old.background == () and old.source is None and len(old.identity) == 16
+
+
+def test_store_refuses_another_source_naming_both(tmp_path):
+    path = tmp_path / "s.zarr"
+    store = _create(path, source=_source("/data/a"))
+    store.write_video("v1", *_data(), fps=15.0, source=None)
+    assert FeatureStore.open(path).source == _source("/data/a")
+    before = _snapshot(path)
+    with pytest.raises(ConfigError, match=r"s\.zarr holds features of dataset 'shapes' "
+                       r"\(root=/data/a\).*not of dataset 'shapes' \(root=/data/b\)"):
+        _create(path, source=_source("/data/b"))
+    with pytest.raises(ConfigError, match=r"extractor 'colorgrad' \(grid=2\).*\(grid=3\)"):
+        _create(path, source=_source("/data/a", grid=3))
+    assert _snapshot(path) == before
+    assert _create(path, source=_source("/data/a")).videos() == ["v1"]  # same source: reused
+
+
+def test_identity_tells_sources_apart(tmp_path):
+    a = _create(tmp_path / "a.zarr", source=_source("/data/a"))
+    a2 = _create(tmp_path / "a2.zarr", source=_source("/data/a"))
+    b = _create(tmp_path / "b.zarr", source=_source("/data/b"))
+    assert a.identity == a2.identity != b.identity
+    assert FeatureStore.open(tmp_path / "a.zarr").identity == a.identity
+
+
+def test_store_without_source_is_adopted_only_when_empty(tmp_path):
+    path = tmp_path / "s.zarr"
+    _create(path)  # no source recorded (as stores before this attribute)
+    assert _create(path, source=_source()).source == _source()  # empty: adopted
+    old = tmp_path / "old.zarr"
+    _create(old).write_video("v1", *_data(), fps=15.0, source=None)
+    with pytest.raises(ConfigError, match=r"old\.zarr was written before stores recorded"):
+        _create(old, source=_source())

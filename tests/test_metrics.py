@@ -17,6 +17,7 @@ from actrec.metrics import (
     levenshtein,
     per_class_accuracy,
     segment_counts,
+    segment_exclusions,
     segments,
 )
 
@@ -126,3 +127,49 @@ def test_metric_ranges(a, b):
     assert frame_accuracy(target, target) == 1.0
     assert confusion(pred, target, 4).sum() == n
     assert levenshtein(pred, target) == levenshtein(target, pred)
+
+
+# Background 0, actions 1 and 2, T = 10. The prediction has a spurious background frame (3)
+# inside action 1 and runs one frame long on action 2.
+BG_TARGET = np.array([0, 0, 1, 1, 1, 0, 2, 2, 0, 0])
+BG_PRED = np.array([0, 1, 1, 0, 1, 0, 2, 2, 2, 0])
+
+
+def test_segment_exclusions():
+    assert segment_exclusions((0,)) == (-1, 0)  # default: exclude, as MS-TCN
+    assert segment_exclusions((3, 0), "exclude") == (-1, 0, 3)
+    assert segment_exclusions((0,), "include") == (-1,)
+    assert segment_exclusions((), "exclude") == (-1,)
+    with pytest.raises(ValueError, match="exclude, include"):
+        segment_exclusions((0,), "drop")
+
+
+def test_background_excluded_golden():
+    """Segments [label, start, end) with MS-TCN's ends (last one T - 1 = 9), background gone:
+    Y = 1[2,5) 2[6,8);  P = 1[1,3) 1[4,5) 2[6,9).
+    Edit: lev([1,1,2], [1,2]) = 1, max length 3 -> (1 - 1/3) * 100 = 66.67.
+    IoU: P1 vs Y1 = (3-2)/(5-1) = 1/4; P2 vs Y1 = (5-4)/(5-2) = 1/3; P3 vs Y2 = (8-6)/(9-6) = 2/3.
+    F1@0.5: TP = 1 (P3), FP = 2, FN = 1 -> precision 1/3, recall 1/2 -> F1 = 0.4.
+    F1@0.1: P1 hits Y1, P2 finds Y1 taken (FP), P3 hits Y2 -> TP 2, FP 1, FN 0
+    -> precision 2/3, recall 1 -> F1 = 0.8."""
+    skip = segment_exclusions((0,), "exclude")
+    assert edit_score(BG_PRED, BG_TARGET, skip) == pytest.approx(200 / 3)
+    assert segment_counts(BG_PRED, BG_TARGET, 0.5, skip) == SegmentCounts(1, 2, 1)
+    assert f1_at_overlap(BG_PRED, BG_TARGET, 0.5, skip) == pytest.approx(40.0)
+    assert segment_counts(BG_PRED, BG_TARGET, 0.1, skip) == SegmentCounts(2, 1, 0)
+    assert f1_at_overlap(BG_PRED, BG_TARGET, 0.1, skip) == pytest.approx(80.0)
+
+
+def test_background_included_golden():
+    """The same sequences with background segments kept:
+    Y = 0[0,2) 1[2,5) 0[5,6) 2[6,8) 0[8,9)                  (5 segments)
+    P = 0[0,1) 1[1,3) 0[3,4) 1[4,5) 0[5,6) 2[6,9) 0[9,9)    (7 segments)
+    Edit: lev([0,1,0,1,0,2,0], [0,1,0,2,0]) = 2 (drop one "0, 1"): (1 - 2/7) * 100 = 71.43.
+    F1@0.5, each P against the same-label Y of highest IoU:
+    0[0,1) vs 0[0,2): 1/2 -> TP;  1[1,3): 1/4 -> FP;  0[3,4): overlaps no 0 segment -> FP;
+    1[4,5): 1/3 -> FP;  0[5,6) vs 0[5,6): 1 -> TP;  2[6,9): 2/3 -> TP;  0[9,9): 0 -> FP.
+    TP 3, FP 4, FN 5 - 3 = 2: precision 3/7, recall 3/5 -> F1 = (18/35) / (36/35) = 0.5."""
+    keep = segment_exclusions((0,), "include")
+    assert edit_score(BG_PRED, BG_TARGET, keep) == pytest.approx(500 / 7)
+    assert segment_counts(BG_PRED, BG_TARGET, 0.5, keep) == SegmentCounts(3, 4, 2)
+    assert f1_at_overlap(BG_PRED, BG_TARGET, 0.5, keep) == pytest.approx(50.0)

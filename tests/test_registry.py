@@ -174,3 +174,130 @@ def test_dataset_references_name_one_store_whatever_the_spelling(tmp_path, monke
     assert resolve_store(str(tmp_path / "x.zarr"), "colorgrad") == tmp_path / "x.zarr"
     with pytest.raises(ConfigError, match="expected key=value"):
         parse_dataset_ref("synthetic:kitchen")
+
+
+THIRD_PARTY_DATASET = """
+    from dataclasses import dataclass
+    from pathlib import Path
+
+    import numpy as np
+
+    from actrec.plugin_api import Dataset, DatasetIndex, PluginConfig, Split, VideoRecord
+
+
+    class MyData(Dataset):
+        \"\"\"Classes from <root>/classes.txt; one 5-frame video of the first class.\"\"\"
+
+        name = "my-data"
+
+        @dataclass(frozen=True)
+        class Config(PluginConfig):
+            root: Path | None = None
+
+        def load(self):
+            root = self.existing_root()
+            assert root == self.config.root and root.is_absolute()  # filled in by actrec
+            classes = tuple((root / "classes.txt").read_text().split())
+            video = VideoRecord("v", "p", np.zeros(5, np.int64), 15.0)
+            return DatasetIndex(name=self.name, classes=classes, videos={"v": video},
+                                splits={"1": Split("1", ("v",), ())}, fps=15.0, background=0)
+"""
+
+
+def test_third_party_dataset_gets_the_data_root_from_actrec(tmp_path: Path, site: Path):
+    """ACTREC_DATA_<NAME>, the workspace fallback and --root reach a third-party dataset
+    plugin that does nothing about them itself."""
+    write_dist(site, "actrec-mydata", "[actrec.datasets]\nmy-data = mydata_plugin:MyData\n")
+    (site / "mydata_plugin.py").write_text(textwrap.dedent(THIRD_PARTY_DATASET))
+
+    def classes_in(folder: Path, names: str) -> Path:
+        folder.mkdir(parents=True)
+        (folder / "classes.txt").write_text(names)
+        return folder
+
+    def info(*args: str, **env: str) -> subprocess.CompletedProcess:
+        env = {"ACTREC_HOME": str(tmp_path / "home"), "ACTREC_DATA_MY_DATA": "", **env}
+        return run_cli(["datasets", "info", "my-data", *args, "--json"], site, **env)
+
+    classes_in(tmp_path / "home" / "data" / "my-data", "home_bg home_a")
+    env_root = classes_in(tmp_path / "env", "env_bg env_a")
+    flag_root = classes_in(tmp_path / "flag", "flag_bg flag_a")
+    for result, first in ((info(), "home_bg"),  # the workspace fallback
+                          (info(ACTREC_DATA_MY_DATA=str(env_root)), "env_bg"),  # the variable
+                          (info("--root", str(flag_root), ACTREC_DATA_MY_DATA=str(env_root)),
+                           "flag_bg")):  # --root wins
+        assert result.returncode == 0, result.stderr
+        data = json.loads(result.stdout)
+        assert list(data["frames_per_class"]) == [first, first.replace("bg", "a")]
+        assert data["background"] == first
+    missing = info(ACTREC_DATA_MY_DATA=str(tmp_path / "nowhere"))
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert f"{tmp_path / 'nowhere'}" in missing.stderr and "ACTREC_DATA_MY_DATA" in missing.stderr
+
+
+BAD_EXTRACTORS = """
+    from dataclasses import dataclass
+
+    from actrec.plugin_api import FeatureExtractor, PluginConfig
+
+
+    @dataclass(frozen=True)
+    class Window(PluginConfig):
+        window: int = 3
+
+
+    class HalfWindow(FeatureExtractor):
+        name = "halfwindow"
+        Config = Window
+
+        @property
+        def lookahead(self):
+            return self.config.window / 2  # a float: not a number of frames
+
+        def dim(self):
+            return 1
+
+        def extract(self, batches):
+            yield from ()
+
+
+    class TextLookahead(HalfWindow):
+        name = "textlookahead"
+        lookahead = "2"
+
+
+    class Boom(HalfWindow):
+        name = "boom"
+        lookahead = 0
+
+        def __init__(self, config=None):
+            super().__init__(config)
+            self.size = self.config.window + "frames"
+"""
+
+
+def test_badly_typed_extractors_give_one_message_and_write_nothing(tmp_path: Path, site: Path):
+    write_dist(site, "actrec-bad", "[actrec.extractors]\nhalfwindow = bad_extractors:HalfWindow\n"
+               "textlookahead = bad_extractors:TextLookahead\nboom = bad_extractors:Boom\n")
+    (site / "bad_extractors.py").write_text(textwrap.dedent(BAD_EXTRACTORS))
+    empty = tmp_path / "gtea"
+    empty.mkdir()
+    home = tmp_path / "home"
+
+    def extract(extractor: str) -> subprocess.CompletedProcess:
+        return run_cli(["extract", "gtea", "--root", str(empty), "--extractor", extractor],
+                       site, ACTREC_HOME=str(home))
+
+    half = extract("halfwindow")
+    assert half.returncode == 1 and "Traceback" not in half.stderr
+    assert half.stderr.strip() == ("Error: extractor 'halfwindow': lookahead must be an integer "
+                                   ">= 0 (the number of future frames a frame's feature depends "
+                                   "on), got 1.5 (float)")
+    text = extract("textlookahead")
+    assert text.returncode == 1 and "Traceback" not in text.stderr
+    assert "TextLookahead.lookahead must be an integer >= 0" in text.stderr
+    assert "got '2'" in text.stderr
+    boom = extract("boom")
+    assert boom.returncode == 1 and "Traceback" not in boom.stderr
+    assert "extractor 'boom' failed to start with options {'window': 3}: TypeError" in boom.stderr
+    assert not home.exists()  # no store, not even an empty folder

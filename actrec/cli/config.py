@@ -1,8 +1,22 @@
-"""Option defaults from a TOML file, validated against the commands they name."""
+"""Option defaults from a TOML file and the environment, validated against the commands.
+
+Config file: one table per command (``[train]``, ``[import.mstcn]``), keys are long option
+names. A repeatable ``KEY=VALUE`` option (``--option``, ``--extractor-option``) may be a table,
+``[train.options]`` then ``hidden = 8``, or a list of strings, ``options = ["hidden=8"]``.
+
+Environment: ``ACTREC_<COMMAND>_<PARAMETER>``, the option's parameter name upper-cased (the
+name `--help` shows next to each option: ``--option`` is ``ACTREC_TRAIN_OPTIONS``; for a
+subcommand ``ACTREC_IMPORT_MSTCN_FPS``). A repeatable option takes several values separated
+by spaces. A variable with a command's prefix that names none of its options is an error
+(``check_environment``), not ignored.
+"""
 
 from __future__ import annotations
 
+import difflib
+import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +72,104 @@ def _validate(data: dict[str, Any], group: click.Group, ctx: click.Context, path
                     f"{path}: unknown option '{key}' in [{name}]; expected one of: "
                     f"{', '.join(flags)}"
                 )
-            table[pname] = value
+            table[pname] = _option_value(value, _param(cmd, pname), path, name, key)
         out[section] = table
     return out
+
+
+def _param(cmd: click.Command, name: str) -> click.Parameter:
+    return next(p for p in cmd.params if p.name == name)
+
+
+def _option_value(value: Any, param: click.Parameter, path: Path, table: str, key: str) -> Any:
+    """``value`` as Click's default for ``param``: a table given for a repeatable
+    ``KEY=VALUE`` option becomes its list of ``"key=value"`` strings."""
+    if not isinstance(value, dict):
+        return value
+    if not getattr(param, "multiple", False):
+        raise ConfigError(f"{path}: [{table}.{key}] is a table, but '{key}' takes one value")
+    items = []
+    for k, v in value.items():
+        if isinstance(v, dict):
+            raise ConfigError(f"{path}: [{table}.{key}] '{k}' is a table; expected a value")
+        items.append(f"{k}={_text(v)}")
+    return items
+
+
+def _text(value: Any) -> str:
+    """A TOML value as an option string: booleans ``true``/``false``, lists comma-joined."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(_text(v) for v in value)
+    return str(value)
+
+
+def check_environment(group: click.Group, ctx: click.Context,
+                      environ: Mapping[str, str] | None = None, prefix: str = "ACTREC") -> None:
+    """``ConfigError`` for a variable ``<prefix>_<COMMAND>_...`` (COMMAND a subcommand of
+    ``group``, at any depth) that names none of that command's options, with the closest
+    real name. Other ``<prefix>_`` variables (``ACTREC_HOME``, ``ACTREC_DATA_<NAME>``, ...)
+    are not options and are left alone."""
+    environ = os.environ if environ is None else environ
+    for name in group.list_commands(ctx):
+        cmd = group.get_command(ctx, name)
+        if cmd is not None:
+            _check_command(cmd, f"{prefix}_{_upper(name)}", f"actrec {name}", ctx, environ)
+
+
+def _check_command(cmd: click.Command, prefix: str, label: str, ctx: click.Context,
+                   environ: Mapping[str, str]) -> None:
+    known = envvar_names(cmd, prefix)
+    subs = {}
+    if isinstance(cmd, click.Group):
+        for sub in cmd.list_commands(ctx):
+            subs[f"{prefix}_{_upper(sub)}_"] = sub
+    for var in sorted(environ):
+        if not var.startswith(prefix + "_") or var in known:
+            continue
+        sub = next((s for p, s in subs.items() if var.startswith(p)), None)
+        if sub is not None:
+            continue  # checked against the subcommand below
+        close = difflib.get_close_matches(var, sorted(known), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        listed = ", ".join(sorted(known)) or "(none)"
+        raise ConfigError(f"environment variable {var} names no option of `{label}`{hint} "
+                          f"(its variables: {listed})")
+    for sub_prefix, sub in subs.items():
+        sub_cmd = cmd.get_command(ctx, sub)  # type: ignore[union-attr]
+        if sub_cmd is not None:
+            _check_command(sub_cmd, sub_prefix[:-1], f"{label} {sub}", ctx, environ)
+
+
+def envvar_names(cmd: click.Command, prefix: str) -> set[str]:
+    """The environment variables Click reads for ``cmd``'s options under ``prefix``
+    (``ACTREC_TRAIN``): each option's own ``envvar``, else ``<prefix>_<PARAMETER NAME>``."""
+    names: set[str] = set()
+    for p in cmd.params:
+        if not isinstance(p, click.Option):
+            continue
+        if p.envvar:
+            names.update([p.envvar] if isinstance(p.envvar, str) else p.envvar)
+        elif p.allow_from_autoenv and p.name:
+            names.add(f"{prefix}_{p.name.upper()}")
+    return names
+
+
+def show_envvars(cmd: click.Command) -> click.Command:
+    """Make ``--help`` of ``cmd`` (and of its subcommands) show each option's environment
+    variable, the real name Click reads."""
+    for p in cmd.params:
+        if isinstance(p, click.Option):
+            p.show_envvar = True
+    if isinstance(cmd, click.Group):
+        for sub in cmd.commands.values():
+            show_envvars(sub)
+    return cmd
+
+
+def _upper(name: str) -> str:
+    return name.upper().replace("-", "_")
 
 
 def value_sources(ctx: click.Context) -> dict[str, str]:
