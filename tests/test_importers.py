@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from actrec.errors import DataError
+from actrec.errors import ConfigError, DataError
 from actrec.importers import import_lstr, import_mstcn
 from actrec.io import annotations as A
 from actrec.io.features import FeatureStore
@@ -164,3 +164,64 @@ def test_import_lstr_bad_inputs(tmp_path):
     np.save(root / "target_perframe" / "video_a.npy", np.zeros((5, 4)))
     with pytest.raises(DataError, match=r"video_a\.npy: 4 target columns; data_info lists 3"):
         import_lstr(root, tmp_path / "s", name="thumos")
+
+
+def _tiny_mstcn(root: Path, classes=("background", "a")) -> Path:
+    (root / "groundTruth").mkdir(parents=True)
+    (root / "features").mkdir()
+    (root / "splits").mkdir()
+    (root / "mapping.txt").write_text("".join(f"{i} {c}\n" for i, c in enumerate(classes)))
+    (root / "groundTruth" / "v.txt").write_text(f"{classes[0]}\n{classes[1]}\n")
+    np.save(root / "features" / "v.npy", np.zeros((3, 2), np.float32))  # D=3, T=2
+    (root / "splits" / "train.split1.bundle").write_text("v.txt\n")
+    (root / "splits" / "test.split1.bundle").write_text("v.txt\n")
+    return root
+
+
+def test_import_records_the_background_class(tmp_path):
+    root = _tiny_mstcn(tmp_path / "m")
+    import_mstcn(root, tmp_path / "auto", name="m")  # "auto": the class named background
+    assert FeatureStore.open(tmp_path / "auto").background == (0,)
+    import_mstcn(root, tmp_path / "none", name="m", background="none")
+    assert FeatureStore.open(tmp_path / "none").background == ()
+    other = _tiny_mstcn(tmp_path / "sil", classes=("SIL", "a"))
+    import_mstcn(other, tmp_path / "sil.zarr", name="b")  # no class named background
+    assert FeatureStore.open(tmp_path / "sil.zarr").background == ()
+    import_mstcn(other, tmp_path / "sil2.zarr", name="b", background="SIL")
+    assert FeatureStore.open(tmp_path / "sil2.zarr").background == (0,)
+    lstr = write_lstr(tmp_path / "lstr")
+    import_lstr(lstr, tmp_path / "thumos", name="thumos")  # "Background", any case
+    assert FeatureStore.open(tmp_path / "thumos").background == (0,)
+    import_lstr(lstr, tmp_path / "throw", name="thumos", background="Throw")
+    assert FeatureStore.open(tmp_path / "throw").background == (2,)
+    with pytest.raises(ConfigError, match=r"background class 'Run' is not one of the classes"):
+        import_lstr(lstr, tmp_path / "bad", name="thumos", background="Run")
+
+
+def test_import_from_another_root_is_refused_naming_both(tmp_path):
+    a = _tiny_mstcn(tmp_path / "a")
+    b = _tiny_mstcn(tmp_path / "b")
+    import_mstcn(a, tmp_path / "s.zarr", name="m")
+    with pytest.raises(ConfigError, match=rf"holds features of dataset 'm' \(root={a}\).*"
+                       rf"not of dataset 'm' \(root={b}\)"):
+        import_mstcn(b, tmp_path / "s.zarr", name="m")
+    assert FeatureStore.open(tmp_path / "s.zarr").source["options"]["root"] == str(a)
+
+
+def test_import_default_store_differs_by_root(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ACTREC_HOME": str(tmp_path / "home")}
+    stores = []
+    for name in ("a", "b"):
+        root = _tiny_mstcn(tmp_path / name)
+        done = subprocess.run([sys.executable, "-m", "actrec", "import", "mstcn", str(root),
+                               "--name", "m", "--json"], capture_output=True, text=True,
+                              env=env, timeout=300)
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        assert report["written"] == 1
+        stores.append(report["store"])
+    assert stores[0] != stores[1]
