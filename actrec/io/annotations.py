@@ -7,15 +7,24 @@ the file and, where there is one, the 1-based line.
 
 Conventions: a ``Segment`` is 0-based and half-open (``start`` inclusive, ``end`` exclusive),
 whatever the file says; per-frame labels are int64 with ``-1`` for unlabelled frames.
+
+Hostile values: every frame number and time a reader accepts is bounded *before* anything is
+allocated from it, by ``max_frames`` (default ``MAX_FRAMES``: 24 hours at 60 fps) or ``max_time``
+(default ``MAX_TIME_US``: 24 hours in microseconds); a reader that knows the video's frame rate
+passes ``frame_limit(fps)``. A value past the bound is a ``DataError`` naming the file and line.
+An empty annotation file raises ``EmptyFileError``; ``read_each`` skips and counts such files
+(``strict=True`` keeps the error).
 """
 
 from __future__ import annotations
 
 import csv
+import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -24,8 +33,16 @@ from actrec.errors import DataError
 __all__ = [
     "Repairs",
     "UNLABELLED",
+    "MAX_VIDEO_SECONDS",
+    "MAX_FPS",
+    "MAX_FRAMES",
+    "MAX_TIME_US",
+    "EMPTY_FILES",
+    "EmptyFileError",
     "Segment",
     "add_repairs",
+    "frame_limit",
+    "read_each",
     "read_text",
     "read_text_lines",
     "read_mapping",
@@ -54,6 +71,38 @@ Repairs = dict[str, int]
 
 UNLABELLED = -1
 
+# The longest video any reader accepts. A range or time past it is a typing error in the file
+# (``1-99999999999 SIL``), and turning it into per-frame labels would exhaust memory.
+MAX_VIDEO_SECONDS = 24 * 60 * 60
+# The highest frame rate of a supported dataset (EPIC-Kitchens, 60 fps): the bound on frame
+# numbers when a reader does not pass its own fps.
+MAX_FPS = 60.0
+MAX_FRAMES = 5_184_000  # = frame_limit(MAX_FPS): 24 h at 60 fps, 41 MB of int64 labels
+MAX_TIME_US = MAX_VIDEO_SECONDS * 1_000_000  # 24 h in microseconds (50 Salads' time unit)
+
+EMPTY_FILES = "empty annotation files (skipped)"
+
+
+class EmptyFileError(DataError):
+    """A text file with nothing but white space (``read_text``); ``read_each`` skips these."""
+
+
+def frame_limit(fps: float | None = None) -> int:
+    """The most frames a video may have: ``MAX_VIDEO_SECONDS`` at ``fps`` (``MAX_FPS`` when
+    ``fps`` is None or not a positive finite number)."""
+    if fps is None or not math.isfinite(fps) or fps <= 0:
+        fps = MAX_FPS
+    return math.ceil(MAX_VIDEO_SECONDS * fps)
+
+
+def _check_bound(value: int, limit: int, where: str, what: str) -> None:
+    """``DataError`` at ``where`` when ``value`` (a frame or time of the file) exceeds ``limit``."""
+    if value > limit:
+        raise DataError(
+            f"{where}: {what} {value} is past the longest video accepted ({limit}: "
+            f"{MAX_VIDEO_SECONDS // 3600} hours); a typing error in the file?"
+        )
+
 
 @dataclass(frozen=True)
 class Segment:
@@ -76,12 +125,38 @@ def add_repairs(total: Repairs, more: Mapping[str, int]) -> Repairs:
 # --------------------------------------------------------------------------------------------
 # Text files
 
+_T = TypeVar("_T")
+
+
+def read_each(files: Mapping[str, Path], read: Callable[[Path], _T],
+              repairs: Repairs | None = None, *, strict: bool = False) -> dict[str, _T]:
+    """``{video: read(path)}`` for every ``files`` entry, in its order, leaving out the videos
+    whose file is empty (``read`` raised ``EmptyFileError``): counted under ``EMPTY_FILES`` in
+    ``repairs``. With ``strict`` an empty file raises. ``DataError`` if every file is empty.
+    """
+    out: dict[str, _T] = {}
+    skipped: list[Path] = []
+    for video, path in files.items():
+        try:
+            out[video] = read(path)
+        except EmptyFileError:
+            if strict:
+                raise
+            skipped.append(Path(path))
+    if skipped and not out:
+        raise DataError(f"{skipped[0].parent}: every annotation file is empty "
+                        f"({len(skipped)}, e.g. {skipped[0].name})")
+    if repairs is not None:
+        add_repairs(repairs, {EMPTY_FILES: len(skipped)})
+    return out
+
 
 def read_text(path: Path, repairs: Repairs | None = None) -> str:
     """A text file's contents with line endings normalised to ``\\n``.
 
     Counts a file with CRLF (or CR) endings under ``"files with CRLF line endings"`` in
-    ``repairs``. Raises ``DataError`` for a missing, unreadable, non-UTF-8 or blank file.
+    ``repairs``. Raises ``DataError`` for a missing, unreadable or non-UTF-8 file, and its
+    subclass ``EmptyFileError`` for a blank one.
     """
     path = Path(path)
     try:
@@ -100,7 +175,7 @@ def read_text(path: Path, repairs: Repairs | None = None) -> str:
             add_repairs(repairs, {"files with CRLF line endings": 1})
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     if not text.strip():
-        raise DataError(f"{path}: empty file; expected annotation lines")
+        raise EmptyFileError(f"{path}: empty file; expected annotation lines")
     return text
 
 
@@ -199,11 +274,13 @@ def read_bundle_entries(path: Path, repairs: Repairs | None = None) -> list[tupl
 _RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s+(\S+)\s*$")
 
 
-def read_range_segments(path: Path, repairs: Repairs | None = None) -> list[Segment]:
+def read_range_segments(path: Path, repairs: Repairs | None = None, *,
+                        max_frames: int = MAX_FRAMES) -> list[Segment]:
     """Segments from ``1-30 SIL`` lines (Breakfast coarse and fine files: 1-based, inclusive).
 
     Returns them 0-based half-open, in file order. ``DataError`` names the line of a malformed
-    entry or of one whose end precedes its start.
+    entry, of one whose end precedes its start, or of one past frame ``max_frames`` (pass
+    ``frame_limit(fps)`` or the video's frame count where known).
     """
     segments = []
     for number, line in enumerate(read_text_lines(path, repairs), 1):
@@ -213,17 +290,20 @@ def read_range_segments(path: Path, repairs: Repairs | None = None) -> list[Segm
         if match is None:
             raise DataError(f"{path}:{number}: expected '<first>-<last> <label>', got {line!r}")
         first, last = int(match[1]), int(match[2])
-        if _empty_range(first, last, f"{path}:{number}", repairs):
+        if _empty_range(first, last, f"{path}:{number}", repairs, max_frames):
             continue
         segments.append(Segment(first - 1, last, match[3], number))  # 1-based incl. -> [s, e)
     return segments
 
 
-def _empty_range(first: int, last: int, where: str, repairs: Repairs | None) -> bool:
+def _empty_range(first: int, last: int, where: str, repairs: Repairs | None,
+                 max_frames: int) -> bool:
     """Check a 1-based inclusive range: ``True`` for an empty one (``last == first - 1``, as
-    in ``477-476``: dropped and counted), ``DataError`` for a reversed or non-1-based one."""
+    in ``477-476``: dropped and counted), ``DataError`` for a reversed or non-1-based one or
+    one that ends past frame ``max_frames``."""
     if first < 1 or last < first - 1:
         raise DataError(f"{where}: frame range {first}-{last} is reversed or not 1-based")
+    _check_bound(max(first, last), max_frames, where, "frame")
     if last == first - 1:
         if repairs is not None:
             add_repairs(repairs, {"empty segments (dropped)": 1})
@@ -231,9 +311,11 @@ def _empty_range(first: int, last: int, where: str, repairs: Repairs | None) -> 
     return False
 
 
-def read_breakfast_xml(path: Path, repairs: Repairs | None = None) -> list[Segment]:
+def read_breakfast_xml(path: Path, repairs: Repairs | None = None, *,
+                       max_frames: int = MAX_FRAMES) -> list[Segment]:
     """Segments from the Breakfast author's XML (``<MotionLabel name= startPoint= endPoint=>``,
-    1-based inclusive points), 0-based half-open, in file order."""
+    1-based inclusive points), 0-based half-open, in file order; points past ``max_frames``
+    are a ``DataError`` naming the line (as in ``read_range_segments``)."""
     import xml.etree.ElementTree as ET
 
     text = "\n".join(read_text_lines(path, repairs))
@@ -256,7 +338,8 @@ def read_breakfast_xml(path: Path, repairs: Repairs | None = None) -> list[Segme
                 f"{path}:{line}: MotionLabel {dict(element.attrib)!r}: expected attributes name, "
                 "startPoint and endPoint (integers)"
             ) from None
-        if _empty_range(first, last, f"{path}:{line}: MotionLabel {name!r}", repairs):
+        if _empty_range(first, last, f"{path}:{line}: MotionLabel {name!r}", repairs,
+                        max_frames):
             continue
         segments.append(Segment(first - 1, last, name, line))
     if not segments:
@@ -264,11 +347,13 @@ def read_breakfast_xml(path: Path, repairs: Repairs | None = None) -> list[Segme
     return segments
 
 
-def read_timed_segments(path: Path, repairs: Repairs | None = None
-                        ) -> list[tuple[int, int, str, int]]:
+def read_timed_segments(path: Path, repairs: Repairs | None = None, *,
+                        max_time: int = MAX_TIME_US) -> list[tuple[int, int, str, int]]:
     """``<start> <end> <label>`` lines with integer times (50 Salads: microseconds).
 
     Returns ``(start, end, label, line)`` tuples in file order (the files are unsorted).
+    ``DataError`` names the line of a malformed row, a reversed one, or one ending after
+    ``max_time`` (default 24 hours in microseconds; pass the bound in the file's own unit).
     """
     rows = []
     for number, line in enumerate(read_text_lines(path, repairs), 1):
@@ -280,6 +365,7 @@ def read_timed_segments(path: Path, repairs: Repairs | None = None
         start, end = int(parts[0]), int(parts[1])
         if end < start:
             raise DataError(f"{path}:{number}: end {end} precedes start {start}")
+        _check_bound(end, max_time, f"{path}:{number}", "time")
         rows.append((start, end, parts[2], number))
     return rows
 
@@ -341,11 +427,14 @@ def segments_to_frames(
     num_frames: int | None = None,
     fill: int = UNLABELLED,
     overlap: str = "error",
+    max_frames: int = MAX_FRAMES,
 ) -> tuple[np.ndarray, Repairs]:
     """Per-frame labels ``[T]`` int64 from segments.
 
-    ``T`` is ``num_frames`` if given, else the end of the last segment. Frames no segment
-    covers get ``fill``. Policies, each counted in the returned repairs:
+    ``T`` is ``num_frames`` if given, else the end of the last segment. Nothing is allocated
+    before both are checked against ``max_frames``: a segment ending past it raises
+    ``DataError`` naming its line, ``num_frames`` past it names ``source``.
+    Frames no segment covers get ``fill``. Policies, each counted in the returned repairs:
     - unsorted segments are sorted by start (counted as files);
     - segments past ``num_frames`` are clipped (frames counted);
     - overlapping segments: ``overlap="error"`` raises ``DataError`` naming both lines;
@@ -355,7 +444,10 @@ def segments_to_frames(
     if overlap not in ("error", "last"):
         raise ValueError(f"overlap policy must be 'error' or 'last', got {overlap!r}")
     repairs: Repairs = {}
+    if num_frames is not None:
+        _check_bound(int(num_frames), max_frames, str(source), "video length (frames)")
     for seg in segments:
+        _check_bound(seg.end, max_frames, f"{source}:{seg.line}", "segment end (frame)")
         if seg.label not in class_index:
             raise DataError(
                 f"{source}:{seg.line}: label {seg.label!r} is not in the class list "
@@ -519,9 +611,10 @@ def read_csv_rows(path: Path, required: Sequence[str], repairs: Repairs | None =
 
 def csv_segments(rows: Iterable[tuple[int, Mapping[str, str]]], *, path: Path,
                  start: str, end: str, label: str, inclusive: bool = True,
-                 one_based: bool = False) -> list[Segment]:
+                 one_based: bool = False, max_frames: int = MAX_FRAMES) -> list[Segment]:
     """Segments from CSV rows: frame columns ``start``/``end`` (``inclusive`` end, 0- or
-    1-based) and the label column; ``DataError`` names the line of a non-integer frame."""
+    1-based) and the label column; ``DataError`` names the line of a non-integer frame, a
+    reversed range or one ending past frame ``max_frames``."""
     out = []
     for line, row in rows:
         try:
@@ -535,6 +628,7 @@ def csv_segments(rows: Iterable[tuple[int, Mapping[str, str]]], *, path: Path,
             s, e = s - 1, e - 1
         if s < 0 or e < s:
             raise DataError(f"{path}:{line}: frame range {row[start]}-{row[end]} is invalid")
+        _check_bound(e + 1 if inclusive else e, max_frames, f"{path}:{line}", "frame")
         out.append(Segment(s, e + 1 if inclusive else e, row[label], line))
     return out
 
@@ -545,12 +639,13 @@ def csv_segments(rows: Iterable[tuple[int, Mapping[str, str]]], *, path: Path,
 SIGNING_CODES = {"S": 0, "P": 1, "n": 2, "?": UNLABELLED}
 
 
-def read_signing_rows(path: Path, repairs: Repairs | None = None
-                      ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def read_signing_rows(path: Path, repairs: Repairs | None = None, *,
+                      max_frames: int = MAX_FRAMES) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Rows ``<youtube_id> <frame> S|P|n|?`` grouped by video: ``id -> (frames, labels)``.
 
     Labels: ``S`` signing 0, ``P`` speaking 1, ``n`` other 2, ``?`` unlabelled -1. Frames are
-    as written (0-based); duplicate (video, frame) rows are an error naming both lines.
+    as written (0-based), each below ``max_frames``; duplicate (video, frame) rows are an error
+    naming both lines.
     """
     per_video: dict[str, tuple[list[int], list[int], list[int]]] = {}
     for number, line in enumerate(read_text_lines(path, repairs), 1):
@@ -561,6 +656,8 @@ def read_signing_rows(path: Path, repairs: Repairs | None = None
             raise DataError(
                 f"{path}:{number}: expected '<youtube_id> <frame> S|P|n|?', got {line!r}"
             )
+        # a frame f makes the reader allocate f + 1 labels
+        _check_bound(int(parts[1]) + 1, max_frames, f"{path}:{number}", "frame count")
         frames, labels, lines = per_video.setdefault(parts[0], ([], [], []))
         frames.append(int(parts[1]))
         labels.append(SIGNING_CODES[parts[2]])
