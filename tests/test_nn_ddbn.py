@@ -201,3 +201,91 @@ def test_reestimate_through_whole_models():
     for (name, p), (_, q) in zip(a.named_buffers(), b.named_buffers()):
         torch.testing.assert_close(p, q, rtol=1e-10, atol=1e-12, msg=name)
     assert not torch.equal(a.rnn.layers[1].bn_h.running_mean[1], torch.zeros(2, 12, dtype=DT))
+
+
+def test_sequence_batch_norm_statistics_of_real_frames_only():
+    # Rows 2 and 3 are padding from t = 1 on, and t = 2 is all padding: the running statistics
+    # take each timestep's real rows only (torch's unbiased variance over them) and slot 2 stays.
+    bn = SequenceBatchNorm(3, 4, momentum=0.5).double()
+    h = _h(T=3, N=4)
+    h[1:, 2:] = 1e6  # garbage
+    h[2] = -1e6
+    mask = torch.tensor([[True] * 4, [True, True, False, False], [False] * 4])
+    y = bn(h, mask=mask)
+    real = [h[0], h[1, :2]]
+    for t, rows in enumerate(real):
+        torch.testing.assert_close(bn.running_mean[t], 0.5 * rows.mean(0))
+        torch.testing.assert_close(bn.running_var[t], 0.5 + 0.5 * rows.var(0, unbiased=True))
+        torch.testing.assert_close(
+            y[t, : len(rows)], (rows - rows.mean(0)) / torch.sqrt(rows.var(0, unbiased=False) + 1e-5) * 0.1)
+    assert (bn.running_mean[2:] == 0).all() and (bn.running_var[2:] == 1).all()
+    assert bn.trained_len.item() == 2  # t = 2 had no real frame
+
+
+def test_ddbn_skips_a_domain_without_frames_of_its_own():
+    bn = DualDomainBatchNorm(3, 3, momentum=0.5).double()
+    h = _h(T=2, N=4)
+    mask = torch.tensor([[True] * 4, [False, False, True, True]])  # D1 rows end at t = 0
+    bn(h, torch.tensor([0.75, 0.75], dtype=DT), torch.tensor([0, 0, 1, 1]), mask=mask)
+    assert (bn.running_var[0, 1] == 1).all() and (bn.running_var[1, 1] != 1).all()
+    assert (bn.running_var[:, 0] != 1).all() and (bn.running_var[:, 2] == 1).all()
+
+
+def test_trained_length_is_recorded_saved_and_used_at_evaluation():
+    bn = DualDomainBatchNorm(3, 6).double()
+    alpha, domain = torch.tensor([0.75, 0.75], dtype=DT), torch.tensor([0, 0, 1, 1])
+    assert bn.trained_len.item() == 0 and "trained_len" in bn.state_dict()
+    mask = torch.tensor([[True] * 4] * 2 + [[True, False, True, False]] + [[False] * 4] * 2)
+    bn(_h(T=5, N=4), alpha, domain, mask=mask)
+    assert bn.trained_len.item() == 3  # last real frame at t = 2
+    bn(_h(T=2, N=4), alpha, domain)  # a shorter batch does not lower it
+    assert bn.trained_len.item() == 3
+    bn(_h(T=1, N=4), alpha, domain, t0=9)  # past max_len: capped
+    assert bn.trained_len.item() == 6
+    with torch.no_grad():
+        bn.trained_len.fill_(3)
+        bn.running_mean.copy_(torch.arange(36, dtype=DT).reshape(2, 6, 3))
+    bn.eval()
+    h = _h(T=6, N=4)
+    y = bn(h, alpha, domain)
+    for t in range(6):  # slot min(t, 2): the initial slots 3..5 are never read
+        torch.testing.assert_close(y[t], bn(h[t : t + 1], alpha, domain, t0=min(t, 2))[0])
+        torch.testing.assert_close(bn.step(h[t], t, alpha, domain), y[t], rtol=0, atol=0)
+    # A state dict from before the buffer existed counts every slot as trained.
+    old = {k: v for k, v in bn.state_dict().items() if k != "trained_len"}
+    fresh = DualDomainBatchNorm(3, 6).double()
+    fresh.load_state_dict(old)
+    assert fresh.trained_len.item() == 6
+    fresh.load_state_dict(bn.state_dict())
+    assert fresh.trained_len.item() == 3
+
+
+def test_reestimate_fills_only_trained_slots_and_takes_masks():
+    torch.manual_seed(0)
+    bn = SequenceBatchNorm(3, 5).double()
+    bn(_h(T=3, N=4))  # trained_len 3
+    # Row 0 is real up to t = 3, but slot 3 is past the trained length: never re-estimated.
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0], [1, 0, 0, 0], [1, 0, 0, 0]]).bool()
+    x = _h(T=4, N=4, seed=1)
+    x[~mask] = 1e6  # garbage in the padding
+
+    class Wrap(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bn = bn
+
+        def forward(self, x, domain, mask=None):
+            return self.bn(x, mask=mask)
+
+    batches = [(x, torch.zeros(4, dtype=torch.long), mask), (x[:2], torch.zeros(4, dtype=torch.long))]
+    assert reestimate_statistics(Wrap(), batches) == 2
+    assert bn.trained_len.item() == 3
+    for t in range(3):
+        rows = x[t][mask[t]]
+        m, v = rows.mean(0), rows.var(0, unbiased=True) if len(rows) > 1 else rows.var(0, unbiased=False)
+        if t < 2:  # both batches reached t
+            m = (m + x[t, :4].mean(0)) / 2
+            v = (v + x[t, :4].var(0, unbiased=True)) / 2
+        torch.testing.assert_close(bn.running_mean[t], m)
+        torch.testing.assert_close(bn.running_var[t], v)
+    assert (bn.running_mean[3:] == 0).all() and (bn.running_var[3:] == 1).all()

@@ -7,6 +7,8 @@ import math
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from actrec.nn.lstm import BNLSTM, DDLSTM, NormLSTMLayer
 from actrec.nn.models import NormLSTMClassifier
@@ -58,19 +60,22 @@ def test_identity_norms_reduce_to_torch_lstm():
     torch.testing.assert_close(net(x, torch.zeros(6, dtype=torch.long)), ref(x)[0], rtol=1e-12, atol=1e-12)
 
 
-def _cell_equations(layer, x, n1):
+def _cell_equations(layer, x, n1, mask=None):
     """A training-mode DDLSTM layer written out from the spec with the reference ops."""
     H = layer.hidden_size
     alpha = layer.alpha
-    gx, _, _ = ddbn_reference(x @ layer.weight_ih.T, alpha, n1, layer.bn_x.weight, layer.bn_x.bias)
+    gx, _, _ = ddbn_reference(x @ layer.weight_ih.T, alpha, n1, layer.bn_x.weight, layer.bn_x.bias,
+                              mask=mask)
     h = c = torch.zeros(x.shape[1], H, dtype=x.dtype)
     out = []
     for t in range(x.shape[0]):
-        gh, _, _ = ddbn_reference((h @ layer.weight_hh.T)[None], alpha, n1, layer.bn_h.weight, layer.bn_h.bias)
+        m = None if mask is None else mask[t : t + 1]
+        gh, _, _ = ddbn_reference((h @ layer.weight_hh.T)[None], alpha, n1, layer.bn_h.weight,
+                                  layer.bn_h.bias, mask=m)
         gates = gh[0] + gx[t] + layer.bias
         i, f, g, o = gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H : 3 * H], gates[:, 3 * H :]
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        bc, _, _ = bn_reference(c[None], layer.bn_c.weight, layer.bn_c.bias)
+        bc, _, _ = bn_reference(c[None], layer.bn_c.weight, layer.bn_c.bias, mask=m)
         h = torch.sigmoid(o) * torch.tanh(bc[0])
         out.append(h)
     return torch.stack(out)
@@ -177,6 +182,109 @@ def test_stack_shapes():
     assert out.shape == (3, 4, 128)
 
 
+def _lengths_mask(lengths, T):
+    return torch.arange(T)[:, None] < torch.tensor(lengths)[None]  # [T, N]
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["per_step", "fused"])
+def test_masked_training_forward_matches_cell_equations(fused):
+    # D1 rows end after 3, 2, 2 frames: from t = 3 on D1 has no real frame, so its (domain, t)
+    # running slots must stay as they were, while D2's are updated.
+    if fused and not _fused_available():
+        pytest.skip("the fused DDLSTM layer op is not built here")
+    torch.manual_seed(1)
+    layer = NormLSTMLayer(4, 3, 8, dual=True).double()
+    layer.fused = fused
+    with torch.no_grad():
+        layer.alpha.copy_(torch.tensor([0.6, 0.8]))
+    x = _x(T=6)
+    mask = _lengths_mask([3, 2, 2, 6, 5, 6], 6)
+    domain = torch.tensor([0, 0, 0, 1, 1, 1])
+    out = layer(x, domain, mask)
+    torch.testing.assert_close(out[mask], _cell_equations(layer, x, 3, mask)[mask],
+                               rtol=1e-12, atol=1e-12)
+    for bn in (layer.bn_x, layer.bn_h):
+        assert (bn.running_mean[0, 3:] == 0).all() and (bn.running_var[0, 3:] == 1).all()
+        assert (bn.running_var[0, :3] != 1).all() and (bn.running_var[1, :6] != 1).all()
+        assert (bn.running_var[:, 6:] == 1).all() and bn.trained_len.item() == 6
+
+
+def test_eval_past_the_trained_length_uses_the_last_trained_slot():
+    # Trained on T = 8 windows with max_len = 32: slots 8..31 hold only their initial
+    # statistics and must never be used. Evaluating T = 40 must equal a max_len = 8 model with
+    # the same weights and statistics (which uses slot 7 for every t >= 7).
+    torch.manual_seed(5)
+    long = NormLSTMClassifier(3, 4, hidden=3, layers=2, max_len=32, dual=True).double()
+    opt = torch.optim.SGD(long.parameters(), lr=0.1)
+    domain = torch.tensor([0, 0, 0, 1, 1, 1])
+    for it in range(3):
+        x = _x(T=8, N=6, D=3, seed=it)
+        loss = long(x, domain).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        long.after_optimizer_step()
+    norms = [m for m in long.modules() if hasattr(m, "trained_len")]
+    assert len(norms) == 6 and all(m.trained_len.item() == 8 for m in norms)
+    short = NormLSTMClassifier(3, 4, hidden=3, layers=2, max_len=8, dual=True).double()
+    short.load_state_dict({
+        k: v[..., :8, :] if k.endswith(("running_mean", "running_var")) else v
+        for k, v in long.state_dict().items()
+    })
+    long.eval(), short.eval()
+    x = _x(T=40, N=6, D=3, seed=9)
+    mixed = torch.tensor([1, 0, 0, 1, 0, 1])
+    with torch.no_grad():
+        want = short(x, mixed)
+        assert torch.equal(long(x, mixed), want)
+        state = long.init_state(6, mixed)
+        for t in range(40):  # stepping picks the same slots
+            logits, state = long.step(x[t], state)
+            torch.testing.assert_close(logits, want[t], rtol=1e-12, atol=1e-13)
+
+
+class _ElementCount(TorchDispatchMode):
+    """Counts the elements every aten op writes (its outputs; views write nothing)."""
+
+    def __init__(self):
+        super().__init__()
+        self.elements = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if not func.is_view:
+            self.elements += sum(t.numel() for t in tree_leaves(out) if isinstance(t, torch.Tensor))
+        return out
+
+
+def _elements_touched(max_len, mode):
+    torch.manual_seed(0)
+    layer = NormLSTMLayer(3, 2, max_len, dual=True).double()
+    layer.fused = False
+    x, domain = _x(T=4, N=4, D=3), torch.tensor([0, 0, 1, 1])
+    mask = _lengths_mask([4, 3, 4, 2], 4)
+    layer(x, domain, mask)  # trained_len 4, so every mode below works on the same slots
+    if mode == "eval_step":
+        layer.eval()
+    for bn in layer.norms():
+        bn.cumulative = mode == "reestimate"
+    with _ElementCount() as count:
+        if mode == "eval_step":
+            state = layer.zero_state(4, x)
+            for t in range(4):
+                state = layer.step(x[t], state, t, domain)
+        else:
+            layer(x, domain, mask)
+    return count.elements
+
+
+@pytest.mark.parametrize("mode", ["train", "reestimate", "eval_step"])
+def test_per_step_statistics_work_does_not_grow_with_max_len(mode):
+    # Each step may touch only its own statistics slot (O(C)): no op may copy or write the
+    # rest of the [.., max_len, C] running buffers, so the work is the same for any max_len.
+    assert _elements_touched(4, mode) == _elements_touched(4000, mode)
+
+
 @pytest.mark.parametrize("dual,n1", [(True, 3), (True, 6), (True, 0), (False, 3)])
 def test_fused_layer_path_equals_per_step_path(dual, n1):
     if not _fused_available():
@@ -193,9 +301,10 @@ def test_fused_layer_path_equals_per_step_path(dual, n1):
     domain = torch.tensor([0] * n1 + [1] * (6 - n1))
     if not dual:
         domain = torch.tensor([1, 0, 1, 0, 0, 1])  # plain BN ignores domains: any order
+    masks = [None, _lengths_mask([6, 2, 5, 6, 3, 1], 6)]  # the second: with padding
     for seed in range(2):
         x = _x(T=6, seed=seed)  # T > max_len
-        ya, yb = a(x, domain), b(x, domain)
+        ya, yb = a(x, domain, masks[seed]), b(x, domain, masks[seed])
         torch.testing.assert_close(ya, yb, rtol=1e-11, atol=1e-12)
         (ya**2).sum().backward()
         (yb**2).sum().backward()

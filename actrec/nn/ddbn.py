@@ -54,6 +54,17 @@ def project_alpha_(alpha: Tensor, floor: Tensor) -> None:
     alpha.copy_(torch.maximum(alpha, floor.to(alpha)).clamp_max(1.0))
 
 
+def own_frames(mask: Tensor | None, n1: int, steps: int) -> Tensor | None:  # -> [2, T] bool
+    """Whether each domain has a real frame of its OWN rows at each timestep (None: always).
+
+    A DDBN slot (i, t) is updated only then: with tanh weights the other domain's rows also
+    weigh in domain i's statistic, but a batch with no domain-i frame at t says nothing about
+    domain i there."""
+    if mask is None:
+        return None
+    return torch.stack([mask[:steps, :n1].any(1), mask[:steps, n1:].any(1)])  # [2, T]
+
+
 def _domain_slots(n1: int, n: int) -> list[int]:
     """The running-statistics slots a training batch updates: both, or its only domain's."""
     return [0] if n1 == n else [1] if n1 == 0 else [0, 1]
@@ -182,7 +193,9 @@ class DualDomainBatchNorm(PerTimestepNorm):
         w = contribution_weights(alpha.detach(), n1, t, n, mask, dtype=torch.float64)  # [2,T,N]
         n_eff = effective_sizes(w)  # [2, T], 0 where a domain has no real frame
         var = var.detach() * bessel(n_eff)[..., None].to(var.dtype)  # unbiased [2, T, C]
-        self.absorb_domains(mean.detach(), var, n1, n, t0, valid=n_eff > 0)
+        valid = n_eff > 0  # [2, T]
+        own = own_frames(mask, n1, t)
+        self.absorb_domains(mean.detach(), var, n1, n, t0, valid if own is None else valid & own)
         self.note_trained(t0, t, mask)
         return y
 
@@ -192,7 +205,7 @@ class DualDomainBatchNorm(PerTimestepNorm):
         """``absorb`` per-domain statistics ``[2, T, C]`` (unbiased variances) of a batch of
         ``n`` rows, ``n1`` of them D1: a single-domain batch updates only its own domain's
         slot (0 when n1 == n, 1 when n1 == 0). ``valid [2, T]`` (None: all) marks the
-        (domain, t) pairs with a real frame."""
+        (domain, t) pairs to update: those with a real frame of that domain."""
         for i in _domain_slots(n1, n):
             self.absorb(mean[i], var[i], (i,), t0, None if valid is None else valid[i])
 

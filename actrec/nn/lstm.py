@@ -21,7 +21,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from actrec.nn.base import split_point
-from actrec.nn.ddbn import DualDomainBatchNorm, SequenceBatchNorm, new_alpha, project_alpha_
+from actrec.nn.ddbn import (
+    DualDomainBatchNorm,
+    SequenceBatchNorm,
+    new_alpha,
+    own_frames,
+    project_alpha_,
+)
 
 __all__ = ["NormLSTMLayer", "NormLSTM", "DDLSTM", "BNLSTM"]
 
@@ -149,7 +155,10 @@ class NormLSTMLayer(nn.Module):
             mask=mask,
         )
         st = res.stats
-        valid = st.n_eff > 0  # [2, T]: (domain, t) with a real frame
+        valid = st.n_eff > 0  # [2, T]: (domain, t) with a real frame, as the per-step path
+        own = own_frames(mask, n1, t)
+        if own is not None:
+            valid = valid & own.to(valid.device)
         if self.dual:
             self.bn_x.absorb_domains(st.mean_x, st.unbiased_var_x(), n1, n, valid=valid)
             self.bn_h.absorb_domains(st.mean_h, st.unbiased_var_h(), n1, n, valid=valid)
