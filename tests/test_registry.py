@@ -195,8 +195,10 @@ THIRD_PARTY_DATASET = """
             root: Path | None = None
 
         def load(self):
-            root = self.existing_root()
-            assert root == self.config.root and root.is_absolute()  # filled in by actrec
+            given = self.config.root  # filled in by actrec: never None, always absolute
+            assert isinstance(given, Path) and given.is_absolute(), given
+            root = self.existing_root()  # DataError naming it and ACTREC_DATA_MY_DATA if absent
+            assert root == given
             classes = tuple((root / "classes.txt").read_text().split())
             video = VideoRecord("v", "p", np.zeros(5, np.int64), 15.0)
             return DatasetIndex(name=self.name, classes=classes, videos={"v": video},
