@@ -23,7 +23,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from actrec.nn.base import SequenceModel
 
 __all__ = ["open_store", "choose_split", "build_model", "resolve_model", "resolve_device",
-           "same_store", "check_model_contract", "model_options"]
+           "same_store", "check_model_contract", "model_options", "store_fingerprint",
+           "store_changes"]
 
 # Model options the trainer ties to the run: a plugin option of this name left unset (None)
 # becomes the run's history (the number of per-timestep statistics slots a model trains).
@@ -56,6 +57,39 @@ def same_store(a: FeatureStore, b: FeatureStore) -> bool:
         return True
     ida, idb = getattr(a, "identity", None), getattr(b, "identity", None)
     return ida is not None and ida == idb
+
+
+def store_fingerprint(store: FeatureStore, split: str) -> dict[str, Any]:
+    """What a run trained on in ``store``: its identity (source, extractor and config), its
+    extractor config, and the frame count of every video of ``split`` (train and test)."""
+    _, lists = choose_split(store, split)
+    ids = sorted({*lists.get("train", ()), *lists.get("test", ())})
+    frames = {v: store.num_frames(v) for v in ids if store.has(v)}
+    return {"identity": getattr(store, "identity", None),
+            "extractor_config": store.attrs.get("extractor_config"),
+            "split": split, "frames": frames}
+
+
+def store_changes(recorded: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """What differs between two ``store_fingerprint``s, in words (empty when nothing does)."""
+    changes = []
+    if recorded.get("identity") != now.get("identity"):
+        changes.append("its source or extractor differs")
+    if recorded.get("extractor_config") != now.get("extractor_config"):
+        changes.append(f"extractor config {recorded.get('extractor_config')} -> "
+                       f"{now.get('extractor_config')}")
+    old, new = dict(recorded.get("frames") or {}), dict(now.get("frames") or {})
+    gone, added = sorted(set(old) - set(new)), sorted(set(new) - set(old))
+    resized = sorted(v for v in set(old) & set(new) if old[v] != new[v])
+    if gone:
+        changes.append(f"{len(gone)} video(s) missing (e.g. '{gone[0]}')")
+    if added:
+        changes.append(f"{len(added)} video(s) added (e.g. '{added[0]}')")
+    if resized:
+        v = resized[0]
+        changes.append(f"{len(resized)} video(s) have other frame counts (e.g. '{v}': "
+                       f"{old[v]} -> {new[v]})")
+    return changes
 
 
 def resolve_device(name: str) -> torch.device:

@@ -303,6 +303,7 @@ def evaluate_run(
     allow_noncausal_features: bool = False,
     device: str | None = None,
     segment_background: str = "exclude",
+    allow_train_overlap: bool = False,
 ) -> EvalResult:
     """Evaluate the checkpoint of ``run_dir`` on each of its datasets' test split and write
     the result to this setting's own file in ``run_dir`` (``actrec.runs.eval_filename``).
@@ -312,6 +313,9 @@ def evaluate_run(
     feature dimension (``DataError`` otherwise). ``online=True`` refuses a non-causal model and
     non-causal features (``ActrecError``), unless ``allow_noncausal_features`` for the latter.
     ``device`` defaults to the run's. ``segment_background``: see ``evaluate_model``.
+    A trained store that changed since training (other extractor config, videos or frame
+    counts) is refused (``DataError`` naming what changed); so is a split whose test videos
+    the run trained on, unless ``allow_train_overlap`` (recorded with the result).
     """
     import torch
 
@@ -384,6 +388,9 @@ def evaluate_run(
     if online and not model.causal:
         raise ActrecError(f"model '{name}' is not causal; use --offline")
     splits = [split or s for s in trained_splits]
+    overlap = _check_inputs(ckpt, ckpt_path, run_dir, opened, splits, trained_splits,
+                            overridden=stores is not None,
+                            allow_train_overlap=allow_train_overlap)
     prediction = str(spec.get("prediction", "block"))
     scalers = [FeatureScaler.from_state(s) for s in ckpt["input_scalers"]] \
         if "input_scalers" in ckpt else None
@@ -404,6 +411,8 @@ def evaluate_run(
         "features": features,
         "noncausal_features_allowed": bool(allow_noncausal_features),
         "noncausal_features_used": online and any(not f["causal"] for f in features),
+        "train_overlap_allowed": bool(allow_train_overlap),
+        "train_videos_scored": overlap,
     }
     result = EvalResult(run_dir, online, name, datasets, protocol)
     setting = {"mode": protocol["mode"], "splits": splits, "trained_splits": trained_splits,
@@ -411,6 +420,40 @@ def evaluate_run(
                "segment_background": segment_background}
     runs.atomic_write_json(run_dir / runs.eval_filename(setting), _json_safe(result.to_dict()))
     return result
+
+
+def _check_inputs(ckpt, ckpt_path, run_dir, opened, splits, trained_splits, *, overridden: bool,
+                  allow_train_overlap: bool) -> dict[str, int]:
+    """Refuse changed stores and test videos the run trained on; returns, per store, how many
+    of the scored test videos were training videos (allowed only by ``allow_train_overlap``)."""
+    from actrec.components import choose_split, store_changes, store_fingerprint
+
+    recorded = ckpt.get("store_fingerprints") or [None] * len(opened)
+    overlap: dict[str, int] = {}
+    for k, (store, fp) in enumerate(zip(opened, recorded)):
+        if fp is None:  # a run trained before fingerprints were recorded
+            continue
+        same_data = getattr(store, "identity", None) == fp.get("identity")
+        if not overridden:
+            changes = store_changes(fp, store_fingerprint(store, trained_splits[k]))
+            if changes:
+                raise DataError(
+                    f"feature store {store.path} changed since run {run_dir} was trained on it: "
+                    f"{'; '.join(changes)}. Its scores would not be those of the trained "
+                    f"inputs: evaluate on the store as it was, or train again")
+        if not same_data:
+            continue
+        trained = set(choose_split(store, trained_splits[k])[1].get("train", ()))
+        test = choose_split(store, splits[k])[1].get("test", ())
+        seen = [v for v in test if v in trained]
+        overlap[str(store.path)] = len(seen)
+        if seen and not allow_train_overlap:
+            raise DataError(
+                f"split '{splits[k]}' of {store.path} tests {len(seen)} video(s) that run "
+                f"{run_dir} trained on (split '{trained_splits[k]}', e.g. '{seen[0]}'): its "
+                f"scores would be inflated; evaluate the trained split, or allow it explicitly "
+                f"(--allow-train-overlap; recorded with the result)")
+    return overlap
 
 
 def _json_safe(value: Any) -> Any:

@@ -16,6 +16,7 @@ behind; metrics.jsonl is appended and, on resume, trimmed back to the checkpoint
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -132,22 +133,45 @@ def resolve_run(ref: str | os.PathLike[str]) -> Path:
     raise DataError(f"no run '{ref}': neither {path} nor {under} is a folder")
 
 
+# Errors that mean "no room to write": disk full, quota exceeded, file size limit.
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def _atomic(path: Path, mode: str) -> Iterator[Any]:
+    """Write through a temporary file in the same folder, then ``os.replace``: readers see the
+    old file or the new one, never half of one. The file gets the permissions of a plain
+    ``open`` under the current umask (mkstemp's are 0600). No room to write (disk full, quota,
+    size limit) is a ``DataError`` naming the file; the old file is kept."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        no_space = exc
+        while no_space is not None and not (isinstance(no_space, OSError)
+                                            and no_space.errno in _NO_SPACE):
+            no_space = no_space.__cause__ or no_space.__context__  # torch wraps the OSError
+        if no_space is not None:
+            raise DataError(f"cannot write {path}: no space left ({os.strerror(no_space.errno)}); "
+                            f"free some space and run the command again (the previous "
+                            f"{path.name}, if any, is unchanged)") from None
         raise
 
 

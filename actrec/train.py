@@ -35,7 +35,14 @@ from actrec.checkpoints import (
     restore,
     truncate_metrics,
 )
-from actrec.components import build_model, choose_split, open_store, resolve_device, same_store
+from actrec.components import (
+    build_model,
+    choose_split,
+    open_store,
+    resolve_device,
+    same_store,
+    store_fingerprint,
+)
 from actrec.errors import ActrecError, ConfigError, DataError
 from actrec.train_spec import TrainSpec
 
@@ -153,6 +160,7 @@ class _Data:
     scalers: list[Any]
     labels: Any  # LabelSpace
     layout: Any  # InputLayout
+    fingerprints: list[dict[str, Any]]  # what each store held (components.store_fingerprint)
 
 
 def _load_data(spec: TrainSpec, progress: Any) -> _Data:
@@ -173,8 +181,17 @@ def _load_data(spec: TrainSpec, progress: Any) -> _Data:
     for role, store, wanted in zip(("D1", "D2"), stores, split_names):
         name, split = choose_split(store, wanted)
         chosen.append(name)
-        banks.append(VideoBank.from_store(store, split["train"], progress=progress,
-                                          name=f"{role} {store.path} split '{name}'"))
+        bank = VideoBank.from_store(store, split["train"], progress=progress,
+                                    name=f"{role} {store.path} split '{name}'")
+        check_finite(bank, store)
+        longest = max(range(len(bank)), key=lambda i: bank.labels[i].shape[0])
+        if spec.history > bank.labels[longest].shape[0]:
+            raise ConfigError(
+                f"--history {spec.history} is longer than every training video of {role} "
+                f"({store.path}, split '{name}': the longest, '{bank.ids[longest]}', has "
+                f"{bank.labels[longest].shape[0]} frames); every window would be mostly "
+                f"padding: use a history of at most that")
+        banks.append(bank)
     scalers = [FeatureScaler.fit(b.features) if spec.standardize else FeatureScaler.identity(b.dim)
                for b in banks]
     banks = [b.transformed(s) for b, s in zip(banks, scalers)]
@@ -186,7 +203,22 @@ def _load_data(spec: TrainSpec, progress: Any) -> _Data:
             raise DataError(f"feature store {store.path}: video '{bad[0]}' has labels outside "
                             f"-1..{len(store.classes) - 1}")
     layout = InputLayout(tuple(b.dim for b in banks), spec.input_arrangement)
-    return _Data(stores, chosen, banks, scalers, labels, layout)
+    fingerprints = [store_fingerprint(s, n) for s, n in zip(stores, chosen)]
+    return _Data(stores, chosen, banks, scalers, labels, layout, fingerprints)
+
+
+def check_finite(bank: Any, store: Any) -> None:
+    """``DataError`` naming the store, video and first frame when stored features hold NaN or
+    infinity (they would surface later as a diverging loss)."""
+    import numpy as np
+
+    for vid, x in zip(bank.ids, bank.features):
+        bad = ~np.isfinite(x)
+        if bad.any():
+            t, d = np.argwhere(bad)[0]
+            raise DataError(f"feature store {store.path}: video '{vid}' has a non-finite "
+                            f"feature value ({x[t, d]}) at frame {t}, dimension {d} "
+                            f"({int(bad.any(1).sum())} frame(s) affected); re-extract it")
 
 
 def _remove_if_empty(run_dir: Path) -> None:
@@ -364,6 +396,7 @@ class _Loop:
             "input_scalers": [s.to_state() for s in self.data.scalers],
             "stores": [str(s.path) for s in self.data.stores],
             "splits": list(self.data.splits),
+            "store_fingerprints": self.data.fingerprints,
             "rng": {"numpy": self.rng.bit_generator.state, "torch": torch.get_rng_state()},
         }
         if self.device.type == "cuda":

@@ -91,6 +91,8 @@ class TrainSpec:
         problems = []
         if not self.model:
             problems.append("model must be a model plugin name")
+        if not 0 <= self.seed < 2**63:
+            problems.append(f"seed must be an integer in 0..2**63-1, got {self.seed}")
         if self.history <= 0:
             problems.append(f"history must be > 0, got {self.history}")
         if self.iterations < 0:

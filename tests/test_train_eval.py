@@ -281,9 +281,14 @@ def test_online_equals_offline_and_each_setting_keeps_its_results(trained):
     # The offline result did not overwrite the online one: each setting has its own file.
     assert json.loads((run_dir / "eval-offline.json").read_text())["online"] is False
     assert json.loads((run_dir / "eval-online.json").read_text()) == saved
-    # Another split of the same store: its test side is split 1's training videos.
-    other = evaluate_run(run_dir, online=True, split="2")
+    # Another split of the same store: its test side is split 1's training videos, which is
+    # refused unless allowed explicitly, and then recorded.
+    with pytest.raises(DataError, match=r"tests 7 video\(s\) that run .* trained on"):
+        evaluate_run(run_dir, online=True, split="2")
+    other = evaluate_run(run_dir, online=True, split="2", allow_train_overlap=True)
     assert other.datasets["toy1"].videos == 7
+    assert other.protocol["train_overlap_allowed"] is True
+    assert list(other.protocol["train_videos_scored"].values()) == [7]
     assert json.loads((run_dir / "eval-online-split-2.json").read_text())["protocol"][
         "splits"] == ["2"]
     assert json.loads((run_dir / "eval-online.json").read_text()) == saved

@@ -19,8 +19,11 @@ from actrec.cli.common import emit, json_option, make_progress
               default="exclude", show_default=True,
               help="Leave each dataset's background classes out of the edit score and F1 "
               "(as MS-TCN's evaluation does), or keep them. Recorded with the result.")
+@click.option("--allow-train-overlap", is_flag=True,
+              help="Evaluate a split whose test videos the run trained on (recorded).")
 @json_option
-def eval_(run, online, split, allow_noncausal_features, segment_background, as_json) -> None:
+def eval_(run, online, split, allow_noncausal_features, segment_background, allow_train_overlap,
+          as_json) -> None:
     """Evaluate RUN (a run directory, or a run name in the workspace; default: the latest
     run). Each setting's result is kept in its own file in the run folder."""
     from actrec.evaluate import evaluate_run
@@ -30,7 +33,8 @@ def eval_(run, online, split, allow_noncausal_features, segment_background, as_j
     with make_progress() as progress:
         result = evaluate_run(run_dir, online=online, split=split, progress=progress,
                               allow_noncausal_features=allow_noncausal_features,
-                              segment_background=segment_background)
+                              segment_background=segment_background,
+                              allow_train_overlap=allow_train_overlap)
     emit(result, as_json, render_eval)
 
 
