@@ -145,3 +145,16 @@ def test_mstcn_on_the_real_breakfast_folder():
     idx = load(DATA / "breakfast", background="SIL")
     assert len(idx.videos) == 252 and idx.background == 0 and len(idx.classes) == 48
     assert sum(v.num_frames for v in idx.videos.values()) == 505422
+
+
+def test_mstcn_background_auto_is_the_class_named_background(tmp_path):
+    """MS-TCN's evaluation leaves out the class named "background"; "auto" (the default)
+    declares exactly that one, and none where no class has that name."""
+    root = make_layout(tmp_path / "named", {"v1": ["background", "a"], "v2": ["a"]},
+                       classes=("a", "background"))
+    assert load(root).background == 1 and load(root).background_classes == (1,)
+    assert load(root, background=None).background is None
+    assert load(root, background="a").background_classes == (0,)
+    other = make_layout(tmp_path / "sil", {"v1": ["SIL", "a"], "v2": ["a"]}, classes=("SIL", "a"))
+    assert load(other).background is None  # SIL is scored, as in MS-TCN's Breakfast numbers
+    assert MSTCN.Config.from_options({"background": "none"}).background is None

@@ -155,6 +155,16 @@ def test_workspace_paths(monkeypatch, tmp_path):
     assert workspace.data_root("gtea") == tmp_path / "h/data/gtea"
     monkeypatch.setenv("ACTREC_DATA_GTEA", str(tmp_path / "g"))
     assert workspace.data_root("gtea") == tmp_path / "g"
+    # The data root: given > ACTREC_DATA_<NAME> > workspace, always absolute.
+    monkeypatch.chdir(tmp_path)
+    assert workspace.dataset_root("gtea", "rel/dir") == tmp_path / "rel/dir"
+    assert workspace.dataset_root("gtea") == tmp_path / "g"
+    assert workspace.data_root_var("my-data.v2") == "ACTREC_DATA_MY_DATA_V2"
+    # A root is part of the default store path: two roots, two stores.
+    a = workspace.default_store_path("gtea", "colorgrad", tmp_path / "a")
+    b = workspace.default_store_path("gtea", "colorgrad", tmp_path / "b")
+    assert a != b and a.parent.name.startswith("gtea@") and a.name == "colorgrad.zarr"
+    assert workspace.default_store_path("gtea", "colorgrad", "a") == a  # relative = absolute
     monkeypatch.delenv("ACTREC_HOME")
     assert workspace.home() == Path.home() / ".cache" / "actrec"
 
