@@ -180,6 +180,12 @@ def _load_data(spec: TrainSpec, progress: Any) -> _Data:
     banks, chosen = [], []
     for role, store, wanted in zip(("D1", "D2"), stores, split_names):
         name, split = choose_split(store, wanted)
+        both = sorted(set(split.get("train", ())) & set(split.get("test", ())))
+        if both:
+            raise DataError(
+                f"feature store {store.path}: split '{name}' lists {len(both)} video(s) both "
+                f"for training and for testing (e.g. '{both[0]}'); a model would be scored on "
+                f"videos it trained on: fix the dataset's split lists and extract again")
         chosen.append(name)
         bank = VideoBank.from_store(store, split["train"], progress=progress,
                                     name=f"{role} {store.path} split '{name}'")

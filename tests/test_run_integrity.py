@@ -111,3 +111,17 @@ def test_run_files_follow_the_umask(tmp_path):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "b.json").stat().st_mode) == 0o600
 
+
+
+def test_a_split_that_tests_its_own_training_videos_is_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    store = FeatureStore.open_or_create(
+        tmp_path / "leaky.zarr", dataset="leaky", split_scheme="default", classes=["a", "b"],
+        splits={"1": {"train": ["v0", "v1", "v2"], "test": ["v2", "v3"]}},
+        extractor="toy", extractor_config={}, lookahead=0, dtype="float32")
+    for vid in ("v0", "v1", "v2", "v3"):
+        store.write_video(vid, rng.normal(size=(30, 4)).astype(np.float32),
+                          rng.integers(0, 2, size=30), fps=15.0, source=None)
+    with pytest.raises(DataError, match=r"split '1' lists 1 video\(s\) both for training and "
+                                        r"for testing \(e\.g\. 'v2'\)"):
+        train_model(spec(store.path), tmp_path / "run")
