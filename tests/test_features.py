@@ -334,11 +334,22 @@ def test_identity_tells_sources_apart(tmp_path):
     assert FeatureStore.open(tmp_path / "a.zarr").identity == a.identity
 
 
-def test_store_without_source_is_adopted_only_when_empty(tmp_path):
+def test_store_without_source_is_adopted_only_when_it_shows_the_same_root(tmp_path):
     path = tmp_path / "s.zarr"
     _create(path)  # no source recorded (as stores before this attribute)
     assert _create(path, source=_source()).source == _source()  # empty: adopted
     old = tmp_path / "old.zarr"
-    _create(old).write_video("v1", *_data(), fps=15.0, source=None)
+    (tmp_path / "a").mkdir()
+    video = tmp_path / "a" / "v1.mp4"
+    video.write_bytes(b"")
+    _create(old).write_video("v1", *_data(), fps=15.0, source=video)
+    before = _snapshot(old)
     with pytest.raises(ConfigError, match=r"old\.zarr was written before stores recorded"):
-        _create(old, source=_source())
+        _create(old, source=_source(str(tmp_path / "b")))  # its video is not under b
+    assert _snapshot(old) == before
+    adopted = _create(old, source=_source(str(tmp_path / "a")))  # the video is under a
+    assert adopted.source == _source(str(tmp_path / "a")) and adopted.videos() == ["v1"]
+    nowhere = tmp_path / "nowhere.zarr"
+    _create(nowhere).write_video("v1", *_data(), fps=15.0, source=None)
+    with pytest.raises(ConfigError, match="written before stores recorded"):
+        _create(nowhere, source=_source())  # no record of where its videos came from

@@ -121,8 +121,8 @@ class FeatureStore:
         ``source`` describes where the features come from (``{"dataset": name, "options":
         {...}, "extractor": name, "extractor_config": {...}}``, see ``source_of``). An existing
         store with another source is refused with ``ConfigError`` naming both; one written
-        before sources were recorded is refused too unless it holds no video yet (then the
-        source is recorded). An existing store must also agree on dataset, classes,
+        before sources were recorded is refused too unless it is empty or its videos' files
+        lie under the requested root (then the source is recorded). An existing store must also agree on dataset, classes,
         extractor, extractor_config, lookahead and dtype; otherwise ``DataError`` names the
         store and the first differing field, and nothing is changed. ``splits``,
         ``split_scheme`` and ``background`` are updated when they differ (they do not affect
@@ -412,8 +412,8 @@ class FeatureStore:
         if wanted is None or stored == wanted:
             return
         if stored is None:
-            if not self.videos():
-                return  # an empty store from before sources were recorded: adopt it
+            if self._legacy_matches(wanted):
+                return  # a store from before sources were recorded, of this source: adopt it
             raise ConfigError(
                 f"feature store {self.path} was written before stores recorded their source, "
                 f"so it cannot be checked against {describe_source(wanted)}; delete it or "
@@ -422,6 +422,25 @@ class FeatureStore:
             f"feature store {self.path} holds features of {describe_source(stored, wanted)}, "
             f"not of {describe_source(wanted, stored)}; a store holds one source only: "
             f"write to another store (--out) or delete this one")
+
+    def _legacy_matches(self, wanted: dict[str, Any]) -> bool:
+        """Whether a store written before sources were recorded holds ``wanted``'s data, as
+        far as it can tell: it is empty, or its data root is the one its record shows (an
+        import's ``extractor_config.source``, else every video's file under that root)."""
+        ids = self.videos()
+        if not ids:
+            return True
+        root = (wanted.get("options") or {}).get("root")
+        if root is None:
+            return False
+        config = self._attrs.get("extractor_config") or {}
+        if "source" in config:
+            return config["source"] == root
+        for vid in ids:
+            src = (self.video_attrs(vid).get("source") or {}).get("path")
+            if src is None or not Path(src).resolve().is_relative_to(Path(root)):
+                return False
+        return True
 
     def _dir(self, video_id: str) -> Path:
         return self.path / _VIDEOS / encode_video_id(video_id)
