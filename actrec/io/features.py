@@ -8,16 +8,16 @@ Layout on disk::
     <store>/.tmp/                     videos being written (not a Zarr node)
 
 ``<name>`` is the video id made safe for a file name (``encode_video_id``); the id itself is
-kept in the group's ``id`` attribute.
+kept in the group's ``id`` attribute. A video is written completely under ``.tmp/`` and then
+moved into ``videos/`` with one directory rename, so a reader never sees it half-written;
+the ``complete`` attribute is set before the move and only complete groups are listed.
 
 Source: a store records where its features came from (``source``: the dataset plugin and all
 its options, the data root as an absolute path among them, the extractor and its config) and
 refuses to be filled from another source, so that extracting a dataset from a second root can
-never skip videos because the first root's copies are there. ``background`` lists the dataset's
-background classes (segment metrics leave them out by default); stores written before these
-attributes existed read as no source and no background. A video is written completely under ``.tmp/`` and then
-moved into ``videos/`` with one directory rename, so a reader never sees it half-written;
-the ``complete`` attribute is set before the move and only complete groups are listed.
+never skip videos because the first root's copies are there. ``background`` lists the
+dataset's background classes (segment metrics leave them out by default); stores written
+before these attributes existed read as no source and no background.
 """
 
 from __future__ import annotations
@@ -122,12 +122,12 @@ class FeatureStore:
         {...}, "extractor": name, "extractor_config": {...}}``, see ``source_of``). An existing
         store with another source is refused with ``ConfigError`` naming both; one written
         before sources were recorded is refused too unless it is empty or its videos' files
-        lie under the requested root (then the source is recorded). An existing store must also agree on dataset, classes,
-        extractor, extractor_config, lookahead and dtype; otherwise ``DataError`` names the
-        store and the first differing field, and nothing is changed. ``splits``,
-        ``split_scheme`` and ``background`` are updated when they differ (they do not affect
-        stored values). Temp directories left by crashed writers and incomplete video groups
-        are removed.
+        lie under the requested root (then the source is recorded). An existing store must
+        also agree on dataset, classes, extractor, extractor_config, lookahead and dtype;
+        otherwise ``DataError`` names the store and the first differing field, and nothing is
+        changed. ``splits``, ``split_scheme`` and ``background`` are updated when they differ
+        (they do not affect stored values). Temp directories left by crashed writers and
+        incomplete video groups are removed.
         """
         import zarr
 
