@@ -179,14 +179,19 @@ def test_reestimate_through_whole_models():
     from actrec.nn.models import GRUClassifier, NormLSTMClassifier
 
     batches = [(_h(T=3, N=4, C=2, seed=k), torch.tensor([0, 0, 0, 1])) for k in range(3)]
-    # Torch BatchNorm1d in the GRU model: an exact average with dropout off, momentum restored.
+    # Torch BatchNorm1d in the GRU model: an exact average with dropout off, momentum restored;
+    # a batch with a mask contributes its real frames only (row 3 has one, the rest is garbage).
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 1, 0]]).bool()
+    batches[2][0][~mask] = 1e6
+    with_mask = [*batches[:2], (*batches[2], mask)]
     torch.manual_seed(0)
     gru = GRUClassifier(2, 3, hidden=4, layers=1, fc=5).double()
-    reestimate_statistics(gru, batches)
+    reestimate_statistics(gru, with_mask)
     assert gru.norm.momentum == 0.1 and gru.training
     gru.eval()
     with torch.no_grad():
         feats = [gru.rnn(x).reshape(-1, 4) for x, _ in batches]
+        feats[2] = feats[2][mask.reshape(-1)]  # [11, 4]
     torch.testing.assert_close(gru.norm.running_mean, torch.stack([f.mean(0) for f in feats]).mean(0))
     torch.testing.assert_close(gru.norm.running_var, torch.stack([f.var(0) for f in feats]).mean(0))
     # A DDLSTM gives the same statistics through the fused layer op and the per-step path.
@@ -217,7 +222,8 @@ def test_sequence_batch_norm_statistics_of_real_frames_only():
         torch.testing.assert_close(bn.running_mean[t], 0.5 * rows.mean(0))
         torch.testing.assert_close(bn.running_var[t], 0.5 + 0.5 * rows.var(0, unbiased=True))
         torch.testing.assert_close(
-            y[t, : len(rows)], (rows - rows.mean(0)) / torch.sqrt(rows.var(0, unbiased=False) + 1e-5) * 0.1)
+            y[t, : len(rows)],
+            (rows - rows.mean(0)) / torch.sqrt(rows.var(0, unbiased=False) + 1e-5) * 0.1)
     assert (bn.running_mean[2:] == 0).all() and (bn.running_var[2:] == 1).all()
     assert bn.trained_len.item() == 2  # t = 2 had no real frame
 
@@ -277,12 +283,13 @@ def test_reestimate_fills_only_trained_slots_and_takes_masks():
         def forward(self, x, domain, mask=None):
             return self.bn(x, mask=mask)
 
-    batches = [(x, torch.zeros(4, dtype=torch.long), mask), (x[:2], torch.zeros(4, dtype=torch.long))]
+    d1 = torch.zeros(4, dtype=torch.long)
+    batches = [(x, d1, mask), (x[:2], d1)]
     assert reestimate_statistics(Wrap(), batches) == 2
     assert bn.trained_len.item() == 3
     for t in range(3):
         rows = x[t][mask[t]]
-        m, v = rows.mean(0), rows.var(0, unbiased=True) if len(rows) > 1 else rows.var(0, unbiased=False)
+        m, v = rows.mean(0), rows.var(0, unbiased=len(rows) > 1)  # one row: biased (0)
         if t < 2:  # both batches reached t
             m = (m + x[t, :4].mean(0)) / 2
             v = (v + x[t, :4].var(0, unbiased=True)) / 2
