@@ -209,3 +209,17 @@ def test_an_environment_variable_naming_no_option_is_an_error():
     with pytest.raises(ConfigError, match=r"ACTREC_IMPORT_NOSUCH_X names no option of "
                        r"`actrec import`"):
         check_environment(cli, ctx, {"ACTREC_IMPORT_NOSUCH_X": "1"})
+
+
+@pytest.mark.xfail(strict=True, reason="needs check_environment/show_envvars wired into "
+                   "actrec/cli/__init__.py (see the data helper's report)")
+def test_the_command_line_reports_a_misspelt_variable_and_shows_the_real_names():
+    wrong = run(["plugins"], env={"ACTREC_TRAIN_OPTION": "hidden=8"})
+    assert wrong.returncode == 1 and "Traceback" not in wrong.stderr
+    assert "ACTREC_TRAIN_OPTION names no option of `actrec train`; did you mean " \
+           "ACTREC_TRAIN_OPTIONS?" in wrong.stderr
+    right = run(["plugins", "--json"], env={"ACTREC_TRAIN_OPTIONS": "hidden=8"})
+    assert right.returncode == 0, right.stderr
+    shown = run(["train", "--help"])
+    assert "env var: ACTREC_TRAIN_OPTIONS]" in shown.stdout
+    assert "ACTREC_<COMMAND>_<OPTION>" not in run(["--help"]).stdout
