@@ -380,7 +380,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ddbn_forward_cpu(
   const auto gd = gamma.detach().to(at::kDouble).contiguous();
   const auto bd = beta.detach().to(at::kDouble).contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "ddbn_forward_cpu",
-                                  [&] { forward_impl<scalar_t>(h, w, n1, gd, bd, eps, y, mean, var); });
+                                  [&] {
+    forward_impl<scalar_t>(h, w, n1, gd, bd, eps, y, mean, var);
+  });
   return {y, mean, var};
 }
 

@@ -1,6 +1,6 @@
 // Torch glue of the CUDA DDBN kernels (csrc/cuda/ddbn_kernels.cu): argument checks, dtype
-// conversions of the small per-channel tensors, output allocation, the device guard and the
-// current stream. Compiled only when torch has CUDA.
+// conversions of the weights and the small per-channel tensors, output allocation, the device
+// guard and the current stream. Compiled only when torch has CUDA.
 
 #include "ddbn_kernels.cuh"
 
@@ -47,64 +47,52 @@ at::Tensor small(const at::Tensor& v, const at::Tensor& h) {
   return v.detach().to(h.device(), acc_type(h.scalar_type())).contiguous();
 }
 
+// The weights [2,T,N] as a contiguous accumulation-type tensor on h's device, after checks.
+at::Tensor checked_weights(const at::Tensor& w, const at::Tensor& h, const char* op) {
+  const int64_t T = h.size(0), N = h.size(1);
+  TORCH_CHECK(w.dim() == 3 && w.size(0) == 2 && w.size(1) == T && w.size(2) == N, op,
+              ": weights must be [2, T=", T, ", N=", N, "], got ", w.sizes());
+  TORCH_CHECK(at::isFloatingType(w.scalar_type()), op, ": weights must be floating point, got ",
+              w.scalar_type());
+  return small(w, h);
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> ddbn_forward_cuda(
-    const at::Tensor& h_, const at::Tensor& alpha, int64_t n1, const at::Tensor& gamma,
-    const at::Tensor& beta, double eps, const std::optional<at::Tensor>& running_mean,
-    const std::optional<at::Tensor>& running_var, double momentum) {
+    const at::Tensor& h_, const at::Tensor& weights, int64_t n1, const at::Tensor& gamma,
+    const at::Tensor& beta, double eps) {
   check_input(h_, n1, gamma, "ddbn_forward");
-  TORCH_CHECK(alpha.numel() == 2 && beta.sizes() == gamma.sizes(),
-              "ddbn_forward: alpha must be [2] and beta [C]");
+  TORCH_CHECK(beta.sizes() == gamma.sizes(), "ddbn_forward: beta must be [C], got ",
+              beta.sizes());
   const c10::cuda::CUDAGuard guard(h_.device());
   const at::Tensor h = h_.contiguous();
   const int64_t T = h.size(0), N = h.size(1), C = h.size(2);
   const auto st = acc_type(h.scalar_type());
-  const auto al = small(alpha, h), g = small(gamma, h), b = small(beta, h);
+  const auto w = checked_weights(weights, h, "ddbn_forward");
+  const auto g = small(gamma, h), b = small(beta, h);
   auto y = at::empty_like(h);
   auto mean = at::empty({2, T, C}, h.options().dtype(st));
-  auto rstd = at::empty({2, T, C}, h.options().dtype(st));
-
-  const bool has_rm = running_mean.has_value() && running_mean->defined();
-  const bool has_rv = running_var.has_value() && running_var->defined();
-  TORCH_CHECK(has_rm == has_rv, "ddbn_forward: give both running_mean and running_var, or neither");
-  at::Tensor rm, rv;
-  if (has_rm) {
-    for (const auto* r : {&*running_mean, &*running_var})
-      TORCH_CHECK(r->dim() == 3 && r->size(0) == 2 && r->size(1) >= 1 && r->size(2) == C &&
-                      r->device() == h.device(),
-                  "ddbn_forward: running statistics must be [2, T_max, C=", C, "] on ",
-                  h.device(), ", got ", r->sizes(), " on ", r->device());
-    rm = running_mean->to(st).contiguous();
-    rv = running_var->to(st).contiguous();
-  }
+  auto var = at::empty({2, T, C}, h.options().dtype(st));
   cuda::ForwardArgs a{};
   a.h = h.data_ptr();
   a.y = y.data_ptr();
   a.mean = mean.data_ptr();
-  a.rstd = rstd.data_ptr();
-  a.alpha = al.data_ptr();
+  a.var = var.data_ptr();
+  a.weights = w.data_ptr();
   a.gamma = g.data_ptr();
   a.beta = b.data_ptr();
-  a.running_mean = has_rm ? rm.data_ptr() : nullptr;
-  a.running_var = has_rm ? rv.data_ptr() : nullptr;
   a.T = T;
   a.N = N;
   a.C = C;
   a.n1 = n1;
-  a.t_max = has_rm ? rm.size(1) : 0;
   a.eps = eps;
-  a.momentum = momentum;
   check_launch(cuda::ddbn_forward(kernel_dtype(h), a, at::cuda::getCurrentCUDAStream()),
                "ddbn_forward");
-  if (has_rm) {  // the kernel worked on converted copies: write them back
-    if (!rm.is_same(*running_mean)) running_mean->copy_(rm);
-    if (!rv.is_same(*running_var)) running_var->copy_(rv);
-  }
-  return {y, mean, rstd};
+  return {y, mean, var};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ddbn_backward_cuda(
-    const at::Tensor& grad_y, const at::Tensor& h_, const at::Tensor& alpha, int64_t n1,
-    const at::Tensor& gamma, const at::Tensor& mean, const at::Tensor& rstd, double eps) {
+    const at::Tensor& grad_y, const at::Tensor& h_, const at::Tensor& weights, int64_t n1,
+    const at::Tensor& gamma, const at::Tensor& mean, const at::Tensor& var, double eps) {
   check_input(h_, n1, gamma, "ddbn_backward");
   TORCH_CHECK(grad_y.sizes() == h_.sizes(), "ddbn_backward: grad_y ", grad_y.sizes(),
               " does not match h ", h_.sizes());
@@ -112,28 +100,31 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ddbn_backward_cuda(
   const at::Tensor h = h_.contiguous();
   const at::Tensor gy = grad_y.to(h.scalar_type()).contiguous();
   const int64_t T = h.size(0), N = h.size(1), C = h.size(2);
-  TORCH_CHECK(mean.sizes() == rstd.sizes() && mean.dim() == 3 && mean.size(0) == 2 &&
+  TORCH_CHECK(mean.sizes() == var.sizes() && mean.dim() == 3 && mean.size(0) == 2 &&
                   mean.size(1) == T && mean.size(2) == C,
-              "ddbn_backward: mean and rstd must be [2, T, C], got ", mean.sizes(), " and ",
-              rstd.sizes());
+              "ddbn_backward: mean and var must be [2, T, C], got ", mean.sizes(), " and ",
+              var.sizes());
   const auto st = acc_type(h.scalar_type());
-  const auto al = small(alpha, h), g = small(gamma, h);
-  const auto m = mean.to(st).contiguous(), r = rstd.to(st).contiguous();
+  const auto w = checked_weights(weights, h, "ddbn_backward");
+  const auto g = small(gamma, h);
+  const auto m = mean.to(h.device(), st).contiguous(), v = var.to(h.device(), st).contiguous();
+  const int64_t tiles = cuda::channel_tiles(C);
+  const auto f64 = h.options().dtype(at::kDouble);
   auto dh = at::empty_like(h);
-  auto dgamma_t = at::empty({T, C}, h.options().dtype(st));
-  auto dbeta_t = at::empty({T, C}, h.options().dtype(st));
-  auto dalpha_part = at::empty({T * cuda::channel_tiles(C), 2}, h.options().dtype(st));
+  auto dgamma_t = at::empty({T, C}, f64);
+  auto dbeta_t = at::empty({T, C}, f64);
+  auto dw_part = at::empty({T, tiles, 2, N}, f64);
   cuda::BackwardArgs a{};
   a.grad_y = gy.data_ptr();
   a.h = h.data_ptr();
   a.grad_h = dh.data_ptr();
-  a.alpha = al.data_ptr();
+  a.weights = w.data_ptr();
   a.gamma = g.data_ptr();
   a.mean = m.data_ptr();
-  a.rstd = r.data_ptr();
-  a.dgamma_t = dgamma_t.data_ptr();
-  a.dbeta_t = dbeta_t.data_ptr();
-  a.dalpha_part = dalpha_part.data_ptr();
+  a.var = v.data_ptr();
+  a.dgamma_t = dgamma_t.data_ptr<double>();
+  a.dbeta_t = dbeta_t.data_ptr<double>();
+  a.dw_part = dw_part.data_ptr<double>();
   a.T = T;
   a.N = N;
   a.C = C;
@@ -141,8 +132,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ddbn_backward_cuda(
   a.eps = eps;
   check_launch(cuda::ddbn_backward(kernel_dtype(h), a, at::cuda::getCurrentCUDAStream()),
                "ddbn_backward");
-  // Deterministic final reductions over timesteps / blocks.
-  return {dh, dalpha_part.sum(0).to(alpha.device(), alpha.scalar_type()),
+  // Deterministic final reductions (no atomics) over channel tiles and timesteps, in double.
+  auto dw = dw_part.sum(1).transpose(0, 1);  // [T, 2, N] -> [2, T, N]
+  return {dh, dw.to(weights.device(), weights.scalar_type()).contiguous(),
           dgamma_t.sum(0).to(gamma.device(), gamma.scalar_type()),
           dbeta_t.sum(0).to(gamma.device(), gamma.scalar_type())};
 }
@@ -163,6 +155,8 @@ at::Tensor ddbn_eval_cuda(const at::Tensor& h_, const at::Tensor& domain,
   TORCH_CHECK(gamma.numel() == C && beta.numel() == C, "ddbn_eval: gamma and beta must be [C]");
   const c10::cuda::CUDAGuard guard(h_.device());
   const at::Tensor h = h_.contiguous();
+  // Flags are checked to be 0/1 by actrec.ops.ddbn.ddbn_eval, for every backend (a check here
+  // would cost a device synchronisation per call).
   const auto dom = domain.to(h.device(), at::kLong).contiguous();
   const auto rm = small(running_mean, h), rv = small(running_var, h);
   const auto g = small(gamma, h), b = small(beta, h);
