@@ -211,8 +211,6 @@ def test_an_environment_variable_naming_no_option_is_an_error():
         check_environment(cli, ctx, {"ACTREC_IMPORT_NOSUCH_X": "1"})
 
 
-@pytest.mark.xfail(strict=True, reason="needs check_environment/show_envvars wired into "
-                   "actrec/cli/__init__.py (see the data helper's report)")
 def test_the_command_line_reports_a_misspelt_variable_and_shows_the_real_names():
     wrong = run(["plugins"], env={"ACTREC_TRAIN_OPTION": "hidden=8"})
     assert wrong.returncode == 1 and "Traceback" not in wrong.stderr

@@ -8,6 +8,7 @@ free of torch, zarr and decord.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -39,8 +40,10 @@ class LazyGroup(click.Group):
         target = COMMANDS.get(name)
         if target is None:
             return None
+        from actrec.cli.config import show_envvars
+
         module, _, attr = target.partition(":")
-        return getattr(importlib.import_module(f"actrec.cli.{module}"), attr)
+        return show_envvars(getattr(importlib.import_module(f"actrec.cli.{module}"), attr))
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -57,11 +60,15 @@ def cli(ctx: click.Context, config_file: Path | None) -> None:
     """Online action recognition: extract per-frame features, train temporal models, evaluate
     them frame by frame as a live system would.
 
-    Options come, in order of precedence, from the command line, ACTREC_<COMMAND>_<OPTION>
-    environment variables, the --config file, and the defaults; every run records which.
+    Options come, in order of precedence, from the command line, ACTREC_<COMMAND>_<PARAMETER>
+    environment variables (the names each command's --help shows), the --config file, and the
+    defaults; every run records which. A variable that names no option is an error.
     """
-    from actrec.cli.config import load_config
+    from actrec.cli.config import check_environment, load_config
 
+    prefixes = tuple(f"ACTREC_{name.upper()}_" for name in COMMANDS)
+    if any(key.startswith(prefixes) for key in os.environ):  # only then import the commands
+        check_environment(cli, ctx)
     ctx.obj = {"config_file": config_file}
     if config_file is not None:
         ctx.default_map = load_config(config_file, cli, ctx)
