@@ -195,21 +195,30 @@ def _jit(cuda: bool) -> tuple[ModuleType | None, str]:
     if not built:
         print(f"actrec: compiling the C++{'/CUDA' if cuda else ''} extension once into {build_dir} "
               "(a minute or two)...", file=sys.stderr, flush=True)
-    build_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        mod = cpp_extension.load(
-            name=f"actrec_C_{key}",
-            sources=[str(s) for s in sources],
-            extra_cflags=cflags,
-            extra_cuda_cflags=NVCC_FLAGS + (cuda_defines() if cuda else []),
-            extra_ldflags=LD_FLAGS,
-            build_directory=str(build_dir),
-            with_cuda=cuda,
-            verbose=False,
-        )
-    except Exception as e:  # compiler errors arrive as RuntimeError with the build log
-        tail = " | ".join(str(e).strip().splitlines()[-3:])[:400]
-        return None, f"just-in-time build in {build_dir} failed: {tail}"
+    options = dict(
+        name=f"actrec_C_{key}",
+        sources=[str(s) for s in sources],
+        extra_cflags=cflags,
+        extra_cuda_cflags=NVCC_FLAGS + (cuda_defines() if cuda else []),
+        extra_ldflags=LD_FLAGS,
+        build_directory=str(build_dir.absolute()),  # the build child runs in another folder
+        with_cuda=cuda,
+        verbose=False,
+    )
+    # An OS lock that ends with its holder (torch's own baton outlives a killed build and then
+    # blocks every later load); the compiling runs in a child whose compilers end with us.
+    from actrec.ops._build_lock import build_lock
+
+    with build_lock(build_dir) as lock:
+        if not any(build_dir.glob("*.so")):  # (another process may have built it meanwhile)
+            ok, why = lock.run_guarded("torch.utils.cpp_extension:load", options)
+            if not ok:
+                return None, f"just-in-time build in {build_dir} failed: {why}"
+        try:
+            mod = cpp_extension.load(**options)  # up to date now: ninja has nothing to do
+        except Exception as e:  # compiler errors arrive as RuntimeError with the build log
+            tail = " | ".join(str(e).strip().splitlines()[-3:])[:400]
+            return None, f"just-in-time build in {build_dir} failed: {tail}"
     return mod, f"{'cached' if built else 'just-in-time'} build in {build_dir}"
 
 
