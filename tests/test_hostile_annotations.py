@@ -54,7 +54,7 @@ def test_hostile_range_names_file_and_line(tmp_path):
 def test_range_bound_is_inclusive_and_follows_max_frames(tmp_path):
     f = write(tmp_path / "v.txt", "1-10 a\n")
     assert [(s.start, s.end) for s in A.read_range_segments(f, max_frames=10)] == [(0, 10)]
-    with pytest.raises(DataError, match=r"v\.txt:1: frame 10 is past .*\(9"):
+    with pytest.raises(DataError, match=r"v\.txt:1: frame 10 is past the limit 9 \(videos of up to 24 hours"):
         A.read_range_segments(f, max_frames=9)
     # an empty range past the bound is as damaged as a full one: no silent drop
     g = write(tmp_path / "w.txt", "1-5 a\n100-99 SIL\n")

@@ -99,8 +99,8 @@ def _check_bound(value: int, limit: int, where: str, what: str) -> None:
     """``DataError`` at ``where`` when ``value`` (a frame or time of the file) exceeds ``limit``."""
     if value > limit:
         raise DataError(
-            f"{where}: {what} {value} is past the longest video accepted ({limit}: "
-            f"{MAX_VIDEO_SECONDS // 3600} hours); a typing error in the file?"
+            f"{where}: {what} {value} is past the limit {limit} (videos of up to "
+            f"{MAX_VIDEO_SECONDS // 3600} hours are accepted); is the file damaged?"
         )
 
 
