@@ -1,5 +1,6 @@
 """The DDBN reference op against the spec (shared/design/ddbn.md): a plain-loop oracle
-written here from the spec, hand-computed values, float64 gradchecks, plain batch norm."""
+written here from the spec (padding mask included), hand-computed values, float64 gradchecks,
+plain batch norm. Running statistics belong to actrec.nn (tests/test_nn_ddbn.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from actrec.ops.ddbn_reference import (
     ddbn_reference,
     tau_weights,
 )
+from actrec.ops.domains import contribution_weights, effective_sizes
 
 DT = torch.float64
 
@@ -24,31 +26,59 @@ DT = torch.float64
 # An independent oracle: python floats and loops, straight from the spec.
 
 
-def loop_ddbn(h, alpha, n1, gamma, beta, eps):
-    """Returns y[t][j][c], mean[i][t][c], var[i][t][c], n_eff[i] as nested lists."""
+def loop_ddbn(h, alpha, n1, gamma, beta, eps, mask=None):
+    """Returns y[t][j][c], mean[i][t][c], var[i][t][c], n_eff[i][t] as nested lists.
+
+    ``mask[t][j]`` (1 real, 0 padding) multiplies the contributions; a domain with no weight
+    at t (S = 0) has mean = var = 0 and n_eff = 0."""
     T, N, C = len(h), len(h[0]), len(h[0][0])
     a1, a2 = alpha
     tau = [
         [(1 - math.tanh(j - a1 * N)) / 2 for j in range(1, N + 1)],
         [(1 + math.tanh(j - (1 - a2) * N)) / 2 for j in range(1, N + 1)],
     ]
+    if n1 in (0, N):  # single-domain batch: plain batch norm over the real rows
+        tau = [[1.0] * N, [1.0] * N]
+    mask = mask or [[1] * N for _ in range(T)]
     mean = [[[0.0] * C for _ in range(T)] for _ in range(2)]
     var = [[[0.0] * C for _ in range(T)] for _ in range(2)]
+    n_eff = [[0.0] * T for _ in range(2)]
     y = [[[0.0] * C for _ in range(N)] for _ in range(T)]
     for t in range(T):
-        for c in range(C):
-            for i in range(2):
-                s = sum(tau[i])
-                mu = sum(tau[i][j] * h[t][j][c] for j in range(N)) / s
-                v = sum(tau[i][j] * (h[t][j][c] - mu) ** 2 for j in range(N)) / s
+        w = [[tau[i][j] * mask[t][j] for j in range(N)] for i in range(2)]
+        for i in range(2):
+            s = sum(w[i])
+            if s > 0:
+                n_eff[i][t] = s * s / sum(x * x for x in w[i])
+            for c in range(C):
+                if s == 0:
+                    continue
+                mu = sum(w[i][j] * h[t][j][c] for j in range(N)) / s
+                v = sum(w[i][j] * (h[t][j][c] - mu) ** 2 for j in range(N)) / s
                 mean[i][t][c], var[i][t][c] = mu, v
+        for c in range(C):
             for j in range(N):
                 d = 0 if j < n1 else 1
                 y[t][j][c] = beta[c] + gamma[c] * (h[t][j][c] - mean[d][t][c]) / math.sqrt(
                     var[d][t][c] + eps
                 )
-    n_eff = [sum(tau[i]) ** 2 / sum(w * w for w in tau[i]) for i in range(2)]
     return y, mean, var, n_eff
+
+
+def _mask(T, N, seed=0):
+    """Random padding [T, N], every row of t = 1 padded when T > 1 (S = 0 there)."""
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.rand(T, N, generator=g) > 0.35
+    if T > 1:
+        mask[1] = False
+    return mask
+
+
+def _garbage(h, mask, seed):
+    g = torch.Generator().manual_seed(seed)
+    out = h.clone()
+    out[~mask] = torch.randn(int((~mask).sum()), h.shape[2], generator=g, dtype=h.dtype) * 40 - 3
+    return out
 
 
 def _inputs(T=3, N=6, C=4, seed=0, dtype=DT):
@@ -59,33 +89,34 @@ def _inputs(T=3, N=6, C=4, seed=0, dtype=DT):
     return h, gamma, beta
 
 
-@pytest.mark.parametrize("n1,alpha", [(3, (0.5, 0.5)), (3, (0.75, 0.75)), (2, (0.4, 0.9)), (5, (1.0, 0.2))])
-def test_matches_plain_loop_oracle(n1, alpha):
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("n1,alpha", [(3, (0.5, 0.5)), (3, (0.75, 0.75)), (2, (0.4, 0.9)),
+                                      (5, (1.0, 0.2)), (0, (0.7, 0.7)), (6, (0.7, 0.7))])
+def test_matches_plain_loop_oracle(n1, alpha, masked):
     h, gamma, beta = _inputs()
+    mask = _mask(3, 6, seed=n1) if masked else None
+    if masked:
+        h = _garbage(h, mask, seed=1)
     a = torch.tensor(alpha, dtype=DT)
-    y, mean, var = ddbn_reference(h, a, n1, gamma, beta, 1e-5)
-    ly, lm, lv, _ = loop_ddbn(h.tolist(), alpha, n1, gamma.tolist(), beta.tolist(), 1e-5)
+    y, mean, var = ddbn_reference(h, a, n1, gamma, beta, 1e-5, mask=mask)
+    ly, lm, lv, n_eff = loop_ddbn(h.tolist(), alpha, n1, gamma.tolist(), beta.tolist(), 1e-5,
+                                  mask.int().tolist() if masked else None)
     torch.testing.assert_close(y, torch.tensor(ly, dtype=DT), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(mean, torch.tensor(lm, dtype=DT), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(var, torch.tensor(lv, dtype=DT), rtol=1e-12, atol=1e-12)
+    w = contribution_weights(a, n1, 3, 6, mask)
+    torch.testing.assert_close(effective_sizes(w), torch.tensor(n_eff, dtype=DT), rtol=1e-12,
+                               atol=1e-12)
 
 
-def test_running_update_matches_oracle_with_effective_sample_size():
-    h, gamma, beta = _inputs(T=3)
-    alpha, n1, m = (0.6, 0.7), 3, 0.25
-    rm = torch.randn(2, 5, 4, dtype=DT)
-    rv = torch.rand(2, 5, 4, dtype=DT) + 0.5
-    rm0, rv0 = rm.clone(), rv.clone()
-    ddbn_reference(h, torch.tensor(alpha, dtype=DT), n1, gamma, beta, running_mean=rm, running_var=rv, momentum=m)
-    _, lm, lv, n_eff = loop_ddbn(h.tolist(), alpha, n1, gamma.tolist(), beta.tolist(), 1e-5)
-    for i in range(2):
-        exp_m = (1 - m) * rm0[i, :3] + m * torch.tensor(lm[i], dtype=DT)
-        unb = torch.tensor(lv[i], dtype=DT) * n_eff[i] / (n_eff[i] - 1)
-        exp_v = (1 - m) * rv0[i, :3] + m * unb
-        torch.testing.assert_close(rm[i, :3], exp_m, rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(rv[i, :3], exp_v, rtol=1e-12, atol=1e-12)
-    # Timesteps the batch did not reach are untouched.
-    assert torch.equal(rm[:, 3:], rm0[:, 3:]) and torch.equal(rv[:, 3:], rv0[:, 3:])
+def test_reference_has_no_side_effects():
+    h, gamma, beta = _inputs()
+    alpha = torch.tensor([0.75, 0.75], dtype=DT)
+    mask = _mask(3, 6)
+    before = [x.clone() for x in (h, alpha, gamma, beta, mask)]
+    ddbn_reference(h, alpha, 3, gamma, beta, mask=mask)
+    bn_reference(h, gamma, beta, mask=mask)
+    assert all(torch.equal(x, y) for x, y in zip(before, (h, alpha, gamma, beta, mask)))
 
 
 def test_tau_values_by_hand_at_the_lower_bound():
@@ -125,42 +156,43 @@ def test_hand_computed_two_row_case():
 @pytest.mark.parametrize("n1", [0, 6])
 def test_single_domain_is_exactly_plain_batch_norm(n1):
     h, gamma, beta = _inputs(T=4, N=6)
-    t_max = 3
-    rm = torch.randn(2, t_max, 4, dtype=DT)
-    rv = torch.rand(2, t_max, 4, dtype=DT) + 0.5
-    rm0, rv0 = rm.clone(), rv.clone()
+    mask = _mask(4, 6, seed=3)
+    mask[2, 1:] = False  # a single real row at t = 2: variance 0
+    h = _garbage(h, mask, seed=2)
     alpha = torch.tensor([0.7, 0.9], dtype=DT)
-    y, mean, var = ddbn_reference(h, alpha, n1, gamma, beta, 1e-5, running_mean=rm, running_var=rv, momentum=0.3)
-    slot, other = (0, 1) if n1 == 6 else (1, 0)
-    ref_rm, ref_rv = rm0[slot].clone(), rv0[slot].clone()
+    y, mean, var = ddbn_reference(h, alpha, n1, gamma, beta, 1e-5, mask=mask)
     for t in range(4):
-        if t < t_max:
-            ref = F.batch_norm(h[t], ref_rm[t], ref_rv[t], gamma, beta, True, 0.3, 1e-5)
-        else:
-            ref = F.batch_norm(h[t], None, None, gamma, beta, True, 0.3, 1e-5)
-        torch.testing.assert_close(y[t], ref, rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(mean[:, t], h[t].mean(0).expand(2, -1), rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(var[:, t], h[t].var(0, unbiased=False).expand(2, -1), rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(rm[slot], ref_rm, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(rv[slot], ref_rv, rtol=1e-12, atol=1e-12)
-    assert torch.equal(rm[other], rm0[other]) and torch.equal(rv[other], rv0[other])
+        real = mask[t]
+        if not real.any():
+            assert (mean[:, t] == 0).all() and (var[:, t] == 0).all()
+            continue
+        # PyTorch's training-mode batch norm of the real rows alone (which refuses one row:
+        # that row is its own mean, so its output is beta).
+        ref = (F.batch_norm(h[t, real], None, None, gamma, beta, True, 0.1, 1e-5)
+               if real.sum() > 1 else beta[None])
+        torch.testing.assert_close(y[t, real], ref, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(mean[:, t], h[t, real].mean(0).expand(2, -1), rtol=1e-12,
+                                   atol=1e-12)
+        torch.testing.assert_close(var[:, t], h[t, real].var(0, unbiased=False).expand(2, -1),
+                                   rtol=1e-12, atol=1e-12)
     # ... and the same numbers as the plain per-timestep batch norm helper.
-    y_bn, _, _ = bn_reference(h, gamma, beta, 1e-5)
-    assert torch.equal(y, y_bn)
+    y_bn, m_bn, v_bn = bn_reference(h, gamma, beta, 1e-5, mask=mask)
+    assert torch.equal(y, y_bn) and torch.equal(mean[0], m_bn) and torch.equal(var[1], v_bn)
 
 
-def test_momentum_and_unbiased_update_by_hand():
-    # Single domain, N=2: h = (1, 3) -> mean 2, biased var 1, unbiased var 2.
-    h = torch.tensor([[[1.0], [3.0]]], dtype=DT)
-    one = torch.ones(1, dtype=DT)
-    rm, rv = torch.zeros(2, 1, 1, dtype=DT), torch.ones(2, 1, 1, dtype=DT)
-    ddbn_reference(h, torch.tensor([0.5, 0.5], dtype=DT), 2, one, 0 * one, running_mean=rm, running_var=rv, momentum=0.1)
-    assert rm[:, 0, 0].tolist() == pytest.approx([0.2, 0.0])  # 0.9 * 0 + 0.1 * 2; slot 1 untouched
-    assert rv[:, 0, 0].tolist() == pytest.approx([1.1, 1.0])  # 0.9 * 1 + 0.1 * 2
-    # Plain BN helper, same numbers.
-    rm1, rv1 = torch.zeros(1, 1, dtype=DT), torch.ones(1, 1, dtype=DT)
-    bn_reference(h, one, 0 * one, running_mean=rm1, running_var=rv1, momentum=0.1)
-    assert (rm1.item(), rv1.item()) == pytest.approx((0.2, 1.1))
+def test_padding_values_change_nothing_bitwise():
+    h, gamma, beta = _inputs(T=3, N=6, C=4, seed=4)
+    mask = _mask(3, 6, seed=4)
+    alpha = torch.tensor([0.6, 0.8], dtype=DT)
+    gy = torch.randn(3, 6, 4, dtype=DT, generator=torch.Generator().manual_seed(1))
+    runs = []
+    for seed in (1, 2):
+        leaves = [x.clone().requires_grad_() for x in (_garbage(h, mask, seed), alpha, gamma, beta)]
+        y, mean, var = ddbn_reference(*leaves[:2], 3, *leaves[2:], mask=mask)
+        grads = torch.autograd.grad((y * gy * mask[..., None]).sum(), leaves)
+        runs.append((y[mask], mean, var, *grads))
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
 
 
 def test_eval_uses_each_rows_domain_and_last_slot_beyond_t_max():
@@ -178,7 +210,8 @@ def test_eval_uses_each_rows_domain_and_last_slot_beyond_t_max():
             torch.testing.assert_close(y[t, n], exp, rtol=1e-13, atol=1e-13)
     y_bn = bn_eval_reference(h, rm[0], rv[0], gamma, beta, 1e-5)
     torch.testing.assert_close(y_bn[:, 1], y[:, 1], rtol=0, atol=0)
-    torch.testing.assert_close(y_bn[4], (h[4] - rm[0, 1]) / torch.sqrt(rv[0, 1] + 1e-5) * gamma + beta)
+    want = (h[4] - rm[0, 1]) / torch.sqrt(rv[0, 1] + 1e-5) * gamma + beta
+    torch.testing.assert_close(y_bn[4], want)
 
 
 def test_gradcheck_two_domains_alpha_gamma_beta():
@@ -192,6 +225,20 @@ def test_gradcheck_two_domains_alpha_gamma_beta():
 
     assert torch.autograd.gradcheck(f, args, eps=1e-6, atol=1e-7)
     assert torch.autograd.gradgradcheck(lambda *a: f(*a)[0], args, eps=1e-6, atol=1e-6)
+
+
+def test_gradcheck_with_padding():
+    h, gamma, beta = _inputs(T=3, N=5, C=2, seed=5)
+    mask = _mask(3, 5, seed=5)
+    h = _garbage(h, mask, seed=3)
+    alpha = torch.tensor([0.55, 0.8], dtype=DT)
+    args = [t.clone().requires_grad_() for t in (h, alpha, gamma, beta)]
+
+    def f(h, alpha, gamma, beta):
+        y, mean, var = ddbn_reference(h, alpha, 2, gamma, beta, 1e-5, mask=mask)
+        return y * mask[..., None], mean, var
+
+    assert torch.autograd.gradcheck(f, args, eps=1e-6, atol=1e-7)
 
 
 def test_alpha_gets_a_nonzero_gradient():
@@ -251,7 +298,10 @@ if given is not None:
         a1 = data.draw(st.floats(n1 / N, 1.0))
         a2 = data.draw(st.floats((N - n1) / N, 1.0))
         h, gamma, beta = _inputs(T=T, N=N, C=C, seed=seed)
-        y, mean, var = ddbn_reference(h, torch.tensor([a1, a2], dtype=DT), n1, gamma, beta, 1e-3)
-        ly, lm, lv, _ = loop_ddbn(h.tolist(), (a1, a2), n1, gamma.tolist(), beta.tolist(), 1e-3)
+        mask = _mask(T, N, seed=seed)
+        y, mean, var = ddbn_reference(h, torch.tensor([a1, a2], dtype=DT), n1, gamma, beta, 1e-3,
+                                      mask=mask)
+        ly, lm, lv, _ = loop_ddbn(h.tolist(), (a1, a2), n1, gamma.tolist(), beta.tolist(), 1e-3,
+                                  mask.int().tolist())
         torch.testing.assert_close(y, torch.tensor(ly, dtype=DT), rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(var, torch.tensor(lv, dtype=DT), rtol=1e-10, atol=1e-10)
