@@ -2,8 +2,9 @@
 
 Forward (no grad) and forward+backward (gradients of h, alpha, gamma, beta) at a few shapes
 ``T,N,C,n1``; prints medians and reference/fused ratios, and the allocator settings in force.
-Usage: ``python -m actrec.bench ddbn [--shape T,N,C,N1 ...] [--rounds N] [--device cpu|cuda]
-[--threads K] [--tuned-malloc] [--json]``.
+``--pad F`` pads the last ``F`` of the timesteps of every other row (a padding mask, as short
+windows give). Usage: ``python -m actrec.bench ddbn [--shape T,N,C,N1 ...] [--rounds N]
+[--device cpu|cuda] [--pad F] [--threads K] [--tuned-malloc] [--json]``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,18 @@ def _shape(text: str) -> tuple[int, int, int, int]:
     return t, n, c, n1
 
 
-def run_case(shape, *, device: str, dtype, rounds: int, warmup: int) -> dict:
+def padding_mask(t: int, n: int, fraction: float, device: str):
+    """mask [T, N]: every other row loses its last ``fraction`` of timesteps (None for 0)."""
+    import torch
+
+    if fraction <= 0:
+        return None
+    mask = torch.ones(t, n, dtype=torch.bool, device=device)
+    mask[t - int(round(fraction * t)):, 1::2] = False
+    return mask
+
+
+def run_case(shape, *, device: str, dtype, rounds: int, warmup: int, pad: float = 0.0) -> dict:
     """Median seconds of the four candidates at one shape, and the two ratios."""
     import torch
 
@@ -43,12 +55,13 @@ def run_case(shape, *, device: str, dtype, rounds: int, warmup: int) -> dict:
     beta = torch.zeros(c, device=device)
     gy = torch.randn(t, n, c, generator=g).to(device, dtype)
     leaves = [x.clone().requires_grad_() for x in (h, alpha, gamma, beta)]
+    mask = padding_mask(t, n, pad, device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def forward(fn):
         def run():
             with torch.no_grad():
-                fn(h, alpha, n1, gamma, beta)
+                fn(h, alpha, n1, gamma, beta, mask=mask)
             sync()
         return run
 
@@ -56,7 +69,7 @@ def run_case(shape, *, device: str, dtype, rounds: int, warmup: int) -> dict:
         def run():
             for x in leaves:
                 x.grad = None
-            y, _, _ = fn(leaves[0], leaves[1], n1, leaves[2], leaves[3])
+            y, _, _ = fn(leaves[0], leaves[1], n1, leaves[2], leaves[3], mask=mask)
             y.backward(gy)
             sync()
         return run
@@ -68,6 +81,7 @@ def run_case(shape, *, device: str, dtype, rounds: int, warmup: int) -> dict:
     med = {k: v.median for k, v in timings.items()}
     return {
         "shape": {"T": t, "N": n, "C": c, "n1": n1},
+        "pad": pad,
         "timings": {k: v.to_dict() for k, v in timings.items()},
         "speedup_fwd": med["reference fwd"] / med["fused fwd"],
         "speedup_fwd_bwd": med["reference fwd+bwd"] / med["fused fwd+bwd"],
@@ -79,7 +93,8 @@ def _render(report: dict) -> None:
     from rich.table import Table
 
     table = Table(title=f"DDBN: fused op vs reference ({report['device']}, {report['dtype']}, "
-                        f"{report['threads']} threads; medians of {report['rounds']} rounds)")
+                        f"{report['threads']} threads, padding {report['pad']:.0%}; medians of "
+                        f"{report['rounds']} rounds)")
     for col in ("T,N,C,n1", "fused fwd ms", "ref fwd ms", "fwd x", "fused f+b ms", "ref f+b ms",
                 "f+b x"):
         table.add_column(col, justify="right", no_wrap=True)
@@ -109,11 +124,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--dtype", choices=["float32", "float64", "bfloat16", "float16"],
                         default="float32")
+    parser.add_argument("--pad", type=float, default=0.0,
+                        help="padded fraction of the timesteps of every other row (0..1)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--tuned-malloc", action="store_true",
                         help="re-run with the glibc settings of actrec.bench.common")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
+    if not 0.0 <= args.pad <= 1.0:
+        parser.error(f"--pad must be between 0 and 1, got {args.pad}")
 
     if args.tuned_malloc and any(os.environ.get(k) != v for k, v in TUNED_MALLOC_ENV.items()):
         # glibc reads these at start-up: re-execute this benchmark with them set.
@@ -145,8 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": args.rounds,
         "allocator": allocator_settings(),
         "extension": f"{st.backend}: {st.reason}",
+        "pad": args.pad,
         "cases": [run_case(s, device=args.device, dtype=dtype, rounds=args.rounds,
-                           warmup=args.warmup) for s in shapes],
+                           warmup=args.warmup, pad=args.pad) for s in shapes],
     }
     if args.json:
         print(json.dumps(report, indent=2))
