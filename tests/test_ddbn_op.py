@@ -498,6 +498,8 @@ cuda_only = [pytest.mark.cuda,
 @cuda_only[0]
 @cuda_only[1]
 def test_cuda_matches_reference_with_mask(shape, dtype):
+    # Against the float64 reference on the same values (as the CPU backward test: a float32
+    # reference is itself off by up to 4e-4 on small, ill-conditioned batches).
     t, n, c, n1 = shape
     h, gamma, beta = inputs(t, n, c, dtype, seed=n, offset=2.0)
     gy = torch.randn(t, n, c, dtype=dtype, generator=torch.Generator().manual_seed(2))
@@ -505,17 +507,18 @@ def test_cuda_matches_reference_with_mask(shape, dtype):
         mask = make_mask(t, n, n1, seed=k)
         hp = fill_padding(h, mask, seed=k)
         res = []
-        for dev, fn in (("cuda", ddbn_mod.ddbn), ("cpu", ddbn_reference)):
-            y, mean, var, grads = masked_grads(fn, hp.to(dev), torch.tensor(a, dtype=dtype,
-                                                                               device=dev),
-                                               n1, gamma.to(dev), beta.to(dev), mask.to(dev),
-                                               gy.to(dev))
+        for dev, fn, dt in (("cuda", ddbn_mod.ddbn, dtype), ("cpu", ddbn_reference, torch.float64)):
+            y, mean, var, grads = masked_grads(
+                fn, hp.to(dev, dt), torch.tensor(a, dtype=dt, device=dev), n1,
+                gamma.to(dev, dt), beta.to(dev, dt), mask.to(dev), gy.to(dev, dt))
             assert dev == "cpu" or "ddbn_forward" in type(y.grad_fn).__name__
-            res.append([v.detach().cpu() for v in (y[mask.to(dev)], mean, var, *grads)])
-        for a_, b_ in zip(*res):
+            res.append([v.detach().cpu().double() for v in (y[mask.to(dev)], mean, var, *grads)])
+        for i, (a_, b_) in enumerate(zip(*res)):
             assert torch.isfinite(a_).all()
             scale = max(1.0, b_.abs().max().item())
-            torch.testing.assert_close(a_ / scale, b_ / scale, **tol(dtype))
+            f32 = dict(rtol=2e-4, atol=2e-4) if i < 3 else dict(rtol=5e-4, atol=5e-4)
+            t_ = tol(dtype) if dtype == torch.float64 else f32
+            torch.testing.assert_close(a_ / scale, b_ / scale, **t_)
 
 
 @pytest.mark.usefixtures("ops")
