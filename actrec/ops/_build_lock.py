@@ -196,8 +196,9 @@ def _child_main(argv: list[str]) -> int:
         _end_descendants()
         os._exit(128 + signum)
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGHUP, stop)
+    for name in ("SIGTERM", "SIGHUP"):  # (no SIGHUP on Windows)
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), stop)
     _prctl(_PR_SET_CHILD_SUBREAPER, 1)
     _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent:  # the parent died before we asked to be told
