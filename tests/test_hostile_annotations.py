@@ -215,3 +215,28 @@ def test_labels_at_the_bound_are_exact():
     labels, _ = A.segments_to_frames([A.Segment(0, 2, "a", 1), A.Segment(2, 5, "b", 2)],
                                      {"a": 3, "b": 4}, source="f", max_frames=5)
     np.testing.assert_array_equal(labels, [3, 3, 4, 4, 4])
+
+
+# ------------------------------------------------------------------ .npy headers
+
+def npy_with_header(path: Path, shape: tuple[int, ...], data: bytes) -> Path:
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": "<i8", "fortran_order": False, "shape": shape})
+    path.write_bytes(buf.getvalue() + data)
+    return path
+
+
+def test_hostile_npy_header_is_refused_before_loading(tmp_path):
+    # five real labels under a header that promises 10^11 of them (745 GiB in np.load)
+    f = npy_with_header(tmp_path / "v.npy", (99_999_999_999,), np.arange(5).tobytes())
+    with pytest.raises(DataError, match=r"v\.npy: the \.npy header promises shape "
+                                        r"\(99999999999,\) of int64 \(799999999992 bytes\) "
+                                        r"but the file holds 40 bytes"):
+        A.read_npy_labels(f, 5)
+    ok = npy_with_header(tmp_path / "ok.npy", (5,), np.arange(5).tobytes())
+    assert A.read_npy_labels(ok, 5).tolist() == [0, 1, 2, 3, 4]
+    with pytest.raises(DataError, match=r"bad\.npy: not a readable \.npy array"):
+        A.read_npy(write(tmp_path / "bad.npy", "1 2 3\n"))

@@ -533,13 +533,40 @@ def _frame_tokens(path: Path, text: str) -> list[str]:
 
 
 def read_npy(path: Path) -> np.ndarray:
-    """The array in an ``.npy`` file (no pickles); ``DataError`` naming the file if unreadable."""
+    """The array in an ``.npy`` file (no pickles); ``DataError`` naming the file if unreadable.
+
+    The header is checked before anything is allocated: a shape whose data the file does not
+    hold (a damaged or hostile header promising 10^11 elements) is a ``DataError``, not a
+    MemoryError.
+    """
     try:
+        with open(path, "rb") as f:
+            _check_npy_header(path, f)
         return np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except (ValueError, OSError) as exc:
         raise DataError(f"{path}: not a readable .npy array ({exc})") from None
+
+
+def _check_npy_header(path: Path, f) -> None:
+    """``DataError`` unless the ``.npy`` header of the open file ``f`` describes a plain array
+    whose data fit in the bytes after the header."""
+    fmt = np.lib.format
+    version = fmt.read_magic(f)  # ValueError for a file that is no .npy
+    if version == (1, 0):
+        shape, _fortran, dtype = fmt.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, _fortran, dtype = fmt.read_array_header_2_0(f)
+    else:
+        raise DataError(f"{path}: .npy format version {version} is not supported (1.0 or 2.0)")
+    if dtype.hasobject:
+        raise DataError(f"{path}: the .npy array holds Python objects (pickles are not loaded)")
+    need = math.prod(shape) * dtype.itemsize
+    have = Path(path).stat().st_size - f.tell()
+    if need > have:
+        raise DataError(f"{path}: the .npy header promises shape {tuple(shape)} of {dtype} "
+                        f"({need} bytes) but the file holds {have} bytes; damaged?")
 
 
 def read_npy_labels(path: Path, num_classes: int) -> np.ndarray:
