@@ -54,7 +54,8 @@ def test_hostile_range_names_file_and_line(tmp_path):
 def test_range_bound_is_inclusive_and_follows_max_frames(tmp_path):
     f = write(tmp_path / "v.txt", "1-10 a\n")
     assert [(s.start, s.end) for s in A.read_range_segments(f, max_frames=10)] == [(0, 10)]
-    with pytest.raises(DataError, match=r"v\.txt:1: frame 10 is past the limit 9 \(videos of up to 24 hours"):
+    with pytest.raises(DataError,
+                       match=r"v\.txt:1: frame 10 is past the limit 9 \(videos of up to 24 hours"):
         A.read_range_segments(f, max_frames=9)
     # an empty range past the bound is as damaged as a full one: no silent drop
     g = write(tmp_path / "w.txt", "1-5 a\n100-99 SIL\n")
@@ -99,6 +100,36 @@ def test_segments_to_frames_checks_before_allocating():
         A.segments_to_frames([], {"a": 0}, source="info.csv", num_frames=10**10)
     labels, repairs = A.segments_to_frames(huge[:1], {"a": 0}, source="f", max_frames=30)
     assert labels.shape == (30,) and repairs == {}
+
+
+def test_superscript_digits_are_no_numbers(tmp_path):
+    # "²".isdigit() is True but int("²") fails: a ValueError traceback before
+    f = write(tmp_path / "t.txt", "1 \u00b2 x\n")
+    with pytest.raises(DataError, match=r"t\.txt:1: expected .<start> <end> <label>."):
+        A.read_timed_segments(f)
+    g = write(tmp_path / "m.txt", "0 a\n\u00b9 b\n")
+    with pytest.raises(DataError, match=r"m\.txt:2: expected .<id> <class name>."):
+        A.read_mapping(g)
+    s = write(tmp_path / "s.txt", "vid \u00b3 S\n")
+    with pytest.raises(DataError, match=r"s\.txt:1: expected"):
+        A.read_signing_rows(s)
+    ts = write(tmp_path / "ts.txt", "0\n\u00b2 f.png\n")
+    with pytest.raises(DataError, match=r"ts\.txt:2: expected a frame timestamp"):
+        A.read_timestamps(ts)
+
+
+def test_numbers_with_thousands_of_digits(tmp_path):
+    # int() refuses more than 4300 digits with a ValueError (a traceback before)
+    digits = "9" * 5000
+    for name, text, call in [("r.txt", f"1-{digits} SIL\n", A.read_range_segments),
+                             ("t.txt", f"1 {digits} x\n", A.read_timed_segments),
+                             ("ts.txt", f"{digits}\n", A.read_timestamps),
+                             ("s.txt", f"vid {digits} S\n", A.read_signing_rows),
+                             ("m.txt", f"{digits} a\n", A.read_mapping)]:
+        with pytest.raises(DataError, match=rf"{name}:1: number 9{{20}}\.\.\. \(5000 digits\)"):
+            call(write(tmp_path / name, text))
+    ok = write(tmp_path / "ok.txt", "000000000000000000000001-000000000000000000000002 a\n")
+    assert [(s.start, s.end) for s in A.read_range_segments(ok)] == [(0, 2)]
 
 
 def test_hostile_csv_and_signing_rows(tmp_path):

@@ -95,6 +95,14 @@ def frame_limit(fps: float | None = None) -> int:
     return math.ceil(MAX_VIDEO_SECONDS * fps)
 
 
+def _int(text: str, where: str) -> int:
+    """A decimal integer of a file; more than 18 digits (past every bound, and past Python's
+    4300-digit limit for ``int``) is a ``DataError`` at ``where``."""
+    if len(text.lstrip("0")) > 18:
+        raise DataError(f"{where}: number {text[:20]}... ({len(text)} digits) is too large")
+    return int(text)
+
+
 def _check_bound(value: int, limit: int, where: str, what: str) -> None:
     """``DataError`` at ``where`` when ``value`` (a frame or time of the file) exceeds ``limit``."""
     if value > limit:
@@ -198,9 +206,9 @@ def read_mapping(path: Path) -> tuple[str, ...]:
         parts = line.split()
         if not parts:
             continue
-        if len(parts) != 2 or not parts[0].isdigit():
+        if len(parts) != 2 or not parts[0].isdecimal():
             raise DataError(f"{path}:{number}: expected '<id> <class name>', got {line!r}")
-        if int(parts[0]) != len(names):
+        if _int(parts[0], f"{path}:{number}") != len(names):
             raise DataError(
                 f"{path}:{number}: class id {parts[0]} out of order; expected {len(names)}"
             )
@@ -289,7 +297,7 @@ def read_range_segments(path: Path, repairs: Repairs | None = None, *,
         match = _RANGE.match(line)
         if match is None:
             raise DataError(f"{path}:{number}: expected '<first>-<last> <label>', got {line!r}")
-        first, last = int(match[1]), int(match[2])
+        first, last = _int(match[1], f"{path}:{number}"), _int(match[2], f"{path}:{number}")
         if _empty_range(first, last, f"{path}:{number}", repairs, max_frames):
             continue
         segments.append(Segment(first - 1, last, match[3], number))  # 1-based incl. -> [s, e)
@@ -360,9 +368,9 @@ def read_timed_segments(path: Path, repairs: Repairs | None = None, *,
         parts = line.split()
         if not parts:
             continue
-        if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit():
+        if len(parts) != 3 or not parts[0].isdecimal() or not parts[1].isdecimal():
             raise DataError(f"{path}:{number}: expected '<start> <end> <label>', got {line!r}")
-        start, end = int(parts[0]), int(parts[1])
+        start, end = _int(parts[0], f"{path}:{number}"), _int(parts[1], f"{path}:{number}")
         if end < start:
             raise DataError(f"{path}:{number}: end {end} precedes start {start}")
         _check_bound(end, max_time, f"{path}:{number}", "time")
@@ -378,12 +386,12 @@ def read_timestamps(path: Path) -> np.ndarray:
     """
     values = []
     for number, line in enumerate(read_text_lines(path), 1):
-        token = next((t for t in line.split() if t.isdigit()), None)
+        token = next((t for t in line.split() if t.isdecimal()), None)
         if token is None:
             if not line.strip():
                 continue
             raise DataError(f"{path}:{number}: expected a frame timestamp, got {line!r}")
-        values.append(int(token))
+        values.append(_int(token, f"{path}:{number}"))
     stamps = np.asarray(values, dtype=np.int64)
     backwards = np.flatnonzero(np.diff(stamps) < 0)
     if backwards.size:
@@ -679,14 +687,15 @@ def read_signing_rows(path: Path, repairs: Repairs | None = None, *,
         parts = line.split()
         if not parts:
             continue
-        if len(parts) != 3 or not parts[1].isdigit() or parts[2] not in SIGNING_CODES:
+        if len(parts) != 3 or not parts[1].isdecimal() or parts[2] not in SIGNING_CODES:
             raise DataError(
                 f"{path}:{number}: expected '<youtube_id> <frame> S|P|n|?', got {line!r}"
             )
         # a frame f makes the reader allocate f + 1 labels
-        _check_bound(int(parts[1]) + 1, max_frames, f"{path}:{number}", "frame count")
+        frame = _int(parts[1], f"{path}:{number}")
+        _check_bound(frame + 1, max_frames, f"{path}:{number}", "frame count")
         frames, labels, lines = per_video.setdefault(parts[0], ([], [], []))
-        frames.append(int(parts[1]))
+        frames.append(frame)
         labels.append(SIGNING_CODES[parts[2]])
         lines.append(number)
     out = {}
