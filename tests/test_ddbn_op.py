@@ -393,6 +393,8 @@ def test_eval_domain_flags_other_than_0_1_are_a_value_error(ops, monkeypatch, ba
     msg = r"domain flags must be 0 \(D1\) or 1 \(D2\), got " + re.escape(str(bad))
     with pytest.raises(ValueError, match=msg):
         ddbn_mod.ddbn_eval(h, torch.tensor(flags), rm, rv, gamma, beta)
+    with pytest.raises(ValueError, match=msg):  # the reference called directly: same rule
+        ddbn_eval_reference(h, torch.tensor(flags), rm, rv, gamma, beta)
     with pytest.raises(ValueError, match="integers"):
         ddbn_mod.ddbn_eval(h, torch.tensor([0.0, 1.0, 1.0, 0.0]), rm, rv, gamma, beta)
     y = ddbn_mod.ddbn_eval(h, torch.tensor([0, 1, 1, 0]), rm, rv, gamma, beta)

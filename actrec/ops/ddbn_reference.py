@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from actrec.ops.domains import contribution_weights, tau_weights
+from actrec.ops.domains import check_domain_flags, contribution_weights, tau_weights
 
 __all__ = [
     "tau_weights",
@@ -134,8 +134,7 @@ def ddbn_eval_reference(
     statistics ``[2, T_max, C]``; timesteps t >= T_max use slot T_max - 1. Rows need not be sorted.
     """
     _check(h, gamma, beta)
-    if domain.shape != (h.shape[1],):
-        raise ValueError(f"domain must be [N={h.shape[1]}], got {tuple(domain.shape)}")
+    domain = check_domain_flags(domain, h.shape[1])  # only 0/1: never wrapped
     t_max = running_mean.shape[1]
     idx = torch.arange(h.shape[0], device=h.device).clamp_max(t_max - 1)
     mean = running_mean[domain][:, idx].transpose(0, 1).to(h.dtype)  # [N, T, C] -> [T, N, C]

@@ -96,12 +96,15 @@ def check_domain_flags(domain: Tensor, n: int | None = None) -> Tensor:
     """``domain`` as int64 after checking it holds only 0 (D1) and 1 (D2), shape ``[n]``.
 
     The one rule for every backend: any other value is an error, never wrapped or clamped.
+    Under ``torch.compile`` the value check (data-dependent) is left to eager calls.
     """
     if domain.dim() != 1 or (n is not None and domain.shape[0] != n):
         want = f"[N={n}]" if n is not None else "[N]"
         raise ValueError(f"domain must be {want}, got {tuple(domain.shape)}")
     if domain.dtype.is_floating_point or domain.dtype.is_complex:
         raise ValueError(f"domain flags must be integers 0 (D1) or 1 (D2), got {domain.dtype}")
+    if torch.compiler.is_compiling():
+        return domain.long()
     if domain.numel() and bool(((domain != 0) & (domain != 1)).any()):
         bad = sorted({int(v) for v in domain[(domain != 0) & (domain != 1)].tolist()})
         raise ValueError(f"domain flags must be 0 (D1) or 1 (D2), got {bad}")
