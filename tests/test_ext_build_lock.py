@@ -242,3 +242,13 @@ def test_killed_build_leaves_nothing_running_and_blocks_nothing(tmp_path):
                            capture_output=True, text=True, timeout=120)
     assert third.stdout.strip() == f"loaded cached build in {build_dir}", third.stderr[-2000:]
     assert "compiling" not in third.stderr
+
+
+def test_an_unusable_cache_folder_is_a_reason_not_a_traceback(tmp_path, monkeypatch):
+    from actrec.ops import _ext
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be\n")
+    monkeypatch.setenv("ACTREC_EXT_CACHE", str(blocker))
+    mod, why = _ext._jit(False)
+    assert mod is None and why.startswith(f"cannot lock the build folder {blocker}/"), why

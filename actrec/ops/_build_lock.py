@@ -104,25 +104,43 @@ def build_lock(directory: Path, *, wait_message: bool = True) -> Iterator[BuildL
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by exec'd programs
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if wait_message:
-                pid = holder_pid(path)
-                who = f"process {pid}" if pid else "another process"
-                print(f"actrec: waiting for {who}, which is building the C++ extension in "
-                      f"{directory} (lock {path.name})...", file=sys.stderr, flush=True)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        # Only a build that died while holding it leaves torch's baton while we hold our lock.
-        baton = directory / TORCH_BATON
-        removed = False
-        with contextlib.suppress(FileNotFoundError):
-            baton.unlink()
-            removed = True
-        yield BuildLock(directory, fd, removed)
+            _acquire(fd, path, wait_message)
+        except OSError as exc:  # a file system without locks (some NFS): torch's baton only
+            print(f"actrec: cannot lock {path} ({exc.strerror}); a build killed there may "
+                  f"leave {directory / TORCH_BATON} behind", file=sys.stderr, flush=True)
+            yield BuildLock(directory, None, False)
+        else:
+            yield _held(fd, directory)
     finally:
         os.close(fd)  # releases the lock (the guarded child, if any, has ended by now)
+
+
+def _acquire(fd: int, path: Path, wait_message: bool) -> None:
+    """Take the exclusive flock on ``fd``; when another process holds it, say so once (folder
+    and PID) and wait."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        pass
+    if wait_message:
+        pid = holder_pid(path)
+        who = f"process {pid}" if pid else "another process"
+        print(f"actrec: waiting for {who}, which is building the C++ extension in "
+              f"{path.parent} (lock {path.name})...", file=sys.stderr, flush=True)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+
+
+def _held(fd: int, directory: Path) -> BuildLock:
+    """Record our PID in the lock just taken and remove a stale torch baton."""
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    # Only a build that died while holding it leaves torch's baton while we hold our lock.
+    removed = False
+    with contextlib.suppress(FileNotFoundError):
+        (directory / TORCH_BATON).unlink()
+        removed = True
+    return BuildLock(directory, fd, removed)
 
 
 # --------------------------------------------------------------------------------------------

@@ -207,9 +207,15 @@ def _jit(cuda: bool) -> tuple[ModuleType | None, str]:
     )
     # An OS lock that ends with its holder (torch's own baton outlives a killed build and then
     # blocks every later load); the compiling runs in a child whose compilers end with us.
+    from contextlib import ExitStack
+
     from actrec.ops._build_lock import build_lock
 
-    with build_lock(build_dir) as lock:
+    with ExitStack() as stack:
+        try:
+            lock = stack.enter_context(build_lock(build_dir))
+        except OSError as e:  # e.g. a read-only cache folder
+            return None, f"cannot lock the build folder {build_dir} ({e.strerror or e})"
         if not any(build_dir.glob("*.so")):  # (another process may have built it meanwhile)
             ok, why = lock.run_guarded("torch.utils.cpp_extension:load", options)
             if not ok:
