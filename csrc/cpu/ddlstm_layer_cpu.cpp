@@ -317,10 +317,10 @@ struct StepBwd {
 };
 
 // One tile of the backward step. act: [N, 4 kTile], da: [N, 4 kTile], dyv: [N, kTile] scratch;
-// dtau: this tile's [2, N] partials of S_d(t) dL/dw_d(t, j) at this step (written, not added).
+// dw_part: this tile's [2, N] partials of S_d(t) dL/dw_d(t, j) at this step (written, not added).
 template <typename T, int ND>
 ACTREC_INLINE void bwd_tile(const StepBwd<T>& a, int64_t k0, int64_t J, T* act, T* da, T* dyv,
-                     double* dtau) {
+                     double* dw_part) {
   const int64_t N = a.N, H = a.H, G = 4 * H;
   constexpr int64_t W = 4 * kTile;
   T muh[2][W], rh[2][W], ah[2][W], mux[2][W], rx[2][W], ax[2][W], b0[2][W];
@@ -532,8 +532,8 @@ ACTREC_INLINE void bwd_tile(const StepBwd<T>& a, int64_t k0, int64_t J, T* act, 
       }
     }
     if (ND == 2) {
-      dtau[j] = static_cast<double>(t0) + cst[0];
-      dtau[N + j] = static_cast<double>(t1) + cst[1];
+      dw_part[j] = static_cast<double>(t0) + cst[0];
+      dw_part[N + j] = static_cast<double>(t1) + cst[1];
     }
   }
 }
@@ -549,13 +549,13 @@ ACTREC_INLINE void fwd_tiles(const StepFwd<T>& a, int64_t b, int64_t e) {
 }
 
 template <typename T, int ND>
-ACTREC_INLINE void bwd_tiles(const StepBwd<T>& a, int64_t b, int64_t e, T* scratch, double* dtau) {
+ACTREC_INLINE void bwd_tiles(const StepBwd<T>& a, int64_t b, int64_t e, T* scratch, double* dw_part) {
   const int64_t per = a.N * 9 * kTile;
   for (int64_t t = b; t < e; ++t) {
     const int64_t k0 = t * kTile;
     T* s = scratch + t * per;
     bwd_tile<T, ND>(a, k0, std::min(kTile, a.H - k0), s, s + a.N * 4 * kTile,
-                    s + a.N * 8 * kTile, dtau + t * 2 * a.N);
+                    s + a.N * 8 * kTile, dw_part + t * 2 * a.N);
   }
 }
 
@@ -918,7 +918,7 @@ BwdResult backward_cpu(const at::Tensor& grad_out_, const at::Tensor& grad_h_n,
   at::Tensor dc = grad_c_n.contiguous().clone();   // [N, H] carried dL/dc
   at::Tensor dhrec = grad_h_n.contiguous().clone();  // [N, H] dL/dh through the recurrence
   std::vector<double> acc_gh(G, 0.0), acc_gx(G, 0.0), acc_b(G, 0.0), acc_gc(H, 0.0), acc_bc(H, 0.0);
-  std::vector<double> dtau(ntiles * 2 * N, 0.0);  // one step's per-tile partials
+  std::vector<double> dw_part(ntiles * 2 * N, 0.0);  // one step's per-tile partials
   std::vector<double> grad_w(2 * T * N, 0.0);     // [2, T, N]
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ddlstm_layer_backward_cpu", [&] {
@@ -956,13 +956,13 @@ BwdResult backward_cpu(const at::Tensor& grad_out_, const at::Tensor& grad_h_n,
       a.dgh = dgh.data_ptr<T_>() + t * N * G;
       a.dxp = dxp.data_ptr<T_>() + t * N * G;
       at::parallel_for(0, ntiles, grain, [&](int64_t b, int64_t en) {
-        run_bwd_tiles(nd, a, b, en, scratch.data(), dtau.data());
+        run_bwd_tiles(nd, a, b, en, scratch.data(), dw_part.data());
       });
       if (nd == 2) {  // dL/dw[d, t, j] = (sum over tiles of S_d dL/dw) / S_d(t); 0 where S = 0
         for (int d = 0; d < 2; ++d) {
           for (int64_t j = 0; j < N; ++j) {
             double row = 0.0;
-            for (int64_t k = 0; k < ntiles; ++k) row += dtau[k * 2 * N + d * N + j];
+            for (int64_t k = 0; k < ntiles; ++k) row += dw_part[k * 2 * N + d * N + j];
             grad_w[(d * T + t) * N + j] = row * rw.inv_s[d * T + t];
           }
         }

@@ -4,7 +4,8 @@
 // The time loop runs here: per step one cuBLAS GEMM (at::mm_out) and one fused step kernel, in
 // both directions (backward: plus one small kernel for the step's dL/dw). The contribution
 // weights w [2, T, N] and the BN(c) weights w_c [T, N] are inputs (made in Python by
-// actrec.ops.domains); their per-step inverse sums are computed on the device before the loop. The input projection, its statistics and the weight gradients are single
+// actrec.ops.domains); their per-step inverse sums are computed on the device before the loop.
+// The input projection, its statistics and the weight gradients are single
 // GEMMs / kernels over all T*N rows outside the loop.
 //
 // CUDA graphs: at T steps x 2 launches the loop is launch-bound at small H, so by default the
