@@ -412,6 +412,37 @@ def test_padding_garbage_changes_no_bit(dtype, shape):
         assert g0[-1].abs().sum() > 0  # alpha's gradient exists (and is padding-independent)
 
 
+@pytest.mark.parametrize("n1,dual", [(4, False), (0, True)])
+def test_all_padding_rows_change_nothing(n1, dual):
+    """Plain batch norm: a batch with two extra rows that are padding throughout (garbage in
+    x, h0 and c0) gives the real rows' outputs and every parameter gradient of the real
+    batch alone (no reference involved: the op against itself)."""
+    t_len, n, d, hid = 4, 4, 3, 6
+    p = make_params(d, hid, torch.float64, seed=12)
+    x = torch.randn(t_len, n, d, dtype=torch.float64)
+    h0, c0 = (torch.randn(n, hid, dtype=torch.float64) for _ in range(2))
+    g = torch.randn(t_len, n, hid, dtype=torch.float64)
+
+    def pad(a):  # two garbage rows appended along the batch dimension (-2)
+        return torch.cat([a, 50 * torch.randn(*a.shape[:-2], 2, a.shape[-1], dtype=a.dtype)], -2)
+
+    mask = torch.ones(t_len, n + 2, dtype=torch.bool)
+    mask[:, n:] = False
+    runs = []
+    for xs, hs, cs, m in ((x, h0, c0, None), (pad(x), pad(h0), pad(c0), mask)):
+        ps = [q.detach().clone().requires_grad_() for q in p]
+        r = dl.ddlstm_layer(xs, *ps, n1=n1, eps=1e-5, h0=hs, c0=cs, dual_domain=dual, mask=m)
+        grads = torch.autograd.grad((r.out[:, :n] * g).sum(), ps, materialize_grads=True)
+        runs.append((r, grads))
+    (alone, g_alone), (padded, g_padded) = runs
+    torch.testing.assert_close(padded.out[:, :n], alone.out, rtol=1e-12, atol=1e-12)
+    for a, b in zip(padded.stats[:6], alone.stats[:6]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert padded.stats.n_c.tolist() == [float(n)] * t_len
+    for name, a, b in zip(PARAM_NAMES, g_padded, g_alone):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-12, msg=lambda m, k=name: f"{k}: {m}")
+
+
 def test_float32_agrees_with_float64():
     """The float32 op (double-accumulated statistics) against the float64 op on the same
     inputs: outputs within 1e-5 absolute, each gradient within 3e-5 of its largest entry
