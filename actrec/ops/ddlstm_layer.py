@@ -9,6 +9,12 @@ h_t = sigmoid(o) tanh(BN(c_t)) with plain batch norm on c_t. ``dual_domain=False
 n1 == N give exact plain batch norm (the BNLSTM). Evaluation mode is not this op's job: it uses
 running statistics per step, which needs no batch reductions.
 
+The op takes the DDBN contribution weights ``w [2, T, N]`` made by
+``actrec.ops.domains.contribution_weights`` (the one place the formula lives) and the weights of
+the batch norm on c_t (the 0/1 padding mask); its backward returns dL/dw and autograd carries it
+to alpha. A padding ``mask [T, N]`` therefore keeps padded frames out of every statistic (x
+path, h path, c path); where a domain has no real row at a timestep its statistics are 0.
+
 Importing this module imports neither torch nor the extension; the fake (meta) and autograd
 registrations are made once, on first use.
 """
@@ -23,7 +29,7 @@ from actrec.errors import ConfigError
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor
 
-__all__ = ["LayerStats", "LayerOutput", "ddlstm_layer", "fused_layer_available", "effective_sizes"]
+__all__ = ["LayerStats", "LayerOutput", "ddlstm_layer", "fused_layer_available"]
 
 _FWD = "actrec::ddlstm_layer_forward"
 _BWD = "actrec::ddlstm_layer_backward"
@@ -37,8 +43,13 @@ class LayerStats(NamedTuple):
     ``mean_x, var_x`` (input path x W_ih^T) and ``mean_h, var_h`` (hidden path h W_hh^T) are
     ``[2, T, 4H]``, domain 0 (D1) then domain 1 (D2); for a single-domain call both slots hold
     the same plain batch statistics. ``mean_c, var_c`` are ``[T, H]`` over the whole batch.
-    ``n_eff`` ``[2]`` are the effective sample sizes S_d^2 / sum tau_d^2 (N for plain batch
-    norm) and ``n_c`` = N, for the unbiased running variance ``var * n / (n - 1)``.
+    Padded frames enter none of them.
+
+    ``n_eff`` ``[2, T]`` (float64) are the effective sample sizes of
+    :func:`actrec.ops.domains.effective_sizes` and ``n_c`` ``[T]`` (float64) the real rows per
+    timestep. Both are 0 at a timestep where a domain (for ``n_c``: the batch) has no real
+    frame; the statistics there are 0 and carry no information, so **callers must not update
+    running statistics at (domain, t) where n_eff (n_c) is 0**.
     """
 
     mean_x: Tensor
@@ -48,21 +59,23 @@ class LayerStats(NamedTuple):
     mean_c: Tensor
     var_c: Tensor
     n_eff: Tensor
-    n_c: int
+    n_c: Tensor
 
     def unbiased_var_x(self) -> Tensor:  # [2, T, 4H]
-        return self.var_x * _bessel(self.n_eff).view(2, 1, 1)
+        return self.var_x * _bessel(self.n_eff, self.var_x)[..., None]
 
     def unbiased_var_h(self) -> Tensor:  # [2, T, 4H]
-        return self.var_h * _bessel(self.n_eff).view(2, 1, 1)
+        return self.var_h * _bessel(self.n_eff, self.var_h)[..., None]
 
     def unbiased_var_c(self) -> Tensor:  # [T, H]
-        n = float(self.n_c)
-        return self.var_c * (n / (n - 1.0) if n > 1 else 1.0)
+        return self.var_c * _bessel(self.n_c, self.var_c)[..., None]
 
 
 class LayerOutput(NamedTuple):
-    """``out`` [T, N, H] (every h_t), ``h_n`` and ``c_n`` [N, H], and the batch ``stats``."""
+    """``out`` [T, N, H] (every h_t), ``h_n`` and ``c_n`` [N, H], and the batch ``stats``.
+
+    ``h_n``/``c_n`` are the states after step T - 1 for every row; a row whose sequence ends
+    earlier (padding) has its last real state in ``out`` at its own last real step."""
 
     out: Tensor
     h_n: Tensor
@@ -70,21 +83,11 @@ class LayerOutput(NamedTuple):
     stats: LayerStats
 
 
-def _bessel(n_eff: Tensor) -> Tensor:
-    return n_eff / (n_eff - 1.0).clamp_min(1e-12)
+def _bessel(n: Tensor, like: Tensor) -> Tensor:
+    """``actrec.ops.domains.bessel`` in ``like``'s dtype and device (the one formula)."""
+    from actrec.ops.domains import bessel
 
-
-def effective_sizes(alpha: Tensor, n: int, n1: int, dual_domain: bool = True) -> Tensor:
-    """``[2]`` effective sample sizes S_d^2 / sum_j tau_d(j)^2 of the two domains' statistics
-    (both N for plain batch norm), in alpha's dtype on alpha's device."""
-    import torch
-
-    a = alpha.detach().to(torch.float64)
-    if not dual_domain or n1 <= 0 or n1 >= n:
-        return torch.full((2,), float(n), dtype=alpha.dtype, device=alpha.device)
-    j = torch.arange(1, n + 1, dtype=torch.float64, device=a.device)
-    tau = torch.stack([(1 - torch.tanh(j - a[0] * n)) / 2, (1 + torch.tanh(j - (1 - a[1]) * n)) / 2])
-    return (tau.sum(1) ** 2 / (tau**2).sum(1)).to(alpha.dtype)
+    return bessel(n).to(dtype=like.dtype, device=like.device)
 
 
 def _ext_disabled() -> bool:
@@ -93,27 +96,37 @@ def _ext_disabled() -> bool:
     return _ext.disabled()
 
 
-def _op_registered(device_type: str) -> bool:
+def _op_exists() -> bool:
+    """True when the layer op's schema is registered (public API: ``torch.ops`` lookup)."""
     import torch
 
-    key = {"cpu": "CPU", "cuda": "CUDA"}.get(device_type)
-    try:
-        return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(_FWD, key)
-    except RuntimeError:  # the op schema is not registered at all
-        return False
+    return hasattr(torch.ops.actrec, "ddlstm_layer_forward")
 
 
 def _ensure_loaded() -> bool:
     """Load the extension unless the ops are already registered (a prebuilt, JIT or test build);
-    register the fake and autograd formulas once. True when the CPU op exists."""
+    register the fake and autograd formulas once. True when the op exists (its CPU kernel is
+    compiled with its schema, always)."""
     from actrec.ops import _ext
 
-    if not _op_registered("cpu"):
+    if not _op_exists():
         _ext.load()
-    if not _op_registered("cpu"):
+    if not _op_exists():
         return False
     _register_python_side()
     return True
+
+
+def _has_kernel(device_type: str) -> bool:
+    """Whether the loaded extension has a kernel for ``device_type``: CPU always; CUDA when its
+    ``build_info()`` says the CUDA sources were compiled in."""
+    from actrec.ops import _ext
+
+    if device_type == "cpu":
+        return True
+    if device_type == "cuda":
+        return bool(_ext.status(build=False).compiled_with.get("cuda"))
+    return False
 
 
 def fused_layer_available(x: Tensor) -> bool:
@@ -125,21 +138,45 @@ def fused_layer_available(x: Tensor) -> bool:
 
     if _ext.disabled() or x.dtype not in (torch.float32, torch.float64):
         return False
-    return _ensure_loaded() and _op_registered(x.device.type)
+    return _ensure_loaded() and _has_kernel(x.device.type)
+
+
+def _check_mask(mask: Tensor, t: int, n: int, device) -> Tensor:
+    """``mask`` as bool on ``device`` after checking it is ``[T, N]`` with each row's padding
+    at the end (a real frame after a padded one would make the recurrence read padding)."""
+    import torch
+
+    if tuple(mask.shape) != (t, n):
+        raise ConfigError(f"ddlstm_layer: mask must be [T={t}, N={n}], got {tuple(mask.shape)}")
+    if mask.dtype != torch.bool:
+        raise ConfigError(f"ddlstm_layer: mask must be a bool tensor, got {mask.dtype}")
+    mask = mask.to(device)
+    if t > 1 and bool((mask[1:] & ~mask[:-1]).any()):
+        raise ConfigError("ddlstm_layer: mask has a real frame after a padded one; padding "
+                          "must come at the end of each sequence (mask [T, N], True on real "
+                          "frames)")
+    return mask
 
 
 def ddlstm_layer(x: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias: Tensor,
                  gamma_x: Tensor, beta_x: Tensor, gamma_h: Tensor, beta_h: Tensor,
                  gamma_c: Tensor, beta_c: Tensor, alpha: Tensor, n1: int, eps: float,
                  h0: Tensor | None = None, c0: Tensor | None = None,
-                 dual_domain: bool = True) -> LayerOutput:
+                 dual_domain: bool = True, mask: Tensor | None = None) -> LayerOutput:
     """One training-mode DDLSTM layer (BNLSTM with ``dual_domain=False``) over x [T, N, D].
 
-    Rows must be sorted with the ``n1`` D1 rows first. Differentiable w.r.t. every tensor
-    argument (alpha included). Raises ``ConfigError`` when the fused op is unavailable for x
-    (check ``fused_layer_available(x)`` first) or when the shapes do not fit together.
+    Rows must be sorted with the ``n1`` D1 rows first. ``mask [T, N]`` (bool, True on real
+    frames, padding at the end of each row) keeps padded frames out of every batch statistic;
+    the recurrence still runs through them (their outputs are finite but meaningless, and do
+    not influence real rows). Padding values must be finite. The DDBN contribution weights
+    come from :func:`actrec.ops.domains.contribution_weights`; gradients reach ``alpha``
+    through them by autograd. Differentiable w.r.t. every tensor argument. Raises
+    ``ConfigError`` when the fused op is unavailable for x (check
+    ``fused_layer_available(x)`` first) or when the shapes do not fit together.
     """
     import torch
+
+    from actrec.ops.domains import contribution_weights, effective_sizes
 
     if not fused_layer_available(x):
         raise ConfigError(
@@ -148,21 +185,29 @@ def ddlstm_layer(x: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias: Tensor,
             "layers in actrec.nn instead")
     if x.dim() != 3:
         raise ConfigError(f"ddlstm_layer: x must be [T, N, D], got shape {tuple(x.shape)}")
-    n = x.shape[1]
+    t_len, n = x.shape[0], x.shape[1]
     if not 0 <= int(n1) <= n:
         raise ConfigError(f"ddlstm_layer: n1 must be in [0, N={n}], got {n1}")
+    if alpha.shape != (2,):
+        raise ConfigError(f"ddlstm_layer: alpha must be [2], got {tuple(alpha.shape)}")
+    if mask is not None:
+        mask = _check_mask(mask, t_len, n, x.device)
+    w = contribution_weights(alpha.to(x.device), int(n1), t_len, n, mask, dual=bool(dual_domain),
+                             dtype=x.dtype)  # [2, T, N]
+    w_c = (mask.to(x.dtype) if mask is not None
+           else torch.ones(t_len, n, dtype=x.dtype, device=x.device))  # [T, N]
     try:
         res = torch.ops.actrec.ddlstm_layer_forward(
             x, weight_ih, weight_hh, bias, gamma_x, beta_x, gamma_h, beta_h, gamma_c, beta_c,
-            alpha, int(n1), float(eps), bool(dual_domain), h0, c0)
+            w, w_c, int(n1), float(eps), bool(dual_domain), h0, c0)
     except RuntimeError as e:
         msg = str(e).splitlines()[0]
         if "ddlstm_layer" in msg:
             raise ConfigError(msg) from None
         raise
     out, h_n, c_n = res[0], res[1], res[2]
-    stats = LayerStats(*(t.detach() for t in res[6:12]),
-                       n_eff=effective_sizes(alpha, n, int(n1), dual_domain), n_c=n)
+    stats = LayerStats(*(t.detach() for t in res[6:12]), n_eff=effective_sizes(w),  # [2, T]
+                       n_c=w_c.detach().to(torch.float64).sum(1))  # [T]
     return LayerOutput(out, h_n, c_n, stats)
 
 
@@ -171,7 +216,7 @@ def ddlstm_layer(x: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias: Tensor,
 
 
 def _fwd_fake(x, weight_ih, weight_hh, bias, gamma_x, beta_x, gamma_h, beta_h, gamma_c, beta_c,
-              alpha, n1, eps, dual_domain, h0, c0):
+              w, w_c, n1, eps, dual_domain, h0, c0):
     t, n, _ = x.shape
     h = weight_hh.shape[1]
     g = 4 * h
@@ -181,7 +226,7 @@ def _fwd_fake(x, weight_ih, weight_hh, bias, gamma_x, beta_x, gamma_h, beta_h, g
 
 
 def _bwd_fake(grad_out, grad_h_n, grad_c_n, x, weight_ih, weight_hh, bias, gamma_x, beta_x,
-              gamma_h, beta_h, gamma_c, beta_c, alpha, h0, c0, xp, gh, out, cs, mean_x, var_x,
+              gamma_h, beta_h, gamma_c, beta_c, w, w_c, h0, c0, xp, gh, out, cs, mean_x, var_x,
               mean_h, var_h, mean_c, var_c, n1, eps, dual_domain, need_grad_x):
     n = x.shape[1]
     h = weight_hh.shape[1]
@@ -190,23 +235,23 @@ def _bwd_fake(grad_out, grad_h_n, grad_c_n, x, weight_ih, weight_hh, bias, gamma
             bias.new_empty(bias.shape), gamma_x.new_empty(gamma_x.shape),
             beta_x.new_empty(beta_x.shape), gamma_h.new_empty(gamma_h.shape),
             beta_h.new_empty(beta_h.shape), gamma_c.new_empty(gamma_c.shape),
-            beta_c.new_empty(beta_c.shape), alpha.new_empty(alpha.shape), x.new_empty(n, h),
+            beta_c.new_empty(beta_c.shape), w.new_empty(w.shape), x.new_empty(n, h),
             x.new_empty(n, h))
 
 
 def _setup_context(ctx, inputs, output):
-    (x, w_ih, w_hh, bias, gx, bx, gh, bh, gc, bc, alpha, n1, eps, dual, h0, c0) = inputs
+    (x, w_ih, w_hh, bias, gx, bx, gh, bh, gc, bc, w, w_c, n1, eps, dual, h0, c0) = inputs
     out, _, _, xp, ghs, cs, mx, vx, mh, vh, mc, vc = output
     ctx.n1, ctx.eps, ctx.dual = n1, eps, dual
     ctx.has_h0, ctx.has_c0 = h0 is not None, c0 is not None
-    ctx.save_for_backward(x, w_ih, w_hh, bias, gx, bx, gh, bh, gc, bc, alpha, h0, c0,
+    ctx.save_for_backward(x, w_ih, w_hh, bias, gx, bx, gh, bh, gc, bc, w, w_c, h0, c0,
                           xp, ghs, out, cs, mx, vx, mh, vh, mc, vc)
 
 
 def _backward(ctx, *grads):
     import torch
 
-    (x, w_ih, w_hh, bias, gx, bx, gh, bh, gc, bc, alpha, h0, c0,
+    (x, w_ih, w_hh, bias, gx, bx, gh, bh, gc, bc, w, w_c, h0, c0,
      xp, ghs, out, cs, mx, vx, mh, vh, mc, vc) = ctx.saved_tensors
     g_out, g_hn, g_cn = grads[0], grads[1], grads[2]
     if g_out is None:
@@ -217,10 +262,11 @@ def _backward(ctx, *grads):
         g_cn = out.new_zeros(out.shape[1:])
     need_x = bool(ctx.needs_input_grad[0])
     r = torch.ops.actrec.ddlstm_layer_backward(
-        g_out, g_hn, g_cn, x, w_ih, w_hh, bias, gx, bx, gh, bh, gc, bc, alpha, h0, c0,
+        g_out, g_hn, g_cn, x, w_ih, w_hh, bias, gx, bx, gh, bh, gc, bc, w, w_c, h0, c0,
         xp, ghs, out, cs, mx, vx, mh, vh, mc, vc, ctx.n1, ctx.eps, ctx.dual, need_x)
     grad_x = r[0] if need_x else None
-    return (grad_x, *r[1:11], None, None, None,
+    # w_c (the padding mask) is not differentiable; n1, eps, dual_domain are not tensors.
+    return (grad_x, *r[1:11], None, None, None, None,
             r[11] if ctx.has_h0 else None, r[12] if ctx.has_c0 else None)
 
 

@@ -6,7 +6,9 @@
 // their four gate columns (i, f, g, o) over all N rows, so the DDBN of W_hh h and the batch norm
 // of c_t reduce locally: no cross-thread reduction anywhere in the step.
 // Backward mirrors it in reverse time; the weight gradients are single GEMMs over all T*N rows,
-// d(alpha) comes from per-row d(tau) partials kept per tile and reduced once.
+// dL/dw (the contribution weights, from which autograd reaches alpha) comes from per-row
+// partials kept per tile and reduced after each step. The weights themselves are inputs
+// (actrec.ops.domains makes them); padded rows have weight 0 and enter no statistic.
 // See shared/design/ddbn.md (the formulas) and ddlstm-performance-study.md, section 4.
 
 #include <ATen/ATen.h>
@@ -47,13 +49,22 @@ constexpr int64_t kTile = 16;  // hidden units per task: 16 floats = one AVX-512
 #define ACTREC_INLINE inline
 #endif
 
+// Statistics accumulate as the DDBN op's do (csrc/cpu/ddbn_cpu.cpp): inner sums in the kernel's
+// type over groups of kRows rows (vectorisable), each group's partial sum added into a double
+// accumulator, then scaled by 1/S in double; the rounding error stays that of a kRows-term sum.
+constexpr int64_t kRows = 16;
+
 // Per-call pointers of one forward step. Statistics pointers address domain slot 0 at step t;
-// slot 1 is dstride elements further.
+// slot 1 is dstride elements further. Weights are those of step t (RowWeights in ddlstm_math.h).
 template <typename T>
 struct StepFwd {
   int64_t N, H, n1;
-  const T* wn0;
-  const T* wn1;
+  const T* w0;     // [N] raw contribution weights of domain 0 at step t (0 on padding)
+  const T* w1;     // [N] domain 1
+  double inv_s0;   // 1 / S_0(t), 0 where no row contributes
+  double inv_s1;
+  const T* wc;     // [N] BN(c) weights at step t (the 0/1 mask)
+  double inv_sc;
   const T* gh;   // [N, 4H] h_{t-1} W_hh^T
   const T* xp;   // [N, 4H] x_t W_ih^T
   const T* sx;   // [2, 4H] x-path scale gamma_x r_x
@@ -72,44 +83,56 @@ struct StepFwd {
   T eps;
 };
 
+// Weighted mean (mu == nullptr) or centred weighted square sum (about mu) of the J <= kTile
+// columns k0.. of the four gate blocks of z [N, 4H], for ND domains; out[d] = sum * inv_s[d],
+// rounded to T. Lanes u >= J come out 0.
 template <typename T, int ND>
-ACTREC_INLINE void fwd_tile(const StepFwd<T>& a, int64_t k0, int64_t J) {
-  const int64_t N = a.N, H = a.H, G = 4 * H;
-  T m[2][4 * kTile] = {};
-  T v[2][4 * kTile] = {};
-  for (int64_t j = 0; j < N; ++j) {  // weighted means per domain
-    const T w0 = a.wn0[j], w1 = ND == 2 ? a.wn1[j] : T(0);
-    const T* row = a.gh + j * G + k0;
-    for (int q = 0; q < 4; ++q) {
-      const T* r = row + q * H;
-      T* s0 = m[0] + q * kTile;
-      T* s1 = m[1] + q * kTile;
-      for (int64_t u = 0; u < J; ++u) {
-        s0[u] += w0 * r[u];
-        if (ND == 2) s1[u] += w1 * r[u];
-      }
-    }
-  }
-  for (int64_t j = 0; j < N; ++j) {  // weighted variances, two-pass
-    const T w0 = a.wn0[j], w1 = ND == 2 ? a.wn1[j] : T(0);
-    const T* row = a.gh + j * G + k0;
-    for (int q = 0; q < 4; ++q) {
-      const T* r = row + q * H;
-      const T* mu0 = m[0] + q * kTile;
-      const T* mu1 = m[1] + q * kTile;
-      T* s0 = v[0] + q * kTile;
-      T* s1 = v[1] + q * kTile;
-      for (int64_t u = 0; u < J; ++u) {
-        const T e0 = r[u] - mu0[u];
-        s0[u] += w0 * e0 * e0;
-        if (ND == 2) {
-          const T e1 = r[u] - mu1[u];
-          s1[u] += w1 * e1 * e1;
+ACTREC_INLINE void gate_moments(const T* z, int64_t N, int64_t H, int64_t k0, int64_t J,
+                                const T* w0, const T* w1, const double* inv_s,
+                                const T (*mu)[4 * kTile], T (*out)[4 * kTile]) {
+  constexpr int64_t W = 4 * kTile;
+  const int64_t G = 4 * H;
+  double acc[2][W] = {};
+  for (int64_t jb = 0; jb < N; jb += kRows) {
+    T part[2][W] = {};
+    for (int64_t j = jb; j < std::min(N, jb + kRows); ++j) {
+      const T v0 = w0[j], v1 = ND == 2 ? w1[j] : T(0);
+      const T* row = z + j * G + k0;
+      for (int q = 0; q < 4; ++q) {
+        const T* r = row + q * H;
+        T* s0 = part[0] + q * kTile;
+        T* s1 = part[1] + q * kTile;
+        for (int64_t u = 0; u < J; ++u) {
+          if (mu == nullptr) {
+            s0[u] += v0 * r[u];
+            if (ND == 2) s1[u] += v1 * r[u];
+          } else {
+            const T e0 = r[u] - mu[0][q * kTile + u];
+            s0[u] += v0 * e0 * e0;
+            if (ND == 2) {
+              const T e1 = r[u] - mu[1][q * kTile + u];
+              s1[u] += v1 * e1 * e1;
+            }
+          }
         }
       }
     }
+    for (int d = 0; d < ND; ++d)
+      for (int64_t i = 0; i < W; ++i) acc[d][i] += static_cast<double>(part[d][i]);
   }
-  T ah[2][4 * kTile], bh[2][4 * kTile];  // DDBN_h as gh * ah + bh (beta_h is folded in shx)
+  for (int d = 0; d < ND; ++d)
+    for (int64_t i = 0; i < W; ++i) out[d][i] = static_cast<T>(acc[d][i] * inv_s[d]);
+}
+
+template <typename T, int ND>
+ACTREC_INLINE void fwd_tile(const StepFwd<T>& a, int64_t k0, int64_t J) {
+  const int64_t N = a.N, H = a.H, G = 4 * H;
+  constexpr int64_t W = 4 * kTile;
+  const double inv_s[2] = {a.inv_s0, a.inv_s1};
+  T m[2][W] = {}, v[2][W] = {};  // DDBN_h statistics per domain (two-pass)
+  gate_moments<T, ND>(a.gh, N, H, k0, J, a.w0, a.w1, inv_s, nullptr, m);
+  gate_moments<T, ND>(a.gh, N, H, k0, J, a.w0, a.w1, inv_s, m, v);
+  T ah[2][W], bh[2][W];  // DDBN_h as gh * ah + bh (beta_h is folded in shx)
   for (int q = 0; q < 4; ++q) {
     for (int64_t u = 0; u < J; ++u) {
       const int64_t c = q * H + k0 + u, i = q * kTile + u;
@@ -123,46 +146,57 @@ ACTREC_INLINE void fwd_tile(const StepFwd<T>& a, int64_t k0, int64_t J) {
       }
     }
   }
-  T csum[kTile] = {};
+  double csum[kTile] = {};
   T pre[4 * kTile] = {};  // one row's pre-activations, then activations
-  for (int64_t j = 0; j < N; ++j) {  // gates, c_t; o parked in h until BN(c) is known
-    const int dom = (ND == 2 && j >= a.n1) ? 1 : 0;
-    const T* g = a.gh + j * G + k0;
-    const T* x = a.xp + j * G + k0;
-    const T* sx = a.sx + dom * G + k0;
-    const T* sh = a.shx + dom * G + k0;
-    for (int q = 0; q < 4; ++q) {
-      const T* A = ah[dom] + q * kTile;
-      const T* B = bh[dom] + q * kTile;
-      T* pq = pre + q * kTile;
-      for (int64_t u = 0; u < J; ++u)
-        pq[u] = g[q * H + u] * A[u] + B[u] + x[q * H + u] * sx[q * H + u] + sh[q * H + u];
+  for (int64_t jb = 0; jb < N; jb += kRows) {  // gates, c_t; o parked in h until BN(c) is known
+    T cpart[kTile] = {};
+    for (int64_t j = jb; j < std::min(N, jb + kRows); ++j) {
+      const int dom = (ND == 2 && j >= a.n1) ? 1 : 0;
+      const T* g = a.gh + j * G + k0;
+      const T* x = a.xp + j * G + k0;
+      const T* sx = a.sx + dom * G + k0;
+      const T* sh = a.shx + dom * G + k0;
+      for (int q = 0; q < 4; ++q) {
+        const T* A = ah[dom] + q * kTile;
+        const T* B = bh[dom] + q * kTile;
+        T* pq = pre + q * kTile;
+        for (int64_t u = 0; u < J; ++u)
+          pq[u] = g[q * H + u] * A[u] + B[u] + x[q * H + u] * sx[q * H + u] + sh[q * H + u];
+      }
+      sigmoid_n<2 * kTile>(pre);             // i, f
+      tanh_n<kTile>(pre + 2 * kTile);        // g
+      sigmoid_n<kTile>(pre + 3 * kTile);     // o
+      const T* cp = a.cprev + j * H + k0;
+      T* cc = a.c + j * H + k0;
+      T* hh = a.h + j * H + k0;
+      const T wj = a.wc[j];
+      for (int64_t u = 0; u < J; ++u) {
+        const T cv = pre[kTile + u] * cp[u] + pre[u] * pre[2 * kTile + u];
+        cc[u] = cv;
+        hh[u] = pre[3 * kTile + u];
+        cpart[u] += wj * cv;
+      }
     }
-    sigmoid_n<2 * kTile>(pre);             // i, f
-    tanh_n<kTile>(pre + 2 * kTile);        // g
-    sigmoid_n<kTile>(pre + 3 * kTile);     // o
-    const T* cp = a.cprev + j * H + k0;
-    T* cc = a.c + j * H + k0;
-    T* hh = a.h + j * H + k0;
-    for (int64_t u = 0; u < J; ++u) {
-      const T cv = pre[kTile + u] * cp[u] + pre[u] * pre[2 * kTile + u];
-      cc[u] = cv;
-      hh[u] = pre[3 * kTile + u];
-      csum[u] += cv;
-    }
+    for (int64_t u = 0; u < J; ++u) csum[u] += static_cast<double>(cpart[u]);
   }
-  T mc[kTile], cvar[kTile] = {};
-  for (int64_t u = 0; u < J; ++u) mc[u] = csum[u] / T(N);
-  for (int64_t j = 0; j < N; ++j) {
-    const T* cc = a.c + j * H + k0;
-    for (int64_t u = 0; u < J; ++u) {
-      const T e = cc[u] - mc[u];
-      cvar[u] += e * e;
+  T mc[kTile] = {};
+  double cvar[kTile] = {};
+  for (int64_t u = 0; u < J; ++u) mc[u] = static_cast<T>(csum[u] * a.inv_sc);
+  for (int64_t jb = 0; jb < N; jb += kRows) {
+    T vpart[kTile] = {};
+    for (int64_t j = jb; j < std::min(N, jb + kRows); ++j) {
+      const T* cc = a.c + j * H + k0;
+      const T wj = a.wc[j];
+      for (int64_t u = 0; u < J; ++u) {
+        const T e = cc[u] - mc[u];
+        vpart[u] += wj * e * e;
+      }
     }
+    for (int64_t u = 0; u < J; ++u) cvar[u] += static_cast<double>(vpart[u]);
   }
   T sc[kTile], sb[kTile];  // BN(c) as c * sc + sb
   for (int64_t u = 0; u < J; ++u) {
-    const T var = cvar[u] / T(N);
+    const T var = static_cast<T>(cvar[u] * a.inv_sc);
     a.mean_c[k0 + u] = mc[u];
     a.var_c[k0 + u] = var;
     sc[u] = a.gamma_c[k0 + u] / std::sqrt(var + a.eps);
@@ -177,45 +211,70 @@ ACTREC_INLINE void fwd_tile(const StepFwd<T>& a, int64_t k0, int64_t J) {
   }
 }
 
-// Per-step DDBN statistics of x W_ih^T for one step t, folded into scale/shift [2, 4H].
+// Per-step DDBN statistics of x W_ih^T for one step t (raw weights w0, w1 and 1/S of step t),
+// folded into scale/shift [2, 4H].
 template <typename T, int ND>
-ACTREC_INLINE void x_stats_step(const T* xp, int64_t N, int64_t G, const T* wn0, const T* wn1, T eps,
-                         const T* gamma_x, const T* beta_x, const T* beta_h, const T* bias,
-                         T* mean, T* var, int64_t dstride, T* sx, T* shx, T* work /*[4G]*/) {
-  T* m0 = work;
-  T* m1 = work + G;
-  T* v0 = work + 2 * G;
-  T* v1 = work + 3 * G;
-  std::fill(work, work + 4 * G, T(0));
-  for (int64_t j = 0; j < N; ++j) {
-    const T w0 = wn0[j], w1 = ND == 2 ? wn1[j] : T(0);
-    const T* r = xp + j * G;
-    for (int64_t c = 0; c < G; ++c) {
-      m0[c] += w0 * r[c];
-      if (ND == 2) m1[c] += w1 * r[c];
+ACTREC_INLINE void x_stats_step(const T* xp, int64_t N, int64_t G, const T* w0, const T* w1,
+                                const double* inv_s, T eps, const T* gamma_x, const T* beta_x,
+                                const T* beta_h, const T* bias, T* mean, T* var, int64_t dstride,
+                                T* sx, T* shx, double* work /*[4G]*/, T* part /*[2G]*/) {
+  double* m0 = work;
+  double* m1 = work + G;
+  double* v0 = work + 2 * G;
+  double* v1 = work + 3 * G;
+  std::fill(work, work + 4 * G, 0.0);
+  T* p0 = part;
+  T* p1 = part + G;
+  for (int pass = 0; pass < 2; ++pass) {  // 0: weighted sums, 1: centred squares (two-pass)
+    double* a0 = pass == 0 ? m0 : v0;
+    double* a1 = pass == 0 ? m1 : v1;
+    for (int64_t jb = 0; jb < N; jb += kRows) {
+      std::fill(part, part + 2 * G, T(0));
+      for (int64_t j = jb; j < std::min(N, jb + kRows); ++j) {
+        const T u0 = w0[j], u1 = ND == 2 ? w1[j] : T(0);
+        const T* r = xp + j * G;
+        if (pass == 0) {
+          for (int64_t c = 0; c < G; ++c) {
+            p0[c] += u0 * r[c];
+            if (ND == 2) p1[c] += u1 * r[c];
+          }
+        } else {
+          for (int64_t c = 0; c < G; ++c) {
+            const T e0 = r[c] - sx[c];  // sx, sx + G hold the rounded means during pass 1
+            p0[c] += u0 * e0 * e0;
+            if (ND == 2) {
+              const T e1 = r[c] - sx[G + c];
+              p1[c] += u1 * e1 * e1;
+            }
+          }
+        }
+      }
+      for (int64_t c = 0; c < G; ++c) {
+        a0[c] += static_cast<double>(p0[c]);
+        if (ND == 2) a1[c] += static_cast<double>(p1[c]);
+      }
     }
-  }
-  for (int64_t j = 0; j < N; ++j) {
-    const T w0 = wn0[j], w1 = ND == 2 ? wn1[j] : T(0);
-    const T* r = xp + j * G;
-    for (int64_t c = 0; c < G; ++c) {
-      const T e0 = r[c] - m0[c];
-      v0[c] += w0 * e0 * e0;
-      if (ND == 2) {
-        const T e1 = r[c] - m1[c];
-        v1[c] += w1 * e1 * e1;
+    for (int d = 0; d < ND; ++d) {
+      double* ad = d == 0 ? a0 : a1;
+      for (int64_t c = 0; c < G; ++c) ad[c] = static_cast<double>(static_cast<T>(ad[c] * inv_s[d]));
+    }
+    if (pass == 0) {
+      for (int64_t c = 0; c < G; ++c) {
+        sx[c] = static_cast<T>(m0[c]);
+        sx[G + c] = static_cast<T>(ND == 2 ? m1[c] : m0[c]);
       }
     }
   }
   for (int d = 0; d < 2; ++d) {
-    const T* md = (ND == 2 && d == 1) ? m1 : m0;
-    const T* vd = (ND == 2 && d == 1) ? v1 : v0;
+    const double* md = (ND == 2 && d == 1) ? m1 : m0;
+    const double* vd = (ND == 2 && d == 1) ? v1 : v0;
     for (int64_t c = 0; c < G; ++c) {
-      const T s = gamma_x[c] / std::sqrt(vd[c] + eps);
-      mean[d * dstride + c] = md[c];
-      var[d * dstride + c] = vd[c];
+      const T mu = static_cast<T>(md[c]), va = static_cast<T>(vd[c]);
+      const T s = gamma_x[c] / std::sqrt(va + eps);
+      mean[d * dstride + c] = mu;
+      var[d * dstride + c] = va;
       sx[d * G + c] = s;
-      shx[d * G + c] = beta_x[c] - md[c] * s + beta_h[c] + bias[c];
+      shx[d * G + c] = beta_x[c] - mu * s + beta_h[c] + bias[c];
     }
   }
 }
@@ -223,8 +282,9 @@ ACTREC_INLINE void x_stats_step(const T* xp, int64_t N, int64_t G, const T* wn0,
 template <typename T>
 struct StepBwd {
   int64_t N, H, n1;
-  const T* wn0;
+  const T* wn0;  // [N] normalised weights w / S of domain 0 at step t (0 on padding)
   const T* wn1;
+  const T* wnc;  // [N] normalised BN(c) weights at step t
   const T* gh;  // [N, 4H] step t
   const T* xp;
   const T* mean_h;  // slot 0 at step t; slot 1 at + dstride
@@ -257,10 +317,10 @@ struct StepBwd {
 };
 
 // One tile of the backward step. act: [N, 4 kTile], da: [N, 4 kTile], dyv: [N, kTile] scratch;
-// dtau: this tile's [2, N] accumulators of S_d * dL/dtau_d(j).
+// dw_part: this tile's [2, N] partials of S_d(t) dL/dw_d(t, j) at this step (written, not added).
 template <typename T, int ND>
 ACTREC_INLINE void bwd_tile(const StepBwd<T>& a, int64_t k0, int64_t J, T* act, T* da, T* dyv,
-                     double* dtau) {
+                     double* dw_part) {
   const int64_t N = a.N, H = a.H, G = 4 * H;
   constexpr int64_t W = 4 * kTile;
   T muh[2][W], rh[2][W], ah[2][W], mux[2][W], rx[2][W], ax[2][W], b0[2][W];
@@ -286,100 +346,122 @@ ACTREC_INLINE void bwd_tile(const StepBwd<T>& a, int64_t k0, int64_t J, T* act, 
     bc[u] = a.beta_c[k0 + u];
   }
 
-  // Pass A: recompute the gates; output gate gradient; BN(c) backward reductions.
-  T sdy[kTile] = {}, sdych[kTile] = {}, thv[kTile] = {};
+  // Pass A: recompute the gates; output gate gradient; BN(c) backward reductions (sums over
+  // every row: each row's output is normalised with the batch statistics).
+  double sdy_d[kTile] = {}, sdych_d[kTile] = {};
+  T thv[kTile] = {};
   for (int64_t j = 0; j < N * W; ++j) act[j] = T(0);  // lanes u >= J stay finite
   for (int64_t j = 0; j < N * kTile; ++j) dyv[j] = T(0);
-  for (int64_t j = 0; j < N; ++j) {
-    const int dom = (ND == 2 && j >= a.n1) ? 1 : 0;
-    const T* g = a.gh + j * G + k0;
-    const T* x = a.xp + j * G + k0;
-    const T* cc = a.c + j * H + k0;
-    const T* go = a.gout + j * H + k0;
-    const T* dr = a.dhrec + j * H + k0;
-    T* ac = act + j * W;
-    T* dd = da + j * W;
-    T* dy = dyv + j * kTile;
-    for (int q = 0; q < 4; ++q) {
-      const T* A = ah[dom] + q * kTile;
-      const T* X = ax[dom] + q * kTile;
-      const T* B = b0[dom] + q * kTile;
-      const T* gq = g + q * H;
-      const T* xq = x + q * H;
-      T* aq = ac + q * kTile;
-      for (int64_t u = 0; u < J; ++u) aq[u] = gq[u] * A[u] + xq[u] * X[u] + B[u];
+  for (int64_t jb = 0; jb < N; jb += kRows) {
+    T sdy[kTile] = {}, sdych[kTile] = {};
+    for (int64_t j = jb; j < std::min(N, jb + kRows); ++j) {
+      const int dom = (ND == 2 && j >= a.n1) ? 1 : 0;
+      const T* g = a.gh + j * G + k0;
+      const T* x = a.xp + j * G + k0;
+      const T* cc = a.c + j * H + k0;
+      const T* go = a.gout + j * H + k0;
+      const T* dr = a.dhrec + j * H + k0;
+      T* ac = act + j * W;
+      T* dd = da + j * W;
+      T* dy = dyv + j * kTile;
+      for (int q = 0; q < 4; ++q) {
+        const T* A = ah[dom] + q * kTile;
+        const T* X = ax[dom] + q * kTile;
+        const T* B = b0[dom] + q * kTile;
+        const T* gq = g + q * H;
+        const T* xq = x + q * H;
+        T* aq = ac + q * kTile;
+        for (int64_t u = 0; u < J; ++u) aq[u] = gq[u] * A[u] + xq[u] * X[u] + B[u];
+      }
+      sigmoid_n<2 * kTile>(ac);
+      tanh_n<kTile>(ac + 2 * kTile);
+      sigmoid_n<kTile>(ac + 3 * kTile);
+      for (int64_t u = 0; u < J; ++u) thv[u] = gc[u] * (cc[u] - mc[u]) * rc[u] + bc[u];
+      tanh_n<kTile>(thv);
+      for (int64_t u = 0; u < J; ++u) {
+        const T o = ac[3 * kTile + u];
+        const T ch = (cc[u] - mc[u]) * rc[u];
+        const T th = thv[u];
+        const T dh = go[u] + dr[u];
+        dd[3 * kTile + u] = dh * th * o * (T(1) - o);
+        const T dyu = dh * o * (T(1) - th * th);
+        dy[u] = dyu;
+        sdy[u] += dyu;
+        sdych[u] += dyu * ch;
+      }
     }
-    sigmoid_n<2 * kTile>(ac);
-    tanh_n<kTile>(ac + 2 * kTile);
-    sigmoid_n<kTile>(ac + 3 * kTile);
-    for (int64_t u = 0; u < J; ++u) thv[u] = gc[u] * (cc[u] - mc[u]) * rc[u] + bc[u];
-    tanh_n<kTile>(thv);
     for (int64_t u = 0; u < J; ++u) {
-      const T o = ac[3 * kTile + u];
-      const T ch = (cc[u] - mc[u]) * rc[u];
-      const T th = thv[u];
-      const T dh = go[u] + dr[u];
-      dd[3 * kTile + u] = dh * th * o * (T(1) - o);
-      const T dyu = dh * o * (T(1) - th * th);
-      dy[u] = dyu;
-      sdy[u] += dyu;
-      sdych[u] += dyu * ch;
+      sdy_d[u] += static_cast<double>(sdy[u]);
+      sdych_d[u] += static_cast<double>(sdych[u]);
     }
   }
-  T mg[kTile] = {}, mgc[kTile] = {};
+  T mg[kTile] = {}, mgc[kTile] = {};  // dL/dmu_c = -r mg, dL/dvar_c = -r^2 mgc / 2
   for (int64_t u = 0; u < J; ++u) {
-    a.acc_gamma_c[k0 + u] += sdych[u];
-    a.acc_beta_c[k0 + u] += sdy[u];
-    mg[u] = gc[u] * sdy[u] / T(N);
-    mgc[u] = gc[u] * sdych[u] / T(N);
+    a.acc_gamma_c[k0 + u] += sdych_d[u];
+    a.acc_beta_c[k0 + u] += sdy_d[u];
+    mg[u] = gc[u] * static_cast<T>(sdy_d[u]);
+    mgc[u] = gc[u] * static_cast<T>(sdych_d[u]);
   }
 
-  // Pass B: dL/dc_t, gate gradients, per-domain DDBN reductions of both paths.
-  T sg[2][W] = {}, sgh[2][W] = {}, sgx[2][W] = {};
-  for (int64_t j = 0; j < N; ++j) {
-    const int dom = (ND == 2 && j >= a.n1) ? 1 : 0;
-    // Fixed-width loop over local copies (lanes >= J are finite scratch): vectorises cleanly.
-    T lc[kTile] = {}, lcp[kTile] = {}, ldc[kTile] = {};
-    T* dcj = a.dc + j * H + k0;
-    for (int64_t u = 0; u < J; ++u) {
-      lc[u] = a.c[j * H + k0 + u];
-      lcp[u] = a.cprev[j * H + k0 + u];
-      ldc[u] = dcj[u];
-    }
-    const T* __restrict__ ac = act + j * W;
-    T* __restrict__ dd = da + j * W;
-    const T* __restrict__ dy = dyv + j * kTile;
-    for (int64_t u = 0; u < kTile; ++u) {
-      const T ch = (lc[u] - mc[u]) * rc[u];
-      const T dcv = ldc[u] + rc[u] * (gc[u] * dy[u] - mg[u] - ch * mgc[u]);
-      const T ig = ac[u], fg = ac[kTile + u], gg = ac[2 * kTile + u];
-      dd[u] = dcv * gg * ig * (T(1) - ig);
-      dd[kTile + u] = dcv * lcp[u] * fg * (T(1) - fg);
-      dd[2 * kTile + u] = dcv * ig * (T(1) - gg * gg);
-      ldc[u] = dcv * fg;
-    }
-    for (int64_t u = 0; u < J; ++u) dcj[u] = ldc[u];
-    const T* g = a.gh + j * G + k0;
-    const T* x = a.xp + j * G + k0;
-    for (int q = 0; q < 4; ++q) {
-      const T* gq = g + q * H;
-      const T* xq = x + q * H;
-      const T* dq = dd + q * kTile;
-      const T* mh = muh[dom] + q * kTile;
-      const T* mx = mux[dom] + q * kTile;
-      T* s = sg[dom] + q * kTile;
-      T* sh = sgh[dom] + q * kTile;
-      T* sx = sgx[dom] + q * kTile;
+  // Pass B: dL/dc_t, gate gradients, per-domain DDBN reductions of both paths. A row reaches
+  // the BN(c) statistics only with its weight wnc (0 for padding).
+  double sg_d[2][W] = {}, sgh_d[2][W] = {}, sgx_d[2][W] = {};
+  for (int64_t jb = 0; jb < N; jb += kRows) {
+    T sg[2][W] = {}, sgh[2][W] = {}, sgx[2][W] = {};
+    for (int64_t j = jb; j < std::min(N, jb + kRows); ++j) {
+      const int dom = (ND == 2 && j >= a.n1) ? 1 : 0;
+      // Fixed-width loop over local copies (lanes >= J are finite scratch): vectorises cleanly.
+      T lc[kTile] = {}, lcp[kTile] = {}, ldc[kTile] = {};
+      T* dcj = a.dc + j * H + k0;
       for (int64_t u = 0; u < J; ++u) {
-        s[u] += dq[u];
-        sh[u] += dq[u] * (gq[u] - mh[u]);
-        sx[u] += dq[u] * (xq[u] - mx[u]);
+        lc[u] = a.c[j * H + k0 + u];
+        lcp[u] = a.cprev[j * H + k0 + u];
+        ldc[u] = dcj[u];
+      }
+      const T wcj = a.wnc[j];
+      const T* __restrict__ ac = act + j * W;
+      T* __restrict__ dd = da + j * W;
+      const T* __restrict__ dy = dyv + j * kTile;
+      for (int64_t u = 0; u < kTile; ++u) {
+        const T ch = (lc[u] - mc[u]) * rc[u];
+        const T dcv = ldc[u] + rc[u] * (gc[u] * dy[u] - wcj * (mg[u] + ch * mgc[u]));
+        const T ig = ac[u], fg = ac[kTile + u], gg = ac[2 * kTile + u];
+        dd[u] = dcv * gg * ig * (T(1) - ig);
+        dd[kTile + u] = dcv * lcp[u] * fg * (T(1) - fg);
+        dd[2 * kTile + u] = dcv * ig * (T(1) - gg * gg);
+        ldc[u] = dcv * fg;
+      }
+      for (int64_t u = 0; u < J; ++u) dcj[u] = ldc[u];
+      const T* g = a.gh + j * G + k0;
+      const T* x = a.xp + j * G + k0;
+      for (int q = 0; q < 4; ++q) {
+        const T* gq = g + q * H;
+        const T* xq = x + q * H;
+        const T* dq = dd + q * kTile;
+        const T* mh = muh[dom] + q * kTile;
+        const T* mx = mux[dom] + q * kTile;
+        T* s = sg[dom] + q * kTile;
+        T* sh = sgh[dom] + q * kTile;
+        T* sx = sgx[dom] + q * kTile;
+        for (int64_t u = 0; u < J; ++u) {
+          s[u] += dq[u];
+          sh[u] += dq[u] * (gq[u] - mh[u]);
+          sx[u] += dq[u] * (xq[u] - mx[u]);
+        }
+      }
+    }
+    for (int d = 0; d < ND; ++d) {
+      for (int64_t i = 0; i < W; ++i) {
+        sg_d[d][i] += static_cast<double>(sg[d][i]);
+        sgh_d[d][i] += static_cast<double>(sgh[d][i]);
+        sgx_d[d][i] += static_cast<double>(sgx[d][i]);
       }
     }
   }
 
   // Coefficients: dL/dz_k = a_D(k) g_k + sum_d wn_d(k) (K_d + L_d z_k) for z = gh and xp, and
-  // S_d dL/dtau_d(k) = sum_c P_d (z_k - mu_d) + dv_d (z_k - mu_d)^2 + const_d.
+  // S_d dL/dw_d(k) = sum_c P_d (z_k - mu_d) + D_d ((z_k - mu_d)^2 - var_d): P = dL/dmu,
+  // D = dL/dvar summed over the rows normalised with domain d.
   T Kh[2][W] = {}, Lh[2][W] = {}, Ph[2][W] = {}, Dh[2][W] = {};
   T Kx[2][W] = {}, Lx[2][W] = {}, Px[2][W] = {}, Dx[2][W] = {};
   double cst[2] = {0.0, 0.0};
@@ -388,16 +470,19 @@ ACTREC_INLINE void bwd_tile(const StepBwd<T>& a, int64_t k0, int64_t J, T* act, 
       const int64_t c = q * H + k0 + u, i = q * kTile + u;
       double bias_g = 0.0, gam_h = 0.0, gam_x = 0.0;
       for (int d = 0; d < ND; ++d) {
-        bias_g += sg[d][i];
-        gam_h += static_cast<double>(sgh[d][i] * rh[d][i]);
-        gam_x += static_cast<double>(sgx[d][i] * rx[d][i]);
+        const T sg = static_cast<T>(sg_d[d][i]);
+        const T sgh = static_cast<T>(sgh_d[d][i]);
+        const T sgx = static_cast<T>(sgx_d[d][i]);
+        bias_g += sg_d[d][i];
+        gam_h += sgh_d[d][i] * static_cast<double>(rh[d][i]);
+        gam_x += sgx_d[d][i] * static_cast<double>(rx[d][i]);
         const T r3h = rh[d][i] * rh[d][i] * rh[d][i], r3x = rx[d][i] * rx[d][i] * rx[d][i];
-        Ph[d][i] = -a.gamma_h[c] * rh[d][i] * sg[d][i];
-        Dh[d][i] = -T(0.5) * a.gamma_h[c] * r3h * sgh[d][i];
+        Ph[d][i] = -a.gamma_h[c] * rh[d][i] * sg;
+        Dh[d][i] = -T(0.5) * a.gamma_h[c] * r3h * sgh;
         Lh[d][i] = T(2) * Dh[d][i];
         Kh[d][i] = Ph[d][i] - Lh[d][i] * muh[d][i];
-        Px[d][i] = -a.gamma_x[c] * rx[d][i] * sg[d][i];
-        Dx[d][i] = -T(0.5) * a.gamma_x[c] * r3x * sgx[d][i];
+        Px[d][i] = -a.gamma_x[c] * rx[d][i] * sg;
+        Dx[d][i] = -T(0.5) * a.gamma_x[c] * r3x * sgx;
         Lx[d][i] = T(2) * Dx[d][i];
         Kx[d][i] = Px[d][i] - Lx[d][i] * mux[d][i];
         if (ND == 2) {
@@ -411,7 +496,7 @@ ACTREC_INLINE void bwd_tile(const StepBwd<T>& a, int64_t k0, int64_t J, T* act, 
     }
   }
 
-  // Pass C: input gradients of both DDBNs and the per-row tau partials.
+  // Pass C: input gradients of both DDBNs and the per-row weight partials.
   for (int64_t j = 0; j < N; ++j) {
     const int dom = (ND == 2 && j >= a.n1) ? 1 : 0;
     const T w0 = a.wn0[j], w1 = ND == 2 ? a.wn1[j] : T(0);
@@ -447,8 +532,8 @@ ACTREC_INLINE void bwd_tile(const StepBwd<T>& a, int64_t k0, int64_t J, T* act, 
       }
     }
     if (ND == 2) {
-      dtau[j] += static_cast<double>(t0) + cst[0];
-      dtau[N + j] += static_cast<double>(t1) + cst[1];
+      dw_part[j] = static_cast<double>(t0) + cst[0];
+      dw_part[N + j] = static_cast<double>(t1) + cst[1];
     }
   }
 }
@@ -464,13 +549,13 @@ ACTREC_INLINE void fwd_tiles(const StepFwd<T>& a, int64_t b, int64_t e) {
 }
 
 template <typename T, int ND>
-ACTREC_INLINE void bwd_tiles(const StepBwd<T>& a, int64_t b, int64_t e, T* scratch, double* dtau) {
+ACTREC_INLINE void bwd_tiles(const StepBwd<T>& a, int64_t b, int64_t e, T* scratch, double* dw_part) {
   const int64_t per = a.N * 9 * kTile;
   for (int64_t t = b; t < e; ++t) {
     const int64_t k0 = t * kTile;
     T* s = scratch + t * per;
     bwd_tile<T, ND>(a, k0, std::min(kTile, a.H - k0), s, s + a.N * 4 * kTile,
-                    s + a.N * 8 * kTile, dtau + t * 2 * a.N);
+                    s + a.N * 8 * kTile, dw_part + t * 2 * a.N);
   }
 }
 
@@ -488,14 +573,26 @@ ACTREC_CLONES void bwd_tiles_f1(const StepBwd<float>& a, int64_t b, int64_t e, f
 ACTREC_CLONES void bwd_tiles_f2(const StepBwd<float>& a, int64_t b, int64_t e, float* s, double* dt) {
   bwd_tiles<float, 2>(a, b, e, s, dt);
 }
-ACTREC_CLONES void x_stats_f(int nd, const float* xp, int64_t N, int64_t G, const float* wn0,
-                             const float* wn1, float eps, const float* gx, const float* bx,
-                             const float* bh, const float* bias, float* mean, float* var,
-                             int64_t ds, float* sx, float* shx, float* work) {
-  if (nd == 2)
-    x_stats_step<float, 2>(xp, N, G, wn0, wn1, eps, gx, bx, bh, bias, mean, var, ds, sx, shx, work);
-  else
-    x_stats_step<float, 1>(xp, N, G, wn0, wn1, eps, gx, bx, bh, bias, mean, var, ds, sx, shx, work);
+template <typename T>
+using XStatsFn = void (*)(const T*, int64_t, int64_t, const T*, const T*, const double*, T,
+                          const T*, const T*, const T*, const T*, T*, T*, int64_t, T*, T*,
+                          double*, T*);
+
+ACTREC_CLONES void x_stats_f1(const float* xp, int64_t N, int64_t G, const float* w0,
+                              const float* w1, const double* inv_s, float eps, const float* gx,
+                              const float* bx, const float* bh, const float* bias, float* mean,
+                              float* var, int64_t ds, float* sx, float* shx, double* work,
+                              float* part) {
+  x_stats_step<float, 1>(xp, N, G, w0, w1, inv_s, eps, gx, bx, bh, bias, mean, var, ds, sx, shx,
+                         work, part);
+}
+ACTREC_CLONES void x_stats_f2(const float* xp, int64_t N, int64_t G, const float* w0,
+                              const float* w1, const double* inv_s, float eps, const float* gx,
+                              const float* bx, const float* bh, const float* bias, float* mean,
+                              float* var, int64_t ds, float* sx, float* shx, double* work,
+                              float* part) {
+  x_stats_step<float, 2>(xp, N, G, w0, w1, inv_s, eps, gx, bx, bh, bias, mean, var, ds, sx, shx,
+                         work, part);
 }
 
 void run_fwd_tiles(int nd, const StepFwd<float>& a, int64_t b, int64_t e) {
@@ -510,20 +607,16 @@ void run_bwd_tiles(int nd, const StepBwd<float>& a, int64_t b, int64_t e, float*
 void run_bwd_tiles(int nd, const StepBwd<double>& a, int64_t b, int64_t e, double* s, double* dt) {
   nd == 2 ? bwd_tiles<double, 2>(a, b, e, s, dt) : bwd_tiles<double, 1>(a, b, e, s, dt);
 }
-void run_x_stats(int nd, const float* xp, int64_t N, int64_t G, const float* wn0, const float* wn1,
-                 float eps, const float* gx, const float* bx, const float* bh, const float* bias,
-                 float* mean, float* var, int64_t ds, float* sx, float* shx, float* work) {
-  x_stats_f(nd, xp, N, G, wn0, wn1, eps, gx, bx, bh, bias, mean, var, ds, sx, shx, work);
+XStatsFn<float> x_stats_fn(int nd, float) { return nd == 2 ? &x_stats_f2 : &x_stats_f1; }
+template <int ND>
+void x_stats_d(const double* xp, int64_t N, int64_t G, const double* w0, const double* w1,
+               const double* inv_s, double eps, const double* gx, const double* bx,
+               const double* bh, const double* bias, double* mean, double* var, int64_t ds,
+               double* sx, double* shx, double* work, double* part) {
+  x_stats_step<double, ND>(xp, N, G, w0, w1, inv_s, eps, gx, bx, bh, bias, mean, var, ds, sx, shx,
+                           work, part);
 }
-void run_x_stats(int nd, const double* xp, int64_t N, int64_t G, const double* wn0,
-                 const double* wn1, double eps, const double* gx, const double* bx,
-                 const double* bh, const double* bias, double* mean, double* var, int64_t ds,
-                 double* sx, double* shx, double* work) {
-  if (nd == 2)
-    x_stats_step<double, 2>(xp, N, G, wn0, wn1, eps, gx, bx, bh, bias, mean, var, ds, sx, shx, work);
-  else
-    x_stats_step<double, 1>(xp, N, G, wn0, wn1, eps, gx, bx, bh, bias, mean, var, ds, sx, shx, work);
-}
+XStatsFn<double> x_stats_fn(int nd, double) { return nd == 2 ? &x_stats_d<2> : &x_stats_d<1>; }
 
 // Tiny per-step GEMMs run here, on the calling thread: for a few thousand multiply-adds the
 // BLAS call (dispatch, and a thread fork/join when torch has several threads) costs 10-50x more.
@@ -631,7 +724,7 @@ struct Shapes {
 Shapes check_args(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& w_hh,
                   const at::Tensor& bias, const at::Tensor& gx, const at::Tensor& bx,
                   const at::Tensor& gh, const at::Tensor& bh, const at::Tensor& gc,
-                  const at::Tensor& bc, const at::Tensor& alpha, int64_t n1,
+                  const at::Tensor& bc, const at::Tensor& w, const at::Tensor& wc, int64_t n1,
                   const c10::optional<at::Tensor>& h0, const c10::optional<at::Tensor>& c0) {
   TORCH_CHECK(x.dim() == 3, "ddlstm_layer: x must be [T, N, D], got ", x.sizes());
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
@@ -651,22 +744,32 @@ Shapes check_args(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor&
   check_vec(bh, s.G, "beta_h", x);
   check_vec(gc, s.H, "gamma_c", x);
   check_vec(bc, s.H, "beta_c", x);
-  TORCH_CHECK(alpha.numel() == 2, "ddlstm_layer: alpha must have 2 elements, got ", alpha.sizes());
+  TORCH_CHECK(w.dim() == 3 && w.size(0) == 2 && w.size(1) == s.T && w.size(2) == s.N,
+              "ddlstm_layer: w must be [2, T=", s.T, ", N=", s.N, "], got ", w.sizes());
+  TORCH_CHECK(w.scalar_type() == x.scalar_type() && w.device() == x.device(),
+              "ddlstm_layer: w must have x's dtype and device");
+  check_mat(wc, s.T, s.N, "w_c", x);
   TORCH_CHECK(n1 >= 0 && n1 <= s.N, "ddlstm_layer: n1 must be in [0, N=", s.N, "], got ", n1);
   if (h0.has_value() && h0->defined()) check_mat(*h0, s.N, s.H, "h0", x);
   if (c0.has_value() && c0->defined()) check_mat(*c0, s.N, s.H, "c0", x);
   return s;
 }
 
-RowWeights row_weights(const at::Tensor& alpha, int64_t N, int64_t n1, bool dual) {
-  const at::Tensor a = alpha.detach().to(at::kCPU, at::kDouble).contiguous();
-  const double* p = a.data_ptr<double>();
-  return RowWeights(N, n1, p[0], p[1], dual);
+int num_domains(int64_t N, int64_t n1, bool dual) { return (dual && n1 > 0 && n1 < N) ? 2 : 1; }
+
+// The row weights of one call, read in double (see RowWeights in ddlstm_math.h); also returns
+// w and w_c as double tensors, the raw weights the statistics sums use.
+RowWeights row_weights(const at::Tensor& w, const at::Tensor& wc, at::Tensor& wd, at::Tensor& wcd) {
+  wd = w.detach().to(at::kCPU, at::kDouble).contiguous();
+  wcd = wc.detach().to(at::kCPU, at::kDouble).contiguous();
+  RowWeights rw(wd.data_ptr<double>(), wcd.data_ptr<double>(), wd.size(1), wd.size(2));
+  TORCH_CHECK(rw.valid, "ddlstm_layer: the weights w and w_c must be finite and >= 0");
+  return rw;
 }
 
 template <typename T>
-std::vector<T> cast_vec(const std::vector<double>& v) {
-  return std::vector<T>(v.begin(), v.end());
+std::vector<T> cast_vec(const double* p, int64_t n) {
+  return std::vector<T>(p, p + n);
 }
 
 using FwdResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
@@ -675,10 +778,10 @@ using FwdResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at:
 FwdResult forward_cpu(const at::Tensor& x_, const at::Tensor& w_ih_, const at::Tensor& w_hh_,
                       const at::Tensor& bias_, const at::Tensor& gx_, const at::Tensor& bx_,
                       const at::Tensor& gh_, const at::Tensor& bh_, const at::Tensor& gc_,
-                      const at::Tensor& bc_, const at::Tensor& alpha, int64_t n1, double eps,
-                      bool dual, const c10::optional<at::Tensor>& h0_,
+                      const at::Tensor& bc_, const at::Tensor& w, const at::Tensor& wc,
+                      int64_t n1, double eps, bool dual, const c10::optional<at::Tensor>& h0_,
                       const c10::optional<at::Tensor>& c0_) {
-  const Shapes s = check_args(x_, w_ih_, w_hh_, bias_, gx_, bx_, gh_, bh_, gc_, bc_, alpha, n1, h0_, c0_);
+  const Shapes s = check_args(x_, w_ih_, w_hh_, bias_, gx_, bx_, gh_, bh_, gc_, bc_, w, wc, n1, h0_, c0_);
   const int64_t T = s.T, N = s.N, D = s.D, H = s.H, G = s.G;
   const at::Tensor x = x_.contiguous(), w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
   const at::Tensor bias = bias_.contiguous(), gx = gx_.contiguous(), bx = bx_.contiguous();
@@ -686,7 +789,9 @@ FwdResult forward_cpu(const at::Tensor& x_, const at::Tensor& w_ih_, const at::T
   const auto opt = x.options();
   const at::Tensor h0 = (h0_.has_value() && h0_->defined()) ? h0_->contiguous() : at::zeros({N, H}, opt);
   const at::Tensor c0 = (c0_.has_value() && c0_->defined()) ? c0_->contiguous() : at::zeros({N, H}, opt);
-  const RowWeights rw = row_weights(alpha, N, n1, dual);
+  at::Tensor wd, wcd;
+  const RowWeights rw = row_weights(w, wc, wd, wcd);
+  const int nd = num_domains(N, n1, dual);
 
   const at::Tensor xp = mm_any(x.view({T * N, D}), w_ih.t()).view({T, N, G});  // [T, N, 4H]
   at::Tensor ghs = at::empty({T, N, G}, opt);
@@ -698,23 +803,26 @@ FwdResult forward_cpu(const at::Tensor& x_, const at::Tensor& w_ih_, const at::T
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ddlstm_layer_forward_cpu", [&] {
     using T_ = scalar_t;
-    const std::vector<T_> wn0 = cast_vec<T_>(rw.wn[0]), wn1 = cast_vec<T_>(rw.wn[1]);
+    const std::vector<T_> wr = cast_vec<T_>(wd.data_ptr<double>(), 2 * T * N);  // [2, T, N]
+    const std::vector<T_> wcr = cast_vec<T_>(wcd.data_ptr<double>(), T * N);    // [T, N]
     const T_ e = static_cast<T_>(eps);
     std::vector<T_> scale(T * 2 * G), shift(T * 2 * G);  // x-path scale/shift per (t, d, c)
     const T_* xpp = xp.data_ptr<T_>();
+    const XStatsFn<T_> x_stats = x_stats_fn(nd, T_());
     // Parallel over steps only for real sizes (>= ~256k elements per task).
     at::parallel_for(0, T, std::max<int64_t>(1, (kMinTaskElems * 32) / (N * G)), [&](int64_t b, int64_t en) {
-      std::vector<T_> work(4 * G);
+      std::vector<double> work(4 * G);
+      std::vector<T_> part(2 * G);
       for (int64_t t = b; t < en; ++t) {
-        run_x_stats(rw.ndom, xpp + t * N * G, N, G, wn0.data(), wn1.data(), e, gx.data_ptr<T_>(),
-                    bx.data_ptr<T_>(), bh.data_ptr<T_>(), bias.data_ptr<T_>(),
-                    mean_x.data_ptr<T_>() + t * G, var_x.data_ptr<T_>() + t * G, T * G,
-                    scale.data() + t * 2 * G, shift.data() + t * 2 * G, work.data());
+        const double inv_s[2] = {rw.inv_s[t], rw.inv_s[T + t]};
+        x_stats(xpp + t * N * G, N, G, wr.data() + t * N, wr.data() + (T + t) * N, inv_s, e,
+                gx.data_ptr<T_>(), bx.data_ptr<T_>(), bh.data_ptr<T_>(), bias.data_ptr<T_>(),
+                mean_x.data_ptr<T_>() + t * G, var_x.data_ptr<T_>() + t * G, T * G,
+                scale.data() + t * 2 * G, shift.data() + t * 2 * G, work.data(), part.data());
       }
     });
     StepFwd<T_> a{};
     a.N = N; a.H = H; a.n1 = n1;
-    a.wn0 = wn0.data(); a.wn1 = wn1.data();
     a.gamma_h = gh.data_ptr<T_>(); a.gamma_c = gc.data_ptr<T_>(); a.beta_c = bc.data_ptr<T_>();
     a.dstride = T * G;
     a.eps = e;
@@ -730,6 +838,12 @@ FwdResult forward_cpu(const at::Tensor& x_, const at::Tensor& w_ih_, const at::T
         at::Tensor g_view = ghs.select(0, t);
         at::mm_out(g_view, t == 0 ? h0 : out.select(0, t - 1), w_hh.t());  // [N, 4H]
       }
+      a.w0 = wr.data() + t * N;
+      a.w1 = wr.data() + (T + t) * N;
+      a.inv_s0 = rw.inv_s[t];
+      a.inv_s1 = rw.inv_s[T + t];
+      a.wc = wcr.data() + t * N;
+      a.inv_sc = rw.inv_sc[t];
       a.gh = g_t;
       a.xp = xpp + t * N * G;
       a.sx = scale.data() + t * 2 * G;
@@ -741,7 +855,7 @@ FwdResult forward_cpu(const at::Tensor& x_, const at::Tensor& w_ih_, const at::T
       a.var_h = var_h.data_ptr<T_>() + t * G;
       a.mean_c = mean_c.data_ptr<T_>() + t * H;
       a.var_c = var_c.data_ptr<T_>() + t * H;
-      at::parallel_for(0, ntiles, grain, [&](int64_t b, int64_t en) { run_fwd_tiles(rw.ndom, a, b, en); });
+      at::parallel_for(0, ntiles, grain, [&](int64_t b, int64_t en) { run_fwd_tiles(nd, a, b, en); });
     }
   });
   at::Tensor h_n = out.select(0, T - 1).clone();
@@ -757,14 +871,15 @@ BwdResult backward_cpu(const at::Tensor& grad_out_, const at::Tensor& grad_h_n,
                        const at::Tensor& grad_c_n, const at::Tensor& x_, const at::Tensor& w_ih_,
                        const at::Tensor& w_hh_, const at::Tensor& bias_, const at::Tensor& gx_,
                        const at::Tensor& bx_, const at::Tensor& gh_, const at::Tensor& bh_,
-                       const at::Tensor& gc_, const at::Tensor& bc_, const at::Tensor& alpha,
-                       const c10::optional<at::Tensor>& h0_, const c10::optional<at::Tensor>& c0_,
-                       const at::Tensor& xp_, const at::Tensor& ghs_, const at::Tensor& out_,
-                       const at::Tensor& cs_, const at::Tensor& mean_x_, const at::Tensor& var_x_,
+                       const at::Tensor& gc_, const at::Tensor& bc_, const at::Tensor& w,
+                       const at::Tensor& wc, const c10::optional<at::Tensor>& h0_,
+                       const c10::optional<at::Tensor>& c0_, const at::Tensor& xp_,
+                       const at::Tensor& ghs_, const at::Tensor& out_, const at::Tensor& cs_,
+                       const at::Tensor& mean_x_, const at::Tensor& var_x_,
                        const at::Tensor& mean_h_, const at::Tensor& var_h_,
                        const at::Tensor& mean_c_, const at::Tensor& var_c_, int64_t n1, double eps,
                        bool dual, bool need_grad_x) {
-  const Shapes s = check_args(x_, w_ih_, w_hh_, bias_, gx_, bx_, gh_, bh_, gc_, bc_, alpha, n1, h0_, c0_);
+  const Shapes s = check_args(x_, w_ih_, w_hh_, bias_, gx_, bx_, gh_, bh_, gc_, bc_, w, wc, n1, h0_, c0_);
   const int64_t T = s.T, N = s.N, D = s.D, H = s.H, G = s.G;
   for (const auto* p : {&grad_out_, &out_, &cs_})
     TORCH_CHECK(p->sizes() == at::IntArrayRef({T, N, H}) && p->scalar_type() == x_.scalar_type(),
@@ -792,7 +907,9 @@ BwdResult backward_cpu(const at::Tensor& grad_out_, const at::Tensor& grad_h_n,
   const at::Tensor mean_c = mean_c_.contiguous(), var_c = var_c_.contiguous();
   const bool has_h0 = h0_.has_value() && h0_->defined();
   const at::Tensor c0 = (c0_.has_value() && c0_->defined()) ? c0_->contiguous() : at::zeros({N, H}, opt);
-  const RowWeights rw = row_weights(alpha, N, n1, dual);
+  at::Tensor wd, wcd;
+  const RowWeights rw = row_weights(w, wc, wd, wcd);
+  const int nd = num_domains(N, n1, dual);
   const int64_t ntiles = (H + kTile - 1) / kTile;
   const int64_t grain = tile_grain(N);
 
@@ -801,15 +918,16 @@ BwdResult backward_cpu(const at::Tensor& grad_out_, const at::Tensor& grad_h_n,
   at::Tensor dc = grad_c_n.contiguous().clone();   // [N, H] carried dL/dc
   at::Tensor dhrec = grad_h_n.contiguous().clone();  // [N, H] dL/dh through the recurrence
   std::vector<double> acc_gh(G, 0.0), acc_gx(G, 0.0), acc_b(G, 0.0), acc_gc(H, 0.0), acc_bc(H, 0.0);
-  std::vector<double> dtau(ntiles * 2 * N, 0.0);
+  std::vector<double> dw_part(ntiles * 2 * N, 0.0);  // one step's per-tile partials
+  std::vector<double> grad_w(2 * T * N, 0.0);     // [2, T, N]
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ddlstm_layer_backward_cpu", [&] {
     using T_ = scalar_t;
-    const std::vector<T_> wn0 = cast_vec<T_>(rw.wn[0]), wn1 = cast_vec<T_>(rw.wn[1]);
+    const std::vector<T_> wn = cast_vec<T_>(rw.wn.data(), 2 * T * N);  // [2, T, N]
+    const std::vector<T_> wnc = cast_vec<T_>(rw.wnc.data(), T * N);    // [T, N]
     std::vector<T_> scratch(ntiles * N * 9 * kTile);
     StepBwd<T_> a{};
     a.N = N; a.H = H; a.n1 = n1;
-    a.wn0 = wn0.data(); a.wn1 = wn1.data();
     a.dstride = T * G;
     a.gamma_h = gh.data_ptr<T_>(); a.beta_h = bh.data_ptr<T_>();
     a.gamma_x = gx.data_ptr<T_>(); a.beta_x = bx.data_ptr<T_>();
@@ -821,6 +939,9 @@ BwdResult backward_cpu(const at::Tensor& grad_out_, const at::Tensor& grad_h_n,
     a.acc_gamma_c = acc_gc.data(); a.acc_beta_c = acc_bc.data();
     a.eps = static_cast<T_>(eps);
     for (int64_t t = T - 1; t >= 0; --t) {
+      a.wn0 = wn.data() + t * N;
+      a.wn1 = wn.data() + (T + t) * N;
+      a.wnc = wnc.data() + t * N;
       a.gh = ghs.data_ptr<T_>() + t * N * G;
       a.xp = xp.data_ptr<T_>() + t * N * G;
       a.mean_h = mean_h.data_ptr<T_>() + t * G;
@@ -835,8 +956,17 @@ BwdResult backward_cpu(const at::Tensor& grad_out_, const at::Tensor& grad_h_n,
       a.dgh = dgh.data_ptr<T_>() + t * N * G;
       a.dxp = dxp.data_ptr<T_>() + t * N * G;
       at::parallel_for(0, ntiles, grain, [&](int64_t b, int64_t en) {
-        run_bwd_tiles(rw.ndom, a, b, en, scratch.data(), dtau.data());
+        run_bwd_tiles(nd, a, b, en, scratch.data(), dw_part.data());
       });
+      if (nd == 2) {  // dL/dw[d, t, j] = (sum over tiles of S_d dL/dw) / S_d(t); 0 where S = 0
+        for (int d = 0; d < 2; ++d) {
+          for (int64_t j = 0; j < N; ++j) {
+            double row = 0.0;
+            for (int64_t k = 0; k < ntiles; ++k) row += dw_part[k * 2 * N + d * N + j];
+            grad_w[(d * T + t) * N + j] = row * rw.inv_s[d * T + t];
+          }
+        }
+      }
       if (N * G * H <= kSmallGemmMacs) {
         small_mm_nn<T_>(dgh.data_ptr<T_>() + t * N * G, w_hh.data_ptr<T_>(), dhrec.data_ptr<T_>(), N, G, H);
       } else {
@@ -860,22 +990,9 @@ BwdResult backward_cpu(const at::Tensor& grad_out_, const at::Tensor& grad_h_n,
         .to(x.scalar_type(), /*non_blocking=*/false, /*copy=*/true);  // owns its memory
   };
   at::Tensor grad_bias = from_vec(acc_b);
-  std::vector<double> da(2, 0.0);
-  if (rw.ndom == 2) {
-    for (int d = 0; d < 2; ++d) {
-      double acc = 0.0;
-      for (int64_t j = 0; j < N; ++j) {
-        double row = 0.0;
-        for (int64_t t = 0; t < ntiles; ++t) row += dtau[t * 2 * N + d * N + j];
-        acc += rw.kappa[d][j] * row / rw.S[d];
-      }
-      da[d] = acc;
-    }
-  }
-  at::Tensor grad_alpha = from_vec(da).to(alpha.options()).view(alpha.sizes());
   return {grad_x, grad_w_ih, grad_w_hh, grad_bias, from_vec(acc_gx), grad_bias.clone(),
-          from_vec(acc_gh), grad_bias.clone(), from_vec(acc_gc), from_vec(acc_bc), grad_alpha,
-          dhrec, dc};
+          from_vec(acc_gh), grad_bias.clone(), from_vec(acc_gc), from_vec(acc_bc),
+          from_vec(grad_w).view({2, T, N}), dhrec, dc};
 }
 
 }  // namespace

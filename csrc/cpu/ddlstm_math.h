@@ -1,4 +1,4 @@
-// Scalar helpers shared by the CPU DDLSTM layer kernels: activations and the DDBN row weights.
+// Scalar helpers shared by the CPU DDLSTM layer kernels: activations and the per-step row weights.
 //
 // float activations use a polynomial exp that gcc vectorises inside the kernels' inner loops
 // (std::exp calls would not be); double uses the exact libm functions (gradcheck runs there).
@@ -57,43 +57,38 @@ ACTREC_MATH_INLINE void tanh_n(T* v) {
 }
 
 
-// The batch-row weights of one layer call (double precision; cast by the kernels).
-//   ndom == 1: exact plain batch norm, every row weight 1/N (n1 == 0, n1 == N, or not dual).
-//   ndom == 2: wn[d][j] = tau_d(j+1) / S_d with ddbn.md's tau1, tau2 (rows 1-based there);
-//              kappa[d][j] = d tau_d(j+1) / d alpha_d = (N/2) sech^2(...).
+// The per-step row weights of one layer call, in double, from the contribution weights
+// w [2, T, N] (actrec.ops.domains.contribution_weights: the DDBN formula lives there, not here)
+// and the BN(c) weights w_c [T, N] (the 0/1 padding mask):
+//   inv_s[d, t] = 1 / S_d(t), S_d(t) = sum_j w[d, t, j]; 0 where S_d(t) = 0 (no real row at t),
+//   which makes mean = var = 0 there without a division by zero;
+//   wn[d, t, j] = w[d, t, j] * inv_s[d, t], the normalised weights (0 where S = 0).
+// Likewise inv_sc [T] and wnc [T, N] for w_c. `valid` is false when a weight is negative or not
+// finite (the statistics would be meaningless).
 struct RowWeights {
-  int ndom = 1;
-  double S[2] = {0.0, 0.0};
-  std::vector<double> wn[2];
-  std::vector<double> kappa[2];
+  int64_t steps = 0, n = 0;
+  std::vector<double> wn, inv_s;    // [2, T, N], [2, T]
+  std::vector<double> wnc, inv_sc;  // [T, N], [T]
+  bool valid = true;
 
-  RowWeights(int64_t N, int64_t n1, double alpha1, double alpha2, bool dual) {
-    ndom = (dual && n1 > 0 && n1 < N) ? 2 : 1;
-    for (int d = 0; d < 2; ++d) {
-      wn[d].assign(N, 0.0);
-      kappa[d].assign(N, 0.0);
-    }
-    if (ndom == 1) {
-      S[0] = S[1] = static_cast<double>(N);
-      for (int64_t j = 0; j < N; ++j) wn[0][j] = wn[1][j] = 1.0 / static_cast<double>(N);
-      return;
-    }
-    const double n = static_cast<double>(N);
-    std::vector<double> tau[2] = {std::vector<double>(N), std::vector<double>(N)};
-    for (int64_t j = 0; j < N; ++j) {
-      const double jj = static_cast<double>(j + 1);
-      const double t1 = std::tanh(jj - alpha1 * n);
-      const double t2 = std::tanh(jj - (1.0 - alpha2) * n);
-      tau[0][j] = 0.5 * (1.0 - t1);
-      tau[1][j] = 0.5 * (1.0 + t2);
-      kappa[0][j] = 0.5 * n * (1.0 - t1 * t1);
-      kappa[1][j] = 0.5 * n * (1.0 - t2 * t2);
-    }
-    for (int d = 0; d < 2; ++d) {
+  RowWeights(const double* w, const double* wc, int64_t T, int64_t N) : steps(T), n(N) {
+    normalise(w, 2 * T, wn, inv_s);
+    normalise(wc, T, wnc, inv_sc);
+  }
+
+ private:
+  void normalise(const double* w, int64_t rows, std::vector<double>& out, std::vector<double>& inv) {
+    out.assign(rows * n, 0.0);
+    inv.assign(rows, 0.0);
+    for (int64_t r = 0; r < rows; ++r) {
       double s = 0.0;
-      for (int64_t j = 0; j < N; ++j) s += tau[d][j];
-      S[d] = s;
-      for (int64_t j = 0; j < N; ++j) wn[d][j] = tau[d][j] / s;
+      for (int64_t j = 0; j < n; ++j) {
+        const double v = w[r * n + j];
+        valid = valid && std::isfinite(v) && v >= 0.0;
+        s += v;
+      }
+      inv[r] = s > 0.0 ? 1.0 / s : 0.0;
+      for (int64_t j = 0; j < n; ++j) out[r * n + j] = w[r * n + j] * inv[r];
     }
   }
 };

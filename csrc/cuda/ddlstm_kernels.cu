@@ -1,4 +1,8 @@
 // Device code of the DDLSTM / BNLSTM layer (see ddlstm_kernels.cuh). No torch headers.
+//
+// Every batch statistic (and every backward reduction over rows) accumulates in double, as the
+// CPU kernels do, whatever the input type; the row weights come in as data (w, w_c), so padded
+// rows (weight 0) enter no statistic.
 
 #include "ddlstm_kernels.cuh"
 
@@ -13,13 +17,13 @@ __device__ __forceinline__ double tanh_d(double x) { return tanh(x); }
 __device__ __forceinline__ float rsqrt_d(float x) { return rsqrtf(x); }
 __device__ __forceinline__ double rsqrt_d(double x) { return rsqrt(x); }
 
-// Shared scratch big enough for kRowGroups x 8 values x kUnits doubles (16 KiB).
+// Shared scratch of kRowGroups x 8 values x kUnits doubles (16 KiB).
 constexpr int kRedVals = 8;
 
 // Sums NV values per thread over the row groups (threadIdx.y) of each unit lane; every thread
 // gets the totals of its lane. All threads of the block must call it.
-template <typename A, int NV>
-__device__ __forceinline__ void reduce_rows(A (&v)[NV], A* sm) {
+template <int NV>
+__device__ __forceinline__ void reduce_rows(double (&v)[NV], double* sm) {
   static_assert(NV <= kRedVals, "reduce at most kRedVals values at a time");
   const int u = threadIdx.x, r = threadIdx.y;
 #pragma unroll
@@ -37,73 +41,55 @@ __device__ __forceinline__ void reduce_rows(A (&v)[NV], A* sm) {
   __syncthreads();
 }
 
+// One block per row of w [rows, N]: inv[row] = 1 / sum_j w (0 where the sum is 0).
 template <typename T>
-__global__ void row_weights_kernel(const T* alpha, int64_t N, int ndom, T* wn, double* kos) {
-  __shared__ double s_sum[2];
-  if (threadIdx.x == 0) {
-    if (ndom == 1) {
-      s_sum[0] = s_sum[1] = static_cast<double>(N);
-    } else {
-      const double n = static_cast<double>(N), a1 = alpha[0], a2 = alpha[1];
-      double s1 = 0.0, s2 = 0.0;
-      for (int64_t j = 0; j < N; ++j) {
-        const double jj = static_cast<double>(j + 1);
-        s1 += 0.5 * (1.0 - tanh(jj - a1 * n));
-        s2 += 0.5 * (1.0 + tanh(jj - (1.0 - a2) * n));
-      }
-      s_sum[0] = s1;
-      s_sum[1] = s2;
-    }
-  }
+__global__ void inv_sums_kernel(const T* w, int64_t N, double* inv) {
+  __shared__ double red[256];
+  const T* row = w + static_cast<int64_t>(blockIdx.x) * N;
+  double s = 0.0;
+  for (int64_t j = threadIdx.x; j < N; j += blockDim.x) s += static_cast<double>(row[j]);
+  red[threadIdx.x] = s;
   __syncthreads();
-  const double n = static_cast<double>(N);
-  for (int64_t j = threadIdx.x; j < N; j += blockDim.x) {
-    if (ndom == 1) {
-      wn[j] = wn[N + j] = static_cast<T>(1.0 / n);
-      kos[j] = kos[N + j] = 0.0;
-    } else {
-      const double jj = static_cast<double>(j + 1);
-      const double t1 = tanh(jj - static_cast<double>(alpha[0]) * n);
-      const double t2 = tanh(jj - (1.0 - static_cast<double>(alpha[1])) * n);
-      wn[j] = static_cast<T>(0.5 * (1.0 - t1) / s_sum[0]);
-      wn[N + j] = static_cast<T>(0.5 * (1.0 + t2) / s_sum[1]);
-      kos[j] = 0.5 * n * (1.0 - t1 * t1) / s_sum[0];
-      kos[N + j] = 0.5 * n * (1.0 - t2 * t2) / s_sum[1];
-    }
+  for (int k = blockDim.x / 2; k > 0; k >>= 1) {
+    if (threadIdx.x < k) red[threadIdx.x] += red[threadIdx.x + k];
+    __syncthreads();
   }
+  if (threadIdx.x == 0) inv[blockIdx.x] = red[0] > 0.0 ? 1.0 / red[0] : 0.0;
 }
 
 // One thread per (column c, step t): two-pass weighted statistics over the N rows (coalesced
-// across c). Outputs mean/var [2, T, G] and scale/shift [T, 2, G].
+// across c), accumulated in double. Outputs mean/var [2, T, G] and scale/shift [T, 2, G].
 template <typename T>
 __global__ void x_stats_kernel(const T* xp, int64_t T_, int64_t N, int64_t G, int ndom,
-                               const T* wn, T eps, const T* gamma_x, const T* beta_x,
-                               const T* beta_h, const T* bias, T* mean, T* var, T* scale,
-                               T* shift) {
+                               const T* w, const double* inv_s, T eps, const T* gamma_x,
+                               const T* beta_x, const T* beta_h, const T* bias, T* mean, T* var,
+                               T* scale, T* shift) {
   // t on grid.x (up to 2^31 - 1 steps; grid.y stops at 65535), channel tiles on grid.y
   const int64_t c = blockIdx.y * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   const int64_t t = blockIdx.x;
   if (c >= G) return;
   const T* col = xp + t * N * G + c;
-  T m0 = 0, m1 = 0;
+  const T* w0 = w + t * N;
+  const T* w1 = w + (T_ + t) * N;
+  double a0 = 0.0, a1 = 0.0;
   for (int64_t j = 0; j < N; ++j) {
-    const T v = col[j * G];
-    m0 += wn[j] * v;
-    if (ndom == 2) m1 += wn[N + j] * v;
+    const double v = static_cast<double>(col[j * G]);
+    a0 += static_cast<double>(w0[j]) * v;
+    if (ndom == 2) a1 += static_cast<double>(w1[j]) * v;
   }
-  T v0 = 0, v1 = 0;
+  const T m0 = static_cast<T>(a0 * inv_s[t]);
+  const T m1 = ndom == 2 ? static_cast<T>(a1 * inv_s[T_ + t]) : m0;
+  a0 = a1 = 0.0;
   for (int64_t j = 0; j < N; ++j) {
-    const T e0 = col[j * G] - m0;
-    v0 += wn[j] * e0 * e0;
+    const double e0 = static_cast<double>(col[j * G] - m0);
+    a0 += static_cast<double>(w0[j]) * e0 * e0;
     if (ndom == 2) {
-      const T e1 = col[j * G] - m1;
-      v1 += wn[N + j] * e1 * e1;
+      const double e1 = static_cast<double>(col[j * G] - m1);
+      a1 += static_cast<double>(w1[j]) * e1 * e1;
     }
   }
-  if (ndom == 1) {
-    m1 = m0;
-    v1 = v0;
-  }
+  const T v0 = static_cast<T>(a0 * inv_s[t]);
+  const T v1 = ndom == 2 ? static_cast<T>(a1 * inv_s[T_ + t]) : v0;
   const T ms[2] = {m0, m1}, vs[2] = {v0, v1};
   for (int d = 0; d < 2; ++d) {
     const T s = gamma_x[c] * rsqrt_d(vs[d] + eps);
@@ -116,43 +102,49 @@ __global__ void x_stats_kernel(const T* xp, int64_t T_, int64_t N, int64_t G, in
 
 template <typename T, int ND>
 __global__ void __launch_bounds__(kUnits * kRowGroups) fwd_step_kernel(FwdStepArgs<T> a) {
-  __shared__ __align__(16) unsigned char raw[kRowGroups * kRedVals * kUnits * sizeof(double)];
-  T* sm = reinterpret_cast<T*>(raw);
+  __shared__ __align__(16) double sm[kRowGroups * kRedVals * kUnits];
   const int u = threadIdx.x, r = threadIdx.y;
   const int64_t H = a.H, G = 4 * H, N = a.N;
   const int64_t k = blockIdx.x * static_cast<int64_t>(kUnits) + u;
   const bool ok = k < H;
+  const double is[2] = {*a.inv_s0, *a.inv_s1};
 
-  T m[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // [q * 2 + d]
+  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // [q * 2 + d]
   if (ok) {
     for (int64_t j = r; j < N; j += kRowGroups) {
-      const T w0 = a.wn[j], w1 = ND == 2 ? a.wn[N + j] : T(0);
+      const double w0 = a.w0[j], w1 = ND == 2 ? static_cast<double>(a.w1[j]) : 0.0;
 #pragma unroll
       for (int q = 0; q < 4; ++q) {
-        const T v = a.gh[j * G + q * H + k];
-        m[q * 2] += w0 * v;
-        if (ND == 2) m[q * 2 + 1] += w1 * v;
+        const double v = a.gh[j * G + q * H + k];
+        acc[q * 2] += w0 * v;
+        if (ND == 2) acc[q * 2 + 1] += w1 * v;
       }
     }
   }
-  reduce_rows<T, 8>(m, sm);
-  T v[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  reduce_rows<8>(acc, sm);
+  T m[8], v[8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) m[i] = static_cast<T>(acc[i] * is[i & 1]);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) acc[i] = 0.0;
   if (ok) {
     for (int64_t j = r; j < N; j += kRowGroups) {
-      const T w0 = a.wn[j], w1 = ND == 2 ? a.wn[N + j] : T(0);
+      const double w0 = a.w0[j], w1 = ND == 2 ? static_cast<double>(a.w1[j]) : 0.0;
 #pragma unroll
       for (int q = 0; q < 4; ++q) {
         const T x = a.gh[j * G + q * H + k];
-        const T e0 = x - m[q * 2];
-        v[q * 2] += w0 * e0 * e0;
+        const double e0 = static_cast<double>(x - m[q * 2]);
+        acc[q * 2] += w0 * e0 * e0;
         if (ND == 2) {
-          const T e1 = x - m[q * 2 + 1];
-          v[q * 2 + 1] += w1 * e1 * e1;
+          const double e1 = static_cast<double>(x - m[q * 2 + 1]);
+          acc[q * 2 + 1] += w1 * e1 * e1;
         }
       }
     }
   }
-  reduce_rows<T, 8>(v, sm);
+  reduce_rows<8>(acc, sm);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) v[i] = static_cast<T>(acc[i] * is[i & 1]);
   T ah[8], bh[8];
 #pragma unroll
   for (int q = 0; q < 4; ++q) {
@@ -168,7 +160,8 @@ __global__ void __launch_bounds__(kUnits * kRowGroups) fwd_step_kernel(FwdStepAr
       }
     }
   }
-  T cs[1] = {0};
+  const double isc = *a.inv_sc;
+  double cs[1] = {0.0};
   if (ok) {
     for (int64_t j = r; j < N; j += kRowGroups) {
       const int dom = (ND == 2 && j >= a.n1) ? 1 : 0;
@@ -182,21 +175,21 @@ __global__ void __launch_bounds__(kUnits * kRowGroups) fwd_step_kernel(FwdStepAr
       const T cv = sigm(p[1]) * a.cprev[j * H + k] + sigm(p[0]) * tanh_d(p[2]);
       a.c[j * H + k] = cv;
       a.h[j * H + k] = sigm(p[3]);  // o, until BN(c) is known
-      cs[0] += cv;
+      cs[0] += static_cast<double>(a.wc[j]) * static_cast<double>(cv);
     }
   }
-  reduce_rows<T, 1>(cs, sm);
-  const T mc = cs[0] / static_cast<T>(N);
-  T cvv[1] = {0};
+  reduce_rows<1>(cs, sm);
+  const T mc = static_cast<T>(cs[0] * isc);
+  double cvv[1] = {0.0};
   if (ok) {
     for (int64_t j = r; j < N; j += kRowGroups) {
-      const T e = a.c[j * H + k] - mc;
-      cvv[0] += e * e;
+      const double e = static_cast<double>(a.c[j * H + k] - mc);
+      cvv[0] += static_cast<double>(a.wc[j]) * e * e;
     }
   }
-  reduce_rows<T, 1>(cvv, sm);
+  reduce_rows<1>(cvv, sm);
   if (!ok) return;  // no block-wide barrier below
-  const T var = cvv[0] / static_cast<T>(N);
+  const T var = static_cast<T>(cvv[0] * isc);
   if (r == 0) {
     a.mean_c[k] = mc;
     a.var_c[k] = var;
@@ -208,13 +201,13 @@ __global__ void __launch_bounds__(kUnits * kRowGroups) fwd_step_kernel(FwdStepAr
 
 template <typename T, int ND>
 __global__ void __launch_bounds__(kUnits * kRowGroups) bwd_step_kernel(BwdStepArgs<T> a) {
-  __shared__ __align__(16) unsigned char raw[kRowGroups * kRedVals * kUnits * sizeof(double)];
-  T* sm = reinterpret_cast<T*>(raw);
+  __shared__ __align__(16) double sm[kRowGroups * kRedVals * kUnits];
   const int u = threadIdx.x, r = threadIdx.y;
   const int64_t H = a.H, G = 4 * H, N = a.N;
   const int64_t k = blockIdx.x * static_cast<int64_t>(kUnits) + u;
   const bool ok = k < H;
   const int64_t kk = ok ? k : 0;  // a safe column for parameter loads of idle lanes
+  const double is0 = *a.inv_s0, is1 = *a.inv_s1, isc = *a.inv_sc;
 
   // Per-column constants, index q * 2 + d.
   T muh[8], rh[8], ah[8], mux[8], rx[8], ax[8], b0[8];
@@ -236,8 +229,9 @@ __global__ void __launch_bounds__(kUnits * kRowGroups) bwd_step_kernel(BwdStepAr
   }
   const T mc = a.mean_c[kk], rc = rsqrt_d(a.var_c[kk] + a.eps), gc = a.gamma_c[kk], bc = a.beta_c[kk];
 
-  // Pass A: gates recomputed, output-gate gradient, BN(c) backward sums.
-  T s2[2] = {0, 0};  // sum dy, sum dy * c_hat
+  // Pass A: gates recomputed, output-gate gradient, BN(c) backward sums over every row (each
+  // row's output is normalised with the batch statistics).
+  double s2[2] = {0.0, 0.0};  // sum dy, sum dy * c_hat
   if (ok) {
     for (int64_t j = r; j < N; j += kRowGroups) {
       const int dom = (ND == 2 && j >= a.n1) ? 1 : 0;
@@ -255,24 +249,27 @@ __global__ void __launch_bounds__(kUnits * kRowGroups) bwd_step_kernel(BwdStepAr
       a.da[j * G + 3 * H + k] = dh * th * g[3] * (T(1) - g[3]);
       const T dyv = dh * g[3] * (T(1) - th * th);
       a.dy[j * H + k] = dyv;
-      s2[0] += dyv;
-      s2[1] += dyv * ch;
+      s2[0] += static_cast<double>(dyv);
+      s2[1] += static_cast<double>(dyv * ch);
     }
   }
-  reduce_rows<T, 2>(s2, sm);
+  reduce_rows<2>(s2, sm);
   if (ok && r == 0) {
-    a.acc_beta_c[k] += static_cast<double>(s2[0]);
-    a.acc_gamma_c[k] += static_cast<double>(s2[1]);
+    a.acc_beta_c[k] += s2[0];
+    a.acc_gamma_c[k] += s2[1];
   }
-  const T mg = gc * s2[0] / static_cast<T>(N), mgc = gc * s2[1] / static_cast<T>(N);
+  const T mg = gc * static_cast<T>(s2[0]), mgc = gc * static_cast<T>(s2[1]);
 
-  // Pass B: dL/dc, gate gradients, per-domain DDBN sums (sg, sgh, sgx) of both paths.
-  T sg[8] = {0, 0, 0, 0, 0, 0, 0, 0}, sgh[8] = {0, 0, 0, 0, 0, 0, 0, 0}, sgx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  // Pass B: dL/dc (a row reaches the BN(c) statistics only with its weight, 0 for padding),
+  // gate gradients, per-domain DDBN sums (sg, sgh, sgx) of both paths.
+  double sg[8] = {0, 0, 0, 0, 0, 0, 0, 0}, sgh[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  double sgx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   if (ok) {
     for (int64_t j = r; j < N; j += kRowGroups) {
       const int dom = (ND == 2 && j >= a.n1) ? 1 : 0;
+      const T wcn = static_cast<T>(static_cast<double>(a.wc[j]) * isc);
       const T ch = (a.c[j * H + k] - mc) * rc;
-      const T dcv = a.dc[j * H + k] + rc * (gc * a.dy[j * H + k] - mg - ch * mgc);
+      const T dcv = a.dc[j * H + k] + rc * (gc * a.dy[j * H + k] - wcn * (mg + ch * mgc));
       const T ig = a.act[j * G + k], fg = a.act[j * G + H + k], gg = a.act[j * G + 2 * H + k];
       T d4[4];
       d4[0] = dcv * gg * ig * (T(1) - ig);
@@ -285,16 +282,18 @@ __global__ void __launch_bounds__(kUnits * kRowGroups) bwd_step_kernel(BwdStepAr
         const int64_t cix = q * H + k;
         if (q < 3) a.da[j * G + cix] = d4[q];
         const int i = q * 2 + dom;
-        sg[i] += d4[q];
-        sgh[i] += d4[q] * (a.gh[j * G + cix] - muh[i]);
-        sgx[i] += d4[q] * (a.xp[j * G + cix] - mux[i]);
+        sg[i] += static_cast<double>(d4[q]);
+        sgh[i] += static_cast<double>(d4[q] * (a.gh[j * G + cix] - muh[i]));
+        sgx[i] += static_cast<double>(d4[q] * (a.xp[j * G + cix] - mux[i]));
       }
     }
   }
-  reduce_rows<T, 8>(sg, sm);
-  reduce_rows<T, 8>(sgh, sm);
-  reduce_rows<T, 8>(sgx, sm);
+  reduce_rows<8>(sg, sm);
+  reduce_rows<8>(sgh, sm);
+  reduce_rows<8>(sgx, sm);
 
+  // dL/dz_k = a_D(k) g_k + sum_d wn_d(k) (K_d + L_d z_k); S_d dL/dw_d(k) = sum_c P_d (z_k - mu_d)
+  // + D_d ((z_k - mu_d)^2 - var_d), with P = dL/dmu and D = dL/dvar.
   T Ph[8], Dh[8], Kh[8], Lh[8], Px[8], Dx[8], Kx[8], Lx[8];
   double cst[2] = {0.0, 0.0};
 #pragma unroll
@@ -304,18 +303,19 @@ __global__ void __launch_bounds__(kUnits * kRowGroups) bwd_step_kernel(BwdStepAr
 #pragma unroll
     for (int d = 0; d < 2; ++d) {
       const int i = q * 2 + d;
-      Ph[i] = -a.gamma_h[c] * rh[i] * sg[i];
-      Dh[i] = -T(0.5) * a.gamma_h[c] * rh[i] * rh[i] * rh[i] * sgh[i];
+      const T sgT = static_cast<T>(sg[i]), sghT = static_cast<T>(sgh[i]), sgxT = static_cast<T>(sgx[i]);
+      Ph[i] = -a.gamma_h[c] * rh[i] * sgT;
+      Dh[i] = -T(0.5) * a.gamma_h[c] * rh[i] * rh[i] * rh[i] * sghT;
       Lh[i] = T(2) * Dh[i];
       Kh[i] = Ph[i] - Lh[i] * muh[i];
-      Px[i] = -a.gamma_x[c] * rx[i] * sg[i];
-      Dx[i] = -T(0.5) * a.gamma_x[c] * rx[i] * rx[i] * rx[i] * sgx[i];
+      Px[i] = -a.gamma_x[c] * rx[i] * sgT;
+      Dx[i] = -T(0.5) * a.gamma_x[c] * rx[i] * rx[i] * rx[i] * sgxT;
       Lx[i] = T(2) * Dx[i];
       Kx[i] = Px[i] - Lx[i] * mux[i];
       if (d < ND) {
-        bias_g += static_cast<double>(sg[i]);
-        gam_h += static_cast<double>(sgh[i] * rh[i]);
-        gam_x += static_cast<double>(sgx[i] * rx[i]);
+        bias_g += sg[i];
+        gam_h += sgh[i] * static_cast<double>(rh[i]);
+        gam_x += sgx[i] * static_cast<double>(rx[i]);
       }
       if (ND == 2 && ok) {
         const int64_t s = d * a.dstride + c;
@@ -329,14 +329,15 @@ __global__ void __launch_bounds__(kUnits * kRowGroups) bwd_step_kernel(BwdStepAr
     }
   }
 
-  // Pass C: input gradients of both DDBNs; per-row tau partials summed over the tile's units
+  // Pass C: input gradients of both DDBNs; per-row weight partials summed over the tile's units
   // with shuffles (the kUnits lanes of one row group are adjacent lanes of one warp).
   for (int64_t j0 = 0; j0 < N; j0 += kRowGroups) {
     const int64_t j = j0 + r;
     double t0 = 0.0, t1 = 0.0;
     if (ok && j < N) {
       const int dom = (ND == 2 && j >= a.n1) ? 1 : 0;
-      const T w0 = a.wn[j], w1 = ND == 2 ? a.wn[N + j] : T(0);
+      const T w0 = static_cast<T>(static_cast<double>(a.w0[j]) * is0);
+      const T w1 = ND == 2 ? static_cast<T>(static_cast<double>(a.w1[j]) * is1) : T(0);
       T p0 = 0, p1 = 0;
 #pragma unroll
       for (int q = 0; q < 4; ++q) {
@@ -365,56 +366,44 @@ __global__ void __launch_bounds__(kUnits * kRowGroups) bwd_step_kernel(BwdStepAr
         t1 += __shfl_xor_sync(0xffffffffu, t1, off, kUnits);
       }
       if (u == 0 && j < N) {
-        double* part = a.dtau_part + static_cast<int64_t>(blockIdx.x) * 2 * N;
-        part[j] += t0;
-        part[N + j] += t1;
+        double* part = a.dw_part + static_cast<int64_t>(blockIdx.x) * 2 * N;
+        part[j] = t0;
+        part[N + j] = t1;
       }
     }
   }
 }
 
+// One thread per row j: dL/dw[d, t, j] = inv_s_d(t) * sum over tiles of the step's partials.
 template <typename T>
-__global__ void alpha_grad_kernel(const double* part, int64_t ntiles, int64_t N,
-                                  const double* kos, T* grad_alpha) {
-  __shared__ double red[2][256];
-  double acc[2] = {0.0, 0.0};
-  for (int64_t j = threadIdx.x; j < N; j += blockDim.x) {
-    for (int d = 0; d < 2; ++d) {
-      double row = 0.0;
-      for (int64_t b = 0; b < ntiles; ++b) row += part[(b * 2 + d) * N + j];
-      acc[d] += kos[d * N + j] * row;
-    }
+__global__ void w_grad_step_kernel(const double* part, int64_t ntiles, int64_t N,
+                                   const double* inv_s0, const double* inv_s1, T* g0, T* g1) {
+  const int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (j >= N) return;
+  double s0 = 0.0, s1 = 0.0;
+  for (int64_t b = 0; b < ntiles; ++b) {
+    s0 += part[(b * 2) * N + j];
+    s1 += part[(b * 2 + 1) * N + j];
   }
-  red[0][threadIdx.x] = acc[0];
-  red[1][threadIdx.x] = acc[1];
-  __syncthreads();
-  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-    if (threadIdx.x < s) {
-      red[0][threadIdx.x] += red[0][threadIdx.x + s];
-      red[1][threadIdx.x] += red[1][threadIdx.x + s];
-    }
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) {
-    grad_alpha[0] = static_cast<T>(red[0][0]);
-    grad_alpha[1] = static_cast<T>(red[1][0]);
-  }
+  g0[j] = static_cast<T>(s0 * *inv_s0);
+  g1[j] = static_cast<T>(s1 * *inv_s1);
 }
 
 }  // namespace
 
 template <typename T>
-void launch_row_weights(const T* alpha, int64_t N, int ndom, T* wn, double* kos, cudaStream_t s) {
-  row_weights_kernel<T><<<1, 256, 0, s>>>(alpha, N, ndom, wn, kos);
+void launch_inv_sums(const T* w, int64_t rows, int64_t N, double* inv, cudaStream_t s) {
+  inv_sums_kernel<T><<<static_cast<unsigned>(rows), 256, 0, s>>>(w, N, inv);
 }
 
 template <typename T>
-void launch_x_stats(const T* xp, int64_t T_, int64_t N, int64_t G, int64_t /*n1*/, int ndom,
-                    const T* wn, T eps, const T* gamma_x, const T* beta_x, const T* beta_h,
-                    const T* bias, T* mean, T* var, T* scale, T* shift, cudaStream_t s) {
+void launch_x_stats(const T* xp, int64_t T_, int64_t N, int64_t G, int ndom, const T* w,
+                    const double* inv_s, T eps, const T* gamma_x, const T* beta_x,
+                    const T* beta_h, const T* bias, T* mean, T* var, T* scale, T* shift,
+                    cudaStream_t s) {
   const dim3 grid(static_cast<unsigned>(T_), static_cast<unsigned>((G + 255) / 256));
-  x_stats_kernel<T><<<grid, 256, 0, s>>>(xp, T_, N, G, ndom, wn, eps, gamma_x, beta_x, beta_h,
-                                         bias, mean, var, scale, shift);
+  x_stats_kernel<T><<<grid, 256, 0, s>>>(xp, T_, N, G, ndom, w, inv_s, eps, gamma_x, beta_x,
+                                         beta_h, bias, mean, var, scale, shift);
 }
 
 template <typename T>
@@ -438,20 +427,21 @@ void launch_bwd_step(const BwdStepArgs<T>& a, int ndom, cudaStream_t s) {
 }
 
 template <typename T>
-void launch_alpha_grad(const double* part, int64_t ntiles, int64_t N, const double* kos,
-                       T* grad_alpha, cudaStream_t s) {
-  alpha_grad_kernel<T><<<1, 256, 0, s>>>(part, ntiles, N, kos, grad_alpha);
+void launch_w_grad_step(const double* part, int64_t ntiles, int64_t N, const double* inv_s0,
+                        const double* inv_s1, T* g0, T* g1, cudaStream_t s) {
+  const unsigned grid = static_cast<unsigned>((N + 255) / 256);
+  w_grad_step_kernel<T><<<grid, 256, 0, s>>>(part, ntiles, N, inv_s0, inv_s1, g0, g1);
 }
 
 #define ACTREC_INSTANTIATE(T)                                                                   \
-  template void launch_row_weights<T>(const T*, int64_t, int, T*, double*, cudaStream_t);       \
-  template void launch_x_stats<T>(const T*, int64_t, int64_t, int64_t, int64_t, int, const T*,  \
-                                  T, const T*, const T*, const T*, const T*, T*, T*, T*, T*,    \
-                                  cudaStream_t);                                                \
+  template void launch_inv_sums<T>(const T*, int64_t, int64_t, double*, cudaStream_t);          \
+  template void launch_x_stats<T>(const T*, int64_t, int64_t, int64_t, int, const T*,           \
+                                  const double*, T, const T*, const T*, const T*, const T*, T*, \
+                                  T*, T*, T*, cudaStream_t);                                    \
   template void launch_fwd_step<T>(const FwdStepArgs<T>&, int, cudaStream_t);                   \
   template void launch_bwd_step<T>(const BwdStepArgs<T>&, int, cudaStream_t);                   \
-  template void launch_alpha_grad<T>(const double*, int64_t, int64_t, const double*, T*,        \
-                                     cudaStream_t);
+  template void launch_w_grad_step<T>(const double*, int64_t, int64_t, const double*,           \
+                                      const double*, T*, T*, cudaStream_t);
 
 ACTREC_INSTANTIATE(float)
 ACTREC_INSTANTIATE(double)

@@ -20,10 +20,21 @@ constexpr int kRowGroups = 32;
 
 inline int64_t num_tiles(int64_t H) { return (H + kUnits - 1) / kUnits; }
 
+// Row weights: the kernels read the raw contribution weights w [2, T, N] (made by
+// actrec.ops.domains.contribution_weights; no DDBN formula here) and the BN(c) weights
+// w_c [T, N], with inv_s = 1 / sum_j w per (domain, step) in double (0 where the sum is 0: no
+// real row, mean = var = 0). Scalars that change between calls live in device memory so that
+// a captured CUDA graph reads the current ones.
+
 template <typename T>
 struct FwdStepArgs {
   int64_t N, H, n1;
-  const T* wn;     // [2, N] normalised row weights tau_d / S_d (1/N for plain batch norm)
+  const T* w0;            // [N] raw weights of domain 0 at step t (0 on padding)
+  const T* w1;            // [N] domain 1
+  const double* inv_s0;  // -> 1 / S_0(t)
+  const double* inv_s1;
+  const T* wc;            // [N] BN(c) weights at step t
+  const double* inv_sc;
   const T* gh;     // [N, 4H] h_{t-1} W_hh^T
   const T* xp;     // [N, 4H] x_t W_ih^T
   const T* sx;     // [2, 4H] x-path scale at step t
@@ -45,7 +56,12 @@ struct FwdStepArgs {
 template <typename T>
 struct BwdStepArgs {
   int64_t N, H, n1;
-  const T* wn;  // [2, N]
+  const T* w0;  // [N] raw weights at step t, as in FwdStepArgs
+  const T* w1;
+  const double* inv_s0;
+  const double* inv_s1;
+  const T* wc;
+  const double* inv_sc;
   const T* gh;
   const T* xp;
   const T* mean_h;
@@ -77,20 +93,21 @@ struct BwdStepArgs {
   double* acc_bias;
   double* acc_gamma_c;  // [H]
   double* acc_beta_c;
-  double* dtau_part;    // [num_tiles, 2, N]: S_d dL/dtau_d(j), per tile
+  double* dw_part;      // [num_tiles, 2, N]: this step's S_d dL/dw_d(t, j), per tile (written)
   T eps;
 };
 
-// wn [2, N] and kappa_over_s [2, N] (d tau_d / d alpha_d divided by S_d) from alpha on device.
+// inv[r] = 1 / sum_j w[r, j] for rows r of w [rows, N] (0 where the sum is 0), in double.
 template <typename T>
-void launch_row_weights(const T* alpha, int64_t N, int ndom, T* wn, double* kappa_over_s,
-                        cudaStream_t stream);
+void launch_inv_sums(const T* w, int64_t rows, int64_t N, double* inv, cudaStream_t stream);
 
-// Per-step DDBN statistics of xp [T, N, 4H] -> mean/var [2, T, 4H], scale/shift [T, 2, 4H].
+// Per-step DDBN statistics of xp [T, N, 4H] with weights w [2, T, N] -> mean/var [2, T, 4H],
+// scale/shift [T, 2, 4H].
 template <typename T>
-void launch_x_stats(const T* xp, int64_t T_, int64_t N, int64_t G, int64_t n1, int ndom,
-                    const T* wn, T eps, const T* gamma_x, const T* beta_x, const T* beta_h,
-                    const T* bias, T* mean, T* var, T* scale, T* shift, cudaStream_t stream);
+void launch_x_stats(const T* xp, int64_t T_, int64_t N, int64_t G, int ndom, const T* w,
+                    const double* inv_s, T eps, const T* gamma_x, const T* beta_x,
+                    const T* beta_h, const T* bias, T* mean, T* var, T* scale, T* shift,
+                    cudaStream_t stream);
 
 template <typename T>
 void launch_fwd_step(const FwdStepArgs<T>& a, int ndom, cudaStream_t stream);
@@ -98,10 +115,10 @@ void launch_fwd_step(const FwdStepArgs<T>& a, int ndom, cudaStream_t stream);
 template <typename T>
 void launch_bwd_step(const BwdStepArgs<T>& a, int ndom, cudaStream_t stream);
 
-// grad_alpha[d] = sum_j kappa_over_s[d, j] * sum_tiles dtau_part[tile, d, j].
+// grad_w{0,1}[j] = inv_s{0,1} * sum_tiles dw_part[tile, d, j]: dL/dw at one step.
 template <typename T>
-void launch_alpha_grad(const double* dtau_part, int64_t ntiles, int64_t N,
-                       const double* kappa_over_s, T* grad_alpha, cudaStream_t stream);
+void launch_w_grad_step(const double* dw_part, int64_t ntiles, int64_t N, const double* inv_s0,
+                        const double* inv_s1, T* grad_w0, T* grad_w1, cudaStream_t stream);
 
 }  // namespace ddlstm_cuda
 }  // namespace actrec

@@ -2,7 +2,10 @@
 // csrc/ddlstm.cpp; kernels in ddlstm_kernels.cu; the CPU twin is csrc/cpu/ddlstm_layer_cpu.cpp).
 //
 // The time loop runs here: per step one cuBLAS GEMM (at::mm_out) and one fused step kernel, in
-// both directions. The input projection, its statistics and the weight gradients are single
+// both directions (backward: plus one small kernel for the step's dL/dw). The contribution
+// weights w [2, T, N] and the BN(c) weights w_c [T, N] are inputs (made in Python by
+// actrec.ops.domains); their per-step inverse sums are computed on the device before the loop.
+// The input projection, its statistics and the weight gradients are single
 // GEMMs / kernels over all T*N rows outside the loop.
 //
 // CUDA graphs: at T steps x 2 launches the loop is launch-bound at small H, so by default the
@@ -58,12 +61,20 @@ void check_cuda_args(const at::Tensor& x, std::initializer_list<const at::Tensor
   }
 }
 
+void check_weights(const at::Tensor& w, const at::Tensor& wc, int64_t T, int64_t N) {
+  TORCH_CHECK(w.sizes() == at::IntArrayRef({2, T, N}), "ddlstm_layer: w must be [2, T=", T,
+              ", N=", N, "], got ", w.sizes());
+  TORCH_CHECK(wc.sizes() == at::IntArrayRef({T, N}), "ddlstm_layer: w_c must be [T=", T, ", N=",
+              N, "], got ", wc.sizes());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Forward
 
 struct FwdBufs {
   // loop inputs
-  at::Tensor w_hh, gamma_h, gamma_c, beta_c, h0, c0, wn, xp, scale, shift;
+  at::Tensor w_hh, gamma_h, gamma_c, beta_c, h0, c0, xp, scale, shift;
+  at::Tensor w, wc, inv_s, inv_sc;  // [2, T, N], [T, N] weights; [2, T], [T] 1/sums (double)
   // loop outputs
   at::Tensor gh, out, cs, mean_h, var_h, mean_c, var_c;
 };
@@ -77,7 +88,10 @@ FwdBufs alloc_fwd(int64_t T, int64_t N, int64_t H, const at::TensorOptions& opt)
   b.beta_c = at::empty({H}, opt);
   b.h0 = at::empty({N, H}, opt);
   b.c0 = at::empty({N, H}, opt);
-  b.wn = at::empty({2, N}, opt);
+  b.w = at::empty({2, T, N}, opt);
+  b.wc = at::empty({T, N}, opt);
+  b.inv_s = at::empty({2, T}, opt.dtype(at::kDouble));
+  b.inv_sc = at::empty({T}, opt.dtype(at::kDouble));
   b.xp = at::empty({T, N, G}, opt);
   b.scale = at::empty({T, 2, G}, opt);
   b.shift = at::empty({T, 2, G}, opt);
@@ -99,7 +113,6 @@ void fwd_loop(FwdBufs& b, int64_t n1, int ndom, double eps) {
   a.N = N;
   a.H = H;
   a.n1 = n1;
-  a.wn = b.wn.data_ptr<T>();
   a.gamma_h = b.gamma_h.data_ptr<T>();
   a.gamma_c = b.gamma_c.data_ptr<T>();
   a.beta_c = b.beta_c.data_ptr<T>();
@@ -109,6 +122,12 @@ void fwd_loop(FwdBufs& b, int64_t n1, int ndom, double eps) {
   for (int64_t t = 0; t < Tn; ++t) {
     at::Tensor g_t = b.gh.select(0, t);
     at::mm_out(g_t, t == 0 ? b.h0 : b.out.select(0, t - 1), w_t);  // [N, 4H]
+    a.w0 = b.w.data_ptr<T>() + t * N;
+    a.w1 = b.w.data_ptr<T>() + (Tn + t) * N;
+    a.inv_s0 = b.inv_s.data_ptr<double>() + t;
+    a.inv_s1 = b.inv_s.data_ptr<double>() + Tn + t;
+    a.wc = b.wc.data_ptr<T>() + t * N;
+    a.inv_sc = b.inv_sc.data_ptr<double>() + t;
     a.gh = g_t.data_ptr<T>();
     a.xp = b.xp.data_ptr<T>() + t * N * G;
     a.sx = b.scale.data_ptr<T>() + t * 2 * G;
@@ -212,12 +231,10 @@ using FwdResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at:
 FwdResult forward_cuda(const at::Tensor& x_, const at::Tensor& w_ih, const at::Tensor& w_hh,
                        const at::Tensor& bias, const at::Tensor& gx, const at::Tensor& bx,
                        const at::Tensor& gh, const at::Tensor& bh, const at::Tensor& gc,
-                       const at::Tensor& bc, const at::Tensor& alpha, int64_t n1, double eps,
-                       bool dual, const c10::optional<at::Tensor>& h0,
+                       const at::Tensor& bc, const at::Tensor& w, const at::Tensor& wc,
+                       int64_t n1, double eps, bool dual, const c10::optional<at::Tensor>& h0,
                        const c10::optional<at::Tensor>& c0) {
-  check_cuda_args(x_, {&w_ih, &w_hh, &bias, &gx, &bx, &gh, &bh, &gc, &bc});
-  TORCH_CHECK(alpha.numel() == 2 && alpha.device() == x_.device(),
-              "ddlstm_layer: alpha must have 2 elements on ", x_.device());
+  check_cuda_args(x_, {&w_ih, &w_hh, &bias, &gx, &bx, &gh, &bh, &gc, &bc, &w, &wc});
   const c10::cuda::CUDAGuard device_guard(x_.device());
   const at::Tensor x = x_.contiguous();
   const int64_t T = x.size(0), N = x.size(1), D = x.size(2), H = w_hh.size(1), G = 4 * H;
@@ -234,11 +251,11 @@ FwdResult forward_cuda(const at::Tensor& x_, const at::Tensor& w_ih, const at::T
   const bool has_h0 = h0.has_value() && h0->defined(), has_c0 = c0.has_value() && c0->defined();
   if (has_h0) TORCH_CHECK(h0->sizes() == at::IntArrayRef({N, H}), "ddlstm_layer: h0 must be [N, H]");
   if (has_c0) TORCH_CHECK(c0->sizes() == at::IntArrayRef({N, H}), "ddlstm_layer: c0 must be [N, H]");
+  check_weights(w, wc, T, N);
   const int ndom = num_domains(N, n1, dual);
   const auto opt = x.options();
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   at::Tensor mean_x = at::empty({2, T, G}, opt), var_x = at::empty({2, T, G}, opt);
-  at::Tensor kos = at::empty({2, N}, opt.dtype(at::kDouble));
 
   const bool use_graph = graphs_enabled();
   std::shared_ptr<Plan<FwdBufs>> plan;
@@ -258,15 +275,18 @@ FwdResult forward_cuda(const at::Tensor& x_, const at::Tensor& w_ih, const at::T
   b.beta_c.copy_(bc);
   has_h0 ? b.h0.copy_(*h0) : b.h0.zero_();
   has_c0 ? b.c0.copy_(*c0) : b.c0.zero_();
+  b.w.copy_(w);
+  b.wc.copy_(wc);
   at::Tensor xp2 = b.xp.view({T * N, G});
   at::mm_out(xp2, x.view({T * N, D}), w_ih.t());  // [T*N, 4H], outside the loop
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ddlstm_layer_forward_cuda", [&] {
     using T_ = scalar_t;
-    const at::Tensor a = alpha.contiguous().to(x.scalar_type());
-    launch_row_weights<T_>(a.data_ptr<T_>(), N, ndom, b.wn.data_ptr<T_>(), kos.data_ptr<double>(), stream);
+    launch_inv_sums<T_>(b.w.data_ptr<T_>(), 2 * T, N, b.inv_s.data_ptr<double>(), stream);
+    launch_inv_sums<T_>(b.wc.data_ptr<T_>(), T, N, b.inv_sc.data_ptr<double>(), stream);
     const at::Tensor bx_ = bx.contiguous(), bh_ = bh.contiguous(), bias_ = bias.contiguous(), gx_ = gx.contiguous();
-    launch_x_stats<T_>(b.xp.data_ptr<T_>(), T, N, G, n1, ndom, b.wn.data_ptr<T_>(), static_cast<T_>(eps),
+    launch_x_stats<T_>(b.xp.data_ptr<T_>(), T, N, G, ndom, b.w.data_ptr<T_>(),
+                       b.inv_s.data_ptr<double>(), static_cast<T_>(eps),
                        gx_.data_ptr<T_>(), bx_.data_ptr<T_>(), bh_.data_ptr<T_>(), bias_.data_ptr<T_>(),
                        mean_x.data_ptr<T_>(), var_x.data_ptr<T_>(), b.scale.data_ptr<T_>(),
                        b.shift.data_ptr<T_>(), stream);
@@ -292,11 +312,12 @@ FwdResult forward_cuda(const at::Tensor& x_, const at::Tensor& w_ih, const at::T
 
 struct BwdBufs {
   // loop inputs
-  at::Tensor w_hh, gamma_h, beta_h, gamma_x, beta_x, bias, gamma_c, beta_c, wn;
+  at::Tensor w_hh, gamma_h, beta_h, gamma_x, beta_x, bias, gamma_c, beta_c;
+  at::Tensor w, wc, inv_s, inv_sc;  // as in FwdBufs
   at::Tensor xp, gh, cs, c0, grad_out, mean_x, var_x, mean_h, var_h, mean_c, var_c;
   // carried state (in/out) and outputs
   at::Tensor dc, dhrec, dgh, dxp, act, da, dy;
-  at::Tensor acc_gamma_h, acc_gamma_x, acc_bias, acc_gamma_c, acc_beta_c, dtau_part;
+  at::Tensor acc_gamma_h, acc_gamma_x, acc_bias, acc_gamma_c, acc_beta_c, dw_part, grad_w;
 };
 
 BwdBufs alloc_bwd(int64_t T, int64_t N, int64_t H, const at::TensorOptions& opt) {
@@ -307,7 +328,10 @@ BwdBufs alloc_bwd(int64_t T, int64_t N, int64_t H, const at::TensorOptions& opt)
   for (at::Tensor* t : {&b.gamma_h, &b.beta_h, &b.gamma_x, &b.beta_x, &b.bias}) *t = at::empty({G}, opt);
   b.gamma_c = at::empty({H}, opt);
   b.beta_c = at::empty({H}, opt);
-  b.wn = at::empty({2, N}, opt);
+  b.w = at::empty({2, T, N}, opt);
+  b.wc = at::empty({T, N}, opt);
+  b.inv_s = at::empty({2, T}, dopt);
+  b.inv_sc = at::empty({T}, dopt);
   b.xp = at::empty({T, N, G}, opt);
   b.gh = at::empty({T, N, G}, opt);
   b.cs = at::empty({T, N, H}, opt);
@@ -326,7 +350,8 @@ BwdBufs alloc_bwd(int64_t T, int64_t N, int64_t H, const at::TensorOptions& opt)
   for (at::Tensor* t : {&b.acc_gamma_h, &b.acc_gamma_x, &b.acc_bias}) *t = at::empty({G}, dopt);
   b.acc_gamma_c = at::empty({H}, dopt);
   b.acc_beta_c = at::empty({H}, dopt);
-  b.dtau_part = at::empty({num_tiles(H), 2, N}, dopt);
+  b.dw_part = at::empty({num_tiles(H), 2, N}, dopt);
+  b.grad_w = at::empty({2, T, N}, opt);
   return b;
 }
 
@@ -338,7 +363,6 @@ void bwd_loop(BwdBufs& b, int64_t n1, int ndom, double eps) {
   a.N = N;
   a.H = H;
   a.n1 = n1;
-  a.wn = b.wn.data_ptr<T>();
   a.dstride = Tn * G;
   a.gamma_h = b.gamma_h.data_ptr<T>();
   a.beta_h = b.beta_h.data_ptr<T>();
@@ -357,9 +381,16 @@ void bwd_loop(BwdBufs& b, int64_t n1, int ndom, double eps) {
   a.acc_bias = b.acc_bias.data_ptr<double>();
   a.acc_gamma_c = b.acc_gamma_c.data_ptr<double>();
   a.acc_beta_c = b.acc_beta_c.data_ptr<double>();
-  a.dtau_part = b.dtau_part.data_ptr<double>();
+  a.dw_part = b.dw_part.data_ptr<double>();
   a.eps = static_cast<T>(eps);
+  const double* inv_s = b.inv_s.data_ptr<double>();
   for (int64_t t = Tn - 1; t >= 0; --t) {
+    a.w0 = b.w.data_ptr<T>() + t * N;
+    a.w1 = b.w.data_ptr<T>() + (Tn + t) * N;
+    a.inv_s0 = inv_s + t;
+    a.inv_s1 = inv_s + Tn + t;
+    a.wc = b.wc.data_ptr<T>() + t * N;
+    a.inv_sc = b.inv_sc.data_ptr<double>() + t;
     a.gh = b.gh.data_ptr<T>() + t * N * G;
     a.xp = b.xp.data_ptr<T>() + t * N * G;
     a.mean_h = b.mean_h.data_ptr<T>() + t * G;
@@ -374,6 +405,10 @@ void bwd_loop(BwdBufs& b, int64_t n1, int ndom, double eps) {
     a.dgh = b.dgh.data_ptr<T>() + t * N * G;
     a.dxp = b.dxp.data_ptr<T>() + t * N * G;
     launch_bwd_step<T>(a, ndom, stream);
+    if (ndom == 2)  // dL/dw at step t, before the next step overwrites the partials
+      launch_w_grad_step<T>(a.dw_part, num_tiles(H), N, inv_s + t, inv_s + Tn + t,
+                            b.grad_w.data_ptr<T>() + t * N, b.grad_w.data_ptr<T>() + (Tn + t) * N,
+                            stream);
     at::mm_out(b.dhrec, b.dgh.select(0, t), b.w_hh);  // [N, H] dL/dh_{t-1}
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -387,16 +422,17 @@ BwdResult backward_cuda(const at::Tensor& grad_out, const at::Tensor& grad_h_n,
                         const at::Tensor& grad_c_n, const at::Tensor& x_, const at::Tensor& w_ih,
                         const at::Tensor& w_hh, const at::Tensor& bias, const at::Tensor& gx,
                         const at::Tensor& bx, const at::Tensor& gh, const at::Tensor& bh,
-                        const at::Tensor& gc, const at::Tensor& bc, const at::Tensor& alpha,
-                        const c10::optional<at::Tensor>& h0, const c10::optional<at::Tensor>& c0,
+                        const at::Tensor& gc, const at::Tensor& bc, const at::Tensor& w,
+                        const at::Tensor& wc, const c10::optional<at::Tensor>& h0,
+                        const c10::optional<at::Tensor>& c0,
                         const at::Tensor& xp, const at::Tensor& ghs, const at::Tensor& out,
                         const at::Tensor& cs, const at::Tensor& mean_x, const at::Tensor& var_x,
                         const at::Tensor& mean_h, const at::Tensor& var_h,
                         const at::Tensor& mean_c, const at::Tensor& var_c, int64_t n1, double eps,
                         bool dual, bool need_grad_x) {
   check_cuda_args(x_, {&grad_out, &grad_h_n, &grad_c_n, &w_ih, &w_hh, &bias, &gx, &bx, &gh, &bh,
-                       &gc, &bc, &xp, &ghs, &out, &cs, &mean_x, &var_x, &mean_h, &var_h, &mean_c,
-                       &var_c});
+                       &gc, &bc, &w, &wc, &xp, &ghs, &out, &cs, &mean_x, &var_x, &mean_h, &var_h,
+                       &mean_c, &var_c});
   const c10::cuda::CUDAGuard device_guard(x_.device());
   const at::Tensor x = x_.contiguous();
   const int64_t T = x.size(0), N = x.size(1), D = x.size(2), H = w_hh.size(1), G = 4 * H;
@@ -404,10 +440,10 @@ BwdResult backward_cuda(const at::Tensor& grad_out, const at::Tensor& grad_h_n,
                   cs.sizes() == at::IntArrayRef({T, N, H}) && out.sizes() == cs.sizes() &&
                   grad_out.sizes() == cs.sizes(),
               "ddlstm_layer_backward: saved tensors do not match x [T, N, D] and H");
+  check_weights(w, wc, T, N);
   const int ndom = num_domains(N, n1, dual);
   const auto opt = x.options();
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  at::Tensor kos = at::empty({2, N}, opt.dtype(at::kDouble));
 
   const bool use_graph = graphs_enabled();
   std::shared_ptr<Plan<BwdBufs>> plan;
@@ -426,6 +462,8 @@ BwdResult backward_cuda(const at::Tensor& grad_out, const at::Tensor& grad_h_n,
     s.bias.copy_(bias);
     s.gamma_c.copy_(gc);
     s.beta_c.copy_(bc);
+    s.w.copy_(w);
+    s.wc.copy_(wc);
     s.xp.copy_(xp);
     s.gh.copy_(ghs);
     s.cs.copy_(cs);
@@ -447,7 +485,10 @@ BwdResult backward_cuda(const at::Tensor& grad_out, const at::Tensor& grad_h_n,
     b.bias = bias.contiguous();
     b.gamma_c = gc.contiguous();
     b.beta_c = bc.contiguous();
-    b.wn = at::empty({2, N}, opt);
+    b.w = w.contiguous();
+    b.wc = wc.contiguous();
+    b.inv_s = at::empty({2, T}, opt.dtype(at::kDouble));
+    b.inv_sc = at::empty({T}, opt.dtype(at::kDouble));
     b.xp = xp.contiguous();
     b.gh = ghs.contiguous();
     b.cs = cs.contiguous();
@@ -472,31 +513,26 @@ BwdResult backward_cuda(const at::Tensor& grad_out, const at::Tensor& grad_h_n,
     b.acc_bias = outs.acc_bias;
     b.acc_gamma_c = outs.acc_gamma_c;
     b.acc_beta_c = outs.acc_beta_c;
-    b.dtau_part = outs.dtau_part;
+    b.dw_part = outs.dw_part;
+    b.grad_w = outs.grad_w;
   }
   BwdBufs& s = plan ? plan->b : b;
   (c0.has_value() && c0->defined()) ? s.c0.copy_(*c0) : s.c0.zero_();
   s.dc.copy_(grad_c_n);
   s.dhrec.copy_(grad_h_n);
   for (at::Tensor* t : {&s.acc_gamma_h, &s.acc_gamma_x, &s.acc_bias, &s.acc_gamma_c, &s.acc_beta_c,
-                        &s.dtau_part, &s.act, &s.da, &s.dy})
+                        &s.dw_part, &s.grad_w, &s.act, &s.da, &s.dy})
     t->zero_();
 
-  at::Tensor grad_alpha = at::zeros({2}, opt);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ddlstm_layer_backward_cuda", [&] {
     using T_ = scalar_t;
-    const at::Tensor a = alpha.contiguous().to(x.scalar_type());
-    launch_row_weights<T_>(a.data_ptr<T_>(), N, ndom, s.wn.data_ptr<T_>(), kos.data_ptr<double>(), stream);
+    launch_inv_sums<T_>(s.w.data_ptr<T_>(), 2 * T, N, s.inv_s.data_ptr<double>(), stream);
+    launch_inv_sums<T_>(s.wc.data_ptr<T_>(), T, N, s.inv_sc.data_ptr<double>(), stream);
     auto loop = [&] { bwd_loop<T_>(s, n1, ndom, eps); };
     if (plan && ensure_graph(*plan, loop)) {
       plan->graph->replay();
     } else {
       loop();
-    }
-    if (ndom == 2) {
-      launch_alpha_grad<T_>(s.dtau_part.data_ptr<double>(), num_tiles(H), N, kos.data_ptr<double>(),
-                            grad_alpha.data_ptr<T_>(), stream);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   });
 
@@ -514,7 +550,7 @@ BwdResult backward_cuda(const at::Tensor& grad_out, const at::Tensor& grad_h_n,
   BwdResult result{grad_x, grad_w_ih, grad_w_hh, grad_bias, to_t(s.acc_gamma_x),
                    grad_bias.clone(), to_t(s.acc_gamma_h), grad_bias.clone(),
                    to_t(s.acc_gamma_c), to_t(s.acc_beta_c),
-                   grad_alpha.to(alpha.scalar_type(), false, true).view(alpha.sizes()),
+                   s.grad_w.clone(),
                    s.dhrec.clone(), s.dc.clone()};
   if (plan) plan->done.record(at::cuda::getCurrentCUDAStream());
   return result;
