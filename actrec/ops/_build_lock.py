@@ -60,9 +60,10 @@ class BuildLock:
         If this process is interrupted meanwhile, the child is asked to stop (it ends its own
         descendants first) and the exception propagates.
         """
-        argv = [sys.executable, "-m", __name__, target, json.dumps(kwargs), str(os.getpid())]
+        # Run as a script, not `-m actrec...`: the child imports nothing of actrec, so nothing
+        # there can ask for the extension (and wait for the lock this process holds).
+        argv = [sys.executable, __file__, target, json.dumps(kwargs), str(os.getpid())]
         fds = () if self.fd is None else (self.fd,)
-        # cwd: `-m` puts the working directory on sys.path; the build folder holds no modules
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True, pass_fds=fds,
                                 cwd=self.directory)
@@ -144,7 +145,7 @@ def _held(fd: int, directory: Path) -> BuildLock:
 
 
 # --------------------------------------------------------------------------------------------
-# The guarded child: python -m actrec.ops._build_lock MODULE:FUNCTION JSON_KWARGS PARENT_PID
+# The guarded child: python .../_build_lock.py MODULE:FUNCTION JSON_KWARGS PARENT_PID
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
@@ -233,4 +234,5 @@ def _child_main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    del sys.path[0]  # this script's folder (actrec/ops): its modules must not shadow others
     sys.exit(_child_main(sys.argv[1:]))
