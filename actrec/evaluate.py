@@ -28,8 +28,7 @@ another's.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -320,7 +319,7 @@ def evaluate_run(
     import torch
 
     from actrec import runs
-    from actrec.components import check_model_contract, open_store, resolve_model
+    from actrec.components import open_store, resolve_model
     from actrec.data.labels import InputLayout, LabelSpace
 
     run_dir = Path(run_dir)
@@ -418,7 +417,7 @@ def evaluate_run(
     setting = {"mode": protocol["mode"], "splits": splits, "trained_splits": trained_splits,
                "stores": protocol["stores"], "trained_stores": [str(p) for p in ckpt["stores"]],
                "segment_background": segment_background}
-    runs.atomic_write_json(run_dir / runs.eval_filename(setting), _json_safe(result.to_dict()))
+    runs.atomic_write_json(run_dir / runs.eval_filename(setting), result.to_dict())
     return result
 
 
@@ -454,14 +453,3 @@ def _check_inputs(ckpt, ckpt_path, run_dir, opened, splits, trained_splits, *, o
                 f"scores would be inflated; evaluate the trained split, or allow it explicitly "
                 f"(--allow-train-overlap; recorded with the result)")
     return overlap
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN -> None, so that results files are strict JSON."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, Mapping):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value

@@ -40,6 +40,7 @@ __all__ = [
     "resolve_run",
     "atomic_write_text",
     "atomic_write_json",
+    "json_safe",
     "atomic_torch_save",
     "load_checkpoint",
     "read_json",
@@ -181,10 +182,25 @@ def atomic_write_text(path: Path, text: str) -> None:
         handle.write(text)
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None (JSON has no NaN), tuples
+    as lists; mappings and sequences are copied, other values kept."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically (tmp file + ``os.replace``)."""
+    """Write ``obj`` as indented, strict JSON to ``path`` atomically (tmp file +
+    ``os.replace``); NaN and infinities are written as null."""
     with _atomic(path, "w") as handle:
-        json.dump(obj, handle, indent=2, sort_keys=False)
+        json.dump(json_safe(obj), handle, indent=2, sort_keys=False, allow_nan=False)
         handle.write("\n")
 
 

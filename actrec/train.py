@@ -19,7 +19,6 @@ The run directory layout is in ``actrec.runs``.
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass

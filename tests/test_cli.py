@@ -221,3 +221,66 @@ def test_the_command_line_reports_a_misspelt_variable_and_shows_the_real_names()
     shown = run(["train", "--help"])
     assert "env var: ACTREC_TRAIN_OPTIONS]" in shown.stdout
     assert "ACTREC_<COMMAND>_<OPTION>" not in run(["--help"]).stdout
+
+
+def test_python_m_and_the_console_script_see_the_same_plugins(tmp_path):
+    """A distribution lying in the current folder is not imported by ``python -m actrec``,
+    just as the console script ignores it."""
+    import shutil
+
+    (tmp_path / "cwd_plugin-1.0.dist-info").mkdir()
+    (tmp_path / "cwd_plugin-1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: cwd-plugin\nVersion: 1.0\n")
+    (tmp_path / "cwd_plugin-1.0.dist-info" / "entry_points.txt").write_text(
+        "[actrec.models]\ncwdmodel = cwd_plugin:Model\n")
+    (tmp_path / "cwd_plugin.py").write_text(
+        "open(__file__ + '.imported', 'w').close()\nraise RuntimeError('imported from cwd')\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    outputs = []
+    script = shutil.which("actrec")
+    for argv in ([sys.executable, "-m", "actrec", "plugins"], [script, "plugins"]):
+        proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, env=env,
+                              timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        outputs.append(proc.stdout)
+    assert "cwdmodel" not in outputs[0] and "cwdmodel" not in outputs[1]
+    assert not (tmp_path / "cwd_plugin.py.imported").exists()
+
+
+@pytest.mark.parametrize("value, message", [
+    ("true", r"'history' must be an integer, got True"),
+    ("16.7", r"'history' must be an integer, got 16.7"),
+    ("[16, 32]", r"'history' is a list, but it takes one value"),
+])
+def test_config_values_of_the_wrong_type_are_named_not_converted(tmp_path, value, message):
+    """Click alone would train with history 1 for `true` and 16 for `16.7`."""
+    from actrec.cli.config import load_config
+
+    cfg = tmp_path / "actrec.toml"
+    cfg.write_text(f"[train]\nhistory = {value}\nlr = 0.5\n")
+    with pytest.raises(ConfigError, match=message):
+        load_config(cfg, cli, click.Context(cli))
+    cfg.write_text("[train]\nhistory = 16.0\nlr = 1\nallow-same-store = true\n")
+    assert load_config(cfg, cli, click.Context(cli))["train"]["history"] == 16.0
+    cfg.write_text("[train]\nlr = true\n")
+    with pytest.raises(ConfigError, match=r"'lr' must be a number, got True"):
+        load_config(cfg, cli, click.Context(cli))
+
+
+def test_json_output_is_strict_json_with_null_for_nan():
+    from actrec.cli.common import emit
+
+    class Result:
+        def to_dict(self):
+            return {"accuracy": float("nan"), "per_class": {"a": 1.0, "b": float("inf")}}
+
+    runner = CliRunner()
+
+    @click.command()
+    def show():
+        emit(Result(), True, lambda r: "")
+
+    out = runner.invoke(show, [])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output, parse_constant=lambda c: pytest.fail(f"non-JSON {c}")) == {
+        "accuracy": None, "per_class": {"a": 1.0, "b": None}}

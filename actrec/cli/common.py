@@ -56,7 +56,10 @@ def make_progress():
 def emit(data: Any, as_json: bool, render: Callable[[Any], Any]) -> None:
     """Print ``data`` as JSON (``data.to_dict()`` when it has one) or as ``render(data)``."""
     if as_json:
+        from actrec.runs import json_safe
+
         payload = data.to_dict() if hasattr(data, "to_dict") else data
-        click.echo(json.dumps(payload, indent=2, default=str))
+        # Strict JSON for machines: NaN (e.g. the accuracy of a class with no frame) is null.
+        click.echo(json.dumps(json_safe(payload), indent=2, default=str, allow_nan=False))
     else:
         stdout_console().print(render(data))

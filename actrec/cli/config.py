@@ -83,8 +83,14 @@ def _param(cmd: click.Command, name: str) -> click.Parameter:
 
 def _option_value(value: Any, param: click.Parameter, path: Path, table: str, key: str) -> Any:
     """``value`` as Click's default for ``param``: a table given for a repeatable
-    ``KEY=VALUE`` option becomes its list of ``"key=value"`` strings."""
+    ``KEY=VALUE`` option becomes its list of ``"key=value"`` strings. A value of the wrong TOML
+    type is a ``ConfigError`` naming the file and key: Click would turn ``true`` into 1 and
+    ``16.7`` into 16 without a word."""
     if not isinstance(value, dict):
+        if isinstance(value, list) and not getattr(param, "multiple", False):
+            raise ConfigError(f"{path}: [{table}] '{key}' is a list, but it takes one value")
+        for item in value if isinstance(value, list) else [value]:
+            _check_scalar(item, param, path, table, key)
         return value
     if not getattr(param, "multiple", False):
         raise ConfigError(f"{path}: [{table}.{key}] is a table, but '{key}' takes one value")
@@ -94,6 +100,23 @@ def _option_value(value: Any, param: click.Parameter, path: Path, table: str, ke
             raise ConfigError(f"{path}: [{table}.{key}] '{k}' is a table; expected a value")
         items.append(f"{k}={_text(v)}")
     return items
+
+
+def _check_scalar(value: Any, param: click.Parameter, path: Path, table: str, key: str) -> None:
+    kind = param.type
+    where = f"{path}: [{table}] '{key}'"
+    if isinstance(kind, (click.types.IntParamType, click.IntRange)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)) or (
+                isinstance(value, float) and not value.is_integer()):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+    elif isinstance(kind, (click.types.FloatParamType, click.FloatRange)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+    elif isinstance(kind, click.types.BoolParamType):
+        if not isinstance(value, (bool, str)):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+    elif isinstance(value, (dict, list)):
+        raise ConfigError(f"{where} must be a single value, got {value!r}")
 
 
 def _text(value: Any) -> str:
