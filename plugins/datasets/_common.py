@@ -1,6 +1,7 @@
-"""Helpers shared by the dataset plugins: splits by participant, split lists, and checking
-video ids. Private to ``actrec_plugins.datasets``. (The data root is resolved by actrec for
-every dataset plugin: ``actrec.plugin_api.Dataset``.)"""
+"""Helpers shared by the dataset plugins: listing annotation files (hidden files left out),
+splits by participant, split lists, and checking video ids. Private to
+``actrec_plugins.datasets``. (The data root is resolved by actrec for every dataset plugin:
+``actrec.plugin_api.Dataset``.)"""
 
 from __future__ import annotations
 
@@ -55,6 +56,26 @@ def split_from_lists(name: str, train_list: Path, test_list: Path, known: Iterab
         key = "split entries without annotations (dropped)"
         repairs[key] = repairs.get(key, 0) + dropped
     return Split(name, kept[0], kept[1])
+
+
+HIDDEN_FILES = "hidden files (dot-files, skipped)"
+
+
+def visible_files(directory: Path, patterns: Iterable[str], repairs: dict[str, int]
+                  ) -> list[Path]:
+    """The files under ``directory`` matching any of the glob ``patterns``, sorted, without
+    hidden ones: a file whose name, or a folder between ``directory`` and it, starts with a dot
+    (``.P03_copy.txt``, macOS ``._X.txt`` resource forks, ``.ipynb_checkpoints/``). Those are
+    no annotations; they are counted under ``HIDDEN_FILES`` in ``repairs``."""
+    found: set[Path] = set()
+    hidden: set[Path] = set()
+    for pattern in patterns:
+        for path in directory.glob(pattern):
+            parts = path.relative_to(directory).parts
+            (hidden if any(p.startswith(".") for p in parts) else found).add(path)
+    if hidden:
+        repairs[HIDDEN_FILES] = repairs.get(HIDDEN_FILES, 0) + len(hidden)
+    return sorted(found)
 
 
 def index_files(paths: Iterable[Path]) -> dict[str, Path]:

@@ -20,6 +20,10 @@ computed that way.
 Splits: ``official`` = the 4 leave-person-out splits P03-P15 / P16-P28 / P29-P41 / P42-P54
 held out (they equal the MS-TCN bundles); ``bundles`` = ``splits/{train,test}.splitN.bundle``.
 Split entries without an annotation file are dropped and counted.
+
+Damaged input: a frame range past ``frame_limit(fps)`` (24 hours) is a ``DataError`` naming the
+file and line; an empty annotation file is skipped and counted (``strict=true``: an error);
+hidden files (``.P03_copy.txt``, macOS ``._*`` files) are no videos: skipped and counted.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class BreakfastConfig(PluginConfig):
     split_scheme: str = "official"
     strict_splits: bool = False  # a bundle entry without annotations: error, not drop+count
     fps: float = 15.0
+    strict: bool = False  # an empty annotation file is an error (else skipped and counted)
 
 
 def parse_video_id(video: str) -> tuple[str, str | None, str | None]:
@@ -76,7 +81,8 @@ class Breakfast(Dataset):
 
         from actrec.errors import ConfigError, DataError
         from actrec.io import annotations as A
-        from actrec_plugins.datasets._common import index_files, split_from_lists
+        from actrec_plugins.datasets._common import (
+            index_files, split_from_lists, visible_files)
 
         cfg = self.config
         if cfg.source not in SOURCES:
@@ -97,23 +103,29 @@ class Breakfast(Dataset):
         if not directory.is_dir():
             raise DataError(f"{directory}: folder not found (breakfast source {cfg.source!r})")
         if cfg.source == "mstcn":
-            files = index_files(directory.glob("*.txt"))
+            patterns = ["*.txt"]
         else:
             ext = "*.xml" if cfg.source == "xml" else "*.txt"
-            files = index_files(list(directory.glob(ext)) + list(directory.glob("*/" + ext)))
+            patterns = [ext, "*/" + ext]
+        files = index_files(visible_files(directory, patterns, repairs))
         if not files:
             raise DataError(f"{directory}: no annotation files")
 
+        # Ranges are bounded by 24 hours at the dataset's fps before any label is allocated.
+        limit = A.frame_limit(cfg.fps)
         segments: dict[str, list[A.Segment]] = {}
         names: dict[str, np.ndarray] = {}
-        for video, path in files.items():
-            if cfg.source == "mstcn":
-                if cfg.label_set == "lowest":  # the class list comes from the names used
-                    names[video] = A.read_frame_label_names(path)
-            elif cfg.source == "xml":
-                segments[video] = A.read_breakfast_xml(path, repairs)
-            else:
-                segments[video] = A.read_range_segments(path, repairs)
+        if cfg.source == "mstcn":
+            if cfg.label_set == "lowest":  # the class list comes from the names used
+                names = A.read_each(files, A.read_frame_label_names, repairs, strict=cfg.strict)
+                files = {v: files[v] for v in names}  # empty files skipped, counted
+        else:
+            def read(path):
+                if cfg.source == "xml":
+                    return A.read_breakfast_xml(path, repairs, max_frames=limit)
+                return A.read_range_segments(path, repairs, max_frames=limit)
+            segments = A.read_each(files, read, repairs, strict=cfg.strict)
+            files = {v: files[v] for v in segments}
 
         if cfg.label_set == "mstcn":
             classes = A.read_mapping(root / "mapping.txt")
@@ -129,14 +141,18 @@ class Breakfast(Dataset):
             index = {c: i for i, c in enumerate(classes)}
             index[BACKGROUND] = 0
 
+        if cfg.source == "mstcn":
+            per_frame = A.read_each(files, lambda p: A.read_frame_labels(p, index, repairs),
+                                    repairs, strict=cfg.strict)
+            files = {v: files[v] for v in per_frame}
         videos = {}
         for video in files:
             if cfg.source == "mstcn":
-                labels = A.read_frame_labels(files[video], index, repairs)
+                labels = per_frame[video]
             else:
                 labels, fixed = A.segments_to_frames(
                     segments[video], index, source=files[video], fill=0 if cfg.label_set ==
-                    "lowest" else A.UNLABELLED)
+                    "lowest" else A.UNLABELLED, max_frames=limit)
                 A.add_repairs(repairs, fixed)
             participant, camera, recipe = parse_video_id(video)
             videos[video] = VideoRecord(id=video, participant=participant, labels=labels,

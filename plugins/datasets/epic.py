@@ -17,6 +17,10 @@ shares with earlier ones; the number of frames covered by more than one segment 
 under ``frames covered by overlapping segments (later start wins)``. Segments running past a
 video's end are clipped (counted).
 
+Damaged input: an fps that is not positive, a duration that is not a number >= 0 or one past
+24 hours in the info CSV, and a frame past 24 hours in the labels CSV, are ``DataError``s
+naming the file and line.
+
 Splits: ``split_scheme="person"`` (default) gives 4 leave-person-out splits over the training
 annotations (sorted participants in 4 contiguous blocks); ``"official"`` (EPIC-100 only) is one
 split ``"1"``: the videos of ``EPIC_100_train.csv`` against those of
@@ -98,17 +102,7 @@ class EpicKitchens(Dataset):
         classes, key_of = self._classes(cfg.labels, rows, verb_csv, noun_csv, labels_csv)
         index = {c: i for i, c in enumerate(classes)}
 
-        info = A.read_csv_rows(info_csv, ("duration", "fps"), repairs)
-        lengths: dict[str, tuple[int, float]] = {}
-        for line, row in info:
-            video = row.get("video_id") or row.get("video")
-            if not video:
-                raise DataError(f"{info_csv}:{line}: no video / video_id column value")
-            try:
-                fps, duration = float(row["fps"]), float(row["duration"])
-            except ValueError:
-                raise DataError(f"{info_csv}:{line}: duration and fps must be numbers") from None
-            lengths[video] = (int(round(duration * fps)), fps)
+        lengths = _video_lengths(info_csv, repairs)
 
         by_video: dict[str, list] = {}
         participant: dict[str, str] = {}
@@ -121,13 +115,15 @@ class EpicKitchens(Dataset):
                 raise DataError(f"{info_csv}: no entry for video {video!r} (used on line "
                                 f"{by_video[video][0][0]} of {labels_csv})")
             source = Path(by_video[video][0][1].get("_file", labels_csv))
+            num_frames, fps = lengths[video]
+            # a typo'd stop_frame past 24 hours is an error at its line, not clipped
             segments = A.csv_segments(
                 [(ln, {**r, "_label": key_of(r, ln)}) for ln, r in by_video[video]],
                 path=source, start="start_frame", end="stop_frame", label="_label",
-                inclusive=True, one_based=True)
-            num_frames, fps = lengths[video]
+                inclusive=True, one_based=True, max_frames=A.frame_limit(fps))
             labels, fixed = A.segments_to_frames(segments, index, source=source,
-                                                 num_frames=num_frames, fill=0, overlap="last")
+                                                 num_frames=num_frames, fill=0, overlap="last",
+                                                 max_frames=A.frame_limit(fps))
             A.add_repairs(repairs, fixed)
             videos[video] = VideoRecord(id=video, participant=participant[video],
                                         labels=labels, fps=fps)
@@ -170,6 +166,42 @@ class EpicKitchens(Dataset):
 
         pairs = sorted({action(r, ln) for ln, r in rows})
         return ("background", *pairs), action
+
+
+def _video_lengths(info_csv: Path, repairs: dict[str, int]) -> dict[str, tuple[int, float]]:
+    """``video -> (frames, fps)`` from the video info CSV: ``round(duration * fps)`` frames.
+
+    ``DataError`` naming the line for a missing video id, an fps that is not a positive finite
+    number, a duration that is not a finite number >= 0, or a length past ``frame_limit(fps)``
+    (24 hours; the labels are allocated from it)."""
+    import math
+
+    from actrec.errors import DataError
+    from actrec.io import annotations as A
+
+    lengths: dict[str, tuple[int, float]] = {}
+    for line, row in A.read_csv_rows(info_csv, ("duration", "fps"), repairs):
+        where = f"{info_csv}:{line}"
+        video = row.get("video_id") or row.get("video")
+        if not video:
+            raise DataError(f"{where}: no video / video_id column value")
+        try:
+            fps, duration = float(row["fps"]), float(row["duration"])
+        except ValueError:
+            raise DataError(f"{where}: duration and fps must be numbers") from None
+        if not (math.isfinite(fps) and fps > 0):
+            raise DataError(f"{where}: video {video!r}: fps must be a positive number, "
+                            f"got {row['fps']!r}")
+        if not (math.isfinite(duration) and duration >= 0):
+            raise DataError(f"{where}: video {video!r}: duration must be a number of seconds "
+                            f">= 0, got {row['duration']!r}")
+        length, limit = duration * fps, A.frame_limit(fps)  # a float: 1e308 * 60 is inf
+        if not math.isfinite(length) or round(length) > limit:
+            raise DataError(f"{where}: video {video!r} lasts {length:.0f} frames "
+                            f"({row['duration']} s at {fps:g} fps), past the limit of {limit} "
+                            f"({A.MAX_VIDEO_SECONDS // 3600} hours); is the file damaged?")
+        lengths[video] = (round(length), fps)
+    return lengths
 
 
 def _class_keys(path: Path) -> dict[int, str]:

@@ -21,6 +21,7 @@ class GTEAConfig(PluginConfig):
     fps: float = 15.0
     length_policy: str = "truncate"
     strict_splits: bool = False  # a split entry without annotations: error, not drop+count
+    strict: bool = False  # an empty annotation file is an error (else skipped and counted)
 
 
 class GTEA(Dataset):
@@ -39,4 +40,5 @@ class GTEA(Dataset):
                  for p in folders} or None
         return load_mstcn(root, name=self.name, fps=cfg.fps, classes=CLASSES,
                           background="background", length_policy=cfg.length_policy,
-                          split_files=lists, strict_splits=cfg.strict_splits)
+                          split_files=lists, strict_splits=cfg.strict_splits,
+                          strict=cfg.strict)

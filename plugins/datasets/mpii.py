@@ -5,7 +5,8 @@ activity_category`` (with or without that header line; frames inclusive and, by 
 1-based: ``one_based=false`` for 0-based files). Classes: ``background`` at index 0 for frames
 no segment covers, then the activity categories by id (87 in MPII Cooking 2, 88 with
 background). A video lasts until its last segment ends (the video files are not read).
-Overlapping segments: the later start wins, counted. Splits: the papers' 4 leave-person-out
+Overlapping segments: the later start wins, counted. A frame past 24 hours at ``fps`` is a
+``DataError`` naming the line. Splits: the papers' 4 leave-person-out
 splits (sorted subjects cut into 4 contiguous blocks, block i held out in split i).
 
 No MPII Cooking 2 annotation file could be obtained for this project: the reader is tested on
@@ -76,11 +77,14 @@ class MPIICooking2(Dataset):
                                 f"here but {subject[video]!r} earlier")
         videos = {}
         for video in sorted(by_video):
+            # a video lasts until its last segment: bound the frames before allocating labels
             segments = A.csv_segments(by_video[video], path=path, start="start_frame",
                                       end="end_frame", label="activity_category",
-                                      inclusive=True, one_based=cfg.one_based)
+                                      inclusive=True, one_based=cfg.one_based,
+                                      max_frames=A.frame_limit(cfg.fps))
             labels, fixed = A.segments_to_frames(segments, index, source=path, fill=0,
-                                                 overlap="last")
+                                                 overlap="last",
+                                                 max_frames=A.frame_limit(cfg.fps))
             A.add_repairs(repairs, fixed)
             videos[video] = VideoRecord(id=video, participant=subject[video], labels=labels,
                                         fps=cfg.fps)

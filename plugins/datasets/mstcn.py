@@ -32,6 +32,7 @@ class MSTCNConfig(PluginConfig):
     background: str | None = "auto"
     length_policy: str = "truncate"
     strict_splits: bool = False  # a bundle entry without annotations: error, not drop+count
+    strict: bool = False  # an empty annotation file is an error (else skipped and counted)
 
 
 def participant_of(video: str) -> str:
@@ -53,6 +54,7 @@ def load_mstcn(
     length_policy: str = "truncate",
     split_files: dict[str, tuple[Path, Path]] | None = None,
     strict_splits: bool = False,
+    strict: bool = False,
     label_set: str = "default",
 ) -> DatasetIndex:
     """Read an MS-TCN layout folder into a ``DatasetIndex``.
@@ -61,14 +63,16 @@ def load_mstcn(
     ``background`` names the background class, ``"auto"`` meaning the class named
     ``background`` if there is one (MS-TCN's evaluation convention); ``split_files``
     (``name -> (train list, test list)``) overrides the bundles. Split entries without
-    annotations are dropped and counted, or with ``strict_splits`` refused.
+    annotations are dropped and counted, or with ``strict_splits`` refused. An empty
+    ground-truth text file is skipped and counted, or with ``strict`` refused; hidden files
+    (``._X.txt``) are skipped and counted.
     """
     import numpy as np
 
     from actrec.errors import ConfigError, DataError
     from actrec.io import annotations as A
     from actrec.plugin_api import VideoRecord
-    from actrec_plugins.datasets._common import index_files, split_from_lists
+    from actrec_plugins.datasets._common import index_files, split_from_lists, visible_files
 
     if length_policy not in ("truncate", "error"):
         raise ConfigError(f"{name}: length_policy must be 'truncate' or 'error', "
@@ -94,20 +98,25 @@ def load_mstcn(
     gt = root / "groundTruth"
     if not gt.is_dir():
         raise DataError(f"{gt}: folder not found (MS-TCN layout expects groundTruth/)")
-    files = index_files(list(gt.glob("*.txt")) + list(gt.glob("*.npy")))
+    files = index_files(visible_files(gt, ["*.txt", "*.npy"], repairs))
     if not files:
         raise DataError(f"{gt}: no ground-truth files (*.txt or *.npy)")
+
+    def read(path: Path) -> np.ndarray:
+        if path.suffix == ".npy":
+            if path.stat().st_size == 0:  # as empty as a blank text file: skipped by read_each
+                raise A.EmptyFileError(f"{path}: empty file; expected an .npy label array")
+            return A.read_npy_labels(path, len(classes))
+        return A.read_frame_labels(path, index, repairs)
+
     features = root / "features"
     videos = {}
-    for video, path in files.items():
-        if path.suffix == ".npy":
-            labels = A.read_npy_labels(path, len(classes))
-        else:
-            labels = A.read_frame_labels(path, index, repairs)
+    for video, labels in A.read_each(files, read, repairs, strict=strict).items():
         feat = features / f"{video}.npy"
         if feat.is_file():
             length = _feature_length(feat)
-            labels, fixed = A.fit_length(labels, length, policy=length_policy, source=path)
+            labels, fixed = A.fit_length(labels, length, policy=length_policy,
+                                         source=files[video])
             A.add_repairs(repairs, fixed)
         videos[video] = VideoRecord(id=video, participant=participant_of(video),
                                     labels=np.ascontiguousarray(labels), fps=fps)
@@ -153,4 +162,5 @@ class MSTCN(Dataset):
         cfg = self.config
         root = self.existing_root()
         return load_mstcn(root, name=self.name, fps=cfg.fps, background=cfg.background,
-                          length_policy=cfg.length_policy, strict_splits=cfg.strict_splits)
+                          length_policy=cfg.length_policy, strict_splits=cfg.strict_splits,
+                          strict=cfg.strict)

@@ -21,6 +21,11 @@ Label sets (``label_set``):
 Splits (``split_scheme``): ``mstcn`` = the 5 folds of ``splits/*.splitN.bundle``; ``person`` =
 4 leave-person-out folds (~75 / 25): the sorted participants cut into 4 contiguous blocks
 (7, 6, 6, 6 people for the 25 of the MS-TCN set), block i held out in split i.
+
+Damaged input: a time past 24 hours, or a video longer than ``frame_limit(fps)`` frames, is a
+``DataError`` naming the file and line; an empty annotation or ground-truth file is skipped and
+counted (``strict=true``: an error); hidden files (``.rgb-01-1.txt``, macOS ``._*`` files) are
+no videos: skipped and counted.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ class SaladsConfig(PluginConfig):
     timestamps_dir: Path | None = None
     fps: float = 30.0
     start_us: int | None = None
+    strict: bool = False  # an empty annotation file is an error (else skipped and counted)
 
 
 def video_id(sequence: str) -> str:
@@ -63,7 +69,7 @@ class Salads(Dataset):
         from actrec.errors import ConfigError, DataError
         from actrec.io import annotations as A
         from actrec_plugins.datasets._common import (
-            index_files, person_splits, split_from_lists)
+            index_files, person_splits, split_from_lists, visible_files)
 
         cfg = self.config
         for option, value, allowed in (("source", cfg.source, ("mstcn", "annotations")),
@@ -87,13 +93,14 @@ class Salads(Dataset):
         index = {c: i for i, c in enumerate(classes)}
 
         if cfg.source == "mstcn":
-            files = index_files((root / "groundTruth").glob("*.txt"))
+            files = index_files(visible_files(root / "groundTruth", ["*.txt"], repairs))
             if not files:
                 raise DataError(f"{root / 'groundTruth'}: no ground-truth files")
             mid_index = {c: i for i, c in enumerate(mid_classes)}
             lut = self._mid_lookup(root, mid_classes, classes)
-            labels = {v: lut[A.read_frame_labels(p, mid_index, repairs)]
-                      for v, p in files.items()}
+            labels = {v: lut[mid] for v, mid in A.read_each(
+                files, lambda p: A.read_frame_labels(p, mid_index, repairs), repairs,
+                strict=cfg.strict).items()}
         else:
             labels = self._from_annotations(root, classes, index, repairs)
 
@@ -143,9 +150,11 @@ class Salads(Dataset):
         from actrec.errors import DataError
         from actrec.io import annotations as A
 
+        from actrec_plugins.datasets._common import visible_files
+
         cfg = self.config
         folder = root / "annotations"
-        paths = sorted(folder.glob("*-activityAnnotation.txt"))
+        paths = visible_files(folder, ["*-activityAnnotation.txt"], repairs)
         if not paths:
             raise DataError(f"{folder}: no *-activityAnnotation.txt files")
         if cfg.timestamps_dir is None and cfg.start_us is None:
@@ -164,20 +173,23 @@ class Salads(Dataset):
                      for k, v in A.read_conversion(conv / "low_to_eval.txt").items()}
         low_set = set(low)
         known = low_set | set(A.read_name_list(root / "labels" / "high_level_actions.txt"))
+        files = {video_id(p.name[: -len("-activityAnnotation.txt")]): p for p in paths}
+        timed = A.read_each(files, lambda p: A.read_timed_segments(p, repairs), repairs,
+                            strict=cfg.strict)
         out = {}
-        for path in paths:
-            video = video_id(path.name[: -len("-activityAnnotation.txt")])
-            rows = A.read_timed_segments(path, repairs)
+        for video, rows in timed.items():
+            path = files[video]
             for start, end, label, line in rows:
                 if label not in known:
                     raise DataError(f"{path}:{line}: label {label!r} is in no label list")
-            stamps = self._timestamps(video, rows)
+            stamps = self._timestamps(video, rows, path)
             low_rows = [r for r in rows if r[2] in low_set]  # drop the high-level rows
             segments = A.relabel_segments(A.times_to_frames(low_rows, stamps), table)
             fill = A.UNLABELLED if cfg.label_set == "mid" else 0
             labels, fixed = A.segments_to_frames(segments, index, source=path,
                                                  num_frames=len(stamps), fill=fill,
-                                                 overlap="last")
+                                                 overlap="last",
+                                                 max_frames=A.frame_limit(cfg.fps))
             A.add_repairs(repairs, fixed)
             if cfg.label_set == "mid":
                 covered = np.flatnonzero(labels >= 0)
@@ -189,12 +201,16 @@ class Salads(Dataset):
             out[video] = labels
         return out
 
-    def _timestamps(self, video: str, rows):
+    def _timestamps(self, video: str, rows, path: Path):
         """Frame times ``[T]`` in microseconds for ``video``: its timestamp file, or
-        ``start_us + i * 1e6 / fps`` up to the last annotated time."""
+        ``start_us + i * 1e6 / fps`` up to the last annotated time of ``rows`` (read from
+        ``path``). ``T`` is checked against ``frame_limit(fps)`` before anything is allocated:
+        past it, a ``DataError`` names the line of the last time."""
+        import math
+
         import numpy as np
 
-        from actrec.errors import DataError
+        from actrec.errors import ConfigError, DataError
         from actrec.io import annotations as A
 
         cfg = self.config
@@ -205,6 +221,18 @@ class Salads(Dataset):
                 if path.is_file():
                     return A.read_timestamps(path)
             raise DataError(f"{cfg.timestamps_dir}: no timestamps-{seq}.txt for video {video}")
-        last = max(r[1] for r in rows)
-        count = int(np.floor((last - cfg.start_us) * cfg.fps / 1e6)) + 1
+        if cfg.start_us < 0:
+            raise ConfigError(f"salads: start_us must be >= 0 (the time of frame 0 in "
+                              f"microseconds), got {cfg.start_us}")
+        if not (math.isfinite(cfg.fps) and cfg.fps > 0):
+            raise ConfigError(f"salads: fps must be a positive number, got {cfg.fps}")
+        if not rows:
+            return np.zeros(0, dtype=np.int64)
+        last, line = max((r[1], r[3]) for r in rows)
+        count = math.floor((last - cfg.start_us) * cfg.fps / 1e6) + 1
+        limit = A.frame_limit(cfg.fps)
+        if count > limit:
+            raise DataError(f"{path}:{line}: time {last} is frame {count - 1} at {cfg.fps:g} fps "
+                            f"from start_us={cfg.start_us}, past the limit of {limit} frames "
+                            f"({A.MAX_VIDEO_SECONDS // 3600} hours); is the file damaged?")
         return cfg.start_us + np.round(np.arange(max(count, 0)) * 1e6 / cfg.fps).astype(np.int64)

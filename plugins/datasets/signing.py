@@ -8,6 +8,10 @@ video lasts until its last row, and frames without a row are unlabelled (counted
 Splits: 5 folds by video, as in the paper (all of a video's frames in one fold): the sorted
 video ids dealt round-robin, video ``i`` in the test set of fold ``i mod 5 + 1``. The
 participant of a video is unknown; its YouTube id stands in.
+
+Damaged input: a frame past 24 hours at ``fps`` is a ``DataError`` naming the line; an empty
+file is skipped and counted (``strict=true``: an error); hidden files (``._gt.txt``) are
+skipped and counted.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ class SigningConfig(PluginConfig):
     annotations: str | None = None
     fps: float = 5.0
     folds: int = 5
+    strict: bool = False  # an empty annotation file is an error (else skipped and counted)
 
 
 class SigningInTheWild(Dataset):
@@ -41,16 +46,23 @@ class SigningInTheWild(Dataset):
         from actrec.io import annotations as A
         from actrec.plugin_api import Split, VideoRecord
 
+        from actrec_plugins.datasets._common import visible_files
+
         cfg = self.config
         root = self.existing_root()
-        paths = [root / cfg.annotations] if cfg.annotations else sorted(root.glob("*.txt"))
+        repairs: dict[str, int] = {}
+        paths = ([root / cfg.annotations] if cfg.annotations
+                 else visible_files(root, ["*.txt"], repairs))
         if not paths:
             raise DataError(f"{root}: no ground-truth *.txt files")
-        repairs: dict[str, int] = {}
+        limit = A.frame_limit(cfg.fps)  # frames bounded before the labels are allocated
+        per_file = A.read_each({str(p): p for p in paths},
+                               lambda p: A.read_signing_rows(p, repairs, max_frames=limit),
+                               repairs, strict=cfg.strict)
         rows: dict[str, tuple] = {}
         origin: dict[str, Path] = {}
         for path in paths:
-            for video, value in A.read_signing_rows(path, repairs).items():
+            for video, value in per_file.get(str(path), {}).items():
                 if video in rows:
                     raise DataError(f"duplicate video id {video!r}: in {origin[video]} and {path}")
                 rows[video], origin[video] = value, path

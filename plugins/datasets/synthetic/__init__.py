@@ -87,8 +87,18 @@ class SyntheticKitchen(Dataset):
         self._validate()
         cfg = self.config
         folder = self.folder
+        if folder.exists() and not folder.is_dir():
+            raise DataError(f"{folder}: expected the synthetic kitchen's folder, found a file; "
+                            "move it away or choose another root")
         folder.mkdir(parents=True, exist_ok=True)
         plans = self._plans()
+        # Something other than a file where a video goes (a folder, a socket) would be
+        # rendered for nothing and then fail the final rename: refuse first, naming it.
+        for plan in plans:
+            path = folder / plan["file"]
+            if path.exists() and not path.is_file():
+                raise DataError(f"{path}: expected a video file of the synthetic kitchen, "
+                                "found a folder or other non-file; move it away and run again")
         task = progress.add_task(f"synthetic kitchen {cfg.kitchen}", total=len(plans)) \
             if progress is not None else None
         style = self._style()

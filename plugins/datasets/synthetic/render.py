@@ -9,6 +9,7 @@ participant, so a single frame is ambiguous between actions that differ only in 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Iterator
@@ -133,21 +134,35 @@ def render_frames(segments: list[Segment], actions: tuple[str, ...], style: Kitc
 
 def write_mp4(path: Path, frames: Iterator[np.ndarray], *, fps: float, size: int) -> int:
     """Write RGB frames ``[S, S, 3]`` to ``path`` atomically (a ``.part.mp4`` file renamed into
-    place); returns the number of frames written."""
+    place); returns the number of frames written.
+
+    On any failure no ``.part.mp4`` is left behind; a target that cannot be replaced (a folder
+    in its place) or a writer OpenCV cannot open is a ``DataError`` naming the path.
+    """
     import cv2
+
+    from actrec.errors import DataError
 
     path = Path(path)
     part = path.with_name(path.stem + ".part.mp4")
     writer = cv2.VideoWriter(str(part), cv2.VideoWriter_fourcc(*"mp4v"), float(fps),
                              (size, size))
-    if not writer.isOpened():
-        raise OSError(f"{part}: OpenCV cannot open an mp4v writer")
     count = 0
     try:
-        for frame in frames:
-            writer.write(np.ascontiguousarray(frame[:, :, ::-1]))  # RGB -> BGR
-            count += 1
-    finally:
-        writer.release()
-    os.replace(part, path)
+        if not writer.isOpened():
+            raise DataError(f"{part}: OpenCV cannot open an mp4v writer there")
+        try:
+            for frame in frames:
+                writer.write(np.ascontiguousarray(frame[:, :, ::-1]))  # RGB -> BGR
+                count += 1
+        finally:
+            writer.release()
+        try:
+            os.replace(part, path)
+        except OSError as exc:
+            raise DataError(f"{path}: cannot write the video there ({exc.strerror})") from None
+    except BaseException:
+        with contextlib.suppress(OSError):  # interrupted or failed: no partial file stays
+            part.unlink(missing_ok=True)
+        raise
     return count
