@@ -7,6 +7,10 @@ to the feature frames by nearest timestamp with the same rule as frames
 (``label_fps``, ``labels_resampled``). Policy for lengths: the number of feature frames must
 equal the number of (resampled) labels exactly; otherwise that video fails with a
 ``DataError`` naming it and both counts, and nothing is stored for it.
+
+A stored video counts as done only while it is intact (its chunk files as written, see
+``FeatureStore.damage``) and its source video has the size and mtime recorded at extraction
+(unless the store is trusted); otherwise it is extracted again and the report says why.
 """
 
 from __future__ import annotations
@@ -30,12 +34,17 @@ __all__ = ["ExtractReport", "extract_features", "resample_labels", "extract_vide
 
 @dataclass(frozen=True)
 class ExtractReport:
-    """What one extraction run did: videos written, skipped (already stored) and failed."""
+    """What one extraction run did: videos written, skipped (already stored) and failed.
+    ``redone_damaged`` and ``redone_changed`` name the stored videos that were extracted
+    again (they are in ``written`` or ``failed`` too) because their stored copy was damaged
+    or their source video changed, each with what was wrong."""
 
     written: tuple[str, ...]
     skipped: tuple[str, ...]
     failed: tuple[tuple[str, str], ...]  # (video id, error message)
     store: Path
+    redone_damaged: tuple[tuple[str, str], ...] = ()  # (video id, what was damaged)
+    redone_changed: tuple[tuple[str, str], ...] = ()  # (video id, how its source changed)
 
     @property
     def ok(self) -> bool:
@@ -47,6 +56,8 @@ class ExtractReport:
             "written": list(self.written),
             "skipped": list(self.skipped),
             "failed": [{"video": v, "error": e} for v, e in self.failed],
+            "redone_damaged": [{"video": v, "damage": d} for v, d in self.redone_damaged],
+            "redone_changed": [{"video": v, "change": c} for v, c in self.redone_changed],
         }
 
 
@@ -135,18 +146,23 @@ def extract_features(
     progress: Progress | None = None,
     batch_size: int = 64,
     source: Mapping[str, Any] | None = None,
+    trust_store: bool = False,
 ) -> ExtractReport:
     """Extract features for ``video_ids`` (default: every video of ``index``) into the store
     at ``store_path`` (created if needed; see ``FeatureStore.open_or_create`` for when an
     existing store is refused, e.g. one filled from another ``source``). The store records
     ``source`` and the dataset's background classes (``index.background_classes``).
 
-    Videos already complete in the store are skipped unless ``overwrite``. A video that
-    fails (missing or undecodable file, length mismatch) is reported in ``failed`` with its
+    Videos already complete in the store are skipped unless ``overwrite``, unless their
+    chunk files are damaged (missing or resized) or, without ``trust_store``, their source
+    file's path, size or mtime differ from what was recorded when they were extracted: those
+    are extracted again (``redone_damaged``, ``redone_changed``); if that fails, the stale
+    copy is removed, so that nothing reads it. A video that fails (missing or undecodable file, length mismatch) is reported in ``failed`` with its
     ``DataError`` message and the others continue. ``progress``, if given, gets one task per
     video (frames) and one overall (videos); ``None`` runs silently.
     """
     from actrec.io.features import FeatureStore
+    from actrec.io.integrity import source_change
 
     lookahead = extractor.checked_lookahead()  # before anything is written
     ids = list(index.videos) if video_ids is None else list(video_ids)
@@ -170,12 +186,25 @@ def extract_features(
     written: list[str] = []
     skipped: list[str] = []
     failed: list[tuple[str, str]] = []
+    damaged: list[tuple[str, str]] = []
+    changed: list[tuple[str, str]] = []
     overall = progress.add_task("videos", total=len(ids)) if progress is not None else None
     for vid in ids:
+        record = index.videos[vid]
+        stale = done = False  # stale: the stored copy must not stay if extracting fails
         if not overwrite and store.has(vid):
-            skipped.append(vid)
-        else:
-            record = index.videos[vid]
+            problems = store.damage(vid)
+            change = None if trust_store or problems else source_change(
+                store.video_attrs(vid).get("source"), record.path)
+            if problems:
+                damaged.append((vid, "; ".join(problems)))
+            elif change:
+                changed.append((vid, change))
+            else:
+                skipped.append(vid)
+                done = True
+            stale = not done
+        if not done:
             try:
                 feats, labels, attrs = extract_video(record, extractor, batch_size=batch_size,
                                                      progress=progress)
@@ -183,10 +212,15 @@ def extract_features(
                 store.write_video(vid, feats, labels, fps=fps, source=record.path, extra=attrs)
                 written.append(vid)
             except ActrecError as exc:  # this video is bad: report it, go on with the others
+                if stale:
+                    store.remove(vid)
+                    exc = DataError(f"{exc} (its stored copy was damaged or made from another "
+                                    f"file, and was removed)")
                 failed.append((vid, str(exc)))
             except OSError as exc:  # disk full, permissions: every other video would fail too
                 raise DataError(f"feature store {store_path}: cannot write video {vid!r}: "
                                 f"{exc.strerror or exc}") from None
         if overall is not None:
             progress.advance(overall)
-    return ExtractReport(tuple(written), tuple(skipped), tuple(failed), Path(store_path))
+    return ExtractReport(tuple(written), tuple(skipped), tuple(failed), Path(store_path),
+                         tuple(damaged), tuple(changed))

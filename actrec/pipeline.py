@@ -24,11 +24,13 @@ def extract_dataset(
     overwrite: bool = False,
     dtype: str = "float16",
     progress: Any = None,
+    trust_store: bool = False,
 ):
     """Extract per-frame features of a dataset's videos into a feature store.
 
     ``split`` limits the work to that split's videos (train and test); the store records all
-    splits either way. Returns ``actrec.extract.ExtractReport``.
+    splits either way. ``trust_store`` skips comparing stored videos' sources with the files
+    (see ``actrec.extract.extract_features``). Returns ``actrec.extract.ExtractReport``.
     """
     from actrec import registry
     from actrec.extract import extract_features
@@ -59,7 +61,7 @@ def extract_dataset(
     return extract_features(
         index, ext, store, dataset_ref=ref, split_scheme=index.label_set,
         video_ids=video_ids, overwrite=overwrite, dtype=dtype, progress=progress,
-        source=source,
+        source=source, trust_store=trust_store,
     )
 
 

@@ -278,7 +278,9 @@ def test_read_window_touches_only_needed_chunks(tmp_path):
     x2, y2 = store.read_window("v1", 20, 10)
     np.testing.assert_array_equal(x2, expect[20:30])
     np.testing.assert_array_equal(y2, labels[20:30])
-    with pytest.raises(DataError, match=r"cannot read video 'v1' frames 0\.\.100"):
+    # The garbage has another size than what was written: refused before Zarr reads it.
+    with pytest.raises(DataError, match=r"video 'v1' is damaged \(features: chunk c/0/0 has 26 "
+                       r"bytes, \d+ were written"):
         store.read("v1")
     # Windows are clipped at the end.
     assert store.read_window("v1", 30, 2)[0].shape == (2, 6)

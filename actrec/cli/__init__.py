@@ -27,6 +27,7 @@ COMMANDS = {
     "train": "train_cmd:train",
     "eval": "eval_cmd:eval_",
     "demo": "demo_cmd:demo",
+    "check": "check_cmd:check",
 }
 
 

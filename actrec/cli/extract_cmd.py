@@ -22,14 +22,18 @@ from actrec.cli.common import emit, json_option, make_progress, parse_assignment
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Feature store path (default: in the workspace, named after the dataset).")
 @click.option("--overwrite", is_flag=True, help="Redo videos that are already in the store.")
+@click.option("--trust-store", is_flag=True,
+              help="Skip stored videos without comparing their source files' size and mtime "
+              "with those recorded (by default a changed source is extracted again).")
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16",
               show_default=True, help="Storage type of the features.")
 @json_option
-def extract(dataset, split, root, options, extractor, extractor_options, out, overwrite, dtype,
-            as_json) -> None:
+def extract(dataset, split, root, options, extractor, extractor_options, out, overwrite,
+            trust_store, dtype, as_json) -> None:
     """Extract features of DATASET (a plugin name, or NAME:key=value,... with options).
 
-    Finished videos are skipped, so an interrupted run resumes where it stopped.
+    Finished videos are skipped, so an interrupted run resumes where it stopped; a stored
+    video whose chunk files are damaged, or whose source file changed since, is redone.
     """
     from actrec.pipeline import extract_dataset
 
@@ -41,6 +45,7 @@ def extract(dataset, split, root, options, extractor, extractor_options, out, ov
             dataset, dataset_options=dataset_options, extractor=extractor,
             extractor_options=parse_assignments(extractor_options, "--extractor-option"),
             split=split, out=out, overwrite=overwrite, dtype=dtype, progress=progress,
+            trust_store=trust_store,
         )
     emit(report, as_json, _render)
     if report.failed:
@@ -54,7 +59,14 @@ def _render(report):
     table.add_column("written", justify="right")
     table.add_column("skipped (already done)", justify="right")
     table.add_column("failed", justify="right")
-    table.add_row(str(len(report.written)), str(len(report.skipped)), str(len(report.failed)))
+    table.add_column("redone: damaged", justify="right")
+    table.add_column("redone: source changed", justify="right")
+    table.add_row(str(len(report.written)), str(len(report.skipped)), str(len(report.failed)),
+                  str(len(report.redone_damaged)), str(len(report.redone_changed)))
     for video, error in report.failed:
-        table.add_row("", "", f"{video}: {error}")
+        table.add_row("", "", f"{video}: {error}", "", "")
+    for video, damage in report.redone_damaged:
+        table.add_row("", "", "", f"{video}: {damage}", "")
+    for video, change in report.redone_changed:
+        table.add_row("", "", "", "", f"{video}: {change}")
     return table

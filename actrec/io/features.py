@@ -12,6 +12,16 @@ kept in the group's ``id`` attribute. A video is written completely under ``.tmp
 moved into ``videos/`` with one directory rename, so a reader never sees it half-written;
 the ``complete`` attribute is set before the move and only complete groups are listed.
 
+Integrity: each video group records what was written (``integrity``: per array its shape,
+chunk files with their sizes, and a sha256 of the values; see ``actrec.io.integrity``), and
+every chunk carries a crc32c. Reads refuse a video whose chunk files are missing or resized
+(Zarr would return fill values: labels of class 0); ``actrec check`` verifies everything.
+
+Concurrent writers: a new store is built in a hidden sibling folder and renamed into place
+(one rename, so two creators never see half a store: the loser opens the winner's); moves
+into ``videos/``, removals and cleaning hold an OS lock (``flock``) on the store folder, which
+dies with its holder.
+
 Source: a store records where its features came from (``source``: the dataset plugin and all
 its options, the data root as an absolute path among them, the extractor and its config) and
 refuses to be filled from another source, so that extracting a dataset from a second root can
@@ -22,6 +32,8 @@ before these attributes existed read as no source and no background.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
@@ -44,6 +56,7 @@ FORMAT_VERSION = 1
 _DTYPES = ("float16", "float32")
 _TMP = ".tmp"
 _VIDEOS = "videos"
+_CREATING = ".creating"  # suffix of a new store's folder before it is renamed into place
 _STALE_SECONDS = 24 * 3600  # a temp dir from another host is only removed after this long
 # Attributes that must match for new features to be mixed with the stored ones.
 _IDENTITY = ("dataset", "classes", "extractor", "extractor_config", "lookahead", "dtype")
@@ -175,19 +188,49 @@ class FeatureStore:
             if wanted["source"] is not None:
                 mutable.append("source")  # only ever recorded into a store that had none
             changed = {k: wanted[k] for k in mutable if store._attrs.get(k) != wanted[k]}
-            if changed:
-                group = zarr.open_group(store=str(path), mode="r+")
-                group.attrs.update(changed)
-                store._attrs.update(changed)
-            store._clean()
+            with store._lock():
+                if changed:
+                    group = zarr.open_group(store=str(path), mode="r+")
+                    group.attrs.update(changed)
+                    store._attrs.update(changed)
+                store._clean()
             return store
         if path.exists() and any(path.iterdir()):
             raise DataError(f"{path}: exists and is not a feature store (no zarr.json); "
                             f"refusing to write into it")
-        path.mkdir(parents=True, exist_ok=True)
-        root = zarr.open_group(store=str(path), mode="w", attributes=wanted)
-        root.create_group(_VIDEOS)
-        return cls(path, dict(root.attrs))
+        created = cls._create(path, wanted)
+        if created is None:  # another writer created it first: check it like any existing one
+            return cls.open_or_create(
+                path, dataset=dataset, split_scheme=split_scheme, classes=classes,
+                splits=splits, extractor=extractor, extractor_config=extractor_config,
+                lookahead=lookahead, dtype=dtype, chunk_frames=chunk_frames,
+                background=background, source=source)
+        return created
+
+    @classmethod
+    def _create(cls, path: Path, wanted: dict[str, Any]) -> FeatureStore | None:
+        """A new store at ``path`` holding ``wanted`` as attributes, built in a hidden sibling
+        and renamed into place; ``None`` if another writer's store got there first."""
+        import zarr
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _clean_dead_siblings(path)
+        tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}."
+                             f"{uuid.uuid4().hex[:8]}{_CREATING}")
+        try:
+            root = zarr.open_group(store=str(tmp), mode="w-", attributes=wanted)
+            root.create_group(_VIDEOS)
+            attrs = dict(root.attrs)
+            try:
+                os.rename(tmp, path)  # replaces an empty folder, fails on a non-empty one
+            except OSError as exc:
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                    return None
+                raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return cls(path, attrs)
 
     @classmethod
     def open(cls, path: str | Path) -> FeatureStore:
@@ -289,6 +332,19 @@ class FeatureStore:
     def num_frames(self, video_id: str) -> int:
         return int(self.video_attrs(video_id)["num_frames"])
 
+    def video_dir(self, video_id: str) -> Path:
+        """The folder of one video's Zarr group."""
+        return self._dir(video_id)
+
+    def damage(self, video_id: str, frames: tuple[int, int] | None = None) -> list[str]:
+        """What is wrong with the chunk files of a stored video, found cheaply (``stat``
+        only, see ``actrec.io.integrity.chunk_problems``), limited to the chunks of frames
+        ``(t0, t1)`` if given; ``[]`` when nothing is (or the video predates the record)."""
+        from actrec.io.integrity import chunk_problems
+
+        return chunk_problems(self._dir(video_id), self.video_attrs(video_id).get("integrity"),
+                              frames)
+
     # ------------------------------------------------------------------ reading
 
     def read(self, video_id: str) -> tuple[np.ndarray, np.ndarray]:
@@ -303,10 +359,17 @@ class FeatureStore:
             raise ValueError(f"window start and length must be >= 0, got {t0}, {length}")
         t1 = min(n, t0 + length)
         t0 = min(t0, t1)
+        problems = self.damage(video_id, (t0, t1)) if t1 > t0 else []
+        if problems:  # Zarr would read a missing chunk as fill values: refuse instead
+            raise DataError(
+                f"feature store {self.path}: video {video_id!r} is damaged ("
+                f"{'; '.join(problems[:3])}{'; ...' if len(problems) > 3 else ''}); run "
+                f"`actrec check {self.path}` to see every damaged video, and `actrec extract` "
+                f"again for this store to redo them")
         try:
             feats = self._array(video_id, "features")[t0:t1]
             labels = self._array(video_id, "labels")[t0:t1]
-        except (OSError, ValueError, RuntimeError) as exc:
+        except (OSError, ValueError, RuntimeError) as exc:  # also a chunk's crc32c mismatch
             raise DataError(f"feature store {self.path}: cannot read video {video_id!r} frames "
                             f"{t0}..{t1}: {exc}") from None
         return np.asarray(feats, dtype=np.float32), np.asarray(labels, dtype=np.int64)
@@ -370,39 +433,55 @@ class FeatureStore:
                                "mtime": stat.st_mtime if stat else None}
         attrs.update(_jsonable(dict(extra or {})))
 
-        from zarr.codecs import BloscCodec
+        from zarr.codecs import BloscCodec, Crc32cCodec
+
+        from actrec.io.integrity import array_record
 
         name = encode_video_id(video_id)
         tmp = self.path / _TMP / _tmp_name(name, uuid.uuid4().hex[:8])
-        tmp.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock():  # .tmp is only removed under the lock, and never while it has this
+            tmp.mkdir(parents=True)
         try:
-            group = zarr.open_group(store=str(tmp), mode="w", attributes=attrs)
+            group = zarr.open_group(store=str(tmp), mode="w-", attributes=attrs)
             chunk = int(self._attrs.get("chunk_frames", 256))
-            codec = [BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")]
+            # crc32c after compression: every read checks every chunk's bytes.
+            codec = [BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"), Crc32cCodec()]
+            # Every chunk is written, even all-fill ones, so that every chunk file must exist.
+            every = {"write_empty_chunks": True}
             t = max(1, features.shape[0])
+            stored = features.astype(self._attrs["dtype"])
             feats = group.create_array("features", shape=features.shape,
                                        dtype=self._attrs["dtype"], compressors=codec,
-                                       chunks=(min(chunk, t), features.shape[1]))
-            feats[...] = features.astype(self._attrs["dtype"])
+                                       chunks=(min(chunk, t), features.shape[1]), config=every)
+            feats[...] = stored
             labs = group.create_array("labels", shape=labels.shape, dtype="int64",
-                                      chunks=(min(chunk, t),), compressors=codec)
+                                      chunks=(min(chunk, t),), compressors=codec, config=every)
             labs[...] = labels.astype(np.int64)
-            group.attrs["complete"] = True  # last metadata write before the move
-            self._move_into_place(tmp, self._dir(video_id))
+            integrity = {
+                "features": array_record(tmp / "features", stored, self._attrs["dtype"],
+                                         min(chunk, t)),
+                "labels": array_record(tmp / "labels", labels, "int64", min(chunk, t)),
+            }
+            # The record and the complete marker: the last metadata write before the move.
+            group.attrs.update({"integrity": integrity, "complete": True})
+            with self._lock():
+                self._move_into_place(tmp, self._dir(video_id))
         finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-            _rmdir_if_empty(tmp.parent)  # keeps the store a clean Zarr hierarchy
+            with self._lock():
+                if tmp.exists():
+                    shutil.rmtree(tmp, ignore_errors=True)
+                _rmdir_if_empty(tmp.parent)  # keeps the store a clean Zarr hierarchy
 
     def remove(self, video_id: str) -> None:
         """Delete one video (no error if it is not there)."""
         target = self._dir(video_id)
-        if target.exists():
-            trash = self.path / _TMP / _tmp_name(target.name, "rm-" + uuid.uuid4().hex[:8])
-            trash.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(target, trash)  # disappears from listings at once
-            shutil.rmtree(trash, ignore_errors=True)
-            _rmdir_if_empty(trash.parent)
+        with self._lock():
+            if target.exists():
+                trash = self.path / _TMP / _tmp_name(target.name, "rm-" + uuid.uuid4().hex[:8])
+                trash.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(target, trash)  # disappears from listings at once
+                shutil.rmtree(trash, ignore_errors=True)
+                _rmdir_if_empty(trash.parent)
 
     # ------------------------------------------------------------------ internals
 
@@ -449,6 +528,26 @@ class FeatureStore:
         import zarr
 
         return zarr.open_array(store=str(self._dir(video_id) / name), mode="r")
+
+    @contextlib.contextmanager
+    def _lock(self):
+        """Hold an exclusive OS lock on the store folder (released when the holder dies).
+        Not re-entrant: never nest. Where the file system has no ``flock`` it runs unlocked."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except OSError:
+            yield
+            return
+        try:
+            try:
+                import fcntl
+
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except (ImportError, OSError):
+                pass  # no locking here (e.g. some network file systems): best effort
+            yield
+        finally:
+            os.close(fd)  # also releases the lock
 
     def _move_into_place(self, tmp: Path, target: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -516,6 +615,26 @@ def describe_source(source: Mapping[str, Any], other: Mapping[str, Any] | None =
 
     return (f"dataset '{source.get('dataset')}'{opts('options')} with extractor "
             f"'{source.get('extractor')}'{opts('extractor_config')}")
+
+
+def _clean_dead_siblings(path: Path) -> None:
+    """Remove the hidden folders that creators of ``path`` on this host left when they died
+    (``.<name>.<host>.<pid>.<tag>.creating``, see ``FeatureStore._create``)."""
+    host = socket.gethostname()
+    prefix = f".{path.name}.{host}."
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        if not (entry.name.startswith(prefix) and entry.name.endswith(_CREATING)):
+            continue
+        try:
+            pid = int(entry.name[len(prefix):].split(".")[0])
+        except ValueError:
+            continue
+        if not _pid_alive(pid):
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def _rmdir_if_empty(directory: Path) -> None:

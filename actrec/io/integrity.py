@@ -1,0 +1,211 @@
+"""What a stored video must look like on disk, and checks that it still does.
+
+When a video is committed to a feature store (``FeatureStore.write_video``) its group records,
+per array (``features``, ``labels``), an ``integrity`` entry::
+
+    {"shape": [T, D], "chunk_frames": c, "chunks": n,
+     "files": {"c/0/0": bytes, ...},          # every chunk file with its size in bytes
+     "sha256": "..."}                          # of the decoded array (C order, little endian)
+
+Zarr reads a missing chunk as its fill value (labels become class 0), so presence cannot be
+left to Zarr. Two levels of checking:
+
+* ``chunk_problems`` (cheap: one ``stat`` per chunk file, no read) runs on every read and
+  before ``extract`` skips a video: a missing or resized chunk file is damage.
+* ``verify_video`` (reads everything) adds the checksums (and the chunks' own crc32c, a codec
+  of every array written since) and the source video's size and mtime: ``actrec check``.
+
+Videos written before these records existed have no ``integrity`` entry: they cannot be
+checked and read as before ("unverified").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from actrec.io.features import FeatureStore
+
+__all__ = ["ARRAYS", "array_record", "array_digest", "chunk_problems", "source_change",
+           "VideoCheck", "StoreCheck", "verify_video", "check_store"]
+
+ARRAYS = ("features", "labels")
+_STORED_DTYPES = {"float16": "<f2", "float32": "<f4", "int64": "<i8"}
+
+
+def array_digest(values: np.ndarray, dtype: str) -> str:
+    """sha256 of ``values`` as stored: cast to ``dtype``, little endian, C order."""
+    data = np.ascontiguousarray(np.asarray(values).astype(_STORED_DTYPES[dtype], copy=False))
+    return hashlib.sha256(data.tobytes()).hexdigest()
+
+
+def array_record(array_dir: Path, values: np.ndarray, dtype: str, chunk_frames: int) -> dict:
+    """The ``integrity`` entry of one freshly written array: its chunk files as they lie in
+    ``array_dir`` (key relative to it -> size), their number, shape and digest."""
+    chunk_root = Path(array_dir) / "c"
+    files = {}
+    if chunk_root.is_dir():
+        for f in sorted(chunk_root.rglob("*")):
+            if f.is_file():
+                files[f.relative_to(array_dir).as_posix()] = f.stat().st_size
+    return {"shape": list(values.shape), "chunk_frames": int(chunk_frames),
+            "chunks": len(files), "files": files, "sha256": array_digest(values, dtype)}
+
+
+def _time_chunk(key: str) -> int:
+    """The time index of chunk ``c/<t>/...`` (arrays are chunked along time only)."""
+    return int(key.split("/")[1])
+
+
+def chunk_problems(video_dir: Path, integrity: Mapping[str, Any] | None,
+                   frames: tuple[int, int] | None = None) -> list[str]:
+    """What is wrong with the chunk files of one stored video, cheaply (``stat`` only): each
+    recorded chunk that is missing or no longer has its recorded size. ``frames`` =
+    ``(t0, t1)`` limits the check to the chunks holding those frames. ``[]`` when all is
+    well or when the video has no record (written before records existed)."""
+    if not integrity:
+        return []
+    problems = []
+    for name in ARRAYS:
+        rec = integrity.get(name)
+        if not isinstance(rec, Mapping):
+            problems.append(f"{name}: no integrity record")
+            continue
+        step = int(rec.get("chunk_frames") or 1)
+        for key, size in rec.get("files", {}).items():
+            if frames is not None:
+                t = _time_chunk(key) * step
+                if t + step <= frames[0] or t >= frames[1]:
+                    continue  # chunk outside the window
+            try:
+                actual = os.stat(video_dir / name / key).st_size
+            except FileNotFoundError:
+                problems.append(f"{name}: chunk {key} is missing")
+                continue
+            if actual != size:
+                problems.append(f"{name}: chunk {key} has {actual} bytes, {size} were written")
+    return problems
+
+
+def source_change(recorded: Mapping[str, Any] | None, path: str | Path | None) -> str | None:
+    """How the source video at ``path`` differs from what the store ``recorded`` when it was
+    extracted (its path, size and mtime), in words; ``None`` when it does not differ, when
+    nothing was recorded, or when the file is not there now (then the stored features are
+    all there is, and they stay)."""
+    if not recorded or path is None or recorded.get("size") is None:
+        return None
+    path = Path(path)
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    if recorded.get("path") is not None and Path(recorded["path"]) != path:
+        return f"source is now {path}, features were made from {recorded['path']}"
+    if stat.st_size != recorded.get("size"):
+        return f"{path} has {stat.st_size} bytes, {recorded['size']} when extracted"
+    if recorded.get("mtime") is not None and stat.st_mtime != recorded["mtime"]:
+        return f"{path} was modified after extraction (mtime {stat.st_mtime:.6f}, " \
+               f"{recorded['mtime']:.6f} when extracted)"
+    return None
+
+
+@dataclass(frozen=True)
+class VideoCheck:
+    """One video's verdict: ``status`` is ``ok``, ``damaged`` (chunks missing, resized or
+    not matching their checksum), ``source changed`` or ``unverified`` (no record: written
+    before actrec recorded one); ``problems`` says what exactly."""
+
+    video: str
+    status: str
+    problems: tuple[str, ...] = ()
+
+    @property
+    def bad(self) -> bool:
+        return self.status in ("damaged", "source changed")
+
+
+@dataclass(frozen=True)
+class StoreCheck:
+    """``actrec check``'s report on a whole store."""
+
+    store: Path
+    videos: tuple[VideoCheck, ...]
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return not any(v.bad for v in self.videos)
+
+    def count(self, status: str) -> int:
+        return sum(v.status == status for v in self.videos)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"store": str(self.store), "ok": self.ok, "videos": len(self.videos),
+                "counts": {s: self.count(s) for s in
+                           ("ok", "damaged", "source changed", "unverified")},
+                "problems": [{"video": v.video, "status": v.status, "problems": list(v.problems)}
+                             for v in self.videos if v.status != "ok"],
+                "notes": list(self.notes)}
+
+
+def verify_video(store: FeatureStore, video_id: str, *, sources: bool = True) -> VideoCheck:
+    """Everything ``actrec check`` knows about one stored video: its chunk files present with
+    their sizes, each array decoded (chunk crc32c) with its recorded shape and sha256, and
+    (``sources``) its source video unchanged."""
+    import zarr
+
+    attrs = store.video_attrs(video_id)
+    integrity = attrs.get("integrity")
+    if not integrity:
+        return VideoCheck(video_id, "unverified", ("written before actrec recorded checksums; "
+                                                   "extract with --overwrite to add them",))
+    video_dir = store.video_dir(video_id)
+    problems = chunk_problems(video_dir, integrity)
+    for name in ARRAYS:
+        rec = integrity.get(name)
+        if not isinstance(rec, Mapping) or any(p.startswith(f"{name}:") for p in problems):
+            continue  # already known bad: decoding it says nothing new
+        try:
+            array = zarr.open_array(store=str(video_dir / name), mode="r")
+            values = array[...]
+            dtype = str(array.dtype)
+        except Exception as exc:  # noqa: BLE001 - any decode failure is damage, reported
+            problems.append(f"{name}: unreadable ({type(exc).__name__}: {exc})")
+            continue
+        if list(values.shape) != list(rec.get("shape", [])):
+            problems.append(f"{name}: shape {list(values.shape)}, {rec.get('shape')} written")
+        elif array_digest(values, dtype) != rec.get("sha256"):
+            problems.append(f"{name}: checksum differs from the one recorded when written")
+    if problems:
+        return VideoCheck(video_id, "damaged", tuple(problems))
+    if sources:
+        src = attrs.get("source") or {}
+        change = source_change(src, src.get("path"))
+        if change:
+            return VideoCheck(video_id, "source changed", (change,))
+    return VideoCheck(video_id, "ok")
+
+
+def check_store(store: FeatureStore, *, sources: bool = True,
+                progress: Any = None, video_ids: Iterable[str] | None = None) -> StoreCheck:
+    """``verify_video`` for every complete video of ``store`` (or ``video_ids``); ``progress``
+    (a rich Progress) gets one task counting videos."""
+    ids = list(store.videos() if video_ids is None else video_ids)
+    task = progress.add_task("checking videos", total=len(ids)) if progress is not None else None
+    results = []
+    for vid in ids:
+        results.append(verify_video(store, vid, sources=sources))
+        if task is not None:
+            progress.advance(task)
+    notes = []
+    leftovers = store.path / ".tmp"
+    if leftovers.is_dir() and any(leftovers.iterdir()):
+        notes.append(f"{leftovers} holds unfinished writes (removed by the next extract)")
+    return StoreCheck(store.path, tuple(results), tuple(notes))
