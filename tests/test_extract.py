@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -232,3 +233,100 @@ def test_non_integer_lookahead_is_refused_before_anything_is_written(tiny_kitche
                        r">= 0 .*got 1\.5 \(float\)"):
         extract_features(index, _Lookahead(CG), tmp_path / "s.zarr", dataset_ref="r")
     assert not (tmp_path / "s.zarr").exists()
+
+
+def _chunk_files(store_dir: Path, vid: str, array: str) -> list[Path]:
+    return sorted(f for f in (store_dir / "videos" / vid / array / "c").rglob("*") if f.is_file())
+
+
+@pytest.mark.parametrize("array", ["features", "labels"])
+def test_a_damaged_video_is_not_done_and_extract_redoes_it(tiny_kitchen, tmp_path, array):
+    """A deleted chunk file: before, extract counted the video as done (and reads gave zeros)."""
+    _, index = tiny_kitchen
+    path = tmp_path / "s.zarr"
+    extract_features(index, ColorGradient(CG), path, dataset_ref="r")
+    a, b, c = sorted(index.videos)
+    expect = FeatureStore.open(path).read(b)
+    _chunk_files(path, b, array)[0].unlink()
+    with pytest.raises(DataError, match=rf"video '{b}' is damaged \({array}: chunk c/0"):
+        FeatureStore.open(path).read(b)
+    report = extract_features(index, ColorGradient(CG), path, dataset_ref="r")
+    assert report.written == (b,) and sorted(report.skipped) == [a, c]
+    assert [v for v, _ in report.redone_damaged] == [b] and report.redone_changed == ()
+    assert f"{array}: chunk c/0" in report.redone_damaged[0][1] and " is missing" in \
+        report.redone_damaged[0][1]
+    assert report.to_dict()["redone_damaged"][0]["video"] == b
+    x, y = FeatureStore.open(path).read(b)
+    np.testing.assert_array_equal(x, expect[0])
+    np.testing.assert_array_equal(y, expect[1])
+    np.testing.assert_array_equal(y, index.videos[b].labels)
+
+
+def test_a_replaced_source_video_is_extracted_again(tiny_kitchen, tmp_path, write_mp4,
+                                                    level_frames):
+    """The source mp4 replaced after extraction: before, it was skipped as done."""
+    import os
+    import shutil
+
+    _, index = tiny_kitchen
+    a = sorted(index.videos)[0]
+    record = index.videos[a]
+    video = tmp_path / "a.mp4"
+    shutil.copy2(record.path, video)
+    mine = _copy_index(index, **{a: dataclasses.replace(record, path=video)})
+    path = tmp_path / "s.zarr"
+    extract_features(mine, ColorGradient(CG), path, dataset_ref="r", video_ids=[a])
+    old = FeatureStore.open(path).read(a)[0]
+    assert extract_features(mine, ColorGradient(CG), path, dataset_ref="r",
+                            video_ids=[a]).skipped == (a,)
+    # Another video with the same number of frames in its place.
+    write_mp4(tmp_path / "new.mp4", level_frames(record.num_frames, 32, 32))
+    os.replace(tmp_path / "new.mp4", video)
+    trusted = extract_features(mine, ColorGradient(CG), path, dataset_ref="r", video_ids=[a],
+                               trust_store=True)
+    assert trusted.skipped == (a,) and trusted.redone_changed == ()
+    report = extract_features(mine, ColorGradient(CG), path, dataset_ref="r", video_ids=[a])
+    assert report.written == (a,) and not report.skipped
+    assert report.redone_changed == ((a, report.redone_changed[0][1]),)
+    assert str(video) in report.redone_changed[0][1]
+    x = FeatureStore.open(path).read(a)[0]
+    frames = open_video(video).read(range(record.num_frames))
+    direct = np.concatenate(list(ColorGradient(CG).extract([frames])))
+    np.testing.assert_array_equal(x, direct.astype(np.float16).astype(np.float32))
+    assert not np.array_equal(x, old)
+    # Now recorded as it is: done.
+    assert extract_features(mine, ColorGradient(CG), path, dataset_ref="r",
+                            video_ids=[a]).skipped == (a,)
+    # A source that changed into something unreadable: the stale copy does not stay.
+    video.write_text("not a video any more")
+    bad = extract_features(mine, ColorGradient(CG), path, dataset_ref="r", video_ids=[a])
+    assert [v for v, _ in bad.failed] == [a] and "was removed" in bad.failed[0][1]
+    assert not FeatureStore.open(path).has(a)
+
+
+def test_extract_command_says_what_it_redid(tiny_kitchen, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from actrec.cli import cli
+
+    dataset, index = tiny_kitchen
+    monkeypatch.setenv("ACTREC_HOME", str(tmp_path / "home"))
+    out = tmp_path / "s.zarr"
+    args = ["extract", "synthetic", "--root", str(dataset.config.root), "--out", str(out)]
+    args += [f"-o{k}={v}" for k, v in TINY.items()]
+    runner = CliRunner()
+    first = runner.invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    b = sorted(index.videos)[1]
+    _chunk_files(out, b, "labels")[-1].unlink()
+    res = runner.invoke(cli, [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    payload = json.loads(res.stdout)
+    assert payload["written"] == [b] and [d["video"] for d in payload["redone_damaged"]] == [b]
+    _chunk_files(out, b, "features")[-1].unlink()
+    res = runner.invoke(cli, args, env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    lines = [" ".join(line.replace("│", " ").split()) for line in res.output.splitlines()]
+    assert "1 2 0 1 0" in lines[lines.index(next(x for x in lines if "redone: damaged" in x)) + 2]
+    assert any(x.startswith(f"{b} redone: damaged features: chunk c/0/0 is missing")
+               for x in lines), res.output

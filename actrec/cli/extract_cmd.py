@@ -53,6 +53,7 @@ def extract(dataset, split, root, options, extractor, extractor_options, out, ov
 
 
 def _render(report):
+    from rich.console import Group
     from rich.table import Table
 
     table = Table(title=f"features -> {report.store}")
@@ -63,10 +64,14 @@ def _render(report):
     table.add_column("redone: source changed", justify="right")
     table.add_row(str(len(report.written)), str(len(report.skipped)), str(len(report.failed)),
                   str(len(report.redone_damaged)), str(len(report.redone_changed)))
-    for video, error in report.failed:
-        table.add_row("", "", f"{video}: {error}", "", "")
-    for video, damage in report.redone_damaged:
-        table.add_row("", "", "", f"{video}: {damage}", "")
-    for video, change in report.redone_changed:
-        table.add_row("", "", "", "", f"{video}: {change}")
-    return table
+    rows = [(v, "failed", e) for v, e in report.failed]
+    rows += [(v, "redone: damaged", d) for v, d in report.redone_damaged]
+    rows += [(v, "redone: source changed", c) for v, c in report.redone_changed]
+    if not rows:
+        return table
+    details = Table(show_header=True)
+    for column in ("video", "what", "why"):
+        details.add_column(column)
+    for row in rows:
+        details.add_row(*row)
+    return Group(table, details)
