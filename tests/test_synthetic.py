@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
-from actrec.errors import ConfigError
+from actrec.errors import ConfigError, DataError
 from actrec.io.video import open_video
 from actrec_plugins.datasets.synthetic import SyntheticKitchen
+from actrec_plugins.datasets.synthetic.render import write_mp4
 from actrec_plugins.datasets.synthetic.grammar import KITCHENS, grammar, sample_timeline
 
 TINY = dict(participants=2, videos_per_participant=1, frames_mean=24, size=32, folds=2)
@@ -89,6 +92,46 @@ def test_resume_regenerates_only_missing_files_identically(tmp_path):
     stamp = (ds.folder / "manifest.json").stat().st_mtime_ns
     ds.load()
     assert (ds.folder / "manifest.json").stat().st_mtime_ns == stamp
+
+
+def test_a_folder_where_a_video_goes_is_named_and_leaves_nothing(tmp_path):
+    ds = _kitchen(tmp_path)
+    ds.load()
+    victim = ds.folder / "a_P02_01.mp4"
+    victim.unlink()
+    victim.mkdir()  # e.g. an unpacked archive, or a sync tool's conflict folder
+    (ds.folder / "manifest.json").unlink()
+    with pytest.raises(DataError, match=re.escape(f"{victim}: expected a video file of the "
+                                                  "synthetic kitchen, found a folder")):
+        ds.load()
+    assert sorted(p.name for p in ds.folder.iterdir()) == ["a_P01_01.mp4", "a_P02_01.mp4"]
+    victim.rmdir()
+    assert ds.load().videos["a_P02_01"].path == victim  # moved away: generation resumes
+    # the kitchen's own folder taken by a file
+    other = _kitchen(tmp_path / "other")
+    other.folder.parent.mkdir(parents=True)
+    other.folder.write_text("")
+    with pytest.raises(DataError, match=re.escape(f"{other.folder}: expected the synthetic "
+                                                  "kitchen's folder, found a file")):
+        other.load()
+
+
+def test_write_mp4_leaves_no_partial_file(tmp_path):
+    frames = [np.zeros((32, 32, 3), np.uint8)] * 3
+
+    def failing():
+        yield from frames
+        raise RuntimeError("renderer failed")
+
+    with pytest.raises(RuntimeError, match="renderer failed"):
+        write_mp4(tmp_path / "v.mp4", failing(), fps=15.0, size=32)
+    (tmp_path / "d.mp4").mkdir()
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'd.mp4'}: cannot write the "
+                                                  "video there")):
+        write_mp4(tmp_path / "d.mp4", iter(frames), fps=15.0, size=32)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.mp4"]  # no *.part.mp4 left
+    assert write_mp4(tmp_path / "v.mp4", iter(frames), fps=15.0, size=32) == 3
+    assert open_video(tmp_path / "v.mp4").num_frames == 3
 
 
 def test_vocabularies_differ_partly(tmp_path):
