@@ -64,8 +64,8 @@ def load_mstcn(
     ``background`` if there is one (MS-TCN's evaluation convention); ``split_files``
     (``name -> (train list, test list)``) overrides the bundles. Split entries without
     annotations are dropped and counted, or with ``strict_splits`` refused. An empty
-    ground-truth text file is skipped and counted, or with ``strict`` refused; hidden files
-    (``._X.txt``) are skipped and counted.
+    ground-truth file (blank text, a 0-byte ``.npy``) is skipped and counted, or with ``strict``
+    refused; hidden files (``._X.txt``) are skipped and counted.
     """
     import numpy as np
 

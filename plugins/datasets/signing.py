@@ -45,7 +45,6 @@ class SigningInTheWild(Dataset):
         from actrec.errors import DataError
         from actrec.io import annotations as A
         from actrec.plugin_api import Split, VideoRecord
-
         from actrec_plugins.datasets._common import visible_files
 
         cfg = self.config
@@ -56,13 +55,14 @@ class SigningInTheWild(Dataset):
         if not paths:
             raise DataError(f"{root}: no ground-truth *.txt files")
         limit = A.frame_limit(cfg.fps)  # frames bounded before the labels are allocated
-        per_file = A.read_each({str(p): p for p in paths},
+        per_file = A.read_each({str(p): p for p in paths},  # empty files left out, counted
                                lambda p: A.read_signing_rows(p, repairs, max_frames=limit),
                                repairs, strict=cfg.strict)
         rows: dict[str, tuple] = {}
         origin: dict[str, Path] = {}
-        for path in paths:
-            for video, value in per_file.get(str(path), {}).items():
+        for name, per_video in per_file.items():
+            path = Path(name)
+            for video, value in per_video.items():
                 if video in rows:
                     raise DataError(f"duplicate video id {video!r}: in {origin[video]} and {path}")
                 rows[video], origin[video] = value, path
