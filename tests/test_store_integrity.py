@@ -84,6 +84,10 @@ def test_a_missing_chunk_is_refused_never_read_as_fill_values(tmp_path, array):
     np.testing.assert_array_equal(y, labels[:48])
     assert store.damage("v1") == [f"{array}: chunk {key} is missing"]
     assert store.damage("v2") == [] and store.read("v2")[0].shape == (100, 6)
+    (store.path / "videos/v2" / array / "zarr.json").unlink()
+    assert store.damage("v2") == [f"{array}: array metadata zarr.json is missing"]
+    with pytest.raises(DataError, match=rf"video 'v2' is damaged \({array}: array metadata"):
+        store.read("v2")
 
 
 def test_a_truncated_chunk_is_refused_on_read(tmp_path):

@@ -66,8 +66,8 @@ def _time_chunk(key: str) -> int:
 
 def chunk_problems(video_dir: Path, integrity: Mapping[str, Any] | None,
                    frames: tuple[int, int] | None = None) -> list[str]:
-    """What is wrong with the chunk files of one stored video, cheaply (``stat`` only): each
-    recorded chunk that is missing or no longer has its recorded size. ``frames`` =
+    """What is wrong with the files of one stored video, cheaply (``stat`` only): an array's
+    missing metadata, each recorded chunk that is missing or no longer has its recorded size. ``frames`` =
     ``(t0, t1)`` limits the check to the chunks holding those frames. ``[]`` when all is
     well or when the video has no record (written before records existed)."""
     if not integrity:
@@ -77,6 +77,9 @@ def chunk_problems(video_dir: Path, integrity: Mapping[str, Any] | None,
         rec = integrity.get(name)
         if not isinstance(rec, Mapping):
             problems.append(f"{name}: no integrity record")
+            continue
+        if not (video_dir / name / "zarr.json").is_file():
+            problems.append(f"{name}: array metadata zarr.json is missing")
             continue
         step = int(rec.get("chunk_frames") or 1)
         for key, size in rec.get("files", {}).items():
