@@ -269,7 +269,7 @@ def test_a_replaced_source_video_is_extracted_again(tiny_kitchen, tmp_path, writ
     import shutil
 
     _, index = tiny_kitchen
-    a = sorted(index.videos)[0]
+    a = min(index.videos)
     record = index.videos[a]
     video = tmp_path / "a.mp4"
     shutil.copy2(record.path, video)

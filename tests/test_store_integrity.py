@@ -79,8 +79,8 @@ def test_a_missing_chunk_is_refused_never_read_as_fill_values(tmp_path, array):
     with pytest.raises(DataError, match=rf"{array}: chunk {key} is missing"):
         store.read_window("v1", 60, 10)  # touches chunks 3 and 4
     # Windows that do not need the chunk still read, and the other video is untouched.
-    feats, labels = _data(seed=0)
-    x, y = store.read_window("v1", 0, 48)
+    _, labels = _data(seed=0)
+    _, y = store.read_window("v1", 0, 48)
     np.testing.assert_array_equal(y, labels[:48])
     assert store.damage("v1") == [f"{array}: chunk {key} is missing"]
     assert store.damage("v2") == [] and store.read("v2")[0].shape == (100, 6)

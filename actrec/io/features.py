@@ -17,10 +17,10 @@ chunk files with their sizes, and a sha256 of the values; see ``actrec.io.integr
 every chunk carries a crc32c. Reads refuse a video whose chunk files are missing or resized
 (Zarr would return fill values: labels of class 0); ``actrec check`` verifies everything.
 
-Concurrent writers: a new store is built in a hidden sibling folder and renamed into place
-(one rename, so two creators never see half a store: the loser opens the winner's); moves
-into ``videos/``, removals and cleaning hold an OS lock (``flock``) on the store folder, which
-dies with its holder.
+Concurrent writers: creating or opening a store for writing, moving a video into
+``videos/``, removing one and cleaning leftovers hold an OS lock (``flock``) on the store
+folder, which dies with its holder; so two creators never see or wipe each other's half-made
+store (the second opens the first's), and two writers of one video replace it in turn.
 
 Source: a store records where its features came from (``source``: the dataset plugin and all
 its options, the data root as an absolute path among them, the extractor and its config) and
@@ -33,7 +33,6 @@ before these attributes existed read as no source and no background.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import shutil
@@ -56,7 +55,6 @@ FORMAT_VERSION = 1
 _DTYPES = ("float16", "float32")
 _TMP = ".tmp"
 _VIDEOS = "videos"
-_CREATING = ".creating"  # suffix of a new store's folder before it is renamed into place
 _STALE_SECONDS = 24 * 3600  # a temp dir from another host is only removed after this long
 # Attributes that must match for new features to be mixed with the stored ones.
 _IDENTITY = ("dataset", "classes", "extractor", "extractor_config", "lookahead", "dtype")
@@ -173,64 +171,51 @@ class FeatureStore:
         if path.exists() and not path.is_dir():
             raise DataError(f"feature store {path} exists and is not a folder; expected a Zarr "
                             f"store (a folder) or a new path")
-        if (path / "zarr.json").exists():
-            store = cls.open(path)
-            store._check_source(wanted["source"])
-            for key in _IDENTITY:
-                if store._attrs.get(key) != wanted[key]:
-                    raise DataError(
-                        f"feature store {path} was written with a different {key}: "
-                        f"stored {_short(store._attrs.get(key))}, requested {_short(wanted[key])}; "
-                        f"use another store path or delete it"
-                    )
-            # Attributes that describe the data but not the stored values follow the request.
-            mutable = ["splits", "split_scheme", "background"]
-            if wanted["source"] is not None:
-                mutable.append("source")  # only ever recorded into a store that had none
-            changed = {k: wanted[k] for k in mutable if store._attrs.get(k) != wanted[k]}
-            with store._lock():
-                if changed:
-                    group = zarr.open_group(store=str(path), mode="r+")
-                    group.attrs.update(changed)
-                    store._attrs.update(changed)
-                store._clean()
-            return store
-        if path.exists() and any(path.iterdir()):
-            raise DataError(f"{path}: exists and is not a feature store (no zarr.json); "
-                            f"refusing to write into it")
-        created = cls._create(path, wanted)
-        if created is None:  # another writer created it first: check it like any existing one
-            return cls.open_or_create(
-                path, dataset=dataset, split_scheme=split_scheme, classes=classes,
-                splits=splits, extractor=extractor, extractor_config=extractor_config,
-                lookahead=lookahead, dtype=dtype, chunk_frames=chunk_frames,
-                background=background, source=source)
-        return created
+        fresh = not path.exists()
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            # Creators and openers of one path take turns (an OS lock on the folder): none
+            # sees another's half-made store, or wipes it.
+            with cls(path, {})._lock():
+                if (path / "zarr.json").exists():
+                    return cls._reopen(path, wanted)
+                if any(path.iterdir()):
+                    raise DataError(f"{path}: exists and is not a feature store (no zarr.json); "
+                                    f"refusing to write into it")
+                root = zarr.open_group(store=str(path), mode="w-", attributes=wanted)
+                root.create_group(_VIDEOS)
+                return cls(path, dict(root.attrs))
+        except BaseException:
+            if fresh:
+                _rmdir_if_empty(path)  # leave no empty folder where nothing was made
+            raise
 
     @classmethod
-    def _create(cls, path: Path, wanted: dict[str, Any]) -> FeatureStore | None:
-        """A new store at ``path`` holding ``wanted`` as attributes, built in a hidden sibling
-        and renamed into place; ``None`` if another writer's store got there first."""
+    def _reopen(cls, path: Path, wanted: dict[str, Any]) -> FeatureStore:
+        """The existing store at ``path`` checked against ``wanted`` (see ``open_or_create``),
+        its mutable attributes updated and its leftovers cleaned; the caller holds the lock."""
         import zarr
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _clean_dead_siblings(path)
-        tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}."
-                             f"{uuid.uuid4().hex[:8]}{_CREATING}")
-        try:
-            root = zarr.open_group(store=str(tmp), mode="w-", attributes=wanted)
-            root.create_group(_VIDEOS)
-            attrs = dict(root.attrs)
-            try:
-                os.rename(tmp, path)  # replaces an empty folder, fails on a non-empty one
-            except OSError as exc:
-                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
-                    return None
-                raise
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-        return cls(path, attrs)
+        store = cls.open(path)
+        store._check_source(wanted["source"])
+        for key in _IDENTITY:
+            if store._attrs.get(key) != wanted[key]:
+                raise DataError(
+                    f"feature store {path} was written with a different {key}: "
+                    f"stored {_short(store._attrs.get(key))}, requested {_short(wanted[key])}; "
+                    f"use another store path or delete it"
+                )
+        # Attributes that describe the data but not the stored values follow the request.
+        mutable = ["splits", "split_scheme", "background"]
+        if wanted["source"] is not None:
+            mutable.append("source")  # only ever recorded into a store that had none
+        changed = {k: wanted[k] for k in mutable if store._attrs.get(k) != wanted[k]}
+        if changed:
+            group = zarr.open_group(store=str(path), mode="r+")
+            group.attrs.update(changed)
+            store._attrs.update(changed)
+        store._clean()
+        return store
 
     @classmethod
     def open(cls, path: str | Path) -> FeatureStore:
@@ -615,26 +600,6 @@ def describe_source(source: Mapping[str, Any], other: Mapping[str, Any] | None =
 
     return (f"dataset '{source.get('dataset')}'{opts('options')} with extractor "
             f"'{source.get('extractor')}'{opts('extractor_config')}")
-
-
-def _clean_dead_siblings(path: Path) -> None:
-    """Remove the hidden folders that creators of ``path`` on this host left when they died
-    (``.<name>.<host>.<pid>.<tag>.creating``, see ``FeatureStore._create``)."""
-    host = socket.gethostname()
-    prefix = f".{path.name}.{host}."
-    try:
-        entries = list(path.parent.iterdir())
-    except OSError:
-        return
-    for entry in entries:
-        if not (entry.name.startswith(prefix) and entry.name.endswith(_CREATING)):
-            continue
-        try:
-            pid = int(entry.name[len(prefix):].split(".")[0])
-        except ValueError:
-            continue
-        if not _pid_alive(pid):
-            shutil.rmtree(entry, ignore_errors=True)
 
 
 def _rmdir_if_empty(directory: Path) -> None:

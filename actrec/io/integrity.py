@@ -33,8 +33,8 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     from actrec.io.features import FeatureStore
 
-__all__ = ["ARRAYS", "array_record", "array_digest", "chunk_problems", "source_change",
-           "VideoCheck", "StoreCheck", "verify_video", "check_store"]
+__all__ = ["ARRAYS", "StoreCheck", "VideoCheck", "array_digest", "array_record",
+           "check_store", "chunk_problems", "source_change", "verify_video"]
 
 ARRAYS = ("features", "labels")
 _STORED_DTYPES = {"float16": "<f2", "float32": "<f4", "int64": "<i8"}
@@ -167,8 +167,8 @@ def verify_video(store: FeatureStore, video_id: str, *, sources: bool = True) ->
     attrs = store.video_attrs(video_id)
     integrity = attrs.get("integrity")
     if not integrity:
-        return VideoCheck(video_id, "unverified", ("written before actrec recorded checksums; "
-                                                   "extract with --overwrite to add them",))
+        why = "written before actrec recorded checksums; extract with --overwrite to add them"
+        return VideoCheck(video_id, "unverified", (why,))
     video_dir = store.video_dir(video_id)
     problems = chunk_problems(video_dir, integrity)
     for name in ARRAYS:
