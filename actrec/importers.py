@@ -67,13 +67,18 @@ class ImportReport:
 def _write_all(store, items, report: ImportReport, overwrite: bool, progress: Progress | None,
                load: Callable[[str, Any], tuple[np.ndarray, np.ndarray, float, Path]]) -> None:
     """Write every ``(video, payload)`` of ``items`` with ``load(video, payload) -> (features
-    [T, D], labels [T], fps, source)``; existing videos are kept unless ``overwrite``."""
+    [T, D], labels [T], fps, source)``; existing videos are kept unless ``overwrite`` or
+    damaged (a missing or resized chunk file: imported again and counted in the repairs)."""
     total = len(items)
     task = None
     if progress is not None and hasattr(progress, "add_task"):
         task = progress.add_task(f"import {report.dataset}", total=total)
     for done, (video, payload) in enumerate(items, 1):
-        if not overwrite and store.has(video):
+        damaged = store.has(video) and bool(store.damage(video))
+        if damaged:
+            key = "damaged videos imported again"
+            report.repairs[key] = report.repairs.get(key, 0) + 1
+        if not overwrite and store.has(video) and not damaged:
             report.already_present += 1
         else:
             features, labels, fps, source = load(video, payload)

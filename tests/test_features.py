@@ -355,3 +355,14 @@ def test_store_without_source_is_adopted_only_when_it_shows_the_same_root(tmp_pa
     _create(nowhere).write_video("v1", *_data(), fps=15.0, source=None)
     with pytest.raises(ConfigError, match="written before stores recorded"):
         _create(nowhere, source=_source())  # no record of where its videos came from
+
+
+def test_options_that_only_decide_errors_are_not_part_of_the_source():
+    """`strict` (an empty annotation file is an error) changes no stored feature: a store
+    extracted with it is the same source as one without."""
+    from actrec.io.features import source_of
+
+    plain = source_of("breakfast", {"root": "/d", "fps": 15.0, "strict": False}, "cg", {})
+    strict = source_of("breakfast", {"root": "/d", "fps": 15.0, "strict": True}, "cg", {})
+    assert plain == strict and "strict" not in plain["options"]
+    assert source_of("breakfast", {"root": "/e", "fps": 15.0}, "cg", {}) != plain

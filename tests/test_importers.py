@@ -63,6 +63,17 @@ def test_import_mstcn_real_features(idt_root, tmp_path):
     assert (again.written, again.already_present) == (0, 5)
     again = import_mstcn(idt_root, tmp_path / "store", name="breakfast-idt", overwrite=True)
     assert (again.written, again.already_present) == (5, 0)
+    # a video with a lost chunk file is not "already present": it is imported again
+    vdir = next(p for p in (tmp_path / "store" / "videos").iterdir()
+                if "P08_webcam01_P08_coffee" in p.name)
+    chunk = next(p for p in (vdir / "features" / "c").rglob("*") if p.is_file())
+    chunk.unlink()
+    with pytest.raises(DataError, match="P08_webcam01_P08_coffee"):
+        store.read("P08_webcam01_P08_coffee")
+    again = import_mstcn(idt_root, tmp_path / "store", name="breakfast-idt")
+    assert (again.written, again.already_present) == (1, 4)
+    assert again.repairs == {"damaged videos imported again": 1}
+    np.testing.assert_array_equal(store.read("P08_webcam01_P08_coffee")[1], gt)
 
 
 @needs_data

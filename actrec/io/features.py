@@ -580,11 +580,18 @@ class FeatureStore:
                     shutil.rmtree(entry, ignore_errors=True)
 
 
+# Dataset options that decide only whether damaged input is an error, never what a successful
+# extraction stores: they are not part of a store's source (its identity).
+NOT_SOURCE_OPTIONS = frozenset({"strict"})
+
+
 def source_of(dataset: str, options: Mapping[str, Any], extractor: str,
               extractor_config: Mapping[str, Any]) -> dict[str, Any]:
-    """A store's ``source`` record: the dataset plugin ``dataset`` with all its ``options``
-    (the data root absolute), the extractor and its config, as JSON values."""
-    return _jsonable({"dataset": dataset, "options": dict(options), "extractor": extractor,
+    """A store's ``source`` record: the dataset plugin ``dataset`` with its ``options`` (the
+    data root absolute; ``NOT_SOURCE_OPTIONS`` left out), the extractor and its config, as JSON
+    values."""
+    kept = {k: v for k, v in options.items() if k not in NOT_SOURCE_OPTIONS}
+    return _jsonable({"dataset": dataset, "options": kept, "extractor": extractor,
                       "extractor_config": dict(extractor_config)})
 
 
