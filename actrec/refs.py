@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from actrec.errors import ConfigError
+from actrec.errors import ConfigError, DataError
 
 
 def parse_dataset_ref(ref: str) -> tuple[str, dict[str, str]]:
@@ -70,4 +70,12 @@ def resolve_store(ref_or_path: str, extractor: str) -> Path:
     path = Path(ref_or_path).expanduser()
     if path.suffix == ".zarr" or path.is_dir():
         return path
-    return default_store(ref_or_path, extractor)
+    if path.exists():
+        raise DataError(f"{path} is a file, not a feature store folder")
+    store = default_store(ref_or_path, extractor)
+    if not (store / "zarr.json").exists():
+        raise DataError(
+            f"no '{extractor}' features of '{ref_or_path}' yet (looked in {store}): extract "
+            f"them first (actrec extract {ref_or_path} --extractor {extractor} ...), or give a "
+            f"feature store folder")
+    return store

@@ -131,6 +131,8 @@ def resolve_run(ref: str | os.PathLike[str]) -> Path:
     under = runs_root() / str(ref)
     if under.is_dir():
         return under
+    if path.is_absolute() or under == path:
+        raise DataError(f"no run '{ref}': {path} is not a folder")
     raise DataError(f"no run '{ref}': neither {path} nor {under} is a folder")
 
 

@@ -100,14 +100,16 @@ def train_model(
     from actrec import runs
 
     run_dir = Path(run_dir)
-    device = resolve_device(spec.device)
     ckpt_path = run_dir / runs.CHECKPOINT
-    checkpoint = runs.load_checkpoint(ckpt_path) if ckpt_path.exists() else None
-    if checkpoint is not None:
-        check_resume(checkpoint, spec, ckpt_path)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise DataError(f"run folder {run_dir} exists and is not a folder")
 
     # Everything that can fail on bad input happens before anything is written.
     try:
+        device = resolve_device(spec.device)
+        checkpoint = runs.load_checkpoint(ckpt_path) if ckpt_path.exists() else None
+        if checkpoint is not None:
+            check_resume(checkpoint, spec, ckpt_path)
         data = _load_data(spec, progress)
         cuda = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
@@ -119,7 +121,10 @@ def train_model(
         _remove_if_empty(run_dir)  # e.g. a fresh folder made by the caller for this run
         raise
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create run folder {run_dir}: {exc.strerror}") from None
     with torch.random.fork_rng(devices=cuda):
         torch.set_rng_state(init_rng)  # continue the stream right after the initial weights
         if device.type == "cuda":

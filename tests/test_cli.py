@@ -212,10 +212,13 @@ def test_an_environment_variable_naming_no_option_is_an_error():
 
 
 def test_the_command_line_reports_a_misspelt_variable_and_shows_the_real_names():
-    wrong = run(["plugins"], env={"ACTREC_TRAIN_OPTION": "hidden=8"})
+    wrong = run(["train", "lstm", "--d1", "x.zarr"], env={"ACTREC_TRAIN_OPTION": "hidden=8"})
     assert wrong.returncode == 1 and "Traceback" not in wrong.stderr
     assert "ACTREC_TRAIN_OPTION names no option of `actrec train`; did you mean " \
            "ACTREC_TRAIN_OPTIONS?" in wrong.stderr
+    # A stray variable of `train` does not break another command.
+    other = run(["plugins", "--json"], env={"ACTREC_TRAIN_OPTION": "hidden=8"})
+    assert other.returncode == 0, other.stderr
     right = run(["plugins", "--json"], env={"ACTREC_TRAIN_OPTIONS": "hidden=8"})
     assert right.returncode == 0, right.stderr
     shown = run(["train", "--help"])
@@ -251,6 +254,7 @@ def test_python_m_and_the_console_script_see_the_same_plugins(tmp_path):
     ("true", r"'history' must be an integer, got True"),
     ("16.7", r"'history' must be an integer, got 16.7"),
     ("[16, 32]", r"'history' is a list, but it takes one value"),
+    ('"abc"', r"'history' must be an integer, got 'abc'"),
 ])
 def test_config_values_of_the_wrong_type_are_named_not_converted(tmp_path, value, message):
     """Click alone would train with history 1 for `true` and 16 for `16.7`."""

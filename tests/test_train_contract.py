@@ -6,6 +6,7 @@ results of different settings are kept, and the segment metrics leave the backgr
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 
 import numpy as np
@@ -286,3 +287,46 @@ def test_segment_scores_leave_the_background_out_by_hand():
     # 1[2-3], 0[4], 2[5-7]. IoU: 0[0] vs 0[0-1] 1/2 -> tp; 1 2/4 -> tp; 0[4] 1 -> tp; 2 2/3 ->
     # tp; 0[7] no match -> fp. P = 4/5, R = 4/4, F1 = 8/9.
     assert with_bg.f1["50"] == pytest.approx(8 / 9)
+
+
+def test_bad_run_folders_and_devices_are_one_message_and_leave_nothing(stores, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ACTREC_HOME": str(tmp_path / "home")}
+
+    def train(*args):
+        return subprocess.run([sys.executable, "-m", "actrec", "train", "lstm", "--d1",
+                               str(stores["a"]), "--iterations", "1", "--history", "8", *args],
+                              capture_output=True, text=True, env=env, timeout=300)
+
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("mine")
+    for args, message in ((["--run-dir", str(a_file)], "exists and is not a folder"),
+                          (["--run-dir", str(a_file / "sub")], "cannot create run folder"),
+                          (["--device", "gpu"], "unknown device 'gpu'")):
+        proc = train(*args)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert message in proc.stderr
+    assert a_file.read_text() == "mine"
+    runs = tmp_path / "home" / "runs"
+    assert not runs.exists() or not any(runs.iterdir())  # no empty run folder left behind
+    proc = subprocess.run([sys.executable, "-m", "actrec", "train", "lstm", "--d1", "nosuch"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 1 and "no 'colorgrad' features of 'nosuch' yet" in proc.stderr
+    assert "actrec extract nosuch" in proc.stderr
+
+
+def test_the_eval_table_names_the_run_and_shows_segment_scores(stores, tmp_path):
+    from rich.console import Console
+
+    from actrec.cli.eval_cmd import render_eval
+
+    run = tmp_path / "run"
+    train_model(spec(stores["a"], iterations=2), run)
+    console = Console(width=250, record=True, file=open(os.devnull, "w"))
+    console.print(render_eval(evaluate_run(run, online=True)))
+    text = console.export_text()
+    assert f"online evaluation of {run}" in text
+    assert "edit" in text and "F1@10/25/50" in text

@@ -67,9 +67,11 @@ def cli(ctx: click.Context, config_file: Path | None) -> None:
     """
     from actrec.cli.config import check_environment, load_config
 
-    prefixes = tuple(f"ACTREC_{name.upper()}_" for name in COMMANDS)
-    if any(key.startswith(prefixes) for key in os.environ):  # only then import the commands
-        check_environment(cli, ctx)
+    # Variables of the command being run are checked (a stray variable of another command
+    # must not break this one); only then is the command imported.
+    name = ctx.invoked_subcommand
+    if name in COMMANDS and any(k.startswith(f"ACTREC_{name.upper()}_") for k in os.environ):
+        check_environment(cli, ctx, only=name)
     ctx.obj = {"config_file": config_file}
     if config_file is not None:
         ctx.default_map = load_config(config_file, cli, ctx)
@@ -87,6 +89,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except ActrecError as exc:
         click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+    except OSError as exc:  # a path that is a file, a folder we may not write: no traceback
+        where = f": {exc.filename}" if exc.filename else ""
+        click.echo(f"Error: {exc.strerror or exc}{where}", err=True)
         sys.exit(1)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)

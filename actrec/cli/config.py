@@ -107,16 +107,26 @@ def _check_scalar(value: Any, param: click.Parameter, path: Path, table: str, ke
     where = f"{path}: [{table}] '{key}'"
     if isinstance(kind, (click.types.IntParamType, click.IntRange)):
         if isinstance(value, bool) or not isinstance(value, (int, float, str)) or (
-                isinstance(value, float) and not value.is_integer()):
+                isinstance(value, float) and not value.is_integer()) or (
+                isinstance(value, str) and not _parses(value, int)):
             raise ConfigError(f"{where} must be an integer, got {value!r}")
     elif isinstance(kind, (click.types.FloatParamType, click.FloatRange)):
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)) or (
+                isinstance(value, str) and not _parses(value, float)):
             raise ConfigError(f"{where} must be a number, got {value!r}")
     elif isinstance(kind, click.types.BoolParamType):
         if not isinstance(value, (bool, str)):
             raise ConfigError(f"{where} must be true or false, got {value!r}")
     elif isinstance(value, (dict, list)):
         raise ConfigError(f"{where} must be a single value, got {value!r}")
+
+
+def _parses(text: str, kind: type) -> bool:
+    try:
+        kind(text.strip())
+    except ValueError:
+        return False
+    return True
 
 
 def _text(value: Any) -> str:
@@ -129,13 +139,16 @@ def _text(value: Any) -> str:
 
 
 def check_environment(group: click.Group, ctx: click.Context,
-                      environ: Mapping[str, str] | None = None, prefix: str = "ACTREC") -> None:
+                      environ: Mapping[str, str] | None = None, prefix: str = "ACTREC",
+                      only: str | None = None) -> None:
     """``ConfigError`` for a variable ``<prefix>_<COMMAND>_...`` (COMMAND a subcommand of
     ``group``, at any depth) that names none of that command's options, with the closest
     real name. Other ``<prefix>_`` variables (``ACTREC_HOME``, ``ACTREC_DATA_<NAME>``, ...)
-    are not options and are left alone."""
+    are not options and are left alone. ``only``: check that subcommand's variables alone."""
     environ = os.environ if environ is None else environ
     for name in group.list_commands(ctx):
+        if only is not None and name != only:
+            continue
         cmd = group.get_command(ctx, name)
         if cmd is not None:
             _check_command(cmd, f"{prefix}_{_upper(name)}", f"actrec {name}", ctx, environ)

@@ -39,18 +39,32 @@ def eval_(run, online, split, allow_noncausal_features, segment_background, allo
 
 
 def render_eval(result):
-    """The per-dataset accuracy table of an evaluation (also used by ``actrec demo``)."""
+    """The per-dataset score table of an evaluation (also used by ``actrec demo``): which run,
+    in which mode, frame accuracies and MS-TCN's segment scores."""
     from rich.table import Table
 
     data = result.to_dict()
-    table = Table(title=f"{'online' if data.get('online', True) else 'offline'} evaluation")
+    mode = data.get("protocol", {}).get("mode") or ("online" if data.get("online", True)
+                                                     else "offline")
+    table = Table(title=f"{mode} evaluation of {data.get('run_dir')}")
     table.add_column("dataset", overflow="fold")
     table.add_column("videos", justify="right")
     table.add_column("frames", justify="right")
     table.add_column("frame accuracy", justify="right")
     table.add_column("mean video accuracy", justify="right")
+    table.add_column("edit", justify="right")
+    table.add_column("F1@10/25/50", justify="right")
     for name, ds in data["datasets"].items():
+        f1 = ds.get("f1") or {}
         table.add_row(name, str(ds["videos"]), str(ds["frames"]),
-                      f"{100 * ds['frame_accuracy']:.2f} %",
-                      f"{100 * ds['mean_video_accuracy']:.2f} %")
+                      _pct(ds["frame_accuracy"]), _pct(ds["mean_video_accuracy"]),
+                      _pct(ds.get("edit")),
+                      " / ".join(_pct(f1.get(k), unit="") for k in ("10", "25", "50")))
     return table
+
+
+def _pct(value, unit: str = " %") -> str:
+    """A fraction as a percentage; ``-`` where there is none (NaN, no frames)."""
+    if value is None or value != value:
+        return "-"
+    return f"{100 * value:.2f}{unit}"

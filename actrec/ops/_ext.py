@@ -186,8 +186,11 @@ def _jit(cuda: bool) -> tuple[ModuleType | None, str]:
     target = ([os.environ.get("TORCH_CUDA_ARCH_LIST", ""), str(cpp_extension.CUDA_HOME),
                *(str(torch.cuda.get_device_capability(i))
                  for i in range(torch.cuda.device_count()))] if cuda else [])
+    # The checkout's path is part of the key: the build files name their sources by path, so two
+    # checkouts sharing one folder would rebuild each other's extension on every load.
     key = hashlib.sha256(
-        "\0".join([source_hash(root), torch.__version__, sys.version, str(cuda), cxx, *cflags,
+        "\0".join([str(root.resolve()), source_hash(root),
+                   torch.__version__, sys.version, str(cuda), cxx, *cflags,
                    *NVCC_FLAGS, *LD_FLAGS, *target]).encode()
     ).hexdigest()[:16]
     build_dir = cache_root() / key
