@@ -34,6 +34,7 @@ __all__ = [
     "CHECKPOINT",
     "eval_filename",
     "eval_files",
+    "archive_results",
     "latest_run",
     "runs_root",
     "new_run_dir",
@@ -109,6 +110,23 @@ def eval_filename(setting: dict[str, Any]) -> str:
 def eval_files(run_dir: Path) -> list[Path]:
     """The results files of a run folder, sorted by name."""
     return sorted(Path(run_dir).glob(f"{EVAL_PREFIX}*.json"))
+
+
+def archive_results(run_dir: Path) -> list[Path]:
+    """Move the run's results files into ``run_dir/earlier/``, each named with the training
+    iteration it scored (``eval-online-it50.json``): called when training continues, so that
+    results of an earlier checkpoint never sit beside a newer one. Returns the new paths."""
+    moved = []
+    for path in eval_files(run_dir):
+        try:
+            iteration = int(read_json(path).get("protocol", {}).get("iteration", 0))
+        except (DataError, AttributeError, TypeError, ValueError):
+            iteration = 0
+        target = Path(run_dir) / "earlier" / f"{path.stem}-it{iteration}.json"
+        target.parent.mkdir(exist_ok=True)
+        os.replace(path, target)
+        moved.append(target)
+    return moved
 
 
 def latest_run(root: Path | None = None) -> Path:

@@ -139,6 +139,8 @@ def train_model(
             elapsed_before = float(checkpoint.get("elapsed_s", 0.0))
         # Lines logged after the last checkpoint (or before a first one) are redone: drop them.
         truncate_metrics(run_dir / runs.METRICS, start)
+        if start < spec.iterations:  # results of the checkpoint so far: kept, set aside
+            runs.archive_results(run_dir)
         if checkpoint is None or start < spec.iterations:
             _write_config(run_dir, spec, sources, data, plugin, model,
                           resumed_at=start if checkpoint is not None else None)

@@ -330,3 +330,26 @@ def test_the_eval_table_names_the_run_and_shows_segment_scores(stores, tmp_path)
     text = console.export_text()
     assert f"online evaluation of {run}" in text
     assert "edit" in text and "F1@10/25/50" in text
+
+
+def test_model_options_merge_key_by_key_across_config_environment_and_command_line(
+        stores, tmp_path):
+    from click.testing import CliRunner
+
+    from actrec.cli import cli
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[train]\niterations = 1\nhistory = 8\n[train.options]\nhidden = 12\n"
+                   "layers = 2\n")
+    seen = []
+    for i, (args, env) in enumerate((([], {}), (["-o", "hidden=20"], {}),
+                                     (["-o", "hidden=20"], {"ACTREC_TRAIN_OPTIONS": "layers=3"}))):
+        out = CliRunner().invoke(cli, ["--config", str(cfg), "train", "lstm", "--d1",
+                                       str(stores["a"]), "--run-dir", str(tmp_path / str(i)),
+                                       "--json", *args],
+                                 auto_envvar_prefix="ACTREC", env=env)
+        assert out.exit_code == 0, out.output
+        config = json.loads((tmp_path / str(i) / "config.json").read_text())
+        seen.append(config["spec"]["model_options"])
+    assert seen == [{"hidden": "12", "layers": "2"}, {"hidden": "20", "layers": "2"},
+                    {"hidden": "20", "layers": "3"}]

@@ -160,11 +160,17 @@ def test_resume_continues_exactly(stores, tmp_path):
     train_model(spec(stores["a"], iterations=30), straight)
     first = train_model(spec(stores["a"], iterations=20), split)
     assert first.iterations == 20
+    scored = evaluate_run(split, online=True).to_dict()  # results of iteration 20
     # An interrupted run may have logged past its checkpoint, even half a line.
     with open(split / "metrics.jsonl", "a") as handle:
         handle.write('{"iteration": 25, "loss": 9.0}\n{"iteration": 2')
     second = train_model(spec(stores["a"], iterations=30), split)
     assert second.resumed_from == 20 and second.iterations == 30
+    # The iteration-20 results are kept, set aside, never beside the iteration-30 checkpoint.
+    assert not list(split.glob("eval-*.json"))
+    kept = json.loads((split / "earlier" / "eval-online-it20.json").read_text())
+    assert kept["protocol"]["iteration"] == 20
+    assert kept["datasets"]["toy1"]["frames"] == scored["datasets"]["toy1"]["frames"]
     assert [m["iteration"] for m in metrics(split)] == [5, 10, 15, 20, 25, 30]
     a = load_checkpoint(straight / "checkpoint.pt")
     b = load_checkpoint(split / "checkpoint.pt")

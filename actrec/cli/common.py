@@ -25,6 +25,30 @@ def parse_assignments(pairs: Iterable[str], flag: str) -> dict[str, str]:
     return out
 
 
+def layered_assignments(ctx: click.Context, name: str, flag: str) -> dict[str, str]:
+    """The ``KEY=VALUE`` option ``name`` merged key by key across its sources: the config
+    file's values, then the environment's, then the command line's, each overriding the
+    previous ones only for the keys it names (Click alone would let ``-o hidden=20`` drop
+    every option the config file set)."""
+    from click.core import ParameterSource
+
+    param = next(p for p in ctx.command.params if p.name == name)
+    given = ctx.params.get(name) or ()
+    source = ctx.get_parameter_source(name)
+    layers: list[Iterable[str]] = [ctx.lookup_default(name) or ()]
+    from_env = param.value_from_envvar(ctx)  # split into values for a repeatable option
+    if from_env:
+        layers.append(from_env)
+    if source == ParameterSource.COMMANDLINE:
+        layers.append(given)
+    out: dict[str, str] = {}
+    for layer in layers:
+        if isinstance(layer, str):
+            layer = [layer]
+        out.update(parse_assignments(layer, flag))
+    return out
+
+
 def stdout_console():
     from rich.console import Console
 

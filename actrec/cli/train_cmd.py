@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from actrec.cli.common import emit, json_option, make_progress, parse_assignments
+from actrec.cli.common import emit, json_option, layered_assignments, make_progress
 
 
 def _mix(value: str) -> tuple[int, int]:
@@ -74,7 +74,7 @@ def train(ctx, model, d1, d2, extractor, options, split, history, iterations, mi
     with make_progress() as progress:
         result = train_from_refs(
             model, d1=d1, d2=d2, extractor=extractor,
-            model_options=parse_assignments(options, "--option"), split=split,
+            model_options=layered_assignments(ctx, "options", "--option"), split=split,
             history=history, iterations=iterations, mix=_mix(mix), lr=lr, optimizer=optimizer,
             grad_clip=grad_clip, d2_split=d2_split, eval_every=eval_every,
             checkpoint_every=checkpoint_every, reestimate_batches=reestimate_batches,
