@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from actrec.errors import ConfigError
+from actrec.errors import ConfigError, DataError
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -179,11 +179,18 @@ class VideoRecord:
 
 @dataclass(frozen=True)
 class Split:
-    """One train/test split: video ids on each side."""
+    """One train/test split: video ids on each side, never the same video on both (a
+    ``DataError`` naming the split and a video otherwise)."""
 
     name: str
     train: tuple[str, ...]
     test: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        both = sorted(set(self.train) & set(self.test))
+        if both:
+            raise DataError(f"split '{self.name}' lists {len(both)} video(s) both for training "
+                            f"and for testing (e.g. {both[0]!r}): scores would be inflated")
 
 
 @dataclass

@@ -375,3 +375,19 @@ def test_datasets_info_reports_the_counts_and_strict_restores_the_error(tmp_path
     refused = info("-o", "strict=true")
     assert refused.returncode != 0 and "Traceback" not in refused.stderr
     assert f"{empty}: empty file" in refused.stderr
+
+
+def test_a_video_in_both_split_lists_is_refused_naming_both_files(tmp_path):
+    """Issue 9, 3(a): a leaky split is refused when the dataset is loaded, naming the lists."""
+    from actrec.errors import DataError
+    from actrec.plugin_api import Split
+    from actrec_plugins.datasets._common import split_from_lists
+
+    train, test = tmp_path / "train.split1.bundle", tmp_path / "test.split1.bundle"
+    train.write_text("a.txt\nb.txt\n")
+    test.write_text("c.txt\nb.txt\n")
+    with pytest.raises(DataError, match=rf"split 1: 1 video\(s\) listed both in {train} and "
+                                        rf"in {test} \(e\.g\. 'b'\)"):
+        split_from_lists("1", train, test, ["a", "b", "c"], {})
+    with pytest.raises(DataError, match=r"split '2' lists 1 video\(s\) both for training"):
+        Split("2", ("a", "b"), ("b",))

@@ -55,6 +55,10 @@ def split_from_lists(name: str, train_list: Path, test_list: Path, known: Iterab
     if dropped:
         key = "split entries without annotations (dropped)"
         repairs[key] = repairs.get(key, 0) + dropped
+    both = sorted(set(kept[0]) & set(kept[1]))
+    if both:  # a model would be scored on videos it trained on
+        raise DataError(f"split {name}: {len(both)} video(s) listed both in {train_list} and in "
+                        f"{test_list} (e.g. {both[0]!r}); fix the split lists")
     return Split(name, kept[0], kept[1])
 
 
