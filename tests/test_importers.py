@@ -184,8 +184,10 @@ def _tiny_mstcn(root: Path, classes=("background", "a")) -> Path:
     (root / "mapping.txt").write_text("".join(f"{i} {c}\n" for i, c in enumerate(classes)))
     (root / "groundTruth" / "v.txt").write_text(f"{classes[0]}\n{classes[1]}\n")
     np.save(root / "features" / "v.npy", np.zeros((3, 2), np.float32))  # D=3, T=2
+    (root / "groundTruth" / "w.txt").write_text(f"{classes[1]}\n{classes[0]}\n")
+    np.save(root / "features" / "w.npy", np.ones((3, 2), np.float32))
     (root / "splits" / "train.split1.bundle").write_text("v.txt\n")
-    (root / "splits" / "test.split1.bundle").write_text("v.txt\n")
+    (root / "splits" / "test.split1.bundle").write_text("w.txt\n")  # never both: leakage
     return root
 
 
@@ -233,6 +235,6 @@ def test_import_default_store_differs_by_root(tmp_path):
                               env=env, timeout=300)
         assert done.returncode == 0, done.stderr
         report = json.loads(done.stdout)
-        assert report["written"] == 1
+        assert report["written"] == 2
         stores.append(report["store"])
     assert stores[0] != stores[1]
