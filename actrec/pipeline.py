@@ -85,7 +85,7 @@ def train_from_refs(
     from actrec import registry
 
     registry.create("models", model, dict(model_options or {}))  # fail fast, before any data
-    from actrec.refs import resolve_store
+    from actrec.refs import existing_store
     from actrec.runs import new_run_dir
     from actrec.train import TrainSpec, train_model
     from actrec.workspace import home
@@ -93,8 +93,8 @@ def train_from_refs(
     spec = TrainSpec(
         model=model,
         model_options=dict(model_options or {}),
-        d1=resolve_store(d1, extractor),
-        d2=resolve_store(d2, extractor) if d2 else None,
+        d1=existing_store(d1, extractor),
+        d2=existing_store(d2, extractor) if d2 else None,
         **spec_fields,
     )
     if run_dir is None:

@@ -70,10 +70,17 @@ def resolve_store(ref_or_path: str, extractor: str) -> Path:
     path = Path(ref_or_path).expanduser()
     if path.suffix == ".zarr" or path.is_dir():
         return path
-    if path.exists():
+    return default_store(ref_or_path, extractor)
+
+
+def existing_store(ref_or_path: str, extractor: str) -> Path:
+    """``resolve_store``, with a ``DataError`` that says what to do when a dataset reference
+    has no extracted features yet (or a path is a file): what training needs."""
+    path = Path(ref_or_path).expanduser()
+    if path.exists() and not path.is_dir():
         raise DataError(f"{path} is a file, not a feature store folder")
-    store = default_store(ref_or_path, extractor)
-    if not (store / "zarr.json").exists():
+    store = resolve_store(ref_or_path, extractor)
+    if store != path and not (store / "zarr.json").exists():
         raise DataError(
             f"no '{extractor}' features of '{ref_or_path}' yet (looked in {store}): extract "
             f"them first (actrec extract {ref_or_path} --extractor {extractor} ...), or give a "

@@ -48,6 +48,7 @@ def test_npy_ground_truth(tmp_path):
     (root / "groundTruth" / "v1.txt").unlink()
     np.save(root / "groundTruth" / "v1.npy", np.array([0, 2, 2, 1]))
     (root / "splits" / "train.split1.bundle").write_text("v1.npy\n")
+    (root / "splits" / "test.split1.bundle").write_text("v9.txt\n")  # not v1 again: leakage
     idx = load(root)
     assert idx.videos["v1"].labels.tolist() == [0, 2, 2, 1]
     assert idx.background is None
