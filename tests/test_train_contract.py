@@ -353,3 +353,30 @@ def test_model_options_merge_key_by_key_across_config_environment_and_command_li
         seen.append(config["spec"]["model_options"])
     assert seen == [{"hidden": "12", "layers": "2"}, {"hidden": "20", "layers": "2"},
                     {"hidden": "20", "layers": "3"}]
+
+
+@pytest.mark.slow
+def test_a_longer_max_len_evaluates_as_the_history_on_the_synthetic_kitchen(tmp_path):
+    """Issue 8's acceptance, small: joint DDLSTM on two synthetic kitchens with history 16.
+    max_len unset (= 16), 16 and 50 evaluate online to the same scores: slots past the
+    trained length are never used (before, slots 16..49 kept their initial statistics and
+    online accuracy collapsed for t >= 16)."""
+    from actrec.pipeline import extract_dataset, train_from_refs
+
+    kitchen = {"participants": "3", "videos_per_participant": "1", "frames_mean": "40",
+               "size": "32", "root": str(tmp_path / "data")}
+    stores = []
+    for k in "ab":
+        out = tmp_path / f"{k}.zarr"
+        extract_dataset(f"synthetic:kitchen={k}", dataset_options=kitchen, out=out)
+        stores.append(str(out))
+    scores = {}
+    for name, extra in (("unset", {}), ("16", {"max_len": "16"}), ("50", {"max_len": "50"})):
+        run = train_from_refs("ddlstm", d1=stores[0], d2=stores[1],
+                              model_options={"hidden": "8", "layers": "1", **extra},
+                              run_dir=tmp_path / name, history=16, iterations=30, mix=(4, 4),
+                              optimizer="adam", lr=0.003)
+        result = evaluate_run(run.run_dir, online=True)
+        scores[name] = [r.frame_accuracy for r in result.datasets.values()]
+    assert scores["unset"] == scores["16"] == scores["50"]
+    assert all(0 < a <= 1 for a in scores["16"])
