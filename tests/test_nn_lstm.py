@@ -81,15 +81,22 @@ def _cell_equations(layer, x, n1, mask=None):
     return torch.stack(out)
 
 
-@pytest.mark.parametrize("fused", [False, True], ids=["per_step", "fused"])
-def test_training_forward_matches_cell_equations_and_gradcheck(fused):
-    if fused and not _fused_available():
-        pytest.skip("the fused DDLSTM layer op is not built here")
+def _dual_layer(fused: bool) -> NormLSTMLayer:
+    """A float64 DDLSTM layer (D=4, H=3, max_len 8) with alphas (0.6, 0.8), fused or not."""
     torch.manual_seed(1)
     layer = NormLSTMLayer(4, 3, 8, dual=True).double()
     layer.fused = fused
     with torch.no_grad():
         layer.alpha.copy_(torch.tensor([0.6, 0.8]))
+    return layer
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["per_step", "fused"])
+def test_training_forward_matches_cell_equations_and_gradcheck(fused):
+    if fused and not _fused_available():
+        pytest.skip("the fused DDLSTM layer op is not built here")
+    layer = _dual_layer(fused)
+    with torch.no_grad():
         for bn in (layer.bn_x, layer.bn_h, layer.bn_c):
             bn.weight.uniform_(0.5, 1.5)
             bn.bias.uniform_(-0.5, 0.5)
@@ -192,11 +199,7 @@ def test_masked_training_forward_matches_cell_equations(fused):
     # running slots must stay as they were, while D2's are updated.
     if fused and not _fused_available():
         pytest.skip("the fused DDLSTM layer op is not built here")
-    torch.manual_seed(1)
-    layer = NormLSTMLayer(4, 3, 8, dual=True).double()
-    layer.fused = fused
-    with torch.no_grad():
-        layer.alpha.copy_(torch.tensor([0.6, 0.8]))
+    layer = _dual_layer(fused)
     x = _x(T=6)
     mask = _lengths_mask([3, 2, 2, 6, 5, 6], 6)
     domain = torch.tensor([0, 0, 0, 1, 1, 1])

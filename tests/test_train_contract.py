@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import textwrap
 
 import numpy as np
 import pytest
@@ -19,6 +18,7 @@ from actrec.evaluate import evaluate_run, score_dataset
 from actrec.runs import latest_run, load_checkpoint
 from actrec.train import TrainSpec, frame_hits, optimizer_groups, train_model
 
+from test_registry import write_dist
 from test_train_eval import make_store, metrics
 
 
@@ -100,15 +100,12 @@ class Exploding(TemporalModel):
 @pytest.fixture
 def bad_models(tmp_path, monkeypatch):
     site = tmp_path / "site"
-    info = site / "bad_models-1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: bad-models\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(textwrap.dedent("""\
+    write_dist(site, "bad-models", """\
         [actrec.models]
         stepless = bad_models_plugin:StepLess
         maskless = bad_models_plugin:MaskLess
         exploding-build = bad_models_plugin:Exploding
-        """))
+        """)
     (site / "bad_models_plugin.py").write_text(BAD_MODELS)
     monkeypatch.syspath_prepend(str(site))
     return site
