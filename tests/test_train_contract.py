@@ -237,13 +237,6 @@ def test_training_accuracy_uses_the_evaluation_rule():
     assert frame_hits(logits, batch, labels, "full") == (1, 3)
 
 
-def test_logged_training_accuracy_is_block_accuracy(stores, tmp_path):
-    run = tmp_path / "acc"
-    train_model(spec(stores["a"], d2=stores["b"], mix=(3, 3), iterations=2, log_every=1), run)
-    line = metrics(run)[0]
-    assert 0.0 <= line["train_frame_accuracy"] <= 1.0
-
-
 # --------------------------------------------------------------------------------------------
 # Results
 

@@ -153,6 +153,16 @@ def test_first_loss_is_the_cross_entropy_by_hand(stores, tmp_path):
                 total -= float(logp[t, n, y[t, n]].detach())
                 count += 1
     assert logged == pytest.approx(total / count, rel=1e-5)
+    # The logged training accuracy, by hand: each frame's argmax over its own dataset's block
+    # (D1: outputs 0..2, D2: 3..4) against its local label.
+    right = 0
+    for t in range(24):
+        for n in range(5):
+            if y[t, n] >= 0:
+                block = slice(0, 3) if n < 3 else slice(3, 5)
+                right += int(int(logp[t, n, block].argmax()) + block.start == y[t, n])
+    accuracy = metrics(tmp_path / "run")[0]["train_frame_accuracy"]
+    assert accuracy == pytest.approx(right / count)
 
 
 def test_resume_continues_exactly(stores, tmp_path):
