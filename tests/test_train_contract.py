@@ -19,7 +19,7 @@ from actrec.runs import latest_run, load_checkpoint
 from actrec.train import TrainSpec, frame_hits, optimizer_groups, train_model
 
 from test_registry import write_dist
-from test_train_eval import make_store, metrics
+from test_train_eval import make_store
 
 
 @pytest.fixture(scope="module")
