@@ -119,3 +119,17 @@ def test_domain_flags_rule():
         check_domain_flags(torch.tensor([0, 1, 1]), 4)
     with pytest.raises(ValueError, match="domain must be"):
         check_domain_flags(torch.zeros(2, 2, dtype=torch.long))
+
+
+def test_weights_are_made_on_the_statistics_device():
+    """Without alpha and mask nothing but the caller says the device: plain batch norm of a
+    tensor on another device (meta here, as CUDA would be) must not build its weights on the
+    CPU."""
+    from actrec.ops.ddbn_reference import bn_reference, ddbn_reference
+
+    meta = torch.device("meta")
+    assert contribution_weights(None, 4, 3, 4, dual=False, device=meta).device == meta
+    h = torch.empty(3, 4, 2, device=meta)
+    g, b = torch.ones(2, device=meta), torch.zeros(2, device=meta)
+    assert bn_reference(h, g, b)[0].device == meta
+    assert ddbn_reference(h, torch.full((2,), 0.75, device=meta), 4, g, b)[0].device == meta

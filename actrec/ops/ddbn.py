@@ -179,7 +179,8 @@ def ddbn(
         return ddbn_reference(h, alpha, n1, gamma, beta, eps, mask=mask)
     _check(h, alpha, n1, gamma, beta)
     t, n, _ = h.shape
-    w = contribution_weights(alpha, n1, t, n, mask, dtype=_stat_dtype(h.dtype))  # [2, T, N]
+    w = contribution_weights(alpha, n1, t, n, mask, dtype=_stat_dtype(h.dtype),
+                             device=h.device)  # [2, T, N]
     return torch.ops.actrec.ddbn_forward(h, w.to(h.device), n1, gamma, beta, float(eps))
 
 

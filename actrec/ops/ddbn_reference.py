@@ -65,7 +65,8 @@ def bn_reference(
     """
     _check(h, gamma, beta)
     t, n, _ = h.shape
-    w = contribution_weights(None, n, t, n, mask, dual=False, dtype=h.dtype)  # [2, T, N]
+    w = contribution_weights(None, n, t, n, mask, dual=False, dtype=h.dtype,
+                             device=h.device)  # [2, T, N]
     mean, var = weighted_stats(h, w[:1])  # [1, T, C]
     y = (h - mean[0][:, None]) * torch.rsqrt(var[0] + eps)[:, None] * gamma + beta  # [T, N, C]
     return y, mean[0], var[0]
@@ -113,7 +114,7 @@ def ddbn_reference(
         raise ValueError(f"alpha must be [2], got {tuple(alpha.shape)}")
     if not 0 <= n1 <= n:
         raise ValueError(f"split point n1={n1} outside 0..{n}")
-    w = contribution_weights(alpha, n1, t, n, mask, dtype=h.dtype)  # [2, T, N]
+    w = contribution_weights(alpha, n1, t, n, mask, dtype=h.dtype, device=h.device)  # [2, T, N]
     mean, var = weighted_stats(h, w)  # [2, T, C] each
     r = torch.rsqrt(var + eps)  # [2, T, C]
     z = torch.cat([(h[:, :n1] - mean[0, :, None]) * r[0, :, None],

@@ -50,13 +50,16 @@ def contribution_weights(
     *,
     dual: bool = True,
     dtype: torch.dtype | None = None,
+    device: torch.device | None = None,
 ) -> Tensor:  # -> [2, steps, n]
     """The weights ``w [2, T, N]`` with which row j at timestep t enters domain i's statistics.
 
     Tanh contributions times the mask for a two-domain batch (``dual`` and ``0 < n1 < n``),
     else the mask (ones without one) in both slots: plain batch norm, exactly, as the spec asks
     for single-domain batches. ``mask [T, N]`` (bool, True on real frames) may be None.
-    ``dtype`` defaults to alpha's (float32 without alpha); differentiable in ``alpha``.
+    ``dtype`` defaults to alpha's (float32 without alpha), ``device`` to alpha's or the mask's
+    (give the statistics' device: without alpha and mask nothing else says it); differentiable
+    in ``alpha``.
     """
     if not 0 <= n1 <= n:
         raise ValueError(f"split point n1={n1} outside 0..{n}")
@@ -67,12 +70,14 @@ def contribution_weights(
         raise ValueError("a two-domain batch needs alpha")
     if dtype is None:
         dtype = alpha.dtype if alpha is not None else torch.float32
-    device = alpha.device if alpha is not None else (mask.device if mask is not None else None)
+    if device is None:
+        device = alpha.device if alpha is not None else (mask.device if mask is not None
+                                                         else None)
     m = (torch.ones(steps, n, dtype=dtype, device=device) if mask is None
          else mask.to(device=device, dtype=dtype))  # [T, N]
     if not two:
         return m.expand(2, steps, n).contiguous()
-    tau = tau_weights(n, n1, alpha.to(dtype))  # [2, N]
+    tau = tau_weights(n, n1, alpha.to(device=device, dtype=dtype))  # [2, N]
     return tau[:, None, :] * m  # [2, T, N]
 
 
