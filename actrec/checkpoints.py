@@ -25,7 +25,9 @@ CHECKPOINT_VERSION = 1
 
 def log_line(handle: Any, line: dict[str, Any]) -> None:
     """Append ``line`` as one JSON line to the open metrics log and flush it."""
-    handle.write(json.dumps(line) + "\n")
+    from actrec.runs import json_safe
+
+    handle.write(json.dumps(json_safe(line), allow_nan=False) + "\n")
     handle.flush()
 
 
@@ -81,5 +83,6 @@ def restore(checkpoint, model, optimizer, rng, path: Path, device) -> None:
         if device.type == "cuda" and "torch_cuda" in checkpoint["rng"]:
             torch.cuda.set_rng_state(checkpoint["rng"]["torch_cuda"], device)
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{path}: cannot resume from this checkpoint ({first})") from None
+        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+        what = " ".join(lines[:4]) if lines else type(exc).__name__  # torch's reason is line 2+
+        raise DataError(f"{path}: cannot resume from this checkpoint ({what})") from None

@@ -60,35 +60,52 @@ def same_store(a: FeatureStore, b: FeatureStore) -> bool:
 
 
 def store_fingerprint(store: FeatureStore, split: str) -> dict[str, Any]:
-    """What a run trained on in ``store``: its identity (source, extractor and config), its
-    extractor config, and the frame count of every video of ``split`` (train and test)."""
+    """What a run trained on in ``store``: its identity (source, extractor and config), whether
+    the store recorded its source, its extractor config, and for every stored video of
+    ``split`` (train and test) the frame count and the digests its commit recorded."""
     _, lists = choose_split(store, split)
     ids = sorted({*lists.get("train", ()), *lists.get("test", ())})
-    frames = {v: store.num_frames(v) for v in ids if store.has(v)}
+    videos = {}
+    for v in ids:
+        if store.has(v):
+            attrs = store.video_attrs(v)
+            digests = {k: r.get("sha256") for k, r in (attrs.get("integrity") or {}).items()}
+            videos[v] = {"frames": int(attrs["num_frames"]), "sha256": digests}
     return {"identity": getattr(store, "identity", None),
+            "has_source": getattr(store, "source", None) is not None,
             "extractor_config": store.attrs.get("extractor_config"),
-            "split": split, "frames": frames}
+            "split": split, "videos": videos}
 
 
 def store_changes(recorded: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
-    """What differs between two ``store_fingerprint``s, in words (empty when nothing does)."""
+    """What differs between two ``store_fingerprint``s, in words (empty when nothing does).
+
+    A video extracted since (a test video that was missing) is not a change; one that is gone,
+    has another frame count or other recorded digests is. Identities are compared when both
+    stores recorded their source (recording it on an older store changes the identity, not
+    the data)."""
     changes = []
-    if recorded.get("identity") != now.get("identity"):
+    if recorded.get("has_source") and now.get("has_source") and \
+            recorded.get("identity") != now.get("identity"):
         changes.append("its source or extractor differs")
     if recorded.get("extractor_config") != now.get("extractor_config"):
         changes.append(f"extractor config {recorded.get('extractor_config')} -> "
                        f"{now.get('extractor_config')}")
-    old, new = dict(recorded.get("frames") or {}), dict(now.get("frames") or {})
-    gone, added = sorted(set(old) - set(new)), sorted(set(new) - set(old))
-    resized = sorted(v for v in set(old) & set(new) if old[v] != new[v])
+    old, new = dict(recorded.get("videos") or {}), dict(now.get("videos") or {})
+    gone = sorted(set(old) - set(new))
+    both = sorted(set(old) & set(new))
+    resized = [v for v in both if old[v]["frames"] != new[v]["frames"]]
+    rewritten = [v for v in both if v not in resized and old[v].get("sha256")
+                 and new[v].get("sha256") and old[v]["sha256"] != new[v]["sha256"]]
     if gone:
         changes.append(f"{len(gone)} video(s) missing (e.g. '{gone[0]}')")
-    if added:
-        changes.append(f"{len(added)} video(s) added (e.g. '{added[0]}')")
     if resized:
         v = resized[0]
         changes.append(f"{len(resized)} video(s) have other frame counts (e.g. '{v}': "
-                       f"{old[v]} -> {new[v]})")
+                       f"{old[v]['frames']} -> {new[v]['frames']})")
+    if rewritten:
+        changes.append(f"{len(rewritten)} video(s) hold other features or labels (e.g. "
+                       f"'{rewritten[0]}')")
     return changes
 
 
@@ -219,10 +236,11 @@ def check_model_contract(name: str, plugin: Any, model: SequenceModel) -> None:
 
 
 def resolve_model(checkpoint: Mapping[str, Any], layout: InputLayout, labels: LabelSpace, *,
-                  where: Any) -> SequenceModel:
-    """A fresh module of the model a training checkpoint holds, configured exactly as trained:
-    from the plugin config the run recorded (its ``max_len`` included), or, for checkpoints
-    without one, from the spec's options and history. ``where`` names the checkpoint in errors."""
+                  where: Any) -> tuple[Any, SequenceModel]:
+    """The plugin and a fresh module of the model a training checkpoint holds, configured
+    exactly as trained: from the plugin config the run recorded (its ``max_len`` included,
+    whatever today's defaults are), or, for checkpoints without one, from the spec's options
+    and history. ``where`` names the checkpoint in errors."""
     name = str(checkpoint["model_name"])
     spec = checkpoint.get("spec", {})
     cls = _model_class(name)
@@ -230,6 +248,6 @@ def resolve_model(checkpoint: Mapping[str, Any], layout: InputLayout, labels: La
     if isinstance(recorded, Mapping):
         # The recorded config already holds the projection and max_len the run trained with.
         config = cls.Config.from_options(dict(recorded), owner=f"model '{name}' ({where})")
-        return _instantiate(name, cls, config, layout, labels)[1]
+        return _instantiate(name, cls, config, layout, labels)
     return build_model(name, spec.get("model_options", {}), layout, labels,
-                       history=int(spec.get("history", 200)))[1]
+                       history=int(spec.get("history", 200)))

@@ -46,10 +46,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from actrec.nn.base import SequenceModel
 
 __all__ = ["DatasetResult", "EvalResult", "evaluate_run", "evaluate_model", "predict_videos",
-           "score_dataset", "store_background"]
+           "score_dataset"]
 
 OVERLAPS = (0.10, 0.25, 0.50)
-SEGMENT_BACKGROUND = ("exclude", "include")
 BATCH_VIDEOS = 32  # videos stepped side by side
 
 
@@ -185,13 +184,14 @@ def score_dataset(
         f1_from_counts,
         per_class_accuracy,
         segment_counts,
+        segment_exclusions,
     )
 
     per_video: dict[str, dict[str, float]] = {}
     correct = labelled = 0
     accs, edits = [], []
     counts = {k: SegmentCounts(0, 0, 0) for k in OVERLAPS}
-    drop = (-1, *(int(b) for b in background))
+    drop = segment_exclusions(background)  # unlabelled frames and the background
     for vid, p, y in zip(ids, preds, targets):
         keep = y >= 0
         n = int(keep.sum())
@@ -227,12 +227,6 @@ def _per_class(classes, preds, targets, per_class_accuracy) -> dict[str, float]:
     return {name: float(r) for name, r in zip(classes, recall)}
 
 
-def store_background(store: FeatureStore) -> tuple[int, ...]:
-    """The background classes (local indices) a feature store records; () when it records
-    none (stores written before background classes were recorded)."""
-    return tuple(int(b) for b in (getattr(store, "background", None) or ()))
-
-
 def evaluate_model(
     model: SequenceModel,
     stores: Sequence[FeatureStore],
@@ -252,9 +246,11 @@ def evaluate_model(
     when both stores name the same dataset). ``segment_background`` ``"exclude"`` leaves each
     store's background classes out of the segment metrics, ``"include"`` keeps them."""
     from actrec.components import choose_split
+    from actrec.metrics import SEGMENT_BACKGROUND_MODES
 
-    if segment_background not in SEGMENT_BACKGROUND:
-        raise ActrecError(f"segment_background must be one of {', '.join(SEGMENT_BACKGROUND)}, "
+    if segment_background not in SEGMENT_BACKGROUND_MODES:
+        raise ActrecError(f"segment_background must be one of "
+                          f"{', '.join(SEGMENT_BACKGROUND_MODES)}, "
                           f"got {segment_background!r}")
 
     names = [str(s.attrs.get("dataset") or Path(s.path).stem) for s in stores]
@@ -282,7 +278,7 @@ def evaluate_model(
                                task=task)
         if task is not None:
             progress.remove_task(task)
-        bg = store_background(store) if segment_background == "exclude" else ()
+        bg = store.background if segment_background == "exclude" else ()
         results[names[k]] = score_dataset(names[k], str(store.path), split_name, ids, preds,
                                           targets, labels.classes[k], bg)
     return results
@@ -377,7 +373,7 @@ def evaluate_run(
     if dev.type == "cuda" and not torch.cuda.is_available():
         dev = torch.device("cpu")
     with torch.random.fork_rng(devices=[]):
-        model = resolve_model(ckpt, layout, labels, where=ckpt_path)
+        _, model = resolve_model(ckpt, layout, labels, where=ckpt_path)
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:

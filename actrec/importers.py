@@ -74,16 +74,16 @@ def _write_all(store, items, report: ImportReport, overwrite: bool, progress: Pr
     if progress is not None and hasattr(progress, "add_task"):
         task = progress.add_task(f"import {report.dataset}", total=total)
     for done, (video, payload) in enumerate(items, 1):
-        damaged = store.has(video) and bool(store.damage(video))
-        if damaged:
-            key = "damaged videos imported again"
-            report.repairs[key] = report.repairs.get(key, 0) + 1
+        damaged = not overwrite and store.has(video) and bool(store.damage(video))
         if not overwrite and store.has(video) and not damaged:
             report.already_present += 1
         else:
             features, labels, fps, source = load(video, payload)
             store.write_video(video, features, labels, fps=fps, source=source,
                               extra={"imported": True})
+            if damaged:  # counted once it is whole again
+                key = "damaged videos imported again"
+                report.repairs[key] = report.repairs.get(key, 0) + 1
             report.written += 1
             report.frames += int(features.shape[0])
             report.dim = int(features.shape[1])

@@ -117,7 +117,8 @@ def archive_results(run_dir: Path) -> list[Path]:
     iteration it scored (``eval-online-it50.json``): called when training continues, so that
     results of an earlier checkpoint never sit beside a newer one. Returns the new paths."""
     moved = []
-    for path in eval_files(run_dir):
+    legacy = Path(run_dir) / "eval.json"  # the one results file of runs before settings had theirs
+    for path in eval_files(run_dir) + ([legacy] if legacy.is_file() else []):
         try:
             iteration = int(read_json(path).get("protocol", {}).get("iteration", 0))
         except (DataError, AttributeError, TypeError, ValueError):

@@ -39,7 +39,9 @@ from actrec.components import (
     choose_split,
     open_store,
     resolve_device,
+    resolve_model,
     same_store,
+    store_changes,
     store_fingerprint,
 )
 from actrec.errors import ActrecError, ConfigError, DataError
@@ -111,11 +113,18 @@ def train_model(
         if checkpoint is not None:
             check_resume(checkpoint, spec, ckpt_path)
         data = _load_data(spec, progress)
+        if checkpoint is not None:
+            _check_stores_unchanged(checkpoint, data, ckpt_path)
         cuda = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(spec.seed)
-            plugin, model = build_model(spec.model, spec.model_options, data.layout,
-                                        data.labels, history=spec.history)
+            if checkpoint is not None and "model_config" in checkpoint:
+                # As trained, whatever today's defaults are (an older run's max_len, say).
+                plugin, model = resolve_model(checkpoint, data.layout, data.labels,
+                                              where=ckpt_path)
+            else:
+                plugin, model = build_model(spec.model, spec.model_options, data.layout,
+                                            data.labels, history=spec.history)
             init_rng = torch.get_rng_state()
     except BaseException:
         _remove_if_empty(run_dir)  # e.g. a fresh folder made by the caller for this run
@@ -231,6 +240,18 @@ def check_finite(bank: Any, store: Any) -> None:
             raise DataError(f"feature store {store.path}: video '{vid}' has a non-finite "
                             f"feature value ({x[t, d]}) at frame {t}, dimension {d} "
                             f"({int(bad.any(1).sum())} frame(s) affected); re-extract it")
+
+
+def _check_stores_unchanged(checkpoint: Mapping[str, Any], data: _Data, path: Path) -> None:
+    """``DataError`` when a store changed since the checkpoint was written: a resumed run
+    must train on the data it started on."""
+    recorded = checkpoint.get("store_fingerprints") or []
+    for fp, now, store in zip(recorded, data.fingerprints, data.stores):
+        changes = store_changes(fp, now)
+        if changes:
+            raise DataError(f"feature store {store.path} changed since {path} was written: "
+                            f"{'; '.join(changes)}; resume on the data the run started on, or "
+                            f"train a new run")
 
 
 def _remove_if_empty(run_dir: Path) -> None:

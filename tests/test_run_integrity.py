@@ -3,6 +3,7 @@ changed stores, NaN features, impossible histories and seeds, a full disk, file 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 import subprocess
@@ -125,3 +126,44 @@ def test_a_split_that_tests_its_own_training_videos_is_refused(tmp_path):
     with pytest.raises(DataError, match=r"split '1' lists 1 video\(s\) both for training and "
                                         r"for testing \(e\.g\. 'v2'\)"):
         train_model(spec(store.path), tmp_path / "run")
+
+
+def test_evaluation_compares_content_and_accepts_test_videos_extracted_later(tmp_path):
+    path = make_store(tmp_path / "a.zarr", dim=4, classes=2, n_train=4, n_test=2, seed=5)
+    store = FeatureStore.open(path)
+    x1, y1 = store.read("te1")
+    store.remove("te1")  # a test video whose extraction had failed when the run trained
+    run = tmp_path / "run"
+    train_model(spec(path), run)
+    store.write_video("te1", x1, y1, fps=15.0, source=None)  # extracted later: not a change
+    assert evaluate_run(run, online=True).datasets["toy5"].videos == 2
+    x, y = store.read("te0")
+    store.remove("te0")  # re-extracted with other values but the same length
+    store.write_video("te0", x + 1.0, y, fps=15.0, source=None)
+    with pytest.raises(DataError, match=r"1 video\(s\) hold other features or labels "
+                                        r"\(e\.g\. 'te0'\)"):
+        evaluate_run(run, online=True)
+
+
+def test_resuming_refuses_a_changed_store_and_builds_the_model_as_trained(tmp_path):
+    import torch
+
+    path = make_store(tmp_path / "a.zarr", dim=4, classes=2, n_train=4, n_test=1, seed=6)
+    run = tmp_path / "run"
+    opts = {"hidden": 4, "layers": 1, "max_len": 30}
+    train_model(spec(path, model="bnlstm", model_options=opts, iterations=2), run)
+    # A run from before max_len followed the history: its spec has no max_len, its recorded
+    # model config the old default. Resuming must build that model, not today's default.
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    ckpt["spec"]["model_options"] = {"hidden": 4, "layers": 1}
+    torch.save(ckpt, run / "checkpoint.pt")
+    old_style = spec(path, model="bnlstm", model_options={"hidden": 4, "layers": 1},
+                     iterations=3)
+    assert train_model(old_style, run).iterations == 3
+    store = FeatureStore.open(path)
+    x, y = store.read("tr0")
+    store.remove("tr0")
+    store.write_video("tr0", x * 2.0, y, fps=15.0, source=None)
+    with pytest.raises(DataError, match=r"changed since .*checkpoint.pt was written: 1 "
+                                        r"video\(s\) hold other features"):
+        train_model(dataclasses.replace(old_style, iterations=4), run)

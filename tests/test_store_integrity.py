@@ -171,3 +171,19 @@ def test_check_command_reports_and_exits_nonzero(tmp_path):
     assert "v2" in text and "labels: chunk c/1 is missing" in text and "1 ok, 2 damaged" in text
     missing = runner.invoke(cli, ["check", str(tmp_path / "nope.zarr")])
     assert missing.exit_code != 0 and "no feature store here" in str(missing.exception)
+
+
+def test_a_source_recorded_by_a_relative_path_is_the_same_file(tmp_path, monkeypatch):
+    """Older stores recorded the source path as given; the same file named absolutely is not
+    a changed source (extract would otherwise redo every video of such a store)."""
+    from actrec.io.integrity import source_change
+
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"x" * 10)
+    monkeypatch.chdir(tmp_path)
+    st = video.stat()
+    recorded = {"path": "v.mp4", "size": st.st_size, "mtime": st.st_mtime}
+    assert source_change(recorded, video) is None
+    other = tmp_path / "w.mp4"
+    other.write_bytes(b"x" * 10)
+    assert "source is now" in source_change(recorded, other)

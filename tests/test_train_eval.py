@@ -171,13 +171,16 @@ def test_resume_continues_exactly(stores, tmp_path):
     first = train_model(spec(stores["a"], iterations=20), split)
     assert first.iterations == 20
     scored = evaluate_run(split, online=True).to_dict()  # results of iteration 20
+    (split / "eval.json").write_text('{"protocol": {"iteration": 20}}')  # as runs before had
     # An interrupted run may have logged past its checkpoint, even half a line.
     with open(split / "metrics.jsonl", "a") as handle:
         handle.write('{"iteration": 25, "loss": 9.0}\n{"iteration": 2')
     second = train_model(spec(stores["a"], iterations=30), split)
     assert second.resumed_from == 20 and second.iterations == 30
     # The iteration-20 results are kept, set aside, never beside the iteration-30 checkpoint.
-    assert not list(split.glob("eval-*.json"))
+    assert not list(split.glob("eval*.json"))
+    assert json.loads((split / "earlier" / "eval-it20.json").read_text())["protocol"] == {
+        "iteration": 20}
     kept = json.loads((split / "earlier" / "eval-online-it20.json").read_text())
     assert kept["protocol"]["iteration"] == 20
     assert kept["datasets"]["toy1"]["frames"] == scored["datasets"]["toy1"]["frames"]

@@ -109,7 +109,8 @@ def source_change(recorded: Mapping[str, Any] | None, path: str | Path | None) -
         stat = path.stat()
     except OSError:
         return None
-    if recorded.get("path") is not None and Path(recorded["path"]) != path:
+    # Older stores recorded the path as given (perhaps relative): compare resolved paths.
+    if recorded.get("path") is not None and Path(recorded["path"]).resolve() != path.resolve():
         return f"source is now {path}, features were made from {recorded['path']}"
     if stat.st_size != recorded.get("size"):
         return f"{path} has {stat.st_size} bytes, {recorded['size']} when extracted"
