@@ -315,3 +315,23 @@ def test_fused_layer_path_equals_per_step_path(dual, n1):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-10, atol=1e-12, msg=name)
     for (name, p), (_, q) in zip(a.named_buffers(), b.named_buffers()):
         torch.testing.assert_close(p, q, rtol=1e-11, atol=1e-12, msg=name)
+
+
+def test_domain_flags_are_checked_where_sequences_enter_not_at_every_step():
+    """One rule (only 0/1) for eval, checked once: by init_state before stepping and by an
+    eval-mode forward; the per-step ops then trust the flags (no host sync per step)."""
+    from actrec.nn.models import NormLSTMClassifier
+
+    model = NormLSTMClassifier(4, 3, hidden=5, layers=2, max_len=6).eval()
+    x = torch.randn(3, 2, 4)
+    for bad in ([0, 2], [-1, 0]):
+        with pytest.raises(ValueError, match=r"domain flags must be 0 \(D1\) or 1 \(D2\)"):
+            model.init_state(2, torch.tensor(bad))
+        with pytest.raises(ValueError, match=r"domain flags must be 0 \(D1\) or 1 \(D2\)"):
+            model(x, torch.tensor(bad))
+    state = model.init_state(2, torch.tensor([0, 1]))
+    stepped = []
+    for t in range(3):
+        logits, state = model.step(x[t], state)
+        stepped.append(logits)
+    torch.testing.assert_close(torch.stack(stepped), model(x, torch.tensor([0, 1])))

@@ -176,10 +176,13 @@ class DualDomainBatchNorm(PerTimestepNorm):
         super().__init__((2,), num_channels, max_len, momentum, eps)
 
     def forward(
-        self, h: Tensor, alpha: Tensor, domain: Tensor, t0: int = 0, mask: Tensor | None = None
+        self, h: Tensor, alpha: Tensor, domain: Tensor, t0: int = 0, mask: Tensor | None = None,
+        *, domain_checked: bool = False,
     ) -> Tensor:
         """``h [T, N, C]`` holds timesteps ``t0 .. t0+T-1``; ``domain [N]``, sorted in training;
         ``mask [T, N]`` True on real frames (training only: evaluation has no batch statistics).
+        ``domain_checked``: the caller has checked the flags (0/1) already, so evaluation skips
+        the check (a host sync) at every step.
         """
         from actrec.ops import ddbn, ddbn_eval
 
@@ -187,7 +190,8 @@ class DualDomainBatchNorm(PerTimestepNorm):
         if not self.training:
             idx = self.eval_slots(t0, t, h.device)  # [T]
             rm, rv = self.running_mean[:, idx], self.running_var[:, idx]  # [2, T, C]
-            return ddbn_eval(h, domain, rm, rv, self.weight, self.bias, self.eps)
+            return ddbn_eval(h, domain, rm, rv, self.weight, self.bias, self.eps,
+                             checked=domain_checked)
         n1 = split_point(domain)
         y, mean, var = ddbn(h, alpha, n1, self.weight, self.bias, self.eps, mask=mask)
         w = contribution_weights(alpha.detach(), n1, t, n, mask, dtype=torch.float64)  # [2,T,N]

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from actrec.nn.base import split_point
+from actrec.ops.domains import check_domain_flags
 from actrec.nn.ddbn import (
     DualDomainBatchNorm,
     SequenceBatchNorm,
@@ -79,7 +80,9 @@ class NormLSTMLayer(nn.Module):
     def _bn(
         self, bn: nn.Module, h: Tensor, domain: Tensor, t0: int, mask: Tensor | None = None
     ) -> Tensor:
-        return bn(h, self.alpha, domain, t0, mask) if self.dual else bn(h, t0, mask)
+        # Domain flags are checked where sequences enter (forward; init_state for stepping).
+        return (bn(h, self.alpha, domain, t0, mask, domain_checked=True) if self.dual
+                else bn(h, t0, mask))
 
     def norms(self) -> tuple[nn.Module, nn.Module, nn.Module]:
         """``(bn_x, bn_h, bn_c)``."""
@@ -117,7 +120,9 @@ class NormLSTMLayer(nn.Module):
         available (``actrec.ops.ddlstm_layer``) and ``fused`` set, the time loop runs in C++
         and the running statistics are updated from the op's per-step batch statistics;
         otherwise per step here, each step updating only its own statistics slot. Both give
-        the same numbers."""
+        the same numbers. ``domain`` must hold only 0 and 1 (checked here)."""
+        if not self.training and self.dual:
+            domain = check_domain_flags(domain, x.shape[1])
         self._remember_split(domain)
         if self._can_fuse(x):
             return self._forward_fused(x, domain, mask)
@@ -175,7 +180,9 @@ class NormLSTMLayer(nn.Module):
         return z, z
 
     def step(self, x_t: Tensor, state: LayerState, t: int, domain: Tensor) -> LayerState:
-        """Timestep ``t`` from ``x_t [N, D]`` and ``(h, c)``; eval mode (running statistics)."""
+        """Timestep ``t`` from ``x_t [N, D]`` and ``(h, c)``; eval mode (running statistics).
+        ``domain`` is trusted to hold only 0 and 1: check it once before stepping
+        (``actrec.ops.domains.check_domain_flags``; ``NormLSTMClassifier.init_state`` does)."""
         gx = self._bn(self.bn_x, F.linear(x_t, self.weight_ih)[None], domain, t)[0] + self.bias
         return self._cell(gx, *state, t, domain)  # [N, 4H] -> (h, c) [N, H]
 

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from actrec.nn.base import SequenceModel, check_mask, zero_padding
+from actrec.ops.domains import check_domain_flags
 from actrec.nn.gru import DropoutGRU
 from actrec.nn.heads import DomainProjection
 from actrec.nn.lstm import NormLSTM
@@ -77,6 +78,7 @@ class NormLSTMClassifier(_Projected):
 
     def init_state(self, batch: int, domain: Tensor) -> dict[str, Any]:
         like = self.head.weight
+        domain = check_domain_flags(domain, batch)  # once, not at every step
         return {"t": 0, "domain": domain, "layers": self.rnn.init_state(batch, like)}
 
     def step(self, x_t: Tensor, state: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:

@@ -192,18 +192,24 @@ def ddbn_eval(
     gamma: Tensor,
     beta: Tensor,
     eps: float = 1e-5,
+    *,
+    checked: bool = False,
 ) -> Tensor:
     """DDBN at evaluation, as :func:`actrec.ops.ddbn_reference.ddbn_eval_reference`: row n of
     ``h [T, N, C]`` uses domain ``domain[n]``'s running statistics ``[2, T_max, C]``; timesteps
     ``t >= T_max`` use slot ``T_max - 1``.
 
     ``domain [N]`` must hold only 0 (D1) and 1 (D2): anything else is a ValueError, checked
-    here for every backend (:func:`actrec.ops.domains.check_domain_flags`).
+    here for every backend (:func:`actrec.ops.domains.check_domain_flags`), unless ``checked``
+    says the caller did so already (a model checks its sequences' flags once, in
+    ``init_state``, not at every step: the check costs a host sync).
     """
     if h.dim() != 3:
         raise ValueError(f"expected h of shape [T, N, C], got {tuple(h.shape)}")
-    domain = check_domain_flags(domain, h.shape[1])
+    if not checked:
+        domain = check_domain_flags(domain, h.shape[1])
     if not _ext_supports(h):
-        return ddbn_eval_reference(h, domain, running_mean, running_var, gamma, beta, eps)
+        return ddbn_eval_reference(h, domain, running_mean, running_var, gamma, beta, eps,
+                                   checked=True)
     return torch.ops.actrec.ddbn_eval(h, domain, running_mean, running_var, gamma, beta,
                                       float(eps))

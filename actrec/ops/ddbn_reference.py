@@ -130,12 +130,16 @@ def ddbn_eval_reference(
     gamma: Tensor,
     beta: Tensor,
     eps: float = 1e-5,
+    *,
+    checked: bool = False,
 ) -> Tensor:
     """DDBN at evaluation: row n of ``h [T, N, C]`` uses domain ``domain[n]``'s running
     statistics ``[2, T_max, C]``; timesteps t >= T_max use slot T_max - 1. Rows need not be sorted.
+    Domain flags other than 0/1 are a ValueError unless ``checked`` (by the caller) is set.
     """
     _check(h, gamma, beta)
-    domain = check_domain_flags(domain, h.shape[1])  # only 0/1: never wrapped
+    if not checked:
+        domain = check_domain_flags(domain, h.shape[1])  # only 0/1: never wrapped
     t_max = running_mean.shape[1]
     idx = torch.arange(h.shape[0], device=h.device).clamp_max(t_max - 1)
     mean = running_mean[domain][:, idx].transpose(0, 1).to(h.dtype)  # [N, T, C] -> [T, N, C]
