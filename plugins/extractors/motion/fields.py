@@ -1,0 +1,128 @@
+"""Per-frame motion fields and the sliding windows over them, causal or centred.
+
+A motion *field* ``e_t`` is what changed between frame ``t-1`` and frame ``t`` (both grey,
+resized to ``S x S``): Farneback optical flow ``[S, S, 2]`` (pixels of the resized frame per
+frame, x right, y down), or the absolute grey difference ``[S, S]`` (0..255). A *window* of
+``w`` frames ending at frame ``t`` holds the ``w - 1`` fields ``e_{t-w+2} .. e_t`` (oldest
+first), and every motion feature of frame ``t`` is a function of one window.
+
+Ends of a video: frames before the first are copies of the first and frames after the last are
+copies of the last, so the fields there are zero (set exactly, not estimated: Farneback of two
+identical images is not guaranteed to be exactly zero).
+
+Causal (default): frame ``t``'s window ends at ``t``: only past frames. Centred: frame ``t``'s
+window ends at ``t + k`` with ``k = w // 2`` (the window ``t-k .. t+k`` for odd ``w``), so that
+centred feature ``t`` equals causal feature ``t + k`` wherever ``t + k`` is inside the video:
+the extractor's ``lookahead`` is ``k``. ``sliding_windows`` keeps the last ``w - 2`` fields and
+the last frame between batches, so nothing depends on how frames are batched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+import numpy as np
+
+__all__ = ["FLOW_PARAMS", "FIELD_KINDS", "grey_frames", "flow_fields", "diff_fields",
+           "sliding_windows"]
+
+# Farneback's parameters (pyramid scale, levels, window size, iterations, polynomial size and
+# sigma): three levels and a 9-pixel window suit the small frames (64-224 px) used here.
+FLOW_PARAMS = (0.5, 3, 9, 3, 5, 1.1, 0)
+FIELD_KINDS = ("flow", "diff")
+
+
+def grey_frames(frames: np.ndarray, size: int) -> np.ndarray:
+    """uint8 RGB ``[B, H, W, 3]`` -> uint8 grey ``[B, size, size]`` (OpenCV's luma weights,
+    area interpolation)."""
+    import cv2
+
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[3] != 3:
+        raise ValueError(f"motion extractors expect frames [B, H, W, 3], got {frames.shape}")
+    out = np.empty((frames.shape[0], size, size), dtype=np.uint8)
+    for i, frame in enumerate(frames.astype(np.uint8, copy=False)):
+        grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+        out[i] = grey if grey.shape == (size, size) else \
+            cv2.resize(grey, (size, size), interpolation=cv2.INTER_AREA)
+    return out
+
+
+def flow_fields(prev: np.ndarray, grey: np.ndarray) -> np.ndarray:
+    """Farneback flow from each frame to the next: ``prev`` ``[S, S]`` then ``grey``
+    ``[B, S, S]`` uint8 -> float32 ``[B, S, S, 2]`` (field ``b`` is from frame ``b-1``, the
+    first from ``prev``)."""
+    import cv2
+
+    out = np.empty((*grey.shape, 2), dtype=np.float32)
+    before = prev
+    for i, frame in enumerate(grey):
+        out[i] = cv2.calcOpticalFlowFarneback(before, frame, None, *FLOW_PARAMS)
+        before = frame
+    return out
+
+
+def diff_fields(prev: np.ndarray, grey: np.ndarray) -> np.ndarray:
+    """Absolute grey differences of consecutive frames, float32 ``[B, S, S]`` in 0..255."""
+    stacked = np.concatenate([prev[None], grey]).astype(np.int16)  # [B+1, S, S]
+    return np.abs(np.diff(stacked, axis=0)).astype(np.float32)
+
+
+def sliding_windows(
+    batches: Iterable[np.ndarray],
+    *,
+    kind: str,
+    window: int,
+    size: int,
+    centred: bool,
+    compute: Callable[[np.ndarray], np.ndarray],
+) -> Iterator[np.ndarray]:
+    """``compute(fields)`` per batch, where ``fields`` ``[w - 2 + B, ...]`` holds the fields of
+    ``B`` consecutive windows (window ``i`` is ``fields[i : i + w - 1]``) and ``compute`` returns
+    one row per window, ``[B, D]``.
+
+    Consumes RGB frame batches in time order and yields, in total, exactly one row per frame
+    (see the module docstring for which window each frame gets). ``kind`` is ``"flow"`` or
+    ``"diff"``.
+    """
+    if kind not in FIELD_KINDS:
+        raise ValueError(f"field kind must be one of {FIELD_KINDS}, got {kind!r}")
+    if window < 2:
+        raise ValueError(f"a motion window spans at least 2 frames, got {window}")
+    make = flow_fields if kind == "flow" else diff_fields
+    lookahead = window // 2 if centred else 0
+    to_drop = lookahead  # the first windows end before frame `lookahead`: nobody's window
+    last: np.ndarray | None = None  # last grey frame seen, [S, S] uint8
+    kept: np.ndarray | None = None  # the last w - 2 fields, [w - 2, S, S(, 2)]
+
+    def emit(new: np.ndarray) -> np.ndarray | None:
+        nonlocal kept, to_drop
+        fields = np.concatenate([kept, new])  # [w - 2 + B, ...]
+        kept = fields[fields.shape[0] - (window - 2):]
+        rows = compute(fields)  # [B, D]
+        drop = min(to_drop, rows.shape[0])
+        to_drop -= drop
+        return rows[drop:] if rows.shape[0] > drop else None
+
+    for batch in batches:
+        grey = grey_frames(batch, size)
+        if grey.shape[0] == 0:
+            continue
+        first = last is None
+        if first:
+            last = grey[0]  # the frame before the first is a copy of it: a zero field
+            shape = (window - 2, size, size) + ((2,) if kind == "flow" else ())
+            kept = np.zeros(shape, dtype=np.float32)
+        new = make(last, grey)
+        if first:
+            new[0] = 0.0
+        last = grey[-1]
+        rows = emit(new)
+        if rows is not None:
+            yield rows
+    if last is not None and lookahead:
+        # The frames after the last are copies of it: zero fields, exactly.
+        tail = np.zeros((lookahead, *kept.shape[1:]), dtype=np.float32)
+        rows = emit(tail)
+        if rows is not None:
+            yield rows

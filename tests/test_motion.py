@@ -1,0 +1,231 @@
+"""Motion extractors (flow, mhi, framediff): hand-computed descriptors of hand-made motion,
+causal and centred windows exactly as declared, and real mp4 files end to end."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from actrec import registry
+from actrec.errors import ConfigError
+from actrec_plugins.extractors.motion import FlowDescriptor, FrameDiffDescriptor, MHIDescriptor
+
+METHODS = {"flow": FlowDescriptor, "mhi": MHIDescriptor, "framediff": FrameDiffDescriptor}
+
+
+def _run(ext, frames, batch=None):
+    frames = np.asarray(frames, dtype=np.uint8)
+    batch = batch or len(frames)
+    out = list(ext.extract(frames[i:i + batch] for i in range(0, len(frames), batch)))
+    return np.concatenate(out)
+
+
+def _make(name, **options):
+    return registry.create("extractors", name, {k: str(v) for k, v in options.items()})
+
+
+def _bar_video(frames=8, size=16):
+    """A one-pixel white column on black at x = t in frame t (full height)."""
+    video = np.zeros((frames, size, size, 3), np.uint8)
+    for t in range(frames):
+        video[t, :, t] = 255
+    return video
+
+
+def _square_video(frames=10, size=64, step=(2, 0), side=16, seed=0, textured=True):
+    """A square moving ``step`` = (dx, dy) pixels per frame (y down) through the middle of the
+    frame: textured over a darker textured background, or flat white on black."""
+    rng = np.random.default_rng(seed)
+    if textured:
+        background = rng.integers(0, 60, (size, size), dtype=np.uint8)
+        texture = rng.integers(150, 256, (side, side), dtype=np.uint8)
+    else:
+        background = np.zeros((size, size), np.uint8)
+        texture = np.full((side, side), 255, np.uint8)
+    video = np.empty((frames, size, size, 3), np.uint8)
+    x0 = (size - side) // 2 - step[0] * (frames - 1) // 2
+    y0 = (size - side) // 2 - step[1] * (frames - 1) // 2
+    for t in range(frames):
+        img = background.copy()
+        x, y = x0 + step[0] * t, y0 + step[1] * t
+        img[y:y + side, x:x + side] = texture
+        video[t] = img[..., None]
+    return video
+
+
+def _orientation_share(rows, bins, mag_bins, grid=1):
+    """Per row, each orientation bin's share of the orientation mass summed over cells."""
+    per = rows.reshape(rows.shape[0], grid * grid, bins + mag_bins)[:, :, :bins].sum(axis=1)
+    return per / per.sum(axis=1, keepdims=True)
+
+
+# ---------------------------------------------------------------------------------- contract
+
+
+def test_plugins_are_registered_with_dims_and_lookahead():
+    for name, cls in METHODS.items():
+        ext = _make(name)
+        assert isinstance(ext, cls) and ext.lookahead == 0 and ext.causal
+        assert ext.dim() == 16 * (8 + 4)
+        assert _make(name, grid=2, bins=6, mag_bins=3).dim() == 4 * 9
+    # Centred: half the window ahead (flow's window is one field: t -> t+1).
+    assert _make("flow", centred="true").lookahead == 1
+    assert _make("mhi", centred="true").lookahead == 2
+    assert _make("framediff", centred=True, window=7).lookahead == 3
+    assert _make("mhi", centred="false", window=9).lookahead == 0
+
+
+@pytest.mark.parametrize("options", [{"grid": 0}, {"window": 1}, {"resize": 6},
+                                     {"bins": 0}, {"fps": -1}, {"centred": "maybe"},
+                                     {"unknown": 1}])
+def test_bad_options_are_config_errors(options):
+    with pytest.raises(ConfigError, match="extractor 'mhi'"):
+        _make("mhi", **options)
+
+
+# ------------------------------------------------------------------------ hand-made motion
+
+
+def test_mhi_of_a_moving_bar_by_hand():
+    # Frame 4, window 5: the four differences light columns (0,1), (1,2), (2,3), (3,4) with
+    # recency 1/4, 2/4, 3/4, 1, so the MHI's columns 0..4 are 0.25, 0.5, 0.75, 1, 1.
+    ext = MHIDescriptor(MHIDescriptor.Config(grid=1, bins=8, mag_bins=4, resize=16))
+    rows = _run(ext, _bar_video())
+    np.testing.assert_array_equal(rows[0], 0)  # nothing before the first frame; still
+    # pixels are in no recency bin
+    row = rows[4]
+    # Recency levels: 16 pixels each at 0.25, 0.5, 0.75 and 32 at 1, of 256.
+    np.testing.assert_allclose(row[8:], [16 / 256, 16 / 256, 16 / 256, 32 / 256], rtol=1e-6)
+    # Gradient inside the history (columns 1..3, rows 1..14): (0.75-0.25)/2, (1-0.5)/2,
+    # (1-0.75)/2, all pointing right (0 degrees): 14 * 0.625 / 256.
+    np.testing.assert_allclose(row[:8], [14 * 0.625 / 256, 0, 0, 0, 0, 0, 0, 0], rtol=1e-6)
+
+
+def test_framediff_of_a_moving_bar_by_hand():
+    # Mean difference over the 4 pairs: column 0 changed once, 1..3 twice, 4 once: / 4.
+    ext = FrameDiffDescriptor(FrameDiffDescriptor.Config(grid=1, bins=8, mag_bins=4,
+                                                         resize=16))
+    row = _run(ext, _bar_video())[4]
+    # Magnitudes 0.25 and 0.5 are far past the last doubling edge (bin 3); 11 columns still.
+    np.testing.assert_allclose(row[8:], [176 / 256, 0, 0, 80 / 256], rtol=1e-6)
+    # |gradient| on rows 1..14: columns 1..5 give 0.125, 0, 0.125, 0.25, 0.125, all
+    # horizontal (unsigned: bin 0).
+    np.testing.assert_allclose(row[:8], [14 * 0.625 / 256, 0, 0, 0, 0, 0, 0, 0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("step, expected_bin", [((2, 0), 0), ((0, -2), 2), ((-2, 0), 4),
+                                                ((0, 2), 6), ((2, -2), 1)])
+def test_flow_orientation_follows_the_motion(step, expected_bin):
+    # 8 bins of 45 degrees centred on 0, 45, 90, ...; y points up: dy = -2 (image) is 90.
+    ext = FlowDescriptor(FlowDescriptor.Config(grid=1, bins=8, mag_bins=4))
+    rows = _run(ext, _square_video(step=step))
+    # The first frame has no predecessor: no motion, every pixel in the lowest magnitude bin.
+    np.testing.assert_array_equal(rows[0], [0] * 8 + [1, 0, 0, 0])
+    share = _orientation_share(rows[2:], 8, 4)
+    assert (share[:, expected_bin] > 0.8).all(), share.round(2)
+    # The square moves 2 (or 2.8) pixels a frame: its pixels reach the top magnitude bin (>= 1).
+    assert (rows[2:, -1] >= 0.05).all()
+
+
+def test_mhi_orientation_follows_the_motion():
+    ext = MHIDescriptor(MHIDescriptor.Config(grid=1, bins=8, mag_bins=4))
+    for step, expected in (((2, 0), 0), ((0, 2), 6)):
+        # A flat square: its history is a clean ramp (a texture changes inside the square).
+        rows = _run(ext, _square_video(step=step, textured=False))
+        share = _orientation_share(rows[4:], 8, 4)
+        assert (share[:, expected] > 0.8).all(), (step, share.round(2))
+
+
+def test_still_video_gives_zero_motion():
+    still = np.repeat(_square_video(frames=1), 6, axis=0)
+    for name in METHODS:
+        rows = _run(_make(name), still)
+        orient = rows.reshape(6, 16, 12)[:, :, :8]
+        if name == "flow":  # Farneback of two identical images: a few thousandths of a pixel
+            np.testing.assert_allclose(orient, 0, atol=1e-2)
+        else:
+            np.testing.assert_array_equal(orient, 0)
+
+
+# ------------------------------------------------------------------- causal and centred
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_output_does_not_depend_on_batching(name):
+    video = _square_video(frames=11, step=(1, 1))
+    for centred in ("false", "true"):
+        whole = _run(_make(name, centred=centred), video)
+        assert whole.shape == (11, _make(name).dim())
+        for batch in (1, 3, 4):
+            np.testing.assert_array_equal(_run(_make(name, centred=centred), video, batch),
+                                          whole)
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_centred_feature_is_the_causal_feature_k_frames_later(name):
+    video = _square_video(frames=12, step=(2, 1))
+    causal = _run(_make(name), video, batch=5)
+    centred_ext = _make(name, centred="true")
+    k = centred_ext.lookahead
+    centred = _run(centred_ext, video, batch=5)
+    assert centred.shape == causal.shape
+    np.testing.assert_array_equal(centred[:-k], causal[k:])
+    if name != "flow":  # past the end the frames repeat the last one: exactly no new change
+        padded = np.concatenate([video, np.repeat(video[-1:], k, axis=0)])
+        np.testing.assert_array_equal(centred[-k:], _run(_make(name), padded)[-k:])
+    assert not np.array_equal(centred, causal)
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_a_change_reaches_back_exactly_lookahead_frames(name):
+    video = _square_video(frames=12, step=(2, 0))
+    changed = video.copy()
+    m = 8
+    changed[m:, 2:10, 2:10] = 255  # a new bright patch from frame m on
+    for centred in ("false", "true"):
+        ext = _make(name, centred=centred)
+        k = ext.lookahead
+        before, after = _run(ext, video, 4), _run(_make(name, centred=centred), changed, 4)
+        # Rows before m - k are untouched; row m - k sees the change.
+        np.testing.assert_array_equal(before[:m - k], after[:m - k])
+        assert not np.array_equal(before[m - k], after[m - k])
+
+
+def test_short_video_centred_still_gives_one_row_per_frame():
+    for name in METHODS:
+        for frames in (1, 2):
+            rows = _run(_make(name, centred="true"), _square_video(frames=frames))
+            assert rows.shape[0] == frames
+
+
+# -------------------------------------------------------------------------- real files
+
+
+def test_real_mp4_flow_and_mhi_see_rightward_motion(tmp_path, write_mp4):
+    from actrec.io.video import open_video
+
+    for name, textured in (("flow", True), ("mhi", False)):
+        video = _square_video(frames=12, size=96, step=(3, 0), textured=textured)
+        reader = open_video(write_mp4(tmp_path / f"square-{name}.mp4", video))
+        ext = _make(name, grid=1)
+        rows = np.concatenate(list(ext.extract(reader.iter_batches(5))))
+        assert rows.shape == (12, 12)
+        share = _orientation_share(rows[4:], 8, 4)
+        assert (share[:, 0] > 0.7).all(), (name, share.round(2))
+
+
+def test_extract_records_lookahead_in_the_store(tiny_kitchen, tmp_path):
+    from actrec.extract import extract_features
+    from actrec.io.features import FeatureStore
+
+    _, index = tiny_kitchen
+    ext = _make("mhi", centred="true", resize=16, grid=2)
+    report = extract_features(index, ext, tmp_path / "m.zarr", dataset_ref="synthetic:tiny")
+    assert report.ok and len(report.written) == len(index.videos)
+    store = FeatureStore.open(tmp_path / "m.zarr")
+    assert store.attrs["lookahead"] == 2 and store.attrs["causal"] is False
+    assert store.attrs["extractor_config"]["centred"] is True
+    vid = index.videos[store.videos()[0]]
+    feats, labels = store.read(vid.id)
+    assert feats.shape == (vid.num_frames, ext.dim()) and labels.shape == (vid.num_frames,)
+    assert np.isfinite(feats).all() and feats.any()
