@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from actrec_plugins.extractors.motion import (
+    FlowDescriptor,
+    FrameDiffDescriptor,
+    MHIDescriptor,
+)
 
 from actrec import registry
 from actrec.errors import ConfigError
-from actrec_plugins.extractors.motion import FlowDescriptor, FrameDiffDescriptor, MHIDescriptor
 
 METHODS = {"flow": FlowDescriptor, "mhi": MHIDescriptor, "framediff": FrameDiffDescriptor}
 

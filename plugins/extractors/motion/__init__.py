@@ -2,6 +2,11 @@
 images and multi-frame differencing, as weight-free descriptors (``descriptors``). The motion
 fields and their causal or centred windows are in ``fields``."""
 
-from .descriptors import FlowDescriptor, FrameDiffDescriptor, MHIDescriptor, MotionDescriptor
+from .descriptors import (
+    FlowDescriptor,
+    FrameDiffDescriptor,
+    MHIDescriptor,
+    MotionDescriptor,
+)
 
 __all__ = ["FlowDescriptor", "FrameDiffDescriptor", "MHIDescriptor", "MotionDescriptor"]

@@ -49,7 +49,7 @@ from actrec.plugin_api import FeatureExtractor, PluginConfig
 
 from .fields import sliding_windows
 
-__all__ = ["MotionDescriptor", "FlowDescriptor", "MHIDescriptor", "FrameDiffDescriptor"]
+__all__ = ["FlowDescriptor", "FrameDiffDescriptor", "MHIDescriptor", "MotionDescriptor"]
 
 
 @dataclass(frozen=True)

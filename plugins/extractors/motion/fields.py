@@ -23,8 +23,14 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
-__all__ = ["FLOW_PARAMS", "FIELD_KINDS", "grey_frames", "flow_fields", "diff_fields",
-           "sliding_windows"]
+__all__ = [
+    "FIELD_KINDS",
+    "FLOW_PARAMS",
+    "diff_fields",
+    "flow_fields",
+    "grey_frames",
+    "sliding_windows",
+]
 
 # Farneback's parameters (pyramid scale, levels, window size, iterations, polynomial size and
 # sigma): three levels and a 9-pixel window suit the small frames (64-224 px) used here.
