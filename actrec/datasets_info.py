@@ -31,7 +31,9 @@ class DatasetSummary:
     """Counts describing a dataset as loaded.
 
     ``frames_per_class`` follows ``classes`` (zeros included); ``unlabelled_frames`` counts
-    frames labelled ``-1``; ``repairs`` is what the loading policies dropped or repaired.
+    frames labelled ``-1``; ``repairs`` is what the loading policies dropped or repaired;
+    ``video_files`` counts the videos whose file (or frame folder) was found, and
+    ``missing_videos`` names the others with where they were looked for.
     """
 
     name: str
@@ -46,6 +48,8 @@ class DatasetSummary:
     participants: int
     splits: tuple[SplitSize, ...]
     repairs: dict[str, int] = field(default_factory=dict)
+    video_files: int = 0  # annotated videos whose file or frame folder was found
+    missing_videos: dict[str, str] = field(default_factory=dict)  # id -> where looked
 
     @property
     def num_classes(self) -> int:
@@ -72,6 +76,8 @@ class DatasetSummary:
                 for s in self.splits
             },
             "repairs": dict(self.repairs),
+            "video_files": self.video_files,
+            "missing_videos": dict(self.missing_videos),
         }
 
 
@@ -111,4 +117,6 @@ def summarize(index: DatasetIndex) -> DatasetSummary:
         participants=len({v.participant for v in index.videos.values()}),
         splits=splits,
         repairs=dict(sorted(index.repairs.items())),
+        video_files=sum(1 for v in index.videos.values() if v.path is not None),
+        missing_videos=dict(sorted(index.missing_videos.items())),
     )

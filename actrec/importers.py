@@ -10,9 +10,17 @@ Two layouts:
   "train_session_set": [...], "test_session_set": [...]}}``).
 
 Causality: public features of both layouts come from temporal windows that reach into the
-future (I3D over 21 frames in MS-TCN, 6-frame chunks in LSTR), by an amount the files do not
-record. The stores are therefore written with ``lookahead = -1`` ("unknown"), which the store
-records as ``causal: false``; ``extractor_config`` says so in words.
+future, by an amount the files do not record. Give it with ``lookahead`` (``--lookahead N``)
+when it is known: the public MS-TCN I3D features (Breakfast, 50 Salads, GTEA) take a window
+of 21 frames centred on each frame, t-10..t+10, so ``lookahead=10``; LSTR's features are
+computed on 6-frame chunks (``lookahead=5`` at the video rate, less at the chunk rate).
+Without it the stores are written with ``lookahead = -1`` ("unknown"), which the store records
+as ``causal: false``; ``extractor_config`` says which in words.
+
+Splits: the MS-TCN layout's ``splits/*.splitN.bundle`` files, LSTR's train / test session
+sets; or, for data that ship none (or to replace them), a rule over the imported videos
+(``splits``: ``loo``, ``kfold:K[:seed=S]``, see ``actrec.split_rules``), recorded as the
+store's ``split_scheme``. An MS-TCN folder without bundles needs a rule.
 
 Source and background: each store records its source (the layout, the import options and the
 import root as an absolute path; see ``actrec.io.features``) and refuses to be filled from
@@ -32,11 +40,37 @@ import numpy as np
 
 from actrec.errors import DataError
 
-__all__ = ["ImportReport", "import_mstcn", "import_lstr", "UNKNOWN_LOOKAHEAD"]
+__all__ = ["UNKNOWN_LOOKAHEAD", "ImportReport", "import_lstr", "import_mstcn"]
 
 UNKNOWN_LOOKAHEAD = -1
 _NOT_CAUSAL = ("public features computed over temporal windows that include future frames; "
                "lookahead unknown, so not causal")
+
+
+def _lookahead(lookahead: int | None) -> tuple[int, Any, str]:
+    """``(stored lookahead, recorded value, note)`` for a given or unknown (``None``)
+    lookahead; ``ConfigError`` for a negative one."""
+    from actrec.errors import ConfigError
+
+    if lookahead is None:
+        return UNKNOWN_LOOKAHEAD, "unknown", _NOT_CAUSAL
+    if isinstance(lookahead, bool) or not isinstance(lookahead, int) or lookahead < 0:
+        raise ConfigError(f"--lookahead: expected the number of future frames (an integer "
+                          f">= 0) each feature depends on, got {lookahead!r}")
+    causal = "causal" if lookahead == 0 else "not causal"
+    return lookahead, lookahead, (f"public features whose window reaches {lookahead} frame(s) "
+                                  f"past their own frame (given at import), so {causal}")
+
+
+def _rule_splits(rule: str | None, videos):
+    """``(split_scheme, splits)`` from split rule ``rule`` over ``videos``, or ``None``."""
+    from actrec.split_rules import make_splits, parse_split_rule
+
+    if rule is None:
+        return None
+    parsed = parse_split_rule(rule)
+    return parsed.text, {k: {"train": s.train, "test": s.test}
+                         for k, s in make_splits(parsed, videos).items()}
 
 # ``progress``: a ``rich.progress.Progress`` (one task, advanced per video, as the CLI passes)
 # or a callable ``(videos done, videos in total, current video id)``.
@@ -56,12 +90,18 @@ class ImportReport:
     dim: int | None = None
     classes: int = 0
     repairs: dict[str, int] = field(default_factory=dict)
+    lookahead: int = UNKNOWN_LOOKAHEAD  # -1: unknown
+    split_scheme: str = ""
+    splits: int = 0
 
     def to_dict(self) -> dict[str, Any]:
+        lookahead = ("unknown (not causal)" if self.lookahead < 0 else
+                     f"{self.lookahead} ({'causal' if self.lookahead == 0 else 'not causal'})")
         return {"store": str(self.store), "dataset": self.dataset, "extractor": self.extractor,
                 "written": self.written, "already_present": self.already_present,
                 "frames": self.frames, "dim": self.dim, "classes": self.classes,
-                "lookahead": "unknown (not causal)", "repairs": dict(self.repairs)}
+                "lookahead": lookahead, "split_scheme": self.split_scheme,
+                "splits": self.splits, "repairs": dict(self.repairs)}
 
 
 def _write_all(store, items, report: ImportReport, overwrite: bool, progress: Progress | None,
@@ -96,17 +136,21 @@ def _write_all(store, items, report: ImportReport, overwrite: bool, progress: Pr
 def import_mstcn(root: Path, store_path: Path, *, name: str, overwrite: bool = False,
                  progress: Progress | None = None, fps: float = 15.0,
                  background: str | None = "auto", length_policy: str = "truncate",
-                 dtype: str = "float16") -> ImportReport:
+                 dtype: str = "float16", lookahead: int | None = None,
+                 splits: str | None = None) -> ImportReport:
     """Write the features of an MS-TCN layout folder into the store at ``store_path``.
 
     Labels come from ``groundTruth/`` and are fitted to each feature length
     (``length_policy``, counted in ``report.repairs``). Videos with ground truth but no
     feature file are skipped and counted; a feature file with no ground truth is an error
-    only if no video has both. ``name`` becomes the store's dataset name.
+    only if no video has both. ``name`` becomes the store's dataset name. ``lookahead``
+    (future frames per feature, ``None``: unknown) and ``splits`` (a rule replacing the
+    bundles; required without bundles) as in the module docstring.
     """
+    from actrec_plugins.datasets.mstcn import load_mstcn
+
     from actrec.io import annotations as A
     from actrec.io.features import FeatureStore, source_of
-    from actrec_plugins.datasets.mstcn import load_mstcn
 
     root = Path(root).expanduser().resolve()
     if background is not None and background.strip().lower() in ("", "none"):
@@ -129,15 +173,26 @@ def import_mstcn(root: Path, store_path: Path, *, name: str, overwrite: bool = F
     if not items:
         raise DataError(f"{feature_dir}: no feature file matches a ground-truth file in "
                         f"{root / 'groundTruth'}")
-    config = {"layout": "mstcn", "source": str(root), "lookahead": "unknown",
-              "note": _NOT_CAUSAL}
+    stored_lookahead, recorded, note = _lookahead(lookahead)
+    ruled = _rule_splits(splits, [v for v, _ in items])
+    if ruled is not None:
+        scheme, split_lists = ruled
+    elif index.splits:
+        scheme = "mstcn-bundles"
+        split_lists = {k: {"train": s.train, "test": s.test} for k, s in index.splits.items()}
+    else:
+        raise DataError(f"{root / 'splits'}: no split bundles (test.splitN.bundle); give a "
+                        f"split rule: --splits loo, kfold:K or kfold:K:seed=S")
+    config = {"layout": "mstcn", "source": str(root), "lookahead": recorded, "note": note}
+    report.lookahead, report.split_scheme, report.splits = (stored_lookahead, scheme,
+                                                            len(split_lists))
     store = FeatureStore.open_or_create(
-        store_path, dataset=name, split_scheme="mstcn-bundles", classes=index.classes,
-        splits={k: {"train": s.train, "test": s.test} for k, s in index.splits.items()},
-        extractor="mstcn-import", extractor_config=config,
-        lookahead=UNKNOWN_LOOKAHEAD, dtype=dtype, background=index.background_classes,
+        store_path, dataset=name, split_scheme=scheme, classes=index.classes,
+        splits=split_lists, extractor="mstcn-import", extractor_config=config,
+        lookahead=stored_lookahead, dtype=dtype, background=index.background_classes,
         source=source_of(name, {"root": str(root), "fps": fps, "background": background,
-                                "length_policy": length_policy}, "mstcn-import", config))
+                                "length_policy": length_policy, **_rule_option(ruled)},
+                         "mstcn-import", config))
 
     def load(video: str, path: Path):
         features = _load_npy(path, ndim=2).T  # [D, T] -> [T, D]
@@ -152,7 +207,8 @@ def import_lstr(root: Path, store_path: Path, *, name: str, overwrite: bool = Fa
                 progress: Progress | None = None, dataset_key: str | None = None,
                 rgb_dir: str = "rgb_kinetics_resnet50", flow_dir: str | None = None,
                 target_dir: str = "target_perframe", fps: float | None = None,
-                background: str | None = "auto", dtype: str = "float16") -> ImportReport:
+                background: str | None = "auto", dtype: str = "float16",
+                lookahead: int | None = None, splits: str | None = None) -> ImportReport:
     """Write an LSTR / MiniROAD layout folder into the store at ``store_path``.
 
     ``dataset_key`` picks the entry of ``data_info.json`` (default: its only entry, else
@@ -160,7 +216,8 @@ def import_lstr(root: Path, store_path: Path, *, name: str, overwrite: bool = Fa
     labels are the argmax of the one-hot targets, ``-1`` where a row is all zero, the first
     class where a row has several (both counted). Rows beyond the shorter of features and
     targets are dropped (counted). ``fps`` defaults to ``data_info``'s ``fps``, else 4 (LSTR's
-    24 fps video in 6-frame chunks). The split is ``"1"``: the train / test session sets.
+    24 fps video in 6-frame chunks). The split is ``"1"``: the train / test session sets,
+    unless ``splits`` gives a rule over all sessions; ``lookahead`` as in the module docstring.
     """
     import json
 
@@ -209,14 +266,19 @@ def import_lstr(root: Path, store_path: Path, *, name: str, overwrite: bool = Fa
                         f"{root / target_dir / (missing[0] + '.npy')} is missing "
                         f"({len(missing)} session(s) in all)")
     classes = [str(c) for c in classes]
+    stored_lookahead, recorded, note = _lookahead(lookahead)
+    ruled = _rule_splits(splits, videos)
+    scheme, split_lists = ruled or ("lstr-sessions", {"1": {"train": train, "test": test}})
+    report.lookahead, report.split_scheme, report.splits = (stored_lookahead, scheme,
+                                                            len(split_lists))
     config = {"layout": "lstr", "source": str(root), "rgb": rgb_dir, "flow": flow_dir,
-              "lookahead": "unknown", "note": _NOT_CAUSAL}
+              "lookahead": recorded, "note": note}
     options = {"root": str(root), "dataset_key": dataset_key, "target_dir": target_dir,
-               "fps": fps, "background": background}
+               "fps": fps, "background": background, **_rule_option(ruled)}
     store = FeatureStore.open_or_create(
-        store_path, dataset=name, split_scheme="lstr-sessions", classes=classes,
-        splits={"1": {"train": train, "test": test}}, extractor="lstr-import",
-        extractor_config=config, lookahead=UNKNOWN_LOOKAHEAD, dtype=dtype,
+        store_path, dataset=name, split_scheme=scheme, classes=classes,
+        splits=split_lists, extractor="lstr-import",
+        extractor_config=config, lookahead=stored_lookahead, dtype=dtype,
         background=_background_index(classes, background, where, exact=False),
         source=source_of(name, options, "lstr-import", config))
 
@@ -242,6 +304,12 @@ def import_lstr(root: Path, store_path: Path, *, name: str, overwrite: bool = Fa
 
     _write_all(store, [(v, None) for v in videos], report, overwrite, progress, load)
     return report
+
+
+def _rule_option(ruled) -> dict[str, str]:
+    """The split rule as a source option: only when one was given, so that stores imported
+    with the shipped splits keep the source they had before rules existed."""
+    return {} if ruled is None else {"splits": ruled[0]}
 
 
 def _background_index(classes: list[str], background: str | None, where: str, *,

@@ -209,6 +209,9 @@ class DatasetIndex:
     label_set: str = "default"
     # What a loading policy dropped or repaired: description -> count (frames, rows, files).
     repairs: dict[str, int] = field(default_factory=dict)
+    # Annotated videos whose file (or frame folder) was not found: id -> where it was looked
+    # for. Their records have ``path=None``; extraction reports them as failed with this text.
+    missing_videos: dict[str, str] = field(default_factory=dict)
 
     @property
     def background_classes(self) -> tuple[int, ...]:

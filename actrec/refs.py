@@ -28,12 +28,14 @@ def parse_dataset_ref(ref: str) -> tuple[str, dict[str, str]]:
 
 
 def canonical_ref(ref: str, options: Mapping[str, str] | None = None) -> str:
-    """``ref`` with ``options`` folded in, keys sorted and ``root`` left out: the one spelling
+    """``ref`` with ``options`` folded in, keys sorted and ``root`` / ``videos`` (folders)
+    left out: the one spelling
     of a dataset whatever order or flags the options came in. (The root is part of the
     default store path as a hash, see ``default_store``, and of the store's recorded source.)"""
     name, ref_options = parse_dataset_ref(ref)
     merged = {**ref_options, **{k: str(v) for k, v in (options or {}).items()}}
-    merged.pop("root", None)  # where the files are does not change what they are
+    for where in ("root", "videos"):  # where the files are does not change what they are
+        merged.pop(where, None)
     if not merged:
         return name
     return name + ":" + ",".join(f"{k}={merged[k]}" for k in sorted(merged))
@@ -73,16 +75,57 @@ def resolve_store(ref_or_path: str, extractor: str) -> Path:
     return default_store(ref_or_path, extractor)
 
 
-def existing_store(ref_or_path: str, extractor: str) -> Path:
-    """``resolve_store``, with a ``DataError`` that says what to do when a dataset reference
-    has no extracted features yet (or a path is a file): what training needs."""
+def workspace_stores(ref: str) -> list[Path]:
+    """Every feature store in the workspace made for dataset reference ``ref``, however it was
+    made: extracted (``features/<ref>@<root hash>/<extractor>.zarr``, or without the root part)
+    or imported under that name (``actrec import ... --name <ref>``), sorted by path."""
+    from actrec.workspace import home, slug
+
+    folder = slug(canonical_ref(ref))
+    base = home() / "features"
+    if not base.is_dir():
+        return []
+    return sorted(store for sub in base.iterdir()
+                  if sub.is_dir() and (sub.name == folder or sub.name.startswith(folder + "@"))
+                  for store in sub.glob("*.zarr") if (store / "zarr.json").is_file())
+
+
+def existing_store(ref_or_path: str, extractor: str | None = None) -> Path:
+    """The feature store that training of ``ref_or_path`` reads.
+
+    A path (an existing folder, or one ending in ``.zarr``) is itself. A dataset reference
+    finds its store in the workspace (``workspace_stores``): with ``extractor``, the store of
+    that extractor (``default_store`` for the dataset's data root, else the only workspace
+    store of that extractor); without, the only store of the dataset, extracted or imported.
+    ``DataError`` saying how to make one when there is none; ``ConfigError`` listing them and
+    how to choose (``--extractor NAME`` or a store path) when several fit.
+    """
+    from actrec.workspace import home, slug
+
     path = Path(ref_or_path).expanduser()
     if path.exists() and not path.is_dir():
         raise DataError(f"{path} is a file, not a feature store folder")
-    store = resolve_store(ref_or_path, extractor)
-    if store != path and not (store / "zarr.json").exists():
+    if path.suffix == ".zarr" or path.is_dir():
+        return path
+    if extractor is not None:
+        store = default_store(ref_or_path, extractor)
+        if (store / "zarr.json").exists():
+            return store
+    found = workspace_stores(ref_or_path)
+    if extractor is not None:
+        found = [s for s in found if s.name == slug(extractor) + ".zarr"]
+    if len(found) == 1:
+        return found[0]
+    what = f"'{extractor}' features" if extractor is not None else "features"
+    if not found:
+        looked = home() / "features" / f"{slug(canonical_ref(ref_or_path))}[@*]"
         raise DataError(
-            f"no '{extractor}' features of '{ref_or_path}' yet (looked in {store}): extract "
-            f"them first (actrec extract {ref_or_path} --extractor {extractor} ...), or give a "
+            f"no {what} of '{ref_or_path}' yet (looked in {looked}): extract them first "
+            f"(actrec extract {ref_or_path} --extractor {extractor or 'NAME'} ...) or import "
+            f"public ones (actrec import mstcn|lstr ROOT --name {ref_or_path}), or give a "
             f"feature store folder")
-    return store
+    listed = "; ".join(f"{s.stem}: {s}" for s in found)
+    how = ("give one of the store paths" if extractor is not None
+           else "choose one with --extractor NAME or give its store path")
+    raise ConfigError(f"'{ref_or_path}' has {len(found)} {what} stores in the workspace "
+                      f"({listed}); {how}")

@@ -22,7 +22,8 @@ def datasets() -> None:
               help="A dataset option (repeatable).")
 @json_option
 def info(dataset, root, options, as_json) -> None:
-    """Summarise DATASET: videos, frames, classes, frames per class, splits, repairs."""
+    """Summarise DATASET: videos, frames, classes, frames per class, splits, repairs, and
+    which annotated videos have no video file."""
     from actrec.datasets_info import summarize
     from actrec.refs import dataset_from_ref
 
@@ -45,6 +46,8 @@ def _render(summary):
                 "fps", "label_set"):
         if key in data:
             head.add_row(key, str(data[key]))
+    if "video_files" in data:
+        head.add_row("video files found", f"{data['video_files']} of {data.get('videos', '?')}")
     splits = Table(title="splits")
     for col in ("split", "train videos", "test videos", "train frames", "test frames"):
         splits.add_column(col, justify="left" if col == "split" else "right")
@@ -64,4 +67,17 @@ def _render(summary):
         for what, count in data["repairs"].items():
             repairs.add_row(what, str(count))
         parts.append(repairs)
+    missing = data.get("missing_videos") or {}
+    if missing:
+        shown = 10
+        table = Table(title=f"videos without a video file: {len(missing)}")
+        table.add_column("video")
+        for vid in list(missing)[:shown]:
+            table.add_row(vid)
+        if len(missing) > shown:
+            table.add_row(f"... and {len(missing) - shown} more (--json lists them all)")
+        from rich.text import Text
+
+        first = next(iter(missing.items()))
+        parts += [table, Text(f"{first[0]}: {first[1]}")]  # paths are no rich markup
     return Group(*parts)

@@ -21,6 +21,17 @@ def _common(fn):
                       help="Store path (default: in the workspace, named after NAME and "
                       "ROOT).")(fn)
     fn = click.option("--overwrite", is_flag=True, help="Redo videos already in the store.")(fn)
+    fn = click.option(
+        "--lookahead", type=click.IntRange(min=0), default=None,
+        help="Future frames each feature depends on, when known: recorded in the store "
+        "(0 = causal). The public MS-TCN I3D features use t-10..t+10: 10. Default: unknown "
+        "(recorded as not causal).")(fn)
+    fn = click.option(
+        "--splits", default=None, metavar="RULE",
+        help="Make the splits by a rule over the imported videos instead of the shipped "
+        "ones (required when there are none): 'loo' (leave one video out) or "
+        "'kfold:K[:seed=S]' (seeded shuffle, K folds; seed 0 by default); recorded in the "
+        "store.")(fn)
     return json_option(fn)
 
 
@@ -35,10 +46,12 @@ def _common(fn):
               show_default=True, help="Ground truth and features of different lengths: labels "
               "cut to the feature length or padded as unlabelled (-1), counted in the report; "
               "or stop with an error.")
-def mstcn(root, name, out, overwrite, as_json, fps, background, length_policy) -> None:
+def mstcn(root, name, out, overwrite, lookahead, splits, as_json, fps, background,
+          length_policy) -> None:
     """Import ROOT in the MS-TCN layout (features/*.npy as D x T, groundTruth, splits, mapping)."""
     _run("mstcn", root, name, out, overwrite, as_json,
-         dict(fps=fps, background=background, length_policy=length_policy))
+         dict(fps=fps, background=background, length_policy=length_policy,
+              lookahead=lookahead, splits=splits))
 
 
 @import_.command("lstr")
@@ -51,12 +64,12 @@ def mstcn(root, name, out, overwrite, as_json, fps, background, length_policy) -
 @click.option("--background", default="auto", show_default=True,
               help="Name of the background class, left out of segment metrics by default; "
               "'auto': the class named 'background' (any case) if there is one; 'none': none.")
-def lstr(root, name, out, overwrite, as_json, dataset_key, rgb_dir, flow_dir, target_dir, fps,
-         background) -> None:
+def lstr(root, name, out, overwrite, lookahead, splits, as_json, dataset_key, rgb_dir,
+         flow_dir, target_dir, fps, background) -> None:
     """Import ROOT in the LSTR / MiniROAD layout (T x D features, T x C targets, data_info.json)."""
     _run("lstr", root, name, out, overwrite, as_json,
          dict(dataset_key=dataset_key, rgb_dir=rgb_dir, flow_dir=flow_dir, target_dir=target_dir,
-              fps=fps, background=background))
+              fps=fps, background=background, lookahead=lookahead, splits=splits))
 
 
 def _run(layout, root, name, out, overwrite, as_json, options) -> None:

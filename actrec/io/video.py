@@ -1,4 +1,5 @@
-"""Reading video frames with decord, optionally resampled to a target frame rate.
+"""Reading video frames, optionally resampled to a target frame rate: video files with decord,
+folders of image frames with OpenCV, behind one reader interface (``open_video``).
 
 Resampling convention (used for frames here and for labels in ``actrec.extract``): output
 frame ``i`` is source frame ``round(i * source_fps / fps)`` (rounding half up), and output
@@ -7,10 +8,20 @@ frames continue while that index is inside the video. Output frame ``i`` has tim
 
 decord's own errors (``DECORDError``, ``RuntimeError``) never escape: a missing, unreadable or
 truncated file raises ``DataError`` naming the file and what went wrong.
+
+Frame folders (``FRAME_EXTENSIONS`` files, as datasets ship them: ``frame_0000000001.jpg``,
+``0001.png``) are read in the order of the number in their names (the last run of digits:
+``10.png`` after ``9.png``, which a lexical sort gets wrong), at a frame rate the caller gives
+(``folder_fps``: a folder records none). The numbers must go up in one constant step: a missing
+or duplicated frame would shift every later frame against its label, so it is a ``DataError``
+naming the files, as are an empty folder, an unreadable image and images of different sizes.
+Hidden files (``._0001.jpg`` from macOS) and other files (``Thumbs.db``) are no frames.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -18,7 +29,10 @@ import numpy as np
 
 from actrec.errors import DataError
 
-__all__ = ["VideoReader", "open_video", "resample_indices"]
+__all__ = ["FRAME_EXTENSIONS", "FrameFolderReader", "VideoReader", "frame_files", "open_video",
+           "resample_indices"]
+
+FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 
 def resample_indices(num_source: int, source_fps: float, fps: float) -> np.ndarray:
@@ -56,8 +70,64 @@ def _decord_errors() -> tuple[type[BaseException], ...]:
     return (decord.DECORDError, RuntimeError, ValueError, IndexError)
 
 
-class VideoReader:
-    """An open video: its geometry, its (resampled) frame times, and batched frame reads.
+class _Reader:
+    """What every reader shares: resampling bookkeeping and batched reads of output frames.
+
+    A subclass sets ``path`` and calls ``_timing`` with its source frame count and rate, then
+    implements ``_read_source`` (source frame indices -> uint8 RGB ``[B, H, W, 3]``).
+    """
+
+    path: Path
+    size: tuple[int, int]
+
+    def _timing(self, num_source: int, source_fps: float, fps: float | None) -> None:
+        if fps is not None and not (np.isfinite(fps) and fps > 0):
+            raise DataError(f"{self.path}: target fps must be positive, got {fps}")
+        self.num_source_frames = num_source
+        self.source_fps = float(source_fps)
+        self.fps = float(fps) if fps is not None else self.source_fps
+        if fps is None:
+            self._source_index = np.arange(num_source, dtype=np.int64)
+        else:
+            self._source_index = resample_indices(num_source, self.source_fps, self.fps)
+        self.num_frames = int(self._source_index.shape[0])
+        self.timestamps = np.arange(self.num_frames, dtype=np.float64) / self.fps
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({str(self.path)!r}, frames={self.num_frames}, "
+                f"fps={self.fps:g}, size={self.size})")
+
+    def __len__(self) -> int:
+        return self.num_frames
+
+    @property
+    def source_indices(self) -> np.ndarray:
+        """Source frame index of every output frame (int64 ``[T]``)."""
+        return self._source_index.copy()
+
+    def _read_source(self, source_idx: Sequence[int]) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
+    def read(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Output frames ``indices`` (after resampling) as uint8 RGB ``[B, H, W, 3]``."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx.size == 0:
+            return np.zeros((0, *self.size, 3), dtype=np.uint8)
+        if idx.min() < 0 or idx.max() >= self.num_frames:
+            raise IndexError(f"{self.path}: frame index out of range 0..{self.num_frames - 1}")
+        return self._read_source(self._source_index[idx].tolist())
+
+    def iter_batches(self, batch_size: int = 64) -> Iterator[np.ndarray]:
+        """All output frames in time order, ``batch_size`` at a time (the last batch may be
+        shorter), each uint8 RGB ``[B, H, W, 3]``."""
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        for start in range(0, self.num_frames, batch_size):
+            yield self.read(np.arange(start, min(start + batch_size, self.num_frames)))
+
+
+class VideoReader(_Reader):
+    """An open video file: its geometry, its (resampled) frame times, and batched frame reads.
 
     Build one with ``open_video``. ``num_frames`` and ``timestamps`` are after resampling.
     """
@@ -72,40 +142,19 @@ class VideoReader:
             self._vr = decord.VideoReader(str(self.path), ctx=decord.cpu(0),
                                           num_threads=num_threads)
             num_source = len(self._vr)
-            self.source_fps = float(self._vr.get_avg_fps())
+            source_fps = float(self._vr.get_avg_fps())
         except _decord_errors() as exc:
             raise DataError(
                 f"{self.path}: cannot decode video (truncated or not a video?): {_describe(exc)}"
             ) from None
         if num_source == 0:
             raise DataError(f"{self.path}: video has no frames")
-        if not np.isfinite(self.source_fps) or self.source_fps <= 0:
+        if not np.isfinite(source_fps) or source_fps <= 0:
             raise DataError(f"{self.path}: video reports no valid frame rate "
-                            f"({self.source_fps}); pass fps explicitly")
-        if fps is not None and fps <= 0:
-            raise DataError(f"{self.path}: target fps must be positive, got {fps}")
-        self.num_source_frames = num_source
-        self.fps = float(fps) if fps is not None else self.source_fps
-        if fps is None:
-            self._source_index = np.arange(num_source, dtype=np.int64)
-        else:
-            self._source_index = resample_indices(num_source, self.source_fps, self.fps)
-        self.num_frames = int(self._source_index.shape[0])
-        self.timestamps = np.arange(self.num_frames, dtype=np.float64) / self.fps
+                            f"({source_fps}); pass fps explicitly")
+        self._timing(num_source, source_fps, fps)
         first = self._read_source([0])
         self.size = (int(first.shape[1]), int(first.shape[2]))  # (H, W)
-
-    def __repr__(self) -> str:
-        return (f"VideoReader({str(self.path)!r}, frames={self.num_frames}, fps={self.fps:g}, "
-                f"size={self.size})")
-
-    def __len__(self) -> int:
-        return self.num_frames
-
-    @property
-    def source_indices(self) -> np.ndarray:
-        """Source frame index of every output frame (int64 ``[T]``)."""
-        return self._source_index.copy()
 
     def _read_source(self, source_idx: Sequence[int]) -> np.ndarray:
         try:
@@ -127,28 +176,119 @@ class VideoReader:
                             f"{len(source_idx)} frames; expected [B, H, W, 3] (truncated file?)")
         return batch
 
-    def read(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
-        """Output frames ``indices`` (after resampling) as uint8 RGB ``[B, H, W, 3]``."""
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if idx.size == 0:
-            return np.zeros((0, *self.size, 3), dtype=np.uint8)
-        if idx.min() < 0 or idx.max() >= self.num_frames:
-            raise IndexError(f"{self.path}: frame index out of range 0..{self.num_frames - 1}")
-        return self._read_source(self._source_index[idx].tolist())
 
-    def iter_batches(self, batch_size: int = 64) -> Iterator[np.ndarray]:
-        """All output frames in time order, ``batch_size`` at a time (the last batch may be
-        shorter), each uint8 RGB ``[B, H, W, 3]``."""
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        for start in range(0, self.num_frames, batch_size):
-            yield self.read(np.arange(start, min(start + batch_size, self.num_frames)))
+def _frame_number(name: str) -> int | None:
+    """The last run of digits in a file name's stem (``frame_0000000012.jpg`` -> 12)."""
+    digits = re.findall(r"\d+", name.rsplit(".", 1)[0])
+    return int(digits[-1]) if digits else None
 
 
-def open_video(path: str | Path, fps: float | None = None, *, num_threads: int = 1) -> VideoReader:
-    """Open ``path`` for reading, resampled to ``fps`` if given (see the module docstring).
+def frame_files(folder: Path) -> list[Path]:
+    """The image frames of ``folder`` (``FRAME_EXTENSIONS``, any case; hidden files left out)
+    in frame order: sorted by the number in the name (see the module docstring).
 
-    Raises ``DataError`` naming the file if it is missing, not a video, or truncated.
-    ``num_threads`` is decord's decoding thread count (0 = decord's choice).
+    ``DataError`` naming the folder for no frames, a frame without a number, two files with
+    the same number, or numbers that do not go up in one constant step (a missing frame).
     """
-    return VideoReader(Path(path), fps, num_threads=num_threads)
+    import os
+
+    folder = Path(folder)
+    try:
+        names = [e.name for e in os.scandir(folder)
+                 if not e.name.startswith(".") and e.name.lower().endswith(FRAME_EXTENSIONS)]
+    except OSError as exc:
+        raise DataError(f"{folder}: cannot list the frame folder ({exc.strerror or exc})") \
+            from None
+    if not names:
+        raise DataError(f"{folder}: frame folder holds no frames (expected image files "
+                        f"{', '.join('*' + e for e in FRAME_EXTENSIONS)})")
+    numbered: dict[int, str] = {}
+    for name in names:
+        number = _frame_number(name)
+        if number is None:
+            raise DataError(f"{folder / name}: a frame file name needs a frame number (as in "
+                            f"frame_0000000001.jpg or 0001.png)")
+        if number in numbered:
+            first, second = sorted((numbered[number], name))
+            raise DataError(f"{folder}: {first} and {second} are both frame {number}")
+        numbered[number] = name
+    order = sorted(numbered)
+    if len(order) > 1:
+        steps = np.diff(order)
+        bad = np.flatnonzero(steps != steps[0])
+        if bad.size:
+            i = int(bad[0])
+            raise DataError(
+                f"{folder}: frame numbers go up by {steps[0]} until {numbered[order[i]]}, then "
+                f"jump to {numbered[order[i + 1]]} (a missing or extra frame would shift every "
+                f"later frame against its label)")
+    return [folder / numbered[n] for n in order]
+
+
+class FrameFolderReader(_Reader):
+    """An open folder of image frames (see ``frame_files`` for the order), at ``folder_fps``,
+    with the same interface as ``VideoReader``. Images are read as they are asked for."""
+
+    def __init__(self, path: Path, fps: float | None = None, *, folder_fps: float | None,
+                 num_threads: int = 1) -> None:
+        self.path = Path(path)
+        if folder_fps is None:
+            raise DataError(f"{self.path}: a frame folder has no frame rate of its own; give "
+                            f"its rate (the dataset's fps)")
+        if not (np.isfinite(folder_fps) and folder_fps > 0):
+            raise DataError(f"{self.path}: frame rate of the frame folder must be positive, "
+                            f"got {folder_fps}")
+        self._files = frame_files(self.path)
+        self._threads = max(1, int(num_threads) if num_threads else min(8, os.cpu_count() or 1))
+        self._pool = None
+        self._timing(len(self._files), folder_fps, fps)
+        first = self._image(0)
+        self.size = (int(first.shape[0]), int(first.shape[1]))  # (H, W)
+
+    def _image(self, i: int) -> np.ndarray:
+        import cv2
+
+        path = self._files[i]
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # BGR; None when unreadable
+        if image is None:
+            raise DataError(f"{path}: cannot read this image (damaged, empty or not a "
+                            f"{path.suffix.lstrip('.').upper() or 'image'} file?)")
+        size = (int(image.shape[0]), int(image.shape[1]))
+        if i and size != self.size:
+            raise DataError(f"{path}: frame is {size[0]}x{size[1]} (HxW) but "
+                            f"{self._files[0].name} is {self.size[0]}x{self.size[1]}; every frame "
+                            f"of a folder must have the same size")
+        return image[:, :, ::-1]  # BGR -> RGB
+
+    def _read_source(self, source_idx: Sequence[int]) -> np.ndarray:
+        idx = list(source_idx)
+        if self._threads > 1 and len(idx) > 1:  # OpenCV decodes without the GIL
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(self._threads)
+            images = list(self._pool.map(self._image, idx))
+        else:
+            images = [self._image(i) for i in idx]
+        return np.ascontiguousarray(np.stack(images))
+
+    def __del__(self) -> None:
+        if getattr(self, "_pool", None) is not None:
+            self._pool.shutdown(wait=False)
+
+
+def open_video(path: str | Path, fps: float | None = None, *, num_threads: int = 1,
+               folder_fps: float | None = None) -> VideoReader | FrameFolderReader:
+    """Open ``path`` for reading, resampled to ``fps`` if given (see the module docstring):
+    a video file, or a folder of image frames at ``folder_fps`` frames per second (required
+    for a folder, ignored for a file, which carries its own rate).
+
+    Raises ``DataError`` naming the file if it is missing, not a video, or truncated, and the
+    folder or frame for a frame folder that is empty, numbered with gaps, or holds an
+    unreadable image or images of different sizes. ``num_threads`` is decord's decoding thread
+    count, or the image-reading threads of a folder (0 = the library's choice).
+    """
+    path = Path(path)
+    if path.is_dir():
+        return FrameFolderReader(path, fps, folder_fps=folder_fps, num_threads=num_threads)
+    return VideoReader(path, fps, num_threads=num_threads)

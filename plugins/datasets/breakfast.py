@@ -21,6 +21,15 @@ Splits: ``official`` = the 4 leave-person-out splits P03-P15 / P16-P28 / P29-P41
 held out (they equal the MS-TCN bundles); ``bundles`` = ``splits/{train,test}.splitN.bundle``.
 Split entries without an annotation file are dropped and counted.
 
+Videos (``videos``: the folder holding them, default the data root), as the dataset ships them,
+``BreakfastII_15fps_qvga_sync/P03/cam01/P03_coffee.avi`` for video id
+``P03_cam01_P03_coffee``; also found without the ``BreakfastII_15fps_qvga_sync/`` level
+(``videos`` pointing into it) and as ``<video id>.avi`` / ``.mp4`` or a frame folder
+``<video id>/`` (converted copies). The stereo camera ships two channels,
+``P03/stereo/P03_coffee_ch0.avi`` and ``_ch1.avi``, while the annotations say ``stereo01``:
+``stereo01`` is channel ``stereo_channel`` (default 0, the left camera, the one most feature
+releases used). Videos found nowhere are listed in ``DatasetIndex.missing_videos``.
+
 Damaged input: a frame range past ``frame_limit(fps)`` (24 hours) is a ``DataError`` naming the
 file and line; an empty annotation file is skipped and counted (``strict=true``: an error);
 hidden files (``.P03_copy.txt``, macOS ``._*`` files) are no videos: skipped and counted.
@@ -31,11 +40,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from actrec.plugin_api import Dataset, DatasetIndex, PluginConfig, Split, VideoRecord
+from actrec_plugins.datasets._videos import VideoDataset
+
+from actrec.plugin_api import DatasetIndex, PluginConfig, Split, VideoRecord
 
 SOURCES = ("coarse", "xml", "fine", "mstcn")
 BACKGROUND = "SIL"
 PERSON_BLOCKS = ((3, 15), (16, 28), (29, 41), (42, 54))
+SYNC_FOLDER = "BreakfastII_15fps_qvga_sync"
 
 
 @dataclass(frozen=True)
@@ -48,6 +60,8 @@ class BreakfastConfig(PluginConfig):
     strict_splits: bool = False  # a bundle entry without annotations: error, not drop+count
     fps: float = 15.0
     strict: bool = False  # an empty annotation file is an error (else skipped and counted)
+    videos: Path | None = None  # the folder of the videos (default: the data root)
+    stereo_channel: int = 0  # which channel of the stereo camera a 'stereo01' id means
 
 
 def parse_video_id(video: str) -> tuple[str, str | None, str | None]:
@@ -56,6 +70,21 @@ def parse_video_id(video: str) -> tuple[str, str | None, str | None]:
     if len(parts) >= 4:
         return parts[0], parts[1], "_".join(parts[3:])
     return parts[0], None, None
+
+
+def video_candidates(video: str, stereo_channel: int = 0) -> list[str]:
+    """Where the video of id ``video`` may be, most specific first (see the module docstring):
+    ``P03_cam01_P03_coffee`` -> ``BreakfastII_15fps_qvga_sync/P03/cam01/P03_coffee``,
+    ``P03/cam01/P03_coffee``, ``P03_cam01_P03_coffee``; ``P03_stereo01_P03_coffee`` ->
+    ``.../P03/stereo/P03_coffee_ch0`` (channel ``stereo_channel``)."""
+    parts = video.split("_")
+    found = []
+    if len(parts) >= 4:
+        person, camera, name = parts[0], parts[1], "_".join(parts[2:])
+        if camera.startswith("stereo"):
+            camera, name = "stereo", f"{name}_ch{stereo_channel}"
+        found += [f"{SYNC_FOLDER}/{person}/{camera}/{name}", f"{person}/{camera}/{name}"]
+    return found + [video]
 
 
 def official_splits(participants: dict[str, str]) -> dict[str, Split]:
@@ -70,7 +99,7 @@ def official_splits(participants: dict[str, str]) -> dict[str, Split]:
     return splits
 
 
-class Breakfast(Dataset):
+class Breakfast(VideoDataset):
     """The Breakfast dataset from its segmentation files or the MS-TCN ground truth."""
 
     name = "breakfast"
@@ -78,11 +107,15 @@ class Breakfast(Dataset):
 
     def load(self) -> DatasetIndex:
         import numpy as np
+        from actrec_plugins.datasets._common import (
+            index_files,
+            split_from_lists,
+            visible_files,
+        )
+        from actrec_plugins.datasets._videos import attach_videos
 
         from actrec.errors import ConfigError, DataError
         from actrec.io import annotations as A
-        from actrec_plugins.datasets._common import (
-            index_files, split_from_lists, visible_files)
 
         cfg = self.config
         if cfg.source not in SOURCES:
@@ -94,6 +127,9 @@ class Breakfast(Dataset):
         if cfg.split_scheme not in ("official", "bundles"):
             raise ConfigError(f"breakfast: split_scheme must be 'official' or 'bundles', "
                               f"got {cfg.split_scheme!r}")
+        if cfg.stereo_channel not in (0, 1):
+            raise ConfigError(f"breakfast: stereo_channel must be 0 or 1 (the _ch0 or _ch1 file "
+                              f"of the stereo camera), got {cfg.stereo_channel!r}")
         root = self.existing_root()
         repairs: dict[str, int] = {}
 
@@ -168,9 +204,11 @@ class Breakfast(Dataset):
                     str(n), root / "splits" / f"train.split{n}.bundle",
                     root / "splits" / f"test.split{n}.bundle", videos, repairs,
                     strict=cfg.strict_splits)
-        return DatasetIndex(
+        index = DatasetIndex(
             name=self.name, classes=tuple(classes), videos=videos, splits=splits, fps=cfg.fps,
             background=0 if cfg.label_set == "lowest" else None,  # see the module docstring
             label_set=cfg.label_set, repairs=repairs,
         )
+        return attach_videos(index, self.videos_root(),
+                             lambda v: video_candidates(v, cfg.stereo_channel))
 

@@ -21,6 +21,14 @@ Damaged input: an fps that is not positive, a duration that is not a number >= 0
 24 hours in the info CSV, and a frame past 24 hours in the labels CSV, are ``DataError``s
 naming the file and line.
 
+Videos, under ``videos`` (default: the data root), in the releases' layouts, first found wins:
+``P01/videos/P01_01.MP4`` (EPIC-100), ``videos/train/P01/P01_01.MP4`` or ``videos/test/...``
+(EPIC-55), ``P01_01.MP4`` or ``videos/P01_01.MP4``, or a folder of frames
+``P01/rgb_frames/P01_01/``, ``rgb_frames/P01/P01_01/`` or (EPIC-55)
+``frames_rgb_flow/rgb/{train,test}/P01/P01_01/`` holding ``frame_0000000001.jpg`` ..., read at
+the video's fps from the info CSV. Videos found nowhere are listed in
+``DatasetIndex.missing_videos``.
+
 Splits: ``split_scheme="person"`` (default) gives 4 leave-person-out splits over the training
 annotations (sorted participants in 4 contiguous blocks); ``"official"`` (EPIC-100 only) is one
 split ``"1"``: the videos of ``EPIC_100_train.csv`` against those of
@@ -32,7 +40,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from actrec.plugin_api import Dataset, DatasetIndex, PluginConfig
+from actrec_plugins.datasets._videos import VideoDataset
+
+from actrec.plugin_api import DatasetIndex, PluginConfig
 
 FILES = {
     "55": ("EPIC_train_action_labels.csv", "EPIC_video_info.csv", "EPIC_verb_classes.csv",
@@ -51,9 +61,20 @@ class EpicConfig(PluginConfig):
     labels: str = "verb"
     annotations: Path | None = None  # overrides the release's training CSV
     split_scheme: str = "person"
+    videos: Path | None = None  # the folder of the videos (default: the data root)
 
 
-class EpicKitchens(Dataset):
+def video_candidates(video: str) -> list[str]:
+    """Where EPIC video ``P01_01`` may be (see the module docstring), most specific first."""
+    person = video.split("_")[0]
+    return [f"{person}/videos/{video}", f"videos/train/{person}/{video}",
+            f"videos/test/{person}/{video}", video, f"videos/{video}",
+            f"{person}/rgb_frames/{video}", f"rgb_frames/{person}/{video}",
+            f"frames_rgb_flow/rgb/train/{person}/{video}",
+            f"frames_rgb_flow/rgb/test/{person}/{video}"]
+
+
+class EpicKitchens(VideoDataset):
     """EPIC-Kitchens-55/100 segment CSVs as per-frame labels."""
 
     name = "epic"
@@ -62,10 +83,12 @@ class EpicKitchens(Dataset):
     def load(self) -> DatasetIndex:
         from collections import Counter
 
+        from actrec_plugins.datasets._common import person_splits
+        from actrec_plugins.datasets._videos import attach_videos
+
         from actrec.errors import ConfigError, DataError
         from actrec.io import annotations as A
         from actrec.plugin_api import Split, VideoRecord
-        from actrec_plugins.datasets._common import person_splits
 
         cfg = self.config
         if cfg.labels not in ("verb", "noun", "action"):
@@ -133,8 +156,9 @@ class EpicKitchens(Dataset):
                                  tuple(sorted(held_out)))}
         else:
             splits = person_splits(participant, 4)
-        return DatasetIndex(name=self.name, classes=classes, videos=videos, splits=splits,
-                            fps=fps, background=0, label_set=cfg.labels, repairs=repairs)
+        index = DatasetIndex(name=self.name, classes=classes, videos=videos, splits=splits,
+                             fps=fps, background=0, label_set=cfg.labels, repairs=repairs)
+        return attach_videos(index, self.videos_root(), video_candidates)
 
     @staticmethod
     def _classes(kind, rows, verb_csv, noun_csv, labels_csv):

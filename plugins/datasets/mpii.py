@@ -9,6 +9,11 @@ Overlapping segments: the later start wins, counted. A frame past 24 hours at ``
 ``DataError`` naming the line. Splits: the papers' 4 leave-person-out
 splits (sorted subjects cut into 4 contiguous blocks, block i held out in split i).
 
+Videos, under ``videos`` (default: the data root): ``s08-d02-cam-002.avi`` for ``file_name``
+``s08-d02-cam-002`` (a ``file_name`` with its extension works too; another video extension or a
+frame folder as well), directly there or in ``videos/``. Videos found nowhere are listed in
+``DatasetIndex.missing_videos``.
+
 No MPII Cooking 2 annotation file could be obtained for this project: the reader is tested on
 files written by the tests in exactly the documented format.
 """
@@ -18,7 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from actrec.plugin_api import Dataset, DatasetIndex, PluginConfig
+from actrec_plugins.datasets._videos import VideoDataset
+
+from actrec.plugin_api import DatasetIndex, PluginConfig
 
 COLUMNS = ("subject", "file_name", "start_frame", "end_frame", "activity_category_id",
            "activity_category")
@@ -30,19 +37,30 @@ class MPIIConfig(PluginConfig):
     annotations: str = "annotations.csv"  # file name under root (or an absolute path)
     one_based: bool = True
     fps: float = 30.0
+    videos: Path | None = None  # the folder of the videos (default: the data root)
 
 
-class MPIICooking2(Dataset):
+def video_candidates(video: str) -> list[str]:
+    """Where video ``s08-d02-cam-002`` (or ``s08-d02-cam-002.avi``) may be, most specific first."""
+    from actrec_plugins.datasets._videos import strip_video_extension
+
+    stem = strip_video_extension(video)
+    return [stem, f"videos/{stem}"]
+
+
+class MPIICooking2(VideoDataset):
     """MPII Cooking 2 from its segment CSV."""
 
     name = "mpii"
     Config = MPIIConfig
 
     def load(self) -> DatasetIndex:
+        from actrec_plugins.datasets._common import person_splits
+        from actrec_plugins.datasets._videos import attach_videos
+
         from actrec.errors import DataError
         from actrec.io import annotations as A
         from actrec.plugin_api import VideoRecord
-        from actrec_plugins.datasets._common import person_splits
 
         cfg = self.config
         root = self.existing_root()
@@ -88,9 +106,10 @@ class MPIICooking2(Dataset):
             A.add_repairs(repairs, fixed)
             videos[video] = VideoRecord(id=video, participant=subject[video], labels=labels,
                                         fps=cfg.fps)
-        return DatasetIndex(name=self.name, classes=classes, videos=videos,
-                            splits=person_splits(subject, 4), fps=cfg.fps, background=0,
-                            label_set="default", repairs=repairs)
+        index = DatasetIndex(name=self.name, classes=classes, videos=videos,
+                             splits=person_splits(subject, 4), fps=cfg.fps, background=0,
+                             label_set="default", repairs=repairs)
+        return attach_videos(index, self.videos_root(), video_candidates)
 
 
 def _rows(path: Path, repairs: dict[str, int]) -> list[tuple[int, dict[str, str]]]:

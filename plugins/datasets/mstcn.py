@@ -12,6 +12,10 @@ Annotations alone suffice; when features exist, the labels are fitted to the fea
 unlabelled, counting both; ``error`` refuses). ``participant`` of a video is the part of its id
 before the first ``_`` (``P03_cam01_P03_tea`` -> ``P03``, ``S1_Coffee_C1`` -> ``S1``) or ``-``
 (``rgb-01-1`` -> ``01`` after dropping an ``rgb-`` prefix).
+
+Videos (for extraction): ``<video>.mp4`` (or another video extension), or a frame folder
+``<video>/``, directly in the ``videos`` folder (default: the data root) or in its
+``videos/`` subfolder. Videos found nowhere are listed in ``DatasetIndex.missing_videos``.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from actrec.plugin_api import Dataset, DatasetIndex, PluginConfig
+from actrec_plugins.datasets._videos import VideoDataset
+
+from actrec.plugin_api import DatasetIndex, PluginConfig
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,12 @@ class MSTCNConfig(PluginConfig):
     length_policy: str = "truncate"
     strict_splits: bool = False  # a bundle entry without annotations: error, not drop+count
     strict: bool = False  # an empty annotation file is an error (else skipped and counted)
+    videos: Path | None = None  # the folder of the videos (default: the data root)
+
+
+def flat_candidates(video: str) -> list[str]:
+    """``<video>`` and ``videos/<video>`` (file with any video extension, or frame folder)."""
+    return [video, f"videos/{video}"]
 
 
 def participant_of(video: str) -> str:
@@ -68,11 +80,15 @@ def load_mstcn(
     refused; hidden files (``._X.txt``) are skipped and counted.
     """
     import numpy as np
+    from actrec_plugins.datasets._common import (
+        index_files,
+        split_from_lists,
+        visible_files,
+    )
 
     from actrec.errors import ConfigError, DataError
     from actrec.io import annotations as A
     from actrec.plugin_api import VideoRecord
-    from actrec_plugins.datasets._common import index_files, split_from_lists, visible_files
 
     if length_policy not in ("truncate", "error"):
         raise ConfigError(f"{name}: length_policy must be 'truncate' or 'error', "
@@ -151,16 +167,18 @@ def _feature_length(path: Path) -> int:
     return int(array.shape[1])
 
 
-class MSTCN(Dataset):
+class MSTCN(VideoDataset):
     """A dataset in the MS-TCN layout (``groundTruth/``, ``splits/``, ``mapping.txt``)."""
 
     name = "mstcn"
     Config = MSTCNConfig
 
     def load(self) -> DatasetIndex:
+        from actrec_plugins.datasets._videos import attach_videos
 
         cfg = self.config
         root = self.existing_root()
-        return load_mstcn(root, name=self.name, fps=cfg.fps, background=cfg.background,
-                          length_policy=cfg.length_policy, strict_splits=cfg.strict_splits,
-                          strict=cfg.strict)
+        index = load_mstcn(root, name=self.name, fps=cfg.fps, background=cfg.background,
+                           length_policy=cfg.length_policy, strict_splits=cfg.strict_splits,
+                           strict=cfg.strict)
+        return attach_videos(index, self.videos_root(), flat_candidates)

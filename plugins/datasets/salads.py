@@ -22,6 +22,10 @@ Splits (``split_scheme``): ``mstcn`` = the 5 folds of ``splits/*.splitN.bundle``
 4 leave-person-out folds (~75 / 25): the sorted participants cut into 4 contiguous blocks
 (7, 6, 6, 6 people for the 25 of the MS-TCN set), block i held out in split i.
 
+Videos, under ``videos`` (default: the data root): ``rgb/rgb-01-1.avi`` as the dataset ships
+them, or ``rgb-01-1.avi`` (another video extension, or a frame folder ``rgb-01-1/``) directly
+there or in ``videos/``. Videos found nowhere are listed in ``DatasetIndex.missing_videos``.
+
 Damaged input: a time past 24 hours, or a video longer than ``frame_limit(fps)`` frames, is a
 ``DataError`` naming the file and line; an empty annotation or ground-truth file is skipped and
 counted (``strict=true``: an error); hidden files (``.rgb-01-1.txt``, macOS ``._*`` files) are
@@ -33,7 +37,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from actrec.plugin_api import Dataset, DatasetIndex, PluginConfig
+from actrec_plugins.datasets._videos import VideoDataset
+
+from actrec.plugin_api import DatasetIndex, PluginConfig
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,7 @@ class SaladsConfig(PluginConfig):
     fps: float = 30.0
     start_us: int | None = None
     strict: bool = False  # an empty annotation file is an error (else skipped and counted)
+    videos: Path | None = None  # the folder of the videos (default: the data root)
 
 
 def video_id(sequence: str) -> str:
@@ -54,22 +61,33 @@ def video_id(sequence: str) -> str:
     return sequence if sequence.startswith("rgb-") else "rgb-" + sequence
 
 
+def video_candidates(video: str) -> list[str]:
+    """Where video ``rgb-01-1`` may be (see the module docstring), most specific first."""
+    return [f"rgb/{video}", video, f"videos/{video}"]
+
+
 def participant_of(video: str) -> str:
     """``rgb-01-2`` -> ``01``."""
     return video.removeprefix("rgb-").split("-")[0]
 
 
-class Salads(Dataset):
+class Salads(VideoDataset):
     """50 Salads from the MS-TCN ground truth or the original activity annotations."""
 
     name = "salads"
     Config = SaladsConfig
 
     def load(self) -> DatasetIndex:
+        from actrec_plugins.datasets._common import (
+            index_files,
+            person_splits,
+            split_from_lists,
+            visible_files,
+        )
+        from actrec_plugins.datasets._videos import attach_videos
+
         from actrec.errors import ConfigError, DataError
         from actrec.io import annotations as A
-        from actrec_plugins.datasets._common import (
-            index_files, person_splits, split_from_lists, visible_files)
 
         cfg = self.config
         for option, value, allowed in (("source", cfg.source, ("mstcn", "annotations")),
@@ -122,9 +140,10 @@ class Salads(Dataset):
                     root / "splits" / f"test.split{n}.bundle", videos, repairs,
                     strict=cfg.strict_splits)
         background = None if cfg.label_set == "mid" else 0
-        return DatasetIndex(name=self.name, classes=tuple(classes), videos=videos,
-                            splits=splits, fps=cfg.fps, background=background,
-                            label_set=cfg.label_set, repairs=repairs)
+        index = DatasetIndex(name=self.name, classes=tuple(classes), videos=videos,
+                             splits=splits, fps=cfg.fps, background=background,
+                             label_set=cfg.label_set, repairs=repairs)
+        return attach_videos(index, self.videos_root(), video_candidates)
 
     @staticmethod
     def _mid_lookup(root: Path, mid_classes, classes):
@@ -146,11 +165,10 @@ class Salads(Dataset):
     def _from_annotations(self, root: Path, classes, index, repairs):
         """Per-frame labels from the activity annotation files, in ``classes``."""
         import numpy as np
+        from actrec_plugins.datasets._common import visible_files
 
         from actrec.errors import DataError
         from actrec.io import annotations as A
-
-        from actrec_plugins.datasets._common import visible_files
 
         cfg = self.config
         folder = root / "annotations"

@@ -9,6 +9,10 @@ Splits: 5 folds by video, as in the paper (all of a video's frames in one fold):
 video ids dealt round-robin, video ``i`` in the test set of fold ``i mod 5 + 1``. The
 participant of a video is unknown; its YouTube id stands in.
 
+Videos, under ``videos`` (default: the data root): ``<youtube_id>.mp4`` (another video
+extension, or a frame folder ``<youtube_id>/``), directly there or in ``videos/``. Videos found
+nowhere are listed in ``DatasetIndex.missing_videos``.
+
 Damaged input: a frame past 24 hours at ``fps`` is a ``DataError`` naming the line; an empty
 file is skipped and counted (``strict=true``: an error); hidden files (``._gt.txt``) are
 skipped and counted.
@@ -19,7 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from actrec.plugin_api import Dataset, DatasetIndex, PluginConfig
+from actrec_plugins.datasets._videos import VideoDataset
+
+from actrec.plugin_api import DatasetIndex, PluginConfig
 
 CLASSES = ("signing", "speaking", "other")
 
@@ -31,9 +37,10 @@ class SigningConfig(PluginConfig):
     fps: float = 5.0
     folds: int = 5
     strict: bool = False  # an empty annotation file is an error (else skipped and counted)
+    videos: Path | None = None  # the folder of the videos (default: the data root)
 
 
-class SigningInTheWild(Dataset):
+class SigningInTheWild(VideoDataset):
     """Signing in the Wild from its per-frame ground-truth rows."""
 
     name = "signing"
@@ -41,11 +48,13 @@ class SigningInTheWild(Dataset):
 
     def load(self) -> DatasetIndex:
         import numpy as np
+        from actrec_plugins.datasets._common import visible_files
+        from actrec_plugins.datasets._videos import attach_videos
+        from actrec_plugins.datasets.mstcn import flat_candidates
 
         from actrec.errors import DataError
         from actrec.io import annotations as A
         from actrec.plugin_api import Split, VideoRecord
-        from actrec_plugins.datasets._common import visible_files
 
         cfg = self.config
         root = self.existing_root()
@@ -82,5 +91,6 @@ class SigningInTheWild(Dataset):
             test = tuple(ids[k::cfg.folds])
             train = tuple(v for v in ids if v not in set(test))
             splits[str(k + 1)] = Split(str(k + 1), train, test)
-        return DatasetIndex(name=self.name, classes=CLASSES, videos=videos, splits=splits,
-                            fps=cfg.fps, background=None, label_set="default", repairs=repairs)
+        index = DatasetIndex(name=self.name, classes=CLASSES, videos=videos, splits=splits,
+                             fps=cfg.fps, background=None, label_set="default", repairs=repairs)
+        return attach_videos(index, self.videos_root(), flat_candidates)

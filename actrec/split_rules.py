@@ -1,0 +1,84 @@
+"""Split rules for data that ship no split lists: leave-one-out or seeded k-fold, by video.
+
+A rule is written ``loo`` (every video is the test set of its own split, the others train)
+or ``kfold:K`` / ``kfold:K:seed=S`` (the videos, sorted by id, shuffled with NumPy's
+``default_rng(S)`` (seed 0 unless given) and dealt round-robin into K folds, so fold sizes differ
+by at most one; split ``i`` tests on fold ``i``). Splits are named ``1``, ``2``, ... A rule and
+its seed are recorded where the splits are stored, in the canonical spelling ``rule.text``
+(``kfold:5:seed=0``), so that the same rule over the same videos gives the same splits.
+All of a video's frames are always on one side: the rule splits videos, never frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from actrec.errors import ConfigError
+from actrec.plugin_api import Split
+
+__all__ = ["SplitRule", "make_splits", "parse_split_rule"]
+
+SYNTAX = "loo, kfold:K or kfold:K:seed=S"
+
+
+@dataclass(frozen=True)
+class SplitRule:
+    """``kind`` ``"loo"`` or ``"kfold"``; ``folds`` and ``seed`` for k-fold."""
+
+    kind: str
+    folds: int = 0
+    seed: int = 0
+
+    @property
+    def text(self) -> str:
+        """The canonical spelling: ``loo`` or ``kfold:K:seed=S``."""
+        return "loo" if self.kind == "loo" else f"kfold:{self.folds}:seed={self.seed}"
+
+
+def parse_split_rule(text: str, *, option: str = "--splits") -> SplitRule:
+    """``"loo"`` / ``"kfold:5"`` / ``"kfold:5:seed=3"`` -> ``SplitRule``; ``ConfigError``
+    naming ``option`` and the expected syntax otherwise (K >= 2, S >= 0)."""
+    parts = [p.strip() for p in str(text).strip().lower().split(":")]
+    bad = ConfigError(f"{option}: expected {SYNTAX}, got {text!r}")
+    if parts == ["loo"]:
+        return SplitRule("loo")
+    if parts[0] != "kfold" or len(parts) not in (2, 3):
+        raise bad
+    try:
+        folds = int(parts[1])
+    except ValueError:
+        raise bad from None
+    seed = 0
+    if len(parts) == 3:
+        key, sep, value = parts[2].partition("=")
+        if key.strip() != "seed" or not sep:
+            raise bad
+        try:
+            seed = int(value)
+        except ValueError:
+            raise bad from None
+    if folds < 2 or seed < 0:
+        raise ConfigError(f"{option}: k-fold needs K >= 2 folds and a seed >= 0, got {text!r}")
+    return SplitRule("kfold", folds, seed)
+
+
+def make_splits(rule: SplitRule, videos: Iterable[str]) -> dict[str, Split]:
+    """The splits ``rule`` makes over ``videos`` (see the module docstring); ``ConfigError``
+    when there are fewer videos than splits need (2 for ``loo``, K for k-fold)."""
+    import numpy as np
+
+    ids = sorted(set(videos))
+    need = 2 if rule.kind == "loo" else rule.folds
+    if len(ids) < need:
+        raise ConfigError(f"split rule {rule.text} needs at least {need} videos, got {len(ids)}")
+    if rule.kind == "loo":
+        folds = [[v] for v in ids]
+    else:
+        order = np.random.default_rng(rule.seed).permutation(len(ids))
+        folds = [sorted(ids[j] for j in order[i::rule.folds]) for i in range(rule.folds)]
+    splits = {}
+    for i, test in enumerate(folds, 1):
+        held = set(test)
+        splits[str(i)] = Split(str(i), tuple(v for v in ids if v not in held), tuple(test))
+    return splits
