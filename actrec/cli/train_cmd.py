@@ -35,20 +35,11 @@ def _mix(value: str) -> tuple[int, int]:
 @click.option("--split", default=None, help="Split to train on (default: the store's first).")
 @click.option("--history", type=int, default=200, show_default=True, help="Window length in frames.")
 @click.option("--iterations", type=int, default=2000, show_default=True)
-@click.option("--epochs", type=int, default=None,
-              help="Train for N epochs of D1's windows instead of --iterations (see --windows).")
-@click.option("--windows", default="random", show_default=True,
-              help="Training windows: 'random' (uniform video and start) or 'stride:S' (every "
-              "window ending at every S-th frame, shuffled per epoch).")
-@click.option("--loss-frames", default="all", show_default=True,
-              help="Frames the loss covers: 'all' labelled frames, the 'last' real frame of each "
-              "window, or 'after:K' (window positions K and later: a burn-in of K frames).")
 @click.option("--mix", default="64:64", show_default=True,
               help="Windows per batch from D1:D2 (with one dataset only N1 counts).")
 @click.option("--lr", type=float, default=0.01, show_default=True)
-@click.option("--optimizer", type=click.Choice(["sgd", "adam", "adamw"]), default="sgd",
-              show_default=True, help="SGD with momentum 0.9 (the DDLSTM paper), Adam, or AdamW "
-              "(weight decay decoupled from the gradient step).")
+@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True,
+              help="SGD with momentum 0.9 (the DDLSTM paper) or Adam.")
 @click.option("--grad-clip", type=float, default=None, help="Maximum gradient norm.")
 @click.option("--d2-split", default=None, help="Split of D2 (default: its store's first).")
 @click.option("--eval-every", type=int, default=0, show_default=True,
@@ -73,8 +64,7 @@ def _mix(value: str) -> tuple[int, int]:
               "An existing run resumes.")
 @json_option
 @click.pass_context
-def train(ctx, model, d1, d2, extractor, options, split, history, iterations, epochs, windows,
-          loss_frames, mix, lr, optimizer,
+def train(ctx, model, d1, d2, extractor, options, split, history, iterations, mix, lr, optimizer,
           grad_clip, d2_split, eval_every, checkpoint_every, reestimate_batches,
           seed, device, input_arrangement, prediction, allow_same_store, weight_decay, run_dir,
           as_json) -> None:
@@ -82,16 +72,11 @@ def train(ctx, model, d1, d2, extractor, options, split, history, iterations, ep
     from actrec.cli.config import value_sources
     from actrec.pipeline import train_from_refs
 
-    both = [ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE
-            for n in ("iterations", "epochs")]
-    if all(both):
-        raise click.UsageError("give --iterations or --epochs, not both")
     with make_progress() as progress:
         result = train_from_refs(
             model, d1=d1, d2=d2, extractor=extractor,
             model_options=layered_assignments(ctx, "options", "--option"), split=split,
-            history=history, iterations=iterations, epochs=epochs, windows=windows,
-            loss_frames=loss_frames, mix=_mix(mix), lr=lr, optimizer=optimizer,
+            history=history, iterations=iterations, mix=_mix(mix), lr=lr, optimizer=optimizer,
             grad_clip=grad_clip, d2_split=d2_split, eval_every=eval_every,
             checkpoint_every=checkpoint_every, reestimate_batches=reestimate_batches,
             seed=seed, device=device, input_arrangement=input_arrangement,
