@@ -161,7 +161,8 @@ def test_check_command_reports_and_exits_nonzero(tmp_path):
     assert res.exit_code == 1
     payload = json.loads(res.stdout)
     assert payload["ok"] is False and payload["videos"] == 3
-    assert payload["counts"] == {"ok": 1, "damaged": 2, "source changed": 0, "unverified": 0}
+    assert payload["counts"] == {"ok": 1, "damaged": 2, "source changed": 0, "inconsistent": 0,
+                                 "unverified": 0}
     problems = {p["video"]: p["problems"] for p in payload["problems"]}
     assert problems["v2"] == ["labels: chunk c/1 is missing"]
     assert problems["v3"][0].startswith("features: chunk c/4/0 has ")

@@ -17,43 +17,49 @@ from actrec.cli.common import emit, json_option, make_progress
 @json_option
 def check(store, sources, as_json) -> None:
     """Verify every video of the feature store STORE: each chunk file present with the size
-    written, each array's checksum, and (with --sources) the source video unchanged.
+    written, each array's checksum, and (with --sources) the source video unchanged. A store
+    with several streams is checked stream by stream, and a video's streams must agree on its
+    frames and labels.
 
     Lists every damaged video and every one whose source changed, and exits 1 if there is
     any (`actrec extract` for the store redoes them). Videos written before actrec recorded
     checksums are listed as unverified.
     """
     from actrec.io.features import FeatureStore
-    from actrec.io.integrity import check_store
+    from actrec.io.integrity import STATUSES, check_store
 
     opened = FeatureStore.open(store)
     with make_progress() as progress:
         report = check_store(opened, sources=sources, progress=progress)
-    emit(report, as_json, _render)
+    emit(report, as_json, lambda r: _render(r, STATUSES))
     if not report.ok:
         raise SystemExit(1)
 
 
-def _render(report):
+def _render(report, statuses):
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
 
     n = len(report.videos)
-    counts = ", ".join(f"{report.count(s)} {s}" for s in
-                       ("ok", "damaged", "source changed", "unverified") if report.count(s))
+    counts = ", ".join(f"{report.count(s)} {s}" for s in statuses if report.count(s))
     verdict = "every video is intact" if report.ok else "damaged or changed videos found"
-    summary = Text(f"{report.store}: {n} videos ({counts or 'none'}): {verdict}",
+    streams = f" in {len(report.streams)} streams ({', '.join(report.streams)})" \
+        if len(report.streams) > 1 else ""
+    summary = Text(f"{report.store}: {n} videos{streams} ({counts or 'none'}): {verdict}",
                    style="green" if report.ok else "bold red")
     shown = [v for v in report.videos if v.status != "ok"]
     parts = [summary]
     if shown:
         table = Table(title=f"check {report.store}")
         table.add_column("video")
+        if streams:
+            table.add_column("stream")
         table.add_column("status")
         table.add_column("what")
         for v in shown:
-            table.add_row(v.video, v.status, "\n".join(v.problems))
+            table.add_row(v.video, *([v.stream] if streams else []), v.status,
+                          "\n".join(v.problems))
         parts.insert(0, table)
     parts.extend(Text(note, style="yellow") for note in report.notes)
     return Group(*parts)

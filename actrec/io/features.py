@@ -28,6 +28,17 @@ refuses to be filled from another source, so that extracting a dataset from a se
 never skip videos because the first root's copies are there. ``background`` lists the
 dataset's background classes (segment metrics leave them out by default); stores written
 before these attributes existed read as no source and no background.
+
+Streams: one store may hold several named streams of features of the same frames (``rgb``,
+``flow``, ``mhi``, ...), each from its own extractor. The store itself is its first stream,
+named by its ``stream`` attribute (stores written before streams existed: their extractor's
+name); every further stream is a complete store of this same layout under
+``<store>/streams/<name>/`` (a Zarr group of the hierarchy), with its own extractor, config,
+lookahead, source, labels and integrity records, written and resumed on its own
+(``open_or_create(..., stream=NAME)``). Every stream must agree with the store on dataset,
+classes and data source; a video's streams must agree on frames and labels (``StreamConcat``
+refuses to read a video whose streams do not, and ``actrec check`` reports it). ``select``
+reads one stream, or several concatenated frame by frame (early fusion).
 """
 
 from __future__ import annotations
@@ -35,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import time
@@ -47,14 +59,16 @@ import numpy as np
 
 from actrec.errors import ConfigError, DataError
 
-__all__ = ["FeatureStore", "encode_video_id", "decode_video_id", "source_of", "describe_source",
-           "FORMAT", "FORMAT_VERSION"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "FeatureStore", "StreamConcat", "check_stream_name",
+           "decode_video_id", "describe_source", "encode_video_id", "source_of"]
 
 FORMAT = "actrec-features"
 FORMAT_VERSION = 1
 _DTYPES = ("float16", "float32")
 _TMP = ".tmp"
 _VIDEOS = "videos"
+_STREAMS = "streams"
+_STREAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 _STALE_SECONDS = 24 * 3600  # a temp dir from another host is only removed after this long
 # Attributes that must match for new features to be mixed with the stored ones.
 _IDENTITY = ("dataset", "classes", "extractor", "extractor_config", "lookahead", "dtype")
@@ -81,6 +95,15 @@ def decode_video_id(name: str) -> str:
     from urllib.parse import unquote_to_bytes
 
     return unquote_to_bytes(name).decode("utf-8")
+
+
+def check_stream_name(name: str) -> str:
+    """``name`` if it can name a stream (letters, digits, ``-`` and ``_``, not starting with
+    ``-`` or ``_``); ``ConfigError`` saying so otherwise."""
+    if not isinstance(name, str) or not _STREAM_NAME.fullmatch(name):
+        raise ConfigError(f"stream name {name!r}: expected letters, digits, '-' and '_' "
+                          f"(starting with a letter or digit), e.g. rgb, flow, mhi")
+    return name
 
 
 def _jsonable(value: Any) -> Any:
@@ -126,8 +149,16 @@ class FeatureStore:
         chunk_frames: int = 256,
         background: Sequence[int] = (),
         source: Mapping[str, Any] | None = None,
+        stream: str | None = None,
     ) -> FeatureStore:
         """Create the store at ``path``, or open the existing one there.
+
+        ``stream`` names the stream these features are for (see the module docstring). ``None``
+        is the store's own (first) stream, as before streams existed; a new store's own stream is
+        named ``stream``, or the extractor's name. A ``stream`` that is not the existing store's
+        own opens (or creates) that stream's store under ``streams/``, which must agree with this
+        one on dataset, classes and data source (``ConfigError`` naming both otherwise); the
+        checks below then apply to the stream.
 
         ``source`` describes where the features come from (``{"dataset": name, "options":
         {...}, "extractor": name, "extractor_config": {...}}``, see ``source_of``). An existing
@@ -163,6 +194,7 @@ class FeatureStore:
             "chunk_frames": int(chunk_frames),
             "background": sorted({int(c) for c in background}),
             "source": dict(source) if source is not None else None,
+            "stream": check_stream_name(stream) if stream is not None else extractor,
         })
         bad = [c for c in wanted["background"] if not 0 <= c < len(wanted["classes"])]
         if bad:
@@ -178,17 +210,51 @@ class FeatureStore:
             # sees another's half-made store, or wipes it.
             with cls(path, {})._lock():
                 if (path / "zarr.json").exists():
-                    return cls._reopen(path, wanted)
-                if any(path.iterdir()):
+                    existing = cls.open(path)
+                    if stream is None or stream == existing.stream_name:
+                        return cls._reopen(path, wanted)
+                    # Another stream: its own store below this one, opened outside our lock.
+                    sub = existing._stream_dir_for(wanted)
+                elif any(path.iterdir()):
                     raise DataError(f"{path}: exists and is not a feature store (no zarr.json); "
                                     f"refusing to write into it")
-                root = zarr.open_group(store=str(path), mode="w-", attributes=wanted)
-                root.create_group(_VIDEOS)
-                return cls(path, dict(root.attrs))
+                else:
+                    root = zarr.open_group(store=str(path), mode="w-", attributes=wanted)
+                    root.create_group(_VIDEOS)
+                    return cls(path, dict(root.attrs))
         except BaseException:
             if fresh:
                 _rmdir_if_empty(path)  # leave no empty folder where nothing was made
             raise
+        return cls.open_or_create(sub, dataset=dataset, split_scheme=split_scheme,
+                                  classes=classes, splits=splits, extractor=extractor,
+                                  extractor_config=extractor_config, lookahead=lookahead,
+                                  dtype=dtype, chunk_frames=chunk_frames, background=background,
+                                  source=source, stream=stream)
+
+    def _stream_dir_for(self, wanted: dict[str, Any]) -> Path:
+        """The folder of stream ``wanted["stream"]`` of this store, after checking that the
+        stream's dataset, classes and data source are this store's (``ConfigError`` naming
+        both otherwise); makes ``streams/`` a Zarr group. The caller holds the lock."""
+        import zarr
+
+        name = wanted["stream"]
+        for key in ("dataset", "classes"):
+            if self._attrs.get(key) != wanted[key]:
+                raise ConfigError(
+                    f"stream '{name}' cannot join feature store {self.path}: the store holds "
+                    f"{key} {_short(self._attrs.get(key))}, the stream {_short(wanted[key])}")
+        mine, theirs = self._attrs.get("source"), wanted["source"]
+        if mine is not None and theirs is not None and \
+                _data_source(mine) != _data_source(theirs):
+            raise ConfigError(
+                f"stream '{name}' cannot join feature store {self.path}: the store holds "
+                f"{describe_source(mine, theirs)}, the stream would hold "
+                f"{describe_source(theirs, mine)}; streams of one store are of the same data")
+        group = self.path / _STREAMS
+        if not (group / "zarr.json").exists():
+            zarr.open_group(store=str(group), mode="a")
+        return group / name
 
     @classmethod
     def _reopen(cls, path: Path, wanted: dict[str, Any]) -> FeatureStore:
@@ -242,6 +308,47 @@ class FeatureStore:
     def attrs(self) -> dict[str, Any]:
         """The store-level attributes (a copy)."""
         return json.loads(json.dumps(self._attrs))
+
+    @property
+    def stream_name(self) -> str:
+        """The name of this store's own stream (its extractor's for older stores)."""
+        return str(self._attrs.get("stream") or self._attrs.get("extractor"))
+
+    def streams(self) -> list[str]:
+        """Names of the streams this store holds: its own first, then the others sorted."""
+        others = []
+        group = self.path / _STREAMS
+        if group.is_dir():
+            for entry in sorted(group.iterdir()):
+                attrs = _group_attrs(entry)
+                if attrs is not None and attrs.get("format") == FORMAT:
+                    others.append(entry.name)
+        return [self.stream_name] + [n for n in others if n != self.stream_name]
+
+    def stream(self, name: str) -> FeatureStore:
+        """The store of stream ``name`` (this store for its own stream); ``DataError`` listing
+        the streams there are when it has none of that name."""
+        if name == self.stream_name:
+            return self
+        check_stream_name(name)
+        if not (self.path / _STREAMS / name / "zarr.json").is_file():
+            raise DataError(f"feature store {self.path} has no stream '{name}'; it holds: "
+                            f"{', '.join(self.streams())} (extract one with `actrec extract "
+                            f"... --out {self.path} --stream {name}`)")
+        return FeatureStore.open(self.path / _STREAMS / name)
+
+    def select(self, names: Sequence[str] | None) -> FeatureStore | StreamConcat:
+        """What training reads: this store's own stream (``None``), one named stream, or
+        several concatenated along the feature axis in the order given (``StreamConcat``).
+        ``ConfigError`` for an empty or repeated list, ``DataError`` for a missing stream."""
+        if names is None:
+            return self
+        names = [str(n) for n in names]
+        if not names or len(set(names)) != len(names):
+            raise ConfigError(f"streams of {self.path}: expected distinct stream names, got "
+                              f"{names}")
+        stores = [self.stream(n) for n in names]
+        return stores[0] if len(stores) == 1 else StreamConcat(self.path, names, stores)
 
     @property
     def classes(self) -> list[str]:
@@ -578,6 +685,140 @@ class FeatureStore:
                 attrs = _group_attrs(entry)
                 if entry.is_dir() and (attrs is None or attrs.get("complete") is not True):
                     shutil.rmtree(entry, ignore_errors=True)
+
+
+class StreamConcat:
+    """Several streams of one store read as one: each video's features are the streams'
+    features side by side (in the order of ``names``), for early fusion. Reads like a
+    ``FeatureStore`` (``videos``, ``has``, ``read``, ``read_window``, ``video_attrs``, ``dim``,
+    ``attrs``, ...); a video counts as stored when every stream has it, and one whose streams
+    differ in frame count or labels is refused (``DataError`` naming the streams)."""
+
+    def __init__(self, path: Path, names: Sequence[str], stores: Sequence[FeatureStore]) -> None:
+        self.path = Path(path)
+        self.names = tuple(names)
+        self.stores = tuple(stores)
+        first = self.stores[0]
+        for name, store in zip(self.names[1:], self.stores[1:]):
+            if store.classes != first.classes:
+                raise DataError(f"feature store {self.path}: streams '{self.names[0]}' and "
+                                f"'{name}' have different classes")
+
+    # -------------------------------------------------------------- what the streams share
+
+    @property
+    def stream_name(self) -> str:
+        return "+".join(self.names)
+
+    def streams(self) -> list[str]:
+        return list(self.names)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.stores[0].classes
+
+    @property
+    def splits(self) -> dict[str, dict[str, list[str]]]:
+        return self.stores[0].splits
+
+    @property
+    def background(self) -> tuple[int, ...]:
+        return self.stores[0].background
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """The first stream's attributes, with extractor, config and lookahead of them all:
+        ``lookahead`` is the largest of the streams' (what the concatenation looks ahead)."""
+        attrs = self.stores[0].attrs
+        each = [s.attrs for s in self.stores]
+        lookaheads = [int(a.get("lookahead") or 0) for a in each]
+        attrs.update({
+            "stream": self.stream_name,
+            "streams": {n: {"extractor": a.get("extractor"),
+                            "extractor_config": a.get("extractor_config"),
+                            "lookahead": a.get("lookahead")} for n, a in zip(self.names, each)},
+            "extractor": "+".join(str(a.get("extractor")) for a in each),
+            "extractor_config": {n: a.get("extractor_config") for n, a in zip(self.names, each)},
+            "lookahead": -1 if min(lookaheads) < 0 else max(lookaheads),
+            "causal": all(a.get("causal") is not False for a in each) and max(lookaheads) == 0,
+        })
+        return attrs
+
+    @property
+    def source(self) -> dict[str, Any] | None:
+        sources = [s.source for s in self.stores]
+        if any(src is None for src in sources):
+            return None
+        return {"streams": dict(zip(self.names, sources))}
+
+    @property
+    def identity(self) -> str:
+        import hashlib
+
+        text = json.dumps([[n, s.identity] for n, s in zip(self.names, self.stores)])
+        return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+    @property
+    def dim(self) -> int | None:
+        dims = [s.dim for s in self.stores]
+        return None if any(d is None for d in dims) else sum(dims)
+
+    # -------------------------------------------------------------- videos
+
+    def videos(self) -> list[str]:
+        common = set(self.stores[0].videos())
+        for store in self.stores[1:]:
+            common &= set(store.videos())
+        return sorted(common)
+
+    def has(self, video_id: str) -> bool:
+        return all(s.has(video_id) for s in self.stores)
+
+    def video_attrs(self, video_id: str) -> dict[str, Any]:
+        """The first stream's attributes of the video, with ``integrity`` holding every
+        stream's records (keys ``<stream>/<array>``); ``DataError`` when the streams differ in
+        frame count."""
+        each = [s.video_attrs(video_id) for s in self.stores]
+        self._same_frames(video_id, [int(a["num_frames"]) for a in each])
+        attrs = dict(each[0])
+        attrs["integrity"] = {f"{n}/{k}": rec for n, a in zip(self.names, each)
+                              for k, rec in (a.get("integrity") or {}).items()}
+        attrs["dim"] = sum(int(a["dim"]) for a in each)
+        return attrs
+
+    def num_frames(self, video_id: str) -> int:
+        return int(self.video_attrs(video_id)["num_frames"])
+
+    def damage(self, video_id: str, frames: tuple[int, int] | None = None) -> list[str]:
+        return [f"stream '{n}': {p}" for n, s in zip(self.names, self.stores)
+                for p in s.damage(video_id, frames)]
+
+    def read(self, video_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """Features float32 ``[T, D_1 + D_2 + ...]`` and labels int64 ``[T]``."""
+        return self.read_window(video_id, 0, self.num_frames(video_id))
+
+    def read_window(self, video_id: str, t0: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+        parts = [s.read_window(video_id, t0, length) for s in self.stores]
+        self._same_frames(video_id, [p[0].shape[0] for p in parts])
+        labels = parts[0][1]
+        for name, (_, other) in zip(self.names[1:], parts[1:]):
+            if not np.array_equal(other, labels):
+                raise DataError(f"feature store {self.path}: streams '{self.names[0]}' and "
+                                f"'{name}' hold different labels for video {video_id!r}; "
+                                f"extract both from the same dataset and label files")
+        return np.concatenate([p[0] for p in parts], axis=1), labels
+
+    def _same_frames(self, video_id: str, counts: Sequence[int]) -> None:
+        if len(set(counts)) > 1:
+            shown = ", ".join(f"'{n}' {c}" for n, c in zip(self.names, counts))
+            raise DataError(f"feature store {self.path}: the streams of video {video_id!r} "
+                            f"have different frame counts ({shown}); re-extract the stream "
+                            f"that is wrong")
+
+
+def _data_source(source: Mapping[str, Any]) -> dict[str, Any]:
+    """The data part of a source record: dataset and options, without the extractor."""
+    return {"dataset": source.get("dataset"), "options": source.get("options")}
 
 
 # Dataset options that decide only whether damaged input is an error, never what a successful

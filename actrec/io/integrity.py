@@ -17,6 +17,10 @@ left to Zarr. Two levels of checking:
 
 Videos written before these records existed have no ``integrity`` entry: they cannot be
 checked and read as before ("unverified").
+
+A store with several streams (``actrec.io.features``) is checked stream by stream, and a
+video's streams must agree with each other on frame count and labels (the labels' recorded
+digest): otherwise the video is "inconsistent" in the later stream.
 """
 
 from __future__ import annotations
@@ -33,10 +37,11 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     from actrec.io.features import FeatureStore
 
-__all__ = ["ARRAYS", "StoreCheck", "VideoCheck", "array_digest", "array_record",
+__all__ = ["ARRAYS", "STATUSES", "StoreCheck", "VideoCheck", "array_digest", "array_record",
            "check_store", "chunk_problems", "source_change", "verify_video"]
 
 ARRAYS = ("features", "labels")
+STATUSES = ("ok", "damaged", "source changed", "inconsistent", "unverified")
 _STORED_DTYPES = {"float16": "<f2", "float32": "<f4", "int64": "<i8"}
 
 
@@ -122,17 +127,19 @@ def source_change(recorded: Mapping[str, Any] | None, path: str | Path | None) -
 
 @dataclass(frozen=True)
 class VideoCheck:
-    """One video's verdict: ``status`` is ``ok``, ``damaged`` (chunks missing, resized or
-    not matching their checksum), ``source changed`` or ``unverified`` (no record: written
-    before actrec recorded one); ``problems`` says what exactly."""
+    """One video's verdict in one stream: ``status`` is ``ok``, ``damaged`` (chunks missing,
+    resized or not matching their checksum), ``source changed``, ``inconsistent`` (its frames
+    or labels differ from the store's first stream that has it) or ``unverified`` (no record:
+    written before actrec recorded one); ``problems`` says what exactly."""
 
     video: str
     status: str
     problems: tuple[str, ...] = ()
+    stream: str = ""
 
     @property
     def bad(self) -> bool:
-        return self.status in ("damaged", "source changed")
+        return self.status in ("damaged", "source changed", "inconsistent")
 
 
 @dataclass(frozen=True)
@@ -142,6 +149,7 @@ class StoreCheck:
     store: Path
     videos: tuple[VideoCheck, ...]
     notes: tuple[str, ...] = field(default=())
+    streams: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -152,9 +160,10 @@ class StoreCheck:
 
     def to_dict(self) -> dict[str, Any]:
         return {"store": str(self.store), "ok": self.ok, "videos": len(self.videos),
-                "counts": {s: self.count(s) for s in
-                           ("ok", "damaged", "source changed", "unverified")},
-                "problems": [{"video": v.video, "status": v.status, "problems": list(v.problems)}
+                "streams": list(self.streams),
+                "counts": {s: self.count(s) for s in STATUSES},
+                "problems": [{"video": v.video, "stream": v.stream, "status": v.status,
+                              "problems": list(v.problems)}
                              for v in self.videos if v.status != "ok"],
                 "notes": list(self.notes)}
 
@@ -199,17 +208,47 @@ def verify_video(store: FeatureStore, video_id: str, *, sources: bool = True) ->
 
 def check_store(store: FeatureStore, *, sources: bool = True,
                 progress: Any = None, video_ids: Iterable[str] | None = None) -> StoreCheck:
-    """``verify_video`` for every complete video of ``store`` (or ``video_ids``); ``progress``
-    (a rich Progress) gets one task counting videos."""
-    ids = list(store.videos() if video_ids is None else video_ids)
-    task = progress.add_task("checking videos", total=len(ids)) if progress is not None else None
+    """``verify_video`` for every complete video (or ``video_ids``) of every stream of
+    ``store``, and each video's streams compared with the first stream that has it (frame
+    count and labels digest); ``progress`` (a rich Progress) gets one task counting videos."""
+    names = store.streams()
+    parts = [(name, store.stream(name)) for name in names]
+    todo = [(name, sub, list(sub.videos() if video_ids is None else
+                             [v for v in video_ids if sub.has(v)]))
+            for name, sub in parts]
+    total = sum(len(ids) for _, _, ids in todo)
+    task = progress.add_task("checking videos", total=total) if progress is not None else None
     results = []
-    for vid in ids:
-        results.append(verify_video(store, vid, sources=sources))
-        if task is not None:
-            progress.advance(task)
+    first: dict[str, tuple[str, dict]] = {}  # video -> (stream, its attributes)
+    for name, sub, ids in todo:
+        for vid in ids:
+            check = verify_video(sub, vid, sources=sources)
+            attrs = sub.video_attrs(vid)
+            if vid in first and check.status in ("ok", "unverified"):
+                differs = _streams_differ(first[vid], (name, attrs))
+                if differs:
+                    check = VideoCheck(vid, "inconsistent", (differs,))
+            first.setdefault(vid, (name, attrs))
+            results.append(VideoCheck(check.video, check.status, check.problems,
+                                      name if len(names) > 1 else ""))
+            if task is not None:
+                progress.advance(task)
     notes = []
-    leftovers = store.path / ".tmp"
-    if leftovers.is_dir() and any(leftovers.iterdir()):
-        notes.append(f"{leftovers} holds unfinished writes (removed by the next extract)")
-    return StoreCheck(store.path, tuple(results), tuple(notes))
+    for _, sub in parts:
+        leftovers = sub.path / ".tmp"
+        if leftovers.is_dir() and any(leftovers.iterdir()):
+            notes.append(f"{leftovers} holds unfinished writes (removed by the next extract)")
+    return StoreCheck(store.path, tuple(results), tuple(notes), tuple(names))
+
+
+def _streams_differ(a: tuple[str, Mapping[str, Any]], b: tuple[str, Mapping[str, Any]]) -> str:
+    """How one video's attributes in two streams disagree on its frames, in words ('' if not)."""
+    (na, aa), (nb, ab) = a, b
+    if int(aa.get("num_frames", -1)) != int(ab.get("num_frames", -1)):
+        return (f"{ab.get('num_frames')} frames in stream '{nb}', {aa.get('num_frames')} in "
+                f"stream '{na}'")
+    la = ((aa.get("integrity") or {}).get("labels") or {}).get("sha256")
+    lb = ((ab.get("integrity") or {}).get("labels") or {}).get("sha256")
+    if la and lb and la != lb:
+        return f"its labels in stream '{nb}' differ from those in stream '{na}'"
+    return ""
