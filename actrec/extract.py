@@ -1,35 +1,52 @@
 """Feature extraction: decode every video of a dataset, run an extractor, fill a feature store.
 
-Label alignment: a dataset's labels are at ``VideoRecord.fps``; the features are at the
-extractor's ``fps`` (or the video's own rate). When the two rates differ, labels are resampled
-to the feature frames by nearest timestamp with the same rule as frames
-(``actrec.io.video.resample_indices``), and the video's attributes record it
-(``label_fps``, ``labels_resampled``). Policy for lengths: the number of feature frames must
-equal the number of (resampled) labels exactly; otherwise that video fails with a
-``DataError`` naming it and both counts, and nothing is stored for it.
+The host owns decoding, batching, resuming, progress and writing; an extractor only maps frames
+to features (``actrec.plugin_api.FeatureExtractor``). One video's work (frame rate, length
+policy, background decoding) is ``actrec.extract_video``; running it in ``--workers N``
+processes is ``actrec.extract_workers``. This module plans the run (which videos, which
+shard, which are already done) and reports it.
 
 A stored video counts as done only while it is intact (its chunk files as written, see
 ``FeatureStore.damage``) and its source video has the size and mtime recorded at extraction
 (unless the store is trusted); otherwise it is extracted again and the report says why.
+Videos are written atomically, so a run killed at any point leaves only whole videos, and
+running it again gives the store an uninterrupted run would have written.
 """
 
 from __future__ import annotations
 
+import hashlib
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from actrec.errors import ActrecError, DataError
+from actrec.errors import ConfigError, DataError
+from actrec.extract_video import (
+    CUT_LABELS,
+    CUT_VIDEO,
+    LENGTH_POLICIES,
+    HostOptions,
+    VideoTask,
+    extract_video,
+    resample_labels,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.progress import Progress
 
-    from actrec.plugin_api import DatasetIndex, FeatureExtractor, VideoRecord
+    from actrec.plugin_api import DatasetIndex, FeatureExtractor
 
-__all__ = ["ExtractReport", "extract_features", "resample_labels", "extract_video"]
+__all__ = [
+    "ExtractReport",
+    "HostOptions",
+    "extract_features",
+    "extract_video",
+    "in_shard",
+    "parse_shard",
+    "resample_labels",
+]
 
 
 @dataclass(frozen=True)
@@ -37,7 +54,9 @@ class ExtractReport:
     """What one extraction run did: videos written, skipped (already stored) and failed.
     ``redone_damaged`` and ``redone_changed`` name the stored videos that were extracted
     again (they are in ``written`` or ``failed`` too) because their stored copy was damaged
-    or their source video changed, each with what was wrong."""
+    or their source video changed, each with what was wrong. ``cut`` lists the written videos
+    whose video and labels disagreed in length, with the frames the length policy cut from
+    each; ``frames`` counts the frames written, ``seconds`` the run's wall time."""
 
     written: tuple[str, ...]
     skipped: tuple[str, ...]
@@ -45,10 +64,24 @@ class ExtractReport:
     store: Path
     redone_damaged: tuple[tuple[str, str], ...] = ()  # (video id, what was damaged)
     redone_changed: tuple[tuple[str, str], ...] = ()  # (video id, how its source changed)
+    cut: tuple[tuple[str, int, int], ...] = ()  # (video id, video frames cut, label frames cut)
+    frames: int = 0
+    seconds: float = 0.0
+    workers: int = 1
+    shard: tuple[int, int] | None = None
+    length_policy: str = "truncate"
 
     @property
     def ok(self) -> bool:
         return not self.failed
+
+    @property
+    def frames_cut(self) -> dict[str, int]:
+        """Frames cut by the length policy, in total, by what was cut (as the importer counts
+        its repairs)."""
+        totals = {CUT_VIDEO: sum(v for _, v, _ in self.cut),
+                  CUT_LABELS: sum(lab for _, _, lab in self.cut)}
+        return {k: v for k, v in totals.items() if v}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -58,79 +91,40 @@ class ExtractReport:
             "failed": [{"video": v, "error": e} for v, e in self.failed],
             "redone_damaged": [{"video": v, "damage": d} for v, d in self.redone_damaged],
             "redone_changed": [{"video": v, "change": c} for v, c in self.redone_changed],
+            "length_policy": self.length_policy,
+            "frames_cut": self.frames_cut,
+            "cut": [{"video": v, "video_frames": a, "label_frames": b} for v, a, b in self.cut],
+            "frames": self.frames,
+            "seconds": self.seconds,
+            "frames_per_second": self.frames / self.seconds if self.seconds > 0 else None,
+            "workers": self.workers,
+            "shard": f"{self.shard[0]}/{self.shard[1]}" if self.shard else None,
         }
 
 
-def resample_labels(labels: np.ndarray, label_fps: float, fps: float) -> np.ndarray:
-    """Labels ``[L]`` at ``label_fps`` resampled to ``fps`` by nearest timestamp: output frame
-    ``i`` takes label ``round(i * label_fps / fps)``, exactly as frames are resampled."""
-    from actrec.io.video import resample_indices
+def parse_shard(text: str | tuple[int, int] | None) -> tuple[int, int] | None:
+    """``"i/n"`` (1 <= i <= n) as ``(i, n)``; ``ConfigError`` naming ``--shard`` otherwise."""
+    if text is None or isinstance(text, tuple):
+        if text is not None and not (isinstance(text[0], int) and isinstance(text[1], int)
+                                     and 1 <= text[0] <= text[1]):
+            raise ConfigError(f"--shard: expected (i, n) with 1 <= i <= n, got {text!r}")
+        return text
+    i, sep, n = str(text).partition("/")
+    if not (sep and i.strip().isdigit() and n.strip().isdigit()
+            and 1 <= int(i) <= int(n)):
+        raise ConfigError(f"--shard: expected I/N with 1 <= I <= N (shard I of N, e.g. 2/4), "
+                          f"got {text!r}")
+    return int(i), int(n)
 
-    labels = np.asarray(labels)
-    if abs(label_fps - fps) < 1e-9:
-        return labels.copy()
-    return labels[resample_indices(labels.shape[0], label_fps, fps)]
 
-
-def extract_video(
-    record: VideoRecord,
-    extractor: FeatureExtractor,
-    *,
-    batch_size: int = 64,
-    progress: Progress | None = None,
-) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Features float32 ``[T, D]``, aligned labels int64 ``[T]`` and attributes (``fps`` of
-    the features, ``label_fps``, ``labels_resampled``, ...) for one video.
-
-    Raises ``DataError`` naming the video for a missing/undecodable file, an extractor that
-    yields the wrong number of rows or width, or a feature/label length mismatch.
-    """
-    from actrec.io.video import open_video
-
-    if record.path is None:
-        raise DataError(f"video {record.id!r}: the dataset gives no video file for it")
-    if not record.fps > 0:
-        raise DataError(f"video {record.id!r}: the dataset gives {record.fps} fps; expected > 0")
-    reader = open_video(record.path, fps=extractor.fps)
-    labels = resample_labels(record.labels, record.fps, reader.fps)
-    if labels.shape[0] != reader.num_frames:
-        raise DataError(
-            f"video {record.id!r} ({reader.path}): {reader.num_frames} frames at "
-            f"{reader.fps:g} fps but {labels.shape[0]} labels at that rate "
-            f"({record.labels.shape[0]} at {record.fps:g} fps); lengths must match"
-        )
-    task = None
-    if progress is not None:
-        task = progress.add_task(f"  {record.id}", total=reader.num_frames)
-
-    def batches():
-        for batch in reader.iter_batches(batch_size):
-            yield batch
-            if task is not None:
-                progress.advance(task, batch.shape[0])
-
-    try:
-        chunks = [np.asarray(f, dtype=np.float32) for f in extractor.extract(batches())]
-    finally:
-        if task is not None:
-            progress.remove_task(task)
-    dim = extractor.dim()
-    feats = np.concatenate(chunks, axis=0) if chunks else np.zeros((0, dim), np.float32)
-    if feats.ndim != 2 or feats.shape[1] != dim:
-        raise DataError(f"video {record.id!r}: extractor '{extractor.name}' produced features "
-                        f"of shape {feats.shape}, expected [T, {dim}]")
-    if feats.shape[0] != labels.shape[0]:
-        raise DataError(f"video {record.id!r}: extractor '{extractor.name}' produced "
-                        f"{feats.shape[0]} feature rows for {labels.shape[0]} frames")
-    attrs = {
-        "fps": reader.fps,
-        "label_fps": float(record.fps),
-        "labels_resampled": abs(record.fps - reader.fps) >= 1e-9,
-        "source_fps": reader.source_fps,
-        "frame_size": list(reader.size),
-        "participant": record.participant,
-    }
-    return feats, labels.astype(np.int64), attrs
+def in_shard(video_id: str, shard: tuple[int, int] | None) -> bool:
+    """Whether ``video_id`` belongs to shard ``(i, n)``: by a hash of the id alone, so that
+    every machine agrees whatever list of videos (split, order) it was given."""
+    if shard is None:
+        return True
+    i, n = shard
+    digest = hashlib.sha1(video_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % n == i - 1
 
 
 def extract_features(
@@ -147,29 +141,58 @@ def extract_features(
     batch_size: int = 64,
     source: Mapping[str, Any] | None = None,
     trust_store: bool = False,
+    workers: int = 1,
+    shard: str | tuple[int, int] | None = None,
+    device: str = "cpu",
+    length_policy: str = "truncate",
+    max_length_gap: float = 5.0,
+    stream: str | None = None,
 ) -> ExtractReport:
     """Extract features for ``video_ids`` (default: every video of ``index``) into the store
     at ``store_path`` (created if needed; see ``FeatureStore.open_or_create`` for when an
     existing store is refused, e.g. one filled from another ``source``). The store records
     ``source`` and the dataset's background classes (``index.background_classes``).
+    ``stream`` names the stream of the store these features are (see ``actrec.io.features``;
+    ``None``: the store's own).
 
     Videos already complete in the store are skipped unless ``overwrite``, unless their
     chunk files are damaged (missing or resized) or, without ``trust_store``, their source
     file's path, size or mtime differ from what was recorded when they were extracted: those
     are extracted again (``redone_damaged``, ``redone_changed``); if that fails, the stale
-    copy is removed, so that nothing reads it. A video that fails (missing or undecodable file, length mismatch) is reported in ``failed`` with its
-    ``DataError`` message and the others continue. ``progress``, if given, gets one task per
-    video (frames) and one overall (videos); ``None`` runs silently.
+    copy is removed, so that nothing reads it. A video that fails (no file, an undecodable or
+    truncated file, lengths the ``length_policy`` refuses, see ``actrec.extract_video``) is
+    reported in ``failed`` with its message and the others continue.
+
+    ``workers`` > 1 runs that many processes, each taking its share of the CPU cores as
+    threads; ``shard=(i, n)`` (or ``"i/n"``) keeps only the videos of shard ``i`` of ``n``
+    (``in_shard``); ``device`` is given to the extractor (``cpu``, ``cuda``, ``cuda:N``,
+    ``auto``). ``progress``, if given, gets a task for the videos, one for the frames (its
+    description shows frames per second) and one per video being extracted; ``None`` runs
+    silently.
     """
+    from actrec.extract_workers import WorkerSpec, check_device, run_tasks, thread_share
     from actrec.io.features import FeatureStore
     from actrec.io.integrity import source_change
 
     lookahead = extractor.checked_lookahead()  # before anything is written
+    if length_policy not in LENGTH_POLICIES:
+        raise ConfigError(f"--length-policy: expected one of {', '.join(LENGTH_POLICIES)}, got "
+                          f"{length_policy!r}")
+    if not max_length_gap >= 0:
+        raise ConfigError(f"--max-length-gap: expected seconds >= 0, got {max_length_gap!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"--workers: expected an integer >= 1, got {workers!r}")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size: expected an integer >= 1, got {batch_size!r}")
+    shard = parse_shard(shard)
+    devices = check_device(device, workers)
     ids = list(index.videos) if video_ids is None else list(video_ids)
     unknown = [v for v in ids if v not in index.videos]
     if unknown:
         listed = ", ".join(map(repr, unknown[:5])) + (" ..." if len(unknown) > 5 else "")
         raise DataError(f"dataset '{index.name}' has no video(s) {listed}")
+    ids = [v for v in ids if in_shard(v, shard)]
+    started = time.perf_counter()
     store = FeatureStore.open_or_create(
         store_path,
         dataset=dataset_ref,
@@ -182,16 +205,16 @@ def extract_features(
         dtype=dtype,
         background=index.background_classes,
         source=source,
+        stream=stream,
     )
-    written: list[str] = []
     skipped: list[str] = []
-    failed: list[tuple[str, str]] = []
     damaged: list[tuple[str, str]] = []
     changed: list[tuple[str, str]] = []
-    overall = progress.add_task("videos", total=len(ids)) if progress is not None else None
+    tasks: list[VideoTask] = []
+    missing = getattr(index, "missing_videos", None) or {}
     for vid in ids:
         record = index.videos[vid]
-        stale = done = False  # stale: the stored copy must not stay if extracting fails
+        stale = False
         if not overwrite and store.has(vid):
             problems = store.damage(vid)
             change = None if trust_store or problems else source_change(
@@ -202,25 +225,107 @@ def extract_features(
                 changed.append((vid, change))
             else:
                 skipped.append(vid)
-                done = True
-            stale = not done
-        if not done:
-            try:
-                feats, labels, attrs = extract_video(record, extractor, batch_size=batch_size,
-                                                     progress=progress)
-                fps = attrs.pop("fps")
-                store.write_video(vid, feats, labels, fps=fps, source=record.path, extra=attrs)
-                written.append(vid)
-            except ActrecError as exc:  # this video is bad: report it, go on with the others
-                if stale:
-                    store.remove(vid)
-                    exc = DataError(f"{exc} (its stored copy was damaged or made from another "
-                                    f"file, and was removed)")
-                failed.append((vid, str(exc)))
-            except OSError as exc:  # disk full, permissions: every other video would fail too
-                raise DataError(f"feature store {store_path}: cannot write video {vid!r}: "
-                                f"{exc.strerror or exc}") from None
-        if overall is not None:
-            progress.advance(overall)
-    return ExtractReport(tuple(written), tuple(skipped), tuple(failed), Path(store_path),
-                         tuple(damaged), tuple(changed))
+                continue
+            stale = True
+        tasks.append(VideoTask(vid, record.path, record.labels, float(record.fps),
+                               record.participant, stale, missing.get(vid)))
+
+    view = _ProgressView(progress, len(ids), len(skipped), tasks, extractor)
+    results: dict[str, Any] = {}
+
+    def emit(event) -> None:
+        from actrec.extract_workers import Finished
+
+        if isinstance(event, Finished):
+            results[event.outcome.id] = event.outcome
+        view.update(event)
+
+    options = HostOptions(batch_size=batch_size, length_policy=length_policy,
+                          max_length_gap=float(max_length_gap))
+    spec = WorkerSpec(type(extractor), extractor.config, store.path, options,
+                      threads=thread_share(workers))
+    try:
+        # workers == 1 keeps the caller's extractor (already set up by an earlier run, or not)
+        run_tasks(tasks, spec, devices, emit, extractor=extractor if workers == 1 else None)
+    finally:
+        view.close()
+    outcomes = [results[t.id] for t in tasks if t.id in results]
+    return ExtractReport(
+        written=tuple(o.id for o in outcomes if o.ok),
+        skipped=tuple(skipped),
+        failed=tuple((o.id, o.error) for o in outcomes if not o.ok),
+        store=Path(store_path),
+        redone_damaged=tuple(damaged),
+        redone_changed=tuple(changed),
+        cut=tuple((o.id, o.video_frames_cut, o.label_frames_cut) for o in outcomes
+                  if o.ok and (o.video_frames_cut or o.label_frames_cut)),
+        frames=sum(o.frames for o in outcomes if o.ok),
+        seconds=time.perf_counter() - started,
+        workers=workers,
+        shard=shard,
+        length_policy=length_policy,
+    )
+
+
+class _ProgressView:
+    """The run on a rich ``Progress``: videos (done of all, skipped ones counted at once),
+    frames (with frames per second and the time left) and one bar per video in flight."""
+
+    def __init__(self, progress, total: int, skipped: int, tasks: Sequence[VideoTask],
+                 extractor: FeatureExtractor) -> None:
+        self.progress = progress
+        self.videos = self.frames = None
+        self.per_video: dict[int, Any] = {}
+        self.started = time.perf_counter()
+        self.done_frames = 0
+        if progress is None:
+            return
+        self.videos = progress.add_task("videos", total=total, completed=skipped)
+        # Until each video is opened, its frames are estimated from its labels.
+        self.estimate = {t.id: _estimated_frames(t, extractor) for t in tasks}
+        self.frames = progress.add_task("frames", total=sum(self.estimate.values()))
+
+    def update(self, event) -> None:
+        from actrec.extract_workers import Finished, Frames, Started
+
+        if self.progress is None:
+            return
+        p = self.progress
+        if isinstance(event, Started):
+            old = self.per_video.pop(event.worker, None)
+            if old is not None:
+                p.remove_task(old)
+            self.per_video[event.worker] = p.add_task(f"  {event.video}", total=event.frames)
+            guess = self.estimate.pop(event.video, event.frames)
+            p.update(self.frames, total=_total(p, self.frames) + event.frames - guess)
+        elif isinstance(event, Frames):
+            self.done_frames += event.count
+            bar = self.per_video.get(event.worker)
+            if bar is not None:
+                p.advance(bar, event.count)
+            rate = self.done_frames / max(1e-9, time.perf_counter() - self.started)
+            p.update(self.frames, advance=event.count, description=f"frames {rate:,.0f}/s")
+        elif isinstance(event, Finished):
+            bar = self.per_video.pop(event.worker, None)
+            if bar is not None:
+                p.remove_task(bar)
+            guess = self.estimate.pop(event.outcome.id, None)  # failed before it was opened
+            if guess:
+                p.update(self.frames, total=_total(p, self.frames) - guess)
+            p.advance(self.videos)
+
+    def close(self) -> None:
+        if self.progress is None:
+            return
+        for bar in self.per_video.values():
+            self.progress.remove_task(bar)
+        self.per_video.clear()
+
+
+def _estimated_frames(task: VideoTask, extractor: FeatureExtractor) -> int:
+    fps = extractor.fps or task.label_fps
+    return round(task.labels.shape[0] * fps / task.label_fps) if task.label_fps > 0 else 0
+
+
+def _total(progress, task_id) -> float:
+    return next(t.total for t in progress.tasks if t.id == task_id) or 0

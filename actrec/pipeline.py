@@ -25,12 +25,24 @@ def extract_dataset(
     dtype: str = "float16",
     progress: Any = None,
     trust_store: bool = False,
+    workers: int = 1,
+    shard: str | tuple[int, int] | None = None,
+    device: str = "cpu",
+    length_policy: str = "truncate",
+    max_length_gap: float = 5.0,
+    batch_size: int = 64,
+    stream: str | None = None,
 ):
     """Extract per-frame features of a dataset's videos into a feature store.
 
     ``split`` limits the work to that split's videos (train and test); the store records all
-    splits either way. ``trust_store`` skips comparing stored videos' sources with the files
-    (see ``actrec.extract.extract_features``). Returns ``actrec.extract.ExtractReport``.
+    splits either way. ``trust_store`` skips comparing stored videos' sources with the files;
+    ``workers``, ``shard``, ``device``, ``length_policy``, ``max_length_gap`` and
+    ``batch_size`` are passed on (see ``actrec.extract.extract_features``). Annotated videos
+    whose file the dataset did not find fail with its reason while the others go on; a
+    ``ConfigError`` only when none of the selected videos has a file. ``stream`` writes that
+    named stream of the store (default store with a stream: the dataset's ``streams.zarr``,
+    which holds all its streams). Returns ``actrec.extract.ExtractReport``.
     """
     from actrec import registry
     from actrec.extract import extract_features
@@ -50,18 +62,22 @@ def extract_dataset(
         chosen = index.split(split)
         video_ids = sorted(set(chosen.train) | set(chosen.test))
     store = out if out is not None else default_store_path(
-        ref, extractor, getattr(dataset.config, "root", None))
-    missing = [index.videos[v] for v in (video_ids or index.videos)
-               if index.videos[v].path is None]
-    if missing:
+        ref, extractor if stream is None else "streams", getattr(dataset.config, "root", None))
+    selected = [index.videos[v] for v in (index.videos if video_ids is None else video_ids)]
+    if selected and all(r.path is None for r in selected):
+        reasons = getattr(index, "missing_videos", None) or {}
+        why = reasons.get(selected[0].id, "the dataset gives no video file for it")
         raise ConfigError(
-            f"dataset '{ref}' has no video files for extraction (e.g. {missing[0].id}); "
-            f"import its public features instead (actrec import)"
+            f"dataset '{ref}' has no video files for extraction (e.g. {selected[0].id}: {why}); "
+            f"point --root (or -o videos=DIR) at its videos, or import its public features "
+            f"instead (actrec import)"
         )
     return extract_features(
         index, ext, store, dataset_ref=ref, split_scheme=index.label_set,
         video_ids=video_ids, overwrite=overwrite, dtype=dtype, progress=progress,
-        source=source, trust_store=trust_store,
+        source=source, trust_store=trust_store, workers=workers, shard=shard, device=device,
+        length_policy=length_policy, max_length_gap=max_length_gap, batch_size=batch_size,
+        stream=stream,
     )
 
 

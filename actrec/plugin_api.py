@@ -35,6 +35,7 @@ __all__ = [
     "Split",
     "DatasetIndex",
     "Dataset",
+    "ExtractRuntime",
     "FeatureExtractor",
     "TemporalModel",
     "KINDS",
@@ -280,22 +281,64 @@ class Dataset(Plugin):
 # Feature extractors
 
 
+@dataclass(frozen=True)
+class ExtractRuntime:
+    """Where and how an extractor runs, given to ``FeatureExtractor.setup`` by the host.
+
+    ``device``: ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (checked available before ``setup``).
+    ``threads``: this process's share of the CPU cores; the host has already set torch's (when
+    torch is imported) and OpenCV's thread counts to it. ``worker``/``workers``: this
+    process's index among the extraction processes and their number.
+    """
+
+    device: str = "cpu"
+    threads: int = 1
+    worker: int = 0
+    workers: int = 1
+
+
 class FeatureExtractor(Plugin):
     """Turns decoded frames into one feature vector per frame.
 
-    ``lookahead`` is how many future frames a frame's feature depends on: 0 for a causal
-    extractor, which online recognition requires.
+    The host (``actrec.extract``) owns decoding, batching, resuming, progress and writing; an
+    extractor only maps frames to features. Every extractor class must declare ``lookahead``,
+    how many future frames a frame's feature depends on (0 for a causal extractor, which
+    online recognition requires), as a class attribute or a property computed from the config.
+    There is deliberately no default: a class that does not declare it is refused.
     """
 
-    lookahead: ClassVar[int] = 0  # a class attribute, or a property computed from the config
+    lookahead: ClassVar[int]  # declared by every subclass; see checked_lookahead
+    runtime: ExtractRuntime = ExtractRuntime()  # replaced by setup()
 
     @property
     def causal(self) -> bool:
-        return self.lookahead == 0
+        return self.checked_lookahead() == 0
+
+    @classmethod
+    def lookahead_problem(cls) -> str | None:
+        """Why ``cls`` does not declare a usable ``lookahead`` (``None`` when it does): it must
+        be an integer >= 0 or a property (checked on instances by ``checked_lookahead``)."""
+        if not hasattr(cls, "lookahead"):
+            return (f"{cls.__name__} does not declare lookahead: every extractor must say how "
+                    f"many future frames a frame's feature depends on (lookahead = 0 for a causal "
+                    f"extractor), as a class attribute or a property")
+        value = cls.lookahead
+        if isinstance(value, property):
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            return (f"{cls.__name__}.lookahead must be an integer >= 0 (future frames a feature "
+                    f"depends on) or a property, got {value!r}")
+        return None
 
     def checked_lookahead(self) -> int:
-        """``lookahead`` after checking it is an integer >= 0; ``ConfigError`` naming the
-        extractor and the value otherwise (actrec calls this when it builds an extractor)."""
+        """``lookahead`` after checking it is declared and an integer >= 0; ``ConfigError``
+        naming the extractor and the value otherwise (actrec calls this when it builds an
+        extractor, before anything is written)."""
+        if not hasattr(self, "lookahead"):
+            raise ConfigError(
+                f"extractor '{self.name}' ({type(self).__name__}) does not declare lookahead: "
+                f"every extractor must say how many future frames a frame's feature depends on "
+                f"(lookahead = 0 for a causal extractor)")
         value = self.lookahead
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ConfigError(
@@ -306,8 +349,16 @@ class FeatureExtractor(Plugin):
 
     @property
     def fps(self) -> float | None:
-        """Frame rate the frames should be resampled to, or ``None`` for the video's own."""
+        """Frame rate the frames should be resampled to, or ``None`` for the dataset's label
+        rate (the rate of its annotations)."""
         return getattr(self.config, "fps", None)
+
+    def setup(self, runtime: ExtractRuntime) -> None:
+        """Called once in each process that extracts, after construction and before its first
+        video: load weights, build sessions, move to ``runtime.device`` here (the constructor
+        also runs in the parent process, only to check the options). Overrides must call
+        ``super().setup(runtime)``."""
+        self.runtime = runtime
 
     @abstractmethod
     def dim(self) -> int:
@@ -315,8 +366,11 @@ class FeatureExtractor(Plugin):
 
     @abstractmethod
     def extract(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        """Consume frame batches ``[B, H, W, 3]`` uint8 RGB in time order; yield feature
-        batches ``[B', D]`` float32 in the same order, as many rows in total as frames."""
+        """One video: consume frame batches ``[B, H, W, 3]`` uint8 RGB in time order; yield
+        feature batches ``[B', D]`` float32 in the same order, exactly one row per frame
+        received in total. Rows may lag behind frames (an extractor with a lookahead yields
+        them late and handles the video's end itself, e.g. by repeating the last frame).
+        State kept across batches lives in the generator; each call starts a new video."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -197,11 +197,10 @@ def validate(cls: object, base: type, name: str) -> None:
     abstract = getattr(cls, "__abstractmethods__", frozenset())
     if abstract:
         raise PluginError(f"{cls.__name__} does not implement: {', '.join(sorted(abstract))}")
-    lookahead = getattr(cls, "lookahead", 0)
-    if base.__name__ == "FeatureExtractor" and not isinstance(lookahead, property) and (
-            isinstance(lookahead, bool) or not isinstance(lookahead, int) or lookahead < 0):
-        raise PluginError(f"{cls.__name__}.lookahead must be an integer >= 0 (future frames a "
-                          f"feature depends on) or a property, got {lookahead!r}")
+    if base.__name__ == "FeatureExtractor":
+        problem = cls.lookahead_problem()  # declared (no default), an integer >= 0 or a property
+        if problem:
+            raise PluginError(problem)
 
 
 @lru_cache(maxsize=None)

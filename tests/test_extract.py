@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from actrec_plugins.extractors.colorgrad import ColorGradient
 
 from actrec.errors import ConfigError, DataError
 from actrec.extract import ExtractReport, extract_features, resample_labels
 from actrec.io.features import FeatureStore
 from actrec.io.video import open_video
-from actrec_plugins.extractors.colorgrad import ColorGradient
 
 CG = ColorGradient.Config(grid=2, bins=4, resize=32)
 
@@ -82,13 +82,14 @@ def test_failures_are_reported_and_the_rest_continue(tiny_kitchen, tmp_path):
         a: dataclasses.replace(index.videos[a], path=junk),
         c: dataclasses.replace(short, labels=short.labels[:-3]),
     })
-    report = extract_features(broken, ColorGradient(CG), tmp_path / "s.zarr", dataset_ref="r")
+    report = extract_features(broken, ColorGradient(CG), tmp_path / "s.zarr", dataset_ref="r",
+                              length_policy="error")
     assert report.written == (b,) and not report.ok
     failed = dict(report.failed)
     assert set(failed) == {a, c}
     assert "junk.mp4: cannot decode video" in failed[a]
     n = short.num_frames
-    assert f"video '{c}'" in failed[c]
+    assert f"video '{c}'" in failed[c] and "--length-policy error" in failed[c]
     assert f"{n} frames" in failed[c] and f"{n - 3} labels" in failed[c]
     store = FeatureStore.open(tmp_path / "s.zarr")
     assert store.videos() == [b] and not (tmp_path / "s.zarr/.tmp").exists()
@@ -138,8 +139,12 @@ def test_progress_bars(tiny_kitchen, tmp_path):
         extract_features(index, ColorGradient(CG), tmp_path / "s.zarr", dataset_ref="r",
                          progress=progress, batch_size=8)
         tasks = progress.tasks
-    assert len(tasks) == 1  # per-video bars are removed once done
-    assert tasks[0].description == "videos" and tasks[0].completed == len(index.videos)
+    # per-video bars are removed once done; the frames bar shows the rate
+    assert [t.description for t in tasks][0] == "videos" and len(tasks) == 2
+    assert tasks[0].completed == tasks[0].total == len(index.videos)
+    frames = sum(r.num_frames for r in index.videos.values())
+    assert tasks[1].description.startswith("frames ") and tasks[1].description.endswith("/s")
+    assert tasks[1].completed == tasks[1].total == frames
 
 
 def test_workspace_paths(monkeypatch, tmp_path):

@@ -1,4 +1,5 @@
-"""``python -m actrec.bench NAME [options]``: run one benchmark (cli, ddbn, ddlstm, datasets)."""
+"""``python -m actrec.bench NAME [options]``: run one benchmark (cli, ddbn, ddlstm, datasets,
+extract)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ BENCHMARKS = {
     "ddbn": "fused DDBN op vs the PyTorch reference",
     "ddlstm": "DDLSTM / BNLSTM train step vs torch.nn.LSTM",
     "datasets": "time to load the real annotation files in ../shared/data",
+    "extract": "feature extraction: decode-only vs each extractor end to end, 1 vs 2 workers",
 }
 
 

@@ -27,13 +27,35 @@ from actrec.cli.common import emit, json_option, make_progress, parse_assignment
               "with those recorded (by default a changed source is extracted again).")
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16",
               show_default=True, help="Storage type of the features.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Extraction processes on this machine, each with its share of the cores.")
+@click.option("--shard", default=None, metavar="I/N",
+              help="Only shard I of N (1 <= I <= N) of the videos, split by video id, so that "
+              "N machines can fill one store (or N stores) without overlap.")
+@click.option("--device", default="cpu", show_default=True,
+              help="Where the extractor computes: cpu, cuda, cuda:N or auto.")
+@click.option("--length-policy", type=click.Choice(["truncate", "error"]), default="truncate",
+              show_default=True, help="When a video and its labels differ in length: cut both "
+              "to the shorter (counted in the summary), or fail that video.")
+@click.option("--max-length-gap", type=click.FloatRange(min=0), default=5.0,
+              show_default=True, metavar="SECONDS",
+              help="A video and labels differing by more than this fail under any policy.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Frames decoded and given to the extractor at a time.")
+@click.option("--stream", default=None, metavar="NAME",
+              help="Write these features as the named stream (rgb, flow, ...) of the store, "
+              "beside its other streams (default store: the dataset's streams.zarr).")
 @json_option
 def extract(dataset, split, root, options, extractor, extractor_options, out, overwrite,
-            trust_store, dtype, as_json) -> None:
+            trust_store, dtype, workers, shard, device, length_policy, max_length_gap,
+            batch_size, stream, as_json) -> None:
     """Extract features of DATASET (a plugin name, or NAME:key=value,... with options).
 
-    Finished videos are skipped, so an interrupted run resumes where it stopped; a stored
-    video whose chunk files are damaged, or whose source file changed since, is redone.
+    Frames are decoded at the dataset's label rate (or the extractor's fps option) in a
+    background thread while the extractor computes. Finished videos are skipped, so an
+    interrupted run resumes where it stopped and a second run retries only the failed ones; a
+    stored video whose chunk files are damaged, or whose source file changed since, is redone.
+    Exits with status 1 when any video failed.
     """
     from actrec.pipeline import extract_dataset
 
@@ -45,7 +67,9 @@ def extract(dataset, split, root, options, extractor, extractor_options, out, ov
             dataset, dataset_options=dataset_options, extractor=extractor,
             extractor_options=parse_assignments(extractor_options, "--extractor-option"),
             split=split, out=out, overwrite=overwrite, dtype=dtype, progress=progress,
-            trust_store=trust_store,
+            trust_store=trust_store, workers=workers, shard=shard, device=device,
+            length_policy=length_policy, max_length_gap=max_length_gap, batch_size=batch_size,
+            stream=stream,
         )
     emit(report, as_json, _render)
     if report.failed:
@@ -56,14 +80,24 @@ def _render(report):
     from rich.console import Group
     from rich.table import Table
 
-    table = Table(title=f"features -> {report.store}")
+    shard = f" (shard {report.shard[0]}/{report.shard[1]})" if report.shard else ""
+    rate = f", {report.frames / report.seconds:,.0f} frames/s" if report.seconds > 0 else ""
+    table = Table(title=f"features -> {report.store}{shard}",
+                  caption=f"{report.frames:,} frames in {report.seconds:.1f} s{rate}, "
+                  f"{report.workers} worker(s)")
     table.add_column("written", justify="right")
     table.add_column("skipped (already done)", justify="right")
     table.add_column("failed", justify="right")
     table.add_column("redone: damaged", justify="right")
     table.add_column("redone: source changed", justify="right")
+    table.add_column("frames cut (videos)", justify="right")
+    cut = sum(report.frames_cut.values())
     table.add_row(str(len(report.written)), str(len(report.skipped)), str(len(report.failed)),
-                  str(len(report.redone_damaged)), str(len(report.redone_changed)))
+                  str(len(report.redone_damaged)), str(len(report.redone_changed)),
+                  f"{cut} ({len(report.cut)})")
+    if report.frames_cut:
+        table.caption += "; length policy " + report.length_policy + ": " + ", ".join(
+            f"{n} {what}" for what, n in report.frames_cut.items())
     rows = [(v, "failed", e) for v, e in report.failed]
     rows += [(v, "redone: damaged", d) for v, d in report.redone_damaged]
     rows += [(v, "redone: source changed", c) for v, c in report.redone_changed]

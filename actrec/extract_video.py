@@ -1,0 +1,311 @@
+"""One video's extraction: decode at the label rate in a background thread, apply the length
+policy, run the extractor, write the result.
+
+Frame rate: frames are decoded at the extractor's ``fps`` if its config sets one, else at the
+dataset's label rate (``VideoRecord.fps``), so that by default every label has its frame.
+When the two rates differ, labels are resampled to the feature frames by nearest timestamp
+with the same rule as frames (``actrec.io.video.resample_indices``); the video's attributes
+record it (``label_fps``, ``labels_resampled``).
+
+Length policy (the importer's vocabulary): real videos and annotations disagree by a few
+frames. ``truncate`` (default) cuts both to the shorter and counts what was cut (the video's
+``frames_cut`` attribute and the run's report); ``error`` refuses any disagreement. A
+disagreement longer than ``max_length_gap`` seconds is an error under either policy (the wrong
+video for these labels, or a truncated file). An extractor with a lookahead of ``k`` frames is
+fed up to ``k`` frames past the cut where the video has them, so the last kept features see
+the same future as they would in a longer video.
+
+A file that cannot be opened, that yields fewer frames than its header says, or whose
+extractor output has the wrong shape fails with a ``DataError`` naming the video; nothing is
+stored for it.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from actrec.errors import ActrecError, DataError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from actrec.io.features import FeatureStore
+    from actrec.plugin_api import FeatureExtractor
+
+__all__ = [
+    "LENGTH_POLICIES",
+    "HostOptions",
+    "Outcome",
+    "VideoFeatures",
+    "VideoTask",
+    "extract_video",
+    "prefetch",
+    "process_task",
+    "resample_labels",
+]
+
+LENGTH_POLICIES = ("truncate", "error")
+CUT_VIDEO = "video frames beyond the labels (cut)"
+CUT_LABELS = "label frames beyond the video (cut)"
+
+
+@dataclass(frozen=True)
+class HostOptions:
+    """How the host decodes and fits lengths (the same in every worker)."""
+
+    batch_size: int = 64
+    length_policy: str = "truncate"
+    max_length_gap: float = 5.0  # seconds; a larger disagreement is an error under any policy
+    decode_threads: int = 1  # decord's threads per video (the reader runs beside the extractor)
+    prefetch: int = 2  # decoded batches kept ready ahead of the extractor
+
+
+@dataclass(frozen=True)
+class VideoTask:
+    """What a worker needs to extract one video (picklable: sent to worker processes)."""
+
+    id: str
+    path: Path | None
+    labels: np.ndarray  # int64 [L] at label_fps
+    label_fps: float
+    participant: str = ""
+    stale: bool = False  # a stored copy exists that must not stay if this extraction fails
+    missing_reason: str | None = None  # why the dataset has no file for it
+
+
+@dataclass(frozen=True)
+class VideoFeatures:
+    """One video's features ``[T, D]`` float32, labels ``[T]`` int64, attributes to store, and
+    the frames the length policy cut from the video and from the labels."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    attrs: dict[str, Any]
+    video_frames_cut: int = 0
+    label_frames_cut: int = 0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one video: ``written`` (with its frame counts) or ``failed``."""
+
+    id: str
+    ok: bool
+    error: str = ""
+    frames: int = 0
+    video_frames_cut: int = 0
+    label_frames_cut: int = 0
+
+
+def resample_labels(labels: np.ndarray, label_fps: float, fps: float) -> np.ndarray:
+    """Labels ``[L]`` at ``label_fps`` resampled to ``fps`` by nearest timestamp: output frame
+    ``i`` takes label ``round(i * label_fps / fps)``, exactly as frames are resampled."""
+    from actrec.io.video import resample_indices
+
+    labels = np.asarray(labels)
+    if abs(label_fps - fps) < 1e-9:
+        return labels.copy()
+    return labels[resample_indices(labels.shape[0], label_fps, fps)]
+
+
+def prefetch(source: Iterator[np.ndarray], depth: int = 2) -> Iterator[np.ndarray]:
+    """The items of ``source``, produced by a background thread up to ``depth`` ahead, so
+    that decoding (which releases the GIL) overlaps the consumer's computation. An exception
+    in ``source`` is raised here, at the point where its item would have come; closing this
+    generator early stops the thread."""
+    if depth <= 0:
+        yield from source
+        return
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in source:
+                if not put((item, None)):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            put((done, exc))
+            return
+        put((done, None))
+
+    thread = threading.Thread(target=produce, name="actrec-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, exc = items.get()
+            if item is done:
+                if exc is not None:
+                    raise exc
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _header_frames(path: Path) -> int | None:
+    """The frame count a video file's container header states (``None`` for a folder of
+    frames or when the container gives none). decord counts the frames it can index, which for
+    a truncated file is fewer than the header says: that difference is how truncation shows."""
+    if not path.is_file():
+        return None
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    try:
+        count = capture.get(cv2.CAP_PROP_FRAME_COUNT) if capture.isOpened() else 0
+    finally:
+        capture.release()
+    return int(count) if count and count > 0 else None
+
+
+def extract_video(
+    task: VideoTask,
+    extractor: FeatureExtractor,
+    options: HostOptions = HostOptions(),
+    *,
+    on_start: Callable[[int], None] | None = None,
+    on_frames: Callable[[int], None] | None = None,
+) -> VideoFeatures:
+    """Features, aligned labels and attributes for one video (see the module docstring for
+    the frame rate and the length policy). ``on_start(frames)`` is called once the number of
+    frames to decode is known, ``on_frames(n)`` after each decoded batch reaches the extractor.
+
+    Raises ``DataError`` naming the video for a missing or undecodable file, a file yielding
+    fewer frames than its header, lengths the policy refuses, or extractor output of the wrong
+    shape.
+    """
+    from actrec.io.video import open_video
+
+    if task.path is None:
+        raise DataError(f"video {task.id!r}: {task.missing_reason or 'the dataset gives no video file for it'}")
+    if not task.label_fps > 0:
+        raise DataError(f"video {task.id!r}: the dataset gives {task.label_fps} fps; expected > 0")
+    fps = extractor.fps if extractor.fps is not None else task.label_fps
+    reader = open_video(task.path, fps=fps, num_threads=options.decode_threads,
+                        folder_fps=task.label_fps)
+    labels = resample_labels(task.labels, task.label_fps, reader.fps)
+    n_video, n_labels = reader.num_frames, int(labels.shape[0])
+    where = f"video {task.id!r} ({reader.path})"
+    header = _header_frames(Path(task.path))
+    if header is not None and header - reader.num_source_frames > max(1, header // 100):
+        raise DataError(f"{where}: the decoder finds {reader.num_source_frames} frames but the "
+                        f"file's header says {header} (truncated file?)")
+    if n_video != n_labels:
+        gap = abs(n_video - n_labels) / reader.fps
+        lengths = (f"{n_video} frames ({n_video / reader.fps:.1f} s) at {reader.fps:g} fps but "
+                   f"{n_labels} labels at that rate")
+        if task.label_fps != reader.fps:
+            lengths += f" ({task.labels.shape[0]} at {task.label_fps:g} fps)"
+        if gap > options.max_length_gap:
+            raise DataError(f"{where}: {lengths}: they differ by {gap:.1f} s, more than the "
+                            f"{options.max_length_gap:g} s any length policy accepts (the wrong "
+                            f"video for these labels, or a truncated file?)")
+        if options.length_policy == "error":
+            raise DataError(f"{where}: {lengths}; lengths must match (--length-policy error; "
+                            f"'truncate' cuts both to the shorter)")
+    keep = min(n_video, n_labels)
+    lookahead = extractor.checked_lookahead()
+    feed = min(n_video, keep + lookahead)  # the future the last kept frames would have seen
+    if on_start is not None:
+        on_start(feed)
+
+    def decoded() -> Iterator[np.ndarray]:
+        for start in range(0, feed, options.batch_size):
+            stop = min(start + options.batch_size, feed)
+            batch = reader.read(np.arange(start, stop))
+            if batch.shape[0] != stop - start:  # the reader checks this too: never pass short
+                raise DataError(f"{where}: decoded {batch.shape[0]} frames for {start}..{stop - 1}"
+                                f"; the header says {reader.num_source_frames} (truncated file?)")
+            yield batch
+
+    def counted() -> Iterator[np.ndarray]:
+        for batch in prefetch(decoded(), options.prefetch):
+            yield batch
+            if on_frames is not None:
+                on_frames(int(batch.shape[0]))
+
+    dim = extractor.dim()
+    chunks: list[np.ndarray] = []
+    rows = 0
+    try:
+        for out in extractor.extract(counted()):
+            out = np.asarray(out, dtype=np.float32)
+            if out.ndim != 2 or out.shape[1] != dim:
+                raise DataError(f"{where}: extractor '{extractor.name}' yielded a batch of shape "
+                                f"{out.shape}, expected [B, {dim}]")
+            chunks.append(out)
+            rows += out.shape[0]
+    except ActrecError:
+        raise
+    except (ValueError, TypeError, RuntimeError, IndexError, MemoryError) as exc:
+        # an extractor's failure on this video's frames is this video's failure
+        raise DataError(f"{where}: extractor '{extractor.name}' failed: "
+                        f"{type(exc).__name__}: {exc}") from None
+    if rows != feed:
+        raise DataError(f"{where}: extractor '{extractor.name}' produced {rows} feature rows for "
+                        f"{feed} frames")
+    feats = np.concatenate(chunks, axis=0)[:keep] if chunks else np.zeros((0, dim), np.float32)
+    attrs = {
+        "fps": reader.fps,
+        "label_fps": float(task.label_fps),
+        "labels_resampled": abs(task.label_fps - reader.fps) >= 1e-9,
+        "source_fps": reader.source_fps,
+        "frame_size": list(reader.size),
+        "participant": task.participant,
+        "frames_cut": {"video": n_video - keep, "labels": n_labels - keep},
+    }
+    return VideoFeatures(feats, labels[:keep].astype(np.int64), attrs,
+                         video_frames_cut=n_video - keep, label_frames_cut=n_labels - keep)
+
+
+def process_task(
+    task: VideoTask,
+    extractor: FeatureExtractor,
+    store: FeatureStore,
+    options: HostOptions,
+    *,
+    on_start: Callable[[int], None] | None = None,
+    on_frames: Callable[[int], None] | None = None,
+) -> Outcome:
+    """Extract ``task`` and write it to ``store``. A ``DataError`` (and any actrec error) is
+    this video's failure: returned as a failed ``Outcome``; a stale stored copy is removed then,
+    so that nothing reads it. ``OSError`` while writing (disk full, permissions) is raised as a
+    ``DataError`` naming the store: every other video would fail too."""
+    try:
+        result = extract_video(task, extractor, options, on_start=on_start, on_frames=on_frames)
+        fps = result.attrs.pop("fps")
+    except ActrecError as exc:
+        message = str(exc)
+        if task.stale:
+            store.remove(task.id)
+            message += (" (its stored copy was damaged or made from another file, and was "
+                        "removed)")
+        return Outcome(task.id, False, error=message)
+    try:
+        store.write_video(task.id, result.features, result.labels, fps=fps, source=task.path,
+                          extra=result.attrs)
+    except ActrecError as exc:
+        return Outcome(task.id, False, error=str(exc))
+    except OSError as exc:
+        raise DataError(f"feature store {store.path}: cannot write video {task.id!r}: "
+                        f"{exc.strerror or exc}") from None
+    return Outcome(task.id, True, frames=int(result.features.shape[0]),
+                   video_frames_cut=result.video_frames_cut,
+                   label_frames_cut=result.label_frames_cut)

@@ -1,0 +1,307 @@
+"""Running video tasks in this process or in ``N`` worker processes on one store.
+
+The parent hands out videos through one queue, so each video is claimed by exactly one worker;
+workers send back events (a video started, frames decoded, a video finished) that the parent
+turns into progress and a report. Each worker gets ``cores // N`` threads for torch, OpenCV
+and the BLAS libraries (oversubscribed torch processes slow down by an order of magnitude),
+builds its own extractor from the class and config (``type(ext)(ext.config)``) and calls its
+``setup`` once. Workers are started with ``spawn`` (zarr's I/O thread and torch's thread pools
+do not survive ``fork``) and die with their parent (Linux ``PR_SET_PDEATHSIG``), so killing
+the command stops them too; a worker that dies fails only the video it held.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from actrec.errors import ActrecError, ConfigError
+from actrec.extract_video import HostOptions, Outcome, VideoTask, process_task
+
+__all__ = [
+    "Event",
+    "Finished",
+    "Frames",
+    "Started",
+    "WorkerSpec",
+    "apply_thread_limit",
+    "check_device",
+    "cpu_cores",
+    "run_tasks",
+    "thread_share",
+]
+
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker needs besides its tasks (picklable)."""
+
+    extractor_cls: type
+    extractor_config: Any
+    store_path: Path
+    options: HostOptions
+    device: str = "cpu"
+    threads: int = 1  # per worker
+
+
+@dataclass(frozen=True)
+class Started:
+    worker: int
+    video: str
+    frames: int  # frames that will be decoded
+
+
+@dataclass(frozen=True)
+class Frames:
+    worker: int
+    count: int
+
+
+@dataclass(frozen=True)
+class Finished:
+    worker: int
+    outcome: Outcome
+
+
+Event = Started | Frames | Finished
+
+
+def cpu_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def thread_share(workers: int) -> int:
+    """Threads per worker when ``workers`` processes share this machine's cores (>= 1)."""
+    return max(1, cpu_cores() // max(1, workers))
+
+
+def apply_thread_limit(threads: int) -> None:
+    """Give this process ``threads`` threads in OpenCV, and in torch once it is imported."""
+    import sys
+
+    try:
+        import cv2
+
+        cv2.setNumThreads(threads)
+    except ImportError:  # pragma: no cover - a core dependency
+        pass
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+def check_device(device: str, workers: int = 1) -> list[str]:
+    """The device of each worker for ``--device device``: ``cpu``; ``cuda`` (workers spread
+    over the visible GPUs); ``cuda:N``; ``auto`` (``cuda`` where available, else ``cpu``).
+    ``ConfigError`` naming the option when CUDA is asked for and not available."""
+    if device == "cpu":
+        return ["cpu"] * workers
+    if device != "auto" and not (device == "cuda" or device.startswith("cuda:")):
+        raise ConfigError(f"--device: expected cpu, cuda, cuda:N or auto, got {device!r}")
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device == "auto":
+        device = "cuda" if count else "cpu"
+        if device == "cpu":
+            return ["cpu"] * workers
+    if not count:
+        raise ConfigError(f"--device {device}: no CUDA device is available here (torch "
+                          f"{torch.__version__}, CUDA build: {torch.version.cuda or 'none'}); "
+                          f"use --device cpu")
+    if device == "cuda":
+        return [f"cuda:{w % count}" for w in range(workers)]
+    index = device.partition(":")[2]
+    if not index.isdigit() or int(index) >= count:
+        raise ConfigError(f"--device {device}: expected cuda:0..cuda:{count - 1} "
+                          f"({count} CUDA device(s) here)")
+    return [device] * workers
+
+
+def _start_extractor(spec: WorkerSpec, worker: int, workers: int, device: str, extractor=None):
+    from actrec.plugin_api import ExtractRuntime
+
+    apply_thread_limit(spec.threads)
+    if extractor is None:
+        extractor = spec.extractor_cls(spec.extractor_config)
+    extractor.setup(ExtractRuntime(device=device, threads=spec.threads, worker=worker,
+                                   workers=workers))
+    apply_thread_limit(spec.threads)  # setup may have imported torch
+    return extractor
+
+
+def _setup_failed(extractor_cls: type, exc: BaseException) -> ConfigError:
+    if isinstance(exc, ConfigError):
+        return exc
+    name = getattr(extractor_cls, "name", extractor_cls.__name__)
+    return ConfigError(f"extractor '{name}' failed to set up: {type(exc).__name__}: {exc}")
+
+
+def run_tasks(tasks: Sequence[VideoTask], spec: WorkerSpec, devices: Sequence[str],
+              emit: Callable[[Event], None], *, extractor=None) -> None:
+    """Extract ``tasks`` into the store, in this process when ``len(devices) == 1`` (with
+    ``extractor`` if given, else one built from ``spec``), else in one worker process per
+    device entry, calling ``emit`` (in this process) with every event.
+
+    ``ConfigError`` if the extractor cannot be set up; ``DataError`` if the store cannot be
+    written (both stop the run; videos already written stay)."""
+    if not tasks:
+        return
+    if len(devices) == 1:
+        _run_here(tasks, spec, devices[0], emit, extractor)
+    else:
+        _run_processes(tasks, spec, list(devices), emit)
+
+
+def _run_here(tasks, spec, device, emit, extractor=None) -> None:
+    from actrec.io.features import FeatureStore
+
+    try:
+        extractor = _start_extractor(spec, 0, 1, device, extractor)
+    except Exception as exc:  # noqa: BLE001 - third-party set-up code: one message
+        raise _setup_failed(spec.extractor_cls, exc) from None
+    store = FeatureStore.open(spec.store_path)
+    for task in tasks:
+        outcome = process_task(task, extractor, store, spec.options,
+                               on_start=lambda n, v=task.id: emit(Started(0, v, n)),
+                               on_frames=lambda n: emit(Frames(0, n)))
+        emit(Finished(0, outcome))
+
+
+# ------------------------------------------------------------------ worker processes
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this process when its parent dies (no-op elsewhere)."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+
+
+def _worker_main(spec: WorkerSpec, worker: int, workers: int, device: str, parent: int,
+                 tasks, events) -> None:
+    """A worker process: claim tasks from ``tasks`` until ``None``, report on ``events``."""
+    _die_with_parent()
+    if os.getppid() != parent:  # the parent died before the request took effect
+        return
+    from actrec.io.features import FeatureStore
+
+    try:
+        extractor = _start_extractor(spec, worker, workers, device)
+        store = FeatureStore.open(spec.store_path)
+    except Exception as exc:  # noqa: BLE001 - third-party set-up code: one message
+        events.put(("config-error", worker, str(_setup_failed(spec.extractor_cls, exc))))
+        return
+    while True:
+        task = tasks.get()
+        if task is None:
+            events.put(("exit", worker, None))
+            return
+        events.put(("claim", worker, task.id))  # before any work: a death now fails this one
+        try:
+            outcome = process_task(
+                task, extractor, store, spec.options,
+                on_start=lambda n, v=task.id: events.put(("event", worker, Started(worker, v, n))),
+                on_frames=lambda n: events.put(("event", worker, Frames(worker, n))))
+        except ActrecError as exc:  # the store cannot be written: stop everything
+            events.put(("data-error", worker, str(exc)))
+            return
+        events.put(("event", worker, Finished(worker, outcome)))
+
+
+def _run_processes(tasks, spec, devices, emit) -> None:
+    import multiprocessing
+
+    from actrec.errors import DataError
+
+    ctx = multiprocessing.get_context("spawn")
+    workers = len(devices)
+    task_q = ctx.Queue()
+    event_q = ctx.Queue()
+    for task in tasks:
+        task_q.put(task)
+    for _ in range(workers):  # one end marker per worker; a replacement takes its dead one's
+        task_q.put(None)
+    procs: dict[int, Any] = {}
+    holding: dict[int, str] = {}  # worker -> the video it is extracting
+    gone: set[int] = set()
+    saved = {k: os.environ.get(k) for k in _THREAD_VARS}
+
+    def start(worker: int) -> None:
+        # Children read these at start-up, before torch or a BLAS makes its thread pool.
+        os.environ.update({k: str(spec.threads) for k in _THREAD_VARS})
+        try:
+            proc = ctx.Process(target=_worker_main, name=f"actrec-extract-{worker}",
+                               args=(spec, worker, workers, devices[worker % workers],
+                                     os.getpid(), task_q, event_q), daemon=True)
+            proc.start()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        procs[worker] = proc
+
+    finished = 0
+    try:
+        for w in range(workers):
+            start(w)
+        while finished < len(tasks):
+            try:
+                kind, worker, payload = event_q.get(timeout=0.5)
+            except queue.Empty:
+                for w, proc in list(procs.items()):
+                    if w in gone or proc.is_alive():
+                        continue
+                    gone.add(w)  # died without saying so (killed, out of memory)
+                    vid = holding.pop(w, None)
+                    if vid is not None:
+                        finished += 1
+                        emit(Finished(w, Outcome(vid, False, error=(
+                            f"video {vid!r}: the worker process extracting it died (exit code "
+                            f"{proc.exitcode}; out of memory?)"))))
+                    if finished < len(tasks) and len(procs) < workers + len(tasks):
+                        start(max(procs) + 1)
+                if finished < len(tasks) and all(w in gone for w in procs):
+                    raise DataError(f"every extraction worker process ended with "
+                                    f"{len(tasks) - finished} video(s) left to do")
+                continue
+            if kind == "config-error":
+                raise ConfigError(payload)
+            if kind == "data-error":
+                raise DataError(payload)
+            if kind == "exit":
+                gone.add(worker)
+                continue
+            if kind == "claim":
+                holding[worker] = payload
+                continue
+            if isinstance(payload, Finished):
+                holding.pop(worker, None)
+                finished += 1
+            emit(payload)
+    finally:
+        for proc in procs.values():
+            if proc.is_alive() and finished < len(tasks):
+                proc.terminate()  # an error or an interrupt: stop the others too
+        for proc in procs.values():
+            proc.join(timeout=30)
+        task_q.cancel_join_thread()
+        task_q.close()
+        event_q.close()
