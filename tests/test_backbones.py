@@ -1,0 +1,259 @@
+"""actrec.backbones and actrec.nn.resnet: one set of weights as a state dict, a torch.export
+program and an ONNX model (real files) gives the same features; preprocessing by hand."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from actrec.backbones import InputSpec, Preprocess, load_backbone
+from actrec.errors import ConfigError, DataError
+from actrec.nn.resnet import ResNet, resnet_layout
+
+SMALL = [(1, 8, 8), (2, 16, 16), (1, 16, 16), (1, 24, 24)]
+
+
+def small_resnet(seed: int = 0, num_classes: int = 5, block: str = "basic") -> ResNet:
+    """A small ResNet with random weights AND random batch-norm statistics (so eval-mode
+    batch norm is not the identity and a format that ignored it would show)."""
+    torch.manual_seed(seed)
+    stages = SMALL if block == "basic" else [(1, 4, 16), (1, 8, 32), (1, 8, 32), (1, 8, 32)]
+    model = ResNet(stages, stem=8, num_classes=num_classes, block=block)
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                n = m.num_features
+                m.running_mean.copy_(torch.rand(n, generator=gen) - 0.5)
+                m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+                m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+                m.bias.copy_(torch.rand(n, generator=gen) * 0.4 - 0.2)
+    return model.eval()
+
+
+def export_all(model: ResNet, folder, size: int = 32, batch: int | None = None):
+    """The model saved three ways: state dict (.pth), torch.export (.pt2), ONNX (.onnx)."""
+    x = torch.randn(batch or 2, 3, size, size)
+    torch.save(model.state_dict(), folder / "m.pth")
+    dyn = None if batch else ({0: torch.export.Dim("batch", min=1, max=4096)},)
+    torch.export.save(torch.export.export(model, (x,), dynamic_shapes=dyn), folder / "m.pt2")
+    axes = None if batch else {"images": {0: "n"}, "logits": {0: "n"}}
+    with _quiet():
+        torch.onnx.export(model, (x,), str(folder / "m.onnx"), dynamo=False,
+                          input_names=["images"], output_names=["logits"], dynamic_axes=axes)
+    return folder / "m.pth", folder / "m.pt2", folder / "m.onnx"
+
+
+@contextlib.contextmanager
+def _quiet():
+    """torch.onnx's legacy exporter warns that it is deprecated: it works offline."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+# ------------------------------------------------------------------ the architecture
+
+
+def test_resnet18_and_resnet50_have_torchvisions_names_and_sizes():
+    with torch.device("meta"):
+        r18 = ResNet([(2, 64, 64), (2, 128, 128), (2, 256, 256), (2, 512, 512)])
+        r50 = ResNet([(3, 64, 256), (4, 128, 512), (6, 256, 1024), (3, 512, 2048)],
+                     block="bottleneck")
+    # Parameter counts of torchvision's resnet18 and resnet50.
+    assert sum(p.numel() for p in r18.parameters()) == 11_689_512
+    assert sum(p.numel() for p in r50.parameters()) == 25_557_032
+    keys = list(r18.state_dict())
+    assert len(keys) == 122 and keys[:6] == ["conv1.weight", "bn1.weight", "bn1.bias",
+                                             "bn1.running_mean", "bn1.running_var",
+                                             "bn1.num_batches_tracked"]
+    assert "layer2.0.downsample.0.weight" in keys and "layer2.0.downsample.1.running_var" in keys
+    assert "layer1.0.downsample.0.weight" not in keys and keys[-2:] == ["fc.weight", "fc.bias"]
+    assert "layer4.2.conv3.weight" in r50.state_dict() and r50.feature_dim == 2048
+    layout = resnet_layout(r50.state_dict())
+    assert layout["block"] == "bottleneck" and layout["stages"][2] == (6, 256, 1024)
+    assert resnet_layout(r18.state_dict())["stages"][3] == (2, 512, 512)
+
+
+def test_resnet_from_state_dict_rebuilds_the_same_network():
+    model = small_resnet(3, block="bottleneck")
+    again = ResNet.from_state_dict(model.state_dict())
+    again.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 40, 40)
+    torch.testing.assert_close(again.eval()(x), model(x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="no 'fc.weight'"):
+        resnet_layout({"conv1.weight": torch.zeros(1)})
+
+
+# ------------------------------------------------------------------ three formats, one network
+
+
+@pytest.mark.parametrize("output", ["features", "logits"])
+def test_state_dict_export_and_onnx_give_the_same_rows(tmp_path, output):
+    model = small_resnet()
+    images = np.random.default_rng(0).standard_normal((5, 3, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        x = torch.from_numpy(images)
+        want = (model.features(x) if output == "features" else model(x)).numpy()
+    assert want.shape == (5, 24 if output == "features" else 5)
+    for path in export_all(model, tmp_path):
+        backbone = load_backbone(path, output=output)
+        got = backbone(images)
+        assert got.dtype == np.float32 and got.shape == want.shape, path
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=str(path))
+        assert backbone.check_input(3, 32, 32) == want.shape[1]
+    assert load_backbone(tmp_path / "m.pth").input_spec == InputSpec(3)  # any size
+    assert load_backbone(tmp_path / "m.onnx").input_spec == InputSpec(3, 32, 32)
+    assert load_backbone(tmp_path / "m.pt2").format == "export"
+
+
+def test_state_dict_wrappers_load(tmp_path):
+    model = small_resnet()
+    state = {"module." + k: v for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state, "epoch": 3}, tmp_path / "ckpt.pth")
+    images = np.ones((1, 3, 32, 32), np.float32)
+    with torch.no_grad():
+        want = model.features(torch.from_numpy(images)).numpy()
+    np.testing.assert_allclose(load_backbone(tmp_path / "ckpt.pth")(images), want, rtol=1e-6)
+
+
+def test_fixed_batch_onnx_model_is_fed_in_padded_pieces(tmp_path):
+    model = small_resnet()
+    _, _, onnx_path = export_all(model, tmp_path, batch=2)
+    backbone = load_backbone(onnx_path)
+    assert backbone.input_spec == InputSpec(3, 32, 32, batch=2)
+    images = np.random.default_rng(1).standard_normal((5, 3, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        want = model.features(torch.from_numpy(images)).numpy()
+    np.testing.assert_allclose(backbone(images), want, rtol=1e-4, atol=1e-5)
+
+
+def test_named_layer_and_models_without_a_final_linear_layer(tmp_path):
+    headless = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(),
+                                   torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
+    x = torch.randn(2, 3, 16, 16)
+    with _quiet():
+        torch.onnx.export(headless, (x,), str(tmp_path / "h.onnx"), dynamo=False,
+                          input_names=["images"], output_names=["pooled"])
+    torch.export.save(torch.export.export(headless, (x,)), tmp_path / "h.pt2")
+    with torch.no_grad():
+        want = headless(x).numpy()
+    for path, name in ((tmp_path / "h.onnx", "pooled"), (tmp_path / "h.pt2", "flatten")):
+        with pytest.raises(ConfigError, match="not .*linear layer.*layer=NAME"):
+            load_backbone(path)  # output=features: the penultimate layer is unknown
+        got = load_backbone(path, layer=name)(x.numpy())
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(load_backbone(path, output="logits")(x.numpy()), want,
+                                   rtol=1e-5, atol=1e-6)
+        with pytest.raises(ConfigError, match="no (tensor|node) named 'nope'"):
+            load_backbone(path, layer="nope")
+
+
+# ------------------------------------------------------------------ stacked motion images
+
+
+@pytest.mark.parametrize("channels,inflate", [(9, "tile"), (5, "mean")])
+def test_first_layer_widened_for_stacked_images(tmp_path, channels, inflate):
+    model = small_resnet()
+    pth, _, onnx_path = export_all(model, tmp_path)
+    w = model.conv1.weight.detach()
+    wide = w.repeat(1, channels // 3, 1, 1) if inflate == "tile" else \
+        w.mean(dim=1, keepdim=True).repeat(1, channels, 1, 1)
+    reference = ResNet.from_state_dict({**model.state_dict(), "conv1.weight": wide})
+    reference.load_state_dict({**model.state_dict(), "conv1.weight": wide})
+    images = np.random.default_rng(2).standard_normal((3, channels, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        want = reference.eval().features(torch.from_numpy(images)).numpy()
+    for path in (pth, onnx_path):
+        backbone = load_backbone(path, in_channels=channels, inflate=inflate)
+        assert backbone.input_spec.channels == channels
+        np.testing.assert_allclose(backbone(images), want, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ConfigError, match="multiple of 3"):
+        load_backbone(pth, in_channels=5, inflate="tile")
+    with pytest.raises(ConfigError, match="export the model with 9 input channels"):
+        load_backbone(tmp_path / "m.pt2", in_channels=9)
+
+
+# ------------------------------------------------------------------ errors
+
+
+def test_input_shape_mismatch_names_both_shapes(tmp_path):
+    _, pt2, onnx_path = export_all(small_resnet(), tmp_path, size=64)
+    for path in (pt2, onnx_path):
+        backbone = load_backbone(path)
+        with pytest.raises(ConfigError) as err:
+            backbone.check_input(3, 32, 32, what="the preprocessing (resize=40, crop=32)")
+        text = str(err.value)
+        assert "[any, 3, 64, 64]" in text and "[N, 3, 32, 32]" in text and "crop=32" in text
+        with pytest.raises(ConfigError, match=r"\[N, 1, 64, 64\]"):
+            backbone.check_input(1, 64, 64)
+
+
+def test_bad_files_and_options(tmp_path):
+    with pytest.raises(DataError, match="backbone file not found"):
+        load_backbone(tmp_path / "none.pt2")
+    (tmp_path / "w.xyz").write_bytes(b"x")
+    with pytest.raises(ConfigError, match="cannot tell the backbone format"):
+        load_backbone(tmp_path / "w.xyz")
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(DataError, match="junk.onnx"):
+        load_backbone(tmp_path / "junk.onnx", output="logits")
+    (tmp_path / "junk.pt2").write_bytes(b"not a program")
+    with pytest.raises(DataError, match="junk.pt2: cannot load it as a torch.export program"):
+        load_backbone(tmp_path / "junk.pt2")
+    torch.save({"weight": torch.zeros(3)}, tmp_path / "other.pth")
+    with pytest.raises(DataError, match="other.pth: not a ResNet state dict"):
+        load_backbone(tmp_path / "other.pth")
+    state = small_resnet().state_dict()
+    state["fc.bias"] = torch.zeros(7)  # fc.weight says 5 classes
+    torch.save(state, tmp_path / "bad.pth")
+    with pytest.raises(DataError, match="bad.pth: the weights do not fit a resnet"):
+        load_backbone(tmp_path / "bad.pth")
+    with pytest.raises(ConfigError, match="unknown architecture 'vit'"):
+        load_backbone(tmp_path / "bad.pth", arch="vit")
+    with pytest.raises(ConfigError, match="output must be 'features' or 'logits'"):
+        load_backbone(tmp_path / "bad.pth", output="probs")
+
+
+# ------------------------------------------------------------------ preprocessing
+
+
+def test_preprocess_resize_crop_and_normalise_by_hand():
+    # A 40 x 60 frame: the shorter side goes 40 -> 20, the longer 60 -> 30, then the centre
+    # 20 x 20 is cut: columns 5..24 of the resized frame = source columns 10..49.
+    frame = np.zeros((40, 60, 3), np.uint8)
+    frame[:, :, 0] = (np.arange(60) * 4)[None, :]  # red rises along x
+    frame[:, :, 1] = 100
+    frame[:, :, 2] = 200
+    pre = Preprocess(resize=20, crop=20, mean=(0.5, 0.25, 0.0), std=(0.5, 0.25, 2.0))
+    out = pre.apply(frame[None])
+    assert out.shape == (1, 3, 20, 20) and out.dtype == np.float32
+    # Area resizing by 2 averages 2 x 2 blocks: column j of the crop is source columns
+    # 10 + 2j and 11 + 2j, red (4 * (10 + 2j) + 4 * (11 + 2j)) / 2 = 42 + 8 j.
+    red = (42 + 8 * np.arange(20)) / 255.0
+    np.testing.assert_allclose(out[0, 0, 7], (red - 0.5) / 0.5, rtol=1e-5)
+    np.testing.assert_allclose(out[0, 1], (100 / 255 - 0.25) / 0.25, rtol=1e-5)
+    np.testing.assert_allclose(out[0, 2], (200 / 255) / 2.0, rtol=1e-5)
+    # BGR, 0..255 values, the whole frame squashed to 20 x 20 (resize=0).
+    caffe = Preprocess(resize=0, crop=20, mean=(10.0,), std=(1.0,), pixel_range=255.0,
+                       channels="bgr")
+    out = caffe.apply(frame[None])
+    np.testing.assert_allclose(out[0, 0], 200 - 10.0)
+    np.testing.assert_allclose(out[0, 1], 100 - 10.0)
+    assert out[0, 2, 0, 0] == pytest.approx((0 + 4 + 8) / 3 - 10, abs=0.01)  # 3 columns -> 1
+    stacked = Preprocess(resize=0, crop=8, mean=(0.5,), std=(0.5,)).apply(
+        np.full((2, 16, 16, 10), 255, np.uint8))
+    assert stacked.shape == (2, 10, 8, 8) and np.all(stacked == 1.0)
+
+
+def test_preprocess_rejects_bad_settings():
+    with pytest.raises(ConfigError, match="crop .*must not exceed resize"):
+        Preprocess(resize=100, crop=224)
+    with pytest.raises(ConfigError, match="std must be positive"):
+        Preprocess(std=(0.0,))
+    with pytest.raises(ConfigError, match="mean has 2 values for 3-channel"):
+        Preprocess(mean=(0.1, 0.2)).apply(np.zeros((1, 300, 300, 3), np.uint8))
