@@ -117,6 +117,7 @@ def existing_store(ref_or_path: str, extractor: str | None = None) -> Path:
     if len(found) == 1:
         return found[0]
     what = f"'{extractor}' features" if extractor is not None else "features"
+    kind = f"'{extractor}' feature" if extractor is not None else "feature"
     if not found:
         looked = home() / "features" / f"{slug(canonical_ref(ref_or_path))}[@*]"
         raise DataError(
@@ -127,5 +128,5 @@ def existing_store(ref_or_path: str, extractor: str | None = None) -> Path:
     listed = "; ".join(f"{s.stem}: {s}" for s in found)
     how = ("give one of the store paths" if extractor is not None
            else "choose one with --extractor NAME or give its store path")
-    raise ConfigError(f"'{ref_or_path}' has {len(found)} {what} stores in the workspace "
+    raise ConfigError(f"'{ref_or_path}' has {len(found)} {kind} stores in the workspace "
                       f"({listed}); {how}")

@@ -238,3 +238,53 @@ def test_import_default_store_differs_by_root(tmp_path):
         assert report["written"] == 2
         stores.append(report["store"])
     assert stores[0] != stores[1]
+
+
+def test_import_records_a_known_lookahead(tmp_path):
+    root = _tiny_mstcn(tmp_path / "m")
+    report = import_mstcn(root, tmp_path / "i3d.zarr", name="m", lookahead=10)
+    attrs = FeatureStore.open(tmp_path / "i3d.zarr").attrs
+    assert (attrs["lookahead"], attrs["causal"]) == (10, False)
+    assert attrs["extractor_config"]["lookahead"] == 10
+    assert "reaches 10 frame(s) past" in attrs["extractor_config"]["note"]
+    assert report.to_dict()["lookahead"] == "10 (not causal)"
+    import_mstcn(root, tmp_path / "causal.zarr", name="m", lookahead=0)
+    assert FeatureStore.open(tmp_path / "causal.zarr").attrs["causal"] is True
+    unknown = import_mstcn(root, tmp_path / "unknown.zarr", name="m")
+    assert FeatureStore.open(tmp_path / "unknown.zarr").attrs["lookahead"] == -1
+    assert unknown.to_dict()["lookahead"] == "unknown (not causal)"
+    # the lookahead is part of what the store holds: another one is refused
+    with pytest.raises(ConfigError, match=r"lookahead"):
+        import_mstcn(root, tmp_path / "i3d.zarr", name="m", lookahead=5)
+    with pytest.raises(ConfigError, match=r"--lookahead: expected the number of future frames"):
+        import_mstcn(root, tmp_path / "neg.zarr", name="m", lookahead=-2)
+    lstr = write_lstr(tmp_path / "lstr")
+    import_lstr(lstr, tmp_path / "lstr.zarr", name="thumos", lookahead=5)
+    assert FeatureStore.open(tmp_path / "lstr.zarr").attrs["lookahead"] == 5
+
+
+def test_import_without_split_bundles_takes_a_recorded_rule(tmp_path):
+    root = _tiny_mstcn(tmp_path / "m")
+    for bundle in (root / "splits").iterdir():
+        bundle.unlink()
+    for vid in ("x", "y", "z"):
+        (root / "groundTruth" / f"{vid}.txt").write_text("a\nbackground\n")
+        np.save(root / "features" / f"{vid}.npy", np.zeros((3, 2), np.float32))
+    with pytest.raises(DataError, match=r"splits: no split bundles .*--splits loo, kfold:K"):
+        import_mstcn(root, tmp_path / "none.zarr", name="m")
+    report = import_mstcn(root, tmp_path / "loo.zarr", name="m", splits="loo")
+    store = FeatureStore.open(tmp_path / "loo.zarr")
+    assert store.attrs["split_scheme"] == "loo" and report.splits == 5
+    assert store.splits["1"] == {"train": ["w", "x", "y", "z"], "test": ["v"]}
+    import_mstcn(root, tmp_path / "k.zarr", name="m", splits="kfold:2:seed=4")
+    store = FeatureStore.open(tmp_path / "k.zarr")
+    assert store.attrs["split_scheme"] == "kfold:2:seed=4"
+    assert store.source["options"]["splits"] == "kfold:2:seed=4"
+    tests = [set(s["test"]) for s in store.splits.values()]
+    assert sorted(map(len, tests)) == [2, 3] and set.union(*tests) == {"v", "w", "x", "y", "z"}
+    # a rule replaces shipped bundles too (LSTR's session split here)
+    lstr = write_lstr(tmp_path / "lstr")
+    import_lstr(lstr, tmp_path / "lstr.zarr", name="thumos", splits="loo")
+    assert FeatureStore.open(tmp_path / "lstr.zarr").splits == {
+        "1": {"train": ["video_b"], "test": ["video_a"]},
+        "2": {"train": ["video_a"], "test": ["video_b"]}}
