@@ -130,6 +130,25 @@ def test_breakfast_counts_videos_it_cannot_find_and_says_where_it_looked(tmp_pat
     assert summary["missing_videos"] == {"P15_stereo01_P15_tea": reason}
 
 
+@needs_data
+def test_mstcn_ground_truth_ids_find_breakfasts_shipped_videos(tmp_path):
+    """The MS-TCN ids (``P12_cam01_P12_coffee``) of Breakfast's ground truth, read by the
+    breakfast plugin (source=mstcn) or by the generic mstcn plugin, map to the shipped files."""
+    root = breakfast_tree(tmp_path / "bf")
+    (root / "groundTruth").mkdir()
+    (root / "splits").mkdir()
+    for vid in ("P12_cam01_P12_coffee", "P12_webcam01_P12_coffee"):
+        shutil.copy(DATA / "breakfast" / "groundTruth" / f"{vid}.txt", root / "groundTruth")
+    (root / "splits" / "train.split1.bundle").write_text("P12_webcam01_P12_coffee.txt\n")
+    (root / "splits" / "test.split1.bundle").write_text("P12_cam01_P12_coffee.txt\n")
+    expected = root / "BreakfastII_15fps_qvga_sync" / "P12" / "cam01" / "P12_coffee.avi"
+    for name, options in (("breakfast", {"source": "mstcn"}), ("mstcn", {})):
+        index = load(name, root=root, **options)
+        assert index.videos["P12_cam01_P12_coffee"].path == expected, name
+        assert index.videos["P12_webcam01_P12_coffee"].path.parent.name == "webcam01"
+        assert index.missing_videos == {}
+
+
 # ------------------------------------------------------------------------------------------
 # The other datasets' layouts
 

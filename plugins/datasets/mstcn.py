@@ -15,7 +15,10 @@ before the first ``_`` (``P03_cam01_P03_tea`` -> ``P03``, ``S1_Coffee_C1`` -> ``
 
 Videos (for extraction): ``<video>.mp4`` (or another video extension), or a frame folder
 ``<video>/``, directly in the ``videos`` folder (default: the data root) or in its
-``videos/`` subfolder. Videos found nowhere are listed in ``DatasetIndex.missing_videos``.
+``videos/`` subfolder; ids of the three MS-TCN datasets are also found where those datasets
+ship their videos (Breakfast ``BreakfastII_15fps_qvga_sync/P03/cam01/P03_coffee.avi``, 50
+Salads ``rgb/rgb-01-1.avi``, GTEA frames ``png/S1_Cheese_C1/``). Videos found nowhere are
+listed in ``DatasetIndex.missing_videos``.
 """
 
 from __future__ import annotations
@@ -45,6 +48,22 @@ class MSTCNConfig(PluginConfig):
 def flat_candidates(video: str) -> list[str]:
     """``<video>`` and ``videos/<video>`` (file with any video extension, or frame folder)."""
     return [video, f"videos/{video}"]
+
+
+def video_candidates(video: str) -> list[str]:
+    """``flat_candidates``, then the shipped place of a Breakfast, 50 Salads or GTEA id."""
+    import re
+
+    from actrec_plugins.datasets import breakfast
+
+    found = flat_candidates(video)
+    if re.fullmatch(r"P\d+_(cam|webcam|stereo)\d+_P\d+_\w+", video):
+        found += breakfast.video_candidates(video)
+    elif video.startswith("rgb-"):
+        found.append(f"rgb/{video}")
+    elif re.fullmatch(r"S\d+_\w+_C\d+", video):
+        found += [f"png/{video}", f"gtea_png/png/{video}"]
+    return list(dict.fromkeys(found))
 
 
 def participant_of(video: str) -> str:
@@ -181,4 +200,4 @@ class MSTCN(VideoDataset):
         index = load_mstcn(root, name=self.name, fps=cfg.fps, background=cfg.background,
                            length_policy=cfg.length_policy, strict_splits=cfg.strict_splits,
                            strict=cfg.strict)
-        return attach_videos(index, self.videos_root(), flat_candidates)
+        return attach_videos(index, self.videos_root(), video_candidates)
