@@ -335,3 +335,40 @@ def test_extract_command_says_what_it_redid(tiny_kitchen, tmp_path, monkeypatch)
     assert "1 2 0 1 0" in lines[lines.index(next(x for x in lines if "redone: damaged" in x)) + 2]
     assert any(x.startswith(f"{b} redone: damaged features: chunk c/0/0 is missing")
                for x in lines), res.output
+
+
+def test_extract_command_options_shard_device_and_failures(tiny_kitchen, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from actrec.cli import cli
+    from actrec.extract import in_shard
+
+    dataset, index = tiny_kitchen
+    monkeypatch.setenv("ACTREC_HOME", str(tmp_path / "home"))
+    out = tmp_path / "s.zarr"
+    args = ["extract", "synthetic", "--root", str(dataset.config.root), "--out", str(out)]
+    args += [f"-o{k}={v}" for k, v in TINY.items()]
+    runner = CliRunner()
+    res = runner.invoke(cli, [*args, "--shard", "2/2", "--batch-size", "8", "--json"])
+    assert res.exit_code == 0, res.output
+    payload = json.loads(res.stdout)
+    assert sorted(payload["written"]) == sorted(v for v in index.videos if in_shard(v, (2, 2)))
+    assert payload["shard"] == "2/2" and payload["frames"] > 0 and payload["workers"] == 1
+    assert payload["length_policy"] == "truncate" and payload["frames_cut"] == {}
+    for bad, message in ((["--shard", "3/2"], "--shard: expected I/N with 1 <= I <= N"),
+                         (["--device", "tpu"], "--device: expected cpu, cuda, cuda:N or auto")):
+        res = runner.invoke(cli, [*args, *bad])  # main() prints these as one line
+        assert isinstance(res.exception, ConfigError) and message in str(res.exception)
+    # A video that cannot be read: exit status 1, the summary names it; the rest is done.
+    victim = index.videos[sorted(index.videos)[0]].path
+    saved = victim.read_bytes()
+    try:
+        victim.write_bytes(b"")
+        res = runner.invoke(cli, args, env={"COLUMNS": "200"})
+    finally:
+        victim.write_bytes(saved)
+    assert res.exit_code == 1, res.output
+    assert victim.stem in res.output and "failed" in res.output and "cannot decode" in res.output
+    res = runner.invoke(cli, [*args, "--json"])  # the file back: only it is done again
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["written"] == [victim.stem]
