@@ -27,8 +27,10 @@ Videos (``videos``: the folder holding them, default the data root), as the data
 (``videos`` pointing into it) and as ``<video id>.avi`` / ``.mp4`` or a frame folder
 ``<video id>/`` (converted copies). The stereo camera ships two channels,
 ``P03/stereo/P03_coffee_ch0.avi`` and ``_ch1.avi``, while the annotations say ``stereo01``:
-``stereo01`` is channel ``stereo_channel`` (default 0, the left camera, the one most feature
-releases used). Videos found nowhere are listed in ``DatasetIndex.missing_videos``.
+``stereo01`` is channel ``stereo_channel`` (default 0). The annotations do not say which
+channel they were made on (public extraction scripts differ), so the choice is a dataset option,
+recorded with every store like the others. Videos found nowhere are listed in
+``DatasetIndex.missing_videos``.
 
 Damaged input: a frame range past ``frame_limit(fps)`` (24 hours) is a ``DataError`` naming the
 file and line; an empty annotation file is skipped and counted (``strict=true``: an error);
