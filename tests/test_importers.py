@@ -288,3 +288,34 @@ def test_import_without_split_bundles_takes_a_recorded_rule(tmp_path):
     assert FeatureStore.open(tmp_path / "lstr.zarr").splits == {
         "1": {"train": ["video_b"], "test": ["video_a"]},
         "2": {"train": ["video_a"], "test": ["video_b"]}}
+
+
+def test_import_command_line_lookahead_and_split_rule(tmp_path, monkeypatch, capsys):
+    from actrec.cli import main
+
+    monkeypatch.setenv("ACTREC_HOME", str(tmp_path / "home"))
+    root = _tiny_mstcn(tmp_path / "m")
+    for bundle in (root / "splits").iterdir():
+        bundle.unlink()
+
+    def actrec(*args):
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        return (code, *capsys.readouterr())
+
+    code, _, err = actrec("import", "mstcn", root, "--name", "m", "--splits", "kfold:x")
+    assert code == 1 and "--splits: expected loo, kfold:K or kfold:K:seed=S, got 'kfold:x'" in err
+    code, _, err = actrec("import", "mstcn", root, "--name", "m")
+    assert code == 1 and "no split bundles" in err and "Traceback" not in err
+    code, out, err = actrec("import", "mstcn", root, "--name", "m", "--splits", "loo",
+                            "--lookahead", "10", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert (report["split_scheme"], report["splits"], report["lookahead"]) == (
+        "loo", 2, "10 (not causal)")
+    store = FeatureStore.open(report["store"])
+    assert store.attrs["lookahead"] == 10 and store.attrs["split_scheme"] == "loo"
