@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,11 +31,12 @@ __all__ = ["open_store", "choose_split", "build_model", "resolve_model", "resolv
 HISTORY_OPTION = "max_len"
 
 
-def open_store(path: Path) -> FeatureStore:
-    """Open a feature store (``DataError`` naming the path if it is not one)."""
+def open_store(path: Path, streams: Sequence[str] | None = None) -> FeatureStore:
+    """Open a feature store (``DataError`` naming the path if it is not one) and select its
+    ``streams`` (``FeatureStore.select``: ``None`` its own, several read side by side)."""
     from actrec.io.features import FeatureStore
 
-    return FeatureStore.open(path)
+    return FeatureStore.open(path).select(streams)
 
 
 def choose_split(store: FeatureStore, name: str | None) -> tuple[str, dict[str, list[str]]]:

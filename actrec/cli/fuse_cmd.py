@@ -1,0 +1,79 @@
+"""``actrec fuse``: late fusion of runs (one per stream) by averaging class probabilities."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from actrec.cli.common import emit, json_option, make_progress
+
+
+@click.command()
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--online/--offline", default=True, show_default=True,
+              help="Online: each run steps through every test video frame by frame, as a live "
+              "system sees it (refused for runs whose features look ahead). Offline: whole "
+              "videos at once.")
+@click.option("--split", default=None, help="Split to evaluate (default: each run's).")
+@click.option("--weights", default=None, metavar="W1,W2,...",
+              help="One weight per run for the mean of probabilities (default: equal).")
+@click.option("--allow-noncausal-features", is_flag=True,
+              help="Fuse online even though some run's features look at future frames "
+              "(recorded).")
+@click.option("--segment-background", type=click.Choice(["exclude", "include"]),
+              default="exclude", show_default=True,
+              help="Leave each dataset's background classes out of the edit score and F1.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the fused result as JSON to this file.")
+@json_option
+def fuse(runs, online, split, weights, allow_noncausal_features, segment_background, out,
+         as_json) -> None:
+    """Score RUNS (two or more run folders or names, e.g. an RGB run and a flow run of the
+    same dataset and split) together: per frame, the mean of their class probabilities.
+
+    Each run is also evaluated on its own (its results file is written as by `actrec eval`);
+    runs that scored different videos, classes or labels are refused.
+    """
+    from actrec.fusion import fuse_runs
+    from actrec.runs import atomic_write_json, json_safe, resolve_run
+
+    try:
+        parsed = None if weights is None else [float(w) for w in weights.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"expected numbers separated by commas, got {weights!r}",
+                                 param_hint="--weights") from None
+    with make_progress() as progress:
+        result = fuse_runs([resolve_run(r) for r in runs], online=online, split=split,
+                           weights=parsed, progress=progress,
+                           allow_noncausal_features=allow_noncausal_features,
+                           segment_background=segment_background)
+    if out is not None:
+        atomic_write_json(out, json_safe(result.to_dict()))
+    emit(result, as_json, _render)
+
+
+def _render(result):
+    from rich.table import Table
+
+    from actrec.cli.eval_cmd import _pct
+
+    mode = "online" if result.online else "offline"
+    table = Table(title=f"{mode} late fusion of {len(result.runs)} runs")
+    for column, justify in (("dataset", "left"), ("run", "left"), ("weight", "right"),
+                            ("frame accuracy", "right"), ("edit", "right"),
+                            ("F1@10/25/50", "right")):
+        table.add_column(column, justify=justify, overflow="fold")
+
+    def row(name, label, weight, ds):
+        f1 = ds.f1 or {}
+        table.add_row(name, label, weight, _pct(ds.frame_accuracy), _pct(ds.edit),
+                      " / ".join(_pct(f1.get(k), unit="") for k in ("10", "25", "50")))
+
+    for name, fused in result.datasets.items():
+        for member, weight in zip(result.members, result.weights):
+            streams = (member.protocol.get("streams") or ["(store's own)"])
+            row(name, f"{member.run_dir.name} [{'+'.join(streams)}]", f"{weight:g}",
+                member.datasets[name])
+        row(name, "fused", "", fused)
+    return table
