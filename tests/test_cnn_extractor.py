@@ -14,6 +14,7 @@ from actrec.extract import extract_features
 from actrec.io.features import FeatureStore
 from actrec.io.video import open_video
 from actrec_plugins.extractors.cnn import CNNExtractor
+
 from test_backbones import export_all, small_resnet
 
 PRE = {"resize": "36", "crop": "32"}
@@ -59,7 +60,7 @@ def test_cnn_is_causal_and_records_the_model_and_preprocessing(backbone_files, t
 def test_every_format_and_any_batching_give_the_same_rows(backbone_files, tiny_kitchen):
     _, files = backbone_files
     _, index = tiny_kitchen
-    record = index.videos[sorted(index.videos)[0]]
+    record = index.videos[min(index.videos)]
     frames = open_video(record.path).read(range(record.num_frames))
     whole = np.concatenate(list(_cnn(files["pth"]).extract([frames])))
     assert whole.shape == (record.num_frames, 24)
@@ -74,7 +75,7 @@ def test_every_format_and_any_batching_give_the_same_rows(backbone_files, tiny_k
 def test_bgr_and_value_range_reach_the_backbone(backbone_files, tiny_kitchen):
     _, files = backbone_files
     _, index = tiny_kitchen
-    record = index.videos[sorted(index.videos)[0]]
+    record = index.videos[min(index.videos)]
     frames = open_video(record.path).read(range(4))
     rgb = np.concatenate(list(_cnn(files["pth"]).extract([frames])))
     as_bgr = np.concatenate(list(_cnn(files["pth"], channels="bgr").extract([frames[..., ::-1]])))
