@@ -38,7 +38,7 @@ class ColorGradient(FeatureExtractor):
     (see the module docstring for the exact layout)."""
 
     name = "colorgrad"
-    lookahead = 0
+    lookahead = 0  # declared by every extractor (no default): uses the previous frame only
 
     @dataclass(frozen=True)
     class Config(PluginConfig):

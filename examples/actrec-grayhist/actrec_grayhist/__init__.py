@@ -17,7 +17,7 @@ class GrayHistogram(FeatureExtractor):
     """Normalised histogram of grey levels of each frame; uses no other frame (causal)."""
 
     name = "grayhist"
-    lookahead = 0  # frames of the future each feature needs: none
+    lookahead = 0  # required, no default: how many future frames each feature needs (none)
 
     @dataclass(frozen=True)
     class Config(PluginConfig):
