@@ -350,10 +350,12 @@ def load_head(path: Path) -> TrainedHead:
 # ------------------------------------------------------------------ the output store
 
 
-def head_store_path(backbone_store: Path, output: str, split: str | int) -> Path:
-    """``<dir>/<backbone store name>-<output>-split<K>.zarr`` beside the backbone store."""
+def head_store_path(backbone_store: Path, output: str, split: str | int,
+                    stream: str | None = None) -> Path:
+    """``<dir>/<backbone store name>[-<stream>]-<output>-split<K>.zarr`` beside the backbone
+    store (``stream``: the head is trained on that stream of the store)."""
     backbone_store = Path(backbone_store)
-    stem = backbone_store.name.removesuffix(".zarr")
+    stem = backbone_store.name.removesuffix(".zarr") + (f"-{stream}" if stream else "")
     return backbone_store.parent / f"{stem}-{output}-split{split}.zarr"
 
 
@@ -399,12 +401,14 @@ def extract_head_features(
     output: str = "softmax",
     config: HeadConfig | None = None,
     out: Path | None = None,
+    stream: str | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
 ) -> HeadReport:
     """Train (or reuse) the frame head of ``split`` on ``backbone_store``'s training videos
     and write its per-frame ``output`` (softmax or logits) for EVERY video of that store into
     ``out`` (default ``head_store_path``), the head saved beside it (see the module docs).
+    ``stream`` trains on that stream of ``backbone_store`` (default: its own).
 
     A saved head is reused when its config, training videos and their feature digests are
     the same; otherwise it is trained again, and an existing output store made by another head
@@ -417,9 +421,11 @@ def extract_head_features(
         raise ConfigError(f"--head must be one of {', '.join(OUTPUTS)}, got {output!r}")
     config = config or HeadConfig()
     split = str(split)
-    backbone = FeatureStore.open(Path(backbone_store))
+    root = FeatureStore.open(Path(backbone_store))
+    backbone = root.stream(stream) if stream else root
     battrs = backbone.attrs
-    out = Path(out) if out is not None else head_store_path(backbone.path, output, split)
+    out = Path(out) if out is not None else head_store_path(
+        root.path, output, split, stream if backbone is not root else None)
     head_path = _head_file(out)
     videos, missing = _train_videos(backbone, split)
     fingerprint = _fingerprint(backbone, videos)

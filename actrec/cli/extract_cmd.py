@@ -45,10 +45,17 @@ from actrec.cli.common import emit, json_option, make_progress, parse_assignment
 @click.option("--stream", default=None, metavar="NAME",
               help="Write these features as the named stream (rgb, flow, ...) of the store, "
               "beside its other streams (default store: the dataset's streams.zarr).")
+@click.option("--head", type=click.Choice(["softmax", "logits"]), default=None,
+              help="Then train a frame classifier on the features of the --split's training "
+              "videos and store its per-frame softmax or logits for every video (a second "
+              "store beside the first, the classifier saved with it).")
+@click.option("--head-option", "head_options", multiple=True, metavar="KEY=VALUE",
+              help="A frame classifier option (repeatable): model=linear|mlp, hidden, epochs, "
+              "lr, seed, ...; see the guide.")
 @json_option
 def extract(dataset, split, root, options, extractor, extractor_options, out, overwrite,
             trust_store, dtype, workers, shard, device, length_policy, max_length_gap,
-            batch_size, stream, as_json) -> None:
+            batch_size, stream, head, head_options, as_json) -> None:
     """Extract features of DATASET (a plugin name, or NAME:key=value,... with options).
 
     Frames are decoded at the dataset's label rate (or the extractor's fps option) in a
@@ -59,6 +66,15 @@ def extract(dataset, split, root, options, extractor, extractor_options, out, ov
     """
     from actrec.pipeline import extract_dataset
 
+    head_config = None
+    if head is not None:  # checked before the long extraction
+        from actrec.frame_head import HeadConfig
+
+        if split is None:
+            raise click.UsageError("--head needs --split: the frame classifier is trained on "
+                                   "that split's training videos")
+        head_config = HeadConfig.from_options(parse_assignments(head_options, "--head-option"),
+                                              owner="--head-option")
     dataset_options = parse_assignments(options, "--option")
     if root is not None:
         dataset_options["root"] = str(root)
@@ -71,7 +87,21 @@ def extract(dataset, split, root, options, extractor, extractor_options, out, ov
             length_policy=length_policy, max_length_gap=max_length_gap, batch_size=batch_size,
             stream=stream,
         )
-    emit(report, as_json, _render)
+        head_report = None
+        if head_config is not None and (not report.failed or head_config.allow_missing):
+            from actrec.frame_head import extract_head_features
+
+            head_report = extract_head_features(
+                report.store, split, output=head, config=head_config, stream=stream,
+                overwrite=overwrite, progress=progress)
+    if head_report is None:
+        emit(report, as_json, _render)
+    else:
+        emit({**report.to_dict(), "head": head_report.to_dict()}, as_json,
+             lambda _: _render_with_head(report, head_report))
+    if head_config is not None and head_report is None:
+        click.echo(f"frame classifier not trained: {len(report.failed)} video(s) failed (fix "
+                   f"them and run again, or --head-option allow_missing=true)", err=True)
     if report.failed:
         raise SystemExit(1)
 
@@ -109,3 +139,18 @@ def _render(report):
     for row in rows:
         details.add_row(*row)
     return Group(table, details)
+
+
+def _render_with_head(report, head):
+    from rich.console import Group
+    from rich.table import Table
+
+    table = Table(title=f"frame classifier ({head.output}, split {head.split}) -> {head.store}",
+                  caption=f"classifier: {head.head} ({'trained' if head.trained else 'reused'})")
+    for column in ("training videos", "training frames", "training accuracy", "written",
+                   "skipped (already done)", "training videos missing"):
+        table.add_column(column, justify="right")
+    table.add_row(str(head.train_videos), str(head.train_frames), f"{head.train_accuracy:.3f}",
+                  str(len(head.written)), str(len(head.skipped)),
+                  str(len(head.missing_train_videos)))
+    return Group(_render(report), table)
