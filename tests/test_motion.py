@@ -233,3 +233,121 @@ def test_extract_records_lookahead_in_the_store(tiny_kitchen, tmp_path):
     feats, labels = store.read(vid.id)
     assert feats.shape == (vid.num_frames, ext.dim()) and labels.shape == (vid.num_frames,)
     assert np.isfinite(feats).all() and feats.any()
+
+
+# ------------------------------------------------------- stacked motion images + backbone
+
+
+def test_flow_image_colours_by_hand():
+    from actrec_plugins.extractors.motion.images import flow_image
+
+    flow = np.zeros((2, 4, 4, 2), np.float32)
+    flow[0, ..., 0] = 2.0  # rightwards, 2 px: hue 0 (red), value 2 / 8 * 255 = 64
+    flow[1, ..., 1] = -2.0  # upwards (y down in the image): hue 90 degrees
+    rgb = flow_image(flow, scale=8.0)
+    assert rgb.shape == (2, 4, 4, 3) and rgb.dtype == np.uint8
+    np.testing.assert_array_equal(rgb[0], np.broadcast_to([64, 0, 0], (4, 4, 3)))
+    # HSV (90, 1, 64/255) -> RGB (32, 64, 0) (OpenCV rounds the half-way red).
+    np.testing.assert_allclose(rgb[1].astype(int), np.broadcast_to([32, 64, 0], (4, 4, 3)),
+                               atol=1)
+    np.testing.assert_array_equal(flow_image(np.zeros((1, 2, 2, 2), np.float32), 8.0), 0)
+
+
+@pytest.fixture(scope="module")
+def resnet_file(tmp_path_factory):
+    """A tiny ResNet state dict (random weights, eval-mode batch norm statistics)."""
+    import torch
+
+    from actrec.nn.resnet import ResNet
+
+    torch.manual_seed(0)
+    model = ResNet([(1, 8, 8), (1, 8, 8), (1, 8, 8), (1, 8, 8)], stem=8, num_classes=3).eval()
+    path = tmp_path_factory.mktemp("backbone") / "tiny.pth"
+    torch.save(model.state_dict(), path)
+    return path, model
+
+
+def _reference_features(model, images, inflate):
+    """The tiny ResNet with its first layer widened by hand, on uint8 images [B, S, S, C]."""
+    import torch
+
+    from actrec.nn.resnet import ResNet
+
+    state = model.state_dict()
+    w = state["conv1.weight"]
+    c = images.shape[-1]
+    state["conv1.weight"] = w.repeat(1, c // 3, 1, 1) if inflate == "tile" else \
+        w.mean(dim=1, keepdim=True).repeat(1, c, 1, 1)
+    wide = ResNet.from_state_dict(state)
+    wide.load_state_dict(state)
+    x = (images.astype(np.float32) / 255.0 - 0.449) / 0.226
+    with torch.no_grad():
+        return wide.eval().features(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+
+
+def test_motion_cnn_mhi_and_framediff_stacks_by_hand(resnet_file):
+    path, model = resnet_file
+    video = _bar_video(frames=6, size=32)
+    mhi = _make("motion-cnn", method="mhi", model=path, size=32)
+    assert mhi.channels == 1 and mhi.config.window == 5 and mhi.lookahead == 0
+    assert mhi.config.sha256 and mhi.config.model.is_absolute()
+    rows = _run(mhi, video, batch=4)
+    # Frame 4's MHI: columns 0..4 at recency 1/4, 2/4, 3/4, 1, 1 -> 64, 128, 191, 255, 255.
+    image = np.zeros((1, 32, 32, 1), np.uint8)
+    image[0, :, :5, 0] = [64, 128, 191, 255, 255]
+    np.testing.assert_allclose(rows[4], _reference_features(model, image, "mean")[0],
+                               rtol=1e-4, atol=1e-5)
+    diff = _make("motion-cnn", method="framediff", model=path, size=32)
+    assert diff.channels == 5 and diff.config.window == 6
+    rows = _run(diff, video, batch=4)
+    # Frame 5's five differences (oldest first): pair j lit columns j and j + 1.
+    stack = np.zeros((1, 32, 32, 5), np.uint8)
+    for j in range(5):
+        stack[0, :, j:j + 2, j] = 255
+    np.testing.assert_allclose(rows[5], _reference_features(model, stack, "mean")[0],
+                               rtol=1e-4, atol=1e-5)
+    # The replicated filters make the features blind to the stack's order: check it directly.
+    from actrec_plugins.extractors.motion.fields import diff_fields, grey_frames
+
+    grey = grey_frames(video, 32)
+    np.testing.assert_array_equal(diff.images(diff_fields(grey[0], grey[1:])), stack)
+
+
+def test_motion_cnn_flow_stack_tiles_the_rgb_filters(resnet_file):
+    from actrec_plugins.extractors.motion.fields import flow_fields, grey_frames
+    from actrec_plugins.extractors.motion.images import flow_image
+
+    path, model = resnet_file
+    video = _square_video(frames=5, size=32, side=8, step=(1, 0))
+    ext = _make("motion-cnn", method="flow", model=path, size=32, window=3)
+    assert ext.channels == 6
+    rows = _run(ext, video, batch=2)
+    grey = grey_frames(video, 32)
+    fields = flow_fields(grey[0], grey[1:])  # fields of frames 1..4
+    stack = np.concatenate([flow_image(fields[2:3], 8.0), flow_image(fields[3:4], 8.0)], -1)
+    np.testing.assert_allclose(rows[4], _reference_features(model, stack, "tile")[0],
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_motion_cnn_centred_and_bad_options(resnet_file, tmp_path):
+    path, _ = resnet_file
+    video = _square_video(frames=9, size=32, side=8, step=(1, 1))
+    causal = _run(_make("motion-cnn", method="framediff", model=path, size=32), video, 4)
+    centred_ext = _make("motion-cnn", method="framediff", model=path, size=32, centred=True)
+    assert centred_ext.lookahead == 3
+    centred = _run(centred_ext, video, 4)
+    np.testing.assert_array_equal(centred[:-3], causal[3:])
+    assert _make("motion-cnn", model=path, centred=True).lookahead == 5  # 10 flow fields
+    with pytest.raises(ConfigError, match="needs a backbone file"):
+        _make("motion-cnn")
+    with pytest.raises(ConfigError, match="one per channel"):
+        _make("motion-cnn", method="framediff", model=path, mean="0.1,0.2")
+    with pytest.raises(ConfigError, match="'method'"):
+        _make("motion-cnn", method="hog", model=path)
+    # An exported program's first layer cannot be widened: it must be exported for the stack.
+    import torch
+
+    program = tmp_path / "tiny.pt2"
+    torch.export.save(torch.export.export(resnet_file[1], (torch.zeros(1, 3, 32, 32),)), program)
+    with pytest.raises(ConfigError, match="export the model with 5 input channels"):
+        _make("motion-cnn", method="framediff", model=program, size=32).dim()

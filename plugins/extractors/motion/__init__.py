@@ -1,6 +1,7 @@
 """Motion extractors (the sign-language paper's second stream): optical flow, motion history
-images and multi-frame differencing, as weight-free descriptors (``descriptors``). The motion
-fields and their causal or centred windows are in ``fields``."""
+images and multi-frame differencing, as weight-free descriptors (``descriptors``: ``flow``,
+``mhi``, ``framediff``) or as stacked motion images through a CNN backbone file (``images``:
+``motion-cnn``). The motion fields and their causal or centred windows are in ``fields``."""
 
 from .descriptors import (
     FlowDescriptor,
@@ -8,5 +9,7 @@ from .descriptors import (
     MHIDescriptor,
     MotionDescriptor,
 )
+from .images import MotionCNN
 
-__all__ = ["FlowDescriptor", "FrameDiffDescriptor", "MHIDescriptor", "MotionDescriptor"]
+__all__ = ["FlowDescriptor", "FrameDiffDescriptor", "MHIDescriptor", "MotionCNN",
+           "MotionDescriptor"]

@@ -47,7 +47,7 @@ import numpy as np
 from actrec.errors import ConfigError
 from actrec.plugin_api import FeatureExtractor, PluginConfig
 
-from .fields import sliding_windows
+from .fields import mean_difference, motion_history, sliding_windows, window_slices
 
 __all__ = ["FlowDescriptor", "FrameDiffDescriptor", "MHIDescriptor", "MotionDescriptor"]
 
@@ -131,14 +131,6 @@ class MotionDescriptor(FeatureExtractor):
         mags = mags.reshape(b, cells, mbins) / per_cell[None, :, None]
         return np.concatenate([orient, mags], axis=2).reshape(b, -1).astype(np.float32)
 
-    def _windows(self, fields: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
-        """``(j, fields[j : j + B])`` for the ``window - 1`` positions of a window, oldest
-        ``j = 0`` first: slice ``j`` holds field ``j`` of every window."""
-        w1 = self.config.window - 1
-        b = fields.shape[0] - (w1 - 1)
-        for j in range(w1):
-            yield j, fields[j:j + b]
-
 
 def _gradient(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Central differences of ``[B, S, S]`` (x right, y down), zero on the border."""
@@ -169,7 +161,7 @@ class FlowDescriptor(MotionDescriptor):
 
     def motion(self, fields):
         w1 = self.config.window - 1
-        flow = sum(f for _, f in self._windows(fields)) / w1  # [B, S, S, 2]
+        flow = sum(f for _, f in window_slices(fields, self.config.window)) / w1  # [B,S,S,2]
         u, v = flow[..., 0], flow[..., 1]
         mag = np.hypot(u, v)
         return np.arctan2(-v, u), mag, _doubling_bins(mag, 0.25, self.config.mag_bins)
@@ -186,17 +178,8 @@ class MHIDescriptor(MotionDescriptor):
     class Config(_Options):
         threshold: float = 16.0  # grey levels (0..255) a pixel must change by to count
 
-    def history(self, fields: np.ndarray) -> np.ndarray:
-        """The motion history image of every window, float32 ``[B, S, S]`` in 0..1."""
-        w1 = self.config.window - 1
-        mhi = None
-        for j, diff in self._windows(fields):  # oldest first: newer changes overwrite
-            level = np.where(diff > self.config.threshold, np.float32((j + 1) / w1), 0)
-            mhi = level if mhi is None else np.maximum(mhi, level)
-        return mhi.astype(np.float32)
-
     def motion(self, fields):
-        mhi = self.history(fields)
+        mhi = motion_history(fields, self.config.window, self.config.threshold)
         gx, gy = _gradient(mhi)
         moved = mhi > 0
         inside = np.zeros_like(moved)  # the pixel and its four neighbours all moved
@@ -215,13 +198,8 @@ class FrameDiffDescriptor(MotionDescriptor):
     kind = "diff"
     signed = False
 
-    def difference(self, fields: np.ndarray) -> np.ndarray:
-        """Mean absolute difference over every window, float32 ``[B, S, S]`` in 0..1."""
-        w1 = self.config.window - 1
-        return (sum(d for _, d in self._windows(fields)) / (w1 * 255.0)).astype(np.float32)
-
     def motion(self, fields):
-        diff = self.difference(fields)
+        diff = mean_difference(fields, self.config.window)
         gx, gy = _gradient(diff)
         return (np.arctan2(-gy, gx), np.hypot(gx, gy),
                 _doubling_bins(diff, 1 / 64, self.config.mag_bins))

@@ -29,7 +29,10 @@ __all__ = [
     "diff_fields",
     "flow_fields",
     "grey_frames",
+    "mean_difference",
+    "motion_history",
     "sliding_windows",
+    "window_slices",
 ]
 
 # Farneback's parameters (pyramid scale, levels, window size, iterations, polynomial size and
@@ -72,6 +75,34 @@ def diff_fields(prev: np.ndarray, grey: np.ndarray) -> np.ndarray:
     """Absolute grey differences of consecutive frames, float32 ``[B, S, S]`` in 0..255."""
     stacked = np.concatenate([prev[None], grey]).astype(np.int16)  # [B+1, S, S]
     return np.abs(np.diff(stacked, axis=0)).astype(np.float32)
+
+
+def window_slices(fields: np.ndarray, window: int) -> Iterator[tuple[int, np.ndarray]]:
+    """``(j, fields[j : j + B])`` for the ``window - 1`` positions of a window, oldest ``j = 0``
+    first: slice ``j`` holds field ``j`` of each of the ``B`` windows in ``fields``."""
+    b = fields.shape[0] - (window - 2)
+    for j in range(window - 1):
+        yield j, fields[j:j + b]
+
+
+def motion_history(fields: np.ndarray, window: int, threshold: float) -> np.ndarray:
+    """The motion history image of each window of difference fields, float32 ``[B, S, S]`` in
+    0..1: a pixel whose grey level changed by more than ``threshold`` in the ``j``-th pair of
+    the window (oldest ``j = 0``) holds ``(j + 1) / (window - 1)`` for its latest change (so
+    the newest change is 1), and 0 where nothing changed."""
+    w1 = window - 1
+    mhi = None
+    for j, diff in window_slices(fields, window):  # oldest first: newer changes overwrite
+        level = np.where(diff > threshold, np.float32((j + 1) / w1), np.float32(0))
+        mhi = level if mhi is None else np.maximum(mhi, level)
+    return mhi.astype(np.float32)
+
+
+def mean_difference(fields: np.ndarray, window: int) -> np.ndarray:
+    """Multi-frame differencing: the mean absolute difference of each window's ``window - 1``
+    frame pairs, float32 ``[B, S, S]`` in 0..1."""
+    total = sum(d for _, d in window_slices(fields, window))
+    return (total / ((window - 1) * 255.0)).astype(np.float32)
 
 
 def sliding_windows(

@@ -1,0 +1,193 @@
+"""Stacked motion images through a CNN backbone file: the sign-language paper's motion stream.
+
+Per frame, the window of ``window`` frames (causal, or centred with ``centred=true``: see
+``fields``) becomes a stack of motion images of ``size`` x ``size`` pixels (the grey frames are
+resized to that square first), fed to a backbone file whose first convolution is widened from
+3 to the stack's channels (``actrec.backbones``: ``inflate`` as the paper does):
+
+* ``flow``: each of the window's ``window - 1`` Farneback flow fields as an RGB image whose hue
+  is the flow's direction (0 degrees rightwards, counter-clockwise, y up) and whose brightness
+  is its length, full at ``flow_scale`` pixels per frame; the paper stacks 10 fields
+  (``window = 11``, 30 channels): the RGB filters are tiled over the stack (``inflate=tile``).
+* ``mhi``: the window's motion history image (``fields.motion_history``; one channel, 255 for
+  the newest change): the filters are averaged over RGB (``inflate=mean``).
+* ``framediff``: the window's ``window - 1`` absolute grey differences of consecutive frames,
+  one channel each; the paper stacks 5 (``window = 6``): ``inflate=mean``.
+
+The images (uint8) are normalised with ``mean`` / ``std`` (one value, or one per channel) as
+``actrec.backbones.Preprocess`` does, and the backbone's penultimate activations (or logits,
+or a named ``layer``) are the features. The model file's sha256 is recorded in the config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from actrec.errors import ConfigError, DataError
+from actrec.plugin_api import ExtractRuntime, FeatureExtractor, PluginConfig
+
+from .fields import motion_history, sliding_windows, window_slices
+
+if TYPE_CHECKING:  # pragma: no cover
+    from actrec.backbones import Backbone
+
+__all__ = ["METHODS", "MotionCNN", "flow_image"]
+
+_WHERE = "extractor 'motion-cnn'"
+# method -> (fields it is built from, default window, first-layer inflation)
+METHODS = {"flow": ("flow", 11, "tile"), "mhi": ("diff", 5, "mean"),
+           "framediff": ("diff", 6, "mean")}
+
+
+def flow_image(flow: np.ndarray, scale: float) -> np.ndarray:
+    """Flow fields ``[..., S, S, 2]`` -> uint8 RGB ``[..., S, S, 3]``: hue = direction
+    (counter-clockwise from rightwards, y up), full saturation, value = length / ``scale``
+    (clipped to 1)."""
+    import cv2
+
+    u, v = flow[..., 0], flow[..., 1]
+    angle = np.degrees(np.arctan2(-v, u)) % 360.0
+    hsv = np.empty((*flow.shape[:-1], 3), dtype=np.uint8)
+    hsv[..., 0] = np.round(angle / 2.0).astype(np.int64) % 180  # OpenCV hue: 0..179
+    hsv[..., 1] = 255
+    hsv[..., 2] = np.clip(np.hypot(u, v) / scale * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    flat = hsv.reshape(-1, *hsv.shape[-3:])
+    rgb = np.stack([cv2.cvtColor(img, cv2.COLOR_HSV2RGB) for img in flat])
+    return rgb.reshape(hsv.shape)
+
+
+class MotionCNN(FeatureExtractor):
+    """CNN features of stacked motion images (see the module docstring)."""
+
+    name = "motion-cnn"
+
+    @dataclass(frozen=True)
+    class Config(PluginConfig):
+        method: str = "flow"  # flow | mhi | framediff
+        model: Path | None = None  # the backbone file (required)
+        format: str = "auto"  # auto (by suffix) | export | onnx | state_dict
+        arch: str = "resnet"  # the architecture of a state dict
+        output: str = "features"  # features (penultimate) | logits
+        layer: str | None = None  # a named tensor of an exported / ONNX model instead
+        size: int = 224  # motion images are size x size
+        window: int | None = None  # frames per window; None: flow 11, mhi 5, framediff 6
+        centred: bool = False  # centre the window on the frame: looks window // 2 ahead
+        threshold: float = 16.0  # mhi: grey levels a pixel must change by to count
+        flow_scale: float = 8.0  # flow: length (pixels per frame) shown at full brightness
+        mean: tuple[float, ...] = (0.449,)  # per channel (one value: every channel)
+        std: tuple[float, ...] = (0.226,)
+        fps: float | None = None  # resample to this rate first; None: the dataset's rate
+        sha256: str | None = None  # the model file's digest: filled in; if given, checked
+
+    def __init__(self, config: PluginConfig | None = None) -> None:
+        from actrec.backbones import Preprocess, file_digest
+
+        super().__init__(config)
+        cfg = self.config
+        if cfg.method not in METHODS:
+            raise ConfigError(f"option 'method' for {_WHERE} must be one of "
+                              f"{', '.join(METHODS)}, got {cfg.method!r}")
+        kind, default_window, _ = METHODS[cfg.method]
+        window = cfg.window if cfg.window is not None else default_window
+        problems = []
+        if window < 2:
+            problems.append(f"'window' must be >= 2, got {window}")
+        if cfg.size < 8:
+            problems.append(f"'size' must be >= 8, got {cfg.size}")
+        if not cfg.flow_scale > 0:
+            problems.append(f"'flow_scale' must be positive, got {cfg.flow_scale}")
+        if cfg.fps is not None and not cfg.fps > 0:
+            problems.append(f"'fps' must be positive, got {cfg.fps}")
+        if problems:
+            raise ConfigError(f"{_WHERE}: option " + "; option ".join(problems))
+        if cfg.model is None:
+            raise ConfigError(f"{_WHERE} needs a backbone file: -x model=PATH (.onnx, or a "
+                              f"state dict .pt/.pth for arch=resnet, whose first layer is "
+                              f"widened to the stack)")
+        model = Path(cfg.model).expanduser().resolve()
+        if not model.is_file():
+            raise DataError(f"{_WHERE}: backbone file not found: {model}")
+        digest = file_digest(model)
+        if cfg.sha256 is not None and cfg.sha256.lower() != digest:
+            raise DataError(f"{_WHERE}: backbone file {model} has sha256 {digest}, but "
+                            f"sha256={cfg.sha256} was asked for (a different file)")
+        # Recorded in the store: the resolved window, an absolute path and the file's digest.
+        self.config = dataclasses.replace(cfg, model=model, sha256=digest, window=window)
+        self.kind = kind
+        for key in ("mean", "std"):
+            if len(getattr(cfg, key)) not in (1, self.channels):
+                raise ConfigError(f"option '{key}' for {_WHERE}: give 1 value or one per "
+                                  f"channel ({self.channels} for this {cfg.method} stack), got "
+                                  f"{len(getattr(cfg, key))}")
+        try:
+            self.preprocess = Preprocess(resize=0, crop=cfg.size, mean=tuple(cfg.mean),
+                                         std=tuple(cfg.std))
+        except ConfigError as exc:
+            raise ConfigError(f"{_WHERE}: {exc}") from None
+        self._backbone: Backbone | None = None
+        self._dim: int | None = None
+
+    @property
+    def lookahead(self) -> int:  # type: ignore[override]
+        return self.config.window // 2 if self.config.centred else 0
+
+    @property
+    def channels(self) -> int:
+        """Channels of one stacked input: 3 per flow field, 1 for the MHI, 1 per difference."""
+        w1 = self.config.window - 1
+        return {"flow": 3 * w1, "mhi": 1, "framediff": w1}[self.config.method]
+
+    def setup(self, runtime: ExtractRuntime) -> None:
+        """Load the backbone on ``runtime.device``, widened to the stack's channels."""
+        super().setup(runtime)
+        self._load(runtime.device)
+
+    def _load(self, device: str) -> Backbone:
+        from actrec.backbones import load_backbone
+
+        c = self.config
+        backbone = load_backbone(c.model, format=c.format, arch=c.arch, output=c.output,
+                                 layer=c.layer, device=device, in_channels=self.channels,
+                                 inflate=METHODS[c.method][2])
+        if backbone.digest != c.sha256:
+            raise DataError(f"{_WHERE}: backbone file {c.model} changed since the extractor was "
+                            f"configured (sha256 {backbone.digest}, expected {c.sha256})")
+        what = f"the {c.method} stack ({self.channels} channels of {c.size} x {c.size})"
+        self._dim = backbone.check_input(self.channels, c.size, c.size, what=what)
+        self._backbone = backbone
+        return backbone
+
+    def dim(self) -> int:
+        if self._dim is None:
+            self._load(self.runtime.device)
+        assert self._dim is not None
+        return self._dim
+
+    def images(self, fields: np.ndarray) -> np.ndarray:
+        """The stacked motion images of each window of ``fields``, uint8 ``[B, S, S, C]``."""
+        c = self.config
+        if c.method == "mhi":
+            mhi = motion_history(fields, c.window, c.threshold)
+            return np.round(mhi * 255.0).astype(np.uint8)[..., None]
+        parts = [field for _, field in window_slices(fields, c.window)]  # oldest first
+        if c.method == "flow":
+            return np.concatenate([flow_image(f, c.flow_scale) for f in parts], axis=-1)
+        return np.stack([np.clip(d + 0.5, 0, 255).astype(np.uint8) for d in parts], axis=-1)
+
+    def extract(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """float32 ``[B', dim]`` per input batch ``[B, H, W, 3]`` uint8 RGB; one row per frame
+        in total (a centred extractor's rows lag ``lookahead`` frames behind)."""
+        backbone = self._backbone or self._load(self.runtime.device)
+
+        def compute(fields: np.ndarray) -> np.ndarray:
+            return backbone(self.preprocess.apply(self.images(fields)))
+
+        yield from sliding_windows(batches, kind=self.kind, window=self.config.window,
+                                   size=self.config.size, centred=self.config.centred,
+                                   compute=compute)
