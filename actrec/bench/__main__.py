@@ -1,5 +1,5 @@
 """``python -m actrec.bench NAME [options]``: run one benchmark (cli, ddbn, ddlstm, datasets,
-extract)."""
+extract, backbones)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ BENCHMARKS = {
     "ddlstm": "DDLSTM / BNLSTM train step vs torch.nn.LSTM",
     "datasets": "time to load the real annotation files in ../shared/data",
     "extract": "feature extraction: decode-only vs each extractor end to end, 1 vs 2 workers",
+    "backbones": "CNN backbone throughput: state dict (eager torch) vs .pt2 vs ONNX",
 }
 
 
