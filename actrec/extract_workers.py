@@ -13,6 +13,7 @@ the command stops them too; a worker that dies fails only the video it held.
 from __future__ import annotations
 
 import os
+import pickle
 import queue
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -196,9 +197,13 @@ def _die_with_parent() -> None:
 def _worker_main(spec: WorkerSpec, worker: int, workers: int, device: str, parent: int,
                  tasks, events) -> None:
     """A worker process: claim tasks from ``tasks`` until ``None``, report on ``events``."""
+    import signal
+
     _die_with_parent()
     if os.getppid() != parent:  # the parent died before the request took effect
         return
+    # Ctrl-C reaches the whole process group: the parent stops the workers, they stay quiet.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from actrec.io.features import FeatureStore
 
     try:
@@ -249,7 +254,13 @@ def _run_processes(tasks, spec, devices, emit) -> None:
             proc = ctx.Process(target=_worker_main, name=f"actrec-extract-{worker}",
                                args=(spec, worker, workers, devices[worker % workers],
                                      os.getpid(), task_q, event_q), daemon=True)
-            proc.start()
+            try:
+                proc.start()
+            except (pickle.PicklingError, AttributeError, TypeError) as exc:
+                raise ConfigError(
+                    f"extractor class {spec.extractor_cls.__qualname__} cannot be sent to worker "
+                    f"processes ({exc}); define it at the top level of an importable module, or "
+                    f"use --workers 1") from None
         finally:
             for k, v in saved.items():
                 if v is None:

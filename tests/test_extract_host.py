@@ -445,3 +445,52 @@ def test_killed_mid_video_then_rerun_gives_the_uninterrupted_store(tiny_kitchen,
     assert sorted(report.skipped) == done and report.ok
     assert _store_content(path) == _store_content(reference)
     assert not (path / ".tmp").exists()
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_fails_only_its_video(tiny_kitchen, tmp_path, monkeypatch):
+    """A worker killed (as by the OOM killer) mid-video: that video fails with the reason, a
+    replacement worker does the rest, and the next run completes the store."""
+    import threading
+
+    _, index = tiny_kitchen
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    monkeypatch.setenv("ACTREC_TEST_MARKS", str(marks))
+    monkeypatch.setenv("ACTREC_TEST_DELAY", "0.15")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), *sys.path]))
+    killed: list[int] = []
+
+    def kill_first_worker():
+        deadline = time.monotonic() + 120
+        while not killed and time.monotonic() < deadline:
+            for m in marks.iterdir():
+                pid = int(m.name.split("-")[0])
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_first_worker)
+    killer.start()
+    path = tmp_path / "s.zarr"
+    report = extract_features(index, SlowColorGrad(CG), path, dataset_ref="r", workers=2,
+                              batch_size=8)
+    killer.join()
+    assert killed and killed[0] != os.getpid()
+    assert len(report.failed) == 1 and len(report.written) == len(index.videos) - 1
+    vid, error = report.failed[0]
+    assert error == (f"video {vid!r}: the worker process extracting it died (exit code -9; "
+                     f"out of memory?)")
+    again = extract_features(index, ColorGradient(CG), path, dataset_ref="r", batch_size=8)
+    assert again.written == (vid,) and again.ok
+
+
+def test_an_extractor_workers_cannot_rebuild_is_a_clear_error(tiny_kitchen, tmp_path):
+    class Inner(ColorGradient):  # not importable by a worker process
+        pass
+
+    _, index = tiny_kitchen
+    with pytest.raises(ConfigError, match=r"extractor class .*Inner cannot be sent to worker "
+                       r"processes .*define it at the top level"):
+        extract_features(index, Inner(CG), tmp_path / "s.zarr", dataset_ref="r", workers=2)
