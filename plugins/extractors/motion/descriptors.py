@@ -103,27 +103,33 @@ class MotionDescriptor(FeatureExtractor):
 
     # ------------------------------------------------------------------ per method
 
-    def motion(self, fields: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per window: direction (radians) ``[B, S, S]``, weight ``[B, S, S]`` and magnitude
-        bin ``[B, S, S]`` (int, -1: in no bin) from ``fields`` (see ``sliding_windows``)."""
+    def motion(self, fields: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per window: the direction as a vector (x right, y UP) ``[B, S, S]`` twice, the
+        weight ``[B, S, S]`` and the magnitude bin ``[B, S, S]`` (int, -1: in no bin), from
+        ``fields`` (see ``sliding_windows``)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ shared
 
     def _describe(self, fields: np.ndarray) -> np.ndarray:
         cfg = self.config
-        theta, weight, mag_bin = self.motion(fields)
-        b, s = theta.shape[0], cfg.resize
+        dx, dy, weight, mag_bin = self.motion(fields)
+        b, s = weight.shape[0], cfg.resize
         cells, bins, mbins = cfg.grid ** 2, cfg.bins, cfg.mag_bins
         band = np.arange(s) * cfg.grid // s
         cell = band[:, None] * cfg.grid + band[None, :]  # [S, S] row-major cell index
         per_cell = np.bincount(cell.ravel(), minlength=cells).astype(np.float64)  # [C]
         base = np.arange(b)[:, None, None] * cells + cell[None]  # [B, S, S] (frame, cell)
 
+        # Directions only where there is weight: in real video most pixels are still.
+        moving = np.flatnonzero(weight)
+        theta = np.arctan2(dy.ravel()[moving], dx.ravel()[moving])
         span = 2 * np.pi if self.signed else np.pi
         obin = np.floor(np.mod(theta, span) / (span / bins) + 0.5).astype(np.int64) % bins
-        orient = np.bincount((base * bins + obin).ravel(), weights=weight.ravel()
-                             .astype(np.float64), minlength=b * cells * bins)
+        orient = np.bincount(base.ravel()[moving] * bins + obin,
+                             weights=weight.ravel()[moving].astype(np.float64),
+                             minlength=b * cells * bins)
         orient = orient.reshape(b, cells, bins) / per_cell[None, :, None]
 
         counted = mag_bin >= 0
@@ -164,7 +170,7 @@ class FlowDescriptor(MotionDescriptor):
         flow = sum(f for _, f in window_slices(fields, self.config.window)) / w1  # [B,S,S,2]
         u, v = flow[..., 0], flow[..., 1]
         mag = np.hypot(u, v)
-        return np.arctan2(-v, u), mag, _doubling_bins(mag, 0.25, self.config.mag_bins)
+        return u, -v, mag, _doubling_bins(mag, 0.25, self.config.mag_bins)
 
 
 class MHIDescriptor(MotionDescriptor):
@@ -188,7 +194,7 @@ class MHIDescriptor(MotionDescriptor):
         weight = np.where(inside, np.hypot(gx, gy), 0)
         mbins = self.config.mag_bins
         level = np.minimum(np.ceil(mhi * mbins - 1e-6).astype(np.int64) - 1, mbins - 1)
-        return np.arctan2(-gy, gx), weight, np.where(moved, level, -1)
+        return gx, -gy, weight, np.where(moved, level, -1)
 
 
 class FrameDiffDescriptor(MotionDescriptor):
@@ -201,5 +207,5 @@ class FrameDiffDescriptor(MotionDescriptor):
     def motion(self, fields):
         diff = mean_difference(fields, self.config.window)
         gx, gy = _gradient(diff)
-        return (np.arctan2(-gy, gx), np.hypot(gx, gy),
+        return (gx, -gy, np.hypot(gx, gy),
                 _doubling_bins(diff, 1 / 64, self.config.mag_bins))
