@@ -7,7 +7,9 @@ frames continue while that index is inside the video. Output frame ``i`` has tim
 ``i / fps`` seconds. Without a target fps every source frame is returned, at ``i / source_fps``.
 
 decord's own errors (``DECORDError``, ``RuntimeError``) never escape: a missing, unreadable or
-truncated file raises ``DataError`` naming the file and what went wrong.
+truncated file raises ``DataError`` naming the file and what went wrong. The few frame widths
+whose batch copy decord refuses are read with OpenCV instead (identical frames, see
+``_OpenCVFrames``). decord or decord2 (a maintained fork installing the same module) both work.
 
 Frame folders (``FRAME_EXTENSIONS`` files, as datasets ship them: ``frame_0000000001.jpg``,
 ``0001.png``) are read in the order of the number in their names (the last run of digits:
@@ -153,20 +155,22 @@ class VideoReader(_Reader):
             raise DataError(f"{self.path}: video reports no valid frame rate "
                             f"({source_fps}); pass fps explicitly")
         self._timing(num_source, source_fps, fps)
+        self._fallback: _OpenCVFrames | None = None
         first = self._read_source([0])
         self.size = (int(first.shape[1]), int(first.shape[2]))  # (H, W)
 
     def _read_source(self, source_idx: Sequence[int]) -> np.ndarray:
+        if self._fallback is not None:
+            return self._fallback.read(source_idx, self.num_source_frames)
         try:
             batch = self._vr.get_batch(list(source_idx)).asnumpy()
         except _decord_errors() as exc:
             lo, hi = min(source_idx), max(source_idx)
             if "DECORDArrayCopyFromTo" in str(exc):
-                raise DataError(
-                    f"{self.path}: decord cannot convert this video's frames (a decord 0.6 "
-                    f"limitation for a few small widths: 8, 12, 16, 24, 48 and 72 pixels); "
-                    f"re-encode it at another width"
-                ) from None
+                # decord cannot copy frames of a few widths into its batch array: read this
+                # file with OpenCV instead (the same FFmpeg decoding, bit-identical frames)
+                self._fallback = _OpenCVFrames(self.path)
+                return self._fallback.read(source_idx, self.num_source_frames)
             raise DataError(
                 f"{self.path}: failed to decode frames {lo}..{hi} of {self.num_source_frames} "
                 f"(file truncated or corrupt?): {_describe(exc)}"
@@ -175,6 +179,43 @@ class VideoReader(_Reader):
             raise DataError(f"{self.path}: decoder returned {tuple(batch.shape)} for "
                             f"{len(source_idx)} frames; expected [B, H, W, 3] (truncated file?)")
         return batch
+
+
+class _OpenCVFrames:
+    """Frames of a video file read in order with OpenCV, for the frame widths whose batch copy
+    decord refuses (decord 0.6: 8-24, 48 and 72 pixels; decord2: 8-32, 48, 96 and 144). Both
+    decode with FFmpeg and convert with swscale: the frames equal decord's bit for bit where
+    decord works. Reads that go back in time reopen the file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._capture = None
+        self._next = 0  # index of the frame the capture returns next
+        self._last: np.ndarray | None = None  # frame _next - 1 (repeated by upsampling)
+
+    def read(self, source_idx: Sequence[int], total: int) -> np.ndarray:
+        import cv2
+
+        frames = []
+        for i in source_idx:
+            if self._last is not None and i == self._next - 1:
+                frames.append(self._last)
+                continue
+            if self._capture is None or i < self._next:
+                if self._capture is not None:
+                    self._capture.release()
+                self._capture = cv2.VideoCapture(str(self.path))
+                self._next, self._last = 0, None
+            while self._next < i and self._capture.grab():
+                self._next += 1
+            ok, frame = self._capture.read() if self._next == i else (False, None)
+            if not ok:
+                raise DataError(f"{self.path}: failed to decode frame {i} of {total} (file "
+                                f"truncated or corrupt?)")
+            self._next += 1
+            self._last = np.ascontiguousarray(frame[:, :, ::-1])  # BGR -> RGB
+            frames.append(self._last)
+        return np.stack(frames)
 
 
 def _frame_number(name: str) -> int | None:
