@@ -1,0 +1,95 @@
+"""Look-ahead evaluation: a causal model run with a fixed delay of K frames.
+
+A live system that may answer K frames late classifies frame t once it has seen frames
+0 .. t+K. With a causal model that is online stepping with a delay: the model is stepped through
+the video frame by frame, with its state carried, and the output of step ``t + K`` (whose state
+has seen exactly frames 0 .. t+K) is the prediction for frame t. Nothing else changes: the same
+weights, the same ``SequenceModel.step``, never a bidirectional or windowed pass. ``K = 0`` is
+online evaluation.
+
+The end of a video: the stream stops after frame T-1, so the last K frames would never be
+answered. The stream is flushed as a delayed feature extractor flushes its last rows (the
+extraction contract): K more steps are fed with the last frame repeated, and frame t >= T-K
+gets the output of flush step ``t + K``. A model that truly predicts with a delay of K (trained
+to output frame s-K's class at step s) is then right on every frame, the last ones included.
+
+Which K: ``resolve_lookahead`` reads an integer, or ``half-history`` (the run's training
+history // 2): the DDLSTM paper's look-ahead, "half the training history into the future".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from actrec.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+__all__ = ["HALF_HISTORY", "delayed_inputs", "resolve_lookahead", "step_with_delay"]
+
+HALF_HISTORY = "half-history"
+
+
+def resolve_lookahead(value: int | str | None, history: int | None) -> tuple[int, str]:
+    """``(K, rule)`` for a ``--lookahead`` value: an integer >= 0 (rule ``"K frames"``) or
+    ``"half-history"`` (``history // 2``, the DDLSTM paper's setting; rule says so). ``None``
+    is 0. ``ConfigError`` naming the option for anything else, or for ``half-history`` of a
+    run without a recorded history."""
+    if value is None:
+        return 0, "0 frames (online)"
+    text = str(value).strip().lower()
+    if text == HALF_HISTORY:
+        if not history or int(history) < 1:
+            raise ConfigError("--lookahead half-history needs the run's training history, "
+                              "which its checkpoint does not record; give K in frames")
+        k = int(history) // 2
+        return k, f"half the training history ({int(history)} // 2 = {k} frames)"
+    if not text.isdigit():
+        raise ConfigError(f"--lookahead: expected a number of frames >= 0 or "
+                          f"'{HALF_HISTORY}', got {value!r}")
+    k = int(text)
+    return k, f"{k} frames" + (" (online)" if k == 0 else "")
+
+
+def delayed_inputs(x: torch.Tensor, lengths: list[int], lookahead: int) -> torch.Tensor:
+    """``x [T, B, W]`` (video b real on its first ``lengths[b]`` rows) extended to
+    ``[T + K, B, W]``: video b's last real frame repeated on rows ``lengths[b] .. + K - 1``
+    (the flush), zeros after that."""
+    import torch
+
+    if lookahead == 0:
+        return x
+    out = torch.cat([x, x.new_zeros((lookahead, *x.shape[1:]))])  # [T + K, B, W]
+    for b, n in enumerate(lengths):
+        if n > 0:
+            out[n : n + lookahead, b] = x[n - 1, b]
+    return out
+
+
+def step_with_delay(model: Any, x: torch.Tensor, lengths: list[int], dom: torch.Tensor,
+                    lookahead: int, readout: Callable[[torch.Tensor], tuple[Any, Any]]
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``x [T, B, W]`` (video b real on its first ``lengths[b]`` rows, of domains ``dom [B]``)
+    stepped frame by frame with the state carried, frame t answered by the logits of step
+    ``t + lookahead`` (see the module docs for the flush at each video's end).
+    ``readout(logits [B, K])`` -> (predictions [B], probabilities [B, K_k] or None); returns
+    them stacked over frames: ``[T, B]`` and ``[T, B, K_k]`` (None when readout gives None).
+    ``lookahead = 0`` is the online pass."""
+    import torch
+
+    if lookahead < 0:
+        raise ConfigError(f"lookahead must be >= 0 frames, got {lookahead}")
+    steps = delayed_inputs(x, lengths, lookahead)  # [T + K, B, W]
+    state = model.init_state(x.shape[1], dom)
+    preds, probs = [], []
+    for s in range(steps.shape[0]):
+        logits, state = model.step(steps[s], state)  # [B, K]: the answer for frame s - K
+        if s < lookahead:
+            continue
+        pred, prob = readout(logits)
+        preds.append(pred)
+        if prob is not None:
+            probs.append(prob)
+    return torch.stack(preds), (torch.stack(probs) if probs else None)
