@@ -7,18 +7,21 @@ a file, in one of three formats (``load_backbone``; ``format="auto"`` picks by s
 * ``onnx``: an ONNX model (``.onnx``) run by onnxruntime (extra ``onnx``);
 * ``state_dict``: weights (``.pt``, ``.pth``, ``.bin``, ``.ckpt``; a ``torch.save``d dict of
   tensors, possibly under ``state_dict``/``model`` and with DataParallel's ``module.``) for an
-  architecture this project defines: ``arch="resnet"`` (``actrec.nn.resnet``, torchvision's
-  parameter names, so a torchvision ResNet state dict loads unchanged).
+  architecture this project defines, in torchvision's parameter names so that torchvision's
+  state dicts load unchanged: ``arch="resnet"`` (``actrec.nn.resnet``) or ``arch="vgg"``
+  (``actrec.nn.vgg``).
 
 Which output is taken (``output``):
 
 * ``logits``: the model's output as given (the first output if there are several; for a state
   dict, the ``fc`` layer's output);
 * ``features``: the penultimate activations. For a state dict, the pooled activations before
-  ``fc``. For a file, the tensor named ``layer`` if given (an ONNX tensor name, or a node name
-  of the exported graph, ``print(torch.export.load(path).graph)``), else the input of the final
-  linear layer that produces the model's first output (ONNX ``Gemm``, or ``MatMul`` + ``Add``;
-  ``aten.linear`` / ``aten.addmm`` in an exported graph). A model whose output is not made by a
+  ``fc`` (ResNet) or ``fc2`` after its ReLU (VGG; ``layer="fc1"`` or ``"pool5"`` for the
+  others, ``fc1`` being the sign-language paper's). For a file, the tensor named ``layer`` if
+  given (an ONNX tensor name, or a node name of the exported graph,
+  ``print(torch.export.load(path).graph)``), else the input of the final linear layer that
+  produces the model's first output (ONNX ``Gemm``, or ``MatMul`` + ``Add``; ``aten.linear`` /
+  ``aten.addmm`` in an exported graph). A model whose output is not made by a
   linear layer (a backbone exported without its classifier) needs ``layer=<its output name>``.
 
 ``in_channels=C`` widens the first convolution from 3 to C input channels for stacked motion
@@ -59,7 +62,7 @@ __all__ = [
 ]
 
 FORMATS = ("export", "onnx", "state_dict")
-ARCHITECTURES = ("resnet",)
+ARCHITECTURES = ("resnet", "vgg")
 _SUFFIXES = {".pt2": "export", ".onnx": "onnx", ".pt": "state_dict", ".pth": "state_dict",
              ".bin": "state_dict", ".ckpt": "state_dict"}
 _INTERPOLATIONS = ("area", "linear", "cubic")
@@ -395,18 +398,28 @@ def inflate_first_conv(weight: np.ndarray, channels: int, mode: str, *, where: s
 # ------------------------------------------------------------------ state dicts
 
 
+# Per architecture: (its module and class, the first convolution's weight, named layers).
+_ARCH = {
+    "resnet": ("actrec.nn.resnet", "ResNet", "conv1.weight", ()),
+    "vgg": ("actrec.nn.vgg", "VGG", "features.0.weight", ("pool5", "fc1", "fc2")),
+}
+
+
 def _load_state_dict(path: Path, arch: str, output: str, layer: str | None,
                      in_channels: int | None, inflate: str, common: dict) -> Backbone:
-    import torch
+    import importlib
 
-    from actrec.nn.resnet import ResNet
+    import torch
 
     if arch not in ARCHITECTURES:
         raise ConfigError(f"unknown architecture {arch!r} for state dict {path}; expected one "
                           f"of: {', '.join(ARCHITECTURES)}")
-    if layer is not None:
-        raise ConfigError(f"option 'layer' picks a tensor of an exported or ONNX model; a "
-                          f"state dict ({path}) gives output=features or output=logits")
+    module_name, class_name, first_conv, layers = _ARCH[arch]
+    if layer is not None and layer not in layers:
+        named = f"one of {', '.join(layers)}" if layers else "none"
+        raise ConfigError(f"option 'layer' for a {arch} state dict ({path}) must be {named} "
+                          f"(got {layer!r}); output=features or output=logits take the "
+                          f"penultimate layer or the logits")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - loaders raise many types; all mean unreadable
@@ -414,11 +427,12 @@ def _load_state_dict(path: Path, arch: str, output: str, layer: str | None,
                         f"{_first_line(exc)}") from None
     state = _unwrap_state(obj, path)
     if in_channels is not None:
-        weight = state["conv1.weight"].numpy() if "conv1.weight" in state else np.zeros(0)
-        state["conv1.weight"] = torch.from_numpy(inflate_first_conv(
+        weight = state[first_conv].numpy() if first_conv in state else np.zeros(0)
+        state[first_conv] = torch.from_numpy(inflate_first_conv(
             weight, in_channels, inflate, where=str(path)))
+    kind = getattr(importlib.import_module(module_name), class_name)
     try:
-        model = ResNet.from_state_dict(state)
+        model = kind.from_state_dict(state)
     except ValueError as exc:
         raise DataError(f"{path}: {exc}") from None
     try:
@@ -427,19 +441,25 @@ def _load_state_dict(path: Path, arch: str, output: str, layer: str | None,
         raise DataError(f"{path}: the weights do not fit a {arch}: "
                         f"{' '.join(str(exc).split())[:300]}") from None
     model = model.eval().to(common["device"])
-    module = model if output == "logits" else _Features(model)
+    if layer is not None:
+        module = _Method(model, layer)
+    elif output == "features":
+        module = _Method(model, "features" if arch == "resnet" else "fc2")
+    else:
+        module = model
     spec = InputSpec(channels=model.in_channels)
     return _TorchBackbone(module, spec=spec, **common)
 
 
-class _Features:
-    """Callable view of a ResNet giving its penultimate activations."""
+class _Method:
+    """Callable view of a model giving one of its named activations (``model.<name>(x)``)."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, name: str) -> None:
         self.model = model
+        self.name = name
 
     def __call__(self, x: Any) -> Any:
-        return self.model.features(x)
+        return getattr(self.model, self.name)(x)
 
 
 def _unwrap_state(obj: Any, path: Path) -> dict:

@@ -13,6 +13,7 @@ import torch
 from actrec.backbones import InputSpec, Preprocess, load_backbone
 from actrec.errors import ConfigError, DataError
 from actrec.nn.resnet import ResNet, resnet_layout
+from actrec.nn.vgg import VGG, vgg_layout
 
 SMALL = [(1, 8, 8), (2, 16, 16), (1, 16, 16), (1, 24, 24)]
 
@@ -257,3 +258,89 @@ def test_preprocess_rejects_bad_settings():
         Preprocess(std=(0.0,))
     with pytest.raises(ConfigError, match="mean has 2 values for 3-channel"):
         Preprocess(mean=(0.1, 0.2)).apply(np.zeros((1, 300, 300, 3), np.uint8))
+
+
+# ------------------------------------------------------------------ VGG
+
+
+def small_vgg(seed: int = 0, batch_norm: bool = False) -> VGG:
+    torch.manual_seed(seed)
+    return VGG([8, "M", 16, 16, "M", 16, "M"], batch_norm=batch_norm, hidden=32, pool=2,
+               num_classes=5).eval()
+
+
+def test_vgg16_has_torchvisions_names_and_size():
+    cfg16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
+             512, 512, 512, "M"]
+    with torch.device("meta"):
+        vgg16 = VGG(cfg16)
+        vgg16_bn = VGG(cfg16, batch_norm=True)
+    # Parameter counts of torchvision's vgg16 and vgg16_bn.
+    assert sum(p.numel() for p in vgg16.parameters()) == 138_357_544
+    assert sum(p.numel() for p in vgg16_bn.parameters()) == 138_365_992
+    keys = list(vgg16.state_dict())
+    assert keys[:2] == ["features.0.weight", "features.0.bias"]
+    assert "features.28.weight" in keys and keys[-2:] == ["classifier.6.weight",
+                                                          "classifier.6.bias"]
+    assert vgg_layout(vgg16.state_dict()) == {"cfg": cfg16, "batch_norm": False,
+                                              "in_channels": 3, "hidden": 4096, "pool": 7,
+                                              "num_classes": 1000}
+    assert vgg_layout(vgg16_bn.state_dict())["batch_norm"] is True
+    assert vgg_layout(vgg16_bn.state_dict())["cfg"] == cfg16
+
+
+def test_vgg_state_dict_export_and_onnx_give_the_same_rows(tmp_path):
+    model = small_vgg()
+    x = torch.randn(2, 3, 32, 32)
+    torch.save(model.state_dict(), tmp_path / "v.pth")
+    torch.export.save(torch.export.export(model, (x,), dynamic_shapes=(
+        {0: torch.export.Dim("batch", min=1, max=4096)},)), tmp_path / "v.pt2")
+    with _quiet():
+        torch.onnx.export(model, (x,), str(tmp_path / "v.onnx"), dynamo=False,
+                          input_names=["images"], output_names=["logits"],
+                          dynamic_axes={"images": {0: "n"}, "logits": {0: "n"}})
+    images = np.random.default_rng(3).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        t = torch.from_numpy(images)
+        fc1, fc2, logits = model.fc1(t).numpy(), model.fc2(t).numpy(), model(t).numpy()
+        pool5 = model.pool5(t).numpy()
+    # By hand, Keras' fc1 and fc2: dense layers with their ReLU.
+    w = {k: v.numpy() for k, v in model.state_dict().items()}
+    np.testing.assert_allclose(fc1, np.maximum(pool5 @ w["classifier.0.weight"].T
+                                               + w["classifier.0.bias"], 0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fc2, np.maximum(fc1 @ w["classifier.3.weight"].T
+                                               + w["classifier.3.bias"], 0), rtol=1e-5, atol=1e-6)
+    for path in (tmp_path / "v.pth", tmp_path / "v.pt2", tmp_path / "v.onnx"):
+        got = load_backbone(path, arch="vgg")(images)  # penultimate: fc2 after its ReLU
+        np.testing.assert_allclose(got, fc2, rtol=1e-4, atol=1e-5, err_msg=str(path))
+        np.testing.assert_allclose(load_backbone(path, arch="vgg", output="logits")(images),
+                                   logits, rtol=1e-4, atol=1e-5, err_msg=str(path))
+    np.testing.assert_allclose(load_backbone(tmp_path / "v.pth", arch="vgg", layer="fc1")(images),
+                               fc1, rtol=1e-5, atol=1e-6)
+    assert load_backbone(tmp_path / "v.pth", arch="vgg", layer="pool5")(images).shape == (3, 64)
+    with pytest.raises(ConfigError, match="must be one of pool5, fc1, fc2"):
+        load_backbone(tmp_path / "v.pth", arch="vgg", layer="conv5")
+    with pytest.raises(ConfigError, match="for a resnet state dict .* must be none"):
+        load_backbone(tmp_path / "v.pth", layer="fc1")
+    with pytest.raises(DataError, match="v.pth: not a ResNet state dict"):
+        load_backbone(tmp_path / "v.pth")  # arch=resnet is the default
+    wide = load_backbone(tmp_path / "v.pth", arch="vgg", in_channels=6)
+    assert wide.input_spec.channels == 6
+    doubled = np.concatenate([images, images], axis=1)
+    state = {**model.state_dict(),
+             "features.0.weight": model.features[0].weight.detach().repeat(1, 2, 1, 1)}
+    reference = VGG.from_state_dict(state)
+    reference.load_state_dict(state)
+    with torch.no_grad():
+        want = reference.eval().fc2(torch.from_numpy(doubled)).numpy()
+    np.testing.assert_allclose(wide(doubled), want, rtol=1e-4, atol=1e-5)
+
+
+def test_vgg_with_batch_norm_loads(tmp_path):
+    model = small_vgg(1, batch_norm=True)
+    torch.save(model.state_dict(), tmp_path / "bn.pth")
+    images = np.random.default_rng(4).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        want = model.fc2(torch.from_numpy(images)).numpy()
+    np.testing.assert_allclose(load_backbone(tmp_path / "bn.pth", arch="vgg")(images), want,
+                               rtol=1e-5, atol=1e-6)

@@ -1,8 +1,8 @@
 """The built-in ``cnn`` extractor: a CNN backbone from a file, one feature row per frame.
 
 The backbone is a ``torch.export`` program (``.pt2``), an ONNX model (``.onnx``, run by
-onnxruntime) or a state dict of an architecture actrec defines (``arch=resnet``: torchvision's
-ResNet naming); see ``actrec.backbones`` for how the file is read and which tensor
+onnxruntime) or a state dict of an architecture actrec defines (``arch=resnet`` or ``vgg``, in
+torchvision's naming); see ``actrec.backbones`` for how the file is read and which tensor
 ``output=features|logits`` (or ``layer=NAME``) takes. Each frame is preprocessed as
 ``actrec.backbones.Preprocess`` says (resize the shorter side, centre crop, scale to
 ``pixel_range``, subtract ``mean``, divide by ``std``, ``channels`` order); all of it is part of
@@ -45,9 +45,9 @@ class CNNExtractor(FeatureExtractor):
     class Config(PluginConfig):
         model: Path | None = None  # the backbone file (required)
         format: str = "auto"  # auto (by suffix) | export | onnx | state_dict
-        arch: str = "resnet"  # the architecture of a state dict
+        arch: str = "resnet"  # the architecture of a state dict: resnet | vgg
         output: str = "features"  # features (penultimate) | logits
-        layer: str | None = None  # a named tensor of an exported / ONNX model instead
+        layer: str | None = None  # a named tensor instead (ONNX / .pt2; vgg: fc1, fc2, pool5)
         resize: int = 256  # shorter side; 0: the whole frame to crop x crop
         crop: int = 224  # centre square
         mean: tuple[float, ...] = (0.485, 0.456, 0.406)
