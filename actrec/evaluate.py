@@ -45,8 +45,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from actrec.io.features import FeatureStore
     from actrec.nn.base import SequenceModel
 
-__all__ = ["DatasetResult", "EvalResult", "evaluate_run", "evaluate_model", "predict_videos",
-           "score_dataset"]
+__all__ = ["DatasetResult", "EvalResult", "VideoProbabilities", "evaluate_model", "evaluate_run",
+           "local_probabilities", "predict_videos", "score_dataset"]
 
 OVERLAPS = (0.10, 0.25, 0.50)
 BATCH_VIDEOS = 32  # videos stepped side by side
@@ -86,11 +86,29 @@ class EvalResult:
     model: str
     datasets: dict[str, DatasetResult]
     protocol: dict[str, Any]
+    # Per dataset, what the run predicted (``evaluate_run(keep_probabilities=True)``); not saved.
+    probabilities: dict[str, VideoProbabilities] = field(default_factory=dict, repr=False,
+                                                         compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"run_dir": str(self.run_dir), "online": self.online, "model": self.model,
                 "datasets": {k: v.to_dict() for k, v in self.datasets.items()},
                 "protocol": self.protocol}
+
+
+@dataclass(frozen=True)
+class VideoProbabilities:
+    """One dataset's test videos as a run saw them: per video its class probabilities float32
+    ``[T, K]`` and targets int64 ``[T]`` (what late fusion averages and scores)."""
+
+    store: str
+    split: str
+    ids: tuple[str, ...]
+    probabilities: tuple[np.ndarray, ...]
+    targets: tuple[np.ndarray, ...]
+    classes: tuple[str, ...]
+    segment_background: tuple[int, ...]
+    dataset: str | None
 
 
 # --------------------------------------------------------------------------------------------
@@ -110,11 +128,13 @@ def predict_videos(
     batch_videos: int = BATCH_VIDEOS,
     progress: Any = None,
     task: Any = None,
+    probabilities: list | None = None,
 ) -> list[np.ndarray]:
     """Local class predictions ``[T_i]`` (int64) of ``domain`` for each feature array ``[T_i, d_k]``.
 
     ``online``: frame by frame through ``model.step`` (the model must be causal). Leaves the
-    model in eval mode.
+    model in eval mode. ``probabilities``, a list, receives each video's class probabilities
+    float32 ``[T_i, K_k]`` (``local_probabilities``), in the order of ``videos``.
     """
     import torch
 
@@ -123,6 +143,7 @@ def predict_videos(
     batchable = online or bool(model.causal)
     size = max(1, batch_videos) if batchable else 1
     out: list[np.ndarray | None] = [None] * len(videos)
+    probs_out: list[np.ndarray | None] = [None] * len(videos)
     with torch.no_grad():
         for first in range(0, len(order), size):
             chunk = order[first : first + size]
@@ -132,33 +153,61 @@ def predict_videos(
                 x[: lengths[b], b] = layout.arrange(videos[i], domain)
             xt = torch.from_numpy(x).to(device)
             dom = torch.full((len(chunk),), domain, dtype=torch.long, device=device)  # [B]
+            probs = None
             if online:
-                pred = _step_through(model, xt, dom, labels, domain, prediction)  # [T, B]
+                pred, probs = _step_through(model, xt, dom, labels, domain, prediction,
+                                            probabilities is not None)  # [T, B], [T, B, K_k]
             else:
                 mask = torch.zeros(xt.shape[:2], dtype=torch.bool, device=device)  # [T, B]
                 for b, n in enumerate(lengths):
                     mask[:n, b] = True
                 logits = model(xt, dom, mask=mask)  # [T, B, K]
                 pred = labels.predict(logits, domain, prediction)  # [T, B]
+                if probabilities is not None:
+                    probs = local_probabilities(logits, labels, domain, prediction)
             pred = pred.cpu().numpy()
             for b, i in enumerate(chunk):
                 out[i] = pred[: lengths[b], b].astype(np.int64)
+                if probs is not None:
+                    probs_out[i] = probs[: lengths[b], b].float().cpu().numpy()
             if progress is not None and task is not None:
                 progress.advance(task, len(chunk))
+    if probabilities is not None:
+        probabilities.extend(probs_out)
     return out  # type: ignore[return-value]
 
 
+def local_probabilities(logits: torch.Tensor, labels: LabelSpace, domain: int,
+                        prediction: str = "block") -> torch.Tensor:
+    """Probabilities ``[..., K_k]`` of ``domain``'s own classes from logits ``[..., K]``, whose
+    argmax is the ``"block"`` prediction: the softmax over the domain's block (``"full"``: the
+    softmax over all outputs, read at the block's columns). ``ConfigError`` for label
+    arrangements without blocks (maps), whose outputs are no single dataset's classes."""
+    from actrec.errors import ConfigError
+
+    if getattr(labels, "arrangement", "concat") != "concat":
+        raise ConfigError(f"class probabilities of one dataset need the concatenated label "
+                          f"arrangement; this run maps its labels ({labels.arrangement})")
+    cols = labels.block(domain)
+    if prediction == "full":
+        return logits.float().softmax(-1)[..., cols]
+    return logits[..., cols].float().softmax(-1)
+
+
 def _step_through(model, x: torch.Tensor, dom: torch.Tensor, labels, domain: int,
-                  prediction: str) -> torch.Tensor:
-    """Causal pass: ``x`` [T, B, W] one frame at a time with the state carried -> [T, B]."""
+                  prediction: str, keep_probabilities: bool = False):
+    """Causal pass: ``x`` [T, B, W] one frame at a time with the state carried -> predictions
+    [T, B] and (``keep_probabilities``) local class probabilities [T, B, K_k], else None."""
     import torch
 
     state = model.init_state(x.shape[1], dom)
-    preds = []
+    preds, probs = [], []
     for t in range(x.shape[0]):
         logits, state = model.step(x[t], state)  # [B, K]
         preds.append(labels.predict(logits, domain, prediction))  # [B]
-    return torch.stack(preds)  # [T, B]
+        if keep_probabilities:
+            probs.append(local_probabilities(logits, labels, domain, prediction))  # [B, K_k]
+    return torch.stack(preds), (torch.stack(probs) if keep_probabilities else None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -240,11 +289,14 @@ def evaluate_model(
     progress: Any = None,
     scalers: Sequence[FeatureScaler] | None = None,
     segment_background: str = "exclude",
+    probabilities: dict | None = None,
 ) -> dict[str, DatasetResult]:
     """Scores of ``model`` on the test videos of ``splits[k]`` of each ``stores[k]`` (domain k),
     keyed by dataset name (the store's ``dataset`` attribute; made unique with ``(D1)``/``(D2)``
     when both stores name the same dataset). ``segment_background`` ``"exclude"`` leaves each
-    store's background classes out of the segment metrics, ``"include"`` keeps them."""
+    store's background classes out of the segment metrics, ``"include"`` keeps them.
+    ``probabilities``, a dict, receives per dataset name a ``VideoProbabilities`` (late fusion,
+    ``actrec.fusion``)."""
     from actrec.components import choose_split
     from actrec.metrics import SEGMENT_BACKGROUND_MODES
 
@@ -273,12 +325,17 @@ def evaluate_model(
         if progress is not None:
             task = progress.add_task(f"{'online' if online else 'offline'} eval {names[k]}",
                                      total=len(ids))
+        probs: list | None = [] if probabilities is not None else None
         preds = predict_videos(model, feats, k, labels, layout, online=online,
                                prediction=prediction, device=device, progress=progress,
-                               task=task)
+                               task=task, probabilities=probs)
         if task is not None:
             progress.remove_task(task)
         bg = store.background if segment_background == "exclude" else ()
+        if probabilities is not None:
+            probabilities[names[k]] = VideoProbabilities(
+                str(store.path), split_name, tuple(ids), tuple(probs), tuple(targets),
+                tuple(labels.classes[k]), tuple(bg), store.attrs.get("dataset"))
         results[names[k]] = score_dataset(names[k], str(store.path), split_name, ids, preds,
                                           targets, labels.classes[k], bg)
     return results
@@ -299,6 +356,7 @@ def evaluate_run(
     device: str | None = None,
     segment_background: str = "exclude",
     allow_train_overlap: bool = False,
+    keep_probabilities: bool = False,
 ) -> EvalResult:
     """Evaluate the checkpoint of ``run_dir`` on each of its datasets' test split and write
     the result to this setting's own file in ``run_dir`` (``actrec.runs.eval_filename``).
@@ -311,6 +369,7 @@ def evaluate_run(
     A trained store that changed since training (other extractor config, videos or frame
     counts) is refused (``DataError`` naming what changed); so is a split whose test videos
     the run trained on, unless ``allow_train_overlap`` (recorded with the result).
+    ``keep_probabilities`` keeps every test video's class probabilities in the result.
     """
     import torch
 
@@ -343,7 +402,7 @@ def evaluate_run(
             raise ActrecError(f"run {run_dir} was trained on {len(store_paths)} dataset(s); "
                               f"got {len(stores)} store(s) to evaluate on")
         store_paths = [Path(p) for p in stores]
-    opened = [open_store(p) for p in store_paths]
+    opened = [open_store(p, spec.get("streams")) for p in store_paths]
     for k, store in enumerate(opened):
         if tuple(store.classes) != classes[k]:
             raise DataError(f"feature store {store.path} has other classes than D{k + 1} of run "
@@ -389,9 +448,11 @@ def evaluate_run(
     prediction = str(spec.get("prediction", "block"))
     scalers = [FeatureScaler.from_state(s) for s in ckpt["input_scalers"]] \
         if "input_scalers" in ckpt else None
+    probabilities: dict | None = {} if keep_probabilities else None
     datasets = evaluate_model(model, opened, splits, labels, layout, online=online,
                               prediction=prediction, device=dev, progress=progress,
-                              scalers=scalers, segment_background=segment_background)
+                              scalers=scalers, segment_background=segment_background,
+                              probabilities=probabilities)
     protocol = {
         "mode": "online" if online else "offline",
         "online": online,
@@ -399,6 +460,7 @@ def evaluate_run(
         "iteration": int(ckpt.get("iteration", 0)),
         "splits": splits,
         "stores": [str(p) for p in store_paths],
+        "streams": spec.get("streams"),
         "ignored_label": -1,
         "segment_metrics": "MS-TCN edit and F1 (last segment ends at T-1); frames labelled "
                            "-1 removed from prediction and target as background",
@@ -409,7 +471,7 @@ def evaluate_run(
         "train_overlap_allowed": bool(allow_train_overlap),
         "train_videos_scored": overlap,
     }
-    result = EvalResult(run_dir, online, name, datasets, protocol)
+    result = EvalResult(run_dir, online, name, datasets, protocol, probabilities or {})
     setting = {"mode": protocol["mode"], "splits": splits, "trained_splits": trained_splits,
                "stores": protocol["stores"], "trained_stores": [str(p) for p in ckpt["stores"]],
                "segment_background": segment_background}

@@ -185,7 +185,7 @@ def _load_data(spec: TrainSpec, progress: Any) -> _Data:
     from actrec.data.windows import VideoBank
 
     paths = [spec.d1] + ([spec.d2] if spec.d2 is not None else [])
-    stores = [open_store(p) for p in paths]
+    stores = [open_store(p, spec.streams) for p in paths]
     if len(stores) == 2 and not spec.allow_same_store and same_store(*stores):
         raise ConfigError(
             f"--d1 and --d2 are the same feature store ({stores[0].path} and {stores[1].path}): "

@@ -74,6 +74,8 @@ class TrainSpec:
     reestimate_batches: int = 0
     standardize: bool = True
     allow_same_store: bool = False
+    # Streams of every store read (actrec.io.features): None its own, several side by side.
+    streams: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         # Normalise types given from Python (strings for paths, lists for mix).
@@ -83,6 +85,9 @@ class TrainSpec:
         if self.d2 is not None:
             object.__setattr__(self, "d2", Path(self.d2).expanduser().absolute())
         object.__setattr__(self, "mix", tuple(int(n) for n in self.mix))
+        if self.streams is not None:
+            names = (self.streams,) if isinstance(self.streams, str) else self.streams
+            object.__setattr__(self, "streams", tuple(str(n) for n in names))
         object.__setattr__(self, "model_options", dict(self.model_options))
         for name in ("split", "d2_split"):
             value = getattr(self, name)
@@ -95,6 +100,9 @@ class TrainSpec:
             problems.append(f"seed must be an integer in 0..2**63-1, got {self.seed}")
         if self.history <= 0:
             problems.append(f"history must be > 0, got {self.history}")
+        if self.streams is not None and (not self.streams
+                                         or len(set(self.streams)) != len(self.streams)):
+            problems.append(f"streams must be distinct stream names, got {list(self.streams)}")
         if self.iterations < 0:
             problems.append(f"iterations must be >= 0, got {self.iterations}")
         if len(self.mix) != 2 or self.mix[0] <= 0 or self.mix[1] < 0:
@@ -134,6 +142,7 @@ class TrainSpec:
         out["d1"] = str(self.d1)
         out["d2"] = None if self.d2 is None else str(self.d2)
         out["mix"] = list(self.mix)
+        out["streams"] = None if self.streams is None else list(self.streams)
         out["model_options"] = json.loads(json.dumps(self.model_options, default=str))
         return out
 

@@ -26,6 +26,7 @@ COMMANDS = {
     "import": "import_cmd:import_",
     "train": "train_cmd:train",
     "eval": "eval_cmd:eval_",
+    "fuse": "fuse_cmd:fuse",
     "demo": "demo_cmd:demo",
     "check": "check_cmd:check",
 }

@@ -59,6 +59,9 @@ def _mix(value: str) -> tuple[int, int]:
 @click.option("--weight-decay", type=float, default=0.0, show_default=True,
               help="L2 weight decay of weight matrices (biases, normalisation parameters and "
               "alphas are never decayed).")
+@click.option("--streams", default=None, metavar="NAME[,NAME...]",
+              help="Streams of each store to train on (default: the store's own); several "
+              "are concatenated frame by frame (early fusion), e.g. rgb,flow.")
 @click.option("--run-dir", type=click.Path(path_type=Path), default=None,
               help="Run directory (default: a new one under the workspace's runs/). "
               "An existing run resumes.")
@@ -66,8 +69,8 @@ def _mix(value: str) -> tuple[int, int]:
 @click.pass_context
 def train(ctx, model, d1, d2, extractor, options, split, history, iterations, mix, lr, optimizer,
           grad_clip, d2_split, eval_every, checkpoint_every, reestimate_batches,
-          seed, device, input_arrangement, prediction, allow_same_store, weight_decay, run_dir,
-          as_json) -> None:
+          seed, device, input_arrangement, prediction, allow_same_store, weight_decay, streams,
+          run_dir, as_json) -> None:
     """Train MODEL (a model plugin) on per-frame features and write a run directory."""
     from actrec.cli.config import value_sources
     from actrec.pipeline import train_from_refs
@@ -82,6 +85,8 @@ def train(ctx, model, d1, d2, extractor, options, split, history, iterations, mi
             seed=seed, device=device, input_arrangement=input_arrangement,
             prediction=prediction, allow_same_store=allow_same_store,
             weight_decay=weight_decay, run_dir=run_dir, sources=value_sources(ctx),
+            streams=None if streams is None else tuple(
+                n.strip() for n in streams.split(",") if n.strip()),
             progress=progress,
         )
     emit(result, as_json, _render)
