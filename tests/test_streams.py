@@ -210,3 +210,19 @@ def test_cli_extract_writes_a_named_stream(tmp_path):
     assert made.endswith("streams.zarr") and FeatureStore.open(made).streams() == ["mhi"]
     bad = runner.invoke(cli, ["extract", ref, "--stream", "no/good", "--out", str(out)])
     assert isinstance(bad.exception, ConfigError) and "stream name" in str(bad.exception)
+
+
+@pytest.mark.slow
+def test_workers_write_into_the_stream(tiny_kitchen, tmp_path):
+    _, index = tiny_kitchen
+    path = tmp_path / "w.zarr"
+    _extract(index, path, "colorgrad", CG, "rgb")
+    report, ext = _extract(index, path, "mhi", {"resize": "16", "grid": "1"}, "mhi", workers=2)
+    assert report.ok and sorted(report.written) == sorted(index.videos)
+    store = FeatureStore.open(path)
+    mhi = store.stream("mhi")
+    assert mhi.videos() == store.videos() and mhi.dim == ext.dim()
+    # The same rows as one process writes.
+    one, _ = _extract(index, tmp_path / "one.zarr", "mhi", {"resize": "16", "grid": "1"}, None)
+    vid = store.videos()[0]
+    np.testing.assert_array_equal(mhi.read(vid)[0], FeatureStore.open(one.store).read(vid)[0])
