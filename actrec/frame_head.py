@@ -9,7 +9,8 @@ influence it: ``train_frame_head`` reads the split's training videos and nothing
 Files, for a backbone store ``<dir>/<name>.zarr``, head output ``softmax`` and split ``K``:
 
     <dir>/<name>-softmax-splitK.zarr     the head's outputs, a feature store whose extractor is
-                                         ``<extractor>-softmax-splitK``
+                                         ``<extractor>-softmax-splitK``; it records split K
+                                         only (the others' test videos trained the head)
     <dir>/<name>-softmax-splitK.head.pt  the head: weights, standardisation, config, the
                                          training videos and the digests of their features
 
@@ -467,7 +468,9 @@ def extract_head_features(
         source = {**source, "extractor": name, "extractor_config": extractor_config}
     store = FeatureStore.open_or_create(
         out, dataset=battrs["dataset"], split_scheme=battrs.get("split_scheme", "default"),
-        classes=battrs["classes"], splits=battrs["splits"], extractor=name,
+        # Only this split: the other splits' test videos trained this head, so training and
+        # evaluating on them would score seen frames.
+        classes=battrs["classes"], splits={split: battrs["splits"][split]}, extractor=name,
         extractor_config=extractor_config, lookahead=int(battrs["lookahead"]),
         dtype=battrs["dtype"], background=backbone.background, source=source)
     written, skipped = [], []

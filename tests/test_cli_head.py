@@ -46,6 +46,7 @@ def test_extract_cnn_head_softmax_then_train(tmp_path):
     split = backbone.splits["1"]
     recorded = store.attrs["extractor_config"]
     assert recorded["train_videos"] == split["train"] and head["train_videos"] == 2
+    assert store.splits == {"1": split}  # the other splits tested this head's training videos
     assert recorded["backbone_config"]["sha256"] == backbone.attrs["extractor_config"]["sha256"]
     assert store.videos() == backbone.videos() == sorted(split["train"] + split["test"])
     for vid in store.videos():
