@@ -71,6 +71,10 @@ def test_extract_cnn_head_softmax_then_train(tmp_path):
     config = json.loads((run_dir / "config.json").read_text())
     assert "cnn-softmax-split1.zarr" in json.dumps(config)
 
+    leaky = run(["train", "lstm", "--d1", str(store.path), "--split", "2", "--iterations", "1",
+                 "--history", "8", "--mix", "2:0", "--run-dir", str(tmp_path / "leak")], tmp_path)
+    assert leaky.returncode == 1 and "has no split '2'; expected one of: 1" in leaky.stderr
+
     no_split = run(["extract", TINY, "--root", str(tmp_path / "data"), "--extractor", "cnn",
                     "-x", f"model={tmp_path / 'backbone.pt2'}", "--head", "logits"], tmp_path)
     assert no_split.returncode == 2 and "--head needs --split" in no_split.stderr
