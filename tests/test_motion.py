@@ -351,3 +351,28 @@ def test_motion_cnn_centred_and_bad_options(resnet_file, tmp_path):
     torch.export.save(torch.export.export(resnet_file[1], (torch.zeros(1, 3, 32, 32),)), program)
     with pytest.raises(ConfigError, match="export the model with 5 input channels"):
         _make("motion-cnn", method="framediff", model=program, size=32).dim()
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_real_videos_centred_stores_are_causal_stores_shifted(name, tiny_kitchen, tmp_path):
+    # Through the extraction host, on the synthetic kitchen's mp4 files: the centred store's
+    # frame t holds exactly the causal store's frame t + lookahead.
+    from actrec.extract import extract_features
+    from actrec.io.features import FeatureStore
+
+    _, index = tiny_kitchen
+    stores = {}
+    for centred in ("false", "true"):
+        ext = _make(name, centred=centred, resize=32, grid=2)
+        report = extract_features(index, ext, tmp_path / f"{centred}.zarr", dataset_ref="tiny",
+                                  batch_size=7)
+        assert report.ok
+        stores[centred] = FeatureStore.open(tmp_path / f"{centred}.zarr")
+    k = stores["true"].attrs["lookahead"]
+    assert k == (1 if name == "flow" else 2) and stores["false"].attrs["lookahead"] == 0
+    for vid in index.videos:
+        causal, labels = stores["false"].read(vid)
+        centred, same = stores["true"].read(vid)
+        np.testing.assert_array_equal(labels, same)
+        np.testing.assert_array_equal(centred[:-k], causal[k:])
+        assert causal.any()  # the kitchen moves: there is motion to see
