@@ -186,7 +186,7 @@ def extract_features(
         raise ConfigError(f"--batch-size: expected an integer >= 1, got {batch_size!r}")
     shard = parse_shard(shard)
     devices = check_device(device, workers)
-    ids = list(index.videos) if video_ids is None else list(video_ids)
+    ids = list(index.videos) if video_ids is None else list(dict.fromkeys(video_ids))
     unknown = [v for v in ids if v not in index.videos]
     if unknown:
         listed = ", ".join(map(repr, unknown[:5])) + (" ..." if len(unknown) > 5 else "")
@@ -242,11 +242,12 @@ def extract_features(
 
     options = HostOptions(batch_size=batch_size, length_policy=length_policy,
                           max_length_gap=float(max_length_gap))
+    processes = max(1, min(workers, len(tasks)))  # no more processes than videos to do
     spec = WorkerSpec(type(extractor), extractor.config, store.path, options,
-                      threads=thread_share(workers))
+                      threads=thread_share(processes))
     try:
-        # workers == 1 keeps the caller's extractor (already set up by an earlier run, or not)
-        run_tasks(tasks, spec, devices, emit, extractor=extractor if workers == 1 else None)
+        # in this process, the caller's extractor itself does the work
+        run_tasks(tasks, spec, devices[:processes], emit, extractor=extractor)
     finally:
         view.close()
     outcomes = [results[t.id] for t in tasks if t.id in results]

@@ -155,7 +155,8 @@ def run_tasks(tasks: Sequence[VideoTask], spec: WorkerSpec, devices: Sequence[st
     device entry, calling ``emit`` (in this process) with every event.
 
     ``ConfigError`` if the extractor cannot be set up; ``DataError`` if the store cannot be
-    written (both stop the run; videos already written stay)."""
+    written (both stop the run; videos already written stay). ``extractor`` is used only when
+    the work runs in this process."""
     if not tasks:
         return
     if len(devices) == 1:
