@@ -293,6 +293,8 @@ class _ProgressView:
             return
         p = self.progress
         if isinstance(event, Started):
+            if self.done_frames == 0:  # the rate counts from the first video opened
+                self.started = time.perf_counter()
             old = self.per_video.pop(event.worker, None)
             if old is not None:
                 p.remove_task(old)
