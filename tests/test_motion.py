@@ -131,6 +131,27 @@ def test_flow_orientation_follows_the_motion(step, expected_bin):
     assert (rows[2:, -1] >= 0.05).all()
 
 
+def test_wide_frames_keep_their_directions():
+    # 40 x 160 frames, resize 32: analysed at 32 x 128, so a 45-degree motion stays in the
+    # 45-degree bin (squashed to 64 x 64 it would lean to about 76 degrees: the 90 bin).
+    rng = np.random.default_rng(3)
+    background = rng.integers(0, 60, (40, 160), dtype=np.uint8)
+    texture = rng.integers(150, 256, (12, 12), dtype=np.uint8)
+    video = np.empty((8, 40, 160, 3), np.uint8)
+    for t in range(8):
+        img = background.copy()
+        img[22 - 2 * t:34 - 2 * t, 60 + 2 * t:72 + 2 * t] = texture  # right and up
+        video[t] = img[..., None]
+    ext = FlowDescriptor(FlowDescriptor.Config(grid=1, bins=8, mag_bins=4, resize=32))
+    share = _orientation_share(_run(ext, video, batch=3)[2:], 8, 4)
+    assert (share.argmax(axis=1) == 1).all(), share.round(2)
+    from actrec_plugins.extractors.motion.fields import grey_frames, resized_shape
+
+    assert grey_frames(video[:1], 32).shape == (1, 32, 128)
+    assert resized_shape(160, 40, 32, True) == (128, 32)
+    assert resized_shape(40, 160, 32, False) == (32, 32)
+
+
 def test_mhi_orientation_follows_the_motion():
     ext = MHIDescriptor(MHIDescriptor.Config(grid=1, bins=8, mag_bins=4))
     for step, expected in (((2, 0), 0), ((0, 2), 6)):

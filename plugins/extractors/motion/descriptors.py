@@ -1,6 +1,7 @@
 """Weight-free motion descriptors: a grid of orientation and magnitude histograms per frame.
 
-Each frame is turned grey and resized to ``resize`` x ``resize``; a motion map over a window of
+Each frame is turned grey and resized, its shorter side to ``resize`` and the longer in
+proportion (so that directions are those of the video); a motion map over a window of
 ``window`` frames (see ``fields``: causal, or centred with ``centred=true``) is cut into a
 ``grid`` x ``grid`` array of cells (row-major), and each cell gives, in this order:
 
@@ -105,8 +106,8 @@ class MotionDescriptor(FeatureExtractor):
 
     def motion(self, fields: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Per window: the direction as a vector (x right, y UP) ``[B, S, S]`` twice, the
-        weight ``[B, S, S]`` and the magnitude bin ``[B, S, S]`` (int, -1: in no bin), from
+        """Per window: the direction as a vector (x right, y UP) ``[B, H, W]`` twice, the
+        weight ``[B, H, W]`` and the magnitude bin ``[B, H, W]`` (int, -1: in no bin), from
         ``fields`` (see ``sliding_windows``)."""
         raise NotImplementedError
 
@@ -115,12 +116,12 @@ class MotionDescriptor(FeatureExtractor):
     def _describe(self, fields: np.ndarray) -> np.ndarray:
         cfg = self.config
         dx, dy, weight, mag_bin = self.motion(fields)
-        b, s = weight.shape[0], cfg.resize
+        b, h, w = weight.shape
         cells, bins, mbins = cfg.grid ** 2, cfg.bins, cfg.mag_bins
-        band = np.arange(s) * cfg.grid // s
-        cell = band[:, None] * cfg.grid + band[None, :]  # [S, S] row-major cell index
+        rows, cols = np.arange(h) * cfg.grid // h, np.arange(w) * cfg.grid // w
+        cell = rows[:, None] * cfg.grid + cols[None, :]  # [h, w] row-major cell index
         per_cell = np.bincount(cell.ravel(), minlength=cells).astype(np.float64)  # [C]
-        base = np.arange(b)[:, None, None] * cells + cell[None]  # [B, S, S] (frame, cell)
+        base = np.arange(b)[:, None, None] * cells + cell[None]  # [B, H, W] (frame, cell)
 
         # Directions only where there is weight: in real video most pixels are still.
         moving = np.flatnonzero(weight)
@@ -139,7 +140,7 @@ class MotionDescriptor(FeatureExtractor):
 
 
 def _gradient(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Central differences of ``[B, S, S]`` (x right, y down), zero on the border."""
+    """Central differences of ``[B, H, W]`` (x right, y down), zero on the border."""
     gx = np.zeros_like(image)
     gy = np.zeros_like(image)
     gx[:, 1:-1, 1:-1] = (image[:, 1:-1, 2:] - image[:, 1:-1, :-2]) / 2

@@ -1,8 +1,8 @@
 """Per-frame motion fields and the sliding windows over them, causal or centred.
 
-A motion *field* ``e_t`` is what changed between frame ``t-1`` and frame ``t`` (both grey,
-resized to ``S x S``): Farneback optical flow ``[S, S, 2]`` (pixels of the resized frame per
-frame, x right, y down), or the absolute grey difference ``[S, S]`` (0..255). A *window* of
+A motion *field* ``e_t`` is what changed between frame ``t-1`` and frame ``t`` (both grey and
+resized, see ``grey_frames``): Farneback optical flow ``[H, W, 2]`` (pixels of the resized
+frame per frame, x right, y down), or the absolute grey difference ``[H, W]`` (0..255). A *window* of
 ``w`` frames ending at frame ``t`` holds the ``w - 1`` fields ``e_{t-w+2} .. e_t`` (oldest
 first), and every motion feature of frame ``t`` is a function of one window.
 
@@ -31,6 +31,7 @@ __all__ = [
     "grey_frames",
     "mean_difference",
     "motion_history",
+    "resized_shape",
     "sliding_windows",
     "window_slices",
 ]
@@ -41,25 +42,37 @@ FLOW_PARAMS = (0.5, 3, 9, 3, 5, 1.1, 0)
 FIELD_KINDS = ("flow", "diff")
 
 
-def grey_frames(frames: np.ndarray, size: int) -> np.ndarray:
-    """uint8 RGB ``[B, H, W, 3]`` -> uint8 grey ``[B, size, size]`` (OpenCV's luma weights,
-    area interpolation)."""
+def resized_shape(height: int, width: int, size: int, keep_aspect: bool) -> tuple[int, int]:
+    """``(h, w)`` of a ``height`` x ``width`` frame resized for motion: the shorter side to
+    ``size`` and the longer in proportion (``keep_aspect``: directions stay true), else
+    ``size`` x ``size``."""
+    if not keep_aspect:
+        return size, size
+    if height <= width:
+        return size, max(size, int(round(width * size / height)))
+    return max(size, int(round(height * size / width))), size
+
+
+def grey_frames(frames: np.ndarray, size: int, keep_aspect: bool = True) -> np.ndarray:
+    """uint8 RGB ``[B, H, W, 3]`` -> uint8 grey ``[B, h, w]`` of ``resized_shape`` (OpenCV's
+    luma weights, area interpolation)."""
     import cv2
 
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[3] != 3:
         raise ValueError(f"motion extractors expect frames [B, H, W, 3], got {frames.shape}")
-    out = np.empty((frames.shape[0], size, size), dtype=np.uint8)
+    h, w = resized_shape(frames.shape[1], frames.shape[2], size, keep_aspect)
+    out = np.empty((frames.shape[0], h, w), dtype=np.uint8)
     for i, frame in enumerate(frames.astype(np.uint8, copy=False)):
         grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-        out[i] = grey if grey.shape == (size, size) else \
-            cv2.resize(grey, (size, size), interpolation=cv2.INTER_AREA)
+        out[i] = grey if grey.shape == (h, w) else \
+            cv2.resize(grey, (w, h), interpolation=cv2.INTER_AREA)
     return out
 
 
 def flow_fields(prev: np.ndarray, grey: np.ndarray) -> np.ndarray:
-    """Farneback flow from each frame to the next: ``prev`` ``[S, S]`` then ``grey``
-    ``[B, S, S]`` uint8 -> float32 ``[B, S, S, 2]`` (field ``b`` is from frame ``b-1``, the
+    """Farneback flow from each frame to the next: ``prev`` ``[H, W]`` then ``grey``
+    ``[B, H, W]`` uint8 -> float32 ``[B, H, W, 2]`` (field ``b`` is from frame ``b-1``, the
     first from ``prev``)."""
     import cv2
 
@@ -72,8 +85,8 @@ def flow_fields(prev: np.ndarray, grey: np.ndarray) -> np.ndarray:
 
 
 def diff_fields(prev: np.ndarray, grey: np.ndarray) -> np.ndarray:
-    """Absolute grey differences of consecutive frames, float32 ``[B, S, S]`` in 0..255."""
-    stacked = np.concatenate([prev[None], grey]).astype(np.int16)  # [B+1, S, S]
+    """Absolute grey differences of consecutive frames, float32 ``[B, H, W]`` in 0..255."""
+    stacked = np.concatenate([prev[None], grey]).astype(np.int16)  # [B+1, H, W]
     return np.abs(np.diff(stacked, axis=0)).astype(np.float32)
 
 
@@ -86,7 +99,7 @@ def window_slices(fields: np.ndarray, window: int) -> Iterator[tuple[int, np.nda
 
 
 def motion_history(fields: np.ndarray, window: int, threshold: float) -> np.ndarray:
-    """The motion history image of each window of difference fields, float32 ``[B, S, S]`` in
+    """The motion history image of each window of difference fields, float32 ``[B, H, W]`` in
     0..1: a pixel whose grey level changed by more than ``threshold`` in the ``j``-th pair of
     the window (oldest ``j = 0``) holds ``(j + 1) / (window - 1)`` for its latest change (so
     the newest change is 1), and 0 where nothing changed."""
@@ -100,7 +113,7 @@ def motion_history(fields: np.ndarray, window: int, threshold: float) -> np.ndar
 
 def mean_difference(fields: np.ndarray, window: int) -> np.ndarray:
     """Multi-frame differencing: the mean absolute difference of each window's ``window - 1``
-    frame pairs, float32 ``[B, S, S]`` in 0..1."""
+    frame pairs, float32 ``[B, H, W]`` in 0..1."""
     total = sum(d for _, d in window_slices(fields, window))
     return (total / ((window - 1) * 255.0)).astype(np.float32)
 
@@ -113,6 +126,7 @@ def sliding_windows(
     size: int,
     centred: bool,
     compute: Callable[[np.ndarray], np.ndarray],
+    keep_aspect: bool = True,
 ) -> Iterator[np.ndarray]:
     """``compute(fields)`` per batch, where ``fields`` ``[w - 2 + B, ...]`` holds the fields of
     ``B`` consecutive windows (window ``i`` is ``fields[i : i + w - 1]``) and ``compute`` returns
@@ -129,8 +143,8 @@ def sliding_windows(
     make = flow_fields if kind == "flow" else diff_fields
     lookahead = window // 2 if centred else 0
     to_drop = lookahead  # the first windows end before frame `lookahead`: nobody's window
-    last: np.ndarray | None = None  # last grey frame seen, [S, S] uint8
-    kept: np.ndarray | None = None  # the last w - 2 fields, [w - 2, S, S(, 2)]
+    last: np.ndarray | None = None  # last grey frame seen, [H, W] uint8
+    kept: np.ndarray | None = None  # the last w - 2 fields, [w - 2, H, W(, 2)]
 
     def emit(new: np.ndarray) -> np.ndarray | None:
         nonlocal kept, to_drop
@@ -142,13 +156,13 @@ def sliding_windows(
         return rows[drop:] if rows.shape[0] > drop else None
 
     for batch in batches:
-        grey = grey_frames(batch, size)
+        grey = grey_frames(batch, size, keep_aspect)
         if grey.shape[0] == 0:
             continue
         first = last is None
         if first:
             last = grey[0]  # the frame before the first is a copy of it: a zero field
-            shape = (window - 2, size, size) + ((2,) if kind == "flow" else ())
+            shape = (window - 2, *grey.shape[1:]) + ((2,) if kind == "flow" else ())
             kept = np.zeros(shape, dtype=np.float32)
         new = make(last, grey)
         if first:

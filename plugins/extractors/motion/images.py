@@ -2,7 +2,7 @@
 
 Per frame, the window of ``window`` frames (causal, or centred with ``centred=true``: see
 ``fields``) becomes a stack of motion images of ``size`` x ``size`` pixels (the grey frames are
-resized to that square first), fed to a backbone file whose first convolution is widened from
+resized to that square first, as the paper feeds 224 x 224 images), fed to a backbone file whose first convolution is widened from
 3 to the stack's channels (``actrec.backbones``: ``inflate`` as the paper does):
 
 * ``flow``: each of the window's ``window - 1`` Farneback flow fields as an RGB image whose hue
@@ -190,4 +190,4 @@ class MotionCNN(FeatureExtractor):
 
         yield from sliding_windows(batches, kind=self.kind, window=self.config.window,
                                    size=self.config.size, centred=self.config.centred,
-                                   compute=compute)
+                                   compute=compute, keep_aspect=False)
