@@ -49,8 +49,8 @@ def resized_shape(height: int, width: int, size: int, keep_aspect: bool) -> tupl
     if not keep_aspect:
         return size, size
     if height <= width:
-        return size, max(size, int(round(width * size / height)))
-    return max(size, int(round(height * size / width))), size
+        return size, max(size, round(width * size / height))
+    return max(size, round(height * size / width)), size
 
 
 def grey_frames(frames: np.ndarray, size: int, keep_aspect: bool = True) -> np.ndarray:
