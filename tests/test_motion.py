@@ -202,8 +202,12 @@ def test_centred_feature_is_the_causal_feature_k_frames_later(name):
 
 
 @pytest.mark.parametrize("name", list(METHODS))
-def test_a_change_reaches_back_exactly_lookahead_frames(name):
-    video = _square_video(frames=12, step=(2, 0))
+def test_a_change_reaches_back_exactly_lookahead_frames(name, tmp_path, write_mp4):
+    from actrec.io.video import open_video
+
+    # Frames as decoded from a real mp4 file, then changed from frame m on.
+    path = write_mp4(tmp_path / "square.mp4", _square_video(frames=12, step=(2, 0)))
+    video = open_video(path).read(np.arange(12))
     changed = video.copy()
     m = 8
     changed[m:, 2:10, 2:10] = 255  # a new bright patch from frame m on
