@@ -535,6 +535,10 @@ def _cut_graph(module: Any, layer: str | None, path: Path) -> None:
     else:
         final = outputs[0]
         aten = torch.ops.aten
+        after_linear = (aten.softmax.int, aten._softmax.default, aten.log_softmax.int,
+                        aten._log_softmax.default)
+        while getattr(final, "target", None) in after_linear:  # exported with its softmax
+            final = final.args[0]
         if getattr(final, "target", None) == aten.linear.default:
             target = final.args[0]
         elif getattr(final, "target", None) == aten.addmm.default:
@@ -544,9 +548,12 @@ def _cut_graph(module: Any, layer: str | None, path: Path) -> None:
                 f"{path}: the program's output is not made by a linear layer, so its "
                 f"penultimate activations are unknown; name the tensor with layer=NAME (its "
                 f"output is {getattr(final, 'name', final)!r}) or take output=logits")
-    out.args = (type(out.args[0])([target]) if isinstance(out.args[0], (tuple, list))
-                else target,)
-    # The output spec (pytree) still expects the original structure: keep a 1-tuple/list.
+    # The output spec (pytree) keeps the original structure: replace the first output only
+    # (``_TorchBackbone`` reads the first of several).
+    if isinstance(out.args[0], (tuple, list)):
+        out.args = (type(out.args[0])([target, *outputs[1:]]),)
+    else:
+        out.args = (target,)
     graph.eliminate_dead_code()
     module.recompile()
 
@@ -631,10 +638,16 @@ def _edit_onnx(model_bytes: bytes, path: Path, output: str, layer: str | None,
     return model.SerializeToString(), name
 
 
+_AFTER_LINEAR = ("Softmax", "LogSoftmax", "Identity", "Reshape", "Flatten", "Squeeze")
+
+
 def _onnx_penultimate(graph: Any, path: Path) -> str:
     producer = {o: n for n in graph.node for o in n.output}
     first = graph.output[0].name
     node = producer.get(first)
+    # A classifier exported with its softmax (or a reshape) after the linear layer.
+    while node is not None and node.op_type in _AFTER_LINEAR and node.input[0] in producer:
+        node = producer[node.input[0]]
     if node is not None and node.op_type == "Add":  # MatMul + Add: a linear layer
         node = next((producer[i] for i in node.input if i in producer
                      and producer[i].op_type == "MatMul"), node)

@@ -75,8 +75,9 @@ class HeadConfig(PluginConfig):
     lr: float = 1e-3  # Adam
     weight_decay: float = 1e-4
     seed: int = 0
-    # Frames held in memory for shuffling; a split whose training frames fit is read once.
-    buffer_frames: int = 200_000
+    # Memory for the training frames' features (float32): a split whose training frames fit
+    # is read once; otherwise each epoch streams the videos, shuffling this much at a time.
+    buffer_mb: float = 2048.0
     # Train on the training videos that are stored when some are not (failed extraction);
     # by default that is an error, since the head would differ from a complete run's.
     allow_missing: bool = False
@@ -85,9 +86,11 @@ class HeadConfig(PluginConfig):
         where = "head option"
         if self.model not in ("linear", "mlp"):
             raise ConfigError(f"{where} 'model' must be 'linear' or 'mlp', got {self.model!r}")
-        for name in ("hidden", "epochs", "batch_size", "buffer_frames"):
+        for name in ("hidden", "epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{where} '{name}' must be >= 1, got {getattr(self, name)}")
+        if not self.buffer_mb > 0:
+            raise ConfigError(f"{where} 'buffer_mb' must be > 0, got {self.buffer_mb}")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"{where} 'dropout' must be in [0, 1), got {self.dropout}")
         if not self.lr > 0 or self.weight_decay < 0:
@@ -183,7 +186,8 @@ def train_frame_head(store: FeatureStore, split: str | int, config: HeadConfig |
     assert dim is not None
     rng = np.random.default_rng(config.seed)
     lengths = {v: store.num_frames(v) for v in videos}
-    in_memory = sum(lengths.values()) <= config.buffer_frames
+    buffer_frames = max(1, int(config.buffer_mb * 2**20 / (4 * dim)))
+    in_memory = sum(lengths.values()) <= buffer_frames
     cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def load(vid: str) -> tuple[np.ndarray, np.ndarray]:
@@ -217,14 +221,14 @@ def train_frame_head(store: FeatureStore, split: str | int, config: HeadConfig |
 
     def shuffled_batches():
         """Minibatches over one epoch: videos in a random order fill a buffer of up to
-        ``buffer_frames`` frames, whose frames are then shuffled."""
+        ``buffer_mb`` of frames, whose frames are then shuffled."""
         order = [videos[i] for i in rng.permutation(len(videos))]
         pending: list[tuple[np.ndarray, np.ndarray]] = []
         held = 0
         for i, vid in enumerate(order):
             pending.append(load(vid))
             held += pending[-1][0].shape[0]
-            if held >= config.buffer_frames or i == len(order) - 1:
+            if held >= buffer_frames or i == len(order) - 1:
                 x = np.concatenate([p[0] for p in pending])
                 y = np.concatenate([p[1] for p in pending])
                 perm = rng.permutation(x.shape[0])

@@ -344,3 +344,34 @@ def test_vgg_with_batch_norm_loads(tmp_path):
         want = model.fc2(torch.from_numpy(images)).numpy()
     np.testing.assert_allclose(load_backbone(tmp_path / "bn.pth", arch="vgg")(images), want,
                                rtol=1e-5, atol=1e-6)
+
+
+class _WithSoftmax(torch.nn.Module):
+    """A classifier exported with its softmax, returning (probabilities, logits)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(),
+                                        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        logits = self.fc(self.body(x))
+        return logits.softmax(dim=1), logits
+
+
+def test_penultimate_found_behind_a_final_softmax_and_beside_other_outputs(tmp_path):
+    torch.manual_seed(5)
+    model = _WithSoftmax().eval()
+    x = torch.randn(2, 3, 16, 16)
+    with _quiet():
+        torch.onnx.export(model, (x,), str(tmp_path / "s.onnx"), dynamo=False,
+                          input_names=["images"], output_names=["probs", "logits"])
+    torch.export.save(torch.export.export(model, (x,)), tmp_path / "s.pt2")
+    with torch.no_grad():
+        feats, (probs, _) = model.body(x).numpy(), model(x)
+    for path in (tmp_path / "s.onnx", tmp_path / "s.pt2"):
+        np.testing.assert_allclose(load_backbone(path)(x.numpy()), feats, rtol=1e-5, atol=1e-6,
+                                   err_msg=str(path))
+        np.testing.assert_allclose(load_backbone(path, output="logits")(x.numpy()),
+                                   probs.numpy(), rtol=1e-5, atol=1e-6, err_msg=str(path))

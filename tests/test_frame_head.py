@@ -68,6 +68,17 @@ def test_head_learns_the_training_frames_and_classifies_the_test_video(tmp_path)
         assert (probs.argmax(axis=1)[keep] == y[keep]).all()
 
 
+def test_videos_streamed_through_a_small_buffer(tmp_path):
+    store = make_store(tmp_path / "toy.zarr")
+    # 6 float32 features a frame: 0.0005 MB holds 21 frames, fewer than a video's 41.
+    small = HeadConfig(**{**FAST.to_dict(), "buffer_mb": 0.0005})
+    head = train_frame_head(store, "1", small)
+    assert head.accuracy == 1.0 and head.frames == 3 * 41
+    assert head_digest(train_frame_head(store, "1", small)) == head_digest(head)  # seeded
+    whole = train_frame_head(store, "1", FAST).module.state_dict()["net.weight"]
+    assert not torch.equal(head.module.state_dict()["net.weight"], whole)  # another order
+
+
 def test_no_test_video_influences_the_head(tmp_path):
     store = make_store(tmp_path / "toy.zarr")
     first = train_frame_head(store, "1", FAST)
