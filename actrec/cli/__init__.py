@@ -26,7 +26,9 @@ COMMANDS = {
     "import": "import_cmd:import_",
     "train": "train_cmd:train",
     "eval": "eval_cmd:eval_",
+    "runs": "runs_cmd:runs",
     "fuse": "fuse_cmd:fuse",
+    "plot": "plot_cmd:plot",
     "demo": "demo_cmd:demo",
     "check": "check_cmd:check",
 }

@@ -1,0 +1,161 @@
+"""Figures of a run (actrec.plots, `actrec plot`): every figure is written as PNG and SVG from a
+real joint DDLSTM run trained and evaluated here; each PNG is read back and must be a real
+picture (its size, more than one colour, pixel variance > 0)."""
+
+import json
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from actrec.cli import cli
+from actrec.errors import ConfigError, DataError
+from actrec.evaluate import evaluate_run
+from actrec.plots import FIGURES, confusion_matrix, plot_run, results_file
+from actrec.predictions import load_predictions, save_predictions
+from actrec.train import TrainSpec, train_model
+
+from test_train_eval import make_store
+
+mpimg = pytest.importorskip("matplotlib.image")
+
+
+def colour_pixels(image, colour):
+    """How many pixels of ``image`` have ``colour`` (RGB in 0..1), to within a rounding."""
+    return int((np.abs(image[..., :3] - np.asarray(colour)[:3]).max(-1) < 1.5 / 255).sum())
+
+
+def check_png(path, min_width=300, min_height=150):
+    """The PNG at ``path`` is a real picture: big enough, several colours, not flat."""
+    image = mpimg.imread(str(path))  # [H, W, 4] floats in 0..1
+    assert image.ndim == 3 and image.shape[0] >= min_height and image.shape[1] >= min_width
+    pixels = image.reshape(-1, image.shape[2])
+    assert float(pixels.var()) > 0
+    assert len(np.unique(pixels, axis=0)) > 10
+    assert path.with_suffix(".svg").read_text().lstrip().startswith(("<?xml", "<svg"))
+    return image
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("plots")
+    a = make_store(root / "a.zarr", dim=6, classes=3, n_train=6, n_test=3, seed=1)
+    b = make_store(root / "b.zarr", dim=4, classes=2, n_train=6, n_test=3, seed=2)
+    run_dir = root / "ddlstm"
+    train_model(TrainSpec(model="ddlstm", d1=a, d2=b, mix=(4, 4), iterations=12, log_every=2,
+                          eval_every=4, history=24, lr=0.02, optimizer="adam", seed=0,
+                          model_options={"hidden": 8, "layers": 2, "max_len": 24}), run_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def lstm_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("plots_lstm")
+    a = make_store(root / "a.zarr", dim=6, classes=3, n_train=6, n_test=3, seed=1)
+    run_dir = root / "lstm"
+    train_model(TrainSpec(model="lstm", d1=a, mix=(8, 0), iterations=6, log_every=2,
+                          history=24, lr=0.02, optimizer="adam", seed=0,
+                          model_options={"hidden": 8}), run_dir)
+    return run_dir
+
+
+def test_missing_inputs_say_what_to_run_first(run, lstm_run, tmp_path):
+    with pytest.raises(DataError, match="no evaluation results yet: run `actrec eval"):
+        plot_run(lstm_run, "timeline", out_dir=tmp_path)
+    with pytest.raises(DataError, match="logged no alphas.*ddlstm"):
+        plot_run(lstm_run, "alphas", out_dir=tmp_path)
+    with pytest.raises(ConfigError, match="unknown figure"):
+        plot_run(lstm_run, "pie", out_dir=tmp_path)
+    result = CliRunner().invoke(cli, ["plot", str(lstm_run), "confusion"])
+    assert result.exit_code != 0
+    assert "actrec eval" in str(result.exception) + result.output
+    assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_every_figure_is_written_and_not_blank(run, tmp_path):
+    online = evaluate_run(run, online=True)
+    evaluate_run(run, online=False)
+    out = tmp_path / "figs"
+    written = {}
+    for what in FIGURES:
+        kwargs = {"setting": "online"} if what in ("timeline", "confusion", "per-class") else {}
+        written[what] = plot_run(run, what, out_dir=out, **kwargs)
+        assert written[what] and all(p.is_file() for p in written[what])
+        for png in (p for p in written[what] if p.suffix == ".png"):
+            check_png(png)
+    # The timeline's bars are drawn in the class colours (tab10: c0 blue, c1 orange, c2 green;
+    # the legend's patches alone are a few hundred pixels).
+    import matplotlib
+
+    timeline = mpimg.imread(str(out / "timeline-online.png"))
+    tab10 = matplotlib.colormaps["tab10"].colors
+    assert all(colour_pixels(timeline, tab10[c]) > 2000 for c in range(3))
+    names = {p.name for files in written.values() for p in files}
+    assert {"timeline-online.png", "timeline-online.svg", "alphas.png", "curves.png",
+            "confusion-online-toy1.png", "confusion-online-toy2.png",
+            "per-class-online-toy1.png", "per-class-online-toy2.svg"} <= names
+    # Without --eval, a run with several evaluations draws its online one.
+    assert results_file(run).name == "eval-online.json"
+    assert online.protocol["predictions"]["file"] == "eval-online.predictions.npz"
+
+
+def test_timeline_of_chosen_videos_and_frames(run, tmp_path):
+    evaluate_run(run, online=True)
+    files = plot_run(run, "timeline", out_dir=tmp_path, videos=["te1", "te0"],
+                     frames=(0, 12))
+    one = check_png(files[0])
+    files = plot_run(run, "timeline", out_dir=tmp_path / "b", videos=["te1"])
+    assert check_png(files[0]).shape[0] < one.shape[0]  # one video: a shorter figure
+    with pytest.raises(DataError, match="no test video 'nope'"):
+        plot_run(run, "timeline", out_dir=tmp_path, videos=["nope"])
+    with pytest.raises(DataError, match="no 'lookahead-5' evaluation"):
+        plot_run(run, "timeline", out_dir=tmp_path, setting="lookahead-5")
+
+
+def test_predictions_archive_matches_the_scores(run):
+    result = evaluate_run(run, online=True)
+    path = run / "eval-online.json"
+    saved = json.loads(path.read_text())
+    preds = load_predictions(path, saved["protocol"]["predictions"])
+    for name, ds in result.datasets.items():
+        p = preds[name]
+        correct = sum(int((a[b >= 0] == b[b >= 0]).sum()) for a, b in zip(p.predictions,
+                                                                           p.targets))
+        assert correct / ds.frames == pytest.approx(ds.frame_accuracy)
+        counts = confusion_matrix(np.concatenate(p.predictions), np.concatenate(p.targets),
+                                  len(p.classes))
+        assert counts.sum() == ds.frames and np.trace(counts) == correct
+        recall = np.diag(counts) / counts.sum(1)
+        for c, r in zip(p.classes, recall):
+            assert ds.per_class[c] == pytest.approx(r)
+    # Predictions that are not the ones this results file was scored on are refused.
+    name, p = next(iter(preds.items()))
+    save_predictions(path, {name: (p.ids, [1 - a.clip(0, 1) for a in p.predictions],
+                                   p.targets, p.classes)})
+    with pytest.raises(DataError, match="does not belong"):
+        plot_run(run, "confusion", setting="online", out_dir=run / "x")
+    evaluate_run(run, online=True)  # rewrites both
+
+
+def test_confusion_matrix_by_hand():
+    p = np.array([0, 1, 1, 2, 2, 0, 1])
+    y = np.array([0, 1, 2, 2, -1, 0, 0])
+    assert confusion_matrix(p, y, 3).tolist() == [[2, 1, 0], [0, 1, 0], [0, 1, 1]]
+
+
+def test_curves_compare_runs_and_cli(run, lstm_run, tmp_path):
+    result = CliRunner().invoke(cli, ["plot", str(run), "curves", "--compare", str(lstm_run),
+                                      "--out", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    files = [p for p in json.loads(result.output)["files"]]
+    assert [f.rsplit("/", 1)[1] for f in files] == ["curves-lstm.png", "curves-lstm.svg"]
+    check_png(tmp_path / "curves-lstm.png")
+    bad = CliRunner().invoke(cli, ["plot", str(run), "alphas", "--video", "te0"])
+    assert bad.exit_code != 0
+    bad = CliRunner().invoke(cli, ["plot", str(run), "timeline", "--frames", "9"])
+    assert bad.exit_code == 2 and "START:STOP" in bad.output
+
+
+def test_cli_figures_match_the_library():
+    from actrec.cli import plot_cmd
+
+    assert plot_cmd.FIGURES == FIGURES
