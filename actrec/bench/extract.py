@@ -6,8 +6,9 @@ Rows (frames per second, median of ``--rounds``):
   the background reader), no extractor; the baseline of every ratio below;
 * each built-in extractor end to end (decode, extract, write a fresh store), with its ratio
   to decode only (weight-free extractors should stay >= 0.8: decoding is the bottleneck);
-  extractors that cannot start with their default options (``cnn`` needs a backbone file)
-  are listed as skipped with the reason;
+  ``cnn`` runs a ResNet-18 state dict with random weights written for the run
+  (``--cnn-size`` pixels, on ``--cnn-videos`` videos); extractors that cannot start with their default options are listed
+  as skipped with the reason;
 * ``colorgrad`` with 1 and 2 worker processes (target: 2 workers > 1.3x one);
 * decoders: the same decode-only loop run standalone (``actrec/bench/decode_probe.py``) by
   this interpreter and by each ``--python`` given, e.g. a virtual environment with decord2.
@@ -35,7 +36,8 @@ def _kitchen(root: Path, args) -> tuple[Any, Any]:
 
     dataset = SyntheticKitchen(SyntheticKitchen.Config(
         root=root, kitchen="a", participants=args.participants,
-        videos_per_participant=args.videos, frames_mean=args.frames, size=args.size, seed=3))
+        videos_per_participant=args.videos, frames_mean=args.frames, size=args.size, seed=3,
+        folds=min(3, args.participants)))
     return dataset, dataset.load()
 
 
@@ -72,8 +74,22 @@ def _end_to_end(index, extractor, workdir: Path, batch: int, workers: int = 1) -
         shutil.rmtree(store, ignore_errors=True)
 
 
-def _extractors(names: list[str] | None) -> dict[str, Any]:
-    """name -> an extractor with default options, or the reason it cannot start (str)."""
+def _resnet18(folder: Path) -> Path:
+    """A ResNet-18 state dict with random weights (speed does not depend on them)."""
+    import torch
+
+    from actrec.bench.backbones import LAYOUTS
+    from actrec.nn.resnet import ResNet
+
+    stages, block = LAYOUTS[18]
+    path = folder / "resnet18.pth"
+    torch.save(ResNet(stages, block=block).eval().state_dict(), path)
+    return path
+
+
+def _extractors(names: list[str] | None, workdir: Path, cnn_size: int) -> dict[str, Any]:
+    """name -> an extractor with default options, or the reason it cannot start (str).
+    ``cnn`` gets a ResNet-18 state dict written here, at ``cnn_size`` pixels."""
     from actrec import registry
     from actrec.errors import ActrecError
 
@@ -82,6 +98,11 @@ def _extractors(names: list[str] | None) -> dict[str, Any]:
                        if r.kind == "extractors" and r.builtin)
     out: dict[str, Any] = {}
     for name in names:
+        options: dict[str, str] = {}
+        if name == "cnn":
+            options = {"model": str(_resnet18(workdir)), "arch": "resnet",
+                       "resize": str(cnn_size), "crop": str(cnn_size)}
+            name = f"cnn (ResNet-18 state dict, {cnn_size} px)"
         try:
             if ":" in name:  # module:Class, for extractors not (yet) installed as entry points
                 import importlib
@@ -90,7 +111,7 @@ def _extractors(names: list[str] | None) -> dict[str, Any]:
                 cls = getattr(importlib.import_module(module), attr)
                 out[cls.name] = cls()
             else:
-                out[name] = registry.create("extractors", name, {})
+                out[name] = registry.create("extractors", name.split(" ")[0], options)
         except (ActrecError, ImportError, AttributeError) as exc:
             out[name] = str(exc).splitlines()[0]
     return out
@@ -118,6 +139,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--python", action="append", default=[],
                         help="another interpreter whose decord to compare (repeatable)")
     parser.add_argument("--root", type=Path, default=None, help="keep the videos here")
+    parser.add_argument("--cnn-size", type=int, default=112,
+                        help="input side of the cnn extractor's ResNet-18")
+    parser.add_argument("--cnn-videos", type=int, default=1,
+                        help="videos the (slow on CPU) cnn extractor is timed on")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
@@ -129,13 +154,20 @@ def main(argv: list[str]) -> int:
         decode = statistics.median(_decode_only(index, args.batch) for _ in range(args.rounds))
         rows["decode only (baseline)"] = {"fps": decode, "ratio": 1.0}
         names = args.extractors.split(",") if args.extractors else None
-        for name, ext in _extractors(names).items():
+        for name, ext in _extractors(names, tmp, args.cnn_size).items():
             if isinstance(ext, str):
                 rows[f"{name}: skipped"] = {"fps": None, "ratio": None, "note": ext}
                 continue
-            fps = statistics.median(_end_to_end(index, ext, tmp, args.batch)
+            subset, note = index, ""
+            if name.startswith("cnn") and args.cnn_videos < len(index.videos):
+                import dataclasses
+
+                kept = dict(list(index.videos.items())[:args.cnn_videos])
+                subset = dataclasses.replace(index, videos=kept)
+                note = f"on {len(kept)} of the videos"
+            fps = statistics.median(_end_to_end(subset, ext, tmp, args.batch)
                                     for _ in range(args.rounds))
-            rows[f"{name} end to end"] = {"fps": fps, "ratio": fps / decode}
+            rows[f"{name} end to end"] = {"fps": fps, "ratio": fps / decode, "note": note}
         from actrec_plugins.extractors.colorgrad import ColorGradient
 
         one = statistics.median(_end_to_end(index, ColorGradient(), tmp, args.batch, 1)
