@@ -159,11 +159,16 @@ def prefetch(source: Iterator[np.ndarray], depth: int = 2) -> Iterator[np.ndarra
         thread.join()
 
 
+# Containers whose header stores the frame count (AVI's frame total, MP4/MOV's sample table);
+# for others (MKV, WebM, MPEG) OpenCV estimates it from the duration, which proves nothing.
+_COUNTED_CONTAINERS = (".avi", ".mp4", ".m4v", ".mov")
+
+
 def _header_frames(path: Path) -> int | None:
     """The frame count a video file's container header states (``None`` for a folder of
-    frames or when the container gives none). decord counts the frames it can index, which for
+    frames or a container that stores none). decord counts the frames it can index, which for
     a truncated file is fewer than the header says: that difference is how truncation shows."""
-    if not path.is_file():
+    if not path.is_file() or path.suffix.lower() not in _COUNTED_CONTAINERS:
         return None
     import cv2
 
