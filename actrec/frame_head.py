@@ -71,6 +71,9 @@ class HeadConfig(PluginConfig):
     hidden: int = 256  # mlp: hidden units
     dropout: float = 0.2  # mlp: dropout before the last layer
     epochs: int = 20
+    # At least this many optimiser steps (more epochs on a small split, where 20 epochs
+    # would be a few dozen steps).
+    min_steps: int = 500
     batch_size: int = 256
     lr: float = 1e-3  # Adam
     weight_decay: float = 1e-4
@@ -86,7 +89,7 @@ class HeadConfig(PluginConfig):
         where = "head option"
         if self.model not in ("linear", "mlp"):
             raise ConfigError(f"{where} 'model' must be 'linear' or 'mlp', got {self.model!r}")
-        for name in ("hidden", "epochs", "batch_size"):
+        for name in ("hidden", "epochs", "batch_size", "min_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{where} '{name}' must be >= 1, got {getattr(self, name)}")
         if not self.buffer_mb > 0:
@@ -237,7 +240,8 @@ def train_frame_head(store: FeatureStore, split: str | int, config: HeadConfig |
                     yield torch.from_numpy(x[idx]), torch.from_numpy(y[idx])
                 pending, held = [], 0
 
-    task = progress.add_task("head: training", total=config.epochs) if progress else None
+    epochs = max(config.epochs, -(-config.min_steps // -(-frames // config.batch_size)))
+    task = progress.add_task("head: training", total=epochs) if progress else None
     losses: list[float] = []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
@@ -248,7 +252,7 @@ def train_frame_head(store: FeatureStore, split: str | int, config: HeadConfig |
                                weight_decay=config.weight_decay)
         loss_fn = torch.nn.CrossEntropyLoss()
         module.train()
-        for _epoch in range(config.epochs):
+        for _epoch in range(epochs):
             seen, summed = 0, 0.0
             for xb, yb in shuffled_batches():
                 loss = loss_fn(module(xb), yb)

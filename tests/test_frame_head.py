@@ -22,7 +22,7 @@ from actrec.io.features import FeatureStore
 CLASSES = ("a", "b", "c")
 SPLITS = {"1": {"train": ["v0", "v1", "v2"], "test": ["v3"]},
           "2": {"train": ["v1", "v2", "v3"], "test": ["v0"]}}
-FAST = HeadConfig(epochs=15, batch_size=32, lr=0.01)
+FAST = HeadConfig(epochs=15, batch_size=32, lr=0.01, min_steps=1)
 
 
 def toy_video(seed: int, frames: int = 48) -> tuple[np.ndarray, np.ndarray]:
@@ -66,6 +66,15 @@ def test_head_learns_the_training_frames_and_classifies_the_test_video(tmp_path)
                                    rtol=1e-5, atol=1e-7)
         keep = y >= 0
         assert (probs.argmax(axis=1)[keep] == y[keep]).all()
+
+
+def test_small_splits_get_at_least_min_steps(tmp_path):
+    store = make_store(tmp_path / "toy.zarr")
+    # 123 labelled frames in batches of 32: 4 steps an epoch, so 100 steps need 25 epochs.
+    short = HeadConfig(**{**FAST.to_dict(), "epochs": 3, "min_steps": 100})
+    assert len(train_frame_head(store, "1", short).losses) == 25
+    long = HeadConfig(**{**FAST.to_dict(), "epochs": 30, "min_steps": 100})
+    assert len(train_frame_head(store, "1", long).losses) == 30
 
 
 def test_videos_streamed_through_a_small_buffer(tmp_path):
