@@ -6,6 +6,7 @@ A run directory holds everything one training run produced::
         config.json      the TrainSpec, where each value came from, versions, the stores' attrs
         metrics.jsonl    one JSON object per logged iteration (appended, flushed)
         checkpoint.pt    the latest checkpoint (plain tensors and primitives: weights_only=True)
+        best.pt          the checkpoint with the best validation score (runs that select it)
         eval-<setting>.json  one file per evaluation setting (``eval_filename``): eval-online.json,
                          eval-offline.json, ... (written by ``actrec.evaluate``)
 
@@ -32,6 +33,7 @@ __all__ = [
     "CONFIG",
     "METRICS",
     "CHECKPOINT",
+    "BEST",
     "eval_filename",
     "eval_files",
     "archive_results",
@@ -45,11 +47,13 @@ __all__ = [
     "atomic_torch_save",
     "load_checkpoint",
     "read_json",
+    "summarize_runs",
 ]
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"  # the checkpoint selected on validation (``select="best-val"``)
 EVAL_PREFIX = "eval-"
 
 
@@ -127,6 +131,9 @@ def archive_results(run_dir: Path) -> list[Path]:
         target.parent.mkdir(exist_ok=True)
         os.replace(path, target)
         moved.append(target)
+        predictions = path.with_name(path.stem + ".predictions.npz")  # actrec.predictions
+        if predictions.is_file():
+            os.replace(predictions, target.with_name(target.stem + ".predictions.npz"))
     return moved
 
 
@@ -278,3 +285,66 @@ def read_json(path: Path) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}, line {exc.lineno}: invalid JSON ({exc.msg})") from None
+
+
+def summarize_runs(root: Path | None = None) -> list[dict[str, Any]]:
+    """One summary per run folder under ``root`` (default ``runs_root()``), oldest first:
+    model, datasets, protocol, label arrangement, iterations done, the best validation score
+    (and whether it was measured on the test split), and the frame accuracy of each dataset
+    in every evaluation written so far. A folder whose files cannot be read is listed with
+    its ``problem`` instead of stopping the listing."""
+    root = Path(root) if root is not None else runs_root()
+    out: list[dict[str, Any]] = []
+    if not root.is_dir():
+        return out
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        config_path = folder / CONFIG
+        if not config_path.is_file():
+            continue
+        row: dict[str, Any] = {"run": folder.name, "path": str(folder)}
+        try:
+            config = read_json(config_path)
+            spec = config.get("spec", {})
+            row.update({
+                "model": spec.get("model"),
+                "data": [s.get("dataset") or Path(str(s.get("path"))).stem
+                         for s in config.get("stores", [])],
+                "protocol": spec.get("protocol") or ("joint" if spec.get("d2") else "single"),
+                "labels": spec.get("labels", "concat"),
+                "preset": spec.get("preset"),
+                "iterations": None, "best_val": None, "best_iteration": None,
+                "selected_on_test": bool(spec.get("select_on_test", False)),
+                "evaluations": {},
+            })
+            for line in _tail_lines(folder / METRICS):
+                if "iteration" in line and "loss" in line:
+                    row["iterations"] = line["iteration"]
+                score = (line.get("val") or {}).get("score")
+                if score is not None and line.get("phase") != "pretrain" and (
+                        row["best_val"] is None or score > row["best_val"]):
+                    row["best_val"], row["best_iteration"] = score, line["iteration"]
+            for path in eval_files(folder):
+                result = read_json(path)
+                mode = path.stem[len(EVAL_PREFIX):]
+                row["evaluations"][mode] = {
+                    name: ds.get("frame_accuracy")
+                    for name, ds in (result.get("datasets") or {}).items()}
+        except (DataError, AttributeError, TypeError, ValueError) as exc:
+            row["problem"] = str(exc)
+        out.append(row)
+    return out
+
+
+def _tail_lines(path: Path) -> list[dict[str, Any]]:
+    """The metrics log's JSON lines (a damaged line is skipped)."""
+    if not path.is_file():
+        return []
+    lines = []
+    for text in path.read_text(encoding="utf-8").splitlines():
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            lines.append(value)
+    return lines

@@ -1,0 +1,48 @@
+"""``actrec runs``: a table of the runs in the workspace."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from actrec.cli.common import emit, json_option
+
+
+@click.command("runs")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder of run folders (default: the workspace's runs/).")
+@json_option
+def runs(root, as_json) -> None:
+    """List the runs: model, data, protocol, label arrangement, iterations, best validation
+    score, and the test scores of every evaluation written so far."""
+    from actrec.runs import summarize_runs
+
+    emit(summarize_runs(root), as_json, render_runs)
+
+
+def render_runs(rows):
+    from rich.table import Table
+
+    table = Table(title="runs")
+    for name in ("run", "model", "data", "protocol", "labels", "iterations", "best val",
+                 "test frame accuracy"):
+        table.add_column(name, overflow="fold",
+                         justify="right" if name in ("iterations", "best val") else "left")
+    for row in rows:
+        if "problem" in row:
+            table.add_row(row["run"], "", "", "", "", "", "", f"[red]{row['problem']}[/]")
+            continue
+        best = "-" if row["best_val"] is None else f"{100 * row['best_val']:.2f} %"
+        if row["best_val"] is not None and row["selected_on_test"]:
+            best += " [bold red](on TEST)[/]"
+        scores = []
+        for mode, datasets in row["evaluations"].items():  # datasets in D1, D2, ... order
+            parts = " · ".join(f"D{k + 1} {'-' if v is None else f'{100 * v:.2f} %'}"
+                               for k, v in enumerate(datasets.values()))
+            scores.append(f"{mode}: {parts}")
+        data = "\n".join(f"D{k + 1} {d}" for k, d in enumerate(row["data"]))
+        table.add_row(row["run"], str(row["model"]), data,
+                      row["protocol"], row["labels"], str(row["iterations"] or 0), best,
+                      "\n".join(scores) or "-")
+    return table
