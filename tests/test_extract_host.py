@@ -362,9 +362,19 @@ def test_device_option(tiny_kitchen, tmp_path):
 def test_two_workers_write_the_same_store_as_one_each_with_its_share_of_threads(
         tiny_kitchen, tmp_path):
     _, index = tiny_kitchen
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress
+
     one = extract_features(index, ColorGradient(CG), tmp_path / "one.zarr", dataset_ref="r")
-    two = extract_features(index, ColorGradient(CG), tmp_path / "two.zarr", dataset_ref="r",
-                           workers=2)
+    with Progress(console=Console(file=io.StringIO(), force_terminal=False)) as progress:
+        two = extract_features(index, ColorGradient(CG), tmp_path / "two.zarr", dataset_ref="r",
+                               workers=2, progress=progress)
+        tasks = progress.tasks
+    # the workers' frames reach the parent's bars; per-video bars are gone at the end
+    assert [t.completed for t in tasks] == [len(index.videos), one.frames]
+    assert [t.total for t in tasks] == [len(index.videos), one.frames]
     assert sorted(two.written) == sorted(one.written) == sorted(index.videos)
     assert two.workers == 2 and two.frames == one.frames
     a, b = _store_content(tmp_path / "one.zarr"), _store_content(tmp_path / "two.zarr")
