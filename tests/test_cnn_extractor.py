@@ -13,6 +13,7 @@ from actrec.errors import ConfigError, DataError
 from actrec.extract import extract_features
 from actrec.io.features import FeatureStore
 from actrec.io.video import open_video
+from actrec.plugin_api import ExtractRuntime
 from actrec_plugins.extractors.cnn import CNNExtractor
 
 from test_backbones import export_all, small_resnet
@@ -91,9 +92,8 @@ def test_bgr_and_value_range_reach_the_backbone(backbone_files, tiny_kitchen):
 
 def test_backbone_input_that_does_not_fit_the_preprocessing(backbone_files):
     _, files = backbone_files
-    ext = _cnn(files["onnx"], resize="24", crop="16")
-    with pytest.raises(ConfigError) as err:
-        ext.dim()
+    with pytest.raises(ConfigError) as err:  # when it is configured, before any store
+        _cnn(files["onnx"], resize="24", crop="16")
     text = str(err.value)
     assert "[any, 3, 32, 32]" in text and "[N, 3, 16, 16]" in text
     assert "resize=24, crop=16" in text and "m.onnx" in text
@@ -116,5 +116,5 @@ def test_bad_options_and_changed_files(backbone_files, tmp_path):
     ext = _cnn(copy)
     torch.save(small_resnet(seed=9).state_dict(), copy)  # replaced after configuring
     with pytest.raises(DataError, match="changed since the extractor was configured"):
-        ext.dim()
+        ext.setup(ExtractRuntime())  # where a worker loads it
     assert load_backbone(copy).digest != ext.config.sha256

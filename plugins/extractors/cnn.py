@@ -10,8 +10,10 @@ the config, which the feature store records, together with the model file's sha2
 store never mixes features of two different files.
 
 Frames are independent: the extractor is causal (``lookahead = 0``) and its output does not
-depend on how frames are batched. The device and threads come from the host
-(``FeatureExtractor.setup``); the backbone is loaded there.
+depend on how frames are batched. Constructing the extractor checks the backbone on the CPU
+(its file, and that it takes the preprocessed frames: a ``ConfigError`` naming both shapes
+otherwise); the device and threads come from the host (``FeatureExtractor.setup``), which is
+where the backbone is loaded for extraction.
 """
 
 from __future__ import annotations
@@ -87,6 +89,10 @@ class CNNExtractor(FeatureExtractor):
         self.config = dataclasses.replace(cfg, model=model, sha256=digest)
         self._backbone: Backbone | None = None
         self._dim: int | None = None
+        # Whether the backbone takes the preprocessed frames is an option check: done here,
+        # on the CPU, before any store is made; setup() loads it again where it will run.
+        self._load("cpu")
+        self._backbone = None
 
     def _preprocess(self) -> Preprocess:
         from actrec.backbones import Preprocess
