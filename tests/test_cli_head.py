@@ -75,6 +75,16 @@ def test_extract_cnn_head_softmax_then_train(tmp_path):
                  "--history", "8", "--mix", "2:0", "--run-dir", str(tmp_path / "leak")], tmp_path)
     assert leaky.returncode == 1 and "has no split '2'; expected one of: 1" in leaky.stderr
 
+    # A training video breaks: the extraction is reported, the classifier is not trained on
+    # what is left (the command says how to allow that), the exit status says it failed.
+    broken = split["train"][0]
+    next((tmp_path / "data").rglob(f"{broken}.mp4")).write_bytes(b"")
+    failed = run(args, tmp_path)
+    assert failed.returncode == 1
+    assert [f["video"] for f in json.loads(failed.stdout)["failed"]] == [broken]
+    assert "frame classifier not trained" in failed.stderr and "allow_missing=true" in \
+        failed.stderr
+
     no_split = run(["extract", TINY, "--root", str(tmp_path / "data"), "--extractor", "cnn",
                     "-x", f"model={tmp_path / 'backbone.pt2'}", "--head", "logits"], tmp_path)
     assert no_split.returncode == 2 and "--head needs --split" in no_split.stderr

@@ -87,22 +87,25 @@ def extract(dataset, split, root, options, extractor, extractor_options, out, ov
             length_policy=length_policy, max_length_gap=max_length_gap, batch_size=batch_size,
             stream=stream,
         )
-        head_report = None
-        if head_config is not None and (not report.failed or head_config.allow_missing):
+        head_report = head_error = None
+        if head_config is not None:
+            from actrec.errors import ActrecError
             from actrec.frame_head import extract_head_features
 
-            head_report = extract_head_features(
-                report.store, split, output=head, config=head_config, stream=stream,
-                overwrite=overwrite, progress=progress)
+            try:  # e.g. training videos that failed above: report the extraction first
+                head_report = extract_head_features(
+                    report.store, split, output=head, config=head_config, stream=stream,
+                    overwrite=overwrite, progress=progress)
+            except ActrecError as exc:
+                head_error = exc
     if head_report is None:
         emit(report, as_json, _render)
     else:
         emit({**report.to_dict(), "head": head_report.to_dict()}, as_json,
              lambda _: _render_with_head(report, head_report))
-    if head_config is not None and head_report is None:
-        click.echo(f"frame classifier not trained: {len(report.failed)} video(s) failed (fix "
-                   f"them and run again, or --head-option allow_missing=true)", err=True)
-    if report.failed:
+    if head_error is not None:
+        click.echo(f"Error: frame classifier not trained: {head_error}", err=True)
+    if report.failed or head_error is not None:
         raise SystemExit(1)
 
 
