@@ -375,3 +375,36 @@ def test_penultimate_found_behind_a_final_softmax_and_beside_other_outputs(tmp_p
                                    err_msg=str(path))
         np.testing.assert_allclose(load_backbone(path, output="logits")(x.numpy()),
                                    probs.numpy(), rtol=1e-5, atol=1e-6, err_msg=str(path))
+
+
+def test_onnx_built_with_the_helper_api_matmul_add_classifier(tmp_path):
+    """A model as the dynamo exporter writes classifiers (MatMul + Add), made with onnx.helper:
+    features are the MatMul's input, here the globally pooled channels."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(6)
+    w = rng.standard_normal((3, 5)).astype(np.float32)
+    b = rng.standard_normal(5).astype(np.float32)
+    nodes = [helper.make_node("GlobalAveragePool", ["images"], ["pooled"]),
+             helper.make_node("Flatten", ["pooled"], ["flat"]),
+             helper.make_node("MatMul", ["flat", "w"], ["mm"]),
+             helper.make_node("Add", ["mm", "b"], ["scores"])]
+    graph = helper.make_graph(
+        nodes, "tiny", [helper.make_tensor_value_info("images", TensorProto.FLOAT,
+                                                      ["n", 3, 8, 8])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["n", 5])],
+        initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, tmp_path / "tiny.onnx")
+    images = rng.standard_normal((4, 3, 8, 8)).astype(np.float32)
+    pooled = images.mean(axis=(2, 3))  # by hand
+    backbone = load_backbone(tmp_path / "tiny.onnx")
+    assert backbone.input_spec == InputSpec(3, 8, 8) and backbone.check_input(3, 8, 8) == 3
+    np.testing.assert_allclose(backbone(images), pooled, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(load_backbone(tmp_path / "tiny.onnx", output="logits")(images),
+                               pooled @ w + b, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ConfigError, match="needs the image input to feed one Conv"):
+        load_backbone(tmp_path / "tiny.onnx", in_channels=4, inflate="mean")  # no first conv
