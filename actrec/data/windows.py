@@ -14,7 +14,9 @@ timesteps (it cannot tell them apart), which pulls the late timesteps' statistic
 when many training videos are shorter than ``history``. Choose ``history`` below the typical
 video length to avoid it.
 
-Two-domain batches hold ``n1`` windows of D1 then ``n2`` of D2 (the row order DDBN needs), with
+``actrec.data.sampling`` chooses windows for training (these random ones, or all windows at a
+stride in shuffled epochs). Two-domain batches hold ``n1`` windows of D1 then ``n2`` of D2 (the
+row order DDBN needs), with
 the domain vector ``[0]*n1 + [1]*n2`` and labels in the concatenated label space.
 """
 
@@ -165,9 +167,14 @@ def two_domain_batch(
     rng: np.random.Generator,
     labels: LabelSpace,
     layout: InputLayout,
+    *,
+    samplers: Sequence[Any] | None = None,
+    iteration: int = 0,
 ) -> Batch:
     """``mix[k]`` windows from ``banks[k]`` for each domain k in order, arranged by ``layout``,
-    labels offset into ``labels``' concatenated vector, domain vector ``[0]*n1 + [1]*n2``."""
+    labels offset into ``labels``' concatenated vector, domain vector ``[0]*n1 + [1]*n2``.
+    ``samplers[k]`` (``actrec.data.sampling``) chooses domain k's windows of ``iteration``;
+    None: random windows from ``rng``."""
     import torch
 
     if len(mix) < len(banks):
@@ -180,7 +187,8 @@ def two_domain_batch(
     row = 0
     for k, bank in enumerate(banks):
         n = int(mix[k])
-        w = sample_windows(bank, n, history, rng)
+        w = (sample_windows(bank, n, history, rng) if samplers is None
+             else samplers[k].draw(iteration, n, rng))
         rows = slice(row, row + n)
         x[:, rows, layout.columns(k)] = w.features
         y[:, rows] = labels.to_global(w.labels, k)

@@ -205,11 +205,15 @@ class NormLSTM(nn.Module):
         momentum: float = 0.1,
         eps: float = 1e-5,
         alpha_init: float = 0.75,
+        dropout: float = 0.0,
     ):
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.hidden_size = hidden_size
+        self.dropout = dropout  # on each layer's output that feeds the next layer (training)
         self.layers = nn.ModuleList(
             NormLSTMLayer(
                 input_size if k == 0 else hidden_size, hidden_size, max_len,
@@ -220,7 +224,9 @@ class NormLSTM(nn.Module):
 
     def forward(self, x: Tensor, domain: Tensor, mask: Tensor | None = None) -> Tensor:
         """``[T, N, D] -> [T, N, H]``; ``mask [T, N]`` as in ``NormLSTMLayer.forward``."""
-        for layer in self.layers:
+        for k, layer in enumerate(self.layers):
+            if k and self.dropout:
+                x = F.dropout(x, self.dropout, self.training)
             x = layer(x, domain, mask)
         return x
 

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from actrec.nn.base import SequenceModel, check_mask, zero_padding
 from actrec.ops.domains import check_domain_flags
+from actrec.nn.embed import InputEmbedding
 from actrec.nn.gru import DropoutGRU
 from actrec.nn.heads import DomainProjection
 from actrec.nn.lstm import NormLSTM
@@ -27,6 +29,7 @@ __all__ = [
     "TorchRNNClassifier",
     "AverageClassifier",
     "GRUClassifier",
+    "MiniROADClassifier",
 ]
 
 
@@ -37,14 +40,27 @@ def _eval_only(model: nn.Module) -> None:
 
 
 class _Projected(SequenceModel):
-    """Optional per-domain input projection in front of the temporal network."""
+    """The optional input side of a temporal network, per frame and in this order: dropout on
+    the features, a per-domain projection to ``out_dim``, and MiniROAD's embedding
+    (``actrec.nn.embed``). Pieces not asked for are not built (no parameters, no randomness)."""
 
-    def _init_projection(self, input_dim: int, out_dim: int, enabled: bool) -> int:
+    def _init_projection(self, input_dim: int, out_dim: int, enabled: bool, *, embed: int = 0,
+                         input_dropout: float = 0.0, embed_dropout: float = 0.0) -> int:
+        """Build the pieces; returns the width the temporal network receives."""
+        self.input_dropout = nn.Dropout(input_dropout) if input_dropout > 0 else None
         self.input_projection = DomainProjection(input_dim, out_dim) if enabled else None
-        return out_dim if enabled else input_dim
+        d = out_dim if enabled else input_dim
+        self.embedding = InputEmbedding(d, embed, embed_dropout) if embed > 0 else None
+        return embed if embed > 0 else d
 
-    def _project(self, x: Tensor, domain: Tensor) -> Tensor:
-        return x if self.input_projection is None else self.input_projection(x, domain)
+    def _project(self, x: Tensor, domain: Tensor) -> Tensor:  # [..., N, D] -> [..., N, D']
+        if self.input_dropout is not None:
+            x = self.input_dropout(x)
+        if self.input_projection is not None:
+            x = self.input_projection(x, domain)
+        if self.embedding is not None:
+            x = self.embedding(x)
+        return x
 
 
 class NormLSTMClassifier(_Projected):
@@ -63,11 +79,17 @@ class NormLSTMClassifier(_Projected):
         eps: float = 1e-5,
         alpha_init: float = 0.75,
         input_projection: bool = False,
+        dropout: float = 0.0,
+        input_dropout: float = 0.0,
+        embed: int = 0,
+        embed_dropout: float = 0.0,
     ):
         super().__init__()
-        d = self._init_projection(input_dim, hidden, input_projection)
+        d = self._init_projection(input_dim, hidden, input_projection, embed=embed,
+                                  input_dropout=input_dropout, embed_dropout=embed_dropout)
         self.rnn = NormLSTM(
-            d, hidden, layers, max_len, dual=dual, momentum=momentum, eps=eps, alpha_init=alpha_init
+            d, hidden, layers, max_len, dual=dual, momentum=momentum, eps=eps,
+            alpha_init=alpha_init, dropout=dropout,
         )
         self.head = nn.Linear(hidden, num_classes)
 
@@ -109,9 +131,13 @@ class TorchRNNClassifier(_Projected):
         dropout: float = 0.0,
         bidirectional: bool = False,
         input_projection: bool = False,
+        input_dropout: float = 0.0,
+        embed: int = 0,
+        embed_dropout: float = 0.0,
     ):
         super().__init__()
-        d = self._init_projection(input_dim, hidden, input_projection)
+        d = self._init_projection(input_dim, hidden, input_projection, embed=embed,
+                                  input_dropout=input_dropout, embed_dropout=embed_dropout)
         rnn_dropout = dropout if layers > 1 else 0.0  # torch warns about dropout with one layer
         if kind == "lstm":
             self.rnn = nn.LSTM(d, hidden, layers, dropout=rnn_dropout, bidirectional=bidirectional)
@@ -185,7 +211,7 @@ class AverageClassifier(SequenceModel):
         return logits[None].expand(x.shape[0], -1, -1)  # [T, N, K]
 
 
-class GRUClassifier(SequenceModel):
+class GRUClassifier(_Projected):
     """Borg & Camilleri: stacked GRU with recurrent dropout, then per frame batch norm, a ReLU
     layer, dropout and the classifier. The batch norm normalises every frame's features over
     all real frames of the batch (its statistics and running statistics never see padding); at
@@ -200,9 +226,15 @@ class GRUClassifier(SequenceModel):
         recurrent_dropout: float = 0.3,
         fc: int = 64,
         dropout: float = 0.4,
+        *,
+        input_dropout: float = 0.0,
+        embed: int = 0,
+        embed_dropout: float = 0.0,
     ):
         super().__init__()
-        self.rnn = DropoutGRU(input_dim, hidden, layers, recurrent_dropout)
+        d = self._init_projection(input_dim, hidden, False, embed=embed,
+                                  input_dropout=input_dropout, embed_dropout=embed_dropout)
+        self.rnn = DropoutGRU(d, hidden, layers, recurrent_dropout)
         self.norm = nn.BatchNorm1d(hidden)
         self.classifier = nn.Sequential(
             nn.Linear(hidden, fc), nn.ReLU(), nn.Dropout(dropout), nn.Linear(fc, num_classes)
@@ -213,7 +245,7 @@ class GRUClassifier(SequenceModel):
 
     def forward(self, x: Tensor, domain: Tensor, mask: Tensor | None = None) -> Tensor:
         mask = check_mask(mask, x)
-        h = self.rnn(zero_padding(x, mask))  # [T, N, H]
+        h = self.rnn(self._project(zero_padding(x, mask), domain))  # [T, N, H]
         t, n, _ = h.shape
         flat = h.reshape(t * n, -1)  # [T*N, H]
         if mask is None:
@@ -228,5 +260,44 @@ class GRUClassifier(SequenceModel):
 
     def step(self, x_t: Tensor, state):
         _eval_only(self)
-        h, hs = self.rnn.step(x_t, state["h"])
+        h, hs = self.rnn.step(self._project(x_t, None), state["h"])
         return self._head(h), {"h": hs}
+
+
+class MiniROADClassifier(_Projected):
+    """MiniROAD (An et al., ICCV 2023) as published: every frame through ``Linear(D -> E)``,
+    ``LayerNorm``, ReLU and dropout, then a GRU (``torch.nn.GRU``, zero initial state), a ReLU
+    on its states and a linear classifier per frame. Causal: ``step`` carries the GRU state."""
+
+    def __init__(
+        self,
+        input_dim: int,
+        num_classes: int,
+        hidden: int = 1024,
+        embed: int = 2048,
+        layers: int = 1,
+        dropout: float = 0.2,
+        *,
+        input_projection: bool = False,
+    ):
+        super().__init__()
+        d = self._init_projection(input_dim, embed, input_projection, embed=embed,
+                                  embed_dropout=dropout)
+        self.rnn = nn.GRU(d, hidden, layers)
+        self.head = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: Tensor, domain: Tensor, mask: Tensor | None = None) -> Tensor:
+        mask = check_mask(mask, x)
+        x = self._project(zero_padding(x, mask), domain)  # [T, N, E]
+        out, _ = self.rnn(x)  # [T, N, H]; padding is at the end: real frames never see it
+        return self.head(torch.relu(out))  # [T, N, K]
+
+    def init_state(self, batch: int, domain: Tensor):
+        h = self.head.weight.new_zeros(self.rnn.num_layers, batch, self.rnn.hidden_size)
+        return {"domain": domain, "h": h}
+
+    def step(self, x_t: Tensor, state):
+        _eval_only(self)
+        x_t = self._project(x_t, state["domain"])  # [N, E]
+        out, h = self.rnn(x_t[None], state["h"])  # [1, N, H]
+        return self.head(torch.relu(out[0])), {"domain": state["domain"], "h": h}

@@ -23,6 +23,15 @@ def check_fraction(config: object, *names: str, upper_inclusive: bool = False) -
             raise ConfigError(f"model option '{name}' must lie in [0, {bound}, got {value}")
 
 
+def check_front(config: object) -> None:
+    """ConfigError unless the input options (``input_dropout``, ``embed``, ``embed_dropout``)
+    are valid: dropouts in [0, 1), ``embed`` 0 (no embedding) or a positive width."""
+    check_fraction(config, "input_dropout", "embed_dropout")
+    if config.embed < 0:
+        raise ConfigError(f"model option 'embed' must be 0 (no embedding) or a positive width, "
+                          f"got {config.embed}")
+
+
 def check_eps(config: object) -> None:
     if not config.eps > 0:
         raise ConfigError(f"model option 'eps' must be > 0, got {config.eps}")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from actrec.plugin_api import PluginConfig, TemporalModel
-from actrec_plugins.models._common import check_fraction, check_positive
+from actrec_plugins.models._common import check_fraction, check_front, check_positive
 
 if TYPE_CHECKING:  # pragma: no cover
     from actrec.nn.base import SequenceModel
@@ -20,10 +20,14 @@ class GRUConfig(PluginConfig):
     recurrent_dropout: float = 0.3
     fc: int = 64
     dropout: float = 0.4
+    input_dropout: float = 0.0  # on the input features (training only)
+    embed: int = 0  # > 0: Linear + LayerNorm + ReLU + dropout embedding (actrec.nn.embed)
+    embed_dropout: float = 0.2
 
     def __post_init__(self) -> None:
         check_positive(self, "hidden", "layers", "fc")
         check_fraction(self, "recurrent_dropout", "dropout")
+        check_front(self)
 
 
 class GRUModel(TemporalModel):
@@ -38,5 +42,6 @@ class GRUModel(TemporalModel):
 
         c = self.config
         return GRUClassifier(
-            input_dim, num_classes, c.hidden, c.layers, c.recurrent_dropout, c.fc, c.dropout
+            input_dim, num_classes, c.hidden, c.layers, c.recurrent_dropout, c.fc, c.dropout,
+            input_dropout=c.input_dropout, embed=c.embed, embed_dropout=c.embed_dropout,
         )

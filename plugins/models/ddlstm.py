@@ -6,7 +6,9 @@ uses plain per-timestep batch norm, one set of statistics for a mixed batch. ``m
 number of timesteps with their own running statistics; None (the default) means the run's
 ``--history``, which the trainer fills in before ``build`` (a ``max_len`` below the history is a
 ``ConfigError``). The model records how many leading timesteps training reached and uses the
-last of them for every later timestep.
+last of them for every later timestep. Regularisation options: ``input_dropout`` on the
+features, ``dropout`` between stacked layers, and ``embed=E``: a per-frame Linear + LayerNorm +
+ReLU + dropout embedding in front (``actrec.nn.embed``; LayerNorm needs no batch statistics).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from actrec.errors import ConfigError
 from actrec.plugin_api import PluginConfig, TemporalModel
-from actrec_plugins.models._common import check_eps, check_fraction, check_positive
+from actrec_plugins.models._common import check_eps, check_fraction, check_front, check_positive
 
 if TYPE_CHECKING:  # pragma: no cover
     from actrec.nn.base import SequenceModel
@@ -30,9 +32,15 @@ class BNLSTMConfig(PluginConfig):
     momentum: float = 0.1
     eps: float = 1e-5
     input_projection: bool = False  # per-domain Linear(D -> hidden) in front
+    dropout: float = 0.0  # between stacked layers (training only)
+    input_dropout: float = 0.0  # on the input features (training only)
+    embed: int = 0  # > 0: Linear + LayerNorm + ReLU + dropout embedding (actrec.nn.embed)
+    embed_dropout: float = 0.2
 
     def __post_init__(self) -> None:
         check_positive(self, "hidden", "layers")
+        check_fraction(self, "dropout")
+        check_front(self)
         if self.max_len is not None:
             check_positive(self, "max_len")
         check_fraction(self, "momentum", upper_inclusive=True)
@@ -72,7 +80,8 @@ class BNLSTMModel(TemporalModel):
         return NormLSTMClassifier(
             input_dim, num_classes, c.hidden, c.layers, c.max_len, dual=self.dual,
             momentum=c.momentum, eps=c.eps, alpha_init=getattr(c, "alpha_init", 0.75),
-            input_projection=c.input_projection,
+            input_projection=c.input_projection, dropout=c.dropout,
+            input_dropout=c.input_dropout, embed=c.embed, embed_dropout=c.embed_dropout,
         )
 
 

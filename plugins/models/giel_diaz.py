@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from actrec.plugin_api import PluginConfig, TemporalModel
-from actrec_plugins.models._common import check_fraction, check_positive
+from actrec_plugins.models._common import check_fraction, check_front, check_positive
 
 if TYPE_CHECKING:  # pragma: no cover
     from actrec.nn.base import SequenceModel
@@ -19,10 +19,14 @@ class RNNConfig(PluginConfig):
     hidden: int = 256
     layers: int = 1
     dropout: float = 0.0  # between stacked layers (training only)
+    input_dropout: float = 0.0  # on the input features (training only)
+    embed: int = 0  # > 0: Linear + LayerNorm + ReLU + dropout embedding (actrec.nn.embed)
+    embed_dropout: float = 0.2
 
     def __post_init__(self) -> None:
         check_positive(self, "hidden", "layers")
         check_fraction(self, "dropout")
+        check_front(self)
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,8 @@ class RNNModel(TemporalModel):
         c = self.config
         return TorchRNNClassifier(
             input_dim, num_classes, c.hidden, c.layers, kind="rnn", dropout=c.dropout,
-            bidirectional=self.bidirectional,
+            bidirectional=self.bidirectional, input_dropout=c.input_dropout, embed=c.embed,
+            embed_dropout=c.embed_dropout,
         )
 
 
