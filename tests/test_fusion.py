@@ -175,6 +175,8 @@ def test_cli_train_streams_and_fuse(runs, tmp_path):
     assert payload["weights"] == [1.0, 3.0] and payload["protocol"]["mode"] == "offline"
     assert json.loads(out.read_text())["datasets"]["toy"]["videos"] == len(TEST)
     table = runner.invoke(cli, ["fuse", str(runs["a"]), str(runs["b"])])
-    assert table.exit_code == 0 and "fused" in table.output
+    text = " ".join(table.output.split())
+    assert table.exit_code == 0 and "│ fused │" in text.replace("  ", " ")
+    assert "online late fusion on toy" in text and str(runs["a"].name) in text
     bad = runner.invoke(cli, ["fuse", str(runs["a"]), str(runs["b"]), "--weights", "x"])
     assert bad.exit_code == 2 and "--weights" in bad.output

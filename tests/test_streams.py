@@ -166,7 +166,8 @@ def test_streams_that_disagree_are_refused_and_reported(tiny_kitchen, tmp_path):
     assert "frames in stream 'mhi'" in bad[(vid, "mhi")]
     assert "labels in stream 'mhi' differ" in bad[(other, "mhi")]
     table = CliRunner().invoke(cli, ["check", str(path), "--no-sources"])
-    assert "in 2 streams (rgb, mhi)" in " ".join(table.output.split())
+    assert f"{len(index.videos)} videos in 2 streams (rgb, mhi), {2 * len(index.videos)} stored copies" \
+        in " ".join(table.output.split())
 
 
 def test_check_finds_damage_inside_a_stream(two_streams, tmp_path):

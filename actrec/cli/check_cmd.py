@@ -44,21 +44,25 @@ def _render(report, statuses):
     n = len(report.videos)
     counts = ", ".join(f"{report.count(s)} {s}" for s in statuses if report.count(s))
     verdict = "every video is intact" if report.ok else "damaged or changed videos found"
-    streams = f" in {len(report.streams)} streams ({', '.join(report.streams)})" \
-        if len(report.streams) > 1 else ""
-    summary = Text(f"{report.store}: {n} videos{streams} ({counts or 'none'}): {verdict}",
+    if len(report.streams) > 1:
+        videos = len({v.video for v in report.videos})
+        what = f"{videos} videos in {len(report.streams)} streams " \
+               f"({', '.join(report.streams)}), {n} stored copies"
+    else:
+        what = f"{n} videos"
+    summary = Text(f"{report.store}: {what} ({counts or 'none'}): {verdict}",
                    style="green" if report.ok else "bold red")
     shown = [v for v in report.videos if v.status != "ok"]
     parts = [summary]
     if shown:
         table = Table(title=f"check {report.store}")
         table.add_column("video")
-        if streams:
+        if len(report.streams) > 1:
             table.add_column("stream")
         table.add_column("status")
         table.add_column("what")
         for v in shown:
-            table.add_row(v.video, *([v.stream] if streams else []), v.status,
+            table.add_row(v.video, *([v.stream] if len(report.streams) > 1 else []), v.status,
                           "\n".join(v.problems))
         parts.insert(0, table)
     parts.extend(Text(note, style="yellow") for note in report.notes)

@@ -54,26 +54,31 @@ def fuse(runs, online, split, weights, allow_noncausal_features, segment_backgro
 
 
 def _render(result):
+    """One table per dataset: each run (with its streams and weight), then the fused row."""
+    from rich.console import Group
+    from rich.markup import escape
     from rich.table import Table
 
     from actrec.cli.eval_cmd import _pct
 
     mode = "online" if result.online else "offline"
-    table = Table(title=f"{mode} late fusion of {len(result.runs)} runs")
-    for column, justify in (("dataset", "left"), ("run", "left"), ("weight", "right"),
-                            ("frame accuracy", "right"), ("edit", "right"),
-                            ("F1@10/25/50", "right")):
-        table.add_column(column, justify=justify, overflow="fold")
-
-    def row(name, label, weight, ds):
-        f1 = ds.f1 or {}
-        table.add_row(name, label, weight, _pct(ds.frame_accuracy), _pct(ds.edit),
-                      " / ".join(_pct(f1.get(k), unit="") for k in ("10", "25", "50")))
-
+    tables = []
     for name, fused in result.datasets.items():
-        for member, weight in zip(result.members, result.weights):
-            streams = (member.protocol.get("streams") or ["(store's own)"])
-            row(name, f"{member.run_dir.name} [{'+'.join(streams)}]", f"{weight:g}",
-                member.datasets[name])
-        row(name, "fused", "", fused)
-    return table
+        table = Table(title=escape(f"{mode} late fusion on {name}"),
+                      caption="fused: per frame, the weighted mean of the runs' class "
+                              "probabilities")
+        for column in ("run", "streams", "weight", "frame accuracy", "edit", "F1@10/25/50"):
+            table.add_column(column, justify="left" if column in ("run", "streams")
+                             else "right", overflow="fold")
+
+        rows = [(m.run_dir.name, "+".join(m.protocol.get("streams") or ["(store's own)"]),
+                 f"{w:g}", m.datasets[name], None)
+                for m, w in zip(result.members, result.weights)]
+        rows.append(("fused", "", "", fused, "bold"))
+        for label, streams, weight, ds, style in rows:
+            f1 = ds.f1 or {}
+            table.add_row(escape(label), escape(streams), weight, _pct(ds.frame_accuracy),
+                          _pct(ds.edit), " / ".join(_pct(f1.get(k), unit="")
+                                                    for k in ("10", "25", "50")), style=style)
+        tables.append(table)
+    return Group(*tables)
