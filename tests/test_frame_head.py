@@ -173,3 +173,22 @@ def test_missing_training_videos_and_unknown_splits(tmp_path):
         extract_head_features(backbone.path, "7", config=FAST)
     with pytest.raises(ConfigError, match="head option 'model' must be 'linear' or 'mlp'"):
         HeadConfig.from_options({"model": "svm"})
+
+
+def test_head_on_a_named_stream_of_the_store(tmp_path):
+    make_store(tmp_path / "toy.zarr")
+    flow = FeatureStore.open_or_create(
+        tmp_path / "toy.zarr", dataset="toy", split_scheme="default", classes=CLASSES,
+        splits=SPLITS, extractor="flowfeat", extractor_config={}, lookahead=0,
+        dtype="float32", stream="flow")
+    for i in range(4):
+        x, y = toy_video(10 + i)
+        flow.write_video(f"v{i}", x[:, ::-1].copy(), y, fps=15.0, source=None)
+    report = extract_head_features(tmp_path / "toy.zarr", "1", config=FAST, stream="flow")
+    assert report.store == tmp_path / "toy-flow-softmax-split1.zarr"
+    out = FeatureStore.open(report.store)
+    assert out.attrs["extractor"] == "flowfeat-softmax-split1"
+    saved = load_head(report.head)
+    assert head_digest(saved) == head_digest(train_frame_head(flow, "1", FAST))
+    np.testing.assert_allclose(out.read("v3")[0], head_outputs(saved, flow.read("v3")[0],
+                                                               "softmax"), rtol=1e-6)
