@@ -15,6 +15,14 @@ to output frame s-K's class at step s) is then right on every frame, the last on
 
 Which K: ``resolve_lookahead`` reads an integer, or ``half-history`` (the run's training
 history // 2): the DDLSTM paper's look-ahead, "half the training history into the future".
+
+A model answers late only if it was trained to: ``actrec train --delay K`` scores the output
+of step s against frame s-K's label (``delay_targets``; nothing for the first K steps of a
+window), so that the output of step t+K is about frame t. A run trained with a delay is
+evaluated with that look-ahead (the default for it; another K is refused). Look-ahead on a
+run trained without delay is allowed and recorded, but its step t+K still answers for frame
+t+K: the DDLSTM paper's look-ahead is ``train --delay H/2`` then ``eval --lookahead
+half-history`` (or simply ``eval``, which uses the run's delay).
 """
 
 from __future__ import annotations
@@ -22,12 +30,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from actrec.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["HALF_HISTORY", "delayed_inputs", "resolve_lookahead", "step_with_delay"]
+__all__ = ["HALF_HISTORY", "delay_targets", "delayed_inputs", "resolve_lookahead",
+           "step_with_delay"]
 
 HALF_HISTORY = "half-history"
 
@@ -93,3 +104,18 @@ def step_with_delay(model: Any, x: torch.Tensor, lengths: list[int], dom: torch.
         if prob is not None:
             probs.append(prob)
     return torch.stack(preds), (torch.stack(probs) if probs else None)
+
+
+def delay_targets(y: Any, delay: int) -> Any:
+    """Labels ``[T, N]`` (torch or numpy; -1 = none) moved ``delay`` frames later: the target of
+    step s is frame ``s - delay``'s label, and the first ``delay`` steps have none (-1). What a
+    model trained to answer ``delay`` frames late (``actrec train --delay K``) is scored on."""
+    if delay <= 0:
+        return y
+    if isinstance(y, np.ndarray):
+        out = np.full_like(y, -1)
+        out[delay:] = y[: max(0, y.shape[0] - delay)]
+        return out
+    out = y.new_full(y.shape, -1)
+    out[delay:] = y[: max(0, y.shape[0] - delay)]
+    return out

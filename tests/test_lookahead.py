@@ -208,3 +208,45 @@ def test_cli_lookahead_table_and_json(run):
     assert "latency of the model's step" in table.output and "p99 ms" in table.output
     bad = runner.invoke(cli, ["eval", str(run), "--lookahead", "soon"])
     assert bad.exit_code != 0 and "--lookahead" in str(bad.exception or bad.output)
+
+
+# --------------------------------------------------------------------------------------------
+# Training to answer late (--delay K) and evaluating at that delay
+
+
+def test_delay_targets_by_hand():
+    from actrec.lookahead import delay_targets
+
+    y = np.array([[0, 1], [2, 3], [4, -1]])
+    assert delay_targets(y, 0) is y
+    assert delay_targets(y, 1).tolist() == [[-1, -1], [0, 1], [2, 3]]
+    assert delay_targets(torch.from_numpy(y), 2).tolist() == [[-1, -1], [-1, -1], [0, 1]]
+    assert delay_targets(y, 5).tolist() == [[-1, -1]] * 3
+
+
+@pytest.mark.slow
+def test_a_run_trained_with_a_delay_is_evaluated_at_it(run, tmp_path):
+    store = make_store(tmp_path / "a.zarr", dim=6, classes=3, n_train=6, n_test=3, seed=1)
+    base = dict(model="lstm", d1=store, model_options={"hidden": 16}, history=24,
+                iterations=60, mix=(8, 0), lr=0.02, optimizer="adam", log_every=10,
+                eval_every=30, seed=0)
+    with pytest.raises(ConfigError, match="delay must be"):
+        TrainSpec(**base, delay=24)
+    run_dir = tmp_path / "late"
+    train_model(TrainSpec(**base, delay=3), run_dir)
+    late = evaluate_run(run_dir)  # online: with the run's delay
+    assert late.protocol["lookahead"] == 3 and late.protocol["trained_delay"] == 3
+    assert late.protocol["mode"] == "lookahead-3"
+    assert (run_dir / "eval-lookahead-3.json").is_file()
+    # Trained to answer 3 frames late and read 3 frames late, it recognises the frames; a run
+    # trained online and read 3 frames late answers for the wrong frames near every change.
+    assert late.datasets["toy1"].frame_accuracy > 0.85  # chance is 1/3
+    early = evaluate_run(run, lookahead=3).datasets["toy1"].frame_accuracy
+    assert early < late.datasets["toy1"].frame_accuracy - 0.15
+    for wrong in ({"lookahead": 0}, {"lookahead": 5}, {"online": False}):
+        with pytest.raises(ActrecError, match="trained to answer 3 frame"):
+            evaluate_run(run_dir, **wrong)
+    # The periodic test accuracy of training was measured at the delay too.
+    lines = [json.loads(t) for t in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [line["eval"]["toy1"] for line in lines if "eval" in line][-1] == pytest.approx(
+        late.datasets["toy1"].frame_accuracy)
