@@ -175,10 +175,13 @@ class MotionCNN(FeatureExtractor):
         if c.method == "mhi":
             mhi = motion_history(fields, c.window, c.threshold)
             return np.round(mhi * 255.0).astype(np.uint8)[..., None]
-        parts = [field for _, field in window_slices(fields, c.window)]  # oldest first
         if c.method == "flow":
-            return np.concatenate([flow_image(f, c.flow_scale) for f in parts], axis=-1)
-        return np.stack([np.clip(d + 0.5, 0, 255).astype(np.uint8) for d in parts], axis=-1)
+            # Each field is in window - 1 windows: colour it once. [w - 2 + B, S, S, 3]
+            coloured = flow_image(fields, c.flow_scale)
+            return np.concatenate([img for _, img in window_slices(coloured, c.window)],
+                                  axis=-1)  # oldest first
+        grey = np.clip(fields + 0.5, 0, 255).astype(np.uint8)  # [w - 2 + B, S, S]
+        return np.stack([d for _, d in window_slices(grey, c.window)], axis=-1)
 
     def extract(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """float32 ``[B', dim]`` per input batch ``[B, H, W, 3]`` uint8 RGB; one row per frame
