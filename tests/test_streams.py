@@ -13,7 +13,8 @@ from actrec import registry
 from actrec.cli import cli
 from actrec.errors import ConfigError, DataError
 from actrec.extract import extract_features
-from actrec.io.features import FeatureStore, StreamConcat, source_of
+from actrec.io.features import FeatureStore, source_of
+from actrec.io.streams import StreamConcat
 
 CG = {"grid": "1", "bins": "2", "resize": "16"}
 FLOW = {"grid": "2", "bins": "4", "mag_bins": "2", "resize": "16"}
