@@ -11,7 +11,7 @@ from actrec import registry
 from actrec.backbones import Preprocess, load_backbone
 from actrec.errors import ConfigError, DataError
 from actrec.extract import extract_features
-from actrec.io.features import FeatureStore
+from actrec.io.features import FeatureStore, source_of
 from actrec.io.video import open_video
 from actrec.plugin_api import ExtractRuntime
 from actrec_plugins.extractors.cnn import CNNExtractor
@@ -118,3 +118,21 @@ def test_bad_options_and_changed_files(backbone_files, tmp_path):
     with pytest.raises(DataError, match="changed since the extractor was configured"):
         ext.setup(ExtractRuntime())  # where a worker loads it
     assert load_backbone(copy).digest != ext.config.sha256
+
+
+def test_a_store_refuses_features_of_another_backbone_file(tmp_path, tiny_kitchen):
+    _, index = tiny_kitchen
+    model = tmp_path / "b.pth"
+    torch.save(small_resnet(seed=1).state_dict(), model)
+    first = sorted(index.videos)[:1]
+
+    def extract(ext, ids=None):  # as actrec extract does: the store records its source
+        source = source_of("synthetic", {}, ext.name, ext.config.to_dict())
+        return extract_features(index, ext, tmp_path / "s.zarr", dataset_ref="synthetic:tiny",
+                                video_ids=ids, source=source)
+
+    extract(_cnn(model), first)
+    torch.save(small_resnet(seed=2).state_dict(), model)  # other weights, same path
+    with pytest.raises(ConfigError, match="sha256=.*not of .*sha256="):
+        extract(_cnn(model))
+    assert FeatureStore.open(tmp_path / "s.zarr").videos() == first  # nothing mixed in
