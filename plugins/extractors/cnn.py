@@ -67,7 +67,7 @@ class CNNExtractor(FeatureExtractor):
         cfg = self.config
         if cfg.model is None:
             raise ConfigError(f"{_WHERE} needs a backbone file: -x model=PATH (.pt2, .onnx, or "
-                              f"a state dict .pt/.pth for arch=resnet)")
+                              f"a state dict .pt/.pth for arch=resnet|vgg)")
         model = Path(cfg.model).expanduser().resolve()
         if not model.is_file():
             raise DataError(f"{_WHERE}: backbone file not found: {model}")
@@ -123,7 +123,7 @@ class CNNExtractor(FeatureExtractor):
         return backbone
 
     def dim(self) -> int:
-        """The backbone's output length (loads it on the CPU to find out, if not set up)."""
+        """The backbone's output length (found when the extractor was configured)."""
         if self._dim is None:
             self._load(self.runtime.device)
         assert self._dim is not None
