@@ -30,6 +30,7 @@ from actrec.extract_video import (
     HostOptions,
     VideoTask,
     extract_video,
+    release_claims,
     resample_labels,
 )
 
@@ -54,7 +55,8 @@ class ExtractReport:
     """What one extraction run did: videos written, skipped (already stored) and failed.
     ``redone_damaged`` and ``redone_changed`` name the stored videos that were extracted
     again (they are in ``written`` or ``failed`` too) because their stored copy was damaged
-    or their source video changed, each with what was wrong. ``cut`` lists the written videos
+    or their source video changed, each with what was wrong. ``busy`` names the videos another
+    process (another ``actrec extract`` on this store) was extracting, left to it. ``cut`` lists the written videos
     whose video and labels disagreed in length, with the frames the length policy cut from
     each; ``frames`` counts the frames written, ``seconds`` the run's wall time."""
 
@@ -64,6 +66,7 @@ class ExtractReport:
     store: Path
     redone_damaged: tuple[tuple[str, str], ...] = ()  # (video id, what was damaged)
     redone_changed: tuple[tuple[str, str], ...] = ()  # (video id, how its source changed)
+    busy: tuple[str, ...] = ()  # left to another process that was extracting them
     cut: tuple[tuple[str, int, int], ...] = ()  # (video id, video frames cut, label frames cut)
     frames: int = 0
     seconds: float = 0.0
@@ -91,6 +94,7 @@ class ExtractReport:
             "failed": [{"video": v, "error": e} for v, e in self.failed],
             "redone_damaged": [{"video": v, "damage": d} for v, d in self.redone_damaged],
             "redone_changed": [{"video": v, "change": c} for v, c in self.redone_changed],
+            "busy": list(self.busy),
             "length_policy": self.length_policy,
             "frames_cut": self.frames_cut,
             "cut": [{"video": v, "video_frames": a, "label_frames": b} for v, a, b in self.cut],
@@ -228,7 +232,7 @@ def extract_features(
                 continue
             stale = True
         tasks.append(VideoTask(vid, record.path, record.labels, float(record.fps),
-                               record.participant, stale, missing.get(vid)))
+                               record.participant, stale, overwrite, missing.get(vid)))
 
     view = _ProgressView(progress, len(ids), len(skipped), tasks, extractor)
     results: dict[str, Any] = {}
@@ -250,11 +254,13 @@ def extract_features(
         run_tasks(tasks, spec, devices[:processes], emit, extractor=extractor)
     finally:
         view.close()
+        release_claims(store.path)
     outcomes = [results[t.id] for t in tasks if t.id in results]
     return ExtractReport(
-        written=tuple(o.id for o in outcomes if o.ok),
-        skipped=tuple(skipped),
-        failed=tuple((o.id, o.error) for o in outcomes if not o.ok),
+        written=tuple(o.id for o in outcomes if o.ok and not o.skipped),
+        skipped=tuple(skipped) + tuple(o.id for o in outcomes if o.skipped),
+        busy=tuple(o.id for o in outcomes if o.busy),
+        failed=tuple((o.id, o.error) for o in outcomes if not o.ok and not o.busy),
         store=Path(store_path),
         redone_damaged=tuple(damaged),
         redone_changed=tuple(changed),

@@ -22,6 +22,8 @@ stored for it.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -52,6 +54,7 @@ __all__ = [
 LENGTH_POLICIES = ("truncate", "error")
 CUT_VIDEO = "video frames beyond the labels (cut)"
 CUT_LABELS = "label frames beyond the video (cut)"
+_CLAIMS = ".claims"  # one lock file per video being extracted (see ``claim``)
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ class VideoTask:
     label_fps: float
     participant: str = ""
     stale: bool = False  # a stored copy exists that must not stay if this extraction fails
+    overwrite: bool = False  # replace a stored copy even if it is fine
     missing_reason: str | None = None  # why the dataset has no file for it
 
 
@@ -92,7 +96,9 @@ class VideoFeatures:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What happened to one video: ``written`` (with its frame counts) or ``failed``."""
+    """What happened to one video: written (``ok``, with its frame counts), failed (``error``),
+    found written by another process meanwhile (``ok`` and ``skipped``) or left to another
+    process that is extracting it (``busy``)."""
 
     id: str
     ok: bool
@@ -100,6 +106,8 @@ class Outcome:
     frames: int = 0
     video_frames_cut: int = 0
     label_frames_cut: int = 0
+    skipped: bool = False
+    busy: bool = False
 
 
 def resample_labels(labels: np.ndarray, label_fps: float, fps: float) -> np.ndarray:
@@ -289,10 +297,72 @@ def process_task(
     on_start: Callable[[int], None] | None = None,
     on_frames: Callable[[int], None] | None = None,
 ) -> Outcome:
-    """Extract ``task`` and write it to ``store``. A ``DataError`` (and any actrec error) is
-    this video's failure: returned as a failed ``Outcome``; a stale stored copy is removed then,
-    so that nothing reads it. ``OSError`` while writing (disk full, permissions) is raised as a
+    """Extract ``task`` and write it to ``store``, holding its claim (``claim``): a video
+    another process is extracting is left to it (``busy``), one another process wrote since the
+    run was planned is ``skipped``. A ``DataError`` (and any actrec error) is this video's
+    failure: returned as a failed ``Outcome``; a stale stored copy is removed then, so that
+    nothing reads it. ``OSError`` while writing (disk full, permissions) is raised as a
     ``DataError`` naming the store: every other video would fail too."""
+    with claim(store.path, task.id) as mine:
+        if not mine:
+            return Outcome(task.id, False, busy=True)
+        if not (task.stale or task.overwrite) and store.has(task.id):
+            return Outcome(task.id, True, skipped=True)
+        return _extract_and_write(task, extractor, store, options, on_start, on_frames)
+
+
+@contextlib.contextmanager
+def claim(store_path: Path, video_id: str) -> Iterator[bool]:
+    """Claim ``video_id`` in the store at ``store_path`` for this process: yields ``True``
+    while it holds an OS lock (``flock``, released if the holder dies) on
+    ``<store>/.claims/<name>``, ``False`` if another process holds it. Where the file system
+    cannot lock, it yields ``True`` (best effort: at worst two processes write the same
+    video, which the store's atomic writes make harmless)."""
+    from actrec.io.features import encode_video_id
+
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield True
+        return
+    target = Path(store_path) / _CLAIMS / encode_video_id(video_id)
+    fd = None
+    for _ in range(3):  # the folder may vanish between mkdir and open (a finishing run)
+        try:
+            target.parent.mkdir(exist_ok=True)
+            fd = os.open(target, os.O_CREAT | os.O_RDWR, 0o644)
+            break
+        except FileNotFoundError:
+            continue
+        except OSError:
+            break
+    if fd is None:
+        yield True
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        except OSError:
+            pass  # no locking here: best effort
+        try:
+            yield True
+        finally:
+            with contextlib.suppress(OSError):  # removed while held: nothing is left behind
+                target.unlink()
+    finally:
+        os.close(fd)
+
+
+def release_claims(store_path: Path) -> None:
+    """Remove the store's claims folder if no claim is left in it."""
+    with contextlib.suppress(OSError):
+        (Path(store_path) / _CLAIMS).rmdir()
+
+
+def _extract_and_write(task, extractor, store, options, on_start, on_frames) -> Outcome:
     try:
         result = extract_video(task, extractor, options, on_start=on_start, on_frames=on_frames)
         fps = result.attrs.pop("fps")

@@ -111,10 +111,20 @@ class SlowColorGrad(ColorGradient):
     """colorgrad (same name, config and values) that sleeps per batch and leaves a marker file
     per batch in $ACTREC_TEST_MARKS, so a test can kill it in the middle of a video."""
 
+    waited = False
+
     def extract(self, batches):
         marks = Path(os.environ["ACTREC_TEST_MARKS"])
         delay = float(os.environ.get("ACTREC_TEST_DELAY", "0.1"))
         count = 0
+        barrier = os.environ.get("ACTREC_TEST_BARRIER")  # "DIR:N": N processes start together
+        if barrier and not SlowColorGrad.waited:
+            SlowColorGrad.waited = True
+            folder, n = Path(barrier.rsplit(":", 1)[0]), int(barrier.rsplit(":", 1)[1])
+            (folder / str(os.getpid())).touch()
+            deadline = time.monotonic() + 60
+            while len(list(folder.iterdir())) < n and time.monotonic() < deadline:
+                time.sleep(0.01)
 
         def slow():
             nonlocal count
@@ -504,3 +514,42 @@ def test_an_extractor_workers_cannot_rebuild_is_a_clear_error(tiny_kitchen, tmp_
     with pytest.raises(ConfigError, match=r"extractor class .*Inner cannot be sent to worker "
                        r"processes .*define it at the top level"):
         extract_features(index, Inner(CG), tmp_path / "s.zarr", dataset_ref="r", workers=2)
+
+
+_CONCURRENT = _KILLABLE.replace("batch_size=8)", "batch_size=8).to_dict()") \
+    .replace("extract_features(ds.load()", "import json\nprint(json.dumps(extract_features(ds.load()")
+_CONCURRENT = _CONCURRENT.rstrip() + "))\n"
+
+
+@pytest.mark.slow
+def test_two_commands_on_one_store_extract_each_video_once(tiny_kitchen, tmp_path):
+    """Two `actrec extract` runs started together on one store: each video is claimed by one
+    of them; the other leaves it (busy) or finds it written, and the store is complete."""
+    dataset, index = tiny_kitchen
+    reference = tmp_path / "reference.zarr"
+    extract_features(index, ColorGradient(CG), reference, dataset_ref="r", batch_size=8)
+    path = tmp_path / "s.zarr"
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    # both runs plan all three videos, then start extracting together
+    env = {**os.environ, "ACTREC_TEST_MARKS": str(marks), "ACTREC_TEST_DELAY": "0.1",
+           "ACTREC_TEST_BARRIER": f"{barrier}:2",
+           "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])}
+    procs = [subprocess.Popen([sys.executable, "-c", _CONCURRENT, str(dataset.config.root),
+                               str(path), "1"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    reports = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        reports.append(json.loads(out))
+    written = [set(r["written"]) for r in reports]
+    assert not written[0] & written[1]  # nobody extracted a video twice
+    assert written[0] | written[1] == set(index.videos)
+    for r in reports:
+        assert sorted(r["written"] + r["skipped"] + r["busy"]) == sorted(index.videos)
+        assert r["failed"] == [] and r["written"]  # both did some of the work
+    assert _store_content(path) == _store_content(reference)
+    assert not (path / ".claims").exists() and not (path / ".tmp").exists()

@@ -134,6 +134,8 @@ def _render(report):
     rows = [(v, "failed", e) for v, e in report.failed]
     rows += [(v, "redone: damaged", d) for v, d in report.redone_damaged]
     rows += [(v, "redone: source changed", c) for v, c in report.redone_changed]
+    rows += [(v, "left to another process", "another `actrec extract` was extracting it")
+             for v in report.busy]
     if not rows:
         return table
     details = Table(show_header=True)
