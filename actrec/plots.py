@@ -286,7 +286,7 @@ def plot_per_class(run_dir: Path, out_dir: Path, *, setting: str | None = None) 
             raise DataError(f"{path}: no per-class accuracy for {name}; evaluate the run again")
         classes = list(per_class)
         values = [per_class[c] for c in classes]
-        present = [v is not None and v == v for v in values]
+        present = [v is not None and not np.isnan(v) for v in values]
         fig, ax = plt.subplots(figsize=(8, 1.5 + 0.25 * len(classes)))
         ypos = np.arange(len(classes))
         ax.barh(ypos, [100 * v if ok else 0 for v, ok in zip(values, present)],

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from test_train_eval import make_store
 
 from actrec.cli import cli
 from actrec.data.labels import InputLayout, LabelSpace
@@ -22,8 +23,6 @@ from actrec.io.features import FeatureStore
 from actrec.lookahead import delayed_inputs, resolve_lookahead, step_with_delay
 from actrec.nn.base import SequenceModel
 from actrec.train import TrainSpec, train_model
-
-from test_train_eval import make_store
 
 CLASSES = 4
 
@@ -90,7 +89,6 @@ def test_lookahead_zero_is_the_online_pass_exactly():
 
     cls = plugin_class("models", "lstm")
     plugin = cls(cls.Config(hidden=8))
-    layout = InputLayout((5,))
     labels = LabelSpace((("a", "b", "c"),))
     model = plugin.build(5, 3).eval()
     x = torch.randn(9, 3, 5)
@@ -143,7 +141,7 @@ def test_evaluate_model_on_a_real_store_scores_the_delay_line(tmp_path):
     res1 = evaluate_model(DelayLine(2), [store], ["1"], labels, InputLayout((CLASSES,)),
                           online=True, lookahead=1)
     assert res1["codes"].frame_accuracy < 1.0
-    ids_, p, y, classes = preds["codes"]
+    ids_, p, y, _ = preds["codes"]
     assert ids_ == tuple(ids) and all((a == b).all() for a, b in zip(p, y))
     entry = latency["codes"]
     assert entry["delay_frames"] == 2 and entry["step_ms"]["median"] > 0
@@ -227,9 +225,9 @@ def test_delay_targets_by_hand():
 @pytest.mark.slow
 def test_a_run_trained_with_a_delay_is_evaluated_at_it(run, tmp_path):
     store = make_store(tmp_path / "a.zarr", dim=6, classes=3, n_train=6, n_test=3, seed=1)
-    base = dict(model="lstm", d1=store, model_options={"hidden": 16}, history=24,
-                iterations=60, mix=(8, 0), lr=0.02, optimizer="adam", log_every=10,
-                eval_every=30, seed=0)
+    base = {"model": "lstm", "d1": store, "model_options": {"hidden": 16}, "history": 24,
+            "iterations": 60, "mix": (8, 0), "lr": 0.02, "optimizer": "adam", "log_every": 10,
+            "eval_every": 30, "seed": 0}
     with pytest.raises(ConfigError, match="delay must be"):
         TrainSpec(**base, delay=24)
     run_dir = tmp_path / "late"

@@ -3,9 +3,11 @@ real joint DDLSTM run trained and evaluated here; each PNG is read back and must
 picture (its size, more than one colour, pixel variance > 0)."""
 
 import json
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from test_train_eval import make_store
 
 from actrec.cli import cli
 from actrec.errors import ConfigError, DataError
@@ -13,8 +15,6 @@ from actrec.evaluate import evaluate_run
 from actrec.plots import FIGURES, confusion_matrix, plot_run, results_file
 from actrec.predictions import load_predictions, save_predictions
 from actrec.train import TrainSpec, train_model
-
-from test_train_eval import make_store
 
 mpimg = pytest.importorskip("matplotlib.image")
 

@@ -7,13 +7,12 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from test_train_eval import make_store
 
 from actrec.cli import cli
 from actrec.errors import ConfigError
 from actrec.tb_logging import scalars_of
 from actrec.train import TrainSpec, train_model
-
-from test_train_eval import make_store
 
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 
@@ -56,9 +55,9 @@ def test_scalars_of_a_line_by_hand():
 def test_training_mirrors_metrics_into_tensorboard_also_after_resume(tmp_path):
     a = make_store(tmp_path / "a.zarr", dim=6, classes=3, n_train=4, n_test=2, seed=1)
     b = make_store(tmp_path / "b.zarr", dim=4, classes=2, n_train=4, n_test=2, seed=2)
-    spec = dict(model="ddlstm", d1=a, d2=b, mix=(4, 4), history=16, lr=0.02,
-                optimizer="adam", log_every=2, eval_every=4, checkpoint_every=4, seed=0,
-                model_options={"hidden": 8, "layers": 2, "max_len": 16})
+    spec = {"model": "ddlstm", "d1": a, "d2": b, "mix": (4, 4), "history": 16, "lr": 0.02,
+            "optimizer": "adam", "log_every": 2, "eval_every": 4, "checkpoint_every": 4,
+            "seed": 0, "model_options": {"hidden": 8, "layers": 2, "max_len": 16}}
     run = tmp_path / "run"
     train_model(TrainSpec(iterations=8, **spec), run, tensorboard=True)
     events = read_events(run / "tensorboard")
