@@ -28,7 +28,7 @@ import numpy as np
 
 from actrec.nn.base import SequenceModel
 
-__all__ = ["next_boundary_distance", "BoundaryLSTM", "BoundaryAugmented", "kl_loss",
+__all__ = ["next_boundary_distance", "kl_loss",
            "train_boundary", "OUTPUTS"]
 
 OUTPUTS = 2  # mu and log sigma, appended to the features
@@ -63,7 +63,7 @@ def kl_loss(mu, log_sigma, target, sigma0: float, keep):
     return kl[keep].mean() if keep.dtype == torch.bool else (kl * keep).sum() / keep.sum()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _module_classes():
     import torch
     from torch import nn

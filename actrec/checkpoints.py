@@ -61,6 +61,10 @@ def check_resume(checkpoint: dict[str, Any], spec: TrainSpec, path: Path) -> Non
     defaults = {f.name: f.default for f in dataclasses.fields(TrainSpec)
                 if f.default is not dataclasses.MISSING}
     saved = {**defaults, **checkpoint.get("spec", {})}
+    try:  # derived fields (protocol, label_maps) as this version derives them
+        saved = TrainSpec.from_dict(saved).to_dict()
+    except ConfigError:
+        pass  # compared as recorded: the differing fields are named below
     mine = spec.to_dict()
     differ = sorted(k for k in set(saved) | set(mine)
                     if k not in RESUMABLE and saved.get(k) != mine.get(k))

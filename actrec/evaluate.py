@@ -89,11 +89,13 @@ class EvalResult:
     # Per dataset, what the run predicted (``evaluate_run(keep_probabilities=True)``); not saved.
     probabilities: dict[str, VideoProbabilities] = field(default_factory=dict, repr=False,
                                                          compare=False)
+    # Per dataset, the model step's latency and throughput (``actrec.latency``; online only).
+    latency: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"run_dir": str(self.run_dir), "online": self.online, "model": self.model,
                 "datasets": {k: v.to_dict() for k, v in self.datasets.items()},
-                "protocol": self.protocol}
+                "protocol": self.protocol, "latency": self.latency}
 
 
 @dataclass(frozen=True)
@@ -129,12 +131,15 @@ def predict_videos(
     progress: Any = None,
     task: Any = None,
     probabilities: list | None = None,
+    lookahead: int = 0,
 ) -> list[np.ndarray]:
     """Local class predictions ``[T_i]`` (int64) of ``domain`` for each feature array ``[T_i, d_k]``.
 
     ``online``: frame by frame through ``model.step`` (the model must be causal). Leaves the
     model in eval mode. ``probabilities``, a list, receives each video's class probabilities
     float32 ``[T_i, K_k]`` (``local_probabilities``), in the order of ``videos``.
+    ``lookahead`` K (online only): frame t is answered by the step that has seen frame t+K
+    (``actrec.lookahead``); 0 is online.
     """
     import torch
 
@@ -154,7 +159,14 @@ def predict_videos(
             xt = torch.from_numpy(x).to(device)
             dom = torch.full((len(chunk),), domain, dtype=torch.long, device=device)  # [B]
             probs = None
-            if online:
+            if online and lookahead:
+                from actrec.lookahead import step_with_delay
+
+                pred, probs = step_with_delay(model, xt, lengths, dom, lookahead, lambda z: (
+                    labels.predict(z, domain, prediction),
+                    local_probabilities(z, labels, domain, prediction)
+                    if probabilities is not None else None))  # [T, B], [T, B, K_k]
+            elif online:
                 pred, probs = _step_through(model, xt, dom, labels, domain, prediction,
                                             probabilities is not None)  # [T, B], [T, B, K_k]
             else:
@@ -290,13 +302,18 @@ def evaluate_model(
     scalers: Sequence[FeatureScaler] | None = None,
     segment_background: str = "exclude",
     probabilities: dict | None = None,
+    lookahead: int = 0,
+    latency: dict | None = None,
+    predictions: dict | None = None,
 ) -> dict[str, DatasetResult]:
     """Scores of ``model`` on the test videos of ``splits[k]`` of each ``stores[k]`` (domain k),
     keyed by dataset name (the store's ``dataset`` attribute; made unique with ``(D1)``/``(D2)``
     when both stores name the same dataset). ``segment_background`` ``"exclude"`` leaves each
     store's background classes out of the segment metrics, ``"include"`` keeps them.
     ``probabilities``, a dict, receives per dataset name a ``VideoProbabilities`` (late fusion,
-    ``actrec.fusion``)."""
+    ``actrec.fusion``). ``lookahead``: see ``predict_videos``. ``latency``, a dict, receives
+    per dataset name the step's latency and throughput (online only; ``actrec.latency``);
+    ``predictions``, a dict, per dataset name ``(ids, predictions, targets, classes)``."""
     from actrec.components import choose_split
     from actrec.metrics import SEGMENT_BACKGROUND_MODES
 
@@ -323,14 +340,22 @@ def evaluate_model(
             targets.append(y)
         task = None
         if progress is not None:
-            task = progress.add_task(f"{'online' if online else 'offline'} eval {names[k]}",
-                                     total=len(ids))
+            mode = (f"look-ahead {lookahead}" if lookahead else "online") if online \
+                else "offline"
+            task = progress.add_task(f"{mode} eval {names[k]}", total=len(ids))
         probs: list | None = [] if probabilities is not None else None
         preds = predict_videos(model, feats, k, labels, layout, online=online,
                                prediction=prediction, device=device, progress=progress,
-                               task=task, probabilities=probs)
+                               task=task, probabilities=probs, lookahead=lookahead)
         if task is not None:
             progress.remove_task(task)
+        if predictions is not None:
+            predictions[names[k]] = (tuple(ids), preds, targets, tuple(labels.classes[k]))
+        if latency is not None and online:
+            from actrec.latency import dataset_latency
+
+            latency[names[k]] = dataset_latency(model, feats, layout, k, device,
+                                                lookahead=lookahead)
         bg = store.background if segment_background == "exclude" else ()
         if probabilities is not None:
             probabilities[names[k]] = VideoProbabilities(
@@ -357,6 +382,7 @@ def evaluate_run(
     segment_background: str = "exclude",
     allow_train_overlap: bool = False,
     keep_probabilities: bool = False,
+    lookahead: int | str | None = None,
 ) -> EvalResult:
     """Evaluate the checkpoint of ``run_dir`` on each of its datasets' test split and write
     the result to this setting's own file in ``run_dir`` (``actrec.runs.eval_filename``).
@@ -370,15 +396,21 @@ def evaluate_run(
     counts) is refused (``DataError`` naming what changed); so is a split whose test videos
     the run trained on, unless ``allow_train_overlap`` (recorded with the result).
     ``keep_probabilities`` keeps every test video's class probabilities in the result.
+    ``lookahead``: frames K the online pass may wait before answering a frame (an int, or
+    ``"half-history"``: the run's history // 2; ``actrec.lookahead``); K > 0 is its own mode
+    ``lookahead-K`` with its own results file, and needs ``online``. Online results record
+    the step's latency and throughput; every result saves its per-frame predictions beside
+    the results file (``actrec.predictions``).
     """
     import torch
 
     from actrec import runs
     from actrec.components import open_store, resolve_model
     from actrec.data.labels import InputLayout, LabelSpace
+    from actrec.protocols import selected_checkpoint
 
     run_dir = Path(run_dir)
-    ckpt_path = run_dir / runs.CHECKPOINT
+    ckpt_path = selected_checkpoint(run_dir)  # best.pt of a run that selects on validation
     ckpt = runs.load_checkpoint(ckpt_path)
     try:
         spec = ckpt["spec"]
@@ -392,6 +424,21 @@ def evaluate_run(
     except (KeyError, TypeError) as exc:
         raise DataError(f"{ckpt_path}: not an actrec training checkpoint (missing {exc})") from None
 
+    from actrec.lookahead import resolve_lookahead
+
+    # ``delay``: the look-ahead of the online pass (``lookahead`` below is the features')
+    trained_delay = int(spec.get("delay") or 0)  # a run trained to answer late (--delay)
+    if lookahead is None and trained_delay and online:
+        lookahead = trained_delay
+    delay, delay_rule = resolve_lookahead(lookahead, spec.get("history"))
+    if delay and not online:
+        raise ActrecError("a look-ahead is a delay of the online pass: it cannot be combined "
+                          "with offline evaluation, which sees every frame of a video")
+    if trained_delay and delay != trained_delay:
+        raise ActrecError(f"run {run_dir} was trained to answer {trained_delay} frame(s) late "
+                          f"(--delay {trained_delay}): its output at frame s is about frame "
+                          f"s-{trained_delay}, so it is evaluated with --lookahead "
+                          f"{trained_delay} only")
     if online and not causal:
         raise ActrecError(
             f"model '{name}' is not causal: it looks at future frames, so it cannot be "
@@ -426,13 +473,26 @@ def evaluate_run(
                 f"or allow it explicitly (--allow-noncausal-features; recorded with the result)"
             )
 
-    labels = LabelSpace(classes)
-    layout = InputLayout(dims, arrangement)
+    try:  # the label arrangement (maps) and score-input tables the run trained with
+        labels = LabelSpace.from_state(ckpt["label_space"]) if "label_space" in ckpt \
+            else LabelSpace(classes)
+        tables = ckpt.get("input_tables")
+        layout = InputLayout(dims, arrangement,
+                             tuple(tuple(t) for t in tables) if tables is not None else None)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{ckpt_path}: damaged label maps ({exc})") from None
     dev = torch.device(device or spec.get("device", "cpu"))
     if dev.type == "cuda" and not torch.cuda.is_available():
         dev = torch.device("cpu")
     with torch.random.fork_rng(devices=[]):
-        _, model = resolve_model(ckpt, layout, labels, where=ckpt_path)
+        if ckpt.get("boundary"):  # the main model behind the boundary pre-stage
+            from actrec import boundary
+
+            _, main = resolve_model(ckpt, boundary.WidenedLayout(layout), labels,
+                                    where=ckpt_path)
+            model = boundary.rebuild(ckpt["boundary"], layout, main)
+        else:
+            _, model = resolve_model(ckpt, layout, labels, where=ckpt_path)
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
@@ -449,15 +509,25 @@ def evaluate_run(
     scalers = [FeatureScaler.from_state(s) for s in ckpt["input_scalers"]] \
         if "input_scalers" in ckpt else None
     probabilities: dict | None = {} if keep_probabilities else None
+    latency: dict = {}
+    predictions: dict = {}
     datasets = evaluate_model(model, opened, splits, labels, layout, online=online,
                               prediction=prediction, device=dev, progress=progress,
                               scalers=scalers, segment_background=segment_background,
-                              probabilities=probabilities)
+                              probabilities=probabilities, lookahead=delay,
+                              latency=latency, predictions=predictions)
     protocol = {
-        "mode": "online" if online else "offline",
+        "mode": (f"lookahead-{delay}" if delay else "online") if online else "offline",
         "online": online,
+        "lookahead": delay if online else None,  # frames; None: offline sees everything
+        "lookahead_rule": delay_rule if online else "offline (whole videos)",
+        "trained_delay": trained_delay,
         "prediction": prediction,
         "iteration": int(ckpt.get("iteration", 0)),
+        "checkpoint": ckpt_path.name,
+        "selected": ckpt.get("selected"),
+        "selected_on_test": bool(spec.get("select_on_test", False)),
+        "labels": labels.arrangement,
         "splits": splits,
         "stores": [str(p) for p in store_paths],
         "streams": spec.get("streams"),
@@ -471,11 +541,16 @@ def evaluate_run(
         "train_overlap_allowed": bool(allow_train_overlap),
         "train_videos_scored": overlap,
     }
-    result = EvalResult(run_dir, online, name, datasets, protocol, probabilities or {})
     setting = {"mode": protocol["mode"], "splits": splits, "trained_splits": trained_splits,
                "stores": protocol["stores"], "trained_stores": [str(p) for p in ckpt["stores"]],
                "segment_background": segment_background}
-    runs.atomic_write_json(run_dir / runs.eval_filename(setting), result.to_dict())
+    from actrec.predictions import save_predictions
+
+    results_path = run_dir / runs.eval_filename(setting)
+    protocol["predictions"] = save_predictions(results_path, predictions)
+    result = EvalResult(run_dir, online, name, datasets, protocol, probabilities or {},
+                        latency)
+    runs.atomic_write_json(results_path, result.to_dict())
     return result
 
 

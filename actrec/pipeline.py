@@ -84,35 +84,49 @@ def extract_dataset(
 def train_from_refs(
     model: str,
     *,
-    d1: str,
+    d1: str | None = None,
     d2: str | None = None,
-    extractor: str = "colorgrad",
+    data_refs: list[str] | None = None,
+    preset_record: Mapping[str, Any] | None = None,
+    extractor: str | None = None,
     model_options: Mapping[str, str] | None = None,
     run_dir: Path | None = None,
     sources: Mapping[str, str] | None = None,
     progress: Any = None,
+    tensorboard: bool = False,
     **spec_fields: Any,
 ):
     """Train ``model`` on the feature stores of ``d1`` (and ``d2``); returns ``TrainResult``.
 
     ``d1``/``d2`` are store paths or dataset references (see ``actrec.refs.resolve_store``);
-    ``spec_fields`` are the remaining ``actrec.train.TrainSpec`` fields.
+    ``data_refs`` gives D1, D2, D3, ... at once instead (joint training of several).
+    ``spec_fields`` are the remaining ``actrec.train.TrainSpec`` fields (``init_from`` may be a
+    run name or folder). ``preset_record`` (``actrec.presets.Preset.to_dict()``) is recorded
+    in the run's config.json. ``tensorboard``: see ``actrec.train.train_model``.
     """
     from actrec import registry
 
     registry.create("models", model, dict(model_options or {}))  # fail fast, before any data
     from actrec.refs import existing_store
-    from actrec.runs import new_run_dir
+    from actrec.runs import new_run_dir, resolve_run
     from actrec.train import TrainSpec, train_model
     from actrec.workspace import home
 
+    refs = list(data_refs or [d1] + ([d2] if d2 else []))
+    if not refs or refs[0] is None:
+        raise ConfigError("no dataset to train on: give --d1 (and --d2), or --data A,B,...")
+    stores = [existing_store(r, extractor) for r in refs]
+    if spec_fields.get("init_from"):
+        spec_fields["init_from"] = str(resolve_run(spec_fields["init_from"]).absolute())
     spec = TrainSpec(
         model=model,
         model_options=dict(model_options or {}),
-        d1=existing_store(d1, extractor),
-        d2=existing_store(d2, extractor) if d2 else None,
+        d1=stores[0],
+        d2=stores[1] if len(stores) > 1 else None,
+        extra_data=tuple(str(p) for p in stores[2:]),
         **spec_fields,
     )
     if run_dir is None:
         run_dir = new_run_dir(home() / "runs", model)
-    return train_model(spec, run_dir, sources=sources, progress=progress)
+    return train_model(spec, run_dir, sources=sources, progress=progress, preset=preset_record,
+                       tensorboard=tensorboard)

@@ -86,6 +86,8 @@ def train_model(
     *,
     sources: Mapping[str, str] | None = None,
     progress: Any = None,
+    preset: Mapping[str, Any] | None = None,
+    tensorboard: bool = False,
 ) -> TrainResult:
     """Train (or resume training) ``spec`` in ``run_dir``; see the module docs.
 
@@ -94,7 +96,9 @@ def train_model(
     naming the differing fields otherwise), and training continues from its iteration up to
     ``spec.iterations``. ``sources`` (field -> "default" / "config file" / "env" /
     "command line") is recorded in ``config.json`` as given. ``progress`` is a
-    ``rich.progress.Progress`` to show iterations and loss on.
+    ``rich.progress.Progress`` to show iterations and loss on. ``tensorboard``: mirror the
+    metrics log into ``run_dir/tensorboard`` as it grows (``actrec.tb_logging``; ``ConfigError``
+    before anything is written when TensorBoard is not installed).
     """
     import numpy as np
     import torch
@@ -108,24 +112,39 @@ def train_model(
 
     # Everything that can fail on bad input happens before anything is written.
     try:
+        if tensorboard:
+            from actrec.tb_logging import require_tensorboard
+
+            require_tensorboard()
         device = resolve_device(spec.device)
         checkpoint = runs.load_checkpoint(ckpt_path) if ckpt_path.exists() else None
         if checkpoint is not None:
             check_resume(checkpoint, spec, ckpt_path)
         data = _load_data(spec, progress)
+        spec = _with_epoch_iterations(spec, data)
         if checkpoint is not None:
             _check_stores_unchanged(checkpoint, data, ckpt_path)
         cuda = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(spec.seed)
+            from actrec import boundary
+
+            # The main model's inputs: the features, and the boundary pre-stage's outputs.
+            inputs = boundary.WidenedLayout(data.layout) if spec.boundary else data.layout
             if checkpoint is not None and "model_config" in checkpoint:
                 # As trained, whatever today's defaults are (an older run's max_len, say).
-                plugin, model = resolve_model(checkpoint, data.layout, data.labels,
+                plugin, model = resolve_model(checkpoint, inputs, data.labels,
                                               where=ckpt_path)
             else:
-                plugin, model = build_model(spec.model, spec.model_options, data.layout,
+                plugin, model = build_model(spec.model, spec.model_options, inputs,
                                             data.labels, history=spec.history)
+            if spec.boundary:  # trained now, in its own random streams
+                model = boundary.attach(spec, data, model, device, progress,
+                                        fresh=checkpoint is None)
             init_rng = torch.get_rng_state()
+        if spec.delay and not model.causal:
+            raise ConfigError(f"--delay {spec.delay}: model '{spec.model}' is not causal (it "
+                              f"sees the whole video), so it has nothing to wait for")
     except BaseException:
         _remove_if_empty(run_dir)  # e.g. a fresh folder made by the caller for this run
         raise
@@ -148,20 +167,42 @@ def train_model(
             elapsed_before = float(checkpoint.get("elapsed_s", 0.0))
         # Lines logged after the last checkpoint (or before a first one) are redone: drop them.
         truncate_metrics(run_dir / runs.METRICS, start)
-        if start < spec.iterations:  # results of the checkpoint so far: kept, set aside
+        stopped = int(((checkpoint or {}).get("monitor") or {}).get("stopped_at", 0))
+        total = stopped or spec.total_iterations  # a run the schedule stopped stays stopped
+        if start < total:  # results of the checkpoint so far: kept, set aside
             runs.archive_results(run_dir)
-        if checkpoint is None or start < spec.iterations:
+        if checkpoint is None or start < total:
             _write_config(run_dir, spec, sources, data, plugin, model,
-                          resumed_at=start if checkpoint is not None else None)
+                          resumed_at=start if checkpoint is not None else None, preset=preset)
 
         state = _Loop(spec, run_dir, model, optimizer, rng, device, data, plugin,
                       elapsed_before)
-        final_loss = state.run(start, progress)
-        if checkpoint is None and spec.iterations == 0:  # an untrained model is still a run
+        for i, value in enumerate(getattr(model, "boundary_losses", ())):  # fresh runs only
+            if (i + 1) % max(1, spec.log_every) == 0 or i + 1 == len(model.boundary_losses):
+                with open(run_dir / runs.METRICS, "a", encoding="utf-8") as handle:
+                    log_line(handle, {"iteration": 0, "phase": "boundary", "step": i + 1,
+                                      "boundary_kl": value})
+        final_loss = float("nan")
+        if checkpoint is not None:
+            state.monitor.load_state_dict(checkpoint.get("monitor"))
+        if tensorboard:
+            from actrec.tb_logging import TensorBoardMirror
+
+            state.tensorboard = TensorBoardMirror(run_dir)
+        try:
+            if start < total:
+                from actrec.protocols import run_protocol
+
+                final_loss = run_protocol(state, start, progress)
+                total = state.monitor.stopped_at or total
+        finally:
+            if state.tensorboard is not None:
+                state.tensorboard.close()
+        if checkpoint is None and total == 0:  # an untrained model is still a run
             state.save(0, final_loss)
-        if start >= spec.iterations and checkpoint is not None:  # nothing left to do
+        if start >= total and checkpoint is not None:  # nothing left to do
             final_loss = float(checkpoint.get("loss", float("nan")))
-    return TrainResult(run_dir, max(start, spec.iterations), start, final_loss,
+    return TrainResult(run_dir, max(start, total), start, final_loss,
                        state.elapsed(), ckpt_path)
 
 
@@ -176,24 +217,32 @@ class _Data:
     labels: Any  # LabelSpace
     layout: Any  # InputLayout
     fingerprints: list[dict[str, Any]]  # what each store held (components.store_fingerprint)
+    carves: list[Any] | None = None  # per store: its validation carve (actrec.data.validation.Carve)
 
 
 def _load_data(spec: TrainSpec, progress: Any) -> _Data:
     """Open the stores, check them, load each one's training videos into memory, scaled."""
-    from actrec.data.labels import InputLayout, LabelSpace
+    from actrec.data.labels import InputLayout
     from actrec.data.scaling import FeatureScaler
     from actrec.data.windows import VideoBank
+    from actrec.protocols import arrange_labels, carve_split, check_model_domains
 
-    paths = [spec.d1] + ([spec.d2] if spec.d2 is not None else [])
+    check_model_domains(spec)
+    paths = spec.datasets
     stores = [open_store(p, spec.streams) for p in paths]
-    if len(stores) == 2 and not spec.allow_same_store and same_store(*stores):
-        raise ConfigError(
-            f"--d1 and --d2 are the same feature store ({stores[0].path} and {stores[1].path}): "
-            f"joint training would see one dataset twice as two domains; give two datasets, "
-            f"or --allow-same-store if that is what you want")
-    split_names = [spec.split, spec.d2_split][: len(stores)]
-    banks, chosen = [], []
-    for role, store, wanted in zip(("D1", "D2"), stores, split_names):
+    for i in range(len(stores)):
+        for j in range(i + 1, len(stores)):
+            if not spec.allow_same_store and same_store(stores[i], stores[j]):
+                which = "--d1 and --d2" if (i, j) == (0, 1) else f"D{i + 1} and D{j + 1}"
+                raise ConfigError(
+                    f"{which} are the same feature store ({stores[i].path} and "
+                    f"{stores[j].path}): joint training would see one dataset twice as two "
+                    f"domains; give distinct datasets, or --allow-same-store if that is what "
+                    f"you want")
+    split_names = ([spec.split, spec.d2_split] + [None] * len(stores))[: len(stores)]
+    banks, chosen, carves = [], [], []
+    roles = [f"D{k + 1}" for k in range(len(stores))]
+    for role, store, wanted in zip(roles, stores, split_names):
         name, split = choose_split(store, wanted)
         both = sorted(set(split.get("train", ())) & set(split.get("test", ())))
         if both:
@@ -202,7 +251,9 @@ def _load_data(spec: TrainSpec, progress: Any) -> _Data:
                 f"for training and for testing (e.g. '{both[0]}'); a model would be scored on "
                 f"videos it trained on: fix the dataset's split lists and extract again")
         chosen.append(name)
-        bank = VideoBank.from_store(store, split["train"], progress=progress,
+        carve = carve_split(spec, store, name, split["train"], len(carves))
+        carves.append(carve)
+        bank = VideoBank.from_store(store, carve.train, progress=progress,
                                     name=f"{role} {store.path} split '{name}'")
         check_finite(bank, store)
         longest = max(range(len(bank)), key=lambda i: bank.labels[i].shape[0])
@@ -216,16 +267,20 @@ def _load_data(spec: TrainSpec, progress: Any) -> _Data:
     scalers = [FeatureScaler.fit(b.features) if spec.standardize else FeatureScaler.identity(b.dim)
                for b in banks]
     banks = [b.transformed(s) for b, s in zip(banks, scalers)]
-    labels = LabelSpace(tuple(tuple(s.classes) for s in stores))
+    labels, score_inputs = arrange_labels(spec, stores, [b.dim for b in banks])
     for bank, store in zip(banks, stores):
         bad = [vid for vid, y in zip(bank.ids, bank.labels)
                if y.size and (y.max() >= len(store.classes) or y.min() < -1)]
         if bad:
             raise DataError(f"feature store {store.path}: video '{bad[0]}' has labels outside "
                             f"-1..{len(store.classes) - 1}")
-    layout = InputLayout(tuple(b.dim for b in banks), spec.input_arrangement)
+    if score_inputs:  # per-class scores: inputs arranged by the label maps, as outputs are
+        layout = InputLayout(tuple(b.dim for b in banks), "scores",
+                             tuple(labels.tables[k][0] for k in range(len(banks))))
+    else:
+        layout = InputLayout(tuple(b.dim for b in banks), spec.input_arrangement)
     fingerprints = [store_fingerprint(s, n) for s, n in zip(stores, chosen)]
-    return _Data(stores, chosen, banks, scalers, labels, layout, fingerprints)
+    return _Data(stores, chosen, banks, scalers, labels, layout, fingerprints, carves)
 
 
 def check_finite(bank: Any, store: Any) -> None:
@@ -254,6 +309,21 @@ def _check_stores_unchanged(checkpoint: Mapping[str, Any], data: _Data, path: Pa
                             f"train a new run")
 
 
+def _with_epoch_iterations(spec: TrainSpec, data: _Data) -> TrainSpec:
+    """``spec`` with ``iterations`` set to what ``spec.epochs`` epochs of D1's windows take
+    (``actrec.data.sampling.iterations_for_epochs``); unchanged when ``epochs`` is None."""
+    import dataclasses
+
+    from actrec.data.sampling import iterations_for_epochs, make_samplers, parse_windows
+
+    if spec.epochs is None:
+        return spec
+    sampler = make_samplers(parse_windows(spec.windows), data.banks[:1], spec.history,
+                            spec.seed)[0]
+    iterations = iterations_for_epochs(sampler, spec.epochs, spec.batch_mix[0])
+    return dataclasses.replace(spec, iterations=iterations)
+
+
 def _remove_if_empty(run_dir: Path) -> None:
     try:
         run_dir.rmdir()  # only ever removes an empty folder
@@ -274,12 +344,15 @@ def optimizer_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[s
 
 
 def make_optimizer(spec: TrainSpec, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """SGD with momentum or Adam over ``optimizer_groups``."""
+    """SGD with momentum, Adam, or AdamW (weight decay decoupled from the gradient step,
+    Loshchilov & Hutter) over ``optimizer_groups``."""
     import torch
 
     groups = optimizer_groups(model, spec.weight_decay)
     if spec.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=spec.lr, momentum=spec.momentum)
+    if spec.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=spec.lr)  # decay per group, as given
     return torch.optim.Adam(groups, lr=spec.lr)
 
 
@@ -292,46 +365,72 @@ class _Loop:
         self.rng, self.device, self.data, self.plugin = rng, device, data, plugin
         self.elapsed_before = elapsed_before
         self.t0 = time.perf_counter()
+        self.tensorboard = None  # an actrec.tb_logging.TensorBoardMirror (--tensorboard)
+        from actrec.data.sampling import make_samplers, parse_windows
 
-    def batch(self, rng: Any) -> Any:
-        """A fresh training batch (D1 rows first) on the run's device."""
+        self.samplers = make_samplers(parse_windows(spec.windows), data.banks, spec.history,
+                                      spec.seed)
+        from actrec.protocols import Monitor
+
+        # The phase's batch mix, datasets and name (set per phase by actrec.protocols).
+        self.monitor = Monitor(spec, data)
+        self.mix, self.phase_name = spec.batch_mix, "train"
+        self.domains = list(range(len(spec.batch_mix)))
+
+    def batch(self, rng: Any, iteration: int | None = None) -> Any:
+        """The training batch of ``iteration`` (D1 rows first) on the run's device, windows
+        chosen by ``spec.windows``; ``iteration`` None: random windows from ``rng``."""
         from actrec.data.windows import two_domain_batch
 
         d = self.data
-        return two_domain_batch(d.banks, self.spec.batch_mix, self.spec.history, rng,
-                                d.labels, d.layout).to(self.device)
+        samplers = None if iteration is None else self.samplers
+        batch = two_domain_batch(d.banks, self.mix, self.spec.history, rng,
+                                 d.labels, d.layout, samplers=samplers,
+                                 iteration=iteration or 0)
+        if d.labels.arrangement == "multi-random" and iteration is not None:
+            from actrec.protocols import draw_label_maps
+
+            draw_label_maps(batch, d.labels, d.layout, self.spec.seed, iteration)
+        return batch.to(self.device)
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.t0
 
-    def run(self, start: int, progress: Any) -> float:
-        """Iterations ``start .. spec.iterations - 1``; the mean loss of the last logged ones."""
+    def fresh_optimizer(self) -> None:
+        """A new optimiser over the model (a new phase starts)."""
+        self.optimizer = make_optimizer(self.spec, self.model)
+
+    def run(self, start: int, progress: Any, stop: int | None = None) -> float:
+        """Iterations ``start .. stop - 1`` (default ``spec.iterations``) of the current phase;
+        the mean loss of the last logged ones. Stops early when the schedule says so."""
+        import dataclasses
+
         import torch
-        import torch.nn.functional as F
 
         from actrec import runs
+        from actrec.lookahead import delay_targets
+        from actrec.losses import frame_loss
 
         spec, model = self.spec, self.model
         task = None
         if progress is not None:
-            task = progress.add_task(f"train {spec.model}", total=spec.iterations,
-                                     completed=min(start, spec.iterations))
+            task = progress.add_task(f"{self.phase_name} {spec.model}",
+                                     total=spec.total_iterations,
+                                     completed=min(start, spec.total_iterations))
+        stop = spec.iterations if stop is None else stop
         losses: list[float] = []
         correct = counted = 0
         last_loss = float("nan")
         metrics = open(self.run_dir / runs.METRICS, "a", encoding="utf-8")
         try:
-            for it in range(start, spec.iterations):
-                batch = self.batch(self.rng)
+            for it in range(start, stop):
+                self.monitor.apply_lr(self.optimizer, it)
+                batch = self.batch(self.rng, it)
+                if spec.delay:  # step s answers for frame s - delay (actrec.lookahead)
+                    batch = dataclasses.replace(batch, y=delay_targets(batch.y, spec.delay))
                 model.train()
                 logits = model(batch.x, batch.domain, mask=batch.mask)  # [T, N, K]
-                flat = logits.reshape(-1, logits.shape[-1])  # [T*N, K]
-                target = batch.y.reshape(-1)  # [T*N]
-                labelled = target >= 0
-                if bool(labelled.any()):
-                    loss = F.cross_entropy(flat, target, ignore_index=-1)
-                else:  # a batch of unlabelled frames only: nothing to learn, keep the graph
-                    loss = flat.sum() * 0.0
+                loss = frame_loss(logits, batch.y, batch.mask, spec.loss_frames)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if spec.grad_clip is not None:
@@ -347,10 +446,10 @@ class _Loop:
                 hits, frames = frame_hits(logits, batch, self.data.labels, spec.prediction)
                 correct, counted = correct + hits, counted + frames
                 done = it + 1
-                last = done == spec.iterations
+                last = done == stop
                 if (spec.log_every and done % spec.log_every == 0) or last:
                     last_loss = sum(losses) / len(losses)
-                    line = {"iteration": done, "loss": last_loss,
+                    line = {"iteration": done, "phase": self.phase_name, "loss": last_loss,
                             "train_frame_accuracy": correct / counted if counted else None,
                             "lr": self.optimizer.param_groups[0]["lr"],
                             "elapsed_s": round(self.elapsed(), 3)}
@@ -362,14 +461,20 @@ class _Loop:
                     if task is not None:
                         progress.update(task, description=f"train {spec.model} "
                                         f"loss {last_loss:.3f}")
-                if last and spec.reestimate_batches:
+                if done == spec.total_iterations and spec.reestimate_batches:
                     self.reestimate(done)
-                if (spec.checkpoint_every and done % spec.checkpoint_every == 0) or last:
+                stopping = self.monitor.after_step(self, done, stop, metrics, last_loss)
+                if (spec.checkpoint_every and done % spec.checkpoint_every == 0) or last \
+                        or stopping:
                     self.save(done, last_loss)
                 if spec.eval_every and done % spec.eval_every == 0:
                     log_line(metrics, {"iteration": done, "eval": self.evaluate()})
+                if self.tensorboard is not None:  # every line this iteration logged
+                    self.tensorboard.sync()
                 if task is not None:
                     progress.advance(task)
+                if stopping:
+                    break
         finally:
             metrics.close()
             if task is not None:
@@ -397,18 +502,20 @@ class _Loop:
         from actrec.evaluate import evaluate_model
 
         d = self.data
-        results = evaluate_model(
+        results = evaluate_model(  # a delayed model is stepped with its delay (online)
             self.model, d.stores, d.splits, d.labels, d.layout,
-            online=False, prediction=self.spec.prediction, device=self.device,
-            scalers=d.scalers,
+            online=bool(self.spec.delay), prediction=self.spec.prediction, device=self.device,
+            scalers=d.scalers, lookahead=self.spec.delay,
         )
         self.model.train()
         return {name: r.frame_accuracy for name, r in results.items()}
 
-    def save(self, iteration: int, loss: float) -> None:
+    def save(self, iteration: int, loss: float, name: str | None = None) -> None:
+        """Write the checkpoint of ``iteration`` (to ``name``, default checkpoint.pt)."""
         import torch
 
         from actrec import runs
+        from actrec.boundary import record as boundary_record
 
         spec = self.spec
         checkpoint = {
@@ -431,10 +538,17 @@ class _Loop:
             "splits": list(self.data.splits),
             "store_fingerprints": self.data.fingerprints,
             "rng": {"numpy": self.rng.bit_generator.state, "torch": torch.get_rng_state()},
+            "label_space": self.data.labels.to_state(),
+            "input_tables": ([list(t) for t in self.data.layout.tables]
+                             if self.data.layout.tables is not None else None),
+            "phase": self.phase_name,
+            "boundary": boundary_record(spec) if spec.boundary else None,
+            "monitor": self.monitor.state_dict(),
+            "selected": self.monitor.selected(),
         }
         if self.device.type == "cuda":
             checkpoint["rng"]["torch_cuda"] = torch.cuda.get_rng_state(self.device)
-        runs.atomic_torch_save(self.run_dir / runs.CHECKPOINT, checkpoint)
+        runs.atomic_torch_save(self.run_dir / (name or runs.CHECKPOINT), checkpoint)
 
 
 def frame_hits(logits: torch.Tensor, batch: Any, labels: Any, prediction: str) -> tuple[int, int]:
@@ -449,18 +563,26 @@ def frame_hits(logits: torch.Tensor, batch: Any, labels: Any, prediction: str) -
             rows = batch.domain == k  # [N]
             if not bool(rows.any()):
                 continue
-            y = batch.y[:, rows]  # [T, n_k] global indices, -1 unlabelled
+            y = batch.y[:, rows]  # [T, n_k] output indices, -1 unlabelled
             keep = y >= 0
-            pred = labels.predict(logits[:, rows], k, prediction)  # [T, n_k] local
-            local = y - labels.offsets[k]
-            correct += int(((pred == local) & keep).sum())
+            # In output space: every label map of a dataset covers the same outputs, so this
+            # is right for multi-random windows under any of their maps too.
+            cols = torch.as_tensor(sorted(labels.tables[k][0]), device=logits.device)
+            if prediction == "block":
+                pred = cols[logits[:, rows].index_select(-1, cols).argmax(-1)]  # [T, n_k]
+            else:
+                pred = logits[:, rows].argmax(-1)
+            correct += int(((pred == y) & keep).sum())
             counted += int(keep.sum())
     return correct, counted
 
 
 def _write_config(run_dir, spec, sources, data: _Data, plugin, model,
-                  *, resumed_at: int | None) -> None:
+                  *, resumed_at: int | None, preset: Mapping[str, Any] | None = None) -> None:
     from actrec import runs
+    from actrec.data.sampling import parse_windows
+    from actrec.losses import parse_loss_frames
+    from actrec.protocols import phase_bounds, phase_names
     from actrec.system_info import versions
 
     path = run_dir / runs.CONFIG
@@ -474,7 +596,8 @@ def _write_config(run_dir, spec, sources, data: _Data, plugin, model,
         return
     store_info = []
     labels, layout = data.labels, data.layout
-    for role, store, split, bank in zip(("d1", "d2"), data.stores, data.splits, data.banks):
+    roles = [f"d{k + 1}" for k in range(len(data.stores))]
+    for role, store, split, bank in zip(roles, data.stores, data.splits, data.banks):
         attrs = store.attrs
         store_info.append({
             "role": role, "path": str(store.path), "split": split,
@@ -493,13 +616,21 @@ def _write_config(run_dir, spec, sources, data: _Data, plugin, model,
         "model": {"name": spec.model, "config": plugin.config.to_dict(),
                   "causal": bool(getattr(plugin, "causal", True)) and bool(model.causal),
                   "parameters": sum(p.numel() for p in model.parameters())},
-        "labels": {"offsets": list(labels.offsets), "num_classes": labels.num_classes},
+        "labels": {"arrangement": labels.arrangement, "num_classes": labels.num_classes,
+                   "offsets": list(labels.offsets) if labels.arrangement == "concat" else None,
+                   "maps": labels.to_state()["tables"], "score_inputs": layout.mode == "scores"},
+        "validation": [c.to_dict() for c in data.carves],
+        "preset": dict(preset) if preset else None,
+        "phases": [{"name": n, "first_iteration": a + 1, "last_iteration": b}
+                   for n, (a, b) in zip(phase_names(spec), phase_bounds(spec))],
         "inputs": {"arrangement": layout.mode, "dims": list(layout.dims),
                    "width": layout.width, "shared_columns": layout.shared},
         "protocol": {"loss": "mean per-frame cross-entropy over the concatenated label vector, "
-                             "label -1 ignored",
-                     "windows": "uniform video, uniform start; short videos zero-padded at "
-                                "the end with label -1",
+                             "label -1 and padding ignored, over "
+                             + parse_loss_frames(spec.loss_frames).describe(),
+                     "windows": parse_windows(spec.windows).describe(),
+                     # iterations x windows per batch x history (padding included)
+                     "window_frames": spec.iterations * sum(spec.batch_mix) * spec.history,
                      "prediction": spec.prediction,
                      "padding": "masked: padded frames enter no loss, statistic or gradient",
                      "weight_decay": "weight matrices only; biases, normalisation parameters "

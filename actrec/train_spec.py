@@ -17,20 +17,29 @@ from typing import Any
 from actrec.errors import ConfigError
 from actrec.plugin_api import coerce
 
-__all__ = ["TrainSpec", "OPTIMIZERS", "RESUMABLE"]
+__all__ = ["TrainSpec", "OPTIMIZERS", "RESUMABLE", "PROTOCOLS", "LABEL_ARRANGEMENTS"]
 
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+PROTOCOLS = ("single", "joint", "transfer")
+LABEL_ARRANGEMENTS = ("concat", "merged", "random", "multi-random")
+HEADS = ("auto", "keep", "reinit")
+SELECTIONS = ("auto", "best-val", "last")
+LR_SCHEDULES = ("none", "step", "cosine", "plateau", "sign")
 # Spec fields that may change when a run is resumed: they do not change what is learnt.
-RESUMABLE = frozenset({"iterations", "eval_every", "checkpoint_every", "log_every", "device"})
+RESUMABLE = frozenset({"iterations", "epochs", "eval_every", "checkpoint_every", "log_every",
+                       "device"})
 
 
 @dataclass(frozen=True)
 class TrainSpec:
     """Everything that defines a training run. ``to_dict``/``from_dict`` round-trip via JSON.
 
-    ``mix`` is the number of windows per batch from D1 and D2 (one dataset: the batch is
-    ``mix[0]`` windows). ``input_arrangement`` is ``"blocks"`` (zero-filled blocks when the
-    feature dimensions differ) or ``"projection"`` (features passed through to a model with a
+    ``mix`` is the number of windows per batch from D1, D2, ... (one dataset: the batch is
+    ``mix[0]`` windows; transfer: fine-tuning batches hold ``mix[0]`` windows of D1,
+    pre-training batches ``mix[1]`` of D2, or ``mix[0]`` when there is no second count).
+    ``protocol``, the label arrangement (``labels``), validation and selection, schedules and
+    the boundary pre-stage are described in docs/guide.md and ``actrec.protocols``.
+    ``input_arrangement`` is ``"blocks"`` (zero-filled blocks when the feature dimensions differ) or ``"projection"`` (features passed through to a model with a
     per-domain input projection: its ``input_projection`` option is switched on).
     ``prediction`` is ``"block"`` (argmax over the frame's own dataset's classes) or ``"full"``.
     ``grad_clip`` is a maximum gradient norm (``None``: no clipping). ``eval_every`` > 0 logs an
@@ -48,6 +57,12 @@ class TrainSpec:
     (Cooijmans et al.; ``actrec.nn.reestimate``), drawn from their own generator seeded from
     ``(seed, iteration)`` so that the training batches do not change. 0 (default) keeps the
     momentum averages, as the DDLSTM paper does.
+    ``loss_frames`` (``all`` / ``last`` / ``after:K``) chooses the frames of each window the loss
+    covers (``actrec.losses``); ``windows`` (``random`` / ``stride:S``) how windows are drawn and
+    ``epochs``, when set, the iterations: enough batches of D1 windows for that many epochs
+    (``actrec.data.sampling``). ``optimizer`` ``adamw`` decouples ``weight_decay`` from the
+    gradient step. ``delay`` K > 0 trains the model to answer K frames late (the output of step
+    s is scored on frame s-K's label): evaluated with a look-ahead of K (``actrec.lookahead``).
     """
 
     model: str
@@ -58,7 +73,7 @@ class TrainSpec:
     d2_split: str | None = None
     history: int = 200
     iterations: int = 50_000
-    mix: tuple[int, int] = (64, 64)
+    mix: tuple[int, ...] = (64, 64)
     lr: float = 0.01
     optimizer: str = "sgd"
     momentum: float = 0.9
@@ -74,6 +89,37 @@ class TrainSpec:
     reestimate_batches: int = 0
     standardize: bool = True
     allow_same_store: bool = False
+    # Which frames the loss covers, how windows are chosen, epochs (actrec.losses, .data.sampling).
+    loss_frames: str = "all"  # all | last | after:K
+    windows: str = "random"  # random | stride:S
+    epochs: int | None = None  # when set, iterations = what these epochs of D1 windows take
+    # Answer K frames late: step s is scored on frame s-K's label (actrec.lookahead).
+    delay: int = 0
+    # Protocols, label arrangements, validation, schedules (actrec.protocols, .schedules).
+    protocol: str | None = None  # single | joint | transfer; None: joint with d2, else single
+    extra_data: tuple[str, ...] = ()  # D3, D4, ... for joint training of more datasets
+    pretrain_iters: int = 0  # transfer: iterations on D2 before fine-tuning on D1
+    finetune_iters: int = 0  # transfer: iterations on D1 (0: ``iterations``)
+    init_from: str | None = None  # transfer: a run whose selected weights start fine-tuning
+    head: str = "auto"  # auto | keep | reinit: the output layer when fine-tuning starts
+    labels: str = "concat"  # concat | merged | random | multi-random
+    label_maps: int = 1  # multi-random: maps per smaller dataset
+    score_inputs: str = "auto"  # auto | yes | no: inputs are per-class scores (arranged too)
+    val_fraction: float = 0.0  # participants of the training videos held out for validation
+    val_every: int = 0  # validate every N iterations (0: at every checkpoint)
+    select: str = "auto"  # auto | best-val | last
+    select_on_test: bool = False  # select on the test split (recorded; tables show it)
+    lr_schedule: str = "none"  # none | step | cosine | plateau | sign
+    lr_step: int = 0  # step: iterations between decays (0: a third of the phase)
+    lr_gamma: float = 0.1  # step/plateau/sign: factor of each decay
+    lr_patience: int = 3  # plateau/sign: validations without improvement before a decay
+    lr_min: float = 0.0  # cosine floor; plateau/sign: the lowest lr before giving up on it
+    batch_growth: float = 2.0  # sign: factor the batch grows by when lr decays stop helping
+    max_batch_growths: int = 2  # sign: how often the batch may grow before stopping early
+    boundary: bool = False  # the boundary pre-stage of DDLSTM Sec. 5.1
+    boundary_iters: int = 0  # pre-stage iterations (0: a quarter of ``iterations``)
+    boundary_sigma: float = 5.0  # width (frames) of the Gaussians of its KL loss
+    preset: str | None = None  # the preset the values came from (recorded; see actrec.presets)
     # Streams of every store read (actrec.io.features): None its own, several side by side.
     streams: tuple[str, ...] | None = None
 
@@ -105,10 +151,7 @@ class TrainSpec:
             problems.append(f"streams must be distinct stream names, got {list(self.streams)}")
         if self.iterations < 0:
             problems.append(f"iterations must be >= 0, got {self.iterations}")
-        if len(self.mix) != 2 or self.mix[0] <= 0 or self.mix[1] < 0:
-            problems.append(f"mix must be (n1 > 0, n2 >= 0), got {self.mix}")
-        elif self.d2 is not None and self.mix[1] == 0:
-            problems.append("mix gives no D2 windows (n2 = 0) but d2 is set")
+        problems += self._check_protocol()
         if not self.lr > 0:
             problems.append(f"lr must be > 0, got {self.lr}")
         if self.optimizer not in OPTIMIZERS:
@@ -124,16 +167,164 @@ class TrainSpec:
                             f"got {self.input_arrangement!r}")
         if self.prediction not in ("block", "full"):
             problems.append(f"prediction must be 'block' or 'full', got {self.prediction!r}")
+        problems += self._check_recipe()
         if problems:
             raise ConfigError("invalid training spec: " + "; ".join(problems))
 
+    def _check_recipe(self) -> list[str]:
+        """Normalise and check loss_frames, windows and epochs."""
+        from actrec.data.sampling import parse_windows
+        from actrec.losses import parse_loss_frames
+
+        problems = []
+        try:
+            rule = parse_loss_frames(self.loss_frames, history=self.history)
+            object.__setattr__(self, "loss_frames", str(rule))
+        except ConfigError as exc:
+            problems.append(str(exc))
+        try:
+            object.__setattr__(self, "windows", str(parse_windows(self.windows)))
+        except ConfigError as exc:
+            problems.append(str(exc))
+        if self.epochs is not None and self.epochs < 1:
+            problems.append(f"epochs must be >= 1 (or None: iterations count), got {self.epochs}")
+        if not isinstance(self.delay, int) or not 0 <= self.delay < self.history:
+            problems.append(f"delay must be a number of frames >= 0 and below the history "
+                            f"({self.history}), got {self.delay!r}")
+        return problems
+
+    def _check_protocol(self) -> list[str]:
+        """Normalise and check the protocol, label, validation and schedule fields."""
+        extra = tuple(str(Path(p).expanduser().absolute()) for p in self.extra_data)
+        object.__setattr__(self, "extra_data", extra)
+        if self.init_from is not None:
+            object.__setattr__(self, "init_from", str(Path(self.init_from).expanduser().absolute()))
+        protocol = self.protocol or ("joint" if self.d2 is not None else "single")
+        object.__setattr__(self, "protocol", protocol)
+        if self.label_maps == 0:  # the paper's three maps for multi-random, else one
+            object.__setattr__(self, "label_maps", 3 if self.labels == "multi-random" else 1)
+        problems = []
+        n = len(self.datasets)
+        if protocol not in PROTOCOLS:
+            return [f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}"]
+        if extra and self.d2 is None:
+            problems.append("extra datasets (D3, ...) need d2 as well")
+        if protocol == "single" and n > 1:
+            problems.append("protocol 'single' trains on d1 alone, but d2 is set; use protocol "
+                            "'joint' or 'transfer', or drop d2")
+        if protocol == "joint" and n < 2:
+            problems.append("protocol 'joint' needs a second dataset (d2)")
+        if protocol == "transfer":
+            if extra:
+                problems.append("protocol 'transfer' pre-trains on one source (d2): extra "
+                                "datasets are for joint training")
+            if self.init_from is None and (self.d2 is None or self.pretrain_iters <= 0):
+                problems.append("protocol 'transfer' needs a source: d2 with pretrain_iters > 0, "
+                                "or init_from a trained run")
+            if self.init_from is not None and self.pretrain_iters > 0:
+                problems.append("init_from replaces pre-training: give pretrain_iters 0 with it")
+        elif self.pretrain_iters or self.finetune_iters or self.init_from is not None:
+            problems.append("pretrain_iters, finetune_iters and init_from belong to protocol "
+                            "'transfer'")
+        counts = len(self.mix)
+        if any(m < 0 for m in self.mix) or not self.mix or self.mix[0] <= 0:
+            problems.append(f"mix must give n1 > 0 windows of D1 and no negative count, "
+                            f"got {self.mix}")
+        elif protocol == "joint":
+            if counts != n:
+                problems.append(f"mix gives {counts} window count(s) for {n} datasets; give one "
+                                f"per dataset (e.g. {':'.join(['32'] * n)})")
+            elif any(m == 0 for m in self.mix):
+                k = self.mix.index(0) + 1
+                problems.append(f"mix gives no D{k} windows (n{k} = 0) but D{k} is set")
+        elif counts > 2:
+            problems.append(f"mix gives {counts} window counts for protocol {protocol!r}")
+        if self.labels not in LABEL_ARRANGEMENTS:
+            problems.append(f"labels must be one of {', '.join(LABEL_ARRANGEMENTS)}, "
+                            f"got {self.labels!r}")
+        elif self.labels != "concat" and n < 2:
+            problems.append(f"the {self.labels} label arrangement maps one dataset's labels onto "
+                            f"another's: it needs two datasets")
+        if self.labels == "multi-random" and self.label_maps < 2:
+            problems.append(f"multi-random needs label_maps >= 2, got {self.label_maps}")
+        elif self.labels != "multi-random" and self.label_maps != 1:
+            problems.append("label_maps > 1 belongs to the multi-random label arrangement")
+        for name, allowed in (("head", HEADS), ("score_inputs", ("auto", "yes", "no")),
+                              ("select", SELECTIONS), ("lr_schedule", LR_SCHEDULES)):
+            if getattr(self, name) not in allowed:
+                problems.append(f"{name} must be one of {', '.join(allowed)}, "
+                                f"got {getattr(self, name)!r}")
+        if self.score_inputs == "yes" and self.input_arrangement == "projection":
+            problems.append("score inputs are arranged by the label maps, not projected: use "
+                            "input_arrangement 'blocks' with them")
+        if not 0.0 <= self.val_fraction < 1.0:
+            problems.append(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        validates = self.val_fraction > 0 or self.select_on_test
+        if self.select == "best-val" and not validates:
+            problems.append("select 'best-val' needs a validation set: give val_fraction > 0 "
+                            "(or select_on_test, recorded)")
+        if self.lr_schedule == "sign" and protocol == "transfer":
+            problems.append("lr_schedule 'sign' stops a run early: use it with protocol "
+                            "'single' or 'joint'")
+        if self.lr_schedule in ("plateau", "sign") and not validates:
+            problems.append(f"lr_schedule {self.lr_schedule!r} watches the validation loss: "
+                            f"give val_fraction > 0")
+        for name in ("pretrain_iters", "finetune_iters", "val_every", "lr_step",
+                     "boundary_iters"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.lr_patience < 1:
+            problems.append(f"lr_patience must be >= 1, got {self.lr_patience}")
+        if not 0 < self.lr_gamma < 1:
+            problems.append(f"lr_gamma must be in (0, 1), got {self.lr_gamma}")
+        if self.lr_min < 0 or self.lr_min >= self.lr:
+            problems.append(f"lr_min must be in [0, lr), got {self.lr_min}")
+        if not self.batch_growth > 1 or self.max_batch_growths < 0:
+            problems.append("batch_growth must be > 1 and max_batch_growths >= 0")
+        if not self.boundary_sigma > 0:
+            problems.append(f"boundary_sigma must be > 0, got {self.boundary_sigma}")
+        if self.boundary and self.input_arrangement == "projection":
+            problems.append("the boundary pre-stage reads the arranged features: use "
+                            "input_arrangement 'blocks' with it")
+        return problems
+
+    @property
+    def datasets(self) -> list[Path]:
+        """The feature stores in domain order: D1, D2, D3, ..."""
+        return [self.d1] + ([self.d2] if self.d2 is not None else []) + [
+            Path(p) for p in self.extra_data]
+
     @property
     def joint(self) -> bool:
-        return self.d2 is not None
+        return self.protocol == "joint"
+
+    @property
+    def validates(self) -> bool:
+        """Whether the run scores a selection set (validation, or the test split explicitly)."""
+        return self.val_fraction > 0 or self.select_on_test
+
+    @property
+    def selection(self) -> str:
+        """``best-val`` or ``last``: ``auto`` picks best-val when the run validates."""
+        if self.select == "auto":
+            return "best-val" if self.validates else "last"
+        return self.select
+
+    @property
+    def phase_iterations(self) -> tuple[int, ...]:
+        """Iterations of each phase: ``(iterations,)``, or transfer's ``(pre-train,
+        fine-tune)`` (fine-tune ``finetune_iters``, else ``iterations``)."""
+        if self.protocol != "transfer":
+            return (self.iterations,)
+        return (self.pretrain_iters, self.finetune_iters or self.iterations)
+
+    @property
+    def total_iterations(self) -> int:
+        return sum(self.phase_iterations)
 
     @property
     def batch_mix(self) -> tuple[int, ...]:
-        """Windows per domain actually drawn: ``(n1,)`` or ``(n1, n2)``."""
+        """Windows per domain actually drawn: ``(n1,)``, ``(n1, n2, ...)`` when joint."""
         return self.mix if self.joint else self.mix[:1]
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,6 +333,7 @@ class TrainSpec:
         out["d1"] = str(self.d1)
         out["d2"] = None if self.d2 is None else str(self.d2)
         out["mix"] = list(self.mix)
+        out["extra_data"] = list(self.extra_data)
         out["streams"] = None if self.streams is None else list(self.streams)
         out["model_options"] = json.loads(json.dumps(self.model_options, default=str))
         return out

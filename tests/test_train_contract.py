@@ -304,7 +304,8 @@ def test_bad_run_folders_and_devices_are_one_message_and_leave_nothing(stores, t
     assert not runs.exists() or not any(runs.iterdir())  # no empty run folder left behind
     proc = subprocess.run([sys.executable, "-m", "actrec", "train", "lstm", "--d1", "nosuch"],
                           capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 1 and "no 'colorgrad' features of 'nosuch' yet" in proc.stderr
+    # --extractor defaults to discovering the dataset's one store: the message names no extractor
+    assert proc.returncode == 1 and "no features of 'nosuch' yet" in proc.stderr
     assert "actrec extract nosuch" in proc.stderr
 
 

@@ -419,7 +419,8 @@ def test_joint_training_with_different_classes_and_dims(stores, tmp_path):
     config = json.loads((run / "config.json").read_text())
     assert config["inputs"] == {"arrangement": "blocks", "dims": [6, 4], "width": 10,
                                 "shared_columns": False}
-    assert config["labels"] == {"offsets": [0, 3], "num_classes": 5}
+    assert config["labels"]["offsets"] == [0, 3] and config["labels"]["num_classes"] == 5
+    assert config["labels"]["arrangement"] == "concat"
     result = evaluate_run(run, online=True).to_dict()["datasets"]
     assert set(result) == {"toy1", "toy2"}
     assert result["toy1"]["frame_accuracy"] > 0.6  # chance 1/3

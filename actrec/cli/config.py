@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import difflib
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import click
+import tomllib
 
 from actrec.errors import ConfigError
 
@@ -208,9 +208,38 @@ def _upper(name: str) -> str:
     return name.upper().replace("-", "_")
 
 
+PRESET_META = "actrec.preset"  # ctx.meta key: the applied preset (Preset.to_dict() + "keys")
+
+
+def apply_preset(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Eager callback of a ``--preset NAME|PATH`` option: validate the preset's ``[train]``
+    table like a config file's (``ConfigError`` naming the file and key) and lay it over the
+    command's defaults, above the ``--config`` file's values and below the environment and
+    the command line. Model options (``[train.options]``) merge key by key with the config
+    file's. The preset is kept in ``ctx.meta[PRESET_META]``."""
+    if value is None:
+        return None
+    from actrec.presets import load_preset
+
+    preset = load_preset(value)
+    root = ctx.find_root()
+    name = ctx.info_name or "train"
+    table = _validate({name: preset.train}, root.command, root, preset.path,  # type: ignore[arg-type]
+                      prefix="")[name]
+    table.pop(param.name, None)  # a preset naming a preset: ignored, not recursive
+    current = dict(ctx.default_map or {})
+    merged = {**current, **table}
+    for key, value_ in table.items():
+        if isinstance(value_, list) and isinstance(current.get(key), (list, tuple)):
+            merged[key] = [*current[key], *value_]  # later KEY=VALUE items win
+    ctx.default_map = merged
+    ctx.meta[PRESET_META] = {**preset.to_dict(), "keys": sorted(table)}
+    return preset.name
+
+
 def value_sources(ctx: click.Context) -> dict[str, str]:
     """Where each parameter of the running command got its value:
-    ``command line``, ``environment``, ``config file`` or ``default``."""
+    ``command line``, ``environment``, ``config file``, ``preset NAME`` or ``default``."""
     names = {
         click.core.ParameterSource.COMMANDLINE: "command line",
         click.core.ParameterSource.ENVIRONMENT: "environment",
@@ -218,8 +247,11 @@ def value_sources(ctx: click.Context) -> dict[str, str]:
         click.core.ParameterSource.DEFAULT: "default",
         click.core.ParameterSource.PROMPT: "prompt",
     }
+    preset = ctx.meta.get(PRESET_META) or {}
     out = {}
     for param in ctx.command.params:
         src = ctx.get_parameter_source(param.name)
         out[param.name] = names.get(src, "default") if src is not None else "default"
+        if src == click.core.ParameterSource.DEFAULT_MAP and param.name in preset.get("keys", ()):
+            out[param.name] = f"preset {preset['name']}"
     return out

@@ -12,6 +12,11 @@ from actrec.cli.common import emit, json_option, make_progress
 @click.option("--online/--offline", default=True, show_default=True,
               help="Online: each test video frame by frame with the state carried, as a live "
               "system sees it. Offline: whole videos at once (allows non-causal models).")
+@click.option("--lookahead", default=None, metavar="K|half-history",
+              help="Online with a delay: frame t is answered by the step that has seen frame "
+              "t+K (the last K frames by flushing with the last frame repeated). "
+              "'half-history' is the run's history // 2, the DDLSTM paper's look-ahead. "
+              "0 is --online. Recorded; each K has its own results file.")
 @click.option("--split", default=None, help="Split to evaluate (default: the run's).")
 @click.option("--allow-noncausal-features", is_flag=True,
               help="Evaluate online even though the features look at future frames (recorded).")
@@ -22,8 +27,8 @@ from actrec.cli.common import emit, json_option, make_progress
 @click.option("--allow-train-overlap", is_flag=True,
               help="Evaluate a split whose test videos the run trained on (recorded).")
 @json_option
-def eval_(run, online, split, allow_noncausal_features, segment_background, allow_train_overlap,
-          as_json) -> None:
+def eval_(run, online, lookahead, split, allow_noncausal_features, segment_background,
+          allow_train_overlap, as_json) -> None:
     """Evaluate RUN (a run directory, or a run name in the workspace; default: the latest
     run). Each setting's result is kept in its own file in the run folder."""
     from actrec.evaluate import evaluate_run
@@ -34,7 +39,8 @@ def eval_(run, online, split, allow_noncausal_features, segment_background, allo
         result = evaluate_run(run_dir, online=online, split=split, progress=progress,
                               allow_noncausal_features=allow_noncausal_features,
                               segment_background=segment_background,
-                              allow_train_overlap=allow_train_overlap)
+                              allow_train_overlap=allow_train_overlap,
+                              lookahead=lookahead)
     emit(result, as_json, render_eval)
 
 
@@ -46,7 +52,15 @@ def render_eval(result):
     data = result.to_dict()
     mode = data.get("protocol", {}).get("mode") or ("online" if data.get("online", True)
                                                      else "offline")
-    table = Table(title=f"{mode} evaluation of {data.get('run_dir')}")
+    protocol = data.get("protocol", {})
+    note = ""
+    if protocol.get("selected_on_test"):
+        note = " [bold red](checkpoint selected on the TEST split)[/]"
+    elif (protocol.get("selected") or {}).get("select") == "best-val":
+        note = f" (checkpoint of iteration {protocol.get('iteration')}, best on validation)"
+    if protocol.get("lookahead"):
+        mode = f"look-ahead ({protocol.get('lookahead_rule') or protocol['lookahead']})"
+    table = Table(title=f"{mode} evaluation of {data.get('run_dir')}{note}")
     table.add_column("dataset", overflow="fold")
     table.add_column("videos", justify="right")
     table.add_column("frames", justify="right")
@@ -60,6 +74,34 @@ def render_eval(result):
                       _pct(ds["frame_accuracy"]), _pct(ds["mean_video_accuracy"]),
                       _pct(ds.get("edit")),
                       " / ".join(_pct(f1.get(k), unit="") for k in ("10", "25", "50")))
+    latency = data.get("latency") or {}
+    if not latency:
+        return table
+    from rich.console import Group
+
+    return Group(table, render_latency(latency))
+
+
+def render_latency(latency):
+    """The latency table of an online or look-ahead evaluation (``actrec.latency``): per
+    dataset the step time of one stream (median, p99), the frames per second one stream gets
+    alone and each of the batched streams gets, and the look-ahead's delay."""
+    from rich.table import Table
+
+    table = Table(title="latency of the model's step")
+    for column in ("dataset", "median ms", "p99 ms", "fps (1 stream)", "streams",
+                   "fps per stream", "delay frames", "device"):
+        table.add_column(column, justify="left" if column == "dataset" else "right")
+    for name, entry in latency.items():
+        if not entry:
+            table.add_row(name, *["-"] * 7)
+            continue
+        batched = entry.get("throughput") or {}
+        table.add_row(name, f"{entry['step_ms']['median']:.3f}", f"{entry['step_ms']['p99']:.3f}",
+                      f"{entry['frames_per_second_per_stream']:.0f}",
+                      str(batched.get("streams", "-")),
+                      f"{batched.get('frames_per_second_per_stream', float('nan')):.0f}",
+                      str(entry.get("delay_frames", 0)), str(entry.get("device", "")))
     return table
 
 

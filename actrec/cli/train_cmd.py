@@ -9,22 +9,114 @@ import click
 from actrec.cli.common import emit, json_option, layered_assignments, make_progress
 
 
-def _mix(value: str) -> tuple[int, int]:
-    n1, sep, n2 = str(value).partition(":")
+def _mix(value: str) -> tuple[int, ...]:
+    parts = str(value).split(":")
     try:
-        mix = (int(n1), int(n2) if sep else 0)
+        mix = tuple(int(p) for p in parts) + ((0,) if len(parts) == 1 else ())
     except ValueError:
-        raise click.BadParameter(f"expected N1:N2 (for example 64:64), got {value!r}",
+        raise click.BadParameter(f"expected N1:N2[:N3...] (for example 64:64), got {value!r}",
                                  param_hint="'--mix'") from None
-    if mix[0] <= 0 or mix[1] < 0:
-        raise click.BadParameter(f"expected N1 > 0 and N2 >= 0, got {value!r}",
+    if mix[0] <= 0 or min(mix) < 0:
+        raise click.BadParameter(f"expected N1 > 0 and the others >= 0, got {value!r}",
                                  param_hint="'--mix'")
     return mix
 
 
+def _protocol_options(f):
+    """Options of the training protocols, label arrangements, validation, schedules and the
+    boundary pre-stage (``actrec.protocols``); they pass through as TrainSpec fields."""
+    from actrec.cli.config import apply_preset
+
+    opts = [
+        click.option("--preset", default=None, is_eager=True, expose_value=True,
+                     callback=apply_preset, metavar="NAME|PATH",
+                     help="Settings of a paper from a TOML file: ddlstm, recassist, sign, "
+                     "or a path (see actrec/presets/). Explicit options override it."),
+        click.option("--protocol", type=click.Choice(["single", "joint", "transfer"]),
+                     default=None, help="single (D1), joint (D1 + D2 ... per batch) or "
+                     "transfer (pre-train on D2, fine-tune on D1) [default: joint with --d2]."),
+        click.option("--data", "data_list", default=None, metavar="A,B,C",
+                     help="Datasets D1,D2,D3,... in one option (instead of --d1/--d2): joint "
+                     "training of any number with concatenated labels (not the DDLSTM)."),
+        click.option("--pretrain-iters", type=int, default=0, show_default=True,
+                     help="transfer: iterations on D2 before fine-tuning."),
+        click.option("--finetune-iters", type=int, default=0, show_default=True,
+                     help="transfer: iterations on D1 (0: --iterations)."),
+        click.option("--init-from", default=None, metavar="RUN",
+                     help="transfer: fine-tune from this run's selected weights instead."),
+        click.option("--head", type=click.Choice(["auto", "keep", "reinit"]), default="auto",
+                     show_default=True, help="The output layer when fine-tuning starts: kept "
+                     "when its outputs mean the same classes (auto), or forced."),
+        click.option("--labels", type=click.Choice(["concat", "merged", "random",
+                                                    "multi-random"]),
+                     default="concat", show_default=True,
+                     help="Label arrangement across datasets (Recurrent Assistance eqs. 2-4)."),
+        click.option("--label-maps", type=int, default=0, show_default=True,
+                     help="multi-random: random maps per smaller dataset (0: 3)."),
+        click.option("--score-inputs", type=click.Choice(["auto", "yes", "no"]), default="auto",
+                     show_default=True, help="Inputs are per-class scores (softmax features) "
+                     "and are arranged like the labels; auto: when every store's feature "
+                     "dimension equals its number of classes."),
+        click.option("--val-fraction", type=float, default=0.0, show_default=True,
+                     help="Fraction of the training participants held out for validation."),
+        click.option("--val-every", type=int, default=0, show_default=True,
+                     help="Validate every N iterations (0: at every checkpoint)."),
+        click.option("--select", type=click.Choice(["auto", "best-val", "last"]),
+                     default="auto", show_default=True,
+                     help="Checkpoint that `actrec eval` scores (auto: best-val when validating)."),
+        click.option("--select-on-test", is_flag=True,
+                     help="Select on the TEST split (recorded; every table shows it)."),
+        click.option("--momentum", type=float, default=0.9, show_default=True,
+                     help="SGD momentum."),
+        click.option("--lr-schedule", type=click.Choice(["none", "step", "cosine", "plateau",
+                                                         "sign"]),
+                     default="none", show_default=True,
+                     help="Learning-rate schedule per phase; plateau and sign watch the "
+                     "validation loss (sign: then grow the batch, then stop early)."),
+        click.option("--lr-step", type=int, default=0, show_default=True,
+                     help="step: iterations between decays (0: a third of the phase)."),
+        click.option("--lr-gamma", type=float, default=0.1, show_default=True,
+                     help="Factor of each decay."),
+        click.option("--lr-patience", type=int, default=3, show_default=True,
+                     help="plateau/sign: validations without improvement before a decay."),
+        click.option("--lr-min", type=float, default=0.0, show_default=True,
+                     help="cosine: final lr; plateau/sign: the lowest lr."),
+        click.option("--batch-growth", type=float, default=2.0, show_default=True,
+                     help="sign: factor the batch grows by."),
+        click.option("--max-batch-growths", type=int, default=2, show_default=True,
+                     help="sign: batch growths before stopping early."),
+        click.option("--boundary/--no-boundary", default=False, show_default=True,
+                     help="DDLSTM Sec. 5.1 pre-stage: a 1-layer LSTM predicting the next action "
+                     "boundary, its output concatenated to the features."),
+        click.option("--boundary-iters", type=int, default=0, show_default=True,
+                     help="Pre-stage iterations (0: a quarter of --iterations)."),
+        click.option("--boundary-sigma", type=float, default=5.0, show_default=True,
+                     help="Width in frames of the pre-stage's Gaussians."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _protocol_fields(ctx, more: dict) -> dict:
+    """TrainSpec fields from the protocol options (``--data`` split into D1, D2, extras)."""
+    from actrec.cli.config import PRESET_META
+
+    fields = dict(more)
+    data = fields.pop("data_list", None)
+    if data:
+        refs = [r.strip() for r in data.split(",") if r.strip()]
+        if ctx.get_parameter_source("d1") == click.core.ParameterSource.COMMANDLINE or \
+                ctx.params.get("d2"):
+            raise click.UsageError("give the datasets with --data or with --d1/--d2, not both")
+        fields["data_refs"] = refs
+    fields["preset_record"] = ctx.meta.get(PRESET_META)
+    return fields
+
+
 @click.command()
 @click.argument("model")
-@click.option("--d1", required=True, help="First dataset: a reference (NAME[:key=value,...]) "
+@click.option("--d1", default=None, help="First dataset: a reference (NAME[:key=value,...]) "
               "resolved to its feature store, or a store path.")
 @click.option("--d2", default=None, help="Second dataset, for joint training.")
 @click.option("--extractor", default=None,
@@ -33,13 +125,22 @@ def _mix(value: str) -> tuple[int, int]:
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
               help="A model option (repeatable); see `actrec plugins`.")
 @click.option("--split", default=None, help="Split to train on (default: the store's first).")
-@click.option("--history", type=int, default=200, show_default=True, help="Window length in frames.")
+@click.option("--history", type=int, default=128, show_default=True, help="Window length in frames.")
 @click.option("--iterations", type=int, default=2000, show_default=True)
+@click.option("--epochs", type=int, default=None,
+              help="Train for N epochs of D1's windows instead of --iterations (see --windows).")
+@click.option("--windows", default="stride:4", show_default=True,
+              help="Training windows: 'random' (uniform video and start) or 'stride:S' (every "
+              "window ending at every S-th frame, shuffled per epoch).")
+@click.option("--loss-frames", default="last", show_default=True,
+              help="Frames the loss covers: 'all' labelled frames, the 'last' real frame of each "
+              "window, or 'after:K' (window positions K and later: a burn-in of K frames).")
 @click.option("--mix", default="64:64", show_default=True,
               help="Windows per batch from D1:D2 (with one dataset only N1 counts).")
-@click.option("--lr", type=float, default=0.01, show_default=True)
-@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True,
-              help="SGD with momentum 0.9 (the DDLSTM paper) or Adam.")
+@click.option("--lr", type=float, default=0.001, show_default=True)
+@click.option("--optimizer", type=click.Choice(["sgd", "adam", "adamw"]), default="adamw",
+              show_default=True, help="SGD with momentum 0.9 (the DDLSTM paper), Adam, or AdamW "
+              "(weight decay decoupled from the gradient step).")
 @click.option("--grad-clip", type=float, default=None, help="Maximum gradient norm.")
 @click.option("--d2-split", default=None, help="Split of D2 (default: its store's first).")
 @click.option("--eval-every", type=int, default=0, show_default=True,
@@ -56,30 +157,48 @@ def _mix(value: str) -> tuple[int, int]:
               show_default=True, help="Argmax over the frame's dataset block, or the whole vector.")
 @click.option("--allow-same-store", is_flag=True,
               help="Let --d1 and --d2 be the same feature store (otherwise an error).")
-@click.option("--weight-decay", type=float, default=0.0, show_default=True,
-              help="L2 weight decay of weight matrices (biases, normalisation parameters and "
-              "alphas are never decayed).")
+@click.option("--weight-decay", type=float, default=0.05, show_default=True,
+              help="Weight decay of weight matrices (biases, normalisation parameters and "
+              "alphas are never decayed); decoupled with adamw, L2 with sgd/adam.")
 @click.option("--streams", default=None, metavar="NAME[,NAME...]",
               help="Streams of each store to train on (default: the store's own); several "
               "are concatenated frame by frame (early fusion), e.g. rgb,flow.")
 @click.option("--run-dir", type=click.Path(path_type=Path), default=None,
               help="Run directory (default: a new one under the workspace's runs/). "
               "An existing run resumes.")
+@click.option("--delay", type=click.IntRange(min=0), default=0, show_default=True,
+              metavar="K", help="Train the model to answer K frames late (the output at frame "
+              "s is scored on frame s-K's label), for look-ahead evaluation (actrec eval uses "
+              "--lookahead K). The DDLSTM paper's look-ahead: K = history // 2.")
+@click.option("--tensorboard", is_flag=True,
+              help="Also log to TensorBoard (RUN/tensorboard; the 'tensorboard' extra): the "
+              "same numbers as metrics.jsonl, which is always written.")
+@_protocol_options
 @json_option
 @click.pass_context
-def train(ctx, model, d1, d2, extractor, options, split, history, iterations, mix, lr, optimizer,
+def train(ctx, model, d1, d2, extractor, options, split, history, iterations, epochs, windows,
+          loss_frames, mix, lr, optimizer,
           grad_clip, d2_split, eval_every, checkpoint_every, reestimate_batches,
           seed, device, input_arrangement, prediction, allow_same_store, weight_decay, streams,
-          run_dir, as_json) -> None:
-    """Train MODEL (a model plugin) on per-frame features and write a run directory."""
+          run_dir, delay, tensorboard, as_json, **more) -> None:
+    """Train MODEL (a model plugin) on per-frame features and write a run directory.
+
+    The defaults are actrec's online recipe (loss on the last frame of 128-frame windows taken
+    at stride 4, AdamW lr 1e-3 weight decay 0.05; see docs/guide.md); --preset ddlstm gives the
+    DDLSTM paper's setup."""
     from actrec.cli.config import value_sources
     from actrec.pipeline import train_from_refs
 
+    both = [ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE
+            for n in ("iterations", "epochs")]
+    if all(both):
+        raise click.UsageError("give --iterations or --epochs, not both")
     with make_progress() as progress:
         result = train_from_refs(
             model, d1=d1, d2=d2, extractor=extractor,
             model_options=layered_assignments(ctx, "options", "--option"), split=split,
-            history=history, iterations=iterations, mix=_mix(mix), lr=lr, optimizer=optimizer,
+            history=history, iterations=iterations, epochs=epochs, windows=windows,
+            loss_frames=loss_frames, mix=_mix(mix), lr=lr, optimizer=optimizer,
             grad_clip=grad_clip, d2_split=d2_split, eval_every=eval_every,
             checkpoint_every=checkpoint_every, reestimate_batches=reestimate_batches,
             seed=seed, device=device, input_arrangement=input_arrangement,
@@ -87,7 +206,8 @@ def train(ctx, model, d1, d2, extractor, options, split, history, iterations, mi
             weight_decay=weight_decay, run_dir=run_dir, sources=value_sources(ctx),
             streams=None if streams is None else tuple(
                 n.strip() for n in streams.split(",") if n.strip()),
-            progress=progress,
+            delay=delay, progress=progress, tensorboard=tensorboard,
+            **_protocol_fields(ctx, more),
         )
     emit(result, as_json, _render)
 

@@ -11,10 +11,11 @@ applies one: explicit options (command line, environment) override it, and it ov
 from __future__ import annotations
 
 import hashlib
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from actrec.errors import ConfigError
 

@@ -1,0 +1,108 @@
+"""Presets (files, precedence, recording), `actrec train` protocol options and `actrec runs`,
+through the real command line on small real Zarr stores."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from actrec.cli import cli
+from actrec.errors import ConfigError
+from actrec.io.features import FeatureStore
+from actrec.presets import available, load_preset
+
+
+def make_store(path, seed, classes=3, dim=None):
+    """6 videos, two per participant (P0, P1, P2); split '1' trains on P0 and P1's."""
+    rng = np.random.default_rng(seed)
+    dim = dim or classes
+    ids = [f"v{i}" for i in range(6)]
+    store = FeatureStore.open_or_create(
+        path, dataset=f"toy{seed}", split_scheme="default",
+        classes=[f"c{k}" for k in range(classes)],
+        splits={"1": {"train": ids[:4], "test": ids[4:]}}, extractor="toy",
+        extractor_config={"seed": seed}, lookahead=0, dtype="float32")
+    centres = rng.normal(size=(classes, dim))
+    for i, vid in enumerate(ids):
+        y = np.repeat(rng.integers(0, classes, size=10), 5)
+        x = centres[y] + 0.3 * rng.normal(size=(len(y), dim))
+        store.write_video(vid, x.astype(np.float32), y, fps=15.0, source=None,
+                          extra={"participant": f"P{i // 2}"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stores")
+    return make_store(root / "a.zarr", 1), make_store(root / "b.zarr", 2, classes=5)
+
+
+def invoke(args, home):
+    result = CliRunner().invoke(cli, args, env={"ACTREC_HOME": str(home)},
+                                catch_exceptions=True)
+    return result
+
+
+def test_shipped_presets_parse_and_hold_the_papers_numbers():
+    assert {"ddlstm", "recassist", "sign"} <= set(available())
+    dd = load_preset("ddlstm")
+    assert dd.train["history"] == 200 and dd.train["iterations"] == 50000
+    assert dd.train["mix"] == "64:64" and dd.train["lr"] == 0.01 and dd.train["momentum"] == 0.9
+    assert dd.train["options"] == {"hidden": 128, "layers": 3}
+    ra = load_preset("recassist")
+    assert ra.train["history"] == 300 and ra.train["lr"] == 0.001 and ra.train["mix"] == "80:48"
+    with pytest.raises(ConfigError, match="no preset 'ddlstn'"):
+        load_preset("ddlstn")
+
+
+def test_preset_file_values_are_overridden_by_flags_and_recorded(stores, tmp_path):
+    a, b = stores
+    preset = tmp_path / "mine.toml"
+    preset.write_text('description = "mine"\n[train]\nhistory = 12\nlr = 0.05\n'
+                      'labels = "merged"\nval-fraction = 0.4\n[train.options]\nhidden = 6\n'
+                      'layers = 2\n')
+    run_dir = tmp_path / "run"
+    out = invoke(["train", "lstm", "--d1", str(a), "--d2", str(b), "--preset", str(preset),
+                  "--lr", "0.02", "-o", "hidden=5", "--iterations", "3", "--mix", "2:2",
+                  "--run-dir", str(run_dir), "--json"], tmp_path)
+    assert out.exit_code == 0, out.output
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["spec"]["history"] == 12 and config["sources"]["history"] == "preset mine"
+    assert config["spec"]["lr"] == 0.02 and config["sources"]["lr"] == "command line"
+    assert config["spec"]["labels"] == "merged" and config["spec"]["preset"] == "mine"
+    assert config["model"]["config"]["hidden"] == 5 and config["model"]["config"]["layers"] == 2
+    assert config["preset"]["values"]["lr"] == 0.05 and len(config["preset"]["sha256"]) == 64
+    assert config["validation"][0]["val_videos"]  # carved by participant
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train]\nhistroy = 3\n")
+    refused = invoke(["train", "lstm", "--d1", str(a), "--preset", str(bad)], tmp_path)
+    assert refused.exit_code != 0 and "histroy" in str(refused.exception or refused.output)
+
+
+def test_protocol_options_reach_the_run_and_runs_lists_it(stores, tmp_path):
+    a, b = stores
+    run_dir = tmp_path / "runs" / "t"
+    out = invoke(["train", "lstm", "--data", f"{a},{b}", "--protocol", "transfer",
+                  "--pretrain-iters", "3", "--finetune-iters", "2", "--mix", "2:2",
+                  "--history", "12", "-o", "hidden=4", "--labels", "random", "--val-fraction",
+                  "0.4", "--val-every", "1", "--run-dir", str(run_dir), "--json"], tmp_path)
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["iterations"] == 5
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["labels"]["score_inputs"] is True  # 3 classes, 3 feature columns
+    assert [p["name"] for p in config["phases"]] == ["pretrain", "finetune"]
+    ev = invoke(["eval", str(run_dir), "--json"], tmp_path)
+    assert ev.exit_code == 0, ev.output
+    listed = invoke(["runs", "--json"], tmp_path)
+    assert listed.exit_code == 0, listed.output
+    (row,) = json.loads(listed.output)
+    assert row["protocol"] == "transfer" and row["labels"] == "random" and row["iterations"] == 5
+    assert row["best_val"] is not None and set(row["evaluations"]) == {"online"}
+    table = invoke(["runs"], tmp_path)
+    assert "transfer" in table.output and "random" in table.output
+    both = invoke(["train", "lstm", "--d1", str(a), "--data", f"{a},{b}"], tmp_path)
+    assert both.exit_code != 0 and "not both" in both.output
