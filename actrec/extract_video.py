@@ -18,6 +18,9 @@ the same future as they would in a longer video.
 A file that cannot be opened, that yields fewer frames than its header says, or whose
 extractor output has the wrong shape fails with a ``DataError`` naming the video; nothing is
 stored for it.
+
+Claims: a process extracts a video only while it holds the video's lock file in the store
+(``claim``), so any number of processes and commands on one store extract each video once.
 """
 
 from __future__ import annotations
@@ -207,7 +210,8 @@ def extract_video(
     from actrec.io.video import open_video
 
     if task.path is None:
-        raise DataError(f"video {task.id!r}: {task.missing_reason or 'the dataset gives no video file for it'}")
+        why = task.missing_reason or "the dataset gives no video file for it"
+        raise DataError(f"video {task.id!r}: {why}")
     if not task.label_fps > 0:
         raise DataError(f"video {task.id!r}: the dataset gives {task.label_fps} fps; expected > 0")
     fps = extractor.fps if extractor.fps is not None else task.label_fps
