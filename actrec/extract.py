@@ -56,9 +56,10 @@ class ExtractReport:
     ``redone_damaged`` and ``redone_changed`` name the stored videos that were extracted
     again (they are in ``written`` or ``failed`` too) because their stored copy was damaged
     or their source video changed, each with what was wrong. ``busy`` names the videos another
-    process (another ``actrec extract`` on this store) was extracting, left to it. ``cut`` lists the written videos
-    whose video and labels disagreed in length, with the frames the length policy cut from
-    each; ``frames`` counts the frames written, ``seconds`` the run's wall time."""
+    process (another ``actrec extract`` on this store) was extracting, left to it. ``cut``
+    lists the written videos whose video and labels disagreed in length, with the frames the
+    length policy cut from each; ``frames`` counts the frames written, ``seconds`` the run's
+    wall time."""
 
     written: tuple[str, ...]
     skipped: tuple[str, ...]

@@ -517,7 +517,8 @@ def test_an_extractor_workers_cannot_rebuild_is_a_clear_error(tiny_kitchen, tmp_
 
 
 _CONCURRENT = _KILLABLE.replace("batch_size=8)", "batch_size=8).to_dict()") \
-    .replace("extract_features(ds.load()", "import json\nprint(json.dumps(extract_features(ds.load()")
+    .replace("extract_features(ds.load()",
+             "import json\nprint(json.dumps(extract_features(ds.load()")
 _CONCURRENT = _CONCURRENT.rstrip() + "))\n"
 
 

@@ -7,8 +7,8 @@ Rows (frames per second, median of ``--rounds``):
 * each built-in extractor end to end (decode, extract, write a fresh store), with its ratio
   to decode only (weight-free extractors should stay >= 0.8: decoding is the bottleneck);
   ``cnn`` runs a ResNet-18 state dict with random weights written for the run
-  (``--cnn-size`` pixels, on ``--cnn-videos`` videos); extractors that cannot start with their default options are listed
-  as skipped with the reason;
+  (``--cnn-size`` pixels, on ``--cnn-videos`` videos); extractors that cannot start with
+  their default options are listed as skipped with the reason;
 * ``colorgrad`` with 1 and 2 worker processes (target: 2 workers > 1.3x one);
 * decoders: the same decode-only loop run standalone (``actrec/bench/decode_probe.py``) by
   this interpreter and by each ``--python`` given, e.g. a virtual environment with decord2.
