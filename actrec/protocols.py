@@ -302,6 +302,8 @@ def run_protocol(loop: Any, start: int, progress: Any) -> float:
     spec = loop.spec
     loss = float("nan")
     n = len(loop.data.banks)
+    if loop.monitor.stopped_at:  # the schedule stopped this run: it stays stopped
+        return loss
     for index, (first, stop) in enumerate(phase_bounds(spec)):
         if start >= stop:
             continue

@@ -106,3 +106,23 @@ def test_protocol_options_reach_the_run_and_runs_lists_it(stores, tmp_path):
     assert "transfer" in table.output and "random" in table.output
     both = invoke(["train", "lstm", "--d1", str(a), "--data", f"{a},{b}"], tmp_path)
     assert both.exit_code != 0 and "not both" in both.output
+
+
+def test_a_preset_sits_between_the_config_file_and_the_environment(stores, tmp_path):
+    a, _ = stores
+    preset = tmp_path / "p.toml"
+    preset.write_text("[train]\nhistory = 10\nseed = 5\n[train.options]\nlayers = 2\n")
+    config = tmp_path / "c.toml"
+    config.write_text("[train]\nhistory = 20\nlr = 0.07\n[train.options]\nhidden = 3\n")
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(
+        cli, ["--config", str(config), "train", "lstm", "--d1", str(a), "--preset", str(preset),
+              "--iterations", "1", "--mix", "2:0", "--run-dir", str(run_dir), "--json"],
+        env={"ACTREC_HOME": str(tmp_path), "ACTREC_TRAIN_SEED": "9"},
+        auto_envvar_prefix="ACTREC")
+    assert result.exit_code == 0, result.output
+    rec = json.loads((run_dir / "config.json").read_text())
+    assert rec["spec"]["history"] == 10 and rec["sources"]["history"] == "preset p"  # > config
+    assert rec["spec"]["lr"] == 0.07 and rec["sources"]["lr"] == "config file"
+    assert rec["spec"]["seed"] == 9 and rec["sources"]["seed"] == "environment"  # env > preset
+    assert rec["model"]["config"]["hidden"] == 3 and rec["model"]["config"]["layers"] == 2

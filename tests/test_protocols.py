@@ -282,3 +282,34 @@ def test_schedules_by_hand():
     assert sign.batch_scale == 2.0
     assert [sign.on_validation(0.9)] == ["stop"] and sign.stopped
     assert math.isclose(Schedule("none", 0.3, 5).lr_at(4), 0.3)
+
+
+def test_sign_schedule_decays_grows_the_batch_and_stops_a_run_for_good(kitchens, tmp_path):
+    s = spec(kitchens, mix=(2, 0), iterations=40, val_fraction=0.3, val_every=1,
+             lr_schedule="sign", lr_patience=1, lr_gamma=0.5, max_batch_growths=1,
+             checkpoint_every=0, lr=0.05)
+    result = train_model(s, tmp_path / "run")
+    log = lines(tmp_path / "run")
+    events = [x["schedule"] for x in log if "schedule" in x]
+    kinds = [e["event"] for e in events]
+    assert "decay" in kinds and kinds[-1] == "stop" and "grow" in kinds
+    grow = next(e for e in events if e["event"] == "grow")
+    assert grow["mix"] == [4]  # the batch of D1 windows doubled
+    stop = next(x for x in log if x.get("schedule", {}).get("event") == "stop")
+    assert result.iterations == stop["iteration"] < 40
+    decayed = next(x for x in log if x.get("schedule", {}).get("event") == "decay")
+    after = next(x for x in log if "loss" in x and x["iteration"] == decayed["iteration"] + 1)
+    assert after["lr"] == pytest.approx(decayed["schedule"]["lr"])  # the optimiser uses it
+    again = train_model(s, tmp_path / "run")  # a stopped run stays stopped
+    assert again.iterations == result.iterations and again.resumed_from == result.iterations
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["iteration"] == result.iterations
+    assert max(x["iteration"] for x in lines(tmp_path / "run")) == result.iterations
+
+
+def test_select_last_keeps_validating_but_evaluates_the_last_checkpoint(kitchens, tmp_path):
+    s = spec(kitchens, mix=(2, 0), iterations=4, val_fraction=0.3, val_every=2, select="last")
+    train_model(s, tmp_path / "run")
+    assert any("val" in x for x in lines(tmp_path / "run"))
+    assert not (tmp_path / "run" / "best.pt").exists()
+    ev = evaluate_run(tmp_path / "run")
+    assert ev.protocol["checkpoint"] == "checkpoint.pt" and ev.protocol["iteration"] == 4
