@@ -126,3 +126,15 @@ def test_a_preset_sits_between_the_config_file_and_the_environment(stores, tmp_p
     assert rec["spec"]["lr"] == 0.07 and rec["sources"]["lr"] == "config file"
     assert rec["spec"]["seed"] == 9 and rec["sources"]["seed"] == "environment"  # env > preset
     assert rec["model"]["config"]["hidden"] == 3 and rec["model"]["config"]["layers"] == 2
+
+
+def test_runs_lists_a_damaged_run_with_its_problem(tmp_path):
+    from actrec.runs import summarize_runs
+
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{not json")
+    (tmp_path / "empty").mkdir()  # no config.json: not a run
+    (row,) = summarize_runs(tmp_path)
+    assert row["run"] == "broken" and "invalid JSON" in row["problem"]
+    shown = CliRunner().invoke(cli, ["runs", "--root", str(tmp_path)])
+    assert shown.exit_code == 0 and "broken" in shown.output
