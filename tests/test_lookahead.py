@@ -171,6 +171,7 @@ def run(tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow
 def test_each_lookahead_has_its_own_results_file_recording_mode_and_k(run):
     online = evaluate_run(run, online=True)
     zero = evaluate_run(run, online=True, lookahead=0)
@@ -193,6 +194,7 @@ def test_each_lookahead_has_its_own_results_file_recording_mode_and_k(run):
         evaluate_run(run, online=False, lookahead=2)
 
 
+@pytest.mark.slow
 def test_cli_lookahead_table_and_json(run):
     runner = CliRunner()
     out = runner.invoke(cli, ["eval", str(run), "--lookahead", "3", "--json"])

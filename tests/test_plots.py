@@ -54,7 +54,8 @@ def lstm_run(tmp_path_factory):
     run_dir = root / "lstm"
     train_model(TrainSpec(model="lstm", d1=a, mix=(8, 0), iterations=6, log_every=2,
                           history=24, lr=0.02, optimizer="adam", seed=0,
-                          model_options={"hidden": 8}), run_dir)
+                          model_options={"hidden": 8}, val_fraction=0.3, val_every=2),
+                run_dir)
     return run_dir
 
 
@@ -71,6 +72,7 @@ def test_missing_inputs_say_what_to_run_first(run, lstm_run, tmp_path):
     assert not list(tmp_path.iterdir())  # nothing half-written
 
 
+@pytest.mark.slow
 def test_every_figure_is_written_and_not_blank(run, tmp_path):
     online = evaluate_run(run, online=True)
     evaluate_run(run, online=False)
@@ -143,6 +145,8 @@ def test_confusion_matrix_by_hand():
 
 
 def test_curves_compare_runs_and_cli(run, lstm_run, tmp_path):
+    logged = (lstm_run / "metrics.jsonl").read_text()
+    assert '"val": {"D1"' in logged  # the compared run draws its validation curves too
     result = CliRunner().invoke(cli, ["plot", str(run), "curves", "--compare", str(lstm_run),
                                       "--out", str(tmp_path), "--json"])
     assert result.exit_code == 0, result.output
