@@ -71,6 +71,7 @@ def _store(path, seed):
     return path
 
 
+@pytest.mark.slow
 def test_pre_stage_learns_and_a_run_with_it_resumes_exactly(tmp_path):
     store = _store(tmp_path / "s.zarr", 0)
     from actrec.data.labels import InputLayout
