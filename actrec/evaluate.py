@@ -522,6 +522,10 @@ def evaluate_run(
         "lookahead": delay if online else None,  # frames; None: offline sees everything
         "lookahead_rule": delay_rule if online else "offline (whole videos)",
         "trained_delay": trained_delay,
+        # The latest frame a prediction for frame t may depend on is t + frames_ahead (the
+        # look-ahead plus the features' own; None: offline, or features of unknown reach).
+        "frames_ahead": None if not online or any(f["lookahead"] < 0 for f in features)
+        else delay + max((f["lookahead"] for f in features), default=0),
         "prediction": prediction,
         "iteration": int(ckpt.get("iteration", 0)),
         "checkpoint": ckpt_path.name,

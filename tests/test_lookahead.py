@@ -187,8 +187,11 @@ def test_each_lookahead_has_its_own_results_file_recording_mode_and_k(run):
     saved = json.loads((run / "eval-lookahead-2.json").read_text())
     assert saved["protocol"]["mode"] == "lookahead-2" and saved["protocol"]["lookahead"] == 2
     assert saved["latency"]["toy1"]["delay_frames"] == 2
+    assert saved["protocol"]["frames_ahead"] == 2  # causal features: the look-ahead alone
+    assert online.protocol["frames_ahead"] == 0
     assert half.protocol["lookahead"] == 12 and "24 // 2" in half.protocol["lookahead_rule"]
     assert off.protocol["lookahead"] is None and off.latency == {}
+    assert off.protocol["frames_ahead"] is None
     assert two.datasets["toy1"].per_video != online.datasets["toy1"].per_video
     with pytest.raises(ActrecError, match="offline"):
         evaluate_run(run, online=False, lookahead=2)
@@ -250,3 +253,13 @@ def test_a_run_trained_with_a_delay_is_evaluated_at_it(run, tmp_path):
     lines = [json.loads(t) for t in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [line["eval"]["toy1"] for line in lines if "eval" in line][-1] == pytest.approx(
         late.datasets["toy1"].frame_accuracy)
+
+
+def test_frames_ahead_adds_the_features_own_lookahead(tmp_path):
+    store = make_store(tmp_path / "f.zarr", dim=6, classes=3, n_train=3, n_test=2, seed=3,
+                       lookahead=3)
+    run_dir = tmp_path / "run"
+    train_model(TrainSpec(model="lstm", d1=store, model_options={"hidden": 4}, history=12,
+                          iterations=2, mix=(4, 0), seed=0), run_dir)
+    result = evaluate_run(run_dir, lookahead=2, allow_noncausal_features=True)
+    assert result.protocol["lookahead"] == 2 and result.protocol["frames_ahead"] == 2 + 3
