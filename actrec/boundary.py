@@ -227,3 +227,18 @@ def rebuild(record_: dict[str, Any], layout: Any, model: Any) -> Any:
     """The wrapper of a trained run's ``model`` (weights loaded afterwards)."""
     BoundaryLSTM, BoundaryAugmented = _module_classes()
     return BoundaryAugmented(BoundaryLSTM(layout.width, int(record_.get("hidden", 64))), model)
+
+
+def log_losses(metrics: Any, model: Any, every: int) -> None:
+    """Append the pre-stage's KL losses of a fresh run (``model.boundary_losses``; none after
+    a resume) to the metrics log, every ``every`` steps and the last, at iteration 0."""
+    from actrec.checkpoints import log_line
+
+    losses = list(getattr(model, "boundary_losses", ()))
+    if not losses:
+        return
+    with open(metrics, "a", encoding="utf-8") as handle:
+        for i, value in enumerate(losses):
+            if (i + 1) % max(1, every) == 0 or i + 1 == len(losses):
+                log_line(handle, {"iteration": 0, "phase": "boundary", "step": i + 1,
+                                  "boundary_kl": value})

@@ -177,11 +177,8 @@ def train_model(
 
         state = _Loop(spec, run_dir, model, optimizer, rng, device, data, plugin,
                       elapsed_before)
-        for i, value in enumerate(getattr(model, "boundary_losses", ())):  # fresh runs only
-            if (i + 1) % max(1, spec.log_every) == 0 or i + 1 == len(model.boundary_losses):
-                with open(run_dir / runs.METRICS, "a", encoding="utf-8") as handle:
-                    log_line(handle, {"iteration": 0, "phase": "boundary", "step": i + 1,
-                                      "boundary_kl": value})
+        if spec.boundary:
+            boundary.log_losses(run_dir / runs.METRICS, model, spec.log_every)
         final_loss = float("nan")
         if checkpoint is not None:
             state.monitor.load_state_dict(checkpoint.get("monitor"))
