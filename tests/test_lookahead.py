@@ -263,3 +263,24 @@ def test_frames_ahead_adds_the_features_own_lookahead(tmp_path):
                           iterations=2, mix=(4, 0), seed=0), run_dir)
     result = evaluate_run(run_dir, lookahead=2, allow_noncausal_features=True)
     assert result.protocol["lookahead"] == 2 and result.protocol["frames_ahead"] == 2 + 3
+
+
+@pytest.mark.slow
+def test_cli_train_delay_then_eval_reads_it(tmp_path):
+    store = make_store(tmp_path / "a.zarr", dim=6, classes=3, n_train=3, n_test=2, seed=1)
+    run_dir = tmp_path / "run"
+    runner = CliRunner()
+    out = runner.invoke(cli, ["train", "lstm", "--d1", str(store), "--iterations", "2",
+                              "--history", "8", "--mix", "4:0", "-o", "hidden=4", "--delay", "2",
+                              "--run-dir", str(run_dir)])
+    assert out.exit_code == 0, out.output
+    assert json.loads((run_dir / "config.json").read_text())["spec"]["delay"] == 2
+    out = runner.invoke(cli, ["eval", str(run_dir), "--json"])
+    assert out.exit_code == 0, out.output
+    protocol = json.loads(out.output[out.output.index("{"):])["protocol"]
+    assert protocol["lookahead"] == 2 and protocol["trained_delay"] == 2
+    bad = runner.invoke(cli, ["eval", str(run_dir), "--lookahead", "0"])
+    assert bad.exit_code != 0 and "--lookahead 2" in str(bad.exception)
+    bad = runner.invoke(cli, ["train", "lstm", "--d1", str(store), "--history", "8",
+                              "--delay", "8", "--run-dir", str(tmp_path / "r2")])
+    assert bad.exit_code != 0 and "delay must be" in str(bad.exception)
