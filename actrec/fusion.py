@@ -6,7 +6,9 @@ own results file in its folder): online frame by frame by default, so a run whos
 look ahead (a centred motion stream) or whose model is not causal is refused online, and the
 fusion with it. The runs must have scored the same test videos of the same dataset, with the
 same classes, split and labels; otherwise nothing is fused (``ConfigError`` naming the runs
-and what differs). A frame's fused probabilities are the weighted mean of the runs' (softmax
+and what differs). A run trained to answer late (``--delay K``) is evaluated K frames late, so
+the fusion is too: its protocol records the largest member look-ahead (mode ``lookahead-K``)
+and ``frames_ahead``, the furthest future frame any member's decision depends on. A frame's fused probabilities are the weighted mean of the runs' (softmax
 over the dataset's classes, ``evaluate.local_probabilities``), and its prediction their argmax;
 the fused scores use the same metrics as an evaluation.
 """
@@ -109,8 +111,15 @@ def fuse_runs(
         first = parts[0]
         datasets[name] = score_dataset(name, first.store, first.split, first.ids, preds,
                                        first.targets, first.classes, first.segment_background)
+    # The fused decision about frame t waits for the member that answers latest (a run trained
+    # with --delay K is evaluated K frames late), and sees what its features see beyond that.
+    delays = [m.protocol.get("lookahead") for m in members]
+    ahead = [m.protocol.get("frames_ahead") for m in members]
+    delay = max(int(d or 0) for d in delays) if online else None
     protocol = {
-        "mode": "online" if online else "offline",
+        "mode": (f"lookahead-{delay}" if delay else "online") if online else "offline",
+        "lookahead": delay,
+        "frames_ahead": None if not online or any(a is None for a in ahead) else max(ahead),
         "fusion": "weighted mean of per-frame class probabilities (softmax over the dataset's "
                   "classes); prediction = argmax",
         "weights": list(weights),

@@ -152,6 +152,30 @@ def test_online_fusion_refuses_a_stream_that_looks_ahead(tmp_path):
     assert allowed.protocol["noncausal_features_used"] is True
 
 
+def test_fusion_records_the_look_ahead_of_its_members(runs, tmp_path):
+    # A run trained to answer 2 frames late is evaluated with a look-ahead of 2: the fused
+    # decision waits for it, so the fusion is not "online" and says how far it looks.
+    delayed = _train(runs["store"], tmp_path / "run-b-delay2", ("b",), delay=2)
+    fused = fuse_runs([runs["a"], delayed])
+    assert [m.protocol["lookahead"] for m in fused.members] == [0, 2]
+    assert fused.protocol["mode"] == "lookahead-2"
+    assert fused.protocol["lookahead"] == 2 and fused.protocol["frames_ahead"] == 2
+    plain = fuse_runs([runs["a"], runs["b"]])
+    assert (plain.protocol["mode"], plain.protocol["lookahead"],
+            plain.protocol["frames_ahead"]) == ("online", 0, 0)
+    # Features that look ahead (allowed explicitly) add to how far the fused result looks.
+    store = make_two_stream_store(tmp_path / "s.zarr", lookahead_b=3)
+    run_a = _train(store, tmp_path / "a", ("a",))
+    run_b = _train(store, tmp_path / "b", ("b",), delay=1)
+    allowed = fuse_runs([run_a, run_b], allow_noncausal_features=True)
+    assert allowed.protocol["mode"] == "lookahead-1" and allowed.protocol["frames_ahead"] == 4
+    offline = fuse_runs([runs["a"], runs["b"]], online=False)
+    assert offline.protocol["lookahead"] is None and offline.protocol["frames_ahead"] is None
+    result = CliRunner().invoke(cli, ["fuse", str(runs["a"]), str(delayed)])
+    assert result.exit_code == 0, result.output
+    assert "lookahead-2 late fusion" in result.output
+
+
 def test_training_refuses_missing_streams(runs, tmp_path):
     with pytest.raises(DataError, match="no stream 'flow'; it holds: a, b"):
         _train(runs["store"], tmp_path / "x", ("flow",))

@@ -61,7 +61,7 @@ def _render(result):
 
     from actrec.cli.eval_cmd import _pct
 
-    mode = "online" if result.online else "offline"
+    mode = result.protocol.get("mode") or ("online" if result.online else "offline")
     tables = []
     for name, fused in result.datasets.items():
         table = Table(title=escape(f"{mode} late fusion on {name}"),
