@@ -87,6 +87,19 @@ def test_frame_folder_errors_name_the_folder_and_frame(tmp_path):
     with pytest.raises(DataError, match=r"go up by 1 until 2\.png, then jump to 4\.png"):
         open_video(gap, folder_fps=15.0)
 
+    # Lost leading frames shift every frame as much as a gap does: numbers start at 0 or 1.
+    late = write_frames(tmp_path / "late", 4, start=4)
+    with pytest.raises(DataError, match=r"late: the first frame is 4\.png"):
+        open_video(late, folder_fps=15.0)
+    # Every other frame of a video: read at the video's rate, it would run twice as fast.
+    sparse = tmp_path / "sparse"
+    for i in range(4):
+        write_frames(sparse, 1, "frame_{i:04d}.jpg", start=1 + 2 * i)
+    with pytest.raises(DataError, match=r"go up by 2 .*one frame of the video per file"):
+        open_video(sparse, folder_fps=15.0)
+    zero = write_frames(tmp_path / "zero", 3, "{i:05d}.jpg", start=0)
+    assert open_video(zero, folder_fps=15.0).num_frames == 3
+
     dup = write_frames(tmp_path / "dup", 3)
     (dup / "02.png").write_bytes((dup / "2.png").read_bytes())
     with pytest.raises(DataError, match=r"02\.png and 2\.png are both frame 2"):

@@ -14,9 +14,10 @@ whose batch copy decord refuses are read with OpenCV instead (identical frames, 
 Frame folders (``FRAME_EXTENSIONS`` files, as datasets ship them: ``frame_0000000001.jpg``,
 ``0001.png``) are read in the order of the number in their names (the last run of digits:
 ``10.png`` after ``9.png``, which a lexical sort gets wrong), at a frame rate the caller gives
-(``folder_fps``: a folder records none). The numbers must go up in one constant step: a missing
-or duplicated frame would shift every later frame against its label, so it is a ``DataError``
-naming the files, as are an empty folder, an unreadable image and images of different sizes.
+(``folder_fps``: a folder records none). The numbers must start at 0 or 1 and go up by 1: a
+missing (also at the start) or duplicated frame would shift every later frame against its label,
+and every k-th frame would play k times too fast, so each is a ``DataError`` naming the files, as
+are an empty folder, an unreadable image and images of different sizes.
 Hidden files (``._0001.jpg`` from macOS) and other files (``Thumbs.db``) are no frames.
 """
 
@@ -229,7 +230,7 @@ def frame_files(folder: Path) -> list[Path]:
     in frame order: sorted by the number in the name (see the module docstring).
 
     ``DataError`` naming the folder for no frames, a frame without a number, two files with
-    the same number, or numbers that do not go up in one constant step (a missing frame).
+    the same number, or numbers that do not start at 0 or 1 and go up by 1 (a missing frame).
     """
     import os
 
@@ -254,13 +255,24 @@ def frame_files(folder: Path) -> list[Path]:
             raise DataError(f"{folder}: {first} and {second} are both frame {number}")
         numbered[number] = name
     order = sorted(numbered)
+    if order[0] not in (0, 1):
+        raise DataError(
+            f"{folder}: the first frame is {numbered[order[0]]} (frame {order[0]}); frames are "
+            f"numbered from 0 or 1, and frames lost at the start would shift every frame "
+            f"against its label")
     if len(order) > 1:
         steps = np.diff(order)
-        bad = np.flatnonzero(steps != steps[0])
+        bad = np.flatnonzero(steps != 1)
         if bad.size:
             i = int(bad[0])
+            if steps[0] != 1 and np.all(steps == steps[0]):
+                raise DataError(
+                    f"{folder}: frame numbers go up by {steps[0]} ({numbered[order[0]]}, "
+                    f"{numbered[order[1]]}, ...); a frame folder holds one frame of the video "
+                    f"per file, read at the dataset's frame rate (every {steps[0]}th frame "
+                    f"would play {steps[0]} times too fast against the labels)")
             raise DataError(
-                f"{folder}: frame numbers go up by {steps[0]} until {numbered[order[i]]}, then "
+                f"{folder}: frame numbers go up by 1 until {numbered[order[i]]}, then "
                 f"jump to {numbered[order[i + 1]]} (a missing or extra frame would shift every "
                 f"later frame against its label)")
     return [folder / numbered[n] for n in order]
