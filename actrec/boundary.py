@@ -205,15 +205,26 @@ def attach(spec: Any, data: Any, model: Any, device: Any, progress: Any, *,
     BoundaryLSTM, BoundaryAugmented = _module_classes()
     if fresh:
         iterations = spec.boundary_iters or max(1, spec.total_iterations // 4)
-        mix = tuple(m for m in spec.mix[: len(data.banks)]) if spec.protocol == "joint" \
-            else tuple([spec.mix[0]] + [0] * (len(data.banks) - 1))
-        pre, losses = train_boundary(data.banks, data.layout, mix, spec.history, iterations,
+        pre, losses = train_boundary(data.banks, data.layout,
+                                     pre_stage_mix(spec, len(data.banks)), spec.history,
+                                     iterations,
                                      spec.boundary_sigma, spec.seed, device, progress=progress)
     else:
         pre, losses = BoundaryLSTM(data.layout.width), []
     wrapped = BoundaryAugmented(pre, model)
     wrapped.boundary_losses = losses
     return wrapped
+
+
+def pre_stage_mix(spec: Any, n: int) -> tuple[int, ...]:
+    """Windows per dataset of the pre-stage's batches: every dataset some phase of the run
+    trains on (transfer: D2, which pre-training feeds through the pre-stage, and D1), each
+    with the most windows a phase gives it."""
+    from actrec.protocols import phase_mix
+
+    mixes = [phase_mix(spec, i, n) for i, count in enumerate(spec.phase_iterations) if count]
+    mixes = mixes or [phase_mix(spec, len(spec.phase_iterations) - 1, n)]
+    return tuple(max(column) for column in zip(*mixes))
 
 
 def record(spec: Any) -> dict[str, Any]:

@@ -54,7 +54,7 @@ def test_wrapped_model_steps_online_like_forward():
     assert not any(p.requires_grad for p in model.pre.parameters())  # frozen
 
 
-def _store(path, seed):
+def _store(path, seed, dim=4):
     from actrec.io.features import FeatureStore
 
     rng = np.random.default_rng(seed)
@@ -63,10 +63,10 @@ def _store(path, seed):
         path, dataset="toyb", split_scheme="default", classes=["a", "b", "c"],
         splits={"1": {"train": ids[:4], "test": ids[4:]}}, extractor="toy",
         extractor_config={"seed": seed}, lookahead=0, dtype="float32")
-    centres = rng.normal(size=(3, 4))
+    centres = rng.normal(size=(3, dim))
     for vid in ids:
         y = np.repeat(rng.integers(0, 3, size=8), rng.integers(4, 9, size=8))[:48]
-        x = centres[y] + 0.3 * rng.normal(size=(len(y), 4))
+        x = centres[y] + 0.3 * rng.normal(size=(len(y), dim))
         store.write_video(vid, x.astype(np.float32), y, fps=15.0, source=None)
     return path
 
@@ -103,3 +103,22 @@ def test_pre_stage_learns_and_a_run_with_it_resumes_exactly(tmp_path):
     (ds,) = result.datasets.values()
     (off,) = offline.datasets.values()
     assert ds.frame_accuracy == pytest.approx(off.frame_accuracy)
+
+
+def test_transfer_pre_stage_learns_from_the_source_dataset_too(tmp_path):
+    """Transfer pre-trains the main model on D2, so the pre-stage must have seen D2: with
+    features of other dimensions (D2 in its own input columns), the pre-stage's input weights
+    of D2's columns moved away from their initial values."""
+    a = _store(tmp_path / "a.zarr", 0)
+    b = _store(tmp_path / "b.zarr", 1, dim=5)
+    spec = TrainSpec(model="lstm", d1=a, d2=b, protocol="transfer", pretrain_iters=2,
+                     model_options={"hidden": 8}, history=16, iterations=1, mix=(3, 2),
+                     lr=0.01, optimizer="adam", seed=2, boundary=True, boundary_iters=3)
+    train_model(spec, tmp_path / "run")
+    trained = load_checkpoint(tmp_path / "run" / "checkpoint.pt")["model"]["pre.lstm.weight_ih_l0"]
+    with torch.random.fork_rng():
+        torch.manual_seed(spec.seed + boundary.BOUNDARY_STREAM)  # the pre-stage's first weights
+        initial = boundary.BoundaryLSTM(4 + 5, 64).lstm.weight_ih_l0.detach()
+    assert trained.shape == initial.shape
+    assert not torch.equal(trained[:, :4], initial[:, :4])  # D1's columns learnt
+    assert not torch.equal(trained[:, 4:], initial[:, 4:])  # and D2's
