@@ -153,6 +153,8 @@ def train_model(
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"cannot create run folder {run_dir}: {exc.strerror}") from None
+    if checkpoint is None:  # a best.pt of an attempt killed before its first checkpoint
+        (run_dir / runs.BEST).unlink(missing_ok=True)  # would be what `actrec eval` scores
     with torch.random.fork_rng(devices=cuda):
         torch.set_rng_state(init_rng)  # continue the stream right after the initial weights
         if device.type == "cuda":

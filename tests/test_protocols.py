@@ -313,3 +313,19 @@ def test_select_last_keeps_validating_but_evaluates_the_last_checkpoint(kitchens
     assert not (tmp_path / "run" / "best.pt").exists()
     ev = evaluate_run(tmp_path / "run")
     assert ev.protocol["checkpoint"] == "checkpoint.pt" and ev.protocol["iteration"] == 4
+
+
+def test_a_fresh_run_in_a_folder_drops_the_best_checkpoint_of_an_attempt_killed_before(
+        kitchens, tmp_path):
+    """An attempt killed after a validation but before its first checkpoint leaves best.pt
+    alone in the folder; a new run there (another spec: no checkpoint to resume) must not let
+    `actrec eval` score that stale file."""
+    s = spec(kitchens, mix=(2, 0), iterations=6, val_fraction=0.3, val_every=1,
+             checkpoint_every=0)
+    with pytest.raises(KeyboardInterrupt):
+        train_model(s, tmp_path / "run", progress=Kill(3))
+    assert (tmp_path / "run" / "best.pt").is_file()
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    train_model(spec(kitchens, mix=(2, 0), iterations=4, seed=5), tmp_path / "run")
+    ev = evaluate_run(tmp_path / "run")
+    assert ev.protocol["checkpoint"] == "checkpoint.pt" and ev.protocol["iteration"] == 4
