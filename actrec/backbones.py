@@ -28,7 +28,8 @@ Which output is taken (``output``):
 images (the sign-language paper's cross-modality start): ``inflate="tile"`` repeats the RGB
 filters C/3 times (stacks of 3-channel flow images), ``"mean"`` averages the filters over RGB
 and repeats that C times (stacks of single-channel images). Not possible for ``.pt2`` programs
-(their shapes are fixed when exported): export them with C channels instead.
+(their shapes are fixed when exported): export them with C channels instead. A model whose
+first layer already takes C channels (trained on the stacks) is used as it is, in every format.
 
 Threads: torch runs with ``torch.get_num_threads()`` (the extraction host sets each worker's
 share); an onnxruntime session is given the same number when it is created.
@@ -383,10 +384,16 @@ def _check_device(device: str) -> str:
 def inflate_first_conv(weight: np.ndarray, channels: int, mode: str, *, where: str) -> np.ndarray:
     """First-layer filters ``[O, 3, k, k]`` widened to ``[O, channels, k, k]``: ``tile``
     repeats them ``channels / 3`` times, ``mean`` repeats their mean over RGB ``channels``
-    times. ``ConfigError`` naming ``where`` when that cannot be done."""
+    times. Filters that already take ``channels`` (a model trained on such stacks; other
+    than 3) are returned unchanged. ``ConfigError`` naming ``where`` when neither applies."""
+    if weight.ndim == 4 and weight.shape[1] == channels and channels != 3:
+        return weight  # trained on the stacks: used as it is
     if weight.ndim != 4 or weight.shape[1] != 3:
-        raise ConfigError(f"{where}: in_channels needs a first convolution on 3 channels, "
-                          f"found weights of shape {list(weight.shape)}")
+        took = f"{weight.shape[1]} channels" if weight.ndim == 4 else \
+            f"weights of shape {list(weight.shape)}"
+        raise ConfigError(f"{where}: the first convolution takes {took}; in_channels="
+                          f"{channels} needs one on 3 channels (widened) or on {channels} "
+                          f"(used as it is)")
     if mode == "mean":
         return np.repeat(weight.mean(axis=1, keepdims=True), channels, axis=1)
     if channels % 3:
@@ -484,9 +491,6 @@ def _load_export(path: Path, output: str, layer: str | None, in_channels: int | 
                  common: dict) -> Backbone:
     import torch
 
-    if in_channels is not None:
-        raise ConfigError(f"{path}: in_channels cannot widen an exported program (its shapes "
-                          f"are fixed); export the model with {in_channels} input channels")
     try:
         program = torch.export.load(str(path))
     except Exception as exc:  # noqa: BLE001 - loaders raise many types; all mean unreadable
@@ -506,6 +510,10 @@ def _load_export(path: Path, output: str, layer: str | None, in_channels: int | 
     if spec.channels is None:
         raise DataError(f"{path}: the program's channel dimension is dynamic; expected a fixed "
                         f"number of channels")
+    if in_channels is not None and in_channels != spec.channels:
+        raise ConfigError(f"{path}: in_channels cannot widen an exported program (its shapes "
+                          f"are fixed; it takes {spec.channels} channels); export the model "
+                          f"with {in_channels} input channels")
     if common["device"] != "cpu":
         from torch.export.passes import move_to_device_pass
 

@@ -338,6 +338,44 @@ def test_motion_cnn_mhi_and_framediff_stacks_by_hand(resnet_file):
     np.testing.assert_array_equal(diff.images(diff_fields(grey[0], grey[1:])), stack)
 
 
+def test_motion_cnn_takes_a_backbone_trained_on_the_stack_as_it_is(tmp_path):
+    # The paper's motion stream is a CNN trained on the stacks, whose first layer already
+    # takes the stack's channels: it is used unchanged (state dict, ONNX and .pt2 alike).
+    import warnings
+
+    import torch
+
+    from actrec.nn.resnet import ResNet
+
+    torch.manual_seed(3)
+    model = ResNet([(1, 8, 8)] * 4, stem=8, num_classes=3, in_channels=5).eval()
+    x = torch.randn(2, 5, 32, 32)
+    torch.save(model.state_dict(), tmp_path / "stack.pth")
+    batch = torch.export.Dim("batch", min=1, max=64)
+    torch.export.save(torch.export.export(model, (x,), dynamic_shapes=({0: batch},)),
+                      tmp_path / "stack.pt2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), str(tmp_path / "stack.onnx"), dynamo=False,
+                          input_names=["images"], output_names=["logits"],
+                          dynamic_axes={"images": {0: "n"}, "logits": {0: "n"}})
+    # Frame 5's five differences of the bar video (oldest first): pair j lit columns j, j + 1.
+    stack = np.zeros((1, 32, 32, 5), np.float32)
+    for j in range(5):
+        stack[0, :, j:j + 2, j] = 255
+    images = (stack / 255.0 - 0.449) / 0.226
+    with torch.no_grad():
+        want = model.features(torch.from_numpy(images.transpose(0, 3, 1, 2).copy())).numpy()
+    for name in ("stack.pth", "stack.pt2", "stack.onnx"):
+        ext = _make("motion-cnn", method="framediff", model=tmp_path / name, size=32)
+        rows = _run(ext, _bar_video(frames=6, size=32), batch=4)
+        np.testing.assert_allclose(rows[5], want[0], rtol=1e-4, atol=1e-5, err_msg=name)
+    # A backbone on another number of channels (not 3, not the stack's) is refused by name.
+    with pytest.raises(ConfigError, match="stack.pth.*5 channels.*6"):
+        _make("motion-cnn", method="framediff", model=tmp_path / "stack.pth", size=32,
+              window=7).dim()
+
+
 def test_motion_cnn_flow_stack_tiles_the_rgb_filters(resnet_file):
     from actrec_plugins.extractors.motion.fields import flow_fields, grey_frames
     from actrec_plugins.extractors.motion.images import flow_image

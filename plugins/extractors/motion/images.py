@@ -3,7 +3,9 @@
 Per frame, the window of ``window`` frames (causal, or centred with ``centred=true``: see
 ``fields``) becomes a stack of motion images of ``size`` x ``size`` pixels (the grey frames are
 resized to that square first, as the paper feeds 224 x 224 images), fed to a backbone file whose first convolution is widened from
-3 to the stack's channels (``actrec.backbones``: ``inflate`` as the paper does):
+3 to the stack's channels (``actrec.backbones``: ``inflate`` as the paper does), or used as it
+is when it already takes them (a motion CNN trained on the stacks; the only kind a ``.pt2``
+program can be):
 
 * ``flow``: each of the window's ``window - 1`` Farneback flow fields as an RGB image whose hue
   is the flow's direction (0 degrees rightwards, counter-clockwise, y up) and whose brightness
@@ -109,7 +111,8 @@ class MotionCNN(FeatureExtractor):
         if cfg.model is None:
             raise ConfigError(f"{_WHERE} needs a backbone file: -x model=PATH (.onnx, or a "
                               f"state dict .pt/.pth for arch=resnet, whose first layer is "
-                              f"widened to the stack)")
+                              f"widened to the stack; or a .pt2/.onnx/state dict whose first "
+                              f"layer already takes the stack)")
         model = Path(cfg.model).expanduser().resolve()
         if not model.is_file():
             raise DataError(f"{_WHERE}: backbone file not found: {model}")
