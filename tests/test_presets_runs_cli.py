@@ -138,3 +138,19 @@ def test_runs_lists_a_damaged_run_with_its_problem(tmp_path):
     assert row["run"] == "broken" and "invalid JSON" in row["problem"]
     shown = CliRunner().invoke(cli, ["runs", "--root", str(tmp_path)])
     assert shown.exit_code == 0 and "broken" in shown.output
+
+
+def test_iterations_on_the_command_line_override_a_presets_epochs(stores, tmp_path):
+    """Command line > preset also between the two ways of giving the length: a preset's
+    ``epochs`` must not silently replace an explicit ``--iterations`` (and vice versa)."""
+    a, _ = stores
+    preset = tmp_path / "p.toml"
+    preset.write_text("[train]\nepochs = 3\nhistory = 10\nmix = \"2:0\"\n"
+                      "[train.options]\nhidden = 3\n")
+    run_dir = tmp_path / "run"
+    out = invoke(["train", "lstm", "--d1", str(a), "--preset", str(preset), "--iterations", "2",
+                  "--run-dir", str(run_dir), "--json"], tmp_path)
+    assert out.exit_code == 0, out.output
+    rec = json.loads((run_dir / "config.json").read_text())
+    assert rec["spec"]["iterations"] == 2 and rec["spec"]["epochs"] is None
+    assert json.loads(out.output)["iterations"] == 2

@@ -193,6 +193,10 @@ def train(ctx, model, d1, d2, extractor, options, split, history, iterations, ep
             for n in ("iterations", "epochs")]
     if all(both):
         raise click.UsageError("give --iterations or --epochs, not both")
+    rank = {click.core.ParameterSource.COMMANDLINE: 2, click.core.ParameterSource.ENVIRONMENT: 1}
+    if rank.get(ctx.get_parameter_source("iterations"), 0) > \
+            rank.get(ctx.get_parameter_source("epochs"), 0):
+        epochs = None  # an explicit --iterations beats epochs of a preset or config file
     with make_progress() as progress:
         result = train_from_refs(
             model, d1=d1, d2=d2, extractor=extractor,
