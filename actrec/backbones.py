@@ -125,8 +125,9 @@ class Preprocess:
     (``pixel_range`` 1 for torchvision models, 255 for Caffe-style ones); ``channels="bgr"``
     reverses each group of three channels (the frames arrive RGB).
 
-    ``mean`` / ``std`` have one value, three (per RGB, repeated over stacked groups of three)
-    or one per channel.
+    ``mean`` / ``std`` have one value, three (repeated over stacked groups of three) or one per
+    channel, in the order the model takes its channels: BGR for ``channels="bgr"`` (Caffe's
+    ``103.939, 116.779, 123.68``), RGB otherwise.
     """
 
     resize: int = 256

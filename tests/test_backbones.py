@@ -246,6 +246,12 @@ def test_preprocess_resize_crop_and_normalise_by_hand():
     np.testing.assert_allclose(out[0, 0], 200 - 10.0)
     np.testing.assert_allclose(out[0, 1], 100 - 10.0)
     assert out[0, 2, 0, 0] == pytest.approx((0 + 4 + 8) / 3 - 10, abs=0.01)  # 3 columns -> 1
+    # Caffe's mean is given in the model's (BGR) order: blue 200 - 103.939 first.
+    caffe = Preprocess(resize=0, crop=20, mean=(103.939, 116.779, 123.68), std=(1.0,),
+                       pixel_range=255.0, channels="bgr")
+    out = caffe.apply(frame[None])
+    np.testing.assert_allclose(out[0, 0], 200 - 103.939, rtol=1e-5)
+    np.testing.assert_allclose(out[0, 1], 100 - 116.779, rtol=1e-5)
     stacked = Preprocess(resize=0, crop=8, mean=(0.5,), std=(0.5,)).apply(
         np.full((2, 16, 16, 10), 255, np.uint8))
     assert stacked.shape == (2, 10, 8, 8) and np.all(stacked == 1.0)
