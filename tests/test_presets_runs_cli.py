@@ -56,6 +56,21 @@ def test_shipped_presets_parse_and_hold_the_papers_numbers():
     assert ra.train["history"] == 300 and ra.train["lr"] == 0.001 and ra.train["mix"] == "80:48"
     with pytest.raises(ConfigError, match="no preset 'ddlstn'"):
         load_preset("ddlstn")
+    sign = load_preset("sign")  # Borg & Camilleri Sec. 5.1: 20-frame segments, 5 folds
+    assert sign.train["history"] == 20 and sign.train["val-fraction"] == 0.2
+    assert sign.train["lr-schedule"] == "sign" and sign.train["mix"] == "32:32"
+
+
+@pytest.mark.parametrize("name", available())
+def test_every_shipped_preset_is_accepted_by_actrec_train(name, tmp_path):
+    """Every key of a shipped preset is an option `actrec train` has, of the right type (the
+    eager --preset callback validates it before --help exits)."""
+    out = invoke(["train", "lstm", "--preset", name, "--help"], tmp_path)
+    assert out.exit_code == 0, (out.output, out.exception)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train]\nhistory = \"long\"\n")
+    refused = invoke(["train", "lstm", "--preset", str(bad), "--help"], tmp_path)
+    assert refused.exit_code != 0 and "history" in str(refused.exception or refused.output)
 
 
 def test_preset_file_values_are_overridden_by_flags_and_recorded(stores, tmp_path):
