@@ -339,13 +339,15 @@ def draw_label_maps(batch: Any, labels: Any, layout: Any, seed: int, iteration: 
 
 
 def start_finetune(loop: Any, iteration: int) -> None:
-    """Fine-tuning starts: a fresh optimiser, weights from ``init_from`` when given, and the
-    output layer re-initialised when ``head="reinit"``; logged."""
+    """Fine-tuning starts after global ``iteration``: a fresh optimiser, weights from
+    ``init_from`` when given, and the output layer re-initialised when ``head="reinit"``;
+    logged at the first fine-tuning iteration (``iteration + 1``), so a run killed before
+    its next checkpoint drops the line with that work and logs it once again on resume."""
     from actrec import runs
     from actrec.checkpoints import log_line
 
     spec = loop.spec
-    event: dict[str, Any] = {"iteration": iteration, "phase": "finetune", "event": "start"}
+    event: dict[str, Any] = {"iteration": iteration + 1, "phase": "finetune", "event": "start"}
     reinit: list[str] = []
     if spec.init_from is not None:
         copied, reinit = load_init_weights(loop.model, Path(spec.init_from), loop.data.labels,

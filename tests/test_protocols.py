@@ -103,7 +103,7 @@ def test_every_protocol_and_arrangement_trains_and_evaluates(kitchens, tmp_path,
     if case["protocol"] == "transfer":
         assert {x["phase"] for x in log if "loss" in x} == {"pretrain", "finetune"}
         start = next(x for x in log if x.get("event") == "start")
-        assert start["iteration"] == 4 and start["head"] == "kept"
+        assert start["iteration"] == 5 and start["head"] == "kept"  # fine-tuning's first
     best = load_checkpoint(tmp_path / "run" / "best.pt")
     final_vals = [x for x in vals if x["phase"] != "pretrain"]
     top = max(final_vals, key=lambda x: x["val"]["score"])
@@ -190,7 +190,7 @@ def test_init_from_a_run_with_other_outputs_reinitialises_the_head(kitchens, tmp
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kill_after", [3, 7])  # in pre-training, in fine-tuning
+@pytest.mark.parametrize("kill_after", [3, 5, 7])  # pre-training, fine-tuning: 1st step, later
 def test_transfer_resumes_to_the_uninterrupted_result(kitchens, tmp_path, kill_after):
     s = spec(kitchens, d2=kitchens["b"], protocol="transfer", pretrain_iters=4, iterations=4,
              val_fraction=0.3, val_every=2, lr_schedule="cosine", checkpoint_every=2)
