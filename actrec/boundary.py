@@ -198,10 +198,12 @@ class WidenedLayout:
 
 
 def attach(spec: Any, data: Any, model: Any, device: Any, progress: Any, *,
-           fresh: bool) -> Any:
+           fresh: bool, recorded: dict[str, Any] | None = None) -> Any:
     """``model`` (built for ``WidenedLayout(data.layout)``) behind the pre-stage: trained now
     for a fresh run (``spec.boundary_iters``, default a quarter of the run's iterations),
-    an untrained one whose weights the checkpoint restores for a resumed run."""
+    an untrained one whose weights the checkpoint restores for a resumed run. The wrapper's
+    ``boundary_record`` is what its checkpoints record: ``record(spec)`` for a fresh run, the
+    checkpoint's ``recorded`` for a resumed one (its iterations may have changed since)."""
     BoundaryLSTM, BoundaryAugmented = _module_classes()
     if fresh:
         iterations = spec.boundary_iters or max(1, spec.total_iterations // 4)
@@ -213,6 +215,7 @@ def attach(spec: Any, data: Any, model: Any, device: Any, progress: Any, *,
         pre, losses = BoundaryLSTM(data.layout.width), []
     wrapped = BoundaryAugmented(pre, model)
     wrapped.boundary_losses = losses
+    wrapped.boundary_record = record(spec) if fresh or not recorded else dict(recorded)
     return wrapped
 
 
@@ -228,7 +231,7 @@ def pre_stage_mix(spec: Any, n: int) -> tuple[int, ...]:
 
 
 def record(spec: Any) -> dict[str, Any]:
-    """What a checkpoint records of the pre-stage (``None`` when the run has none)."""
+    """What a checkpoint records of the pre-stage a fresh run of ``spec`` trains."""
     return {"hidden": 64, "sigma": spec.boundary_sigma,
             "iterations": spec.boundary_iters or max(1, spec.total_iterations // 4),
             "outputs": ["mu (history units)", "log sigma"]}

@@ -140,7 +140,8 @@ def train_model(
                                             data.labels, history=spec.history)
             if spec.boundary:  # trained now, in its own random streams
                 model = boundary.attach(spec, data, model, device, progress,
-                                        fresh=checkpoint is None)
+                                        fresh=checkpoint is None,
+                                        recorded=(checkpoint or {}).get("boundary"))
             init_rng = torch.get_rng_state()
         if spec.delay and not model.causal:
             raise ConfigError(f"--delay {spec.delay}: model '{spec.model}' is not causal (it "
@@ -514,7 +515,6 @@ class _Loop:
         import torch
 
         from actrec import runs
-        from actrec.boundary import record as boundary_record
 
         spec = self.spec
         checkpoint = {
@@ -541,7 +541,7 @@ class _Loop:
             "input_tables": ([list(t) for t in self.data.layout.tables]
                              if self.data.layout.tables is not None else None),
             "phase": self.phase_name,
-            "boundary": boundary_record(spec) if spec.boundary else None,
+            "boundary": getattr(self.model, "boundary_record", None),  # None: no pre-stage
             "monitor": self.monitor.state_dict(),
             "selected": self.monitor.selected(),
         }

@@ -122,3 +122,17 @@ def test_transfer_pre_stage_learns_from_the_source_dataset_too(tmp_path):
     assert trained.shape == initial.shape
     assert not torch.equal(trained[:, :4], initial[:, :4])  # D1's columns learnt
     assert not torch.equal(trained[:, 4:], initial[:, 4:])  # and D2's
+
+
+def test_a_resumed_run_records_the_pre_stage_it_trained(tmp_path):
+    """The pre-stage's default length is a quarter of the iterations: a run resumed with more
+    iterations (allowed) keeps the pre-stage it trained, and its checkpoint says so."""
+    store = _store(tmp_path / "s.zarr", 0)
+    spec = TrainSpec(model="lstm", d1=store, model_options={"hidden": 8}, history=16,
+                     iterations=4, mix=(2, 0), lr=0.01, optimizer="adam", seed=1,
+                     boundary=True)
+    train_model(spec, tmp_path / "run")
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["boundary"]["iterations"] == 1
+    train_model(TrainSpec.from_dict({**spec.to_dict(), "iterations": 8}), tmp_path / "run")
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert ckpt["iteration"] == 8 and ckpt["boundary"]["iterations"] == 1
