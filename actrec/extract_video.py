@@ -3,6 +3,8 @@ policy, run the extractor, write the result.
 
 Frame rate: frames are decoded at the extractor's ``fps`` if its config sets one, else at the
 dataset's label rate (``VideoRecord.fps``), so that by default every label has its frame.
+A file whose own rate is within 2.5 % of the label rate (29.97 for 30) is read one frame per
+label (``open_video``'s ``nominal_fps``), never resampled; ``container_fps`` records its rate.
 When the two rates differ, labels are resampled to the feature frames by nearest timestamp
 with the same rule as frames (``actrec.io.video.resample_indices``); the video's attributes
 record it (``label_fps``, ``labels_resampled``).
@@ -216,7 +218,7 @@ def extract_video(
         raise DataError(f"video {task.id!r}: the dataset gives {task.label_fps} fps; expected > 0")
     fps = extractor.fps if extractor.fps is not None else task.label_fps
     reader = open_video(task.path, fps=fps, num_threads=options.decode_threads,
-                        folder_fps=task.label_fps)
+                        folder_fps=task.label_fps, nominal_fps=task.label_fps)
     labels = resample_labels(task.labels, task.label_fps, reader.fps)
     n_video, n_labels = reader.num_frames, int(labels.shape[0])
     where = f"video {task.id!r} ({reader.path})"
@@ -284,6 +286,7 @@ def extract_video(
         "label_fps": float(task.label_fps),
         "labels_resampled": abs(task.label_fps - reader.fps) >= 1e-9,
         "source_fps": reader.source_fps,
+        "container_fps": getattr(reader, "container_fps", reader.source_fps),
         "frame_size": list(reader.size),
         "participant": task.participant,
         "frames_cut": {"video": n_video - keep, "labels": n_labels - keep},

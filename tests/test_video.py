@@ -158,3 +158,23 @@ def test_widths_decord_cannot_copy_are_read_with_opencv(tmp_path, write_mp4, lev
     assert np.all(np.abs(expected[..., 2].mean(axis=(1, 2)) - (235 - 9 * np.arange(7))) < 6)
     up = open_video(clip, fps=30.0)  # every source frame twice
     np.testing.assert_array_equal(up.read(range(4)), expected[[0, 1, 1, 2]])
+
+
+@pytest.mark.parametrize("container_fps", [29.97, 29.4, 30.5])
+def test_a_container_rate_near_the_label_rate_reads_one_frame_per_label(
+        tmp_path, write_mp4, level_frames, container_fps):
+    # Labels count the file's frames: a 29.97 fps file of a 30 fps dataset must give frame i
+    # for label i. Resampling by the container's rate would repeat a frame once every
+    # ~1 / (1 - 29.97 / 30) frames and shift every later label.
+    frames = level_frames(120)
+    path = write_mp4(tmp_path / "ntsc.mp4", frames, fps=container_fps)
+    reader = open_video(path, fps=30.0, nominal_fps=30.0)
+    assert reader.container_fps == pytest.approx(container_fps, abs=0.01)
+    assert reader.source_fps == 30.0 and reader.num_frames == 120
+    np.testing.assert_array_equal(reader.source_indices, np.arange(120))
+    got = reader.read(np.arange(120))[:, 0, 0, 0].astype(int)
+    np.testing.assert_allclose(got, frames[:, 0, 0, 0].astype(int), atol=5)  # levels 9 apart
+    # far from the nominal rate (a 15 fps copy of a 30 fps dataset) frames are resampled
+    half = open_video(write_mp4(tmp_path / "half.mp4", frames, fps=15.0), fps=30.0,
+                      nominal_fps=30.0)
+    assert half.source_fps == 15.0 and half.num_frames == 239  # round(i / 2) < 120

@@ -32,8 +32,8 @@ import numpy as np
 
 from actrec.errors import DataError
 
-__all__ = ["FRAME_EXTENSIONS", "FrameFolderReader", "VideoReader", "frame_files", "open_video",
-           "resample_indices"]
+__all__ = ["FRAME_EXTENSIONS", "FrameFolderReader", "RATE_TOLERANCE", "VideoReader",
+           "frame_files", "open_video", "resample_indices", "same_rate"]
 
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
@@ -83,10 +83,14 @@ class _Reader:
     path: Path
     size: tuple[int, int]
 
-    def _timing(self, num_source: int, source_fps: float, fps: float | None) -> None:
+    def _timing(self, num_source: int, source_fps: float, fps: float | None,
+                nominal_fps: float | None = None) -> None:
         if fps is not None and not (np.isfinite(fps) and fps > 0):
             raise DataError(f"{self.path}: target fps must be positive, got {fps}")
         self.num_source_frames = num_source
+        self.container_fps = float(source_fps)  # as the file states it
+        if nominal_fps is not None and same_rate(source_fps, nominal_fps):
+            source_fps = nominal_fps  # frame i of the file is frame i of the labels
         self.source_fps = float(source_fps)
         self.fps = float(fps) if fps is not None else self.source_fps
         if fps is None:
@@ -135,7 +139,8 @@ class VideoReader(_Reader):
     Build one with ``open_video``. ``num_frames`` and ``timestamps`` are after resampling.
     """
 
-    def __init__(self, path: Path, fps: float | None = None, *, num_threads: int = 1) -> None:
+    def __init__(self, path: Path, fps: float | None = None, *, num_threads: int = 1,
+                 nominal_fps: float | None = None) -> None:
         import decord
 
         self.path = Path(path)
@@ -155,7 +160,7 @@ class VideoReader(_Reader):
         if not np.isfinite(source_fps) or source_fps <= 0:
             raise DataError(f"{self.path}: video reports no valid frame rate "
                             f"({source_fps}); pass fps explicitly")
-        self._timing(num_source, source_fps, fps)
+        self._timing(num_source, source_fps, fps, nominal_fps)
         self._fallback: _OpenCVFrames | None = None
         first = self._read_source([0])
         self.size = (int(first.shape[1]), int(first.shape[2]))  # (H, W)
@@ -331,7 +336,8 @@ class FrameFolderReader(_Reader):
 
 
 def open_video(path: str | Path, fps: float | None = None, *, num_threads: int = 1,
-               folder_fps: float | None = None) -> VideoReader | FrameFolderReader:
+               folder_fps: float | None = None,
+               nominal_fps: float | None = None) -> VideoReader | FrameFolderReader:
     """Open ``path`` for reading, resampled to ``fps`` if given (see the module docstring):
     a video file, or a folder of image frames at ``folder_fps`` frames per second (required
     for a folder, ignored for a file, which carries its own rate).
@@ -340,8 +346,24 @@ def open_video(path: str | Path, fps: float | None = None, *, num_threads: int =
     folder or frame for a frame folder that is empty, numbered with gaps, or holds an
     unreadable image or images of different sizes. ``num_threads`` is decord's decoding thread
     count, or the image-reading threads of a folder (0 = the library's choice).
+
+    ``nominal_fps`` is the rate at which the caller counts the file's frames (a dataset's label
+    rate: labels are frame numbers of the video). A container rate within
+    ``RATE_TOLERANCE`` of it is that nominal rate as the file rounds it (29.97 for 30, 25.02
+    for 25): source frames are then taken at ``nominal_fps``, one to one with the labels, and
+    ``container_fps`` keeps the file's own value. Resampling by the container's rate instead
+    would drift (at 29.97 vs 30: 18 frames per 10 minutes) without any length check noticing.
     """
     path = Path(path)
     if path.is_dir():
         return FrameFolderReader(path, fps, folder_fps=folder_fps, num_threads=num_threads)
-    return VideoReader(path, fps, num_threads=num_threads)
+    return VideoReader(path, fps, num_threads=num_threads, nominal_fps=nominal_fps)
+
+
+RATE_TOLERANCE = 0.025
+"""Relative difference under which a container's frame rate is a rounding of a nominal one."""
+
+
+def same_rate(container_fps: float, nominal_fps: float) -> bool:
+    """True when ``container_fps`` is within ``RATE_TOLERANCE`` of ``nominal_fps``."""
+    return abs(container_fps - nominal_fps) <= RATE_TOLERANCE * nominal_fps
