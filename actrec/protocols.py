@@ -189,10 +189,9 @@ class Monitor:
             self._sets[k] = (ids, feats, labels)
         return self._sets[k]
 
-    def validate(self, model: Any, device: Any, domains: list[int],
-                 prepare: Any = None) -> dict[str, Any]:
-        """Validation loss and frame accuracy of each of ``domains`` and their means.
-        ``prepare(x [T, B, W], domain [B])`` -> the model's inputs (the boundary pre-stage)."""
+    def validate(self, model: Any, device: Any, domains: list[int]) -> dict[str, Any]:
+        """Validation loss and frame accuracy of each of ``domains`` and their means (a
+        boundary pre-stage is inside ``model``: ``actrec.boundary.BoundaryAugmented``)."""
         import torch
         import torch.nn.functional as F
 
@@ -220,8 +219,7 @@ class Monitor:
                     for b, n in enumerate(lengths):
                         mask[:n, b] = True
                     dom = torch.full((len(lengths),), k, dtype=torch.long, device=device)
-                    inputs = prepare(xt, dom) if prepare is not None else xt
-                    logits = model(inputs, dom, mask=mask)  # [T, B, K]
+                    logits = model(xt, dom, mask=mask)  # [T, B, K]
                     yt = torch.from_numpy(y).to(device)
                     target = torch.from_numpy(labels.to_global(y, k)).to(device)
                     keep = yt >= 0
@@ -260,8 +258,7 @@ class Monitor:
 
         if not self.due(done, stop):
             return False
-        result = self.validate(loop.model, loop.device, loop.domains,
-                               getattr(loop, "prepare", None))
+        result = self.validate(loop.model, loop.device, loop.domains)
         best, event = self.record(done, result)
         line: dict[str, Any] = {"iteration": done, "phase": loop.phase_name, "val": result}
         if event:
