@@ -176,17 +176,23 @@ def test_transfer_finetuning_starts_from_the_pretrained_weights(kitchens, tmp_pa
 def test_init_from_a_run_with_other_outputs_reinitialises_the_head(kitchens, tmp_path):
     source = spec(kitchens, d1=kitchens["b"], protocol="single", mix=(2, 0), iterations=3)
     train_model(source, tmp_path / "src")
+    before = (tmp_path / "src" / "checkpoint.pt").read_bytes()
+    # a vanishing learning rate: the run's final weights are the ones fine-tuning started from
     s = spec(kitchens, d2=kitchens["b"], protocol="transfer", init_from=str(tmp_path / "src"),
-             iterations=2)
+             iterations=2, lr=1e-30, optimizer="sgd", momentum=0.0)
     train_model(s, tmp_path / "run")
     start = next(x for x in lines(tmp_path / "run") if x.get("event") == "start")
     assert start["head"] == "reinitialised" and start["copied"] > 0
     assert any(n.startswith("head.") for n in start["reinitialised"])
     theirs = load_checkpoint(tmp_path / "src" / "checkpoint.pt")["model"]
+    mine = load_checkpoint(tmp_path / "run" / "checkpoint.pt")["model"]
+    body = [n for n in mine if not n.startswith("head.")]
+    assert body and all(torch.allclose(mine[n], theirs[n], atol=1e-6) for n in body)
+    assert mine["head.weight"].shape[0] > theirs["head.weight"].shape[0]  # a + b outputs now
     with pytest.raises(ConfigError, match="head keep"):
         train_model(spec(kitchens, d2=kitchens["b"], protocol="transfer", head="keep",
                          init_from=str(tmp_path / "src"), iterations=1), tmp_path / "keep")
-    assert theirs  # the source run is untouched
+    assert (tmp_path / "src" / "checkpoint.pt").read_bytes() == before  # the source untouched
 
 
 @pytest.mark.slow
