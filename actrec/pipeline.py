@@ -118,9 +118,12 @@ def train_from_refs(
     stores = [existing_store(r, extractor) for r in refs]
     if spec_fields.get("init_from"):
         spec_fields["init_from"] = str(resolve_run(spec_fields["init_from"]).absolute())
+    model_options = dict(model_options or {})
+    if run_dir is not None and sources:
+        model_options = _resumed_defaults(Path(run_dir), spec_fields, model_options, sources)
     spec = TrainSpec(
         model=model,
-        model_options=dict(model_options or {}),
+        model_options=model_options,
         d1=stores[0],
         d2=stores[1] if len(stores) > 1 else None,
         extra_data=tuple(str(p) for p in stores[2:]),
@@ -130,3 +133,29 @@ def train_from_refs(
         run_dir = new_run_dir(home() / "runs", model)
     return train_model(spec, run_dir, sources=sources, progress=progress, preset=preset_record,
                        tensorboard=tensorboard)
+
+
+def _resumed_defaults(run_dir: Path, spec_fields: dict[str, Any], model_options: dict[str, Any],
+                      sources: Mapping[str, str]) -> dict[str, Any]:
+    """When ``run_dir`` holds a checkpoint, the fields the user left at their defaults
+    (``sources[name] == "default"``) take the values the run was started with, so that a run
+    resumes as it was specified even after a release changed a default (or when the user
+    gives only ``--run-dir``). ``spec_fields`` is updated in place; returns the model options
+    to use. ``device`` stays as given (the machine may differ)."""
+    from actrec.runs import CHECKPOINT, load_checkpoint
+    from actrec.train_spec import TrainSpec
+
+    path = run_dir / CHECKPOINT
+    if not path.is_file():
+        return model_options
+    saved = load_checkpoint(path).get("spec") or {}
+    try:
+        recorded = TrainSpec.from_dict(saved, where=str(path))
+    except ConfigError:
+        return model_options  # check_resume names what differs
+    for name in list(spec_fields):
+        if name != "device" and sources.get(name) == "default" and name in saved:
+            spec_fields[name] = getattr(recorded, name)
+    if sources.get("options") == "default" and not model_options:
+        return dict(recorded.model_options)
+    return model_options

@@ -98,3 +98,36 @@ def test_adamw_decays_weights_decoupled_and_spares_norm_parameters(tmp_path):
         factor = 1 - 0.1 * 0.5 if p.dim() >= 2 else 1.0
         torch.testing.assert_close(p.detach(), before[name] * factor, msg=name)
     assert "embedding.1.weight" in before  # the LayerNorm gain is among the spared
+
+
+def test_a_run_resumes_with_its_own_settings_where_the_command_leaves_defaults(store, tmp_path):
+    # Started with non-default settings and stopped at 4 of 8 iterations; the resume gives
+    # only the model, the data and the run folder: the recorded recipe applies, not today's
+    # defaults (which would be refused as a different spec, or train up to 2000 iterations).
+    run = tmp_path / "run"
+    first = ["train", "lstm", "--d1", str(store), "--history", "10", "--iterations", "8",
+             "--windows", "random", "--loss-frames", "all", "--optimizer", "adam", "--lr",
+             "0.01", "--weight-decay", "0", "--mix", "4:0", "-o", "hidden=6",
+             "--checkpoint-every", "4", "--run-dir", str(run), "--json"]
+    whole = tmp_path / "whole"
+    out = invoke([a if a != str(run) else str(whole) for a in first], tmp_path)
+    assert out.exit_code == 0, out.output
+    stopped = [a if a != "8" else "4" for a in first]
+    assert invoke(stopped, tmp_path).exit_code == 0
+    out = invoke(["train", "lstm", "--d1", str(store), "--run-dir", str(run), "--json"], tmp_path)
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.output)  # the stopped run asked for 4: nothing is left to do
+    assert (result["iterations"], result["resumed_from"]) == (4, 4)
+    spec = json.loads((run / "config.json").read_text())["spec"]
+    assert (spec["history"], spec["optimizer"], spec["windows"]) == (10, "adam", "random")
+    # given explicitly, a value still wins: 8 iterations now, the same as the whole run
+    out = invoke(["train", "lstm", "--d1", str(store), "--run-dir", str(run), "--iterations",
+                  "8", "--json"], tmp_path)
+    assert out.exit_code == 0, out.output
+    a = torch.load(run / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(whole / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # an explicit value that differs from the run is still refused
+    out = invoke(["train", "lstm", "--d1", str(store), "--run-dir", str(run), "--history",
+                  "12"], tmp_path)
+    assert out.exit_code != 0 and "history: 10 -> 12" in str(out.exception)
