@@ -105,10 +105,12 @@ class ImportReport:
 
 
 def _write_all(store, items, report: ImportReport, overwrite: bool, progress: Progress | None,
-               load: Callable[[str, Any], tuple[np.ndarray, np.ndarray, float, Path]]) -> None:
+               load: Callable[[str, Any], tuple[np.ndarray, np.ndarray, float, Path]],
+               participant: Callable[[str], str | None] | None = None) -> None:
     """Write every ``(video, payload)`` of ``items`` with ``load(video, payload) -> (features
     [T, D], labels [T], fps, source)``; existing videos are kept unless ``overwrite`` or
-    damaged (a missing or resized chunk file: imported again and counted in the repairs)."""
+    damaged (a missing or resized chunk file: imported again and counted in the repairs).
+    ``participant(video)``, where given, is recorded with each video (validation carves by it)."""
     total = len(items)
     task = None
     if progress is not None and hasattr(progress, "add_task"):
@@ -119,8 +121,10 @@ def _write_all(store, items, report: ImportReport, overwrite: bool, progress: Pr
             report.already_present += 1
         else:
             features, labels, fps, source = load(video, payload)
-            store.write_video(video, features, labels, fps=fps, source=source,
-                              extra={"imported": True})
+            extra: dict[str, Any] = {"imported": True}
+            if participant is not None and participant(video):
+                extra["participant"] = participant(video)
+            store.write_video(video, features, labels, fps=fps, source=source, extra=extra)
             if damaged:  # counted once it is whole again
                 key = "damaged videos imported again"
                 report.repairs[key] = report.repairs.get(key, 0) + 1
@@ -199,7 +203,8 @@ def import_mstcn(root: Path, store_path: Path, *, name: str, overwrite: bool = F
         labels = index.videos[video].labels  # already fitted to T by load_mstcn
         return np.ascontiguousarray(features, dtype=np.float32), labels, fps, path
 
-    _write_all(store, items, report, overwrite, progress, load)
+    _write_all(store, items, report, overwrite, progress, load,
+               participant=lambda video: index.videos[video].participant)
     return report
 
 

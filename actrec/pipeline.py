@@ -153,8 +153,11 @@ def _resumed_defaults(run_dir: Path, spec_fields: dict[str, Any], model_options:
         recorded = TrainSpec.from_dict(saved, where=str(path))
     except ConfigError:
         return model_options  # check_resume names what differs
+    explicit_length = sources.get("iterations", "default") != "default"
     for name in list(spec_fields):
-        if name != "device" and sources.get(name) == "default" and name in saved:
+        if name == "device" or (name == "epochs" and explicit_length):
+            continue  # an explicit --iterations replaces the recorded epochs
+        if sources.get(name) == "default" and name in saved:
             spec_fields[name] = getattr(recorded, name)
     if sources.get("options") == "default" and not model_options:
         return dict(recorded.model_options)

@@ -58,6 +58,9 @@ def test_import_mstcn_real_features(idt_root, tmp_path):
     gt = A.read_frame_labels(IDT / "groundTruth" / "P08_webcam01_P08_coffee.txt",
                              {c: i for i, c in enumerate(classes)})
     np.testing.assert_array_equal(labels, gt)
+    # the participant is recorded: a validation carve must hold out a person's every camera
+    assert {v: store.video_attrs(v)["participant"] for v in store.videos()} == {
+        v: v.split("_")[0] for v in store.videos()}
     # a second run keeps what is there, overwrite=True rewrites it
     again = import_mstcn(idt_root, tmp_path / "store", name="breakfast-idt")
     assert (again.written, again.already_present) == (0, 5)
