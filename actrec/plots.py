@@ -3,7 +3,7 @@
 Each figure is written as PNG and SVG into an output folder (default ``<run>/plots``) and the
 written paths are returned:
 
-- ``timeline``: ground truth above prediction, one colour per class, for chosen test videos
+- ``timeline``: ground truth above prediction, one colour per class name, for chosen test videos
   (the DDLSTM paper's Fig. 6); from an evaluation's per-frame predictions
   (``actrec.predictions``, written by every ``actrec eval``).
 - ``confusion``: the confusion matrix of each dataset, rows normalised (each true class's
@@ -35,8 +35,8 @@ import numpy as np
 
 from actrec.errors import ConfigError, DataError
 
-__all__ = ["FIGURES", "plot_alphas", "plot_confusion", "plot_curves", "plot_per_class",
-           "plot_run", "plot_timeline", "results_file"]
+__all__ = ["FIGURES", "class_colour_table", "plot_alphas", "plot_confusion", "plot_curves",
+           "plot_per_class", "plot_run", "plot_timeline", "results_file"]
 
 FIGURES = ("timeline", "alphas", "curves", "confusion", "per-class")
 UNLABELLED = "#d9d9d9"  # frames nobody annotated (label -1)
@@ -171,13 +171,24 @@ def _class_colours(count: int) -> list[Any]:
 # Figures from an evaluation
 
 
+def class_colour_table(datasets: Sequence[Any]) -> dict[str, Any]:
+    """One colour per class NAME over the union of the class lists of ``datasets`` (objects
+    with ``.classes``; names in order of first appearance), so a class shared by two datasets
+    of a joint run has the same colour in both and distinct names have distinct colours."""
+    names = list(dict.fromkeys(c for ds in datasets for c in ds.classes))
+    return dict(zip(names, _class_colours(len(names))))
+
+
 def plot_timeline(run_dir: Path, out_dir: Path, *, videos: Sequence[str] = (),
                   setting: str | None = None, frames: tuple[int, int] | None = None,
                   max_videos: int = 4) -> list[Path]:
     """Ground truth above prediction for each of ``videos`` (default: the first test videos
     of each dataset, ``max_videos`` in all), frames ``frames = (start, stop)`` of each (default
-    all), one colour per class, unlabelled frames grey. ``DataError`` for a video id no
-    dataset of the evaluation has."""
+    all), one colour per class name (the same in every video, also across the datasets of a
+    joint run; the legend lists exactly the classes drawn), unlabelled frames grey. A range
+    running past a video's end is clipped (the video's title says so); ``ConfigError`` naming
+    the video and its length for a range that starts after its end. ``DataError`` for a video
+    id no dataset of the evaluation has."""
     plt = _pyplot()
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
@@ -197,30 +208,49 @@ def plot_timeline(run_dir: Path, out_dir: Path, *, videos: Sequence[str] = (),
     if not chosen:
         raise DataError(f"{path.name}: the evaluation scored no video")
 
-    fig, axes = plt.subplots(len(chosen), 1, figsize=(12, 1.5 * len(chosen) + 1.2),
-                             squeeze=False, layout="constrained")
-    legend: dict[str, Any] = {}
-    for ax, (name, vid) in zip(axes[:, 0], chosen):
-        ds = preds[name]
-        p, y = ds.video(vid)
-        start, stop = (0, len(y)) if frames is None else frames
+    # Check every range before drawing anything: a range past a video's end is an error, one
+    # running over its end is clipped (and the title says so).
+    spans: list[tuple[int, int, str]] = []
+    for name, vid in chosen:
+        length = len(preds[name].video(vid)[1])
+        if frames is None:
+            spans.append((0, length, ""))
+            continue
+        start, stop = frames
         if not 0 <= start < stop:
             raise ConfigError(f"--frames {start}:{stop}: expected 0 <= START < STOP")
+        if start >= length:
+            raise ConfigError(f"--frames {start}:{stop} is outside test video {vid!r} of {name}, "
+                              f"which has {length} frames (0:{length}): choose a range that "
+                              f"starts before frame {length}, or other videos with --video")
+        note = f" (--frames {start}:{stop} clipped to the video's {length})" \
+            if stop > length else ""
+        spans.append((start, min(stop, length), note))
+
+    fig, axes = plt.subplots(len(chosen), 1, figsize=(12, 1.5 * len(chosen) + 1.2),
+                             squeeze=False, layout="constrained")
+    table = class_colour_table([preds[n] for n in dict.fromkeys(n for n, _ in chosen)])
+    drawn: set[str] = set()
+    unlabelled = False
+    for ax, (name, vid), (start, stop, note) in zip(axes[:, 0], chosen, spans):
+        ds = preds[name]
+        p, y = ds.video(vid)
         p, y = p[start:stop], y[start:stop]
-        colours = _class_colours(len(ds.classes))
-        cmap = ListedColormap([UNLABELLED, *colours])
+        cmap = ListedColormap([UNLABELLED, *(table[c] for c in ds.classes)])
         rows = np.stack([y, p]) + 1  # [2, T]: 0 = unlabelled, class c -> c + 1
         ax.imshow(rows, aspect="auto", cmap=cmap, vmin=0, vmax=len(ds.classes),
                   interpolation="nearest", extent=(start, start + len(y), 1.5, -0.5))
         ax.set_yticks([0, 1], ["truth", "prediction"])
         labelled = y >= 0
-        acc = float((p[labelled] == y[labelled]).mean()) if labelled.any() else float("nan")
-        ax.set_title(f"{name} / {vid}: frame accuracy {100 * acc:.1f} %", fontsize=9,
-                     loc="left")
-        for c in np.unique(np.concatenate([y[labelled], p])):
-            legend.setdefault(ds.classes[int(c)], colours[int(c)])
-        if not labelled.all():
-            legend.setdefault("(unlabelled)", UNLABELLED)
+        score = (f"frame accuracy {100 * float((p[labelled] == y[labelled]).mean()):.1f} %"
+                 if labelled.any() else "no labelled frames")
+        ax.set_title(f"{name} / {vid}: {score}{note}", fontsize=9, loc="left")
+        drawn.update(ds.classes[int(c)] for c in np.unique(np.concatenate([y[labelled], p])))
+        unlabelled |= not labelled.all()
+    # Exactly the classes drawn, each with the one colour it has in every video.
+    legend = {n: c for n, c in table.items() if n in drawn}
+    if unlabelled:
+        legend["(unlabelled)"] = UNLABELLED
     axes[-1, 0].set_xlabel("frame")
     mode = (data.get("protocol") or {}).get("mode", "")
     fig.suptitle(f"{Path(run_dir).name}: {mode} predictions", fontsize=10)
@@ -320,8 +350,8 @@ def plot_alphas(run_dir: Path, out_dir: Path) -> list[Path]:
     lines = [line for line in read_metrics(run_dir) if isinstance(line.get("alphas"), dict)]
     if not lines:
         raise DataError(f"run {run_dir} logged no alphas: only models with dual-domain batch "
-                        f"normalisation (ddlstm) have them; train one (actrec train --model "
-                        f"ddlstm ...) to plot them")
+                        f"normalisation (ddlstm) have them; train one (actrec train ddlstm "
+                        f"--d1 ... --d2 ...) to plot them")
     names = sorted({n for line in lines for n in line["alphas"]})
     fig, ax = plt.subplots(figsize=(8, 4.5))
     colours = _class_colours(len(names))

@@ -12,7 +12,13 @@ from test_train_eval import make_store
 from actrec.cli import cli
 from actrec.errors import ConfigError, DataError
 from actrec.evaluate import evaluate_run
-from actrec.plots import FIGURES, confusion_matrix, plot_run, results_file
+from actrec.plots import (
+    FIGURES,
+    class_colour_table,
+    confusion_matrix,
+    plot_run,
+    results_file,
+)
 from actrec.predictions import load_predictions, save_predictions
 from actrec.train import TrainSpec, train_model
 
@@ -163,3 +169,71 @@ def test_cli_figures_match_the_library():
     from actrec.cli import plot_cmd
 
     assert plot_cmd.FIGURES == FIGURES
+
+
+def kitchens_run(root, lengths=(40, 40)):
+    """A run folder with an online results file and a real predictions archive of a joint
+    run whose two datasets' class lists differ and overlap: kitchen a (peel, cut), kitchen b
+    (cut, wash). Each video: its first class for half of it, its second for the rest, predicted
+    exactly."""
+    run_dir = root / "kitchens"
+    run_dir.mkdir()
+    results = run_dir / "eval-online.json"
+    halves = [np.repeat([0, 1], n // 2) for n in lengths]
+    record = save_predictions(results, {
+        "kitchen-a": (["a0"], [halves[0]], [halves[0]], ["peel", "cut"]),
+        "kitchen-b": (["b0"], [halves[1]], [halves[1]], ["cut", "wash"]),
+    })
+    results.write_text(json.dumps({"datasets": {"kitchen-a": {}, "kitchen-b": {}},
+                                   "protocol": {"mode": "online", "predictions": record}}))
+    return run_dir
+
+
+def test_timeline_colours_follow_class_names_across_datasets(tmp_path):
+    import matplotlib
+
+    run_dir = kitchens_run(tmp_path)
+    preds = load_predictions(run_dir / "eval-online.json")
+    table = class_colour_table(list(preds.values()))
+    assert list(table) == ["peel", "cut", "wash"]  # one entry per name, union of both lists
+    assert len({tuple(c) for c in table.values()}) == 3  # distinct names, distinct colours
+    tab10 = matplotlib.colormaps["tab10"].colors
+    assert [tuple(table[n]) for n in ("peel", "cut", "wash")] == [tuple(c) for c in tab10[:3]]
+    # In the picture: 'cut' (half of a0 and half of b0, truth and prediction) has twice the
+    # pixels of 'peel' or 'wash', each in its one colour; before, b's 'cut' was drawn in a's
+    # 'peel' red-blue and 'wash' in a's 'cut' colour, and tab10[2] was nowhere.
+    image = check_png(plot_run(run_dir, "timeline", out_dir=tmp_path / "figs",
+                               videos=["a0", "b0"])[0])
+    peel, cut, wash = (colour_pixels(image, tab10[k]) for k in range(3))
+    assert peel > 2000 and wash > 2000
+    assert cut == pytest.approx(2 * peel, rel=0.1) and wash == pytest.approx(peel, rel=0.1)
+
+
+def test_timeline_frames_outside_a_video(tmp_path):
+    run_dir = kitchens_run(tmp_path, lengths=(100, 60))
+    with pytest.raises(ConfigError, match=r"--frames 500:600 is outside test video 'a0' of "
+                       r"kitchen-a, which has 100 frames \(0:100\)"):
+        plot_run(run_dir, "timeline", out_dir=tmp_path / "x", videos=["a0"], frames=(500, 600))
+    assert not (tmp_path / "x").exists()  # nothing written
+    result = CliRunner().invoke(cli, ["plot", str(run_dir), "timeline", "--frames", "500:600",
+                                      "--out", str(tmp_path / "y")])
+    assert result.exit_code != 0 and not (tmp_path / "y").exists()
+    assert "outside test video 'a0'" in str(result.exception) + result.output
+    # b0 has 60 frames: 70:200 overlaps a0 (would be clipped to 70:100) but not b0.
+    with pytest.raises(ConfigError, match="'b0' of kitchen-b, which has 60 frames"):
+        plot_run(run_dir, "timeline", out_dir=tmp_path / "z", frames=(70, 200))
+    # A range running over the end is clipped, and the figure says so.
+    files = plot_run(run_dir, "timeline", out_dir=tmp_path / "w", videos=["a0"],
+                     frames=(80, 200))
+    check_png(files[0], min_height=100)
+    svg = files[0].with_suffix(".svg").read_text()
+    assert "clipped to the video" in svg and "nan" not in svg
+
+
+def test_alphas_hint_names_the_model_as_an_argument(lstm_run, tmp_path):
+    with pytest.raises(DataError, match=r"actrec train ddlstm --d1") as info:
+        plot_run(lstm_run, "alphas", out_dir=tmp_path)
+    assert "--model" not in str(info.value)
+    result = CliRunner().invoke(cli, ["plot", str(lstm_run), "alphas"])
+    assert result.exit_code != 0
+    assert "actrec train ddlstm" in str(result.exception) + result.output
