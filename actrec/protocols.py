@@ -53,6 +53,14 @@ def arrange_labels(spec: Any, stores: list[Any], dims: list[int]) -> tuple[Any, 
                           f"have {dims[bad]} columns but the dataset has {len(classes[bad])} "
                           f"classes; per-class scores have one column per class")
     scores = match and spec.input_arrangement == "blocks" and spec.score_inputs != "no"
+    if spec.labels == "multi-random" and not scores:
+        # Each window picks one of several maps; only score inputs, mapped the same way, tell
+        # the model which. On other features the maps contradict each other (measured: D2 fell
+        # from 77 % with concat to 16 %).
+        raise ConfigError("--labels multi-random needs per-class score inputs (the papers' "
+                          "softmax features: one column per class, arranged by the same maps); "
+                          "these features are not, so the maps would contradict each other: "
+                          "use --labels random or concat")
     return labels, scores
 
 

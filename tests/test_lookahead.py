@@ -206,8 +206,10 @@ def test_cli_lookahead_table_and_json(run):
     assert data["protocol"]["lookahead"] == 3 and data["protocol"]["mode"] == "lookahead-3"
     lat = data["latency"]["toy1"]
     assert lat["step_ms"]["median"] > 0 and lat["frames_per_second_per_stream"] > 0
-    table = runner.invoke(cli, ["eval", str(run), "--lookahead", "3"])
+    table = runner.invoke(cli, ["eval", str(run), "--lookahead", "3"], terminal_width=200)
     assert table.exit_code == 0 and "look-ahead (3 frames)" in table.output
+    # the run was not trained to answer late: the table says what the number means
+    assert "trained to answer at once" in " ".join(table.output.split())
     assert "latency of the model's step" in table.output and "p99 ms" in table.output
     bad = runner.invoke(cli, ["eval", str(run), "--lookahead", "soon"])
     assert bad.exit_code != 0 and "--lookahead" in str(bad.exception or bad.output)
@@ -281,6 +283,14 @@ def test_cli_train_delay_then_eval_reads_it(tmp_path):
     assert protocol["lookahead"] == 2 and protocol["trained_delay"] == 2
     bad = runner.invoke(cli, ["eval", str(run_dir), "--lookahead", "0"])
     assert bad.exit_code != 0 and "--lookahead 2" in str(bad.exception)
+    # an explicit --online is delay 0: refused for this run, never silently read at its delay
+    bad = runner.invoke(cli, ["eval", str(run_dir), "--online"])
+    assert bad.exit_code != 0 and "--lookahead 2" in str(bad.exception)
+    # two settings at once are refused, whichever order, never one silently winning
+    for args in (["--online", "--offline"], ["--offline", "--online"],
+                 ["--lookahead", "0", "--offline"], ["--online", "--lookahead", "2"]):
+        bad = runner.invoke(cli, ["eval", str(run_dir), *args])
+        assert bad.exit_code == 2 and "name different settings" in bad.output, args
     bad = runner.invoke(cli, ["train", "lstm", "--d1", str(store), "--history", "8",
                               "--delay", "8", "--run-dir", str(tmp_path / "r2")])
     assert bad.exit_code != 0 and "delay must be" in str(bad.exception)

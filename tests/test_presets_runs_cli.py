@@ -169,3 +169,17 @@ def test_iterations_on_the_command_line_override_a_presets_epochs(stores, tmp_pa
     rec = json.loads((run_dir / "config.json").read_text())
     assert rec["spec"]["iterations"] == 2 and rec["spec"]["epochs"] is None
     assert json.loads(out.output)["iterations"] == 2
+
+
+def test_multi_random_on_score_inputs_trains_and_evaluates(stores, tmp_path):
+    a, b = stores  # 3 classes, 3 feature columns each: per-class scores
+    run_dir = tmp_path / "runs" / "m"
+    out = invoke(["train", "lstm", "--d1", str(a), "--d2", str(b), "--labels", "multi-random",
+                  "--label-maps", "3", "--mix", "2:2", "--iterations", "4", "--history", "12",
+                  "-o", "hidden=4", "--run-dir", str(run_dir), "--json"], tmp_path)
+    assert out.exit_code == 0, out.output
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["labels"]["arrangement"] == "multi-random" and config["labels"]["score_inputs"]
+    ev = invoke(["eval", str(run_dir), "--json"], tmp_path)
+    assert ev.exit_code == 0, ev.output
+    assert json.loads(ev.output)["protocol"]["labels"] == "multi-random"

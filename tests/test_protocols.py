@@ -80,7 +80,6 @@ CASES = [
     {"protocol": "joint", "labels": "concat"},
     {"protocol": "joint", "labels": "merged"},
     {"protocol": "joint", "labels": "random"},
-    {"protocol": "joint", "labels": "multi-random", "label_maps": 3},
     {"protocol": "transfer", "pretrain_iters": 4, "labels": "concat"},
     {"protocol": "transfer", "pretrain_iters": 4, "labels": "random"},
 ]
@@ -113,6 +112,15 @@ def test_every_protocol_and_arrangement_trains_and_evaluates(kitchens, tmp_path,
     assert ev.protocol["labels"] == case.get("labels", "concat")
     for ds in ev.datasets.values():
         assert ds.videos == 1 and 0.0 <= ds.frame_accuracy <= 1.0
+
+
+def test_multi_random_is_refused_on_features_that_are_not_class_scores(kitchens, tmp_path):
+    # kitchen features are colour gradients, not one column per class: a window's map cannot
+    # be told from its inputs, so the maps would contradict each other
+    with pytest.raises(ConfigError, match="multi-random needs per-class score inputs"):
+        train_model(spec(kitchens, d2=kitchens["b"], protocol="joint", labels="multi-random",
+                         label_maps=3), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 def test_evaluation_maps_predictions_back_through_random_maps(kitchens, tmp_path):

@@ -9,9 +9,12 @@ from actrec.cli.common import emit, json_option, make_progress
 
 @click.command("eval")
 @click.argument("run", required=False)
-@click.option("--online/--offline", default=True, show_default=True,
-              help="Online: each test video frame by frame with the state carried, as a live "
-              "system sees it. Offline: whole videos at once (allows non-causal models).")
+@click.option("--online", is_flag=True,
+              help="Each test video frame by frame with the state carried, as a live system "
+              "sees it (the default, except for a run trained with --delay K, which is scored "
+              "at its delay).")
+@click.option("--offline", is_flag=True,
+              help="Whole videos at once (allows non-causal models).")
 @click.option("--lookahead", default=None, metavar="K|half-history",
               help="Online with a delay: frame t is answered by the step that has seen frame "
               "t+K (the last K frames by flushing with the last frame repeated). "
@@ -27,12 +30,20 @@ from actrec.cli.common import emit, json_option, make_progress
 @click.option("--allow-train-overlap", is_flag=True,
               help="Evaluate a split whose test videos the run trained on (recorded).")
 @json_option
-def eval_(run, online, lookahead, split, allow_noncausal_features, segment_background,
+def eval_(run, online, offline, lookahead, split, allow_noncausal_features, segment_background,
           allow_train_overlap, as_json) -> None:
     """Evaluate RUN (a run directory, or a run name in the workspace; default: the latest
     run). Each setting's result is kept in its own file in the run folder."""
     from actrec.evaluate import evaluate_run
     from actrec.runs import latest_run, resolve_run
+
+    given = [name for name, on in (("--online", online), ("--offline", offline),
+                                   ("--lookahead", lookahead is not None)) if on]
+    if len(given) > 1:  # each names another setting: never let one silently win
+        raise click.UsageError(f"{' and '.join(given)} name different settings; give one")
+    if online:
+        lookahead = 0  # explicitly no delay (a run trained with --delay refuses it)
+    online = not offline
 
     run_dir = resolve_run(run) if run else latest_run()
     with make_progress() as progress:
@@ -60,6 +71,10 @@ def render_eval(result):
         note = f" (checkpoint of iteration {protocol.get('iteration')}, best on validation)"
     if protocol.get("lookahead"):
         mode = f"look-ahead ({protocol.get('lookahead_rule') or protocol['lookahead']})"
+        if not protocol.get("trained_delay"):
+            note += (" [yellow](this run was trained to answer at once, not "
+                     f"{protocol['lookahead']} frame(s) late: train with --delay "
+                     f"{protocol['lookahead']} to score a look-ahead model)[/]")
     table = Table(title=f"{mode} evaluation of {data.get('run_dir')}{note}")
     table.add_column("dataset", overflow="fold")
     table.add_column("videos", justify="right")
