@@ -73,8 +73,11 @@ def save_predictions(results_path: Path,
             arrays[f"y{k}_{i}"] = np.asarray(y).astype(width)
     arrays["header"] = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
     path = predictions_path(results_path)
+    umask = os.umask(0)
+    os.umask(umask)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~umask)  # as the results file beside it (mkstemp's are 0600)
         with os.fdopen(fd, "wb") as handle:
             np.savez_compressed(handle, **arrays)
         digest = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()

@@ -184,3 +184,11 @@ def test_bad_options_are_config_errors(tmp_path):
         load(root=tmp_path, source="videos")
     with pytest.raises(ConfigError, match="unknown option 'sauce'"):
         Breakfast.Config.from_options({"sauce": "x"}, owner="dataset 'breakfast'")
+
+
+def test_a_root_of_another_source_names_the_source_it_holds(tmp_path):
+    # an MS-TCN-layout root read with the default source: say which -o source fits it
+    (tmp_path / "groundTruth").mkdir()
+    with pytest.raises(DataError, match=r"segmentation_coarse: folder not found .*"
+                                         r"-o source=mstcn \(groundTruth/\)"):
+        Breakfast(Breakfast.Config(root=tmp_path)).load()

@@ -193,6 +193,10 @@ def test_each_lookahead_has_its_own_results_file_recording_mode_and_k(run):
     assert off.protocol["lookahead"] is None and off.latency == {}
     assert off.protocol["frames_ahead"] is None
     assert two.datasets["toy1"].per_video != online.datasets["toy1"].per_video
+    # the per-frame predictions are readable by whoever can read the results beside them
+    for name in files:
+        npz = run / name.replace(".json", ".predictions.npz")
+        assert npz.stat().st_mode & 0o777 == (run / name).stat().st_mode & 0o777
     with pytest.raises(ActrecError, match="offline"):
         evaluate_run(run, online=False, lookahead=2)
 

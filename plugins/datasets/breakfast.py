@@ -139,7 +139,13 @@ class Breakfast(VideoDataset):
                   "fine": "segmentation_fine", "mstcn": "groundTruth"}[cfg.source]
         directory = root / folder
         if not directory.is_dir():
-            raise DataError(f"{directory}: folder not found (breakfast source {cfg.source!r})")
+            folders = {"segmentation_coarse": "coarse", "segmentation_xml": "xml",
+                       "segmentation_fine": "fine", "groundTruth": "mstcn"}
+            present = [f"-o source={src} ({name}/)" for name, src in folders.items()
+                       if src != cfg.source and (root / name).is_dir()]
+            hint = f"; this root has annotations for {', '.join(present)}" if present else ""
+            raise DataError(f"{directory}: folder not found (breakfast source "
+                            f"{cfg.source!r}){hint}")
         if cfg.source == "mstcn":
             patterns = ["*.txt"]
         else:
