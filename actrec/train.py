@@ -250,6 +250,12 @@ def _load_data(spec: TrainSpec, progress: Any) -> _Data:
                 f"feature store {store.path}: split '{name}' lists {len(both)} video(s) both "
                 f"for training and for testing (e.g. '{both[0]}'); a model would be scored on "
                 f"videos it trained on: fix the dataset's split lists and extract again")
+        if not split.get("train"):
+            raise DataError(
+                f"feature store {store.path}: split '{name}' (split scheme "
+                f"{store.attrs.get('split_scheme')!r}) lists no training videos; another split "
+                f"scheme of the dataset may fit its files (e.g. -o split_scheme=... when "
+                f"extracting), or another --split")
         chosen.append(name)
         carve = carve_split(spec, store, name, split["train"], len(carves))
         carves.append(carve)

@@ -482,3 +482,19 @@ def test_standardisation_is_fitted_on_training_videos_and_reused_at_evaluation(t
     got = FeatureScaler.from_state(ckpt["input_scalers"][0])
     np.testing.assert_allclose(got.mean, expected.mean, rtol=1e-6)
     np.testing.assert_allclose(got.std, expected.std, rtol=1e-6)
+
+
+def test_a_split_without_training_videos_names_its_scheme(tmp_path):
+    # e.g. Breakfast's official split on a subset of the persons: say so, not "no videos"
+    path = tmp_path / "s.zarr"
+    store = FeatureStore.open_or_create(
+        path, dataset="toy", split_scheme="official", classes=["a", "b"],
+        splits={"1": {"train": [], "test": ["v0"]}}, extractor="toy", extractor_config={},
+        lookahead=0, dtype="float32")
+    store.write_video("v0", np.zeros((20, 3), np.float32), np.zeros(20, np.int64), fps=15.0,
+                      source=None)
+    spec = TrainSpec(model="lstm", d1=path, history=8, iterations=1, mix=(2, 0))
+    with pytest.raises(DataError, match=r"split '1' \(split scheme 'official'\) lists no "
+                                        r"training videos"):
+        train_model(spec, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

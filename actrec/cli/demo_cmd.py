@@ -33,7 +33,7 @@ def _render(result):
     table.add_column("test set")
     for col in ("videos", "frames", "frame acc."):
         table.add_column(col, justify="right")
-    table.add_column("learned alphas (per layer)")
+    table.add_column("learned alpha1, alpha2 (layers apart by |)")
     for row in result.rows:
         alphas = " | ".join(f"{a[0]:.2f}, {a[1]:.2f}" for a in row["alphas"].values())
         table.add_row(row["run"], row["dataset"], str(row["videos"]), str(row["frames"]),
