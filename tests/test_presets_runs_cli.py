@@ -183,3 +183,8 @@ def test_multi_random_on_score_inputs_trains_and_evaluates(stores, tmp_path):
     ev = invoke(["eval", str(run_dir), "--json"], tmp_path)
     assert ev.exit_code == 0, ev.output
     assert json.loads(ev.output)["protocol"]["labels"] == "multi-random"
+
+
+def test_runs_of_a_folder_that_does_not_exist_is_an_error(tmp_path):
+    out = invoke(["runs", "--root", str(tmp_path / "nowhere")], tmp_path)
+    assert out.exit_code == 2 and "does not exist" in out.output

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -136,6 +137,7 @@ def test_check_finds_deleted_truncated_and_changed_source(tmp_path):
     assert got["c"] == ("source changed",
                         (f"{sources['c']} has 500 bytes, 102 when extracted",))
     assert got["d"][0] == "source changed" and "modified after extraction" in got["d"][1][0]
+    assert re.search(r"modified \d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}; ", got["d"][1][0])
     assert got["e"] == ("ok", ())
     assert not report.ok and report.count("damaged") == 2 and report.count("source changed") == 2
     assert check_store(store, sources=False).count("source changed") == 0

@@ -10,7 +10,8 @@ from actrec.cli.common import emit, json_option
 
 
 @click.command("runs")
-@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None,
               help="Folder of run folders (default: the workspace's runs/).")
 @json_option
 def runs(root, as_json) -> None:

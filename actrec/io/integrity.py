@@ -120,8 +120,8 @@ def source_change(recorded: Mapping[str, Any] | None, path: str | Path | None) -
     if stat.st_size != recorded.get("size"):
         return f"{path} has {stat.st_size} bytes, {recorded['size']} when extracted"
     if recorded.get("mtime") is not None and stat.st_mtime != recorded["mtime"]:
-        return f"{path} was modified after extraction (mtime {stat.st_mtime:.6f}, " \
-               f"{recorded['mtime']:.6f} when extracted)"
+        return f"{path} was modified after extraction (modified {_when(stat.st_mtime)}; " \
+               f"{_when(recorded['mtime'])} when extracted)"
     return None
 
 
@@ -252,3 +252,11 @@ def _streams_differ(a: tuple[str, Mapping[str, Any]], b: tuple[str, Mapping[str,
     if la and lb and la != lb:
         return f"its labels in stream '{nb}' differ from those in stream '{na}'"
     return ""
+
+
+def _when(mtime: float) -> str:
+    """A file time as local date and time to the microsecond (mtimes differ by less than a
+    second when a file is rewritten at once)."""
+    from datetime import datetime
+
+    return datetime.fromtimestamp(mtime).isoformat(sep=" ", timespec="microseconds")
