@@ -188,7 +188,7 @@ class TrainSpec:
             problems.append(str(exc))
         if self.epochs is not None and self.epochs < 1:
             problems.append(f"epochs must be >= 1 (or None: iterations count), got {self.epochs}")
-        if not isinstance(self.delay, int) or not 0 <= self.delay < self.history:
+        if not isinstance(self.delay, int) or not 0 <= self.delay < max(self.history, 1):
             problems.append(f"delay must be a number of frames >= 0 and below the history "
                             f"({self.history}), got {self.delay!r}")
         return problems
@@ -277,7 +277,7 @@ class TrainSpec:
             problems.append(f"lr_patience must be >= 1, got {self.lr_patience}")
         if not 0 < self.lr_gamma < 1:
             problems.append(f"lr_gamma must be in (0, 1), got {self.lr_gamma}")
-        if self.lr_min < 0 or self.lr_min >= self.lr:
+        if self.lr > 0 and (self.lr_min < 0 or self.lr_min >= self.lr):  # else lr's own error
             problems.append(f"lr_min must be in [0, lr), got {self.lr_min}")
         if not self.batch_growth > 1 or self.max_batch_growths < 0:
             problems.append("batch_growth must be > 1 and max_batch_growths >= 0")

@@ -94,6 +94,12 @@ def test_spec_json_round_trip_and_validation(tmp_path):
         spec(tmp_path, optimizer="rmsprop")
     with pytest.raises(ConfigError, match="n2 = 0"):
         spec(tmp_path, d2=tmp_path, mix=(8, 0))
+    # one mistake, one message: no follow-on complaints about options left at their defaults
+    for bad, message in (({"lr": 0}, "invalid training spec: lr must be > 0, got 0"),
+                         ({"history": 0}, "invalid training spec: history must be > 0, got 0")):
+        with pytest.raises(ConfigError) as info:
+            spec(tmp_path, **bad)
+        assert str(info.value) == message
 
 
 # --------------------------------------------------------------------------------------------
