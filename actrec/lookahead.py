@@ -106,16 +106,28 @@ def step_with_delay(model: Any, x: torch.Tensor, lengths: list[int], dom: torch.
     return torch.stack(preds), (torch.stack(probs) if probs else None)
 
 
-def delay_targets(y: Any, delay: int) -> Any:
+def delay_targets(y: Any, delay: int, mask: Any = None) -> Any:
     """Labels ``[T, N]`` (torch or numpy; -1 = none) moved ``delay`` frames later: the target of
     step s is frame ``s - delay``'s label, and the first ``delay`` steps have none (-1). What a
-    model trained to answer ``delay`` frames late (``actrec train --delay K``) is scored on."""
+    model trained to answer ``delay`` frames late (``actrec train --delay K``) is scored on.
+    ``mask [T, N]`` (True on real frames, None: all real): steps on padding get no target
+    (-1) either, so a window's last labels, moved onto its padding, are never scored against
+    outputs computed from padding."""
     if delay <= 0:
-        return y
+        return y if mask is None else _unmasked(y, mask)
     if isinstance(y, np.ndarray):
         out = np.full_like(y, -1)
         out[delay:] = y[: max(0, y.shape[0] - delay)]
-        return out
-    out = y.new_full(y.shape, -1)
-    out[delay:] = y[: max(0, y.shape[0] - delay)]
-    return out
+    else:
+        out = y.new_full(y.shape, -1)
+        out[delay:] = y[: max(0, y.shape[0] - delay)]
+    return out if mask is None else _unmasked(out, mask)
+
+
+def _unmasked(y: Any, mask: Any) -> Any:
+    """``y`` with -1 wherever ``mask`` is False (a copy; ``y`` is left alone)."""
+    import torch
+
+    if isinstance(y, np.ndarray):
+        return np.where(np.asarray(mask, dtype=bool), y, -1)
+    return y.masked_fill(~torch.as_tensor(mask, dtype=torch.bool, device=y.device), -1)

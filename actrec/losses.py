@@ -9,7 +9,10 @@ have yet. Three rules (``--loss-frames``):
   sees only frames with the window's whole context (MiniROAD, An et al., ICCV 2023); a short
   window padded at its end counts its last real frame;
 - ``after:K``: every labelled frame at window position ``K`` or later (0-based), i.e. after a
-  burn-in of ``K`` frames of context; ``after:0`` is ``all``.
+  burn-in of ``K`` frames of context; ``after:0`` is ``all``. A window that starts at its
+  video's first frame (``start`` 0) has no burn-in: its cold state is exactly online
+  inference's, so its early frames are already scored on all the context there is (without
+  this, no video's first ``K`` frames would ever be trained on).
 
 Padding (mask False) and unlabelled frames (label -1) never enter the loss. The loss is the mean
 cross-entropy over the selected frames of the whole batch.
@@ -68,9 +71,12 @@ def parse_loss_frames(value: str, *, history: int | None = None) -> LossFrames:
     raise ConfigError(f"loss_frames: expected 'all', 'last' or 'after:K', got {value!r}")
 
 
-def loss_frame_mask(target: Tensor, mask: Tensor | None, rule: LossFrames | str) -> Tensor:
+def loss_frame_mask(target: Tensor, mask: Tensor | None, rule: LossFrames | str,
+                    start: Tensor | None = None) -> Tensor:
     """Bool ``[T, N]``: the frames of ``target [T, N]`` (labels, -1 unlabelled) that ``rule``
-    puts in the loss. ``mask [T, N]`` is True on real frames (None: all real)."""
+    puts in the loss. ``mask [T, N]`` is True on real frames (None: all real). ``start [N]``:
+    each window's first frame in its video; ``after:K`` spares windows starting at frame 0
+    (None: every window is burned in)."""
     import torch
 
     if isinstance(rule, str):
@@ -79,7 +85,11 @@ def loss_frame_mask(target: Tensor, mask: Tensor | None, rule: LossFrames | str)
     if mask is not None:
         keep = keep & mask
     if rule.kind == "after":
-        keep[: rule.burn_in] = False
+        if start is None:
+            keep[: rule.burn_in] = False
+        else:  # windows at a video's start have all the context online inference has
+            cold = torch.as_tensor(start, device=keep.device) != 0  # [N]
+            keep[: rule.burn_in] &= ~cold[None]
     elif rule.kind == "last":
         t = target.shape[0]
         pos = torch.arange(t, device=target.device)[:, None].expand_as(keep)  # [T, N]
@@ -89,13 +99,13 @@ def loss_frame_mask(target: Tensor, mask: Tensor | None, rule: LossFrames | str)
 
 
 def frame_loss(logits: Tensor, target: Tensor, mask: Tensor | None,
-               rule: LossFrames | str) -> Tensor:
+               rule: LossFrames | str, start: Tensor | None = None) -> Tensor:
     """Mean cross-entropy of ``logits [T, N, K]`` against ``target [T, N]`` over the frames
-    ``loss_frame_mask`` selects. With no such frame it is a zero that still depends on
+    ``loss_frame_mask`` selects (``start``: see there). With no such frame it is a zero that still depends on
     ``logits`` (a graph to run backward on, all gradients zero)."""
     import torch.nn.functional as F
 
-    keep = loss_frame_mask(target, mask, rule)  # [T, N]
+    keep = loss_frame_mask(target, mask, rule, start)  # [T, N]
     if not bool(keep.any()):
         return logits.sum() * 0.0
     return F.cross_entropy(logits[keep], target[keep])  # mean over the kept frames

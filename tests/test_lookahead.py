@@ -233,6 +233,20 @@ def test_delay_targets_by_hand():
     assert delay_targets(y, 5).tolist() == [[-1, -1]] * 3
 
 
+def test_delay_targets_never_put_a_label_on_padding():
+    """A batch of a 5-frame and a 3-frame video padded to 5 rows, delay 2: without the mask the
+    short video's last two labels land on its padded rows 3 and 4 (outputs of zero inputs)."""
+    from actrec.lookahead import delay_targets
+
+    y = np.array([[0, 1], [1, 2], [2, 0], [0, -1], [1, -1]])  # [T=5, N=2]
+    mask = np.array([[True, True]] * 3 + [[True, False]] * 2)
+    want = [[-1, -1], [-1, -1], [0, 1], [1, -1], [2, -1]]
+    assert delay_targets(y, 2, mask).tolist() == want
+    assert delay_targets(torch.from_numpy(y), 2, torch.from_numpy(mask)).tolist() == want
+    assert delay_targets(y, 2).tolist()[3:] == [[1, 2], [2, 0]]  # what an unmasked call gives
+    assert delay_targets(y, 0, mask).tolist() == [[0, 1], [1, 2], [2, 0], [0, -1], [1, -1]]
+
+
 @pytest.mark.slow
 def test_a_run_trained_with_a_delay_is_evaluated_at_it(run, tmp_path):
     store = make_store(tmp_path / "a.zarr", dim=6, classes=3, n_train=6, n_test=3, seed=1)

@@ -69,6 +69,20 @@ def test_after_k_scores_window_positions_k_and_later():
     assert _scored_frames("after:5") == {(5, 0)}
 
 
+def test_after_k_spares_windows_that_start_at_their_videos_first_frame():
+    """Rows 0 and 2 start at frame 0 of their videos (cold state = online's): no burn-in."""
+    y, mask = _batch()
+    start = torch.tensor([0, 7, 0, 3])
+    keep = loss_frame_mask(y, mask, "after:3", start)
+    got = {(int(t), int(n)) for t, n in keep.nonzero()}
+    assert got == {(0, 0), (1, 0), (2, 0), (3, 0), (4, 0), (5, 0), (0, 2), (1, 2), (3, 2), (4, 2)}
+    assert torch.equal(loss_frame_mask(y, mask, "after:3", torch.tensor([5, 7, 1, 3])),
+                       loss_frame_mask(y, mask, "after:3"))
+    logits = torch.randn(T, N, K, generator=torch.Generator().manual_seed(0))
+    assert torch.isclose(frame_loss(logits, y, mask, "after:3", start),
+                         torch.nn.functional.cross_entropy(logits[keep], y[keep]))
+
+
 def test_the_loss_is_the_mean_cross_entropy_of_the_selected_frames_by_hand():
     y, mask = _batch()
     logits = torch.randn(T, N, K, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
