@@ -29,9 +29,13 @@ from actrec.cli.common import emit, json_option, make_progress
               "(as MS-TCN's evaluation does), or keep them. Recorded with the result.")
 @click.option("--allow-train-overlap", is_flag=True,
               help="Evaluate a split whose test videos the run trained on (recorded).")
+@click.option("--all-splits", is_flag=True,
+              help="Evaluate every run of RUN's split sweep (the runs beside it trained like it "
+              "on another split) and report each metric per split with its mean and sample "
+              "standard deviation; splits of the store without a run are named.")
 @json_option
 def eval_(run, online, offline, lookahead, split, allow_noncausal_features, segment_background,
-          allow_train_overlap, as_json) -> None:
+          allow_train_overlap, all_splits, as_json) -> None:
     """Evaluate RUN (a run directory, or a run name in the workspace; default: the latest
     run). Each setting's result is kept in its own file in the run folder."""
     from actrec.evaluate import evaluate_run
@@ -46,6 +50,20 @@ def eval_(run, online, offline, lookahead, split, allow_noncausal_features, segm
     online = not offline
 
     run_dir = resolve_run(run) if run else latest_run()
+    if all_splits:
+        if split is not None:
+            raise click.UsageError("--all-splits evaluates each run on its own split; "
+                                   "drop --split")
+        from actrec.sweep import evaluate_splits
+
+        with make_progress() as progress:
+            summary = evaluate_splits(run_dir, online=online, progress=progress,
+                                      allow_noncausal_features=allow_noncausal_features,
+                                      segment_background=segment_background,
+                                      allow_train_overlap=allow_train_overlap,
+                                      lookahead=lookahead)
+        emit(summary, as_json, render_splits)
+        return
     with make_progress() as progress:
         result = evaluate_run(run_dir, online=online, split=split, progress=progress,
                               allow_noncausal_features=allow_noncausal_features,
@@ -95,6 +113,50 @@ def render_eval(result):
     from rich.console import Group
 
     return Group(table, render_latency(latency))
+
+
+def render_splits(summary):
+    """Per dataset a table of a split sweep (``actrec.sweep.summarize_splits``): one row per
+    split, a row per split of the store that no run covers, then mean ± sample std."""
+    from pathlib import Path
+
+    from rich.console import Group
+    from rich.table import Table
+
+    from actrec.sweep import split_order
+
+    missing = summary["missing"]
+    tables = []
+    for name, entry in summary["datasets"].items():
+        title = f"{summary['mode']} evaluation over the splits of {name}"
+        if missing:
+            title += (f" [bold red](INCOMPLETE: no run for split {', '.join(missing)}; "
+                      f"the mean is over {len(summary['splits'])} split(s) only)[/]")
+        table = Table(title=title, caption="± sample standard deviation (ddof=1)")
+        table.add_column("split")
+        table.add_column("run", overflow="fold")
+        metrics = entry["metrics"]
+        for key in metrics:
+            table.add_column(key.replace("_", " "), justify="right")
+        for split in sorted([*summary["splits"], *missing], key=split_order):
+            if split in missing:
+                table.add_row(f"[bold red]{split}[/]", "[bold red]missing[/]",
+                              *("-" for _ in metrics))
+                continue
+            table.add_row(str(entry["splits"].get(split, split)),
+                          Path(summary["runs"][split]).name,
+                          *(_pct(m["per_split"].get(split)) for m in metrics.values()))
+        table.add_row("mean ± std", f"{len(summary['splits'])} split(s)",
+                      *(_mean_std(m) for m in metrics.values()), end_section=True)
+        tables.append(table)
+    return Group(*tables)
+
+
+def _mean_std(stats) -> str:
+    if stats.get("mean") is None:
+        return "-"
+    std = stats.get("std")
+    return _pct(stats["mean"]) + ("" if std is None else f" ± {100 * std:.2f}")
 
 
 def render_latency(latency):
