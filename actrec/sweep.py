@@ -146,7 +146,8 @@ def summarize_splits(results: Mapping[str, Mapping[str, Any]],
     """Per dataset and metric of ``results`` (split -> an ``EvalResult.to_dict()``): the value
     of every split, their mean and sample standard deviation (``ddof=1``; None for a single
     split), and ``n``. A metric that some split lacks (None or NaN) has mean and std None
-    rather than an average over fewer splits. ``missing`` (splits of the store no run
+    rather than an average over fewer splits. ``lookahead_without_delay`` lists the splits
+    whose look-ahead result comes from a run trained without ``--delay``. ``missing`` (splits of the store no run
     covers) is passed through and makes ``complete`` False."""
     splits = sorted(results, key=split_order)
     datasets: dict[str, Any] = {}
@@ -167,9 +168,13 @@ def summarize_splits(results: Mapping[str, Mapping[str, Any]],
             std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
             stats.update(mean=mean, std=std, n=n)
     modes = {str((r.get("protocol") or {}).get("mode")) for r in results.values()}
+    # Look-ahead scores of runs not trained to answer late (actrec.lookahead) must say so.
+    untrained = [s for s in splits if (results[s].get("protocol") or {}).get("lookahead")
+                 and not (results[s].get("protocol") or {}).get("trained_delay")]
     missing = sorted(missing, key=split_order)
     return {"splits": splits, "missing": missing, "complete": not missing,
             "mode": modes.pop() if len(modes) == 1 else sorted(modes),
+            "lookahead_without_delay": untrained,
             "std": "sample standard deviation over the splits (ddof=1)",
             "runs": {s: str(results[s].get("run_dir")) for s in splits},
             "datasets": datasets}

@@ -121,7 +121,7 @@ def test_evaluate_splits_mean_and_std_are_those_of_each_runs_results(sweep):
     _, _, made = sweep
     summary = evaluate_splits(made["1"], online=True)
     assert summary["splits"] == ["1", "2", "3"] and summary["complete"]
-    assert summary["mode"] == "online"
+    assert summary["mode"] == "online" and summary["lookahead_without_delay"] == []
     assert summary["runs"] == {k: str(made[k]) for k in ("1", "2", "3")}
     own = {k: read_json(made[k] / "eval-online.json")["datasets"]["toy3"] for k in "123"}
     assert {k: own[k]["split"] for k in own} == {"1": "1", "2": "2", "3": "3"}
@@ -180,3 +180,19 @@ def test_cli_table_json_and_missing_split(sweep, tmp_path):
     both = CliRunner().invoke(cli, ["eval", "lstm-split2", "--all-splits", "--online",
                                     "--offline"], env=env)
     assert both.exit_code == 2 and "give one" in both.output
+
+
+def test_lookahead_sweep_of_runs_trained_without_delay_says_so(sweep):
+    root, _, made = sweep
+    env = {"ACTREC_HOME": str(root / "home"), "COLUMNS": "250"}
+    out = CliRunner().invoke(cli, ["eval", "lstm-split3", "--all-splits", "--lookahead", "2",
+                                   "--json"], env=env)
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.output)
+    assert data["mode"] == "lookahead-2" and data["lookahead_without_delay"] == ["1", "2", "3"]
+    fa = data["datasets"]["toy3"]["metrics"]["frame_accuracy"]["per_split"]
+    assert fa == {k: read_json(made[k] / "eval-lookahead-2.json")["datasets"]["toy3"][
+        "frame_accuracy"] for k in "123"}
+    table = CliRunner().invoke(cli, ["eval", "lstm-split3", "--all-splits", "--lookahead", "2"],
+                               env=env, terminal_width=250)
+    assert "trained to answer at once" in table.output and "1, 2, 3" in table.output

@@ -132,6 +132,10 @@ def render_splits(summary):
         if missing:
             title += (f" [bold red](INCOMPLETE: no run for split {', '.join(missing)}; "
                       f"the mean is over {len(summary['splits'])} split(s) only)[/]")
+        if summary.get("lookahead_without_delay"):
+            title += (" [yellow](the runs of split "
+                      f"{', '.join(summary['lookahead_without_delay'])} were trained to answer "
+                      "at once, not late: train with --delay K to score a look-ahead model)[/]")
         table = Table(title=title, caption="± sample standard deviation (ddof=1)")
         table.add_column("split")
         table.add_column("run", overflow="fold")
