@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from actrec.data.scaling import FeatureScaler
-from actrec.errors import ActrecError, DataError
+from actrec.errors import ActrecError, ConfigError, DataError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -139,10 +139,13 @@ def predict_videos(
     model in eval mode. ``probabilities``, a list, receives each video's class probabilities
     float32 ``[T_i, K_k]`` (``local_probabilities``), in the order of ``videos``.
     ``lookahead`` K (online only): frame t is answered by the step that has seen frame t+K
-    (``actrec.lookahead``); 0 is online.
+    (``actrec.lookahead``); 0 is online. ``ConfigError`` for a look-ahead offline.
     """
     import torch
 
+    if lookahead and not online:  # a look-ahead is a delay of the online pass
+        raise ConfigError(f"a look-ahead ({lookahead}) is a delay of the online pass; "
+                          f"offline evaluation sees whole videos")
     model.eval()
     order = sorted(range(len(videos)), key=lambda i: -videos[i].shape[0])  # longest first
     batchable = online or bool(model.causal)

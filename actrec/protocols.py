@@ -221,7 +221,8 @@ class Monitor:
                     if self.spec.delay:  # a delayed model answers frame s - delay at s
                         from actrec.lookahead import delay_targets
 
-                        y = delay_targets(y, self.spec.delay)
+                        real = np.arange(y.shape[0])[:, None] < np.array(lengths)[None]
+                        y = delay_targets(y, self.spec.delay, real)  # none on padding steps
                     xt = torch.from_numpy(x).to(device)
                     mask = torch.zeros(y.shape, dtype=torch.bool, device=device)  # [T, B]
                     for b, n in enumerate(lengths):

@@ -433,10 +433,11 @@ class _Loop:
                 self.monitor.apply_lr(self.optimizer, it)
                 batch = self.batch(self.rng, it)
                 if spec.delay:  # step s answers for frame s - delay (actrec.lookahead)
-                    batch = dataclasses.replace(batch, y=delay_targets(batch.y, spec.delay))
+                    batch = dataclasses.replace(
+                        batch, y=delay_targets(batch.y, spec.delay, batch.mask))
                 model.train()
                 logits = model(batch.x, batch.domain, mask=batch.mask)  # [T, N, K]
-                loss = frame_loss(logits, batch.y, batch.mask, spec.loss_frames)
+                loss = frame_loss(logits, batch.y, batch.mask, spec.loss_frames, batch.start)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if spec.grad_clip is not None:

@@ -101,6 +101,13 @@ def test_lookahead_zero_is_the_online_pass_exactly():
     assert torch.allclose(p_online, p_delayed)
 
 
+def test_predict_videos_refuses_a_lookahead_offline():
+    labels, layout = LabelSpace((tuple("abc"),)), InputLayout((3,))
+    with pytest.raises(ConfigError, match="delay of the online pass"):
+        predict_videos(DelayLine(1), [np.eye(3, dtype=np.float32)], 0, labels, layout,
+                       online=False, lookahead=2)
+
+
 def test_flush_repeats_each_videos_last_frame():
     x = torch.arange(2 * 3 * 1, dtype=torch.float32).reshape(3, 2, 1) + 1  # [T=3, B=2, W=1]
     out = delayed_inputs(x, [3, 2], 2)
@@ -273,6 +280,25 @@ def test_a_run_trained_with_a_delay_is_evaluated_at_it(run, tmp_path):
     lines = [json.loads(t) for t in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [line["eval"]["toy1"] for line in lines if "eval" in line][-1] == pytest.approx(
         late.datasets["toy1"].frame_accuracy)
+
+
+def test_validation_of_a_delayed_run_scores_real_steps_only(tmp_path):
+    # Validation runs whole videos side by side, padded to the longest: a shorter video's last
+    # `delay` labels move onto its padding steps and must not be scored there (the count would
+    # depend on which videos share a batch).
+    store = make_store(tmp_path / "a.zarr", dim=6, classes=3, n_train=6, n_test=2, seed=4)
+    run_dir = tmp_path / "run"
+    train_model(TrainSpec(model="lstm", d1=store, model_options={"hidden": 4}, history=12,
+                          iterations=2, mix=(4, 0), seed=0, delay=3, val_fraction=0.5,
+                          val_every=2), run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    held_out = config["validation"][0]["val_videos"]
+    assert len(held_out) >= 2
+    opened = FeatureStore.open(store)
+    expected = sum(int((opened.read(v)[1][:-3] >= 0).sum()) for v in held_out)
+    lines = [json.loads(t) for t in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    (val,) = [line["val"] for line in lines if "val" in line]
+    assert val["D1"]["frames"] == expected
 
 
 def test_frames_ahead_adds_the_features_own_lookahead(tmp_path):

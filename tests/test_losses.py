@@ -157,16 +157,22 @@ def _same(a, b):
 def test_labels_outside_the_loss_frames_do_not_change_training(tmp_path, model):
     base = np.tile(np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0]), (4, 1))
     early = base.copy()
-    early[:, :4] = (early[:, :4] + 1) % 3  # frames 0..3: outside "after:4" and "last"
+    early[:, :4] = (early[:, :4] + 1) % 3  # frames 0..3: window positions 0..3
     final = base.copy()
     final[:, 9] = (final[:, 9] + 1) % 3  # the last frame: inside both
     ref = _train(tmp_path, "ref", base, "after:4", model)
-    assert _same(ref, _train(tmp_path, "early", early, "after:4", model))
+    # every window here is a whole video, starting at its first frame: its cold state is the
+    # online one, so "after:4" burns nothing in and the early labels count (the trainer passes
+    # each window's start to the loss)
+    assert not _same(ref, _train(tmp_path, "early", early, "after:4", model))
     assert not _same(ref, _train(tmp_path, "final", final, "after:4", model))
+    middle4 = base.copy()
+    middle4[:, 4:9] = (middle4[:, 4:9] + 1) % 3  # inside "after:4", outside "last"
     ref = _train(tmp_path, "ref_last", base, "last", model)
     middle = base.copy()
     middle[:, :9] = (middle[:, :9] + 1) % 3
     assert _same(ref, _train(tmp_path, "middle_last", middle, "last", model))
+    assert _same(ref, _train(tmp_path, "middle4_last", middle4, "last", model))
     assert not _same(ref, _train(tmp_path, "final_last", final, "last", model))
     # and "all" sees the early frames
     assert not _same(_train(tmp_path, "ref_all", base, "all", model),

@@ -154,10 +154,12 @@ class Batch:
     y: Tensor  # [T, N] int64 global labels, -1 ignored
     domain: Tensor  # [N] int64
     mask: Tensor  # [T, N] bool, real frames
+    start: Tensor | None = None  # [N] int64 first frame of each window in its video
 
     def to(self, device: Any) -> Batch:
+        start = None if self.start is None else self.start.to(device, non_blocking=True)
         return Batch(*(t.to(device, non_blocking=True) for t in (self.x, self.y, self.domain,
-                                                                  self.mask)))
+                                                                  self.mask)), start)
 
 
 def two_domain_batch(
@@ -184,6 +186,7 @@ def two_domain_batch(
     y = np.empty((history, total), dtype=np.int64)  # [T, N]
     mask = np.empty((history, total), dtype=bool)
     domain = np.empty(total, dtype=np.int64)
+    start = np.empty(total, dtype=np.int64)
     row = 0
     for k, bank in enumerate(banks):
         n = int(mix[k])
@@ -194,6 +197,7 @@ def two_domain_batch(
         y[:, rows] = labels.to_global(w.labels, k)
         mask[:, rows] = w.mask
         domain[rows] = k
+        start[rows] = w.start
         row += n
     return Batch(torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(domain),
-                 torch.from_numpy(mask))
+                 torch.from_numpy(mask), torch.from_numpy(start))
