@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from actrec.errors import ConfigError
+from actrec.errors import ConfigError, DataError
 
 
 def extract_dataset(
@@ -133,6 +133,53 @@ def train_from_refs(
         run_dir = new_run_dir(home() / "runs", model)
     return train_model(spec, run_dir, sources=sources, progress=progress, preset=preset_record,
                        tensorboard=tensorboard)
+
+
+def train_all_splits(model: str, *, run_dir: Path | None = None, **kwargs: Any) -> list:
+    """Train ``model`` once per split of D1's store, in natural order (``actrec.sweep``): the
+    run of split K is ``<run_dir>-split<K>`` (default ``run_dir``: a new workspace run name),
+    so the runs sit side by side as ``actrec eval RUN --all-splits`` gathers them, and an
+    interrupted sweep resumes run by run. D2 (and further datasets) train on the split of the
+    same name (``ConfigError`` naming the store when it has none), unless ``d2_split`` is
+    given. ``kwargs`` are those of ``train_from_refs`` but ``split``. Returns the
+    ``TrainResult`` of every split."""
+    from actrec.io.features import FeatureStore
+    from actrec.refs import existing_store
+    from actrec.runs import new_run_dir
+    from actrec.sweep import split_order
+    from actrec.workspace import home
+
+    if kwargs.get("split") is not None:
+        raise ConfigError("--all-splits trains every split; drop --split")
+    kwargs.pop("split", None)
+    refs = list(kwargs.get("data_refs") or [kwargs.get("d1")] + (
+        [kwargs["d2"]] if kwargs.get("d2") else []))
+    if not refs or refs[0] is None:
+        raise ConfigError("no dataset to train on: give --d1 (and --d2), or --data A,B,...")
+    stores = [FeatureStore.open(existing_store(r, kwargs.get("extractor"))) for r in refs]
+    names = sorted(stores[0].splits, key=split_order)
+    if not names:
+        raise DataError(f"feature store {stores[0].path} records no splits")
+    if kwargs.get("d2_split") is None:
+        for store in stores[1:]:
+            lacking = [k for k in names if k not in store.splits]
+            if lacking:
+                raise ConfigError(f"--all-splits: feature store {store.path} has no split "
+                                  f"{lacking[0]!r} (it has {', '.join(store.splits)}); give "
+                                  f"--d2-split to train every run on one split of it")
+    if run_dir is None:
+        fresh = new_run_dir(home() / "runs", model)
+        fresh.rmdir()  # only its unique name is used: the runs are its siblings
+        run_dir = fresh
+    run_dir = Path(run_dir)
+    results = []
+    for name in names:
+        fields = dict(kwargs, split=name)
+        if kwargs.get("d2_split") is None and len(stores) > 1:
+            fields["d2_split"] = name
+        results.append(train_from_refs(
+            model, run_dir=run_dir.with_name(f"{run_dir.name}-split{name}"), **fields))
+    return results
 
 
 def _resumed_defaults(run_dir: Path, spec_fields: dict[str, Any], model_options: dict[str, Any],

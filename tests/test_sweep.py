@@ -196,3 +196,28 @@ def test_lookahead_sweep_of_runs_trained_without_delay_says_so(sweep):
     table = CliRunner().invoke(cli, ["eval", "lstm-split3", "--all-splits", "--lookahead", "2"],
                                env=env, terminal_width=250)
     assert "trained to answer at once" in table.output and "1, 2, 3" in table.output
+
+
+def test_train_all_splits_makes_the_sweep_eval_all_splits_gathers(tmp_path):
+    store = make_store(tmp_path / "s.zarr")
+    home = tmp_path / "home"
+    runner = CliRunner()
+    base = home / "runs" / "sweep"
+    args = ["train", "lstm", "--d1", str(store), "--history", "8", "--iterations", "4",
+            "--mix", "4:0", "-o", "hidden=4", "--all-splits", "--run-dir", str(base), "--json"]
+    out = runner.invoke(cli, args, env={"ACTREC_HOME": str(home)})
+    assert out.exit_code == 0, out.output
+    made = [r["run_dir"] for r in json.loads(out.output)]
+    assert made == [str(base.with_name(f"sweep-split{k}")) for k in ("1", "2", "3")]
+    for k in ("1", "2", "3"):
+        assert read_json(base.with_name(f"sweep-split{k}") / "config.json")["spec"]["split"] == k
+    again = runner.invoke(cli, args, env={"ACTREC_HOME": str(home)})  # done: resumes nothing
+    assert again.exit_code == 0 and all(r["resumed_from"] == 4
+                                        for r in json.loads(again.output))
+    ev = runner.invoke(cli, ["eval", made[0], "--all-splits", "--json"],
+                       env={"ACTREC_HOME": str(home)})
+    assert ev.exit_code == 0, ev.output
+    summary = json.loads(ev.output)
+    assert summary["splits"] == ["1", "2", "3"] and summary["complete"] is True
+    bad = runner.invoke(cli, [*args[:-1], "--split", "1"], env={"ACTREC_HOME": str(home)})
+    assert bad.exit_code == 2 and "drop --split" in bad.output

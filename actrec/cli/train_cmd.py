@@ -173,6 +173,9 @@ def _protocol_fields(ctx, more: dict) -> dict:
 @click.option("--tensorboard", is_flag=True,
               help="Also log to TensorBoard (RUN/tensorboard; the 'tensorboard' extra): the "
               "same numbers as metrics.jsonl, which is always written.")
+@click.option("--all-splits", is_flag=True,
+              help="Train one run per split of D1's store (RUN-split1, RUN-split2, ...; D2 on "
+              "the split of the same name), for `actrec eval RUN-split1 --all-splits`.")
 @_protocol_options
 @json_option
 @click.pass_context
@@ -180,14 +183,14 @@ def train(ctx, model, d1, d2, extractor, options, split, history, iterations, ep
           loss_frames, mix, lr, optimizer,
           grad_clip, d2_split, eval_every, checkpoint_every, reestimate_batches,
           seed, device, input_arrangement, prediction, allow_same_store, weight_decay, streams,
-          run_dir, delay, tensorboard, as_json, **more) -> None:
+          run_dir, delay, tensorboard, all_splits, as_json, **more) -> None:
     """Train MODEL (a model plugin) on per-frame features and write a run directory.
 
     The defaults are actrec's online recipe (loss on the last frame of 128-frame windows taken
     at stride 4, AdamW lr 1e-3 weight decay 0.05; see docs/guide.md); --preset ddlstm gives the
     DDLSTM paper's setup."""
     from actrec.cli.config import value_sources
-    from actrec.pipeline import train_from_refs
+    from actrec.pipeline import train_all_splits, train_from_refs
 
     both = [ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE
             for n in ("iterations", "epochs")]
@@ -197,8 +200,10 @@ def train(ctx, model, d1, d2, extractor, options, split, history, iterations, ep
     if rank.get(ctx.get_parameter_source("iterations"), 0) > \
             rank.get(ctx.get_parameter_source("epochs"), 0):
         epochs = None  # an explicit --iterations beats epochs of a preset or config file
+    if all_splits and split is not None:
+        raise click.UsageError("--all-splits trains every split; drop --split")
     with make_progress() as progress:
-        result = train_from_refs(
+        result = (train_all_splits if all_splits else train_from_refs)(
             model, d1=d1, d2=d2, extractor=extractor,
             model_options=layered_assignments(ctx, "options", "--option"), split=split,
             history=history, iterations=iterations, epochs=epochs, windows=windows,
@@ -213,7 +218,27 @@ def train(ctx, model, d1, d2, extractor, options, split, history, iterations, ep
             delay=delay, progress=progress, tensorboard=tensorboard,
             **_protocol_fields(ctx, more),
         )
-    emit(result, as_json, _render)
+    emit(SplitRuns(result) if all_splits else result, as_json,
+         _render_splits if all_splits else _render)
+
+
+class SplitRuns(list):
+    """The ``TrainResult`` of each split, as ``--json`` writes them."""
+
+    def to_dict(self) -> list:
+        return [r.to_dict() for r in self]
+
+
+def _render_splits(results):
+    from rich.table import Table
+
+    table = Table(title="one run per split (actrec eval RUN --all-splits scores them)")
+    for column in ("run", "iterations", "resumed from", "final loss"):
+        table.add_column(column, justify="left" if column == "run" else "right")
+    for r in results:
+        table.add_row(str(r.run_dir), str(r.iterations), str(r.resumed_from),
+                      f"{r.final_loss:.4f}")
+    return table
 
 
 def _render(result):
