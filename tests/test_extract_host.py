@@ -419,6 +419,24 @@ _KILLABLE = textwrap.dedent("""
 """)
 
 
+def _claims_held(store: Path) -> bool:
+    """True while some process holds a video claim of ``store`` (see ``extract_video.claim``)."""
+    import fcntl
+
+    for claim in (store / ".claims").glob("*"):
+        try:
+            fd = os.open(claim, os.O_RDWR)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing drops the test's own lock at once
+    return False
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -459,10 +477,16 @@ def test_killed_mid_video_then_rerun_gives_the_uninterrupted_store(tiny_kitchen,
     while any(_alive(p) for p in pids - {proc.pid}) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(_alive(p) for p in pids - {proc.pid}), "workers outlived their parent"
+    # A dying worker's claims are freed when the kernel closes its files, which can trail its
+    # state by a moment; a re-run during that moment rightly leaves those videos as busy.
+    deadline = time.monotonic() + 20
+    while _claims_held(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _claims_held(path), "a dead worker's claim is still held"
     done = FeatureStore.open(path).videos()
     assert len(done) < len(index.videos)  # killed before the end
     report = extract_features(index, ColorGradient(CG), path, dataset_ref="r", batch_size=8)
-    assert sorted(report.skipped) == done and report.ok
+    assert sorted(report.skipped) == done and report.ok and not report.busy, report.to_dict()
     assert _store_content(path) == _store_content(reference)
     assert not (path / ".tmp").exists()
 
