@@ -56,6 +56,8 @@ __all__ = [
     "Backbone",
     "InputSpec",
     "Preprocess",
+    "load_pinned_backbone",
+    "pin_backbone_file",
     "detect_format",
     "file_digest",
     "inflate_first_conv",
@@ -76,6 +78,30 @@ def file_digest(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def pin_backbone_file(model: str | Path, sha256: str | None, *, where: str) -> tuple[Path, str]:
+    """The absolute path of the backbone file ``model`` and its sha256, which an extractor
+    records in its config so that a store names the exact weights. ``DataError`` naming
+    ``where`` when the file is missing, or when ``sha256`` is given and the file's differs."""
+    path = Path(model).expanduser().resolve()
+    if not path.is_file():
+        raise DataError(f"{where}: backbone file not found: {path}")
+    digest = file_digest(path)
+    if sha256 is not None and sha256.lower() != digest:
+        raise DataError(f"{where}: backbone file {path} has sha256 {digest}, but "
+                        f"sha256={sha256} was asked for (a different file)")
+    return path, digest
+
+
+def load_pinned_backbone(path: Path, sha256: str, *, where: str, **options: Any) -> Backbone:
+    """``load_backbone(path, **options)`` of a file pinned by ``pin_backbone_file``;
+    ``DataError`` naming ``where`` when the file changed since (another digest)."""
+    backbone = load_backbone(path, **options)
+    if backbone.digest != sha256:
+        raise DataError(f"{where}: backbone file {path} changed since the extractor was "
+                        f"configured (sha256 {backbone.digest}, expected {sha256})")
+    return backbone
 
 
 def detect_format(path: Path, format: str = "auto") -> str:

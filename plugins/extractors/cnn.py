@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from actrec.errors import ConfigError, DataError
+from actrec.errors import ConfigError
 from actrec.plugin_api import ExtractRuntime, FeatureExtractor, PluginConfig
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -61,16 +61,14 @@ class CNNExtractor(FeatureExtractor):
         sha256: str | None = None  # the model file's digest: filled in; if given, checked
 
     def __init__(self, config: PluginConfig | None = None) -> None:
-        from actrec.backbones import detect_format, file_digest
+        from actrec.backbones import detect_format, pin_backbone_file
 
         super().__init__(config)
         cfg = self.config
         if cfg.model is None:
             raise ConfigError(f"{_WHERE} needs a backbone file: -x model=PATH (.pt2, .onnx, or "
                               f"a state dict .pt/.pth for arch=resnet|vgg)")
-        model = Path(cfg.model).expanduser().resolve()
-        if not model.is_file():
-            raise DataError(f"{_WHERE}: backbone file not found: {model}")
+        model, digest = pin_backbone_file(cfg.model, cfg.sha256, where=_WHERE)
         if cfg.output not in ("features", "logits"):
             raise ConfigError(f"option 'output' for {_WHERE} must be 'features' or 'logits', "
                               f"got {cfg.output!r}")
@@ -81,10 +79,6 @@ class CNNExtractor(FeatureExtractor):
             self.preprocess = self._preprocess()
         except ConfigError as exc:
             raise ConfigError(f"{_WHERE}: {exc}") from None
-        digest = file_digest(model)
-        if cfg.sha256 is not None and cfg.sha256.lower() != digest:
-            raise DataError(f"{_WHERE}: backbone file {model} has sha256 {digest}, but "
-                            f"sha256={cfg.sha256} was asked for (a different file)")
         # The store records the config: an absolute path and the file's digest name the model.
         self.config = dataclasses.replace(cfg, model=model, sha256=digest)
         self._backbone: Backbone | None = None
@@ -108,14 +102,12 @@ class CNNExtractor(FeatureExtractor):
         self._load(runtime.device)
 
     def _load(self, device: str) -> Backbone:
-        from actrec.backbones import load_backbone
+        from actrec.backbones import load_pinned_backbone
 
         c = self.config
-        backbone = load_backbone(c.model, format=c.format, arch=c.arch, output=c.output,
-                                 layer=c.layer, device=device)
-        if backbone.digest != c.sha256:
-            raise DataError(f"{_WHERE}: backbone file {c.model} changed since the extractor was "
-                            f"configured (sha256 {backbone.digest}, expected {c.sha256})")
+        backbone = load_pinned_backbone(c.model, c.sha256, where=_WHERE, format=c.format,
+                                        arch=c.arch, output=c.output, layer=c.layer,
+                                        device=device)
         channels, size, _ = self.preprocess.output_shape(3)
         what = f"the preprocessing (resize={c.resize}, crop={c.crop})"
         self._dim = backbone.check_input(channels, size, size, what=what)

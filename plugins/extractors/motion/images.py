@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from actrec.errors import ConfigError, DataError
+from actrec.errors import ConfigError
 from actrec.plugin_api import ExtractRuntime, FeatureExtractor, PluginConfig
 
 from .fields import motion_history, sliding_windows, window_slices
@@ -88,7 +88,7 @@ class MotionCNN(FeatureExtractor):
         sha256: str | None = None  # the model file's digest: filled in; if given, checked
 
     def __init__(self, config: PluginConfig | None = None) -> None:
-        from actrec.backbones import Preprocess, file_digest
+        from actrec.backbones import Preprocess, pin_backbone_file
 
         super().__init__(config)
         cfg = self.config
@@ -113,13 +113,7 @@ class MotionCNN(FeatureExtractor):
                               f"state dict .pt/.pth for arch=resnet, whose first layer is "
                               f"widened to the stack; or a .pt2/.onnx/state dict whose first "
                               f"layer already takes the stack)")
-        model = Path(cfg.model).expanduser().resolve()
-        if not model.is_file():
-            raise DataError(f"{_WHERE}: backbone file not found: {model}")
-        digest = file_digest(model)
-        if cfg.sha256 is not None and cfg.sha256.lower() != digest:
-            raise DataError(f"{_WHERE}: backbone file {model} has sha256 {digest}, but "
-                            f"sha256={cfg.sha256} was asked for (a different file)")
+        model, digest = pin_backbone_file(cfg.model, cfg.sha256, where=_WHERE)
         # Recorded in the store: the resolved window, an absolute path and the file's digest.
         self.config = dataclasses.replace(cfg, model=model, sha256=digest, window=window)
         self.kind = kind
@@ -152,15 +146,13 @@ class MotionCNN(FeatureExtractor):
         self._load(runtime.device)
 
     def _load(self, device: str) -> Backbone:
-        from actrec.backbones import load_backbone
+        from actrec.backbones import load_pinned_backbone
 
         c = self.config
-        backbone = load_backbone(c.model, format=c.format, arch=c.arch, output=c.output,
-                                 layer=c.layer, device=device, in_channels=self.channels,
-                                 inflate=METHODS[c.method][2])
-        if backbone.digest != c.sha256:
-            raise DataError(f"{_WHERE}: backbone file {c.model} changed since the extractor was "
-                            f"configured (sha256 {backbone.digest}, expected {c.sha256})")
+        backbone = load_pinned_backbone(c.model, c.sha256, where=_WHERE, format=c.format,
+                                        arch=c.arch, output=c.output, layer=c.layer,
+                                        device=device, in_channels=self.channels,
+                                        inflate=METHODS[c.method][2])
         what = f"the {c.method} stack ({self.channels} channels of {c.size} x {c.size})"
         self._dim = backbone.check_input(self.channels, c.size, c.size, what=what)
         self._backbone = backbone
