@@ -288,3 +288,14 @@ def test_json_output_is_strict_json_with_null_for_nan():
     assert out.exit_code == 0, out.output
     assert json.loads(out.output, parse_constant=lambda c: pytest.fail(f"non-JSON {c}")) == {
         "accuracy": None, "per_class": {"a": 1.0, "b": None}}
+
+
+def test_json_mode_reports_a_user_error_as_json_on_stdout(tmp_path: Path):
+    result = run(["eval", str(tmp_path / "no-such-run"), "--json"])
+    assert result.returncode == 1
+    payload = json.loads(result.stdout)
+    assert payload["error"]["type"] == "DataError"
+    assert "no-such-run" in payload["error"]["message"]
+    assert "no-such-run" in result.stderr  # people reading stderr still see it
+    plain = run(["eval", str(tmp_path / "no-such-run")])
+    assert plain.returncode == 1 and plain.stdout == ""

@@ -8,6 +8,7 @@ free of torch, zarr and decord.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -91,6 +92,9 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except ActrecError as exc:
+        if "--json" in (sys.argv[1:] if argv is None else argv):
+            # a machine asked for JSON: it gets the error as JSON too (stdout), besides stderr
+            click.echo(json.dumps({"error": {"type": type(exc).__name__, "message": str(exc)}}))
         click.echo(f"Error: {exc}", err=True)
         sys.exit(1)
     except OSError as exc:  # a path that is a file, a folder we may not write: no traceback
