@@ -46,7 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from actrec.nn.base import SequenceModel
 
 __all__ = ["DatasetResult", "EvalResult", "VideoProbabilities", "evaluate_model", "evaluate_run",
-           "local_probabilities", "predict_videos", "score_dataset"]
+           "load_run_model", "local_probabilities", "predict_videos", "score_dataset"]
 
 OVERLAPS = (0.10, 0.25, 0.50)
 BATCH_VIDEOS = 32  # videos stepped side by side
@@ -408,8 +408,7 @@ def evaluate_run(
     import torch
 
     from actrec import runs
-    from actrec.components import open_store, resolve_model
-    from actrec.data.labels import InputLayout, LabelSpace
+    from actrec.components import open_store
     from actrec.protocols import selected_checkpoint
 
     run_dir = Path(run_dir)
@@ -420,7 +419,6 @@ def evaluate_run(
         name = str(ckpt["model_name"])
         classes = tuple(tuple(c) for c in ckpt["classes"])
         dims = tuple(int(d) for d in ckpt["input_dims"])
-        arrangement = str(ckpt["input_arrangement"])
         store_paths = [Path(p) for p in ckpt["stores"]]
         trained_splits = [str(s) for s in ckpt["splits"]]
         causal = bool(ckpt.get("causal", True))
@@ -476,31 +474,10 @@ def evaluate_run(
                 f"or allow it explicitly (--allow-noncausal-features; recorded with the result)"
             )
 
-    try:  # the label arrangement (maps) and score-input tables the run trained with
-        labels = LabelSpace.from_state(ckpt["label_space"]) if "label_space" in ckpt \
-            else LabelSpace(classes)
-        tables = ckpt.get("input_tables")
-        layout = InputLayout(dims, arrangement,
-                             tuple(tuple(t) for t in tables) if tables is not None else None)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DataError(f"{ckpt_path}: damaged label maps ({exc})") from None
+    model, labels, layout = load_run_model(ckpt, ckpt_path)
     dev = torch.device(device or spec.get("device", "cpu"))
     if dev.type == "cuda" and not torch.cuda.is_available():
         dev = torch.device("cpu")
-    with torch.random.fork_rng(devices=[]):
-        if ckpt.get("boundary"):  # the main model behind the boundary pre-stage
-            from actrec import boundary
-
-            _, main = resolve_model(ckpt, boundary.WidenedLayout(layout), labels,
-                                    where=ckpt_path)
-            model = boundary.rebuild(ckpt["boundary"], layout, main)
-        else:
-            _, model = resolve_model(ckpt, layout, labels, where=ckpt_path)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as exc:
-        raise DataError(f"{ckpt_path}: weights do not fit model '{name}' "
-                        f"({str(exc).splitlines()[0]})") from None
     model.to(dev)
     if online and not model.causal:
         raise ActrecError(f"model '{name}' is not causal; use --offline")
@@ -559,6 +536,45 @@ def evaluate_run(
                         latency)
     runs.atomic_write_json(results_path, result.to_dict())
     return result
+
+
+def load_run_model(ckpt: dict[str, Any], ckpt_path: Path
+                   ) -> tuple[SequenceModel, LabelSpace, InputLayout]:
+    """The trained model of checkpoint ``ckpt`` (read from ``ckpt_path``, named in errors) with
+    its weights, on the CPU, and the label space and input layout it was trained with
+    (``evaluate_run`` and live recognition, ``actrec.recognizer``, both build it here).
+    ``DataError`` for damaged label maps or weights that do not fit the model."""
+    import torch
+
+    from actrec.components import resolve_model
+    from actrec.data.labels import InputLayout, LabelSpace
+
+    name = str(ckpt["model_name"])
+    try:  # the label arrangement (maps) and score-input tables the run trained with
+        classes = tuple(tuple(c) for c in ckpt["classes"])
+        labels = LabelSpace.from_state(ckpt["label_space"]) if "label_space" in ckpt \
+            else LabelSpace(classes)
+        tables = ckpt.get("input_tables")
+        layout = InputLayout(tuple(int(d) for d in ckpt["input_dims"]),
+                             str(ckpt["input_arrangement"]),
+                             tuple(tuple(t) for t in tables) if tables is not None else None)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{ckpt_path}: damaged label maps ({exc})") from None
+    with torch.random.fork_rng(devices=[]):
+        if ckpt.get("boundary"):  # the main model behind the boundary pre-stage
+            from actrec import boundary
+
+            _, main = resolve_model(ckpt, boundary.WidenedLayout(layout), labels,
+                                    where=ckpt_path)
+            model = boundary.rebuild(ckpt["boundary"], layout, main)
+        else:
+            _, model = resolve_model(ckpt, layout, labels, where=ckpt_path)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise DataError(f"{ckpt_path}: weights do not fit model '{name}' "
+                        f"({str(exc).splitlines()[0]})") from None
+    return model, labels, layout
 
 
 def _check_inputs(ckpt, ckpt_path, run_dir, opened, splits, trained_splits, *, overridden: bool,
