@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from actrec.errors import ConfigError, DataError
+from actrec.io.remote import StoreURL, store_location
 
 if TYPE_CHECKING:  # pragma: no cover
     from actrec.io.streams import StreamConcat
@@ -131,8 +132,8 @@ class FeatureStore:
     Create with ``open_or_create`` (for writing) or ``open`` (for reading).
     """
 
-    def __init__(self, path: Path, attrs: dict[str, Any]) -> None:
-        self.path = Path(path)
+    def __init__(self, path: Path | StoreURL, attrs: dict[str, Any]) -> None:
+        self.path = path if isinstance(path, StoreURL) else Path(path)
         self._attrs = attrs
 
     # ------------------------------------------------------------------ opening
@@ -177,7 +178,7 @@ class FeatureStore:
         """
         import zarr
 
-        path = Path(path)
+        path = store_location(path)
         if dtype not in _DTYPES:
             raise DataError(f"{path}: feature dtype must be one of {_DTYPES}, got {dtype!r}")
         if chunk_frames <= 0:
@@ -204,6 +205,10 @@ class FeatureStore:
         if bad:
             raise DataError(f"{path}: background class {bad[0]} is not an index of the "
                             f"{len(wanted['classes'])} classes")
+        if isinstance(path, StoreURL):  # no OS locks or renames there: see remote_store
+            from actrec.io.remote_store import RemoteFeatureStore
+
+            return RemoteFeatureStore.create_or_reopen(path, wanted, stream)
         if path.exists() and not path.is_dir():
             raise DataError(f"feature store {path} exists and is not a folder; expected a Zarr "
                             f"store (a folder) or a new path")
@@ -289,8 +294,13 @@ class FeatureStore:
 
     @classmethod
     def open(cls, path: str | Path) -> FeatureStore:
-        """Open an existing store for reading; ``DataError`` if it is missing or not a store."""
-        path = Path(path)
+        """Open an existing store for reading (a path, or a URL, see ``actrec.io.remote``);
+        ``DataError`` if it is missing or not a store."""
+        path = store_location(path)
+        if isinstance(path, StoreURL) and cls is FeatureStore:
+            from actrec.io.remote_store import RemoteFeatureStore
+
+            return RemoteFeatureStore.open(path)
         meta = path / "zarr.json"
         if not meta.is_file():
             raise DataError(f"{path}: no feature store here (missing {meta.name})")
@@ -493,8 +503,6 @@ class FeatureStore:
         labels were resampled). ``DataError`` (nothing written) if the lengths differ or the
         shapes are wrong.
         """
-        import zarr
-
         features = np.asarray(features)
         labels = np.asarray(labels)
         where = f"feature store {self.path}, video {video_id!r}"
@@ -532,11 +540,24 @@ class FeatureStore:
                                "size": stat.st_size if stat else None,
                                "mtime": stat.st_mtime if stat else None}
         attrs.update(_jsonable(dict(extra or {})))
+        self._commit_video(video_id, attrs, features.astype(self._attrs["dtype"]),
+                           labels.astype(np.int64))
 
+    def _codecs(self) -> list:
+        """Compression, then a crc32c of the compressed bytes: every read checks every chunk."""
         from zarr.codecs import BloscCodec, Crc32cCodec
+
+        return [BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"), Crc32cCodec()]
+
+    def _commit_video(self, video_id: str, attrs: dict[str, Any], stored: np.ndarray,
+                      labels: np.ndarray) -> None:
+        """Write one checked video (``stored`` in the store's dtype, ``labels`` int64) with
+        its ``attrs`` atomically: built under ``.tmp/``, renamed into ``videos/``."""
+        import zarr
 
         from actrec.io.integrity import array_record
 
+        features = stored
         name = encode_video_id(video_id)
         tmp = self.path / _TMP / _tmp_name(name, uuid.uuid4().hex[:8])
         with self._lock():  # .tmp is only removed under the lock, and never while it has this
@@ -544,12 +565,10 @@ class FeatureStore:
         try:
             group = zarr.open_group(store=str(tmp), mode="w-", attributes=attrs)
             chunk = int(self._attrs.get("chunk_frames", 256))
-            # crc32c after compression: every read checks every chunk's bytes.
-            codec = [BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"), Crc32cCodec()]
+            codec = self._codecs()
             # Every chunk is written, even all-fill ones, so that every chunk file must exist.
             every = {"write_empty_chunks": True}
             t = max(1, features.shape[0])
-            stored = features.astype(self._attrs["dtype"])
             feats = group.create_array("features", shape=features.shape,
                                        dtype=self._attrs["dtype"], compressors=codec,
                                        chunks=(min(chunk, t), features.shape[1]), config=every)

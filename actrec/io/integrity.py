@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from actrec.io.remote import StoreURL
+
 if TYPE_CHECKING:  # pragma: no cover
     from actrec.io.features import FeatureStore
 
@@ -54,9 +56,11 @@ def array_digest(values: np.ndarray, dtype: str) -> str:
 def array_record(array_dir: Path, values: np.ndarray, dtype: str, chunk_frames: int) -> dict:
     """The ``integrity`` entry of one freshly written array: its chunk files as they lie in
     ``array_dir`` (key relative to it -> size), their number, shape and digest."""
-    chunk_root = Path(array_dir) / "c"
     files = {}
-    if chunk_root.is_dir():
+    if isinstance(array_dir, StoreURL):  # one listing of the object store
+        files = {k: v for k, v in sorted(array_dir.sizes().items()) if k.startswith("c/")}
+    chunk_root = Path(array_dir) / "c" if not isinstance(array_dir, StoreURL) else None
+    if chunk_root is not None and chunk_root.is_dir():
         for f in sorted(chunk_root.rglob("*")):
             if f.is_file():
                 files[f.relative_to(array_dir).as_posix()] = f.stat().st_size
@@ -77,13 +81,16 @@ def chunk_problems(video_dir: Path, integrity: Mapping[str, Any] | None,
     well or when the video has no record (written before records existed)."""
     if not integrity:
         return []
+    # A store at a URL: one listing instead of a request per chunk file.
+    sizes = video_dir.sizes() if isinstance(video_dir, StoreURL) else None
     problems = []
     for name in ARRAYS:
         rec = integrity.get(name)
         if not isinstance(rec, Mapping):
             problems.append(f"{name}: no integrity record")
             continue
-        if not (video_dir / name / "zarr.json").is_file():
+        if not ((video_dir / name / "zarr.json").is_file() if sizes is None
+                else f"{name}/zarr.json" in sizes):
             problems.append(f"{name}: array metadata zarr.json is missing")
             continue
         step = int(rec.get("chunk_frames") or 1)
@@ -93,8 +100,9 @@ def chunk_problems(video_dir: Path, integrity: Mapping[str, Any] | None,
                 if t + step <= frames[0] or t >= frames[1]:
                     continue  # chunk outside the window
             try:
-                actual = os.stat(video_dir / name / key).st_size
-            except FileNotFoundError:
+                actual = (os.stat(video_dir / name / key).st_size if sizes is None
+                          else sizes[f"{name}/{key}"])
+            except (FileNotFoundError, KeyError):
                 problems.append(f"{name}: chunk {key} is missing")
                 continue
             if actual != size:
@@ -236,7 +244,8 @@ def check_store(store: FeatureStore, *, sources: bool = True,
     notes = []
     for _, sub in parts:
         leftovers = sub.path / ".tmp"
-        if leftovers.is_dir() and any(leftovers.iterdir()):
+        if not isinstance(leftovers, StoreURL) and leftovers.is_dir() and \
+                any(leftovers.iterdir()):
             notes.append(f"{leftovers} holds unfinished writes (removed by the next extract)")
     return StoreCheck(store.path, tuple(results), tuple(notes), tuple(names))
 

@@ -1,0 +1,458 @@
+"""Claims: which process is extracting which video of a store, across processes and machines.
+
+A process extracts a video only while it holds the video's claim, a small JSON file
+``<store>/.claims/<name>.json`` saying who holds it (host, pid and the pid's start time, a
+random token, since when). A claim is a lease: its holder refreshes it every ``lease / 4``
+seconds (a heartbeat thread) and deletes it when done. Another process may take a claim over
+when it is stale:
+
+* its holder ran on this host and that process is gone (or a zombie, or its pid was reused):
+  at once, so re-running right after a kill never waits for the dead;
+* otherwise when its last refresh is older than the lease (default 120 s,
+  ``ACTREC_CLAIM_LEASE`` or ``actrec extract --claim-lease``): a holder on a machine that
+  died, or lost the store.
+
+Atomicity, so that two processes never both hold one claim:
+
+* Local folders (and NFS): a claim is created by hard-linking a fully written file to its name
+  (``link`` fails if the name exists, the classic NFS-safe exclusive create); a refresh
+  touches its mtime. A takeover renames the stale file aside (only one renamer can win), checks
+  that what it moved is still the stale claim it judged (else puts it back), and then creates
+  its own.
+* S3: created with a conditional PUT (``If-None-Match: *``), refreshed and taken over with a
+  PUT conditional on the ETag last seen (``If-Match``): a compare-and-swap on the server.
+* Other fsspec backends: created with their exclusive ``xb`` mode; a takeover deletes and
+  re-creates, which two takers of one stale claim can race (documented limit).
+
+A holder whose claim was taken over (it was presumed dead) finds out at its next refresh; its
+write is still a whole, atomic one, so the store stays correct.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from actrec.errors import ConfigError
+from actrec.io.remote import StoreURL, store_location
+
+__all__ = ["CLAIMS", "DEFAULT_LEASE", "Claim", "ClaimInfo", "claim", "claim_info",
+           "lease_seconds", "list_claims", "release_claims", "try_claim"]
+
+CLAIMS = ".claims"
+DEFAULT_LEASE = 120.0  # seconds without a refresh after which another machine takes over
+_LEASE_VAR = "ACTREC_CLAIM_LEASE"
+_SUFFIX = ".json"
+
+
+def lease_seconds() -> float:
+    """The claim lease in seconds: ``ACTREC_CLAIM_LEASE`` if set, else ``DEFAULT_LEASE``.
+    ``ConfigError`` naming the variable for a value that is not a number > 0."""
+    text = os.environ.get(_LEASE_VAR)
+    if not text:
+        return DEFAULT_LEASE
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ConfigError(f"{_LEASE_VAR}={text!r}: expected seconds > 0")
+    return value
+
+
+# ---------------------------------------------------------------------- who holds a claim
+
+
+def _proc_start(pid: int) -> str | None:
+    """The start time of process ``pid`` (clock ticks since boot, Linux), ``None`` elsewhere
+    or when there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return fields[19] if len(fields) > 19 else None  # field 22 of the whole line
+
+
+def _process_alive(pid: int, start: str | None) -> bool:
+    """Whether process ``pid`` of this host runs (not a zombie) and is the one that started at
+    ``start`` (a reused pid is another process)."""
+    proc = Path(f"/proc/{pid}/stat")
+    if Path("/proc/self/stat").exists():
+        try:
+            stat = proc.read_text()
+        except OSError:
+            return False
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] in ("Z", "X", "x"):  # exited, not yet reaped: dead
+            return False
+        return start is None or fields[19] == start
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class ClaimInfo:
+    """One claim as found in a store: its video, holder (``host``, ``pid``), when it was made
+    (``since``, epoch seconds), seconds since its last refresh (``age``), and whether another
+    process may take it over (``stale``, with ``why``)."""
+
+    video: str
+    host: str
+    pid: int
+    since: float
+    age: float
+    stale: bool
+    why: str = ""
+    token: str = ""
+    shard: str | None = None
+    version: Any = field(default=None, compare=False, repr=False)  # what a takeover checks
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"video": self.video, "host": self.host, "pid": self.pid,
+                "since": datetime.fromtimestamp(self.since).isoformat(timespec="seconds")
+                if self.since else None,
+                "age_seconds": round(self.age, 1), "stale": self.stale, "why": self.why,
+                "shard": self.shard}
+
+
+def _judge(video: str, content: dict[str, Any] | None, refreshed: float, lease: float,
+           version: Any) -> ClaimInfo:
+    age = max(0.0, time.time() - refreshed)
+    if content is None:  # unreadable (half-written by a backend without atomic create)
+        return ClaimInfo(video, "?", -1, refreshed, age, age > min(lease, 10.0),
+                         "unreadable claim", version=version)
+    host, pid = str(content.get("host", "?")), int(content.get("pid", -1))
+    stale, why = False, ""
+    if host == socket.gethostname() and not _process_alive(pid, content.get("pid_start")):
+        stale, why = True, f"process {pid} on this host has ended"
+    elif age > lease:
+        stale, why = True, f"not refreshed for {age:.0f} s (lease {lease:g} s)"
+    return ClaimInfo(video, host, pid, float(content.get("since") or 0.0), age, stale, why,
+                     str(content.get("token", "")), content.get("shard"), version)
+
+
+def _content(video_id: str, token: str) -> bytes:
+    pid = os.getpid()
+    shard = os.environ.get("ACTREC_EXTRACT_SHARD") or None
+    return json.dumps({"video": video_id, "host": socket.gethostname(), "pid": pid,
+                       "pid_start": _proc_start(pid), "token": token, "since": time.time(),
+                       "shard": shard}).encode("utf-8")
+
+
+def _parse(raw: bytes | None) -> dict[str, Any] | None:
+    try:
+        value = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+# ---------------------------------------------------------------------- storage
+
+
+class _LocalFiles:
+    """Claim files in a local (or NFS) folder."""
+
+    def __init__(self, store: Path) -> None:
+        self.folder = store / CLAIMS
+
+    def path(self, name: str) -> Path:
+        return self.folder / (name + _SUFFIX)
+
+    def names(self) -> list[str]:
+        try:
+            return sorted(p.name[: -len(_SUFFIX)] for p in self.folder.iterdir()
+                          if p.name.endswith(_SUFFIX) and not p.name.startswith("."))
+        except OSError:
+            return []
+
+    def create(self, name: str, data: bytes) -> bool:
+        target = self.path(name)
+        tmp = self.folder / f".{name}.{uuid.uuid4().hex}.new"
+        for _ in range(3):  # the folder may vanish between mkdir and write (a finishing run)
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                tmp.write_bytes(data)
+                break
+            except FileNotFoundError:
+                continue
+        try:
+            os.link(tmp, target)  # atomic create-if-absent, with the content already there
+            return True
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links: exclusive create, then write
+            try:
+                fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            return True
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+    def read(self, name: str) -> tuple[dict[str, Any] | None, float, Any] | None:
+        target = self.path(name)
+        try:
+            raw = target.read_bytes()
+            st = os.stat(target)
+        except FileNotFoundError:
+            return None
+        return _parse(raw), st.st_mtime, (st.st_ino, st.st_mtime_ns)
+
+    def refresh(self, name: str, token: str, version: Any) -> Any:
+        found = self.read(name)
+        if found is None or found[0] is None or found[0].get("token") != token:
+            return None
+        try:
+            os.utime(self.path(name))
+            st = os.stat(self.path(name))
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns)
+
+    def take_over(self, name: str, stale: ClaimInfo, data: bytes) -> bool:
+        target = self.path(name)
+        aside = self.folder / f".{name}.{uuid.uuid4().hex}.old"
+        try:
+            os.rename(target, aside)  # of several takers, one moves it
+        except FileNotFoundError:
+            return False
+        try:
+            st = os.stat(aside)
+            if (st.st_ino, st.st_mtime_ns) != stale.version:
+                # Not the claim judged stale (refreshed, or another's new one): put it back.
+                with contextlib.suppress(FileExistsError):
+                    os.link(aside, target)
+                return False
+        finally:
+            with contextlib.suppress(OSError):
+                aside.unlink()
+        return self.create(name, data)
+
+    def release(self, name: str, token: str) -> None:
+        found = self.read(name)
+        if found is not None and found[0] is not None and found[0].get("token") == token:
+            with contextlib.suppress(FileNotFoundError):
+                self.path(name).unlink()
+
+
+class _ObjectFiles:
+    """Claim objects at a URL; compare-and-swap on S3 through conditional PUTs."""
+
+    def __init__(self, store: StoreURL) -> None:
+        self.folder = store / CLAIMS
+        fs = self.folder.fs
+        self.s3 = hasattr(fs, "call_s3") and hasattr(fs, "split_path")
+
+    def path(self, name: str) -> StoreURL:
+        return self.folder / (name + _SUFFIX)
+
+    def names(self) -> list[str]:
+        return sorted(u.name[: -len(_SUFFIX)] for u in self.folder.iterdir()
+                      if u.name.endswith(_SUFFIX))
+
+    def create(self, name: str, data: bytes) -> bool:
+        return self.path(name).create_exclusive(data)
+
+    def read(self, name: str) -> tuple[dict[str, Any] | None, float, Any] | None:
+        target = self.path(name)
+        fs = target.fs
+        try:
+            target._fresh()
+            info = fs.info(target.fs_path)  # the version first: a later change fails the CAS
+            raw = target.read_bytes()
+        except FileNotFoundError:
+            return None
+        modified = info.get("LastModified") or info.get("mtime") or info.get("updated")
+        if isinstance(modified, datetime):
+            modified = modified.timestamp()
+        elif isinstance(modified, str):
+            modified = datetime.fromisoformat(modified.replace("Z", "+00:00")).timestamp()
+        content = _parse(raw)
+        if modified is None:
+            modified = float((content or {}).get("refreshed") or 0.0)
+        return content, float(modified), info.get("ETag") or info.get("etag")
+
+    def _put(self, name: str, data: bytes, etag: Any) -> Any:
+        """PUT ``data`` only if the object's ETag is still ``etag``; the new ETag, or
+        ``None`` if it changed."""
+        bucket, key, _ = self.folder.fs.split_path(self.path(name).fs_path)
+        try:
+            out = self.folder.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data,
+                                         IfMatch=etag)
+        except (OSError, FileNotFoundError):  # 412 precondition failed, or gone
+            return None
+        return out.get("ETag")
+
+    def refresh(self, name: str, token: str, version: Any) -> Any:
+        found = self.read(name)
+        if found is None or found[0] is None or found[0].get("token") != token:
+            return None
+        content = dict(found[0], refreshed=time.time())
+        data = json.dumps(content).encode("utf-8")
+        if self.s3:
+            return self._put(name, data, found[2])
+        self.path(name).write_bytes(data)
+        return True
+
+    def take_over(self, name: str, stale: ClaimInfo, data: bytes) -> bool:
+        if self.s3:
+            return stale.version is not None and self._put(name, data, stale.version) is not None
+        found = self.read(name)  # best effort: delete what was judged stale, create anew
+        if found is None or found[2] != stale.version:
+            return False
+        self.path(name).unlink(missing_ok=True)
+        return self.create(name, data)
+
+    def release(self, name: str, token: str) -> None:
+        found = self.read(name)
+        if found is not None and found[0] is not None and found[0].get("token") == token:
+            self.path(name).unlink(missing_ok=True)
+
+
+def _files(store_path) -> _LocalFiles | _ObjectFiles:
+    where = store_location(store_path)
+    return _ObjectFiles(where) if isinstance(where, StoreURL) else _LocalFiles(where)
+
+
+# ---------------------------------------------------------------------- claiming
+
+
+class Claim:
+    """A claim this process holds; ``lost`` turns true if a refresh found it taken over."""
+
+    def __init__(self, files, name: str, video_id: str, token: str, version: Any,
+                 lease: float) -> None:
+        self._files, self.name, self.video = files, name, video_id
+        self.token, self.version, self.lease = token, version, lease
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def refresh(self) -> bool:
+        """Refresh the lease now; ``False`` (and ``lost``) if the claim is no longer ours."""
+        version = self._files.refresh(self.name, self.token, self.version)
+        if version is None:
+            self.lost = True
+            return False
+        self.version = version
+        return True
+
+    def _beat(self) -> None:
+        while not self._stop.wait(max(0.05, self.lease / 4)):
+            try:
+                if not self.refresh():
+                    return
+            except OSError:  # the store is unreachable for a moment: try again next beat
+                continue
+
+    def start(self) -> Claim:
+        self._thread = threading.Thread(target=self._beat, name=f"actrec-claim-{self.name}",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def release(self) -> None:
+        """Stop refreshing and delete the claim if it is still ours."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        with contextlib.suppress(OSError):
+            self._files.release(self.name, self.token)
+
+
+def try_claim(store_path, video_id: str, *, lease: float | None = None) -> Claim | None:
+    """Claim ``video_id`` in the store at ``store_path`` (a path or URL) for this process:
+    a held ``Claim`` (its heartbeat not started; see ``claim``), or ``None`` when another live
+    process holds it. A stale claim (see the module docstring) is taken over atomically."""
+    from actrec.io.features import encode_video_id
+
+    lease = lease_seconds() if lease is None else float(lease)
+    files = _files(store_path)
+    name = encode_video_id(video_id)
+    token = uuid.uuid4().hex
+    for _ in range(5):  # each round another process changed the claim under us
+        data = _content(video_id, token)
+        if files.create(name, data):
+            found = files.read(name)
+            return Claim(files, name, video_id, token, found[2] if found else None, lease)
+        found = files.read(name)
+        if found is None:
+            continue  # released meanwhile: create again
+        info = _judge(video_id, found[0], found[1], lease, found[2])
+        if not info.stale:
+            return None
+        if files.take_over(name, info, data):
+            found = files.read(name)
+            return Claim(files, name, video_id, token, found[2] if found else None, lease)
+    return None
+
+
+@contextlib.contextmanager
+def claim(store_path, video_id: str, *, lease: float | None = None) -> Iterator[bool]:
+    """Hold ``video_id``'s claim in the store at ``store_path`` while the block runs: yields
+    ``True`` (the lease refreshed in the background, the claim deleted afterwards) or
+    ``False`` when another live process holds it."""
+    held = try_claim(store_path, video_id, lease=lease)
+    if held is None:
+        yield False
+        return
+    held.start()
+    try:
+        yield True
+    finally:
+        held.release()
+
+
+def claim_info(store_path, video_id: str, *, lease: float | None = None) -> ClaimInfo | None:
+    """The claim on ``video_id`` in the store, judged now; ``None`` when there is none."""
+    from actrec.io.features import encode_video_id
+
+    lease = lease_seconds() if lease is None else float(lease)
+    found = _files(store_path).read(encode_video_id(video_id))
+    if found is None:
+        return None
+    return _judge(video_id, found[0], found[1], lease, found[2])
+
+
+def list_claims(store_path, *, lease: float | None = None) -> list[ClaimInfo]:
+    """Every claim in the store, judged now, by video id."""
+    from actrec.io.features import decode_video_id
+
+    lease = lease_seconds() if lease is None else float(lease)
+    files = _files(store_path)
+    out = []
+    for name in files.names():
+        found = files.read(name)
+        if found is not None:
+            video = str((found[0] or {}).get("video") or decode_video_id(name))
+            out.append(_judge(video, found[0], found[1], lease, found[2]))
+    return sorted(out, key=lambda c: c.video)
+
+
+def release_claims(store_path) -> None:
+    """Remove a local store's claims folder if no claim is left in it (object stores have no
+    empty folders)."""
+    where = store_location(store_path)
+    if not isinstance(where, StoreURL):
+        with contextlib.suppress(OSError):
+            (where / CLAIMS).rmdir()
