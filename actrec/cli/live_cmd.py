@@ -1,0 +1,89 @@
+"""``actrec live``: classify every frame of files, frame folders, cameras or streams as it
+arrives, with a trained run (``actrec.recognizer``, ``actrec.live``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+
+@click.command("live")
+@click.argument("run")
+@click.argument("sources", nargs=-1, required=True, metavar="SOURCE...")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the JSON lines to this new file instead of stdout.")
+@click.option("--frames/--no-frames", default=True, show_default=True,
+              help="One JSON line per frame (--no-frames: only events and stream ends).")
+@click.option("--min-duration", default="0s", show_default=True, metavar="DURATION",
+              help="An action starts once predicted this long (0.5s, 500ms); shorter "
+              "changes are flicker and belong to the action before.")
+@click.option("--top-k", type=int, default=3, show_default=True,
+              help="Most probable classes listed per frame.")
+@click.option("--realtime", is_flag=True,
+              help="Play files at their frame rate; frames that arrive while the model is "
+              "busy are dropped and counted. Default: as fast as possible (cameras are "
+              "always real time).")
+@click.option("--display", is_flag=True,
+              help="A live panel on stderr: action, confidence, latency, fps per stream.")
+@click.option("--write-video", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="OUT.mp4", help="Write the video with the predicted action drawn on it "
+              "(OUT-<i>.mp4 per stream for several sources).")
+@click.option("--dataset", default=None, metavar="D",
+              help="Which of the run's datasets to recognise (D1, D2, an index or the "
+              "dataset's name; default: D1).")
+@click.option("--folder-fps", type=float, default=None,
+              help="Frame rate of frame-folder sources (default: the run's).")
+@click.option("--max-frames", type=int, default=None,
+              help="Stop each stream after this many frames.")
+def live(run, sources, out, frames, min_duration, top_k, realtime, display, write_video,
+         dataset, folder_fps, max_frames) -> None:
+    """Recognise, frame by frame, the SOURCEs (video files, folders of frames, camera indices
+    such as 0, or stream URLs) with RUN (a run folder or name): decode at the rate the run's
+    features were made at, extract them with the run's own causal extractor, standardise,
+    step the model with its state carried, and write one JSON line per frame (frame, time,
+    label, score, top-k, latency_ms, stream) and per action event (start/end). Several
+    SOURCEs are stepped in one batch, each with its own state; one that ends or fails leaves
+    the others running."""
+    from actrec.errors import ConfigError
+    from actrec.live import run_live
+    from actrec.live_events import parse_duration
+    from actrec.live_output import DisplaySink, JsonLinesSink, VideoSink
+    from actrec.recognizer import Recognizer
+
+    min_seconds = parse_duration(min_duration)
+    if out is not None and out.exists():
+        raise ConfigError(f"--out: {out} exists; give a new file (nothing is overwritten)")
+    recognizer = Recognizer.from_run(run, streams=len(sources), dataset=dataset, top_k=top_k)
+    sinks = []
+    if write_video is not None:
+        sinks.append(VideoSink(write_video, len(sources), recognizer.fps))
+    handle = open(out, "x", encoding="utf-8") if out is not None else sys.stdout  # noqa: SIM115
+    sinks.append(JsonLinesSink(handle, frames=frames, close=out is not None))
+    if display:
+        sinks.append(DisplaySink(list(sources), title=f"actrec live: {recognizer.run.run_dir.name}"))
+    report = run_live(recognizer, list(sources), sinks=sinks, realtime=realtime,
+                      min_duration=min_seconds, folder_fps=folder_fps, max_frames=max_frames)
+    if not display:
+        from actrec.cli.common import stderr_console
+
+        stderr_console().print(_summary(report))
+    for status in report.failed:
+        click.echo(f"Error: stream {status.stream}: {status.error}", err=True)
+    if report.failed:
+        sys.exit(1)
+
+
+def _summary(report):
+    from rich.table import Table
+
+    table = Table(title=f"actrec live: {report.seconds:.1f} s")
+    for col in ("stream", "source", "status", "frames", "dropped", "median ms", "p99 ms"):
+        table.add_column(col)
+    for s in report.streams:
+        d = s.to_dict()
+        lat = d.get("latency_ms", {})
+        table.add_row(str(s.stream), s.source, s.status, str(s.frames), str(s.dropped),
+                      f"{lat['median']:.2f}" if lat else "-", f"{lat['p99']:.2f}" if lat else "-")
+    return table

@@ -1,0 +1,225 @@
+"""Where live frames come from: a video file, a folder of frames, a camera or a stream URL.
+
+``open_source(text, fps)`` reads what ``text`` names, resampled to ``fps`` (the rate a run's
+features were made at, ``Recognizer.fps``) with the rule ``actrec extract`` uses (output frame
+``i`` is source frame ``round(i * source_fps / fps)``, ``actrec.io.video.resample_indices``):
+
+* an existing file: decoded with decord exactly as ``actrec extract`` decodes it
+  (``actrec.io.video.open_video``, with ``fps`` as the nominal rate), so its features equal the
+  stored ones;
+* an existing folder: its image frames in number order, at ``folder_fps`` (default ``fps``);
+* digits (``0``): that camera, through OpenCV's ``VideoCapture``;
+* anything with ``://`` (``rtsp://``, ``http://``, ``file://``): a stream, through OpenCV's
+  ``VideoCapture`` (FFmpeg).
+
+A source yields ``(index, frame)`` pairs: the output frame index (at ``fps``) and the frame,
+uint8 RGB ``[H, W, 3]``. Failures are ``DataError`` naming the source: one that cannot be
+opened, a file that cannot be decoded, a stream that stops reporting frames.
+
+Pacing (``PacedFrames``): by default a file is read as fast as it is consumed; ``realtime``
+plays it at ``fps`` from a background thread, and a frame the consumer has not taken when the
+next one is due is dropped and counted, never skipped silently. A camera is always real time.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from actrec.errors import ConfigError, DataError
+
+__all__ = ["FrameSource", "PacedFrames", "open_source", "source_kind"]
+
+_CHUNK = 16  # frames decoded per read of a file
+
+
+def source_kind(text: str) -> str:
+    """``"file"``, ``"folder"``, ``"camera"`` or ``"url"`` for a SOURCE argument;
+    ``DataError`` naming it when it is none of them."""
+    text = str(text)
+    if "://" in text:
+        return "url"
+    if re.fullmatch(r"\d+", text) and not Path(text).exists():
+        return "camera"
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return "folder"
+    if path.is_file():
+        return "file"
+    raise DataError(f"source {text!r}: no such file or folder, and not a camera index (0, 1, "
+                    f"...) or a stream URL (rtsp://, http://, ...)")
+
+
+@dataclass
+class FrameSource:
+    """An opened source: ``name`` (as given), ``kind``, output ``fps``, ``live`` (frames come
+    at their own pace whatever the consumer does: a camera), ``num_frames`` (None when
+    unknown) and ``frames()``, the iterator of ``(index, frame)``."""
+
+    name: str
+    kind: str
+    fps: float
+    live: bool
+    num_frames: int | None
+    _frames: Any
+    _close: Any = None
+
+    def frames(self) -> Iterator[tuple[int, np.ndarray]]:
+        return self._frames
+
+    def close(self) -> None:
+        if self._close is not None:
+            self._close()
+            self._close = None
+
+
+def open_source(text: str, fps: float, *, folder_fps: float | None = None) -> FrameSource:
+    """Open the source ``text`` (see the module docstring) resampled to ``fps``."""
+    if not (math.isfinite(fps) and fps > 0):
+        raise ConfigError(f"source {text!r}: frame rate must be positive, got {fps}")
+    kind = source_kind(text)
+    if kind in ("file", "folder"):
+        return _open_reader(text, kind, fps, folder_fps)
+    return _open_capture(text, kind, fps)
+
+
+def _open_reader(text: str, kind: str, fps: float, folder_fps: float | None) -> FrameSource:
+    from actrec.io.video import open_video
+
+    try:
+        reader = open_video(Path(text).expanduser(), fps=fps, folder_fps=folder_fps or fps,
+                            nominal_fps=fps)
+    except DataError as exc:
+        raise DataError(f"source {text!r}: {exc}") from None
+
+    def frames() -> Iterator[tuple[int, np.ndarray]]:
+        for start in range(0, reader.num_frames, _CHUNK):
+            stop = min(start + _CHUNK, reader.num_frames)
+            try:
+                batch = reader.read(np.arange(start, stop))
+            except DataError as exc:
+                raise DataError(f"source {text!r}: {exc}") from None
+            if batch.shape[0] != stop - start:
+                raise DataError(f"source {text!r}: decoded {batch.shape[0]} frames for "
+                                f"{start}..{stop - 1} (truncated file?)")
+            for i, frame in enumerate(batch):
+                yield start + i, frame
+
+    return FrameSource(text, kind, reader.fps, False, reader.num_frames, frames())
+
+
+def _open_capture(text: str, kind: str, fps: float) -> FrameSource:
+    import cv2
+
+    target: Any = int(text) if kind == "camera" else text
+    capture = cv2.VideoCapture(target)
+    if not capture.isOpened():
+        capture.release()
+        what = "camera" if kind == "camera" else "stream"
+        raise DataError(f"source {text!r}: cannot open this {what} (OpenCV's VideoCapture "
+                        f"failed; is the {'device connected' if kind == 'camera' else 'URL right and the server up'}?)")
+    source_fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+    if not (math.isfinite(source_fps) and 0 < source_fps < 1000):
+        source_fps = fps  # a rate the source does not report: its frames are taken as they come
+    from actrec.io.video import same_rate
+
+    if same_rate(source_fps, fps):
+        source_fps = fps  # 29.97 read as 30, as actrec extract reads files
+    ratio = source_fps / fps
+    count = capture.get(cv2.CAP_PROP_FRAME_COUNT) if kind == "url" else 0
+    announced = int(count) if count and math.isfinite(count) and count > 0 else None
+
+    def frames() -> Iterator[tuple[int, np.ndarray]]:
+        wanted, k = 0, 0  # next output frame; index of the next source frame
+        try:
+            while True:
+                ok, image = capture.read()
+                if not ok or image is None:
+                    if k == 0:
+                        raise DataError(f"source {text!r}: opened, but no frame could be read")
+                    if announced is not None and announced - k > max(1, announced // 100):
+                        raise DataError(f"source {text!r}: the stream stopped after {k} of the "
+                                        f"{announced} frames it announced")
+                    return  # the stream ended
+                if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                    raise DataError(f"source {text!r}: frame {k} is {image.dtype} "
+                                    f"{tuple(image.shape)}, expected an 8-bit colour image")
+                rgb = None
+                while math.floor(wanted * ratio + 0.5) == k:  # the rule of resample_indices
+                    if rgb is None:
+                        rgb = np.ascontiguousarray(image[:, :, ::-1])
+                    yield wanted, rgb
+                    wanted += 1
+                k += 1
+        finally:
+            capture.release()
+
+    return FrameSource(text, kind, fps, kind == "camera", None, frames(), capture.release)
+
+
+class PacedFrames:
+    """The frames of a source handed over at its own pace by a background thread, keeping only
+    the newest one: a frame not taken before the next arrives is counted in ``dropped``.
+    ``take(timeout)`` returns ``(index, frame)``, ``None`` when none arrived in time, and
+    raises ``StopIteration`` at the end (or the source's ``DataError``)."""
+
+    def __init__(self, source: FrameSource, *, pace: bool) -> None:
+        self.source = source
+        self.dropped = 0
+        self._pace = pace
+        self._slot: tuple[int, np.ndarray] | None = None
+        self._done = False
+        self._error: BaseException | None = None
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"actrec-live-{source.name}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        start = time.perf_counter()
+        try:
+            for index, frame in self.source.frames():
+                if self._stop.is_set():
+                    return
+                if self._pace:  # a file played at its rate: frame i is due at i / fps
+                    delay = start + index / self.source.fps - time.perf_counter()
+                    if delay > 0 and self._stop.wait(delay):
+                        return
+                with self._cond:
+                    if self._slot is not None:
+                        self.dropped += 1
+                    self._slot = (index, frame)
+                    self._cond.notify_all()
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            self._error = exc
+        finally:
+            with self._cond:
+                self._done = True
+                self._cond.notify_all()
+
+    def take(self, timeout: float | None = None) -> tuple[int, np.ndarray] | None:
+        with self._cond:
+            if self._slot is None and not self._done:
+                self._cond.wait(timeout)
+            if self._slot is not None:
+                item, self._slot = self._slot, None
+                return item
+            if self._done:
+                if self._error is not None:
+                    raise self._error
+                raise StopIteration
+            return None
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.source.close()

@@ -1,0 +1,488 @@
+"""Live recognition of a trained run, frame by frame: ``Recognizer``.
+
+A ``Recognizer`` rebuilds everything a run's online evaluation uses, from what the run
+recorded: the causal feature extractor(s) with the config recorded in the run's feature store
+(one per stream of a multi-stream run, concatenated in the run's order), the store's feature
+dtype (a float16 store's features are rounded to float16 here too), the run's saved feature
+standardisation, its input layout and label space, and the model with its state carried from
+frame to frame (``SequenceModel.step`` in eval mode). So a video pushed frame by frame (decoded
+as ``actrec extract`` decodes it: ``Recognizer.fps``, ``actrec.live_sources``) gets exactly the
+predictions ``actrec eval --online`` gives its stored features.
+
+Refused, with a ``ConfigError``/``DataError`` naming the run: a model that is not causal, a run
+trained to answer late (``--delay``), features that look ahead (the store's ``lookahead`` or the
+rebuilt extractor's), a store that is missing, an extractor plugin that cannot be loaded.
+
+Many streams: ``Recognizer(..., streams=N)`` keeps one extractor and one model state per stream;
+``push_many`` steps every stream that has a frame in one batch (``actrec.live_state``). Rows an
+extractor yields come out as frames go in; an extractor that holds a frame's row back until it
+sees more frames cannot answer live and is refused when it does.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from actrec.errors import ActrecError, ConfigError, DataError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from actrec.plugin_api import FeatureExtractor
+
+__all__ = ["FeatureSpec", "OnlineRun", "Prediction", "Recognizer", "load_online_run"]
+
+_FPS_SAMPLE = 200  # stored videos read to find the rate the run's features were made at
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The answer for one frame of one stream.
+
+    ``frame``: index among the frames the recogniser saw (at ``fps``); ``time``: ``frame /
+    fps`` seconds; ``label``/``index``: the predicted class (local to the run's dataset) and
+    ``score`` its probability (NaN for label arrangements without per-dataset probabilities);
+    ``top``: the ``top_k`` most probable (label, probability) pairs; ``timings``: milliseconds
+    spent per stage on this frame (``extract``, ``step``; the command adds ``decode``);
+    ``latency_ms``: their sum."""
+
+    stream: int
+    frame: int
+    time: float
+    label: str
+    index: int
+    score: float
+    top: tuple[tuple[str, float], ...]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def latency_ms(self) -> float:
+        return float(sum(self.timings.values()))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (NaN score as null)."""
+        return {"stream": self.stream, "frame": self.frame, "time": round(self.time, 6),
+                "label": self.label, "index": self.index,
+                "score": None if np.isnan(self.score) else round(self.score, 6),
+                "top": [{"label": lab, "score": round(p, 6)} for lab, p in self.top],
+                "latency_ms": round(self.latency_ms, 3),
+                "timings_ms": {k: round(v, 3) for k, v in self.timings.items()}}
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One feature stream of a run: the extractor and config recorded in its store, and the
+    dtype the store keeps features in."""
+
+    store: Path
+    extractor: str
+    config: dict[str, Any]
+    dtype: str
+    dim: int
+
+
+@dataclass
+class OnlineRun:
+    """What live recognition needs of a run (``load_online_run``)."""
+
+    run_dir: Path
+    checkpoint: Path
+    model_name: str
+    model: Any  # SequenceModel, eval mode
+    labels: Any  # LabelSpace
+    layout: Any  # InputLayout
+    domain: int
+    dataset: str
+    classes: tuple[str, ...]
+    prediction: str
+    scaler: Any  # FeatureScaler or None
+    features: tuple[FeatureSpec, ...]
+    fps: float
+    device: Any
+
+    def describe(self) -> dict[str, Any]:
+        return {"run": str(self.run_dir), "checkpoint": self.checkpoint.name,
+                "model": self.model_name, "dataset": self.dataset, "domain": self.domain,
+                "classes": list(self.classes), "fps": self.fps,
+                "features": [{"store": str(f.store), "extractor": f.extractor,
+                              "config": f.config, "dtype": f.dtype} for f in self.features]}
+
+
+def load_online_run(run: str | Path, *, dataset: int | str | None = None,
+                    device: str = "cpu") -> OnlineRun:
+    """Load the run ``run`` (a folder or a name ``actrec.runs.resolve_run`` knows) for online
+    recognition of its dataset ``dataset`` (an index 0.., a D-number ``"D2"`` or the dataset's
+    name as its store records it; default the first). See the module docstring for what is
+    refused."""
+    import torch
+
+    from actrec import runs
+    from actrec.components import open_store
+    from actrec.data.scaling import FeatureScaler
+    from actrec.evaluate import load_run_model
+    from actrec.protocols import selected_checkpoint
+
+    run_dir = runs.resolve_run(run) if not Path(run).is_dir() else Path(run)
+    ckpt_path = selected_checkpoint(run_dir)
+    ckpt = runs.load_checkpoint(ckpt_path)
+    try:
+        spec = ckpt["spec"]
+        name = str(ckpt["model_name"])
+        store_paths = [Path(p) for p in ckpt["stores"]]
+        causal = bool(ckpt.get("causal", True))
+    except (KeyError, TypeError) as exc:
+        raise DataError(f"{ckpt_path}: not an actrec training checkpoint (missing {exc})") from None
+    where = f"run {run_dir}"
+    if not causal:
+        raise ConfigError(f"{where}: model '{name}' is not causal (it looks at future frames), "
+                          f"so it cannot recognise live, frame by frame")
+    delay = int(spec.get("delay") or 0)
+    if delay:
+        raise ConfigError(f"{where} was trained to answer {delay} frame(s) late (--delay "
+                          f"{delay}): it looks ahead, so it cannot answer each frame as it comes")
+    k = _domain_index(dataset, store_paths, where)
+    opened = []
+    for path in store_paths:
+        if not (Path(path) / "zarr.json").is_file():
+            raise DataError(f"{where}: its feature store {path} is missing; live recognition "
+                            f"rebuilds the run's extractor from the config recorded there")
+        opened.append(open_store(path, spec.get("streams")))
+    store = opened[k]
+    attrs = store.attrs
+    lookahead = int(attrs.get("lookahead") or 0)
+    if lookahead != 0 or attrs.get("causal") is False:
+        raise ConfigError(f"{where}: feature store {store.path} holds non-causal features "
+                          f"(extractor '{attrs.get('extractor')}' looks "
+                          f"{'an unknown number of' if lookahead < 0 else lookahead} frame(s) "
+                          f"ahead): live recognition sees no future frame")
+    parts = getattr(store, "stores", None) or (store,)
+    features = tuple(FeatureSpec(Path(p.path), str(p.attrs.get("extractor")),
+                                 dict(p.attrs.get("extractor_config") or {}),
+                                 str(p.attrs.get("dtype") or "float32"), int(p.dim or 0))
+                     for p in parts)
+    model, labels, layout = load_run_model(ckpt, ckpt_path)
+    dev = torch.device(device)
+    model.to(dev).eval()
+    if not model.causal:
+        raise ConfigError(f"{where}: model '{name}' is not causal; it cannot recognise live")
+    scalers = ckpt.get("input_scalers")
+    scaler = FeatureScaler.from_state(scalers[k]) if scalers else None
+    return OnlineRun(
+        run_dir=run_dir, checkpoint=ckpt_path, model_name=name, model=model, labels=labels,
+        layout=layout, domain=k, dataset=str(attrs.get("dataset") or store.path),
+        classes=tuple(labels.classes[k]), prediction=str(spec.get("prediction", "block")),
+        scaler=scaler, features=features, fps=_feature_fps(store, features, where),
+        device=dev)
+
+
+def _domain_index(dataset: int | str | None, stores: Sequence[Path], where: str) -> int:
+    if dataset is None:
+        return 0
+    text = str(dataset).strip()
+    if text.isdigit() and int(text) < len(stores):
+        return int(text)
+    if text.upper().startswith("D") and text[1:].isdigit() and 1 <= int(text[1:]) <= len(stores):
+        return int(text[1:]) - 1
+    from actrec.io.features import FeatureStore
+
+    for i, path in enumerate(stores):
+        try:
+            if FeatureStore.open(path).attrs.get("dataset") == text:
+                return i
+        except ActrecError:
+            continue
+    raise ConfigError(f"{where}: no dataset {dataset!r}; it was trained on {len(stores)} "
+                      f"(give 0..{len(stores) - 1}, D1..D{len(stores)} or a store's dataset)")
+
+
+def _feature_fps(store: Any, features: Sequence[FeatureSpec], where: str) -> float:
+    """The frame rate the run's features were made at: the extractor's ``fps`` option where it
+    sets one, else the rate most of the store's videos were decoded at."""
+    for spec in features:
+        fps = spec.config.get("fps")
+        if fps:
+            return float(fps)
+    rates: Counter = Counter()
+    for vid in store.videos()[:_FPS_SAMPLE]:
+        fps = store.video_attrs(vid).get("fps")
+        if fps:
+            rates[float(fps)] += 1
+    if not rates:
+        raise DataError(f"{where}: feature store {store.path} records no frame rate for its "
+                        f"videos; cannot tell at which rate to decode live frames")
+    return rates.most_common(1)[0][0]
+
+
+# --------------------------------------------------------------------------------------------
+# Extractors fed frame by frame
+
+
+class _Starved(Exception):
+    """The extractor asked for another frame before yielding the row of the last one."""
+
+
+class _ExtractorFeed:
+    """One extractor generator for one stream, fed one frame at a time (``extract`` is a
+    generator per video; its state lives in it, so one feed per stream)."""
+
+    def __init__(self, extractor: FeatureExtractor, dim: int, where: str) -> None:
+        self.extractor = extractor
+        self.dim = dim
+        self.where = where
+        self._pending: collections.deque = collections.deque()
+        self._gen: Iterator[np.ndarray] | None = None
+
+    def _frames(self) -> Iterator[np.ndarray]:
+        while True:
+            if not self._pending:
+                raise _Starved
+            yield self._pending.popleft()
+
+    def push(self, frame: np.ndarray) -> np.ndarray:
+        """The feature row float32 ``[D]`` of ``frame`` uint8 ``[H, W, 3]``."""
+        if self._gen is None:
+            self._gen = self.extractor.extract(self._frames())
+        self._pending.append(frame[None])
+        name = self.extractor.name
+        try:
+            out = np.zeros((0, self.dim), np.float32)
+            while out.shape[0] == 0:
+                out = np.asarray(next(self._gen), dtype=np.float32)
+        except _Starved:
+            self._gen = None
+            raise ConfigError(f"{self.where}: extractor '{name}' holds a frame's features back "
+                              f"until it has seen later frames; live recognition needs one "
+                              f"row per frame as it comes") from None
+        except StopIteration:
+            self._gen = None
+            raise DataError(f"{self.where}: extractor '{name}' stopped yielding features") \
+                from None
+        except ActrecError:
+            self._gen = None
+            raise
+        except (ValueError, TypeError, RuntimeError, IndexError, MemoryError) as exc:
+            self._gen = None
+            raise DataError(f"{self.where}: extractor '{name}' failed on this frame: "
+                            f"{type(exc).__name__}: {exc}") from None
+        if out.shape != (1, self.dim):
+            self._gen = None
+            raise DataError(f"{self.where}: extractor '{name}' yielded features of shape "
+                            f"{out.shape} for one frame, expected [1, {self.dim}]")
+        return out[0]
+
+    def reset(self) -> None:
+        if self._gen is not None:
+            self._gen.close()
+        self._gen = None
+        self._pending.clear()
+
+
+def _build_extractor(spec: FeatureSpec, where: str, threads: int) -> FeatureExtractor:
+    from actrec import registry
+    from actrec.plugin_api import ExtractRuntime
+
+    try:
+        extractor = registry.create("extractors", spec.extractor, spec.config)
+    except ActrecError as exc:
+        raise ConfigError(f"{where}: the extractor of its feature store {spec.store} cannot be "
+                          f"rebuilt: {exc}") from None
+    lookahead = extractor.checked_lookahead()
+    if lookahead:
+        raise ConfigError(f"{where}: extractor '{spec.extractor}' looks {lookahead} frame(s) "
+                          f"ahead; live recognition sees no future frame")
+    dim = extractor.dim()
+    if spec.dim and dim != spec.dim:
+        raise DataError(f"{where}: extractor '{spec.extractor}' rebuilt from {spec.store} gives "
+                        f"{dim}-d features, the store holds {spec.dim}-d ones")
+    try:
+        extractor.setup(ExtractRuntime(device="cpu", threads=threads))
+    except ActrecError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - third-party code: one message
+        raise ConfigError(f"{where}: extractor '{spec.extractor}' failed to set up: "
+                          f"{type(exc).__name__}: {exc}") from None
+    return extractor
+
+
+# --------------------------------------------------------------------------------------------
+# The recogniser
+
+
+class Recognizer:
+    """Online recognition of a run for ``streams`` independent streams of frames.
+
+    ``push(frame)`` answers one frame of stream 0; ``push_many(frames)`` one frame of each
+    stream that has one (``None``: no frame this tick), stepping them in one batch;
+    ``reset(stream)`` starts a stream (default: all) again as a new video. Frames are uint8
+    RGB ``[H, W, 3]`` at ``fps`` frames per second (the rate the run's features were made at;
+    ``actrec.live_sources`` decodes sources at it)."""
+
+    def __init__(self, online: OnlineRun, *, streams: int = 1, top_k: int = 3,
+                 threads: int = 1) -> None:
+        from actrec.live_state import StateBatcher
+
+        if streams < 1:
+            raise ConfigError(f"streams: expected an integer >= 1, got {streams}")
+        if top_k < 1:
+            raise ConfigError(f"--top-k: expected an integer >= 1, got {top_k}")
+        self.run = online
+        self.top_k = min(top_k, len(online.classes))
+        self._where = f"run {online.run_dir}"
+        self._threads = threads
+        self._feeds = [self._new_feeds() for _ in range(streams)]
+        import torch
+
+        model, dev, k = online.model, online.device, online.domain
+        self._batcher = StateBatcher(
+            model.init_state, lambda n: torch.full((n,), k, dtype=torch.long, device=dev))
+        self._states = [self._batcher.fresh() for _ in range(streams)]
+        self._frames = [0] * streams
+
+    @classmethod
+    def from_run(cls, run: str | Path, *, streams: int = 1, dataset: int | str | None = None,
+                 top_k: int = 3, device: str = "cpu", threads: int = 1) -> Recognizer:
+        """A recogniser of the run ``run`` (folder or name) for its dataset ``dataset``
+        (default: its first); see ``load_online_run`` for what is refused."""
+        return cls(load_online_run(run, dataset=dataset, device=device), streams=streams,
+                   top_k=top_k, threads=threads)
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def fps(self) -> float:
+        """Frames per second the run's features were made at: push frames at this rate."""
+        return self.run.fps
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.run.classes
+
+    @property
+    def streams(self) -> int:
+        return len(self._feeds)
+
+    def _new_feeds(self) -> list[_ExtractorFeed]:
+        return [_ExtractorFeed(_build_extractor(spec, self._where, self._threads), spec.dim
+                               or 0, self._where) for spec in self.run.features]
+
+    # ------------------------------------------------------------------ stepping
+
+    def push(self, frame: np.ndarray, stream: int = 0) -> Prediction:
+        """The prediction for ``frame``, the next frame of ``stream``."""
+        frames: list[np.ndarray | None] = [None] * self.streams
+        frames[stream] = frame
+        out = self.push_many(frames)[stream]
+        assert out is not None
+        return out
+
+    def features(self, frame: np.ndarray, stream: int = 0) -> np.ndarray:
+        """The model input row float32 ``[width]`` of ``frame`` (the next frame of ``stream``):
+        the extractors' rows, rounded to the store's dtype, concatenated, standardised and
+        arranged as in evaluation. Advances the stream's extractors (not its model state)."""
+        frame = self._check_frame(frame, stream)
+        rows = []
+        for spec, feed in zip(self.run.features, self._feeds[stream]):
+            row = feed.push(frame)
+            if spec.dtype != "float32":  # what the store kept and evaluation read back
+                row = row.astype(spec.dtype).astype(np.float32)
+            rows.append(row)
+        x = rows[0] if len(rows) == 1 else np.concatenate(rows)
+        if self.run.scaler is not None:
+            x = self.run.scaler(x)
+        return self.run.layout.arrange(x, self.run.domain)
+
+    def push_many(self, frames: Sequence[np.ndarray | None], *,
+                  errors: dict[int, ActrecError] | None = None) -> list[Prediction | None]:
+        """One prediction per stream: for the next frame of each stream that has one in
+        ``frames`` (one entry per stream), ``None`` where it has none. Streams whose state
+        allows it are stepped in one batch (``actrec.live_state``). A frame that fails (a
+        malformed image, an extractor error) raises its ``ActrecError``, or, with ``errors``
+        (a dict), is recorded there under its stream, which gets ``None``, and the other
+        streams go on."""
+        import torch
+
+        if len(frames) != self.streams:
+            raise ConfigError(f"push_many: expected {self.streams} frame(s) (one per stream, "
+                              f"None for none), got {len(frames)}")
+        rows: dict[int, np.ndarray] = {}
+        extract_ms: dict[int, float] = {}
+        for s, frame in enumerate(frames):
+            if frame is None:
+                continue
+            t0 = time.perf_counter()
+            try:
+                rows[s] = self.features(frame, s)
+            except ActrecError as exc:
+                if errors is None:
+                    raise
+                errors[s] = exc
+                continue
+            extract_ms[s] = (time.perf_counter() - t0) * 1e3
+        groups: dict[Any, list[int]] = {}
+        for s in rows:
+            groups.setdefault(self._batcher.key(self._states[s]), []).append(s)
+        out: list[Prediction | None] = [None] * self.streams
+        run = self.run
+        for members in groups.values():
+            t0 = time.perf_counter()
+            x = torch.from_numpy(np.stack([rows[s] for s in members])).to(run.device)  # [B, W]
+            with torch.no_grad():
+                state = self._batcher.join([self._states[s] for s in members])
+                logits, state = run.model.step(x, state)  # [B, K]
+                pred = run.labels.predict(logits, run.domain, run.prediction).cpu().numpy()
+                probs = self._probabilities(logits)  # [B, K_k] or None
+            for s, new in zip(members, self._batcher.split(state, len(members))):
+                self._states[s] = new
+            step_ms = (time.perf_counter() - t0) * 1e3
+            for b, s in enumerate(members):
+                out[s] = self._prediction(s, int(pred[b]), None if probs is None else probs[b],
+                                          {"extract": extract_ms[s], "step": step_ms})
+                self._frames[s] += 1
+        return out
+
+    def reset(self, stream: int | None = None) -> None:
+        """Start ``stream`` (default: every stream) again as a new video: fresh extractor
+        state, fresh model state, frame count 0."""
+        for s in range(self.streams) if stream is None else (stream,):
+            for feed in self._feeds[s]:
+                feed.reset()
+            self._states[s] = self._batcher.fresh()
+            self._frames[s] = 0
+
+    # ------------------------------------------------------------------ helpers
+
+    def _check_frame(self, frame: Any, stream: int) -> np.ndarray:
+        frame = np.asarray(frame)
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3 \
+                or frame.shape[0] < 1 or frame.shape[1] < 1:
+            raise DataError(f"stream {stream}, frame {self._frames[stream]}: expected a uint8 "
+                            f"RGB image [H, W, 3], got {frame.dtype} {tuple(frame.shape)}")
+        return np.ascontiguousarray(frame)
+
+    def _probabilities(self, logits: Any) -> np.ndarray | None:
+        from actrec.evaluate import local_probabilities
+
+        try:
+            return local_probabilities(logits, self.run.labels, self.run.domain,
+                                       self.run.prediction).cpu().numpy()
+        except ConfigError:  # label maps: outputs are no single dataset's classes
+            return None
+
+    def _prediction(self, stream: int, index: int, probs: np.ndarray | None,
+                    timings: dict[str, float]) -> Prediction:
+        classes = self.run.classes
+        frame = self._frames[stream]
+        if probs is None:
+            score, top = float("nan"), ((classes[index], float("nan")),)
+        else:
+            order = np.argsort(-probs, kind="stable")[: self.top_k]
+            score = float(probs[index])
+            top = tuple((classes[int(i)], float(probs[int(i)])) for i in order)
+        return Prediction(stream, frame, frame / self.run.fps, classes[index], index, score,
+                          top, timings)
