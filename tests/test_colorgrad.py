@@ -79,6 +79,35 @@ def test_gradient_orientation_of_edges():
         np.testing.assert_allclose(_cell(feats, c)[1], [0, 0, 120 / 4080, 0], rtol=1e-6)
 
 
+    # Unsigned: the same edges falling the other way (80 | 0: gradient angle pi, and -pi/2)
+    # land in the same bins; angle pi is bin 0, not past the last bin.
+    flipped = frame[:, ::-1]
+    feats = _run(ColorGradient(SMALL), [flipped])[0]
+    for c in range(4):
+        np.testing.assert_allclose(_cell(feats, c)[1], [120 / 4080, 0, 0, 0], rtol=1e-6)
+    feats = _run(ColorGradient(SMALL), [flipped.transpose(1, 0, 2)])[0]
+    for c in range(4):
+        np.testing.assert_allclose(_cell(feats, c)[1], [0, 0, 120 / 4080, 0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("grid,bins", [(2, 8), (3, 5), (4, 8), (1, 256)])
+def test_colour_histograms_match_a_direct_count(grid, bins):
+    # Both ways of counting (one byte key per pixel when cells * 3 * bins <= 256, else a
+    # general bincount) against a plain per-cell, per-channel count.
+    rng = np.random.default_rng(grid * 1000 + bins)
+    frames = rng.integers(0, 256, (5, 24, 24, 3), dtype=np.uint8)
+    ext = ColorGradient(ColorGradient.Config(grid=grid, bins=bins, resize=24))
+    feats = _run(ext, frames)
+    per = 4 * bins + 1
+    band = np.arange(24) * grid // 24
+    for f in range(5):
+        for c in range(grid * grid):
+            pixels = frames[f][(band[:, None] == c // grid) & (band[None, :] == c % grid)]
+            want = [np.mean(pixels[:, ch].astype(int) * bins // 256 == k)
+                    for ch in range(3) for k in range(bins)]
+            np.testing.assert_allclose(feats[f, c * per:c * per + 3 * bins], want, rtol=1e-6)
+
+
 def test_causal_streaming_and_batching():
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (23, 20, 20, 3), dtype=np.uint8)
@@ -91,6 +120,9 @@ def test_causal_streaming_and_batching():
     # Batch size does not matter: the previous frame is carried across batches.
     for batch in (1, 4, 9):
         np.testing.assert_allclose(_run(ext, frames, batch), full, rtol=0, atol=1e-7)
+    # Nor how many frames are computed together inside a batch (sums are exact).
+    ext.chunk = 3
+    np.testing.assert_array_equal(_run(ext, frames), full)
     # Each extract() call is a new video: its first frame has no motion.
     again = _run(ext, frames[5:8])
     assert np.all(again[0, [k * 21 + 20 for k in range(4)]] == 0)

@@ -39,6 +39,7 @@ class ColorGradient(FeatureExtractor):
 
     name = "colorgrad"
     lookahead = 0  # declared by every extractor (no default): uses the previous frame only
+    chunk = 16  # frames computed together (speed only: features do not depend on it)
 
     @dataclass(frozen=True)
     class Config(PluginConfig):
@@ -73,12 +74,18 @@ class ColorGradient(FeatureExtractor):
             frames = self._resize(np.asarray(batch))  # [B, S, S, 3] uint8
             if frames.shape[0] == 0:
                 continue
-            # Channel sum in uint16 is exact, and much faster than a float mean.
-            grey = (frames[..., 0].astype(np.uint16) + frames[..., 1] + frames[..., 2]) \
-                .astype(np.float32) / 3.0  # [B, S, S]
-            before = np.concatenate([grey[:1] if prev is None else prev[None], grey[:-1]])
-            prev = grey[-1]
-            yield self._features(frames, grey, np.abs(grey - before))
+            rows = []
+            # A few frames at a time: the temporaries stay in the CPU caches (and are reused
+            # by the allocator instead of being page-faulted in afresh), about twice as fast.
+            for start in range(0, frames.shape[0], self.chunk):
+                part = frames[start:start + self.chunk]
+                # Channel sum in uint16 is exact, and much faster than a float mean.
+                grey = (part[..., 0].astype(np.uint16) + part[..., 1] + part[..., 2]) \
+                    .astype(np.float32) / 3.0  # [b, S, S]
+                before = np.concatenate([grey[:1] if prev is None else prev[None], grey[:-1]])
+                prev = grey[-1]
+                rows.append(self._features(part, grey, np.abs(grey - before)))
+            yield rows[0] if len(rows) == 1 else np.concatenate(rows)
 
     # ------------------------------------------------------------------ internals
 
@@ -102,67 +109,134 @@ class ColorGradient(FeatureExtractor):
         band = np.arange(s) * g // s  # which row/column band each pixel falls in
         return band[:, None] * g + band[None, :]
 
-    def _value_bin(self) -> np.ndarray:
-        """Colour bin of each byte value, int32 ``[256]``."""
+    def _layout(self) -> dict:
+        """Tables that depend only on the options, built once: pixels per cell, the colour
+        look-up table and the cell offsets of the colour keys, the cell of every pixel."""
         import numpy as np
 
-        return (np.arange(256) * self.config.bins // 256).astype(np.int32)
+        cached = self.__dict__.get("_layout_cache")
+        if cached is not None:
+            return cached
+        g, bins = self.config.grid, self.config.bins
+        cell = self._cells()
+        value_bin = np.arange(256) * bins // 256
+        keys = g * g * 3 * bins  # (cell, channel, bin) combinations
+        layout = {
+            "cell": cell.astype(np.intp),
+            "per_cell": np.bincount(cell.ravel(), minlength=g * g).astype(np.float64),
+            # One byte per pixel and channel, (cell * 3 + channel) * bins + bin, when the
+            # combinations fit in a byte: then one OpenCV table look-up and one byte
+            # histogram per frame count every cell's colours (exact integer counts).
+            "byte_keys": keys <= 256,
+            "lut": np.stack([value_bin + c * bins for c in range(3)], axis=1)
+            .astype(np.uint8 if keys <= 256 else np.intp)[None],  # [1, 256, 3]
+            # [S, S * 3] for byte keys (an add whose inner loop runs along whole rows), else
+            # [S, S, 1]
+            "cell_offset": np.repeat(cell * 3 * bins, 3, axis=1).astype(np.uint8)
+            if keys <= 256 else (cell * 3 * bins).astype(np.intp)[:, :, None],
+        }
+        self.__dict__["_layout_cache"] = layout
+        return layout
 
-    def _colour_base(self, b: int) -> np.ndarray:
-        """Key offset of (frame, cell, channel) for every pixel value, int32 ``[B, S, S, 3]``;
-        cached per batch size since it only depends on the layout."""
+    def _frame_keys(self, b: int) -> np.ndarray:
+        """``frame * cells + cell`` of every pixel, intp ``[B, S, S]``; cached per batch size
+        (full batches plus a few tail sizes)."""
         import numpy as np
 
-        cache = self.__dict__.setdefault("_colour_cache", {})
+        cache = self.__dict__.setdefault("_key_cache", {})
         if b not in cache:
-            cells, bins = self.config.grid ** 2, self.config.bins
-            frame_ix = np.arange(b)[:, None, None, None]
-            if len(cache) >= 4:  # full batches plus a few tail sizes
+            if len(cache) >= 4:
                 cache.pop(next(iter(cache)))
-            cache[b] = (((frame_ix * cells + self._cells()[None, :, :, None]) * 3
-                         + np.arange(3)) * bins).astype(np.int64 if b * cells * 3 * bins
-                                                        >= 2**31 else np.int32)
+            cells = self.config.grid ** 2
+            cache[b] = np.arange(b, dtype=np.intp)[:, None, None] * cells \
+                + self._layout()["cell"][None]
         return cache[b]
 
+    def _colour_counts(self, frames: np.ndarray) -> np.ndarray:
+        """Pixel counts per (frame, cell, channel, value bin), float64 ``[B, C, 3 * bins]``."""
+        import numpy as np
+
+        layout = self._layout()
+        b, s = frames.shape[:2]
+        cells, bins = self.config.grid ** 2, self.config.bins
+        keys = cells * 3 * bins
+        if layout["byte_keys"]:
+            import cv2
+
+            lut = layout["lut"]  # per channel: channel * bins + bin of the byte value
+            key = cv2.LUT(np.ascontiguousarray(frames).reshape(b * s, s, 3), lut)
+            key = key.reshape(b, s, s * 3)
+            key += layout["cell_offset"]  # < 256 by construction: no overflow
+            # calcHist's uniform bins of width 1 over [0, keys) count each key exactly.
+            counts = [cv2.calcHist([k], [0], None, [keys], [0, keys]).reshape(keys)
+                      for k in key]
+            return np.stack(counts).astype(np.float64).reshape(b, cells, 3 * bins)
+        key = layout["lut"][0][frames, np.arange(3)] + layout["cell_offset"]
+        key += (np.arange(b, dtype=np.intp) * keys)[:, None, None, None]
+        return np.bincount(key.ravel(), minlength=b * keys).astype(np.float64) \
+            .reshape(b, cells, 3 * bins)
+
     def _features(self, frames: np.ndarray, grey: np.ndarray, diff: np.ndarray) -> np.ndarray:
+        """Feature rows of a batch. Everything is computed in float32 and summed in float64;
+        the sums are exact (the weights are float32 values between 1/6 and 255*sqrt(2), with
+        at most 24 significant bits, and a cell holds fewer than 2**19 of them), so the order
+        of summation cannot change a feature."""
         import numpy as np
 
         b, s = frames.shape[0], self.config.resize
         g, bins = self.config.grid, self.config.bins
         cells = g * g
-        cell = self._cells()  # [S, S]
-        per_cell = np.bincount(cell.ravel(), minlength=cells).astype(np.float64)  # [C]
-        frame_ix = np.arange(b)[:, None, None]
+        layout = self._layout()
+        per_cell = layout["per_cell"]  # [C]
+        frame_cell = self._frame_keys(b)  # [B, S, S]
 
-        # Colour: one bincount over (frame, cell, channel, bin) keys.
-        value_bin = self._value_bin()[frames]  # [B, S, S, 3]
-        key = self._colour_base(b) + value_bin
-        colour = np.bincount(key.ravel(), minlength=b * cells * 3 * bins)
-        colour = colour.reshape(b, cells, 3 * bins) / per_cell[None, :, None]
+        colour = self._colour_counts(frames) / per_cell[None, :, None]
 
         # Gradient orientation, unsigned, magnitude-weighted.
         gx = np.zeros_like(grey)
         gy = np.zeros_like(grey)
-        gx[:, 1:-1, 1:-1] = (grey[:, 1:-1, 2:] - grey[:, 1:-1, :-2]) / 2
-        gy[:, 1:-1, 1:-1] = (grey[:, 2:, 1:-1] - grey[:, :-2, 1:-1]) / 2
-        mag = np.hypot(gx, gy)
-        theta = np.mod(np.arctan2(gy, gx), np.pi)  # [0, pi)
-        obin = np.minimum((theta * bins / np.pi).astype(np.int64), bins - 1)
-        okey = (frame_ix * cells + cell[None]) * bins + obin
-        orient = np.bincount(okey.ravel(), weights=mag.ravel().astype(np.float64),
-                             minlength=b * cells * bins)
+        np.subtract(grey[:, 1:-1, 2:], grey[:, 1:-1, :-2], out=gx[:, 1:-1, 1:-1])
+        np.subtract(grey[:, 2:, 1:-1], grey[:, :-2, 1:-1], out=gy[:, 1:-1, 1:-1])
+        gx *= np.float32(0.5)  # exact: halving a float32
+        gy *= np.float32(0.5)
+        # hypot of float32 values, as libm's hypotf computes it: in double, then rounded.
+        x, y = gx.astype(np.float64), gy.astype(np.float64)
+        x *= x
+        y *= y
+        x += y
+        np.sqrt(x, out=x)
+        mag = x.astype(np.float32).astype(np.float64)
+        # Orientation in [0, pi): arctan2 is in (-pi, pi]; numpy's mod by pi in float32,
+        # without its slow general path: a negative angle gains pi, pi itself becomes 0.
+        pi = np.float32(np.pi)
+        theta = np.arctan2(gy, gx)
+        theta += (theta < 0) * pi  # (a masked add is several times slower)
+        np.putmask(theta, theta == pi, 0)
+        theta *= np.float32(bins)
+        theta /= pi
+        obin = theta.astype(np.intp)
+        np.minimum(obin, bins - 1, out=obin)
+        obin += frame_cell * bins
+        orient = np.bincount(obin.ravel(), weights=mag.ravel(), minlength=b * cells * bins)
         orient = orient.reshape(b, cells, bins) / (per_cell[None, :, None] * 255.0)
 
         # Motion energy per cell and its centre over the frame.
-        mkey = frame_ix * cells + cell[None]
-        motion = np.bincount(mkey.ravel(), weights=diff.ravel().astype(np.float64),
+        diff64 = diff.astype(np.float64)
+        motion = np.bincount(frame_cell.ravel(), weights=diff64.ravel(),
                              minlength=b * cells).reshape(b, cells) / (per_cell * 255.0)
-        total = diff.sum(axis=(1, 2), dtype=np.float64)  # [B]
+        columns = diff64.sum(axis=1)  # [B, S]
+        rows = diff64.sum(axis=2)
+        total = columns.sum(axis=1)  # [B]
         coord = (np.arange(s) + 0.5) / s - 0.5
         safe = np.where(total > 0, total, 1.0)
-        cx = (diff.sum(axis=1, dtype=np.float64) @ coord) / safe  # [B]
-        cy = (diff.sum(axis=2, dtype=np.float64) @ coord) / safe
+        cx = (columns @ coord) / safe  # [B]
+        cy = (rows @ coord) / safe
 
-        per = np.concatenate([colour, orient, motion[..., None]], axis=2)  # [B, C, 4*bins+1]
-        out = np.concatenate([per.reshape(b, -1), np.stack([cx, cy], axis=1)], axis=1)
-        return out.astype(np.float32)  # [B, dim]
+        out = np.empty((b, cells * (4 * bins + 1) + 2), dtype=np.float32)
+        per = out[:, :-2].reshape(b, cells, 4 * bins + 1)
+        per[:, :, :3 * bins] = colour
+        per[:, :, 3 * bins:4 * bins] = orient
+        per[:, :, 4 * bins] = motion
+        out[:, -2] = cx
+        out[:, -1] = cy
+        return out  # [B, dim]
