@@ -97,4 +97,5 @@ pkgs, dirs = packages()
 ext_modules, cmdclass = extension() if os.environ.get("ACTREC_BUILD_EXT", "1") != "0" else ([], {})
 # Training presets are TOML files read at run time: installed beside actrec.presets.
 setup(packages=pkgs, package_dir=dirs, ext_modules=ext_modules, cmdclass=cmdclass,
-      package_data={"actrec.presets": ["*.toml"]}, include_package_data=True)
+      package_data={"actrec.presets": ["*.toml"], "actrec.paper_tables": ["*.toml"]},
+      include_package_data=True)

@@ -32,6 +32,7 @@ COMMANDS = {
     "plot": "plot_cmd:plot",
     "demo": "demo_cmd:demo",
     "check": "check_cmd:check",
+    "reproduce": "reproduce_cmd:reproduce",
     "live": "live_cmd:live",
 }
 

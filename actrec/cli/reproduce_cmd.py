@@ -1,0 +1,80 @@
+"""``actrec reproduce``: rerun a paper's table and print it beside the paper's numbers."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from actrec.cli.common import emit, json_option, make_progress, parse_assignments
+
+
+@click.command("reproduce")
+@click.argument("table", required=False)
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder the grid lives in (ROOT/reproduce/TABLE/...); default: the "
+              "workspace.")
+@click.option("--preset", type=click.Choice(["paper", "tiny"]), default="paper",
+              show_default=True, help="paper: the table's training preset on your stores; "
+              "tiny: the whole grid in a minute on synthetic kitchens (a check, not the paper).")
+@click.option("--dataset", "datasets", multiple=True, metavar="KEY=REF",
+              help="The store of one of the table's datasets (a dataset reference or a store "
+              "path), e.g. salads=mstcn:name=50salads (repeatable; default: the workspace's "
+              "store of the table's reference).")
+@click.option("--extractor", default=None,
+              help="Whose features to use for dataset references (default: the only store).")
+@click.option("--inputs", type=click.Choice(["head", "store"]), default="head",
+              show_default=True, help="head: a frame classifier per split feeds the temporal "
+              "models its softmax/logits (the papers); store: the stores as they are.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Cells run in N processes, each with cores/N threads.")
+@click.option("--list", "list_tables", is_flag=True, help="List the tables and exit.")
+@json_option
+def reproduce(table, root, preset, datasets, extractor, inputs, jobs, list_tables,
+              as_json) -> None:
+    """Run the protocol grid of a paper TABLE over every split and print actrec's numbers
+    beside the paper's, with the differences. Writes table.md, table.csv and table.json;
+    running again finishes a partly run grid. Exit code 1 when any cell failed."""
+    if list_tables:
+        from actrec.reproduce import list_tables as listing
+
+        emit(listing(), as_json, _render_list)
+        return
+    if table is None:
+        raise click.UsageError("give a TABLE (actrec reproduce --list shows them)")
+    from actrec.reproduce import reproduce as run
+    from actrec.workspace import home
+
+    with make_progress() as progress:
+        result = run(table, root if root is not None else home(), preset=preset,
+                     datasets=parse_assignments(datasets, "--dataset"), extractor=extractor,
+                     inputs=inputs, jobs=jobs, progress=progress)
+    emit(result, as_json, _render)
+    if result["failures"]:
+        sys.exit(1)
+
+
+def _render(result):
+    from rich.console import Group
+    from rich.text import Text
+
+    from actrec.reproduce_report import rich_table
+
+    parts = [rich_table(result)]
+    parts += [Text(f"- {n}", style="dim") for n in result["notes"]]
+    parts += [Text(f"failed: {f}", style="red") for f in result["failures"]]
+    parts.append(Text("written: " + ", ".join(result["files"]), style="dim"))
+    return Group(*parts)
+
+
+def _render_list(rows):
+    from rich.table import Table
+
+    table = Table(title="paper tables (actrec reproduce TABLE)")
+    for name in ("table", "paper", "cells", "title"):
+        table.add_column(name, overflow="fold")
+    for row in rows:
+        table.add_row(row["id"], f"{row['paper']} {row['table']}", str(row["cells"]),
+                      row["title"])
+    return table

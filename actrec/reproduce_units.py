@@ -1,0 +1,171 @@
+"""The units of work of a reproduced table, each a plain dict a worker process can run.
+
+Three kinds, each a library call and a folder that says when it is finished:
+
+- ``head``: the per-split frame classifier of one dataset and its per-frame outputs as a
+  feature store (``actrec.frame_head.extract_head_features``, which reuses a saved head and
+  skips stored videos itself);
+- ``frame-classifier``: the frame classifier alone, scored on the split's test videos (argmax of
+  the stored class scores; ``actrec.evaluate.score_dataset``); ``<dir>/frame-classifier.json``;
+- ``train``: a training run (``actrec.pipeline.train_from_refs``) evaluated online
+  (``actrec.evaluate.evaluate_run``); ``<dir>`` is a normal run folder. It is finished when its
+  online results file belongs to its checkpoint, the checkpoint's spec is the one asked for and
+  the stores are as trained; then it is skipped. A partly trained run resumes (the trainer's own
+  resume), a run of other settings is refused by the trainer, naming the differing fields.
+
+``run_unit`` returns ``{"key", "status": done|skipped|failed, "scores": [...], "error"}``;
+``scores`` holds the table's metric for each dataset of the unit in domain order.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from actrec.errors import ActrecError, DataError
+
+__all__ = ["FRAME_RESULT", "run_unit", "finished_scores"]
+
+FRAME_RESULT = "frame-classifier.json"
+EVAL_RESULT = "eval-online.json"
+
+
+def _metric(metric: str, dataset: dict[str, Any]) -> float | None:
+    from actrec.sweep import METRICS
+
+    value = dict(METRICS)[metric](dataset)
+    return None if value is None else float(value)
+
+
+def run_unit(unit: dict[str, Any], progress: Any = None) -> dict[str, Any]:
+    """Run ``unit`` (or find it finished); a user error or a bug fails this unit only, with
+    its message. ``KeyboardInterrupt`` propagates."""
+    start = time.perf_counter()
+    out: dict[str, Any] = {"key": unit["key"], "status": "done", "scores": [], "error": None}
+    try:
+        if unit["kind"] == "head":
+            _run_head(unit, progress)
+        elif unit["kind"] == "frame-classifier":
+            out.update(_run_frame_classifier(unit))
+        else:
+            out.update(_run_train(unit, progress))
+    except ActrecError as exc:
+        out.update(status="failed", error=str(exc))
+    except Exception as exc:  # noqa: BLE001 - a bug fails one cell; the grid goes on
+        out.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+    out["elapsed_s"] = round(time.perf_counter() - start, 3)
+    return out
+
+
+def _run_head(unit: dict[str, Any], progress: Any) -> None:
+    from actrec.frame_head import HeadConfig, extract_head_features
+
+    config = HeadConfig.from_options(unit["head_config"], owner="reproduce head")
+    Path(unit["out"]).parent.mkdir(parents=True, exist_ok=True)
+    extract_head_features(unit["backbone"], unit["split"], output=unit["output"],
+                          config=config, out=Path(unit["out"]), progress=progress)
+
+
+def _run_frame_classifier(unit: dict[str, Any]) -> dict[str, Any]:
+    """Argmax of the stored per-class scores on the split's test videos (what the papers call
+    the CNN alone), written to ``<dir>/frame-classifier.json`` with the store's identity and
+    the test videos' digests, so a changed store is scored again."""
+    import numpy as np
+
+    from actrec import runs
+    from actrec.components import choose_split, store_fingerprint
+    from actrec.evaluate import score_dataset
+    from actrec.io.features import FeatureStore
+
+    folder = Path(unit["dir"])
+    store = FeatureStore.open(unit["store"])
+    fingerprint = store_fingerprint(store, unit["split"])
+    path = folder / FRAME_RESULT
+    if path.is_file():
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            if saved.get("fingerprint") == json.loads(json.dumps(fingerprint, default=str)):
+                return {"status": "skipped",
+                        "scores": [_metric(unit["metric"], saved["result"])]}
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # damaged: scored again
+    classes = list(store.classes)
+    if store.dim != len(classes):
+        raise DataError(f"feature store {store.path}: {store.dim}-d features for {len(classes)} "
+                        f"classes are not class scores, so they have no frame classifier to "
+                        f"score; reproduce with --inputs head")
+    split, lists = choose_split(store, unit["split"])
+    ids = [v for v in lists["test"]]
+    missing = [v for v in ids if not store.has(v)]
+    if missing:
+        raise DataError(f"feature store {store.path}: test video {missing[0]!r} of split "
+                        f"'{split}' is not stored")
+    preds, targets = [], []
+    for vid in ids:
+        x, y = store.read(vid)
+        preds.append(np.asarray(x).argmax(axis=1).astype(np.int64))  # [T]
+        targets.append(np.asarray(y, dtype=np.int64))
+    result = score_dataset(str(store.attrs.get("dataset")), str(store.path), split, ids, preds,
+                           targets, classes, store.background).to_dict()
+    folder.mkdir(parents=True, exist_ok=True)
+    runs.atomic_write_json(path, {"store": str(store.path), "split": split,
+                                  "fingerprint": fingerprint, "result": result})
+    return {"scores": [_metric(unit["metric"], result)]}
+
+
+def _spec(unit: dict[str, Any]):
+    from actrec.train_spec import TrainSpec
+
+    return TrainSpec(model=unit["model"], model_options=dict(unit["model_options"]),
+                     d1=unit["d1"], d2=unit["d2"], **unit["spec"])
+
+
+def finished_scores(unit: dict[str, Any]) -> list[float | None] | None:
+    """The scores of a finished training unit (see the module docs), else None."""
+    from actrec import runs
+    from actrec.checkpoints import check_resume
+    from actrec.components import open_store, store_changes, store_fingerprint
+
+    folder = Path(unit["dir"])
+    results, ckpt_path = folder / EVAL_RESULT, folder / runs.CHECKPOINT
+    if not results.is_file() or not ckpt_path.is_file():
+        return None
+    try:
+        saved = runs.read_json(results)
+        checkpoint = runs.load_checkpoint(ckpt_path)
+        spec = _spec(unit)
+        check_resume(checkpoint, spec, ckpt_path)
+    except ActrecError:
+        return None  # the trainer says what is wrong when it runs
+    iteration = int(checkpoint.get("iteration", -1))
+    stopped = int((checkpoint.get("monitor") or {}).get("stopped_at", 0))
+    protocol = saved.get("protocol") or {} if isinstance(saved, dict) else {}
+    if iteration != (stopped or spec.total_iterations) or protocol.get("iteration") != iteration:
+        return None
+    recorded = checkpoint.get("store_fingerprints") or []
+    splits = checkpoint.get("splits") or []
+    for fp, path, split in zip(recorded, checkpoint.get("stores") or [], splits):
+        try:
+            now = store_fingerprint(open_store(path, spec.streams), split)
+        except ActrecError:
+            return None
+        if store_changes(fp, now):
+            return None
+    datasets = list((saved.get("datasets") or {}).values())
+    return [_metric(unit["metric"], ds) for ds in datasets]
+
+
+def _run_train(unit: dict[str, Any], progress: Any) -> dict[str, Any]:
+    from actrec.evaluate import evaluate_run
+    from actrec.pipeline import train_from_refs
+
+    done = finished_scores(unit)
+    if done is not None:
+        return {"status": "skipped", "scores": done}
+    train_from_refs(unit["model"], d1=unit["d1"], d2=unit["d2"],
+                    model_options=dict(unit["model_options"]), run_dir=Path(unit["dir"]),
+                    progress=progress, **unit["spec"])
+    result = evaluate_run(Path(unit["dir"]), online=True, progress=progress).to_dict()
+    return {"scores": [_metric(unit["metric"], ds) for ds in result["datasets"].values()]}

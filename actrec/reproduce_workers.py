@@ -1,0 +1,196 @@
+"""Running the units of a reproduced table here or in ``jobs`` worker processes.
+
+With ``jobs`` > 1 each worker is a ``spawn``-ed process (torch's thread pools do not survive
+``fork``) that takes ``cores // jobs`` threads for torch and the BLAS libraries (set in the
+environment before it starts, and with ``torch.set_num_threads``): oversubscribed torch
+processes slow down by an order of magnitude. Workers take units from one queue, so each unit
+runs once; their progress bars are forwarded to the parent's display. A unit that fails is a
+result with its reason, and the others go on; a worker that dies (killed, out of memory) fails
+the unit it held, and a fresh worker takes its place. Workers die with the parent (Linux
+``PR_SET_PDEATHSIG``), so killing the command stops the grid; finished units stay finished.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import queue
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from actrec.extract_workers import _THREAD_VARS, _die_with_parent, apply_thread_limit, thread_share
+
+__all__ = ["run_units"]
+
+
+class _ForwardedProgress:
+    """The part of ``rich.progress.Progress`` the library calls use, sent to the parent."""
+
+    def __init__(self, events: Any, worker: int) -> None:
+        self.events, self.worker = events, worker
+        self._ids = itertools.count()
+        self._totals: dict[int, Any] = {}
+
+    def add_task(self, description: str, total: Any = None, **kwargs: Any) -> int:
+        task = next(self._ids)
+        self._totals[task] = total
+        self.events.put(("progress", self.worker, ("add", task, description, total)))
+        return task
+
+    def advance(self, task: int, advance: float = 1) -> None:
+        self.events.put(("progress", self.worker, ("advance", task, advance)))
+
+    def update(self, task: int, **kwargs: Any) -> None:
+        if "total" in kwargs:
+            self._totals[task] = kwargs["total"]
+        keep = {k: v for k, v in kwargs.items()
+                if k in ("description", "total", "completed", "advance")}
+        self.events.put(("progress", self.worker, ("update", task, keep)))
+
+    def remove_task(self, task: int) -> None:
+        self.events.put(("progress", self.worker, ("remove", task)))
+
+    @property
+    def tasks(self) -> list:
+        from types import SimpleNamespace
+
+        return [SimpleNamespace(id=k, total=v) for k, v in self._totals.items()]
+
+
+def _worker_main(worker: int, threads: int, parent: int, tasks: Any, events: Any) -> None:
+    import signal
+
+    _die_with_parent()
+    if os.getppid() != parent:
+        return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the workers on Ctrl-C
+    import torch
+
+    torch.set_num_threads(threads)
+    apply_thread_limit(threads)
+    from actrec.reproduce_units import run_unit
+
+    progress = _ForwardedProgress(events, worker)
+    while True:
+        unit = tasks.get()
+        if unit is None:
+            events.put(("exit", worker, None))
+            return
+        events.put(("claim", worker, unit["key"]))
+        events.put(("result", worker, run_unit(unit, progress)))
+
+
+def run_units(units: Sequence[dict[str, Any]], jobs: int = 1, progress: Any = None,
+              on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, dict]:
+    """Run every unit (``actrec.reproduce_units.run_unit``); returns the results by unit key.
+    ``jobs`` 1 runs them here, one after another; more run in that many worker processes.
+    ``on_result`` is called with each result as it arrives."""
+    from actrec.reproduce_units import run_unit
+
+    results: dict[str, dict] = {}
+    if not units:
+        return results
+    if jobs <= 1:
+        for unit in units:
+            results[unit["key"]] = result = run_unit(unit, progress)
+            if on_result is not None:
+                on_result(result)
+        return results
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    workers = min(jobs, len(units))
+    threads = thread_share(jobs)
+    task_q, event_q = ctx.Queue(), ctx.Queue()
+    for unit in units:
+        task_q.put(unit)
+    for _ in range(workers):
+        task_q.put(None)
+    procs: dict[int, Any] = {}
+    holding: dict[int, str] = {}
+    gone: set[int] = set()
+    shown: dict[tuple[int, int], Any] = {}  # (worker, its task id) -> the parent's task id
+    saved = {k: os.environ.get(k) for k in _THREAD_VARS}
+
+    def start(worker: int) -> None:
+        os.environ.update({k: str(threads) for k in _THREAD_VARS})  # read at child start-up
+        try:
+            proc = ctx.Process(target=_worker_main, name=f"actrec-reproduce-{worker}",
+                               args=(worker, threads, os.getpid(), task_q, event_q),
+                               daemon=True)
+            proc.start()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        procs[worker] = proc
+
+    def record(result: dict[str, Any]) -> None:
+        results[result["key"]] = result
+        if on_result is not None:
+            on_result(result)
+
+    def forward(worker: int, event: tuple) -> None:
+        if progress is None:
+            return
+        op, task = event[0], (worker, event[1])
+        if op == "add":
+            shown[task] = progress.add_task(f"[{worker}] {event[2]}", total=event[3])
+        elif task in shown:
+            if op == "advance":
+                progress.advance(shown[task], event[2])
+            elif op == "update":
+                fields = dict(event[2])
+                if "description" in fields:
+                    fields["description"] = f"[{worker}] {fields['description']}"
+                progress.update(shown[task], **fields)
+            elif op == "remove":
+                progress.remove_task(shown.pop(task))
+
+    def drop_bars(worker: int) -> None:
+        for task in [t for t in shown if t[0] == worker]:
+            if progress is not None:
+                progress.remove_task(shown.pop(task))
+
+    try:
+        for w in range(workers):
+            start(w)
+        while len(results) < len(units):
+            try:
+                kind, worker, payload = event_q.get(timeout=0.5)
+            except queue.Empty:
+                for w, proc in list(procs.items()):
+                    if w in gone or proc.is_alive():
+                        continue
+                    gone.add(w)
+                    drop_bars(w)
+                    key = holding.pop(w, None)
+                    if key is not None:
+                        record({"key": key, "status": "failed", "scores": [], "elapsed_s": None,
+                                "error": f"the worker process running it died (exit code "
+                                         f"{proc.exitcode}; killed, or out of memory?)"})
+                    if len(results) < len(units):
+                        start(max(procs) + 1)
+                continue
+            if kind == "progress":
+                forward(worker, payload)
+            elif kind == "claim":
+                holding[worker] = payload
+            elif kind == "result":
+                holding.pop(worker, None)
+                drop_bars(worker)
+                record(payload)
+            elif kind == "exit":
+                gone.add(worker)
+    finally:
+        for proc in procs.values():
+            if proc.is_alive() and len(results) < len(units):
+                proc.terminate()
+        for proc in procs.values():
+            proc.join(timeout=30)
+        task_q.cancel_join_thread()
+        task_q.close()
+        event_q.close()
+    return results
