@@ -15,7 +15,9 @@ running it again gives the store an uninterrupted run would have written.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,9 +32,9 @@ from actrec.extract_video import (
     HostOptions,
     VideoTask,
     extract_video,
-    release_claims,
     resample_labels,
 )
+from actrec.io.remote import StoreURL, store_location
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.progress import Progress
@@ -56,7 +58,8 @@ class ExtractReport:
     ``redone_damaged`` and ``redone_changed`` name the stored videos that were extracted
     again (they are in ``written`` or ``failed`` too) because their stored copy was damaged
     or their source video changed, each with what was wrong. ``busy`` names the videos another
-    process (another ``actrec extract`` on this store) was extracting, left to it. ``cut``
+    live process (another ``actrec extract`` on this store) still held when the run ended
+    without waiting for it (``wait_busy=False``). ``cut``
     lists the written videos whose video and labels disagreed in length, with the frames the
     length policy cut from each; ``frames`` counts the frames written, ``seconds`` the run's
     wall time."""
@@ -64,7 +67,7 @@ class ExtractReport:
     written: tuple[str, ...]
     skipped: tuple[str, ...]
     failed: tuple[tuple[str, str], ...]  # (video id, error message)
-    store: Path
+    store: Path | StoreURL
     redone_damaged: tuple[tuple[str, str], ...] = ()  # (video id, what was damaged)
     redone_changed: tuple[tuple[str, str], ...] = ()  # (video id, how its source changed)
     busy: tuple[str, ...] = ()  # left to another process that was extracting them
@@ -152,6 +155,7 @@ def extract_features(
     length_policy: str = "truncate",
     max_length_gap: float = 5.0,
     stream: str | None = None,
+    wait_busy: bool = True,
 ) -> ExtractReport:
     """Extract features for ``video_ids`` (default: every video of ``index``) into the store
     at ``store_path`` (created if needed; see ``FeatureStore.open_or_create`` for when an
@@ -174,10 +178,21 @@ def extract_features(
     ``auto``). ``progress``, if given, gets a task for the videos, one for the frames (its
     description shows frames per second) and one per video being extracted; ``None`` runs
     silently.
+
+    ``store_path`` may be a URL (``s3://bucket/store.zarr``, see ``actrec.io.remote``). Any
+    number of runs, on any machines, may fill one store: each video is claimed first
+    (``actrec.extract_claims``), so it is extracted once; a video another live process holds
+    is waited for (``wait_busy``; else reported in ``busy``), a claim whose holder is gone is
+    taken over. The run records itself, and each failure, in the store for
+    ``actrec.extract_status``.
     """
+    from actrec.extract_claims import lease_seconds
     from actrec.extract_workers import WorkerSpec, check_device, run_tasks, thread_share
     from actrec.io.features import FeatureStore
     from actrec.io.integrity import source_change
+
+    store_path = store_location(store_path)
+    lease = lease_seconds()  # a bad ACTREC_CLAIM_LEASE is refused before any work
 
     lookahead = extractor.checked_lookahead()  # before anything is written
     if length_policy not in LENGTH_POLICIES:
@@ -235,14 +250,21 @@ def extract_features(
         tasks.append(VideoTask(vid, record.path, record.labels, float(record.fps),
                                record.participant, stale, overwrite, missing.get(vid)))
 
+    from actrec.extract_status import clear_failure, record_failure, start_run
+
     view = _ProgressView(progress, len(ids), len(skipped), tasks, extractor)
     results: dict[str, Any] = {}
+    run = start_run(store.path, ids, shard, workers, extractor.name)
 
     def emit(event) -> None:
         from actrec.extract_workers import Finished
 
         if isinstance(event, Finished):
-            results[event.outcome.id] = event.outcome
+            outcome = results[event.outcome.id] = event.outcome
+            if not outcome.ok and not outcome.busy:
+                record_failure(store.path, outcome.id, outcome.error, shard)
+            elif outcome.ok:
+                clear_failure(store.path, outcome.id)
         view.update(event)
 
     options = HostOptions(batch_size=batch_size, length_policy=length_policy,
@@ -250,19 +272,39 @@ def extract_features(
     processes = max(1, min(workers, len(tasks)))  # no more processes than videos to do
     spec = WorkerSpec(type(extractor), extractor.config, store.path, options,
                       threads=thread_share(processes))
+    saved_shard = os.environ.get(_SHARD_VAR)
+    if shard:  # recorded in each claim (workers inherit the environment)
+        os.environ[_SHARD_VAR] = f"{shard[0]}/{shard[1]}"
     try:
         # in this process, the caller's extractor itself does the work
         run_tasks(tasks, spec, devices[:processes], emit, extractor=extractor)
+        busy = [t for t in tasks if t.id in results and results[t.id].busy]
+        while busy and wait_busy:  # held by others: wait until released or stale, then retry
+            ready = _wait_for_claims(store.path, busy, lease, view)
+            run_tasks(ready, spec, devices[:max(1, min(processes, len(ready)))], emit,
+                      extractor=extractor)
+            busy = [t for t in busy if results[t.id].busy]
     finally:
         view.close()
+        if saved_shard is None:
+            os.environ.pop(_SHARD_VAR, None)
+        else:
+            os.environ[_SHARD_VAR] = saved_shard
+        from actrec.extract_claims import release_claims
+
         release_claims(store.path)
     outcomes = [results[t.id] for t in tasks if t.id in results]
+    with contextlib.suppress(OSError):
+        run.finish(written=sum(o.ok and not o.skipped for o in outcomes),
+                   skipped=len(skipped) + sum(o.skipped for o in outcomes),
+                   failed=sum(not o.ok and not o.busy for o in outcomes),
+                   busy=sum(o.busy for o in outcomes))
     return ExtractReport(
         written=tuple(o.id for o in outcomes if o.ok and not o.skipped),
         skipped=tuple(skipped) + tuple(o.id for o in outcomes if o.skipped),
         busy=tuple(o.id for o in outcomes if o.busy),
         failed=tuple((o.id, o.error) for o in outcomes if not o.ok and not o.busy),
-        store=Path(store_path),
+        store=store_path,
         redone_damaged=tuple(damaged),
         redone_changed=tuple(changed),
         cut=tuple((o.id, o.video_frames_cut, o.label_frames_cut) for o in outcomes
@@ -273,6 +315,33 @@ def extract_features(
         shard=shard,
         length_policy=length_policy,
     )
+
+
+_SHARD_VAR = "ACTREC_CLAIM_SHARD"
+
+
+def _wait_for_claims(store_path, tasks: Sequence[VideoTask], lease: float,
+                     view: _ProgressView) -> list[VideoTask]:
+    """The first of ``tasks`` whose claims are free or stale, after waiting for them (polling
+    the store; the progress shows what it waits for)."""
+    from actrec.extract_claims import claim_info
+
+    poll = min(1.0, max(0.05, lease / 8))
+    while True:
+        ready = []
+        holders = []
+        for task in tasks:
+            info = claim_info(store_path, task.id, lease=lease)
+            if info is None or info.stale:
+                ready.append(task)
+            else:
+                holders.append(f"{info.host}:{info.pid}")
+        if ready:
+            view.waiting(None)
+            return ready
+        view.waiting(f"waiting for {len(tasks)} video(s) other processes are extracting "
+                     f"({', '.join(sorted(set(holders))[:3])})")
+        time.sleep(poll)
 
 
 class _ProgressView:
@@ -319,10 +388,17 @@ class _ProgressView:
             bar = self.per_video.pop(event.worker, None)
             if bar is not None:
                 p.remove_task(bar)
+            if event.outcome.busy:  # tried again once its holder lets go
+                return
             guess = self.estimate.pop(event.outcome.id, None)  # failed before it was opened
             if guess:
                 p.update(self.frames, total=_total(p, self.frames) - guess)
             p.advance(self.videos)
+
+    def waiting(self, text: str | None) -> None:
+        """Show (or with ``None`` clear) what the run is waiting for on the videos bar."""
+        if self.progress is not None and self.videos is not None:
+            self.progress.update(self.videos, description=text or "videos")
 
     def close(self) -> None:
         if self.progress is None:

@@ -65,10 +65,15 @@ def default_store(ref: str, extractor: str, options: Mapping[str, str] | None = 
     return default_store_path(canonical_ref(ref, options), extractor, root)
 
 
-def resolve_store(ref_or_path: str, extractor: str) -> Path:
-    """A feature store: ``ref_or_path`` itself when it is an existing folder or ends in
-    ``.zarr``, else the workspace's store for dataset reference ``ref_or_path`` and
-    ``extractor`` (``default_store``: where ``actrec extract`` writes by default)."""
+def resolve_store(ref_or_path: str, extractor: str):
+    """A feature store: ``ref_or_path`` itself when it is a URL (``s3://...``, ``file://...``:
+    ``actrec.io.remote.store_location``), an existing folder or ends in ``.zarr``, else the
+    workspace's store for dataset reference ``ref_or_path`` and ``extractor``
+    (``default_store``: where ``actrec extract`` writes by default)."""
+    from actrec.io.remote import is_url, store_location
+
+    if is_url(ref_or_path):
+        return store_location(ref_or_path)
     path = Path(ref_or_path).expanduser()
     if path.suffix == ".zarr" or path.is_dir():
         return path
@@ -90,18 +95,22 @@ def workspace_stores(ref: str) -> list[Path]:
                   for store in sub.glob("*.zarr") if (store / "zarr.json").is_file())
 
 
-def existing_store(ref_or_path: str, extractor: str | None = None) -> Path:
+def existing_store(ref_or_path: str, extractor: str | None = None):
     """The feature store that training of ``ref_or_path`` reads.
 
-    A path (an existing folder, or one ending in ``.zarr``) is itself. A dataset reference
+    A URL (``s3://...``, ``file://...``; see ``actrec.io.remote``) or a path (an existing
+    folder, or one ending in ``.zarr``) is itself. A dataset reference
     finds its store in the workspace (``workspace_stores``): with ``extractor``, the store of
     that extractor (``default_store`` for the dataset's data root, else the only workspace
     store of that extractor); without, the only store of the dataset, extracted or imported.
     ``DataError`` saying how to make one when there is none; ``ConfigError`` listing them and
     how to choose (``--extractor NAME`` or a store path) when several fit.
     """
+    from actrec.io.remote import is_url, store_location
     from actrec.workspace import home, slug
 
+    if is_url(ref_or_path):
+        return store_location(ref_or_path)
     path = Path(ref_or_path).expanduser()
     if path.exists() and not path.is_dir():
         raise DataError(f"{path} is a file, not a feature store folder")

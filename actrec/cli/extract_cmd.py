@@ -10,7 +10,7 @@ from actrec.cli.common import emit, json_option, make_progress, parse_assignment
 
 
 @click.command()
-@click.argument("dataset")
+@click.argument("dataset", required=False)
 @click.option("--split", default=None, help="Only the videos of this split (train and test).")
 @click.option("--root", type=click.Path(path_type=Path), default=None,
               help="The dataset's data folder (else ACTREC_DATA_<NAME> or the workspace).")
@@ -19,8 +19,21 @@ from actrec.cli.common import emit, json_option, make_progress, parse_assignment
 @click.option("--extractor", default="colorgrad", show_default=True, help="Feature extractor plugin.")
 @click.option("-x", "--extractor-option", "extractor_options", multiple=True, metavar="KEY=VALUE",
               help="An extractor option (repeatable).")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Feature store path (default: in the workspace, named after the dataset).")
+@click.option("--out", default=None, metavar="PATH|URL",
+              help="Feature store path, or URL (file://..., s3://bucket/..., gs://...; needs "
+              "the fsspec backend) (default: in the workspace, named after the dataset).")
+@click.option("--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
+              help="An fsspec option for a store URL's file system (repeatable), e.g. "
+              "endpoint_url=http://host:9000 for S3; credentials also come from the usual "
+              "AWS_* variables or fsspec config.")
+@click.option("--claim-lease", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="SECONDS", help="Take over a video claimed by a process of another host "
+              "after this long without a heartbeat (default 120; ACTREC_CLAIM_LEASE). A dead "
+              "process's claims on this host are taken over at once.")
+@click.option("--status", "status_store", default=None, metavar="STORE",
+              help="Show the progress of the (sharded) runs filling STORE (path or URL): "
+              "done, failed (why), claimed (by whom, stale?) and pending videos, per shard; "
+              "then exit. Takes no DATASET.")
 @click.option("--overwrite", is_flag=True, help="Redo videos that are already in the store.")
 @click.option("--trust-store", is_flag=True,
               help="Skip stored videos without comparing their source files' size and mtime "
@@ -53,9 +66,10 @@ from actrec.cli.common import emit, json_option, make_progress, parse_assignment
               help="A frame classifier option (repeatable): model=linear|mlp, hidden, epochs, "
               "lr, seed, ...; see the guide.")
 @json_option
-def extract(dataset, split, root, options, extractor, extractor_options, out, overwrite,
-            trust_store, dtype, workers, shard, device, length_policy, max_length_gap,
-            batch_size, stream, head, head_options, as_json) -> None:
+def extract(dataset, split, root, options, extractor, extractor_options, out, storage_options,
+            claim_lease, status_store, overwrite, trust_store, dtype, workers, shard, device,
+            length_policy, max_length_gap, batch_size, stream, head, head_options,
+            as_json) -> None:
     """Extract features of DATASET (a plugin name, or NAME:key=value,... with options).
 
     Frames are decoded at the dataset's label rate (or the extractor's fps option) in a
@@ -63,8 +77,43 @@ def extract(dataset, split, root, options, extractor, extractor_options, out, ov
     interrupted run resumes where it stopped and a second run retries only the failed ones; a
     stored video whose chunk files are damaged, or whose source file changed since, is redone.
     Exits with status 1 when any video failed.
+
+    Several runs (machines, --shard I/N) may fill one store, also at a URL: each video is
+    claimed before it is extracted, a video another process is extracting is waited for, and
+    a claim whose holder died is taken over. `--status STORE` shows where they stand.
     """
+    import os
+
+    from actrec.io.remote import (
+        StoreURL,
+        parse_storage_options,
+        set_storage_options,
+        store_location,
+    )
     from actrec.pipeline import extract_dataset
+
+    if claim_lease is not None:  # worker processes inherit it
+        os.environ["ACTREC_CLAIM_LEASE"] = repr(float(claim_lease))
+    target = status_store if status_store is not None else out
+    location = store_location(target) if target is not None else None
+    if storage_options:
+        if not isinstance(location, StoreURL):
+            raise click.UsageError("--storage-option applies to a store URL (--out or "
+                                   "--status s3://..., gs://...)")
+        set_storage_options(location.protocol, parse_storage_options(
+            parse_assignments(storage_options, "--storage-option")))
+    if status_store is not None:
+        if dataset is not None:
+            raise click.UsageError("--status STORE takes no DATASET")
+        from actrec.extract_status import store_status
+
+        emit(store_status(location), as_json, _render_status)
+        return
+    if dataset is None:
+        raise click.UsageError("Missing argument 'DATASET' (or give --status STORE)")
+    if head is not None and isinstance(location, StoreURL):
+        raise click.UsageError("--head writes the classifier's store beside a local store "
+                               "only; extract into a local --out (or file://) for --head")
 
     head_config = None
     if head is not None:  # checked before the long extraction
@@ -82,7 +131,7 @@ def extract(dataset, split, root, options, extractor, extractor_options, out, ov
         report = extract_dataset(
             dataset, dataset_options=dataset_options, extractor=extractor,
             extractor_options=parse_assignments(extractor_options, "--extractor-option"),
-            split=split, out=out, overwrite=overwrite, dtype=dtype, progress=progress,
+            split=split, out=location, overwrite=overwrite, dtype=dtype, progress=progress,
             trust_store=trust_store, workers=workers, shard=shard, device=device,
             length_policy=length_policy, max_length_gap=max_length_gap, batch_size=batch_size,
             stream=stream,
@@ -105,7 +154,12 @@ def extract(dataset, split, root, options, extractor, extractor_options, out, ov
              lambda _: _render_with_head(report, head_report))
     if head_error is not None:
         click.echo(f"Error: frame classifier not trained: {head_error}", err=True)
-    if report.failed or head_error is not None:
+    if report.busy:
+        click.echo(f"Error: {len(report.busy)} video(s) were left to other processes still "
+                   f"extracting them ({', '.join(report.busy[:5])}"
+                   f"{' ...' if len(report.busy) > 5 else ''}); run this command again when "
+                   f"they finish (`actrec extract --status {report.store}` shows them)", err=True)
+    if report.failed or head_error is not None or report.busy:
         raise SystemExit(1)
 
 
@@ -159,3 +213,55 @@ def _render_with_head(report, head):
                   str(len(head.written)), str(len(head.skipped)),
                   str(len(head.missing_train_videos)))
     return Group(_render(report), table)
+
+
+def _render_status(status):
+    import time
+
+    from rich.console import Group
+    from rich.table import Table
+
+    table = Table(title=f"extraction of {status.store}",
+                  caption=f"{status.planned} video(s) planned by {len(status.runs)} recorded "
+                  f"run(s)" + (f"; {status.extra_done} more stored outside them"
+                               if status.extra_done else ""))
+    for column in ("shard", "planned", "done", "failed", "claimed", "pending"):
+        table.add_column(column, justify="right" if column != "shard" else "left")
+    for s in status.shards:
+        table.add_row(s.shard, str(s.planned), str(s.done), str(s.failed), str(s.claimed),
+                      str(s.pending))
+    counts = status.to_dict()["counts"]
+    if len(status.shards) != 1:
+        table.add_row("total", str(status.planned), *(str(counts[k]) for k in
+                                                      ("done", "failed", "claimed", "pending")),
+                      style="bold")
+    parts = [table]
+    if status.failed:
+        failed = Table(title="failed")
+        for column in ("video", "host", "why"):
+            failed.add_column(column)
+        for vid, error, host in status.failed:
+            failed.add_row(vid, host, error)
+        parts.append(failed)
+    if status.claimed:
+        claimed = Table(title="claimed")
+        for column in ("video", "host", "pid", "shard", "claimed for", "last heartbeat",
+                       "stale"):
+            claimed.add_column(column)
+        now = time.time()
+        for c in status.claimed:
+            held = f"{now - c.since:.0f} s" if c.since else "?"
+            claimed.add_row(c.video, c.host, str(c.pid), c.shard or "-", held,
+                            f"{c.age:.0f} s ago",
+                            f"yes: {c.why} (the next run takes it over)" if c.stale else "no")
+        parts.append(claimed)
+    if status.runs:
+        runs = Table(title="runs")
+        for column in ("host", "pid", "shard", "videos", "state", "written", "failed"):
+            runs.add_column(column)
+        for r in status.runs:
+            runs.add_row(str(r["host"]), str(r["pid"]), r["shard"] or "-", str(r["videos"]),
+                         r["state"], "-" if r["written"] is None else str(r["written"]),
+                         "-" if r["failed"] is None else str(r["failed"]))
+        parts.append(runs)
+    return Group(*parts)
