@@ -149,7 +149,7 @@ def _judge(video: str, content: dict[str, Any] | None, refreshed: float, lease: 
 
 def _content(video_id: str, token: str) -> bytes:
     pid = os.getpid()
-    shard = os.environ.get("ACTREC_EXTRACT_SHARD") or None
+    shard = os.environ.get("ACTREC_CLAIM_SHARD") or None
     return json.dumps({"video": video_id, "host": socket.gethostname(), "pid": pid,
                        "pid_start": _proc_start(pid), "token": token, "since": time.time(),
                        "shard": shard}).encode("utf-8")
