@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from actrec.errors import ConfigError, DataError
+from actrec.errors import ActrecError, ConfigError, DataError
 from actrec.io.features import _STREAMS, _VIDEOS, FeatureStore
 from actrec.io.remote import StoreURL
 
@@ -54,8 +54,9 @@ class RemoteFeatureStore(FeatureStore):
         meta = url / "zarr.json"
         try:
             exists = meta.is_file()
-        except OSError as exc:
-            raise DataError(f"feature store {url}: cannot reach it: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - a backend's network or credentials error
+            raise DataError(f"feature store {url}: cannot reach it ({type(exc).__name__}: "
+                            f"{exc})") from None
         if not exists:
             if url.is_dir() and any(True for _ in url.iterdir()):
                 raise DataError(f"{url}: exists and is not a feature store (no zarr.json); "
@@ -69,6 +70,18 @@ class RemoteFeatureStore(FeatureStore):
                               f"('{existing.stream_name}') are only supported in local stores "
                               f"so far; extract stream '{stream}' into a local store")
         return cls._reopen(url, wanted)
+
+    @classmethod
+    def open(cls, path) -> RemoteFeatureStore:
+        """Open the store at URL ``path`` for reading; ``DataError`` if it is missing, not a
+        store, or cannot be reached (naming the backend's error)."""
+        try:
+            return super().open(path)
+        except ActrecError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a backend's network or credentials error
+            raise DataError(f"feature store {path}: cannot reach it ({type(exc).__name__}: "
+                            f"{exc})") from None
 
     # ------------------------------------------------------------------ listing
 

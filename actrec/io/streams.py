@@ -26,7 +26,9 @@ class StreamConcat:
     differ in frame count or labels is refused (``DataError`` naming the streams)."""
 
     def __init__(self, path: Path, names: Sequence[str], stores: Sequence[FeatureStore]) -> None:
-        self.path = Path(path)
+        from actrec.io.remote import StoreURL
+
+        self.path = path if isinstance(path, StoreURL) else Path(path)  # a store URL stays one
         self.names = tuple(names)
         self.stores = tuple(stores)
         first = self.stores[0]
