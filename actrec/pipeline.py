@@ -129,8 +129,10 @@ def train_from_refs(
         extra_data=tuple(str(p) for p in stores[2:]),
         **spec_fields,
     )
-    if run_dir is None:
-        run_dir = new_run_dir(home() / "runs", model)
+    if run_dir is None:  # under torchrun: rank 0's new folder, for every rank
+        from actrec.distributed import rank_zero_value
+
+        run_dir = rank_zero_value(lambda: new_run_dir(home() / "runs", model))
     return train_model(spec, run_dir, sources=sources, progress=progress, preset=preset_record,
                        tensorboard=tensorboard)
 
@@ -168,9 +170,14 @@ def train_all_splits(model: str, *, run_dir: Path | None = None, **kwargs: Any) 
                                   f"{lacking[0]!r} (it has {', '.join(store.splits)}); give "
                                   f"--d2-split to train every run on one split of it")
     if run_dir is None:
-        fresh = new_run_dir(home() / "runs", model)
-        fresh.rmdir()  # only its unique name is used: the runs are its siblings
-        run_dir = fresh
+        from actrec.distributed import rank_zero_value
+
+        def fresh() -> Path:
+            path = new_run_dir(home() / "runs", model)
+            path.rmdir()  # only its unique name is used: the runs are its siblings
+            return path
+
+        run_dir = rank_zero_value(fresh)  # under torchrun: one name for every rank
     run_dir = Path(run_dir)
     results = []
     for name in names:

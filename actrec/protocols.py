@@ -256,7 +256,7 @@ class Monitor:
             return
         first = phase_bounds(self.spec)[self.phase][0]
         lr = self.schedule.lr_at(iteration - first)
-        for group in optimizer.param_groups:
+        for group in optimizer.param_groups:  # a group with its own lr keeps its ratio
             group["lr"] = lr
 
     def after_step(self, loop: Any, done: int, stop: int, metrics: Any, loss: float) -> bool:
@@ -326,10 +326,13 @@ def run_protocol(loop: Any, start: int, progress: Any) -> float:
     return loss
 
 
-def draw_label_maps(batch: Any, labels: Any, layout: Any, seed: int, iteration: int) -> None:
+def draw_label_maps(batch: Any, labels: Any, layout: Any, seed: int, iteration: int,
+                    part: tuple[int, int] | None = None) -> None:
     """multi-random: each window of a dataset with several label maps switches to one drawn
     at random (its own generator, seeded from ``(seed, iteration)``: the training stream is
-    untouched and a resumed run draws the same maps), labels and score inputs alike."""
+    untouched and a resumed run draws the same maps), labels and score inputs alike.
+    ``part = (rank, world)``: ``batch`` is that process's share of the whole batch
+    (``actrec.data.windows.share_of``); its windows get the maps they have in the whole batch."""
     from actrec.data.label_maps import remap_rows
 
     rng = np.random.default_rng([seed, MULTI_STREAM, iteration])
@@ -339,7 +342,12 @@ def draw_label_maps(batch: Any, labels: Any, layout: Any, seed: int, iteration: 
         rows = np.flatnonzero(dom == k)
         if count < 2 or not rows.size:
             continue
-        choice = rng.integers(0, count, size=rows.size)
+        if part is None:
+            choice = rng.integers(0, count, size=rows.size)
+        else:  # drawn for the whole batch's windows of dataset k, then this share's
+            rank, world = part
+            choice = rng.integers(0, count, size=rows.size * world)
+            choice = choice[rank * rows.size : (rank + 1) * rows.size]
         remap_rows(x, y, rows, [labels.table(k, j) for j in range(count)], choice,
                    scores=layout.mode == "scores")
 
@@ -366,6 +374,8 @@ def start_finetune(loop: Any, iteration: int) -> None:
     event["reinitialised"] = reinit
     event["start_weights_sha256"] = weights_digest(loop.model.state_dict())
     loop.fresh_optimizer()
+    if getattr(loop, "dist", None) is not None and not loop.dist.main:
+        return  # rank 0 logs (actrec.distributed)
     with open(loop.run_dir / runs.METRICS, "a", encoding="utf-8") as handle:
         log_line(handle, event)
 

@@ -19,6 +19,7 @@ The run directory layout is in ``actrec.runs``.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -111,12 +112,21 @@ def train_model(
         raise DataError(f"run folder {run_dir} exists and is not a folder")
 
     # Everything that can fail on bad input happens before anything is written.
+    dist, main = None, True
     try:
         if tensorboard:
             from actrec.tb_logging import require_tensorboard
 
             require_tensorboard()
         device = resolve_device(spec.device)
+        from actrec import distributed
+
+        dist = distributed.current(spec.sync_bn)  # None: one process (torchrun: see there)
+        if dist is not None:
+            device = dist.device(device)
+            dist.check(spec)
+            progress = progress if dist.main else None
+        main = dist is None or dist.main  # the process that writes
         checkpoint = runs.load_checkpoint(ckpt_path) if ckpt_path.exists() else None
         if checkpoint is not None:
             check_resume(checkpoint, spec, ckpt_path)
@@ -147,15 +157,19 @@ def train_model(
             raise ConfigError(f"--delay {spec.delay}: model '{spec.model}' is not causal (it "
                               f"sees the whole video), so it has nothing to wait for")
     except BaseException:
-        _remove_if_empty(run_dir)  # e.g. a fresh folder made by the caller for this run
+        if main:
+            _remove_if_empty(run_dir)  # e.g. a fresh folder made by the caller for this run
         raise
 
+    if dist is not None:  # every rank has read the checkpoint before rank 0 writes
+        dist.barrier()
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        if main:
+            run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"cannot create run folder {run_dir}: {exc.strerror}") from None
-    if checkpoint is None:  # a best.pt of an attempt killed before its first checkpoint
-        (run_dir / runs.BEST).unlink(missing_ok=True)  # would be what `actrec eval` scores
+    if checkpoint is None and main:  # a best.pt of an attempt killed before its first
+        (run_dir / runs.BEST).unlink(missing_ok=True)  # checkpoint: what `actrec eval` scores
     with torch.random.fork_rng(devices=cuda):
         torch.set_rng_state(init_rng)  # continue the stream right after the initial weights
         if device.type == "cuda":
@@ -168,24 +182,28 @@ def train_model(
             restore(checkpoint, model, optimizer, rng, ckpt_path, device)
             start = int(checkpoint["iteration"])
             elapsed_before = float(checkpoint.get("elapsed_s", 0.0))
-        # Lines logged after the last checkpoint (or before a first one) are redone: drop them.
-        truncate_metrics(run_dir / runs.METRICS, start)
+        if dist is not None:
+            dist.seed_torch(spec.seed, start)
         stopped = int(((checkpoint or {}).get("monitor") or {}).get("stopped_at", 0))
         total = stopped or spec.total_iterations  # a run the schedule stopped stays stopped
-        if start < total:  # results of the checkpoint so far: kept, set aside
-            runs.archive_results(run_dir)
-        if checkpoint is None or start < total:
-            _write_config(run_dir, spec, sources, data, plugin, model,
-                          resumed_at=start if checkpoint is not None else None, preset=preset)
+        if main:
+            # Lines logged after the last checkpoint (or before a first one) are redone.
+            truncate_metrics(run_dir / runs.METRICS, start)
+            if start < total:  # results of the checkpoint so far: kept, set aside
+                runs.archive_results(run_dir)
+            if checkpoint is None or start < total:
+                _write_config(run_dir, spec, sources, data, plugin, model,
+                              resumed_at=start if checkpoint is not None else None,
+                              preset=preset, distributed=dist)
 
         state = _Loop(spec, run_dir, model, optimizer, rng, device, data, plugin,
-                      elapsed_before)
-        if spec.boundary:
+                      elapsed_before, dist=dist)
+        if spec.boundary and main:
             boundary.log_losses(run_dir / runs.METRICS, model, spec.log_every)
         final_loss = float("nan")
         if checkpoint is not None:
             state.monitor.load_state_dict(checkpoint.get("monitor"))
-        if tensorboard:
+        if tensorboard and main:
             from actrec.tb_logging import TensorBoardMirror
 
             state.tensorboard = TensorBoardMirror(run_dir)
@@ -198,6 +216,9 @@ def train_model(
         finally:
             if state.tensorboard is not None:
                 state.tensorboard.close()
+            if dist is not None:
+                dist.unwrap(model)
+                dist.close()
         if checkpoint is None and total == 0:  # an untrained model is still a run
             state.save(0, final_loss)
         if start >= total and checkpoint is not None:  # nothing left to do
@@ -366,7 +387,7 @@ class _Loop:
     """The optimisation loop and its bookkeeping (logging, checkpoints, periodic eval)."""
 
     def __init__(self, spec, run_dir, model, optimizer, rng, device, data: _Data, plugin,
-                 elapsed_before):
+                 elapsed_before, dist: Any = None):
         self.spec, self.run_dir, self.model, self.optimizer = spec, run_dir, model, optimizer
         self.rng, self.device, self.data, self.plugin = rng, device, data, plugin
         self.elapsed_before = elapsed_before
@@ -378,6 +399,11 @@ class _Loop:
                                       spec.seed)
         from actrec.protocols import Monitor
 
+        # Several processes (actrec.distributed): this one's share of every batch, a DDP
+        # wrapper for the training forward; self.model stays the bare model.
+        self.dist = dist
+        self.forward_model = model if dist is None else dist.wrap(
+            model, device, find_unused=spec.protocol != "joint")  # joint: every domain, always
         # The phase's batch mix, datasets and name (set per phase by actrec.protocols).
         self.monitor = Monitor(spec, data)
         self.mix, self.phase_name = spec.batch_mix, "train"
@@ -392,14 +418,15 @@ class _Loop:
         samplers = None if iteration is None else self.samplers
         batch = two_domain_batch(d.banks, self.mix, self.spec.history, rng,
                                  d.labels, d.layout, samplers=samplers,
-                                 iteration=iteration or 0)
+                                 iteration=iteration or 0, part=part)
         if d.labels.arrangement == "multi-random" and iteration is not None:
             from actrec.protocols import draw_label_maps
 
-            draw_label_maps(batch, d.labels, d.layout, self.spec.seed, iteration)
+            draw_label_maps(batch, d.labels, d.layout, self.spec.seed, iteration, part)
         return batch.to(self.device)
 
     def elapsed(self) -> float:
+        part = None if self.dist is None else self.dist.part  # this process's share
         return self.elapsed_before + time.perf_counter() - self.t0
 
     def fresh_optimizer(self) -> None:
@@ -427,7 +454,10 @@ class _Loop:
         losses: list[float] = []
         correct = counted = 0
         last_loss = float("nan")
-        metrics = open(self.run_dir / runs.METRICS, "a", encoding="utf-8")
+        dist = self.dist
+        main = dist is None or dist.main
+        metrics = open(self.run_dir / runs.METRICS if main else os.devnull, "a",
+                       encoding="utf-8")
         try:
             for it in range(start, stop):
                 self.monitor.apply_lr(self.optimizer, it)
@@ -436,10 +466,15 @@ class _Loop:
                     batch = dataclasses.replace(
                         batch, y=delay_targets(batch.y, spec.delay, batch.mask))
                 model.train()
-                logits = model(batch.x, batch.domain, mask=batch.mask)  # [T, N, K]
-                loss = frame_loss(logits, batch.y, batch.mask, spec.loss_frames, batch.start)
+                logits = self.forward_model(batch.x, batch.domain, mask=batch.mask)  # [T, N, K]
+                if dist is None:
+                    loss = frame_loss(logits, batch.y, batch.mask, spec.loss_frames, batch.start)
+                    to_backward = loss
+                else:  # the global batch's mean; gradients as one process would have them
+                    loss, to_backward = dist.frame_loss(logits, batch.y, batch.mask,
+                                                        spec.loss_frames, batch.start)
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                to_backward.backward()
                 if spec.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
                 self.optimizer.step()
@@ -461,6 +496,8 @@ class _Loop:
                             "lr": self.optimizer.param_groups[0]["lr"],
                             "elapsed_s": round(self.elapsed(), 3)}
                     alphas = _alphas(model)
+                if dist is not None:
+                    hits, frames = (int(v) for v in dist.sum(hits, frames))
                     if alphas:
                         line["alphas"] = alphas
                     log_line(metrics, line)
@@ -474,12 +511,14 @@ class _Loop:
                 if (spec.checkpoint_every and done % spec.checkpoint_every == 0) or last \
                         or stopping:
                     self.save(done, last_loss)
-                if spec.eval_every and done % spec.eval_every == 0:
+                if spec.eval_every and done % spec.eval_every == 0 and main:
                     log_line(metrics, {"iteration": done, "eval": self.evaluate()})
                 if self.tensorboard is not None:  # every line this iteration logged
                     self.tensorboard.sync()
                 if task is not None:
                     progress.advance(task)
+                if dist is not None and self.monitor.due(done, stop):
+                    dist.broadcast_buffers(model)  # every rank validates rank 0's model
                 if stopping:
                     break
         finally:
@@ -533,6 +572,8 @@ class _Loop:
             "spec": spec.to_dict(),
             "model_name": spec.model,
             "model_config": self.plugin.config.to_dict(),
+        if self.dist is not None and not self.dist.main:
+            return  # rank 0 writes
             "causal": bool(getattr(self.plugin, "causal", True)) and bool(self.model.causal),
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
@@ -561,6 +602,7 @@ def frame_hits(logits: torch.Tensor, batch: Any, labels: Any, prediction: str) -
     """(correct, labelled) frames of a training batch, each frame predicted by the rule
     evaluation uses (``LabelSpace.predict`` over its own dataset's block, or the full vector)
     and compared with its local label."""
+            "distributed": None if self.dist is None else self.dist.record(),
     import torch
 
     correct = counted = 0
@@ -584,7 +626,8 @@ def frame_hits(logits: torch.Tensor, batch: Any, labels: Any, prediction: str) -
 
 
 def _write_config(run_dir, spec, sources, data: _Data, plugin, model,
-                  *, resumed_at: int | None, preset: Mapping[str, Any] | None = None) -> None:
+                  *, resumed_at: int | None, preset: Mapping[str, Any] | None = None,
+                  distributed: Any = None) -> None:
     from actrec import runs
     from actrec.data.sampling import parse_windows
     from actrec.losses import parse_loss_frames
@@ -597,7 +640,8 @@ def _write_config(run_dir, spec, sources, data: _Data, plugin, model,
         config = runs.read_json(path)
         config.setdefault("resumed", []).append({
             "at_iteration": resumed_at, "time": now, "spec": spec.to_dict(),
-            "sources": dict(sources or {}), "versions": versions()})
+            "sources": dict(sources or {}), "versions": versions(),
+            "distributed": None if distributed is None else distributed.record()})
         runs.atomic_write_json(path, config)
         return
     store_info = []
@@ -637,6 +681,7 @@ def _write_config(run_dir, spec, sources, data: _Data, plugin, model,
                      "windows": parse_windows(spec.windows).describe(),
                      # iterations x windows per batch x history (padding included)
                      "window_frames": spec.iterations * sum(spec.batch_mix) * spec.history,
+        "distributed": None if distributed is None else distributed.record(),
                      "prediction": spec.prediction,
                      "padding": "masked: padded frames enter no loss, statistic or gradient",
                      "weight_decay": "weight matrices only; biases, normalisation parameters "

@@ -122,6 +122,9 @@ class TrainSpec:
     preset: str | None = None  # the preset the values came from (recorded; see actrec.presets)
     # Streams of every store read (actrec.io.features): None its own, several side by side.
     streams: tuple[str, ...] | None = None
+    # Several processes (torchrun, actrec.distributed): batch statistics of the global batch
+    # (True) or of each process's rows (False: a different model). One process: no effect.
+    sync_bn: bool = True
 
     def __post_init__(self) -> None:
         # Normalise types given from Python (strings for paths, lists for mix).

@@ -176,6 +176,9 @@ def _protocol_fields(ctx, more: dict) -> dict:
 @click.option("--all-splits", is_flag=True,
               help="Train one run per split of D1's store (RUN-split1, RUN-split2, ...; D2 on "
               "the split of the same name), for `actrec eval RUN-split1 --all-splits`.")
+@click.option("--sync-bn", type=click.Choice(["on", "off"]), default="on", show_default=True,
+              help="Under torchrun: batch statistics of the whole batch over all processes "
+              "(on), or of each process's rows (off: a different model). See docs/scaling.md.")
 @_protocol_options
 @json_option
 @click.pass_context
@@ -183,13 +186,15 @@ def train(ctx, model, d1, d2, extractor, options, split, history, iterations, ep
           loss_frames, mix, lr, optimizer,
           grad_clip, d2_split, eval_every, checkpoint_every, reestimate_batches,
           seed, device, input_arrangement, prediction, allow_same_store, weight_decay, streams,
-          run_dir, delay, tensorboard, all_splits, as_json, **more) -> None:
+          run_dir, delay, tensorboard, all_splits, sync_bn, as_json, **more) -> None:
     """Train MODEL (a model plugin) on per-frame features and write a run directory.
 
     The defaults are actrec's online recipe (loss on the last frame of 128-frame windows taken
     at stride 4, AdamW lr 1e-3 weight decay 0.05; see docs/guide.md); --preset ddlstm gives the
-    DDLSTM paper's setup."""
+    DDLSTM paper's setup. Under torchrun (``torchrun --nproc-per-node K -m actrec train ...``)
+    every process trains its share of each batch and rank 0 writes the run (docs/scaling.md)."""
     from actrec.cli.config import value_sources
+    from actrec.distributed import session
     from actrec.pipeline import train_all_splits, train_from_refs
 
     both = [ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE
@@ -202,7 +207,7 @@ def train(ctx, model, d1, d2, extractor, options, split, history, iterations, ep
         epochs = None  # an explicit --iterations beats epochs of a preset or config file
     if all_splits and split is not None:
         raise click.UsageError("--all-splits trains every split; drop --split")
-    with make_progress() as progress:
+    with session(device) as main, make_progress() as progress:
         result = (train_all_splits if all_splits else train_from_refs)(
             model, d1=d1, d2=d2, extractor=extractor,
             model_options=layered_assignments(ctx, "options", "--option"), split=split,
@@ -215,9 +220,11 @@ def train(ctx, model, d1, d2, extractor, options, split, history, iterations, ep
             weight_decay=weight_decay, run_dir=run_dir, sources=value_sources(ctx),
             streams=None if streams is None else tuple(
                 n.strip() for n in streams.split(",") if n.strip()),
-            delay=delay, progress=progress, tensorboard=tensorboard,
-            **_protocol_fields(ctx, more),
+            delay=delay, progress=progress if main else None, tensorboard=tensorboard,
+            sync_bn=sync_bn == "on", **_protocol_fields(ctx, more),
         )
+    if not main:
+        return  # rank 0 reports (torchrun)
     emit(SplitRuns(result) if all_splits else result, as_json,
          _render_splits if all_splits else _render)
 

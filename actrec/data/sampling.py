@@ -104,10 +104,12 @@ class RandomWindows:
         """Windows of one nominal epoch: as many as cover the training frames once."""
         return max(1, math.ceil(self.bank.num_frames / self.history))
 
-    def draw(self, iteration: int, n: int, rng: np.random.Generator) -> Windows:
+    def draw(self, iteration: int, n: int, rng: np.random.Generator,
+             rows: slice | None = None) -> Windows:
+        """``n`` fresh windows (only ``rows`` of them read; all are drawn from ``rng``)."""
         from actrec.data.windows import sample_windows
 
-        return sample_windows(self.bank, n, self.history, rng)
+        return sample_windows(self.bank, n, self.history, rng, rows)
 
 
 class StrideWindows:
@@ -167,8 +169,10 @@ class StrideWindows:
             epoch += 1
         return epoch, position
 
-    def draw(self, iteration: int, n: int, rng: np.random.Generator | None = None) -> Windows:
-        """The windows of ``iteration`` (stream positions ``iteration * n`` on); ``rng`` unused."""
+    def draw(self, iteration: int, n: int, rng: np.random.Generator | None = None,
+             rows: slice | None = None) -> Windows:
+        """The windows of ``iteration`` (stream positions ``iteration * n`` on); ``rng`` unused;
+        ``rows``: only these of the ``n`` windows."""
         epoch, index = self.locate(iteration * n)
         videos, ends = [], []
         while n > 0:
@@ -180,6 +184,8 @@ class StrideWindows:
             epoch, index = epoch + 1, 0
         video = np.concatenate(videos) if videos else np.zeros(0, np.int64)
         end = np.concatenate(ends) if ends else np.zeros(0, np.int64)
+        if rows is not None:
+            video, end = video[rows], end[rows]
         start = np.maximum(end + 1 - self.history, 0)
         return windows_at(self.bank, video, start, end + 1 - start, self.history)
 

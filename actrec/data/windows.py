@@ -34,7 +34,7 @@ from actrec.errors import ConfigError, DataError
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor
 
-__all__ = ["VideoBank", "Windows", "sample_windows", "Batch", "two_domain_batch"]
+__all__ = ["VideoBank", "Windows", "sample_windows", "Batch", "two_domain_batch", "share_of"]
 
 
 @dataclass(frozen=True)
@@ -127,14 +127,20 @@ class Windows(NamedTuple):
     start: np.ndarray  # [n] int64 first frame
 
 
-def sample_windows(bank: VideoBank, n: int, history: int, rng: np.random.Generator) -> Windows:
-    """``n`` random windows of ``history`` frames; draws videos then starts from ``rng``."""
+def sample_windows(bank: VideoBank, n: int, history: int, rng: np.random.Generator,
+                   rows: slice | None = None) -> Windows:
+    """``n`` random windows of ``history`` frames; draws videos then starts from ``rng``.
+    ``rows``: read only these of the ``n`` windows (all ``n`` are drawn, so ``rng`` moves on
+    as it would without ``rows``)."""
     if history <= 0 or n < 0:
         raise ConfigError(f"history must be > 0 and n >= 0, got history={history}, n={n}")
     video = rng.integers(0, len(bank), size=n)  # [n]
     lengths = np.array([bank.labels[v].shape[0] for v in video], dtype=np.int64)  # [n]
     room = np.maximum(lengths - history, 0) + 1  # number of possible starts
     start = rng.integers(0, room).astype(np.int64)  # [n], uniform over 0 .. room-1
+    if rows is not None:
+        video, lengths, start = video[rows], lengths[rows], start[rows]
+        n = len(video)
     x = np.zeros((history, n, bank.dim), dtype=np.float32)  # [T, n, D]
     y = np.full((history, n), -1, dtype=np.int64)  # [T, n]
     mask = np.zeros((history, n), dtype=bool)
@@ -172,16 +178,20 @@ def two_domain_batch(
     *,
     samplers: Sequence[Any] | None = None,
     iteration: int = 0,
+    part: tuple[int, int] | None = None,
 ) -> Batch:
     """``mix[k]`` windows from ``banks[k]`` for each domain k in order, arranged by ``layout``,
     labels offset into ``labels``' concatenated vector, domain vector ``[0]*n1 + [1]*n2``.
     ``samplers[k]`` (``actrec.data.sampling``) chooses domain k's windows of ``iteration``;
-    None: random windows from ``rng``."""
+    None: random windows from ``rng``. ``part = (rank, world)``: only this process's share of
+    the batch, ``share_of(mix[k], rank, world)`` of each domain's windows (every window is
+    still chosen, so the generators move on as for the whole batch)."""
     import torch
 
     if len(mix) < len(banks):
         raise ConfigError(f"need a window count per dataset, got mix={tuple(mix)}")
-    total = sum(int(mix[k]) for k in range(len(banks)))
+    shares = [None if part is None else share_of(int(mix[k]), *part) for k in range(len(banks))]
+    total = sum(int(mix[k]) if s is None else s.stop - s.start for k, s in enumerate(shares))
     x = np.zeros((history, total, layout.width), dtype=np.float32)  # [T, N, width]
     y = np.empty((history, total), dtype=np.int64)  # [T, N]
     mask = np.empty((history, total), dtype=bool)
@@ -190,8 +200,9 @@ def two_domain_batch(
     row = 0
     for k, bank in enumerate(banks):
         n = int(mix[k])
-        w = (sample_windows(bank, n, history, rng) if samplers is None
-             else samplers[k].draw(iteration, n, rng))
+        w = (sample_windows(bank, n, history, rng, shares[k]) if samplers is None
+             else samplers[k].draw(iteration, n, rng, shares[k]))
+        n = w.video.shape[0]
         rows = slice(row, row + n)
         x[:, rows, layout.columns(k)] = w.features
         y[:, rows] = labels.to_global(w.labels, k)
@@ -201,3 +212,14 @@ def two_domain_batch(
         row += n
     return Batch(torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(domain),
                  torch.from_numpy(mask), torch.from_numpy(start))
+
+
+def share_of(n: int, rank: int, world: int) -> slice:
+    """The rows ``rank`` holds of ``n`` rows split evenly over ``world`` processes
+    (``ValueError`` when ``n`` is not a multiple of ``world``)."""
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"rank {rank} outside 0..{world - 1}")
+    if n % world:
+        raise ValueError(f"{n} rows do not split evenly over {world} processes")
+    per = n // world
+    return slice(rank * per, (rank + 1) * per)

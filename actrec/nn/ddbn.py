@@ -25,12 +25,17 @@ momentum updates, and leaves ``trained_len`` alone.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 
 from actrec.nn.base import split_point
 from actrec.ops.ddbn_reference import bn_eval_reference, bn_reference
 from actrec.ops.domains import bessel, contribution_weights, effective_sizes
+
+if TYPE_CHECKING:  # pragma: no cover
+    from actrec.ops.ddbn_sync import RowPartition
 
 __all__ = [
     "PerTimestepNorm",
@@ -177,12 +182,14 @@ class DualDomainBatchNorm(PerTimestepNorm):
 
     def forward(
         self, h: Tensor, alpha: Tensor, domain: Tensor, t0: int = 0, mask: Tensor | None = None,
-        *, domain_checked: bool = False,
+        *, domain_checked: bool = False, sync: RowPartition | None = None,
     ) -> Tensor:
         """``h [T, N, C]`` holds timesteps ``t0 .. t0+T-1``; ``domain [N]``, sorted in training;
         ``mask [T, N]`` True on real frames (training only: evaluation has no batch statistics).
         ``domain_checked``: the caller has checked the flags (0/1) already, so evaluation skips
-        the check (a host sync) at every step.
+        the check (a host sync) at every step. ``sync`` (training): these rows are part of a
+        batch spread over processes (``actrec.ops.ddbn_sync``; its mask, not ``mask``, says
+        which frames are real): statistics and running statistics are the global batch's.
         """
         from actrec.ops import ddbn, ddbn_eval
 
@@ -193,7 +200,14 @@ class DualDomainBatchNorm(PerTimestepNorm):
             return ddbn_eval(h, domain, rm, rv, self.weight, self.bias, self.eps,
                              checked=domain_checked)
         n1 = split_point(domain)
-        y, mean, var = ddbn(h, alpha, n1, self.weight, self.bias, self.eps, mask=mask)
+        if sync is None:
+            y, mean, var = ddbn(h, alpha, n1, self.weight, self.bias, self.eps, mask=mask)
+        else:
+            from actrec.ops.ddbn_sync import sync_ddbn
+
+            sync = sync.at(t0, t)
+            y, mean, var = sync_ddbn(h, alpha, sync, self.weight, self.bias, self.eps)
+            n1, n, mask = sync.n1, sync.n, sync.mask  # the global batch's, from here on
         w = contribution_weights(alpha.detach(), n1, t, n, mask, dtype=torch.float64)  # [2,T,N]
         n_eff = effective_sizes(w)  # [2, T], 0 where a domain has no real frame
         var = var.detach() * bessel(n_eff)[..., None].to(var.dtype)  # unbiased [2, T, C]
@@ -224,16 +238,25 @@ class SequenceBatchNorm(PerTimestepNorm):
     def __init__(self, num_channels: int, max_len: int, momentum: float = 0.1, eps: float = 1e-5):
         super().__init__((), num_channels, max_len, momentum, eps)
 
-    def forward(self, h: Tensor, t0: int = 0, mask: Tensor | None = None) -> Tensor:
+    def forward(self, h: Tensor, t0: int = 0, mask: Tensor | None = None, *,
+                sync: RowPartition | None = None) -> Tensor:
         """``h [T, N, C]`` holding timesteps ``t0 .. t0+T-1``; ``mask [T, N]`` True on real
-        frames (training only)."""
+        frames (training only); ``sync``: statistics of a batch spread over processes, as
+        ``DualDomainBatchNorm.forward``."""
         t, n, _ = h.shape
         if not self.training:
             idx = self.eval_slots(t0, t, h.device)  # [T]
             return bn_eval_reference(
                 h, self.running_mean[idx], self.running_var[idx], self.weight, self.bias, self.eps
             )
-        y, mean, var = bn_reference(h, self.weight, self.bias, self.eps, mask=mask)
+        if sync is None:
+            y, mean, var = bn_reference(h, self.weight, self.bias, self.eps, mask=mask)
+        else:
+            from actrec.ops.ddbn_sync import sync_bn
+
+            sync = sync.at(t0, t)
+            y, mean, var = sync_bn(h, sync, self.weight, self.bias, self.eps)
+            n, mask = sync.n, sync.mask  # the global batch's, from here on
         n_real = (mask.sum(1, dtype=torch.float64) if mask is not None  # [T]: real rows
                   else torch.full((t,), float(n), dtype=torch.float64, device=h.device))
         var = var.detach() * bessel(n_real)[:, None].to(var.dtype)  # unbiased [T, C]

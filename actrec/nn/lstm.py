@@ -16,6 +16,8 @@ only BN_h and BN_c run step by step. The parameter names and shapes (``weight_ih
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -29,6 +31,9 @@ from actrec.nn.ddbn import (
     own_frames,
     project_alpha_,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    from actrec.ops.ddbn_sync import RowPartition
 
 __all__ = ["NormLSTMLayer", "NormLSTM", "DDLSTM", "BNLSTM"]
 
@@ -52,6 +57,9 @@ class NormLSTMLayer(nn.Module):
         super().__init__()
         self.input_size, self.hidden_size, self.dual = input_size, hidden_size, dual
         self.fused = True  # use the fused whole-sequence op in training where it is available
+        # A torch.distributed group: training batch statistics over all its processes' rows
+        # (set by actrec.distributed.sync_norms; not saved with the model).
+        self.sync_group = None
         h4 = 4 * hidden_size
         self.weight_ih = nn.Parameter(torch.empty(h4, input_size))
         self.weight_hh = nn.Parameter(torch.empty(h4, hidden_size))
@@ -78,9 +86,13 @@ class NormLSTMLayer(nn.Module):
 
     # -- normalisation dispatch (DDBN takes alpha and domain; plain BN ignores them)
     def _bn(
-        self, bn: nn.Module, h: Tensor, domain: Tensor, t0: int, mask: Tensor | None = None
+        self, bn: nn.Module, h: Tensor, domain: Tensor, t0: int, mask: Tensor | None = None,
+        sync: RowPartition | None = None,
     ) -> Tensor:
         # Domain flags are checked where sequences enter (forward; init_state for stepping).
+        if sync is not None:  # a batch spread over processes (actrec.ops.ddbn_sync)
+            return (bn(h, self.alpha, domain, t0, mask, domain_checked=True, sync=sync)
+                    if self.dual else bn(h, t0, mask, sync=sync))
         return (bn(h, self.alpha, domain, t0, mask, domain_checked=True) if self.dual
                 else bn(h, t0, mask))
 
@@ -101,14 +113,16 @@ class NormLSTMLayer(nn.Module):
 
     def _cell(
         self, gx_t: Tensor, h: Tensor, c: Tensor, t: int, domain: Tensor,
-        mask_t: Tensor | None = None,
+        mask_t: Tensor | None = None, sync: RowPartition | None = None,
     ) -> LayerState:
         """Timestep ``t``; ``mask_t [1, N]`` keeps padded rows out of this step's statistics."""
         gh = F.linear(h, self.weight_hh)[None]  # [1, N, 4H]
-        gh = self._bn(self.bn_h, gh, domain, t, mask_t)[0]  # [N, 4H]
+        gh = self._bn(self.bn_h, gh, domain, t, mask_t, sync)[0]  # [N, 4H]
         i, f, g, o = (gh + gx_t).chunk(4, 1)  # 4 x [N, H]
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(self.bn_c(c[None], t, mask_t)[0])
+        bn_c = (self.bn_c(c[None], t, mask_t) if sync is None
+                else self.bn_c(c[None], t, mask_t, sync=sync))
+        h = torch.sigmoid(o) * torch.tanh(bn_c[0])
         return h, c
 
     def forward(self, x: Tensor, domain: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -124,16 +138,30 @@ class NormLSTMLayer(nn.Module):
         if not self.training and self.dual:
             domain = check_domain_flags(domain, x.shape[1])
         self._remember_split(domain)
-        if self._can_fuse(x):
+        sync = self._partition(domain, mask, x.shape[0])
+        if sync is None and self._can_fuse(x):
             return self._forward_fused(x, domain, mask)
-        gx = self._bn(self.bn_x, F.linear(x, self.weight_ih), domain, 0, mask)  # [T, N, 4H]
+        gx = self._bn(self.bn_x, F.linear(x, self.weight_ih), domain, 0, mask, sync)  # [T,N,4H]
         gx = gx + self.bias
         h, c = self.zero_state(x.shape[1], x)
         out = []
         for t in range(x.shape[0]):
-            h, c = self._cell(gx[t], h, c, t, domain, None if mask is None else mask[t : t + 1])
+            h, c = self._cell(gx[t], h, c, t, domain, None if mask is None else mask[t : t + 1],
+                              sync)
             out.append(h)
         return torch.stack(out)  # [T, N, H]
+
+    def _partition(self, domain: Tensor, mask: Tensor | None, steps: int
+                   ) -> RowPartition | None:
+        """Where this process's rows sit in the batch spread over ``sync_group`` (training
+        statistics only), or None: statistics of these rows alone. The fused op cannot
+        all-reduce between timesteps, so a synchronised layer steps in Python."""
+        group = getattr(self, "sync_group", None)
+        if group is None or not self.bn_h.training:
+            return None
+        from actrec.ops.ddbn_sync import RowPartition
+
+        return RowPartition.gather(group, domain if self.dual else None, mask, steps)
 
     def _can_fuse(self, x: Tensor) -> bool:
         norms = (self.bn_x, self.bn_h, self.bn_c)
