@@ -62,7 +62,7 @@ PRESETS = {
     "paper": ReproducePreset("paper"),
     "tiny": ReproducePreset(
         "tiny",
-        train={"history": 16, "iterations": 12, "optimizer": "adam", "lr": 0.003,
+        train={"history": 16, "iterations": 30, "optimizer": "adam", "lr": 0.01,
                "boundary_iters": 4},
         model_options={"hidden": "8", "layers": "1"},
         mix_scale=1 / 16,
@@ -367,7 +367,8 @@ def build_result(plan: Plan, results: Mapping[str, dict[str, Any]],
         "failures": failed, "complete": not failed and all(
             c["status"] == "ok" for r in rows for c in r["cells"]),
         "units": {k: {"status": r["status"], "error": r.get("error"),
-                      "elapsed_s": r.get("elapsed_s")} for k, r in results.items()},
+                      "elapsed_s": r.get("elapsed_s"), "threads": r.get("threads")}
+                  for k, r in results.items()},
         "elapsed_s": round(elapsed_s, 1),
         "std": "sample standard deviation (ddof=1) over the splits (or seeds)",
     }

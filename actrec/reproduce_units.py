@@ -20,6 +20,7 @@ Three kinds, each a library call and a folder that says when it is finished:
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,8 @@ def run_unit(unit: dict[str, Any], progress: Any = None) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - a bug fails one cell; the grid goes on
         out.update(status="failed", error=f"{type(exc).__name__}: {exc}")
     out["elapsed_s"] = round(time.perf_counter() - start, 3)
+    torch = sys.modules.get("torch")
+    out["threads"] = torch.get_num_threads() if torch is not None else None
     return out
 
 

@@ -50,7 +50,13 @@ def reproduce(table, root, preset, datasets, extractor, inputs, jobs, list_table
         result = run(table, root if root is not None else home(), preset=preset,
                      datasets=parse_assignments(datasets, "--dataset"), extractor=extractor,
                      inputs=inputs, jobs=jobs, progress=progress)
-    emit(result, as_json, _render)
+    if as_json:
+        emit(result, as_json, _render)
+    else:  # the table is wide: never squeezed to 80 columns when piped to a file
+        from rich.console import Console
+
+        Console(file=sys.stdout, soft_wrap=True,
+                width=None if sys.stdout.isatty() else 240).print(_render(result))
     if result["failures"]:
         sys.exit(1)
 

@@ -1,0 +1,320 @@
+"""`actrec reproduce`: formatting and aggregation by hand, the grid a table expands into on
+real (synthetic) feature stores, failures reported per cell, the tiny grid end to end, and a
+killed grid finished by a re-run without redoing finished cells."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from actrec.errors import ConfigError
+from actrec.paper_tables import load_table
+from actrec.reproduce import PRESETS, Plan, build_result, plan_table, reproduce, resolve_stores
+from actrec.reproduce_report import aggregate, format_diff, format_value, to_csv, to_markdown
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------ formatting, by hand
+
+def test_format_value_and_difference_golden():
+    assert format_value(0.47312, 0.01204, 1) == "47.3 ± 1.2"
+    assert format_value(0.47312, None, 2) == "47.31"
+    assert format_value(None, None, 1) == ""
+    assert format_diff(0.473, 47.1, 1) == "+0.2"
+    assert format_diff(0.2, 24.5, 1) == "-4.5"
+    assert format_diff(0.47099, 47.1, 1) == "+0.0"  # never "-0.0"
+    assert format_diff(0.3078, 30.78, 2) == "+0.00"
+    assert format_diff(None, 30.78, 2) == "" and format_diff(0.3, None, 2) == ""
+
+
+def test_aggregate_is_mean_and_sample_std():
+    mean, std, n = aggregate([0.2, 0.4, 0.6])
+    assert (round(mean, 12), round(std, 12), n) == (0.4, 0.2, 3)  # sqrt((0.04+0+0.04)/2)
+    assert aggregate([0.25]) == (0.25, None, 1)
+
+
+def _hand_plan(table) -> Plan:
+    """Table 6's cells filled by hand: each split cell one unit per column."""
+    plan = Plan(table, PRESETS["tiny"], Path("/nowhere"), "head", {})
+    for cell in table.cells:
+        entry = {"samples": [[(f"u{cell.row}{cell.column}", 0)]], "reason": None}
+        plan.cells[(cell.row, cell.column)] = entry
+    return plan
+
+
+def test_build_result_golden_with_an_aggregate_row_and_a_failure():
+    table = load_table("recassist-table6")
+    plan = _hand_plan(table)
+    scores = {0: [0.30, 0.31, 0.32], 1: [0.20, 0.21, 0.22], 2: [0.28, 0.29, 0.30],
+              3: [0.34, 0.33, 0.32]}
+    results = {f"u{r}{c}": {"status": "done", "scores": [scores[r][c]]}
+               for r in range(4) for c in range(3)}
+    results["u21"] = {"status": "failed", "scores": [], "error": "out of memory"}
+    plan.cells[(3, 2)] = {"samples": [], "reason": "no split 3 here"}
+    out = build_result(plan, results)
+    rows = {tuple(r["labels"]): r["cells"] for r in out["rows"]}
+    assert rows[("0",)][0] | {"per_split": None} == {
+        "paper": 30.78, "mean": 0.30, "std": None, "n": 1, "status": "ok", "reason": None,
+        "per_split": None, "runs": ["u00"]}
+    assert rows[("2",)][1]["status"] == "failed"
+    assert rows[("2",)][1]["reason"] == "u21: out of memory"
+    assert rows[("3",)][2]["status"] == "not reproducible"
+    avg = rows[("Avg.",)]
+    assert avg[0]["mean"] == pytest.approx(0.28)  # (0.30 + 0.20 + 0.28 + 0.34) / 4
+    assert avg[0]["std"] == pytest.approx(math.sqrt((0.0004 + 0.0064 + 0 + 0.0036) / 3))
+    assert avg[1]["status"] == avg[2]["status"] == "incomplete"
+    assert out["failures"] == ["u21: out of memory"] and not out["complete"]
+    md = to_markdown(out).splitlines()
+    assert md[4] == ("| Split | No transfer actrec | No transfer paper | No transfer Δ | "
+                     "50 Salads 1 actrec | 50 Salads 1 paper | 50 Salads 1 Δ | "
+                     "MPII 2 actrec | MPII 2 paper | MPII 2 Δ |")
+    assert md[6] == "| 0 | 30.00 | 30.78 | -0.78 | 31.00 | 32.23 | -1.23 | 32.00 | 34.01 | -2.01 |"
+    assert md[8].startswith("| 2 | 28.00 | 28.75 | -0.75 | failed: u21: out of memory | 28.51 |  |")
+    assert md[10].startswith("| Avg. | 28.00 ± 5.89 | 27.83 | +0.17 | incomplete: ")
+    lines = to_csv(out).splitlines()
+    assert lines[0] == "Split,column,actrec_mean,actrec_std,n,paper,difference,status,reason"
+    assert lines[1] == "0,No transfer,30.0000,,1,30.78,-0.7800,ok,"
+    assert len(lines) == 1 + 5 * 3
+
+
+# ------------------------------------------------------------------ the grid on real stores
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    """Synthetic kitchens a, b, c as --preset tiny makes them (shared by the tests here)."""
+    root = tmp_path_factory.mktemp("reproduce")
+    table = load_table("ddlstm-table1")
+    stores = resolve_stores(table, root, PRESETS["tiny"])
+    return root, stores
+
+
+@pytest.mark.slow
+def test_table1_grid_expands_over_every_split_once_per_unit(tiny_root):
+    root, stores = tiny_root
+    table = load_table("ddlstm-table1")
+    plan = plan_table(table, root, PRESETS["tiny"], stores)
+    kinds = [u["kind"] for u in plan.units]
+    assert len(plan.heads) == 3 * 4  # a frame classifier per dataset and split
+    assert kinds.count("frame-classifier") == 3 * 4  # shared by the pairs a dataset is in
+    assert kinds.count("train") == 3 * 5 * 4  # pairs x trained methods x splits
+    assert all(len(e["samples"]) == 4 and not e["reason"] for e in plan.cells.values())
+    # "D1,D2" on 50 Salads (D1) with MPII (D2): actrec fine-tunes MPII (its d1) after
+    # pre-training on 50 Salads (its d2), so the table's D1 column reads actrec's domain 1.
+    row = next(i for i, r in enumerate(table.rows)
+               if r["labels"] == ["D1,D2", "LSTM", "50 Salads", "MPII Cooking 2"])
+    (key, domain), = plan.cells[(row, 0)]["samples"][0]
+    unit = next(u for u in plan.units if u["key"] == key)
+    assert domain == 1 and plan.cells[(row, 1)]["samples"][0][0][1] == 0
+    assert unit["spec"]["protocol"] == "transfer" and "mpii" in Path(unit["d1"]).name
+    assert "salads" in Path(unit["d2"]).name and unit["spec"]["boundary"] is True
+    assert unit["spec"]["pretrain_iters"] == unit["spec"]["iterations"] == 30
+    assert unit["spec"]["mix"] == (4, 4)  # the preset's 64:64, scaled for tiny
+    # Joint cells pair D1's split k with D2's split k.
+    joint = [u for u in plan.units if u["key"].startswith("ddlstm-joint-breakfast2-")]
+    assert [(u["spec"]["split"], u["spec"]["d2_split"]) for u in joint] == [("2", "2")] * 2
+
+
+@pytest.mark.slow
+def test_store_inputs_that_are_not_scores_mark_the_classifier_cells(tiny_root):
+    root, stores = tiny_root
+    table = load_table("recassist-table4")
+    plan = plan_table(table, root, PRESETS["tiny"], stores, inputs="store")
+    cnn = [e for (r, c), e in plan.cells.items() if c == 0]
+    assert all(e["reason"].endswith("are not class scores: no frame classifier to score "
+                                    "without --inputs head") for e in cnn)
+    assert all(not e["reason"] for (r, c), e in plan.cells.items() if c == 1)
+    assert not plan.heads
+
+
+@pytest.mark.slow
+def test_a_split_the_store_lacks_is_not_reproducible(tiny_root, tmp_path):
+    root, stores = tiny_root
+    table = load_table("recassist-table4")
+    path = tmp_path / "three.toml"  # the paper's split 4 does not exist in a 4-split store
+    path.write_text(table.path.read_text().replace("split = 3", "split = 4"))
+    plan = plan_table(load_table(path), root, PRESETS["tiny"], stores)
+    reasons = {e["reason"] for e in plan.cells.values() if e["reason"]}
+    assert len(reasons) == 3 and all("has 4 split(s); the paper's split 4 is not among them"
+                                     in r for r in reasons)
+
+
+@pytest.mark.slow
+def test_unknown_dataset_override_is_refused(tiny_root):
+    root, _ = tiny_root
+    with pytest.raises(ConfigError, match="table ddlstm-table1 has no dataset 'salad'"):
+        resolve_stores(load_table("ddlstm-table1"), root, PRESETS["paper"], {"salad": "x"})
+
+
+_SMALL = """
+id = "small"
+title = "two cells and a broken one"
+report = "split"
+metric = "frame_accuracy"
+decimals = 2
+preset = "recassist"
+inputs = "softmax"
+header = ["Split"]
+
+[source]
+paper = "test"
+file = "none"
+table = "Table 0"
+caption = "a test table"
+
+[datasets.breakfast]
+name = "Breakfast"
+ref = "breakfast"
+tiny = "synthetic:kitchen=a"
+
+[methods.cnn]
+kind = "frame-classifier"
+
+[methods.lstm]
+kind = "train"
+model = "lstm"
+protocol = "single"
+
+[methods.broken]
+kind = "train"
+model = "no-such-model"
+protocol = "single"
+
+[defaults]
+D1 = "breakfast"
+
+[[columns]]
+label = "CNN"
+method = "cnn"
+
+[[columns]]
+label = "LSTM"
+method = "lstm"
+
+[[columns]]
+label = "broken"
+method = "broken"
+
+[[rows]]
+labels = ["0"]
+split = 0
+paper = [22.0, 30.78, 1.0]
+
+[[rows]]
+labels = ["1"]
+split = 1
+paper = [16.19, 19.53, 1.0]
+"""
+
+
+@pytest.mark.slow
+def test_a_failed_cell_is_reported_and_the_others_finish(tiny_root, tmp_path):
+    root, _ = tiny_root
+    path = tmp_path / "small.toml"
+    path.write_text(_SMALL)
+    out = reproduce(path, root, preset="tiny")
+    cells = [r["cells"] for r in out["rows"]]
+    assert [[c["status"] for c in row] for row in cells] == [["ok", "ok", "failed"]] * 2
+    assert all("no-such-model" in row[2]["reason"] for row in cells)
+    assert all(0.0 <= row[c]["mean"] <= 1.0 for row in cells for c in (0, 1))
+    assert len(out["failures"]) == 2
+    # The frame classifier's score is the argmax accuracy of the head store's test videos.
+    from actrec.io.features import FeatureStore
+
+    store = FeatureStore.open(next((root / "reproduce" / "features").glob(
+        "breakfast-*-softmax-split1.zarr")))
+    test = store.splits["1"]["test"]
+    hits = frames = 0
+    for vid in test:
+        x, y = store.read(vid)
+        keep = y >= 0
+        hits += int((x.argmax(1)[keep] == y[keep]).sum())
+        frames += int(keep.sum())
+    assert cells[0][0]["mean"] == hits / frames
+    written = json.loads((root / "reproduce" / "small" / "table.json").read_text())
+    assert written["rows"][0]["cells"][1]["mean"] == cells[0][1]["mean"]
+
+
+def _cli(*args, **kwargs):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.Popen([sys.executable, "-m", "actrec", "reproduce", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, **kwargs)
+
+
+@pytest.mark.slow
+def test_tiny_table1_end_to_end_and_a_rerun_skips_everything(tiny_root):
+    root, _ = tiny_root
+    proc = _cli("ddlstm-table1", "--preset", "tiny", "--root", str(root), "--jobs", "2",
+                "--json")
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err[-3000:]
+    result = json.loads(out)
+    assert result["complete"] and not result["failures"]
+    assert len(result["rows"]) == 18
+    for row in result["rows"]:
+        for cell in row["cells"]:
+            assert cell["status"] == "ok" and cell["n"] == 4
+            assert 0.0 <= cell["mean"] <= 1.0 and cell["std"] is not None
+            assert cell["paper"] is not None
+    first = result["rows"][0]
+    assert first["labels"] == ["Single", "None", "50 Salads", "MPII Cooking 2"]
+    assert [c["paper"] for c in first["cells"]] == [41.1, 38.3]
+    from actrec.extract_workers import cpu_cores
+
+    assert {u["threads"] for u in result["units"].values()} == {max(1, cpu_cores() // 2)}
+    folder = root / "reproduce" / "ddlstm-table1"
+    md = (folder / "table.md").read_text()
+    assert "| Joint | DDLSTM | 50 Salads | MPII Cooking 2 |" in md and "| 47.1 |" in md
+    assert len((folder / "table.csv").read_text().splitlines()) == 1 + 36
+    stamps = {p: p.stat().st_mtime_ns for p in (folder / "runs").rglob("*") if p.is_file()}
+    again = _cli("ddlstm-table1", "--preset", "tiny", "--root", str(root), "--json")
+    out2, err2 = again.communicate(timeout=600)
+    assert again.returncode == 0, err2[-3000:]
+    second = json.loads(out2)
+    assert {u["status"] for k, u in second["units"].items() if not k.startswith("head-")} == \
+        {"skipped"}
+    assert [[c["mean"] for c in r["cells"]] for r in second["rows"]] == \
+        [[c["mean"] for c in r["cells"]] for r in result["rows"]]
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing retrained or rescored
+
+
+@pytest.mark.slow
+def test_killed_grid_finishes_on_rerun_without_redoing_finished_cells(tiny_root, tmp_path):
+    root, _ = tiny_root
+    path = tmp_path / "killme.toml"
+    path.write_text(_SMALL.replace('id = "small"', 'id = "killme"').replace(
+        """
+[[columns]]
+label = "broken"
+method = "broken"
+""", "").replace(", 1.0]", "]"))
+    runs = root / "reproduce" / "killme" / "runs"
+    proc = _cli(str(path), "--preset", "tiny", "--root", str(root))
+    deadline = time.time() + 600
+    while time.time() < deadline and not list(runs.glob("lstm-*/eval-online.json")):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    done = list(runs.glob("lstm-*/eval-online.json"))
+    assert len(done) == 1, "the grid was to be killed after its first training cell"
+    finished = done[0].parent
+    stamps = {p: p.stat().st_mtime_ns for p in finished.rglob("*") if p.is_file()}
+    assert not (root / "reproduce" / "killme" / "table.json").exists()
+    again = _cli(str(path), "--preset", "tiny", "--root", str(root), "--json")
+    out, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err[-3000:]
+    result = json.loads(out)
+    assert result["complete"]
+    assert result["units"][finished.name]["status"] == "skipped"
+    assert [u["status"] for k, u in result["units"].items()
+            if k.startswith("lstm-") and k != finished.name] == ["done"]
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
