@@ -184,6 +184,10 @@ def test_output_does_not_depend_on_batching(name):
         for batch in (1, 3, 4):
             np.testing.assert_array_equal(_run(_make(name, centred=centred), video, batch),
                                           whole)
+        for chunk in (1, 3):  # nor on how a batch is split to be computed
+            ext = _make(name, centred=centred)
+            ext.chunk = chunk
+            np.testing.assert_array_equal(_run(ext, video), whole)
 
 
 @pytest.mark.parametrize("name", list(METHODS))

@@ -1,17 +1,27 @@
 """Benchmark: feature extraction throughput on the synthetic kitchen's videos, in one run.
 
-Rows (frames per second, median of ``--rounds``):
+Every case runs once per round, the rounds interleaved (decode only, each extractor, the worker
+cases, then again), so that a machine shared with other jobs slows them alike; each ratio is
+taken within a round and the median over ``--rounds`` is shown. Rows:
 
 * decode only: every frame read by the extraction host's decoder path (``open_video`` and
   the background reader), no extractor; the baseline of every ratio below;
-* each built-in extractor end to end (decode, extract, write a fresh store), with its ratio
-  to decode only (weight-free extractors should stay >= 0.8: decoding is the bottleneck);
-  ``cnn`` runs a ResNet-18 state dict with random weights written for the run
+* each built-in extractor end to end (decode, extract, write a fresh store) in one process,
+  with its ratio to decode only (weight-free extractors should stay >= 0.8: decoding is the
+  bottleneck); ``cnn`` runs a ResNet-18 state dict with random weights written for the run
   (``--cnn-size`` pixels, on ``--cnn-videos`` videos); extractors that cannot start with
   their default options are listed as skipped with the reason;
-* ``colorgrad`` with 1 and 2 worker processes (target: 2 workers > 1.3x one);
+* ``--workers-extractor`` (colorgrad) with 1 and 2 worker processes on the same cores (an
+  equal core budget: every core of this process's affinity; target 2 workers > 1.3x one), and
+  one worker confined to half of them, so that ``2 workers / 1 worker on half`` says how the
+  work scales with cores. Worker rows also give the start-up (processes spawned, extractor set
+  up, first batch decoded) and the rate after it;
 * decoders: the same decode-only loop run standalone (``actrec/bench/decode_probe.py``) by
   this interpreter and by each ``--python`` given, e.g. a virtual environment with decord2.
+
+Each row also gives the CPU time per frame (all threads and worker processes) and how many
+cores were busy on average: one worker already keeping every core busy is why more workers
+cannot be faster on this machine (``bound``: cores / cores busy with one worker).
 
 Usage: ``python -m actrec.bench extract [--participants 3 --videos 2 --frames 400
 --size 128] [--rounds 3] [--extractors colorgrad,flow] [--python PATH ...] [--json]``.
@@ -20,15 +30,58 @@ Usage: ``python -m actrec.bench extract [--participants 3 --videos 2 --frames 40
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One timed run of a case: frames, wall seconds, CPU seconds of this process and its
+    finished children, and the seconds before the first batch reached an extractor."""
+
+    frames: int
+    seconds: float
+    cpu: float
+    startup: float = 0.0
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds
+
+    @property
+    def busy(self) -> float:
+        """Cores busy on average."""
+        return self.cpu / self.seconds
+
+    @property
+    def steady_fps(self) -> float:
+        """Frames per second after the start-up."""
+        return self.frames / max(1e-9, self.seconds - self.startup)
+
+
+def _cpu_seconds() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # worker processes once joined
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _timed(fn: Callable[[], tuple[int, float]]) -> Sample:
+    """Run ``fn`` (returning frames and its start-up seconds) and time it."""
+    cpu0, t0 = _cpu_seconds(), time.perf_counter()
+    frames, startup = fn()
+    return Sample(frames, time.perf_counter() - t0, _cpu_seconds() - cpu0, startup)
 
 
 def _kitchen(root: Path, args) -> tuple[Any, Any]:
@@ -41,13 +94,12 @@ def _kitchen(root: Path, args) -> tuple[Any, Any]:
     return dataset, dataset.load()
 
 
-def _decode_only(index, batch: int) -> float:
-    """Frames per second of the host's decoding path alone (reader thread included)."""
+def _decode_only(index, batch: int) -> tuple[int, float]:
+    """Frames of the host's decoding path alone (reader thread included)."""
     from actrec.extract_video import prefetch
     from actrec.io.video import open_video
 
     frames = 0
-    t0 = time.perf_counter()
     for record in index.videos.values():
         reader = open_video(record.path, fps=record.fps, folder_fps=record.fps)
 
@@ -57,21 +109,82 @@ def _decode_only(index, batch: int) -> float:
 
         for b in prefetch(batches()):
             frames += b.shape[0]
-    return frames / (time.perf_counter() - t0)
+    return frames, 0.0
 
 
-def _end_to_end(index, extractor, workdir: Path, batch: int, workers: int = 1) -> float:
+def _first_batch_clock():
+    """A silent rich ``Progress`` that notes when the first frames reach an extractor (the
+    host advances its ``frames`` task then), so that start-up can be told from throughput."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    class Clock(Progress):
+        first: float | None = None
+
+        def update(self, task_id, *args, advance=None, **kwargs):
+            if advance and self.first is None:
+                self.first = time.perf_counter()
+            return super().update(task_id, *args, advance=advance, **kwargs)
+
+        def advance(self, task_id, advance=1.0):
+            if advance and self.first is None:
+                self.first = time.perf_counter()
+            return super().advance(task_id, advance)
+
+    return Clock(console=Console(quiet=True), disable=True)
+
+
+def _end_to_end(index, extractor, workdir: Path, batch: int, workers: int = 1
+                ) -> tuple[int, float]:
     from actrec.extract import extract_features
 
     store = workdir / f"bench-{time.monotonic_ns()}.zarr"
+    clock = _first_batch_clock()
     try:
+        start = time.perf_counter()
         report = extract_features(index, extractor, store, dataset_ref="bench", workers=workers,
-                                  batch_size=batch)
+                                  batch_size=batch, progress=clock)
         if report.failed:
             raise RuntimeError(f"extraction failed: {report.failed[0]}")
-        return report.frames / report.seconds
+        # The first batch's frames count as start-up: the clock stops when they arrive.
+        return report.frames, (clock.first or start) - start
     finally:
         shutil.rmtree(store, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _cores(count: int) -> Iterator[None]:
+    """This process (and the workers it starts) confined to ``count`` of its cores."""
+    if not hasattr(os, "sched_getaffinity"):  # pragma: no cover - not Linux
+        yield
+        return
+    mine = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, mine[:count])
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, mine)
+
+
+def _null_extractor():
+    """An extractor that computes nothing (one zero per frame): end to end, it times what the
+    host adds to decoding (opening and checking files, labels, writing the store)."""
+    import numpy as np
+
+    from actrec.plugin_api import FeatureExtractor
+
+    class Nothing(FeatureExtractor):
+        name = "nothing"
+        lookahead = 0
+
+        def dim(self) -> int:
+            return 1
+
+        def extract(self, batches):
+            for batch in batches:
+                yield np.zeros((len(batch), 1), np.float32)
+
+    return Nothing()
 
 
 def _resnet18(folder: Path) -> Path:
@@ -126,7 +239,26 @@ def _probe(python: str, videos: list[str], rounds: int, batch: int) -> dict[str,
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def _row(samples: list[Sample], baseline: list[Sample], note: str = "",
+         startup: bool = False) -> dict[str, Any]:
+    """Medians over rounds; the ratio is taken within each round, then its median."""
+    med = statistics.median
+    row: dict[str, Any] = {
+        "fps": med(s.fps for s in samples),
+        "ratio": med(s.fps / b.fps for s, b in zip(samples, baseline)),
+        "cpu_ms_per_frame": med(1e3 * s.cpu / s.frames for s in samples),
+        "cores_busy": med(s.busy for s in samples),
+        "note": note,
+    }
+    if startup:
+        row["startup_s"] = med(s.startup for s in samples)
+        row["steady_fps"] = med(s.steady_fps for s in samples)
+    return row
+
+
 def main(argv: list[str]) -> int:
+    from actrec.extract_workers import cpu_cores
+
     parser = argparse.ArgumentParser(prog="python -m actrec.bench extract")
     parser.add_argument("--participants", type=int, default=3)
     parser.add_argument("--videos", type=int, default=2, help="videos per participant")
@@ -136,6 +268,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--extractors", default=None,
                         help="comma-separated names (or module:Class); default: the built-ins")
+    parser.add_argument("--workers-extractor", default="colorgrad",
+                        help="the extractor timed with 1 and 2 workers ('' to skip)")
     parser.add_argument("--python", action="append", default=[],
                         help="another interpreter whose decord to compare (repeatable)")
     parser.add_argument("--root", type=Path, default=None, help="keep the videos here")
@@ -145,18 +279,30 @@ def main(argv: list[str]) -> int:
                         help="videos the (slow on CPU) cnn extractor is timed on")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be >= 1")
 
+    cores = cpu_cores()
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
     tmp = Path(tempfile.mkdtemp(prefix="actrec-bench-extract-"))
+    rows: dict[str, dict[str, Any]] = {}
     try:
         _, index = _kitchen(args.root or tmp / "data", args)
         frames = sum(r.num_frames for r in index.videos.values())
-        rows: dict[str, dict[str, Any]] = {}
-        decode = statistics.median(_decode_only(index, args.batch) for _ in range(args.rounds))
-        rows["decode only (baseline)"] = {"fps": decode, "ratio": 1.0}
         names = args.extractors.split(",") if args.extractors else None
-        for name, ext in _extractors(names, tmp, args.cnn_size).items():
+        extractors = _extractors(names, tmp, args.cnn_size)
+        for name, ext in extractors.items():
             if isinstance(ext, str):
                 rows[f"{name}: skipped"] = {"fps": None, "ratio": None, "note": ext}
+
+        # name -> (run, note); run once per round, in this order, every round.
+        cases: dict[str, tuple[Callable[[], tuple[int, float]], str]] = {
+            "decode only (baseline)": (lambda: _decode_only(index, args.batch), ""),
+            "no extractor end to end": (
+                lambda: _end_to_end(index, _null_extractor(), tmp, args.batch),
+                "what the host adds: files checked, labels, store written")}
+        for name, ext in extractors.items():
+            if isinstance(ext, str):
                 continue
             subset, note = index, ""
             if name.startswith("cnn") and args.cnn_videos < len(index.videos):
@@ -165,18 +311,53 @@ def main(argv: list[str]) -> int:
                 kept = dict(list(index.videos.items())[:args.cnn_videos])
                 subset = dataclasses.replace(index, videos=kept)
                 note = f"on {len(kept)} of the videos"
-            fps = statistics.median(_end_to_end(subset, ext, tmp, args.batch)
-                                    for _ in range(args.rounds))
-            rows[f"{name} end to end"] = {"fps": fps, "ratio": fps / decode, "note": note}
-        from actrec_plugins.extractors.colorgrad import ColorGradient
+            cases[f"{name} end to end"] = (
+                lambda subset=subset, ext=ext: _end_to_end(subset, ext, tmp, args.batch), note)
+        worker_rows: list[str] = []
+        if args.workers_extractor:
+            from actrec import registry
 
-        one = statistics.median(_end_to_end(index, ColorGradient(), tmp, args.batch, 1)
-                                for _ in range(args.rounds))
-        two = statistics.median(_end_to_end(index, ColorGradient(), tmp, args.batch, 2)
-                                for _ in range(args.rounds))
-        rows["colorgrad, 1 worker"] = {"fps": one, "ratio": one / decode}
-        rows["colorgrad, 2 workers"] = {"fps": two, "ratio": two / decode,
-                                        "note": f"{two / one:.2f}x one worker"}
+            wname = args.workers_extractor
+            make = lambda: registry.create("extractors", wname, {})
+            make()  # fails here, before any timing, if it cannot start
+            half = max(1, cores // 2)
+            if cores >= 2:
+                def confined():
+                    with _cores(half):
+                        return _end_to_end(index, make(), tmp, args.batch, 1)
+
+                worker_rows.append(f"{wname}, 1 worker on {half} of the {cores} cores")
+                cases[worker_rows[-1]] = (confined, "")
+            worker_rows.append(f"{wname}, 1 worker on {cores} cores")
+            cases[worker_rows[-1]] = (lambda: _end_to_end(index, make(), tmp, args.batch, 1),
+                                      "")
+            worker_rows.append(f"{wname}, 2 workers on {cores} cores")
+            cases[worker_rows[-1]] = (lambda: _end_to_end(index, make(), tmp, args.batch, 2),
+                                      "")
+
+        for run, _ in cases.values():  # warm-up: file cache, codecs, imports, worker spawn
+            run()
+        samples: dict[str, list[Sample]] = {name: [] for name in cases}
+        for _ in range(args.rounds):
+            for name, (run, _) in cases.items():
+                samples[name].append(_timed(run))
+        baseline = samples["decode only (baseline)"]
+        for name, (_, note) in cases.items():
+            rows[name] = _row(samples[name], baseline, note, startup=name in worker_rows)
+        if worker_rows:
+            one, two = worker_rows[-2], worker_rows[-1]
+            gain = statistics.median(b.fps / a.fps for a, b in zip(samples[one], samples[two]))
+            steady = statistics.median(b.steady_fps / a.steady_fps
+                                       for a, b in zip(samples[one], samples[two]))
+            bound = cores / rows[one]["cores_busy"]
+            rows[two]["note"] = (f"{gain:.2f}x one worker ({steady:.2f}x after start-up); "
+                                 f"bound here {bound:.2f}x: one worker keeps "
+                                 f"{rows[one]['cores_busy']:.2f} of {cores} cores busy")
+            if len(worker_rows) == 3:
+                scale = statistics.median(b.fps / a.fps for a, b in
+                                          zip(samples[worker_rows[0]], samples[two]))
+                rows[worker_rows[0]]["note"] = (f"2 workers on {cores} cores: {scale:.2f}x this "
+                                                f"(scaling with cores)")
         videos = [str(r.path) for r in index.videos.values()]
         for python in [sys.executable, *args.python]:
             probe = _probe(python, videos, args.rounds, args.batch)
@@ -184,29 +365,43 @@ def main(argv: list[str]) -> int:
             if "error" in probe:
                 rows[label] = {"fps": None, "ratio": None, "note": probe["error"]}
             else:
-                rows[label] = {"fps": probe["fps_median"], "ratio": probe["fps_median"] / decode}
+                rows[label] = {"fps": probe["fps_median"],
+                               "ratio": probe["fps_median"] / rows["decode only (baseline)"]["fps"],
+                               "note": "not interleaved"}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    from actrec.extract_workers import cpu_cores
-
-    meta = {"videos": len(index.videos), "frames": frames, "size": args.size,
-            "cores": cpu_cores(), "rounds": args.rounds}
+    load_after = os.getloadavg() if hasattr(os, "getloadavg") else None
+    meta = {"videos": len(index.videos), "frames": frames, "size": args.size, "cores": cores,
+            "rounds": args.rounds, "batch": args.batch,
+            "load_average_before": load, "load_average_after": load_after}
     if args.json:
         print(json.dumps({"benchmark": "extract", **meta, "results": rows}, indent=2))
         return 0
     from rich.console import Console
     from rich.table import Table
 
+    def loads(values) -> str:
+        return "?" if values is None else " ".join(f"{v:.1f}" for v in values)
+
     table = Table(title=f"extraction: {meta['videos']} videos, {frames} frames of "
-                  f"{args.size}x{args.size}, {meta['cores']} cores (median of {args.rounds})")
-    for col in ("case", "frames/s", "x decode only", "note"):
+                  f"{args.size}x{args.size}, {cores} cores, median of {args.rounds} "
+                  f"interleaved rounds; load average {loads(load)} -> {loads(load_after)}")
+    for col in ("case", "frames/s", "x decode only", "CPU ms/frame", "cores busy", "start-up s",
+                "note"):
         table.add_column(col, justify="left" if col in ("case", "note") else "right")
+
+    def fmt(value, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
     for name, row in rows.items():
-        table.add_row(name, "-" if row["fps"] is None else f"{row['fps']:,.0f}",
-                      "-" if row["ratio"] is None else f"{row['ratio']:.2f}",
-                      row.get("note", ""))
-    Console().print(table)
+        table.add_row(name, fmt(row["fps"], ",.0f"), fmt(row["ratio"], ".2f"),
+                      fmt(row.get("cpu_ms_per_frame"), ".3f"), fmt(row.get("cores_busy"), ".2f"),
+                      fmt(row.get("startup_s"), ".2f"), row.get("note", ""))
+    console = Console()
+    if not console.is_terminal:  # a log file: wide enough for the notes
+        console = Console(width=160)
+    console.print(table)
     return 0
 
 

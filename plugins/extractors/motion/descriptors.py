@@ -71,6 +71,7 @@ class MotionDescriptor(FeatureExtractor):
     kind: ClassVar[str]  # the fields the motion map is built from: "flow" or "diff"
     signed: ClassVar[bool]  # directions over 360 degrees (True) or 180 (False)
     Config: ClassVar[type[PluginConfig]] = _Options
+    chunk = 16  # frames computed together (speed only: features do not depend on it)
 
     def __init__(self, config: PluginConfig | None = None) -> None:
         super().__init__(config)
@@ -100,7 +101,8 @@ class MotionDescriptor(FeatureExtractor):
         per frame in total (a centred extractor's rows lag ``lookahead`` frames behind)."""
         cfg = self.config
         yield from sliding_windows(batches, kind=self.kind, window=cfg.window, size=cfg.resize,
-                                   centred=cfg.centred, compute=self._describe)
+                                   centred=cfg.centred, compute=self._describe,
+                                   chunk=self.chunk)
 
     # ------------------------------------------------------------------ per method
 
@@ -116,27 +118,46 @@ class MotionDescriptor(FeatureExtractor):
     def _describe(self, fields: np.ndarray) -> np.ndarray:
         cfg = self.config
         dx, dy, weight, mag_bin = self.motion(fields)
-        b, h, w = weight.shape
+        b = weight.shape[0]
         cells, bins, mbins = cfg.grid ** 2, cfg.bins, cfg.mag_bins
-        rows, cols = np.arange(h) * cfg.grid // h, np.arange(w) * cfg.grid // w
-        cell = rows[:, None] * cfg.grid + cols[None, :]  # [h, w] row-major cell index
-        per_cell = np.bincount(cell.ravel(), minlength=cells).astype(np.float64)  # [C]
-        base = np.arange(b)[:, None, None] * cells + cell[None]  # [B, H, W] (frame, cell)
+        per_cell, base = self._layout(*weight.shape)  # [C], [B, H, W] frame * cells + cell
 
         # Directions only where there is weight: in real video most pixels are still.
         moving = np.flatnonzero(weight)
         theta = np.arctan2(dy.ravel()[moving], dx.ravel()[moving])
         span = 2 * np.pi if self.signed else np.pi
-        obin = np.floor(np.mod(theta, span) / (span / bins) + 0.5).astype(np.int64) % bins
+        # np.mod(theta, span) without its slow general path: arctan2 lies in [-pi, pi], so a
+        # negative angle gains one span; an angle that lands on span itself is bin 0 either
+        # way after the final modulo.
+        theta += (theta < 0) * theta.dtype.type(span)
+        obin = np.floor(theta / (span / bins) + 0.5).astype(np.int64) % bins
         orient = np.bincount(base.ravel()[moving] * bins + obin,
                              weights=weight.ravel()[moving].astype(np.float64),
                              minlength=b * cells * bins)
         orient = orient.reshape(b, cells, bins) / per_cell[None, :, None]
 
-        counted = mag_bin >= 0
-        mags = np.bincount((base * mbins + mag_bin)[counted], minlength=b * cells * mbins)
-        mags = mags.reshape(b, cells, mbins) / per_cell[None, :, None]
+        # Magnitude bins shifted by one, so that the pixels in no bin (-1) count in a slot of
+        # their own, dropped: one pass, no mask.
+        key = base * (mbins + 1)
+        key += mag_bin
+        key += 1
+        mags = np.bincount(key.ravel(), minlength=b * cells * (mbins + 1))
+        mags = mags.reshape(b, cells, mbins + 1)[:, :, 1:] / per_cell[None, :, None]
         return np.concatenate([orient, mags], axis=2).reshape(b, -1).astype(np.float32)
+
+    def _layout(self, b: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+        """Pixels per cell (float64 ``[C]``) and ``frame * cells + cell`` of every pixel
+        (int64 ``[B, H, W]``, row-major cells), kept for the last few batch shapes."""
+        cache = self.__dict__.setdefault("_layout_cache", {})
+        if (b, h, w) not in cache:
+            g = self.config.grid
+            rows, cols = np.arange(h) * g // h, np.arange(w) * g // w
+            cell = rows[:, None] * g + cols[None, :]  # [h, w]
+            per_cell = np.bincount(cell.ravel(), minlength=g * g).astype(np.float64)
+            if len(cache) >= 4:
+                cache.pop(next(iter(cache)))
+            cache[(b, h, w)] = (per_cell, np.arange(b)[:, None, None] * (g * g) + cell[None])
+        return cache[(b, h, w)]
 
 
 def _gradient(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -127,10 +127,13 @@ def sliding_windows(
     centred: bool,
     compute: Callable[[np.ndarray], np.ndarray],
     keep_aspect: bool = True,
+    chunk: int | None = None,
 ) -> Iterator[np.ndarray]:
     """``compute(fields)`` per batch, where ``fields`` ``[w - 2 + B, ...]`` holds the fields of
     ``B`` consecutive windows (window ``i`` is ``fields[i : i + w - 1]``) and ``compute`` returns
-    one row per window, ``[B, D]``.
+    one row per window, ``[B, D]``. ``chunk`` splits each batch into parts of at most that
+    many frames, computed one after the other (their rows are yielded together): small parts
+    keep a weight-free computation's temporaries in the CPU caches; the rows do not change.
 
     Consumes RGB frame batches in time order and yields, in total, exactly one row per frame
     (see the module docstring for which window each frame gets). ``kind`` is ``"flow"`` or
@@ -155,10 +158,12 @@ def sliding_windows(
         to_drop -= drop
         return rows[drop:] if rows.shape[0] > drop else None
 
-    for batch in batches:
+    def step(batch: np.ndarray) -> Iterator[np.ndarray]:
+        """The rows of one batch (none yet while a centred window waits for its end)."""
+        nonlocal last, kept
         grey = grey_frames(batch, size, keep_aspect)
         if grey.shape[0] == 0:
-            continue
+            return
         first = last is None
         if first:
             last = grey[0]  # the frame before the first is a copy of it: a zero field
@@ -171,6 +176,13 @@ def sliding_windows(
         rows = emit(new)
         if rows is not None:
             yield rows
+
+    for whole in batches:
+        parts = [whole] if chunk is None or len(whole) <= chunk else \
+            [whole[i:i + chunk] for i in range(0, len(whole), chunk)]
+        out = [rows for part in parts for rows in step(part)]
+        if out:
+            yield out[0] if len(out) == 1 else np.concatenate(out)
     if last is not None and lookahead:
         # The frames after the last are copies of it: zero fields, exactly.
         tail = np.zeros((lookahead, *kept.shape[1:]), dtype=np.float32)
