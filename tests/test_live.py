@@ -1,0 +1,339 @@
+"""Live recognition (``actrec live``, ``actrec.Recognizer``) on real synthetic-kitchen mp4s:
+its per-frame predictions equal ``actrec eval --online``'s, its events are the predicted
+segments, streams stepped together equal streams run alone, and a failing stream leaves the
+others running."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow  # trains two tiny runs once per module (seconds)
+
+KITCHEN = {"participants": "3", "videos_per_participant": "1", "frames_mean": "40",
+           "size": "32"}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Stores of kitchens a and b, a joint DDLSTM and a single LSTM, both evaluated online."""
+    from actrec.evaluate import evaluate_run
+    from actrec.pipeline import extract_dataset, train_from_refs
+
+    root = tmp_path_factory.mktemp("live")
+    stores = []
+    for k in "ab":
+        out = root / f"{k}.zarr"
+        extract_dataset(f"synthetic:kitchen={k}", dataset_options={**KITCHEN,
+                                                                   "root": str(root / "data")},
+                        out=out)
+        stores.append(str(out))
+    runs = {
+        "ddlstm": train_from_refs("ddlstm", d1=stores[0], d2=stores[1],
+                                  model_options={"hidden": "16", "layers": "2"},
+                                  run_dir=root / "ddlstm", history=16, iterations=60,
+                                  mix=(4, 4), optimizer="adam", lr=0.01).run_dir,
+        "lstm": train_from_refs("lstm", d1=stores[0], model_options={"hidden": "16"},
+                                run_dir=root / "lstm", history=16, iterations=60, mix=(8, 0),
+                                optimizer="adam", lr=0.01).run_dir,
+    }
+    for run in runs.values():
+        evaluate_run(run, online=True)
+    return root, stores, runs
+
+
+def _eval_predictions(run: Path) -> dict[str, np.ndarray]:
+    """Video file -> eval --online predictions of D1's test videos."""
+    from actrec.io.features import FeatureStore
+    from actrec.predictions import load_predictions
+
+    results = json.loads((run / "eval-online.json").read_text())
+    first = next(iter(load_predictions(run / "eval-online.json",
+                                       results["protocol"]["predictions"]).values()))
+    store = FeatureStore.open(results["protocol"]["stores"][0])
+    return {store.video_attrs(v)["source"]["path"]: first.video(v)[0] for v in first.ids}
+
+
+def _videos(store: str) -> list[str]:
+    from actrec.io.features import FeatureStore
+
+    s = FeatureStore.open(store)
+    return [s.video_attrs(v)["source"]["path"] for v in s.videos()]
+
+
+def _live(args: list[str], capsys) -> tuple[int, list[dict], str]:
+    """Run ``actrec live`` in this process: exit code, JSON records on stdout, stderr."""
+    from actrec.cli import main
+
+    try:
+        main(["live", *args])
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, [json.loads(line) for line in out.splitlines() if line.strip()], err
+
+
+def _frames_of(records: list[dict], stream: int) -> list[dict]:
+    return [r for r in records if r.get("stream") == stream and "label" in r
+            and "event" not in r]
+
+
+def _alone(run: Path, video: str) -> list[int]:
+    """Predictions of ``video`` through a one-stream Recognizer, frame by frame."""
+    from actrec import Recognizer
+    from actrec.live_sources import open_source
+
+    rec = Recognizer.from_run(run)
+    return [rec.push(frame).index for _, frame in open_source(video, rec.fps).frames()]
+
+
+def _alone_scores(run: Path, video: str) -> np.ndarray:
+    """Class probabilities [T, K] of ``video`` through a one-stream Recognizer."""
+    from actrec import Recognizer
+    from actrec.live_sources import open_source
+
+    rec = Recognizer.from_run(run, top_k=99)
+    return np.stack([_probs(rec.push(frame), rec.classes)
+                     for _, frame in open_source(video, rec.fps).frames()])
+
+
+def _probs(prediction, classes) -> np.ndarray:
+    top = dict(prediction.top)
+    return np.array([top[c] for c in classes])
+
+
+def _segments(pred: np.ndarray, fps: float) -> list[tuple[int, float, float]]:
+    """(class, start s, end s) of each run of equal predictions."""
+    out, start = [], 0
+    for t in range(1, len(pred) + 1):
+        if t == len(pred) or pred[t] != pred[start]:
+            out.append((int(pred[start]), start / fps, t / fps))
+            start = t
+    return out
+
+
+@pytest.mark.parametrize("model", ["ddlstm", "lstm"])
+def test_live_equals_eval_online_and_events_are_the_predicted_segments(setup, model, capsys):
+    root, stores, runs = setup
+    expected = _eval_predictions(runs[model])
+    assert sum(len(np.unique(p)) for p in expected.values()) > len(expected), \
+        "the tiny run predicts one class per video: the comparison would prove little"
+    videos = list(expected)
+    code, records, err = _live([str(runs[model]), *videos], capsys)
+    assert code == 0, err
+    from actrec import Recognizer
+
+    classes = Recognizer.from_run(runs[model]).classes
+    for s, video in enumerate(videos):
+        frames = _frames_of(records, s)
+        assert [r["frame"] for r in frames] == list(range(len(expected[video])))
+        assert np.array_equal([r["index"] for r in frames], expected[video])
+        assert [r["label"] for r in frames] == [classes[i] for i in expected[video]]
+        for r in frames:
+            assert r["stream"] == s and r["source"] == video and r["latency_ms"] >= 0
+            assert r["time"] == pytest.approx(r["frame"] / 15.0, abs=1e-6)
+            assert len(r["top"]) == 3 and r["top"][0] == {"label": r["label"],
+                                                          "score": r["score"]}
+        starts = [(r["label"], r["start"]) for r in records
+                  if r.get("event") == "start" and r["stream"] == s]
+        ends = [(r["label"], r["start"], r["end"]) for r in records
+                if r.get("event") == "end" and r["stream"] == s]
+        segments = _segments(expected[video], 15.0)
+        assert starts == [(classes[c], pytest.approx(a, abs=1e-6)) for c, a, _ in segments]
+        assert ends == [(classes[c], pytest.approx(a, abs=1e-6), pytest.approx(b, abs=1e-6))
+                        for c, a, b in segments]
+        status = [r for r in records if r.get("status") and r["stream"] == s]
+        assert status == [{**status[0], "status": "ended", "frames": len(expected[video]),
+                           "dropped": 0}]
+
+
+def test_features_equal_the_stored_ones(setup):
+    """The rebuilt extractor, the store's float16 rounding and the run's standardisation give
+    the evaluation's model inputs bit for bit."""
+    import torch
+
+    from actrec import Recognizer
+    from actrec.data.scaling import FeatureScaler
+    from actrec.io.features import FeatureStore
+    from actrec.live_sources import open_source
+
+    root, stores, runs = setup
+    rec = Recognizer.from_run(runs["ddlstm"])
+    scaler = FeatureScaler.from_state(torch.load(runs["ddlstm"] / "checkpoint.pt",
+                                                 weights_only=True)["input_scalers"][0])
+    store = FeatureStore.open(stores[0])
+    for vid in store.videos():
+        rec.reset()
+        stored, _ = store.read(vid)
+        source = open_source(store.video_attrs(vid)["source"]["path"], rec.fps)
+        live = np.stack([rec.features(f) for _, f in source.frames()])
+        width = live.shape[1]  # the joint run's input: D1's block of the two stores' columns
+        assert np.array_equal(live[:, : stored.shape[1]], scaler(stored))
+        assert not live[:, stored.shape[1]:].any() and width >= stored.shape[1]
+
+
+def test_many_streams_equal_each_stream_alone(setup):
+    """Three videos of different lengths stepped in one batch, one joining 5 frames late (its
+    DDLSTM step counter differs: it is stepped in its own batch), one reset midway."""
+    from actrec import Recognizer
+    from actrec.live_sources import open_source
+
+    root, stores, runs = setup
+    run = runs["ddlstm"]
+    videos = _videos(stores[0])
+    alone = [_alone_scores(run, v) for v in videos]
+    rec = Recognizer.from_run(run, streams=3, top_k=99)
+    frames = [[f for _, f in open_source(v, rec.fps).frames()] for v in videos]
+    assert len({len(f) for f in frames}) > 1  # streams end at different ticks
+    got: list[list[np.ndarray]] = [[], [], []]
+    offsets = [0, 5, 0]
+    for tick in range(max(len(f) + o for f, o in zip(frames, offsets))):
+        batch = [f[tick - o] if 0 <= tick - o < len(f) else None
+                 for f, o in zip(frames, offsets)]
+        for s, p in enumerate(rec.push_many(batch)):
+            if p is not None:
+                assert p.frame == len(got[s])
+                got[s].append(_probs(p, rec.classes))
+    for s in range(3):  # the same numbers, up to float rounding of another batch size
+        np.testing.assert_allclose(np.stack(got[s]), alone[s], rtol=0, atol=1e-5)
+    rec.reset(1)
+    again = np.stack([_probs(rec.push(f, stream=1), rec.classes) for f in frames[1]])
+    np.testing.assert_allclose(again, alone[1], rtol=0, atol=1e-5)
+
+
+def test_failing_streams_leave_the_others_running(setup, capsys, tmp_path):
+    root, stores, runs = setup
+    good = _videos(stores[0])[0]
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    missing = tmp_path / "missing.mp4"
+    out = tmp_path / "live.jsonl"
+    code, _, err = _live([str(runs["lstm"]), str(broken), good, str(missing), "--out",
+                          str(out)], capsys)
+    assert code == 1
+    assert "Traceback" not in err
+    assert f"Error: stream 0: source '{broken}'" in err
+    assert f"Error: stream 2: source '{missing}': no such file or folder" in err
+    records = [json.loads(line) for line in out.read_text().splitlines()]  # every line valid
+    assert [r["index"] for r in _frames_of(records, 1)] == _alone(runs["lstm"], good)
+    status = {r["stream"]: r["status"] for r in records if "status" in r}
+    assert status == {0: "failed", 1: "ended", 2: "failed"}
+    # --out never overwrites
+    code, _, err = _live([str(runs["lstm"]), good, "--out", str(out)], capsys)
+    assert code == 1 and "exists" in err and "Traceback" not in err
+
+
+def test_a_stream_url_and_a_frame_folder_give_the_files_predictions(setup, tmp_path, capsys):
+    """A real HTTP server serving the mp4 (read by OpenCV's FFmpeg) and a folder of the
+    decoded frames as PNG files."""
+    import functools
+    import http.server
+    import threading
+
+    import cv2
+
+    from actrec.live_sources import open_source
+
+    root, stores, runs = setup
+    video = Path(_videos(stores[0])[1])
+    expected = _alone(runs["lstm"], str(video))
+    shutil.copy(video, tmp_path / "clip.mp4")
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, frame in open_source(str(video), 15.0).frames():
+        cv2.imwrite(str(folder / f"{i + 1:05d}.png"), frame[:, :, ::-1])
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/clip.mp4"
+        code, records, err = _live([str(runs["lstm"]), url, str(folder)], capsys)
+    finally:
+        server.shutdown()
+    assert code == 0, err
+    assert [r["index"] for r in _frames_of(records, 0)] == expected
+    assert [r["index"] for r in _frames_of(records, 1)] == expected
+
+
+def test_write_video_overlays_every_frame(setup, tmp_path, capsys):
+    import cv2
+
+    root, stores, runs = setup
+    video = _videos(stores[0])[0]
+    out = tmp_path / "overlay.mp4"
+    code, records, err = _live([str(runs["lstm"]), video, "--write-video", str(out),
+                                "--no-frames"], capsys)
+    assert code == 0, err
+    assert all("event" in r or "status" in r for r in records)  # --no-frames
+    capture = cv2.VideoCapture(str(out))
+    frames = []
+    while True:
+        ok, image = capture.read()
+        if not ok:
+            break
+        frames.append(image)
+    original = [f for _, f in __import__("actrec.live_sources", fromlist=["x"]).open_source(
+        video, 15.0).frames()]
+    assert len(frames) == len(original) and frames[0].shape == original[0].shape
+    # the text changed pixels of the top-left corner, not the bottom
+    diff = np.abs(frames[0].astype(int) - original[0][:, :, ::-1].astype(int))
+    assert diff[:12].mean() > 3 * diff[-8:].mean()
+
+
+def test_runs_that_cannot_recognise_live_are_refused_by_name(setup, tmp_path, capsys):
+    import torch
+
+    root, stores, runs = setup
+    video = _videos(stores[0])[0]
+
+    def variant(name, change):
+        run = tmp_path / name
+        shutil.copytree(runs["lstm"], run)
+        ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+        change(ckpt)
+        torch.save(ckpt, run / "checkpoint.pt")
+        code, _, err = _live([str(run), video], capsys)
+        assert code == 1 and "Traceback" not in err
+        return err
+
+    err = variant("nostore", lambda c: c.update(stores=[str(tmp_path / "gone.zarr")]))
+    assert f"feature store {tmp_path / 'gone.zarr'} is missing" in err and "nostore" in err
+    store = tmp_path / "other.zarr"
+    shutil.copytree(stores[0], store)
+    meta = json.loads((store / "zarr.json").read_text())
+    meta["attributes"]["extractor"] = "no-such-extractor"
+    (store / "zarr.json").write_text(json.dumps(meta))
+    err = variant("noplugin", lambda c: c.update(stores=[str(store)]))
+    assert "no-such-extractor" in err and "cannot be rebuilt" in err
+    err = variant("delayed", lambda c: c["spec"].update(delay=3))
+    assert "answer 3 frame(s) late" in err
+    meta["attributes"].update(extractor="colorgrad", lookahead=2, causal=False)
+    (store / "zarr.json").write_text(json.dumps(meta))
+    err = variant("lookahead", lambda c: c.update(stores=[str(store)]))
+    assert "non-causal features" in err and "2 frame(s)" in err
+
+
+def test_a_bad_frame_fails_its_stream_only(setup):
+    """push_many with ``errors``: a frame that is no uint8 RGB image is that stream's error
+    (naming the stream and frame); the other stream is answered as if alone."""
+    from actrec import Recognizer
+    from actrec.errors import ActrecError, DataError
+    from actrec.live_sources import open_source
+
+    root, stores, runs = setup
+    video = _videos(stores[0])[0]
+    frames = [f for _, f in open_source(video, 15.0).frames()]
+    rec = Recognizer.from_run(runs["lstm"], streams=2)
+    errors: dict[int, ActrecError] = {}
+    first = rec.push_many([frames[0], frames[0].astype(np.float32)], errors=errors)
+    assert first[1] is None and isinstance(errors[1], DataError)
+    assert "stream 1, frame 0: expected a uint8 RGB image [H, W, 3], got float32" in str(errors[1])
+    rest = [rec.push_many([f, None])[0].index for f in frames[1:]]
+    assert [first[0].index, *rest] == _alone(runs["lstm"], video)
+    with pytest.raises(DataError, match="stream 0, frame 40"):
+        rec.push(frames[0][..., :2])
