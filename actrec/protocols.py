@@ -257,7 +257,7 @@ class Monitor:
         first = phase_bounds(self.spec)[self.phase][0]
         lr = self.schedule.lr_at(iteration - first)
         for group in optimizer.param_groups:  # a group with its own lr keeps its ratio
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
 
     def after_step(self, loop: Any, done: int, stop: int, metrics: Any, loss: float) -> bool:
         """Validate when due (logged; the best checkpoint of the last phase saved as best.pt;

@@ -358,15 +358,25 @@ def _remove_if_empty(run_dir: Path) -> None:
         pass
 
 
-def optimizer_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+def optimizer_groups(model: torch.nn.Module, weight_decay: float,
+                     lr: float | None = None) -> list[dict[str, Any]]:
     """Parameter groups: weight matrices (2+ dimensions) decayed by ``weight_decay``; biases,
-    normalisation gains/shifts and DDBN alphas (1-D or scalar) never decayed."""
+    normalisation gains/shifts and DDBN alphas (1-D or scalar) never decayed; then one undecayed
+    group per ``model.optimizer_overrides()`` entry with its settings (e.g. the DDLSTM's
+    ``alpha_lr``) and ``lr_scale``, its lr over the run's ``lr``, which lr schedules keep."""
+    overrides = getattr(model, "optimizer_overrides", lambda: [])()
+    own = {id(p) for params, _ in overrides for p in params}
     decay, keep = [], []
     for p in model.parameters():
-        if p.requires_grad:
+        if p.requires_grad and id(p) not in own:
             (decay if p.dim() >= 2 else keep).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay},
               {"params": keep, "weight_decay": 0.0}]
+    for params, settings in overrides:
+        group = {"params": list(params), "weight_decay": 0.0, **settings}
+        if "lr" in group and lr:
+            group["lr_scale"] = group["lr"] / lr
+        groups.append(group)
     return [g for g in groups if g["params"]]
 
 
@@ -375,7 +385,7 @@ def make_optimizer(spec: TrainSpec, model: torch.nn.Module) -> torch.optim.Optim
     Loshchilov & Hutter) over ``optimizer_groups``."""
     import torch
 
-    groups = optimizer_groups(model, spec.weight_decay)
+    groups = optimizer_groups(model, spec.weight_decay, spec.lr)
     if spec.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=spec.lr, momentum=spec.momentum)
     if spec.optimizer == "adamw":

@@ -52,6 +52,12 @@ class SequenceModel(nn.Module):
     def after_optimizer_step(self) -> None:
         """Hook run after every optimiser step (DDBN projects its alphas here)."""
 
+    def optimizer_overrides(self) -> list[tuple[list[nn.Parameter], dict[str, Any]]]:
+        """Parameters that train with their own optimiser settings, e.g. ``[(alphas, {"lr":
+        1e-4})]`` (``actrec.train.optimizer_groups`` gives each its own group, never decayed);
+        none by default."""
+        return []
+
 
 def split_point(domain: Tensor) -> int:
     """n1, the number of D1 rows of a training batch whose rows are sorted by domain.

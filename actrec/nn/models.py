@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from actrec.nn.alpha import alpha_overrides, freeze_alphas
 from actrec.nn.base import SequenceModel, check_mask, zero_padding
 from actrec.ops.domains import check_domain_flags
 from actrec.nn.embed import InputEmbedding
@@ -83,6 +84,7 @@ class NormLSTMClassifier(_Projected):
         input_dropout: float = 0.0,
         embed: int = 0,
         embed_dropout: float = 0.0,
+        alpha_lr: float | None = None,
     ):
         super().__init__()
         d = self._init_projection(input_dim, hidden, input_projection, embed=embed,
@@ -92,6 +94,10 @@ class NormLSTMClassifier(_Projected):
             alpha_init=alpha_init, dropout=dropout,
         )
         self.head = nn.Linear(hidden, num_classes)
+        # None: alphas train with the weights; 0: frozen; else their own lr (actrec.nn.alpha).
+        self.alpha_lr = alpha_lr
+        if dual and alpha_lr == 0:
+            freeze_alphas(self.rnn)
 
     def forward(self, x: Tensor, domain: Tensor, mask: Tensor | None = None) -> Tensor:
         mask = check_mask(mask, x)
@@ -111,6 +117,9 @@ class NormLSTMClassifier(_Projected):
 
     def after_optimizer_step(self) -> None:
         self.rnn.project_alphas()
+
+    def optimizer_overrides(self) -> list[tuple[list[nn.Parameter], dict[str, Any]]]:
+        return alpha_overrides(self.rnn, self.alpha_lr)
 
 
 class TorchRNNClassifier(_Projected):

@@ -13,6 +13,7 @@ ReLU + dropout embedding in front (``actrec.nn.embed``; LayerNorm needs no batch
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -50,12 +51,21 @@ class BNLSTMConfig(PluginConfig):
 @dataclass(frozen=True)
 class DDLSTMConfig(BNLSTMConfig):
     alpha_init: float = 0.75
+    # None: the alphas train with the weights (the paper); 0: frozen at alpha_init; else their
+    # own optimiser group with this learning rate (actrec.nn.alpha, docs/alpha-dynamics.md).
+    alpha_lr: float | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0.0 <= self.alpha_init <= 1.0:
             raise ConfigError(
                 f"model option 'alpha_init' must lie in [0, 1], got {self.alpha_init}"
+            )
+        if self.alpha_lr is not None and not (math.isfinite(self.alpha_lr)
+                                              and self.alpha_lr >= 0):
+            raise ConfigError(
+                f"model option 'alpha_lr' must be a learning rate >= 0 (0 freezes the alphas at "
+                f"alpha_init; leave it unset to train them with the weights), got {self.alpha_lr}"
             )
 
 
@@ -82,6 +92,7 @@ class BNLSTMModel(TemporalModel):
             momentum=c.momentum, eps=c.eps, alpha_init=getattr(c, "alpha_init", 0.75),
             input_projection=c.input_projection, dropout=c.dropout,
             input_dropout=c.input_dropout, embed=c.embed, embed_dropout=c.embed_dropout,
+            alpha_lr=getattr(c, "alpha_lr", None),
         )
 
 
