@@ -11,17 +11,24 @@ taken within a round and the median over ``--rounds`` is shown. Rows:
   bottleneck); ``cnn`` runs a ResNet-18 state dict with random weights written for the run
   (``--cnn-size`` pixels, on ``--cnn-videos`` videos); extractors that cannot start with
   their default options are listed as skipped with the reason;
-* ``--workers-extractor`` (colorgrad) with 1 and 2 worker processes on the same cores (an
-  equal core budget: every core of this process's affinity; target 2 workers > 1.3x one), and
-  one worker confined to half of them, so that ``2 workers / 1 worker on half`` says how the
-  work scales with cores. Worker rows also give the start-up (processes spawned, extractor set
-  up, first batch decoded) and the rate after it;
+* each of ``--workers-extractor`` (colorgrad: decode-bound, flow: compute-bound) with 1 and
+  2 worker processes on the same cores (an equal core budget: every core of this process's
+  affinity; target 2 workers > 1.3x one), and one worker confined to half of them, so that
+  ``2 workers / 1 worker on half`` says how the work scales with cores; on every video
+  ``--worker-repeat`` times, so that starting processes (about a second each) does not decide
+  the result. Worker rows also give the start-up (processes spawned, extractor set up, first
+  batch decoded);
 * decoders: the same decode-only loop run standalone (``actrec/bench/decode_probe.py``) by
   this interpreter and by each ``--python`` given, e.g. a virtual environment with decord2.
 
 Each row also gives the CPU time per frame (all threads and worker processes) and how many
 cores were busy on average: one worker already keeping every core busy is why more workers
-cannot be faster on this machine (``bound``: cores / cores busy with one worker).
+cannot be faster on this machine (``bound``: cores / cores busy with one worker). Wall-clock
+rates on a machine shared with other jobs say little, CPU times much more: ``extractor alone``
+is the extractor's CPU time per frame on frames decoded beforehand, and ``idle estimate`` is
+what the CPU times predict on idle cores (``_estimates``): an extractor's ratio to decode only
+when decoding (the reader thread) runs beside the host and the extractor, and for the
+2-worker rows the gain over one worker.
 
 Usage: ``python -m actrec.bench extract [--participants 3 --videos 2 --frames 400
 --size 128] [--rounds 3] [--extractors colorgrad,flow] [--python PATH ...] [--json]``.
@@ -110,6 +117,46 @@ def _decode_only(index, batch: int) -> tuple[int, float]:
         for b in prefetch(batches()):
             frames += b.shape[0]
     return frames, 0.0
+
+
+def _compute_only(index, extractor, batch: int) -> float:
+    """CPU seconds per frame of ``extractor`` alone, on frames decoded beforehand (one video
+    at a time, untimed): what it adds to decoding, whatever else runs on the machine."""
+    from actrec.io.video import open_video
+
+    cpu = 0.0
+    frames = 0
+    for record in index.videos.values():
+        reader = open_video(record.path, fps=record.fps, folder_fps=record.fps)
+        decoded = list(reader.iter_batches(batch))
+        start = time.process_time()
+        for out in extractor.extract(iter(decoded)):
+            frames += len(out)
+        cpu += time.process_time() - start
+    return cpu / frames
+
+
+def _estimates(decode: float, host: float, compute: float, cores: int) -> tuple[float, float]:
+    """From CPU seconds per frame of decoding, of the host's own work and of the extractor:
+    the ratio to decode only that one worker reaches on idle cores (decoding runs on the
+    reader thread beside the host and the extractor, so the slower side sets the pace), and
+    what 2 workers gain over one (all the work shared by ``min(cores, 4)`` threads' worth of
+    cores; 1.0 on one core)."""
+    side = host + compute  # the host's thread: labels, extractor, store
+    one = 1.0 / max(decode, side) if cores >= 2 else 1.0 / (decode + side)
+    two = min(cores, 4) / (decode + side) if cores >= 2 else one
+    return one * decode, min(two, 2 * one) / one
+
+
+def _repeated(index, times: int):
+    """``index`` with every video listed ``times`` times (ids ``ID~k``, the same file)."""
+    import dataclasses
+
+    if times == 1:
+        return index
+    videos = {f"{vid}~{k}": dataclasses.replace(rec, id=f"{vid}~{k}")
+              for k in range(times) for vid, rec in index.videos.items()}
+    return dataclasses.replace(index, videos=videos)
 
 
 def _first_batch_clock():
@@ -268,8 +315,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--extractors", default=None,
                         help="comma-separated names (or module:Class); default: the built-ins")
-    parser.add_argument("--workers-extractor", default="colorgrad",
-                        help="the extractor timed with 1 and 2 workers ('' to skip)")
+    parser.add_argument("--workers-extractor", default="colorgrad,flow",
+                        help="comma-separated extractors timed with 1 and 2 workers ('' to "
+                             "skip): a decode-bound and a compute-bound one by default")
+    parser.add_argument("--worker-repeat", type=int, default=4,
+                        help="the worker cases extract every video this many times (under "
+                             "other ids), so that starting the processes does not dominate")
     parser.add_argument("--python", action="append", default=[],
                         help="another interpreter whose decord to compare (repeatable)")
     parser.add_argument("--root", type=Path, default=None, help="keep the videos here")
@@ -279,8 +330,8 @@ def main(argv: list[str]) -> int:
                         help="videos the (slow on CPU) cnn extractor is timed on")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    if args.rounds < 1:
-        parser.error("--rounds must be >= 1")
+    if args.rounds < 1 or args.worker_repeat < 1:
+        parser.error("--rounds and --worker-repeat must be >= 1")
 
     cores = cpu_cores()
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
@@ -313,27 +364,33 @@ def main(argv: list[str]) -> int:
                 note = f"on {len(kept)} of the videos"
             cases[f"{name} end to end"] = (
                 lambda subset=subset, ext=ext: _end_to_end(subset, ext, tmp, args.batch), note)
-        worker_rows: list[str] = []
-        if args.workers_extractor:
-            from actrec import registry
+        # name -> (half, one, two): the rows of each extractor timed with workers
+        groups: dict[str, list[str]] = {}
+        repeated = _repeated(index, args.worker_repeat)
+        wframes = frames * args.worker_repeat
+        from actrec import registry
 
-            wname = args.workers_extractor
-            make = lambda: registry.create("extractors", wname, {})
+        for wname in filter(None, args.workers_extractor.split(",")):
+            def make(wname=wname):
+                return registry.create("extractors", wname, {})
+
             make()  # fails here, before any timing, if it cannot start
             half = max(1, cores // 2)
+            names = groups[wname] = []
             if cores >= 2:
-                def confined():
+                def confined(make=make, half=half):
                     with _cores(half):
-                        return _end_to_end(index, make(), tmp, args.batch, 1)
+                        return _end_to_end(repeated, make(), tmp, args.batch, 1)
 
-                worker_rows.append(f"{wname}, 1 worker on {half} of the {cores} cores")
-                cases[worker_rows[-1]] = (confined, "")
-            worker_rows.append(f"{wname}, 1 worker on {cores} cores")
-            cases[worker_rows[-1]] = (lambda: _end_to_end(index, make(), tmp, args.batch, 1),
-                                      "")
-            worker_rows.append(f"{wname}, 2 workers on {cores} cores")
-            cases[worker_rows[-1]] = (lambda: _end_to_end(index, make(), tmp, args.batch, 2),
-                                      "")
+                names.append(f"{wname}, 1 worker on {half} of the {cores} cores")
+                cases[names[-1]] = (confined, f"{wframes} frames")
+            for workers in (1, 2):
+                names.append(f"{wname}, {workers} worker{'s' * (workers > 1)} on {cores} cores")
+                cases[names[-1]] = (
+                    lambda make=make, workers=workers: _end_to_end(repeated, make(), tmp,
+                                                                   args.batch, workers),
+                    f"{wframes} frames")
+        worker_rows = [n for names in groups.values() for n in names]
 
         for run, _ in cases.values():  # warm-up: file cache, codecs, imports, worker spawn
             run()
@@ -344,8 +401,26 @@ def main(argv: list[str]) -> int:
         baseline = samples["decode only (baseline)"]
         for name, (_, note) in cases.items():
             rows[name] = _row(samples[name], baseline, note, startup=name in worker_rows)
-        if worker_rows:
-            one, two = worker_rows[-2], worker_rows[-1]
+        # CPU-based estimates for idle cores (what a loaded machine's wall clock cannot show).
+        decode_cpu = rows["decode only (baseline)"]["cpu_ms_per_frame"] / 1e3
+        host_cpu = max(0.0, rows["no extractor end to end"]["cpu_ms_per_frame"] / 1e3
+                       - decode_cpu)
+        compute: dict[str, float] = {}
+        for name, ext in extractors.items():
+            if isinstance(ext, str) or name.startswith("cnn"):
+                continue
+            compute[name] = _compute_only(index, ext, args.batch)
+            ratio, _ = _estimates(decode_cpu, host_cpu, compute[name], cores)
+            rows[f"{name} end to end"].update(compute_cpu_ms_per_frame=1e3 * compute[name],
+                                              idle_estimate=ratio)
+        for wname, names in groups.items():
+            if wname not in compute:
+                compute[wname] = _compute_only(index, registry.create("extractors", wname, {}),
+                                               args.batch)
+            _, gain = _estimates(decode_cpu, host_cpu, compute[wname], cores)
+            rows[names[-1]]["idle_estimate"] = gain
+        for names in groups.values():
+            one, two = names[-2], names[-1]
             gain = statistics.median(b.fps / a.fps for a, b in zip(samples[one], samples[two]))
             steady = statistics.median(b.steady_fps / a.steady_fps
                                        for a, b in zip(samples[one], samples[two]))
@@ -353,11 +428,11 @@ def main(argv: list[str]) -> int:
             rows[two]["note"] = (f"{gain:.2f}x one worker ({steady:.2f}x after start-up); "
                                  f"bound here {bound:.2f}x: one worker keeps "
                                  f"{rows[one]['cores_busy']:.2f} of {cores} cores busy")
-            if len(worker_rows) == 3:
+            if len(names) == 3:
                 scale = statistics.median(b.fps / a.fps for a, b in
-                                          zip(samples[worker_rows[0]], samples[two]))
-                rows[worker_rows[0]]["note"] = (f"2 workers on {cores} cores: {scale:.2f}x this "
-                                                f"(scaling with cores)")
+                                          zip(samples[names[0]], samples[two]))
+                rows[names[0]]["note"] = (f"2 workers on {cores} cores: {scale:.2f}x this "
+                                          f"(scaling with cores)")
         videos = [str(r.path) for r in index.videos.values()]
         for python in [sys.executable, *args.python]:
             probe = _probe(python, videos, args.rounds, args.batch)
@@ -388,7 +463,7 @@ def main(argv: list[str]) -> int:
                   f"{args.size}x{args.size}, {cores} cores, median of {args.rounds} "
                   f"interleaved rounds; load average {loads(load)} -> {loads(load_after)}")
     for col in ("case", "frames/s", "x decode only", "CPU ms/frame", "cores busy", "start-up s",
-                "note"):
+                "extractor alone CPU ms/frame", "idle estimate", "note"):
         table.add_column(col, justify="left" if col in ("case", "note") else "right")
 
     def fmt(value, spec: str) -> str:
@@ -397,7 +472,9 @@ def main(argv: list[str]) -> int:
     for name, row in rows.items():
         table.add_row(name, fmt(row["fps"], ",.0f"), fmt(row["ratio"], ".2f"),
                       fmt(row.get("cpu_ms_per_frame"), ".3f"), fmt(row.get("cores_busy"), ".2f"),
-                      fmt(row.get("startup_s"), ".2f"), row.get("note", ""))
+                      fmt(row.get("startup_s"), ".2f"),
+                      fmt(row.get("compute_cpu_ms_per_frame"), ".3f"),
+                      fmt(row.get("idle_estimate"), ".2f"), row.get("note", ""))
     console = Console()
     if not console.is_terminal:  # a log file: wide enough for the notes
         console = Console(width=160)
