@@ -20,7 +20,7 @@ KITCHEN = {"participants": "3", "videos_per_participant": "1", "frames_mean": "4
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    """Stores of kitchens a and b, a joint DDLSTM and a single LSTM, both evaluated online."""
+    """(stores of kitchens a and b, {"ddlstm": joint run, "lstm": run on a}), evaluated online."""
     from actrec.evaluate import evaluate_run
     from actrec.pipeline import extract_dataset, train_from_refs
 
@@ -43,7 +43,7 @@ def setup(tmp_path_factory):
     }
     for run in runs.values():
         evaluate_run(run, online=True)
-    return root, stores, runs
+    return stores, runs
 
 
 def _eval_predictions(run: Path) -> dict[str, np.ndarray]:
@@ -119,7 +119,7 @@ def _segments(pred: np.ndarray, fps: float) -> list[tuple[int, float, float]]:
 
 @pytest.mark.parametrize("model", ["ddlstm", "lstm"])
 def test_live_equals_eval_online_and_events_are_the_predicted_segments(setup, model, capsys):
-    root, stores, runs = setup
+    _, runs = setup
     expected = _eval_predictions(runs[model])
     assert sum(len(np.unique(p)) for p in expected.values()) > len(expected), \
         "the tiny run predicts one class per video: the comparison would prove little"
@@ -162,7 +162,7 @@ def test_features_equal_the_stored_ones(setup):
     from actrec.io.features import FeatureStore
     from actrec.live_sources import open_source
 
-    root, stores, runs = setup
+    stores, runs = setup
     rec = Recognizer.from_run(runs["ddlstm"])
     scaler = FeatureScaler.from_state(torch.load(runs["ddlstm"] / "checkpoint.pt",
                                                  weights_only=True)["input_scalers"][0])
@@ -183,7 +183,7 @@ def test_many_streams_equal_each_stream_alone(setup):
     from actrec import Recognizer
     from actrec.live_sources import open_source
 
-    root, stores, runs = setup
+    stores, runs = setup
     run = runs["ddlstm"]
     videos = _videos(stores[0])
     alone = [_alone_scores(run, v) for v in videos]
@@ -207,7 +207,7 @@ def test_many_streams_equal_each_stream_alone(setup):
 
 
 def test_failing_streams_leave_the_others_running(setup, capsys, tmp_path):
-    root, stores, runs = setup
+    stores, runs = setup
     good = _videos(stores[0])[0]
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
@@ -239,7 +239,7 @@ def test_a_stream_url_and_a_frame_folder_give_the_files_predictions(setup, tmp_p
 
     from actrec.live_sources import open_source
 
-    root, stores, runs = setup
+    stores, runs = setup
     video = Path(_videos(stores[0])[1])
     expected = _alone(runs["lstm"], str(video))
     shutil.copy(video, tmp_path / "clip.mp4")
@@ -263,7 +263,7 @@ def test_a_stream_url_and_a_frame_folder_give_the_files_predictions(setup, tmp_p
 def test_write_video_overlays_every_frame(setup, tmp_path, capsys):
     import cv2
 
-    root, stores, runs = setup
+    stores, runs = setup
     video = _videos(stores[0])[0]
     out = tmp_path / "overlay.mp4"
     code, records, err = _live([str(runs["lstm"]), video, "--write-video", str(out),
@@ -288,7 +288,7 @@ def test_write_video_overlays_every_frame(setup, tmp_path, capsys):
 def test_runs_that_cannot_recognise_live_are_refused_by_name(setup, tmp_path, capsys):
     import torch
 
-    root, stores, runs = setup
+    stores, runs = setup
     video = _videos(stores[0])[0]
 
     def variant(name, change):
@@ -325,7 +325,7 @@ def test_a_bad_frame_fails_its_stream_only(setup):
     from actrec.errors import ActrecError, DataError
     from actrec.live_sources import open_source
 
-    root, stores, runs = setup
+    stores, runs = setup
     video = _videos(stores[0])[0]
     frames = [f for _, f in open_source(video, 15.0).frames()]
     rec = Recognizer.from_run(runs["lstm"], streams=2)

@@ -1,0 +1,119 @@
+"""Pieces of live recognition checked by hand: events with a minimum duration, durations,
+paced sources counting drops, and per-stream model states joined into batches."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from actrec.errors import ConfigError
+from actrec.live_events import EventTracker, parse_duration
+
+
+def _events(labels: str, fps: float, min_duration: float) -> list[tuple[int, tuple]]:
+    """(frame at which it was reported, (kind, label, start, end)) for each event."""
+    tracker = EventTracker(0, fps, min_duration)
+    out = []
+    for i, label in enumerate(labels):
+        out += [(i, (e.kind, e.label, round(e.start, 6), e.end and round(e.end, 6)))
+                for e in tracker.update(label, i)]
+    out += [(len(labels), (e.kind, e.label, round(e.start, 6), round(e.end, 6)))
+            for e in tracker.close()]
+    return out
+
+
+def test_min_duration_golden():
+    """10 fps, 0.3 s: B (0.1 s) is flicker inside A; D (0.2 s) belongs to C, which ends where
+    E starts; each start is reported on the frame that makes its run 0.3 s long."""
+    assert _events("AAAABAACCCCDDEEE", 10.0, 0.3) == [
+        (2, ("start", "A", 0.0, None)),
+        (9, ("end", "A", 0.0, 0.7)), (9, ("start", "C", 0.7, None)),
+        (15, ("end", "C", 0.7, 1.3)), (15, ("start", "E", 1.3, None)),
+        (16, ("end", "E", 1.3, 1.6)),
+    ]
+
+
+def test_flicker_at_the_start_belongs_to_the_first_action_and_zero_keeps_every_segment():
+    assert _events("XAAAA", 10.0, 0.3) == [(3, ("start", "A", 0.0, None)),
+                                           (5, ("end", "A", 0.0, 0.5))]
+    assert _events("XAAB", 10.0, 0.0) == [
+        (0, ("start", "X", 0.0, None)), (1, ("end", "X", 0.0, 0.1)),
+        (1, ("start", "A", 0.1, None)), (3, ("end", "A", 0.1, 0.3)),
+        (3, ("start", "B", 0.3, None)), (4, ("end", "B", 0.3, 0.4))]
+    assert _events("XY", 10.0, 0.5) == []  # nothing lasted: no action
+
+
+def test_dropped_frames_count_by_time():
+    """Frames 0, 3, 6 of a 10 fps stream (the others dropped) span 0.7 s."""
+    tracker = EventTracker(2, 10.0, 0.5)
+    assert tracker.update("A", 0) == [] and tracker.update("A", 3) == []
+    (start,) = tracker.update("A", 6)
+    assert (start.kind, start.stream, start.start) == ("start", 2, 0.0)
+
+
+def test_parse_duration():
+    assert parse_duration("0.5s") == 0.5
+    assert parse_duration("500ms") == 0.5
+    assert parse_duration("2") == 2.0
+    for bad in ("-1s", "soon", "nan", "inf"):
+        with pytest.raises(ConfigError, match="--min-duration"):
+            parse_duration(bad)
+
+
+def test_realtime_pacing_counts_every_frame_it_drops(tmp_path, write_mp4, level_frames):
+    """A 60 fps file played in real time to a consumer taking a frame every 50 ms: every frame
+    is either taken (in order) or counted as dropped."""
+    from actrec.live_sources import PacedFrames, open_source
+
+    path = write_mp4(tmp_path / "v.mp4", level_frames(30), fps=60.0)
+    source = open_source(str(path), 60.0)
+    assert (source.kind, source.num_frames) == ("file", 30)
+    paced = PacedFrames(source, pace=True)
+    taken = []
+    while True:
+        try:
+            item = paced.take(1.0)
+        except StopIteration:
+            break
+        if item is not None:
+            taken.append(item[0])
+            time.sleep(0.05)
+    paced.close()
+    assert taken == sorted(taken) and len(set(taken)) == len(taken)
+    assert paced.dropped > 0 and len(taken) + paced.dropped == 30
+
+
+def test_sources_are_named_in_errors(tmp_path):
+    from actrec.errors import DataError
+    from actrec.live_sources import open_source, source_kind
+
+    assert source_kind("rtsp://host/x") == "url" and source_kind("3") == "camera"
+    assert source_kind(str(tmp_path)) == "folder"
+    with pytest.raises(DataError, match="source 'nope.mp4': no such file"):
+        open_source("nope.mp4", 15.0)
+    with pytest.raises(DataError, match="source 'http://127.0.0.1:9/x.mp4': cannot open"):
+        open_source("http://127.0.0.1:9/x.mp4", 15.0)
+
+
+def test_states_are_joined_along_their_batch_axis_and_a_step_counter_is_shared():
+    import torch
+
+    from actrec.live_state import StateBatcher
+
+    def init(n, domain):
+        return {"t": 0, "domain": domain, "h": (torch.zeros(2, n, 3), torch.zeros(2, n, 3))}
+
+    batcher = StateBatcher(init, lambda n: torch.zeros(n, dtype=torch.long))
+    assert batcher.batchable and batcher.axes == [None, 0, 1, 1]
+    a, b = batcher.fresh(), batcher.fresh()
+    b = {**b, "h": (torch.ones(2, 1, 3), torch.full((2, 1, 3), 2.0))}
+    assert batcher.key(a) == batcher.key(b)
+    joined = batcher.join([a, b])
+    assert joined["h"][0].shape == (2, 2, 3) and joined["t"] == 0
+    back = batcher.split(joined, 2)
+    assert all(torch.equal(x, y) for s, r in zip(back, (a, b)) for x, y in zip(s["h"], r["h"]))
+    assert batcher.key({**a, "t": 5}) != batcher.key(b)  # another step: another batch
+    odd = StateBatcher(lambda n, d: {"x": torch.zeros(n, n)}, lambda n: np.zeros(n))
+    assert not odd.batchable and odd.key(odd.fresh()) != odd.key(odd.fresh())
