@@ -119,13 +119,18 @@ def discover() -> Discovery:
     by_key: dict[tuple[str, str], list[PluginRecord]] = {}
     skipped: list[PluginRecord] = []
     seen_dists: set[str] = set()
+    groups = set(GROUPS.values())
     for dist in metadata.distributions():
-        dist_name = dist.metadata["Name"] or "?"
+        eps = [ep for ep in dist.entry_points if ep.group in groups]
+        # Parsing METADATA is most of discovery's time: a distribution without plugins only
+        # needs its name (to shadow later copies), which its .dist-info folder name gives.
+        folder_name = getattr(dist, "_normalized_name", None) if not eps else None
+        dist_name = folder_name or dist.metadata["Name"] or "?"
         key = _normalise(dist_name)
         if key in seen_dists:  # shadowed copy further down sys.path: Python would not use it
             continue
         seen_dists.add(key)
-        for ep in dist.entry_points:
+        for ep in eps:
             kind = next((k for k, g in GROUPS.items() if g == ep.group), None)
             if kind is None:
                 continue
