@@ -38,6 +38,7 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from actrec.errors import ConfigError
@@ -77,7 +78,11 @@ def join_from_env(device: str = "cpu") -> bool:
         if not torch.cuda.is_available():
             raise ConfigError(f"--device {device} under torchrun but torch sees no CUDA device")
         torch.cuda.set_device(local % torch.cuda.device_count())
-    dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world)
+    # Rank 0 alone evaluates (--eval-every) and writes while the others wait at the next
+    # collective: a long evaluation must not time the job out (torch's default: 10-30 min).
+    minutes = float(os.environ.get("ACTREC_DIST_TIMEOUT_MIN", "180"))
+    dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world,
+                            timeout=timedelta(minutes=minutes))
     return True
 
 

@@ -399,6 +399,11 @@ class _Loop:
     def __init__(self, spec, run_dir, model, optimizer, rng, device, data: _Data, plugin,
                  elapsed_before, dist: Any = None):
         self.spec, self.run_dir, self.model, self.optimizer = spec, run_dir, model, optimizer
+        # Several processes (actrec.distributed): this one's share of every batch, a DDP
+        # wrapper for the training forward; self.model stays the bare model.
+        self.dist = dist
+        self.forward_model = model if dist is None else dist.wrap(
+            model, device, find_unused=spec.protocol != "joint")  # joint: every domain, always
         self.rng, self.device, self.data, self.plugin = rng, device, data, plugin
         self.elapsed_before = elapsed_before
         self.t0 = time.perf_counter()
@@ -409,11 +414,6 @@ class _Loop:
                                       spec.seed)
         from actrec.protocols import Monitor
 
-        # Several processes (actrec.distributed): this one's share of every batch, a DDP
-        # wrapper for the training forward; self.model stays the bare model.
-        self.dist = dist
-        self.forward_model = model if dist is None else dist.wrap(
-            model, device, find_unused=spec.protocol != "joint")  # joint: every domain, always
         # The phase's batch mix, datasets and name (set per phase by actrec.protocols).
         self.monitor = Monitor(spec, data)
         self.mix, self.phase_name = spec.batch_mix, "train"
@@ -426,6 +426,7 @@ class _Loop:
 
         d = self.data
         samplers = None if iteration is None else self.samplers
+        part = None if self.dist is None else self.dist.part  # this process's share
         batch = two_domain_batch(d.banks, self.mix, self.spec.history, rng,
                                  d.labels, d.layout, samplers=samplers,
                                  iteration=iteration or 0, part=part)
@@ -436,7 +437,6 @@ class _Loop:
         return batch.to(self.device)
 
     def elapsed(self) -> float:
-        part = None if self.dist is None else self.dist.part  # this process's share
         return self.elapsed_before + time.perf_counter() - self.t0
 
     def fresh_optimizer(self) -> None:
@@ -496,6 +496,8 @@ class _Loop:
                                       f"lower the learning rate or set grad_clip")
                 losses.append(value)
                 hits, frames = frame_hits(logits, batch, self.data.labels, spec.prediction)
+                if dist is not None:
+                    hits, frames = (int(v) for v in dist.sum(hits, frames))
                 correct, counted = correct + hits, counted + frames
                 done = it + 1
                 last = done == stop
@@ -506,8 +508,6 @@ class _Loop:
                             "lr": self.optimizer.param_groups[0]["lr"],
                             "elapsed_s": round(self.elapsed(), 3)}
                     alphas = _alphas(model)
-                if dist is not None:
-                    hits, frames = (int(v) for v in dist.sum(hits, frames))
                     if alphas:
                         line["alphas"] = alphas
                     log_line(metrics, line)
@@ -517,6 +517,8 @@ class _Loop:
                                         f"loss {last_loss:.3f}")
                 if done == spec.total_iterations and spec.reestimate_batches:
                     self.reestimate(done)
+                if dist is not None and self.monitor.due(done, stop):
+                    dist.broadcast_buffers(model)  # every rank validates rank 0's model
                 stopping = self.monitor.after_step(self, done, stop, metrics, last_loss)
                 if (spec.checkpoint_every and done % spec.checkpoint_every == 0) or last \
                         or stopping:
@@ -527,8 +529,6 @@ class _Loop:
                     self.tensorboard.sync()
                 if task is not None:
                     progress.advance(task)
-                if dist is not None and self.monitor.due(done, stop):
-                    dist.broadcast_buffers(model)  # every rank validates rank 0's model
                 if stopping:
                     break
         finally:
@@ -572,6 +572,8 @@ class _Loop:
 
         from actrec import runs
 
+        if self.dist is not None and not self.dist.main:
+            return  # rank 0 writes
         spec = self.spec
         checkpoint = {
             "format": CHECKPOINT_FORMAT,
@@ -582,8 +584,6 @@ class _Loop:
             "spec": spec.to_dict(),
             "model_name": spec.model,
             "model_config": self.plugin.config.to_dict(),
-        if self.dist is not None and not self.dist.main:
-            return  # rank 0 writes
             "causal": bool(getattr(self.plugin, "causal", True)) and bool(self.model.causal),
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
@@ -602,6 +602,7 @@ class _Loop:
             "boundary": getattr(self.model, "boundary_record", None),  # None: no pre-stage
             "monitor": self.monitor.state_dict(),
             "selected": self.monitor.selected(),
+            "distributed": None if self.dist is None else self.dist.record(),
         }
         if self.device.type == "cuda":
             checkpoint["rng"]["torch_cuda"] = torch.cuda.get_rng_state(self.device)
@@ -612,7 +613,6 @@ def frame_hits(logits: torch.Tensor, batch: Any, labels: Any, prediction: str) -
     """(correct, labelled) frames of a training batch, each frame predicted by the rule
     evaluation uses (``LabelSpace.predict`` over its own dataset's block, or the full vector)
     and compared with its local label."""
-            "distributed": None if self.dist is None else self.dist.record(),
     import torch
 
     correct = counted = 0
@@ -681,6 +681,7 @@ def _write_config(run_dir, spec, sources, data: _Data, plugin, model,
                    "maps": labels.to_state()["tables"], "score_inputs": layout.mode == "scores"},
         "validation": [c.to_dict() for c in data.carves],
         "preset": dict(preset) if preset else None,
+        "distributed": None if distributed is None else distributed.record(),
         "phases": [{"name": n, "first_iteration": a + 1, "last_iteration": b}
                    for n, (a, b) in zip(phase_names(spec), phase_bounds(spec))],
         "inputs": {"arrangement": layout.mode, "dims": list(layout.dims),
@@ -691,7 +692,6 @@ def _write_config(run_dir, spec, sources, data: _Data, plugin, model,
                      "windows": parse_windows(spec.windows).describe(),
                      # iterations x windows per batch x history (padding included)
                      "window_frames": spec.iterations * sum(spec.batch_mix) * spec.history,
-        "distributed": None if distributed is None else distributed.record(),
                      "prediction": spec.prediction,
                      "padding": "masked: padded frames enter no loss, statistic or gradient",
                      "weight_decay": "weight matrices only; biases, normalisation parameters "
