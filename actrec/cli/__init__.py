@@ -34,6 +34,7 @@ COMMANDS = {
     "check": "check_cmd:check",
     "reproduce": "reproduce_cmd:reproduce",
     "live": "live_cmd:live",
+    "export": "export_cmd:export",
 }
 
 

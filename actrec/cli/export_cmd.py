@@ -1,0 +1,35 @@
+"""``actrec export``: a run's online step as a self-contained ``torch.export`` program."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from actrec.cli.common import emit, json_option
+
+
+@click.command("export")
+@click.argument("run")
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--dataset", default=None, metavar="D",
+              help="Which of the run's datasets (D1, D2, an index or the dataset's name; "
+              "default: D1).")
+@json_option
+def export(run, out, dataset, as_json) -> None:
+    """Write RUN's online step (feature rounding, standardisation, model step, softmax) to
+    OUT (.pt2, a torch.export program loadable with torch alone) and its metadata (labels,
+    fps, extractor, initial state, a loader snippet) into it and beside it as OUT.json. The
+    exported step is checked against the model's own before anything is written."""
+    from actrec.export import export_run
+
+    report = export_run(run, out, dataset=dataset)
+    emit(report, as_json, _render)
+
+
+def _render(report):
+    meta = report["meta"]
+    return (f"[bold]{report['program']}[/bold]: {meta['model']} step, {len(meta['classes'])} "
+            f"classes, features of '{meta['extractor']}' at {meta['fps']:g} fps "
+            f"({meta['feature_dim']}-d), {len(meta['state_names'])} state inputs\n"
+            f"metadata: {report['metadata']}\n\n[dim]load it with:[/dim]\n{meta['loader']}")

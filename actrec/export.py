@@ -1,0 +1,215 @@
+"""``actrec export``: a run's online step as a self-contained ``torch.export`` program.
+
+The program (``OUT.pt2``, ``torch.export.save``) is one frame's step of live recognition
+(``actrec.recognizer``) after feature extraction: it takes the extractor's feature rows
+``x [B, D]`` float32 and the state tensors, and returns the class probabilities
+``[B, K]`` of the run's dataset followed by the new state tensors. Inside it: the rounding to
+the feature store's dtype, the run's standardisation, the input layout, the model's step and
+the softmax, all plain tensor operations. Metadata (``actrec.json``, stored in the program's
+extra files and written beside it as ``OUT.json``): label names, frame rate, the extractor and
+its config that make the input features, the initial state (zeros, shapes per stream) and the
+input/output order. Loading it needs only torch (``LOADER`` below; docs/guide.md).
+
+Refused with a ``ConfigError`` naming the reason: models whose state holds a value that is not
+a tensor (a batch-normalised LSTM's step counter: ``torch.export`` would freeze it at one
+value), label arrangements without per-dataset probabilities, score inputs, and a step whose
+operations do not export (the message names the operation).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from actrec.errors import ConfigError
+
+__all__ = ["LOADER", "ExportReport", "export_run"]
+
+LOADER = '''\
+import json, torch
+extra = {"actrec.json": ""}
+program = torch.export.load("OUT.pt2", extra_files=extra)
+meta = json.loads(extra["actrec.json"])
+step = program.module()
+state = [v if d == "int" else torch.tensor(v) if v is not None    # one stream
+         else torch.zeros(s, dtype=getattr(torch, d))
+         for s, d, v in zip(meta["state_shapes"], meta["state_dtypes"], meta["state_values"])]
+# x: the features of one frame, float32 [1, meta["feature_dim"]], made by the extractor
+# meta["extractor"] with meta["extractor_config"] from frames at meta["fps"]
+probs, *state = step(x, *state)
+label = meta["classes"][int(probs[0].argmax())]
+'''
+
+
+class ExportReport(dict):
+    """What was written: ``program``, ``metadata`` paths and the metadata itself."""
+
+
+def _flatten(tree: Any, path: str = "state") -> list[tuple[str, Any]]:
+    if isinstance(tree, dict):
+        return [x for k, v in tree.items() for x in _flatten(v, f"{path}.{k}")]
+    if isinstance(tree, (list, tuple)):
+        return [x for i, v in enumerate(tree) for x in _flatten(v, f"{path}[{i}]")]
+    return [(path, tree)]
+
+
+def _unflatten(tree: Any, leaves: list[Any]) -> Any:
+    it = iter(leaves)
+
+    def build(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: build(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [build(v) for v in node]
+        if isinstance(node, tuple):
+            return tuple(build(v) for v in node)
+        return next(it)
+
+    return build(tree)
+
+
+def export_run(run: str | Path, out: Path, *, dataset: int | str | None = None) -> ExportReport:
+    """Write the online step of ``run`` (for its dataset ``dataset``) to ``out`` (a ``.pt2``
+    file, refused if it exists) and its metadata to ``out`` with suffix ``.json``."""
+    import torch
+    from torch import nn
+
+    from actrec.recognizer import load_online_run
+
+    out = Path(out)
+    if out.suffix != ".pt2":
+        raise ConfigError(f"export: OUT must be a .pt2 file, got {out.name}")
+    meta_path = out.with_suffix(".json")
+    for path in (out, meta_path):
+        if path.exists():
+            raise ConfigError(f"export: {path} exists; give a new name (nothing is overwritten)")
+    online = load_online_run(run, dataset=dataset)
+    where = f"run {online.run_dir}"
+    layout, labels, k = online.layout, online.labels, online.domain
+    if layout.mode == "scores":
+        raise ConfigError(f"{where}: score inputs (arranged by label maps) are not exported")
+    if getattr(labels, "arrangement", "concat") != "concat":
+        raise ConfigError(f"{where}: its label maps give no per-dataset probabilities; "
+                          f"only concatenated labels are exported")
+    model = online.model.eval()
+    domain = torch.full((1,), k, dtype=torch.long)
+    init = model.init_state(1, domain)
+    leaves = _flatten(init)
+    for name, leaf in leaves:
+        if not isinstance(leaf, (torch.Tensor, int)) or isinstance(leaf, bool):
+            raise ConfigError(
+                f"{where}: model '{online.model_name}' keeps {name} = {leaf!r} "
+                f"({type(leaf).__name__}) in its state, which is not a tensor; torch.export "
+                f"would freeze it at that value, so this model's step is not exported")
+    dims = [f.dim for f in online.features]
+    dim = sum(dims)
+    columns = layout.columns(k)
+    dtypes = [f.dtype for f in online.features]
+    scaler = online.scaler
+    cols = labels.block(k)
+    prediction = online.prediction
+
+    class OnlineStep(nn.Module):
+        """features [B, D] + state -> probabilities [B, K_k] + new state."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+            mean = scaler.mean if scaler is not None else None
+            self.register_buffer("mean", torch.as_tensor(mean) if mean is not None
+                                 else torch.zeros(dim))
+            self.register_buffer("std", torch.as_tensor(scaler.std) if scaler is not None
+                                 else torch.ones(dim))
+
+        def forward(self, x, *state):
+            parts, at = [], 0
+            for d, dt in zip(dims, dtypes):  # as the store kept them
+                part = x[:, at : at + d]
+                if dt != "float32":
+                    part = part.to(getattr(torch, dt)).to(torch.float32)
+                parts.append(part)
+                at += d
+            x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+            x = (x - self.mean) / self.std  # [B, D]
+            b = x.shape[0]
+            left = x.new_zeros(b, columns.start)
+            right = x.new_zeros(b, layout.width - columns.stop)
+            x = torch.cat([left, x, right], dim=1)  # [B, width]
+            logits, new = self.model.step(x, _unflatten(init, list(state)))  # [B, K]
+            if prediction == "full":
+                probs = logits.float().softmax(-1)[:, cols]
+            else:
+                probs = logits[:, cols].float().softmax(-1)
+            return (probs, *[leaf for _, leaf in _flatten(new)])
+
+    step = OnlineStep().eval()
+    # distinct tensors: a state whose h and c start as one zeros tensor must not be exported
+    # as one input used twice
+    example = (torch.zeros(1, dim), *[leaf.clone() if isinstance(leaf, torch.Tensor) else leaf
+                                      for _, leaf in leaves])
+    # An int in the state (a batch-normalised LSTM's step counter) is a symbolic input, so
+    # the program is not frozen at its first value.
+    dynamic = (None, tuple(torch.export.Dim.DYNAMIC if isinstance(v, int) else None
+                           for _, v in leaves))
+    try:
+        with torch.no_grad():
+            program = torch.export.export(step, example, dynamic_shapes=dynamic)
+    except Exception as exc:  # noqa: BLE001 - the reason is the message
+        raise ConfigError(f"{where}: model '{online.model_name}''s step does not export with "
+                          f"torch.export: {_first_op(exc)}") from None
+    _check_program(program.module(), step, example, where)
+    meta = {
+        "format": "actrec-online-step", "version": 1, "run": str(online.run_dir),
+        "model": online.model_name, "dataset": online.dataset, "classes": list(online.classes),
+        "fps": online.fps, "feature_dim": dim,
+        "extractor": "+".join(f.extractor for f in online.features),
+        "extractor_config": online.features[0].config if len(online.features) == 1
+        else [f.config for f in online.features],
+        "feature_dtypes": dtypes,
+        "state_names": [n for n, _ in leaves],
+        "state_shapes": [list(getattr(v, "shape", ())) for _, v in leaves],
+        "state_dtypes": [str(v.dtype).replace("torch.", "") if isinstance(v, torch.Tensor)
+                         else "int" for _, v in leaves],
+        "state_values": [v.tolist() if isinstance(v, torch.Tensor) and v.dtype == torch.long
+                         else (v if isinstance(v, int) else None) for _, v in leaves],
+        "inputs": ["features [1, feature_dim] float32", "*state"],
+        "outputs": ["probabilities [1, len(classes)]", "*new state"],
+        "batch": 1,
+        "loader": LOADER.replace("OUT.pt2", out.name),
+    }
+    text = json.dumps(meta, indent=2)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.export.save(program, str(out), extra_files={"actrec.json": text})
+    meta_path.write_text(text + "\n")
+    return ExportReport(program=str(out), metadata=str(meta_path), meta=meta)
+
+
+def _check_program(exported: Any, eager: Any, example: tuple, where: str,
+                   steps: int = 300) -> None:
+    """Step the exported program and the eager step side by side on random features for
+    ``steps`` frames (past any per-timestep statistics); ``ConfigError`` if they differ by
+    more than float rounding (a value the export froze)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    a, b = list(example[1:]), list(example[1:])
+    with torch.no_grad():
+        for t in range(steps):
+            x = torch.randn(example[0].shape, generator=gen)
+            pa, *a = exported(x, *a)
+            pb, *b = eager(x, *b)
+            if not torch.allclose(pa, pb, rtol=1e-4, atol=1e-5):
+                raise ConfigError(f"{where}: the exported step differs from the model's at "
+                                  f"frame {t} (by {float((pa - pb).abs().max()):.3g}): "
+                                  f"torch.export froze a value the step depends on; not "
+                                  f"exported")
+
+
+def _first_op(exc: BaseException) -> str:
+    """The line of a torch.export failure that names what failed (an operator, a guard)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for ln in lines:
+        if "torch.ops." in ln or "operator" in ln.lower() or "aten." in ln:
+            return f"{type(exc).__name__}: {ln[:300]}"
+    return f"{type(exc).__name__}: {(lines[0] if lines else '')[:300]}"
