@@ -123,3 +123,31 @@ def test_alpha_lr_sets_the_pace_and_follows_the_schedule(stores, tmp_path):
     assert groups[0]["lr"] < 0.05  # the schedule did lower it
     fast, _, _ = _train(stores, tmp_path / "fast")
     assert max(abs(v - 0.75) for pair in fast[-1].values() for v in pair) > 10 * moved
+
+
+@pytest.mark.slow
+def test_no_standardize_trains_on_raw_features(stores, tmp_path):
+    """`actrec train --no-standardize` records standardize false and saves identity scalers
+    (evaluation then feeds raw features); the default fits each dataset's own statistics."""
+    from click.testing import CliRunner
+
+    from actrec.cli import cli
+
+    def run(name, *flags):
+        args = ["train", "ddlstm", "--d1", str(stores[0]), "--d2", str(stores[1]),
+                "--history", "12", "--iterations", "2", "--mix", "4:4", "-o", "hidden=4",
+                "-o", "layers=1", "--run-dir", str(tmp_path / name), "--json", *flags]
+        result = CliRunner().invoke(cli, args, env={"ACTREC_HOME": str(tmp_path / "home")})
+        assert result.exit_code == 0, result.output
+        config = json.loads((tmp_path / name / "config.json").read_text())
+        return config, load_checkpoint(tmp_path / name / "checkpoint.pt")["input_scalers"]
+
+    config, scalers = run("raw", "--no-standardize")
+    assert config["spec"]["standardize"] is False
+    assert config["sources"]["standardize"] == "command line"
+    for state, dim in zip(scalers, (6, 4)):
+        assert torch.equal(torch.as_tensor(state["mean"]), torch.zeros(dim))
+        assert torch.equal(torch.as_tensor(state["std"]), torch.ones(dim))
+    config, scalers = run("std")
+    assert config["spec"]["standardize"] is True
+    assert all(float(torch.as_tensor(s["mean"]).abs().max()) > 0.1 for s in scalers)

@@ -157,6 +157,10 @@ def _protocol_fields(ctx, more: dict) -> dict:
               show_default=True, help="Argmax over the frame's dataset block, or the whole vector.")
 @click.option("--allow-same-store", is_flag=True,
               help="Let --d1 and --d2 be the same feature store (otherwise an error).")
+@click.option("--standardize/--no-standardize", default=True, show_default=True,
+              help="Scale each dataset's features to zero mean and unit variance with its own "
+              "training videos' statistics (saved with the run). Off: raw features, as the "
+              "DDLSTM paper fed them (see docs/alpha-dynamics.md).")
 @click.option("--weight-decay", type=float, default=0.05, show_default=True,
               help="Weight decay of weight matrices (biases, normalisation parameters and "
               "alphas are never decayed); decoupled with adamw, L2 with sgd/adam.")
@@ -185,8 +189,9 @@ def _protocol_fields(ctx, more: dict) -> dict:
 def train(ctx, model, d1, d2, extractor, options, split, history, iterations, epochs, windows,
           loss_frames, mix, lr, optimizer,
           grad_clip, d2_split, eval_every, checkpoint_every, reestimate_batches,
-          seed, device, input_arrangement, prediction, allow_same_store, weight_decay, streams,
-          run_dir, delay, tensorboard, all_splits, sync_bn, as_json, **more) -> None:
+          seed, device, input_arrangement, prediction, allow_same_store, standardize,
+          weight_decay, streams, run_dir, delay, tensorboard, all_splits, sync_bn, as_json,
+          **more) -> None:
     """Train MODEL (a model plugin) on per-frame features and write a run directory.
 
     The defaults are actrec's online recipe (loss on the last frame of 128-frame windows taken
@@ -216,7 +221,7 @@ def train(ctx, model, d1, d2, extractor, options, split, history, iterations, ep
             grad_clip=grad_clip, d2_split=d2_split, eval_every=eval_every,
             checkpoint_every=checkpoint_every, reestimate_batches=reestimate_batches,
             seed=seed, device=device, input_arrangement=input_arrangement,
-            prediction=prediction, allow_same_store=allow_same_store,
+            prediction=prediction, allow_same_store=allow_same_store, standardize=standardize,
             weight_decay=weight_decay, run_dir=run_dir, sources=value_sources(ctx),
             streams=None if streams is None else tuple(
                 n.strip() for n in streams.split(",") if n.strip()),
