@@ -1,5 +1,5 @@
 """``python -m actrec.bench NAME [options]``: run one benchmark (cli, ddbn, ddlstm, datasets,
-extract, backbones)."""
+extract, backbones, scale, live)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ BENCHMARKS = {
     "datasets": "time to load the real annotation files in ../shared/data",
     "extract": "feature extraction: decode-only vs each extractor end to end, 1 vs 2 workers",
     "backbones": "CNN backbone throughput: state dict (eager torch) vs .pt2 vs ONNX",
+    "scale": "DDLSTM training samples/s on 1 and 2 processes (torch.distributed, gloo)",
+    "live": "live recognition: latency by stage, frames/s, streams in real time; DDLSTM step",
 }
 
 
