@@ -55,18 +55,19 @@ def spawn(job: str, *args, world: int = WORLD) -> None:
 # One training step: losses, gradients, statistics
 
 
-CASES = {  # name: (layers, n1, n2): uneven mixes, one and two layers
-    "1layer-2:4": (1, 2, 4),
-    "2layers-6:2": (2, 6, 2),
+CASES = {  # name: (layers, n1, n2, dual): uneven mixes, one and two layers; and the BNLSTM
+    "1layer-2:4": (1, 2, 4, True),
+    "2layers-6:2": (2, 6, 2, True),
+    "bnlstm-2layers-4:2": (2, 4, 2, False),
 }
 T, D, K, H = 7, 5, 4, 6
 
 
-def make_model(layers: int):
+def make_model(layers: int, dual: bool = True):
     from actrec.nn.models import NormLSTMClassifier
 
     torch.manual_seed(3)
-    model = NormLSTMClassifier(D, K, hidden=H, layers=layers, max_len=T).double()
+    model = NormLSTMClassifier(D, K, hidden=H, layers=layers, max_len=T, dual=dual).double()
     with torch.no_grad():  # alphas away from their floors: their gradients are not clipped
         for name, p in model.named_parameters():
             if name.endswith("alpha"):
@@ -114,8 +115,8 @@ def _step(rank: int, world: int, out: Path, sync_bn: bool) -> None:
 
     ctx = current(sync_bn)
     results = {}
-    for name, (layers, n1, n2) in CASES.items():
-        model = make_model(layers)
+    for name, (layers, n1, n2, dual) in CASES.items():
+        model = make_model(layers, dual)
         x, y, mask, domain = make_batch(n1, n2)
         rows = share(n1, n2, rank, world)
         ddp = ctx.wrap(model, torch.device("cpu"))
@@ -136,8 +137,8 @@ def reference_step(name: str):
     """The step of one process holding the whole batch (the fused op where it is built)."""
     from actrec.losses import frame_loss
 
-    layers, n1, n2 = CASES[name]
-    model = make_model(layers)
+    layers, n1, n2, dual = CASES[name]
+    model = make_model(layers, dual)
     x, y, mask, domain = make_batch(n1, n2)
     logits, loss = one_step(model, x, y, mask, domain,
                             lambda z: (frame_loss(z, y, mask, "all"),) * 2)
@@ -173,7 +174,8 @@ def test_two_processes_equal_one_holding_the_global_batch(stepped, name):
         for k, b in ref["buffers"].items():
             torch.testing.assert_close(r["buffers"][k], b, rtol=1e-10, atol=1e-12, msg=k)
     alphas = [k for k in ref["grads"] if k.endswith("alpha")]
-    assert alphas and all(float(ref["grads"][k].abs().min()) > 1e-6 for k in alphas)
+    assert all(float(ref["grads"][k].abs().min()) > 1e-6 for k in alphas)
+    assert bool(alphas) == CASES[name][3]  # the DDLSTM's alphas are checked, nonzero
 
 
 @pytest.mark.slow
@@ -185,6 +187,41 @@ def test_per_rank_statistics_are_a_different_model(stepped):
     key = "rnn.layers.0.bn_h.running_mean"
     assert float((r["buffers"][key] - ref["buffers"][key]).abs().max()) > 1e-3
     assert float((r["logits"] - ref["logits"][:, r["rows"]]).abs().max()) > 1e-3
+
+
+def test_synchronised_op_equals_the_reference_and_its_gradients_are_exact():
+    """One process (a group of one): the op is the reference DDBN / BN of its rows, and its
+    hand-written backward passes float64 gradcheck, alpha included."""
+    from actrec.ops.ddbn_reference import bn_reference, ddbn_reference
+    from actrec.ops.ddbn_sync import RowPartition, sync_bn, sync_ddbn
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        t, n, c, n1 = 3, 7, 4, 3
+        h = torch.randn(t, n, c, dtype=torch.float64, requires_grad=True)
+        alpha = torch.tensor([0.8, 0.7], dtype=torch.float64, requires_grad=True)
+        gamma = torch.rand(c, dtype=torch.float64, requires_grad=True)
+        beta = torch.randn(c, dtype=torch.float64, requires_grad=True)
+        mask = torch.ones(t, n, dtype=torch.bool)
+        mask[2:, 1] = False
+        mask[1:, 6] = False
+        for split in (n1, n):  # two domains; one domain (plain batch norm, exactly)
+            part = RowPartition.gather(dist.group.WORLD, n, split, mask, t)
+            got = sync_ddbn(h, alpha, part, gamma, beta)
+            want = ddbn_reference(h, alpha, split, gamma, beta, mask=mask)
+            for a, b in zip(got, want):
+                torch.testing.assert_close(a, b.detach(), rtol=1e-12, atol=1e-14)
+            assert torch.autograd.gradcheck(
+                lambda h, a, g, b, part=part: sync_ddbn(h, a, part, g, b)[0],
+                (h, alpha, gamma, beta))
+        part = RowPartition.gather(dist.group.WORLD, n, n, mask, t)
+        for a, b in zip(sync_bn(h, part, gamma, beta), bn_reference(h, gamma, beta, mask=mask)):
+            torch.testing.assert_close(a, b.detach(), rtol=1e-12, atol=1e-14)
+        assert torch.autograd.gradcheck(lambda h, g, b: sync_bn(h, part, g, b)[0],
+                                        (h, gamma, beta))
+    finally:
+        dist.destroy_process_group()
 
 
 # --------------------------------------------------------------------------------------------

@@ -161,7 +161,9 @@ class NormLSTMLayer(nn.Module):
             return None
         from actrec.ops.ddbn_sync import RowPartition
 
-        return RowPartition.gather(group, domain if self.dual else None, mask, steps)
+        n = domain.numel()
+        n1 = split_point(domain) if self.dual else n  # plain batch norm: one block of rows
+        return RowPartition.gather(group, n, n1, mask, steps, domain.device)
 
     def _can_fuse(self, x: Tensor) -> bool:
         norms = (self.bn_x, self.bn_h, self.bn_c)

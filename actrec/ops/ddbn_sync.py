@@ -6,10 +6,11 @@ is its global index ``j``, and the contribution weights ``tau_i(j)`` are those o
 ``shared/design/ddbn.md`` over the global ``N`` (made by ``actrec.ops.domains`` for the global
 batch and sliced to this process's rows). Each statistic is then
 
-    reduce (sums over this process's rows) -> all_reduce -> element-wise (this process's rows)
+    reduce (over this process's rows) -> one collective -> element-wise (this process's rows)
 
-forward (``S_i``, ``sum w h``; then the two-pass ``sum w (h - mu)^2``) and backward (each
-domain's ``sum g`` and ``sum g (h - mu)``), so statistics, outputs and gradients equal those of
+forward (each process's ``S_i``, weighted mean and two-pass ``sum w (h - mean)^2``, gathered in
+one message and combined exactly, as SyncBatchNorm does) and backward (each domain's ``sum g``
+and ``sum g (h - mu)``, one all-reduce), so statistics, outputs and gradients equal those of
 one process holding the whole batch. Gradients of ``gamma``, ``beta`` and of the weights (hence
 alpha) are this process's share: summed over processes they are the whole batch's (DDP sums
 them, see ``actrec.distributed``).
@@ -48,19 +49,15 @@ class RowPartition:
         return int(self.mask.shape[0])
 
     @classmethod
-    def gather(cls, group: Any, domain: Tensor | None, mask: Tensor | None,
-               steps: int) -> RowPartition:
+    def gather(cls, group: Any, n_local: int, local_n1: int, mask: Tensor | None, steps: int,
+               device: torch.device | None = None) -> RowPartition:
         """Exchange every process's row counts and masks (two all-gathers over ``group``).
 
-        ``domain [n_local]`` (sorted: D1 rows first) or None (plain batch norm: all rows count
-        as D1); ``mask [steps, n_local]`` True on real frames (None: all real)."""
+        This process holds ``n_local`` rows, the first ``local_n1`` of them D1 (plain batch
+        norm: all of them); ``mask [steps, n_local]`` True on real frames (None: all real)."""
         import torch.distributed as dist
 
-        device = mask.device if mask is not None else (
-            domain.device if domain is not None else torch.device("cpu"))
-        n_local = int(domain.numel()) if domain is not None else (
-            int(mask.shape[1]) if mask is not None else 0)
-        local_n1 = int((domain == 0).sum()) if domain is not None else n_local
+        device = mask.device if mask is not None else (device or torch.device("cpu"))
         world = dist.get_world_size(group)
         rank = dist.get_rank(group)
         mine = torch.tensor([local_n1, n_local - local_n1], dtype=torch.long, device=device)
@@ -111,17 +108,25 @@ class _SyncNorm(torch.autograd.Function):
         st = _stat_dtype(h.dtype)
         hs, ws = h.to(st), w.to(st)
         k, t, c = ws.shape[0], ws.shape[1], h.shape[2]
-        # Reduce, all-reduce: S_i and sum_j w_ij h_j in one message.
-        first = torch.cat([ws.sum(-1).reshape(-1),
-                           torch.einsum("ktn,tnc->ktc", ws, hs).reshape(-1)])
-        dist.all_reduce(first, group=group)
-        s = first[: k * t].view(k, t)
+        # Reduce: this process's weight, mean and two-pass sum of squared deviations (a
+        # statistic of its own rows: no E[h^2] - E[h]^2); all-gather them in one message.
+        s_own = ws.sum(-1)  # [K, T]
+        safe = torch.where(s_own > 0, s_own, torch.ones_like(s_own))[..., None]
+        m_own = torch.einsum("ktn,tnc->ktc", ws, hs) / safe  # [K, T, C]
+        d = hs[None] - m_own[:, :, None]  # [K, T, n, C]
+        q_own = torch.einsum("ktn,ktnc->ktc", ws, d * d)  # [K, T, C]
+        mine = torch.cat([s_own[..., None], m_own, q_own], -1)  # [K, T, 1 + 2C]
+        every = [torch.empty_like(mine) for _ in range(dist.get_world_size(group))]
+        dist.all_gather(every, mine, group=group)
+        parts = torch.stack(every)  # [W, K, T, 1 + 2C]
+        # Element-wise: combine exactly (Chan et al.): S = sum S_r, mu = sum S_r mu_r / S,
+        # sum w (h - mu)^2 = sum_r [Q_r + S_r (mu_r - mu)^2].
+        s_r, m_r, q_r = parts[..., :1], parts[..., 1 : 1 + c], parts[..., 1 + c :]
+        s = s_r.sum(0)[..., 0]  # [K, T]
         s = torch.where(s > 0, s, torch.ones_like(s))  # S = 0 (no real frame): stats are 0
-        mean = first[k * t :].view(k, t, c) / s[..., None]  # [K, T, C]
+        mean = (s_r * m_r).sum(0) / s[..., None]  # [K, T, C]
+        var = (q_r + s_r * (m_r - mean) ** 2).sum(0) / s[..., None]
         d = hs[None] - mean[:, :, None]  # [K, T, n, C]
-        var = torch.einsum("ktn,ktnc->ktc", ws, d * d)  # two-pass, as the reference
-        dist.all_reduce(var, group=group)
-        var = var / s[..., None]
         r = torch.rsqrt(var + eps)  # [K, T, C]
         y = _by_slot(d * r[:, :, None], n1) * gamma.to(st) + beta.to(st)  # [T, n, C]
         ctx.save_for_backward(h, w, gamma, mean, var, s)
