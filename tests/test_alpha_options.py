@@ -151,3 +151,8 @@ def test_no_standardize_trains_on_raw_features(stores, tmp_path):
     config, scalers = run("std")
     assert config["spec"]["standardize"] is True
     assert all(float(torch.as_tensor(s["mean"]).abs().max()) > 0.1 for s in scalers)
+    preset = tmp_path / "raw.toml"  # a preset (or config file) can say it too
+    preset.write_text('description = "raw"\n[train]\nstandardize = false\n')
+    config, scalers = run("preset", "--preset", str(preset))
+    assert config["spec"]["standardize"] is False
+    assert torch.equal(torch.as_tensor(scalers[0]["mean"]), torch.zeros(6))
