@@ -17,9 +17,10 @@ Splits: the paper's split ``i`` is the ``i``-th split of a store in natural orde
 ``report = "mean"`` table averages over every split the datasets' stores share (D1's split i
 trained with D2's split i, as the papers pair them).
 
-Everything lives under ``<root>/reproduce/``: input stores in ``features/`` (shared by the
-tables), and per table ``<table>/runs/<unit>/`` (normal run folders) and the written
-``table.md``, ``table.csv`` and ``table.json``. Running again skips finished units and resumes
+Everything lives under ``<root>/reproduce/`` (``<root>/reproduce/tiny/`` for ``--preset
+tiny``): input stores in ``features/`` (shared by the tables), and per table
+``<table>/runs/<unit>/`` (normal run folders) and the written ``table.md``, ``table.csv`` and
+``table.json``. Running again skips finished units and resumes
 partly trained ones, so a killed grid finishes where it stopped.
 
 Presets: ``paper`` trains with the table's preset (``actrec.presets``) on the workspace's
@@ -89,8 +90,19 @@ class Plan:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def base(self) -> Path:
+        return workplace(self.root, self.preset)
+
+    @property
     def folder(self) -> Path:
-        return self.root / "reproduce" / self.table.id
+        return self.base / self.table.id
+
+
+def workplace(root: Path, preset: ReproducePreset) -> Path:
+    """``<root>/reproduce``, or ``<root>/reproduce/<preset>`` for a preset other than
+    ``paper``: a tiny grid never meets the paper's runs."""
+    base = Path(root) / "reproduce"
+    return base if preset.name == "paper" else base / preset.name
 
 
 def list_tables() -> list[dict[str, Any]]:
@@ -137,7 +149,7 @@ def _tiny_stores(table: Any, keys: list[str], root: Path, preset: ReproducePrese
     from actrec.pipeline import extract_dataset
     from actrec.workspace import slug
 
-    base = root / "reproduce" / "tiny"
+    base = workplace(root, preset)
     out = {}
     for key in keys:
         ref = table.datasets[key]["tiny"]
@@ -195,7 +207,7 @@ def plan_table(table: Any, root: Path, preset: ReproducePreset, stores: Mapping[
         name = splits[key][position]
         if inputs == "store":
             return str(stores[key]), name
-        out = plan.root / "reproduce" / "features" / (
+        out = plan.base / "features" / (
             f"{key}-{_short(stores[key])}-{table.inputs}-split{name}.zarr")
         unit_key = f"head-{key}-{_short(stores[key])}-{table.inputs}-split{name}"
         heads.setdefault(unit_key, {"kind": "head", "key": unit_key,

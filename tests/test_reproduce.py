@@ -229,7 +229,7 @@ def test_a_failed_cell_is_reported_and_the_others_finish(tiny_root, tmp_path):
     # The frame classifier's score is the argmax accuracy of the head store's test videos.
     from actrec.io.features import FeatureStore
 
-    store = FeatureStore.open(next((root / "reproduce" / "features").glob(
+    store = FeatureStore.open(next((root / "reproduce" / "tiny" / "features").glob(
         "breakfast-*-softmax-split1.zarr")))
     test = store.splits["1"]["test"]
     hits = frames = 0
@@ -239,7 +239,7 @@ def test_a_failed_cell_is_reported_and_the_others_finish(tiny_root, tmp_path):
         hits += int((x.argmax(1)[keep] == y[keep]).sum())
         frames += int(keep.sum())
     assert cells[0][0]["mean"] == hits / frames
-    written = json.loads((root / "reproduce" / "small" / "table.json").read_text())
+    written = json.loads((root / "reproduce" / "tiny" / "small" / "table.json").read_text())
     assert written["rows"][0]["cells"][1]["mean"] == cells[0][1]["mean"]
 
 
@@ -271,7 +271,7 @@ def test_tiny_table1_end_to_end_and_a_rerun_skips_everything(tiny_root):
     from actrec.extract_workers import cpu_cores
 
     assert {u["threads"] for u in result["units"].values()} == {max(1, cpu_cores() // 2)}
-    folder = root / "reproduce" / "ddlstm-table1"
+    folder = root / "reproduce" / "tiny" / "ddlstm-table1"
     md = (folder / "table.md").read_text()
     assert "| Joint | DDLSTM | 50 Salads | MPII Cooking 2 |" in md and "| 47.1 |" in md
     assert len((folder / "table.csv").read_text().splitlines()) == 1 + 36
@@ -297,7 +297,7 @@ def test_killed_grid_finishes_on_rerun_without_redoing_finished_cells(tiny_root,
 label = "broken"
 method = "broken"
 """, "").replace(", 1.0]", "]"))
-    runs = root / "reproduce" / "killme" / "runs"
+    runs = root / "reproduce" / "tiny" / "killme" / "runs"
     proc = _cli(str(path), "--preset", "tiny", "--root", str(root))
     deadline = time.time() + 600
     while time.time() < deadline and not list(runs.glob("lstm-*/eval-online.json")):
@@ -308,7 +308,7 @@ method = "broken"
     assert len(done) == 1, "the grid was to be killed after its first training cell"
     finished = done[0].parent
     stamps = {p: p.stat().st_mtime_ns for p in finished.rglob("*") if p.is_file()}
-    assert not (root / "reproduce" / "killme" / "table.json").exists()
+    assert not (root / "reproduce" / "tiny" / "killme" / "table.json").exists()
     again = _cli(str(path), "--preset", "tiny", "--root", str(root), "--json")
     out, err = again.communicate(timeout=600)
     assert again.returncode == 0, err[-3000:]
@@ -318,3 +318,25 @@ method = "broken"
     assert [u["status"] for k, u in result["units"].items()
             if k.startswith("lstm-") and k != finished.name] == ["done"]
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+@pytest.mark.slow
+def test_tiny_recurrent_assistance_table6_transfers_from_a_fixed_source_split(tiny_root):
+    root, stores = tiny_root
+    out = reproduce("recassist-table6", root, preset="tiny")
+    assert out["complete"], out["failures"]
+    rows = {tuple(r["labels"]): r["cells"] for r in out["rows"]}
+    assert list(rows) == [("0",), ("1",), ("2",), ("3",), ("Avg.",)]
+    for col in range(3):
+        split_means = [rows[(str(s),)][col]["mean"] for s in range(4)]
+        assert rows[("Avg.",)][col]["mean"] == pytest.approx(sum(split_means) / 4)
+        assert rows[("Avg.",)][col]["n"] == 4
+    # Paper split 1 of 50 Salads is the second split of its store ("2" in the synthetic one):
+    # every transfer cell of that column pre-trains on it, whatever Breakfast split it targets.
+    runs = root / "reproduce" / "tiny" / "recassist-table6" / "runs"
+    for s in range(4):
+        (key,) = rows[(str(s),)][1]["runs"]
+        config = json.loads((runs / key / "config.json").read_text())
+        assert config["spec"]["protocol"] == "transfer"
+        assert config["spec"]["split"] == str(s + 1) and config["spec"]["d2_split"] == "2"
+        assert "salads" in Path(config["spec"]["d2"]).name
