@@ -323,7 +323,7 @@ method = "broken"
 @pytest.mark.slow
 def test_tiny_recurrent_assistance_table6_transfers_from_a_fixed_source_split(tiny_root):
     root, stores = tiny_root
-    out = reproduce("recassist-table6", root, preset="tiny")
+    out = reproduce("recassist-table6", root, preset="tiny", jobs=2)
     assert out["complete"], out["failures"]
     rows = {tuple(r["labels"]): r["cells"] for r in out["rows"]}
     assert list(rows) == [("0",), ("1",), ("2",), ("3",), ("Avg.",)]
