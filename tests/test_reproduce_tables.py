@@ -114,3 +114,27 @@ def test_invalid_toml_and_unknown_table(tmp_path):
     with pytest.raises(ConfigError, match="no paper table 'ddlstm-table9'; shipped tables: "
                                           "ddlstm-table1, recassist-table4"):
         load_table("ddlstm-table9")
+
+
+def test_cli_lists_the_tables_and_names_a_bad_file(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    listed = subprocess.run([sys.executable, "-m", "actrec", "reproduce", "--list", "--json"],
+                            capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert [(r["id"], r["table"], r["cells"]) for r in rows] == [
+        ("ddlstm-table1", "Table 1", 36), ("recassist-table4", "Table 4", 24),
+        ("recassist-table5", "Table 5", 9), ("recassist-table6", "Table 6", 12),
+        ("recassist-table7", "Table 7", 12), ("recassist-table8", "Table 8", 12)]
+    path = _write(tmp_path, _shipped("recassist-table4").replace("paper = [22.00, 30.78]",
+                                                                 "paper = [22.00, 30.78, 1.0]"))
+    bad = subprocess.run([sys.executable, "-m", "actrec", "reproduce", str(path), "--preset",
+                          "tiny", "--root", str(tmp_path)], capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 1
+    assert bad.stderr.strip() == (f"Error: paper table {path}: rows[0].paper: expected 2 numbers "
+                                  f"(one per column), got [22.0, 30.78, 1.0]")
+    assert not (tmp_path / "reproduce").exists()  # refused before anything was made
