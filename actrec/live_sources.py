@@ -105,8 +105,15 @@ def _open_reader(text: str, kind: str, fps: float, folder_fps: float | None) -> 
             stop = min(start + _CHUNK, reader.num_frames)
             try:
                 batch = reader.read(np.arange(start, stop))
-            except DataError as exc:
-                raise DataError(f"source {text!r}: {exc}") from None
+            except DataError:
+                # answer the frames before the bad one, then fail with the bad one's message
+                for i in range(start, stop):
+                    try:
+                        frame = reader.read([i])[0]
+                    except DataError as exc:
+                        raise DataError(f"source {text!r}: {exc}") from None
+                    yield i, frame
+                continue  # every frame of the chunk decoded on its own
             if batch.shape[0] != stop - start:
                 raise DataError(f"source {text!r}: decoded {batch.shape[0]} frames for "
                                 f"{start}..{stop - 1} (truncated file?)")

@@ -207,22 +207,35 @@ def test_many_streams_equal_each_stream_alone(setup):
 
 
 def test_failing_streams_leave_the_others_running(setup, capsys, tmp_path):
+    """An undecodable file, a missing one and a frame folder with a damaged frame fail with
+    messages naming them; the good stream is answered as if alone."""
+    import cv2
+
+    from actrec.live_sources import open_source
+
     stores, runs = setup
     good = _videos(stores[0])[0]
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
     missing = tmp_path / "missing.mp4"
+    folder = tmp_path / "frames"  # frame 20 of 30 is damaged: the stream fails there
+    folder.mkdir()
+    for i, frame in list(open_source(good, 15.0).frames())[:30]:
+        cv2.imwrite(str(folder / f"{i + 1:04d}.png"), frame[:, :, ::-1])
+    (folder / "0021.png").write_bytes(b"not a png")
     out = tmp_path / "live.jsonl"
-    code, _, err = _live([str(runs["lstm"]), str(broken), good, str(missing), "--out",
-                          str(out)], capsys)
+    code, _, err = _live([str(runs["lstm"]), str(broken), good, str(missing), str(folder),
+                          "--out", str(out)], capsys)
     assert code == 1
     assert "Traceback" not in err
     assert f"Error: stream 0: source '{broken}'" in err
     assert f"Error: stream 2: source '{missing}': no such file or folder" in err
+    assert f"Error: stream 3: source '{folder}'" in err and "0021.png" in err
     records = [json.loads(line) for line in out.read_text().splitlines()]  # every line valid
     assert [r["index"] for r in _frames_of(records, 1)] == _alone(runs["lstm"], good)
+    assert [r["frame"] for r in _frames_of(records, 3)] == list(range(20))
     status = {r["stream"]: r["status"] for r in records if "status" in r}
-    assert status == {0: "failed", 1: "ended", 2: "failed"}
+    assert status == {0: "failed", 1: "ended", 2: "failed", 3: "failed"}
     # --out never overwrites
     code, _, err = _live([str(runs["lstm"]), good, "--out", str(out)], capsys)
     assert code == 1 and "exists" in err and "Traceback" not in err
