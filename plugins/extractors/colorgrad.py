@@ -121,8 +121,10 @@ class ColorGradient(FeatureExtractor):
         cell = self._cells()
         value_bin = np.arange(256) * bins // 256
         keys = g * g * 3 * bins  # (cell, channel, bin) combinations
+        band = np.arange(self.config.resize) * g // self.config.resize
         layout = {
             "cell": cell.astype(np.intp),
+            "band_starts": np.searchsorted(band, np.arange(g)),  # first pixel of each band
             "per_cell": np.bincount(cell.ravel(), minlength=g * g).astype(np.float64),
             # One byte per pixel and channel, (cell * 3 + channel) * bins + bin, when the
             # combinations fit in a byte: then one OpenCV table look-up and one byte
@@ -138,9 +140,10 @@ class ColorGradient(FeatureExtractor):
         self.__dict__["_layout_cache"] = layout
         return layout
 
-    def _frame_keys(self, b: int) -> np.ndarray:
-        """``frame * cells + cell`` of every pixel, intp ``[B, S, S]``; cached per batch size
-        (full batches plus a few tail sizes)."""
+    def _orientation_keys(self, b: int) -> np.ndarray:
+        """``(frame * cells + cell) * bins`` of every pixel, intp ``[B, S, S]``: the first
+        orientation bin of its (frame, cell); cached per batch size (full batches plus a few
+        tail sizes)."""
         import numpy as np
 
         cache = self.__dict__.setdefault("_key_cache", {})
@@ -148,8 +151,8 @@ class ColorGradient(FeatureExtractor):
             if len(cache) >= 4:
                 cache.pop(next(iter(cache)))
             cells = self.config.grid ** 2
-            cache[b] = np.arange(b, dtype=np.intp)[:, None, None] * cells \
-                + self._layout()["cell"][None]
+            cache[b] = (np.arange(b, dtype=np.intp)[:, None, None] * cells
+                        + self._layout()["cell"][None]) * self.config.bins
         return cache[b]
 
     def _colour_counts(self, frames: np.ndarray) -> np.ndarray:
@@ -188,7 +191,7 @@ class ColorGradient(FeatureExtractor):
         cells = g * g
         layout = self._layout()
         per_cell = layout["per_cell"]  # [C]
-        frame_cell = self._frame_keys(b)  # [B, S, S]
+        orient_base = self._orientation_keys(b)  # [B, S, S]
 
         colour = self._colour_counts(frames) / per_cell[None, :, None]
 
@@ -200,10 +203,8 @@ class ColorGradient(FeatureExtractor):
         gx *= np.float32(0.5)  # exact: halving a float32
         gy *= np.float32(0.5)
         # hypot of float32 values, as libm's hypotf computes it: in double, then rounded.
-        x, y = gx.astype(np.float64), gy.astype(np.float64)
-        x *= x
-        y *= y
-        x += y
+        x = np.square(gx, dtype=np.float64)
+        x += np.square(gy, dtype=np.float64)
         np.sqrt(x, out=x)
         mag = x.astype(np.float32).astype(np.float64)
         # Orientation in [0, pi): arctan2 is in (-pi, pi]; numpy's mod by pi in float32,
@@ -216,16 +217,16 @@ class ColorGradient(FeatureExtractor):
         theta /= pi
         obin = theta.astype(np.intp)
         np.minimum(obin, bins - 1, out=obin)
-        obin += frame_cell * bins
+        obin += orient_base
         orient = np.bincount(obin.ravel(), weights=mag.ravel(), minlength=b * cells * bins)
         orient = orient.reshape(b, cells, bins) / (per_cell[None, :, None] * 255.0)
 
         # Motion energy per cell and its centre over the frame.
-        diff64 = diff.astype(np.float64)
-        motion = np.bincount(frame_cell.ravel(), weights=diff64.ravel(),
-                             minlength=b * cells).reshape(b, cells) / (per_cell * 255.0)
-        columns = diff64.sum(axis=1)  # [B, S]
-        rows = diff64.sum(axis=2)
+        starts = layout["band_starts"]
+        bands = np.add.reduceat(diff, starts, axis=1, dtype=np.float64)  # [B, g, S]
+        motion = np.add.reduceat(bands, starts, axis=2).reshape(b, cells) / (per_cell * 255.0)
+        columns = bands.sum(axis=1)  # [B, S]
+        rows = diff.sum(axis=2, dtype=np.float64)
         total = columns.sum(axis=1)  # [B]
         coord = (np.arange(s) + 0.5) / s - 0.5
         safe = np.where(total > 0, total, 1.0)
