@@ -41,8 +41,15 @@ from typing import Any
 
 from actrec.errors import ConfigError, DataError
 
-__all__ = ["PRESETS", "ReproducePreset", "Plan", "build_result", "list_tables", "plan_table",
-           "reproduce"]
+__all__ = [
+    "PRESETS",
+    "Plan",
+    "ReproducePreset",
+    "build_result",
+    "list_tables",
+    "plan_table",
+    "reproduce",
+]
 
 
 @dataclass(frozen=True)

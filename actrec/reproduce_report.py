@@ -15,7 +15,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["aggregate", "format_value", "format_diff", "to_markdown", "to_csv", "rich_table"]
+__all__ = ["aggregate", "format_diff", "format_value", "rich_table", "to_csv", "to_markdown"]
 
 
 def aggregate(values: Sequence[float]) -> tuple[float, float | None, int]:
@@ -72,10 +72,10 @@ def _rows(result: dict[str, Any]) -> list[list[str]]:
 def to_markdown(result: dict[str, Any]) -> str:
     """The table as Markdown: title, source, the table, then notes."""
     headers = _headers(result)
-    lines = [f"# {result['title']}", "",
-             f"Paper: {result['source']['paper']}, {result['source']['table']}. "
-             f"Preset: {result['preset']}; inputs: {result['inputs']}; "
-             f"{'mean ± sample std over the splits' if result['report'] == 'mean' else 'per split'}.",
+    spread = "mean ± sample std over the splits" if result["report"] == "mean" else "per split"
+    about = (f"Paper: {result['source']['paper']}, {result['source']['table']}. "
+             f"Preset: {result['preset']}; inputs: {result['inputs']}; {spread}.")
+    lines = [f"# {result['title']}", "", about,
              "", "| " + " | ".join(headers) + " |",
              "|" + "|".join("---" for _ in headers) + "|"]
     for line in _rows(result):

@@ -27,7 +27,7 @@ from typing import Any
 
 from actrec.errors import ActrecError, DataError
 
-__all__ = ["FRAME_RESULT", "run_unit", "finished_scores"]
+__all__ = ["FRAME_RESULT", "finished_scores", "run_unit"]
 
 FRAME_RESULT = "frame-classifier.json"
 EVAL_RESULT = "eval-online.json"

@@ -18,7 +18,12 @@ import queue
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from actrec.extract_workers import _THREAD_VARS, _die_with_parent, apply_thread_limit, thread_share
+from actrec.extract_workers import (
+    _THREAD_VARS,
+    _die_with_parent,
+    apply_thread_limit,
+    thread_share,
+)
 
 __all__ = ["run_units"]
 

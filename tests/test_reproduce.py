@@ -17,8 +17,21 @@ import pytest
 
 from actrec.errors import ConfigError
 from actrec.paper_tables import load_table
-from actrec.reproduce import PRESETS, Plan, build_result, plan_table, reproduce, resolve_stores
-from actrec.reproduce_report import aggregate, format_diff, format_value, to_csv, to_markdown
+from actrec.reproduce import (
+    PRESETS,
+    Plan,
+    build_result,
+    plan_table,
+    reproduce,
+    resolve_stores,
+)
+from actrec.reproduce_report import (
+    aggregate,
+    format_diff,
+    format_value,
+    to_csv,
+    to_markdown,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -322,7 +335,7 @@ method = "broken"
 
 @pytest.mark.slow
 def test_tiny_recurrent_assistance_table6_transfers_from_a_fixed_source_split(tiny_root):
-    root, stores = tiny_root
+    root, _ = tiny_root
     out = reproduce("recassist-table6", root, preset="tiny", jobs=2)
     assert out["complete"], out["failures"]
     rows = {tuple(r["labels"]): r["cells"] for r in out["rows"]}

@@ -122,7 +122,7 @@ def test_cli_lists_the_tables_and_names_a_bad_file(tmp_path):
     import sys
 
     listed = subprocess.run([sys.executable, "-m", "actrec", "reproduce", "--list", "--json"],
-                            capture_output=True, text=True, timeout=120)
+                            check=False, capture_output=True, text=True, timeout=120)
     assert listed.returncode == 0, listed.stderr
     rows = json.loads(listed.stdout)
     assert [(r["id"], r["table"], r["cells"]) for r in rows] == [
@@ -132,7 +132,8 @@ def test_cli_lists_the_tables_and_names_a_bad_file(tmp_path):
     path = _write(tmp_path, _shipped("recassist-table4").replace("paper = [22.00, 30.78]",
                                                                  "paper = [22.00, 30.78, 1.0]"))
     bad = subprocess.run([sys.executable, "-m", "actrec", "reproduce", str(path), "--preset",
-                          "tiny", "--root", str(tmp_path)], capture_output=True, text=True,
+                          "tiny", "--root", str(tmp_path)], check=False, capture_output=True,
+                         text=True,
                          timeout=120)
     assert bad.returncode == 1
     assert bad.stderr.strip() == (f"Error: paper table {path}: rows[0].paper: expected 2 numbers "

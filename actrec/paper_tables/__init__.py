@@ -35,7 +35,7 @@ import tomllib
 
 from actrec.errors import ConfigError
 
-__all__ = ["TABLE_DIR", "SETTINGS", "Method", "PaperTable", "Cell", "available", "load_table"]
+__all__ = ["SETTINGS", "TABLE_DIR", "Cell", "Method", "PaperTable", "available", "load_table"]
 
 TABLE_DIR = Path(__file__).parent
 REPORTS = ("mean", "split")
