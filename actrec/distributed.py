@@ -46,8 +46,16 @@ from actrec.errors import ConfigError
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["Distributed", "current", "join_from_env", "launched", "session", "sync_norms",
-           "check_mix", "TORCHRUN_ENV"]
+__all__ = [
+    "TORCHRUN_ENV",
+    "Distributed",
+    "check_mix",
+    "current",
+    "join_from_env",
+    "launched",
+    "session",
+    "sync_norms",
+]
 
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 RANK_STREAM = 0xD157  # torch seeds of ranks > 0: (seed, RANK_STREAM, rank, start iteration)

@@ -15,15 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch._dynamo  # DistributedDataParallel imports it (seconds): once, before forking
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 # Imported here so that forked ranks inherit them instead of importing them again.
-import actrec.distributed  # noqa: F401
-import actrec.losses  # noqa: F401
-import actrec.nn.models  # noqa: F401
+import actrec.distributed
+import actrec.losses
+import actrec.nn.models
 import actrec.train  # noqa: F401
-import torch._dynamo  # noqa: F401,E402  (DistributedDataParallel imports it: seconds)
 
 WORLD = 2
 

@@ -49,7 +49,7 @@ def test_torchrun_two_processes_train_as_one(kitchens, tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
          "-m", "actrec", *train_args(kitchens, run_dir)],
-        capture_output=True, text=True, env=env, timeout=600)
+        check=False, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)  # one report: rank 0's
     assert result["iterations"] == 4 and result["run_dir"] == str(run_dir)

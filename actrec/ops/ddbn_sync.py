@@ -29,7 +29,7 @@ from torch import Tensor
 
 from actrec.ops.domains import contribution_weights
 
-__all__ = ["RowPartition", "sync_ddbn", "sync_bn"]
+__all__ = ["RowPartition", "sync_bn", "sync_ddbn"]
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ class _SyncNorm(torch.autograd.Function):
 
         st = _stat_dtype(h.dtype)
         hs, ws = h.to(st), w.to(st)
-        k, t, c = ws.shape[0], ws.shape[1], h.shape[2]
+        c = h.shape[2]
         # Reduce: this process's weight, mean and two-pass sum of squared deviations (a
         # statistic of its own rows: no E[h^2] - E[h]^2); all-gather them in one message.
         s_own = ws.sum(-1)  # [K, T]
