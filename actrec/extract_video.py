@@ -21,14 +21,13 @@ A file that cannot be opened, that yields fewer frames than its header says, or 
 extractor output has the wrong shape fails with a ``DataError`` naming the video; nothing is
 stored for it.
 
-Claims: a process extracts a video only while it holds the video's lock file in the store
-(``claim``), so any number of processes and commands on one store extract each video once.
+Claims: a process extracts a video only while it holds the video's claim in the store
+(``actrec.extract_claims.claim``: a lease, taken over when its holder is gone), so any number
+of processes, commands and machines on one store extract each video once.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -39,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from actrec.errors import ActrecError, DataError
+from actrec.extract_claims import claim
 
 if TYPE_CHECKING:  # pragma: no cover
     from actrec.io.features import FeatureStore
@@ -59,7 +59,6 @@ __all__ = [
 LENGTH_POLICIES = ("truncate", "error")
 CUT_VIDEO = "video frames beyond the labels (cut)"
 CUT_LABELS = "label frames beyond the video (cut)"
-_CLAIMS = ".claims"  # one lock file per video being extracted (see ``claim``)
 
 
 @dataclass(frozen=True)
@@ -316,57 +315,6 @@ def process_task(
         if not (task.stale or task.overwrite) and store.has(task.id):
             return Outcome(task.id, True, skipped=True)
         return _extract_and_write(task, extractor, store, options, on_start, on_frames)
-
-
-@contextlib.contextmanager
-def claim(store_path: Path, video_id: str) -> Iterator[bool]:
-    """Claim ``video_id`` in the store at ``store_path`` for this process: yields ``True``
-    while it holds an OS lock (``flock``, released if the holder dies) on
-    ``<store>/.claims/<name>``, ``False`` if another process holds it. Where the file system
-    cannot lock, it yields ``True`` (best effort: at worst two processes write the same
-    video, which the store's atomic writes make harmless)."""
-    from actrec.io.features import encode_video_id
-
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield True
-        return
-    target = Path(store_path) / _CLAIMS / encode_video_id(video_id)
-    fd = None
-    for _ in range(3):  # the folder may vanish between mkdir and open (a finishing run)
-        try:
-            target.parent.mkdir(exist_ok=True)
-            fd = os.open(target, os.O_CREAT | os.O_RDWR, 0o644)
-            break
-        except FileNotFoundError:
-            continue
-        except OSError:
-            break
-    if fd is None:
-        yield True
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        except OSError:
-            pass  # no locking here: best effort
-        try:
-            yield True
-        finally:
-            with contextlib.suppress(OSError):  # removed while held: nothing is left behind
-                target.unlink()
-    finally:
-        os.close(fd)
-
-
-def release_claims(store_path: Path) -> None:
-    """Remove the store's claims folder if no claim is left in it."""
-    with contextlib.suppress(OSError):
-        (Path(store_path) / _CLAIMS).rmdir()
 
 
 def _extract_and_write(task, extractor, store, options, on_start, on_frames) -> Outcome:

@@ -85,7 +85,7 @@ def test_status_counts_a_sharded_run(six_videos, tmp_path):
     out = runner.invoke(cli, ["extract", "--status", str(store), "--json"],
                         catch_exceptions=False)
     assert out.exit_code == 0, out.output
-    data = json.loads(out.output)
+    data = json.loads(out.stdout)
     assert data["counts"] == {"done": 2, "failed": 1, "claimed": 2, "pending": 1}
     assert [r["state"] for r in data["runs"]] == ["running", "running", "finished"]
     table = runner.invoke(cli, ["extract", "--status", f"file://{store}"],

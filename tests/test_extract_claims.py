@@ -1,0 +1,300 @@
+"""Claims on one store shared by processes and machines (actrec.extract_claims): exclusive,
+kept alive by a heartbeat, taken over when stale (a dead process at once, a silent one after
+its lease), atomically (of two takers one wins), on local folders and on S3 (moto server);
+and real extraction processes with overlapping shards writing each video exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from actrec_plugins.extractors.colorgrad import ColorGradient
+
+from actrec.extract import extract_features, in_shard
+from actrec.extract_claims import _files, claim, claim_info, list_claims, try_claim
+from actrec.io.features import FeatureStore, encode_video_id
+
+TESTS = Path(__file__).resolve().parent
+CG = ColorGradient.Config(grid=2, bins=4, resize=32)
+
+
+def _foreign_claim(store: Path, video: str, age: float) -> Path:
+    """A claim left by a process of another machine, last refreshed ``age`` seconds ago."""
+    target = store / ".claims" / f"{encode_video_id(video)}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps({"video": video, "host": "machine-that-died", "pid": 4242,
+                                  "token": "t", "since": time.time() - age}))
+    os.utime(target, (time.time() - age, time.time() - age))
+    return target
+
+
+_HOLDER = textwrap.dedent("""
+    import sys, time
+    from actrec.extract_claims import try_claim
+    held = try_claim(sys.argv[1], sys.argv[2], lease=float(sys.argv[3])).start()
+    print("held", flush=True)
+    time.sleep(60)
+""")
+
+
+def _holder(store: Path, video: str, lease: float) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", _HOLDER, str(store), video, str(lease)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+# ---------------------------------------------------------------------- one claim
+
+
+def test_a_claim_is_exclusive_and_released(tmp_path):
+    with claim(tmp_path, "P03 coffee/cam01") as mine:
+        assert mine
+        with claim(tmp_path, "P03 coffee/cam01") as theirs:
+            assert not theirs  # held: by this very process too
+        [info] = list_claims(tmp_path)
+        assert (info.video, info.pid, info.stale) == ("P03 coffee/cam01", os.getpid(), False)
+    assert claim_info(tmp_path, "P03 coffee/cam01") is None
+    assert list((tmp_path / ".claims").iterdir()) == []  # no temp files left either
+
+
+def test_a_live_holder_keeps_its_claim_past_the_lease_by_its_heartbeat(tmp_path):
+    proc = _holder(tmp_path, "v", lease=0.4)
+    try:
+        time.sleep(1.2)  # three leases
+        info = claim_info(tmp_path, "v", lease=0.4)
+        assert info is not None and info.pid == proc.pid and not info.stale
+        assert info.age < 0.4
+        assert try_claim(tmp_path, "v", lease=0.4) is None
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_killed_holders_claim_is_taken_over_at_once(tmp_path):
+    proc = _holder(tmp_path, "v", lease=600)
+    proc.kill()
+    proc.wait()
+    info = claim_info(tmp_path, "v", lease=600)
+    assert info.stale and info.why == f"process {proc.pid} on this host has ended"
+    taken = try_claim(tmp_path, "v", lease=600)
+    assert taken is not None
+    assert claim_info(tmp_path, "v").pid == os.getpid()
+    taken.release()
+
+
+def test_a_silent_holders_claim_is_taken_over_after_its_lease(tmp_path):
+    """A holder that stops refreshing (a hung process, here stopped with SIGSTOP; or a machine
+    that died) keeps its claim for the lease, then loses it."""
+    proc = _holder(tmp_path, "v", lease=1.0)
+    try:
+        os.kill(proc.pid, signal.SIGSTOP)
+        assert try_claim(tmp_path, "v", lease=1.0) is None  # within its lease
+        time.sleep(1.3)
+        info = claim_info(tmp_path, "v", lease=1.0)
+        assert info.stale and info.why.startswith("not refreshed for 1 s (lease 1 s)")
+        taken = try_claim(tmp_path, "v", lease=1.0)
+        assert taken is not None and claim_info(tmp_path, "v").pid == os.getpid()
+        os.kill(proc.pid, signal.SIGCONT)
+        time.sleep(0.5)  # the old holder's next heartbeat finds the claim is not its own
+        assert claim_info(tmp_path, "v").pid == os.getpid()
+        taken.release()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_another_machines_claim_waits_for_its_lease(tmp_path):
+    _foreign_claim(tmp_path, "v", age=5)
+    assert not claim_info(tmp_path, "v", lease=60).stale
+    assert try_claim(tmp_path, "v", lease=60) is None
+    info = claim_info(tmp_path, "v", lease=3)
+    assert info.stale and info.host == "machine-that-died"
+    assert try_claim(tmp_path, "v", lease=3) is not None
+
+
+def _race(store) -> list[bool]:
+    """Two takers judged the same stale claim; both try to take it over."""
+    files = _files(store)
+    name = encode_video_id("v")
+    found = files.read(name)
+    from actrec.extract_claims import _judge
+
+    stale = _judge("v", found[0], found[1], 1.0, found[2])
+    assert stale.stale
+    return [files.take_over(name, stale, json.dumps({"token": who, "host": "h", "pid": 1})
+                            .encode()) for who in ("first", "second")]
+
+
+def test_of_two_takers_of_one_stale_claim_one_wins(tmp_path):
+    _foreign_claim(tmp_path, "v", age=30)
+    assert _race(tmp_path) == [True, False]
+    assert json.loads((tmp_path / ".claims" / "v.json").read_text())["token"] == "first"
+
+
+# ---------------------------------------------------------------------- S3
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    pytest.importorskip("s3fs")
+    server_mod = pytest.importorskip("moto.server")
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{server.get_host_and_port()[1]}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_store(s3_endpoint, monkeypatch):
+    import uuid
+
+    import s3fs
+
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1",
+                       "AWS_ENDPOINT_URL": s3_endpoint}.items():
+        monkeypatch.setenv(key, value)
+    s3fs.S3FileSystem.clear_instance_cache()
+    bucket = f"c-{uuid.uuid4().hex[:12]}"
+    s3fs.S3FileSystem().mkdir(bucket)
+    return f"s3://{bucket}/s.zarr"
+
+
+def test_s3_claims_are_conditional_writes(s3_store):
+    import s3fs
+
+    first = try_claim(s3_store, "v", lease=30)
+    assert first is not None and try_claim(s3_store, "v", lease=30) is None
+    first.start()
+    assert first.refresh() and claim_info(s3_store, "v").pid == os.getpid()
+    first.release()
+    assert claim_info(s3_store, "v") is None
+    # A stale claim of another machine: of two takers, the compare-and-swap lets one win.
+    fs = s3fs.S3FileSystem()
+    key = s3_store[len("s3://"):] + "/.claims/v.json"
+    fs.pipe(key, json.dumps({"video": "v", "host": "machine-that-died", "pid": 1,
+                             "token": "old"}).encode())
+    time.sleep(2.1)  # S3 times are to the second
+    assert _race(s3_store) == [True, False]
+    assert json.loads(fs.cat(key))["token"] == "first"
+
+
+# ---------------------------------------------------------------------- real extractions
+
+
+_RUN = textwrap.dedent("""
+    import json, sys
+    from actrec.extract import extract_features
+    from actrec_plugins.datasets.synthetic import SyntheticKitchen
+    from test_extract_host import CG, SlowColorGrad
+
+    root, store, shard = sys.argv[1], sys.argv[2], sys.argv[3]
+    ds = SyntheticKitchen(SyntheticKitchen.Config(
+        root=root, kitchen="b", participants=6, videos_per_participant=1, frames_mean=24,
+        size=32, folds=2, seed=3))
+    report = extract_features(ds.load(), SlowColorGrad(CG), store, dataset_ref="r",
+                              batch_size=8, shard=None if shard == "all" else shard,
+                              workers=int(sys.argv[4]))
+    print(json.dumps(report.to_dict()))
+""")
+
+
+@pytest.fixture(scope="module")
+def six_videos(tmp_path_factory):
+    from actrec_plugins.datasets.synthetic import SyntheticKitchen
+
+    root = tmp_path_factory.mktemp("kitchen")
+    dataset = SyntheticKitchen(SyntheticKitchen.Config(
+        root=root, kitchen="b", participants=6, videos_per_participant=1, frames_mean=24,
+        size=32, folds=2, seed=3))
+    return dataset, dataset.load()
+
+
+def _start(root, store, shard: str, workers: int, marks: Path, barrier: str | None = None,
+           delay: str = "0.05") -> subprocess.Popen:
+    env = {**os.environ, "ACTREC_TEST_MARKS": str(marks), "ACTREC_TEST_DELAY": delay,
+           "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])}
+    if barrier:
+        env["ACTREC_TEST_BARRIER"] = barrier
+    return subprocess.Popen([sys.executable, "-c", _RUN, str(root), str(store), shard,
+                             str(workers)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _values(store) -> dict:
+    s = FeatureStore.open(store)
+    return {v: tuple(a.tobytes() for a in s.read(v)) for v in s.videos()}
+
+
+@pytest.mark.slow
+def test_overlapping_shards_extract_each_video_exactly_once(six_videos, tmp_path):
+    """Two machines' runs on one store, one over every video and one over shard 2/2 (five of
+    the six), start together: every video is written by exactly one of them, the other skips
+    it (after waiting while the other held it)."""
+    dataset, index = six_videos
+    reference = tmp_path / "reference.zarr"
+    from test_extract_host import CG as HOST_CG
+
+    extract_features(index, ColorGradient(HOST_CG), reference, dataset_ref="r", batch_size=8)
+    store, marks, barrier = tmp_path / "s.zarr", tmp_path / "marks", tmp_path / "barrier"
+    marks.mkdir()
+    barrier.mkdir()
+    procs = [_start(dataset.config.root, store, shard, 1, marks, f"{barrier}:2")
+             for shard in ("all", "2/2")]
+    reports = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        reports.append(json.loads(out))
+    everything, half = reports
+    overlap = {v for v in index.videos if in_shard(v, (2, 2))}
+    assert len(overlap) == 5
+    written = [set(r["written"]) for r in reports]
+    assert not written[0] & written[1], written  # nobody wrote a video twice
+    assert written[0] | written[1] == set(index.videos)
+    assert written[1] and written[0] & overlap  # they really shared the overlap
+    assert set(half["written"]) | set(half["skipped"]) == overlap and not half["busy"]
+    assert set(everything["written"]) | set(everything["skipped"]) == set(index.videos)
+    assert _values(store) == _values(reference)
+    assert not (store / ".claims").exists()
+
+
+_KILL = {"workers": 2}
+
+
+@pytest.mark.slow
+def test_a_rerun_right_after_a_kill_takes_over_the_dead_workers_claims(six_videos, tmp_path):
+    """The old bug: a re-run started at once found the dying workers' claims still held,
+    called those videos busy and exited 0 with the store incomplete."""
+    dataset, index = six_videos
+    store, marks = tmp_path / "s.zarr", tmp_path / "marks"
+    marks.mkdir()
+    proc = _start(dataset.config.root, store, "all", 2, marks, delay="0.1")
+    deadline = time.monotonic() + 120
+    while len(list(marks.iterdir())) < 5 and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)  # the workers die with it (PR_SET_PDEATHSIG)
+    proc.wait()
+    left = list_claims(store)
+    assert left, "killed while holding no claim: the test proves nothing"
+    rerun = _start(dataset.config.root, store, "all", 2, marks, delay="0")  # at once
+    out, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    report = json.loads(out)
+    assert report["failed"] == [] and report["busy"] == []
+    assert set(report["written"]) | set(report["skipped"]) == set(index.videos)
+    assert {c.video for c in left} <= set(report["written"])
+    assert FeatureStore.open(store).videos() == sorted(index.videos)
+    assert list_claims(store) == []
