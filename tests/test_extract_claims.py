@@ -222,9 +222,9 @@ def six_videos(tmp_path_factory):
 
 
 def _start(root, store, shard: str, workers: int, marks: Path, barrier: str | None = None,
-           delay: str = "0.05") -> subprocess.Popen:
+           delay: str = "0.05", lease: str = "120") -> subprocess.Popen:
     env = {**os.environ, "ACTREC_TEST_MARKS": str(marks), "ACTREC_TEST_DELAY": delay,
-           "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])}
+           "ACTREC_CLAIM_LEASE": lease, "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])}
     if barrier:
         env["ACTREC_TEST_BARRIER"] = barrier
     return subprocess.Popen([sys.executable, "-c", _RUN, str(root), str(store), shard,
@@ -270,9 +270,6 @@ def test_overlapping_shards_extract_each_video_exactly_once(six_videos, tmp_path
     assert not (store / ".claims").exists()
 
 
-_KILL = {"workers": 2}
-
-
 @pytest.mark.slow
 def test_a_rerun_right_after_a_kill_takes_over_the_dead_workers_claims(six_videos, tmp_path):
     """The old bug: a re-run started at once found the dying workers' claims still held,
@@ -289,8 +286,15 @@ def test_a_rerun_right_after_a_kill_takes_over_the_dead_workers_claims(six_video
     proc.wait()
     left = list_claims(store)
     assert left, "killed while holding no claim: the test proves nothing"
-    rerun = _start(dataset.config.root, store, "all", 2, marks, delay="0")  # at once
-    out, err = rerun.communicate(timeout=300)
+    # At once, and with a lease of an hour: only taking over the dead holders' claims at once
+    # (not waiting out their lease) lets it finish; a hang here is that bug.
+    rerun = _start(dataset.config.root, store, "all", 2, marks, delay="0", lease="3600")
+    try:
+        out, err = rerun.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        rerun.kill()
+        rerun.communicate()
+        pytest.fail("the re-run hung on the dead workers' claims")
     assert rerun.returncode == 0, err
     report = json.loads(out)
     assert report["failed"] == [] and report["busy"] == []
