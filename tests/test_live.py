@@ -273,7 +273,7 @@ def test_a_stream_url_and_a_frame_folder_give_the_files_predictions(setup, tmp_p
     assert [r["index"] for r in _frames_of(records, 1)] == expected
 
 
-def test_write_video_overlays_every_frame(setup, tmp_path, capsys):
+def test_write_video_overlays_every_frame_and_realtime_counts_drops(setup, tmp_path, capsys):
     import cv2
 
     stores, runs = setup
@@ -296,6 +296,14 @@ def test_write_video_overlays_every_frame(setup, tmp_path, capsys):
     # the text changed pixels of the top-left corner, not the bottom
     diff = np.abs(frames[0].astype(int) - original[0][:, :, ::-1].astype(int))
     assert diff[:12].mean() > 3 * diff[-8:].mean()
+    # real time with the live panel: every frame is answered or counted as dropped
+    code, records, err = _live([str(runs["lstm"]), video, "--realtime", "--display"], capsys)
+    assert code == 0, err
+    (status,) = [r for r in records if "status" in r]
+    answered = _frames_of(records, 0)
+    assert status["status"] == "ended" and status["frames"] == len(answered)
+    assert status["frames"] + status["dropped"] == len(original)
+    assert "actrec live" in err and "ended" in err  # the panel's last state
 
 
 def test_runs_that_cannot_recognise_live_are_refused_by_name(setup, tmp_path, capsys):
