@@ -302,3 +302,27 @@ def test_a_rerun_right_after_a_kill_takes_over_the_dead_workers_claims(six_video
     assert {c.video for c in left} <= set(report["written"])
     assert FeatureStore.open(store).videos() == sorted(index.videos)
     assert list_claims(store) == []
+
+
+def test_a_video_another_live_process_holds_is_waited_for_or_reported(tiny_kitchen, tmp_path):
+    """Left to a live holder: with wait_busy=False the run reports it busy (the command then
+    exits 1 naming it); by default the run waits, and extracts it once the holder is gone."""
+    _, index = tiny_kitchen
+    store = tmp_path / "s.zarr"
+    held = sorted(index.videos)[1]
+    extract_features(index, ColorGradient(CG), store, dataset_ref="r", video_ids=[])  # create
+    proc = _holder(store, held, lease=600)
+    try:
+        report = extract_features(index, ColorGradient(CG), store, dataset_ref="r",
+                                  wait_busy=False)
+        assert report.busy == (held,) and report.ok
+        assert sorted(report.written) == sorted(set(index.videos) - {held})
+        import threading
+
+        threading.Timer(1.0, proc.kill).start()  # the holder dies while the next run waits
+        again = extract_features(index, ColorGradient(CG), store, dataset_ref="r")
+        assert again.written == (held,) and again.busy == () and again.ok
+    finally:
+        proc.kill()
+        proc.wait()
+    assert FeatureStore.open(store).videos() == sorted(index.videos)
