@@ -115,6 +115,7 @@ def bucket(s3_server, monkeypatch):
     s3fs.S3FileSystem.clear_instance_cache()
 
 
+@pytest.mark.slow
 def test_s3_store_written_reopened_and_checked(tiny_kitchen, bucket, tmp_path):
     import s3fs
 
@@ -173,6 +174,7 @@ def test_s3_store_refuses_another_source_and_hides_unfinished_writes(bucket):
     assert FeatureStore.open(url).videos() == ["v2"]
 
 
+@pytest.mark.slow
 def test_storage_options_on_the_command_line(tiny_kitchen, bucket, s3_server, monkeypatch):
     """`--storage-option endpoint_url=...` instead of AWS_ENDPOINT_URL; --status reads the URL."""
     import fsspec.config
