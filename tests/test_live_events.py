@@ -117,3 +117,40 @@ def test_states_are_joined_along_their_batch_axis_and_a_step_counter_is_shared()
     assert batcher.key({**a, "t": 5}) != batcher.key(b)  # another step: another batch
     odd = StateBatcher(lambda n, d: {"x": torch.zeros(n, n)}, lambda n: np.zeros(n))
     assert not odd.batchable and odd.key(odd.fresh()) != odd.key(odd.fresh())
+
+
+def test_an_extractor_that_holds_rows_back_is_refused_live():
+    """Live feeding gives one frame at a time; an extractor that waits for two batches before
+    yielding cannot answer live and says so; one that yields per batch is fed row by row."""
+    from actrec.plugin_api import FeatureExtractor
+    from actrec.recognizer import _ExtractorFeed
+
+    class Mean(FeatureExtractor):
+        name = "mean"
+        lookahead = 0
+
+        def dim(self):
+            return 1
+
+        def extract(self, batches):
+            for b in batches:
+                yield b.reshape(b.shape[0], -1).mean(1, keepdims=True).astype(np.float32)
+
+    class Pairs(Mean):
+        name = "pairs"
+
+        def extract(self, batches):
+            held = []
+            for b in batches:
+                held.append(b)
+                if len(held) == 2:
+                    yield from Mean.extract(self, [np.concatenate(held)])
+                    held = []
+
+    frames = [np.full((4, 4, 3), v, np.uint8) for v in (10, 20, 30)]
+    feed = _ExtractorFeed(Mean(), 1, "test")
+    assert [float(feed.push(f)[0]) for f in frames] == [10.0, 20.0, 30.0]
+    feed = _ExtractorFeed(Pairs(), 1, "run X")
+    with pytest.raises(ConfigError, match="run X: extractor 'pairs' holds a frame's features "
+                                          "back"):
+        feed.push(frames[0])
