@@ -176,7 +176,8 @@ def test_s3_store_refuses_another_source_and_hides_unfinished_writes(bucket):
 
 @pytest.mark.slow
 def test_storage_options_on_the_command_line(tiny_kitchen, bucket, s3_server, monkeypatch):
-    """`--storage-option endpoint_url=...` instead of AWS_ENDPOINT_URL; --status reads the URL."""
+    """`--storage-option endpoint_url=...` instead of AWS_ENDPOINT_URL, reaching the worker
+    processes too (--workers 2); --status reads the URL."""
     import fsspec.config
 
     from actrec.cli import cli
@@ -191,10 +192,12 @@ def test_storage_options_on_the_command_line(tiny_kitchen, bucket, s3_server, mo
           "size=32,folds=3,seed=7"
     result = CliRunner().invoke(cli, ["extract", ref, "--root", root, "-x", "grid=2", "-x",
                                       "bins=4", "-x", "resize=32", "--out", url,
-                                      "--storage-option", f"endpoint_url={s3_server}", "--json"],
+                                      "--storage-option", f"endpoint_url={s3_server}",
+                                      "--workers", "2", "--json"],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert len(json.loads(result.stdout)["written"]) == len(index.videos)
+    report = json.loads(result.stdout)
+    assert len(report["written"]) == len(index.videos) and report["workers"] == 2
     assert json.loads(os.environ["FSSPEC_S3"]) == {"endpoint_url": s3_server}  # for workers
     status = CliRunner().invoke(cli, ["extract", "--status", url, "--json"],
                                 catch_exceptions=False)
