@@ -54,7 +54,12 @@ def choose_split(store: FeatureStore, name: str | None) -> tuple[str, dict[str, 
 
 def same_store(a: FeatureStore, b: FeatureStore) -> bool:
     """True when two opened stores are one: the same folder, or the same recorded source."""
-    if Path(a.path).resolve() == Path(b.path).resolve():
+    from actrec.io.remote import StoreURL
+
+    if isinstance(a.path, StoreURL) or isinstance(b.path, StoreURL):  # a store at a URL
+        if str(a.path) == str(b.path):
+            return True
+    elif Path(a.path).resolve() == Path(b.path).resolve():
         return True
     ida, idb = getattr(a, "identity", None), getattr(b, "identity", None)
     return ida is not None and ida == idb

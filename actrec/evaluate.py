@@ -37,6 +37,7 @@ import numpy as np
 
 from actrec.data.scaling import FeatureScaler
 from actrec.errors import ActrecError, ConfigError, DataError
+from actrec.io.remote import store_location
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -325,7 +326,7 @@ def evaluate_model(
                           f"{', '.join(SEGMENT_BACKGROUND_MODES)}, "
                           f"got {segment_background!r}")
 
-    names = [str(s.attrs.get("dataset") or Path(s.path).stem) for s in stores]
+    names = [str(s.attrs.get("dataset") or s.path.stem) for s in stores]  # Path or StoreURL
     if len(set(names)) < len(names):
         names = [f"{n} (D{k + 1})" for k, n in enumerate(names)]
     results: dict[str, DatasetResult] = {}
@@ -419,7 +420,7 @@ def evaluate_run(
         name = str(ckpt["model_name"])
         classes = tuple(tuple(c) for c in ckpt["classes"])
         dims = tuple(int(d) for d in ckpt["input_dims"])
-        store_paths = [Path(p) for p in ckpt["stores"]]
+        store_paths = [store_location(p) for p in ckpt["stores"]]
         trained_splits = [str(s) for s in ckpt["splits"]]
         causal = bool(ckpt.get("causal", True))
     except (KeyError, TypeError) as exc:
@@ -449,7 +450,7 @@ def evaluate_run(
         if len(stores) != len(store_paths):
             raise ActrecError(f"run {run_dir} was trained on {len(store_paths)} dataset(s); "
                               f"got {len(stores)} store(s) to evaluate on")
-        store_paths = [Path(p) for p in stores]
+        store_paths = [store_location(p) for p in stores]
     opened = [open_store(p, spec.get("streams")) for p in store_paths]
     for k, store in enumerate(opened):
         if tuple(store.classes) != classes[k]:

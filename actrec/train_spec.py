@@ -20,6 +20,15 @@ from actrec.plugin_api import coerce
 __all__ = ["TrainSpec", "OPTIMIZERS", "RESUMABLE", "PROTOCOLS", "LABEL_ARRANGEMENTS"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+def _store_path(value):
+    """A feature store's location: a path made absolute, or a store URL kept as one
+    (``actrec.io.remote.store_location``; ``file://`` URLs are paths)."""
+    from actrec.io.remote import StoreURL, store_location
+
+    where = store_location(value)
+    return where if isinstance(where, StoreURL) else where.absolute()
 PROTOCOLS = ("single", "joint", "transfer")
 LABEL_ARRANGEMENTS = ("concat", "merged", "random", "multi-random")
 HEADS = ("auto", "keep", "reinit")
@@ -130,9 +139,9 @@ class TrainSpec:
         # Normalise types given from Python (strings for paths, lists for mix).
         # Absolute paths: config.json says exactly which stores, and a resume from another
         # working directory still matches.
-        object.__setattr__(self, "d1", Path(self.d1).expanduser().absolute())
+        object.__setattr__(self, "d1", _store_path(self.d1))
         if self.d2 is not None:
-            object.__setattr__(self, "d2", Path(self.d2).expanduser().absolute())
+            object.__setattr__(self, "d2", _store_path(self.d2))
         object.__setattr__(self, "mix", tuple(int(n) for n in self.mix))
         if self.streams is not None:
             names = (self.streams,) if isinstance(self.streams, str) else self.streams
@@ -295,7 +304,7 @@ class TrainSpec:
     def datasets(self) -> list[Path]:
         """The feature stores in domain order: D1, D2, D3, ..."""
         return [self.d1] + ([self.d2] if self.d2 is not None else []) + [
-            Path(p) for p in self.extra_data]
+            _store_path(p) for p in self.extra_data]
 
     @property
     def joint(self) -> bool:

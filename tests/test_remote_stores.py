@@ -147,6 +147,21 @@ def test_s3_store_written_reopened_and_checked(tiny_kitchen, bucket, tmp_path):
     redo = extract_features(index, ColorGradient(CG), url, dataset_ref="synthetic:tiny")
     assert [v for v, _ in redo.redone_damaged] == [vid] and redo.written == (vid,)
     assert _content(FeatureStore.open(url)) == _content(FeatureStore.open(local))
+    # Training and evaluation read the store by its URL, beside a local one (D2).
+    from actrec.cli import cli
+
+    runner = CliRunner()
+    trained = runner.invoke(cli, ["train", "ddlstm", "--d1", url, "--d2", str(local),
+                                  "--allow-same-store", "--iterations", "2", "--history", "8",
+                                  "--mix", "2:2", "-o", "hidden=4", "--run-dir",
+                                  str(tmp_path / "run"), "--json"], catch_exceptions=False)
+    assert trained.exit_code == 0, trained.output
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert url in json.dumps(config)
+    evaluated = runner.invoke(cli, ["eval", str(tmp_path / "run"), "--online", "--json"],
+                              catch_exceptions=False)
+    assert evaluated.exit_code == 0, evaluated.output
+    assert len(json.loads(evaluated.stdout)["datasets"]) == 2
     # Claims are deleted when done; status records stay in the store.
     assert not fs.exists(f"{bucket}/features/s.zarr/.claims") or \
         fs.ls(f"{bucket}/features/s.zarr/.claims") == []
