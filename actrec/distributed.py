@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from actrec.errors import ConfigError
+from actrec.errors import ActrecError, ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -53,8 +53,10 @@ __all__ = [
     "current",
     "join_from_env",
     "launched",
+    "peer_lost",
     "session",
     "sync_norms",
+    "unused_parameters_possible",
 ]
 
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -103,9 +105,44 @@ def session(device: str = "cpu") -> Iterator[bool]:
     joined = join_from_env(device)
     try:
         yield not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    except ActrecError as exc:  # printed by every process: say which
+        if joined:
+            who = f"process {os.environ.get('RANK')} of {os.environ.get('WORLD_SIZE')}"
+            exc.args = (f"{who}: {exc}", *exc.args[1:])
+        raise
+    except RuntimeError as exc:
+        if joined and peer_lost(exc):
+            raise ActrecError(
+                f"process {os.environ.get('RANK')} of {os.environ.get('WORLD_SIZE')}: another "
+                f"process of this torchrun job stopped (its own error is printed above or in "
+                f"its node's log), so this one stops too ({_first_line(exc)})") from None
+        raise
     finally:
         if joined:
             dist.destroy_process_group()
+
+
+# What gloo / NCCL / the store say when a peer process died or stopped answering.
+_PEER_LOST = ("connection closed by peer", "connection reset by peer", "broken pipe",
+              "remote worker", "remote process", "timed out", "timeout", "socket closed")
+
+
+def peer_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` is a collective failing because another process died or hung."""
+    import torch.distributed as dist
+
+    if isinstance(exc, getattr(dist, "DistError", ())):
+        return True
+    text = str(exc).lower()
+    return any(marker in text for marker in _PEER_LOST)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The reason in ``exc``'s first line, without gloo's ``[file.cc:line]`` prefix."""
+    import re
+
+    line = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+    return re.sub(r"^\[[^\]]*\]\s*", "", line).split(". ")[0]
 
 
 def check_mix(mixes: Sequence[Sequence[int]], world: int, what: str = "--mix") -> None:
@@ -122,14 +159,57 @@ def check_mix(mixes: Sequence[Sequence[int]], world: int, what: str = "--mix") -
 
 
 def sync_norms(model: Any, group: Any) -> int:
-    """Point every batch-normalised LSTM layer of ``model`` at ``group`` (None: back to
-    per-process statistics); returns the number of layers."""
+    """Point every batch-normalised LSTM layer and every torch batch norm (e.g. the ``gru``
+    model's) of ``model`` at ``group`` (None: back to per-process statistics); returns the
+    number of layers synchronised."""
+    from torch import nn
+
     from actrec.nn.lstm import NormLSTMLayer
 
     layers = [m for m in model.modules() if isinstance(m, NormLSTMLayer)]
     for layer in layers:
         layer.sync_group = group
-    return len(layers)
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+             and not isinstance(m, nn.SyncBatchNorm)]
+    for norm in norms:  # an instance attribute shadows the class's forward
+        if group is None:
+            norm.__dict__.pop("forward", None)
+        else:
+            norm.forward = _SyncedBatchNorm(norm, group)
+    return len(layers) + len(norms)
+
+
+def unused_parameters_possible(spec: Any, model: Any) -> bool:
+    """Whether a training step of ``spec`` can leave a trainable parameter of ``model``
+    without a gradient: a phase whose batches lack one of the run's datasets (that dataset's
+    own parameters, the DDBN alphas) or a one-dataset run of a model with alphas (a
+    single-domain batch is plain batch norm). DDP must then look for such parameters at every
+    step (``find_unused_parameters``), which costs a graph traversal and warns when none are."""
+    from actrec.protocols import phase_mix
+
+    n = len(spec.datasets)
+    mixes = [phase_mix(spec, i, n) for i, count in enumerate(spec.phase_iterations) if count]
+    if any(0 in mix for mix in mixes):
+        return True
+    alphas = any(p.requires_grad and name.endswith("alpha")
+                 for name, p in model.named_parameters())
+    return n < 2 and alphas
+
+
+class _SyncedBatchNorm:
+    """A torch batch norm's forward whose training statistics are those of all processes'
+    rows (``actrec.ops.ddbn_sync.sync_torch_batch_norm``); evaluation as the module's own."""
+
+    def __init__(self, module: Any, group: Any) -> None:
+        self.module, self.group = module, group
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        module = self.module
+        if not module.training:
+            return type(module).forward(module, x)
+        from actrec.ops.ddbn_sync import sync_torch_batch_norm
+
+        return sync_torch_batch_norm(module, x, self.group)
 
 
 @dataclass

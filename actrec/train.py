@@ -402,8 +402,12 @@ class _Loop:
         # Several processes (actrec.distributed): this one's share of every batch, a DDP
         # wrapper for the training forward; self.model stays the bare model.
         self.dist = dist
-        self.forward_model = model if dist is None else dist.wrap(
-            model, device, find_unused=spec.protocol != "joint")  # joint: every domain, always
+        self.forward_model = model
+        if dist is not None:
+            from actrec.distributed import unused_parameters_possible
+
+            self.forward_model = dist.wrap(model, device,
+                                           find_unused=unused_parameters_possible(spec, model))
         self.rng, self.device, self.data, self.plugin = rng, device, data, plugin
         self.elapsed_before = elapsed_before
         self.t0 = time.perf_counter()

@@ -118,3 +118,80 @@ def test_rows_of_a_share_and_windows_read_only_for_them():
     a, b = stride.draw(5, 6), stride.draw(5, 6, rows=slice(3, 6))
     assert np.array_equal(b.features, a.features[:, 3:6]) and np.array_equal(b.video,
                                                                               a.video[3:6])
+
+
+def toy_store(path, dim: int, classes: int, seed: int, *, test_videos: bool = True):
+    """A real Zarr feature store of 6 training and 2 test videos (the test videos listed in
+    the split but not written when ``test_videos`` is False)."""
+    import numpy as np
+
+    from actrec.io.features import FeatureStore
+
+    rng = np.random.default_rng(seed)
+    train, test = [f"tr{i}" for i in range(6)], [f"te{i}" for i in range(2)]
+    store = FeatureStore.open_or_create(
+        path, dataset=f"toy{seed}", split_scheme="default",
+        classes=[f"c{k}" for k in range(classes)], splits={"1": {"train": train, "test": test}},
+        extractor="toy", extractor_config={"seed": seed}, lookahead=0, dtype="float32")
+    for vid in train + (test if test_videos else []):
+        t = int(rng.integers(12, 30))
+        y = np.repeat(rng.integers(0, classes, size=t // 4 + 1), 4)[:t]
+        store.write_video(vid, rng.normal(size=(t, dim)).astype(np.float32), y, fps=15.0,
+                          source=None)
+    return path
+
+
+@pytest.mark.slow
+def test_a_failing_process_stops_the_others_at_once_with_a_clear_message(tmp_path):
+    """Rank 0 alone evaluates (--eval-every) and fails on D1's missing test videos while rank
+    1 waits in the next collective: rank 1 stops at once (not after the group's 180-minute
+    timeout), saying why, and neither prints a traceback of its own."""
+    import re
+
+    stores = [toy_store(tmp_path / "a.zarr", 5, 3, 1, test_videos=False),
+              toy_store(tmp_path / "b.zarr", 4, 2, 2)]
+    env = {**os.environ, "ACTREC_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "actrec", "train", "ddlstm", "--d1", str(stores[0]), "--d2", str(stores[1]),
+         "-o", "hidden=8", "--history", "8", "--iterations", "6", "--mix", "2:2",
+         "--eval-every", "2", "--run-dir", str(tmp_path / "run")],
+        check=False, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode != 0
+    err = done.stderr
+    assert re.search(r"Error: process 0 of 2: feature store \S+a\.zarr: 2 test video", err), err
+    assert "Error: process 1 of 2: another process of this torchrun job stopped" in err, err
+    assert not re.search(r"\[rank\d\]:\s*Traceback", err), err  # torchrun's summary only
+    assert "find_unused_parameters" not in err  # joint DDLSTM: every parameter, every step
+
+
+def test_which_runs_can_leave_parameters_without_gradients():
+    """DDP looks for unused parameters (a graph traversal per step, and a warning when there
+    are none) only where a batch can lack a dataset or a single-domain DDLSTM batch leaves the
+    alphas out."""
+    from actrec.distributed import unused_parameters_possible
+    from actrec.nn.models import NormLSTMClassifier, TorchRNNClassifier
+    from actrec.train import TrainSpec
+
+    ddlstm = NormLSTMClassifier(5, 4, hidden=6, layers=1, max_len=8, dual=True)
+    lstm = TorchRNNClassifier(5, 4, hidden=6, layers=1)
+    joint = TrainSpec(model="ddlstm", d1="a.zarr", d2="b.zarr", mix=(2, 2))
+    transfer = TrainSpec(model="ddlstm", d1="a.zarr", d2="b.zarr", mix=(2, 2),
+                         protocol="transfer", pretrain_iters=2, finetune_iters=2)
+    single = TrainSpec(model="lstm", d1="a.zarr", mix=(4,))
+    assert not unused_parameters_possible(joint, ddlstm)
+    assert unused_parameters_possible(transfer, ddlstm)
+    assert unused_parameters_possible(transfer, lstm)  # a phase without D1 (conservative)
+    assert unused_parameters_possible(single, ddlstm)  # single-domain DDBN: plain batch norm
+    assert not unused_parameters_possible(single, lstm)
+
+
+def test_a_lost_peer_is_told_from_other_errors():
+    from actrec.distributed import _first_line, peer_lost
+
+    gloo = RuntimeError("[/__w/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:553] "
+                        "Connection closed by peer [127.0.0.1]:4242. This is typically caused "
+                        "by a remote worker crashing.")
+    assert peer_lost(gloo) and _first_line(gloo) == "Connection closed by peer [127.0.0.1]:4242"
+    assert peer_lost(torch.distributed.DistBackendError("NCCL watchdog: Timed out"))
+    assert not peer_lost(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from actrec.ops.domains import contribution_weights
 
-__all__ = ["RowPartition", "sync_bn", "sync_ddbn"]
+__all__ = ["RowPartition", "sync_bn", "sync_ddbn", "sync_torch_batch_norm"]
 
 
 @dataclass(frozen=True)
@@ -197,3 +197,36 @@ def sync_bn(h: Tensor, part: RowPartition, gamma: Tensor, beta: Tensor,
     w = w.index_select(2, part.index.to(h.device))  # [1, T, n_local]
     y, mean, var = _SyncNorm.apply(h, w, gamma, beta, h.shape[1], float(eps), part.group)
     return y, mean[0], var[0]
+
+
+def sync_torch_batch_norm(module: torch.nn.modules.batchnorm._BatchNorm, x: Tensor,
+                          group: Any) -> Tensor:
+    """What ``module`` (a torch ``BatchNorm1d/2d/3d`` in training mode) computes for this
+    process's rows ``x [M, C, ...]``, with the batch statistics of all processes' rows in
+    ``group`` (any number of rows each, none included): outputs, gradients and the running
+    statistics (momentum or cumulative, unbiased with the global count) are those of one
+    process holding every row, as ``torch.nn.SyncBatchNorm`` does on GPUs only."""
+    import torch.distributed as dist
+
+    c = x.shape[1]
+    flat = x.movedim(1, -1).reshape(-1, c)  # [M, C]
+    st = _stat_dtype(x.dtype)
+    count = torch.tensor([float(flat.shape[0])], dtype=torch.float64, device=x.device)
+    dist.all_reduce(count, group=group)
+    total = float(count)
+    if total < 2:
+        raise ValueError(f"batch norm over {int(total)} value(s) per channel in the whole batch")
+    w = torch.ones(1, 1, flat.shape[0], dtype=st, device=x.device)
+    gamma = module.weight if module.weight is not None else x.new_ones(c)
+    beta = module.bias if module.bias is not None else x.new_zeros(c)
+    y, mean, var = _SyncNorm.apply(flat[None], w, gamma, beta, flat.shape[0],
+                                   float(module.eps), group)
+    if module.track_running_stats and module.running_mean is not None:
+        with torch.no_grad():
+            module.num_batches_tracked.add_(1)
+            f = (1.0 / float(module.num_batches_tracked) if module.momentum is None
+                 else float(module.momentum))
+            rm, rv = module.running_mean, module.running_var
+            rm.mul_(1 - f).add_(mean[0, 0].to(rm.dtype), alpha=f)
+            rv.mul_(1 - f).add_((var[0, 0] * (total / (total - 1))).to(rv.dtype), alpha=f)
+    return y[0].reshape(x.movedim(1, -1).shape).movedim(-1, 1)
