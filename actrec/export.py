@@ -10,10 +10,12 @@ extra files and written beside it as ``OUT.json``): label names, frame rate, the
 its config that make the input features, the initial state (zeros, shapes per stream) and the
 input/output order. Loading it needs only torch (``LOADER`` below; docs/guide.md).
 
-Refused with a ``ConfigError`` naming the reason: models whose state holds a value that is not
-a tensor (a batch-normalised LSTM's step counter: ``torch.export`` would freeze it at one
-value), label arrangements without per-dataset probabilities, score inputs, and a step whose
-operations do not export (the message names the operation).
+Where actrec's compiled DDBN op is loaded, the traced step holds it; it is replaced by its
+PyTorch reference (in eval mode an affine map with each domain's running statistics), equal to
+float rounding. Refused with a ``ConfigError`` naming the reason: a state value that is neither
+a tensor nor an int, label arrangements without per-dataset probabilities, score inputs, a step
+whose operations do not export or leave an operator outside ATen (named), and a program that
+differs from the model's step (``_check_program``).
 """
 
 from __future__ import annotations
@@ -158,6 +160,7 @@ def export_run(run: str | Path, out: Path, *, dataset: int | str | None = None) 
     except Exception as exc:  # noqa: BLE001 - the reason is the message
         raise ConfigError(f"{where}: model '{online.model_name}''s step does not export with "
                           f"torch.export: {_first_op(exc)}") from None
+    program = _plain_ops(program, where)
     _check_program(program.module(), step, example, where)
     meta = {
         "format": "actrec-online-step", "version": 1, "run": str(online.run_dir),
@@ -183,6 +186,40 @@ def export_run(run: str | Path, out: Path, *, dataset: int | str | None = None) 
     torch.export.save(program, str(out), extra_files={"actrec.json": text})
     meta_path.write_text(text + "\n")
     return ExportReport(program=str(out), metadata=str(meta_path), meta=meta)
+
+
+def _custom_ops(program: Any) -> list[str]:
+    """Operators of ``program`` outside ATen and Python's built-ins (``actrec.ddbn_eval``)."""
+    found = []
+    for node in program.graph.nodes:
+        if node.op == "call_function":
+            name = str(node.target)
+            if not name.startswith(("aten.", "<built-in")):
+                found.append(name)
+    return sorted(set(found))
+
+
+def _plain_ops(program: Any, where: str) -> Any:
+    """``program`` with actrec's compiled DDBN op (traced where the extension is loaded)
+    replaced by its PyTorch reference, which it equals to float rounding (in eval mode an
+    affine map with the running statistics of each row's domain), so that loading needs no
+    actrec; ``ConfigError`` naming any other operator outside ATen."""
+    import torch
+
+    if "actrec.ddbn_eval.default" in _custom_ops(program):
+        from actrec.ops.ddbn_reference import ddbn_eval_reference
+
+        def plain(h, domain, running_mean, running_var, gamma, beta, eps=1e-5):
+            return ddbn_eval_reference(h, domain, running_mean, running_var, gamma, beta, eps,
+                                       checked=True)
+
+        program = program.run_decompositions({torch.ops.actrec.ddbn_eval.default: plain})
+    left = _custom_ops(program)
+    if left:
+        raise ConfigError(f"{where}: the exported step uses operator(s) {', '.join(left)} "
+                          f"outside PyTorch's own, which a program loaded without actrec "
+                          f"cannot run; not exported")
+    return program
 
 
 def _check_program(exported: Any, eager: Any, example: tuple, where: str,
