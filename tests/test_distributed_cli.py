@@ -195,3 +195,17 @@ def test_a_lost_peer_is_told_from_other_errors():
     assert peer_lost(gloo) and _first_line(gloo) == "Connection closed by peer [127.0.0.1]:4242"
     assert peer_lost(torch.distributed.DistBackendError("NCCL watchdog: Timed out"))
     assert not peer_lost(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+
+
+def test_sync_bn_given_to_one_process_is_noted(tmp_path, capsys, monkeypatch):
+    """Outside torchrun --sync-bn changes nothing (it is recorded, so a run keeps it when
+    resumed under torchrun): said on stderr, not an error."""
+    from actrec.cli import main
+
+    monkeypatch.setenv("ACTREC_HOME", str(tmp_path / "home"))
+    store = toy_store(tmp_path / "a.zarr", 5, 3, 1)
+    main(["train", "lstm", "--d1", str(store), "-o", "hidden=4", "--history", "6",
+          "--iterations", "1", "--mix", "2", "--sync-bn", "off", "--run-dir",
+          str(tmp_path / "run"), "--json"])
+    assert "note: --sync-bn off only changes training under torchrun" in capsys.readouterr().err
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["spec"]["sync_bn"] is False

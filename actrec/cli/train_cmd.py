@@ -199,7 +199,7 @@ def train(ctx, model, d1, d2, extractor, options, split, history, iterations, ep
     DDLSTM paper's setup. Under torchrun (``torchrun --nproc-per-node K -m actrec train ...``)
     every process trains its share of each batch and rank 0 writes the run (docs/scaling.md)."""
     from actrec.cli.config import value_sources
-    from actrec.distributed import session
+    from actrec.distributed import launched, session
     from actrec.pipeline import train_all_splits, train_from_refs
 
     both = [ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE
@@ -212,6 +212,10 @@ def train(ctx, model, d1, d2, extractor, options, split, history, iterations, ep
         epochs = None  # an explicit --iterations beats epochs of a preset or config file
     if all_splits and split is not None:
         raise click.UsageError("--all-splits trains every split; drop --split")
+    if ctx.get_parameter_source("sync_bn") == click.core.ParameterSource.COMMANDLINE \
+            and not launched():  # recorded in the run, but one process has the whole batch
+        click.echo(f"note: --sync-bn {sync_bn} only changes training under torchrun "
+                   f"(docs/scaling.md); one process normalises with its whole batch", err=True)
     with session(device) as main, make_progress() as progress:
         result = (train_all_splits if all_splits else train_from_refs)(
             model, d1=d1, d2=d2, extractor=extractor,
