@@ -20,13 +20,16 @@ trains with a ``Distributed`` (``current``) instead of alone:
   single-process gradient exactly (``frame_loss``).
 - **Batch statistics** (``--sync-bn on``, the default): the DDLSTM / BNLSTM layers reduce their
   per-(t, c), per-domain sums over all ranks in the forward and backward
-  (``actrec.ops.ddbn_sync``), so statistics, running statistics, outputs and gradients (alphas
-  included) are those of the global batch. ``--sync-bn off`` keeps each rank's statistics: a
+  (``actrec.ops.ddbn_sync``), and so do torch batch norms (the ``gru`` model's), so
+  statistics, running statistics, outputs and gradients (alphas included) are those of the
+  global batch. ``--sync-bn off`` keeps each rank's statistics: a
   different model (the batch statistics of ``N/W`` rows; with DDBN's tanh weights over ``N/W``
   rows), whose running statistics are rank 0's.
 - **Writing.** Only rank 0 shows progress, logs metrics, evaluates and writes checkpoints
   (atomically, ``actrec.runs``); every rank validates (the schedule and early stopping must
   agree everywhere), after rank 0's running statistics are broadcast.
+- **Failures.** Errors name their process; a process whose collective fails because another
+  one died stops at once with an ``ActrecError`` saying so (``session``), not at the timeout.
 - **Randomness.** Rank 0 runs the torch generator of a single-process run; other ranks reseed
   theirs from ``(seed, rank, start iteration)``. Dropout masks therefore depend on the number of
   processes (models without dropout, the defaults, do not draw from it in training).
