@@ -144,6 +144,11 @@ def test_s3_store_written_reopened_and_checked(tiny_kitchen, bucket, tmp_path):
     with pytest.raises(DataError, match=r"is damaged \(labels: chunk c/0 is missing\)"):
         FeatureStore.open(url).read(vid)
     assert not check_store(FeatureStore.open(url)).ok
+    from actrec.cli import cli as _cli
+
+    checked = CliRunner().invoke(_cli, ["check", url, "--json"], catch_exceptions=False)
+    assert checked.exit_code == 1, checked.output  # the command names the damaged video
+    assert vid in checked.stdout and json.loads(checked.stdout)["videos"]
     redo = extract_features(index, ColorGradient(CG), url, dataset_ref="synthetic:tiny")
     assert [v for v, _ in redo.redone_damaged] == [vid] and redo.written == (vid,)
     assert _content(FeatureStore.open(url)) == _content(FeatureStore.open(local))

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from actrec.cli.common import emit, json_option, make_progress
 
 
 @click.command()
-@click.argument("store", type=click.Path(path_type=Path))
+@click.argument("store")  # a path or a store URL (s3://..., file://...)
 @click.option("--sources/--no-sources", default=True, show_default=True,
               help="Also compare each video's source file (size, mtime) with the one recorded "
               "when it was extracted.")
