@@ -130,7 +130,10 @@ def test_table1_grid_expands_over_every_split_once_per_unit(tiny_root):
     assert unit["spec"]["protocol"] == "transfer" and "mpii" in Path(unit["d1"]).name
     assert "salads" in Path(unit["d2"]).name and unit["spec"]["boundary"] is True
     assert unit["spec"]["pretrain_iters"] == unit["spec"]["iterations"] == 30
-    assert unit["spec"]["mix"] == (4, 4)  # the preset's 64:64, scaled for tiny
+    # The paper's batch of 128 in each single-dataset phase (joint: 64 + 64), scaled for tiny.
+    assert unit["spec"]["mix"] == (8, 8)
+    joint_unit = next(u for u in plan.units if u["key"].startswith("lstm-joint-"))
+    assert joint_unit["spec"]["mix"] == (4, 4)
     # Joint cells pair D1's split k with D2's split k.
     joint = [u for u in plan.units if u["key"].startswith("ddlstm-joint-breakfast2-")]
     assert [(u["spec"]["split"], u["spec"]["d2_split"]) for u in joint] == [("2", "2")] * 2
