@@ -231,6 +231,42 @@ def test_synchronised_op_equals_the_reference_and_its_gradients_are_exact():
         dist.destroy_process_group()
 
 
+def test_synchronised_torch_batch_norm_equals_torch_in_a_group_of_one():
+    """A torch BatchNorm1d / 2d forward through ``sync_torch_batch_norm`` (any input layout):
+    outputs, input and affine gradients, running statistics (momentum and cumulative) and the
+    batch counter as torch's own module gives them."""
+    from actrec.ops.ddbn_sync import sync_torch_batch_norm
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        torch.manual_seed(1)
+        for make, shape in ((lambda: torch.nn.BatchNorm1d(3), (9, 3)),
+                            (lambda: torch.nn.BatchNorm1d(3, momentum=None), (4, 3, 5)),
+                            (lambda: torch.nn.BatchNorm2d(3), (2, 3, 4, 2))):
+            ours, theirs = make().double(), make().double()
+            with torch.no_grad():
+                ours.weight.uniform_(0.5, 1.5)
+                ours.bias.uniform_(-1, 1)
+            theirs.load_state_dict(ours.state_dict())
+            for _ in range(2):  # running statistics after two batches
+                x = (3 * torch.randn(*shape, dtype=torch.float64) + 1).requires_grad_()
+                up = torch.randn(*shape, dtype=torch.float64)
+                y = sync_torch_batch_norm(ours, x, dist.group.WORLD)
+                (gx,) = torch.autograd.grad((y * up).sum(), [x], retain_graph=True)
+                (y * up).sum().backward()
+                x2 = x.detach().clone().requires_grad_()
+                y2 = theirs(x2)
+                (y2 * up).sum().backward()
+                torch.testing.assert_close(y, y2, rtol=1e-12, atol=1e-12)
+                torch.testing.assert_close(gx, x2.grad, rtol=1e-10, atol=1e-12)
+            for a, b in zip(ours.state_dict().values(), theirs.state_dict().values()):
+                torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(ours.weight.grad, theirs.weight.grad)
+            torch.testing.assert_close(ours.bias.grad, theirs.bias.grad)
+    finally:
+        dist.destroy_process_group()
+
+
 # --------------------------------------------------------------------------------------------
 # Training runs: resume with another number of processes
 
