@@ -1,7 +1,8 @@
 """Running the units of a reproduced table here or in ``jobs`` worker processes.
 
 With ``jobs`` > 1 each worker is a ``spawn``-ed process (torch's thread pools do not survive
-``fork``) that takes ``cores // jobs`` threads for torch and the BLAS libraries (set in the
+``fork``; ``min(jobs, units)`` of them) that takes ``cores // workers`` threads for torch and
+the BLAS libraries (set in the
 environment before it starts, and with ``torch.set_num_threads``): oversubscribed torch
 processes slow down by an order of magnitude. Workers take units from one queue, so each unit
 runs once; their progress bars are forwarded to the parent's display. A unit that fails is a
@@ -105,7 +106,7 @@ def run_units(units: Sequence[dict[str, Any]], jobs: int = 1, progress: Any = No
 
     ctx = multiprocessing.get_context("spawn")
     workers = min(jobs, len(units))
-    threads = thread_share(jobs)
+    threads = thread_share(workers)  # the processes that run share the cores, not --jobs
     task_q, event_q = ctx.Queue(), ctx.Queue()
     for unit in units:
         task_q.put(unit)

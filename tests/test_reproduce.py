@@ -356,3 +356,19 @@ def test_tiny_recurrent_assistance_table6_transfers_from_a_fixed_source_split(ti
         assert config["spec"]["protocol"] == "transfer"
         assert config["spec"]["split"] == str(s + 1) and config["spec"]["d2_split"] == "2"
         assert "salads" in Path(config["spec"]["d2"]).name
+
+
+@pytest.mark.slow
+def test_workers_share_the_cores_among_the_processes_that_run(monkeypatch, tmp_path):
+    """--jobs 4 with two units starts two workers: each takes half the cores, not a quarter."""
+    from actrec import extract_workers
+    from actrec.reproduce_workers import run_units
+
+    monkeypatch.setattr(extract_workers, "cpu_cores", lambda: 8)
+    units = [{"kind": "frame-classifier", "key": f"u{i}", "store": str(tmp_path / f"none{i}.zarr"),
+              "split": "1", "metric": "frame_accuracy", "dir": str(tmp_path / f"u{i}")}
+             for i in range(2)]
+    results = run_units(units, jobs=4)
+    assert {r["status"] for r in results.values()} == {"failed"}  # no such stores
+    assert all("none" in r["error"] for r in results.values())
+    assert {r["threads"] for r in results.values()} == {4}
