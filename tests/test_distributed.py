@@ -294,10 +294,11 @@ def make_store(path: Path, dim: int, classes: int, seed: int) -> Path:
 def train_spec(root: Path, iterations: int, **kw):
     from actrec.train import TrainSpec
 
-    base = dict(model="ddlstm", d1=root / "a.zarr", d2=root / "b.zarr",
-                model_options={"hidden": 8, "layers": 2}, history=10, iterations=iterations,
-                mix=(4, 2), lr=0.01, optimizer="adam", log_every=1, checkpoint_every=3,
-                windows="random", loss_frames="all", seed=5, select_on_test=True, val_every=3)
+    base = {"model": "ddlstm", "d1": root / "a.zarr", "d2": root / "b.zarr",
+            "model_options": {"hidden": 8, "layers": 2}, "history": 10,
+            "iterations": iterations, "mix": (4, 2), "lr": 0.01, "optimizer": "adam",
+            "log_every": 1, "checkpoint_every": 3, "windows": "random", "loss_frames": "all",
+            "seed": 5, "select_on_test": True, "val_every": 3}
     base.update(kw)
     return TrainSpec(**base)
 
