@@ -80,7 +80,7 @@ class FeatureSpec:
     """One feature stream of a run: the extractor and config recorded in its store, and the
     dtype the store keeps features in."""
 
-    store: Path
+    store: Any  # Path, or actrec.io.remote.StoreURL
     extractor: str
     config: dict[str, Any]
     dtype: str
@@ -126,6 +126,7 @@ def load_online_run(run: str | Path, *, dataset: int | str | None = None,
     from actrec.components import open_store
     from actrec.data.scaling import FeatureScaler
     from actrec.evaluate import load_run_model
+    from actrec.io.remote import store_location
     from actrec.protocols import selected_checkpoint
 
     run_dir = runs.resolve_run(run) if not Path(run).is_dir() else Path(run)
@@ -134,7 +135,7 @@ def load_online_run(run: str | Path, *, dataset: int | str | None = None,
     try:
         spec = ckpt["spec"]
         name = str(ckpt["model_name"])
-        store_paths = [Path(p) for p in ckpt["stores"]]
+        store_paths = [store_location(p) for p in ckpt["stores"]]  # a path or a StoreURL
         causal = bool(ckpt.get("causal", True))
     except (KeyError, TypeError) as exc:
         raise DataError(f"{ckpt_path}: not an actrec training checkpoint (missing {exc})") from None
@@ -149,10 +150,12 @@ def load_online_run(run: str | Path, *, dataset: int | str | None = None,
     k = _domain_index(dataset, store_paths, where)
     opened = []
     for path in store_paths:
-        if not (Path(path) / "zarr.json").is_file():
-            raise DataError(f"{where}: its feature store {path} is missing; live recognition "
-                            f"rebuilds the run's extractor from the config recorded there")
-        opened.append(open_store(path, spec.get("streams")))
+        try:
+            opened.append(open_store(path, spec.get("streams")))
+        except DataError as exc:
+            raise DataError(f"{where}: its feature store {path} is missing or unreadable "
+                            f"({exc}); live recognition rebuilds the run's extractor from the "
+                            f"config recorded there") from None
     store = opened[k]
     attrs = store.attrs
     lookahead = int(attrs.get("lookahead") or 0)
@@ -162,7 +165,7 @@ def load_online_run(run: str | Path, *, dataset: int | str | None = None,
                           f"{'an unknown number of' if lookahead < 0 else lookahead} frame(s) "
                           f"ahead): live recognition sees no future frame")
     parts = getattr(store, "stores", None) or (store,)
-    features = tuple(FeatureSpec(Path(p.path), str(p.attrs.get("extractor")),
+    features = tuple(FeatureSpec(p.path, str(p.attrs.get("extractor")),
                                  dict(p.attrs.get("extractor_config") or {}),
                                  str(p.attrs.get("dtype") or "float32"), int(p.dim or 0))
                      for p in parts)
@@ -181,7 +184,7 @@ def load_online_run(run: str | Path, *, dataset: int | str | None = None,
         device=dev)
 
 
-def _domain_index(dataset: int | str | None, stores: Sequence[Path], where: str) -> int:
+def _domain_index(dataset: int | str | None, stores: Sequence[Any], where: str) -> int:
     if dataset is None:
         return 0
     text = str(dataset).strip()
