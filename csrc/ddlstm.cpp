@@ -19,6 +19,13 @@
 //                   both slots equal when the layer runs with one domain)
 //   mean_c, var_c [T, H]                     batch statistics of c_t (weights w_c)
 //
+// Evaluation (running statistics, no autograd: ddlstm_layer_eval): every normalisation is an
+// affine map folded by the caller (actrec.ops.ddlstm_layer.eval_affine):
+//   gates = (h W_hh^T) scale_h[d, t] + (x W_ih^T) scale_x[d, t] + shift[d, t],  d = domain[row]
+//   h_t = sigmoid(o) tanh(c_t scale_c[t] + shift_c[t]); rows are independent, in any order.
+//   The maps have S >= 1 slots ([2, S, 4H], [S, H]); step t uses slot min(t, S - 1), the running
+//   statistics' rule past the trained length.
+//
 // Backward returns gradients for (x, weight_ih, weight_hh, bias, gamma_x, beta_x, gamma_h,
 // beta_h, gamma_c, beta_c, w, h0, c0); grad_x is an empty [0] tensor unless need_grad_x;
 // grad_w [2, T, N] is zero for a one-domain call (w is then a constant mask); w_c gets none.
@@ -42,4 +49,8 @@ TORCH_LIBRARY_FRAGMENT(actrec, m) {
       "Tensor grad_weight_ih, Tensor grad_weight_hh, Tensor grad_bias, Tensor grad_gamma_x, "
       "Tensor grad_beta_x, Tensor grad_gamma_h, Tensor grad_beta_h, Tensor grad_gamma_c, "
       "Tensor grad_beta_c, Tensor grad_w, Tensor grad_h0, Tensor grad_c0)");
+  m.def(
+      "ddlstm_layer_eval(Tensor x, Tensor weight_ih, Tensor weight_hh, Tensor scale_x, "
+      "Tensor scale_h, Tensor shift, Tensor scale_c, Tensor shift_c, Tensor domain, Tensor? h0, "
+      "Tensor? c0) -> (Tensor out, Tensor h_n, Tensor c_n)");
 }

@@ -195,6 +195,9 @@ SHAPES = [  # T, N, n1, D, H, dual, with_state
     (4, 9, 9, 5, 17, True, False),    # single domain (all D1)
     (6, 13, 6, 4, 33, False, False),  # BNLSTM
     (3, 7, 3, 2, 16, True, True),     # given h0, c0
+    # BLAS-sized steps (N 4H H > 2^16): the per-step GEMMs run inside the tiles' parallel
+    # region, each task on its own columns (5 tiles: two tasks with 2 threads, a partial tile)
+    (3, 128, 50, 5, 72, True, True),
 ]
 
 

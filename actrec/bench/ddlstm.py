@@ -4,7 +4,10 @@ Train step (forward + backward) of the fused whole-sequence DDLSTM and BNLSTM la
 ``torch.nn.LSTM`` of the same shape, timed round-robin in the same process (the ratio is the
 number to read: these machines are noisy). Also: the fixed overhead per sequence at tiny sizes,
 the saved activation memory per layer and sequence, the per-step Python-loop layers of
-``actrec.nn`` for comparison, and the allocator settings in force.
+``actrec.nn`` for comparison, the allocator settings in force, the CPU model and its vector
+extensions, the per-step recurrent GEMMs timed inside the op (profiler) beside the same GEMMs
+alone, and the evaluation-mode whole-sequence forward (frames/s: fused op, per-step Python
+loop, nn.LSTM).
 
 By default the process re-executes itself once with ``TUNED_MALLOC_ENV`` (glibc no-trim) unless
 those variables are already set; ``--default-malloc`` keeps the allocator as it is. Both sides of
@@ -147,6 +150,109 @@ def _saved_bytes(fn: Callable[[], Any]) -> int:
     return sum(seen.values())
 
 
+def cpu_description() -> dict[str, Any]:
+    """The CPU model, its SIMD extensions (from /proc/cpuinfo where there is one) and the
+    vector ISA torch's kernels dispatch to: what a ratio from another machine depends on."""
+    import platform
+
+    import torch
+
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and model in ("", platform.machine(), platform.processor()):
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    simd = sorted(f for f in flags if f.startswith(("avx", "amx", "fma", "sse4")))
+    return {"model": model, "logical_cpus": os.cpu_count(), "vector_extensions": simd,
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def _mm_avg_us(prof, shapes: list[list[int]]) -> float | None:
+    """Mean self time (us) of the ``aten::mm`` calls whose first two inputs have ``shapes``."""
+    for e in prof.key_averages(group_by_input_shape=True):
+        if e.key == "aten::mm" and [list(s) for s in e.input_shapes[:2]] == shapes and e.count:
+            return e.self_cpu_time_total / e.count
+    return None
+
+
+def gemm_inside_vs_alone(x, grad, layers: list[list], n1: int, rounds: int) -> dict[str, Any]:
+    """The per-step recurrent GEMMs of one fused train step (forward ``h W_hh^T``
+    [N, H] x [H, 4H]; backward ``dgh W_hh`` [N, 4H] x [4H, H]) timed by the profiler inside the
+    op, and the same products on the same shapes alone, in the same profiler, interleaved
+    (medians over rounds, microseconds per call)."""
+    import statistics
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    n, hid = x.shape[1], layers[0][1].shape[1]
+    step = _fused_step(x, grad, layers, n1, True)
+    w = layers[0][1].detach()  # [4H, H]
+    a, d = torch.randn(n, hid), torch.randn(n, 4 * hid)
+    o1, o2 = torch.empty(n, 4 * hid), torch.empty(n, hid)
+    fwd_shape, bwd_shape = [[n, hid], [hid, 4 * hid]], [[n, 4 * hid], [4 * hid, hid]]
+    got: dict[str, list[float]] = {"inside_fwd": [], "inside_bwd": [], "alone_fwd": [], "alone_bwd": []}
+    step()
+    for _ in range(rounds):
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as p:
+            step()
+        for k, sh in (("inside_fwd", fwd_shape), ("inside_bwd", bwd_shape)):
+            v = _mm_avg_us(p, sh)
+            if v is not None:
+                got[k].append(v)
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as p:
+            for _ in range(x.shape[0]):
+                torch.mm(a, w.t(), out=o1)
+                torch.mm(d, w, out=o2)
+        got["alone_fwd"].append(_mm_avg_us(p, fwd_shape) or float("nan"))
+        got["alone_bwd"].append(_mm_avg_us(p, bwd_shape) or float("nan"))
+    med = {k: statistics.median(v) if v else None for k, v in got.items()}
+    flops = 2 * n * hid * 4 * hid
+    out: dict[str, Any] = {"us": med, "gflops_alone_fwd": flops / med["alone_fwd"] / 1e3}
+    for k in ("fwd", "bwd"):
+        inside, alone = med[f"inside_{k}"], med[f"alone_{k}"]
+        out[f"ratio_{k}"] = None if inside is None else inside / alone
+    return out
+
+
+def eval_throughput(t_len: int, n: int, d: int, h: int, layers: int, rounds: int) -> dict[str, Any]:
+    """Evaluation-mode whole-sequence forward (no_grad, running statistics) in frames/s:
+    the fused op, the per-step Python loop of ``actrec.nn`` and torch.nn.LSTM, interleaved."""
+    import torch
+
+    from actrec.nn.lstm import DDLSTM
+
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(t_len, n, d, generator=gen)
+    dom = torch.cat([torch.zeros(n // 2, dtype=torch.long), torch.ones(n - n // 2, dtype=torch.long)])
+    model = DDLSTM(d, h, num_layers=layers, max_len=t_len).eval()
+    lstm = torch.nn.LSTM(d, h, num_layers=layers).eval()
+
+    def run(fused: bool) -> Callable[[], None]:
+        def f() -> None:
+            for layer in model.layers:
+                layer.fused = fused
+            with torch.no_grad():
+                model(x, dom)
+        return f
+
+    def run_lstm() -> None:
+        with torch.no_grad():
+            lstm(x)
+
+    fns = {"DDLSTM fused eval": run(True), "DDLSTM python loop": run(False), "nn.LSTM": run_lstm}
+    timings = interleaved(fns, warmup=1, rounds=rounds)
+    fps = {k: t_len * n / v.median for k, v in timings.items()}
+    return {"T": t_len, "N": n, "D": d, "H": h, "layers": layers, "frames_per_s": fps,
+            "fused_over_python_loop": fps["DDLSTM fused eval"] / fps["DDLSTM python loop"]}
+
+
 # --------------------------------------------------------------------------------------------
 # Runs
 
@@ -209,8 +315,15 @@ def run(quick: bool = False, rounds: int | None = None, python_loop: bool = True
                     ("1 layer, D=2048", t_len, 128, 2048, 128, 1, max(3, r - 2), False)]
     configs.append(("tiny N=H=D=8 (fixed overhead)", t_len, 8, 8, 8, 1, r, False))
     results = [_config(*c) for c in configs]
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(t_len, 128, 64, generator=gen)
+    grad = torch.randn(t_len, 128, 128, generator=gen)
+    gemm = gemm_inside_vs_alone(x, grad, [_layer_params(64, 128, gen)], 64, r)
+    ev = [eval_throughput(500 if quick else 2000, 1, 64, 128, 3, max(2, r - 2)),  # per video
+          eval_throughput(t_len, 128, 64, 128, 3, max(2, r - 2))]  # a batch of windows
     return {"benchmark": "ddlstm", "quick": quick, "threads": torch.get_num_threads(),
-            "allocator": allocator_settings() or "default glibc", "configs": results,
+            "cpu": cpu_description(), "allocator": allocator_settings() or "default glibc",
+            "configs": results, "gemm_inside_vs_alone": gemm, "eval_forward": ev,
             "targets": {"ratio": 1.5, "stretch_ratio": 1.25, "fixed_overhead_ms": 5.0,
                         "saved_MiB_per_layer": 150.0}}
 
@@ -238,11 +351,39 @@ def _render(res: dict[str, Any]):
             table.add_row(shape if i == 0 else "", k, f"{v['ms']:.1f}", f"{v['min_s'] * 1e3:.1f}",
                           f"{v['ratio']:.2f}x", "" if saved is None else f"{saved:.1f}")
         table.add_section()
+    g = res["gemm_inside_vs_alone"]
+    us = g["us"]
+
+    def fmt(v):
+        return "n/a" if v is None else f"{v:.1f}"
+
+    gemm = Table(title="Per-step recurrent GEMMs of the fused layer (1 layer, D=64): inside the op "
+                 "vs alone (profiler, us per call, medians)")
+    for col in ("GEMM", "inside op", "alone", "inside / alone"):
+        gemm.add_column(col, justify="left" if col == "GEMM" else "right")
+    for k, label in (("fwd", "forward h W_hh^T [N,H]x[H,4H]"), ("bwd", "backward dG W_hh [N,4H]x[4H,H]")):
+        ratio = g[f"ratio_{k}"]
+        gemm.add_row(label, fmt(us[f"inside_{k}"]), fmt(us[f"alone_{k}"]),
+                     "n/a" if ratio is None else f"{ratio:.2f}x")
+    evs = res["eval_forward"]
+    evt = Table(title="Evaluation-mode whole-sequence forward (no_grad, running statistics), "
+                "frames/s")
+    for col in ("configuration", "candidate", "frames/s", "x python loop"):
+        evt.add_column(col, justify="left" if col in ("configuration", "candidate") else "right")
+    for ev in evs:
+        loop = ev["frames_per_s"]["DDLSTM python loop"]
+        shape = f"{ev['layers']} layers x {ev['H']}, T={ev['T']} N={ev['N']} D={ev['D']}"
+        for i, (k, v) in enumerate(ev["frames_per_s"].items()):
+            evt.add_row(shape if i == 0 else "", k, f"{v:,.0f}", f"{v / loop:.1f}x")
+        evt.add_section()
+    cpu = res["cpu"]
     t = res["targets"]
-    notes = Text(f"allocator: {alloc_text}\ntargets: <= {t['ratio']}x nn.LSTM (stretch "
+    notes = Text(f"CPU: {cpu['model']} ({cpu['logical_cpus']} logical CPUs; torch kernels: "
+                 f"{cpu['torch_cpu_capability']}; {' '.join(cpu['vector_extensions'])})\n"
+                 f"allocator: {alloc_text}\ntargets: <= {t['ratio']}x nn.LSTM (stretch "
                  f"{t['stretch_ratio']}x), fixed overhead <= {t['fixed_overhead_ms']} ms (tiny "
                  f"config), saved <= {t['saved_MiB_per_layer']} MiB per layer")
-    return Group(table, notes)
+    return Group(table, gemm, evt, notes)
 
 
 def main(argv: list[str] | None = None) -> int:

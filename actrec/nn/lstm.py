@@ -141,6 +141,8 @@ class NormLSTMLayer(nn.Module):
         sync = self._partition(domain, mask, x.shape[0])
         if sync is None and self._can_fuse(x):
             return self._forward_fused(x, domain, mask)
+        if sync is None and self._can_fuse_eval(x):
+            return self._forward_fused_eval(x, domain)
         gx = self._bn(self.bn_x, F.linear(x, self.weight_ih), domain, 0, mask, sync)  # [T,N,4H]
         gx = gx + self.bias
         h, c = self.zero_state(x.shape[1], x)
@@ -174,6 +176,63 @@ class NormLSTMLayer(nn.Module):
         from actrec.ops.ddlstm_layer import fused_layer_available
 
         return fused_layer_available(x)
+
+    def _can_fuse_eval(self, x: Tensor) -> bool:
+        """Evaluation through the fused op: norms in eval mode, one eps, and no gradient
+        wanted (the eval op has no autograd; with gradients the per-step path runs)."""
+        norms = (self.bn_x, self.bn_h, self.bn_c)
+        if not self.fused or any(bn.training for bn in norms) or len({bn.eps for bn in norms}) != 1:
+            return False
+        if torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in self.parameters())
+        ):
+            return False
+        from actrec.ops.ddlstm_layer import fused_layer_available
+
+        return fused_layer_available(x)
+
+    def _eval_affine_all(self, like: Tensor):
+        """The norms' running statistics folded into affine maps for every slot 0..max_len-1
+        (``actrec.ops.ddlstm_layer.EvalAffine``), cached until a parameter or running
+        statistic changes (tensor versions; no cache where versions are not tracked)."""
+        from actrec.ops.ddlstm_layer import eval_affine
+
+        bx, bh, bc = self.norms()
+        deps = [self.bias] + [t for bn in (bx, bh, bc)
+                              for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var,
+                                        bn.trained_len)]
+        try:
+            key = (like.dtype, like.device, *((t.data_ptr(), t._version) for t in deps))
+        except RuntimeError:  # inference tensors have no version counter
+            key = None
+        cached = getattr(self, "_eval_cache", None)
+        if key is None or cached is None or cached[0] != key:
+            t_max = bx.running_mean.shape[-2]
+
+            def stats(bn):  # [2, max_len, C]; one set of statistics fills both domain slots
+                idx = bn.eval_slots(0, t_max, like.device)
+                m, v = bn.running_mean, bn.running_var
+                m, v = (m[:, idx], v[:, idx]) if self.dual else (m[idx].expand(2, -1, -1),
+                                                                   v[idx].expand(2, -1, -1))
+                return m.to(like.dtype), v.to(like.dtype)
+
+            idx_c = bc.eval_slots(0, t_max, like.device)
+            with torch.no_grad():
+                aff = eval_affine(
+                    *stats(bx), bx.weight, bx.bias, *stats(bh), bh.weight, bh.bias, self.bias,
+                    bc.running_mean[idx_c].to(like.dtype), bc.running_var[idx_c].to(like.dtype),
+                    bc.weight, bc.bias, bx.eps)
+            cached = (key, aff)
+            self._eval_cache = cached
+        return cached[1]
+
+    def _forward_fused_eval(self, x: Tensor, domain: Tensor) -> Tensor:  # [T, N, D] -> [T, N, H]
+        from actrec.ops.ddlstm_layer import ddlstm_layer_eval
+
+        dom = domain if self.dual else torch.zeros(x.shape[1], dtype=torch.long, device=x.device)
+        # the op uses slot min(t, max_len - 1): the cached maps serve any length
+        return ddlstm_layer_eval(x, self.weight_ih, self.weight_hh, self._eval_affine_all(x),
+                                 dom)[0]
 
     def _forward_fused(
         self, x: Tensor, domain: Tensor, mask: Tensor | None
@@ -213,6 +272,16 @@ class NormLSTMLayer(nn.Module):
         """Timestep ``t`` from ``x_t [N, D]`` and ``(h, c)``; eval mode (running statistics).
         ``domain`` is trusted to hold only 0 and 1: check it once before stepping
         (``actrec.ops.domains.check_domain_flags``; ``NormLSTMClassifier.init_state`` does)."""
+        if self._can_fuse_eval(x_t):  # the fused eval op, one step, cached affine maps
+            from actrec.ops.ddlstm_layer import EvalAffine, ddlstm_layer_eval
+
+            aff = self._eval_affine_all(x_t)
+            s = min(t, aff.scale_c.shape[0] - 1)  # slots past max_len: the last one
+            aff = EvalAffine(*(a[:, s:s + 1] for a in aff[:3]), *(a[s:s + 1] for a in aff[3:]))
+            dom = domain if self.dual else torch.zeros_like(domain, dtype=torch.long)
+            _, h, c = ddlstm_layer_eval(x_t[None], self.weight_ih, self.weight_hh, aff, dom,
+                                        *state)
+            return h, c
         gx = self._bn(self.bn_x, F.linear(x_t, self.weight_ih)[None], domain, t)[0] + self.bias
         return self._cell(gx, *state, t, domain)  # [N, 4H] -> (h, c) [N, H]
 

@@ -6,8 +6,12 @@ per-step batch statistics so that the caller updates its running statistics once
 The maths is exactly that of ``shared/design/ddbn.md`` (and of the per-step layers in
 ``actrec.nn``): gates = DDBN_h(h W_hh^T) + DDBN_x(x W_ih^T) + bias, gate order i, f, g, o;
 h_t = sigmoid(o) tanh(BN(c_t)) with plain batch norm on c_t. ``dual_domain=False``, n1 == 0 or
-n1 == N give exact plain batch norm (the BNLSTM). Evaluation mode is not this op's job: it uses
-running statistics per step, which needs no batch reductions.
+n1 == N give exact plain batch norm (the BNLSTM).
+
+``ddlstm_layer_eval`` is the evaluation-mode counterpart (running statistics, no autograd):
+``eval_affine`` folds every normalisation into per-(domain, t, column) scales and shifts, and
+``actrec::ddlstm_layer_eval`` runs the whole sequence with the time loop in C++ (one GEMM and
+one element-wise pass per step; rows are independent and may come from either domain).
 
 The op takes the DDBN contribution weights ``w [2, T, N]`` made by
 ``actrec.ops.domains.contribution_weights`` (the one place the formula lives) and the weights of
@@ -29,10 +33,12 @@ from actrec.errors import ConfigError
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor
 
-__all__ = ["LayerStats", "LayerOutput", "ddlstm_layer", "fused_layer_available"]
+__all__ = ["LayerStats", "LayerOutput", "EvalAffine", "ddlstm_layer", "ddlstm_layer_eval",
+           "eval_affine", "fused_layer_available"]
 
 _FWD = "actrec::ddlstm_layer_forward"
 _BWD = "actrec::ddlstm_layer_backward"
+_EVAL = "actrec::ddlstm_layer_eval"
 _lock = threading.Lock()
 _registered = False
 
@@ -211,6 +217,64 @@ def ddlstm_layer(x: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias: Tensor,
     return LayerOutput(out, h_n, c_n, stats)
 
 
+class EvalAffine(NamedTuple):
+    """Every normalisation of one layer at evaluation, folded into affine maps:
+    ``gates = gh * scale_h + xp * scale_x + shift`` with ``gh = h W_hh^T``, ``xp = x W_ih^T``
+    (``[2, S, 4H]``, indexed by each row's domain and the step's slot), and
+    ``BN(c_t) = c_t * scale_c + shift_c`` (``[S, H]``). Step t uses slot ``min(t, S - 1)``."""
+
+    scale_x: Tensor
+    scale_h: Tensor
+    shift: Tensor
+    scale_c: Tensor
+    shift_c: Tensor
+
+
+def eval_affine(mean_x: Tensor, var_x: Tensor, gamma_x: Tensor, beta_x: Tensor,
+                mean_h: Tensor, var_h: Tensor, gamma_h: Tensor, beta_h: Tensor, bias: Tensor,
+                mean_c: Tensor, var_c: Tensor, gamma_c: Tensor, beta_c: Tensor,
+                eps: float) -> EvalAffine:
+    """Fold running statistics into :class:`EvalAffine`. ``mean_x, var_x, mean_h, var_h`` are
+    ``[2, T, 4H]`` (per domain; a BNLSTM passes its one set expanded to both slots) and
+    ``mean_c, var_c`` ``[T, H]``, already indexed by step (slot ``min(t, trained - 1)``).
+    ``y = (z - mean) / sqrt(var + eps) * gamma + beta`` becomes ``z * scale + shift``."""
+    import torch
+
+    sx = gamma_x * torch.rsqrt(var_x + eps)  # [2, T, 4H]
+    sh = gamma_h * torch.rsqrt(var_h + eps)
+    shift = (beta_x - mean_x * sx) + (beta_h - mean_h * sh) + bias
+    sc = gamma_c * torch.rsqrt(var_c + eps)  # [T, H]
+    return EvalAffine(sx.contiguous(), sh.contiguous(), shift.contiguous(), sc.contiguous(),
+                      (beta_c - mean_c * sc).contiguous())
+
+
+def ddlstm_layer_eval(x: Tensor, weight_ih: Tensor, weight_hh: Tensor, affine: EvalAffine,
+                      domain: Tensor, h0: Tensor | None = None,
+                      c0: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """One evaluation-mode layer over ``x [T, N, D]`` from ``(h0, c0)`` (zeros when None):
+    ``(out [T, N, H], h_n, c_n)``. Row n uses domain ``domain[n]`` (0/1, int64 ``[N]``; any
+    order) of ``affine`` (:func:`eval_affine`; step t uses its slot ``min(t, S - 1)``, so
+    maps over the trained slots serve sequences of any length). No autograd: call it where gradients are not
+    needed (``torch.no_grad``); raises ``ConfigError`` when the op is unavailable for x or the
+    shapes do not fit."""
+    import torch
+
+    if not fused_layer_available(x):
+        raise ConfigError(
+            f"the fused DDLSTM layer op is not available for a {x.dtype} tensor on {x.device}; "
+            "use the per-step layers in actrec.nn instead")
+    try:
+        out, h_n, c_n = torch.ops.actrec.ddlstm_layer_eval(
+            x, weight_ih, weight_hh, *affine, domain.to(device=x.device, dtype=torch.long),
+            h0, c0)
+    except RuntimeError as e:
+        msg = str(e).splitlines()[0]
+        if "ddlstm_layer" in msg:
+            raise ConfigError(msg) from None
+        raise
+    return out, h_n, c_n
+
+
 # ---------------------------------------------------------------------------------------------
 # torch.library registrations (fake tensors and autograd), made once after the op exists
 
@@ -239,7 +303,17 @@ def _bwd_fake(grad_out, grad_h_n, grad_c_n, x, weight_ih, weight_hh, bias, gamma
             x.new_empty(n, h))
 
 
+def _eval_fake(x, weight_ih, weight_hh, scale_x, scale_h, shift, scale_c, shift_c, domain,
+               h0, c0):
+    t, n, _ = x.shape
+    h = weight_hh.shape[1]
+    return x.new_empty(t, n, h), x.new_empty(n, h), x.new_empty(n, h)
+
+
 def _setup_context(ctx, inputs, output):
+    # Gradients of the saved-for-backward outputs (xp, gh, cs, statistics) are never used:
+    # do not materialise them as zeros (two [T, N, 4H] fills per call).
+    ctx.set_materialize_grads(False)
     (x, w_ih, w_hh, bias, gx, bx, gh, bh, gc, bc, w, w_c, n1, eps, dual, h0, c0) = inputs
     out, _, _, xp, ghs, cs, mx, vx, mh, vh, mc, vc = output
     ctx.n1, ctx.eps, ctx.dual = n1, eps, dual
@@ -281,5 +355,7 @@ def _register_python_side() -> None:
             return
         torch.library.register_fake(_FWD)(_fwd_fake)
         torch.library.register_fake(_BWD)(_bwd_fake)
+        if hasattr(torch.ops.actrec, "ddlstm_layer_eval"):
+            torch.library.register_fake(_EVAL)(_eval_fake)
         torch.library.register_autograd(_FWD, _backward, setup_context=_setup_context)
         _registered = True

@@ -12,6 +12,7 @@
 // See shared/design/ddbn.md (the formulas) and ddlstm-performance-study.md, section 4.
 
 #include <ATen/ATen.h>
+#include <ATen/Config.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -28,6 +29,7 @@
 #pragma GCC optimize("no-trapping-math", "no-tree-loop-distribute-patterns")
 #endif
 #include "ddlstm_math.h"
+#include "../common/ddlstm_cell.h"
 
 // at::parallel_for is a header template: with ATen's OpenMP backend it only forks threads in
 // translation units compiled with -fopenmp. Without it every step runs on one thread (correct,
@@ -171,7 +173,7 @@ ACTREC_INLINE void fwd_tile(const StepFwd<T>& a, int64_t k0, int64_t J) {
       T* hh = a.h + j * H + k0;
       const T wj = a.wc[j];
       for (int64_t u = 0; u < J; ++u) {
-        const T cv = pre[kTile + u] * cp[u] + pre[u] * pre[2 * kTile + u];
+        const T cv = cell::cell_state(pre[u], pre[kTile + u], pre[2 * kTile + u], cp[u]);
         cc[u] = cv;
         hh[u] = pre[3 * kTile + u];
         cpart[u] += wj * cv;
@@ -383,8 +385,8 @@ ACTREC_INLINE void bwd_tile(const StepBwd<T>& a, int64_t k0, int64_t J, T* act, 
         const T ch = (cc[u] - mc[u]) * rc[u];
         const T th = thv[u];
         const T dh = go[u] + dr[u];
-        dd[3 * kTile + u] = dh * th * o * (T(1) - o);
-        const T dyu = dh * o * (T(1) - th * th);
+        dd[3 * kTile + u] = cell::gate_grad_o(dh, o, th);
+        const T dyu = cell::grad_bn_c_out(dh, o, th);
         dy[u] = dyu;
         sdy[u] += dyu;
         sdych[u] += dyu * ch;
@@ -426,9 +428,7 @@ ACTREC_INLINE void bwd_tile(const StepBwd<T>& a, int64_t k0, int64_t J, T* act, 
         const T ch = (lc[u] - mc[u]) * rc[u];
         const T dcv = ldc[u] + rc[u] * (gc[u] * dy[u] - wcj * (mg[u] + ch * mgc[u]));
         const T ig = ac[u], fg = ac[kTile + u], gg = ac[2 * kTile + u];
-        dd[u] = dcv * gg * ig * (T(1) - ig);
-        dd[kTile + u] = dcv * lcp[u] * fg * (T(1) - fg);
-        dd[2 * kTile + u] = dcv * ig * (T(1) - gg * gg);
+        cell::gate_grads_ifg(dcv, ig, fg, gg, lcp[u], &dd[u], &dd[kTile + u], &dd[2 * kTile + u]);
         ldc[u] = dcv * fg;
       }
       for (int64_t u = 0; u < J; ++u) dcj[u] = ldc[u];
@@ -476,15 +476,10 @@ ACTREC_INLINE void bwd_tile(const StepBwd<T>& a, int64_t k0, int64_t J, T* act, 
         bias_g += sg_d[d][i];
         gam_h += sgh_d[d][i] * static_cast<double>(rh[d][i]);
         gam_x += sgx_d[d][i] * static_cast<double>(rx[d][i]);
-        const T r3h = rh[d][i] * rh[d][i] * rh[d][i], r3x = rx[d][i] * rx[d][i] * rx[d][i];
-        Ph[d][i] = -a.gamma_h[c] * rh[d][i] * sg;
-        Dh[d][i] = -T(0.5) * a.gamma_h[c] * r3h * sgh;
-        Lh[d][i] = T(2) * Dh[d][i];
-        Kh[d][i] = Ph[d][i] - Lh[d][i] * muh[d][i];
-        Px[d][i] = -a.gamma_x[c] * rx[d][i] * sg;
-        Dx[d][i] = -T(0.5) * a.gamma_x[c] * r3x * sgx;
-        Lx[d][i] = T(2) * Dx[d][i];
-        Kx[d][i] = Px[d][i] - Lx[d][i] * mux[d][i];
+        const cell::DdbnCoef<T> ch = cell::ddbn_coef(a.gamma_h[c], rh[d][i], muh[d][i], sg, sgh);
+        const cell::DdbnCoef<T> cx = cell::ddbn_coef(a.gamma_x[c], rx[d][i], mux[d][i], sg, sgx);
+        Ph[d][i] = ch.P; Dh[d][i] = ch.Dv; Lh[d][i] = ch.L; Kh[d][i] = ch.K;
+        Px[d][i] = cx.P; Dx[d][i] = cx.Dv; Lx[d][i] = cx.L; Kx[d][i] = cx.K;
         if (ND == 2) {
           cst[d] -= static_cast<double>(Dh[d][i] * a.var_h[d * a.dstride + c]) +
                     static_cast<double>(Dx[d][i] * a.var_x[d * a.dstride + c]);
@@ -649,6 +644,134 @@ void small_mm_nn(const T* a, const T* w, T* out, int64_t N, int64_t G, int64_t K
     }
   }
 }
+
+// Per-step recurrent GEMMs inside the step's parallel region. Each task computes exactly the
+// columns its own tiles read, with one sequential BLAS call per gate block, so a step is ONE
+// parallel region instead of two (the BLAS's own, then the tiles'): no second fork/join per
+// step, no hand-off of the [N, 4H] product between cores, and each task's slab stays in its own
+// cache. The Fortran BLAS symbols are those of the MKL torch links (LP64); they are declared
+// weak so that a torch without them keeps the two-region path instead of failing to load.
+#if AT_MKL_ENABLED() && defined(__GNUC__) && !defined(_WIN32)
+extern "C" {
+void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*, const float*,
+            const int*, const float*, const int*, const float*, float*, const int*) __attribute__((weak));
+void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*,
+            const double*, const int*, const double*, const int*, const double*, double*,
+            const int*) __attribute__((weak));
+}
+inline bool blas_in_region() { return sgemm_ != nullptr && dgemm_ != nullptr; }
+// Column-major C[m, n] (ldc) = op(A) op(B), alpha 1, beta 0.
+inline void blas_gemm(char ta, char tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+                      const float* b, int64_t ldb, float* c, int64_t ldc) {
+  const int M = static_cast<int>(m), Nn = static_cast<int>(n), K = static_cast<int>(k);
+  const int la = static_cast<int>(lda), lb = static_cast<int>(ldb), lc = static_cast<int>(ldc);
+  const float one = 1.0f, zero = 0.0f;
+  sgemm_(&ta, &tb, &M, &Nn, &K, &one, a, &la, b, &lb, &zero, c, &lc);
+}
+inline void blas_gemm(char ta, char tb, int64_t m, int64_t n, int64_t k, const double* a, int64_t lda,
+                      const double* b, int64_t ldb, double* c, int64_t ldc) {
+  const int M = static_cast<int>(m), Nn = static_cast<int>(n), K = static_cast<int>(k);
+  const int la = static_cast<int>(lda), lb = static_cast<int>(ldb), lc = static_cast<int>(ldc);
+  const double one = 1.0, zero = 0.0;
+  dgemm_(&ta, &tb, &M, &Nn, &K, &one, a, &la, b, &lb, &zero, c, &lc);
+}
+#else
+inline bool blas_in_region() { return false; }
+template <typename T>
+inline void blas_gemm(char, char, int64_t, int64_t, int64_t, const T*, int64_t, const T*, int64_t,
+                      T*, int64_t) {}
+#endif
+
+// gh[:, q H + k0 .. q H + k1) = hprev [N, H] W_hh[q H + k0 .. q H + k1, :]^T for the 4 gates
+// (row-major; out has row stride 4H).
+template <typename T>
+void gate_cols_gemm(const T* hprev, const T* w_hh, T* out, int64_t N, int64_t H, int64_t k0,
+                    int64_t k1) {
+  for (int q = 0; q < 4; ++q) {
+    const int64_t c0 = q * H + k0;
+    blas_gemm('T', 'N', k1 - k0, N, H, w_hh + c0 * H, H, hprev, H, out + c0, 4 * H);
+  }
+}
+
+// dh[:, k0 .. k1) = dgh [N, 4H] W_hh[:, k0 .. k1) (row-major; dh has row stride H).
+template <typename T>
+void hidden_cols_gemm(const T* dgh, const T* w_hh, T* dh, int64_t N, int64_t H, int64_t k0,
+                      int64_t k1) {
+  blas_gemm('N', 'N', k1 - k0, N, 4 * H, w_hh + k0, H, dgh, 4 * H, dh + k0, H);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Evaluation (running statistics): every normalisation is a per-(domain, t, column) affine map
+// the caller folds in advance, so a step is one GEMM plus one element-wise pass over rows; no
+// batch reduction, rows are independent (any order, any domain mix).
+template <typename T>
+struct StepEval {
+  int64_t H;
+  const int64_t* domain;  // [N] 0/1
+  const T* gh;      // [N, 4H] h_{t-1} W_hh^T
+  const T* xp;      // [N, 4H] x_t W_ih^T
+  const T* scale_h;  // [2, 4H] at step t (slot 1 at + dstride)
+  const T* scale_x;
+  const T* shift;
+  int64_t dstride;
+  const T* scale_c;  // [H] at step t
+  const T* shift_c;
+  const T* cprev;    // [N, H]
+  T* c;
+  T* h;
+};
+
+template <typename T>
+ACTREC_INLINE void eval_rows(const StepEval<T>& a, int64_t b, int64_t e) {
+  const int64_t H = a.H, G = 4 * H;
+  for (int64_t j = b; j < e; ++j) {
+    const int64_t off = a.domain[j] * a.dstride;
+    const T* ah = a.scale_h + off;
+    const T* ax = a.scale_x + off;
+    const T* sh = a.shift + off;
+    const T* g = a.gh + j * G;
+    const T* x = a.xp + j * G;
+    for (int64_t k0 = 0; k0 < H; k0 += kTile) {
+      const int64_t J = std::min(kTile, H - k0);
+      T pre[4 * kTile] = {};
+      for (int q = 0; q < 4; ++q) {
+        const int64_t c0 = q * H + k0;
+        for (int64_t u = 0; u < J; ++u)
+          pre[q * kTile + u] = g[c0 + u] * ah[c0 + u] + x[c0 + u] * ax[c0 + u] + sh[c0 + u];
+      }
+      sigmoid_n<2 * kTile>(pre);          // i, f
+      tanh_n<kTile>(pre + 2 * kTile);     // g
+      sigmoid_n<kTile>(pre + 3 * kTile);  // o
+      const T* cp = a.cprev + j * H + k0;
+      T* cc = a.c + j * H + k0;
+      T* hh = a.h + j * H + k0;
+      T y[kTile] = {};
+      for (int64_t u = 0; u < J; ++u) {
+        const T cv = cell::cell_state(pre[u], pre[kTile + u], pre[2 * kTile + u], cp[u]);
+        cc[u] = cv;
+        y[u] = cv * a.scale_c[k0 + u] + a.shift_c[k0 + u];
+      }
+      tanh_n<kTile>(y);
+      for (int64_t u = 0; u < J; ++u) hh[u] = pre[3 * kTile + u] * y[u];
+    }
+  }
+}
+
+ACTREC_CLONES void eval_rows_f(const StepEval<float>& a, int64_t b, int64_t e) { eval_rows<float>(a, b, e); }
+// out [N, K] = a [N, G] w [G, K] for small batches (online and per-video evaluation, N ~ 1):
+// the inner loop runs along w's contiguous rows, so it vectorises for the clone's ISA.
+ACTREC_CLONES void small_mm_nn_f(const float* a, const float* w, float* out, int64_t N, int64_t G,
+                                 int64_t K) {
+  small_mm_nn<float>(a, w, out, N, G, K);
+}
+void small_mm_nn_any(const float* a, const float* w, float* out, int64_t N, int64_t G, int64_t K) {
+  small_mm_nn_f(a, w, out, N, G, K);
+}
+void small_mm_nn_any(const double* a, const double* w, double* out, int64_t N, int64_t G, int64_t K) {
+  small_mm_nn<double>(a, w, out, N, G, K);
+}
+void run_eval_rows(const StepEval<float>& a, int64_t b, int64_t e) { eval_rows_f(a, b, e); }
+void run_eval_rows(const StepEval<double>& a, int64_t b, int64_t e) { eval_rows<double>(a, b, e); }
 
 }  // namespace
 }  // namespace ddlstm
@@ -829,11 +952,14 @@ FwdResult forward_cpu(const at::Tensor& x_, const at::Tensor& w_ih_, const at::T
     const int64_t ntiles = (H + kTile - 1) / kTile;
     const int64_t grain = tile_grain(N);
     const bool small = N * G * H <= kSmallGemmMacs;
+    const bool gemm_in_region = !small && blas_in_region();
     for (int64_t t = 0; t < T; ++t) {
       T_* g_t = ghs.data_ptr<T_>() + t * N * G;
-      if (small) {
-        small_mm_nt<T_>(t == 0 ? h0.data_ptr<T_>() : out.data_ptr<T_>() + (t - 1) * N * H,
-                        w_hh.data_ptr<T_>(), g_t, N, G, H);
+      const T_* hprev = t == 0 ? h0.data_ptr<T_>() : out.data_ptr<T_>() + (t - 1) * N * H;
+      if (gemm_in_region) {
+        // in the tiles' region below
+      } else if (small) {
+        small_mm_nt<T_>(hprev, w_hh.data_ptr<T_>(), g_t, N, G, H);
       } else {
         at::Tensor g_view = ghs.select(0, t);
         at::mm_out(g_view, t == 0 ? h0 : out.select(0, t - 1), w_hh.t());  // [N, 4H]
@@ -855,7 +981,11 @@ FwdResult forward_cpu(const at::Tensor& x_, const at::Tensor& w_ih_, const at::T
       a.var_h = var_h.data_ptr<T_>() + t * G;
       a.mean_c = mean_c.data_ptr<T_>() + t * H;
       a.var_c = var_c.data_ptr<T_>() + t * H;
-      at::parallel_for(0, ntiles, grain, [&](int64_t b, int64_t en) { run_fwd_tiles(nd, a, b, en); });
+      at::parallel_for(0, ntiles, grain, [&](int64_t b, int64_t en) {
+        if (gemm_in_region)
+          gate_cols_gemm<T_>(hprev, w_hh.data_ptr<T_>(), g_t, N, H, b * kTile, std::min(H, en * kTile));
+        run_fwd_tiles(nd, a, b, en);
+      });
     }
   });
   at::Tensor h_n = out.select(0, T - 1).clone();
@@ -938,6 +1068,7 @@ BwdResult backward_cpu(const at::Tensor& grad_out_, const at::Tensor& grad_h_n,
     a.acc_gamma_h = acc_gh.data(); a.acc_gamma_x = acc_gx.data(); a.acc_bias = acc_b.data();
     a.acc_gamma_c = acc_gc.data(); a.acc_beta_c = acc_bc.data();
     a.eps = static_cast<T_>(eps);
+    const bool gemm_in_region = N * G * H > kSmallGemmMacs && blas_in_region();
     for (int64_t t = T - 1; t >= 0; --t) {
       a.wn0 = wn.data() + t * N;
       a.wn1 = wn.data() + (T + t) * N;
@@ -956,6 +1087,9 @@ BwdResult backward_cpu(const at::Tensor& grad_out_, const at::Tensor& grad_h_n,
       a.dgh = dgh.data_ptr<T_>() + t * N * G;
       a.dxp = dxp.data_ptr<T_>() + t * N * G;
       at::parallel_for(0, ntiles, grain, [&](int64_t b, int64_t en) {
+        if (gemm_in_region && t < T - 1)  // dL/dh_t for this task's columns, from step t + 1
+          hidden_cols_gemm<T_>(dgh.data_ptr<T_>() + (t + 1) * N * G, w_hh.data_ptr<T_>(),
+                               dhrec.data_ptr<T_>(), N, H, b * kTile, std::min(H, en * kTile));
         run_bwd_tiles(nd, a, b, en, scratch.data(), dw_part.data());
       });
       if (nd == 2) {  // dL/dw[d, t, j] = (sum over tiles of S_d dL/dw) / S_d(t); 0 where S = 0
@@ -967,7 +1101,9 @@ BwdResult backward_cpu(const at::Tensor& grad_out_, const at::Tensor& grad_h_n,
           }
         }
       }
-      if (N * G * H <= kSmallGemmMacs) {
+      if (gemm_in_region) {
+        if (t == 0) at::mm_out(dhrec, dgh.select(0, 0), w_hh);  // grad_h0
+      } else if (N * G * H <= kSmallGemmMacs) {
         small_mm_nn<T_>(dgh.data_ptr<T_>() + t * N * G, w_hh.data_ptr<T_>(), dhrec.data_ptr<T_>(), N, G, H);
       } else {
         at::mm_out(dhrec, dgh.select(0, t), w_hh);  // [N, H]: dL/dh_{t-1} (grad_h0 at t = 0)
@@ -995,6 +1131,90 @@ BwdResult backward_cpu(const at::Tensor& grad_out_, const at::Tensor& grad_h_n,
           from_vec(grad_w).view({2, T, N}), dhrec, dc};
 }
 
+
+// Evaluation forward: x [T, N, D]; scale_x, scale_h, shift [2, S, 4H] (shift holds every
+// additive term: both betas, the bias and the folded running means); scale_c, shift_c [S, H];
+// step t uses slot min(t, S - 1) (the running statistics' own rule past the trained length);
+// domain [N] int64 in {0, 1}. Returns (out [T, N, H], h_n, c_n).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> eval_cpu(
+    const at::Tensor& x_, const at::Tensor& w_ih_, const at::Tensor& w_hh_,
+    const at::Tensor& scale_x_, const at::Tensor& scale_h_, const at::Tensor& shift_,
+    const at::Tensor& scale_c_, const at::Tensor& shift_c_, const at::Tensor& domain_,
+    const c10::optional<at::Tensor>& h0_, const c10::optional<at::Tensor>& c0_) {
+  TORCH_CHECK(x_.dim() == 3 && x_.size(0) >= 1 && x_.size(1) >= 1,
+              "ddlstm_layer_eval: x must be [T, N, D] with T, N >= 1, got ", x_.sizes());
+  TORCH_CHECK(x_.scalar_type() == at::kFloat || x_.scalar_type() == at::kDouble,
+              "ddlstm_layer_eval: x must be float32 or float64, got ", x_.scalar_type());
+  const int64_t T = x_.size(0), N = x_.size(1), D = x_.size(2);
+  TORCH_CHECK(w_hh_.dim() == 2 && w_hh_.size(0) == 4 * w_hh_.size(1),
+              "ddlstm_layer_eval: weight_hh must be [4H, H], got ", w_hh_.sizes());
+  const int64_t H = w_hh_.size(1), G = 4 * H;
+  check_mat(w_hh_, G, H, "weight_hh", x_);
+  check_mat(w_ih_, G, D, "weight_ih", x_);
+  TORCH_CHECK(scale_c_.dim() == 2 && scale_c_.size(0) >= 1,
+              "ddlstm_layer_eval: scale_c must be [S, H] with S >= 1, got ", scale_c_.sizes());
+  const int64_t S = scale_c_.size(0);  // slots; step t uses min(t, S - 1)
+  for (const auto* p : {&scale_x_, &scale_h_, &shift_})
+    TORCH_CHECK(p->sizes() == at::IntArrayRef({2, S, G}) && p->scalar_type() == x_.scalar_type() &&
+                    p->device() == x_.device(),
+                "ddlstm_layer_eval: scale_x, scale_h and shift must be [2, S, 4H] of x's dtype "
+                "(S = scale_c's slots), got ", p->sizes());
+  check_mat(scale_c_, S, H, "scale_c", x_);
+  check_mat(shift_c_, S, H, "shift_c", x_);
+  TORCH_CHECK(domain_.dim() == 1 && domain_.size(0) == N && domain_.scalar_type() == at::kLong,
+              "ddlstm_layer_eval: domain must be an int64 [N=", N, "] tensor, got ", domain_.sizes());
+  const at::Tensor domain = domain_.contiguous();
+  const int64_t* dom = domain.data_ptr<int64_t>();
+  for (int64_t j = 0; j < N; ++j)
+    TORCH_CHECK(dom[j] == 0 || dom[j] == 1, "ddlstm_layer_eval: domain flags must be 0 or 1, got ",
+                dom[j], " at row ", j);
+  const auto opt = x_.options();
+  if (h0_.has_value() && h0_->defined()) check_mat(*h0_, N, H, "h0", x_);
+  if (c0_.has_value() && c0_->defined()) check_mat(*c0_, N, H, "c0", x_);
+  const at::Tensor x = x_.contiguous(), w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
+  const at::Tensor sxh = scale_x_.contiguous(), shh = scale_h_.contiguous(), sft = shift_.contiguous();
+  const at::Tensor scc = scale_c_.contiguous(), shc = shift_c_.contiguous();
+  const at::Tensor h0 = (h0_.has_value() && h0_->defined()) ? h0_->contiguous() : at::zeros({N, H}, opt);
+  at::Tensor c_n = (c0_.has_value() && c0_->defined()) ? c0_->contiguous().clone() : at::zeros({N, H}, opt);
+
+  const at::Tensor xp = mm_any(x.view({T * N, D}), w_ih.t());  // [T*N, 4H]: all steps at once
+  at::Tensor out = at::empty({T, N, H}, opt);
+  at::Tensor gh = at::empty({N, G}, opt);
+  at::Tensor c_next = at::empty({N, H}, opt);
+  const bool small = N * G * H <= kSmallGemmMacs;
+  const at::Tensor w_t = small ? w_hh.t().contiguous() : at::Tensor();  // [H, 4H]
+  const int64_t grain = std::max<int64_t>(1, kMinTaskElems / G);  // rows per task
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ddlstm_layer_eval_cpu", [&] {
+    using T_ = scalar_t;
+    StepEval<T_> a{};
+    a.H = H;
+    a.domain = dom;
+    a.gh = gh.data_ptr<T_>();
+    a.dstride = S * G;
+    for (int64_t t = 0; t < T; ++t) {
+      const at::Tensor hprev = t == 0 ? h0 : out.select(0, t - 1);
+      if (small) {
+        small_mm_nn_any(hprev.data_ptr<T_>(), w_t.data_ptr<T_>(), gh.data_ptr<T_>(), N, H, G);
+      } else {
+        at::mm_out(gh, hprev, w_hh.t());  // [N, 4H]
+      }
+      const int64_t slot = std::min(t, S - 1);
+      a.xp = xp.data_ptr<T_>() + t * N * G;
+      a.scale_h = shh.data_ptr<T_>() + slot * G;
+      a.scale_x = sxh.data_ptr<T_>() + slot * G;
+      a.shift = sft.data_ptr<T_>() + slot * G;
+      a.scale_c = scc.data_ptr<T_>() + slot * H;
+      a.shift_c = shc.data_ptr<T_>() + slot * H;
+      a.cprev = c_n.data_ptr<T_>();
+      a.c = c_next.data_ptr<T_>();
+      a.h = out.data_ptr<T_>() + t * N * H;
+      at::parallel_for(0, N, grain, [&](int64_t b, int64_t e) { run_eval_rows(a, b, e); });
+      std::swap(c_n, c_next);
+    }
+  });
+  return {out, out.select(0, T - 1).clone(), c_n};
+}
+
 }  // namespace
 }  // namespace ddlstm
 }  // namespace actrec
@@ -1002,4 +1222,5 @@ BwdResult backward_cpu(const at::Tensor& grad_out_, const at::Tensor& grad_h_n,
 TORCH_LIBRARY_IMPL(actrec, CPU, m) {
   m.impl("ddlstm_layer_forward", &actrec::ddlstm::forward_cpu);
   m.impl("ddlstm_layer_backward", &actrec::ddlstm::backward_cpu);
+  m.impl("ddlstm_layer_eval", &actrec::ddlstm::eval_cpu);
 }

@@ -172,7 +172,7 @@ __global__ void __launch_bounds__(kUnits * kRowGroups) fwd_step_kernel(FwdStepAr
         p[q] = a.gh[j * G + cix] * ah[q * 2 + dom] + bh[q * 2 + dom] +
                a.xp[j * G + cix] * a.sx[dom * G + cix] + a.shx[dom * G + cix];
       }
-      const T cv = sigm(p[1]) * a.cprev[j * H + k] + sigm(p[0]) * tanh_d(p[2]);
+      const T cv = cell::cell_state(sigm(p[0]), sigm(p[1]), tanh_d(p[2]), a.cprev[j * H + k]);
       a.c[j * H + k] = cv;
       a.h[j * H + k] = sigm(p[3]);  // o, until BN(c) is known
       cs[0] += static_cast<double>(a.wc[j]) * static_cast<double>(cv);
@@ -246,8 +246,8 @@ __global__ void __launch_bounds__(kUnits * kRowGroups) bwd_step_kernel(BwdStepAr
       const T ch = (a.c[j * H + k] - mc) * rc;
       const T th = tanh_d(gc * ch + bc);
       const T dh = a.gout[j * H + k] + a.dhrec[j * H + k];
-      a.da[j * G + 3 * H + k] = dh * th * g[3] * (T(1) - g[3]);
-      const T dyv = dh * g[3] * (T(1) - th * th);
+      a.da[j * G + 3 * H + k] = cell::gate_grad_o(dh, g[3], th);
+      const T dyv = cell::grad_bn_c_out(dh, g[3], th);
       a.dy[j * H + k] = dyv;
       s2[0] += static_cast<double>(dyv);
       s2[1] += static_cast<double>(dyv * ch);
@@ -272,9 +272,7 @@ __global__ void __launch_bounds__(kUnits * kRowGroups) bwd_step_kernel(BwdStepAr
       const T dcv = a.dc[j * H + k] + rc * (gc * a.dy[j * H + k] - wcn * (mg + ch * mgc));
       const T ig = a.act[j * G + k], fg = a.act[j * G + H + k], gg = a.act[j * G + 2 * H + k];
       T d4[4];
-      d4[0] = dcv * gg * ig * (T(1) - ig);
-      d4[1] = dcv * a.cprev[j * H + k] * fg * (T(1) - fg);
-      d4[2] = dcv * ig * (T(1) - gg * gg);
+      cell::gate_grads_ifg(dcv, ig, fg, gg, a.cprev[j * H + k], &d4[0], &d4[1], &d4[2]);
       d4[3] = a.da[j * G + 3 * H + k];
       a.dc[j * H + k] = dcv * fg;
 #pragma unroll
@@ -304,14 +302,10 @@ __global__ void __launch_bounds__(kUnits * kRowGroups) bwd_step_kernel(BwdStepAr
     for (int d = 0; d < 2; ++d) {
       const int i = q * 2 + d;
       const T sgT = static_cast<T>(sg[i]), sghT = static_cast<T>(sgh[i]), sgxT = static_cast<T>(sgx[i]);
-      Ph[i] = -a.gamma_h[c] * rh[i] * sgT;
-      Dh[i] = -T(0.5) * a.gamma_h[c] * rh[i] * rh[i] * rh[i] * sghT;
-      Lh[i] = T(2) * Dh[i];
-      Kh[i] = Ph[i] - Lh[i] * muh[i];
-      Px[i] = -a.gamma_x[c] * rx[i] * sgT;
-      Dx[i] = -T(0.5) * a.gamma_x[c] * rx[i] * rx[i] * rx[i] * sgxT;
-      Lx[i] = T(2) * Dx[i];
-      Kx[i] = Px[i] - Lx[i] * mux[i];
+      const cell::DdbnCoef<T> ch = cell::ddbn_coef(a.gamma_h[c], rh[i], muh[i], sgT, sghT);
+      const cell::DdbnCoef<T> cx = cell::ddbn_coef(a.gamma_x[c], rx[i], mux[i], sgT, sgxT);
+      Ph[i] = ch.P; Dh[i] = ch.Dv; Lh[i] = ch.L; Kh[i] = ch.K;
+      Px[i] = cx.P; Dx[i] = cx.Dv; Lx[i] = cx.L; Kx[i] = cx.K;
       if (d < ND) {
         bias_g += sg[i];
         gam_h += sgh[i] * static_cast<double>(rh[i]);
@@ -433,6 +427,32 @@ void launch_w_grad_step(const double* part, int64_t ntiles, int64_t N, const dou
   w_grad_step_kernel<T><<<grid, 256, 0, s>>>(part, ntiles, N, inv_s0, inv_s1, g0, g1);
 }
 
+template <typename T>
+__global__ void eval_step_kernel(EvalStepArgs<T> a) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= a.N * a.H) return;
+  const int64_t j = i / a.H, k = i % a.H, G = 4 * a.H;
+  const int64_t off = a.domain[j] * a.dstride;
+  T g[4];
+#pragma unroll
+  for (int q = 0; q < 4; ++q) {
+    const int64_t c = q * a.H + k;
+    const T p = a.gh[j * G + c] * a.scale_h[off + c] + a.xp[j * G + c] * a.scale_x[off + c] +
+                a.shift[off + c];
+    g[q] = q == 2 ? tanh_d(p) : sigm(p);
+  }
+  const T cv = cell::cell_state(g[0], g[1], g[2], a.cprev[i]);
+  a.c[i] = cv;
+  a.h[i] = g[3] * tanh_d(cv * a.scale_c[k] + a.shift_c[k]);
+}
+
+template <typename T>
+void launch_eval_step(const EvalStepArgs<T>& a, cudaStream_t s) {
+  const int64_t n = a.N * a.H;
+  const unsigned grid = static_cast<unsigned>((n + 255) / 256);
+  eval_step_kernel<T><<<grid, 256, 0, s>>>(a);
+}
+
 #define ACTREC_INSTANTIATE(T)                                                                   \
   template void launch_inv_sums<T>(const T*, int64_t, int64_t, double*, cudaStream_t);          \
   template void launch_x_stats<T>(const T*, int64_t, int64_t, int64_t, int, const T*,           \
@@ -441,7 +461,8 @@ void launch_w_grad_step(const double* part, int64_t ntiles, int64_t N, const dou
   template void launch_fwd_step<T>(const FwdStepArgs<T>&, int, cudaStream_t);                   \
   template void launch_bwd_step<T>(const BwdStepArgs<T>&, int, cudaStream_t);                   \
   template void launch_w_grad_step<T>(const double*, int64_t, int64_t, const double*,           \
-                                      const double*, T*, T*, cudaStream_t);
+                                      const double*, T*, T*, cudaStream_t);              \
+  template void launch_eval_step<T>(const EvalStepArgs<T>&, cudaStream_t);
 
 ACTREC_INSTANTIATE(float)
 ACTREC_INSTANTIATE(double)

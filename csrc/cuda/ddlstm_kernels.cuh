@@ -12,6 +12,8 @@
 
 #include <cstdint>
 
+#include "../common/ddlstm_cell.h"
+
 namespace actrec {
 namespace ddlstm_cuda {
 
@@ -119,6 +121,28 @@ void launch_bwd_step(const BwdStepArgs<T>& a, int ndom, cudaStream_t stream);
 template <typename T>
 void launch_w_grad_step(const double* dw_part, int64_t ntiles, int64_t N, const double* inv_s0,
                         const double* inv_s1, T* grad_w0, T* grad_w1, cudaStream_t stream);
+
+// Evaluation step (running statistics folded into affine maps, see csrc/ddlstm.cpp): one
+// thread per (row, hidden unit); rows independent.
+template <typename T>
+struct EvalStepArgs {
+  int64_t N, H;
+  const int64_t* domain;  // [N] 0/1
+  const T* gh;       // [N, 4H]
+  const T* xp;       // [N, 4H]
+  const T* scale_h;  // [2, 4H] at step t, slot 1 at + dstride
+  const T* scale_x;
+  const T* shift;
+  int64_t dstride;
+  const T* scale_c;  // [H] at step t
+  const T* shift_c;
+  const T* cprev;    // [N, H]
+  T* c;
+  T* h;
+};
+
+template <typename T>
+void launch_eval_step(const EvalStepArgs<T>& a, cudaStream_t stream);
 
 }  // namespace ddlstm_cuda
 }  // namespace actrec

@@ -556,6 +556,72 @@ BwdResult backward_cuda(const at::Tensor& grad_out, const at::Tensor& grad_h_n,
   return result;
 }
 
+// Evaluation forward (running statistics folded by the caller; see csrc/ddlstm.cpp): per step
+// one cuBLAS GEMM and one element-wise kernel. Domain flags are checked by the Python caller.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> eval_cuda(
+    const at::Tensor& x_, const at::Tensor& w_ih, const at::Tensor& w_hh,
+    const at::Tensor& scale_x, const at::Tensor& scale_h, const at::Tensor& shift,
+    const at::Tensor& scale_c, const at::Tensor& shift_c, const at::Tensor& domain_,
+    const c10::optional<at::Tensor>& h0_, const c10::optional<at::Tensor>& c0_) {
+  check_cuda_args(x_, {&w_ih, &w_hh, &scale_x, &scale_h, &shift, &scale_c, &shift_c});
+  const c10::cuda::CUDAGuard device_guard(x_.device());
+  const at::Tensor x = x_.contiguous();
+  TORCH_CHECK(x.dim() == 3 && x.size(0) >= 1 && x.size(1) >= 1,
+              "ddlstm_layer_eval: x must be [T, N, D] with T, N >= 1, got ", x.sizes());
+  const int64_t T = x.size(0), N = x.size(1), D = x.size(2), H = w_hh.size(1), G = 4 * H;
+  TORCH_CHECK(w_ih.sizes() == at::IntArrayRef({G, D}) && w_hh.sizes() == at::IntArrayRef({G, H}),
+              "ddlstm_layer_eval: weight_ih must be [4H, D] and weight_hh [4H, H]");
+  TORCH_CHECK(scale_c.dim() == 2 && scale_c.size(0) >= 1,
+              "ddlstm_layer_eval: scale_c must be [S, H] with S >= 1, got ", scale_c.sizes());
+  const int64_t S = scale_c.size(0);  // slots; step t uses min(t, S - 1)
+  for (const at::Tensor* t : {&scale_x, &scale_h, &shift})
+    TORCH_CHECK(t->sizes() == at::IntArrayRef({2, S, G}),
+                "ddlstm_layer_eval: scale_x, scale_h and shift must be [2, S, 4H] (S = scale_c's "
+                "slots), got ", t->sizes());
+  TORCH_CHECK(scale_c.sizes() == at::IntArrayRef({S, H}) && shift_c.sizes() == at::IntArrayRef({S, H}),
+              "ddlstm_layer_eval: scale_c and shift_c must be [S, H]");
+  TORCH_CHECK(domain_.dim() == 1 && domain_.size(0) == N && domain_.scalar_type() == at::kLong &&
+                  domain_.device() == x.device(),
+              "ddlstm_layer_eval: domain must be an int64 [N] tensor on x's device");
+  const auto opt = x.options();
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const at::Tensor domain = domain_.contiguous();
+  const at::Tensor sx = scale_x.contiguous(), sh = scale_h.contiguous(), sf = shift.contiguous();
+  const at::Tensor sc = scale_c.contiguous(), sb = shift_c.contiguous();
+  const at::Tensor w_t = w_hh.contiguous().t();
+  const at::Tensor h0 = (h0_.has_value() && h0_->defined()) ? h0_->contiguous() : at::zeros({N, H}, opt);
+  at::Tensor c_n = (c0_.has_value() && c0_->defined()) ? c0_->contiguous().clone() : at::zeros({N, H}, opt);
+  at::Tensor c_next = at::empty({N, H}, opt);
+  const at::Tensor xp = at::mm(x.view({T * N, D}), w_ih.contiguous().t());  // [T*N, 4H]
+  at::Tensor out = at::empty({T, N, H}, opt);
+  at::Tensor gh = at::empty({N, G}, opt);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ddlstm_layer_eval_cuda", [&] {
+    using T_ = scalar_t;
+    EvalStepArgs<T_> a{};
+    a.N = N; a.H = H;
+    a.domain = domain.data_ptr<int64_t>();
+    a.gh = gh.data_ptr<T_>();
+    a.dstride = S * G;
+    for (int64_t t = 0; t < T; ++t) {
+      at::mm_out(gh, t == 0 ? h0 : out.select(0, t - 1), w_t);  // [N, 4H]
+      const int64_t slot = std::min(t, S - 1);
+      a.xp = xp.data_ptr<T_>() + t * N * G;
+      a.scale_h = sh.data_ptr<T_>() + slot * G;
+      a.scale_x = sx.data_ptr<T_>() + slot * G;
+      a.shift = sf.data_ptr<T_>() + slot * G;
+      a.scale_c = sc.data_ptr<T_>() + slot * H;
+      a.shift_c = sb.data_ptr<T_>() + slot * H;
+      a.cprev = c_n.data_ptr<T_>();
+      a.c = c_next.data_ptr<T_>();
+      a.h = out.data_ptr<T_>() + t * N * H;
+      launch_eval_step<T_>(a, stream);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      std::swap(c_n, c_next);
+    }
+  });
+  return {out, out.select(0, T - 1).clone(), c_n};
+}
+
 }  // namespace
 }  // namespace ddlstm_cuda
 }  // namespace actrec
@@ -563,4 +629,5 @@ BwdResult backward_cuda(const at::Tensor& grad_out, const at::Tensor& grad_h_n,
 TORCH_LIBRARY_IMPL(actrec, CUDA, m) {
   m.impl("ddlstm_layer_forward", &actrec::ddlstm_cuda::forward_cuda);
   m.impl("ddlstm_layer_backward", &actrec::ddlstm_cuda::backward_cuda);
+  m.impl("ddlstm_layer_eval", &actrec::ddlstm_cuda::eval_cuda);
 }
