@@ -224,3 +224,41 @@ def test_storage_options_on_the_command_line(tiny_kitchen, bucket, s3_server, mo
     assert status.exit_code == 0, status.output
     counts = json.loads(status.stdout)["counts"]
     assert counts == {"done": len(index.videos), "failed": 0, "claimed": 0, "pending": 0}
+
+
+@pytest.mark.slow
+def test_an_unreachable_or_missing_bucket_is_named_not_called_empty(tiny_kitchen, bucket,
+                                                                     s3_server, monkeypatch):
+    """No server at the endpoint: every command says it cannot reach the store (not 'no
+    feature store here', not a traceback); a bucket that does not exist is named."""
+    import socket
+
+    import s3fs
+
+    from actrec.cli import cli
+
+    dataset, _ = tiny_kitchen
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", dead)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    s3fs.S3FileSystem.clear_instance_cache()
+    url = f"s3://{bucket}/s.zarr"
+    with pytest.raises(DataError, match=r"s.zarr/zarr.json: cannot reach the store \(EndpointConnection"):
+        FeatureStore.open(url)
+    runner = CliRunner()
+    for args in (["extract", "--status", url], ["check", url],
+                 ["extract", "synthetic:kitchen=a,participants=3,videos_per_participant=1,"
+                  "frames_mean=40,size=32,folds=3,seed=7", "--root", str(dataset.config.root),
+                  "--out", url]):
+        result = runner.invoke(cli, args)  # actrec's main prints a DataError as one message
+        assert isinstance(result.exception, DataError), (args, result.exception)
+        assert "cannot reach the store" in str(result.exception), (args, result.exception)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    s3fs.S3FileSystem.clear_instance_cache()
+    with pytest.raises(DataError, match=r"s3://no-such-bucket-x/s.zarr: cannot create it "
+                                        r"\(FileNotFoundError: The specified bucket does not"):
+        FeatureStore.open_or_create("s3://no-such-bucket-x/s.zarr", dataset="d",
+                                    split_scheme="s", classes=["a"], splits={},
+                                    extractor="e", extractor_config={}, lookahead=0)

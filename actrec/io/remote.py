@@ -195,17 +195,29 @@ class StoreURL:
         if invalidate is not None:
             invalidate(self.fs_path)
 
-    def exists(self) -> bool:
+    def _info(self) -> dict[str, Any] | None:
+        """What is here (fsspec's ``info``), ``None`` when nothing is. Anything else (no
+        connection, refused credentials) is a ``DataError`` saying the store cannot be
+        reached: fsspec's ``exists``/``isfile`` would answer ``False``, and an unreachable
+        store would read as a missing one."""
         self._fresh()
-        return bool(self.fs.exists(self.fs_path))
+        try:
+            return self.fs.info(self.fs_path)
+        except FileNotFoundError:
+            return None
+        except Exception as exc:  # noqa: BLE001 - the backend's network/credential errors
+            raise _unreachable(self, exc) from None
+
+    def exists(self) -> bool:
+        return self._info() is not None
 
     def is_dir(self) -> bool:
-        self._fresh()
-        return bool(self.fs.isdir(self.fs_path))
+        info = self._info()
+        return info is not None and info.get("type") == "directory"
 
     def is_file(self) -> bool:
-        self._fresh()
-        return bool(self.fs.isfile(self.fs_path))
+        info = self._info()
+        return info is not None and info.get("type", "file") == "file"
 
     def iterdir(self) -> Iterator[StoreURL]:
         self._fresh()
@@ -213,6 +225,8 @@ class StoreURL:
             names = self.fs.ls(self.fs_path, detail=False)
         except FileNotFoundError:
             return iter(())
+        except Exception as exc:  # noqa: BLE001 - the backend's network/credential errors
+            raise _unreachable(self, exc) from None
         base = self.fs_path.rstrip("/")
         out = []
         for entry in names:
@@ -287,6 +301,14 @@ class StoreURL:
 
     def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
         """Object stores have no folders: nothing to make (kept for ``Path``'s interface)."""
+
+
+def _unreachable(where: StoreURL, exc: BaseException) -> DataError:
+    """The error for a store the backend cannot reach (network, endpoint, credentials)."""
+    return DataError(f"{where}: cannot reach the store ({type(exc).__name__}: {exc}); check "
+                     f"the endpoint and credentials (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
+                     f"--storage-option)" if where.protocol == "s3" else
+                     f"{where}: cannot reach the store ({type(exc).__name__}: {exc})")
 
 
 def _filesystem(url: str):

@@ -52,17 +52,18 @@ class RemoteFeatureStore(FeatureStore):
         several concurrent creators creates it), else opened and checked against ``wanted``
         as ``FeatureStore.open_or_create`` checks a local one."""
         meta = url / "zarr.json"
-        try:
-            exists = meta.is_file()
-        except Exception as exc:  # noqa: BLE001 - a backend's network or credentials error
-            raise DataError(f"feature store {url}: cannot reach it ({type(exc).__name__}: "
-                            f"{exc})") from None
-        if not exists:
+        if not meta.is_file():  # DataError when the store cannot be reached
             if url.is_dir() and any(True for _ in url.iterdir()):
                 raise DataError(f"{url}: exists and is not a feature store (no zarr.json); "
                                 f"refusing to write into it")
-            if meta.create_exclusive(_group_json(wanted)):
-                (url / _VIDEOS / "zarr.json").write_bytes(_group_json({}))
+            try:
+                made = meta.create_exclusive(_group_json(wanted))
+                if made:
+                    (url / _VIDEOS / "zarr.json").write_bytes(_group_json({}))
+            except OSError as exc:  # no such bucket, no write permission, ...
+                raise DataError(f"feature store {url}: cannot create it ({type(exc).__name__}: "
+                                f"{exc})") from None
+            if made:
                 return cls(url, dict(wanted))
         existing = cls.open(url)
         if stream is not None and stream != existing.stream_name:
