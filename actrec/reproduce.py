@@ -382,11 +382,14 @@ def build_result(plan: Plan, results: Mapping[str, dict[str, Any]],
                      for k, p in plan.stores.items()},
         "notes": list(table.notes) + plan.notes + ([
             f"{table.datasets[k]['name']} is played by {table.datasets[k]['tiny']} (tiny preset)"
-            for k in plan.stores] if plan.preset.kitchen is not None else []),
+            for k in plan.stores] if plan.preset.kitchen is not None else []) + [
+            f"{k} ran again ({r['moved_because']}); its earlier run was moved to {r['moved']}"
+            for k, r in results.items() if r.get("moved")],
         "failures": failed, "complete": not failed and all(
             c["status"] == "ok" for r in rows for c in r["cells"]),
         "units": {k: {"status": r["status"], "error": r.get("error"),
-                      "elapsed_s": r.get("elapsed_s"), "threads": r.get("threads")}
+                      "elapsed_s": r.get("elapsed_s"), "threads": r.get("threads"),
+                      **({"moved": r["moved"]} if r.get("moved") else {})}
                   for k, r in results.items()},
         "elapsed_s": round(elapsed_s, 1),
         "std": "sample standard deviation (ddof=1) over the splits (or seeds)",

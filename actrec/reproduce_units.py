@@ -11,7 +11,9 @@ Three kinds, each a library call and a folder that says when it is finished:
   (``actrec.evaluate.evaluate_run``); ``<dir>`` is a normal run folder. It is finished when its
   online results file belongs to its checkpoint, the checkpoint's spec is the one asked for and
   the stores are as trained; then it is skipped. A partly trained run resumes (the trainer's own
-  resume), a run of other settings is refused by the trainer, naming the differing fields.
+  resume). A run the trainer would refuse to resume (other settings, changed input stores, an
+  unreadable checkpoint) is moved aside to ``<dir>.stale-<time>`` (kept, never trained over)
+  and the unit is trained afresh; the result says so (``moved``, ``moved_because``).
 
 ``run_unit`` returns ``{"key", "status": done|skipped|failed, "scores": [...], "error"}``;
 ``scores`` holds the table's metric for each dataset of the unit in domain order.
@@ -27,7 +29,7 @@ from typing import Any
 
 from actrec.errors import ActrecError, DataError
 
-__all__ = ["FRAME_RESULT", "finished_scores", "run_unit"]
+__all__ = ["FRAME_RESULT", "finished_scores", "resume_problem", "run_unit"]
 
 FRAME_RESULT = "frame-classifier.json"
 EVAL_RESULT = "eval-online.json"
@@ -160,6 +162,46 @@ def finished_scores(unit: dict[str, Any]) -> list[float | None] | None:
     return [_metric(unit["metric"], ds) for ds in datasets]
 
 
+def resume_problem(unit: dict[str, Any]) -> str | None:
+    """Why the checkpoint in ``unit``'s folder cannot be resumed as ``unit`` (other spec,
+    changed input stores, unreadable), in words; None when there is none or it can be."""
+    from actrec import runs
+    from actrec.checkpoints import check_resume
+    from actrec.components import open_store, store_changes, store_fingerprint
+
+    ckpt_path = Path(unit["dir"]) / runs.CHECKPOINT
+    if not ckpt_path.is_file():
+        return None
+    try:
+        checkpoint = runs.load_checkpoint(ckpt_path)
+        spec = _spec(unit)
+        check_resume(checkpoint, spec, ckpt_path)
+    except ActrecError as exc:
+        return str(exc)
+    recorded = checkpoint.get("store_fingerprints") or []
+    for fp, path, split in zip(recorded, checkpoint.get("stores") or [],
+                               checkpoint.get("splits") or []):
+        try:
+            now = store_fingerprint(open_store(path, spec.streams), split)
+        except ActrecError as exc:
+            return str(exc)
+        changes = store_changes(fp, now)
+        if changes:
+            return f"feature store {path} changed since it was trained: {'; '.join(changes)}"
+    return None
+
+
+def _move_aside(folder: Path) -> Path:
+    """Rename ``folder`` to a free ``<folder>.stale-<UTC time>[-N]`` and return the new path."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    for n in range(1000):
+        target = folder.with_name(f"{folder.name}.stale-{stamp}" + (f"-{n}" if n else ""))
+        if not target.exists():
+            folder.rename(target)
+            return target
+    raise DataError(f"cannot move the stale run {folder} aside: too many stale copies")
+
+
 def _run_train(unit: dict[str, Any], progress: Any) -> dict[str, Any]:
     from actrec.evaluate import evaluate_run
     from actrec.pipeline import train_from_refs
@@ -167,8 +209,13 @@ def _run_train(unit: dict[str, Any], progress: Any) -> dict[str, Any]:
     done = finished_scores(unit)
     if done is not None:
         return {"status": "skipped", "scores": done}
+    moved = {}
+    problem = resume_problem(unit)
+    if problem is not None:
+        moved = {"moved": str(_move_aside(Path(unit["dir"]))), "moved_because": problem}
     train_from_refs(unit["model"], d1=unit["d1"], d2=unit["d2"],
                     model_options=dict(unit["model_options"]), run_dir=Path(unit["dir"]),
                     progress=progress, **unit["spec"])
     result = evaluate_run(Path(unit["dir"]), online=True, progress=progress).to_dict()
-    return {"scores": [_metric(unit["metric"], ds) for ds in result["datasets"].values()]}
+    return {"scores": [_metric(unit["metric"], ds) for ds in result["datasets"].values()],
+            **moved}

@@ -372,3 +372,61 @@ def test_workers_share_the_cores_among_the_processes_that_run(monkeypatch, tmp_p
     assert {r["status"] for r in results.values()} == {"failed"}  # no such stores
     assert all("none" in r["error"] for r in results.values())
     assert {r["threads"] for r in results.values()} == {4}
+
+
+def _one_cell_table(path: Path, extra: str = "") -> Path:
+    """_SMALL cut to its LSTM cell on split 0 (``extra`` appended to the LSTM method)."""
+    text = _SMALL.replace('id = "small"', f'id = "{path.stem}"')
+    text = text.replace('[methods.broken]\nkind = "train"\nmodel = "no-such-model"\n'
+                        'protocol = "single"\n', "")
+    text = text.replace('[[columns]]\nlabel = "CNN"\nmethod = "cnn"\n\n', "")
+    text = text.replace('[[columns]]\nlabel = "broken"\nmethod = "broken"\n', "")
+    text = text.split("[[rows]]")[0] + '[[rows]]\nlabels = ["0"]\nsplit = 0\npaper = [30.78]\n'
+    text = text.replace('protocol = "single"\n', 'protocol = "single"\n' + extra, 1)
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.slow
+def test_changed_settings_or_inputs_run_again_and_keep_the_old_run(tiny_root, tmp_path):
+    """A finished cell is reused only when its spec and input stores are as trained; otherwise
+    it is trained again and the old run is moved aside, never trained over or deleted."""
+    from actrec.io.features import FeatureStore
+
+    root, _ = tiny_root
+    path = _one_cell_table(tmp_path / "stale.toml")
+    first = reproduce(path, root, preset="tiny")
+    assert first["complete"], first["failures"]
+    (key,) = first["rows"][0]["cells"][0]["runs"]
+    runs = root / "reproduce" / "tiny" / "stale" / "runs"
+    again = reproduce(path, root, preset="tiny")
+    assert again["units"][key]["status"] == "skipped"
+
+    # Other settings: trained again; the old run is kept beside it, untouched.
+    old = {p.relative_to(runs / key): p.read_bytes() for p in (runs / key).rglob("*")
+           if p.is_file()}
+    _one_cell_table(path, "\n[methods.lstm.train]\ngrad_clip = 1.0\n")
+    changed = reproduce(path, root, preset="tiny")
+    assert changed["complete"], changed["failures"]
+    (key2,) = changed["rows"][0]["cells"][0]["runs"]
+    assert changed["units"][key2]["status"] == "done"
+    config = json.loads((runs / key2 / "config.json").read_text())
+    assert config["spec"]["grad_clip"] == 1.0
+    kept = [p for p in runs.iterdir() if p.name.startswith(key) and p.name != key2]
+    assert len(kept) == 1 and kept[0].name != key2
+    assert {p.relative_to(kept[0]): p.read_bytes() for p in kept[0].rglob("*")
+            if p.is_file()} == old
+    assert any(key2 in n and "moved" in n for n in changed["notes"])
+
+    # A changed input store (one test video's features rewritten): trained again too.
+    store = FeatureStore.open(Path(config["spec"]["d1"]))
+    vid = store.splits[config["spec"]["split"]]["test"][0]
+    x, y = store.read(vid)
+    attrs = store.video_attrs(vid)  # kept, so the head unit takes the video for its own
+    store.write_video(vid, x[::-1].copy(), y[::-1].copy(), fps=float(attrs["fps"]), source=None,
+                      extra={k: attrs[k] for k in ("backbone_sha256", "head_train_video")})
+    rerun = reproduce(path, root, preset="tiny")
+    assert rerun["complete"], rerun["failures"]
+    assert rerun["units"][key2]["status"] == "done"
+    assert len([p for p in runs.iterdir() if p.name.startswith(key)]) == 3
+    assert reproduce(path, root, preset="tiny")["units"][key2]["status"] == "skipped"
