@@ -33,7 +33,7 @@ from actrec.errors import ConfigError
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor
 
-__all__ = ["LayerStats", "LayerOutput", "EvalAffine", "ddlstm_layer", "ddlstm_layer_eval",
+__all__ = ["EvalAffine", "LayerOutput", "LayerStats", "ddlstm_layer", "ddlstm_layer_eval",
            "eval_affine", "fused_layer_available"]
 
 _FWD = "actrec::ddlstm_layer_forward"
