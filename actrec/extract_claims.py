@@ -7,10 +7,16 @@ seconds (a heartbeat thread) and deletes it when done. Another process may take 
 when it is stale:
 
 * its holder ran on this host and that process is gone (or a zombie, or its pid was reused):
-  at once, so re-running right after a kill never waits for the dead;
-* otherwise when its last refresh is older than the lease (default 120 s,
-  ``ACTREC_CLAIM_LEASE`` or ``actrec extract --claim-lease``): a holder on a machine that
-  died, or lost the store.
+  at once, so re-running right after a kill never waits for the dead. A holder on this host
+  that still runs keeps its claim however long it is silent (stopped with Ctrl-Z, swapping),
+  as an OS lock would: its liveness is known, no lease is needed;
+* a holder on another machine: when its last refresh is older than the lease (default 120 s,
+  ``ACTREC_CLAIM_LEASE`` or ``actrec extract --claim-lease``): that machine died, or lost the
+  store. The age is measured on the storage's clock (the file system's times, S3's ``Date``),
+  not this machine's, so clock skew between machines does not make a live claim look stale.
+
+"This host" is the host name and, on Linux, the boot and the pid namespace: containers that
+share a host name but not their processes count as different hosts.
 
 Atomicity, so that two processes never both hold one claim:
 
@@ -24,8 +30,12 @@ Atomicity, so that two processes never both hold one claim:
 * Other fsspec backends: created with their exclusive ``xb`` mode; a takeover deletes and
   re-creates, which two takers of one stale claim can race (documented limit).
 
-A holder whose claim was taken over (it was presumed dead) finds out at its next refresh; its
-write is still a whole, atomic one, so the store stays correct.
+A holder on another machine that was silent past its lease (a network partition, a long
+pause) may be alive: its claim is then taken over, and it finds out at its next refresh. On a
+folder its write is a whole, atomic one, so the store stays correct whichever lands last. At a
+URL a video is written in place, so before it deletes the old copy and again before it commits
+the new one the writer confirms its claim (``confirm_held``, a compare-and-swap refresh) and
+stops if the claim is no longer its own.
 """
 
 from __future__ import annotations
@@ -43,11 +53,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from actrec.errors import ConfigError
+from actrec.errors import ConfigError, DataError
 from actrec.io.remote import StoreURL, store_location
 
 __all__ = ["CLAIMS", "DEFAULT_LEASE", "Claim", "ClaimInfo", "claim", "claim_info",
-           "lease_seconds", "list_claims", "release_claims", "try_claim"]
+           "confirm_held", "lease_seconds", "list_claims", "release_claims", "try_claim"]
 
 CLAIMS = ".claims"
 DEFAULT_LEASE = 120.0  # seconds without a refresh after which another machine takes over
@@ -82,6 +92,24 @@ def _proc_start(pid: int) -> str | None:
         return None
     fields = stat.rsplit(")", 1)[1].split()
     return fields[19] if len(fields) > 19 else None  # field 22 of the whole line
+
+
+def _node() -> str | None:
+    """This host's boot and pid namespace (Linux), so that a claim from a container sharing
+    the host name but not the processes is not judged by this host's process table."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}/{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return None
+
+
+def _same_node(content: dict[str, Any]) -> bool:
+    """Whether a claim's holder ran where this process can see whether it is alive."""
+    if str(content.get("host", "?")) != socket.gethostname():
+        return False
+    theirs = content.get("node")
+    return theirs is None or theirs == _node()
 
 
 def _process_alive(pid: int, start: str | None) -> bool:
@@ -132,15 +160,21 @@ class ClaimInfo:
 
 
 def _judge(video: str, content: dict[str, Any] | None, refreshed: float, lease: float,
-           version: Any) -> ClaimInfo:
+           version: Any, clock=None) -> ClaimInfo:
+    """The claim judged now. ``refreshed`` is its last refresh on the storage's clock;
+    ``clock()`` (if given) reads that clock now, and is asked only for a claim that looks
+    stale by this machine's clock (it may cost a request)."""
     age = max(0.0, time.time() - refreshed)
+    if age > lease and clock is not None and not (content and _same_node(content)):
+        age = max(0.0, clock() - refreshed)  # this machine's clock may be ahead of the store's
     if content is None:  # unreadable (half-written by a backend without atomic create)
         return ClaimInfo(video, "?", -1, refreshed, age, age > min(lease, 10.0),
                          "unreadable claim", version=version)
     host, pid = str(content.get("host", "?")), int(content.get("pid", -1))
     stale, why = False, ""
-    if host == socket.gethostname() and not _process_alive(pid, content.get("pid_start")):
-        stale, why = True, f"process {pid} on this host has ended"
+    if _same_node(content):  # alive or not is known: a live holder keeps it (as a lock)
+        if not _process_alive(pid, content.get("pid_start")):
+            stale, why = True, f"process {pid} on this host has ended"
     elif age > lease:
         stale, why = True, f"not refreshed for {age:.0f} s (lease {lease:g} s)"
     return ClaimInfo(video, host, pid, float(content.get("since") or 0.0), age, stale, why,
@@ -150,9 +184,9 @@ def _judge(video: str, content: dict[str, Any] | None, refreshed: float, lease: 
 def _content(video_id: str, token: str) -> bytes:
     pid = os.getpid()
     shard = os.environ.get("ACTREC_CLAIM_SHARD") or None
-    return json.dumps({"video": video_id, "host": socket.gethostname(), "pid": pid,
-                       "pid_start": _proc_start(pid), "token": token, "since": time.time(),
-                       "shard": shard}).encode("utf-8")
+    return json.dumps({"video": video_id, "host": socket.gethostname(), "node": _node(),
+                       "pid": pid, "pid_start": _proc_start(pid), "token": token,
+                       "since": time.time(), "shard": shard}).encode("utf-8")
 
 
 def _parse(raw: bytes | None) -> dict[str, Any] | None:
@@ -217,6 +251,19 @@ class _LocalFiles:
         except FileNotFoundError:
             return None
         return _parse(raw), st.st_mtime, (st.st_ino, st.st_mtime_ns)
+
+    def now(self) -> float:
+        """The file system's clock now (an NFS server's, not this machine's): the time it
+        stamps on a file written now."""
+        probe = self.folder / f".clock.{uuid.uuid4().hex}"
+        try:
+            probe.write_bytes(b"")
+            return os.stat(probe).st_mtime
+        except OSError:
+            return time.time()
+        finally:
+            with contextlib.suppress(OSError):
+                probe.unlink()
 
     def refresh(self, name: str, token: str, version: Any) -> Any:
         found = self.read(name)
@@ -292,6 +339,21 @@ class _ObjectFiles:
             modified = float((content or {}).get("refreshed") or 0.0)
         return content, float(modified), info.get("ETag") or info.get("etag")
 
+    def now(self) -> float:
+        """The object store's clock now (S3: the ``Date`` of a response), else this machine's."""
+        if not self.s3:
+            return time.time()
+        from email.utils import parsedate_to_datetime
+
+        bucket, key, _ = self.folder.fs.split_path(self.folder.fs_path)
+        try:
+            out = self.folder.fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=key + "/",
+                                         MaxKeys=1)
+            return parsedate_to_datetime(out["ResponseMetadata"]["HTTPHeaders"]["date"]) \
+                .timestamp()
+        except (OSError, KeyError, TypeError, ValueError):
+            return time.time()
+
     def _put(self, name: str, data: bytes, etag: Any) -> Any:
         """PUT ``data`` only if the object's ETag is still ``etag``; the new ETag, or
         ``None`` if it changed."""
@@ -345,25 +407,29 @@ class Claim:
         self._files, self.name, self.video = files, name, video_id
         self.token, self.version, self.lease = token, version, lease
         self.lost = False
+        self._mutex = threading.Lock()  # the heartbeat and confirm_held: one CAS at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def refresh(self) -> bool:
         """Refresh the lease now; ``False`` (and ``lost``) if the claim is no longer ours."""
-        version = self._files.refresh(self.name, self.token, self.version)
-        if version is None:
-            self.lost = True
-            return False
-        self.version = version
-        return True
+        with self._mutex:
+            if self.lost:
+                return False
+            version = self._files.refresh(self.name, self.token, self.version)
+            if version is None:
+                self.lost = True
+                return False
+            self.version = version
+            return True
 
     def _beat(self) -> None:
         while not self._stop.wait(max(0.05, self.lease / 4)):
             try:
                 if not self.refresh():
                     return
-            except OSError:  # the store is unreachable for a moment: try again next beat
-                continue
+            except Exception:  # noqa: BLE001 - the store unreachable for a moment (any
+                continue  # backend error): try again next beat; the thread must not die
 
     def start(self) -> Claim:
         self._thread = threading.Thread(target=self._beat, name=f"actrec-claim-{self.name}",
@@ -398,13 +464,42 @@ def try_claim(store_path, video_id: str, *, lease: float | None = None) -> Claim
         found = files.read(name)
         if found is None:
             continue  # released meanwhile: create again
-        info = _judge(video_id, found[0], found[1], lease, found[2])
+        info = _judge(video_id, found[0], found[1], lease, found[2], files.now)
         if not info.stale:
             return None
         if files.take_over(name, info, data):
             found = files.read(name)
             return Claim(files, name, video_id, token, found[2] if found else None, lease)
     return None
+
+
+_HELD: dict[tuple[str, str], Claim] = {}  # claims held by this process, for confirm_held
+
+
+def _held_key(store_path, video_id: str) -> tuple[str, str]:
+    from actrec.io.features import encode_video_id
+
+    return str(store_location(store_path)), encode_video_id(video_id)
+
+
+def confirm_held(store_path, video_id: str) -> None:
+    """If this process holds ``video_id``'s claim in the store (``claim``), make sure it still
+    does, by refreshing it now (a compare-and-swap on S3): ``DataError`` when another process
+    took it over, or when it cannot be confirmed. Writers of a store without rename call this
+    before they delete or commit, so a holder presumed dead never writes over its taker."""
+    held = _HELD.get(_held_key(store_path, video_id))
+    if held is None:
+        return
+    try:
+        mine = held.refresh()
+    except Exception as exc:  # noqa: BLE001 - the backend's error: unconfirmed is not ours
+        raise DataError(f"feature store {store_path}: cannot confirm this process's claim on "
+                        f"video {video_id!r} ({type(exc).__name__}: {exc}); not writing it") \
+            from None
+    if not mine:
+        raise DataError(f"feature store {store_path}: video {video_id!r} was taken over by "
+                        f"another process while this one held it (silent past its lease); "
+                        f"not writing it, the other process does")
 
 
 @contextlib.contextmanager
@@ -416,10 +511,13 @@ def claim(store_path, video_id: str, *, lease: float | None = None) -> Iterator[
     if held is None:
         yield False
         return
-    held.start()
+    key = _held_key(store_path, video_id)
+    _HELD[key] = held.start()
     try:
         yield True
     finally:
+        if _HELD.get(key) is held:
+            del _HELD[key]
         held.release()
 
 
@@ -428,10 +526,11 @@ def claim_info(store_path, video_id: str, *, lease: float | None = None) -> Clai
     from actrec.io.features import encode_video_id
 
     lease = lease_seconds() if lease is None else float(lease)
-    found = _files(store_path).read(encode_video_id(video_id))
+    files = _files(store_path)
+    found = files.read(encode_video_id(video_id))
     if found is None:
         return None
-    return _judge(video_id, found[0], found[1], lease, found[2])
+    return _judge(video_id, found[0], found[1], lease, found[2], files.now)
 
 
 def list_claims(store_path, *, lease: float | None = None) -> list[ClaimInfo]:
@@ -440,12 +539,19 @@ def list_claims(store_path, *, lease: float | None = None) -> list[ClaimInfo]:
 
     lease = lease_seconds() if lease is None else float(lease)
     files = _files(store_path)
+    clock: list[float] = []  # the storage's clock, read once: (its time - ours) at that moment
+
+    def now() -> float:
+        if not clock:
+            clock.append(files.now() - time.time())
+        return time.time() + clock[0]
+
     out = []
     for name in files.names():
         found = files.read(name)
         if found is not None:
             video = str((found[0] or {}).get("video") or decode_video_id(name))
-            out.append(_judge(video, found[0], found[1], lease, found[2]))
+            out.append(_judge(video, found[0], found[1], lease, found[2], now))
     return sorted(out, key=lambda c: c.video)
 
 

@@ -36,7 +36,9 @@ def _foreign_claim(store: Path, video: str, age: float) -> Path:
 
 
 _HOLDER = textwrap.dedent("""
-    import sys, time
+    import socket, sys, time
+    if len(sys.argv) > 4:  # play a process of another machine
+        socket.gethostname = lambda: sys.argv[4]
     from actrec.extract_claims import try_claim
     held = try_claim(sys.argv[1], sys.argv[2], lease=float(sys.argv[3])).start()
     print("held", flush=True)
@@ -44,9 +46,9 @@ _HOLDER = textwrap.dedent("""
 """)
 
 
-def _holder(store: Path, video: str, lease: float) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", _HOLDER, str(store), video, str(lease)],
-                            stdout=subprocess.PIPE, text=True)
+def _holder(store: Path, video: str, lease: float, host: str | None = None) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", _HOLDER, str(store), video, str(lease),
+                             *([host] if host else [])], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"
     return proc
 
@@ -90,10 +92,28 @@ def test_a_killed_holders_claim_is_taken_over_at_once(tmp_path):
     taken.release()
 
 
+def test_a_live_holder_on_this_host_keeps_its_claim_while_stopped(tmp_path):
+    """Stopped (Ctrl-Z, SIGSTOP) past its lease, a holder on this host is known to be alive:
+    its claim is not taken over, as an OS lock would not be; once it ends, it is at once."""
+    proc = _holder(tmp_path, "v", lease=0.5)
+    try:
+        os.kill(proc.pid, signal.SIGSTOP)
+        time.sleep(1.2)
+        info = claim_info(tmp_path, "v", lease=0.5)
+        assert info.age > 0.5 and not info.stale
+        assert try_claim(tmp_path, "v", lease=0.5) is None
+    finally:
+        proc.kill()
+        proc.wait()
+    taken = try_claim(tmp_path, "v", lease=0.5)
+    assert taken is not None
+    taken.release()
+
+
 def test_a_silent_holders_claim_is_taken_over_after_its_lease(tmp_path):
-    """A holder that stops refreshing (a hung process, here stopped with SIGSTOP; or a machine
-    that died) keeps its claim for the lease, then loses it."""
-    proc = _holder(tmp_path, "v", lease=1.0)
+    """A holder on another machine that stops refreshing (hung, partitioned, here stopped
+    with SIGSTOP; or a machine that died) keeps its claim for the lease, then loses it."""
+    proc = _holder(tmp_path, "v", lease=1.0, host="another-machine")
     try:
         os.kill(proc.pid, signal.SIGSTOP)
         assert try_claim(tmp_path, "v", lease=1.0) is None  # within its lease
@@ -118,6 +138,45 @@ def test_another_machines_claim_waits_for_its_lease(tmp_path):
     info = claim_info(tmp_path, "v", lease=3)
     assert info.stale and info.host == "machine-that-died"
     assert try_claim(tmp_path, "v", lease=3) is not None
+
+
+def test_a_claim_from_a_container_sharing_the_host_name_waits_for_its_lease(tmp_path):
+    """Same host name, other pid namespace: its pid says nothing here, so it is judged by its
+    lease like another machine's (not 'ended' because no such pid runs here)."""
+    target = _foreign_claim(tmp_path, "v", age=1)
+    import socket
+
+    target.write_text(json.dumps({"video": "v", "host": socket.gethostname(), "pid": 999999,
+                                  "node": "another-boot/4026531836", "token": "t"}))
+    info = claim_info(tmp_path, "v", lease=60)
+    assert not info.stale, info.why
+    assert try_claim(tmp_path, "v", lease=60) is None
+
+
+class _SkewedTime:
+    """``time`` with this machine's clock an hour ahead of the store's."""
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+    @staticmethod
+    def time() -> float:
+        return time.time() + 3600
+
+
+def test_a_fast_clock_does_not_make_a_live_foreign_claim_stale(tmp_path, monkeypatch):
+    """Ages are read on the storage's clock: a machine whose clock is an hour ahead does not
+    take over a claim another machine refreshed a second ago."""
+    import actrec.extract_claims as claims
+
+    _foreign_claim(tmp_path, "v", age=1)
+    monkeypatch.setattr(claims, "time", _SkewedTime())
+    info = claim_info(tmp_path, "v", lease=60)
+    assert not info.stale and info.age < 30, (info.age, info.why)
+    assert try_claim(tmp_path, "v", lease=60) is None
+    assert not list_claims(tmp_path, lease=60)[0].stale
+    _foreign_claim(tmp_path, "v", age=120)  # really stale: still taken over
+    assert try_claim(tmp_path, "v", lease=60) is not None
 
 
 def _race(store) -> list[bool]:
@@ -188,6 +247,20 @@ def test_s3_claims_are_conditional_writes(s3_store):
     time.sleep(2.1)  # S3 times are to the second
     assert _race(s3_store) == [True, False]
     assert json.loads(fs.cat(key))["token"] == "first"
+
+
+def test_s3_claim_ages_are_read_on_the_servers_clock(s3_store, monkeypatch):
+    import s3fs
+
+    import actrec.extract_claims as claims
+
+    key = s3_store[len("s3://"):] + "/.claims/v.json"
+    s3fs.S3FileSystem().pipe(key, json.dumps({"video": "v", "host": "another-machine",
+                                              "pid": 1, "token": "t"}).encode())
+    monkeypatch.setattr(claims, "time", _SkewedTime())
+    info = claim_info(s3_store, "v", lease=60)
+    assert not info.stale and info.age < 30, (info.age, info.why)
+    assert try_claim(s3_store, "v", lease=60) is None
 
 
 # ---------------------------------------------------------------------- real extractions

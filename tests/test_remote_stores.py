@@ -262,3 +262,37 @@ def test_an_unreachable_or_missing_bucket_is_named_not_called_empty(tiny_kitchen
         FeatureStore.open_or_create("s3://no-such-bucket-x/s.zarr", dataset="d",
                                     split_scheme="s", classes=["a"], splits={},
                                     extractor="e", extractor_config={}, lookahead=0)
+
+
+def test_s3_writer_whose_claim_was_taken_over_writes_nothing(bucket):
+    """A holder presumed dead (silent past its lease) and taken over must neither delete nor
+    commit over its taker's copy: at a URL a video is written in place, so it confirms its
+    claim first and stops."""
+    import s3fs
+
+    from actrec.extract_claims import claim
+
+    url = f"s3://{bucket}/s.zarr"
+    store = FeatureStore.open_or_create(
+        url, dataset="d", split_scheme="default", classes=["a", "b"],
+        splits={"1": {"train": ["v1"], "test": []}}, extractor="e", extractor_config={},
+        lookahead=0, chunk_frames=4)
+    taker = np.full((6, 3), 2.0, np.float32)
+    store.write_video("v1", taker, np.ones(6, np.int64), fps=15, source=None)
+    key = f"{bucket}/s.zarr/.claims/v1.json"
+    with claim(url, "v1", lease=60) as mine:
+        assert mine
+        s3fs.S3FileSystem().pipe(key, json.dumps({"video": "v1", "host": "another-machine",
+                                                  "pid": 7, "token": "taker"}).encode())
+        with pytest.raises(DataError, match="was taken over by another process"):
+            store.write_video("v1", np.zeros((6, 3), np.float32), np.zeros(6, np.int64),
+                              fps=15, source=None)
+        with pytest.raises(DataError, match="was taken over by another process"):
+            store.remove("v1")
+    features, labels = FeatureStore.open(url).read("v1")
+    assert np.array_equal(features, taker) and labels.tolist() == [1] * 6
+    assert json.loads(s3fs.S3FileSystem().cat(key))["token"] == "taker"  # not released
+    with claim(url, "v2", lease=60) as mine:  # a claim still held: the write goes through
+        assert mine
+        store.write_video("v2", taker, np.ones(6, np.int64), fps=15, source=None)
+    assert FeatureStore.open(url).videos() == ["v1", "v2"]

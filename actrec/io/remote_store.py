@@ -113,7 +113,10 @@ class RemoteFeatureStore(FeatureStore):
 
         from actrec.io.integrity import array_record
 
+        from actrec.extract_claims import confirm_held
+
         target = self._dir(video_id)
+        confirm_held(self.path, video_id)  # a holder presumed dead must not delete its taker's
         self._hide_and_clear(target)
         chunk = int(self._attrs.get("chunk_frames", 256))
         t = max(1, stored.shape[0])
@@ -131,6 +134,7 @@ class RemoteFeatureStore(FeatureStore):
                                          min(chunk, t)),
                 "labels": array_record(target / "labels", labels, "int64", min(chunk, t)),
             }
+            confirm_held(self.path, video_id)  # nor commit over it
             (target / "zarr.json").write_bytes(
                 _group_json({**attrs, "integrity": integrity, "complete": True}))
         except OSError as exc:
@@ -138,6 +142,9 @@ class RemoteFeatureStore(FeatureStore):
 
     def remove(self, video_id: str) -> None:
         """Delete one video (no error if it is not there): unlisted first, then its chunks."""
+        from actrec.extract_claims import confirm_held
+
+        confirm_held(self.path, video_id)
         self._hide_and_clear(self._dir(video_id))
 
     @staticmethod
