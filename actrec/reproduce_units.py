@@ -4,7 +4,8 @@ Three kinds, each a library call and a folder that says when it is finished:
 
 - ``head``: the per-split frame classifier of one dataset and its per-frame outputs as a
   feature store (``actrec.frame_head.extract_head_features``, which reuses a saved head and
-  skips stored videos itself);
+  skips stored videos itself; a head whose backbone features changed is trained again and its
+  store rebuilt, the old store and head moved aside to ``<store>.stale-<time>``);
 - ``frame-classifier``: the frame classifier alone, scored on the split's test videos (argmax of
   the stored class scores; ``actrec.evaluate.score_dataset``); ``<dir>/frame-classifier.json``;
 - ``train``: a training run (``actrec.pipeline.train_from_refs``) evaluated online
@@ -49,7 +50,7 @@ def run_unit(unit: dict[str, Any], progress: Any = None) -> dict[str, Any]:
     out: dict[str, Any] = {"key": unit["key"], "status": "done", "scores": [], "error": None}
     try:
         if unit["kind"] == "head":
-            _run_head(unit, progress)
+            out.update(_run_head(unit, progress))
         elif unit["kind"] == "frame-classifier":
             out.update(_run_frame_classifier(unit))
         else:
@@ -64,13 +65,33 @@ def run_unit(unit: dict[str, Any], progress: Any = None) -> dict[str, Any]:
     return out
 
 
-def _run_head(unit: dict[str, Any], progress: Any) -> None:
-    from actrec.frame_head import HeadConfig, extract_head_features
+def _run_head(unit: dict[str, Any], progress: Any) -> dict[str, Any]:
+    """Make (or finish) the split's input store. When the saved head no longer fits the
+    backbone (its training videos' features changed), the head is trained again and the
+    store rebuilt; the old store and head are moved aside, not overwritten."""
+    from actrec.frame_head import HeadConfig, _head_file, extract_head_features
 
     config = HeadConfig.from_options(unit["head_config"], owner="reproduce head")
-    Path(unit["out"]).parent.mkdir(parents=True, exist_ok=True)
-    extract_head_features(unit["backbone"], unit["split"], output=unit["output"],
-                          config=config, out=Path(unit["out"]), progress=progress)
+    out = Path(unit["out"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def extract() -> None:
+        extract_head_features(unit["backbone"], unit["split"], output=unit["output"],
+                              config=config, out=out, progress=progress)
+
+    try:
+        extract()
+        return {}
+    except DataError as exc:
+        # frame_head refuses to write another head's outputs into an existing store
+        if not str(exc).startswith(f"{out} holds the outputs of another head"):
+            raise
+        problem = str(exc).split(";")[0]
+    moved = _move_aside(out)
+    if _head_file(out).exists():
+        _head_file(out).rename(_head_file(moved))
+    extract()
+    return {"moved": str(moved), "moved_because": problem}
 
 
 def _run_frame_classifier(unit: dict[str, Any]) -> dict[str, Any]:

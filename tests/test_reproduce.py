@@ -430,3 +430,40 @@ def test_changed_settings_or_inputs_run_again_and_keep_the_old_run(tiny_root, tm
     assert rerun["units"][key2]["status"] == "done"
     assert len([p for p in runs.iterdir() if p.name.startswith(key)]) == 3
     assert reproduce(path, root, preset="tiny")["units"][key2]["status"] == "skipped"
+
+
+@pytest.mark.slow
+def test_a_head_whose_backbone_changed_is_rebuilt_and_the_old_outputs_kept(tiny_root, tmp_path):
+    """Re-extracted backbone features retrain the split's frame classifier; its output store is
+    rebuilt (the old one moved aside, not overwritten), so the cells on it train again."""
+    import shutil
+
+    import numpy as np
+
+    from actrec.io.features import FeatureStore
+    from actrec.reproduce_units import run_unit
+
+    _, stores = tiny_root
+    backbone = tmp_path / "kitchen.zarr"
+    shutil.copytree(stores["breakfast"], backbone)
+    unit = {"kind": "head", "key": "head-x", "backbone": str(backbone), "split": "1",
+            "output": "softmax", "out": str(tmp_path / "features" / "head.zarr"),
+            "head_config": dict(PRESETS["tiny"].head)}
+    first = run_unit(unit)
+    assert first["status"] == "done", first["error"]
+    before = FeatureStore.open(unit["out"])
+    test_vid = before.splits["1"]["test"][0]
+    old_out = before.read(test_vid)[0].copy()
+
+    store = FeatureStore.open(backbone)
+    vid = store.splits["1"]["train"][0]
+    x, y = store.read(vid)
+    attrs = store.video_attrs(vid)
+    store.write_video(vid, -x, y, fps=float(attrs["fps"]), source=None)  # re-extracted
+    second = run_unit(unit)
+    assert second["status"] == "done", second["error"]
+    assert "another head" in second["moved_because"]
+    kept = FeatureStore.open(second["moved"])
+    assert np.array_equal(kept.read(test_vid)[0], old_out)
+    assert not np.array_equal(FeatureStore.open(unit["out"]).read(test_vid)[0], old_out)
+    assert run_unit(unit)["status"] == "done" and "moved" not in run_unit(unit)
