@@ -299,3 +299,6 @@ def test_json_mode_reports_a_user_error_as_json_on_stdout(tmp_path: Path):
     assert "no-such-run" in result.stderr  # people reading stderr still see it
     plain = run(["eval", str(tmp_path / "no-such-run")])
     assert plain.returncode == 1 and plain.stdout == ""
+    # under torchrun each process fails the same way; only rank 0 writes the JSON document
+    other_rank = run(["eval", str(tmp_path / "no-such-run"), "--json"], env={"RANK": "1"})
+    assert other_rank.returncode == 1 and other_rank.stdout == "" and "no-such-run" in other_rank.stderr

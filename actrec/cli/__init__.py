@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except ActrecError as exc:
-        if "--json" in (sys.argv[1:] if argv is None else argv):
+        # under torchrun every process fails: only the first writes the JSON (stdout stays one document)
+        if "--json" in (sys.argv[1:] if argv is None else argv) and os.environ.get("RANK", "0") == "0":
             # a machine asked for JSON: it gets the error as JSON too (stdout), besides stderr
             click.echo(json.dumps({"error": {"type": type(exc).__name__, "message": str(exc)}}))
         click.echo(f"Error: {exc}", err=True)
