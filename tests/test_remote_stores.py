@@ -296,3 +296,33 @@ def test_s3_writer_whose_claim_was_taken_over_writes_nothing(bucket):
         assert mine
         store.write_video("v2", taker, np.ones(6, np.int64), fps=15, source=None)
     assert FeatureStore.open(url).videos() == ["v1", "v2"]
+
+
+def test_s3_listing_never_drops_a_video_it_could_not_read(bucket, monkeypatch):
+    """A video group whose zarr.json cannot be read for another reason than its absence (a
+    network error, a refused request) is an error, not a video silently left out of
+    training."""
+    url = f"s3://{bucket}/s.zarr"
+    store = FeatureStore.open_or_create(
+        url, dataset="d", split_scheme="default", classes=["a", "b"],
+        splits={"1": {"train": ["v1", "v2"], "test": []}}, extractor="e", extractor_config={},
+        lookahead=0, chunk_frames=4)
+    for vid in ("v1", "v2"):
+        store.write_video(vid, np.ones((4, 3), np.float32), np.ones(4, np.int64), fps=15,
+                          source=None)
+    fs = store.path.fs  # the cached instance every StoreURL of this bucket uses
+    real = fs.cat
+
+    def flaky(paths, *args, **kwargs):  # the backend answers one read with an error
+        out = real(paths, *args, **kwargs)
+        key = next(k for k in out if "/v2/" in k)
+        if kwargs.get("on_error") == "omit":  # as fsspec does
+            del out[key]
+        else:
+            out[key] = ConnectionResetError("connection reset by peer")
+        return out
+
+    assert FeatureStore.open(url).videos() == ["v1", "v2"]
+    monkeypatch.setattr(fs, "cat", flaky)
+    with pytest.raises(DataError, match=r"cannot read .*v2/zarr.json \(ConnectionResetError"):
+        FeatureStore.open(url).videos()

@@ -91,9 +91,14 @@ class RemoteFeatureStore(FeatureStore):
         metas = [entry / "zarr.json" for entry in (self.path / _VIDEOS).iterdir()]
         if not metas:
             return []
-        found = self.path.fs.cat([m.fs_path for m in metas], on_error="omit")
+        found = self.path.fs.cat([m.fs_path for m in metas], on_error="return")
         ids = []
-        for raw in found.values():
+        for key, raw in found.items():
+            if isinstance(raw, FileNotFoundError):
+                continue  # a group whose writer has not committed it (or died): not listed
+            if isinstance(raw, BaseException):  # leaving it out would drop a video unseen
+                raise DataError(f"feature store {self.path}: cannot read {key} "
+                                f"({type(raw).__name__}: {raw})")
             attrs = _attributes(raw)
             if attrs is not None and attrs.get("complete") is True and "id" in attrs:
                 ids.append(str(attrs["id"]))
