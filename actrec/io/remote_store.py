@@ -13,7 +13,9 @@ OS locks, so three things are done differently:
 * Creating the store: its root ``zarr.json`` is created with a conditional write (S3
   ``If-None-Match: *``), so of several machines starting at once exactly one creates it and
   the others open it and check it like a local reopen.
-* Writers of one video are kept apart by claims (``actrec.extract_claims``), not by locks.
+* Writers of one video are kept apart by claims (``actrec.extract_claims``), not by locks; a
+  writer confirms its claim right before it deletes an old copy and before it commits
+  (``confirm_held``), so one whose claim was taken over writes nothing.
 
 Streams other than the store's own are local-only for now (``ConfigError`` says so).
 """
