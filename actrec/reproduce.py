@@ -344,7 +344,8 @@ def build_result(plan: Plan, results: Mapping[str, dict[str, Any]],
     from actrec.reproduce_report import aggregate
 
     table = plan.table
-    paper = {(c.row, c.column): c.paper for c in table.cells}
+    # The paper prints percentages; the result holds fractions of frames, as actrec's metrics.
+    paper = {(c.row, c.column): None if c.paper is None else c.paper / 100 for c in table.cells}
     rows = []
     for i, row in enumerate(table.rows):
         cells = []
@@ -361,7 +362,7 @@ def build_result(plan: Plan, results: Mapping[str, dict[str, Any]],
             continue
         for j in range(len(table.columns)):
             parts = [r["cells"][j] for r in rows if not r["aggregate"]]
-            value = float(table.rows[i]["paper"][j])
+            value = float(table.rows[i]["paper"][j]) / 100
             bad = next((c for c in parts if c["status"] != "ok"), None)
             cell = {"paper": value, "n": len(parts)}
             if bad is not None:
@@ -393,6 +394,8 @@ def build_result(plan: Plan, results: Mapping[str, dict[str, Any]],
                   for k, r in results.items()},
         "elapsed_s": round(elapsed_s, 1),
         "std": "sample standard deviation (ddof=1) over the splits (or seeds)",
+        "values": "mean, std, per_split and paper are fractions of frames (table.md and "
+                 "table.csv show percentages and differences in percentage points)",
     }
 
 

@@ -1,6 +1,6 @@
 """A reproduced table's numbers beside the paper's: aggregation and formatting.
 
-Values are fractions internally and percentages on display, with the paper's decimals. A cell
+Values (actrec's and the paper's) are fractions in a result and percentages on display, with the paper's decimals. A cell
 over several splits (or seeds) shows ``mean ± std`` with the *sample* standard deviation
 (``ddof=1``, as ``actrec.sweep``); the difference is actrec's mean minus the paper's number,
 in percentage points, signed. A cell missing any split or seed has no mean (never an average
@@ -36,7 +36,8 @@ def format_value(mean: float | None, std: float | None, decimals: int) -> str:
 
 def format_diff(mean: float | None, paper: float | None, decimals: int) -> str:
     """actrec minus the paper in percentage points, signed (``"+0.2"``, ``"-3.1"``); ``""``
-    when either is missing. ``paper`` is a percentage as printed in the paper."""
+    when either is missing. ``paper`` is a percentage as printed in the paper (a result's
+    cells hold it as a fraction: pass ``cell["paper"] * 100``)."""
     if mean is None or paper is None:
         return ""
     text = f"{mean * 100 - paper:+.{decimals}f}"
@@ -45,11 +46,12 @@ def format_diff(mean: float | None, paper: float | None, decimals: int) -> str:
 
 def _cell_text(cell: dict[str, Any], decimals: int) -> tuple[str, str, str]:
     """(actrec, paper, difference) texts of one cell."""
-    paper = "" if cell["paper"] is None else f"{cell['paper']:.{decimals}f}"
+    percent = None if cell["paper"] is None else cell["paper"] * 100
+    paper = "" if percent is None else f"{percent:.{decimals}f}"
     if cell["status"] != "ok":
         return f"{cell['status']}: {cell['reason']}", paper, ""
     return (format_value(cell["mean"], cell["std"], decimals), paper,
-            format_diff(cell["mean"], cell["paper"], decimals))
+            format_diff(cell["mean"], percent, decimals))
 
 
 def _headers(result: dict[str, Any]) -> list[str]:
@@ -96,12 +98,12 @@ def to_csv(result: dict[str, Any]) -> str:
     for row in result["rows"]:
         for column, cell in zip(result["columns"], row["cells"]):
             mean, std = cell.get("mean"), cell.get("std")
+            paper = None if cell["paper"] is None else cell["paper"] * 100
             writer.writerow([
                 *row["labels"], column, "" if mean is None else f"{mean * 100:.{d}f}",
                 "" if std is None else f"{std * 100:.{d}f}", cell.get("n", 0),
-                "" if cell["paper"] is None else cell["paper"],
-                "" if mean is None or cell["paper"] is None
-                else f"{mean * 100 - cell['paper']:.{d}f}",
+                "" if paper is None else f"{paper:.{result['decimals']}f}",
+                "" if mean is None or paper is None else f"{mean * 100 - paper:.{d}f}",
                 cell["status"], cell.get("reason") or ""])
     return out.getvalue()
 

@@ -76,12 +76,14 @@ def test_build_result_golden_with_an_aggregate_row_and_a_failure():
     out = build_result(plan, results)
     rows = {tuple(r["labels"]): r["cells"] for r in out["rows"]}
     assert rows[("0",)][0] | {"per_split": None} == {
-        "paper": 30.78, "mean": 0.30, "std": None, "n": 1, "status": "ok", "reason": None,
+        "paper": 0.3078, "mean": 0.30, "std": None, "n": 1, "status": "ok", "reason": None,
         "per_split": None, "runs": ["u00"]}
     assert rows[("2",)][1]["status"] == "failed"
     assert rows[("2",)][1]["reason"] == "u21: out of memory"
     assert rows[("3",)][2]["status"] == "not reproducible"
     avg = rows[("Avg.",)]
+    # One unit in the data: actrec's numbers and the paper's are both fractions of frames.
+    assert avg[0]["paper"] == pytest.approx(0.2783) and "fraction" in out["values"]
     assert avg[0]["mean"] == pytest.approx(0.28)  # (0.30 + 0.20 + 0.28 + 0.34) / 4
     assert avg[0]["std"] == pytest.approx(math.sqrt((0.0004 + 0.0064 + 0 + 0.0036) / 3))
     assert avg[1]["status"] == avg[2]["status"] == "incomplete"
@@ -283,7 +285,7 @@ def test_tiny_table1_end_to_end_and_a_rerun_skips_everything(tiny_root):
             assert cell["paper"] is not None
     first = result["rows"][0]
     assert first["labels"] == ["Single", "None", "50 Salads", "MPII Cooking 2"]
-    assert [c["paper"] for c in first["cells"]] == [41.1, 38.3]
+    assert [c["paper"] for c in first["cells"]] == pytest.approx([0.411, 0.383])
     from actrec.extract_workers import cpu_cores
 
     assert {u["threads"] for u in result["units"].values()} == {max(1, cpu_cores() // 2)}
