@@ -428,7 +428,7 @@ class Claim:
             try:
                 if not self.refresh():
                     return
-            except Exception:  # noqa: BLE001 - the store unreachable for a moment (any
+            except Exception:  # noqa: BLE001, S112 - the store unreachable for a moment (any
                 continue  # backend error): try again next beat; the thread must not die
 
     def start(self) -> Claim:

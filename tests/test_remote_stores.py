@@ -47,6 +47,8 @@ def test_locations_from_what_users_type(tmp_path):
 
     with pytest.raises(ConfigError, match=r"looks like a URL that lost a '/'"):
         FeatureStore.open(Path("s3://bucket/s.zarr"))  # Path() squashed the URL
+    with pytest.raises(ConfigError, match=r"s3:/bucket/s.zarr: looks like a URL that lost"):
+        FeatureStore.open("s3:/bucket/s.zarr")  # typed with one slash
 
 
 def test_a_missing_backend_names_its_package():
@@ -248,10 +250,10 @@ def test_an_unreachable_or_missing_bucket_is_named_not_called_empty(tiny_kitchen
     with pytest.raises(DataError, match=r"s.zarr/zarr.json: cannot reach the store \(EndpointConnection"):
         FeatureStore.open(url)
     runner = CliRunner()
+    ref = "synthetic:kitchen=a,participants=3,videos_per_participant=1,frames_mean=40," \
+          "size=32,folds=3,seed=7"
     for args in (["extract", "--status", url], ["check", url],
-                 ["extract", "synthetic:kitchen=a,participants=3,videos_per_participant=1,"
-                  "frames_mean=40,size=32,folds=3,seed=7", "--root", str(dataset.config.root),
-                  "--out", url]):
+                 ["extract", ref, "--root", str(dataset.config.root), "--out", url]):
         result = runner.invoke(cli, args)  # actrec's main prints a DataError as one message
         assert isinstance(result.exception, DataError), (args, result.exception)
         assert "cannot reach the store" in str(result.exception), (args, result.exception)

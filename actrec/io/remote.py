@@ -65,7 +65,7 @@ def store_location(where: str | os.PathLike | StoreURL) -> Path | StoreURL:
     text = os.fspath(where)
     match = _URL.match(text)
     if match is None:
-        return Path(text).expanduser()
+        return store_location(Path(text).expanduser())  # refuses 's3:/bucket/...'
     scheme, rest = match.group(1).lower(), match.group(2)
     if scheme in ("file", "local"):
         host, slash, tail = rest.partition("/")

@@ -118,9 +118,8 @@ class RemoteFeatureStore(FeatureStore):
         """Write the arrays in place, then the group's ``zarr.json`` (the commit)."""
         import zarr
 
-        from actrec.io.integrity import array_record
-
         from actrec.extract_claims import confirm_held
+        from actrec.io.integrity import array_record
 
         target = self._dir(video_id)
         confirm_held(self.path, video_id)  # a holder presumed dead must not delete its taker's
