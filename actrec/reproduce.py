@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from actrec.errors import ConfigError, DataError
+from actrec.errors import ActrecError, ConfigError, DataError
 
 __all__ = [
     "PRESETS",
@@ -187,8 +187,18 @@ def resolve_stores(table: Any, root: Path, preset: ReproducePreset,
         if overrides:
             raise ConfigError("--preset tiny runs on the synthetic kitchens; drop --dataset")
         return _tiny_stores(table, used, root, preset, progress)
-    return {k: Path(existing_store(overrides.get(k, table.datasets[k]["ref"]), extractor))
-            for k in used}
+    out, problems = {}, []
+    for k in used:
+        try:
+            out[k] = Path(existing_store(overrides.get(k, table.datasets[k]["ref"]), extractor))
+        except ActrecError as exc:
+            problems.append((exc, f"{table.datasets[k]['name']} (--dataset {k}=...): {exc}"))
+    if problems:  # every missing store at once, not one per attempt
+        raise type(problems[0][0])(
+            f"table {table.id} has no feature store for {len(problems)} of its datasets; give "
+            f"each a dataset reference or a store path with --dataset KEY=...\n  "
+            + "\n  ".join(text for _, text in problems))
+    return out
 
 
 def plan_table(table: Any, root: Path, preset: ReproducePreset, stores: Mapping[str, Path],

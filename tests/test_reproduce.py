@@ -469,3 +469,17 @@ def test_a_head_whose_backbone_changed_is_rebuilt_and_the_old_outputs_kept(tiny_
     assert np.array_equal(kept.read(test_vid)[0], old_out)
     assert not np.array_equal(FeatureStore.open(unit["out"]).read(test_vid)[0], old_out)
     assert run_unit(unit)["status"] == "done" and "moved" not in run_unit(unit)
+
+
+def test_missing_stores_are_all_named_with_the_option_that_points_at_one(monkeypatch, tmp_path):
+    from actrec.errors import ActrecError
+
+    monkeypatch.setenv("ACTREC_HOME", str(tmp_path / "empty-workspace"))
+    with pytest.raises(ActrecError) as err:
+        resolve_stores(load_table("ddlstm-table1"), tmp_path, PRESETS["paper"],
+                       {"mpii": str(tmp_path / "mpii.zarr")})
+    message = str(err.value)
+    assert message.startswith("table ddlstm-table1 has no feature store for 2 of its datasets")
+    assert "Breakfast (--dataset breakfast=...): no features of 'breakfast' yet" in message
+    assert "50 Salads (--dataset salads=...): no features of 'salads' yet" in message
+    assert "MPII" not in message  # given as a store path: opened (and checked) when planned
