@@ -90,7 +90,10 @@ def start_run(store_path, videos: list[str], shard: tuple[int, int] | None,
     """Record in the store that this process starts extracting ``videos`` (its shard)."""
     where = store_location(store_path)
     started = time.time()
-    data = {"host": socket.gethostname(), "pid": os.getpid(), "started": started,
+    from actrec.extract_claims import _node, _proc_start
+
+    data = {"host": socket.gethostname(), "node": _node(), "pid": os.getpid(),
+            "pid_start": _proc_start(os.getpid()), "started": started,
             "finished": None, "shard": f"{shard[0]}/{shard[1]}" if shard else None,
             "workers": workers, "extractor": extractor, "videos": sorted(videos)}
     target = where / RUNS / f"{socket.gethostname()}-{os.getpid()}-{int(started * 1000)}.json"
@@ -173,12 +176,11 @@ class StoreStatus:
 
 
 def _run_state(run: dict[str, Any]) -> str:
-    from actrec.extract_claims import _process_alive
+    from actrec.extract_claims import _process_alive, _same_node
 
     if run.get("finished"):
         return "finished"
-    if run.get("host") == socket.gethostname() and not _process_alive(int(run.get("pid", -1)),
-                                                                      None):
+    if _same_node(run) and not _process_alive(int(run.get("pid", -1)), run.get("pid_start")):
         return "ended early"
     return "running"
 

@@ -109,3 +109,25 @@ def test_status_of_a_folder_that_is_no_store_is_an_error(tmp_path):
     assert out.exit_code != 0 and "no feature store here" in str(out.exception or out.output)
     both = CliRunner().invoke(cli, ["extract", "synthetic", "--status", str(tmp_path)])
     assert both.exit_code == 2 and "--status STORE takes no DATASET" in both.output
+
+
+def test_a_run_of_a_container_sharing_the_host_name_is_not_called_ended(tmp_path):
+    """A run recorded by another pid namespace under this host name: its pid means nothing
+    here, so it is not reported 'ended early' because no such pid runs here."""
+    import socket
+
+    from actrec.extract_status import start_run
+    from actrec.io.features import FeatureStore
+
+    store = tmp_path / "s.zarr"
+    FeatureStore.open_or_create(store, dataset="d", split_scheme="s", classes=["a"],
+                                splits={}, extractor="e", extractor_config={}, lookahead=0)
+    start_run(store, ["v1"], None, 1, "e")  # this process: running
+    (store / ".runs" / "other.json").write_text(json.dumps(
+        {"host": socket.gethostname(), "node": "another-boot/4026531836", "pid": 999999,
+         "started": time.time(), "finished": None, "shard": None, "videos": ["v2"]}))
+    (store / ".runs" / "dead.json").write_text(json.dumps(
+        {"host": socket.gethostname(), "pid": 999999, "started": time.time() + 1,
+         "finished": None, "shard": None, "videos": ["v3"]}))
+    states = [r["state"] for r in store_status(store).runs]
+    assert states == ["running", "running", "ended early"], states
