@@ -26,7 +26,8 @@ Atomicity, so that two processes never both hold one claim:
   that what it moved is still the stale claim it judged (else puts it back), and then creates
   its own.
 * S3: created with a conditional PUT (``If-None-Match: *``), refreshed and taken over with a
-  PUT conditional on the ETag last seen (``If-Match``): a compare-and-swap on the server.
+  PUT conditional on the ETag last seen (``If-Match``): a compare-and-swap on the server; and
+  released with a DELETE conditional on it, so a release never removes a taker's claim.
 * Other fsspec backends: created with their exclusive ``xb`` mode; a takeover deletes and
   re-creates, which two takers of one stale claim can race (documented limit).
 
@@ -387,8 +388,28 @@ class _ObjectFiles:
 
     def release(self, name: str, token: str) -> None:
         found = self.read(name)
-        if found is not None and found[0] is not None and found[0].get("token") == token:
-            self.path(name).unlink(missing_ok=True)
+        if found is None or found[0] is None or found[0].get("token") != token:
+            return
+        if self.s3 and found[2]:  # delete only the claim read: not a taker's that replaced it
+            bucket, key, _ = self.folder.fs.split_path(self.path(name).fs_path)
+            try:
+                self.folder.fs.call_s3("delete_object", Bucket=bucket, Key=key,
+                                       IfMatch=found[2])
+                return
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                if _precondition_failed(exc):
+                    return  # taken over since it was read: the taker's now
+                # A server without conditional deletes: delete as before.
+        self.path(name).unlink(missing_ok=True)
+
+
+def _precondition_failed(exc: BaseException) -> bool:
+    """Whether an S3 error (as s3fs raises it) is a 412: a condition (If-Match) did not hold."""
+    cause = exc.__cause__ or exc.__context__
+    code = (getattr(cause, "response", None) or {}).get("Error", {}).get("Code")
+    return code == "PreconditionFailed" or "pre-condition" in str(exc)
 
 
 def _files(store_path) -> _LocalFiles | _ObjectFiles:

@@ -399,3 +399,29 @@ def test_a_video_another_live_process_holds_is_waited_for_or_reported(tiny_kitch
         proc.kill()
         proc.wait()
     assert FeatureStore.open(store).videos() == sorted(index.videos)
+
+
+def test_s3_release_never_deletes_the_claim_of_a_process_that_took_it_over(s3_store,
+                                                                           monkeypatch):
+    """A holder releasing its claim just as another machine takes it over (it was silent past
+    its lease): the delete is conditional on the claim it read, so the taker's claim stays."""
+    import s3fs
+
+    from actrec.extract_claims import _ObjectFiles
+
+    held = try_claim(s3_store, "v", lease=30)
+    assert held is not None
+    key = s3_store[len("s3://"):] + "/.claims/v.json"
+    real_read = _ObjectFiles.read
+
+    def read_then_taken_over(self, name):  # the taker's PUT lands right after our read
+        found = real_read(self, name)
+        s3fs.S3FileSystem().pipe(key, json.dumps({"video": "v", "host": "another-machine",
+                                                  "pid": 7, "token": "taker"}).encode())
+        return found
+
+    monkeypatch.setattr(_ObjectFiles, "read", read_then_taken_over)
+    held.release()
+    monkeypatch.setattr(_ObjectFiles, "read", real_read)
+    info = claim_info(s3_store, "v")
+    assert info is not None and info.host == "another-machine"
