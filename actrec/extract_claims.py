@@ -401,7 +401,9 @@ class _ObjectFiles:
             except OSError as exc:
                 if _precondition_failed(exc):
                     return  # taken over since it was read: the taker's now
-                # A server without conditional deletes: delete as before.
+            except Exception:  # noqa: BLE001, S110 - a botocore without IfMatch on deletes
+                pass
+            # A server or client without conditional deletes: delete as before.
         self.path(name).unlink(missing_ok=True)
 
 
