@@ -355,7 +355,8 @@ def build_result(plan: Plan, results: Mapping[str, dict[str, Any]],
 
     table = plan.table
     # The paper prints percentages; the result holds fractions of frames, as actrec's metrics.
-    paper = {(c.row, c.column): None if c.paper is None else c.paper / 100 for c in table.cells}
+    paper = {(c.row, c.column): None if c.paper is None else round(c.paper / 100, 10)
+             for c in table.cells}
     rows = []
     for i, row in enumerate(table.rows):
         cells = []
@@ -372,7 +373,7 @@ def build_result(plan: Plan, results: Mapping[str, dict[str, Any]],
             continue
         for j in range(len(table.columns)):
             parts = [r["cells"][j] for r in rows if not r["aggregate"]]
-            value = float(table.rows[i]["paper"][j]) / 100
+            value = round(float(table.rows[i]["paper"][j]) / 100, 10)
             bad = next((c for c in parts if c["status"] != "ok"), None)
             cell = {"paper": value, "n": len(parts)}
             if bad is not None:
@@ -466,19 +467,8 @@ def reproduce(table_ref: str | Path, root: Path, *, preset: str = "paper",
         if overall is not None:
             progress.advance(overall)
 
-    results = run_units(plan.heads, jobs, progress, advance)
-    ready, blocked = [], {}
-    for unit in plan.units:
-        bad = next((k for k in unit.get("needs", ()) if results[k]["status"] == "failed"), None)
-        if bad is None:
-            ready.append(unit)
-        else:
-            blocked[unit["key"]] = {"key": unit["key"], "status": "failed", "scores": [],
-                                    "error": f"its input store was not made ({bad}: "
-                                             f"{results[bad]['error']})", "elapsed_s": None}
-            advance(blocked[unit["key"]])
-    results.update(blocked)
-    results.update(run_units(ready, jobs, progress, advance))
+    # One pool: a cell trains once its input stores are made (units name them in "needs").
+    results = run_units(plan.heads + plan.units, jobs, progress, advance)
     if overall is not None:
         progress.remove_task(overall)
     result = build_result(plan, results, time.perf_counter() - started)

@@ -89,18 +89,60 @@ def _worker_main(worker: int, threads: int, parent: int, tasks: Any, events: Any
 def run_units(units: Sequence[dict[str, Any]], jobs: int = 1, progress: Any = None,
               on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, dict]:
     """Run every unit (``actrec.reproduce_units.run_unit``); returns the results by unit key.
-    ``jobs`` 1 runs them here, one after another; more run in that many worker processes.
+    A unit starts once the units its ``needs`` names (keys among ``units``; others are not
+    waited for) have finished; when one of them failed, it is not run and fails naming it.
+    ``jobs`` 1 runs them here, one after another; more run in that many worker processes, one
+    pool for all (a training starts while other splits' inputs are still being made).
     ``on_result`` is called with each result as it arrives."""
     from actrec.reproduce_units import run_unit
 
     results: dict[str, dict] = {}
     if not units:
         return results
+    keys = {u["key"] for u in units}
+    waiting = list(units)
+
+    def record(result: dict[str, Any]) -> None:
+        results[result["key"]] = result
+        if on_result is not None:
+            on_result(result)
+
+    def take_ready() -> list[dict[str, Any]]:
+        """The waiting units whose needs have finished (removed from ``waiting``); those with
+        a failed need are recorded as failed, never run."""
+        ready: list[dict[str, Any]] = []
+        changed = True
+        while changed:
+            changed, still = False, []
+            for unit in waiting:
+                needs = [k for k in unit.get("needs", ()) if k in keys]
+                bad = next((k for k in needs if results.get(k, {}).get("status") == "failed"),
+                           None)
+                if bad is not None:
+                    record({"key": unit["key"], "status": "failed", "scores": [],
+                            "elapsed_s": None, "error": f"not run: it needs {bad}, which "
+                                                       f"failed ({results[bad]['error']})"})
+                    changed = True
+                elif all(k in results for k in needs):
+                    ready.append(unit)
+                else:
+                    still.append(unit)
+            waiting[:] = still
+        return ready
+
+    def never_ready() -> None:
+        for unit in waiting:  # needs that cannot finish (a cycle): say so instead of hanging
+            record({"key": unit["key"], "status": "failed", "scores": [], "elapsed_s": None,
+                    "error": f"not run: its needs {unit.get('needs')} never finished"})
+        waiting.clear()
+
     if jobs <= 1:
-        for unit in units:
-            results[unit["key"]] = result = run_unit(unit, progress)
-            if on_result is not None:
-                on_result(result)
+        while waiting:
+            ready = take_ready()
+            if not ready and waiting:
+                never_ready()
+            for unit in ready:
+                record(run_unit(unit, progress))
         return results
     import multiprocessing
 
@@ -108,10 +150,15 @@ def run_units(units: Sequence[dict[str, Any]], jobs: int = 1, progress: Any = No
     workers = min(jobs, len(units))
     threads = thread_share(workers)  # the processes that run share the cores, not --jobs
     task_q, event_q = ctx.Queue(), ctx.Queue()
-    for unit in units:
-        task_q.put(unit)
-    for _ in range(workers):
-        task_q.put(None)
+    in_flight: set[str] = set()
+
+    def dispatch() -> None:
+        for unit in take_ready():
+            in_flight.add(unit["key"])
+            task_q.put(unit)
+        if waiting and not in_flight:
+            never_ready()
+
     procs: dict[int, Any] = {}
     holding: dict[int, str] = {}
     gone: set[int] = set()
@@ -132,11 +179,6 @@ def run_units(units: Sequence[dict[str, Any]], jobs: int = 1, progress: Any = No
                 else:
                     os.environ[k] = v
         procs[worker] = proc
-
-    def record(result: dict[str, Any]) -> None:
-        results[result["key"]] = result
-        if on_result is not None:
-            on_result(result)
 
     def forward(worker: int, event: tuple) -> None:
         if progress is None:
@@ -163,6 +205,7 @@ def run_units(units: Sequence[dict[str, Any]], jobs: int = 1, progress: Any = No
     try:
         for w in range(workers):
             start(w)
+        dispatch()
         while len(results) < len(units):
             try:
                 kind, worker, payload = event_q.get(timeout=0.5)
@@ -174,9 +217,11 @@ def run_units(units: Sequence[dict[str, Any]], jobs: int = 1, progress: Any = No
                     drop_bars(w)
                     key = holding.pop(w, None)
                     if key is not None:
+                        in_flight.discard(key)
                         record({"key": key, "status": "failed", "scores": [], "elapsed_s": None,
                                 "error": f"the worker process running it died (exit code "
                                          f"{proc.exitcode}; killed, or out of memory?)"})
+                        dispatch()
                     if len(results) < len(units):
                         start(max(procs) + 1)
                 continue
@@ -187,9 +232,13 @@ def run_units(units: Sequence[dict[str, Any]], jobs: int = 1, progress: Any = No
             elif kind == "result":
                 holding.pop(worker, None)
                 drop_bars(worker)
+                in_flight.discard(payload["key"])
                 record(payload)
+                dispatch()
             elif kind == "exit":
                 gone.add(worker)
+        for _ in procs:  # every unit is done: the workers may go
+            task_q.put(None)
     finally:
         for proc in procs.values():
             if proc.is_alive() and len(results) < len(units):
