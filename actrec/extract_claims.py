@@ -57,7 +57,7 @@ from typing import Any
 from actrec.errors import ConfigError, DataError
 from actrec.io.remote import StoreURL, store_location
 
-__all__ = ["CLAIMS", "DEFAULT_LEASE", "Claim", "ClaimInfo", "claim", "claim_info",
+__all__ = ["CLAIMS", "DEFAULT_LEASE", "Claim", "ClaimInfo", "ClaimLost", "claim", "claim_info",
            "confirm_held", "lease_seconds", "list_claims", "release_claims", "try_claim"]
 
 CLAIMS = ".claims"
@@ -499,6 +499,11 @@ def try_claim(store_path, video_id: str, *, lease: float | None = None) -> Claim
 _HELD: dict[tuple[str, str], Claim] = {}  # claims held by this process, for confirm_held
 
 
+class ClaimLost(DataError):
+    """This process's claim on a video was taken over by another process: the video is the
+    other's to write (an extraction reports it busy and finds it written later)."""
+
+
 def _held_key(store_path, video_id: str) -> tuple[str, str]:
     from actrec.io.features import encode_video_id
 
@@ -520,7 +525,7 @@ def confirm_held(store_path, video_id: str) -> None:
                         f"video {video_id!r} ({type(exc).__name__}: {exc}); not writing it") \
             from None
     if not mine:
-        raise DataError(f"feature store {store_path}: video {video_id!r} was taken over by "
+        raise ClaimLost(f"feature store {store_path}: video {video_id!r} was taken over by "
                         f"another process while this one held it (silent past its lease); "
                         f"not writing it, the other process does")
 
