@@ -75,13 +75,13 @@ def _run_head(unit: dict[str, Any], progress: Any) -> dict[str, Any]:
     out = Path(unit["out"])
     out.parent.mkdir(parents=True, exist_ok=True)
 
-    def extract() -> None:
-        extract_head_features(unit["backbone"], unit["split"], output=unit["output"],
-                              config=config, out=out, progress=progress)
+    def extract() -> dict[str, Any]:
+        report = extract_head_features(unit["backbone"], unit["split"], output=unit["output"],
+                                       config=config, out=out, progress=progress)
+        return {} if report.trained or report.written else {"status": "skipped"}
 
     try:
-        extract()
-        return {}
+        return extract()
     except DataError as exc:
         # frame_head refuses to write another head's outputs into an existing store
         if not str(exc).startswith(f"{out} holds the outputs of another head"):
@@ -90,8 +90,7 @@ def _run_head(unit: dict[str, Any], progress: Any) -> dict[str, Any]:
     moved = _move_aside(out)
     if _head_file(out).exists():
         _head_file(out).rename(_head_file(moved))
-    extract()
-    return {"moved": str(moved), "moved_because": problem}
+    return {**extract(), "moved": str(moved), "moved_because": problem}
 
 
 def _run_frame_classifier(unit: dict[str, Any]) -> dict[str, Any]:
