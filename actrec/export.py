@@ -20,6 +20,7 @@ differs from the model's step (``_check_program``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -155,7 +156,7 @@ def export_run(run: str | Path, out: Path, *, dataset: int | str | None = None) 
     dynamic = (None, tuple(torch.export.Dim.DYNAMIC if isinstance(v, int) else None
                            for _, v in leaves))
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _per_step_path(step):
             program = torch.export.export(step, example, dynamic_shapes=dynamic)
     except Exception as exc:  # noqa: BLE001 - the reason is the message
         raise ConfigError(f"{where}: model '{online.model_name}''s step does not export with "
@@ -186,6 +187,21 @@ def export_run(run: str | Path, out: Path, *, dataset: int | str | None = None) 
     torch.export.save(program, str(out), extra_files={"actrec.json": text})
     meta_path.write_text(text + "\n")
     return ExportReport(program=str(out), metadata=str(meta_path), meta=meta)
+
+
+@contextlib.contextmanager
+def _per_step_path(module: torch.nn.Module):
+    """Recurrent layers switched to their PyTorch step while tracing: the fused evaluation op
+    is actrec's own and a program loaded without actrec could not run it."""
+    layers = [m for m in module.modules() if isinstance(getattr(m, "fused", None), bool)]
+    saved = [m.fused for m in layers]
+    for m in layers:
+        m.fused = False
+    try:
+        yield
+    finally:
+        for m, fused in zip(layers, saved):
+            m.fused = fused
 
 
 def _custom_ops(program: Any) -> list[str]:
