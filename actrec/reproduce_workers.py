@@ -4,8 +4,9 @@ With ``jobs`` > 1 each worker is a ``spawn``-ed process (torch's thread pools do
 ``fork``; ``min(jobs, units)`` of them) that takes ``cores // workers`` threads for torch and
 the BLAS libraries (set in the
 environment before it starts, and with ``torch.set_num_threads``): oversubscribed torch
-processes slow down by an order of magnitude. Workers take units from one queue, so each unit
-runs once; their progress bars are forwarded to the parent's display. A unit that fails is a
+processes slow down by an order of magnitude. The parent sends each idle worker its next
+ready unit (a unit runs once, and the parent always knows which unit a worker holds); their
+progress bars are forwarded to the parent's display. A unit that fails is a
 result with its reason, and the others go on; a worker that dies (killed, out of memory) fails
 the unit it held, and a fresh worker takes its place. Workers die with the parent (Linux
 ``PR_SET_PDEATHSIG``), so killing the command stops the grid; finished units stay finished.
@@ -78,11 +79,10 @@ def _worker_main(worker: int, threads: int, parent: int, tasks: Any, events: Any
 
     progress = _ForwardedProgress(events, worker)
     while True:
-        unit = tasks.get()
+        unit = tasks.get()  # this worker's own queue: the parent knows what it sent here
         if unit is None:
             events.put(("exit", worker, None))
             return
-        events.put(("claim", worker, unit["key"]))
         events.put(("result", worker, run_unit(unit, progress)))
 
 
@@ -149,18 +149,25 @@ def run_units(units: Sequence[dict[str, Any]], jobs: int = 1, progress: Any = No
     ctx = multiprocessing.get_context("spawn")
     workers = min(jobs, len(units))
     threads = thread_share(workers)  # the processes that run share the cores, not --jobs
-    task_q, event_q = ctx.Queue(), ctx.Queue()
-    in_flight: set[str] = set()
+    event_q = ctx.Queue()
+    ready: list[dict[str, Any]] = []
+    procs: dict[int, Any] = {}
+    inboxes: dict[int, Any] = {}  # worker -> its own task queue
+    holding: dict[int, str] = {}  # worker -> the unit sent to it (known before it starts it)
 
     def dispatch() -> None:
-        for unit in take_ready():
-            in_flight.add(unit["key"])
-            task_q.put(unit)
-        if waiting and not in_flight:
+        """Give each idle live worker a ready unit."""
+        ready.extend(take_ready())
+        for w, proc in procs.items():
+            if not ready:
+                break
+            if w not in holding and w not in gone and proc.is_alive():
+                unit = ready.pop(0)
+                holding[w] = unit["key"]
+                inboxes[w].put(unit)
+        if waiting and not ready and not holding:
             never_ready()
 
-    procs: dict[int, Any] = {}
-    holding: dict[int, str] = {}
     gone: set[int] = set()
     shown: dict[tuple[int, int], Any] = {}  # (worker, its task id) -> the parent's task id
     saved = {k: os.environ.get(k) for k in _THREAD_VARS}
@@ -168,8 +175,9 @@ def run_units(units: Sequence[dict[str, Any]], jobs: int = 1, progress: Any = No
     def start(worker: int) -> None:
         os.environ.update({k: str(threads) for k in _THREAD_VARS})  # read at child start-up
         try:
+            inboxes[worker] = ctx.Queue()
             proc = ctx.Process(target=_worker_main, name=f"actrec-reproduce-{worker}",
-                               args=(worker, threads, os.getpid(), task_q, event_q),
+                               args=(worker, threads, os.getpid(), inboxes[worker], event_q),
                                daemon=True)
             proc.start()
         finally:
@@ -217,35 +225,40 @@ def run_units(units: Sequence[dict[str, Any]], jobs: int = 1, progress: Any = No
                     drop_bars(w)
                     key = holding.pop(w, None)
                     if key is not None:
-                        in_flight.discard(key)
                         record({"key": key, "status": "failed", "scores": [], "elapsed_s": None,
                                 "error": f"the worker process running it died (exit code "
                                          f"{proc.exitcode}; killed, or out of memory?)"})
-                        dispatch()
-                    if len(results) < len(units):
+                    if len(results) < len(units) and len(procs) > workers + len(units):
+                        for key in [u["key"] for u in ready + waiting]:
+                            record({"key": key, "status": "failed", "scores": [],
+                                    "elapsed_s": None, "error": "not run: every worker process "
+                                    "started died (see the messages above)"})
+                        ready.clear()
+                        waiting.clear()
+                    elif len(results) < len(units):
                         start(max(procs) + 1)
+                    dispatch()
                 continue
             if kind == "progress":
                 forward(worker, payload)
-            elif kind == "claim":
-                holding[worker] = payload
             elif kind == "result":
                 holding.pop(worker, None)
                 drop_bars(worker)
-                in_flight.discard(payload["key"])
                 record(payload)
                 dispatch()
             elif kind == "exit":
                 gone.add(worker)
-        for _ in procs:  # every unit is done: the workers may go
-            task_q.put(None)
+        for w in procs:  # every unit is done: the workers may go
+            if w not in gone:
+                inboxes[w].put(None)
     finally:
         for proc in procs.values():
             if proc.is_alive() and len(results) < len(units):
                 proc.terminate()
         for proc in procs.values():
             proc.join(timeout=30)
-        task_q.cancel_join_thread()
-        task_q.close()
+        for inbox in inboxes.values():
+            inbox.cancel_join_thread()
+            inbox.close()
         event_q.close()
     return results

@@ -501,3 +501,34 @@ def test_a_unit_runs_after_its_needs_and_not_at_all_when_one_failed(tmp_path):
     assert results["b"]["status"] == "failed" and "b.zarr" not in results["b"]["error"]
     assert results["b"]["error"].startswith("not run: it needs a, which failed (")
     assert "c.zarr" in results["c"]["error"]  # a need outside the units is not waited for
+
+
+def _explode():
+    raise RuntimeError("this unit cannot be unpickled")
+
+
+class _Unpicklable(dict):
+    """A unit that kills the worker taking it, before the worker can say which it took."""
+
+    def __reduce__(self):
+        return (_explode, ())
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_on_taking_a_unit_fails_that_unit_and_the_grid_goes_on(tmp_path):
+    import threading
+
+    from actrec.reproduce_workers import run_units
+
+    units = [_Unpicklable({"kind": "frame-classifier", "key": "doomed", "needs": []})] + [
+        {"kind": "frame-classifier", "key": f"u{i}", "store": str(tmp_path / f"u{i}.zarr"),
+         "split": "1", "metric": "frame_accuracy", "dir": str(tmp_path / f"u{i}")}
+        for i in range(2)]
+    box = {}
+    thread = threading.Thread(target=lambda: box.update(run_units(units, jobs=2)), daemon=True)
+    thread.start()
+    thread.join(timeout=120)
+    assert not thread.is_alive(), "run_units hung on a unit its worker died taking"
+    assert box["doomed"]["status"] == "failed"
+    assert "worker process running it died" in box["doomed"]["error"]
+    assert all("u%d.zarr" % i in box[f"u{i}"]["error"] for i in range(2))
