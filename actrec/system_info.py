@@ -12,11 +12,18 @@ def versions() -> dict[str, str]:
     out = {"python": platform.python_version(), "platform": platform.platform()}
     for dist in ("actrec", "torch", "numpy", "zarr", "decord", "opencv-python-headless",
                  "click", "rich"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = "not installed"
+        out[dist] = _version(dist)
+    if out["decord"] == "not installed":  # the maintained fork installs the same `decord` module
+        fork = _version("decord2")
+        out["decord"] = fork if fork == "not installed" else f"{fork} (decord2)"
     return out
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def ddbn_backend() -> dict[str, Any]:

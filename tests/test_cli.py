@@ -302,3 +302,10 @@ def test_json_mode_reports_a_user_error_as_json_on_stdout(tmp_path: Path):
     # under torchrun each process fails the same way; only rank 0 writes the JSON document
     other_rank = run(["eval", str(tmp_path / "no-such-run"), "--json"], env={"RANK": "1"})
     assert other_rank.returncode == 1 and other_rank.stdout == "" and "no-such-run" in other_rank.stderr
+
+
+def test_info_names_the_decoder_whichever_distribution_installed_it():
+    pytest.importorskip("decord")  # decord 0.6 or the decord2 fork: both install `decord`
+    from actrec.system_info import versions
+
+    assert versions()["decord"] != "not installed"
