@@ -246,8 +246,10 @@ def plan_table(table: Any, root: Path, preset: ReproducePreset, stores: Mapping[
         fixed_d2 = s.get("D2_split")
         if table.report == "split":
             positions = [s["split"]]
-        else:  # every split all of the cell's datasets have (D2's own when fixed)
-            paired = pair if fixed_d2 is None else pair[:1]
+        else:  # every split all of the row's datasets have (D2's own when fixed): the frame
+            # classifier alone is averaged over the same splits as the trained cells beside it
+            row = [s[r] for r in ("D1", "D2") if r in s]
+            paired = row if fixed_d2 is None else row[:1]
             positions = list(range(min(len(splits[k]) for k in paired)))
             counts = {table.datasets[k]["name"]: len(splits[k]) for k in paired}
             if len(set(counts.values())) > 1:

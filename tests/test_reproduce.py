@@ -532,3 +532,21 @@ def test_a_worker_that_dies_on_taking_a_unit_fails_that_unit_and_the_grid_goes_o
     assert box["doomed"]["status"] == "failed"
     assert "worker process running it died" in box["doomed"]["error"]
     assert all("u%d.zarr" % i in box[f"u{i}"]["error"] for i in range(2))
+
+
+@pytest.mark.slow
+def test_a_mean_row_averages_the_same_splits_in_every_cell(tiny_root, tmp_path):
+    """With 4 Breakfast splits and 3 of 50 Salads, every cell of a Breakfast/50 Salads row,
+    the frame classifier alone included, averages the 3 splits both stores have."""
+    from actrec.pipeline import extract_dataset
+
+    root, stores = tiny_root
+    three = tmp_path / "salads3.zarr"
+    extract_dataset("synthetic:kitchen=b", dataset_options={
+        "root": str(tmp_path / "data"), **{**PRESETS["tiny"].kitchen, "folds": "3"}}, out=three)
+    table = load_table("ddlstm-table1")
+    plan = plan_table(table, root, PRESETS["tiny"], {**stores, "salads": three})
+    rows = [i for i, r in enumerate(table.rows) if r["labels"][2:] == ["Breakfast", "50 Salads"]]
+    counts = {(i, j): len(plan.cells[(i, j)]["samples"]) for i in rows for j in range(2)}
+    assert set(counts.values()) == {3}, counts
+    assert any("Breakfast: 4, 50 Salads: 3" in n for n in plan.notes)
