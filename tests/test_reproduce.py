@@ -531,7 +531,7 @@ def test_a_worker_that_dies_on_taking_a_unit_fails_that_unit_and_the_grid_goes_o
     assert not thread.is_alive(), "run_units hung on a unit its worker died taking"
     assert box["doomed"]["status"] == "failed"
     assert "worker process running it died" in box["doomed"]["error"]
-    assert all("u%d.zarr" % i in box[f"u{i}"]["error"] for i in range(2))
+    assert all(f"u{i}.zarr" in box[f"u{i}"]["error"] for i in range(2))
 
 
 @pytest.mark.slow
@@ -543,7 +543,7 @@ def test_a_mean_row_averages_the_same_splits_in_every_cell(tiny_root, tmp_path):
     root, stores = tiny_root
     three = tmp_path / "salads3.zarr"
     extract_dataset("synthetic:kitchen=b", dataset_options={
-        "root": str(tmp_path / "data"), **{**PRESETS["tiny"].kitchen, "folds": "3"}}, out=three)
+        "root": str(tmp_path / "data"), **PRESETS["tiny"].kitchen, "folds": "3"}, out=three)
     table = load_table("ddlstm-table1")
     plan = plan_table(table, root, PRESETS["tiny"], {**stores, "salads": three})
     rows = [i for i, r in enumerate(table.rows) if r["labels"][2:] == ["Breakfast", "50 Salads"]]
