@@ -65,7 +65,11 @@ def video_paths(out: Path, streams: int) -> list[Path]:
 class VideoSink:
     """Writes each stream's frames with its predicted action and probability drawn on them
     (``cv2.putText``) to ``video_paths(out, streams)``, at ``fps``; refuses paths that exist
-    (``ConfigError``), so no earlier video is overwritten."""
+    (``ConfigError``), so no earlier video is overwritten, and folders that do not. Frames
+    narrower than ``MIN_WIDTH`` are enlarged by a whole factor (nearest pixel) so that the
+    label stays readable on small videos."""
+
+    MIN_WIDTH = 320
 
     def __init__(self, out: Path, streams: int, fps: float) -> None:
         self.paths = video_paths(out, streams)
@@ -75,12 +79,18 @@ class VideoSink:
         if self.paths[0].suffix.lower() not in (".mp4", ".avi", ".mov", ".mkv"):
             raise ConfigError(f"--write-video: expected a .mp4, .avi, .mov or .mkv file, got "
                               f"{self.paths[0].name}")
+        if not self.paths[0].parent.is_dir():
+            raise ConfigError(f"--write-video: folder {self.paths[0].parent} does not exist")
         self.fps = fps
         self._writers: dict[int, Any] = {}
 
     def on_frame(self, stream: int, frame: np.ndarray, record: dict[str, Any]) -> None:
         import cv2
 
+        factor = -(-self.MIN_WIDTH // frame.shape[1])  # ceil; 1 for frames wide enough
+        if factor > 1:
+            frame = cv2.resize(frame, (frame.shape[1] * factor, frame.shape[0] * factor),
+                               interpolation=cv2.INTER_NEAREST)
         writer = self._writers.get(stream)
         if writer is None:
             h, w = frame.shape[:2]
