@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from actrec.errors import ActrecError, DataError
-from actrec.extract_claims import claim
+from actrec.extract_claims import ClaimLost, claim
 
 if TYPE_CHECKING:  # pragma: no cover
     from actrec.io.features import FeatureStore
@@ -324,13 +324,18 @@ def _extract_and_write(task, extractor, store, options, on_start, on_frames) -> 
     except ActrecError as exc:
         message = str(exc)
         if task.stale:
-            store.remove(task.id)
+            try:
+                store.remove(task.id)
+            except ClaimLost:  # taken over meanwhile: the taker redoes it
+                return Outcome(task.id, False, busy=True)
             message += (" (its stored copy was damaged or made from another file, and was "
                         "removed)")
         return Outcome(task.id, False, error=message)
     try:
         store.write_video(task.id, result.features, result.labels, fps=fps, source=task.path,
                           extra=result.attrs)
+    except ClaimLost:  # another process took the video over (this one was silent): its to do
+        return Outcome(task.id, False, busy=True)
     except ActrecError as exc:
         return Outcome(task.id, False, error=str(exc))
     except OSError as exc:

@@ -328,3 +328,42 @@ def test_s3_listing_never_drops_a_video_it_could_not_read(bucket, monkeypatch):
     monkeypatch.setattr(fs, "cat", flaky)
     with pytest.raises(DataError, match=r"cannot read .*v2/zarr.json \(ConnectionResetError"):
         FeatureStore.open(url).videos()
+
+
+class _TakenOverColorGrad(ColorGradient):
+    """colorgrad whose first video is taken over by another machine while it is extracted
+    (that machine's claim replaces this process's, as after a long pause of this one)."""
+
+    claim_key: str = ""
+    done = False
+
+    def extract(self, batches):
+        if not _TakenOverColorGrad.done:
+            import s3fs
+
+            _TakenOverColorGrad.done = True
+            s3fs.S3FileSystem().pipe(_TakenOverColorGrad.claim_key, json.dumps(
+                {"video": "?", "host": "another-machine", "pid": 7, "token": "taker"}).encode())
+        yield from super().extract(batches)
+
+
+@pytest.mark.slow
+def test_s3_extraction_taken_over_mid_video_leaves_it_to_the_taker(tiny_kitchen, bucket,
+                                                                   monkeypatch, tmp_path):
+    """The run whose claim was taken over writes nothing of that video, reports it neither
+    written nor failed while the taker holds it, and, when the taker goes silent past its
+    lease, takes it back and writes it: the store equals an uninterrupted extraction."""
+    _, index = tiny_kitchen
+    url = f"s3://{bucket}/s.zarr"
+    first = min(index.videos)
+    _TakenOverColorGrad.claim_key = f"{bucket}/s.zarr/.claims/{first}.json"
+    _TakenOverColorGrad.done = False
+    monkeypatch.setenv("ACTREC_CLAIM_LEASE", "2")
+    report = extract_features(index, _TakenOverColorGrad(CG), url, dataset_ref="synthetic:tiny",
+                              video_ids=[first])
+    assert _TakenOverColorGrad.done
+    assert report.failed == () and report.written == (first,), report.to_dict()
+    local = tmp_path / "local.zarr"
+    extract_features(index, ColorGradient(CG), local, dataset_ref="synthetic:tiny",
+                     video_ids=[first])
+    assert _content(FeatureStore.open(url)) == _content(FeatureStore.open(local))
