@@ -190,7 +190,7 @@ def export_run(run: str | Path, out: Path, *, dataset: int | str | None = None) 
 
 
 @contextlib.contextmanager
-def _per_step_path(module: torch.nn.Module):
+def _per_step_path(module: Any):  # a torch.nn.Module
     """Recurrent layers switched to their PyTorch step while tracing: the fused evaluation op
     is actrec's own and a program loaded without actrec could not run it."""
     layers = [m for m in module.modules() if isinstance(getattr(m, "fused", None), bool)]
