@@ -309,3 +309,9 @@ def test_info_names_the_decoder_whichever_distribution_installed_it():
     from actrec.system_info import versions
 
     assert versions()["decord"] != "not installed"
+
+
+def test_an_empty_runs_listing_says_where_it_looked_and_how_to_look_elsewhere(tmp_path: Path):
+    result = run(["runs", "--root", str(tmp_path)])
+    assert result.returncode == 0
+    assert f"no runs in {tmp_path}" in result.stderr and "--root" in result.stderr

@@ -17,9 +17,14 @@ from actrec.cli.common import emit, json_option
 def runs(root, as_json) -> None:
     """List the runs: model, data, protocol, label arrangement, iterations, best validation
     score, and the test scores of every evaluation written so far."""
-    from actrec.runs import summarize_runs
+    from actrec.runs import runs_root, summarize_runs
 
-    emit(summarize_runs(root), as_json, render_runs)
+    rows = summarize_runs(root)
+    emit(rows, as_json, render_runs)
+    if not rows and not as_json:
+        where = root if root is not None else runs_root()
+        click.echo(f"no runs in {where}; runs trained with --run-dir elsewhere (the demo's are "
+                   "in its cache's demo/runs): pass that folder with --root", err=True)
 
 
 def render_runs(rows):
