@@ -194,14 +194,18 @@ def _domain_index(dataset: int | str | None, stores: Sequence[Any], where: str) 
         return int(text[1:]) - 1
     from actrec.io.features import FeatureStore
 
+    names = []
     for i, path in enumerate(stores):
         try:
-            if FeatureStore.open(path).attrs.get("dataset") == text:
-                return i
+            name = FeatureStore.open(path).attrs.get("dataset")
         except ActrecError:
             continue
+        if name == text:
+            return i
+        names.append(f"D{i + 1} = {name}")
     raise ConfigError(f"{where}: no dataset {dataset!r}; it was trained on {len(stores)} "
-                      f"(give 0..{len(stores) - 1}, D1..D{len(stores)} or a store's dataset)")
+                      f"(give 0..{len(stores) - 1}, D1..D{len(stores)} or a store's dataset: "
+                      f"{', '.join(names) or 'none readable'})")
 
 
 def _feature_fps(store: Any, features: Sequence[FeatureSpec], where: str) -> float:

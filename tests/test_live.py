@@ -366,3 +366,13 @@ def test_a_bad_frame_fails_its_stream_only(setup):
     assert [first[0].index, *rest] == _alone(runs["lstm"], video)
     with pytest.raises(DataError, match="stream 0, frame 40"):
         rec.push(frames[0][..., :2])
+
+
+def test_an_unknown_dataset_is_refused_with_the_names_the_run_knows(setup, capsys):
+    stores, runs = setup
+    code, _, err = _live([str(runs["ddlstm"]), _videos(stores[0])[0], "--dataset", "b"], capsys)
+    assert code == 1 and "Traceback" not in err
+    assert "no dataset 'b'" in err
+    listed = err.split("store's dataset: ")[1]
+    d1, d2 = listed.split(", D2 = ")
+    assert d1.startswith("D1 = synthetic:") and "kitchen=a" in d1 and "kitchen=b" in d2
