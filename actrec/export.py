@@ -209,9 +209,17 @@ def _custom_ops(program: Any) -> list[str]:
     found = []
     for node in program.graph.nodes:
         if node.op == "call_function":
-            name = str(node.target)
-            if not name.startswith(("aten.", "<built-in")):
-                found.append(name)
+            target = node.target
+            namespace = getattr(target, "namespace", None)  # operators: aten, actrec, ...
+            if namespace is not None:
+                if namespace not in ("aten", "prim", "prims"):
+                    found.append(str(target))
+                continue
+            # Python callables: torch's symbolic helpers (torch.sym_min, ...) and operators
+            # load anywhere; anything else is named by module and name
+            module = getattr(target, "__module__", None) or ""
+            if module.split(".")[0] not in ("torch", "_operator", "operator", "math", "builtins"):
+                found.append(f"{module}.{getattr(target, '__name__', target)}")
     return sorted(set(found))
 
 

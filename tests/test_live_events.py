@@ -154,3 +154,27 @@ def test_an_extractor_that_holds_rows_back_is_refused_live():
     with pytest.raises(ConfigError, match="run X: extractor 'pairs' holds a frame's features "
                                           "back"):
         feed.push(frames[0])
+
+
+def test_export_names_only_operators_a_plain_torch_cannot_run():
+    import torch
+
+    from actrec.export import _custom_ops
+
+    def twice_impl(x):
+        return x * 2
+
+    twice_impl.__annotations__ = {"x": torch.Tensor, "return": torch.Tensor}  # no string hints
+    twice = torch.library.custom_op("actrec_exporttest::twice", mutates_args=())(twice_impl)
+
+    @twice.register_fake
+    def _(x):
+        return torch.empty_like(x)
+
+    class Step(torch.nn.Module):
+        def forward(self, x, n: int):
+            return twice(x) * torch.sym_min(n, 3)  # sym_min is torch's own: not named
+
+    program = torch.export.export(Step(), (torch.ones(2), 5),
+                                  dynamic_shapes=(None, torch.export.Dim.DYNAMIC))
+    assert _custom_ops(program) == ["actrec_exporttest.twice.default"]
