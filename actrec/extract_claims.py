@@ -126,13 +126,9 @@ def _process_alive(pid: int, start: str | None) -> bool:
         if fields[0] in ("Z", "X", "x"):  # exited, not yet reaped: dead
             return False
         return start is None or fields[19] == start
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    from actrec.io.features import pid_alive  # no /proc: existence is all we can tell
+
+    return pid_alive(pid)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ the command stops them too; a worker that dies fails only the video it held.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import queue
@@ -84,6 +85,22 @@ def cpu_cores() -> int:
 def thread_share(workers: int) -> int:
     """Threads per worker when ``workers`` processes share this machine's cores (>= 1)."""
     return max(1, cpu_cores() // max(1, workers))
+
+
+@contextlib.contextmanager
+def child_thread_env(threads: int):
+    """The BLAS/OpenMP thread variables set to ``threads`` while processes are started (a child
+    reads them at start-up, before torch or a BLAS makes its thread pool), then restored."""
+    saved = {k: os.environ.get(k) for k in _THREAD_VARS}
+    os.environ.update({k: str(threads) for k in _THREAD_VARS})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def apply_thread_limit(threads: int) -> None:
@@ -246,12 +263,9 @@ def _run_processes(tasks, spec, devices, emit) -> None:
     procs: dict[int, Any] = {}
     holding: dict[int, str] = {}  # worker -> the video it is extracting
     gone: set[int] = set()
-    saved = {k: os.environ.get(k) for k in _THREAD_VARS}
 
     def start(worker: int) -> None:
-        # Children read these at start-up, before torch or a BLAS makes its thread pool.
-        os.environ.update({k: str(spec.threads) for k in _THREAD_VARS})
-        try:
+        with child_thread_env(spec.threads):
             proc = ctx.Process(target=_worker_main, name=f"actrec-extract-{worker}",
                                args=(spec, worker, workers, devices[worker % workers],
                                      os.getpid(), task_q, event_q), daemon=True)
@@ -262,12 +276,6 @@ def _run_processes(tasks, spec, devices, emit) -> None:
                     f"extractor class {spec.extractor_cls.__qualname__} cannot be sent to worker "
                     f"processes ({exc}); define it at the top level of an importable module, or "
                     f"use --workers 1") from None
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
         procs[worker] = proc
 
     finished = 0

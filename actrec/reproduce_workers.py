@@ -21,9 +21,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from actrec.extract_workers import (
-    _THREAD_VARS,
     _die_with_parent,
     apply_thread_limit,
+    child_thread_env,
     thread_share,
 )
 
@@ -170,22 +170,14 @@ def run_units(units: Sequence[dict[str, Any]], jobs: int = 1, progress: Any = No
 
     gone: set[int] = set()
     shown: dict[tuple[int, int], Any] = {}  # (worker, its task id) -> the parent's task id
-    saved = {k: os.environ.get(k) for k in _THREAD_VARS}
 
     def start(worker: int) -> None:
-        os.environ.update({k: str(threads) for k in _THREAD_VARS})  # read at child start-up
-        try:
+        with child_thread_env(threads):
             inboxes[worker] = ctx.Queue()
             proc = ctx.Process(target=_worker_main, name=f"actrec-reproduce-{worker}",
                                args=(worker, threads, os.getpid(), inboxes[worker], event_q),
                                daemon=True)
             proc.start()
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
         procs[worker] = proc
 
     def forward(worker: int, event: tuple) -> None:

@@ -116,7 +116,8 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str, sort_keys=True))
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host (one owned by another user counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -688,7 +689,7 @@ class FeatureStore:
                 parts = entry.name.split(".")  # <name>.<host>.<pid>.<tag>, see _tmp_name
                 try:
                     same_host = ".".join(parts[1:-2]) == host
-                    dead = same_host and not _pid_alive(int(parts[-2]))
+                    dead = same_host and not pid_alive(int(parts[-2]))
                 except (ValueError, IndexError):
                     dead = True
                 try:
