@@ -459,18 +459,18 @@ def evaluate_run(
         if store.dim is not None and store.dim != dims[k]:
             raise DataError(f"feature store {store.path} has {store.dim}-d features; run "
                             f"{run_dir} was trained on {dims[k]}-d features for D{k + 1}")
+    from actrec.lookahead import store_lookahead
+
     features = []
     for store in opened:
         attrs = store.attrs
-        lookahead = int(attrs.get("lookahead") or 0)
-        noncausal = lookahead != 0 or attrs.get("causal") is False
+        lookahead, causal, ahead = store_lookahead(attrs)
         features.append({"store": str(store.path), "extractor": attrs.get("extractor"),
-                         "lookahead": lookahead, "causal": not noncausal})
-        if online and noncausal and not allow_noncausal_features:
+                         "lookahead": lookahead, "causal": causal})
+        if online and not causal and not allow_noncausal_features:
             raise ActrecError(
                 f"feature store {store.path} holds non-causal features (extractor "
-                f"'{attrs.get('extractor')}' looks "
-                f"{'an unknown number of' if lookahead < 0 else lookahead} frame(s) ahead), so "
+                f"'{attrs.get('extractor')}' looks {ahead} frame(s) ahead), so "
                 f"an online evaluation would see the future; re-extract with a causal extractor, "
                 f"or allow it explicitly (--allow-noncausal-features; recorded with the result)"
             )

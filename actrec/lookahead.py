@@ -38,9 +38,17 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 __all__ = ["HALF_HISTORY", "delay_targets", "delayed_inputs", "resolve_lookahead",
-           "step_with_delay"]
+           "step_with_delay", "store_lookahead"]
 
 HALF_HISTORY = "half-history"
+
+
+def store_lookahead(attrs: dict[str, Any]) -> tuple[int, bool, str]:
+    """A feature store's recorded look-ahead in frames (-1: unknown), whether its features are
+    causal (no look-ahead and not marked otherwise), and the look-ahead in words for messages."""
+    lookahead = int(attrs.get("lookahead") or 0)
+    causal = lookahead == 0 and attrs.get("causal") is not False
+    return lookahead, causal, "an unknown number of" if lookahead < 0 else str(lookahead)
 
 
 def resolve_lookahead(value: int | str | None, history: int | None) -> tuple[int, str]:

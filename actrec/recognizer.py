@@ -127,6 +127,7 @@ def load_online_run(run: str | Path, *, dataset: int | str | None = None,
     from actrec.data.scaling import FeatureScaler
     from actrec.evaluate import load_run_model
     from actrec.io.remote import store_location
+    from actrec.lookahead import store_lookahead
     from actrec.protocols import selected_checkpoint
 
     run_dir = runs.resolve_run(run) if not Path(run).is_dir() else Path(run)
@@ -158,11 +159,10 @@ def load_online_run(run: str | Path, *, dataset: int | str | None = None,
                             f"config recorded there") from None
     store = opened[k]
     attrs = store.attrs
-    lookahead = int(attrs.get("lookahead") or 0)
-    if lookahead != 0 or attrs.get("causal") is False:
+    _, causal, ahead = store_lookahead(attrs)  # the rule `actrec eval --online` applies
+    if not causal:
         raise ConfigError(f"{where}: feature store {store.path} holds non-causal features "
-                          f"(extractor '{attrs.get('extractor')}' looks "
-                          f"{'an unknown number of' if lookahead < 0 else lookahead} frame(s) "
+                          f"(extractor '{attrs.get('extractor')}' looks {ahead} frame(s) "
                           f"ahead): live recognition sees no future frame")
     parts = getattr(store, "stores", None) or (store,)
     features = tuple(FeatureSpec(p.path, str(p.attrs.get("extractor")),
