@@ -179,6 +179,9 @@ def export_run(run: str | Path, out: Path, *, dataset: int | str | None = None) 
                          else (v if isinstance(v, int) else None) for _, v in leaves],
         "inputs": ["features [1, feature_dim] float32", "*state"],
         "outputs": ["probabilities [1, len(classes)]", "*new state"],
+        # train --delay K: step t's output is for frame t - K; at a video's end, step the last
+        # features K more times for the last K frames (as actrec eval --online does)
+        "delay": online.delay,
         "batch": 1,
         "loader": LOADER.replace("OUT.pt2", out.name),
     }

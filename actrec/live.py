@@ -7,21 +7,34 @@ before they were taken are counted as dropped), steps all of them in one batch
 (``Recognizer.push_many``, one state per stream) and hands each stream's record to the sinks
 (``actrec.live_output``): JSON lines, a video with the action drawn on it, a live panel.
 
+Start-up: before any clock starts, the recogniser is warmed up on each stream's first frame
+(``Recognizer.warm_up``: first-call costs paid on throwaway state), and only then do paced
+files start playing; so a slow first call is not counted as dropped frames (camera frames
+replaced meanwhile are counted apart, ``startup_skipped``), while later drops are.
+
+A run trained with ``--delay K`` answers frame t once frame t+K was taken: each record is for
+the frame it labels (``frame``, ``time``; the image the sinks get is that frame's) and says
+which frame had been taken when it was answered (``seen``); when a stream closes, for whatever
+reason, its last K frames are answered as at a video's end (``Recognizer.flush``).
+
 A stream that ends, or fails (a source that cannot be opened, a stream that stops, a frame
 that cannot be decoded or extracted), is closed with its own status and message; the others
 go on. Records (``to_dict`` ready):
 
-* per frame: ``stream``, ``source``, ``frame`` (index at the run's fps), ``time``, ``label``,
-  ``index``, ``score``, ``top``, ``latency_ms`` and ``timings_ms`` (``decode``, ``extract``,
-  ``step``; decode is the time the frame was waited for, after the first),
+* per frame: ``stream``, ``source``, ``frame`` (index at the run's fps), ``seen`` (index of
+  the newest frame taken when it was answered: ``frame`` + the run's delay, the last frame
+  for a closing stream's flushed answers), ``time``, ``label``, ``index``, ``score``,
+  ``top``, ``latency_ms`` and ``timings_ms`` (``decode``, ``extract``, ``step`` of the tick
+  that answered; decode is the time the frame was waited for, after the first),
 * per event (``actrec.live_events``): ``event`` ``start``/``end``, ``stream``, ``label``,
   ``time``, ``start`` (and ``end``, ``duration``),
 * per stream at its close: ``status`` ``ended``/``failed``, ``frames``, ``dropped``,
-  ``error`` (failed only).
+  ``startup_skipped``, ``error`` (failed only).
 """
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -41,13 +54,15 @@ _IDLE_WAIT = 0.002  # seconds a real-time tick waits when no stream has a new fr
 
 @dataclass
 class StreamStatus:
-    """How one stream went: frames answered, frames dropped, its end and the per-frame
-    latency (milliseconds, whole pipeline)."""
+    """How one stream went: frames answered, frames dropped (arrived while the model was busy),
+    frames skipped at start-up (a live source's frames replaced before its clock started), its
+    end and the per-frame latency (milliseconds, whole pipeline)."""
 
     stream: int
     source: str
     frames: int = 0
     dropped: int = 0
+    startup_skipped: int = 0
     status: str = "running"  # "ended" | "failed"
     error: str | None = None
     latencies: list[float] = field(default_factory=list, repr=False)
@@ -55,7 +70,8 @@ class StreamStatus:
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"stream": self.stream, "source": self.source,
                                "status": self.status, "frames": self.frames,
-                               "dropped": self.dropped}
+                               "dropped": self.dropped,
+                               "startup_skipped": self.startup_skipped}
         if self.latencies:
             lat = np.asarray(self.latencies)
             out["latency_ms"] = {"median": round(float(np.median(lat)), 3),
@@ -67,21 +83,25 @@ class StreamStatus:
 
 @dataclass
 class LiveReport:
-    """Every stream's status, and the wall time of the whole session."""
+    """Every stream's status, the wall time of the whole session and, of it, the
+    milliseconds the start-up warm-up took (``Recognizer.warm_up``)."""
 
     streams: list[StreamStatus]
     seconds: float
+    warmup_ms: float = 0.0
 
     @property
     def failed(self) -> list[StreamStatus]:
         return [s for s in self.streams if s.status == "failed"]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"seconds": round(self.seconds, 3), "streams": [s.to_dict() for s in self.streams]}
+        return {"seconds": round(self.seconds, 3), "warmup_ms": round(self.warmup_ms, 3),
+                "streams": [s.to_dict() for s in self.streams]}
 
 
 class _Stream:
-    """One source being read: its frames (prefetched or paced), events and status."""
+    """One source being read: its frames (prefetched or paced), events and status, and the
+    frames pushed but not answered yet (a delayed run's: ``(index, image)``, oldest first)."""
 
     def __init__(self, index: int, name: str, fps: float, *, realtime: bool,
                  folder_fps: float | None, min_duration: float) -> None:
@@ -92,7 +112,10 @@ class _Stream:
         self.tracker = EventTracker(index, fps, min_duration)
         self.source = None
         self.paced = None
+        self.taken = 0  # frames taken and pushed
+        self.pending: collections.deque[tuple[int, np.ndarray]] = collections.deque()
         self._iter: Iterator | None = None
+        self._head: tuple[int, np.ndarray] | None = None  # a peeked frame (fast mode)
         self._fps = fps
         self._realtime = realtime
         self._folder_fps = folder_fps
@@ -102,10 +125,28 @@ class _Stream:
         from actrec.live_sources import PacedFrames, open_source
 
         self.source = open_source(self.status.source, self._fps, folder_fps=self._folder_fps)
-        if self._realtime or self.source.live:
-            self.paced = PacedFrames(self.source, pace=self._realtime and not self.source.live)
+        if self._realtime or self.source.live:  # the clock waits for start()
+            self.paced = PacedFrames(self.source, pace=self._realtime and not self.source.live,
+                                     started=False)
         else:
             self._iter = prefetch(self.source.frames(), 4)
+
+    def first(self) -> np.ndarray:
+        """The first frame, left to be taken (waits for it). ``StopIteration`` for a source
+        with no frame; the source's ``ActrecError`` when it fails."""
+        if self.paced is not None:
+            item = self.paced.peek()
+            assert item is not None
+            return item[1]
+        assert self._iter is not None
+        if self._head is None:
+            self._head = next(self._iter)
+        return self._head[1]
+
+    def start(self) -> None:
+        """Start the stream's clock (paced sources; see ``PacedFrames``)."""
+        if self.paced is not None:
+            self.paced.start()
 
     def take(self, wait: bool) -> tuple[int, np.ndarray] | None:
         """The next frame (fast mode; blocks) or the newest one (paced; None if none yet).
@@ -113,6 +154,10 @@ class _Stream:
         if self.paced is not None:
             item = self.paced.take(None if wait else 0.0)
             self.status.dropped = self.paced.dropped
+            self.status.startup_skipped = self.paced.skipped
+            return item
+        if self._head is not None:
+            item, self._head = self._head, None
             return item
         assert self._iter is not None
         return next(self._iter)
@@ -121,6 +166,7 @@ class _Stream:
         if self.paced is not None:
             self.paced.close()
             self.status.dropped = self.paced.dropped
+            self.status.startup_skipped = self.paced.skipped
         if self._iter is not None:
             self._iter.close()  # stops the prefetch thread
         if self.source is not None:
@@ -132,8 +178,9 @@ def run_live(recognizer: Recognizer, sources: Sequence[str], *, sinks: Sequence[
              folder_fps: float | None = None, max_frames: int | None = None,
              threads: int | None = 1) -> LiveReport:
     """Recognise ``sources`` (one stream each; ``recognizer`` must have as many streams) until
-    every stream has ended or failed (or answered ``max_frames`` frames). Each sink gets
-    ``on_frame(stream, frame, record)``, ``on_event(record)``, ``on_status(record)`` (its end)
+    every stream has ended or failed (or taken ``max_frames`` frames, each then answered).
+    Each sink gets ``on_frame(stream, frame, record)`` (``frame``: the image of the frame the
+    record labels), ``on_event(record)``, ``on_status(record)`` (its end)
     and ``close()``, each where it has that method. See the module docstring for the records.
     Never raises for one stream's failure: it is in the report (and the status records).
     ``threads``: torch's intra-op threads while the session runs (restored after; None: as
@@ -169,7 +216,28 @@ def _run(recognizer, sources, sinks, realtime, min_duration, folder_fps, max_fra
             if fn is not None:
                 fn(*args)
 
+    def answer(stream: _Stream, prediction: Any, seen: int, decode_ms: float | None) -> None:
+        """Hand the prediction for the stream's oldest pending frame to the sinks."""
+        index, image = stream.pending.popleft()
+        timings = ({} if decode_ms is None else {"decode": decode_ms}) | prediction.timings
+        record = prediction.to_dict()
+        record.update({"frame": index, "seen": seen,
+                       "time": round(index / recognizer.fps, 6),
+                       "source": stream.status.source,
+                       "latency_ms": round(sum(timings.values()), 3),
+                       "timings_ms": {k: round(v, 3) for k, v in timings.items()}})
+        stream.status.frames += 1
+        stream.status.latencies.append(sum(timings.values()))
+        call("on_frame", stream.index, image, record)
+        for event in stream.tracker.update(prediction.label, index):
+            call("on_event", event.to_dict())
+
     def finish(stream: _Stream, error: BaseException | None = None) -> None:
+        if stream.pending:  # a delayed run's last frames, answered as at a video's end
+            seen = stream.pending[-1][0]
+            for prediction in recognizer.flush(stream.index):
+                answer(stream, prediction, seen, None)
+        recognizer.reset(stream.index)
         for event in stream.tracker.close():
             call("on_event", event.to_dict())
         stream.close()
@@ -182,6 +250,7 @@ def _run(recognizer, sources, sinks, realtime, min_duration, folder_fps, max_fra
         if stream in running:
             running.remove(stream)
 
+    warmup_ms = 0.0
     try:
         for stream in streams:
             try:
@@ -189,6 +258,18 @@ def _run(recognizer, sources, sinks, realtime, min_duration, folder_fps, max_fra
                 running.append(stream)
             except ActrecError as exc:
                 finish(stream, exc)
+        # Warm up on each stream's first frame before any clock starts (module docstring).
+        firsts: list[np.ndarray | None] = [None] * recognizer.streams
+        for stream in running.copy():  # finish() removes from running
+            try:
+                firsts[stream.index] = stream.first()
+            except StopIteration:
+                finish(stream)
+            except (ActrecError, OSError, RuntimeError, ValueError) as exc:
+                finish(stream, exc)
+        warmup_ms = recognizer.warm_up(firsts)
+        for stream in running:
+            stream.start()
         while running:
             frames: list[np.ndarray | None] = [None] * recognizer.streams
             index: dict[int, int] = {}
@@ -220,27 +301,20 @@ def _run(recognizer, sources, sinks, realtime, min_duration, folder_fps, max_fra
                 if s in errors:
                     finish(stream, errors[s])
                     continue
-                prediction = predictions[s]
-                if prediction is None:
+                if s not in index:
                     continue
-                timings = {"decode": decode_ms[s], **prediction.timings}
-                record = prediction.to_dict()
-                record.update({"frame": index[s], "time": round(index[s] / recognizer.fps, 6),
-                               "source": stream.status.source,
-                               "latency_ms": round(sum(timings.values()), 3),
-                               "timings_ms": {k: round(v, 3) for k, v in timings.items()}})
-                stream.status.frames += 1
-                stream.status.latencies.append(sum(timings.values()))
-                call("on_frame", s, frames[s], record)
-                for event in stream.tracker.update(prediction.label, index[s]):
-                    call("on_event", event.to_dict())
-                if max_frames is not None and stream.status.frames >= max_frames:
+                stream.taken += 1
+                stream.pending.append((index[s], frames[s]))
+                prediction = predictions[s]
+                if prediction is not None:  # None: a delayed run owes this frame's answer
+                    answer(stream, prediction, index[s], decode_ms[s])
+                if max_frames is not None and stream.taken >= max_frames:
                     finish(stream)
     finally:
         for stream in running.copy():  # finish() removes from running
             finish(stream, DataError("stopped"))
         call("close")
-    return LiveReport([s.status for s in streams], time.perf_counter() - started)
+    return LiveReport([s.status for s in streams], time.perf_counter() - started, warmup_ms)
 
 
 def _message(error: BaseException, source: str) -> str:

@@ -19,6 +19,9 @@ opened, a file that cannot be decoded, a stream that stops reporting frames.
 Pacing (``PacedFrames``): by default a file is read as fast as it is consumed; ``realtime``
 plays it at ``fps`` from a background thread, and a frame the consumer has not taken when the
 next one is due is dropped and counted, never skipped silently. A camera is always real time.
+The clock can be held until the consumer is ready (``started=False``, then ``start()``): a
+file waits on its first frame, and camera frames replaced before then are counted apart, as
+start-up (``skipped``), not as drops.
 """
 
 from __future__ import annotations
@@ -176,42 +179,81 @@ class PacedFrames:
     """The frames of a source handed over at its own pace by a background thread, keeping only
     the newest one: a frame not taken before the next arrives is counted in ``dropped``.
     ``take(timeout)`` returns ``(index, frame)``, ``None`` when none arrived in time, and
-    raises ``StopIteration`` at the end (or the source's ``DataError``)."""
+    raises ``StopIteration`` at the end (or the source's ``DataError``).
 
-    def __init__(self, source: FrameSource, *, pace: bool) -> None:
+    ``started=False`` holds the clock until ``start()``: a paced file hands over its first
+    frame and waits there (frame i is then due ``i / fps`` after ``start()``); a live source
+    keeps only its newest frame meanwhile, and frames replaced before ``start()`` are counted
+    in ``skipped`` (start-up), not in ``dropped``. ``peek`` shows the frame waiting without
+    taking it."""
+
+    def __init__(self, source: FrameSource, *, pace: bool, started: bool = True) -> None:
         self.source = source
         self.dropped = 0
+        self.skipped = 0
         self._pace = pace
         self._slot: tuple[int, np.ndarray] | None = None
         self._done = False
         self._error: BaseException | None = None
         self._cond = threading.Condition()
         self._stop = threading.Event()
+        self._go = threading.Event()
+        if started:
+            self._go.set()
         self._thread = threading.Thread(target=self._run, name=f"actrec-live-{source.name}",
                                         daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        start = time.perf_counter()
+        clock: float | None = None  # when frame 0 is due, once the clock runs
         try:
             for index, frame in self.source.frames():
                 if self._stop.is_set():
                     return
-                if self._pace:  # a file played at its rate: frame i is due at i / fps
-                    delay = start + index / self.source.fps - time.perf_counter()
+                if self._pace and self._go.is_set():  # a file at its rate: i due at i / fps
+                    if clock is None:
+                        clock = time.perf_counter() - index / self.source.fps
+                    delay = clock + index / self.source.fps - time.perf_counter()
                     if delay > 0 and self._stop.wait(delay):
                         return
                 with self._cond:
                     if self._slot is not None:
-                        self.dropped += 1
+                        if self._go.is_set():
+                            self.dropped += 1
+                        else:
+                            self.skipped += 1
                     self._slot = (index, frame)
                     self._cond.notify_all()
+                if self._pace and clock is None:  # the first frame waits for the clock
+                    while not self._go.wait(0.05):
+                        if self._stop.is_set():
+                            return
+                    clock = time.perf_counter() - index / self.source.fps
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer
             self._error = exc
         finally:
             with self._cond:
                 self._done = True
                 self._cond.notify_all()
+
+    def start(self) -> None:
+        """Start the clock (see the class docstring); nothing if it runs."""
+        self._go.set()
+
+    def peek(self, timeout: float | None = None) -> tuple[int, np.ndarray] | None:
+        """The frame ``take`` would return, left in place (may still be replaced by a newer
+        one); ``None`` if none came within ``timeout`` seconds (``None``: wait); at the end
+        ``StopIteration`` (or the source's error), as ``take``."""
+        with self._cond:
+            if self._slot is None and not self._done:
+                self._cond.wait_for(lambda: self._slot is not None or self._done, timeout)
+            if self._slot is not None:
+                return self._slot
+            if self._done:
+                if self._error is not None:
+                    raise self._error
+                raise StopIteration
+            return None
 
     def take(self, timeout: float | None = None) -> tuple[int, np.ndarray] | None:
         with self._cond:

@@ -9,9 +9,15 @@ frame to frame (``SequenceModel.step`` in eval mode). So a video pushed frame by
 as ``actrec extract`` decodes it: ``Recognizer.fps``, ``actrec.live_sources``) gets exactly the
 predictions ``actrec eval --online`` gives its stored features.
 
-Refused, with a ``ConfigError``/``DataError`` naming the run: a model that is not causal, a run
-trained to answer late (``--delay``), features that look ahead (the store's ``lookahead`` or the
-rebuilt extractor's), a store that is missing, an extractor plugin that cannot be loaded.
+A run trained to answer late (``actrec train --delay K``) is answered as ``actrec eval
+--online`` scores it (``actrec.lookahead``): frame t is labelled by the step that has seen frame
+t+K, so a push answers the frame K pushes back (nothing for the first K pushes; each
+``Prediction`` names the frame it labels and the newest frame it has seen), and ``flush`` answers
+the last K frames at the end of a video by stepping the last input again K times.
+
+Refused, with a ``ConfigError``/``DataError`` naming the run: a model that is not causal,
+features that look ahead (the store's ``lookahead`` or the rebuilt extractor's), a store that is
+missing, an extractor plugin that cannot be loaded.
 
 Many streams: ``Recognizer(..., streams=N)`` keeps one extractor and one model state per stream;
 ``push_many`` steps every stream that has a frame in one batch (``actrec.live_state``). Rows an
@@ -45,15 +51,19 @@ _FPS_SAMPLE = 200  # stored videos read to find the rate the run's features were
 class Prediction:
     """The answer for one frame of one stream.
 
-    ``frame``: index among the frames the recogniser saw (at ``fps``); ``time``: ``frame /
-    fps`` seconds; ``label``/``index``: the predicted class (local to the run's dataset) and
+    ``frame``: the frame this labels, its index among the frames the recogniser saw (at
+    ``fps``); ``seen``: the newest frame seen when it was answered (``frame`` + the run's
+    delay; the stream's last frame for the answers of a ``flush``); ``time``: ``frame / fps``
+    seconds; ``label``/``index``: the predicted class (local to the run's dataset) and
     ``score`` its probability (NaN for label arrangements without per-dataset probabilities);
     ``top``: the ``top_k`` most probable (label, probability) pairs; ``timings``: milliseconds
-    spent per stage on this frame (``extract``, ``step``; the command adds ``decode``);
-    ``latency_ms``: their sum."""
+    spent per stage on the push that answered (``extract``, ``step``; the command adds
+    ``decode``; a flush has ``step`` only); ``latency_ms``: their sum (a delayed run answers
+    ``seen - frame`` frames later on top of it)."""
 
     stream: int
     frame: int
+    seen: int
     time: float
     label: str
     index: int
@@ -67,8 +77,8 @@ class Prediction:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (NaN score as null)."""
-        return {"stream": self.stream, "frame": self.frame, "time": round(self.time, 6),
-                "label": self.label, "index": self.index,
+        return {"stream": self.stream, "frame": self.frame, "seen": self.seen,
+                "time": round(self.time, 6), "label": self.label, "index": self.index,
                 "score": None if np.isnan(self.score) else round(self.score, 6),
                 "top": [{"label": lab, "score": round(p, 6)} for lab, p in self.top],
                 "latency_ms": round(self.latency_ms, 3),
@@ -105,11 +115,12 @@ class OnlineRun:
     features: tuple[FeatureSpec, ...]
     fps: float
     device: Any
+    delay: int = 0  # frames: the run answers frame t after seeing t + delay (train --delay)
 
     def describe(self) -> dict[str, Any]:
         return {"run": str(self.run_dir), "checkpoint": self.checkpoint.name,
                 "model": self.model_name, "dataset": self.dataset, "domain": self.domain,
-                "classes": list(self.classes), "fps": self.fps,
+                "classes": list(self.classes), "fps": self.fps, "delay": self.delay,
                 "features": [{"store": str(f.store), "extractor": f.extractor,
                               "config": f.config, "dtype": f.dtype} for f in self.features]}
 
@@ -144,10 +155,9 @@ def load_online_run(run: str | Path, *, dataset: int | str | None = None,
     if not causal:
         raise ConfigError(f"{where}: model '{name}' is not causal (it looks at future frames), "
                           f"so it cannot recognise live, frame by frame")
-    delay = int(spec.get("delay") or 0)
-    if delay:
-        raise ConfigError(f"{where} was trained to answer {delay} frame(s) late (--delay "
-                          f"{delay}): it looks ahead, so it cannot answer each frame as it comes")
+    delay = int(spec.get("delay") or 0)  # answered as eval --online scores it (lookahead)
+    if delay < 0:
+        raise DataError(f"{ckpt_path}: delay {delay} in its spec; expected frames >= 0")
     k = _domain_index(dataset, store_paths, where)
     opened = []
     for path in store_paths:
@@ -181,7 +191,7 @@ def load_online_run(run: str | Path, *, dataset: int | str | None = None,
         layout=layout, domain=k, dataset=str(attrs.get("dataset") or store.path),
         classes=tuple(labels.classes[k]), prediction=str(spec.get("prediction", "block")),
         scaler=scaler, features=features, fps=_feature_fps(store, features, where),
-        device=dev)
+        device=dev, delay=delay)
 
 
 def _domain_index(dataset: int | str | None, stores: Sequence[Any], where: str) -> int:
@@ -324,11 +334,16 @@ def _build_extractor(spec: FeatureSpec, where: str, threads: int) -> FeatureExtr
 class Recognizer:
     """Online recognition of a run for ``streams`` independent streams of frames.
 
-    ``push(frame)`` answers one frame of stream 0; ``push_many(frames)`` one frame of each
+    ``push(frame)`` takes one frame of stream 0; ``push_many(frames)`` one frame of each
     stream that has one (``None``: no frame this tick), stepping them in one batch;
-    ``reset(stream)`` starts a stream (default: all) again as a new video. Frames are uint8
-    RGB ``[H, W, 3]`` at ``fps`` frames per second (the rate the run's features were made at;
-    ``actrec.live_sources`` decodes sources at it)."""
+    ``flush(stream)`` ends a stream's video; ``reset(stream)`` starts a stream (default: all)
+    again as a new video. Frames are uint8 RGB ``[H, W, 3]`` at ``fps`` frames per second (the
+    rate the run's features were made at; ``actrec.live_sources`` decodes sources at it).
+
+    Each push answers the frame ``delay`` pushes back (the frame itself for a run trained
+    without ``--delay``; nothing while fewer than ``delay + 1`` frames were pushed), and
+    ``flush`` answers the ones still owed: every frame pushed is answered exactly once, in
+    order."""
 
     def __init__(self, online: OnlineRun, *, streams: int = 1, top_k: int = 3,
                  threads: int = 1) -> None:
@@ -349,7 +364,8 @@ class Recognizer:
         self._batcher = StateBatcher(
             model.init_state, lambda n: torch.full((n,), k, dtype=torch.long, device=dev))
         self._states = [self._batcher.fresh() for _ in range(streams)]
-        self._frames = [0] * streams
+        self._frames = [0] * streams  # frames pushed since the stream's (re)start
+        self._last: list[np.ndarray | None] = [None] * streams  # last input row, for a flush
 
     @classmethod
     def from_run(cls, run: str | Path, *, streams: int = 1, dataset: int | str | None = None,
@@ -371,6 +387,12 @@ class Recognizer:
         return self.run.classes
 
     @property
+    def delay(self) -> int:
+        """Frames a push answers late: frame t is answered once frame t + delay was pushed
+        (the run's ``train --delay``; 0: at once)."""
+        return self.run.delay
+
+    @property
     def streams(self) -> int:
         return len(self._feeds)
 
@@ -380,21 +402,23 @@ class Recognizer:
 
     # ------------------------------------------------------------------ stepping
 
-    def push(self, frame: np.ndarray, stream: int = 0) -> Prediction:
-        """The prediction for ``frame``, the next frame of ``stream``."""
+    def push(self, frame: np.ndarray, stream: int = 0) -> Prediction | None:
+        """Push ``frame``, the next frame of ``stream``: the prediction for the frame
+        ``delay`` pushes back (``frame`` itself for a run without delay), or ``None`` while the
+        stream has had ``delay`` frames or fewer."""
         frames: list[np.ndarray | None] = [None] * self.streams
         frames[stream] = frame
-        out = self.push_many(frames)[stream]
-        assert out is not None
-        return out
+        return self.push_many(frames)[stream]
 
     def features(self, frame: np.ndarray, stream: int = 0) -> np.ndarray:
         """The model input row float32 ``[width]`` of ``frame`` (the next frame of ``stream``):
         the extractors' rows, rounded to the store's dtype, concatenated, standardised and
         arranged as in evaluation. Advances the stream's extractors (not its model state)."""
-        frame = self._check_frame(frame, stream)
+        return self._input_row(self._check_frame(frame, stream), self._feeds[stream])
+
+    def _input_row(self, frame: np.ndarray, feeds: Sequence[_ExtractorFeed]) -> np.ndarray:
         rows = []
-        for spec, feed in zip(self.run.features, self._feeds[stream]):
+        for spec, feed in zip(self.run.features, feeds):
             row = feed.push(frame)
             if spec.dtype != "float32":  # what the store kept and evaluation read back
                 row = row.astype(spec.dtype).astype(np.float32)
@@ -406,12 +430,13 @@ class Recognizer:
 
     def push_many(self, frames: Sequence[np.ndarray | None], *,
                   errors: dict[int, ActrecError] | None = None) -> list[Prediction | None]:
-        """One prediction per stream: for the next frame of each stream that has one in
-        ``frames`` (one entry per stream), ``None`` where it has none. Streams whose state
-        allows it are stepped in one batch (``actrec.live_state``). A frame that fails (a
-        malformed image, an extractor error) raises its ``ActrecError``, or, with ``errors``
-        (a dict), is recorded there under its stream, which gets ``None``, and the other
-        streams go on."""
+        """Push the next frame of each stream that has one in ``frames`` (one entry per stream,
+        ``None``: none this tick): one entry per stream, its prediction (for the frame
+        ``delay`` pushes back, as ``push``) or ``None`` (no frame, or no answer yet). Streams
+        whose state allows it are stepped in one batch (``actrec.live_state``). A frame that
+        fails (a malformed image, an extractor error) raises its ``ActrecError``, or, with
+        ``errors`` (a dict), is recorded there under its stream, which gets ``None``, and the
+        other streams go on."""
         import torch
 
         if len(frames) != self.streams:
@@ -448,10 +473,76 @@ class Recognizer:
                 self._states[s] = new
             step_ms = (time.perf_counter() - t0) * 1e3
             for b, s in enumerate(members):
-                out[s] = self._prediction(s, int(pred[b]), None if probs is None else probs[b],
-                                          {"extract": extract_ms[s], "step": step_ms})
+                self._last[s] = rows[s]
+                seen = self._frames[s]
                 self._frames[s] += 1
+                if seen < self.delay:  # this step's answer is for a frame before the first
+                    continue
+                out[s] = self._prediction(s, seen - self.delay, seen, int(pred[b]),
+                                          None if probs is None else probs[b],
+                                          {"extract": extract_ms[s], "step": step_ms})
         return out
+
+    def flush(self, stream: int = 0) -> list[Prediction]:
+        """End ``stream``'s video: the predictions still owed (its last ``delay`` frames, or
+        all of them if it had fewer; none without delay), made as ``actrec eval --online``
+        makes them at a video's end (``actrec.lookahead``: the last input stepped again
+        ``delay`` times, frame t answered by the step that would have seen frame t + delay).
+        Then the stream starts again as a new video (``reset``)."""
+        import torch
+
+        out: list[Prediction] = []
+        pushed, last = self._frames[stream], self._last[stream]
+        if self.delay and pushed and last is not None:
+            run = self.run
+            x = torch.from_numpy(last[None]).to(run.device)  # [1, W]
+            state = self._states[stream]
+            with torch.no_grad():
+                for step in range(pushed, pushed + self.delay):  # steps past the last frame
+                    t0 = time.perf_counter()
+                    logits, state = run.model.step(x, state)  # [1, K]: frame step - delay
+                    if step < self.delay:  # a stream shorter than the delay
+                        continue
+                    pred = int(run.labels.predict(logits, run.domain, run.prediction)[0])
+                    probs = self._probabilities(logits)
+                    out.append(self._prediction(
+                        stream, step - self.delay, pushed - 1, pred,
+                        None if probs is None else probs[0],
+                        {"step": (time.perf_counter() - t0) * 1e3}))
+        self.reset(stream)
+        return out
+
+    def warm_up(self, frames: Sequence[np.ndarray | None]) -> float:
+        """Pay the first-call costs (an extractor's lazy set-up, the model's first step,
+        allocations) on ``frames`` (one entry per stream, ``None``: none), with throwaway
+        extractor and model state: no stream's state or frame count changes. A frame that
+        fails is left out (its stream fails on its real push). Returns the milliseconds it
+        took. ``actrec.live.run_live`` calls it before any clock starts."""
+        import torch
+
+        t0 = time.perf_counter()
+        rows = []
+        for s, frame in enumerate(frames):
+            if frame is None:
+                continue
+            feeds = [_ExtractorFeed(feed.extractor, feed.dim, self._where)
+                     for feed in self._feeds[s]]  # the stream's extractors, a new generator
+            try:
+                rows.append(self._input_row(self._check_frame(frame, s), feeds))
+            except ActrecError:
+                continue
+            finally:
+                for feed in feeds:
+                    feed.reset()
+        if rows:
+            run = self.run
+            x = torch.from_numpy(np.stack(rows)).to(run.device)  # [B, W]
+            with torch.no_grad():
+                state = self._batcher.join([self._batcher.fresh() for _ in rows])
+                logits, _ = run.model.step(x, state)  # [B, K]
+                run.labels.predict(logits, run.domain, run.prediction)
+                self._probabilities(logits)
+        return (time.perf_counter() - t0) * 1e3
 
     def reset(self, stream: int | None = None) -> None:
         """Start ``stream`` (default: every stream) again as a new video: fresh extractor
@@ -461,6 +552,7 @@ class Recognizer:
                 feed.reset()
             self._states[s] = self._batcher.fresh()
             self._frames[s] = 0
+            self._last[s] = None
 
     # ------------------------------------------------------------------ helpers
 
@@ -481,15 +573,14 @@ class Recognizer:
         except ConfigError:  # label maps: outputs are no single dataset's classes
             return None
 
-    def _prediction(self, stream: int, index: int, probs: np.ndarray | None,
-                    timings: dict[str, float]) -> Prediction:
+    def _prediction(self, stream: int, frame: int, seen: int, index: int,
+                    probs: np.ndarray | None, timings: dict[str, float]) -> Prediction:
         classes = self.run.classes
-        frame = self._frames[stream]
         if probs is None:
             score, top = float("nan"), ((classes[index], float("nan")),)
         else:
             order = np.argsort(-probs, kind="stable")[: self.top_k]
             score = float(probs[index])
             top = tuple((classes[int(i)], float(probs[int(i)])) for i in order)
-        return Prediction(stream, frame, frame / self.run.fps, classes[index], index, score,
-                          top, timings)
+        return Prediction(stream, frame, seen, frame / self.run.fps, classes[index], index,
+                          score, top, timings)

@@ -70,6 +70,7 @@ def test_exported_step_equals_the_recognizer(runs, model, tmp_path):
     rec = Recognizer.from_run(run_dirs[model], top_k=99)
     assert meta["classes"] == list(rec.classes) and meta["fps"] == rec.fps
     assert meta["extractor"] == "colorgrad" and meta["feature_dtypes"] == ["float16"]
+    assert meta["delay"] == rec.delay == 0  # a run trained with --delay K records K
     spec = rec.run.features[0]
     feed = _ExtractorFeed(_build_extractor(spec, "test", 1), spec.dim, "test")
     s = FeatureStore.open(store)

@@ -1,7 +1,7 @@
 """Live recognition (``actrec live``, ``actrec.Recognizer``) on real synthetic-kitchen mp4s:
-its per-frame predictions equal ``actrec eval --online``'s, its events are the predicted
-segments, streams stepped together equal streams run alone, and a failing stream leaves the
-others running."""
+its per-frame predictions equal ``actrec eval --online``'s (a run trained with ``--delay``
+included), its events are the predicted segments, streams stepped together equal streams run
+alone, a failing stream leaves the others running, and a slow first call is not a drop."""
 
 from __future__ import annotations
 
@@ -14,13 +14,15 @@ import pytest
 
 pytestmark = pytest.mark.slow  # trains two tiny runs once per module (seconds)
 
+DELAY = 3  # frames the delayed run answers late
 KITCHEN = {"participants": "3", "videos_per_participant": "1", "frames_mean": "40",
            "size": "32"}
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    """(stores of kitchens a and b, {"ddlstm": joint run, "lstm": run on a}), evaluated online."""
+    """(stores of kitchens a and b, {"ddlstm": joint run, "lstm": run on a, "lstm-delay": run
+    on a trained to answer 3 frames late}), evaluated online (the last at its delay)."""
     from actrec.evaluate import evaluate_run
     from actrec.pipeline import extract_dataset, train_from_refs
 
@@ -40,10 +42,21 @@ def setup(tmp_path_factory):
         "lstm": train_from_refs("lstm", d1=stores[0], model_options={"hidden": "16"},
                                 run_dir=root / "lstm", history=16, iterations=60, mix=(8, 0),
                                 optimizer="adam", lr=0.01).run_dir,
+        "lstm-delay": train_from_refs("lstm", d1=stores[0], model_options={"hidden": "16"},
+                                      run_dir=root / "lstm-delay", history=16, iterations=60,
+                                      mix=(8, 0), optimizer="adam", lr=0.01,
+                                      delay=DELAY).run_dir,
     }
     for run in runs.values():
         evaluate_run(run, online=True)
     return stores, runs
+
+
+def _eval_file(run: Path) -> Path:
+    """The results file of ``eval --online`` (``eval-lookahead-K.json`` for a delayed run)."""
+    (path,) = [p for p in (run / "eval-online.json", run / f"eval-lookahead-{DELAY}.json")
+               if p.is_file()]
+    return path
 
 
 def _eval_predictions(run: Path) -> dict[str, np.ndarray]:
@@ -51,8 +64,8 @@ def _eval_predictions(run: Path) -> dict[str, np.ndarray]:
     from actrec.io.features import FeatureStore
     from actrec.predictions import load_predictions
 
-    results = json.loads((run / "eval-online.json").read_text())
-    first = next(iter(load_predictions(run / "eval-online.json",
+    results = json.loads(_eval_file(run).read_text())
+    first = next(iter(load_predictions(_eval_file(run),
                                        results["protocol"]["predictions"]).values()))
     store = FeatureStore.open(results["protocol"]["stores"][0])
     return {store.video_attrs(v)["source"]["path"]: first.video(v)[0] for v in first.ids}
@@ -117,9 +130,12 @@ def _segments(pred: np.ndarray, fps: float) -> list[tuple[int, float, float]]:
     return out
 
 
-@pytest.mark.parametrize("model", ["ddlstm", "lstm"])
+@pytest.mark.parametrize("model", ["ddlstm", "lstm", "lstm-delay"])
 def test_live_equals_eval_online_and_events_are_the_predicted_segments(setup, model, capsys):
     _, runs = setup
+    delay = DELAY if model == "lstm-delay" else 0
+    results = json.loads(_eval_file(runs[model]).read_text())
+    assert results["protocol"]["lookahead"] == delay  # eval scored it at the run's delay
     expected = _eval_predictions(runs[model])
     assert sum(len(np.unique(p)) for p in expected.values()) > len(expected), \
         "the tiny run predicts one class per video: the comparison would prove little"
@@ -131,7 +147,10 @@ def test_live_equals_eval_online_and_events_are_the_predicted_segments(setup, mo
     classes = Recognizer.from_run(runs[model]).classes
     for s, video in enumerate(videos):
         frames = _frames_of(records, s)
-        assert [r["frame"] for r in frames] == list(range(len(expected[video])))
+        n = len(expected[video])
+        assert [r["frame"] for r in frames] == list(range(n))
+        # each frame answered once the frame `delay` later was taken; the last ones at the end
+        assert [r["seen"] for r in frames] == [min(t + delay, n - 1) for t in range(n)]
         assert np.array_equal([r["index"] for r in frames], expected[video])
         assert [r["label"] for r in frames] == [classes[i] for i in expected[video]]
         for r in frames:
@@ -339,12 +358,144 @@ def test_runs_that_cannot_recognise_live_are_refused_by_name(setup, tmp_path, ca
     (store / "zarr.json").write_text(json.dumps(meta))
     err = variant("noplugin", lambda c: c.update(stores=[str(store)]))
     assert "no-such-extractor" in err and "cannot be rebuilt" in err
-    err = variant("delayed", lambda c: c["spec"].update(delay=3))
-    assert "answer 3 frame(s) late" in err
     meta["attributes"].update(extractor="colorgrad", lookahead=2, causal=False)
     (store / "zarr.json").write_text(json.dumps(meta))
     err = variant("lookahead", lambda c: c.update(stores=[str(store)]))
     assert "non-causal features" in err and "2 frame(s)" in err
+
+
+def test_a_delayed_run_answers_late_and_flushes_as_eval_does(setup):
+    """``push`` answers the frame ``delay`` pushes back (None before), ``flush`` the last
+    ones, exactly as ``actrec.lookahead.step_with_delay`` (what ``eval --online`` runs) does on
+    the same inputs, for a stream longer and one shorter than the delay; a stream flushed early
+    among several equals it alone."""
+    import torch
+
+    from actrec import Recognizer
+    from actrec.evaluate import local_probabilities
+    from actrec.live_sources import open_source
+    from actrec.lookahead import step_with_delay
+
+    stores, runs = setup
+    run = runs["lstm-delay"]
+    frames = [f for _, f in open_source(_videos(stores[0])[0], 15.0).frames()]
+    rec = Recognizer.from_run(run, top_k=99)
+    assert rec.delay == DELAY and rec.run.describe()["delay"] == DELAY
+
+    def oracle(frames):
+        """(indices, probabilities) of step_with_delay on the recogniser's own inputs."""
+        fresh = Recognizer.from_run(run)
+        x = torch.from_numpy(np.stack([fresh.features(f) for f in frames]))[:, None]  # [T,1,W]
+        o = fresh.run
+        with torch.no_grad():  # as evaluation runs it
+            pred, probs = step_with_delay(
+                o.model, x, [len(frames)], torch.zeros(1, dtype=torch.long), DELAY,
+                lambda z: (o.labels.predict(z, 0, o.prediction),
+                           local_probabilities(z, o.labels, 0, o.prediction)))
+        return pred[:, 0].numpy(), probs[:, 0].numpy()
+
+    for n in (len(frames), 2):  # longer and shorter than the delay
+        got = [rec.push(f) for f in frames[:n]]
+        assert all(p is None for p in got[:DELAY])
+        answered = [p for p in got if p is not None]
+        assert [(p.frame, p.seen) for p in answered] == [(t - DELAY, t) for t in range(DELAY, n)]
+        flushed = rec.flush()
+        assert [(p.frame, p.seen) for p in flushed] == [(t, n - 1)
+                                                         for t in range(max(0, n - DELAY), n)]
+        assert all(set(p.timings) == {"step"} for p in flushed)
+        index, probs = oracle(frames[:n])
+        assert len(np.unique(index)) > 1 or n == 2
+        assert [p.index for p in answered + flushed] == list(index)
+        np.testing.assert_array_equal(
+            np.stack([_probs(p, rec.classes) for p in answered + flushed]), probs)
+        assert rec.flush() == []  # flushed streams start again: nothing owed
+    # two streams: stream 1 ends (flushed) after 10 frames while stream 0 goes on
+    many = Recognizer.from_run(run, streams=2, top_k=99)
+    got: list[list] = [[], []]
+    for t, f in enumerate(frames):
+        for s, p in enumerate(many.push_many([f, f if t < 10 else None])):
+            if p is not None:
+                got[s].append(p)
+        if t == 9:
+            got[1] += many.flush(1)
+    got[0] += many.flush(0)
+    for s, n in ((0, len(frames)), (1, 10)):
+        index, probs = oracle(frames[:n])
+        assert [p.frame for p in got[s]] == list(range(n))
+        assert [p.index for p in got[s]] == list(index)
+        np.testing.assert_allclose(np.stack([_probs(p, many.classes) for p in got[s]]), probs,
+                                   rtol=0, atol=1e-5)
+
+
+def test_max_frames_of_a_delayed_run_answers_every_frame_taken(setup, capsys):
+    _, runs = setup
+    expected = _eval_predictions(runs["lstm-delay"])
+    video = next(iter(expected))
+    code, records, err = _live([str(runs["lstm-delay"]), video, "--max-frames", "10"], capsys)
+    assert code == 0, err
+    frames = _frames_of(records, 0)
+    assert [(r["frame"], r["seen"]) for r in frames] == [(t, min(t + DELAY, 9))
+                                                         for t in range(10)]
+    # frames answered before the end saw what eval saw
+    assert [r["index"] for r in frames[: 10 - DELAY]] == list(expected[video][: 10 - DELAY])
+    (status,) = [r for r in records if "status" in r]
+    assert status["frames"] == 10
+
+
+def _slow_call(rec, call: int, seconds: float) -> None:
+    """Make the ``call``-th model step of ``rec`` take ``seconds`` longer (a first call on a
+    cold cache or a GPU can take that long)."""
+    import time
+
+    step = rec.run.model.step
+    calls = [0]
+
+    def slowed(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == call:
+            time.sleep(seconds)
+        return step(*args, **kwargs)
+
+    rec.run.model.step = slowed
+
+
+def test_realtime_counts_real_drops_but_not_the_warm_up(setup):
+    """A file played at 15 fps: a first model call of 0.5 s (7.5 frame periods) is paid
+    before the clock starts, so nothing is dropped and every frame is answered as in fast
+    mode; the same stall on a later frame drops the frames that came meanwhile."""
+    from actrec import Recognizer
+    from actrec.live import run_live
+
+    stores, runs = setup
+    video = _videos(stores[0])[0]
+    n = 30
+    expected = _alone(runs["lstm"], video)[:n]
+
+    class Keep:
+        def __init__(self):
+            self.records = []
+
+        def on_frame(self, stream, frame, record):
+            self.records.append(record)
+
+    rec = Recognizer.from_run(runs["lstm"])
+    _slow_call(rec, 1, 0.5)
+    keep = Keep()
+    report = run_live(rec, [video], realtime=True, max_frames=n, sinks=[keep])
+    (status,) = report.streams
+    assert (status.status, status.frames, status.dropped, status.startup_skipped) == \
+        ("ended", n, 0, 0)
+    assert report.warmup_ms >= 500
+    assert [r["index"] for r in keep.records] == expected
+    rec = Recognizer.from_run(runs["lstm"])
+    _slow_call(rec, 12, 0.5)  # call 1 warms up; call 12 steps frame 10
+    keep = Keep()
+    report = run_live(rec, [video], realtime=True, max_frames=n, sinks=[keep])
+    (status,) = report.streams
+    assert status.dropped >= 4, status
+    taken = [r["frame"] for r in keep.records]
+    assert taken[:11] == list(range(11)) and len(taken) == status.frames == n
+    assert taken[-1] + 1 == status.frames + status.dropped  # every frame answered or counted
 
 
 def test_a_bad_frame_fails_its_stream_only(setup):

@@ -85,6 +85,61 @@ def test_realtime_pacing_counts_every_frame_it_drops(tmp_path, write_mp4, level_
     assert paced.dropped > 0 and len(taken) + paced.dropped == 30
 
 
+def test_a_held_clock_waits_on_the_first_frame_and_counts_start_up_apart(
+        tmp_path, write_mp4, level_frames):
+    """``started=False``: a paced file hands over frame 0 and waits (no frame is due, none
+    dropped, however long the consumer warms up); a live source whose frames the test releases
+    one by one counts those replaced before ``start()`` as skipped, those after as dropped."""
+    import threading
+
+    from actrec.live_sources import FrameSource, PacedFrames, open_source
+
+    path = write_mp4(tmp_path / "v.mp4", level_frames(10), fps=20.0)
+    paced = PacedFrames(open_source(str(path), 20.0), pace=True, started=False)
+    assert paced.peek()[0] == 0
+    time.sleep(0.3)  # 6 frame periods of warm-up
+    assert paced.peek()[0] == 0 and (paced.dropped, paced.skipped) == (0, 0)
+    paced.start()
+    taken = []
+    while True:
+        try:
+            item = paced.take(1.0)
+        except StopIteration:
+            break
+        if item is not None:
+            taken.append(item[0])
+    paced.close()
+    assert taken == list(range(10)) and paced.dropped == 0
+
+    release = [threading.Event() for _ in range(3)]
+    frame = np.zeros((4, 4, 3), np.uint8)
+
+    def camera():  # frames 0-2 come before start(), 3-4 while the consumer is busy, then 5
+        for i in range(3):
+            yield i, frame
+        release[0].set()
+        release[1].wait(5)
+        yield 3, frame
+        yield 4, frame
+        release[2].wait(5)
+        yield 5, frame
+
+    live = PacedFrames(FrameSource("cam", "camera", 20.0, True, None, camera()), pace=False,
+                       started=False)
+    assert release[0].wait(5)
+    assert live.peek()[0] == 2 and (live.skipped, live.dropped) == (2, 0)
+    live.start()
+    assert live.take(1.0)[0] == 2
+    release[1].set()
+    deadline = time.monotonic() + 5
+    while live.dropped == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert live.take(1.0)[0] == 4 and (live.skipped, live.dropped) == (2, 1)
+    release[2].set()
+    assert live.take(1.0)[0] == 5
+    live.close()
+
+
 def test_sources_are_named_in_errors(tmp_path):
     from actrec.errors import DataError
     from actrec.live_sources import open_source, source_kind

@@ -36,14 +36,16 @@ import click
 @click.option("--folder-fps", type=float, default=None,
               help="Frame rate of frame-folder sources (default: the run's).")
 @click.option("--max-frames", type=int, default=None,
-              help="Stop each stream after this many frames.")
+              help="Stop each stream after this many frames (each is answered).")
 def live(run, sources, out, frames, min_duration, top_k, realtime, display, write_video,
          dataset, folder_fps, max_frames) -> None:
     """Recognise, frame by frame, the SOURCEs (video files, folders of frames, camera indices
     such as 0, or stream URLs) with RUN (a run folder or name): decode at the rate the run's
     features were made at, extract them with the run's own causal extractor, standardise,
     step the model with its state carried, and write one JSON line per frame (frame, time,
-    label, score, top-k, latency_ms, stream) and per action event (start/end). Several
+    label, score, top-k, latency_ms, stream) and per action event (start/end). A run trained
+    with --delay K labels frame t once frame t+K has arrived (the line's "seen"), and its
+    last K frames when the stream ends, as eval --online scores it. Several
     SOURCEs are stepped in one batch, each with its own state; one that ends or fails leaves
     the others running."""
     from actrec.errors import ConfigError
@@ -78,12 +80,14 @@ def live(run, sources, out, frames, min_duration, top_k, realtime, display, writ
 def _summary(report):
     from rich.table import Table
 
-    table = Table(title=f"actrec live: {report.seconds:.1f} s")
-    for col in ("stream", "source", "status", "frames", "dropped", "median ms", "p99 ms"):
+    table = Table(title=f"actrec live: {report.seconds:.1f} s (warm-up "
+                        f"{report.warmup_ms:.0f} ms before the first frame)")
+    for col in ("stream", "source", "status", "frames", "dropped", "start-up skipped",
+                "median ms", "p99 ms"):
         table.add_column(col)
     for s in report.streams:
         d = s.to_dict()
         lat = d.get("latency_ms", {})
         table.add_row(str(s.stream), s.source, s.status, str(s.frames), str(s.dropped),
-                      f"{lat['median']:.2f}" if lat else "-", f"{lat['p99']:.2f}" if lat else "-")
+                      str(s.startup_skipped), f"{lat['median']:.2f}" if lat else "-", f"{lat['p99']:.2f}" if lat else "-")
     return table
