@@ -28,10 +28,11 @@ of processes, commands and machines on one store extract each video once.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,7 @@ __all__ = [
     "extract_video",
     "prefetch",
     "process_task",
+    "process_tasks",
     "resample_labels",
 ]
 
@@ -192,22 +194,22 @@ def _header_frames(path: Path) -> int | None:
     return int(count) if count and count > 0 else None
 
 
-def extract_video(
-    task: VideoTask,
-    extractor: FeatureExtractor,
-    options: HostOptions = HostOptions(),
-    *,
-    on_start: Callable[[int], None] | None = None,
-    on_frames: Callable[[int], None] | None = None,
-) -> VideoFeatures:
-    """Features, aligned labels and attributes for one video (see the module docstring for
-    the frame rate and the length policy). ``on_start(frames)`` is called once the number of
-    frames to decode is known, ``on_frames(n)`` after each decoded batch reaches the extractor.
+@dataclass(frozen=True)
+class _OpenedVideo:
+    """A video opened and checked, ready to decode: what the length policy keeps (``keep``
+    frames) and feeds to the extractor (``feed`` frames: ``keep`` plus its lookahead)."""
 
-    Raises ``DataError`` naming the video for a missing or undecodable file, a file yielding
-    fewer frames than its header, lengths the policy refuses, or extractor output of the wrong
-    shape.
-    """
+    task: VideoTask
+    reader: Any
+    labels: np.ndarray  # at the reader's rate, before the cut
+    keep: int
+    feed: int
+    where: str
+
+
+def _open(task: VideoTask, extractor: FeatureExtractor, options: HostOptions) -> _OpenedVideo:
+    """Open ``task``'s video at the extractor's rate and apply the length policy (see the
+    module docstring); ``DataError`` naming the video when that fails."""
     from actrec.io.video import open_video
 
     if task.path is None:
@@ -239,31 +241,34 @@ def extract_video(
             raise DataError(f"{where}: {lengths}; lengths must match (--length-policy error; "
                             f"'truncate' cuts both to the shorter)")
     keep = min(n_video, n_labels)
-    lookahead = extractor.checked_lookahead()
-    feed = min(n_video, keep + lookahead)  # the future the last kept frames would have seen
-    if on_start is not None:
-        on_start(feed)
+    feed = min(n_video, keep + extractor.checked_lookahead())  # the future the last kept
+    return _OpenedVideo(task, reader, labels, keep, feed, where)  # frames would have seen
 
-    def decoded() -> Iterator[np.ndarray]:
-        for start in range(0, feed, options.batch_size):
-            stop = min(start + options.batch_size, feed)
-            batch = reader.read(np.arange(start, stop))
-            if batch.shape[0] != stop - start:  # the reader checks this too: never pass short
-                raise DataError(f"{where}: decoded {batch.shape[0]} frames for {start}..{stop - 1}"
-                                f"; the header says {reader.num_source_frames} (truncated file?)")
-            yield batch
 
-    def counted() -> Iterator[np.ndarray]:
-        for batch in prefetch(decoded(), options.prefetch):
-            yield batch
-            if on_frames is not None:
-                on_frames(int(batch.shape[0]))
+def _decode(video: _OpenedVideo, batch_size: int) -> Iterator[np.ndarray]:
+    """The ``feed`` frames of an opened video, ``batch_size`` at a time."""
+    reader, feed = video.reader, video.feed
+    for start in range(0, feed, batch_size):
+        stop = min(start + batch_size, feed)
+        batch = reader.read(np.arange(start, stop))
+        if batch.shape[0] != stop - start:  # the reader checks this too: never pass short
+            raise DataError(f"{video.where}: decoded {batch.shape[0]} frames for "
+                            f"{start}..{stop - 1}; the header says {reader.num_source_frames} "
+                            f"(truncated file?)")
+        yield batch
 
+
+def _features(video: _OpenedVideo, extractor: FeatureExtractor,
+              batches: Iterator[np.ndarray]) -> VideoFeatures:
+    """Run ``extractor`` over an opened video's decoded ``batches``; its features, cut labels
+    and attributes. ``DataError`` naming the video when the extractor fails or its output has
+    the wrong shape or length (an error decoding a batch is raised as it comes)."""
+    where, feed, keep, reader = video.where, video.feed, video.keep, video.reader
     dim = extractor.dim()
     chunks: list[np.ndarray] = []
     rows = 0
     try:
-        for out in extractor.extract(counted()):
+        for out in extractor.extract(batches):
             out = np.asarray(out, dtype=np.float32)
             if out.ndim != 2 or out.shape[1] != dim:
                 raise DataError(f"{where}: extractor '{extractor.name}' yielded a batch of shape "
@@ -280,6 +285,7 @@ def extract_video(
         raise DataError(f"{where}: extractor '{extractor.name}' produced {rows} feature rows for "
                         f"{feed} frames")
     feats = np.concatenate(chunks, axis=0)[:keep] if chunks else np.zeros((0, dim), np.float32)
+    task, n_video, n_labels = video.task, reader.num_frames, int(video.labels.shape[0])
     attrs = {
         "fps": reader.fps,
         "label_fps": float(task.label_fps),
@@ -290,8 +296,37 @@ def extract_video(
         "participant": task.participant,
         "frames_cut": {"video": n_video - keep, "labels": n_labels - keep},
     }
-    return VideoFeatures(feats, labels[:keep].astype(np.int64), attrs,
+    return VideoFeatures(feats, video.labels[:keep].astype(np.int64), attrs,
                          video_frames_cut=n_video - keep, label_frames_cut=n_labels - keep)
+
+
+def extract_video(
+    task: VideoTask,
+    extractor: FeatureExtractor,
+    options: HostOptions = HostOptions(),
+    *,
+    on_start: Callable[[int], None] | None = None,
+    on_frames: Callable[[int], None] | None = None,
+) -> VideoFeatures:
+    """Features, aligned labels and attributes for one video (see the module docstring for
+    the frame rate and the length policy). ``on_start(frames)`` is called once the number of
+    frames to decode is known, ``on_frames(n)`` after each decoded batch reaches the extractor.
+
+    Raises ``DataError`` naming the video for a missing or undecodable file, a file yielding
+    fewer frames than its header, lengths the policy refuses, or extractor output of the wrong
+    shape.
+    """
+    video = _open(task, extractor, options)
+    if on_start is not None:
+        on_start(video.feed)
+
+    def counted() -> Iterator[np.ndarray]:
+        for batch in prefetch(_decode(video, options.batch_size), options.prefetch):
+            yield batch
+            if on_frames is not None:
+                on_frames(int(batch.shape[0]))
+
+    return _features(video, extractor, counted())
 
 
 def process_task(
@@ -309,17 +344,170 @@ def process_task(
     failure: returned as a failed ``Outcome``; a stale stored copy is removed then, so that
     nothing reads it. ``OSError`` while writing (disk full, permissions) is raised as a
     ``DataError`` naming the store: every other video would fail too."""
-    with claim(store.path, task.id) as mine:
-        if not mine:
-            return Outcome(task.id, False, busy=True)
-        if not (task.stale or task.overwrite) and store.has(task.id):
-            return Outcome(task.id, True, skipped=True)
-        return _extract_and_write(task, extractor, store, options, on_start, on_frames)
+    outcomes: list[Outcome] = []
+    process_tasks([task], extractor, store, options, on_done=outcomes.append,
+                  on_start=None if on_start is None else lambda _, n: on_start(n),
+                  on_frames=on_frames)
+    return outcomes[0]
 
 
-def _extract_and_write(task, extractor, store, options, on_start, on_frames) -> Outcome:
+@dataclass
+class _Job:
+    """One claimed video on its way from the reader thread to the extractor: the open claim
+    (closed by whoever holds the job last), the opened video or why it could not be opened."""
+
+    task: VideoTask
+    hold: contextlib.ExitStack
+    video: _OpenedVideo | None = None
+    error: BaseException | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)  # stop decoding it
+    ended: bool = False  # its end marker was taken from the queue
+
+
+def process_tasks(
+    tasks: Iterable[VideoTask],
+    extractor: FeatureExtractor,
+    store: FeatureStore,
+    options: HostOptions,
+    *,
+    on_done: Callable[[Outcome], None],
+    on_start: Callable[[str, int], None] | None = None,
+    on_frames: Callable[[int], None] | None = None,
+    ahead: int = 2,
+) -> None:
+    """``process_task`` for every task of ``tasks`` in order, pipelined: a reader thread
+    claims, opens and decodes the videos one after the other, running ahead into the next
+    video while this thread extracts and writes the current one, so that the decoder is never
+    idle at a video's end (its last batches, the store write, the next file's opening).
+
+    ``tasks`` is consumed by the reader thread, which holds the claims of at most ``ahead``
+    videos at once, the one being extracted included (``ahead=1``: the next task is taken
+    when the previous one is done; decoding still overlaps extraction within each video).
+    ``on_done(outcome)`` is called here for each task in order, after its claim is released;
+    ``on_start(video_id, frames)`` when the extractor starts on a video, ``on_frames(n)`` after
+    each batch reaches it. An error that is not a video's own (the store cannot be written,
+    an unexpected exception) stops the reader, releases every claim and is raised here."""
+    ahead_slots = threading.Semaphore(max(1, ahead))  # videos claimed and not yet done
+    room = threading.Semaphore(max(0, options.prefetch))  # batches queued beyond the first
+    items: queue.SimpleQueue = queue.SimpleQueue()
+    stop = threading.Event()
+
+    def wait(slots: threading.Semaphore) -> bool:
+        while not stop.is_set():
+            if slots.acquire(timeout=0.1):
+                return True
+        return False
+
+    def read() -> None:  # the reader thread
+        try:
+            for task in _taken(tasks, lambda: wait(ahead_slots)):
+                hold = contextlib.ExitStack()
+                try:
+                    mine = hold.enter_context(claim(store.path, task.id))
+                    if not mine:
+                        hold.close()
+                        items.put(("done", Outcome(task.id, False, busy=True)))
+                        continue
+                    if not (task.stale or task.overwrite) and store.has(task.id):
+                        hold.close()
+                        items.put(("done", Outcome(task.id, True, skipped=True)))
+                        continue
+                    job = _Job(task, hold)
+                    try:
+                        job.video = _open(task, extractor, options)
+                    except Exception as exc:  # noqa: BLE001 - judged by the main thread
+                        job.error = exc
+                except BaseException:
+                    hold.close()
+                    raise
+                items.put(("video", job))  # the job, and its claim, are the main thread's now
+                if job.video is not None:
+                    try:
+                        for batch in _decode(job.video, options.batch_size):
+                            items.put(("batch", batch))
+                            if job.cancel.is_set() or not wait(room):
+                                break
+                    except BaseException as exc:  # noqa: BLE001 - raised where the batch was due
+                        items.put(("error", exc))
+                items.put(("end", None))
+                if stop.is_set():
+                    break
+        except BaseException as exc:  # noqa: BLE001 - the run's error: raised in the main thread
+            items.put(("stop", exc))
+            return
+        items.put(("stop", None))
+
+    reader = threading.Thread(target=read, name="actrec-decode", daemon=True)
+    reader.start()
     try:
-        result = extract_video(task, extractor, options, on_start=on_start, on_frames=on_frames)
+        while True:
+            kind, payload = items.get()
+            if kind == "stop":
+                if payload is not None:
+                    raise payload
+                return
+            if kind == "video":
+                job = payload
+                try:
+                    payload = _run_job(job, extractor, store,
+                                       _batches_of(job, items, room, on_frames), on_start)
+                finally:
+                    try:
+                        job.cancel.set()
+                        while not job.ended:  # what is left of this video's batches
+                            kind, _ = items.get()
+                            job.ended = kind == "end"
+                            if kind == "batch":
+                                room.release()
+                    finally:
+                        job.hold.close()  # releases the claim
+            on_done(payload)  # before the reader takes another task (a worker's parent
+            ahead_slots.release()  # hears of this video's end first)
+    finally:
+        stop.set()
+        reader.join()
+        while not items.empty():  # jobs the reader handed over that never ran
+            kind, payload = items.get()
+            if kind == "video":
+                payload.hold.close()
+
+
+def _taken(tasks: Iterable[VideoTask], ready: Callable[[], bool]) -> Iterator[VideoTask]:
+    """The tasks of ``tasks``, each asked for only once ``ready()`` (``False``: stop)."""
+    source = iter(tasks)
+    while ready():
+        task = next(source, None)
+        if task is None:
+            return
+        yield task
+
+
+def _batches_of(job: _Job, items: queue.SimpleQueue, room: threading.Semaphore,
+                on_frames: Callable[[int], None] | None) -> Iterator[np.ndarray]:
+    """The decoded batches of ``job``'s video as the reader queues them; a decoding error is
+    raised where its batch was due."""
+    while True:
+        kind, payload = items.get()
+        if kind == "end":
+            job.ended = True
+            return
+        if kind == "error":
+            raise payload
+        room.release()
+        yield payload
+        if on_frames is not None:
+            on_frames(int(payload.shape[0]))
+
+
+def _run_job(job: _Job, extractor, store, batches: Iterator[np.ndarray],
+             on_start) -> Outcome:
+    task = job.task
+    try:
+        if job.error is not None:
+            raise job.error
+        if on_start is not None:
+            on_start(task.id, job.video.feed)
+        result = _features(job.video, extractor, batches)
         fps = result.attrs.pop("fps")
     except ActrecError as exc:
         message = str(exc)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from actrec.errors import ActrecError, ConfigError
-from actrec.extract_video import HostOptions, Outcome, VideoTask, process_task
+from actrec.extract_video import HostOptions, Outcome, VideoTask, process_tasks
 
 __all__ = [
     "Event",
@@ -190,11 +190,10 @@ def _run_here(tasks, spec, device, emit, extractor=None) -> None:
     except Exception as exc:  # noqa: BLE001 - third-party set-up code: one message
         raise _setup_failed(spec.extractor_cls, exc) from None
     store = FeatureStore.open(spec.store_path)
-    for task in tasks:
-        outcome = process_task(task, extractor, store, spec.options,
-                               on_start=lambda n, v=task.id: emit(Started(0, v, n)),
-                               on_frames=lambda n: emit(Frames(0, n)))
-        emit(Finished(0, outcome))
+    process_tasks(tasks, extractor, store, spec.options,
+                  on_done=lambda outcome: emit(Finished(0, outcome)),
+                  on_start=lambda video, n: emit(Started(0, video, n)),
+                  on_frames=lambda n: emit(Frames(0, n)))
 
 
 # ------------------------------------------------------------------ worker processes
@@ -230,21 +229,24 @@ def _worker_main(spec: WorkerSpec, worker: int, workers: int, device: str, paren
     except Exception as exc:  # noqa: BLE001 - third-party set-up code: one message
         events.put(("config-error", worker, str(_setup_failed(spec.extractor_cls, exc))))
         return
-    while True:
-        task = tasks.get()
-        if task is None:
-            events.put(("exit", worker, None))
-            return
-        events.put(("claim", worker, task.id))  # before any work: a death now fails this one
-        try:
-            outcome = process_task(
-                task, extractor, store, spec.options,
-                on_start=lambda n, v=task.id: events.put(("event", worker, Started(worker, v, n))),
-                on_frames=lambda n: events.put(("event", worker, Frames(worker, n))))
-        except ActrecError as exc:  # the store cannot be written: stop everything
-            events.put(("data-error", worker, str(exc)))
-            return
-        events.put(("event", worker, Finished(worker, outcome)))
+
+    def taken():  # asked for by the decoding thread once the previous video is done
+        while (task := tasks.get()) is not None:
+            events.put(("claim", worker, task.id))  # before any work: a death now fails it
+            yield task
+
+    try:
+        # One video at a time: a worker that dies then fails only the video it was extracting
+        # (the others' work fills the gaps between its videos).
+        process_tasks(
+            taken(), extractor, store, spec.options, ahead=1,
+            on_done=lambda outcome: events.put(("event", worker, Finished(worker, outcome))),
+            on_start=lambda video, n: events.put(("event", worker, Started(worker, video, n))),
+            on_frames=lambda n: events.put(("event", worker, Frames(worker, n))))
+    except ActrecError as exc:  # the store cannot be written: stop everything
+        events.put(("data-error", worker, str(exc)))
+        return
+    events.put(("exit", worker, None))
 
 
 def _run_processes(tasks, spec, devices, emit) -> None:

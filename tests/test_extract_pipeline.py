@@ -1,0 +1,147 @@
+"""The pipelined extraction host (``process_tasks``): the reader thread claims, opens and
+decodes the next video while the extractor works on the current one. Its results must equal
+extracting each video alone, whatever fails on the way, and it must never hold more claims
+than it says or leave one behind (real mp4 files, real Zarr stores)."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import threading
+
+import numpy as np
+import pytest
+from actrec_plugins.extractors.colorgrad import ColorGradient
+
+from actrec.errors import DataError
+from actrec.extract_claims import CLAIMS
+from actrec.extract_video import HostOptions, VideoTask, extract_video, process_tasks
+from actrec.io.features import FeatureStore
+
+CG = ColorGradient.Config(grid=2, bins=4, resize=16)
+OPTIONS = HostOptions(batch_size=4, prefetch=2)
+
+
+class FailsOnBright(ColorGradient):
+    """colorgrad that raises on the first nearly white batch of a video."""
+
+    def extract(self, batches):
+        def checked():
+            for batch in batches:
+                if batch.mean() > 240:
+                    raise ValueError("bright frame, cannot cope")
+                yield batch
+
+        yield from super().extract(checked())
+
+
+class CountsClaims(ColorGradient):
+    """colorgrad that notes, at every batch, how many claims the store holds."""
+
+    def __init__(self, config, store_path):
+        super().__init__(config)
+        self.claims_dir = store_path / CLAIMS
+        self.seen: list[int] = []
+
+    def extract(self, batches):
+        def counted():
+            for batch in batches:
+                self.seen.append(len(list(self.claims_dir.glob("*.json"))))
+                yield batch
+
+        yield from super().extract(counted())
+
+
+class FailingStore(FeatureStore):
+    """A real store whose disk is full from the ``fail_at``-th video written on."""
+
+    fail_at = 2
+
+    def write_video(self, *args, **kwargs):
+        type(self).fail_at -= 1
+        if type(self).fail_at <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return super().write_video(*args, **kwargs)
+
+
+def _store(path, index, cls=FeatureStore):
+    FeatureStore.open_or_create(path, dataset="r", split_scheme="s", classes=index.classes,
+                                splits={}, extractor="colorgrad", extractor_config={},
+                                lookahead=0, dtype="float32")
+    return cls.open(path)
+
+
+def _task(vid, path, frames) -> VideoTask:
+    return VideoTask(vid, path, np.zeros(frames, np.int64), 15.0)
+
+
+def _kitchen_tasks(index) -> list[VideoTask]:
+    return [VideoTask(r.id, r.path, r.labels, float(r.fps)) for r in index.videos.values()]
+
+
+def _no_reader_left() -> bool:
+    return not any(t.name == "actrec-decode" for t in threading.enumerate())
+
+
+def test_a_run_of_good_and_failing_videos_equals_each_video_alone(tiny_kitchen, tmp_path,
+                                                                   write_mp4):
+    _, index = tiny_kitchen
+    good = _kitchen_tasks(index)
+    bright = write_mp4(tmp_path / "bright.mp4", np.full((40, 32, 32, 3), 250, np.uint8))
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(good[0].path.read_bytes()[:300])
+    # The bright video fails at its first batch while the reader has queued more of its
+    # batches: those must not reach the next video's extractor.
+    tasks = [good[0], _task("bright", bright, 40), good[1],
+             dataclasses.replace(_task("nofile", None, 10), missing_reason="no file found"),
+             _task("cut", cut, 40), good[2]]
+    path = tmp_path / "s.zarr"
+    store = _store(path, index)
+    outcomes, started, frames = [], [], []
+    process_tasks(tasks, FailsOnBright(CG), store, OPTIONS, on_done=outcomes.append,
+                  on_start=lambda vid, n: started.append((vid, n)), on_frames=frames.append)
+    assert [o.id for o in outcomes] == [t.id for t in tasks]
+    assert [o.ok for o in outcomes] == [True, False, True, False, False, True]
+    errors = {o.id: o.error for o in outcomes if not o.ok}
+    assert "extractor 'colorgrad' failed: ValueError: bright frame" in errors["bright"]
+    assert errors["nofile"] == "video 'nofile': no file found"
+    assert "cut.mp4: cannot decode video" in errors["cut"]
+    # Each written video holds what extracting it alone gives.
+    for task in (good[0], good[1], good[2]):
+        alone = extract_video(task, ColorGradient(CG), OPTIONS)
+        x, y = store.read(task.id)
+        np.testing.assert_array_equal(x, alone.features)
+        np.testing.assert_array_equal(y, alone.labels)
+    # Started for every opened video; every frame of the good videos counted.
+    assert [v for v, _ in started] == [good[0].id, "bright", good[1].id, good[2].id]
+    assert sum(frames) == sum(n for v, n in started if v != "bright")
+    assert not list((path / CLAIMS).glob("*.json")) and _no_reader_left()
+
+
+@pytest.mark.parametrize("ahead", [1, 2])
+def test_the_reader_claims_at_most_ahead_videos(tiny_kitchen, tmp_path, ahead):
+    _, index = tiny_kitchen
+    path = tmp_path / "s.zarr"
+    store = _store(path, index)
+    extractor = CountsClaims(CG, path)
+    outcomes = []
+    process_tasks(_kitchen_tasks(index), extractor, store, OPTIONS, on_done=outcomes.append,
+                  ahead=ahead)
+    assert all(o.ok for o in outcomes) and len(outcomes) == len(index.videos)
+    # ahead=2: while a video is extracted the next one is already claimed (and decoded),
+    # never a third; ahead=1: one video at a time.
+    assert max(extractor.seen) == ahead and min(extractor.seen) >= 1
+    assert not list((path / CLAIMS).glob("*.json")) and _no_reader_left()
+
+
+def test_a_store_that_cannot_be_written_stops_the_run_and_releases_every_claim(
+        tiny_kitchen, tmp_path):
+    _, index = tiny_kitchen
+    path = tmp_path / "s.zarr"
+    store = _store(path, index, FailingStore)
+    tasks = _kitchen_tasks(index)
+    outcomes = []
+    with pytest.raises(DataError, match=f"cannot write video '{tasks[1].id}': No space left"):
+        process_tasks(tasks, ColorGradient(CG), store, OPTIONS, on_done=outcomes.append)
+    assert [o.id for o in outcomes] == [tasks[0].id] and store.videos() == [tasks[0].id]
+    assert not list((path / CLAIMS).glob("*.json")) and _no_reader_left()
