@@ -72,3 +72,59 @@ def test_demo_table_and_json(tmp_path):
     accuracy = result.rows[0]["frame_accuracy"]
     assert "lstm-single" in text and "kitchen a" in text and f"{100 * accuracy:.1f} %" in text
     assert json.loads(json.dumps(result.to_dict()))["results"][0]["run"] == "lstm-single"
+
+
+ONE = DemoPlan(runs=TINY.runs[:1], history=8, iterations=3, mix=(2, 0),
+               kitchen_options=TINY.kitchen_options)
+STAGES = ["demo 1/6 generate kitchen a (synthetic videos)",
+          "demo 2/6 extract kitchen a (causal colorgrad features)",
+          "demo 3/6 generate kitchen b (synthetic videos)",
+          "demo 4/6 extract kitchen b (causal colorgrad features)",
+          "demo 5/6 train lstm-single (lstm on kitchen a, 3 iterations)",
+          "demo 6/6 eval lstm-single (online, frame by frame)"]
+
+
+def test_demo_shows_each_stage_and_its_bars_and_is_quiet_under_json(tmp_path, monkeypatch,
+                                                                     capsys):
+    """A bar of the demo's stages over each stage's own bars (video generation, extraction,
+    training iterations, evaluation), removed when their stage ends; one line per stage where
+    bars are not redrawn (not a terminal); nothing on stderr under --json."""
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    import actrec.demo
+    from actrec.cli import main
+
+    bars: list[tuple[str, float | None]] = []
+
+    class Recording(Progress):  # rich's own Progress, remembering every bar it was given
+        def add_task(self, description, *args, **kwargs):
+            bars.append((description, kwargs.get("total")))
+            return super().add_task(description, *args, **kwargs)
+
+    log = io.StringIO()
+    with Recording(console=Console(file=log, width=200)) as progress:
+        run_demo(tmp_path, plan=ONE, progress=progress)
+        (left,) = progress.tasks  # the stages' bar alone: every stage removed its own
+    assert (left.description, left.completed, left.total) == ("demo", 6, 6)
+    assert [line for line in log.getvalue().splitlines() if line.startswith("demo ")][:6] \
+        == STAGES
+    added = dict(bars)
+    assert added["demo"] == 6
+    assert added["synthetic kitchen a"] == added["synthetic kitchen b"] == 3  # videos made
+    assert added["videos"] == 3 and added["frames"] > 0  # extraction
+    assert added["train lstm"] == 3  # iterations, with ETA
+    assert any(d.startswith("online eval synthetic:") for d in added)
+
+    monkeypatch.setattr(actrec.demo, "DEFAULT_PLAN", ONE)
+    main(["demo", "--cache", str(tmp_path), "--json"])
+    out, err = capsys.readouterr()
+    assert err == ""
+    rows = json.loads(out)["results"]
+    assert [(r["run"], r["dataset"]) for r in rows] == [("lstm-single", "kitchen a")]
+    main(["demo", "--cache", str(tmp_path)])  # everything reused, the stages still named
+    out, err = capsys.readouterr()
+    assert [line for line in err.splitlines() if line.startswith("demo ")][:6] == STAGES
+    assert "lstm-single" in out and "online frame accuracy" in out

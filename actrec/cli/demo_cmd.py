@@ -16,12 +16,16 @@ from actrec.cli.common import emit, json_option, make_progress
 def demo(cache, as_json) -> None:
     """Run the whole pipeline on the built-in synthetic kitchen (two domains), online.
 
-    Re-running reuses the videos, features and finished runs.
+    Re-running reuses the videos, features and finished runs. Progress on stderr: a bar of
+    the stages and the running stage's own bars (none with --json).
     """
     from actrec.demo import run_demo
 
-    with make_progress() as progress:
-        result = run_demo(cache, progress=progress)
+    if as_json:  # machines read stdout; nothing on stderr either
+        result = run_demo(cache)
+    else:
+        with make_progress() as progress:
+            result = run_demo(cache, progress=progress)
     emit(result, as_json, _render)
 
 

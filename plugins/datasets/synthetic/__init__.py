@@ -71,10 +71,15 @@ class SyntheticKitchen(Dataset):
     def load(self) -> DatasetIndex:
         """The index, generating the videos first if the folder is missing or incomplete."""
         self._validate()
-        manifest = self.folder / MANIFEST
-        if not manifest.is_file() or not self._files_present(manifest):
+        if not self.generated():
             self.generate()
-        return self._index_from_manifest(manifest)
+        return self._index_from_manifest(self.folder / MANIFEST)
+
+    def generated(self) -> bool:
+        """Whether the manifest and every video it lists are written (``load`` then generates
+        nothing; ``generate(progress)`` shows the work where it would)."""
+        manifest = self.folder / MANIFEST
+        return manifest.is_file() and self._files_present(manifest)
 
     def generate(self, progress: Progress | None = None) -> Path:
         """Write every missing video, then the manifest; returns the folder.
