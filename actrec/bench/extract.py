@@ -22,13 +22,15 @@ taken within a round and the median over ``--rounds`` is shown. Rows:
   this interpreter and by each ``--python`` given, e.g. a virtual environment with decord2.
 
 Each row also gives the CPU time per frame (all threads and worker processes) and how many
-cores were busy on average: one worker already keeping every core busy is why more workers
-cannot be faster on this machine (``bound``: cores / cores busy with one worker). Wall-clock
-rates on a machine shared with other jobs say little, CPU times much more: ``extractor alone``
-is the extractor's CPU time per frame on frames decoded beforehand, and ``idle estimate`` is
-what the CPU times predict on idle cores (``_estimates``): an extractor's ratio to decode only
-when decoding (the reader thread) runs beside the host and the extractor, and for the
-2-worker rows the gain over one worker.
+cores were busy on average. Rows run in this process split that CPU time in two lanes: the
+main thread (the extractor, and the host's bookkeeping) and every other thread (the reader
+thread decoding ahead, opening the next video and claiming it, zarr's I/O threads writing the
+store). The host runs the two lanes side by side, so on idle cores a run takes about as long
+as its busier lane: ``idle estimate`` is decode only's CPU time over the busier lane's
+(``_estimates``), and for the 2-worker rows the gain over one worker that the lanes allow
+(2 workers share every core; one worker cannot use more than its two lanes). Wall-clock rates
+on a machine shared with other jobs say little, CPU times much more; ``extractor alone`` is
+the extractor's CPU time per frame on frames decoded beforehand.
 
 Usage: ``python -m actrec.bench extract [--participants 3 --videos 2 --frames 400
 --size 128] [--rounds 3] [--extractors colorgrad,flow] [--python PATH ...] [--json]``.
@@ -62,6 +64,7 @@ class Sample:
     seconds: float
     cpu: float
     startup: float = 0.0
+    main_cpu: float = 0.0  # CPU seconds of this process's main thread
 
     @property
     def fps(self) -> float:
@@ -86,9 +89,10 @@ def _cpu_seconds() -> float:
 
 def _timed(fn: Callable[[], tuple[int, float]]) -> Sample:
     """Run ``fn`` (returning frames and its start-up seconds) and time it."""
-    cpu0, t0 = _cpu_seconds(), time.perf_counter()
+    cpu0, main0, t0 = _cpu_seconds(), time.thread_time(), time.perf_counter()
     frames, startup = fn()
-    return Sample(frames, time.perf_counter() - t0, _cpu_seconds() - cpu0, startup)
+    return Sample(frames, time.perf_counter() - t0, _cpu_seconds() - cpu0, startup,
+                  time.thread_time() - main0)
 
 
 def _kitchen(root: Path, args) -> tuple[Any, Any]:
@@ -136,16 +140,15 @@ def _compute_only(index, extractor, batch: int) -> float:
     return cpu / frames
 
 
-def _estimates(decode: float, host: float, compute: float, cores: int) -> tuple[float, float]:
-    """From CPU seconds per frame of decoding, of the host's own work and of the extractor:
-    the ratio to decode only that one worker reaches on idle cores (decoding runs on the
-    reader thread beside the host and the extractor, so the slower side sets the pace), and
-    what 2 workers gain over one (all the work shared by ``min(cores, 4)`` threads' worth of
-    cores; 1.0 on one core)."""
-    side = host + compute  # the host's thread: labels, extractor, store
-    one = 1.0 / max(decode, side) if cores >= 2 else 1.0 / (decode + side)
-    two = min(cores, 4) / (decode + side) if cores >= 2 else one
-    return one * decode, min(two, 2 * one) / one
+def _estimates(decode: float, main: float, other: float, cores: int) -> tuple[float, float]:
+    """From CPU seconds per frame of decode only and of one worker's two lanes (its main
+    thread, and all its other threads): the ratio to decode only that one worker reaches on
+    idle cores (the lanes run side by side: the busier one sets the pace; on one core they
+    take turns), and what 2 workers gain over one (all the work spread over ``min(cores, 4)``
+    cores, at most twice one worker; 1.0 on one core)."""
+    one = max(main, other) if cores >= 2 else main + other
+    two = max((main + other) / min(cores, 4), one / 2) if cores >= 2 else one
+    return decode / one, one / two
 
 
 def _repeated(index, times: int):
@@ -287,8 +290,9 @@ def _probe(python: str, videos: list[str], rounds: int, batch: int) -> dict[str,
 
 
 def _row(samples: list[Sample], baseline: list[Sample], note: str = "",
-         startup: bool = False) -> dict[str, Any]:
-    """Medians over rounds; the ratio is taken within each round, then its median."""
+         startup: bool = False, lanes: bool = True) -> dict[str, Any]:
+    """Medians over rounds; the ratio is taken within each round, then its median.
+    ``lanes``: the run was in this process (its main thread's CPU time is one lane)."""
     med = statistics.median
     row: dict[str, Any] = {
         "fps": med(s.fps for s in samples),
@@ -297,6 +301,10 @@ def _row(samples: list[Sample], baseline: list[Sample], note: str = "",
         "cores_busy": med(s.busy for s in samples),
         "note": note,
     }
+    if lanes:
+        row["main_cpu_ms_per_frame"] = med(1e3 * s.main_cpu / s.frames for s in samples)
+        row["other_cpu_ms_per_frame"] = med(1e3 * (s.cpu - s.main_cpu) / s.frames
+                                            for s in samples)
     if startup:
         row["startup_s"] = med(s.startup for s in samples)
         row["steady_fps"] = med(s.steady_fps for s in samples)
@@ -400,34 +408,33 @@ def main(argv: list[str]) -> int:
                 samples[name].append(_timed(run))
         baseline = samples["decode only (baseline)"]
         for name, (_, note) in cases.items():
-            rows[name] = _row(samples[name], baseline, note, startup=name in worker_rows)
+            rows[name] = _row(samples[name], baseline, note, startup=name in worker_rows,
+                              lanes=" 2 workers " not in name)
         # CPU-based estimates for idle cores (what a loaded machine's wall clock cannot show).
         decode_cpu = rows["decode only (baseline)"]["cpu_ms_per_frame"] / 1e3
-        host_cpu = max(0.0, rows["no extractor end to end"]["cpu_ms_per_frame"] / 1e3
-                       - decode_cpu)
-        compute: dict[str, float] = {}
+
+        def lanes(row) -> tuple[float, float]:
+            return row["main_cpu_ms_per_frame"] / 1e3, row["other_cpu_ms_per_frame"] / 1e3
+
         for name, ext in extractors.items():
-            if isinstance(ext, str) or name.startswith("cnn"):
+            if isinstance(ext, str):
                 continue
-            compute[name] = _compute_only(index, ext, args.batch)
-            ratio, _ = _estimates(decode_cpu, host_cpu, compute[name], cores)
-            rows[f"{name} end to end"].update(compute_cpu_ms_per_frame=1e3 * compute[name],
-                                              idle_estimate=ratio)
-        for wname, names in groups.items():
-            if wname not in compute:
-                compute[wname] = _compute_only(index, registry.create("extractors", wname, {}),
-                                               args.batch)
-            _, gain = _estimates(decode_cpu, host_cpu, compute[wname], cores)
-            rows[names[-1]]["idle_estimate"] = gain
+            row = rows[f"{name} end to end"]
+            row["idle_estimate"] = _estimates(decode_cpu, *lanes(row), cores)[0]
+            if not name.startswith("cnn"):
+                row["compute_cpu_ms_per_frame"] = 1e3 * _compute_only(index, ext, args.batch)
         for names in groups.values():
             one, two = names[-2], names[-1]
+            main, other = lanes(rows[one])
+            rows[two]["idle_estimate"] = bound = _estimates(decode_cpu, main, other, cores)[1]
             gain = statistics.median(b.fps / a.fps for a, b in zip(samples[one], samples[two]))
             steady = statistics.median(b.steady_fps / a.steady_fps
                                        for a, b in zip(samples[one], samples[two]))
-            bound = cores / rows[one]["cores_busy"]
-            rows[two]["note"] = (f"{gain:.2f}x one worker ({steady:.2f}x after start-up); "
-                                 f"bound here {bound:.2f}x: one worker keeps "
-                                 f"{rows[one]['cores_busy']:.2f} of {cores} cores busy")
+            rows[two]["note"] = (
+                f"{gain:.2f}x one worker ({steady:.2f}x after start-up); bound here "
+                f"{bound:.2f}x: one worker's lanes take {1e3 * main:.3f} (main) and "
+                f"{1e3 * other:.3f} (other) ms/frame, 2 workers on {cores} cores at best "
+                f"{1e3 * max((main + other) / min(cores, 4), max(main, other) / 2):.3f}")
             if len(names) == 3:
                 scale = statistics.median(b.fps / a.fps for a, b in
                                           zip(samples[names[0]], samples[two]))
@@ -462,16 +469,20 @@ def main(argv: list[str]) -> int:
     table = Table(title=f"extraction: {meta['videos']} videos, {frames} frames of "
                   f"{args.size}x{args.size}, {cores} cores, median of {args.rounds} "
                   f"interleaved rounds; load average {loads(load)} -> {loads(load_after)}")
-    for col in ("case", "frames/s", "x decode only", "CPU ms/frame", "cores busy", "start-up s",
-                "extractor alone CPU ms/frame", "idle estimate", "note"):
+    for col in ("case", "frames/s", "x decode only", "CPU ms/frame", "cores busy",
+                "lanes: main + other ms/frame", "start-up s", "extractor alone CPU ms/frame",
+                "idle estimate", "note"):
         table.add_column(col, justify="left" if col in ("case", "note") else "right")
 
     def fmt(value, spec: str) -> str:
         return "-" if value is None else format(value, spec)
 
     for name, row in rows.items():
+        lanes = "-" if row.get("main_cpu_ms_per_frame") is None else \
+            f"{row['main_cpu_ms_per_frame']:.3f} + {row['other_cpu_ms_per_frame']:.3f}"
         table.add_row(name, fmt(row["fps"], ",.0f"), fmt(row["ratio"], ".2f"),
                       fmt(row.get("cpu_ms_per_frame"), ".3f"), fmt(row.get("cores_busy"), ".2f"),
+                      lanes,
                       fmt(row.get("startup_s"), ".2f"),
                       fmt(row.get("compute_cpu_ms_per_frame"), ".3f"),
                       fmt(row.get("idle_estimate"), ".2f"), row.get("note", ""))
