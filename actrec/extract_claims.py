@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from actrec.errors import ConfigError, DataError
-from actrec.io.remote import StoreURL, store_location
+from actrec.io.remote import StoreURL, precondition_failed, store_location
 
 __all__ = ["CLAIMS", "DEFAULT_LEASE", "Claim", "ClaimInfo", "ClaimLost", "claim", "claim_info",
            "confirm_held", "lease_seconds", "list_claims", "release_claims", "try_claim"]
@@ -395,19 +395,12 @@ class _ObjectFiles:
             except FileNotFoundError:
                 return
             except OSError as exc:
-                if _precondition_failed(exc):
+                if precondition_failed(exc):
                     return  # taken over since it was read: the taker's now
             except Exception:  # noqa: BLE001, S110 - a botocore without IfMatch on deletes
                 pass
             # A server or client without conditional deletes: delete as before.
         self.path(name).unlink(missing_ok=True)
-
-
-def _precondition_failed(exc: BaseException) -> bool:
-    """Whether an S3 error (as s3fs raises it) is a 412: a condition (If-Match) did not hold."""
-    cause = exc.__cause__ or exc.__context__
-    code = (getattr(cause, "response", None) or {}).get("Error", {}).get("Code")
-    return code == "PreconditionFailed" or "pre-condition" in str(exc)
 
 
 def _files(store_path) -> _LocalFiles | _ObjectFiles:

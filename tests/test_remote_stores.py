@@ -26,7 +26,8 @@ def _content(store) -> dict:
     out = {"attrs": store.attrs}
     for vid in store.videos():
         x, y = store.read(vid)
-        attrs = {k: v for k, v in store.video_attrs(vid).items() if k != "written_at"}
+        attrs = {k: v for k, v in store.video_attrs(vid).items()  # a URL's own: generation
+                 if k not in ("written_at", "generation")}
         out[vid] = (x.tobytes(), y.tobytes(), json.dumps(attrs, sort_keys=True))
     return out
 
@@ -141,7 +142,7 @@ def test_s3_store_written_reopened_and_checked(tiny_kitchen, bucket, tmp_path):
     # Damage in the bucket is found by reads and by check, and redone by extract.
     vid = min(index.videos)
     fs = s3fs.S3FileSystem()
-    chunk = f"{bucket}/features/s.zarr/videos/{vid}/labels/c/0"
+    chunk = f"{FeatureStore.open(url).video_dir(vid).fs_path}/labels/c/0"  # its generation's
     fs.rm(chunk)
     with pytest.raises(DataError, match=r"is damaged \(labels: chunk c/0 is missing\)"):
         FeatureStore.open(url).read(vid)
@@ -367,3 +368,195 @@ def test_s3_extraction_taken_over_mid_video_leaves_it_to_the_taker(tiny_kitchen,
     extract_features(index, ColorGradient(CG), local, dataset_ref="synthetic:tiny",
                      video_ids=[first])
     assert _content(FeatureStore.open(url)) == _content(FeatureStore.open(local))
+
+
+# ---------------------------------------------------------------------- re-writing a video
+
+_STORE_ARGS = {"dataset": "d", "split_scheme": "default", "classes": ["a", "b"],
+               "splits": {"1": {"train": ["v1"], "test": []}}, "extractor": "e",
+               "extractor_config": {}, "lookahead": 0, "chunk_frames": 4}
+_OLD = (np.arange(18, dtype=np.float32).reshape(6, 3), np.array([0, 1, 1, 0, 1, 0]))
+_NEW = (np.full((9, 3), 7.0, np.float32), np.ones(9, np.int64))
+
+# A writer process that dies (SIGKILL, no clean-up) at one step of re-writing v1:
+# "commit" kills it right before the commit (after the new chunks are written), "drop" right
+# after the commit (before the replaced copy is deleted), "swap" (a folder) right before the
+# new copy is moved into place, "rename" (a folder without an atomic exchange) between moving
+# the old copy aside and the new one in.
+_KILLED_WRITER = r"""
+import os, signal, sys
+import numpy as np
+import actrec.extract_claims as claims
+import actrec.io.features as features
+from actrec.io.features import FeatureStore
+from actrec.io.remote_store import RemoteFeatureStore
+
+where, step = sys.argv[1], sys.argv[2]
+die = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+calls = []
+real_confirm, real_exchange, real_rename = claims.confirm_held, features._exchange, os.rename
+
+def confirm(path, video):  # the second check is the one right before the commit
+    calls.append(video)
+    if step == "commit" and len(calls) == 2:
+        die()
+    real_confirm(path, video)
+
+def exchange(a, b):
+    if step == "swap":
+        die()
+    return False if step == "rename" else real_exchange(a, b)
+
+def rename(a, b):
+    real_rename(a, b)
+    if step == "rename" and "-old" in os.fspath(b):
+        die()
+
+claims.confirm_held, features._exchange, os.rename = confirm, exchange, rename
+if step == "drop":
+    RemoteFeatureStore._drop_replaced = staticmethod(die)
+FeatureStore.open(where).write_video("v1", np.full((9, 3), 7.0, np.float32),
+                                     np.ones(9, np.int64), fps=15, source=None)
+"""
+
+
+def _killed_writer(where: str, step: str) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _KILLED_WRITER, where, step],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == -9, proc.stderr  # died at that step, not of an error
+
+
+def _holds(where: str, values) -> None:
+    store = FeatureStore.open(where)
+    assert store.videos() == ["v1"]
+    x, y = store.read("v1")
+    assert np.array_equal(x, values[0]) and np.array_equal(y, values[1])
+    assert check_store(store).ok
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("step", ["commit", "drop"])
+def test_s3_rewrite_killed_at_any_step_loses_nothing(bucket, step):
+    """Re-writing a video never has a moment without a whole copy: killed before its commit
+    the old copy is there, intact; killed after it the new one is. A later write of the video
+    works and leaves one generation."""
+    import s3fs
+
+    url = f"s3://{bucket}/s.zarr"
+    FeatureStore.open_or_create(url, **_STORE_ARGS).write_video("v1", *_OLD, fps=15,
+                                                                source=None)
+    _killed_writer(url, step)
+    _holds(url, _OLD if step == "commit" else _NEW)
+    fs = s3fs.S3FileSystem()
+    fs.invalidate_cache()
+    generations = [p for p in fs.ls(f"{bucket}/s.zarr/videos/v1") if "/gen-" in p]
+    assert len(generations) == 2  # the dead writer's (uncommitted, or the replaced one)
+    store = FeatureStore.open(url)
+    store.write_video("v1", *_OLD, fps=15, source=None)
+    _holds(url, _OLD)
+    fs.invalidate_cache()
+    left = {p.rsplit("/", 1)[1] for p in fs.ls(f"{bucket}/s.zarr/videos/v1")}
+    # The one committed and the dead writer's leftover (the attempt it did not commit, or
+    # the copy it did not drop): a young generation may be a live writer's, so it is kept.
+    assert len(left) == 3 and {store.video_attrs("v1")["generation"], "zarr.json"} < left
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("step", ["swap", "rename"])
+def test_folder_rewrite_killed_between_steps_loses_nothing(tmp_path, step):
+    """A local store: killed before the new copy is swapped in, the old copy is read; with a
+    file system that cannot exchange two folders atomically (two renames), killed between
+    the renames, the old copy is put back by the next writer's open."""
+    where = str(tmp_path / "s.zarr")
+    FeatureStore.open_or_create(where, **_STORE_ARGS).write_video("v1", *_OLD, fps=15,
+                                                                  source=None)
+    _killed_writer(where, step)
+    if step == "swap":
+        _holds(where, _OLD)
+    else:
+        assert FeatureStore.open(where).videos() == []  # the window two renames leave
+    FeatureStore.open_or_create(where, **_STORE_ARGS)  # a writer's open cleans up
+    _holds(where, _OLD)
+    assert not (tmp_path / "s.zarr" / ".tmp").exists()
+    FeatureStore.open(where).write_video("v1", *_NEW, fps=15, source=None)
+    _holds(where, _NEW)
+
+
+def test_s3_rewrite_interrupted_before_its_commit_keeps_the_old_copy(bucket, monkeypatch):
+    """An error (here Ctrl-C) after the new chunks are written and before the commit: the old
+    copy is read as before and the attempt's chunks are gone."""
+    import s3fs
+
+    import actrec.extract_claims as claims
+
+    url = f"s3://{bucket}/s.zarr"
+    store = FeatureStore.open_or_create(url, **_STORE_ARGS)
+    store.write_video("v1", *_OLD, fps=15, source=None)
+    calls = []
+
+    def interrupted(path, video):
+        calls.append(video)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(claims, "confirm_held", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        store.write_video("v1", *_NEW, fps=15, source=None)
+    _holds(url, _OLD)
+    fs = s3fs.S3FileSystem()
+    fs.invalidate_cache()
+    assert len([p for p in fs.ls(f"{bucket}/s.zarr/videos/v1") if "/gen-" in p]) == 1
+
+
+def test_s3_two_writers_of_one_video_never_mix_their_chunks(bucket, monkeypatch):
+    """Writer A (silent past its lease, say) passes its last claim check and stops right before
+    its commit; writer B re-writes the video meanwhile and commits. A's commit is then refused
+    (ClaimLost) and leaves nothing: the video is B's, whole, checksums matching."""
+    import threading
+
+    import s3fs
+
+    import actrec.extract_claims as claims
+    from actrec.extract_claims import ClaimLost
+
+    url = f"s3://{bucket}/s.zarr"
+    store = FeatureStore.open_or_create(url, **_STORE_ARGS)
+    store.write_video("v1", *_OLD, fps=15, source=None)
+    real = claims.confirm_held
+    at_commit, go = threading.Event(), threading.Event()
+    calls = []
+
+    def confirm(path, video):
+        real(path, video)
+        if threading.current_thread().name == "A":
+            calls.append(video)
+            if len(calls) == 2:  # A's last check before its commit: it stops here
+                at_commit.set()
+                go.wait(60)
+
+    monkeypatch.setattr(claims, "confirm_held", confirm)
+    a_values = (np.full((6, 3), 3.0, np.float32), np.zeros(6, np.int64))
+    outcome = {}
+
+    def writer_a():
+        try:
+            FeatureStore.open(url).write_video("v1", *a_values, fps=15, source=None)
+            outcome["a"] = "committed"
+        except ClaimLost as exc:
+            outcome["a"] = str(exc)
+
+    thread = threading.Thread(target=writer_a, name="A")
+    thread.start()
+    assert at_commit.wait(60)
+    FeatureStore.open(url).write_video("v1", *_NEW, fps=15, source=None)  # writer B
+    go.set()
+    thread.join(60)
+    assert "was committed by another process while this one wrote it" in outcome["a"]
+    _holds(url, _NEW)
+    fs = s3fs.S3FileSystem()
+    fs.invalidate_cache()
+    left = {p.rsplit("/", 1)[1] for p in fs.ls(f"{bucket}/s.zarr/videos/v1")}
+    assert left == {FeatureStore.open(url).video_attrs("v1")["generation"], "zarr.json"}

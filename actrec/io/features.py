@@ -10,7 +10,11 @@ Layout on disk::
 ``<name>`` is the video id made safe for a file name (``encode_video_id``); the id itself is
 kept in the group's ``id`` attribute. A video is written completely under ``.tmp/`` and then
 moved into ``videos/`` with one directory rename, so a reader never sees it half-written;
-the ``complete`` attribute is set before the move and only complete groups are listed.
+the ``complete`` attribute is set before the move and only complete groups are listed. Where
+the file system can, the move that replaces an earlier copy is one atomic exchange of the two
+folders (Linux ``renameat2``), so readers always find one whole copy. A store at a URL writes
+each version of a video under a new generation folder in its group and commits it by naming
+it (``generation``, see ``actrec.io.remote_store``); readers read the generation named.
 
 Integrity: each video group records what was written (``integrity``: per array its shape,
 chunk files with their sizes, and a sha256 of the values; see ``actrec.io.integrity``), and
@@ -444,8 +448,10 @@ class FeatureStore:
         return int(self.video_attrs(video_id)["num_frames"])
 
     def video_dir(self, video_id: str) -> Path:
-        """The folder of one video's Zarr group."""
-        return self._dir(video_id)
+        """The folder holding one stored video's arrays (``features/``, ``labels/``): its
+        group's folder, or the generation its group names (see ``arrays_dir``)."""
+        attrs = _group_attrs(self._dir(video_id))
+        return arrays_dir(self._dir(video_id), attrs) if attrs else self._dir(video_id)
 
     def damage(self, video_id: str, frames: tuple[int, int] | None = None) -> list[str]:
         """What is wrong with the chunk files of a stored video, found cheaply (``stat``
@@ -453,7 +459,8 @@ class FeatureStore:
         ``(t0, t1)`` if given; ``[]`` when nothing is (or the video predates the record)."""
         from actrec.io.integrity import chunk_problems
 
-        return chunk_problems(self._dir(video_id), self.video_attrs(video_id).get("integrity"),
+        attrs = self.video_attrs(video_id)
+        return chunk_problems(arrays_dir(self._dir(video_id), attrs), attrs.get("integrity"),
                               frames)
 
     # ------------------------------------------------------------------ reading
@@ -465,12 +472,26 @@ class FeatureStore:
     def read_window(self, video_id: str, t0: int, length: int) -> tuple[np.ndarray, np.ndarray]:
         """Frames ``t0 .. t0+length-1`` (clipped to the video), reading only the chunks that
         overlap them. Returns float32 ``[L, D]`` and int64 ``[L]``."""
-        n = self.num_frames(video_id)
+        from actrec.io.integrity import chunk_problems
+
         if t0 < 0 or length < 0:
             raise ValueError(f"window start and length must be >= 0, got {t0}, {length}")
-        t1 = min(n, t0 + length)
-        t0 = min(t0, t1)
-        problems = self.damage(video_id, (t0, t1)) if t1 > t0 else []
+        attrs = self.video_attrs(video_id)
+        for _ in range(2):
+            where = arrays_dir(self._dir(video_id), attrs)
+            t1 = min(int(attrs["num_frames"]), t0 + length)
+            t0 = min(t0, t1)
+            problems = chunk_problems(where, attrs.get("integrity"), (t0, t1)) if t1 > t0 \
+                else []
+            if not problems:
+                break
+            # A store at a URL may have committed a new generation of this video since its
+            # attributes were read, and removed the one read: read the new one instead.
+            newer = _group_attrs(self._dir(video_id))
+            if not newer or newer.get("complete") is not True or \
+                    newer.get("generation") == attrs.get("generation"):
+                break
+            attrs = newer
         if problems:  # Zarr would read a missing chunk as fill values: refuse instead
             raise DataError(
                 f"feature store {self.path}: video {video_id!r} is damaged ("
@@ -478,8 +499,8 @@ class FeatureStore:
                 f"`actrec check {self.path}` to see every damaged video, and `actrec extract` "
                 f"again for this store to redo them")
         try:
-            feats = self._array(video_id, "features")[t0:t1]
-            labels = self._array(video_id, "labels")[t0:t1]
+            feats = self._array(where, "features")[t0:t1]
+            labels = self._array(where, "labels")[t0:t1]
         except (OSError, ValueError, RuntimeError) as exc:  # also a chunk's crc32c mismatch
             raise DataError(f"feature store {self.path}: cannot read video {video_id!r} frames "
                             f"{t0}..{t1}: {exc}") from None
@@ -644,10 +665,12 @@ class FeatureStore:
     def _dir(self, video_id: str) -> Path:
         return self.path / _VIDEOS / encode_video_id(video_id)
 
-    def _array(self, video_id: str, name: str):
+    @staticmethod
+    def _array(where: Path | StoreURL, name: str):
+        """Array ``name`` of the video whose arrays lie in ``where`` (``arrays_dir``)."""
         import zarr
 
-        return zarr.open_array(store=str(self._dir(video_id) / name), mode="r")
+        return zarr.open_array(store=str(where / name), mode="r")
 
     @contextlib.contextmanager
     def _lock(self):
@@ -672,7 +695,11 @@ class FeatureStore:
     def _move_into_place(self, tmp: Path, target: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():
-            # Renaming onto a non-empty directory fails: move the old copy aside first.
+            if _exchange(tmp, target):  # one step: readers see the old copy or the new
+                shutil.rmtree(tmp, ignore_errors=True)  # tmp holds the old copy now
+                return
+            # Renaming onto a non-empty directory fails: move the old copy aside first (a
+            # crash between the renames leaves it there; _clean puts it back).
             old = tmp.with_name(tmp.name + "-old")
             os.rename(target, old)
             os.rename(tmp, target)
@@ -713,6 +740,45 @@ class FeatureStore:
                 attrs = _group_attrs(entry)
                 if entry.is_dir() and (attrs is None or attrs.get("complete") is not True):
                     shutil.rmtree(entry, ignore_errors=True)
+
+
+GENERATION = re.compile(r"gen-[0-9]+-[0-9a-f]+")
+
+
+def arrays_dir(group: Path | StoreURL, attrs: Mapping[str, Any]) -> Path | StoreURL:
+    """Where the arrays of a video committed with ``attrs`` lie: its group folder ``group``,
+    or the generation subfolder the attributes name (a store at a URL writes each version of
+    a video under a new generation and commits by naming it, see
+    ``actrec.io.remote_store``). ``DataError`` for a generation that is not such a name."""
+    gen = attrs.get("generation")
+    if gen is None:
+        return group
+    if not isinstance(gen, str) or not GENERATION.fullmatch(gen):
+        raise DataError(f"{group}/zarr.json: generation {gen!r} is not a generation name "
+                        f"(gen-<seconds>-<hex>)")
+    return group / gen
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap folders ``a`` and ``b`` in one atomic step (Linux ``renameat2`` with
+    ``RENAME_EXCHANGE``); ``False``, with nothing changed, where the OS or the file system
+    cannot."""
+    import ctypes
+    import errno
+
+    try:
+        rename = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError, TypeError):  # not glibc/Linux
+        return False
+    rename.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                       ctypes.c_uint]
+    at_cwd, exchange = -100, 2
+    if rename(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False  # e.g. NFS, older kernels
+    raise OSError(code, os.strerror(code), str(b))
 
 
 def _data_source(source: Mapping[str, Any]) -> dict[str, Any]:

@@ -31,8 +31,8 @@ from typing import Any
 
 from actrec.errors import ConfigError, DataError
 
-__all__ = ["StoreURL", "is_url", "looks_like_mangled_url", "set_storage_options",
-           "store_location"]
+__all__ = ["StoreURL", "is_url", "looks_like_mangled_url", "parse_storage_options",
+           "precondition_failed", "set_storage_options", "store_location"]
 
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$")
 _MANGLED = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:$")  # Path("s3://b/x").parts[0] == "s3:"
@@ -263,6 +263,45 @@ class StoreURL:
                 from None
         return True
 
+    def version(self) -> str | None:
+        """What a conditional write (``write_if``) compares: the object's ETag (S3), or the
+        backend's closest equivalent; ``None`` when nothing is here. ``DataError`` when the
+        store cannot be reached."""
+        info = self._info()
+        if info is None:
+            return None
+        for key in ("ETag", "etag", "generation"):
+            if info.get(key):
+                return str(info[key])
+        stamp = info.get("mtime") or info.get("LastModified") or info.get("created")
+        return f"{info.get('size')}@{stamp}"
+
+    def write_if(self, data: bytes, version: str | None) -> bool:
+        """Write ``data`` here only if the object is still at ``version`` (``None``: only if
+        nothing is here): ``True`` if written, ``False`` if it changed meanwhile. S3: one
+        conditional PUT (``If-Match`` / ``If-None-Match: *``), a compare-and-swap on the
+        server. Other backends: an exclusive create for ``None``, else the version checked
+        and then written (two requests: a writer between them is not detected)."""
+        fs = self.fs
+        if hasattr(fs, "call_s3") and hasattr(fs, "split_path"):
+            bucket, key, _ = fs.split_path(self.fs_path)
+            condition = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
+            try:
+                fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, **condition)
+            except (OSError, FileExistsError) as exc:
+                if isinstance(exc, FileExistsError) or precondition_failed(exc):
+                    return False
+                raise
+            finally:
+                self._fresh()
+            return True
+        if version is None:
+            return self.create_exclusive(data)
+        if self.version() != version:
+            return False
+        self.write_bytes(data)
+        return True
+
     def stat(self) -> _Stat:
         try:
             info = self.fs.info(self.fs_path)
@@ -301,6 +340,15 @@ class StoreURL:
 
     def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
         """Object stores have no folders: nothing to make (kept for ``Path``'s interface)."""
+
+
+def precondition_failed(exc: BaseException) -> bool:
+    """Whether an S3 error (as s3fs raises it) is a 412: a condition (``If-Match``,
+    ``If-None-Match``) did not hold."""
+    cause = exc.__cause__ or exc.__context__
+    code = (getattr(cause, "response", None) or {}).get("Error", {}).get("Code")
+    return code in ("PreconditionFailed", "ConditionalRequestConflict") or \
+        "pre-condition" in str(exc)
 
 
 def _unreachable(where: StoreURL, exc: BaseException) -> DataError:

@@ -4,18 +4,26 @@ Same layout and attributes as a local store (``actrec.io.features``), so a store
 between a folder and a bucket reads the same. Object stores have no directory rename and no
 OS locks, so three things are done differently:
 
-* Committing a video: its arrays are written in place under ``videos/<name>/`` and the group's
-  ``zarr.json`` (with ``complete`` and the ``integrity`` record) is written last, in one PUT,
-  which is atomic: readers list only groups whose ``zarr.json`` says complete, so they never
-  see half a video. Replacing a video first deletes its ``zarr.json`` (the old copy stops
-  being listed), then its chunks. A writer that dies leaves chunks without a ``zarr.json``:
-  invisible, and removed by the next write of that video.
+* Committing a video: each write of a video is a new generation: its arrays are written under
+  ``videos/<name>/gen-<seconds>-<random>/`` (a prefix no other write uses), then the group's
+  ``zarr.json`` (``complete``, the ``integrity`` record of those chunks, and ``generation``
+  naming them) is written in one PUT, conditional on the ``zarr.json`` the writer found when
+  it started (S3 ``If-Match``, or ``If-None-Match: *`` for a new video): a compare-and-swap.
+  Only then is the replaced generation deleted. So readers (who read the generation the
+  commit names) never see half a video or chunks of two writes, the old copy stays whole
+  until the new one is committed (a crash at any step loses nothing), and of two writers of
+  one video (one silent past its claim's lease) the one that commits second is refused
+  (``ClaimLost``) and deletes its own generation. A writer that dies leaves an uncommitted
+  generation: invisible, and removed by a later write of that video once it is a day old
+  (younger ones may be another writer's, still running). Other backends than S3 check the
+  ``zarr.json`` and then write it, which a writer between the two is not kept from.
 * Creating the store: its root ``zarr.json`` is created with a conditional write (S3
   ``If-None-Match: *``), so of several machines starting at once exactly one creates it and
   the others open it and check it like a local reopen.
 * Writers of one video are kept apart by claims (``actrec.extract_claims``), not by locks; a
-  writer confirms its claim right before it deletes an old copy and before it commits
-  (``confirm_held``), so one whose claim was taken over writes nothing.
+  writer confirms its claim before it starts and before it commits (``confirm_held``), so
+  one whose claim was taken over writes nothing; the conditional commit covers a pause
+  between that last check and the commit.
 
 Streams other than the store's own are local-only for now (``ConfigError`` says so).
 """
@@ -24,13 +32,21 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from actrec.errors import ActrecError, ConfigError, DataError
-from actrec.io.features import _STREAMS, _VIDEOS, FeatureStore
+from actrec.io.features import (
+    _STALE_SECONDS,
+    _STREAMS,
+    _VIDEOS,
+    GENERATION,
+    FeatureStore,
+)
 from actrec.io.remote import StoreURL
 
 __all__ = ["RemoteFeatureStore"]
@@ -115,46 +131,84 @@ class RemoteFeatureStore(FeatureStore):
 
     def _commit_video(self, video_id: str, attrs: dict[str, Any], stored: np.ndarray,
                       labels: np.ndarray) -> None:
-        """Write the arrays in place, then the group's ``zarr.json`` (the commit)."""
+        """Write the arrays as a new generation, commit it by a conditional write of the
+        group's ``zarr.json``, then delete the generation it replaced (module docstring).
+        ``ClaimLost`` (nothing of this write left) when the claim was taken over or another
+        writer committed the video meanwhile."""
         import zarr
 
-        from actrec.extract_claims import confirm_held
+        from actrec.extract_claims import ClaimLost, confirm_held
         from actrec.io.integrity import array_record
 
         target = self._dir(video_id)
-        confirm_held(self.path, video_id)  # a holder presumed dead must not delete its taker's
-        self._hide_and_clear(target)
+        meta = target / "zarr.json"
+        confirm_held(self.path, video_id)  # a holder presumed dead writes nothing more
+        try:
+            found = meta.version()  # the commit must replace exactly this
+            old = _attributes(meta.read_bytes()) if found is not None else None
+        except FileNotFoundError:  # removed between the two requests
+            found, old = None, None
+        generation = f"gen-{int(time.time())}-{uuid.uuid4().hex[:12]}"
+        where = target / generation
         chunk = int(self._attrs.get("chunk_frames", 256))
         t = max(1, stored.shape[0])
         every = {"write_empty_chunks": True}  # every chunk file must exist (integrity)
+        committed = False
         try:
             for name, values, dtype, chunks in (
                     ("features", stored, self._attrs["dtype"], (min(chunk, t), stored.shape[1])),
                     ("labels", labels, "int64", (min(chunk, t),))):
-                array = zarr.create_array(store=str(target / name), shape=values.shape,
+                array = zarr.create_array(store=str(where / name), shape=values.shape,
                                           dtype=dtype, chunks=chunks, compressors=self._codecs(),
-                                          config=every, overwrite=True)
+                                          config=every)
                 array[...] = values
             integrity = {
-                "features": array_record(target / "features", stored, self._attrs["dtype"],
+                "features": array_record(where / "features", stored, self._attrs["dtype"],
                                          min(chunk, t)),
-                "labels": array_record(target / "labels", labels, "int64", min(chunk, t)),
+                "labels": array_record(where / "labels", labels, "int64", min(chunk, t)),
             }
-            confirm_held(self.path, video_id)  # nor commit over it
-            (target / "zarr.json").write_bytes(
-                _group_json({**attrs, "integrity": integrity, "complete": True}))
+            confirm_held(self.path, video_id)
+            committed = meta.write_if(_group_json(
+                {**attrs, "integrity": integrity, "complete": True, "generation": generation}),
+                found)
+            if not committed:
+                raise ClaimLost(f"feature store {self.path}: video {video_id!r} was committed "
+                                f"by another process while this one wrote it; keeping that "
+                                f"copy, not writing this one")
         except OSError as exc:
             raise OSError(exc.errno, f"{target}: {exc.strerror or exc}") from None
+        finally:
+            if not committed:  # nothing refers to this generation: it must not linger
+                with contextlib.suppress(Exception):
+                    where.rmtree()
+        self._drop_replaced(target, generation, old)
+
+    @staticmethod
+    def _drop_replaced(target: StoreURL, current: str, old: dict[str, Any] | None) -> None:
+        """After a commit of generation ``current``: delete the copy it replaced (the
+        generation ``old`` named, or the arrays of a video written in place, as a store made
+        by a local copy or an older actrec holds them), and uncommitted generations older
+        than a day (a dead writer's). Younger ones are left: another writer may be filling
+        one (its conditional commit will fail, and it deletes its own)."""
+        replaced = (old or {}).get("generation")
+        now = time.time()
+        with contextlib.suppress(Exception):  # garbage left now is removed by a later write
+            for entry in target.iterdir():
+                name = entry.name
+                if name == current or name == "zarr.json":
+                    continue
+                in_place = replaced is None and name in ("features", "labels")
+                dead = GENERATION.fullmatch(name) is not None and \
+                    now - int(name.split("-")[1]) > _STALE_SECONDS
+                if name == replaced or in_place or dead:
+                    entry.rmtree()
 
     def remove(self, video_id: str) -> None:
         """Delete one video (no error if it is not there): unlisted first, then its chunks."""
         from actrec.extract_claims import confirm_held
 
         confirm_held(self.path, video_id)
-        self._hide_and_clear(self._dir(video_id))
-
-    @staticmethod
-    def _hide_and_clear(target: StoreURL) -> None:
+        target = self._dir(video_id)
         (target / "zarr.json").unlink(missing_ok=True)
         target.rmtree()
 
