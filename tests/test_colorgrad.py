@@ -138,3 +138,89 @@ def test_bad_options():
         ColorGradient(ColorGradient.Config(fps=0.0))
     with pytest.raises(ConfigError, match="unknown option 'bogus'"):
         ColorGradient.Config.from_options({"bogus": 1}, owner="extractor 'colorgrad'")
+
+
+# ------------------------------------------------------------------ bit-identity with a reference
+
+
+def _reference(frames: np.ndarray, grid: int, bins: int, resize: int) -> np.ndarray:
+    """colorgrad as first written (one plain pass per video, np.hypot, np.mod), the
+    definition every faster version must reproduce bit for bit."""
+    import cv2
+
+    s, g = resize, grid
+    if frames.shape[1:3] != (s, s):
+        frames = np.stack([cv2.resize(f, (s, s), interpolation=cv2.INTER_AREA) for f in frames])
+    b, cells = len(frames), g * g
+    grey = (frames[..., 0].astype(np.uint16) + frames[..., 1] + frames[..., 2]) \
+        .astype(np.float32) / 3.0
+    diff = np.abs(grey - np.concatenate([grey[:1], grey[:-1]]))
+    band = np.arange(s) * g // s
+    cell = band[:, None] * g + band[None, :]
+    per_cell = np.bincount(cell.ravel(), minlength=cells).astype(np.float64)
+    frame_ix = np.arange(b)[:, None, None]
+    value_bin = (np.arange(256) * bins // 256)[frames]  # [B, S, S, 3]
+    key = ((frame_ix[..., None] * cells + cell[None, :, :, None]) * 3 + np.arange(3)) * bins \
+        + value_bin
+    colour = np.bincount(key.ravel(), minlength=b * cells * 3 * bins)
+    colour = colour.reshape(b, cells, 3 * bins) / per_cell[None, :, None]
+    gx = np.zeros_like(grey)
+    gy = np.zeros_like(grey)
+    gx[:, 1:-1, 1:-1] = (grey[:, 1:-1, 2:] - grey[:, 1:-1, :-2]) / 2
+    gy[:, 1:-1, 1:-1] = (grey[:, 2:, 1:-1] - grey[:, :-2, 1:-1]) / 2
+    mag = np.hypot(gx, gy)
+    theta = np.mod(np.arctan2(gy, gx), np.pi)
+    obin = np.minimum((theta * bins / np.pi).astype(np.int64), bins - 1)
+    okey = (frame_ix * cells + cell[None]) * bins + obin
+    orient = np.bincount(okey.ravel(), weights=mag.ravel().astype(np.float64),
+                         minlength=b * cells * bins)
+    orient = orient.reshape(b, cells, bins) / (per_cell[None, :, None] * 255.0)
+    mkey = frame_ix * cells + cell[None]
+    motion = np.bincount(mkey.ravel(), weights=diff.ravel().astype(np.float64),
+                         minlength=b * cells).reshape(b, cells) / (per_cell * 255.0)
+    total = diff.sum(axis=(1, 2), dtype=np.float64)
+    coord = (np.arange(s) + 0.5) / s - 0.5
+    safe = np.where(total > 0, total, 1.0)
+    cx = (diff.sum(axis=1, dtype=np.float64) @ coord) / safe
+    cy = (diff.sum(axis=2, dtype=np.float64) @ coord) / safe
+    per = np.concatenate([colour, orient, motion[..., None]], axis=2)
+    out = np.concatenate([per.reshape(b, -1), np.stack([cx, cy], axis=1)], axis=1)
+    return out.astype(np.float32)
+
+
+def _textured_video(tmp_path, write_mp4, h: int, w: int, count: int = 21) -> np.ndarray:
+    """Decoded frames of a real mp4: smooth colour blobs drifting over noise, so that every
+    orientation, colour bin and motion level occurs."""
+    from actrec.io.video import open_video
+
+    rng = np.random.default_rng(h * w)
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    frames = []
+    for t in range(count):
+        base = 128 + 90 * np.sin((xx + 3 * t) / 7.0)[..., None] * np.cos((yy - 2 * t) / 5.0)[
+            ..., None] * np.array([1.0, -0.6, 0.3])
+        noise = rng.normal(0, 18, (h, w, 3))
+        frames.append(np.clip(base + noise, 0, 255).astype(np.uint8))
+    path = write_mp4(tmp_path / f"tex{h}x{w}.mp4", np.stack(frames))
+    return open_video(path).read(np.arange(count))
+
+
+@pytest.mark.parametrize("h,w", [(128, 128), (100, 72), (64, 64)])
+@pytest.mark.parametrize("grid,bins,resize", [(2, 8, 64), (3, 5, 30), (4, 8, 64), (1, 256, 32)])
+def test_features_equal_the_reference_bit_for_bit(tmp_path, write_mp4, h, w, grid, bins,
+                                                   resize):
+    frames = _textured_video(tmp_path, write_mp4, h, w)
+    ext = ColorGradient(ColorGradient.Config(grid=grid, bins=bins, resize=resize))
+    want = _reference(frames, grid, bins, resize)
+    for batch in (len(frames), 8, 1):
+        np.testing.assert_array_equal(_run(ext, frames, batch), want)
+
+
+def test_colour_counts_of_more_frames_than_one_16_bit_histogram_holds():
+    # 192 keys per frame: 341 frames fit one 16-bit key range; 400 frames computed together
+    # are counted in two groups.
+    rng = np.random.default_rng(5)
+    frames = rng.integers(0, 256, (400, 8, 8, 3), dtype=np.uint8)
+    ext = ColorGradient(ColorGradient.Config(grid=1, bins=64, resize=8))
+    ext.chunk = 400
+    np.testing.assert_array_equal(_run(ext, frames), _reference(frames, 1, 64, 8))

@@ -99,6 +99,13 @@ class ColorGradient(FeatureExtractor):
             return frames.astype(np.uint8, copy=False)
         import cv2
 
+        b, h, w = frames.shape[:3]
+        if h % s == 0 and w % s == 0 and b * h < 2**15:
+            # Whole multiples: area interpolation averages h/s x w/s blocks, which never
+            # straddle two frames stacked one above the other: one call for the batch, each
+            # frame's pixels exactly as resized alone.
+            tall = np.ascontiguousarray(frames, dtype=np.uint8).reshape(b * h, w, 3)
+            return cv2.resize(tall, (s, b * s), interpolation=cv2.INTER_AREA).reshape(b, s, s, 3)
         return np.stack([cv2.resize(f, (s, s), interpolation=cv2.INTER_AREA) for f in frames])
 
     def _cells(self) -> np.ndarray:
@@ -136,14 +143,19 @@ class ColorGradient(FeatureExtractor):
             # [S, S, 1]
             "cell_offset": np.repeat(cell * 3 * bins, 3, axis=1).astype(np.uint8)
             if keys <= 256 else (cell * 3 * bins).astype(np.intp)[:, :, None],
+            # With 2**k bins a byte value's bin is its top k bits: a shift, then one add of
+            # (cell * 3 + channel) * bins gives the byte key (no table look-up).
+            "shift": 8 - (bins.bit_length() - 1) if bins & (bins - 1) == 0 else None,
+            "key_offset": (((cell * 3)[:, :, None] + np.arange(3)) * bins)
+            .reshape(cell.shape[0], -1).astype(np.uint8) if keys <= 256 else None,
         }
         self.__dict__["_layout_cache"] = layout
         return layout
 
     def _orientation_keys(self, b: int) -> np.ndarray:
-        """``(frame * cells + cell) * bins`` of every pixel, intp ``[B, S, S]``: the first
-        orientation bin of its (frame, cell); cached per batch size (full batches plus a few
-        tail sizes)."""
+        """``(frame * cells + cell) * bins`` of every pixel inside the one-pixel border, intp
+        ``[B, S - 2, S - 2]``: the first orientation bin of its (frame, cell); cached per batch
+        size (full batches plus a few tail sizes)."""
         import numpy as np
 
         cache = self.__dict__.setdefault("_key_cache", {})
@@ -151,8 +163,9 @@ class ColorGradient(FeatureExtractor):
             if len(cache) >= 4:
                 cache.pop(next(iter(cache)))
             cells = self.config.grid ** 2
+            inner = self._layout()["cell"][1:-1, 1:-1]
             cache[b] = (np.arange(b, dtype=np.intp)[:, None, None] * cells
-                        + self._layout()["cell"][None]) * self.config.bins
+                        + inner[None]) * self.config.bins
         return cache[b]
 
     def _colour_counts(self, frames: np.ndarray) -> np.ndarray:
@@ -166,14 +179,26 @@ class ColorGradient(FeatureExtractor):
         if layout["byte_keys"]:
             import cv2
 
-            lut = layout["lut"]  # per channel: channel * bins + bin of the byte value
-            key = cv2.LUT(np.ascontiguousarray(frames).reshape(b * s, s, 3), lut)
-            key = key.reshape(b, s, s * 3)
-            key += layout["cell_offset"]  # < 256 by construction: no overflow
-            # calcHist's uniform bins of width 1 over [0, keys) count each key exactly.
-            counts = [cv2.calcHist([k], [0], None, [keys], [0, keys]).reshape(keys)
-                      for k in key]
-            return np.stack(counts).astype(np.float64).reshape(b, cells, 3 * bins)
+            frames = np.ascontiguousarray(frames)
+            if layout["shift"] is not None:
+                key = np.right_shift(frames, layout["shift"]).reshape(b, s, s * 3)
+                key += layout["key_offset"]  # < 256 by construction: no overflow
+            else:
+                lut = layout["lut"]  # per channel: channel * bins + bin of the byte value
+                key = cv2.LUT(frames.reshape(b * s, s, 3), lut).reshape(b, s, s * 3)
+                key += layout["cell_offset"]
+            # calcHist's uniform bins of width 1 over [0, n) count each key exactly: the keys
+            # of many frames at once, each frame's offset by frame * keys in 16 bits.
+            group = 2**16 // keys
+            offsets = (np.arange(group, dtype=np.uint16) * keys)[:, None, None]
+            counts = []
+            for start in range(0, b, group):
+                part = key[start:start + group]
+                n = part.shape[0] * keys
+                wide = np.add(part, offsets[:part.shape[0]], dtype=np.uint16)
+                counts.append(cv2.calcHist([wide.reshape(-1, s * 3)], [0], None, [n], [0, n]))
+            counts = counts[0] if len(counts) == 1 else np.concatenate(counts)
+            return counts.astype(np.float64).reshape(b, cells, 3 * bins)
         key = layout["lut"][0][frames, np.arange(3)] + layout["cell_offset"]
         key += (np.arange(b, dtype=np.intp) * keys)[:, None, None, None]
         return np.bincount(key.ravel(), minlength=b * keys).astype(np.float64) \
@@ -191,21 +216,23 @@ class ColorGradient(FeatureExtractor):
         cells = g * g
         layout = self._layout()
         per_cell = layout["per_cell"]  # [C]
-        orient_base = self._orientation_keys(b)  # [B, S, S]
+        orient_base = self._orientation_keys(b)  # [B, S - 2, S - 2]
 
         colour = self._colour_counts(frames) / per_cell[None, :, None]
 
-        # Gradient orientation, unsigned, magnitude-weighted.
-        gx = np.zeros_like(grey)
-        gy = np.zeros_like(grey)
-        np.subtract(grey[:, 1:-1, 2:], grey[:, 1:-1, :-2], out=gx[:, 1:-1, 1:-1])
-        np.subtract(grey[:, 2:, 1:-1], grey[:, :-2, 1:-1], out=gy[:, 1:-1, 1:-1])
+        # Gradient orientation, unsigned, magnitude-weighted. Only inside the one-pixel
+        # border: the border's zero gradient adds nothing to any bin.
+        gx = grey[:, 1:-1, 2:] - grey[:, 1:-1, :-2]  # [B, S - 2, S - 2]
+        gy = grey[:, 2:, 1:-1] - grey[:, :-2, 1:-1]
         gx *= np.float32(0.5)  # exact: halving a float32
         gy *= np.float32(0.5)
-        # hypot of float32 values, as libm's hypotf computes it: in double, then rounded.
-        x = np.square(gx, dtype=np.float64)
-        x += np.square(gy, dtype=np.float64)
-        np.sqrt(x, out=x)
+        # hypot of float32 values, as libm's hypotf computes it: in double (the squares of
+        # floats are exact there, so with or without fused multiply-adds the sum is rounded
+        # once), square root, then rounded to float32.
+        import cv2
+
+        flat = (b * (s - 2), s - 2)
+        x = cv2.magnitude(gx.reshape(flat).astype(np.float64), gy.reshape(flat).astype(np.float64))
         mag = x.astype(np.float32).astype(np.float64)
         # Orientation in [0, pi): arctan2 is in (-pi, pi]; numpy's mod by pi in float32,
         # without its slow general path: a negative angle gains pi, pi itself becomes 0.
