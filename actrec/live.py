@@ -50,6 +50,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["LiveReport", "StreamStatus", "run_live"]
 
 _IDLE_WAIT = 0.002  # seconds a real-time tick waits when no stream has a new frame
+_FIRST_WAIT = 5.0  # seconds the warm-up waits for paced streams' first frames, all together
 
 
 @dataclass
@@ -131,13 +132,13 @@ class _Stream:
         else:
             self._iter = prefetch(self.source.frames(), 4)
 
-    def first(self) -> np.ndarray:
-        """The first frame, left to be taken (waits for it). ``StopIteration`` for a source
-        with no frame; the source's ``ActrecError`` when it fails."""
+    def first(self, timeout: float) -> np.ndarray | None:
+        """The first frame, left to be taken (a paced source: None if none came within
+        ``timeout`` seconds). ``StopIteration`` for a source with no frame; the source's
+        ``ActrecError`` when it fails."""
         if self.paced is not None:
-            item = self.paced.peek()
-            assert item is not None
-            return item[1]
+            item = self.paced.peek(timeout)
+            return None if item is None else item[1]
         assert self._iter is not None
         if self._head is None:
             self._head = next(self._iter)
@@ -260,9 +261,10 @@ def _run(recognizer, sources, sinks, realtime, min_duration, folder_fps, max_fra
                 finish(stream, exc)
         # Warm up on each stream's first frame before any clock starts (module docstring).
         firsts: list[np.ndarray | None] = [None] * recognizer.streams
+        deadline = time.perf_counter() + _FIRST_WAIT  # a silent stream holds no other long
         for stream in running.copy():  # finish() removes from running
             try:
-                firsts[stream.index] = stream.first()
+                firsts[stream.index] = stream.first(max(0.0, deadline - time.perf_counter()))
             except StopIteration:
                 finish(stream)
             except (ActrecError, OSError, RuntimeError, ValueError) as exc:
