@@ -425,14 +425,18 @@ def extract_head_features(
     videos are skipped unless their backbone features changed since (or ``overwrite``).
     """
     from actrec.io.features import FeatureStore
+    from actrec.io.remote import StoreURL
 
     if output not in OUTPUTS:
         raise ConfigError(f"--head must be one of {', '.join(OUTPUTS)}, got {output!r}")
     config = config or HeadConfig()
     split = str(split)
-    root = FeatureStore.open(Path(backbone_store))
+    root = FeatureStore.open(backbone_store)  # a path or a URL (actrec.io.remote)
     backbone = root.stream(stream) if stream else root
     battrs = backbone.attrs
+    if out is None and isinstance(root.path, StoreURL):
+        raise ConfigError(f"{root.path}: a frame head's store and head file are written to a "
+                          f"local folder; give one (out=...)")
     out = Path(out) if out is not None else head_store_path(
         root.path, output, split, stream if backbone is not root else None)
     head_path = _head_file(out)

@@ -28,6 +28,11 @@ stores of the table's datasets (``datasets`` overrides, ``NAME=REF|STORE``); ``t
 whole grid in a minute on synthetic kitchens standing in for the papers' datasets (``tiny`` in
 each table's ``[datasets]``: Breakfast = kitchen a, 50 Salads = kitchen b, MPII Cooking 2 =
 kitchen c) with tiny models and a few iterations: it checks the machinery, not the papers.
+With ``datasets`` overrides ``tiny`` runs its tiny models on those stores instead (a quick
+check of one's own stores before the real run).
+
+Stores may be at URLs (``s3://...``, see ``actrec.io.remote``): they are read there, by their
+URL; what the grid writes (input stores, runs, tables) lives under ``root``.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from actrec.errors import ActrecError, ConfigError, DataError
+from actrec.io.remote import StoreURL
 
 __all__ = [
     "PRESETS",
@@ -89,7 +95,7 @@ class Plan:
     preset: ReproducePreset
     root: Path
     inputs: str
-    stores: dict[str, Path]  # dataset key -> backbone store
+    stores: dict[str, Path | StoreURL]  # dataset key -> backbone store
     heads: list[dict[str, Any]] = field(default_factory=list)
     units: list[dict[str, Any]] = field(default_factory=list)
     # (row, column) -> {"samples": [[(unit key, domain) per seed] per split], "reason": str}
@@ -145,8 +151,13 @@ def _mix(value: Any, where: str) -> tuple[int, ...]:
         raise ConfigError(f"{where}: mix must be N1:N2, got {value!r}") from None
 
 
-def _short(path: Path) -> str:
-    return hashlib.sha256(str(Path(path).absolute()).encode()).hexdigest()[:8]
+def _short(store: Path | StoreURL | str) -> str:
+    """8 hex digits naming a store: of its absolute path, or of its URL."""
+    from actrec.io.remote import store_location
+
+    where = store_location(store)
+    text = str(where) if isinstance(where, StoreURL) else str(Path(where).absolute())
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def _tiny_stores(table: Any, keys: list[str], root: Path, preset: ReproducePreset,
@@ -169,11 +180,11 @@ def _tiny_stores(table: Any, keys: list[str], root: Path, preset: ReproducePrese
 
 def resolve_stores(table: Any, root: Path, preset: ReproducePreset,
                    datasets: Mapping[str, str] | None = None, extractor: str | None = None,
-                   progress: Any = None) -> dict[str, Path]:
-    """The backbone store of every dataset the table uses: tiny's synthetic kitchens, else
-    ``datasets[key]`` (a reference or store path) or the table's ``ref``, found in the
-    workspace (``actrec.refs.existing_store``). ``ConfigError`` for an override naming no
-    dataset of the table."""
+                   progress: Any = None) -> dict[str, Path | StoreURL]:
+    """The backbone store of every dataset the table uses: ``datasets[key]`` (a reference, a
+    store path or a store URL, kept a ``StoreURL``), else tiny's synthetic kitchen or the
+    table's ``ref`` found in the workspace (``actrec.refs.existing_store``). ``ConfigError``
+    for an override naming no dataset of the table."""
     from actrec.refs import existing_store
 
     used = sorted({c.settings[r] for c in table.cells for r in ("D1", "D2")
@@ -183,14 +194,16 @@ def resolve_stores(table: Any, root: Path, preset: ReproducePreset,
     if unknown:
         raise ConfigError(f"--dataset {unknown[0]}=...: table {table.id} has no dataset "
                           f"'{unknown[0]}'; its datasets: {', '.join(table.datasets)}")
-    if preset.kitchen is not None:
-        if overrides:
-            raise ConfigError("--preset tiny runs on the synthetic kitchens; drop --dataset")
-        return _tiny_stores(table, used, root, preset, progress)
-    out, problems = {}, []
+    out: dict[str, Path | StoreURL] = {}
+    if preset.kitchen is not None:  # the kitchens stand in for the datasets not given
+        out.update(_tiny_stores(table, [k for k in used if k not in overrides], root, preset,
+                                progress))
+    problems = []
     for k in used:
+        if k in out:
+            continue
         try:
-            out[k] = Path(existing_store(overrides.get(k, table.datasets[k]["ref"]), extractor))
+            out[k] = existing_store(overrides.get(k, table.datasets[k]["ref"]), extractor)
         except ActrecError as exc:
             problems.append((exc, f"{table.datasets[k]['name']} (--dataset {k}=...): {exc}"))
     if problems:  # every missing store at once, not one per attempt
@@ -201,8 +214,8 @@ def resolve_stores(table: Any, root: Path, preset: ReproducePreset,
     return out
 
 
-def plan_table(table: Any, root: Path, preset: ReproducePreset, stores: Mapping[str, Path],
-               inputs: str = "head") -> Plan:
+def plan_table(table: Any, root: Path, preset: ReproducePreset,
+               stores: Mapping[str, Path | StoreURL], inputs: str = "head") -> Plan:
     """Expand ``table``'s cells into units over the stores' splits (see the module docs)."""
     from actrec.io.features import FeatureStore
     from actrec.sweep import split_order
@@ -396,7 +409,8 @@ def build_result(plan: Plan, results: Mapping[str, dict[str, Any]],
                      for k, p in plan.stores.items()},
         "notes": list(table.notes) + plan.notes + ([
             f"{table.datasets[k]['name']} is played by {table.datasets[k]['tiny']} (tiny preset)"
-            for k in plan.stores] if plan.preset.kitchen is not None else []) + [
+            for k, store in plan.stores.items() if _is_kitchen(plan, store)]
+            if plan.preset.kitchen is not None else []) + [
             f"{k} ran again ({r['moved_because']}); its earlier run was moved to {r['moved']}"
             for k, r in results.items() if r.get("moved")],
         "failures": failed, "complete": not failed and all(
@@ -410,6 +424,12 @@ def build_result(plan: Plan, results: Mapping[str, dict[str, Any]],
         "values": "mean, std, per_split and paper are fractions of frames (table.md and "
                  "table.csv show percentages and differences in percentage points)",
     }
+
+
+def _is_kitchen(plan: Plan, store: Path | StoreURL) -> bool:
+    """Whether ``store`` is one of tiny's synthetic kitchens (not a store the user gave)."""
+    return isinstance(store, Path) and store.parent == workplace(plan.root, plan.preset) / \
+        "features"
 
 
 def _cell(entry: dict[str, Any], results: Mapping[str, dict[str, Any]], paper: float | None,

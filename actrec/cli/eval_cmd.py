@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from actrec.cli.common import emit, json_option, make_progress
+from actrec.cli.storage import apply_storage_options, storage_option
 
 
 @click.command("eval")
@@ -33,9 +34,10 @@ from actrec.cli.common import emit, json_option, make_progress
               help="Evaluate every run of RUN's split sweep (the runs beside it trained like it "
               "on another split) and report each metric per split with its mean and sample "
               "standard deviation; splits of the store without a run are named.")
+@storage_option
 @json_option
 def eval_(run, online, offline, lookahead, split, allow_noncausal_features, segment_background,
-          allow_train_overlap, all_splits, as_json) -> None:
+          allow_train_overlap, all_splits, storage_options, as_json) -> None:
     """Evaluate RUN (a run directory, or a run name in the workspace; default: the latest
     run). Each setting's result is kept in its own file in the run folder."""
     from actrec.evaluate import evaluate_run
@@ -50,6 +52,9 @@ def eval_(run, online, offline, lookahead, split, allow_noncausal_features, segm
     online = not offline
 
     run_dir = resolve_run(run) if run else latest_run()
+    if storage_options:
+        apply_storage_options(storage_options, _run_stores(run_dir),
+                              f"the stores run {run_dir} was trained on, e.g.")
     if all_splits:
         if split is not None:
             raise click.UsageError("--all-splits evaluates each run on its own split; "
@@ -71,6 +76,19 @@ def eval_(run, online, offline, lookahead, split, allow_noncausal_features, segm
                               allow_train_overlap=allow_train_overlap,
                               lookahead=lookahead)
     emit(result, as_json, render_eval)
+
+
+def _run_stores(run_dir) -> list[str]:
+    """The stores recorded in a run's config.json (none when it cannot be read)."""
+    from actrec.errors import ActrecError
+    from actrec.runs import CONFIG, read_json
+
+    try:
+        config = read_json(run_dir / CONFIG)
+    except (ActrecError, OSError, ValueError):
+        return []
+    stores = config.get("stores") if isinstance(config, dict) else None
+    return [str(s.get("path")) for s in stores or [] if isinstance(s, dict)]
 
 
 def render_eval(result):

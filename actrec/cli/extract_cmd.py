@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from actrec.cli.common import emit, json_option, make_progress, parse_assignments
+from actrec.cli.storage import apply_storage_options, storage_option
 
 
 @click.command()
@@ -22,10 +23,7 @@ from actrec.cli.common import emit, json_option, make_progress, parse_assignment
 @click.option("--out", default=None, metavar="PATH|URL",
               help="Feature store path, or URL (file://..., s3://bucket/..., gs://...; needs "
               "the fsspec backend) (default: in the workspace, named after the dataset).")
-@click.option("--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
-              help="An fsspec option for a store URL's file system (repeatable), e.g. "
-              "endpoint_url=http://host:9000 for S3; credentials also come from the usual "
-              "AWS_* variables or fsspec config.")
+@storage_option
 @click.option("--claim-lease", type=click.FloatRange(min=0, min_open=True), default=None,
               metavar="SECONDS", help="Take over a video claimed by a process of another host "
               "after this long without a heartbeat (default 120; ACTREC_CLAIM_LEASE). A dead "
@@ -84,24 +82,14 @@ def extract(dataset, split, root, options, extractor, extractor_options, out, st
     """
     import os
 
-    from actrec.io.remote import (
-        StoreURL,
-        parse_storage_options,
-        set_storage_options,
-        store_location,
-    )
+    from actrec.io.remote import StoreURL, store_location
     from actrec.pipeline import extract_dataset
 
     if claim_lease is not None:  # worker processes inherit it
         os.environ["ACTREC_CLAIM_LEASE"] = repr(float(claim_lease))
     target = status_store if status_store is not None else out
     location = store_location(target) if target is not None else None
-    if storage_options:
-        if not isinstance(location, StoreURL):
-            raise click.UsageError("--storage-option applies to a store URL (--out or "
-                                   "--status s3://..., gs://...)")
-        set_storage_options(location.protocol, parse_storage_options(
-            parse_assignments(storage_options, "--storage-option")))
+    apply_storage_options(storage_options, [target], "--out or --status")
     if status_store is not None:
         if dataset is not None:
             raise click.UsageError("--status STORE takes no DATASET")

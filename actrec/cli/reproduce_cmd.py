@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from actrec.cli.common import emit, json_option, make_progress, parse_assignments
+from actrec.cli.storage import apply_storage_options, storage_option
 
 
 @click.command("reproduce")
@@ -17,11 +18,13 @@ from actrec.cli.common import emit, json_option, make_progress, parse_assignment
               "workspace.")
 @click.option("--preset", type=click.Choice(["paper", "tiny"]), default="paper",
               show_default=True, help="paper: the table's training preset on your stores; "
-              "tiny: the whole grid in a minute on synthetic kitchens (a check, not the paper).")
+              "tiny: the whole grid in a minute on synthetic kitchens, or with tiny models on the "
+              "--dataset stores (a check, not the paper).")
 @click.option("--dataset", "datasets", multiple=True, metavar="KEY=REF",
-              help="The store of one of the table's datasets (a dataset reference or a store "
-              "path), e.g. salads=mstcn:name=50salads (repeatable; default: the workspace's "
-              "store of the table's reference).")
+              help="The store of one of the table's datasets (a dataset reference, a store "
+              "path or a store URL such as s3://bucket/salads.zarr), e.g. "
+              "salads=mstcn:name=50salads (repeatable; default: the workspace's store of the "
+              "table's reference; with --preset tiny: its synthetic kitchen).")
 @click.option("--extractor", default=None,
               help="Whose features to use for dataset references (default: the only store).")
 @click.option("--inputs", type=click.Choice(["head", "store"]), default="head",
@@ -30,9 +33,10 @@ from actrec.cli.common import emit, json_option, make_progress, parse_assignment
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Cells run in N processes, each with cores/N threads.")
 @click.option("--list", "list_tables", is_flag=True, help="List the tables and exit.")
+@storage_option
 @json_option
 def reproduce(table, root, preset, datasets, extractor, inputs, jobs, list_tables,
-              as_json) -> None:
+              storage_options, as_json) -> None:
     """Run the protocol grid of a paper TABLE over every split and print actrec's numbers
     beside the paper's, with the differences. Writes table.md, table.csv and table.json;
     running again finishes a partly run grid. Exit code 1 when any cell failed."""
@@ -46,9 +50,11 @@ def reproduce(table, root, preset, datasets, extractor, inputs, jobs, list_table
     from actrec.reproduce import reproduce as run
     from actrec.workspace import home
 
+    datasets = parse_assignments(datasets, "--dataset")
+    apply_storage_options(storage_options, datasets.values(), "--dataset KEY=")
     with make_progress() as progress:
         result = run(table, root if root is not None else home(), preset=preset,
-                     datasets=parse_assignments(datasets, "--dataset"), extractor=extractor,
+                     datasets=datasets, extractor=extractor,
                      inputs=inputs, jobs=jobs, progress=progress)
     if as_json:
         emit(result, as_json, _render)

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from actrec.cli.common import emit, json_option, layered_assignments, make_progress
+from actrec.cli.storage import apply_storage_options, storage_option
 
 
 def _mix(value: str) -> tuple[int, ...]:
@@ -183,6 +184,7 @@ def _protocol_fields(ctx, more: dict) -> dict:
 @click.option("--sync-bn", type=click.Choice(["on", "off"]), default="on", show_default=True,
               help="Under torchrun: batch statistics of the whole batch over all processes "
               "(on), or of each process's rows (off: a different model). See docs/scaling.md.")
+@storage_option
 @_protocol_options
 @json_option
 @click.pass_context
@@ -190,8 +192,8 @@ def train(ctx, model, d1, d2, extractor, options, split, history, iterations, ep
           loss_frames, mix, lr, optimizer,
           grad_clip, d2_split, eval_every, checkpoint_every, reestimate_batches,
           seed, device, input_arrangement, prediction, allow_same_store, standardize,
-          weight_decay, streams, run_dir, delay, tensorboard, all_splits, sync_bn, as_json,
-          **more) -> None:
+          weight_decay, streams, run_dir, delay, tensorboard, all_splits, sync_bn,
+          storage_options, as_json, **more) -> None:
     """Train MODEL (a model plugin) on per-frame features and write a run directory.
 
     The defaults are actrec's online recipe (loss on the last frame of 128-frame windows taken
@@ -212,6 +214,8 @@ def train(ctx, model, d1, d2, extractor, options, split, history, iterations, ep
         epochs = None  # an explicit --iterations beats epochs of a preset or config file
     if all_splits and split is not None:
         raise click.UsageError("--all-splits trains every split; drop --split")
+    apply_storage_options(storage_options, [d1, d2, *(more.get("data_list") or "").split(",")],
+                          "--d1, --d2 or --data")
     if ctx.get_parameter_source("sync_bn") == click.core.ParameterSource.COMMANDLINE \
             and not launched():  # recorded in the run, but one process has the whole batch
         click.echo(f"note: --sync-bn {sync_bn} only changes training under torchrun "
