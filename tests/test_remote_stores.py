@@ -696,3 +696,22 @@ def test_reproduce_reads_a_dataset_store_at_its_url(tiny_kitchen, bucket, s3_ser
     assert len(heads) == 1  # the head's outputs are written locally, under --root
     backbone = FeatureStore.open(heads[0]).attrs["extractor_config"]["backbone_identity"]
     assert backbone == FeatureStore.open(local).identity
+    from actrec.frame_head import extract_head_features
+
+    with pytest.raises(ConfigError, match=r"s.zarr: a frame head's store and head file are "
+                                          r"written to a local folder; give one \(out=...\)"):
+        extract_head_features(url, "1")  # no default place beside a store in a bucket
+
+
+def test_s3_reader_meeting_a_rewrite_reads_the_new_copy(bucket):
+    """A reader that read a video's attributes just before a re-write committed and removed
+    the generation they name reads the new generation, not an error or fill values."""
+    url = f"s3://{bucket}/s.zarr"
+    FeatureStore.open_or_create(url, **_STORE_ARGS).write_video("v1", *_OLD, fps=15,
+                                                                source=None)
+    reader = FeatureStore.open(url)
+    stale = reader.video_attrs("v1")
+    FeatureStore.open(url).write_video("v1", *_NEW, fps=15, source=None)
+    reader.video_attrs = lambda video_id: stale  # as read a moment before the commit
+    x, y = reader.read_window("v1", 2, 4)
+    assert np.array_equal(x, _NEW[0][2:6]) and np.array_equal(y, _NEW[1][2:6])
