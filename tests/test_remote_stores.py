@@ -579,9 +579,9 @@ def _endpoint_only_from_options(monkeypatch) -> None:
 
 
 @pytest.mark.slow
-def test_train_and_eval_take_storage_options(tiny_kitchen, bucket, s3_server, monkeypatch,
+def test_train_eval_and_check_take_storage_options(tiny_kitchen, bucket, s3_server, monkeypatch,
                                              tmp_path):
-    """`train --storage-option endpoint_url=...` and `eval --storage-option ...` reach a
+    """`train --storage-option endpoint_url=...`, `eval` and `check` with the option reach a
     store the environment does not point at; without a store URL the option is refused by
     name, and a malformed one is named."""
     from actrec.cli import cli
@@ -603,6 +603,10 @@ def test_train_and_eval_take_storage_options(tiny_kitchen, bucket, s3_server, mo
                               catch_exceptions=False)
     assert evaluated.exit_code == 0, evaluated.output
     assert next(iter(json.loads(evaluated.stdout)["datasets"].values()))["videos"]
+
+    _endpoint_only_from_options(monkeypatch)
+    checked = runner.invoke(cli, ["check", url, *option, "--json"], catch_exceptions=False)
+    assert checked.exit_code == 0 and json.loads(checked.stdout)["ok"], checked.output
 
     local = str(tmp_path / "local.zarr")
     refused = runner.invoke(cli, ["train", "lstm", "--d1", local, *option])

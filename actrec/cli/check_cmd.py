@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from actrec.cli.common import emit, json_option, make_progress
+from actrec.cli.storage import apply_storage_options, storage_option
 
 
 @click.command()
@@ -12,8 +13,9 @@ from actrec.cli.common import emit, json_option, make_progress
 @click.option("--sources/--no-sources", default=True, show_default=True,
               help="Also compare each video's source file (size, mtime) with the one recorded "
               "when it was extracted.")
+@storage_option
 @json_option
-def check(store, sources, as_json) -> None:
+def check(store, sources, storage_options, as_json) -> None:
     """Verify every video of the feature store STORE: each chunk file present with the size
     written, each array's checksum, and (with --sources) the source video unchanged. A store
     with several streams is checked stream by stream, and a video's streams must agree on its
@@ -26,6 +28,7 @@ def check(store, sources, as_json) -> None:
     from actrec.io.features import FeatureStore
     from actrec.io.integrity import STATUSES, check_store
 
+    apply_storage_options(storage_options, [store], "STORE")
     opened = FeatureStore.open(store)
     with make_progress() as progress:
         report = check_store(opened, sources=sources, progress=progress)
