@@ -191,6 +191,39 @@ def test_output_does_not_depend_on_batching(name):
 
 
 @pytest.mark.parametrize("name", list(METHODS))
+def test_directions_of_moving_pixels_only_or_of_all_give_the_same_features(name, tmp_path,
+                                                                            write_mp4):
+    # A real mp4 (compression noise: most pixels move a little for framediff, few for mhi);
+    # 'dense' is the share of moving pixels from which every pixel's direction is computed.
+    from actrec.io.video import open_video
+
+    video = open_video(write_mp4(tmp_path / "sq.mp4", _square_video(frames=9, step=(2, 1))))
+    frames = video.read(np.arange(len(video)))
+    rows = []
+    for dense in (0.0, 1.01):  # always every pixel; always the moving ones only
+        ext = _make(name)
+        ext.dense = dense
+        rows.append(_run(ext, frames, 4))
+    assert np.any(rows[0] != 0)
+    np.testing.assert_array_equal(rows[0], rows[1])
+
+
+@pytest.mark.parametrize("shape", [(128, 128), (100, 72), (64, 64), (96, 160), (128, 256)])
+def test_grey_frames_of_a_batch_equal_each_frame_converted_alone(shape):
+    import cv2
+
+    from actrec_plugins.extractors.motion.fields import grey_frames, resized_shape
+
+    rng = np.random.default_rng(shape[0] + shape[1])
+    frames = rng.integers(0, 256, (6, *shape, 3), dtype=np.uint8)
+    h, w = resized_shape(*shape, 64, True)
+    want = [cv2.resize(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), (w, h), interpolation=cv2.INTER_AREA)
+            for f in frames]
+    np.testing.assert_array_equal(grey_frames(frames, 64), np.stack(want))
+    assert grey_frames(frames[:0], 64).shape == (0, h, w)
+
+
+@pytest.mark.parametrize("name", list(METHODS))
 def test_centred_feature_is_the_causal_feature_k_frames_later(name):
     video = _square_video(frames=12, step=(2, 1))
     causal = _run(_make(name), video, batch=5)

@@ -72,6 +72,7 @@ class MotionDescriptor(FeatureExtractor):
     signed: ClassVar[bool]  # directions over 360 degrees (True) or 180 (False)
     Config: ClassVar[type[PluginConfig]] = _Options
     chunk = 16  # frames computed together (speed only: features do not depend on it)
+    dense = 0.5  # directions of every pixel once this share moves (speed only, as chunk)
 
     def __init__(self, config: PluginConfig | None = None) -> None:
         super().__init__(config)
@@ -122,17 +123,21 @@ class MotionDescriptor(FeatureExtractor):
         cells, bins, mbins = cfg.grid ** 2, cfg.bins, cfg.mag_bins
         per_cell, base = self._layout(*weight.shape)  # [C], [B, H, W] frame * cells + cell
 
-        # Directions only where there is weight: in real video most pixels are still.
-        moving = np.flatnonzero(weight)
-        theta = np.arctan2(dy.ravel()[moving], dx.ravel()[moving])
+        # Directions only where there is weight when most pixels are still (as in most real
+        # video), else everywhere: a pixel without weight adds an exact 0.0 to its bin, so
+        # both ways give the same sums.
+        dx, dy, weight, keys = dx.ravel(), dy.ravel(), weight.ravel(), base.ravel()
+        if np.count_nonzero(weight) < self.dense * weight.size:
+            moving = np.flatnonzero(weight)
+            dx, dy, weight, keys = dx[moving], dy[moving], weight[moving], keys[moving]
+        theta = np.arctan2(dy, dx)
         span = 2 * np.pi if self.signed else np.pi
         # np.mod(theta, span) without its slow general path: arctan2 lies in [-pi, pi], so a
         # negative angle gains one span; an angle that lands on span itself is bin 0 either
         # way after the final modulo.
         theta += (theta < 0) * theta.dtype.type(span)
         obin = np.floor(theta / (span / bins) + 0.5).astype(np.int64) % bins
-        orient = np.bincount(base.ravel()[moving] * bins + obin,
-                             weights=weight.ravel()[moving].astype(np.float64),
+        orient = np.bincount(keys * bins + obin, weights=weight.astype(np.float64),
                              minlength=b * cells * bins)
         orient = orient.reshape(b, cells, bins) / per_cell[None, :, None]
 

@@ -61,12 +61,23 @@ def grey_frames(frames: np.ndarray, size: int, keep_aspect: bool = True) -> np.n
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[3] != 3:
         raise ValueError(f"motion extractors expect frames [B, H, W, 3], got {frames.shape}")
-    h, w = resized_shape(frames.shape[1], frames.shape[2], size, keep_aspect)
-    out = np.empty((frames.shape[0], h, w), dtype=np.uint8)
-    for i, frame in enumerate(frames.astype(np.uint8, copy=False)):
-        grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-        out[i] = grey if grey.shape == (h, w) else \
-            cv2.resize(grey, (w, h), interpolation=cv2.INTER_AREA)
+    b, height, width = frames.shape[:3]
+    h, w = resized_shape(height, width, size, keep_aspect)
+    if b == 0:
+        return np.empty((0, h, w), dtype=np.uint8)
+    # One call per batch, frames stacked one above the other: the colour conversion is per
+    # pixel, and an area resize by whole multiples averages blocks that never straddle two
+    # frames, so every frame comes out exactly as converted and resized alone.
+    tall = np.ascontiguousarray(frames, dtype=np.uint8).reshape(b * height, width, 3)
+    grey = cv2.cvtColor(tall, cv2.COLOR_RGB2GRAY)
+    if (height, width) == (h, w):
+        return grey.reshape(b, h, w)
+    if height % h == 0 and width % w == 0:
+        return cv2.resize(grey, (w, b * h), interpolation=cv2.INTER_AREA).reshape(b, h, w)
+    grey = grey.reshape(b, height, width)
+    out = np.empty((b, h, w), dtype=np.uint8)
+    for i, frame in enumerate(grey):
+        out[i] = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
     return out
 
 
