@@ -511,11 +511,13 @@ def test_s3_rewrite_interrupted_before_its_commit_keeps_the_old_copy(bucket, mon
     assert len([p for p in fs.ls(f"{bucket}/s.zarr/videos/v1") if "/gen-" in p]) == 1
 
 
-def test_s3_two_writers_of_one_video_never_mix_their_chunks(bucket, monkeypatch):
+@pytest.mark.parametrize("other", ["rewrite", "remove"])
+def test_s3_two_writers_of_one_video_never_mix_their_chunks(bucket, monkeypatch, other):
     """Writer A (silent past its lease, say) passes its last claim check and stops right before
-    its commit; writer B re-writes the video meanwhile and commits. A's commit is then refused
-    (ClaimLost) and leaves nothing: the video is B's, whole, checksums matching."""
-    _two_writers(f"s3://{bucket}/s.zarr", monkeypatch)
+    its commit; writer B re-writes the video meanwhile and commits (or removes it). A's commit
+    is then refused (ClaimLost) and leaves nothing: the video is B's, whole, checksums
+    matching (or stays removed)."""
+    _two_writers(f"s3://{bucket}/s.zarr", monkeypatch, other)
 
 
 def test_two_writers_on_another_object_store_never_mix_their_chunks(monkeypatch):
@@ -525,7 +527,7 @@ def test_two_writers_on_another_object_store_never_mix_their_chunks(monkeypatch)
     _two_writers(f"memory://{uuid.uuid4().hex[:12]}/s.zarr", monkeypatch)
 
 
-def _two_writers(url: str, monkeypatch) -> None:
+def _two_writers(url: str, monkeypatch, other: str = "rewrite") -> None:
     import threading
 
     import actrec.extract_claims as claims
@@ -559,13 +561,19 @@ def _two_writers(url: str, monkeypatch) -> None:
     thread = threading.Thread(target=writer_a, name="A")
     thread.start()
     assert at_commit.wait(60)
-    FeatureStore.open(url).write_video("v1", *_NEW, fps=15, source=None)  # writer B
+    if other == "rewrite":  # writer B
+        FeatureStore.open(url).write_video("v1", *_NEW, fps=15, source=None)
+    else:
+        FeatureStore.open(url).remove("v1")
     go.set()
     thread.join(60)
     assert "was committed by another process while this one wrote it" in outcome["a"]
-    _holds(url, _NEW)
     group = FeatureStore.open(url).path / "videos" / "v1"
     left = {entry.name for entry in group.iterdir()}
+    if other == "remove":
+        assert FeatureStore.open(url).videos() == [] and left == set()
+        return
+    _holds(url, _NEW)
     assert left == {FeatureStore.open(url).video_attrs("v1")["generation"], "zarr.json"}
 
 

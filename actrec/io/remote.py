@@ -288,8 +288,9 @@ class StoreURL:
             condition = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
             try:
                 fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, **condition)
-            except (OSError, FileExistsError) as exc:
-                if isinstance(exc, FileExistsError) or precondition_failed(exc):
+            except OSError as exc:
+                if isinstance(exc, FileExistsError) or precondition_failed(exc) or \
+                        _error_code(exc) == "NoSuchKey":  # If-Match on an object deleted since
                     return False
                 raise
             finally:
@@ -345,10 +346,14 @@ class StoreURL:
 def precondition_failed(exc: BaseException) -> bool:
     """Whether an S3 error (as s3fs raises it) is a 412: a condition (``If-Match``,
     ``If-None-Match``) did not hold."""
-    cause = exc.__cause__ or exc.__context__
-    code = (getattr(cause, "response", None) or {}).get("Error", {}).get("Code")
-    return code in ("PreconditionFailed", "ConditionalRequestConflict") or \
+    return _error_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict") or \
         "pre-condition" in str(exc)
+
+
+def _error_code(exc: BaseException) -> str | None:
+    """The S3 error code (``NoSuchKey``, ...) behind an error s3fs raised, if any."""
+    cause = exc.__cause__ or exc.__context__
+    return (getattr(cause, "response", None) or {}).get("Error", {}).get("Code")
 
 
 def _unreachable(where: StoreURL, exc: BaseException) -> DataError:

@@ -218,7 +218,8 @@ class RemoteFeatureStore(FeatureStore):
         yield
 
     def _clean(self) -> None:
-        """Nothing to do: unfinished writes are invisible, and replaced by the next write."""
+        """Nothing to do: unfinished writes are invisible, and removed by a later write of
+        their video once a day old (``_drop_replaced``)."""
 
 
 def _attributes(raw: bytes) -> dict[str, Any] | None:
