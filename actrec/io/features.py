@@ -776,8 +776,9 @@ def _exchange(a: Path, b: Path) -> bool:
     if rename(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), exchange) == 0:
         return True
     code = ctypes.get_errno()
-    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
-        return False  # e.g. NFS, older kernels
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV,
+                errno.EPERM):
+        return False  # e.g. NFS, older kernels, overlay layers, a seccomp filter: two renames
     raise OSError(code, os.strerror(code), str(b))
 
 
