@@ -25,12 +25,13 @@ Each row also gives the CPU time per frame (all threads and worker processes) an
 cores were busy on average. Rows run in this process split that CPU time in two lanes: the
 main thread (the extractor, and the host's bookkeeping) and every other thread (the reader
 thread decoding ahead, opening the next video and claiming it, zarr's I/O threads writing the
-store). The host runs the two lanes side by side, so on idle cores a run takes about as long
-as its busier lane: ``idle estimate`` is decode only's CPU time over the busier lane's
-(``_estimates``), and for the 2-worker rows the gain over one worker that the lanes allow
-(2 workers share every core; one worker cannot use more than its two lanes). Wall-clock rates
-on a machine shared with other jobs say little, CPU times much more; ``extractor alone`` is
-the extractor's CPU time per frame on frames decoded beforehand.
+store, OpenCV's pool). Wall-clock rates on a machine shared with other jobs say little, CPU
+times much more. ``idle bound`` is what they allow on idle cores (``_estimates``): a run takes
+at least its main thread's CPU time, and at least its total CPU time shared by every core; so
+an extractor's ratio to decode only (whose time is its decoding) is at most decode only's CPU
+time over the larger of the two, and 2 workers (each with half the frames) gain at most that
+over one. ``extractor alone`` is the extractor's CPU time per frame on frames decoded
+beforehand.
 
 Usage: ``python -m actrec.bench extract [--participants 3 --videos 2 --frames 400
 --size 128] [--rounds 3] [--extractors colorgrad,flow] [--python PATH ...] [--json]``.
@@ -141,13 +142,14 @@ def _compute_only(index, extractor, batch: int) -> float:
 
 
 def _estimates(decode: float, main: float, other: float, cores: int) -> tuple[float, float]:
-    """From CPU seconds per frame of decode only and of one worker's two lanes (its main
-    thread, and all its other threads): the ratio to decode only that one worker reaches on
-    idle cores (the lanes run side by side: the busier one sets the pace; on one core they
-    take turns), and what 2 workers gain over one (all the work spread over ``min(cores, 4)``
-    cores, at most twice one worker; 1.0 on one core)."""
-    one = max(main, other) if cores >= 2 else main + other
-    two = max((main + other) / min(cores, 4), one / 2) if cores >= 2 else one
+    """Upper bounds on idle cores, from CPU seconds per frame of decode only and of one
+    worker's main thread and other threads: its ratio to decode only (a run lasts at least its
+    main thread's time and its total time spread over every core; decode only lasts its
+    decoding time), and what 2 workers gain over it (each runs half the frames on its own
+    main thread; together still at least the total over the cores)."""
+    total = main + other
+    one = max(main, total / cores)
+    two = max(main / 2, total / cores)
     return decode / one, one / two
 
 
@@ -420,21 +422,22 @@ def main(argv: list[str]) -> int:
             if isinstance(ext, str):
                 continue
             row = rows[f"{name} end to end"]
-            row["idle_estimate"] = _estimates(decode_cpu, *lanes(row), cores)[0]
+            row["idle_bound"] = _estimates(decode_cpu, *lanes(row), cores)[0]
             if not name.startswith("cnn"):
                 row["compute_cpu_ms_per_frame"] = 1e3 * _compute_only(index, ext, args.batch)
         for names in groups.values():
             one, two = names[-2], names[-1]
             main, other = lanes(rows[one])
-            rows[two]["idle_estimate"] = bound = _estimates(decode_cpu, main, other, cores)[1]
+            rows[two]["idle_bound"] = bound = _estimates(decode_cpu, main, other, cores)[1]
             gain = statistics.median(b.fps / a.fps for a, b in zip(samples[one], samples[two]))
             steady = statistics.median(b.steady_fps / a.steady_fps
                                        for a, b in zip(samples[one], samples[two]))
             rows[two]["note"] = (
-                f"{gain:.2f}x one worker ({steady:.2f}x after start-up); bound here "
-                f"{bound:.2f}x: one worker's lanes take {1e3 * main:.3f} (main) and "
-                f"{1e3 * other:.3f} (other) ms/frame, 2 workers on {cores} cores at best "
-                f"{1e3 * max((main + other) / min(cores, 4), max(main, other) / 2):.3f}")
+                f"{gain:.2f}x one worker ({steady:.2f}x after start-up); at most {bound:.2f}x "
+                f"on idle cores: one worker takes {1e3 * main:.3f} (main thread) + "
+                f"{1e3 * other:.3f} (other threads) CPU ms/frame, so at least "
+                f"{1e3 * max(main, (main + other) / cores):.3f} ms/frame on {cores} cores, "
+                f"and 2 workers at least {1e3 * max(main / 2, (main + other) / cores):.3f}")
             if len(names) == 3:
                 scale = statistics.median(b.fps / a.fps for a, b in
                                           zip(samples[names[0]], samples[two]))
@@ -471,7 +474,7 @@ def main(argv: list[str]) -> int:
                   f"interleaved rounds; load average {loads(load)} -> {loads(load_after)}")
     for col in ("case", "frames/s", "x decode only", "CPU ms/frame", "cores busy",
                 "lanes: main + other ms/frame", "start-up s", "extractor alone CPU ms/frame",
-                "idle estimate", "note"):
+                "idle bound", "note"):
         table.add_column(col, justify="left" if col in ("case", "note") else "right")
 
     def fmt(value, spec: str) -> str:
@@ -485,7 +488,7 @@ def main(argv: list[str]) -> int:
                       lanes,
                       fmt(row.get("startup_s"), ".2f"),
                       fmt(row.get("compute_cpu_ms_per_frame"), ".3f"),
-                      fmt(row.get("idle_estimate"), ".2f"), row.get("note", ""))
+                      fmt(row.get("idle_bound"), ".2f"), row.get("note", ""))
     console = Console()
     if not console.is_terminal:  # a log file: wide enough for the notes
         console = Console(width=160)
