@@ -511,12 +511,13 @@ def test_s3_rewrite_interrupted_before_its_commit_keeps_the_old_copy(bucket, mon
     assert len([p for p in fs.ls(f"{bucket}/s.zarr/videos/v1") if "/gen-" in p]) == 1
 
 
-@pytest.mark.parametrize("other", ["rewrite", "remove"])
+@pytest.mark.parametrize("other", ["rewrite", "remove", "remove-new"])
 def test_s3_two_writers_of_one_video_never_mix_their_chunks(bucket, monkeypatch, other):
     """Writer A (silent past its lease, say) passes its last claim check and stops right before
     its commit; writer B re-writes the video meanwhile and commits (or removes it). A's commit
     is then refused (ClaimLost) and leaves nothing: the video is B's, whole, checksums
-    matching (or stays removed)."""
+    matching (or stays removed). A removal of a video that A is writing for the first time
+    leaves A's chunks alone, so A commits a whole video."""
     _two_writers(f"s3://{bucket}/s.zarr", monkeypatch, other)
 
 
@@ -534,7 +535,8 @@ def _two_writers(url: str, monkeypatch, other: str = "rewrite") -> None:
     from actrec.extract_claims import ClaimLost
 
     store = FeatureStore.open_or_create(url, **_STORE_ARGS)
-    store.write_video("v1", *_OLD, fps=15, source=None)
+    if other != "remove-new":
+        store.write_video("v1", *_OLD, fps=15, source=None)
     real = claims.confirm_held
     at_commit, go = threading.Event(), threading.Event()
     calls = []
@@ -567,6 +569,10 @@ def _two_writers(url: str, monkeypatch, other: str = "rewrite") -> None:
         FeatureStore.open(url).remove("v1")
     go.set()
     thread.join(60)
+    if other == "remove-new":
+        assert outcome["a"] == "committed"
+        _holds(url, a_values)
+        return
     assert "was committed by another process while this one wrote it" in outcome["a"]
     group = FeatureStore.open(url).path / "videos" / "v1"
     left = {entry.name for entry in group.iterdir()}

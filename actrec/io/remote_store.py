@@ -184,8 +184,10 @@ class RemoteFeatureStore(FeatureStore):
         self._drop_replaced(target, generation, old)
 
     @staticmethod
-    def _drop_replaced(target: StoreURL, current: str, old: dict[str, Any] | None) -> None:
-        """After a commit of generation ``current``: delete the copy it replaced (the
+    def _drop_replaced(target: StoreURL, current: str | None,
+                       old: dict[str, Any] | None) -> None:
+        """After a commit of generation ``current`` (or a removal, ``None``): delete the copy
+        it replaced (the
         generation ``old`` named, or the arrays of a video written in place, as a store made
         by a local copy or an older actrec holds them), and uncommitted generations older
         than a day (a dead writer's). Younger ones are left: another writer may be filling
@@ -204,13 +206,20 @@ class RemoteFeatureStore(FeatureStore):
                     entry.rmtree()
 
     def remove(self, video_id: str) -> None:
-        """Delete one video (no error if it is not there): unlisted first, then its chunks."""
+        """Delete one video (no error if it is not there): unlisted first, then its chunks.
+        A generation another writer is filling is left to it (its commit then fails, or
+        commits a whole video of its own)."""
         from actrec.extract_claims import confirm_held
 
         confirm_held(self.path, video_id)
         target = self._dir(video_id)
-        (target / "zarr.json").unlink(missing_ok=True)
-        target.rmtree()
+        meta = target / "zarr.json"
+        try:
+            old = _attributes(meta.read_bytes())
+        except FileNotFoundError:
+            old = None
+        meta.unlink(missing_ok=True)
+        self._drop_replaced(target, None, old)
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
