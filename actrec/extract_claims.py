@@ -34,9 +34,10 @@ Atomicity, so that two processes never both hold one claim:
 A holder on another machine that was silent past its lease (a network partition, a long
 pause) may be alive: its claim is then taken over, and it finds out at its next refresh. On a
 folder its write is a whole, atomic one, so the store stays correct whichever lands last. At a
-URL a video is written in place, so before it deletes the old copy and again before it commits
-the new one the writer confirms its claim (``confirm_held``, a compare-and-swap refresh) and
-stops if the claim is no longer its own.
+URL the writer confirms its claim (``confirm_held``, a compare-and-swap refresh) before it
+starts and again before it commits, and stops if the claim is no longer its own; a pause
+between that check and the commit is caught by the commit itself, which is conditional on the
+video's state when the writer started (``actrec.io.remote_store``).
 """
 
 from __future__ import annotations
