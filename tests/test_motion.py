@@ -208,6 +208,26 @@ def test_directions_of_moving_pixels_only_or_of_all_give_the_same_features(name,
     np.testing.assert_array_equal(rows[0], rows[1])
 
 
+@pytest.mark.parametrize("window", [2, 3, 5, 9])
+def test_motion_history_is_the_newest_changes_level(window):
+    # Against the definition, per pixel: the newest pair j whose difference exceeds the
+    # threshold gives (j + 1) / (window - 1) as float32; differences at the threshold exactly
+    # do not count.
+    from actrec_plugins.extractors.motion.fields import motion_history
+
+    rng = np.random.default_rng(window)
+    fields = rng.choice(np.float32([0, 3, 15.5, 16, 16.5, 40]), (window + 4, 6, 7))
+    got = motion_history(fields, window, 16.0)
+    b = fields.shape[0] - (window - 2)
+    assert got.dtype == np.float32 and got.shape == (b, 6, 7)
+    for i in range(b):
+        for y in range(6):
+            for x in range(7):
+                changed = [j for j in range(window - 1) if fields[i + j, y, x] > 16.0]
+                want = np.float32((changed[-1] + 1) / (window - 1)) if changed else 0.0
+                assert got[i, y, x] == want
+
+
 @pytest.mark.parametrize("shape", [(128, 128), (100, 72), (64, 64), (96, 160), (128, 256)])
 def test_grey_frames_of_a_batch_equal_each_frame_converted_alone(shape):
     import cv2

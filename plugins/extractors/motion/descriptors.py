@@ -48,7 +48,13 @@ import numpy as np
 from actrec.errors import ConfigError
 from actrec.plugin_api import FeatureExtractor, PluginConfig
 
-from .fields import mean_difference, motion_history, sliding_windows, window_slices
+from .fields import (
+    history_levels,
+    mean_difference,
+    recency,
+    sliding_windows,
+    window_slices,
+)
 
 __all__ = ["FlowDescriptor", "FrameDiffDescriptor", "MHIDescriptor", "MotionDescriptor"]
 
@@ -212,16 +218,22 @@ class MHIDescriptor(MotionDescriptor):
         threshold: float = 16.0  # grey levels (0..255) a pixel must change by to count
 
     def motion(self, fields):
-        mhi = motion_history(fields, self.config.window, self.config.threshold)
+        cfg = self.config
+        newest = recency(fields, cfg.window, cfg.threshold)  # [B, H, W]: 0..window - 1
+        levels = history_levels(cfg.window)
+        mhi = levels[newest]
         gx, gy = _gradient(mhi)
-        moved = mhi > 0
+        moved = newest > 0
         inside = np.zeros_like(moved)  # the pixel and its four neighbours all moved
         inside[:, 1:-1, 1:-1] = (moved[:, 1:-1, 1:-1] & moved[:, :-2, 1:-1] & moved[:, 2:, 1:-1]
                                  & moved[:, 1:-1, :-2] & moved[:, 1:-1, 2:])
         weight = np.where(inside, np.hypot(gx, gy), 0)
-        mbins = self.config.mag_bins
-        level = np.minimum(np.ceil(mhi * mbins - 1e-6).astype(np.int64) - 1, mbins - 1)
-        return gx, -gy, weight, np.where(moved, level, -1)
+        # The magnitude bin of each level, computed as it would be on the MHI's pixels; the
+        # pixels that did not move are in no bin.
+        level = np.minimum(np.ceil(levels * cfg.mag_bins - 1e-6).astype(np.int64) - 1,
+                           cfg.mag_bins - 1)
+        level[0] = -1
+        return gx, -gy, weight, level[newest]
 
 
 class FrameDiffDescriptor(MotionDescriptor):

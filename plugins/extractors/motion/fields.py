@@ -29,8 +29,10 @@ __all__ = [
     "diff_fields",
     "flow_fields",
     "grey_frames",
+    "history_levels",
     "mean_difference",
     "motion_history",
+    "recency",
     "resized_shape",
     "sliding_windows",
     "window_slices",
@@ -114,12 +116,30 @@ def motion_history(fields: np.ndarray, window: int, threshold: float) -> np.ndar
     0..1: a pixel whose grey level changed by more than ``threshold`` in the ``j``-th pair of
     the window (oldest ``j = 0``) holds ``(j + 1) / (window - 1)`` for its latest change (so
     the newest change is 1), and 0 where nothing changed."""
+    return history_levels(window)[recency(fields, window, threshold)]
+
+
+def history_levels(window: int) -> np.ndarray:
+    """The motion history image's value for each ``recency`` (float32 ``[window]``): 0 for
+    none, ``(j + 1) / (window - 1)`` for ``j + 1``."""
     w1 = window - 1
-    mhi = None
+    return np.array([0.0] + [np.float32((j + 1) / w1) for j in range(w1)], dtype=np.float32)
+
+
+def recency(fields: np.ndarray, window: int, threshold: float) -> np.ndarray:
+    """Per pixel of each window of difference fields, uint8 ``[B, H, W]``: ``j + 1`` for the
+    newest pair ``j`` of the window (oldest ``j = 0``) whose grey level changed by more than
+    ``threshold``, 0 where none did (``history_levels`` maps it to the MHI's value; kept as a
+    small integer, the MHI and everything computed from its values per pixel are table
+    look-ups)."""
+    newest = None
     for j, diff in window_slices(fields, window):  # oldest first: newer changes overwrite
-        level = np.where(diff > threshold, np.float32((j + 1) / w1), np.float32(0))
-        mhi = level if mhi is None else np.maximum(mhi, level)
-    return mhi.astype(np.float32)
+        changed = np.greater(diff, threshold).view(np.uint8)  # 0 or 1
+        if newest is None:
+            newest = changed * np.uint8(j + 1)
+        else:
+            np.maximum(newest, changed * np.uint8(j + 1), out=newest)
+    return newest
 
 
 def mean_difference(fields: np.ndarray, window: int) -> np.ndarray:
