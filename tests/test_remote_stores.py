@@ -690,8 +690,9 @@ paper = [22.0, 30.78]
 def test_reproduce_reads_a_dataset_store_at_its_url(tiny_kitchen, bucket, s3_server,
                                                     monkeypatch, tmp_path):
     """`reproduce --preset tiny --dataset breakfast=s3://...` trains the frame head and the
-    cells on the store in the bucket (reached through --storage-option), and gives the same
-    numbers as the same grid on a local copy of that store."""
+    cells on the store in the bucket (reached through --storage-option, in the worker
+    processes too), and gives the same numbers as the same grid on a local copy of that
+    store."""
     from actrec.cli import cli
 
     _, index = tiny_kitchen
@@ -705,7 +706,7 @@ def test_reproduce_reads_a_dataset_store_at_its_url(tiny_kitchen, bucket, s3_ser
     out = {}
     for name, store in (("url", url), ("local", str(local))):
         args = ["reproduce", str(table), "--preset", "tiny", "--root", str(tmp_path / name),
-                "--dataset", f"breakfast={store}", "--json"]
+                "--dataset", f"breakfast={store}", "--jobs", "2", "--json"]
         if name == "url":
             args += ["--storage-option", f"endpoint_url={s3_server}"]
         result = CliRunner().invoke(cli, args, catch_exceptions=False)
