@@ -741,3 +741,26 @@ def test_s3_reader_meeting_a_rewrite_reads_the_new_copy(bucket):
     reader.video_attrs = lambda video_id: stale  # as read a moment before the commit
     x, y = reader.read_window("v1", 2, 4)
     assert np.array_equal(x, _NEW[0][2:6]) and np.array_equal(y, _NEW[1][2:6])
+
+
+def test_s3_reader_whose_chunks_vanish_mid_read_reads_the_new_copy(bucket):
+    """A re-write that commits and deletes the replaced generation while a reader is between
+    opening an array and reading its chunks: the reader must not return the fill values Zarr
+    gives for the vanished chunks, but the new copy."""
+    url = f"s3://{bucket}/s.zarr"
+    FeatureStore.open_or_create(url, **_STORE_ARGS).write_video("v1", *_OLD, fps=15,
+                                                                source=None)
+    reader = FeatureStore.open(url)
+    opened = []
+
+    def array(where, name):  # the labels array opened; then the writer commits and drops
+        out = FeatureStore._array(where, name)
+        opened.append(name)
+        if opened == ["features", "labels"]:
+            FeatureStore.open(url).write_video("v1", *_NEW, fps=15, source=None)
+        return out
+
+    reader._array = array
+    x, y = reader.read_window("v1", 0, 6)
+    assert np.array_equal(x, _NEW[0][:6]) and np.array_equal(y, _NEW[1][:6])
+    assert opened == ["features", "labels", "features", "labels"]  # read again, whole

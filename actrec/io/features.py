@@ -477,17 +477,30 @@ class FeatureStore:
         if t0 < 0 or length < 0:
             raise ValueError(f"window start and length must be >= 0, got {t0}, {length}")
         attrs = self.video_attrs(video_id)
-        for _ in range(2):
+        error: Exception | None = None
+        for attempt in range(2):
             where = arrays_dir(self._dir(video_id), attrs)
             t1 = min(int(attrs["num_frames"]), t0 + length)
-            t0 = min(t0, t1)
-            problems = chunk_problems(where, attrs.get("integrity"), (t0, t1)) if t1 > t0 \
-                else []
+            window = (min(t0, t1), t1)
+            problems = chunk_problems(where, attrs.get("integrity"), window) \
+                if t1 > window[0] else []
             if not problems:
-                break
+                try:
+                    feats = self._array(where, "features")[window[0]:t1]
+                    labels = self._array(where, "labels")[window[0]:t1]
+                    error = None
+                except (OSError, ValueError, RuntimeError) as exc:  # also a chunk's crc32c
+                    error = exc
+                if error is None and isinstance(where, StoreURL) and t1 > window[0]:
+                    # A re-write at a URL deletes the generation it replaced, and a chunk
+                    # gone during the read was read as fill values. One still there after
+                    # the read was there during it (a generation is never written again).
+                    problems = chunk_problems(where, attrs.get("integrity"), window)
+                if error is None and not problems:
+                    return np.asarray(feats, dtype=np.float32), np.asarray(labels, dtype=np.int64)
             # A store at a URL may have committed a new generation of this video since its
             # attributes were read, and removed the one read: read the new one instead.
-            newer = _group_attrs(self._dir(video_id))
+            newer = _group_attrs(self._dir(video_id)) if attempt == 0 else None
             if not newer or newer.get("complete") is not True or \
                     newer.get("generation") == attrs.get("generation"):
                 break
@@ -498,13 +511,8 @@ class FeatureStore:
                 f"{'; '.join(problems[:3])}{'; ...' if len(problems) > 3 else ''}); run "
                 f"`actrec check {self.path}` to see every damaged video, and `actrec extract` "
                 f"again for this store to redo them")
-        try:
-            feats = self._array(where, "features")[t0:t1]
-            labels = self._array(where, "labels")[t0:t1]
-        except (OSError, ValueError, RuntimeError) as exc:  # also a chunk's crc32c mismatch
-            raise DataError(f"feature store {self.path}: cannot read video {video_id!r} frames "
-                            f"{t0}..{t1}: {exc}") from None
-        return np.asarray(feats, dtype=np.float32), np.asarray(labels, dtype=np.int64)
+        raise DataError(f"feature store {self.path}: cannot read video {video_id!r} frames "
+                        f"{window[0]}..{window[1]}: {error}")
 
     # ------------------------------------------------------------------ writing
 
