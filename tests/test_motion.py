@@ -208,6 +208,37 @@ def test_directions_of_moving_pixels_only_or_of_all_give_the_same_features(name,
     np.testing.assert_array_equal(rows[0], rows[1])
 
 
+def test_hypot_is_numpys_bit_for_bit():
+    from actrec_plugins.extractors.motion.descriptors import _hypot
+
+    rng = np.random.default_rng(0)
+    scale = np.float32(10.0) ** rng.integers(-40, 38, (2, 200_000)).astype(np.float32)
+    x, y = (rng.standard_normal((2, 200_000)) * scale).astype(np.float32)
+    x[:100], y[:50] = 0, -0.0
+    np.testing.assert_array_equal(_hypot(x.reshape(400, 500), y.reshape(400, 500)),
+                                  np.hypot(x, y).reshape(400, 500))
+    np.testing.assert_array_equal(_hypot(x, y), np.hypot(x, y))
+
+
+@pytest.mark.parametrize("window", [2, 5, 9])
+def test_framediff_motion_equals_its_plain_definition(window):
+    # Whole grey-level differences, as diff_fields gives them: magnitude bins by table equal
+    # the doubling bins of the mean difference, and the weight is the gradient's hypot.
+    from actrec_plugins.extractors.motion.descriptors import _doubling_bins, _gradient
+    from actrec_plugins.extractors.motion.fields import mean_difference
+
+    rng = np.random.default_rng(window)
+    fields = rng.choice(np.float32([0, 1, 2, 3, 7, 60, 255]), (window + 6, 12, 10))
+    ext = _make("framediff", window=window, mag_bins=6)
+    dx, dy, weight, mag_bin = ext.motion(fields)
+    diff = mean_difference(fields, window)
+    gx, gy = _gradient(diff)
+    np.testing.assert_array_equal(dx, gx)
+    np.testing.assert_array_equal(weight, np.hypot(gx, gy))
+    np.testing.assert_array_equal(mag_bin, _doubling_bins(diff, 1 / 64, 6))
+    assert len(np.unique(mag_bin)) >= 4
+
+
 @pytest.mark.parametrize("window", [2, 3, 5, 9])
 def test_motion_history_is_the_newest_changes_level(window):
     # Against the definition, per pixel: the newest pair j whose difference exceeds the

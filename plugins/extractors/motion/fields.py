@@ -27,6 +27,8 @@ __all__ = [
     "FIELD_KINDS",
     "FLOW_PARAMS",
     "diff_fields",
+    "difference_mean",
+    "difference_total",
     "flow_fields",
     "grey_frames",
     "history_levels",
@@ -145,7 +147,17 @@ def recency(fields: np.ndarray, window: int, threshold: float) -> np.ndarray:
 def mean_difference(fields: np.ndarray, window: int) -> np.ndarray:
     """Multi-frame differencing: the mean absolute difference of each window's ``window - 1``
     frame pairs, float32 ``[B, H, W]`` in 0..1."""
-    total = sum(d for _, d in window_slices(fields, window))
+    return difference_mean(difference_total(fields, window), window)
+
+
+def difference_total(fields: np.ndarray, window: int) -> np.ndarray:
+    """The sum of each window's ``window - 1`` absolute differences, float32 ``[B, H, W]``:
+    whole grey levels ``0 .. (window - 1) * 255``, exact in float32."""
+    return sum(d for _, d in window_slices(fields, window))
+
+
+def difference_mean(total: np.ndarray, window: int) -> np.ndarray:
+    """``difference_total`` as the mean over the window's pairs, / 255, float32."""
     return (total / ((window - 1) * 255.0)).astype(np.float32)
 
 
