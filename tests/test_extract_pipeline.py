@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -36,18 +37,34 @@ class FailsOnBright(ColorGradient):
 
 
 class CountsClaims(ColorGradient):
-    """colorgrad that notes, at every batch, how many claims the store holds."""
+    """colorgrad that notes how many claims the store holds at every batch and, after each
+    video's last batch but the last video's, once ``expect`` claims are held (waiting 10 s at
+    most: the reader claims ahead) and again after giving it 0.3 s to claim one too many."""
 
-    def __init__(self, config, store_path):
+    def __init__(self, config, store_path, videos: int, expect: int):
         super().__init__(config)
         self.claims_dir = store_path / CLAIMS
         self.seen: list[int] = []
+        self.videos, self.expect, self.done = videos, expect, 0
+
+    def count(self) -> int:
+        return len(list(self.claims_dir.glob("*.json")))
+
+    def wait(self, claims: int, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while self.count() < claims and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.seen.append(self.count())
 
     def extract(self, batches):
         def counted():
             for batch in batches:
-                self.seen.append(len(list(self.claims_dir.glob("*.json"))))
+                self.seen.append(self.count())
                 yield batch
+            self.done += 1
+            if self.done < self.videos:
+                self.wait(self.expect, 10)
+                self.wait(self.expect + 1, 0.3)
 
         yield from super().extract(counted())
 
@@ -123,13 +140,13 @@ def test_the_reader_claims_at_most_ahead_videos(tiny_kitchen, tmp_path, ahead):
     _, index = tiny_kitchen
     path = tmp_path / "s.zarr"
     store = _store(path, index)
-    extractor = CountsClaims(CG, path)
+    tasks = _kitchen_tasks(index)
+    extractor = CountsClaims(CG, path, len(tasks), expect=ahead)
     outcomes = []
-    process_tasks(_kitchen_tasks(index), extractor, store, OPTIONS, on_done=outcomes.append,
-                  ahead=ahead)
-    assert all(o.ok for o in outcomes) and len(outcomes) == len(index.videos)
-    # ahead=2: while a video is extracted the next one is already claimed (and decoded),
-    # never a third; ahead=1: one video at a time.
+    process_tasks(tasks, extractor, store, OPTIONS, on_done=outcomes.append, ahead=ahead)
+    assert all(o.ok for o in outcomes) and len(outcomes) == len(tasks)
+    # ahead=2: before a video's features are written the next one is claimed (and being
+    # decoded), never a third; ahead=1: one video at a time.
     assert max(extractor.seen) == ahead and min(extractor.seen) >= 1
     assert not list((path / CLAIMS).glob("*.json")) and _no_reader_left()
 
