@@ -1,5 +1,7 @@
 """One video's extraction: decode at the label rate in a background thread, apply the length
-policy, run the extractor, write the result.
+policy, run the extractor, write the result. ``process_tasks`` runs a sequence of videos so,
+its reader thread claiming, opening and decoding the next video while the current one is
+extracted and written.
 
 Frame rate: frames are decoded at the extractor's ``fps`` if its config sets one, else at the
 dataset's label rate (``VideoRecord.fps``), so that by default every label has its frame.
