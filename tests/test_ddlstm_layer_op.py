@@ -343,7 +343,20 @@ def test_masked_matches_reference(dtype, shape):
     res = dl.ddlstm_layer(x, *p, n1=n1, eps=1e-5, dual_domain=dual, mask=mask)
     ref = layer_reference(x, *p, n1, 1e-5, dual, mask=mask)
     tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=2e-4, atol=5e-5)
-    torch.testing.assert_close(res.out, ref[0], **tol)
+    real = mask[..., None].expand_as(ref[0])
+    torch.testing.assert_close(res.out[real], ref[0][real], **tol)
+    if dtype == torch.float64:
+        torch.testing.assert_close(res.out, ref[0], **tol)
+    else:
+        # A padded row is normalised with statistics it does not enter; where only one or two
+        # rows are real those are ill-conditioned and float32 rounding is amplified (~1e-4 in
+        # the float32 reference itself). Hold padded rows to the reference's own error against
+        # the same inputs computed in float64.
+        exact = layer_reference(x.detach().double(), *[q.detach().double() for q in p], n1,
+                                1e-5, dual, mask=mask)[0]
+        err_ref = (ref[0].detach().double() - exact)[~real].abs().max()
+        err = (res.out.detach().double() - exact)[~real].abs().max()
+        assert err <= 4 * err_ref + 5e-5, (err, err_ref)
     torch.testing.assert_close(res.c_n, ref[2], **tol)
     for name, a, b in zip(["mean_x", "var_x", "mean_h", "var_h", "mean_c", "var_c"],
                           res.stats[:6], ref[3]):

@@ -22,13 +22,15 @@
 #include <vector>
 
 // The kernels below are compiled without FP-exception semantics (no code here reads the FP
-// status flags): that lets gcc if-convert the clamps of exp_approx and vectorise the gate loops;
+// status flags) or errno from maths functions (every sqrt here is of var + eps > 0): that lets
+// gcc if-convert the clamps of exp_approx, vectorise the gate loops and inline sqrt;
 // and short copy loops stay inline instead of becoming memcpy calls (millions per sequence).
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC push_options
-#pragma GCC optimize("no-trapping-math", "no-tree-loop-distribute-patterns")
+#pragma GCC optimize("no-trapping-math", "no-math-errno", "no-tree-loop-distribute-patterns")
 #endif
 #include "ddlstm_math.h"
+#include "workspace.h"
 #include "../common/ddlstm_cell.h"
 
 // at::parallel_for is a header template: with ATen's OpenMP backend it only forks threads in
@@ -83,7 +85,63 @@ struct StepFwd {
   T* mean_c;  // [H] at step t
   T* var_c;
   T eps;
+  bool has_next;  // step t + 1 exists (its operands are prefetched during step t)
 };
+
+// The forward operands of the tile a task processes next (the next tile of this step, or its
+// first tile of step t + 1), prefetched into L2 row by row while this tile runs (see Ahead).
+template <typename T>
+struct AheadFwd {
+  const T* xp = nullptr;  // at the tile's first column; nullptr: nothing ahead
+  T* c = nullptr;
+  T* h = nullptr;
+  const T* sx = nullptr;  // [2, 4H] scale / shift of the x path
+  const T* shx = nullptr;
+  T* stats[2] = {};  // mean_h, var_h (slot stride dstride)
+  T* stats_c[2] = {};
+  int64_t dstride = 0;
+  ACTREC_INLINE void row(int64_t j, int64_t H) const {
+    const int64_t G = 4 * H;
+    if (j == 0) {
+      for (int d = 0; d < 2; ++d) {
+        for (int q = 0; q < 4; ++q) {
+          __builtin_prefetch(sx + d * G + q * H, 0, 2);
+          __builtin_prefetch(shx + d * G + q * H, 0, 2);
+          __builtin_prefetch(stats[0] + d * dstride + q * H, 1, 2);
+          __builtin_prefetch(stats[1] + d * dstride + q * H, 1, 2);
+        }
+      }
+      __builtin_prefetch(stats_c[0], 1, 2);
+      __builtin_prefetch(stats_c[1], 1, 2);
+    }
+    for (int q = 0; q < 4; ++q) __builtin_prefetch(xp + j * G + q * H, 0, 2);
+    __builtin_prefetch(c + j * H, 1, 2);
+    __builtin_prefetch(h + j * H, 1, 2);
+  }
+};
+
+template <typename T>
+AheadFwd<T> ahead_of(const StepFwd<T>& a, int64_t t, int64_t b, int64_t e) {
+  AheadFwd<T> n;
+  const int64_t N = a.N, H = a.H, G = 4 * H;
+  int64_t k = (t + 1) * kTile, step = 0;  // next tile of this step
+  if (t + 1 >= e) {
+    if (!a.has_next) return n;
+    k = b * kTile;
+    step = 1;  // the task's first tile of step t + 1: every operand is one step further
+  }
+  n.dstride = a.dstride;
+  n.xp = a.xp + step * N * G + k;
+  n.c = a.c + step * N * H + k;
+  n.h = a.h + step * N * H + k;
+  n.sx = a.sx + step * 2 * G + k;
+  n.shx = a.shx + step * 2 * G + k;
+  n.stats[0] = a.mean_h + step * G + k;
+  n.stats[1] = a.var_h + step * G + k;
+  n.stats_c[0] = a.mean_c + step * H + k;
+  n.stats_c[1] = a.var_c + step * H + k;
+  return n;
+}
 
 // Weighted mean (mu == nullptr) or centred weighted square sum (about mu) of the J <= kTile
 // columns k0.. of the four gate blocks of z [N, 4H], for ND domains; out[d] = sum * inv_s[d],
@@ -126,8 +184,12 @@ ACTREC_INLINE void gate_moments(const T* z, int64_t N, int64_t H, int64_t k0, in
     for (int64_t i = 0; i < W; ++i) out[d][i] = static_cast<T>(acc[d][i] * inv_s[d]);
 }
 
-template <typename T, int ND>
-ACTREC_INLINE void fwd_tile(const StepFwd<T>& a, int64_t k0, int64_t J) {
+// Full: the tile has all kTile columns (H a multiple of kTile, the usual case). Its column loops
+// then have a compile-time trip count, so gcc keeps the per-column arrays in vector registers
+// instead of stack memory; partial tiles keep the runtime count.
+template <typename T, int ND, bool Full>
+ACTREC_INLINE void fwd_tile(const StepFwd<T>& a, int64_t k0, int64_t Jin, const AheadFwd<T>& ahead) {
+  const int64_t J = Full ? kTile : Jin;
   const int64_t N = a.N, H = a.H, G = 4 * H;
   constexpr int64_t W = 4 * kTile;
   const double inv_s[2] = {a.inv_s0, a.inv_s1};
@@ -140,7 +202,7 @@ ACTREC_INLINE void fwd_tile(const StepFwd<T>& a, int64_t k0, int64_t J) {
       const int64_t c = q * H + k0 + u, i = q * kTile + u;
       for (int d = 0; d < 2; ++d) {
         const int s = ND == 2 ? d : 0;
-        const T r = T(1) / std::sqrt(v[s][i] + a.eps);
+        const T r = T(1) / sqrt_(v[s][i] + a.eps);
         ah[d][i] = a.gamma_h[c] * r;
         bh[d][i] = -m[s][i] * ah[d][i];
         a.mean_h[d * a.dstride + c] = m[s][i];
@@ -154,6 +216,7 @@ ACTREC_INLINE void fwd_tile(const StepFwd<T>& a, int64_t k0, int64_t J) {
     T cpart[kTile] = {};
     for (int64_t j = jb; j < std::min(N, jb + kRows); ++j) {
       const int dom = (ND == 2 && j >= a.n1) ? 1 : 0;
+      if (ahead.xp != nullptr) ahead.row(j, H);
       const T* g = a.gh + j * G + k0;
       const T* x = a.xp + j * G + k0;
       const T* sx = a.sx + dom * G + k0;
@@ -201,7 +264,7 @@ ACTREC_INLINE void fwd_tile(const StepFwd<T>& a, int64_t k0, int64_t J) {
     const T var = static_cast<T>(cvar[u] * a.inv_sc);
     a.mean_c[k0 + u] = mc[u];
     a.var_c[k0 + u] = var;
-    sc[u] = a.gamma_c[k0 + u] / std::sqrt(var + a.eps);
+    sc[u] = a.gamma_c[k0 + u] / sqrt_(var + a.eps);
     sb[u] = a.beta_c[k0 + u] - mc[u] * sc[u];
   }
   for (int64_t j = 0; j < N; ++j) {
@@ -272,7 +335,7 @@ ACTREC_INLINE void x_stats_step(const T* xp, int64_t N, int64_t G, const T* w0, 
     const double* vd = (ND == 2 && d == 1) ? v1 : v0;
     for (int64_t c = 0; c < G; ++c) {
       const T mu = static_cast<T>(md[c]), va = static_cast<T>(vd[c]);
-      const T s = gamma_x[c] / std::sqrt(va + eps);
+      const T s = gamma_x[c] / sqrt_(va + eps);
       mean[d * dstride + c] = mu;
       var[d * dstride + c] = va;
       sx[d * G + c] = s;
@@ -316,13 +379,80 @@ struct StepBwd {
   double* acc_gamma_c;  // [H]
   double* acc_beta_c;
   T eps;
+  // The next step's (t - 1) operands, prefetched into L2 while this step runs (nullptr at t = 0).
+  const T* pf_gh;
+  const T* pf_xp;
+  const T* pf_cprev;
+  const T* pf_gout;
+  T* pf_dgh;
+  T* pf_dxp;
 };
 
 // One tile of the backward step. act: [N, 4 kTile], da: [N, 4 kTile], dyv: [N, kTile] scratch;
 // dw_part: this tile's [2, N] partials of S_d(t) dL/dw_d(t, j) at this step (written, not added).
-template <typename T, int ND>
-ACTREC_INLINE void bwd_tile(const StepBwd<T>& a, int64_t k0, int64_t J, T* act, T* da, T* dyv,
-                     double* dw_part) {
+// The operands of the tile processed next by the same task (the next tile of this step, or the
+// task's first tile of the next step), prefetched into L2 one row at a time while this tile runs:
+// each row of a tile is a few 64-byte lines a whole row stride apart, which the hardware
+// prefetchers do not follow, so without this every step starts with cache misses.
+template <typename T>
+struct Ahead {
+  const T* gh = nullptr;  // at the tile's first column; nullptr: nothing ahead
+  const T* xp = nullptr;
+  const T* cprev = nullptr;
+  const T* gout = nullptr;
+  T* dgh = nullptr;
+  T* dxp = nullptr;
+  const T* stats[4] = {};  // mean_h, var_h, mean_x, var_x at the tile's first column
+  const T* stats_c[2] = {};  // mean_c, var_c
+  int64_t dstride = 0;
+  ACTREC_INLINE void row(int64_t j, int64_t N, int64_t H) const {
+    const int64_t G = 4 * H;
+    if (j == 0) {
+      for (int k = 0; k < 4; ++k)
+        for (int d = 0; d < 2; ++d)
+          for (int q = 0; q < 4; ++q) __builtin_prefetch(stats[k] + d * dstride + q * H, 0, 2);
+      __builtin_prefetch(stats_c[0], 0, 2);
+      __builtin_prefetch(stats_c[1], 0, 2);
+    }
+    for (int q = 0; q < 4; ++q) {
+      __builtin_prefetch(gh + j * G + q * H, 0, 2);
+      __builtin_prefetch(xp + j * G + q * H, 0, 2);
+      __builtin_prefetch(dgh + j * G + q * H, 1, 2);
+      __builtin_prefetch(dxp + j * G + q * H, 1, 2);
+    }
+    __builtin_prefetch(cprev + j * H, 0, 2);
+    __builtin_prefetch(gout + j * H, 0, 2);
+  }
+};
+
+template <typename T>
+Ahead<T> ahead_of(const StepBwd<T>& a, int64_t t, int64_t b, int64_t e) {
+  Ahead<T> n;
+  const int64_t N = a.N, H = a.H, G = 4 * H;
+  n.dstride = a.dstride;
+  if (t + 1 < e) {
+    const int64_t k = (t + 1) * kTile;
+    n.gh = a.gh + k; n.xp = a.xp + k; n.cprev = a.cprev + k; n.gout = a.gout + k;
+    n.dgh = a.dgh + k; n.dxp = a.dxp + k;
+    n.stats[0] = a.mean_h + k; n.stats[1] = a.var_h + k;
+    n.stats[2] = a.mean_x + k; n.stats[3] = a.var_x + k;
+    n.stats_c[0] = a.mean_c + k; n.stats_c[1] = a.var_c + k;
+  } else if (a.pf_gh != nullptr) {  // the previous time step's statistics are G elements back
+    const int64_t k = b * kTile;
+    n.gh = a.pf_gh + k; n.xp = a.pf_xp + k; n.cprev = a.pf_cprev + k; n.gout = a.pf_gout + k;
+    n.dgh = a.pf_dgh + k; n.dxp = a.pf_dxp + k;
+    n.stats[0] = a.mean_h - G + k; n.stats[1] = a.var_h - G + k;
+    n.stats[2] = a.mean_x - G + k; n.stats[3] = a.var_x - G + k;
+    n.stats_c[0] = a.mean_c - H + k; n.stats_c[1] = a.var_c - H + k;
+  }
+  (void)N;
+  return n;
+}
+
+template <typename T, int ND, bool Full>  // Full: as fwd_tile's
+ACTREC_INLINE void bwd_tile(const StepBwd<T>& a, int64_t k0, int64_t Jin, T* act, T* da, T* dyv,
+                     double* dw_part, const Ahead<T>& ahead) {
+  const int64_t J = Full ? kTile : Jin;
   const int64_t N = a.N, H = a.H, G = 4 * H;
   constexpr int64_t W = 4 * kTile;
   T muh[2][W], rh[2][W], ah[2][W], mux[2][W], rx[2][W], ax[2][W], b0[2][W];
@@ -331,10 +461,10 @@ ACTREC_INLINE void bwd_tile(const StepBwd<T>& a, int64_t k0, int64_t J, T* act, 
       const int64_t c = q * H + k0 + u, i = q * kTile + u;
       for (int d = 0; d < ND; ++d) {
         muh[d][i] = a.mean_h[d * a.dstride + c];
-        rh[d][i] = T(1) / std::sqrt(a.var_h[d * a.dstride + c] + a.eps);
+        rh[d][i] = T(1) / sqrt_(a.var_h[d * a.dstride + c] + a.eps);
         ah[d][i] = a.gamma_h[c] * rh[d][i];
         mux[d][i] = a.mean_x[d * a.dstride + c];
-        rx[d][i] = T(1) / std::sqrt(a.var_x[d * a.dstride + c] + a.eps);
+        rx[d][i] = T(1) / sqrt_(a.var_x[d * a.dstride + c] + a.eps);
         ax[d][i] = a.gamma_x[c] * rx[d][i];
         b0[d][i] = a.beta_h[c] + a.beta_x[c] + a.bias[c] - muh[d][i] * ah[d][i] - mux[d][i] * ax[d][i];
       }
@@ -343,7 +473,7 @@ ACTREC_INLINE void bwd_tile(const StepBwd<T>& a, int64_t k0, int64_t J, T* act, 
   T mc[kTile] = {}, rc[kTile] = {}, gc[kTile] = {}, bc[kTile] = {};
   for (int64_t u = 0; u < J; ++u) {
     mc[u] = a.mean_c[k0 + u];
-    rc[u] = T(1) / std::sqrt(a.var_c[k0 + u] + a.eps);
+    rc[u] = T(1) / sqrt_(a.var_c[k0 + u] + a.eps);
     gc[u] = a.gamma_c[k0 + u];
     bc[u] = a.beta_c[k0 + u];
   }
@@ -352,12 +482,15 @@ ACTREC_INLINE void bwd_tile(const StepBwd<T>& a, int64_t k0, int64_t J, T* act, 
   // every row: each row's output is normalised with the batch statistics).
   double sdy_d[kTile] = {}, sdych_d[kTile] = {};
   T thv[kTile] = {};
-  for (int64_t j = 0; j < N * W; ++j) act[j] = T(0);  // lanes u >= J stay finite
-  for (int64_t j = 0; j < N * kTile; ++j) dyv[j] = T(0);
+  if (J < kTile) {  // a partial tile: lanes u >= J must stay finite
+    for (int64_t j = 0; j < N * W; ++j) act[j] = T(0);
+    for (int64_t j = 0; j < N * kTile; ++j) dyv[j] = T(0);
+  }
   for (int64_t jb = 0; jb < N; jb += kRows) {
     T sdy[kTile] = {}, sdych[kTile] = {};
     for (int64_t j = jb; j < std::min(N, jb + kRows); ++j) {
       const int dom = (ND == 2 && j >= a.n1) ? 1 : 0;
+      if (ahead.gh != nullptr) ahead.row(j, N, H);
       const T* g = a.gh + j * G + k0;
       const T* x = a.xp + j * G + k0;
       const T* cc = a.c + j * H + k0;
@@ -500,7 +633,10 @@ ACTREC_INLINE void bwd_tile(const StepBwd<T>& a, int64_t k0, int64_t J, T* act, 
     T* og = a.dgh + j * G + k0;
     T* ox = a.dxp + j * G + k0;
     const T* dd = da + j * W;
-    T t0 = 0, t1 = 0;
+    // The weight partials sum over the row's 4 kTile columns: per lane first, then a tree over
+    // the lanes; one running scalar would be a chain of 4 kTile dependent adds (gcc may not
+    // reorder float sums), the slowest part of the whole step.
+    T t0[kTile] = {}, t1[kTile] = {};
     for (int q = 0; q < 4; ++q) {
       const int64_t o = q * kTile;
       const T* gq = g + q * H;
@@ -519,16 +655,22 @@ ACTREC_INLINE void bwd_tile(const StepBwd<T>& a, int64_t k0, int64_t J, T* act, 
           dx += w1 * (Kx[1][o + u] + Lx[1][o + u] * xv);
           const T eh0 = hv - muh[0][o + u], eh1 = hv - muh[1][o + u];
           const T ex0 = xv - mux[0][o + u], ex1 = xv - mux[1][o + u];
-          t0 += (Ph[0][o + u] + Dh[0][o + u] * eh0) * eh0 + (Px[0][o + u] + Dx[0][o + u] * ex0) * ex0;
-          t1 += (Ph[1][o + u] + Dh[1][o + u] * eh1) * eh1 + (Px[1][o + u] + Dx[1][o + u] * ex1) * ex1;
+          t0[u] += (Ph[0][o + u] + Dh[0][o + u] * eh0) * eh0 + (Px[0][o + u] + Dx[0][o + u] * ex0) * ex0;
+          t1[u] += (Ph[1][o + u] + Dh[1][o + u] * eh1) * eh1 + (Px[1][o + u] + Dx[1][o + u] * ex1) * ex1;
         }
         ogq[u] = dh;
         oxq[u] = dx;
       }
     }
     if (ND == 2) {
-      dw_part[j] = static_cast<double>(t0) + cst[0];
-      dw_part[N + j] = static_cast<double>(t1) + cst[1];
+      for (int64_t w = kTile / 2; w >= 1; w /= 2) {
+        for (int64_t u = 0; u < w; ++u) {
+          t0[u] += t0[u + w];
+          t1[u] += t1[u + w];
+        }
+      }
+      dw_part[j] = static_cast<double>(t0[0]) + cst[0];
+      dw_part[N + j] = static_cast<double>(t1[0]) + cst[1];
     }
   }
 }
@@ -539,7 +681,11 @@ template <typename T, int ND>
 ACTREC_INLINE void fwd_tiles(const StepFwd<T>& a, int64_t b, int64_t e) {
   for (int64_t t = b; t < e; ++t) {
     const int64_t k0 = t * kTile;
-    fwd_tile<T, ND>(a, k0, std::min(kTile, a.H - k0));
+    const int64_t J = std::min(kTile, a.H - k0);
+    if (J == kTile)
+      fwd_tile<T, ND, true>(a, k0, J, ahead_of(a, t, b, e));
+    else
+      fwd_tile<T, ND, false>(a, k0, J, ahead_of(a, t, b, e));
   }
 }
 
@@ -549,8 +695,14 @@ ACTREC_INLINE void bwd_tiles(const StepBwd<T>& a, int64_t b, int64_t e, T* scrat
   for (int64_t t = b; t < e; ++t) {
     const int64_t k0 = t * kTile;
     T* s = scratch + t * per;
-    bwd_tile<T, ND>(a, k0, std::min(kTile, a.H - k0), s, s + a.N * 4 * kTile,
-                    s + a.N * 8 * kTile, dw_part + t * 2 * a.N);
+    const int64_t J = std::min(kTile, a.H - k0);
+    T* act = s;
+    T* da = s + a.N * 4 * kTile;
+    T* dyv = s + a.N * 8 * kTile;
+    if (J == kTile)
+      bwd_tile<T, ND, true>(a, k0, J, act, da, dyv, dw_part + t * 2 * a.N, ahead_of(a, t, b, e));
+    else
+      bwd_tile<T, ND, false>(a, k0, J, act, da, dyv, dw_part + t * 2 * a.N, ahead_of(a, t, b, e));
   }
 }
 
@@ -832,11 +984,18 @@ void small_mm_strided(const at::Tensor& a, const at::Tensor& b, at::Tensor& out)
   }
 }
 
-// a [M, C] b [C, K] -> [M, K]: the BLAS for real sizes, a plain loop for tiny ones.
-at::Tensor mm_any(const at::Tensor& a, const at::Tensor& b) {
-  if (a.size(0) * a.size(1) * b.size(1) > kSmallWholeMacs) return at::mm(a, b);
-  at::Tensor out = at::empty({a.size(0), b.size(1)}, a.options());
+// out [M, K] = a [M, C] b [C, K]: the BLAS for real sizes, a plain loop for tiny ones.
+void mm_into(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
+  if (a.size(0) * a.size(1) * b.size(1) > kSmallWholeMacs) {
+    at::mm_out(out, a, b);
+    return;
+  }
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "ddlstm_small_mm", [&] { small_mm_strided<scalar_t>(a, b, out); });
+}
+
+at::Tensor mm_any(const at::Tensor& a, const at::Tensor& b) {
+  at::Tensor out = at::empty({a.size(0), b.size(1)}, a.options());
+  mm_into(out, a, b);
   return out;
 }
 
@@ -916,10 +1075,15 @@ FwdResult forward_cpu(const at::Tensor& x_, const at::Tensor& w_ih_, const at::T
   const RowWeights rw = row_weights(w, wc, wd, wcd);
   const int nd = num_domains(N, n1, dual);
 
-  const at::Tensor xp = mm_any(x.view({T * N, D}), w_ih.t()).view({T, N, G});  // [T, N, 4H]
-  at::Tensor ghs = at::empty({T, N, G}, opt);
+  // The [T, N, *] buffers saved for backward come from the workspace cache (csrc/cpu/workspace.h).
+  at::Tensor xp = workspace::empty({T, N, G}, opt);  // x W_ih^T for all steps at once
+  {
+    at::Tensor xp2 = xp.view({T * N, G});
+    mm_into(xp2, x.view({T * N, D}), w_ih.t());
+  }
+  at::Tensor ghs = workspace::empty({T, N, G}, opt);
   at::Tensor out = at::empty({T, N, H}, opt);
-  at::Tensor cs = at::empty({T, N, H}, opt);
+  at::Tensor cs = workspace::empty({T, N, H}, opt);
   at::Tensor mean_x = at::empty({2, T, G}, opt), var_x = at::empty({2, T, G}, opt);
   at::Tensor mean_h = at::empty({2, T, G}, opt), var_h = at::empty({2, T, G}, opt);
   at::Tensor mean_c = at::empty({T, H}, opt), var_c = at::empty({T, H}, opt);
@@ -981,6 +1145,7 @@ FwdResult forward_cpu(const at::Tensor& x_, const at::Tensor& w_ih_, const at::T
       a.var_h = var_h.data_ptr<T_>() + t * G;
       a.mean_c = mean_c.data_ptr<T_>() + t * H;
       a.var_c = var_c.data_ptr<T_>() + t * H;
+      a.has_next = t + 1 < T;
       at::parallel_for(0, ntiles, grain, [&](int64_t b, int64_t en) {
         if (gemm_in_region)
           gate_cols_gemm<T_>(hprev, w_hh.data_ptr<T_>(), g_t, N, H, b * kTile, std::min(H, en * kTile));
@@ -1043,8 +1208,8 @@ BwdResult backward_cpu(const at::Tensor& grad_out_, const at::Tensor& grad_h_n,
   const int64_t ntiles = (H + kTile - 1) / kTile;
   const int64_t grain = tile_grain(N);
 
-  at::Tensor dgh = at::empty({T, N, G}, opt);
-  at::Tensor dxp = at::empty({T, N, G}, opt);
+  at::Tensor dgh = workspace::empty({T, N, G}, opt);
+  at::Tensor dxp = workspace::empty({T, N, G}, opt);
   at::Tensor dc = grad_c_n.contiguous().clone();   // [N, H] carried dL/dc
   at::Tensor dhrec = grad_h_n.contiguous().clone();  // [N, H] dL/dh through the recurrence
   std::vector<double> acc_gh(G, 0.0), acc_gx(G, 0.0), acc_b(G, 0.0), acc_gc(H, 0.0), acc_bc(H, 0.0);
@@ -1086,6 +1251,12 @@ BwdResult backward_cpu(const at::Tensor& grad_out_, const at::Tensor& grad_h_n,
       a.gout = grad_out.data_ptr<T_>() + t * N * H;
       a.dgh = dgh.data_ptr<T_>() + t * N * G;
       a.dxp = dxp.data_ptr<T_>() + t * N * G;
+      a.pf_gh = t > 0 ? a.gh - N * G : nullptr;
+      a.pf_xp = t > 0 ? a.xp - N * G : nullptr;
+      a.pf_cprev = t > 1 ? a.cprev - N * H : c0.data_ptr<T_>();
+      a.pf_gout = t > 0 ? a.gout - N * H : nullptr;
+      a.pf_dgh = t > 0 ? a.dgh - N * G : nullptr;
+      a.pf_dxp = t > 0 ? a.dxp - N * G : nullptr;
       at::parallel_for(0, ntiles, grain, [&](int64_t b, int64_t en) {
         if (gemm_in_region && t < T - 1)  // dL/dh_t for this task's columns, from step t + 1
           hidden_cols_gemm<T_>(dgh.data_ptr<T_>() + (t + 1) * N * G, w_hh.data_ptr<T_>(),

@@ -22,9 +22,10 @@ namespace ddlstm {
 ACTREC_MATH_INLINE float exp_approx(float x) {
   x = x < -87.0f ? -87.0f : x;
   x = x > 88.0f ? 88.0f : x;
-  const float t = x * 1.44269504088896341f;
-  const int32_t ki = static_cast<int32_t>(t + (t >= 0.0f ? 0.5f : -0.5f));  // round(x / ln2)
-  const float k = static_cast<float>(ki);
+  // k = round(x / ln2) by the 1.5 * 2^23 shifter: the sum's mantissa ends in k (|k| < 2^22),
+  // so k and its integer bits come without float/int conversions.
+  const float m = x * 1.44269504088896341f + 12582912.0f;
+  const float k = m - 12582912.0f;
   const float r = (x - k * 0.693145751953125f) - k * 1.428606765330187e-06f;  // |r| <= ln2/2
   float p = 1.0f / 5040.0f;
   p = p * r + 1.0f / 720.0f;
@@ -34,7 +35,10 @@ ACTREC_MATH_INLINE float exp_approx(float x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  const int32_t bits = (ki + 127) << 23;  // 2^k, k in [-126, 127]
+  uint32_t mb;
+  std::memcpy(&mb, &m, sizeof(mb));
+  // 2^k, k in [-126, 127]: mb's low 9 bits are k's (the shifter's own bits there are 0).
+  const uint32_t bits = (mb + 127u) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof(scale));
   return p * scale;
@@ -44,6 +48,12 @@ ACTREC_MATH_INLINE float sigmoid(float x) { return 1.0f / (1.0f + exp_approx(-x)
 ACTREC_MATH_INLINE float tanh_(float x) { return 1.0f - 2.0f / (1.0f + exp_approx(2.0f * x)); }
 inline double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 inline double tanh_(double x) { return std::tanh(x); }
+
+// sqrt(v) for v > 0 (a variance plus eps). The builtins, not std::sqrt (defined outside the
+// kernels' no-math-errno region, it stays an out-of-line call with an errno branch): here they
+// become one instruction, inlined into each ISA clone.
+ACTREC_MATH_INLINE float sqrt_(float v) { return __builtin_sqrtf(v); }
+ACTREC_MATH_INLINE double sqrt_(double v) { return __builtin_sqrt(v); }
 
 // In-place activations over n (a compile-time count) contiguous values: simple loops the
 // vectoriser handles (kernels gather their operands into small buffers first).
