@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor
 
 __all__ = ["EvalAffine", "LayerOutput", "LayerStats", "ddlstm_layer", "ddlstm_layer_eval",
-           "eval_affine", "fused_layer_available"]
+           "eval_affine", "fused_layer_available", "release_workspace", "workspace_bytes"]
 
 _FWD = "actrec::ddlstm_layer_forward"
 _BWD = "actrec::ddlstm_layer_backward"
@@ -145,6 +145,30 @@ def fused_layer_available(x: Tensor) -> bool:
     if _ext.disabled() or x.dtype not in (torch.float32, torch.float64):
         return False
     return _ensure_loaded() and _has_kernel(x.device.type)
+
+
+def workspace_bytes() -> int:
+    """Bytes of freed CPU buffers the fused layer ops keep for reuse (0 without the extension).
+
+    The training op's ``[T, N, 4H]`` buffers (hundreds of MB per step) are kept when freed and
+    handed out again to the next call of the same size, instead of being unmapped and faulted
+    in again by the kernel on every call; at most ``ACTREC_WORKSPACE_CACHE_MB`` MiB (read when
+    the extension loads; default 1024, 0 turns the cache off)."""
+    import torch
+
+    if _ext_disabled() or not _ensure_loaded():
+        return 0
+    return int(torch.ops.actrec.workspace_cache_bytes())
+
+
+def release_workspace() -> int:
+    """Frees the buffers :func:`workspace_bytes` counts (after training, say); returns the bytes
+    released. Buffers still in use are not touched and return to the cache when freed."""
+    import torch
+
+    if _ext_disabled() or not _ensure_loaded():
+        return 0
+    return int(torch.ops.actrec.workspace_cache_clear())
 
 
 def _check_mask(mask: Tensor, t: int, n: int, device) -> Tensor:
