@@ -81,6 +81,26 @@ def test_batched_reads_equal_single_reads(clip):
     np.testing.assert_array_equal(v.read([7, 2]), singles[[7, 2]])
 
 
+def test_batches_are_the_callers_own_writable_arrays(clip, level_frames):
+    # Batches are decord's memory viewed in place: each must stay valid and unchanged while
+    # later batches are read (and after its reader is gone), and be the caller's to write.
+    import gc
+
+    v = open_video(clip)
+    batches = list(v.iter_batches(batch_size=5))
+    del v
+    gc.collect()
+    fresh = list(open_video(clip).iter_batches(batch_size=5))
+    assert _frame_numbers(np.concatenate(batches), level_frames(24)) == list(range(24))
+    for held, again in zip(batches, fresh):
+        np.testing.assert_array_equal(held, again)
+        assert held.flags.writeable and held.flags.c_contiguous and held.dtype == np.uint8
+    assert not any(np.shares_memory(a, b) for i, a in enumerate(batches)
+                   for b in batches[i + 1:] + fresh)
+    batches[0][:] = 0  # writing one batch changes no other
+    np.testing.assert_array_equal(batches[1], fresh[1])
+
+
 def test_read_out_of_range_and_bad_batch(clip):
     v = open_video(clip)
     with pytest.raises(IndexError):
