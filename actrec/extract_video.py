@@ -427,7 +427,9 @@ def process_tasks(
                     try:
                         for batch in _decode(job.video, options.batch_size):
                             items.put(("batch", batch))
-                            if job.cancel.is_set() or not wait(room):
+                            # One room taken per batch put, cancelled or not: the main
+                            # thread gives one back per batch it takes.
+                            if not wait(room) or job.cancel.is_set():
                                 break
                     except BaseException as exc:  # noqa: BLE001 - raised where the batch was due
                         items.put(("error", exc))

@@ -162,3 +162,58 @@ def test_a_store_that_cannot_be_written_stops_the_run_and_releases_every_claim(
         process_tasks(tasks, ColorGradient(CG), store, OPTIONS, on_done=outcomes.append)
     assert [o.id for o in outcomes] == [tasks[0].id] and store.videos() == [tasks[0].id]
     assert not list((path / CLAIMS).glob("*.json")) and _no_reader_left()
+
+
+class PausesOnDark(FailsOnBright):
+    """FailsOnBright that, at the first batch of a dark video, waits until the reader has
+    stopped decoding ahead and notes how many batches of that video it has decoded."""
+
+    def __init__(self, config, decoded):
+        super().__init__(config)
+        self.decoded, self.ahead = decoded, []
+
+    def extract(self, batches):
+        def paused():
+            for i, batch in enumerate(batches):
+                if i == 0 and batch.mean() < 40:
+                    before = -1
+                    while before != sum(self.decoded.values()):  # the reader is blocked
+                        before = sum(self.decoded.values())
+                        time.sleep(0.3)
+                    self.ahead.append(self.decoded["dark"])
+                yield batch
+
+        yield from super().extract(paused())
+
+
+def test_videos_failing_mid_decode_do_not_let_the_reader_run_further_ahead(
+        tiny_kitchen, tmp_path, write_mp4, monkeypatch):
+    # Each video whose extractor fails while the reader still decodes it is cancelled; the
+    # batches the reader may queue beyond the one in use must stay ``prefetch``, not grow by
+    # one per cancelled video (memory: a run of failing videos would end up decoding whole
+    # videos ahead).
+    import collections
+
+    import actrec.extract_video as host
+
+    decoded: collections.Counter = collections.Counter()
+    real = host._decode
+
+    def counted(video, batch_size):  # the real decoder, its batches counted per video
+        for batch in real(video, batch_size):
+            decoded[video.task.id] += 1
+            yield batch
+
+    monkeypatch.setattr(host, "_decode", counted)
+    _, index = tiny_kitchen
+    bright = write_mp4(tmp_path / "bright.mp4", np.full((48, 32, 32, 3), 250, np.uint8))
+    dark = write_mp4(tmp_path / "dark.mp4", np.full((48, 32, 32, 3), 10, np.uint8))
+    tasks = [_task(f"bright{i}", bright, 48) for i in range(4)] + [_task("dark", dark, 48)]
+    store = _store(tmp_path / "s.zarr", index)
+    extractor = PausesOnDark(CG, decoded)
+    outcomes = []
+    process_tasks(tasks, extractor, store, OPTIONS, on_done=outcomes.append)
+    assert [o.ok for o in outcomes] == [False] * 4 + [True]
+    assert all(decoded[f"bright{i}"] < 12 for i in range(4))  # each was cut short
+    # The batch in use, ``prefetch`` queued, and one decoded waiting for room.
+    assert extractor.ahead == [1 + OPTIONS.prefetch + 1]
