@@ -764,3 +764,40 @@ def test_s3_reader_whose_chunks_vanish_mid_read_reads_the_new_copy(bucket):
     x, y = reader.read_window("v1", 0, 6)
     assert np.array_equal(x, _NEW[0][:6]) and np.array_equal(y, _NEW[1][:6])
     assert opened == ["features", "labels", "features", "labels"]  # read again, whole
+
+
+def test_s3_store_in_the_earlier_layout_is_read_checked_and_rewritten(bucket, tmp_path):
+    """A store at a URL written before generations existed keeps each video's arrays in place
+    in its group (as a folder store does: here one copied into the bucket). It reads and
+    checks as before; re-writing a video commits a generation and deletes the arrays it
+    replaced, removing one deletes them: nothing of the earlier copies is left."""
+    import s3fs
+
+    from actrec.io.remote_store import RemoteFeatureStore
+
+    local = tmp_path / "s.zarr"
+    folder = FeatureStore.open_or_create(local, **_STORE_ARGS)
+    for vid in ("v1", "v2"):
+        folder.write_video(vid, *_OLD, fps=15, source=None)
+    fs = s3fs.S3FileSystem()
+    fs.put(str(local), f"{bucket}/s.zarr", recursive=True)
+    fs.invalidate_cache()
+    assert fs.exists(f"{bucket}/s.zarr/videos/v1/features/c/0/0")  # in place, no generation
+    url = f"s3://{bucket}/s.zarr"
+    store = FeatureStore.open(url)
+    assert isinstance(store, RemoteFeatureStore)
+    assert _content(store) == _content(folder)
+    assert check_store(store).ok
+    assert np.array_equal(store.read_window("v1", 2, 3)[0], _OLD[0][2:5])
+
+    store.write_video("v1", *_NEW, fps=15, source=None)
+    fs.invalidate_cache()
+    generation = store.video_attrs("v1")["generation"]
+    assert sorted(p.rsplit("/", 1)[1] for p in fs.ls(f"{bucket}/s.zarr/videos/v1")) == \
+        sorted([generation, "zarr.json"])
+    x, y = FeatureStore.open(url).read("v1")
+    assert np.array_equal(x, _NEW[0]) and np.array_equal(y, _NEW[1])
+    store.remove("v2")
+    fs.invalidate_cache()
+    assert fs.find(f"{bucket}/s.zarr/videos/v2") == []
+    assert FeatureStore.open(url).videos() == ["v1"] and check_store(store).ok
