@@ -405,12 +405,16 @@ def process_tasks(
             for task in _taken(tasks, lambda: wait(ahead_slots)):
                 hold = contextlib.ExitStack()
                 try:
-                    mine = hold.enter_context(claim(store.path, task.id))
+                    try:
+                        mine = hold.enter_context(claim(store.path, task.id))
+                        stored = mine and not (task.stale or task.overwrite) and store.has(task.id)
+                    except OSError as exc:  # the store's folder: every other video fails too
+                        raise _store_error(store, f"claim video {task.id!r}", exc) from None
                     if not mine:
                         hold.close()
                         items.put(("done", Outcome(task.id, False, busy=True)))
                         continue
-                    if not (task.stale or task.overwrite) and store.has(task.id):
+                    if stored:
                         hold.close()
                         items.put(("done", Outcome(task.id, True, skipped=True)))
                         continue
@@ -531,8 +535,14 @@ def _run_job(job: _Job, extractor, store, batches: Iterator[np.ndarray],
     except ActrecError as exc:
         return Outcome(task.id, False, error=str(exc))
     except OSError as exc:
-        raise DataError(f"feature store {store.path}: cannot write video {task.id!r}: "
-                        f"{exc.strerror or exc}") from None
+        raise _store_error(store, f"write video {task.id!r}", exc) from None
     return Outcome(task.id, True, frames=int(result.features.shape[0]),
                    video_frames_cut=result.video_frames_cut,
                    label_frames_cut=result.label_frames_cut)
+
+
+def _store_error(store, what: str, exc: OSError) -> DataError:
+    """The run-stopping error for an ``OSError`` of the store's own files (disk full,
+    permissions, a file where a folder should be): names the store, what failed and why."""
+    where = f" ({exc.filename})" if exc.filename and exc.strerror else ""
+    return DataError(f"feature store {store.path}: cannot {what}: {exc.strerror or exc}{where}")

@@ -217,3 +217,23 @@ def test_videos_failing_mid_decode_do_not_let_the_reader_run_further_ahead(
     assert all(decoded[f"bright{i}"] < 12 for i in range(4))  # each was cut short
     # The batch in use, ``prefetch`` queued, and one decoded waiting for room.
     assert extractor.ahead == [1 + OPTIONS.prefetch + 1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_store_whose_claims_cannot_be_made_stops_the_run_naming_it(tiny_kitchen, tmp_path,
+                                                                      workers):
+    # A file where the claims folder belongs (as a full disk or a read-only store would):
+    # a DataError naming the store, also from worker processes (not each video failing as
+    # "the worker process died").
+    from actrec.extract import extract_features
+
+    _, index = tiny_kitchen
+    path = tmp_path / "s.zarr"
+    first = sorted(index.videos)[0]
+    extract_features(index, ColorGradient(CG), path, dataset_ref="r", video_ids=[first])
+    (path / CLAIMS).write_text("not a folder")
+    with pytest.raises(DataError, match=rf"feature store {path}: cannot claim video '\w+': "
+                                        rf"File exists \({path / CLAIMS}\)"):
+        extract_features(index, ColorGradient(CG), path, dataset_ref="r", workers=workers)
+    assert FeatureStore.open(path).videos() == [first] and _no_reader_left()
