@@ -101,6 +101,36 @@ def test_batches_are_the_callers_own_writable_arrays(clip, level_frames):
     np.testing.assert_array_equal(batches[1], fresh[1])
 
 
+def test_a_view_of_a_batch_outlives_the_batch(clip, level_frames):
+    # What framediff/mhi do: keep the last frame(s) of a batch (a view) for the next batch
+    # while the batch itself is dropped, and more batches are decoded, in another thread
+    # as the pipelined host's reader does, into memory the allocator may hand out again.
+    import gc
+    import threading
+
+    v = open_video(clip)
+    tails = []
+    for batch in v.iter_batches(batch_size=4):
+        tails.append(batch[-2:])  # a view; the batch goes out of scope
+    expected = [t.copy() for t in tails]
+    del batch
+    gc.collect()
+
+    def scribble():
+        for _ in range(5):
+            for b in open_video(clip).iter_batches(batch_size=4):
+                b[:] = 255
+
+    reader = threading.Thread(target=scribble)
+    reader.start()
+    reader.join()
+    gc.collect()
+    for tail, want in zip(tails, expected):
+        np.testing.assert_array_equal(tail, want)
+    assert _frame_numbers(np.concatenate(tails), level_frames(24)) == \
+        [n for k in range(4, 25, 4) for n in (k - 2, k - 1)]
+
+
 def test_read_out_of_range_and_bad_batch(clip):
     v = open_video(clip)
     with pytest.raises(IndexError):
