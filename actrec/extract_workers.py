@@ -176,10 +176,36 @@ def run_tasks(tasks: Sequence[VideoTask], spec: WorkerSpec, devices: Sequence[st
     the work runs in this process."""
     if not tasks:
         return
-    if len(devices) == 1:
-        _run_here(tasks, spec, devices[0], emit, extractor)
-    else:
-        _run_processes(tasks, spec, list(devices), emit)
+    with _terminate_as_exit():
+        if len(devices) == 1:
+            _run_here(tasks, spec, devices[0], emit, extractor)
+        else:
+            _run_processes(tasks, spec, list(devices), emit)
+
+
+@contextlib.contextmanager
+def _terminate_as_exit():
+    """While the block runs, SIGTERM (a batch scheduler ending the job, ``kill``) raises
+    ``SystemExit(143)`` in this (main) thread instead of ending the process at once, so the run
+    stops as on Ctrl-C: the claims it holds are released (else another machine waits a lease
+    for them) and the workers are stopped. Nothing changes off the main thread or where a
+    SIGTERM handler is already installed."""
+    import signal
+    import threading
+
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _run_here(tasks, spec, device, emit, extractor=None) -> None:

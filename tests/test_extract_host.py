@@ -492,6 +492,35 @@ def test_killed_mid_video_then_rerun_gives_the_uninterrupted_store(tiny_kitchen,
 
 
 @pytest.mark.slow
+def test_sigterm_mid_video_releases_the_claims_and_the_rerun_completes(tiny_kitchen, tmp_path):
+    # A scheduler's SIGTERM stops the run as Ctrl-C does: exit status 143, the claims the
+    # pipelined host holds (the video being extracted, the next one) deleted, not left for
+    # another machine to wait a lease on.
+    dataset, index = tiny_kitchen
+    reference = tmp_path / "reference.zarr"
+    extract_features(index, ColorGradient(CG), reference, dataset_ref="r", batch_size=8)
+    path, marks = tmp_path / "s.zarr", tmp_path / "marks"
+    marks.mkdir()
+    env = {**os.environ, "ACTREC_TEST_MARKS": str(marks), "ACTREC_TEST_DELAY": "0.15",
+           "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])}
+    proc = subprocess.Popen([sys.executable, "-c", _KILLABLE, str(dataset.config.root),
+                             str(path), "1"], env=env, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while len(list(marks.iterdir())) < 7 and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        time.sleep(0.02)
+    assert list((path / ".claims").glob("*.json"))  # this video (and the next) claimed
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM, proc.stderr.read().decode()
+    assert not list((path / ".claims").glob("*.json"))
+    done = FeatureStore.open(path).videos()
+    assert len(done) < len(index.videos)  # stopped before the end
+    report = extract_features(index, ColorGradient(CG), path, dataset_ref="r", batch_size=8)
+    assert sorted(report.skipped) == done and report.ok and not report.busy, report.to_dict()
+    assert _store_content(path) == _store_content(reference)
+
+
+@pytest.mark.slow
 def test_a_worker_that_dies_fails_only_its_video(tiny_kitchen, tmp_path, monkeypatch):
     """A worker killed (as by the OOM killer) mid-video: that video fails with the reason, a
     replacement worker does the rest, and the next run completes the store."""
