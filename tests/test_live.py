@@ -461,9 +461,9 @@ def _slow_call(rec, call: int, seconds: float) -> None:
 
 
 def test_realtime_counts_real_drops_but_not_the_warm_up(setup):
-    """A file played at 15 fps: a first model call of 0.5 s (7.5 frame periods) is paid
-    before the clock starts, so nothing is dropped and every frame is answered as in fast
-    mode; the same stall on a later frame drops the frames that came meanwhile."""
+    """A file played at 15 fps: a first model call of 2 s (30 frame periods) is paid before
+    the clock starts, so nothing is dropped and every frame is answered as in fast mode; a
+    stall of 0.5 s on a later frame drops the frames that came meanwhile."""
     from actrec import Recognizer
     from actrec.live import run_live
 
@@ -480,15 +480,15 @@ def test_realtime_counts_real_drops_but_not_the_warm_up(setup):
             self.records.append(record)
 
     rec = Recognizer.from_run(runs["lstm"])
-    _slow_call(rec, 1, 0.5)
+    _slow_call(rec, 1, 2.0)
     keep = Keep()
     report = run_live(rec, [video], realtime=True, max_frames=n, sinks=[keep])
     (status,) = report.streams
     assert (status.status, status.frames, status.startup_skipped) == ("ended", n, 0)
-    # none dropped (a machine loaded by other work may stall past one frame period now and
-    # then; the warm-up, were it counted, would drop 7)
-    assert status.dropped <= 1, status
-    assert report.warmup_ms >= 500
+    # none dropped; a machine loaded by other work (CI's 2 cores) may stall past a frame
+    # period now and then, hence the margin: the warm-up, were it counted, would drop ~29
+    assert status.dropped <= 5, status
+    assert report.warmup_ms >= 2000
     if status.dropped == 0:  # then the model saw what it sees in fast mode
         assert [r["index"] for r in keep.records] == expected
     rec = Recognizer.from_run(runs["lstm"])
