@@ -801,3 +801,20 @@ def test_s3_store_in_the_earlier_layout_is_read_checked_and_rewritten(bucket, tm
     fs.invalidate_cache()
     assert fs.find(f"{bucket}/s.zarr/videos/v2") == []
     assert FeatureStore.open(url).videos() == ["v1"] and check_store(store).ok
+
+
+def test_folder_reader_meeting_a_rewrite_reads_the_new_copy(tmp_path):
+    """In a folder a re-write swaps the whole group in at once; a reader that read the
+    video's attributes just before finds the new copy's chunks, which the old record does not
+    describe (here: one chunk fewer): it reads the new copy (attributes read again), not
+    'damaged'."""
+    where = tmp_path / "s.zarr"
+    FeatureStore.open_or_create(where, **_STORE_ARGS).write_video("v1", *_OLD, fps=15,
+                                                                  source=None)
+    reader = FeatureStore.open(where)
+    stale = reader.video_attrs("v1")
+    short = (np.full((3, 3), 5.0, np.float32), np.zeros(3, np.int64))  # 1 chunk, _OLD 2
+    FeatureStore.open(where).write_video("v1", *short, fps=15, source=None)
+    reader.video_attrs = lambda video_id: stale  # as read a moment before the swap
+    x, y = reader.read_window("v1", 2, 4)
+    assert np.array_equal(x, short[0][2:]) and np.array_equal(y, short[1][2:])

@@ -498,11 +498,12 @@ class FeatureStore:
                     problems = chunk_problems(where, attrs.get("integrity"), window)
                 if error is None and not problems:
                     return np.asarray(feats, dtype=np.float32), np.asarray(labels, dtype=np.int64)
-            # A store at a URL may have committed a new generation of this video since its
-            # attributes were read, and removed the one read: read the new one instead.
+            # The video may have been re-written since its attributes were read (at a URL a
+            # new generation committed and the one read removed; in a folder the group
+            # swapped for the new copy, whose chunks the old record does not describe):
+            # read the new copy instead.
             newer = _group_attrs(self._dir(video_id)) if attempt == 0 else None
-            if not newer or newer.get("complete") is not True or \
-                    newer.get("generation") == attrs.get("generation"):
+            if not newer or newer.get("complete") is not True or newer == attrs:
                 break
             attrs = newer
         if problems:  # Zarr would read a missing chunk as fill values: refuse instead
