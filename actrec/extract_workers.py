@@ -350,6 +350,21 @@ def _run_processes(tasks, spec, devices, emit) -> None:
                 proc.terminate()  # an error or an interrupt: stop the others too
         for proc in procs.values():
             proc.join(timeout=30)
+        _release_dead_claims(spec.store_path, {vid for w, vid in holding.items()
+                                               if not procs[w].is_alive()})
         task_q.cancel_join_thread()
         task_q.close()
         event_q.close()
+
+
+def _release_dead_claims(store_path, videos) -> None:
+    """Delete the claims that stopped workers held on ``videos`` (terminated on an error or an
+    interrupt, they could not): taken over as a dead process's, then released. Claims another
+    live process holds are left alone; failures are ignored (a claim left is only stale)."""
+    from actrec.extract_claims import try_claim
+
+    for video in sorted(videos):
+        with contextlib.suppress(Exception):
+            held = try_claim(store_path, video)
+            if held is not None:
+                held.release()

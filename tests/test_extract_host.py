@@ -492,10 +492,12 @@ def test_killed_mid_video_then_rerun_gives_the_uninterrupted_store(tiny_kitchen,
 
 
 @pytest.mark.slow
-def test_sigterm_mid_video_releases_the_claims_and_the_rerun_completes(tiny_kitchen, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_mid_video_releases_the_claims_and_the_rerun_completes(tiny_kitchen, tmp_path,
+                                                                       workers):
     # A scheduler's SIGTERM stops the run as Ctrl-C does: exit status 143, the claims the
-    # pipelined host holds (the video being extracted, the next one) deleted, not left for
-    # another machine to wait a lease on.
+    # pipelined host holds (the video being extracted, the next one) or its stopped workers
+    # held deleted, not left for another machine to wait a lease on.
     dataset, index = tiny_kitchen
     reference = tmp_path / "reference.zarr"
     extract_features(index, ColorGradient(CG), reference, dataset_ref="r", batch_size=8)
@@ -504,12 +506,12 @@ def test_sigterm_mid_video_releases_the_claims_and_the_rerun_completes(tiny_kitc
     env = {**os.environ, "ACTREC_TEST_MARKS": str(marks), "ACTREC_TEST_DELAY": "0.15",
            "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])}
     proc = subprocess.Popen([sys.executable, "-c", _KILLABLE, str(dataset.config.root),
-                             str(path), "1"], env=env, stderr=subprocess.PIPE)
+                             str(path), str(workers)], env=env, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while len(list(marks.iterdir())) < 7 and time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read().decode()
         time.sleep(0.02)
-    assert list((path / ".claims").glob("*.json"))  # this video (and the next) claimed
+    assert list((path / ".claims").glob("*.json"))  # videos being extracted are claimed
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 128 + signal.SIGTERM, proc.stderr.read().decode()
     assert not list((path / ".claims").glob("*.json"))
