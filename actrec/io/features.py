@@ -506,14 +506,15 @@ class FeatureStore:
             if not newer or newer.get("complete") is not True or newer == attrs:
                 break
             attrs = newer
+        # extract's cheap test misses a chunk altered in place: check finds and drops it
+        redo = (f"run `actrec check {self.path} --drop-damaged` to find and remove every "
+                f"damaged video, then `actrec extract` again for this store to redo them")
         if problems:  # Zarr would read a missing chunk as fill values: refuse instead
             raise DataError(
                 f"feature store {self.path}: video {video_id!r} is damaged ("
-                f"{'; '.join(problems[:3])}{'; ...' if len(problems) > 3 else ''}); run "
-                f"`actrec check {self.path}` to see every damaged video, and `actrec extract` "
-                f"again for this store to redo them")
+                f"{'; '.join(problems[:3])}{'; ...' if len(problems) > 3 else ''}); {redo}")
         raise DataError(f"feature store {self.path}: cannot read video {video_id!r} frames "
-                        f"{window[0]}..{window[1]}: {error}")
+                        f"{window[0]}..{window[1]}: {error}; if its chunks are damaged, {redo}")
 
     # ------------------------------------------------------------------ writing
 

@@ -15,6 +15,10 @@ left to Zarr. Two levels of checking:
 * ``verify_video`` (reads everything) adds the checksums (and the chunks' own crc32c, a codec
   of every array written since) and the source video's size and mtime: ``actrec check``.
 
+A chunk altered in place with its size kept passes the cheap check, so ``extract`` would count
+its video as done: ``drop_damaged`` (``actrec check --drop-damaged``) removes the videos the
+full check found damaged, and ``extract`` then redoes exactly those.
+
 Videos written before these records existed have no ``integrity`` entry: they cannot be
 checked and read as before ("unverified").
 
@@ -28,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from actrec.io.features import FeatureStore
 
 __all__ = ["ARRAYS", "STATUSES", "StoreCheck", "VideoCheck", "array_digest", "array_record",
-           "check_store", "chunk_problems", "source_change", "verify_video"]
+           "check_store", "chunk_problems", "drop_damaged", "source_change", "verify_video"]
 
 ARRAYS = ("features", "labels")
 STATUSES = ("ok", "damaged", "source changed", "inconsistent", "unverified")
@@ -152,12 +156,14 @@ class VideoCheck:
 
 @dataclass(frozen=True)
 class StoreCheck:
-    """``actrec check``'s report on a whole store."""
+    """``actrec check``'s report on a whole store; ``dropped``: the damaged videos that
+    ``drop_damaged`` removed from it (``ok`` still says what the check found)."""
 
     store: Path
     videos: tuple[VideoCheck, ...]
     notes: tuple[str, ...] = field(default=())
     streams: tuple[str, ...] = ()
+    dropped: tuple[VideoCheck, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -173,6 +179,7 @@ class StoreCheck:
                 "problems": [{"video": v.video, "stream": v.stream, "status": v.status,
                               "problems": list(v.problems)}
                              for v in self.videos if v.status != "ok"],
+                "dropped": [{"video": v.video, "stream": v.stream} for v in self.dropped],
                 "notes": list(self.notes)}
 
 
@@ -248,6 +255,45 @@ def check_store(store: FeatureStore, *, sources: bool = True,
                 any(leftovers.iterdir()):
             notes.append(f"{leftovers} holds unfinished writes (removed by the next extract)")
     return StoreCheck(store.path, tuple(results), tuple(notes), tuple(names))
+
+
+def drop_damaged(store: FeatureStore, report: StoreCheck) -> StoreCheck:
+    """Remove from ``store`` (through ``FeatureStore.remove``: folders and URLs alike) every
+    video that ``report`` (``check_store`` of this store) found damaged, so that ``actrec
+    extract`` extracts exactly those again. Videos whose source changed (``extract`` redoes
+    them by itself), inconsistent or unverified ones are never removed.
+
+    Each video is claimed as ``extract`` claims one it writes, and verified again while held:
+    one that another process is writing now, or that is intact by then (re-written since the
+    check), stays, and so does one that cannot be removed; a note says which and why. Returns
+    ``report`` with ``dropped`` (the videos removed) and those notes added."""
+    from actrec.errors import ActrecError
+    from actrec.extract_claims import claim
+
+    dropped, notes = [], []
+    for found in report.videos:
+        if found.status != "damaged":
+            continue
+        sub = store.stream(found.stream) if found.stream else store
+        name = f"video {found.video!r}" + (f" (stream '{found.stream}')" if found.stream else "")
+        try:
+            with claim(sub.path, found.video) as mine:
+                if not mine:
+                    notes.append(f"{name} was left: another process is extracting it now")
+                    continue
+                if not sub.has(found.video):
+                    continue  # removed meanwhile: extract redoes it all the same
+                again = verify_video(sub, found.video, sources=False)
+                if again.status != "damaged":
+                    notes.append(f"{name} was left: it is intact now (written again since "
+                                 f"the check)")
+                    continue
+                sub.remove(found.video)
+        except (ActrecError, OSError) as exc:
+            notes.append(f"{name} could not be removed: {exc}")
+            continue
+        dropped.append(found)
+    return replace(report, dropped=tuple(dropped), notes=report.notes + tuple(notes))
 
 
 def _streams_differ(a: tuple[str, Mapping[str, Any]], b: tuple[str, Mapping[str, Any]]) -> str:
