@@ -88,8 +88,26 @@ struct StepFwd {
   bool has_next;  // step t + 1 exists (its operands are prefetched during step t)
 };
 
-// The forward operands of the tile a task processes next (the next tile of this step, or its
-// first tile of step t + 1), prefetched into L2 row by row while this tile runs (see Ahead).
+// Prefetching (AheadFwd, Ahead): while a task runs a tile it prefetches into L2, one row at a
+// time, the operands of the tile it runs next. Each row of a tile is a few 64-byte lines a whole
+// row stride apart, which the hardware prefetchers do not follow, so without this every tile
+// starts with cache misses.
+//
+// The tile a task runs after tile t of its range [b, e): the next tile of this step (*steps = 0),
+// else, when the time loop has a next step, its first tile there (*steps = 1: the caller moves
+// every operand one step in its own direction); false when there is none. *k: its first column.
+inline bool next_tile(int64_t t, int64_t b, int64_t e, bool next_step, int64_t* k, int64_t* steps) {
+  if (t + 1 < e) {
+    *k = (t + 1) * kTile;
+    *steps = 0;
+    return true;
+  }
+  *k = b * kTile;
+  *steps = 1;
+  return next_step;
+}
+
+// The forward operands of the next tile (the next step is t + 1).
 template <typename T>
 struct AheadFwd {
   const T* xp = nullptr;  // at the tile's first column; nullptr: nothing ahead
@@ -124,12 +142,8 @@ template <typename T>
 AheadFwd<T> ahead_of(const StepFwd<T>& a, int64_t t, int64_t b, int64_t e) {
   AheadFwd<T> n;
   const int64_t N = a.N, H = a.H, G = 4 * H;
-  int64_t k = (t + 1) * kTile, step = 0;  // next tile of this step
-  if (t + 1 >= e) {
-    if (!a.has_next) return n;
-    k = b * kTile;
-    step = 1;  // the task's first tile of step t + 1: every operand is one step further
-  }
+  int64_t k = 0, step = 0;
+  if (!next_tile(t, b, e, a.has_next, &k, &step)) return n;
   n.dstride = a.dstride;
   n.xp = a.xp + step * N * G + k;
   n.c = a.c + step * N * H + k;
@@ -379,21 +393,11 @@ struct StepBwd {
   double* acc_gamma_c;  // [H]
   double* acc_beta_c;
   T eps;
-  // The next step's (t - 1) operands, prefetched into L2 while this step runs (nullptr at t = 0).
-  const T* pf_gh;
-  const T* pf_xp;
-  const T* pf_cprev;
-  const T* pf_gout;
-  T* pf_dgh;
-  T* pf_dxp;
+  bool has_next;        // step t - 1 exists (its operands are prefetched during step t)
+  const T* cprev_next;  // [N, H] c_{t-2}, the c_{t-1} of step t - 1 (c0 when that is step 0)
 };
 
-// One tile of the backward step. act: [N, 4 kTile], da: [N, 4 kTile], dyv: [N, kTile] scratch;
-// dw_part: this tile's [2, N] partials of S_d(t) dL/dw_d(t, j) at this step (written, not added).
-// The operands of the tile processed next by the same task (the next tile of this step, or the
-// task's first tile of the next step), prefetched into L2 one row at a time while this tile runs:
-// each row of a tile is a few 64-byte lines a whole row stride apart, which the hardware
-// prefetchers do not follow, so without this every step starts with cache misses.
+// The backward operands of the next tile (the next step is t - 1).
 template <typename T>
 struct Ahead {
   const T* gh = nullptr;  // at the tile's first column; nullptr: nothing ahead
@@ -429,27 +433,28 @@ template <typename T>
 Ahead<T> ahead_of(const StepBwd<T>& a, int64_t t, int64_t b, int64_t e) {
   Ahead<T> n;
   const int64_t N = a.N, H = a.H, G = 4 * H;
+  int64_t k = 0, step = 0;
+  if (!next_tile(t, b, e, a.has_next, &k, &step)) return n;
   n.dstride = a.dstride;
-  if (t + 1 < e) {
-    const int64_t k = (t + 1) * kTile;
-    n.gh = a.gh + k; n.xp = a.xp + k; n.cprev = a.cprev + k; n.gout = a.gout + k;
-    n.dgh = a.dgh + k; n.dxp = a.dxp + k;
-    n.stats[0] = a.mean_h + k; n.stats[1] = a.var_h + k;
-    n.stats[2] = a.mean_x + k; n.stats[3] = a.var_x + k;
-    n.stats_c[0] = a.mean_c + k; n.stats_c[1] = a.var_c + k;
-  } else if (a.pf_gh != nullptr) {  // the previous time step's statistics are G elements back
-    const int64_t k = b * kTile;
-    n.gh = a.pf_gh + k; n.xp = a.pf_xp + k; n.cprev = a.pf_cprev + k; n.gout = a.pf_gout + k;
-    n.dgh = a.pf_dgh + k; n.dxp = a.pf_dxp + k;
-    n.stats[0] = a.mean_h - G + k; n.stats[1] = a.var_h - G + k;
-    n.stats[2] = a.mean_x - G + k; n.stats[3] = a.var_x - G + k;
-    n.stats_c[0] = a.mean_c - H + k; n.stats_c[1] = a.var_c - H + k;
-  }
-  (void)N;
+  n.gh = a.gh - step * N * G + k;
+  n.xp = a.xp - step * N * G + k;
+  n.cprev = (step == 0 ? a.cprev : a.cprev_next) + k;
+  n.gout = a.gout - step * N * H + k;
+  n.dgh = a.dgh - step * N * G + k;
+  n.dxp = a.dxp - step * N * G + k;
+  n.stats[0] = a.mean_h - step * G + k;
+  n.stats[1] = a.var_h - step * G + k;
+  n.stats[2] = a.mean_x - step * G + k;
+  n.stats[3] = a.var_x - step * G + k;
+  n.stats_c[0] = a.mean_c - step * H + k;
+  n.stats_c[1] = a.var_c - step * H + k;
   return n;
 }
 
-template <typename T, int ND, bool Full>  // Full: as fwd_tile's
+// One tile of the backward step. act: [N, 4 kTile], da: [N, 4 kTile], dyv: [N, kTile] scratch;
+// dw_part: this tile's [2, N] partials of S_d(t) dL/dw_d(t, j) at this step (written, not added).
+// Full: as fwd_tile's.
+template <typename T, int ND, bool Full>
 ACTREC_INLINE void bwd_tile(const StepBwd<T>& a, int64_t k0, int64_t Jin, T* act, T* da, T* dyv,
                      double* dw_part, const Ahead<T>& ahead) {
   const int64_t J = Full ? kTile : Jin;
@@ -1251,12 +1256,8 @@ BwdResult backward_cpu(const at::Tensor& grad_out_, const at::Tensor& grad_h_n,
       a.gout = grad_out.data_ptr<T_>() + t * N * H;
       a.dgh = dgh.data_ptr<T_>() + t * N * G;
       a.dxp = dxp.data_ptr<T_>() + t * N * G;
-      a.pf_gh = t > 0 ? a.gh - N * G : nullptr;
-      a.pf_xp = t > 0 ? a.xp - N * G : nullptr;
-      a.pf_cprev = t > 1 ? a.cprev - N * H : c0.data_ptr<T_>();
-      a.pf_gout = t > 0 ? a.gout - N * H : nullptr;
-      a.pf_dgh = t > 0 ? a.dgh - N * G : nullptr;
-      a.pf_dxp = t > 0 ? a.dxp - N * G : nullptr;
+      a.has_next = t > 0;
+      a.cprev_next = t > 1 ? a.cprev - N * H : c0.data_ptr<T_>();
       at::parallel_for(0, ntiles, grain, [&](int64_t b, int64_t en) {
         if (gemm_in_region && t < T - 1)  // dL/dh_t for this task's columns, from step t + 1
           hidden_cols_gemm<T_>(dgh.data_ptr<T_>() + (t + 1) * N * G, w_hh.data_ptr<T_>(),
