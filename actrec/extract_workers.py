@@ -209,6 +209,9 @@ def _terminate_as_exit():
 
 
 def _run_here(tasks, spec, device, emit, extractor=None) -> None:
+    """The tasks in this process. An unexpected exception (a bug in the extractor outside its
+    ``extract`` loop, or in actrec) fails the video it stopped, as in a worker process, and
+    the others go on."""
     from actrec.io.features import FeatureStore
 
     try:
@@ -216,10 +219,50 @@ def _run_here(tasks, spec, device, emit, extractor=None) -> None:
     except Exception as exc:  # noqa: BLE001 - third-party set-up code: one message
         raise _setup_failed(spec.extractor_cls, exc) from None
     store = FeatureStore.open(spec.store_path)
-    process_tasks(tasks, extractor, store, spec.options,
-                  on_done=lambda outcome: emit(Finished(0, outcome)),
-                  on_start=lambda video, n: emit(Started(0, video, n)),
-                  on_frames=lambda n: emit(Frames(0, n)))
+    pending = list(tasks)
+    while pending:
+        taken: list[str] = []
+        done: set[str] = set()
+
+        def source(run=pending):  # consumed by the decoding thread
+            for task in run:
+                taken.append(task.id)
+                yield task
+
+        def finished(outcome: Outcome) -> None:
+            done.add(outcome.id)
+            emit(Finished(0, outcome))
+
+        try:
+            process_tasks(source(), extractor, store, spec.options, on_done=finished,
+                          on_start=lambda video, n: emit(Started(0, video, n)),
+                          on_frames=lambda n: emit(Frames(0, n)))
+            return
+        except ActrecError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported as the video's failure
+            stopped = next((v for v in taken if v not in done), None)
+            if stopped is None:
+                raise
+            emit(Finished(0, Outcome(stopped, False, error=_stopped_by(
+                stopped, spec, _describe(exc)))))
+            pending = [t for t in pending if t.id not in done and t.id != stopped]
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message (at file:line in function)``, the innermost frame of its traceback."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = (f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno} in "
+             f"{frames[-1].name})") if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+def _stopped_by(video: str, spec: WorkerSpec, error: str) -> str:
+    name = getattr(spec.extractor_cls, "name", spec.extractor_cls.__name__)
+    return (f"video {video!r}: extraction stopped on an unexpected error (extractor "
+            f"'{name}'): {error}")
 
 
 # ------------------------------------------------------------------ worker processes
@@ -272,6 +315,9 @@ def _worker_main(spec: WorkerSpec, worker: int, workers: int, device: str, paren
     except ActrecError as exc:  # the store cannot be written: stop everything
         events.put(("data-error", worker, str(exc)))
         return
+    except Exception as exc:  # noqa: BLE001 - a bug: fails the video held (a new worker goes on)
+        events.put(("crash", worker, _describe(exc)))
+        return
     events.put(("exit", worker, None))
 
 
@@ -307,6 +353,19 @@ def _run_processes(tasks, spec, devices, emit) -> None:
         procs[worker] = proc
 
     finished = 0
+
+    def replace(worker: int, why: str | None, error: str = "") -> None:
+        """Fail the video the ended ``worker`` held (``why``, or the unexpected ``error``) and
+        start another worker while videos are left."""
+        nonlocal finished
+        vid = holding.pop(worker, None)
+        if vid is not None:
+            finished += 1
+            emit(Finished(worker, Outcome(vid, False, error=(
+                f"video {vid!r}: {why}" if why else _stopped_by(vid, spec, error)))))
+        if finished < len(tasks) and len(procs) < workers + len(tasks):
+            start(max(procs) + 1)
+
     try:
         for w in range(workers):
             start(w)
@@ -318,14 +377,8 @@ def _run_processes(tasks, spec, devices, emit) -> None:
                     if w in gone or proc.is_alive():
                         continue
                     gone.add(w)  # died without saying so (killed, out of memory)
-                    vid = holding.pop(w, None)
-                    if vid is not None:
-                        finished += 1
-                        emit(Finished(w, Outcome(vid, False, error=(
-                            f"video {vid!r}: the worker process extracting it died (exit code "
-                            f"{proc.exitcode}; out of memory?)"))))
-                    if finished < len(tasks) and len(procs) < workers + len(tasks):
-                        start(max(procs) + 1)
+                    replace(w, (f"the worker process extracting it died (exit code "
+                                f"{proc.exitcode}; out of memory?)"))
                 if finished < len(tasks) and all(w in gone for w in procs):
                     raise DataError(f"every extraction worker process ended with "
                                     f"{len(tasks) - finished} video(s) left to do")
@@ -336,6 +389,10 @@ def _run_processes(tasks, spec, devices, emit) -> None:
                 raise DataError(payload)
             if kind == "exit":
                 gone.add(worker)
+                continue
+            if kind == "crash":
+                gone.add(worker)
+                replace(worker, None, payload)
                 continue
             if kind == "claim":
                 holding[worker] = payload

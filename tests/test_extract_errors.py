@@ -1,0 +1,218 @@
+"""How a failing extractor is reported: an exception of any class raised by a plugin while it
+extracts one video is that video's failure (type, message, extractor's name) in this process
+and in worker processes alike; the other videos go on, the summary and the exit status say
+so, a re-run does only that video. A worker that really dies is still reported as died.
+Real mp4 files, real stores, a real third-party plugin distribution, real processes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from actrec.extract import extract_features
+from actrec.io.features import FeatureStore
+from actrec.plugin_api import FeatureExtractor
+
+TESTS = Path(__file__).resolve().parent
+
+
+class PluginTrouble(Exception):
+    """A plugin's own exception class (no relation to the built-in ones)."""
+
+
+class WhiteFrameHater(FeatureExtractor):
+    """Per-frame mean grey level; raises ``$ACTREC_TEST_RAISE`` (KeyError, PluginTrouble) on a
+    nearly white frame, so that one video of a dataset fails."""
+
+    name = "whitehater"
+    lookahead = 0
+
+    def dim(self) -> int:
+        return 1
+
+    def extract(self, batches):
+        for batch in batches:
+            if batch.mean() > 240:
+                if os.environ.get("ACTREC_TEST_RAISE") == "KeyError":
+                    raise KeyError("white")
+                raise PluginTrouble("cannot cope with a white frame")
+            yield batch.reshape(batch.shape[0], -1).mean(axis=1, keepdims=True) \
+                .astype(np.float32)
+
+
+def _with_white_video(index, tmp_path, write_mp4):
+    """``index`` with its first video replaced by a white one of the same length."""
+    vid = sorted(index.videos)[0]
+    record = index.videos[vid]
+    white = write_mp4(tmp_path / "white.mp4", np.full((record.num_frames, 32, 32, 3), 250,
+                                                        np.uint8))
+    return vid, dataclasses.replace(
+        index, videos={**index.videos, vid: dataclasses.replace(record, path=white)})
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("raised, shown", [
+    ("KeyError", "KeyError: 'white'"),
+    ("PluginTrouble", "PluginTrouble: cannot cope with a white frame")])
+def test_any_exception_of_an_extractor_fails_only_its_video(tiny_kitchen, tmp_path, write_mp4,
+                                                            monkeypatch, workers, raised, shown):
+    _, index = tiny_kitchen
+    monkeypatch.setenv("ACTREC_TEST_RAISE", raised)  # worker processes inherit it
+    vid, mine = _with_white_video(index, tmp_path, write_mp4)
+    path = tmp_path / "s.zarr"
+    report = extract_features(mine, WhiteFrameHater(), path, dataset_ref="r", workers=workers,
+                              batch_size=8)
+    assert sorted(report.written) == sorted(set(index.videos) - {vid})
+    assert [v for v, _ in report.failed] == [vid]
+    error = report.failed[0][1]
+    assert error == (f"video {vid!r} ({mine.videos[vid].path}): extractor 'whitehater' failed: "
+                     f"{shown}")
+    assert "died" not in error
+    assert FeatureStore.open(path).videos() == sorted(set(index.videos) - {vid})
+    # The file fixed: a re-run does that video alone.
+    again = extract_features(index, WhiteFrameHater(), path, dataset_ref="r", workers=workers,
+                             batch_size=8)
+    assert again.written == (vid,) and again.ok
+    assert sorted(again.skipped) == sorted(set(index.videos) - {vid})
+
+
+class BrokenRate(WhiteFrameHater):
+    """Raises from its ``fps`` property, which the host reads outside ``extract``."""
+
+    name = "brokenrate"
+
+    @property
+    def fps(self):
+        return {}["fps"]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_extractor_failing_outside_extract_fails_each_video_not_the_run(
+        tiny_kitchen, tmp_path, workers):
+    _, index = tiny_kitchen
+    report = extract_features(index, BrokenRate(), tmp_path / "s.zarr", dataset_ref="r",
+                              workers=workers, batch_size=8)
+    assert not report.written and sorted(v for v, _ in report.failed) == sorted(index.videos)
+    for vid, error in report.failed:
+        assert error == (f"video {vid!r}: extraction stopped on an unexpected error (extractor "
+                         f"'brokenrate'): KeyError: 'fps' (at test_extract_errors.py:"
+                         f"{BrokenRate.fps.fget.__code__.co_firstlineno + 2} in fps)")
+
+
+# ------------------------------------------------------------------ the command, a real plugin
+
+PLUGIN = '''
+import os
+
+import numpy as np
+
+from actrec.plugin_api import FeatureExtractor
+
+
+class PickyError(Exception):
+    """This plugin's own exception."""
+
+
+class Picky(FeatureExtractor):
+    name = "picky"
+    lookahead = 0
+
+    def dim(self):
+        return 1
+
+    def extract(self, batches):
+        for batch in batches:
+            if batch.mean() > 240:
+                if os.environ.get("PICKY_DIE") == "1":
+                    os._exit(3)  # the process really ends, saying nothing
+                raise PickyError("white frames are not my thing")
+            yield batch.reshape(batch.shape[0], -1).mean(axis=1, keepdims=True).astype("float32")
+'''
+
+
+@pytest.fixture
+def picky_site(tmp_path):
+    site = tmp_path / "site"
+    info = site / "picky_plugin-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: picky-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[actrec.extractors]\npicky = picky_plugin:Picky\n")
+    (site / "picky_plugin.py").write_text(textwrap.dedent(PLUGIN))
+    return site
+
+
+def _white_copy(dataset, tmp_path, write_mp4):
+    """A copy of the tiny kitchen's files with its first video made white; (root, video id,
+    the original file)."""
+    index = dataset.load()
+    vid = sorted(index.videos)[0]
+    original = index.videos[vid].path
+    root = tmp_path / "data"
+    shutil.copytree(dataset.config.root, root)
+    copy = root / original.parent.name / original.name
+    write_mp4(copy, np.full((index.videos[vid].num_frames, 32, 32, 3), 250, np.uint8))
+    return root, vid, original, copy
+
+
+TINY = {"kitchen": "a", "participants": "3", "videos_per_participant": "1",
+        "frames_mean": "40", "size": "32", "folds": "3", "seed": "7"}
+
+
+def _extract(site, root, out, *extra, **env):
+    args = [sys.executable, "-m", "actrec", "extract", "synthetic", "--root", str(root),
+            "--out", str(out), "--extractor", "picky", *[f"-o{k}={v}" for k, v in TINY.items()],
+            "--batch-size", "8", *extra]
+    full_env = {**os.environ, "PYTHONPATH": str(site), "COLUMNS": "200", **env}
+    return subprocess.run(args, capture_output=True, text=True, env=full_env, timeout=180)
+
+
+@pytest.mark.slow
+def test_a_plugin_exception_in_a_worker_is_that_videos_failure_in_the_summary(
+        tiny_kitchen, tmp_path, write_mp4, picky_site):
+    dataset, index = tiny_kitchen
+    root, vid, original, copy = _white_copy(dataset, tmp_path, write_mp4)
+    out = tmp_path / "s.zarr"
+    res = _extract(picky_site, root, out, "--workers", "2", "--json")
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr
+    payload = json.loads(res.stdout)
+    assert sorted(payload["written"]) == sorted(set(index.videos) - {vid})
+    assert payload["failed"] == [{"video": vid, "error": (
+        f"video {vid!r} ({copy}): extractor 'picky' failed: PickyError: white frames are not "
+        f"my thing")}]
+    # the table says the same
+    res = _extract(picky_site, root, out, "--workers", "2")
+    assert res.returncode == 1
+    lines = [" ".join(x.replace("│", " ").split()) for x in res.stdout.splitlines()]
+    assert "0 2 1 0 0 0 (0)" in lines, res.stdout
+    assert any(x.startswith(f"{vid} failed video {vid!r}") and "PickyError" in "".join(lines)
+               for x in lines), res.stdout
+    # the file fixed: the re-run extracts that video alone
+    shutil.copyfile(original, copy)
+    res = _extract(picky_site, root, out, "--workers", "2", "--json")
+    assert res.returncode == 0, res.stderr
+    payload = json.loads(res.stdout)
+    assert payload["written"] == [vid] and len(payload["skipped"]) == 2 and not payload["failed"]
+
+
+@pytest.mark.slow
+def test_a_worker_that_really_ends_is_still_reported_as_died(tiny_kitchen, tmp_path, write_mp4,
+                                                            picky_site):
+    dataset, index = tiny_kitchen
+    root, vid, _, _ = _white_copy(dataset, tmp_path, write_mp4)
+    res = _extract(picky_site, root, tmp_path / "s.zarr", "--workers", "2", "--json",
+                   PICKY_DIE="1")
+    assert res.returncode == 1, res.stderr
+    payload = json.loads(res.stdout)
+    assert sorted(payload["written"]) == sorted(set(index.videos) - {vid})
+    assert payload["failed"] == [{"video": vid, "error": (
+        f"video {vid!r}: the worker process extracting it died (exit code 3; out of memory?)")}]
