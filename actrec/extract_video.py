@@ -279,7 +279,7 @@ def _features(video: _OpenedVideo, extractor: FeatureExtractor,
             rows += out.shape[0]
     except ActrecError:
         raise
-    except (ValueError, TypeError, RuntimeError, IndexError, MemoryError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a plugin's code: any class it may raise
         # an extractor's failure on this video's frames is this video's failure
         raise DataError(f"{where}: extractor '{extractor.name}' failed: "
                         f"{type(exc).__name__}: {exc}") from None
