@@ -43,6 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "ExtractReport",
+    "ExtractStopped",
     "HostOptions",
     "extract_features",
     "extract_video",
@@ -62,7 +63,8 @@ class ExtractReport:
     without waiting for it (``wait_busy=False``). ``cut``
     lists the written videos whose video and labels disagreed in length, with the frames the
     length policy cut from each; ``frames`` counts the frames written, ``seconds`` the run's
-    wall time."""
+    wall time. ``stopped`` says why the run stopped before the end (the store could not be
+    written: a full disk, permissions), ``not_done`` the videos it then left undone."""
 
     written: tuple[str, ...]
     skipped: tuple[str, ...]
@@ -77,10 +79,12 @@ class ExtractReport:
     workers: int = 1
     shard: tuple[int, int] | None = None
     length_policy: str = "truncate"
+    stopped: str = ""  # why the run stopped early ("" when it ran to the end)
+    not_done: tuple[str, ...] = ()  # videos left undone because it stopped
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.stopped
 
     @property
     def frames_cut(self) -> dict[str, int]:
@@ -107,7 +111,23 @@ class ExtractReport:
             "frames_per_second": self.frames / self.seconds if self.seconds > 0 else None,
             "workers": self.workers,
             "shard": f"{self.shard[0]}/{self.shard[1]}" if self.shard else None,
+            "stopped": self.stopped or None,
+            "not_done": list(self.not_done),
         }
+
+
+class ExtractStopped(DataError):
+    """The run stopped before the end because the store could not be written (a full disk,
+    permissions, a lost connection); ``report`` is what it did until then: the videos written
+    are intact and kept, the one being written when it stopped is among ``failed``, the rest
+    are ``not_done``. No claim of this run is left."""
+
+    def __init__(self, report: ExtractReport) -> None:
+        kept = len(report.written) + len(report.skipped)
+        super().__init__(f"{report.stopped}; the run stopped with {len(report.not_done)} "
+                         f"video(s) not done ({kept} done are kept): fix that, then run the "
+                         f"command again to do the rest")
+        self.report = report
 
 
 def parse_shard(text: str | tuple[int, int] | None) -> tuple[int, int] | None:
@@ -185,6 +205,10 @@ def extract_features(
     is waited for (``wait_busy``; else reported in ``busy``), a claim whose holder is gone is
     taken over. The run records itself, and each failure, in the store for
     ``actrec.extract_status``.
+
+    ``ExtractStopped`` (a ``DataError``, with the report so far) when the store cannot be
+    written while the run goes on (a full disk, permissions): every other video would fail
+    too, so the run stops, releases its claims and keeps the videos already written.
     """
     from actrec.extract_claims import lease_seconds
     from actrec.extract_workers import WorkerSpec, check_device, run_tasks, thread_share
@@ -213,20 +237,23 @@ def extract_features(
         raise DataError(f"dataset '{index.name}' has no video(s) {listed}")
     ids = [v for v in ids if in_shard(v, shard)]
     started = time.perf_counter()
-    store = FeatureStore.open_or_create(
+    try:
+        store = FeatureStore.open_or_create(
         store_path,
-        dataset=dataset_ref,
-        split_scheme=split_scheme,
-        classes=index.classes,
-        splits={name: {"train": s.train, "test": s.test} for name, s in index.splits.items()},
-        extractor=extractor.name,
-        extractor_config=extractor.config.to_dict(),
-        lookahead=lookahead,
-        dtype=dtype,
-        background=index.background_classes,
-        source=source,
-        stream=stream,
-    )
+            dataset=dataset_ref,
+            split_scheme=split_scheme,
+            classes=index.classes,
+            splits={name: {"train": s.train, "test": s.test} for name, s in index.splits.items()},
+            extractor=extractor.name,
+            extractor_config=extractor.config.to_dict(),
+            lookahead=lookahead,
+            dtype=dtype,
+            background=index.background_classes,
+            source=source,
+            stream=stream,
+        )
+    except OSError as exc:
+        raise store_write_error(store_path, "create or open it", exc) from None
     skipped: list[str] = []
     damaged: list[tuple[str, str]] = []
     changed: list[tuple[str, str]] = []
@@ -254,17 +281,23 @@ def extract_features(
 
     view = _ProgressView(progress, len(ids), len(skipped), tasks, extractor)
     results: dict[str, Any] = {}
-    run = start_run(store.path, ids, shard, workers, extractor.name)
+    stopped = ""
+    run = None
+    try:
+        run = start_run(store.path, ids, shard, workers, extractor.name)
+    except OSError as exc:  # a store that cannot take a small file takes no video either
+        stopped = str(store_write_error(store.path, "record this run", exc))
 
     def emit(event) -> None:
         from actrec.extract_workers import Finished
 
         if isinstance(event, Finished):
             outcome = results[event.outcome.id] = event.outcome
-            if not outcome.ok and not outcome.busy:
-                record_failure(store.path, outcome.id, outcome.error, shard)
-            elif outcome.ok:
-                clear_failure(store.path, outcome.id)
+            with contextlib.suppress(OSError):  # only --status's loss (a full disk)
+                if not outcome.ok and not outcome.busy:
+                    record_failure(store.path, outcome.id, outcome.error, shard)
+                elif outcome.ok:
+                    clear_failure(store.path, outcome.id)
         view.update(event)
 
     options = HostOptions(batch_size=batch_size, length_policy=length_policy,
@@ -277,13 +310,18 @@ def extract_features(
         os.environ[_SHARD_VAR] = f"{shard[0]}/{shard[1]}"
     try:
         # in this process, the caller's extractor itself does the work
-        run_tasks(tasks, spec, devices[:processes], emit, extractor=extractor)
+        if not stopped:
+            run_tasks(tasks, spec, devices[:processes], emit, extractor=extractor)
         busy = [t for t in tasks if t.id in results and results[t.id].busy]
-        while busy and wait_busy:  # held by others: wait until released or stale, then retry
-            ready = _wait_for_claims(store.path, busy, lease, view)
+        while busy and wait_busy and not stopped:  # held by others: wait until released or
+            ready = _wait_for_claims(store.path, busy, lease, view)  # stale, then retry
             run_tasks(ready, spec, devices[:max(1, min(processes, len(ready)))], emit,
                       extractor=extractor)
             busy = [t for t in busy if results[t.id].busy]
+    except ExtractStopped:
+        raise
+    except DataError as exc:  # the store cannot be written: the report so far, then stop
+        stopped = str(exc)
     finally:
         view.close()
         if saved_shard is None:
@@ -295,11 +333,12 @@ def extract_features(
         release_claims(store.path)
     outcomes = [results[t.id] for t in tasks if t.id in results]
     with contextlib.suppress(OSError):
-        run.finish(written=sum(o.ok and not o.skipped for o in outcomes),
-                   skipped=len(skipped) + sum(o.skipped for o in outcomes),
-                   failed=sum(not o.ok and not o.busy for o in outcomes),
-                   busy=sum(o.busy for o in outcomes))
-    return ExtractReport(
+        if run is not None:  # None: stopped at its start
+            run.finish(written=sum(o.ok and not o.skipped for o in outcomes),
+                       skipped=len(skipped) + sum(o.skipped for o in outcomes),
+                       failed=sum(not o.ok and not o.busy for o in outcomes),
+                       busy=sum(o.busy for o in outcomes))
+    report = ExtractReport(
         written=tuple(o.id for o in outcomes if o.ok and not o.skipped),
         skipped=tuple(skipped) + tuple(o.id for o in outcomes if o.skipped),
         busy=tuple(o.id for o in outcomes if o.busy),
@@ -314,7 +353,19 @@ def extract_features(
         workers=workers,
         shard=shard,
         length_policy=length_policy,
+        stopped=stopped,
+        not_done=tuple(t.id for t in tasks if t.id not in results) if stopped else (),
     )
+    if stopped:
+        raise ExtractStopped(report)
+    return report
+
+
+def store_write_error(store_path, what: str, exc: OSError) -> DataError:
+    """The error for an ``OSError`` writing a store's own files: names the store, what failed
+    and why (``No space left on device`` for a full disk)."""
+    where = f" ({exc.filename})" if exc.filename and exc.strerror else ""
+    return DataError(f"feature store {store_path}: cannot {what}: {exc.strerror or exc}{where}")
 
 
 _SHARD_VAR = "ACTREC_CLAIM_SHARD"

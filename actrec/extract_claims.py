@@ -217,26 +217,31 @@ class _LocalFiles:
     def create(self, name: str, data: bytes) -> bool:
         target = self.path(name)
         tmp = self.folder / f".{name}.{uuid.uuid4().hex}.new"
-        for _ in range(3):  # the folder may vanish between mkdir and write (a finishing run)
+        try:  # a write that fails (a full disk) leaves no file behind
+            for _ in range(3):  # the folder may vanish between mkdir and write (a finishing run)
+                try:
+                    self.folder.mkdir(parents=True, exist_ok=True)
+                    tmp.write_bytes(data)
+                    break
+                except FileNotFoundError:
+                    continue
             try:
-                self.folder.mkdir(parents=True, exist_ok=True)
-                tmp.write_bytes(data)
-                break
-            except FileNotFoundError:
-                continue
-        try:
-            os.link(tmp, target)  # atomic create-if-absent, with the content already there
-            return True
-        except FileExistsError:
-            return False
-        except OSError:  # a file system without hard links: exclusive create, then write
-            try:
-                fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                os.link(tmp, target)  # atomic create-if-absent, with the content already there
+                return True
             except FileExistsError:
                 return False
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            return True
+            except OSError:  # a file system without hard links: exclusive create, then write
+                try:
+                    fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                except FileExistsError:
+                    return False
+                try:
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(data)
+                except BaseException:
+                    target.unlink(missing_ok=True)  # an empty claim is nobody's
+                    raise
+                return True
         finally:
             with contextlib.suppress(OSError):
                 tmp.unlink()

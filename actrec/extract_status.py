@@ -49,8 +49,12 @@ def _write(target, data: dict[str, Any]) -> None:
         return
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, target)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, target)
+    except BaseException:  # a full disk: no half-written record left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _read(target) -> dict[str, Any] | None:

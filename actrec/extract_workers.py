@@ -172,8 +172,9 @@ def run_tasks(tasks: Sequence[VideoTask], spec: WorkerSpec, devices: Sequence[st
     device entry, calling ``emit`` (in this process) with every event.
 
     ``ConfigError`` if the extractor cannot be set up; ``DataError`` if the store cannot be
-    written (both stop the run; videos already written stay). ``extractor`` is used only when
-    the work runs in this process."""
+    written (both stop the run; videos already written stay; the video being written then is
+    emitted as failed with that error first). ``extractor`` is used only when the work runs
+    in this process."""
     if not tasks:
         return
     with _terminate_as_exit():
@@ -238,7 +239,10 @@ def _run_here(tasks, spec, device, emit, extractor=None) -> None:
                           on_start=lambda video, n: emit(Started(0, video, n)),
                           on_frames=lambda n: emit(Frames(0, n)))
             return
-        except ActrecError:
+        except ActrecError as exc:  # the store cannot be written: fails the video it stopped
+            stopped = next((v for v in taken if v not in done), None)
+            if stopped is not None:
+                emit(Finished(0, Outcome(stopped, False, error=str(exc))))
             raise
         except Exception as exc:  # noqa: BLE001 - reported as the video's failure
             stopped = next((v for v in taken if v not in done), None)
@@ -385,7 +389,11 @@ def _run_processes(tasks, spec, devices, emit) -> None:
                 continue
             if kind == "config-error":
                 raise ConfigError(payload)
-            if kind == "data-error":
+            if kind == "data-error":  # fails the video that worker held, stops the run
+                vid = holding.pop(worker, None)
+                if vid is not None:
+                    finished += 1
+                    emit(Finished(worker, Outcome(vid, False, error=payload)))
                 raise DataError(payload)
             if kind == "exit":
                 gone.add(worker)

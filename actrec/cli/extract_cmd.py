@@ -82,6 +82,7 @@ def extract(dataset, split, root, options, extractor, extractor_options, out, st
     """
     import os
 
+    from actrec.extract import ExtractStopped
     from actrec.io.remote import StoreURL, store_location
     from actrec.pipeline import extract_dataset
 
@@ -115,17 +116,21 @@ def extract(dataset, split, root, options, extractor, extractor_options, out, st
     dataset_options = parse_assignments(options, "--option")
     if root is not None:
         dataset_options["root"] = str(root)
+    stopped = None
     with make_progress() as progress:
-        report = extract_dataset(
-            dataset, dataset_options=dataset_options, extractor=extractor,
-            extractor_options=parse_assignments(extractor_options, "--extractor-option"),
-            split=split, out=location, overwrite=overwrite, dtype=dtype, progress=progress,
-            trust_store=trust_store, workers=workers, shard=shard, device=device,
-            length_policy=length_policy, max_length_gap=max_length_gap, batch_size=batch_size,
-            stream=stream,
-        )
+        try:
+            report = extract_dataset(
+                dataset, dataset_options=dataset_options, extractor=extractor,
+                extractor_options=parse_assignments(extractor_options, "--extractor-option"),
+                split=split, out=location, overwrite=overwrite, dtype=dtype, progress=progress,
+                trust_store=trust_store, workers=workers, shard=shard, device=device,
+                length_policy=length_policy, max_length_gap=max_length_gap,
+                batch_size=batch_size, stream=stream,
+            )
+        except ExtractStopped as exc:  # a full disk: the summary of what was done, then why
+            report, stopped = exc.report, exc
         head_report = head_error = None
-        if head_config is not None:
+        if head_config is not None and stopped is None:
             from actrec.errors import ActrecError
             from actrec.frame_head import extract_head_features
 
@@ -140,6 +145,8 @@ def extract(dataset, split, root, options, extractor, extractor_options, out, st
     else:
         emit({**report.to_dict(), "head": head_report.to_dict()}, as_json,
              lambda _: _render_with_head(report, head_report))
+    if stopped is not None:
+        click.echo(f"Error: {stopped}", err=True)
     if head_error is not None:
         click.echo(f"Error: frame classifier not trained: {head_error}", err=True)
     if report.busy:
@@ -147,7 +154,7 @@ def extract(dataset, split, root, options, extractor, extractor_options, out, st
                    f"extracting them ({', '.join(report.busy[:5])}"
                    f"{' ...' if len(report.busy) > 5 else ''}); run this command again when "
                    f"they finish (`actrec extract --status {report.store}` shows them)", err=True)
-    if report.failed or head_error is not None or report.busy:
+    if not report.ok or head_error is not None or report.busy:
         raise SystemExit(1)
 
 
@@ -178,6 +185,9 @@ def _render(report):
     rows += [(v, "redone: source changed", c) for v, c in report.redone_changed]
     rows += [(v, "left to another process", "another `actrec extract` was extracting it")
              for v in report.busy]
+    rows += [(v, "not done: the run stopped", report.stopped) for v in report.not_done]
+    if report.stopped:
+        table.caption += f"; STOPPED: {report.stopped}"
     if not rows:
         return table
     details = Table(show_header=True)
