@@ -818,3 +818,47 @@ def test_folder_reader_meeting_a_rewrite_reads_the_new_copy(tmp_path):
     reader.video_attrs = lambda video_id: stale  # as read a moment before the swap
     x, y = reader.read_window("v1", 2, 4)
     assert np.array_equal(x, short[0][2:]) and np.array_equal(y, short[1][2:])
+
+
+@pytest.mark.slow
+def test_live_takes_storage_options_for_the_runs_stores(tiny_kitchen, bucket, s3_server,
+                                                        monkeypatch, tmp_path):
+    """`actrec live RUN --storage-option endpoint_url=...` reads the run's store in a bucket
+    the environment does not point at (for its extractor's config and frame rate) and
+    answers every frame; without the option it cannot; a run on local stores refuses it."""
+    from actrec.cli import cli
+
+    _, index = tiny_kitchen
+    url = f"s3://{bucket}/s.zarr"
+    extract_features(index, ColorGradient(CG), url, dataset_ref="synthetic:tiny")
+    run = str(tmp_path / "run")
+    runner = CliRunner()
+    trained = runner.invoke(cli, ["train", "lstm", "--d1", url, "--iterations", "2",
+                                  "--history", "8", "--mix", "2:0", "-o", "hidden=4",
+                                  "--run-dir", run, "--json"], catch_exceptions=False)
+    assert trained.exit_code == 0, trained.output
+    video = str(index.videos[sorted(index.videos)[0]].path)
+    args = ["live", run, video, "--max-frames", "6"]
+
+    _endpoint_only_from_options(monkeypatch)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # the default endpoint is not reachable: fail fast
+    lost = runner.invoke(cli, args)
+    assert lost.exit_code != 0 and f"its feature store {url} is missing or unreadable" in str(
+        lost.exception), lost.output
+
+    _endpoint_only_from_options(monkeypatch)
+    live = runner.invoke(cli, [*args, "--storage-option", f"endpoint_url={s3_server}"],
+                         catch_exceptions=False)
+    assert live.exit_code == 0, live.output
+    lines = [json.loads(x) for x in live.stdout.splitlines() if x.startswith("{")]
+    assert [x["frame"] for x in lines if "frame" in x and "label" in x] == list(range(6))
+
+    local = tmp_path / "local.zarr"
+    extract_features(index, ColorGradient(CG), local, dataset_ref="synthetic:tiny")
+    local_run = str(tmp_path / "local-run")
+    assert runner.invoke(cli, ["train", "lstm", "--d1", str(local), "--iterations", "1",
+                               "--history", "8", "--mix", "2:0", "-o", "hidden=4",
+                               "--run-dir", local_run]).exit_code == 0
+    refused = runner.invoke(cli, ["live", local_run, video, "--storage-option", "a=1"])
+    assert refused.exit_code == 2 and "--storage-option applies to a store URL (the stores " \
+        f"run {local_run} was trained on, e.g. s3://..., gs://...)" in refused.output

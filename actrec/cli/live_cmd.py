@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from actrec.cli.storage import apply_storage_options, run_stores, storage_option
+
 
 @click.command("live")
 @click.argument("run")
@@ -37,8 +39,9 @@ import click
               help="Frame rate of frame-folder sources (default: the run's).")
 @click.option("--max-frames", type=int, default=None,
               help="Stop each stream after this many frames (each is answered).")
+@storage_option
 def live(run, sources, out, frames, min_duration, top_k, realtime, display, write_video,
-         dataset, folder_fps, max_frames) -> None:
+         dataset, folder_fps, max_frames, storage_options) -> None:
     """Recognise, frame by frame, the SOURCEs (video files, folders of frames, camera indices
     such as 0, or stream URLs) with RUN (a run folder or name): decode at the rate the run's
     features were made at, extract them with the run's own causal extractor, standardise,
@@ -47,7 +50,8 @@ def live(run, sources, out, frames, min_duration, top_k, realtime, display, writ
     with --delay K labels frame t once frame t+K has arrived (the line's "seen"), and its
     last K frames when the stream ends, as eval --online scores it. Several
     SOURCEs are stepped in one batch, each with its own state; one that ends or fails leaves
-    the others running."""
+    the others running. The run's feature stores are read for the extractor's config and the
+    frame rate: where they are at URLs, --storage-option reaches them."""
     from actrec.errors import ConfigError
     from actrec.live import run_live
     from actrec.live_events import parse_duration
@@ -57,6 +61,12 @@ def live(run, sources, out, frames, min_duration, top_k, realtime, display, writ
     min_seconds = parse_duration(min_duration)
     if out is not None and out.exists():
         raise ConfigError(f"--out: {out} exists; give a new file (nothing is overwritten)")
+    if storage_options:
+        from actrec.runs import resolve_run
+
+        run_dir = resolve_run(run)
+        apply_storage_options(storage_options, run_stores(run_dir),
+                              f"the stores run {run_dir} was trained on, e.g.")
     recognizer = Recognizer.from_run(run, streams=len(sources), dataset=dataset, top_k=top_k)
     sinks = []
     if write_video is not None:

@@ -1,5 +1,6 @@
 """``--storage-option KEY=VALUE``: fsspec options for the file systems of store URLs, one
-option and one rule for every command that opens stores (extract, train, eval, reproduce)."""
+option and one rule for every command that opens stores (extract, train, eval, check,
+reproduce, live)."""
 
 from __future__ import annotations
 
@@ -43,3 +44,17 @@ def apply_storage_options(pairs: Iterable[str], stores: Iterable[object], where:
                                f"gs://...)")
     for protocol in protocols:
         set_storage_options(protocol, options)
+
+
+def run_stores(run_dir) -> list[str]:
+    """The feature stores (paths or URLs) a run folder's config.json records it was trained
+    on; none when it cannot be read (the command then reports the run's own error)."""
+    from actrec.errors import ActrecError
+    from actrec.runs import CONFIG, read_json
+
+    try:
+        config = read_json(run_dir / CONFIG)
+    except (ActrecError, OSError, ValueError):
+        return []
+    stores = config.get("stores") if isinstance(config, dict) else None
+    return [str(s.get("path")) for s in stores or [] if isinstance(s, dict)]
