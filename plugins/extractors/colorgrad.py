@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING
 from actrec.errors import ConfigError
 from actrec.plugin_api import FeatureExtractor, PluginConfig
 
+from .scratch import Scratch
+
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
@@ -69,6 +71,8 @@ class ColorGradient(FeatureExtractor):
         """Features float32 ``[B, dim]`` per input batch ``[B, H, W, 3]`` uint8 RGB."""
         import numpy as np
 
+        s = self.config.resize
+        work = self._work()
         prev = None  # grey level of the last frame seen, [S, S] float32
         for batch in batches:
             frames = self._resize(np.asarray(batch))  # [B, S, S, 3] uint8
@@ -79,15 +83,29 @@ class ColorGradient(FeatureExtractor):
             # by the allocator instead of being page-faulted in afresh), about twice as fast.
             for start in range(0, frames.shape[0], self.chunk):
                 part = frames[start:start + self.chunk]
+                b = part.shape[0]
                 # Channel sum in uint16 is exact, and much faster than a float mean.
-                grey = (part[..., 0].astype(np.uint16) + part[..., 1] + part[..., 2]) \
-                    .astype(np.float32) / 3.0  # [b, S, S]
-                before = np.concatenate([grey[:1] if prev is None else prev[None], grey[:-1]])
-                prev = grey[-1]
-                rows.append(self._features(part, grey, np.abs(grey - before)))
+                total = work.get("total", (b, s, s), np.uint16)
+                np.add(part[..., 0], part[..., 1], out=total, dtype=np.uint16)
+                total += part[..., 2]
+                grey = work.get("grey", (b, s, s), np.float32)
+                np.divide(total, np.float32(3.0), out=grey)
+                diff = work.get("diff", (b, s, s), np.float32)  # against the frame before
+                np.subtract(grey[0], grey[0] if prev is None else prev, out=diff[0])
+                np.subtract(grey[1:], grey[:-1], out=diff[1:])
+                np.abs(diff, out=diff)
+                prev = grey[-1].copy()  # the work arrays are overwritten by the next part
+                rows.append(self._features(part, grey, diff))
             yield rows[0] if len(rows) == 1 else np.concatenate(rows)
 
     # ------------------------------------------------------------------ internals
+
+    def _work(self) -> Scratch:
+        """This extractor's work arrays (see ``scratch``), made on first use."""
+        work = self.__dict__.get("_scratch")
+        if work is None:
+            work = self.__dict__["_scratch"] = Scratch()
+        return work
 
     def _resize(self, frames: np.ndarray) -> np.ndarray:
         import numpy as np
@@ -105,7 +123,9 @@ class ColorGradient(FeatureExtractor):
             # straddle two frames stacked one above the other: one call for the batch, each
             # frame's pixels exactly as resized alone.
             tall = np.ascontiguousarray(frames, dtype=np.uint8).reshape(b * h, w, 3)
-            return cv2.resize(tall, (s, b * s), interpolation=cv2.INTER_AREA).reshape(b, s, s, 3)
+            out = self._work().get("resized", (b * s, s, 3), np.uint8)
+            return cv2.resize(tall, (s, b * s), dst=out, interpolation=cv2.INTER_AREA) \
+                .reshape(b, s, s, 3)
         return np.stack([cv2.resize(f, (s, s), interpolation=cv2.INTER_AREA) for f in frames])
 
     def _cells(self) -> np.ndarray:
@@ -180,8 +200,10 @@ class ColorGradient(FeatureExtractor):
             import cv2
 
             frames = np.ascontiguousarray(frames)
+            work = self._work()
             if layout["shift"] is not None:
-                key = np.right_shift(frames, layout["shift"]).reshape(b, s, s * 3)
+                key = work.get("key", (b, s, s * 3), np.uint8)
+                np.right_shift(frames.reshape(b, s, s * 3), layout["shift"], out=key)
                 key += layout["key_offset"]  # < 256 by construction: no overflow
             else:
                 lut = layout["lut"]  # per channel: channel * bins + bin of the byte value
@@ -195,7 +217,8 @@ class ColorGradient(FeatureExtractor):
             for start in range(0, b, group):
                 part = key[start:start + group]
                 n = part.shape[0] * keys
-                wide = np.add(part, offsets[:part.shape[0]], dtype=np.uint16)
+                wide = work.get("wide", part.shape, np.uint16)
+                np.add(part, offsets[:part.shape[0]], out=wide, dtype=np.uint16)
                 counts.append(cv2.calcHist([wide.reshape(-1, s * 3)], [0], None, [n], [0, n]))
             counts = counts[0] if len(counts) == 1 else np.concatenate(counts)
             return counts.astype(np.float64).reshape(b, cells, 3 * bins)
@@ -221,9 +244,14 @@ class ColorGradient(FeatureExtractor):
         colour = self._colour_counts(frames) / per_cell[None, :, None]
 
         # Gradient orientation, unsigned, magnitude-weighted. Only inside the one-pixel
-        # border: the border's zero gradient adds nothing to any bin.
-        gx = grey[:, 1:-1, 2:] - grey[:, 1:-1, :-2]  # [B, S - 2, S - 2]
-        gy = grey[:, 2:, 1:-1] - grey[:, :-2, 1:-1]
+        # border: the border's zero gradient adds nothing to any bin. Computed into work
+        # arrays (``scratch``), each step as its own operation on the whole part.
+        work = self._work()
+        shape, flat = (b, s - 2, s - 2), (b * (s - 2), s - 2)
+        gx = work.get("gx", shape, np.float32)
+        gy = work.get("gy", shape, np.float32)
+        np.subtract(grey[:, 1:-1, 2:], grey[:, 1:-1, :-2], out=gx)
+        np.subtract(grey[:, 2:, 1:-1], grey[:, :-2, 1:-1], out=gy)
         gx *= np.float32(0.5)  # exact: halving a float32
         gy *= np.float32(0.5)
         # hypot of float32 values, as libm's hypotf computes it: in double (the squares of
@@ -231,18 +259,24 @@ class ColorGradient(FeatureExtractor):
         # once), square root, then rounded to float32.
         import cv2
 
-        flat = (b * (s - 2), s - 2)
-        x = cv2.magnitude(gx.reshape(flat).astype(np.float64), gy.reshape(flat).astype(np.float64))
-        mag = x.astype(np.float32).astype(np.float64)
+        x, y = work.get("x", flat, np.float64), work.get("y", flat, np.float64)
+        np.copyto(x, gx.reshape(flat))
+        np.copyto(y, gy.reshape(flat))
+        mag = cv2.magnitude(x, y, work.get("mag", flat, np.float64))
+        rounded = work.get("mag32", flat, np.float32)
+        np.copyto(rounded, mag)  # to float32, then back: the weights as float64
+        np.copyto(mag, rounded)
         # Orientation in [0, pi): arctan2 is in (-pi, pi]; numpy's mod by pi in float32,
         # without its slow general path: a negative angle gains pi, pi itself becomes 0.
         pi = np.float32(np.pi)
-        theta = np.arctan2(gy, gx)
-        theta += (theta < 0) * pi  # (a masked add is several times slower)
-        np.putmask(theta, theta == pi, 0)
+        theta = np.arctan2(gy, gx, out=work.get("theta", shape, np.float32))
+        mask = np.less(theta, 0, out=work.get("mask", shape, np.bool_))
+        theta += np.multiply(mask, pi, out=work.get("gain", shape, np.float32))  # (a masked
+        np.putmask(theta, np.equal(theta, pi, out=mask), 0)  # add is several times slower)
         theta *= np.float32(bins)
         theta /= pi
-        obin = theta.astype(np.intp)
+        obin = work.get("obin", shape, np.intp)
+        np.copyto(obin, theta, casting="unsafe")  # truncation, as astype
         np.minimum(obin, bins - 1, out=obin)
         obin += orient_base
         orient = np.bincount(obin.ravel(), weights=mag.ravel(), minlength=b * cells * bins)
