@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 import uuid
 
 import numpy as np
@@ -862,3 +863,153 @@ def test_live_takes_storage_options_for_the_runs_stores(tiny_kitchen, bucket, s3
     refused = runner.invoke(cli, ["live", local_run, video, "--storage-option", "a=1"])
     assert refused.exit_code == 2 and "--storage-option applies to a store URL (the stores " \
         f"run {local_run} was trained on, e.g. s3://..., gs://...)" in refused.output
+
+
+# ---------------------------------------------------------------------- check --sweep
+
+
+def _killed_writer_of(where: str, step: str, video: str) -> None:
+    """``_killed_writer`` writing ``video`` (a new one leaves a group with no commit at all)."""
+    import subprocess
+    import sys
+
+    code = _KILLED_WRITER.replace('write_video("v1"', f'write_video({video!r}')
+    proc = subprocess.run([sys.executable, "-c", code, where, step], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert proc.returncode == -9, proc.stderr
+
+
+def _old_generation(url: str, video: str, days: float) -> str:
+    """A copy of ``video``'s committed generation under the name a writer that started
+    ``days`` ago would have given it, never committed (as a dead writer's): its name."""
+    import time as _time
+
+    store = FeatureStore.open(url)
+    committed = store.video_attrs(video)["generation"]
+    name = f"gen-{int(_time.time() - days * 86400)}-{uuid.uuid4().hex[:12]}"
+    group = store_location(url) / "videos" / video
+    fs = group.fs
+    fs.copy((group / committed).fs_path, (group / name).fs_path, recursive=True)
+    return name
+
+
+def _generations_of(url: str, video: str) -> set[str]:
+    group = store_location(url) / "videos" / video
+    group.fs.invalidate_cache()
+    return {g.name for g in group.iterdir() if g.name.startswith("gen-")}
+
+
+def _sweep(url: str, *args: str) -> dict:
+    from actrec.cli import cli
+
+    res = CliRunner().invoke(cli, ["check", url, "--sweep", *args, "--json"],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    payload = json.loads(res.stdout)
+    assert payload["ok"]  # the committed copies are whole after every sweep
+    return payload["swept"]
+
+
+def _names(items) -> list[tuple[str, str]]:
+    return sorted((x["video"], x["path"].rsplit("/", 1)[1]) for x in items)
+
+
+@pytest.mark.slow
+def test_s3_sweep_removes_dead_writers_generations_only(bucket):
+    """Real dead writers (SIGKILL before their commit: a re-write of v1, a first write of v2)
+    and a generation left two days ago: `check --sweep` removes the old one and leaves the
+    young ones (they may be live writers'), `--older-than 0` removes those too unless another
+    process holds the video's claim; the committed copies are never touched."""
+    from actrec.extract_claims import claim
+
+    url = f"s3://{bucket}/s.zarr"
+    FeatureStore.open_or_create(url, **_STORE_ARGS).write_video("v1", *_OLD, fps=15,
+                                                                source=None)
+    committed = FeatureStore.open(url).video_attrs("v1")["generation"]
+    _killed_writer_of(url, "commit", "v1")
+    _killed_writer_of(url, "commit", "v2")
+    (young_v1,) = _generations_of(url, "v1") - {committed}
+    (young_v2,) = _generations_of(url, "v2")
+    old = _old_generation(url, "v1", days=2)
+
+    swept = _sweep(url)
+    assert _names(swept["removed"]) == [("v1", old)]
+    assert swept["removed"][0]["kind"] == "uncommitted generation"
+    assert 2 * 86400 - 60 < swept["removed"][0]["age_seconds"] < 2 * 86400 + 60
+    assert _names(swept["left"]) == sorted([("v1", young_v1), ("v2", young_v2)])
+    assert all("younger than 24 h" in x["why"] for x in swept["left"])
+    assert _generations_of(url, "v1") == {committed, young_v1}
+    _holds(url, _OLD)
+
+    with claim(url, "v2") as mine:  # v2 is being extracted by a live process (this one)
+        assert mine
+        swept = _sweep(url, "--older-than", "0s")
+    assert _names(swept["removed"]) == [("v1", young_v1)]
+    assert _names(swept["left"]) == [("v2", young_v2)]
+    assert swept["left"][0]["why"] == "another process is extracting this video"
+    swept = _sweep(url, "--older-than", "0")
+    assert _names(swept["removed"]) == [("v2", young_v2)] and not swept["left"]
+    assert _generations_of(url, "v1") == {committed} and _generations_of(url, "v2") == set()
+    _holds(url, _OLD)
+    assert _sweep(url, "--older-than", "0") == {**swept, "removed": []}  # nothing left to do
+    store = FeatureStore.open(url)  # v2 is written as a new video afterwards
+    store.write_video("v2", *_NEW, fps=15, source=None)
+    assert store.videos() == ["v1", "v2"] and np.array_equal(store.read("v2")[0], _NEW[0])
+
+
+def test_memory_store_sweep_keeps_the_committed_generation(monkeypatch):
+    """On memory:// (no conditional writes): generations left by a writer that died after
+    its commit (the replaced copy) and before one are removed once old enough, the
+    committed one never, also when it is itself older than the age."""
+    pytest.importorskip("fsspec")
+    from actrec.io.leftovers import sweep_store
+
+    url = f"memory://{uuid.uuid4().hex[:12]}/s.zarr"
+    store = FeatureStore.open_or_create(url, **_STORE_ARGS)
+    store.write_video("v1", *_OLD, fps=15, source=None)
+    replaced = _old_generation(url, "v1", days=3)  # as if the commit's clean-up never ran
+    dead = _old_generation(url, "v1", days=1.5)
+    committed = store.video_attrs("v1")["generation"]
+    report = sweep_store(FeatureStore.open(url), now=None)
+    assert sorted(x.path.rsplit("/", 1)[1] for x in report.removed) == sorted([replaced, dead])
+    assert _generations_of(url, "v1") == {committed}
+    # three days later the committed generation is the oldest thing there: it stays
+    another = _old_generation(url, "v1", days=0)
+    report = sweep_store(FeatureStore.open(url), older_than=0, now=time.time() + 3 * 86400)
+    assert [x.path.rsplit("/", 1)[1] for x in report.removed] == [another]
+    assert _generations_of(url, "v1") == {committed}
+    _holds(url, _OLD)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("step", ["swap", "rename"])
+def test_folder_sweep_removes_dead_writers_temp_folders(tmp_path, step):
+    """A folder store: a writer killed before its swap leaves its temp folder; one killed
+    between the two renames leaves the old copy aside (the video missing): `check --sweep`
+    removes the first and puts the second back, without any write to the store."""
+    where = str(tmp_path / "s.zarr")
+    FeatureStore.open_or_create(where, **_STORE_ARGS).write_video("v1", *_OLD, fps=15,
+                                                                  source=None)
+    _killed_writer(where, step)
+    swept = _sweep(where)
+    assert [(x["video"], x["kind"]) for x in swept["removed"]] == [("v1", "temp folder")]
+    assert [(x["video"], x["kind"]) for x in swept["restored"]] == (
+        [("v1", "old copy restored")] if step == "rename" else [])
+    _holds(where, _OLD)
+    assert not (tmp_path / "s.zarr" / ".tmp").exists()
+
+
+def test_sweep_options_are_checked(tmp_path):
+    from actrec.cli import cli
+
+    where = str(tmp_path / "s.zarr")
+    FeatureStore.open_or_create(where, **_STORE_ARGS)
+    res = CliRunner().invoke(cli, ["check", where, "--older-than", "2d"])
+    assert res.exit_code == 2 and "--older-than applies to --sweep" in res.output
+    res = CliRunner().invoke(cli, ["check", where, "--sweep", "--older-than", "soon"])
+    assert isinstance(res.exception, ConfigError) and str(res.exception) == (
+        "--older-than: expected an age such as 2d, 12h, 30m or 90s, got 'soon'")
+    from actrec.io.leftovers import parse_age
+
+    assert [parse_age(x) for x in ("2d", "12h", "30m", "30min", "90s", "5", "0")] == \
+        [172800, 43200, 1800, 1800, 90, 5, 0]

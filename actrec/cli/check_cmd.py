@@ -16,9 +16,16 @@ from actrec.cli.storage import apply_storage_options, storage_option
 @click.option("--drop-damaged", is_flag=True,
               help="After checking, remove each damaged video from the store, so that "
               "`actrec extract` for the store extracts exactly those again.")
+@click.option("--sweep", is_flag=True,
+              help="First remove what dead writers left: uncommitted generations of videos "
+              "at a URL older than --older-than, temp folders of dead writers in a folder; "
+              "never a committed copy or a video another process is extracting.")
+@click.option("--older-than", default="1d", show_default=True, metavar="AGE",
+              help="With --sweep: remove only generations older than this (2d, 12h, 30m, "
+              "90s); a younger one may be a live writer's, about to commit.")
 @storage_option
 @json_option
-def check(store, sources, drop_damaged, storage_options, as_json) -> None:
+def check(store, sources, drop_damaged, sweep, older_than, storage_options, as_json) -> None:
     """Verify every video of the feature store STORE: each chunk file present with the size
     written, each array's checksum, and (with --sources) the source video unchanged. A store
     with several streams is checked stream by stream, and a video's streams must agree on its
@@ -35,9 +42,22 @@ def check(store, sources, drop_damaged, storage_options, as_json) -> None:
     from actrec.io.integrity import drop_damaged as drop
 
     apply_storage_options(storage_options, [store], "STORE")
+    swept = None
+    if sweep:
+        from actrec.io.leftovers import parse_age, sweep_store
+
+        age = parse_age(older_than)
+    elif older_than != "1d":
+        raise click.UsageError("--older-than applies to --sweep")
     opened = FeatureStore.open(store)
+    if sweep:
+        swept = sweep_store(opened, older_than=age)
     with make_progress() as progress:
         report = check_store(opened, sources=sources, progress=progress)
+    if swept is not None:
+        from dataclasses import replace
+
+        report = replace(report, swept=swept)
     if drop_damaged:
         report = drop(opened, report)
     emit(report, as_json, lambda r: _render(r, STATUSES, store, drop_damaged))
@@ -88,4 +108,28 @@ def _render(report, statuses, store, dropping):
         parts.append(Text(f"`actrec check {store} --drop-damaged` removes the damaged videos; "
                           f"`actrec extract` for this store then extracts them again",
                           style="yellow"))
+    if report.swept is not None:
+        parts.append(_render_sweep(report.swept))
     return Group(*parts)
+
+
+def _render_sweep(swept):
+    from rich.table import Table
+
+    def age(x):
+        if x.age is None:
+            return "?"
+        return f"{x.age / 3600:.1f} h" if x.age >= 3600 else f"{x.age:.0f} s"
+
+    table = Table(title=f"sweep of {swept.store}: {len(swept.removed)} removed, "
+                  f"{len(swept.restored)} restored, {len(swept.left)} left",
+                  caption="removed: what dead writers left (older than "
+                  f"{swept.older_than / 3600:g} h where it is a generation)")
+    for column in ("video", "what", "age", "done", "path"):
+        table.add_column(column)
+    for done, items in (("removed", swept.removed), ("restored", swept.restored)):
+        for x in items:
+            table.add_row(x.video, x.kind, age(x), done, x.path)
+    for x in swept.left:
+        table.add_row(x.video, x.kind, age(x), f"left: {x.why}", x.path)
+    return table

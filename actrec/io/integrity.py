@@ -157,13 +157,15 @@ class VideoCheck:
 @dataclass(frozen=True)
 class StoreCheck:
     """``actrec check``'s report on a whole store; ``dropped``: the damaged videos that
-    ``drop_damaged`` removed from it (``ok`` still says what the check found)."""
+    ``drop_damaged`` removed from it (``ok`` still says what the check found); ``swept``: what
+    ``actrec.io.leftovers.sweep_store`` removed before the check (``--sweep``)."""
 
     store: Path
     videos: tuple[VideoCheck, ...]
     notes: tuple[str, ...] = field(default=())
     streams: tuple[str, ...] = ()
     dropped: tuple[VideoCheck, ...] = ()
+    swept: Any = None  # a SweepReport
 
     @property
     def ok(self) -> bool:
@@ -180,6 +182,7 @@ class StoreCheck:
                               "problems": list(v.problems)}
                              for v in self.videos if v.status != "ok"],
                 "dropped": [{"video": v.video, "stream": v.stream} for v in self.dropped],
+                "swept": self.swept.to_dict() if self.swept is not None else None,
                 "notes": list(self.notes)}
 
 

@@ -1,0 +1,243 @@
+"""What dead writers leave in a feature store, and removing it: ``sweep_store``
+(``actrec check STORE --sweep``).
+
+* A store at a URL writes each version of a video as a generation
+  ``videos/<name>/gen-<seconds>-<hex>/`` and commits it by one conditional write of the group's
+  ``zarr.json`` (``actrec.io.remote_store``). A writer that dies before its commit leaves its
+  generation uncommitted (invisible to readers), and one that dies right after it leaves the
+  generation it replaced. A later write of that video removes them once a day old; a video
+  never written again keeps them. The sweep removes every generation but the committed one
+  that is older than ``older_than`` (by the time its name records, when its writer started
+  writing it): younger ones may be a live writer's, about to commit.
+* A local store builds each write under ``.tmp/<name>.<host>.<pid>.<tag>`` and renames it into
+  place; a writer that dies leaves its temp folder, and one that died between the two renames
+  of a re-write leaves the old copy aside (``-old``). Opening the store for writing already
+  clears these (``FeatureStore._clean``: a dead process's of this host at once, another
+  host's after a day); the sweep does the same without a write, and says what it did.
+
+Safety: each video is swept while holding its claim (``actrec.extract_claims``), as a writer
+holds it, so a video another live process is extracting is left alone (and said so); the
+committed generation is read again while the claim is held, so a commit that landed since
+the listing is never removed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from actrec.io.remote import StoreURL
+
+__all__ = ["DEFAULT_AGE", "Leftover", "SweepReport", "parse_age", "sweep_store"]
+
+DEFAULT_AGE = 24 * 3600.0  # seconds: as old as a later write's own clean-up requires
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_age(text: str | float, option: str = "--older-than") -> float:
+    """Seconds from ``90s``, ``30m``/``30min``, ``12h``, ``2d`` or a plain number of seconds;
+    ``ConfigError`` naming ``option`` otherwise (negative included)."""
+    from actrec.errors import ConfigError
+
+    raw = str(text).strip().lower()
+    unit = next((u for u in sorted(_UNITS, key=len, reverse=True) if raw.endswith(u)), "")
+    try:
+        value = float(raw[: len(raw) - len(unit)]) * _UNITS.get(unit, 1.0)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise ConfigError(f"{option}: expected an age such as 2d, 12h, 30m or 90s, got {text!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """One thing a dead writer left: where, of which video, what it is, how old (seconds;
+    ``None`` when unknown) and, for one left in place, why."""
+
+    video: str
+    path: str
+    kind: str  # "uncommitted generation", "temp folder", "old copy restored"
+    age: float | None
+    why: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"video": self.video, "path": self.path, "kind": self.kind,
+               "age_seconds": None if self.age is None else round(self.age, 1)}
+        if self.why:
+            out["why"] = self.why
+        return out
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    """What ``sweep_store`` removed (``removed``), put back (``restored``) and left in place
+    with the reason (``left``)."""
+
+    store: str
+    older_than: float
+    removed: tuple[Leftover, ...] = ()
+    restored: tuple[Leftover, ...] = ()
+    left: tuple[Leftover, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"store": self.store, "older_than_seconds": self.older_than,
+                "removed": [x.to_dict() for x in self.removed],
+                "restored": [x.to_dict() for x in self.restored],
+                "left": [x.to_dict() for x in self.left]}
+
+
+def sweep_store(store: Any, *, older_than: float = DEFAULT_AGE,
+                now: float | None = None) -> SweepReport:
+    """Remove what dead writers left in every stream of ``store`` (see the module docstring):
+    at a URL, each video's generations but the committed one that are older than
+    ``older_than`` seconds; in a folder, dead writers' temp folders (an old copy left aside
+    by a re-write is put back where its video is missing). Never the committed copy of a
+    video, never anything of a video another live process holds the claim of."""
+    from actrec.errors import ConfigError
+
+    if not older_than >= 0:
+        raise ConfigError(f"--older-than: expected a duration >= 0, got {older_than!r}")
+    now = time.time() if now is None else now
+    removed: list[Leftover] = []
+    restored: list[Leftover] = []
+    left: list[Leftover] = []
+    for name in store.streams():
+        sub = store.stream(name)
+        if isinstance(sub.path, StoreURL):
+            _sweep_generations(sub, older_than, now, removed, left)
+        else:
+            _sweep_folder(sub, removed, restored)
+    return SweepReport(str(store.path), float(older_than), tuple(removed), tuple(restored),
+                       tuple(left))
+
+
+# ---------------------------------------------------------------------- at a URL
+
+
+def _committed(group: StoreURL) -> tuple[bool, str | None]:
+    """(whether the group has a ``zarr.json``, the generation it commits or ``None``)."""
+    from actrec.io.remote_store import _attributes
+
+    try:
+        attrs = _attributes((group / "zarr.json").read_bytes())
+    except FileNotFoundError:
+        return False, None
+    return True, (attrs or {}).get("generation")
+
+
+def _generations(group: StoreURL, now: float) -> list[tuple[StoreURL, float]]:
+    from actrec.io.features import GENERATION
+
+    out = []
+    for entry in group.iterdir():
+        if GENERATION.fullmatch(entry.name):
+            out.append((entry, now - int(entry.name.split("-")[1])))
+    return out
+
+
+def _sweep_generations(store: Any, older_than: float, now: float, removed: list,
+                       left: list) -> None:
+    from actrec.errors import ActrecError
+    from actrec.extract_claims import claim
+    from actrec.io.features import _VIDEOS, decode_video_id
+
+    videos = store.path / _VIDEOS
+    for group in sorted(videos.iterdir(), key=lambda g: g.name):
+        if group.name == "zarr.json":
+            continue
+        video = decode_video_id(group.name)
+        _, current = _committed(group)
+        found = [(g, age) for g, age in _generations(group, now) if g.name != current]
+        if not found:
+            continue
+        young = [(g, age) for g, age in found if age <= older_than]
+        for g, age in young:
+            left.append(Leftover(video, str(g), "uncommitted generation", age,
+                                 f"younger than {_span(older_than)}: may be a live writer's"))
+        if len(young) == len(found):
+            continue
+        try:
+            with claim(store.path, video) as mine:
+                if not mine:
+                    for g, age in found:
+                        if age > older_than:
+                            left.append(Leftover(video, str(g), "uncommitted generation", age,
+                                                 "another process is extracting this video"))
+                    continue
+                _, current = _committed(group)  # again, held: a commit since is kept
+                for g, age in _generations(group, now):
+                    if g.name == current or age <= older_than:
+                        continue
+                    g.rmtree()
+                    removed.append(Leftover(video, str(g), "uncommitted generation", age))
+        except (ActrecError, OSError) as exc:
+            left.append(Leftover(video, str(group), "uncommitted generation", None,
+                                 f"could not be removed: {exc}"))
+
+
+# ---------------------------------------------------------------------- in a folder
+
+
+def _sweep_folder(store: Any, removed: list, restored: list) -> None:
+    """``FeatureStore._clean`` under the store's lock, and what it changed."""
+    from actrec.io.features import _TMP, _VIDEOS
+
+    tmp_root = store.path / _TMP
+    videos = store.path / _VIDEOS
+    with store._lock():  # writers create and move their temp folders under it
+        before = _entries(tmp_root)
+        groups = _entries(videos)
+        present = {e.name for e in groups}
+        ages = {e.name: _age(e) for e in before + groups}
+        store._clean()
+        after = {e.name for e in _entries(tmp_root)}
+        now_present = {e.name for e in _entries(videos)}
+    for entry in groups:  # a group without its complete marker (never a live write's)
+        if entry.is_dir() and entry.name not in now_present:
+            removed.append(Leftover(_video(entry.name), str(entry), "incomplete video group",
+                                    ages[entry.name]))
+    for entry in before:
+        if entry.name in after:
+            continue
+        name = entry.name.split(".")[0]
+        video = _video(name)
+        if entry.name.endswith("-old") and name in now_present and name not in present:
+            restored.append(Leftover(video, str(videos / name), "old copy restored",
+                                     ages[entry.name]))
+        else:
+            removed.append(Leftover(video, str(entry), "temp folder", ages[entry.name]))
+
+
+def _video(name: str) -> str:
+    from actrec.io.features import decode_video_id
+
+    try:
+        return decode_video_id(name)
+    except (UnicodeDecodeError, ValueError):
+        return name
+
+
+def _entries(folder) -> list:
+    try:
+        return sorted(folder.iterdir(), key=lambda e: e.name)
+    except OSError:
+        return []
+
+
+def _age(entry) -> float | None:
+    try:
+        return time.time() - entry.stat().st_mtime
+    except OSError:
+        return None
+
+
+def _span(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
