@@ -15,7 +15,8 @@ OS locks, so three things are done differently:
   one video (one silent past its claim's lease) the one that commits second is refused
   (``ClaimLost``) and deletes its own generation. A writer that dies leaves an uncommitted
   generation: invisible, and removed by a later write of that video once it is a day old
-  (younger ones may be another writer's, still running). Other backends than S3 check the
+  (younger ones may be another writer's, still running), or store-wide by ``actrec check
+  STORE --sweep`` (``actrec.io.leftovers``). Other backends than S3 check the
   ``zarr.json`` and then write it, which a writer between the two is not kept from.
 * Creating the store: its root ``zarr.json`` is created with a conditional write (S3
   ``If-None-Match: *``), so of several machines starting at once exactly one creates it and
@@ -228,7 +229,7 @@ class RemoteFeatureStore(FeatureStore):
 
     def _clean(self) -> None:
         """Nothing to do: unfinished writes are invisible, and removed by a later write of
-        their video once a day old (``_drop_replaced``)."""
+        their video once a day old (``_drop_replaced``) or by ``actrec check --sweep``."""
 
 
 def _attributes(raw: bytes) -> dict[str, Any] | None:
