@@ -48,9 +48,9 @@ import numpy as np
 from actrec.errors import ConfigError
 from actrec.plugin_api import FeatureExtractor, PluginConfig
 
+from ..scratch import Scratch
 from .fields import (
     difference_mean,
-    difference_total,
     history_levels,
     recency,
     sliding_windows,
@@ -129,6 +129,7 @@ class MotionDescriptor(FeatureExtractor):
         b = weight.shape[0]
         cells, bins, mbins = cfg.grid ** 2, cfg.bins, cfg.mag_bins
         per_cell, base = self._layout(*weight.shape)  # [C], [B, H, W] frame * cells + cell
+        work = self._work()
 
         # Directions only where there is weight when most pixels are still (as in most real
         # video), else everywhere: a pixel without weight adds an exact 0.0 to its bin, so
@@ -137,25 +138,44 @@ class MotionDescriptor(FeatureExtractor):
         if np.count_nonzero(weight) < self.dense * weight.size:
             moving = np.flatnonzero(weight)
             dx, dy, weight, keys = dx[moving], dy[moving], weight[moving], keys[moving]
-        theta = np.arctan2(dy, dx)
+        n = weight.size
+        theta = np.arctan2(dy, dx, out=work.get("theta", (n,), dy.dtype))
         span = 2 * np.pi if self.signed else np.pi
         # np.mod(theta, span) without its slow general path: arctan2 lies in [-pi, pi], so a
-        # negative angle gains one span; an angle that lands on span itself is bin 0 either
-        # way after the final modulo.
-        theta += (theta < 0) * theta.dtype.type(span)
-        obin = np.floor(theta / (span / bins) + 0.5).astype(np.int64) % bins
-        orient = np.bincount(keys * bins + obin, weights=weight.astype(np.float64),
-                             minlength=b * cells * bins)
+        # negative angle gains one span (a masked add is several times slower).
+        negative = np.less(theta, 0, out=work.get("negative", (n,), np.bool_))
+        theta += np.multiply(negative, theta.dtype.type(span),
+                             out=work.get("gain", (n,), theta.dtype))
+        # Bin k is centred on k * span / bins: floor(theta / width + 0.5), in [0, bins] since
+        # theta is in [0, span]; modulo bins, an angle that lands on span itself is bin 0.
+        np.divide(theta, span / bins, out=theta)
+        theta += 0.5
+        np.floor(theta, out=theta)
+        obin = work.get("obin", (n,), np.int64)
+        np.copyto(obin, theta, casting="unsafe")
+        np.putmask(obin, np.equal(obin, bins, out=negative), 0)
+        okey = np.multiply(keys, bins, out=work.get("okey", (n,), np.int64))
+        okey += obin
+        weights = work.get("weights", (n,), np.float64)
+        np.copyto(weights, weight)
+        orient = np.bincount(okey, weights=weights, minlength=b * cells * bins)
         orient = orient.reshape(b, cells, bins) / per_cell[None, :, None]
 
         # Magnitude bins shifted by one, so that the pixels in no bin (-1) count in a slot of
         # their own, dropped: one pass, no mask.
-        key = base * (mbins + 1)
+        key = np.multiply(base, mbins + 1, out=work.get("mkey", base.shape, np.int64))
         key += mag_bin
         key += 1
         mags = np.bincount(key.ravel(), minlength=b * cells * (mbins + 1))
         mags = mags.reshape(b, cells, mbins + 1)[:, :, 1:] / per_cell[None, :, None]
         return np.concatenate([orient, mags], axis=2).reshape(b, -1).astype(np.float32)
+
+    def _work(self) -> Scratch:
+        """This extractor's work arrays (see ``scratch``), made on first use."""
+        work = self.__dict__.get("_scratch")
+        if work is None:
+            work = self.__dict__["_scratch"] = Scratch()
+        return work
 
     def _layout(self, b: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
         """Pixels per cell (float64 ``[C]``) and ``frame * cells + cell`` of every pixel
@@ -179,6 +199,39 @@ def _gradient(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     gx[:, 1:-1, 1:-1] = (image[:, 1:-1, 2:] - image[:, 1:-1, :-2]) / 2
     gy[:, 1:-1, 1:-1] = (image[:, 2:, 1:-1] - image[:, :-2, 1:-1]) / 2
     return gx, gy
+
+
+def _gradient_into(image: np.ndarray, work: Scratch) -> tuple[np.ndarray, np.ndarray]:
+    """``_gradient(image)`` computed into work arrays ``gx`` and ``gy``."""
+    gx = work.get("gx", image.shape, image.dtype)
+    gy = work.get("gy", image.shape, image.dtype)
+    for g in (gx, gy):  # the border (work arrays hold the last call's values)
+        g[:, 0] = 0
+        g[:, -1] = 0
+        g[:, :, 0] = 0
+        g[:, :, -1] = 0
+    inner_x, inner_y = gx[:, 1:-1, 1:-1], gy[:, 1:-1, 1:-1]
+    np.subtract(image[:, 1:-1, 2:], image[:, 1:-1, :-2], out=inner_x)
+    np.subtract(image[:, 2:, 1:-1], image[:, :-2, 1:-1], out=inner_y)
+    inner_x /= 2
+    inner_y /= 2
+    return gx, gy
+
+
+def _hypot_into(x: np.ndarray, y: np.ndarray, work: Scratch) -> np.ndarray:
+    """``_hypot(x, y)`` computed in work arrays (the result is work array ``hypot``)."""
+    import cv2
+
+    flat = (-1, x.shape[-1])
+    x64 = work.get("x64", x.shape, np.float64)
+    y64 = work.get("y64", x.shape, np.float64)
+    np.copyto(x64, x)
+    np.copyto(y64, y)
+    length = cv2.magnitude(x64.reshape(flat), y64.reshape(flat),
+                           work.get("length", x64.reshape(flat).shape, np.float64))
+    out = work.get("hypot", x.shape, np.float32)
+    np.copyto(out, length.reshape(x.shape))
+    return out
 
 
 def _hypot(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -232,21 +285,28 @@ class MHIDescriptor(MotionDescriptor):
 
     def motion(self, fields):
         cfg = self.config
+        work = self._work()
         newest = recency(fields, cfg.window, cfg.threshold)  # [B, H, W]: 0..window - 1
         levels = history_levels(cfg.window)
-        mhi = levels[newest]
-        gx, gy = _gradient(mhi)
-        moved = newest > 0
-        inside = np.zeros_like(moved)  # the pixel and its four neighbours all moved
-        inside[:, 1:-1, 1:-1] = (moved[:, 1:-1, 1:-1] & moved[:, :-2, 1:-1] & moved[:, 2:, 1:-1]
-                                 & moved[:, 1:-1, :-2] & moved[:, 1:-1, 2:])
-        weight = np.where(inside, _hypot(gx, gy), 0)
+        mhi = levels.take(newest, out=work.get("mhi", newest.shape, levels.dtype))
+        gx, gy = _gradient_into(mhi, work)
+        moved = np.greater(newest, 0, out=work.get("moved", newest.shape, np.bool_))
+        inside = work.get("inside", newest.shape, np.bool_)  # the pixel and its four
+        inside[...] = False  # neighbours all moved
+        core = inside[:, 1:-1, 1:-1]
+        np.logical_and(moved[:, 1:-1, 1:-1], moved[:, :-2, 1:-1], out=core)
+        core &= moved[:, 2:, 1:-1]
+        core &= moved[:, 1:-1, :-2]
+        core &= moved[:, 1:-1, 2:]
+        weight = _hypot_into(gx, gy, work)
+        weight *= inside  # a finite length times 1 or 0: np.where(inside, length, 0)
         # The magnitude bin of each level, computed as it would be on the MHI's pixels; the
         # pixels that did not move are in no bin.
         level = np.minimum(np.ceil(levels * cfg.mag_bins - 1e-6).astype(np.int64) - 1,
                            cfg.mag_bins - 1)
         level[0] = -1
-        return gx, -gy, weight, level[newest]
+        return (gx, np.negative(gy, out=work.get("up", gy.shape, gy.dtype)), weight,
+                level.take(newest, out=work.get("mag_bin", newest.shape, np.int64)))
 
 
 class FrameDiffDescriptor(MotionDescriptor):
@@ -258,9 +318,17 @@ class FrameDiffDescriptor(MotionDescriptor):
 
     def motion(self, fields):
         window = self.config.window
-        total = difference_total(fields, window)  # whole grey levels
-        diff = difference_mean(total, window)
-        gx, gy = _gradient(diff)
+        work = self._work()
+        b = fields.shape[0] - (window - 2)
+        shape = (b, *fields.shape[1:])
+        # difference_total and difference_mean, in work arrays: whole grey levels, exact
+        total = work.get("total", shape, np.float32)
+        np.copyto(total, fields[:b])
+        for j in range(1, window - 1):
+            total += fields[j:j + b]
+        diff = np.divide(total, np.float32((window - 1) * 255.0),
+                         out=work.get("mean", shape, np.float32))
+        gx, gy = _gradient_into(diff, work)
         # The mean difference takes one value per whole total: its magnitude bin is a table
         # look-up, the table computed from those values as it would be per pixel.
         table = self.__dict__.get("_bin_table")
@@ -268,4 +336,8 @@ class FrameDiffDescriptor(MotionDescriptor):
             levels = difference_mean(np.arange((window - 1) * 255 + 1, dtype=np.float32), window)
             table = self.__dict__["_bin_table"] = (
                 window, _doubling_bins(levels, 1 / 64, self.config.mag_bins))
-        return gx, -gy, _hypot(gx, gy), table[1][total.astype(np.intp)]
+        index = work.get("index", shape, np.intp)
+        np.copyto(index, total, casting="unsafe")
+        return (gx, np.negative(gy, out=work.get("up", shape, np.float32)),
+                _hypot_into(gx, gy, work),
+                table[1].take(index, out=work.get("mag_bin", shape, table[1].dtype)))
