@@ -225,12 +225,12 @@ def _run_here(tasks, spec, device, emit, extractor=None) -> None:
         taken: list[str] = []
         done: set[str] = set()
 
-        def source(run=pending):  # consumed by the decoding thread
+        def source(run=pending, taken=taken):  # consumed by the decoding thread
             for task in run:
                 taken.append(task.id)
                 yield task
 
-        def finished(outcome: Outcome) -> None:
+        def finished(outcome: Outcome, done=done) -> None:
             done.add(outcome.id)
             emit(Finished(0, outcome))
 
@@ -244,7 +244,7 @@ def _run_here(tasks, spec, device, emit, extractor=None) -> None:
             if stopped is not None:
                 emit(Finished(0, Outcome(stopped, False, error=str(exc))))
             raise
-        except Exception as exc:  # noqa: BLE001 - reported as the video's failure
+        except Exception as exc:  # reported as the video's failure
             stopped = next((v for v in taken if v not in done), None)
             if stopped is None:
                 raise

@@ -31,7 +31,7 @@ def small_disk(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)],
-                             capture_output=True, text=True)
+                             capture_output=True, text=True, check=False)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
@@ -133,11 +133,13 @@ def test_the_command_on_a_full_disk_prints_its_json_summary(tiny_kitchen, tmp_pa
             str(dataset.config.root), "--out", str(out), *[f"-o{k}={v}" for k, v in TINY.items()],
             "--workers", str(workers), "--json"]
     env = {**os.environ, "ACTREC_HOME": str(tmp_path / "home")}
-    first = subprocess.run([*args, "--shard", "3/3"], capture_output=True, text=True, env=env)
+    first = subprocess.run([*args, "--shard", "3/3"], capture_output=True, text=True, env=env,
+                           check=False)
     assert first.returncode == 0, first.stderr
     done = json.loads(first.stdout)["written"]
     fillers = _fill(small_disk, 6)  # room for the run record and claims, not for two videos
-    res = subprocess.run(args, capture_output=True, text=True, env=env)
+    res = subprocess.run(args, capture_output=True, text=True, env=env,
+                           check=False)
     assert res.returncode == 1, res.stderr
     assert "Traceback" not in res.stderr
     payload = json.loads(res.stdout)  # one JSON document: the summary
@@ -156,7 +158,8 @@ def test_the_command_on_a_full_disk_prints_its_json_summary(tiny_kitchen, tmp_pa
     assert store.videos() == sorted(kept) and all(not store.damage(v) for v in kept)
     for f in fillers:
         f.unlink()
-    res = subprocess.run(args, capture_output=True, text=True, env=env)
+    res = subprocess.run(args, capture_output=True, text=True, env=env,
+                           check=False)
     assert res.returncode == 0, res.stderr
     again = json.loads(res.stdout)
     assert sorted(again["written"]) == sorted(set(ids) - set(kept)) and again["stopped"] is None

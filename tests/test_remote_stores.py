@@ -838,7 +838,7 @@ def test_live_takes_storage_options_for_the_runs_stores(tiny_kitchen, bucket, s3
                                   "--history", "8", "--mix", "2:0", "-o", "hidden=4",
                                   "--run-dir", run, "--json"], catch_exceptions=False)
     assert trained.exit_code == 0, trained.output
-    video = str(index.videos[sorted(index.videos)[0]].path)
+    video = str(index.videos[min(index.videos)].path)
     args = ["live", run, video, "--max-frames", "6"]
 
     _endpoint_only_from_options(monkeypatch)

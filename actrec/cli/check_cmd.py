@@ -36,6 +36,8 @@ def check(store, sources, drop_damaged, sweep, older_than, storage_options, as_j
     files are missing or resized, but not one with a chunk altered in place: run `actrec check
     STORE --drop-damaged` (which removes the damaged videos, and nothing else) and then `actrec
     extract` again. Videos written before actrec recorded checksums are listed as unverified.
+    --sweep first removes what dead writers left (uncommitted generations at a URL, temp
+    folders in a folder), never a committed copy.
     """
     from actrec.io.features import FeatureStore
     from actrec.io.integrity import STATUSES, check_store

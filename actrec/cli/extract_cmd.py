@@ -74,7 +74,8 @@ def extract(dataset, split, root, options, extractor, extractor_options, out, st
     background thread while the extractor computes. Finished videos are skipped, so an
     interrupted run resumes where it stopped and a second run retries only the failed ones; a
     stored video whose chunk files are damaged, or whose source file changed since, is redone.
-    Exits with status 1 when any video failed.
+    Exits with status 1 when any video failed. A store that cannot be written (a full disk)
+    stops the run: the summary says what was done, and a second run does the rest.
 
     Several runs (machines, --shard I/N) may fill one store, also at a URL: each video is
     claimed before it is extracted, a video another process is extracting is waited for, and
