@@ -38,6 +38,7 @@ __all__ = [
 ]
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+_STOP_SECONDS = 10.0  # a stopped worker's time to unwind before it is killed
 
 
 @dataclass(frozen=True)
@@ -284,6 +285,10 @@ def _die_with_parent() -> None:
         pass
 
 
+def _exit_on_term(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _worker_main(spec: WorkerSpec, worker: int, workers: int, device: str, parent: int,
                  tasks, events) -> None:
     """A worker process: claim tasks from ``tasks`` until ``None``, report on ``events``."""
@@ -294,6 +299,10 @@ def _worker_main(spec: WorkerSpec, worker: int, workers: int, device: str, paren
         return
     # Ctrl-C reaches the whole process group: the parent stops the workers, they stay quiet.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Stopped by the parent (SIGTERM): unwind, so that the claims this worker holds are
+    # released and its multiprocessing locks (numcodecs' blosc mutex) are unregistered; a
+    # worker killed outright leaves them to the parent and a "leaked semaphore" warning.
+    signal.signal(signal.SIGTERM, _exit_on_term)
     from actrec.io.features import FeatureStore
 
     try:
@@ -414,7 +423,10 @@ def _run_processes(tasks, spec, devices, emit) -> None:
             if proc.is_alive() and finished < len(tasks):
                 proc.terminate()  # an error or an interrupt: stop the others too
         for proc in procs.values():
-            proc.join(timeout=30)
+            proc.join(timeout=_STOP_SECONDS)
+            if proc.is_alive():  # stuck in a long call: no longer waited for
+                proc.kill()
+                proc.join(timeout=30)
         _release_dead_claims(spec.store_path, {vid for w, vid in holding.items()
                                                if not procs[w].is_alive()})
         task_q.cancel_join_thread()
