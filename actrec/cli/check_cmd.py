@@ -52,9 +52,9 @@ def check(store, sources, drop_damaged, sweep, older_than, storage_options, as_j
     elif older_than != "1d":
         raise click.UsageError("--older-than applies to --sweep")
     opened = FeatureStore.open(store)
-    if sweep:
-        swept = sweep_store(opened, older_than=age)
     with make_progress() as progress:
+        if sweep:
+            swept = sweep_store(opened, older_than=age, progress=progress)
         report = check_store(opened, sources=sources, progress=progress)
     if swept is not None:
         from dataclasses import replace

@@ -90,13 +90,15 @@ class SweepReport:
                 "left": [x.to_dict() for x in self.left]}
 
 
-def sweep_store(store: Any, *, older_than: float = DEFAULT_AGE,
-                now: float | None = None) -> SweepReport:
+def sweep_store(store: Any, *, older_than: float = DEFAULT_AGE, now: float | None = None,
+                progress: Any = None) -> SweepReport:
     """Remove what dead writers left in every stream of ``store`` (see the module docstring):
     at a URL, each video's generations but the committed one that are older than
     ``older_than`` seconds; in a folder, dead writers' temp folders (an old copy left aside
     by a re-write is put back where its video is missing). Never the committed copy of a
-    video, never anything of a video another live process holds the claim of."""
+    video, never anything of a video another live process holds the claim of. ``now``: the
+    time ages are measured at (default: now); ``progress`` (a rich Progress) gets a task
+    counting the videos of a store at a URL."""
     from actrec.errors import ConfigError
 
     if not older_than >= 0:
@@ -108,7 +110,7 @@ def sweep_store(store: Any, *, older_than: float = DEFAULT_AGE,
     for name in store.streams():
         sub = store.stream(name)
         if isinstance(sub.path, StoreURL):
-            _sweep_generations(sub, older_than, now, removed, left)
+            _sweep_generations(sub, older_than, now, removed, left, progress)
         else:
             _sweep_folder(sub, removed, restored)
     return SweepReport(str(store.path), float(older_than), tuple(removed), tuple(restored),
@@ -140,15 +142,18 @@ def _generations(group: StoreURL, now: float) -> list[tuple[StoreURL, float]]:
 
 
 def _sweep_generations(store: Any, older_than: float, now: float, removed: list,
-                       left: list) -> None:
+                       left: list, progress: Any = None) -> None:
     from actrec.errors import ActrecError
     from actrec.extract_claims import claim
     from actrec.io.features import _VIDEOS, decode_video_id
 
-    videos = store.path / _VIDEOS
-    for group in sorted(videos.iterdir(), key=lambda g: g.name):
-        if group.name == "zarr.json":
-            continue
+    groups = sorted((g for g in (store.path / _VIDEOS).iterdir() if g.name != "zarr.json"),
+                    key=lambda g: g.name)
+    task = None if progress is None else progress.add_task("sweeping videos",
+                                                           total=len(groups))
+    for group in groups:
+        if task is not None:
+            progress.advance(task)
         video = decode_video_id(group.name)
         _, current = _committed(group)
         found = [(g, age) for g, age in _generations(group, now) if g.name != current]
