@@ -288,7 +288,8 @@ class MHIDescriptor(MotionDescriptor):
         work = self._work()
         newest = recency(fields, cfg.window, cfg.threshold)  # [B, H, W]: 0..window - 1
         levels = history_levels(cfg.window)
-        mhi = levels.take(newest, out=work.get("mhi", newest.shape, levels.dtype))
+        # (take's mode "clip": the indices are valid, and "raise" would buffer the output)
+        mhi = levels.take(newest, out=work.get("mhi", newest.shape, levels.dtype), mode="clip")
         gx, gy = _gradient_into(mhi, work)
         moved = np.greater(newest, 0, out=work.get("moved", newest.shape, np.bool_))
         inside = work.get("inside", newest.shape, np.bool_)  # the pixel and its four
@@ -306,7 +307,7 @@ class MHIDescriptor(MotionDescriptor):
                            cfg.mag_bins - 1)
         level[0] = -1
         return (gx, np.negative(gy, out=work.get("up", gy.shape, gy.dtype)), weight,
-                level.take(newest, out=work.get("mag_bin", newest.shape, np.int64)))
+                level.take(newest, out=work.get("mag_bin", newest.shape, np.int64), mode="clip"))
 
 
 class FrameDiffDescriptor(MotionDescriptor):
@@ -340,4 +341,5 @@ class FrameDiffDescriptor(MotionDescriptor):
         np.copyto(index, total, casting="unsafe")
         return (gx, np.negative(gy, out=work.get("up", shape, np.float32)),
                 _hypot_into(gx, gy, work),
-                table[1].take(index, out=work.get("mag_bin", shape, table[1].dtype)))
+                table[1].take(index, out=work.get("mag_bin", shape, table[1].dtype),
+                              mode="clip"))
