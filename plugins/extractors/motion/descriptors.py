@@ -202,19 +202,19 @@ def _gradient(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _gradient_into(image: np.ndarray, work: Scratch) -> tuple[np.ndarray, np.ndarray]:
-    """``_gradient(image)`` computed into work arrays ``gx`` and ``gy``."""
+    """``_gradient(image)`` computed into work arrays ``gx`` and ``gy``: each difference over
+    whole rows or columns (contiguous runs), then the border set to zero (the work arrays
+    hold the last call's values), then halved (exactly, as divided by 2)."""
     gx = work.get("gx", image.shape, image.dtype)
     gy = work.get("gy", image.shape, image.dtype)
-    for g in (gx, gy):  # the border (work arrays hold the last call's values)
+    np.subtract(image[:, :, 2:], image[:, :, :-2], out=gx[:, :, 1:-1])
+    np.subtract(image[:, 2:], image[:, :-2], out=gy[:, 1:-1])
+    for g in (gx, gy):
         g[:, 0] = 0
         g[:, -1] = 0
         g[:, :, 0] = 0
         g[:, :, -1] = 0
-    inner_x, inner_y = gx[:, 1:-1, 1:-1], gy[:, 1:-1, 1:-1]
-    np.subtract(image[:, 1:-1, 2:], image[:, 1:-1, :-2], out=inner_x)
-    np.subtract(image[:, 2:, 1:-1], image[:, :-2, 1:-1], out=inner_y)
-    inner_x /= 2
-    inner_y /= 2
+        g *= image.dtype.type(0.5)
     return gx, gy
 
 
