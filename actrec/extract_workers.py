@@ -303,6 +303,13 @@ def _worker_main(spec: WorkerSpec, worker: int, workers: int, device: str, paren
     # released and its multiprocessing locks (numcodecs' blosc mutex) are unregistered; a
     # worker killed outright leaves them to the parent and a "leaked semaphore" warning.
     signal.signal(signal.SIGTERM, _exit_on_term)
+    try:
+        _work(spec, worker, workers, device, tasks, events)
+    finally:  # its work is over: a stop now must not cut into the exit's own clean-up
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _work(spec: WorkerSpec, worker: int, workers: int, device: str, tasks, events) -> None:
     from actrec.io.features import FeatureStore
 
     try:
@@ -397,8 +404,10 @@ def _run_processes(tasks, spec, devices, emit) -> None:
                                     f"{len(tasks) - finished} video(s) left to do")
                 continue
             if kind == "config-error":
+                gone.add(worker)
                 raise ConfigError(payload)
             if kind == "data-error":  # fails the video that worker held, stops the run
+                gone.add(worker)
                 vid = holding.pop(worker, None)
                 if vid is not None:
                     finished += 1
@@ -419,8 +428,8 @@ def _run_processes(tasks, spec, devices, emit) -> None:
                 finished += 1
             emit(payload)
     finally:
-        for proc in procs.values():
-            if proc.is_alive() and finished < len(tasks):
+        for w, proc in procs.items():
+            if proc.is_alive() and finished < len(tasks) and w not in gone:
                 proc.terminate()  # an error or an interrupt: stop the others too
         for proc in procs.values():
             proc.join(timeout=_STOP_SECONDS)
@@ -429,9 +438,24 @@ def _run_processes(tasks, spec, devices, emit) -> None:
                 proc.join(timeout=30)
         _release_dead_claims(spec.store_path, {vid for w, vid in holding.items()
                                                if not procs[w].is_alive()})
+        if finished < len(tasks):  # stopped mid-write: their temp folders go now
+            _clean_dead_writes(spec.store_path)
         task_q.cancel_join_thread()
         task_q.close()
         event_q.close()
+
+
+def _clean_dead_writes(store_path) -> None:
+    """Remove the temp folders the stopped workers left in a local store (as the next
+    writer's open would); failures are ignored (the next open tries again)."""
+    from actrec.io.features import FeatureStore
+    from actrec.io.leftovers import sweep_store
+    from actrec.io.remote import StoreURL
+
+    if isinstance(store_path, StoreURL):  # their generations: removed by the writers' unwinding
+        return
+    with contextlib.suppress(Exception):
+        sweep_store(FeatureStore.open(store_path))
 
 
 def _release_dead_claims(store_path, videos) -> None:
