@@ -822,11 +822,12 @@ def test_folder_reader_meeting_a_rewrite_reads_the_new_copy(tmp_path):
 
 
 @pytest.mark.slow
-def test_live_takes_storage_options_for_the_runs_stores(tiny_kitchen, bucket, s3_server,
+def test_live_and_export_take_storage_options_for_the_runs_stores(tiny_kitchen, bucket, s3_server,
                                                         monkeypatch, tmp_path):
     """`actrec live RUN --storage-option endpoint_url=...` reads the run's store in a bucket
     the environment does not point at (for its extractor's config and frame rate) and
-    answers every frame; without the option it cannot; a run on local stores refuses it."""
+    answers every frame; without the option it cannot; a run on local stores refuses it.
+    `actrec export` takes the option alike."""
     from actrec.cli import cli
 
     _, index = tiny_kitchen
@@ -853,6 +854,12 @@ def test_live_takes_storage_options_for_the_runs_stores(tiny_kitchen, bucket, s3
     assert live.exit_code == 0, live.output
     lines = [json.loads(x) for x in live.stdout.splitlines() if x.startswith("{")]
     assert [x["frame"] for x in lines if "frame" in x and "label" in x] == list(range(6))
+    _endpoint_only_from_options(monkeypatch)  # export reads the run's store the same way
+    exported = runner.invoke(cli, ["export", run, str(tmp_path / "step.pt2"), "--storage-option",
+                                   f"endpoint_url={s3_server}", "--json"],
+                             catch_exceptions=False)
+    assert exported.exit_code == 0, exported.output
+    assert json.loads(exported.stdout)["meta"]["extractor"] == "colorgrad"
 
     local = tmp_path / "local.zarr"
     extract_features(index, ColorGradient(CG), local, dataset_ref="synthetic:tiny")

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from actrec.cli.common import emit, json_option
+from actrec.cli.storage import apply_storage_options, run_stores, storage_option
 
 
 @click.command("export")
@@ -15,14 +16,21 @@ from actrec.cli.common import emit, json_option
 @click.option("--dataset", default=None, metavar="D",
               help="Which of the run's datasets (D1, D2, an index or the dataset's name; "
               "default: D1).")
+@storage_option
 @json_option
-def export(run, out, dataset, as_json) -> None:
+def export(run, out, dataset, storage_options, as_json) -> None:
     """Write RUN's online step (feature rounding, standardisation, model step, softmax) to
     OUT (.pt2, a torch.export program loadable with torch alone) and its metadata (labels,
     fps, extractor, initial state, a loader snippet) into it and beside it as OUT.json. The
     exported step is checked against the model's own before anything is written."""
     from actrec.export import export_run
 
+    if storage_options:  # the run's stores at URLs: read for the extractor and frame rate
+        from actrec.runs import resolve_run
+
+        run_dir = resolve_run(run)
+        apply_storage_options(storage_options, run_stores(run_dir),
+                              f"the stores run {run_dir} was trained on, e.g.")
     report = export_run(run, out, dataset=dataset)
     emit(report, as_json, _render)
 
