@@ -1020,3 +1020,34 @@ def test_sweep_options_are_checked(tmp_path):
 
     assert [parse_age(x) for x in ("2d", "12h", "30m", "30min", "90s", "5", "0")] == \
         [172800, 43200, 1800, 1800, 90, 5, 0]
+
+
+def test_sweep_keeps_a_generation_committed_while_it_waited_for_the_claim(monkeypatch):
+    """A writer commits a new copy between the sweep's listing and its claim (then lets the
+    claim go): the sweep reads the commit again once it holds the claim and keeps it."""
+    pytest.importorskip("fsspec")
+    import contextlib
+
+    import actrec.extract_claims as claims
+    from actrec.io.leftovers import sweep_store
+
+    url = f"memory://{uuid.uuid4().hex[:12]}/s.zarr"
+    FeatureStore.open_or_create(url, **_STORE_ARGS).write_video("v1", *_OLD, fps=15,
+                                                                source=None)
+    dead = _old_generation(url, "v1", days=0.5)  # (the writer's own clean-up leaves it)
+    real_claim = claims.claim
+
+    @contextlib.contextmanager
+    def claim_after_a_commit(store_path, video_id, **kwargs):
+        with real_claim(store_path, video_id) as mine:  # the writer holds it meanwhile
+            assert mine
+            FeatureStore.open(url).write_video("v1", *_NEW, fps=15, source=None)
+        with real_claim(store_path, video_id, **kwargs) as mine:
+            yield mine
+
+    monkeypatch.setattr(claims, "claim", claim_after_a_commit)
+    report = sweep_store(FeatureStore.open(url), older_than=0, now=time.time() + 60)
+    committed = FeatureStore.open(url).video_attrs("v1")["generation"]
+    assert [x.path.rsplit("/", 1)[1] for x in report.removed] == [dead]
+    assert _generations_of(url, "v1") == {committed}
+    _holds(url, _NEW)
