@@ -284,10 +284,14 @@ class ColorGradient(FeatureExtractor):
 
         # Motion energy per cell and its centre over the frame.
         starts = layout["band_starts"]
-        bands = np.add.reduceat(diff, starts, axis=1, dtype=np.float64)  # [B, g, S]
+        # Summed in float64, once converted (reduceat's own conversion is buffered and slow);
+        # the sums are exact, so their order does not matter.
+        wide = work.get("diff64", diff.shape, np.float64)
+        np.copyto(wide, diff)
+        bands = np.add.reduceat(wide, starts, axis=1)  # [B, g, S]
         motion = np.add.reduceat(bands, starts, axis=2).reshape(b, cells) / (per_cell * 255.0)
         columns = bands.sum(axis=1)  # [B, S]
-        rows = diff.sum(axis=2, dtype=np.float64)
+        rows = wide.sum(axis=2)
         total = columns.sum(axis=1)  # [B]
         coord = (np.arange(s) + 0.5) / s - 0.5
         safe = np.where(total > 0, total, 1.0)
