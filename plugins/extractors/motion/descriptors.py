@@ -118,7 +118,8 @@ class MotionDescriptor(FeatureExtractor):
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Per window: the direction as a vector (x right, y UP) ``[B, H, W]`` twice, the
         weight ``[B, H, W]`` and the magnitude bin ``[B, H, W]`` (int, -1: in no bin), from
-        ``fields`` (see ``sliding_windows``)."""
+        ``fields`` (see ``sliding_windows``). They may be the extractor's work arrays
+        (``scratch``), overwritten by its next call: copy what is kept."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ shared
