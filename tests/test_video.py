@@ -228,3 +228,35 @@ def test_a_container_rate_near_the_label_rate_reads_one_frame_per_label(
     half = open_video(write_mp4(tmp_path / "half.mp4", frames, fps=15.0), fps=30.0,
                       nominal_fps=30.0)
     assert half.source_fps == 15.0 and half.num_frames == 239  # round(i / 2) < 120
+
+
+@pytest.mark.parametrize("first_read", [list(range(24)), [0, 0, 1, 1, 2], [0, 3, 6, 9], [0],
+                                        [0, 0], [5, 6, 7], [1, 2]])
+def test_first_read_after_opening_equals_opencvs_frames(tmp_path, write_mp4, first_read):
+    # Opening decodes frame 0 (for the frame size); a first read from frame 0 goes on from
+    # there instead of seeking back. Every pattern of a first read (resampling repeats or
+    # skips frames), and reads after it, give exactly the frames OpenCV decodes in order.
+    import cv2
+
+    rng = np.random.default_rng(3)
+    made = rng.integers(0, 256, (24, 32, 64, 3), dtype=np.uint8)  # a width decord copies
+    path = write_mp4(tmp_path / "noise.mp4", made)
+    capture = cv2.VideoCapture(str(path))
+    want = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        want.append(frame[:, :, ::-1])
+    capture.release()
+    want = np.stack(want)
+    assert len(want) == 24
+    v = open_video(path)
+    first = v.read(first_read)
+    assert first.shape == (len(first_read), 32, 64, 3)
+    np.testing.assert_array_equal(first, want[first_read])
+    assert first.flags.writeable and first.flags.c_contiguous
+    np.testing.assert_array_equal(v.read(range(24)), want)
+    again = v.read([0, 0])
+    assert again.shape == (2, 32, 64, 3)
+    np.testing.assert_array_equal(again, want[[0, 0]])
