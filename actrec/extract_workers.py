@@ -7,7 +7,10 @@ and the BLAS libraries (oversubscribed torch processes slow down by an order of 
 builds its own extractor from the class and config (``type(ext)(ext.config)``) and calls its
 ``setup`` once. Workers are started with ``spawn`` (zarr's I/O thread and torch's thread pools
 do not survive ``fork``) and die with their parent (Linux ``PR_SET_PDEATHSIG``), so killing
-the command stops them too; a worker that dies fails only the video it held.
+the command stops them too; a worker that dies fails only the video it held. A worker the
+parent stops (another worker found the store unwritable, Ctrl-C) unwinds on SIGTERM, so it
+releases its claims and removes its unfinished write itself. Any exception an extractor
+raises is its video's failure; an unexpected one elsewhere fails the video it stopped.
 """
 
 from __future__ import annotations
