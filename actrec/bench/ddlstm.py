@@ -5,8 +5,9 @@ Train step (forward + backward) of the fused whole-sequence DDLSTM and BNLSTM la
 number to read: these machines are noisy). Also: the fixed overhead per sequence at tiny sizes,
 the saved activation memory per layer and sequence, the per-step Python-loop layers of
 ``actrec.nn`` for comparison, the allocator settings in force, the CPU model and its vector
-extensions, the per-step recurrent GEMMs timed inside the op (profiler) beside the same GEMMs
-alone, and the evaluation-mode whole-sequence forward (frames/s: fused op, per-step Python
+extensions, the per-step recurrent GEMMs timed inside the op (its phase timers, or the
+profiler where the op calls the BLAS per step) beside the same GEMMs alone, where one train
+step's time goes (the op's phase timers), and the evaluation-mode whole-sequence forward (frames/s: fused op, per-step Python
 loop, nn.LSTM).
 
 By default the process re-executes itself once with ``TUNED_MALLOC_ENV`` (glibc no-trim) unless
@@ -183,14 +184,61 @@ def _mm_avg_us(prof, shapes: list[list[int]], min_calls: int = 1) -> float | Non
     return None
 
 
-def gemm_inside_vs_alone(x, grad, layers: list[list], n1: int, rounds: int) -> dict[str, Any]:
+def step_phases(x, grad, layers: list[list], n1: int, rounds: int) -> dict[str, Any] | None:
+    """Where one fused train step's time goes, from the op's phase timers
+    (``actrec.ops.ddlstm_layer.timed_phases``): medians over rounds, in ms per train step
+    (forward and backward of every layer, running statistics updated), per-thread times as
+    the mean over the region's threads (they run at the same time); ``gemm_us_per_step_*``:
+    one step's recurrent GEMM inside the op, per thread. None when the extension has no
+    phase timers."""
+    import statistics
+    import time
+
+    from actrec.errors import ConfigError
+    from actrec.ops.ddlstm_layer import timed_phases
+
+    step = _fused_step(x, grad, layers, n1, True)
+    step()
+    rows: list[dict[str, float]] = []
+    for _ in range(rounds):
+        try:
+            t0 = time.perf_counter()
+            with timed_phases() as ph:
+                step()
+            wall = (time.perf_counter() - t0) * 1e3
+        except ConfigError:
+            return None
+        th = max(1.0, ph["threads"])
+        ms = {k: v / 1e3 for k, v in ph.items() if not k.endswith(("_steps", "threads"))}
+        rows.append({
+            "step": wall,
+            "fwd_x_proj": ms["x_proj"], "fwd_x_stats": ms["x_stats"],
+            "fwd_gemm": ms["fwd_gemm"] / th, "fwd_kernels": ms["fwd_kernels"] / th,
+            "fwd_wait": ms["fwd_region"] - ms["fwd_busy"],
+            "fwd_other": ms["fwd_total"] - ms["x_proj"] - ms["x_stats"] - ms["fwd_region"],
+            "bwd_gemm": ms["bwd_gemm"] / th, "bwd_kernels": ms["bwd_kernels"] / th,
+            "bwd_wait": ms["bwd_region"] - ms["bwd_busy"],
+            "bwd_weight_grads": ms["weight_grads"],
+            "bwd_other": ms["bwd_total"] - ms["bwd_region"] - ms["weight_grads"],
+            "outside_ops": wall - ms["fwd_total"] - ms["bwd_total"],
+            "gemm_us_per_step_fwd": ph["fwd_gemm"] / th / max(1.0, ph["fwd_steps"]),
+            "gemm_us_per_step_bwd": ph["bwd_gemm"] / th / max(1.0, ph["bwd_steps"]),
+            "threads": ph["threads"],
+        })
+    return {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+
+
+def gemm_inside_vs_alone(x, grad, layers: list[list], n1: int, rounds: int,
+                         phases: dict[str, Any] | None = None) -> dict[str, Any]:
     """The per-step recurrent GEMMs of one fused train step (forward ``h W_hh^T``
-    [N, H] x [H, 4H]; backward ``dgh W_hh`` [N, 4H] x [4H, H]) timed by the profiler inside the
-    op, and the same products on the same shapes alone, in the same profiler, interleaved
-    (medians over rounds, microseconds per call). Where the op computes them inside its step
-    region (MKL builds) there is no separate GEMM call to time: ``op_step_*`` is then the whole
-    op per step (GEMM + fused step kernel + the op's all-T passes spread over T), whose ratio to
-    the GEMM alone bounds what the GEMM costs inside."""
+    [N, H] x [H, 4H]; backward ``dgh W_hh`` [N, 4H] x [4H, H]) inside the op, and the same
+    products on the same shapes alone, in the same profiler, interleaved (medians over rounds,
+    microseconds per call). Inside the op: from ``phases`` (:func:`step_phases`) when given:
+    the per-thread time of one step's GEMM, which each thread computes for its own columns
+    at the same time as the others (so it compares with the whole product alone on the same
+    threads); else from the profiler where the op calls the BLAS once per step, and n/a where
+    the GEMM runs inside the step region. ``op_step_*``: the whole op per step (GEMM + fused
+    step kernel + the op's all-T passes spread over T)."""
     import statistics
 
     import torch
@@ -223,6 +271,10 @@ def gemm_inside_vs_alone(x, grad, layers: list[list], n1: int, rounds: int) -> d
         got["alone_fwd"].append(_mm_avg_us(p, fwd_shape) or float("nan"))
         got["alone_bwd"].append(_mm_avg_us(p, bwd_shape) or float("nan"))
     med = {k: statistics.median(v) if v else None for k, v in got.items()}
+    if phases is not None:
+        for k in ("fwd", "bwd"):
+            if med[f"inside_{k}"] is None:
+                med[f"inside_{k}"] = phases[f"gemm_us_per_step_{k}"]
     flops = 2 * n * hid * 4 * hid
     out: dict[str, Any] = {"us": med, "gflops_alone_fwd": flops / med["alone_fwd"] / 1e3}
     for k in ("fwd", "bwd"):
@@ -329,12 +381,15 @@ def run(quick: bool = False, rounds: int | None = None, python_loop: bool = True
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(t_len, 128, 64, generator=gen)
     grad = torch.randn(t_len, 128, 128, generator=gen)
-    gemm = gemm_inside_vs_alone(x, grad, [_layer_params(64, 128, gen)], 64, r)
+    one_layer = [_layer_params(64, 128, gen)]
+    phases = step_phases(x, grad, one_layer, 64, r)
+    gemm = gemm_inside_vs_alone(x, grad, one_layer, 64, r, phases)
     ev = [eval_throughput(500 if quick else 2000, 1, 64, 128, 3, max(2, r - 2)),  # per video
           eval_throughput(t_len, 128, 64, 128, 3, max(2, r - 2))]  # a batch of windows
     return {"benchmark": "ddlstm", "quick": quick, "threads": torch.get_num_threads(),
             "cpu": cpu_description(), "allocator": allocator_settings() or "default glibc",
-            "configs": results, "gemm_inside_vs_alone": gemm, "eval_forward": ev,
+            "configs": results, "gemm_inside_vs_alone": gemm, "step_phases": phases,
+            "eval_forward": ev,
             "targets": {"ratio": 1.5, "stretch_ratio": 1.25, "fixed_overhead_ms": 5.0,
                         "saved_MiB_per_layer": 150.0}}
 
@@ -369,13 +424,13 @@ def _render(res: dict[str, Any]):
         return "n/a" if v is None else f"{v:.1f}"
 
     gemm = Table(title="Per-step recurrent GEMMs of the fused layer (1 layer, D=64): inside the op "
-                 "vs alone (profiler, us per call, medians)")
+                 "(per thread: each computes its columns at once) vs alone (us per call, medians)")
     for col in ("GEMM", "inside op", "whole op per step", "GEMM alone", "inside / alone",
                 "op step / GEMM alone"):
         gemm.add_column(col, justify="left" if col == "GEMM" else "right")
     for k, label in (("fwd", "forward h W_hh^T [N,H]x[H,4H]"), ("bwd", "backward dG W_hh [N,4H]x[4H,H]")):
         ratio, whole = g[f"ratio_{k}"], g[f"op_step_over_gemm_{k}"]
-        gemm.add_row(label, "in step region" if us[f"inside_{k}"] is None else fmt(us[f"inside_{k}"]),
+        gemm.add_row(label, "n/a (in step region)" if us[f"inside_{k}"] is None else fmt(us[f"inside_{k}"]),
                      fmt(us[f"op_step_{k}"]), fmt(us[f"alone_{k}"]),
                      "n/a" if ratio is None else f"{ratio:.2f}x",
                      "n/a" if whole is None else f"{whole:.2f}x")
@@ -397,7 +452,31 @@ def _render(res: dict[str, Any]):
                  f"allocator: {alloc_text}\ntargets: <= {t['ratio']}x nn.LSTM (stretch "
                  f"{t['stretch_ratio']}x), fixed overhead <= {t['fixed_overhead_ms']} ms (tiny "
                  f"config), saved <= {t['saved_MiB_per_layer']} MiB per layer")
-    return Group(table, gemm, evt, notes)
+    parts = [table, gemm]
+    ph = res.get("step_phases")
+    if ph is not None:
+        pt = Table(title=f"Where one fused train step's time goes (1 layer, D=64; op phase timers, "
+                   f"ms per step, medians; per-thread parts: mean of {ph['threads']:.0f} threads)")
+        for col in ("part", "ms", "share"):
+            pt.add_column(col, justify="left" if col == "part" else "right")
+        labels = (("fwd_x_proj", "forward: x W_ih^T, all steps"),
+                  ("fwd_x_stats", "forward: its DDBN statistics"),
+                  ("fwd_gemm", "forward: step GEMMs h W_hh^T (per thread)"),
+                  ("fwd_kernels", "forward: step kernels (per thread)"),
+                  ("fwd_wait", "forward: fork/join, waiting"),
+                  ("fwd_other", "forward: rest of the op"),
+                  ("bwd_gemm", "backward: step GEMMs dG W_hh (per thread)"),
+                  ("bwd_kernels", "backward: step kernels (per thread)"),
+                  ("bwd_wait", "backward: fork/join, waiting"),
+                  ("bwd_weight_grads", "backward: weight-gradient GEMMs, all steps"),
+                  ("bwd_other", "backward: rest of the op"),
+                  ("outside_ops", "outside the ops (Python, autograd, running statistics)"))
+        for key, label in labels:
+            pt.add_row(label, f"{ph[key]:.1f}", f"{ph[key] / ph['step']:.0%}")
+        pt.add_section()
+        pt.add_row("train step (wall)", f"{ph['step']:.1f}", "100%")
+        parts.append(pt)
+    return Group(*parts, evt, notes)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,6 +26,8 @@ registrations are made once, on first use.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, NamedTuple
 
 from actrec.errors import ConfigError
@@ -33,8 +35,9 @@ from actrec.errors import ConfigError
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor
 
-__all__ = ["EvalAffine", "LayerOutput", "LayerStats", "ddlstm_layer", "ddlstm_layer_eval",
-           "eval_affine", "fused_layer_available", "release_workspace", "workspace_bytes"]
+__all__ = ["PHASES", "EvalAffine", "LayerOutput", "LayerStats", "ddlstm_layer",
+           "ddlstm_layer_eval", "eval_affine", "fused_layer_available", "release_workspace",
+           "timed_phases", "workspace_bytes"]
 
 _FWD = "actrec::ddlstm_layer_forward"
 _BWD = "actrec::ddlstm_layer_backward"
@@ -169,6 +172,44 @@ def release_workspace() -> int:
     if _ext_disabled() or not _ensure_loaded():
         return 0
     return int(torch.ops.actrec.workspace_cache_clear())
+
+
+# The CPU training ops' phases, in the order of actrec::phase::Phase (csrc/cpu/phase_times.h).
+# Microseconds summed over the calls timed, except the *_steps and threads counts. Per call:
+# fwd_total, x_proj (x W_ih^T for all steps), x_stats (its per-step DDBN statistics),
+# bwd_total, weight_grads (the weight-gradient GEMMs over all steps, and dL/dx). Per step:
+# *_region (the step's parallel region, wall), *_gemm (its recurrent GEMM) and *_kernels (its
+# fused element-wise kernel), both summed over the region's threads, *_busy (the busiest
+# thread's GEMM + kernel time: region - busy is fork/join and waiting), *_steps (steps timed).
+# threads: the most threads one region used.
+PHASES = ("fwd_total", "x_proj", "x_stats", "fwd_region", "fwd_gemm", "fwd_kernels", "fwd_busy",
+          "fwd_steps", "bwd_total", "bwd_region", "bwd_gemm", "bwd_kernels", "bwd_busy",
+          "bwd_steps", "weight_grads", "threads")
+
+
+@contextmanager
+def timed_phases() -> Iterator[dict[str, float]]:
+    """Times the phases of the fused CPU training ops (:data:`PHASES`) called while the block
+    runs, in every thread; the yielded dict is filled when the block ends. For benchmarks:
+    where a train step's time goes inside the op, which a profiler cannot show once the
+    per-step GEMMs run inside the step's parallel region. Raises ``ConfigError`` when the
+    extension is not loaded or has no phase timers."""
+    import torch
+
+    if _ext_disabled() or not _ensure_loaded() or not hasattr(torch.ops.actrec,
+                                                                 "ddlstm_phase_times_start"):
+        raise ConfigError("the fused DDLSTM layer op's phase timers are not available "
+                          "(extension disabled, not built, or built from older sources)")
+    got: dict[str, float] = {}
+    torch.ops.actrec.ddlstm_phase_times_start()
+    try:
+        yield got
+    finally:
+        values = torch.ops.actrec.ddlstm_phase_times_stop()
+        if len(values) != len(PHASES):  # the extension and this module disagree
+            raise ConfigError(f"the extension reports {len(values)} phases, this module knows "
+                              f"{len(PHASES)}: rebuild the extension")
+        got.update(zip(PHASES, values))
 
 
 def _check_mask(mask: Tensor, t: int, n: int, device) -> Tensor:

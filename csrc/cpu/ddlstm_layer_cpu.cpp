@@ -30,6 +30,7 @@
 #pragma GCC optimize("no-trapping-math", "no-math-errno", "no-tree-loop-distribute-patterns")
 #endif
 #include "ddlstm_math.h"
+#include "phase_times.h"
 #include "workspace.h"
 #include "../common/ddlstm_cell.h"
 
@@ -1068,6 +1069,7 @@ FwdResult forward_cpu(const at::Tensor& x_, const at::Tensor& w_ih_, const at::T
                       const at::Tensor& bc_, const at::Tensor& w, const at::Tensor& wc,
                       int64_t n1, double eps, bool dual, const c10::optional<at::Tensor>& h0_,
                       const c10::optional<at::Tensor>& c0_) {
+  const phase::Scope timed_call(phase::kFwdTotal);
   const Shapes s = check_args(x_, w_ih_, w_hh_, bias_, gx_, bx_, gh_, bh_, gc_, bc_, w, wc, n1, h0_, c0_);
   const int64_t T = s.T, N = s.N, D = s.D, H = s.H, G = s.G;
   const at::Tensor x = x_.contiguous(), w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
@@ -1083,6 +1085,7 @@ FwdResult forward_cpu(const at::Tensor& x_, const at::Tensor& w_ih_, const at::T
   // The [T, N, *] buffers saved for backward come from the workspace cache (csrc/cpu/workspace.h).
   at::Tensor xp = workspace::empty({T, N, G}, opt);  // x W_ih^T for all steps at once
   {
+    const phase::Scope timed(phase::kXProj);
     at::Tensor xp2 = xp.view({T * N, G});
     mm_into(xp2, x.view({T * N, D}), w_ih.t());
   }
@@ -1102,6 +1105,7 @@ FwdResult forward_cpu(const at::Tensor& x_, const at::Tensor& w_ih_, const at::T
     const T_* xpp = xp.data_ptr<T_>();
     const XStatsFn<T_> x_stats = x_stats_fn(nd, T_());
     // Parallel over steps only for real sizes (>= ~256k elements per task).
+    phase::Scope timed_stats(phase::kXStats);
     at::parallel_for(0, T, std::max<int64_t>(1, (kMinTaskElems * 32) / (N * G)), [&](int64_t b, int64_t en) {
       std::vector<double> work(4 * G);
       std::vector<T_> part(2 * G);
@@ -1113,6 +1117,7 @@ FwdResult forward_cpu(const at::Tensor& x_, const at::Tensor& w_ih_, const at::T
                 scale.data() + t * 2 * G, shift.data() + t * 2 * G, work.data(), part.data());
       }
     });
+    timed_stats.end();
     StepFwd<T_> a{};
     a.N = N; a.H = H; a.n1 = n1;
     a.gamma_h = gh.data_ptr<T_>(); a.gamma_c = gc.data_ptr<T_>(); a.beta_c = bc.data_ptr<T_>();
@@ -1125,6 +1130,7 @@ FwdResult forward_cpu(const at::Tensor& x_, const at::Tensor& w_ih_, const at::T
     for (int64_t t = 0; t < T; ++t) {
       T_* g_t = ghs.data_ptr<T_>() + t * N * G;
       const T_* hprev = t == 0 ? h0.data_ptr<T_>() : out.data_ptr<T_>() + (t - 1) * N * H;
+      const double g0 = phase::on() ? phase::now_us() : 0.0;
       if (gemm_in_region) {
         // in the tiles' region below
       } else if (small) {
@@ -1133,6 +1139,7 @@ FwdResult forward_cpu(const at::Tensor& x_, const at::Tensor& w_ih_, const at::T
         at::Tensor g_view = ghs.select(0, t);
         at::mm_out(g_view, t == 0 ? h0 : out.select(0, t - 1), w_hh.t());  // [N, 4H]
       }
+      if (!gemm_in_region && phase::on()) phase::add(phase::kFwdGemm, phase::now_us() - g0);
       a.w0 = wr.data() + t * N;
       a.w1 = wr.data() + (T + t) * N;
       a.inv_s0 = rw.inv_s[t];
@@ -1151,11 +1158,16 @@ FwdResult forward_cpu(const at::Tensor& x_, const at::Tensor& w_ih_, const at::T
       a.mean_c = mean_c.data_ptr<T_>() + t * H;
       a.var_c = var_c.data_ptr<T_>() + t * H;
       a.has_next = t + 1 < T;
+      phase::Region timed(/*fwd=*/true, at::get_num_threads());
       at::parallel_for(0, ntiles, grain, [&](int64_t b, int64_t en) {
+        const double q0 = timed.on() ? phase::now_us() : 0.0;
         if (gemm_in_region)
           gate_cols_gemm<T_>(hprev, w_hh.data_ptr<T_>(), g_t, N, H, b * kTile, std::min(H, en * kTile));
+        const double q1 = timed.on() ? phase::now_us() : 0.0;
         run_fwd_tiles(nd, a, b, en);
+        if (timed.on()) timed.task(at::get_thread_num(), q1 - q0, phase::now_us() - q1);
       });
+      timed.done();
     }
   });
   at::Tensor h_n = out.select(0, T - 1).clone();
@@ -1179,6 +1191,7 @@ BwdResult backward_cpu(const at::Tensor& grad_out_, const at::Tensor& grad_h_n,
                        const at::Tensor& mean_h_, const at::Tensor& var_h_,
                        const at::Tensor& mean_c_, const at::Tensor& var_c_, int64_t n1, double eps,
                        bool dual, bool need_grad_x) {
+  const phase::Scope timed_call(phase::kBwdTotal);
   const Shapes s = check_args(x_, w_ih_, w_hh_, bias_, gx_, bx_, gh_, bh_, gc_, bc_, w, wc, n1, h0_, c0_);
   const int64_t T = s.T, N = s.N, D = s.D, H = s.H, G = s.G;
   for (const auto* p : {&grad_out_, &out_, &cs_})
@@ -1258,12 +1271,17 @@ BwdResult backward_cpu(const at::Tensor& grad_out_, const at::Tensor& grad_h_n,
       a.dxp = dxp.data_ptr<T_>() + t * N * G;
       a.has_next = t > 0;
       a.cprev_next = t > 1 ? a.cprev - N * H : c0.data_ptr<T_>();
+      phase::Region timed(/*fwd=*/false, at::get_num_threads());
       at::parallel_for(0, ntiles, grain, [&](int64_t b, int64_t en) {
+        const double q0 = timed.on() ? phase::now_us() : 0.0;
         if (gemm_in_region && t < T - 1)  // dL/dh_t for this task's columns, from step t + 1
           hidden_cols_gemm<T_>(dgh.data_ptr<T_>() + (t + 1) * N * G, w_hh.data_ptr<T_>(),
                                dhrec.data_ptr<T_>(), N, H, b * kTile, std::min(H, en * kTile));
+        const double q1 = timed.on() ? phase::now_us() : 0.0;
         run_bwd_tiles(nd, a, b, en, scratch.data(), dw_part.data());
+        if (timed.on()) timed.task(at::get_thread_num(), q1 - q0, phase::now_us() - q1);
       });
+      timed.done();
       if (nd == 2) {  // dL/dw[d, t, j] = (sum over tiles of S_d dL/dw) / S_d(t); 0 where S = 0
         for (int d = 0; d < 2; ++d) {
           for (int64_t j = 0; j < N; ++j) {
@@ -1273,6 +1291,7 @@ BwdResult backward_cpu(const at::Tensor& grad_out_, const at::Tensor& grad_h_n,
           }
         }
       }
+      const double g0 = timed.on() ? phase::now_us() : 0.0;
       if (gemm_in_region) {
         if (t == 0) at::mm_out(dhrec, dgh.select(0, 0), w_hh);  // grad_h0
       } else if (N * G * H <= kSmallGemmMacs) {
@@ -1280,10 +1299,12 @@ BwdResult backward_cpu(const at::Tensor& grad_out_, const at::Tensor& grad_h_n,
       } else {
         at::mm_out(dhrec, dgh.select(0, t), w_hh);  // [N, H]: dL/dh_{t-1} (grad_h0 at t = 0)
       }
+      if (timed.on() && (!gemm_in_region || t == 0)) phase::add(phase::kBwdGemm, phase::now_us() - g0);
     }
   });
 
   // Weight gradients as single GEMMs over all T*N rows.
+  phase::Scope timed_wgrad(phase::kWGrad);
   const at::Tensor dgh2 = dgh.view({T * N, G}), dxp2 = dxp.view({T * N, G});
   at::Tensor grad_w_hh = T > 1 ? mm_any(dgh2.narrow(0, N, (T - 1) * N).t(),
                                          out.view({T * N, H}).narrow(0, 0, (T - 1) * N))  // [4H, H]
@@ -1291,6 +1312,7 @@ BwdResult backward_cpu(const at::Tensor& grad_out_, const at::Tensor& grad_h_n,
   if (has_h0) grad_w_hh.add_(mm_any(dgh.select(0, 0).t(), h0_->contiguous()));
   at::Tensor grad_w_ih = mm_any(dxp2.t(), x.view({T * N, D}));  // [4H, D]
   at::Tensor grad_x = need_grad_x ? mm_any(dxp2, w_ih).view({T, N, D}) : at::empty({0}, opt);
+  timed_wgrad.end();
 
   const auto dopt = opt.dtype(at::kDouble);
   auto from_vec = [&](const std::vector<double>& v) {
