@@ -1051,3 +1051,28 @@ def test_sweep_keeps_a_generation_committed_while_it_waited_for_the_claim(monkey
     assert [x.path.rsplit("/", 1)[1] for x in report.removed] == [dead]
     assert _generations_of(url, "v1") == {committed}
     _holds(url, _NEW)
+
+
+def test_sweep_leaves_every_generation_of_a_video_whose_commit_it_cannot_read():
+    """A video whose zarr.json exists but cannot be read (cut short, edited by hand): which
+    generation it commits is unknown, so the sweep removes none of them, and says why."""
+    pytest.importorskip("fsspec")
+    from actrec.io.leftovers import sweep_store
+
+    url = f"memory://{uuid.uuid4().hex[:12]}/s.zarr"
+    FeatureStore.open_or_create(url, **_STORE_ARGS).write_video("v1", *_OLD, fps=15,
+                                                                source=None)
+    committed = FeatureStore.open(url).video_attrs("v1")["generation"]
+    dead = _old_generation(url, "v1", days=2)
+    meta = store_location(url) / "videos" / "v1" / "zarr.json"
+    raw = meta.read_bytes()
+    meta.write_bytes(raw[: len(raw) // 2])
+    report = sweep_store(FeatureStore.open(url), now=time.time() + 3 * 86400)
+    assert report.removed == ()
+    assert _generations_of(url, "v1") == {committed, dead}
+    assert sorted(x.path.rsplit("/", 1)[1] for x in report.left) == sorted([committed, dead])
+    assert all("which generation is committed is unknown" in x.why for x in report.left)
+    meta.write_bytes(raw)  # the commit readable again: the dead writer's goes, not the commit
+    report = sweep_store(FeatureStore.open(url), now=time.time() + 3 * 86400)
+    assert [x.path.rsplit("/", 1)[1] for x in report.removed] == [dead]
+    _holds(url, _OLD)

@@ -60,7 +60,7 @@ class Leftover:
 
     video: str
     path: str
-    kind: str  # "uncommitted generation", "temp folder", "old copy restored"
+    kind: str  # "uncommitted generation", "temp folder", "old copy restored", "generation"
     age: float | None
     why: str = ""
 
@@ -121,14 +121,22 @@ def sweep_store(store: Any, *, older_than: float = DEFAULT_AGE, now: float | Non
 
 
 def _committed(group: StoreURL) -> tuple[bool, str | None]:
-    """(whether the group has a ``zarr.json``, the generation it commits or ``None``)."""
+    """(whether the group has a ``zarr.json``, the generation it commits or ``None``).
+    ``_Unreadable`` when it has one whose attributes cannot be read: which generation it
+    commits is then unknown, and none of them may be removed."""
     from actrec.io.remote_store import _attributes
 
     try:
         attrs = _attributes((group / "zarr.json").read_bytes())
     except FileNotFoundError:
         return False, None
-    return True, (attrs or {}).get("generation")
+    if attrs is None:
+        raise _Unreadable(f"{group / 'zarr.json'} cannot be read as a group's metadata")
+    return True, attrs.get("generation")
+
+
+class _Unreadable(Exception):
+    """A video group's ``zarr.json`` exists but is not readable JSON with attributes."""
 
 
 def _generations(group: StoreURL, now: float) -> list[tuple[StoreURL, float]]:
@@ -155,7 +163,13 @@ def _sweep_generations(store: Any, older_than: float, now: float, removed: list,
         if task is not None:
             progress.advance(task)
         video = decode_video_id(group.name)
-        _, current = _committed(group)
+        try:
+            _, current = _committed(group)
+        except _Unreadable as exc:  # a commit it cannot read: any generation may be it
+            left.extend(Leftover(video, str(g), "generation", age,
+                                 f"{exc}: which generation is committed is unknown")
+                        for g, age in _generations(group, now) if age > older_than)
+            continue
         found = [(g, age) for g, age in _generations(group, now) if g.name != current]
         if not found:
             continue
@@ -173,7 +187,10 @@ def _sweep_generations(store: Any, older_than: float, now: float, removed: list,
                             left.append(Leftover(video, str(g), "uncommitted generation", age,
                                                  "another process is extracting this video"))
                     continue
-                _, current = _committed(group)  # again, held: a commit since is kept
+                try:  # again, held: a commit since is kept
+                    _, current = _committed(group)
+                except _Unreadable:
+                    continue  # said when it is met first (a later sweep)
                 for g, age in _generations(group, now):
                     if g.name == current or age <= older_than:
                         continue
