@@ -1076,3 +1076,31 @@ def test_sweep_leaves_every_generation_of_a_video_whose_commit_it_cannot_read():
     report = sweep_store(FeatureStore.open(url), now=time.time() + 3 * 86400)
     assert [x.path.rsplit("/", 1)[1] for x in report.removed] == [dead]
     _holds(url, _OLD)
+
+
+def _interrupted_as_it_commits(url: str, monkeypatch) -> None:
+    """Re-write v1 with an interrupt (a worker's SIGTERM unwinding, Ctrl-C) arriving while
+    its commit is on its way: the commit lands (the request was sent; fsspec's I/O thread
+    goes on with it), the writer unwinds. The store must then hold one whole copy."""
+    store = FeatureStore.open_or_create(url, **_STORE_ARGS)
+    store.write_video("v1", *_OLD, fps=15, source=None)
+    real = StoreURL.write_if
+
+    def landed_then_interrupted(self, data, version):
+        real(self, data, version)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(StoreURL, "write_if", landed_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        store.write_video("v1", *_NEW, fps=15, source=None)
+    monkeypatch.setattr(StoreURL, "write_if", real)
+    _holds(url, _NEW)  # the commit landed: its generation must be whole
+
+
+def test_memory_store_rewrite_interrupted_as_it_commits_keeps_a_whole_copy(monkeypatch):
+    pytest.importorskip("fsspec")
+    _interrupted_as_it_commits(f"memory://{uuid.uuid4().hex[:12]}/s.zarr", monkeypatch)
+
+
+def test_s3_rewrite_interrupted_as_it_commits_keeps_a_whole_copy(bucket, monkeypatch):
+    _interrupted_as_it_commits(f"s3://{bucket}/s.zarr", monkeypatch)

@@ -155,6 +155,8 @@ class RemoteFeatureStore(FeatureStore):
         t = max(1, stored.shape[0])
         every = {"write_empty_chunks": True}  # every chunk file must exist (integrity)
         committed = False
+        sent = False  # the commit request went out: it may have landed even if this call
+        # did not return (an interrupt, a lost connection), so the generation must stay
         try:
             for name, values, dtype, chunks in (
                     ("features", stored, self._attrs["dtype"], (min(chunk, t), stored.shape[1])),
@@ -169,19 +171,21 @@ class RemoteFeatureStore(FeatureStore):
                 "labels": array_record(where / "labels", labels, "int64", min(chunk, t)),
             }
             confirm_held(self.path, video_id)
+            sent = True
             committed = meta.write_if(_group_json(
                 {**attrs, "integrity": integrity, "complete": True, "generation": generation}),
                 found)
             if not committed:
+                sent = False  # refused: nothing refers to this generation
                 raise ClaimLost(f"feature store {self.path}: video {video_id!r} was committed "
                                 f"by another process while this one wrote it; keeping that "
                                 f"copy, not writing this one")
         except OSError as exc:
             raise OSError(exc.errno, f"{target}: {exc.strerror or exc}") from None
         finally:
-            if not committed:  # nothing refers to this generation: it must not linger
-                with contextlib.suppress(Exception):
-                    where.rmtree()
+            if not committed and not sent:  # nothing refers to this generation: it must
+                with contextlib.suppress(Exception):  # not linger (one sent and unanswered
+                    where.rmtree()  # is left: invisible if uncommitted, swept a day later)
         self._drop_replaced(target, generation, old)
 
     @staticmethod
