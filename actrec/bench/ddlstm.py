@@ -213,16 +213,22 @@ def step_phases(x, grad, layers: list[list], n1: int, rounds: int) -> dict[str, 
         rows.append({
             "step": wall,
             "fwd_x_proj": ms["x_proj"], "fwd_x_stats": ms["x_stats"],
-            "fwd_gemm": ms["fwd_gemm"] / th, "fwd_kernels": ms["fwd_kernels"] / th,
+            "fwd_gemm": ms["fwd_gemm"] / th + ms["fwd_gemm_outside"],
+            "fwd_kernels": ms["fwd_kernels"] / th,
             "fwd_wait": ms["fwd_region"] - ms["fwd_busy"],
-            "fwd_other": ms["fwd_total"] - ms["x_proj"] - ms["x_stats"] - ms["fwd_region"],
-            "bwd_gemm": ms["bwd_gemm"] / th, "bwd_kernels": ms["bwd_kernels"] / th,
+            "fwd_other": (ms["fwd_total"] - ms["x_proj"] - ms["x_stats"] - ms["fwd_region"]
+                          - ms["fwd_gemm_outside"]),
+            "bwd_gemm": ms["bwd_gemm"] / th + ms["bwd_gemm_outside"],
+            "bwd_kernels": ms["bwd_kernels"] / th,
             "bwd_wait": ms["bwd_region"] - ms["bwd_busy"],
             "bwd_weight_grads": ms["weight_grads"],
-            "bwd_other": ms["bwd_total"] - ms["bwd_region"] - ms["weight_grads"],
+            "bwd_other": (ms["bwd_total"] - ms["bwd_region"] - ms["weight_grads"]
+                          - ms["bwd_gemm_outside"]),
             "outside_ops": wall - ms["fwd_total"] - ms["bwd_total"],
-            "gemm_us_per_step_fwd": ph["fwd_gemm"] / th / max(1.0, ph["fwd_steps"]),
-            "gemm_us_per_step_bwd": ph["bwd_gemm"] / th / max(1.0, ph["bwd_steps"]),
+            "gemm_us_per_step_fwd": (ph["fwd_gemm"] / th + ph["fwd_gemm_outside"])
+            / max(1.0, ph["fwd_steps"]),
+            "gemm_us_per_step_bwd": (ph["bwd_gemm"] / th + ph["bwd_gemm_outside"])
+            / max(1.0, ph["bwd_steps"]),
             "threads": ph["threads"],
         })
     return {k: statistics.median(r[k] for r in rows) for k in rows[0]}

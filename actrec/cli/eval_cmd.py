@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from actrec.cli.common import emit, json_option, make_progress
-from actrec.cli.storage import apply_storage_options, storage_option
+from actrec.cli.storage import apply_storage_options, run_stores, storage_option
 
 
 @click.command("eval")
@@ -53,7 +53,7 @@ def eval_(run, online, offline, lookahead, split, allow_noncausal_features, segm
 
     run_dir = resolve_run(run) if run else latest_run()
     if storage_options:
-        apply_storage_options(storage_options, _run_stores(run_dir),
+        apply_storage_options(storage_options, run_stores(run_dir),
                               f"the stores run {run_dir} was trained on, e.g.")
     if all_splits:
         if split is not None:
@@ -76,19 +76,6 @@ def eval_(run, online, offline, lookahead, split, allow_noncausal_features, segm
                               allow_train_overlap=allow_train_overlap,
                               lookahead=lookahead)
     emit(result, as_json, render_eval)
-
-
-def _run_stores(run_dir) -> list[str]:
-    """The stores recorded in a run's config.json (none when it cannot be read)."""
-    from actrec.errors import ActrecError
-    from actrec.runs import CONFIG, read_json
-
-    try:
-        config = read_json(run_dir / CONFIG)
-    except (ActrecError, OSError, ValueError):
-        return []
-    stores = config.get("stores") if isinstance(config, dict) else None
-    return [str(s.get("path")) for s in stores or [] if isinstance(s, dict)]
 
 
 def render_eval(result):

@@ -180,11 +180,12 @@ def release_workspace() -> int:
 # bwd_total, weight_grads (the weight-gradient GEMMs over all steps, and dL/dx). Per step:
 # *_region (the step's parallel region, wall), *_gemm (its recurrent GEMM) and *_kernels (its
 # fused element-wise kernel), both summed over the region's threads, *_busy (the busiest
-# thread's GEMM + kernel time: region - busy is fork/join and waiting), *_steps (steps timed).
-# threads: the most threads one region used.
+# thread's GEMM + kernel time: region - busy is fork/join and waiting), *_steps (steps timed);
+# *_gemm_outside: recurrent GEMMs run on the calling thread outside the regions (every step's
+# for small layers or builds without MKL; grad_h0's). threads: the most one region used.
 PHASES = ("fwd_total", "x_proj", "x_stats", "fwd_region", "fwd_gemm", "fwd_kernels", "fwd_busy",
           "fwd_steps", "bwd_total", "bwd_region", "bwd_gemm", "bwd_kernels", "bwd_busy",
-          "bwd_steps", "weight_grads", "threads")
+          "bwd_steps", "weight_grads", "fwd_gemm_outside", "bwd_gemm_outside", "threads")
 
 
 @contextmanager

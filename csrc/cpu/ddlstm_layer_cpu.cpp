@@ -1139,7 +1139,7 @@ FwdResult forward_cpu(const at::Tensor& x_, const at::Tensor& w_ih_, const at::T
         at::Tensor g_view = ghs.select(0, t);
         at::mm_out(g_view, t == 0 ? h0 : out.select(0, t - 1), w_hh.t());  // [N, 4H]
       }
-      if (!gemm_in_region && phase::on()) phase::add(phase::kFwdGemm, phase::now_us() - g0);
+      if (!gemm_in_region && phase::on()) phase::add(phase::kFwdGemmOut, phase::now_us() - g0);
       a.w0 = wr.data() + t * N;
       a.w1 = wr.data() + (T + t) * N;
       a.inv_s0 = rw.inv_s[t];
@@ -1165,7 +1165,8 @@ FwdResult forward_cpu(const at::Tensor& x_, const at::Tensor& w_ih_, const at::T
           gate_cols_gemm<T_>(hprev, w_hh.data_ptr<T_>(), g_t, N, H, b * kTile, std::min(H, en * kTile));
         const double q1 = timed.on() ? phase::now_us() : 0.0;
         run_fwd_tiles(nd, a, b, en);
-        if (timed.on()) timed.task(at::get_thread_num(), q1 - q0, phase::now_us() - q1);
+        if (timed.on())
+          timed.task(at::get_thread_num(), gemm_in_region ? q1 - q0 : 0.0, phase::now_us() - q1);
       });
       timed.done();
     }
@@ -1279,7 +1280,8 @@ BwdResult backward_cpu(const at::Tensor& grad_out_, const at::Tensor& grad_h_n,
                                dhrec.data_ptr<T_>(), N, H, b * kTile, std::min(H, en * kTile));
         const double q1 = timed.on() ? phase::now_us() : 0.0;
         run_bwd_tiles(nd, a, b, en, scratch.data(), dw_part.data());
-        if (timed.on()) timed.task(at::get_thread_num(), q1 - q0, phase::now_us() - q1);
+        if (timed.on())
+          timed.task(at::get_thread_num(), gemm_in_region ? q1 - q0 : 0.0, phase::now_us() - q1);
       });
       timed.done();
       if (nd == 2) {  // dL/dw[d, t, j] = (sum over tiles of S_d dL/dw) / S_d(t); 0 where S = 0
@@ -1299,7 +1301,7 @@ BwdResult backward_cpu(const at::Tensor& grad_out_, const at::Tensor& grad_h_n,
       } else {
         at::mm_out(dhrec, dgh.select(0, t), w_hh);  // [N, H]: dL/dh_{t-1} (grad_h0 at t = 0)
       }
-      if (timed.on() && (!gemm_in_region || t == 0)) phase::add(phase::kBwdGemm, phase::now_us() - g0);
+      if (timed.on() && (!gemm_in_region || t == 0)) phase::add(phase::kBwdGemmOut, phase::now_us() - g0);
     }
   });
 

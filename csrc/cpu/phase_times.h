@@ -16,10 +16,13 @@ namespace phase {
 // Per step: k*Region (wall of the step's parallel region, seen by the calling thread);
 // k*Gemm, k*Tiles (the step's recurrent GEMM and its fused element-wise kernel, summed over
 // the region's threads); k*Busy (the busiest thread's GEMM + kernel time; Region - Busy is
-// the fork/join and waiting); k*Steps (steps timed); kThreads (most threads in one region).
+// the fork/join and waiting); k*GemmOut (recurrent GEMMs run outside the regions, on the
+// calling thread: every step's for small layers or without MKL, grad_h0's);
+// k*Steps (steps timed); kThreads (most threads in one region).
 enum Phase : int {
   kFwdTotal, kXProj, kXStats, kFwdRegion, kFwdGemm, kFwdTiles, kFwdBusy, kFwdSteps,
-  kBwdTotal, kBwdRegion, kBwdGemm, kBwdTiles, kBwdBusy, kBwdSteps, kWGrad, kThreads,
+  kBwdTotal, kBwdRegion, kBwdGemm, kBwdTiles, kBwdBusy, kBwdSteps, kWGrad,
+  kFwdGemmOut, kBwdGemmOut, kThreads,
   kCount
 };
 
