@@ -1104,3 +1104,83 @@ def test_memory_store_rewrite_interrupted_as_it_commits_keeps_a_whole_copy(monke
 
 def test_s3_rewrite_interrupted_as_it_commits_keeps_a_whole_copy(bucket, monkeypatch):
     _interrupted_as_it_commits(f"s3://{bucket}/s.zarr", monkeypatch)
+
+
+def _writer_paused_at_its_commit_meets_a_sweep(url: str, monkeypatch, order: str) -> None:
+    """A real writer (a thread) re-writes v1 and stops between its last claim check and its
+    conditional commit, past its lease; `check --sweep` runs meanwhile (an age of 0 with the
+    clock a minute on). ``order`` "sweep-first": the sweep takes the video's claim and
+    removes the writer's generation, then the writer resumes: its commit must be refused (it
+    would name a removed generation and drop the old copy: both copies lost). "commit-first":
+    the writer commits between the sweep's read of the commit and its own write: the sweep
+    must keep the new copy and leave the video. Either way one whole copy stays."""
+    import threading
+
+    import actrec.extract_claims as claims
+    from actrec.extract_claims import ClaimLost
+    from actrec.io.leftovers import sweep_store
+
+    store = FeatureStore.open_or_create(url, **_STORE_ARGS)
+    store.write_video("v1", *_OLD, fps=15, source=None)
+    old_generation = store.video_attrs("v1")["generation"]
+    real_confirm, real_write_if = claims.confirm_held, StoreURL.write_if
+    at_commit, go = threading.Event(), threading.Event()
+    calls, outcome = [], {}
+
+    def confirm(path, video):
+        real_confirm(path, video)
+        if threading.current_thread().name == "W":
+            calls.append(video)
+            if len(calls) == 2:  # checked, about to commit: it stops here a while
+                at_commit.set()
+                go.wait(60)
+
+    def writer():
+        try:
+            FeatureStore.open(url).write_video("v1", *_NEW, fps=15, source=None)
+            outcome["w"] = "committed"
+        except ClaimLost as exc:
+            outcome["w"] = str(exc)
+
+    def commit_first(self, data, version):  # the sweep's write: the writer commits just before
+        if threading.current_thread().name != "W" and not go.is_set():
+            go.set()
+            thread.join(60)
+        return real_write_if(self, data, version)
+
+    monkeypatch.setattr(claims, "confirm_held", confirm)
+    if order == "commit-first":
+        monkeypatch.setattr(StoreURL, "write_if", commit_first)
+    thread = threading.Thread(target=writer, name="W")
+    thread.start()
+    assert at_commit.wait(60)
+    (new_generation,) = _generations_of(url, "v1") - {old_generation}
+    report = sweep_store(FeatureStore.open(url), older_than=0, now=time.time() + 60)
+    go.set()
+    thread.join(60)
+    assert not thread.is_alive()
+    committed = FeatureStore.open(url).video_attrs("v1")["generation"]
+    if order == "sweep-first":
+        assert [x.path.rsplit("/", 1)[1] for x in report.removed] == [new_generation]
+        assert "was committed by another process while this one wrote it" in outcome["w"]
+        assert committed == old_generation
+        _holds(url, _OLD)
+    else:
+        assert outcome["w"] == "committed" and report.removed == ()
+        assert [(x.video, x.kind) for x in report.left] == [("v1", "video")]
+        assert "committed by another process while the sweep held" in report.left[0].why
+        assert committed == new_generation
+        _holds(url, _NEW)
+    assert _generations_of(url, "v1") == {committed}
+
+
+@pytest.mark.parametrize("order", ["sweep-first", "commit-first"])
+def test_memory_store_writer_paused_at_its_commit_loses_nothing_to_a_sweep(monkeypatch, order):
+    pytest.importorskip("fsspec")
+    _writer_paused_at_its_commit_meets_a_sweep(f"memory://{uuid.uuid4().hex[:12]}/s.zarr",
+                                               monkeypatch, order)
+
+
+@pytest.mark.parametrize("order", ["sweep-first", "commit-first"])
+def test_s3_writer_paused_at_its_commit_loses_nothing_to_a_sweep(bucket, monkeypatch, order):
+    _writer_paused_at_its_commit_meets_a_sweep(f"s3://{bucket}/s.zarr", monkeypatch, order)

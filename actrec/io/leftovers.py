@@ -18,7 +18,17 @@
 Safety: each video is swept while holding its claim (``actrec.extract_claims``), as a writer
 holds it, so a video another live process is extracting is left alone (and said so); the
 committed generation is read again while the claim is held, so a commit that landed since
-the listing is never removed.
+the listing is never removed. A writer silent past its lease (paused, or its clock slow)
+may still be between its last claim check and its conditional commit, with its generation
+among those removed: before removing any, the sweep rewrites the video's ``zarr.json``
+(adding ``swept_at``) conditionally on the version it read, as a commit is written, so that
+writer's commit is refused (it then removes its own generation) instead of landing on a
+removed generation and deleting the old copy; if a commit landed first, the sweep's write is
+refused and the video is left as it is (reported). A video never committed has no
+``zarr.json`` to rewrite: there such a writer's commit can still land on its removed
+generation, which ``actrec check`` then reports damaged and ``actrec extract`` writes again
+(no earlier copy existed to be lost). Other backends than S3 check a version and then write
+(``StoreURL.write_if``): a writer resuming between those two requests is not kept out.
 """
 
 from __future__ import annotations
@@ -135,6 +145,43 @@ def _committed(group: StoreURL) -> tuple[bool, str | None]:
     return True, attrs.get("generation")
 
 
+def _commit_of(group: StoreURL) -> tuple[str | None, bytes | None, str | None]:
+    """(the version of the group's ``zarr.json`` as a conditional write compares it, its
+    bytes, the generation they commit); ``(None, None, None)`` when there is none.
+    ``_Unreadable`` as ``_committed``. The version is read first: if a commit lands between
+    the two reads, the bytes are newer than the version and a write conditional on it fails."""
+    from actrec.io.remote_store import _attributes
+
+    meta = group / "zarr.json"
+    version = meta.version()
+    if version is None:
+        return None, None, None
+    try:
+        raw = meta.read_bytes()
+    except FileNotFoundError:  # removed since: only its claim holder (this sweep) removes it
+        return None, None, None
+    attrs = _attributes(raw)
+    if attrs is None:
+        raise _Unreadable(f"{meta} cannot be read as a group's metadata")
+    return version, raw, attrs.get("generation")
+
+
+def _invalidate(group: StoreURL, version: str, raw: bytes) -> bool:
+    """Rewrite the group's ``zarr.json`` (read as ``raw`` at ``version``) with the sweep's
+    time added (``swept_at``), conditional on ``version`` as a writer's commit is: ``True``
+    if written, ``False`` if a commit landed since. Once written, a writer that read the
+    commit before (one paused past its lease before its own conditional commit, whose
+    generation the sweep is about to remove) has its commit refused: S3 compares ETags, the
+    MD5 of the content, so the bytes must change, not just be written again."""
+    import json
+    from datetime import datetime, timezone
+
+    meta = json.loads(raw)
+    meta["attributes"] = {**meta["attributes"],
+                          "swept_at": datetime.now(timezone.utc).isoformat()}
+    return (group / "zarr.json").write_if(json.dumps(meta, indent=2).encode("utf-8"), version)
+
+
 class _Unreadable(Exception):
     """A video group's ``zarr.json`` exists but is not readable JSON with attributes."""
 
@@ -151,6 +198,14 @@ def _generations(group: StoreURL, now: float) -> list[tuple[StoreURL, float]]:
 
 def _sweep_generations(store: Any, older_than: float, now: float, removed: list,
                        left: list, progress: Any = None) -> None:
+    """Remove each video's uncommitted generations older than ``older_than`` under its claim
+    (module docstring, "Safety"). A committed video's ``zarr.json`` is rewritten first, on
+    the condition of the version read while holding the claim, so that a writer paused
+    before its commit cannot commit a removed generation; when that write is refused (a
+    commit landed), the video is left (``left``, kind "video"). A video with no commit is
+    swept without such a write: a writer paused past ``older_than`` that commits afterwards
+    commits a removed generation (``check`` reports the video damaged, ``extract`` writes
+    it again; there was no earlier copy to lose)."""
     from actrec.errors import ActrecError
     from actrec.extract_claims import claim
     from actrec.io.features import _VIDEOS, decode_video_id
@@ -188,12 +243,19 @@ def _sweep_generations(store: Any, older_than: float, now: float, removed: list,
                                                  "another process is extracting this video"))
                     continue
                 try:  # again, held: a commit since is kept
-                    _, current = _committed(group)
+                    version, raw, current = _commit_of(group)
                 except _Unreadable:
                     continue  # said when it is met first (a later sweep)
-                for g, age in _generations(group, now):
-                    if g.name == current or age <= older_than:
-                        continue
+                doomed = [(g, age) for g, age in _generations(group, now)
+                          if g.name != current and age > older_than]
+                if doomed and version is not None and not _invalidate(group, version, raw):
+                    left.append(Leftover(
+                        video, str(group), "video", None,
+                        "committed by another process while the sweep held its claim (a "
+                        "writer silent past its lease): its generations are left to a later "
+                        "sweep"))
+                    continue
+                for g, age in doomed:
                     g.rmtree()
                     removed.append(Leftover(video, str(g), "uncommitted generation", age))
         except (ActrecError, OSError) as exc:

@@ -178,8 +178,9 @@ class RemoteFeatureStore(FeatureStore):
             if not committed:
                 sent = False  # refused: nothing refers to this generation
                 raise ClaimLost(f"feature store {self.path}: video {video_id!r} was committed "
-                                f"by another process while this one wrote it; keeping that "
-                                f"copy, not writing this one")
+                                f"by another process while this one wrote it (a new copy, "
+                                f"or `actrec check --sweep` removing this unfinished write); "
+                                f"keeping that copy, not writing this one")
         except OSError as exc:
             raise OSError(exc.errno, f"{target}: {exc.strerror or exc}") from None
         finally:
