@@ -886,9 +886,10 @@ def _killed_writer_of(where: str, step: str, video: str) -> None:
     assert proc.returncode == -9, proc.stderr
 
 
-def _old_generation(url: str, video: str, days: float) -> str:
+def _old_generation(url: str, video: str, days: float, *, written: float | None = None) -> str:
     """A copy of ``video``'s committed generation under the name a writer that started
-    ``days`` ago would have given it, never committed (as a dead writer's): its name."""
+    ``days`` ago would have given it, never committed (as a dead writer's), its objects
+    written ``written`` days ago (default ``days``) by the store's clock: its name."""
     import time as _time
 
     store = FeatureStore.open(url)
@@ -897,7 +898,33 @@ def _old_generation(url: str, video: str, days: float) -> str:
     group = store_location(url) / "videos" / video
     fs = group.fs
     fs.copy((group / committed).fs_path, (group / name).fs_path, recursive=True)
+    _backdate(group / name, days if written is None else written)
     return name
+
+
+def _backdate(where: StoreURL, days: float) -> None:
+    """Set the modification time of every object under ``where`` ``days`` back, in the test
+    server itself (moto's S3 backend, fsspec's memory store): how old they would be had a
+    writer left them then."""
+    import datetime
+
+    back = datetime.timedelta(days=days)
+    prefix = where.fs_path.rstrip("/") + "/"
+    if where.protocol == "memory":
+        for path, entry in where.fs.store.items():
+            if path.startswith(prefix):
+                entry.created -= back
+        return
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+
+    bucket_name, key_prefix = prefix.split("/", 1)
+    bucket = s3_backends[DEFAULT_ACCOUNT_ID]["global"].buckets[bucket_name]
+    for key in list(bucket.keys.keys()):
+        if key.startswith(key_prefix):
+            for version in bucket.keys.getlist(key):
+                version.last_modified -= back
+    where.fs.invalidate_cache()
 
 
 def _generations_of(url: str, video: str) -> set[str]:
@@ -1184,3 +1211,30 @@ def test_memory_store_writer_paused_at_its_commit_loses_nothing_to_a_sweep(monke
 @pytest.mark.parametrize("order", ["sweep-first", "commit-first"])
 def test_s3_writer_paused_at_its_commit_loses_nothing_to_a_sweep(bucket, monkeypatch, order):
     _writer_paused_at_its_commit_meets_a_sweep(f"s3://{bucket}/s.zarr", monkeypatch, order)
+
+
+def _slow_clock_writers_generation_is_young(url: str) -> None:
+    """A writer whose clock is two days slow names the generation it is writing now as two
+    days old: the sweep measures its age by the store's clock (when its objects were
+    written), leaves it (it may be about to commit), and removes it once really old."""
+    from actrec.io.leftovers import sweep_store
+
+    FeatureStore.open_or_create(url, **_STORE_ARGS).write_video("v1", *_OLD, fps=15,
+                                                                source=None)
+    fresh = _old_generation(url, "v1", days=2, written=0)
+    report = sweep_store(FeatureStore.open(url))
+    assert report.removed == ()
+    assert [(x.path.rsplit("/", 1)[1], x.age < 60) for x in report.left] == [(fresh, True)]
+    assert fresh in _generations_of(url, "v1")
+    report = sweep_store(FeatureStore.open(url), now=time.time() + 86400 + 60)
+    assert [x.path.rsplit("/", 1)[1] for x in report.removed] == [fresh]
+    _holds(url, _OLD)
+
+
+def test_memory_store_sweep_ages_generations_by_the_stores_clock():
+    pytest.importorskip("fsspec")
+    _slow_clock_writers_generation_is_young(f"memory://{uuid.uuid4().hex[:12]}/s.zarr")
+
+
+def test_s3_sweep_ages_generations_by_the_stores_clock(bucket):
+    _slow_clock_writers_generation_is_young(f"s3://{bucket}/s.zarr")

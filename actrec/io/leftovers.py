@@ -7,8 +7,9 @@
   generation uncommitted (invisible to readers), and one that dies right after it leaves the
   generation it replaced. A later write of that video removes them once a day old; a video
   never written again keeps them. The sweep removes every generation but the committed one
-  that is older than ``older_than`` (by the time its name records, when its writer started
-  writing it): younger ones may be a live writer's, about to commit.
+  that is older than ``older_than`` (since its newest object was written, by the store's
+  clock; by the time its name records, the writer's clock, where the backend gives no
+  times): younger ones may be a live writer's, about to commit.
 * A local store builds each write under ``.tmp/<name>.<host>.<pid>.<tag>`` and renames it into
   place; a writer that dies leaves its temp folder, and one that died between the two renames
   of a re-write leaves the old copy aside (``-old``). Opening the store for writing already
@@ -18,8 +19,8 @@
 Safety: each video is swept while holding its claim (``actrec.extract_claims``), as a writer
 holds it, so a video another live process is extracting is left alone (and said so); the
 committed generation is read again while the claim is held, so a commit that landed since
-the listing is never removed. A writer silent past its lease (paused, or its clock slow)
-may still be between its last claim check and its conditional commit, with its generation
+the listing is never removed. A writer silent past its lease (paused, suspended) may
+still be between its last claim check and its conditional commit, with its generation
 among those removed: before removing any, the sweep rewrites the video's ``zarr.json``
 (adding ``swept_at``) conditionally on the version it read, as a commit is written, so that
 writer's commit is refused (it then removes its own generation) instead of landing on a
@@ -187,13 +188,62 @@ class _Unreadable(Exception):
 
 
 def _generations(group: StoreURL, now: float) -> list[tuple[StoreURL, float]]:
+    """The group's generations with their ages at ``now``: since the newest of its objects
+    was written, by the store's clock (S3 ``LastModified``, ``mtime``, ...), so a writer
+    whose clock is slow cannot make a generation it is still writing look old; by the time
+    its name records (the writer's clock) where the backend gives no times."""
     from actrec.io.features import GENERATION
 
+    written = _written_at(group)
     out = []
     for entry in group.iterdir():
         if GENERATION.fullmatch(entry.name):
-            out.append((entry, now - int(entry.name.split("-")[1])))
+            at = written.get(entry.name, float(int(entry.name.split("-")[1])))
+            out.append((entry, now - at))
     return out
+
+
+_TIME_KEYS = ("LastModified", "mtime", "last_modified", "updated", "created")
+
+
+def _written_at(group: StoreURL) -> dict[str, float]:
+    """Generation name -> when its newest object was written (POSIX seconds, the store's
+    clock), from one listing; generations whose objects carry no time are absent."""
+    group._fresh()
+    base = group.fs_path.rstrip("/") + "/"
+    try:
+        found = group.fs.find(group.fs_path, detail=True)
+    except FileNotFoundError:
+        return {}
+    out: dict[str, float] = {}
+    for name, info in found.items():
+        if not name.startswith(base) or "/" not in name[len(base):]:
+            continue
+        at = _stamp(info)
+        if at is not None:
+            first = name[len(base):].split("/", 1)[0]
+            out[first] = max(at, out.get(first, at))
+    return out
+
+
+def _stamp(info: dict[str, Any]) -> float | None:
+    """An object's modification time from an fsspec ``info``/``find`` entry (a datetime, a
+    number or an ISO 8601 string, by backend), ``None`` when it has none."""
+    from datetime import datetime, timezone
+
+    for key in _TIME_KEYS:
+        value = info.get(key)
+        if isinstance(value, datetime):
+            return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            return float(value)
+        if isinstance(value, str) and value:
+            try:
+                parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+            return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
+    return None
 
 
 def _sweep_generations(store: Any, older_than: float, now: float, removed: list,
