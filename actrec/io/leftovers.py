@@ -209,19 +209,13 @@ _TIME_KEYS = ("LastModified", "mtime", "last_modified", "updated", "created")
 def _written_at(group: StoreURL) -> dict[str, float]:
     """Generation name -> when its newest object was written (POSIX seconds, the store's
     clock), from one listing; generations whose objects carry no time are absent."""
-    group._fresh()
-    base = group.fs_path.rstrip("/") + "/"
-    try:
-        found = group.fs.find(group.fs_path, detail=True)
-    except FileNotFoundError:
-        return {}
     out: dict[str, float] = {}
-    for name, info in found.items():
-        if not name.startswith(base) or "/" not in name[len(base):]:
+    for key, info in group.listing().items():
+        if "/" not in key:  # the group's own zarr.json
             continue
         at = _stamp(info)
         if at is not None:
-            first = name[len(base):].split("/", 1)[0]
+            first = key.split("/", 1)[0]
             out[first] = max(at, out.get(first, at))
     return out
 

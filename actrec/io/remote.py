@@ -312,17 +312,21 @@ class StoreURL:
             raise FileNotFoundError(str(exc)) from None
         return _Stat(int(info.get("size") or 0))
 
-    def sizes(self) -> dict[str, int]:
-        """Every file below this location (relative key -> bytes), from one listing."""
+    def listing(self) -> dict[str, dict]:
+        """Every file below this location (relative key -> the backend's info: size, times,
+        ...), from one listing."""
         self._fresh()
         base = self.fs_path.rstrip("/") + "/"
         try:
             found = self.fs.find(self.fs_path, detail=True)
         except FileNotFoundError:
             return {}
-        return {name[len(base):]: int(info.get("size") or 0)
-                for name, info in found.items() if name.startswith(base)
-                and info.get("type", "file") == "file"}
+        return {name[len(base):]: info for name, info in found.items()
+                if name.startswith(base) and info.get("type", "file") == "file"}
+
+    def sizes(self) -> dict[str, int]:
+        """Every file below this location (relative key -> bytes), from one listing."""
+        return {key: int(info.get("size") or 0) for key, info in self.listing().items()}
 
     def unlink(self, missing_ok: bool = False) -> None:
         try:
