@@ -448,25 +448,31 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("workers", [1, 2])
-def test_killed_mid_video_then_rerun_gives_the_uninterrupted_store(tiny_kitchen, tmp_path,
-                                                                  workers):
+def _run_until_mid_video(tiny_kitchen, tmp_path, workers):
+    """An uninterrupted reference store, and a killable extraction (``_KILLABLE``) into
+    ``s.zarr`` left running once 7 batches are done: ~40-frame videos in batches of 8 (5
+    each), so in the middle of a later video. (index, reference, path, marks, process)."""
     dataset, index = tiny_kitchen
     reference = tmp_path / "reference.zarr"
     extract_features(index, ColorGradient(CG), reference, dataset_ref="r", batch_size=8)
-    path = tmp_path / "s.zarr"
-    marks = tmp_path / "marks"
+    path, marks = tmp_path / "s.zarr", tmp_path / "marks"
     marks.mkdir()
     env = {**os.environ, "ACTREC_TEST_MARKS": str(marks), "ACTREC_TEST_DELAY": "0.15",
            "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])}
     proc = subprocess.Popen([sys.executable, "-c", _KILLABLE, str(dataset.config.root),
                              str(path), str(workers)], env=env, stderr=subprocess.PIPE)
-    # ~40-frame videos in batches of 8: 5 batches each. Kill in the middle of the later ones.
     deadline = time.monotonic() + 120
     while len(list(marks.iterdir())) < 7 and time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read().decode()
         time.sleep(0.02)
+    return index, reference, path, marks, proc
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
+def test_killed_mid_video_then_rerun_gives_the_uninterrupted_store(tiny_kitchen, tmp_path,
+                                                                  workers):
+    index, reference, path, marks, proc = _run_until_mid_video(tiny_kitchen, tmp_path, workers)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
@@ -498,19 +504,7 @@ def test_sigterm_mid_video_releases_the_claims_and_the_rerun_completes(tiny_kitc
     # A scheduler's SIGTERM stops the run as Ctrl-C does: exit status 143, the claims the
     # pipelined host holds (the video being extracted, the next one) or its stopped workers
     # held deleted, not left for another machine to wait a lease on.
-    dataset, index = tiny_kitchen
-    reference = tmp_path / "reference.zarr"
-    extract_features(index, ColorGradient(CG), reference, dataset_ref="r", batch_size=8)
-    path, marks = tmp_path / "s.zarr", tmp_path / "marks"
-    marks.mkdir()
-    env = {**os.environ, "ACTREC_TEST_MARKS": str(marks), "ACTREC_TEST_DELAY": "0.15",
-           "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])}
-    proc = subprocess.Popen([sys.executable, "-c", _KILLABLE, str(dataset.config.root),
-                             str(path), str(workers)], env=env, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while len(list(marks.iterdir())) < 7 and time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read().decode()
-        time.sleep(0.02)
+    index, reference, path, _, proc = _run_until_mid_video(tiny_kitchen, tmp_path, workers)
     assert list((path / ".claims").glob("*.json"))  # videos being extracted are claimed
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 128 + signal.SIGTERM, proc.stderr.read().decode()

@@ -1033,6 +1033,31 @@ def test_folder_sweep_removes_dead_writers_temp_folders(tmp_path, step):
     assert not (tmp_path / "s.zarr" / ".tmp").exists()
 
 
+def test_folder_sweep_lists_the_temp_folders_it_keeps(tmp_path):
+    """A temp folder whose writer may be alive (a running process on this host; another
+    host's, which cannot be told from here, until a day old) stays and is listed as left with
+    why; a dead local writer's goes."""
+    import socket
+
+    from actrec.io.features import encode_video_id
+
+    where = tmp_path / "s.zarr"
+    FeatureStore.open_or_create(str(where), **_STORE_ARGS).write_video("v1", *_OLD, fps=15,
+                                                                       source=None)
+    name, host = encode_video_id("v1"), socket.gethostname()
+    live = where / ".tmp" / f"{name}.{host}.{os.getpid()}.aa"
+    foreign = where / ".tmp" / f"{name}.elsewhere.example.1.bb"
+    dead = where / ".tmp" / f"{name}.{host}.{2**22 + 12345}.cc"  # above any pid_max default
+    for d in (live, foreign, dead):
+        d.mkdir(parents=True)
+    swept = _sweep(str(where))
+    assert [x["path"] for x in swept["removed"]] == [str(dead)]
+    assert sorted(x["path"] for x in swept["left"]) == sorted([str(live), str(foreign)])
+    assert all(x["kind"] == "temp folder" and "may be alive" in x["why"] for x in swept["left"])
+    assert live.exists() and foreign.exists() and not dead.exists()
+    _holds(str(where), _OLD)
+
+
 def test_sweep_options_are_checked(tmp_path):
     from actrec.cli import cli
 

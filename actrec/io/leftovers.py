@@ -123,7 +123,7 @@ def sweep_store(store: Any, *, older_than: float = DEFAULT_AGE, now: float | Non
         if isinstance(sub.path, StoreURL):
             _sweep_generations(sub, older_than, now, removed, left, progress)
         else:
-            _sweep_folder(sub, removed, restored)
+            _sweep_folder(sub, removed, restored, left)
     return SweepReport(str(store.path), float(older_than), tuple(removed), tuple(restored),
                        tuple(left))
 
@@ -310,9 +310,11 @@ def _sweep_generations(store: Any, older_than: float, now: float, removed: list,
 # ---------------------------------------------------------------------- in a folder
 
 
-def _sweep_folder(store: Any, removed: list, restored: list) -> None:
-    """``FeatureStore._clean`` under the store's lock, and what it changed."""
-    from actrec.io.features import _TMP, _VIDEOS
+def _sweep_folder(store: Any, removed: list, restored: list, left: list) -> None:
+    """``FeatureStore._clean`` under the store's lock, and what it changed; a temp folder it
+    keeps (a live writer's on this host, or one of another host's writers, whose liveness
+    cannot be told from here, not yet ``_STALE_SECONDS`` old) is listed as left."""
+    from actrec.io.features import _STALE_SECONDS, _TMP, _VIDEOS
 
     tmp_root = store.path / _TMP
     videos = store.path / _VIDEOS
@@ -330,6 +332,10 @@ def _sweep_folder(store: Any, removed: list, restored: list) -> None:
                                     ages[entry.name]))
     for entry in before:
         if entry.name in after:
+            left.append(Leftover(_video(entry.name.split(".")[0]), str(entry), "temp folder",
+                                 ages[entry.name],
+                                 f"its writer may be alive (this host: running; another "
+                                 f"host: removed once {_STALE_SECONDS // 3600} h old)"))
             continue
         name = entry.name.split(".")[0]
         video = _video(name)
