@@ -20,7 +20,7 @@ import hashlib
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from actrec.plugin_api import DatasetIndex, FeatureExtractor
 
 __all__ = [
+    "ExtractInterrupted",
     "ExtractReport",
     "ExtractStopped",
     "HostOptions",
@@ -64,7 +65,9 @@ class ExtractReport:
     lists the written videos whose video and labels disagreed in length, with the frames the
     length policy cut from each; ``frames`` counts the frames written, ``seconds`` the run's
     wall time. ``stopped`` says why the run stopped before the end (the store could not be
-    written: a full disk, permissions), ``not_done`` the videos it then left undone."""
+    written: a full disk, permissions; a signal), ``not_done`` the videos it then left undone
+    (the ones being extracted when it stopped among them); ``interrupted`` names the signal
+    (``SIGINT``, ``SIGTERM``) when a signal stopped it."""
 
     written: tuple[str, ...]
     skipped: tuple[str, ...]
@@ -81,6 +84,7 @@ class ExtractReport:
     length_policy: str = "truncate"
     stopped: str = ""  # why the run stopped early ("" when it ran to the end)
     not_done: tuple[str, ...] = ()  # videos left undone because it stopped
+    interrupted: str = ""  # the signal that stopped the run ("" when none did)
 
     @property
     def ok(self) -> bool:
@@ -113,6 +117,7 @@ class ExtractReport:
             "shard": f"{self.shard[0]}/{self.shard[1]}" if self.shard else None,
             "stopped": self.stopped or None,
             "not_done": list(self.not_done),
+            "interrupted": self.interrupted or None,
         }
 
 
@@ -128,6 +133,40 @@ class ExtractStopped(DataError):
                          f"video(s) not done ({kept} done are kept): fix that, then run the "
                          f"command again to do the rest")
         self.report = report
+
+
+class ExtractInterrupted(BaseException):
+    """The run was stopped by a signal: Ctrl-C (``SIGINT``) or ``SIGTERM`` (a batch scheduler,
+    ``kill``). ``report`` is what it did until then, as for ``ExtractStopped``: the videos
+    written are whole and kept, the ones being extracted are among ``not_done`` (their
+    unfinished writes removed), no claim of this run is left. ``signal`` names the signal,
+    ``exit_code`` is the conventional status (130, 143).
+
+    Raised as ``KeyboardInterrupt`` for SIGINT and as ``SystemExit(143)`` for SIGTERM (see
+    ``interrupted``), so a caller that does not catch it ends as it would have without it."""
+
+    def __init__(self, report: ExtractReport, exit_code: int) -> None:
+        super().__init__(exit_code)  # SystemExit's ``code``
+        self.report = report
+        self.signal = report.interrupted
+        self.exit_code = exit_code
+
+    def __str__(self) -> str:
+        report = self.report
+        kept = len(report.written) + len(report.skipped)
+        return (f"{report.stopped}: {len(report.not_done)} video(s) not done ({kept} done are "
+                f"kept); run the command again to do the rest")
+
+
+class _CtrlC(ExtractInterrupted, KeyboardInterrupt):
+    pass
+
+
+class _Terminated(ExtractInterrupted, SystemExit):
+    pass
+
+
+_SIGNALS = {"SIGINT": "SIGINT, Ctrl-C", "SIGTERM": "SIGTERM"}
 
 
 def parse_shard(text: str | tuple[int, int] | None) -> tuple[int, int] | None:
@@ -209,11 +248,12 @@ def extract_features(
     ``ExtractStopped`` (a ``DataError``, with the report so far) when the store cannot be
     written while the run goes on (a full disk, permissions): every other video would fail
     too, so the run stops, releases its claims and keeps the videos already written.
+    ``ExtractInterrupted`` (a ``KeyboardInterrupt`` for Ctrl-C, a ``SystemExit(143)`` for
+    SIGTERM in the main thread) with the report so far when a signal stops the run: the same
+    clean-up, and the videos written until then are in ``report.written``.
     """
     from actrec.extract_claims import lease_seconds
-    from actrec.extract_workers import WorkerSpec, check_device, run_tasks, thread_share
-    from actrec.io.features import FeatureStore
-    from actrec.io.integrity import source_change
+    from actrec.extract_workers import Terminated, check_device, sigterm_as_exit
 
     store_path = store_location(store_path)
     lease = lease_seconds()  # a bad ACTREC_CLAIM_LEASE is refused before any work
@@ -237,27 +277,96 @@ def extract_features(
         raise DataError(f"dataset '{index.name}' has no video(s) {listed}")
     ids = [v for v in ids if in_shard(v, shard)]
     started = time.perf_counter()
+    plan = _Plan()
+    signal_name = ""
+    with sigterm_as_exit():  # SIGTERM stops the run as Ctrl-C does, with its report
+        try:
+            _run(plan, index, extractor, store_path, ids, source, lookahead, progress,
+                 store_args={"dataset": dataset_ref, "split_scheme": split_scheme,
+                             "dtype": dtype, "stream": stream},
+                 overwrite=overwrite, trust_store=trust_store, workers=workers, shard=shard,
+                 devices=devices, lease=lease, wait_busy=wait_busy,
+                 options=HostOptions(batch_size=batch_size, length_policy=length_policy,
+                                     max_length_gap=float(max_length_gap)))
+        except KeyboardInterrupt:
+            signal_name = "SIGINT"
+        except Terminated:
+            signal_name = "SIGTERM"
+    if signal_name:
+        plan.stopped = f"interrupted by {_SIGNALS[signal_name]}"
+    outcomes = [plan.results[t.id] for t in plan.tasks if t.id in plan.results]
+    with contextlib.suppress(OSError):
+        if plan.run is not None:  # None: stopped at its start
+            plan.run.finish(written=sum(o.ok and not o.skipped for o in outcomes),
+                            skipped=len(plan.skipped) + sum(o.skipped for o in outcomes),
+                            failed=sum(not o.ok and not o.busy for o in outcomes),
+                            busy=sum(o.busy for o in outcomes), stopped=plan.stopped)
+    done = set(plan.skipped) | set(plan.results)
+    report = ExtractReport(
+        written=tuple(o.id for o in outcomes if o.ok and not o.skipped),
+        skipped=tuple(plan.skipped) + tuple(o.id for o in outcomes if o.skipped),
+        busy=tuple(o.id for o in outcomes if o.busy),
+        failed=tuple((o.id, o.error) for o in outcomes if not o.ok and not o.busy),
+        store=store_path,
+        redone_damaged=tuple(plan.damaged),
+        redone_changed=tuple(plan.changed),
+        cut=tuple((o.id, o.video_frames_cut, o.label_frames_cut) for o in outcomes
+                  if o.ok and (o.video_frames_cut or o.label_frames_cut)),
+        frames=sum(o.frames for o in outcomes if o.ok),
+        seconds=time.perf_counter() - started,
+        workers=workers,
+        shard=shard,
+        length_policy=length_policy,
+        stopped=plan.stopped,
+        not_done=tuple(v for v in ids if v not in done) if plan.stopped else (),
+        interrupted=signal_name,
+    )
+    if signal_name:
+        raise _interrupted_error(report) from None
+    if plan.stopped:
+        raise ExtractStopped(report)
+    return report
+
+
+@dataclass
+class _Plan:
+    """What a run planned and did so far (filled by ``_run`` as it goes, so that a run
+    stopped at any point can still report it)."""
+
+    skipped: list[str] = field(default_factory=list)
+    damaged: list[tuple[str, str]] = field(default_factory=list)
+    changed: list[tuple[str, str]] = field(default_factory=list)
+    tasks: list[VideoTask] = field(default_factory=list)
+    results: dict[str, Any] = field(default_factory=dict)  # video id -> Outcome
+    run: Any = None  # its RunRecord in the store
+    stopped: str = ""
+
+
+def _run(plan: _Plan, index, extractor, store_path, ids: list[str], source, lookahead: int,
+         progress, *, store_args: dict[str, Any], overwrite: bool, trust_store: bool,
+         workers: int, shard, devices: list[str], lease: float, wait_busy: bool,
+         options: HostOptions) -> None:
+    """``extract_features``' work, recorded in ``plan``: open the store, plan the videos, run
+    them; a store that cannot be written sets ``plan.stopped``."""
+    from actrec.extract_status import clear_failure, record_failure, start_run
+    from actrec.extract_workers import WorkerSpec, run_tasks, thread_share
+    from actrec.io.features import FeatureStore
+    from actrec.io.integrity import source_change
+
     try:
         store = FeatureStore.open_or_create(
-        store_path,
-            dataset=dataset_ref,
-            split_scheme=split_scheme,
+            store_path,
             classes=index.classes,
             splits={name: {"train": s.train, "test": s.test} for name, s in index.splits.items()},
             extractor=extractor.name,
             extractor_config=extractor.config.to_dict(),
             lookahead=lookahead,
-            dtype=dtype,
             background=index.background_classes,
             source=source,
-            stream=stream,
+            **store_args,
         )
     except OSError as exc:
         raise store_write_error(store_path, "create or open it", exc) from None
-    skipped: list[str] = []
-    damaged: list[tuple[str, str]] = []
-    changed: list[tuple[str, str]] = []
-    tasks: list[VideoTask] = []
     missing = getattr(index, "missing_videos", None) or {}
     for vid in ids:
         record = index.videos[vid]
@@ -267,26 +376,22 @@ def extract_features(
             change = None if trust_store or problems else source_change(
                 store.video_attrs(vid).get("source"), record.path)
             if problems:
-                damaged.append((vid, "; ".join(problems)))
+                plan.damaged.append((vid, "; ".join(problems)))
             elif change:
-                changed.append((vid, change))
+                plan.changed.append((vid, change))
             else:
-                skipped.append(vid)
+                plan.skipped.append(vid)
                 continue
             stale = True
-        tasks.append(VideoTask(vid, record.path, record.labels, float(record.fps),
-                               record.participant, stale, overwrite, missing.get(vid)))
+        plan.tasks.append(VideoTask(vid, record.path, record.labels, float(record.fps),
+                                    record.participant, stale, overwrite, missing.get(vid)))
+    tasks, results = plan.tasks, plan.results
 
-    from actrec.extract_status import clear_failure, record_failure, start_run
-
-    view = _ProgressView(progress, len(ids), len(skipped), tasks, extractor)
-    results: dict[str, Any] = {}
-    stopped = ""
-    run = None
+    view = _ProgressView(progress, len(ids), len(plan.skipped), tasks, extractor)
     try:
-        run = start_run(store.path, ids, shard, workers, extractor.name)
+        plan.run = start_run(store.path, ids, shard, workers, extractor.name)
     except OSError as exc:  # a store that cannot take a small file takes no video either
-        stopped = str(store_write_error(store.path, "record this run", exc))
+        plan.stopped = str(store_write_error(store.path, "record this run", exc))
 
     def emit(event) -> None:
         from actrec.extract_workers import Finished
@@ -300,8 +405,6 @@ def extract_features(
                     clear_failure(store.path, outcome.id)
         view.update(event)
 
-    options = HostOptions(batch_size=batch_size, length_policy=length_policy,
-                          max_length_gap=float(max_length_gap))
     processes = max(1, min(workers, len(tasks)))  # no more processes than videos to do
     spec = WorkerSpec(type(extractor), extractor.config, store.path, options,
                       threads=thread_share(processes))
@@ -310,18 +413,18 @@ def extract_features(
         os.environ[_SHARD_VAR] = f"{shard[0]}/{shard[1]}"
     try:
         # in this process, the caller's extractor itself does the work
-        if not stopped:
+        if not plan.stopped:
             run_tasks(tasks, spec, devices[:processes], emit, extractor=extractor)
         busy = [t for t in tasks if t.id in results and results[t.id].busy]
-        while busy and wait_busy and not stopped:  # held by others: wait until released or
-            ready = _wait_for_claims(store.path, busy, lease, view)  # stale, then retry
+        while busy and wait_busy and not plan.stopped:  # held by others: wait until released
+            ready = _wait_for_claims(store.path, busy, lease, view)  # or stale, then retry
             run_tasks(ready, spec, devices[:max(1, min(processes, len(ready)))], emit,
                       extractor=extractor)
             busy = [t for t in busy if results[t.id].busy]
     except ExtractStopped:
         raise
     except DataError as exc:  # the store cannot be written: the report so far, then stop
-        stopped = str(exc)
+        plan.stopped = str(exc)
     finally:
         view.close()
         if saved_shard is None:
@@ -331,34 +434,14 @@ def extract_features(
         from actrec.extract_claims import release_claims
 
         release_claims(store.path)
-    outcomes = [results[t.id] for t in tasks if t.id in results]
-    with contextlib.suppress(OSError):
-        if run is not None:  # None: stopped at its start
-            run.finish(written=sum(o.ok and not o.skipped for o in outcomes),
-                       skipped=len(skipped) + sum(o.skipped for o in outcomes),
-                       failed=sum(not o.ok and not o.busy for o in outcomes),
-                       busy=sum(o.busy for o in outcomes))
-    report = ExtractReport(
-        written=tuple(o.id for o in outcomes if o.ok and not o.skipped),
-        skipped=tuple(skipped) + tuple(o.id for o in outcomes if o.skipped),
-        busy=tuple(o.id for o in outcomes if o.busy),
-        failed=tuple((o.id, o.error) for o in outcomes if not o.ok and not o.busy),
-        store=store_path,
-        redone_damaged=tuple(damaged),
-        redone_changed=tuple(changed),
-        cut=tuple((o.id, o.video_frames_cut, o.label_frames_cut) for o in outcomes
-                  if o.ok and (o.video_frames_cut or o.label_frames_cut)),
-        frames=sum(o.frames for o in outcomes if o.ok),
-        seconds=time.perf_counter() - started,
-        workers=workers,
-        shard=shard,
-        length_policy=length_policy,
-        stopped=stopped,
-        not_done=tuple(t.id for t in tasks if t.id not in results) if stopped else (),
-    )
-    if stopped:
-        raise ExtractStopped(report)
-    return report
+
+
+def _interrupted_error(report: ExtractReport) -> ExtractInterrupted:
+    """The ``ExtractInterrupted`` for a report of a run ``report.interrupted`` stopped."""
+    if report.interrupted == "SIGINT":
+        return _CtrlC(report, 130)
+    return _Terminated(report, 143)
+
 
 
 def store_write_error(store_path, what: str, exc: OSError) -> DataError:

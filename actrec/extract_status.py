@@ -83,9 +83,12 @@ class RunRecord:
     target: Any
     data: dict[str, Any]
 
-    def finish(self, *, written: int, skipped: int, failed: int, busy: int) -> None:
+    def finish(self, *, written: int, skipped: int, failed: int, busy: int,
+               stopped: str = "") -> None:
+        """Record the run's end and counts; ``stopped``: why it stopped before the end (a
+        signal, a store it could not write), "" when it ran to the end."""
         self.data.update(finished=time.time(), written=written, skipped=skipped, failed=failed,
-                         busy=busy)
+                         busy=busy, stopped=stopped or None)
         _write(self.target, self.data)
 
 
@@ -183,7 +186,7 @@ def _run_state(run: dict[str, Any]) -> str:
     from actrec.extract_claims import _process_alive, _same_node
 
     if run.get("finished"):
-        return "finished"
+        return f"stopped: {run['stopped']}" if run.get("stopped") else "finished"
     if _same_node(run) and not _process_alive(int(run.get("pid", -1)), run.get("pid_start")):
         return "ended early"
     return "running"

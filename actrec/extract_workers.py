@@ -32,11 +32,13 @@ __all__ = [
     "Finished",
     "Frames",
     "Started",
+    "Terminated",
     "WorkerSpec",
     "apply_thread_limit",
     "check_device",
     "cpu_cores",
     "run_tasks",
+    "sigterm_as_exit",
     "thread_share",
 ]
 
@@ -181,20 +183,25 @@ def run_tasks(tasks: Sequence[VideoTask], spec: WorkerSpec, devices: Sequence[st
     in this process."""
     if not tasks:
         return
-    with _terminate_as_exit():
+    with sigterm_as_exit():
         if len(devices) == 1:
             _run_here(tasks, spec, devices[0], emit, extractor)
         else:
             _run_processes(tasks, spec, list(devices), emit)
 
 
+class Terminated(SystemExit):
+    """SIGTERM arrived while a run was going on (``sigterm_as_exit``): exit status 143."""
+
+
 @contextlib.contextmanager
-def _terminate_as_exit():
+def sigterm_as_exit():
     """While the block runs, SIGTERM (a batch scheduler ending the job, ``kill``) raises
-    ``SystemExit(143)`` in this (main) thread instead of ending the process at once, so the run
-    stops as on Ctrl-C: the claims it holds are released (else another machine waits a lease
-    for them) and the workers are stopped. Nothing changes off the main thread or where a
-    SIGTERM handler is already installed."""
+    ``Terminated`` (``SystemExit(143)``) in this (main) thread instead of ending the process at
+    once, so the run stops as on Ctrl-C: the claims it holds are released (else another
+    machine waits a lease for them), the workers are stopped and the run can say what it did.
+    Nothing changes off the main thread or where a SIGTERM handler is already installed (an
+    outer block's, the caller's own)."""
     import signal
     import threading
 
@@ -204,7 +211,7 @@ def _terminate_as_exit():
         return
 
     def stop(signum, frame):
-        raise SystemExit(128 + signum)
+        raise Terminated(128 + signum)
 
     signal.signal(signal.SIGTERM, stop)
     try:
@@ -252,9 +259,40 @@ def _run_here(tasks, spec, device, emit, extractor=None) -> None:
             stopped = next((v for v in taken if v not in done), None)
             if stopped is None:
                 raise
-            emit(Finished(0, Outcome(stopped, False, error=_stopped_by(
+            task = next(t for t in pending if t.id == stopped)
+            emit(Finished(0, failed_outcome(task, spec.store_path, _stopped_by(
                 stopped, spec, _describe(exc)))))
             pending = [t for t in pending if t.id not in done and t.id != stopped]
+
+
+# What the normal failure path (``extract_video``) adds when it removes a stale stored copy.
+_STALE_REMOVED = " (its stored copy was damaged or made from another file, and was removed)"
+
+
+def failed_outcome(task: VideoTask, store_path, error: str) -> Outcome:
+    """``task`` failed with ``error`` outside the video's own error handling (an unexpected
+    exception, a worker that died): as on the normal failure path, a stale stored copy
+    (damaged, or made from another file: ``task.stale``) is removed while holding the video's
+    claim, so that nothing reads it as current and the next run retries the video. A video
+    another process holds by now is left to it (``busy``). If the copy cannot be removed, the
+    error says so (the next run still finds it stale and redoes it)."""
+    from actrec.extract_claims import ClaimLost, claim
+    from actrec.io.features import FeatureStore
+
+    if not task.stale:
+        return Outcome(task.id, False, error=error)
+    try:
+        with claim(store_path, task.id) as mine:
+            if not mine:
+                return Outcome(task.id, False, busy=True)
+            FeatureStore.open(store_path).remove(task.id)
+    except ClaimLost:  # taken over meanwhile: the taker redoes it
+        return Outcome(task.id, False, busy=True)
+    except Exception as exc:  # noqa: BLE001 - the store's own error: said, not raised
+        return Outcome(task.id, False, error=(
+            f"{error} (its stale stored copy could not be removed: {type(exc).__name__}: "
+            f"{exc})"))
+    return Outcome(task.id, False, error=error + _STALE_REMOVED)
 
 
 def _describe(exc: BaseException) -> str:
@@ -359,6 +397,7 @@ def _run_processes(tasks, spec, devices, emit) -> None:
         task_q.put(None)
     procs: dict[int, Any] = {}
     holding: dict[int, str] = {}  # worker -> the video it is extracting
+    by_id = {t.id: t for t in tasks}
     gone: set[int] = set()
 
     def start(worker: int) -> None:
@@ -384,7 +423,7 @@ def _run_processes(tasks, spec, devices, emit) -> None:
         vid = holding.pop(worker, None)
         if vid is not None:
             finished += 1
-            emit(Finished(worker, Outcome(vid, False, error=(
+            emit(Finished(worker, failed_outcome(by_id[vid], spec.store_path, (
                 f"video {vid!r}: {why}" if why else _stopped_by(vid, spec, error)))))
         if finished < len(tasks) and len(procs) < workers + len(tasks):
             start(max(procs) + 1)
@@ -439,6 +478,8 @@ def _run_processes(tasks, spec, devices, emit) -> None:
             if proc.is_alive():  # stuck in a long call: no longer waited for
                 proc.kill()
                 proc.join(timeout=30)
+        if finished < len(tasks):  # stopped early: what the workers finished before they
+            finished += _drain_finished(event_q, holding, emit)  # stopped counts as done
         _release_dead_claims(spec.store_path, {vid for w, vid in holding.items()
                                                if not procs[w].is_alive()})
         if finished < len(tasks):  # stopped mid-write: their temp folders go now
@@ -446,6 +487,24 @@ def _run_processes(tasks, spec, devices, emit) -> None:
         task_q.cancel_join_thread()
         task_q.close()
         event_q.close()
+
+
+def _drain_finished(event_q, holding: dict[int, str], emit: Callable[[Event], None]) -> int:
+    """Emit the ``Finished`` events the stopped workers sent that the parent had not read (a
+    video written just before the stop is done, and reported so); the number emitted. Called
+    once the workers have ended, so everything they sent is in the queue's pipe."""
+    count = 0
+    while True:
+        try:
+            kind, worker, payload = event_q.get(timeout=0.05)
+        except queue.Empty:
+            return count
+        except Exception:  # noqa: BLE001 - a message cut short by a killed worker: the rest
+            return count  # is lost with it
+        if kind == "event" and isinstance(payload, Finished):
+            holding.pop(worker, None)
+            count += 1
+            emit(payload)
 
 
 def _clean_dead_writes(store_path) -> None:

@@ -217,3 +217,108 @@ def test_a_worker_that_really_ends_is_still_reported_as_died(tiny_kitchen, tmp_p
     assert sorted(payload["written"]) == sorted(set(index.videos) - {vid})
     assert payload["failed"] == [{"video": vid, "error": (
         f"video {vid!r}: the worker process extracting it died (exit code 3; out of memory?)")}]
+
+
+# ------------------------------------------------------------------ a stale copy on failure
+
+
+class RateBrokenOnDemand(WhiteFrameHater):
+    """``whitehater``'s frames, but its ``fps`` property raises while ``$ACTREC_TEST_BROKEN_RATE``
+    is set (worker processes inherit it)."""
+
+    name = "ratebroken"
+
+    @property
+    def fps(self):
+        if os.environ.get("ACTREC_TEST_BROKEN_RATE"):
+            return {}["fps"]
+        return None
+
+
+def _stored_then_changed(index, tmp_path, extractor, workers):
+    """A store of ``index`` with its first video's file a copy (``index`` changed to use it),
+    extracted by ``extractor``, then the copy's mtime changed (its stored copy now stale)."""
+    vid = min(index.videos)
+    record = index.videos[vid]
+    copy = tmp_path / f"copy{record.path.suffix}"
+    shutil.copyfile(record.path, copy)
+    mine = dataclasses.replace(index, videos={**index.videos, vid: dataclasses.replace(
+        record, path=copy)})
+    path = tmp_path / "s.zarr"
+    first = extract_features(mine, extractor, path, dataset_ref="r", workers=workers,
+                             batch_size=8)
+    assert first.ok and len(first.written) == len(index.videos)
+    os.utime(copy, (1_000_000_000, 1_000_000_000))  # the source changed since
+    return vid, mine, path
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_stale_copy_goes_when_its_redo_fails_outside_extract(tiny_kitchen, tmp_path,
+                                                              monkeypatch, workers):
+    # As on the normal failure path: a re-extraction that fails by an unexpected error (the
+    # fallback path) removes the stale copy, so it is not read as current nor counted done.
+    from actrec.extract_status import store_status
+
+    _, index = tiny_kitchen
+    vid, mine, path = _stored_then_changed(index, tmp_path, RateBrokenOnDemand(), workers)
+    monkeypatch.setenv("ACTREC_TEST_BROKEN_RATE", "1")
+    report = extract_features(mine, RateBrokenOnDemand(), path, dataset_ref="r",
+                              workers=workers, batch_size=8)
+    assert [v for v, _ in report.redone_changed] == [vid]
+    assert [v for v, _ in report.failed] == [vid] and not report.written
+    assert report.failed[0][1].startswith(
+        f"video {vid!r}: extraction stopped on an unexpected error (extractor 'ratebroken'): "
+        f"KeyError: 'fps'")
+    assert report.failed[0][1].endswith(
+        "(its stored copy was damaged or made from another file, and was removed)")
+    assert FeatureStore.open(path).videos() == sorted(set(index.videos) - {vid})
+    status = store_status(path)
+    assert vid not in status.done and [v for v, _, _ in status.failed] == [vid]
+    assert not (path / ".claims").exists()
+    # fixed: the re-run does that video (not found done)
+    monkeypatch.delenv("ACTREC_TEST_BROKEN_RATE")
+    again = extract_features(mine, RateBrokenOnDemand(), path, dataset_ref="r",
+                             workers=workers, batch_size=8)
+    assert again.written == (vid,) and again.ok and not again.redone_changed
+
+
+@pytest.mark.slow
+def test_a_stale_copy_goes_when_the_worker_redoing_it_dies(tiny_kitchen, tmp_path, write_mp4,
+                                                          picky_site):
+    # A worker that really ends on a stale video: that copy is removed as on the normal
+    # failure path; `actrec check` then finds the store sound (the video simply absent) and
+    # `extract --status` says the video failed (it said done, reading the stale copy).
+    dataset, index = tiny_kitchen
+    root = tmp_path / "data"
+    shutil.copytree(dataset.config.root, root)
+    out = tmp_path / "s.zarr"
+    res = _extract(picky_site, root, out, "--workers", "2", "--json")
+    assert res.returncode == 0, res.stderr
+    vid, other = sorted(index.videos)[:2]
+
+    def copy(v):
+        return root / index.videos[v].path.parent.name / index.videos[v].path.name
+
+    write_mp4(copy(vid), np.full((index.videos[vid].num_frames, 32, 32, 3), 250, np.uint8))
+    os.utime(copy(other), (1_000_000_000, 1_000_000_000))  # two videos to redo: 2 workers
+    res = _extract(picky_site, root, out, "--workers", "2", "--json", PICKY_DIE="1")
+    assert res.returncode == 1, res.stderr
+    payload = json.loads(res.stdout)
+    assert sorted(r["video"] for r in payload["redone_changed"]) == [vid, other]
+    assert payload["written"] == [other]
+    assert payload["failed"] == [{"video": vid, "error": (
+        f"video {vid!r}: the worker process extracting it died (exit code 3; out of memory?) "
+        f"(its stored copy was damaged or made from another file, and was removed)")}]
+    assert FeatureStore.open(out).videos() == sorted(set(index.videos) - {vid})
+    env = {**os.environ, "COLUMNS": "200"}
+    check = subprocess.run([sys.executable, "-m", "actrec", "check", str(out), "--json"],
+                           capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert json.loads(check.stdout)["videos"] == len(index.videos) - 1
+    status = subprocess.run([sys.executable, "-m", "actrec", "extract", "--status", str(out),
+                             "--json"], capture_output=True, text=True, env=env, timeout=120,
+                            check=False)
+    assert status.returncode == 0, status.stderr
+    counts = json.loads(status.stdout)
+    assert [f["video"] for f in counts["failed"]] == [vid] and vid not in counts.get("done", [])
+    assert counts["counts"]["done"] == len(index.videos) - 1

@@ -448,21 +448,27 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _run_until_mid_video(tiny_kitchen, tmp_path, workers):
-    """An uninterrupted reference store, and a killable extraction (``_KILLABLE``) into
-    ``s.zarr`` left running once 7 batches are done: ~40-frame videos in batches of 8 (5
-    each), so in the middle of a later video. (index, reference, path, marks, process)."""
+def _run_until_mid_video(tiny_kitchen, tmp_path, workers, *, batches=7, command=None,
+                         pythonpath=(), new_session=False):
+    """An uninterrupted reference store, and a killable extraction (``_KILLABLE``, or
+    ``command``: arguments for ``python`` given the store's path, with ``pythonpath`` first on
+    its path) into ``s.zarr`` left running once ``batches`` batches are done: ~40-frame videos
+    in batches of 8 (5 each), so 7 is in the middle of a later video. Its stdout and stderr
+    are pipes; ``new_session``: it leads a process group of its own (``os.killpg``).
+    (index, reference, path, marks, process)."""
     dataset, index = tiny_kitchen
     reference = tmp_path / "reference.zarr"
     extract_features(index, ColorGradient(CG), reference, dataset_ref="r", batch_size=8)
     path, marks = tmp_path / "s.zarr", tmp_path / "marks"
     marks.mkdir()
     env = {**os.environ, "ACTREC_TEST_MARKS": str(marks), "ACTREC_TEST_DELAY": "0.15",
-           "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])}
-    proc = subprocess.Popen([sys.executable, "-c", _KILLABLE, str(dataset.config.root),
-                             str(path), str(workers)], env=env, stderr=subprocess.PIPE)
+           "PYTHONPATH": os.pathsep.join([*map(str, pythonpath), str(TESTS), *sys.path])}
+    args = (["-c", _KILLABLE, str(dataset.config.root), str(path), str(workers)]
+            if command is None else command(path))
+    proc = subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=new_session)
     deadline = time.monotonic() + 120
-    while len(list(marks.iterdir())) < 7 and time.monotonic() < deadline:
+    while len(list(marks.iterdir())) < batches and time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read().decode()
         time.sleep(0.02)
     return index, reference, path, marks, proc

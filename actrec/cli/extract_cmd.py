@@ -75,7 +75,9 @@ def extract(dataset, split, root, options, extractor, extractor_options, out, st
     interrupted run resumes where it stopped and a second run retries only the failed ones; a
     stored video whose chunk files are damaged, or whose source file changed since, is redone.
     Exits with status 1 when any video failed. A store that cannot be written (a full disk)
-    stops the run: the summary says what was done, and a second run does the rest.
+    stops the run: the summary says what was done, and a second run does the rest. So does
+    Ctrl-C or SIGTERM (exit status 130 or 143; with --json, "interrupted" names the signal):
+    finished videos are kept whole, the ones in progress are listed as not done.
 
     Several runs (machines, --shard I/N) may fill one store, also at a URL: each video is
     claimed before it is extracted, a video another process is extracting is waited for, and
@@ -83,7 +85,7 @@ def extract(dataset, split, root, options, extractor, extractor_options, out, st
     """
     import os
 
-    from actrec.extract import ExtractStopped
+    from actrec.extract import ExtractInterrupted, ExtractStopped
     from actrec.io.remote import StoreURL, store_location
     from actrec.pipeline import extract_dataset
 
@@ -117,7 +119,7 @@ def extract(dataset, split, root, options, extractor, extractor_options, out, st
     dataset_options = parse_assignments(options, "--option")
     if root is not None:
         dataset_options["root"] = str(root)
-    stopped = None
+    stopped = interrupted = None
     with make_progress() as progress:
         try:
             report = extract_dataset(
@@ -130,8 +132,10 @@ def extract(dataset, split, root, options, extractor, extractor_options, out, st
             )
         except ExtractStopped as exc:  # a full disk: the summary of what was done, then why
             report, stopped = exc.report, exc
+        except ExtractInterrupted as exc:  # Ctrl-C, SIGTERM: the same, then the signal's status
+            report, interrupted = exc.report, exc
         head_report = head_error = None
-        if head_config is not None and stopped is None:
+        if head_config is not None and stopped is None and interrupted is None:
             from actrec.errors import ActrecError
             from actrec.frame_head import extract_head_features
 
@@ -148,6 +152,9 @@ def extract(dataset, split, root, options, extractor, extractor_options, out, st
              lambda _: _render_with_head(report, head_report))
     if stopped is not None:
         click.echo(f"Error: {stopped}", err=True)
+    if interrupted is not None:
+        click.echo(f"Interrupted: {interrupted}", err=True)
+        raise SystemExit(interrupted.exit_code)
     if head_error is not None:
         click.echo(f"Error: frame classifier not trained: {head_error}", err=True)
     if report.busy:

@@ -1,0 +1,142 @@
+"""An extraction stopped by a signal says what it did: ``actrec extract --json`` interrupted by
+Ctrl-C (SIGINT to the process group, as a terminal sends it) or SIGTERM (a batch scheduler)
+prints the same JSON document as a finished run, with the signal, the videos written (whole,
+in the store) and the ones not done (the video in progress among them), and exits 130 / 143;
+no claim or half-written video is left and the re-run completes the store. Real processes,
+real signals, a real plugin distribution, real mp4 files and Zarr stores."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from actrec_plugins.extractors.colorgrad import ColorGradient
+from test_extract_host import CG, _run_until_mid_video, _store_content
+
+from actrec.extract import ExtractInterrupted, extract_features
+from actrec.extract_status import store_status
+from actrec.io.features import FeatureStore
+
+TINY = {"kitchen": "a", "participants": "3", "videos_per_participant": "1",
+        "frames_mean": "40", "size": "32", "folds": "3", "seed": "7"}
+
+
+@pytest.fixture
+def slow_site(tmp_path):
+    """A plugin distribution whose extractor ``slowcg`` is ``SlowColorGrad`` (colorgrad that
+    sleeps per batch and marks each batch) under its own name."""
+    site = tmp_path / "site"
+    info = site / "slowcg_plugin-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: slowcg-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[actrec.extractors]\nslowcg = slowcg_plugin:SlowCG\n")
+    (site / "slowcg_plugin.py").write_text(textwrap.dedent('''
+        from test_extract_host import SlowColorGrad
+
+        class SlowCG(SlowColorGrad):
+            name = "slowcg"
+    '''))
+    return site
+
+
+def _cli(root, workers):
+    def command(store):
+        return ["-m", "actrec", "extract", "synthetic", "--root", str(root), "--out",
+                str(store), "--extractor", "slowcg", "-x", f"grid={CG.grid}",
+                "-x", f"bins={CG.bins}", "-x", f"resize={CG.resize}", "--batch-size", "8",
+                "--workers", str(workers), "--json", *[f"-o{k}={v}" for k, v in TINY.items()]]
+    return command
+
+
+def _videos(content: dict) -> dict:
+    """The videos of ``_store_content``, ``slowcg`` named as the colorgrad it is."""
+    content = {k: v for k, v in content.items() if k != "attrs"}  # the stores' sources differ
+    return {k: (x, y, attrs.replace('"extractor": "slowcg"', '"extractor": "colorgrad"'))
+            for k, (x, y, attrs) in content.items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers, sig", [(1, signal.SIGINT), (2, signal.SIGINT),
+                                          (1, signal.SIGTERM), (2, signal.SIGTERM)])
+def test_an_interrupted_run_prints_its_json_summary_and_the_rerun_completes(
+        tiny_kitchen, tmp_path, slow_site, workers, sig):
+    dataset, _ = tiny_kitchen
+    # 1 worker: 7 batches = the 2nd video under way; 2 workers: 11 = the first two videos
+    # (5 batches each, side by side) at or past their last batch, the third under way.
+    index, reference, path, _, proc = _run_until_mid_video(
+        tiny_kitchen, tmp_path, workers, batches=7 if workers == 1 else 11,
+        command=_cli(dataset.config.root, workers), pythonpath=[slow_site],
+        new_session=True)
+    if sig == signal.SIGINT:  # Ctrl-C: the terminal signals the whole process group
+        os.killpg(proc.pid, sig)
+    else:  # a scheduler's (or kill's) SIGTERM to the command
+        proc.send_signal(sig)
+    out, err = proc.communicate(timeout=90)
+    assert proc.returncode == 128 + sig, err.decode()
+    assert "Traceback" not in err.decode(), err.decode()
+    name = signal.Signals(sig).name
+    assert f"Interrupted: interrupted by {name}" in err.decode()
+    report = json.loads(out)  # one JSON document, the one a finished run prints
+    assert report["interrupted"] == name and report["stopped"].startswith(f"interrupted by {name}")
+    store = FeatureStore.open(path)
+    done = store.videos()
+    # Done: exactly the whole videos in the store; the rest, the one in progress with them,
+    # not done; nothing failed.
+    assert sorted(report["written"]) == done and 1 <= len(done) < len(index.videos), report
+    assert sorted(report["not_done"]) == sorted(set(index.videos) - set(done))
+    assert report["failed"] == [] and report["skipped"] == [] and report["workers"] == workers
+    assert report["frames"] == sum(store.read(v)[0].shape[0] for v in done)
+    for vid in done:
+        assert not store.damage(vid)
+    assert not list((path / ".claims").glob("*.json")), "claims left"
+    assert not list(path.glob(".tmp/*")), "half-written videos left"
+    assert _videos(_store_content(path)) == {v: c for v, c in _videos(
+        _store_content(reference)).items() if v in done}
+    # The store's record of the run says it was stopped, and by what.
+    runs = store_status(path).runs
+    assert [r["state"] for r in runs] == [f"stopped: {report['stopped']}"]
+    assert runs[0]["written"] == len(done)
+    # The re-run does the rest (not slowed down) and ends with the uninterrupted store.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(slow_site), *sys.path]),
+           "ACTREC_TEST_MARKS": str(tmp_path / "marks"), "ACTREC_TEST_DELAY": "0"}
+    again = subprocess.run([sys.executable, *_cli(dataset.config.root, workers)(path)],
+                           capture_output=True, env=env, timeout=120, check=False)
+    assert again.returncode == 0, again.stderr.decode()
+    second = json.loads(again.stdout)
+    assert sorted(second["written"]) == sorted(report["not_done"])
+    assert sorted(second["skipped"]) == done and second["interrupted"] is None
+    assert _videos(_store_content(path)) == _videos(_store_content(reference))
+
+
+@pytest.mark.slow
+def test_an_interrupt_in_python_raises_keyboard_interrupt_with_the_report(
+        tiny_kitchen, tmp_path):
+    """From Python, Ctrl-C is still a KeyboardInterrupt (SIGTERM a SystemExit(143)), carrying
+    the report: here a SIGINT raised by the extractor itself after the first video."""
+    _, index = tiny_kitchen
+    first = min(index.videos)
+
+    class CtrlCAfterFirst(ColorGradient):
+        calls = 0
+
+        def extract(self, batches):
+            CtrlCAfterFirst.calls += 1
+            if CtrlCAfterFirst.calls == 2:  # the second video: as if Ctrl-C were pressed now
+                signal.raise_signal(signal.SIGINT)
+            yield from super().extract(batches)
+
+    with pytest.raises(KeyboardInterrupt) as caught:
+        extract_features(index, CtrlCAfterFirst(CG), tmp_path / "s.zarr", dataset_ref="r",
+                         batch_size=8, video_ids=sorted(index.videos))
+    assert isinstance(caught.value, ExtractInterrupted)
+    report = caught.value.report
+    assert caught.value.signal == "SIGINT" and caught.value.exit_code == 130
+    assert report.written == (first,) and report.interrupted == "SIGINT" and not report.ok
+    assert report.not_done == tuple(sorted(index.videos)[1:]) and not report.failed
+    assert FeatureStore.open(tmp_path / "s.zarr").videos() == [first]
+    assert not list((tmp_path / "s.zarr" / ".claims").glob("*.json"))
