@@ -72,3 +72,22 @@ def test_written_video_is_zarrs_step_by_step_group_byte_for_byte(tmp_path, dtype
         np.testing.assert_array_equal(got_labels, labels)
     report = check_store(store)
     assert [v.status for v in report.videos] == ["ok"] * 4
+
+
+def test_direct_writer_leaves_other_codec_chains_and_empty_rows_to_zarr(tmp_path):
+    """Only the chain it knows (bytes, blosc, crc32c) is written directly; anything else
+    (another compressor, rows of zero values) goes to zarr, whose files are then the truth."""
+    from zarr.codecs import BloscCodec, Crc32cCodec, GzipCodec
+
+    from actrec.io.zarr_files import ArrayFiles
+
+    ours = [BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"), Crc32cCodec()]
+    assert ArrayFiles.for_array("float16", (5,), ours) is not None
+    assert ArrayFiles.for_array("float16", (5,), [GzipCodec(level=1)]) is None
+    assert ArrayFiles.for_array("float16", (5,), [ours[0]]) is None  # no checksum
+    assert ArrayFiles.for_array("float16", (0,), ours) is None
+    store = _store(tmp_path / "s.zarr", "float32")
+    store.write_video("empty-rows", np.zeros((7, 0), np.float32), np.zeros(7, np.int64),
+                      fps=15.0, source=None)
+    got, labels = store.read("empty-rows")
+    assert got.shape == (7, 0) and labels.tolist() == [0] * 7
