@@ -136,3 +136,33 @@ def test_descriptors_equal_their_definition_bit_for_bit(name, options, decoded):
         for batch in (64, 7, 1):
             np.testing.assert_array_equal(_run(_make(name, **options), frames, batch), want,
                                           err_msg=f"{name} {options} {shape} batch {batch}")
+
+
+@pytest.mark.parametrize("window", [2, 4, 9])
+def test_mhi_equals_its_definition_for_windows_with_and_without_its_tables(window, decoded):
+    """mhi counts keys per cell and weighs them by table where the MHI's levels allow it
+    (windows 2, 3, 5, 9: levels in halves, quarters, eighths), and goes pixel by pixel where
+    they do not (window 4: thirds); both are the definition bit for bit."""
+    ext = _make("mhi", window=window)
+    assert (ext._tables() is None) == (window == 4)
+    for frames in decoded.values():
+        want = _reference(frames, "mhi", 4, 8, 4, 64, window)
+        assert np.any(want[:, :-16] != 0)
+        np.testing.assert_array_equal(_run(_make("mhi", window=window), frames, 16), want)
+
+
+@pytest.mark.parametrize("window", [3, 5, 9])  # (window 2: the MHI is flat where it counts)
+def test_mhi_tables_give_the_per_pixel_rows_on_dense_random_motion(window):
+    """Every combination of recencies around a pixel (random fields: most pixels moved, at
+    every age), odd frame sizes and a grid that does not divide them: the table path's rows
+    equal the per-pixel path's bit for bit."""
+    from actrec_plugins.extractors.motion.descriptors import MotionDescriptor
+
+    rng = np.random.default_rng(window)
+    ext = _make("mhi", window=window, grid=3, bins=7, mag_bins=3)
+    assert ext._tables() is not None
+    fields = rng.integers(0, 40, (window - 2 + 6, 37, 29)).astype(np.float32)
+    fields[:, :5] = 0  # still rows
+    plain = MotionDescriptor._describe(ext, fields).copy()
+    assert np.count_nonzero(plain.reshape(6, 9, 10)[:, :, :7]) > 20  # weighted directions
+    np.testing.assert_array_equal(ext._describe(fields), plain)

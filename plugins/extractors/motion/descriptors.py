@@ -140,21 +140,7 @@ class MotionDescriptor(FeatureExtractor):
             moving = np.flatnonzero(weight)
             dx, dy, weight, keys = dx[moving], dy[moving], weight[moving], keys[moving]
         n = weight.size
-        theta = np.arctan2(dy, dx, out=work.get("theta", (n,), dy.dtype))
-        span = 2 * np.pi if self.signed else np.pi
-        # np.mod(theta, span) without its slow general path: arctan2 lies in [-pi, pi], so a
-        # negative angle gains one span (a masked add is several times slower).
-        negative = np.less(theta, 0, out=work.get("negative", (n,), np.bool_))
-        theta += np.multiply(negative, theta.dtype.type(span),
-                             out=work.get("gain", (n,), theta.dtype))
-        # Bin k is centred on k * span / bins: floor(theta / width + 0.5), in [0, bins] since
-        # theta is in [0, span]; modulo bins, an angle that lands on span itself is bin 0.
-        np.divide(theta, span / bins, out=theta)
-        theta += 0.5
-        np.floor(theta, out=theta)
-        obin = work.get("obin", (n,), np.int64)
-        np.copyto(obin, theta, casting="unsafe")
-        np.putmask(obin, np.equal(obin, bins, out=negative), 0)
+        obin = _direction_bins(dx, dy, self.signed, bins, work)
         okey = np.multiply(keys, bins, out=work.get("okey", (n,), np.int64))
         okey += obin
         weights = work.get("weights", (n,), np.float64)
@@ -191,6 +177,30 @@ class MotionDescriptor(FeatureExtractor):
                 cache.pop(next(iter(cache)))
             cache[(b, h, w)] = (per_cell, np.arange(b)[:, None, None] * (g * g) + cell[None])
         return cache[(b, h, w)]
+
+
+def _direction_bins(dx: np.ndarray, dy: np.ndarray, signed: bool, bins: int,
+                    work: Scratch) -> np.ndarray:
+    """The orientation bin (int64, ``[N]``, work array ``obin``) of each direction vector
+    ``(dx[i], dy[i])`` (1-D arrays of one float dtype): bin ``k`` is centred on
+    ``k * span / bins``, ``span`` 360 degrees when ``signed``, else 180."""
+    n = dx.shape[0]
+    theta = np.arctan2(dy, dx, out=work.get("theta", (n,), dy.dtype))
+    span = 2 * np.pi if signed else np.pi
+    # np.mod(theta, span) without its slow general path: arctan2 lies in [-pi, pi], so a
+    # negative angle gains one span (a masked add is several times slower).
+    negative = np.less(theta, 0, out=work.get("negative", (n,), np.bool_))
+    theta += np.multiply(negative, theta.dtype.type(span),
+                         out=work.get("gain", (n,), theta.dtype))
+    # Bin k is centred on k * span / bins: floor(theta / width + 0.5), in [0, bins] since
+    # theta is in [0, span]; modulo bins, an angle that lands on span itself is bin 0.
+    np.divide(theta, span / bins, out=theta)
+    theta += 0.5
+    np.floor(theta, out=theta)
+    obin = work.get("obin", (n,), np.int64)
+    np.copyto(obin, theta, casting="unsafe")
+    np.putmask(obin, np.equal(obin, bins, out=negative), 0)
+    return obin
 
 
 def _gradient(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -302,13 +312,130 @@ class MHIDescriptor(MotionDescriptor):
         core &= moved[:, 1:-1, 2:]
         weight = _hypot_into(gx, gy, work)
         weight *= inside  # a finite length times 1 or 0: np.where(inside, length, 0)
-        # The magnitude bin of each level, computed as it would be on the MHI's pixels; the
-        # pixels that did not move are in no bin.
+        return (gx, np.negative(gy, out=work.get("up", gy.shape, gy.dtype)), weight,
+                self._level_bins().take(newest, out=work.get("mag_bin", newest.shape, np.int64),
+                                        mode="clip"))
+
+    def _level_bins(self) -> np.ndarray:
+        """The magnitude bin of each recency (int64 ``[window]``), computed as it would be on
+        the MHI's pixels; -1 (no bin) for the pixels that did not move."""
+        cfg = self.config
+        levels = history_levels(cfg.window)
         level = np.minimum(np.ceil(levels * cfg.mag_bins - 1e-6).astype(np.int64) - 1,
                            cfg.mag_bins - 1)
         level[0] = -1
-        return (gx, np.negative(gy, out=work.get("up", gy.shape, gy.dtype)), weight,
-                level.take(newest, out=work.get("mag_bin", newest.shape, np.int64), mode="clip"))
+        return level
+
+    # ------------------------------------------------------------------ by table look-up
+    #
+    # The MHI holds one of ``window`` levels per pixel, so its central differences, and with
+    # them each pixel's direction, weight and bins, are one of a few combinations of the
+    # recencies around it: computed once (by the very operations ``motion`` and ``_describe``
+    # apply per pixel), then counted per cell. The weighted sums are exact either way (see
+    # ``_tables``), so the features are the same bit for bit.
+
+    def _describe(self, fields: np.ndarray) -> np.ndarray:
+        tables = self._tables()
+        b, h, w = fields.shape[0] - (self.config.window - 2), *fields.shape[1:]
+        per_cell = self._layout(b, h, w)[0]
+        if tables is None or per_cell.max() > tables[3]:
+            return super()._describe(fields)
+        orient_of, level_of, pairs, _ = tables
+        cfg = self.config
+        work = self._work()
+        newest = recency(fields, cfg.window, cfg.threshold)  # [B, H, W]: 0..window - 1
+        cells, bins, mbins = cfg.grid ** 2, cfg.bins, cfg.mag_bins
+        levels = cfg.window
+        off = levels - 1
+        # Per inner pixel: 1 + (x index * span + y index) where it and its four neighbours
+        # moved, else 0 (no weight); index = newer side - older side + off, in 0..2 * off.
+        # uint8/uint16 arithmetic wraps, but the result is in range, so it is exact.
+        inner = (b, h - 2, w - 2)
+        dtype = np.uint8 if pairs <= 256 else np.uint16
+        key = work.get("pair", inner, dtype)
+        np.add(newest[:, 1:-1, 2:], dtype(off), out=key, dtype=dtype)
+        key -= newest[:, 1:-1, :-2]
+        key *= dtype(2 * off + 1)
+        key += newest[:, 2:, 1:-1]
+        key -= newest[:, :-2, 1:-1]
+        key += dtype(off + 1)
+        moved = work.get("least", inner, np.uint8)  # the least recency of the five pixels
+        np.minimum(newest[:, 1:-1, 1:-1], newest[:, :-2, 1:-1], out=moved)
+        np.minimum(moved, newest[:, 2:, 1:-1], out=moved)
+        np.minimum(moved, newest[:, 1:-1, :-2], out=moved)
+        np.minimum(moved, newest[:, 1:-1, 2:], out=moved)
+        np.minimum(moved, 1, out=moved)
+        key *= moved
+        orient_base, level_base = self._key_bases(b, h, w, pairs)
+        counts = self._count(orient_base, key, b * cells * pairs, "okey")
+        orient = (counts.reshape(b * cells, pairs) @ orient_of).reshape(b, cells, bins)
+        orient /= per_cell[None, :, None]
+        counts = self._count(level_base, newest, b * cells * levels, "mkey")
+        mags = (counts.reshape(b * cells, levels) @ level_of).reshape(b, cells, mbins)
+        mags /= per_cell[None, :, None]
+        return np.concatenate([orient, mags], axis=2).reshape(b, -1).astype(np.float32)
+
+    def _count(self, base: np.ndarray, key: np.ndarray, size: int, name: str) -> np.ndarray:
+        """How often each ``base + key`` occurs (int64 ``[size]``; ``key`` a small integer
+        per pixel, the sum made in work array ``name``)."""
+        keys = np.add(base, key, out=self._work().get(name, base.shape, np.intp))
+        return np.bincount(keys.ravel(), minlength=size)
+
+    def _key_bases(self, b: int, h: int, w: int, pairs: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(frame * cells + cell) * pairs`` of every inner pixel and ``(frame * cells +
+        cell) * window`` of every pixel (intp), kept for the last few batch shapes."""
+        cache = self.__dict__.setdefault("_key_base_cache", {})
+        if (b, h, w, pairs) not in cache:
+            base = self._layout(b, h, w)[1].astype(np.intp)
+            if len(cache) >= 4:
+                cache.pop(next(iter(cache)))
+            cache[(b, h, w, pairs)] = (np.ascontiguousarray(base[:, 1:-1, 1:-1] * pairs),
+                                       base * self.config.window)
+        return cache[(b, h, w, pairs)]
+
+    def _tables(self) -> tuple[np.ndarray, np.ndarray, int, float] | None:
+        """``(orient_of, level_of, pairs, most)``: the weight each key adds to each
+        orientation bin (float64 ``[pairs, bins]``; key 0: none, key ``1 + x * span + y``:
+        the pixel's MHI differences to the right and downwards are those of recencies
+        ``x - off`` and ``y - off`` apart), the magnitude bin of each recency as a 0/1 matrix
+        (float64 ``[window, mag_bins]``), and the most pixels a cell may have for every sum of
+        weights to be exact in float64 (each weight is a float32, a multiple of the smallest
+        one's last bit: a sum below 2**53 such bits is exact in any order, so counting per key
+        and multiplying gives the per-pixel sums bit for bit). ``None`` where a difference of
+        two MHI levels depends on more than their recencies' difference (levels that are not
+        multiples of a power of two, as thirds): the per-pixel path is used then, as for
+        cells larger than ``most``."""
+        cfg = self.config
+        key = (cfg.window, cfg.bins, cfg.mag_bins)
+        cached = self.__dict__.get("_table_cache")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        levels = history_levels(cfg.window)
+        off = cfg.window - 1
+        # gx as _gradient_into computes it: the float32 difference of two levels, halved
+        half = (levels[:, None] - levels[None, :]) * np.float32(0.5)  # [newer, older]
+        step = np.arange(cfg.window)[:, None] - np.arange(cfg.window)[None, :]
+        value = np.zeros(2 * off + 1, np.float32)
+        value[step.ravel() + off] = half.ravel()
+        tables = None
+        if np.array_equal(value[step + off].view(np.uint32), half.view(np.uint32)):
+            span = 2 * off + 1
+            gx = np.repeat(value, span)  # key - 1 = x * span + y
+            gy = np.tile(value, span)
+            scratch = Scratch()
+            weight = _hypot_into(gx, gy, scratch).astype(np.float64)
+            obin = _direction_bins(gx, np.negative(gy), self.signed, cfg.bins, scratch)
+            orient_of = np.zeros((1 + gx.size, cfg.bins))
+            orient_of[1 + np.arange(gx.size), obin] = weight
+            level_of = np.zeros((cfg.window, cfg.mag_bins))
+            bins = self._level_bins()
+            level_of[np.flatnonzero(bins >= 0), bins[bins >= 0]] = 1.0
+            smallest = weight[weight > 0].min()
+            granule = 2.0 ** (np.frexp(smallest)[1] - 24)  # its float32 last bit
+            most = float(np.floor(2.0 ** 53 * granule / weight.max()))
+            tables = (orient_of, level_of, 1 + gx.size, most)
+        self.__dict__["_table_cache"] = (key, tables)
+        return tables
 
 
 class FrameDiffDescriptor(MotionDescriptor):
