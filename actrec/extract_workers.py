@@ -327,7 +327,32 @@ def _die_with_parent() -> None:
 
 
 def _exit_on_term(signum, frame) -> None:
+    """A worker's SIGTERM handler: unwind (``SystemExit``), except in the middle of making or
+    removing a process lock (numcodecs makes one at a worker's first store write):
+    multiprocessing registers such a lock with its resource tracker before it sets the hook
+    that unregisters it, so an exit between the two leaves it registered ("There appear to be
+    1 leaked semaphore objects" at the end). There the stop is sent again a moment later."""
+    if _in_lock_bookkeeping(frame):
+        import signal
+        import threading
+
+        again = threading.Timer(0.05, signal.raise_signal, (signum,))
+        again.daemon = True
+        again.start()
+        return
     raise SystemExit(128 + signum)
+
+
+def _in_lock_bookkeeping(frame) -> bool:
+    """Whether ``frame`` (or a caller of it) is making or removing a multiprocessing lock."""
+    from multiprocessing.synchronize import SemLock
+
+    codes = {SemLock.__init__.__code__, SemLock._cleanup.__code__}
+    while frame is not None:
+        if frame.f_code in codes:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _worker_main(spec: WorkerSpec, worker: int, workers: int, device: str, parent: int,
@@ -342,7 +367,8 @@ def _worker_main(spec: WorkerSpec, worker: int, workers: int, device: str, paren
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Stopped by the parent (SIGTERM): unwind, so that the claims this worker holds are
     # released and its multiprocessing locks (numcodecs' blosc mutex) are unregistered; a
-    # worker killed outright leaves them to the parent and a "leaked semaphore" warning.
+    # worker killed outright leaves them to the parent and a "leaked semaphore" warning
+    # (and so does one stopped while it makes such a lock: _exit_on_term waits for it).
     signal.signal(signal.SIGTERM, _exit_on_term)
     try:
         _work(spec, worker, workers, device, tasks, events)

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 from actrec_plugins.extractors.colorgrad import ColorGradient
@@ -139,4 +140,81 @@ def test_an_interrupt_in_python_raises_keyboard_interrupt_with_the_report(
     assert report.written == (first,) and report.interrupted == "SIGINT" and not report.ok
     assert report.not_done == tuple(sorted(index.videos)[1:]) and not report.failed
     assert FeatureStore.open(tmp_path / "s.zarr").videos() == [first]
+    assert not list((tmp_path / "s.zarr" / ".claims").glob("*.json"))
+
+
+# ------------------------------------------------------------------ a stopped worker's exit
+
+REGWATCH = '''
+import multiprocessing
+import os
+import time
+from pathlib import Path
+
+import multiprocessing.resource_tracker as tracker
+from actrec_plugins.extractors.colorgrad import ColorGradient
+
+_register = tracker.register
+
+
+def register(name, rtype):
+    """The stdlib's, then (in a worker, first time) a marker and a pause: the moment between a
+    lock's registration with the resource tracker and its clean-up hook, made long enough
+    for a test to stop the worker there."""
+    _register(name, rtype)
+    marks = os.environ.get("REGWATCH_MARKS")
+    if marks and multiprocessing.parent_process() is not None and not register.paused:
+        register.paused = True
+        (Path(marks) / f"register-{os.getpid()}").touch()
+        time.sleep(1.5)
+
+
+register.paused = False
+tracker.register = register
+
+
+class RegWatch(ColorGradient):
+    name = "regwatch"
+'''
+
+
+@pytest.fixture
+def regwatch_site(tmp_path):
+    site = tmp_path / "regsite"
+    info = site / "regwatch_plugin-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: regwatch-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[actrec.extractors]\nregwatch = regwatch_plugin:RegWatch\n")
+    (site / "regwatch_plugin.py").write_text(REGWATCH)
+    return site
+
+
+@pytest.mark.slow
+def test_a_worker_stopped_as_it_makes_its_first_lock_leaves_no_leaked_semaphore(
+        tiny_kitchen, tmp_path, regwatch_site):
+    # A worker's first store write makes a process lock (numcodecs' blosc mutex), registered
+    # with multiprocessing's resource tracker and then given its clean-up hook. A SIGTERM from
+    # the parent stopping the run (here: the command's own SIGTERM) between the two unwound
+    # the worker without the hook: "resource_tracker: There appear to be 1 leaked semaphore
+    # objects" at the end. The pause in the registration (REGWATCH) widens that moment.
+    dataset, _ = tiny_kitchen
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = {**os.environ, "REGWATCH_MARKS": str(marks),
+           "PYTHONPATH": os.pathsep.join([str(regwatch_site), *sys.path])}
+    args = ["-m", "actrec", "extract", "synthetic", "--root", str(dataset.config.root),
+            "--out", str(tmp_path / "s.zarr"), "--extractor", "regwatch", "--batch-size", "8",
+            "--workers", "2", "--json", *[f"-o{k}={v}" for k, v in TINY.items()]]
+    proc = subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list(marks.iterdir()) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=90)
+    assert proc.returncode == 143, err.decode()
+    assert "leaked semaphore" not in err.decode(), err.decode()
+    assert json.loads(out)["interrupted"] == "SIGTERM"
     assert not list((tmp_path / "s.zarr" / ".claims").glob("*.json"))
