@@ -1,7 +1,7 @@
 """One video's extraction: decode at the label rate in a background thread, apply the length
 policy, run the extractor, write the result. ``process_tasks`` runs a sequence of videos so,
-its reader thread claiming, opening and decoding the next video while the current one is
-extracted and written.
+an opener thread claiming and opening the next video and a reader thread decoding it while
+the current one is extracted and written.
 
 Frame rate: frames are decoded at the extractor's ``fps`` if its config sets one, else at the
 dataset's label rate (``VideoRecord.fps``), so that by default every label has its frame.
@@ -377,21 +377,23 @@ def process_tasks(
     on_frames: Callable[[int], None] | None = None,
     ahead: int = 2,
 ) -> None:
-    """``process_task`` for every task of ``tasks`` in order, pipelined: a reader thread
-    claims, opens and decodes the videos one after the other, running ahead into the next
-    video while this thread extracts and writes the current one, so that the decoder is never
-    idle at a video's end (its last batches, the store write, the next file's opening).
+    """``process_task`` for every task of ``tasks`` in order, pipelined: an opener thread
+    claims and opens the videos one after the other, a reader thread decodes them, running
+    ahead into the next video while this thread extracts and writes the current one, so that
+    the decoder is never idle at a video's end (its last batches, the store write, the next
+    file's claim, opening and checks: those run beside the decoding of the video before).
 
-    ``tasks`` is consumed by the reader thread, which holds the claims of at most ``ahead``
+    ``tasks`` is consumed by the opener thread, which holds the claims of at most ``ahead``
     videos at once, the one being extracted included (``ahead=1``: the next task is taken
     when the previous one is done; decoding still overlaps extraction within each video).
     ``on_done(outcome)`` is called here for each task in order, after its claim is released;
     ``on_start(video_id, frames)`` when the extractor starts on a video, ``on_frames(n)`` after
     each batch reaches it. An error that is not a video's own (the store cannot be written,
-    an unexpected exception) stops the reader, releases every claim and is raised here."""
+    an unexpected exception) stops the threads, releases every claim and is raised here."""
     ahead_slots = threading.Semaphore(max(1, ahead))  # videos claimed and not yet done
     room = threading.Semaphore(max(0, options.prefetch))  # batches queued beyond the first
-    items: queue.SimpleQueue = queue.SimpleQueue()
+    items: queue.SimpleQueue = queue.SimpleQueue()  # reader -> this thread
+    opened: queue.SimpleQueue = queue.SimpleQueue()  # opener -> reader, in task order
     stop = threading.Event()
 
     def wait(slots: threading.Semaphore) -> bool:
@@ -400,7 +402,7 @@ def process_tasks(
                 return True
         return False
 
-    def read() -> None:  # the reader thread
+    def open_all() -> None:  # the opener thread
         try:
             for task in _taken(tasks, lambda: wait(ahead_slots)):
                 hold = contextlib.ExitStack()
@@ -412,11 +414,11 @@ def process_tasks(
                         raise _store_error(store, f"claim video {task.id!r}", exc) from None
                     if not mine:
                         hold.close()
-                        items.put(("done", Outcome(task.id, False, busy=True)))
+                        opened.put(("done", Outcome(task.id, False, busy=True)))
                         continue
                     if stored:
                         hold.close()
-                        items.put(("done", Outcome(task.id, True, skipped=True)))
+                        opened.put(("done", Outcome(task.id, True, skipped=True)))
                         continue
                     job = _Job(task, hold)
                     try:
@@ -426,26 +428,46 @@ def process_tasks(
                 except BaseException:
                     hold.close()
                     raise
-                items.put(("video", job))  # the job, and its claim, are the main thread's now
-                if job.video is not None:
-                    try:
-                        for batch in _decode(job.video, options.batch_size):
-                            items.put(("batch", batch))
-                            # One room taken per batch put, cancelled or not: the main
-                            # thread gives one back per batch it takes.
-                            if not wait(room) or job.cancel.is_set():
-                                break
-                    except BaseException as exc:  # noqa: BLE001 - raised where the batch was due
-                        items.put(("error", exc))
-                items.put(("end", None))
+                opened.put(("video", job))  # the job, and its claim, are the reader's now
                 if stop.is_set():
                     break
         except BaseException as exc:  # noqa: BLE001 - the run's error: raised in the main thread
-            items.put(("stop", exc))
+            opened.put(("stop", exc))
             return
-        items.put(("stop", None))
+        opened.put(("stop", None))
 
+    def read() -> None:  # the reader thread
+        while True:
+            try:
+                kind, payload = opened.get(timeout=0.1)
+            except queue.Empty:
+                if stop.is_set():
+                    return
+                continue
+            if kind != "video":  # a video that needs no decoding, or the end of the tasks
+                items.put((kind, payload))
+                if kind == "stop":
+                    return
+                continue
+            job = payload
+            items.put(("video", job))  # the job, and its claim, are the main thread's now
+            if job.video is not None:
+                try:
+                    for batch in _decode(job.video, options.batch_size):
+                        items.put(("batch", batch))
+                        # One room taken per batch put, cancelled or not: the main
+                        # thread gives one back per batch it takes.
+                        if not wait(room) or job.cancel.is_set():
+                            break
+                except BaseException as exc:  # noqa: BLE001 - raised where the batch was due
+                    items.put(("error", exc))
+            items.put(("end", None))
+            if stop.is_set():
+                return
+
+    opener = threading.Thread(target=open_all, name="actrec-open", daemon=True)
     reader = threading.Thread(target=read, name="actrec-decode", daemon=True)
+    opener.start()
     reader.start()
     try:
         while True:
@@ -469,15 +491,17 @@ def process_tasks(
                                 room.release()
                     finally:
                         job.hold.close()  # releases the claim
-            on_done(payload)  # before the reader takes another task (a worker's parent
+            on_done(payload)  # before the opener takes another task (a worker's parent
             ahead_slots.release()  # hears of this video's end first)
     finally:
         stop.set()
+        opener.join()
         reader.join()
-        while not items.empty():  # jobs the reader handed over that never ran
-            kind, payload = items.get()
-            if kind == "video":
-                payload.hold.close()
+        for left in (items, opened):  # jobs handed over that never ran
+            while not left.empty():
+                kind, payload = left.get()
+                if kind == "video":
+                    payload.hold.close()
 
 
 def _taken(tasks: Iterable[VideoTask], ready: Callable[[], bool]) -> Iterator[VideoTask]:

@@ -1,5 +1,5 @@
-"""The pipelined extraction host (``process_tasks``): the reader thread claims, opens and
-decodes the next video while the extractor works on the current one. Its results must equal
+"""The pipelined extraction host (``process_tasks``): its opener and reader threads claim,
+open and decode the next video while the extractor works on the current one. Its results must equal
 extracting each video alone, whatever fails on the way, and it must never hold more claims
 than it says or leave one behind (real mp4 files, real Zarr stores)."""
 
@@ -97,7 +97,7 @@ def _kitchen_tasks(index) -> list[VideoTask]:
 
 
 def _no_reader_left() -> bool:
-    return not any(t.name == "actrec-decode" for t in threading.enumerate())
+    return not any(t.name in ("actrec-decode", "actrec-open") for t in threading.enumerate())
 
 
 def test_a_run_of_good_and_failing_videos_equals_each_video_alone(tiny_kitchen, tmp_path,
@@ -230,10 +230,59 @@ def test_a_store_whose_claims_cannot_be_made_stops_the_run_naming_it(tiny_kitche
 
     _, index = tiny_kitchen
     path = tmp_path / "s.zarr"
-    first = sorted(index.videos)[0]
+    first = min(index.videos)
     extract_features(index, ColorGradient(CG), path, dataset_ref="r", video_ids=[first])
     (path / CLAIMS).write_text("not a folder")
     with pytest.raises(DataError, match=rf"feature store {path}: cannot claim video '\w+': "
                                         rf"File exists \({path / CLAIMS}\)"):
         extract_features(index, ColorGradient(CG), path, dataset_ref="r", workers=workers)
     assert FeatureStore.open(path).videos() == [first] and _no_reader_left()
+
+
+@pytest.mark.parametrize("ahead", [1, 2])
+def test_the_next_video_is_opened_while_the_current_one_is_still_decoding(
+        tiny_kitchen, tmp_path, write_mp4, monkeypatch, ahead):
+    # Claiming and opening a file (its checks, the decoder's start) take a few ms per video:
+    # with ahead=2 they run beside the decoding of the video before, not after its last
+    # batch (the decoder would wait for them); ahead=1 (worker processes) claims no video
+    # before the previous one is done.
+    import actrec.extract_video as host
+
+    opened: list[str] = []
+    real = host._open
+
+    def noted(task, extractor, options):
+        video = real(task, extractor, options)
+        opened.append(task.id)
+        return video
+
+    monkeypatch.setattr(host, "_open", noted)
+    _, index = tiny_kitchen
+    clip = write_mp4(tmp_path / "long.mp4", np.full((64, 32, 32, 3), 90, np.uint8))
+    tasks = [_task(f"v{i}", clip, 64) for i in range(3)]  # 16 batches of 4 frames each
+    seen: list[tuple[str, list[str]]] = []
+
+    class Notes(ColorGradient):
+        def extract(self, batches):
+            def noted():
+                for i, batch in enumerate(batches):
+                    if i == 0:  # the first batch: 12 of this video's not decoded yet
+                        deadline = time.monotonic() + (5 if ahead == 2 else 0.3)
+                        while len(opened) < min(len(tasks), len(seen) + 2) and \
+                                time.monotonic() < deadline:
+                            time.sleep(0.01)
+                        seen.append((f"v{len(seen)}", list(opened)))
+                    yield batch
+
+            yield from super().extract(noted())
+
+    outcomes = []
+    process_tasks(tasks, Notes(CG), _store(tmp_path / "s.zarr", index), OPTIONS,
+                  on_done=outcomes.append, ahead=ahead)
+    assert all(o.ok for o in outcomes)
+    if ahead == 2:
+        assert seen == [("v0", ["v0", "v1"]), ("v1", ["v0", "v1", "v2"]),
+                        ("v2", ["v0", "v1", "v2"])]
+    else:
+        assert seen == [("v0", ["v0"]), ("v1", ["v0", "v1"]), ("v2", ["v0", "v1", "v2"])]
+    assert _no_reader_left()
