@@ -234,9 +234,24 @@ def test_framediff_motion_equals_its_plain_definition(window):
     diff = mean_difference(fields, window)
     gx, gy = _gradient(diff)
     np.testing.assert_array_equal(dx, gx)
+    np.testing.assert_array_equal(dy, -gy)
     np.testing.assert_array_equal(weight, np.hypot(gx, gy))
     np.testing.assert_array_equal(mag_bin, _doubling_bins(diff, 1 / 64, 6))
     assert len(np.unique(mag_bin)) >= 4
+
+
+@pytest.mark.parametrize("shape", [(1, 5, 7), (6, 64, 64), (3, 1, 9), (17, 33, 2)])
+def test_diff_fields_are_absolute_differences_of_consecutive_frames(shape):
+    from actrec_plugins.extractors.motion.fields import diff_fields
+
+    rng = np.random.default_rng(shape[0])
+    grey = rng.integers(0, 256, shape, dtype=np.uint8)
+    prev = rng.integers(0, 256, shape[1:], dtype=np.uint8)
+    grey[0, 0, 0], prev[0, 0] = 0, 255  # both extremes: |0 - 255| = 255
+    frames = np.concatenate([prev[None], grey]).astype(np.int64)
+    got = diff_fields(prev, grey)
+    assert got.dtype == np.float32 and got.shape == shape and got[0, 0, 0] == 255
+    np.testing.assert_array_equal(got, np.abs(frames[1:] - frames[:-1]))
 
 
 @pytest.mark.parametrize("window", [2, 3, 5, 9])
@@ -262,7 +277,6 @@ def test_motion_history_is_the_newest_changes_level(window):
 @pytest.mark.parametrize("shape", [(128, 128), (100, 72), (64, 64), (96, 160), (128, 256)])
 def test_grey_frames_of_a_batch_equal_each_frame_converted_alone(shape):
     import cv2
-
     from actrec_plugins.extractors.motion.fields import grey_frames, resized_shape
 
     rng = np.random.default_rng(shape[0] + shape[1])

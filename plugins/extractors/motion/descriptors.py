@@ -129,33 +129,57 @@ class MotionDescriptor(FeatureExtractor):
         dx, dy, weight, mag_bin = self.motion(fields)
         b = weight.shape[0]
         cells, bins, mbins = cfg.grid ** 2, cfg.bins, cfg.mag_bins
-        per_cell, base = self._layout(*weight.shape)  # [C], [B, H, W] frame * cells + cell
+        per_cell = self._layout(*weight.shape)[0]  # [C]
         work = self._work()
+        # Where every sum of weights is exact (``_most_pixels``), an angle that lands on the
+        # full turn counts in a slot of its own, added to bin 0 afterwards, instead of being
+        # moved there pixel by pixel: the same sums.
+        fold = per_cell.max() <= self._most_pixels()
+        slots = bins + 1 if fold else bins
+        keys = self._scaled_base(*weight.shape, slots, 0)  # (frame * cells + cell) * slots
 
         # Directions only where there is weight when most pixels are still (as in most real
         # video), else everywhere: a pixel without weight adds an exact 0.0 to its bin, so
         # both ways give the same sums.
-        dx, dy, weight, keys = dx.ravel(), dy.ravel(), weight.ravel(), base.ravel()
+        dx, dy, weight, keys = dx.ravel(), dy.ravel(), weight.ravel(), keys.ravel()
         if np.count_nonzero(weight) < self.dense * weight.size:
             moving = np.flatnonzero(weight)
             dx, dy, weight, keys = dx[moving], dy[moving], weight[moving], keys[moving]
         n = weight.size
-        obin = _direction_bins(dx, dy, self.signed, bins, work)
-        okey = np.multiply(keys, bins, out=work.get("okey", (n,), np.int64))
-        okey += obin
+        obin = _direction_bins(dx, dy, self.signed, bins, work, wrap=not fold)
+        okey = np.add(keys, obin, out=work.get("okey", (n,), np.int64))
         weights = work.get("weights", (n,), np.float64)
         np.copyto(weights, weight)
-        orient = np.bincount(okey, weights=weights, minlength=b * cells * bins)
-        orient = orient.reshape(b, cells, bins) / per_cell[None, :, None]
+        orient = np.bincount(okey, weights=weights, minlength=b * cells * slots)
+        orient = orient.reshape(b, cells, slots)
+        if fold:
+            orient[:, :, 0] += orient[:, :, bins]
+        orient = orient[:, :, :bins] / per_cell[None, :, None]
 
         # Magnitude bins shifted by one, so that the pixels in no bin (-1) count in a slot of
         # their own, dropped: one pass, no mask.
-        key = np.multiply(base, mbins + 1, out=work.get("mkey", base.shape, np.int64))
-        key += mag_bin
-        key += 1
+        key = np.add(self._scaled_base(*mag_bin.shape, mbins + 1, 1),
+                     mag_bin, out=work.get("mkey", mag_bin.shape, np.int64))
         mags = np.bincount(key.ravel(), minlength=b * cells * (mbins + 1))
         mags = mags.reshape(b, cells, mbins + 1)[:, :, 1:] / per_cell[None, :, None]
         return np.concatenate([orient, mags], axis=2).reshape(b, -1).astype(np.float32)
+
+    def _most_pixels(self) -> float:
+        """The most pixels a cell may hold for every sum of this method's weights to be exact
+        in float64 (then their order does not matter); 0: not known to be exact (flow:
+        any float32 length)."""
+        return 0.0
+
+    def _scaled_base(self, b: int, h: int, w: int, scale: int, add: int) -> np.ndarray:
+        """``(frame * cells + cell) * scale + add`` of every pixel (int64 ``[B, H, W]``, see
+        ``_layout``), kept for the last few shapes."""
+        cache = self.__dict__.setdefault("_scaled_cache", {})
+        key = (b, h, w, scale, add)
+        if key not in cache:
+            if len(cache) >= 8:
+                cache.pop(next(iter(cache)))
+            cache[key] = self._layout(b, h, w)[1].astype(np.int64) * scale + add
+        return cache[key]
 
     def _work(self) -> Scratch:
         """This extractor's work arrays (see ``scratch``), made on first use."""
@@ -180,10 +204,11 @@ class MotionDescriptor(FeatureExtractor):
 
 
 def _direction_bins(dx: np.ndarray, dy: np.ndarray, signed: bool, bins: int,
-                    work: Scratch) -> np.ndarray:
+                    work: Scratch, wrap: bool = True) -> np.ndarray:
     """The orientation bin (int64, ``[N]``, work array ``obin``) of each direction vector
     ``(dx[i], dy[i])`` (1-D arrays of one float dtype): bin ``k`` is centred on
-    ``k * span / bins``, ``span`` 360 degrees when ``signed``, else 180."""
+    ``k * span / bins``, ``span`` 360 degrees when ``signed``, else 180. ``wrap=False``
+    leaves the angles that round to a full turn at ``bins`` (the caller adds them to 0)."""
     n = dx.shape[0]
     theta = np.arctan2(dy, dx, out=work.get("theta", (n,), dy.dtype))
     span = 2 * np.pi if signed else np.pi
@@ -196,10 +221,10 @@ def _direction_bins(dx: np.ndarray, dy: np.ndarray, signed: bool, bins: int,
     # theta is in [0, span]; modulo bins, an angle that lands on span itself is bin 0.
     np.divide(theta, span / bins, out=theta)
     theta += 0.5
-    np.floor(theta, out=theta)
     obin = work.get("obin", (n,), np.int64)
-    np.copyto(obin, theta, casting="unsafe")
-    np.putmask(obin, np.equal(obin, bins, out=negative), 0)
+    np.copyto(obin, theta, casting="unsafe")  # truncation: floor, as theta + 0.5 > 0
+    if wrap:
+        np.putmask(obin, np.equal(obin, bins, out=negative), 0)
     return obin
 
 
@@ -366,7 +391,8 @@ class MHIDescriptor(MotionDescriptor):
         np.minimum(moved, newest[:, 1:-1, 2:], out=moved)
         np.minimum(moved, 1, out=moved)
         key *= moved
-        orient_base, level_base = self._key_bases(b, h, w, pairs)
+        orient_base = self._scaled_base(b, h, w, pairs, 0)[:, 1:-1, 1:-1]
+        level_base = self._scaled_base(b, h, w, levels, 0)
         counts = self._count(orient_base, key, b * cells * pairs, "okey")
         orient = (counts.reshape(b * cells, pairs) @ orient_of).reshape(b, cells, bins)
         orient /= per_cell[None, :, None]
@@ -380,18 +406,6 @@ class MHIDescriptor(MotionDescriptor):
         per pixel, the sum made in work array ``name``)."""
         keys = np.add(base, key, out=self._work().get(name, base.shape, np.intp))
         return np.bincount(keys.ravel(), minlength=size)
-
-    def _key_bases(self, b: int, h: int, w: int, pairs: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(frame * cells + cell) * pairs`` of every inner pixel and ``(frame * cells +
-        cell) * window`` of every pixel (intp), kept for the last few batch shapes."""
-        cache = self.__dict__.setdefault("_key_base_cache", {})
-        if (b, h, w, pairs) not in cache:
-            base = self._layout(b, h, w)[1].astype(np.intp)
-            if len(cache) >= 4:
-                cache.pop(next(iter(cache)))
-            cache[(b, h, w, pairs)] = (np.ascontiguousarray(base[:, 1:-1, 1:-1] * pairs),
-                                       base * self.config.window)
-        return cache[(b, h, w, pairs)]
 
     def _tables(self) -> tuple[np.ndarray, np.ndarray, int, float] | None:
         """``(orient_of, level_of, pairs, most)``: the weight each key adds to each
@@ -444,6 +458,21 @@ class FrameDiffDescriptor(MotionDescriptor):
     name = "framediff"
     kind = "diff"
     signed = False
+
+    def _most_pixels(self) -> float:
+        """The mean difference takes one of a few float32 values (one per whole total): a
+        nonzero gradient is at least half the smallest gap between two of them, so every
+        weight is a float32 at least that large, a multiple of its last bit, and below 1:
+        sums of fewer than 2**53 such bits are exact."""
+        window = self.config.window
+        cached = self.__dict__.get("_most_cache")
+        if cached is None or cached[0] != window:
+            means = np.unique(difference_mean(np.arange((window - 1) * 255 + 1,
+                                                        dtype=np.float32), window))
+            least = np.diff(means).min() * np.float32(0.5)  # float32: as the gradient
+            granule = 2.0 ** (np.frexp(least)[1] - 24)  # the last bit of the least weight
+            cached = self.__dict__["_most_cache"] = (window, float(2.0 ** 53 * granule))
+        return cached[1]
 
     def motion(self, fields):
         window = self.config.window

@@ -101,8 +101,19 @@ def flow_fields(prev: np.ndarray, grey: np.ndarray) -> np.ndarray:
 
 def diff_fields(prev: np.ndarray, grey: np.ndarray) -> np.ndarray:
     """Absolute grey differences of consecutive frames, float32 ``[B, H, W]`` in 0..255."""
-    stacked = np.concatenate([prev[None], grey]).astype(np.int16)  # [B+1, H, W]
-    return np.abs(np.diff(stacked, axis=0)).astype(np.float32)
+    import cv2
+
+    b, h, w = grey.shape
+    if b == 0 or h == 0 or w == 0:
+        return np.zeros(grey.shape, np.float32)
+    # |a - b| of bytes is exact in a byte: OpenCV's vectorised absdiff, one call for the
+    # first frame against ``prev`` and one for the others stacked
+    out = np.empty(grey.shape, np.uint8)
+    cv2.absdiff(grey[0], prev, dst=out[0])
+    if b > 1:
+        cv2.absdiff(grey[1:].reshape(-1, w), grey[:-1].reshape(-1, w),
+                    dst=out[1:].reshape(-1, w))
+    return out.astype(np.float32)
 
 
 def window_slices(fields: np.ndarray, window: int) -> Iterator[tuple[int, np.ndarray]]:
