@@ -91,3 +91,16 @@ def test_direct_writer_leaves_other_codec_chains_and_empty_rows_to_zarr(tmp_path
                       fps=15.0, source=None)
     got, labels = store.read("empty-rows")
     assert got.shape == (7, 0) and labels.tolist() == [0] * 7
+
+
+def test_a_new_store_is_zarrs_groups_byte_for_byte(tmp_path):
+    """The root group (the store's attributes) and the videos group, as zarr makes them."""
+    import zarr
+
+    store = _store(tmp_path / "s.zarr")
+    ref = tmp_path / "ref.zarr"
+    root = zarr.open_group(store=str(ref), mode="w-", attributes=store.attrs)
+    root.create_group("videos")
+    assert _files(tmp_path / "s.zarr") == _files(ref)
+    assert FeatureStore.open(tmp_path / "s.zarr").attrs == store.attrs
+    assert zarr.open_group(str(tmp_path / "s.zarr"), mode="r")["videos"].attrs.asdict() == {}

@@ -181,8 +181,6 @@ class FeatureStore:
         (they do not affect stored values). Temp directories left by crashed writers and
         incomplete video groups are removed.
         """
-        import zarr
-
         path = store_location(path)
         if dtype not in _DTYPES:
             raise DataError(f"{path}: feature dtype must be one of {_DTYPES}, got {dtype!r}")
@@ -233,9 +231,14 @@ class FeatureStore:
                     raise DataError(f"{path}: exists and is not a feature store (no zarr.json); "
                                     f"refusing to write into it")
                 else:
-                    root = zarr.open_group(store=str(path), mode="w-", attributes=wanted)
-                    root.create_group(_VIDEOS)
-                    return cls(path, dict(root.attrs))
+                    # zarr's group metadata, written directly (``zarr_files``): zarr's own
+                    # calls cost a few ms of the run's start, the files are the same
+                    from actrec.io.zarr_files import write_group
+
+                    write_group(path, wanted)
+                    (path / _VIDEOS).mkdir()
+                    write_group(path / _VIDEOS, {})
+                    return cls(path, json.loads(json.dumps(wanted)))
         except BaseException:
             if fresh:
                 _rmdir_if_empty(path)  # leave no empty folder where nothing was made
