@@ -1,7 +1,7 @@
 """One video's extraction: decode at the label rate in a background thread, apply the length
 policy, run the extractor, write the result. ``process_tasks`` runs a sequence of videos so,
-an opener thread claiming and opening the next video and a reader thread decoding it while
-the current one is extracted and written.
+an opener thread claiming and opening the next video, a reader thread decoding it and a
+writer thread writing the one before while the current one is extracted.
 
 Frame rate: frames are decoded at the extractor's ``fps`` if its config sets one, else at the
 dataset's label rate (``VideoRecord.fps``), so that by default every label has its frame.
@@ -382,6 +382,8 @@ def process_tasks(
     ahead into the next video while this thread extracts and writes the current one, so that
     the decoder is never idle at a video's end (its last batches, the store write, the next
     file's claim, opening and checks: those run beside the decoding of the video before).
+    With ``ahead`` > 1 a writer thread writes each finished video while this thread goes on
+    with the next one (a stop waits for a write under way, which is then reported too).
 
     ``tasks`` is consumed by the opener thread, which holds the claims of at most ``ahead``
     videos at once, the one being extracted included (``ahead=1``: the next task is taken
@@ -467,41 +469,129 @@ def process_tasks(
 
     opener = threading.Thread(target=open_all, name="actrec-open", daemon=True)
     reader = threading.Thread(target=read, name="actrec-decode", daemon=True)
+    # With videos claimed ahead, a finished video is written by a writer thread while this
+    # one goes on with the next (the write no longer holds the extractor up); its outcome,
+    # and every call about the videos after it, wait for the write, so callers hear of the
+    # videos in order. ahead=1 (a worker process: one video at a time) writes here.
+    writer = None
+    if ahead > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        writer = ThreadPoolExecutor(1, thread_name_prefix="actrec-write")
+    writing: list[_Job] = []  # jobs the writer holds, in order
+    # The calls made here, in order, while a write is pending: (call, args), or for a video
+    # handed to the writer [job, outcome] (outcome None until its write ends)
+    calls: list = []
+
+    def in_order(call: Callable | None) -> Callable | None:
+        if call is None:
+            return None
+
+        def ordered(*args) -> None:
+            if calls:
+                calls.append((call, args))
+            else:
+                call(*args)
+        return ordered
+
+    told, started, counted = in_order(on_done), in_order(on_start), in_order(on_frames)
+
+    def done(outcome: Outcome) -> None:
+        told(outcome)  # before the opener takes another task (a worker's parent hears of
+        ahead_slots.release()  # this video's end first: there, nothing waits for a write)
+
+    def write(job: _Job, result: VideoFeatures, fps: float) -> None:
+        writing.append(job)
+        calls.append([job, None])
+        future = writer.submit(_store_result, job.task, store, result, fps)
+
+        def ended(future) -> None:  # on the writer thread: the video is done with
+            job.hold.close()  # releases the claim, so the opener may take the next video
+            ahead_slots.release()
+            items.put(("written", (job, future)))
+
+        future.add_done_callback(ended)
+
+    def written(job: _Job, future) -> None:  # the writer's result, here
+        writing.remove(job)
+        outcome = future.result()  # (or the run-stopping error)
+        next(entry for entry in calls if isinstance(entry, list) and entry[0] is job)[1] = \
+            outcome
+        while calls:  # what can be told now, in order
+            head = calls[0]
+            if isinstance(head, list):
+                if head[1] is None:
+                    return
+                on_done(head[1])
+            else:
+                head[0](*head[1])
+            calls.pop(0)
+
     opener.start()
     reader.start()
+    end: Any = _running  # the reader's stop (None, or the run's error) once it came
     try:
-        while True:
+        while end is _running or writing:
             kind, payload = items.get()
+            if kind == "written":
+                written(*payload)
+                continue
             if kind == "stop":
-                if payload is not None:
-                    raise payload
-                return
+                end = payload
+                continue
             if kind == "video":
                 job = payload
                 try:
                     payload = _run_job(job, extractor, store,
-                                       _batches_of(job, items, room, on_frames), on_start)
+                                       _batches_of(job, items, room, counted, written),
+                                       started, write if writer is not None else None)
+                except _RunStopped as stopped:  # a write's error, met while extracting
+                    raise stopped.error from None
                 finally:
                     try:
                         job.cancel.set()
                         while not job.ended:  # what is left of this video's batches
-                            kind, _ = items.get()
+                            kind, left = items.get()
                             job.ended = kind == "end"
                             if kind == "batch":
                                 room.release()
+                            elif kind == "written":
+                                written(*left)
                     finally:
-                        job.hold.close()  # releases the claim
-            on_done(payload)  # before the opener takes another task (a worker's parent
-            ahead_slots.release()  # hears of this video's end first)
+                        if job not in writing:
+                            job.hold.close()  # releases the claim (the writer's, after it)
+                if payload is None:  # being written: its outcome comes with the write
+                    continue
+            done(payload)
+        if end is not None:
+            raise end
     finally:
         stop.set()
         opener.join()
         reader.join()
+        if writer is not None:  # a write under way ends (whole, or not at all), those not
+            writer.shutdown(wait=True, cancel_futures=True)  # begun are dropped
         for left in (items, opened):  # jobs handed over that never ran
             while not left.empty():
                 kind, payload = left.get()
                 if kind == "video":
                     payload.hold.close()
+                elif kind == "written" and not payload[1].cancelled() and \
+                        payload[1].exception() is None:
+                    written(*payload)  # stopped, but the store has it: said, in order
+
+
+_running = object()
+
+
+class _RunStopped(BaseException):
+    """A write's run-stopping error met while the next video was being extracted: carried
+    through the extractor (which turns ``Exception`` into that video's failure) to the
+    host's loop, which raises ``error``."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _taken(tasks: Iterable[VideoTask], ready: Callable[[], bool]) -> Iterator[VideoTask]:
@@ -515,9 +605,11 @@ def _taken(tasks: Iterable[VideoTask], ready: Callable[[], bool]) -> Iterator[Vi
 
 
 def _batches_of(job: _Job, items: queue.SimpleQueue, room: threading.Semaphore,
-                on_frames: Callable[[int], None] | None) -> Iterator[np.ndarray]:
+                on_frames: Callable[[int], None] | None,
+                on_written: Callable[..., None]) -> Iterator[np.ndarray]:
     """The decoded batches of ``job``'s video as the reader queues them; a decoding error is
-    raised where its batch was due."""
+    raised where its batch was due. An earlier video's write that ends meanwhile is handed
+    to ``on_written`` (its error raised as ``_RunStopped``)."""
     while True:
         kind, payload = items.get()
         if kind == "end":
@@ -525,6 +617,12 @@ def _batches_of(job: _Job, items: queue.SimpleQueue, room: threading.Semaphore,
             return
         if kind == "error":
             raise payload
+        if kind == "written":
+            try:
+                on_written(*payload)
+            except Exception as exc:  # noqa: BLE001 - not this video's: the run's
+                raise _RunStopped(exc) from None
+            continue
         room.release()
         yield payload
         if on_frames is not None:
@@ -532,7 +630,9 @@ def _batches_of(job: _Job, items: queue.SimpleQueue, room: threading.Semaphore,
 
 
 def _run_job(job: _Job, extractor, store, batches: Iterator[np.ndarray],
-             on_start) -> Outcome:
+             on_start, write=None) -> Outcome | None:
+    """Extract ``job``'s video and write it: its outcome, or ``None`` when it was handed to
+    ``write(job, result, fps)`` (its outcome comes from the writer)."""
     task = job.task
     try:
         if job.error is not None:
@@ -551,6 +651,16 @@ def _run_job(job: _Job, extractor, store, batches: Iterator[np.ndarray],
             message += (" (its stored copy was damaged or made from another file, and was "
                         "removed)")
         return Outcome(task.id, False, error=message)
+    if write is not None:
+        write(job, result, fps)
+        return None
+    return _store_result(task, store, result, fps)
+
+
+def _store_result(task: VideoTask, store, result: VideoFeatures, fps: float) -> Outcome:
+    """Write one video's features: its outcome (written, taken over by another process, or
+    refused by the store); an ``OSError`` of the store is raised as the run-stopping
+    ``DataError`` (``_store_error``)."""
     try:
         store.write_video(task.id, result.features, result.labels, fps=fps, source=task.path,
                           extra=result.attrs)

@@ -9,6 +9,7 @@ import dataclasses
 import errno
 import threading
 import time
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -286,3 +287,59 @@ def test_the_next_video_is_opened_while_the_current_one_is_still_decoding(
     else:
         assert seen == [("v0", ["v0"]), ("v1", ["v0", "v1"]), ("v2", ["v0", "v1", "v2"])]
     assert _no_reader_left()
+
+
+class SlowStore(FeatureStore):
+    """A real store that takes 0.4 s to write a video, noting when each write ends."""
+
+    ended: ClassVar[dict] = {}
+
+    def write_video(self, video_id, *args, **kwargs):
+        time.sleep(0.4)
+        super().write_video(video_id, *args, **kwargs)
+        type(self).ended[video_id] = time.monotonic()
+
+
+def test_a_video_is_written_while_the_next_is_extracted_and_callers_hear_in_order(
+        tiny_kitchen, tmp_path, write_mp4):
+    # The store write runs on a writer thread: the extractor starts on the next video
+    # before the previous one's write has ended; outcomes and progress still come in task
+    # order (a video's outcome before the next video's start), after its claim is released.
+    _, index = tiny_kitchen
+    clip = write_mp4(tmp_path / "clip.mp4", np.full((12, 32, 32, 3), 90, np.uint8))
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video")
+    tasks = [_task("v0", clip, 12), _task("v1", clip, 12), _task("bad", bad, 12),
+             _task("v2", clip, 12)]
+    path = tmp_path / "s.zarr"
+    store = _store(path, index, SlowStore)
+    first_batch: dict = {}
+
+    class Notes(ColorGradient):
+        def extract(self, batches):
+            video = len(first_batch)
+
+            def noted():
+                for batch in batches:
+                    first_batch.setdefault(video, time.monotonic())
+                    yield batch
+
+            yield from super().extract(noted())
+
+    heard = []
+
+    def done(outcome):
+        claims = sorted(p.stem for p in (path / CLAIMS).glob("*.json"))
+        heard.append(("done", outcome.id, outcome.ok, outcome.id in claims))
+
+    process_tasks(tasks, Notes(CG), store, OPTIONS, on_done=done,
+                  on_start=lambda video, n: heard.append(("start", video)),
+                  on_frames=lambda n: heard.append(("frames", n)))
+    assert first_batch[1] < SlowStore.ended["v0"] and first_batch[2] < SlowStore.ended["v1"]
+    frames = [("frames", 4)] * 3
+    assert heard == [("start", "v0"), *frames, ("done", "v0", True, False),
+                     ("start", "v1"), *frames, ("done", "v1", True, False),
+                     ("done", "bad", False, False), ("start", "v2"), *frames,
+                     ("done", "v2", True, False)]
+    assert store.videos() == ["v0", "v1", "v2"] and _no_reader_left()
+    assert not any(t.name.startswith("actrec-write") for t in threading.enumerate())
