@@ -151,7 +151,8 @@ class ColorGradient(FeatureExtractor):
         band = np.arange(self.config.resize) * g // self.config.resize
         layout = {
             "cell": cell.astype(np.intp),
-            "band_starts": np.searchsorted(band, np.arange(g)),  # first pixel of each band
+            # [S, g + 1]: which column band each pixel column is in, then a column of ones
+            "bands_and_all": np.concatenate([np.eye(g)[band], np.ones((len(band), 1))], axis=1),
             "per_cell": np.bincount(cell.ravel(), minlength=g * g).astype(np.float64),
             # One byte per pixel and channel, (cell * 3 + channel) * bins + bin, when the
             # combinations fit in a byte: then one OpenCV table look-up and one byte
@@ -282,16 +283,18 @@ class ColorGradient(FeatureExtractor):
         orient = np.bincount(obin.ravel(), weights=mag.ravel(), minlength=b * cells * bins)
         orient = orient.reshape(b, cells, bins) / (per_cell[None, :, None] * 255.0)
 
-        # Motion energy per cell and its centre over the frame.
-        starts = layout["band_starts"]
-        # Summed in float64, once converted (reduceat's own conversion is buffered and slow);
-        # the sums are exact, so their order does not matter.
+        # Motion energy per cell and its centre over the frame. Summed in float64, once
+        # converted; the sums are exact, so their order does not matter: per pixel row, the
+        # sums over each column band and over the whole row by one matrix product, then per
+        # cell the row bands' sums of those (0/1 products and exact sums: the same values).
+        bands_and_all = layout["bands_and_all"]  # [S, g + 1]
         wide = work.get("diff64", diff.shape, np.float64)
         np.copyto(wide, diff)
-        bands = np.add.reduceat(wide, starts, axis=1)  # [B, g, S]
-        motion = np.add.reduceat(bands, starts, axis=2).reshape(b, cells) / (per_cell * 255.0)
-        columns = bands.sum(axis=1)  # [B, S]
-        rows = wide.sum(axis=2)
+        per_row = np.matmul(wide, bands_and_all)  # [B, S, g + 1]
+        rows = per_row[:, :, g]  # [B, S]
+        motion = np.matmul(bands_and_all[:, :g].T, per_row[:, :, :g]).reshape(b, cells) \
+            / (per_cell * 255.0)
+        columns = np.matmul(bands_and_all[:, g], wide)  # [B, S]
         total = columns.sum(axis=1)  # [B]
         coord = (np.arange(s) + 0.5) / s - 0.5
         safe = np.where(total > 0, total, 1.0)
