@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from actrec_plugins.extractors.colorgrad import ColorGradient
 
 from actrec.errors import ConfigError
-from actrec_plugins.extractors.colorgrad import ColorGradient
 
 # grid 2, bins 4 on 8 x 8 frames: per cell 3*4 colour + 4 orientation + 1 motion = 17.
 SMALL = ColorGradient.Config(grid=2, bins=4, resize=8)
@@ -224,3 +224,37 @@ def test_colour_counts_of_more_frames_than_one_16_bit_histogram_holds():
     ext = ColorGradient(ColorGradient.Config(grid=1, bins=64, resize=8))
     ext.chunk = 400
     np.testing.assert_array_equal(_run(ext, frames), _reference(frames, 1, 64, 8))
+
+
+@pytest.mark.parametrize("bins", [3, 6, 12])
+def test_an_angle_just_below_180_degrees_that_rounds_up_counts_in_the_last_bin(bins):
+    # With 3, 6 or 12 bins the largest float32 angle below pi scales to ``bins`` itself:
+    # it belongs to the last bin (the definition's minimum), never to the next frame's first.
+    # Grey levels of whole frames are 1/3 apart, too coarse for such an angle: crafted here.
+    ext = ColorGradient(ColorGradient.Config(grid=1, bins=bins, resize=8))
+    rng = np.random.default_rng(bins)
+    frames = rng.integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    grey = rng.uniform(0, 255, (2, 8, 8)).astype(np.float32)
+    grey[0, 3, 4], grey[0, 3, 2], grey[0, 2, 3] = 0.0, 200.0, 100.0  # gx = -100 at (3, 3)
+    pi = np.float32(np.pi)
+    for k in range(1, 400):  # gy = a few float32 steps above 0: the angle just below pi
+        grey[0, 4, 3] = np.float32(100.0) + np.float32(k) * np.spacing(np.float32(100.0))
+        gy = (grey[0, 4, 3] - grey[0, 2, 3]) * np.float32(0.5)
+        theta = np.arctan2(np.float32([gy]), np.float32([-100.0]))
+        if theta[0] < pi and int((theta * np.float32(bins) / pi)[0]) == bins:
+            break
+    else:
+        pytest.fail("no angle rounds up")
+    diff = np.zeros_like(grey)
+    got = ext._features(frames, grey, diff)
+    gx = np.zeros_like(grey)
+    gy = np.zeros_like(grey)
+    gx[:, 1:-1, 1:-1] = (grey[:, 1:-1, 2:] - grey[:, 1:-1, :-2]) / 2
+    gy[:, 1:-1, 1:-1] = (grey[:, 2:, 1:-1] - grey[:, :-2, 1:-1]) / 2
+    theta = np.mod(np.arctan2(gy, gx), np.pi)
+    obin = np.minimum((theta * bins / np.pi).astype(np.int64), bins - 1)
+    assert obin[0, 3, 3] == bins - 1
+    for f in range(2):
+        orient = np.bincount(obin[f].ravel(), weights=np.hypot(gx[f], gy[f]).ravel()
+                             .astype(np.float64), minlength=bins) / (64 * 255.0)
+        np.testing.assert_array_equal(got[f, 3 * bins:4 * bins], orient.astype(np.float32))

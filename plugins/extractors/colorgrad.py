@@ -173,21 +173,21 @@ class ColorGradient(FeatureExtractor):
         self.__dict__["_layout_cache"] = layout
         return layout
 
-    def _orientation_keys(self, b: int) -> np.ndarray:
-        """``(frame * cells + cell) * bins`` of every pixel inside the one-pixel border, intp
-        ``[B, S - 2, S - 2]``: the first orientation bin of its (frame, cell); cached per batch
-        size (full batches plus a few tail sizes)."""
+    def _orientation_keys(self, b: int, slots: int) -> np.ndarray:
+        """``(frame * cells + cell) * slots`` of every pixel inside the one-pixel border, intp
+        ``[B, S - 2, S - 2]``: the first orientation slot of its (frame, cell); cached per
+        batch size (full batches plus a few tail sizes)."""
         import numpy as np
 
         cache = self.__dict__.setdefault("_key_cache", {})
-        if b not in cache:
+        if (b, slots) not in cache:
             if len(cache) >= 4:
                 cache.pop(next(iter(cache)))
             cells = self.config.grid ** 2
             inner = self._layout()["cell"][1:-1, 1:-1]
-            cache[b] = (np.arange(b, dtype=np.intp)[:, None, None] * cells
-                        + inner[None]) * self.config.bins
-        return cache[b]
+            cache[(b, slots)] = (np.arange(b, dtype=np.intp)[:, None, None] * cells
+                                 + inner[None]) * slots
+        return cache[(b, slots)]
 
     def _colour_counts(self, frames: np.ndarray) -> np.ndarray:
         """Pixel counts per (frame, cell, channel, value bin), float64 ``[B, C, 3 * bins]``."""
@@ -240,7 +240,12 @@ class ColorGradient(FeatureExtractor):
         cells = g * g
         layout = self._layout()
         per_cell = layout["per_cell"]  # [C]
-        orient_base = self._orientation_keys(b)  # [B, S - 2, S - 2]
+        # An angle that rounds up to the last bin's upper edge counts in a slot of its own,
+        # added to the last bin after the histogram (instead of a minimum per pixel), where
+        # the sums are exact (see above: cells below 2**19 pixels); the same sums.
+        fold = per_cell.max() < 2**19
+        slots = bins + 1 if fold else bins
+        orient_base = self._orientation_keys(b, slots)  # [B, S - 2, S - 2]
 
         colour = self._colour_counts(frames) / per_cell[None, :, None]
 
@@ -278,10 +283,14 @@ class ColorGradient(FeatureExtractor):
         theta /= pi
         obin = work.get("obin", shape, np.intp)
         np.copyto(obin, theta, casting="unsafe")  # truncation, as astype
-        np.minimum(obin, bins - 1, out=obin)
+        if not fold:
+            np.minimum(obin, bins - 1, out=obin)
         obin += orient_base
-        orient = np.bincount(obin.ravel(), weights=mag.ravel(), minlength=b * cells * bins)
-        orient = orient.reshape(b, cells, bins) / (per_cell[None, :, None] * 255.0)
+        orient = np.bincount(obin.ravel(), weights=mag.ravel(), minlength=b * cells * slots)
+        orient = orient.reshape(b, cells, slots)
+        if fold:
+            orient[:, :, bins - 1] += orient[:, :, bins]
+        orient = orient[:, :, :bins] / (per_cell[None, :, None] * 255.0)
 
         # Motion energy per cell and its centre over the frame. Summed in float64, once
         # converted; the sums are exact, so their order does not matter: per pixel row, the
