@@ -166,3 +166,20 @@ def test_mhi_tables_give_the_per_pixel_rows_on_dense_random_motion(window):
     plain = MotionDescriptor._describe(ext, fields).copy()
     assert np.count_nonzero(plain.reshape(6, 9, 10)[:, :, :7]) > 20  # weighted directions
     np.testing.assert_array_equal(ext._describe(fields), plain)
+
+
+@pytest.mark.parametrize("window,mag_bins,by_bytes", [(5, 4, True), (5, 7, False),
+                                                      (9, 3, True)])
+def test_framediff_magnitude_counts_by_bytes_or_per_pixel_equal_the_definition(
+        window, mag_bins, by_bytes, decoded):
+    """framediff counts the magnitude bins from the totals saturated to a byte where every
+    total from 255 on is in one bin (mean-difference edges 1/64, 2/64, ... below 255/1020),
+    else pixel by pixel: both give the definition bit for bit."""
+    ext = _make("framediff", window=window, mag_bins=mag_bins)
+    assert (ext._byte_bins() is not None) == by_bytes
+    for frames in decoded.values():
+        want = _reference(frames, "framediff", 4, 8, mag_bins, 64, window)
+        got = _run(_make("framediff", window=window, mag_bins=mag_bins), frames, 16)
+        np.testing.assert_array_equal(got, want)
+        mags = want.reshape(len(frames), 16, 8 + mag_bins)[:, :, 8:]
+        assert np.count_nonzero(mags.sum(axis=(0, 1))) >= 3  # several bins occur

@@ -124,9 +124,15 @@ class MotionDescriptor(FeatureExtractor):
 
     # ------------------------------------------------------------------ shared
 
+    def _histogram_inputs(self, fields: np.ndarray
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``motion``'s four maps, or with the last replaced by the pixels already counted
+        per (window, cell, magnitude bin), float ``[B, cells, mag_bins]``."""
+        return self.motion(fields)
+
     def _describe(self, fields: np.ndarray) -> np.ndarray:
         cfg = self.config
-        dx, dy, weight, mag_bin = self.motion(fields)
+        dx, dy, weight, mag_bin = self._histogram_inputs(fields)
         b = weight.shape[0]
         cells, bins, mbins = cfg.grid ** 2, cfg.bins, cfg.mag_bins
         per_cell = self._layout(*weight.shape)[0]  # [C]
@@ -156,12 +162,15 @@ class MotionDescriptor(FeatureExtractor):
             orient[:, :, 0] += orient[:, :, bins]
         orient = orient[:, :, :bins] / per_cell[None, :, None]
 
-        # Magnitude bins shifted by one, so that the pixels in no bin (-1) count in a slot of
-        # their own, dropped: one pass, no mask.
-        key = np.add(self._scaled_base(*mag_bin.shape, mbins + 1, 1),
-                     mag_bin, out=work.get("mkey", mag_bin.shape, np.int64))
-        mags = np.bincount(key.ravel(), minlength=b * cells * (mbins + 1))
-        mags = mags.reshape(b, cells, mbins + 1)[:, :, 1:] / per_cell[None, :, None]
+        if mag_bin.shape == (b, cells, mbins):  # counted already
+            mags = mag_bin / per_cell[None, :, None]
+        else:
+            # Magnitude bins shifted by one, so that the pixels in no bin (-1) count in a slot
+            # of their own, dropped: one pass, no mask.
+            key = np.add(self._scaled_base(*mag_bin.shape, mbins + 1, 1),
+                         mag_bin, out=work.get("mkey", mag_bin.shape, np.int64))
+            mags = np.bincount(key.ravel(), minlength=b * cells * (mbins + 1))
+            mags = mags.reshape(b, cells, mbins + 1)[:, :, 1:] / per_cell[None, :, None]
         return np.concatenate([orient, mags], axis=2).reshape(b, -1).astype(np.float32)
 
     def _most_pixels(self) -> float:
@@ -475,6 +484,30 @@ class FrameDiffDescriptor(MotionDescriptor):
         return cached[1]
 
     def motion(self, fields):
+        gx, up, weight, total = self._maps(fields)
+        index = self._work().get("index", total.shape, np.intp)
+        np.copyto(index, total, casting="unsafe")
+        table = self._bin_table()
+        return (gx, up, weight,
+                table.take(index, out=self._work().get("mag_bin", total.shape, table.dtype),
+                           mode="clip"))
+
+    def _histogram_inputs(self, fields):
+        """``motion``'s maps, with the magnitude bins counted per cell straight from the
+        windows' total differences where the bins allow it (see ``_byte_bins``)."""
+        gx, up, weight, total = self._maps(fields)
+        counts = self._level_counts(total)
+        if counts is None:
+            index = self._work().get("index", total.shape, np.intp)
+            np.copyto(index, total, casting="unsafe")
+            table = self._bin_table()
+            return gx, up, weight, table.take(
+                index, out=self._work().get("mag_bin", total.shape, table.dtype), mode="clip")
+        return gx, up, weight, counts
+
+    def _maps(self, fields):
+        """The gradient (x, and y upwards), its length and the windows' total differences
+        (float32 whole grey levels), in work arrays."""
         window = self.config.window
         work = self._work()
         b = fields.shape[0] - (window - 2)
@@ -487,16 +520,55 @@ class FrameDiffDescriptor(MotionDescriptor):
         diff = np.divide(total, np.float32((window - 1) * 255.0),
                          out=work.get("mean", shape, np.float32))
         gx, gy = _gradient_into(diff, work)
-        # The mean difference takes one value per whole total: its magnitude bin is a table
-        # look-up, the table computed from those values as it would be per pixel.
-        table = self.__dict__.get("_bin_table")
+        return (gx, np.negative(gy, out=work.get("up", shape, np.float32)),
+                _hypot_into(gx, gy, work), total)
+
+    def _bin_table(self) -> np.ndarray:
+        """The magnitude bin of each whole total (int64): the mean difference takes one
+        value per total, binned as it would be per pixel."""
+        window = self.config.window
+        table = self.__dict__.get("_bin_table_cache")
         if table is None or table[0] != window:
             levels = difference_mean(np.arange((window - 1) * 255 + 1, dtype=np.float32), window)
-            table = self.__dict__["_bin_table"] = (
+            table = self.__dict__["_bin_table_cache"] = (
                 window, _doubling_bins(levels, 1 / 64, self.config.mag_bins))
-        index = work.get("index", shape, np.intp)
-        np.copyto(index, total, casting="unsafe")
-        return (gx, np.negative(gy, out=work.get("up", shape, np.float32)),
-                _hypot_into(gx, gy, work),
-                table[1].take(index, out=work.get("mag_bin", shape, table[1].dtype),
-                              mode="clip"))
+        return table[1]
+
+    def _byte_bins(self) -> np.ndarray | None:
+        """``1 +`` the magnitude bin of each total 0..255 (uint8 ``[256]``), when every total
+        from 255 on is in the bin of 255 (then a total saturated to a byte has its bin);
+        else ``None``."""
+        table = self._bin_table()
+        if np.any(table[255:] != table[255]):
+            return None
+        return (table[:256] + 1).astype(np.uint8)
+
+    def _level_counts(self, total: np.ndarray) -> np.ndarray | None:
+        """Pixels per (window, cell, magnitude bin), float ``[B, cells, mag_bins]``, from the
+        totals by byte operations (saturate to a byte, table look-up, 16-bit keys, OpenCV's
+        histogram: exact counts); ``None`` where the bins or the key range do not allow it."""
+        import cv2
+
+        byte_bins = self._byte_bins()
+        b, h, w = total.shape
+        cells, slots = self.config.grid ** 2, self.config.mag_bins + 1
+        n = b * cells * slots
+        if byte_bins is None or n > 2**16 or w == 0:
+            return None
+        work = self._work()
+        flat = (b * h, w)
+        byte = cv2.convertScaleAbs(total.reshape(flat), dst=work.get("byte", flat, np.uint8))
+        level = cv2.LUT(byte, byte_bins, dst=work.get("level", flat, np.uint8))
+        key = np.add(self._key_base16(b, h, w, slots), level.reshape(b, h, w),
+                     out=work.get("key16", (b, h, w), np.uint16), dtype=np.uint16)
+        counts = cv2.calcHist([key.reshape(flat)], [0], None, [n], [0, n])
+        return counts.reshape(b, cells, slots)[:, :, 1:]
+
+    def _key_base16(self, b: int, h: int, w: int, slots: int) -> np.ndarray:
+        """``(frame * cells + cell) * slots`` of every pixel as uint16 (see ``_scaled_base``)."""
+        cache = self.__dict__.setdefault("_key16_cache", {})
+        if (b, h, w, slots) not in cache:
+            if len(cache) >= 4:
+                cache.pop(next(iter(cache)))
+            cache[(b, h, w, slots)] = self._scaled_base(b, h, w, slots, 0).astype(np.uint16)
+        return cache[(b, h, w, slots)]
