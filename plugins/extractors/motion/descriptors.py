@@ -190,6 +190,20 @@ class MotionDescriptor(FeatureExtractor):
             cache[key] = self._layout(b, h, w)[1].astype(np.int64) * scale + add
         return cache[key]
 
+    def _key_base16(self, b: int, h: int, w: int, scale: int,
+                    inner: bool = False) -> np.ndarray:
+        """``_scaled_base(b, h, w, scale, 0)`` (``inner``: inside the border) as contiguous
+        uint16, kept for the last few shapes."""
+        cache = self.__dict__.setdefault("_key16_cache", {})
+        key = (b, h, w, scale, inner)
+        if key not in cache:
+            if len(cache) >= 4:
+                cache.pop(next(iter(cache)))
+            base = self._scaled_base(b, h, w, scale, 0)
+            cache[key] = np.ascontiguousarray(base[:, 1:-1, 1:-1] if inner else base,
+                                              dtype=np.uint16)
+        return cache[key]
+
     def _work(self) -> Scratch:
         """This extractor's work arrays (see ``scratch``), made on first use."""
         work = self.__dict__.get("_scratch")
@@ -400,20 +414,34 @@ class MHIDescriptor(MotionDescriptor):
         np.minimum(moved, newest[:, 1:-1, 2:], out=moved)
         np.minimum(moved, 1, out=moved)
         key *= moved
-        orient_base = self._scaled_base(b, h, w, pairs, 0)[:, 1:-1, 1:-1]
-        level_base = self._scaled_base(b, h, w, levels, 0)
-        counts = self._count(orient_base, key, b * cells * pairs, "okey")
+        counts = self._count(key, pairs, True, "okey")
         orient = (counts.reshape(b * cells, pairs) @ orient_of).reshape(b, cells, bins)
         orient /= per_cell[None, :, None]
-        counts = self._count(level_base, newest, b * cells * levels, "mkey")
+        counts = self._count(newest, levels, False, "mkey")
         mags = (counts.reshape(b * cells, levels) @ level_of).reshape(b, cells, mbins)
         mags /= per_cell[None, :, None]
         return np.concatenate([orient, mags], axis=2).reshape(b, -1).astype(np.float32)
 
-    def _count(self, base: np.ndarray, key: np.ndarray, size: int, name: str) -> np.ndarray:
-        """How often each ``base + key`` occurs (int64 ``[size]``; ``key`` a small integer
-        per pixel, the sum made in work array ``name``)."""
-        keys = np.add(base, key, out=self._work().get(name, base.shape, np.intp))
+    def _count(self, key: np.ndarray, scale: int, inner: bool, name: str) -> np.ndarray:
+        """How often each ``(frame * cells + cell) * scale + key`` occurs over the pixels
+        (``inner``: inside the one-pixel border) of ``key`` ``[B, H, W]`` (a small integer per
+        pixel), counts ``[B * cells * scale]``: with 16-bit keys and OpenCV's histogram where
+        they fit (exact counts, as float32), else ``bincount``; sums made in work arrays."""
+        b, h, w = key.shape[0], key.shape[1] + 2 * inner, key.shape[2] + 2 * inner
+        size = b * self.config.grid ** 2 * scale
+        work = self._work()
+        if size <= 2**16:
+            import cv2
+
+            base = self._key_base16(b, h, w, scale, inner)
+            keys = np.add(base, key, out=work.get(name + "16", base.shape, np.uint16),
+                          dtype=np.uint16)
+            return cv2.calcHist([keys.reshape(-1, keys.shape[2])], [0], None, [size],
+                                [0, size]).ravel()
+        base = self._scaled_base(b, h, w, scale, 0)
+        if inner:
+            base = base[:, 1:-1, 1:-1]
+        keys = np.add(base, key, out=work.get(name, base.shape, np.intp))
         return np.bincount(keys.ravel(), minlength=size)
 
     def _tables(self) -> tuple[np.ndarray, np.ndarray, int, float] | None:
@@ -563,12 +591,3 @@ class FrameDiffDescriptor(MotionDescriptor):
                      out=work.get("key16", (b, h, w), np.uint16), dtype=np.uint16)
         counts = cv2.calcHist([key.reshape(flat)], [0], None, [n], [0, n])
         return counts.reshape(b, cells, slots)[:, :, 1:]
-
-    def _key_base16(self, b: int, h: int, w: int, slots: int) -> np.ndarray:
-        """``(frame * cells + cell) * slots`` of every pixel as uint16 (see ``_scaled_base``)."""
-        cache = self.__dict__.setdefault("_key16_cache", {})
-        if (b, h, w, slots) not in cache:
-            if len(cache) >= 4:
-                cache.pop(next(iter(cache)))
-            cache[(b, h, w, slots)] = self._scaled_base(b, h, w, slots, 0).astype(np.uint16)
-        return cache[(b, h, w, slots)]
