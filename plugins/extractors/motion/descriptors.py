@@ -148,7 +148,10 @@ class MotionDescriptor(FeatureExtractor):
         # video), else everywhere: a pixel without weight adds an exact 0.0 to its bin, so
         # both ways give the same sums.
         dx, dy, weight, keys = dx.ravel(), dy.ravel(), weight.ravel(), keys.ravel()
-        if np.count_nonzero(weight) < self.dense * weight.size:
+        # (counted on the weights' bits: several times faster than on floats, and the same
+        # count but for -0.0, which a length never is; it only decides the speed anyway)
+        bits = weight.view(np.dtype(f"u{weight.itemsize}"))
+        if np.count_nonzero(bits) < self.dense * weight.size:
             moving = np.flatnonzero(weight)
             dx, dy, weight, keys = dx[moving], dy[moving], weight[moving], keys[moving]
         n = weight.size
