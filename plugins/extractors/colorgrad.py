@@ -277,8 +277,10 @@ class ColorGradient(FeatureExtractor):
         pi = np.float32(np.pi)
         theta = np.arctan2(gy, gx, out=work.get("theta", shape, np.float32))
         mask = np.less(theta, 0, out=work.get("mask", shape, np.bool_))
-        theta += np.multiply(mask, pi, out=work.get("gain", shape, np.float32))  # (a masked
-        np.putmask(theta, np.equal(theta, pi, out=mask), 0)  # add is several times slower)
+        # (adding mask * pi: a masked add is several times slower)
+        theta += np.multiply(mask, pi, out=work.get("gain", shape, np.float32))
+        # pi itself becomes 0: times 0, the others times 1 (exact; putmask is slower)
+        np.multiply(theta, np.not_equal(theta, pi, out=mask), out=theta)
         theta *= np.float32(bins)
         theta /= pi
         obin = work.get("obin", shape, np.intp)
