@@ -198,6 +198,12 @@ SHAPES = [  # T, N, n1, D, H, dual, with_state
     # BLAS-sized steps (N 4H H > 2^16): the per-step GEMMs run inside the tiles' parallel
     # region, each task on its own columns (5 tiles: two tasks with 2 threads, a partial tile)
     (3, 128, 50, 5, 72, True, True),
+    # The backward takes the weight gradients and dL/dx per chunk of ceil(1024 / N) steps
+    # (at least 2): several chunks, a partial one at the end of the sequence, with and
+    # without h0 (step 0's chunk pairs its first step with h0)
+    (11, 256, 100, 5, 16, True, True),
+    (11, 256, 100, 5, 16, True, False),
+    (5, 512, 300, 3, 16, False, True),
 ]
 
 

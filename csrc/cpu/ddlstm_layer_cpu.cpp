@@ -1,11 +1,12 @@
 // CPU kernels of the whole-sequence DDLSTM / BNLSTM layer (schemas in csrc/ddlstm.cpp).
 //
-// Forward: one GEMM for x W_ih^T over all T*N rows, one read-only pass for its per-step DDBN
-// statistics (turned into a per-(t, domain, column) scale and shift), then per step one GEMM
-// h_{t-1} W_hh^T and ONE fused parallel region. A task owns a tile of kTile hidden units with
-// their four gate columns (i, f, g, o) over all N rows, so the DDBN of W_hh h and the batch norm
-// of c_t reduce locally: no cross-thread reduction anywhere in the step.
-// Backward mirrors it in reverse time; the weight gradients are single GEMMs over all T*N rows,
+// Forward: per chunk of steps, one GEMM for x W_ih^T over the chunk's rows and one read-only
+// pass for its per-step DDBN statistics (turned into a per-(t, domain, column) scale and
+// shift); then per step one GEMM h_{t-1} W_hh^T and ONE fused parallel region. A task owns a
+// tile of kTile hidden units with their four gate columns (i, f, g, o) over all N rows, so the
+// DDBN of W_hh h and the batch norm of c_t reduce locally: no cross-thread reduction anywhere
+// in the step.
+// Backward mirrors it in reverse time; the weight gradients are GEMMs over chunks of steps,
 // dL/dw (the contribution weights, from which autograd reaches alpha) comes from per-row
 // partials kept per tile and reduced after each step. The weights themselves are inputs
 // (actrec.ops.domains makes them); padded rows have weight 0 and enter no statistic.
@@ -232,6 +233,9 @@ ACTREC_INLINE void fwd_tile(const StepFwd<T>& a, int64_t k0, int64_t Jin, const 
     for (int64_t j = jb; j < std::min(N, jb + kRows); ++j) {
       const int dom = (ND == 2 && j >= a.n1) ? 1 : 0;
       if (ahead.xp != nullptr) ahead.row(j, H);
+      if (a.has_next) {  // this tile's columns of step t + 1's GEMM output, which this task writes
+        for (int q = 0; q < 4; ++q) __builtin_prefetch(a.gh + N * G + j * G + q * H + k0, 1, 2);
+      }
       const T* g = a.gh + j * G + k0;
       const T* x = a.xp + j * G + k0;
       const T* sx = a.sx + dom * G + k0;
@@ -405,8 +409,6 @@ struct Ahead {
   const T* xp = nullptr;
   const T* cprev = nullptr;
   const T* gout = nullptr;
-  T* dgh = nullptr;
-  T* dxp = nullptr;
   const T* stats[4] = {};  // mean_h, var_h, mean_x, var_x at the tile's first column
   const T* stats_c[2] = {};  // mean_c, var_c
   int64_t dstride = 0;
@@ -422,11 +424,10 @@ struct Ahead {
     for (int q = 0; q < 4; ++q) {
       __builtin_prefetch(gh + j * G + q * H, 0, 2);
       __builtin_prefetch(xp + j * G + q * H, 0, 2);
-      __builtin_prefetch(dgh + j * G + q * H, 1, 2);
-      __builtin_prefetch(dxp + j * G + q * H, 1, 2);
     }
     __builtin_prefetch(cprev + j * H, 0, 2);
     __builtin_prefetch(gout + j * H, 0, 2);
+    // dgh and dxp are not prefetched: their chunk buffers (chunk_steps) are still in cache.
   }
 };
 
@@ -441,8 +442,6 @@ Ahead<T> ahead_of(const StepBwd<T>& a, int64_t t, int64_t b, int64_t e) {
   n.xp = a.xp - step * N * G + k;
   n.cprev = (step == 0 ? a.cprev : a.cprev_next) + k;
   n.gout = a.gout - step * N * H + k;
-  n.dgh = a.dgh - step * N * G + k;
-  n.dxp = a.dxp - step * N * G + k;
   n.stats[0] = a.mean_h - step * G + k;
   n.stats[1] = a.var_h - step * G + k;
   n.stats[2] = a.mean_x - step * G + k;
@@ -1005,6 +1004,25 @@ at::Tensor mm_any(const at::Tensor& a, const at::Tensor& b) {
   return out;
 }
 
+// out [M, K] += a [M, C] b [C, K].
+void addmm_into(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
+  if (a.size(0) * a.size(1) * b.size(1) > kSmallWholeMacs)
+    out.addmm_(a, b);
+  else
+    out.add_(mm_any(a, b));
+}
+
+// The backward keeps dL/d(h W_hh^T) and dL/d(x W_ih^T) for a chunk of this many steps only and
+// takes the weight gradients (and dL/dx) of each chunk as GEMMs over its rows: a step's
+// gradients are then written to, and read back from, buffers still in cache, where
+// whole-sequence [T, N, 4H] buffers were cold (the per-step stores missed to memory, and the
+// GEMMs read 100 MB back). At least 2 steps (step t reads step t + 1's slot while writing its
+// own), about kChunkRows rows per GEMM (K = C N: efficient GEMMs, ~2 MB buffers at 4H = 512).
+constexpr int64_t kChunkRows = 1024;
+int64_t chunk_steps(int64_t T, int64_t N) {
+  return std::min(T, std::max<int64_t>(2, (kChunkRows + N - 1) / N));
+}
+
 struct Shapes {
   int64_t T, N, D, H, G;
 };
@@ -1083,12 +1101,7 @@ FwdResult forward_cpu(const at::Tensor& x_, const at::Tensor& w_ih_, const at::T
   const int nd = num_domains(N, n1, dual);
 
   // The [T, N, *] buffers saved for backward come from the workspace cache (csrc/cpu/workspace.h).
-  at::Tensor xp = workspace::empty({T, N, G}, opt);  // x W_ih^T for all steps at once
-  {
-    const phase::Scope timed(phase::kXProj);
-    at::Tensor xp2 = xp.view({T * N, G});
-    mm_into(xp2, x.view({T * N, D}), w_ih.t());
-  }
+  at::Tensor xp = workspace::empty({T, N, G}, opt);  // x W_ih^T, one GEMM per chunk of steps
   at::Tensor ghs = workspace::empty({T, N, G}, opt);
   at::Tensor out = at::empty({T, N, H}, opt);
   at::Tensor cs = workspace::empty({T, N, H}, opt);
@@ -1104,20 +1117,29 @@ FwdResult forward_cpu(const at::Tensor& x_, const at::Tensor& w_ih_, const at::T
     std::vector<T_> scale(T * 2 * G), shift(T * 2 * G);  // x-path scale/shift per (t, d, c)
     const T_* xpp = xp.data_ptr<T_>();
     const XStatsFn<T_> x_stats = x_stats_fn(nd, T_());
-    // Parallel over steps only for real sizes (>= ~256k elements per task).
-    phase::Scope timed_stats(phase::kXStats);
-    at::parallel_for(0, T, std::max<int64_t>(1, (kMinTaskElems * 32) / (N * G)), [&](int64_t b, int64_t en) {
-      std::vector<double> work(4 * G);
-      std::vector<T_> part(2 * G);
-      for (int64_t t = b; t < en; ++t) {
-        const double inv_s[2] = {rw.inv_s[t], rw.inv_s[T + t]};
-        x_stats(xpp + t * N * G, N, G, wr.data() + t * N, wr.data() + (T + t) * N, inv_s, e,
-                gx.data_ptr<T_>(), bx.data_ptr<T_>(), bh.data_ptr<T_>(), bias.data_ptr<T_>(),
-                mean_x.data_ptr<T_>() + t * G, var_x.data_ptr<T_>() + t * G, T * G,
-                scale.data() + t * 2 * G, shift.data() + t * 2 * G, work.data(), part.data());
+    // x W_ih^T and its DDBN statistics for steps [t0, t0 + n), computed just before those steps
+    // run, so that their kernels read them from cache (the same chunks as the backward's).
+    const int64_t C = chunk_steps(T, N);
+    auto x_chunk = [&](int64_t t0, int64_t n) {
+      {
+        const phase::Scope timed(phase::kXProj);
+        at::Tensor xp_rows = xp.view({T * N, G}).narrow(0, t0 * N, n * N);
+        mm_into(xp_rows, x.view({T * N, D}).narrow(0, t0 * N, n * N), w_ih.t());
       }
-    });
-    timed_stats.end();
+      const phase::Scope timed(phase::kXStats);
+      // Parallel over steps only for real sizes (>= ~256k elements per task).
+      at::parallel_for(t0, t0 + n, std::max<int64_t>(1, (kMinTaskElems * 32) / (N * G)), [&](int64_t b, int64_t en) {
+        std::vector<double> work(4 * G);
+        std::vector<T_> part(2 * G);
+        for (int64_t t = b; t < en; ++t) {
+          const double inv_s[2] = {rw.inv_s[t], rw.inv_s[T + t]};
+          x_stats(xpp + t * N * G, N, G, wr.data() + t * N, wr.data() + (T + t) * N, inv_s, e,
+                  gx.data_ptr<T_>(), bx.data_ptr<T_>(), bh.data_ptr<T_>(), bias.data_ptr<T_>(),
+                  mean_x.data_ptr<T_>() + t * G, var_x.data_ptr<T_>() + t * G, T * G,
+                  scale.data() + t * 2 * G, shift.data() + t * 2 * G, work.data(), part.data());
+        }
+      });
+    };
     StepFwd<T_> a{};
     a.N = N; a.H = H; a.n1 = n1;
     a.gamma_h = gh.data_ptr<T_>(); a.gamma_c = gc.data_ptr<T_>(); a.beta_c = bc.data_ptr<T_>();
@@ -1128,6 +1150,7 @@ FwdResult forward_cpu(const at::Tensor& x_, const at::Tensor& w_ih_, const at::T
     const bool small = N * G * H <= kSmallGemmMacs;
     const bool gemm_in_region = !small && blas_in_region();
     for (int64_t t = 0; t < T; ++t) {
+      if (t % C == 0) x_chunk(t, std::min(C, T - t));
       T_* g_t = ghs.data_ptr<T_>() + t * N * G;
       const T_* hprev = t == 0 ? h0.data_ptr<T_>() : out.data_ptr<T_>() + (t - 1) * N * H;
       const double g0 = phase::on() ? phase::now_us() : 0.0;
@@ -1227,8 +1250,29 @@ BwdResult backward_cpu(const at::Tensor& grad_out_, const at::Tensor& grad_h_n,
   const int64_t ntiles = (H + kTile - 1) / kTile;
   const int64_t grain = tile_grain(N);
 
-  at::Tensor dgh = workspace::empty({T, N, G}, opt);
-  at::Tensor dxp = workspace::empty({T, N, G}, opt);
+  const int64_t C = chunk_steps(T, N);
+  at::Tensor dgh = workspace::empty({C, N, G}, opt);  // step t in slot t % C
+  at::Tensor dxp = workspace::empty({C, N, G}, opt);
+  at::Tensor grad_w_hh = at::zeros({G, H}, opt), grad_w_ih = at::zeros({G, D}, opt);
+  at::Tensor grad_x = need_grad_x ? at::empty({T, N, D}, opt) : at::empty({0}, opt);
+  const at::Tensor out_rows = out.view({T * N, H}), x_rows = x.view({T * N, D});
+  // The weight gradients (and dL/dx) of steps [t0, t0 + n), whose slots are 0 .. n - 1.
+  auto chunk_grads = [&](int64_t t0, int64_t n) {
+    const phase::Scope timed(phase::kWGrad);
+    const at::Tensor dg = dgh.narrow(0, 0, n).view({n * N, G});
+    const at::Tensor dx = dxp.narrow(0, 0, n).view({n * N, G});
+    if (t0 > 0) {
+      addmm_into(grad_w_hh, dg.t(), out_rows.narrow(0, (t0 - 1) * N, n * N));
+    } else {  // step 0 pairs with h0 (zeros unless given)
+      if (n > 1) addmm_into(grad_w_hh, dg.narrow(0, N, (n - 1) * N).t(), out_rows.narrow(0, 0, (n - 1) * N));
+      if (has_h0) addmm_into(grad_w_hh, dg.narrow(0, 0, N).t(), h0_->contiguous());
+    }
+    addmm_into(grad_w_ih, dx.t(), x_rows.narrow(0, t0 * N, n * N));
+    if (need_grad_x) {
+      at::Tensor gx_rows = grad_x.view({T * N, D}).narrow(0, t0 * N, n * N);
+      mm_into(gx_rows, dx, w_ih);
+    }
+  };
   at::Tensor dc = grad_c_n.contiguous().clone();   // [N, H] carried dL/dc
   at::Tensor dhrec = grad_h_n.contiguous().clone();  // [N, H] dL/dh through the recurrence
   std::vector<double> acc_gh(G, 0.0), acc_gx(G, 0.0), acc_b(G, 0.0), acc_gc(H, 0.0), acc_bc(H, 0.0);
@@ -1268,15 +1312,15 @@ BwdResult backward_cpu(const at::Tensor& grad_out_, const at::Tensor& grad_h_n,
       a.c = cs.data_ptr<T_>() + t * N * H;
       a.cprev = t == 0 ? c0.data_ptr<T_>() : cs.data_ptr<T_>() + (t - 1) * N * H;
       a.gout = grad_out.data_ptr<T_>() + t * N * H;
-      a.dgh = dgh.data_ptr<T_>() + t * N * G;
-      a.dxp = dxp.data_ptr<T_>() + t * N * G;
+      a.dgh = dgh.data_ptr<T_>() + (t % C) * N * G;
+      a.dxp = dxp.data_ptr<T_>() + (t % C) * N * G;
       a.has_next = t > 0;
       a.cprev_next = t > 1 ? a.cprev - N * H : c0.data_ptr<T_>();
       phase::Region timed(/*fwd=*/false, at::get_num_threads());
       at::parallel_for(0, ntiles, grain, [&](int64_t b, int64_t en) {
         const double q0 = timed.on() ? phase::now_us() : 0.0;
         if (gemm_in_region && t < T - 1)  // dL/dh_t for this task's columns, from step t + 1
-          hidden_cols_gemm<T_>(dgh.data_ptr<T_>() + (t + 1) * N * G, w_hh.data_ptr<T_>(),
+          hidden_cols_gemm<T_>(dgh.data_ptr<T_>() + ((t + 1) % C) * N * G, w_hh.data_ptr<T_>(),
                                dhrec.data_ptr<T_>(), N, H, b * kTile, std::min(H, en * kTile));
         const double q1 = timed.on() ? phase::now_us() : 0.0;
         run_bwd_tiles(nd, a, b, en, scratch.data(), dw_part.data());
@@ -1297,24 +1341,14 @@ BwdResult backward_cpu(const at::Tensor& grad_out_, const at::Tensor& grad_h_n,
       if (gemm_in_region) {
         if (t == 0) at::mm_out(dhrec, dgh.select(0, 0), w_hh);  // grad_h0
       } else if (N * G * H <= kSmallGemmMacs) {
-        small_mm_nn<T_>(dgh.data_ptr<T_>() + t * N * G, w_hh.data_ptr<T_>(), dhrec.data_ptr<T_>(), N, G, H);
+        small_mm_nn<T_>(dgh.data_ptr<T_>() + (t % C) * N * G, w_hh.data_ptr<T_>(), dhrec.data_ptr<T_>(), N, G, H);
       } else {
-        at::mm_out(dhrec, dgh.select(0, t), w_hh);  // [N, H]: dL/dh_{t-1} (grad_h0 at t = 0)
+        at::mm_out(dhrec, dgh.select(0, t % C), w_hh);  // [N, H]: dL/dh_{t-1} (grad_h0 at t = 0)
       }
       if (timed.on() && (!gemm_in_region || t == 0)) phase::add(phase::kBwdGemmOut, phase::now_us() - g0);
+      if (t % C == 0) chunk_grads(t, std::min(C, T - t));  // the chunk's first step is done
     }
   });
-
-  // Weight gradients as single GEMMs over all T*N rows.
-  phase::Scope timed_wgrad(phase::kWGrad);
-  const at::Tensor dgh2 = dgh.view({T * N, G}), dxp2 = dxp.view({T * N, G});
-  at::Tensor grad_w_hh = T > 1 ? mm_any(dgh2.narrow(0, N, (T - 1) * N).t(),
-                                         out.view({T * N, H}).narrow(0, 0, (T - 1) * N))  // [4H, H]
-                               : at::zeros({G, H}, opt);
-  if (has_h0) grad_w_hh.add_(mm_any(dgh.select(0, 0).t(), h0_->contiguous()));
-  at::Tensor grad_w_ih = mm_any(dxp2.t(), x.view({T * N, D}));  // [4H, D]
-  at::Tensor grad_x = need_grad_x ? mm_any(dxp2, w_ih).view({T, N, D}) : at::empty({0}, opt);
-  timed_wgrad.end();
 
   const auto dopt = opt.dtype(at::kDouble);
   auto from_vec = [&](const std::vector<double>& v) {
