@@ -66,8 +66,8 @@ class ExtractReport:
     length policy cut from each; ``frames`` counts the frames written, ``seconds`` the run's
     wall time. ``stopped`` says why the run stopped before the end (the store could not be
     written: a full disk, permissions; a signal), ``not_done`` the videos it then left undone
-    (the ones being extracted when it stopped among them); ``interrupted`` names the signal
-    (``SIGINT``, ``SIGTERM``) when a signal stopped it."""
+    (``in_progress``: those of them being extracted when it stopped); ``interrupted`` names
+    the signal (``SIGINT``, ``SIGTERM``) when a signal stopped it."""
 
     written: tuple[str, ...]
     skipped: tuple[str, ...]
@@ -85,6 +85,7 @@ class ExtractReport:
     stopped: str = ""  # why the run stopped early ("" when it ran to the end)
     not_done: tuple[str, ...] = ()  # videos left undone because it stopped
     interrupted: str = ""  # the signal that stopped the run ("" when none did)
+    in_progress: tuple[str, ...] = ()  # of not_done, those being extracted when it stopped
 
     @property
     def ok(self) -> bool:
@@ -118,6 +119,7 @@ class ExtractReport:
             "stopped": self.stopped or None,
             "not_done": list(self.not_done),
             "interrupted": self.interrupted or None,
+            "in_progress": list(self.in_progress),
         }
 
 
@@ -154,8 +156,9 @@ class ExtractInterrupted(BaseException):
     def __str__(self) -> str:
         report = self.report
         kept = len(report.written) + len(report.skipped)
-        return (f"{report.stopped}: {len(report.not_done)} video(s) not done ({kept} done are "
-                f"kept); run the command again to do the rest")
+        return (f"{report.stopped[:1].upper()}{report.stopped[1:]}: {len(report.not_done)} "
+                f"video(s) not done ({kept} done are kept); run the command again to do the "
+                f"rest")
 
 
 class _CtrlC(ExtractInterrupted, KeyboardInterrupt):
@@ -166,7 +169,7 @@ class _Terminated(ExtractInterrupted, SystemExit):
     pass
 
 
-_SIGNALS = {"SIGINT": "SIGINT, Ctrl-C", "SIGTERM": "SIGTERM"}
+_SIGNALS = {"SIGINT": "SIGINT (Ctrl-C)", "SIGTERM": "SIGTERM"}
 
 
 def parse_shard(text: str | tuple[int, int] | None) -> tuple[int, int] | None:
@@ -320,6 +323,8 @@ def extract_features(
         stopped=plan.stopped,
         not_done=tuple(v for v in ids if v not in done) if plan.stopped else (),
         interrupted=signal_name,
+        in_progress=tuple(v for v in ids if v in plan.started and v not in done)
+        if plan.stopped else (),
     )
     if signal_name:
         raise _interrupted_error(report) from None
@@ -338,6 +343,7 @@ class _Plan:
     changed: list[tuple[str, str]] = field(default_factory=list)
     tasks: list[VideoTask] = field(default_factory=list)
     results: dict[str, Any] = field(default_factory=dict)  # video id -> Outcome
+    started: set[str] = field(default_factory=set)  # videos the extractor started on
     run: Any = None  # its RunRecord in the store
     stopped: str = ""
 
@@ -394,9 +400,11 @@ def _run(plan: _Plan, index, extractor, store_path, ids: list[str], source, look
         plan.stopped = str(store_write_error(store.path, "record this run", exc))
 
     def emit(event) -> None:
-        from actrec.extract_workers import Finished
+        from actrec.extract_workers import Finished, Started
 
-        if isinstance(event, Finished):
+        if isinstance(event, Started):
+            plan.started.add(event.video)
+        elif isinstance(event, Finished):
             outcome = results[event.outcome.id] = event.outcome
             with contextlib.suppress(OSError):  # only --status's loss (a full disk)
                 if not outcome.ok and not outcome.busy:

@@ -416,6 +416,9 @@ def _run_processes(tasks, spec, devices, emit) -> None:
     ctx = multiprocessing.get_context("spawn")
     workers = len(devices)
     task_q = ctx.Queue()
+    # Tasks still queued when the run stops are not needed: never wait at exit to push them
+    # into a pipe no worker reads any more (the command would hang there).
+    task_q.cancel_join_thread()
     event_q = ctx.Queue()
     for task in tasks:
         task_q.put(task)
@@ -496,23 +499,49 @@ def _run_processes(tasks, spec, devices, emit) -> None:
                 finished += 1
             emit(payload)
     finally:
-        for w, proc in procs.items():
-            if proc.is_alive() and finished < len(tasks) and w not in gone:
-                proc.terminate()  # an error or an interrupt: stop the others too
-        for proc in procs.values():
-            proc.join(timeout=_STOP_SECONDS)
-            if proc.is_alive():  # stuck in a long call: no longer waited for
-                proc.kill()
-                proc.join(timeout=30)
+        # an error or an interrupt: stop the others too
+        again = _stop_workers(procs, [proc for w, proc in procs.items() if proc.is_alive()
+                                      and finished < len(tasks) and w not in gone])
         if finished < len(tasks):  # stopped early: what the workers finished before they
             finished += _drain_finished(event_q, holding, emit)  # stopped counts as done
         _release_dead_claims(spec.store_path, {vid for w, vid in holding.items()
                                                if not procs[w].is_alive()})
         if finished < len(tasks):  # stopped mid-write: their temp folders go now
             _clean_dead_writes(spec.store_path)
-        task_q.cancel_join_thread()
         task_q.close()
         event_q.close()
+        if again is not None:  # interrupted again while stopping: said once all is clean
+            raise again
+
+
+def _stop_workers(procs: dict[int, Any], stop: Sequence[Any]) -> BaseException | None:
+    """Stop the worker processes: SIGTERM to those in ``stop`` (they unwind: claims released,
+    unfinished writes removed), up to ``_STOP_SECONDS`` for every worker to end, then SIGKILL
+    for those still there, so that none outlives this call. An interrupt while waiting (a
+    second Ctrl-C, SIGTERM) kills them at once; it is returned, for the caller to raise once
+    the rest is cleaned up."""
+    import time
+
+    again: BaseException | None = None
+    for proc in stop:
+        proc.terminate()
+    deadline = time.monotonic() + _STOP_SECONDS
+    try:
+        for proc in procs.values():
+            proc.join(timeout=max(0.0, deadline - time.monotonic()))
+    except (KeyboardInterrupt, SystemExit) as exc:  # asked again: no more waiting
+        again = exc
+    for proc in procs.values():
+        if proc.is_alive():  # stuck in a long call (or asked again): no longer waited for
+            proc.kill()
+    for proc in procs.values():
+        while True:
+            try:
+                proc.join(timeout=30)  # killed: only the kernel's clean-up left
+                break
+            except (KeyboardInterrupt, SystemExit) as exc:
+                again = again or exc
+    return again
 
 
 def _drain_finished(event_q, holding: dict[int, str], emit: Callable[[Event], None]) -> int:

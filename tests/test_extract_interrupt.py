@@ -7,6 +7,7 @@ real signals, a real plugin distribution, real mp4 files and Zarr stores."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 from actrec_plugins.extractors.colorgrad import ColorGradient
@@ -81,7 +83,7 @@ def test_an_interrupted_run_prints_its_json_summary_and_the_rerun_completes(
     assert proc.returncode == 128 + sig, err.decode()
     assert "Traceback" not in err.decode(), err.decode()
     name = signal.Signals(sig).name
-    assert f"Interrupted: interrupted by {name}" in err.decode()
+    assert f"Interrupted by {name}" in err.decode()
     report = json.loads(out)  # one JSON document, the one a finished run prints
     assert report["interrupted"] == name and report["stopped"].startswith(f"interrupted by {name}")
     store = FeatureStore.open(path)
@@ -90,6 +92,9 @@ def test_an_interrupted_run_prints_its_json_summary_and_the_rerun_completes(
     # not done; nothing failed.
     assert sorted(report["written"]) == done and 1 <= len(done) < len(index.videos), report
     assert sorted(report["not_done"]) == sorted(set(index.videos) - set(done))
+    # the one cut off mid-video (each worker's, with 2): started, not finished
+    assert 1 <= len(report["in_progress"]) <= workers
+    assert set(report["in_progress"]) <= set(report["not_done"])
     assert report["failed"] == [] and report["skipped"] == [] and report["workers"] == workers
     assert report["frames"] == sum(store.read(v)[0].shape[0] for v in done)
     for vid in done:
@@ -139,8 +144,22 @@ def test_an_interrupt_in_python_raises_keyboard_interrupt_with_the_report(
     assert caught.value.signal == "SIGINT" and caught.value.exit_code == 130
     assert report.written == (first,) and report.interrupted == "SIGINT" and not report.ok
     assert report.not_done == tuple(sorted(index.videos)[1:]) and not report.failed
+    assert report.in_progress == (sorted(index.videos)[1],)
     assert FeatureStore.open(tmp_path / "s.zarr").videos() == [first]
     assert not list((tmp_path / "s.zarr" / ".claims").glob("*.json"))
+    # The table: how many are not done, the video cut off, then the ones not started.
+    from rich.console import Console
+
+    from actrec.cli.extract_cmd import _render
+
+    console = Console(record=True, width=200)
+    console.print(_render(report))
+    lines = [" ".join(x.replace("│", " ").split()) for x in console.export_text().splitlines()]
+    assert any("not done (run stopped)" in x for x in lines)
+    assert "1 0 0 0 0 0 (0) 2" in lines, lines
+    second, third = sorted(index.videos)[1:]
+    assert f"{second} not done: was being extracted interrupted by SIGINT (Ctrl-C)" in lines
+    assert f"{third} not done: not started interrupted by SIGINT (Ctrl-C)" in lines
 
 
 # ------------------------------------------------------------------ a stopped worker's exit
@@ -218,3 +237,76 @@ def test_a_worker_stopped_as_it_makes_its_first_lock_leaves_no_leaked_semaphore(
     assert "leaked semaphore" not in err.decode(), err.decode()
     assert json.loads(out)["interrupted"] == "SIGTERM"
     assert not list((tmp_path / "s.zarr" / ".claims").glob("*.json"))
+
+
+STUCK = '''
+import os
+import signal
+import time
+from pathlib import Path
+
+from actrec_plugins.extractors.colorgrad import ColorGradient
+
+
+class StuckCG(ColorGradient):
+    """colorgrad stuck for a while in its first batch as in a long native call: SIGTERM does
+    not reach this (main) thread until it returns."""
+
+    name = "stuckcg"
+
+    def extract(self, batches):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        (Path(os.environ["STUCK_MARKS"]) / str(os.getpid())).touch()
+        time.sleep(float(os.environ.get("STUCK_SECONDS", "45")))
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        yield from super().extract(batches)
+'''
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_while_workers_stop_kills_them_and_the_command_ends(tiny_kitchen,
+                                                                             tmp_path):
+    # Ctrl-C stops the workers and waits for them to unwind; a worker stuck in a long call
+    # does not, and Ctrl-C again must end the wait (kill them) rather than leave the command
+    # hanging on them at its exit.
+    dataset, index = tiny_kitchen
+    site = tmp_path / "stucksite"
+    info = site / "stuck_plugin-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: stuck-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[actrec.extractors]\nstuckcg = stuck_plugin:StuckCG\n")
+    (site / "stuck_plugin.py").write_text(STUCK)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    out = tmp_path / "s.zarr"
+    env = {**os.environ, "STUCK_MARKS": str(marks),
+           "PYTHONPATH": os.pathsep.join([str(site), *sys.path])}
+    args = ["-m", "actrec", "extract", "synthetic", "--root", str(dataset.config.root),
+            "--out", str(out), "--extractor", "stuckcg", "--batch-size", "8", "--workers", "2",
+            "--json", *[f"-o{k}={v}" for k, v in TINY.items()]]
+    proc = subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(marks.iterdir())) < 2 and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            time.sleep(0.02)
+        workers = [int(m.name) for m in marks.iterdir()]
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(1.0)  # the command is waiting for its stuck workers
+        assert proc.poll() is None
+        os.killpg(proc.pid, signal.SIGINT)
+        out_text, err = proc.communicate(timeout=30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err.decode()
+    report = json.loads(out_text)
+    assert report["interrupted"] == "SIGINT" and not report["written"]
+    assert sorted(report["not_done"]) == sorted(index.videos)
+    assert len(report["in_progress"]) == 2 and set(report["in_progress"]) <= set(index.videos)
+    for pid in workers:  # killed, not left behind
+        assert not Path(f"/proc/{pid}").exists() or \
+            Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    assert not list((out / ".claims").glob("*.json")), "claims left"
+    assert not list(out.glob(".tmp/*"))

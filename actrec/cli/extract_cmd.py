@@ -153,7 +153,7 @@ def extract(dataset, split, root, options, extractor, extractor_options, out, st
     if stopped is not None:
         click.echo(f"Error: {stopped}", err=True)
     if interrupted is not None:
-        click.echo(f"Interrupted: {interrupted}", err=True)
+        click.echo(str(interrupted), err=True)
         raise SystemExit(interrupted.exit_code)
     if head_error is not None:
         click.echo(f"Error: frame classifier not trained: {head_error}", err=True)
@@ -164,6 +164,9 @@ def extract(dataset, split, root, options, extractor, extractor_options, out, st
                    f"they finish (`actrec extract --status {report.store}` shows them)", err=True)
     if not report.ok or head_error is not None or report.busy:
         raise SystemExit(1)
+
+
+_NOT_STARTED_ROWS = 5  # videos a stopped run had not started, listed in the table
 
 
 def _render(report):
@@ -182,9 +185,13 @@ def _render(report):
     table.add_column("redone: source changed", justify="right")
     table.add_column("frames cut (videos)", justify="right")
     cut = sum(report.frames_cut.values())
-    table.add_row(str(len(report.written)), str(len(report.skipped)), str(len(report.failed)),
-                  str(len(report.redone_damaged)), str(len(report.redone_changed)),
-                  f"{cut} ({len(report.cut)})")
+    row = [str(len(report.written)), str(len(report.skipped)), str(len(report.failed)),
+           str(len(report.redone_damaged)), str(len(report.redone_changed)),
+           f"{cut} ({len(report.cut)})"]
+    if report.stopped:
+        table.add_column("not done (run stopped)", justify="right")
+        row.append(str(len(report.not_done)))
+    table.add_row(*row)
     if report.frames_cut:
         table.caption += "; length policy " + report.length_policy + ": " + ", ".join(
             f"{n} {what}" for what, n in report.frames_cut.items())
@@ -193,7 +200,14 @@ def _render(report):
     rows += [(v, "redone: source changed", c) for v, c in report.redone_changed]
     rows += [(v, "left to another process", "another `actrec extract` was extracting it")
              for v in report.busy]
-    rows += [(v, "not done: the run stopped", report.stopped) for v in report.not_done]
+    # The videos cut off first; the others were not started (all of them: --json).
+    cut_off = [(v, "not done: was being extracted", report.stopped) for v in report.in_progress]
+    waiting = [v for v in report.not_done if v not in set(report.in_progress)]
+    rows += cut_off + [(v, "not done: not started", report.stopped)
+                       for v in waiting[:_NOT_STARTED_ROWS]]
+    if len(waiting) > _NOT_STARTED_ROWS:
+        rows.append((f"... {len(waiting) - _NOT_STARTED_ROWS} more", "not done: not started",
+                     "--json lists every video"))
     if report.stopped:
         table.caption += f"; STOPPED: {report.stopped}"
     if not rows:
