@@ -465,7 +465,7 @@ def _render(res: dict[str, Any]):
                    f"ms per step, medians; per-thread parts: mean of {ph['threads']:.0f} threads)")
         for col in ("part", "ms", "share"):
             pt.add_column(col, justify="left" if col == "part" else "right")
-        labels = (("fwd_x_proj", "forward: x W_ih^T, all steps"),
+        labels = (("fwd_x_proj", "forward: x W_ih^T (per chunk of steps)"),
                   ("fwd_x_stats", "forward: its DDBN statistics"),
                   ("fwd_gemm", "forward: step GEMMs h W_hh^T (per thread)"),
                   ("fwd_kernels", "forward: step kernels (per thread)"),
@@ -474,7 +474,7 @@ def _render(res: dict[str, Any]):
                   ("bwd_gemm", "backward: step GEMMs dG W_hh (per thread)"),
                   ("bwd_kernels", "backward: step kernels (per thread)"),
                   ("bwd_wait", "backward: fork/join, waiting"),
-                  ("bwd_weight_grads", "backward: weight-gradient GEMMs, all steps"),
+                  ("bwd_weight_grads", "backward: weight-gradient GEMMs (per chunk of steps)"),
                   ("bwd_other", "backward: rest of the op"),
                   ("outside_ops", "outside the ops (Python, autograd, running statistics)"))
         for key, label in labels:

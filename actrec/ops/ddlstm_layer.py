@@ -176,8 +176,9 @@ def release_workspace() -> int:
 
 # The CPU training ops' phases, in the order of actrec::phase::Phase (csrc/cpu/phase_times.h).
 # Microseconds summed over the calls timed, except the *_steps and threads counts. Per call:
-# fwd_total, x_proj (x W_ih^T for all steps), x_stats (its per-step DDBN statistics),
-# bwd_total, weight_grads (the weight-gradient GEMMs over all steps, and dL/dx). Per step:
+# fwd_total, x_proj (x W_ih^T, one GEMM per chunk of steps), x_stats (its per-step DDBN
+# statistics), bwd_total, weight_grads (the weight-gradient GEMMs and dL/dx, one set per chunk
+# of steps). Per step:
 # *_region (the step's parallel region, wall), *_gemm (its recurrent GEMM) and *_kernels (its
 # fused element-wise kernel), both summed over the region's threads, *_busy (the busiest
 # thread's GEMM + kernel time: region - busy is fork/join and waiting), *_steps (steps timed);
