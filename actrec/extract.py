@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from actrec.errors import ConfigError, DataError
+from actrec.errors import ActrecError, ConfigError, DataError
 from actrec.extract_video import (
     CUT_LABELS,
     CUT_VIDEO,
@@ -280,6 +280,7 @@ def extract_features(
         raise DataError(f"dataset '{index.name}' has no video(s) {listed}")
     ids = [v for v in ids if in_shard(v, shard)]
     started = time.perf_counter()
+    since = time.time()  # what the store's videos record as their write time (written_at)
     plan = _Plan()
     signal_name = ""
     with sigterm_as_exit():  # SIGTERM stops the run as Ctrl-C does, with its report
@@ -297,6 +298,8 @@ def extract_features(
             signal_name = "SIGTERM"
     if signal_name:
         plan.stopped = f"interrupted by {_SIGNALS[signal_name]}"
+    if plan.stopped:
+        _written_unheard(plan, store_path, since)
     outcomes = [plan.results[t.id] for t in plan.tasks if t.id in plan.results]
     with contextlib.suppress(OSError):
         if plan.run is not None:  # None: stopped at its start
@@ -442,6 +445,33 @@ def _run(plan: _Plan, index, extractor, store_path, ids: list[str], source, look
         from actrec.extract_claims import release_claims
 
         release_claims(store.path)
+
+
+def _written_unheard(plan: _Plan, store_path, since: float) -> None:
+    """Count as written the videos this run started whose outcome it never heard of but that
+    the store holds whole, written since ``since`` (by this run, which held their claims): a
+    stop can cut off that last word (a worker's message still in its pipe, an interrupt
+    between the write and its report). The others stay not done."""
+    from actrec.extract_video import Outcome
+    from actrec.io.features import FeatureStore
+
+    unheard = sorted(v for v in plan.started if v not in plan.results)
+    if not unheard:
+        return
+    try:
+        store = FeatureStore.open(store_path)
+        for vid in unheard:
+            if not store.has(vid):
+                continue
+            attrs = store.video_attrs(vid)
+            if float(attrs.get("written_at") or 0.0) < since or store.damage(vid):
+                continue  # an older copy (being redone when the run stopped), or damaged
+            cut = attrs.get("frames_cut") or {}
+            plan.results[vid] = Outcome(vid, True, frames=int(attrs.get("num_frames") or 0),
+                                        video_frames_cut=int(cut.get("video") or 0),
+                                        label_frames_cut=int(cut.get("labels") or 0))
+    except (OSError, ActrecError):  # the store unreadable now: those stay not done
+        return
 
 
 def _interrupted_error(report: ExtractReport) -> ExtractInterrupted:

@@ -310,3 +310,30 @@ def test_a_second_ctrl_c_while_workers_stop_kills_them_and_the_command_ends(tiny
             Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
     assert not list((out / ".claims").glob("*.json")), "claims left"
     assert not list(out.glob(".tmp/*"))
+
+
+def test_a_video_written_before_the_stop_whose_report_was_cut_off_counts_as_written(
+        tiny_kitchen, tmp_path):
+    # A stop can cut off a finished video's last word (a worker's message still in its pipe,
+    # an interrupt between the write and its report): the store decides. Started by the run
+    # and written since it began: written; an older copy or nothing: not done.
+    from actrec.extract import _Plan, _written_unheard
+
+    _, index = tiny_kitchen
+    old, new, absent = sorted(index.videos)
+    path = tmp_path / "s.zarr"
+    extract_features(index, ColorGradient(CG), path, dataset_ref="r", video_ids=[old])
+    since = time.time()
+    extract_features(index, ColorGradient(CG), path, dataset_ref="r", video_ids=[new])
+    plan = _Plan(started={old, new, absent})
+    _written_unheard(plan, path, since)
+    assert list(plan.results) == [new]
+    outcome = plan.results[new]
+    assert outcome.ok and not outcome.skipped
+    assert outcome.frames == FeatureStore.open(path).read(new)[0].shape[0] > 0
+    # damaged since: not done either
+    chunk = next(p for p in (FeatureStore.open(path).video_dir(new)).rglob("c/*") if p.is_file())
+    chunk.unlink()
+    plan = _Plan(started={new})
+    _written_unheard(plan, path, since)
+    assert plan.results == {}
