@@ -126,10 +126,18 @@ class ArrayFiles:
                 f.write(crc)
 
 
-def write_group(folder: Path, attributes: dict[str, Any]) -> None:
-    """Write the metadata of a Zarr v3 group with ``attributes`` into ``folder`` (which
-    exists), as ``zarr.Group.from_store`` writes it."""
-    from zarr.core.group import GroupMetadata
+_group_document: dict[str, Any] | None = None
 
-    document = GroupMetadata(attributes=attributes).to_dict()
+
+def write_group(folder: Path, attributes: dict[str, Any]) -> None:
+    """Write the metadata of a Zarr v3 group with ``attributes`` (JSON values) into
+    ``folder`` (which exists), as ``zarr.Group.from_store`` writes it."""
+    global _group_document
+    if _group_document is None:
+        # zarr's document of a group, made once (its to_dict deep-copies the attributes:
+        # slow for a video's records)
+        from zarr.core.group import GroupMetadata
+
+        _group_document = GroupMetadata(attributes={}).to_dict()
+    document = {**_group_document, "attributes": attributes}
     (folder / _ZARR_JSON).write_bytes(_json_bytes(document))
