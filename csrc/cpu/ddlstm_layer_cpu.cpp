@@ -254,6 +254,7 @@ ACTREC_INLINE void fwd_tile(const StepFwd<T>& a, int64_t k0, int64_t Jin, const 
       T* cc = a.c + j * H + k0;
       T* hh = a.h + j * H + k0;
       const T wj = a.wc[j];
+#pragma GCC ivdep  // c_t, h_t and c_{t-1} never overlap: no runtime overlap checks per row
       for (int64_t u = 0; u < J; ++u) {
         const T cv = cell::cell_state(pre[u], pre[kTile + u], pre[2 * kTile + u], cp[u]);
         cc[u] = cv;
@@ -451,6 +452,18 @@ Ahead<T> ahead_of(const StepBwd<T>& a, int64_t t, int64_t b, int64_t e) {
   return n;
 }
 
+// The sum of v[0 .. kTile) as a tree over the lanes (v is overwritten). Each level is a loop of
+// constant length, which gcc vectorises; one loop over a halving width compiled to scalar adds
+// through memory.
+template <typename T>
+ACTREC_INLINE T lane_sum(T* v) {
+  static_assert(kTile == 16, "lane_sum's levels are written for 16 lanes");
+  for (int u = 0; u < 8; ++u) v[u] += v[u + 8];
+  for (int u = 0; u < 4; ++u) v[u] += v[u + 4];
+  for (int u = 0; u < 2; ++u) v[u] += v[u + 2];
+  return v[0] + v[1];
+}
+
 // One tile of the backward step. act: [N, 4 kTile], da: [N, 4 kTile], dyv: [N, kTile] scratch;
 // dw_part: this tile's [2, N] partials of S_d(t) dL/dw_d(t, j) at this step (written, not added).
 // Full: as fwd_tile's.
@@ -496,28 +509,34 @@ ACTREC_INLINE void bwd_tile(const StepBwd<T>& a, int64_t k0, int64_t Jin, T* act
     for (int64_t j = jb; j < std::min(N, jb + kRows); ++j) {
       const int dom = (ND == 2 && j >= a.n1) ? 1 : 0;
       if (ahead.gh != nullptr) ahead.row(j, N, H);
-      const T* g = a.gh + j * G + k0;
-      const T* x = a.xp + j * G + k0;
-      const T* cc = a.c + j * H + k0;
-      const T* go = a.gout + j * H + k0;
-      const T* dr = a.dhrec + j * H + k0;
-      T* ac = act + j * W;
-      T* dd = da + j * W;
-      T* dy = dyv + j * kTile;
+      // The scratch and outputs never overlap the inputs: __restrict__ and GCC ivdep (here and
+      // in pass C) spare the runtime overlap checks gcc otherwise emits before every vector
+      // loop, scalar code on each row.
+      const T* __restrict__ g = a.gh + j * G + k0;
+      const T* __restrict__ x = a.xp + j * G + k0;
+      const T* __restrict__ cc = a.c + j * H + k0;
+      const T* __restrict__ go = a.gout + j * H + k0;
+      const T* __restrict__ dr = a.dhrec + j * H + k0;
+      T* __restrict__ ac = act + j * W;
+      T* __restrict__ dd = da + j * W;
+      T* __restrict__ dy = dyv + j * kTile;
       for (int q = 0; q < 4; ++q) {
         const T* A = ah[dom] + q * kTile;
         const T* X = ax[dom] + q * kTile;
         const T* B = b0[dom] + q * kTile;
-        const T* gq = g + q * H;
-        const T* xq = x + q * H;
-        T* aq = ac + q * kTile;
+        const T* __restrict__ gq = g + q * H;
+        const T* __restrict__ xq = x + q * H;
+        T* __restrict__ aq = ac + q * kTile;
+#pragma GCC ivdep  // see above
         for (int64_t u = 0; u < J; ++u) aq[u] = gq[u] * A[u] + xq[u] * X[u] + B[u];
       }
       sigmoid_n<2 * kTile>(ac);
       tanh_n<kTile>(ac + 2 * kTile);
       sigmoid_n<kTile>(ac + 3 * kTile);
+#pragma GCC ivdep
       for (int64_t u = 0; u < J; ++u) thv[u] = gc[u] * (cc[u] - mc[u]) * rc[u] + bc[u];
       tanh_n<kTile>(thv);
+#pragma GCC ivdep
       for (int64_t u = 0; u < J; ++u) {
         const T o = ac[3 * kTile + u];
         const T ch = (cc[u] - mc[u]) * rc[u];
@@ -633,24 +652,25 @@ ACTREC_INLINE void bwd_tile(const StepBwd<T>& a, int64_t k0, int64_t Jin, T* act
   for (int64_t j = 0; j < N; ++j) {
     const int dom = (ND == 2 && j >= a.n1) ? 1 : 0;
     const T w0 = a.wn0[j], w1 = ND == 2 ? a.wn1[j] : T(0);
-    const T* g = a.gh + j * G + k0;
-    const T* x = a.xp + j * G + k0;
-    T* og = a.dgh + j * G + k0;
-    T* ox = a.dxp + j * G + k0;
-    const T* dd = da + j * W;
+    const T* __restrict__ g = a.gh + j * G + k0;
+    const T* __restrict__ x = a.xp + j * G + k0;
+    T* __restrict__ og = a.dgh + j * G + k0;
+    T* __restrict__ ox = a.dxp + j * G + k0;
+    const T* __restrict__ dd = da + j * W;
     // The weight partials sum over the row's 4 kTile columns: per lane first, then a tree over
     // the lanes; one running scalar would be a chain of 4 kTile dependent adds (gcc may not
     // reorder float sums), the slowest part of the whole step.
     T t0[kTile] = {}, t1[kTile] = {};
     for (int q = 0; q < 4; ++q) {
       const int64_t o = q * kTile;
-      const T* gq = g + q * H;
-      const T* xq = x + q * H;
-      T* ogq = og + q * H;
-      T* oxq = ox + q * H;
-      const T* dq = dd + o;
+      const T* __restrict__ gq = g + q * H;
+      const T* __restrict__ xq = x + q * H;
+      T* __restrict__ ogq = og + q * H;
+      T* __restrict__ oxq = ox + q * H;
+      const T* __restrict__ dq = dd + o;
       const T* A = ah[dom] + o;
       const T* X = ax[dom] + o;
+#pragma GCC ivdep
       for (int64_t u = 0; u < J; ++u) {
         const T hv = gq[u], xv = xq[u], gv = dq[u];
         T dh = A[u] * gv + w0 * (Kh[0][o + u] + Lh[0][o + u] * hv);
@@ -668,14 +688,8 @@ ACTREC_INLINE void bwd_tile(const StepBwd<T>& a, int64_t k0, int64_t Jin, T* act
       }
     }
     if (ND == 2) {
-      for (int64_t w = kTile / 2; w >= 1; w /= 2) {
-        for (int64_t u = 0; u < w; ++u) {
-          t0[u] += t0[u + w];
-          t1[u] += t1[u + w];
-        }
-      }
-      dw_part[j] = static_cast<double>(t0[0]) + cst[0];
-      dw_part[N + j] = static_cast<double>(t1[0]) + cst[1];
+      dw_part[j] = static_cast<double>(lane_sum(t0)) + cst[0];
+      dw_part[N + j] = static_cast<double>(lane_sum(t1)) + cst[1];
     }
   }
 }
