@@ -452,16 +452,23 @@ Ahead<T> ahead_of(const StepBwd<T>& a, int64_t t, int64_t b, int64_t e) {
   return n;
 }
 
-// The sum of v[0 .. kTile) as a tree over the lanes (v is overwritten). Each level is a loop of
-// constant length, which gcc vectorises; one loop over a halving width compiled to scalar adds
-// through memory.
+// The sum of v[0 .. kTile) as a tree over the lanes: v[u] + v[u + 8], then + 4, + 2, + 1.
+// Written with GCC vector types, each level one vector add of two halves: as loops gcc kept
+// the order but added lane by lane (about 35 instructions per sum, 5 % of the backward).
 template <typename T>
-ACTREC_INLINE T lane_sum(T* v) {
+ACTREC_INLINE T lane_sum(const T* v) {
   static_assert(kTile == 16, "lane_sum's levels are written for 16 lanes");
-  for (int u = 0; u < 8; ++u) v[u] += v[u + 8];
-  for (int u = 0; u < 4; ++u) v[u] += v[u + 4];
-  for (int u = 0; u < 2; ++u) v[u] += v[u + 2];
-  return v[0] + v[1];
+  typedef T V16 __attribute__((vector_size(16 * sizeof(T))));
+  typedef T V8 __attribute__((vector_size(8 * sizeof(T))));
+  typedef T V4 __attribute__((vector_size(4 * sizeof(T))));
+  typedef T V2 __attribute__((vector_size(2 * sizeof(T))));
+  V16 a;
+  std::memcpy(&a, v, sizeof(a));
+  const V8 b = __builtin_shufflevector(a, a, 0, 1, 2, 3, 4, 5, 6, 7) +
+               __builtin_shufflevector(a, a, 8, 9, 10, 11, 12, 13, 14, 15);
+  const V4 c = __builtin_shufflevector(b, b, 0, 1, 2, 3) + __builtin_shufflevector(b, b, 4, 5, 6, 7);
+  const V2 d = __builtin_shufflevector(c, c, 0, 1) + __builtin_shufflevector(c, c, 2, 3);
+  return d[0] + d[1];
 }
 
 // One tile of the backward step. act: [N, 4 kTile], da: [N, 4 kTile], dyv: [N, kTile] scratch;
