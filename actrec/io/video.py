@@ -152,11 +152,13 @@ def keep_freed_batches() -> bool:
     (a few MB: 64 frames of 128 x 128 are 3 MB), which glibc maps from the OS and unmaps when
     freed, so every batch was page-faulted in afresh: about a tenth of decoding's CPU time.
     Blocks up to 32 MB now come from the heap, and up to 256 MB of free memory stays there.
-    Left alone where the user set glibc's ``MALLOC_*`` variables, and without glibc."""
+    Left alone where the user set glibc's ``MALLOC_*`` variables or ``glibc.malloc.*``
+    tunables (``GLIBC_TUNABLES``), and without glibc."""
     global _allocator_kept
     if _allocator_kept:
         return True
-    if any(k in os.environ for k in _MALLOC_ENV):
+    if any(k in os.environ for k in _MALLOC_ENV) or \
+            "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):  # the same, as tunables
         return False
     try:
         import ctypes
