@@ -34,3 +34,26 @@ def test_a_compute_bound_extractor_gains_from_a_second_worker():
     # Main thread only: two workers halve it, until the total over the cores binds.
     assert _estimates(0.1, 0.4, 0.0, 2)[1] == pytest.approx(2.0)
     assert _estimates(0.1, 0.4, 0.1, 2)[1] == pytest.approx(0.4 / 0.25)
+
+
+def test_decode_only_reads_every_frame_opening_ahead(tmp_path):
+    # The baseline decodes every frame of every video (opened one ahead on a thread of its
+    # own, as the host does), and a video that cannot be opened is an error, not a hang.
+    import dataclasses
+    import types
+
+    from actrec.bench.extract import _decode_only, _kitchen
+    from actrec.errors import DataError
+    from actrec.io.video import open_video
+
+    args = types.SimpleNamespace(participants=2, videos=2, frames=24, size=32)
+    _, index = _kitchen(tmp_path / "data", args)
+    want = sum(open_video(r.path, fps=r.fps, folder_fps=r.fps).num_frames
+               for r in index.videos.values())
+    assert want > 0 and _decode_only(index, 8) == (want, 0.0)
+
+    first = next(iter(index.videos))
+    broken = dict(index.videos)
+    broken[first] = dataclasses.replace(broken[first], path=tmp_path / "missing.mp4")
+    with pytest.raises(DataError):
+        _decode_only(dataclasses.replace(index, videos=broken), 8)
