@@ -506,15 +506,21 @@ def process_tasks(
         future = writer.submit(_store_result, job.task, store, result, fps)
 
         def ended(future) -> None:  # on the writer thread: the video is done with
-            job.hold.close()  # releases the claim, so the opener may take the next video
-            ahead_slots.release()
-            items.put(("written", (job, future)))
+            try:
+                job.hold.close()  # releases the claim, so the opener may take the next video
+            except BaseException as exc:  # noqa: BLE001 - raised here, as it was written
+                job.error = exc  # (an error in this callback would vanish, and the run,
+            finally:  # waiting for this message, would hang)
+                ahead_slots.release()
+                items.put(("written", (job, future)))
 
         future.add_done_callback(ended)
 
     def written(job: _Job, future) -> None:  # the writer's result, here
         writing.remove(job)
         outcome = future.result()  # (or the run-stopping error)
+        if job.error is not None:  # its claim could not be released
+            raise job.error
         next(entry for entry in calls if isinstance(entry, list) and entry[0] is job)[1] = \
             outcome
         while calls:  # what can be told now, in order
@@ -577,7 +583,7 @@ def process_tasks(
                 if kind == "video":
                     payload.hold.close()
                 elif kind == "written" and not payload[1].cancelled() and \
-                        payload[1].exception() is None:
+                        payload[1].exception() is None and payload[0].error is None:
                     written(*payload)  # stopped, but the store has it: said, in order
 
 

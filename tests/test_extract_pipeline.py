@@ -343,3 +343,45 @@ def test_a_video_is_written_while_the_next_is_extracted_and_callers_hear_in_orde
                      ("done", "v2", True, False)]
     assert store.videos() == ["v0", "v1", "v2"] and _no_reader_left()
     assert not any(t.name.startswith("actrec-write") for t in threading.enumerate())
+
+
+def test_an_error_releasing_a_claim_on_the_writer_thread_is_raised_not_hung_on(
+        tiny_kitchen, tmp_path, write_mp4, monkeypatch):
+    # The writer thread releases a video's claim when its write ends, then tells the host's
+    # loop. An exception there (in a future's callback) is only logged by concurrent.futures:
+    # the loop waited forever for the message. It is raised by process_tasks, as it was when
+    # this thread released the claim itself.
+    import contextlib
+
+    import actrec.extract_video as host
+
+    _, index = tiny_kitchen
+    clip = write_mp4(tmp_path / "clip.mp4", np.full((12, 32, 32, 3), 90, np.uint8))
+    tasks = [_task(f"v{i}", clip, 12) for i in range(3)]
+    store = _store(tmp_path / "s.zarr", index)
+    real = host.claim
+
+    @contextlib.contextmanager
+    def failing_release(store_path, video_id, **kwargs):
+        with real(store_path, video_id, **kwargs) as mine:
+            yield mine
+        if video_id == "v0":
+            raise RuntimeError("claim release failed")
+
+    monkeypatch.setattr(host, "claim", failing_release)
+    raised: list[BaseException] = []
+    heard: list = []
+
+    def run() -> None:
+        try:
+            process_tasks(tasks, ColorGradient(CG), store, OPTIONS, on_done=heard.append)
+        except BaseException as exc:  # noqa: BLE001 - checked below
+            raised.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), "process_tasks hung"
+    assert [str(e) for e in raised] == ["claim release failed"] and heard == []
+    assert not list((tmp_path / "s.zarr" / CLAIMS).glob("*.json"))
+    assert _no_reader_left()
