@@ -6,6 +6,8 @@
   (``20 + 9 i mod 216``), so a decoded frame's mean tells which frame it is despite compression.
 * ``tiny_kitchen``: session-wide ``(SyntheticKitchen, DatasetIndex)`` for kitchen ``a`` with 3
   participants x 1 video of ~40 frames at 32 x 32, generated once into a temp folder.
+* ``extractor_plugin_site(site, module, cls, name, source) -> Path`` (import it from conftest):
+  a real plugin distribution on disk, for subprocesses run with ``site`` on PYTHONPATH.
 """
 
 from __future__ import annotations
@@ -60,3 +62,16 @@ def tiny_kitchen(tmp_path_factory):
         root=root, kitchen="a", participants=3, videos_per_participant=1, frames_mean=40,
         size=32, folds=3, seed=7))
     return dataset, dataset.load()
+
+
+def extractor_plugin_site(site: Path, module: str, cls: str, name: str, source: str) -> Path:
+    """``site`` holding ``<module>.py`` (``source``) and the dist-info of a distribution
+    ``<module>`` 1.0 that declares the extractor ``name = module:cls``: installed for a
+    process that has ``site`` on its path. Returns ``site``."""
+    info = site / f"{module}-1.0.dist-info"
+    info.mkdir(parents=True)
+    dist = module.replace("_", "-")
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[actrec.extractors]\n{name} = {module}:{cls}\n")
+    (site / f"{module}.py").write_text(source)
+    return site

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import extractor_plugin_site
 
 from actrec.extract import extract_features
 from actrec.io.features import FeatureStore
@@ -141,13 +142,8 @@ class Picky(FeatureExtractor):
 
 @pytest.fixture
 def picky_site(tmp_path):
-    site = tmp_path / "site"
-    info = site / "picky_plugin-1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: picky-plugin\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[actrec.extractors]\npicky = picky_plugin:Picky\n")
-    (site / "picky_plugin.py").write_text(textwrap.dedent(PLUGIN))
-    return site
+    return extractor_plugin_site(tmp_path / "site", "picky_plugin", "Picky", "picky",
+                                 textwrap.dedent(PLUGIN))
 
 
 def _white_copy(dataset, tmp_path, write_mp4):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from actrec_plugins.extractors.colorgrad import ColorGradient
+from conftest import extractor_plugin_site
 from test_extract_host import CG, _run_until_mid_video, _store_content
 
 from actrec.extract import ExtractInterrupted, extract_features
@@ -33,18 +34,12 @@ TINY = {"kitchen": "a", "participants": "3", "videos_per_participant": "1",
 def slow_site(tmp_path):
     """A plugin distribution whose extractor ``slowcg`` is ``SlowColorGrad`` (colorgrad that
     sleeps per batch and marks each batch) under its own name."""
-    site = tmp_path / "site"
-    info = site / "slowcg_plugin-1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: slowcg-plugin\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[actrec.extractors]\nslowcg = slowcg_plugin:SlowCG\n")
-    (site / "slowcg_plugin.py").write_text(textwrap.dedent('''
+    return extractor_plugin_site(tmp_path / "site", "slowcg_plugin", "SlowCG", "slowcg", textwrap.dedent('''
         from test_extract_host import SlowColorGrad
 
         class SlowCG(SlowColorGrad):
             name = "slowcg"
     '''))
-    return site
 
 
 def _cli(root, workers):
@@ -199,14 +194,8 @@ class RegWatch(ColorGradient):
 
 @pytest.fixture
 def regwatch_site(tmp_path):
-    site = tmp_path / "regsite"
-    info = site / "regwatch_plugin-1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: regwatch-plugin\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(
-        "[actrec.extractors]\nregwatch = regwatch_plugin:RegWatch\n")
-    (site / "regwatch_plugin.py").write_text(REGWATCH)
-    return site
+    return extractor_plugin_site(tmp_path / "regsite", "regwatch_plugin", "RegWatch", "regwatch",
+                                 REGWATCH)
 
 
 @pytest.mark.slow
@@ -270,12 +259,7 @@ def test_a_second_ctrl_c_while_workers_stop_kills_them_and_the_command_ends(tiny
     # does not, and Ctrl-C again must end the wait (kill them) rather than leave the command
     # hanging on them at its exit.
     dataset, index = tiny_kitchen
-    site = tmp_path / "stucksite"
-    info = site / "stuck_plugin-1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: stuck-plugin\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[actrec.extractors]\nstuckcg = stuck_plugin:StuckCG\n")
-    (site / "stuck_plugin.py").write_text(STUCK)
+    site = extractor_plugin_site(tmp_path / "stucksite", "stuck_plugin", "StuckCG", "stuckcg", STUCK)
     marks = tmp_path / "marks"
     marks.mkdir()
     out = tmp_path / "s.zarr"
