@@ -479,6 +479,7 @@ def process_tasks(
 
         writer = ThreadPoolExecutor(1, thread_name_prefix="actrec-write")
     writing: list[_Job] = []  # jobs the writer holds, in order
+    futures: list = []  # their writes
     # The calls made here, in order, while a write is pending: (call, args), or for a video
     # handed to the writer [job, outcome] (outcome None until its write ends)
     calls: list = []
@@ -504,6 +505,7 @@ def process_tasks(
         writing.append(job)
         calls.append([job, None])
         future = writer.submit(_store_result, job.task, store, result, fps)
+        futures.append(future)
 
         def ended(future) -> None:  # on the writer thread: the video is done with
             try:
@@ -576,7 +578,15 @@ def process_tasks(
         opener.join()
         reader.join()
         if writer is not None:  # a write under way ends (whole, or not at all), those not
-            writer.shutdown(wait=True, cancel_futures=True)  # begun are dropped
+            writer.shutdown(wait=False, cancel_futures=True)  # begun are dropped
+            # Waited for on the futures, not by joining the thread (shutdown's wait): an
+            # interrupt (a second Ctrl-C) in Thread.join marks a thread still running as
+            # stopped on Python 3.11 (bpo-45274's handling), so the interpreter would not
+            # wait for it at exit and would cut the write off, its claim never released.
+            # Interrupted here, the write still ends at exit and releases its claim.
+            from concurrent.futures import wait as wait_for
+
+            wait_for(futures)
         for left in (items, opened):  # jobs handed over that never ran
             while not left.empty():
                 kind, payload = left.get()

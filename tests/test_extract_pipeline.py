@@ -385,3 +385,53 @@ def test_an_error_releasing_a_claim_on_the_writer_thread_is_raised_not_hung_on(
     assert [str(e) for e in raised] == ["claim release failed"] and heard == []
     assert not list((tmp_path / "s.zarr" / CLAIMS).glob("*.json"))
     assert _no_reader_left()
+
+
+_TWICE = """
+import os, signal, sys, threading, time
+from pathlib import Path
+from actrec_plugins.datasets.synthetic import SyntheticKitchen
+from actrec_plugins.extractors.colorgrad import ColorGradient
+from actrec.extract import ExtractInterrupted, extract_features
+import actrec.io.features as F
+
+root = Path(sys.argv[1])
+index = SyntheticKitchen(SyntheticKitchen.Config(
+    root=root / "data", kitchen="a", participants=3, videos_per_participant=1, frames_mean=40,
+    size=32, folds=3, seed=7)).load()
+real = F.FeatureStore._commit_video
+first = min(index.videos)
+
+def slow(self, video_id, *args, **kwargs):
+    if video_id == first:  # Ctrl-C while this write is under way, and again as the run stops
+        for delay in (0.2, 1.0):
+            threading.Timer(delay, os.kill, (os.getpid(), signal.SIGINT)).start()
+        time.sleep(2.0)
+    real(self, video_id, *args, **kwargs)
+
+F.FeatureStore._commit_video = slow
+try:
+    extract_features(index, ColorGradient(ColorGradient.Config(grid=2, bins=4, resize=16)),
+                     root / "s.zarr", dataset_ref="r")
+except ExtractInterrupted as exc:
+    print("interrupted", exc.report.in_progress)
+"""
+
+
+def test_a_second_ctrl_c_while_the_writer_thread_writes_leaves_no_claim(tmp_path):
+    # Ctrl-C while the writer thread writes a video, and again while the stopped run waits
+    # for that write: the write was cut off at the interpreter's exit (the interrupted
+    # Thread.join marked the running writer as stopped, so Python did not wait for it) and
+    # its claim stayed in the store, where other machines wait a lease for it. Now the
+    # write ends at exit: the video is whole, no claim and no temp folder are left.
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _TWICE, str(tmp_path)], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0 and "interrupted" in out.stdout, out.stdout + out.stderr
+    store = tmp_path / "s.zarr"
+    assert not list((store / CLAIMS).glob("*.json")) if (store / CLAIMS).exists() else True
+    assert not (store / ".tmp").exists() or not any((store / ".tmp").iterdir())
+    opened = FeatureStore.open(store)
+    assert opened.videos() == ["a_P01_01"] and not opened.damage("a_P01_01")
