@@ -374,6 +374,8 @@ def main(argv: list[str]) -> int:
                         help="videos the (slow on CPU) cnn extractor is timed on")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if args.participants < 2:  # the synthetic kitchen's splits need 2 participants at least
+        parser.error(f"--participants must be at least 2, got {args.participants}")
     if args.rounds < 1 or args.worker_repeat < 1:
         parser.error("--rounds and --worker-repeat must be >= 1")
 
