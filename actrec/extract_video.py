@@ -586,7 +586,8 @@ def process_tasks(
             # Interrupted here, the write still ends at exit and releases its claim.
             from concurrent.futures import wait as wait_for
 
-            wait_for(futures)
+            wait_for([f for f in futures if not f.cancelled()])  # (a cancelled one is
+            # never done for wait: it would wait forever)
         for left in (items, opened):  # jobs handed over that never ran
             while not left.empty():
                 kind, payload = left.get()
