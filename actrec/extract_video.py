@@ -391,7 +391,11 @@ def process_tasks(
     ``on_done(outcome)`` is called here for each task in order, after its claim is released;
     ``on_start(video_id, frames)`` when the extractor starts on a video, ``on_frames(n)`` after
     each batch reaches it. An error that is not a video's own (the store cannot be written,
-    an unexpected exception) stops the threads, releases every claim and is raised here."""
+    an unexpected exception) stops the threads, releases every claim and is raised here.
+    Tunes this process's allocator for decoded batches (``actrec.io.video.keep_freed_batches``)."""
+    from actrec.io.video import keep_freed_batches
+
+    keep_freed_batches()
     ahead_slots = threading.Semaphore(max(1, ahead))  # videos claimed and not yet done
     room = threading.Semaphore(max(0, options.prefetch))  # batches queued beyond the first
     items: queue.SimpleQueue = queue.SimpleQueue()  # reader -> this thread

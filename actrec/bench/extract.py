@@ -120,8 +120,9 @@ def _decode_only(index, batch: int) -> tuple[int, float]:
     import threading
 
     from actrec.extract_video import prefetch
-    from actrec.io.video import open_video
+    from actrec.io.video import keep_freed_batches, open_video
 
+    keep_freed_batches()  # as the extraction host does
     opened: queue.Queue = queue.Queue(maxsize=1)  # one video opened ahead
 
     def open_all() -> None:

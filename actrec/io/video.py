@@ -153,12 +153,15 @@ def keep_freed_batches() -> bool:
     freed, so every batch was page-faulted in afresh: about a tenth of decoding's CPU time.
     Blocks up to 32 MB now come from the heap, and up to 256 MB of free memory stays there.
     Left alone where the user set glibc's ``MALLOC_*`` variables or ``glibc.malloc.*``
-    tunables (``GLIBC_TUNABLES``), and without glibc."""
+    tunables (``GLIBC_TUNABLES``), with ``ACTREC_KEEP_FREED_BATCHES=0``, and without glibc.
+    It changes the whole process's allocator, so only the extraction host (``actrec extract``
+    and its workers) calls it, not the readers themselves."""
     global _allocator_kept
     if _allocator_kept:
         return True
     if any(k in os.environ for k in _MALLOC_ENV) or \
-            "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):  # the same, as tunables
+            "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", "") or \
+            os.environ.get("ACTREC_KEEP_FREED_BATCHES", "1") == "0":
         return False
     try:
         import ctypes
@@ -176,14 +179,12 @@ class VideoReader(_Reader):
     """An open video file: its geometry, its (resampled) frame times, and batched frame reads.
 
     Build one with ``open_video``. ``num_frames`` and ``timestamps`` are after resampling.
-    Opening the first one in a process calls ``keep_freed_batches``.
     """
 
     def __init__(self, path: Path, fps: float | None = None, *, num_threads: int = 1,
                  nominal_fps: float | None = None) -> None:
         import decord
 
-        keep_freed_batches()
         self.path = Path(path)
         if not self.path.is_file():
             raise DataError(f"{self.path}: video file not found")
