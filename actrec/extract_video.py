@@ -483,7 +483,7 @@ def process_tasks(
 
         writer = ThreadPoolExecutor(1, thread_name_prefix="actrec-write")
     writing: list[_Job] = []  # jobs the writer holds, in order
-    futures: list = []  # their writes
+    futures: list = []  # their writes: (future, set once its done-callback has run)
     # The calls made here, in order, while a write is pending: (call, args), or for a video
     # handed to the writer [job, outcome] (outcome None until its write ends)
     calls: list = []
@@ -509,7 +509,8 @@ def process_tasks(
         writing.append(job)
         calls.append([job, None])
         future = writer.submit(_store_result, job.task, store, result, fps)
-        futures.append(future)
+        callback_done = threading.Event()
+        futures.append((future, callback_done))
 
         def ended(future) -> None:  # on the writer thread: the video is done with
             try:
@@ -519,6 +520,7 @@ def process_tasks(
             finally:  # waiting for this message, would hang)
                 ahead_slots.release()
                 items.put(("written", (job, future)))
+                callback_done.set()
 
         future.add_done_callback(ended)
 
@@ -590,8 +592,11 @@ def process_tasks(
             # Interrupted here, the write still ends at exit and releases its claim.
             from concurrent.futures import wait as wait_for
 
-            wait_for([f for f in futures if not f.cancelled()])  # (a cancelled one is
+            wait_for([f for f, _ in futures if not f.cancelled()])  # (a cancelled one is
             # never done for wait: it would wait forever)
+            for _, callback_done in futures:  # and for their claims' release (wait returns
+                callback_done.wait()  # before a future's callbacks run; a cancelled one's
+                # ran in shutdown)
         for left in (items, opened):  # jobs handed over that never ran
             while not left.empty():
                 kind, payload = left.get()
