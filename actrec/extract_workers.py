@@ -545,9 +545,11 @@ def _stop_workers(procs: dict[int, Any], stop: Sequence[Any]) -> BaseException |
 
 
 def _drain_finished(event_q, holding: dict[int, str], emit: Callable[[Event], None]) -> int:
-    """Emit the ``Finished`` events the stopped workers sent that the parent had not read (a
-    video written just before the stop is done, and reported so); the number emitted. Called
-    once the workers have ended, so everything they sent is in the queue's pipe."""
+    """Emit the ``Started`` and ``Finished`` events the stopped workers sent that the parent
+    had not read (a video written just before the stop is done, and reported so; one started
+    is reported in progress, not "not started"), and note their unread claims in ``holding``;
+    the number of ``Finished`` emitted. Called once the workers have ended, so everything they
+    sent is in the queue's pipe."""
     count = 0
     while True:
         try:
@@ -556,9 +558,13 @@ def _drain_finished(event_q, holding: dict[int, str], emit: Callable[[Event], No
             return count
         except Exception:  # noqa: BLE001 - a message cut short by a killed worker: the rest
             return count  # is lost with it
-        if kind == "event" and isinstance(payload, Finished):
+        if kind == "claim":
+            holding[worker] = payload
+        elif kind == "event" and isinstance(payload, Finished):
             holding.pop(worker, None)
             count += 1
+            emit(payload)
+        elif kind == "event" and isinstance(payload, Started):
             emit(payload)
 
 
