@@ -226,17 +226,26 @@ def _end_to_end(index, extractor, workdir: Path, batch: int, workers: int = 1
     from actrec.extract import extract_features
 
     store = workdir / f"bench-{time.monotonic_ns()}.zarr"
+    # Deleting the store is not extraction: it is left to ``_remove_stores``, called after
+    # the timing (thousands of small files: deleting them took 4 % of a run's time).
+    _STORES.append(store)
     clock = _first_batch_clock()
-    try:
-        start = time.perf_counter()
-        report = extract_features(index, extractor, store, dataset_ref="bench", workers=workers,
-                                  batch_size=batch, progress=clock)
-        if report.failed:
-            raise RuntimeError(f"extraction failed: {report.failed[0]}")
-        # The first batch's frames count as start-up: the clock stops when they arrive.
-        return report.frames, (clock.first or start) - start
-    finally:
-        shutil.rmtree(store, ignore_errors=True)
+    start = time.perf_counter()
+    report = extract_features(index, extractor, store, dataset_ref="bench", workers=workers,
+                              batch_size=batch, progress=clock)
+    if report.failed:
+        raise RuntimeError(f"extraction failed: {report.failed[0]}")
+    # The first batch's frames count as start-up: the clock stops when they arrive.
+    return report.frames, (clock.first or start) - start
+
+
+_STORES: list[Path] = []  # stores written by ``_end_to_end``, not yet removed
+
+
+def _remove_stores() -> None:
+    """Remove the stores ``_end_to_end`` wrote (outside the timed runs)."""
+    while _STORES:
+        shutil.rmtree(_STORES.pop(), ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -441,10 +450,12 @@ def main(argv: list[str]) -> int:
 
         for run, _ in cases.values():  # warm-up: file cache, codecs, imports, worker spawn
             run()
+            _remove_stores()
         samples: dict[str, list[Sample]] = {name: [] for name in cases}
         for _ in range(args.rounds):
             for name, (run, _) in cases.items():
                 samples[name].append(_timed(run))
+                _remove_stores()
         baseline = samples["decode only (baseline)"]
         for name, (_, note) in cases.items():
             rows[name] = _row(samples[name], baseline, note, startup=name in worker_rows,
