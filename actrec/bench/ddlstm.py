@@ -18,10 +18,12 @@ every ratio always share one allocator.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from actrec.bench.common import TUNED_MALLOC_ENV, allocator_settings, interleaved
@@ -234,6 +236,34 @@ def step_phases(x, grad, layers: list[list], n1: int, rounds: int) -> dict[str, 
     return {k: statistics.median(r[k] for r in rows) for k in rows[0]}
 
 
+# What the torch profiler's C++ side (kineto) prints on stderr at every start and stop,
+# whatever KINETO_LOG_LEVEL says: "USDT:... profiler_start", "STAGE:... Completed Stage".
+_PROFILER_CHATTER = ("USDT:", "STAGE:")
+
+
+@contextlib.contextmanager
+def quiet_profiler_logs() -> Iterator[None]:
+    """Run the block with file descriptor 2 captured, then write back to stderr every line of
+    it except the profiler's own start/stop chatter (``_PROFILER_CHATTER``): other output,
+    errors included, still reaches the user, after the block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().splitlines(keepends=True)
+                    if not line.startswith(tuple(c.encode() for c in _PROFILER_CHATTER))]
+            if kept:
+                sys.stderr.buffer.write(b"".join(kept))
+                sys.stderr.flush()
+
+
 def gemm_inside_vs_alone(x, grad, layers: list[list], n1: int, rounds: int,
                          phases: dict[str, Any] | None = None) -> dict[str, Any]:
     """The per-step recurrent GEMMs of one fused train step (forward ``h W_hh^T``
@@ -260,7 +290,8 @@ def gemm_inside_vs_alone(x, grad, layers: list[list], n1: int, rounds: int,
                                    "alone_bwd": [], "op_step_fwd": [], "op_step_bwd": []}
     step()
     for _ in range(rounds):
-        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as p:
+        with quiet_profiler_logs(), \
+                profile(activities=[ProfilerActivity.CPU], record_shapes=True) as p:
             step()
         for k, sh in (("inside_fwd", fwd_shape), ("inside_bwd", bwd_shape)):
             v = _mm_avg_us(p, sh, min_calls=max(2, x.shape[0] // 2))
@@ -270,7 +301,8 @@ def gemm_inside_vs_alone(x, grad, layers: list[list], n1: int, rounds: int,
             if e.key in ("actrec::ddlstm_layer_forward", "actrec::ddlstm_layer_backward"):
                 key = "op_step_fwd" if e.key.endswith("forward") else "op_step_bwd"
                 got[key].append(e.cpu_time_total / x.shape[0])
-        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as p:
+        with quiet_profiler_logs(), \
+                profile(activities=[ProfilerActivity.CPU], record_shapes=True) as p:
             for _ in range(x.shape[0]):
                 torch.mm(a, w.t(), out=o1)
                 torch.mm(d, w, out=o2)
