@@ -370,7 +370,9 @@ class FeatureExtractor(Plugin):
         feature batches ``[B', D]`` float32 in the same order, exactly one row per frame
         received in total. Rows may lag behind frames (an extractor with a lookahead yields
         them late and handles the video's end itself, e.g. by repeating the last frame).
-        State kept across batches lives in the generator; each call starts a new video."""
+        State kept across batches lives in the generator; each call starts a new video.
+        ``batches`` must be iterated on the calling thread: the host does its bookkeeping
+        (progress, reports of videos written meanwhile) inside that iteration."""
 
 
 # --------------------------------------------------------------------------------------------
