@@ -155,6 +155,21 @@ def test_frame_labels_two_per_line_names_line(tmp_path):
         A.read_frame_labels(f, {"SIL": 0, "pour": 1})
 
 
+def test_frame_labels_blank_line_inside_names_line(tmp_path):
+    """A blank line among the labels would shift every later label one frame earlier; trailing
+    blank lines are only the end of the file."""
+    f = write(tmp_path / "v.txt", "SIL\npour\n\npour\nSIL\n")
+    with pytest.raises(DataError, match=r"v\.txt:3: blank line among the frame labels"):
+        A.read_frame_labels(f, {"SIL": 0, "pour": 1})
+    with pytest.raises(DataError, match=r"w\.txt:1: blank line among the frame labels"):
+        A.read_frame_label_names(write(tmp_path / "w.txt", " \nSIL\n"))
+    crlf = write(tmp_path / "c.txt", "SIL\r\n\r\npour\r\n")
+    with pytest.raises(DataError, match=r"c\.txt:2: blank line"):
+        A.read_frame_labels(crlf, {"SIL": 0, "pour": 1})
+    fine = write(tmp_path / "t.txt", "SIL\npour\n\n  \n")
+    assert A.read_frame_labels(fine, {"SIL": 0, "pour": 1}).tolist() == [0, 1]
+
+
 def test_npy_labels(tmp_path):
     np.save(tmp_path / "v.npy", np.array([0, 0, 2, -1, 1], dtype=np.int32))
     assert A.read_npy_labels(tmp_path / "v.npy", 3).tolist() == [0, 0, 2, -1, 1]

@@ -514,7 +514,7 @@ def read_frame_label_names(path: Path, repairs: Repairs | None = None) -> np.nda
 def read_frame_labels(path: Path, class_index: Mapping[str, int],
                       repairs: Repairs | None = None) -> np.ndarray:
     """Per-frame class indices ``[T]`` int64 of an MS-TCN ground-truth text file (one label
-    name per line; blank lines skipped).
+    name per line; trailing blank lines ignored, a blank line inside is a ``DataError``).
 
     The look-ups run in C (``map`` over ``dict.__getitem__``), so a 10^5-line file costs
     milliseconds. A label missing from ``class_index`` raises ``DataError`` naming the line.
@@ -532,12 +532,19 @@ def read_frame_labels(path: Path, class_index: Mapping[str, int],
 
 
 def _frame_tokens(path: Path, text: str) -> list[str]:
-    """The labels of a one-label-per-line text; ``DataError`` naming a line with several."""
+    """The labels of a one-label-per-line text (line i is frame i - 1); ``DataError`` naming
+    a line with several labels or a blank line before the last label (skipping it would move
+    every later label one frame earlier). Trailing blank lines are allowed."""
     if " " in text or "\t" in text:  # rare: only then look at each line
         for number, line in enumerate(text.split("\n"), 1):
             if len(line.split()) > 1:
                 raise DataError(f"{path}:{number}: expected one label per line, got {line!r}")
-    return text.split()
+    tokens = text.split()
+    if len(tokens) != text.rstrip().count("\n") + 1:  # a line without a label: find it
+        number = next(i for i, line in enumerate(text.split("\n"), 1) if not line.strip())
+        raise DataError(f"{path}:{number}: blank line among the frame labels (it would be "
+                        f"frame {number - 1}); expected one label per line")
+    return tokens
 
 
 def read_npy(path: Path) -> np.ndarray:
