@@ -375,7 +375,7 @@ def process_tasks(
     on_done: Callable[[Outcome], None],
     on_start: Callable[[str, int], None] | None = None,
     on_frames: Callable[[int], None] | None = None,
-    ahead: int = 3,
+    ahead: int = 2,
 ) -> None:
     """``process_task`` for every task of ``tasks`` in order, pipelined: an opener thread
     claims and opens the videos one after the other, a reader thread decodes them, running
@@ -388,10 +388,6 @@ def process_tasks(
     ``tasks`` is consumed by the opener thread, which holds the claims of at most ``ahead``
     videos at once, the one being extracted included (``ahead=1``: the next task is taken
     when the previous one is done; decoding still overlaps extraction within each video).
-    The default 3 covers the video being extracted (and then written), the next one being
-    decoded and the one after it, opened: with 2, the file after next was opened only once
-    this video's write had ended, and a short or quickly decoded next video left the decoder
-    waiting for that opening (a fast extractor ran 8 % slower on the benchmark's videos).
     ``on_done(outcome)`` is called here for each task in order, after its claim is released;
     ``on_start(video_id, frames)`` when the extractor starts on a video, ``on_frames(n)`` after
     each batch reaches it. An error that is not a video's own (the store cannot be written,
