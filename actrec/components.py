@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["open_store", "choose_split", "build_model", "resolve_model", "resolve_device",
            "same_store", "check_model_contract", "model_options", "store_fingerprint",
-           "store_changes"]
+           "store_changes", "no_splits"]
 
 # Model options the trainer ties to the run: a plugin option of this name left unset (None)
 # becomes the run's history (the number of per-timestep statistics slots a model trains).
@@ -39,11 +39,21 @@ def open_store(path: Path, streams: Sequence[str] | None = None) -> FeatureStore
     return FeatureStore.open(path).select(streams)
 
 
+def no_splits(path: object) -> DataError:
+    """The error for a store without splits, saying how to give it some."""
+    return DataError(
+        f"feature store {path} records no splits: its dataset listed none when it was "
+        "extracted. Give the dataset split lists (MS-TCN layout: splits/train.split1.bundle "
+        "and splits/test.split1.bundle, one video per line) and run `actrec extract` again: "
+        "it records them without extracting any video twice. An imported store: `actrec "
+        "import ... --splits loo` (or kfold:K)")
+
+
 def choose_split(store: FeatureStore, name: str | None) -> tuple[str, dict[str, list[str]]]:
     """The split called ``name`` of ``store`` (default: its first); ``ConfigError`` if unknown."""
     splits = store.splits
     if not splits:
-        raise DataError(f"feature store {store.path} records no splits")
+        raise no_splits(store.path)
     if name is None:
         name = next(iter(splits))
     if name not in splits:

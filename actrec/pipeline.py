@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from actrec.errors import ConfigError, DataError
+from actrec.errors import ConfigError
 
 
 def extract_dataset(
@@ -161,7 +161,9 @@ def train_all_splits(model: str, *, run_dir: Path | None = None, **kwargs: Any) 
     stores = [FeatureStore.open(existing_store(r, kwargs.get("extractor"))) for r in refs]
     names = sorted(stores[0].splits, key=split_order)
     if not names:
-        raise DataError(f"feature store {stores[0].path} records no splits")
+        from actrec.components import no_splits
+
+        raise no_splits(stores[0].path)
     if kwargs.get("d2_split") is None:
         for store in stores[1:]:
             lacking = [k for k in names if k not in store.splits]

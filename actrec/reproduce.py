@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from actrec.errors import ActrecError, ConfigError, DataError
+from actrec.errors import ActrecError, ConfigError
 from actrec.io.remote import StoreURL
 
 __all__ = [
@@ -227,7 +227,9 @@ def plan_table(table: Any, root: Path, preset: ReproducePreset,
     splits = {k: sorted(s.splits, key=split_order) for k, s in opened.items()}
     for k, names in splits.items():
         if not names:
-            raise DataError(f"feature store {opened[k].path} records no splits")
+            from actrec.components import no_splits
+
+            raise no_splits(opened[k].path)
     heads: dict[str, dict[str, Any]] = {}
     units: dict[str, dict[str, Any]] = {}
     fields, options = _preset_fields(table.preset)
