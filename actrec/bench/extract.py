@@ -182,10 +182,15 @@ def _estimates(decode: float, main: float, other: float, cores: int) -> tuple[fl
     return decode / one, one / two
 
 
-def _decode_time(main: float, reader: float, decoder: float, cores: int) -> float:
+def _decode_time(main: float, reader: float, decoder: float, cores: int,
+                 measured: float | None = None) -> float:
     """Decode only's seconds per frame on idle cores, from the CPU seconds per frame of its
-    stages: its slowest thread, or all of them spread over the cores."""
-    return max(main, reader, decoder, (main + reader + decoder) / cores)
+    stages: its slowest thread, or all of them spread over the cores; or ``measured`` (its
+    seconds per frame in this run) where that is less: decord may decode on several threads
+    and the next video opens on a thread of its own, which the model (decord's CPU as one
+    thread) does not know."""
+    modelled = max(main, reader, decoder, (main + reader + decoder) / cores)
+    return modelled if measured is None else min(modelled, measured)
 
 
 def _repeated(index, times: int):
@@ -464,13 +469,8 @@ def main(argv: list[str]) -> int:
         base = rows["decode only (baseline)"]
         reader_cpu = statistics.median(_READER_CPU[-args.rounds:]) / frames
         decoder_cpu = max(0.0, base["other_cpu_ms_per_frame"] / 1e3 - reader_cpu)
-        modelled = _decode_time(base["main_cpu_ms_per_frame"] / 1e3, reader_cpu, decoder_cpu,
-                                cores)
-        # decord may decode on several threads, and the next video opens on a thread of its
-        # own: then the model (decord's CPU as one thread) says more than this run took, and
-        # what was measured is the better figure for idle cores.
-        measured = 1.0 / statistics.median(b.fps for b in baseline)
-        decode_cpu = min(modelled, measured)
+        decode_cpu = _decode_time(base["main_cpu_ms_per_frame"] / 1e3, reader_cpu, decoder_cpu,
+                                  cores, measured=1.0 / statistics.median(b.fps for b in baseline))
         base["note"] = (f"CPU ms/frame: decord's decoding {1e3 * decoder_cpu:.3f}, the reader "
                         f"thread {1e3 * reader_cpu:.3f}; on idle cores about "
                         f"{1e3 * decode_cpu:.3f} ms/frame")
