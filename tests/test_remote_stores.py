@@ -529,52 +529,66 @@ def test_two_writers_on_another_object_store_never_mix_their_chunks(monkeypatch)
     _two_writers(f"memory://{uuid.uuid4().hex[:12]}/s.zarr", monkeypatch)
 
 
+class _WriterPausedAtCommit:
+    """A real writer, a thread named ``name``, writing v1 (``values``) to the store at ``url``:
+    ``start()`` returns once it has made its last claim check before the commit, where it
+    waits until ``go`` is set; ``outcome`` is then "committed" or the ClaimLost message."""
+
+    def __init__(self, url: str, monkeypatch, values, name: str) -> None:
+        import threading
+
+        import actrec.extract_claims as claims
+        from actrec.extract_claims import ClaimLost
+
+        self.at_commit, self.go = threading.Event(), threading.Event()
+        self.outcome: str | None = None
+        real, calls = claims.confirm_held, []
+
+        def confirm(path, video):
+            real(path, video)
+            if threading.current_thread().name == name:
+                calls.append(video)
+                if len(calls) == 2:  # its last check before the commit: it stops here
+                    self.at_commit.set()
+                    self.go.wait(60)
+
+        def write():
+            try:
+                FeatureStore.open(url).write_video("v1", *values, fps=15, source=None)
+                self.outcome = "committed"
+            except ClaimLost as exc:
+                self.outcome = str(exc)
+
+        monkeypatch.setattr(claims, "confirm_held", confirm)
+        self.thread = threading.Thread(target=write, name=name)
+
+    def start(self) -> None:
+        self.thread.start()
+        assert self.at_commit.wait(60)
+
+    def finish(self) -> None:
+        self.go.set()
+        self.thread.join(60)
+        assert not self.thread.is_alive()
+
+
 def _two_writers(url: str, monkeypatch, other: str = "rewrite") -> None:
-    import threading
-
-    import actrec.extract_claims as claims
-    from actrec.extract_claims import ClaimLost
-
     store = FeatureStore.open_or_create(url, **_STORE_ARGS)
     if other != "remove-new":
         store.write_video("v1", *_OLD, fps=15, source=None)
-    real = claims.confirm_held
-    at_commit, go = threading.Event(), threading.Event()
-    calls = []
-
-    def confirm(path, video):
-        real(path, video)
-        if threading.current_thread().name == "A":
-            calls.append(video)
-            if len(calls) == 2:  # A's last check before its commit: it stops here
-                at_commit.set()
-                go.wait(60)
-
-    monkeypatch.setattr(claims, "confirm_held", confirm)
     a_values = (np.full((6, 3), 3.0, np.float32), np.zeros(6, np.int64))
-    outcome = {}
-
-    def writer_a():
-        try:
-            FeatureStore.open(url).write_video("v1", *a_values, fps=15, source=None)
-            outcome["a"] = "committed"
-        except ClaimLost as exc:
-            outcome["a"] = str(exc)
-
-    thread = threading.Thread(target=writer_a, name="A")
-    thread.start()
-    assert at_commit.wait(60)
+    a = _WriterPausedAtCommit(url, monkeypatch, a_values, "A")
+    a.start()
     if other == "rewrite":  # writer B
         FeatureStore.open(url).write_video("v1", *_NEW, fps=15, source=None)
     else:
         FeatureStore.open(url).remove("v1")
-    go.set()
-    thread.join(60)
+    a.finish()
     if other == "remove-new":
-        assert outcome["a"] == "committed"
+        assert a.outcome == "committed"
         _holds(url, a_values)
         return
-    assert "was committed by another process while this one wrote it" in outcome["a"]
+    assert "was committed by another process while this one wrote it" in a.outcome
     group = FeatureStore.open(url).path / "videos" / "v1"
     left = {entry.name for entry in group.iterdir()}
     if other == "remove":
@@ -1168,57 +1182,34 @@ def _writer_paused_at_its_commit_meets_a_sweep(url: str, monkeypatch, order: str
     must keep the new copy and leave the video. Either way one whole copy stays."""
     import threading
 
-    import actrec.extract_claims as claims
-    from actrec.extract_claims import ClaimLost
     from actrec.io.leftovers import sweep_store
 
     store = FeatureStore.open_or_create(url, **_STORE_ARGS)
     store.write_video("v1", *_OLD, fps=15, source=None)
     old_generation = store.video_attrs("v1")["generation"]
-    real_confirm, real_write_if = claims.confirm_held, StoreURL.write_if
-    at_commit, go = threading.Event(), threading.Event()
-    calls, outcome = [], {}
-
-    def confirm(path, video):
-        real_confirm(path, video)
-        if threading.current_thread().name == "W":
-            calls.append(video)
-            if len(calls) == 2:  # checked, about to commit: it stops here a while
-                at_commit.set()
-                go.wait(60)
-
-    def writer():
-        try:
-            FeatureStore.open(url).write_video("v1", *_NEW, fps=15, source=None)
-            outcome["w"] = "committed"
-        except ClaimLost as exc:
-            outcome["w"] = str(exc)
+    real_write_if = StoreURL.write_if
+    w = _WriterPausedAtCommit(url, monkeypatch, _NEW, "W")
 
     def commit_first(self, data, version):  # the sweep's write: the writer commits just before
-        if threading.current_thread().name != "W" and not go.is_set():
-            go.set()
-            thread.join(60)
+        if threading.current_thread().name != "W" and not w.go.is_set():
+            w.go.set()
+            w.thread.join(60)
         return real_write_if(self, data, version)
 
-    monkeypatch.setattr(claims, "confirm_held", confirm)
     if order == "commit-first":
         monkeypatch.setattr(StoreURL, "write_if", commit_first)
-    thread = threading.Thread(target=writer, name="W")
-    thread.start()
-    assert at_commit.wait(60)
+    w.start()
     (new_generation,) = _generations_of(url, "v1") - {old_generation}
     report = sweep_store(FeatureStore.open(url), older_than=0, now=time.time() + 60)
-    go.set()
-    thread.join(60)
-    assert not thread.is_alive()
+    w.finish()
     committed = FeatureStore.open(url).video_attrs("v1")["generation"]
     if order == "sweep-first":
         assert [x.path.rsplit("/", 1)[1] for x in report.removed] == [new_generation]
-        assert "was committed by another process while this one wrote it" in outcome["w"]
+        assert "was committed by another process while this one wrote it" in w.outcome
         assert committed == old_generation
         _holds(url, _OLD)
     else:
-        assert outcome["w"] == "committed" and report.removed == ()
+        assert w.outcome == "committed" and report.removed == ()
         assert [(x.video, x.kind) for x in report.left] == [("v1", "video")]
         assert "committed by another process while the sweep held" in report.left[0].why
         assert committed == new_generation
