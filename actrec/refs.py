@@ -123,19 +123,95 @@ def existing_store(ref_or_path: str, extractor: str | None = None):
     found = workspace_stores(ref_or_path)
     if extractor is not None:
         found = [s for s in found if s.name == slug(extractor) + ".zarr"]
+    root = parse_dataset_ref(ref_or_path)[1].get("root")
+    if root:  # the stores of that data folder (its hash names their folder, but be sure)
+        found = [s for s in found if _same_folder(_recorded_source(s).get("options", {})
+                                                  .get("root"), root)]
     if len(found) == 1:
         return found[0]
     what = f"'{extractor}' features" if extractor is not None else "features"
     kind = f"'{extractor}' feature" if extractor is not None else "feature"
     if not found:
         looked = home() / "features" / f"{slug(canonical_ref(ref_or_path))}[@*]"
+        others = _stores_with_other_options(ref_or_path, extractor)
+        if others:  # e.g. extracted with -o fps=30: that is the reference mstcn:fps=30
+            listed = "; ".join(f"{s} ({_source_summary(s)})" for s in others)
+            raise DataError(
+                f"no {what} of '{ref_or_path}' (looked in {looked}), but the workspace has "
+                f"{len(others)} store(s) of dataset '{parse_dataset_ref(ref_or_path)[0]}' made "
+                f"with other dataset options: {listed}. Refer to the dataset with the options "
+                f"it was extracted with (`actrec extract NAME -o fps=30` is NAME:fps=30) or "
+                f"give the store path")
         raise DataError(
             f"no {what} of '{ref_or_path}' yet (looked in {looked}): extract them first "
             f"(actrec extract {ref_or_path} --extractor {extractor or 'NAME'} ...) or import "
             f"public ones (actrec import mstcn|lstr ROOT --name {ref_or_path}), or give a "
             f"feature store folder")
-    listed = "; ".join(f"{s.stem}: {s}" for s in found)
+    listed = "; ".join(f"{s.stem}: {s} ({_source_summary(s)})" for s in found)
     how = ("give one of the store paths" if extractor is not None
            else "choose one with --extractor NAME or give its store path")
+    if not root and len({_recorded_source(s).get("options", {}).get("root")
+                         for s in found}) > 1:
+        how += f", or add the data root to the reference ({ref_or_path}:root=DIR)"
     raise ConfigError(f"'{ref_or_path}' has {len(found)} {kind} stores in the workspace "
                       f"({listed}); {how}")
+
+
+def _recorded_source(store: Path) -> dict:
+    """The ``source`` a store recorded at extraction (dataset, its options, extractor), read
+    from its ``zarr.json`` alone; ``{}`` when there is none or it cannot be read."""
+    import json
+
+    try:
+        attrs = json.loads((store / "zarr.json").read_text()).get("attributes", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    source = attrs.get("source")
+    return source if isinstance(source, dict) else {}
+
+
+def _same_folder(recorded: object, given: str) -> bool:
+    """Whether a store's recorded data root is the folder ``given`` (relative to the current
+    folder, ``~`` expanded)."""
+    if not isinstance(recorded, str):
+        return False
+    return Path(recorded).resolve() == Path(given).expanduser().resolve()
+
+
+def _source_summary(store: Path) -> str:
+    """``root /data/x, fps=30.0``: where a store's videos came from and its dataset options
+    that differ from the plugin's defaults (all of them when the plugin cannot be loaded)."""
+    import dataclasses
+
+    from actrec import registry
+
+    source = _recorded_source(store)
+    if not source:
+        return "no recorded source"
+    options = dict(source.get("options") or {})
+    root = options.pop("root", None)
+    options.pop("videos", None)
+    try:
+        config = registry.plugin_class("datasets", str(source.get("dataset"))).Config
+    except Exception:  # noqa: BLE001 - only a summary in an error message: show every option
+        config = None
+    if config is not None and dataclasses.is_dataclass(config):
+        defaults = {f.name: f.default for f in dataclasses.fields(config)}
+        options = {k: v for k, v in options.items() if defaults.get(k, object()) != v}
+    parts = ([f"root {root}"] if root else []) + [f"{k}={v}" for k, v in sorted(options.items())]
+    return ", ".join(parts) or "default options"
+
+
+def _stores_with_other_options(ref: str, extractor: str | None) -> list[Path]:
+    """The workspace stores whose recorded source is dataset ``ref``'s plugin (any options),
+    of ``extractor`` when given: where a reference that names none of them may have meant."""
+    from actrec.workspace import home, slug
+
+    name, _ = parse_dataset_ref(ref)
+    base = home() / "features"
+    if not base.is_dir():
+        return []
+    stores = sorted(base.glob("*/*.zarr"))
+    if extractor is not None:
+        stores = [s for s in stores if s.name == slug(extractor) + ".zarr"]
+    return [s for s in stores if _recorded_source(s).get("dataset") == name]

@@ -19,8 +19,8 @@ GUIDE = Path(__file__).resolve().parents[1] / "docs" / "guide.md"
 CLASSES = ["background", "red_right", "blue_down"]
 
 
-def run(args, cwd: Path):
-    env = {**os.environ, "ACTREC_HOME": str(cwd / "home")}
+def run(args, cwd: Path, home: Path | None = None):
+    env = {**os.environ, "ACTREC_HOME": str(home or cwd / "home")}
     return subprocess.run([sys.executable, "-m", "actrec", *args], capture_output=True,
                           text=True, env=env, cwd=cwd, timeout=600)
 
@@ -139,3 +139,37 @@ def test_a_store_without_splits_says_how_to_add_them(tmp_path, write_mp4):
     assert json.loads(again.stdout)["written"] == []
     trained = run(train, tmp_path)
     assert trained.returncode == 0, trained.stderr
+
+
+@pytest.mark.slow
+def test_a_reference_matching_no_store_or_several_says_which_root_and_options(
+        tmp_path, write_mp4, monkeypatch):
+    """Stores of one dataset from two data folders, and one extracted with `-o fps=14`: the
+    errors of `--d1 mstcn` name each store's root and options, and say how to choose."""
+    from actrec.errors import ConfigError, DataError
+    from actrec.refs import existing_store
+
+    write_own_dataset(tmp_path / "mydata", write_mp4)
+    write_own_dataset(tmp_path / "other", write_mp4)
+    for args in (["--root", "mydata"], ["--root", "other"]):
+        done = run(["extract", "mstcn", *args], tmp_path)
+        assert done.returncode == 0, done.stderr
+    monkeypatch.setenv("ACTREC_HOME", str(tmp_path / "home"))
+    with pytest.raises(ConfigError) as several:
+        existing_store("mstcn")
+    message = str(several.value)
+    assert f"(root {tmp_path / 'mydata'})" in message and f"(root {tmp_path / 'other'})" in message
+    assert "mstcn:root=DIR" in message
+    assert existing_store(f"mstcn:root={tmp_path / 'other'}").parent.name.startswith("mstcn@")
+
+    home = tmp_path / "home2"  # only a store made with another fps
+    monkeypatch.setenv("ACTREC_HOME", str(home))
+    done = run(["extract", "mstcn", "--root", "mydata", "-o", "fps=14"], tmp_path, home)
+    assert done.returncode == 0, done.stderr
+    (store,) = home.glob("features/*/colorgrad.zarr")
+    with pytest.raises(DataError) as other:
+        existing_store("mstcn")
+    message = str(other.value)
+    assert "made with other dataset options" in message
+    assert f"{store} (root {tmp_path / 'mydata'}, fps=14.0)" in message
+    assert existing_store("mstcn:fps=14") == store
