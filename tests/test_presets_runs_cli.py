@@ -188,3 +188,21 @@ def test_multi_random_on_score_inputs_trains_and_evaluates(stores, tmp_path):
 def test_runs_of_a_folder_that_does_not_exist_is_an_error(tmp_path):
     out = invoke(["runs", "--root", str(tmp_path / "nowhere")], tmp_path)
     assert out.exit_code == 2 and "does not exist" in out.output
+
+
+def test_runs_table_keeps_run_names_whole_in_an_80_column_terminal():
+    """Run names are what users copy into `actrec eval RUN`: never folded across lines."""
+    from rich.console import Console
+
+    from actrec.cli.runs_cmd import render_runs
+
+    row = {"run": "20261201-172623-lstm", "model": "ddlstm",
+           "data": ["synthetic:kitchen=a", "synthetic:kitchen=b"], "protocol": "transfer",
+           "labels": "multi-random", "iterations": 50000, "best_val": 0.8125,
+           "selected_on_test": False,
+           "evaluations": {"online": {"a": 0.9927, "b": 0.5}, "lookahead-12": {"a": 0.99}}}
+    console = Console(width=80, record=True, color_system=None)
+    console.print(render_runs([row, {**row, "run": "20261201-172623-ddlstm-split1"}]))
+    text = console.export_text()
+    assert "20261201-172623-lstm " in text and "20261201-172623-ddlstm-split1" in text
+    assert max(map(len, text.splitlines())) <= 80

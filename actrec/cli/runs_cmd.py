@@ -31,10 +31,14 @@ def render_runs(rows):
     from rich.table import Table
 
     table = Table(title="runs")
-    for name in ("run", "model", "data", "protocol", "labels", "iterations", "best val",
+    # The run name is what `actrec eval RUN` takes: kept whole on one line (the other columns
+    # fold around it in a narrow terminal).
+    longest = max((len(str(row["run"])) for row in rows), default=3)
+    table.add_column("run", no_wrap=True, min_width=min(longest, 40))
+    for name in ("model", "data", "protocol", "labels", "iters", "best val",
                  "test frame accuracy"):
         table.add_column(name, overflow="fold",
-                         justify="right" if name in ("iterations", "best val") else "left")
+                         justify="right" if name in ("iters", "best val") else "left")
     for row in rows:
         if "problem" in row:
             table.add_row(row["run"], "", "", "", "", "", "", f"[red]{row['problem']}[/]")
