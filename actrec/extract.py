@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from actrec.errors import ActrecError, ConfigError, DataError
+from actrec.errors import ConfigError, DataError
 from actrec.extract_video import (
     CUT_LABELS,
     CUT_VIDEO,
@@ -452,26 +452,12 @@ def _written_unheard(plan: _Plan, store_path, since: float) -> None:
     the store holds whole, written since ``since`` (by this run, which held their claims): a
     stop can cut off that last word (a worker's message still in its pipe, an interrupt
     between the write and its report). The others stay not done."""
-    from actrec.extract_video import Outcome
-    from actrec.io.features import FeatureStore
+    from actrec.extract_workers import written_since
 
-    unheard = sorted(v for v in plan.started if v not in plan.results)
-    if not unheard:
-        return
-    try:
-        store = FeatureStore.open(store_path)
-        for vid in unheard:
-            if not store.has(vid):
-                continue
-            attrs = store.video_attrs(vid)
-            if float(attrs.get("written_at") or 0.0) < since or store.damage(vid):
-                continue  # an older copy (being redone when the run stopped), or damaged
-            cut = attrs.get("frames_cut") or {}
-            plan.results[vid] = Outcome(vid, True, frames=int(attrs.get("num_frames") or 0),
-                                        video_frames_cut=int(cut.get("video") or 0),
-                                        label_frames_cut=int(cut.get("labels") or 0))
-    except (OSError, ActrecError):  # the store unreadable now: those stay not done
-        return
+    for vid in sorted(v for v in plan.started if v not in plan.results):
+        outcome = written_since(store_path, vid, since)
+        if outcome is not None:
+            plan.results[vid] = outcome
 
 
 def _interrupted_error(report: ExtractReport) -> ExtractInterrupted:

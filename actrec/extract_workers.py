@@ -19,6 +19,7 @@ import contextlib
 import os
 import pickle
 import queue
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -295,6 +296,29 @@ def failed_outcome(task: VideoTask, store_path, error: str) -> Outcome:
     return Outcome(task.id, False, error=error + _STALE_REMOVED)
 
 
+def written_since(store_path, video: str, since: float) -> Outcome | None:
+    """The written outcome of ``video`` if the store holds it whole, written at or after
+    ``since`` (a run's start: by that run, which held its claim), else ``None`` (absent,
+    an older copy, damaged, or the store unreadable now). What a run reports for a video
+    whose own report never came (a stop, a worker that died between its write and its
+    message)."""
+    from actrec.io.features import FeatureStore
+
+    try:
+        store = FeatureStore.open(store_path)
+        if not store.has(video):
+            return None
+        attrs = store.video_attrs(video)
+        if float(attrs.get("written_at") or 0.0) < since or store.damage(video):
+            return None
+    except (OSError, ActrecError):
+        return None
+    cut = attrs.get("frames_cut") or {}
+    return Outcome(video, True, frames=int(attrs.get("num_frames") or 0),
+                   video_frames_cut=int(cut.get("video") or 0),
+                   label_frames_cut=int(cut.get("labels") or 0))
+
+
 def _describe(exc: BaseException) -> str:
     """``Type: message (at file:line in function)``, the innermost frame of its traceback."""
     import traceback
@@ -424,6 +448,7 @@ def _run_processes(tasks, spec, devices, emit) -> None:
         task_q.put(task)
     for _ in range(workers):  # one end marker per worker; a replacement takes its dead one's
         task_q.put(None)
+    since = time.time()  # a copy written from now on was written by this run's workers
     procs: dict[int, Any] = {}
     holding: dict[int, str] = {}  # worker -> the video it is extracting
     by_id = {t.id: t for t in tasks}
@@ -452,8 +477,14 @@ def _run_processes(tasks, spec, devices, emit) -> None:
         vid = holding.pop(worker, None)
         if vid is not None:
             finished += 1
-            emit(Finished(worker, failed_outcome(by_id[vid], spec.store_path, (
-                f"video {vid!r}: {why}" if why else _stopped_by(vid, spec, error)))))
+            # A worker that died between its write and its message left the video whole:
+            # written, not failed (failing it would remove a stale video's fresh copy).
+            outcome = written_since(spec.store_path, vid, since) or failed_outcome(
+                by_id[vid], spec.store_path,
+                f"video {vid!r}: {why}" if why else _stopped_by(vid, spec, error))
+            if worker in gone:  # it died holding the video's claim
+                _release_dead_claims(spec.store_path, {vid})
+            emit(Finished(worker, outcome))
         if finished < len(tasks) and len(procs) < workers + len(tasks):
             start(max(procs) + 1)
 

@@ -123,6 +123,21 @@ class PickyError(Exception):
     """This plugin's own exception."""
 
 
+# PICKY_DIE_AFTER_WRITE=<video id>: the process writing that video ends right after the write,
+# before it can report it (a worker killed at that moment).
+if os.environ.get("PICKY_DIE_AFTER_WRITE"):
+    from actrec.io.features import FeatureStore
+
+    _write = FeatureStore.write_video
+
+    def _write_then_die(self, video_id, *args, **kwargs):
+        _write(self, video_id, *args, **kwargs)
+        if video_id == os.environ["PICKY_DIE_AFTER_WRITE"]:
+            os._exit(3)
+
+    FeatureStore.write_video = _write_then_die
+
+
 class Picky(FeatureExtractor):
     name = "picky"
     lookahead = 0
@@ -206,13 +221,15 @@ def test_a_worker_that_really_ends_is_still_reported_as_died(tiny_kitchen, tmp_p
                                                             picky_site):
     dataset, index = tiny_kitchen
     root, vid, _, _ = _white_copy(dataset, tmp_path, write_mp4)
-    res = _extract(picky_site, root, tmp_path / "s.zarr", "--workers", "2", "--json",
-                   PICKY_DIE="1")
+    out = tmp_path / "s.zarr"
+    res = _extract(picky_site, root, out, "--workers", "2", "--json", PICKY_DIE="1")
     assert res.returncode == 1, res.stderr
     payload = json.loads(res.stdout)
     assert sorted(payload["written"]) == sorted(set(index.videos) - {vid})
     assert payload["failed"] == [{"video": vid, "error": (
         f"video {vid!r}: the worker process extracting it died (exit code 3; out of memory?)")}]
+    # the claim the dead worker held is gone too
+    assert not (out / ".claims").exists() or not list((out / ".claims").iterdir())
 
 
 # ------------------------------------------------------------------ a stale copy on failure
@@ -318,3 +335,37 @@ def test_a_stale_copy_goes_when_the_worker_redoing_it_dies(tiny_kitchen, tmp_pat
     counts = json.loads(status.stdout)
     assert [f["video"] for f in counts["failed"]] == [vid] and vid not in counts.get("done", [])
     assert counts["counts"]["done"] == len(index.videos) - 1
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_after_writing_its_video_has_it_written(tiny_kitchen, tmp_path,
+                                                                  write_mp4, picky_site):
+    # The worker redoing a stale video writes the new copy whole, then dies before saying so:
+    # the video is written (it was reported failed, and the fresh copy removed as stale).
+    dataset, index = tiny_kitchen
+    root = tmp_path / "data"
+    shutil.copytree(dataset.config.root, root)
+    out = tmp_path / "s.zarr"
+    res = _extract(picky_site, root, out, "--workers", "2", "--json")
+    assert res.returncode == 0, res.stderr
+    vid, other = sorted(index.videos)[:2]
+
+    def copy(v):
+        return root / index.videos[v].path.parent.name / index.videos[v].path.name
+
+    write_mp4(copy(vid), np.full((index.videos[vid].num_frames, 32, 32, 3), 200, np.uint8))
+    os.utime(copy(other), (1_000_000_000, 1_000_000_000))
+    res = _extract(picky_site, root, out, "--workers", "2", "--json",
+                   PICKY_DIE_AFTER_WRITE=vid)
+    assert res.returncode == 0, res.stderr
+    payload = json.loads(res.stdout)
+    assert sorted(r["video"] for r in payload["redone_changed"]) == [vid, other]
+    assert sorted(payload["written"]) == [vid, other] and payload["failed"] == []
+    store = FeatureStore.open(out)
+    assert store.videos() == sorted(index.videos) and not store.damage(vid)
+    features, _ = store.read(vid)  # the new file's: every frame the same grey (200 written)
+    assert np.all(features == features[0]) and abs(float(features[0, 0]) - 200.0) < 5.0
+    assert not (out / ".claims").exists() or not list((out / ".claims").iterdir())
+    again = _extract(picky_site, root, out, "--workers", "2", "--json")
+    assert again.returncode == 0 and sorted(json.loads(again.stdout)["skipped"]) == \
+        sorted(index.videos)
