@@ -12,9 +12,17 @@ leave out (``background``); ``segment_exclusions`` builds that set from the stor
 background and the ``exclude`` / ``include`` choice, always with the unlabelled label -1.
 
 Segment-end convention (it changes scores, so it is an explicit option): MS-TCN's code ends
-every segment at the first frame of the next one, except the video's last segment, which it
-ends at ``T - 1`` instead of ``T`` (one frame short). ``end="mstcn"`` reproduces that, so that
-numbers compare with published ones; ``end="exclusive"`` ends the last segment at ``T``.
+every segment at the first frame of the next one, except the video's last segment, which the
+code released with the paper ends at ``T - 1`` instead of ``T`` (one frame short, so a
+one-frame last segment never matches). ``end="mstcn"`` reproduces that, so that numbers compare
+with published ones; ``end="exclusive"`` ends the last segment at ``T``, as MS-TCN's
+repository has since its fix of July 2020 (commit 0e418c0).
+
+Where MS-TCN's code has no number, these functions return one: an edit score of two empty
+segment sequences (all background) is 100 (the reference divides 0 by 0), and predicted
+segments against no true segment are all false positives (the reference fails).
+``tests/test_metrics_audit.py`` checks every function against an independent
+re-implementation of the reference.
 """
 
 from __future__ import annotations
