@@ -35,6 +35,7 @@ import numpy as np
 __all__ = [
     "frame_accuracy",
     "per_class_accuracy",
+    "per_class_precision",
     "confusion",
     "Segments",
     "segments",
@@ -105,6 +106,19 @@ def per_class_accuracy(
     correct = np.bincount(target[pred == target], minlength=num_classes)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(totals > 0, correct / np.maximum(totals, 1), np.nan)
+
+
+def per_class_precision(
+    pred: np.ndarray, target: np.ndarray, num_classes: int, ignore: int = -1
+) -> np.ndarray:
+    """Precision per predicted class ``[num_classes]`` float64: of the labelled frames (target
+    not ``ignore``) predicted as class c, the share whose target is c; ``nan`` for a class
+    never predicted. A prediction outside ``0..num_classes-1`` is no class's (see
+    ``confusion``). Pooled over the frames given: concatenate videos for a split's value."""
+    counts = confusion(pred, target, num_classes, ignore)
+    predicted = counts.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(predicted > 0, np.diag(counts) / np.maximum(predicted, 1), np.nan)
 
 
 def segment_exclusions(

@@ -339,3 +339,24 @@ def test_a_video_without_a_labelled_frame_is_left_out_of_the_mean_edit():
     assert res.mean_video_accuracy == pytest.approx(0.5)
     assert math.isnan(res.per_video["v2"]["edit"])
     assert res.edit == pytest.approx(0.5)
+
+
+def test_per_class_precision_by_hand_and_against_counting():
+    """Frames (pred, target): (0,0) (0,1) (1,1) (1,1) (2,-1) (OFF_BLOCK,0) (0,2).
+    Labelled: 6 (the -1 frame is out). Predicted 0 on 3 frames, right once -> 1/3; predicted 1
+    twice, right twice -> 1; class 2 never predicted (its -1 frame does not count) -> nan;
+    the off-block prediction belongs to no class's column."""
+    from actrec.metrics import per_class_precision
+
+    pred = np.array([0, 0, 1, 1, 2, -2, 0])
+    target = np.array([0, 1, 1, 1, -1, 0, 2])
+    got = per_class_precision(pred, target, 3)
+    assert got[0] == pytest.approx(1 / 3) and got[1] == 1.0 and math.isnan(got[2])
+    rng = np.random.default_rng(19)
+    for _ in range(50):
+        n = int(rng.integers(1, 60))
+        pred, target = rng.integers(-2, 5, n), rng.integers(-1, 5, n)
+        got = per_class_precision(pred, target, 5)
+        for c in range(5):
+            hits = [y == c for p, y in zip(pred, target) if p == c and y != -1]
+            assert (math.isnan(got[c]) if not hits else got[c] == pytest.approx(np.mean(hits)))
