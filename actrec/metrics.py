@@ -168,14 +168,21 @@ def segments(
 
 def levenshtein(a: np.ndarray, b: np.ndarray) -> int:
     """Edit distance (insertions, deletions, substitutions, all cost 1) between sequences."""
-    a, b = list(np.asarray(a).reshape(-1)), list(np.asarray(b).reshape(-1))
-    prev = list(range(len(b) + 1))
-    for i, x in enumerate(a, start=1):
-        cur = [i] + [0] * len(b)
-        for j, y in enumerate(b, start=1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y))
-        prev = cur
-    return prev[-1]
+    a, b = np.asarray(a).reshape(-1), np.asarray(b).reshape(-1)
+    if a.size < b.size:  # symmetric: one numpy row per element of the shorter sequence
+        a, b = b, a
+    if b.size == 0:
+        return int(a.size)
+    col = np.arange(a.size + 1)
+    prev = col.copy()  # distances from b[:0] to a[:j]
+    cur = np.empty_like(prev)
+    for i, y in enumerate(b, start=1):
+        # Without insertions along a: min(delete, substitute/keep). The insertion chain
+        # cur[j] = min(cur[j], cur[j-1] + 1) is a running minimum of cur[k] - k, plus j.
+        cur[0] = i
+        np.minimum(prev[1:] + 1, prev[:-1] + (a != y), out=cur[1:])
+        prev = np.minimum.accumulate(cur - col) + col
+    return int(prev[-1])
 
 
 def edit_score(

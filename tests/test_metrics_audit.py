@@ -169,6 +169,9 @@ def test_edit_score_and_levenshtein_match_reference():
         assert got == (100.0 if math.isnan(want) else pytest.approx(want)), (pred, target)
         p, y = list(pred[: int(rng.integers(0, 12))]), list(target[: int(rng.integers(0, 12))])
         assert levenshtein(np.array(p, int), np.array(y, int)) == _ref_levenshtein(p, y)
+    for n, m in ((200, 30), (30, 200), (150, 150)):  # long, like a flickering online prediction
+        p, y = rng.integers(0, 6, n), rng.integers(0, 6, m)
+        assert levenshtein(p, y) == _ref_levenshtein(list(p), list(y))
 
 
 def test_score_dataset_aggregates_like_mstcn_main():
