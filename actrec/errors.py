@@ -19,3 +19,8 @@ class PluginError(ActrecError):
 
 class DataError(ActrecError):
     """A data file (video, annotation, feature store) that is missing or malformed."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM turned into it) during work that resumes; the message says what was
+    kept and how to go on. The CLI prints it instead of a bare "Aborted." and exits 130."""

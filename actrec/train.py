@@ -45,7 +45,7 @@ from actrec.components import (
     store_changes,
     store_fingerprint,
 )
-from actrec.errors import ActrecError, ConfigError, DataError
+from actrec.errors import ActrecError, ConfigError, DataError, Interrupted
 from actrec.train_spec import TrainSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -207,12 +207,17 @@ def train_model(
             from actrec.tb_logging import TensorBoardMirror
 
             state.tensorboard = TensorBoardMirror(run_dir)
+        state.saved_at = start if checkpoint is not None else None
         try:
             if start < total:
                 from actrec.protocols import run_protocol
 
                 final_loss = run_protocol(state, start, progress)
                 total = state.monitor.stopped_at or total
+        except KeyboardInterrupt as exc:
+            if not main or isinstance(exc, Interrupted):
+                raise
+            raise Interrupted(_interrupted_message(run_dir, state.saved_at, total)) from exc
         finally:
             if state.tensorboard is not None:
                 state.tensorboard.close()
@@ -225,6 +230,16 @@ def train_model(
             final_loss = float(checkpoint.get("loss", float("nan")))
     return TrainResult(run_dir, max(start, total), start, final_loss,
                        state.elapsed(), ckpt_path)
+
+
+def _interrupted_message(run_dir: Path, saved_at: int | None, total: int) -> str:
+    """What an interrupted training kept, and how to resume it."""
+    if saved_at is None:
+        return (f"training stopped before its first checkpoint; {run_dir} holds no weights "
+                f"yet, so running the command again with --run-dir {run_dir} starts it over")
+    return (f"training stopped; {run_dir} keeps its checkpoint of iteration {saved_at} of "
+            f"{total} (later iterations are redone): run the same command again with "
+            f"--run-dir {run_dir} to resume, to exactly the result of an uninterrupted run")
 
 
 @dataclass
@@ -412,6 +427,7 @@ class _Loop:
         self.elapsed_before = elapsed_before
         self.t0 = time.perf_counter()
         self.tensorboard = None  # an actrec.tb_logging.TensorBoardMirror (--tensorboard)
+        self.saved_at: int | None = None  # iteration of the last checkpoint.pt written
         from actrec.data.sampling import make_samplers, parse_windows
 
         self.samplers = make_samplers(parse_windows(spec.windows), data.banks, spec.history,
@@ -611,6 +627,8 @@ class _Loop:
         if self.device.type == "cuda":
             checkpoint["rng"]["torch_cuda"] = torch.cuda.get_rng_state(self.device)
         runs.atomic_torch_save(self.run_dir / (name or runs.CHECKPOINT), checkpoint)
+        if name is None:
+            self.saved_at = iteration
 
 
 def frame_hits(logits: torch.Tensor, batch: Any, labels: Any, prediction: str) -> tuple[int, int]:

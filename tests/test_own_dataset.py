@@ -22,7 +22,7 @@ CLASSES = ["background", "red_right", "blue_down"]
 def run(args, cwd: Path, home: Path | None = None):
     env = {**os.environ, "ACTREC_HOME": str(home or cwd / "home")}
     return subprocess.run([sys.executable, "-m", "actrec", *args], capture_output=True,
-                          text=True, env=env, cwd=cwd, timeout=600)
+                          text=True, env=env, cwd=cwd, timeout=600, check=False)
 
 
 def _clip(labels: list[int], seed: int) -> np.ndarray:
@@ -66,7 +66,7 @@ def add_splits(root: Path) -> None:
 def guide_commands() -> list[list[str]]:
     """The commands of the guide's own-data block, comments dropped."""
     text = GUIDE.read_text()
-    block = re.search(r"<!-- own-data-commands -->\n```bash\n(.*?)```", text, re.S)
+    block = re.search(r"<!-- own-data-commands -->\n```bash\n(.*?)```", text, re.DOTALL)
     assert block, "docs/guide.md lost its <!-- own-data-commands --> block"
     return [shlex.split(line, comments=True) for line in block.group(1).splitlines()
             if line.strip()]

@@ -88,8 +88,13 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: user errors become one message and a non-zero exit."""
     try:
         cli.main(args=argv, prog_name="actrec", auto_envvar_prefix="ACTREC", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
+    except click.exceptions.Abort as exc:  # Click's form of Ctrl-C
+        from actrec.errors import Interrupted
+
+        cause = exc.__cause__
+        # Work that resumes says what it kept and how to go on (actrec.errors.Interrupted).
+        click.echo(f"Interrupted: {cause}" if isinstance(cause, Interrupted) else "Aborted.",
+                   err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
