@@ -50,6 +50,7 @@ __all__ = [
 ]
 
 SEGMENT_BACKGROUND_MODES = ("exclude", "include")
+_IOU_CELLS = 1 << 22  # IoU values held at once by segment_counts (32 MiB of float64)
 
 
 def _pair(pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -224,25 +225,29 @@ def segment_counts(
     pred, target = _pair(pred, target)
     p = segments(pred, background, end)
     y = segments(target, background, end)
-    hit = np.zeros(y.labels.size, dtype=bool)
-    tp = fp = 0
-    for label, s, e in zip(p.labels, p.starts, p.ends):
-        if y.labels.size == 0:
-            fp += 1
-            continue
-        inter = np.minimum(e, y.ends) - np.maximum(s, y.starts)
+    n_pred, n_true = int(p.labels.size), int(y.labels.size)
+    if n_pred == 0 or n_true == 0:
+        return SegmentCounts(0, n_pred, n_true)
+    best = np.empty(n_pred, dtype=np.int64)  # [S_pred] the true segment of highest IoU
+    best_iou = np.empty(n_pred, dtype=np.float64)
+    rows = max(1, _IOU_CELLS // n_true)  # IoU matrix in blocks of rows: bounded memory
+    for first in range(0, n_pred, rows):
+        part = slice(first, first + rows)
+        s, e = p.starts[part, None], p.ends[part, None]  # [R, 1]
+        inter = np.minimum(e, y.ends) - np.maximum(s, y.starts)  # [R, S_true]
         union = np.maximum(e, y.ends) - np.minimum(s, y.starts)
-        # [S_true]; other labels score 0, and so does a zero-length pair (0 / 0), which the
-        # mstcn end convention makes of a one-frame final segment.
+        # Other labels score 0, and so does a zero-length pair (0 / 0), which the mstcn end
+        # convention makes of a one-frame final segment (MS-TCN: nan, never a match).
         with np.errstate(invalid="ignore", divide="ignore"):
-            iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0) * (y.labels == label)
-        best = int(np.argmax(iou))
-        if iou[best] >= overlap and not hit[best]:
-            tp += 1
-            hit[best] = True
-        else:
-            fp += 1
-    return SegmentCounts(tp, fp, int(y.labels.size - hit.sum()))
+            iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0) \
+                * (y.labels == p.labels[part, None])
+        top = iou.argmax(axis=1)  # the first of equal maxima, as numpy's argmax in MS-TCN
+        best[part] = top
+        best_iou[part] = iou[np.arange(top.size), top]
+    # In time order a qualifying prediction is a TP unless its true segment is taken, and
+    # only TPs take: so the TPs are the distinct true segments that qualifying ones pick.
+    tp = int(np.unique(best[best_iou >= overlap]).size)
+    return SegmentCounts(tp, n_pred - tp, n_true - tp)
 
 
 def f1_from_counts(counts: SegmentCounts) -> float:

@@ -149,7 +149,12 @@ def test_segments_match_reference(end):
 
 
 @pytest.mark.parametrize("end", [RELEASED, FIXED])
-def test_segment_counts_match_reference(end):
+@pytest.mark.parametrize("cells", [None, 5])  # None: one IoU block; 5: a few rows per block
+def test_segment_counts_match_reference(end, cells, monkeypatch):
+    import actrec.metrics
+
+    if cells is not None:
+        monkeypatch.setattr(actrec.metrics, "_IOU_CELLS", cells)
     rng = np.random.default_rng(11)
     for _ in range(600):
         pred, target = _random_pair(rng)
