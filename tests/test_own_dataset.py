@@ -173,3 +173,21 @@ def test_a_reference_matching_no_store_or_several_says_which_root_and_options(
     assert "made with other dataset options" in message
     assert f"{store} (root {tmp_path / 'mydata'}, fps=14.0)" in message
     assert existing_store("mstcn:fps=14") == store
+
+
+def test_the_readmes_layout_names_every_module_and_benchmark():
+    """A new user finds each top-level module of actrec/ in the README's layout, and every
+    benchmark `python -m actrec.bench` has (it named neither `live` nor the live modules)."""
+    import fnmatch
+
+    from actrec.bench.__main__ import BENCHMARKS
+
+    text = (GUIDE.parents[1] / "README.md").read_text()
+    block = text[text.index("## Layout"):]
+    block = block[block.index("```") + 3:]
+    block = block[:block.index("```")]
+    named = set(re.findall(r"([\w*]+)\.py", block))
+    modules = sorted(p.stem for p in (GUIDE.parents[1] / "actrec").glob("*.py")
+                     if not p.stem.startswith("__"))
+    assert [m for m in modules if not any(fnmatch.fnmatch(m, n) for n in named)] == []
+    assert "python -m actrec.bench {" + ",".join(BENCHMARKS) + "}" in block
