@@ -119,8 +119,8 @@ def _ref_f1(tp, fp, fn):
 
 
 def _random_pair(rng, classes=4, max_len=40):
-    """A target of a few runs and a prediction that disagrees on a random share of frames,
-    in short bursts (like a real recogniser) or single frames (flicker)."""
+    """A target of up to 6 runs and a prediction wrong on a random share of its frames
+    (0 to all: from near-perfect to flickering), its last frame often changed alone."""
     t = int(rng.integers(1, max_len))
     runs = np.sort(rng.choice(np.arange(1, t), size=min(t - 1, int(rng.integers(0, 6))),
                               replace=False)) if t > 1 else np.zeros(0, int)
