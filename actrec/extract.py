@@ -59,7 +59,7 @@ class ExtractReport:
     """What one extraction run did: videos written, skipped (already stored) and failed.
     ``redone_damaged`` and ``redone_changed`` name the stored videos that were extracted
     again (they are in ``written`` or ``failed`` too) because their stored copy was damaged
-    or their source video changed, each with what was wrong. ``busy`` names the videos another
+    or their source video or its labels changed, each with what was wrong. ``busy`` names the videos another
     live process (another ``actrec extract`` on this store) still held when the run ended
     without waiting for it (``wait_busy=False``). ``cut``
     lists the written videos whose video and labels disagreed in length, with the frames the
@@ -74,7 +74,7 @@ class ExtractReport:
     failed: tuple[tuple[str, str], ...]  # (video id, error message)
     store: Path | StoreURL
     redone_damaged: tuple[tuple[str, str], ...] = ()  # (video id, what was damaged)
-    redone_changed: tuple[tuple[str, str], ...] = ()  # (video id, how its source changed)
+    redone_changed: tuple[tuple[str, str], ...] = ()  # (video id, what changed: file, labels)
     busy: tuple[str, ...] = ()  # left to another process that was extracting them
     cut: tuple[tuple[str, int, int], ...] = ()  # (video id, video frames cut, label frames cut)
     frames: int = 0
@@ -228,9 +228,10 @@ def extract_features(
 
     Videos already complete in the store are skipped unless ``overwrite``, unless their
     chunk files are damaged (missing or resized) or, without ``trust_store``, their source
-    file's path, size or mtime differ from what was recorded when they were extracted: those
-    are extracted again (``redone_damaged``, ``redone_changed``); if that fails, the stale
-    copy is removed, so that nothing reads it. A video that fails (no file, an undecodable or
+    file's path, size or mtime, or the dataset's labels for them (a corrected annotation
+    file), differ from what was recorded when they were extracted: those are extracted again
+    (``redone_damaged``, ``redone_changed``); if that fails, the stale copy is removed, so
+    that nothing reads it. A video that fails (no file, an undecodable or
     truncated file, lengths the ``length_policy`` refuses, see ``actrec.extract_video``) is
     reported in ``failed`` with its message and the others continue.
 
@@ -382,8 +383,10 @@ def _run(plan: _Plan, index, extractor, store_path, ids: list[str], source, look
         stale = False
         if not overwrite and store.has(vid):
             problems = store.damage(vid)
-            change = None if trust_store or problems else source_change(
-                store.video_attrs(vid).get("source"), record.path)
+            attrs = store.video_attrs(vid)
+            change = None if trust_store or problems else (
+                source_change(attrs.get("source"), record.path)
+                or _labels_change(attrs, record.labels))
             if problems:
                 plan.damaged.append((vid, "; ".join(problems)))
             elif change:
@@ -445,6 +448,18 @@ def _run(plan: _Plan, index, extractor, store_path, ids: list[str], source, look
         from actrec.extract_claims import release_claims
 
         release_claims(store.path)
+
+
+def _labels_change(attrs: dict[str, Any], labels) -> str | None:
+    """How the dataset's labels of a stored video differ from those it was extracted with
+    (a corrected annotation file), in words; ``None`` when they do not, or when the store
+    recorded none (written before actrec recorded them)."""
+    from actrec.extract_video import labels_digest
+
+    recorded = attrs.get("labels_digest")
+    if recorded is None or recorded == labels_digest(labels):
+        return None
+    return "its labels changed since it was extracted (the dataset's annotations differ)"
 
 
 def _written_unheard(plan: _Plan, store_path, since: float) -> None:

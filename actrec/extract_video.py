@@ -129,6 +129,15 @@ def resample_labels(labels: np.ndarray, label_fps: float, fps: float) -> np.ndar
     return labels[resample_indices(labels.shape[0], label_fps, fps)]
 
 
+def labels_digest(labels: np.ndarray) -> str:
+    """sha256 of a video's per-frame labels as its dataset gives them (int64, at the label
+    rate, before any resampling or cut): what a store records of them, so that a corrected
+    annotation file is noticed."""
+    from actrec.io.integrity import array_digest
+
+    return array_digest(labels, "int64")
+
+
 def prefetch(source: Iterator[np.ndarray], depth: int = 2) -> Iterator[np.ndarray]:
     """The items of ``source``, produced by a background thread up to ``depth`` ahead, so
     that decoding (which releases the GIL) overlaps the consumer's computation. An exception
@@ -297,6 +306,9 @@ def _features(video: _OpenedVideo, extractor: FeatureExtractor,
         "frame_size": list(reader.size),
         "participant": task.participant,
         "frames_cut": {"video": n_video - keep, "labels": n_labels - keep},
+        # the dataset's labels as given (before resampling and the cut): a later run redoes
+        # the video when they change (a corrected annotation file), see labels_digest
+        "labels_digest": labels_digest(task.labels),
     }
     return VideoFeatures(feats, video.labels[:keep].astype(np.int64), attrs,
                          video_frames_cut=n_video - keep, label_frames_cut=n_labels - keep)

@@ -1,0 +1,46 @@
+"""A corrected annotation file reaches the store: `actrec extract` records a digest of each
+video's labels as the dataset gives them, and a later run redoes a video whose labels differ
+(it skipped it, and training read the old labels without a word)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from actrec.extract import extract_features
+from actrec.io.features import FeatureStore
+from actrec_plugins.extractors.colorgrad import ColorGradient
+
+CG = ColorGradient.Config(grid=1, bins=4, resize=16)
+
+
+def _with_labels(index, vid, labels):
+    return dataclasses.replace(index, videos={
+        **index.videos, vid: dataclasses.replace(index.videos[vid], labels=labels)})
+
+
+def test_a_video_whose_labels_changed_is_extracted_again(tiny_kitchen, tmp_path):
+    _, index = tiny_kitchen
+    path = tmp_path / "s.zarr"
+    first = extract_features(index, ColorGradient(CG), path, dataset_ref="r", batch_size=8)
+    assert first.ok and len(first.written) == len(index.videos)
+    vid = min(index.videos)
+    old = index.videos[vid].labels
+    fixed = old.copy()
+    fixed[:5] = (old[:5] + 1) % len(index.classes)  # the first five frames relabelled
+    again = extract_features(_with_labels(index, vid, fixed), ColorGradient(CG), path,
+                             dataset_ref="r", batch_size=8)
+    assert again.written == (vid,) and sorted(again.skipped) == sorted(set(index.videos) - {vid})
+    assert again.redone_changed == ((vid, "its labels changed since it was extracted (the "
+                                          "dataset's annotations differ)"),)
+    _, labels = FeatureStore.open(path).read(vid)
+    np.testing.assert_array_equal(labels, fixed[:labels.shape[0]])
+    # the same labels again: nothing to do
+    third = extract_features(_with_labels(index, vid, fixed), ColorGradient(CG), path,
+                             dataset_ref="r", batch_size=8)
+    assert not third.written and len(third.skipped) == len(index.videos)
+    # --trust-store skips the comparison, as it does for the video files
+    back = extract_features(index, ColorGradient(CG), path, dataset_ref="r", batch_size=8,
+                            trust_store=True)
+    assert not back.written and not back.redone_changed
