@@ -144,6 +144,13 @@ def test_missing_file(tmp_path):
         open_video(tmp_path / "nothere.mp4")
 
 
+def test_zero_byte_file(tmp_path):
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(DataError, match=r"empty\.mp4: empty file \(0 bytes\); expected a video$"):
+        open_video(empty)
+
+
 def test_text_file_named_mp4(tmp_path):
     fake = tmp_path / "notes.mp4"
     fake.write_text("these are not video frames\n")

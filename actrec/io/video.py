@@ -188,6 +188,8 @@ class VideoReader(_Reader):
         self.path = Path(path)
         if not self.path.is_file():
             raise DataError(f"{self.path}: video file not found")
+        if self.path.stat().st_size == 0:  # (decord's own message names a demuxer error)
+            raise DataError(f"{self.path}: empty file (0 bytes); expected a video")
         try:
             self._vr = decord.VideoReader(str(self.path), ctx=decord.cpu(0),
                                           num_threads=num_threads)
