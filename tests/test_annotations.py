@@ -126,6 +126,12 @@ def test_mapping_errors(tmp_path):
         A.read_mapping(write(tmp_path / "m.txt", "a 0\n"))
 
 
+def test_mapping_class_name_with_spaces_says_names_have_none(tmp_path):
+    with pytest.raises(DataError, match=r"m\.txt:2: expected '<id> <class name>' with a class "
+                       r"name without spaces \(e\.g\. pour_milk\), got '1 pour milk'"):
+        A.read_mapping(write(tmp_path / "m.txt", "0 SIL\n1 pour milk\n"))
+
+
 def test_bundle_drops_extension_and_counts_duplicates(tmp_path):
     f = write(tmp_path / "test.split1.bundle", "a.txt\nb.txt\na.txt\nc\n")
     repairs: dict[str, int] = {}

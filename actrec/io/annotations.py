@@ -206,6 +206,9 @@ def read_mapping(path: Path) -> tuple[str, ...]:
         parts = line.split()
         if not parts:
             continue
+        if len(parts) > 2 and parts[0].isdecimal():  # frame label lines hold one word each
+            raise DataError(f"{path}:{number}: expected '<id> <class name>' with a class name "
+                            f"without spaces (e.g. {'_'.join(parts[1:])}), got {line!r}")
         if len(parts) != 2 or not parts[0].isdecimal():
             raise DataError(f"{path}:{number}: expected '<id> <class name>', got {line!r}")
         if _int(parts[0], f"{path}:{number}") != len(names):
