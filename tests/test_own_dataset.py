@@ -191,3 +191,22 @@ def test_the_readmes_layout_names_every_module_and_benchmark():
                      if not p.stem.startswith("__"))
     assert [m for m in modules if not any(fnmatch.fnmatch(m, n) for n in named)] == []
     assert "python -m actrec.bench {" + ",".join(BENCHMARKS) + "}" in block
+
+
+def test_the_guides_segment_snippet_writes_labels_the_dataset_reads(tmp_path, write_mp4,
+                                                                   monkeypatch):
+    """The guide's segments -> groundTruth/<video>.npy snippet, run as written: the frames
+    between the segments are unlabelled (-1), the others carry the segments' classes."""
+    write_own_dataset(tmp_path / "mydata", write_mp4)
+    text = GUIDE.read_text()
+    snippet = re.search(r"<!-- own-data-segments -->\n```python\n(.*?)```", text, re.DOTALL)
+    assert snippet, "docs/guide.md lost its <!-- own-data-segments --> block"
+    monkeypatch.chdir(tmp_path)
+    exec(compile(snippet.group(1), "guide.md", "exec"), {})  # noqa: S102 - the guide's code
+    labels = np.load(tmp_path / "mydata" / "groundTruth" / "kitchen_01.npy")
+    assert labels.tolist() == [0] * 38 + [-1] * 7 + [1] * 48 + [-1] * 27  # 2.5 s = 37.5 -> 38
+    write_mp4(tmp_path / "mydata" / "kitchen_01.mp4", _clip([0] * 120, 9))
+    info = run(["datasets", "info", "mstcn", "--root", "mydata", "--json"], tmp_path)
+    assert info.returncode == 0, info.stderr
+    got = json.loads(info.stdout)
+    assert got["videos"] == 5 and got["unlabelled_frames"] == 34
