@@ -368,7 +368,7 @@ def test_extract_command_options_shard_device_and_failures(tiny_kitchen, tmp_pat
     finally:
         victim.write_bytes(saved)
     assert res.exit_code == 1, res.output
-    assert victim.stem in res.output and "failed" in res.output and "cannot decode" in res.output
+    assert victim.stem in res.output and "failed" in res.output and "empty file" in res.output
     res = runner.invoke(cli, [*args, "--json"])  # the file back: only it is done again
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["written"] == [victim.stem]

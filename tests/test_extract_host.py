@@ -252,7 +252,7 @@ def test_zero_byte_truncated_and_short_videos_fail_and_a_rerun_retries_only_them
     report = extract_features(mine, ColorGradient(CG), path, dataset_ref="r")
     failed = dict(report.failed)
     assert report.written == (b,) and set(failed) == {a, c, "short", "nofile"}
-    assert "zero.mp4: cannot decode video" in failed[a]
+    assert "zero.mp4: empty file (0 bytes); expected a video" in failed[a]
     assert "cut.mp4: cannot decode video" in failed[c]
     assert "short.avi): the decoder finds" in failed["short"]
     assert "the file's header says 60 (truncated file?)" in failed["short"]
