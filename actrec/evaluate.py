@@ -263,8 +263,10 @@ def score_dataset(
         c = int((p[keep] == y[keep]).sum())
         correct, labelled = correct + c, labelled + n
         p_seg = np.where(keep, p, -1)  # unlabelled frames leave both segment sequences
-        edit = edit_score(p_seg, y, background=drop) / 100.0
-        edits.append(edit)
+        # A video without a labelled frame has no segments to score: no edit, out of the mean.
+        edit = edit_score(p_seg, y, background=drop) / 100.0 if n else float("nan")
+        if n:
+            edits.append(edit)
         for k in OVERLAPS:
             found = segment_counts(p_seg, y, k, background=drop)
             counts[k] = SegmentCounts(*(a + b for a, b in zip(counts[k], found)))

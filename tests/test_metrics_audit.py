@@ -333,9 +333,6 @@ def test_a_prediction_outside_the_datasets_classes_is_a_wrong_segment_not_a_gap(
     assert res.frame_accuracy == pytest.approx(0.5)
 
 
-@pytest.mark.xfail(strict=True, reason="actrec/evaluate.py scores a video without a labelled "
-                   "frame as edit 100 (request H-audit7 in /work/notes/session7.md); remove "
-                   "this marker with the fix")
 def test_a_video_without_a_labelled_frame_is_left_out_of_the_mean_edit():
     """Unlabelled frames are left out of everything, so a video with none labelled has no edit
     score (nan) and is not in the mean, as it is not in the mean video accuracy.
