@@ -263,11 +263,26 @@ def plot_timeline(run_dir: Path, out_dir: Path, *, videos: Sequence[str] = (),
 
 def confusion_matrix(predictions: np.ndarray, targets: np.ndarray, classes: int) -> np.ndarray:
     """Counts ``[classes, classes]``: row = true class, column = predicted class, over the
-    labelled frames (target >= 0) only."""
-    keep = targets >= 0
-    out = np.zeros((classes, classes), dtype=np.int64)
-    np.add.at(out, (targets[keep], predictions[keep]), 1)
-    return out
+    labelled frames (target >= 0) only (``actrec.metrics.confusion``). A prediction outside
+    ``0..classes-1`` (another dataset's class under ``--prediction full``) is in no column."""
+    from actrec.metrics import confusion
+
+    return confusion(predictions, targets, classes)
+
+
+def confusion_shares(predictions: np.ndarray, targets: np.ndarray, classes: int
+                     ) -> tuple[np.ndarray, np.ndarray, int, float]:
+    """``(counts, share, frames, accuracy)`` of a confusion figure: ``share`` divides each row
+    by the true class's labelled frames (NaN without any), so frames predicted as no class of
+    this dataset leave their row short of 1; ``frames`` counts the labelled frames and
+    ``accuracy`` is the diagonal over them (NaN without any)."""
+    counts = confusion_matrix(predictions, targets, classes)
+    per_class = np.bincount(targets[targets >= 0], minlength=classes)[:classes, None]
+    share = np.divide(counts, per_class, out=np.full(counts.shape, np.nan),
+                      where=per_class > 0)
+    frames = int(per_class.sum())
+    accuracy = float(np.trace(counts) / frames) if frames else float("nan")
+    return counts, share, frames, accuracy
 
 
 def plot_confusion(run_dir: Path, out_dir: Path, *, setting: str | None = None) -> list[Path]:
@@ -279,12 +294,9 @@ def plot_confusion(run_dir: Path, out_dir: Path, *, setting: str | None = None) 
     written: list[Path] = []
     for name, ds in preds.items():
         k = len(ds.classes)
-        counts = confusion_matrix(np.concatenate(ds.predictions) if ds.predictions else
-                                  np.zeros(0, np.int64),
-                                  np.concatenate(ds.targets) if ds.targets else
-                                  np.zeros(0, np.int64), k)
-        rows = counts.sum(1, keepdims=True)
-        share = np.divide(counts, rows, out=np.full(counts.shape, np.nan), where=rows > 0)
+        _, share, frames, acc = confusion_shares(
+            np.concatenate(ds.predictions) if ds.predictions else np.zeros(0, np.int64),
+            np.concatenate(ds.targets) if ds.targets else np.zeros(0, np.int64), k)
         side = min(16, 3 + 0.28 * k)
         fig, ax = plt.subplots(figsize=(side + 1.5, side))
         image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
@@ -295,8 +307,6 @@ def plot_confusion(run_dir: Path, out_dir: Path, *, setting: str | None = None) 
             ax.set_yticks(range(k), ds.classes, fontsize=font)
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")
-        frames = int(counts.sum())
-        acc = np.trace(counts) / frames if frames else float("nan")
         ax.set_title(f"{name}: {frames} labelled frames, frame accuracy {100 * acc:.1f} %",
                      fontsize=10)
         written += _save(fig, out_dir, f"confusion-{_slug(path.stem[5:])}-{_slug(name)}")

@@ -16,6 +16,7 @@ from actrec.plots import (
     FIGURES,
     class_colour_table,
     confusion_matrix,
+    confusion_shares,
     plot_run,
     results_file,
 )
@@ -148,6 +149,17 @@ def test_confusion_matrix_by_hand():
     p = np.array([0, 1, 1, 2, 2, 0, 1])
     y = np.array([0, 1, 2, 2, -1, 0, 0])
     assert confusion_matrix(p, y, 3).tolist() == [[2, 1, 0], [0, 1, 0], [0, 1, 1]]
+
+
+def test_an_other_dataset_prediction_is_in_no_column_and_not_correct():
+    """`--prediction full` marks a frame predicted as the other dataset's class -2 (OFF_BLOCK):
+    numpy's negative index put it in column k-2, correct for frames of class k-2."""
+    p = np.array([-2, 0, 2, -2])
+    y = np.array([1, 0, 2, -1])
+    assert confusion_matrix(p, y, 3).tolist() == [[1, 0, 0], [0, 0, 0], [0, 0, 1]]
+    counts, share, frames, accuracy = confusion_shares(p, y, 3)
+    assert frames == 3 and accuracy == 2 / 3  # the title's numbers: labelled frames
+    assert share[1].tolist() == [0, 0, 0] and share[0, 0] == 1 and share[2, 2] == 1
 
 
 def test_curves_compare_runs_and_cli(run, lstm_run, tmp_path):
