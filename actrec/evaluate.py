@@ -69,13 +69,19 @@ class DatasetResult:
     per_video: dict[str, dict[str, float]] = field(default_factory=dict)
     per_class: dict[str, float] = field(default_factory=dict)  # recall per class (nan: absent)
     segment_background: tuple[str, ...] = ()  # classes left out of edit and F1
+    # Precision per predicted class, pooled over the videos (nan: never predicted on a
+    # labelled frame), and its mean over the classes predicted (the sign-language paper's).
+    per_class_precision: dict[str, float] = field(default_factory=dict)
+    mean_class_precision: float = float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         return {"store": self.store, "split": self.split, "videos": self.videos,
                 "segment_background": list(self.segment_background),
                 "frames": self.frames, "frame_accuracy": self.frame_accuracy,
                 "mean_video_accuracy": self.mean_video_accuracy, "edit": self.edit,
-                "f1": dict(self.f1), "per_class": self.per_class, "per_video": self.per_video}
+                "f1": dict(self.f1), "per_class": self.per_class,
+                "per_class_precision": self.per_class_precision,
+                "mean_class_precision": self.mean_class_precision, "per_video": self.per_video}
 
 
 @dataclass(frozen=True)
@@ -248,6 +254,7 @@ def score_dataset(
         edit_score,
         f1_from_counts,
         per_class_accuracy,
+        per_class_precision,
         segment_counts,
         segment_exclusions,
     )
@@ -274,6 +281,7 @@ def score_dataset(
         if n:
             accs.append(acc)
         per_video[vid] = {"frames": n, "accuracy": acc, "edit": edit}
+    precision = _per_class(classes, preds, targets, per_class_precision)
     return DatasetResult(
         name=name, store=store, split=split, videos=len(ids), frames=labelled,
         frame_accuracy=correct / labelled if labelled else float("nan"),
@@ -282,16 +290,25 @@ def score_dataset(
         f1={str(round(k * 100)): f1_from_counts(counts[k]) / 100.0 for k in OVERLAPS},
         per_video=per_video,
         per_class=_per_class(classes, preds, targets, per_class_accuracy),
+        per_class_precision=precision,
+        mean_class_precision=_mean_present(precision),
         segment_background=tuple(str(classes[b]) if b < len(classes) else str(b)
                                  for b in background),
     )
 
 
-def _per_class(classes, preds, targets, per_class_accuracy) -> dict[str, float]:
+def _per_class(classes, preds, targets, measure) -> dict[str, float]:
+    """``measure`` (a per-class metric of ``actrec.metrics``) over all videos, by class name."""
     if not classes or not preds:
         return {}
-    recall = per_class_accuracy(np.concatenate(preds), np.concatenate(targets), len(classes))
-    return {name: float(r) for name, r in zip(classes, recall)}
+    values = measure(np.concatenate(preds), np.concatenate(targets), len(classes))
+    return {name: float(r) for name, r in zip(classes, values)}
+
+
+def _mean_present(values: dict[str, float]) -> float:
+    """The mean of the non-NaN values; NaN when there is none."""
+    present = [v for v in values.values() if not np.isnan(v)]
+    return float(np.mean(present)) if present else float("nan")
 
 
 def evaluate_model(

@@ -414,6 +414,22 @@ def test_scores_by_hand():
     assert res.f1["10"] == pytest.approx(2 * (2 / 3) * (2 / 3) / (4 / 3))
 
 
+def test_precision_per_class_by_hand():
+    """Of the labelled frames predicted as each class, the share that is that class, pooled
+    over the videos; the mean over the classes predicted (the sign-language paper's)."""
+    res = score_dataset("d", "s", "1", ["p", "q"],
+                        [np.array([5, 0, 1, 1]), np.array([0, 2])],
+                        [np.array([-1, 0, 1, 1]), np.array([1, -1])], classes=("a", "b", "c"))
+    # a: predicted on p's frame 1 (a) and q's frame 0 (b): 1/2; b: twice, right: 1; c: only
+    # on q's unlabelled frame, and 5 on p's: neither counts -> never predicted.
+    assert res.per_class_precision["a"] == 0.5 and res.per_class_precision["b"] == 1.0
+    assert math.isnan(res.per_class_precision["c"])
+    assert res.mean_class_precision == pytest.approx(0.75)
+    out = res.to_dict()
+    assert out["mean_class_precision"] == pytest.approx(0.75)
+    assert out["per_class_precision"]["b"] == 1.0
+
+
 # --------------------------------------------------------------------------------------------
 # Joint training
 
