@@ -103,7 +103,8 @@ def test_the_guides_own_data_commands_run_as_written(tmp_path, write_mp4):
     commands = guide_commands()
     assert [c[:2] for c in commands] == [["actrec", "datasets"], ["actrec", "extract"],
                                          ["actrec", "train"], ["actrec", "eval"],
-                                         ["actrec", "plot"], ["actrec", "live"]]
+                                         ["actrec", "runs"], ["actrec", "plot"],
+                                         ["actrec", "live"]]
     for command in commands:
         args = command[1:]
         if args[0] == "train":
@@ -114,6 +115,8 @@ def test_the_guides_own_data_commands_run_as_written(tmp_path, write_mp4):
         done = run(args, tmp_path)
         assert done.returncode == 0, (command, done.stderr)
         assert "Traceback" not in done.stderr
+        if args[0] == "runs":
+            assert "mine" in done.stdout and "online: D1" in done.stdout
     assert (tmp_path / "runs" / "mine" / "plots" / "timeline-online.png").stat().st_size > 0
     lines = [json.loads(x) for x in done.stdout.splitlines()]
     frames = [x for x in lines if "frame" in x and "event" not in x]
