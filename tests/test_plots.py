@@ -157,7 +157,7 @@ def test_an_other_dataset_prediction_is_in_no_column_and_not_correct():
     p = np.array([-2, 0, 2, -2])
     y = np.array([1, 0, 2, -1])
     assert confusion_matrix(p, y, 3).tolist() == [[1, 0, 0], [0, 0, 0], [0, 0, 1]]
-    counts, share, frames, accuracy = confusion_shares(p, y, 3)
+    _, share, frames, accuracy = confusion_shares(p, y, 3)
     assert frames == 3 and accuracy == 2 / 3  # the title's numbers: labelled frames
     assert share[1].tolist() == [0, 0, 0] and share[0, 0] == 1 and share[2, 2] == 1
 
