@@ -90,14 +90,27 @@ def run_demo(cache: Path | None = None, *, plan: DemoPlan | None = None, progres
              ) -> DemoResult:
     """Run (or resume) the demo under ``cache`` (default: the workspace's ``demo`` folder),
     with ``plan`` (default ``DEFAULT_PLAN``), showing its stages on ``progress`` (a
-    ``rich.progress.Progress``; None: silent)."""
-    from actrec.evaluate import evaluate_run
-    from actrec.pipeline import extract_dataset, train_from_refs
-    from actrec.refs import dataset_from_ref
+    ``rich.progress.Progress``; None: silent). Ctrl-C raises ``actrec.errors.Interrupted``
+    saying that a second run goes on from what was finished."""
+    from actrec.errors import Interrupted
     from actrec.workspace import home
 
     plan = plan or DEFAULT_PLAN
     cache = Path(cache) if cache is not None else home() / "demo"
+    try:
+        return _run_demo(cache, plan, progress)
+    except KeyboardInterrupt as exc:  # a stage's own advice (a training's --run-dir) is not ours
+        raise Interrupted(f"the demo stopped; what it finished (videos, features, runs up to "
+                          f"their last checkpoint) is kept under {cache}: run `actrec demo` "
+                          f"again to go on from there") from exc
+
+
+def _run_demo(cache: Path, plan: DemoPlan, progress: Any) -> DemoResult:
+    """``run_demo``'s stages."""
+    from actrec.evaluate import evaluate_run
+    from actrec.pipeline import extract_dataset, train_from_refs
+    from actrec.refs import dataset_from_ref
+
     stages = _Stages(progress, 2 * len(KITCHENS) + 2 * len(plan.runs))
     stores = []
     for ref in KITCHENS:

@@ -128,3 +128,31 @@ def test_demo_shows_each_stage_and_its_bars_and_is_quiet_under_json(tmp_path, mo
     out, err = capsys.readouterr()
     assert [line for line in err.splitlines() if line.startswith("demo ")][:6] == STAGES
     assert "lstm-single" in out and "online frame accuracy" in out
+
+
+def test_ctrl_c_in_the_demo_says_to_run_the_demo_again(tmp_path):
+    """Ctrl-C while the demo trains: the message is the demo's (run it again), not the
+    training's advice to pass --run-dir, which `actrec demo` does not take."""
+    import _thread
+    import threading
+    import time
+    from dataclasses import replace
+
+    from actrec.errors import Interrupted
+
+    plan = replace(TINY, iterations=100_000)
+    config = tmp_path / "runs" / "lstm-single" / "config.json"
+
+    def interrupt_once_training():
+        deadline = time.monotonic() + 120
+        while not config.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        _thread.interrupt_main()
+
+    threading.Thread(target=interrupt_once_training, daemon=True).start()
+    with pytest.raises(Interrupted) as stopped:
+        run_demo(tmp_path, plan=plan)
+    message = str(stopped.value)
+    assert f"is kept under {tmp_path}: run `actrec demo` again" in message
+    assert "--run-dir" not in message
