@@ -131,3 +131,18 @@ def test_a_run_resumes_with_its_own_settings_where_the_command_leaves_defaults(s
     out = invoke(["train", "lstm", "--d1", str(store), "--run-dir", str(run), "--history",
                   "12"], tmp_path)
     assert out.exit_code != 0 and "history: 10 -> 12" in str(out.exception)
+
+
+def test_bad_recipe_values_name_the_command_line_options(store, tmp_path):
+    """The training spec's errors name its fields (right from Python); the command names the
+    options the user typed: --windows, --history, --val-fraction, --loss-frames."""
+    args = ["train", "lstm", "--d1", str(store), "--windows", "foo", "--history", "0",
+            "--val-fraction", "2", "--loss-frames", "after:x", "--run-dir", str(tmp_path / "r")]
+    result = CliRunner().invoke(cli, args, env={"ACTREC_HOME": str(tmp_path)})
+    message = str(result.exception)
+    assert message.startswith("invalid training spec: ")
+    assert "--history must be > 0, got 0" in message
+    assert "--val-fraction must be in [0, 1), got 2.0" in message
+    assert "--windows: expected 'random' or 'stride:S'" in message
+    assert "--loss-frames" in message and "; history" not in message
+    assert not (tmp_path / "r").exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
 from pathlib import Path
 
 import click
@@ -220,7 +222,7 @@ def train(ctx, model, d1, d2, extractor, options, split, history, iterations, ep
             and not launched():  # recorded in the run, but one process has the whole batch
         click.echo(f"note: --sync-bn {sync_bn} only changes training under torchrun "
                    f"(docs/scaling.md); one process normalises with its whole batch", err=True)
-    with session(device) as main, make_progress() as progress:
+    with session(device) as main, make_progress() as progress, _spec_errors_as_options(ctx):
         result = (train_all_splits if all_splits else train_from_refs)(
             model, d1=d1, d2=d2, extractor=extractor,
             model_options=layered_assignments(ctx, "options", "--option"), split=split,
@@ -240,6 +242,33 @@ def train(ctx, model, d1, d2, extractor, options, split, history, iterations, ep
         return  # rank 0 reports (torchrun)
     emit(SplitRuns(result) if all_splits else result, as_json,
          _render_splits if all_splits else _render)
+
+
+SPEC_PROBLEMS = "invalid training spec: "
+
+
+@contextlib.contextmanager
+def _spec_errors_as_options(ctx: click.Context):
+    """Name the command's options in the training spec's errors: ``windows: expected ...``
+    (the ``TrainSpec`` field, right for Python callers) reads ``--windows: expected ...``."""
+    from actrec.errors import ConfigError
+
+    try:
+        yield
+    except ConfigError as exc:
+        text = str(exc)
+        if not text.startswith(SPEC_PROBLEMS):
+            raise
+        flags = {p.name: next((o for o in p.opts if o.startswith("--")), None)
+                 for p in ctx.command.params if isinstance(p, click.Option)}
+
+        def as_option(problem: str) -> str:
+            first = re.match(r"[a-z_0-9]+", problem)
+            flag = flags.get(first.group(0)) if first else None
+            return flag + problem[first.end():] if flag else problem
+
+        problems = text[len(SPEC_PROBLEMS):].split("; ")
+        raise ConfigError(SPEC_PROBLEMS + "; ".join(map(as_option, problems))) from None
 
 
 class SplitRuns(list):
