@@ -218,6 +218,7 @@ def extract_features(
     max_length_gap: float = 5.0,
     stream: str | None = None,
     wait_busy: bool = True,
+    max_length_share: float = 0.2,
 ) -> ExtractReport:
     """Extract features for ``video_ids`` (default: every video of ``index``) into the store
     at ``store_path`` (created if needed; see ``FeatureStore.open_or_create`` for when an
@@ -268,6 +269,9 @@ def extract_features(
                           f"{length_policy!r}")
     if not max_length_gap >= 0:
         raise ConfigError(f"--max-length-gap: expected seconds >= 0, got {max_length_gap!r}")
+    if not 0 <= max_length_share <= 1:
+        raise ConfigError(f"--max-length-share: expected a fraction in [0, 1], got "
+                          f"{max_length_share!r}")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"--workers: expected an integer >= 1, got {workers!r}")
     if batch_size < 1:
@@ -292,7 +296,8 @@ def extract_features(
                  overwrite=overwrite, trust_store=trust_store, workers=workers, shard=shard,
                  devices=devices, lease=lease, wait_busy=wait_busy,
                  options=HostOptions(batch_size=batch_size, length_policy=length_policy,
-                                     max_length_gap=float(max_length_gap)))
+                                     max_length_gap=float(max_length_gap),
+                                     max_length_share=float(max_length_share)))
         except KeyboardInterrupt:
             signal_name = "SIGINT"
         except Terminated:

@@ -15,7 +15,11 @@ Length policy (the importer's vocabulary): real videos and annotations disagree 
 frames. ``truncate`` (default) cuts both to the shorter and counts what was cut (the video's
 ``frames_cut`` attribute and the run's report); ``error`` refuses any disagreement. A
 disagreement longer than ``max_length_gap`` seconds is an error under either policy (the wrong
-video for these labels, or a truncated file). An extractor with a lookahead of ``k`` frames is
+video for these labels, or a truncated file), and so is one of more than ``max_length_share``
+of the longer length (and more than ``FEW_FRAMES`` frames): labels at another frame rate than
+the one they are read at (a 30 fps clip's labels read at a dataset's 15 fps) differ by half,
+which on a clip of a few seconds stays under the gap in seconds and would be cut and
+misaligned without a word. An extractor with a lookahead of ``k`` frames is
 fed up to ``k`` frames past the cut where the video has them, so the last kept features see
 the same future as they would in a longer video.
 
@@ -65,6 +69,9 @@ CUT_VIDEO = "video frames beyond the labels (cut)"
 CUT_LABELS = "label frames beyond the video (cut)"
 
 
+FEW_FRAMES = 5  # a disagreement of this many frames is never refused for its share alone
+
+
 @dataclass(frozen=True)
 class HostOptions:
     """How the host decodes and fits lengths (the same in every worker)."""
@@ -72,6 +79,7 @@ class HostOptions:
     batch_size: int = 64
     length_policy: str = "truncate"
     max_length_gap: float = 5.0  # seconds; a larger disagreement is an error under any policy
+    max_length_share: float = 0.2  # of the longer length; likewise (see the module docstring)
     decode_threads: int = 1  # decord's threads per video (the reader runs beside the extractor)
     prefetch: int = 2  # decoded batches kept ready ahead of the extractor
 
@@ -248,6 +256,13 @@ def _open(task: VideoTask, extractor: FeatureExtractor, options: HostOptions) ->
             raise DataError(f"{where}: {lengths}: they differ by {gap:.1f} s, more than the "
                             f"{options.max_length_gap:g} s any length policy accepts (the wrong "
                             f"video for these labels, or a truncated file?)")
+        share = abs(n_video - n_labels) / max(n_video, n_labels)
+        if share > options.max_length_share and abs(n_video - n_labels) > FEW_FRAMES:
+            raise DataError(f"{where}: {lengths}: they differ by {100 * share:.0f} % of the "
+                            f"longer, more than the {100 * options.max_length_share:g} % any "
+                            f"length policy accepts (labels at another frame rate than the "
+                            f"video's? They are read at {task.label_fps:g} fps, the dataset's "
+                            f"rate; --max-length-share raises the limit)")
         if options.length_policy == "error":
             raise DataError(f"{where}: {lengths}; lengths must match (--length-policy error; "
                             f"'truncate' cuts both to the shorter)")

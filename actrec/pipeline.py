@@ -32,13 +32,14 @@ def extract_dataset(
     max_length_gap: float = 5.0,
     batch_size: int = 64,
     stream: str | None = None,
+    max_length_share: float = 0.2,
 ):
     """Extract per-frame features of a dataset's videos into a feature store.
 
     ``split`` limits the work to that split's videos (train and test); the store records all
     splits either way. ``trust_store`` skips comparing stored videos' sources with the files;
-    ``workers``, ``shard``, ``device``, ``length_policy``, ``max_length_gap`` and
-    ``batch_size`` are passed on (see ``actrec.extract.extract_features``). Annotated videos
+    ``workers``, ``shard``, ``device``, ``length_policy``, ``max_length_gap``,
+    ``max_length_share`` and ``batch_size`` are passed on (see ``actrec.extract.extract_features``). Annotated videos
     whose file the dataset did not find fail with its reason while the others go on; a
     ``ConfigError`` only when none of the selected videos has a file. ``stream`` writes that
     named stream of the store (default store with a stream: the dataset's ``streams.zarr``,
@@ -77,7 +78,7 @@ def extract_dataset(
         video_ids=video_ids, overwrite=overwrite, dtype=dtype, progress=progress,
         source=source, trust_store=trust_store, workers=workers, shard=shard, device=device,
         length_policy=length_policy, max_length_gap=max_length_gap, batch_size=batch_size,
-        stream=stream,
+        stream=stream, max_length_share=max_length_share,
     )
 
 

@@ -209,9 +209,23 @@ def test_error_policy_refuses_and_large_gaps_fail_under_any_policy(tiny_kitchen,
             assert set(failed) == {a, c} and "lengths must match" in failed[c]
         else:
             assert set(failed) == {a} and report.cut == ((c, 1, 0),)
-    # The default gap (5 s) accepts these n frames (< 5 s) and cuts them
+    # The default gap (5 s) accepts these n frames (< 5 s) in seconds, but not as a share: the
+    # labels are twice the video (what labels at twice the video's frame rate look like), 50 %
+    # of the longer; c's one frame in 40 is cut
     report = extract_features(mine, ColorGradient(CG), tmp_path / "d.zarr", dataset_ref="r")
+    assert set(dict(report.failed)) == {a} and report.cut == ((c, 1, 0),)
+    assert dict(report.failed)[a].endswith(
+        f"{n} frames ({n / 15:.1f} s) at 15 fps but {2 * n} labels at that rate: they differ by "
+        f"50 % of the longer, more than the 20 % any length policy accepts (labels at another "
+        f"frame rate than the video's? They are read at 15 fps, the dataset's rate; "
+        f"--max-length-share raises the limit)")
+    # ... unless the limit is raised: then they are cut
+    report = extract_features(mine, ColorGradient(CG), tmp_path / "e.zarr", dataset_ref="r",
+                              max_length_share=0.5)
     assert report.ok and (a, 0, n) in report.cut
+    with pytest.raises(ConfigError, match=r"--max-length-share: expected a fraction in \[0, 1\]"):
+        extract_features(index, ColorGradient(CG), tmp_path / "x.zarr", dataset_ref="r",
+                         max_length_share=1.5)
     with pytest.raises(ConfigError, match="--length-policy: expected one of truncate, error"):
         extract_features(index, ColorGradient(CG), tmp_path / "x.zarr", dataset_ref="r",
                          length_policy="pad")

@@ -51,6 +51,10 @@ from actrec.cli.storage import apply_storage_options, storage_option
 @click.option("--max-length-gap", type=click.FloatRange(min=0), default=5.0,
               show_default=True, metavar="SECONDS",
               help="A video and labels differing by more than this fail under any policy.")
+@click.option("--max-length-share", type=click.FloatRange(0, 1), default=0.2,
+              show_default=True, metavar="FRACTION",
+              help="Likewise for a difference above this share of the longer length (labels "
+              "at another frame rate than the video's), beyond 5 frames.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Frames decoded and given to the extractor at a time.")
 @click.option("--stream", default=None, metavar="NAME",
@@ -66,8 +70,8 @@ from actrec.cli.storage import apply_storage_options, storage_option
 @json_option
 def extract(dataset, split, root, options, extractor, extractor_options, out, storage_options,
             claim_lease, status_store, overwrite, trust_store, dtype, workers, shard, device,
-            length_policy, max_length_gap, batch_size, stream, head, head_options,
-            as_json) -> None:
+            length_policy, max_length_gap, max_length_share, batch_size, stream, head,
+            head_options, as_json) -> None:
     """Extract features of DATASET (a plugin name, or NAME:key=value,... with options).
 
     Frames are decoded at the dataset's label rate (or the extractor's fps option) in a
@@ -128,7 +132,7 @@ def extract(dataset, split, root, options, extractor, extractor_options, out, st
                 split=split, out=location, overwrite=overwrite, dtype=dtype, progress=progress,
                 trust_store=trust_store, workers=workers, shard=shard, device=device,
                 length_policy=length_policy, max_length_gap=max_length_gap,
-                batch_size=batch_size, stream=stream,
+                max_length_share=max_length_share, batch_size=batch_size, stream=stream,
             )
         except ExtractStopped as exc:  # a full disk: the summary of what was done, then why
             report, stopped = exc.report, exc
