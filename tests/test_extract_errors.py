@@ -295,12 +295,10 @@ def test_a_stale_copy_goes_when_its_redo_fails_outside_extract(tiny_kitchen, tmp
     assert again.written == (vid,) and again.ok and not again.redone_changed
 
 
-@pytest.mark.slow
-def test_a_stale_copy_goes_when_the_worker_redoing_it_dies(tiny_kitchen, tmp_path, write_mp4,
-                                                          picky_site):
-    # A worker that really ends on a stale video: that copy is removed as on the normal
-    # failure path; `actrec check` then finds the store sound (the video simply absent) and
-    # `extract --status` says the video failed (it said done, reading the stale copy).
+def _two_to_redo(tiny_kitchen, tmp_path, write_mp4, picky_site, grey: int):
+    """A copy of the tiny kitchen extracted by `picky` with 2 workers, then two videos' stored
+    copies made stale: the first's file rewritten as ``grey`` frames, the second's mtime
+    changed (two videos to redo: one per worker). (root, store, first, second)."""
     dataset, index = tiny_kitchen
     root = tmp_path / "data"
     shutil.copytree(dataset.config.root, root)
@@ -312,8 +310,19 @@ def test_a_stale_copy_goes_when_the_worker_redoing_it_dies(tiny_kitchen, tmp_pat
     def copy(v):
         return root / index.videos[v].path.parent.name / index.videos[v].path.name
 
-    write_mp4(copy(vid), np.full((index.videos[vid].num_frames, 32, 32, 3), 250, np.uint8))
-    os.utime(copy(other), (1_000_000_000, 1_000_000_000))  # two videos to redo: 2 workers
+    write_mp4(copy(vid), np.full((index.videos[vid].num_frames, 32, 32, 3), grey, np.uint8))
+    os.utime(copy(other), (1_000_000_000, 1_000_000_000))
+    return root, out, vid, other
+
+
+@pytest.mark.slow
+def test_a_stale_copy_goes_when_the_worker_redoing_it_dies(tiny_kitchen, tmp_path, write_mp4,
+                                                          picky_site):
+    # A worker that really ends on a stale video: that copy is removed as on the normal
+    # failure path; `actrec check` then finds the store sound (the video simply absent) and
+    # `extract --status` says the video failed (it said done, reading the stale copy).
+    _, index = tiny_kitchen
+    root, out, vid, other = _two_to_redo(tiny_kitchen, tmp_path, write_mp4, picky_site, 250)
     res = _extract(picky_site, root, out, "--workers", "2", "--json", PICKY_DIE="1")
     assert res.returncode == 1, res.stderr
     payload = json.loads(res.stdout)
@@ -342,19 +351,8 @@ def test_a_worker_that_dies_after_writing_its_video_has_it_written(tiny_kitchen,
                                                                   write_mp4, picky_site):
     # The worker redoing a stale video writes the new copy whole, then dies before saying so:
     # the video is written (it was reported failed, and the fresh copy removed as stale).
-    dataset, index = tiny_kitchen
-    root = tmp_path / "data"
-    shutil.copytree(dataset.config.root, root)
-    out = tmp_path / "s.zarr"
-    res = _extract(picky_site, root, out, "--workers", "2", "--json")
-    assert res.returncode == 0, res.stderr
-    vid, other = sorted(index.videos)[:2]
-
-    def copy(v):
-        return root / index.videos[v].path.parent.name / index.videos[v].path.name
-
-    write_mp4(copy(vid), np.full((index.videos[vid].num_frames, 32, 32, 3), 200, np.uint8))
-    os.utime(copy(other), (1_000_000_000, 1_000_000_000))
+    _, index = tiny_kitchen
+    root, out, vid, other = _two_to_redo(tiny_kitchen, tmp_path, write_mp4, picky_site, 200)
     res = _extract(picky_site, root, out, "--workers", "2", "--json",
                    PICKY_DIE_AFTER_WRITE=vid)
     assert res.returncode == 0, res.stderr
