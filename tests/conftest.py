@@ -12,10 +12,19 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# Tests interrupt the commands they start with SIGINT. A test run started in the background by
+# a non-interactive shell (a CI script's `cmd &`, nohup) inherits SIGINT ignored, and every
+# command it starts would too (Python leaves an ignored SIGINT ignored), so no interrupt would
+# arrive: with a handler here instead, the commands start with SIGINT's default (exec resets
+# handlers, not an ignore).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _level_of(i: int) -> int:
