@@ -59,9 +59,9 @@ class ExtractReport:
     """What one extraction run did: videos written, skipped (already stored) and failed.
     ``redone_damaged`` and ``redone_changed`` name the stored videos that were extracted
     again (they are in ``written`` or ``failed`` too) because their stored copy was damaged
-    or their source video or its labels changed, each with what was wrong. ``busy`` names the videos another
-    live process (another ``actrec extract`` on this store) still held when the run ended
-    without waiting for it (``wait_busy=False``). ``cut``
+    or their source video or its labels changed, each with what was wrong. ``busy`` names the
+    videos another live process (another ``actrec extract`` on this store) still held when the
+    run ended without waiting for it (``wait_busy=False``). ``cut``
     lists the written videos whose video and labels disagreed in length, with the frames the
     length policy cut from each; ``frames`` counts the frames written, ``seconds`` the run's
     wall time. ``stopped`` says why the run stopped before the end (the store could not be

@@ -37,13 +37,13 @@ def extract_dataset(
     """Extract per-frame features of a dataset's videos into a feature store.
 
     ``split`` limits the work to that split's videos (train and test); the store records all
-    splits either way. ``trust_store`` skips comparing stored videos' sources with the files;
-    ``workers``, ``shard``, ``device``, ``length_policy``, ``max_length_gap``,
-    ``max_length_share`` and ``batch_size`` are passed on (see ``actrec.extract.extract_features``). Annotated videos
-    whose file the dataset did not find fail with its reason while the others go on; a
-    ``ConfigError`` only when none of the selected videos has a file. ``stream`` writes that
-    named stream of the store (default store with a stream: the dataset's ``streams.zarr``,
-    which holds all its streams). Returns ``actrec.extract.ExtractReport``.
+    splits either way. ``trust_store`` skips comparing stored videos' sources and labels with
+    the files and annotations; ``workers``, ``shard``, ``device``, ``length_policy``,
+    ``max_length_gap``, ``max_length_share`` and ``batch_size`` are passed on (see
+    ``actrec.extract.extract_features``). Annotated videos whose file the dataset did not
+    find fail with its reason while the others go on; a ``ConfigError`` only when none of the
+    selected videos has a file. ``stream`` writes that named stream of the store (default
+    store with a stream: the dataset's ``streams.zarr``, which holds all its streams). Returns ``actrec.extract.ExtractReport``.
     """
     from actrec import registry
     from actrec.extract import extract_features

@@ -174,6 +174,9 @@ def test_frame_labels_blank_line_inside_names_line(tmp_path):
         A.read_frame_labels(crlf, {"SIL": 0, "pour": 1})
     fine = write(tmp_path / "t.txt", "SIL\npour\n\n  \n")
     assert A.read_frame_labels(fine, {"SIL": 0, "pour": 1}).tolist() == [0, 1]
+    for text in ("", "\n \n"):  # no label at all: an empty file, not a blank line at frame 0
+        with pytest.raises(DataError, match=r"e\.txt: empty file; expected annotation lines"):
+            A.read_frame_labels(write(tmp_path / "e.txt", text), {"SIL": 0})
 
 
 def test_npy_labels(tmp_path):

@@ -34,7 +34,8 @@ TINY = {"kitchen": "a", "participants": "3", "videos_per_participant": "1",
 def slow_site(tmp_path):
     """A plugin distribution whose extractor ``slowcg`` is ``SlowColorGrad`` (colorgrad that
     sleeps per batch and marks each batch) under its own name."""
-    return extractor_plugin_site(tmp_path / "site", "slowcg_plugin", "SlowCG", "slowcg", textwrap.dedent('''
+    return extractor_plugin_site(tmp_path / "site", "slowcg_plugin", "SlowCG", "slowcg",
+                                 textwrap.dedent('''
         from test_extract_host import SlowColorGrad
 
         class SlowCG(SlowColorGrad):
@@ -259,7 +260,8 @@ def test_a_second_ctrl_c_while_workers_stop_kills_them_and_the_command_ends(tiny
     # does not, and Ctrl-C again must end the wait (kill them) rather than leave the command
     # hanging on them at its exit.
     dataset, index = tiny_kitchen
-    site = extractor_plugin_site(tmp_path / "stucksite", "stuck_plugin", "StuckCG", "stuckcg", STUCK)
+    site = extractor_plugin_site(tmp_path / "stucksite", "stuck_plugin", "StuckCG", "stuckcg",
+                                 STUCK)
     marks = tmp_path / "marks"
     marks.mkdir()
     out = tmp_path / "s.zarr"

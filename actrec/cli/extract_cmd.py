@@ -34,8 +34,9 @@ from actrec.cli.storage import apply_storage_options, storage_option
               "then exit. Takes no DATASET.")
 @click.option("--overwrite", is_flag=True, help="Redo videos that are already in the store.")
 @click.option("--trust-store", is_flag=True,
-              help="Skip stored videos without comparing their source files' size and mtime "
-              "with those recorded (by default a changed source is extracted again).")
+              help="Skip stored videos without comparing their source files' size and mtime, "
+              "or their labels, with those recorded (by default a changed source or changed "
+              "labels are extracted again).")
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16",
               show_default=True, help="Storage type of the features.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
