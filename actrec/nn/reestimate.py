@@ -25,9 +25,11 @@ def reestimate_statistics(model: nn.Module, batches: Iterable[Sequence[Tensor]])
     norm modules in training mode and everything else in eval mode (no dropout), without grad;
     parameters (alphas included) are not touched. Each timestep slot in use (below the norm's
     ``trained_len``, which is kept) and domain holds the plain mean of the batch means and of
-    the unbiased batch variances of the batches with a real frame there; slots no batch reached
-    keep mean 0 / variance 1. Returns the number of batches; the model's training flags are
-    restored.
+    the unbiased batch variances of the batches with a real frame there. A slot no batch
+    reached (a domain the batches do not hold, e.g. the pre-training dataset of a transfer
+    run; a timestep past every window's real frames) keeps the statistics training left
+    there: the batches say nothing about it, and mean 0 / variance 1 is no statistic of any
+    data. Returns the number of batches; the model's training flags are restored.
     """
     norms = [m for m in model.modules() if isinstance(m, PerTimestepNorm)]
     # Plain torch batch norms (e.g. the GRU model's) average exactly with momentum=None.
@@ -35,6 +37,10 @@ def reestimate_statistics(model: nn.Module, batches: Iterable[Sequence[Tensor]])
         m: m.momentum for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
     }
     flags = {m: m.training for m in model.modules()}
+    # What training left, for the slots the batches do not reach (restored in ``finally``).
+    before = {m: (m.running_mean.clone(), m.running_var.clone())
+              for m in [*norms, *torch_norms] if m.running_mean is not None}
+    finished = False
     try:
         model.eval()
         for m in norms:
@@ -54,11 +60,29 @@ def reestimate_statistics(model: nn.Module, batches: Iterable[Sequence[Tensor]])
             else:
                 model(x, domain, mask=mask)
             count += 1
+        finished = True
         return count
-    finally:
+    finally:  # a failed batch leaves the statistics as they were
         for m in norms:
+            reached = m.counts > 0 if finished else torch.zeros_like(m.counts, dtype=torch.bool)
+            _keep_unreached(m, reached, *before[m])  # [*slots, max_len]
             m.cumulative = False
+        for m in torch_norms:
+            if m in before:
+                reached = finished and (m.num_batches_tracked is None
+                                        or bool(m.num_batches_tracked > 0))
+                _keep_unreached(m, torch.tensor(reached), *before[m])
         for m, momentum in torch_norms.items():
             m.momentum = momentum
         for m, flag in flags.items():
             m.train(flag)
+
+
+def _keep_unreached(norm: nn.Module, reached: Tensor, mean: Tensor, var: Tensor) -> None:
+    """Put ``mean``/``var`` back into ``norm``'s running statistics where ``reached`` (bool,
+    the statistics' leading slot shape ``[*slots, max_len]``, or a scalar) is False."""
+    keep = ~reached.to(norm.running_mean.device)
+    while keep.dim() < norm.running_mean.dim():
+        keep = keep[..., None]
+    norm.running_mean.copy_(torch.where(keep, mean, norm.running_mean))
+    norm.running_var.copy_(torch.where(keep, var, norm.running_var))
