@@ -256,15 +256,17 @@ def test_epic_info_csv_values_are_checked_at_their_line(tmp_path, info, expected
         load(EpicKitchens, root=root)
 
 
-def test_epic_frames_are_bounded_at_24_hours_of_the_video_fps(tmp_path):
-    root = epic_root(tmp_path, "P01_101,1,1,x\n", stop_frame=86400)
-    idx = load(EpicKitchens, root=root)  # frame 86400 is the last of 24 h at 1 fps: clipped
-    assert idx.videos["P01_101"].labels.tolist() == [1] and idx.videos["P01_101"].fps == 1.0
-    assert idx.repairs == {"frames past the video end (clipped)": 86399}
-    root = epic_root(tmp_path / "b", "P01_101,1,1,x\n", stop_frame=86401)
+def test_epic_frames_are_bounded_at_24_hours_of_the_label_fps(tmp_path):
+    # P01_101's frame numbers count frames at 50 fps (the EPIC-100 extension's rate), whatever
+    # the info CSV says of its camera: 24 hours are 4,320,000 of them
+    root = epic_root(tmp_path, "P01_101,0.1,1,x\n", stop_frame=4_320_000)
+    idx = load(EpicKitchens, root=root)  # the last frame of 24 h: clipped to the 0.1 s video
+    assert idx.videos["P01_101"].labels.tolist() == [1] * 5 and idx.videos["P01_101"].fps == 50
+    assert idx.repairs == {"frames past the video end (clipped)": 4_320_000 - 5}
+    root = epic_root(tmp_path / "b", "P01_101,0.1,1,x\n", stop_frame=4_320_001)
     # a stop_frame past 24 hours is a damaged row, not frames to clip and count
     with pytest.raises(DataError, match=re.escape(f"{root / 'EPIC_100_train.csv'}:2: frame "
-                                                  "86401 is past the limit 86400")):
+                                                  "4320001 is past the limit 4320000")):
         load(EpicKitchens, root=root)
 
 

@@ -9,8 +9,14 @@ Only the named columns are used, so either release's column order works.
 
 Labels (``labels``): ``verb``, ``noun`` or ``action`` (each distinct verb-noun pair of the file,
 named ``verb:noun``, sorted); ``background`` is added at index 0 for frames no segment covers.
-Frames: ``start_frame``/``stop_frame`` are 1-based and inclusive; a video lasts
-``round(duration * fps)`` frames at its own fps (``DatasetIndex.fps`` is the most common one).
+Frames: ``start_frame``/``stop_frame`` are 1-based and inclusive, and they count the frames of
+the released RGB frames, not of the video file: those were extracted at a fixed rate whatever
+the camera recorded (``ffmpeg -r 60``, EPIC-55 README, "Video Information"). So the labels of
+a video are at ``frames_fps(video)``: 60 fps for the EPIC-55 videos (``P01_01``, in either
+release; recorded at 59.94, and a few at 29.97, 48 or 90), 50 fps for the EPIC-100 extension
+videos (``P01_101``, recorded at 50). A video lasts ``round(duration * frames_fps)`` frames;
+the info CSV's ``fps`` is the camera's rate: checked, but it does not set the label rate.
+``DatasetIndex.fps`` is the most common label rate.
 
 Overlap policy: EPIC segments overlap. The segment that starts later wins the frames it
 shares with earlier ones; the number of frames covered by more than one segment is reported
@@ -26,7 +32,7 @@ Videos, under ``videos`` (default: the data root), in the releases' layouts, fir
 (EPIC-55), ``P01_01.MP4`` or ``videos/P01_01.MP4``, or a folder of frames
 ``P01/rgb_frames/P01_01/``, ``rgb_frames/P01/P01_01/`` or (EPIC-55)
 ``frames_rgb_flow/rgb/{train,test}/P01/P01_01/`` holding ``frame_0000000001.jpg`` ..., read at
-the video's fps from the info CSV. Videos found nowhere are listed in
+the label rate (the rate they were extracted at). Videos found nowhere are listed in
 ``DatasetIndex.missing_videos``.
 
 Splits: ``split_scheme="person"`` (default) gives 4 leave-person-out splits over the training
@@ -52,6 +58,16 @@ FILES = {
 }
 LABEL_COLUMNS = ("participant_id", "video_id", "start_frame", "stop_frame", "verb", "verb_class",
                  "noun", "noun_class")
+# The rates the released RGB frames were extracted at, which the annotations' frame numbers count.
+FRAMES_FPS_55 = 60.0  # EPIC-55 videos (P01_01), whatever their camera's rate
+FRAMES_FPS_EXTENSION = 50.0  # EPIC-100's new videos (P01_101)
+
+
+def frames_fps(video: str) -> float:
+    """The rate the annotation frame numbers of ``video`` count at (see the module docstring):
+    50 for an EPIC-100 extension video (``PXX_1YY``, a three-digit number), else 60."""
+    _, _, number = video.partition("_")
+    return FRAMES_FPS_EXTENSION if len(number) == 3 and number.isdecimal() else FRAMES_FPS_55
 
 
 @dataclass(frozen=True)
@@ -193,11 +209,13 @@ class EpicKitchens(VideoDataset):
 
 
 def _video_lengths(info_csv: Path, repairs: dict[str, int]) -> dict[str, tuple[int, float]]:
-    """``video -> (frames, fps)`` from the video info CSV: ``round(duration * fps)`` frames.
+    """``video -> (frames, fps)`` from the video info CSV: the label rate ``frames_fps(video)``
+    and ``round(duration * that rate)`` frames (the CSV's own ``fps`` is the camera's rate:
+    checked, not used; see the module docstring).
 
     ``DataError`` naming the line for a missing video id, an fps that is not a positive finite
     number, a duration that is not a finite number >= 0, or a length past ``frame_limit(fps)``
-    (24 hours; the labels are allocated from it)."""
+    (24 hours at the label rate; the labels are allocated from it)."""
     import math
 
     from actrec.errors import DataError
@@ -219,12 +237,13 @@ def _video_lengths(info_csv: Path, repairs: dict[str, int]) -> dict[str, tuple[i
         if not (math.isfinite(duration) and duration >= 0):
             raise DataError(f"{where}: video {video!r}: duration must be a number of seconds "
                             f">= 0, got {row['duration']!r}")
-        length, limit = duration * fps, A.frame_limit(fps)  # a float: 1e308 * 60 is inf
+        rate = frames_fps(video)
+        length, limit = duration * rate, A.frame_limit(rate)  # a float: 1e308 * 60 is inf
         if not math.isfinite(length) or round(length) > limit:
             raise DataError(f"{where}: video {video!r} lasts {length:.0f} frames "
-                            f"({row['duration']} s at {fps:g} fps), past the limit of {limit} "
+                            f"({row['duration']} s at {rate:g} fps), past the limit of {limit} "
                             f"({A.MAX_VIDEO_SECONDS // 3600} hours); is the file damaged?")
-        lengths[video] = (round(length), fps)
+        lengths[video] = (round(length), rate)
     return lengths
 
 
