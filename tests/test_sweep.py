@@ -152,8 +152,10 @@ def test_cli_table_json_and_missing_split(sweep, tmp_path):
     table = CliRunner().invoke(cli, ["eval", "lstm-split2", "--all-splits", "--offline"],
                                env=env, terminal_width=250)
     assert table.exit_code == 0, table.output
-    mean_row = next(line for line in table.output.splitlines() if "mean ± std" in line)
-    assert f"{100 * np.mean(values):.2f} % ± {100 * np.std(values, ddof=1):.2f}" in mean_row
+    row = next(line for line in table.output.splitlines() if line.startswith("│ frame accuracy"))
+    assert [c.strip() for c in row.split("│")[2:-1]] == [
+        *(f"{100 * v:.2f}" for v in values),
+        f"{100 * np.mean(values):.2f} ± {100 * np.std(values, ddof=1):.2f}"]
     assert "INCOMPLETE" not in table.output
 
     # Split 2 absent: said in the JSON and loudly in the table, in its place among the splits.
@@ -164,9 +166,19 @@ def test_cli_table_json_and_missing_split(sweep, tmp_path):
                               env=env, terminal_width=250)
     assert part.exit_code == 0, part.output
     assert "INCOMPLETE: no run for split 2" in part.output
-    rows = [line.split("│")[1:3] for line in part.output.splitlines() if line.startswith("│")]
-    assert [[c.strip() for c in row] for row in rows] == [
-        ["1", "r1"], ["2", "missing"], ["3", "r3"], ["mean ± std", "2 split(s)"]]
+    lines = part.output.splitlines()
+    header = next(line for line in lines if line.startswith("┃ metric"))
+    assert [c.strip() for c in header.split("┃")[1:-1]] == [
+        "metric \\ split", "1", "2 missing", "3", "mean ± std (2)"]
+    row = next(line for line in lines if line.startswith("│ frame accuracy"))
+    assert [c.strip() for c in row.split("│")[2:-1]] == [
+        f"{100 * values[0]:.2f}", "-", f"{100 * values[2]:.2f}",
+        f"{100 * np.mean([values[0], values[2]]):.2f} ± "
+        f"{100 * np.std([values[0], values[2]], ddof=1):.2f}"]
+    runs_rows = [line.split("│")[1:-1] for line in lines
+                 if line.startswith("│") and line.count("│") == 3]
+    assert [[c.strip() for c in r] for r in runs_rows] == [
+        ["1", "r1"], ["2", "missing"], ["3", "r3"]]
     as_json = json.loads(CliRunner().invoke(
         cli, ["eval", str(runs / "r1"), "--all-splits", "--offline", "--json"], env=env).output)
     assert as_json["missing"] == ["2"] and as_json["complete"] is False
@@ -180,6 +192,31 @@ def test_cli_table_json_and_missing_split(sweep, tmp_path):
     both = CliRunner().invoke(cli, ["eval", "lstm-split2", "--all-splits", "--online",
                                     "--offline"], env=env)
     assert both.exit_code == 2 and "give one" in both.output
+
+
+def test_sweep_table_fits_80_columns_and_keeps_run_names_whole():
+    """Five splits and every metric in an 80-column terminal: no cell folded into unreadable
+    pieces, run names (what `actrec eval RUN` takes) whole."""
+    from rich.console import Console
+
+    from actrec.cli.eval_cmd import render_splits
+
+    keys = ["frame_accuracy", "mean_video_accuracy", "edit", "f1@10", "f1@25", "f1@50",
+            "mean_class_precision"]
+    per_split = {"1": 0.51, "2": 0.49, "4": 0.5, "5": 0.625}
+    metrics = {k: {"mean": 0.53125, "std": 0.06, "per_split": per_split} for k in keys}
+    summary = {"mode": "online", "missing": ["3"], "splits": ["1", "2", "4", "5"],
+               "runs": {k: f"/runs/20261201-172623-ddlstm-split{k}" for k in "1245"},
+               "datasets": {"salads": {"metrics": metrics, "splits": {k: k for k in "1245"}}}}
+    console = Console(width=80, record=True, color_system=None)
+    console.print(render_splits(summary))
+    text = console.export_text()
+    assert max(map(len, text.splitlines())) <= 80
+    edit = next(line for line in text.splitlines() if line.startswith("│ edit"))
+    assert [c.strip() for c in edit.split("│")[2:-1]] == [
+        "51.00", "49.00", "-", "50.00", "62.50", "53.12 ± 6.00"]
+    for k in "1245":
+        assert f"20261201-172623-ddlstm-split{k}" in text
 
 
 def test_lookahead_sweep_of_runs_trained_without_delay_says_so(sweep):

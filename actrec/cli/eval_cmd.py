@@ -122,7 +122,9 @@ def render_eval(result):
 
 def render_splits(summary):
     """Per dataset a table of a split sweep (``actrec.sweep.summarize_splits``): one row per
-    split, a row per split of the store that no run covers, then mean ± sample std."""
+    metric, a column per split (``missing`` where no run covers a split of the store), then
+    mean ± sample std; below it, which run scored each split (names kept whole: they are what
+    ``actrec eval RUN`` takes)."""
     from pathlib import Path
 
     from rich.console import Group
@@ -131,9 +133,10 @@ def render_splits(summary):
     from actrec.sweep import split_order
 
     missing = summary["missing"]
+    splits = sorted([*summary["splits"], *missing], key=split_order)
     tables = []
     for name, entry in summary["datasets"].items():
-        title = f"{summary['mode']} evaluation over the splits of {name}"
+        title = f"{summary['mode']} evaluation over the splits of {name} (%)"
         if missing:
             title += (f" [bold red](INCOMPLETE: no run for split {', '.join(missing)}; "
                       f"the mean is over {len(summary['splits'])} split(s) only)[/]")
@@ -141,31 +144,35 @@ def render_splits(summary):
             title += (" [yellow](the runs of split "
                       f"{', '.join(summary['lookahead_without_delay'])} were trained to answer "
                       "at once, not late: train with --delay K to score a look-ahead model)[/]")
+        # Metrics as rows, splits as columns: a paper's 4-5 splits fit an 80-column terminal,
+        # where a column per metric (7 of them) folded every cell.
         table = Table(title=title, caption="± sample standard deviation (ddof=1)")
-        table.add_column("split")
-        table.add_column("run", overflow="fold")
-        metrics = entry["metrics"]
-        for key in metrics:
-            table.add_column(key.replace("_", " "), justify="right")
-        for split in sorted([*summary["splits"], *missing], key=split_order):
-            if split in missing:
-                table.add_row(f"[bold red]{split}[/]", "[bold red]missing[/]",
-                              *("-" for _ in metrics))
-                continue
-            table.add_row(str(entry["splits"].get(split, split)),
-                          Path(summary["runs"][split]).name,
-                          *(_pct(m["per_split"].get(split)) for m in metrics.values()))
-        table.add_row("mean ± std", f"{len(summary['splits'])} split(s)",
-                      *(_mean_std(m) for m in metrics.values()), end_section=True)
+        table.add_column("metric \\ split", overflow="fold")
+        for split in splits:
+            label = str(entry["splits"].get(split, split))
+            table.add_column(f"[bold red]{label} missing[/]" if split in missing else label,
+                             justify="right")
+        table.add_column(f"mean ± std ({len(summary['splits'])})", justify="right", no_wrap=True)
+        for key, stats in entry["metrics"].items():
+            table.add_row(key.replace("_", " "),
+                          *("-" if split in missing else _pct(stats["per_split"].get(split), "")
+                            for split in splits),
+                          _mean_std(stats, ""))
         tables.append(table)
-    return Group(*tables)
+    runs = Table(title="runs")
+    runs.add_column("split")
+    runs.add_column("run", no_wrap=True)
+    for split in splits:
+        runs.add_row(split, "[bold red]missing[/]" if split in missing
+                     else Path(summary["runs"][split]).name)
+    return Group(*tables, runs)
 
 
-def _mean_std(stats) -> str:
+def _mean_std(stats, unit: str = " %") -> str:
     if stats.get("mean") is None:
         return "-"
     std = stats.get("std")
-    return _pct(stats["mean"]) + ("" if std is None else f" ± {100 * std:.2f}")
+    return _pct(stats["mean"], unit) + ("" if std is None else f" ± {100 * std:.2f}")
 
 
 def render_latency(latency):
