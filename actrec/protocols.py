@@ -316,6 +316,7 @@ def run_protocol(loop: Any, start: int, progress: Any) -> float:
         fresh = start <= first
         loop.monitor.enter_phase(index, fresh)
         loop.phase_name = phase_names(spec)[index]
+        loop.phase_first = first  # window streams count from here (actrec.data.sampling)
         loop.mix = phase_mix(spec, index, n, loop.monitor.schedule.batch_scale)
         loop.domains = phase_domains(spec, index, n)
         if fresh and (index > 0 or spec.init_from is not None):

@@ -434,22 +434,27 @@ class _Loop:
                                       spec.seed)
         from actrec.protocols import Monitor
 
-        # The phase's batch mix, datasets and name (set per phase by actrec.protocols).
+        # The phase's batch mix, datasets, name and first iteration (set per phase by
+        # actrec.protocols).
         self.monitor = Monitor(spec, data)
         self.mix, self.phase_name = spec.batch_mix, "train"
         self.domains = list(range(len(spec.batch_mix)))
+        self.phase_first = 0
 
     def batch(self, rng: Any, iteration: int | None = None) -> Any:
-        """The training batch of ``iteration`` (D1 rows first) on the run's device, windows
-        chosen by ``spec.windows``; ``iteration`` None: random windows from ``rng``."""
+        """The training batch of global ``iteration`` (D1 rows first) on the run's device,
+        windows chosen by ``spec.windows``; ``iteration`` None: random windows from ``rng``.
+        Window streams count from the phase's first iteration: fine-tuning walks D1's stride
+        windows from its first epoch, as ``--epochs`` counts them."""
         from actrec.data.windows import two_domain_batch
 
         d = self.data
         samplers = None if iteration is None else self.samplers
         part = None if self.dist is None else self.dist.part  # this process's share
+        step = 0 if iteration is None else iteration - self.phase_first
         batch = two_domain_batch(d.banks, self.mix, self.spec.history, rng,
                                  d.labels, d.layout, samplers=samplers,
-                                 iteration=iteration or 0, part=part)
+                                 iteration=step, part=part)
         if d.labels.arrangement == "multi-random" and iteration is not None:
             from actrec.protocols import draw_label_maps
 

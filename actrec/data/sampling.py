@@ -10,8 +10,9 @@ window is the ``history`` frames up to and including ``e``; near a video's start
 (frames ``0 .. e``) and padded at its end, so its state starts cold exactly where online
 inference starts cold, at the video's first frame, instead of on invented frames before it.
 Each epoch visits its windows in a shuffled order; epochs follow one another as one stream, and
-iteration ``i`` takes stream positions ``i * n .. (i + 1) * n - 1`` (a batch may straddle two
-epochs). Offsets and order of epoch ``e`` of domain ``k`` come from a generator seeded with
+iteration ``i`` of a training phase (counted from the phase's start: transfer's fine-tuning
+starts at D1's first epoch) takes stream positions ``i * n .. (i + 1) * n - 1`` (a batch may
+straddle two epochs). Offsets and order of epoch ``e`` of domain ``k`` come from a generator seeded with
 ``(seed, k, e)``: the windows of any iteration are a pure function of the seed and the
 iteration, so a resumed run draws exactly the windows the uninterrupted run would, with nothing
 to store in checkpoints.
