@@ -45,7 +45,9 @@ def arrange_labels(spec: Any, stores: list[Any], dims: list[int]) -> tuple[Any, 
 
     classes = [tuple(s.classes) for s in stores]
     rng = np.random.default_rng([spec.seed, LABEL_STREAM])
-    labels = LabelSpace.build(classes, spec.labels, rng, spec.label_maps)
+    # merged links background to background where each store records one background class
+    background = [s.background[0] if len(s.background) == 1 else None for s in stores]
+    labels = LabelSpace.build(classes, spec.labels, rng, spec.label_maps, background)
     match = all(d == len(c) for d, c in zip(dims, classes))
     if spec.score_inputs == "yes" and not match:
         bad = next(k for k, (d, c) in enumerate(zip(dims, classes)) if d != len(c))

@@ -71,3 +71,44 @@ def test_transfer_finetuning_walks_the_stride_windows_from_the_first_epoch(store
     b = load_checkpoint(tmp_path / "again" / "checkpoint.pt")["model"]
     for name in a:
         assert torch.equal(a[name], b[name]), name
+
+
+def _store_with_background(path, classes, background, seed):
+    """Two training videos and one test video over ``classes``, ``background`` recorded."""
+    import numpy as np
+
+    from actrec.io.features import FeatureStore
+
+    rng = np.random.default_rng(seed)
+    store = FeatureStore.open_or_create(
+        path, dataset=f"bg{seed}", split_scheme="default", classes=list(classes),
+        splits={"1": {"train": ["v0", "v1"], "test": ["v2"]}}, extractor="toy",
+        extractor_config={"seed": seed}, lookahead=0, dtype="float32", background=background)
+    for vid in ("v0", "v1", "v2"):
+        y = rng.integers(0, len(classes), size=30)
+        store.write_video(vid, rng.normal(size=(30, 3)).astype(np.float32), y, fps=15.0,
+                          source=None)
+    return path
+
+
+def test_merged_labels_link_background_to_background(tmp_path):
+    """Recurrent Assistance eq. 2 shares output 0 because background is class 0 by the papers'
+    convention; a dataset whose background is elsewhere (GTEA: its last class) had its class 0
+    ('take') merged with the other dataset's background, and its background with an action."""
+    from actrec.data.label_maps import make_tables
+
+    gtea = ("take", "open", "pour", "close", "background")
+    big = ("SIL", "a", "b", "c", "d", "e", "f")
+    d1 = _store_with_background(tmp_path / "big.zarr", big, [0], 1)
+    d2 = _store_with_background(tmp_path / "gtea.zarr", gtea, [4], 2)
+    s = TrainSpec(model="lstm", d1=d1, d2=d2, labels="merged", model_options={"hidden": 4},
+                  history=8, iterations=0, mix=(2, 2))
+    train_model(s, tmp_path / "run")
+    space = load_checkpoint(tmp_path / "run" / "checkpoint.pt")["label_space"]
+    assert space["tables"][0] == [[0, 1, 2, 3, 4, 5, 6]]  # the largest keeps its indices
+    assert space["tables"][1] == [[4, 1, 2, 3, 0]]  # background -> SIL, 'take' -> output 4
+    # the larger dataset's background past the smaller one's classes: output 0 is left free
+    assert make_tables("merged", [7, 3], background=[5, 0])[1][0].tolist() == [5, 1, 2]
+    # background 0 on both (the papers' sets), or one side without one: eq. 2 as written
+    assert make_tables("merged", [7, 3], background=[0, 0])[1][0].tolist() == [0, 1, 2]
+    assert make_tables("merged", [7, 3], background=[None, 2])[1][0].tolist() == [0, 1, 2]

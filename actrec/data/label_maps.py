@@ -9,8 +9,11 @@ arranged alike.
 - ``concat`` (eq. 4): dataset k's ``l_k`` classes take outputs ``offset_k .. offset_k+l_k-1``
   (``offset_k`` = the classes of the datasets before it); ``sum(l_k)`` outputs.
 - ``merged`` (eq. 2): the largest dataset (the first among equals) keeps its indices; every
-  other dataset's class ``y`` takes output ``y`` too, so index 0 (background, by the datasets'
-  convention) is shared; ``max(l_k)`` outputs.
+  other dataset's class ``y`` takes output ``y`` too, so index 0 (background, by the papers'
+  convention) is shared; ``max(l_k)`` outputs. The link eq. 2 means to enforce is background
+  to background: when both datasets record one background class at different indices (GTEA's
+  is its last class, 10), the smaller dataset's background takes the larger one's output and
+  its class at that index takes the freed one.
 - ``random`` (eq. 3): as ``merged``, but each smaller dataset's ``l`` classes go to the first
   ``l`` outputs through a random one-to-one map (seeded; the table is saved with the run).
 - ``multi-random``: ``count`` random maps per smaller dataset, used as augmentation (each
@@ -43,13 +46,16 @@ def _largest(sizes: Sequence[int]) -> int:
 
 
 def make_tables(arrangement: str, sizes: Sequence[int], rng: np.random.Generator | None = None,
-                count: int = 1) -> list[list[np.ndarray]]:
+                count: int = 1, background: Sequence[int | None] | None = None
+                ) -> list[list[np.ndarray]]:
     """Per dataset, its list of tables ``[l_k]`` int64 (local class -> output index).
 
     ``sizes`` are the datasets' class counts. ``random``/``multi-random`` draw from ``rng``
     (required) one permutation per map of each dataset but the largest, in dataset order;
-    ``count`` is the number of maps of ``multi-random`` (>= 2). ``ConfigError`` for an unknown
-    arrangement or a bad count."""
+    ``count`` is the number of maps of ``multi-random`` (>= 2). ``background``: each dataset's
+    one background class (None: none, or not one) -- ``merged`` links a smaller dataset's to
+    the largest one's (see the module docs). ``ConfigError`` for an unknown arrangement or a
+    bad count."""
     sizes = [int(s) for s in sizes]
     if arrangement not in LABEL_ARRANGEMENTS:
         raise ConfigError(f"label arrangement must be one of {', '.join(LABEL_ARRANGEMENTS)}, "
@@ -67,15 +73,30 @@ def make_tables(arrangement: str, sizes: Sequence[int], rng: np.random.Generator
     elif count != 1:
         raise ConfigError(f"label maps: {count} given, but only multi-random uses several")
     big = _largest(sizes)
+    background = list(background) if background is not None else [None] * len(sizes)
     tables = []
     for k, n in enumerate(sizes):
         if k == big or arrangement == "merged":
-            tables.append([np.arange(n, dtype=np.int64)])
+            table = np.arange(n, dtype=np.int64)
+            if k != big:
+                _link_background(table, background[k], background[big])
+            tables.append([table])
             continue
         if rng is None:
             raise ConfigError(f"the {arrangement} label arrangement needs a random generator")
         tables.append([rng.permutation(n).astype(np.int64) for _ in range(maps)])
     return tables
+
+
+def _link_background(table: np.ndarray, mine: int | None, theirs: int | None) -> None:
+    """Point ``table``'s background class ``mine`` at output ``theirs`` (the largest dataset's
+    background), in place; the class that held ``theirs`` takes ``mine``'s old output."""
+    if mine is None or theirs is None or table[mine] == theirs:
+        return
+    held = np.flatnonzero(table == theirs)
+    if held.size:
+        table[held[0]] = table[mine]
+    table[mine] = theirs
 
 
 def num_outputs(arrangement: str, sizes: Sequence[int]) -> int:

@@ -81,12 +81,14 @@ class LabelSpace:
 
     @classmethod
     def build(cls, classes, arrangement: str = "concat", rng: np.random.Generator | None = None,
-              count: int = 1) -> LabelSpace:
-        """The label space of ``arrangement``, random maps drawn from ``rng``."""
+              count: int = 1, background: Sequence[int | None] | None = None) -> LabelSpace:
+        """The label space of ``arrangement``, random maps drawn from ``rng``; ``background``:
+        each dataset's background class, or None (``label_maps.make_tables``)."""
         from actrec.data import label_maps
 
         classes = tuple(tuple(c) for c in classes)
-        tables = label_maps.make_tables(arrangement, [len(c) for c in classes], rng, count)
+        tables = label_maps.make_tables(arrangement, [len(c) for c in classes], rng, count,
+                                        background)
         return cls(classes, arrangement, tuple(tuple(tuple(int(v) for v in t) for t in maps)
                                                for maps in tables))
 
