@@ -5,8 +5,9 @@ model's state carried from one frame to the next (``SequenceModel.step``) in eva
 as a live system would see it; never a window, never a future frame. Several videos are stepped
 side by side for speed (padded at the end; in eval mode each sequence's state is independent,
 and padding after a video's end cannot change its earlier frames). Non-causal models are
-refused, and so are features that look ahead (store attribute ``lookahead`` > 0) unless
-``allow_noncausal_features`` is set, which is recorded with the result.
+refused, and so are features that look ahead (store attribute ``lookahead`` > 0, or -1:
+unknown) unless ``allow_noncausal_features`` is set; such a result is recorded, named and
+filed as ``online-features-ahead-F`` (``-unknown``), never as online.
 
 Offline: one batched ``forward`` over each whole video (causal models: several videos padded at
 the end; others one at a time, since padding would leak into their backward pass).
@@ -478,7 +479,7 @@ def evaluate_run(
         if store.dim is not None and store.dim != dims[k]:
             raise DataError(f"feature store {store.path} has {store.dim}-d features; run "
                             f"{run_dir} was trained on {dims[k]}-d features for D{k + 1}")
-    from actrec.lookahead import store_lookahead
+    from actrec.lookahead import evaluation_mode, features_reach, store_lookahead
 
     features = []
     for store in opened:
@@ -516,16 +517,17 @@ def evaluate_run(
                               scalers=scalers, segment_background=segment_background,
                               probabilities=probabilities, lookahead=delay,
                               latency=latency, predictions=predictions)
+    reach = features_reach(features)  # the features' own look-ahead (None: unknown)
     protocol = {
-        "mode": (f"lookahead-{delay}" if delay else "online") if online else "offline",
+        # Online on features that look ahead is named so (``-features-ahead-F``): not online.
+        "mode": evaluation_mode(online, delay, reach),
         "online": online,
         "lookahead": delay if online else None,  # frames; None: offline sees everything
         "lookahead_rule": delay_rule if online else "offline (whole videos)",
         "trained_delay": trained_delay,
         # The latest frame a prediction for frame t may depend on is t + frames_ahead (the
         # look-ahead plus the features' own; None: offline, or features of unknown reach).
-        "frames_ahead": None if not online or any(f["lookahead"] < 0 for f in features)
-        else delay + max((f["lookahead"] for f in features), default=0),
+        "frames_ahead": None if not online or reach is None else delay + reach,
         "prediction": prediction,
         "iteration": int(ckpt.get("iteration", 0)),
         "checkpoint": ckpt_path.name,

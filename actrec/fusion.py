@@ -8,9 +8,11 @@ fusion with it. The runs must have scored the same test videos of the same datas
 same classes, split and labels; otherwise nothing is fused (``ConfigError`` naming the runs
 and what differs). A run trained to answer late (``--delay K``) is evaluated K frames late, so
 the fusion is too: its protocol records the largest member look-ahead (mode ``lookahead-K``)
-and ``frames_ahead``, the furthest future frame any member's decision depends on. A frame's fused probabilities are the weighted mean of the runs' (softmax
-over the dataset's classes, ``evaluate.local_probabilities``), and its prediction their argmax;
-the fused scores use the same metrics as an evaluation.
+and ``frames_ahead``, the furthest future frame any member's decision depends on; features
+that look ahead (allowed explicitly) add ``-features-ahead-F`` to the mode, as in
+``actrec.lookahead.evaluation_mode``. A frame's fused probabilities are the weighted mean of
+the runs' (softmax over the dataset's classes, ``evaluate.local_probabilities``), and its
+prediction their argmax; the fused scores use the same metrics as an evaluation.
 """
 
 from __future__ import annotations
@@ -113,11 +115,14 @@ def fuse_runs(
                                        first.targets, first.classes, first.segment_background)
     # The fused decision about frame t waits for the member that answers latest (a run trained
     # with --delay K is evaluated K frames late), and sees what its features see beyond that.
+    from actrec.lookahead import evaluation_mode, features_reach
+
     delays = [m.protocol.get("lookahead") for m in members]
     ahead = [m.protocol.get("frames_ahead") for m in members]
     delay = max(int(d or 0) for d in delays) if online else None
+    reach = features_reach([f for m in members for f in m.protocol.get("features") or ()])
     protocol = {
-        "mode": (f"lookahead-{delay}" if delay else "online") if online else "offline",
+        "mode": evaluation_mode(online, delay or 0, reach),
         "lookahead": delay,
         "frames_ahead": None if not online or any(a is None for a in ahead) else max(ahead),
         "fusion": "weighted mean of per-frame class probabilities (softmax over the dataset's "

@@ -37,8 +37,8 @@ from actrec.errors import ConfigError
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["HALF_HISTORY", "delay_targets", "delayed_inputs", "resolve_lookahead",
-           "step_with_delay", "store_lookahead"]
+__all__ = ["HALF_HISTORY", "delay_targets", "delayed_inputs", "evaluation_mode",
+           "features_reach", "resolve_lookahead", "step_with_delay", "store_lookahead"]
 
 HALF_HISTORY = "half-history"
 
@@ -49,6 +49,33 @@ def store_lookahead(attrs: dict[str, Any]) -> tuple[int, bool, str]:
     lookahead = int(attrs.get("lookahead") or 0)
     causal = lookahead == 0 and attrs.get("causal") is not False
     return lookahead, causal, "an unknown number of" if lookahead < 0 else str(lookahead)
+
+
+def features_reach(features: list[dict[str, Any]]) -> int | None:
+    """How far past its own frame the furthest of ``features`` (each ``{"lookahead": int,
+    "causal": bool}``, as an evaluation's protocol records them) looks: 0 when all are causal,
+    ``None`` when one's reach is unknown (a lookahead of -1, or marked non-causal without
+    one)."""
+    reach = 0
+    for f in features:
+        ahead = int(f.get("lookahead") or 0)
+        if ahead < 0 or (ahead == 0 and f.get("causal") is False):
+            return None
+        reach = max(reach, ahead)
+    return reach
+
+
+def evaluation_mode(online: bool, delay: int, features_ahead: int | None = 0) -> str:
+    """The name of an evaluation setting: ``offline``, ``online`` or ``lookahead-K`` (a delay
+    of K frames), with ``-features-ahead-F`` (or ``-features-ahead-unknown``) appended when
+    the features themselves look F frames ahead (allowed explicitly online): such a result
+    is never named, filed or shown as online."""
+    if not online:
+        return "offline"
+    mode = f"lookahead-{delay}" if delay else "online"
+    if features_ahead == 0:
+        return mode
+    return f"{mode}-features-ahead-{'unknown' if features_ahead is None else features_ahead}"
 
 
 def resolve_lookahead(value: int | str | None, history: int | None) -> tuple[int, str]:

@@ -168,7 +168,8 @@ def test_fusion_records_the_look_ahead_of_its_members(runs, tmp_path):
     run_a = _train(store, tmp_path / "a", ("a",))
     run_b = _train(store, tmp_path / "b", ("b",), delay=1)
     allowed = fuse_runs([run_a, run_b], allow_noncausal_features=True)
-    assert allowed.protocol["mode"] == "lookahead-1" and allowed.protocol["frames_ahead"] == 4
+    assert allowed.protocol["mode"] == "lookahead-1-features-ahead-3"
+    assert allowed.protocol["frames_ahead"] == 4
     offline = fuse_runs([runs["a"], runs["b"]], online=False)
     assert offline.protocol["lookahead"] is None and offline.protocol["frames_ahead"] is None
     result = CliRunner().invoke(cli, ["fuse", str(runs["a"]), str(delayed)])

@@ -387,8 +387,10 @@ def test_noncausal_features_refused_online_unless_allowed(stores, tmp_path):
     with pytest.raises(ActrecError, match="non-causal features"):
         evaluate_run(run, online=True)
     evaluate_run(run, online=True, allow_noncausal_features=True)
-    protocol = json.loads((run / "eval-online.json").read_text())["protocol"]
+    assert not (run / "eval-online.json").exists()  # never filed as online
+    protocol = json.loads((run / "eval-online-features-ahead-3.json").read_text())["protocol"]
     assert protocol["noncausal_features_used"] is True
+    assert protocol["mode"] == "online-features-ahead-3" and protocol["frames_ahead"] == 3
     assert protocol["features"][0]["lookahead"] == 3
     evaluate_run(run, online=False)  # offline needs no permission
     off = json.loads((run / "eval-offline.json").read_text())["protocol"]
