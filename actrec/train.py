@@ -130,7 +130,7 @@ def train_model(
         checkpoint = runs.load_checkpoint(ckpt_path) if ckpt_path.exists() else None
         if checkpoint is not None:
             check_resume(checkpoint, spec, ckpt_path)
-        data = _load_data(spec, progress)
+        data = _load_data(spec, progress, (checkpoint or {}).get("label_space"), ckpt_path)
         spec = _with_epoch_iterations(spec, data)
         if checkpoint is not None:
             _check_stores_unchanged(checkpoint, data, ckpt_path)
@@ -256,9 +256,12 @@ class _Data:
     carves: list[Any] | None = None  # per store: its validation carve (actrec.data.validation.Carve)
 
 
-def _load_data(spec: TrainSpec, progress: Any) -> _Data:
-    """Open the stores, check them, load each one's training videos into memory, scaled."""
-    from actrec.data.labels import InputLayout
+def _load_data(spec: TrainSpec, progress: Any, recorded_labels: Any = None,
+               checkpoint: Path | None = None) -> _Data:
+    """Open the stores, check them, load each one's training videos into memory, scaled.
+    ``recorded_labels``: the label space a resumed run's ``checkpoint`` holds; the run keeps
+    its maps (``DataError`` when the stores' classes are no longer the ones it had)."""
+    from actrec.data.labels import InputLayout, LabelSpace
     from actrec.data.scaling import FeatureScaler
     from actrec.data.windows import VideoBank
     from actrec.protocols import arrange_labels, carve_split, check_model_domains
@@ -310,6 +313,17 @@ def _load_data(spec: TrainSpec, progress: Any) -> _Data:
                for b in banks]
     banks = [b.transformed(s) for b, s in zip(banks, scalers)]
     labels, score_inputs = arrange_labels(spec, stores, [b.dim for b in banks])
+    if recorded_labels is not None:
+        # A resumed run goes on with the maps it was trained with, even where this version
+        # draws them otherwise (merged's background link, say): outputs keep their meaning.
+        recorded = LabelSpace.from_state(recorded_labels)
+        if (recorded.classes, recorded.arrangement) != (labels.classes, labels.arrangement):
+            raise DataError(f"the stores' classes or the label arrangement differ from the "
+                            f"ones {checkpoint} was trained with ({labels.arrangement}: "
+                            f"{[len(c) for c in labels.classes]} classes now, "
+                            f"{recorded.arrangement}: {[len(c) for c in recorded.classes]} "
+                            f"then); train a new run")
+        labels = recorded
     for bank, store in zip(banks, stores):
         bad = [vid for vid, y in zip(bank.ids, bank.labels)
                if y.size and (y.max() >= len(store.classes) or y.min() < -1)]

@@ -112,3 +112,27 @@ def test_merged_labels_link_background_to_background(tmp_path):
     # background 0 on both (the papers' sets), or one side without one: eq. 2 as written
     assert make_tables("merged", [7, 3], background=[0, 0])[1][0].tolist() == [0, 1, 2]
     assert make_tables("merged", [7, 3], background=[None, 2])[1][0].tolist() == [0, 1, 2]
+
+
+def test_a_resumed_run_keeps_the_label_maps_it_was_trained_with(tmp_path):
+    """Label maps are rebuilt from the seed on resume; a run started by a version that built
+    them otherwise (merged before its background link) switched maps mid-run, its outputs
+    silently taking other classes' meaning. It keeps its recorded maps now."""
+    gtea = ("take", "open", "pour", "close", "background")
+    big = ("SIL", "a", "b", "c", "d", "e", "f")
+    d1 = _store_with_background(tmp_path / "big.zarr", big, [0], 1)
+    d2 = _store_with_background(tmp_path / "gtea.zarr", gtea, [4], 2)
+
+    def s(iterations):
+        return TrainSpec(model="lstm", d1=d1, d2=d2, labels="merged", iterations=iterations,
+                         model_options={"hidden": 4}, history=8, mix=(2, 2), checkpoint_every=2)
+
+    train_model(s(2), tmp_path / "run")
+    path = tmp_path / "run" / "checkpoint.pt"
+    ckpt = torch.load(path, weights_only=False)
+    ckpt["label_space"]["tables"][1] = [[0, 1, 2, 3, 4]]  # as the older version drew them
+    torch.save(ckpt, path)
+    train_model(s(4), tmp_path / "run")
+    after = load_checkpoint(path)
+    assert after["iteration"] == 4
+    assert after["label_space"]["tables"][1] == [[0, 1, 2, 3, 4]]
