@@ -138,10 +138,15 @@ def test_annotations_with_a_timestamps_file(tmp_path):
                                                         for i in range(10)))
     mid = load(root=root, source="annotations", timestamps_dir=stamps)
     c = {n: i for i, n in enumerate(mid.classes)}
+    # frame 5 (5000 us) is in no row: the action before it goes on (the MS-TCN ground truth)
     assert mid.videos["rgb-01-1"].labels.tolist() == [
         c["action_start"], c["cut_tomato"], c["cut_tomato"], c["cut_tomato"], c["cut_tomato"],
-        -1, c["place_tomato_into_bowl"], c["place_tomato_into_bowl"], c["action_end"],
-        c["action_end"]]
+        c["cut_tomato"], c["place_tomato_into_bowl"], c["place_tomato_into_bowl"],
+        c["action_end"], c["action_end"]]
+    assert mid.repairs["frames between actions (the action before continued)"] == 1
+    mid = load(root=root, source="annotations", timestamps_dir=stamps, gaps="unlabelled")
+    assert mid.videos["rgb-01-1"].labels.tolist()[4:7] == [
+        c["cut_tomato"], -1, c["place_tomato_into_bowl"]]
     assert mid.repairs["frames between actions (unlabelled)"] == 1
     low = load(root=root, source="annotations", label_set="low", timestamps_dir=stamps)
     c = {n: i for i, n in enumerate(low.classes)}

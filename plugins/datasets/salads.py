@@ -5,18 +5,34 @@ Sources (``source``):
 - ``annotations``: ``annotations/XX-Y-activityAnnotation.txt`` (``<start_us> <end_us> <label>``,
   CRLF, unsorted, high / mid / low granularities mixed), turned into frames with per-frame
   timestamp files (``timestamps_dir``: ``timestamps-XX-Y.txt`` or ``rgb-XX-Y.txt``, the first
-  integer of each line is the frame's time in microseconds) or, failing those, ``fps`` and
-  ``start_us`` (the time of frame 0, the same for every video).
+  integer of each line is the frame's time in microseconds; a sequence without one is skipped
+  and counted, ``strict=true``: an error) or, without them, ``fps`` and ``start_us`` (the time
+  of frame 0, the same for every video). ``start_us`` suits files whose clock starts at their
+  video's first frame; the real files' clocks do not (measured against the MS-TCN ground
+  truth, frame 0 lies 6 to 868 s into them, differently per video), so a single ``start_us``
+  shifts their labels by seconds to minutes: use the timestamp files. Videos timed from
+  ``start_us`` are counted. Frame ``i`` belongs to a row when ``start <= t_i < end``; of rows
+  covering a frame, the one that starts later wins, and of rows with the same start, the one
+  later in the file (both as in the MS-TCN ground truth, where several ingredients placed at
+  once are the last one listed).
 
 Label sets (``label_set``):
 - ``mid``: the 19 MS-TCN classes of ``mapping.txt`` (17 mid-level + ``action_start`` /
   ``action_end``, no background). From annotations, frames before the first action are
-  ``action_start``, after the last ``action_end`` and gaps between actions are unlabelled.
+  ``action_start``, after the last ``action_end``, as in the MS-TCN ground truth.
 - ``low``: the papers' set: ``background`` + the 51 ``*_prep/_core/_post`` labels of
   ``labels/low_level_actions.txt`` = 52 classes. Needs ``source=annotations``.
 - ``eval``: ``background`` + the 9 evaluation classes (``labels/eval_actions.txt``);
   ``add_salt`` / ``add_vinegar`` (``null`` in ``low_to_eval``) and ``action_start/end`` are
   background. Works from either source.
+
+Gaps between actions (``gaps``, annotations only: frames between the first and the last action
+that no low-level row covers, 4 % of the frames): ``previous`` continues the action before the
+gap, as the MS-TCN ground truth does (with it the annotations reproduce that ground truth; left
+unlabelled, 4 % of its frames differ); ``unlabelled`` marks them -1 (ignored by the loss and the
+metrics); ``background`` gives them the background class (``low`` / ``eval``). ``auto``
+(default): ``previous`` for ``mid``, ``background`` for ``low`` and ``eval`` (the papers'
+added background class). Frames of rows ``eval`` maps to ``null`` are background, no gap.
 
 Splits (``split_scheme``): ``mstcn`` = the 5 folds of ``splits/*.splitN.bundle``; ``person`` =
 4 leave-person-out folds (~75 / 25): the sorted participants cut into 4 contiguous blocks
@@ -52,8 +68,14 @@ class SaladsConfig(PluginConfig):
     timestamps_dir: Path | None = None
     fps: float = 30.0
     start_us: int | None = None
+    gaps: str = "auto"  # auto, previous, unlabelled or background (see the module docstring)
     strict: bool = False  # an empty annotation file is an error (else skipped and counted)
     videos: Path | None = None  # the folder of the videos (default: the data root)
+
+
+GAPS = ("auto", "previous", "unlabelled", "background")
+NO_TIMESTAMPS = "annotated sequences without a timestamps file (skipped)"
+FROM_START_US = "videos timed from start_us and fps (no timestamps file; approximate)"
 
 
 def video_id(sequence: str) -> str:
@@ -92,13 +114,18 @@ class Salads(VideoDataset):
         cfg = self.config
         for option, value, allowed in (("source", cfg.source, ("mstcn", "annotations")),
                                        ("label_set", cfg.label_set, ("mid", "low", "eval")),
-                                       ("split_scheme", cfg.split_scheme, ("mstcn", "person"))):
+                                       ("split_scheme", cfg.split_scheme, ("mstcn", "person")),
+                                       ("gaps", cfg.gaps, GAPS)):
             if value not in allowed:
                 raise ConfigError(f"salads: {option} must be one of {', '.join(allowed)}, "
                                   f"got {value!r}")
         if cfg.label_set == "low" and cfg.source != "annotations":
             raise ConfigError("salads: label_set 'low' needs source 'annotations' (the MS-TCN "
                               "ground truth has mid-level labels only)")
+        if cfg.gaps == "background" and cfg.label_set == "mid":
+            raise ConfigError("salads: gaps 'background' needs label_set 'low' or 'eval' (the "
+                              "mid-level set has no background class); use previous or "
+                              "unlabelled")
         root = self.existing_root()
         repairs: dict[str, int] = {}
         mid_classes = A.read_mapping(root / "mapping.txt")
@@ -194,36 +221,49 @@ class Salads(VideoDataset):
         files = {video_id(p.name[: -len("-activityAnnotation.txt")]): p for p in paths}
         timed = A.read_each(files, lambda p: A.read_timed_segments(p, repairs), repairs,
                             strict=cfg.strict)
+        gaps = cfg.gaps if cfg.gaps != "auto" else (
+            "previous" if cfg.label_set == "mid" else "background")
         out = {}
+        missing: list[str] = []
         for video, rows in timed.items():
             path = files[video]
             for start, end, label, line in rows:
                 if label not in known:
                     raise DataError(f"{path}:{line}: label {label!r} is in no label list")
             stamps = self._timestamps(video, rows, path)
+            if stamps is None:  # no timestamps file (50 Salads' sequences 08 and 12)
+                missing.append(video)
+                continue
             low_rows = [r for r in rows if r[2] in low_set]  # drop the high-level rows
-            segments = A.relabel_segments(A.times_to_frames(low_rows, stamps), table)
+            frames = A.times_to_frames(low_rows, stamps)
+            covered = np.zeros(len(stamps), dtype=bool)  # by any low-level row
+            for seg in frames:
+                covered[seg.start:seg.end] = True
+            # frames of a row mapped to no class (eval's null) are background
             fill = A.UNLABELLED if cfg.label_set == "mid" else 0
-            labels, fixed = A.segments_to_frames(segments, index, source=path,
-                                                 num_frames=len(stamps), fill=fill,
-                                                 overlap="last",
+            labels, fixed = A.segments_to_frames(A.relabel_segments(frames, table), index,
+                                                 source=path, num_frames=len(stamps),
+                                                 fill=fill, overlap="last",
                                                  max_frames=A.frame_limit(cfg.fps))
             A.add_repairs(repairs, fixed)
-            if cfg.label_set == "mid":
-                covered = np.flatnonzero(labels >= 0)
-                first, last = (covered[0], covered[-1]) if covered.size else (len(labels), -1)
-                labels[:first] = index["action_start"]
-                labels[last + 1:] = index["action_end"]
-                A.add_repairs(repairs, {"frames between actions (unlabelled)":
-                                        int(np.count_nonzero(labels < 0))})
-            out[video] = labels
+            out[video] = _fill_outside_actions(labels, covered, gaps, index, repairs)
+        if missing:
+            if cfg.strict or not out:
+                raise DataError(f"{cfg.timestamps_dir}: no timestamps-{missing[0][4:]}.txt for "
+                                f"video {missing[0]}" + (f" (nor for {len(missing) - 1} other "
+                                                         f"sequence(s))" if len(missing) > 1
+                                                         else ""))
+            A.add_repairs(repairs, {NO_TIMESTAMPS: len(missing)})
+        elif cfg.timestamps_dir is None:
+            A.add_repairs(repairs, {FROM_START_US: len(out)})
         return out
 
     def _timestamps(self, video: str, rows, path: Path):
-        """Frame times ``[T]`` in microseconds for ``video``: its timestamp file, or
-        ``start_us + i * 1e6 / fps`` up to the last annotated time of ``rows`` (read from
-        ``path``). ``T`` is checked against ``frame_limit(fps)`` before anything is allocated:
-        past it, a ``DataError`` names the line of the last time."""
+        """Frame times ``[T]`` in microseconds for ``video``: its timestamp file (``None``
+        when ``timestamps_dir`` has none for it), or ``start_us + i * 1e6 / fps`` up to the
+        last annotated time of ``rows`` (read from ``path``). ``T`` is checked against
+        ``frame_limit(fps)`` before anything is allocated: past it, a ``DataError`` names the
+        line of the last time."""
         import math
 
         import numpy as np
@@ -238,7 +278,7 @@ class Salads(VideoDataset):
                 path = Path(cfg.timestamps_dir) / name
                 if path.is_file():
                     return A.read_timestamps(path)
-            raise DataError(f"{cfg.timestamps_dir}: no timestamps-{seq}.txt for video {video}")
+            return None
         if cfg.start_us < 0:
             raise ConfigError(f"salads: start_us must be >= 0 (the time of frame 0 in "
                               f"microseconds), got {cfg.start_us}")
@@ -254,3 +294,33 @@ class Salads(VideoDataset):
                             f"from start_us={cfg.start_us}, past the limit of {limit} frames "
                             f"({A.MAX_VIDEO_SECONDS // 3600} hours); is the file damaged?")
         return cfg.start_us + np.round(np.arange(max(count, 0)) * 1e6 / cfg.fps).astype(np.int64)
+
+
+def _fill_outside_actions(labels, covered, gaps: str, index: dict[str, int],
+                          repairs: dict[str, int]):
+    """``labels`` (``-1`` where no row of the wanted level covers a frame) with the frames no
+    low-level row ``covered`` filled: before the first action ``action_start`` and after the
+    last ``action_end`` in the mid-level set, background (0) in the others; the gaps between
+    actions by the ``gaps`` rule (``previous``, ``unlabelled`` or ``background``), counted."""
+    import numpy as np
+
+    from actrec.io import annotations as A
+
+    hit = np.flatnonzero(covered)
+    first, last = (hit[0], hit[-1]) if hit.size else (len(labels), -1)
+    mid = "action_start" in index
+    labels[:first] = index["action_start"] if mid else 0
+    labels[last + 1:] = index["action_end"] if mid else 0
+    gap = ~covered
+    gap[:first] = gap[last + 1:] = False
+    count = int(np.count_nonzero(gap))
+    if gaps == "previous":
+        # each gap frame takes the label of the last covered frame before it: [T] -> [T]
+        source = np.maximum.accumulate(np.where(gap, 0, np.arange(len(labels))))
+        labels = labels[source]
+    else:
+        labels[gap] = A.UNLABELLED if gaps == "unlabelled" else 0
+    what = {"previous": "the action before continued", "unlabelled": "unlabelled",
+            "background": "background"}[gaps]
+    A.add_repairs(repairs, {f"frames between actions ({what})": count})
+    return labels
