@@ -25,7 +25,7 @@ import pytest
 
 from actrec.errors import ConfigError, DataError
 from actrec.io import annotations as A
-from actrec_plugins.datasets._common import HIDDEN_FILES, visible_files
+from actrec_plugins.datasets._common import HIDDEN_FILES, TESTED_TWICE, UNTESTED, visible_files
 from actrec_plugins.datasets.breakfast import Breakfast
 from actrec_plugins.datasets.epic import EpicKitchens
 from actrec_plugins.datasets.gtea import CLASSES as GTEA_CLASSES
@@ -194,7 +194,9 @@ def test_salads_ground_truth_skips_hidden_and_empty_files(tmp_path):
     assert idx.videos["rgb-02-1"].labels.tolist() == [1, 0]
     assert idx.split(1).test == ("rgb-03-1",)  # the empty file's split entry is dropped
     assert idx.repairs == {HIDDEN_FILES: 1, A.EMPTY_FILES: 1,
-                           "split entries without annotations (dropped)": 2}
+                           "split entries without annotations (dropped)": 2,
+                           # both folds test rgb-03-1; 01-1, 02-1 and 05-1 none
+                           UNTESTED: 3, TESTED_TWICE: 1}
     with pytest.raises(DataError, match=re.escape(f"{empty}: empty file")):
         load(Salads, root=root, strict=True)
 

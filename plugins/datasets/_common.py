@@ -62,6 +62,29 @@ def split_from_lists(name: str, train_list: Path, test_list: Path, known: Iterab
     return Split(name, kept[0], kept[1])
 
 
+UNTESTED = "annotated videos in no split's test list (never evaluated)"
+TESTED_TWICE = "annotated videos in several splits' test lists"
+
+
+def count_test_coverage(videos: Iterable[str], splits: Mapping[str, Split],
+                        repairs: dict[str, int]) -> None:
+    """Count in ``repairs`` the ``videos`` that no split tests (``UNTESTED``) and those that
+    several splits test (``TESTED_TWICE``): with k folds every annotated video should be in
+    exactly one test set, or a mean over the splits leaves some out or weighs some twice.
+    Nothing is counted for fewer than 2 splits (one train/test split tests part by design)."""
+    if len(splits) < 2:
+        return
+    times: dict[str, int] = {}
+    for split in splits.values():
+        for video in split.test:
+            times[video] = times.get(video, 0) + 1
+    untested = sum(1 for v in videos if v not in times)
+    twice = sum(1 for n in times.values() if n > 1)
+    for key, count in ((UNTESTED, untested), (TESTED_TWICE, twice)):
+        if count:
+            repairs[key] = repairs.get(key, 0) + count
+
+
 HIDDEN_FILES = "hidden files (dot-files, skipped)"
 
 

@@ -110,6 +110,7 @@ class Breakfast(VideoDataset):
     def load(self) -> DatasetIndex:
         import numpy as np
         from actrec_plugins.datasets._common import (
+            count_test_coverage,
             index_files,
             split_from_lists,
             visible_files,
@@ -212,6 +213,7 @@ class Breakfast(VideoDataset):
                     str(n), root / "splits" / f"train.split{n}.bundle",
                     root / "splits" / f"test.split{n}.bundle", videos, repairs,
                     strict=cfg.strict_splits)
+        count_test_coverage(videos, splits, repairs)
         index = DatasetIndex(
             name=self.name, classes=tuple(classes), videos=videos, splits=splits, fps=cfg.fps,
             background=0 if cfg.label_set == "lowest" else None,  # see the module docstring

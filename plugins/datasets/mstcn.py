@@ -100,6 +100,7 @@ def load_mstcn(
     """
     import numpy as np
     from actrec_plugins.datasets._common import (
+        count_test_coverage,
         index_files,
         split_from_lists,
         visible_files,
@@ -167,6 +168,7 @@ def load_mstcn(
             split_files[n] = (train, test)
     splits = {n: split_from_lists(n, *split_files[n], videos, repairs, strict=strict_splits)
               for n in sorted(split_files, key=lambda k: (len(k), k))}
+    count_test_coverage(videos, splits, repairs)
     return DatasetIndex(name=name, classes=tuple(classes), videos=videos, splits=splits,
                         fps=fps, background=bg, label_set=label_set, repairs=repairs)
 

@@ -101,6 +101,7 @@ class Salads(VideoDataset):
 
     def load(self) -> DatasetIndex:
         from actrec_plugins.datasets._common import (
+            count_test_coverage,
             index_files,
             person_splits,
             split_from_lists,
@@ -166,6 +167,7 @@ class Salads(VideoDataset):
                     str(n), root / "splits" / f"train.split{n}.bundle",
                     root / "splits" / f"test.split{n}.bundle", videos, repairs,
                     strict=cfg.strict_splits)
+            count_test_coverage(videos, splits, repairs)
         background = None if cfg.label_set == "mid" else 0
         index = DatasetIndex(name=self.name, classes=tuple(classes), videos=videos,
                              splits=splits, fps=cfg.fps, background=background,
