@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from actrec.nn.base import SequenceModel
 
 __all__ = ["open_store", "choose_split", "build_model", "resolve_model", "resolve_device",
-           "same_store", "check_model_contract", "model_options", "store_fingerprint",
+           "same_store", "same_videos", "check_model_contract", "model_options", "store_fingerprint",
            "store_changes", "no_splits"]
 
 # Model options the trainer ties to the run: a plugin option of this name left unset (None)
@@ -73,6 +73,17 @@ def same_store(a: FeatureStore, b: FeatureStore) -> bool:
         return True
     ida, idb = getattr(a, "identity", None), getattr(b, "identity", None)
     return ida is not None and ida == idb
+
+
+def same_videos(a: FeatureStore, b: FeatureStore) -> bool:
+    """True when two stores hold features of the same videos (other extractors, say): the same
+    recorded dataset source (plugin and options), or, where a store recorded none, the same
+    dataset name and classes."""
+    sa, sb = getattr(a, "source", None), getattr(b, "source", None)
+    if sa is not None and sb is not None:
+        return (sa.get("dataset"), sa.get("options")) == (sb.get("dataset"), sb.get("options"))
+    return (a.attrs.get("dataset") == b.attrs.get("dataset")
+            and list(a.classes) == list(b.classes))
 
 
 def store_fingerprint(store: FeatureStore, split: str) -> dict[str, Any]:

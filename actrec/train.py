@@ -279,7 +279,7 @@ def _load_data(spec: TrainSpec, progress: Any, recorded_labels: Any = None,
                     f"domains; give distinct datasets, or --allow-same-store if that is what "
                     f"you want")
     split_names = ([spec.split, spec.d2_split] + [None] * len(stores))[: len(stores)]
-    banks, chosen, carves = [], [], []
+    banks, chosen, carves, lists = [], [], [], []
     roles = [f"D{k + 1}" for k in range(len(stores))]
     for role, store, wanted in zip(roles, stores, split_names):
         name, split = choose_split(store, wanted)
@@ -296,6 +296,7 @@ def _load_data(spec: TrainSpec, progress: Any, recorded_labels: Any = None,
                 f"scheme of the dataset may fit its files (e.g. -o split_scheme=... when "
                 f"extracting), or another --split")
         chosen.append(name)
+        lists.append(split)
         carve = carve_split(spec, store, name, split["train"], len(carves))
         carves.append(carve)
         bank = VideoBank.from_store(store, carve.train, progress=progress,
@@ -309,6 +310,7 @@ def _load_data(spec: TrainSpec, progress: Any, recorded_labels: Any = None,
                 f"{bank.labels[longest].shape[0]} frames); every window would be mostly "
                 f"padding: use a history of at most that")
         banks.append(bank)
+    _check_no_test_in_training(stores, chosen, lists)
     scalers = [FeatureScaler.fit(b.features) if spec.standardize else FeatureScaler.identity(b.dim)
                for b in banks]
     banks = [b.transformed(s) for b, s in zip(banks, scalers)]
@@ -337,6 +339,27 @@ def _load_data(spec: TrainSpec, progress: Any, recorded_labels: Any = None,
         layout = InputLayout(tuple(b.dim for b in banks), spec.input_arrangement)
     fingerprints = [store_fingerprint(s, n) for s, n in zip(stores, chosen)]
     return _Data(stores, chosen, banks, scalers, labels, layout, fingerprints, carves)
+
+
+def _check_no_test_in_training(stores: list[Any], names: list[str],
+                               lists: list[Mapping[str, Any]]) -> None:
+    """``DataError`` when one dataset of the run trains on videos another one is tested on:
+    two stores of the same videos (other features, or one store allowed twice) under splits
+    that differ, e.g. ``--split 2`` with D2's default split 1."""
+    from actrec.components import same_videos
+
+    for i, (store, name, split) in enumerate(zip(stores, names, lists)):
+        for j, (other, oname, osplit) in enumerate(zip(stores, names, lists)):
+            if i == j or not same_videos(store, other):
+                continue
+            leak = sorted(set(osplit.get("train", ())) & set(split.get("test", ())))
+            if leak:
+                option = "--split" if j == 0 else ("--d2-split" if j == 1 else "its split")
+                raise DataError(
+                    f"D{j + 1} ({other.path}, split '{oname}') trains on {len(leak)} video(s) "
+                    f"that D{i + 1} ({store.path}, split '{name}') is tested on (e.g. "
+                    f"'{leak[0]}'): its scores would come from videos the model trained on; "
+                    f"give both the same split ({option} {name}), or distinct datasets")
 
 
 def check_finite(bank: Any, store: Any) -> None:

@@ -136,3 +136,45 @@ def test_a_resumed_run_keeps_the_label_maps_it_was_trained_with(tmp_path):
     after = load_checkpoint(path)
     assert after["iteration"] == 4
     assert after["label_space"]["tables"][1] == [[0, 1, 2, 3, 4]]
+
+
+def _same_videos_store(path, extractor, dim, source=True):
+    """Features of one toy dataset's six videos by ``extractor``; split '2' swaps split '1'."""
+    import numpy as np
+
+    from actrec.io.features import FeatureStore
+
+    rng = np.random.default_rng(dim)
+    ids = [f"v{i}" for i in range(6)]
+    src = {"dataset": "toy", "options": {"root": "/data/toy"}, "extractor": extractor,
+           "extractor_config": {}} if source else None
+    store = FeatureStore.open_or_create(
+        path, dataset="toy", split_scheme="default", classes=["a", "b", "c"],
+        splits={"1": {"train": ids[:4], "test": ids[4:]}, "2": {"train": ids[2:], "test": ids[:2]}},
+        extractor=extractor, extractor_config={}, lookahead=0, dtype="float32", source=src)
+    for vid in ids:
+        store.write_video(vid, rng.normal(size=(20, dim)).astype(np.float32),
+                          rng.integers(0, 3, size=20), fps=15.0, source=None)
+    return path
+
+
+@pytest.mark.parametrize("source", [True, False])
+def test_a_second_store_of_the_same_videos_never_trains_on_the_first_ones_test_videos(
+        tmp_path, source):
+    """Two feature stores of one dataset (two extractors) under different splits -- `--split 2`
+    with D2's default split 1 -- trained D2 on D1's test videos, silently: D1's scores came
+    from videos the model had seen. Refused now, naming the option that makes them agree."""
+    from actrec.errors import DataError
+
+    d1 = _same_videos_store(tmp_path / "rgb.zarr", "rgb", 3, source)
+    d2 = _same_videos_store(tmp_path / "flow.zarr", "flow", 2, source)
+    base = dict(model="lstm", d1=d1, d2=d2, model_options={"hidden": 4}, history=8,
+                iterations=1, mix=(2, 2))
+    with pytest.raises(DataError, match=r"D2 .*split '1'\) trains on 2 video\(s\) that D1 .*"
+                                        r"split '2'\) is tested on .*--d2-split 2"):
+        train_model(TrainSpec(**base, split="2"), tmp_path / "leak")
+    assert not (tmp_path / "leak").exists()
+    with pytest.raises(DataError, match="--d2-split 1"):  # transfer pre-trains on D2 alike
+        train_model(TrainSpec(**{**base, "d1": d2, "d2": d1}, d2_split="2", protocol="transfer",
+                              pretrain_iters=1), tmp_path / "leak")
+    train_model(TrainSpec(**base, split="2", d2_split="2"), tmp_path / "same")  # agreeing splits
