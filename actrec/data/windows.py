@@ -8,11 +8,10 @@ would need windows read from the store instead (``FeatureStore.read_window``).
 
 A window is ``history`` consecutive frames from a random video (uniform over videos, then a
 uniform start). A video shorter than ``history`` gives one window from its first frame, padded
-at the END with zero features and label -1: the loss ignores the padded frames, but a model with
-per-timestep batch normalisation still counts their zero inputs in the batch statistics of those
-timesteps (it cannot tell them apart), which pulls the late timesteps' statistics towards zero
-when many training videos are shorter than ``history``. Choose ``history`` below the typical
-video length to avoid it.
+at the END with zero features, label -1 and mask False: the mask travels with the batch, so the
+padded frames enter no loss and no batch statistic (the models' batch normalisation counts
+real frames only); a timestep that only padding reaches learns nothing, so choose ``history``
+below the typical video length.
 
 ``actrec.data.sampling`` chooses windows for training (these random ones, or all windows at a
 stride in shuffled epochs). Two-domain batches hold ``n1`` windows of D1 then ``n2`` of D2 (the
