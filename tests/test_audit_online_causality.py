@@ -47,9 +47,16 @@ def test_every_builtin_model_is_covered():
 
 
 def _model(name: str):
+    boundary = name.endswith("+boundary")  # the DDLSTM paper's pre-stage in front (Sec. 5.1)
+    name = name.removesuffix("+boundary")
     cls = plugin_class("models", name)
     torch.manual_seed(0)
-    model = cls(cls.Config.from_options({k: str(v) for k, v in SMALL[name].items()})).build(D, K)
+    options = {k: str(v) for k, v in SMALL[name].items()}
+    model = cls(cls.Config.from_options(options)).build(D + 2 if boundary else D, K)
+    if boundary:
+        from actrec import boundary as pre_stage
+
+        model = pre_stage.rebuild({"hidden": 5}, LAYOUT, model)
     model.train()  # running statistics that are not the initial ones
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
@@ -81,11 +88,11 @@ MODES = {"online": {"online": True}, "offline": {"online": False},
          "lookahead-3": {"online": True, "lookahead": 3}}
 
 
-@pytest.mark.parametrize("name", sorted(SMALL))
+@pytest.mark.parametrize("name", [*sorted(SMALL), "ddlstm+boundary"])
 def test_future_frames_never_change_the_past(name):
     model = _model(name)
     videos = _videos()
-    causal = plugin_class("models", name).causal
+    causal = plugin_class("models", name.removesuffix("+boundary")).causal
     assert bool(model.causal) == causal
     if not causal:
         with pytest.raises(NotImplementedError, match="not causal"):
