@@ -9,8 +9,10 @@ Annotation sources (``source``), all under the data root:
 
 Label sets: ``mstcn`` = the 48 classes of ``mapping.txt`` (``SIL`` at index 0, silence);
 ``lowest`` = the papers' lowest-level set: ``background`` at 0, then the action labels of
-``classes_file`` (one per line) if given, else every label the files use, sorted, with ``SIL``
-folded into the background.
+``classes_file`` (one per line) if given, else (sources ``coarse``, ``xml``, ``mstcn``) the 47
+actions of ``mapping.txt`` sorted, else (``fine`` without a ``classes_file``) every label the
+files use, sorted; ``SIL`` is folded into the background. With a list, the classes and their
+indices do not depend on which videos the root holds.
 
 Background (left out of segment metrics by default): ``background`` in the ``lowest`` set;
 none in the ``mstcn`` set, where ``SIL`` segments count like any other, because MS-TCN's
@@ -178,6 +180,8 @@ class Breakfast(VideoDataset):
         else:
             if cfg.classes_file is not None:
                 actions = [c for c in A.read_name_list(cfg.classes_file) if c != BACKGROUND]
+            elif cfg.source != "fine" and (root / "mapping.txt").is_file():
+                actions = sorted(set(A.read_mapping(root / "mapping.txt")) - {BACKGROUND})
             else:
                 used = {s.label for segs in segments.values() for s in segs}
                 used |= {str(n) for arr in names.values() for n in np.unique(arr)}
