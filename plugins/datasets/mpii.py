@@ -1,5 +1,10 @@
 """MPII Cooking 2 (Rohrbach et al.): 275 videos of 30 people in one kitchen, 30 fps.
 
+Frame rate: the papers give 30 fps; the MPII Cooking cameras record 29.4. The frame numbers
+count the video file's frames, and ``actrec extract`` reads a file within 2.5 % of the label
+rate one frame per label, so the labels stay on their frames at the default ``fps=30``; only
+times in seconds derived from it are 2 % short (``fps=29.4`` makes them exact).
+
 Reads the segment CSV ``subject, file_name, start_frame, end_frame, activity_category_id,
 activity_category`` (with or without that header line; frames inclusive and, by default,
 1-based: ``one_based=false`` for 0-based files). Classes: ``background`` at index 0 for frames
