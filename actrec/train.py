@@ -705,7 +705,7 @@ def _write_config(run_dir, spec, sources, data: _Data, plugin, model,
     from actrec import runs
     from actrec.data.sampling import parse_windows
     from actrec.losses import parse_loss_frames
-    from actrec.protocols import phase_bounds, phase_names
+    from actrec.protocols import phase_bounds, phase_mix, phase_names
     from actrec.system_info import versions
 
     path = run_dir / runs.CONFIG
@@ -754,8 +754,11 @@ def _write_config(run_dir, spec, sources, data: _Data, plugin, model,
                              "label -1 and padding ignored, over "
                              + parse_loss_frames(spec.loss_frames).describe(),
                      "windows": parse_windows(spec.windows).describe(),
-                     # iterations x windows per batch x history (padding included)
-                     "window_frames": spec.iterations * sum(spec.batch_mix) * spec.history,
+                     # iterations x windows per batch x history (padding included), over
+                     # the phases (transfer: pre-training's D2 batches too)
+                     "window_frames": spec.history * sum(
+                         count * sum(phase_mix(spec, i, len(data.stores)))
+                         for i, count in enumerate(spec.phase_iterations)),
                      "prediction": spec.prediction,
                      "padding": "masked: padded frames enter no loss, statistic or gradient",
                      "weight_decay": "weight matrices only; biases, normalisation parameters "

@@ -178,3 +178,15 @@ def test_a_second_store_of_the_same_videos_never_trains_on_the_first_ones_test_v
         train_model(TrainSpec(**{**base, "d1": d2, "d2": d1}, d2_split="2", protocol="transfer",
                               pretrain_iters=1), tmp_path / "leak")
     train_model(TrainSpec(**base, split="2", d2_split="2"), tmp_path / "same")  # agreeing splits
+
+
+def test_the_recorded_window_frames_count_every_phase(stores, tmp_path):
+    """config.json's window_frames counted ``iterations x n1`` for a transfer run: fine-tuning
+    alone, pre-training's D2 batches left out (4 x 4 x 12 = 192 here instead of 336)."""
+    import json
+
+    s = spec(stores, d2=stores["b"], protocol="transfer", pretrain_iters=2, iterations=4,
+             mix=(4, 6))
+    train_model(s, tmp_path / "run")
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["protocol"]["window_frames"] == (2 * 6 + 4 * 4) * 12
