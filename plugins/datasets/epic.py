@@ -19,7 +19,7 @@ the info CSV's ``fps`` is the camera's rate: checked, but it does not set the la
 ``DatasetIndex.fps`` is the most common label rate.
 
 Overlap policy: EPIC segments overlap. The segment that starts later wins the frames it
-shares with earlier ones; the number of frames covered by more than one segment is reported
+shares with earlier ones (of two with the same start, the one later in the CSV); the number of frames covered by more than one segment is reported
 under ``frames covered by overlapping segments (later start wins)``. Segments running past a
 video's end are clipped (counted).
 

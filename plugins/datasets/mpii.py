@@ -10,7 +10,8 @@ activity_category`` (with or without that header line; frames inclusive and, by 
 1-based: ``one_based=false`` for 0-based files). Classes: ``background`` at index 0 for frames
 no segment covers, then the activity categories by id (87 in MPII Cooking 2, 88 with
 background). A video lasts until its last segment ends (the video files are not read).
-Overlapping segments: the later start wins, counted. A frame past 24 hours at ``fps`` is a
+Overlapping segments: the later start wins (of two with the same start, the one later in
+the file), counted. A frame past 24 hours at ``fps`` is a
 ``DataError`` naming the line. Splits: the papers' 4 leave-person-out
 splits (sorted subjects cut into 4 contiguous blocks, block i held out in split i).
 
