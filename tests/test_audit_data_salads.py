@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from actrec.errors import ConfigError
 from actrec_plugins.datasets.salads import NO_TIMESTAMPS, Salads
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -88,6 +89,11 @@ def test_gap_golden_by_hand_in_01_1():
     low = load(**opts, label_set="low")
     assert names(low, [3542, 3543, 3556, 3557]) == [
         "place_tomato_into_bowl_core", "background", "background", "cut_tomato_prep"]
+    ev = load(**opts, label_set="eval")
+    assert names(ev, [3542, 3543, 3556, 3557]) == ["place", "background", "background", "cut"]
+    assert names(load(**opts, label_set="eval", gaps="previous"), [3543, 3556]) == ["place"] * 2
+    with pytest.raises(ConfigError, match="gaps 'background' needs label_set 'low' or 'eval'"):
+        load(**opts, gaps="background")
     # every annotated sequence was timed from start_us: counted, it is an approximation
     assert mid.repairs["videos timed from start_us and fps (no timestamps file; "
                        "approximate)"] == 54
