@@ -177,6 +177,7 @@ def import_mstcn(root: Path, store_path: Path, *, name: str, overwrite: bool = F
     if not items:
         raise DataError(f"{feature_dir}: no feature file matches a ground-truth file in "
                         f"{root / 'groundTruth'}")
+    _check_orientation([path for _, path in items])
     stored_lookahead, recorded, note = _lookahead(lookahead)
     ruled = _rule_splits(splits, [v for v, _ in items])
     if ruled is not None:
@@ -309,6 +310,36 @@ def import_lstr(root: Path, store_path: Path, *, name: str, overwrite: bool = Fa
 
     _write_all(store, [(v, None) for v in videos], report, overwrite, progress, load)
     return report
+
+
+def _check_orientation(paths: list[Path]) -> None:
+    """``DataError`` before anything is written unless every MS-TCN feature file (``D x T``,
+    read from its header) has the same D: a ``T x D`` file would otherwise have its D
+    columns taken for frames, its labels cut to D frames (a "repair") and its frames
+    stored as feature dimensions."""
+    from collections import Counter
+
+    shapes = {}
+    for path in paths:
+        try:
+            shapes[path] = np.load(path, mmap_mode="r", allow_pickle=False).shape
+        except (ValueError, OSError) as exc:
+            raise DataError(f"{path}: not a readable .npy array ({exc})") from None
+    two = {p: shape for p, shape in shapes.items() if len(shape) == 2}
+    dims = Counter(shape[0] for shape in two.values())
+    if len(dims) < 2:
+        return  # one D (other shapes: the loader names them)
+    layout = "the MS-TCN layout is D x T (one column per frame, one D for all videos)"
+    if len({shape[1] for shape in two.values()}) == 1:  # the frame counts vary in dim 0
+        first = next(iter(two))
+        raise DataError(f"{first.parent}: the feature files share their second dimension "
+                        f"({two[first][1]}) and differ in the first (e.g. {first.name}: "
+                        f"{two[first][0]} x {two[first][1]}): they look transposed, T x D; "
+                        f"{layout}; nothing written")
+    common, count = dims.most_common(1)[0]
+    odd = next(p for p, shape in two.items() if shape[0] != common)
+    raise DataError(f"{odd}: features of shape {two[odd][0]} x {two[odd][1]}, while {count} "
+                    f"other feature file(s) have D = {common}; {layout}; nothing written")
 
 
 def _rule_option(ruled) -> dict[str, str]:
