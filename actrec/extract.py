@@ -401,7 +401,8 @@ def _run(plan: _Plan, index, extractor, store_path, ids: list[str], source, look
                 continue
             stale = True
         plan.tasks.append(VideoTask(vid, record.path, record.labels, float(record.fps),
-                                    record.participant, stale, overwrite, missing.get(vid)))
+                                    record.participant, stale, overwrite, missing.get(vid),
+                                    labels_by_time=bool(record.labels_by_time)))
     tasks, results = plan.tasks, plan.results
 
     view = _ProgressView(progress, len(ids), len(plan.skipped), tasks, extractor)

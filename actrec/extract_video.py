@@ -7,6 +7,8 @@ Frame rate: frames are decoded at the extractor's ``fps`` if its config sets one
 dataset's label rate (``VideoRecord.fps``), so that by default every label has its frame.
 A file whose own rate is within 2.5 % of the label rate (29.97 for 30) is read one frame per
 label (``open_video``'s ``nominal_fps``), never resampled; ``container_fps`` records its rate.
+A dataset whose labels count time at exactly their rate (``VideoRecord.labels_by_time``:
+EPIC-Kitchens' 60 fps frame numbers on 59.94 fps files) has such a file resampled instead.
 When the two rates differ, labels are resampled to the feature frames by nearest timestamp
 with the same rule as frames (``actrec.io.video.resample_indices``); the video's attributes
 record it (``label_fps``, ``labels_resampled``).
@@ -96,6 +98,7 @@ class VideoTask:
     stale: bool = False  # a stored copy exists that must not stay if this extraction fails
     overwrite: bool = False  # replace a stored copy even if it is fine
     missing_reason: str | None = None  # why the dataset has no file for it
+    labels_by_time: bool = False  # VideoRecord.labels_by_time: resample a near-rate file
 
 
 @dataclass(frozen=True)
@@ -237,8 +240,11 @@ def _open(task: VideoTask, extractor: FeatureExtractor, options: HostOptions) ->
     if not task.label_fps > 0:
         raise DataError(f"video {task.id!r}: the dataset gives {task.label_fps} fps; expected > 0")
     fps = extractor.fps if extractor.fps is not None else task.label_fps
+    # Labels that count the file's own frames take a near-rate file one frame per label;
+    # labels that count time (VideoRecord.labels_by_time) have it resampled by timestamps.
+    nominal = None if task.labels_by_time else task.label_fps
     reader = open_video(task.path, fps=fps, num_threads=options.decode_threads,
-                        folder_fps=task.label_fps, nominal_fps=task.label_fps)
+                        folder_fps=task.label_fps, nominal_fps=nominal)
     labels = resample_labels(task.labels, task.label_fps, reader.fps)
     n_video, n_labels = reader.num_frames, int(labels.shape[0])
     where = f"video {task.id!r} ({reader.path})"
