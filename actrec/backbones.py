@@ -310,7 +310,8 @@ class Backbone:
                     what: str = "the preprocessing") -> int:
         """The output length D for images ``[*, channels, height, width]``, found by running
         one zero image; ``ConfigError`` naming the file, its input shape and ``what`` gives
-        when they do not fit."""
+        when they do not fit, or when an image's output depends on the other images of its
+        batch or changes from call to call (see ``check_independent``)."""
         spec = self.input_spec
         given = f"[N, {channels}, {height}, {width}]"
         if spec.channels != channels or spec.height not in (None, height) \
@@ -325,7 +326,34 @@ class Backbone:
             # (torch, onnxruntime and export guards raise various types): name both shapes
             raise ConfigError(f"backbone {self.path} (input {spec.describe()}) fails on {what}'s "
                               f"{given}: {_first_line(exc)}") from None
+        self.check_independent(channels, height, width)
         return int(out.shape[1])
+
+    def check_independent(self, channels: int, height: int, width: int) -> None:
+        """``ConfigError`` unless each image's output is a function of that image alone: the
+        same when run alone, again, or beside another image. A model exported in training
+        mode fails it (batch norm on the batch's statistics, dropout): a frame's features
+        would depend on the frames extracted with it, future ones included, while the store
+        records no look-ahead, and live recognition (one frame at a time) would see others."""
+        rng = np.random.default_rng(0)
+        pair = rng.standard_normal((2, channels, height, width)).astype(np.float32)
+        first = self(pair[:1])
+        again = self(pair[:1])
+        both = self(pair)
+        scale = max(float(np.abs(first).max(initial=0.0)), 1.0)
+
+        def same(a: np.ndarray, b: np.ndarray) -> bool:
+            return np.allclose(a, b, rtol=1e-3, atol=1e-4 * scale)
+
+        fix = "export it after model.eval() (torch.export, torch.onnx: TrainingMode.EVAL)"
+        if not same(first, again):
+            raise ConfigError(f"backbone {self.path}: one image's output changes from call to "
+                              f"call (dropout in training mode?); {fix}")
+        if not same(first, both[:1]):
+            raise ConfigError(f"backbone {self.path}: an image's output depends on the other "
+                              f"images of its batch (batch norm in training mode?): a frame's "
+                              f"features would see the frames extracted with it, future ones "
+                              f"included; {fix}")
 
 
 def _first_line(exc: BaseException) -> str:

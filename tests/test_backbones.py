@@ -414,3 +414,53 @@ def test_onnx_built_with_the_helper_api_matmul_add_classifier(tmp_path):
                                pooled @ w + b, rtol=1e-5, atol=1e-5)
     with pytest.raises(ConfigError, match="needs the image input to feed one Conv"):
         load_backbone(tmp_path / "tiny.onnx", in_channels=4, inflate="mean")  # no first conv
+
+
+class _BatchNormNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = torch.nn.Conv2d(3, 4, 3)
+        self.bn = torch.nn.BatchNorm2d(4)
+        self.fc = torch.nn.Linear(4, 5)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.bn(self.c(x))).mean((2, 3)))
+
+
+@pytest.mark.parametrize("fmt", ["pt2", "onnx"])
+def test_backbone_exported_in_training_mode_is_refused(tmp_path, fmt):
+    """Batch norm on the batch's statistics: frame t's features would depend on the frames
+    extracted with it (future ones). The same network exported after eval() loads."""
+    torch.manual_seed(0)
+    for mode in ("train", "eval"):
+        net = getattr(_BatchNormNet(), mode)()
+        x = torch.randn(2, 3, 16, 16)
+        path = tmp_path / f"{mode}.{fmt}"
+        if fmt == "pt2":
+            dyn = ({0: torch.export.Dim("n", min=1, max=64)},)
+            torch.export.save(torch.export.export(net, (x,), dynamic_shapes=dyn), path)
+        else:
+            with _quiet():
+                torch.onnx.export(net, (x,), str(path), dynamo=False, input_names=["x"],
+                                  output_names=["y"], dynamic_axes={"x": {0: "n"}},
+                                  training=torch.onnx.TrainingMode.TRAINING if mode == "train"
+                                  else torch.onnx.TrainingMode.EVAL)
+        backbone = load_backbone(path, output="logits")
+        if mode == "train":
+            with pytest.raises(ConfigError, match="depends on the other images of its batch"):
+                backbone.check_input(3, 16, 16)
+        else:
+            assert backbone.check_input(3, 16, 16) == 5
+
+
+def test_backbone_whose_output_changes_between_calls_is_refused(tmp_path):
+    """Dropout kept active by a training-mode export: features would be random draws."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 6),
+                              torch.nn.Dropout(0.5)).train()
+    path = tmp_path / "drop.pt2"
+    torch.export.save(torch.export.export(
+        net, (torch.randn(2, 3, 8, 8),), dynamic_shapes=({0: torch.export.Dim("n", max=64)},)),
+        path)
+    with pytest.raises(ConfigError, match="changes from call to call"):
+        load_backbone(path, output="logits").check_input(3, 8, 8)
