@@ -23,8 +23,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from actrec.nn.base import SequenceModel
 
 __all__ = ["open_store", "choose_split", "build_model", "resolve_model", "resolve_device",
-           "same_store", "same_videos", "check_model_contract", "model_options", "store_fingerprint",
-           "store_changes", "no_splits"]
+           "same_store", "same_videos", "check_model_contract", "model_options",
+           "store_fingerprint", "store_changes", "no_splits"]
 
 # Model options the trainer ties to the run: a plugin option of this name left unset (None)
 # becomes the run's history (the number of per-timestep statistics slots a model trains).

@@ -318,9 +318,16 @@ def run_protocol(loop: Any, start: int, progress: Any) -> float:
         fresh = start <= first
         loop.monitor.enter_phase(index, fresh)
         loop.phase_name = phase_names(spec)[index]
-        loop.phase_first = first  # window streams count from here (actrec.data.sampling)
         loop.mix = phase_mix(spec, index, n, loop.monitor.schedule.batch_scale)
         loop.domains = phase_domains(spec, index, n)
+        # Window streams start with the phase (fine-tuning at D1's first epoch) and go on
+        # where the checkpoint left them (older checkpoints: where a constant mix puts them).
+        if fresh:
+            loop.drawn = [0] * n
+        else:
+            recorded = getattr(loop, "recorded_drawn", None)
+            loop.drawn = (list(recorded) if recorded is not None
+                          else [(start - first) * m for m in loop.mix])
         if fresh and (index > 0 or spec.init_from is not None):
             start_finetune(loop, first)
         loss = loop.run(max(start, first), progress, stop=stop)

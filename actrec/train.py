@@ -203,6 +203,7 @@ def train_model(
         final_loss = float("nan")
         if checkpoint is not None:
             state.monitor.load_state_dict(checkpoint.get("monitor"))
+            state.recorded_drawn = checkpoint.get("windows_drawn")
         if tensorboard and main:
             from actrec.tb_logging import TensorBoardMirror
 
@@ -471,27 +472,27 @@ class _Loop:
                                       spec.seed)
         from actrec.protocols import Monitor
 
-        # The phase's batch mix, datasets, name and first iteration (set per phase by
-        # actrec.protocols).
+        # The phase's batch mix, datasets and name (set per phase by actrec.protocols), and
+        # each dataset's windows drawn in the phase so far: where its window stream stands.
         self.monitor = Monitor(spec, data)
         self.mix, self.phase_name = spec.batch_mix, "train"
         self.domains = list(range(len(spec.batch_mix)))
-        self.phase_first = 0
+        self.drawn = [0] * len(data.banks)
+        self.recorded_drawn: list[int] | None = None  # a resumed checkpoint's ``drawn``
 
     def batch(self, rng: Any, iteration: int | None = None) -> Any:
         """The training batch of global ``iteration`` (D1 rows first) on the run's device,
-        windows chosen by ``spec.windows``; ``iteration`` None: random windows from ``rng``.
-        Window streams count from the phase's first iteration: fine-tuning walks D1's stride
-        windows from its first epoch, as ``--epochs`` counts them."""
+        windows chosen by ``spec.windows`` at the streams' positions ``self.drawn`` (the
+        caller advances them); ``iteration`` None: random windows from ``rng``."""
         from actrec.data.windows import two_domain_batch
 
         d = self.data
         samplers = None if iteration is None else self.samplers
         part = None if self.dist is None else self.dist.part  # this process's share
-        step = 0 if iteration is None else iteration - self.phase_first
         batch = two_domain_batch(d.banks, self.mix, self.spec.history, rng,
                                  d.labels, d.layout, samplers=samplers,
-                                 iteration=step, part=part)
+                                 iteration=iteration or 0, part=part,
+                                 positions=None if iteration is None else self.drawn)
         if d.labels.arrangement == "multi-random" and iteration is not None:
             from actrec.protocols import draw_label_maps
 
@@ -500,6 +501,12 @@ class _Loop:
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.t0
+
+    def epochs_done(self) -> dict[str, float]:
+        """Epochs of windows each dataset of the phase has drawn (``actrec.data.sampling``;
+        random windows: nominal epochs, as many windows as cover the training frames)."""
+        return {f"D{k + 1}": round(self.samplers[k].epochs_done(self.drawn[k]), 4)
+                for k in self.domains}
 
     def fresh_optimizer(self) -> None:
         """A new optimiser over the model (a new phase starts)."""
@@ -534,6 +541,7 @@ class _Loop:
             for it in range(start, stop):
                 self.monitor.apply_lr(self.optimizer, it)
                 batch = self.batch(self.rng, it)
+                self.drawn = [p + int(m) for p, m in zip(self.drawn, self.mix)]
                 if spec.delay:  # step s answers for frame s - delay (actrec.lookahead)
                     batch = dataclasses.replace(
                         batch, y=delay_targets(batch.y, spec.delay, batch.mask))
@@ -568,6 +576,7 @@ class _Loop:
                     line = {"iteration": done, "phase": self.phase_name, "loss": last_loss,
                             "train_frame_accuracy": correct / counted if counted else None,
                             "lr": self.optimizer.param_groups[0]["lr"],
+                            "epochs": self.epochs_done(),
                             "elapsed_s": round(self.elapsed(), 3)}
                     alphas = _alphas(model)
                     if alphas:
@@ -663,6 +672,7 @@ class _Loop:
             "phase": self.phase_name,
             "boundary": getattr(self.model, "boundary_record", None),  # None: no pre-stage
             "monitor": self.monitor.state_dict(),
+            "windows_drawn": list(self.drawn),
             "selected": self.monitor.selected(),
             "distributed": None if self.dist is None else self.dist.record(),
         }

@@ -190,3 +190,63 @@ def test_the_recorded_window_frames_count_every_phase(stores, tmp_path):
     train_model(s, tmp_path / "run")
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["protocol"]["window_frames"] == (2 * 6 + 4 * 4) * 12
+
+
+def _sign_spec(stores, iterations=6):
+    """Stride windows under the sign schedule, with a learning rate too small to move a weight:
+    every validation loss equals the first, so the schedule decays twice then doubles the batch
+    after iteration 4 (patience 1, validated every iteration)."""
+    return spec(stores, iterations=iterations, mix=(4, 0), windows="stride:2", lr=1e-30,
+                standardize=False, val_fraction=0.3, val_every=1, checkpoint_every=1,
+                lr_schedule="sign", lr_patience=1, max_batch_growths=1)
+
+
+def test_a_grown_batch_walks_on_from_where_the_window_stream_stands(stores, tmp_path):
+    """When the sign schedule grew the batch from n to g*n windows, stride windows jumped to
+    stream position iteration * g*n, skipping every window between; they go on from the
+    windows drawn so far now, and a resumed run goes on from the position its checkpoint
+    holds."""
+    import json
+
+    import numpy as np
+
+    from actrec.components import resolve_model
+    from actrec.data.labels import InputLayout, LabelSpace
+    from actrec.data.sampling import StrideWindows
+    from actrec.data.windows import VideoBank, two_domain_batch
+    from actrec.io.features import FeatureStore
+    from actrec.losses import frame_loss
+
+    run = tmp_path / "run"
+    train_model(_sign_spec(stores), run)
+    log = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    grown = [x for x in log if x.get("schedule", {}).get("event") == "grow"]
+    assert [x["iteration"] for x in grown] == [4] and grown[0]["schedule"]["mix"] == [8]
+    # Iteration 5's loss, by hand: the model (its weights never moved) on the 8 windows from
+    # stream position 4 x 4 = 16 on.
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    config = json.loads((run / "config.json").read_text())
+    store = FeatureStore.open(stores["a"])
+    held = set(config["validation"][0]["val_videos"])
+    bank = VideoBank.from_store(store, [v for v in store.splits["1"]["train"] if v not in held])
+    labels = LabelSpace.from_state(ckpt["label_space"])
+    layout = InputLayout((bank.dim,), "blocks")
+    _, model = resolve_model(ckpt, layout, labels, where="test")
+    model.load_state_dict(ckpt["model"])
+    sampler = StrideWindows(bank, 12, 2, seed=5)
+    batch = two_domain_batch([bank], (8,), 12, np.random.default_rng(0), labels, layout,
+                             samplers=[sampler], positions=[16])
+    with torch.no_grad():
+        model.train()
+        loss = frame_loss(model(batch.x, batch.domain, mask=batch.mask), batch.y, batch.mask,
+                          "all", batch.start)
+    fifth = next(x for x in log if x.get("iteration") == 5 and "loss" in x)
+    assert fifth["loss"] == pytest.approx(float(loss), rel=1e-5)
+    assert fifth["epochs"]["D1"] == pytest.approx(sampler.epochs_done(24), abs=1e-4)
+    # Stopped after the growth and resumed: the same windows, so the same logged losses.
+    with pytest.raises(KeyboardInterrupt):
+        train_model(_sign_spec(stores), tmp_path / "cut", progress=KillAfter(5))
+    assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["iteration"] == 5
+    train_model(_sign_spec(stores), tmp_path / "cut")
+    again = [json.loads(x) for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert [x.get("loss") for x in again] == [x.get("loss") for x in log]

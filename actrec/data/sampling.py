@@ -10,12 +10,12 @@ window is the ``history`` frames up to and including ``e``; near a video's start
 (frames ``0 .. e``) and padded at its end, so its state starts cold exactly where online
 inference starts cold, at the video's first frame, instead of on invented frames before it.
 Each epoch visits its windows in a shuffled order; epochs follow one another as one stream, and
-iteration ``i`` of a training phase (counted from the phase's start: transfer's fine-tuning
-starts at D1's first epoch) takes stream positions ``i * n .. (i + 1) * n - 1`` (a batch may
-straddle two epochs). Offsets and order of epoch ``e`` of domain ``k`` come from a generator seeded with
-``(seed, k, e)``: the windows of any iteration are a pure function of the seed and the
-iteration, so a resumed run draws exactly the windows the uninterrupted run would, with nothing
-to store in checkpoints.
+each batch takes the next ``n`` stream positions (a batch may straddle two epochs): each training
+phase walks the stream from its start (transfer's fine-tuning starts at D1's first epoch), on
+through a batch that grows (``--lr-schedule sign``), the position saved with every checkpoint.
+Offsets and order of epoch ``e`` of domain ``k`` come from a generator seeded with
+``(seed, k, e)``: the windows at any stream position are a pure function of the seed and the
+position, so a resumed run draws exactly the windows the uninterrupted run would.
 """
 
 from __future__ import annotations
@@ -105,9 +105,14 @@ class RandomWindows:
         """Windows of one nominal epoch: as many as cover the training frames once."""
         return max(1, math.ceil(self.bank.num_frames / self.history))
 
+    def epochs_done(self, position: int) -> float:
+        """Nominal epochs that ``position`` windows drawn make."""
+        return position / self.epoch_size()
+
     def draw(self, iteration: int, n: int, rng: np.random.Generator,
-             rows: slice | None = None) -> Windows:
-        """``n`` fresh windows (only ``rows`` of them read; all are drawn from ``rng``)."""
+             rows: slice | None = None, position: int | None = None) -> Windows:
+        """``n`` fresh windows (only ``rows`` of them read; all are drawn from ``rng``);
+        ``iteration`` and ``position`` unused."""
         from actrec.data.windows import sample_windows
 
         return sample_windows(self.bank, n, self.history, rng, rows)
@@ -170,11 +175,17 @@ class StrideWindows:
             epoch += 1
         return epoch, position
 
+    def epochs_done(self, position: int) -> float:
+        """Epochs (with the fraction of the current one) that stream ``position`` makes."""
+        epoch, index = self.locate(position)
+        return epoch + index / self.epoch_size(epoch)
+
     def draw(self, iteration: int, n: int, rng: np.random.Generator | None = None,
-             rows: slice | None = None) -> Windows:
-        """The windows of ``iteration`` (stream positions ``iteration * n`` on); ``rng`` unused;
-        ``rows``: only these of the ``n`` windows."""
-        epoch, index = self.locate(iteration * n)
+             rows: slice | None = None, position: int | None = None) -> Windows:
+        """The ``n`` windows at stream ``position`` on (None: ``iteration * n``, the position
+        of ``iteration`` when every batch holds ``n``); ``rng`` unused; ``rows``: only these
+        of the ``n`` windows."""
+        epoch, index = self.locate(iteration * n if position is None else position)
         videos, ends = [], []
         while n > 0:
             video, end = self.epoch(epoch)

@@ -178,11 +178,13 @@ def two_domain_batch(
     samplers: Sequence[Any] | None = None,
     iteration: int = 0,
     part: tuple[int, int] | None = None,
+    positions: Sequence[int] | None = None,
 ) -> Batch:
     """``mix[k]`` windows from ``banks[k]`` for each domain k in order, arranged by ``layout``,
     labels offset into ``labels``' concatenated vector, domain vector ``[0]*n1 + [1]*n2``.
     ``samplers[k]`` (``actrec.data.sampling``) chooses domain k's windows of ``iteration``;
-    None: random windows from ``rng``. ``part = (rank, world)``: only this process's share of
+    None: random windows from ``rng``; ``positions[k]``: where domain k's window stream stands
+    (None: ``iteration * mix[k]``). ``part = (rank, world)``: only this process's share of
     the batch, ``share_of(mix[k], rank, world)`` of each domain's windows (every window is
     still chosen, so the generators move on as for the whole batch)."""
     import torch
@@ -200,7 +202,8 @@ def two_domain_batch(
     for k, bank in enumerate(banks):
         n = int(mix[k])
         w = (sample_windows(bank, n, history, rng, shares[k]) if samplers is None
-             else samplers[k].draw(iteration, n, rng, shares[k]))
+             else samplers[k].draw(iteration, n, rng, shares[k],
+                                   position=None if positions is None else int(positions[k])))
         n = w.video.shape[0]
         rows = slice(row, row + n)
         x[:, rows, layout.columns(k)] = w.features
