@@ -7,8 +7,10 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from actrec.plugin_api import FeatureExtractor
 from actrec_plugins.datasets.epic import EpicKitchens, frames_fps
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -55,3 +57,62 @@ def test_epic55_labels_are_at_60_fps_whatever_the_camera_rate():
     assert "frames past the video end (clipped)" not in idx.repairs
     assert sum(r.num_frames for r in idx.videos.values()) == sum(
         round(info[v][0] * 60.0) for v in idx.videos)
+
+
+class Grey(FeatureExtractor):
+    """Feature of a frame: its mean grey level (which frame was decoded)."""
+
+    name = "grey"
+    lookahead = 0
+
+    def dim(self) -> int:
+        return 1
+
+    def extract(self, batches):
+        for batch in batches:
+            yield batch.reshape(batch.shape[0], -1).mean(axis=1, keepdims=True)
+
+
+@needs_data
+@pytest.mark.slow
+def test_a_59_94_fps_camera_file_is_resampled_to_the_60_fps_labels(tmp_path):
+    """End to end through the EPIC plugin: P01_01.MP4 at 59.94 fps (1,100 frames, frame i a
+    grey level telling i mod 8) in the EPIC-55 layout; its labels count 60 fps frames, so the
+    store holds round(1100 * 60 / 59.94) = 1,101 frames, the frame near 500 shown twice."""
+    cv2 = pytest.importorskip("cv2")
+    from actrec.extract import extract_features
+    from actrec.io.features import FeatureStore
+    from actrec.io.video import open_video, resample_indices
+
+    n = 1100
+    root = tmp_path / "epic"
+    video = root / "videos" / "train" / "P01" / "P01_01.MP4"
+    video.parent.mkdir(parents=True)
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 59.94, (32, 32))
+    for i in range(n):
+        writer.write(np.full((32, 32, 3), 40 + (i % 8) * 24, np.uint8))
+    writer.release()
+    container = open_video(video).container_fps
+    assert container == pytest.approx(59.94, abs=0.01)
+    header = (EPIC / "EPIC_train_action_labels.csv").read_text().splitlines()[0]
+    rows = [f"{k},P0{k + 1},P0{k + 1}_01,x,00:00:00.01,00:00:01.00,2,600,open,2,door,8,"
+            f"['door'],[8]" for k in range(4)]
+    (root / "EPIC_train_action_labels.csv").write_text("\n".join([header, *rows]) + "\n")
+    duration = n / container  # the camera file's length in seconds
+    (root / "EPIC_video_info.csv").write_text("video,resolution,duration,fps\n" + "".join(
+        f"P0{k + 1}_01,1920x1080,{duration},{container}\n" for k in range(4)))
+    for kind in ("verb", "noun"):
+        (root / f"EPIC_{kind}_classes.csv").write_text(
+            (EPIC / f"EPIC_{kind}_classes.csv").read_text())
+
+    index = EpicKitchens(EpicKitchens.Config(root=root)).load()
+    record = index.videos["P01_01"]
+    assert record.path == video and record.fps == 60.0 and record.num_frames == 1101
+    report = extract_features(index, Grey(), tmp_path / "store.zarr", dataset_ref="epic",
+                              video_ids=["P01_01"], batch_size=128)
+    assert list(report.written) == ["P01_01"] and not report.failed
+    features, labels = FeatureStore.open(tmp_path / "store.zarr").read("P01_01")
+    expected = resample_indices(n, container, 60.0)  # the source frame of each 60 fps instant
+    assert features.shape[0] == labels.shape[0] == expected.shape[0] == 1101
+    assert np.array_equal(np.rint((features[:, 0] - 40) / 24).astype(np.int64), expected % 8)
+    np.testing.assert_array_equal(labels, record.labels)

@@ -16,6 +16,9 @@ a video are at ``frames_fps(video)``: 60 fps for the EPIC-55 videos (``P01_01``,
 release; recorded at 59.94, and a few at 29.97, 48 or 90), 50 fps for the EPIC-100 extension
 videos (``P01_101``, recorded at 50). A video lasts ``round(duration * frames_fps)`` frames;
 the info CSV's ``fps`` is the camera's rate: checked, but it does not set the label rate.
+The records set ``labels_by_time``: ``actrec extract`` resamples a camera file to the label
+rate by timestamps (a 59.94 fps file gains a repeated frame every 1000, as ``-r 60`` did),
+never one frame per label (0.1 % drift, 3.7 s at the end of P01_18).
 ``DatasetIndex.fps`` is the most common label rate.
 
 Overlap policy: EPIC segments overlap. The segment that starts later wins the frames it
@@ -164,8 +167,10 @@ class EpicKitchens(VideoDataset):
                                                  num_frames=num_frames, fill=0, overlap="last",
                                                  max_frames=A.frame_limit(fps))
             A.add_repairs(repairs, fixed)
+            # the frame numbers count time at `fps` (frames extracted with ffmpeg -r), not the
+            # camera file's frames: a 59.94 fps file is resampled to them by timestamps
             videos[video] = VideoRecord(id=video, participant=participant[video],
-                                        labels=labels, fps=fps)
+                                        labels=labels, fps=fps, labels_by_time=True)
         fps = Counter(v.fps for v in videos.values()).most_common(1)[0][0]
         if cfg.split_scheme == "official":
             splits = {"1": Split("1", tuple(sorted(set(videos) - held_out)),
