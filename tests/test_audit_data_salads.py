@@ -109,3 +109,29 @@ def test_missing_timestamps_skip_or_refuse(tmp_path):
     with pytest.raises(Exception, match=r"no timestamps-01-2\.txt for video rgb-01-2 \(nor "
                                         r"for 52 other sequence\(s\)\)"):
         load(root=SAL, source="annotations", timestamps_dir=tmp_path / "ts", strict=True)
+
+
+@needs_data
+def test_ends_unlabelled_scores_a_video_from_its_first_to_its_last_action():
+    words = [w for p in sorted((SAL / "groundTruth").glob("*.txt")) for w in p.read_text().split()]
+    edges = words.count("action_start") + words.count("action_end")
+    assert (words.count("action_start"), words.count("action_end")) == (30001, 51344)
+    for label_set in ("eval", "mid"):
+        kept = load(root=SAL, label_set=label_set)
+        cut = load(root=SAL, label_set=label_set, ends="unlabelled")
+        assert cut.repairs == {"frames before the first or after the last action "
+                               "(unlabelled)": edges}
+        edge_ids = [kept.classes.index(c) for c in ("action_start", "action_end")
+                    if c in kept.classes]
+        for video, rec in kept.videos.items():
+            got = cut.videos[video].labels
+            if label_set == "mid":  # exactly the action_start / action_end frames
+                np.testing.assert_array_equal(got < 0, np.isin(rec.labels, edge_ids))
+            np.testing.assert_array_equal(got[got >= 0], rec.labels[got >= 0])
+        assert sum(int(np.count_nonzero(v.labels < 0)) for v in cut.videos.values()) == edges
+    # from the annotations (01-1 at 30 fps from 0 us): cut_tomato_prep starts at 53,704,269 us,
+    # frame 1612 (1611 is at 53,700,000 us): frames 0..1611 come before the first action
+    low = load(root=SAL, source="annotations", label_set="low", start_us=0,
+               split_scheme="person", ends="unlabelled")
+    lab = low.videos["rgb-01-1"].labels
+    assert (lab[:1612] == -1).all() and lab[1612] == low.classes.index("cut_tomato_prep")

@@ -22,9 +22,9 @@ never one frame per label (0.1 % drift, 3.7 s at the end of P01_18).
 ``DatasetIndex.fps`` is the most common label rate.
 
 Overlap policy: EPIC segments overlap. The segment that starts later wins the frames it
-shares with earlier ones (of two with the same start, the one later in the CSV); the number of frames covered by more than one segment is reported
-under ``frames covered by overlapping segments (later start wins)``. Segments running past a
-video's end are clipped (counted).
+shares with earlier ones (of two with the same start, the one later in the CSV); the number
+of frames covered by more than one segment is reported under ``frames covered by overlapping
+segments (later start wins)``. Segments running past a video's end are clipped (counted).
 
 Damaged input: an fps that is not positive, a duration that is not a number >= 0 or one past
 24 hours in the info CSV, and a frame past 24 hours in the labels CSV, are ``DataError``s

@@ -34,6 +34,11 @@ metrics); ``background`` gives them the background class (``low`` / ``eval``). `
 (default): ``previous`` for ``mid``, ``background`` for ``low`` and ``eval`` (the papers'
 added background class). Frames of rows ``eval`` maps to ``null`` are background, no gap.
 
+Before the first action and after the last (``ends``; 14 % of the MS-TCN frames): ``label``
+(default) gives them the set's class for them, ``action_start`` / ``action_end`` in ``mid``
+and ``background`` in ``low`` / ``eval``; ``unlabelled`` marks them -1, which scores a video
+as if cut to its first..last action (Lea et al.'s TCN code trims them so). From either source.
+
 Splits (``split_scheme``): ``mstcn`` = the 5 folds of ``splits/*.splitN.bundle``; ``person`` =
 4 leave-person-out folds (~75 / 25): the sorted participants cut into 4 contiguous blocks
 (7, 6, 6, 6 people for the 25 of the MS-TCN set), block i held out in split i.
@@ -69,12 +74,14 @@ class SaladsConfig(PluginConfig):
     fps: float = 30.0
     start_us: int | None = None
     gaps: str = "auto"  # auto, previous, unlabelled or background (see the module docstring)
+    ends: str = "label"  # label or unlabelled: frames before the first / after the last action
     strict: bool = False  # an empty annotation file is an error (else skipped and counted)
     videos: Path | None = None  # the folder of the videos (default: the data root)
 
 
 GAPS = ("auto", "previous", "unlabelled", "background")
 NO_TIMESTAMPS = "annotated sequences without a timestamps file (skipped)"
+ENDS = "frames before the first or after the last action (unlabelled)"
 FROM_START_US = "videos timed from start_us and fps (no timestamps file; approximate)"
 
 
@@ -100,6 +107,7 @@ class Salads(VideoDataset):
     Config = SaladsConfig
 
     def load(self) -> DatasetIndex:
+        import numpy as np
         from actrec_plugins.datasets._common import (
             count_test_coverage,
             index_files,
@@ -116,7 +124,8 @@ class Salads(VideoDataset):
         for option, value, allowed in (("source", cfg.source, ("mstcn", "annotations")),
                                        ("label_set", cfg.label_set, ("mid", "low", "eval")),
                                        ("split_scheme", cfg.split_scheme, ("mstcn", "person")),
-                                       ("gaps", cfg.gaps, GAPS)):
+                                       ("gaps", cfg.gaps, GAPS),
+                                       ("ends", cfg.ends, ("label", "unlabelled"))):
             if value not in allowed:
                 raise ConfigError(f"salads: {option} must be one of {', '.join(allowed)}, "
                                   f"got {value!r}")
@@ -144,9 +153,15 @@ class Salads(VideoDataset):
                 raise DataError(f"{root / 'groundTruth'}: no ground-truth files")
             mid_index = {c: i for i, c in enumerate(mid_classes)}
             lut = self._mid_lookup(root, mid_classes, classes)
+            if cfg.ends == "unlabelled":  # the ground truth's action_start / action_end frames
+                lut = lut.copy()
+                lut[[mid_index["action_start"], mid_index["action_end"]]] = A.UNLABELLED
             labels = {v: lut[mid] for v, mid in A.read_each(
                 files, lambda p: A.read_frame_labels(p, mid_index, repairs), repairs,
                 strict=cfg.strict).items()}
+            if cfg.ends == "unlabelled":
+                A.add_repairs(repairs, {ENDS: sum(int(np.count_nonzero(v < 0))
+                                                  for v in labels.values())})
         else:
             labels = self._from_annotations(root, classes, index, repairs)
 
@@ -248,7 +263,7 @@ class Salads(VideoDataset):
                                                  fill=fill, overlap="last",
                                                  max_frames=A.frame_limit(cfg.fps))
             A.add_repairs(repairs, fixed)
-            out[video] = _fill_outside_actions(labels, covered, gaps, index, repairs)
+            out[video] = _fill_outside_actions(labels, covered, gaps, cfg.ends, index, repairs)
         if missing:
             if cfg.strict or not out:
                 raise DataError(f"{cfg.timestamps_dir}: no timestamps-{missing[0][4:]}.txt for "
@@ -298,12 +313,13 @@ class Salads(VideoDataset):
         return cfg.start_us + np.round(np.arange(max(count, 0)) * 1e6 / cfg.fps).astype(np.int64)
 
 
-def _fill_outside_actions(labels, covered, gaps: str, index: dict[str, int],
+def _fill_outside_actions(labels, covered, gaps: str, ends: str, index: dict[str, int],
                           repairs: dict[str, int]):
     """``labels`` (``-1`` where no row of the wanted level covers a frame) with the frames no
-    low-level row ``covered`` filled: before the first action ``action_start`` and after the
-    last ``action_end`` in the mid-level set, background (0) in the others; the gaps between
-    actions by the ``gaps`` rule (``previous``, ``unlabelled`` or ``background``), counted."""
+    low-level row ``covered`` filled: before the first action and after the last by the
+    ``ends`` rule (``label``: ``action_start`` / ``action_end`` in the mid-level set,
+    background (0) in the others; ``unlabelled``: -1, counted), the gaps between actions by
+    the ``gaps`` rule (``previous``, ``unlabelled`` or ``background``), counted."""
     import numpy as np
 
     from actrec.io import annotations as A
@@ -311,8 +327,12 @@ def _fill_outside_actions(labels, covered, gaps: str, index: dict[str, int],
     hit = np.flatnonzero(covered)
     first, last = (hit[0], hit[-1]) if hit.size else (len(labels), -1)
     mid = "action_start" in index
-    labels[:first] = index["action_start"] if mid else 0
-    labels[last + 1:] = index["action_end"] if mid else 0
+    if ends == "unlabelled":
+        labels[:first] = labels[last + 1:] = A.UNLABELLED
+        A.add_repairs(repairs, {ENDS: first + max(0, len(labels) - last - 1)})
+    else:
+        labels[:first] = index["action_start"] if mid else 0
+        labels[last + 1:] = index["action_end"] if mid else 0
     gap = ~covered
     gap[:first] = gap[last + 1:] = False
     count = int(np.count_nonzero(gap))
