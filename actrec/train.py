@@ -312,6 +312,8 @@ def _load_data(spec: TrainSpec, progress: Any, recorded_labels: Any = None,
                 f"padding: use a history of at most that")
         banks.append(bank)
     _check_no_test_in_training(stores, chosen, lists)
+    if spec.init_from is not None:
+        _check_init_not_trained_on_tests(Path(spec.init_from), stores, chosen, lists)
     scalers = [FeatureScaler.fit(b.features) if spec.standardize else FeatureScaler.identity(b.dim)
                for b in banks]
     banks = [b.transformed(s) for b, s in zip(banks, scalers)]
@@ -361,6 +363,35 @@ def _check_no_test_in_training(stores: list[Any], names: list[str],
                     f"that D{i + 1} ({store.path}, split '{name}') is tested on (e.g. "
                     f"'{leak[0]}'): its scores would come from videos the model trained on; "
                     f"give both the same split ({option} {name}), or distinct datasets")
+
+
+def _check_init_not_trained_on_tests(run: Path, stores: list[Any], names: list[str],
+                                     lists: list[Mapping[str, Any]]) -> None:
+    """``DataError`` when the run ``init_from`` names trained on videos this run is tested on:
+    the same videos (``components.same_videos``) under another split, e.g. fine-tuning split 1
+    from a run of split 2. Stores of that run that cannot be opened any more are not
+    compared."""
+    from actrec import runs
+    from actrec.components import same_videos
+    from actrec.protocols import selected_checkpoint
+
+    path = selected_checkpoint(runs.resolve_run(run))
+    ckpt = runs.load_checkpoint(path)
+    for where, split_name in zip(ckpt.get("stores") or [], ckpt.get("splits") or []):
+        try:
+            theirs = open_store(where)
+            trained = theirs.splits[str(split_name)]["train"]
+        except (ActrecError, KeyError, OSError):
+            continue
+        for k, (store, name, split) in enumerate(zip(stores, names, lists)):
+            leak = sorted(set(trained) & set(split.get("test", ()))) \
+                if same_videos(theirs, store) else []
+            if leak:
+                raise DataError(
+                    f"--init-from {run}: that run trained on {len(leak)} video(s) that D{k + 1} "
+                    f"({store.path}, split '{name}') is tested on (e.g. '{leak[0]}'; it trained "
+                    f"on {where}, split '{split_name}'): fine-tuning from it would score videos "
+                    f"the model has seen; start from a run of the same split, or of other data")
 
 
 def check_finite(bank: Any, store: Any) -> None:
@@ -768,7 +799,7 @@ def _write_config(run_dir, spec, sources, data: _Data, plugin, model,
                      # the phases (transfer: pre-training's D2 batches too)
                      "window_frames": spec.history * sum(
                          count * sum(phase_mix(spec, i, len(data.stores)))
-                         for i, count in enumerate(spec.phase_iterations)),
+                         for i, count in enumerate(spec.phase_iterations) if count),
                      "prediction": spec.prediction,
                      "padding": "masked: padded frames enter no loss, statistic or gradient",
                      "weight_decay": "weight matrices only; biases, normalisation parameters "

@@ -250,3 +250,19 @@ def test_a_grown_batch_walks_on_from_where_the_window_stream_stands(stores, tmp_
     train_model(_sign_spec(stores), tmp_path / "cut")
     again = [json.loads(x) for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
     assert [x.get("loss") for x in again] == [x.get("loss") for x in log]
+
+
+def test_fine_tuning_never_starts_from_a_run_that_trained_on_its_test_videos(tmp_path):
+    """``--init-from`` a run of the same videos under another split (fine-tuning split 1 from
+    a run of split 2) started from weights that had seen split 1's test videos."""
+    from actrec.errors import DataError
+
+    rgb = _same_videos_store(tmp_path / "rgb.zarr", "rgb", 3)
+    base = dict(model="lstm", model_options={"hidden": 4}, history=8, iterations=1)
+    train_model(TrainSpec(**base, d1=rgb, split="2", mix=(2, 0)), tmp_path / "source")
+    again = dict(base, protocol="transfer", init_from=str(tmp_path / "source"), mix=(2, 0))
+    with pytest.raises(DataError, match=r"--init-from .*source: that run trained on 2 video\(s\) "
+                                        r"that D1 .*rgb.zarr, split '1'\) is tested on"):
+        train_model(TrainSpec(**again, d1=rgb, split="1"), tmp_path / "leak")
+    assert not (tmp_path / "leak").exists()
+    train_model(TrainSpec(**again, d1=rgb, split="2"), tmp_path / "same")  # the same split
