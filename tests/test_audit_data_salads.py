@@ -46,6 +46,7 @@ def _fitted_timestamps(folder: Path, mid) -> None:
 
 
 @needs_data
+@pytest.mark.slow
 def test_annotations_reproduce_the_mstcn_ground_truth(tmp_path):
     mid = load(root=SAL)
     _fitted_timestamps(tmp_path / "ts", mid)
