@@ -204,6 +204,7 @@ def train_model(
         if checkpoint is not None:
             state.monitor.load_state_dict(checkpoint.get("monitor"))
             state.recorded_drawn = checkpoint.get("windows_drawn")
+            state.log_pending = checkpoint.get("log_pending")
         if tensorboard and main:
             from actrec.tb_logging import TensorBoardMirror
 
@@ -510,6 +511,8 @@ class _Loop:
         self.domains = list(range(len(spec.batch_mix)))
         self.drawn = [0] * len(data.banks)
         self.recorded_drawn: list[int] | None = None  # a resumed checkpoint's ``drawn``
+        # Losses and frame counts of the iterations since the last logged line (saved).
+        self.log_pending: dict[str, Any] | None = None
 
     def batch(self, rng: Any, iteration: int | None = None) -> Any:
         """The training batch of global ``iteration`` (D1 rows first) on the run's device,
@@ -561,8 +564,12 @@ class _Loop:
                                      total=spec.total_iterations,
                                      completed=min(start, spec.total_iterations))
         stop = spec.iterations if stop is None else stop
-        losses: list[float] = []
-        correct = counted = 0
+        # Iterations since the last logged line (a resumed run picks up its checkpoint's, so
+        # the first line after a resume averages what the uninterrupted run's line does).
+        pending = self.log_pending if self.log_pending is not None and start < stop else {}
+        losses: list[float] = [float(v) for v in pending.get("losses", ())]
+        correct, counted = int(pending.get("correct", 0)), int(pending.get("counted", 0))
+        self.log_pending = None
         last_loss = float("nan")
         dist = self.dist
         main = dist is None or dist.main
@@ -619,6 +626,8 @@ class _Loop:
                                         f"loss {last_loss:.3f}")
                 if done == spec.total_iterations and spec.reestimate_batches:
                     self.reestimate(done)
+                self.log_pending = {"losses": list(losses), "correct": correct,
+                                    "counted": counted}
                 if dist is not None and self.monitor.due(done, stop):
                     dist.broadcast_buffers(model)  # every rank validates rank 0's model
                 stopping = self.monitor.after_step(self, done, stop, metrics, last_loss)
@@ -704,6 +713,7 @@ class _Loop:
             "boundary": getattr(self.model, "boundary_record", None),  # None: no pre-stage
             "monitor": self.monitor.state_dict(),
             "windows_drawn": list(self.drawn),
+            "log_pending": self.log_pending,  # iterations not yet in a logged line
             "selected": self.monitor.selected(),
             "distributed": None if self.dist is None else self.dist.record(),
         }

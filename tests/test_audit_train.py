@@ -266,3 +266,26 @@ def test_fine_tuning_never_starts_from_a_run_that_trained_on_its_test_videos(tmp
         train_model(TrainSpec(**again, d1=rgb, split="1"), tmp_path / "leak")
     assert not (tmp_path / "leak").exists()
     train_model(TrainSpec(**again, d1=rgb, split="2"), tmp_path / "same")  # the same split
+
+
+def test_the_first_line_logged_after_a_resume_averages_what_the_uninterrupted_run_does(
+        stores, tmp_path):
+    """With checkpoints between log lines, the first line after a resume averaged only the
+    iterations since the checkpoint (iteration 3 alone instead of 1..3 here): the logged loss
+    and training accuracy differed from the uninterrupted run's."""
+    import json
+
+    def s():
+        return spec(stores, mix=(4, 0), iterations=6, log_every=3, checkpoint_every=2)
+
+    def lines(run):
+        return [{k: v for k, v in json.loads(x).items() if k != "elapsed_s"}
+                for x in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+
+    train_model(s(), tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        train_model(s(), tmp_path / "cut", progress=KillAfter(3))  # checkpoint at 2
+    assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["iteration"] == 2
+    train_model(s(), tmp_path / "cut")
+    assert [x["iteration"] for x in lines("whole")] == [3, 6]
+    assert lines("cut") == lines("whole")
