@@ -200,6 +200,10 @@ class TrainSpec:
             problems.append(str(exc))
         if self.epochs is not None and self.epochs < 1:
             problems.append(f"epochs must be >= 1 (or None: iterations count), got {self.epochs}")
+        elif self.epochs is not None and self.finetune_iters:
+            # epochs set the fine-tuning iterations; finetune_iters would silently win
+            problems.append(f"give epochs ({self.epochs}) or finetune_iters "
+                            f"({self.finetune_iters}), not both: both count fine-tuning")
         if not isinstance(self.delay, int) or not 0 <= self.delay < max(self.history, 1):
             problems.append(f"delay must be a number of frames >= 0 and below the history "
                             f"({self.history}), got {self.delay!r}")

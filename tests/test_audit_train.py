@@ -289,3 +289,15 @@ def test_the_first_line_logged_after_a_resume_averages_what_the_uninterrupted_ru
     train_model(s(), tmp_path / "cut")
     assert [x["iteration"] for x in lines("whole")] == [3, 6]
     assert lines("cut") == lines("whole")
+
+
+def test_epochs_and_finetune_iterations_are_not_both_given(stores):
+    """A transfer run given --epochs and --finetune-iters fine-tuned for finetune_iters and
+    dropped the epochs without a word."""
+    from actrec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"give epochs \(2\) or finetune_iters \(5\), not both"):
+        spec(stores, d2=stores["b"], protocol="transfer", pretrain_iters=2, finetune_iters=5,
+             epochs=2)
+    assert spec(stores, d2=stores["b"], protocol="transfer", pretrain_iters=2,
+                epochs=2).finetune_iters == 0
