@@ -402,7 +402,8 @@ def _run(plan: _Plan, index, extractor, store_path, ids: list[str], source, look
             stale = True
         plan.tasks.append(VideoTask(vid, record.path, record.labels, float(record.fps),
                                     record.participant, stale, overwrite, missing.get(vid),
-                                    labels_by_time=bool(record.labels_by_time)))
+                                    labels_by_time=bool(record.labels_by_time),
+                                    labels_cover_prefix=bool(record.labels_cover_prefix)))
     tasks, results = plan.tasks, plan.results
 
     view = _ProgressView(progress, len(ids), len(plan.skipped), tasks, extractor)

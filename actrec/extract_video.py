@@ -21,7 +21,9 @@ video for these labels, or a truncated file), and so is one of more than ``max_l
 of the longer length (and more than ``FEW_FRAMES`` frames): labels at another frame rate than
 the one they are read at (a 30 fps clip's labels read at a dataset's 15 fps) differ by half,
 which on a clip of a few seconds stays under the gap in seconds and would be cut and
-misaligned without a word. An extractor with a lookahead of ``k`` frames is
+misaligned without a word. A dataset that labels only each video's start
+(``VideoRecord.labels_cover_prefix``) has a longer video cut to its labels without these
+checks (the rest is not decoded). An extractor with a lookahead of ``k`` frames is
 fed up to ``k`` frames past the cut where the video has them, so the last kept features see
 the same future as they would in a longer video.
 
@@ -99,6 +101,7 @@ class VideoTask:
     overwrite: bool = False  # replace a stored copy even if it is fine
     missing_reason: str | None = None  # why the dataset has no file for it
     labels_by_time: bool = False  # VideoRecord.labels_by_time: resample a near-rate file
+    labels_cover_prefix: bool = False  # VideoRecord.labels_cover_prefix: cut a longer video
 
 
 @dataclass(frozen=True)
@@ -252,7 +255,7 @@ def _open(task: VideoTask, extractor: FeatureExtractor, options: HostOptions) ->
     if header is not None and header - reader.num_source_frames > max(1, header // 100):
         raise DataError(f"{where}: the decoder finds {reader.num_source_frames} frames but the "
                         f"file's header says {header} (truncated file?)")
-    if n_video != n_labels:
+    if n_video != n_labels and not (task.labels_cover_prefix and n_video > n_labels):
         gap = abs(n_video - n_labels) / reader.fps
         lengths = (f"{n_video} frames ({n_video / reader.fps:.1f} s) at {reader.fps:g} fps but "
                    f"{n_labels} labels at that rate")

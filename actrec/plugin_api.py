@@ -180,6 +180,10 @@ class VideoRecord:
     camera: str | None = None
     recipe: str | None = None
     labels_by_time: bool = False
+    # The labels cover the start of the video only, by design (Signing in the Wild labels each
+    # video's first 2,000 frames): extraction cuts a longer video to them without calling the
+    # difference a wrong video. A video shorter than its labels is checked as any other.
+    labels_cover_prefix: bool = False
 
     @property
     def num_frames(self) -> int:

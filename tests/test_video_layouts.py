@@ -389,3 +389,31 @@ def test_datasets_info_reports_missing_videos(tmp_path, capsys):
     code, out, _ = actrec(["datasets", "info", "gtea", "--root", root], capsys)
     assert "video files found" in out and "27 of 28" in out
     assert "videos without a video file: 1" in out and "S2_Tea_C1" in out
+
+
+@needs_data
+@pytest.mark.slow
+def test_signing_extract_cuts_whole_videos_to_their_labelled_start(tmp_path, monkeypatch,
+                                                                   capsys):
+    """Signing in the Wild labels only each video's start: whole videos three times longer
+    than their labels (far past the length checks) are cut to them, the rest not stored."""
+    import json
+
+    from actrec.io.features import FeatureStore
+
+    monkeypatch.setenv("ACTREC_HOME", str(tmp_path / "home"))
+    root = signing_tree(tmp_path / "signing")
+    for path in root.glob("*.mp4"):
+        write_video(path, 36, fps=5.0)  # 7.2 s of video, 2.4 s labelled
+    code, out, err = actrec(["extract", "signing", "--split", "1", "--root", root, "--json"],
+                            capsys)
+    report = json.loads(out)
+    assert code == 0 and not report["failed"], err
+    assert len(report["written"]) == 5
+    assert {c["video"]: (c["video_frames"], c["label_frames"]) for c in report["cut"]} == {
+        vid: (24, 0) for vid in report["written"]}
+    store = FeatureStore.open(report["store"])
+    for vid in report["written"]:
+        features, labels = store.read(vid)
+        assert features.shape[0] == 12
+        np.testing.assert_array_equal(labels, [0] * 6 + [1] * 6)  # signing, then speaking

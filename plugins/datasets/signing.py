@@ -12,10 +12,9 @@ participant of a video is unknown; its YouTube id stands in.
 Videos, under ``videos`` (default: the data root): ``<youtube_id>.mp4`` (another video
 extension, or a frame folder ``<youtube_id>/``), directly there or in ``videos/``. Videos found
 nowhere are listed in ``DatasetIndex.missing_videos``. The dataset labels the first 6.6
-minutes of each video (2,000 frames at 5 Hz): ``actrec extract`` refuses a whole YouTube video
-whose length differs from its labels by more than ``--max-length-gap`` seconds; cut the videos
-to their labelled part, or raise ``--max-length-gap`` and ``--max-length-share`` so that the
-unlabelled rest is cut.
+minutes of each video (2,000 frames at 5 Hz): its records set
+``VideoRecord.labels_cover_prefix``, so ``actrec extract`` cuts a whole YouTube video to its
+labelled start (the rest is neither decoded nor stored; the cut frames are counted).
 
 Damaged input: a frame past 24 hours at ``fps`` is a ``DataError`` naming the line; an empty
 file is skipped and counted (``strict=true``: an error); hidden files (``._gt.txt``) are
@@ -86,7 +85,8 @@ class SigningInTheWild(VideoDataset):
             labels[frames] = codes
             A.add_repairs(repairs, {"frames without a row (unlabelled)":
                                     labels.size - frames.size})
-            videos[video] = VideoRecord(id=video, participant=video, labels=labels, fps=cfg.fps)
+            videos[video] = VideoRecord(id=video, participant=video, labels=labels, fps=cfg.fps,
+                                        labels_cover_prefix=True)
         ids = sorted(videos)
         if len(ids) < cfg.folds:
             raise DataError(f"{len(ids)} video(s) cannot make {cfg.folds} folds")
