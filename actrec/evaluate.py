@@ -169,6 +169,8 @@ def predict_videos(
                 x[: lengths[b], b] = layout.arrange(videos[i], domain)
             xt = torch.from_numpy(x).to(device)
             dom = torch.full((len(chunk),), domain, dtype=torch.long, device=device)  # [B]
+            if online and first == 0 and size > 1:
+                _check_rows_independent(model, xt, lengths, dom)
             probs = None
             if online and lookahead:
                 from actrec.lookahead import step_with_delay
@@ -215,6 +217,39 @@ def local_probabilities(logits: torch.Tensor, labels: LabelSpace, domain: int,
     if prediction == "full":
         return logits.float().softmax(-1)[..., cols]
     return logits[..., cols].float().softmax(-1)
+
+
+def _check_rows_independent(model, x: torch.Tensor, lengths: list[int],
+                            dom: torch.Tensor) -> None:
+    """``ConfigError`` unless ``model.step`` answers each sequence of a batch as it answers
+    it alone: two different frames of ``x [T, B, W]`` (real rows, ``lengths``) stepped from a
+    fresh state together and one by one. A step that mixes the rows (batch statistics at
+    evaluation) would make every score depend on which test videos are stepped together."""
+    import torch
+
+    rows = [x[t, b] for b, n in enumerate(lengths) for t in (0, n // 2) if n > t]
+    pair = next(((a, b) for i, a in enumerate(rows) for b in rows[i + 1:]
+                 if not torch.equal(a, b)), None)
+    if pair is None:
+        return  # no two different frames: nothing to tell them apart by
+    both = torch.stack(pair)  # [2, W]
+    try:
+        together, _ = model.step(both, model.init_state(2, dom[:1].repeat(2)))
+        alone = torch.cat([model.step(both[i : i + 1], model.init_state(1, dom[:1]))[0]
+                           for i in range(2)])
+        same = bool(torch.allclose(together.float(), alone.float(), rtol=1e-3, atol=1e-4))
+    except NotImplementedError:  # a model without online inference says so itself
+        raise
+    except (ValueError, RuntimeError) as exc:  # e.g. batch norm refusing a batch of one
+        raise ConfigError(f"model {type(model).__name__} cannot step one sequence alone "
+                          f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}): "
+                          f"its online answers would depend on the sequences stepped with it "
+                          f"(batch statistics at evaluation?)") from None
+    if not same:
+        raise ConfigError(f"model {type(model).__name__}: the step's answer for a sequence "
+                          f"depends on the other sequences stepped with it (batch statistics "
+                          f"at evaluation?), so its scores would depend on which test videos "
+                          f"are evaluated together; evaluate with running statistics")
 
 
 def _step_through(model, x: torch.Tensor, dom: torch.Tensor, labels, domain: int,
