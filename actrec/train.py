@@ -304,6 +304,12 @@ def _load_data(spec: TrainSpec, progress: Any, recorded_labels: Any = None,
         bank = VideoBank.from_store(store, carve.train, progress=progress,
                                     name=f"{role} {store.path} split '{name}'")
         check_finite(bank, store)
+        if not any(bool((y >= 0).any()) for y in bank.labels):
+            raise DataError(
+                f"feature store {store.path}: no training video of {role} (split '{name}', "
+                f"{len(bank)} video(s)) has a labelled frame (every label is -1): the loss would "
+                f"be 0 at every step and the model learn nothing; extract the store with its "
+                f"labels")
         longest = max(range(len(bank)), key=lambda i: bank.labels[i].shape[0])
         if spec.history > bank.labels[longest].shape[0]:
             raise ConfigError(

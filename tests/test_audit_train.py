@@ -301,3 +301,27 @@ def test_epochs_and_finetune_iterations_are_not_both_given(stores):
              epochs=2)
     assert spec(stores, d2=stores["b"], protocol="transfer", pretrain_iters=2,
                 epochs=2).finetune_iters == 0
+
+
+def test_training_videos_without_any_label_are_refused(tmp_path):
+    """A store whose training videos hold no label (all -1: extracted without labels) trained
+    'successfully' with a loss of exactly 0 at every step and learnt nothing."""
+    import numpy as np
+
+    from actrec.errors import DataError
+    from actrec.io.features import FeatureStore
+
+    rng = np.random.default_rng(0)
+    ids = [f"v{i}" for i in range(4)]
+    store = FeatureStore.open_or_create(
+        tmp_path / "s.zarr", dataset="t", split_scheme="default", classes=["a", "b"],
+        splits={"1": {"train": ids[:3], "test": ids[3:]}}, extractor="x", extractor_config={},
+        lookahead=0, dtype="float32")
+    for vid in ids:
+        store.write_video(vid, rng.normal(size=(20, 3)).astype(np.float32), np.full(20, -1),
+                          fps=15.0, source=None)
+    s = TrainSpec(model="lstm", d1=tmp_path / "s.zarr", history=8, iterations=2, mix=(2, 0))
+    with pytest.raises(DataError, match=r"no training video of D1 \(split '1', 3 video\(s\)\) "
+                                        r"has a labelled frame"):
+        train_model(s, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
