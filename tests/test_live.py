@@ -197,6 +197,28 @@ def test_features_equal_the_stored_ones(setup):
         assert not live[:, stored.shape[1]:].any() and width >= stored.shape[1]
 
 
+def test_the_second_dataset_of_a_joint_run_equals_its_online_evaluation(setup):
+    """``--dataset D2``: D2's domain (its DDBN statistics), its standardisation and its input
+    columns, as ``eval --online`` scores D2's test videos."""
+    from actrec import Recognizer
+    from actrec.io.features import FeatureStore
+    from actrec.live_sources import open_source
+    from actrec.predictions import load_predictions
+
+    stores, runs = setup
+    results = json.loads(_eval_file(runs["ddlstm"]).read_text())
+    d2 = list(load_predictions(_eval_file(runs["ddlstm"]),
+                               results["protocol"]["predictions"]).values())[1]
+    store = FeatureStore.open(stores[1])
+    rec = Recognizer.from_run(runs["ddlstm"], dataset="D2")
+    assert rec.run.domain == 1 and rec.classes == d2.classes
+    for vid in d2.ids:
+        rec.reset()
+        source = open_source(store.video_attrs(vid)["source"]["path"], rec.fps)
+        live = [rec.push(frame).index for _, frame in source.frames()]
+        assert np.array_equal(live, d2.video(vid)[0])
+
+
 def test_many_streams_equal_each_stream_alone(setup):
     """Three videos of different lengths stepped in one batch, one joining 5 frames late (its
     DDLSTM step counter differs: it is stepped in its own batch), one reset midway."""
