@@ -17,7 +17,7 @@ from actrec.errors import ConfigError, DataError
 from actrec.train_spec import RESUMABLE, TrainSpec
 
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "log_line", "truncate_metrics",
-           "check_resume", "restore"]
+           "check_resume", "check_schedule_span", "restore"]
 
 CHECKPOINT_FORMAT = "actrec-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -72,6 +72,28 @@ def check_resume(checkpoint: dict[str, Any], spec: TrainSpec, path: Path) -> Non
         details = ", ".join(f"{k}: {saved.get(k)!r} -> {mine.get(k)!r}" for k in differ)
         raise ConfigError(f"{path} belongs to a run with a different spec ({details}); "
                           f"use a new run directory, or the same settings to resume")
+
+
+def check_schedule_span(checkpoint: dict[str, Any], spec: TrainSpec, path: Path) -> None:
+    """``ConfigError`` when a resumed run's phases have other lengths than its checkpoint's
+    (``--iterations`` / ``--epochs`` changed) under a learning-rate schedule laid over the
+    phase's length (``cosine``; ``step`` without ``--lr-step``): the rate would jump at the
+    resume to a curve that neither the old nor the new length trains with."""
+    spans = spec.lr_schedule == "cosine" or (spec.lr_schedule == "step" and not spec.lr_step)
+    saved = checkpoint.get("spec") or {}
+    if not spans or "iterations" not in saved:
+        return
+    try:
+        before = TrainSpec.from_dict(saved).phase_iterations
+    except ConfigError:
+        return
+    if before != spec.phase_iterations:
+        raise ConfigError(
+            f"{path}: the run's phases last {list(before)} iterations and would last "
+            f"{list(spec.phase_iterations)} now, but --lr-schedule {spec.lr_schedule} spreads "
+            f"the learning rate over the phase's length, so it would jump at the resume; "
+            f"resume with the iterations (or epochs) it started with, or train a new run "
+            f"(--protocol transfer --init-from {path.parent} starts one from its weights)")
 
 
 def restore(checkpoint, model, optimizer, rng, path: Path, device) -> None:

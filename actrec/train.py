@@ -31,6 +31,7 @@ from actrec.checkpoints import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
     check_resume,
+    check_schedule_span,
     log_line,
     restore,
     truncate_metrics,
@@ -134,6 +135,7 @@ def train_model(
         spec = _with_epoch_iterations(spec, data)
         if checkpoint is not None:
             _check_stores_unchanged(checkpoint, data, ckpt_path)
+            check_schedule_span(checkpoint, spec, ckpt_path)
         cuda = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(spec.seed)

@@ -325,3 +325,28 @@ def test_training_videos_without_any_label_are_refused(tmp_path):
                                         r"has a labelled frame"):
         train_model(s, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_resume_never_stretches_a_schedule_laid_over_the_run(stores, tmp_path):
+    """Resuming a cosine run with more --iterations rebuilt the schedule over the new length:
+    the learning rate jumped back up at the resume (here from the floor, 0, to half the base
+    rate), a curve neither run length trains with. Refused; a schedule that does not depend
+    on the length resumes as before."""
+    import json
+
+    from actrec.errors import ConfigError
+
+    s = spec(stores, mix=(4, 0), iterations=4, lr_schedule="cosine")
+    train_model(s, tmp_path / "run")
+    with pytest.raises(ConfigError, match=r"phases last \[4\] iterations and would last \[8\] "
+                                          r"now, but --lr-schedule cosine"):
+        train_model(spec(stores, mix=(4, 0), iterations=8, lr_schedule="cosine"),
+                    tmp_path / "run")
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 4
+    train_model(spec(stores, mix=(4, 0), iterations=4, lr_schedule="step", lr_step=2),
+                tmp_path / "step")
+    train_model(spec(stores, mix=(4, 0), iterations=6, lr_schedule="step", lr_step=2),
+                tmp_path / "step")
+    lrs = [json.loads(x)["lr"] for x in (tmp_path / "step" / "metrics.jsonl").read_text()
+           .splitlines()]
+    assert lrs == pytest.approx([0.02, 0.02, 0.002, 0.002, 0.0002, 0.0002])
