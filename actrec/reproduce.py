@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from actrec.errors import ActrecError, ConfigError
+from actrec.errors import ActrecError, ConfigError, Interrupted
 from actrec.io.remote import StoreURL
 
 __all__ = [
@@ -467,7 +467,8 @@ def reproduce(table_ref: str | Path, root: Path, *, preset: str = "paper",
               inputs: str = "head", jobs: int = 1, progress: Any = None) -> dict[str, Any]:
     """Run (or finish) the grid of ``table_ref`` under ``root`` and return ``build_result``'s
     table, also written to ``<root>/reproduce/<table>/table.{md,csv,json}``. Units that fail
-    are reported in the table with their reason; the others go on."""
+    are reported in the table with their reason; the others go on. Ctrl-C raises
+    ``actrec.errors.Interrupted`` saying that the same call again finishes the grid."""
     from actrec import runs
     from actrec.paper_tables import load_table
     from actrec.reproduce_report import to_csv, to_markdown
@@ -492,7 +493,13 @@ def reproduce(table_ref: str | Path, root: Path, *, preset: str = "paper",
             progress.advance(overall)
 
     # One pool: a cell trains once its input stores are made (units name them in "needs").
-    results = run_units(plan.heads + plan.units, jobs, progress, advance)
+    try:
+        results = run_units(plan.heads + plan.units, jobs, progress, advance)
+    except KeyboardInterrupt as exc:  # a cell's own advice (a training's --run-dir) is not ours
+        raise Interrupted(
+            f"the grid of {table.id} stopped; its finished cells are kept under {plan.folder} "
+            f"and a cell in training keeps its last checkpoint: run the same `actrec "
+            f"reproduce` command again to finish the grid from there") from exc
     if overall is not None:
         progress.remove_task(overall)
     result = build_result(plan, results, time.perf_counter() - started)
