@@ -99,3 +99,27 @@ def test_ctrl_c_in_a_reproduce_cell_says_run_reproduce_again_and_the_rerun_finis
     scored = json.loads((cell / "eval-online.json").read_text())
     value = result["rows"][0]["cells"][0]["mean"]
     assert value == pytest.approx(next(iter(scored["datasets"].values()))["frame_accuracy"])
+
+
+def test_train_all_splits_table_keeps_run_names_whole_at_80_columns():
+    """`actrec train --all-splits` lists its runs: the names `actrec eval` takes must be whole
+    in an 80-column terminal (full workspace paths were cut to "/home/…/runs/2026…")."""
+    from rich.console import Console
+
+    from actrec.cli.train_cmd import _render_splits
+    from actrec.train import TrainResult
+
+    folder = Path("/home/someone/.cache/actrec/runs")
+    names = [f"20261201-195847-ddlstm-split{k}" for k in "1234"]
+    results = [TrainResult(folder / n, 50000, 0, 0.123456, 10.0, folder / n / "checkpoint.pt")
+               for n in names]
+    console = Console(width=80, record=True, color_system=None)
+    console.print(_render_splits(results))
+    text = console.export_text()
+    assert "…" not in text
+    assert max(map(len, text.splitlines())) <= 80
+    rows = [line.split("│") for line in text.splitlines() if "split" in line and "│" in line]
+    assert [r[1].strip() for r in rows] == names
+    assert [r[4].strip() for r in rows] == ["0.1235"] * 4
+    assert str(folder) in text
+    assert f"actrec eval {folder / names[0]} --all-splits" in " ".join(text.split())

@@ -281,11 +281,18 @@ class SplitRuns(list):
 def _render_splits(results):
     from rich.table import Table
 
-    table = Table(title="one run per split (actrec eval RUN --all-splits scores them)")
+    # The runs share one folder: it goes in the title, whole (with the command that scores
+    # them), so that the names stay whole in an 80-column terminal (full paths were cut "…").
+    folder = Path(results[0].run_dir).parent if results else Path(".")
+    title = f"one run per split in {folder}"
+    if results:
+        title += f"; scores: actrec eval {results[0].run_dir} --all-splits"
+    table = Table(title=title)
     for column in ("run", "iterations", "resumed from", "final loss"):
-        table.add_column(column, justify="left" if column == "run" else "right")
+        table.add_column(column, justify="left" if column == "run" else "right",
+                         overflow="fold")
     for r in results:
-        table.add_row(str(r.run_dir), str(r.iterations), str(r.resumed_from),
+        table.add_row(Path(r.run_dir).name, str(r.iterations), str(r.resumed_from),
                       f"{r.final_loss:.4f}")
     return table
 
