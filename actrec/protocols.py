@@ -192,10 +192,15 @@ class Monitor:
                 raise DataError(f"feature store {store.path}: selection video '{missing[0]}' "
                                 f"is not extracted")
             feats, labels = [], []
+            classes = len(store.classes)
             for vid in ids:
                 x, y = store.read(vid)
+                y = np.asarray(y, dtype=np.int64)
+                if y.size and (y.max() >= classes or y.min() < -1):
+                    raise DataError(f"feature store {store.path}: selection video '{vid}' has "
+                                    f"labels outside -1..{classes - 1}")
                 feats.append(self.data.scalers[k](x))
-                labels.append(np.asarray(y, dtype=np.int64))
+                labels.append(y)
             self._sets[k] = (ids, feats, labels)
         return self._sets[k]
 
