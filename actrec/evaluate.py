@@ -222,9 +222,10 @@ def local_probabilities(logits: torch.Tensor, labels: LabelSpace, domain: int,
 def _check_rows_independent(model, x: torch.Tensor, lengths: list[int],
                             dom: torch.Tensor) -> None:
     """``ConfigError`` unless ``model.step`` answers each sequence of a batch as it answers
-    it alone: two different frames of ``x [T, B, W]`` (real rows, ``lengths``) stepped from a
-    fresh state together and one by one. A step that mixes the rows (batch statistics at
-    evaluation) would make every score depend on which test videos are stepped together."""
+    it alone: two different frames ``a``, ``b`` of ``x [T, B, W]`` (real rows, ``lengths``)
+    as two sequences (a, b) and (b, a), stepped from a fresh state together and one by one.
+    A step that mixes the rows (batch statistics at evaluation) would make every score
+    depend on which test videos are stepped together."""
     import torch
 
     rows = [x[t, b] for b, n in enumerate(lengths) for t in (0, n // 2) if n > t]
@@ -232,12 +233,20 @@ def _check_rows_independent(model, x: torch.Tensor, lengths: list[int],
                  if not torch.equal(a, b)), None)
     if pair is None:
         return  # no two different frames: nothing to tell them apart by
-    both = torch.stack(pair)  # [2, W]
+    frames = torch.stack([torch.stack(pair), torch.stack(pair[::-1])])  # [2 steps, 2 rows, W]
+
+    def stepped(seqs: torch.Tensor, n: int) -> torch.Tensor:  # [2, n, W] -> logits [2, n, K]
+        state = model.init_state(n, dom[:1].repeat(n))
+        out = []
+        for t in range(seqs.shape[0]):
+            logits, state = model.step(seqs[t], state)
+            out.append(logits.float())
+        return torch.stack(out)
+
     try:
-        together, _ = model.step(both, model.init_state(2, dom[:1].repeat(2)))
-        alone = torch.cat([model.step(both[i : i + 1], model.init_state(1, dom[:1]))[0]
-                           for i in range(2)])
-        same = bool(torch.allclose(together.float(), alone.float(), rtol=1e-3, atol=1e-4))
+        together = stepped(frames, 2)
+        alone = torch.cat([stepped(frames[:, i : i + 1], 1) for i in range(2)], dim=1)
+        same = bool(torch.allclose(together, alone, rtol=1e-3, atol=1e-4))
     except NotImplementedError:  # a model without online inference says so itself
         raise
     except (ValueError, RuntimeError) as exc:  # e.g. batch norm refusing a batch of one

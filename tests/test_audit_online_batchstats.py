@@ -49,12 +49,22 @@ class NoRunningStats(RowCentred):
         return self.lin(self.norm(x_t)), None
 
 
+class MixesLater(RowCentred):
+    """Each row alone at its first step; the state then carries the batch's mean frame."""
+
+    def init_state(self, batch, domain):
+        return torch.zeros(batch, 4)
+
+    def step(self, x_t, state):
+        return self.lin(x_t + state), x_t.mean(0, keepdim=True).expand_as(x_t)
+
+
 def _videos():
     rng = np.random.default_rng(0)
     return [rng.normal(size=(n, 4)).astype(np.float32) for n in (9, 6, 7)]
 
 
-@pytest.mark.parametrize("model", [RowCentred, NoRunningStats])
+@pytest.mark.parametrize("model", [RowCentred, NoRunningStats, MixesLater])
 def test_a_step_that_mixes_the_videos_of_a_batch_is_refused(model):
     with pytest.raises(ConfigError, match="sequences stepped with it"):
         predict_videos(model(), _videos(), 0, LABELS, LAYOUT, online=True)
