@@ -201,6 +201,11 @@ class Monitor:
                                     f"labels outside -1..{classes - 1}")
                 feats.append(self.data.scalers[k](x))
                 labels.append(y)
+            if ids and not any(bool((y >= 0).any()) for y in labels):
+                which = "test split" if self.spec.select_on_test else "validation videos"
+                raise DataError(f"feature store {store.path}: the {which} of D{k + 1} "
+                                f"({len(ids)} video(s)) hold no labelled frame: selection and "
+                                f"schedules would score nothing; extract them with labels")
             self._sets[k] = (ids, feats, labels)
         return self._sets[k]
 
