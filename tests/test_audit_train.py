@@ -398,3 +398,25 @@ def test_a_validation_set_without_labels_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match=r"the validation videos of D1 \(1 video\(s\)\) hold no "
                                         r"labelled frame"):
         train_model(s, tmp_path / "run")
+
+
+def test_standardisation_leaves_the_validation_videos_out(stores, tmp_path):
+    """The scaler a run saves (and evaluation applies) holds the mean/std of the training
+    videos it kept: never of the videos held out for validation, nor of the test split."""
+    import json
+
+    import numpy as np
+
+    from actrec.data.scaling import FeatureScaler
+    from actrec.io.features import FeatureStore
+
+    run = tmp_path / "run"
+    train_model(spec(stores, mix=(4, 0), iterations=1, val_fraction=0.3), run)
+    held = set(json.loads((run / "config.json").read_text())["validation"][0]["val_videos"])
+    assert held
+    store = FeatureStore.open(stores["a"])
+    kept = [v for v in store.splits["1"]["train"] if v not in held]
+    expected = FeatureScaler.fit([store.read(v)[0] for v in kept])
+    got = FeatureScaler.from_state(load_checkpoint(run / "checkpoint.pt")["input_scalers"][0])
+    np.testing.assert_allclose(got.mean, expected.mean, rtol=1e-6)
+    np.testing.assert_allclose(got.std, expected.std, rtol=1e-6)
