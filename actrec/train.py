@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -294,6 +295,12 @@ def _load_data(spec: TrainSpec, progress: Any, recorded_labels: Any = None,
                 f"feature store {store.path}: split '{name}' lists {len(both)} video(s) both "
                 f"for training and for testing (e.g. '{both[0]}'); a model would be scored on "
                 f"videos it trained on: fix the dataset's split lists and extract again")
+        twice = sorted(v for v, n in Counter(split.get("train", ())).items() if n > 1)
+        if twice:
+            raise DataError(
+                f"feature store {store.path}: split '{name}' lists {len(twice)} training "
+                f"video(s) more than once (e.g. '{twice[0]}'); each would be drawn as often as "
+                f"it is listed: fix the dataset's split lists and extract again")
         if not split.get("train"):
             raise DataError(
                 f"feature store {store.path}: split '{name}' (split scheme "

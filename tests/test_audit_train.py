@@ -420,3 +420,25 @@ def test_standardisation_leaves_the_validation_videos_out(stores, tmp_path):
     got = FeatureScaler.from_state(load_checkpoint(run / "checkpoint.pt")["input_scalers"][0])
     np.testing.assert_allclose(got.mean, expected.mean, rtol=1e-6)
     np.testing.assert_allclose(got.std, expected.std, rtol=1e-6)
+
+
+def test_a_training_video_listed_twice_is_refused(tmp_path):
+    """A split that lists a training video twice loaded it twice: random windows drew it twice
+    as often as any other video, silently."""
+    import numpy as np
+
+    from actrec.errors import DataError
+    from actrec.io.features import FeatureStore
+
+    rng = np.random.default_rng(0)
+    store = FeatureStore.open_or_create(
+        tmp_path / "s.zarr", dataset="t", split_scheme="default", classes=["a", "b"],
+        splits={"1": {"train": ["v0", "v1", "v0"], "test": ["v2"]}}, extractor="x",
+        extractor_config={}, lookahead=0, dtype="float32")
+    for vid in ("v0", "v1", "v2"):
+        store.write_video(vid, rng.normal(size=(20, 3)).astype(np.float32), np.ones(20),
+                          fps=15.0, source=None)
+    s = TrainSpec(model="lstm", d1=tmp_path / "s.zarr", history=8, iterations=1, mix=(2, 0))
+    with pytest.raises(DataError, match=r"split '1' lists 1 training video\(s\) more than once "
+                                        r"\(e.g. 'v0'\)"):
+        train_model(s, tmp_path / "run")
