@@ -42,7 +42,10 @@ from actrec.errors import ActrecError, ConfigError, DataError
 if TYPE_CHECKING:  # pragma: no cover
     from actrec.plugin_api import FeatureExtractor
 
-__all__ = ["FeatureSpec", "OnlineRun", "Prediction", "Recognizer", "load_online_run"]
+__all__ = ["OTHER_DATASET", "FeatureSpec", "OnlineRun", "Prediction", "Recognizer",
+           "load_online_run"]
+
+OTHER_DATASET = "(other dataset)"  # the label of an answer outside the run's dataset
 
 _FPS_SAMPLE = 200  # stored videos read to find the rate the run's features were made at
 
@@ -56,7 +59,11 @@ class Prediction:
     delay; the stream's last frame for the answers of a ``flush``); ``time``: ``frame / fps``
     seconds; ``label``/``index``: the predicted class (local to the run's dataset) and
     ``score`` its probability (NaN for label arrangements without per-dataset probabilities);
-    ``top``: the ``top_k`` most probable (label, probability) pairs; ``timings``: milliseconds
+    a run that predicts over all its datasets' outputs (``train --prediction full``) may
+    answer with another dataset's class, as evaluation counts it: ``index`` is then
+    ``OFF_BLOCK`` (-2), ``label`` ``OTHER_DATASET`` and ``score`` the probability outside
+    this dataset's classes; ``top``: the ``top_k`` most probable (label, probability) pairs
+    of the dataset's classes; ``timings``: milliseconds
     spent per stage on the push that answered (``extract``, ``step``; the command adds
     ``decode``; a flush has ``step`` only); ``latency_ms``: their sum (a delayed run answers
     ``seen - frame`` frames later on top of it)."""
@@ -576,11 +583,13 @@ class Recognizer:
     def _prediction(self, stream: int, frame: int, seen: int, index: int,
                     probs: np.ndarray | None, timings: dict[str, float]) -> Prediction:
         classes = self.run.classes
+        # index < 0 (OFF_BLOCK): another dataset's output won; never index classes with it
+        label = classes[index] if index >= 0 else OTHER_DATASET
         if probs is None:
-            score, top = float("nan"), ((classes[index], float("nan")),)
+            score, top = float("nan"), ((label, float("nan")),)
         else:
             order = np.argsort(-probs, kind="stable")[: self.top_k]
-            score = float(probs[index])
+            score = float(probs[index]) if index >= 0 else max(0.0, 1.0 - float(probs.sum()))
             top = tuple((classes[int(i)], float(probs[int(i)])) for i in order)
-        return Prediction(stream, frame, seen, frame / self.run.fps, classes[index], index,
-                          score, top, timings)
+        return Prediction(stream, frame, seen, frame / self.run.fps, label, index, score, top,
+                          timings)

@@ -219,6 +219,35 @@ def test_the_second_dataset_of_a_joint_run_equals_its_online_evaluation(setup):
         assert np.array_equal(live, d2.video(vid)[0])
 
 
+def test_an_answer_outside_the_runs_dataset_is_never_one_of_its_classes(setup):
+    """A run that predicts over all outputs (``--prediction full``) whose argmax falls in the
+    other dataset's block: evaluation counts it wrong (OFF_BLOCK); live said the class at
+    index -2 of the dataset's own list ('stir' here) with the probability of that class."""
+    import torch
+
+    from actrec import Recognizer
+    from actrec.data.labels import OFF_BLOCK
+    from actrec.live_sources import open_source
+    from actrec.recognizer import OTHER_DATASET
+
+    stores, runs = setup
+    rec = Recognizer.from_run(runs["ddlstm"])
+    run = rec.run
+    with torch.no_grad():  # D2's outputs win every frame over the full vector
+        run.model.head.bias[run.labels.block(1)] += 100.0
+    run.prediction = "full"
+    frames = [f for _, f in open_source(_videos(stores[0])[0], rec.fps).frames()][:5]
+    answers = [rec.push(f) for f in frames]
+    assert {(p.index, p.label) for p in answers} == {(OFF_BLOCK, OTHER_DATASET)}
+    for p in answers:
+        probs = [score for _, score in p.top]
+        assert p.score == pytest.approx(1.0, abs=1e-6) and max(probs) < 1e-6
+        assert p.to_dict()["label"] == OTHER_DATASET
+    run.prediction = "block"  # the same logits read over D1's block: one of its classes
+    rec.reset()
+    assert rec.push(frames[0]).label in rec.classes
+
+
 def test_many_streams_equal_each_stream_alone(setup):
     """Three videos of different lengths stepped in one batch, one joining 5 frames late (its
     DDLSTM step counter differs: it is stepped in its own batch), one reset midway."""
