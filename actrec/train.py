@@ -597,6 +597,8 @@ class _Loop:
                 if dist is not None and self.monitor.due(done, stop):
                     dist.broadcast_buffers(model)  # every rank validates rank 0's model
                 stopping = self.monitor.after_step(self, done, stop, metrics, last_loss)
+                if stopping and spec.reestimate_batches and done != spec.total_iterations:
+                    self.reestimate(done)  # the schedule ended the run here: its last iteration
                 if (spec.checkpoint_every and done % spec.checkpoint_every == 0) or last \
                         or stopping:
                     self.save(done, last_loss)

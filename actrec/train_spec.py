@@ -279,6 +279,12 @@ class TrainSpec:
         if self.select == "best-val" and not validates:
             problems.append("select 'best-val' needs a validation set: give val_fraction > 0 "
                             "(or select_on_test, recorded)")
+        selects_best = self.select == "best-val" or (self.select == "auto" and validates)
+        if self.reestimate_batches and selects_best:
+            problems.append("reestimate_batches re-estimates the statistics of the last "
+                            "iteration, but the run selects its best validated checkpoint, "
+                            "which would keep its momentum averages: give select 'last' with it "
+                            "(or no re-estimation)")
         if self.lr_schedule == "sign" and protocol == "transfer":
             problems.append("lr_schedule 'sign' stops a run early: use it with protocol "
                             "'single' or 'joint'")

@@ -442,3 +442,32 @@ def test_a_training_video_listed_twice_is_refused(tmp_path):
     with pytest.raises(DataError, match=r"split '1' lists 1 training video\(s\) more than once "
                                         r"\(e.g. 'v0'\)"):
         train_model(s, tmp_path / "run")
+
+
+def test_reestimated_statistics_are_those_of_the_checkpoint_the_run_selects(stores, tmp_path):
+    """--reestimate-batches re-estimated the statistics at the last iteration only: a run that
+    selects its best validated checkpoint evaluated that one with momentum averages, and a run
+    the sign schedule stopped early was never re-estimated. The first is refused; the second
+    re-estimates where the schedule stops it."""
+    from actrec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="reestimate_batches re-estimates the statistics of "
+                                          "the last iteration, but the run selects its best"):
+        spec(stores, mix=(4, 0), val_fraction=0.3, reestimate_batches=2)
+    spec(stores, mix=(4, 0), val_fraction=0.3, reestimate_batches=2, select="last")
+
+    def stopped(reestimate):  # the sign schedule stops it after iteration 4 (of 10)
+        return spec(stores, model="bnlstm", model_options={"hidden": 4}, iterations=10,
+                    mix=(4, 0), lr=1e-30, val_fraction=0.3, val_every=1, lr_schedule="sign",
+                    lr_patience=1, max_batch_growths=0, select="last",
+                    reestimate_batches=reestimate)
+
+    train_model(stopped(0), tmp_path / "plain")
+    train_model(stopped(3), tmp_path / "exact")
+    plain = load_checkpoint(tmp_path / "plain" / "checkpoint.pt")
+    exact = load_checkpoint(tmp_path / "exact" / "checkpoint.pt")
+    assert plain["iteration"] == exact["iteration"] == 4
+    means = [k for k in plain["model"] if k.endswith("running_mean")]
+    assert means and any(not torch.equal(plain["model"][k], exact["model"][k]) for k in means)
+    weights = [k for k in plain["model"] if k.endswith("weight_ih") or k.endswith("weight")]
+    assert all(torch.equal(plain["model"][k], exact["model"][k]) for k in weights)
