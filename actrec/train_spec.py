@@ -64,8 +64,9 @@ class TrainSpec:
     ``reestimate_batches`` > 0 replaces the normalisation layers' running statistics at the end
     of training by exact averages over that many fresh batches under the final weights
     (Cooijmans et al.; ``actrec.nn.reestimate``), drawn from their own generator seeded from
-    ``(seed, iteration)`` so that the training batches do not change. 0 (default) keeps the
-    momentum averages, as the DDLSTM paper does.
+    ``(seed, iteration)`` so that the training batches do not change (or where the ``sign``
+    schedule stops the run); the run must select its last checkpoint (``select`` "last").
+    0 (default) keeps the momentum averages, as the DDLSTM paper does.
     ``loss_frames`` (``all`` / ``last`` / ``after:K``) chooses the frames of each window the loss
     covers (``actrec.losses``); ``windows`` (``random`` / ``stride:S``) how windows are drawn and
     ``epochs``, when set, the iterations: enough batches of D1 windows for that many epochs
