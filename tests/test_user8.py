@@ -123,3 +123,108 @@ def test_train_all_splits_table_keeps_run_names_whole_at_80_columns():
     assert [r[4].strip() for r in rows] == ["0.1235"] * 4
     assert str(folder) in text
     assert f"actrec eval {folder / names[0]} --all-splits" in " ".join(text.split())
+
+
+def _damage_one_chunk(store: Path, video: str) -> None:
+    """Alter a features chunk of ``video`` in place (same size: only its checksum tells)."""
+    chunk = next(p for p in sorted((store / "videos" / video / "features").rglob("*"))
+                 if p.is_file() and p.name != "zarr.json")
+    data = bytearray(chunk.read_bytes())
+    data[-1] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+
+
+def _advised_command(output: str, verb: str) -> list[str]:
+    import re
+    import shlex
+
+    found = re.search(r"`(actrec import [^`]+)` " + verb, " ".join(output.split()))
+    assert found, output
+    return shlex.split(found.group(1))[1:]
+
+
+def _mstcn_tree(root: Path) -> Path:
+    """A small MS-TCN-layout folder: D x T features, one label name a line, no split lists."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    (root / "features").mkdir(parents=True)
+    (root / "groundTruth").mkdir()
+    (root / "mapping.txt").write_text("0 background\n1 pour\n2 stir\n")
+    for i, frames in enumerate((30, 24, 27, 21)):
+        video = f"P{i}_cam01_tea"
+        np.save(root / "features" / f"{video}.npy", rng.normal(size=(6, frames)))
+        names = ["background", "pour", "stir"]
+        (root / "groundTruth" / f"{video}.txt").write_text(
+            "".join(names[(t // 8) % 3] + "\n" for t in range(frames)))
+    return root
+
+
+def _lstr_tree(root: Path) -> Path:
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    for d in ("rgb_feats", "flow_feats", "target_perframe"):
+        (root / d).mkdir(parents=True)
+    (root / "data_info.json").write_text(json.dumps({"TOY": {
+        "class_index": ["Background", "Jump", "Throw"],
+        "train_session_set": ["video_a"], "test_session_set": ["video_b"]}}))
+    for video, frames in (("video_a", 9), ("video_b", 7)):
+        np.save(root / "rgb_feats" / f"{video}.npy", rng.normal(size=(frames, 4)))
+        np.save(root / "flow_feats" / f"{video}.npy", rng.normal(size=(frames, 2)))
+        np.save(root / "target_perframe" / f"{video}.npy",
+                np.eye(3, dtype=np.float32)[np.arange(frames) % 3])
+    return root
+
+
+@pytest.mark.parametrize("layout", ["mstcn", "lstr"])
+def test_check_of_an_imported_store_gives_the_import_command_that_redoes_damaged_videos(
+        tmp_path, layout):
+    """`actrec check` of an imported store named `actrec extract` as the way to redo the
+    videos it removes, which cannot rebuild imported features: it gives the import command
+    with the store's own root, name and options, and that command restores the store."""
+    import numpy as np
+    from click.testing import CliRunner
+
+    from actrec.cli import cli
+    from actrec.io.features import FeatureStore
+
+    env = {"ACTREC_HOME": str(tmp_path / "home")}
+    store = tmp_path / "imported.zarr"
+    if layout == "mstcn":
+        root = _mstcn_tree(tmp_path / "tea")
+        made = ["import", "mstcn", str(root), "--name", "tea", "--out", str(store),
+                "--lookahead", "10", "--splits", "kfold:2:seed=3", "--fps", "30"]
+        video = "P1_cam01_tea"
+    else:
+        root = _lstr_tree(tmp_path / "toy")
+        made = ["import", "lstr", str(root), "--name", "toy", "--out", str(store),
+                "--rgb-dir", "rgb_feats", "--flow-dir", "flow_feats"]
+        video = "video_b"
+    out = CliRunner().invoke(cli, made, env=env)
+    assert out.exit_code == 0, out.output
+    before = FeatureStore.open(store).read(video)
+    _damage_one_chunk(store, video)
+
+    out = CliRunner().invoke(cli, ["check", str(store)], env=env, terminal_width=400)
+    assert out.exit_code == 1
+    assert "actrec extract" not in out.output
+    first = _advised_command(out.output, "then imports them again")
+    out = CliRunner().invoke(cli, ["check", str(store), "--drop-damaged"], env=env,
+                             terminal_width=400)
+    assert f"removed 1 damaged video from the store: {video}" in " ".join(out.output.split())
+    redo = _advised_command(out.output, "imports it again")
+    assert redo == first
+    assert redo[:3] == made[:3] and redo[redo.index("--out") + 1] == str(store)
+    advised = dict(zip(redo[3::2], redo[4::2]))
+    for flag, value in zip(made[3::2], made[4::2]):  # every option it was imported with
+        assert advised[flag] == (str(float(value)) if flag == "--fps" else value)
+    assert not FeatureStore.open(store).has(video)
+
+    again = CliRunner().invoke(cli, redo, env=env)
+    assert again.exit_code == 0, again.output
+    out = CliRunner().invoke(cli, ["check", str(store)], env=env)
+    assert out.exit_code == 0, out.output
+    feats, labels = FeatureStore.open(store).read(video)
+    np.testing.assert_array_equal(feats, before[0])
+    np.testing.assert_array_equal(labels, before[1])

@@ -35,7 +35,7 @@ def check(store, sources, drop_damaged, sweep, older_than, storage_options, as_j
     any. `actrec extract` redoes by itself the videos whose source changed or whose chunk
     files are missing or resized, but not one with a chunk altered in place: run `actrec check
     STORE --drop-damaged` (which removes the damaged videos, and nothing else) and then `actrec
-    extract` again. Videos written before actrec recorded checksums are listed as unverified.
+    extract` again (for imported features, the `actrec import` command it prints). Videos written before actrec recorded checksums are listed as unverified.
     --sweep first removes what dead writers left (uncommitted generations at a URL, temp
     folders in a folder), never a committed copy.
     """
@@ -62,12 +62,39 @@ def check(store, sources, drop_damaged, sweep, older_than, storage_options, as_j
         report = replace(report, swept=swept)
     if drop_damaged:
         report = drop(opened, report)
-    emit(report, as_json, lambda r: _render(r, STATUSES, store, drop_damaged))
+    redo = redo_command(opened)
+    emit(report, as_json, lambda r: _render(r, STATUSES, store, drop_damaged, redo))
     if not report.ok:
         raise SystemExit(1)
 
 
-def _render(report, statuses, store, dropping):
+def redo_command(store) -> str | None:
+    """The `actrec import ...` command that writes again the videos removed from ``store``
+    when it holds imported features (its recorded layout, root, name and options), or None
+    for an extracted store (`actrec extract` for the store redoes those)."""
+    import shlex
+
+    source = store.source or {}
+    config = source.get("extractor_config") or {}
+    layout = config.get("layout")
+    if source.get("extractor") != f"{layout}-import" or layout not in ("mstcn", "lstr"):
+        return None
+    options = dict(source.get("options") or {})
+    root = options.pop("root", config.get("source"))
+    words = ["actrec", "import", layout, str(root), "--name", str(source.get("dataset")),
+             "--out", str(store.path)]
+    if config.get("lookahead") not in (None, "unknown"):
+        words += ["--lookahead", str(config["lookahead"])]
+    for flag, key in (("--rgb-dir", "rgb"), ("--flow-dir", "flow")):
+        if layout == "lstr" and config.get(key):
+            words += [flag, str(config[key])]
+    for key, value in sorted(options.items()):
+        if value is not None:  # the options it was imported with: another is refused
+            words += [f"--{key.replace('_', '-')}", str(value)]
+    return shlex.join(words)
+
+
+def _render(report, statuses, store, dropping, redo=None):
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
@@ -104,11 +131,13 @@ def _render(report, statuses, store, dropping):
                           for v in report.dropped)
         parts.append(Text(f"removed {len(report.dropped)} damaged video"
                           f"{'s' if len(report.dropped) > 1 else ''} from the store: {names}; "
-                          f"`actrec extract` for this store extracts "
-                          f"{'them' if len(report.dropped) > 1 else 'it'} again", style="yellow"))
+                          + (f"`{redo}` imports " if redo else
+                             "`actrec extract` for this store extracts ")
+                          + f"{'them' if len(report.dropped) > 1 else 'it'} again", style="yellow"))
     elif report.count("damaged") and not dropping:
         parts.append(Text(f"`actrec check {store} --drop-damaged` removes the damaged videos; "
-                          f"`actrec extract` for this store then extracts them again",
+                          + (f"`{redo}` then imports them again" if redo else
+                             "`actrec extract` for this store then extracts them again"),
                           style="yellow"))
     if report.swept is not None:
         parts.append(_render_sweep(report.swept))
