@@ -6,11 +6,12 @@ module that does the work; ``actrec.cli`` only parses options and renders what t
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from actrec.errors import ConfigError
+from actrec.errors import ConfigError, Interrupted
 
 
 def extract_dataset(
@@ -187,8 +188,18 @@ def train_all_splits(model: str, *, run_dir: Path | None = None, **kwargs: Any) 
         fields = dict(kwargs, split=name)
         if kwargs.get("d2_split") is None and len(stores) > 1:
             fields["d2_split"] = name
-        results.append(train_from_refs(
-            model, run_dir=run_dir.with_name(f"{run_dir.name}-split{name}"), **fields))
+        split_dir = run_dir.with_name(f"{run_dir.name}-split{name}")
+        try:
+            results.append(train_from_refs(model, run_dir=split_dir, **fields))
+        except KeyboardInterrupt as exc:
+            # The run's own advice (--run-dir <R>-split<K>) would train one split, or with
+            # --all-splits a sweep of <R>-split<K>-split<J>: the sweep's base name resumes it.
+            if isinstance(exc, Interrupted) or os.environ.get("RANK", "0") == "0":
+                raise Interrupted(
+                    f"the sweep stopped in split {name}; the splits before it are kept and "
+                    f"{split_dir} keeps its last checkpoint: run the same command again with "
+                    f"--all-splits --run-dir {run_dir} to go on from there") from exc
+            raise
     return results
 
 

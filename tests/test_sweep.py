@@ -10,6 +10,7 @@ import shutil
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from rich.progress import Progress
 
 from actrec.cli import cli
 from actrec.errors import ConfigError
@@ -258,3 +259,47 @@ def test_train_all_splits_makes_the_sweep_eval_all_splits_gathers(tmp_path):
     assert summary["splits"] == ["1", "2", "3"] and summary["complete"] is True
     bad = runner.invoke(cli, [*args[:-1], "--split", "1"], env={"ACTREC_HOME": str(home)})
     assert bad.exit_code == 2 and "drop --split" in bad.output
+
+
+class _CtrlCInSplit2(Progress):
+    """A real (silent) progress display whose first training step of split 2 is where the
+    user pressed Ctrl-C (the KeyboardInterrupt leaves the training loop as from a signal)."""
+
+    def __init__(self) -> None:
+        super().__init__(disable=True)
+        self.trainings, self.watch = 0, None
+
+    def add_task(self, description, *args, **kwargs):
+        task = super().add_task(description, *args, **kwargs)
+        if description.endswith(" lstm"):  # train.py's task: "<phase> <model>"
+            self.trainings += 1
+            self.watch = task if self.trainings == 2 else None
+        return task
+
+    def advance(self, task, advance=1):
+        super().advance(task, advance)
+        if task == self.watch:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_in_a_split_sweep_says_how_to_resume_the_sweep(tmp_path, monkeypatch):
+    """The split's own advice (--run-dir <R>-split2) would train split 2 alone, or with
+    --all-splits a sweep named <R>-split2-split<K>: the sweep's base name is given instead,
+    and following it finishes the sweep with split 1 kept as it was."""
+    from actrec.errors import Interrupted
+    from actrec.pipeline import train_all_splits
+
+    monkeypatch.setenv("ACTREC_HOME", str(tmp_path / "home"))
+    store = make_store(tmp_path / "s.zarr")
+    base = tmp_path / "home" / "runs" / "sweep"
+    fields = {"d1": str(store), "history": 8, "iterations": 4, "mix": (4, 0),
+              "model_options": {"hidden": 4}}
+    with pytest.raises(Interrupted) as info:
+        train_all_splits("lstm", run_dir=base, progress=_CtrlCInSplit2(), **fields)
+    message = str(info.value)
+    assert f"--all-splits --run-dir {base} " in message and "split 2" in message
+    assert f"--run-dir {base}-split2" not in message
+    first = (base.with_name("sweep-split1") / "metrics.jsonl").read_text()
+    results = train_all_splits("lstm", run_dir=base, **fields)
+    assert [r.run_dir.name for r in results] == ["sweep-split1", "sweep-split2", "sweep-split3"]
+    assert (base.with_name("sweep-split1") / "metrics.jsonl").read_text() == first
