@@ -228,3 +228,32 @@ def test_check_of_an_imported_store_gives_the_import_command_that_redoes_damaged
     feats, labels = FeatureStore.open(store).read(video)
     np.testing.assert_array_equal(feats, before[0])
     np.testing.assert_array_equal(labels, before[1])
+
+
+def test_the_guides_import_section_names_only_options_that_exist():
+    """docs/guide.md "Public features" tells users the import flags: each must exist (on
+    `import mstcn` or `import lstr`, or on the command it names it with)."""
+    import re
+
+    import click
+
+    from actrec.cli import cli
+
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "guide.md").read_text()
+    start = guide.index("## Public features: `actrec import mstcn|lstr`")
+    section = guide[start:guide.index("\n## ", start + 1)]
+    ctx = click.Context(cli)
+
+    def flags(*path: str) -> set[str]:
+        command = cli
+        for name in path:
+            command = command.get_command(ctx, name)
+        return {o for p in command.params for o in getattr(p, "opts", [])
+                if o.startswith("--")} | {o for p in command.params
+                                          for o in getattr(p, "secondary_opts", [])}
+
+    known = flags("import", "mstcn") | flags("import", "lstr") | flags("train") | \
+        flags("eval") | flags("check")
+    named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", section))
+    assert named and named <= known, sorted(named - known)
+    assert {"--rgb-dir", "--flow-dir", "--dataset-key", "--lookahead", "--splits"} <= named
