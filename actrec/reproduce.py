@@ -223,7 +223,12 @@ def plan_table(table: Any, root: Path, preset: ReproducePreset,
     if inputs not in ("head", "store"):
         raise ConfigError(f"--inputs must be head or store, got {inputs!r}")
     plan = Plan(table, preset, Path(root), inputs, dict(stores))
-    opened = {k: FeatureStore.open(p) for k, p in stores.items()}
+    opened = {}
+    for k, path in stores.items():
+        try:
+            opened[k] = FeatureStore.open(path)
+        except ActrecError as exc:  # say which --dataset pointed at it
+            raise type(exc)(f"{table.datasets[k]['name']} (--dataset {k}=...): {exc}") from exc
     splits = {k: sorted(s.splits, key=split_order) for k, s in opened.items()}
     for k, names in splits.items():
         if not names:

@@ -257,3 +257,17 @@ def test_the_guides_import_section_names_only_options_that_exist():
     named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", section))
     assert named and named <= known, sorted(named - known)
     assert {"--rgb-dir", "--flow-dir", "--dataset-key", "--lookahead", "--splits"} <= named
+
+
+def test_a_dataset_pointing_at_no_store_names_its_option(tmp_path):
+    from actrec.errors import DataError
+    from actrec.paper_tables import load_table
+    from actrec.reproduce import PRESETS, plan_table, resolve_stores
+
+    table = load_table("recassist-table4")
+    nowhere = tmp_path / "nonexist.zarr"
+    stores = resolve_stores(table, tmp_path, PRESETS["paper"],
+                            {k: str(nowhere) for k in ("breakfast", "salads", "mpii")})
+    with pytest.raises(DataError) as err:
+        plan_table(table, tmp_path, PRESETS["paper"], stores)
+    assert str(err.value).startswith(f"Breakfast (--dataset breakfast=...): {nowhere}: ")
