@@ -141,11 +141,12 @@ def import_mstcn(root: Path, store_path: Path, *, name: str, overwrite: bool = F
                  progress: Progress | None = None, fps: float = 15.0,
                  background: str | None = "auto", length_policy: str = "truncate",
                  dtype: str = "float16", lookahead: int | None = None,
-                 splits: str | None = None) -> ImportReport:
+                 splits: str | None = None, max_length_share: float = 0.2) -> ImportReport:
     """Write the features of an MS-TCN layout folder into the store at ``store_path``.
 
     Labels come from ``groundTruth/`` and are fitted to each feature length
-    (``length_policy``, counted in ``report.repairs``). Videos with ground truth but no
+    (``length_policy``, counted in ``report.repairs``; a disagreement of more than
+    ``max_length_share`` of the longer length is a ``DataError``). Videos with ground truth but no
     feature file are skipped and counted; a feature file with no ground truth is an error
     only if no video has both. ``name`` becomes the store's dataset name. ``lookahead``
     (future frames per feature, ``None``: unknown) and ``splits`` (a rule replacing the
@@ -160,7 +161,7 @@ def import_mstcn(root: Path, store_path: Path, *, name: str, overwrite: bool = F
     if background is not None and background.strip().lower() in ("", "none"):
         background = None
     index = load_mstcn(root, name=name, fps=fps, background=background,
-                       length_policy=length_policy)
+                       length_policy=length_policy, max_length_share=max_length_share)
     feature_dir = root / "features"
     if not feature_dir.is_dir():
         raise DataError(f"{feature_dir}: folder not found; nothing to import (MS-TCN layout "

@@ -43,6 +43,38 @@ def test_text_ground_truth_and_bundles(tmp_path):
     assert idx.repairs == {}
 
 
+def test_features_at_another_frame_rate_are_refused_under_either_policy(tmp_path):
+    """Labels of 60 frames, features of 30 (half the rate): cut to 30, the labels would be
+    misaligned from the first second on. Refused whatever the length policy, naming both
+    lengths; a raised max_length_share lets it through, cut and counted."""
+    from click.testing import CliRunner
+
+    from actrec.cli import cli
+    from actrec.importers import import_mstcn
+
+    root = make_layout(tmp_path / "m", {"v1": ["a"] * 30 + ["b"] * 30, "v2": ["b"] * 12})
+    (root / "features").mkdir()
+    np.save(root / "features" / "v1.npy", np.zeros((4, 30), np.float32))
+    np.save(root / "features" / "v2.npy", np.zeros((4, 12), np.float32))
+    for policy in ("truncate", "error"):
+        with pytest.raises(DataError, match=r"v1\.txt: 60 labelled frames but the features have "
+                                            r"30: they differ by 50 % of the longer"):
+            load(root, length_policy=policy)
+    idx = load(root, max_length_share=0.6)
+    assert idx.videos["v1"].labels.tolist() == [1] * 30
+    assert idx.repairs == {"label frames beyond the feature length (truncated)": 30}
+    with pytest.raises(DataError, match="differ by 50 %"):
+        import_mstcn(root, tmp_path / "s1", name="m")
+    out = CliRunner().invoke(cli, ["import", "mstcn", str(root), "--name", "m", "--out",
+                                   str(tmp_path / "s2"), "--max-length-share", "0.6", "--json"])
+    assert out.exit_code == 0, out.output
+    refused = CliRunner().invoke(cli, ["import", "mstcn", str(root), "--name", "m", "--out",
+                                       str(tmp_path / "s3")])
+    assert isinstance(refused.exception, DataError)  # actrec.cli.main prints it, exit 1
+    assert "--max-length-share" in str(refused.exception)
+    assert not (tmp_path / "s3").exists()
+
+
 def test_npy_ground_truth(tmp_path):
     root = make_layout(tmp_path, {"v1": ["a"]})
     (root / "groundTruth" / "v1.txt").unlink()

@@ -46,12 +46,16 @@ def _common(fn):
               show_default=True, help="Ground truth and features of different lengths: labels "
               "cut to the feature length or padded as unlabelled (-1), counted in the report; "
               "or stop with an error.")
+@click.option("--max-length-share", type=click.FloatRange(0.0, 1.0), default=0.2,
+              show_default=True, help="Ground truth and features differing by more than this "
+              "share of the longer (and more than 5 frames) are refused under either policy: "
+              "features at another frame rate than the labels.")
 def mstcn(root, name, out, overwrite, lookahead, splits, as_json, fps, background,
-          length_policy) -> None:
+          length_policy, max_length_share) -> None:
     """Import ROOT in the MS-TCN layout (features/*.npy as D x T, groundTruth, splits, mapping)."""
     _run("mstcn", root, name, out, overwrite, as_json,
          dict(fps=fps, background=background, length_policy=length_policy,
-              lookahead=lookahead, splits=splits))
+              lookahead=lookahead, splits=splits, max_length_share=max_length_share))
 
 
 @import_.command("lstr")

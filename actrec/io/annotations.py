@@ -606,18 +606,36 @@ def read_npy_labels(path: Path, num_classes: int) -> np.ndarray:
     return array.astype(np.int64)
 
 
+# A labels/features disagreement of more than this share of the longer (and more than
+# FEW_FRAMES frames) is refused under any length policy, as at extraction
+# (actrec.extract_video): features at another frame rate than the labels would be cut and
+# misaligned without a word.
+MAX_LENGTH_SHARE = 0.2
+FEW_FRAMES = 5
+
+
 def fit_length(labels: np.ndarray, length: int, *, policy: str = "truncate",
-               source: Path | str = "") -> tuple[np.ndarray, Repairs]:
+               source: Path | str = "", max_share: float = MAX_LENGTH_SHARE
+               ) -> tuple[np.ndarray, Repairs]:
     """Make ``labels`` exactly ``length`` frames long (the feature length).
 
     ``policy="truncate"`` cuts to the shorter of the two; frames beyond the labels (when the
-    features are longer) are marked unlabelled. Both counted. ``policy="error"`` raises.
+    features are longer) are marked unlabelled. Both counted. ``policy="error"`` raises. A
+    disagreement of more than ``max_share`` of the longer length (and more than
+    ``FEW_FRAMES`` frames) raises ``DataError`` under either policy.
     """
     if policy not in ("truncate", "error"):
         raise ValueError(f"length policy must be 'truncate' or 'error', got {policy!r}")
     n = int(labels.shape[0])
     if n == length:
         return labels, {}
+    share = abs(n - length) / max(n, length)
+    if share > max_share and abs(n - length) > FEW_FRAMES:
+        raise DataError(f"{source}: {n} labelled frames but the features have {length}: they "
+                        f"differ by {100 * share:.0f} % of the longer, more than the "
+                        f"{100 * max_share:g} % any length policy accepts (features at another "
+                        f"frame rate than the labels?); --max-length-share (max_length_share) "
+                        f"raises the limit")
     if policy == "error":
         raise DataError(f"{source}: {n} labelled frames but the features have {length}")
     if n > length:

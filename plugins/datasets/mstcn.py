@@ -9,7 +9,9 @@ ROOT/features/<video>.npy                optional, D x T
 
 Annotations alone suffice; when features exist, the labels are fitted to the feature length
 (``length_policy``: ``truncate`` cuts to the shorter and marks feature frames without labels
-unlabelled, counting both; ``error`` refuses). ``participant`` of a video is the part of its id
+unlabelled, counting both; ``error`` refuses); a disagreement of more than
+``max_length_share`` (0.2) of the longer length is refused under either policy (features at
+another frame rate than the labels). ``participant`` of a video is the part of its id
 before the first ``_`` (``P03_cam01_P03_tea`` -> ``P03``, ``S1_Coffee_C1`` -> ``S1``) or ``-``
 (``rgb-01-1`` -> ``01`` after dropping an ``rgb-`` prefix).
 
@@ -40,6 +42,9 @@ class MSTCNConfig(PluginConfig):
     # named "background" if there is one, as MS-TCN's evaluation does; none: no background.
     background: str | None = "auto"
     length_policy: str = "truncate"
+    # labels and features differing by more than this share of the longer: refused under any
+    # policy (features at another frame rate than the labels); see actrec.io.annotations
+    max_length_share: float = 0.2
     strict_splits: bool = False  # a bundle entry without annotations: error, not drop+count
     strict: bool = False  # an empty annotation file is an error (else skipped and counted)
     videos: Path | None = None  # the folder of the videos (default: the data root)
@@ -83,6 +88,7 @@ def load_mstcn(
     classes: Sequence[str] | None = None,
     background: str | None = None,
     length_policy: str = "truncate",
+    max_length_share: float = 0.2,  # actrec.io.annotations.MAX_LENGTH_SHARE
     split_files: dict[str, tuple[Path, Path]] | None = None,
     strict_splits: bool = False,
     strict: bool = False,
@@ -152,7 +158,7 @@ def load_mstcn(
         if feat.is_file():
             length = _feature_length(feat)
             labels, fixed = A.fit_length(labels, length, policy=length_policy,
-                                         source=files[video])
+                                         source=files[video], max_share=max_length_share)
             A.add_repairs(repairs, fixed)
         videos[video] = VideoRecord(id=video, participant=participant_of(video),
                                     labels=np.ascontiguousarray(labels), fps=fps)
@@ -200,6 +206,7 @@ class MSTCN(VideoDataset):
         cfg = self.config
         root = self.existing_root()
         index = load_mstcn(root, name=self.name, fps=cfg.fps, background=cfg.background,
-                           length_policy=cfg.length_policy, strict_splits=cfg.strict_splits,
+                           length_policy=cfg.length_policy,
+                           max_length_share=cfg.max_length_share, strict_splits=cfg.strict_splits,
                            strict=cfg.strict)
         return attach_videos(index, self.videos_root(), video_candidates)
