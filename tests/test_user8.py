@@ -271,3 +271,51 @@ def test_a_dataset_pointing_at_no_store_names_its_option(tmp_path):
     with pytest.raises(DataError) as err:
         plan_table(table, tmp_path, PRESETS["paper"], stores)
     assert str(err.value).startswith(f"Breakfast (--dataset breakfast=...): {nowhere}: ")
+
+
+def test_short_dataset_names_golden():
+    from actrec.cli.eval_cmd import short_dataset_names
+
+    a = "synthetic:folds=4,frames_mean=40,kitchen=a,size=32"
+    b = "synthetic:folds=4,frames_mean=40,kitchen=b,size=32"
+    assert short_dataset_names([a, b]) == (
+        {a: "kitchen=a", b: "kitchen=b"},
+        "each dataset is synthetic:<row>,folds=4,frames_mean=40,size=32")
+    assert short_dataset_names([a]) == ({a: a}, None)  # one dataset: whole
+    assert short_dataset_names(["bfidt", "sal"]) == ({"bfidt": "bfidt", "sal": "sal"}, None)
+    mixed = ["mstcn:fps=30,root=/d/x", "gtea:fps=30"]
+    assert short_dataset_names(mixed) == (
+        {mixed[0]: "mstcn:root=/d/x", mixed[1]: "gtea"}, "every dataset also has fps=30")
+    odd = ["weird:no-pairs-here", "weird:x=1"]
+    assert short_dataset_names(odd) == ({n: n for n in odd}, None)
+
+
+def test_eval_tables_tell_two_kitchens_apart_at_80_columns():
+    """A joint run on two synthetic kitchens: the rows were "synthetic:folds=4,fr..." folded
+    over nine lines (eval) or cut to "synthe…" (latency), the kitchens indistinguishable."""
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from actrec.cli.eval_cmd import render_eval
+
+    refs = [f"synthetic:folds=4,frames_mean=40,kitchen={k},participants=4,size=32,"
+            f"videos_per_participant=2" for k in "ab"]
+    score = {"videos": 2, "frames": 74, "frame_accuracy": 0.6351, "mean_video_accuracy": 0.6711,
+             "edit": 1.0, "f1": {"10": 1.0, "25": 1.0, "50": 0.5}}
+    latency = {"step_ms": {"median": 0.11, "p99": 24.06}, "frames_per_second_per_stream": 359,
+               "throughput": {"streams": 2, "frames_per_second_per_stream": 32},
+               "delay_frames": 0, "device": "cpu"}
+    data = {"run_dir": "runs/joint", "online": True, "protocol": {"mode": "online"},
+            "datasets": {r: score for r in refs}, "latency": {r: latency for r in refs}}
+    console = Console(width=80, record=True, color_system=None)
+    console.print(render_eval(SimpleNamespace(to_dict=lambda: data)))
+    text = console.export_text()
+    rows = [line for line in text.splitlines() if line.startswith(("│", "┃", "└", "┏"))]
+    assert max(map(len, rows)) <= 80, text
+    names = [line.split("│")[1].strip() for line in rows if line.startswith("│")
+             and line.split("│")[1].strip()]
+    assert names == ["kitchen=a", "kitchen=b", "kitchen=a", "kitchen=b"], text
+    caption = ("each dataset is synthetic:<row>,folds=4,frames_mean=40,participants=4,"
+               "size=32,videos_per_participant=2")  # wrapped at 80: compared without spaces
+    assert "".join(text.split()).count("".join(caption.split())) == 1

@@ -98,6 +98,7 @@ def render_eval(result):
             note += (" [yellow](this run was trained to answer at once, not "
                      f"{protocol['lookahead']} frame(s) late: train with --delay "
                      f"{protocol['lookahead']} to score a look-ahead model)[/]")
+    names, caption = short_dataset_names(list(data["datasets"]))
     table = Table(title=f"{mode} evaluation of {data.get('run_dir')}{note}")
     table.add_column("dataset", overflow="fold")
     table.add_column("videos", justify="right")
@@ -108,16 +109,53 @@ def render_eval(result):
     table.add_column("F1@10/25/50", justify="right")
     for name, ds in data["datasets"].items():
         f1 = ds.get("f1") or {}
-        table.add_row(name, str(ds["videos"]), str(ds["frames"]),
+        table.add_row(names[name], str(ds["videos"]), str(ds["frames"]),
                       _pct(ds["frame_accuracy"]), _pct(ds["mean_video_accuracy"]),
                       _pct(ds.get("edit")),
                       " / ".join(_pct(f1.get(k), unit="") for k in ("10", "25", "50")))
-    latency = data.get("latency") or {}
-    if not latency:
-        return table
     from rich.console import Group
+    from rich.text import Text
 
-    return Group(table, render_latency(latency))
+    # Below the table, not its caption: a caption is cut to the table's width.
+    parts = [table] + ([Text(caption, style="dim")] if caption else [])
+    latency = data.get("latency") or {}
+    if latency:
+        parts.append(render_latency(latency))  # the same rows, named as above
+    return Group(*parts)
+
+
+def short_dataset_names(names: list[str]) -> tuple[dict[str, str], str | None]:
+    """Names for table rows that stay apart at 80 columns: with several datasets, the dataset
+    name and ``key=value`` options every one of them shares are left out of each
+    (``synthetic:folds=4,kitchen=a`` and ``synthetic:folds=4,kitchen=b`` read ``kitchen=a``
+    and ``kitchen=b``). Returns ``(name -> shown, caption)``, the caption giving the whole
+    reference (``each dataset is synthetic:<row>,folds=4``); a single dataset, or names
+    that are not ``NAME:key=value,...`` references, are shown whole (caption None)."""
+    whole = ({n: n for n in names}, None)
+    parsed = {}
+    for name in names:
+        base, _, rest = name.partition(":")
+        pairs = rest.split(",") if rest else []
+        if not all("=" in p for p in pairs):
+            return whole
+        parsed[name] = (base, pairs)
+    if len(names) < 2:
+        return whole
+    shared = [p for p in parsed[names[0]][1] if all(p in parsed[n][1] for n in names)]
+    one_base = len({base for base, _ in parsed.values()}) == 1
+    shown = {}
+    for name, (base, pairs) in parsed.items():
+        kept = ",".join(p for p in pairs if p not in shared)
+        shown[name] = (kept or base) if one_base else (f"{base}:{kept}" if kept else base)
+    if not shared and not one_base or len(set(shown.values())) < len(shown):
+        return whole
+    if one_base:
+        caption = f"each dataset is {parsed[names[0]][0]}:" + ",".join(["<row>", *shared])
+    else:
+        caption = f"every dataset also has {','.join(shared)}"
+    if all(shown[n] == n for n in names):
+        return whole
+    return shown, caption
 
 
 def render_splits(summary):
@@ -181,16 +219,22 @@ def render_latency(latency):
     alone and each of the batched streams gets, and the look-ahead's delay."""
     from rich.table import Table
 
+    names, _ = short_dataset_names(list(latency))
     table = Table(title="latency of the model's step")
+    width = max(map(len, names.values()), default=7)
     for column in ("dataset", "median ms", "p99 ms", "fps (1 stream)", "streams",
                    "fps per stream", "delay frames", "device"):
-        table.add_column(column, justify="left" if column == "dataset" else "right")
+        # names whole where they fit beside the numbers (up to 12 columns at 80)
+        table.add_column(column, justify="left" if column == "dataset" else "right",
+                         overflow="fold", min_width=min(width, 12) if column == "dataset"
+                         else None)
     for name, entry in latency.items():
         if not entry:
-            table.add_row(name, *["-"] * 7)
+            table.add_row(names[name], *["-"] * 7)
             continue
         batched = entry.get("throughput") or {}
-        table.add_row(name, f"{entry['step_ms']['median']:.3f}", f"{entry['step_ms']['p99']:.3f}",
+        table.add_row(names[name], f"{entry['step_ms']['median']:.3f}",
+                      f"{entry['step_ms']['p99']:.3f}",
                       f"{entry['frames_per_second_per_stream']:.0f}",
                       str(batched.get("streams", "-")),
                       f"{batched.get('frames_per_second_per_stream', float('nan')):.0f}",
