@@ -258,7 +258,7 @@ class _Data:
     labels: Any  # LabelSpace
     layout: Any  # InputLayout
     fingerprints: list[dict[str, Any]]  # what each store held (components.store_fingerprint)
-    carves: list[Any] | None = None  # per store: its validation carve (actrec.data.validation.Carve)
+    carves: list[Any] | None = None  # per store: its validation carve (data.validation.Carve)
 
 
 def _load_data(spec: TrainSpec, progress: Any, recorded_labels: Any = None,

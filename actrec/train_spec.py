@@ -48,8 +48,9 @@ class TrainSpec:
     pre-training batches ``mix[1]`` of D2, or ``mix[0]`` when there is no second count).
     ``protocol``, the label arrangement (``labels``), validation and selection, schedules and
     the boundary pre-stage are described in docs/guide.md and ``actrec.protocols``.
-    ``input_arrangement`` is ``"blocks"`` (zero-filled blocks when the feature dimensions differ) or ``"projection"`` (features passed through to a model with a
-    per-domain input projection: its ``input_projection`` option is switched on).
+    ``input_arrangement`` is ``"blocks"`` (zero-filled blocks when the feature dimensions
+    differ) or ``"projection"`` (features passed through to a model with a per-domain input
+    projection: its ``input_projection`` option is switched on).
     ``prediction`` is ``"block"`` (argmax over the frame's own dataset's classes) or ``"full"``.
     ``grad_clip`` is a maximum gradient norm (``None``: no clipping). ``eval_every`` > 0 logs an
     offline evaluation of the test split every that many iterations (monitoring only: the run

@@ -141,7 +141,8 @@ class StrideWindows:
     def _counts(self, offsets: np.ndarray) -> np.ndarray:
         # Ends e = o, o + S, ... <= T - 1 (0-based): a video of at most o frames has none
         # in this epoch (a video of at least S frames always has one).
-        counts = np.where(self.lengths > offsets, (self.lengths - 1 - offsets) // self.stride + 1, 0)
+        counts = np.where(self.lengths > offsets,
+                          (self.lengths - 1 - offsets) // self.stride + 1, 0)
         return counts.astype(np.int64)  # [V]
 
     def epoch_size(self, epoch: int = 0) -> int:
