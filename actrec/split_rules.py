@@ -7,11 +7,17 @@ by at most one; split ``i`` tests on fold ``i``). Splits are named ``1``, ``2``,
 its seed are recorded where the splits are stored, in the canonical spelling ``rule.text``
 (``kfold:5:seed=0``), so that the same rule over the same videos gives the same splits.
 All of a video's frames are always on one side: the rule splits videos, never frames.
+
+``groups`` (video -> group, e.g. its participant) keeps every group on one side: folds, and
+``loo``'s held-out units, are then groups instead of videos. Without it, two videos of one
+person -- or two camera views of one recording, as Breakfast's ``P03_cam01_P03_tea`` and
+``P03_webcam01_P03_tea`` -- can land on both sides of a split, and the test scores measure
+recognition of recordings the model has seen.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from actrec.errors import ConfigError
@@ -63,20 +69,34 @@ def parse_split_rule(text: str, *, option: str = "--splits") -> SplitRule:
     return SplitRule("kfold", folds, seed)
 
 
-def make_splits(rule: SplitRule, videos: Iterable[str]) -> dict[str, Split]:
-    """The splits ``rule`` makes over ``videos`` (see the module docstring); ``ConfigError``
-    when there are fewer videos than splits need (2 for ``loo``, K for k-fold)."""
+def make_splits(rule: SplitRule, videos: Iterable[str],
+                groups: Mapping[str, str | None] | None = None) -> dict[str, Split]:
+    """The splits ``rule`` makes over ``videos`` (see the module docstring), over the groups
+    ``groups`` gives (a video without one is a group of its own) when it is given;
+    ``ConfigError`` when there are fewer videos (groups) than splits need (2 for ``loo``, K
+    for k-fold)."""
     import numpy as np
 
     ids = sorted(set(videos))
-    need = 2 if rule.kind == "loo" else rule.folds
-    if len(ids) < need:
-        raise ConfigError(f"split rule {rule.text} needs at least {need} videos, got {len(ids)}")
-    if rule.kind == "loo":
-        folds = [[v] for v in ids]
+    if groups is None:
+        units = {v: [v] for v in ids}
+        what = "videos"
     else:
-        order = np.random.default_rng(rule.seed).permutation(len(ids))
-        folds = [sorted(ids[j] for j in order[i::rule.folds]) for i in range(rule.folds)]
+        units = {}
+        for v in ids:
+            units.setdefault(str(groups[v]) if groups.get(v) else f"video:{v}", []).append(v)
+        what = "groups (participants)"
+    names = sorted(units)
+    need = 2 if rule.kind == "loo" else rule.folds
+    if len(names) < need:
+        raise ConfigError(f"split rule {rule.text} needs at least {need} {what}, got "
+                          f"{len(names)}")
+    if rule.kind == "loo":
+        folds = [units[n] for n in names]
+    else:
+        order = np.random.default_rng(rule.seed).permutation(len(names))
+        folds = [sorted(v for j in order[i::rule.folds] for v in units[names[j]])
+                 for i in range(rule.folds)]
     splits = {}
     for i, test in enumerate(folds, 1):
         held = set(test)

@@ -471,3 +471,30 @@ def test_reestimated_statistics_are_those_of_the_checkpoint_the_run_selects(stor
     assert means and any(not torch.equal(plain["model"][k], exact["model"][k]) for k in means)
     weights = [k for k in plain["model"] if k.endswith("weight_ih") or k.endswith("weight")]
     assert all(torch.equal(plain["model"][k], exact["model"][k]) for k in weights)
+
+
+BREAKFAST_GT = "/work/shared/data/breakfast/groundTruth"
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir(BREAKFAST_GT), reason="shared data absent")
+def test_split_rules_keep_each_participant_and_every_camera_view_on_one_side():
+    """k-fold by video over Breakfast's real video ids put camera views of one recording
+    (``P03_cam01_P03_tea``, ``P03_webcam01_P03_tea``) on both sides of a split: the test scores
+    measured recordings the model had trained on. Grouped by participant, no person (and so
+    no recording) is on both sides."""
+    from pathlib import Path
+
+    from actrec.split_rules import make_splits, parse_split_rule
+
+    ids = sorted(p.stem for p in Path(BREAKFAST_GT).glob("*.txt"))
+    person = {v: v.split("_")[0] for v in ids}
+    recording = {v: (v.split("_")[0], v.split("_")[-1]) for v in ids}
+    by_video = make_splits(parse_split_rule("kfold:4"), ids)
+    assert any({recording[v] for v in s.train} & {recording[v] for v in s.test}
+               for s in by_video.values())  # the leak the groups close
+    grouped = make_splits(parse_split_rule("kfold:4"), ids, groups=person)
+    assert sorted(v for s in grouped.values() for v in s.test) == ids
+    for s in grouped.values():
+        assert not {person[v] for v in s.train} & {person[v] for v in s.test}
+    loo = make_splits(parse_split_rule("loo"), ids, groups=person)
+    assert len(loo) == len(set(person.values())) == 13  # P03 .. P15: leave-one-person-out
