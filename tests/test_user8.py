@@ -319,3 +319,28 @@ def test_eval_tables_tell_two_kitchens_apart_at_80_columns():
     caption = ("each dataset is synthetic:<row>,folds=4,frames_mean=40,participants=4,"
                "size=32,videos_per_participant=2")  # wrapped at 80: compared without spaces
     assert "".join(text.split()).count("".join(caption.split())) == 1
+
+
+def test_spec_errors_name_the_options_inside_a_sentence(tmp_path):
+    """`--protocol transfer` without --pretrain-iters said "needs a source: d2 with
+    pretrain_iters > 0, or init_from a trained run": field names, not the flags to type."""
+    from click.testing import CliRunner
+
+    from actrec.cli import cli
+
+    env = {"ACTREC_HOME": str(tmp_path / "home")}
+    stores = []
+    for name in ("tea", "coffee"):
+        root = _mstcn_tree(tmp_path / name)
+        stores.append(str(tmp_path / f"{name}.zarr"))
+        out = CliRunner().invoke(cli, ["import", "mstcn", str(root), "--name", name, "--out",
+                                       stores[-1], "--lookahead", "0", "--splits", "kfold:2"],
+                                 env=env)
+        assert out.exit_code == 0, out.output
+    out = CliRunner().invoke(cli, ["train", "lstm", "--d1", stores[0], "--d2", stores[1],
+                                   "--protocol", "transfer", "--run-dir", str(tmp_path / "r")],
+                             env=env)
+    message = str(out.exception)
+    assert message == ("invalid training spec: --protocol 'transfer' needs a source: --d2 with "
+                       "--pretrain-iters > 0, or --init-from a trained run"), message
+    assert not (tmp_path / "r").exists()

@@ -262,10 +262,15 @@ def _spec_errors_as_options(ctx: click.Context):
         flags = {p.name: next((o for o in p.opts if o.startswith("--")), None)
                  for p in ctx.command.params if isinstance(p, click.Option)}
 
+        # Field names inside a sentence too ("needs d2 with pretrain_iters > 0"), where they
+        # cannot be English words: those with an underscore or a digit.
+        inner = re.compile(r"(?<![\w-])([a-z]+(?:_[a-z0-9]+)+|[a-z]+[0-9]+)(?![\w-])")
+
         def as_option(problem: str) -> str:
             first = re.match(r"[a-z_0-9]+", problem)
             flag = flags.get(first.group(0)) if first else None
-            return flag + problem[first.end():] if flag else problem
+            head, rest = (flag, problem[first.end():]) if flag else ("", problem)
+            return head + inner.sub(lambda m: flags.get(m.group(1)) or m.group(1), rest)
 
         problems = text[len(SPEC_PROBLEMS):].split("; ")
         raise ConfigError(SPEC_PROBLEMS + "; ".join(map(as_option, problems))) from None
