@@ -278,6 +278,9 @@ class TrainSpec:
         if not 0.0 <= self.val_fraction < 1.0:
             problems.append(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         validates = self.val_fraction > 0 or self.select_on_test
+        if self.val_fraction > 0 and self.select_on_test:
+            problems.append("select_on_test scores the test split, so the videos val_fraction "
+                            "holds out of training would never be used: give one of them")
         if self.select == "best-val" and not validates:
             problems.append("select 'best-val' needs a validation set: give val_fraction > 0 "
                             "(or select_on_test, recorded)")

@@ -498,3 +498,14 @@ def test_split_rules_keep_each_participant_and_every_camera_view_on_one_side():
         assert not {person[v] for v in s.train} & {person[v] for v in s.test}
     loo = make_splits(parse_split_rule("loo"), ids, groups=person)
     assert len(loo) == len(set(person.values())) == 13  # P03 .. P15: leave-one-person-out
+
+
+def test_selecting_on_test_holds_no_training_video_out_for_nothing(stores):
+    """With --select-on-test and --val-fraction both, validation scored the test split while
+    the held-out videos were still taken out of training: a smaller training set, silently."""
+    from actrec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="select_on_test scores the test split, so the videos "
+                                          "val_fraction holds out"):
+        spec(stores, mix=(4, 0), val_fraction=0.3, select_on_test=True)
+    assert spec(stores, mix=(4, 0), select_on_test=True).validates
