@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from actrec.errors import DataError
+from actrec.errors import ConfigError, DataError
 
 __all__ = ["UNKNOWN_LOOKAHEAD", "ImportReport", "import_lstr", "import_mstcn"]
 
@@ -50,8 +50,6 @@ _NOT_CAUSAL = ("public features computed over temporal windows that include futu
 def _lookahead(lookahead: int | None) -> tuple[int, Any, str]:
     """``(stored lookahead, recorded value, note)`` for a given or unknown (``None``)
     lookahead; ``ConfigError`` for a negative one."""
-    from actrec.errors import ConfigError
-
     if lookahead is None:
         return UNKNOWN_LOOKAHEAD, "unknown", _NOT_CAUSAL
     if isinstance(lookahead, bool) or not isinstance(lookahead, int) or lookahead < 0:
@@ -62,15 +60,23 @@ def _lookahead(lookahead: int | None) -> tuple[int, Any, str]:
                                   f"past their own frame (given at import), so {causal}")
 
 
-def _rule_splits(rule: str | None, videos):
-    """``(split_scheme, splits)`` from split rule ``rule`` over ``videos``, or ``None``."""
+def _rule_splits(rule: str | None, videos, participant=None):
+    """``(split_scheme, splits)`` from split rule ``rule`` over ``videos``, or ``None``;
+    ``participant`` (video id -> participant) groups the videos of a ``by=participant`` rule
+    (``ConfigError`` when the layout has none)."""
     from actrec.split_rules import make_splits, parse_split_rule
 
     if rule is None:
         return None
     parsed = parse_split_rule(rule)
+    groups = None
+    if parsed.by == "participant":
+        if participant is None:
+            raise ConfigError(f"--splits {rule}: this layout records no participant of its "
+                              f"videos; split by video ({parsed.text.rsplit(':by=', 1)[0]})")
+        groups = {v: participant(v) for v in videos}
     return parsed.text, {k: {"train": s.train, "test": s.test}
-                         for k, s in make_splits(parsed, videos).items()}
+                         for k, s in make_splits(parsed, videos, groups).items()}
 
 # ``progress``: a ``rich.progress.Progress`` (one task, advanced per video, as the CLI passes)
 # or a callable ``(videos done, videos in total, current video id)``.
@@ -180,7 +186,8 @@ def import_mstcn(root: Path, store_path: Path, *, name: str, overwrite: bool = F
                         f"{root / 'groundTruth'}")
     _check_orientation([path for _, path in items])
     stored_lookahead, recorded, note = _lookahead(lookahead)
-    ruled = _rule_splits(splits, [v for v, _ in items])
+    ruled = _rule_splits(splits, [v for v, _ in items],
+                         participant=lambda v: index.videos[v].participant)
     if ruled is not None:
         scheme, split_lists = ruled
     elif index.splits:
@@ -353,8 +360,6 @@ def _background_index(classes: list[str], background: str | None, where: str, *,
                       exact: bool) -> tuple[int, ...]:
     """The index of class ``background`` as a 0- or 1-tuple (see the module docstring for
     ``"auto"``); ``ConfigError`` naming ``where`` for a name that is not a class."""
-    from actrec.errors import ConfigError
-
     if background is None or background.strip().lower() in ("", "none"):
         return ()
     if background == "auto":

@@ -9,7 +9,9 @@ its seed are recorded where the splits are stored, in the canonical spelling ``r
 All of a video's frames are always on one side: the rule splits videos, never frames.
 
 ``groups`` (video -> group, e.g. its participant) keeps every group on one side: folds, and
-``loo``'s held-out units, are then groups instead of videos. Without it, two videos of one
+``loo``'s held-out units, are then groups instead of videos. A rule asks for that grouping
+with ``:by=participant`` (``loo:by=participant``, ``kfold:4:by=participant``: leave one
+person out, or k folds of people); ``by=video`` is the default. Without it, two videos of one
 person -- or two camera views of one recording, as Breakfast's ``P03_cam01_P03_tea`` and
 ``P03_webcam01_P03_tea`` -- can land on both sides of a split, and the test scores measure
 recognition of recordings the model has seen.
@@ -25,30 +27,42 @@ from actrec.plugin_api import Split
 
 __all__ = ["SplitRule", "make_splits", "parse_split_rule"]
 
-SYNTAX = "loo, kfold:K or kfold:K:seed=S"
+SYNTAX = "loo, kfold:K or kfold:K:seed=S, each optionally with :by=participant"
+BY = ("video", "participant")
 
 
 @dataclass(frozen=True)
 class SplitRule:
-    """``kind`` ``"loo"`` or ``"kfold"``; ``folds`` and ``seed`` for k-fold."""
+    """``kind`` ``"loo"`` or ``"kfold"``; ``folds`` and ``seed`` for k-fold; ``by`` what a
+    held-out unit is (``"video"`` or ``"participant"``)."""
 
     kind: str
     folds: int = 0
     seed: int = 0
+    by: str = "video"
 
     @property
     def text(self) -> str:
-        """The canonical spelling: ``loo`` or ``kfold:K:seed=S``."""
-        return "loo" if self.kind == "loo" else f"kfold:{self.folds}:seed={self.seed}"
+        """The canonical spelling: ``loo`` or ``kfold:K:seed=S``, then ``:by=participant``
+        when grouped (by video stays unsaid, as rules were first recorded)."""
+        base = "loo" if self.kind == "loo" else f"kfold:{self.folds}:seed={self.seed}"
+        return base if self.by == "video" else f"{base}:by={self.by}"
 
 
 def parse_split_rule(text: str, *, option: str = "--splits") -> SplitRule:
-    """``"loo"`` / ``"kfold:5"`` / ``"kfold:5:seed=3"`` -> ``SplitRule``; ``ConfigError``
-    naming ``option`` and the expected syntax otherwise (K >= 2, S >= 0)."""
+    """``"loo"`` / ``"kfold:5"`` / ``"kfold:5:seed=3"``, each optionally followed by
+    ``":by=participant"`` (or ``":by=video"``) -> ``SplitRule``; ``ConfigError`` naming
+    ``option`` and the expected syntax otherwise (K >= 2, S >= 0)."""
     parts = [p.strip() for p in str(text).strip().lower().split(":")]
     bad = ConfigError(f"{option}: expected {SYNTAX}, got {text!r}")
+    by = "video"
+    if len(parts) > 1 and parts[-1].startswith("by"):
+        key, sep, value = parts.pop().partition("=")
+        if key.strip() != "by" or not sep or value.strip() not in BY:
+            raise bad
+        by = value.strip()
     if parts == ["loo"]:
-        return SplitRule("loo")
+        return SplitRule("loo", by=by)
     if parts[0] != "kfold" or len(parts) not in (2, 3):
         raise bad
     try:
@@ -66,7 +80,7 @@ def parse_split_rule(text: str, *, option: str = "--splits") -> SplitRule:
             raise bad from None
     if folds < 2 or seed < 0:
         raise ConfigError(f"{option}: k-fold needs K >= 2 folds and a seed >= 0, got {text!r}")
-    return SplitRule("kfold", folds, seed)
+    return SplitRule("kfold", folds, seed, by)
 
 
 def make_splits(rule: SplitRule, videos: Iterable[str],

@@ -293,6 +293,44 @@ def test_import_without_split_bundles_takes_a_recorded_rule(tmp_path):
         "2": {"train": ["video_a"], "test": ["video_b"]}}
 
 
+def test_split_rule_by_participant_keeps_each_person_and_recording_on_one_side(tmp_path):
+    """Breakfast-style ids: two camera views of each recording. By video, a 2-fold rule puts
+    views of one recording on both sides (the test scores a recording trained on); by
+    participant it never does, and the rule is recorded as given."""
+    root = _tiny_mstcn(tmp_path / "m")
+    for bundle in (root / "splits").iterdir():
+        bundle.unlink()
+    for path in [*(root / "groundTruth").iterdir(), *(root / "features").iterdir()]:
+        path.unlink()
+    ids = [f"P{p:02d}_{cam}_P{p:02d}_{dish}" for p in (3, 4, 5, 6) for dish in ("tea", "juice")
+           for cam in ("cam01", "webcam01")]
+    for vid in ids:
+        (root / "groundTruth" / f"{vid}.txt").write_text("a\nbackground\n")
+        np.save(root / "features" / f"{vid}.npy", np.zeros((3, 2), np.float32))
+
+    def person(v):
+        return v.split("_")[0]
+
+    import_mstcn(root, tmp_path / "video.zarr", name="m", splits="kfold:2:seed=0")
+    by_video = FeatureStore.open(tmp_path / "video.zarr").splits
+    assert any({person(v) for v in s["train"]} & {person(v) for v in s["test"]}
+               for s in by_video.values())
+    import_mstcn(root, tmp_path / "person.zarr", name="m", splits="kfold:2:by=participant")
+    store = FeatureStore.open(tmp_path / "person.zarr")
+    assert store.attrs["split_scheme"] == "kfold:2:seed=0:by=participant"
+    for split in store.splits.values():
+        assert not {person(v) for v in split["train"]} & {person(v) for v in split["test"]}
+        assert sorted(split["train"] + split["test"]) == sorted(ids)
+    assert sorted(len(s["test"]) for s in store.splits.values()) == [8, 8]
+    import_mstcn(root, tmp_path / "lopo.zarr", name="m", splits="loo:by=participant")
+    lopo = FeatureStore.open(tmp_path / "lopo.zarr").splits
+    assert [sorted({person(v) for v in s["test"]}) for s in lopo.values()] == [
+        ["P03"], ["P04"], ["P05"], ["P06"]]
+    with pytest.raises(ConfigError, match=r"records no participant"):
+        import_lstr(write_lstr(tmp_path / "lstr"), tmp_path / "l.zarr", name="t",
+                    splits="loo:by=participant")
+
+
 def test_import_command_line_lookahead_and_split_rule(tmp_path, monkeypatch, capsys):
     from actrec.cli import main
 
@@ -311,7 +349,8 @@ def test_import_command_line_lookahead_and_split_rule(tmp_path, monkeypatch, cap
         return (code, *capsys.readouterr())
 
     code, _, err = actrec("import", "mstcn", root, "--name", "m", "--splits", "kfold:x")
-    assert code == 1 and "--splits: expected loo, kfold:K or kfold:K:seed=S, got 'kfold:x'" in err
+    assert code == 1 and ("--splits: expected loo, kfold:K or kfold:K:seed=S, each optionally "
+                          "with :by=participant, got 'kfold:x'") in err
     code, _, err = actrec("import", "mstcn", root, "--name", "m")
     assert code == 1 and "no split bundles" in err and "Traceback" not in err
     code, out, err = actrec("import", "mstcn", root, "--name", "m", "--splits", "loo",

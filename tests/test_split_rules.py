@@ -21,6 +21,12 @@ def test_parse_spellings_and_canonical_text():
             parse_split_rule(bad)
     with pytest.raises(ConfigError, match=r"K >= 2 folds"):
         parse_split_rule("kfold:1")
+    assert parse_split_rule("kfold:4:by=participant").text == "kfold:4:seed=0:by=participant"
+    assert parse_split_rule("kfold:4:seed=2:by=video").text == "kfold:4:seed=2"
+    assert parse_split_rule("loo:by=participant").by == "participant"
+    for bad in ("loo:by=scene", "kfold:4:by", "by=participant", "kfold:4:by=participant:seed=1"):
+        with pytest.raises(ConfigError, match=r"--splits: expected"):
+            parse_split_rule(bad)
 
 
 def test_kfold_hand_values():

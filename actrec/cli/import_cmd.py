@@ -30,8 +30,8 @@ def _common(fn):
         "--splits", default=None, metavar="RULE",
         help="Make the splits by a rule over the imported videos instead of the shipped "
         "ones (required when there are none): 'loo' (leave one video out) or "
-        "'kfold:K[:seed=S]' (seeded shuffle, K folds; seed 0 by default); recorded in the "
-        "store.")(fn)
+        "'kfold:K[:seed=S]' (seeded shuffle, K folds; seed 0 by default); ':by=participant' "
+        "holds out people instead of videos; recorded in the store.")(fn)
     return json_option(fn)
 
 
