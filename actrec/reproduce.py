@@ -439,6 +439,18 @@ def _is_kitchen(plan: Plan, store: Path | StoreURL) -> bool:
         "features"
 
 
+def _looking_ahead(stores: Mapping[str, Path | StoreURL]) -> dict[str, str]:
+    """Per dataset key whose store's features look ahead: by how much, in words."""
+    from actrec.io.features import FeatureStore
+
+    out = {}
+    for key, path in stores.items():
+        ahead = int(FeatureStore.open(path).attrs.get("lookahead", 0))
+        if ahead:
+            out[key] = f"{ahead} frame(s)" if ahead > 0 else "an unknown number of frames"
+    return out
+
+
 def _cell(entry: dict[str, Any], results: Mapping[str, dict[str, Any]], paper: float | None,
           aggregate: Any, report: str) -> dict[str, Any]:
     cell: dict[str, Any] = {"paper": paper, "mean": None, "std": None, "n": 0,
@@ -454,9 +466,13 @@ def _cell(entry: dict[str, Any], results: Mapping[str, dict[str, Any]], paper: f
             if result["status"] == "failed":
                 return {**cell, "status": "failed", "reason": f"{key}: {result['error']}"}
             scores = result.get("scores") or []
-            if domain >= len(scores) or scores[domain] is None:
+            if domain >= len(scores):
                 return {**cell, "status": "failed",
                         "reason": f"{key}: no {domain + 1}-th dataset score"}
+            if scores[domain] is None or scores[domain] != scores[domain]:  # None or NaN
+                return {**cell, "status": "not reproducible",
+                        "reason": f"{key}: D{domain + 1} has no labelled test frame to score "
+                                  f"(its test split lists no video its store holds)"}
             values.append(scores[domain])
         per_split.append(values)
     cell["per_split"] = per_split
@@ -469,11 +485,14 @@ def _cell(entry: dict[str, Any], results: Mapping[str, dict[str, Any]], paper: f
 
 def reproduce(table_ref: str | Path, root: Path, *, preset: str = "paper",
               datasets: Mapping[str, str] | None = None, extractor: str | None = None,
-              inputs: str = "head", jobs: int = 1, progress: Any = None) -> dict[str, Any]:
+              inputs: str = "head", jobs: int = 1, progress: Any = None,
+              allow_noncausal_features: bool = False) -> dict[str, Any]:
     """Run (or finish) the grid of ``table_ref`` under ``root`` and return ``build_result``'s
     table, also written to ``<root>/reproduce/<table>/table.{md,csv,json}``. Units that fail
     are reported in the table with their reason; the others go on. Ctrl-C raises
-    ``actrec.errors.Interrupted`` saying that the same call again finishes the grid."""
+    ``actrec.errors.Interrupted`` saying that the same call again finishes the grid.
+    ``allow_noncausal_features`` lets cells whose inputs look ahead be scored online (else
+    they fail, saying so); the table's notes and every result record it."""
     from actrec import runs
     from actrec.paper_tables import load_table
     from actrec.reproduce_report import to_csv, to_markdown
@@ -489,6 +508,15 @@ def reproduce(table_ref: str | Path, root: Path, *, preset: str = "paper",
     root = Path(root).expanduser()
     stores = resolve_stores(table, root, chosen, datasets, extractor, progress)
     plan = plan_table(table, root, chosen, stores, inputs)
+    if allow_noncausal_features:
+        lookahead = _looking_ahead(stores)
+        for unit in plan.units:
+            if unit["kind"] == "train":
+                unit["allow_noncausal_features"] = True
+        if lookahead:
+            plan.notes.append(
+                "scored online although features look ahead (--allow-noncausal-features): "
+                + ", ".join(f"{table.datasets[k]['name']} {v}" for k, v in lookahead.items()))
     plan.folder.mkdir(parents=True, exist_ok=True)
     overall = progress.add_task(f"reproduce {table.id}", total=len(plan.heads) + len(
         plan.units)) if progress is not None else None

@@ -23,6 +23,7 @@ Three kinds, each a library call and a folder that says when it is finished:
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -40,7 +41,9 @@ def _metric(metric: str, dataset: dict[str, Any]) -> float | None:
     from actrec.sweep import METRICS
 
     value = dict(METRICS)[metric](dataset)
-    return None if value is None else float(value)
+    # NaN: the dataset had no labelled test frame (its test split lists no video the store
+    # holds); None says "no score", never a NaN that tables print as "nan".
+    return None if value is None or math.isnan(float(value)) else float(value)
 
 
 def run_unit(unit: dict[str, Any], progress: Any = None) -> dict[str, Any]:
@@ -154,8 +157,12 @@ def finished_scores(unit: dict[str, Any]) -> list[float | None] | None:
     from actrec.components import open_store, store_changes, store_fingerprint
 
     folder = Path(unit["dir"])
-    results, ckpt_path = folder / EVAL_RESULT, folder / runs.CHECKPOINT
-    if not results.is_file() or not ckpt_path.is_file():
+    ckpt_path = folder / runs.CHECKPOINT
+    # Online on features that look ahead (allowed) is filed under its own name (evaluate.py)
+    found = [folder / EVAL_RESULT] + (sorted(folder.glob("eval-online-features-ahead-*.json"))
+                                      if unit.get("allow_noncausal_features") else [])
+    results = next((f for f in found if f.is_file()), None)
+    if results is None or not ckpt_path.is_file():
         return None
     try:
         saved = runs.read_json(results)
@@ -236,6 +243,8 @@ def _run_train(unit: dict[str, Any], progress: Any) -> dict[str, Any]:
     train_from_refs(unit["model"], d1=unit["d1"], d2=unit["d2"],
                     model_options=dict(unit["model_options"]), run_dir=Path(unit["dir"]),
                     progress=progress, **unit["spec"])
-    result = evaluate_run(Path(unit["dir"]), online=True, progress=progress).to_dict()
+    result = evaluate_run(Path(unit["dir"]), online=True, progress=progress,
+                          allow_noncausal_features=unit.get("allow_noncausal_features",
+                                                            False)).to_dict()
     return {"scores": [_metric(unit["metric"], ds) for ds in result["datasets"].values()],
             **moved}

@@ -344,3 +344,86 @@ def test_spec_errors_name_the_options_inside_a_sentence(tmp_path):
     assert message == ("invalid training spec: --protocol 'transfer' needs a source: --d2 with "
                        "--pretrain-iters > 0, or --init-from a trained run"), message
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_a_cell_whose_split_has_no_test_frames_is_not_reproducible_never_nan(tmp_path):
+    """50 Salads imported from 10 of its 50 videos: split 2's test list names only videos
+    the store lacks. Its cell printed "nan" with a difference of "+nan" as if scored."""
+    from click.testing import CliRunner
+
+    from actrec.cli import cli
+    from actrec.reproduce_report import to_csv, to_markdown
+
+    root = _mstcn_tree(tmp_path / "tea")
+    (root / "splits").mkdir()
+    videos = sorted(p.stem for p in (root / "groundTruth").glob("*.txt"))
+    (root / "splits" / "train.split1.bundle").write_text(
+        "".join(f"{v}.txt\n" for v in videos[:3]))
+    (root / "splits" / "test.split1.bundle").write_text(f"{videos[3]}.txt\n")
+    (root / "splits" / "train.split2.bundle").write_text(
+        "".join(f"{v}.txt\n" for v in videos))
+    (root / "splits" / "test.split2.bundle").write_text("P9_cam01_gone.txt\n")  # not shipped
+    store = tmp_path / "tea.zarr"
+    out = CliRunner().invoke(cli, ["import", "mstcn", str(root), "--name", "tea", "--out",
+                                   str(store), "--lookahead", "0"],
+                             env={"ACTREC_HOME": str(tmp_path / "home")})
+    assert out.exit_code == 0, out.output
+    table = tmp_path / "two.toml"
+    table.write_text(_ONE_CELL.replace('id = "onecell"', 'id = "two"') + """
+[[rows]]
+labels = ["1"]
+split = 1
+paper = [19.53]
+""")
+    result = reproduce(table, tmp_path, preset="tiny", inputs="store",
+                       datasets={"breakfast": str(store)})
+    first, second = (r["cells"][0] for r in result["rows"])
+    assert first["status"] == "ok" and 0 <= first["mean"] <= 1
+    assert second["status"] == "not reproducible" and second["mean"] is None
+    assert "D1 has no labelled test frame to score" in second["reason"]
+    for text in (to_markdown(result), to_csv(result)):
+        assert "nan" not in text.lower()
+
+
+@pytest.mark.slow
+def test_reproduce_on_features_that_look_ahead_needs_and_records_the_allowance(tmp_path):
+    """The public MS-TCN I3D features look 10 frames ahead: every temporal cell failed,
+    advising --allow-noncausal-features, an option `actrec reproduce` did not have."""
+    from click.testing import CliRunner
+
+    from actrec.cli import cli
+
+    env = {"ACTREC_HOME": str(tmp_path / "home")}
+    root = _mstcn_tree(tmp_path / "tea")
+    store = tmp_path / "tea.zarr"
+    out = CliRunner().invoke(cli, ["import", "mstcn", str(root), "--name", "tea", "--out",
+                                   str(store), "--lookahead", "3", "--splits", "kfold:2"],
+                             env=env)
+    assert out.exit_code == 0, out.output
+    table = tmp_path / "onecell.toml"
+    table.write_text(_ONE_CELL)
+    refused = reproduce(table, tmp_path, preset="tiny", inputs="store",
+                        datasets={"breakfast": str(store)})
+    (cell,) = refused["rows"][0]["cells"]
+    assert cell["status"] == "failed" and "--allow-noncausal-features" in cell["reason"]
+
+    args = ["reproduce", str(table), "--preset", "tiny", "--inputs", "store", "--root",
+            str(tmp_path), "--dataset", f"breakfast={store}", "--json"]
+    out = CliRunner().invoke(cli, args + ["--allow-noncausal-features"], env=env)
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.output)
+    (cell,) = result["rows"][0]["cells"]
+    assert cell["status"] == "ok", cell
+    assert ("scored online although features look ahead (--allow-noncausal-features): "
+            "Breakfast 3 frame(s)") in result["notes"]
+    (run,) = cell["runs"]
+    folder = tmp_path / "reproduce" / "tiny" / "onecell" / "runs" / run
+    # not filed as online: its features saw 3 frames ahead (actrec.lookahead)
+    scored = json.loads((folder / "eval-online-features-ahead-3.json").read_text())
+    assert scored["protocol"]["noncausal_features_allowed"] is True
+    assert cell["mean"] == pytest.approx(
+        next(iter(scored["datasets"].values()))["frame_accuracy"])
+    again = CliRunner().invoke(cli, args + ["--allow-noncausal-features"], env=env)
+    assert again.exit_code == 0, again.output
+    assert {u["status"] for u in json.loads(again.output)["units"].values()} == {"skipped"}

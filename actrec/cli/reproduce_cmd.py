@@ -32,11 +32,15 @@ from actrec.cli.storage import apply_storage_options, storage_option
               "models its softmax/logits (the papers); store: the stores as they are.")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Cells run in N processes, each with cores/N threads.")
+@click.option("--allow-noncausal-features", is_flag=True,
+              help="Score the cells online although their features look at future frames "
+              "(the public MS-TCN I3D features: 10 frames); recorded with every result and "
+              "named in the table's notes.")
 @click.option("--list", "list_tables", is_flag=True, help="List the tables and exit.")
 @storage_option
 @json_option
-def reproduce(table, root, preset, datasets, extractor, inputs, jobs, list_tables,
-              storage_options, as_json) -> None:
+def reproduce(table, root, preset, datasets, extractor, inputs, jobs, allow_noncausal_features,
+              list_tables, storage_options, as_json) -> None:
     """Run the protocol grid of a paper TABLE over every split and print actrec's numbers
     beside the paper's, with the differences. Writes table.md, table.csv and table.json;
     running again finishes a partly run grid. Exit code 1 when any cell failed."""
@@ -55,7 +59,8 @@ def reproduce(table, root, preset, datasets, extractor, inputs, jobs, list_table
     with make_progress() as progress:
         result = run(table, root if root is not None else home(), preset=preset,
                      datasets=datasets, extractor=extractor,
-                     inputs=inputs, jobs=jobs, progress=progress)
+                     inputs=inputs, jobs=jobs, progress=progress,
+                     allow_noncausal_features=allow_noncausal_features)
     if as_json:
         emit(result, as_json, _render)
     else:  # the table is wide: never squeezed to 80 columns when piped to a file
