@@ -133,7 +133,7 @@ class Monitor:
         self.stopped_at = 0  # the iteration the schedule stopped the run at (0: it did not)
         self.schedule = Schedule(spec.lr_schedule, spec.lr, spec.phase_iterations[0],
                                  spec.lr_step, spec.lr_gamma, spec.lr_patience, spec.lr_min,
-                                 spec.batch_growth, spec.max_batch_growths)
+                                 spec.batch_growth, spec.max_batch_growths, spec.early_stop)
         self._sets: dict[int, Any] = {}
 
     # -- state
@@ -161,7 +161,8 @@ class Monitor:
             self.schedule = Schedule(self.spec.lr_schedule, self.spec.lr,
                                      self.spec.phase_iterations[index], self.spec.lr_step,
                                      self.spec.lr_gamma, self.spec.lr_patience, self.spec.lr_min,
-                                     self.spec.batch_growth, self.spec.max_batch_growths)
+                                     self.spec.batch_growth, self.spec.max_batch_growths,
+                                     self.spec.early_stop)
             self.best_score, self.best_iteration = -math.inf, 0
         self.phase = index
 

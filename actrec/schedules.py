@@ -10,6 +10,9 @@
   learning rate of the best loss so far; when the batch has grown ``max_growths`` times and
   the loss still stops improving, stop early.
 
+``early_stop`` (any schedule, 0: off) stops the run once that many validations in a row have
+brought no new best validation loss (Borg & Camilleri, Sec. 5.1: 10 epochs).
+
 ``Schedule`` is plain state (``state_dict``/``load_state_dict``) so that a resumed run continues
 the schedule where it was.
 """
@@ -33,6 +36,7 @@ class Schedule:
     lr_min: float = 0.0
     growth: float = 2.0
     max_growths: int = 2
+    early_stop: int = 0  # validations without a new best loss that stop the run (0: never)
     # state
     lr: float = float("nan")
     best: float = float("inf")
@@ -42,6 +46,7 @@ class Schedule:
     growths: int = 0
     batch_scale: float = 1.0
     stopped: bool = False
+    since_best: int = 0  # validations since the best loss (early_stop)
 
     def __post_init__(self) -> None:
         if math.isnan(self.lr):
@@ -61,11 +66,19 @@ class Schedule:
 
     def on_validation(self, loss: float) -> str:
         """Feed a validation loss; returns what changed: ``""``, ``"decay"``, ``"grow"`` (the
-        batch grew, ``batch_scale``) or ``"stop"``. Only ``plateau`` and ``sign`` react."""
-        if self.kind not in ("plateau", "sign") or self.stopped:
+        batch grew, ``batch_scale``) or ``"stop"``. ``plateau`` and ``sign`` change the rate
+        and the batch; ``early_stop`` stops any schedule."""
+        if self.stopped:
             return ""
         if math.isinf(self.best) or loss < self.best - 1e-4 * abs(self.best):
             self.best, self.best_lr, self.bad, self.fails = loss, self.lr, 0, 0
+            self.since_best = 0
+            return ""
+        self.since_best += 1
+        if self.early_stop and self.since_best >= self.early_stop:
+            self.stopped = True
+            return "stop"
+        if self.kind not in ("plateau", "sign"):
             return ""
         self.bad += 1
         if self.bad < self.patience:
@@ -91,7 +104,7 @@ class Schedule:
     def state_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items()
                 if k in ("lr", "best", "best_lr", "bad", "fails", "growths", "batch_scale",
-                         "stopped")}
+                         "stopped", "since_best")}
 
     def load_state_dict(self, state: dict) -> None:
         for key, value in state.items():

@@ -127,6 +127,7 @@ class TrainSpec:
     lr_min: float = 0.0  # cosine floor; plateau/sign: the lowest lr before giving up on it
     batch_growth: float = 2.0  # sign: factor the batch grows by when lr decays stop helping
     max_batch_growths: int = 2  # sign: how often the batch may grow before stopping early
+    early_stop: int = 0  # stop after this many validations without a better loss (0: never)
     boundary: bool = False  # the boundary pre-stage of DDLSTM Sec. 5.1
     boundary_iters: int = 0  # pre-stage iterations (0: a quarter of ``iterations``)
     boundary_sigma: float = 5.0  # width (frames) of the Gaussians of its KL loss
@@ -296,6 +297,13 @@ class TrainSpec:
         if self.lr_schedule in ("plateau", "sign") and not validates:
             problems.append(f"lr_schedule {self.lr_schedule!r} watches the validation loss: "
                             f"give val_fraction > 0")
+        if self.early_stop < 0:
+            problems.append(f"early_stop must be >= 0 validations, got {self.early_stop}")
+        elif self.early_stop and not validates:
+            problems.append("early_stop watches the validation loss: give val_fraction > 0")
+        elif self.early_stop and protocol == "transfer":
+            problems.append("early_stop stops a run early: use it with protocol 'single' or "
+                            "'joint' (a stop in pre-training would skip the fine-tuning)")
         for name in ("pretrain_iters", "finetune_iters", "val_every", "lr_step",
                      "boundary_iters"):
             if getattr(self, name) < 0:

@@ -298,6 +298,36 @@ def test_schedules_by_hand():
     assert math.isclose(Schedule("none", 0.3, 5).lr_at(4), 0.3)
 
 
+def test_early_stop_by_hand_under_any_schedule_and_across_a_resume():
+    """N validations in a row without a new best loss stop the run, whatever the schedule;
+    an improvement starts the count again, and the count survives a checkpoint."""
+    none = Schedule("none", 0.1, 100, early_stop=3)
+    events = [none.on_validation(v) for v in (1.0, 1.0, 0.9, 0.95, 0.92, 0.91)]
+    assert events == ["", "", "", "", "", "stop"] and none.stopped
+    assert none.on_validation(0.1) == ""  # stopped for good
+    sign = Schedule("sign", 0.1, 100, gamma=0.5, patience=1, max_growths=5, early_stop=4)
+    events = [sign.on_validation(v) for v in (1.0, 0.9, 0.9, 0.9, 0.9)]
+    assert events == ["", "", "decay", "decay", "grow"]
+    resumed = Schedule("sign", 0.1, 100, gamma=0.5, patience=1, max_growths=5, early_stop=4)
+    resumed.load_state_dict(sign.state_dict())
+    assert resumed.on_validation(0.9) == "stop" and resumed.batch_scale == 2.0
+    assert [Schedule("none", 0.1, 9).on_validation(v) for v in (1.0, 2.0, 3.0)] == ["", "", ""]
+
+
+def test_early_stop_stops_a_training_run_and_needs_validation(kitchens, tmp_path):
+    s = spec(kitchens, mix=(2, 0), iterations=40, val_fraction=0.3, val_every=1,
+             checkpoint_every=0, lr=1e-9, early_stop=2)  # lr ~0: the loss never improves
+    result = train_model(s, tmp_path / "run")
+    log = lines(tmp_path / "run")
+    assert [x["iteration"] for x in log if "val" in x] == [1, 2, 3]
+    assert result.iterations == 3
+    assert [x["schedule"]["event"] for x in log if "schedule" in x] == ["stop"]
+    with pytest.raises(ConfigError, match="early_stop watches the validation loss"):
+        spec(kitchens, early_stop=3)
+    with pytest.raises(ConfigError, match="early_stop must be >= 0"):
+        spec(kitchens, early_stop=-1, val_fraction=0.3)
+
+
 def test_sign_schedule_decays_grows_the_batch_and_stops_a_run_for_good(kitchens, tmp_path):
     s = spec(kitchens, mix=(2, 0), iterations=40, val_fraction=0.3, val_every=1,
              lr_schedule="sign", lr_patience=1, lr_gamma=0.5, max_batch_growths=1,

@@ -10,6 +10,7 @@ import torch
 from actrec.data.sampling import (
     RandomWindows,
     StrideWindows,
+    UniformLabelWindows,
     iterations_for_epochs,
     parse_windows,
 )
@@ -103,6 +104,26 @@ def test_random_windows_are_the_old_sampler():
     a = RandomWindows(bank, 8).draw(3, 5, np.random.default_rng(4))
     b = sample_windows(bank, 5, 8, np.random.default_rng(4))
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_uniform_windows_are_the_one_label_windows_by_hand():
+    """Labels 0 0 0 0 1 1 1 -1 -1 -1 2 2 2 and a 2-frame video, history 3: the one-label
+    windows start at 0, 1 (class 0), 4 (class 1) and 10 (class 2), never across a change or
+    an unlabelled frame; an epoch is the 3 non-overlapping ones."""
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, -1, -1, -1, 2, 2, 2])
+    bank = VideoBank.from_arrays([("a", np.arange(13, dtype=np.float32)[:, None], labels),
+                                  ("b", np.zeros((2, 1), np.float32), np.array([5, 5]))])
+    sampler = UniformLabelWindows(bank, 3)
+    assert sampler.video.tolist() == [0, 0, 0, 0] and sampler.start.tolist() == [0, 1, 4, 10]
+    assert sampler.epoch_size() == 3
+    w = sampler.draw(0, 200, np.random.default_rng(0))
+    assert w.mask.all() and set(w.start.tolist()) == {0, 1, 4, 10}
+    assert (w.labels == w.labels[:1]).all()  # every window one label
+    assert np.array_equal(w.features[:, :, 0], w.start[None] + np.arange(3)[:, None])
+    assert UniformLabelWindows(bank, 4).start.tolist() == [0]
+    with pytest.raises(ConfigError, match="no window of 5 frames .* carries one label"):
+        UniformLabelWindows(bank, 5)
+    assert str(parse_windows(" Uniform")) == "uniform"
 
 
 def test_parsing_and_clear_errors():

@@ -88,6 +88,9 @@ def _protocol_options(f):
                      help="sign: factor the batch grows by."),
         click.option("--max-batch-growths", type=int, default=2, show_default=True,
                      help="sign: batch growths before stopping early."),
+        click.option("--early-stop", type=int, default=0, show_default=True,
+                     help="Stop once this many validations in a row bring no better validation "
+                     "loss, whatever the schedule (0: never)."),
         click.option("--boundary/--no-boundary", default=False, show_default=True,
                      help="DDLSTM Sec. 5.1 pre-stage: a 1-layer LSTM predicting the next action "
                      "boundary, its output concatenated to the features."),
@@ -133,8 +136,9 @@ def _protocol_fields(ctx, more: dict) -> dict:
 @click.option("--epochs", type=int, default=None,
               help="Train for N epochs of D1's windows instead of --iterations (see --windows).")
 @click.option("--windows", default="stride:4", show_default=True,
-              help="Training windows: 'random' (uniform video and start) or 'stride:S' (every "
-              "window ending at every S-th frame, shuffled per epoch).")
+              help="Training windows: 'random' (uniform video and start), 'stride:S' (every "
+              "window ending at every S-th frame, shuffled per epoch) or 'uniform' (random "
+              "among the windows whose frames all carry one label).")
 @click.option("--loss-frames", default="last", show_default=True,
               help="Frames the loss covers: 'all' labelled frames, the 'last' real frame of each "
               "window, or 'after:K' (window positions K and later: a burn-in of K frames).")

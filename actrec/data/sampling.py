@@ -3,6 +3,10 @@
 ``--windows random`` (``RandomWindows``): every window is drawn afresh from the run's generator
 (uniform video, uniform start; ``actrec.data.windows.sample_windows``).
 
+``--windows uniform`` (``UniformLabelWindows``), as the sign-language paper trains (Borg &
+Camilleri, Sec. 5.1): only the full windows of ``history`` frames that all carry one label
+(unlabelled frames never), drawn uniformly among all such windows of the training videos.
+
 ``--windows stride:S`` (``StrideWindows``), as the online-detection codebases train: an epoch is
 every window of the training videos that ENDS at a frame ``e`` with ``e = offset (mod S)``,
 the offset drawn per video and epoch (so that over epochs every frame ends some window). The
@@ -34,6 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "RandomWindows",
     "StrideWindows",
+    "UniformLabelWindows",
     "WindowRule",
     "iterations_for_epochs",
     "make_samplers",
@@ -44,28 +49,33 @@ __all__ = [
 
 @dataclass(frozen=True)
 class WindowRule:
-    """A parsed ``--windows`` value: ``kind`` "random" or "stride" (with ``stride`` frames)."""
+    """A parsed ``--windows`` value: ``kind`` "random", "uniform" or "stride" (with
+    ``stride`` frames)."""
 
     kind: str
     stride: int = 0
 
     def __str__(self) -> str:
-        return f"stride:{self.stride}" if self.kind == "stride" else "random"
+        return f"stride:{self.stride}" if self.kind == "stride" else self.kind
 
     def describe(self) -> str:
         if self.kind == "random":
             return ("uniform video, uniform start; short videos zero-padded at the end with "
                     "label -1")
+        if self.kind == "uniform":
+            return ("uniformly among the full windows whose frames all carry one label "
+                    "(Borg & Camilleri's segments)")
         return (f"all windows at stride {self.stride} (window ends {self.stride} frame(s) apart "
                 f"from an offset drawn per video and epoch), shuffled per epoch; windows near a "
                 f"video's start begin at its first frame and are padded at the end")
 
 
 def parse_windows(value: str) -> WindowRule:
-    """``"random"`` or ``"stride:S"`` (S >= 1) as a ``WindowRule``; ``ConfigError`` otherwise."""
+    """``"random"``, ``"uniform"`` or ``"stride:S"`` (S >= 1) as a ``WindowRule``;
+    ``ConfigError`` otherwise."""
     text = str(value).strip().lower()
-    if text == "random":
-        return WindowRule("random")
+    if text in ("random", "uniform"):
+        return WindowRule(text)
     kind, sep, s = text.partition(":")
     if kind == "stride" and sep:
         try:
@@ -74,8 +84,8 @@ def parse_windows(value: str) -> WindowRule:
             stride = 0
         if stride >= 1:
             return WindowRule("stride", stride)
-    raise ConfigError(f"windows: expected 'random' or 'stride:S' with an integer S >= 1, "
-                      f"got {value!r}")
+    raise ConfigError(f"windows: expected 'random', 'uniform' or 'stride:S' with an integer "
+                      f"S >= 1, got {value!r}")
 
 
 def windows_at(bank: VideoBank, video: np.ndarray, start: np.ndarray, length: np.ndarray,
@@ -116,6 +126,53 @@ class RandomWindows:
         from actrec.data.windows import sample_windows
 
         return sample_windows(self.bank, n, self.history, rng, rows)
+
+
+class UniformLabelWindows:
+    """Random full windows among those whose ``history`` frames all carry one label (see the
+    module docs); ``ConfigError`` naming the dataset when its videos have none."""
+
+    def __init__(self, bank: VideoBank, history: int):
+        self.bank, self.history = bank, history
+        videos, starts = [], []
+        self.segments = 0  # non-overlapping one-label windows: the size of an epoch
+        for v, labels in enumerate(bank.labels):
+            labels = np.asarray(labels)
+            if labels.shape[0] < history:
+                continue
+            # run_end[i]: one past the last frame of the run of equal labels holding frame i
+            change = np.flatnonzero(labels[1:] != labels[:-1]) + 1
+            ends = np.append(change, labels.shape[0])
+            run_end = np.repeat(ends, np.diff(np.insert(ends, 0, 0)))
+            start = np.arange(labels.shape[0] - history + 1)
+            ok = (run_end[start] - start >= history) & (labels[start] >= 0)
+            runs = np.diff(np.insert(ends, 0, 0))
+            self.segments += int((runs // history)[labels[ends - 1] >= 0].sum())
+            videos.append(np.full(int(ok.sum()), v, np.int64))
+            starts.append(start[ok].astype(np.int64))
+        self.video = np.concatenate(videos) if videos else np.zeros(0, np.int64)
+        self.start = np.concatenate(starts) if starts else np.zeros(0, np.int64)
+        if self.video.size == 0:
+            raise ConfigError(f"windows uniform: no window of {history} frames in the training "
+                              f"videos of {bank.name or 'the dataset'} carries one label "
+                              f"throughout; use a shorter history or other windows")
+
+    def epoch_size(self) -> int:
+        """Windows of one epoch: the non-overlapping one-label windows the videos hold."""
+        return max(1, self.segments)
+
+    def epochs_done(self, position: int) -> float:
+        return position / self.epoch_size()
+
+    def draw(self, iteration: int, n: int, rng: np.random.Generator,
+             rows: slice | None = None, position: int | None = None) -> Windows:
+        """``n`` windows drawn uniformly among the one-label windows (only ``rows`` of them
+        read; all are drawn from ``rng``); ``iteration`` and ``position`` unused."""
+        pick = rng.integers(0, self.video.size, size=n)
+        if rows is not None:
+            pick = pick[rows]
+        length = np.full(pick.size, self.history, np.int64)
+        return windows_at(self.bank, self.video[pick], self.start[pick], length, self.history)
 
 
 class StrideWindows:
@@ -207,6 +264,8 @@ def make_samplers(rule: WindowRule, banks, history: int, seed: int) -> list:
     """One sampler per training bank (domain k = its position)."""
     if rule.kind == "random":
         return [RandomWindows(b, history) for b in banks]
+    if rule.kind == "uniform":
+        return [UniformLabelWindows(b, history) for b in banks]
     return [StrideWindows(b, history, rule.stride, seed, k) for k, b in enumerate(banks)]
 
 
