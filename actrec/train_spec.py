@@ -69,7 +69,8 @@ class TrainSpec:
     schedule stops the run); the run must select its last checkpoint (``select`` "last").
     0 (default) keeps the momentum averages, as the DDLSTM paper does.
     ``loss_frames`` (``all`` / ``last`` / ``after:K``) chooses the frames of each window the loss
-    covers (``actrec.losses``); ``windows`` (``random`` / ``stride:S``) how windows are drawn and
+    covers (``actrec.losses``); ``windows`` (``random`` / ``uniform`` / ``stride:S``) how windows
+    are drawn and
     ``epochs``, when set, the iterations: enough batches of D1 windows for that many epochs
     (``actrec.data.sampling``). ``optimizer`` ``adamw`` decouples ``weight_decay`` from the
     gradient step. ``delay`` K > 0 trains the model to answer K frames late (the output of step
@@ -102,7 +103,7 @@ class TrainSpec:
     allow_same_store: bool = False
     # Which frames the loss covers, how windows are chosen, epochs (actrec.losses, .data.sampling).
     loss_frames: str = "all"  # all | last | after:K
-    windows: str = "random"  # random | stride:S
+    windows: str = "random"  # random | uniform | stride:S
     epochs: int | None = None  # when set, iterations = what these epochs of D1 windows take
     # Answer K frames late: step s is scored on frame s-K's label (actrec.lookahead).
     delay: int = 0
