@@ -72,8 +72,9 @@ class TrainSpec:
     covers (``actrec.losses``); ``windows`` (``random`` / ``uniform`` / ``stride:S``) how windows
     are drawn and ``epochs``, when set, the iterations: enough batches of D1 windows for that
     many epochs (``actrec.data.sampling``). ``optimizer`` ``adamw`` decouples ``weight_decay``
-    from the gradient step. ``delay`` K > 0 trains the model to answer K frames late (the output of step
-    s is scored on frame s-K's label): evaluated with a look-ahead of K (``actrec.lookahead``).
+    from the gradient step. ``delay`` K > 0 trains the model to answer K frames late (the
+    output of step s is scored on frame s-K's label): evaluated with a look-ahead of K
+    (``actrec.lookahead``).
     """
 
     model: str
