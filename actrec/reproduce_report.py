@@ -44,12 +44,17 @@ def format_diff(mean: float | None, paper: float | None, decimals: int) -> str:
     return "+" + text[1:] if float(text) == 0 else text  # no "-0.0"
 
 
-def _cell_text(cell: dict[str, Any], decimals: int) -> tuple[str, str, str]:
-    """(actrec, paper, difference) texts of one cell."""
+def _cell_text(cell: dict[str, Any], decimals: int,
+               reasons: list[str] | None = None) -> tuple[str, str, str]:
+    """(actrec, paper, difference) texts of one cell; with ``reasons`` (``cell_reasons``) a
+    cell without a value names its reason by number."""
     percent = None if cell["paper"] is None else cell["paper"] * 100
     paper = "" if percent is None else f"{percent:.{decimals}f}"
     if cell["status"] != "ok":
-        return f"{cell['status']}: {cell['reason']}", paper, ""
+        text = f"{cell['status']}: {cell['reason']}"
+        if reasons is not None:
+            return f"{cell['status']} [{reasons.index(text) + 1}]", paper, ""
+        return text, paper, ""
     return (format_value(cell["mean"], cell["std"], decimals), paper,
             format_diff(cell["mean"], percent, decimals))
 
@@ -61,12 +66,12 @@ def _headers(result: dict[str, Any]) -> list[str]:
     return out
 
 
-def _rows(result: dict[str, Any]) -> list[list[str]]:
+def _rows(result: dict[str, Any], reasons: list[str] | None = None) -> list[list[str]]:
     rows = []
     for row in result["rows"]:
         line = list(row["labels"])
         for cell in row["cells"]:
-            line += list(_cell_text(cell, result["decimals"]))
+            line += list(_cell_text(cell, result["decimals"], reasons))
         rows.append(line)
     return rows
 
@@ -108,7 +113,23 @@ def to_csv(result: dict[str, Any]) -> str:
     return out.getvalue()
 
 
+def cell_reasons(result: dict[str, Any]) -> list[str]:
+    """The distinct ``"<status>: <reason>"`` of the cells without a value, in table order:
+    the terminal table numbers its cells by them (``failed [1]``) and lists them below, so
+    that a long reason does not widen every column of the table."""
+    seen: list[str] = []
+    for row in result["rows"]:
+        for cell in row["cells"]:
+            if cell["status"] != "ok":
+                text = f"{cell['status']}: {cell['reason']}"
+                if text not in seen:
+                    seen.append(text)
+    return seen
+
+
 def rich_table(result: dict[str, Any]):
+    """The table for a terminal: a cell without a value shows its status and the number of
+    its reason in ``cell_reasons``."""
     from rich.table import Table
 
     table = Table(title=result["title"], caption=f"{result['source']['paper']}, "
@@ -120,6 +141,7 @@ def rich_table(result: dict[str, Any]):
         table.add_column(f"{column}\nactrec", justify="right")
         table.add_column("paper", justify="right")
         table.add_column("Δ", justify="right")
-    for line in _rows(result):
+    reasons = cell_reasons(result)
+    for line in _rows(result, reasons):
         table.add_row(*line)
     return table

@@ -427,3 +427,35 @@ def test_reproduce_on_features_that_look_ahead_needs_and_records_the_allowance(t
     again = CliRunner().invoke(cli, args + ["--allow-noncausal-features"], env=env)
     assert again.exit_code == 0, again.output
     assert {u["status"] for u in json.loads(again.output)["units"].values()} == {"skipped"}
+
+
+def test_reproduce_table_numbers_reasons_below_instead_of_widening_cells():
+    """Reasons of cells without a value were printed in the cells: one long reason made every
+    row of its column 95 characters wide (the table ran to 240 columns)."""
+    from rich.console import Console
+
+    from actrec.cli.reproduce_cmd import _render
+
+    long = "feature store /data/x.zarr holds non-causal features " + "so on " * 12
+    cells = [
+        {"paper": 0.3078, "mean": 0.2269, "std": None, "status": "ok", "reason": None},
+        {"paper": 0.1953, "mean": None, "std": None, "status": "failed", "reason": long},
+        {"paper": 0.2875, "mean": None, "std": None, "status": "not reproducible",
+         "reason": "the paper's split 2 is not among them"},
+        {"paper": 0.3226, "mean": None, "std": None, "status": "failed", "reason": long},
+    ]
+    result = {"title": "T", "source": {"paper": "P", "table": "Table 4"}, "preset": "tiny",
+              "elapsed_s": 3.0, "header": ["Split"], "columns": ["CNN + LSTM"],
+              "decimals": 2, "notes": ["a note"], "failures": [long], "files": ["t.md"],
+              "rows": [{"labels": [str(i)], "cells": [c]} for i, c in enumerate(cells)]}
+    console = Console(width=100, record=True, color_system=None)
+    console.print(_render(result))
+    text = console.export_text()
+    table = [line for line in text.splitlines() if line.startswith("│")]
+    assert [line.split("│")[2].strip() for line in table] == [
+        "22.69", "failed [1]", "not reproducible [2]", "failed [1]"]
+    assert max(map(len, table)) < 60
+    flat = " ".join(text.split())
+    assert f"[1] failed: {' '.join(long.split())}" in flat
+    assert "[2] not reproducible: the paper's split 2 is not among them" in flat
+    assert "[3]" not in flat

@@ -76,11 +76,12 @@ def _render(result):
     from rich.console import Group
     from rich.text import Text
 
-    from actrec.reproduce_report import rich_table
+    from actrec.reproduce_report import cell_reasons, rich_table
 
     parts = [rich_table(result)]
+    parts += [Text(f"[{i}] {text}", style="red" if text.startswith("failed") else "yellow")
+              for i, text in enumerate(cell_reasons(result), 1)]
     parts += [Text(f"- {n}", style="dim") for n in result["notes"]]
-    parts += [Text(f"failed: {f}", style="red") for f in result["failures"]]
     parts.append(Text("written: " + ", ".join(result["files"]), style="dim"))
     return Group(*parts)
 
