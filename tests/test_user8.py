@@ -459,3 +459,30 @@ def test_reproduce_table_numbers_reasons_below_instead_of_widening_cells():
     assert f"[1] failed: {' '.join(long.split())}" in flat
     assert "[2] not reproducible: the paper's split 2 is not among them" in flat
     assert "[3]" not in flat
+
+
+def test_sweep_table_of_a_dataset_on_one_split_in_every_run_names_d1s_splits():
+    """A joint sweep with --d2-split 1: D2's table had columns "1 | 1" under "over the
+    splits of D2", as if D2 had two splits; they are the runs of D1's splits 1 and 2."""
+    from rich.console import Console
+
+    from actrec.cli.eval_cmd import render_splits
+
+    stats = {"mean": 0.24, "std": 0.0, "per_split": {"1": 0.24, "2": 0.24}}
+    d1 = {"mean": 0.0458, "std": 0.046, "per_split": {"1": 0.0133, "2": 0.0784}}
+    summary = {"mode": "online", "missing": [], "splits": ["1", "2"],
+               "runs": {"1": "/r/j-split1", "2": "/r/j-split2"},
+               "datasets": {"bf": {"metrics": {"frame_accuracy": d1},
+                                   "splits": {"1": "1", "2": "2"}},
+                            "kitchen": {"metrics": {"frame_accuracy": stats},
+                                        "splits": {"1": "1", "2": "1"}}}}
+    console = Console(width=200, record=True, color_system=None)
+    console.print(render_splits(summary))
+    text = console.export_text()
+    flat = " ".join(text.split())  # titles wrap to their table's width
+    assert "online evaluation over the splits of bf (%)" in flat
+    assert "online evaluation of kitchen, its split 1 in every run, by D1's split (%)" in flat
+    heads = [[c.strip() for c in line.split("┃")[1:-1]]
+             for line in text.splitlines() if "metric \\" in line]
+    assert heads == [["metric \\ split", "1", "2", "mean ± std (2)"],
+                     ["metric \\ D1 split", "1", "2", "mean ± std (2)"]]

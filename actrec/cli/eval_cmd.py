@@ -174,7 +174,13 @@ def render_splits(summary):
     splits = sorted([*summary["splits"], *missing], key=split_order)
     tables = []
     for name, entry in summary["datasets"].items():
-        title = f"{summary['mode']} evaluation over the splits of {name} (%)"
+        # A dataset scored on one split in every run (D2 of a sweep with --d2-split): its
+        # columns are the runs, named by D1's split ("1, 1" read as two splits of its own).
+        own = [entry["splits"].get(s) for s in splits if s not in missing]
+        fixed = len(set(own)) < len(own)
+        title = (f"{summary['mode']} evaluation of {name}, its split "
+                 f"{', '.join(sorted(set(map(str, own))))} in every run, by D1's split (%)"
+                 if fixed else f"{summary['mode']} evaluation over the splits of {name} (%)")
         if missing:
             title += (f" [bold red](INCOMPLETE: no run for split {', '.join(missing)}; "
                       f"the mean is over {len(summary['splits'])} split(s) only)[/]")
@@ -185,9 +191,9 @@ def render_splits(summary):
         # Metrics as rows, splits as columns: a paper's 4-5 splits fit an 80-column terminal,
         # where a column per metric (7 of them) folded every cell.
         table = Table(title=title, caption="± sample standard deviation (ddof=1)")
-        table.add_column("metric \\ split", overflow="fold")
+        table.add_column("metric \\ D1 split" if fixed else "metric \\ split", overflow="fold")
         for split in splits:
-            label = str(entry["splits"].get(split, split))
+            label = str(split if fixed else entry["splits"].get(split, split))
             table.add_column(f"[bold red]{label} missing[/]" if split in missing else label,
                              justify="right")
         table.add_column(f"mean ± std ({len(summary['splits'])})", justify="right", no_wrap=True)
