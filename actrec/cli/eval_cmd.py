@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import click
 
 from actrec.cli.common import emit, json_option, make_progress
@@ -250,6 +252,6 @@ def render_latency(latency):
 
 def _pct(value, unit: str = " %") -> str:
     """A fraction as a percentage; ``-`` where there is none (NaN, no frames)."""
-    if value is None or value != value:
+    if value is None or math.isnan(value):
         return "-"
     return f"{100 * value:.2f}{unit}"
