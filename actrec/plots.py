@@ -287,7 +287,8 @@ def confusion_shares(predictions: np.ndarray, targets: np.ndarray, classes: int
 
 def plot_confusion(run_dir: Path, out_dir: Path, *, setting: str | None = None) -> list[Path]:
     """One confusion matrix per dataset of the evaluation, each row divided by the true
-    class's frame count (classes without frames stay empty)."""
+    class's frame count (classes without frames stay empty). A dataset without labelled test
+    frames has none; ``DataError`` when no dataset has any."""
     plt = _pyplot()
 
     path, _, preds = _load_predictions(run_dir, setting)
@@ -297,6 +298,8 @@ def plot_confusion(run_dir: Path, out_dir: Path, *, setting: str | None = None) 
         _, share, frames, acc = confusion_shares(
             np.concatenate(ds.predictions) if ds.predictions else np.zeros(0, np.int64),
             np.concatenate(ds.targets) if ds.targets else np.zeros(0, np.int64), k)
+        if not frames:  # an empty matrix titled "accuracy nan %" says nothing
+            continue
         side = min(16, 3 + 0.28 * k)
         fig, ax = plt.subplots(figsize=(side + 1.5, side))
         image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
@@ -310,17 +313,27 @@ def plot_confusion(run_dir: Path, out_dir: Path, *, setting: str | None = None) 
         ax.set_title(f"{name}: {frames} labelled frames, frame accuracy {100 * acc:.1f} %",
                      fontsize=10)
         written += _save(fig, out_dir, f"confusion-{_slug(path.stem[5:])}-{_slug(name)}")
+    if not written:
+        raise _nothing_scored(path, list(preds))
     return written
+
+
+def _nothing_scored(path: Path, names: Sequence[str]) -> DataError:
+    return DataError(f"{path}: no dataset of this evaluation has labelled test frames "
+                     f"({', '.join(names)}): their test splits list no video their stores hold")
 
 
 def plot_per_class(run_dir: Path, out_dir: Path, *, setting: str | None = None) -> list[Path]:
     """Each class's frame accuracy per dataset of the evaluation, as horizontal bars; classes
-    absent from the test videos are named as such."""
+    absent from the test videos are named as such. A dataset without labelled test frames
+    has no figure; ``DataError`` when no dataset has any."""
     plt = _pyplot()
 
     path, data = _load_results(run_dir, setting)
     written: list[Path] = []
     for name, ds in data["datasets"].items():
+        if not ds.get("frames"):  # nothing to score: not a result to re-evaluate
+            continue
         per_class = ds.get("per_class") or {}
         if not per_class:
             raise DataError(f"{path}: no per-class accuracy for {name}; evaluate the run again")
@@ -345,6 +358,8 @@ def plot_per_class(run_dir: Path, out_dir: Path, *, setting: str | None = None) 
         ax.set_title(f"{name}: per-class accuracy ({(data.get('protocol') or {}).get('mode')})",
                      fontsize=10)
         written += _save(fig, out_dir, f"per-class-{_slug(path.stem[5:])}-{_slug(name)}")
+    if not written:
+        raise _nothing_scored(path, list(data["datasets"]))
     return written
 
 
@@ -404,6 +419,14 @@ def plot_curves(run_dirs: Sequence[Path], out_dir: Path) -> list[Path]:
                if line.get("train_frame_accuracy") is not None]
         if acc:
             right.plot(*zip(*acc), color=colour, alpha=0.5, label=f"{label} train")
+        # A transfer run's loss jumps where fine-tuning on D1 begins: mark it, on both axes.
+        for line in lines:
+            if line.get("event") == "start" and line.get("phase") and "iteration" in line:
+                for ax in (left, right):
+                    ax.axvline(line["iteration"], color=colour, ls=":", lw=1)
+                right.annotate(f"{line['phase']} starts", (line["iteration"], 0.98),
+                               xycoords=("data", "axes fraction"), fontsize=7, color=colour,
+                               rotation=90, ha="right", va="top")
         val = [line for line in lines if isinstance(line.get("val"), dict)]
         if val:
             vloss = [(line["iteration"], line["val"]["loss"]) for line in val

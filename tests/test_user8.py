@@ -486,3 +486,55 @@ def test_sweep_table_of_a_dataset_on_one_split_in_every_run_names_d1s_splits():
              for line in text.splitlines() if "metric \\" in line]
     assert heads == [["metric \\ split", "1", "2", "mean ± std (2)"],
                      ["metric \\ D1 split", "1", "2", "mean ± std (2)"]]
+
+
+@pytest.mark.slow
+def test_plots_of_a_transfer_run_whose_source_has_no_test_frames(tmp_path):
+    """D2 (the transfer source) with no test video in its store: `plot confusion` drew an
+    empty matrix titled "frame accuracy nan %", `plot per-class` failed saying "evaluate the
+    run again" (which cannot help); the curves did not show where fine-tuning begins."""
+    import matplotlib
+    from click.testing import CliRunner
+
+    from actrec.cli import cli
+    from actrec.errors import DataError
+    from actrec.plots import plot_run
+
+    env = {"ACTREC_HOME": str(tmp_path / "home")}
+    stores = {}
+    for name, test in (("tea", "P3_cam01_tea"), ("coffee", "P9_gone")):
+        root = _mstcn_tree(tmp_path / name)
+        (root / "splits").mkdir()
+        (root / "splits" / "train.split1.bundle").write_text(
+            "".join(f"P{i}_cam01_tea.txt\n" for i in range(3)))
+        (root / "splits" / "test.split1.bundle").write_text(f"{test}.txt\n")
+        stores[name] = str(tmp_path / f"{name}.zarr")
+        out = CliRunner().invoke(cli, ["import", "mstcn", str(root), "--name", name, "--out",
+                                       stores[name], "--lookahead", "0"], env=env)
+        assert out.exit_code == 0, out.output
+    run = tmp_path / "transfer"
+    out = CliRunner().invoke(cli, [
+        "train", "lstm", "--d1", stores["tea"], "--d2", stores["coffee"], "--protocol",
+        "transfer", "--pretrain-iters", "10", "--iterations", "10", "--history", "8",
+        "--mix", "4:4", "-o", "hidden=8", "--run-dir", str(run)], env=env)
+    assert out.exit_code == 0, out.output
+    assert CliRunner().invoke(cli, ["eval", str(run)], env=env).exit_code == 0
+
+    for what in ("confusion", "per-class"):
+        written = plot_run(run, what)
+        assert sorted(p.name for p in written) == [f"{what}-online-tea.png",
+                                                   f"{what}-online-tea.svg"]
+    only_d2 = tmp_path / "only-d2"
+    out = CliRunner().invoke(cli, ["train", "lstm", "--d1", stores["coffee"], "--iterations",
+                                   "5", "--history", "8", "--mix", "4", "-o", "hidden=8",
+                                   "--run-dir", str(only_d2)], env=env)
+    assert out.exit_code == 0, out.output
+    assert CliRunner().invoke(cli, ["eval", str(only_d2)], env=env).exit_code == 0
+    for what in ("confusion", "per-class"):
+        with pytest.raises(DataError, match="no dataset of this evaluation has labelled test "
+                                            r"frames \(coffee\)"):
+            plot_run(only_d2, what)
+
+    with matplotlib.rc_context({"svg.fonttype": "none"}):  # text kept as text in the SVG
+        (svg,) = [p for p in plot_run(run, "curves") if p.suffix == ".svg"]
+    assert "finetune starts" in svg.read_text()
