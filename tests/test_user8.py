@@ -538,3 +538,36 @@ def test_plots_of_a_transfer_run_whose_source_has_no_test_frames(tmp_path):
     with matplotlib.rc_context({"svg.fonttype": "none"}):  # text kept as text in the SVG
         (svg,) = [p for p in plot_run(run, "curves") if p.suffix == ".svg"]
     assert "finetune starts" in svg.read_text()
+
+
+def test_the_readmes_transfer_command_is_a_valid_training(tmp_path):
+    """README's tour trained `--protocol transfer` without --pretrain-iters: refused as
+    written ("needs a source: --d2 with --pretrain-iters > 0"). Run as written on two small
+    stores (only the iteration counts scaled down, the model made tiny)."""
+    import re
+    import shlex
+
+    from click.testing import CliRunner
+
+    from actrec.cli import cli
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (line,) = [x for x in readme.splitlines() if "--protocol transfer" in x]
+    args = shlex.split(line.split("#")[0])[1:]
+    env = {"ACTREC_HOME": str(tmp_path / "home")}
+    stores = {}
+    for name in ("salads", "breakfast"):
+        root = _mstcn_tree(tmp_path / name)
+        stores[name] = str(tmp_path / f"{name}.zarr")
+        out = CliRunner().invoke(cli, ["import", "mstcn", str(root), "--name", name, "--out",
+                                       stores[name], "--lookahead", "0", "--splits", "loo"],
+                                 env=env)
+        assert out.exit_code == 0, out.output
+    args = [stores.get(a, a) for a in args]
+    args = shlex.split(re.sub(r"--pretrain-iters \d+", "--pretrain-iters 4", shlex.join(args)))
+    out = CliRunner().invoke(cli, args + ["--iterations", "4", "--history", "4", "--mix", "4:4",
+                                          "-o", "hidden=4", "--run-dir", str(tmp_path / "r")],
+                             env=env)
+    assert out.exit_code == 0, out.output
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["spec"]["protocol"] == "transfer" and config["spec"]["pretrain_iters"] == 4
