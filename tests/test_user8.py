@@ -571,3 +571,26 @@ def test_the_readmes_transfer_command_is_a_valid_training(tmp_path):
     assert out.exit_code == 0, out.output
     config = json.loads((tmp_path / "r" / "config.json").read_text())
     assert config["spec"]["protocol"] == "transfer" and config["spec"]["pretrain_iters"] == 4
+
+
+def test_eval_table_shows_no_f1_for_a_dataset_without_test_frames():
+    """D2 with no test video in its store: the table showed F1 "0.00 / 0.00 / 0.00" beside
+    "-" for every other score; nothing was scored."""
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from actrec.cli.eval_cmd import render_eval
+
+    empty = {"videos": 0, "frames": 0, "frame_accuracy": None, "mean_video_accuracy": None,
+             "edit": None, "f1": {"10": 0.0, "25": 0.0, "50": 0.0}}
+    scored = {"videos": 2, "frames": 2036, "frame_accuracy": 0.0486, "mean_video_accuracy":
+              0.0483, "edit": 0.0379, "f1": {"10": 0.024, "25": 0.008, "50": 0.0}}
+    data = {"run_dir": "runs/joint", "online": True, "protocol": {"mode": "online"},
+            "datasets": {"bfidt": scored, "sal": empty}}
+    console = Console(width=120, record=True, color_system=None)
+    console.print(render_eval(SimpleNamespace(to_dict=lambda: data)))
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+            for line in console.export_text().splitlines() if line.startswith("│")}
+    assert rows["bfidt"] == ["2", "2036", "4.86 %", "4.83 %", "3.79 %", "2.40 / 0.80 / 0.00"]
+    assert rows["sal"] == ["0", "0", "-", "-", "-", "- / - / -"]

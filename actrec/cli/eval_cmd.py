@@ -110,7 +110,8 @@ def render_eval(result):
     table.add_column("edit", justify="right")
     table.add_column("F1@10/25/50", justify="right")
     for name, ds in data["datasets"].items():
-        f1 = ds.get("f1") or {}
+        # no labelled test frame: no segment was scored, so no F1 (not 0.00)
+        f1 = (ds.get("f1") or {}) if ds.get("frames") else {}
         table.add_row(names[name], str(ds["videos"]), str(ds["frames"]),
                       _pct(ds["frame_accuracy"]), _pct(ds["mean_video_accuracy"]),
                       _pct(ds.get("edit")),
