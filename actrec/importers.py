@@ -166,9 +166,14 @@ def import_mstcn(root: Path, store_path: Path, *, name: str, overwrite: bool = F
     root = Path(root).expanduser().resolve()
     if background is not None and background.strip().lower() in ("", "none"):
         background = None
+    feature_dir = root / "features"
+    if feature_dir.is_dir():  # before the labels are fitted to (transposed) feature lengths
+        truth = root / "groundTruth"
+        _check_orientation([p for p in sorted(feature_dir.glob("*.npy"))
+                            if (truth / f"{p.stem}.txt").is_file()
+                            or (truth / f"{p.stem}.npy").is_file()])
     index = load_mstcn(root, name=name, fps=fps, background=background,
                        length_policy=length_policy, max_length_share=max_length_share)
-    feature_dir = root / "features"
     if not feature_dir.is_dir():
         raise DataError(f"{feature_dir}: folder not found; nothing to import (MS-TCN layout "
                         "expects features/<video>.npy, D x T)")
@@ -184,7 +189,6 @@ def import_mstcn(root: Path, store_path: Path, *, name: str, overwrite: bool = F
     if not items:
         raise DataError(f"{feature_dir}: no feature file matches a ground-truth file in "
                         f"{root / 'groundTruth'}")
-    _check_orientation([path for _, path in items])
     stored_lookahead, recorded, note = _lookahead(lookahead)
     ruled = _rule_splits(splits, [v for v, _ in items],
                          participant=lambda v: index.videos[v].participant)

@@ -143,6 +143,6 @@ def test_bad_recipe_values_name_the_command_line_options(store, tmp_path):
     assert message.startswith("invalid training spec: ")
     assert "--history must be > 0, got 0" in message
     assert "--val-fraction must be in [0, 1), got 2.0" in message
-    assert "--windows: expected 'random' or 'stride:S'" in message
+    assert "--windows: expected 'random', 'uniform' or 'stride:S'" in message
     assert "--loss-frames" in message and "; history" not in message
     assert not (tmp_path / "r").exists()

@@ -318,22 +318,24 @@ method = "broken"
     proc = _cli(str(path), "--preset", "tiny", "--root", str(root))
     deadline = time.time() + 600
     while time.time() < deadline and not list(runs.glob("lstm-*/eval-online.json")):
-        time.sleep(0.2)
+        time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate()
+    # Killed once a training cell had finished (on a busy machine the second one may have
+    # finished too before the kill landed: the rerun must then redo neither).
     done = list(runs.glob("lstm-*/eval-online.json"))
-    assert len(done) == 1, "the grid was to be killed after its first training cell"
-    finished = done[0].parent
-    stamps = {p: p.stat().st_mtime_ns for p in finished.rglob("*") if p.is_file()}
+    assert len(done) >= 1, "the grid was to be killed after its first training cell"
+    finished = {d.parent.name for d in done}
+    stamps = {p: p.stat().st_mtime_ns for d in done for p in d.parent.rglob("*") if p.is_file()}
     assert not (root / "reproduce" / "tiny" / "killme" / "table.json").exists()
     again = _cli(str(path), "--preset", "tiny", "--root", str(root), "--json")
     out, err = again.communicate(timeout=600)
     assert again.returncode == 0, err[-3000:]
     result = json.loads(out)
     assert result["complete"]
-    assert result["units"][finished.name]["status"] == "skipped"
-    assert [u["status"] for k, u in result["units"].items()
-            if k.startswith("lstm-") and k != finished.name] == ["done"]
+    cells = {k: u["status"] for k, u in result["units"].items() if k.startswith("lstm-")}
+    assert len(cells) == 2
+    assert cells == {k: "skipped" if k in finished else "done" for k in cells}
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
 
