@@ -332,7 +332,9 @@ def score_dataset(
         frame_accuracy=correct / labelled if labelled else float("nan"),
         mean_video_accuracy=float(np.mean(accs)) if accs else float("nan"),
         edit=float(np.mean(edits)) if edits else float("nan"),
-        f1={str(round(k * 100)): f1_from_counts(counts[k]) / 100.0 for k in OVERLAPS},
+        # No labelled test frame: nothing to score (F1 0/0 would read as a score of 0).
+        f1={str(round(k * 100)): f1_from_counts(counts[k]) / 100.0 if labelled
+            else float("nan") for k in OVERLAPS},
         per_video=per_video,
         per_class=_per_class(classes, preds, targets, per_class_accuracy),
         per_class_precision=precision,

@@ -365,3 +365,19 @@ def test_per_class_precision_by_hand_and_against_counting():
         for c in range(5):
             hits = [y == c for p, y in zip(pred, target) if p == c and y != -1]
             assert (math.isnan(got[c]) if not hits else got[c] == pytest.approx(np.mean(hits)))
+
+
+def test_a_dataset_without_labelled_test_frames_has_no_scores_not_zero():
+    """No test video (a split whose test list the store does not hold), or only unlabelled
+    frames: nothing was scored, so every metric is missing (null in JSON, '-' in tables),
+    F1 included; F1's 0/0 must not read as a score of 0."""
+    import math
+
+    from actrec.runs import json_safe
+
+    for ids, preds, targets in (([], [], []), (["v"], [np.array([1, 2])], [np.array([-1, -1])])):
+        res = score_dataset("d", "s", "1", ids, preds, targets, ("bg", "a", "b"), (0,))
+        assert res.frames == 0
+        assert all(math.isnan(v) for v in res.f1.values())
+        assert math.isnan(res.frame_accuracy) and math.isnan(res.edit)
+        assert json_safe(res.to_dict())["f1"] == {"10": None, "25": None, "50": None}

@@ -205,6 +205,12 @@ def test_check_of_an_imported_store_gives_the_import_command_that_redoes_damaged
     assert out.exit_code == 0, out.output
     before = FeatureStore.open(store).read(video)
     _damage_one_chunk(store, video)
+    # Reading it (as train or eval do) refuses it, pointing at check, not at extract.
+    from actrec.errors import DataError
+
+    with pytest.raises(DataError, match=r"damaged.*it prints the `actrec import` command") as bad:
+        FeatureStore.open(store).read(video)
+    assert "actrec extract" not in str(bad.value)
 
     out = CliRunner().invoke(cli, ["check", str(store)], env=env, terminal_width=400)
     assert out.exit_code == 1

@@ -512,6 +512,11 @@ class FeatureStore:
         # extract's cheap test misses a chunk altered in place: check finds and drops it
         redo = (f"run `actrec check {self.path} --drop-damaged` to find and remove every "
                 f"damaged video, then `actrec extract` again for this store to redo them")
+        if str((self.source or {}).get("extractor", "")).endswith("-import"):
+            # imported features are written again by the import, which check prints
+            redo = (f"run `actrec check {self.path} --drop-damaged` to find and remove every "
+                    f"damaged video; it prints the `actrec import` command that writes them "
+                    f"again")
         if problems:  # Zarr would read a missing chunk as fill values: refuse instead
             raise DataError(
                 f"feature store {self.path}: video {video_id!r} is damaged ("
