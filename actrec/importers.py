@@ -110,20 +110,39 @@ class ImportReport:
                 "splits": self.splits, "repairs": dict(self.repairs)}
 
 
+def _changed(store, video: str, source: Path, labels: np.ndarray | None) -> bool:
+    """Whether stored ``video`` came from another version of its files: the feature file
+    ``source`` differs from the path, size and mtime recorded when it was imported, or
+    ``labels`` (when given) from the labels stored."""
+    from actrec.io.integrity import array_digest, source_change
+
+    attrs = store.video_attrs(video)
+    if source_change(attrs.get("source"), source):
+        return True
+    recorded = ((attrs.get("integrity") or {}).get("labels") or {}).get("sha256")
+    return labels is not None and recorded is not None \
+        and recorded != array_digest(labels, "int64")
+
+
 def _write_all(store, items, report: ImportReport, overwrite: bool, progress: Progress | None,
                load: Callable[[str, Any], tuple[np.ndarray, np.ndarray, float, Path]],
-               participant: Callable[[str], str | None] | None = None) -> None:
+               participant: Callable[[str], str | None] | None = None,
+               changed: Callable[[str, Any], bool] | None = None) -> None:
     """Write every ``(video, payload)`` of ``items`` with ``load(video, payload) -> (features
-    [T, D], labels [T], fps, source)``; existing videos are kept unless ``overwrite`` or
-    damaged (a missing or resized chunk file: imported again and counted in the repairs).
-    ``participant(video)``, where given, is recorded with each video (validation carves by it)."""
+    [T, D], labels [T], fps, source)``; existing videos are kept unless ``overwrite``,
+    damaged (a missing or resized chunk file) or ``changed(video, payload)`` (its files
+    differ from those it was imported from): such videos are imported again and counted in
+    the repairs. ``participant(video)``, where given, is recorded with each video (validation
+    carves by it)."""
     total = len(items)
     task = None
     if progress is not None and hasattr(progress, "add_task"):
         task = progress.add_task(f"import {report.dataset}", total=total)
     for done, (video, payload) in enumerate(items, 1):
-        damaged = not overwrite and store.has(video) and bool(store.damage(video))
-        if not overwrite and store.has(video) and not damaged:
+        present = not overwrite and store.has(video)
+        damaged = present and bool(store.damage(video))
+        stale = present and not damaged and changed is not None and changed(video, payload)
+        if present and not damaged and not stale:
             report.already_present += 1
         else:
             features, labels, fps, source = load(video, payload)
@@ -131,8 +150,9 @@ def _write_all(store, items, report: ImportReport, overwrite: bool, progress: Pr
             if participant is not None and participant(video):
                 extra["participant"] = participant(video)
             store.write_video(video, features, labels, fps=fps, source=source, extra=extra)
-            if damaged:  # counted once it is whole again
-                key = "damaged videos imported again"
+            if damaged or stale:  # counted once it is whole again
+                key = ("damaged videos imported again" if damaged
+                       else "videos whose files changed since imported (imported again)")
                 report.repairs[key] = report.repairs.get(key, 0) + 1
             report.written += 1
             report.frames += int(features.shape[0])
@@ -217,7 +237,9 @@ def import_mstcn(root: Path, store_path: Path, *, name: str, overwrite: bool = F
         return np.ascontiguousarray(features, dtype=np.float32), labels, fps, path
 
     _write_all(store, items, report, overwrite, progress, load,
-               participant=lambda video: index.videos[video].participant)
+               participant=lambda video: index.videos[video].participant,
+               changed=lambda video, path: _changed(store, video, path,
+                                                    index.videos[video].labels))
     return report
 
 
@@ -309,10 +331,7 @@ def import_lstr(root: Path, store_path: Path, *, name: str, overwrite: bool = Fa
         length = min([p.shape[0] for p in parts] + [target.shape[0]])
         longest = max([p.shape[0] for p in parts] + [target.shape[0]])
         features = np.concatenate([p[:length] for p in parts], axis=1)  # [T, sum D_i]
-        target = target[:length]
-        active = target > 0
-        hits = active.sum(axis=1)
-        labels = np.where(hits > 0, active.argmax(axis=1), A.UNLABELLED).astype(np.int64)
+        labels, hits = _lstr_labels(target[:length])
         A.add_repairs(report.repairs, {
             "frames beyond the shortest of features and targets (dropped)": longest - length,
             "frames with no target class (unlabelled)": int(np.count_nonzero(hits == 0)),
@@ -320,8 +339,25 @@ def import_lstr(root: Path, store_path: Path, *, name: str, overwrite: bool = Fa
         })
         return features.astype(np.float32), labels, fps, dirs[0] / f"{video}.npy"
 
-    _write_all(store, [(v, None) for v in videos], report, overwrite, progress, load)
+    def changed(video: str, _payload) -> bool:  # file headers and the small target only
+        lengths = [np.load(d / f"{video}.npy", mmap_mode="r").shape[0] for d in dirs]
+        target = _load_npy(root / target_dir / f"{video}.npy", ndim=2)
+        labels, _ = _lstr_labels(target[:min(lengths + [target.shape[0]])])
+        return _changed(store, video, dirs[0] / f"{video}.npy", labels)
+
+    _write_all(store, [(v, None) for v in videos], report, overwrite, progress, load,
+               changed=changed)
     return report
+
+
+def _lstr_labels(target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame labels int64 ``[T]`` of LSTR targets ``[T, C]`` (the first active class;
+    unlabelled where none is) and the number of active classes per frame."""
+    from actrec.io import annotations as A
+
+    active = target > 0
+    hits = active.sum(axis=1)
+    return np.where(hits > 0, active.argmax(axis=1), A.UNLABELLED).astype(np.int64), hits
 
 
 def _check_orientation(paths: list[Path]) -> None:

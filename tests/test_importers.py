@@ -194,6 +194,40 @@ def _tiny_mstcn(root: Path, classes=("background", "a")) -> Path:
     return root
 
 
+def test_reimport_after_a_file_changed_replaces_that_video_only(tmp_path):
+    """Running the import again after a features file or a ground-truth file changed imports
+    that video again (counted), instead of keeping the stale copy as already present; an
+    unchanged video stays as it was. Likewise for the LSTR layout's target files."""
+    import os
+
+    root = _tiny_mstcn(tmp_path / "m")
+    store_path = tmp_path / "s.zarr"
+    import_mstcn(root, store_path, name="m")
+    kept = FeatureStore.open(store_path).video_attrs("w")["written_at"]
+    np.save(root / "features" / "v.npy", np.full((3, 2), 7.0, np.float32))  # same size
+    stat = (root / "features" / "v.npy").stat()
+    os.utime(root / "features" / "v.npy", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    again = import_mstcn(root, store_path, name="m")
+    assert (again.written, again.already_present) == (1, 1)
+    assert again.repairs["videos whose files changed since imported (imported again)"] == 1
+    store = FeatureStore.open(store_path)
+    assert (store.read("v")[0] == 7.0).all()
+    assert store.video_attrs("w")["written_at"] == kept
+    (root / "groundTruth" / "w.txt").write_text("a\na\n")  # a corrected annotation
+    third = import_mstcn(root, store_path, name="m")
+    assert (third.written, third.already_present) == (1, 1)
+    assert FeatureStore.open(store_path).read("w")[1].tolist() == [1, 1]
+    assert import_mstcn(root, store_path, name="m").written == 0
+
+    lstr = write_lstr(tmp_path / "lstr")
+    import_lstr(lstr, tmp_path / "l.zarr", name="thumos")
+    np.save(lstr / "target_perframe" / "video_b.npy",
+            np.array([[0, 1, 0], [0, 1, 0], [0, 0, 1]], np.float32))
+    redo = import_lstr(lstr, tmp_path / "l.zarr", name="thumos")
+    assert (redo.written, redo.already_present) == (1, 1)
+    assert FeatureStore.open(tmp_path / "l.zarr").read("video_b")[1].tolist() == [1, 1, 2]
+
+
 def test_import_records_the_background_class(tmp_path):
     root = _tiny_mstcn(tmp_path / "m")
     import_mstcn(root, tmp_path / "auto", name="m")  # "auto": the class named background
