@@ -8,6 +8,8 @@
   participants x 1 video of ~40 frames at 32 x 32, generated once into a temp folder.
 * ``extractor_plugin_site(site, module, cls, name, source) -> Path`` (import it from conftest):
   a real plugin distribution on disk, for subprocesses run with ``site`` on PYTHONPATH.
+* ``idt_root``: the real 64-d IDT features of 5 Breakfast videos (shared/data) in the MS-TCN
+  layout, in a temp folder (tests using it skip where shared/data is absent).
 """
 
 from __future__ import annotations
@@ -84,3 +86,23 @@ def extractor_plugin_site(site: Path, module: str, cls: str, name: str, source: 
     (info / "entry_points.txt").write_text(f"[actrec.extractors]\n{name} = {module}:{cls}\n")
     (site / f"{module}.py").write_text(source)
     return site
+
+
+@pytest.fixture()
+def idt_root(tmp_path):
+    """The real 64-d IDT features of 5 Breakfast videos in the MS-TCN layout (D x T .npy)."""
+    import shutil
+
+    idt = Path(__file__).resolve().parents[2] / "shared" / "data" / "features" / "breakfast-idt64"
+    root = tmp_path / "bf"
+    (root / "features").mkdir(parents=True)
+    shutil.copytree(idt / "groundTruth", root / "groundTruth")
+    shutil.copy(idt / "mapping.txt", root)
+    (root / "splits").mkdir()
+    videos = sorted(p.stem for p in idt.glob("P*.txt"))
+    (root / "splits" / "test.split1.bundle").write_text("".join(v + ".txt\n" for v in videos[:2]))
+    (root / "splits" / "train.split1.bundle").write_text("".join(v + ".txt\n"
+                                                                 for v in videos[2:]))
+    for v in videos:
+        np.save(root / "features" / f"{v}.npy", np.loadtxt(idt / f"{v}.txt").T)  # [D, T]
+    return root

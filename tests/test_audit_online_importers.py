@@ -7,29 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_importers import IDT, needs_data
+from test_importers import needs_data
 
 from actrec.errors import DataError
 from actrec.importers import import_mstcn
-
-
-@pytest.fixture()
-def idt_root(tmp_path):
-    """The real 64-d IDT features of 5 Breakfast videos in the MS-TCN layout (D x T .npy)."""
-    import shutil
-
-    root = tmp_path / "bf"
-    (root / "features").mkdir(parents=True)
-    shutil.copytree(IDT / "groundTruth", root / "groundTruth")
-    shutil.copy(IDT / "mapping.txt", root)
-    (root / "splits").mkdir()
-    videos = sorted(p.stem for p in IDT.glob("P*.txt"))
-    (root / "splits" / "test.split1.bundle").write_text("".join(v + ".txt\n" for v in videos[:2]))
-    (root / "splits" / "train.split1.bundle").write_text("".join(v + ".txt\n"
-                                                                 for v in videos[2:]))
-    for v in videos:
-        np.save(root / "features" / f"{v}.npy", np.loadtxt(IDT / f"{v}.txt").T)  # [D, T]
-    return root
 
 
 @needs_data

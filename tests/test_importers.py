@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,23 +16,6 @@ from actrec.io.features import FeatureStore
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 IDT = DATA / "features" / "breakfast-idt64"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="shared/data is absent")
-
-
-@pytest.fixture()
-def idt_root(tmp_path):
-    """The real 64-d IDT features of 5 Breakfast videos in the MS-TCN layout (D x T .npy)."""
-    root = tmp_path / "bf"
-    (root / "features").mkdir(parents=True)
-    shutil.copytree(IDT / "groundTruth", root / "groundTruth")
-    shutil.copy(IDT / "mapping.txt", root)
-    (root / "splits").mkdir()
-    videos = sorted(p.stem for p in IDT.glob("P*.txt"))
-    (root / "splits" / "test.split1.bundle").write_text("".join(v + ".txt\n" for v in videos[:2]))
-    (root / "splits" / "train.split1.bundle").write_text("".join(v + ".txt\n"
-                                                                 for v in videos[2:]))
-    for v in videos:
-        np.save(root / "features" / f"{v}.npy", np.loadtxt(IDT / f"{v}.txt").T)  # [D, T]
-    return root
 
 
 @needs_data
