@@ -7,11 +7,11 @@ import shutil
 
 import pytest
 import torch
+from test_protocols import Kill
+from test_train_eval import make_store
 
 from actrec.runs import load_checkpoint
 from actrec.train import TrainSpec, train_model
-
-from test_train_eval import make_store
 
 
 @pytest.fixture(scope="module")
@@ -30,28 +30,6 @@ def spec(stores, **kw):
     return TrainSpec(**base)
 
 
-class KillAfter:
-    """A progress display that interrupts training after ``after`` iterations, like Ctrl-C."""
-
-    def __init__(self, after):
-        self.left = after
-
-    def add_task(self, description, *a, **k):
-        return 0 if description.split()[0] in ("train", "pretrain", "finetune") else 1
-
-    def update(self, *a, **k):
-        pass
-
-    def remove_task(self, *a, **k):
-        pass
-
-    def advance(self, task, n=1):
-        if task == 0:
-            self.left -= 1
-            if self.left == 0:
-                raise KeyboardInterrupt
-
-
 def test_transfer_finetuning_walks_the_stride_windows_from_the_first_epoch(stores, tmp_path):
     """Fine-tuning's stride windows start at D1's first epoch, as when fine-tuning starts a run
     (``init_from``): they used to start at stream position ``pretrain_iters * n1``, mid-epoch,
@@ -59,7 +37,7 @@ def test_transfer_finetuning_walks_the_stride_windows_from_the_first_epoch(store
     s = spec(stores, d2=stores["b"], protocol="transfer", pretrain_iters=3, iterations=3,
              windows="stride:3", checkpoint_every=3)
     with pytest.raises(KeyboardInterrupt):  # stopped in fine-tuning's first step
-        train_model(s, tmp_path / "run", progress=KillAfter(4))
+        train_model(s, tmp_path / "run", progress=Kill(4))
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["iteration"] == 3
     shutil.copytree(tmp_path / "run", tmp_path / "pretrained")
     train_model(s, tmp_path / "run")  # fine-tuning from global iteration 3
@@ -245,7 +223,7 @@ def test_a_grown_batch_walks_on_from_where_the_window_stream_stands(stores, tmp_
     assert fifth["epochs"]["D1"] == pytest.approx(sampler.epochs_done(24), abs=1e-4)
     # Stopped after the growth and resumed: the same windows, so the same logged losses.
     with pytest.raises(KeyboardInterrupt):
-        train_model(_sign_spec(stores), tmp_path / "cut", progress=KillAfter(5))
+        train_model(_sign_spec(stores), tmp_path / "cut", progress=Kill(5))
     assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["iteration"] == 5
     train_model(_sign_spec(stores), tmp_path / "cut")
     again = [json.loads(x) for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
@@ -284,7 +262,7 @@ def test_the_first_line_logged_after_a_resume_averages_what_the_uninterrupted_ru
 
     train_model(s(), tmp_path / "whole")
     with pytest.raises(KeyboardInterrupt):
-        train_model(s(), tmp_path / "cut", progress=KillAfter(3))  # checkpoint at 2
+        train_model(s(), tmp_path / "cut", progress=Kill(3))  # checkpoint at 2
     assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["iteration"] == 2
     train_model(s(), tmp_path / "cut")
     assert [x["iteration"] for x in lines("whole")] == [3, 6]
