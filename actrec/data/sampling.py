@@ -162,6 +162,7 @@ class UniformLabelWindows:
         return max(1, self.segments)
 
     def epochs_done(self, position: int) -> float:
+        """Epochs that ``position`` windows drawn make."""
         return position / self.epoch_size()
 
     def draw(self, iteration: int, n: int, rng: np.random.Generator,
