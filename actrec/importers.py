@@ -60,6 +60,14 @@ def _lookahead(lookahead: int | None) -> tuple[int, Any, str]:
                                   f"past their own frame (given at import), so {causal}")
 
 
+def _existing_root(root: Path | str, layout: str) -> Path:
+    """``root`` resolved; ``DataError`` naming it when it is not a folder."""
+    path = Path(root).expanduser().resolve()
+    if not path.is_dir():
+        raise DataError(f"{path}: no such folder to import from (expected the {layout})")
+    return path
+
+
 def _rule_splits(rule: str | None, videos, participant=None):
     """``(split_scheme, splits)`` from split rule ``rule`` over ``videos``, or ``None``;
     ``participant`` (video id -> participant) groups the videos of a ``by=participant`` rule
@@ -75,8 +83,11 @@ def _rule_splits(rule: str | None, videos, participant=None):
             raise ConfigError(f"--splits {rule}: this layout records no participant of its "
                               f"videos; split by video ({parsed.text.rsplit(':by=', 1)[0]})")
         groups = {v: participant(v) for v in videos}
-    return parsed.text, {k: {"train": s.train, "test": s.test}
-                         for k, s in make_splits(parsed, videos, groups).items()}
+    try:
+        made = make_splits(parsed, videos, groups)
+    except ConfigError as exc:
+        raise ConfigError(f"--splits: {exc}") from None
+    return parsed.text, {k: {"train": s.train, "test": s.test} for k, s in made.items()}
 
 # ``progress``: a ``rich.progress.Progress`` (one task, advanced per video, as the CLI passes)
 # or a callable ``(videos done, videos in total, current video id)``.
@@ -183,7 +194,7 @@ def import_mstcn(root: Path, store_path: Path, *, name: str, overwrite: bool = F
     from actrec.io import annotations as A
     from actrec.io.features import FeatureStore, source_of
 
-    root = Path(root).expanduser().resolve()
+    root = _existing_root(root, "MS-TCN layout: mapping.txt, groundTruth/, features/")
     if background is not None and background.strip().lower() in ("", "none"):
         background = None
     feature_dir = root / "features"
@@ -264,7 +275,7 @@ def import_lstr(root: Path, store_path: Path, *, name: str, overwrite: bool = Fa
     from actrec.io import annotations as A
     from actrec.io.features import FeatureStore, source_of
 
-    root = Path(root).expanduser().resolve()
+    root = _existing_root(root, "LSTR layout: data_info.json and feature folders")
     info_path = root / "data_info.json"
     try:
         info = json.loads(info_path.read_text())

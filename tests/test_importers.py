@@ -210,6 +210,18 @@ def test_reimport_after_a_file_changed_replaces_that_video_only(tmp_path):
     assert FeatureStore.open(tmp_path / "l.zarr").read("video_b")[1].tolist() == [1, 1, 2]
 
 
+def test_import_errors_name_the_missing_root_and_the_split_option(tmp_path):
+    with pytest.raises(DataError, match=r"nowhere: no such folder to import from \(expected "
+                                        r"the MS-TCN layout"):
+        import_mstcn(tmp_path / "nowhere", tmp_path / "s.zarr", name="m")
+    with pytest.raises(DataError, match=r"nowhere: no such folder .*LSTR layout"):
+        import_lstr(tmp_path / "nowhere", tmp_path / "l.zarr", name="t")
+    root = _tiny_mstcn(tmp_path / "m")
+    with pytest.raises(ConfigError, match=r"^--splits: split rule kfold:9:seed=0 needs at "
+                                          r"least 9 videos, got 2"):
+        import_mstcn(root, tmp_path / "k.zarr", name="m", splits="kfold:9")
+
+
 def test_import_records_the_background_class(tmp_path):
     root = _tiny_mstcn(tmp_path / "m")
     import_mstcn(root, tmp_path / "auto", name="m")  # "auto": the class named background
