@@ -534,10 +534,14 @@ def evaluate_run(
         features.append({"store": str(store.path), "extractor": attrs.get("extractor"),
                          "lookahead": lookahead, "causal": causal})
         if online and not causal and not allow_noncausal_features:
+            # Imported features: their reach is what the import declared (or did not).
+            redo = ("import them again with --lookahead 0 if they are per-frame features"
+                    if str(attrs.get("extractor", "")).endswith("-import")
+                    else "re-extract with a causal extractor")
             raise ActrecError(
                 f"feature store {store.path} holds non-causal features (extractor "
                 f"'{attrs.get('extractor')}' looks {ahead} frame(s) ahead), so "
-                f"an online evaluation would see the future; re-extract with a causal extractor, "
+                f"an online evaluation would see the future; {redo}, "
                 f"or allow it explicitly (--allow-noncausal-features; recorded with the result)"
             )
 

@@ -210,6 +210,24 @@ def test_reimport_after_a_file_changed_replaces_that_video_only(tmp_path):
     assert FeatureStore.open(tmp_path / "l.zarr").read("video_b")[1].tolist() == [1, 1, 2]
 
 
+def test_online_eval_of_imported_features_of_unknown_reach_says_how_to_import(tmp_path):
+    """Imported without --lookahead, features count as looking ahead: the refusal says to
+    import them again with --lookahead 0 (re-extracting cannot make imported features)."""
+    from actrec.errors import ActrecError
+    from actrec.evaluate import evaluate_run
+    from actrec.train import TrainSpec, train_model
+
+    root = _tiny_mstcn(tmp_path / "m")
+    import_mstcn(root, tmp_path / "s.zarr", name="m")
+    run = tmp_path / "run"
+    train_model(TrainSpec(model="lstm", d1=tmp_path / "s.zarr", history=2, iterations=1,
+                          mix=(2, 0), model_options={"hidden": 4}), run)
+    with pytest.raises(ActrecError, match=r"non-causal features.*import them again with "
+                                          r"--lookahead 0") as refused:
+        evaluate_run(run, online=True)
+    assert "re-extract" not in str(refused.value)
+
+
 def test_import_errors_name_the_missing_root_and_the_split_option(tmp_path):
     with pytest.raises(DataError, match=r"nowhere: no such folder to import from \(expected "
                                         r"the MS-TCN layout"):
