@@ -143,9 +143,9 @@ def train_all_splits(model: str, *, run_dir: Path | None = None, **kwargs: Any) 
     """Train ``model`` once per split of D1's store, in natural order (``actrec.sweep``): the
     run of split K is ``<run_dir>-split<K>`` (default ``run_dir``: a new workspace run name),
     so the runs sit side by side as ``actrec eval RUN --all-splits`` gathers them, and an
-    interrupted sweep resumes run by run. D2 (and further datasets) train on the split of the
-    same name (``ConfigError`` naming the store when it has none), unless ``d2_split`` is
-    given. ``kwargs`` are those of ``train_from_refs`` but ``split``. Returns the
+    interrupted sweep resumes run by run. D2 trains on the split of the same name
+    (``ConfigError`` naming the store when it has none), unless ``d2_split`` is given; further
+    datasets (D3, ...) on their first split, as in any run. ``kwargs`` are those of ``train_from_refs`` but ``split``. Returns the
     ``TrainResult`` of every split."""
     from actrec.io.features import FeatureStore
     from actrec.refs import existing_store
@@ -167,7 +167,7 @@ def train_all_splits(model: str, *, run_dir: Path | None = None, **kwargs: Any) 
 
         raise no_splits(stores[0].path)
     if kwargs.get("d2_split") is None:
-        for store in stores[1:]:
+        for store in stores[1:2]:  # D2 follows D1's splits; D3, ... keep their first
             lacking = [k for k in names if k not in store.splits]
             if lacking:
                 raise ConfigError(f"--all-splits: feature store {store.path} has no split "
