@@ -345,6 +345,11 @@ class Backbone:
         def same(a: np.ndarray, b: np.ndarray) -> bool:
             return np.allclose(a, b, rtol=1e-3, atol=1e-4 * scale)
 
+        if not (np.isfinite(first).all() and np.isfinite(both).all()):
+            # (NaN never equals itself: the checks below would blame dropout)
+            raise ConfigError(f"backbone {self.path}: gives NaN or infinite outputs for random "
+                              f"input images (damaged weights, e.g. a negative batch-norm "
+                              f"running variance?)")
         fix = "export it after model.eval() (torch.export, torch.onnx: TrainingMode.EVAL)"
         if not same(first, again):
             raise ConfigError(f"backbone {self.path}: one image's output changes from call to "

@@ -540,8 +540,9 @@ class FeatureStore:
 
         Atomic: the group is built under ``.tmp/`` and renamed into place, so a crash leaves
         either the old complete copy or the new one. ``extra`` adds JSON attributes (e.g. how
-        labels were resampled). ``DataError`` (nothing written) if the lengths differ or the
-        shapes are wrong.
+        labels were resampled). ``DataError`` (nothing written) if the lengths differ, the
+        shapes are wrong, a feature is NaN or infinite, or beyond float16's range in a float16
+        store.
         """
         features = np.asarray(features)
         labels = np.asarray(labels)
@@ -553,8 +554,16 @@ class FeatureStore:
         if features.shape[0] != labels.shape[0]:
             raise DataError(f"{where}: {features.shape[0]} feature rows but {labels.shape[0]} "
                             f"labels; nothing written")
+        finite = np.isfinite(features)
+        if not finite.all():
+            # NaN / inf rows would be scored as class 0 at evaluation (argmax) without an error
+            t, d = (int(i) for i in np.argwhere(~finite)[0])
+            raise DataError(f"{where}: {int((~finite).any(axis=1).sum())} feature row(s) hold "
+                            f"NaN or infinity (first: frame {t}, dimension {d}, "
+                            f"{features[t, d]}) from extractor '{self._attrs['extractor']}'; "
+                            f"nothing written")
         if self._attrs["dtype"] == "float16" and features.size and \
-                not np.all(np.abs(features[np.isfinite(features)]) <= 65504):
+                not np.all(np.abs(features) <= 65504):
             raise DataError(f"{where}: feature values beyond the float16 range (65504); "
                             f"use a float32 store; nothing written")
         dim = self._dim(exclude=video_id)
