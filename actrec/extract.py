@@ -391,7 +391,8 @@ def _run(plan: _Plan, index, extractor, store_path, ids: list[str], source, look
             attrs = store.video_attrs(vid)
             change = None if trust_store or problems else (
                 source_change(attrs.get("source"), record.path)
-                or _labels_change(attrs, record.labels))
+                or _labels_change(attrs, record.labels)
+                or _pairing_change(attrs, float(record.fps), bool(record.labels_by_time)))
             if problems:
                 plan.damaged.append((vid, "; ".join(problems)))
             elif change:
@@ -467,6 +468,31 @@ def _labels_change(attrs: dict[str, Any], labels) -> str | None:
     if recorded is None or recorded == labels_digest(labels):
         return None
     return "its labels changed since it was extracted (the dataset's annotations differ)"
+
+
+def _pairing_change(attrs: dict[str, Any], label_fps: float, by_time: bool) -> str | None:
+    """How the pairing of a stored video's frames with its labels differs from the one the
+    dataset now asks for, in words (``None``: the same, or not recorded): the labels' frame
+    rate, or, for a file whose rate is a rounding of it (59.94 for 60), frames taken one per
+    label versus by timestamps (``labels_by_time``). Either shifts frames against labels that
+    are themselves unchanged, so ``_labels_change`` does not see it."""
+    from actrec.io.video import same_rate
+
+    recorded = attrs.get("label_fps")
+    if recorded is not None and abs(float(recorded) - label_fps) > 1e-9:
+        return (f"its labels' frame rate changed since it was extracted ({float(recorded):g} "
+                f"-> {label_fps:g} fps)")
+    container, source = attrs.get("container_fps"), attrs.get("source_fps")
+    if container is None or source is None or abs(float(container) - label_fps) < 1e-9 or \
+            not same_rate(float(container), label_fps):
+        return None  # both pairings read the same frames
+    # one frame per label reads the file at the label rate (source_fps), by time at its own
+    was_by_time = abs(float(source) - float(container)) < 1e-9
+    if was_by_time == by_time:
+        return None
+    how = {True: "by timestamps", False: "one frame per label"}
+    return (f"its frames were paired with its labels {how[was_by_time]} at "
+            f"{float(container):g} fps; the dataset now pairs them {how[by_time]}")
 
 
 def _written_unheard(plan: _Plan, store_path, since: float) -> None:

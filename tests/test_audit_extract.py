@@ -47,3 +47,55 @@ def test_a_backbone_giving_nan_is_named_as_such_not_as_dropout(tmp_path):
     with pytest.raises(ConfigError, match="NaN or infinite outputs"):
         registry.create("extractors", "cnn", {"model": str(tmp_path / "m.pth"),
                                               "resize": "36", "crop": "32"})
+
+
+def _with_record(index, vid, **changes):
+    import dataclasses
+
+    return dataclasses.replace(index, videos={
+        **index.videos, vid: dataclasses.replace(index.videos[vid], **changes)})
+
+
+def test_a_stored_video_paired_another_way_with_unchanged_labels_is_extracted_again(
+        tiny_kitchen, tmp_path):
+    # A store extracted before a dataset fixed its label rate (EPIC-55: 59.94 -> 60 fps) or
+    # before it paired a 59.94 fps file with 60 fps labels by time (labels_by_time) holds the
+    # same label arrays: the labels' digest is unchanged, so the drifted videos were skipped
+    # and kept, beside newly extracted videos paired the new way.
+    cv2 = pytest.importorskip("cv2")
+    from actrec.extract import extract_features
+    from actrec.io.video import open_video, resample_indices
+    from actrec_plugins.extractors.colorgrad import ColorGradient
+
+    n = 600  # at 59.94 vs 60 fps the time grid gains a frame near frame 500
+    path = tmp_path / "P01_01.MP4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 59.94, (32, 32))
+    for i in range(n):
+        writer.write(np.full((32, 32, 3), 40 + (i % 8) * 24, np.uint8))
+    writer.release()
+    container = open_video(path).container_fps
+    labels = np.arange(n + 1, dtype=np.int64) % 2  # round(n * 60 / 59.94) = n + 1
+    _, index = tiny_kitchen
+    vid = min(index.videos)
+    store = tmp_path / "s.zarr"
+    cg = ColorGradient.Config(grid=1, bins=4, resize=16)
+
+    def run(**record):
+        return extract_features(_with_record(index, vid, path=path, labels=labels, **record),
+                                ColorGradient(cg), store, dataset_ref="r", batch_size=64,
+                                max_length_share=1.0)
+
+    first = run(fps=container)  # the camera's rate: one frame per label, the spare label cut
+    assert vid in first.written and FeatureStore.open(store).num_frames(vid) == n
+    again = run(fps=60.0)  # the labels' true rate: still one frame per label (nominal)
+    assert again.written == (vid,)
+    assert again.redone_changed == ((vid, f"its labels' frame rate changed since it was "
+                                          f"extracted ({container:g} -> 60 fps)"),)
+    by_time = run(fps=60.0, labels_by_time=True)
+    assert by_time.written == (vid,) and by_time.redone_changed == (
+        (vid, f"its frames were paired with its labels one frame per label at {container:g} "
+              f"fps; the dataset now pairs them by timestamps"),)
+    features, stored_labels = FeatureStore.open(store).read(vid)
+    assert features.shape[0] == n + 1 == resample_indices(n, container, 60.0).shape[0]
+    np.testing.assert_array_equal(stored_labels, labels)
+    assert not run(fps=60.0, labels_by_time=True).written  # nothing changed: skipped
