@@ -17,7 +17,7 @@ Files, for a backbone store ``<dir>/<name>.zarr``, head output ``softmax`` and s
 The output store records the head's digest (``head_digest``: its weights and what it was
 trained on), its config, the backbone store's identity and the training data's fingerprint in
 ``extractor_config``, so a store is never filled by two different heads. Re-running reuses the saved head when it was trained on the same features
-with the same config, skips finished videos, and redoes a video whose backbone features changed.
+with the same config, skips finished videos, and redoes a video whose backbone features or labels changed.
 Training is seeded (initialisation, dropout and the frame order follow ``seed``) and runs in a
 forked RNG, leaving the global one alone.
 """
@@ -399,6 +399,11 @@ class HeadReport:
                 "missing_train_videos": list(self.missing_train_videos)}
 
 
+def _labels_sha(store: FeatureStore, vid: str) -> str | None:
+    """The recorded sha256 of a stored video's labels."""
+    return ((store.video_attrs(vid).get("integrity") or {}).get("labels") or {}).get("sha256")
+
+
 _COPIED = ("label_fps", "labels_resampled", "source_fps", "frame_size", "participant",
            "source")
 
@@ -422,7 +427,8 @@ def extract_head_features(
     A saved head is reused when its config, training videos and their feature digests are
     the same; otherwise it is trained again, and an existing output store made by another head
     is refused (``DataError`` naming it) unless ``overwrite``, which removes it first. Stored
-    videos are skipped unless their backbone features changed since (or ``overwrite``).
+    videos are skipped unless their backbone features or labels changed since (or
+    ``overwrite``).
     """
     from actrec.io.features import FeatureStore
     from actrec.io.remote import StoreURL
@@ -489,10 +495,14 @@ def extract_head_features(
     ids = backbone.videos()
     task = progress.add_task(f"head: {output}", total=len(ids)) if progress else None
     for vid in ids:
-        bsha = ((backbone.video_attrs(vid).get("integrity") or {}).get("features") or {}) \
-            .get("sha256")
+        integrity = backbone.video_attrs(vid).get("integrity") or {}
+        bsha = (integrity.get("features") or {}).get("sha256")
+        labels_sha = (integrity.get("labels") or {}).get("sha256")
+        # redone when the backbone's features or its labels (a corrected annotation file:
+        # same features) changed; both stores record the same digest of the same labels
         if not overwrite and store.has(vid) and not store.damage(vid) and \
-                store.video_attrs(vid).get("backbone_sha256") == bsha:
+                store.video_attrs(vid).get("backbone_sha256") == bsha and \
+                _labels_sha(store, vid) == labels_sha:
             skipped.append(vid)
         else:
             x, y = backbone.read(vid)

@@ -99,3 +99,25 @@ def test_a_stored_video_paired_another_way_with_unchanged_labels_is_extracted_ag
     assert features.shape[0] == n + 1 == resample_indices(n, container, 60.0).shape[0]
     np.testing.assert_array_equal(stored_labels, labels)
     assert not run(fps=60.0, labels_by_time=True).written  # nothing changed: skipped
+
+
+def test_a_head_store_takes_a_test_videos_corrected_labels(tmp_path):
+    # `actrec extract` redoes a video whose annotations were corrected: same features, new
+    # labels. The head store skipped it (only the features' digest was compared), so
+    # evaluation on the head's outputs scored the test video against its OLD labels.
+    from actrec.frame_head import extract_head_features
+
+    from test_frame_head import FAST, make_store, toy_video
+
+    backbone = make_store(tmp_path / "toy.zarr")
+    first = extract_head_features(backbone.path, "1", config=FAST)
+    x, y = toy_video(3)  # v3: split 1's test video
+    fixed = y.copy()
+    fixed[:10] = 2
+    assert not np.array_equal(fixed, y)
+    backbone.write_video("v3", x, fixed, fps=15.0, source=None)
+    again = extract_head_features(backbone.path, "1", config=FAST)
+    assert not again.trained and again.written == ("v3",)  # the head stays: a test video
+    head_store = FeatureStore.open(first.store)
+    np.testing.assert_array_equal(head_store.read("v3")[1], fixed)
+    assert not extract_head_features(backbone.path, "1", config=FAST).written  # then skipped
