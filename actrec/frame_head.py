@@ -16,8 +16,9 @@ Files, for a backbone store ``<dir>/<name>.zarr``, head output ``softmax`` and s
 
 The output store records the head's digest (``head_digest``: its weights and what it was
 trained on), its config, the backbone store's identity and the training data's fingerprint in
-``extractor_config``, so a store is never filled by two different heads. Re-running reuses the saved head when it was trained on the same features
-with the same config, skips finished videos, and redoes a video whose backbone features or labels changed.
+``extractor_config``, so a store is never filled by two different heads. Re-running reuses
+the saved head when it was trained on the same features with the same config, skips finished
+videos, and redoes a video whose backbone features or labels changed.
 Training is seeded (initialisation, dropout and the frame order follow ``seed``) and runs in a
 forked RNG, leaving the global one alone.
 """
