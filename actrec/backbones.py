@@ -56,12 +56,12 @@ __all__ = [
     "Backbone",
     "InputSpec",
     "Preprocess",
-    "load_pinned_backbone",
-    "pin_backbone_file",
     "detect_format",
     "file_digest",
     "inflate_first_conv",
     "load_backbone",
+    "load_pinned_backbone",
+    "pin_backbone_file",
 ]
 
 FORMATS = ("export", "onnx", "state_dict")

@@ -6,12 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_backbones import small_resnet
 
 from actrec import registry
 from actrec.errors import ConfigError, DataError
 from actrec.io.features import FeatureStore
-
-from test_backbones import small_resnet
 
 
 def _store(path, dtype="float16") -> FeatureStore:
@@ -63,9 +62,10 @@ def test_a_stored_video_paired_another_way_with_unchanged_labels_is_extracted_ag
     # same label arrays: the labels' digest is unchanged, so the drifted videos were skipped
     # and kept, beside newly extracted videos paired the new way.
     cv2 = pytest.importorskip("cv2")
+    from actrec_plugins.extractors.colorgrad import ColorGradient
+
     from actrec.extract import extract_features
     from actrec.io.video import open_video, resample_indices
-    from actrec_plugins.extractors.colorgrad import ColorGradient
 
     n = 600  # at 59.94 vs 60 fps the time grid gains a frame near frame 500
     path = tmp_path / "P01_01.MP4"
@@ -89,12 +89,13 @@ def test_a_stored_video_paired_another_way_with_unchanged_labels_is_extracted_ag
     assert vid in first.written and FeatureStore.open(store).num_frames(vid) == n
     again = run(fps=60.0)  # the labels' true rate: still one frame per label (nominal)
     assert again.written == (vid,)
-    assert again.redone_changed == ((vid, f"its labels' frame rate changed since it was "
-                                          f"extracted ({container:g} -> 60 fps)"),)
+    rate_changed = (f"its labels' frame rate changed since it was extracted ({container:g} "
+                    f"-> 60 fps)")
+    assert again.redone_changed == ((vid, rate_changed),)
     by_time = run(fps=60.0, labels_by_time=True)
-    assert by_time.written == (vid,) and by_time.redone_changed == (
-        (vid, f"its frames were paired with its labels one frame per label at {container:g} "
-              f"fps; the dataset now pairs them by timestamps"),)
+    pairing_changed = (f"its frames were paired with its labels one frame per label at "
+                       f"{container:g} fps; the dataset now pairs them by timestamps")
+    assert by_time.written == (vid,) and by_time.redone_changed == ((vid, pairing_changed),)
     features, stored_labels = FeatureStore.open(store).read(vid)
     assert features.shape[0] == n + 1 == resample_indices(n, container, 60.0).shape[0]
     np.testing.assert_array_equal(stored_labels, labels)
@@ -105,9 +106,9 @@ def test_a_head_store_takes_a_test_videos_corrected_labels(tmp_path):
     # `actrec extract` redoes a video whose annotations were corrected: same features, new
     # labels. The head store skipped it (only the features' digest was compared), so
     # evaluation on the head's outputs scored the test video against its OLD labels.
-    from actrec.frame_head import extract_head_features
-
     from test_frame_head import FAST, make_store, toy_video
+
+    from actrec.frame_head import extract_head_features
 
     backbone = make_store(tmp_path / "toy.zarr")
     first = extract_head_features(backbone.path, "1", config=FAST)
