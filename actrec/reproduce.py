@@ -76,8 +76,8 @@ PRESETS = {
     "paper": ReproducePreset("paper"),
     "tiny": ReproducePreset(
         "tiny",
-        train={"history": 16, "iterations": 30, "optimizer": "adam", "lr": 0.01,
-               "boundary_iters": 4},
+        train={"history": 16, "iterations": 30, "pretrain_iters": 30, "optimizer": "adam",
+               "lr": 0.01, "boundary_iters": 4},
         model_options={"hidden": "8", "layers": "1"},
         mix_scale=1 / 16,
         head={"epochs": 2, "min_steps": 10},
@@ -235,6 +235,14 @@ def plan_table(table: Any, root: Path, preset: ReproducePreset,
             from actrec.components import no_splits
 
             raise no_splits(opened[k].path)
+        if table.splits is not None and len(names) != table.splits:
+            # Another split rule (50 Salads' 5 MS-TCN folds for the papers' 4 leave-person-out
+            # splits): position i is some other split, the cells are not the paper's.
+            plan.notes.append(
+                f"the store of {table.datasets[k]['name']} has {len(names)} splits, the "
+                f"paper's protocol {table.splits}: its split i is not the paper's split i, so "
+                f"its cells are not comparable with the paper's (extract it with the paper's "
+                f"split rule, see the dataset's split_scheme option)")
     heads: dict[str, dict[str, Any]] = {}
     units: dict[str, dict[str, Any]] = {}
     fields, options = _preset_fields(table.preset)
@@ -259,11 +267,14 @@ def plan_table(table: Any, root: Path, preset: ReproducePreset,
         role = s.get("score", "D1")
         entry: dict[str, Any] = {"samples": [], "reason": None}
         plan.cells[(cell.row, cell.column)] = entry
-        if method.kind == "frame-classifier":
-            pair = [s[role]]
-        else:
-            pair = [s["D1"]] + ([s["D2"]] if "D2" in s else [])
         fixed_d2 = s.get("D2_split")
+        # The roles the cell reads, and the split of each at the cell's split position p.
+        roles = [role] if method.kind == "frame-classifier" else \
+            [r for r in ("D1", "D2") if r in s]
+
+        def position(r: str, p: int, fixed: int | None = fixed_d2) -> int:
+            return fixed if r == "D2" and fixed is not None else p
+
         if table.report == "split":
             positions = [s["split"]]
         else:  # every split all of the row's datasets have (D2's own when fixed): the frame
@@ -277,10 +288,8 @@ def plan_table(table: Any, root: Path, preset: ReproducePreset,
                         f" splits: the first {len(positions)} of each are used")
                 if note not in plan.notes:
                     plan.notes.append(note)
-        lacking = [(k, p) for p in positions for k in pair[:1 if fixed_d2 is not None else 2]
-                   if p >= len(splits[k])]
-        if fixed_d2 is not None and fixed_d2 >= len(splits[pair[1]]):
-            lacking.append((pair[1], fixed_d2))
+        lacking = [(s[r], position(r, p)) for p in positions for r in roles
+                   if position(r, p) >= len(splits[s[r]])]
         if lacking:
             k, p = lacking[0]
             entry["reason"] = (f"{table.datasets[k]['name']}'s store {stores[k]} has "
@@ -299,7 +308,7 @@ def plan_table(table: Any, root: Path, preset: ReproducePreset,
             seeds = []
             for seed in range(int(s.get("seeds", 1))):
                 if method.kind == "frame-classifier":
-                    path, split = input_store(s[role], p)
+                    path, split = input_store(s[role], position(role, p))
                     key = f"classifier-{s[role]}-split{split}"
                     units.setdefault(key, {
                         "kind": "frame-classifier", "key": key, "store": path, "split": split,
@@ -350,8 +359,10 @@ def _train_unit(plan: Plan, method: Any, s: Mapping[str, Any], position: int, se
                 d2_split=names[1] if len(names) > 1 else None,
                 labels=s.get("label_arrangement", spec.get("labels", "concat")),
                 boundary=bool(s.get("boundary", False)))
-    if method.protocol == "transfer":
-        spec["pretrain_iters"] = int(spec.get("iterations", 0))
+    if method.protocol == "transfer":  # the table's count (its method's train), else as many
+        spec.setdefault("pretrain_iters", int(spec.get("iterations", 0)))  # as fine-tuning
+    else:
+        spec.pop("pretrain_iters", None)  # tiny's cap belongs to transfer cells only
     if spec["labels"] == "multi-random":
         spec["label_maps"] = 0  # the paper's three maps
     if not spec["boundary"]:

@@ -29,7 +29,8 @@ __all__ = [
 ]
 
 # Spec fields that may differ between the runs of one sweep: the split itself, and fields that
-# change neither the data nor the weights (where it ran, how often it logged or saved).
+# change neither the data nor the weights (where it ran, how often it logged or saved; the
+# checkpoint interval counts when the run validates at its checkpoints: no val_every).
 IGNORED_FIELDS = frozenset({"split", "d2_split", "device", "log_every", "checkpoint_every",
                             "eval_every"})
 
@@ -75,8 +76,17 @@ def _d1_split(config: Mapping[str, Any], run_dir: Path) -> str:
     return str(split)
 
 
+def _validates_at_checkpoints(spec: Mapping[str, Any]) -> bool:
+    """Whether the run validates (and so selects, decays or stops) at its checkpoints."""
+    return not spec.get("val_every") and bool(spec.get("val_fraction") or
+                                              spec.get("select_on_test"))
+
+
 def _differing(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
-    return sorted(k for k in set(a) | set(b) if k not in IGNORED_FIELDS and a.get(k) != b.get(k))
+    ignored = IGNORED_FIELDS
+    if _validates_at_checkpoints(a) or _validates_at_checkpoints(b):
+        ignored = ignored - {"checkpoint_every"}  # it times the validations then
+    return sorted(k for k in set(a) | set(b) if k not in ignored and a.get(k) != b.get(k))
 
 
 def group_split_runs(run_dirs: Iterable[Path]) -> dict[str, Path]:

@@ -8,7 +8,9 @@ One TOML file per table beside this module (``ddlstm-table1.toml``, ``recassist-
   ``actrec.sweep.METRICS``), ``decimals`` (as the paper prints them), ``preset`` (the training
   preset of ``actrec.presets`` the training cells start from), ``inputs`` (``softmax`` or
   ``logits``: what the per-split frame classifier feeds the temporal models), ``header`` (the
-  row-label column names), ``notes``;
+  row-label column names), ``notes``, ``splits`` (optional: how many splits the paper's
+  protocol has; a store with another number is named in the reproduced table's notes, as its
+  split i is then not the paper's split i);
 - ``[source]``: ``paper``, ``file`` (under the papers folder), ``table``, ``caption``;
 - ``[datasets.KEY]``: ``name`` (the paper's), ``ref`` (the workspace dataset reference used by
   default) and ``tiny`` (the synthetic stand-in of ``--preset tiny``);
@@ -55,7 +57,7 @@ SETTINGS = {
     "boundary": "true or false: the boundary pre-stage (DDLSTM Sec. 5.1)",
 }
 TOP_KEYS = {"id", "title", "report", "metric", "decimals", "preset", "inputs", "header", "notes",
-            "source", "datasets", "methods", "defaults", "columns", "rows"}
+            "source", "datasets", "methods", "defaults", "columns", "rows", "splits"}
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,7 @@ class PaperTable:
     columns: tuple[dict[str, Any], ...]
     rows: tuple[dict[str, Any], ...]
     cells: tuple[Cell, ...]
+    splits: int | None = None  # the paper's number of splits (None: not said)
 
     def column_labels(self) -> list[str]:
         return [str(c["label"]) for c in self.columns]
@@ -178,6 +181,9 @@ class _Validator:
         decimals = self.get(data, "decimals", int, default=1)
         if not 0 <= decimals <= 4:
             raise self.fail("decimals", f"expected 0..4, got {decimals}")
+        splits = self.get(data, "splits", int, default=None)
+        if splits is not None and splits < 1:
+            raise self.fail("splits", f"expected an integer >= 1, got {splits}")
         preset = self.get(data, "preset", str)
         if preset not in presets():
             raise self.fail("preset", f"expected a shipped preset ({', '.join(presets())}), "
@@ -253,7 +259,7 @@ class _Validator:
             header=header, notes=self.strings(data, "notes", default=[]),
             source=dict(source), datasets={k: dict(v) for k, v in datasets.items()},
             methods=methods, columns=tuple(dict(c) for c in columns),
-            rows=tuple(dict(r) for r in rows), cells=tuple(cells))
+            rows=tuple(dict(r) for r in rows), cells=tuple(cells), splits=splits)
 
     def method(self, key: str, data: Any) -> Method:
         from actrec.train_spec import PROTOCOLS, TrainSpec
