@@ -235,6 +235,12 @@ def plan_table(table: Any, root: Path, preset: ReproducePreset,
             from actrec.components import no_splits
 
             raise no_splits(opened[k].path)
+        paper_set = _label_set_difference(table.datasets[k], opened[k])
+        if paper_set and not (preset.kitchen is not None and _is_kitchen(plan, stores[k])):
+            plan.notes.append(
+                f"the store of {table.datasets[k]['name']} has {paper_set}: another label set, "
+                f"so its cells are not comparable with the paper's (see the dataset's "
+                f"label_set option)")
         if table.splits is not None and len(names) != table.splits:
             # Another split rule (50 Salads' 5 MS-TCN folds for the papers' 4 leave-person-out
             # splits): position i is some other split, the cells are not the paper's.
@@ -325,6 +331,22 @@ def plan_table(table: Any, root: Path, preset: ReproducePreset,
     plan.heads = list(heads.values())
     plan.units = list(units.values())
     return plan
+
+
+def _label_set_difference(dataset: Mapping[str, Any], store: Any) -> str | None:
+    """How ``store``'s classes differ from the paper's label set that the table's
+    ``[datasets.KEY]`` declares (``classes``, ``background``), in words; None if they do not
+    (or the table declares none)."""
+    classes, background = dataset.get("classes"), dataset.get("background")
+    has = bool(store.background)
+    if (classes is None or classes == len(store.classes)) and \
+            (background is None or background == has):
+        return None
+    paper = [f"{classes} classes" if classes is not None else "",
+             "" if background is None else "a background class" if background
+             else "no background class"]
+    return (f"{len(store.classes)} classes and {'a' if has else 'no'} background class, the "
+            f"paper's label set {' with '.join(p for p in paper if p)}")
 
 
 def _head_key(heads: Mapping[str, dict[str, Any]], path: str) -> str:

@@ -147,3 +147,64 @@ def test_a_split_sweep_keeps_runs_apart_whose_checkpoints_timed_their_validation
         with pytest.raises(ConfigError, match=r"differ in checkpoint_every, not only in the "
                                               r"split"):
             group_split_runs(folders)
+
+
+def _salads_store(path, classes, background):
+    """A 4-split 50 Salads stand-in with the given label set (a real Zarr store)."""
+    import numpy as np
+
+    from actrec.io.features import FeatureStore
+
+    people = [f"p{i}" for i in range(4)]
+    splits = {str(k + 1): {"train": [p for p in people if p != people[k]], "test": [people[k]]}
+              for k in range(4)}
+    store = FeatureStore.open_or_create(
+        path, dataset="salads", split_scheme="default", classes=classes, splits=splits,
+        extractor="toy", extractor_config={}, lookahead=0, dtype="float32",
+        background=background)
+    rng = np.random.default_rng(0)
+    for vid in people:
+        y = rng.integers(0, len(classes), size=30)
+        store.write_video(vid, rng.normal(size=(30, 4)).astype(np.float32), y, fps=30.0,
+                          source=None)
+    return path
+
+
+@pytest.mark.parametrize("classes, background, note", [
+    (19, (), ("19 classes and no background class, the paper's label set 52 classes with a "
+              "background class")),  # MS-TCN's mid-level set, the reader's default
+    (52, (), ("52 classes and no background class, the paper's label set 52 classes with a "
+              "background class")),
+    (52, (0,), None),  # the papers' lowest level with the added background
+])
+def test_a_store_with_another_label_set_than_the_paper_is_named_in_the_notes(
+        kitchens, tmp_path, classes, background, note):
+    """Recurrent Assistance Sec. 3.2 / DDLSTM Sec. 4: 50 Salads' lowest-level actions and an
+    added background class, 52 classes; a store of the 19 MS-TCN classes ran silently."""
+    root, stores, _ = kitchens
+    names = ["background" if background else "c0"] + [f"c{i}" for i in range(1, classes)]
+    store = _salads_store(tmp_path / "s.zarr", names, background)
+    for table in ("recassist-table4", "ddlstm-table1"):
+        plan = plan_table(load_table(table), root, PRESETS["tiny"], {**stores, "salads": store})
+        found = [n for n in plan.notes if "label set" in n]
+        assert found == ([] if note is None else [
+            (f"the store of 50 Salads has {note}: another label set, so its cells are not "
+             f"comparable with the paper's (see the dataset's label_set option)")])
+
+
+def test_the_tiny_kitchens_are_not_held_to_the_papers_label_sets(kitchens):
+    root, stores, _ = kitchens
+    plan = plan_table(load_table("ddlstm-table1"), root, PRESETS["tiny"], stores)
+    assert not [n for n in plan.notes if "label set" in n or "split i" in n]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (("classes = 52", "classes = 0"), "datasets.salads.classes: expected an integer >= 1, got 0"),
+    (("classes = 52\nbackground = true", "classes = 52\nbackground = 1"),
+     "datasets.salads.background: expected bool, got 1"),
+])
+def test_a_bad_paper_label_set_names_the_key(tmp_path, edit, message):
+    path = tmp_path / "t.toml"
+    path.write_text(load_table("recassist-table4").path.read_text().replace(*edit))
+    with pytest.raises(ConfigError, match=message):
+        load_table(path)

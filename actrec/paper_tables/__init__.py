@@ -13,7 +13,9 @@ One TOML file per table beside this module (``ddlstm-table1.toml``, ``recassist-
   split i is then not the paper's split i);
 - ``[source]``: ``paper``, ``file`` (under the papers folder), ``table``, ``caption``;
 - ``[datasets.KEY]``: ``name`` (the paper's), ``ref`` (the workspace dataset reference used by
-  default) and ``tiny`` (the synthetic stand-in of ``--preset tiny``);
+  default) and ``tiny`` (the synthetic stand-in of ``--preset tiny``); optionally the paper's
+  label set: ``classes`` (how many) and ``background`` (whether it has a background class): a
+  store with another label set is named in the reproduced table's notes;
 - ``[methods.KEY]``: ``kind`` ``frame-classifier`` (the frame classifier alone) or ``train``
   with ``model``, ``protocol`` (single / joint / transfer), for transfer ``source`` (``D1``: the
   row's D1 pre-trains and D2 is fine-tuned; ``D2``: the other way round) and an optional
@@ -201,6 +203,11 @@ class _Validator:
             self.get(datasets, key, dict, "datasets.")
             for part in ("name", "ref", "tiny"):
                 self.get(ds, part, str, f"datasets.{key}.")
+            classes = self.get(ds, "classes", int, f"datasets.{key}.", default=None)
+            if classes is not None and classes < 1:
+                raise self.fail(f"datasets.{key}.classes", f"expected an integer >= 1, got "
+                                                           f"{classes}")
+            self.get(ds, "background", bool, f"datasets.{key}.", default=None)
         methods = {key: self.method(key, m) for key, m in
                    self.get(data, "methods", dict).items()}
         defaults = self.get(data, "defaults", dict, default={})
