@@ -426,7 +426,8 @@ def test_changed_settings_or_inputs_run_again_and_keep_the_old_run(tiny_root, tm
     vid = store.splits[config["spec"]["split"]]["test"][0]
     x, y = store.read(vid)
     attrs = store.video_attrs(vid)  # kept, so the head unit takes the video for its own
-    store.write_video(vid, x[::-1].copy(), y[::-1].copy(), fps=float(attrs["fps"]), source=None,
+    # Labels as the backbone's: a head store whose labels differ from them is redone (repaired).
+    store.write_video(vid, x[::-1].copy(), y, fps=float(attrs["fps"]), source=None,
                       extra={k: attrs[k] for k in ("backbone_sha256", "head_train_video")})
     rerun = reproduce(path, root, preset="tiny")
     assert rerun["complete"], rerun["failures"]
