@@ -15,6 +15,10 @@ window ends at ``t + k`` with ``k = w // 2`` (the window ``t-k .. t+k`` for odd 
 centred feature ``t`` equals causal feature ``t + k`` wherever ``t + k`` is inside the video:
 the extractor's ``lookahead`` is ``k``. ``sliding_windows`` keeps the last ``w - 2`` fields and
 the last frame between batches, so nothing depends on how frames are batched.
+
+A window counts frames as the extractor is fed them: at the dataset's label rate unless the
+extractor's ``fps`` says otherwise (Signing in the Wild: 5 Hz, so 5 frames span 1 s, where
+Borg & Camilleri take them at the video's own rate).
 """
 
 from __future__ import annotations

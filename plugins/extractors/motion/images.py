@@ -19,6 +19,26 @@ program can be):
 The images (uint8) are normalised with ``mean`` / ``std`` (one value, or one per channel) as
 ``actrec.backbones.Preprocess`` does, and the backbone's penultimate activations (or logits,
 or a named ``layer``) are the features. The model file's sha256 is recorded in the config.
+
+Where this is not the paper (Borg & Camilleri, Sec. 4.2), or the paper does not say:
+
+* Frame rate: the windows run on the frames as extracted, by default at the dataset's label
+  rate (Signing in the Wild: 5 Hz), so a 5-frame window spans 1 s there; the paper takes its
+  windows at the video's own rate (25-30 fps: about 0.2 s). ``fps=RATE`` extracts at the
+  video's rate instead, but then the store holds a row per video frame, not per 5 Hz label.
+* ``framediff``: the paper gives both a 5-frame window and a stack of 5 difference images; 5
+  consecutive differences take 6 frames (the default ``window = 6``); ``window=5`` gives the
+  4 differences of a 5-frame window. It does not define the differencing: here each image is
+  the absolute grey difference of two consecutive frames.
+* ``mhi``: the paper does not say how the MHI is fed, nor its threshold: one image, filters
+  averaged as for the differences, ``threshold`` 16 grey levels.
+* ``flow``: angle -> chrominance and length -> luminance is done in HSV (hue, value, full
+  saturation), as OpenCV's flow pictures are; the paper gives no scale for the length
+  (``flow_scale``). Channels are RGB per field, oldest field first.
+* ``mean`` / ``std``: set them to what the backbone was trained with (the defaults are
+  ImageNet's grey mean and std on 0..1; the paper's Keras VGG-16 takes BGR images minus
+  per-channel means on 0..255, so its first layer needs its channels flipped to RGB).
+* Causal by default; the paper does not say whether its windows are causal or centred.
 """
 
 from __future__ import annotations
