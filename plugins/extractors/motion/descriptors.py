@@ -68,7 +68,7 @@ class _Options(PluginConfig):
     resize: int = 64
     window: int = 5
     centred: bool = False  # centre the window on the frame: looks window // 2 frames ahead
-    fps: float | None = None  # resample the video to this rate first; None: its own
+    fps: float | None = None  # read the video at this rate; None: the dataset's label rate
 
 
 class MotionDescriptor(FeatureExtractor):
