@@ -47,7 +47,7 @@ class ColorGradient(FeatureExtractor):
     class Config(PluginConfig):
         grid: int = 2
         bins: int = 8
-        fps: float | None = None  # resample the video to this rate first; None: its own
+        fps: float | None = None  # resample the video to this rate first; None: the labels'
         resize: int = 64
 
     def __init__(self, config: PluginConfig | None = None) -> None:
