@@ -50,6 +50,7 @@ import numpy as np
 
 from actrec.errors import ActrecError, DataError
 from actrec.extract_claims import ClaimLost, claim
+from actrec.io.annotations import MAX_LENGTH_SHARE, length_share_over
 
 if TYPE_CHECKING:  # pragma: no cover
     from actrec.io.features import FeatureStore
@@ -73,9 +74,6 @@ CUT_VIDEO = "video frames beyond the labels (cut)"
 CUT_LABELS = "label frames beyond the video (cut)"
 
 
-FEW_FRAMES = 5  # a disagreement of this many frames is never refused for its share alone
-
-
 @dataclass(frozen=True)
 class HostOptions:
     """How the host decodes and fits lengths (the same in every worker)."""
@@ -83,7 +81,7 @@ class HostOptions:
     batch_size: int = 64
     length_policy: str = "truncate"
     max_length_gap: float = 5.0  # seconds; a larger disagreement is an error under any policy
-    max_length_share: float = 0.2  # of the longer length; likewise (see the module docstring)
+    max_length_share: float = MAX_LENGTH_SHARE  # of the longer; likewise (module docstring)
     decode_threads: int = 1  # decord's threads per video (the reader runs beside the extractor)
     prefetch: int = 2  # decoded batches kept ready ahead of the extractor
 
@@ -265,8 +263,8 @@ def _open(task: VideoTask, extractor: FeatureExtractor, options: HostOptions) ->
             raise DataError(f"{where}: {lengths}: they differ by {gap:.1f} s, more than the "
                             f"{options.max_length_gap:g} s any length policy accepts (the wrong "
                             f"video for these labels, or a truncated file?)")
-        share = abs(n_video - n_labels) / max(n_video, n_labels)
-        if share > options.max_length_share and abs(n_video - n_labels) > FEW_FRAMES:
+        share = length_share_over(n_video, n_labels, options.max_length_share)
+        if share is not None:
             raise DataError(f"{where}: {lengths}: they differ by {100 * share:.0f} % of the "
                             f"longer, more than the {100 * options.max_length_share:g} % any "
                             f"length policy accepts (labels at another frame rate than the "

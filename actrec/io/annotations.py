@@ -611,7 +611,14 @@ def read_npy_labels(path: Path, num_classes: int) -> np.ndarray:
 # (actrec.extract_video): features at another frame rate than the labels would be cut and
 # misaligned without a word.
 MAX_LENGTH_SHARE = 0.2
-FEW_FRAMES = 5
+FEW_FRAMES = 5  # a disagreement of this many frames is never refused for its share alone
+
+
+def length_share_over(a: int, b: int, max_share: float = MAX_LENGTH_SHARE) -> float | None:
+    """The share of the longer of lengths ``a`` and ``b`` by which they differ, when it is
+    more than ``max_share`` and more than ``FEW_FRAMES`` frames; ``None`` otherwise."""
+    share = abs(a - b) / max(a, b, 1)
+    return share if share > max_share and abs(a - b) > FEW_FRAMES else None
 
 
 def fit_length(labels: np.ndarray, length: int, *, policy: str = "truncate",
@@ -629,8 +636,8 @@ def fit_length(labels: np.ndarray, length: int, *, policy: str = "truncate",
     n = int(labels.shape[0])
     if n == length:
         return labels, {}
-    share = abs(n - length) / max(n, length)
-    if share > max_share and abs(n - length) > FEW_FRAMES:
+    share = length_share_over(n, length, max_share)
+    if share is not None:
         raise DataError(f"{source}: {n} labelled frames but the features have {length}: they "
                         f"differ by {100 * share:.0f} % of the longer, more than the "
                         f"{100 * max_share:g} % any length policy accepts (features at another "
