@@ -536,7 +536,7 @@ def evaluate_run(
         if online and not causal and not allow_noncausal_features:
             # Imported features: their reach is what the import declared (or did not).
             redo = ("import them again with --lookahead 0 if they are per-frame features"
-                    if str(attrs.get("extractor", "")).endswith("-import")
+                    if store.imported
                     else "re-extract with a causal extractor")
             raise ActrecError(
                 f"feature store {store.path} holds non-causal features (extractor "

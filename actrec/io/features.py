@@ -338,6 +338,12 @@ class FeatureStore:
         return json.loads(json.dumps(self._attrs))
 
     @property
+    def imported(self) -> bool:
+        """Whether the features were imported (``actrec import``: extractor ``<layout>-import``),
+        so that only the import, not extraction, can write them again."""
+        return str(self._attrs.get("extractor", "")).endswith("-import")
+
+    @property
     def stream_name(self) -> str:
         """The name of this store's own stream (its extractor's for older stores)."""
         return str(self._attrs.get("stream") or self._attrs.get("extractor"))
@@ -518,7 +524,7 @@ class FeatureStore:
         # extract's cheap test misses a chunk altered in place: check finds and drops it
         redo = (f"run `actrec check {self.path} --drop-damaged` to find and remove every "
                 f"damaged video, then `actrec extract` again for this store to redo them")
-        if str((self.source or {}).get("extractor", "")).endswith("-import"):
+        if self.imported:
             # imported features are written again by the import, which check prints
             redo = (f"run `actrec check {self.path} --drop-damaged` to find and remove every "
                     f"damaged video; it prints the `actrec import` command that writes them "

@@ -78,6 +78,11 @@ class StreamConcat:
         return attrs
 
     @property
+    def imported(self) -> bool:
+        """Whether every stream was imported (``FeatureStore.imported``)."""
+        return all(s.imported for s in self.stores)
+
+    @property
     def source(self) -> dict[str, Any] | None:
         sources = [s.source for s in self.stores]
         if any(src is None for src in sources):
