@@ -145,11 +145,12 @@ class TrainedHead:
 def _fingerprint(store: FeatureStore, videos: Sequence[str]) -> str:
     """A digest of what the head is trained on: each video's id and its features' and
     labels' recorded sha256 (read from the store's integrity records, no data read)."""
+    from actrec.io.integrity import recorded_digest
+
     digest = hashlib.sha256()
     for vid in videos:
-        integrity = store.video_attrs(vid).get("integrity") or {}
-        parts = [vid] + [str((integrity.get(a) or {}).get("sha256")) for a in ("features",
-                                                                               "labels")]
+        attrs = store.video_attrs(vid)
+        parts = [vid] + [str(recorded_digest(attrs, a)) for a in ("features", "labels")]
         digest.update(json.dumps(parts).encode("utf-8"))
     return digest.hexdigest()
 
@@ -400,11 +401,6 @@ class HeadReport:
                 "missing_train_videos": list(self.missing_train_videos)}
 
 
-def _labels_sha(store: FeatureStore, vid: str) -> str | None:
-    """The recorded sha256 of a stored video's labels."""
-    return ((store.video_attrs(vid).get("integrity") or {}).get("labels") or {}).get("sha256")
-
-
 _COPIED = ("label_fps", "labels_resampled", "source_fps", "frame_size", "participant",
            "source")
 
@@ -432,6 +428,7 @@ def extract_head_features(
     ``overwrite``).
     """
     from actrec.io.features import FeatureStore
+    from actrec.io.integrity import recorded_digest
     from actrec.io.remote import StoreURL
 
     if output not in OUTPUTS:
@@ -496,18 +493,17 @@ def extract_head_features(
     ids = backbone.videos()
     task = progress.add_task(f"head: {output}", total=len(ids)) if progress else None
     for vid in ids:
-        integrity = backbone.video_attrs(vid).get("integrity") or {}
-        bsha = (integrity.get("features") or {}).get("sha256")
-        labels_sha = (integrity.get("labels") or {}).get("sha256")
+        attrs = backbone.video_attrs(vid)
+        bsha = recorded_digest(attrs, "features")
         # redone when the backbone's features or its labels (a corrected annotation file:
         # same features) changed; both stores record the same digest of the same labels
         if not overwrite and store.has(vid) and not store.damage(vid) and \
                 store.video_attrs(vid).get("backbone_sha256") == bsha and \
-                _labels_sha(store, vid) == labels_sha:
+                recorded_digest(store.video_attrs(vid), "labels") == \
+                recorded_digest(attrs, "labels"):
             skipped.append(vid)
         else:
             x, y = backbone.read(vid)
-            attrs = backbone.video_attrs(vid)
             extra = {k: attrs[k] for k in _COPIED if k in attrs}
             extra["backbone_sha256"] = bsha
             extra["head_train_video"] = vid in head.train_videos

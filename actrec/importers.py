@@ -125,12 +125,12 @@ def _changed(store, video: str, source: Path, labels: np.ndarray | None) -> bool
     """Whether stored ``video`` came from another version of its files: the feature file
     ``source`` differs from the path, size and mtime recorded when it was imported, or
     ``labels`` (when given) from the labels stored."""
-    from actrec.io.integrity import array_digest, source_change
+    from actrec.io.integrity import array_digest, recorded_digest, source_change
 
     attrs = store.video_attrs(video)
     if source_change(attrs.get("source"), source):
         return True
-    recorded = ((attrs.get("integrity") or {}).get("labels") or {}).get("sha256")
+    recorded = recorded_digest(attrs, "labels")
     return labels is not None and recorded is not None \
         and recorded != array_digest(labels, "int64")
 

@@ -44,11 +44,18 @@ if TYPE_CHECKING:  # pragma: no cover
     from actrec.io.features import FeatureStore
 
 __all__ = ["ARRAYS", "STATUSES", "StoreCheck", "VideoCheck", "array_digest", "array_record",
-           "check_store", "chunk_problems", "drop_damaged", "source_change", "verify_video"]
+           "check_store", "chunk_problems", "drop_damaged", "recorded_digest", "source_change",
+           "verify_video"]
 
 ARRAYS = ("features", "labels")
 STATUSES = ("ok", "damaged", "source changed", "inconsistent", "unverified")
 _STORED_DTYPES = {"float16": "<f2", "float32": "<f4", "int64": "<i8"}
+
+
+def recorded_digest(attrs: Mapping[str, Any], array: str) -> str | None:
+    """The sha256 a stored video's attributes ``attrs`` record of its ``array`` (one of
+    ``ARRAYS``) as written; ``None`` where none is recorded."""
+    return ((attrs.get("integrity") or {}).get(array) or {}).get("sha256")
 
 
 def array_digest(values: np.ndarray, dtype: str) -> str:
