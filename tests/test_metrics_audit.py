@@ -357,6 +357,12 @@ def test_per_class_precision_by_hand_and_against_counting():
     target = np.array([0, 1, 1, 1, -1, 0, 2])
     got = per_class_precision(pred, target, 3)
     assert got[0] == pytest.approx(1 / 3) and got[1] == 1.0 and math.isnan(got[2])
+    # What eval reports: per class by name, and the mean over the classes predicted
+    # ((1/3 + 1) / 2; the never-predicted class is out of the mean, not a 0 in it).
+    res = score_dataset("d", "s", "1", ["v"], [pred], [target], ("a", "b", "c"))
+    assert res.per_class_precision["a"] == pytest.approx(1 / 3)
+    assert math.isnan(res.per_class_precision["c"])
+    assert res.mean_class_precision == pytest.approx(2 / 3)
     rng = np.random.default_rng(19)
     for _ in range(50):
         n = int(rng.integers(1, 60))
