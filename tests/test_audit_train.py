@@ -330,23 +330,30 @@ def test_a_resume_never_stretches_a_schedule_laid_over_the_run(stores, tmp_path)
     assert lrs == pytest.approx([0.02, 0.02, 0.002, 0.002, 0.0002, 0.0002])
 
 
-def test_a_validation_video_with_a_label_past_the_classes_is_a_clear_error(tmp_path):
-    """Training videos' labels are checked against the classes; a held-out validation video's
-    were not, and one past the classes crashed the first validation with an IndexError."""
+def _store_with_v2_labelled(path, label: int) -> None:
+    """Five 20-frame videos of classes a, b (v0..v3 train, v4 test), every frame class 1
+    except video v2's, all ``label`` (seed 0's validation fifth holds out v2)."""
     import numpy as np
 
-    from actrec.errors import DataError
     from actrec.io.features import FeatureStore
 
     rng = np.random.default_rng(0)
     ids = [f"v{i}" for i in range(5)]
     store = FeatureStore.open_or_create(
-        tmp_path / "s.zarr", dataset="t", split_scheme="default", classes=["a", "b"],
+        path, dataset="t", split_scheme="default", classes=["a", "b"],
         splits={"1": {"train": ids[:4], "test": ids[4:]}}, extractor="x", extractor_config={},
         lookahead=0, dtype="float32")
     for vid in ids:
         store.write_video(vid, rng.normal(size=(20, 3)).astype(np.float32),
-                          np.full(20, 5 if vid == "v2" else 1), fps=15.0, source=None)
+                          np.full(20, label if vid == "v2" else 1), fps=15.0, source=None)
+
+
+def test_a_validation_video_with_a_label_past_the_classes_is_a_clear_error(tmp_path):
+    """Training videos' labels are checked against the classes; a held-out validation video's
+    were not, and one past the classes crashed the first validation with an IndexError."""
+    from actrec.errors import DataError
+
+    _store_with_v2_labelled(tmp_path / "s.zarr", 5)
     s = TrainSpec(model="lstm", d1=tmp_path / "s.zarr", history=8, iterations=2, mix=(2, 0),
                   val_fraction=0.25, seed=0)  # seed 0 holds out v2
     with pytest.raises(DataError, match=r"selection video 'v2' has labels outside -1..1"):
@@ -357,20 +364,9 @@ def test_a_validation_set_without_labels_is_a_clear_error(tmp_path):
     """Validation videos without a labelled frame scored None at every validation: best-val
     selection never wrote best.pt and evaluation fell back to the last iteration without a
     word."""
-    import numpy as np
-
     from actrec.errors import DataError
-    from actrec.io.features import FeatureStore
 
-    rng = np.random.default_rng(0)
-    ids = [f"v{i}" for i in range(5)]
-    store = FeatureStore.open_or_create(
-        tmp_path / "s.zarr", dataset="t", split_scheme="default", classes=["a", "b"],
-        splits={"1": {"train": ids[:4], "test": ids[4:]}}, extractor="x", extractor_config={},
-        lookahead=0, dtype="float32")
-    for vid in ids:
-        store.write_video(vid, rng.normal(size=(20, 3)).astype(np.float32),
-                          np.full(20, -1 if vid == "v2" else 1), fps=15.0, source=None)
+    _store_with_v2_labelled(tmp_path / "s.zarr", -1)
     s = TrainSpec(model="lstm", d1=tmp_path / "s.zarr", history=8, iterations=2, mix=(2, 0),
                   val_fraction=0.25, seed=0, select="best-val")  # seed 0 holds out v2
     with pytest.raises(DataError, match=r"the validation videos of D1 \(1 video\(s\)\) hold no "
