@@ -1,15 +1,29 @@
-"""A stacked GRU with recurrent (variational) dropout, as Keras' ``recurrent_dropout``.
+"""The stacked GRU of Borg & Camilleri (ICASSP 2019): Keras 2's ``GRU`` layer, as they used it.
 
-Same math and gate order (r, z, n) as ``torch.nn.GRU``::
+Their released model (``create_neural_net_model.py``, Keras 2) is ``GRU(256,
+recurrent_activation='hard_sigmoid', dropout=0.3)`` twice. Keras 2's cell, gate order (z, r, h),
+one bias per gate (``reset_after=False``: the reset gate acts on the state *before* the
+recurrent product)::
 
-    r = sigmoid(x W_ir + b_ir + h' W_hr + b_hr)      z likewise
-    n = tanh(x W_in + b_in + r * (h' W_hn + b_hn))
-    h_t = (1 - z) * n + z * h_{t-1}
+    z  = a(x_z W_z + b_z + h_z U_z)          r likewise
+    hh = tanh(x_h W_h + b_h + (r * h_h) U_h)
+    h_t = z * h_{t-1} + (1 - z) * hh
 
-where ``h' = h_{t-1} * mask`` in training: one Bernoulli mask per sequence and layer, drawn once
-and reused at every timestep (Gal & Ghahramani), scaled by ``1 / (1 - p)``. The mask only enters
-the recurrent product; the carried state ``z * h_{t-1}`` is not dropped. At evaluation
-``h' = h_{t-1}``, the same math without dropout.
+with ``a`` the recurrent activation: ``hard_sigmoid(v) = clip(0.2 v + 0.5, 0, 1)`` (Keras 2's
+default and theirs) or the logistic sigmoid. This is what their Table 3 counts: 3 (D H + H H + H)
+weights per layer (3,754,243 trainable parameters for the 2 x 256 model on 4096 codes; torch's
+cell, with two biases per gate, would have 1,536 more).
+
+Dropout as Keras' (Gal & Ghahramani's variational dropout): ``dropout`` multiplies the layer's
+input x by a Bernoulli mask, ``recurrent_dropout`` the state h_{t-1} entering the recurrent
+products; one mask per sequence, layer and gate (``x_z``, ``x_r``, ``x_h`` are x times three
+masks; Keras 2's default ``implementation=1``), drawn once and reused at every timestep, scaled
+by ``1 / (1 - p)``. The carried state ``z * h_{t-1}`` is never dropped. At evaluation nothing is
+dropped. The paper's "GRU dropout" 0.3 is ``dropout`` (the released code); ``recurrent_dropout``
+is Keras' other option, 0 there.
+
+Initialisation as Keras 2: input weights Glorot-uniform over the whole ``[3H, D]`` matrix,
+recurrent weights orthogonal over ``[3H, H]``, biases 0.
 """
 
 from __future__ import annotations
@@ -18,67 +32,114 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["DropoutGRU"]
+__all__ = ["DropoutGRU", "RECURRENT_ACTIVATIONS", "hard_sigmoid"]
+
+RECURRENT_ACTIVATIONS = ("hard_sigmoid", "sigmoid")
+
+
+def hard_sigmoid(v: Tensor) -> Tensor:
+    """Keras 2's ``hard_sigmoid``: ``clip(0.2 v + 0.5, 0, 1)``."""
+    return (0.2 * v + 0.5).clamp(0.0, 1.0)
 
 
 class DropoutGRU(nn.Module):
-    """Stacked GRU over ``[T, N, D]`` with recurrent dropout ``p`` on every layer's h."""
+    """Stacked Keras-2 GRU over ``[T, N, D]``; ``dropout`` on every layer's input and
+    ``recurrent_dropout`` on its state, per gate and constant over time (training only).
+
+    Parameters per layer k: ``weight_ih_l{k}`` [3H, D], ``weight_hh_l{k}`` [3H, H] and
+    ``bias_l{k}`` [3H], rows in Keras' gate order (z, r, h).
+    """
 
     def __init__(
         self,
         input_size: int,
         hidden_size: int = 256,
         num_layers: int = 2,
-        recurrent_dropout: float = 0.3,
+        recurrent_dropout: float = 0.0,
+        *,
+        dropout: float = 0.0,
+        recurrent_activation: str = "hard_sigmoid",
     ):
         super().__init__()
-        if not 0.0 <= recurrent_dropout < 1.0:
-            raise ValueError(f"recurrent_dropout must be in [0, 1), got {recurrent_dropout}")
-        self.hidden_size, self.num_layers, self.p = hidden_size, num_layers, recurrent_dropout
-        # Parameter names as torch.nn.GRU's, so weights can be copied across for checks.
+        for name, p in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout)):
+            if not 0.0 <= p < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {p}")
+        if recurrent_activation not in RECURRENT_ACTIVATIONS:
+            raise ValueError(f"recurrent_activation must be one of {RECURRENT_ACTIVATIONS}, "
+                             f"got {recurrent_activation!r}")
+        self.hidden_size, self.num_layers = hidden_size, num_layers
+        self.p_input, self.p = dropout, recurrent_dropout
+        self.recurrent_activation = recurrent_activation
+        self._gate = hard_sigmoid if recurrent_activation == "hard_sigmoid" else torch.sigmoid
+        h3 = 3 * hidden_size
         for k in range(num_layers):
             d = input_size if k == 0 else hidden_size
-            h3 = 3 * hidden_size
             self.register_parameter(f"weight_ih_l{k}", nn.Parameter(torch.empty(h3, d)))
             self.register_parameter(f"weight_hh_l{k}", nn.Parameter(torch.empty(h3, hidden_size)))
-            self.register_parameter(f"bias_ih_l{k}", nn.Parameter(torch.empty(h3)))
-            self.register_parameter(f"bias_hh_l{k}", nn.Parameter(torch.empty(h3)))
+            self.register_parameter(f"bias_l{k}", nn.Parameter(torch.empty(h3)))
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        """Uniform(-1/sqrt(H), 1/sqrt(H)), as torch.nn.GRU."""
-        bound = self.hidden_size**-0.5
-        for w in self.parameters():
-            nn.init.uniform_(w, -bound, bound)
+    def extra_repr(self) -> str:
+        return (f"hidden_size={self.hidden_size}, num_layers={self.num_layers}, "
+                f"dropout={self.p_input}, recurrent_dropout={self.p}, "
+                f"recurrent_activation={self.recurrent_activation}")
 
-    def _weights(self, k: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-        return tuple(getattr(self, f"{n}_l{k}") for n in names)
+    def reset_parameters(self) -> None:
+        """Keras 2's defaults: Glorot-uniform input weights, orthogonal recurrent weights,
+        zero biases."""
+        with torch.no_grad():
+            for k in range(self.num_layers):
+                w_ih, w_hh, b = self._weights(k)
+                nn.init.xavier_uniform_(w_ih)
+                nn.init.orthogonal_(w_hh)
+                b.zero_()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        if prefix + "bias_ih_l0" in state_dict:  # saved by the earlier torch-style cell
+            raise RuntimeError(
+                "these weights are of the torch-style GRU cell that actrec's 'gru' model used "
+                "before it became Borg & Camilleri's Keras GRU (two biases per gate, sigmoid "
+                "gates); they cannot be loaded into the new cell: train the run again")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _weights(self, k: int) -> tuple[Tensor, Tensor, Tensor]:
+        return (getattr(self, f"weight_ih_l{k}"), getattr(self, f"weight_hh_l{k}"),
+                getattr(self, f"bias_l{k}"))
+
+    def _masks(self, p: float, like: Tensor) -> Tensor | None:  # like [N, C] -> [3, N, C]
+        """Three Bernoulli masks (one per gate) scaled by 1/(1-p), or None (eval or p = 0)."""
+        if not self.training or p == 0.0:
+            return None
+        keep = torch.full((3, *like.shape), 1 - p, dtype=like.dtype, device=like.device)
+        return torch.bernoulli(keep) / (1 - p)
+
+    def _input_gates(self, x: Tensor, k: int, mask: Tensor | None) -> Tensor:
+        """``x W^T + b`` for the three gates, ``x`` [..., N, D] (masked per gate) -> [..., N, 3H]."""
+        w_ih, _, b = self._weights(k)
+        if mask is None:
+            return F.linear(x, w_ih, b)
+        return torch.cat([F.linear(x * m, w, bb) for m, w, bb in
+                          zip(mask, w_ih.chunk(3, 0), b.chunk(3, 0))], -1)
 
     def _cell(self, gx: Tensor, h: Tensor, mask: Tensor | None, k: int) -> Tensor:
-        _, w_hh, _, b_hh = self._weights(k)
-        hd = h if mask is None else h * mask
-        gh = F.linear(hd, w_hh, b_hh)  # [N, 3H]
-        xr, xz, xn = gx.chunk(3, -1)
-        hr, hz, hn = gh.chunk(3, -1)
-        r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
-        n = torch.tanh(xn + r * hn)
-        return (1 - z) * n + z * h
-
-    def _mask(self, like: Tensor) -> Tensor | None:  # like: [N, H]
-        if not self.training or self.p == 0.0:
-            return None
-        return torch.bernoulli(torch.full_like(like, 1 - self.p)) / (1 - self.p)
+        """One step from the input part ``gx`` [N, 3H] and the state ``h`` [N, H]."""
+        u_z, u_r, u_h = self._weights(k)[1].chunk(3, 0)  # [H, H] each
+        hz, hr, hh = (h, h, h) if mask is None else (h * mask[0], h * mask[1], h * mask[2])
+        xz, xr, xh = gx.chunk(3, -1)
+        z = self._gate(xz + F.linear(hz, u_z))
+        r = self._gate(xr + F.linear(hr, u_r))
+        cand = torch.tanh(xh + F.linear(r * hh, u_h))
+        return z * h + (1 - z) * cand
 
     def forward(self, x: Tensor) -> Tensor:  # [T, N, D] -> [T, N, H]
         for k in range(self.num_layers):
-            w_ih, _, b_ih, _ = self._weights(k)
-            gx = F.linear(x, w_ih, b_ih)  # [T, N, 3H] for all timesteps at once
+            in_mask = self._masks(self.p_input, x[0])  # [3, N, D] or None
+            gx = self._input_gates(x, k, in_mask)  # [T, N, 3H] for all timesteps at once
             h = x.new_zeros(x.shape[1], self.hidden_size)
-            mask = self._mask(h)
+            rec_mask = self._masks(self.p, h)
             out = []
             for t in range(x.shape[0]):
-                h = self._cell(gx[t], h, mask, k)
+                h = self._cell(gx[t], h, rec_mask, k)
                 out.append(h)
             x = torch.stack(out)  # [T, N, H]
         return x
@@ -90,7 +151,6 @@ class DropoutGRU(nn.Module):
         """One timestep (eval: no dropout): ``x_t [N, D]`` -> ``(h_top [N, H], new states)``."""
         new = []
         for k, h in enumerate(hs):
-            w_ih, _, b_ih, _ = self._weights(k)
-            x_t = self._cell(F.linear(x_t, w_ih, b_ih), h, None, k)
+            x_t = self._cell(self._input_gates(x_t, k, None), h, None, k)
             new.append(x_t)
         return x_t, new

@@ -221,10 +221,13 @@ class AverageClassifier(SequenceModel):
 
 
 class GRUClassifier(_Projected):
-    """Borg & Camilleri: stacked GRU with recurrent dropout, then per frame batch norm, a ReLU
-    layer, dropout and the classifier. The batch norm normalises every frame's features over
-    all real frames of the batch (its statistics and running statistics never see padding); at
-    evaluation it uses its running statistics (so it is causal)."""
+    """Borg & Camilleri: stacked Keras-2 GRU (``actrec.nn.gru``), then per frame batch norm, a
+    ReLU layer, dropout and the classifier. The batch norm normalises every frame's features
+    over all real frames of the batch (its statistics and running statistics never see
+    padding); at evaluation it uses its running statistics (so it is causal). Its epsilon
+    (1e-3) and momentum (0.01: Keras' 0.99 for the old value) are Keras' defaults, which the
+    authors' model used. ``gru_dropout`` is the GRU layers' input dropout (the paper's "GRU
+    dropout", 0.3 in the ``gru`` plugin), ``recurrent_dropout`` the dropout of their state."""
 
     def __init__(
         self,
@@ -232,10 +235,12 @@ class GRUClassifier(_Projected):
         num_classes: int,
         hidden: int = 256,
         layers: int = 2,
-        recurrent_dropout: float = 0.3,
+        recurrent_dropout: float = 0.0,
         fc: int = 64,
         dropout: float = 0.4,
         *,
+        gru_dropout: float = 0.0,
+        recurrent_activation: str = "hard_sigmoid",
         input_dropout: float = 0.0,
         embed: int = 0,
         embed_dropout: float = 0.0,
@@ -243,8 +248,9 @@ class GRUClassifier(_Projected):
         super().__init__()
         d = self._init_projection(input_dim, hidden, False, embed=embed,
                                   input_dropout=input_dropout, embed_dropout=embed_dropout)
-        self.rnn = DropoutGRU(d, hidden, layers, recurrent_dropout)
-        self.norm = nn.BatchNorm1d(hidden)
+        self.rnn = DropoutGRU(d, hidden, layers, recurrent_dropout, dropout=gru_dropout,
+                              recurrent_activation=recurrent_activation)
+        self.norm = nn.BatchNorm1d(hidden, eps=1e-3, momentum=0.01)
         self.classifier = nn.Sequential(
             nn.Linear(hidden, fc), nn.ReLU(), nn.Dropout(dropout), nn.Linear(fc, num_classes)
         )
