@@ -32,6 +32,8 @@ from actrec.extract_video import (
     HostOptions,
     VideoTask,
     extract_video,
+    rate_lookahead,
+    reads_video_rate,
     resample_labels,
 )
 from actrec.io.remote import StoreURL, store_location
@@ -264,6 +266,13 @@ def extract_features(
     lease = lease_seconds()  # a bad ACTREC_CLAIM_LEASE is refused before any work
 
     lookahead = extractor.checked_lookahead()  # before anything is written
+    video_rate = reads_video_rate(extractor)
+    if video_rate:
+        if extractor.fps is not None:
+            raise ConfigError(f"extractor '{extractor.name}': windows at the video's own rate "
+                              f"keep a row per label frame; a frame rate ({extractor.fps:g} fps) "
+                              f"cannot be set as well")
+        lookahead = dataset_lookahead(index, lookahead)  # in label frames, what the store says
     if length_policy not in LENGTH_POLICIES:
         raise ConfigError(f"--length-policy: expected one of {', '.join(LENGTH_POLICIES)}, got "
                           f"{length_policy!r}")
@@ -297,7 +306,8 @@ def extract_features(
                  devices=devices, lease=lease, wait_busy=wait_busy,
                  options=HostOptions(batch_size=batch_size, length_policy=length_policy,
                                      max_length_gap=float(max_length_gap),
-                                     max_length_share=float(max_length_share)))
+                                     max_length_share=float(max_length_share),
+                                     max_lookahead=lookahead if video_rate else None))
         except KeyboardInterrupt:
             signal_name = "SIGINT"
         except Terminated:
@@ -368,13 +378,16 @@ def _run(plan: _Plan, index, extractor, store_path, ids: list[str], source, look
     from actrec.io.features import FeatureStore
     from actrec.io.integrity import source_change
 
+    config = recorded_config(store_path, extractor, store_args.get("stream"))
+    if source is not None and source.get("extractor_config") == extractor.config.to_dict():
+        source = {**source, "extractor_config": config}
     try:
         store = FeatureStore.open_or_create(
             store_path,
             classes=index.classes,
             splits={name: {"train": s.train, "test": s.test} for name, s in index.splits.items()},
             extractor=extractor.name,
-            extractor_config=extractor.config.to_dict(),
+            extractor_config=config,
             lookahead=lookahead,
             background=index.background_classes,
             source=source,
@@ -456,6 +469,73 @@ def _run(plan: _Plan, index, extractor, store_path, ids: list[str], source, look
         from actrec.extract_claims import release_claims
 
         release_claims(store.path)
+
+
+def recorded_config(store_path, extractor: FeatureExtractor,
+                    stream: str | None = None) -> dict[str, Any]:
+    """``extractor``'s config as the store at ``store_path`` records it: its options, less
+    those an existing store made by this extractor does not record and that are at their
+    default (options added to the extractor since: the store's features were computed as
+    the default computes them), so that the store still opens; any other difference is
+    refused by the store as before. A new store records every option."""
+    from actrec.io.features import FeatureStore
+
+    config = extractor.config.to_dict()
+    try:
+        store = FeatureStore.open(store_path)
+        if stream is not None and stream != store.stream_name:
+            store = store.stream(stream)
+        attrs = store.attrs
+    except (DataError, ConfigError, OSError):
+        return config  # none yet (or unreadable: the store says why when opened)
+    recorded = attrs.get("extractor_config")
+    if attrs.get("extractor") != extractor.name or not isinstance(recorded, dict):
+        return config
+    try:
+        defaults = type(extractor.config)().to_dict()
+    except Exception:  # noqa: BLE001 - a plugin's Config without defaults: record it all
+        return config
+    return {k: v for k, v in config.items()
+            if k in recorded or k not in defaults or v != defaults[k]}
+
+
+def dataset_lookahead(index: DatasetIndex, lookahead: int) -> int:
+    """The look-ahead in label frames of an extractor fed each video at its own rate with a
+    look-ahead of ``lookahead`` video frames (``actrec.extract_video.rate_lookahead``): the
+    largest over every video of ``index`` (all of them, not one run's share, so that every run
+    and shard records the same), read at the rate the host reads it (a file's own, or its label
+    rate where it is a rounding of that; a frame folder's is its label rate). Only the file
+    headers are read; a file without a readable rate is left out (its extraction fails, or is
+    refused if its rate makes its features look further)."""
+    from actrec.io.video import same_rate
+
+    if lookahead <= 0:
+        return 0
+    rates: set[tuple[float, float]] = set()
+    for record in index.videos.values():
+        label_fps = float(record.fps)
+        if record.path is None or not label_fps > 0:
+            continue
+        path = Path(record.path)
+        source = label_fps if path.is_dir() else _container_fps(path)
+        if source is None:
+            continue
+        if not record.labels_by_time and same_rate(source, label_fps):
+            source = label_fps  # one frame per label (actrec.io.video.open_video)
+        rates.add((source, label_fps))
+    return max((rate_lookahead(lookahead, s, lab) for s, lab in rates), default=lookahead)
+
+
+def _container_fps(path: Path) -> float | None:
+    """The frame rate a video file's header states (``None`` when none is readable)."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    try:
+        fps = capture.get(cv2.CAP_PROP_FPS) if capture.isOpened() else 0.0
+    finally:
+        capture.release()
+    return float(fps) if fps and fps > 0 else None
 
 
 def _labels_change(attrs: dict[str, Any], labels) -> str | None:
@@ -615,7 +695,7 @@ class _ProgressView:
 
 
 def _estimated_frames(task: VideoTask, extractor: FeatureExtractor) -> int:
-    fps = extractor.fps or task.label_fps
+    fps = extractor.fps or task.label_fps  # (at the video's rate: corrected once it is opened)
     return round(task.labels.shape[0] * fps / task.label_fps) if task.label_fps > 0 else 0
 
 

@@ -27,6 +27,17 @@ checks (the rest is not decoded). An extractor with a lookahead of ``k`` frames 
 fed up to ``k`` frames past the cut where the video has them, so the last kept features see
 the same future as they would in a longer video.
 
+Windows at the video's own rate: an extractor that declares ``video_rate`` (the motion
+extractors' ``-x window_rate=video``) is fed every frame of the file at the file's own rate, so
+that a window of 5 frames spans 5 of the video's frames (0.2 s at 25 fps) as in Borg &
+Camilleri, not 5 label frames; the host keeps one row per label frame, the row of the source
+frame that label frame is read from (the frame the default decoding would give it), so the store
+holds the same rows and labels either way. Its ``lookahead`` counts video frames; the store
+records it in label frames (``label_lookahead``: the most label frames a label frame waits for
+a later one whose source frame is ``lookahead`` frames further on: a centred window of 2 frames
+at 30 fps under 15 fps labels looks 1 label frame ahead, rounded up), and each video records
+its own (``lookahead``) with ``window_fps``, the rate its windows ran at.
+
 A file that cannot be opened, that yields fewer frames than its header says, or whose
 extractor output has the wrong shape fails with a ``DataError`` naming the video; nothing is
 stored for it.
@@ -63,9 +74,12 @@ __all__ = [
     "VideoFeatures",
     "VideoTask",
     "extract_video",
+    "label_lookahead",
     "prefetch",
     "process_task",
     "process_tasks",
+    "rate_lookahead",
+    "reads_video_rate",
     "resample_labels",
 ]
 
@@ -84,6 +98,9 @@ class HostOptions:
     max_length_share: float = MAX_LENGTH_SHARE  # of the longer; likewise (module docstring)
     decode_threads: int = 1  # decord's threads per video (the reader runs beside the extractor)
     prefetch: int = 2  # decoded batches kept ready ahead of the extractor
+    # label frames the store records as its look-ahead, for an extractor at the video's rate:
+    # a video whose rate makes its features look further is refused (None: not checked)
+    max_lookahead: int | None = None
 
 
 @dataclass(frozen=True)
@@ -148,6 +165,41 @@ def labels_digest(labels: np.ndarray) -> str:
     from actrec.io.integrity import array_digest
 
     return array_digest(labels, "int64")
+
+
+def reads_video_rate(extractor: FeatureExtractor) -> bool:
+    """Whether ``extractor`` is fed the video at its own rate, its rows kept at the label
+    frames (it declares ``video_rate = True``; see the module docstring)."""
+    return getattr(extractor, "video_rate", False) is True
+
+
+def label_lookahead(source_index: np.ndarray, lookahead: int) -> int:
+    """The look-ahead in label frames of features computed on a video's own frames with a
+    look-ahead of ``lookahead`` of them and kept at the label frames read from source frames
+    ``source_index`` (int ``[L]``, non-decreasing): the most label frames any label frame waits
+    until a later one's source frame is ``lookahead`` frames past its own. Label frames whose
+    future lies past the last label frame are flushed, as at any video's end, and do not count.
+    Equal rates give ``lookahead``; 0 for a causal extractor."""
+    src = np.asarray(source_index, dtype=np.int64)
+    if lookahead <= 0 or src.size == 0:
+        return 0
+    reach = np.searchsorted(src, src + lookahead, side="left")
+    inside = reach < src.size
+    if not inside.any():
+        return 0
+    return int((reach - np.arange(src.size))[inside].max())
+
+
+def rate_lookahead(lookahead: int, source_fps: float, label_fps: float) -> int:
+    """``label_lookahead`` for any video read at ``source_fps`` under labels at ``label_fps``
+    (over enough label frames for every phase of the two rates that matters)."""
+    from actrec.io.video import resample_indices
+
+    if lookahead <= 0:
+        return 0
+    frames = 20_000  # label frames: far more than a period of any two rates actrec meets
+    needed = int(np.ceil(frames * source_fps / label_fps)) + lookahead + 1
+    return label_lookahead(resample_indices(needed, source_fps, label_fps)[:frames], lookahead)
 
 
 def prefetch(source: Iterator[np.ndarray], depth: int = 2) -> Iterator[np.ndarray]:
@@ -228,6 +280,10 @@ class _OpenedVideo:
     keep: int
     feed: int
     where: str
+    # at the video's own rate (``reads_video_rate``): the source frame of each kept row, and
+    # the features' look-ahead in label frames; None: frames and rows are the label frames
+    rows: np.ndarray | None = None
+    lookahead: int = 0
 
 
 def _open(task: VideoTask, extractor: FeatureExtractor, options: HostOptions) -> _OpenedVideo:
@@ -274,16 +330,30 @@ def _open(task: VideoTask, extractor: FeatureExtractor, options: HostOptions) ->
             raise DataError(f"{where}: {lengths}; lengths must match (--length-policy error; "
                             f"'truncate' cuts both to the shorter)")
     keep = min(n_video, n_labels)
-    feed = min(n_video, keep + extractor.checked_lookahead())  # the future the last kept
-    return _OpenedVideo(task, reader, labels, keep, feed, where)  # frames would have seen
+    ahead = extractor.checked_lookahead()
+    if not reads_video_rate(extractor):
+        feed = min(n_video, keep + ahead)  # the future the last kept frames would have seen
+        return _OpenedVideo(task, reader, labels, keep, feed, where)
+    # Every source frame up to the last kept label frame's, and its look-ahead after it.
+    rows = reader.source_indices[:keep]
+    lookahead = label_lookahead(reader.source_indices, ahead)
+    if options.max_lookahead is not None and lookahead > options.max_lookahead:
+        raise DataError(f"{where}: read at its own {reader.source_fps:g} fps, a look-ahead of "
+                        f"{ahead} of its frames is {lookahead} label frame(s) at "
+                        f"{task.label_fps:g} fps, more than the {options.max_lookahead} the "
+                        f"feature store records (from the rates of the dataset's videos when "
+                        f"it was made); extract it into another store")
+    feed = min(reader.num_source_frames, int(rows[-1]) + 1 + ahead) if keep else 0
+    return _OpenedVideo(task, reader, labels, keep, feed, where, rows, lookahead)
 
 
 def _decode(video: _OpenedVideo, batch_size: int) -> Iterator[np.ndarray]:
     """The ``feed`` frames of an opened video, ``batch_size`` at a time."""
     reader, feed = video.reader, video.feed
+    read = reader.read if video.rows is None else reader.read_source
     for start in range(0, feed, batch_size):
         stop = min(start + batch_size, feed)
-        batch = reader.read(np.arange(start, stop))
+        batch = read(np.arange(start, stop))
         if batch.shape[0] != stop - start:  # the reader checks this too: never pass short
             raise DataError(f"{video.where}: decoded {batch.shape[0]} frames for "
                             f"{start}..{stop - 1}; the header says {reader.num_source_frames} "
@@ -297,6 +367,7 @@ def _features(video: _OpenedVideo, extractor: FeatureExtractor,
     and attributes. ``DataError`` naming the video when the extractor fails or its output has
     the wrong shape or length (an error decoding a batch is raised as it comes)."""
     where, feed, keep, reader = video.where, video.feed, video.keep, video.reader
+    pick = video.rows  # at the video's rate: the source frame of each kept row
     dim = extractor.dim()
     chunks: list[np.ndarray] = []
     rows = 0
@@ -306,7 +377,11 @@ def _features(video: _OpenedVideo, extractor: FeatureExtractor,
             if out.ndim != 2 or out.shape[1] != dim:
                 raise DataError(f"{where}: extractor '{extractor.name}' yielded a batch of shape "
                                 f"{out.shape}, expected [B, {dim}]")
-            chunks.append(out)
+            if pick is None:
+                chunks.append(out)
+            else:  # only the label frames' rows are kept (a frame may be two label frames')
+                lo, hi = np.searchsorted(pick, [rows, rows + out.shape[0]], side="left")
+                chunks.append(out[pick[lo:hi] - rows])
             rows += out.shape[0]
     except ActrecError:
         raise
@@ -332,6 +407,9 @@ def _features(video: _OpenedVideo, extractor: FeatureExtractor,
         # the video when they change (a corrected annotation file), see labels_digest
         "labels_digest": labels_digest(task.labels),
     }
+    if pick is not None:  # the windows ran at the video's rate (module docstring)
+        attrs.update(window_rate="video", window_fps=reader.source_fps,
+                     lookahead=video.lookahead)
     return VideoFeatures(feats, video.labels[:keep].astype(np.int64), attrs,
                          video_frames_cut=n_video - keep, label_frames_cut=n_labels - keep)
 

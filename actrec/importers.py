@@ -27,6 +27,13 @@ import root as an absolute path; see ``actrec.io.features``) and refuses to be f
 another, and records the background class (``background``: a class name; ``"auto"``, the
 default, takes the class named ``background`` when there is one, MS-TCN's evaluation
 convention, case-insensitively for LSTR's ``Background``; ``None``: no background class).
+
+Ambiguous frames (LSTR): THUMOS'14 marks frames whose action is uncertain with its class
+``Ambiguous``, and its evaluation (LSTR's and MiniROAD's per-frame mAP) leaves those frames
+out. They are imported unlabelled (``-1``: no loss, no metric), counted in the summary;
+``ambiguous`` names that class (``"auto"``, the default: the class named ``ambiguous`` in any
+case, where there is one; ``None``: import it as a class like the others). The class stays in
+the class list, so that class indices stay those of the files.
 """
 
 from __future__ import annotations
@@ -259,7 +266,8 @@ def import_lstr(root: Path, store_path: Path, *, name: str, overwrite: bool = Fa
                 rgb_dir: str = "rgb_kinetics_resnet50", flow_dir: str | None = None,
                 target_dir: str = "target_perframe", fps: float | None = None,
                 background: str | None = "auto", dtype: str = "float16",
-                lookahead: int | None = None, splits: str | None = None) -> ImportReport:
+                lookahead: int | None = None, splits: str | None = None,
+                ambiguous: str | None = "auto") -> ImportReport:
     """Write an LSTR / MiniROAD layout folder into the store at ``store_path``.
 
     ``dataset_key`` picks the entry of ``data_info.json`` (default: its only entry, else
@@ -269,6 +277,8 @@ def import_lstr(root: Path, store_path: Path, *, name: str, overwrite: bool = Fa
     targets are dropped (counted). ``fps`` defaults to ``data_info``'s ``fps``, else 4 (LSTR's
     24 fps video in 6-frame chunks). The split is ``"1"``: the train / test session sets,
     unless ``splits`` gives a rule over all sessions; ``lookahead`` as in the module docstring.
+    Frames of the ``ambiguous`` class (THUMOS' ``Ambiguous``) are unlabelled, whatever other
+    class they have (counted; see the module docstring).
     """
     import json
 
@@ -324,8 +334,13 @@ def import_lstr(root: Path, store_path: Path, *, name: str, overwrite: bool = Fa
                                                             len(split_lists))
     config = {"layout": "lstr", "source": str(root), "rgb": rgb_dir, "flow": flow_dir,
               "lookahead": recorded, "note": note}
+    ignored = _ambiguous_index(classes, ambiguous, where)
     options = {"root": str(root), "dataset_key": dataset_key, "target_dir": target_dir,
                "fps": fps, "background": background, **_rule_option(ruled)}
+    marked_frames = (f"frames marked {classes[ignored]} (unlabelled: the evaluation ignores "
+                     f"them)" if ignored is not None else "")
+    if ambiguous != "auto":  # the default is left out: stores imported before it keep their
+        options["ambiguous"] = ambiguous  # source (their changed labels are imported again)
     store = FeatureStore.open_or_create(
         store_path, dataset=name, split_scheme=scheme, classes=classes,
         splits=split_lists, extractor="lstr-import",
@@ -342,18 +357,20 @@ def import_lstr(root: Path, store_path: Path, *, name: str, overwrite: bool = Fa
         length = min([p.shape[0] for p in parts] + [target.shape[0]])
         longest = max([p.shape[0] for p in parts] + [target.shape[0]])
         features = np.concatenate([p[:length] for p in parts], axis=1)  # [T, sum D_i]
-        labels, hits = _lstr_labels(target[:length])
+        labels, hits = _lstr_labels(target[:length], ignored)
+        marked = hits < 0
         A.add_repairs(report.repairs, {
             "frames beyond the shortest of features and targets (dropped)": longest - length,
             "frames with no target class (unlabelled)": int(np.count_nonzero(hits == 0)),
             "frames with several target classes (first kept)": int(np.count_nonzero(hits > 1)),
+            marked_frames: int(np.count_nonzero(marked)),
         })
         return features.astype(np.float32), labels, fps, dirs[0] / f"{video}.npy"
 
     def changed(video: str, _payload) -> bool:  # file headers and the small target only
         lengths = [np.load(d / f"{video}.npy", mmap_mode="r").shape[0] for d in dirs]
         target = _load_npy(root / target_dir / f"{video}.npy", ndim=2)
-        labels, _ = _lstr_labels(target[:min(lengths + [target.shape[0]])])
+        labels, _ = _lstr_labels(target[:min(lengths + [target.shape[0]])], ignored)
         return _changed(store, video, dirs[0] / f"{video}.npy", labels)
 
     _write_all(store, [(v, None) for v in videos], report, overwrite, progress, load,
@@ -361,14 +378,36 @@ def import_lstr(root: Path, store_path: Path, *, name: str, overwrite: bool = Fa
     return report
 
 
-def _lstr_labels(target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _lstr_labels(target: np.ndarray, ignored: int | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-frame labels int64 ``[T]`` of LSTR targets ``[T, C]`` (the first active class;
-    unlabelled where none is) and the number of active classes per frame."""
+    unlabelled where none is, and where class ``ignored`` is active) and the number of active
+    classes per frame (-1 where ``ignored`` is active)."""
     from actrec.io import annotations as A
 
     active = target > 0
-    hits = active.sum(axis=1)
-    return np.where(hits > 0, active.argmax(axis=1), A.UNLABELLED).astype(np.int64), hits
+    marked = active[:, ignored].copy() if ignored is not None else np.zeros(len(active), bool)
+    if ignored is not None:
+        active[:, ignored] = False
+    hits = np.where(marked, -1, active.sum(axis=1))
+    labels = np.where(hits > 0, active.argmax(axis=1), A.UNLABELLED)
+    return labels.astype(np.int64), hits
+
+
+def _ambiguous_index(classes: list[str], ambiguous: str | None, where: str) -> int | None:
+    """The index of the class whose frames are imported unlabelled (see the module
+    docstring: ``"auto"`` takes the class named ``ambiguous`` in any case, where there is one;
+    ``None`` or ``"none"``: no such class); ``ConfigError`` naming ``where`` for a name that is
+    not a class."""
+    if ambiguous is None or ambiguous.strip().lower() in ("", "none"):
+        return None
+    if ambiguous == "auto":
+        found = [i for i, c in enumerate(classes) if c.lower() == "ambiguous"]
+        return found[0] if found else None
+    if ambiguous not in classes:
+        raise ConfigError(f"{where}: ambiguous class {ambiguous!r} is not one of the classes "
+                          f"({', '.join(classes)})")
+    return classes.index(ambiguous)
 
 
 def _check_orientation(paths: list[Path]) -> None:

@@ -133,6 +133,17 @@ class _Reader:
             raise IndexError(f"{self.path}: frame index out of range 0..{self.num_frames - 1}")
         return self._read_source(self._source_index[idx].tolist())
 
+    def read_source(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Source frames ``indices`` (the file's own frames, before resampling) as uint8 RGB
+        ``[B, H, W, 3]``: what an extractor that windows over the video's own rate is fed."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx.size == 0:
+            return np.zeros((0, *self.size, 3), dtype=np.uint8)
+        if idx.min() < 0 or idx.max() >= self.num_source_frames:
+            raise IndexError(f"{self.path}: source frame index out of range "
+                             f"0..{self.num_source_frames - 1}")
+        return self._read_source(idx.tolist())
+
     def iter_batches(self, batch_size: int = 64) -> Iterator[np.ndarray]:
         """All output frames in time order, ``batch_size`` at a time (the last batch may be
         shorter), each uint8 RGB ``[B, H, W, 3]``."""

@@ -50,6 +50,7 @@ from actrec.plugin_api import FeatureExtractor, PluginConfig
 
 from ..scratch import Scratch
 from .fields import (
+    check_window_rate,
     difference_mean,
     history_levels,
     recency,
@@ -69,6 +70,9 @@ class _Options(PluginConfig):
     window: int = 5
     centred: bool = False  # centre the window on the frame: looks window // 2 frames ahead
     fps: float | None = None  # read the video at this rate; None: the dataset's label rate
+    # the frames a window counts: the label frames, or the video's own (a row kept per label
+    # frame; see actrec.extract_video)
+    window_rate: str = "labels"
 
 
 class MotionDescriptor(FeatureExtractor):
@@ -95,10 +99,16 @@ class MotionDescriptor(FeatureExtractor):
                               f"got {cfg.resize}")
         if cfg.fps is not None and not cfg.fps > 0:
             raise ConfigError(f"option 'fps' for {where} must be positive, got {cfg.fps}")
+        check_window_rate(cfg, where)
 
     @property
     def lookahead(self) -> int:  # type: ignore[override]
         return self.config.window // 2 if self.config.centred else 0
+
+    @property
+    def video_rate(self) -> bool:
+        """Whether the windows run over the video's own frames (``window_rate=video``)."""
+        return self.config.window_rate == "video"
 
     def dim(self) -> int:
         cfg = self.config

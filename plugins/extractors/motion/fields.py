@@ -17,8 +17,10 @@ the extractor's ``lookahead`` is ``k``. ``sliding_windows`` keeps the last ``w -
 the last frame between batches, so nothing depends on how frames are batched.
 
 A window counts frames as the extractor is fed them: at the dataset's label rate unless the
-extractor's ``fps`` says otherwise (Signing in the Wild: 5 Hz, so 5 frames span 1 s, where
-Borg & Camilleri take them at the video's own rate).
+extractor's ``fps`` says otherwise (Signing in the Wild: 5 Hz, so 5 frames span 1 s), or, with
+``window_rate=video``, at the video's own rate as Borg & Camilleri take them (5 frames of a
+25 fps video span 0.2 s); the host then keeps one row per label frame and records the
+look-ahead in label frames (``actrec.extract_video``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ import numpy as np
 
 __all__ = [
     "FIELD_KINDS",
+    "WINDOW_RATES",
+    "check_window_rate",
     "FLOW_PARAMS",
     "diff_fields",
     "difference_mean",
@@ -48,6 +52,22 @@ __all__ = [
 # sigma): three levels and a 9-pixel window suit the small frames (64-224 px) used here.
 FLOW_PARAMS = (0.5, 3, 9, 3, 5, 1.1, 0)
 FIELD_KINDS = ("flow", "diff")
+WINDOW_RATES = ("labels", "video")
+
+
+def check_window_rate(config, where: str) -> None:
+    """``ConfigError`` naming ``where`` unless ``config.window_rate`` is one of
+    ``WINDOW_RATES`` and, when ``video``, no ``fps`` is set (rows are kept per label frame)."""
+    from actrec.errors import ConfigError
+
+    if config.window_rate not in WINDOW_RATES:
+        raise ConfigError(f"option 'window_rate' for {where} must be one of "
+                          f"{', '.join(WINDOW_RATES)} (the frames a window counts), got "
+                          f"{config.window_rate!r}")
+    if config.window_rate == "video" and config.fps is not None:
+        raise ConfigError(f"{where}: options 'window_rate=video' and 'fps' exclude each other "
+                          f"(window_rate=video reads the video at its own rate and keeps a row "
+                          f"per label frame; fps={config.fps:g} resamples and keeps every row)")
 
 
 def resized_shape(height: int, width: int, size: int, keep_aspect: bool) -> tuple[int, int]:

@@ -22,10 +22,11 @@ or a named ``layer``) are the features. The model file's sha256 is recorded in t
 
 Where this is not the paper (Borg & Camilleri, Sec. 4.2), or the paper does not say:
 
-* Frame rate: the windows run on the frames as extracted, by default at the dataset's label
+* Frame rate: by default the windows run on the frames as extracted, at the dataset's label
   rate (Signing in the Wild: 5 Hz), so a 5-frame window spans 1 s there; the paper takes its
-  windows at the video's own rate (25-30 fps: about 0.2 s). ``fps=RATE`` extracts at the
-  video's rate instead, but then the store holds a row per video frame, not per 5 Hz label.
+  windows at the video's own rate (25-30 fps: about 0.2 s): ``window_rate=video`` does so and
+  keeps a row per label frame (``actrec.extract_video``), the look-ahead of a centred window
+  recorded in label frames. (``fps=RATE`` resamples instead, a row per resampled frame.)
 * ``framediff``: the paper gives both a 5-frame window and a stack of 5 difference images; 5
   consecutive differences take 6 frames (the default ``window = 6``); ``window=5`` gives the
   4 differences of a 5-frame window. It does not define the differencing: here each image is
@@ -35,9 +36,12 @@ Where this is not the paper (Borg & Camilleri, Sec. 4.2), or the paper does not 
 * ``flow``: angle -> chrominance and length -> luminance is done in HSV (hue, value, full
   saturation), as OpenCV's flow pictures are; the paper gives no scale for the length
   (``flow_scale``). Channels are RGB per field, oldest field first.
-* ``mean`` / ``std``: set them to what the backbone was trained with (the defaults are
-  ImageNet's grey mean and std on 0..1; the paper's Keras VGG-16 takes BGR images minus
-  per-channel means on 0..255, so its first layer needs its channels flipped to RGB).
+* ``mean`` / ``std`` / ``pixel_range`` / ``channels``: set them to what the backbone was
+  trained with, as for the ``cnn`` extractor (the defaults are ImageNet's grey mean and std on
+  0..1). The paper's Keras VGG-16 is Caffe-style: BGR images on 0..255 minus per-channel means,
+  so ``pixel_range=255 channels=bgr mean=103.939,116.779,123.68 std=1`` for flow stacks (the
+  three values repeat over the fields; ``channels`` orders each flow image's colours) and one
+  mean for the grey stacks (which have no colour order).
 * Causal by default; the paper does not say whether its windows are causal or centred.
 """
 
@@ -54,7 +58,7 @@ import numpy as np
 from actrec.errors import ConfigError
 from actrec.plugin_api import ExtractRuntime, FeatureExtractor, PluginConfig
 
-from .fields import motion_history, sliding_windows, window_slices
+from .fields import check_window_rate, motion_history, sliding_windows, window_slices
 
 if TYPE_CHECKING:  # pragma: no cover
     from actrec.backbones import Backbone
@@ -104,7 +108,12 @@ class MotionCNN(FeatureExtractor):
         flow_scale: float = 8.0  # flow: length (pixels per frame) shown at full brightness
         mean: tuple[float, ...] = (0.449,)  # per channel (one value: every channel)
         std: tuple[float, ...] = (0.226,)
+        pixel_range: float = 1.0  # images scaled to [0, pixel_range] before mean/std
+        channels: str = "rgb"  # rgb | bgr: the colour order of each flow image the model takes
         fps: float | None = None  # resample to this rate first; None: the dataset's rate
+        # the frames a window counts: the label frames, or the video's own (a row kept per
+        # label frame; see actrec.extract_video)
+        window_rate: str = "labels"
         sha256: str | None = None  # the model file's digest: filled in; if given, checked
 
     def __init__(self, config: PluginConfig | None = None) -> None:
@@ -126,8 +135,11 @@ class MotionCNN(FeatureExtractor):
             problems.append(f"'flow_scale' must be positive, got {cfg.flow_scale}")
         if cfg.fps is not None and not cfg.fps > 0:
             problems.append(f"'fps' must be positive, got {cfg.fps}")
+        if cfg.channels not in ("rgb", "bgr"):
+            problems.append(f"'channels' must be rgb or bgr, got {cfg.channels!r}")
         if problems:
             raise ConfigError(f"{_WHERE}: option " + "; option ".join(problems))
+        check_window_rate(cfg, _WHERE)
         if cfg.model is None:
             raise ConfigError(f"{_WHERE} needs a backbone file: -x model=PATH (.onnx, or a "
                               f"state dict .pt/.pth for arch=resnet, whose first layer is "
@@ -137,14 +149,19 @@ class MotionCNN(FeatureExtractor):
         # Recorded in the store: the resolved window, an absolute path and the file's digest.
         self.config = dataclasses.replace(cfg, model=model, sha256=digest, window=window)
         self.kind = kind
+        colour = cfg.method == "flow"  # flow images are RGB; the other stacks are grey
         for key in ("mean", "std"):
-            if len(getattr(cfg, key)) not in (1, self.channels):
-                raise ConfigError(f"option '{key}' for {_WHERE}: give 1 value or one per "
+            n = len(getattr(cfg, key))
+            if n not in (1, self.channels) and not (colour and n == 3):
+                per = "1 value, 3 (one per colour, for every field) " if colour else "1 value "
+                raise ConfigError(f"option '{key}' for {_WHERE}: give {per}or one per "
                                   f"channel ({self.channels} for this {cfg.method} stack), got "
-                                  f"{len(getattr(cfg, key))}")
+                                  f"{n}")
         try:
+            # Grey stacks have no colour order: 'channels' orders the flow images' colours.
             self.preprocess = Preprocess(resize=0, crop=cfg.size, mean=tuple(cfg.mean),
-                                         std=tuple(cfg.std))
+                                         std=tuple(cfg.std), pixel_range=cfg.pixel_range,
+                                         channels=cfg.channels if colour else "rgb")
         except ConfigError as exc:
             raise ConfigError(f"{_WHERE}: {exc}") from None
         self._backbone: Backbone | None = None
@@ -153,6 +170,11 @@ class MotionCNN(FeatureExtractor):
     @property
     def lookahead(self) -> int:  # type: ignore[override]
         return self.config.window // 2 if self.config.centred else 0
+
+    @property
+    def video_rate(self) -> bool:
+        """Whether the windows run over the video's own frames (``window_rate=video``)."""
+        return self.config.window_rate == "video"
 
     @property
     def channels(self) -> int:
