@@ -42,14 +42,28 @@ def list_plugins() -> PluginListing:
         options = tuple(f.name for f in dataclasses.fields(obj.Config))
         causal = getattr(obj, "causal", None) if rec.kind == "models" else None
         if rec.kind == "extractors":
-            causal = getattr(obj, "lookahead", 0) == 0
+            causal = _extractor_causal(obj)
         rows.append(_row(rec, "ok", options=options, causal=causal))
     for clash in found.conflicts:
         msg = registry._conflict_message(clash)
-        rows.extend(_row(rec, "conflict", error=msg) for rec in clash)
+        # a built-in in a clash still loads (listed above); the others are the conflict
+        rows.extend(_row(rec, "conflict", error=msg) for rec in clash if not rec.builtin)
     rows.extend(_row(rec, "skipped", error="third-party loading limited by ACTREC_PLUGINS / "
                      "ACTREC_NO_PLUGIN_AUTOLOAD") for rec in found.skipped)
     return PluginListing(tuple(rows))
+
+
+def _extractor_causal(cls: type) -> bool | None:
+    """Whether extractor ``cls`` is causal with its default options: its ``lookahead``
+    attribute, or a ``lookahead`` property read on an instance built with the defaults
+    (None when that instance cannot be built, e.g. a required model file)."""
+    value = getattr(cls, "lookahead", None)
+    if isinstance(value, property):
+        try:
+            value = cls().checked_lookahead()
+        except Exception:  # noqa: BLE001 - third-party constructors may need options
+            return None
+    return value == 0
 
 
 def _row(rec: registry.PluginRecord, status: str, **kw) -> PluginRow:

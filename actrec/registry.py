@@ -74,7 +74,8 @@ class Discovery:
         """The record of ``kind``/``name``; ``PluginError`` if unknown or registered twice."""
         _check_kind(kind)
         for clash in self.conflicts:
-            if clash[0].kind == kind and clash[0].name == name:
+            if clash[0].kind == kind and clash[0].name == name \
+                    and not any(r.builtin for r in clash):
                 raise PluginError(_conflict_message(clash))
         for rec in self.records:
             if rec.kind == kind and rec.name == name:
@@ -114,7 +115,9 @@ def discover() -> Discovery:
     """Read the entry points of every installed distribution (without importing plugins).
 
     A distribution found twice on ``sys.path`` (for example an editable install and a copy)
-    counts once; the same kind and name from two different distributions is a conflict.
+    counts once; the same kind and name from two different distributions is a conflict: none
+    of them loads, except a built-in, which keeps its name (a third-party package can neither
+    replace nor disable it) while the others are listed as conflicts.
     """
     by_key: dict[tuple[str, str], list[PluginRecord]] = {}
     skipped: list[PluginRecord] = []
@@ -141,8 +144,12 @@ def discover() -> Discovery:
             by_key.setdefault((kind, ep.name), []).append(rec)
     records, conflicts = [], []
     for recs in by_key.values():
+        builtin = [r for r in recs if r.builtin]
         if len(recs) == 1:
             records.append(recs[0])
+        elif len(builtin) == 1:  # a built-in keeps its name; the others are refused
+            records.append(builtin[0])
+            conflicts.append(tuple(recs))
         else:
             conflicts.append(tuple(recs))
     order = lambda r: (list(GROUPS).index(r.kind), r.name)  # noqa: E731
@@ -155,6 +162,10 @@ def discover() -> Discovery:
 
 def _conflict_message(clash: tuple[PluginRecord, ...]) -> str:
     where = "; ".join(f"{r.dist} {r.version} ({r.target})" for r in clash)
+    if any(r.builtin for r in clash):
+        others = ", ".join(f"{r.dist} {r.version} ({r.target})" for r in clash if not r.builtin)
+        return (f"{SINGULAR[clash[0].kind]} '{clash[0].name}' is a built-in name: the built-in "
+                f"is used and the registration by {others} is ignored; rename it there")
     return (
         f"{SINGULAR[clash[0].kind]} '{clash[0].name}' is registered by more than one "
         f"distribution: {where}. Uninstall one of them."
@@ -202,10 +213,41 @@ def validate(cls: object, base: type, name: str) -> None:
     abstract = getattr(cls, "__abstractmethods__", frozenset())
     if abstract:
         raise PluginError(f"{cls.__name__} does not implement: {', '.join(sorted(abstract))}")
+    for method, args in HOST_CALLS.get(base.__name__, ()):
+        _check_callable_as(cls, method, args)
     if base.__name__ == "FeatureExtractor":
         problem = cls.lookahead_problem()  # declared (no default), an integer >= 0 or a property
         if problem:
             raise PluginError(problem)
+
+
+# How the host calls each kind's methods (positional arguments after self): a method that
+# cannot take such a call is refused when the plugin loads, not when a video is half done.
+HOST_CALLS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    "Dataset": (("load", ()),),
+    "FeatureExtractor": (("dim", ()), ("extract", ("batches",)), ("setup", ("runtime",))),
+    "TemporalModel": (("build", ("input_dim", "num_classes")),),
+}
+
+
+def _check_callable_as(cls: type, method: str, args: tuple[str, ...]) -> None:
+    """``PluginError`` when ``cls.method`` cannot be called with ``args`` positionally after
+    ``self`` (a signature that cannot be read is let through)."""
+    import inspect
+
+    func = inspect.getattr_static(cls, method, None)
+    if not inspect.isfunction(func):  # staticmethod, property, C function: not ours to judge
+        return
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(None, *args)
+    except TypeError:
+        raise PluginError(f"{cls.__name__}.{method}{signature} cannot be called as "
+                          f"{method}({', '.join(args)}): actrec calls it so "
+                          f"(docs/plugins.md)") from None
 
 
 @lru_cache(maxsize=None)
