@@ -14,6 +14,10 @@ weights and batches do not change), then frozen; its two outputs per frame (``mu
 ``log sigma``) are concatenated to the features of the main model (``BoundaryAugmented``).
 It is a causal LSTM, so the whole model stays online: ``step`` carries both states.
 
+Width: 128 units (``HIDDEN``). Sec. 5 gives 128 hidden units per cell "for each LSTM type" and
+no other width for any LSTM of the paper, the pre-stage's included. Runs trained with the
+earlier 64-unit pre-stage record that width and are rebuilt (and resumed) with it.
+
 The true next boundary of frame ``t`` is the first later frame whose label differs from its
 predecessor's; after a video's last boundary, the video's end.
 """
@@ -32,6 +36,8 @@ __all__ = ["next_boundary_distance", "kl_loss",
            "train_boundary", "OUTPUTS"]
 
 OUTPUTS = 2  # mu and log sigma, appended to the features
+HIDDEN = 128  # DDLSTM Sec. 5: 128 hidden units per LSTM cell
+LEGACY_HIDDEN = 64  # the width of records that do not say (none should: every record did)
 BOUNDARY_STREAM = 0xB0D  # seeds of the pre-stage: (seed, BOUNDARY_STREAM)
 
 
@@ -71,7 +77,7 @@ def _module_classes():
     class BoundaryLSTM(SequenceModel):
         """1-layer LSTM -> (mu >= 0, log sigma) per frame, in history units."""
 
-        def __init__(self, input_dim: int, hidden: int = 64) -> None:
+        def __init__(self, input_dim: int, hidden: int = HIDDEN) -> None:
             super().__init__()
             self.lstm = nn.LSTM(input_dim, hidden)
             self.out = nn.Linear(hidden, OUTPUTS)
@@ -135,7 +141,7 @@ def __getattr__(name: str) -> Any:  # torch classes built on first use (no impor
 
 
 def train_boundary(banks: list[Any], layout: Any, mix: tuple[int, ...], history: int,
-                   iterations: int, sigma0: float, seed: int, device: Any, hidden: int = 64,
+                   iterations: int, sigma0: float, seed: int, device: Any, hidden: int = HIDDEN,
                    lr: float = 0.001, progress: Any = None) -> tuple[Any, list[float]]:
     """Train the pre-stage on windows of ``banks`` (``mix[k]`` per dataset and batch; its own
     generators seeded from ``seed``); returns the module (eval mode) and its loss per
@@ -211,11 +217,12 @@ def attach(spec: Any, data: Any, model: Any, device: Any, progress: Any, *,
                                      pre_stage_mix(spec, len(data.banks)), spec.history,
                                      iterations,
                                      spec.boundary_sigma, spec.seed, device, progress=progress)
-    else:
-        pre, losses = BoundaryLSTM(data.layout.width), []
+    else:  # the checkpoint restores the weights: build the width it trained with
+        pre, losses = BoundaryLSTM(data.layout.width, recorded_hidden(recorded)), []
     wrapped = BoundaryAugmented(pre, model)
     wrapped.boundary_losses = losses
-    wrapped.boundary_record = record(spec) if fresh or not recorded else dict(recorded)
+    wrapped.boundary_record = (record(spec) if fresh else dict(recorded) if recorded
+                               else {**record(spec), "hidden": LEGACY_HIDDEN})
     return wrapped
 
 
@@ -232,7 +239,7 @@ def pre_stage_mix(spec: Any, n: int) -> tuple[int, ...]:
 
 def record(spec: Any) -> dict[str, Any]:
     """What a checkpoint records of the pre-stage a fresh run of ``spec`` trains."""
-    return {"hidden": 64, "sigma": spec.boundary_sigma,
+    return {"hidden": HIDDEN, "sigma": spec.boundary_sigma,
             "iterations": spec.boundary_iters or max(1, spec.total_iterations // 4),
             "outputs": ["mu (history units)", "log sigma"]}
 
@@ -240,7 +247,12 @@ def record(spec: Any) -> dict[str, Any]:
 def rebuild(record_: dict[str, Any], layout: Any, model: Any) -> Any:
     """The wrapper of a trained run's ``model`` (weights loaded afterwards)."""
     BoundaryLSTM, BoundaryAugmented = _module_classes()
-    return BoundaryAugmented(BoundaryLSTM(layout.width, int(record_.get("hidden", 64))), model)
+    return BoundaryAugmented(BoundaryLSTM(layout.width, recorded_hidden(record_)), model)
+
+
+def recorded_hidden(record_: dict[str, Any] | None) -> int:
+    """The pre-stage width a checkpoint's record says it trained (64 before it became 128)."""
+    return int((record_ or {}).get("hidden", LEGACY_HIDDEN))
 
 
 def log_losses(metrics: Any, model: Any, every: int) -> None:

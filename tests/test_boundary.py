@@ -118,7 +118,7 @@ def test_transfer_pre_stage_learns_from_the_source_dataset_too(tmp_path):
     trained = load_checkpoint(tmp_path / "run" / "checkpoint.pt")["model"]["pre.lstm.weight_ih_l0"]
     with torch.random.fork_rng():
         torch.manual_seed(spec.seed + boundary.BOUNDARY_STREAM)  # the pre-stage's first weights
-        initial = boundary.BoundaryLSTM(4 + 5, 64).lstm.weight_ih_l0.detach()
+        initial = boundary.BoundaryLSTM(4 + 5, boundary.HIDDEN).lstm.weight_ih_l0.detach()
     assert trained.shape == initial.shape
     assert not torch.equal(trained[:, :4], initial[:, :4])  # D1's columns learnt
     assert not torch.equal(trained[:, 4:], initial[:, 4:])  # and D2's
