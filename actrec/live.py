@@ -28,8 +28,14 @@ go on. Records (``to_dict`` ready):
   that answered; decode is the time the frame was waited for, after the first),
 * per event (``actrec.live_events``): ``event`` ``start``/``end``, ``stream``, ``label``,
   ``time``, ``start`` (and ``end``, ``duration``),
-* per stream at its close: ``status`` ``ended``/``failed``, ``frames``, ``dropped``,
-  ``startup_skipped``, ``error`` (failed only).
+* per stream at its close: ``status`` ``ended``/``failed``/``stopped``, ``frames``,
+  ``dropped``, ``startup_skipped``, ``error`` (failed only).
+
+Stopping (Ctrl-C, or SIGTERM where the caller turns it into ``SystemExit``, as ``actrec
+live`` does): every running stream is closed as ``stopped`` (a delayed run's owed frames
+answered, its last action ended, its video finished, its status written), the sinks are
+closed, and ``LiveStopped`` (a ``KeyboardInterrupt``) is raised with the report so far; a
+SIGTERM's ``SystemExit`` is raised again as it came.
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ from actrec.errors import ActrecError, ConfigError, DataError
 if TYPE_CHECKING:  # pragma: no cover
     from actrec.recognizer import Recognizer
 
-__all__ = ["LiveReport", "StreamStatus", "run_live"]
+__all__ = ["LiveReport", "LiveStopped", "StreamStatus", "run_live"]
 
 _IDLE_WAIT = 0.002  # seconds a real-time tick waits when no stream has a new frame
 _FIRST_WAIT = 5.0  # seconds the warm-up waits for paced streams' first frames, all together
@@ -64,7 +70,7 @@ class StreamStatus:
     frames: int = 0
     dropped: int = 0
     startup_skipped: int = 0
-    status: str = "running"  # "ended" | "failed"
+    status: str = "running"  # "ended" | "failed" | "stopped" (Ctrl-C, SIGTERM)
     error: str | None = None
     latencies: list[float] = field(default_factory=list, repr=False)
 
@@ -100,9 +106,19 @@ class LiveReport:
                 "streams": [s.to_dict() for s in self.streams]}
 
 
+class LiveStopped(KeyboardInterrupt):
+    """``run_live`` was stopped (Ctrl-C) after closing every stream as ``stopped``:
+    ``report`` holds what was done until then (every record was handed to the sinks)."""
+
+    def __init__(self, report: LiveReport) -> None:
+        super().__init__("live recognition stopped")
+        self.report = report
+
+
 class _Stream:
     """One source being read: its frames (prefetched or paced), events and status, and the
-    frames pushed but not answered yet (a delayed run's: ``(index, image)``, oldest first)."""
+    frames pushed but not answered yet (a delayed run's: ``(push, index, image)``, oldest
+    first; ``push`` counts the stream's pushes from 0, as ``Prediction.frame`` does)."""
 
     def __init__(self, index: int, name: str, fps: float, *, realtime: bool,
                  folder_fps: float | None, min_duration: float) -> None:
@@ -114,7 +130,7 @@ class _Stream:
         self.source = None
         self.paced = None
         self.taken = 0  # frames taken and pushed
-        self.pending: collections.deque[tuple[int, np.ndarray]] = collections.deque()
+        self.pending: collections.deque[tuple[int, int, np.ndarray]] = collections.deque()
         self._iter: Iterator | None = None
         self._head: tuple[int, np.ndarray] | None = None  # a peeked frame (fast mode)
         self._fps = fps
@@ -219,7 +235,7 @@ def _run(recognizer, sources, sinks, realtime, min_duration, folder_fps, max_fra
 
     def answer(stream: _Stream, prediction: Any, seen: int, decode_ms: float | None) -> None:
         """Hand the prediction for the stream's oldest pending frame to the sinks."""
-        index, image = stream.pending.popleft()
+        _, index, image = stream.pending.popleft()
         timings = ({} if decode_ms is None else {"decode": decode_ms}) | prediction.timings
         record = prediction.to_dict()
         record.update({"frame": index, "seen": seen,
@@ -233,16 +249,22 @@ def _run(recognizer, sources, sinks, realtime, min_duration, folder_fps, max_fra
         for event in stream.tracker.update(prediction.label, index):
             call("on_event", event.to_dict())
 
-    def finish(stream: _Stream, error: BaseException | None = None) -> None:
+    def finish(stream: _Stream, error: BaseException | None = None, *,
+               stopped: bool = False) -> None:
         if stream.pending:  # a delayed run's last frames, answered as at a video's end
-            seen = stream.pending[-1][0]
+            seen = stream.pending[-1][1]
             for prediction in recognizer.flush(stream.index):
-                answer(stream, prediction, seen, None)
+                # a stop between a push and its record leaves the model a push ahead: only
+                # answers for the pushes recorded here are written, each with its own frame
+                if stream.pending and stream.pending[0][0] == prediction.frame:
+                    answer(stream, prediction, seen, None)
         recognizer.reset(stream.index)
         for event in stream.tracker.close():
             call("on_event", event.to_dict())
         stream.close()
-        if error is None:
+        if stopped:
+            stream.status.status = "stopped"
+        elif error is None:
             stream.status.status = "ended"
         else:
             stream.status.status = "failed"
@@ -252,6 +274,7 @@ def _run(recognizer, sources, sinks, realtime, min_duration, folder_fps, max_fra
             running.remove(stream)
 
     warmup_ms = 0.0
+    stop: BaseException | None = None  # Ctrl-C or SIGTERM's SystemExit
     try:
         for stream in streams:
             try:
@@ -306,17 +329,25 @@ def _run(recognizer, sources, sinks, realtime, min_duration, folder_fps, max_fra
                 if s not in index:
                     continue
                 stream.taken += 1
-                stream.pending.append((index[s], frames[s]))
+                stream.pending.append((stream.taken - 1, index[s], frames[s]))
                 prediction = predictions[s]
                 if prediction is not None:  # None: a delayed run owes this frame's answer
                     answer(stream, prediction, index[s], decode_ms[s])
                 if max_frames is not None and stream.taken >= max_frames:
                     finish(stream)
+    except (KeyboardInterrupt, SystemExit) as exc:
+        stop = exc
+        raise
     finally:
         for stream in running.copy():  # finish() removes from running
-            finish(stream, DataError("stopped"))
+            finish(stream, None if stop is not None else DataError("stopped"),
+                   stopped=stop is not None)
         call("close")
-    return LiveReport([s.status for s in streams], time.perf_counter() - started, warmup_ms)
+        report = LiveReport([s.status for s in streams], time.perf_counter() - started,
+                            warmup_ms)
+        if isinstance(stop, KeyboardInterrupt):
+            raise LiveStopped(report) from stop
+    return report
 
 
 def _message(error: BaseException, source: str) -> str:

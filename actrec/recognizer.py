@@ -175,6 +175,8 @@ def load_online_run(run: str | Path, *, dataset: int | str | None = None,
                             f"({exc}); live recognition rebuilds the run's extractor from the "
                             f"config recorded there") from None
     store = opened[k]
+    _check_unchanged(store, (ckpt.get("store_fingerprints") or [None] * len(opened))[k],
+                     where)
     attrs = store.attrs
     _, causal, ahead = store_lookahead(attrs)  # the rule `actrec eval --online` applies
     if not causal:
@@ -199,6 +201,27 @@ def load_online_run(run: str | Path, *, dataset: int | str | None = None,
         classes=tuple(labels.classes[k]), prediction=str(spec.get("prediction", "block")),
         scaler=scaler, features=features, fps=_feature_fps(store, features, where),
         device=dev, delay=delay)
+
+
+def _check_unchanged(store: Any, recorded: dict[str, Any] | None, where: str) -> None:
+    """``DataError`` when ``store``'s extractor or its config is not the one the run was
+    trained on (``recorded``: its ``store_fingerprint``; None for a run trained before they
+    were recorded): live recognition rebuilds the extractor from the store, so a store
+    extracted again with other options would feed the model features it never learned from."""
+    if recorded is None:
+        return
+    from actrec.components import store_changes
+
+    now = {"identity": getattr(store, "identity", None),
+           "has_source": getattr(store, "source", None) is not None,
+           "extractor_config": store.attrs.get("extractor_config")}
+    # only what the rebuilt extractor depends on: the stored videos are not read here
+    changes = store_changes({**recorded, "videos": {}}, {**now, "videos": {}})
+    if changes:
+        raise DataError(f"{where}: feature store {store.path} changed since the run was trained "
+                        f"on it ({'; '.join(changes)}); live recognition rebuilds the "
+                        f"extractor recorded there, which is not the one the model learned "
+                        f"from: recognise with the store as it was, or train again")
 
 
 def _domain_index(dataset: int | str | None, stores: Sequence[Any], where: str) -> int:

@@ -75,14 +75,30 @@ def live(run, sources, out, frames, min_duration, top_k, realtime, display, writ
     sinks.append(JsonLinesSink(handle, frames=frames, close=out is not None))
     if display:
         sinks.append(DisplaySink(list(sources), title=f"actrec live: {recognizer.run.run_dir.name}"))
-    report = run_live(recognizer, list(sources), sinks=sinks, realtime=realtime,
-                      min_duration=min_seconds, folder_fps=folder_fps, max_frames=max_frames)
+    from actrec.extract_workers import sigterm_as_exit
+    from actrec.live import LiveStopped
+
+    stopped = None
+    try:
+        with sigterm_as_exit():  # SIGTERM closes every stream as Ctrl-C does (run_live)
+            report = run_live(recognizer, list(sources), sinks=sinks, realtime=realtime,
+                              min_duration=min_seconds, folder_fps=folder_fps,
+                              max_frames=max_frames)
+    except LiveStopped as exc:
+        report, stopped = exc.report, exc
     if not display:
         from actrec.cli.common import stderr_console
 
         stderr_console().print(_summary(report))
     for status in report.failed:
         click.echo(f"Error: stream {status.stream}: {status.error}", err=True)
+    if stopped is not None:
+        from actrec.errors import Interrupted
+
+        where = f"written to {out}" if out is not None else "written"
+        raise Interrupted(f"live recognition stopped; every frame answered is {where} "
+                          f"({', '.join(f'stream {s.stream}: {s.frames}' for s in report.streams)} "
+                          f"frame(s))") from stopped
     if report.failed:
         sys.exit(1)
 

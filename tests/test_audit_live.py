@@ -1,0 +1,224 @@
+"""Audit of ``actrec live`` on real files: a dataset whose videos are 30 fps mp4s labelled at
+15 fps (the run's features made at 15 fps), recognised live from the files and from stream
+URLs, gives ``eval --online``'s classes AND probabilities frame by frame; sources at other
+rates are paired with frames as extraction pairs them; a store extracted again with other
+options since training is refused; Ctrl-C and SIGTERM close every stream as ``stopped``, with
+every record, the status lines and a playable video kept."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+CLASSES = ["background", "red_right", "blue_down"]
+LABEL_FPS, VIDEO_FPS = 15.0, 30.0
+
+
+def _clip(labels: list[int], seed: int, repeat: int) -> np.ndarray:
+    """RGB frames ``[len(labels) * repeat, 32, 32, 3]`` (``repeat`` video frames per label):
+    grey background, a red square moving right (class 1) or a blue one moving down (2)."""
+    rng = np.random.default_rng(seed)
+    n = len(labels) * repeat
+    frames = np.full((n, 32, 32, 3), 90, np.uint8)
+    for t in range(n):
+        c, p = labels[t // repeat], 2 + (t * 2) % 20
+        if c == 1:
+            frames[t, 12:20, p:p + 8] = (230, 20, 20)
+        elif c == 2:
+            frames[t, p:p + 8, 12:20] = (20, 20, 230)
+    return np.clip(frames.astype(int) + rng.integers(-6, 7, frames.shape), 0, 255).astype(
+        np.uint8)
+
+
+def _write_dataset(root: Path, write_mp4) -> None:
+    """MS-TCN layout: four 30 fps mp4s whose labels count 15 fps frames (54 labels, 108
+    video frames each); alice_* train, bob_* test."""
+    (root / "groundTruth").mkdir(parents=True)
+    (root / "mapping.txt").write_text("".join(f"{i} {c}\n" for i, c in enumerate(CLASSES)))
+    for k, name in enumerate(["alice_1", "alice_2", "bob_1", "bob_2"]):
+        labels = [0] * 10 + [1 + k % 2] * 20 + [0] * 8 + [2 - k % 2] * 16
+        write_mp4(root / f"{name}.mp4", _clip(labels, k, 2), fps=VIDEO_FPS)
+        (root / "groundTruth" / f"{name}.txt").write_text(
+            "".join(CLASSES[c] + "\n" for c in labels))
+    (root / "splits").mkdir()
+    (root / "splits" / "train.split1.bundle").write_text("alice_1.txt\nalice_2.txt\n")
+    (root / "splits" / "test.split1.bundle").write_text("bob_1.txt\nbob_2.txt\n")
+
+
+def _train(store: Path, run_dir: Path, iterations: int = 40) -> Path:
+    from actrec.pipeline import train_from_refs
+
+    return train_from_refs("lstm", d1=str(store), model_options={"hidden": "16"},
+                           run_dir=run_dir, history=16, iterations=iterations, mix=(8, 0),
+                           optimizer="adam", lr=0.01).run_dir
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """(data root, store, run, {video path: eval --online probabilities [T, 3]})."""
+    from conftest import _write_mp4
+
+    from actrec.evaluate import evaluate_run
+    from actrec.io.features import FeatureStore
+    from actrec.pipeline import extract_dataset
+
+    root = tmp_path_factory.mktemp("audit-live")
+    _write_dataset(root / "mydata", _write_mp4)
+    store = root / "s.zarr"
+    extract_dataset("mstcn", dataset_options={"root": str(root / "mydata"),
+                                              "fps": str(LABEL_FPS)}, out=store)
+    run = _train(store, root / "run")
+    result = evaluate_run(run, online=True, keep_probabilities=True)
+    (probs,) = result.probabilities.values()
+    opened = FeatureStore.open(store)
+    expected = {opened.video_attrs(v)["source"]["path"]: p
+                for v, p in zip(probs.ids, probs.probabilities)}
+    return root, store, run, expected
+
+
+def _live(args: list[str], capsys) -> tuple[int, list[dict], str]:
+    from actrec.cli import main
+
+    try:
+        main(["live", *args])
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, [json.loads(line) for line in out.splitlines() if line.strip()], err
+
+
+@pytest.mark.slow
+def test_30fps_files_and_urls_give_eval_onlines_classes_and_probabilities(setup, capsys):
+    """Every frame: the class and the three class probabilities of ``eval --online``
+    (float tolerance), the frame index and time at the run's 15 fps (frame i is the 30 fps
+    file's frame 2i, at 2i / 30 s), from the file and from its file:// stream URL."""
+    _, _, run, expected = setup
+    videos = list(expected)
+    assert all(p.shape == (54, 3) for p in expected.values())
+    assert sum(len(np.unique(p.argmax(1))) for p in expected.values()) > len(videos), \
+        "the tiny run predicts one class per video: the comparison would prove little"
+    sources = videos + [f"file://{v}" for v in videos]
+    code, records, err = _live([str(run), *sources], capsys)
+    assert code == 0, err
+    for s, source in enumerate(sources):
+        probs = expected[source.removeprefix("file://")]
+        frames = [r for r in records if r.get("stream") == s and "frame" in r]
+        assert [r["frame"] for r in frames] == list(range(54))
+        assert [r["index"] for r in frames] == probs.argmax(1).tolist()
+        for r, p in zip(frames, probs):
+            assert r["time"] == pytest.approx(2 * r["frame"] / VIDEO_FPS, abs=1e-6)
+            live = {t["label"]: t["score"] for t in r["top"]}
+            assert [live[c] for c in CLASSES] == pytest.approx(p.tolist(), abs=2e-6)
+            assert r["score"] == pytest.approx(float(p.max()), abs=2e-6)
+
+
+@pytest.mark.parametrize("source_fps, run_fps", [(30, 15), (25, 30), (29.97, 30), (30, 25),
+                                                 (14.985, 15)])
+def test_sources_at_other_rates_are_paired_with_frames_as_extraction_pairs_them(
+        tmp_path, write_mp4, level_frames, source_fps, run_fps):
+    """A file or stream at ``source_fps`` read for a run at ``run_fps`` yields, frame by frame,
+    the source frames ``actrec extract`` reads for it (``open_video`` with the label rate as
+    nominal rate): 30 -> 15 every other frame, 25 -> 30 one repeated in five, 29.97 -> 30
+    one to one (never a dropped frame every 33 s)."""
+    from actrec.io.video import open_video
+    from actrec.live_sources import open_source
+
+    # 600 frames: resampling 29.97 as 29.97 would repeat frame 500 (0.001 x 500 = half a frame)
+    path = write_mp4(tmp_path / "v.mp4", level_frames(600, 16, 16), fps=source_fps)
+    levels = np.array([20 + 9 * i for i in range(24)])  # level_frames' grey of frame i % 24
+    wanted = open_video(path, fps=run_fps, nominal_fps=run_fps).source_indices
+    hand = {(30, 15): np.arange(0, 600, 2), (29.97, 30): np.arange(600),
+            (14.985, 15): np.arange(600)}
+    if (source_fps, run_fps) in hand:
+        assert np.array_equal(wanted, hand[(source_fps, run_fps)])
+    for text in (str(path), f"file://{path}"):
+        source = open_source(text, run_fps)
+        got = [int(np.abs(levels - f.mean()).argmin()) for _, f in source.frames()]
+        assert got == (wanted % 24).tolist(), text
+        assert source.fps == run_fps
+
+
+@pytest.mark.slow
+def test_a_store_extracted_again_with_other_options_is_refused(setup, tmp_path, capsys):
+    """Live rebuilds the extractor from the run's store: after the store was extracted again
+    with another resize (deleted and extracted again: the same 34-d features), it fed the model other features than it was
+    trained on, without a word."""
+    from actrec.pipeline import extract_dataset
+
+    root, store, _, expected = setup
+    copy = tmp_path / "s.zarr"
+    shutil.copytree(store, copy)
+    run = _train(copy, tmp_path / "run", iterations=2)
+    video = next(iter(expected))
+    code, records, err = _live([str(run), video, "--no-frames"], capsys)
+    assert code == 0, err
+    shutil.rmtree(copy)  # a store holds one source: deleted, then extracted again
+    extract_dataset("mstcn", dataset_options={"root": str(root / "mydata"),
+                                              "fps": str(LABEL_FPS)},
+                    extractor_options={"resize": "32"}, out=copy)
+    code, records, err = _live([str(run), video], capsys)
+    assert code == 1 and records == [] and "Traceback" not in err
+    assert f"feature store {copy} changed since the run was trained on it" in err
+    assert "'resize': 64" in err and "'resize': 32" in err
+
+
+def _start_live(run: Path, video: Path, out: Path, mp4: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "actrec", "live", str(run), str(video), "--realtime",
+         "--out", str(out), "--write-video", str(mp4)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_and_sigterm_stop_every_stream_keeping_what_was_written(setup, tmp_path,
+                                                                         write_mp4, sig):
+    """A realtime session stopped midway: exit 130 (Ctrl-C) or 143 (SIGTERM); every frame
+    answered is a JSON line, the last action's end and the stream's status (``stopped``, not
+    ``failed``) follow, and the video with the action drawn holds every answered frame (a
+    SIGTERM killed the process: no status line and an mp4 no player could open)."""
+    import cv2
+
+    run = setup[2]
+    long = tmp_path / "long.mp4"
+    frames = _clip([0] * 10 + [1] * 20 + [0] * 8 + [2] * 16, 0, 2)
+    write_mp4(long, np.concatenate([frames] * 5), fps=VIDEO_FPS)  # 270 frames at 15 fps
+    out, mp4 = tmp_path / "live.jsonl", tmp_path / "live.mp4"
+    proc = _start_live(run, long, out, mp4)
+    deadline = time.monotonic() + 120
+    while not (out.is_file() and out.read_text().count('"frame"') >= 10):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.1)
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == (130 if sig == "SIGINT" else 143), err
+    assert "Traceback" not in err
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    frames_out = [r for r in lines if "frame" in r]
+    n = len(frames_out)
+    assert 10 <= n < 270
+    assert [r["frame"] for r in frames_out] == list(range(n))
+    assert lines[-2]["event"] == "end" and lines[-2]["end"] == pytest.approx(n / LABEL_FPS)
+    assert {k: lines[-1][k] for k in ("stream", "status", "frames")} == \
+        {"stream": 0, "status": "stopped", "frames": n}
+    assert "error" not in lines[-1]
+    if sig == "SIGINT":
+        assert "Interrupted: live recognition stopped" in err and "stream 0: " in err
+        assert "stopped" in err  # the summary table's status
+    cap = cv2.VideoCapture(str(mp4))
+    count = 0
+    while cap.read()[0]:
+        count += 1
+    cap.release()
+    assert count == n
