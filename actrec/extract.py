@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from actrec.errors import ConfigError, DataError
 from actrec.extract_video import (
     CUT_LABELS,
@@ -61,7 +63,9 @@ class ExtractReport:
     """What one extraction run did: videos written, skipped (already stored) and failed.
     ``redone_damaged`` and ``redone_changed`` name the stored videos that were extracted
     again (they are in ``written`` or ``failed`` too) because their stored copy was damaged
-    or their source video or its labels changed, each with what was wrong. ``busy`` names the
+    or their source video or its labels changed, each with what was wrong. ``relabelled``
+    names the stored videos whose labels alone changed (the same file, extractor and rows):
+    their labels were rewritten and their features kept, not extracted again. ``busy`` names the
     videos another live process (another ``actrec extract`` on this store) still held when the
     run ended without waiting for it (``wait_busy=False``). ``cut``
     lists the written videos whose video and labels disagreed in length, with the frames the
@@ -77,6 +81,7 @@ class ExtractReport:
     store: Path | StoreURL
     redone_damaged: tuple[tuple[str, str], ...] = ()  # (video id, what was damaged)
     redone_changed: tuple[tuple[str, str], ...] = ()  # (video id, what changed: file, labels)
+    relabelled: tuple[tuple[str, str], ...] = ()  # (video id, why): labels rewritten only
     busy: tuple[str, ...] = ()  # left to another process that was extracting them
     cut: tuple[tuple[str, int, int], ...] = ()  # (video id, video frames cut, label frames cut)
     frames: int = 0
@@ -109,6 +114,7 @@ class ExtractReport:
             "failed": [{"video": v, "error": e} for v, e in self.failed],
             "redone_damaged": [{"video": v, "damage": d} for v, d in self.redone_damaged],
             "redone_changed": [{"video": v, "change": c} for v, c in self.redone_changed],
+            "relabelled": [{"video": v, "change": c} for v, c in self.relabelled],
             "busy": list(self.busy),
             "length_policy": self.length_policy,
             "frames_cut": self.frames_cut,
@@ -323,7 +329,7 @@ def extract_features(
                             skipped=len(plan.skipped) + sum(o.skipped for o in outcomes),
                             failed=sum(not o.ok and not o.busy for o in outcomes),
                             busy=sum(o.busy for o in outcomes), stopped=plan.stopped)
-    done = set(plan.skipped) | set(plan.results)
+    done = set(plan.skipped) | set(plan.results) | {v for v, _ in plan.relabelled}
     report = ExtractReport(
         written=tuple(o.id for o in outcomes if o.ok and not o.skipped),
         skipped=tuple(plan.skipped) + tuple(o.id for o in outcomes if o.skipped),
@@ -332,6 +338,7 @@ def extract_features(
         store=store_path,
         redone_damaged=tuple(plan.damaged),
         redone_changed=tuple(plan.changed),
+        relabelled=tuple(plan.relabelled),
         cut=tuple((o.id, o.video_frames_cut, o.label_frames_cut) for o in outcomes
                   if o.ok and (o.video_frames_cut or o.label_frames_cut)),
         frames=sum(o.frames for o in outcomes if o.ok),
@@ -360,6 +367,7 @@ class _Plan:
     skipped: list[str] = field(default_factory=list)
     damaged: list[tuple[str, str]] = field(default_factory=list)
     changed: list[tuple[str, str]] = field(default_factory=list)
+    relabelled: list[tuple[str, str]] = field(default_factory=list)
     tasks: list[VideoTask] = field(default_factory=list)
     results: dict[str, Any] = field(default_factory=dict)  # video id -> Outcome
     started: set[str] = field(default_factory=set)  # videos the extractor started on
@@ -404,8 +412,17 @@ def _run(plan: _Plan, index, extractor, store_path, ids: list[str], source, look
             attrs = store.video_attrs(vid)
             change = None if trust_store or problems else (
                 source_change(attrs.get("source"), record.path)
-                or _labels_change(attrs, record.labels)
                 or _pairing_change(attrs, float(record.fps), bool(record.labels_by_time)))
+            relabel = None if trust_store or problems or change else \
+                _labels_change(attrs, record.labels, store, vid)
+            if relabel is not None:  # the labels alone: rewritten where the rows stay
+                why, labels = relabel
+                if labels is not None and _rewrite_labels(store, vid, attrs, record.labels,
+                                                          labels):
+                    plan.relabelled.append((vid, why + "; its labels were rewritten, its "
+                                                      "features kept"))
+                    continue
+                change = why
             if problems:
                 plan.damaged.append((vid, "; ".join(problems)))
             elif change:
@@ -538,16 +555,81 @@ def _container_fps(path: Path) -> float | None:
     return float(fps) if fps and fps > 0 else None
 
 
-def _labels_change(attrs: dict[str, Any], labels) -> str | None:
-    """How the dataset's labels of a stored video differ from those it was extracted with
-    (a corrected annotation file), in words; ``None`` when they do not, or when the store
-    recorded none (written before actrec recorded them)."""
+_LABELS_CHANGED = "its labels changed since it was extracted (the dataset's annotations differ)"
+
+
+def _labels_change(attrs: dict[str, Any], labels, store, video_id: str
+                   ) -> tuple[str, Any] | None:
+    """Whether the dataset's ``labels`` of stored video ``video_id`` differ from those it was
+    extracted with (a corrected annotation file): ``None`` when they do not, else ``(what
+    changed, in words, the labels of its stored rows under the new labels or None when its
+    rows would change too: see ``_labels_at_rows``)``. Compared by the digest the store
+    recorded of the dataset's labels, or for a store written before it recorded one, by the
+    stored label array (its recorded digest, or the array itself) against the new labels at
+    its rows; a store that recorded neither a digest nor enough to place the rows is taken as
+    unchanged, as before."""
     from actrec.extract_video import labels_digest
+    from actrec.io.integrity import array_digest, recorded_digest
 
     recorded = attrs.get("labels_digest")
-    if recorded is None or recorded == labels_digest(labels):
+    if recorded is not None and recorded == labels_digest(labels):
         return None
-    return "its labels changed since it was extracted (the dataset's annotations differ)"
+    at_rows = _labels_at_rows(attrs, labels)
+    if recorded is None:  # written before the digest: its label array says
+        if at_rows is None:
+            return None
+        stored = recorded_digest(attrs, "labels")
+        if stored is not None:
+            if stored == array_digest(at_rows, "int64"):
+                return None
+        elif np.array_equal(store.read(video_id)[1], at_rows):
+            return None
+    return _LABELS_CHANGED, at_rows
+
+
+def _labels_at_rows(attrs: dict[str, Any], labels) -> Any:
+    """The labels the rows of a video stored with ``attrs`` take under the dataset's
+    ``labels`` (int64 ``[T]``: resampled to its rate and cut as the length policy cut them),
+    or ``None`` when they would change its rows (labels of another length: the length policy
+    judges them anew on the video, so it is extracted again) or ``attrs`` lack what places
+    them (its rate, the labels' rate, the frames cut)."""
+    fps, label_fps = attrs.get("fps"), attrs.get("label_fps")
+    cut, rows = attrs.get("frames_cut"), attrs.get("num_frames")
+    if fps is None or label_fps is None or rows is None or not isinstance(cut, dict):
+        return None
+    at_rate = resample_labels(np.asarray(labels), float(label_fps), float(fps))
+    if at_rate.shape[0] != int(rows) + int(cut.get("labels") or 0):
+        return None
+    return at_rate[:int(rows)].astype(np.int64)
+
+
+# attributes write_video sets itself; the others a stored video keeps when relabelled
+_WRITTEN = ("id", "fps", "num_frames", "dim", "extractor", "extractor_config", "causal",
+            "source", "written_at", "integrity", "complete")
+
+
+def _rewrite_labels(store, video_id: str, attrs: dict[str, Any], labels, at_rows) -> bool:
+    """Write stored video ``video_id`` again with its features as stored and labels
+    ``at_rows`` (the dataset's ``labels`` at its rows), recording their digest; under the
+    video's claim, atomically as any write. ``False`` (nothing written) when another process
+    holds the claim, took it over or the store refuses: the video is then extracted as any
+    changed one."""
+    from actrec.extract_claims import ClaimLost, claim
+    from actrec.extract_video import labels_digest
+
+    source = (attrs.get("source") or {}).get("path")
+    try:
+        with claim(store.path, video_id) as mine:
+            if not mine or store.damage(video_id):
+                return False
+            features, _ = store.read(video_id)  # checked against its chunk digests
+            extra = {k: v for k, v in attrs.items() if k not in _WRITTEN}
+            extra["labels_digest"] = labels_digest(labels)
+            store.write_video(video_id, features, at_rows, fps=float(attrs["fps"]),
+                              source=Path(source) if source else None, extra=extra)
+    except (ClaimLost, DataError):
+        return False
+    return True
 
 
 def _pairing_change(attrs: dict[str, Any], label_fps: float, by_time: bool) -> str | None:

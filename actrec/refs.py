@@ -1,7 +1,9 @@
 """Dataset references (``NAME`` or ``NAME:key=value,...``) and the feature stores they map to.
 
 A reference names a dataset plugin and some of its options, so that ``synthetic:kitchen=b``
-and ``synthetic:kitchen=a`` are two datasets (two domains) on the command line.
+and ``synthetic:kitchen=a`` are two datasets (two domains) on the command line. Equal
+references are spelled alike (``canonical_ref``): ``mstcn:fps=14`` and ``mstcn:fps=14.0`` are
+one dataset, with one store.
 """
 
 from __future__ import annotations
@@ -33,12 +35,52 @@ def canonical_ref(ref: str, options: Mapping[str, str] | None = None) -> str:
     of a dataset whatever order or flags the options came in. (The root is part of the
     default store path as a hash, see ``default_store``, and of the store's recorded source.)"""
     name, ref_options = parse_dataset_ref(ref)
-    merged = {**ref_options, **{k: str(v) for k, v in (options or {}).items()}}
+    merged = {**ref_options, **{k: _text(v) for k, v in (options or {}).items()}}
     for where in ("root", "videos"):  # where the files are does not change what they are
         merged.pop(where, None)
     if not merged:
         return name
+    merged = _canonical_values(name, merged)
     return name + ":" + ",".join(f"{k}={merged[k]}" for k in sorted(merged))
+
+
+def _text(value: object) -> str:
+    """An option value as a reference spells it (``None`` as ``none``, booleans lower-case)."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _canonical_values(name: str, options: dict[str, str]) -> dict[str, str]:
+    """``options`` with each value written one way for its option's type in dataset plugin
+    ``name``'s ``Config``: numbers by value (``14``, ``14.0`` and ``1.4e1`` are ``14``;
+    ``29.97`` stays), booleans ``true``/``false``, an unset optional ``none``. Options of
+    another type, values their type does not take (the plugin refuses those when it is built)
+    and every option of a dataset that is no installed plugin are kept as given."""
+    import typing
+
+    from actrec.plugin_api import coerce
+
+    try:
+        from actrec import registry
+
+        hints = typing.get_type_hints(registry.plugin_class("datasets", name).Config)
+    except Exception:  # noqa: BLE001 - no such plugin (an imported name), or a broken one
+        return options
+    out = {}
+    for key, value in options.items():
+        annotation = hints.get(key.replace("-", "_"))
+        try:
+            typed = coerce(value, annotation) if annotation is not None else value
+        except (TypeError, ValueError):
+            typed = value
+        if isinstance(typed, float) and typed.is_integer() and abs(typed) < 2**53:
+            typed = int(typed)
+        out[key] = _text(typed) if isinstance(typed, (bool, int, float, type(None))) \
+            else value
+    return out
 
 
 def dataset_from_ref(ref: str, options: Mapping[str, str] | None = None):

@@ -1,6 +1,6 @@
 """A corrected annotation file reaches the store: `actrec extract` records a digest of each
-video's labels as the dataset gives them, and a later run redoes a video whose labels differ
-(it skipped it, and training read the old labels without a word)."""
+video's labels as the dataset gives them, and a later run gives a video whose labels differ
+its new labels (it skipped it, and training read the old labels without a word)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def _with_labels(index, vid, labels):
         **index.videos, vid: dataclasses.replace(index.videos[vid], labels=labels)})
 
 
-def test_a_video_whose_labels_changed_is_extracted_again(tiny_kitchen, tmp_path):
+def test_a_video_whose_labels_changed_gets_them(tiny_kitchen, tmp_path):
     _, index = tiny_kitchen
     path = tmp_path / "s.zarr"
     first = extract_features(index, ColorGradient(CG), path, dataset_ref="r", batch_size=8)
@@ -31,9 +31,11 @@ def test_a_video_whose_labels_changed_is_extracted_again(tiny_kitchen, tmp_path)
     fixed[:5] = (old[:5] + 1) % len(index.classes)  # the first five frames relabelled
     again = extract_features(_with_labels(index, vid, fixed), ColorGradient(CG), path,
                              dataset_ref="r", batch_size=8)
-    assert again.written == (vid,) and sorted(again.skipped) == sorted(set(index.videos) - {vid})
-    assert again.redone_changed == ((vid, "its labels changed since it was extracted (the "
-                                          "dataset's annotations differ)"),)
+    # the labels alone changed: rewritten, the features kept (tests/test_left_extract_relabel)
+    assert not again.written and sorted(again.skipped) == sorted(set(index.videos) - {vid})
+    assert again.relabelled == ((vid, "its labels changed since it was extracted (the "
+                                      "dataset's annotations differ); its labels were "
+                                      "rewritten, its features kept"),)
     _, labels = FeatureStore.open(path).read(vid)
     np.testing.assert_array_equal(labels, fixed[:labels.shape[0]])
     # the same labels again: nothing to do
