@@ -127,6 +127,8 @@ class TorchRNNClassifier(_Projected):
 
     ``bidirectional=True`` makes it the non-causal BiRNN; its logits are a linear map of both
     directions' states, i.e. the sum of a forward and a backward per-frame output.
+    ``peepholes=True`` (LSTM only) makes it the peephole LSTM of Greff et al.
+    (``actrec.nn.peephole``), the Recurrent Assistance paper's "vanilla" LSTM.
     """
 
     def __init__(
@@ -143,12 +145,19 @@ class TorchRNNClassifier(_Projected):
         input_dropout: float = 0.0,
         embed: int = 0,
         embed_dropout: float = 0.0,
+        peepholes: bool = False,
     ):
         super().__init__()
         d = self._init_projection(input_dim, hidden, input_projection, embed=embed,
                                   input_dropout=input_dropout, embed_dropout=embed_dropout)
         rnn_dropout = dropout if layers > 1 else 0.0  # torch warns about dropout with one layer
-        if kind == "lstm":
+        if peepholes and (kind != "lstm" or bidirectional):
+            raise ValueError("peephole connections exist for the causal LSTM only")
+        if peepholes:
+            from actrec.nn.peephole import PeepholeLSTM
+
+            self.rnn = PeepholeLSTM(d, hidden, layers, dropout=rnn_dropout)
+        elif kind == "lstm":
             self.rnn = nn.LSTM(d, hidden, layers, dropout=rnn_dropout, bidirectional=bidirectional)
         elif kind == "rnn":
             self.rnn = nn.RNN(
@@ -181,7 +190,8 @@ class TorchRNNClassifier(_Projected):
         if not self.causal:
             self._refuse()
         z = self.head.weight.new_zeros(self.rnn.num_layers, batch, self.rnn.hidden_size)
-        return {"domain": domain, "h": (z, z.clone()) if isinstance(self.rnn, nn.LSTM) else z}
+        lstm = self.rnn.mode == "LSTM"  # torch.nn.LSTM or the peephole LSTM: (h, c)
+        return {"domain": domain, "h": (z, z.clone()) if lstm else z}
 
     def step(self, x_t: Tensor, state):
         if not self.causal:

@@ -1,7 +1,12 @@
 """``lstm``: a plain LSTM (``torch.nn.LSTM``: the cuDNN / oneDNN kernels) with a per-frame
 classifier. Options for regularisation: ``input_dropout`` on the features, ``dropout`` between
 stacked layers, and ``embed=E``: MiniROAD's frame embedding (Linear to E, LayerNorm, ReLU,
-dropout ``embed_dropout``) in front of the LSTM (``actrec.nn.embed``)."""
+dropout ``embed_dropout``) in front of the LSTM (``actrec.nn.embed``).
+
+``peepholes=true``: Greff et al.'s "vanilla" LSTM with peephole connections from the cell state
+to the gates (``actrec.nn.peephole``), the LSTM the Recurrent Assistance paper (Perrett & Damen,
+ICCVW 2017, Sec. 4) says it uses; the ``recassist`` preset sets it. Off by default: the DDLSTM
+paper's LSTM (its eqs. 1-3) has none."""
 
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ class LSTMConfig(PluginConfig):
     input_dropout: float = 0.0  # on the input features (training only)
     embed: int = 0  # > 0: Linear + LayerNorm + ReLU + dropout embedding of that width
     embed_dropout: float = 0.2  # the embedding's dropout (MiniROAD's 0.2)
+    peepholes: bool = False  # Greff et al.'s peephole connections (Recurrent Assistance)
 
     def __post_init__(self) -> None:
         check_positive(self, "hidden", "layers")
@@ -45,5 +51,5 @@ class LSTMModel(TemporalModel):
         return TorchRNNClassifier(
             input_dim, num_classes, c.hidden, c.layers, kind="lstm", dropout=c.dropout,
             input_projection=c.input_projection, input_dropout=c.input_dropout, embed=c.embed,
-            embed_dropout=c.embed_dropout,
+            embed_dropout=c.embed_dropout, peepholes=c.peepholes,
         )
