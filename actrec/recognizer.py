@@ -15,9 +15,16 @@ t+K, so a push answers the frame K pushes back (nothing for the first K pushes; 
 ``Prediction`` names the frame it labels and the newest frame it has seen), and ``flush`` answers
 the last K frames at the end of a video by stepping the last input again K times.
 
+A run trained on a frame head's outputs (``actrec.frame_head``: a store of per-frame softmax
+or logits of a classifier on a backbone store) gets them live too: the backbone's extractor,
+its rows rounded to the store's dtype as the head read them, then the head saved beside the
+store (it must be the head that filled it).
+
 Refused, with a ``ConfigError``/``DataError`` naming the run: a model that is not causal,
 features that look ahead (the store's ``lookahead`` or the rebuilt extractor's), a store that is
-missing, an extractor plugin that cannot be loaded.
+missing, an extractor plugin that cannot be loaded, a store whose extractor or config is not
+the one the run was trained on (extracted again since), a frame head that is missing or was
+trained again.
 
 Many streams: ``Recognizer(..., streams=N)`` keeps one extractor and one model state per stream;
 ``push_many`` steps every stream that has a frame in one batch (``actrec.live_state``). Rows an
@@ -252,7 +259,8 @@ def _feature_fps(store: Any, features: Sequence[FeatureSpec], where: str) -> flo
     """The frame rate the run's features were made at: the extractor's ``fps`` option where it
     sets one, else the rate most of the store's videos were decoded at."""
     for spec in features:
-        fps = spec.config.get("fps")
+        config = spec.config.get("backbone_config") if _is_head_store(spec) else spec.config
+        fps = (config or {}).get("fps")
         if fps:
             return float(fps)
     rates: Counter = Counter()
@@ -276,12 +284,15 @@ class _Starved(Exception):
 
 class _ExtractorFeed:
     """One extractor generator for one stream, fed one frame at a time (``extract`` is a
-    generator per video; its state lives in it, so one feed per stream)."""
+    generator per video; its state lives in it, so one feed per stream). With ``head`` (a
+    frame-head store's, ``_FrameHead``), each row is the head's output for the extractor's."""
 
-    def __init__(self, extractor: FeatureExtractor, dim: int, where: str) -> None:
+    def __init__(self, extractor: FeatureExtractor, dim: int, where: str,
+                 head: _FrameHead | None = None) -> None:
         self.extractor = extractor
         self.dim = dim
         self.where = where
+        self.head = head
         self._pending: collections.deque = collections.deque()
         self._gen: Iterator[np.ndarray] | None = None
 
@@ -321,13 +332,71 @@ class _ExtractorFeed:
             self._gen = None
             raise DataError(f"{self.where}: extractor '{name}' yielded features of shape "
                             f"{out.shape} for one frame, expected [1, {self.dim}]")
-        return out[0]
+        return out[0] if self.head is None else self.head(out)[0]
+
+    def fresh(self) -> _ExtractorFeed:
+        """A feed of the same extractor (and head) with a generator of its own."""
+        return _ExtractorFeed(self.extractor, self.dim, self.where, self.head)
 
     def reset(self) -> None:
         if self._gen is not None:
             self._gen.close()
         self._gen = None
         self._pending.clear()
+
+
+@dataclass(frozen=True)
+class _FrameHead:
+    """A frame-head store's head (``actrec.frame_head``): the backbone's rows, rounded to the
+    backbone store's dtype as the head read them there, become the head's ``output``
+    (softmax or logits)."""
+
+    head: Any  # actrec.frame_head.TrainedHead
+    output: str
+    dtype: str
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:  # [N, D] -> [N, classes]
+        from actrec.frame_head import head_outputs
+
+        if self.dtype != "float32":
+            rows = rows.astype(self.dtype).astype(np.float32)
+        return head_outputs(self.head, rows, self.output)
+
+
+def _is_head_store(spec: FeatureSpec) -> bool:
+    return "head_file" in spec.config and "backbone_extractor" in spec.config
+
+
+def _build_feed(spec: FeatureSpec, where: str, threads: int) -> _ExtractorFeed:
+    """The feed of one of the run's feature streams: its store's extractor, rebuilt; for a
+    frame-head store (``actrec extract-head``/``actrec.frame_head``), the backbone's extractor
+    with the head saved beside the store, which must be the head that filled it."""
+    if not _is_head_store(spec):
+        return _ExtractorFeed(_build_extractor(spec, where, threads), spec.dim or 0, where)
+    from actrec.frame_head import head_digest, load_head
+    from actrec.io.remote import StoreURL
+
+    cfg = spec.config
+    if isinstance(spec.store, StoreURL):
+        raise ConfigError(f"{where}: frame-head store {spec.store} is at a URL; live "
+                          f"recognition reads its head file from a local folder")
+    path = Path(spec.store).parent / str(cfg["head_file"])
+    if not path.is_file():
+        raise DataError(f"{where}: the frame head of feature store {spec.store} is missing "
+                        f"({path}); live recognition applies it to the backbone's features")
+    head = load_head(path)
+    if head_digest(head) != cfg.get("head_digest"):
+        raise DataError(f"{where}: {path} is not the head whose outputs fill {spec.store} "
+                        f"(it was trained again since); its outputs are not what the run "
+                        f"learned from")
+    output = str(cfg.get("output"))
+    if spec.dim and len(head.classes) != spec.dim:
+        raise DataError(f"{where}: head {path} has {len(head.classes)} outputs, store "
+                        f"{spec.store} holds {spec.dim}-d features")
+    backbone = FeatureSpec(spec.store, str(cfg["backbone_extractor"]),
+                           dict(cfg.get("backbone_config") or {}), spec.dtype, head.dim)
+    extractor = _build_extractor(backbone, where, threads)
+    return _ExtractorFeed(extractor, head.dim, where, _FrameHead(head, output, spec.dtype))
 
 
 def _build_extractor(spec: FeatureSpec, where: str, threads: int) -> FeatureExtractor:
@@ -427,8 +496,7 @@ class Recognizer:
         return len(self._feeds)
 
     def _new_feeds(self) -> list[_ExtractorFeed]:
-        return [_ExtractorFeed(_build_extractor(spec, self._where, self._threads), spec.dim
-                               or 0, self._where) for spec in self.run.features]
+        return [_build_feed(spec, self._where, self._threads) for spec in self.run.features]
 
     # ------------------------------------------------------------------ stepping
 
@@ -555,8 +623,7 @@ class Recognizer:
         for s, frame in enumerate(frames):
             if frame is None:
                 continue
-            feeds = [_ExtractorFeed(feed.extractor, feed.dim, self._where)
-                     for feed in self._feeds[s]]  # the stream's extractors, a new generator
+            feeds = [feed.fresh() for feed in self._feeds[s]]  # new generators
             try:
                 rows.append(self._input_row(self._check_frame(frame, s), feeds))
             except ActrecError:

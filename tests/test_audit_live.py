@@ -172,6 +172,63 @@ def test_a_store_extracted_again_with_other_options_is_refused(setup, tmp_path, 
     assert "'resize': 64" in err and "'resize': 32" in err
 
 
+@pytest.fixture(scope="module")
+def head_run(setup):
+    """(frame-head store of the colorgrad store (split 1, logits), a run trained on it,
+    {video path: its eval --online probabilities})."""
+    from actrec.evaluate import evaluate_run
+    from actrec.frame_head import HeadConfig, extract_head_features
+
+    root, store, _, expected = setup
+    report = extract_head_features(store, "1", output="logits",
+                                   config=HeadConfig(epochs=2, min_steps=20))
+    run = _train(report.store, root / "head-run")
+    (probs,) = evaluate_run(run, online=True, keep_probabilities=True).probabilities.values()
+    paths = {Path(v).stem: v for v in expected}
+    return report.store, run, {paths[v]: p for v, p in zip(probs.ids, probs.probabilities)}
+
+
+@pytest.mark.slow
+def test_a_run_on_frame_head_outputs_applies_the_head_live(head_run, capsys):
+    """The papers' input: a frame classifier's per-frame logits (``actrec.frame_head``). Live
+    rebuilt the store's "extractor" ``colorgrad-logits-split1``, which no plugin is, and
+    refused the run; now it extracts the backbone's features, rounds them to the store's
+    float16 as the head read them, applies the saved head, and equals ``eval --online``."""
+    _, run, expected = head_run
+    videos = list(expected)
+    code, records, err = _live([str(run), *videos], capsys)
+    assert code == 0, err
+    for s, video in enumerate(videos):
+        frames = [r for r in records if r.get("stream") == s and "frame" in r]
+        probs = expected[video]
+        assert len(frames) == len(probs) == 54
+        assert [r["index"] for r in frames] == probs.argmax(1).tolist()
+        for r, p in zip(frames, probs):
+            live = {t["label"]: t["score"] for t in r["top"]}
+            assert [live[c] for c in CLASSES] == pytest.approx(p.tolist(), abs=2e-6)
+
+
+@pytest.mark.slow
+def test_a_frame_head_trained_again_is_refused(head_run, setup, tmp_path, capsys):
+    """The head file beside the store is not the head that filled it (trained again with
+    other options): its outputs are not the run's inputs."""
+    from actrec.frame_head import HeadConfig, extract_head_features
+
+    store, run, expected = head_run
+    other = extract_head_features(setup[1], "1", output="logits", out=tmp_path / "o.zarr",
+                                  config=HeadConfig(epochs=1, min_steps=10, seed=3))
+    saved = store.parent / f"{store.name.removesuffix('.zarr')}.head.pt"
+    kept = tmp_path / "kept.head.pt"
+    shutil.copy(saved, kept)
+    shutil.copy(other.head, saved)
+    try:
+        code, records, err = _live([str(run), next(iter(expected))], capsys)
+    finally:
+        shutil.copy(kept, saved)
+    assert code == 1 and records == [] and "Traceback" not in err
+    assert f"{saved} is not the head whose outputs fill {store}" in err
+
+
 def _start_live(run: Path, video: Path, out: Path, mp4: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     return subprocess.Popen(
