@@ -131,6 +131,9 @@ def _module_classes():
         def after_optimizer_step(self) -> None:
             self.main.after_optimizer_step()
 
+        def optimizer_overrides(self):
+            return self.main.optimizer_overrides()  # e.g. the DDLSTM's alpha_lr group
+
     return BoundaryLSTM, BoundaryAugmented
 
 

@@ -1,12 +1,15 @@
 """Audit of the DDLSTM boundary pre-stage's width against the paper (Sec. 5: 128 hidden units
 per LSTM cell, the only width it gives for any of its LSTMs), and that a run trained with the
-earlier 64-unit pre-stage is rebuilt and resumed with the width it recorded."""
+earlier 64-unit pre-stage is rebuilt and resumed with the width it recorded; the wrapper passes
+the main model's optimiser settings (the DDLSTM's ``alpha_lr``) on."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
+
 from actrec import boundary
 from actrec.io.features import FeatureStore
 from actrec.runs import load_checkpoint
@@ -55,3 +58,24 @@ def test_a_run_recorded_with_64_units_is_rebuilt_and_resumed_with_64():
     # A checkpoint from before the record existed: its pre-stage had 64 units, and says so.
     legacy = boundary.attach(spec, data, main, "cpu", None, fresh=False, recorded=None)
     assert legacy.pre.lstm.hidden_size == 64 and legacy.boundary_record["hidden"] == 64
+
+
+def test_the_pre_stage_keeps_the_main_models_optimiser_settings():
+    """``-o alpha_lr`` gives the DDLSTM's alphas their own learning rate through
+    ``optimizer_overrides``; behind the boundary pre-stage the wrapper must pass it on, or the
+    alphas silently train at the weights' learning rate."""
+    from actrec.nn.models import NormLSTMClassifier
+    from actrec.train import optimizer_groups
+
+    main = NormLSTMClassifier(5 + boundary.OUTPUTS, 3, hidden=4, layers=2, max_len=8,
+                              alpha_lr=1e-4)
+    wrapped = boundary.rebuild({"hidden": 8}, SimpleNamespace(width=5), main)
+    (alphas, settings), = wrapped.optimizer_overrides()
+    assert settings == {"lr": 1e-4}
+    assert [id(p) for p in alphas] == [id(layer.alpha) for layer in main.rnn.layers]
+    groups = optimizer_groups(wrapped, 0.05, lr=0.01)
+    (own,) = [g for g in groups if "lr" in g]
+    assert own["lr"] == 1e-4 and own["lr_scale"] == pytest.approx(0.01)
+    assert own["weight_decay"] == 0.0
+    trained = {id(p) for g in groups for p in g["params"]}
+    assert not any(id(p) in trained for p in wrapped.pre.parameters())  # frozen
