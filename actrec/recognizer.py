@@ -201,7 +201,16 @@ def load_online_run(run: str | Path, *, dataset: int | str | None = None,
     if not model.causal:
         raise ConfigError(f"{where}: model '{name}' is not causal; it cannot recognise live")
     scalers = ckpt.get("input_scalers")
-    scaler = FeatureScaler.from_state(scalers[k]) if scalers else None
+    width = sum(f.dim for f in features)
+    try:
+        scaler = FeatureScaler.from_state(scalers[k]) if scalers else None
+        if scaler is not None and all(f.dim for f in features) and \
+                not scaler.mean.shape == scaler.std.shape == (width,):
+            raise ValueError(f"mean {scaler.mean.shape} and std {scaler.std.shape} for "
+                             f"{width}-d features")
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise DataError(f"{ckpt_path}: damaged feature standardisation of D{k + 1} "
+                        f"(input_scalers: {type(exc).__name__}: {exc})") from None
     return OnlineRun(
         run_dir=run_dir, checkpoint=ckpt_path, model_name=name, model=model, labels=labels,
         layout=layout, domain=k, dataset=str(attrs.get("dataset") or store.path),

@@ -229,6 +229,27 @@ def test_a_frame_head_trained_again_is_refused(head_run, setup, tmp_path, capsys
     assert f"{saved} is not the head whose outputs fill {store}" in err
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("scalers", [[{"std": [1.0]}], [], "wrong width"])
+def test_a_damaged_standardisation_is_refused_by_name(setup, tmp_path, capsys, scalers):
+    """A checkpoint whose saved feature standardisation is damaged (a key missing, the list
+    empty for D1, statistics of another width): a one-line error naming the checkpoint; a
+    missing key was a KeyError traceback, a wrong width a broadcasting error mid-stream."""
+    import torch
+
+    _, _, run, expected = setup
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    ckpt = torch.load(copy / "checkpoint.pt", weights_only=True)
+    if scalers == "wrong width":
+        scalers = [{"mean": torch.zeros(5), "std": torch.ones(5)}]
+    ckpt["input_scalers"] = scalers or [None]
+    torch.save(ckpt, copy / "checkpoint.pt")
+    code, records, err = _live([str(copy), next(iter(expected))], capsys)
+    assert code == 1 and records == [] and "Traceback" not in err
+    assert f"Error: {copy / 'checkpoint.pt'}: damaged feature standardisation of D1" in err
+
+
 def _start_live(run: Path, video: Path, out: Path, mp4: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     return subprocess.Popen(
