@@ -271,10 +271,14 @@ def resolve_model(checkpoint: Mapping[str, Any], layout: InputLayout, labels: La
     name = str(checkpoint["model_name"])
     spec = checkpoint.get("spec", {})
     cls = _model_class(name)
+    # Options added to a plugin after a run was recorded: the value that run trained with,
+    # not today's default (a plugin's Config.RECORDED_BEFORE, e.g. average's window 0).
+    before = dict(getattr(cls.Config, "RECORDED_BEFORE", {}) or {})
     recorded = checkpoint.get("model_config")
     if isinstance(recorded, Mapping):
         # The recorded config already holds the projection and max_len the run trained with.
-        config = cls.Config.from_options(dict(recorded), owner=f"model '{name}' ({where})")
+        config = cls.Config.from_options({**before, **dict(recorded)},
+                                         owner=f"model '{name}' ({where})")
         return _instantiate(name, cls, config, layout, labels)
-    return build_model(name, spec.get("model_options", {}), layout, labels,
+    return build_model(name, {**before, **spec.get("model_options", {})}, layout, labels,
                        history=int(spec.get("history", 200)))

@@ -19,14 +19,14 @@ from actrec_plugins.models.lstm import LSTMModel
 
 DT = torch.float64
 ALL = [LSTMModel, BNLSTMModel, DDLSTMModel, RNNModel, BiRNNModel, AverageModel, GRUModel]
-CAUSAL = [LSTMModel, BNLSTMModel, DDLSTMModel, RNNModel, GRUModel]
+CAUSAL = [LSTMModel, BNLSTMModel, DDLSTMModel, RNNModel, AverageModel, GRUModel]
 SMALL = {
     "lstm": {"hidden": "5", "layers": "2"},
     "bnlstm": {"hidden": "5", "layers": "2", "max_len": "4"},
     "ddlstm": {"hidden": "5", "layers": "2", "max_len": "4", "input_projection": "true"},
     "rnn": {"hidden": "5", "layers": "2"},
     "birnn": {"hidden": "5"},
-    "average": {"hidden": "7"},
+    "average": {"hidden": "7", "window": "3"},
     "gru": {"hidden": "5", "fc": "6"},
 }
 
@@ -60,7 +60,8 @@ def test_default_configs():
     assert (c.hidden, c.layers, c.gru_dropout, c.recurrent_dropout, c.fc, c.dropout) == (
         256, 2, 0.3, 0.0, 64, 0.4)
     assert c.recurrent_activation == "hard_sigmoid"
-    assert [p.causal for p in ALL] == [True, True, True, True, False, False, True]
+    assert [p.causal for p in ALL] == [True, True, True, True, False, True, True]
+    assert AverageModel.Config().window == 10  # Giel & Diaz's 10-frame clips
 
 
 @pytest.mark.parametrize("plugin", ALL, ids=lambda p: p.name)
@@ -137,6 +138,8 @@ def test_causality_of_eval_outputs(plugin):
 @pytest.mark.parametrize("plugin", [BiRNNModel, AverageModel], ids=lambda p: p.name)
 def test_non_causal_models_refuse_online_inference(plugin):
     model = _build(plugin).eval()
+    if plugin is AverageModel:  # window 0: whole-sequence means, not causal
+        model = AverageModel(AverageModel.Config(hidden=7, window=0)).build(3, 4).double().eval()
     with pytest.raises(NotImplementedError, match="not causal"):
         model.init_state(2, torch.zeros(2, dtype=torch.long))
     with pytest.raises(NotImplementedError, match="not causal"):
@@ -273,8 +276,8 @@ def test_average_model_golden_values():
         torch.testing.assert_close(masked[t], want_masked, rtol=0, atol=1e-15)
 
 
-def _build_average_by_hand():
-    model = AverageModel(AverageModel.Config(hidden=2)).build(2, 2).double().eval()
+def _build_average_by_hand(window: int = 0):
+    model = AverageModel(AverageModel.Config(hidden=2, window=window)).build(2, 2).double().eval()
     lin1, lin2 = model.mlp[0], model.mlp[3]
     with torch.no_grad():
         lin1.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, -1.0]]))

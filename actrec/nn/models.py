@@ -203,14 +203,23 @@ class TorchRNNClassifier(_Projected):
 
 
 class AverageClassifier(SequenceModel):
-    """Giel & Diaz's 'Average' baseline: the features averaged over the whole window go
-    through a 2-layer ReLU MLP with dropout. Not causal: every frame of a window gets the same
-    (whole-window) prediction."""
+    """Giel & Diaz's 'Average' baseline, frame by frame: the mean of the features of the last
+    ``window`` frames (the frame itself and the ``window - 1`` before it; fewer at a sequence's
+    start) goes through a 2-layer ReLU MLP with dropout. Giel & Diaz classify a clip of 10
+    frames from their mean; here every frame is classified from the clip that ends at it, so
+    the model is causal and runs online (``step`` keeps the last ``window - 1`` frames).
 
-    causal = False
+    ``window = 0``: the mean of the whole sequence for every frame (not causal; what runs
+    recorded before the window existed were trained with: over a whole test video it gives
+    every frame one prediction)."""
 
-    def __init__(self, input_dim: int, num_classes: int, hidden: int = 512, dropout: float = 0.5):
+    def __init__(self, input_dim: int, num_classes: int, hidden: int = 512, dropout: float = 0.5,
+                 window: int = 10):
         super().__init__()
+        if window < 0:
+            raise ValueError(f"window must be >= 0 (0: the whole sequence), got {window}")
+        self.window = window
+        self.causal = window > 0
         self.mlp = nn.Sequential(
             nn.Linear(input_dim, hidden),
             nn.ReLU(),
@@ -219,15 +228,42 @@ class AverageClassifier(SequenceModel):
         )
 
     def forward(self, x: Tensor, domain: Tensor, mask: Tensor | None = None) -> Tensor:
-        """Every frame of row n gets the logits of row n's mean over its real frames."""
+        """Frame t of row n gets the logits of the mean of row n's real frames
+        ``max(0, t - window + 1) .. t`` (``window`` 0: of all its real frames)."""
         mask = check_mask(mask, x)
-        if mask is None:
-            mean = x.mean(0)  # [N, D]
-        else:
-            count = mask.sum(0).clamp_min(1).to(x.dtype)  # [N] real frames per row
-            mean = zero_padding(x, mask).sum(0) / count[:, None]  # [N, D]
-        logits = self.mlp(mean)  # [N, K]
-        return logits[None].expand(x.shape[0], -1, -1)  # [T, N, K]
+        x = zero_padding(x, mask)
+        real = (torch.ones(x.shape[:2], dtype=x.dtype, device=x.device) if mask is None
+                else mask.to(x.dtype))  # [T, N]
+        if self.window == 0:
+            mean = x.sum(0) / real.sum(0).clamp_min(1)[:, None]  # [N, D]
+            return self.mlp(mean)[None].expand(x.shape[0], -1, -1)  # [T, N, K]
+        total, count = x.clone(), real.clone()  # [T, N, D], [T, N]
+        for k in range(1, min(self.window, x.shape[0])):  # add frame t - k to frame t
+            total[k:] += x[:-k]
+            count[k:] += real[:-k]
+        return self.mlp(total / count.clamp_min(1)[..., None])  # [T, N, K]
+
+    def _refuse(self) -> None:
+        raise NotImplementedError(
+            "the Average model with window=0 averages whole sequences (it is not causal): no "
+            "online inference")
+
+    def init_state(self, batch: int, domain: Tensor):
+        if not self.causal:
+            self._refuse()
+        w = self.mlp[0].weight
+        return {"frames": w.new_zeros(self.window - 1, batch, w.shape[1]), "t": 0}
+
+    def step(self, x_t: Tensor, state):
+        if not self.causal:
+            self._refuse()
+        _eval_only(self)
+        frames = state["frames"]  # [window - 1, N, D]: the previous frames, newest first
+        t = state["t"]
+        total = x_t + frames.sum(0)  # frames before the sequence's start are zeros
+        mean = total / min(t + 1, self.window)
+        frames = torch.cat([x_t[None], frames[:-1]]) if self.window > 1 else frames
+        return self.mlp(mean), {"frames": frames, "t": t + 1}
 
 
 class GRUClassifier(_Projected):

@@ -1,12 +1,15 @@
 """Giel & Diaz's transfer-learning baselines: ``rnn`` (vanilla ReLU RNN, causal), ``birnn``
-(bidirectional, not causal) and ``average`` (mean feature of the window into a 2-layer MLP, not
-causal: every frame of a window gets the same whole-window prediction)."""
+(bidirectional, not causal) and ``average`` (the mean feature of a clip into a 2-layer ReLU MLP
+with dropout; their clips are 10 frames: here every frame is classified from the clip of the
+``window`` = 10 frames that ends at it, so it is causal; ``window=0`` averages the whole
+sequence, not causal, as runs recorded before the option did)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from actrec.errors import ConfigError
 from actrec.plugin_api import PluginConfig, TemporalModel
 from actrec_plugins.models._common import check_fraction, check_front, check_positive
 
@@ -33,10 +36,17 @@ class RNNConfig(PluginConfig):
 class AverageConfig(PluginConfig):
     hidden: int = 512
     dropout: float = 0.5
+    window: int = 10  # frames averaged, ending at the classified frame (0: the whole sequence)
+
+    # What a run recorded before an option existed was trained with (actrec.components).
+    RECORDED_BEFORE = {"window": 0}
 
     def __post_init__(self) -> None:
         check_positive(self, "hidden")
         check_fraction(self, "dropout")
+        if self.window < 0:
+            raise ConfigError(f"model option 'window' must be a number of frames >= 1, or 0 "
+                              f"(the whole sequence), got {self.window}")
 
 
 class RNNModel(TemporalModel):
@@ -67,13 +77,15 @@ class BiRNNModel(RNNModel):
 
 
 class AverageModel(TemporalModel):
-    """Window-mean features into a 2-layer ReLU MLP with dropout; not causal."""
+    """The mean of the last ``window`` frames into a 2-layer ReLU MLP with dropout; causal
+    (``window=0``: whole-sequence means, not causal)."""
 
     name = "average"
     Config = AverageConfig
-    causal = False
+    causal = True
 
     def build(self, input_dim: int, num_classes: int) -> SequenceModel:
         from actrec.nn.models import AverageClassifier
 
-        return AverageClassifier(input_dim, num_classes, self.config.hidden, self.config.dropout)
+        c = self.config
+        return AverageClassifier(input_dim, num_classes, c.hidden, c.dropout, window=c.window)
