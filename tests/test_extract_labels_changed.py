@@ -7,10 +7,10 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from actrec_plugins.extractors.colorgrad import ColorGradient
 
 from actrec.extract import extract_features
 from actrec.io.features import FeatureStore
-from actrec_plugins.extractors.colorgrad import ColorGradient
 
 CG = ColorGradient.Config(grid=1, bins=4, resize=16)
 
@@ -33,9 +33,9 @@ def test_a_video_whose_labels_changed_gets_them(tiny_kitchen, tmp_path):
                              dataset_ref="r", batch_size=8)
     # the labels alone changed: rewritten, the features kept (tests/test_left_extract_relabel)
     assert not again.written and sorted(again.skipped) == sorted(set(index.videos) - {vid})
-    assert again.relabelled == ((vid, "its labels changed since it was extracted (the "
-                                      "dataset's annotations differ); its labels were "
-                                      "rewritten, its features kept"),)
+    assert again.relabelled == ((vid, ("its labels changed since it was extracted (the "
+                                       "dataset's annotations differ); its labels were "
+                                       "rewritten, its features kept")),)
     _, labels = FeatureStore.open(path).read(vid)
     np.testing.assert_array_equal(labels, fixed[:labels.shape[0]])
     # the same labels again: nothing to do

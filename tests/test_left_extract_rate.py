@@ -10,6 +10,7 @@ import json
 
 import numpy as np
 import pytest
+from actrec_plugins.extractors.motion import FrameDiffDescriptor
 
 from actrec.errors import DataError
 from actrec.extract import extract_features
@@ -23,7 +24,6 @@ from actrec.extract_video import (
 from actrec.io.features import FeatureStore
 from actrec.io.video import open_video
 from actrec.plugin_api import DatasetIndex, Split, VideoRecord
-from actrec_plugins.extractors.motion import FrameDiffDescriptor
 
 cv2 = pytest.importorskip("cv2")
 

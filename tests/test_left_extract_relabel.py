@@ -10,10 +10,10 @@ import json
 
 import numpy as np
 import pytest
+from actrec_plugins.extractors.colorgrad import ColorGradient
 
 from actrec.extract import extract_features
 from actrec.io.features import FeatureStore, encode_video_id
-from actrec_plugins.extractors.colorgrad import ColorGradient
 
 CG = ColorGradient.Config(grid=1, bins=4, resize=16)
 CHANGED = ("its labels changed since it was extracted (the dataset's annotations differ); its "
@@ -75,8 +75,8 @@ def test_labels_of_another_length_extract_the_video_again(extracted):
     longer = np.concatenate([index.videos[vid].labels, [0, 0]])  # two more frames' labels
     report = _extract(_with_labels(index, vid, longer), path)
     assert report.written == (vid,) and not report.relabelled
-    assert report.redone_changed == ((vid, "its labels changed since it was extracted (the "
-                                           "dataset's annotations differ)"),)
+    assert report.redone_changed == ((vid, ("its labels changed since it was extracted (the "
+                                            "dataset's annotations differ)")),)
     assert report.cut == ((vid, 0, 2),)  # the length policy judged them on the video
 
 

@@ -31,9 +31,9 @@ import numpy as np
 
 __all__ = [
     "FIELD_KINDS",
+    "FLOW_PARAMS",
     "WINDOW_RATES",
     "check_window_rate",
-    "FLOW_PARAMS",
     "diff_fields",
     "difference_mean",
     "difference_total",
