@@ -517,6 +517,10 @@ def evaluate_run(
             raise ActrecError(f"run {run_dir} was trained on {len(store_paths)} dataset(s); "
                               f"got {len(stores)} store(s) to evaluate on")
         store_paths = [store_location(p) for p in stores]
+    else:
+        for k, path in enumerate(store_paths):
+            if isinstance(path, Path) and not (path / "zarr.json").is_file():
+                raise missing_store_error(run_dir, k, path, ckpt)
     opened = [open_store(p, spec.get("streams")) for p in store_paths]
     for k, store in enumerate(opened):
         if tuple(store.classes) != classes[k]:
@@ -568,7 +572,12 @@ def evaluate_run(
                               probabilities=probabilities, lookahead=delay,
                               latency=latency, predictions=predictions)
     reach = features_reach(features)  # the features' own look-ahead (None: unknown)
+    training = str(spec.get("protocol") or ("joint" if len(datasets) > 1 else "single"))
     protocol = {
+        # How the run trained, and for a transfer run which dataset is the target (D1, the
+        # fine-tuning data the run is for) and which the pre-training source (D2).
+        "training_protocol": training,
+        "roles": dict(zip(datasets, ("target", "source"))) if training == "transfer" else {},
         # Online on features that look ahead is named so (``-features-ahead-F``): not online.
         "mode": evaluation_mode(online, delay, reach),
         "online": online,
@@ -649,6 +658,71 @@ def load_run_model(ckpt: dict[str, Any], ckpt_path: Path
     return model, labels, layout
 
 
+def missing_store_error(run_dir: Path, k: int, path: Path, ckpt: dict[str, Any]) -> DataError:
+    """The error for D{k+1}'s trained store, recorded at ``path``, that is not there: it names
+    the store's dataset and extractor (from the run's config.json) and the stores holding the
+    same data (the identity the run recorded) found in the workspace's features folder or
+    beside ``path`` (a moved or renamed store), with the option that evaluates on one."""
+    from actrec import runs
+    from actrec.workspace import home
+
+    try:
+        about = (runs.read_json(Path(run_dir) / "config.json").get("stores") or [])[k]
+    except (DataError, IndexError, AttributeError, TypeError):
+        about = {}
+    what = ", ".join(f"{key} '{about[key]}'" for key in ("dataset", "extractor")
+                     if about.get(key))
+    fingerprint = (ckpt.get("store_fingerprints") or [None] * (k + 1))[k] or {}
+    found = stores_with_identity(fingerprint.get("identity"),
+                                 [home() / "features", path.parent, path.parent.parent])
+    suggestion = found[0] if found else "PATH"
+    flags = " ".join(f"--store {suggestion if i == k else other}"
+                     for i, other in enumerate(ckpt.get("stores") or [path]))
+    text = (f"run {run_dir} was trained on D{k + 1}'s feature store {path}"
+            f"{f' ({what})' if what else ''}, which is not there any more (moved, renamed or "
+            f"deleted). ")
+    if found:
+        text += (f"The same data (the store identity the run recorded) is in "
+                 f"{'; '.join(map(str, found))}: evaluate on it with `actrec eval {run_dir} "
+                 f"{flags}` (one --store per dataset, D1 first; its videos are checked against "
+                 f"the ones the run trained on), or move it back to {path}")
+    else:
+        text += (f"No store with the same data is in {home() / 'features'} or beside "
+                 f"{path.parent}. If you moved it elsewhere, evaluate on it with "
+                 f"`actrec eval {run_dir} {flags}` (one --store per dataset, D1 first); "
+                 f"otherwise extract the dataset again into {path}")
+    return DataError(text)
+
+
+def stores_with_identity(identity: str | None, folders: Sequence[Path],
+                         limit: int = 500) -> list[Path]:
+    """Feature stores (``*.zarr`` in ``folders`` and one level below) whose identity is
+    ``identity``, in the order found, without duplicates; at most ``limit`` folders are
+    opened (each read is one small JSON file)."""
+    from actrec.io.features import FeatureStore
+
+    if not identity:
+        return []
+    found: list[Path] = []
+    looked = 0
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for candidate in sorted([*folder.glob("*.zarr"), *folder.glob("*/*.zarr")]):
+            if looked >= limit:
+                return found
+            looked += 1
+            resolved = candidate.resolve()
+            if resolved in found or not (candidate / "zarr.json").is_file():
+                continue
+            try:
+                if FeatureStore.open(candidate).identity == identity:
+                    found.append(resolved)
+            except DataError:
+                continue
+    return found
+
+
 def _check_inputs(ckpt, ckpt_path, run_dir, opened, splits, trained_splits, *, overridden: bool,
                   allow_train_overlap: bool) -> dict[str, int]:
     """Refuse changed stores and test videos the run trained on; returns, per store, how many
@@ -661,7 +735,7 @@ def _check_inputs(ckpt, ckpt_path, run_dir, opened, splits, trained_splits, *, o
         if fp is None:  # a run trained before fingerprints were recorded
             continue
         same_data = getattr(store, "identity", None) == fp.get("identity")
-        if not overridden:
+        if not overridden or same_data:  # a moved copy of the trained store is checked too
             changes = store_changes(fp, store_fingerprint(store, trained_splits[k]))
             if changes:
                 raise DataError(

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -516,16 +516,40 @@ def _cell(entry: dict[str, Any], results: Mapping[str, dict[str, Any]], paper: f
     return {**cell, "status": "ok", "reason": None, "mean": mean, "std": std, "n": n}
 
 
+def unit_label(unit: Mapping[str, Any]) -> str:
+    """What a unit does, in words for a log line: ``train lstm <key>``, ``frame classifier
+    <key>``, ``head <key>``."""
+    kind = str(unit.get("kind"))
+    if kind == "train":
+        return f"train {unit.get('model')} {unit['key']}"
+    return f"{kind.replace('-', ' ')} {unit['key']}"
+
+
+def unit_outcome(result: Mapping[str, Any], ended: int, total: int) -> str:
+    """The log line of a finished unit: ``finished 3/8: <key> done in 12.3 s`` (``skipped``:
+    found finished by an earlier run; ``failed``, with the first line of the reason)."""
+    status = str(result.get("status"))
+    line = f"finished {ended}/{total}: {result.get('key')} {status}"
+    if result.get("elapsed_s") is not None:
+        line += f" in {float(result['elapsed_s']):.1f} s"
+    if status == "failed" and result.get("error"):
+        line += ": " + str(result["error"]).splitlines()[0]
+    return line
+
+
 def reproduce(table_ref: str | Path, root: Path, *, preset: str = "paper",
               datasets: Mapping[str, str] | None = None, extractor: str | None = None,
               inputs: str = "head", jobs: int = 1, progress: Any = None,
-              allow_noncausal_features: bool = False) -> dict[str, Any]:
+              allow_noncausal_features: bool = False,
+              log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run (or finish) the grid of ``table_ref`` under ``root`` and return ``build_result``'s
     table, also written to ``<root>/reproduce/<table>/table.{md,csv,json}``. Units that fail
     are reported in the table with their reason; the others go on. Ctrl-C raises
     ``actrec.errors.Interrupted`` saying that the same call again finishes the grid.
     ``allow_noncausal_features`` lets cells whose inputs look ahead be scored online (else
-    they fail, saying so); the table's notes and every result record it."""
+    they fail, saying so); the table's notes and every result record it. ``log``, where
+    given, receives one line as each unit starts and one as it ends (how it ended, its time,
+    a failure's reason): a record of a long grid where no progress bar is shown."""
     from actrec import runs
     from actrec.paper_tables import load_table
     from actrec.reproduce_report import to_csv, to_markdown
@@ -554,13 +578,26 @@ def reproduce(table_ref: str | Path, root: Path, *, preset: str = "paper",
     overall = progress.add_task(f"reproduce {table.id}", total=len(plan.heads) + len(
         plan.units)) if progress is not None else None
 
-    def advance(_result: dict[str, Any]) -> None:
+    total = len(plan.heads) + len(plan.units)
+    started_units: dict[str, int] = {}
+    ended = 0
+
+    def begin(unit: dict[str, Any]) -> None:
+        started_units[unit["key"]] = len(started_units) + 1
+        if log is not None:
+            log(f"started {len(started_units)}/{total}: {unit_label(unit)}")
+
+    def advance(result: dict[str, Any]) -> None:
+        nonlocal ended
+        ended += 1
         if overall is not None:
             progress.advance(overall)
+        if log is not None:
+            log(unit_outcome(result, ended, total))
 
     # One pool: a cell trains once its input stores are made (units name them in "needs").
     try:
-        results = run_units(plan.heads + plan.units, jobs, progress, advance)
+        results = run_units(plan.heads + plan.units, jobs, progress, advance, begin)
     except KeyboardInterrupt as exc:  # a cell's own advice (a training's --run-dir) is not ours
         raise Interrupted(
             f"the grid of {table.id} stopped; its finished cells are kept under {plan.folder} "

@@ -87,13 +87,15 @@ def _worker_main(worker: int, threads: int, parent: int, tasks: Any, events: Any
 
 
 def run_units(units: Sequence[dict[str, Any]], jobs: int = 1, progress: Any = None,
-              on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, dict]:
+              on_result: Callable[[dict[str, Any]], None] | None = None,
+              on_start: Callable[[dict[str, Any]], None] | None = None) -> dict[str, dict]:
     """Run every unit (``actrec.reproduce_units.run_unit``); returns the results by unit key.
     A unit starts once the units its ``needs`` names (keys among ``units``; others are not
     waited for) have finished; when one of them failed, it is not run and fails naming it.
     ``jobs`` 1 runs them here, one after another; more run in that many worker processes, one
     pool for all (a training starts while other splits' inputs are still being made).
-    ``on_result`` is called with each result as it arrives."""
+    ``on_result`` is called with each result as it arrives, ``on_start`` with each unit as
+    it starts (here, or handed to an idle worker process)."""
     from actrec.reproduce_units import run_unit
 
     results: dict[str, dict] = {}
@@ -142,6 +144,8 @@ def run_units(units: Sequence[dict[str, Any]], jobs: int = 1, progress: Any = No
             if not ready and waiting:
                 never_ready()
             for unit in ready:
+                if on_start is not None:
+                    on_start(unit)
                 record(run_unit(unit, progress))
         return results
     import multiprocessing
@@ -164,6 +168,8 @@ def run_units(units: Sequence[dict[str, Any]], jobs: int = 1, progress: Any = No
             if w not in holding and w not in gone and proc.is_alive():
                 unit = ready.pop(0)
                 holding[w] = unit["key"]
+                if on_start is not None:
+                    on_start(unit)
                 inboxes[w].put(unit)
         if waiting and not ready and not holding:
             never_ready()

@@ -131,8 +131,8 @@ def site(tmp_path: Path) -> Path:
 
 def run_cli(args: list[str], site: Path, **env: str) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHONPATH": str(site), **env}
-    return subprocess.run([sys.executable, "-m", "actrec", *args], capture_output=True,
-                          text=True, env=full_env, timeout=120)
+    return subprocess.run([sys.executable, "-m", "actrec", *args], check=False,
+                          capture_output=True, text=True, env=full_env, timeout=120)
 
 
 def listing(site: Path) -> dict[tuple[str, str], dict]:
@@ -178,8 +178,8 @@ def test_a_third_party_plugin_never_replaces_or_breaks_a_builtin(site: Path):
     code = ("from actrec import registry; m = registry.create('models', 'lstm', {'hidden': '4'})"
             ".build(3, 2); print(type(registry.plugin_class('models', 'lstm')).__module__, "
             "registry.plugin_class('models', 'lstm').__module__)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(site)})
+    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": str(site)})
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[-1].startswith("actrec_plugins.")
 

@@ -87,3 +87,23 @@ def emit(data: Any, as_json: bool, render: Callable[[Any], Any]) -> None:
         click.echo(json.dumps(json_safe(payload), indent=2, default=str, allow_nan=False))
     else:
         stdout_console().print(render(data))
+
+
+def dataset_labels(names: Iterable[str], width: int = 16) -> tuple[dict[str, str], list[str]]:
+    """Labels for dataset references in a narrow table column, each on one line: a name up to
+    ``width`` characters is itself; a longer one (``synthetic:kitchen=a,participants=3,...``,
+    which a column folded into a dozen unreadable lines) is its dataset name with a key,
+    ``synthetic [1]``, and the legend line ``[1] synthetic:kitchen=a,...`` gives it whole.
+    Returns ``(name -> label, legend lines)``; the same name always gets the same key."""
+    shown: dict[str, str] = {}
+    legend: list[str] = []
+    for name in dict.fromkeys(names):
+        if len(name) <= width:
+            shown[name] = name
+            continue
+        base = name.partition(":")[0]
+        if len(base) > width - 4:
+            base = base[:width - 5] + "…"
+        shown[name] = f"{base} [{len(legend) + 1}]"
+        legend.append(f"[{len(legend) + 1}] {name}")
+    return shown, legend

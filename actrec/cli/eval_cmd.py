@@ -36,10 +36,14 @@ from actrec.cli.storage import apply_storage_options, run_stores, storage_option
               help="Evaluate every run of RUN's split sweep (the runs beside it trained like it "
               "on another split) and report each metric per split with its mean and sample "
               "standard deviation; splits of the store without a run are named.")
+@click.option("--store", "stores", multiple=True, metavar="PATH|URL",
+              help="Evaluate on this feature store instead of the one the run recorded "
+              "(repeatable: one per dataset, D1 first), e.g. a store that was moved or renamed; "
+              "a store of the same data is checked against what the run trained on.")
 @storage_option
 @json_option
 def eval_(run, online, offline, lookahead, split, allow_noncausal_features, segment_background,
-          allow_train_overlap, all_splits, storage_options, as_json) -> None:
+          allow_train_overlap, all_splits, stores, storage_options, as_json) -> None:
     """Evaluate RUN (a run directory, or a run name in the workspace; default: the latest
     run). Each setting's result is kept in its own file in the run folder."""
     from actrec.evaluate import evaluate_run
@@ -58,6 +62,9 @@ def eval_(run, online, offline, lookahead, split, allow_noncausal_features, segm
         apply_storage_options(storage_options, run_stores(run_dir),
                               f"the stores run {run_dir} was trained on, e.g.")
     if all_splits:
+        if stores:
+            raise click.UsageError("--all-splits evaluates each run on its own stores; "
+                                   "drop --store")
         if split is not None:
             raise click.UsageError("--all-splits evaluates each run on its own split; "
                                    "drop --split")
@@ -73,6 +80,7 @@ def eval_(run, online, offline, lookahead, split, allow_noncausal_features, segm
         return
     with make_progress() as progress:
         result = evaluate_run(run_dir, online=online, split=split, progress=progress,
+                              stores=tuple(stores) or None,
                               allow_noncausal_features=allow_noncausal_features,
                               segment_background=segment_background,
                               allow_train_overlap=allow_train_overlap,
@@ -100,7 +108,10 @@ def render_eval(result):
             note += (" [yellow](this run was trained to answer at once, not "
                      f"{protocol['lookahead']} frame(s) late: train with --delay "
                      f"{protocol['lookahead']} to score a look-ahead model)[/]")
-    names, caption = short_dataset_names(list(data["datasets"]))
+    names, caption, legend = table_dataset_names(list(data["datasets"]))
+    roles = protocol.get("roles") or {}
+    if roles:  # a transfer run: the score it is for is the target's
+        note += " (transfer run: fine-tuned on the target, pre-trained on the source)"
     table = Table(title=f"{mode} evaluation of {data.get('run_dir')}{note}")
     table.add_column("dataset", overflow="fold")
     table.add_column("videos", justify="right")
@@ -108,11 +119,12 @@ def render_eval(result):
     table.add_column("frame accuracy", justify="right")
     table.add_column("mean video accuracy", justify="right")
     table.add_column("edit", justify="right")
-    table.add_column("F1@10/25/50", justify="right")
+    table.add_column("F1@10/25/50", justify="right", min_width=11)
     for name, ds in data["datasets"].items():
         # no labelled test frame: no segment was scored, so no F1 (not 0.00)
         f1 = (ds.get("f1") or {}) if ds.get("frames") else {}
-        table.add_row(names[name], str(ds["videos"]), str(ds["frames"]),
+        shown = f"{names[name]}\n({roles[name]})" if name in roles else names[name]
+        table.add_row(shown, str(ds["videos"]), str(ds["frames"]),
                       _pct(ds["frame_accuracy"]), _pct(ds["mean_video_accuracy"]),
                       _pct(ds.get("edit")),
                       " / ".join(_pct(f1.get(k), unit="") for k in ("10", "25", "50")))
@@ -120,11 +132,24 @@ def render_eval(result):
     from rich.text import Text
 
     # Below the table, not its caption: a caption is cut to the table's width.
-    parts = [table] + ([Text(caption, style="dim")] if caption else [])
+    parts = [table] + [Text(line, style="dim") for line in ([caption] if caption else [])
+                       + legend]
     latency = data.get("latency") or {}
     if latency:
         parts.append(render_latency(latency))  # the same rows, named as above
     return Group(*parts)
+
+
+def table_dataset_names(names: list[str], width: int = 16
+                        ) -> tuple[dict[str, str], str | None, list[str]]:
+    """Row names of the evaluation tables: ``short_dataset_names``, then any still longer
+    than ``width`` as ``NAME [k]`` (``actrec.cli.common.dataset_labels``). Returns ``(name ->
+    shown, caption or None, legend lines giving each keyed name whole)``."""
+    from actrec.cli.common import dataset_labels
+
+    short, caption = short_dataset_names(names)
+    keyed, legend = dataset_labels([n for n in names if len(short[n]) > width], width=width)
+    return {n: keyed.get(n, short[n]) for n in names}, caption, legend
 
 
 def short_dataset_names(names: list[str]) -> tuple[dict[str, str], str | None]:
@@ -228,9 +253,10 @@ def render_latency(latency):
     alone and each of the batched streams gets, and the look-ahead's delay."""
     from rich.table import Table
 
-    names, _ = short_dataset_names(list(latency))
+    names, _, _ = table_dataset_names(list(latency))  # the keys of the table above
     table = Table(title="latency of the model's step")
-    width = max(map(len, names.values()), default=7)
+    # the longest word of a name: "synthetic [1]" may wrap at its space, never inside a word
+    width = max((len(w) for n in names.values() for w in n.split()), default=7)
     for column in ("dataset", "median ms", "p99 ms", "fps (1 stream)", "streams",
                    "fps per stream", "delay frames", "device"):
         # names whole where they fit beside the numbers (up to 12 columns at 80)

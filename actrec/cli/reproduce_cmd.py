@@ -57,10 +57,13 @@ def reproduce(table, root, preset, datasets, extractor, inputs, jobs, allow_nonc
     datasets = parse_assignments(datasets, "--dataset")
     apply_storage_options(storage_options, datasets.values(), "--dataset KEY=")
     with make_progress() as progress:
+        # Without a terminal the bars are not drawn: a line per unit started and finished
+        # on stderr shows that a grid of hours is moving, and where it stands.
+        log = None if progress.console.is_terminal else _stderr_line
         result = run(table, root if root is not None else home(), preset=preset,
                      datasets=datasets, extractor=extractor,
                      inputs=inputs, jobs=jobs, progress=progress,
-                     allow_noncausal_features=allow_noncausal_features)
+                     allow_noncausal_features=allow_noncausal_features, log=log)
     if as_json:
         emit(result, as_json, _render)
     else:  # the table is wide: never squeezed to 80 columns when piped to a file
@@ -70,6 +73,10 @@ def reproduce(table, root, preset, datasets, extractor, inputs, jobs, allow_nonc
                 width=None if sys.stdout.isatty() else 240).print(_render(result))
     if result["failures"]:
         sys.exit(1)
+
+
+def _stderr_line(line: str) -> None:
+    click.echo(line, err=True)
 
 
 def _render(result):

@@ -28,31 +28,43 @@ def runs(root, as_json) -> None:
 
 
 def render_runs(rows):
+    """The runs as a table that reads at 80 columns: run names whole (what `actrec eval RUN`
+    takes), long dataset references as ``NAME [k]`` with the whole reference listed under the
+    table, and each evaluation's mode above its scores."""
+    from rich import box
+    from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title="runs")
+    from actrec.cli.common import dataset_labels
+
+    labels, legend = dataset_labels((d for row in rows for d in row.get("data") or ()),
+                                    width=13)
+    # No vertical rules: seven columns of whole words fit 80 columns that way, where boxed
+    # they folded every cell ("synthe/tic", "onli/ne:").
+    table = Table(title="runs", box=box.SIMPLE_HEAD, show_edge=False, padding=0)
     # The run name is what `actrec eval RUN` takes: kept whole on one line (the other columns
     # fold around it in a narrow terminal).
     longest = max((len(str(row["run"])) for row in rows), default=3)
     table.add_column("run", no_wrap=True, min_width=min(longest, 40))
-    for name in ("model", "data", "protocol", "labels", "iters", "best val",
-                 "test frame accuracy"):
-        table.add_column(name, overflow="fold",
+    for name, width in (("model", 6), ("data", 13), ("protocol", 8), ("iters", 5),
+                        ("best val", 7), ("test frame accuracy", 10)):
+        table.add_column(name, overflow="fold", min_width=width,
                          justify="right" if name in ("iters", "best val") else "left")
     for row in rows:
         if "problem" in row:
-            table.add_row(row["run"], "", "", "", "", "", "", f"[red]{row['problem']}[/]")
+            table.add_row(row["run"], "", "", "", "", "", f"[red]{row['problem']}[/]")
             continue
         best = "-" if row["best_val"] is None else f"{100 * row['best_val']:.2f} %"
         if row["best_val"] is not None and row["selected_on_test"]:
             best += " [bold red](on TEST)[/]"
         scores = []
         for mode, datasets in row["evaluations"].items():  # datasets in D1, D2, ... order
-            parts = " · ".join(f"D{k + 1} {'-' if v is None else f'{100 * v:.2f} %'}"
-                               for k, v in enumerate(datasets.values()))
-            scores.append(f"{mode}: {parts}")
-        data = "\n".join(f"D{k + 1} {d}" for k, d in enumerate(row["data"]))
+            scores.append(f"{mode}:")
+            scores += [f"D{k + 1} {'-' if v is None else f'{100 * v:.2f} %'}"
+                       for k, v in enumerate(datasets.values())]
+        data = "\n".join(labels[d] for d in row["data"])  # D1 first, as the scores
         table.add_row(row["run"], str(row["model"]), data,
-                      row["protocol"], row["labels"], str(row["iterations"] or 0), best,
+                      f"{row['protocol']}\n{row['labels']}", str(row["iterations"] or 0), best,
                       "\n".join(scores) or "-")
-    return table
+    return Group(table, *(Text(line, style="dim") for line in legend))

@@ -1,0 +1,71 @@
+"""Tables a researcher reads at 80 columns: long dataset references (every option of a
+synthetic kitchen) and which dataset a transfer run is for."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from rich.console import Console
+
+LONG = "synthetic:kitchen=a,participants=3,videos_per_participant=2"
+OTHER = "synthetic:kitchen=b,participants=3,videos_per_participant=2,seed=4"
+
+
+def render(renderable) -> str:
+    console = Console(width=80, record=True, color_system=None)
+    console.print(renderable)
+    return console.export_text()
+
+
+def test_dataset_labels_key_long_references_and_keep_short_ones_golden():
+    from actrec.cli.common import dataset_labels
+
+    shown, legend = dataset_labels(["shapes", LONG, OTHER, LONG], width=13)
+    assert shown == {"shapes": "shapes", LONG: "synthetic [1]", OTHER: "synthetic [2]"}
+    assert legend == [f"[1] {LONG}", f"[2] {OTHER}"]
+    shown, _ = dataset_labels(["a-very-long-dataset-name:x=1"], width=13)
+    assert shown == {"a-very-long-dataset-name:x=1": "a-very-l… [1]"}
+
+
+def test_runs_table_names_long_references_by_key_and_lists_them_below():
+    """`actrec runs` folded "synthetic:kitchen=a,participants=3,..." into 5-letter pieces over
+    a dozen lines ("synthe", "tic:", ...), and the scores as "onli/ne:"."""
+    from actrec.cli.runs_cmd import render_runs
+
+    row = {"run": "20261201-215104-ema", "model": "ema", "data": ["shapes", LONG],
+           "protocol": "transfer", "labels": "concat", "iterations": 100, "best_val": None,
+           "selected_on_test": False,
+           "evaluations": {"online": {"shapes": 0.9912, LONG: 0.4725}}}
+    joint = {**row, "run": "20261201-214945-ddlstm", "data": ["shapes", OTHER],
+             "protocol": "joint", "evaluations": {}}
+    text = render(render_runs([row, joint]))
+    lines = text.splitlines()
+    assert max(map(len, lines)) <= 80, text
+    assert sum("synthetic [1]" in line for line in lines) == 1
+    assert sum("synthetic [2]" in line for line in lines) == 1
+    assert f"[1] {LONG}" in lines and f"[2] {OTHER}" in lines
+    for whole in ("20261201-215104-ema", "20261201-214945-ddlstm", "online:", "D1 99.12 %",
+                  "D2 47.25 %", "transfer"):
+        assert whole in text, (whole, text)
+
+
+def test_eval_table_says_which_dataset_is_a_transfer_runs_target():
+    from actrec.cli.eval_cmd import render_eval
+
+    score = {"videos": 3, "frames": 342, "frame_accuracy": 0.9912,
+             "mean_video_accuracy": 0.9912, "edit": 1.0, "f1": {"10": 1.0, "25": 1.0, "50": 1.0}}
+    data = {"run_dir": "runs/t", "online": True,
+            "protocol": {"mode": "online", "training_protocol": "transfer",
+                         "roles": {"shapes": "target", LONG: "source"}},
+            "datasets": {"shapes": score, LONG: score}}
+    text = render(render_eval(SimpleNamespace(to_dict=lambda: data)))
+    lines = text.splitlines()
+    assert max(map(len, lines)) <= 80, text
+    cells = [line.split("│")[1].strip() for line in lines if line.startswith("│")]
+    assert [c for c in cells if c] == ["shapes", "(target)", "synthetic", "[1]", "(source)"]
+    assert f"[1] {LONG}" in lines
+    assert "transfer run" in text
+
+    joint = {**data, "protocol": {"mode": "online", "training_protocol": "joint", "roles": {}}}
+    text = render(render_eval(SimpleNamespace(to_dict=lambda: joint)))
+    assert "(target)" not in text and "(source)" not in text and "transfer" not in text
