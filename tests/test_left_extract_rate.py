@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from actrec_plugins.extractors.motion import FrameDiffDescriptor
 
-from actrec.errors import DataError
+from actrec.errors import ConfigError, DataError
 from actrec.extract import extract_features
 from actrec.extract_video import (
     HostOptions,
@@ -102,19 +102,28 @@ def test_a_store_made_at_the_label_rate_is_not_filled_at_the_video_rate(moving_s
 def test_a_store_recorded_before_the_option_existed_still_opens(moving_square, tmp_path):
     """A store made before ``window_rate`` existed records no such option: its features are
     the default's (label rate), so the default reopens it and the video rate is refused."""
+    from actrec.io.features import source_of
+
     index = _index(moving_square)
     store_path = tmp_path / "s.zarr"
-    assert extract_features(index, _framediff(), store_path, dataset_ref="d").ok
+
+    def extract(extractor):  # with the source the CLI records (its config included)
+        source = source_of("d", {}, extractor.name, extractor.config.to_dict())
+        return extract_features(index, extractor, store_path, dataset_ref="d", source=source)
+
+    assert extract(_framediff()).ok
     meta = store_path / "zarr.json"
     doc = json.loads(meta.read_text())
-    for record in (doc["attributes"], doc["attributes"]["source"] or {}):
-        record.get("extractor_config", {}).pop("window_rate", None)
+    for record in (doc["attributes"], doc["attributes"]["source"]):
+        del record["extractor_config"]["window_rate"]
     meta.write_text(json.dumps(doc))
-    again = extract_features(index, _framediff(), store_path, dataset_ref="d")
+    again = extract(_framediff())
     assert again.ok and again.skipped == ("v",)
-    assert "window_rate" not in FeatureStore.open(store_path).attrs["extractor_config"]
-    with pytest.raises(DataError, match="different extractor_config"):
-        extract_features(index, _framediff(window_rate="video"), store_path, dataset_ref="d")
+    attrs = FeatureStore.open(store_path).attrs
+    assert "window_rate" not in attrs["extractor_config"]
+    assert "window_rate" not in attrs["source"]["extractor_config"]
+    with pytest.raises(ConfigError, match=r"\(window_rate=None\), not of .*window_rate=video"):
+        extract(_framediff(window_rate="video"))
 
 
 def test_a_centred_window_records_its_look_ahead_in_label_frames(moving_square, tmp_path):
@@ -157,8 +166,6 @@ def test_a_video_looking_further_than_the_store_records_is_refused(moving_square
 
 
 def test_window_rate_options_are_checked():
-    from actrec.errors import ConfigError
-
     with pytest.raises(ConfigError, match="window_rate.*labels, video"):
         _framediff(window_rate="frames")
     with pytest.raises(ConfigError, match="exclude each other"):
