@@ -121,7 +121,7 @@ class _Stream:
     first; ``push`` counts the stream's pushes from 0, as ``Prediction.frame`` does)."""
 
     def __init__(self, index: int, name: str, fps: float, *, realtime: bool,
-                 folder_fps: float | None, min_duration: float) -> None:
+                 folder_fps: float | None, min_duration: float, video_rate: bool) -> None:
         from actrec.live_events import EventTracker
 
         self.index = index
@@ -136,12 +136,14 @@ class _Stream:
         self._fps = fps
         self._realtime = realtime
         self._folder_fps = folder_fps
+        self._video_rate = video_rate  # items are (index, frame, fresh source frames)
 
     def open(self) -> None:
         from actrec.extract_video import prefetch
         from actrec.live_sources import PacedFrames, open_source
 
-        self.source = open_source(self.status.source, self._fps, folder_fps=self._folder_fps)
+        self.source = open_source(self.status.source, self._fps, folder_fps=self._folder_fps,
+                                  video_rate=self._video_rate)
         if self._realtime or self.source.live:  # the clock waits for start()
             self.paced = PacedFrames(self.source, pace=self._realtime and not self.source.live,
                                      started=False)
@@ -223,7 +225,8 @@ def _run(recognizer, sources, sinks, realtime, min_duration, folder_fps, max_fra
         raise ConfigError(f"--max-frames: expected an integer >= 1, got {max_frames}")
     started = time.perf_counter()
     streams = [_Stream(i, str(src), recognizer.fps, realtime=realtime, folder_fps=folder_fps,
-                       min_duration=min_duration) for i, src in enumerate(sources)]
+                       min_duration=min_duration, video_rate=recognizer.video_rate)
+               for i, src in enumerate(sources)]
     running: list[_Stream] = []
     recognizer.reset()
 
@@ -297,6 +300,7 @@ def _run(recognizer, sources, sinks, realtime, min_duration, folder_fps, max_fra
             stream.start()
         while running:
             frames: list[np.ndarray | None] = [None] * recognizer.streams
+            fresh: list[np.ndarray | None] = [None] * recognizer.streams  # video-rate runs
             index: dict[int, int] = {}
             decode_ms: dict[int, float] = {}
             got = False
@@ -313,14 +317,16 @@ def _run(recognizer, sources, sinks, realtime, min_duration, folder_fps, max_fra
                 if item is None:
                     continue
                 got = True
-                index[stream.index], frames[stream.index] = item
+                index[stream.index], frames[stream.index] = item[0], item[1]
+                if len(item) > 2:
+                    fresh[stream.index] = item[2]
                 decode_ms[stream.index] = (time.perf_counter() - t0) * 1e3
             if not got:
                 if running:
                     time.sleep(_IDLE_WAIT)
                 continue
             errors: dict[int, ActrecError] = {}
-            predictions = recognizer.push_many(frames, errors=errors)
+            predictions = recognizer.push_many(frames, errors=errors, fresh=fresh)
             for stream in running.copy():  # finish() removes from running
                 s = stream.index
                 if s in errors:

@@ -13,7 +13,13 @@ features were made at, ``Recognizer.fps``) with the rule ``actrec extract`` uses
   ``VideoCapture`` (FFmpeg).
 
 A source yields ``(index, frame)`` pairs: the output frame index (at ``fps``) and the frame,
-uint8 RGB ``[H, W, 3]``. Failures are ``DataError`` naming the source: one that cannot be
+uint8 RGB ``[H, W, 3]``. Opened with ``video_rate`` (a run whose extractor runs its windows
+over the video's own frames, ``actrec.extract_video.reads_video_rate``), it yields
+``(index, frame, fresh)``: ``fresh`` uint8 ``[n, H, W, 3]`` holds the source frames read since
+the previous output frame, ending with this one's (``n = 0``: this output frame repeats the
+previous one's source frame), so that the extractor is fed every source frame, at the source's
+own rate, and its row of frame ``index`` is the row of that frame's source frame, as
+``actrec extract`` keeps it. Failures are ``DataError`` naming the source: one that cannot be
 opened, a file that cannot be decoded, a stream that stops reporting frames.
 
 Pacing (``PacedFrames``): by default a file is read as fast as it is consumed; ``realtime``
@@ -65,7 +71,8 @@ def source_kind(text: str) -> str:
 class FrameSource:
     """An opened source: ``name`` (as given), ``kind``, output ``fps``, ``live`` (frames come
     at their own pace whatever the consumer does: a camera), ``num_frames`` (None when
-    unknown) and ``frames()``, the iterator of ``(index, frame)``."""
+    unknown) and ``frames()``, the iterator of ``(index, frame)`` (``(index, frame, fresh)``
+    opened with ``video_rate``; see the module docstring)."""
 
     name: str
     kind: str
@@ -84,24 +91,66 @@ class FrameSource:
             self._close = None
 
 
-def open_source(text: str, fps: float, *, folder_fps: float | None = None) -> FrameSource:
-    """Open the source ``text`` (see the module docstring) resampled to ``fps``."""
+def open_source(text: str, fps: float, *, folder_fps: float | None = None,
+                video_rate: bool = False) -> FrameSource:
+    """Open the source ``text`` (see the module docstring) resampled to ``fps``; with
+    ``video_rate``, each output frame comes with the source frames read since the one before
+    (``(index, frame, fresh)``)."""
     if not (math.isfinite(fps) and fps > 0):
         raise ConfigError(f"source {text!r}: frame rate must be positive, got {fps}")
     kind = source_kind(text)
     if kind in ("file", "folder"):
+        if video_rate:
+            return _open_reader_video_rate(text, kind, fps, folder_fps)
         return _open_reader(text, kind, fps, folder_fps)
-    return _open_capture(text, kind, fps)
+    return _open_capture(text, kind, fps, video_rate)
 
 
-def _open_reader(text: str, kind: str, fps: float, folder_fps: float | None) -> FrameSource:
+def _open_video(text: str, fps: float | None, folder_fps: float | None) -> Any:
     from actrec.io.video import open_video
 
     try:
-        reader = open_video(Path(text).expanduser(), fps=fps, folder_fps=folder_fps or fps,
-                            nominal_fps=fps)
+        return open_video(Path(text).expanduser(), fps=fps, folder_fps=folder_fps,
+                          nominal_fps=fps)
     except DataError as exc:
         raise DataError(f"source {text!r}: {exc}") from None
+
+
+def _open_reader_video_rate(text: str, kind: str, fps: float,
+                            folder_fps: float | None) -> FrameSource:
+    """A file or folder read frame by frame at its own rate, bundled per output frame at
+    ``fps`` (the output frames ``actrec extract`` reads: ``open_video``'s ``source_indices``)."""
+    paired = _open_video(text, fps, folder_fps or fps)  # which source frame each output takes
+    own = _open_video(text, None, folder_fps or fps)  # every source frame, in order
+    wanted = paired.source_indices  # int64 [T], non-decreasing
+
+    def frames() -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        last, image = -1, None  # the source frame (and image) of the previous output frame
+        for i, src in enumerate(wanted.tolist()):
+            if src > last:
+                fresh = _read(own, range(last + 1, src + 1), text)
+                image = fresh[-1]
+            else:  # this output frame repeats the previous one's source frame
+                fresh = np.zeros((0, *own.size, 3), np.uint8)
+            yield i, image, fresh
+            last = src
+
+    return FrameSource(text, kind, paired.fps, False, paired.num_frames, frames())
+
+
+def _read(reader: Any, indices: range, text: str) -> np.ndarray:
+    try:
+        batch = reader.read(np.arange(indices.start, indices.stop))
+    except DataError as exc:
+        raise DataError(f"source {text!r}: {exc}") from None
+    if batch.shape[0] != len(indices):
+        raise DataError(f"source {text!r}: decoded {batch.shape[0]} frames for "
+                        f"{indices.start}..{indices.stop - 1} (truncated file?)")
+    return batch
+
+
+def _open_reader(text: str, kind: str, fps: float, folder_fps: float | None) -> FrameSource:
+    reader = _open_video(text, fps, folder_fps or fps)
 
     def frames() -> Iterator[tuple[int, np.ndarray]]:
         for start in range(0, reader.num_frames, _CHUNK):
@@ -126,7 +175,7 @@ def _open_reader(text: str, kind: str, fps: float, folder_fps: float | None) -> 
     return FrameSource(text, kind, reader.fps, False, reader.num_frames, frames())
 
 
-def _open_capture(text: str, kind: str, fps: float) -> FrameSource:
+def _open_capture(text: str, kind: str, fps: float, video_rate: bool = False) -> FrameSource:
     import cv2
 
     target: Any = int(text) if kind == "camera" else text
@@ -149,6 +198,7 @@ def _open_capture(text: str, kind: str, fps: float) -> FrameSource:
 
     def frames() -> Iterator[tuple[int, np.ndarray]]:
         wanted, k = 0, 0  # next output frame; index of the next source frame
+        fresh: list[np.ndarray] = []  # video_rate: source frames not yet handed over
         try:
             while True:
                 ok, image = capture.read()
@@ -162,11 +212,18 @@ def _open_capture(text: str, kind: str, fps: float) -> FrameSource:
                 if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
                     raise DataError(f"source {text!r}: frame {k} is {image.dtype} "
                                     f"{tuple(image.shape)}, expected an 8-bit colour image")
-                rgb = None
+                rgb = np.ascontiguousarray(image[:, :, ::-1]) if video_rate else None
+                if video_rate:
+                    fresh.append(rgb)
                 while math.floor(wanted * ratio + 0.5) == k:  # the rule of resample_indices
                     if rgb is None:
                         rgb = np.ascontiguousarray(image[:, :, ::-1])
-                    yield wanted, rgb
+                    if video_rate:  # the source frames since the last output frame
+                        yield wanted, rgb, np.stack(fresh) if fresh else \
+                            np.zeros((0, *rgb.shape), np.uint8)
+                        fresh.clear()
+                    else:
+                        yield wanted, rgb
                     wanted += 1
                 k += 1
         finally:
@@ -178,8 +235,9 @@ def _open_capture(text: str, kind: str, fps: float) -> FrameSource:
 class PacedFrames:
     """The frames of a source handed over at its own pace by a background thread, keeping only
     the newest one: a frame not taken before the next arrives is counted in ``dropped``.
-    ``take(timeout)`` returns ``(index, frame)``, ``None`` when none arrived in time, and
-    raises ``StopIteration`` at the end (or the source's ``DataError``).
+    ``take(timeout)`` returns the source's item, ``(index, frame)`` (``(index, frame,
+    fresh)``: a dropped item's fresh source frames are dropped with it), ``None`` when none
+    arrived in time, and raises ``StopIteration`` at the end (or the source's ``DataError``).
 
     ``started=False`` holds the clock until ``start()``: a paced file hands over its first
     frame and waits there (frame i is then due ``i / fps`` after ``start()``); a live source
@@ -192,7 +250,7 @@ class PacedFrames:
         self.dropped = 0
         self.skipped = 0
         self._pace = pace
-        self._slot: tuple[int, np.ndarray] | None = None
+        self._slot: tuple[Any, ...] | None = None  # a source's item: (index, frame[, fresh])
         self._done = False
         self._error: BaseException | None = None
         self._cond = threading.Condition()
@@ -207,7 +265,8 @@ class PacedFrames:
     def _run(self) -> None:
         clock: float | None = None  # when frame 0 is due, once the clock runs
         try:
-            for index, frame in self.source.frames():
+            for item in self.source.frames():
+                index = item[0]
                 if self._stop.is_set():
                     return
                 if self._pace and self._go.is_set():  # a file at its rate: i due at i / fps
@@ -222,7 +281,7 @@ class PacedFrames:
                             self.dropped += 1
                         else:
                             self.skipped += 1
-                    self._slot = (index, frame)
+                    self._slot = item
                     self._cond.notify_all()
                 if self._pace and clock is None:  # the first frame waits for the clock
                     while not self._go.wait(0.05):

@@ -294,16 +294,22 @@ class _Starved(Exception):
 class _ExtractorFeed:
     """One extractor generator for one stream, fed one frame at a time (``extract`` is a
     generator per video; its state lives in it, so one feed per stream). With ``head`` (a
-    frame-head store's, ``_FrameHead``), each row is the head's output for the extractor's."""
+    frame-head store's, ``_FrameHead``), each row is the head's output for the extractor's.
+    An extractor that reads the video at its own rate (``video_rate``) is fed a frame's
+    ``fresh`` source frames when it has them (``actrec.live_sources``)."""
 
     def __init__(self, extractor: FeatureExtractor, dim: int, where: str,
                  head: _FrameHead | None = None) -> None:
+        from actrec.extract_video import reads_video_rate
+
         self.extractor = extractor
         self.dim = dim
         self.where = where
         self.head = head
+        self.video_rate = reads_video_rate(extractor)
         self._pending: collections.deque = collections.deque()
         self._gen: Iterator[np.ndarray] | None = None
+        self._last: np.ndarray | None = None  # the row of the last frame
 
     def _frames(self) -> Iterator[np.ndarray]:
         while True:
@@ -311,16 +317,39 @@ class _ExtractorFeed:
                 raise _Starved
             yield self._pending.popleft()
 
-    def push(self, frame: np.ndarray) -> np.ndarray:
-        """The feature row float32 ``[D]`` of ``frame`` uint8 ``[H, W, 3]``."""
+    def push(self, frame: np.ndarray, fresh: np.ndarray | None = None) -> np.ndarray:
+        """The feature row float32 ``[D]`` of ``frame`` uint8 ``[H, W, 3]``. A video-rate
+        extractor is fed ``fresh`` (uint8 ``[n, H, W, 3]``: the source frames since the last
+        frame, ending with ``frame``'s) where given, and the row is its last one's; ``n = 0``
+        repeats the last frame's row. Other extractors, and ``fresh=None``, take ``frame``."""
+        if self.video_rate and fresh is not None:
+            if fresh.shape[0] == 0 and self._last is not None:
+                return self._last
+            batch = fresh if fresh.shape[0] else frame[None]
+        else:
+            batch = frame[None]
+        rows = self._rows(batch)  # [n, D]
+        self._last = rows[-1] if self.head is None else self.head(rows[-1:])[0]
+        return self._last
+
+    def _rows(self, batch: np.ndarray) -> np.ndarray:
+        """The extractor's rows float32 ``[n, D]`` of the next ``n`` frames ``batch``."""
         if self._gen is None:
             self._gen = self.extractor.extract(self._frames())
-        self._pending.append(frame[None])
-        name = self.extractor.name
+        self._pending.append(batch)
+        name, n = self.extractor.name, batch.shape[0]
+        rows: list[np.ndarray] = []
+        count = 0
         try:
-            out = np.zeros((0, self.dim), np.float32)
-            while out.shape[0] == 0:
+            while count < n:
                 out = np.asarray(next(self._gen), dtype=np.float32)
+                if out.ndim != 2 or out.shape[1] != self.dim or count + out.shape[0] > n:
+                    self._gen = None
+                    raise DataError(f"{self.where}: extractor '{name}' yielded features of "
+                                    f"shape {out.shape} for {n - count} frame(s), expected "
+                                    f"[{n - count}, {self.dim}]")
+                rows.append(out)
+                count += out.shape[0]
         except _Starved:
             self._gen = None
             raise ConfigError(f"{self.where}: extractor '{name}' holds a frame's features back "
@@ -337,11 +366,7 @@ class _ExtractorFeed:
             self._gen = None
             raise DataError(f"{self.where}: extractor '{name}' failed on this frame: "
                             f"{type(exc).__name__}: {exc}") from None
-        if out.shape != (1, self.dim):
-            self._gen = None
-            raise DataError(f"{self.where}: extractor '{name}' yielded features of shape "
-                            f"{out.shape} for one frame, expected [1, {self.dim}]")
-        return out[0] if self.head is None else self.head(out)[0]
+        return np.concatenate(rows)
 
     def fresh(self) -> _ExtractorFeed:
         """A feed of the same extractor (and head) with a generator of its own."""
@@ -352,6 +377,7 @@ class _ExtractorFeed:
             self._gen.close()
         self._gen = None
         self._pending.clear()
+        self._last = None
 
 
 @dataclass(frozen=True)
@@ -509,24 +535,45 @@ class Recognizer:
 
     # ------------------------------------------------------------------ stepping
 
-    def push(self, frame: np.ndarray, stream: int = 0) -> Prediction | None:
-        """Push ``frame``, the next frame of ``stream``: the prediction for the frame
-        ``delay`` pushes back (``frame`` itself for a run without delay), or ``None`` while the
-        stream has had ``delay`` frames or fewer."""
+    @property
+    def video_rate(self) -> bool:
+        """Whether an extractor of the run reads the video at its own rate (motion windows
+        ``window_rate=video``): push each frame with its ``fresh`` source frames
+        (``actrec.live_sources.open_source(..., video_rate=True)`` gives them), or features
+        differ from the stored ones wherever the source's rate is not the run's."""
+        return any(feed.video_rate for feed in self._feeds[0])
+
+    def push(self, frame: np.ndarray, stream: int = 0, fresh: np.ndarray | None = None
+             ) -> Prediction | None:
+        """Push ``frame``, the next frame of ``stream`` (with its ``fresh`` source frames for
+        a ``video_rate`` run): the prediction for the frame ``delay`` pushes back (``frame``
+        itself for a run without delay), or ``None`` while the stream has had ``delay``
+        frames or fewer."""
         frames: list[np.ndarray | None] = [None] * self.streams
         frames[stream] = frame
-        return self.push_many(frames)[stream]
+        news: list[np.ndarray | None] = [None] * self.streams
+        news[stream] = fresh
+        return self.push_many(frames, fresh=news)[stream]
 
-    def features(self, frame: np.ndarray, stream: int = 0) -> np.ndarray:
-        """The model input row float32 ``[width]`` of ``frame`` (the next frame of ``stream``):
-        the extractors' rows, rounded to the store's dtype, concatenated, standardised and
-        arranged as in evaluation. Advances the stream's extractors (not its model state)."""
-        return self._input_row(self._check_frame(frame, stream), self._feeds[stream])
+    def features(self, frame: np.ndarray, stream: int = 0, fresh: np.ndarray | None = None
+                 ) -> np.ndarray:
+        """The model input row float32 ``[width]`` of ``frame`` (the next frame of ``stream``;
+        ``fresh``: its source frames, for a ``video_rate`` run): the extractors' rows, rounded
+        to the store's dtype, concatenated, standardised and arranged as in evaluation.
+        Advances the stream's extractors (not its model state)."""
+        if fresh is not None:
+            fresh = np.asarray(fresh)
+            if fresh.dtype != np.uint8 or fresh.ndim != 4 or fresh.shape[3] != 3:
+                raise DataError(f"stream {stream}, frame {self._frames[stream]}: expected its "
+                                f"source frames as uint8 [n, H, W, 3], got {fresh.dtype} "
+                                f"{tuple(fresh.shape)}")
+        return self._input_row(self._check_frame(frame, stream), self._feeds[stream], fresh)
 
-    def _input_row(self, frame: np.ndarray, feeds: Sequence[_ExtractorFeed]) -> np.ndarray:
+    def _input_row(self, frame: np.ndarray, feeds: Sequence[_ExtractorFeed],
+                   fresh: np.ndarray | None = None) -> np.ndarray:
         rows = []
         for spec, feed in zip(self.run.features, feeds):
-            row = feed.push(frame)
+            row = feed.push(frame, fresh)
             if spec.dtype != "float32":  # what the store kept and evaluation read back
                 row = row.astype(spec.dtype).astype(np.float32)
             rows.append(row)
@@ -536,10 +583,12 @@ class Recognizer:
         return self.run.layout.arrange(x, self.run.domain)
 
     def push_many(self, frames: Sequence[np.ndarray | None], *,
-                  errors: dict[int, ActrecError] | None = None) -> list[Prediction | None]:
+                  errors: dict[int, ActrecError] | None = None,
+                  fresh: Sequence[np.ndarray | None] | None = None) -> list[Prediction | None]:
         """Push the next frame of each stream that has one in ``frames`` (one entry per stream,
-        ``None``: none this tick): one entry per stream, its prediction (for the frame
-        ``delay`` pushes back, as ``push``) or ``None`` (no frame, or no answer yet). Streams
+        ``None``: none this tick; ``fresh``: per stream its source frames, for a
+        ``video_rate`` run, see ``features``): one entry per stream, its prediction (for the
+        frame ``delay`` pushes back, as ``push``) or ``None`` (no frame, or no answer yet). Streams
         whose state allows it are stepped in one batch (``actrec.live_state``). A frame that
         fails (a malformed image, an extractor error) raises its ``ActrecError``, or, with
         ``errors`` (a dict), is recorded there under its stream, which gets ``None``, and the
@@ -556,7 +605,7 @@ class Recognizer:
                 continue
             t0 = time.perf_counter()
             try:
-                rows[s] = self.features(frame, s)
+                rows[s] = self.features(frame, s, None if fresh is None else fresh[s])
             except ActrecError as exc:
                 if errors is None:
                     raise

@@ -148,6 +148,63 @@ def test_sources_at_other_rates_are_paired_with_frames_as_extraction_pairs_them(
         assert source.fps == run_fps
 
 
+@pytest.mark.parametrize("source_fps, run_fps", [(30, 15), (25, 30), (30, 25)])
+def test_a_video_rate_source_hands_every_source_frame_once_with_its_output_frame(
+        tmp_path, write_mp4, level_frames, source_fps, run_fps):
+    """For an extractor whose windows run at the video's own rate (``window_rate=video``):
+    each output frame comes with the source frames since the one before, ending with its own
+    (none when it repeats the previous one's), so every source frame up to the last output
+    frame's is fed once, in order, from a file and from a stream."""
+    from actrec.io.video import open_video
+    from actrec.live_sources import open_source
+
+    path = write_mp4(tmp_path / "v.mp4", level_frames(120, 16, 16), fps=source_fps)
+    levels = np.array([20 + 9 * i for i in range(24)])
+    wanted = open_video(path, fps=run_fps, nominal_fps=run_fps).source_indices
+    for text in (str(path), f"file://{path}"):
+        items = list(open_source(text, run_fps, video_rate=True).frames())
+        assert [i for i, _, _ in items] == list(range(len(wanted)))
+        sizes = [fresh.shape[0] for _, _, fresh in items]
+        assert sizes == np.diff(wanted, prepend=-1).tolist()  # 30 -> 15: 1, 2, 2, 2, ...
+        fed = np.concatenate([fresh for _, _, fresh in items])
+        got = [int(np.abs(levels - f.mean()).argmin()) for f in fed]
+        assert got == (np.arange(wanted[-1] + 1) % 24).tolist(), text
+        for (_, image, _), src in zip(items, wanted):
+            assert int(np.abs(levels - image.mean()).argmin()) == src % 24
+
+
+@pytest.mark.slow
+def test_a_run_whose_windows_run_at_the_videos_rate_equals_eval_online(setup, tmp_path,
+                                                                        capsys):
+    """``framediff -x window_rate=video`` on the 30 fps files (rows kept at the 15 fps labels):
+    live fed the extractor the 15 fps frames, so its windows spanned twice the time the
+    stored ones did (probabilities off by up to 0.77, one frame in ten classified otherwise);
+    now every 30 fps frame is fed, the row of each label frame's own kept."""
+    from actrec.evaluate import evaluate_run
+    from actrec.pipeline import extract_dataset
+
+    root, _, _, expected = setup
+    store = tmp_path / "fd.zarr"
+    extract_dataset("mstcn", dataset_options={"root": str(root / "mydata"),
+                                              "fps": str(LABEL_FPS)}, out=store,
+                    extractor="framediff",
+                    extractor_options={"window_rate": "video", "grid": "2", "resize": "32"})
+    run = _train(store, tmp_path / "run")
+    (probs,) = evaluate_run(run, online=True, keep_probabilities=True).probabilities.values()
+    paths = {Path(v).stem: v for v in expected}
+    want = {paths[v]: p for v, p in zip(probs.ids, probs.probabilities)}
+    sources = list(want) + [f"file://{v}" for v in want]
+    code, records, err = _live([str(run), *sources], capsys)
+    assert code == 0, err
+    for s, source in enumerate(sources):
+        p = want[source.removeprefix("file://")]
+        frames = [r for r in records if r.get("stream") == s and "frame" in r]
+        assert [r["index"] for r in frames] == p.argmax(1).tolist()
+        got = np.array([[{t["label"]: t["score"] for t in r["top"]}[c] for c in CLASSES]
+                        for r in frames])
+        assert np.abs(got - p).max() < 2e-6
+
+
 @pytest.mark.slow
 def test_a_store_extracted_again_with_other_options_is_refused(setup, tmp_path, capsys):
     """Live rebuilds the extractor from the run's store: after the store was extracted again
