@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["DropoutGRU", "RECURRENT_ACTIVATIONS", "hard_sigmoid"]
+__all__ = ["RECURRENT_ACTIVATIONS", "DropoutGRU", "hard_sigmoid"]
 
 RECURRENT_ACTIVATIONS = ("hard_sigmoid", "sigmoid")
 

@@ -56,10 +56,12 @@ class PeepholeLSTM(nn.Module):
         for w in self.parameters():
             nn.init.uniform_(w, -bound, bound)
 
-    def _layer(self, k: int):
-        g = lambda n: getattr(self, f"{n}_l{k}")  # noqa: E731
-        return (g("weight_ih"), g("weight_hh"), g("bias_ih") + g("bias_hh"),
-                g("peep_i"), g("peep_f"), g("peep_o"))
+    def _layer(self, k: int) -> tuple[Tensor, ...]:
+        """Layer k's input and recurrent weights, summed bias, and peepholes i, f, o."""
+        w = {n: getattr(self, f"{n}_l{k}") for n in
+             ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "peep_i", "peep_f", "peep_o")}
+        return (w["weight_ih"], w["weight_hh"], w["bias_ih"] + w["bias_hh"],
+                w["peep_i"], w["peep_f"], w["peep_o"])
 
     def forward(self, x: Tensor, hx: tuple[Tensor, Tensor] | None = None
                 ) -> tuple[Tensor, tuple[Tensor, Tensor]]:

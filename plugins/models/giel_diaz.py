@@ -7,7 +7,7 @@ sequence, not causal, as runs recorded before the option did)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from actrec.errors import ConfigError
 from actrec.plugin_api import PluginConfig, TemporalModel
@@ -39,7 +39,7 @@ class AverageConfig(PluginConfig):
     window: int = 10  # frames averaged, ending at the classified frame (0: the whole sequence)
 
     # What a run recorded before an option existed was trained with (actrec.components).
-    RECORDED_BEFORE = {"window": 0}
+    RECORDED_BEFORE: ClassVar[dict[str, Any]] = {"window": 0}
 
     def __post_init__(self) -> None:
         check_positive(self, "hidden")
