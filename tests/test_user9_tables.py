@@ -69,3 +69,15 @@ def test_eval_table_says_which_dataset_is_a_transfer_runs_target():
     joint = {**data, "protocol": {"mode": "online", "training_protocol": "joint", "roles": {}}}
     text = render(render_eval(SimpleNamespace(to_dict=lambda: joint)))
     assert "(target)" not in text and "(source)" not in text and "transfer" not in text
+
+
+def test_train_summary_rounds_floats_and_names_the_command_that_scores_the_run():
+    from actrec.cli.train_cmd import _render
+
+    result = SimpleNamespace(to_dict=lambda: {
+        "run_dir": "/runs/r1", "iterations": 200, "resumed_from": 0,
+        "final_loss": 0.010000250581651927, "elapsed_s": 8.32})
+    text = render(_render(result))
+    assert "0.0100002505" not in text and "│ final_loss   │ 0.01 " in text, text
+    assert "│ iterations   │ 200 " in text and "8.32" in text
+    assert "score it: actrec eval /runs/r1" in text

@@ -307,7 +307,11 @@ def _render_splits(results):
 
 
 def _render(result):
+    """The finished run: its numbers (floats to 4 significant digits: a loss printed as
+    0.010000250581651927 reads as noise) and the command that scores it."""
+    from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
     data = result.to_dict()
     table = Table(title=f"run {data.get('run_dir')}", show_header=False)
@@ -315,5 +319,5 @@ def _render(result):
     table.add_column("value")
     for key, value in data.items():
         if key != "run_dir":
-            table.add_row(key, str(value))
-    return table
+            table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    return Group(table, Text(f"score it: actrec eval {data.get('run_dir')}", style="dim"))
