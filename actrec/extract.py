@@ -503,8 +503,8 @@ def recorded_config(store_path, extractor: FeatureExtractor,
         if stream is not None and stream != store.stream_name:
             store = store.stream(stream)
         attrs = store.attrs
-    except (DataError, ConfigError, OSError):
-        return config  # none yet (or unreadable: the store says why when opened)
+    except Exception:  # noqa: BLE001 - none yet, or unreadable (a remote store): the store
+        return config  # says why when it is opened for the run
     recorded = attrs.get("extractor_config")
     if attrs.get("extractor") != extractor.name or not isinstance(recorded, dict):
         return config
