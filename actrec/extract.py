@@ -612,8 +612,8 @@ def _rewrite_labels(store, video_id: str, attrs: dict[str, Any], labels, at_rows
     """Write stored video ``video_id`` again with its features as stored and labels
     ``at_rows`` (the dataset's ``labels`` at its rows), recording their digest; under the
     video's claim, atomically as any write. ``False`` (nothing written) when another process
-    holds the claim, took it over or the store refuses: the video is then extracted as any
-    changed one."""
+    holds the claim, took it over, the store refuses or cannot be written: the video is then
+    extracted as any changed one."""
     from actrec.extract_claims import ClaimLost, claim
     from actrec.extract_video import labels_digest
 
@@ -627,8 +627,8 @@ def _rewrite_labels(store, video_id: str, attrs: dict[str, Any], labels, at_rows
             extra["labels_digest"] = labels_digest(labels)
             store.write_video(video_id, features, at_rows, fps=float(attrs["fps"]),
                               source=Path(source) if source else None, extra=extra)
-    except (ClaimLost, DataError):
-        return False
+    except (ClaimLost, DataError, OSError):  # (a store that cannot be written stops the
+        return False  # extraction that follows, with its report)
     return True
 
 
