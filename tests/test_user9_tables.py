@@ -81,3 +81,16 @@ def test_train_summary_rounds_floats_and_names_the_command_that_scores_the_run()
     assert "0.0100002505" not in text and "│ final_loss   │ 0.01 " in text, text
     assert "│ iterations   │ 200 " in text and "8.32" in text
     assert "score it: actrec eval /runs/r1" in text
+
+
+def test_train_summary_of_a_non_causal_model_names_offline_evaluation(tmp_path):
+    import json
+
+    from actrec.cli.train_cmd import _render
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"model": {"name": "birnn", "causal": False}}))
+    result = SimpleNamespace(to_dict=lambda: {"run_dir": str(run), "iterations": 2})
+    text = " ".join(render(_render(result)).split())  # the long path wraps at 80 columns
+    assert f"score it: actrec eval {run} --offline" in text

@@ -320,4 +320,13 @@ def _render(result):
     for key, value in data.items():
         if key != "run_dir":
             table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
-    return Group(table, Text(f"score it: actrec eval {data.get('run_dir')}", style="dim"))
+    offline = ""
+    try:  # a non-causal model is scored offline only (eval's default, online, refuses it)
+        from actrec.runs import read_json
+
+        if read_json(Path(data["run_dir"]) / "config.json")["model"]["causal"] is False:
+            offline = " --offline"
+    except Exception:  # noqa: BLE001 - a hint only: no config, no hint to adjust
+        pass
+    return Group(table, Text(f"score it: actrec eval {data.get('run_dir')}{offline}",
+                             style="dim"))
