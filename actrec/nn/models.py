@@ -26,12 +26,16 @@ from actrec.nn.heads import DomainProjection
 from actrec.nn.lstm import NormLSTM
 
 __all__ = [
+    "NORM_AFFINE",
     "NormLSTMClassifier",
     "TorchRNNClassifier",
     "AverageClassifier",
     "GRUClassifier",
     "MiniROADClassifier",
 ]
+
+
+NORM_AFFINE = ("learned", "fixed")  # the batch norms' gamma/beta in NormLSTMClassifier
 
 
 def _eval_only(model: nn.Module) -> None:
@@ -65,7 +69,11 @@ class _Projected(SequenceModel):
 
 
 class NormLSTMClassifier(_Projected):
-    """DDLSTM (``dual=True``) or BNLSTM stack with a per-frame linear classifier."""
+    """DDLSTM (``dual=True``) or BNLSTM stack with a per-frame linear classifier.
+
+    ``norm_affine``: the batch norms' scale and offset (gamma, beta) start at 0.1 and 0 and
+    are ``"learned"`` (Cooijmans et al.; ``ddbn.md``), or stay ``"fixed"`` there: the DDLSTM
+    paper (Sec. 3) writes that they are fixed at 0 and 0.1 in practice."""
 
     def __init__(
         self,
@@ -85,8 +93,11 @@ class NormLSTMClassifier(_Projected):
         embed: int = 0,
         embed_dropout: float = 0.0,
         alpha_lr: float | None = None,
+        norm_affine: str = "learned",
     ):
         super().__init__()
+        if norm_affine not in NORM_AFFINE:
+            raise ValueError(f"norm_affine must be one of {NORM_AFFINE}, got {norm_affine!r}")
         d = self._init_projection(input_dim, hidden, input_projection, embed=embed,
                                   input_dropout=input_dropout, embed_dropout=embed_dropout)
         self.rnn = NormLSTM(
@@ -98,6 +109,12 @@ class NormLSTMClassifier(_Projected):
         self.alpha_lr = alpha_lr
         if dual and alpha_lr == 0:
             freeze_alphas(self.rnn)
+        self.norm_affine = norm_affine
+        if norm_affine == "fixed":  # gamma 0.1, beta 0 for good: no gradient, no optimiser
+            for layer in self.rnn.layers:
+                for bn in layer.norms():
+                    bn.weight.requires_grad_(False)
+                    bn.bias.requires_grad_(False)
 
     def forward(self, x: Tensor, domain: Tensor, mask: Tensor | None = None) -> Tensor:
         mask = check_mask(mask, x)

@@ -24,6 +24,8 @@ from actrec_plugins.models._common import check_eps, check_fraction, check_front
 if TYPE_CHECKING:  # pragma: no cover
     from actrec.nn.base import SequenceModel
 
+NORM_AFFINE = ("learned", "fixed")  # as actrec.nn.models.NORM_AFFINE (no torch import here)
+
 
 @dataclass(frozen=True)
 class BNLSTMConfig(PluginConfig):
@@ -37,11 +39,17 @@ class BNLSTMConfig(PluginConfig):
     input_dropout: float = 0.0  # on the input features (training only)
     embed: int = 0  # > 0: Linear + LayerNorm + ReLU + dropout embedding (actrec.nn.embed)
     embed_dropout: float = 0.2
+    # The batch norms' gamma (0.1) and beta (0): "learned" from there (Cooijmans et al.,
+    # ddbn.md) or "fixed" at those values (the DDLSTM paper, Sec. 3: "fixed ... in practice").
+    norm_affine: str = "learned"
 
     def __post_init__(self) -> None:
         check_positive(self, "hidden", "layers")
         check_fraction(self, "dropout")
         check_front(self)
+        if self.norm_affine not in NORM_AFFINE:
+            raise ConfigError(f"model option 'norm_affine' must be one of "
+                              f"{', '.join(NORM_AFFINE)}, got {self.norm_affine!r}")
         if self.max_len is not None:
             check_positive(self, "max_len")
         check_fraction(self, "momentum", upper_inclusive=True)
@@ -92,7 +100,7 @@ class BNLSTMModel(TemporalModel):
             momentum=c.momentum, eps=c.eps, alpha_init=getattr(c, "alpha_init", 0.75),
             input_projection=c.input_projection, dropout=c.dropout,
             input_dropout=c.input_dropout, embed=c.embed, embed_dropout=c.embed_dropout,
-            alpha_lr=getattr(c, "alpha_lr", None),
+            alpha_lr=getattr(c, "alpha_lr", None), norm_affine=c.norm_affine,
         )
 
 
