@@ -94,3 +94,19 @@ def test_train_summary_of_a_non_causal_model_names_offline_evaluation(tmp_path):
     result = SimpleNamespace(to_dict=lambda: {"run_dir": str(run), "iterations": 2})
     text = " ".join(render(_render(result)).split())  # the long path wraps at 80 columns
     assert f"score it: actrec eval {run} --offline" in text
+
+
+def test_progress_without_a_terminal_writes_nothing_when_no_bar_is_left(capsys):
+    """rich printed an empty line on stderr when its display stopped, so every command that
+    failed inside one said "\\nError: ..." when piped."""
+    from actrec.cli.common import make_progress
+
+    with make_progress() as progress:
+        task = progress.add_task("eval", total=2)
+        progress.advance(task)
+        progress.remove_task(task)
+    assert capsys.readouterr().err == ""
+    with make_progress() as progress:
+        progress.add_task("extract", total=2)
+    err = capsys.readouterr().err
+    assert err.startswith("extract") and "0/2" in err  # the bars left are still printed once

@@ -66,7 +66,18 @@ def make_progress():
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
 
-    return Progress(
+    class _Progress(Progress):
+        def stop(self) -> None:
+            # Without a terminal the bars are printed once, at the end, and rich adds an empty
+            # line: with no bar left that line alone went to stderr (before the "Error: ..."
+            # of every command that failed)
+            if self.console.is_terminal or any(t.visible for t in self.tasks):
+                super().stop()
+            elif not self.disable:
+                self.live.transient = True
+                self.live.stop()
+
+    return _Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
