@@ -110,3 +110,21 @@ def test_progress_without_a_terminal_writes_nothing_when_no_bar_is_left(capsys):
         progress.add_task("extract", total=2)
     err = capsys.readouterr().err
     assert err.startswith("extract") and "0/2" in err  # the bars left are still printed once
+
+
+def test_fusion_table_keeps_run_names_whole_at_80_columns():
+    """`actrec fuse` folded "20261201-214914-ema" into "20261201-214/914-ema"."""
+    from pathlib import Path
+
+    from actrec.cli.fuse_cmd import _render
+
+    ds = SimpleNamespace(frame_accuracy=0.9971, edit=1.0, f1={"10": 1.0, "25": 1.0, "50": 1.0})
+    members = [SimpleNamespace(run_dir=Path(f"/runs/{name}"), protocol={},
+                               datasets={"shapes": ds})
+               for name in ("20261201-214914-ema", "20261201-214940-lstm-split1")]
+    result = SimpleNamespace(protocol={"mode": "online"}, online=True, datasets={"shapes": ds},
+                             members=members, weights=[1.0, 2.0])
+    text = render(_render(result))
+    assert max(map(len, text.splitlines())) <= 80, text
+    assert "20261201-214914-ema " in text and "20261201-214940-lstm-split1 " in text
+    assert "F1@10/25/50" in text

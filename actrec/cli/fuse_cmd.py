@@ -55,6 +55,7 @@ def fuse(runs, online, split, weights, allow_noncausal_features, segment_backgro
 
 def _render(result):
     """One table per dataset: each run (with its streams and weight), then the fused row."""
+    from rich import box
     from rich.console import Group
     from rich.markup import escape
     from rich.table import Table
@@ -64,14 +65,22 @@ def _render(result):
     mode = result.protocol.get("mode") or ("online" if result.online else "offline")
     tables = []
     for name, fused in result.datasets.items():
-        table = Table(title=escape(f"{mode} late fusion on {name}"),
+        # No vertical rules (as `actrec runs`): a run name of a sweep (27 characters) and the
+        # five score columns fit 80 columns, where boxed the scores were cut off.
+        table = Table(title=escape(f"{mode} late fusion on {name}"), box=box.SIMPLE_HEAD,
+                      show_edge=False, padding=0,
                       caption="fused: per frame, the weighted mean of the runs' class "
-                              "probabilities")
+                              "probabilities; streams 'own': the store's own")
+        # Run names whole on one line, as `actrec runs` shows them (they are what `actrec
+        # eval RUN` takes); the other columns fold around them at 80 columns.
+        longest = max((len(m.run_dir.name) for m in result.members), default=5)
         for column in ("run", "streams", "weight", "frame accuracy", "edit", "F1@10/25/50"):
             table.add_column(column, justify="left" if column in ("run", "streams")
-                             else "right", overflow="fold")
+                             else "right", overflow="fold", no_wrap=column == "run",
+                             min_width=min(longest, 40) if column == "run"
+                             else 11 if column == "F1@10/25/50" else None)
 
-        rows = [(m.run_dir.name, "+".join(m.protocol.get("streams") or ["(store's own)"]),
+        rows = [(m.run_dir.name, "+".join(m.protocol.get("streams") or ["own"]),
                  f"{w:g}", m.datasets[name], None)
                 for m, w in zip(result.members, result.weights)]
         rows.append(("fused", "", "", fused, "bold"))
