@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import click
@@ -46,6 +46,33 @@ def layered_assignments(ctx: click.Context, name: str, flag: str) -> dict[str, s
         if isinstance(layer, str):
             layer = [layer]
         out.update(parse_assignments(layer, flag))
+    return out
+
+
+def layered_sources(ctx: click.Context, name: str, flag: str) -> dict[str, str]:
+    """For the ``KEY=VALUE`` option ``name``, where each key's value came from, as
+    ``layered_assignments`` merges them (the last layer naming a key wins): ``command line``,
+    ``environment``, ``preset NAME`` or ``config file``."""
+    from click.core import ParameterSource
+
+    from actrec.cli.config import PRESET_META
+
+    param = next(p for p in ctx.command.params if p.name == name)
+    preset = ctx.meta.get(PRESET_META) or {}
+    from_preset = (preset.get("values") or {}).get(name) or ()
+    preset_keys = set(from_preset) if isinstance(from_preset, Mapping) else set(
+        parse_assignments([from_preset] if isinstance(from_preset, str) else from_preset, flag))
+    out: dict[str, str] = {}
+    defaults = ctx.lookup_default(name) or ()
+    for key in parse_assignments([defaults] if isinstance(defaults, str) else defaults, flag):
+        out[key] = f"preset {preset['name']}" if key in preset_keys else "config file"
+    from_env = param.value_from_envvar(ctx)
+    for key in parse_assignments([from_env] if isinstance(from_env, str) else from_env or (),
+                                 flag):
+        out[key] = "environment"
+    if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
+        for key in parse_assignments(ctx.params.get(name) or (), flag):
+            out[key] = "command line"
     return out
 
 

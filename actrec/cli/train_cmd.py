@@ -8,7 +8,13 @@ from pathlib import Path
 
 import click
 
-from actrec.cli.common import emit, json_option, layered_assignments, make_progress
+from actrec.cli.common import (
+    emit,
+    json_option,
+    layered_assignments,
+    layered_sources,
+    make_progress,
+)
 from actrec.cli.storage import apply_storage_options, storage_option
 
 
@@ -226,6 +232,10 @@ def train(ctx, model, d1, d2, extractor, options, split, history, iterations, ep
             and not launched():  # recorded in the run, but one process has the whole batch
         click.echo(f"note: --sync-bn {sync_bn} only changes training under torchrun "
                    f"(docs/scaling.md); one process normalises with its whole batch", err=True)
+    sources = value_sources(ctx)
+    # -o KEY=VALUE merges its layers key by key: each model option records its own source
+    sources.update({f"options.{key}": where for key, where in
+                    layered_sources(ctx, "options", "--option").items()})
     with session(device) as main, make_progress() as progress, _spec_errors_as_options(ctx):
         result = (train_all_splits if all_splits else train_from_refs)(
             model, d1=d1, d2=d2, extractor=extractor,
@@ -236,7 +246,7 @@ def train(ctx, model, d1, d2, extractor, options, split, history, iterations, ep
             checkpoint_every=checkpoint_every, reestimate_batches=reestimate_batches,
             seed=seed, device=device, input_arrangement=input_arrangement,
             prediction=prediction, allow_same_store=allow_same_store, standardize=standardize,
-            weight_decay=weight_decay, run_dir=run_dir, sources=value_sources(ctx),
+            weight_decay=weight_decay, run_dir=run_dir, sources=sources,
             streams=None if streams is None else tuple(
                 n.strip() for n in streams.split(",") if n.strip()),
             delay=delay, progress=progress if main else None, tensorboard=tensorboard,
