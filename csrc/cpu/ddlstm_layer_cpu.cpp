@@ -18,6 +18,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <cmath>
 #include <tuple>
 #include <vector>
@@ -162,13 +163,53 @@ AheadFwd<T> ahead_of(const StepFwd<T>& a, int64_t t, int64_t b, int64_t e) {
 // Weighted mean (mu == nullptr) or centred weighted square sum (about mu) of the J <= kTile
 // columns k0.. of the four gate blocks of z [N, 4H], for ND domains; out[d] = sum * inv_s[d],
 // rounded to T. Lanes u >= J come out 0.
-template <typename T, int ND>
+template <typename T, int ND, bool Full>
 ACTREC_INLINE void gate_moments(const T* z, int64_t N, int64_t H, int64_t k0, int64_t J,
                                 const T* w0, const T* w1, const double* inv_s,
                                 const T (*mu)[4 * kTile], T (*out)[4 * kTile]) {
   constexpr int64_t W = 4 * kTile;
   const int64_t G = 4 * H;
   double acc[2][W] = {};
+  if constexpr (Full) {
+    // GCC vector operations, one vector per gate block: the partial sums stay in registers
+    // (as arrays indexed in loops gcc kept them in stack memory, each row a load-add-store
+    // chain per accumulator). Same operations in the same order as the loop below.
+    typedef T V __attribute__((vector_size(kTile * sizeof(T))));
+    V m[2][4];
+    if (mu != nullptr)
+      for (int d = 0; d < 2; ++d)
+        for (int q = 0; q < 4; ++q) std::memcpy(&m[d][q], mu[d] + q * kTile, sizeof(V));
+    for (int64_t jb = 0; jb < N; jb += kRows) {
+      V p0[4] = {}, p1[4] = {};
+      for (int64_t j = jb; j < std::min(N, jb + kRows); ++j) {
+        const T v0 = w0[j], v1 = ND == 2 ? w1[j] : T(0);
+        const T* row = z + j * G + k0;
+        for (int q = 0; q < 4; ++q) {
+          V r;
+          std::memcpy(&r, row + q * H, sizeof(V));
+          if (mu == nullptr) {
+            p0[q] += v0 * r;
+            if (ND == 2) p1[q] += v1 * r;
+          } else {
+            const V e0 = r - m[0][q];
+            p0[q] += v0 * e0 * e0;
+            if (ND == 2) {
+              const V e1 = r - m[1][q];
+              p1[q] += v1 * e1 * e1;
+            }
+          }
+        }
+      }
+      for (int q = 0; q < 4; ++q)
+        for (int64_t u = 0; u < kTile; ++u) {
+          acc[0][q * kTile + u] += static_cast<double>(p0[q][u]);
+          if (ND == 2) acc[1][q * kTile + u] += static_cast<double>(p1[q][u]);
+        }
+    }
+    for (int d = 0; d < ND; ++d)
+      for (int64_t i = 0; i < W; ++i) out[d][i] = static_cast<T>(acc[d][i] * inv_s[d]);
+    return;
+  }
   for (int64_t jb = 0; jb < N; jb += kRows) {
     T part[2][W] = {};
     for (int64_t j = jb; j < std::min(N, jb + kRows); ++j) {
@@ -210,8 +251,8 @@ ACTREC_INLINE void fwd_tile(const StepFwd<T>& a, int64_t k0, int64_t Jin, const 
   constexpr int64_t W = 4 * kTile;
   const double inv_s[2] = {a.inv_s0, a.inv_s1};
   T m[2][W] = {}, v[2][W] = {};  // DDBN_h statistics per domain (two-pass)
-  gate_moments<T, ND>(a.gh, N, H, k0, J, a.w0, a.w1, inv_s, nullptr, m);
-  gate_moments<T, ND>(a.gh, N, H, k0, J, a.w0, a.w1, inv_s, m, v);
+  gate_moments<T, ND, Full>(a.gh, N, H, k0, J, a.w0, a.w1, inv_s, nullptr, m);
+  gate_moments<T, ND, Full>(a.gh, N, H, k0, J, a.w0, a.w1, inv_s, m, v);
   T ah[2][W], bh[2][W];  // DDBN_h as gh * ah + bh (beta_h is folded in shx)
   for (int q = 0; q < 4; ++q) {
     for (int64_t u = 0; u < J; ++u) {
@@ -308,7 +349,16 @@ ACTREC_INLINE void fwd_tile(const StepFwd<T>& a, int64_t k0, int64_t Jin, const 
     T* hh = a.h + j * H + k0;
     for (int64_t u = 0; u < J; ++u) pre[u] = cc[u] * sc[u] + sb[u];
     tanh_n<kTile>(pre);
-    for (int64_t u = 0; u < J; ++u) hh[u] *= pre[u];
+    if constexpr (Full) {  // as a loop gcc multiplied lane by lane in scalar code
+      typedef T V __attribute__((vector_size(kTile * sizeof(T))));
+      V o, th;
+      std::memcpy(&o, hh, sizeof(V));
+      std::memcpy(&th, pre, sizeof(V));
+      o *= th;
+      std::memcpy(hh, &o, sizeof(V));
+    } else {
+      for (int64_t u = 0; u < J; ++u) hh[u] *= pre[u];
+    }
   }
 }
 
@@ -588,53 +638,101 @@ ACTREC_INLINE void bwd_tile(const StepBwd<T>& a, int64_t k0, int64_t Jin, T* act
   // Pass B: dL/dc_t, gate gradients, per-domain DDBN reductions of both paths. A row reaches
   // the BN(c) statistics only with its weight wnc (0 for padding).
   double sg_d[2][W] = {}, sgh_d[2][W] = {}, sgx_d[2][W] = {};
-  for (int64_t jb = 0; jb < N; jb += kRows) {
-    T sg[2][W] = {}, sgh[2][W] = {}, sgx[2][W] = {};
-    for (int64_t j = jb; j < std::min(N, jb + kRows); ++j) {
-      const int dom = (ND == 2 && j >= a.n1) ? 1 : 0;
-      // Fixed-width loop over local copies (lanes >= J are finite scratch): vectorises cleanly.
-      T lc[kTile] = {}, lcp[kTile] = {}, ldc[kTile] = {};
-      T* dcj = a.dc + j * H + k0;
-      for (int64_t u = 0; u < J; ++u) {
-        lc[u] = a.c[j * H + k0 + u];
-        lcp[u] = a.cprev[j * H + k0 + u];
-        ldc[u] = dcj[u];
-      }
-      const T wcj = a.wnc[j];
-      const T* __restrict__ ac = act + j * W;
-      T* __restrict__ dd = da + j * W;
-      const T* __restrict__ dy = dyv + j * kTile;
-      for (int64_t u = 0; u < kTile; ++u) {
-        const T ch = (lc[u] - mc[u]) * rc[u];
-        const T dcv = ldc[u] + rc[u] * (gc[u] * dy[u] - wcj * (mg[u] + ch * mgc[u]));
-        const T ig = ac[u], fg = ac[kTile + u], gg = ac[2 * kTile + u];
-        cell::gate_grads_ifg(dcv, ig, fg, gg, lcp[u], &dd[u], &dd[kTile + u], &dd[2 * kTile + u]);
-        ldc[u] = dcv * fg;
-      }
-      for (int64_t u = 0; u < J; ++u) dcj[u] = ldc[u];
-      const T* g = a.gh + j * G + k0;
-      const T* x = a.xp + j * G + k0;
+  // dL/dc_t of row j (carried on to dL/dc_{t-1}) and its gate gradients into da.
+  auto cell_grads = [&](int64_t j) __attribute__((always_inline)) {
+    // Fixed-width loop over local copies (lanes >= J are finite scratch): vectorises cleanly.
+    T lc[kTile] = {}, lcp[kTile] = {}, ldc[kTile] = {};
+    T* dcj = a.dc + j * H + k0;
+    for (int64_t u = 0; u < J; ++u) {
+      lc[u] = a.c[j * H + k0 + u];
+      lcp[u] = a.cprev[j * H + k0 + u];
+      ldc[u] = dcj[u];
+    }
+    const T wcj = a.wnc[j];
+    const T* __restrict__ ac = act + j * W;
+    T* __restrict__ dd = da + j * W;
+    const T* __restrict__ dy = dyv + j * kTile;
+    for (int64_t u = 0; u < kTile; ++u) {
+      const T ch = (lc[u] - mc[u]) * rc[u];
+      const T dcv = ldc[u] + rc[u] * (gc[u] * dy[u] - wcj * (mg[u] + ch * mgc[u]));
+      const T ig = ac[u], fg = ac[kTile + u], gg = ac[2 * kTile + u];
+      cell::gate_grads_ifg(dcv, ig, fg, gg, lcp[u], &dd[u], &dd[kTile + u], &dd[2 * kTile + u]);
+      ldc[u] = dcv * fg;
+    }
+    for (int64_t u = 0; u < J; ++u) dcj[u] = ldc[u];
+  };
+  if constexpr (Full) {
+    // The rows of a block split at n1, each part summed for its one domain with that domain as
+    // a constant: the partial sums are then GCC vectors in registers (indexed by the row's
+    // domain they lived in stack memory, a load-add-store chain per row). The same rows add
+    // in the same order as the loop below.
+    typedef T V __attribute__((vector_size(kTile * sizeof(T))));
+    auto rows = [&](int64_t lo, int64_t hi, auto domain) __attribute__((always_inline)) {
+      constexpr int d = decltype(domain)::value;
+      V mh[4], mx[4], sg[4] = {}, sgh[4] = {}, sgx[4] = {};
       for (int q = 0; q < 4; ++q) {
-        const T* gq = g + q * H;
-        const T* xq = x + q * H;
-        const T* dq = dd + q * kTile;
-        const T* mh = muh[dom] + q * kTile;
-        const T* mx = mux[dom] + q * kTile;
-        T* s = sg[dom] + q * kTile;
-        T* sh = sgh[dom] + q * kTile;
-        T* sx = sgx[dom] + q * kTile;
-        for (int64_t u = 0; u < J; ++u) {
-          s[u] += dq[u];
-          sh[u] += dq[u] * (gq[u] - mh[u]);
-          sx[u] += dq[u] * (xq[u] - mx[u]);
+        std::memcpy(&mh[q], muh[d] + q * kTile, sizeof(V));
+        std::memcpy(&mx[q], mux[d] + q * kTile, sizeof(V));
+      }
+      for (int64_t j = lo; j < hi; ++j) {
+        cell_grads(j);
+        const T* g = a.gh + j * G + k0;
+        const T* x = a.xp + j * G + k0;
+        const T* dd = da + j * W;
+        for (int q = 0; q < 4; ++q) {
+          V gq, xq, dq;
+          std::memcpy(&gq, g + q * H, sizeof(V));
+          std::memcpy(&xq, x + q * H, sizeof(V));
+          std::memcpy(&dq, dd + q * kTile, sizeof(V));
+          sg[q] += dq;
+          sgh[q] += dq * (gq - mh[q]);
+          sgx[q] += dq * (xq - mx[q]);
         }
       }
+      for (int q = 0; q < 4; ++q)
+        for (int64_t u = 0; u < kTile; ++u) {
+          sg_d[d][q * kTile + u] += static_cast<double>(sg[q][u]);
+          sgh_d[d][q * kTile + u] += static_cast<double>(sgh[q][u]);
+          sgx_d[d][q * kTile + u] += static_cast<double>(sgx[q][u]);
+        }
+    };
+    for (int64_t jb = 0; jb < N; jb += kRows) {
+      const int64_t je = std::min(N, jb + kRows);
+      const int64_t split = ND == 2 ? std::clamp(a.n1, jb, je) : je;
+      if (jb < split) rows(jb, split, std::integral_constant<int, 0>{});
+      if (split < je) rows(split, je, std::integral_constant<int, ND - 1>{});
     }
-    for (int d = 0; d < ND; ++d) {
-      for (int64_t i = 0; i < W; ++i) {
-        sg_d[d][i] += static_cast<double>(sg[d][i]);
-        sgh_d[d][i] += static_cast<double>(sgh[d][i]);
-        sgx_d[d][i] += static_cast<double>(sgx[d][i]);
+  } else {
+    for (int64_t jb = 0; jb < N; jb += kRows) {
+      T sg[2][W] = {}, sgh[2][W] = {}, sgx[2][W] = {};
+      for (int64_t j = jb; j < std::min(N, jb + kRows); ++j) {
+        const int dom = (ND == 2 && j >= a.n1) ? 1 : 0;
+        cell_grads(j);
+        const T* __restrict__ dd = da + j * W;
+        const T* g = a.gh + j * G + k0;
+        const T* x = a.xp + j * G + k0;
+        for (int q = 0; q < 4; ++q) {
+          const T* gq = g + q * H;
+          const T* xq = x + q * H;
+          const T* dq = dd + q * kTile;
+          const T* mh = muh[dom] + q * kTile;
+          const T* mx = mux[dom] + q * kTile;
+          T* s = sg[dom] + q * kTile;
+          T* sh = sgh[dom] + q * kTile;
+          T* sx = sgx[dom] + q * kTile;
+          for (int64_t u = 0; u < J; ++u) {
+            s[u] += dq[u];
+            sh[u] += dq[u] * (gq[u] - mh[u]);
+            sx[u] += dq[u] * (xq[u] - mx[u]);
+          }
+        }
+      }
+      for (int d = 0; d < ND; ++d) {
+        for (int64_t i = 0; i < W; ++i) {
+          sg_d[d][i] += static_cast<double>(sg[d][i]);
+          sgh_d[d][i] += static_cast<double>(sgh[d][i]);
+          sgx_d[d][i] += static_cast<double>(sgx[d][i]);
+        }
       }
     }
   }
