@@ -31,16 +31,19 @@ go on. Records (``to_dict`` ready):
 * per stream at its close: ``status`` ``ended``/``failed``/``stopped``, ``frames``,
   ``dropped``, ``startup_skipped``, ``error`` (failed only).
 
-Stopping (Ctrl-C, or SIGTERM where the caller turns it into ``SystemExit``, as ``actrec
-live`` does): every running stream is closed as ``stopped`` (a delayed run's owed frames
-answered, its last action ended, its video finished, its status written), the sinks are
-closed, and ``LiveStopped`` (a ``KeyboardInterrupt``) is raised with the report so far; a
-SIGTERM's ``SystemExit`` is raised again as it came.
+Stopping (Ctrl-C, SIGTERM): in the main thread, while their handlers are Python's own,
+``run_live`` takes both signals itself and stops between two ticks, so no record is cut in
+two (a second Ctrl-C stops at once). Every running stream is closed as ``stopped`` (a delayed
+run's owed frames answered, its last action ended, its video finished, its status written),
+the sinks are closed, and ``LiveStopped`` (a ``KeyboardInterrupt``; ``signum``: the signal)
+is raised with the report so far. A ``KeyboardInterrupt`` or ``SystemExit`` raised mid-tick
+(other handlers) closes the streams the same way.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -107,12 +110,48 @@ class LiveReport:
 
 
 class LiveStopped(KeyboardInterrupt):
-    """``run_live`` was stopped (Ctrl-C) after closing every stream as ``stopped``:
-    ``report`` holds what was done until then (every record was handed to the sinks)."""
+    """``run_live`` was stopped (Ctrl-C, SIGTERM: ``signum``) after closing every stream as
+    ``stopped``: ``report`` holds what was done until then (every record was handed to the
+    sinks)."""
 
-    def __init__(self, report: LiveReport) -> None:
+    def __init__(self, report: LiveReport, signum: int) -> None:
         super().__init__("live recognition stopped")
         self.report = report
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stop_requests() -> Iterator[list[int]]:
+    """While the block runs, SIGINT and SIGTERM (where their handlers are Python's defaults,
+    in the main thread) append their number to the list yielded instead of interrupting
+    whatever runs; a second SIGINT raises ``KeyboardInterrupt`` at once."""
+    import signal
+    import threading
+
+    requested: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+
+    def request(signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and signal.SIGINT in requested:
+            raise KeyboardInterrupt
+        requested.append(signum)
+
+    saved = {}
+    for sig, default in ((signal.SIGINT, signal.default_int_handler),
+                         (signal.SIGTERM, signal.SIG_DFL)):
+        if signal.getsignal(sig) is default:
+            saved[sig] = signal.signal(sig, request)
+    try:
+        yield requested
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+class _Stop(Exception):
+    """A stop request taken between two ticks (``_stop_requests``)."""
 
 
 class _Stream:
@@ -121,7 +160,8 @@ class _Stream:
     first; ``push`` counts the stream's pushes from 0, as ``Prediction.frame`` does)."""
 
     def __init__(self, index: int, name: str, fps: float, *, realtime: bool,
-                 folder_fps: float | None, min_duration: float, video_rate: bool) -> None:
+                 folder_fps: float | None, min_duration: float, video_rate: bool,
+                 nominal_fps: float, by_time: bool) -> None:
         from actrec.live_events import EventTracker
 
         self.index = index
@@ -137,13 +177,15 @@ class _Stream:
         self._realtime = realtime
         self._folder_fps = folder_fps
         self._video_rate = video_rate  # items are (index, frame, fresh source frames)
+        self._nominal = nominal_fps, by_time  # how extraction counted a file's frames
 
     def open(self) -> None:
         from actrec.extract_video import prefetch
         from actrec.live_sources import PacedFrames, open_source
 
         self.source = open_source(self.status.source, self._fps, folder_fps=self._folder_fps,
-                                  video_rate=self._video_rate)
+                                  video_rate=self._video_rate, nominal_fps=self._nominal[0],
+                                  by_time=self._nominal[1])
         if self._realtime or self.source.live:  # the clock waits for start()
             self.paced = PacedFrames(self.source, pace=self._realtime and not self.source.live,
                                      started=False)
@@ -211,13 +253,15 @@ def run_live(recognizer: Recognizer, sources: Sequence[str], *, sinks: Sequence[
     if threads is not None:
         torch.set_num_threads(max(1, int(threads)))
     try:
-        return _run(recognizer, sources, sinks, realtime, min_duration, folder_fps, max_frames)
+        with _stop_requests() as requested:
+            return _run(recognizer, sources, sinks, realtime, min_duration, folder_fps,
+                        max_frames, requested)
     finally:
         torch.set_num_threads(before)
 
 
-def _run(recognizer, sources, sinks, realtime, min_duration, folder_fps, max_frames
-         ) -> LiveReport:
+def _run(recognizer, sources, sinks, realtime, min_duration, folder_fps, max_frames,
+         requested: list[int]) -> LiveReport:
     if len(sources) != recognizer.streams:
         raise ConfigError(f"{len(sources)} source(s) but the recogniser has "
                           f"{recognizer.streams} stream(s)")
@@ -225,7 +269,8 @@ def _run(recognizer, sources, sinks, realtime, min_duration, folder_fps, max_fra
         raise ConfigError(f"--max-frames: expected an integer >= 1, got {max_frames}")
     started = time.perf_counter()
     streams = [_Stream(i, str(src), recognizer.fps, realtime=realtime, folder_fps=folder_fps,
-                       min_duration=min_duration, video_rate=recognizer.video_rate)
+                       min_duration=min_duration, video_rate=recognizer.video_rate,
+                       nominal_fps=recognizer.label_fps, by_time=recognizer.labels_by_time)
                for i, src in enumerate(sources)]
     running: list[_Stream] = []
     recognizer.reset()
@@ -299,6 +344,8 @@ def _run(recognizer, sources, sinks, realtime, min_duration, folder_fps, max_fra
         for stream in running:
             stream.start()
         while running:
+            if requested:  # Ctrl-C or SIGTERM: stop here, between two ticks
+                raise _Stop
             frames: list[np.ndarray | None] = [None] * recognizer.streams
             fresh: list[np.ndarray | None] = [None] * recognizer.streams  # video-rate runs
             index: dict[int, int] = {}
@@ -341,6 +388,8 @@ def _run(recognizer, sources, sinks, realtime, min_duration, folder_fps, max_fra
                     answer(stream, prediction, index[s], decode_ms[s])
                 if max_frames is not None and stream.taken >= max_frames:
                     finish(stream)
+    except _Stop:
+        stop = _Stop()
     except (KeyboardInterrupt, SystemExit) as exc:
         stop = exc
         raise
@@ -351,8 +400,10 @@ def _run(recognizer, sources, sinks, realtime, min_duration, folder_fps, max_fra
         call("close")
         report = LiveReport([s.status for s in streams], time.perf_counter() - started,
                             warmup_ms)
-        if isinstance(stop, KeyboardInterrupt):
-            raise LiveStopped(report) from stop
+        if isinstance(stop, (KeyboardInterrupt, _Stop)):
+            import signal
+
+            raise LiveStopped(report, requested[0] if requested else signal.SIGINT) from None
     return report
 
 

@@ -2,7 +2,11 @@
 
 ``open_source(text, fps)`` reads what ``text`` names, resampled to ``fps`` (the rate a run's
 features were made at, ``Recognizer.fps``) with the rule ``actrec extract`` uses (output frame
-``i`` is source frame ``round(i * source_fps / fps)``, ``actrec.io.video.resample_indices``):
+``i`` is source frame ``round(i * source_fps / fps)``, ``actrec.io.video.resample_indices``),
+a source whose rate is within 2.5 % of ``nominal_fps`` (default ``fps``; the dataset's label
+rate, ``Recognizer.label_fps``, where the run's extractor reads at a rate of its own) taken at
+that rate (29.97 as 30), unless ``by_time`` (labels that count time, as EPIC-Kitchens':
+``Recognizer.labels_by_time``):
 
 * an existing file: decoded with decord exactly as ``actrec extract`` decodes it
   (``actrec.io.video.open_video``, with ``fps`` as the nominal rate), so its features equal the
@@ -92,36 +96,41 @@ class FrameSource:
 
 
 def open_source(text: str, fps: float, *, folder_fps: float | None = None,
-                video_rate: bool = False) -> FrameSource:
-    """Open the source ``text`` (see the module docstring) resampled to ``fps``; with
-    ``video_rate``, each output frame comes with the source frames read since the one before
-    (``(index, frame, fresh)``)."""
+                video_rate: bool = False, nominal_fps: float | None = None,
+                by_time: bool = False) -> FrameSource:
+    """Open the source ``text`` (see the module docstring) resampled to ``fps``, a near-rate
+    source taken at ``nominal_fps`` (default ``fps``) unless ``by_time``; a folder's frames
+    at ``folder_fps`` (default ``nominal_fps``). With ``video_rate``, each output frame comes
+    with the source frames read since the one before (``(index, frame, fresh)``)."""
     if not (math.isfinite(fps) and fps > 0):
         raise ConfigError(f"source {text!r}: frame rate must be positive, got {fps}")
+    nominal = None if by_time else (nominal_fps or fps)
+    folder_fps = folder_fps or nominal_fps or fps
     kind = source_kind(text)
     if kind in ("file", "folder"):
         if video_rate:
-            return _open_reader_video_rate(text, kind, fps, folder_fps)
-        return _open_reader(text, kind, fps, folder_fps)
-    return _open_capture(text, kind, fps, video_rate)
+            return _open_reader_video_rate(text, kind, fps, folder_fps, nominal)
+        return _open_reader(text, kind, fps, folder_fps, nominal)
+    return _open_capture(text, kind, fps, video_rate, nominal)
 
 
-def _open_video(text: str, fps: float | None, folder_fps: float | None) -> Any:
+def _open_video(text: str, fps: float | None, folder_fps: float,
+                nominal: float | None) -> Any:
     from actrec.io.video import open_video
 
     try:
         return open_video(Path(text).expanduser(), fps=fps, folder_fps=folder_fps,
-                          nominal_fps=fps)
+                          nominal_fps=nominal)
     except DataError as exc:
         raise DataError(f"source {text!r}: {exc}") from None
 
 
-def _open_reader_video_rate(text: str, kind: str, fps: float,
-                            folder_fps: float | None) -> FrameSource:
+def _open_reader_video_rate(text: str, kind: str, fps: float, folder_fps: float,
+                            nominal: float | None) -> FrameSource:
     """A file or folder read frame by frame at its own rate, bundled per output frame at
     ``fps`` (the output frames ``actrec extract`` reads: ``open_video``'s ``source_indices``)."""
-    paired = _open_video(text, fps, folder_fps or fps)  # which source frame each output takes
-    own = _open_video(text, None, folder_fps or fps)  # every source frame, in order
+    paired = _open_video(text, fps, folder_fps, nominal)  # the source frame each output takes
+    own = _open_video(text, None, folder_fps, nominal)  # every source frame, in order
     wanted = paired.source_indices  # int64 [T], non-decreasing
 
     def frames() -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
@@ -149,8 +158,9 @@ def _read(reader: Any, indices: range, text: str) -> np.ndarray:
     return batch
 
 
-def _open_reader(text: str, kind: str, fps: float, folder_fps: float | None) -> FrameSource:
-    reader = _open_video(text, fps, folder_fps or fps)
+def _open_reader(text: str, kind: str, fps: float, folder_fps: float,
+                 nominal: float | None) -> FrameSource:
+    reader = _open_video(text, fps, folder_fps, nominal)
 
     def frames() -> Iterator[tuple[int, np.ndarray]]:
         for start in range(0, reader.num_frames, _CHUNK):
@@ -175,7 +185,8 @@ def _open_reader(text: str, kind: str, fps: float, folder_fps: float | None) -> 
     return FrameSource(text, kind, reader.fps, False, reader.num_frames, frames())
 
 
-def _open_capture(text: str, kind: str, fps: float, video_rate: bool = False) -> FrameSource:
+def _open_capture(text: str, kind: str, fps: float, video_rate: bool = False,
+                  nominal: float | None = None) -> FrameSource:
     import cv2
 
     target: Any = int(text) if kind == "camera" else text
@@ -190,8 +201,8 @@ def _open_capture(text: str, kind: str, fps: float, video_rate: bool = False) ->
         source_fps = fps  # a rate the source does not report: its frames are taken as they come
     from actrec.io.video import same_rate
 
-    if same_rate(source_fps, fps):
-        source_fps = fps  # 29.97 read as 30, as actrec extract reads files
+    if nominal is not None and same_rate(source_fps, nominal):
+        source_fps = nominal  # 29.97 read as 30, as actrec extract reads files
     ratio = source_fps / fps
     count = capture.get(cv2.CAP_PROP_FRAME_COUNT) if kind == "url" else 0
     announced = int(count) if count and math.isfinite(count) and count > 0 else None

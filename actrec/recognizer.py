@@ -130,11 +130,17 @@ class OnlineRun:
     fps: float
     device: Any
     delay: int = 0  # frames: the run answers frame t after seeing t + delay (train --delay)
+    # How extraction counted a file's frames (``actrec.extract_video``): a file within 2.5 %
+    # of ``label_fps`` is read one frame per label frame, unless the labels count time
+    # (``labels_by_time``: such a file is resampled by its timestamps).
+    label_fps: float | None = None  # None: ``fps``
+    labels_by_time: bool = False
 
     def describe(self) -> dict[str, Any]:
         return {"run": str(self.run_dir), "checkpoint": self.checkpoint.name,
                 "model": self.model_name, "dataset": self.dataset, "domain": self.domain,
                 "classes": list(self.classes), "fps": self.fps, "delay": self.delay,
+                "label_fps": self.label_fps or self.fps, "labels_by_time": self.labels_by_time,
                 "features": [{"store": str(f.store), "extractor": f.extractor,
                               "config": f.config, "dtype": f.dtype} for f in self.features]}
 
@@ -216,7 +222,7 @@ def load_online_run(run: str | Path, *, dataset: int | str | None = None,
         layout=layout, domain=k, dataset=str(attrs.get("dataset") or store.path),
         classes=tuple(labels.classes[k]), prediction=str(spec.get("prediction", "block")),
         scaler=scaler, features=features, fps=_feature_fps(store, features, where),
-        device=dev, delay=delay)
+        device=dev, delay=delay, **_label_timing(store))
 
 
 def _check_unchanged(store: Any, recorded: dict[str, Any] | None, where: str) -> None:
@@ -281,6 +287,31 @@ def _feature_fps(store: Any, features: Sequence[FeatureSpec], where: str) -> flo
         raise DataError(f"{where}: feature store {store.path} records no frame rate for its "
                         f"videos; cannot tell at which rate to decode live frames")
     return rates.most_common(1)[0][0]
+
+
+def _label_timing(store: Any) -> dict[str, Any]:
+    """``label_fps`` and ``labels_by_time`` of ``OnlineRun``: the label rate most of the
+    store's videos record, and whether most of its videos that a near-rate file would tell
+    apart were read by time (their source rate left at the container's, not snapped to the
+    label rate). Empty (the defaults) when the store records neither."""
+    from actrec.io.video import same_rate
+
+    rates: Counter = Counter()
+    by_time: Counter = Counter()
+    for vid in store.videos()[:_FPS_SAMPLE]:
+        attrs = store.video_attrs(vid)
+        label, container = attrs.get("label_fps"), attrs.get("container_fps")
+        source = attrs.get("source_fps")
+        if not label:
+            continue
+        rates[float(label)] += 1
+        if container and source and abs(container - label) > 1e-9 and \
+                same_rate(float(container), float(label)):
+            by_time[abs(float(source) - float(container)) < 1e-9] += 1
+    if not rates:
+        return {}
+    return {"label_fps": rates.most_common(1)[0][0],
+            "labels_by_time": by_time[True] > by_time[False]}
 
 
 # --------------------------------------------------------------------------------------------
@@ -519,6 +550,18 @@ class Recognizer:
     @property
     def classes(self) -> tuple[str, ...]:
         return self.run.classes
+
+    @property
+    def label_fps(self) -> float:
+        """The rate at which extraction counted a file's frames (``OnlineRun.label_fps``):
+        decode sources with it as ``open_source``'s ``nominal_fps``."""
+        return self.run.label_fps or self.run.fps
+
+    @property
+    def labels_by_time(self) -> bool:
+        """Whether extraction resampled near-rate files by their timestamps
+        (``OnlineRun.labels_by_time``): ``open_source``'s ``by_time``."""
+        return self.run.labels_by_time
 
     @property
     def delay(self) -> int:

@@ -148,6 +148,70 @@ def test_sources_at_other_rates_are_paired_with_frames_as_extraction_pairs_them(
         assert source.fps == run_fps
 
 
+@pytest.mark.parametrize("source_fps, run_fps, label_fps, by_time",
+                         [(29.97, 15, 30, False), (59.94, 60, 60, True), (59.94, 30, 60, True)])
+def test_near_rate_sources_are_counted_as_extraction_counts_them(
+        tmp_path, write_mp4, level_frames, source_fps, run_fps, label_fps, by_time):
+    """A run whose extractor reads at its own rate (``-x fps=15``) on 29.97 fps files
+    labelled at 30: extraction takes the file as 30 fps (every other frame); live took it as
+    29.97 and drifted from frame 251 on (8 s): 199 of 450 frames one source frame off, and
+    one frame too many. Labels that count time (EPIC's 60 on 59.94 fps files) resample by
+    timestamps, as extraction does (live read the file one to one: 399 of 900 frames off)."""
+    from actrec.io.video import open_video
+    from actrec.live_sources import open_source
+
+    path = write_mp4(tmp_path / "v.mp4", level_frames(1100, 16, 16), fps=source_fps)
+    levels = np.array([20 + 9 * i for i in range(24)])
+    wanted = open_video(path, fps=run_fps, nominal_fps=None if by_time else label_fps
+                        ).source_indices
+    if not by_time:
+        assert np.array_equal(wanted, np.arange(0, 1100, 2))
+    for text in (str(path), f"file://{path}"):
+        source = open_source(text, run_fps, nominal_fps=label_fps, by_time=by_time)
+        got = [int(np.abs(levels - f.mean()).argmin()) for _, f in source.frames()]
+        assert got == (wanted % 24).tolist(), text
+
+
+@pytest.mark.slow
+def test_a_run_reading_at_its_own_rate_on_near_rate_files_equals_eval_online(tmp_path,
+                                                                             write_mp4, capsys):
+    """colorgrad ``-x fps=15`` on 29.97 fps files labelled at 30 fps (540 frames, 18 s): the
+    run records the label rate and live takes the files at 30 fps as extraction did."""
+    from actrec import Recognizer
+    from actrec.evaluate import evaluate_run
+    from actrec.io.features import FeatureStore
+    from actrec.pipeline import extract_dataset
+
+    data = tmp_path / "mydata"
+    (data / "groundTruth").mkdir(parents=True)
+    (data / "mapping.txt").write_text("".join(f"{i} {c}\n" for i, c in enumerate(CLASSES)))
+    for k, name in enumerate(["alice_1", "alice_2", "bob_1"]):
+        labels = [0] * 100 + [1 + k % 2] * 200 + [0] * 80 + [2 - k % 2] * 160
+        write_mp4(data / f"{name}.mp4", _clip(labels, k, 1), fps=29.97)
+        (data / "groundTruth" / f"{name}.txt").write_text(
+            "".join(CLASSES[c] + "\n" for c in labels))
+    (data / "splits").mkdir()
+    (data / "splits" / "train.split1.bundle").write_text("alice_1.txt\nalice_2.txt\n")
+    (data / "splits" / "test.split1.bundle").write_text("bob_1.txt\n")
+    store = tmp_path / "s.zarr"
+    extract_dataset("mstcn", dataset_options={"root": str(data), "fps": "30"}, out=store,
+                    extractor_options={"fps": "15"})
+    run = _train(store, tmp_path / "run")
+    rec = Recognizer.from_run(run)
+    assert (rec.fps, rec.label_fps, rec.labels_by_time) == (15.0, 30.0, False)
+    (probs,) = evaluate_run(run, online=True, keep_probabilities=True).probabilities.values()
+    (p,) = probs.probabilities
+    video = FeatureStore.open(store).video_attrs("bob_1")["source"]["path"]
+    code, records, err = _live([str(run), video], capsys)
+    assert code == 0, err
+    frames = [r for r in records if "frame" in r]
+    assert len(frames) == len(p) == 270
+    assert [r["index"] for r in frames] == p.argmax(1).tolist()
+    got = np.array([[{t["label"]: t["score"] for t in r["top"]}[c] for c in CLASSES]
+                    for r in frames])
+    assert np.abs(got - p).max() < 2e-6
+
+
 @pytest.mark.parametrize("source_fps, run_fps", [(30, 15), (25, 30), (30, 25)])
 def test_a_video_rate_source_hands_every_source_frame_once_with_its_output_frame(
         tmp_path, write_mp4, level_frames, source_fps, run_fps):
@@ -307,6 +371,45 @@ def test_a_damaged_standardisation_is_refused_by_name(setup, tmp_path, capsys, s
     assert f"Error: {copy / 'checkpoint.pt'}: damaged feature standardisation of D1" in err
 
 
+@pytest.mark.slow
+def test_run_live_stops_between_two_frames_on_ctrl_c(setup):
+    """Ctrl-C arriving while a sink handles frame 5 (inside a tick): the tick is finished
+    (its record, its event), the stream closed as ``stopped`` after frame 5, ``LiveStopped``
+    carries the report, and Python's handler is back afterwards."""
+    from actrec import Recognizer
+    from actrec.live import LiveStopped, run_live
+
+    _, _, run, expected = setup
+
+    class Sink:
+        def __init__(self) -> None:
+            self.frames: list[int] = []
+            self.events: list[dict] = []
+            self.status: list[dict] = []
+
+        def on_frame(self, stream, frame, record) -> None:
+            self.frames.append(record["frame"])
+            if record["frame"] == 5:
+                os.kill(os.getpid(), signal.SIGINT)
+
+        def on_event(self, record) -> None:
+            self.events.append(record)
+
+        def on_status(self, record) -> None:
+            self.status.append(record)
+
+    sink = Sink()
+    with pytest.raises(LiveStopped) as stopped:
+        run_live(Recognizer.from_run(run), [next(iter(expected))], sinks=[sink])
+    assert sink.frames == list(range(6))
+    assert sink.events[-1]["event"] == "end" and \
+        sink.events[-1]["end"] == pytest.approx(6 / LABEL_FPS)
+    assert [(r["status"], r["frames"]) for r in sink.status] == [("stopped", 6)]
+    assert stopped.value.signum == signal.SIGINT
+    assert [(s.status, s.frames) for s in stopped.value.report.streams] == [("stopped", 6)]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def _start_live(run: Path, video: Path, out: Path, mp4: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     return subprocess.Popen(
@@ -319,10 +422,11 @@ def _start_live(run: Path, video: Path, out: Path, mp4: Path) -> subprocess.Pope
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
 def test_ctrl_c_and_sigterm_stop_every_stream_keeping_what_was_written(setup, tmp_path,
                                                                          write_mp4, sig):
-    """A realtime session stopped midway: exit 130 (Ctrl-C) or 143 (SIGTERM); every frame
-    answered is a JSON line, the last action's end and the stream's status (``stopped``, not
-    ``failed``) follow, and the video with the action drawn holds every answered frame (a
-    SIGTERM killed the process: no status line and an mp4 no player could open)."""
+    """A realtime session stopped midway: exit 130 (Ctrl-C) or 143 (SIGTERM), between two
+    frames; every frame answered is a JSON line, the last action's end (after the last frame
+    answered) and the stream's status (``stopped``, not ``failed``) follow, the summary is
+    printed, and the video with the action drawn holds every answered frame (a SIGTERM killed
+    the process: no status line and an mp4 no player could open)."""
     import cv2
 
     run = setup[2]
@@ -348,9 +452,9 @@ def test_ctrl_c_and_sigterm_stop_every_stream_keeping_what_was_written(setup, tm
     assert {k: lines[-1][k] for k in ("stream", "status", "frames")} == \
         {"stream": 0, "status": "stopped", "frames": n}
     assert "error" not in lines[-1]
+    assert "│ stopped │" in err  # the summary table's status
     if sig == "SIGINT":
         assert "Interrupted: live recognition stopped" in err and "stream 0: " in err
-        assert "stopped" in err  # the summary table's status
     cap = cv2.VideoCapture(str(mp4))
     count = 0
     while cap.read()[0]:

@@ -36,7 +36,8 @@ from actrec.cli.storage import apply_storage_options, run_stores, storage_option
               help="Which of the run's datasets to recognise (D1, D2, an index or the "
               "dataset's name; default: D1).")
 @click.option("--folder-fps", type=float, default=None,
-              help="Frame rate of frame-folder sources (default: the run's).")
+              help="Frame rate of frame-folder sources (default: the run's dataset's label "
+              "rate, as extraction reads its folders).")
 @click.option("--max-frames", type=int, default=None,
               help="Stop each stream after this many frames (each is answered).")
 @storage_option
@@ -75,15 +76,13 @@ def live(run, sources, out, frames, min_duration, top_k, realtime, display, writ
     sinks.append(JsonLinesSink(handle, frames=frames, close=out is not None))
     if display:
         sinks.append(DisplaySink(list(sources), title=f"actrec live: {recognizer.run.run_dir.name}"))
-    from actrec.extract_workers import sigterm_as_exit
     from actrec.live import LiveStopped
 
     stopped = None
-    try:
-        with sigterm_as_exit():  # SIGTERM closes every stream as Ctrl-C does (run_live)
-            report = run_live(recognizer, list(sources), sinks=sinks, realtime=realtime,
-                              min_duration=min_seconds, folder_fps=folder_fps,
-                              max_frames=max_frames)
+    try:  # Ctrl-C and SIGTERM stop between two frames, every stream closed (run_live)
+        report = run_live(recognizer, list(sources), sinks=sinks, realtime=realtime,
+                          min_duration=min_seconds, folder_fps=folder_fps,
+                          max_frames=max_frames)
     except LiveStopped as exc:
         report, stopped = exc.report, exc
     if not display:
@@ -93,8 +92,12 @@ def live(run, sources, out, frames, min_duration, top_k, realtime, display, writ
     for status in report.failed:
         click.echo(f"Error: stream {status.stream}: {status.error}", err=True)
     if stopped is not None:
+        import signal
+
         from actrec.errors import Interrupted
 
+        if stopped.signum == signal.SIGTERM:
+            sys.exit(128 + signal.SIGTERM)
         where = f"written to {out}" if out is not None else "written"
         raise Interrupted(f"live recognition stopped; every frame answered is {where} "
                           f"({', '.join(f'stream {s.stream}: {s.frames}' for s in report.streams)} "
