@@ -140,6 +140,7 @@ def predict_videos(
     task: Any = None,
     probabilities: list | None = None,
     lookahead: int = 0,
+    model_name: str | None = None,
 ) -> list[np.ndarray]:
     """Local class predictions ``[T_i]`` (int64) of ``domain`` for each feature array ``[T_i, d_k]``.
 
@@ -147,7 +148,9 @@ def predict_videos(
     model in eval mode. ``probabilities``, a list, receives each video's class probabilities
     float32 ``[T_i, K_k]`` (``local_probabilities``), in the order of ``videos``.
     ``lookahead`` K (online only): frame t is answered by the step that has seen frame t+K
-    (``actrec.lookahead``); 0 is online. ``ConfigError`` for a look-ahead offline.
+    (``actrec.lookahead``); 0 is online. ``ConfigError`` for a look-ahead offline, and
+    online for a model whose ``step`` does not give its ``forward``'s logits or mixes the rows
+    it steps together (named ``model_name``, the plugin, in the message).
     """
     import torch
 
@@ -169,8 +172,11 @@ def predict_videos(
                 x[: lengths[b], b] = layout.arrange(videos[i], domain)
             xt = torch.from_numpy(x).to(device)
             dom = torch.full((len(chunk),), domain, dtype=torch.long, device=device)  # [B]
+            label = f"model '{model_name}'" if model_name else f"model {type(model).__name__}"
             if online and first == 0 and size > 1:
-                _check_rows_independent(model, xt, lengths, dom)
+                _check_rows_independent(model, xt, lengths, dom, label)
+            if online and first == 0:
+                _check_step_matches_forward(model, xt, lengths[0], dom, label)
             probs = None
             if online and lookahead:
                 from actrec.lookahead import step_with_delay
@@ -219,8 +225,53 @@ def local_probabilities(logits: torch.Tensor, labels: LabelSpace, domain: int,
     return logits[..., cols].float().softmax(-1)
 
 
+STEP_CHECK_FRAMES = 64  # frames of one test video stepped and run through forward alike
+
+
+def _check_step_matches_forward(model, x: torch.Tensor, length: int, dom: torch.Tensor,
+                                label: str) -> None:
+    """``ConfigError`` unless stepping the first ``STEP_CHECK_FRAMES`` frames of row 0 of
+    ``x [T, B, W]`` (``length`` real frames) from a fresh state gives ``model.forward``'s
+    logits on them (eval mode, float rounding allowed): online scores are those of the trained
+    model only then, and a plugin's ``step`` that drifted from its ``forward`` would otherwise
+    be scored silently."""
+    import torch
+
+    n = min(length, STEP_CHECK_FRAMES)
+    if n < 1:
+        return
+    seq = x[:n, :1]  # [n, 1, W]
+    try:
+        whole = model(seq, dom[:1], mask=None).float()  # [n, 1, K]
+        state = model.init_state(1, dom[:1])
+        steps = []
+        for t in range(n):
+            logits, state = model.step(seq[t], state)
+            steps.append(logits.float())
+        stepped = torch.stack(steps)  # [n, 1, K]
+    except NotImplementedError:  # a model without online inference says so itself
+        raise
+    except (ValueError, RuntimeError) as exc:  # e.g. batch norm refusing a batch of one
+        raise ConfigError(f"{label} cannot run one sequence alone "
+                          f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}): "
+                          f"online evaluation compares its step with its forward on the "
+                          f"first frames of a test video") from None
+    if stepped.shape != whole.shape:
+        raise ConfigError(f"{label}: step gives logits of shape {tuple(stepped.shape[1:])} per "
+                          f"frame, forward {tuple(whole.shape[1:])}")
+    gap = (stepped - whole).abs()
+    scale = whole.abs().amax().clamp(min=1.0)
+    if bool((gap > 1e-3 * scale).any()):
+        t = int(gap.amax(dim=(1, 2)).argmax())
+        raise ConfigError(
+            f"{label}: stepping frame by frame gives other logits than forward on the same "
+            f"frames (largest difference {float(gap.max()):.3g} at frame {t} of the first test "
+            f"video): online scores would not be those of the trained model. A causal model's "
+            f"step must give forward's logits in eval mode (docs/plugins.md, Temporal models)")
+
+
 def _check_rows_independent(model, x: torch.Tensor, lengths: list[int],
-                            dom: torch.Tensor) -> None:
+                            dom: torch.Tensor, label: str = "model") -> None:
     """``ConfigError`` unless ``model.step`` answers each sequence of a batch as it answers
     it alone: two different frames ``a``, ``b`` of ``x [T, B, W]`` (real rows, ``lengths``)
     as two sequences (a, b) and (b, a), stepped from a fresh state together and one by one.
@@ -250,12 +301,12 @@ def _check_rows_independent(model, x: torch.Tensor, lengths: list[int],
     except NotImplementedError:  # a model without online inference says so itself
         raise
     except (ValueError, RuntimeError) as exc:  # e.g. batch norm refusing a batch of one
-        raise ConfigError(f"model {type(model).__name__} cannot step one sequence alone "
+        raise ConfigError(f"{label} cannot step one sequence alone "
                           f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}): "
                           f"its online answers would depend on the sequences stepped with it "
                           f"(batch statistics at evaluation?)") from None
     if not same:
-        raise ConfigError(f"model {type(model).__name__}: the step's answer for a sequence "
+        raise ConfigError(f"{label}: the step's answer for a sequence "
                           f"depends on the other sequences stepped with it (batch statistics "
                           f"at evaluation?), so its scores would depend on which test videos "
                           f"are evaluated together; evaluate with running statistics")
@@ -375,6 +426,7 @@ def evaluate_model(
     lookahead: int = 0,
     latency: dict | None = None,
     predictions: dict | None = None,
+    model_name: str | None = None,
 ) -> dict[str, DatasetResult]:
     """Scores of ``model`` on the test videos of ``splits[k]`` of each ``stores[k]`` (domain k),
     keyed by dataset name (the store's ``dataset`` attribute; made unique with ``(D1)``/``(D2)``
@@ -383,7 +435,8 @@ def evaluate_model(
     ``probabilities``, a dict, receives per dataset name a ``VideoProbabilities`` (late fusion,
     ``actrec.fusion``). ``lookahead``: see ``predict_videos``. ``latency``, a dict, receives
     per dataset name the step's latency and throughput (online only; ``actrec.latency``);
-    ``predictions``, a dict, per dataset name ``(ids, predictions, targets, classes)``."""
+    ``predictions``, a dict, per dataset name ``(ids, predictions, targets, classes)``.
+    ``model_name`` (the plugin) names the model in errors."""
     from actrec.components import choose_split
     from actrec.metrics import SEGMENT_BACKGROUND_MODES
 
@@ -416,7 +469,8 @@ def evaluate_model(
         probs: list | None = [] if probabilities is not None else None
         preds = predict_videos(model, feats, k, labels, layout, online=online,
                                prediction=prediction, device=device, progress=progress,
-                               task=task, probabilities=probs, lookahead=lookahead)
+                               task=task, probabilities=probs, lookahead=lookahead,
+                               model_name=model_name)
         if task is not None:
             progress.remove_task(task)
         if predictions is not None:
@@ -570,7 +624,7 @@ def evaluate_run(
                               prediction=prediction, device=dev, progress=progress,
                               scalers=scalers, segment_background=segment_background,
                               probabilities=probabilities, lookahead=delay,
-                              latency=latency, predictions=predictions)
+                              latency=latency, predictions=predictions, model_name=name)
     reach = features_reach(features)  # the features' own look-ahead (None: unknown)
     training = str(spec.get("protocol") or ("joint" if len(datasets) > 1 else "single"))
     protocol = {
