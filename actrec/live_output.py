@@ -67,7 +67,9 @@ class VideoSink:
     (``cv2.putText``) to ``video_paths(out, streams)``, at ``fps``; refuses paths that exist
     (``ConfigError``), so no earlier video is overwritten, and folders that do not. Frames
     narrower than ``MIN_WIDTH`` are enlarged by a whole factor (nearest pixel) so that the
-    label stays readable on small videos."""
+    label stays readable on small videos. A frame never answered (dropped under
+    ``--realtime``) is filled with the last one written, so that frame ``i`` of the video is
+    at ``i / fps`` as the records' ``time`` says."""
 
     MIN_WIDTH = 320
 
@@ -83,6 +85,7 @@ class VideoSink:
             raise ConfigError(f"--write-video: folder {self.paths[0].parent} does not exist")
         self.fps = fps
         self._writers: dict[int, Any] = {}
+        self._last: dict[int, tuple[int, np.ndarray]] = {}  # stream -> (frame, image written)
 
     def on_frame(self, stream: int, frame: np.ndarray, record: dict[str, Any]) -> None:
         import cv2
@@ -109,10 +112,17 @@ class VideoSink:
                     max(1, int(3 * scale)), cv2.LINE_AA)
         cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
                     max(1, int(scale)), cv2.LINE_AA)
+        index = int(record.get("frame", 0))
+        last = self._last.get(stream)
+        if last is not None and last[1].shape == image.shape:
+            for _ in range(last[0] + 1, index):  # dropped frames: the last one again
+                writer.write(last[1])
         writer.write(image)
+        self._last[stream] = (index, image)
 
     def on_status(self, record: dict[str, Any]) -> None:
         writer = self._writers.pop(int(record["stream"]), None)
+        self._last.pop(int(record["stream"]), None)
         if writer is not None:
             writer.release()
 

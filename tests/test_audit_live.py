@@ -7,6 +7,7 @@ every record, the status lines and a playable video kept."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -120,6 +121,38 @@ def test_30fps_files_and_urls_give_eval_onlines_classes_and_probabilities(setup,
             live = {t["label"]: t["score"] for t in r["top"]}
             assert [live[c] for c in CLASSES] == pytest.approx(p.tolist(), abs=2e-6)
             assert r["score"] == pytest.approx(float(p.max()), abs=2e-6)
+
+
+@pytest.mark.slow
+def test_an_early_fusion_run_equals_eval_online(setup, tmp_path, capsys):
+    """Two streams of one store (colorgrad 2x2x8 and 1x1x4, trained in the order coarse,
+    fine): each rebuilt, rounded to float16, concatenated in the run's order and standardised
+    together, as evaluation reads them."""
+    from actrec import Recognizer
+    from actrec.evaluate import evaluate_run
+    from actrec.pipeline import extract_dataset, train_from_refs
+
+    root, _, _, expected = setup
+    store = tmp_path / "two.zarr"
+    options = {"root": str(root / "mydata"), "fps": str(LABEL_FPS)}
+    extract_dataset("mstcn", dataset_options=options, out=store, stream="fine")
+    extract_dataset("mstcn", dataset_options=options, out=store, stream="coarse",
+                    extractor_options={"grid": "1", "bins": "4"})
+    run = train_from_refs("lstm", d1=str(store), model_options={"hidden": "16"},
+                          run_dir=tmp_path / "run", history=16, iterations=40, mix=(8, 0),
+                          optimizer="adam", lr=0.01, streams=["coarse", "fine"]).run_dir
+    assert [f.dim for f in Recognizer.from_run(run).run.features] == [19, 134]
+    (probs,) = evaluate_run(run, online=True, keep_probabilities=True).probabilities.values()
+    paths = {Path(v).stem: v for v in expected}
+    want = {paths[v]: p for v, p in zip(probs.ids, probs.probabilities)}
+    code, records, err = _live([str(run), *want], capsys)
+    assert code == 0, err
+    for s, p in enumerate(want.values()):
+        frames = [r for r in records if r.get("stream") == s and "frame" in r]
+        assert [r["index"] for r in frames] == p.argmax(1).tolist()
+        got = np.array([[{t["label"]: t["score"] for t in r["top"]}[c] for c in CLASSES]
+                        for r in frames])
+        assert np.abs(got - p).max() < 2e-6
 
 
 @pytest.mark.parametrize("source_fps, run_fps", [(30, 15), (25, 30), (29.97, 30), (30, 25),
@@ -271,9 +304,9 @@ def test_a_run_whose_windows_run_at_the_videos_rate_equals_eval_online(setup, tm
 
 @pytest.mark.slow
 def test_a_store_extracted_again_with_other_options_is_refused(setup, tmp_path, capsys):
-    """Live rebuilds the extractor from the run's store: after the store was extracted again
-    with another resize (deleted and extracted again: the same 34-d features), it fed the model other features than it was
-    trained on, without a word."""
+    """Live rebuilds the extractor from the run's store: after the store was deleted and
+    extracted again with another resize (the same 134-d features), it fed the model other
+    features than it was trained on, without a word."""
     from actrec.pipeline import extract_dataset
 
     root, store, _, expected = setup
@@ -408,6 +441,54 @@ def test_run_live_stops_between_two_frames_on_ctrl_c(setup):
     assert stopped.value.signum == signal.SIGINT
     assert [(s.status, s.frames) for s in stopped.value.report.streams] == [("stopped", 6)]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.slow
+def test_a_written_video_keeps_the_clock_across_dropped_frames(setup, tmp_path):
+    """``--realtime`` with a 0.6 s stall at frame 10: the frames that came meanwhile are
+    dropped and counted; the video written with the labels holds the last answered frame again
+    in their place, so frame i of it is at i / 15 s as the records' ``time`` (it skipped them:
+    every later frame showed up to 0.6 s early)."""
+    import cv2
+
+    from actrec import Recognizer
+    from actrec.live import run_live
+    from actrec.live_output import VideoSink
+
+    _, _, run, expected = setup
+    rec = Recognizer.from_run(run)
+    step, calls = rec.run.model.step, [0]
+
+    def stalled(*args, **kwargs):  # call 1 warms up; call 12 steps frame 10
+        calls[0] += 1
+        if calls[0] == 12:
+            time.sleep(0.6)
+        return step(*args, **kwargs)
+
+    rec.run.model.step = stalled
+    answered: list[int] = []
+
+    class Keep:
+        def on_frame(self, stream, frame, record) -> None:
+            answered.append(record["frame"])
+
+    out = tmp_path / "v.mp4"
+    report = run_live(rec, [next(iter(expected))], realtime=True,
+                      sinks=[Keep(), VideoSink(out, 1, rec.fps)])
+    (status,) = report.streams
+    assert status.dropped >= 4 and answered[-1] + 1 == status.frames + status.dropped
+    cap = cv2.VideoCapture(str(out))
+    images = []
+    while True:
+        ok, image = cap.read()
+        if not ok:
+            break
+        images.append(image.astype(int))
+    cap.release()
+    assert len(images) == answered[-1] + 1 == 54
+    for a, b in itertools.pairwise(answered):
+        for gap in range(a + 1, b):  # a dropped frame shows the last answered one again
+            assert np.abs(images[gap] - images[a]).mean() < 2.0
 
 
 def _start_live(run: Path, video: Path, out: Path, mp4: Path) -> subprocess.Popen:
