@@ -507,13 +507,19 @@ def evaluate_run(
     allow_train_overlap: bool = False,
     keep_probabilities: bool = False,
     lookahead: int | str | None = None,
+    verify_stores: bool = False,
 ) -> EvalResult:
     """Evaluate the checkpoint of ``run_dir`` on each of its datasets' test split and write
     the result to this setting's own file in ``run_dir`` (``actrec.runs.eval_filename``).
 
     ``split``: the split to evaluate in every store (default: the ones trained on). ``stores``:
     other feature stores to evaluate on, one per trained dataset, with the same classes and
-    feature dimension (``DataError`` otherwise). ``online=True`` refuses a non-causal model and
+    feature dimension (``DataError`` otherwise); with ``verify_stores`` (``actrec eval
+    --store``: a trained store that was moved), one holding the data the run trained on (the
+    recorded store identity) is refused where its videos changed, as the recorded store would
+    be. A trained store missing from its recorded path is a ``DataError`` naming the stores
+    with its identity found nearby (``missing_store_error``). ``online=True`` refuses a
+    non-causal model and
     non-causal features (``ActrecError``), unless ``allow_noncausal_features`` for the latter.
     ``device`` defaults to the run's. ``segment_background``: see ``evaluate_model``.
     A trained store that changed since training (other extractor config, videos or frame
@@ -612,7 +618,7 @@ def evaluate_run(
         raise ActrecError(f"model '{name}' is not causal; use --offline")
     splits = [split or s for s in trained_splits]
     overlap = _check_inputs(ckpt, ckpt_path, run_dir, opened, splits, trained_splits,
-                            overridden=stores is not None,
+                            overridden=stores is not None, verify=verify_stores,
                             allow_train_overlap=allow_train_overlap)
     prediction = str(spec.get("prediction", "block"))
     scalers = [FeatureScaler.from_state(s) for s in ckpt["input_scalers"]] \
@@ -778,9 +784,11 @@ def stores_with_identity(identity: str | None, folders: Sequence[Path],
 
 
 def _check_inputs(ckpt, ckpt_path, run_dir, opened, splits, trained_splits, *, overridden: bool,
-                  allow_train_overlap: bool) -> dict[str, int]:
+                  allow_train_overlap: bool, verify: bool = False) -> dict[str, int]:
     """Refuse changed stores and test videos the run trained on; returns, per store, how many
-    of the scored test videos were training videos (allowed only by ``allow_train_overlap``)."""
+    of the scored test videos were training videos (allowed only by ``allow_train_overlap``).
+    Stores given instead of the recorded ones (``overridden``) are compared with what the run
+    trained on only with ``verify`` and where they hold the same data (identity)."""
     from actrec.components import choose_split, store_changes, store_fingerprint
 
     recorded = ckpt.get("store_fingerprints") or [None] * len(opened)
@@ -789,7 +797,7 @@ def _check_inputs(ckpt, ckpt_path, run_dir, opened, splits, trained_splits, *, o
         if fp is None:  # a run trained before fingerprints were recorded
             continue
         same_data = getattr(store, "identity", None) == fp.get("identity")
-        if not overridden or same_data:  # a moved copy of the trained store is checked too
+        if not overridden or (verify and same_data):  # verify: a moved copy of the store
             changes = store_changes(fp, store_fingerprint(store, trained_splits[k]))
             if changes:
                 raise DataError(

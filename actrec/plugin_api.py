@@ -259,6 +259,13 @@ class Dataset(Plugin):
     made absolute (``actrec.workspace.dataset_root``); ``existing_root()`` checks it exists.
     """
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        load = cls.__dict__.get("load")
+        if callable(load) and not getattr(load, "__isabstractmethod__", False) \
+                and not getattr(load, "_actrec_guarded", False):
+            cls.load = _guarded_load(load)  # type: ignore[method-assign]
+
     def __init__(self, config: PluginConfig | None = None) -> None:
         super().__init__(config)
         if any(f.name == "root" for f in dataclasses.fields(self.config)):
@@ -287,6 +294,45 @@ class Dataset(Plugin):
 
         Raises ``DataError`` naming the file (and line) for missing or malformed input.
         """
+
+
+def _guarded_load(load):
+    """``load`` raising ``PluginError`` (naming the dataset and where in its code it failed)
+    for any exception that is not actrec's own: a bug in a dataset plugin is one message from
+    every command that loads it (``datasets info``, ``extract``, ``train``), not a traceback.
+    ``DataError``/``ConfigError`` pass unchanged, and so do Ctrl-C and exit."""
+    import functools
+
+    @functools.wraps(load)
+    def guarded(self: Dataset) -> DatasetIndex:
+        from actrec.errors import ActrecError, PluginError
+
+        try:
+            return load(self)
+        except ActrecError:
+            raise
+        except Exception as exc:  # third-party code: one message naming the plugin
+            raise PluginError(f"dataset '{self.name}' failed to load: {type(exc).__name__}: "
+                              f"{exc}{_where(exc, load)}") from exc
+
+    guarded._actrec_guarded = True  # type: ignore[attr-defined]
+    return guarded
+
+
+def _where(exc: BaseException, func: Any) -> str:
+    """`` (at FILE:LINE in NAME)`` for the last frame of ``exc``'s traceback inside the
+    module that defines ``func`` (else its last frame); empty when there is none."""
+    import inspect
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    try:
+        home = inspect.getsourcefile(func)
+    except TypeError:
+        home = None
+    own = [f for f in frames if home is not None and f.filename == home]
+    frame = (own or frames or [None])[-1]
+    return f" (at {frame.filename}:{frame.lineno} in {frame.name})" if frame else ""
 
 
 # --------------------------------------------------------------------------------------------

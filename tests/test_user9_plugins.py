@@ -75,6 +75,13 @@ PLUGINS = """
             raise AssertionError("never called")
 
 
+    class LoadBug(Dataset):
+        name = "loadbug"
+
+        def load(self):
+            return {}["no-such-key"]  # a bug in the plugin
+
+
     class ShadowsLstm(TemporalModel):
         name = "lstm"
 
@@ -124,6 +131,7 @@ def site(tmp_path: Path) -> Path:
         lstm = user9_plugins:ShadowsLstm
         [actrec.datasets]
         loadarg = user9_plugins:LoadWithArgument
+        loadbug = user9_plugins:LoadBug
     """)
     (site / "user9_plugins.py").write_text(textwrap.dedent(PLUGINS))
     return site
@@ -191,3 +199,18 @@ def test_listing_says_whether_an_extractor_with_a_lookahead_property_is_causal(s
     builtin = {name: row for (name, dist), row in rows.items() if dist == "actrec"}
     assert builtin["flow"]["causal"] is True  # causal unless -x centred=true
     assert builtin["colorgrad"]["causal"] is True
+
+
+def test_a_bug_in_a_datasets_load_is_one_message_naming_it_and_where(tmp_path: Path, site: Path):
+    for command in (["datasets", "info", "loadbug"], ["extract", "loadbug"]):
+        result = run_cli(command, site, ACTREC_HOME=str(tmp_path / "home"))
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.strip() == (
+            f"Error: dataset 'loadbug' failed to load: KeyError: 'no-such-key' (at "
+            f"{site / 'user9_plugins.py'}:{_line_of(site, 'no-such-key')} in load)")
+    assert not (tmp_path / "home" / "features").exists()
+
+
+def _line_of(site: Path, text: str) -> int:
+    lines = (site / "user9_plugins.py").read_text().splitlines()
+    return next(i for i, line in enumerate(lines, 1) if text in line)

@@ -80,7 +80,7 @@ def eval_(run, online, offline, lookahead, split, allow_noncausal_features, segm
         return
     with make_progress() as progress:
         result = evaluate_run(run_dir, online=online, split=split, progress=progress,
-                              stores=tuple(stores) or None,
+                              stores=tuple(stores) or None, verify_stores=True,
                               allow_noncausal_features=allow_noncausal_features,
                               segment_background=segment_background,
                               allow_train_overlap=allow_train_overlap,
