@@ -17,6 +17,7 @@ class PluginRow:
     target: str
     status: str  # "ok" | "broken" | "conflict" | "skipped"
     options: tuple[str, ...] = ()
+    defaults: dict | None = None  # option -> its default (JSON values), for ok plugins
     causal: bool | None = None
     error: str = ""
     details: str = ""
@@ -40,10 +41,13 @@ def list_plugins() -> PluginListing:
             rows.append(_row(rec, "broken", error=obj.error, details=obj.details))
             continue
         options = tuple(f.name for f in dataclasses.fields(obj.Config))
+        defaults = {f.name: _jsonable(f.default if f.default is not dataclasses.MISSING
+                                      else f.default_factory())  # type: ignore[misc]
+                    for f in dataclasses.fields(obj.Config)}
         causal = getattr(obj, "causal", None) if rec.kind == "models" else None
         if rec.kind == "extractors":
             causal = _extractor_causal(obj)
-        rows.append(_row(rec, "ok", options=options, causal=causal))
+        rows.append(_row(rec, "ok", options=options, defaults=defaults, causal=causal))
     for clash in found.conflicts:
         msg = registry._conflict_message(clash)
         # a built-in in a clash still loads (listed above); the others are the conflict
@@ -51,6 +55,19 @@ def list_plugins() -> PluginListing:
     rows.extend(_row(rec, "skipped", error="third-party loading limited by ACTREC_PLUGINS / "
                      "ACTREC_NO_PLUGIN_AUTOLOAD") for rec in found.skipped)
     return PluginListing(tuple(rows))
+
+
+def _jsonable(value):
+    """A default as JSON: paths as text, tuples as lists, anything else unusual as text."""
+    from pathlib import Path
+
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
 
 
 def _extractor_causal(cls: type) -> bool | None:

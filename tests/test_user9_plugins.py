@@ -214,3 +214,14 @@ def test_a_bug_in_a_datasets_load_is_one_message_naming_it_and_where(tmp_path: P
 def _line_of(site: Path, text: str) -> int:
     lines = (site / "user9_plugins.py").read_text().splitlines()
     return next(i for i, line in enumerate(lines, 1) if text in line)
+
+
+def test_listing_gives_each_option_with_its_default_as_typed(site: Path):
+    rows = listing(site)
+    assert rows[("centred", "user9-plugins")]["defaults"] == {"window": 4, "centred": False}
+    assert rows[("lstm", "actrec")]["defaults"]["hidden"] == 128
+    table = run_cli(["plugins"], site, COLUMNS="200")
+    assert table.returncode == 0
+    line = next(line for line in table.stdout.splitlines() if "│ centred" in line)
+    assert "window=4, centred=false" in line
+    assert "extractors" in table.stdout and "models" in table.stdout  # a table per kind
