@@ -75,9 +75,6 @@ def test_padding_values_change_no_running_statistic(dual):
         assert torch.equal(p, q), name
 
 
-@pytest.mark.xfail(strict=True, reason="actrec/nn/ddbn.py (coordinator): a timestep with one "
-                   "real frame folds its variance 0 into the running variance; requested in "
-                   "notes/session9.md")
 def test_a_single_real_frame_says_nothing_about_the_variance():
     """Timestep 1 has one real frame: its batch variance is 0 by construction (no unbiased
     estimate exists), so the running variance there must keep its value (PyTorch's batch norm
@@ -91,8 +88,6 @@ def test_a_single_real_frame_says_nothing_about_the_variance():
     assert bn.running_var[1, 0].item() == 1.0  # was 0.9: the 0 of a single frame folded in
 
 
-@pytest.mark.xfail(strict=True, reason="actrec/nn/ddbn.py (coordinator): the trained length is "
-                   "shared by both domains; requested in notes/session9.md (R5)")
 def test_each_domain_falls_back_to_its_own_last_trained_timestep():
     """ddbn.md: timesteps past the training history use the last TRAINED timestep. When one
     domain's training windows are shorter (padded), its later slots never saw a frame of it;

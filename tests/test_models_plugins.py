@@ -343,7 +343,7 @@ def test_padding_values_change_nothing_bit_for_bit(plugin):
     for name in b1:
         assert torch.equal(b1[name], b2[name]), name
         if name.endswith("trained_len"):
-            assert b1[name].item() == 4  # max_len 4 < T: capped
+            assert (b1[name] == 4).all()  # max_len 4 < T: capped (each domain)
 
 
 @pytest.mark.parametrize("plugin", ALL, ids=lambda p: p.name)
@@ -366,7 +366,7 @@ def test_training_on_a_padded_batch_equals_the_unpadded_batch(plugin):
     for name in ba:
         torch.testing.assert_close(ba[name], bb[name], **close, msg=name)
         if name.endswith("trained_len"):
-            assert ba[name].item() == L
+            assert (ba[name] == L).all()
 
 
 @pytest.mark.parametrize("plugin", ALL, ids=lambda p: p.name)

@@ -45,7 +45,7 @@ def test_ddbn_training_matches_reference_and_updates_running_stats():
     unbiased = var[:, :3] * (n_eff / (n_eff - 1))[:, None, None]
     torch.testing.assert_close(bn.running_mean, 0.2 * mean[:, :3], rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(bn.running_var, 0.8 + 0.2 * unbiased, rtol=1e-12, atol=1e-12)
-    assert bn.trained_len.item() == 3 and bn.trained_len.dtype == torch.long
+    assert bn.trained_len.tolist() == [3, 3] and bn.trained_len.dtype == torch.long
 
 
 def test_running_stats_only_change_in_training_mode():
@@ -240,14 +240,14 @@ def test_ddbn_skips_a_domain_without_frames_of_its_own():
 def test_trained_length_is_recorded_saved_and_used_at_evaluation():
     bn = DualDomainBatchNorm(3, 6).double()
     alpha, domain = torch.tensor([0.75, 0.75], dtype=DT), torch.tensor([0, 0, 1, 1])
-    assert bn.trained_len.item() == 0 and "trained_len" in bn.state_dict()
+    assert bn.trained_len.tolist() == [0, 0] and "trained_len" in bn.state_dict()
     mask = torch.tensor([[True] * 4] * 2 + [[True, False, True, False]] + [[False] * 4] * 2)
     bn(_h(T=5, N=4), alpha, domain, mask=mask)
-    assert bn.trained_len.item() == 3  # last real frame at t = 2
+    assert bn.trained_len.tolist() == [3, 3]  # each domain's last real frame at t = 2
     bn(_h(T=2, N=4), alpha, domain)  # a shorter batch does not lower it
-    assert bn.trained_len.item() == 3
+    assert bn.trained_len.tolist() == [3, 3]
     bn(_h(T=1, N=4), alpha, domain, t0=9)  # past max_len: capped
-    assert bn.trained_len.item() == 6
+    assert bn.trained_len.tolist() == [6, 6]
     with torch.no_grad():
         bn.trained_len.fill_(3)
         bn.running_mean.copy_(torch.arange(36, dtype=DT).reshape(2, 6, 3))
@@ -261,9 +261,12 @@ def test_trained_length_is_recorded_saved_and_used_at_evaluation():
     old = {k: v for k, v in bn.state_dict().items() if k != "trained_len"}
     fresh = DualDomainBatchNorm(3, 6).double()
     fresh.load_state_dict(old)
-    assert fresh.trained_len.item() == 6
+    assert fresh.trained_len.tolist() == [6, 6]
     fresh.load_state_dict(bn.state_dict())
-    assert fresh.trained_len.item() == 3
+    assert fresh.trained_len.tolist() == [3, 3]
+    # One saved when both domains shared a single length gives it to each domain.
+    fresh.load_state_dict({**old, "trained_len": torch.tensor(4)})
+    assert fresh.trained_len.tolist() == [4, 4]
 
 
 def test_reestimate_fills_only_trained_slots_and_takes_masks():
@@ -285,14 +288,17 @@ def test_reestimate_fills_only_trained_slots_and_takes_masks():
 
     d1 = torch.zeros(4, dtype=torch.long)
     batches = [(x, d1, mask), (x[:2], d1)]
+    trained_var = bn.running_var.clone()
     assert reestimate_statistics(Wrap(), batches) == 2
     assert bn.trained_len.item() == 3
     for t in range(3):
         rows = x[t][mask[t]]
-        m, v = rows.mean(0), rows.var(0, unbiased=len(rows) > 1)  # one row: biased (0)
+        m = rows.mean(0)
         if t < 2:  # both batches reached t
             m = (m + x[t, :4].mean(0)) / 2
-            v = (v + x[t, :4].var(0, unbiased=True)) / 2
+            v = (rows.var(0, unbiased=True) + x[t, :4].var(0, unbiased=True)) / 2
+        else:  # one real row at t = 2: its mean counts, it has no variance (training's stays)
+            v = trained_var[t]
         torch.testing.assert_close(bn.running_mean[t], m)
         torch.testing.assert_close(bn.running_var[t], v)
     assert (bn.running_mean[3:] == 0).all() and (bn.running_var[3:] == 1).all()

@@ -10,13 +10,18 @@ The batch statistics come from ``actrec.ops`` (fused where built, reference othe
 is pure; these modules fold them into their running statistics, touching only the slots of the
 timesteps they normalised (O(C) work per step) and skipping a (domain, t) slot with no real
 frame. Variances are made unbiased with ``bessel(effective_sizes(w))`` of
-``actrec.ops.domains``.
+``actrec.ops.domains``; a slot whose batch has a single real frame (effective size <= 1) keeps
+its running variance, since one frame says nothing about the variance (PyTorch's batch norm
+refuses such a batch), while its running mean still moves.
 
-Trained length: ``trained_len`` (a persistent int64 buffer) is the number of leading timesteps
-training has reached (at most ``max_len``). Evaluation uses slot ``min(t, trained_len - 1)``
-for every t, so slots that only hold their initial statistics are never used (``ddbn.md``:
-timesteps past the training history use the last trained one). A norm that never trained uses
-``max_len`` instead; a state dict saved before the buffer existed loads as ``max_len``.
+Trained length: ``trained_len`` (a persistent int64 buffer, one per statistics slot: ``[2]``
+for the DDBN, a scalar for plain batch norm) is the number of leading timesteps training has
+reached with a real frame of that slot's domain (at most ``max_len``). Evaluation uses slot
+``min(t, trained_len - 1)`` for every t, so slots that only hold their initial statistics are
+never used (``ddbn.md``: timesteps past the training history use the last trained one), also
+when one domain's training windows are shorter than the other's. A norm (domain) that never
+trained uses ``max_len`` instead; a state dict saved before the buffer existed loads as
+``max_len``, one saved with a single DDBN length gives it to both domains.
 
 Setting a module's ``cumulative`` to True (see ``actrec.nn.reestimate``) makes training-mode
 forwards accumulate exact averages of the batch statistics into the trained slots instead of
@@ -91,10 +96,12 @@ class PerTimestepNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_channels))
         self.register_buffer("running_mean", torch.zeros(*slots, max_len, num_channels))
         self.register_buffer("running_var", torch.ones(*slots, max_len, num_channels))
-        # Leading timesteps reached by training (0: never trained); saved with the model.
-        self.register_buffer("trained_len", torch.zeros((), dtype=torch.long))
-        # Batches averaged per slot while re-estimating (non-persistent: not part of a model).
+        # Leading timesteps reached by training per slot (0: never trained); saved with the model.
+        self.register_buffer("trained_len", torch.zeros(slots, dtype=torch.long))
+        # Batches averaged per slot while re-estimating, for the means and for the variances
+        # (a single-frame batch counts for the mean only); non-persistent: not part of a model.
         self.register_buffer("counts", torch.zeros(*slots, max_len), persistent=False)
+        self.register_buffer("counts_var", torch.zeros(*slots, max_len), persistent=False)
         self.cumulative = False
 
     def extra_repr(self) -> str:
@@ -105,7 +112,10 @@ class PerTimestepNorm(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         key = prefix + "trained_len"
         if key not in state_dict:  # saved before the buffer existed: every slot counts as trained
-            state_dict[key] = torch.tensor(self.max_len, dtype=torch.long)
+            state_dict[key] = torch.full_like(self.trained_len, self.max_len)
+        elif state_dict[key].shape != self.trained_len.shape and state_dict[key].numel() == 1:
+            # saved when both DDBN domains shared one trained length: each domain gets it
+            state_dict[key] = state_dict[key].reshape(()).expand(self.trained_len.shape).clone()
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def reset_running_stats(self) -> None:
@@ -114,39 +124,51 @@ class PerTimestepNorm(nn.Module):
         self.running_mean.zero_()
         self.running_var.fill_(1.0)
         self.counts.zero_()
+        self.counts_var.zero_()
 
     def slots_in_use(self) -> Tensor:
-        """int64 scalar: ``trained_len``, or ``max_len`` for a norm that never trained."""
+        """int64, the statistics' slot shape (``[2]`` DDBN, scalar plain): ``trained_len``, or
+        ``max_len`` where that slot never trained."""
         t = self.trained_len.clamp_max(self.max_len)
         return torch.where(t > 0, t, torch.full_like(t, self.max_len))
 
-    def eval_slots(self, t0: int, steps: int, device: torch.device) -> Tensor:  # -> [T]
-        """The running-statistics slot of timesteps ``t0 .. t0+steps-1``: ``min(t, used - 1)``."""
+    def eval_slots(self, t0: int, steps: int, device: torch.device) -> Tensor:  # [*slots, T]
+        """The running-statistics timestep read for timesteps ``t0 .. t0+steps-1``, per slot
+        (``[2, T]`` DDBN, ``[T]`` plain): ``min(t, used - 1)``."""
         t = torch.arange(t0, t0 + steps, device=device)
-        return torch.minimum(t, self.slots_in_use().to(device) - 1)
+        return torch.minimum(t, self.slots_in_use().to(device)[..., None] - 1)
+
+    def eval_stats(self, t0: int, steps: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        """Running ``(mean, var)`` ``[*slots, T, C]`` that evaluation uses for timesteps
+        ``t0 .. t0+steps-1`` (each slot at its own ``eval_slots``)."""
+        idx = self.eval_slots(t0, steps, device)
+        if idx.dim() == 1:
+            return self.running_mean[idx], self.running_var[idx]
+        at = idx[..., None].expand(*idx.shape, self.num_channels)
+        return self.running_mean.gather(-2, at), self.running_var.gather(-2, at)
 
     @torch.no_grad()
-    def note_trained(self, t0: int, steps: int, mask: Tensor | None = None) -> None:
-        """Record that a training forward reached timesteps ``t0 .. t0+steps-1`` (those with a
-        real frame, with ``mask [steps, N]``), capped at ``max_len``. No host sync."""
+    def _note_reach(self, present: Tensor, t0: int) -> None:
+        """``present [*slots, steps]``: which timesteps ``t0 ..`` had a real frame of each slot's
+        domain; raise ``trained_len`` to the last of them + 1 (capped at ``max_len``)."""
         if self.cumulative:
             return
-        if mask is None:
-            self.trained_len.clamp_(min=min(t0 + steps, self.max_len))
-            return
-        ends = torch.arange(t0 + 1, t0 + steps + 1, device=mask.device)  # t + 1
-        reach = (mask.any(1) * ends).max().clamp_max(self.max_len)  # 0 when all is padding
+        steps = present.shape[-1]
+        ends = torch.arange(t0 + 1, t0 + steps + 1, device=present.device)  # t + 1
+        reach = (present * ends).amax(-1).clamp_max(self.max_len)  # 0 where none
         torch.maximum(self.trained_len, reach.to(self.trained_len.device), out=self.trained_len)
 
     @torch.no_grad()
     def absorb(
-        self, mean: Tensor, var: Tensor, slot: tuple = (), t0: int = 0, valid: Tensor | None = None
+        self, mean: Tensor, var: Tensor, slot: tuple = (), t0: int = 0, valid: Tensor | None = None,
+        valid_var: Tensor | None = None,
     ) -> None:
         """Fold batch statistics ``mean``, unbiased ``var`` [T, C] of timesteps ``t0 ..`` into
         the running statistics (of domain ``slot`` for the DDBN): a momentum update, or in
         ``cumulative`` mode an exact running average over the slots in use. Timesteps
-        ``>= max_len`` and those where ``valid [T]`` is False (no real frame) are skipped.
-        Touches only slots ``t0 .. t0+T-1``."""
+        ``>= max_len`` and those where ``valid [T]`` is False (no real frame) are skipped; the
+        variance also where ``valid_var [T]`` is False (a single real frame, whose variance
+        says nothing). Touches only slots ``t0 .. t0+T-1``."""
         t1 = min(t0 + mean.shape[0], self.max_len)
         if t1 <= t0:
             return
@@ -157,16 +179,19 @@ class PerTimestepNorm(nn.Module):
                 else valid[:k].to(rm.device))  # [k]
         if self.cumulative:  # re-estimation: only the slots evaluation will read
             t = torch.arange(t0, t1, device=rm.device)
-            keep = keep & (t < self.slots_in_use().to(rm.device))
-            cnt = self.counts[slot][t0:t1]  # view [k]
+            keep = keep & (t < self.slots_in_use()[slot].to(rm.device))
+        keep_var = keep if valid_var is None else keep & valid_var[:k].to(rm.device)
+        if self.cumulative:
+            cnt, cnt_var = self.counts[slot][t0:t1], self.counts_var[slot][t0:t1]  # views [k]
             cnt.add_(keep.to(cnt.dtype))
+            cnt_var.add_(keep_var.to(cnt_var.dtype))
             new_m = rm + (m - rm) / cnt.clamp_min(1)[:, None]
-            new_v = rv + (v - rv) / cnt.clamp_min(1)[:, None]
+            new_v = rv + (v - rv) / cnt_var.clamp_min(1)[:, None]
         else:
             new_m = rm * (1 - self.momentum) + m * self.momentum
             new_v = rv * (1 - self.momentum) + v * self.momentum
         rm.copy_(torch.where(keep[:, None], new_m, rm))
-        rv.copy_(torch.where(keep[:, None], new_v, rv))
+        rv.copy_(torch.where(keep_var[:, None], new_v, rv))
 
 
 class DualDomainBatchNorm(PerTimestepNorm):
@@ -195,8 +220,7 @@ class DualDomainBatchNorm(PerTimestepNorm):
 
         t, n, _ = h.shape
         if not self.training:
-            idx = self.eval_slots(t0, t, h.device)  # [T]
-            rm, rv = self.running_mean[:, idx], self.running_var[:, idx]  # [2, T, C]
+            rm, rv = self.eval_stats(t0, t, h.device)  # [2, T, C], each domain its own slots
             return ddbn_eval(h, domain, rm, rv, self.weight, self.bias, self.eps,
                              checked=domain_checked)
         n1 = split_point(domain)
@@ -213,19 +237,35 @@ class DualDomainBatchNorm(PerTimestepNorm):
         var = var.detach() * bessel(n_eff)[..., None].to(var.dtype)  # unbiased [2, T, C]
         valid = n_eff > 0  # [2, T]
         own = own_frames(mask, n1, t)
-        self.absorb_domains(mean.detach(), var, n1, n, t0, valid if own is None else valid & own)
-        self.note_trained(t0, t, mask)
+        self.absorb_domains(mean.detach(), var, n1, n, t0, valid if own is None else valid & own,
+                            valid_var=n_eff > 1)
+        self.note_trained(t0, t, mask, n1=n1, n=n)
         return y
 
     def absorb_domains(
-        self, mean: Tensor, var: Tensor, n1: int, n: int, t0: int = 0, valid: Tensor | None = None
+        self, mean: Tensor, var: Tensor, n1: int, n: int, t0: int = 0, valid: Tensor | None = None,
+        valid_var: Tensor | None = None,
     ) -> None:
         """``absorb`` per-domain statistics ``[2, T, C]`` (unbiased variances) of a batch of
         ``n`` rows, ``n1`` of them D1: a single-domain batch updates only its own domain's
         slot (0 when n1 == n, 1 when n1 == 0). ``valid [2, T]`` (None: all) marks the
-        (domain, t) pairs to update: those with a real frame of that domain."""
+        (domain, t) pairs to update: those with a real frame of that domain; ``valid_var
+        [2, T]`` those whose variance is also folded in (effective size > 1)."""
         for i in _domain_slots(n1, n):
-            self.absorb(mean[i], var[i], (i,), t0, None if valid is None else valid[i])
+            self.absorb(mean[i], var[i], (i,), t0, None if valid is None else valid[i],
+                        None if valid_var is None else valid_var[i])
+
+    def note_trained(self, t0: int, steps: int, mask: Tensor | None = None, *, n1: int,
+                     n: int) -> None:
+        """Record that a training forward of ``n`` rows (``n1`` of them D1) reached timesteps
+        ``t0 .. t0+steps-1``: each domain up to its last timestep with a real frame of its own
+        rows (``mask [steps, N]``; None: every frame is real), capped at ``max_len``. A domain
+        without rows keeps its length. No host sync."""
+        own = own_frames(mask, n1, steps)
+        if own is None:
+            own = torch.tensor([[n1 > 0], [n > n1]], device=self.trained_len.device)
+            own = own.expand(2, steps)
+        self._note_reach(own, t0)
 
     def step(self, h_t: Tensor, t: int, alpha: Tensor, domain: Tensor) -> Tensor:  # [N, C]
         """One timestep ``t``; meant for eval mode (running statistics of each row's domain)."""
@@ -245,10 +285,8 @@ class SequenceBatchNorm(PerTimestepNorm):
         ``DualDomainBatchNorm.forward``."""
         t, n, _ = h.shape
         if not self.training:
-            idx = self.eval_slots(t0, t, h.device)  # [T]
-            return bn_eval_reference(
-                h, self.running_mean[idx], self.running_var[idx], self.weight, self.bias, self.eps
-            )
+            rm, rv = self.eval_stats(t0, t, h.device)  # [T, C]
+            return bn_eval_reference(h, rm, rv, self.weight, self.bias, self.eps)
         if sync is None:
             y, mean, var = bn_reference(h, self.weight, self.bias, self.eps, mask=mask)
         else:
@@ -260,9 +298,17 @@ class SequenceBatchNorm(PerTimestepNorm):
         n_real = (mask.sum(1, dtype=torch.float64) if mask is not None  # [T]: real rows
                   else torch.full((t,), float(n), dtype=torch.float64, device=h.device))
         var = var.detach() * bessel(n_real)[:, None].to(var.dtype)  # unbiased [T, C]
-        self.absorb(mean.detach(), var, (), t0, valid=n_real > 0)
+        self.absorb(mean.detach(), var, (), t0, valid=n_real > 0, valid_var=n_real > 1)
         self.note_trained(t0, t, mask)
         return y
+
+    def note_trained(self, t0: int, steps: int, mask: Tensor | None = None, **_: int) -> None:
+        """Record that a training forward reached timesteps ``t0 .. t0+steps-1`` (those with a
+        real frame, with ``mask [steps, N]``), capped at ``max_len``. No host sync. (Keywords
+        of ``DualDomainBatchNorm.note_trained`` are accepted and unused: one batch.)"""
+        present = (mask.any(1) if mask is not None
+                   else torch.ones(steps, dtype=torch.bool, device=self.trained_len.device))
+        self._note_reach(present, t0)
 
     def step(self, h_t: Tensor, t: int) -> Tensor:  # [N, C] -> [N, C]
         """One timestep ``t``; meant for eval mode."""

@@ -210,18 +210,16 @@ class NormLSTMLayer(nn.Module):
             t_max = bx.running_mean.shape[-2]
 
             def stats(bn):  # [2, max_len, C]; one set of statistics fills both domain slots
-                idx = bn.eval_slots(0, t_max, like.device)
-                m, v = bn.running_mean, bn.running_var
-                m, v = (m[:, idx], v[:, idx]) if self.dual else (m[idx].expand(2, -1, -1),
-                                                                   v[idx].expand(2, -1, -1))
+                m, v = bn.eval_stats(0, t_max, like.device)  # DDBN: each domain its own slots
+                if not self.dual:
+                    m, v = m.expand(2, -1, -1), v.expand(2, -1, -1)
                 return m.to(like.dtype), v.to(like.dtype)
 
-            idx_c = bc.eval_slots(0, t_max, like.device)
+            mc, vc = bc.eval_stats(0, t_max, like.device)
             with torch.no_grad():
                 aff = eval_affine(
                     *stats(bx), bx.weight, bx.bias, *stats(bh), bh.weight, bh.bias, self.bias,
-                    bc.running_mean[idx_c].to(like.dtype), bc.running_var[idx_c].to(like.dtype),
-                    bc.weight, bc.bias, bx.eps)
+                    mc.to(like.dtype), vc.to(like.dtype), bc.weight, bc.bias, bx.eps)
             cached = (key, aff)
             self._eval_cache = cached
         return cached[1]
@@ -253,15 +251,20 @@ class NormLSTMLayer(nn.Module):
         own = own_frames(mask, n1, t)
         if own is not None:
             valid = valid & own.to(valid.device)
+        valid_var = st.n_eff > 1  # one real frame: no variance to fold in (as the modules)
         if self.dual:
-            self.bn_x.absorb_domains(st.mean_x, st.unbiased_var_x(), n1, n, valid=valid)
-            self.bn_h.absorb_domains(st.mean_h, st.unbiased_var_h(), n1, n, valid=valid)
+            self.bn_x.absorb_domains(st.mean_x, st.unbiased_var_x(), n1, n, valid=valid,
+                                     valid_var=valid_var)
+            self.bn_h.absorb_domains(st.mean_h, st.unbiased_var_h(), n1, n, valid=valid,
+                                     valid_var=valid_var)
         else:  # single-domain statistics: both slots hold the plain ones
-            self.bn_x.absorb(st.mean_x[0], st.unbiased_var_x()[0], valid=valid[0])
-            self.bn_h.absorb(st.mean_h[0], st.unbiased_var_h()[0], valid=valid[0])
-        self.bn_c.absorb(st.mean_c, st.unbiased_var_c(), valid=st.n_c > 0)
+            self.bn_x.absorb(st.mean_x[0], st.unbiased_var_x()[0], valid=valid[0],
+                             valid_var=valid_var[0])
+            self.bn_h.absorb(st.mean_h[0], st.unbiased_var_h()[0], valid=valid[0],
+                             valid_var=valid_var[0])
+        self.bn_c.absorb(st.mean_c, st.unbiased_var_c(), valid=st.n_c > 0, valid_var=st.n_c > 1)
         for bn in self.norms():
-            bn.note_trained(0, t, mask)
+            bn.note_trained(0, t, mask, n1=n1, n=n)
         return res.out
 
     def zero_state(self, batch: int, like: Tensor) -> LayerState:

@@ -25,7 +25,8 @@ def reestimate_statistics(model: nn.Module, batches: Iterable[Sequence[Tensor]])
     norm modules in training mode and everything else in eval mode (no dropout), without grad;
     parameters (alphas included) are not touched. Each timestep slot in use (below the norm's
     ``trained_len``, which is kept) and domain holds the plain mean of the batch means and of
-    the unbiased batch variances of the batches with a real frame there. A slot no batch
+    the unbiased batch variances of the batches with a real frame there (for the variance, two or
+more: one frame has no variance). A slot no batch
     reached (a domain the batches do not hold, e.g. the pre-training dataset of a transfer
     run; a timestep past every window's real frames) keeps the statistics training left
     there: the batches say nothing about it, and mean 0 / variance 1 is no statistic of any
@@ -63,9 +64,11 @@ def reestimate_statistics(model: nn.Module, batches: Iterable[Sequence[Tensor]])
         finished = True
         return count
     finally:  # a failed batch leaves the statistics as they were
-        for m in norms:
-            reached = m.counts > 0 if finished else torch.zeros_like(m.counts, dtype=torch.bool)
-            _keep_unreached(m, reached, *before[m])  # [*slots, max_len]
+        for m in norms:  # [*slots, max_len]; a variance needs a batch with 2+ real frames there
+            none = torch.zeros_like(m.counts, dtype=torch.bool)
+            reached = m.counts > 0 if finished else none
+            reached_var = m.counts_var > 0 if finished else none
+            _keep_unreached(m, reached, *before[m], reached_var)
             m.cumulative = False
         for m in torch_norms:
             if m in before:
@@ -78,11 +81,17 @@ def reestimate_statistics(model: nn.Module, batches: Iterable[Sequence[Tensor]])
             m.train(flag)
 
 
-def _keep_unreached(norm: nn.Module, reached: Tensor, mean: Tensor, var: Tensor) -> None:
+def _keep_unreached(norm: nn.Module, reached: Tensor, mean: Tensor, var: Tensor,
+                    reached_var: Tensor | None = None) -> None:
     """Put ``mean``/``var`` back into ``norm``'s running statistics where ``reached`` (bool,
-    the statistics' leading slot shape ``[*slots, max_len]``, or a scalar) is False."""
-    keep = ~reached.to(norm.running_mean.device)
-    while keep.dim() < norm.running_mean.dim():
-        keep = keep[..., None]
-    norm.running_mean.copy_(torch.where(keep, mean, norm.running_mean))
-    norm.running_var.copy_(torch.where(keep, var, norm.running_var))
+    the statistics' leading slot shape ``[*slots, max_len]``, or a scalar) is False; the
+    variance where ``reached_var`` (default ``reached``) is False."""
+    def unreached(r: Tensor) -> Tensor:
+        keep = ~r.to(norm.running_mean.device)
+        while keep.dim() < norm.running_mean.dim():
+            keep = keep[..., None]
+        return keep
+
+    norm.running_mean.copy_(torch.where(unreached(reached), mean, norm.running_mean))
+    keep_var = unreached(reached if reached_var is None else reached_var)
+    norm.running_var.copy_(torch.where(keep_var, var, norm.running_var))
