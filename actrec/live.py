@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -94,11 +95,20 @@ class StreamStatus:
 @dataclass
 class LiveReport:
     """Every stream's status, the wall time of the whole session and, of it, the
-    milliseconds the start-up warm-up took (``Recognizer.warm_up``)."""
+    milliseconds the start-up warm-up took (``Recognizer.warm_up``) and the seconds from the
+    clocks' start (sources open, warm-up done) to the last answer: the time the frames took
+    (not opening nor closing the sources), what a rate in frames per second divides by
+    (``frames_per_second``)."""
 
     streams: list[StreamStatus]
     seconds: float
     warmup_ms: float = 0.0
+    running_seconds: float = 0.0
+
+    def frames_per_second(self, stream: int) -> float:
+        """Frames ``stream`` answered per second of ``running_seconds`` (0 when none ran)."""
+        return self.streams[stream].frames / self.running_seconds if self.running_seconds \
+            else 0.0
 
     @property
     def failed(self) -> list[StreamStatus]:
@@ -106,6 +116,7 @@ class LiveReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"seconds": round(self.seconds, 3), "warmup_ms": round(self.warmup_ms, 3),
+                "running_seconds": round(self.running_seconds, 3),
                 "streams": [s.to_dict() for s in self.streams]}
 
 
@@ -126,7 +137,6 @@ def _stop_requests() -> Iterator[list[int]]:
     in the main thread) append their number to the list yielded instead of interrupting
     whatever runs; a second SIGINT raises ``KeyboardInterrupt`` at once."""
     import signal
-    import threading
 
     requested: list[int] = []
     if threading.current_thread() is not threading.main_thread():
@@ -223,15 +233,28 @@ class _Stream:
         assert self._iter is not None
         return next(self._iter)
 
-    def close(self) -> None:
+    def close(self) -> threading.Thread | None:
+        """Stop reading: the counts are taken now, and the reading threads are stopped and
+        the source released by a thread of their own (returned, to be joined once every
+        stream is done), so that closing one stream never stalls the others: a decoding
+        thread can take a tenth of a second to notice (it stalled every other stream's next
+        answer that long, and under --realtime dropped their frames)."""
         if self.paced is not None:
-            self.paced.close()
             self.status.dropped = self.paced.dropped
             self.status.startup_skipped = self.paced.skipped
-        if self._iter is not None:
-            self._iter.close()  # stops the prefetch thread
-        if self.source is not None:
-            self.source.close()
+        parts = [p for p in (self.paced, self._iter, self.source) if p is not None]
+        self.paced = self._iter = self.source = None
+        if not parts:
+            return None
+
+        def close_all() -> None:
+            for part in parts:  # paced frames or the prefetch first, then the source
+                part.close()
+
+        closer = threading.Thread(target=close_all, name=f"actrec-live-close-{self.index}",
+                                  daemon=True)
+        closer.start()
+        return closer
 
 
 def run_live(recognizer: Recognizer, sources: Sequence[str], *, sinks: Sequence[Any] = (),
@@ -293,6 +316,7 @@ def _run(recognizer, sources, sinks, realtime, min_duration, folder_fps, max_fra
                        "timings_ms": {k: round(v, 3) for k, v in timings.items()}})
         stream.status.frames += 1
         stream.status.latencies.append(sum(timings.values()))
+        last_answer[0] = time.perf_counter()
         call("on_frame", stream.index, image, record)
         for event in stream.tracker.update(prediction.label, index):
             call("on_event", event.to_dict())
@@ -309,7 +333,9 @@ def _run(recognizer, sources, sinks, realtime, min_duration, folder_fps, max_fra
         recognizer.reset(stream.index)
         for event in stream.tracker.close():
             call("on_event", event.to_dict())
-        stream.close()
+        closer = stream.close()
+        if closer is not None:
+            closers.append(closer)
         if stopped:
             stream.status.status = "stopped"
         elif error is None:
@@ -323,6 +349,9 @@ def _run(recognizer, sources, sinks, realtime, min_duration, folder_fps, max_fra
 
     warmup_ms = 0.0
     stop: BaseException | None = None  # Ctrl-C or SIGTERM's SystemExit
+    clock: float | None = None  # when the streams' clocks started
+    last_answer: list[float | None] = [None]  # when the last record was handed over
+    closers: list[threading.Thread] = []  # streams' sources being closed (_Stream.close)
     try:
         for stream in streams:
             try:
@@ -343,6 +372,7 @@ def _run(recognizer, sources, sinks, realtime, min_duration, folder_fps, max_fra
         warmup_ms = recognizer.warm_up(firsts)
         for stream in running:
             stream.start()
+        clock = time.perf_counter()
         while running:
             if requested:  # Ctrl-C or SIGTERM: stop here, between two ticks
                 raise _Stop
@@ -398,8 +428,11 @@ def _run(recognizer, sources, sinks, realtime, min_duration, folder_fps, max_fra
             finish(stream, None if stop is not None else DataError("stopped"),
                    stopped=stop is not None)
         call("close")
+        for closer in closers:  # the sources' reading threads, stopped in the background
+            closer.join(timeout=10)
         report = LiveReport([s.status for s in streams], time.perf_counter() - started,
-                            warmup_ms)
+                            warmup_ms, 0.0 if clock is None or last_answer[0] is None
+                            else last_answer[0] - clock)
         if isinstance(stop, (KeyboardInterrupt, _Stop)):
             import signal
 
