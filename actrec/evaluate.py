@@ -666,8 +666,16 @@ def evaluate_run(
         "train_overlap_allowed": bool(allow_train_overlap),
         "train_videos_scored": overlap,
     }
+    trained_stores = [str(p) for p in ckpt["stores"]]
+    if verify_stores:  # a verified copy of a trained store (moved) files as the store itself
+        recorded = ckpt.get("store_fingerprints") or [None] * len(opened)
+        named = [trained if fp and getattr(store, "identity", None) == fp.get("identity")
+                 else given for store, fp, given, trained
+                 in zip(opened, recorded, protocol["stores"], trained_stores)]
+    else:
+        named = protocol["stores"]
     setting = {"mode": protocol["mode"], "splits": splits, "trained_splits": trained_splits,
-               "stores": protocol["stores"], "trained_stores": [str(p) for p in ckpt["stores"]],
+               "stores": named, "trained_stores": trained_stores,
                "segment_background": segment_background}
     from actrec.predictions import save_predictions
 

@@ -85,6 +85,10 @@ def test_a_moved_store_is_found_by_identity_and_evaluated_with_store(transfer_ru
             got["toy1"]["store"] == str(moved / "toy.zarr")
         for name in scores:  # the same data, the same scores
             assert {**got[name], "store": None} == {**scores[name], "store": None}
+        # filed as the run's own online result (it is the trained data), with the path used
+        assert sorted(p.name for p in run.glob("eval-*.json")) == ["eval-online.json"]
+        assert json.loads((run / "eval-online.json").read_text())["protocol"]["stores"][0] \
+            == str(moved / "toy.zarr")
 
         # A copy whose videos changed is refused like the trained store itself would be.
         changed = tmp_path / "changed.zarr"

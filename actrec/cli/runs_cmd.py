@@ -36,10 +36,12 @@ def render_runs(rows):
     from rich.table import Table
     from rich.text import Text
 
-    from actrec.cli.common import dataset_labels
+    from actrec.cli.eval_cmd import table_dataset_names
 
-    labels, legend = dataset_labels((d for row in rows for d in row.get("data") or ()),
-                                    width=13)
+    names = list(dict.fromkeys(d for row in rows for d in row.get("data") or ()))
+    labels, caption, legend = table_dataset_names(names, width=13)
+    if caption:  # the options every reference shares, said once below the table
+        legend = [caption, *legend]
     # No vertical rules: seven columns of whole words fit 80 columns that way, where boxed
     # they folded every cell ("synthe/tic", "onli/ne:").
     table = Table(title="runs", box=box.SIMPLE_HEAD, show_edge=False, padding=0)
