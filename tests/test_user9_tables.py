@@ -128,3 +128,16 @@ def test_fusion_table_keeps_run_names_whole_at_80_columns():
     assert max(map(len, text.splitlines())) <= 80, text
     assert "20261201-214914-ema " in text and "20261201-214940-lstm-split1 " in text
     assert "F1@10/25/50" in text
+
+
+def test_runs_table_shows_references_of_one_dataset_by_their_options():
+    from actrec.cli.runs_cmd import render_runs
+
+    row = {"run": "ddlstm-joint", "model": "ddlstm",
+           "data": ["synthetic:kitchen=a", "synthetic:kitchen=b"], "protocol": "joint",
+           "labels": "concat", "iterations": 300, "best_val": None, "selected_on_test": False,
+           "evaluations": {"online": {"a": 0.8304, "b": 0.8992}}}
+    text = render(render_runs([row]))
+    lines = text.splitlines()
+    assert any("kitchen=a" in line and "ddlstm-joint" in line for line in lines), text
+    assert "each dataset is synthetic:<row>" in lines and "[1]" not in text
