@@ -261,7 +261,12 @@ def _check_step_matches_forward(model, x: torch.Tensor, length: int, dom: torch.
                           f"frame, forward {tuple(whole.shape[1:])}")
     gap = (stepped - whole).abs()
     scale = whole.abs().amax().clamp(min=1.0)
-    if bool((gap > 1e-3 * scale).any()):
+    # float32 on the CPU agrees to rounding; on CUDA, cuDNN's recurrent kernels run in TF32
+    # by default and half precision rounds at 1e-3: looser there, still far below a step
+    # that drifted (a wrong state update moves logits by tenths)
+    low = x.device.type != "cpu" or any(q.dtype in (torch.float16, torch.bfloat16)
+                                        for q in model.parameters())
+    if bool((gap > (3e-2 if low else 1e-3) * scale).any()):
         t = int(gap.amax(dim=(1, 2)).argmax())
         raise ConfigError(
             f"{label}: stepping frame by frame gives other logits than forward on the same "
