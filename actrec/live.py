@@ -24,8 +24,11 @@ go on. Records (``to_dict`` ready):
 * per frame: ``stream``, ``source``, ``frame`` (index at the run's fps), ``seen`` (index of
   the newest frame taken when it was answered: ``frame`` + the run's delay, the last frame
   for a closing stream's flushed answers), ``time``, ``label``, ``index``, ``score``,
-  ``top``, ``latency_ms`` and ``timings_ms`` (``decode``, ``extract``, ``step`` of the tick
-  that answered; decode is the time the frame was waited for, after the first),
+  ``top``, ``latency_ms`` and ``timings_ms`` (``queue``, ``decode``, ``extract``, ``step`` of
+  the tick that answered: ``queue``, for sources read at their pace (``realtime``, cameras),
+  is the time the frame waited after it arrived, while the loop was busy, so that the sum is
+  the time from its arrival to its answer; decode is the time the frame was waited for,
+  after the first),
 * per event (``actrec.live_events``): ``event`` ``start``/``end``, ``stream``, ``label``,
   ``time``, ``start`` (and ``end``, ``duration``),
 * per stream at its close: ``status`` ``ended``/``failed``/``stopped``, ``frames``,
@@ -180,6 +183,7 @@ class _Stream:
         self.source = None
         self.paced = None
         self.taken = 0  # frames taken and pushed
+        self.queued_ms: float | None = None  # paced: ms the last frame taken waited for us
         self.pending: collections.deque[tuple[int, int, np.ndarray]] = collections.deque()
         self._iter: Iterator | None = None
         self._head: tuple[int, np.ndarray] | None = None  # a peeked frame (fast mode)
@@ -226,6 +230,7 @@ class _Stream:
             item = self.paced.take(None if wait else 0.0)
             self.status.dropped = self.paced.dropped
             self.status.startup_skipped = self.paced.skipped
+            self.queued_ms = self.paced.waited * 1e3
             return item
         if self._head is not None:
             item, self._head = self._head, None
@@ -304,10 +309,12 @@ def _run(recognizer, sources, sinks, realtime, min_duration, folder_fps, max_fra
             if fn is not None:
                 fn(*args)
 
-    def answer(stream: _Stream, prediction: Any, seen: int, decode_ms: float | None) -> None:
+    def answer(stream: _Stream, prediction: Any, seen: int, decode_ms: float | None,
+               queue_ms: float | None = None) -> None:
         """Hand the prediction for the stream's oldest pending frame to the sinks."""
         _, index, image = stream.pending.popleft()
-        timings = ({} if decode_ms is None else {"decode": decode_ms}) | prediction.timings
+        timings = ({} if queue_ms is None else {"queue": queue_ms}) | \
+            ({} if decode_ms is None else {"decode": decode_ms}) | prediction.timings
         record = prediction.to_dict()
         record.update({"frame": index, "seen": seen,
                        "time": round(index / recognizer.fps, 6),
@@ -380,6 +387,7 @@ def _run(recognizer, sources, sinks, realtime, min_duration, folder_fps, max_fra
             fresh: list[np.ndarray | None] = [None] * recognizer.streams  # video-rate runs
             index: dict[int, int] = {}
             decode_ms: dict[int, float] = {}
+            queue_ms: dict[int, float | None] = {}
             got = False
             for stream in running.copy():  # finish() removes from running
                 t0 = time.perf_counter()
@@ -398,6 +406,7 @@ def _run(recognizer, sources, sinks, realtime, min_duration, folder_fps, max_fra
                 if len(item) > 2:
                     fresh[stream.index] = item[2]
                 decode_ms[stream.index] = (time.perf_counter() - t0) * 1e3
+                queue_ms[stream.index] = stream.queued_ms
             if not got:
                 if running:
                     time.sleep(_IDLE_WAIT)
@@ -415,7 +424,7 @@ def _run(recognizer, sources, sinks, realtime, min_duration, folder_fps, max_fra
                 stream.pending.append((stream.taken - 1, index[s], frames[s]))
                 prediction = predictions[s]
                 if prediction is not None:  # None: a delayed run owes this frame's answer
-                    answer(stream, prediction, index[s], decode_ms[s])
+                    answer(stream, prediction, index[s], decode_ms[s], queue_ms[s])
                 if max_frames is not None and stream.taken >= max_frames:
                     finish(stream)
     except _Stop:

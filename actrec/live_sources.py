@@ -262,6 +262,8 @@ class PacedFrames:
         self.skipped = 0
         self._pace = pace
         self._slot: tuple[Any, ...] | None = None  # a source's item: (index, frame[, fresh])
+        self._arrived = 0.0  # when the item in the slot arrived (perf_counter)
+        self.waited = 0.0  # seconds the last item taken sat in the slot
         self._done = False
         self._error: BaseException | None = None
         self._cond = threading.Condition()
@@ -293,6 +295,7 @@ class PacedFrames:
                         else:
                             self.skipped += 1
                     self._slot = item
+                    self._arrived = time.perf_counter()
                     self._cond.notify_all()
                 if self._pace and clock is None:  # the first frame waits for the clock
                     while not self._go.wait(0.05):
@@ -307,8 +310,12 @@ class PacedFrames:
                 self._cond.notify_all()
 
     def start(self) -> None:
-        """Start the clock (see the class docstring); nothing if it runs."""
-        self._go.set()
+        """Start the clock (see the class docstring); nothing if it runs. A frame waiting
+        in the slot counts as arriving now (``waited``)."""
+        with self._cond:
+            if not self._go.is_set():
+                self._arrived = time.perf_counter()
+            self._go.set()
 
     def peek(self, timeout: float | None = None) -> tuple[int, np.ndarray] | None:
         """The frame ``take`` would return, left in place (may still be replaced by a newer
@@ -325,12 +332,15 @@ class PacedFrames:
                 raise StopIteration
             return None
 
-    def take(self, timeout: float | None = None) -> tuple[int, np.ndarray] | None:
+    def take(self, timeout: float | None = None) -> tuple[Any, ...] | None:
+        """The newest item (see the class docstring); ``waited`` is then the seconds it sat
+        in the slot between its arrival (or the clock's start) and now."""
         with self._cond:
             if self._slot is None and not self._done:
                 self._cond.wait(timeout)
             if self._slot is not None:
                 item, self._slot = self._slot, None
+                self.waited = max(0.0, time.perf_counter() - self._arrived)
                 return item
             if self._done:
                 if self._error is not None:

@@ -523,6 +523,44 @@ def test_the_frame_rate_is_counted_from_the_clocks_start(setup):
                                                                 abs=1e-3)
 
 
+@pytest.mark.slow
+def test_realtime_latency_counts_the_time_a_frame_waited_for_the_loop(setup):
+    """Frames every 67 ms and a model step of 100 ms: the frame taken at each tick arrived
+    during the step before and waited for it (on average a third of a period); ``latency_ms``
+    counted only decode, extract and step, as if each frame had been taken as it arrived.
+    Now ``queue`` holds that wait and ``latency_ms`` is the sum, arrival to answer; files read
+    as fast as they decode have no queue."""
+    from actrec import Recognizer
+    from actrec.live import run_live
+
+    _, _, run, expected = setup
+    video = next(iter(expected))
+    rec = Recognizer.from_run(run)
+    step = rec.run.model.step
+
+    def slow(*args, **kwargs):
+        time.sleep(0.1)
+        return step(*args, **kwargs)
+
+    rec.run.model.step = slow
+    records: list[dict] = []
+
+    class Keep:
+        def on_frame(self, stream, frame, record) -> None:
+            records.append(record)
+
+    report = run_live(rec, [video], realtime=True, max_frames=12, sinks=[Keep()])
+    assert report.streams[0].dropped >= 3
+    for r in records:
+        assert set(r["timings_ms"]) >= {"queue", "decode", "extract", "step"}
+        assert r["latency_ms"] == pytest.approx(sum(r["timings_ms"].values()), abs=0.01)
+    assert np.mean([r["timings_ms"]["queue"] for r in records[1:]]) > 5
+    records.clear()
+    rec.run.model.step = step
+    run_live(rec, [video], max_frames=5, sinks=[Keep()])
+    assert all("queue" not in r["timings_ms"] for r in records)
+
+
 def _start_live(run: Path, video: Path, out: Path, mp4: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     return subprocess.Popen(
