@@ -141,3 +141,25 @@ def test_runs_table_shows_references_of_one_dataset_by_their_options():
     lines = text.splitlines()
     assert any("kitchen=a" in line and "ddlstm-joint" in line for line in lines), text
     assert "each dataset is synthetic:<row>" in lines and "[1]" not in text
+
+
+def test_progress_without_a_terminal_writes_lines_for_long_bars(capsys, monkeypatch):
+    """A batch job (`2> log`) saw no bar until the end: a bar that runs long writes a line
+    every LOG_EVERY_S seconds and one when it completes; quick ones write none."""
+    from actrec.cli import common
+
+    with common.make_progress() as progress:  # the default: 30 s, far longer than this
+        task = progress.add_task("quick", total=2)
+        progress.advance(task, 2)
+    assert "quick:" not in capsys.readouterr().err
+    monkeypatch.setattr(common, "LOG_EVERY_S", 0.0)  # every update is "long" now
+    with common.make_progress() as progress:
+        task = progress.add_task("[bold]videos[/]", total=1712)
+        progress.advance(task, 120)
+        progress.update(task, completed=1712)
+        progress.advance(task)  # past its end: no second completion line
+        progress.remove_task(task)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.rsplit(",", 1)[0] for line in lines] == [
+        "videos: 120/1,712 (7 %)", "videos: 1,712/1,712 (100 %)"], lines
+    assert all(line.endswith(", 00:00:00") for line in lines)

@@ -88,12 +88,49 @@ def stderr_console():
     return Console(file=sys.stderr)
 
 
+LOG_EVERY_S = 30.0  # without a terminal: a line per bar that has run this long, this often
+
+
 def make_progress():
-    """A rich progress display on stderr (results stay alone on stdout)."""
+    """A rich progress display on stderr (results stay alone on stdout). Without a terminal
+    (a batch job, ``2> log``) rich draws no bar until the end: there, a bar that has run for
+    ``LOG_EVERY_S`` seconds writes a line (``videos: 120/1,712 (7 %), 0:05:12``) every
+    ``LOG_EVERY_S`` seconds and one when it completes, so long work shows that it moves."""
+    import time
+
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
+    from rich.text import Text
 
     class _Progress(Progress):
+        def update(self, task_id, **kwargs) -> None:  # type: ignore[override]
+            super().update(task_id, **kwargs)
+            self._log_line(task_id)
+
+        def advance(self, task_id, advance: float = 1) -> None:
+            super().advance(task_id, advance)
+            self._log_line(task_id)
+
+        def _log_line(self, task_id) -> None:
+            if self.console.is_terminal or self.disable:
+                return
+            task = self._tasks.get(task_id)
+            if task is None or task.start_time is None:
+                return
+            now = self.get_time()
+            last = self.__dict__.setdefault("_logged", {}).get(task_id)  # inf: completed
+            done = task.total is not None and task.completed >= task.total
+            due = now - (task.start_time if last is None else last) >= LOG_EVERY_S
+            if last == float("inf") or not (due or (done and last is not None)):
+                return
+            self._logged[task_id] = float("inf") if done else now
+            total = f"/{task.total:,.0f} ({100 * task.completed / task.total:.0f} %)" \
+                if task.total else ""
+            elapsed = time.strftime("%H:%M:%S", time.gmtime(now - task.start_time))
+            self.console.print(Text(f"{Text.from_markup(str(task.description)).plain}: "
+                                    f"{task.completed:,.0f}{total}, {elapsed}"),
+                               highlight=False, soft_wrap=True)
+
         def stop(self) -> None:
             # Without a terminal the bars are printed once, at the end, and rich adds an empty
             # line: with no bar left that line alone went to stderr (before the "Error: ..."
