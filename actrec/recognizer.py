@@ -469,6 +469,13 @@ def _build_extractor(spec: FeatureSpec, where: str, threads: int) -> FeatureExtr
     from actrec import registry
     from actrec.plugin_api import ExtractRuntime
 
+    if spec.extractor.endswith("-import"):  # FeatureStore.imported
+        raise ConfigError(f"{where}: feature store {spec.store} holds features imported from "
+                          f"files (actrec import, '{spec.extractor}'); live recognition "
+                          f"computes features from frames with the extractor that made them, "
+                          f"which actrec does not have: train on features `actrec extract` "
+                          f"makes to recognise live")
+
     try:
         extractor = registry.create("extractors", spec.extractor, spec.config)
     except ActrecError as exc:

@@ -561,6 +561,33 @@ def test_realtime_latency_counts_the_time_a_frame_waited_for_the_loop(setup):
     assert all("queue" not in r["timings_ms"] for r in records)
 
 
+@pytest.mark.slow
+def test_a_run_on_imported_features_is_refused_saying_why(tmp_path, capsys):
+    """Features imported from files (``actrec import mstcn``): no extractor of actrec made
+    them; the refusal said only "unknown extractor 'mstcn-import'"."""
+    from actrec.importers import import_mstcn
+
+    root = tmp_path / "pub"
+    (root / "groundTruth").mkdir(parents=True)
+    (root / "features").mkdir()
+    (root / "mapping.txt").write_text("".join(f"{i} {c}\n" for i, c in enumerate(CLASSES)))
+    rng = np.random.default_rng(0)
+    for name in ("a_1", "a_2", "b_1"):
+        labels = [0] * 10 + [1] * 10 + [2] * 10
+        (root / "groundTruth" / f"{name}.txt").write_text(
+            "".join(CLASSES[c] + "\n" for c in labels))
+        np.save(root / "features" / f"{name}.npy", rng.normal(size=(8, 30)).astype(np.float32))
+    (root / "splits").mkdir()
+    (root / "splits" / "train.split1.bundle").write_text("a_1.txt\na_2.txt\n")
+    (root / "splits" / "test.split1.bundle").write_text("b_1.txt\n")
+    store = tmp_path / "pub.zarr"
+    import_mstcn(root, store, name="pub", lookahead=0)
+    run = _train(store, tmp_path / "run", iterations=2)
+    code, records, err = _live([str(run), "0"], capsys)
+    assert code == 1 and records == [] and "Traceback" not in err
+    assert "holds features imported from files (actrec import, 'mstcn-import')" in err
+
+
 def _start_live(run: Path, video: Path, out: Path, mp4: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     return subprocess.Popen(
