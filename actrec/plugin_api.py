@@ -304,11 +304,11 @@ def _guarded_load(load):
     import functools
 
     @functools.wraps(load)
-    def guarded(self: Dataset) -> DatasetIndex:
+    def guarded(self: Dataset, *args: Any, **kwargs: Any) -> DatasetIndex:
         from actrec.errors import ActrecError, PluginError
 
         try:
-            return load(self)
+            return load(self, *args, **kwargs)
         except ActrecError:
             raise
         except Exception as exc:  # third-party code: one message naming the plugin
