@@ -119,6 +119,18 @@ def record_failure(store_path, video_id: str, error: str, shard: tuple[int, int]
             "shard": f"{shard[0]}/{shard[1]}" if shard else None})
 
 
+def recorded_failure(store_path, video_id: str) -> str | None:
+    """The error of ``video_id``'s last recorded extraction failure in the store, or None
+    (no failure recorded, or no record readable)."""
+    from actrec.io.features import encode_video_id
+
+    try:
+        data = _read(store_location(store_path) / FAILED / f"{encode_video_id(video_id)}.json")
+    except (OSError, ValueError):
+        return None
+    return str(data.get("error", "")) or None if data else None
+
+
 def clear_failure(store_path, video_id: str) -> None:
     """Forget ``video_id``'s failure (it has been written)."""
     from actrec.io.features import encode_video_id

@@ -94,11 +94,7 @@ class VideoBank:
         available = set(store.videos())
         missing = [v for v in video_ids if v not in available]
         if missing:
-            more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
-            raise DataError(
-                f"{name}: {len(missing)} split video(s) not in the feature store: "
-                f"{', '.join(missing[:3])}{more}; extract them first"
-            )
+            raise DataError(_missing_videos_message(store, missing, name))
         task = None
         if progress is not None:
             task = progress.add_task(f"loading {name}", total=len(video_ids))
@@ -225,3 +221,30 @@ def share_of(n: int, rank: int, world: int) -> slice:
         raise ValueError(f"{n} rows do not split evenly over {world} processes")
     per = n // world
     return slice(rank * per, (rank + 1) * per)
+
+
+def _missing_videos_message(store: Any, missing: Sequence[str], name: str) -> str:
+    """Why split videos are not in ``store``: extraction failed on them (its recorded reason,
+    and what to do: another run of extract cannot help until the video is fixed) or they were
+    never extracted."""
+    from actrec.extract_status import recorded_failure
+
+    path = getattr(store, "path", None)
+    failed = {v: recorded_failure(path, v) for v in missing} if path is not None else {}
+    failed = {v: why for v, why in failed.items() if why}
+
+    def listed(ids: Sequence[str]) -> str:
+        more = f" (and {len(ids) - 3} more)" if len(ids) > 3 else ""
+        return f"{', '.join(ids[:3])}{more}"
+
+    parts = [f"{name}: {len(missing)} split video(s) not in the feature store"]
+    if failed:
+        first, why = next(iter(failed.items()))
+        parts.append(
+            f"{len(failed)} failed extraction: {listed(list(failed))} ({first}: {why}); fix "
+            f"the video file(s) and extract again (failed videos are retried), or leave them "
+            f"out of the split's lists (`actrec extract --status {path}` lists every failure)")
+    never = [v for v in missing if v not in failed]
+    if never:
+        parts.append(f"{len(never)} never extracted: {listed(never)}; extract them first")
+    return "; ".join(parts)
