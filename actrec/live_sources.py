@@ -9,9 +9,10 @@ that rate (29.97 as 30), unless ``by_time`` (labels that count time, as EPIC-Kit
 ``Recognizer.labels_by_time``):
 
 * an existing file: decoded with decord exactly as ``actrec extract`` decodes it
-  (``actrec.io.video.open_video``, with ``fps`` as the nominal rate), so its features equal the
+  (``actrec.io.video.open_video``, with that nominal rate), so its features equal the
   stored ones;
-* an existing folder: its image frames in number order, at ``folder_fps`` (default ``fps``);
+* an existing folder: its image frames in number order, at ``folder_fps`` (default the
+  nominal rate);
 * digits (``0``): that camera, through OpenCV's ``VideoCapture``;
 * anything with ``://`` (``rtsp://``, ``http://``, ``file://``): a stream, through OpenCV's
   ``VideoCapture`` (FFmpeg).
