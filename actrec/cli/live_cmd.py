@@ -88,7 +88,7 @@ def live(run, sources, out, frames, min_duration, top_k, realtime, display, writ
     if not display:
         from actrec.cli.common import stderr_console
 
-        stderr_console().print(_summary(report))
+        stderr_console().print(_summary(report, recognizer.run))
     for status in report.failed:
         click.echo(f"Error: stream {status.stream}: {status.error}", err=True)
     if stopped is not None:
@@ -106,10 +106,11 @@ def live(run, sources, out, frames, min_duration, top_k, realtime, display, writ
         sys.exit(1)
 
 
-def _summary(report):
+def _summary(report, run):
     from rich.table import Table
 
-    table = Table(title=f"actrec live: {report.seconds:.1f} s (warm-up "
+    table = Table(title=f"actrec live: {run.run_dir.name} on {run.dataset} (D{run.domain + 1}, "
+                        f"{run.fps:g} fps), {report.seconds:.1f} s (warm-up "
                         f"{report.warmup_ms:.0f} ms before the first frame)")
     for col in ("stream", "source", "status", "frames", "dropped", "start-up skipped",
                 "median ms", "p99 ms"):
