@@ -111,7 +111,7 @@ def test_30fps_files_and_urls_give_eval_onlines_classes_and_probabilities(setup,
     sources = videos + [f"file://{v}" for v in videos]
     code, records, err = _live([str(run), *sources], capsys)
     assert code == 0, err
-    assert "on mstcn (D1, 15 fps)" in err  # the summary names the dataset recognised
+    assert "run on mstcn:fps=15 (D1, 15 fps)" in err  # the summary names what it recognised
     for s, source in enumerate(sources):
         probs = expected[source.removeprefix("file://")]
         frames = [r for r in records if r.get("stream") == s and "frame" in r]
