@@ -163,3 +163,19 @@ def test_progress_without_a_terminal_writes_lines_for_long_bars(capsys, monkeypa
     assert [line.rsplit(",", 1)[0] for line in lines] == [
         "videos: 120/1,712 (7 %)", "videos: 1,712/1,712 (100 %)"], lines
     assert all(line.endswith(", 00:00:00") for line in lines)
+
+
+def test_split_tables_name_a_transfer_sweeps_target_when_the_summary_has_roles():
+    from actrec.cli.eval_cmd import render_splits
+
+    metric = {"per_split": {"1": 0.5, "2": 0.7}, "mean": 0.6, "std": 0.1414, "n": 2}
+    entry = {"splits": {"1": "1", "2": "2"}, "metrics": {"frame_accuracy": metric}}
+    summary = {"mode": "online", "missing": [], "splits": ["1", "2"],
+               "datasets": {"shapes": entry, "kitchen": entry},
+               "runs": {"1": "/r/t-split1", "2": "/r/t-split2"},
+               "roles": {"shapes": "target", "kitchen": "source"}}
+    text = " ".join(render(render_splits(summary)).split())
+    assert "over the splits of shapes (target) (%)" in text
+    assert "over the splits of kitchen (source) (%)" in text
+    summary.pop("roles")
+    assert "(target)" not in render(render_splits(summary))

@@ -206,9 +206,13 @@ def render_splits(summary):
         # columns are the runs, named by D1's split ("1, 1" read as two splits of its own).
         own = [entry["splits"].get(s) for s in splits if s not in missing]
         fixed = len(set(own)) < len(own)
-        title = (f"{summary['mode']} evaluation of {name}, its split "
+        # a transfer sweep: which dataset the runs are for (``roles``, where the summary
+        # carries the runs' protocol.roles)
+        role = (summary.get("roles") or {}).get(name)
+        shown = f"{name} ({role})" if role else name
+        title = (f"{summary['mode']} evaluation of {shown}, its split "
                  f"{', '.join(sorted(set(map(str, own))))} in every run, by D1's split (%)"
-                 if fixed else f"{summary['mode']} evaluation over the splits of {name} (%)")
+                 if fixed else f"{summary['mode']} evaluation over the splits of {shown} (%)")
         if missing:
             title += (f" [bold red](INCOMPLETE: no run for split {', '.join(missing)}; "
                       f"the mean is over {len(summary['splits'])} split(s) only)[/]")
