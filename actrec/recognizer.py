@@ -146,11 +146,14 @@ class OnlineRun:
 
 
 def load_online_run(run: str | Path, *, dataset: int | str | None = None,
-                    device: str = "cpu") -> OnlineRun:
+                    device: str = "cpu", stores: Sequence[str | Path] | None = None
+                    ) -> OnlineRun:
     """Load the run ``run`` (a folder or a name ``actrec.runs.resolve_run`` knows) for online
     recognition of its dataset ``dataset`` (an index 0.., a D-number ``"D2"`` or the dataset's
-    name as its store records it; default the first). See the module docstring for what is
-    refused."""
+    name as its store records it; default the first). ``stores``: where the run's feature
+    stores are now (one per dataset, D1 first; a moved or renamed store, which must hold the
+    data the run recorded). Only that dataset's store is read. See the module docstring for
+    what is refused."""
     import torch
 
     from actrec import runs
@@ -178,18 +181,19 @@ def load_online_run(run: str | Path, *, dataset: int | str | None = None,
     delay = int(spec.get("delay") or 0)  # answered as eval --online scores it (lookahead)
     if delay < 0:
         raise DataError(f"{ckpt_path}: delay {delay} in its spec; expected frames >= 0")
+    if stores is not None:
+        if len(stores) != len(store_paths):
+            raise ConfigError(f"--store: {where} was trained on {len(store_paths)} dataset(s); "
+                              f"give one --store per dataset, D1 first (got {len(stores)})")
+        store_paths = [store_location(str(p)) for p in stores]
     k = _domain_index(dataset, store_paths, where)
-    opened = []
-    for path in store_paths:
-        try:
-            opened.append(open_store(path, spec.get("streams")))
-        except DataError as exc:
-            raise DataError(f"{where}: its feature store {path} is missing or unreadable "
-                            f"({exc}); live recognition rebuilds the run's extractor from the "
-                            f"config recorded there") from None
-    store = opened[k]
-    _check_unchanged(store, (ckpt.get("store_fingerprints") or [None] * len(opened))[k],
-                     where)
+    recorded = (ckpt.get("store_fingerprints") or [None] * len(store_paths))[k]
+    try:
+        store = open_store(store_paths[k], spec.get("streams"))
+    except DataError as exc:
+        raise _missing_store(where, k, store_paths[k], exc, recorded,
+                             given=stores is not None) from None
+    _check_unchanged(store, recorded, where)
     attrs = store.attrs
     _, causal, ahead = store_lookahead(attrs)  # the rule `actrec eval --online` applies
     if not causal:
@@ -223,6 +227,29 @@ def load_online_run(run: str | Path, *, dataset: int | str | None = None,
         classes=tuple(labels.classes[k]), prediction=str(spec.get("prediction", "block")),
         scaler=scaler, features=features, fps=_feature_fps(store, features, where),
         device=dev, delay=delay, **_label_timing(store))
+
+
+def _missing_store(where: str, k: int, path: Any, exc: DataError,
+                   recorded: dict[str, Any] | None, given: bool) -> DataError:
+    """The error for D{k+1}'s store that cannot be opened at ``path``: for the run's own
+    record, with the stores of the same data (the identity the run recorded) found in the
+    workspace's features folder or beside ``path`` and the option that uses one."""
+    text = (f"{where}: D{k + 1}'s feature store {path} is missing or unreadable ({exc}); live "
+            f"recognition rebuilds the run's extractor from the config recorded there")
+    if given or not isinstance(path, Path):
+        return DataError(text)
+    from actrec.evaluate import stores_with_identity
+    from actrec.workspace import home
+
+    found = stores_with_identity((recorded or {}).get("identity"),
+                                 [home() / "features", path.parent, path.parent.parent])
+    if found:
+        text += (f". The same data (the store identity the run recorded) is in "
+                 f"{'; '.join(map(str, found))}: give it with --store (one per dataset, D1 "
+                 f"first), or move it back")
+    else:
+        text += ". If you moved it, give its new place with --store (one per dataset, D1 first)"
+    return DataError(text)
 
 
 def _check_unchanged(store: Any, recorded: dict[str, Any] | None, where: str) -> None:
@@ -541,11 +568,13 @@ class Recognizer:
 
     @classmethod
     def from_run(cls, run: str | Path, *, streams: int = 1, dataset: int | str | None = None,
-                 top_k: int = 3, device: str = "cpu", threads: int = 1) -> Recognizer:
+                 top_k: int = 3, device: str = "cpu", threads: int = 1,
+                 stores: Sequence[str | Path] | None = None) -> Recognizer:
         """A recogniser of the run ``run`` (folder or name) for its dataset ``dataset``
-        (default: its first); see ``load_online_run`` for what is refused."""
-        return cls(load_online_run(run, dataset=dataset, device=device), streams=streams,
-                   top_k=top_k, threads=threads)
+        (default: its first; ``stores``: where its stores are now); see ``load_online_run``
+        for what is refused."""
+        return cls(load_online_run(run, dataset=dataset, device=device, stores=stores),
+                   streams=streams, top_k=top_k, threads=threads)
 
     # ------------------------------------------------------------------ properties
 

@@ -589,6 +589,41 @@ def test_a_run_on_imported_features_is_refused_saying_why(tmp_path, capsys):
     assert "holds features imported from files (actrec import, 'mstcn-import')" in err
 
 
+@pytest.mark.slow
+def test_a_moved_store_is_found_and_given_with_store(setup, tmp_path, capsys, monkeypatch):
+    """The run's store renamed after training: the refusal names the renamed copy (same
+    identity) and ``--store`` recognises with it, as with the store in place; a store of other
+    data given so is refused. It said only "missing or unreadable", with no way to go on."""
+    root, store, _, expected = setup
+    monkeypatch.setenv("ACTREC_HOME", str(tmp_path / "home"))
+    copy = tmp_path / "data" / "s.zarr"
+    shutil.copytree(store, copy)
+    run = _train(copy, tmp_path / "run", iterations=2)
+    video = next(iter(expected))
+    code, before, err = _live([str(run), video, "--no-frames"], capsys)
+    assert code == 0, err
+    moved = tmp_path / "data" / "renamed.zarr"
+    copy.rename(moved)
+    code, records, err = _live([str(run), video], capsys)
+    assert code == 1 and records == [] and "Traceback" not in err
+    assert f"D1's feature store {copy} is missing or unreadable" in err
+    assert f"The same data (the store identity the run recorded) is in {moved}" in err
+    code, after, err = _live([str(run), video, "--no-frames", "--store", str(moved)], capsys)
+    assert code == 0, err
+    assert [r for r in after if "event" in r] == [r for r in before if "event" in r]
+    other = tmp_path / "other.zarr"
+    from actrec.pipeline import extract_dataset
+
+    extract_dataset("mstcn", dataset_options={"root": str(root / "mydata"),
+                                              "fps": str(LABEL_FPS)},
+                    extractor_options={"resize": "32"}, out=other)
+    code, records, err = _live([str(run), video, "--store", str(other)], capsys)
+    assert code == 1 and records == [] and "its source or extractor differs" in err
+    code, records, err = _live([str(run), video, "--store", str(moved), "--store",
+                                str(moved)], capsys)
+    assert code == 1 and "trained on 1 dataset(s); give one --store per dataset" in err
+
+
 def _start_live(run: Path, video: Path, out: Path, mp4: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     return subprocess.Popen(

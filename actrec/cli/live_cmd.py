@@ -40,9 +40,12 @@ from actrec.cli.storage import apply_storage_options, run_stores, storage_option
               "rate, as extraction reads its folders).")
 @click.option("--max-frames", type=int, default=None,
               help="Stop each stream after this many frames (each is answered).")
+@click.option("--store", "stores", multiple=True, metavar="PATH",
+              help="Where the run's feature store is now, if it was moved or renamed (one per "
+              "dataset the run trained on, D1 first; it must hold the data the run recorded).")
 @storage_option
 def live(run, sources, out, frames, min_duration, top_k, realtime, display, write_video,
-         dataset, folder_fps, max_frames, storage_options) -> None:
+         dataset, folder_fps, max_frames, stores, storage_options) -> None:
     """Recognise, frame by frame, the SOURCEs (video files, folders of frames, camera indices
     such as 0, or stream URLs) with RUN (a run folder or name): decode at the rate the run's
     features were made at, extract them with the run's own causal extractor, standardise,
@@ -68,7 +71,8 @@ def live(run, sources, out, frames, min_duration, top_k, realtime, display, writ
         run_dir = resolve_run(run)
         apply_storage_options(storage_options, run_stores(run_dir),
                               f"the stores run {run_dir} was trained on, e.g.")
-    recognizer = Recognizer.from_run(run, streams=len(sources), dataset=dataset, top_k=top_k)
+    recognizer = Recognizer.from_run(run, streams=len(sources), dataset=dataset, top_k=top_k,
+                                     stores=list(stores) or None)
     sinks = []
     if write_video is not None:
         sinks.append(VideoSink(write_video, len(sources), recognizer.fps))
