@@ -1,0 +1,204 @@
+"""Whole training runs on 2 gloo processes against the same runs in one process.
+
+What the step-level tests (tests/test_distributed.py) do not reach: stride windows with a
+learning-rate schedule driven by validation, the best checkpoint, re-estimated statistics at the
+end of a run, and a run whose second process dies between two checkpoints and is resumed by 2
+processes. Every run is compared with the one-process run of the same spec: weights, running
+statistics and trained lengths, logged losses and validation scores, the best checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch._dynamo  # noqa: F401  DistributedDataParallel imports it (seconds): once, before forking
+import torch.distributed as dist
+
+import actrec.distributed
+import actrec.nn.models
+import actrec.train  # noqa: F401  (imported once, before forking)
+
+ITERATIONS = 6
+DIE_AT = 5  # rank 1 dies before its 5th iteration: the last checkpoint is the 4th's
+
+
+def make_store(path: Path, dim: int, classes: int, seed: int) -> Path:
+    """A real Zarr feature store: 6 training and 2 test videos of 12..40 frames whose features
+    encode their labels (segments of 4 frames)."""
+    from actrec.io.features import FeatureStore
+
+    rng = np.random.default_rng(seed)
+    train, test = [f"tr{i}" for i in range(6)], [f"te{i}" for i in range(2)]
+    store = FeatureStore.open_or_create(
+        path, dataset=f"toy{seed}", split_scheme="default",
+        classes=[f"c{k}" for k in range(classes)], splits={"1": {"train": train, "test": test}},
+        extractor="toy", extractor_config={"seed": seed}, lookahead=0, dtype="float32")
+    centres = rng.normal(size=(classes, dim))
+    for vid in train + test:
+        t = int(rng.integers(12, 40))
+        y = np.repeat(rng.integers(0, classes, size=t // 4 + 1), 4)[:t]
+        x = centres[y] + 0.5 * rng.normal(size=(t, dim))
+        store.write_video(vid, x.astype(np.float32), y, fps=15.0, source=None)
+    return path
+
+
+def spec_of(root: Path, kind: str):
+    from actrec.train import TrainSpec
+
+    base = {"model": "ddlstm", "d1": root / "a.zarr", "d2": root / "b.zarr",
+            "model_options": {"hidden": 8, "layers": 2}, "history": 10,
+            "iterations": ITERATIONS, "mix": (4, 2), "lr": 0.01, "optimizer": "adam",
+            "log_every": 1, "checkpoint_every": 2, "windows": "stride:3",
+            "loss_frames": "all", "seed": 7}
+    if kind == "selected":  # validation drives the schedule and picks best.pt
+        base.update(select_on_test=True, val_every=2, lr_schedule="plateau", lr_patience=1)
+    else:  # re-estimated statistics at the end
+        base.update(reestimate_batches=3, windows="random")
+    return TrainSpec(**base)
+
+
+class _Died(Exception):
+    pass
+
+
+def _worker(rank: int, world: int, port: int, root: str, jobs: list) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from actrec.distributed import session
+    from actrec.train import _Loop, train_model
+
+    root = Path(root)
+    for kind, run, die in jobs:
+        if die and rank == 1:  # this process dies abruptly before iteration DIE_AT
+            real = _Loop.batch
+
+            def batch(self, rng, iteration=None, real=real):
+                if iteration == DIE_AT - 1:
+                    os._exit(3)
+                return real(self, rng, iteration)
+
+            _Loop.batch = batch
+        try:
+            with session():
+                train_model(spec_of(root, kind), root / run)
+        except Exception as exc:  # rank 0 of the killed job: record what it said
+            (root / f"{run}.rank{rank}.error").write_text(str(exc))
+
+
+def spawn_runs(root: Path, jobs: list) -> list[int]:
+    """Train ``jobs`` ((kind, run folder, rank 1 dies)) on 2 forked gloo processes, one
+    process group per job; returns the exit codes."""
+    codes = []
+    for job in jobs:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        ctx = multiprocessing.get_context("fork")
+        procs = [ctx.Process(target=_worker, args=(r, 2, port, str(root), [job]))
+                 for r in range(2)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(120)
+            if p.is_alive():  # never leave a process behind
+                p.kill()
+                p.join()
+        codes.append([p.exitcode for p in procs])
+    return codes
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    from actrec.train import train_model
+
+    root = tmp_path_factory.mktemp("runs")
+    make_store(root / "a.zarr", dim=5, classes=3, seed=1)
+    make_store(root / "b.zarr", dim=4, classes=2, seed=2)
+    for kind in ("selected", "reestimated"):
+        train_model(spec_of(root, kind), root / f"single-{kind}")
+    codes = spawn_runs(root, [("selected", "dist-selected", False),
+                              ("reestimated", "dist-reestimated", False),
+                              ("selected", "dist-killed", True)])
+    assert dist.is_available()
+    killed = {"codes": codes[2], "checkpoint": None}
+    ckpt = root / "dist-killed" / "checkpoint.pt"
+    if ckpt.exists():
+        killed["checkpoint"] = torch.load(ckpt, weights_only=False)["iteration"]
+    killed["error"] = (root / "dist-killed.rank0.error").read_text() \
+        if (root / "dist-killed.rank0.error").exists() else None
+    spawn_runs(root, [("selected", "dist-killed", False)])  # resumed by 2 processes
+    return root, killed
+
+
+def checkpoint(run: Path, name: str = "checkpoint.pt") -> dict:
+    from actrec.runs import load_checkpoint
+
+    return load_checkpoint(run / name)
+
+
+def logged(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_same_weights(got: dict, want: dict, what: str) -> None:
+    assert set(got) == set(want)
+    for key, value in want.items():
+        if value.dtype.is_floating_point:  # float32: only the order of sums differs
+            torch.testing.assert_close(got[key], value, rtol=1e-4, atol=2e-5,
+                                       msg=f"{what}: {key}")
+        else:  # trained lengths: exactly
+            assert torch.equal(got[key], value), f"{what}: {key} {got[key]} != {value}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", ["dist-selected", "dist-killed"])
+def test_validated_run_on_two_processes_is_the_one_process_run(runs, run):
+    root, _ = runs
+    single = root / "single-selected"
+    assert_same_weights(checkpoint(root / run)["model"], checkpoint(single)["model"], run)
+    assert_same_weights(checkpoint(root / run, "best.pt")["model"],
+                        checkpoint(single, "best.pt")["model"], f"{run} best.pt")
+    want, got = logged(single), logged(root / run)
+    vals = [v for m in want if "val" in m
+            for v in (m["iteration"], m["val"]["score"], m["val"]["loss"])]
+    assert [v for m in got if "val" in m
+            for v in (m["iteration"], m["val"]["score"], m["val"]["loss"])] \
+        == pytest.approx(vals, rel=1e-5)
+    # Every iteration logged once, with the one-process loss and learning rate.
+    steps = [v for m in want if "loss" in m and "phase" in m
+             for v in (m["iteration"], m["loss"], m["lr"])]
+    assert [m["iteration"] for m in got if "loss" in m and "phase" in m] == \
+        list(range(1, ITERATIONS + 1))
+    assert [v for m in got if "loss" in m and "phase" in m
+            for v in (m["iteration"], m["loss"], m["lr"])] == pytest.approx(steps, rel=1e-4)
+    chosen, want_chosen = checkpoint(root / run)["selected"], checkpoint(single)["selected"]
+    assert chosen["iteration"] == want_chosen["iteration"]
+    assert chosen["score"] == pytest.approx(want_chosen["score"], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_a_process_dying_between_checkpoints_leaves_the_last_one_whole(runs):
+    _, killed = runs
+    assert killed["codes"][1] == 3  # rank 1 died
+    assert killed["checkpoint"] == DIE_AT - 1 - (DIE_AT - 1) % 2  # the last whole checkpoint
+    assert killed["error"] is not None and "another process" in killed["error"]
+
+
+@pytest.mark.slow
+def test_reestimated_statistics_are_those_of_the_global_batches(runs):
+    root, _ = runs
+    single = checkpoint(root / "single-reestimated")["model"]
+    got = checkpoint(root / "dist-reestimated")["model"]
+    assert_same_weights(got, single, "reestimated")
+    # The re-estimated statistics are not the momentum ones (the check above means something).
+    momentum = checkpoint(root / "single-selected")["model"]
+    key = "rnn.layers.0.bn_h.running_mean"
+    assert float((single[key] - momentum[key]).abs().max()) > 1e-3
