@@ -179,3 +179,14 @@ def test_split_tables_name_a_transfer_sweeps_target_when_the_summary_has_roles()
     assert "over the splits of kitchen (source) (%)" in text
     summary.pop("roles")
     assert "(target)" not in render(render_splits(summary))
+
+
+def test_progress_without_a_terminal_prints_no_bars_above_an_error(capsys):
+    import pytest
+
+    from actrec.cli.common import make_progress
+
+    with pytest.raises(RuntimeError), make_progress() as progress:
+        progress.add_task("videos", total=9)
+        raise RuntimeError("weights file missing")
+    assert capsys.readouterr().err == ""

@@ -131,7 +131,18 @@ def make_progress():
                                     f"{task.completed:,.0f}{total}, {elapsed}"),
                                highlight=False, soft_wrap=True)
 
+        def __exit__(self, exc_type, exc, tb) -> None:
+            if exc_type is not None and not self.console.is_terminal:
+                # a command that failed: its error says what happened; the bars' last state
+                # printed above it ("videos 0/9") was noise in the log
+                self._failed = True
+            super().__exit__(exc_type, exc, tb)
+
         def stop(self) -> None:
+            if getattr(self, "_failed", False) and not self.disable:
+                self.live.transient = True
+                self.live.stop()
+                return
             # Without a terminal the bars are printed once, at the end, and rich adds an empty
             # line: with no bar left that line alone went to stderr (before the "Error: ..."
             # of every command that failed)
