@@ -1,0 +1,158 @@
+"""A feature store read over S3 (a real S3-compatible server: moto's, as in
+tests/test_remote_stores.py) gives the numbers of its local copy, and damage or a change at the
+URL is refused, never read: bit-identical reads and windows, the recorded sha256 digests of
+what is read, a chunk altered in place (size kept) or cut short, training on the URL equal to
+training on the local copy, and a resumed run whose store changed at the URL."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import numpy as np
+import pytest
+
+from actrec.errors import DataError
+from actrec.io.features import FeatureStore
+from actrec.io.integrity import array_digest, recorded_digest, verify_video
+from actrec.io.remote import store_location
+
+VIDEOS = {"tr0": 23, "tr1": 40, "tr2": 17, "te0": 30}
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    pytest.importorskip("s3fs")
+    server_mod = pytest.importorskip("moto.server")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    _host, port = server.get_host_and_port()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def bucket(s3_endpoint, monkeypatch):
+    import s3fs
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    s3fs.S3FileSystem.clear_instance_cache()
+    name = f"audit-{uuid.uuid4().hex[:12]}"
+    s3fs.S3FileSystem().mkdir(name)
+    yield name
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+def fill(where, seed: int = 0, dtype: str = "float32", videos=VIDEOS) -> dict:
+    """The same videos written to a store at ``where`` (chunks of 8 frames); returns them."""
+    rng = np.random.default_rng(seed)
+    store = FeatureStore.open_or_create(
+        where, dataset="toy", split_scheme="default", classes=["a", "b", "c"],
+        splits={"1": {"train": ["tr0", "tr1", "tr2"], "test": ["te0"]}}, extractor="toy",
+        extractor_config={"seed": 0}, lookahead=0, dtype=dtype, chunk_frames=8)
+    written = {}
+    for vid, t in videos.items():
+        y = np.repeat(rng.integers(-1, 3, size=t // 4 + 1), 4)[:t]
+        x = (rng.normal(size=(t, 5)) * 10 ** rng.uniform(-3, 3, size=5)).astype(np.float32)
+        store.write_video(vid, x, y, fps=15.0, source=None)
+        written[vid] = (x, y)
+    return written
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_reads_over_s3_are_bit_identical_to_the_local_copy(bucket, tmp_path, dtype):
+    url = f"s3://{bucket}/s.zarr"
+    written = fill(url, dtype=dtype)
+    fill(tmp_path / "s.zarr", dtype=dtype)
+    remote, local = FeatureStore.open(url), FeatureStore.open(tmp_path / "s.zarr")
+    assert remote.videos() == local.videos() == sorted(VIDEOS)
+    for vid, (x, y) in written.items():
+        rx, ry = remote.read(vid)
+        lx, ly = local.read(vid)
+        assert rx.tobytes() == lx.tobytes() and ry.tobytes() == ly.tobytes()
+        want = x if dtype == "float32" else x.astype(np.float16).astype(np.float32)
+        assert rx.tobytes() == want.tobytes() and np.array_equal(ry, y)
+        # What is read is what the commit recorded (sha256 of the stored values).
+        attrs = remote.video_attrs(vid)
+        assert array_digest(rx, dtype) == recorded_digest(attrs, "features")
+        assert array_digest(ry, "int64") == recorded_digest(attrs, "labels")
+        for t0, n in ((0, 1), (5, 9), (7, 2), (15, 20), (VIDEOS[vid] - 3, 10)):
+            wx, wy = remote.read_window(vid, t0, n)  # windows across chunk boundaries
+            assert wx.tobytes() == rx[t0 : t0 + n].tobytes() and np.array_equal(wy, ry[t0 : t0 + n])
+        assert verify_video(remote, vid).status == "ok"
+
+
+def test_a_chunk_changed_at_the_url_is_refused_not_read(bucket):
+    import s3fs
+
+    url = f"s3://{bucket}/s.zarr"
+    fill(url)
+    fs = s3fs.S3FileSystem()
+    store = FeatureStore.open(url)
+    base = store.video_dir("tr1").fs_path
+    for array, key, change in (("features", "c/1/0", "flip"), ("labels", "c/2", "flip"),
+                               ("features", "c/3/0", "cut")):
+        path = f"{base}/{array}/{key}"
+        raw = fs.cat(path)
+        bad = bytearray(raw)
+        if change == "flip":  # same size: only the chunk's checksum can tell
+            bad[len(bad) // 2] ^= 0x10
+        else:
+            bad = bad[:-2]
+        fs.pipe(path, bytes(bad))
+        s3fs.S3FileSystem.clear_instance_cache()
+        fresh = FeatureStore.open(url)
+        with pytest.raises(DataError, match="'tr1'") as info:
+            fresh.read("tr1")
+        assert "actrec check" in str(info.value)
+        chunk_frames = 8
+        t = int(key.split("/")[1]) * chunk_frames
+        with pytest.raises(DataError, match="'tr1'"):
+            fresh.read_window("tr1", t, 1)  # the window holding the changed chunk
+        fresh.read_window("tr1", 0, 8)  # a chunk untouched still reads
+        check = verify_video(fresh, "tr1")
+        assert check.status == "damaged", check
+        fs.pipe(path, raw)  # put it back for the next change
+    assert verify_video(FeatureStore.open(url), "tr1").status == "ok"
+
+
+def _spec(d1, d2, iterations: int):
+    from actrec.train import TrainSpec
+
+    return TrainSpec(model="ddlstm", d1=d1, d2=d2, model_options={"hidden": 6, "layers": 1},
+                     history=10, iterations=iterations, mix=(2, 2), lr=0.01, optimizer="adam",
+                     log_every=1, checkpoint_every=2, windows="stride:3", loss_frames="all",
+                     seed=3, allow_same_store=True)
+
+
+@pytest.mark.slow
+def test_training_on_the_url_is_training_on_the_local_copy_and_a_changed_store_is_refused(
+        bucket, tmp_path):
+    import torch
+
+    from actrec.runs import load_checkpoint
+    from actrec.train import train_model
+
+    url = f"s3://{bucket}/s.zarr"
+    fill(url, seed=4)
+    fill(tmp_path / "s.zarr", seed=4)
+    fill(tmp_path / "b.zarr", seed=5)
+    remote = store_location(url)
+    train_model(_spec(remote, tmp_path / "b.zarr", 4), tmp_path / "on-url")
+    train_model(_spec(tmp_path / "s.zarr", tmp_path / "b.zarr", 4), tmp_path / "on-copy")
+    a = load_checkpoint(tmp_path / "on-url" / "checkpoint.pt")["model"]
+    b = load_checkpoint(tmp_path / "on-copy" / "checkpoint.pt")["model"]
+    for key, value in b.items():
+        assert torch.equal(a[key], value), key  # the same bytes in, the same run out
+
+    # A training video rewritten at the URL after the run: resuming it is refused.
+    x, y = FeatureStore.open(url).read("tr1")
+    FeatureStore.open(url).write_video("tr1", x + 1, y, fps=15.0, source=None)
+    with pytest.raises(DataError, match=r"changed since .* hold other features or labels "
+                                        r"\(e\.g\. 'tr1'\)"):
+        train_model(_spec(remote, tmp_path / "b.zarr", 6), tmp_path / "on-url")
+    assert load_checkpoint(tmp_path / "on-url" / "checkpoint.pt")["iteration"] == 4
