@@ -78,3 +78,48 @@ def test_the_plugin_option_builds_it_and_steps_online_like_forward():
             logits, state = model.step(x[t], state)
             steps.append(logits)
     torch.testing.assert_close(torch.stack(steps), whole, rtol=1e-12, atol=1e-12)
+
+
+def _reference(lstm: PeepholeLSTM, x, h0, c0):
+    """The peephole LSTM stepped with plain autograd (the formulas of actrec.nn.peephole)."""
+    H = lstm.hidden_size
+    hs, cs = [], []
+    for k in range(lstm.num_layers):
+        g = {n: getattr(lstm, f"{n}_l{k}") for n in
+             ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "peep_i", "peep_f", "peep_o")}
+        h, c, out = h0[k], c0[k], []
+        for t in range(x.shape[0]):
+            a = x[t] @ g["weight_ih"].T + g["bias_ih"] + g["bias_hh"] + h @ g["weight_hh"].T
+            i = torch.sigmoid(a[:, :H] + g["peep_i"] * c)
+            f = torch.sigmoid(a[:, H:2 * H] + g["peep_f"] * c)
+            c = f * c + i * torch.tanh(a[:, 2 * H:3 * H])
+            h = torch.sigmoid(a[:, 3 * H:] + g["peep_o"] * c) * torch.tanh(c)
+            out.append(h)
+        x = torch.stack(out)
+        hs.append(h)
+        cs.append(c)
+    return x, (torch.stack(hs), torch.stack(cs))
+
+
+def test_the_hand_written_backward_equals_autograd_and_passes_gradcheck():
+    from actrec.nn.peephole import PeepholeSequence
+
+    torch.manual_seed(0)
+    lstm = PeepholeLSTM(3, 4, 2).double()
+    x = torch.randn(7, 5, 3, dtype=DT, requires_grad=True)
+    h0 = torch.randn(2, 5, 4, dtype=DT, requires_grad=True)
+    c0 = torch.randn(2, 5, 4, dtype=DT, requires_grad=True)
+    w = torch.randn(7, 5, 4, dtype=DT)
+    w[4:, 1] = 0  # a row whose later outputs the loss does not use
+    grads = []
+    for run in (lambda: lstm(x, (h0, c0)), lambda: _reference(lstm, x, h0, c0)):
+        out, (h_n, c_n) = run()
+        loss = (out * w).sum() + (c_n ** 2).sum() + 0.5 * h_n.sum()
+        params = [x, h0, c0, *lstm.parameters()]
+        grads.append(torch.autograd.grad(loss, params))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    gx = torch.randn(4, 3, 8, dtype=DT, requires_grad=True)
+    args = [gx] + [torch.randn(s, dtype=DT, requires_grad=True)
+                   for s in ((8, 2), (2,), (2,), (2,), (3, 2), (3, 2))]
+    assert torch.autograd.gradcheck(PeepholeSequence.apply, args)
