@@ -234,8 +234,9 @@ def _missing_store(where: str, k: int, path: Any, exc: DataError,
     """The error for D{k+1}'s store that cannot be opened at ``path``: for the run's own
     record, with the stores of the same data (the identity the run recorded) found in the
     workspace's features folder or beside ``path`` and the option that uses one."""
-    text = (f"{where}: D{k + 1}'s feature store {path} is missing or unreadable ({exc}); live "
-            f"recognition rebuilds the run's extractor from the config recorded there")
+    text = (f"{where}: its feature store {path} is missing or unreadable ({exc}); live "
+            f"recognition of D{k + 1} rebuilds the run's extractor from the config recorded "
+            f"there")
     if given or not isinstance(path, Path):
         return DataError(text)
     from actrec.evaluate import stores_with_identity

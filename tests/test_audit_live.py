@@ -606,7 +606,7 @@ def test_a_moved_store_is_found_and_given_with_store(setup, tmp_path, capsys, mo
     copy.rename(moved)
     code, records, err = _live([str(run), video], capsys)
     assert code == 1 and records == [] and "Traceback" not in err
-    assert f"D1's feature store {copy} is missing or unreadable" in err
+    assert f"its feature store {copy} is missing or unreadable" in err
     assert f"The same data (the store identity the run recorded) is in {moved}" in err
     code, after, err = _live([str(run), video, "--no-frames", "--store", str(moved)], capsys)
     assert code == 0, err
