@@ -158,7 +158,8 @@ def summarize_splits(results: Mapping[str, Mapping[str, Any]],
     split), and ``n``. A metric that some split lacks (None or NaN) has mean and std None
     rather than an average over fewer splits. ``lookahead_without_delay`` lists the splits
     whose look-ahead result comes from a run trained without ``--delay``. ``missing`` (splits of the store no run
-    covers) is passed through and makes ``complete`` False."""
+    covers) is passed through and makes ``complete`` False. ``roles``: a transfer sweep's
+    ``{dataset: "target" | "source"}`` from the runs' protocols (empty otherwise)."""
     splits = sorted(results, key=split_order)
     datasets: dict[str, Any] = {}
     for split in splits:
@@ -182,7 +183,13 @@ def summarize_splits(results: Mapping[str, Mapping[str, Any]],
     untrained = [s for s in splits if (results[s].get("protocol") or {}).get("lookahead")
                  and not (results[s].get("protocol") or {}).get("trained_delay")]
     missing = sorted(missing, key=split_order)
-    return {"splits": splits, "missing": missing, "complete": not missing,
+    # A transfer sweep: which dataset the runs are for (each result's protocol.roles,
+    # {name: "target" | "source"}; the same for every split of one sweep).
+    roles: dict[str, str] = {}
+    for s in splits:
+        for name, role in ((results[s].get("protocol") or {}).get("roles") or {}).items():
+            roles.setdefault(str(name), str(role))
+    return {"splits": splits, "missing": missing, "complete": not missing, "roles": roles,
             "mode": modes.pop() if len(modes) == 1 else sorted(modes),
             "lookahead_without_delay": untrained,
             "std": "sample standard deviation over the splits (ddof=1)",

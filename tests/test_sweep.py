@@ -303,3 +303,26 @@ def test_ctrl_c_in_a_split_sweep_says_how_to_resume_the_sweep(tmp_path, monkeypa
     results = train_all_splits("lstm", run_dir=base, **fields)
     assert [r.run_dir.name for r in results] == ["sweep-split1", "sweep-split2", "sweep-split3"]
     assert (base.with_name("sweep-split1") / "metrics.jsonl").read_text() == first
+
+
+def test_a_transfer_sweep_names_its_target_and_source():
+    """Each transfer run's result records which dataset it is for (protocol.roles); the split
+    summary carries them and the table titles say which dataset is the target."""
+    from rich.console import Console
+
+    from actrec.cli.eval_cmd import render_splits
+
+    def transfer(split):
+        r = result([0.5, 0.5, 0.5, 0.5, 0.5, 0.5], split)
+        r["protocol"]["roles"] = {"toy": "target", "src": "source"}
+        r["datasets"]["src"] = dict(r["datasets"]["toy"])
+        return r
+
+    summary = summarize_splits({"1": transfer("1"), "2": transfer("2")})
+    assert summary["roles"] == {"toy": "target", "src": "source"}
+    assert summarize_splits({"1": result([0.5] * 6)})["roles"] == {}
+    console = Console(width=120, record=True, color_system=None)
+    console.print(render_splits(summary))
+    text = console.export_text()
+    assert "online evaluation over the splits of toy (target) (%)" in text
+    assert "online evaluation over the splits of src (source) (%)" in text
