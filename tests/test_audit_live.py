@@ -624,6 +624,17 @@ def test_a_moved_store_is_found_and_given_with_store(setup, tmp_path, capsys, mo
     assert code == 1 and "trained on 1 dataset(s); give one --store per dataset" in err
 
 
+@pytest.mark.slow
+def test_a_bad_max_frames_creates_no_output_file(setup, tmp_path, capsys):
+    """``--max-frames 0`` was refused after ``--out`` was created: an empty file that the
+    next run (``--out`` refuses existing files) then refused too."""
+    _, _, run, expected = setup
+    out = tmp_path / "o.jsonl"
+    code, _, err = _live([str(run), next(iter(expected)), "--max-frames", "0", "--out",
+                          str(out)], capsys)
+    assert code == 2 and "--max-frames" in err and not out.exists()
+
+
 def _start_live(run: Path, video: Path, out: Path, mp4: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     return subprocess.Popen(

@@ -38,7 +38,7 @@ from actrec.cli.storage import apply_storage_options, run_stores, storage_option
 @click.option("--folder-fps", type=float, default=None,
               help="Frame rate of frame-folder sources (default: the run's dataset's label "
               "rate, as extraction reads its folders).")
-@click.option("--max-frames", type=int, default=None,
+@click.option("--max-frames", type=click.IntRange(min=1), default=None,
               help="Stop each stream after this many frames (each is answered).")
 @click.option("--store", "stores", multiple=True, metavar="PATH",
               help="Where the run's feature store is now, if it was moved or renamed (one per "
