@@ -315,17 +315,18 @@ def _open(task: VideoTask, extractor: FeatureExtractor, options: HostOptions) ->
                    f"{n_labels} labels at that rate")
         if task.label_fps != reader.fps:
             lengths += f" ({task.labels.shape[0]} at {task.label_fps:g} fps)"
+        rate = _file_rate_advice(task, reader, options)
         if gap > options.max_length_gap:
             raise DataError(f"{where}: {lengths}: they differ by {gap:.1f} s, more than the "
                             f"{options.max_length_gap:g} s any length policy accepts (the wrong "
-                            f"video for these labels, or a truncated file?)")
+                            f"video for these labels, or a truncated file?){rate}")
         share = length_share_over(n_video, n_labels, options.max_length_share)
         if share is not None:
             raise DataError(f"{where}: {lengths}: they differ by {100 * share:.0f} % of the "
                             f"longer, more than the {100 * options.max_length_share:g} % any "
                             f"length policy accepts (labels at another frame rate than the "
                             f"video's? They are read at {task.label_fps:g} fps, the dataset's "
-                            f"rate; --max-length-share raises the limit)")
+                            f"rate; --max-length-share raises the limit){rate}")
         if options.length_policy == "error":
             raise DataError(f"{where}: {lengths}; lengths must match (--length-policy error; "
                             f"'truncate' cuts both to the shorter)")
@@ -345,6 +346,27 @@ def _open(task: VideoTask, extractor: FeatureExtractor, options: HostOptions) ->
                         f"it was made); extract it into another store")
     feed = min(reader.num_source_frames, int(rows[-1]) + 1 + ahead) if keep else 0
     return _OpenedVideo(task, reader, labels, keep, feed, where, rows, lookahead)
+
+
+def _file_rate_advice(task: VideoTask, reader: Any, options: HostOptions) -> str:
+    """``"; the file is 10 fps (54 frames for 54 labels): labels of every frame need
+    -o fps=10"``: when the labels, read at the file's own rate instead of the dataset's, would
+    pass the length checks, the rate the file's header states is the one the user needs (the
+    dataset's ``fps`` option). ``""`` when the file has that rate already, is a frame folder
+    (no rate of its own), or its frames do not fit the labels at any rate of its own."""
+    from actrec.io.video import same_rate
+
+    own, frames = float(getattr(reader, "container_fps", 0.0)), reader.num_source_frames
+    labels = int(task.labels.shape[0])
+    if (task.path is None or Path(task.path).is_dir() or not own > 0
+            or same_rate(own, task.label_fps) or frames == 0):
+        return ""
+    fits = (abs(frames - labels) / own <= options.max_length_gap
+            and length_share_over(frames, labels, options.max_length_share) is None)
+    if not fits:
+        return ""
+    return (f"; the file is {own:g} fps ({frames} frames for {labels} labels): labels of every "
+            f"frame need -o fps={own:g}")
 
 
 def _decode(video: _OpenedVideo, batch_size: int) -> Iterator[np.ndarray]:

@@ -8,7 +8,7 @@ one dataset, with one store.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from actrec.errors import ConfigError, DataError
@@ -257,3 +257,94 @@ def _stores_with_other_options(ref: str, extractor: str | None) -> list[Path]:
     if extractor is not None:
         stores = [s for s in stores if s.name == slug(extractor) + ".zarr"]
     return [s for s in stores if _recorded_source(s).get("dataset") == name]
+
+
+def stores_holding_more(store: Path, videos: Sequence[str]) -> list[tuple[Path, int, str | None]]:
+    """The other workspace stores of the data ``store`` was extracted from (its recorded
+    dataset, data root and extractor; other dataset options, e.g. another ``fps``) that hold
+    more of ``videos`` than ``store`` does, those holding most first: ``(path, how many of
+    ``videos`` it holds, the dataset reference that finds it with ``existing_store``, or
+    ``None`` when only its path does)``. ``[]`` for a store that records no source (an
+    imported or a remote one) or a workspace without features."""
+    from actrec.io.features import FeatureStore
+    from actrec.workspace import home
+
+    if not isinstance(store, Path):  # a URL: not a workspace store
+        return []
+    mine = _recorded_source(store)
+    root = (mine.get("options") or {}).get("root")
+    base = home() / "features"
+    if not mine.get("dataset") or not base.is_dir():
+        return []
+    wanted = list(dict.fromkeys(videos))
+
+    def held(path: Path) -> int:
+        try:
+            opened = FeatureStore.open(path)
+            return sum(opened.has(v) for v in wanted)
+        except Exception:  # noqa: BLE001 - an unreadable store holds nothing usable
+            return 0
+
+    own = held(store)
+    found = []
+    for other in sorted(base.glob("*/*.zarr")):
+        if other.resolve() == store.resolve():
+            continue
+        source = _recorded_source(other)
+        if (source.get("dataset") != mine["dataset"]
+                or source.get("extractor") != mine.get("extractor")
+                or (root is not None and not _same_folder(
+                    (source.get("options") or {}).get("root"), root))):
+            continue
+        count = held(other)
+        if count > own:
+            found.append((other, count, _reference_to(other, source)))
+    return sorted(found, key=lambda f: -f[1])
+
+
+def other_store_hint(store: Path, videos: Sequence[str], flag: str | None = "--d1") -> str:
+    """A sentence naming the workspace store that holds the ``videos`` ``store`` lacks
+    (``stores_holding_more``) and how to train on it (``did you mean --d1 mstcn:fps=10?``,
+    ``flag`` the option that takes the reference; ``None``: the reference alone), or ``""``
+    when no other store of that data holds more of them."""
+    found = stores_holding_more(store, videos)
+    if not found:
+        return ""
+    path, count, ref = found[0]
+    total = len(set(videos))
+    share = f"all {total}" if count == total else f"{count} of the {total}"
+    how = (f"did you mean {flag + ' ' if flag else ''}{ref}? (or give that store's path)"
+           if ref else "give that store's path to train on it")
+    more = f" ({len(found) - 1} more such store(s))" if len(found) > 1 else ""
+    return (f"the workspace store {path} ({_source_summary(path)}) holds {share} of the "
+            f"split's videos{more}: {how}")
+
+
+def _reference_to(store: Path, source: Mapping) -> str | None:
+    """The shortest dataset reference (its recorded options that differ from the plugin's
+    defaults; with ``root=`` where that alone is ambiguous) that ``existing_store`` resolves
+    to ``store``; ``None`` when none does (a store moved out of its default folder)."""
+    import dataclasses
+
+    from actrec import registry
+    from actrec.errors import ActrecError
+
+    name = str(source.get("dataset"))
+    options = {k: v for k, v in (source.get("options") or {}).items() if k != "videos"}
+    root = options.pop("root", None)
+    try:
+        config = registry.plugin_class("datasets", name).Config
+        defaults = {f.name: f.default for f in dataclasses.fields(config)}
+    except Exception:  # noqa: BLE001 - no such plugin any more: the path is the way
+        return None
+    options = {k: v for k, v in options.items() if defaults.get(k, object()) != v}
+    base = canonical_ref(name, options)
+    tries = [base] + ([f"{base}{',' if ':' in base else ':'}root={root}"] if root else [])
+    for ref in tries:
+        for extractor in (None, str(source.get("extractor"))):
+            try:
+                if Path(existing_store(ref, extractor)).resolve() == store.resolve():
+                    return ref if extractor is None else f"{ref} --extractor {extractor}"
+            except (ActrecError, OSError):
+                continue
+    return None
