@@ -7,6 +7,7 @@ training on the local copy, and a resumed run whose store changed at the URL."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 import uuid
 
 import numpy as np
@@ -156,3 +157,48 @@ def test_training_on_the_url_is_training_on_the_local_copy_and_a_changed_store_i
                                         r"\(e\.g\. 'tr1'\)"):
         train_model(_spec(remote, tmp_path / "b.zarr", 6), tmp_path / "on-url")
     assert load_checkpoint(tmp_path / "on-url" / "checkpoint.pt")["iteration"] == 4
+
+
+def _swap_label_chunks(fs_cat, fs_pipe, base: str) -> None:
+    """Exchange two label chunks of one video: both valid (their crc32c holds), the same
+    size (constant labels compress alike), so neither the sizes nor the codec can tell."""
+    a, b = f"{base}/labels/c/0", f"{base}/labels/c/1"
+    ta, tb = fs_cat(a), fs_cat(b)
+    assert len(ta) == len(tb)
+    fs_pipe(a, tb)
+    fs_pipe(b, ta)
+
+
+def _one_label_per_chunk(where):
+    store = FeatureStore.open_or_create(
+        where, dataset="toy", split_scheme="default", classes=["a", "b", "c"],
+        splits={"1": {"train": ["v"], "test": []}}, extractor="toy", extractor_config={},
+        lookahead=0, chunk_frames=8)
+    store.write_video("v", np.zeros((24, 3), np.float32), np.repeat([0, 1, 2], 8), fps=15.0,
+                      source=None)
+    return store
+
+
+@pytest.mark.parametrize("where", ["folder", "s3"])
+def test_valid_chunks_in_the_wrong_place_are_refused_on_a_whole_read(request, tmp_path, where):
+    """Chunk files exchanged (a botched copy or sync): every size and crc32c still holds, the
+    labels read would be silently wrong. A whole-video read (what training, validation and
+    evaluation do) checks the sha256 its commit recorded and refuses it."""
+    if where == "s3":
+        import s3fs
+
+        bucket = request.getfixturevalue("bucket")
+        store = _one_label_per_chunk(f"s3://{bucket}/s.zarr")
+        fs = s3fs.S3FileSystem()
+        _swap_label_chunks(fs.cat, fs.pipe, store.video_dir("v").fs_path)
+        s3fs.S3FileSystem.clear_instance_cache()
+    else:
+        store = _one_label_per_chunk(tmp_path / "s.zarr")
+        _swap_label_chunks(lambda p: Path(p).read_bytes(), lambda p, b: Path(p).write_bytes(b),
+                           str(store.video_dir("v")))
+    fresh = FeatureStore.open(store.path)
+    assert fresh.damage("v") == []  # the cheap check (sizes) cannot see it
+    with pytest.raises(DataError, match=r"video 'v' is damaged \(labels: the values read "
+                                        r"differ from the sha256 recorded"):
+        fresh.read("v")
+    assert verify_video(fresh, "v").status == "damaged"

@@ -486,8 +486,11 @@ class FeatureStore:
 
     def read_window(self, video_id: str, t0: int, length: int) -> tuple[np.ndarray, np.ndarray]:
         """Frames ``t0 .. t0+length-1`` (clipped to the video), reading only the chunks that
-        overlap them. Returns float32 ``[L, D]`` and int64 ``[L]``."""
-        from actrec.io.integrity import chunk_problems
+        overlap them. Returns float32 ``[L, D]`` and int64 ``[L]``. Damage is refused
+        (``DataError``), never read: missing or resized chunks (sizes), altered chunks (their
+        crc32c), and when the window is the whole video, values whose sha256 is not the one
+        recorded at the commit."""
+        from actrec.io.integrity import chunk_problems, digest_problems
 
         if t0 < 0 or length < 0:
             raise ValueError(f"window start and length must be >= 0, got {t0}, {length}")
@@ -511,6 +514,12 @@ class FeatureStore:
                     # gone during the read was read as fill values. One still there after
                     # the read was there during it (a generation is never written again).
                     problems = chunk_problems(where, attrs.get("integrity"), window)
+                if error is None and not problems and window == (0, int(attrs["num_frames"])):
+                    # The whole video: what was read must hash to what its commit recorded
+                    # (valid chunks in the wrong place pass sizes and crc32c).
+                    problems = digest_problems(
+                        attrs.get("integrity"), {"features": feats, "labels": labels},
+                        {"features": str(self._attrs.get("dtype")), "labels": "int64"})
                 if error is None and not problems:
                     return np.asarray(feats, dtype=np.float32), np.asarray(labels, dtype=np.int64)
             # The video may have been re-written since its attributes were read (at a URL a

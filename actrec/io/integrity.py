@@ -44,7 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from actrec.io.features import FeatureStore
 
 __all__ = ["ARRAYS", "STATUSES", "StoreCheck", "VideoCheck", "array_digest", "array_record",
-           "check_store", "chunk_problems", "drop_damaged", "recorded_digest", "source_change",
+           "check_store", "chunk_problems", "digest_problems", "drop_damaged", "recorded_digest", "source_change",
            "verify_video"]
 
 ARRAYS = ("features", "labels")
@@ -62,6 +62,26 @@ def array_digest(values: np.ndarray, dtype: str) -> str:
     """sha256 of ``values`` as stored: cast to ``dtype``, little endian, C order."""
     data = np.ascontiguousarray(np.asarray(values).astype(_STORED_DTYPES[dtype], copy=False))
     return hashlib.sha256(data.tobytes()).hexdigest()
+
+
+def digest_problems(integrity: Mapping[str, Any] | None, values: Mapping[str, np.ndarray],
+                    dtypes: Mapping[str, str]) -> list[str]:
+    """What is wrong with a stored video's arrays read WHOLE: for each array of ``values``
+    (name -> its decoded values) whose ``integrity`` record has a sha256, whether the values
+    (as stored, ``dtypes[name]``) still hash to it. This catches what sizes and the chunks'
+    own crc32c cannot: valid chunks in the wrong place (exchanged or copied from another video
+    or generation), and altered chunks of arrays written without a crc32c. ``[]`` when all is
+    well, or when there is no record (or a dtype this module does not know) to compare."""
+    problems = []
+    for name, array in values.items():
+        rec = (integrity or {}).get(name)
+        want = rec.get("sha256") if isinstance(rec, Mapping) else None
+        if not want or dtypes.get(name) not in _STORED_DTYPES:
+            continue
+        if array_digest(array, dtypes[name]) != want:
+            problems.append(f"{name}: the values read differ from the sha256 recorded when it "
+                            f"was written (chunks exchanged or altered)")
+    return problems
 
 
 def array_record(array_dir: Path, values: np.ndarray, dtype: str, chunk_frames: int) -> dict:
