@@ -202,3 +202,20 @@ def test_valid_chunks_in_the_wrong_place_are_refused_on_a_whole_read(request, tm
                                         r"differ from the sha256 recorded"):
         fresh.read("v")
     assert verify_video(fresh, "v").status == "damaged"
+
+
+def test_a_store_in_a_missing_bucket_names_the_bucket(bucket):
+    """Reading from a mistyped bucket (or another endpoint's) says so; a missing store in an
+    existing bucket stays "no feature store here"."""
+    from click.testing import CliRunner
+
+    from actrec.cli import cli
+
+    with pytest.raises(DataError, match=r"no feature store here: the bucket 'no-such-bucket-q' "
+                                        r"does not exist"):
+        FeatureStore.open("s3://no-such-bucket-q/features/s.zarr")
+    with pytest.raises(DataError, match=r"s.zarr: no feature store here \(missing zarr.json\)$"):
+        FeatureStore.open(f"s3://{bucket}/s.zarr")
+    result = CliRunner().invoke(cli, ["check", "s3://no-such-bucket-q/s.zarr"])
+    assert result.exit_code != 0
+    assert "the bucket 'no-such-bucket-q' does not exist" in str(result.exception)

@@ -48,7 +48,7 @@ from actrec.io.features import (
     GENERATION,
     FeatureStore,
 )
-from actrec.io.remote import StoreURL
+from actrec.io.remote import StoreURL, store_location
 
 __all__ = ["RemoteFeatureStore"]
 
@@ -97,6 +97,8 @@ class RemoteFeatureStore(FeatureStore):
         store, or cannot be reached (naming the backend's error)."""
         try:
             return super().open(path)
+        except DataError as exc:
+            raise _missing_bucket(path) or exc from None
         except ActrecError:
             raise
         except Exception as exc:  # noqa: BLE001 - a backend's network or credentials error
@@ -235,6 +237,26 @@ class RemoteFeatureStore(FeatureStore):
     def _clean(self) -> None:
         """Nothing to do: unfinished writes are invisible, and removed by a later write of
         their video once a day old (``_drop_replaced``) or by ``actrec check --sweep``."""
+
+
+def _missing_bucket(path: Any) -> DataError | None:
+    """A ``DataError`` naming the bucket (the URL's first component) when the store at URL
+    ``path`` is missing because its bucket is: a mistyped bucket or an endpoint that holds
+    other buckets is otherwise told "no feature store here". None when the bucket exists or
+    cannot be asked about."""
+    url = store_location(path)
+    bucket = url.fs_path.strip("/").split("/")[0]
+    if not isinstance(url, StoreURL) or not bucket or bucket == url.fs_path.strip("/"):
+        return None
+    try:
+        if StoreURL(f"{url.protocol}://{bucket}").exists():
+            return None
+    except DataError:
+        return None
+    where = (" (AWS_ENDPOINT_URL, --storage-option endpoint_url=...)"
+             if url.protocol == "s3" else " (--storage-option)")
+    return DataError(f"{url}: no feature store here: the bucket {bucket!r} does not exist "
+                     f"(check the URL, or the endpoint the store is reached at{where})")
 
 
 def _attributes(raw: bytes) -> dict[str, Any] | None:
