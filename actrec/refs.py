@@ -176,14 +176,26 @@ def existing_store(ref_or_path: str, extractor: str | None = None):
     if not found:
         looked = home() / "features" / f"{slug(canonical_ref(ref_or_path))}[@*]"
         others = _stores_with_other_options(ref_or_path, extractor)
+        moved = [s for s in others if _made_for(s, ref_or_path)]  # renamed or moved by hand
+        others = [s for s in others if s not in moved]
+        found_elsewhere = []
+        if moved:
+            listed = "; ".join(f"{s} ({_source_summary(s)})" for s in moved)
+            back = _default_place(moved[0], ref_or_path)
+            found_elsewhere.append(
+                f"the workspace has {'a store' if len(moved) == 1 else f'{len(moved)} stores'} "
+                f"of the same data under another folder (moved or renamed?): {listed}; give "
+                f"{'its' if len(moved) == 1 else 'one'} path, or move it back to {back}")
         if others:  # e.g. extracted with -o fps=30: that is the reference mstcn:fps=30
             listed = "; ".join(f"{s} ({_source_summary(s)})" for s in others)
-            raise DataError(
-                f"no {what} of '{ref_or_path}' (looked in {looked}), but the workspace has "
-                f"{len(others)} store(s) of dataset '{parse_dataset_ref(ref_or_path)[0]}' made "
-                f"with other dataset options: {listed}. Refer to the dataset with the options "
-                f"it was extracted with (`actrec extract NAME -o fps=30` is NAME:fps=30) or "
-                f"give the store path")
+            found_elsewhere.append(
+                f"the workspace has {len(others)} store(s) of dataset "
+                f"'{parse_dataset_ref(ref_or_path)[0]}' made with other dataset options: "
+                f"{listed}. Refer to the dataset with the options it was extracted with "
+                f"(`actrec extract NAME -o fps=30` is NAME:fps=30) or give the store path")
+        if found_elsewhere:
+            raise DataError(f"no {what} of '{ref_or_path}' (looked in {looked}), but "
+                            + "; and ".join(found_elsewhere))
         raise DataError(
             f"no {what} of '{ref_or_path}' yet (looked in {looked}): extract them first "
             f"(actrec extract {ref_or_path} --extractor {extractor or 'NAME'} ...) or import "
@@ -320,25 +332,56 @@ def other_store_hint(store: Path, videos: Sequence[str], flag: str | None = "--d
             f"split's videos{more}: {how}")
 
 
+def _store_reference(source: Mapping) -> str | None:
+    """The canonical reference of a recorded ``source``: its dataset with the options that
+    differ from the plugin's defaults (data folders left out); ``None`` when the dataset is
+    no installed plugin."""
+    import dataclasses
+
+    from actrec import registry
+
+    name = str(source.get("dataset"))
+    options = {k: v for k, v in (source.get("options") or {}).items()
+               if k not in ("root", "videos")}
+    try:
+        config = registry.plugin_class("datasets", name).Config
+        defaults = {f.name: f.default for f in dataclasses.fields(config)}
+    except Exception:  # noqa: BLE001 - no such plugin (any more)
+        return None
+    return canonical_ref(name, {k: v for k, v in options.items()
+                                if defaults.get(k, object()) != v})
+
+
+def _made_for(store: Path, ref: str) -> bool:
+    """Whether ``store`` recorded the data reference ``ref`` names: the same dataset options
+    (``_store_reference``) and, where ``ref`` gives one, the same data root."""
+    source = _recorded_source(store)
+    if not source or _store_reference(source) != canonical_ref(ref):
+        return False
+    root = parse_dataset_ref(ref)[1].get("root")
+    return not root or _same_folder((source.get("options") or {}).get("root"), root)
+
+
+def _default_place(store: Path, ref: str) -> Path:
+    """Where ``ref``'s store of ``store``'s data and extractor is looked for first
+    (``actrec.workspace.default_store_path`` of its recorded root)."""
+    from actrec.workspace import default_store_path
+
+    source = _recorded_source(store)
+    return default_store_path(canonical_ref(ref), str(source.get("extractor") or store.stem),
+                              (source.get("options") or {}).get("root"))
+
+
 def _reference_to(store: Path, source: Mapping) -> str | None:
     """The shortest dataset reference (its recorded options that differ from the plugin's
     defaults; with ``root=`` where that alone is ambiguous) that ``existing_store`` resolves
     to ``store``; ``None`` when none does (a store moved out of its default folder)."""
-    import dataclasses
-
-    from actrec import registry
     from actrec.errors import ActrecError
 
-    name = str(source.get("dataset"))
-    options = {k: v for k, v in (source.get("options") or {}).items() if k != "videos"}
-    root = options.pop("root", None)
-    try:
-        config = registry.plugin_class("datasets", name).Config
-        defaults = {f.name: f.default for f in dataclasses.fields(config)}
-    except Exception:  # noqa: BLE001 - no such plugin any more: the path is the way
+    base = _store_reference(source)
+    if base is None:  # no such plugin any more: the path is the way
         return None
-    options = {k: v for k, v in options.items() if defaults.get(k, object()) != v}
-    base = canonical_ref(name, options)
+    root = (source.get("options") or {}).get("root")
     tries = [base] + ([f"{base}{',' if ':' in base else ':'}root={root}"] if root else [])
     for ref in tries:
         for extractor in (None, str(source.get("extractor"))):

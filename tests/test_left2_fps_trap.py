@@ -137,3 +137,33 @@ def test_training_on_the_empty_store_says_which_reference_was_meant(tmp_path, ho
     message = str(err.value)
     assert "3 failed extraction" in message and "need -o fps=10" in message
     assert "did you mean --d1 mstcn:fps=10?" in message
+
+
+def test_a_moved_store_is_named_as_the_same_data_not_as_other_options(tmp_path, home,
+                                                                      write_mp4):
+    """A store renamed or moved within the workspace's features folder: the reference that
+    made it finds no store in its folder, and the error names it as that data (give its path,
+    or move it back to where the reference looks), not as a store "made with other options"."""
+    from actrec.refs import existing_store
+
+    root = _two_stores(tmp_path, write_mp4)
+    full = existing_store("mstcn:fps=10")
+    moved = home / "features" / "renamed" / full.name
+    moved.parent.mkdir()
+    full.rename(moved)
+    full.parent.rmdir()
+    for ref in ("mstcn:fps=10", f"mstcn:fps=10,root={root}", "mstcn:fps=10.0"):
+        with pytest.raises(DataError) as err:
+            existing_store(ref, "colorgrad")
+        message = str(err.value)
+        assert (f"the workspace has a store of the same data under another folder (moved or "
+                f"renamed?): {moved} (root {root}, fps=10.0); give its path, or move it back "
+                f"to {full}") in message, message
+        assert message.count(str(moved)) == 1  # not listed among the other options' stores
+    # the other store (default options) is still told apart as other options
+    assert f"{existing_store(f'mstcn:root={root}')} (root {root})" in message
+    assert "1 store(s) of dataset 'mstcn' made with other dataset options" in message
+    # a moved store of another root is other data: not offered as this reference's
+    with pytest.raises(DataError) as err:
+        existing_store(f"mstcn:fps=10,root={tmp_path}")
+    assert "same data under another folder" not in str(err.value)
