@@ -86,11 +86,57 @@ def _worker(rank: int, world: int, port: int, root: str, jobs: list) -> None:
                 return real(self, rng, iteration)
 
             _Loop.batch = batch
+        writes = _watch_writes(root / run) if rank else []
         try:
             with session():
                 train_model(spec_of(root, kind), root / run)
         except Exception as exc:  # rank 0 of the killed job: record what it said
             (root / f"{run}.rank{rank}.error").write_text(str(exc))
+        if rank:
+            (root / f"{run}.rank{rank}.writes").write_text(json.dumps(writes))
+
+
+def _watch_writes(run_dir: Path) -> list:
+    """Record every write, folder creation, rename or removal of this (forked, rank 1)
+    process under ``run_dir``: only rank 0 may write a run."""
+    import builtins
+    import pathlib
+
+    seen: list = []
+    inside = str(run_dir)
+
+    def under(path) -> bool:
+        return str(path).startswith(inside)
+
+    real_open, real_replace, real_mkstemp = builtins.open, os.replace, __import__("tempfile").mkstemp
+
+    def open_(file, mode="r", *a, **k):
+        if any(c in mode for c in "wax+") and under(file):
+            seen.append(["open", str(file), mode])
+        return real_open(file, mode, *a, **k)
+
+    def replace(src, dst, *a, **k):
+        if under(dst):
+            seen.append(["replace", str(dst)])
+        return real_replace(src, dst, *a, **k)
+
+    def mkstemp(*a, dir=None, **k):
+        if dir is not None and under(dir):
+            seen.append(["mkstemp", str(dir)])
+        return real_mkstemp(*a, dir=dir, **k)
+
+    for name in ("mkdir", "unlink", "write_text", "write_bytes", "rename", "touch"):
+        real = getattr(pathlib.Path, name)
+
+        def wrapped(self, *a, real=real, name=name, **k):
+            if under(self):
+                seen.append([name, str(self)])
+            return real(self, *a, **k)
+
+        setattr(pathlib.Path, name, wrapped)
+    builtins.open, os.replace = open_, replace
+    __import__("tempfile").mkstemp = mkstemp
+    return seen
 
 
 def spawn_runs(root: Path, jobs: list) -> list[int]:
@@ -182,6 +228,14 @@ def test_validated_run_on_two_processes_is_the_one_process_run(runs, run):
     chosen, want_chosen = checkpoint(root / run)["selected"], checkpoint(single)["selected"]
     assert chosen["iteration"] == want_chosen["iteration"]
     assert chosen["score"] == pytest.approx(want_chosen["score"], rel=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", ["dist-selected", "dist-reestimated"])
+def test_rank_one_writes_nothing_in_the_run(runs, run):
+    root, _ = runs
+    assert json.loads((root / f"{run}.rank1.writes").read_text()) == []
+    assert (root / run / "checkpoint.pt").is_file()
 
 
 @pytest.mark.slow
