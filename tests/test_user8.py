@@ -418,7 +418,7 @@ def test_reproduce_on_features_that_look_ahead_needs_and_records_the_allowance(t
             str(tmp_path), "--dataset", f"breakfast={store}", "--json"]
     out = CliRunner().invoke(cli, args + ["--allow-noncausal-features"], env=env)
     assert out.exit_code == 0, out.output
-    result = json.loads(out.output)
+    result = json.loads(out.stdout)  # stderr has a line per unit (no terminal here)
     (cell,) = result["rows"][0]["cells"]
     assert cell["status"] == "ok", cell
     assert ("scored online although features look ahead (--allow-noncausal-features): "
@@ -432,7 +432,7 @@ def test_reproduce_on_features_that_look_ahead_needs_and_records_the_allowance(t
         next(iter(scored["datasets"].values()))["frame_accuracy"])
     again = CliRunner().invoke(cli, args + ["--allow-noncausal-features"], env=env)
     assert again.exit_code == 0, again.output
-    assert {u["status"] for u in json.loads(again.output)["units"].values()} == {"skipped"}
+    assert {u["status"] for u in json.loads(again.stdout)["units"].values()} == {"skipped"}
 
 
 def test_reproduce_table_numbers_reasons_below_instead_of_widening_cells():
