@@ -116,7 +116,9 @@ def test_the_guides_own_data_commands_run_as_written(tmp_path, write_mp4):
         assert done.returncode == 0, (command, done.stderr)
         assert "Traceback" not in done.stderr
         if args[0] == "runs":
-            assert "mine" in done.stdout and "online: D1" in done.stdout
+            # the run, and its online score of D1 (mode and datasets on lines of their own)
+            assert "mine" in done.stdout and "online:" in done.stdout
+            assert re.search(r"D1 \d+\.\d\d %", done.stdout), done.stdout
     assert (tmp_path / "runs" / "mine" / "plots" / "timeline-online.png").stat().st_size > 0
     lines = [json.loads(x) for x in done.stdout.splitlines()]
     frames = [x for x in lines if "frame" in x and "event" not in x]
