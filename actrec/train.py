@@ -358,7 +358,26 @@ def _load_data(spec: TrainSpec, progress: Any, recorded_labels: Any = None,
     else:
         layout = InputLayout(tuple(b.dim for b in banks), spec.input_arrangement)
     fingerprints = [store_fingerprint(s, n) for s, n in zip(stores, chosen)]
+    for store, fingerprint in zip(stores, fingerprints):
+        _check_read_as_recorded(store, fingerprint)
     return _Data(stores, chosen, banks, scalers, labels, layout, fingerprints, carves)
+
+
+def _check_read_as_recorded(store: Any, fingerprint: Mapping[str, Any]) -> None:
+    """``DataError`` when a video this run read from ``store`` was rewritten before the
+    store's ``fingerprint`` was taken: the run would record digests of a copy it never read,
+    and later checks that the store is unchanged (resume, eval) would pass on other data."""
+    read = getattr(store, "read_digests", None)
+    if read is None:  # several streams: each stream's reads are checked by their own store
+        return
+    for vid, seen in read().items():
+        now = (fingerprint.get("videos") or {}).get(vid)
+        if now is None or not any(seen.values()):
+            continue  # not in the split lists, or written before digests were recorded
+        if now.get("sha256") != seen:
+            raise DataError(f"feature store {store.path}: video '{vid}' was rewritten while "
+                            f"this run read the store (another `actrec extract` or import is "
+                            f"writing it); start the run again once that writer is done")
 
 
 def check_finite(bank: Any, store: Any) -> None:

@@ -146,6 +146,7 @@ class FeatureStore:
     def __init__(self, path: Path | StoreURL, attrs: dict[str, Any]) -> None:
         self.path = path if isinstance(path, StoreURL) else Path(path)
         self._attrs = attrs
+        self._read_digests: dict[str, dict[str, str | None]] = {}  # see ``read_digests``
 
     # ------------------------------------------------------------------ opening
 
@@ -490,7 +491,7 @@ class FeatureStore:
         (``DataError``), never read: missing or resized chunks (sizes), altered chunks (their
         crc32c), and when the window is the whole video, values whose sha256 is not the one
         recorded at the commit."""
-        from actrec.io.integrity import chunk_problems, digest_problems
+        from actrec.io.integrity import chunk_problems, digest_problems, recorded_digest
 
         if t0 < 0 or length < 0:
             raise ValueError(f"window start and length must be >= 0, got {t0}, {length}")
@@ -521,6 +522,9 @@ class FeatureStore:
                         attrs.get("integrity"), {"features": feats, "labels": labels},
                         {"features": str(self._attrs.get("dtype")), "labels": "int64"})
                 if error is None and not problems:
+                    if window == (0, int(attrs["num_frames"])):
+                        self._read_digests[video_id] = {
+                            a: recorded_digest(attrs, a) for a in ("features", "labels")}
                     return np.asarray(feats, dtype=np.float32), np.asarray(labels, dtype=np.int64)
             # The video may have been re-written since its attributes were read (at a URL a
             # new generation committed and the one read removed; in a folder the group
@@ -544,6 +548,13 @@ class FeatureStore:
                 f"{'; '.join(problems[:3])}{'; ...' if len(problems) > 3 else ''}); {redo}")
         raise DataError(f"feature store {self.path}: cannot read video {video_id!r} frames "
                         f"{window[0]}..{window[1]}: {error}; if its chunks are damaged, {redo}")
+
+    def read_digests(self) -> dict[str, dict[str, str | None]]:
+        """For each video this store object has read whole (``read``): the sha256 its commit
+        recorded of the features and labels of the copy that read returned (the last such
+        read). A caller that fingerprints the store after reading it compares the two, so
+        that a video rewritten in between is not recorded as what it read."""
+        return dict(self._read_digests)
 
     # ------------------------------------------------------------------ writing
 
