@@ -229,6 +229,20 @@ def test_validated_run_on_two_processes_is_the_one_process_run(runs, run):
         list(range(1, ITERATIONS + 1))
     assert [v for m in got if "loss" in m and "phase" in m
             for v in (m["iteration"], m["loss"], m["lr"])] == pytest.approx(steps, rel=1e-4)
+    # The rest of the checkpoint a resume goes on from: the optimiser's moments, the window
+    # streams, the numpy generator, the schedule's state.
+    got_ckpt, want_ckpt = checkpoint(root / run), checkpoint(single)
+    assert got_ckpt["windows_drawn"] == want_ckpt["windows_drawn"]
+    assert got_ckpt["rng"]["numpy"] == want_ckpt["rng"]["numpy"]
+    assert torch.equal(got_ckpt["rng"]["torch"], want_ckpt["rng"]["torch"])
+    assert got_ckpt["monitor"]["stopped_at"] == want_ckpt["monitor"]["stopped_at"]
+    got_opt, want_opt = got_ckpt["optimizer"], want_ckpt["optimizer"]
+    assert [g["lr"] for g in got_opt["param_groups"]] == \
+        pytest.approx([g["lr"] for g in want_opt["param_groups"]], rel=1e-9)
+    for k, state in want_opt["state"].items():
+        for name, value in state.items():
+            torch.testing.assert_close(got_opt["state"][k][name], value, rtol=1e-3, atol=1e-6,
+                                       msg=f"optimizer state {k}.{name}")
     chosen, want_chosen = checkpoint(root / run)["selected"], checkpoint(single)["selected"]
     assert chosen["iteration"] == want_chosen["iteration"]
     assert chosen["score"] == pytest.approx(want_chosen["score"], rel=1e-5)
