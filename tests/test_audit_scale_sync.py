@@ -32,6 +32,7 @@ CASES = {
     "rank1-no-rows": (2, 3, (2, 3), True),
     "one-real-d2-frame-late": (3, 3, (1, 2), True),
     "one-domain-uneven": (5, 0, (1, 0), True),
+    "d2-windows-shorter": (2, 4, (1, 3), True),  # D2's trained length stops 2 steps early
     "plain-bn-rank1-only-padding": (3, 2, (2, 1), False),
 }
 
@@ -65,6 +66,8 @@ def global_batch(name: str):
     mask[T - 1 :, 0] = False
     if name.endswith("rank1-only-padding"):
         mask[:, [2, 4]] = False  # rank 1's rows: D1 row 2 and D2 row 4
+    if name == "d2-windows-shorter":
+        mask[T - 2 :, n1:] = False
     if name == "one-real-d2-frame-late":
         mask[2:, 3:5] = False  # timesteps 2..4: D2 row 5 alone is real
     return h, up, mask
@@ -154,3 +157,5 @@ def test_any_split_of_the_rows_gives_the_global_batch_statistics(normed, name):
         torch.testing.assert_close(total, ref[k], rtol=1e-9, atol=1e-12, msg=k)
     if dual and n1 and n2:
         assert float(ref["grad_alpha"].abs().min()) > 1e-8  # the alpha check means something
+    if name == "d2-windows-shorter":  # per-domain trained lengths (t0 = 2: reached T + 2 - 2)
+        assert ref["buffers"]["trained_len"].tolist() == [T + 2, T]
