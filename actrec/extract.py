@@ -389,25 +389,35 @@ def _run(plan: _Plan, index, extractor, store_path, ids: list[str], source, look
     config = recorded_config(store_path, extractor, store_args.get("stream"))
     if source is not None and source.get("extractor_config") == extractor.config.to_dict():
         source = {**source, "extractor_config": config}
-    try:
-        store = FeatureStore.open_or_create(
-            store_path,
-            classes=index.classes,
-            splits={name: {"train": s.train, "test": s.test} for name, s in index.splits.items()},
-            extractor=extractor.name,
-            extractor_config=config,
-            lookahead=lookahead,
-            background=index.background_classes,
-            source=source,
-            **store_args,
-        )
-    except OSError as exc:
-        raise store_write_error(store_path, "create or open it", exc) from None
+
+    def open_store():
+        try:
+            return FeatureStore.open_or_create(
+                store_path,
+                classes=index.classes,
+                splits={name: {"train": s.train, "test": s.test}
+                        for name, s in index.splits.items()},
+                extractor=extractor.name,
+                extractor_config=config,
+                lookahead=lookahead,
+                background=index.background_classes,
+                source=source,
+                **store_args,
+            )
+        except OSError as exc:
+            raise store_write_error(store_path, "create or open it", exc) from None
+
+    # A new local store is made once the extractor is set up (run_tasks' on_ready): an
+    # extractor that cannot start (its setup or dim() fails) leaves no empty store behind.
+    # It is made where it is asked for (open_or_create), so its path is known now.
+    later = isinstance(store_path, Path) and not store_path.exists() and bool(ids)
+    store = None if later else open_store()
+    where = store_path if store is None else store.path
     missing = getattr(index, "missing_videos", None) or {}
     for vid in ids:
         record = index.videos[vid]
         stale = False
-        if not overwrite and store.has(vid):
+        if not overwrite and store is not None and store.has(vid):
             problems = store.damage(vid)
             attrs = store.video_attrs(vid)
             change = None if trust_store or problems else (
@@ -438,10 +448,27 @@ def _run(plan: _Plan, index, extractor, store_path, ids: list[str], source, look
     tasks, results = plan.tasks, plan.results
 
     view = _ProgressView(progress, len(ids), len(plan.skipped), tasks, extractor)
-    try:
-        plan.run = start_run(store.path, ids, shard, workers, extractor.name)
-    except OSError as exc:  # a store that cannot take a small file takes no video either
-        plan.stopped = str(store_write_error(store.path, "record this run", exc))
+
+    def record_run() -> None:
+        try:
+            plan.run = start_run(where, ids, shard, workers, extractor.name)
+        except OSError as exc:  # a store that cannot take a small file takes no video either
+            plan.stopped = str(store_write_error(where, "record this run", exc))
+
+    def ready() -> None:  # the extractor is set up: make the store, record the run
+        nonlocal store
+        if store is not None:
+            return
+        try:
+            store = open_store()
+        except DataError as exc:  # raised as it was before the extractor was set up
+            raise _NotMade(exc) from None
+        record_run()
+        if plan.stopped:
+            raise DataError(plan.stopped)
+
+    if store is not None:
+        record_run()
 
     def emit(event) -> None:
         from actrec.extract_workers import Finished, Started
@@ -452,13 +479,13 @@ def _run(plan: _Plan, index, extractor, store_path, ids: list[str], source, look
             outcome = results[event.outcome.id] = event.outcome
             with contextlib.suppress(OSError):  # only --status's loss (a full disk)
                 if not outcome.ok and not outcome.busy:
-                    record_failure(store.path, outcome.id, outcome.error, shard)
+                    record_failure(where, outcome.id, outcome.error, shard)
                 elif outcome.ok:
-                    clear_failure(store.path, outcome.id)
+                    clear_failure(where, outcome.id)
         view.update(event)
 
     processes = max(1, min(workers, len(tasks)))  # no more processes than videos to do
-    spec = WorkerSpec(type(extractor), extractor.config, store.path, options,
+    spec = WorkerSpec(type(extractor), extractor.config, where, options,
                       threads=thread_share(processes))
     saved_shard = os.environ.get(_SHARD_VAR)
     if shard:  # recorded in each claim (workers inherit the environment)
@@ -466,15 +493,18 @@ def _run(plan: _Plan, index, extractor, store_path, ids: list[str], source, look
     try:
         # in this process, the caller's extractor itself does the work
         if not plan.stopped:
-            run_tasks(tasks, spec, devices[:processes], emit, extractor=extractor)
+            run_tasks(tasks, spec, devices[:processes], emit, extractor=extractor,
+                      on_ready=ready)
         busy = [t for t in tasks if t.id in results and results[t.id].busy]
         while busy and wait_busy and not plan.stopped:  # held by others: wait until released
-            ready = _wait_for_claims(store.path, busy, lease, view)  # or stale, then retry
-            run_tasks(ready, spec, devices[:max(1, min(processes, len(ready)))], emit,
+            free = _wait_for_claims(where, busy, lease, view)  # or stale, then retry
+            run_tasks(free, spec, devices[:max(1, min(processes, len(free)))], emit,
                       extractor=extractor)
             busy = [t for t in busy if results[t.id].busy]
     except ExtractStopped:
         raise
+    except _NotMade as exc:
+        raise exc.error from None
     except DataError as exc:  # the store cannot be written: the report so far, then stop
         plan.stopped = str(exc)
     finally:
@@ -485,7 +515,17 @@ def _run(plan: _Plan, index, extractor, store_path, ids: list[str], source, look
             os.environ[_SHARD_VAR] = saved_shard
         from actrec.extract_claims import release_claims
 
-        release_claims(store.path)
+        if store is not None:
+            release_claims(where)
+
+
+class _NotMade(Exception):
+    """The store could not be made once the extractor was ready: ``error`` is raised as
+    ``extract_features`` raised it when it made the store first."""
+
+    def __init__(self, error: DataError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def recorded_config(store_path, extractor: FeatureExtractor,

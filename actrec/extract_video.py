@@ -205,8 +205,9 @@ def rate_lookahead(lookahead: int, source_fps: float, label_fps: float) -> int:
 def prefetch(source: Iterator[np.ndarray], depth: int = 2) -> Iterator[np.ndarray]:
     """The items of ``source``, produced by a background thread up to ``depth`` ahead, so
     that decoding (which releases the GIL) overlaps the consumer's computation. An exception
-    in ``source`` is raised here, at the point where its item would have come; closing this
-    generator early stops the thread."""
+    in ``source`` is raised here, at the point where its item would have come. Closing this
+    generator early stops the thread at once (it waits only for an item being produced then)
+    and closes ``source`` (a decoder lets go of its file)."""
     if depth <= 0:
         yield from source
         return
@@ -215,13 +216,12 @@ def prefetch(source: Iterator[np.ndarray], depth: int = 2) -> Iterator[np.ndarra
     done = object()
 
     def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                items.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        # Blocks while the queue is full: a close sets ``stop`` and then empties the queue,
+        # so this returns at once and the stop is seen here (no polling).
+        if stop.is_set():
+            return False
+        items.put(item)
+        return not stop.is_set()
 
     def produce() -> None:
         try:
@@ -231,6 +231,11 @@ def prefetch(source: Iterator[np.ndarray], depth: int = 2) -> Iterator[np.ndarra
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
             put((done, exc))
             return
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):  # the source's own clean-up: best effort
+                    close()
         put((done, None))
 
     thread = threading.Thread(target=produce, name="actrec-decode", daemon=True)
@@ -245,6 +250,9 @@ def prefetch(source: Iterator[np.ndarray], depth: int = 2) -> Iterator[np.ndarra
             yield item
     finally:
         stop.set()
+        with contextlib.suppress(queue.Empty):  # room for the producer's pending put
+            while True:
+                items.get_nowait()
         thread.join()
 
 
@@ -731,6 +739,9 @@ def process_tasks(
             for _, callback_done in futures:  # and for their claims' release (wait returns
                 callback_done.wait()  # before a future's callbacks run; a cancelled one's
                 # ran in shutdown)
+            # Every write and its claim's release are over: the idle thread is joined, so
+            # none outlives this call (an interrupt here cuts off nothing).
+            writer.shutdown(wait=True)
         for left in (items, opened):  # jobs handed over that never ran
             while not left.empty():
                 kind, payload = left.get()

@@ -162,7 +162,25 @@ def _start_extractor(spec: WorkerSpec, worker: int, workers: int, device: str, e
     extractor.setup(ExtractRuntime(device=device, threads=spec.threads, worker=worker,
                                    workers=workers))
     apply_thread_limit(spec.threads)  # setup may have imported torch
+    checked_dim(extractor)
     return extractor
+
+
+def checked_dim(extractor) -> int:
+    """``extractor.dim()`` after its ``setup`` (a length may come with the model it loads),
+    checked once before any video: an integer >= 1, else ``ConfigError`` naming the extractor
+    (and where its ``dim`` raised), instead of the same failure for every video."""
+    import numpy as np
+
+    name = getattr(extractor, "name", type(extractor).__name__)
+    try:
+        dim = extractor.dim()
+    except Exception as exc:  # noqa: BLE001 - a plugin's code: any class it may raise
+        raise ConfigError(f"extractor '{name}': dim() failed: {_describe(exc)}") from None
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
+        raise ConfigError(f"extractor '{name}': dim() returned {dim!r}; expected the feature "
+                         f"length, an integer >= 1")
+    return int(dim)
 
 
 def _setup_failed(extractor_cls: type, exc: BaseException) -> ConfigError:
@@ -173,10 +191,15 @@ def _setup_failed(extractor_cls: type, exc: BaseException) -> ConfigError:
 
 
 def run_tasks(tasks: Sequence[VideoTask], spec: WorkerSpec, devices: Sequence[str],
-              emit: Callable[[Event], None], *, extractor=None) -> None:
+              emit: Callable[[Event], None], *, extractor=None,
+              on_ready: Callable[[], None] | None = None) -> None:
     """Extract ``tasks`` into the store, in this process when ``len(devices) == 1`` (with
     ``extractor`` if given, else one built from ``spec``), else in one worker process per
     device entry, calling ``emit`` (in this process) with every event.
+
+    ``on_ready`` is called once, in this process, when an extractor is set up (``setup``, and
+    ``dim()`` checked, ``checked_dim``) and before any video is started or the store opened:
+    a store made there is made only for an extractor that can run.
 
     ``ConfigError`` if the extractor cannot be set up; ``DataError`` if the store cannot be
     written (both stop the run; videos already written stay; the video being written then is
@@ -186,9 +209,9 @@ def run_tasks(tasks: Sequence[VideoTask], spec: WorkerSpec, devices: Sequence[st
         return
     with sigterm_as_exit():
         if len(devices) == 1:
-            _run_here(tasks, spec, devices[0], emit, extractor)
+            _run_here(tasks, spec, devices[0], emit, extractor, on_ready)
         else:
-            _run_processes(tasks, spec, list(devices), emit)
+            _run_processes(tasks, spec, list(devices), emit, on_ready)
 
 
 class Terminated(SystemExit):
@@ -221,7 +244,7 @@ def sigterm_as_exit():
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def _run_here(tasks, spec, device, emit, extractor=None) -> None:
+def _run_here(tasks, spec, device, emit, extractor=None, on_ready=None) -> None:
     """The tasks in this process. An unexpected exception (a bug in the extractor outside its
     ``extract`` loop, or in actrec) fails the video it stopped, as in a worker process, and
     the others go on."""
@@ -231,6 +254,8 @@ def _run_here(tasks, spec, device, emit, extractor=None) -> None:
         extractor = _start_extractor(spec, 0, 1, device, extractor)
     except Exception as exc:  # noqa: BLE001 - third-party set-up code: one message
         raise _setup_failed(spec.extractor_cls, exc) from None
+    if on_ready is not None:
+        on_ready()
     store = FeatureStore.open(spec.store_path)
     pending = list(tasks)
     while pending:
@@ -405,15 +430,26 @@ def _work(spec: WorkerSpec, worker: int, workers: int, device: str, tasks, event
 
     try:
         extractor = _start_extractor(spec, worker, workers, device)
-        store = FeatureStore.open(spec.store_path)
     except Exception as exc:  # noqa: BLE001 - third-party set-up code: one message
         events.put(("config-error", worker, str(_setup_failed(spec.extractor_cls, exc))))
         return
+    events.put(("ready", worker, None))
+    # The parent queues the tasks once a worker is ready (and the store is made then).
+    first = tasks.get()
+    if first is None:
+        events.put(("exit", worker, None))
+        return
+    try:
+        store = FeatureStore.open(spec.store_path)
+    except ActrecError as exc:
+        events.put(("data-error", worker, str(exc)))
+        return
 
-    def taken():  # asked for by the decoding thread once the previous video is done
-        while (task := tasks.get()) is not None:
+    def taken(task=first):  # asked for by the decoding thread once the previous video is done
+        while task is not None:
             events.put(("claim", worker, task.id))  # before any work: a death now fails it
             yield task
+            task = tasks.get()
 
     try:
         # One video at a time: a worker that dies then fails only the video it was extracting
@@ -432,7 +468,7 @@ def _work(spec: WorkerSpec, worker: int, workers: int, device: str, tasks, event
     events.put(("exit", worker, None))
 
 
-def _run_processes(tasks, spec, devices, emit) -> None:
+def _run_processes(tasks, spec, devices, emit, on_ready=None) -> None:
     import multiprocessing
 
     from actrec.errors import DataError
@@ -444,10 +480,18 @@ def _run_processes(tasks, spec, devices, emit) -> None:
     # into a pipe no worker reads any more (the command would hang there).
     task_q.cancel_join_thread()
     event_q = ctx.Queue()
-    for task in tasks:
-        task_q.put(task)
-    for _ in range(workers):  # one end marker per worker; a replacement takes its dead one's
-        task_q.put(None)
+    queued = False
+
+    def queue_tasks() -> None:  # once an extractor is ready (setup and dim() passed)
+        nonlocal queued
+        if on_ready is not None:
+            on_ready()
+        for task in tasks:
+            task_q.put(task)
+        for _ in range(workers):  # one end marker per worker; a replacement takes its dead one's
+            task_q.put(None)
+        queued = True
+
     since = time.time()  # a copy written from now on was written by this run's workers
     procs: dict[int, Any] = {}
     holding: dict[int, str] = {}  # worker -> the video it is extracting
@@ -508,6 +552,10 @@ def _run_processes(tasks, spec, devices, emit) -> None:
             if kind == "config-error":
                 gone.add(worker)
                 raise ConfigError(payload)
+            if kind == "ready":
+                if not queued:
+                    queue_tasks()
+                continue
             if kind == "data-error":  # fails the video that worker held, stops the run
                 gone.add(worker)
                 vid = holding.pop(worker, None)
