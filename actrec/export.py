@@ -7,13 +7,22 @@ The program (``OUT.pt2``, ``torch.export.save``) is one frame's step of live rec
 the feature store's dtype, the run's standardisation, the input layout, the model's step and
 the softmax, all plain tensor operations. Metadata (``actrec.json``, stored in the program's
 extra files and written beside it as ``OUT.json``): label names, frame rate, the extractor and
-its config that make the input features, the initial state (zeros, shapes per stream) and the
-input/output order. Loading it needs only torch (``LOADER`` below; docs/guide.md).
+its config that make the input features, how frames are taken from a file (``video_rate``,
+``label_fps``, ``labels_by_time``, as ``actrec.live_sources.open_source`` takes them), the
+initial state (zeros, shapes per stream) and the input/output order. Loading it needs only
+torch (``LOADER`` below; docs/guide.md).
+
+A run trained on a frame head's outputs (``actrec.frame_head``: a store whose "extractor" is
+``<backbone>-softmax-splitK``, which no plugin is) is exported as live recognition applies it
+(``actrec.recognizer``): the program takes the BACKBONE extractor's features, rounds them to
+the backbone store's dtype, applies the head (its weights are the program's ``heads.<i>.*``
+tensors) and its softmax or logits, then goes on as for any store; ``frame_heads`` in the
+metadata describes each head (which stream, output, rounding, layers, weight names).
 
 Where actrec's compiled DDBN op is loaded, the traced step holds it; it is replaced by its
 PyTorch reference (in eval mode an affine map with each domain's running statistics), equal to
 float rounding. Refused with a ``ConfigError`` naming the reason: a state value that is neither
-a tensor nor an int, label arrangements without per-dataset probabilities, score inputs, a step
+a tensor nor an int, label arrangements without per-dataset probabilities, a step
 whose operations do not export or leave an operator outside ATen (named), and a program that
 differs from the model's step (``_check_program``).
 """
@@ -39,7 +48,9 @@ state = [v if d == "int" else torch.tensor(v) if v is not None    # one stream
          else torch.zeros(s, dtype=getattr(torch, d))
          for s, d, v in zip(meta["state_shapes"], meta["state_dtypes"], meta["state_values"])]
 # x: the features of one frame, float32 [1, meta["feature_dim"]], made by the extractor
-# meta["extractor"] with meta["extractor_config"] from frames at meta["fps"]
+# meta["extractor"] with meta["extractor_config"] from frames at meta["fps"] (a frame head,
+# meta["frame_heads"], is inside the program; meta["video_rate"]: the extractor takes every
+# frame of the file at its own rate, x is the row of the frame read at meta["fps"])
 probs, *state = step(x, *state)
 label = meta["classes"][int(probs[0].argmax())]
 '''
@@ -90,8 +101,6 @@ def export_run(run: str | Path, out: Path, *, dataset: int | str | None = None) 
     online = load_online_run(run, dataset=dataset)
     where = f"run {online.run_dir}"
     layout, labels, k = online.layout, online.labels, online.domain
-    if layout.mode == "scores":
-        raise ConfigError(f"{where}: score inputs (arranged by label maps) are not exported")
     if getattr(labels, "arrangement", "concat") != "concat":
         raise ConfigError(f"{where}: its label maps give no per-dataset probabilities; "
                           f"only concatenated labels are exported")
@@ -106,9 +115,13 @@ def export_run(run: str | Path, out: Path, *, dataset: int | str | None = None) 
                 f"({type(leaf).__name__}) in its state, which is not a tensor; torch.export "
                 f"would freeze it at that value, so this model's step is not exported")
     dims = [f.dim for f in online.features]
-    dim = sum(dims)
+    streams = [_stream_input(f, where) for f in online.features]
+    in_dims = [s["dim"] for s in streams]
+    dim = sum(in_dims)
     columns = layout.columns(k)
     dtypes = [f.dtype for f in online.features]
+    heads = [s["head"] for s in streams]  # a frame head's module per stream, or None
+    head_at = {i: n for n, i in enumerate(i for i, h in enumerate(heads) if h is not None)}
     scaler = online.scaler
     cols = labels.block(k)
     prediction = online.prediction
@@ -119,16 +132,25 @@ def export_run(run: str | Path, out: Path, *, dataset: int | str | None = None) 
         def __init__(self) -> None:
             super().__init__()
             self.model = model
+            self.heads = nn.ModuleList([h.head.module.eval() for h in heads if h is not None])
+            if layout.mode == "scores":  # class y's score goes to the input of its output
+                self.register_buffer("score_columns", torch.as_tensor(columns))
             mean = scaler.mean if scaler is not None else None
             self.register_buffer("mean", torch.as_tensor(mean) if mean is not None
-                                 else torch.zeros(dim))
+                                 else torch.zeros(sum(dims)))
             self.register_buffer("std", torch.as_tensor(scaler.std) if scaler is not None
-                                 else torch.ones(dim))
+                                 else torch.ones(sum(dims)))
 
         def forward(self, x, *state):
             parts, at = [], 0
-            for d, dt in zip(dims, dtypes):  # as the store kept them
+            for i, (d, dt) in enumerate(zip(in_dims, dtypes)):  # as the store kept them
                 part = x[:, at : at + d]
+                if heads[i] is not None:  # as actrec.recognizer._FrameHead applies it
+                    if heads[i].dtype != "float32":  # the backbone store's rounding
+                        part = part.to(getattr(torch, heads[i].dtype)).to(torch.float32)
+                    part = self.heads[head_at[i]](part)  # logits [B, classes]
+                    if heads[i].output == "softmax":
+                        part = part.softmax(dim=1)
                 if dt != "float32":
                     part = part.to(getattr(torch, dt)).to(torch.float32)
                 parts.append(part)
@@ -136,9 +158,12 @@ def export_run(run: str | Path, out: Path, *, dataset: int | str | None = None) 
             x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
             x = (x - self.mean) / self.std  # [B, D]
             b = x.shape[0]
-            left = x.new_zeros(b, columns.start)
-            right = x.new_zeros(b, layout.width - columns.stop)
-            x = torch.cat([left, x, right], dim=1)  # [B, width]
+            if layout.mode == "scores":  # as InputLayout.arrange places them
+                x = x.new_zeros(b, layout.width).index_copy(1, self.score_columns, x)
+            else:
+                left = x.new_zeros(b, columns.start)
+                right = x.new_zeros(b, layout.width - columns.stop)
+                x = torch.cat([left, x, right], dim=1)  # [B, width]
             logits, new = self.model.step(x, _unflatten(init, list(state)))  # [B, K]
             if prediction == "full":
                 probs = logits.float().softmax(-1)[:, cols]
@@ -167,10 +192,20 @@ def export_run(run: str | Path, out: Path, *, dataset: int | str | None = None) 
         "format": "actrec-online-step", "version": 1, "run": str(online.run_dir),
         "model": online.model_name, "dataset": online.dataset, "classes": list(online.classes),
         "fps": online.fps, "feature_dim": dim,
-        "extractor": "+".join(f.extractor for f in online.features),
-        "extractor_config": online.features[0].config if len(online.features) == 1
-        else [f.config for f in online.features],
+        "extractor": "+".join(s["extractor"] for s in streams),
+        "extractor_config": streams[0]["config"] if len(streams) == 1
+        else [s["config"] for s in streams],
         "feature_dtypes": dtypes,
+        # how frames are taken from a file (actrec.live_sources.open_source's arguments):
+        # video_rate: the extractor takes every frame at the file's own rate, the row of each
+        # frame read at fps is kept; a file within 2.5 % of label_fps is read one frame per
+        # label frame unless labels_by_time (then resampled by its timestamps)
+        "video_rate": any(s["video_rate"] for s in streams),
+        "label_fps": online.label_fps or online.fps,
+        "labels_by_time": bool(online.labels_by_time),
+        "frame_heads": [_head_record(i, h, head_at[i], f)
+                        for i, (h, f) in enumerate(zip(heads, online.features))
+                        if h is not None],
         "state_names": [n for n, _ in leaves],
         "state_shapes": [list(getattr(v, "shape", ())) for _, v in leaves],
         "state_dtypes": [str(v.dtype).replace("torch.", "") if isinstance(v, torch.Tensor)
@@ -190,6 +225,59 @@ def export_run(run: str | Path, out: Path, *, dataset: int | str | None = None) 
     torch.export.save(program, str(out), extra_files={"actrec.json": text})
     meta_path.write_text(text + "\n")
     return ExportReport(program=str(out), metadata=str(meta_path), meta=meta)
+
+
+def _stream_input(spec: Any, where: str) -> dict[str, Any]:
+    """What the program takes for one of the run's feature streams (``spec``: a
+    ``actrec.recognizer.FeatureSpec``): ``extractor``, ``config`` and ``dim`` of the features
+    fed in, ``video_rate`` (the extractor reads the video at its own rate) and ``head`` (a
+    frame-head store's head, applied inside the program, or ``None``). A frame-head store is
+    rebuilt as live recognition rebuilds it (``actrec.recognizer._build_feed``: the backbone's
+    extractor, the head saved beside the store, refused when missing or trained again)."""
+    from actrec.recognizer import _build_feed, _is_head_store
+
+    if _is_head_store(spec):
+        feed = _build_feed(spec, where, 1)
+        return {"extractor": str(spec.config["backbone_extractor"]),
+                "config": dict(spec.config.get("backbone_config") or {}),
+                "dim": int(feed.dim), "video_rate": bool(feed.video_rate), "head": feed.head}
+    return {"extractor": spec.extractor, "config": spec.config, "dim": spec.dim,
+            "video_rate": _reads_video_rate(spec), "head": None}
+
+
+def _reads_video_rate(spec: Any) -> bool:
+    """Whether the extractor of ``spec`` reads the video at its own rate
+    (``actrec.extract_video.reads_video_rate``), asked of the extractor rebuilt from the
+    store's config (no setup); where it cannot be rebuilt (imported features, a plugin not
+    installed here), the store's config says it (``window_rate``, the built-in option)."""
+    from actrec import registry
+    from actrec.extract_video import reads_video_rate
+
+    if spec.extractor.endswith("-import"):  # no actrec extractor made them
+        return False
+    try:
+        extractor = registry.create("extractors", spec.extractor, spec.config)
+    except Exception:  # noqa: BLE001 - only a description: the recorded option then
+        return spec.config.get("window_rate") == "video"
+    return reads_video_rate(extractor)
+
+
+def _head_record(stream: int, head: Any, at: int, spec: Any) -> dict[str, Any]:
+    """``frame_heads`` metadata of the head of feature stream ``stream`` (an
+    ``actrec.recognizer._FrameHead``, the program's ``heads.<at>``)."""
+    trained, cfg = head.head, dict(spec.config)
+    names = sorted(f"heads.{at}.{n}" for n in trained.module.state_dict())
+    return {
+        "stream": stream, "output": head.output,
+        # the backbone's rows are rounded to this dtype first (the backbone store's, as the
+        # head read them), the head's outputs to feature_dtypes[stream] after it
+        "input_rounding": head.dtype, "input_dim": trained.dim, "classes": list(trained.classes),
+        "layers": ("(x - mean) / std, then net: Linear" if trained.config.model == "linear"
+                   else "(x - mean) / std, then net: Linear, ReLU, Dropout (off), Linear"),
+        "config": trained.config.to_dict(), "weights": names, "split": trained.split,
+        "head_store_extractor": spec.extractor, "head_file": cfg.get("head_file"),
+        "head_digest": cfg.get("head_digest"),
+    }
 
 
 @contextlib.contextmanager

@@ -37,7 +37,9 @@ def export(run, out, dataset, storage_options, as_json) -> None:
 
 def _render(report):
     meta = report["meta"]
+    heads = "".join(f" + frame head ({h['output']})" for h in meta.get("frame_heads") or ())
+    rate = ", every frame at the file's rate" if meta.get("video_rate") else ""
     return (f"[bold]{report['program']}[/bold]: {meta['model']} step, {len(meta['classes'])} "
-            f"classes, features of '{meta['extractor']}' at {meta['fps']:g} fps "
-            f"({meta['feature_dim']}-d), {len(meta['state_names'])} state inputs\n"
+            f"classes, features of '{meta['extractor']}'{heads} at {meta['fps']:g} fps"
+            f"{rate} ({meta['feature_dim']}-d), {len(meta['state_names'])} state inputs\n"
             f"metadata: {report['metadata']}\n\n[dim]load it with:[/dim]\n{meta['loader']}")
