@@ -279,3 +279,38 @@ def test_two_extract_commands_at_once_into_a_new_s3_store_lose_nothing(
         (rx, ry), (lx, ly) = remote.read(vid), copy.read(vid)
         assert rx.tobytes() == lx.tobytes() and ry.tobytes() == ly.tobytes()
     assert check_store(remote).ok
+
+
+def test_a_creator_that_finds_the_store_made_meanwhile_opens_it(bucket, monkeypatch):
+    """Two writers create one new store at a URL (no lock there): B finds no zarr.json, then
+    A creates the store, then B looks at the folder. B must open A's store, not refuse it as
+    "exists and is not a feature store" (what two `actrec extract` at once met)."""
+    from actrec.io.remote import StoreURL
+
+    url = f"s3://{bucket}/new.zarr"
+    kw = {"dataset": "d", "split_scheme": "default", "classes": ["a", "b"],
+          "splits": {"1": {"train": ["v"], "test": []}}, "extractor": "e",
+          "extractor_config": {}, "lookahead": 0}
+    real = StoreURL.is_file
+    made = []
+
+    def is_file(self):
+        answer = real(self)
+        if self.name == "zarr.json" and str(self.parent) == url and not answer and not made:
+            made.append(True)  # writer A creates the store right after B's look
+            FeatureStore.open_or_create(url, **kw)
+        return answer
+
+    monkeypatch.setattr(StoreURL, "is_file", is_file)
+    store = FeatureStore.open_or_create(url, **kw)  # writer B
+    assert made and store.attrs["dataset"] == "d"
+    store.write_video("v", np.zeros((4, 2), np.float32), np.zeros(4, np.int64), fps=15.0,
+                      source=None)
+    assert FeatureStore.open(url).videos() == ["v"]
+    # A folder that holds something else than a store is still refused.
+    import s3fs
+
+    s3fs.S3FileSystem().pipe(f"{bucket}/other.zarr/notes.txt", b"mine")
+    monkeypatch.undo()
+    with pytest.raises(DataError, match="exists and is not a feature store"):
+        FeatureStore.open_or_create(f"s3://{bucket}/other.zarr", **kw)

@@ -72,7 +72,10 @@ class RemoteFeatureStore(FeatureStore):
         as ``FeatureStore.open_or_create`` checks a local one."""
         meta = url / "zarr.json"
         if not meta.is_file():  # DataError when the store cannot be reached
-            if url.is_dir() and any(True for _ in url.iterdir()):
+            # A concurrent creator writes zarr.json first: anything listed here without a
+            # zarr.json after the listing is not a store being made (a creator that made it
+            # between the first look and the listing is opened below).
+            if url.is_dir() and any(True for _ in url.iterdir()) and not meta.is_file():
                 raise DataError(f"{url}: exists and is not a feature store (no zarr.json); "
                                 f"refusing to write into it")
             try:
