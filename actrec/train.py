@@ -133,6 +133,8 @@ def train_model(
         if checkpoint is not None:
             check_resume(checkpoint, spec, ckpt_path)
         data = _load_data(spec, progress, (checkpoint or {}).get("label_space"), ckpt_path)
+        if dist is not None:
+            _check_same_data(dist, data)
         spec = _with_epoch_iterations(spec, data)
         if checkpoint is not None:
             _check_stores_unchanged(checkpoint, data, ckpt_path)
@@ -361,6 +363,30 @@ def _load_data(spec: TrainSpec, progress: Any, recorded_labels: Any = None,
     for store, fingerprint in zip(stores, fingerprints):
         _check_read_as_recorded(store, fingerprint)
     return _Data(stores, chosen, banks, scalers, labels, layout, fingerprints, carves)
+
+
+def _check_same_data(dist: Any, data: _Data) -> None:
+    """``DataError`` on every process unless all read the same stores: each process reads
+    them itself, and one whose store at that path holds other data (another machine's copy,
+    or a writer changing it while the processes started) would train its share of every
+    batch on that data. Collective: compares each process's fingerprints with rank 0's."""
+    reference = dist.agree(data.fingerprints)
+    why = ""
+    for store, ref, mine in zip(data.stores, reference, data.fingerprints):
+        if ref != mine:
+            changes = sorted({*store_changes(ref, mine), *store_changes(mine, ref)})
+            why = f"{store.path}: {'; '.join(changes) or 'other split lists or videos'}"
+            break
+    whys = dist.everyone(why)  # every process learns which ones differ, and how
+    bad = [r for r, w in enumerate(whys) if w]
+    if not bad:
+        return
+    who = ", ".join(str(r) for r in bad)
+    raise DataError(
+        f"process{'es' if len(bad) > 1 else ''} {who} of {dist.world} read other data than "
+        f"process 0 ({whys[bad[0]]}): every process must read the same feature stores (one "
+        f"shared folder or URL, not per-machine copies that differ) and no writer may change "
+        f"them while the run starts")
 
 
 def _check_read_as_recorded(store: Any, fingerprint: Mapping[str, Any]) -> None:

@@ -24,6 +24,7 @@ import torch.distributed as dist
 import actrec.distributed
 import actrec.nn.models
 import actrec.train  # noqa: F401  (imported once, before forking)
+from actrec.io.features import FeatureStore
 
 ITERATIONS = 6
 DIE_AT = 5  # rank 1 dies before its 5th iteration: the last checkpoint is the 4th's
@@ -61,6 +62,8 @@ def spec_of(root: Path, kind: str):
         base.update(select_on_test=True, val_every=2, lr_schedule="plateau", lr_patience=1)
     elif kind == "reestimated":  # re-estimated statistics at the end
         base.update(reestimate_batches=3, windows="random")
+    elif kind == "copies":  # each process reads its own copy of D1 (another machine's)
+        base.update(d1=root / f"copy{os.environ.get('RANK', '0')}" / "a.zarr", iterations=2)
     else:  # the gru model: torch's BatchNorm1d synchronised, re-estimated at the end
         base.update(model="gru", reestimate_batches=3,
                     model_options={"hidden": 8, "fc": 6, "gru_dropout": 0.0, "dropout": 0.0})
@@ -185,6 +188,16 @@ def runs(tmp_path_factory):
     killed["error"] = (root / "dist-killed.rank0.error").read_text() \
         if (root / "dist-killed.rank0.error").exists() else None
     spawn_runs(root, [("selected", "dist-killed", False)])  # resumed by 2 processes
+    # Two machines whose stores at the same path differ: process 1's copy of D1 holds one
+    # training video with other features (an older extraction, say).
+    import shutil
+
+    for rank in range(2):
+        shutil.copytree(root / "a.zarr", root / f"copy{rank}" / "a.zarr")
+    copy = FeatureStore.open(root / "copy1" / "a.zarr")
+    x, y = copy.read("tr2")
+    copy.write_video("tr2", x * 0.5, y, fps=15.0, source=None)
+    spawn_runs(root, [("copies", "dist-copies", False)])
     return root, killed
 
 
@@ -276,3 +289,16 @@ def test_reestimated_statistics_are_those_of_the_global_batches(runs, kind):
         momentum = checkpoint(root / "single-selected")["model"]
         key = "rnn.layers.0.bn_h.running_mean"
         assert float((single[key] - momentum[key]).abs().max()) > 1e-3
+
+
+@pytest.mark.slow
+def test_processes_reading_different_copies_of_a_store_are_stopped(runs):
+    """Every process reads the stores itself: a machine whose store at the same path holds
+    other data would train its share of every batch on it, silently. Both processes stop
+    before anything is written, saying which process read what."""
+    root, _ = runs
+    for rank in range(2):
+        error = (root / f"dist-copies.rank{rank}.error").read_text()
+        assert "process 1 of 2 read other data than process 0" in error, error
+        assert "'tr2'" in error and "a.zarr" in error
+    assert not (root / "dist-copies" / "checkpoint.pt").exists()
