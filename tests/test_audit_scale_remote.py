@@ -7,8 +7,8 @@ training on the local copy, and a resumed run whose store changed at the URL."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest

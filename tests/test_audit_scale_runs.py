@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch._dynamo  # noqa: F401  DistributedDataParallel imports it (seconds): once, before forking
+import torch._dynamo  # DDP imports it (seconds): once, before forking
 import torch.distributed as dist
 
 import actrec.distributed
@@ -96,7 +96,7 @@ def _worker(rank: int, world: int, port: int, root: str, jobs: list) -> None:
         try:
             with session():
                 train_model(spec_of(root, kind), root / run)
-        except Exception as exc:  # rank 0 of the killed job: record what it said
+        except Exception as exc:  # noqa: BLE001 - record what each process said
             (root / f"{run}.rank{rank}.error").write_text(str(exc))
         if rank:
             (root / f"{run}.rank{rank}.writes").write_text(json.dumps(writes))

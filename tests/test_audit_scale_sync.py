@@ -94,7 +94,7 @@ def make_norm(dual: bool):
 def run_norm(name: str, rows: torch.Tensor, sync=None):
     """Two training forwards of the norm on ``rows`` of the global batch (timesteps 0..T-1,
     then the same again from t0 = 2), backward of ``sum(y * up)``; returns what to compare."""
-    n1, n2, _, dual = CASES[name]
+    n1, _, _, dual = CASES[name]
     h, up, mask = global_batch(name)
     h, up, mask = h[:, rows].clone().requires_grad_(), up[:, rows], mask[:, rows]
     domain = (rows >= n1).long()
