@@ -66,11 +66,15 @@ class TrainResult:
     final_loss: float  # mean loss of the last logged interval (nan when nothing ran)
     elapsed_s: float  # training time in total
     checkpoint: Path
+    warnings: tuple[str, ...] = ()  # about the trained model (e.g. stale batch-norm statistics)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"run_dir": str(self.run_dir), "iterations": self.iterations,
-                "resumed_from": self.resumed_from, "final_loss": self.final_loss,
-                "elapsed_s": round(self.elapsed_s, 3), "checkpoint": str(self.checkpoint)}
+        out = {"run_dir": str(self.run_dir), "iterations": self.iterations,
+               "resumed_from": self.resumed_from, "final_loss": self.final_loss,
+               "elapsed_s": round(self.elapsed_s, 3), "checkpoint": str(self.checkpoint)}
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
+        return out
 
 
 def _alphas(model: torch.nn.Module) -> dict[str, list[float]]:
@@ -235,8 +239,15 @@ def train_model(
             state.save(0, final_loss)
         if start >= total and checkpoint is not None:  # nothing left to do
             final_loss = float(checkpoint.get("loss", float("nan")))
+    warnings: list[str] = []
+    if not spec.reestimate_batches:
+        from actrec.nn.reestimate import stale_statistics_warning
+
+        stale = stale_statistics_warning(model, max(start, total))
+        if stale:
+            warnings.append(stale)
     return TrainResult(run_dir, max(start, total), start, final_loss,
-                       state.elapsed(), ckpt_path)
+                       state.elapsed(), ckpt_path, tuple(warnings))
 
 
 def _interrupted_message(run_dir: Path, saved_at: int | None, total: int) -> str:

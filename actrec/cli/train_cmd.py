@@ -328,7 +328,7 @@ def _render(result):
     table.add_column("what", style="bold")
     table.add_column("value")
     for key, value in data.items():
-        if key != "run_dir":
+        if key not in ("run_dir", "warnings"):
             table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     offline = ""
     try:  # a non-causal model is scored offline only (eval's default, online, refuses it)
@@ -338,5 +338,6 @@ def _render(result):
             offline = " --offline"
     except Exception:  # noqa: BLE001 - a hint only: no config, no hint to adjust
         pass
-    return Group(table, Text(f"score it: actrec eval {data.get('run_dir')}{offline}",
-                             style="dim"))
+    warnings = [Text(f"warning: {w}", style="yellow") for w in data.get("warnings") or ()]
+    return Group(table, *warnings,
+                 Text(f"score it: actrec eval {data.get('run_dir')}{offline}", style="dim"))

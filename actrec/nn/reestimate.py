@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from actrec.nn.ddbn import PerTimestepNorm
 
-__all__ = ["reestimate_statistics"]
+__all__ = ["reestimate_statistics", "stale_statistics_warning"]
 
 
 @torch.no_grad()
@@ -95,3 +95,48 @@ def _keep_unreached(norm: nn.Module, reached: Tensor, mean: Tensor, var: Tensor,
     norm.running_mean.copy_(torch.where(unreached(reached), mean, norm.running_mean))
     keep_var = unreached(reached if reached_var is None else reached_var)
     norm.running_var.copy_(torch.where(keep_var, var, norm.running_var))
+
+
+STALE_SHARE = 0.25  # a running variance this much made of its start value is not a statistic
+
+
+@torch.no_grad()
+def stale_statistics_warning(model: nn.Module, iterations: int) -> str | None:
+    """A warning when ``model``'s batch norms (per-timestep norms and torch's) still hold mostly
+    their starting running variance (1) after ``iterations`` momentum updates, else None.
+
+    The share of the start left in a running variance is ``(1 - momentum) ** updates`` over
+    its value; it is measured at the timestep updated most often (t = 0: every training
+    window reaches it; later timesteps had at most as many updates) and, for the DDBN, in
+    each domain that trained. Short runs of BN models with small activations (variances of
+    ~1e-3 against the start's 1) evaluate with normalisations off by orders of magnitude."""
+    worst: tuple[float, str, float, int] | None = None
+    for name, m in model.named_modules():
+        if isinstance(m, PerTimestepNorm):
+            momentum, updates = float(m.momentum), int(iterations)
+            trained = (m.trained_len > 0).reshape(-1)  # per domain slot (one for plain BN)
+            var = m.running_var.reshape(-1, *m.running_var.shape[-2:])[trained][:, 0]  # [S, C]
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_var is not None \
+                and m.momentum is not None and m.num_batches_tracked is not None:
+            momentum, updates = float(m.momentum), int(m.num_batches_tracked)
+            var = m.running_var[None]
+        else:
+            continue
+        if var.numel() == 0 or updates <= 0:
+            continue
+        left = (1.0 - momentum) ** updates
+        share = float((left / var.double().clamp_min(1e-30)).clamp_max(1.0).median())
+        if share > STALE_SHARE and (worst is None or share > worst[0]):
+            worst = (share, name or "model", momentum, updates)
+    if worst is None:
+        return None
+    share, name, momentum, updates = worst
+    import math
+
+    needed = math.ceil(math.log(0.01) / math.log(1.0 - momentum)) if 0 < momentum < 1 else None
+    longer = f" or train at least ~{needed} iterations" if needed else " or train longer"
+    return (f"after {updates} update(s) at momentum {momentum:g}, {100 * share:.0f} % of the "
+            f"running variances of batch norm '{name}' (median over channels) is still their "
+            f"starting value 1: evaluation normalises with them, online and offline, so its "
+            f"scores will be far below what the trained weights do. Re-estimate them "
+            f"(--reestimate-batches 20, with --select last){longer}")
