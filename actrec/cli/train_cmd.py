@@ -236,7 +236,8 @@ def train(ctx, model, d1, d2, extractor, options, split, history, iterations, ep
     # -o KEY=VALUE merges its layers key by key: each model option records its own source
     sources.update({f"options.{key}": where for key, where in
                     layered_sources(ctx, "options", "--option").items()})
-    with session(device) as main, make_progress() as progress, _spec_errors_as_options(ctx):
+    with session(device) as main, make_progress() as progress, _spec_errors_as_options(ctx), \
+            _option_origins(sources):
         result = (train_all_splits if all_splits else train_from_refs)(
             model, d1=d1, d2=d2, extractor=extractor,
             model_options=layered_assignments(ctx, "options", "--option"), split=split,
@@ -259,6 +260,28 @@ def train(ctx, model, d1, d2, extractor, options, split, history, iterations, ep
 
 
 SPEC_PROBLEMS = "invalid training spec: "
+
+
+@contextlib.contextmanager
+def _option_origins(sources: dict[str, str]):
+    """A model option the model does not know, that the user did not type (a preset's, a
+    config file's, the environment's), is named with where it came from: ``unknown option
+    'peepholes' for model 'gru'`` alone sent users looking for an option they never gave."""
+    from actrec.errors import ConfigError
+
+    try:
+        yield
+    except ConfigError as exc:
+        found = re.match(r"unknown option '([^']+)' for model '([^']+)'", str(exc))
+        origin = sources.get(f"options.{found.group(1)}") if found else None
+        if not origin or origin == "command line":
+            raise
+        key, model = found.groups()
+        hint = (f"the preset is made for another model: pick that model, or drop the option "
+                f"from a copy of the preset" if origin.startswith("preset") else
+                f"remove it there")
+        raise ConfigError(f"option '{key}' (from the {origin}) is not an option of model "
+                          f"'{model}': {hint}. {exc}") from None
 
 
 @contextlib.contextmanager
