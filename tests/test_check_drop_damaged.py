@@ -42,6 +42,7 @@ def _flip_a_byte(store, vid):
     data[len(data) // 2] ^= 0x40
     chunks[0].write_bytes(bytes(data))
     assert chunks[0].stat().st_size == len(data)
+    return chunks[0].relative_to(store / "videos" / vid / "features").as_posix()  # c/i/j
 
 
 def _all(store):
@@ -63,7 +64,7 @@ def test_drop_damaged_lets_extract_redo_a_chunk_altered_in_place(tiny_kitchen, t
     a, b, c = sorted(index.videos)
     assert sorted(expect) == [a, b, c]
 
-    _flip_a_byte(out, b)
+    key = _flip_a_byte(out, b)
     assert FeatureStore.open(out).damage(b) == []  # extract's cheap test cannot see it
     with pytest.raises(DataError, match=rf"cannot read video '{b}'.*; if its chunks are "
                        rf"damaged, run `actrec check {out} --drop-damaged` to find and remove "
@@ -83,7 +84,8 @@ def test_drop_damaged_lets_extract_redo_a_chunk_altered_in_place(tiny_kitchen, t
     assert code == 1 and payload["dropped"] == []
     assert {p["video"]: p["status"] for p in payload["problems"]} == \
         {b: "damaged", c: "source changed"}
-    assert "features: unreadable" in payload["problems"][0]["problems"][0]
+    assert payload["problems"][0]["problems"][0] == \
+        f"features: chunk {key} fails its crc32c checksum (altered in place after written)"
     assert FeatureStore.open(out).videos() == [a, b, c]  # nothing removed without the flag
 
     # The old way out: extract alone redoes c (source changed) but counts b as done.
@@ -102,7 +104,7 @@ def test_drop_damaged_lets_extract_redo_a_chunk_altered_in_place(tiny_kitchen, t
     flat = " ".join(text.replace("│", " ").split())
     assert code == 1  # the check found damage; what it removed is said
     assert f"{c} source changed" in flat and "was left" not in flat  # not even considered
-    assert f"{b} damaged (removed) features: unreadable" in flat
+    assert f"{b} damaged (removed) features: chunk {key} fails its crc32c checksum" in flat
     assert f"removed 1 damaged video from the store: {b}; `actrec extract` for this store " \
            f"extracts it again" in flat
     assert FeatureStore.open(out).videos() == [a, c]

@@ -235,7 +235,7 @@ def verify_video(store: FeatureStore, video_id: str, *, sources: bool = True) ->
             values = array[...]
             dtype = str(array.dtype)
         except Exception as exc:  # noqa: BLE001 - any decode failure is damage, reported
-            problems.append(f"{name}: unreadable ({type(exc).__name__}: {exc})")
+            problems.append(f"{name}: {_decode_failure(video_dir / name, exc)}")
             continue
         if list(values.shape) != list(rec.get("shape", [])):
             problems.append(f"{name}: shape {list(values.shape)}, {rec.get('shape')} written")
@@ -249,6 +249,34 @@ def verify_video(store: FeatureStore, video_id: str, *, sources: bool = True) ->
         if change:
             return VideoCheck(video_id, "source changed", (change,))
     return VideoCheck(video_id, "ok")
+
+
+def _decode_failure(where: Path, exc: Exception) -> str:
+    """What failed in an array that did not decode: the chunks whose crc32c does not match
+    their bytes (altered in place after they were written), named as zarr stores them
+    (``c/0/0``), or the decoder's own words for anything else."""
+    import itertools
+
+    import zarr
+
+    if "checksum" not in str(exc).lower():
+        return f"unreadable ({type(exc).__name__}: {exc})"
+    bad: list[str] = []
+    try:
+        array = zarr.open_array(store=str(where), mode="r")
+        counts = [-(-n // c) for n, c in zip(array.shape, array.chunks)]
+        for index in itertools.product(*map(range, counts)):
+            part = tuple(slice(i * c, (i + 1) * c) for i, c in zip(index, array.chunks))
+            try:
+                array[part]
+            except Exception:  # noqa: BLE001 - this chunk is one of the damaged ones
+                bad.append("c/" + "/".join(map(str, index)))
+    except Exception:  # noqa: BLE001 - cannot tell which chunk: say what is known
+        bad = []
+    which = (f"chunk{'s' if len(bad) > 1 else ''} {', '.join(bad[:3])}"
+             f"{f' (and {len(bad) - 3} more)' if len(bad) > 3 else ''}" if bad else "a chunk")
+    return (f"{which} fail{'' if len(bad) > 1 else 's'} {'their' if len(bad) > 1 else 'its'} "
+            f"crc32c checksum (altered in place after written)")
 
 
 def check_store(store: FeatureStore, *, sources: bool = True,
