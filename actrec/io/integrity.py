@@ -44,8 +44,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from actrec.io.features import FeatureStore
 
 __all__ = ["ARRAYS", "STATUSES", "StoreCheck", "VideoCheck", "array_digest", "array_record",
-           "check_store", "chunk_problems", "digest_problems", "drop_damaged", "recorded_digest", "source_change",
-           "verify_video"]
+           "check_store", "chunk_problems", "digest_problems", "drop_damaged", "recorded_digest",
+           "source_change", "verify_video"]
 
 ARRAYS = ("features", "labels")
 STATUSES = ("ok", "damaged", "source changed", "inconsistent", "unverified")
@@ -107,8 +107,8 @@ def _time_chunk(key: str) -> int:
 def chunk_problems(video_dir: Path, integrity: Mapping[str, Any] | None,
                    frames: tuple[int, int] | None = None) -> list[str]:
     """What is wrong with the files of one stored video, cheaply (``stat`` only): an array's
-    missing metadata, each recorded chunk that is missing or no longer has its recorded size. ``frames`` =
-    ``(t0, t1)`` limits the check to the chunks holding those frames. ``[]`` when all is
+    missing metadata, each recorded chunk that is missing or no longer has its recorded size.
+    ``frames`` = ``(t0, t1)`` limits the check to the chunks holding those frames. ``[]`` when all is
     well or when the video has no record (written before records existed)."""
     if not integrity:
         return []
