@@ -108,8 +108,8 @@ def chunk_problems(video_dir: Path, integrity: Mapping[str, Any] | None,
                    frames: tuple[int, int] | None = None) -> list[str]:
     """What is wrong with the files of one stored video, cheaply (``stat`` only): an array's
     missing metadata, each recorded chunk that is missing or no longer has its recorded size.
-    ``frames`` = ``(t0, t1)`` limits the check to the chunks holding those frames. ``[]`` when all is
-    well or when the video has no record (written before records existed)."""
+    ``frames`` = ``(t0, t1)`` limits the check to the chunks holding those frames. ``[]`` when
+    all is well or when the video has no record (written before records existed)."""
     if not integrity:
         return []
     # A store at a URL: one listing instead of a request per chunk file.
