@@ -94,7 +94,7 @@ class VideoBank:
         available = set(store.videos())
         missing = [v for v in video_ids if v not in available]
         if missing:
-            raise DataError(_missing_videos_message(store, missing, name))
+            raise DataError(_missing_videos_message(store, missing, name, video_ids))
         task = None
         if progress is not None:
             task = progress.add_task(f"loading {name}", total=len(video_ids))
@@ -223,28 +223,49 @@ def share_of(n: int, rank: int, world: int) -> slice:
     return slice(rank * per, (rank + 1) * per)
 
 
-def _missing_videos_message(store: Any, missing: Sequence[str], name: str) -> str:
-    """Why split videos are not in ``store``: extraction failed on them (its recorded reason,
-    and what to do: another run of extract cannot help until the video is fixed) or they were
-    never extracted."""
+def _missing_videos_message(store: Any, missing: Sequence[str], name: str,
+                            video_ids: Sequence[str] = ()) -> str:
+    """Why split videos (``missing`` of ``video_ids``) are not in ``store``: another workspace
+    store of the same data holds them (``actrec.refs.other_store_hint``), extraction failed on
+    them (its recorded reason, and what to do: another run of extract cannot help until the
+    video is fixed) or they were never extracted. ``name`` starts with the dataset's role
+    (``D1 ...``), which names the option of the hint."""
+    import re
+
     from actrec.extract_status import recorded_failure
 
     path = getattr(store, "path", None)
     failed = {v: recorded_failure(path, v) for v in missing} if path is not None else {}
     failed = {v: why for v, why in failed.items() if why}
+    # Another workspace store of the same data holding them (extracted again with other
+    # dataset options, e.g. -o fps=10 after the default rate refused every video) is what the
+    # user meant: named first, and then no advice to fix or extract videos that are there.
+    role = re.match(r"D(\d+)\b", name)
+    flag = f"--d{role.group(1)}" if role and role.group(1) in ("1", "2") else None
+    try:
+        from actrec.refs import other_store_hint
+
+        hint = other_store_hint(path, video_ids, flag) if path is not None else ""
+    except Exception:  # noqa: BLE001 - only a hint: the error stands without it
+        hint = ""
 
     def listed(ids: Sequence[str]) -> str:
         more = f" (and {len(ids) - 3} more)" if len(ids) > 3 else ""
         return f"{', '.join(ids[:3])}{more}"
 
     parts = [f"{name}: {len(missing)} split video(s) not in the feature store"]
+    if hint:
+        parts.append(hint)
     if failed:
         first, why = next(iter(failed.items()))
-        parts.append(
-            f"{len(failed)} failed extraction: {listed(list(failed))} ({first}: {why}); fix "
-            f"the video file(s) and extract again (failed videos are retried), or leave them "
-            f"out of the split's lists (`actrec extract --status {path}` lists every failure)")
+        text = f"{len(failed)} failed extraction: {listed(list(failed))} ({first}: {why})"
+        if not hint:
+            text += (f"; fix the video file(s) and extract again (failed videos are retried), "
+                     f"or leave them out of the split's lists (`actrec extract --status "
+                     f"{path}` lists every failure)")
+        parts.append(text)
     never = [v for v in missing if v not in failed]
     if never:
-        parts.append(f"{len(never)} never extracted: {listed(never)}; extract them first")
+        parts.append(f"{len(never)} never extracted: {listed(never)}"
+                     f"{'' if hint else '; extract them first'}")
     return "; ".join(parts)
