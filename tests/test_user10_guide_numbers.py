@@ -29,6 +29,12 @@ def test_a_one_frame_last_segment_is_never_matched_even_by_equal_predictions():
     assert edit_score(labels, labels, background=(0,)) == 100.0
     # without the one-frame ending, equal predictions score 100
     assert f1_from_counts(segment_counts(labels[:-1], labels[:-1], 0.5, background=(0,))) == 100.0
+    # all background on both sides: no segment to find, none predicted (MS-TCN: F1 0, edit 100)
+    assert "F1 is 0 beside edit 100, as MS-TCN's evaluation reports it" in _flat(GUIDE)
+    idle = np.zeros(40, dtype=np.int64)
+    assert segment_counts(idle, idle, 0.1, background=(0,)) == (0, 0, 0)
+    assert f1_from_counts(segment_counts(idle, idle, 0.1, background=(0,))) == 0.0
+    assert edit_score(idle, idle, background=(0,)) == 100.0
 
 
 def test_val_fraction_rounds_the_participant_count_up_never_holding_out_all():
