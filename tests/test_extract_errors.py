@@ -205,7 +205,7 @@ def test_a_plugin_exception_in_a_worker_is_that_videos_failure_in_the_summary(
     res = _extract(picky_site, root, out, "--workers", "2")
     assert res.returncode == 1
     lines = [" ".join(x.replace("│", " ").split()) for x in res.stdout.splitlines()]
-    assert "0 2 1 0 0 0 (0)" in lines, res.stdout
+    assert "0 2 1 0 0 0 0 (0)" in lines, res.stdout
     assert any(x.startswith(f"{vid} failed video {vid!r}") and "PickyError" in "".join(lines)
                for x in lines), res.stdout
     # the file fixed: the re-run extracts that video alone

@@ -152,7 +152,7 @@ def test_an_interrupt_in_python_raises_keyboard_interrupt_with_the_report(
     console.print(_render(report))
     lines = [" ".join(x.replace("│", " ").split()) for x in console.export_text().splitlines()]
     assert any("not done (run stopped)" in x for x in lines)
-    assert "1 0 0 0 0 0 (0) 2" in lines, lines
+    assert "1 0 0 0 0 0 0 (0) 2" in lines, lines
     second, third = sorted(index.videos)[1:]
     assert f"{second} not done: was being extracted interrupted by SIGINT (Ctrl-C)" in lines
     assert f"{third} not done: not started interrupted by SIGINT (Ctrl-C)" in lines

@@ -38,6 +38,19 @@ def test_a_video_whose_labels_changed_gets_them(tiny_kitchen, tmp_path):
                                        "rewritten, its features kept")),)
     _, labels = FeatureStore.open(path).read(vid)
     np.testing.assert_array_equal(labels, fixed[:labels.shape[0]])
+    # the summary table counts it (written + skipped + relabelled = every video) and says why
+    from rich.console import Console
+
+    from actrec.cli.extract_cmd import _render
+
+    console = Console(width=200, record=True, color_system=None)
+    console.print(_render(again))
+    text = console.export_text()
+    header = next(line for line in text.splitlines() if "labels rewritten" in line)
+    counts = text.splitlines()[text.splitlines().index(header) + 2]
+    cells = [c.strip() for c in counts.split("│")[1:-1]]
+    assert cells[:6] == ["0", str(len(index.videos) - 1), "0", "0", "0", "1"], text
+    assert f"{vid} │ labels rewritten (features kept) │ its labels changed" in text
     # the same labels again: nothing to do
     third = extract_features(_with_labels(index, vid, fixed), ColorGradient(CG), path,
                              dataset_ref="r", batch_size=8)

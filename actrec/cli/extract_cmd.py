@@ -188,11 +188,12 @@ def _render(report):
     table.add_column("failed", justify="right")
     table.add_column("redone: damaged", justify="right")
     table.add_column("redone: source changed", justify="right")
+    table.add_column("labels rewritten", justify="right")
     table.add_column("frames cut (videos)", justify="right")
     cut = sum(report.frames_cut.values())
     row = [str(len(report.written)), str(len(report.skipped)), str(len(report.failed)),
            str(len(report.redone_damaged)), str(len(report.redone_changed)),
-           f"{cut} ({len(report.cut)})"]
+           str(len(report.relabelled)), f"{cut} ({len(report.cut)})"]
     if report.stopped:
         table.add_column("not done (run stopped)", justify="right")
         row.append(str(len(report.not_done)))
@@ -203,6 +204,7 @@ def _render(report):
     rows = [(v, "failed", e) for v, e in report.failed]
     rows += [(v, "redone: damaged", d) for v, d in report.redone_damaged]
     rows += [(v, "redone: source changed", c) for v, c in report.redone_changed]
+    rows += [(v, "labels rewritten (features kept)", c) for v, c in report.relabelled]
     rows += [(v, "left to another process", "another `actrec extract` was extracting it")
              for v in report.busy]
     # The videos cut off first; the others were not started (all of them: --json).
