@@ -74,3 +74,24 @@ def test_a_short_ddlstm_run_warns_and_a_reestimated_one_does_not(tmp_path):
     assert short.to_dict()["warnings"] == list(short.warnings)
     fixed = train_model(TrainSpec(**base, reestimate_batches=2), tmp_path / "fixed")
     assert fixed.warnings == () and "warnings" not in fixed.to_dict()
+
+
+def test_the_cli_says_it_on_stderr_and_json_carries_it(tmp_path):
+    from click.testing import CliRunner
+
+    from actrec.cli import cli
+
+    store = make_store(tmp_path / "a.zarr", dim=6, classes=3, n_train=6, n_test=2, seed=11)
+    args = ["train", "ddlstm", "--d1", str(store), "--iterations", "3", "--history", "12",
+            "--mix", "4", "-o", "hidden=8", "-o", "layers=1"]
+    env = {"ACTREC_HOME": str(tmp_path / "home")}
+    out = CliRunner().invoke(cli, args + ["--run-dir", str(tmp_path / "r1")], env=env)
+    assert out.exit_code == 0, out.output
+    assert "warning: after 3 update(s) at momentum 0.1" in out.stderr
+    assert "warning" not in out.stdout  # the result alone on stdout
+    as_json = CliRunner().invoke(cli, args + ["--run-dir", str(tmp_path / "r2"), "--json"],
+                                 env=env)
+    import json
+
+    assert json.loads(as_json.stdout)["warnings"][0].startswith("after 3 update(s)")
+    assert "warning" not in as_json.stderr

@@ -257,6 +257,10 @@ def train(ctx, model, d1, d2, extractor, options, split, history, iterations, ep
         return  # rank 0 reports (torchrun)
     emit(SplitRuns(result) if all_splits else result, as_json,
          _render_splits if all_splits else _render)
+    if not as_json:  # about the trained model, not part of the result: on stderr
+        for res in (result if all_splits else [result]):
+            for warning in getattr(res, "warnings", ()):
+                click.secho(f"warning: {warning}", fg="yellow", err=True)
 
 
 SPEC_PROBLEMS = "invalid training spec: "
@@ -277,9 +281,9 @@ def _option_origins(sources: dict[str, str]):
         if not origin or origin == "command line":
             raise
         key, model = found.groups()
-        hint = (f"the preset is made for another model: pick that model, or drop the option "
-                f"from a copy of the preset" if origin.startswith("preset") else
-                f"remove it there")
+        hint = ("the preset is made for another model: pick that model, or drop the option "
+                "from a copy of the preset" if origin.startswith("preset") else
+                "remove it there")
         raise ConfigError(f"option '{key}' (from the {origin}) is not an option of model "
                           f"'{model}': {hint}. {exc}") from None
 
@@ -361,6 +365,5 @@ def _render(result):
             offline = " --offline"
     except Exception:  # noqa: BLE001 - a hint only: no config, no hint to adjust
         pass
-    warnings = [Text(f"warning: {w}", style="yellow") for w in data.get("warnings") or ()]
-    return Group(table, *warnings,
-                 Text(f"score it: actrec eval {data.get('run_dir')}{offline}", style="dim"))
+    return Group(table, Text(f"score it: actrec eval {data.get('run_dir')}{offline}",
+                             style="dim"))
