@@ -315,3 +315,17 @@ def test_an_empty_runs_listing_says_where_it_looked_and_how_to_look_elsewhere(tm
     result = run(["runs", "--root", str(tmp_path)])
     assert result.returncode == 0
     assert f"no runs in {tmp_path}" in result.stderr and "--root" in result.stderr
+
+
+def test_config_after_the_command_says_where_it_goes(capsys):
+    from actrec.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "lstm", "--config", "c.toml"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert ("No such option '--config'. --config is actrec's own option: it goes before the "
+            "command (actrec --config FILE train ...).") in err
+    with pytest.raises(SystemExit):
+        main(["train", "lstm", "--configx", "c.toml"])
+    assert "actrec's own option" not in capsys.readouterr().err  # other unknown options as before

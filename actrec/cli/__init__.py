@@ -96,6 +96,13 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"Interrupted: {cause}" if isinstance(cause, Interrupted) else "Aborted.",
                    err=True)
         sys.exit(130)
+    except click.exceptions.NoSuchOption as exc:
+        sub = exc.ctx.info_name if exc.ctx is not None and exc.ctx.parent is not None else None
+        if exc.option_name == "--config" and sub:  # the group's option, given after a command
+            exc.message += (f" --config is actrec's own option: it goes before the command "
+                            f"(actrec --config FILE {sub} ...).")
+        exc.show()
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
