@@ -329,3 +329,11 @@ def test_config_after_the_command_says_where_it_goes(capsys):
     with pytest.raises(SystemExit):
         main(["train", "lstm", "--configx", "c.toml"])
     assert "actrec's own option" not in capsys.readouterr().err  # other unknown options as before
+
+
+def test_check_sweep_says_the_age_limit_as_given():
+    """--older-than 30m captioned "0.5 h", 90s "0.025 h": the limit reads as the user wrote it."""
+    from actrec.cli.check_cmd import _duration
+
+    assert [_duration(s) for s in (2 * 86400, 43200, 1800, 90, 5400, 0)] == \
+        ["2d", "12h", "30m", "90s", "90m", "0s"]

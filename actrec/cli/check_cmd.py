@@ -144,6 +144,15 @@ def _render(report, statuses, store, dropping, redo=None):
     return Group(*parts)
 
 
+def _duration(seconds: float) -> str:
+    """``seconds`` in the largest unit --older-than takes that writes it whole (2d, 12h, 30m,
+    90s), else in seconds: 30 minutes read as "0.5 h", 90 s as "0.025 h"."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
 def _render_sweep(swept):
     from rich.table import Table
 
@@ -155,7 +164,7 @@ def _render_sweep(swept):
     table = Table(title=f"sweep of {swept.store}: {len(swept.removed)} removed, "
                   f"{len(swept.restored)} restored, {len(swept.left)} left",
                   caption="removed: what dead writers left (older than "
-                  f"{swept.older_than / 3600:g} h where it is a generation)")
+                  f"{_duration(swept.older_than)} where it is a generation)")
     for column in ("video", "what", "age", "done", "path"):
         table.add_column(column)
     for done, items in (("removed", swept.removed), ("restored", swept.restored)):
