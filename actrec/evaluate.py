@@ -243,19 +243,12 @@ def _check_step_matches_forward(model, x: torch.Tensor, length: int, dom: torch.
     seq = x[:n, :1]  # [n, 1, W]
     try:
         whole = model(seq, dom[:1], mask=None).float()  # [n, 1, K]
-        state = model.init_state(1, dom[:1])
-        steps = []
-        for t in range(n):
-            logits, state = model.step(seq[t], state)
-            steps.append(logits.float())
-        stepped = torch.stack(steps)  # [n, 1, K]
+        stepped = _stepped(model, seq, dom[:1])  # [n, 1, K]
     except NotImplementedError:  # a model without online inference says so itself
         raise
     except (ValueError, RuntimeError) as exc:  # e.g. batch norm refusing a batch of one
-        raise ConfigError(f"{label} cannot run one sequence alone "
-                          f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}): "
-                          f"online evaluation compares its step with its forward on the "
-                          f"first frames of a test video") from None
+        raise _alone_error(label, "run", exc, "online evaluation compares its step with its "
+                           "forward on the first frames of a test video") from None
     if stepped.shape != whole.shape:
         raise ConfigError(f"{label}: step gives logits of shape {tuple(stepped.shape[1:])} per "
                           f"frame, forward {tuple(whole.shape[1:])}")
@@ -275,6 +268,25 @@ def _check_step_matches_forward(model, x: torch.Tensor, length: int, dom: torch.
             f"step must give forward's logits in eval mode (docs/plugins.md, Temporal models)")
 
 
+def _stepped(model, seqs: torch.Tensor, dom: torch.Tensor) -> torch.Tensor:
+    """Float logits ``[T, B, K]`` of ``model.step`` over ``seqs [T, B, W]`` from a fresh
+    state (``dom [B]``: the rows' domains)."""
+    import torch
+
+    state = model.init_state(seqs.shape[1], dom)
+    out = []
+    for t in range(seqs.shape[0]):
+        logits, state = model.step(seqs[t], state)
+        out.append(logits.float())
+    return torch.stack(out)
+
+
+def _alone_error(label: str, verb: str, exc: Exception, why: str) -> ConfigError:
+    """The error for a model that failed on one sequence alone (its first line of ``exc``)."""
+    said = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return ConfigError(f"{label} cannot {verb} one sequence alone ({said}): {why}")
+
+
 def _check_rows_independent(model, x: torch.Tensor, lengths: list[int],
                             dom: torch.Tensor, label: str = "model") -> None:
     """``ConfigError`` unless ``model.step`` answers each sequence of a batch as it answers
@@ -291,25 +303,17 @@ def _check_rows_independent(model, x: torch.Tensor, lengths: list[int],
         return  # no two different frames: nothing to tell them apart by
     frames = torch.stack([torch.stack(pair), torch.stack(pair[::-1])])  # [2 steps, 2 rows, W]
 
-    def stepped(seqs: torch.Tensor, n: int) -> torch.Tensor:  # [2, n, W] -> logits [2, n, K]
-        state = model.init_state(n, dom[:1].repeat(n))
-        out = []
-        for t in range(seqs.shape[0]):
-            logits, state = model.step(seqs[t], state)
-            out.append(logits.float())
-        return torch.stack(out)
-
     try:
-        together = stepped(frames, 2)
-        alone = torch.cat([stepped(frames[:, i : i + 1], 1) for i in range(2)], dim=1)
+        together = _stepped(model, frames, dom[:1].repeat(2))
+        alone = torch.cat([_stepped(model, frames[:, i : i + 1], dom[:1]) for i in range(2)],
+                          dim=1)
         same = bool(torch.allclose(together, alone, rtol=1e-3, atol=1e-4))
     except NotImplementedError:  # a model without online inference says so itself
         raise
     except (ValueError, RuntimeError) as exc:  # e.g. batch norm refusing a batch of one
-        raise ConfigError(f"{label} cannot step one sequence alone "
-                          f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}): "
-                          f"its online answers would depend on the sequences stepped with it "
-                          f"(batch statistics at evaluation?)") from None
+        raise _alone_error(label, "step", exc, "its online answers would depend on the "
+                           "sequences stepped with it (batch statistics at evaluation?)") \
+            from None
     if not same:
         raise ConfigError(f"{label}: the step's answer for a sequence "
                           f"depends on the other sequences stepped with it (batch statistics "

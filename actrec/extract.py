@@ -585,14 +585,9 @@ def dataset_lookahead(index: DatasetIndex, lookahead: int) -> int:
 
 def _container_fps(path: Path) -> float | None:
     """The frame rate a video file's header states (``None`` when none is readable)."""
-    import cv2
+    from actrec.io.video import header_value
 
-    capture = cv2.VideoCapture(str(path))
-    try:
-        fps = capture.get(cv2.CAP_PROP_FPS) if capture.isOpened() else 0.0
-    finally:
-        capture.release()
-    return float(fps) if fps and fps > 0 else None
+    return header_value(path, "FPS")
 
 
 _LABELS_CHANGED = "its labels changed since it was extracted (the dataset's annotations differ)"

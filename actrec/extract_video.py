@@ -267,14 +267,10 @@ def _header_frames(path: Path) -> int | None:
     a truncated file is fewer than the header says: that difference is how truncation shows."""
     if not path.is_file() or path.suffix.lower() not in _COUNTED_CONTAINERS:
         return None
-    import cv2
+    from actrec.io.video import header_value
 
-    capture = cv2.VideoCapture(str(path))
-    try:
-        count = capture.get(cv2.CAP_PROP_FRAME_COUNT) if capture.isOpened() else 0
-    finally:
-        capture.release()
-    return int(count) if count and count > 0 else None
+    count = header_value(path, "FRAME_COUNT")
+    return int(count) if count is not None else None
 
 
 @dataclass(frozen=True)

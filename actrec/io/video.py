@@ -38,6 +38,7 @@ __all__ = [
     "FrameFolderReader",
     "VideoReader",
     "frame_files",
+    "header_value",
     "keep_freed_batches",
     "open_video",
     "resample_indices",
@@ -462,3 +463,17 @@ RATE_TOLERANCE = 0.025
 def same_rate(container_fps: float, nominal_fps: float) -> bool:
     """True when ``container_fps`` is within ``RATE_TOLERANCE`` of ``nominal_fps``."""
     return abs(container_fps - nominal_fps) <= RATE_TOLERANCE * nominal_fps
+
+
+def header_value(path: Path, name: str) -> float | None:
+    """The value a video file's container header states for OpenCV's ``CAP_PROP_<name>``
+    (``"FPS"``, ``"FRAME_COUNT"``), without decoding a frame; ``None`` when the file does not
+    open or states none (0 or less)."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    try:
+        value = capture.get(getattr(cv2, f"CAP_PROP_{name}")) if capture.isOpened() else 0.0
+    finally:
+        capture.release()
+    return float(value) if value and value > 0 else None
