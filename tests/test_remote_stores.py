@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from actrec_plugins.extractors.colorgrad import ColorGradient
 from click.testing import CliRunner
+from test_reproduce import breakfast_table
 
 from actrec.errors import ConfigError, DataError
 from actrec.extract import extract_features
@@ -654,28 +655,9 @@ def test_train_eval_and_check_take_storage_options(tiny_kitchen, bucket, s3_serv
     assert str(malformed.exception) == "--storage-option expects KEY=VALUE, got 'endpoint_url'"
 
 
-_ONE_CELL = """
-id = "one-cell"
-title = "the frame classifier and an LSTM on one split"
-report = "split"
-metric = "frame_accuracy"
-decimals = 2
-preset = "recassist"
-inputs = "softmax"
-header = ["Split"]
-
-[source]
-paper = "test"
-file = "none"
-table = "Table 0"
-caption = "a test table"
-
-[datasets.breakfast]
-name = "Breakfast"
-ref = "breakfast"
-tiny = "synthetic:kitchen=a"
-
-[methods.cnn]
+_ONE_CELL = breakfast_table(
+    "one-cell", "the frame classifier and an LSTM on one split",
+    """[methods.cnn]
 kind = "frame-classifier"
 
 [methods.lstm]
@@ -683,10 +665,8 @@ kind = "train"
 model = "lstm"
 protocol = "single"
 
-[defaults]
-D1 = "breakfast"
-
-[[columns]]
+""",
+    """[[columns]]
 label = "CNN"
 method = "cnn"
 
@@ -698,7 +678,7 @@ method = "lstm"
 labels = ["0"]
 split = 0
 paper = [22.0, 30.78]
-"""
+""")
 
 
 @pytest.mark.slow

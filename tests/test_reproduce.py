@@ -172,9 +172,18 @@ def test_unknown_dataset_override_is_refused(tiny_root):
         resolve_stores(load_table("ddlstm-table1"), root, PRESETS["paper"], {"salad": "x"})
 
 
-_SMALL = """
-id = "small"
-title = "two cells and a broken one"
+def breakfast_table(table_id: str, title: str, methods: str, layout: str) -> str:
+    """A paper-table TOML of the shape every reproduce test uses: one dataset (Breakfast,
+    played by synthetic kitchen a under ``--preset tiny``) under the recassist preset, with
+    ``methods`` (its ``[methods.*]`` tables) and ``layout`` (its ``[[columns]]`` and
+    ``[[rows]]``)."""
+    return (_TABLE_HEAD.format(id=table_id, title=title) + methods
+            + '[defaults]\nD1 = "breakfast"\n\n' + layout)
+
+
+_TABLE_HEAD = '''
+id = "{id}"
+title = "{title}"
 report = "split"
 metric = "frame_accuracy"
 decimals = 2
@@ -193,7 +202,12 @@ name = "Breakfast"
 ref = "breakfast"
 tiny = "synthetic:kitchen=a"
 
-[methods.cnn]
+'''
+
+
+_SMALL = breakfast_table(
+    "small", "two cells and a broken one",
+    """[methods.cnn]
 kind = "frame-classifier"
 
 [methods.lstm]
@@ -206,10 +220,8 @@ kind = "train"
 model = "no-such-model"
 protocol = "single"
 
-[defaults]
-D1 = "breakfast"
-
-[[columns]]
+""",
+    """[[columns]]
 label = "CNN"
 method = "cnn"
 
@@ -230,7 +242,7 @@ paper = [22.0, 30.78, 1.0]
 labels = ["1"]
 split = 1
 paper = [16.19, 19.53, 1.0]
-"""
+""")
 
 
 @pytest.mark.slow

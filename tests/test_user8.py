@@ -9,40 +9,20 @@ from pathlib import Path
 
 import pytest
 from rich.progress import Progress
+from test_reproduce import breakfast_table
 
 from actrec.errors import Interrupted
 from actrec.reproduce import reproduce
 
-_ONE_CELL = """
-id = "onecell"
-title = "one LSTM cell"
-report = "split"
-metric = "frame_accuracy"
-decimals = 2
-preset = "recassist"
-inputs = "softmax"
-header = ["Split"]
-
-[source]
-paper = "test"
-file = "none"
-table = "Table 0"
-caption = "a test table"
-
-[datasets.breakfast]
-name = "Breakfast"
-ref = "breakfast"
-tiny = "synthetic:kitchen=a"
-
-[methods.lstm]
+_ONE_CELL = breakfast_table(
+    "onecell", "one LSTM cell",
+    """[methods.lstm]
 kind = "train"
 model = "lstm"
 protocol = "single"
 
-[defaults]
-D1 = "breakfast"
-
-[[columns]]
+""",
+    """[[columns]]
 label = "LSTM"
 method = "lstm"
 
@@ -50,7 +30,7 @@ method = "lstm"
 labels = ["0"]
 split = 0
 paper = [30.78]
-"""
+""")
 
 
 class _CtrlCInTraining(Progress):

@@ -8,38 +8,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+from test_reproduce import breakfast_table
+
 ROOT = Path(__file__).resolve().parents[1]
 
-BROKEN_ONLY = """
-id = "broken-only"
-title = "one method that cannot train"
-report = "split"
-metric = "frame_accuracy"
-decimals = 2
-preset = "recassist"
-inputs = "softmax"
-header = ["Split"]
-
-[source]
-paper = "test"
-file = "none"
-table = "Table 0"
-caption = "a test table"
-
-[datasets.breakfast]
-name = "Breakfast"
-ref = "breakfast"
-tiny = "synthetic:kitchen=a"
-
-[methods.broken]
+BROKEN_ONLY = breakfast_table(
+    "broken-only", "one method that cannot train",
+    """[methods.broken]
 kind = "train"
 model = "no-such-model"
 protocol = "single"
 
-[defaults]
-D1 = "breakfast"
-
-[[columns]]
+""",
+    """[[columns]]
 label = "broken"
 method = "broken"
 
@@ -52,7 +33,7 @@ paper = [1.0]
 labels = ["1"]
 split = 1
 paper = [1.0]
-"""
+""")
 
 
 def reproduce_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
