@@ -10,6 +10,9 @@
   a real plugin distribution on disk, for subprocesses run with ``site`` on PYTHONPATH.
 * ``idt_root``: the real 64-d IDT features of 5 Breakfast videos (shared/data) in the MS-TCN
   layout, in a temp folder (tests using it skip where shared/data is absent).
+* ``s3_server``: session-wide URL of a real S3-compatible HTTP server (moto) on a free port;
+  ``bucket``: a fresh bucket on it, with credentials and endpoint in the ``AWS_*`` variables
+  as a user passes them (tests using them skip where s3fs or moto is not installed).
 """
 
 from __future__ import annotations
@@ -106,3 +109,36 @@ def idt_root(tmp_path):
     for v in videos:
         np.save(root / "features" / f"{v}.npy", np.loadtxt(idt / f"{v}.txt").T)  # [D, T]
     return root
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-compatible HTTP server (moto) on a free port, for the session."""
+    import logging
+
+    pytest.importorskip("s3fs")
+    server_mod = pytest.importorskip("moto.server")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    _host, port = server.get_host_and_port()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def bucket(s3_server, monkeypatch):
+    """A fresh bucket; credentials and endpoint as a user passes them (AWS_* variables)."""
+    import uuid
+
+    import s3fs
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    s3fs.S3FileSystem.clear_instance_cache()
+    name = f"b-{uuid.uuid4().hex[:12]}"
+    s3fs.S3FileSystem().mkdir(name)
+    yield name
+    s3fs.S3FileSystem.clear_instance_cache()

@@ -6,8 +6,6 @@ training on the local copy, and a resumed run whose store changed at the URL."""
 
 from __future__ import annotations
 
-import logging
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -19,33 +17,6 @@ from actrec.io.integrity import array_digest, recorded_digest, verify_video
 from actrec.io.remote import store_location
 
 VIDEOS = {"tr0": 23, "tr1": 40, "tr2": 17, "te0": 30}
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    pytest.importorskip("s3fs")
-    server_mod = pytest.importorskip("moto.server")
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    _host, port = server.get_host_and_port()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def bucket(s3_endpoint, monkeypatch):
-    import s3fs
-
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
-    s3fs.S3FileSystem.clear_instance_cache()
-    name = f"audit-{uuid.uuid4().hex[:12]}"
-    s3fs.S3FileSystem().mkdir(name)
-    yield name
-    s3fs.S3FileSystem.clear_instance_cache()
 
 
 def fill(where, seed: int = 0, dtype: str = "float32", videos=VIDEOS) -> dict:

@@ -201,32 +201,9 @@ def test_of_two_takers_of_one_stale_claim_one_wins(tmp_path):
 # ---------------------------------------------------------------------- S3
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    pytest.importorskip("s3fs")
-    server_mod = pytest.importorskip("moto.server")
-    import logging
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{server.get_host_and_port()[1]}"
-    server.stop()
-
-
 @pytest.fixture
-def s3_store(s3_endpoint, monkeypatch):
-    import uuid
-
-    import s3fs
-
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1",
-                       "AWS_ENDPOINT_URL": s3_endpoint}.items():
-        monkeypatch.setenv(key, value)
-    s3fs.S3FileSystem.clear_instance_cache()
-    bucket = f"c-{uuid.uuid4().hex[:12]}"
-    s3fs.S3FileSystem().mkdir(bucket)
+def s3_store(bucket):
+    """A store URL in a fresh bucket of the shared moto server (conftest)."""
     return f"s3://{bucket}/s.zarr"
 
 

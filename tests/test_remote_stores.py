@@ -4,7 +4,6 @@ through a real S3-compatible server in this process (moto's ThreadedMotoServer) 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 import uuid
@@ -89,35 +88,6 @@ def test_file_url_store_extracted_then_trained_on(tiny_kitchen, tmp_path):
 
 
 # ---------------------------------------------------------------------- S3 (moto server)
-
-
-@pytest.fixture(scope="module")
-def s3_server():
-    """A real S3-compatible HTTP server (moto) on a free port, for this module."""
-    pytest.importorskip("s3fs")
-    server_mod = pytest.importorskip("moto.server")
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    _host, port = server.get_host_and_port()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def bucket(s3_server, monkeypatch):
-    """A fresh bucket; credentials and endpoint as a user passes them (AWS_* variables)."""
-    import s3fs
-
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
-    s3fs.S3FileSystem.clear_instance_cache()
-    name = f"b-{uuid.uuid4().hex[:12]}"
-    s3fs.S3FileSystem().mkdir(name)
-    yield name
-    s3fs.S3FileSystem.clear_instance_cache()
 
 
 @pytest.mark.slow
