@@ -15,11 +15,11 @@ import os
 import socket
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch._dynamo  # DDP imports it (seconds): once, before forking
 import torch.distributed as dist
+from test_distributed import make_store
 
 import actrec.distributed
 import actrec.nn.models
@@ -28,26 +28,6 @@ from actrec.io.features import FeatureStore
 
 ITERATIONS = 6
 DIE_AT = 5  # rank 1 dies before its 5th iteration: the last checkpoint is the 4th's
-
-
-def make_store(path: Path, dim: int, classes: int, seed: int) -> Path:
-    """A real Zarr feature store: 6 training and 2 test videos of 12..40 frames whose features
-    encode their labels (segments of 4 frames)."""
-    from actrec.io.features import FeatureStore
-
-    rng = np.random.default_rng(seed)
-    train, test = [f"tr{i}" for i in range(6)], [f"te{i}" for i in range(2)]
-    store = FeatureStore.open_or_create(
-        path, dataset=f"toy{seed}", split_scheme="default",
-        classes=[f"c{k}" for k in range(classes)], splits={"1": {"train": train, "test": test}},
-        extractor="toy", extractor_config={"seed": seed}, lookahead=0, dtype="float32")
-    centres = rng.normal(size=(classes, dim))
-    for vid in train + test:
-        t = int(rng.integers(12, 40))
-        y = np.repeat(rng.integers(0, classes, size=t // 4 + 1), 4)[:t]
-        x = centres[y] + 0.5 * rng.normal(size=(t, dim))
-        store.write_video(vid, x.astype(np.float32), y, fps=15.0, source=None)
-    return path
 
 
 def spec_of(root: Path, kind: str):
