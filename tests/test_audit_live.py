@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_live import _live
 
 CLASSES = ["background", "red_right", "blue_down"]
 LABEL_FPS, VIDEO_FPS = 15.0, 30.0
@@ -84,18 +85,6 @@ def setup(tmp_path_factory):
     expected = {opened.video_attrs(v)["source"]["path"]: p
                 for v, p in zip(probs.ids, probs.probabilities)}
     return root, store, run, expected
-
-
-def _live(args: list[str], capsys) -> tuple[int, list[dict], str]:
-    from actrec.cli import main
-
-    try:
-        main(["live", *args])
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, [json.loads(line) for line in out.splitlines() if line.strip()], err
 
 
 @pytest.mark.slow

@@ -12,25 +12,11 @@ import json
 
 import numpy as np
 import pytest
+from test_audit_live import _clip
 
 pytestmark = pytest.mark.slow  # a frame head, a tiny run and an export
 
 CLASSES = ["background", "red_right", "blue_down"]
-
-
-def _clip(labels: list[int], seed: int) -> np.ndarray:
-    """Two 30 fps frames per 15 fps label: a red square moving right (class 1), a blue one
-    moving down (2), on noisy grey."""
-    rng = np.random.default_rng(seed)
-    frames = np.full((2 * len(labels), 32, 32, 3), 90, np.uint8)
-    for t in range(frames.shape[0]):
-        c, p = labels[t // 2], 2 + (t * 2) % 20
-        if c == 1:
-            frames[t, 12:20, p:p + 8] = (230, 20, 20)
-        elif c == 2:
-            frames[t, p:p + 8, 12:20] = (20, 20, 230)
-    return np.clip(frames.astype(int) + rng.integers(-6, 7, frames.shape), 0, 255).astype(
-        np.uint8)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +33,7 @@ def head_run(tmp_path_factory):
     (data / "mapping.txt").write_text("".join(f"{i} {c}\n" for i, c in enumerate(CLASSES)))
     for k, name in enumerate(["alice_1", "alice_2", "bob_1", "bob_2"]):
         labels = [0] * 10 + [1 + k % 2] * 20 + [0] * 8 + [2 - k % 2] * 16
-        _write_mp4(data / f"{name}.mp4", _clip(labels, k), fps=30.0)
+        _write_mp4(data / f"{name}.mp4", _clip(labels, k, 2), fps=30.0)
         (data / "groundTruth" / f"{name}.txt").write_text("".join(f"{CLASSES[c]}\n"
                                                                   for c in labels))
     (data / "splits").mkdir()
