@@ -6,29 +6,12 @@ from __future__ import annotations
 import json
 import shutil
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
+from test_presets_runs_cli import make_store
 
 from actrec.cli import cli
 from actrec.io.features import FeatureStore
-
-
-def make_store(path, seed, classes=3):
-    """6 videos of 50 frames; split '1' trains on v0-v3 and tests v4, v5."""
-    rng = np.random.default_rng(seed)
-    ids = [f"v{i}" for i in range(6)]
-    store = FeatureStore.open_or_create(
-        path, dataset=f"toy{seed}", split_scheme="default",
-        classes=[f"c{k}" for k in range(classes)],
-        splits={"1": {"train": ids[:4], "test": ids[4:]}}, extractor="toy",
-        extractor_config={"seed": seed}, lookahead=0, dtype="float32")
-    centres = rng.normal(size=(classes, classes))
-    for vid in ids:
-        y = np.repeat(rng.integers(0, classes, size=10), 5)
-        x = centres[y] + 0.3 * rng.normal(size=(len(y), classes))
-        store.write_video(vid, x.astype(np.float32), y, fps=15.0, source=None)
-    return path
 
 
 def invoke(args, home):
