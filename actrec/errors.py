@@ -13,6 +13,16 @@ class ConfigError(ActrecError):
     """An unknown option, a value of the wrong type, or a malformed config file."""
 
 
+class UnknownOptionError(ConfigError):
+    """An option a plugin's config does not have: ``key`` as given, ``owner`` the plugin as
+    the message names it (``"model 'gru'"``), so a caller can say where the option came
+    from."""
+
+    def __init__(self, message: str, key: str, owner: str) -> None:
+        super().__init__(message)
+        self.key, self.owner = key, owner
+
+
 class PluginError(ActrecError):
     """A plugin that is unknown, broken, or registered twice."""
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from actrec.errors import ConfigError, DataError
+from actrec.errors import ConfigError, DataError, UnknownOptionError
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -70,7 +70,8 @@ class PluginConfig:
             name = key.replace("-", "_")
             if name not in fields:
                 known = ", ".join(sorted(fields)) or "(none)"
-                raise ConfigError(f"unknown option '{key}'{where}; expected one of: {known}")
+                raise UnknownOptionError(
+                    f"unknown option '{key}'{where}; expected one of: {known}", key, owner)
             try:
                 values[name] = coerce(raw, hints[name])
             except (TypeError, ValueError) as exc:

@@ -268,24 +268,23 @@ SPEC_PROBLEMS = "invalid training spec: "
 
 @contextlib.contextmanager
 def _option_origins(sources: dict[str, str]):
-    """A model option the model does not know, that the user did not type (a preset's, a
-    config file's, the environment's), is named with where it came from: ``unknown option
-    'peepholes' for model 'gru'`` alone sent users looking for an option they never gave."""
-    from actrec.errors import ConfigError
+    """A model option the model does not know (``UnknownOptionError``), that the user did not
+    type (a preset's, a config file's, the environment's), is named with where it came from:
+    ``unknown option 'peepholes' for model 'gru'`` alone sent users looking for an option
+    they never gave."""
+    from actrec.errors import ConfigError, UnknownOptionError
 
     try:
         yield
-    except ConfigError as exc:
-        found = re.match(r"unknown option '([^']+)' for model '([^']+)'", str(exc))
-        origin = sources.get(f"options.{found.group(1)}") if found else None
+    except UnknownOptionError as exc:
+        origin = sources.get(f"options.{exc.key}") if exc.owner.startswith("model ") else None
         if not origin or origin == "command line":
             raise
-        key, model = found.groups()
         hint = ("the preset is made for another model: pick that model, or drop the option "
                 "from a copy of the preset" if origin.startswith("preset") else
                 "remove it there")
-        raise ConfigError(f"option '{key}' (from the {origin}) is not an option of model "
-                          f"'{model}': {hint}. {exc}") from None
+        raise ConfigError(f"option '{exc.key}' (from the {origin}) is not an option of "
+                          f"{exc.owner}: {hint}. {exc}") from None
 
 
 @contextlib.contextmanager
