@@ -325,7 +325,8 @@ def _load_data(spec: TrainSpec, progress: Any, recorded_labels: Any = None,
         carve = carve_split(spec, store, name, split["train"], len(carves))
         carves.append(carve)
         bank = VideoBank.from_store(store, carve.train, progress=progress,
-                                    name=f"{role} {store.path} split '{name}'")
+                                    name=f"{role} {store.path} split '{name}'",
+                                    option=f"--{role.lower()}" if role in ("D1", "D2") else None)
         check_finite(bank, store)
         if not any(bool((y >= 0).any()) for y in bank.labels):
             raise DataError(

@@ -89,12 +89,14 @@ class VideoBank:
 
     @classmethod
     def from_store(cls, store: Any, video_ids: Sequence[str], *, progress: Any = None,
-                   name: str = "") -> VideoBank:
-        """Read ``video_ids`` from a ``FeatureStore`` (``DataError`` for a missing video)."""
+                   name: str = "", option: str | None = None) -> VideoBank:
+        """Read ``video_ids`` from a ``FeatureStore`` (``DataError`` for a missing video, saying
+        why; ``option``, e.g. ``--d1``, is the command's option for this dataset, which the
+        error's hint names when another store of the same data holds the videos)."""
         available = set(store.videos())
         missing = [v for v in video_ids if v not in available]
         if missing:
-            raise DataError(_missing_videos_message(store, missing, name, video_ids))
+            raise DataError(_missing_videos_message(store, missing, name, video_ids, option))
         task = None
         if progress is not None:
             task = progress.add_task(f"loading {name}", total=len(video_ids))
@@ -224,14 +226,12 @@ def share_of(n: int, rank: int, world: int) -> slice:
 
 
 def _missing_videos_message(store: Any, missing: Sequence[str], name: str,
-                            video_ids: Sequence[str] = ()) -> str:
+                            video_ids: Sequence[str] = (), option: str | None = None) -> str:
     """Why split videos (``missing`` of ``video_ids``) are not in ``store``: another workspace
     store of the same data holds them (``actrec.refs.other_store_hint``), extraction failed on
     them (its recorded reason, and what to do: another run of extract cannot help until the
-    video is fixed) or they were never extracted. ``name`` starts with the dataset's role
-    (``D1 ...``), which names the option of the hint."""
-    import re
-
+    video is fixed) or they were never extracted. ``option`` (``--d1``) names where the hint's
+    reference goes."""
     from actrec.extract_status import recorded_failure
 
     path = getattr(store, "path", None)
@@ -240,12 +240,10 @@ def _missing_videos_message(store: Any, missing: Sequence[str], name: str,
     # Another workspace store of the same data holding them (extracted again with other
     # dataset options, e.g. -o fps=10 after the default rate refused every video) is what the
     # user meant: named first, and then no advice to fix or extract videos that are there.
-    role = re.match(r"D(\d+)\b", name)
-    flag = f"--d{role.group(1)}" if role and role.group(1) in ("1", "2") else None
     try:
         from actrec.refs import other_store_hint
 
-        hint = other_store_hint(path, video_ids, flag) if path is not None else ""
+        hint = other_store_hint(path, video_ids, option) if path is not None else ""
     except Exception:  # noqa: BLE001 - only a hint: the error stands without it
         hint = ""
 
