@@ -1,7 +1,9 @@
 """Running video tasks in this process or in ``N`` worker processes on one store.
 
-The parent hands out videos through one queue, so each video is claimed by exactly one worker;
-workers send back events (a video started, frames decoded, a video finished) that the parent
+The parent hands each worker its next video when it asks, over the worker's own pipe
+(``actrec.worker_links``: a worker that dies mid-message cannot silence the others), so each
+video goes to exactly one worker and the parent knows which one it holds; workers send back
+events (a video started, frames decoded, a video finished) that the parent
 turns into progress and a report. Each worker gets ``cores // N`` threads for torch, OpenCV
 and the BLAS libraries (oversubscribed torch processes slow down by an order of magnitude),
 builds its own extractor from the class and config (``type(ext)(ext.config)``) and calls its
@@ -18,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
-import queue
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -405,9 +406,12 @@ def _in_lock_bookkeeping(frame) -> bool:
 
 
 def _worker_main(spec: WorkerSpec, worker: int, workers: int, device: str, parent: int,
-                 tasks, events) -> None:
-    """A worker process: claim tasks from ``tasks`` until ``None``, report on ``events``."""
+                 conn) -> None:
+    """A worker process: ask the parent for tasks over ``conn`` (its own pipe, see
+    ``actrec.worker_links``) until it answers ``None``, and report on it."""
     import signal
+
+    from actrec.worker_links import WorkerEnd
 
     _die_with_parent()
     if os.getppid() != parent:  # the parent died before the request took effect
@@ -420,89 +424,87 @@ def _worker_main(spec: WorkerSpec, worker: int, workers: int, device: str, paren
     # (and so does one stopped while it makes such a lock: _exit_on_term waits for it).
     signal.signal(signal.SIGTERM, _exit_on_term)
     try:
-        _work(spec, worker, workers, device, tasks, events)
+        _work(spec, worker, workers, device, WorkerEnd(conn))
     finally:  # its work is over: a stop now must not cut into the exit's own clean-up
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def _work(spec: WorkerSpec, worker: int, workers: int, device: str, tasks, events) -> None:
+def _work(spec: WorkerSpec, worker: int, workers: int, device: str, link) -> None:
     from actrec.io.features import FeatureStore
+
+    def next_task():  # the parent answers with a task, or None when none is left
+        link.send(("next", None))
+        return link.recv()
 
     try:
         extractor = _start_extractor(spec, worker, workers, device)
     except Exception as exc:  # noqa: BLE001 - third-party set-up code: one message
-        events.put(("config-error", worker, str(_setup_failed(spec.extractor_cls, exc))))
+        link.send(("config-error", str(_setup_failed(spec.extractor_cls, exc))))
         return
-    events.put(("ready", worker, None))
-    # The parent queues the tasks once a worker is ready (and the store is made then).
-    first = tasks.get()
+    link.send(("ready", None))
+    # The parent hands out tasks once a worker is ready (and makes the store then).
+    first = next_task()
     if first is None:
-        events.put(("exit", worker, None))
+        link.send(("exit", None))
         return
     try:
         store = FeatureStore.open(spec.store_path)
     except ActrecError as exc:
-        events.put(("data-error", worker, str(exc)))
+        link.send(("data-error", str(exc)))
         return
 
-    def taken(task=first):  # asked for by the decoding thread once the previous video is done
+    def taken(task=first):  # asked for by the opener thread once the previous video is done
         while task is not None:
-            events.put(("claim", worker, task.id))  # before any work: a death now fails it
             yield task
-            task = tasks.get()
+            task = next_task()
+
+    def event(item: Event) -> None:
+        link.send(("event", item))
 
     try:
         # One video at a time: a worker that dies then fails only the video it was extracting
         # (the others' work fills the gaps between its videos).
         process_tasks(
             taken(), extractor, store, spec.options, ahead=1,
-            on_done=lambda outcome: events.put(("event", worker, Finished(worker, outcome))),
-            on_start=lambda video, n: events.put(("event", worker, Started(worker, video, n))),
-            on_frames=lambda n: events.put(("event", worker, Frames(worker, n))))
+            on_done=lambda outcome: event(Finished(worker, outcome)),
+            on_start=lambda video, n: event(Started(worker, video, n)),
+            on_frames=lambda n: event(Frames(worker, n)))
     except ActrecError as exc:  # the store cannot be written: stop everything
-        events.put(("data-error", worker, str(exc)))
+        link.send(("data-error", str(exc)))
         return
     except Exception as exc:  # noqa: BLE001 - a bug: fails the video held (a new worker goes on)
-        events.put(("crash", worker, _describe(exc)))
+        link.send(("crash", _describe(exc)))
         return
-    events.put(("exit", worker, None))
+    link.send(("exit", None))
 
 
 def _run_processes(tasks, spec, devices, emit, on_ready=None) -> None:
+    import collections
     import multiprocessing
 
     from actrec.errors import DataError
+    from actrec.worker_links import ENDED, WorkerLinks
 
     ctx = multiprocessing.get_context("spawn")
     workers = len(devices)
-    task_q = ctx.Queue()
-    # Tasks still queued when the run stops are not needed: never wait at exit to push them
-    # into a pipe no worker reads any more (the command would hang there).
-    task_q.cancel_join_thread()
-    event_q = ctx.Queue()
-    queued = False
-
-    def queue_tasks() -> None:  # once an extractor is ready (setup and dim() passed)
-        nonlocal queued
-        if on_ready is not None:
-            on_ready()
-        for task in tasks:
-            task_q.put(task)
-        for _ in range(workers):  # one end marker per worker; a replacement takes its dead one's
-            task_q.put(None)
-        queued = True
+    links = WorkerLinks(ctx)
+    pending = collections.deque(tasks)
+    queued = False  # on_ready called: tasks may be handed out
 
     since = time.time()  # a copy written from now on was written by this run's workers
     procs: dict[int, Any] = {}
-    holding: dict[int, str] = {}  # worker -> the video it is extracting
+    # worker -> the video handed to it and not finished (it asks for the next one only
+    # once its previous one is reported)
+    holding: dict[int, str] = {}
     by_id = {t.id: t for t in tasks}
     gone: set[int] = set()
 
     def start(worker: int) -> None:
+        theirs = links.pipe(worker)
         with child_thread_env(spec.threads):
             proc = ctx.Process(target=_worker_main, name=f"actrec-extract-{worker}",
                                args=(spec, worker, workers, devices[worker % workers],
-                                     os.getpid(), task_q, event_q), daemon=True)
+                                     os.getpid(), theirs), daemon=True)
             try:
                 proc.start()
             except (pickle.PicklingError, AttributeError, TypeError) as exc:
@@ -510,7 +512,15 @@ def _run_processes(tasks, spec, devices, emit, on_ready=None) -> None:
                     f"extractor class {spec.extractor_cls.__qualname__} cannot be sent to worker "
                     f"processes ({exc}); define it at the top level of an importable module, or "
                     f"use --workers 1") from None
+            finally:
+                theirs.close()  # the worker's copy only: its pipe ends when it does
         procs[worker] = proc
+
+    def hand_out(worker: int) -> None:
+        task = pending.popleft() if pending else None
+        if task is not None:
+            holding[worker] = task.id  # a worker dead before it is read fails it too
+        links.send(worker, task)
 
     finished = 0
 
@@ -532,63 +542,75 @@ def _run_processes(tasks, spec, devices, emit, on_ready=None) -> None:
         if finished < len(tasks) and len(procs) < workers + len(tasks):
             start(max(procs) + 1)
 
+    def ended(worker: int) -> None:
+        """``worker``'s pipe ended: its process exits; if it did not say it would, it died."""
+        proc = procs[worker]
+        proc.join(timeout=_STOP_SECONDS)
+        if proc.is_alive():  # its pipe broke while it runs on: it can report nothing more
+            proc.kill()
+            proc.join()
+        if worker not in gone:
+            gone.add(worker)  # died without saying so (killed, out of memory)
+            replace(worker, (f"the worker process extracting it died (exit code "
+                             f"{proc.exitcode}; out of memory?)"))
+
     try:
         for w in range(workers):
             start(w)
         while finished < len(tasks):
-            try:
-                kind, worker, payload = event_q.get(timeout=0.5)
-            except queue.Empty:
-                for w, proc in list(procs.items()):
-                    if w in gone or proc.is_alive():
-                        continue
-                    gone.add(w)  # died without saying so (killed, out of memory)
-                    replace(w, (f"the worker process extracting it died (exit code "
-                                f"{proc.exitcode}; out of memory?)"))
-                if finished < len(tasks) and all(w in gone for w in procs):
-                    raise DataError(f"every extraction worker process ended with "
-                                    f"{len(tasks) - finished} video(s) left to do")
-                continue
-            if kind == "config-error":
-                gone.add(worker)
-                raise ConfigError(payload)
-            if kind == "ready":
-                if not queued:
-                    queue_tasks()
-                continue
-            if kind == "data-error":  # fails the video that worker held, stops the run
-                gone.add(worker)
-                vid = holding.pop(worker, None)
-                if vid is not None:
+            received = links.receive(timeout=0.5)
+            for worker, message in received:
+                if message is ENDED:
+                    ended(worker)
+                    continue
+                kind, payload = message
+                if kind == "config-error":
+                    gone.add(worker)
+                    raise ConfigError(payload)
+                if kind == "ready":
+                    if not queued and on_ready is not None:
+                        on_ready()
+                    queued = True
+                    continue
+                if kind == "next":
+                    hand_out(worker)
+                    continue
+                if kind == "data-error":  # fails the video that worker held, stops the run
+                    gone.add(worker)
+                    vid = holding.pop(worker, None)
+                    if vid is not None:
+                        finished += 1
+                        emit(Finished(worker, Outcome(vid, False, error=payload)))
+                    raise DataError(payload)
+                if kind == "exit":
+                    gone.add(worker)
+                    continue
+                if kind == "crash":
+                    gone.add(worker)
+                    replace(worker, None, payload)
+                    continue
+                if isinstance(payload, Finished):
+                    holding.pop(worker, None)
                     finished += 1
-                    emit(Finished(worker, Outcome(vid, False, error=payload)))
-                raise DataError(payload)
-            if kind == "exit":
-                gone.add(worker)
-                continue
-            if kind == "crash":
-                gone.add(worker)
-                replace(worker, None, payload)
-                continue
-            if kind == "claim":
-                holding[worker] = payload
-                continue
-            if isinstance(payload, Finished):
-                holding.pop(worker, None)
-                finished += 1
-            emit(payload)
+                emit(payload)
+            if (not received and finished < len(tasks)
+                    and all(w in gone for w in procs)):
+                raise DataError(f"every extraction worker process ended with "
+                                f"{len(tasks) - finished} video(s) left to do")
     finally:
+        for w in procs:  # no task for anyone any more: a worker waiting for one (or about
+            if w not in gone:  # to ask) reads this answer and ends
+                links.send(w, None)
         # an error or an interrupt: stop the others too
         again = _stop_workers(procs, [proc for w, proc in procs.items() if proc.is_alive()
                                       and finished < len(tasks) and w not in gone])
         if finished < len(tasks):  # stopped early: what the workers finished before they
-            finished += _drain_finished(event_q, holding, emit)  # stopped counts as done
+            finished += _drain_finished(links, holding, emit)  # stopped counts as done
         _release_dead_claims(spec.store_path, {vid for w, vid in holding.items()
                                                if not procs[w].is_alive()})
         if finished < len(tasks):  # stopped mid-write: their temp folders go now
             _clean_dead_writes(spec.store_path)
-        task_q.close()
-        event_q.close()
+        links.close()
         if again is not None:  # interrupted again while stopping: said once all is clean
             raise again
 
@@ -623,28 +645,26 @@ def _stop_workers(procs: dict[int, Any], stop: Sequence[Any]) -> BaseException |
     return again
 
 
-def _drain_finished(event_q, holding: dict[int, str], emit: Callable[[Event], None]) -> int:
+def _drain_finished(links, holding: dict[int, str], emit: Callable[[Event], None]) -> int:
     """Emit the ``Started`` and ``Finished`` events the stopped workers sent that the parent
     had not read (a video written just before the stop is done, and reported so; one started
-    is reported in progress, not "not started"), and note their unread claims in ``holding``;
-    the number of ``Finished`` emitted. Called once the workers have ended, so everything they
-    sent is in the queue's pipe."""
+    is reported in progress, not "not started"); the number of ``Finished`` emitted. Called
+    once the workers have ended, so everything they sent is in their pipes (a message cut
+    short by a killed worker ends what is read of it)."""
+    from actrec.worker_links import ENDED
+
     count = 0
-    while True:
-        try:
-            kind, worker, payload = event_q.get(timeout=0.05)
-        except queue.Empty:
-            return count
-        except Exception:  # noqa: BLE001 - a message cut short by a killed worker: the rest
-            return count  # is lost with it
-        if kind == "claim":
-            holding[worker] = payload
-        elif kind == "event" and isinstance(payload, Finished):
+    for worker, message in links.drain():
+        if message is ENDED or message[0] != "event":
+            continue
+        payload = message[1]
+        if isinstance(payload, Finished):
             holding.pop(worker, None)
             count += 1
             emit(payload)
-        elif kind == "event" and isinstance(payload, Started):
+        elif isinstance(payload, Started):
             emit(payload)
+    return count
 
 
 def _clean_dead_writes(store_path) -> None:

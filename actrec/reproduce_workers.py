@@ -5,8 +5,9 @@ With ``jobs`` > 1 each worker is a ``spawn``-ed process (torch's thread pools do
 the BLAS libraries (set in the
 environment before it starts, and with ``torch.set_num_threads``): oversubscribed torch
 processes slow down by an order of magnitude. The parent sends each idle worker its next
-ready unit (a unit runs once, and the parent always knows which unit a worker holds); their
-progress bars are forwarded to the parent's display. A unit that fails is a
+ready unit over the worker's own pipe (``actrec.worker_links``: a worker that dies mid-message
+cannot silence the others; a unit runs once, and the parent always knows which unit a worker
+holds); their progress bars are forwarded to the parent's display. A unit that fails is a
 result with its reason, and the others go on; a worker that dies (killed, out of memory) fails
 the unit it held, and a fresh worker takes its place. Workers die with the parent (Linux
 ``PR_SET_PDEATHSIG``), so killing the command stops the grid; finished units stay finished.
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import queue
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -33,29 +33,29 @@ __all__ = ["run_units"]
 class _ForwardedProgress:
     """The part of ``rich.progress.Progress`` the library calls use, sent to the parent."""
 
-    def __init__(self, events: Any, worker: int) -> None:
-        self.events, self.worker = events, worker
+    def __init__(self, link: Any) -> None:
+        self.link = link
         self._ids = itertools.count()
         self._totals: dict[int, Any] = {}
 
     def add_task(self, description: str, total: Any = None, **kwargs: Any) -> int:
         task = next(self._ids)
         self._totals[task] = total
-        self.events.put(("progress", self.worker, ("add", task, description, total)))
+        self.link.send(("progress", ("add", task, description, total)))
         return task
 
     def advance(self, task: int, advance: float = 1) -> None:
-        self.events.put(("progress", self.worker, ("advance", task, advance)))
+        self.link.send(("progress", ("advance", task, advance)))
 
     def update(self, task: int, **kwargs: Any) -> None:
         if "total" in kwargs:
             self._totals[task] = kwargs["total"]
         keep = {k: v for k, v in kwargs.items()
                 if k in ("description", "total", "completed", "advance")}
-        self.events.put(("progress", self.worker, ("update", task, keep)))
+        self.link.send(("progress", ("update", task, keep)))
 
     def remove_task(self, task: int) -> None:
-        self.events.put(("progress", self.worker, ("remove", task)))
+        self.link.send(("progress", ("remove", task)))
 
     @property
     def tasks(self) -> list:
@@ -64,8 +64,10 @@ class _ForwardedProgress:
         return [SimpleNamespace(id=k, total=v) for k, v in self._totals.items()]
 
 
-def _worker_main(worker: int, threads: int, parent: int, tasks: Any, events: Any) -> None:
+def _worker_main(threads: int, parent: int, conn: Any) -> None:
     import signal
+
+    from actrec.worker_links import WorkerEnd
 
     _die_with_parent()
     if os.getppid() != parent:
@@ -77,13 +79,14 @@ def _worker_main(worker: int, threads: int, parent: int, tasks: Any, events: Any
     apply_thread_limit(threads)
     from actrec.reproduce_units import run_unit
 
-    progress = _ForwardedProgress(events, worker)
+    link = WorkerEnd(conn)
+    progress = _ForwardedProgress(link)
     while True:
-        unit = tasks.get()  # this worker's own queue: the parent knows what it sent here
+        unit = link.recv()  # the parent knows what it sent here
         if unit is None:
-            events.put(("exit", worker, None))
+            link.send(("exit", None))
             return
-        events.put(("result", worker, run_unit(unit, progress)))
+        link.send(("result", run_unit(unit, progress)))
 
 
 def run_units(units: Sequence[dict[str, Any]], jobs: int = 1, progress: Any = None,
@@ -150,13 +153,14 @@ def run_units(units: Sequence[dict[str, Any]], jobs: int = 1, progress: Any = No
         return results
     import multiprocessing
 
+    from actrec.worker_links import ENDED, WorkerLinks
+
     ctx = multiprocessing.get_context("spawn")
     workers = min(jobs, len(units))
     threads = thread_share(workers)  # the processes that run share the cores, not --jobs
-    event_q = ctx.Queue()
+    links = WorkerLinks(ctx)
     ready: list[dict[str, Any]] = []
     procs: dict[int, Any] = {}
-    inboxes: dict[int, Any] = {}  # worker -> its own task queue
     holding: dict[int, str] = {}  # worker -> the unit sent to it (known before it starts it)
 
     def dispatch() -> None:
@@ -170,7 +174,7 @@ def run_units(units: Sequence[dict[str, Any]], jobs: int = 1, progress: Any = No
                 holding[w] = unit["key"]
                 if on_start is not None:
                     on_start(unit)
-                inboxes[w].put(unit)
+                links.send(w, unit)  # a dead worker's unit fails when its pipe's end is read
         if waiting and not ready and not holding:
             never_ready()
 
@@ -178,12 +182,14 @@ def run_units(units: Sequence[dict[str, Any]], jobs: int = 1, progress: Any = No
     shown: dict[tuple[int, int], Any] = {}  # (worker, its task id) -> the parent's task id
 
     def start(worker: int) -> None:
+        theirs = links.pipe(worker)
         with child_thread_env(threads):
-            inboxes[worker] = ctx.Queue()
             proc = ctx.Process(target=_worker_main, name=f"actrec-reproduce-{worker}",
-                               args=(worker, threads, os.getpid(), inboxes[worker], event_q),
-                               daemon=True)
-            proc.start()
+                               args=(threads, os.getpid(), theirs), daemon=True)
+            try:
+                proc.start()
+            finally:
+                theirs.close()  # the worker's copy only: its pipe ends when it does
         procs[worker] = proc
 
     def forward(worker: int, event: tuple) -> None:
@@ -208,55 +214,61 @@ def run_units(units: Sequence[dict[str, Any]], jobs: int = 1, progress: Any = No
             if progress is not None:
                 progress.remove_task(shown.pop(task))
 
+    def died(worker: int) -> None:
+        """``worker``'s pipe ended before it said it would exit: it died (killed, out of
+        memory); the unit it held fails, and a fresh worker takes its place."""
+        proc = procs[worker]
+        proc.join(timeout=30)
+        if proc.is_alive():  # its pipe broke while it runs on: it can report nothing more
+            proc.kill()
+            proc.join()
+        if worker in gone:
+            return
+        gone.add(worker)
+        drop_bars(worker)
+        key = holding.pop(worker, None)
+        if key is not None:
+            record({"key": key, "status": "failed", "scores": [], "elapsed_s": None,
+                    "error": f"the worker process running it died (exit code "
+                             f"{proc.exitcode}; killed, or out of memory?)"})
+        if len(results) < len(units) and len(procs) > workers + len(units):
+            for key in [u["key"] for u in ready + waiting]:
+                record({"key": key, "status": "failed", "scores": [], "elapsed_s": None,
+                        "error": "not run: every worker process started died (see the "
+                                 "messages above)"})
+            ready.clear()
+            waiting.clear()
+        elif len(results) < len(units):
+            start(max(procs) + 1)
+        dispatch()
+
     try:
         for w in range(workers):
             start(w)
         dispatch()
         while len(results) < len(units):
-            try:
-                kind, worker, payload = event_q.get(timeout=0.5)
-            except queue.Empty:
-                for w, proc in list(procs.items()):
-                    if w in gone or proc.is_alive():
-                        continue
-                    gone.add(w)
-                    drop_bars(w)
-                    key = holding.pop(w, None)
-                    if key is not None:
-                        record({"key": key, "status": "failed", "scores": [], "elapsed_s": None,
-                                "error": f"the worker process running it died (exit code "
-                                         f"{proc.exitcode}; killed, or out of memory?)"})
-                    if len(results) < len(units) and len(procs) > workers + len(units):
-                        for key in [u["key"] for u in ready + waiting]:
-                            record({"key": key, "status": "failed", "scores": [],
-                                    "elapsed_s": None, "error": "not run: every worker process "
-                                    "started died (see the messages above)"})
-                        ready.clear()
-                        waiting.clear()
-                    elif len(results) < len(units):
-                        start(max(procs) + 1)
+            for worker, message in links.receive(timeout=0.5):
+                if message is ENDED:
+                    died(worker)
+                    continue
+                kind, payload = message
+                if kind == "progress":
+                    forward(worker, payload)
+                elif kind == "result":
+                    holding.pop(worker, None)
+                    drop_bars(worker)
+                    record(payload)
                     dispatch()
-                continue
-            if kind == "progress":
-                forward(worker, payload)
-            elif kind == "result":
-                holding.pop(worker, None)
-                drop_bars(worker)
-                record(payload)
-                dispatch()
-            elif kind == "exit":
-                gone.add(worker)
+                elif kind == "exit":
+                    gone.add(worker)
         for w in procs:  # every unit is done: the workers may go
             if w not in gone:
-                inboxes[w].put(None)
+                links.send(w, None)
     finally:
         for proc in procs.values():
             if proc.is_alive() and len(results) < len(units):
                 proc.terminate()
         for proc in procs.values():
             proc.join(timeout=30)
-        for inbox in inboxes.values():
-            inbox.cancel_join_thread()
-            inbox.close()
-        event_q.close()
+        links.close()
     return results

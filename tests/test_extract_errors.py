@@ -138,6 +138,23 @@ if os.environ.get("PICKY_DIE_AFTER_WRITE"):
     FeatureStore.write_video = _write_then_die
 
 
+def _die_mid_message():
+    """End this process as if killed while one of its threads was sending a message to the
+    parent, whatever carries them: every multiprocessing queue's write lock is held, and every
+    connection has half a message on it."""
+    import gc
+    import struct
+    from multiprocessing.connection import Connection
+    from multiprocessing.queues import Queue
+
+    for obj in gc.get_objects():
+        if isinstance(obj, Queue):
+            obj._wlock.acquire()
+        elif isinstance(obj, Connection) and not obj.closed and obj.writable:
+            os.write(obj.fileno(), struct.pack("!i", 1000) + b"cut short")
+    os._exit(3)
+
+
 class Picky(FeatureExtractor):
     name = "picky"
     lookahead = 0
@@ -150,6 +167,8 @@ class Picky(FeatureExtractor):
             if batch.mean() > 240:
                 if os.environ.get("PICKY_DIE") == "1":
                     os._exit(3)  # the process really ends, saying nothing
+                if os.environ.get("PICKY_DIE") == "mid-message":
+                    _die_mid_message()
                 raise PickyError("white frames are not my thing")
             yield batch.reshape(batch.shape[0], -1).mean(axis=1, keepdims=True).astype("float32")
 '''
@@ -217,12 +236,15 @@ def test_a_plugin_exception_in_a_worker_is_that_videos_failure_in_the_summary(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("how", ["1", "mid-message"])
 def test_a_worker_that_really_ends_is_still_reported_as_died(tiny_kitchen, tmp_path, write_mp4,
-                                                            picky_site):
+                                                            picky_site, how):
+    # mid-message: it dies while sending its parent a message; the other worker's messages
+    # still arrive (a queue shared by the workers stayed locked: the run hung)
     dataset, index = tiny_kitchen
     root, vid, _, _ = _white_copy(dataset, tmp_path, write_mp4)
     out = tmp_path / "s.zarr"
-    res = _extract(picky_site, root, out, "--workers", "2", "--json", PICKY_DIE="1")
+    res = _extract(picky_site, root, out, "--workers", "2", "--json", PICKY_DIE=how)
     assert res.returncode == 1, res.stderr
     payload = json.loads(res.stdout)
     assert sorted(payload["written"]) == sorted(set(index.videos) - {vid})

@@ -1,0 +1,117 @@
+"""Each worker process's own pipe to its parent (``actrec.worker_links``): a worker that dies
+in the middle of a message ends only its own pipe, after the messages it sent before; the
+others go on talking both ways. Extraction workers end on their own once the work is done.
+Real spawned processes, real pipes, a real store."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import struct
+import time
+
+import numpy as np
+
+from actrec.extract import extract_features
+from actrec.plugin_api import FeatureExtractor
+from actrec.worker_links import ENDED, WorkerEnd, WorkerLinks
+
+
+def _dies_mid_message(conn) -> None:
+    link = WorkerEnd(conn)
+    link.send(("hello", 0))
+    # a 1000-byte message of which 9 bytes were written when the process was killed
+    os.write(conn.fileno(), struct.pack("!i", 1000) + b"cut short")
+    os._exit(3)
+
+
+def _waits_then_talks(conn) -> None:
+    link = WorkerEnd(conn)
+    link.send(("ready", 1))
+    link.send(("got", link.recv()))
+
+
+def _collect(links: WorkerLinks, until) -> dict[int, list]:
+    """The messages received until ``until(seen)``."""
+    seen: dict[int, list] = {0: [], 1: []}
+    deadline = time.monotonic() + 60
+    while not until(seen):
+        assert time.monotonic() < deadline, f"still waiting, after {seen}"
+        for worker, message in links.receive(timeout=5):
+            seen[worker].append(message)
+    return seen
+
+
+def test_a_worker_dying_mid_message_ends_only_its_own_pipe():
+    ctx = multiprocessing.get_context("spawn")
+    links = WorkerLinks(ctx)
+    procs = []
+    for worker, target in enumerate((_dies_mid_message, _waits_then_talks)):
+        theirs = links.pipe(worker)
+        proc = ctx.Process(target=target, args=(theirs,), daemon=True)
+        proc.start()
+        theirs.close()
+        procs.append(proc)
+    try:
+        seen = _collect(links, lambda seen: ENDED in seen[0] and seen[1])
+        assert seen == {0: [("hello", 0), ENDED], 1: [("ready", 1)]}
+        assert not links.send(0, "anyone?")  # its pipe is closed here
+        # the other worker hears the parent and is heard after the death
+        assert links.send(1, "go")
+        seen = _collect(links, lambda seen: ENDED in seen[1])
+        assert seen == {0: [], 1: [("got", "go"), ENDED]}
+        assert links.receive(timeout=0.1) == [] and links.drain() == []
+    finally:
+        links.close()
+        for proc in procs:
+            proc.join(timeout=30)
+    assert [p.exitcode for p in procs] == [3, 0]
+
+
+if os.environ.get("ACTREC_TEST_SLOW_ASK"):  # in the workers: ask for videos a moment late
+    _send = WorkerEnd.send
+
+    def _send_late(self, message):
+        if message[0] == "next":
+            time.sleep(0.3)
+        _send(self, message)
+
+    WorkerEnd.send = _send_late
+
+
+class MarksItsExit(FeatureExtractor):
+    """Per-frame mean; each process that sets it up writes a file named by its pid when it
+    exits normally (not when it is killed)."""
+
+    name = "marksexit"
+    lookahead = 0
+
+    def dim(self) -> int:
+        return 1
+
+    def setup(self, runtime) -> None:
+        import atexit
+        from pathlib import Path
+
+        mark = Path(os.environ["ACTREC_TEST_EXIT_MARKS"]) / str(os.getpid())
+        atexit.register(mark.touch)
+
+    def extract(self, batches):
+        for batch in batches:
+            yield batch.reshape(batch.shape[0], -1).mean(axis=1, keepdims=True) \
+                .astype(np.float32)
+
+
+def test_extraction_workers_end_on_their_own_when_the_videos_are_done(tiny_kitchen, tmp_path,
+                                                                      monkeypatch):
+    # A worker asks for its next video after its last one is reported: the parent, done by
+    # then, still answers (no more), instead of leaving it waiting until it is killed.
+    _, index = tiny_kitchen
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    monkeypatch.setenv("ACTREC_TEST_EXIT_MARKS", str(marks))
+    monkeypatch.setenv("ACTREC_TEST_SLOW_ASK", "1")
+    report = extract_features(index, MarksItsExit(), tmp_path / "s.zarr", dataset_ref="r",
+                              workers=2, batch_size=8)
+    assert report.ok and sorted(report.written) == sorted(index.videos)
+    assert len(list(marks.iterdir())) == 2
