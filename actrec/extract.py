@@ -407,11 +407,11 @@ def _run(plan: _Plan, index, extractor, store_path, ids: list[str], source, look
         except OSError as exc:
             raise store_write_error(store_path, "create or open it", exc) from None
 
-    # A new local store is made once the extractor is set up (run_tasks' on_ready): an
-    # extractor that cannot start (its setup or dim() fails) leaves no empty store behind.
-    # It is made where it is asked for (open_or_create), so its path is known now.
-    later = isinstance(store_path, Path) and not store_path.exists() and bool(ids)
-    store = None if later else open_store()
+    # A new store (a folder or a URL) is made once the extractor is set up (run_tasks'
+    # on_ready): an extractor that cannot start (its setup or dim() fails) leaves no empty
+    # store behind. It is made where it is asked for (open_or_create), so its path is known
+    # now; an existing one is opened (and checked) before any extractor is loaded.
+    store = None if ids and _made_once_ready(store_path) else open_store()
     where = store_path if store is None else store.path
     missing = getattr(index, "missing_videos", None) or {}
     for vid in ids:
@@ -517,6 +517,19 @@ def _run(plan: _Plan, index, extractor, store_path, ids: list[str], source, look
 
         if store is not None:
             release_claims(where)
+
+
+def _made_once_ready(store_path: Path | StoreURL) -> bool:
+    """Whether nothing is at ``store_path`` yet, so that its store can be made once the
+    extractor is set up. ``False`` at a URL whose bucket does not exist: the store is then
+    tried at once and the bucket refused before an extractor is loaded for nothing."""
+    if store_path.exists():  # DataError when a URL cannot be reached: said before setup too
+        return False
+    if isinstance(store_path, StoreURL):
+        from actrec.io.remote_store import missing_bucket
+
+        return missing_bucket(store_path) is None
+    return True
 
 
 class _NotMade(Exception):

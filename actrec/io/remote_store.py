@@ -50,7 +50,7 @@ from actrec.io.features import (
 )
 from actrec.io.remote import StoreURL, store_location
 
-__all__ = ["RemoteFeatureStore"]
+__all__ = ["RemoteFeatureStore", "missing_bucket"]
 
 
 def _group_json(attributes: dict[str, Any]) -> bytes:
@@ -101,7 +101,7 @@ class RemoteFeatureStore(FeatureStore):
         try:
             return super().open(path)
         except DataError as exc:
-            raise _missing_bucket(path) or exc from None
+            raise missing_bucket(path) or exc from None
         except ActrecError:
             raise
         except Exception as exc:  # noqa: BLE001 - a backend's network or credentials error
@@ -242,7 +242,7 @@ class RemoteFeatureStore(FeatureStore):
         their video once a day old (``_drop_replaced``) or by ``actrec check --sweep``."""
 
 
-def _missing_bucket(path: Any) -> DataError | None:
+def missing_bucket(path: Any) -> DataError | None:
     """A ``DataError`` naming the bucket (the URL's first component) when the store at URL
     ``path`` is missing because its bucket is: a mistyped bucket or an endpoint that holds
     other buckets is otherwise told "no feature store here". None when the bucket exists or
