@@ -145,7 +145,7 @@ def export_run(run: str | Path, out: Path, *, dataset: int | str | None = None) 
             parts, at = [], 0
             for i, (d, dt) in enumerate(zip(in_dims, dtypes)):  # as the store kept them
                 part = x[:, at : at + d]
-                if heads[i] is not None:  # as actrec.recognizer._FrameHead applies it
+                if heads[i] is not None:  # as actrec.recognizer.FrameHead applies it
                     if heads[i].dtype != "float32":  # the backbone store's rounding
                         part = part.to(getattr(torch, heads[i].dtype)).to(torch.float32)
                     part = self.heads[head_at[i]](part)  # logits [B, classes]
@@ -232,12 +232,12 @@ def _stream_input(spec: Any, where: str) -> dict[str, Any]:
     ``actrec.recognizer.FeatureSpec``): ``extractor``, ``config`` and ``dim`` of the features
     fed in, ``video_rate`` (the extractor reads the video at its own rate) and ``head`` (a
     frame-head store's head, applied inside the program, or ``None``). A frame-head store is
-    rebuilt as live recognition rebuilds it (``actrec.recognizer._build_feed``: the backbone's
+    rebuilt as live recognition rebuilds it (``actrec.recognizer.build_feed``: the backbone's
     extractor, the head saved beside the store, refused when missing or trained again)."""
-    from actrec.recognizer import _build_feed, _is_head_store
+    from actrec.recognizer import build_feed
 
-    if _is_head_store(spec):
-        feed = _build_feed(spec, where, 1)
+    if spec.is_head_store:
+        feed = build_feed(spec, where, 1)
         return {"extractor": str(spec.config["backbone_extractor"]),
                 "config": dict(spec.config.get("backbone_config") or {}),
                 "dim": int(feed.dim), "video_rate": bool(feed.video_rate), "head": feed.head}
@@ -264,7 +264,7 @@ def _reads_video_rate(spec: Any) -> bool:
 
 def _head_record(stream: int, head: Any, at: int, spec: Any) -> dict[str, Any]:
     """``frame_heads`` metadata of the head of feature stream ``stream`` (an
-    ``actrec.recognizer._FrameHead``, the program's ``heads.<at>``)."""
+    ``actrec.recognizer.FrameHead``, the program's ``heads.<at>``)."""
     trained, cfg = head.head, dict(spec.config)
     names = sorted(f"heads.{at}.{n}" for n in trained.module.state_dict())
     return {

@@ -49,7 +49,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -59,7 +59,8 @@ from actrec.errors import ConfigError, DataError
 from actrec.io.remote import StoreURL, precondition_failed, store_location
 
 __all__ = ["CLAIMS", "DEFAULT_LEASE", "Claim", "ClaimInfo", "ClaimLost", "claim", "claim_info",
-           "confirm_held", "lease_seconds", "list_claims", "release_claims", "try_claim"]
+           "confirm_held", "ended_here", "lease_seconds", "list_claims", "release_claims",
+           "this_process", "try_claim"]
 
 CLAIMS = ".claims"
 DEFAULT_LEASE = 120.0  # seconds without a refresh after which another machine takes over
@@ -132,6 +133,23 @@ def _process_alive(pid: int, start: str | None) -> bool:
     return pid_alive(pid)
 
 
+def this_process() -> dict[str, Any]:
+    """This process as a claim or a run record names its holder: ``host``, ``node`` (boot
+    and pid namespace, Linux), ``pid`` and ``pid_start`` (so that a reused pid is another
+    process)."""
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "node": _node(), "pid": pid,
+            "pid_start": _proc_start(pid)}
+
+
+def ended_here(holder: Mapping[str, Any]) -> bool:
+    """Whether the process a record names (the keys of ``this_process``) ran where this
+    process can see its process table and is no longer running; ``False`` when that cannot
+    be told (another machine or container)."""
+    return _same_node(holder) and not _process_alive(int(holder.get("pid", -1)),
+                                                     holder.get("pid_start"))
+
+
 @dataclass(frozen=True)
 class ClaimInfo:
     """One claim as found in a store: its video, holder (``host``, ``pid``), when it was made
@@ -180,10 +198,8 @@ def _judge(video: str, content: dict[str, Any] | None, refreshed: float, lease: 
 
 
 def _content(video_id: str, token: str) -> bytes:
-    pid = os.getpid()
     shard = os.environ.get("ACTREC_CLAIM_SHARD") or None
-    return json.dumps({"video": video_id, "host": socket.gethostname(), "node": _node(),
-                       "pid": pid, "pid_start": _proc_start(pid), "token": token,
+    return json.dumps({"video": video_id, **this_process(), "token": token,
                        "since": time.time(), "shard": shard}).encode("utf-8")
 
 

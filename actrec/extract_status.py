@@ -97,10 +97,9 @@ def start_run(store_path, videos: list[str], shard: tuple[int, int] | None,
     """Record in the store that this process starts extracting ``videos`` (its shard)."""
     where = store_location(store_path)
     started = time.time()
-    from actrec.extract_claims import _node, _proc_start
+    from actrec.extract_claims import this_process
 
-    data = {"host": socket.gethostname(), "node": _node(), "pid": os.getpid(),
-            "pid_start": _proc_start(os.getpid()), "started": started,
+    data = {**this_process(), "started": started,
             "finished": None, "shard": f"{shard[0]}/{shard[1]}" if shard else None,
             "workers": workers, "extractor": extractor, "videos": sorted(videos)}
     target = where / RUNS / f"{socket.gethostname()}-{os.getpid()}-{int(started * 1000)}.json"
@@ -195,11 +194,11 @@ class StoreStatus:
 
 
 def _run_state(run: dict[str, Any]) -> str:
-    from actrec.extract_claims import _process_alive, _same_node
+    from actrec.extract_claims import ended_here
 
     if run.get("finished"):
         return f"stopped: {run['stopped']}" if run.get("stopped") else "finished"
-    if _same_node(run) and not _process_alive(int(run.get("pid", -1)), run.get("pid_start")):
+    if ended_here(run):
         return "ended early"
     return "running"
 

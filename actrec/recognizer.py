@@ -49,8 +49,8 @@ from actrec.errors import ActrecError, ConfigError, DataError
 if TYPE_CHECKING:  # pragma: no cover
     from actrec.plugin_api import FeatureExtractor
 
-__all__ = ["OTHER_DATASET", "FeatureSpec", "OnlineRun", "Prediction", "Recognizer",
-           "load_online_run"]
+__all__ = ["OTHER_DATASET", "ExtractorFeed", "FeatureSpec", "FrameHead", "OnlineRun",
+           "Prediction", "Recognizer", "build_extractor", "build_feed", "load_online_run"]
 
 OTHER_DATASET = "(other dataset)"  # the label of an answer outside the run's dataset
 
@@ -109,6 +109,12 @@ class FeatureSpec:
     config: dict[str, Any]
     dtype: str
     dim: int
+
+    @property
+    def is_head_store(self) -> bool:
+        """Whether the store holds a frame head's outputs (``actrec.frame_head``): its rows
+        are computed by the backbone extractor recorded in ``config``, then the head."""
+        return "head_file" in self.config and "backbone_extractor" in self.config
 
 
 @dataclass
@@ -302,7 +308,7 @@ def _feature_fps(store: Any, features: Sequence[FeatureSpec], where: str) -> flo
     """The frame rate the run's features were made at: the extractor's ``fps`` option where it
     sets one, else the rate most of the store's videos were decoded at."""
     for spec in features:
-        config = spec.config.get("backbone_config") if _is_head_store(spec) else spec.config
+        config = spec.config.get("backbone_config") if spec.is_head_store else spec.config
         fps = (config or {}).get("fps")
         if fps:
             return float(fps)
@@ -350,15 +356,15 @@ class _Starved(Exception):
     """The extractor asked for another frame before yielding the row of the last one."""
 
 
-class _ExtractorFeed:
+class ExtractorFeed:
     """One extractor generator for one stream, fed one frame at a time (``extract`` is a
     generator per video; its state lives in it, so one feed per stream). With ``head`` (a
-    frame-head store's, ``_FrameHead``), each row is the head's output for the extractor's.
+    frame-head store's, ``FrameHead``), each row is the head's output for the extractor's.
     An extractor that reads the video at its own rate (``video_rate``) is fed a frame's
     ``fresh`` source frames when it has them (``actrec.live_sources``)."""
 
     def __init__(self, extractor: FeatureExtractor, dim: int, where: str,
-                 head: _FrameHead | None = None) -> None:
+                 head: FrameHead | None = None) -> None:
         from actrec.extract_video import reads_video_rate
 
         self.extractor = extractor
@@ -427,9 +433,9 @@ class _ExtractorFeed:
                             f"{type(exc).__name__}: {exc}") from None
         return np.concatenate(rows)
 
-    def fresh(self) -> _ExtractorFeed:
+    def fresh(self) -> ExtractorFeed:
         """A feed of the same extractor (and head) with a generator of its own."""
-        return _ExtractorFeed(self.extractor, self.dim, self.where, self.head)
+        return ExtractorFeed(self.extractor, self.dim, self.where, self.head)
 
     def reset(self) -> None:
         if self._gen is not None:
@@ -440,7 +446,7 @@ class _ExtractorFeed:
 
 
 @dataclass(frozen=True)
-class _FrameHead:
+class FrameHead:
     """A frame-head store's head (``actrec.frame_head``): the backbone's rows, rounded to the
     backbone store's dtype as the head read them there, become the head's ``output``
     (softmax or logits)."""
@@ -457,16 +463,12 @@ class _FrameHead:
         return head_outputs(self.head, rows, self.output)
 
 
-def _is_head_store(spec: FeatureSpec) -> bool:
-    return "head_file" in spec.config and "backbone_extractor" in spec.config
-
-
-def _build_feed(spec: FeatureSpec, where: str, threads: int) -> _ExtractorFeed:
+def build_feed(spec: FeatureSpec, where: str, threads: int) -> ExtractorFeed:
     """The feed of one of the run's feature streams: its store's extractor, rebuilt; for a
     frame-head store (``actrec extract-head``/``actrec.frame_head``), the backbone's extractor
     with the head saved beside the store, which must be the head that filled it."""
-    if not _is_head_store(spec):
-        return _ExtractorFeed(_build_extractor(spec, where, threads), spec.dim or 0, where)
+    if not spec.is_head_store:
+        return ExtractorFeed(build_extractor(spec, where, threads), spec.dim or 0, where)
     from actrec.frame_head import head_digest, load_head
     from actrec.io.remote import StoreURL
 
@@ -489,11 +491,15 @@ def _build_feed(spec: FeatureSpec, where: str, threads: int) -> _ExtractorFeed:
                         f"{spec.store} holds {spec.dim}-d features")
     backbone = FeatureSpec(spec.store, str(cfg["backbone_extractor"]),
                            dict(cfg.get("backbone_config") or {}), spec.dtype, head.dim)
-    extractor = _build_extractor(backbone, where, threads)
-    return _ExtractorFeed(extractor, head.dim, where, _FrameHead(head, output, spec.dtype))
+    extractor = build_extractor(backbone, where, threads)
+    return ExtractorFeed(extractor, head.dim, where, FrameHead(head, output, spec.dtype))
 
 
-def _build_extractor(spec: FeatureSpec, where: str, threads: int) -> FeatureExtractor:
+def build_extractor(spec: FeatureSpec, where: str, threads: int) -> FeatureExtractor:
+    """The extractor of ``spec``'s store, rebuilt from its recorded config and set up on the
+    CPU with ``threads`` threads. ``ConfigError`` (naming ``where``) for imported features, an
+    extractor that cannot be rebuilt, looks ahead or fails to set up; ``DataError`` when it
+    gives features of another length than the store's."""
     from actrec import registry
     from actrec.plugin_api import ExtractRuntime
 
@@ -610,8 +616,8 @@ class Recognizer:
     def streams(self) -> int:
         return len(self._feeds)
 
-    def _new_feeds(self) -> list[_ExtractorFeed]:
-        return [_build_feed(spec, self._where, self._threads) for spec in self.run.features]
+    def _new_feeds(self) -> list[ExtractorFeed]:
+        return [build_feed(spec, self._where, self._threads) for spec in self.run.features]
 
     # ------------------------------------------------------------------ stepping
 
@@ -649,7 +655,7 @@ class Recognizer:
                                 f"{tuple(fresh.shape)}")
         return self._input_row(self._check_frame(frame, stream), self._feeds[stream], fresh)
 
-    def _input_row(self, frame: np.ndarray, feeds: Sequence[_ExtractorFeed],
+    def _input_row(self, frame: np.ndarray, feeds: Sequence[ExtractorFeed],
                    fresh: np.ndarray | None = None) -> np.ndarray:
         rows = []
         for spec, feed in zip(self.run.features, feeds):

@@ -59,7 +59,7 @@ def test_exported_step_equals_the_recognizer(runs, model, tmp_path):
     from actrec.io.features import FeatureStore
     from actrec.live_sources import open_source
     from actrec.ops.ddbn import extension_ops
-    from actrec.recognizer import _build_extractor, _ExtractorFeed
+    from actrec.recognizer import ExtractorFeed, build_extractor
 
     store, run_dirs = runs
     out = tmp_path / f"{model}.pt2"
@@ -72,7 +72,7 @@ def test_exported_step_equals_the_recognizer(runs, model, tmp_path):
     assert meta["extractor"] == "colorgrad" and meta["feature_dtypes"] == ["float16"]
     assert meta["delay"] == rec.delay == 0  # a run trained with --delay K records K
     spec = rec.run.features[0]
-    feed = _ExtractorFeed(_build_extractor(spec, "test", 1), spec.dim, "test")
+    feed = ExtractorFeed(build_extractor(spec, "test", 1), spec.dim, "test")
     s = FeatureStore.open(store)
     video = max((s.video_attrs(v)["source"]["path"] for v in s.videos()),
                 key=lambda p: open_source(p, 15.0).num_frames)

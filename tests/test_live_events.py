@@ -178,7 +178,7 @@ def test_an_extractor_that_holds_rows_back_is_refused_live():
     """Live feeding gives one frame at a time; an extractor that waits for two batches before
     yielding cannot answer live and says so; one that yields per batch is fed row by row."""
     from actrec.plugin_api import FeatureExtractor
-    from actrec.recognizer import _ExtractorFeed
+    from actrec.recognizer import ExtractorFeed
 
     class Mean(FeatureExtractor):
         name = "mean"
@@ -203,9 +203,9 @@ def test_an_extractor_that_holds_rows_back_is_refused_live():
                     held = []
 
     frames = [np.full((4, 4, 3), v, np.uint8) for v in (10, 20, 30)]
-    feed = _ExtractorFeed(Mean(), 1, "test")
+    feed = ExtractorFeed(Mean(), 1, "test")
     assert [float(feed.push(f)[0]) for f in frames] == [10.0, 20.0, 30.0]
-    feed = _ExtractorFeed(Pairs(), 1, "run X")
+    feed = ExtractorFeed(Pairs(), 1, "run X")
     with pytest.raises(ConfigError, match="run X: extractor 'pairs' holds a frame's features "
                                           "back"):
         feed.push(frames[0])

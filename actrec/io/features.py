@@ -74,17 +74,19 @@ from actrec.io.remote import StoreURL, store_location
 if TYPE_CHECKING:  # pragma: no cover
     from actrec.io.streams import StreamConcat
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "FeatureStore", "check_stream_name",
-           "decode_video_id", "describe_source", "encode_video_id", "source_of"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "STALE_SECONDS", "STREAMS_GROUP", "TMP_DIR",
+           "VIDEOS_GROUP", "FeatureStore", "check_stream_name", "decode_video_id",
+           "describe_source", "encode_video_id", "source_of"]
 
 FORMAT = "actrec-features"
 FORMAT_VERSION = 1
 _DTYPES = ("float16", "float32")
-_TMP = ".tmp"
-_VIDEOS = "videos"
-_STREAMS = "streams"
+# The store's layout (its folders and groups), shared with the remote store and the sweep.
+TMP_DIR = ".tmp"  # writers' temp folders
+VIDEOS_GROUP = "videos"  # one group per video below it
+STREAMS_GROUP = "streams"  # the stores of streams other than the store's own
 _STREAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
-_STALE_SECONDS = 24 * 3600  # a temp dir from another host is only removed after this long
+STALE_SECONDS = 24 * 3600  # a temp dir from another host is only removed after this long
 # Attributes that must match for new features to be mixed with the stored ones.
 _IDENTITY = ("dataset", "classes", "extractor", "extractor_config", "lookahead", "dtype")
 
@@ -243,8 +245,8 @@ class FeatureStore:
                     from actrec.io.zarr_files import write_group
 
                     write_group(path, wanted)
-                    (path / _VIDEOS).mkdir()
-                    write_group(path / _VIDEOS, {})
+                    (path / VIDEOS_GROUP).mkdir()
+                    write_group(path / VIDEOS_GROUP, {})
                     return cls(path, json.loads(json.dumps(wanted)))
         except BaseException:
             if fresh:
@@ -275,7 +277,7 @@ class FeatureStore:
                 f"stream '{name}' cannot join feature store {self.path}: the store holds "
                 f"{describe_source(mine, theirs)}, the stream would hold "
                 f"{describe_source(theirs, mine)}; streams of one store are of the same data")
-        group = self.path / _STREAMS
+        group = self.path / STREAMS_GROUP
         if not (group / "zarr.json").exists():
             zarr.open_group(store=str(group), mode="a")
         return group / name
@@ -352,7 +354,7 @@ class FeatureStore:
     def streams(self) -> list[str]:
         """Names of the streams this store holds: its own first, then the others sorted."""
         others = []
-        group = self.path / _STREAMS
+        group = self.path / STREAMS_GROUP
         if group.is_dir():
             for entry in sorted(group.iterdir()):
                 attrs = _group_attrs(entry)
@@ -366,11 +368,11 @@ class FeatureStore:
         if name == self.stream_name:
             return self
         check_stream_name(name)
-        if not (self.path / _STREAMS / name / "zarr.json").is_file():
+        if not (self.path / STREAMS_GROUP / name / "zarr.json").is_file():
             raise DataError(f"feature store {self.path} has no stream '{name}'; it holds: "
                             f"{', '.join(self.streams())} (extract one with `actrec extract "
                             f"... --out {self.path} --stream {name}`)")
-        return FeatureStore.open(self.path / _STREAMS / name)
+        return FeatureStore.open(self.path / STREAMS_GROUP / name)
 
     def select(self, names: Sequence[str] | None) -> FeatureStore | StreamConcat:
         """What training reads: this store's own stream (``None``), one named stream, or
@@ -428,7 +430,7 @@ class FeatureStore:
         return self._dim()
 
     def _dim(self, exclude: str | None = None) -> int | None:
-        root = self.path / _VIDEOS
+        root = self.path / VIDEOS_GROUP
         if not root.is_dir():
             return None
         for entry in root.iterdir():  # the first complete video answers
@@ -439,7 +441,7 @@ class FeatureStore:
 
     def videos(self) -> list[str]:
         """Ids of the completely written videos, sorted."""
-        root = self.path / _VIDEOS
+        root = self.path / VIDEOS_GROUP
         if not root.is_dir():
             return []
         ids = []
@@ -641,7 +643,7 @@ class FeatureStore:
 
         features = stored
         name = encode_video_id(video_id)
-        tmp = self.path / _TMP / _tmp_name(name, uuid.uuid4().hex[:8])
+        tmp = self.path / TMP_DIR / _tmp_name(name, uuid.uuid4().hex[:8])
         with self._lock():  # .tmp is only removed under the lock, and never while it has this
             tmp.mkdir(parents=True)
         try:
@@ -682,7 +684,7 @@ class FeatureStore:
         target = self._dir(video_id)
         with self._lock():
             if target.exists():
-                trash = self.path / _TMP / _tmp_name(target.name, "rm-" + uuid.uuid4().hex[:8])
+                trash = self.path / TMP_DIR / _tmp_name(target.name, "rm-" + uuid.uuid4().hex[:8])
                 trash.parent.mkdir(parents=True, exist_ok=True)
                 os.rename(target, trash)  # disappears from listings at once
                 shutil.rmtree(trash, ignore_errors=True)
@@ -727,7 +729,7 @@ class FeatureStore:
         return True
 
     def _dir(self, video_id: str) -> Path:
-        return self.path / _VIDEOS / encode_video_id(video_id)
+        return self.path / VIDEOS_GROUP / encode_video_id(video_id)
 
     @staticmethod
     def _array(where: Path | StoreURL, name: str):
@@ -774,7 +776,7 @@ class FeatureStore:
     def _clean(self) -> None:
         """Remove temp dirs of dead writers and video groups without the complete marker."""
         host = socket.gethostname()
-        tmp_root = self.path / _TMP
+        tmp_root = self.path / TMP_DIR
         if tmp_root.is_dir():
             for entry in tmp_root.iterdir():
                 parts = entry.name.split(".")  # <name>.<host>.<pid>.<tag>, see _tmp_name
@@ -784,11 +786,11 @@ class FeatureStore:
                 except (ValueError, IndexError):
                     dead = True
                 try:
-                    old = time.time() - entry.stat().st_mtime > _STALE_SECONDS
+                    old = time.time() - entry.stat().st_mtime > STALE_SECONDS
                 except OSError:
                     continue
                 if dead or old:
-                    target = self.path / _VIDEOS / parts[0]
+                    target = self.path / VIDEOS_GROUP / parts[0]
                     attrs = _group_attrs(entry)
                     if (entry.name.endswith("-old") and not target.exists() and attrs
                             and attrs.get("complete") is True):
@@ -798,7 +800,7 @@ class FeatureStore:
                         continue
                     shutil.rmtree(entry, ignore_errors=True)
             _rmdir_if_empty(tmp_root)
-        videos = self.path / _VIDEOS
+        videos = self.path / VIDEOS_GROUP
         if videos.is_dir():
             for entry in videos.iterdir():
                 attrs = _group_attrs(entry)

@@ -135,10 +135,10 @@ def _committed(group: StoreURL) -> tuple[bool, str | None]:
     """(whether the group has a ``zarr.json``, the generation it commits or ``None``).
     ``_Unreadable`` when it has one whose attributes cannot be read: which generation it
     commits is then unknown, and none of them may be removed."""
-    from actrec.io.remote_store import _attributes
+    from actrec.io.remote_store import group_attributes
 
     try:
-        attrs = _attributes((group / "zarr.json").read_bytes())
+        attrs = group_attributes((group / "zarr.json").read_bytes())
     except FileNotFoundError:
         return False, None
     if attrs is None:
@@ -151,7 +151,7 @@ def _commit_of(group: StoreURL) -> tuple[str | None, bytes | None, str | None]:
     bytes, the generation they commit); ``(None, None, None)`` when there is none.
     ``_Unreadable`` as ``_committed``. The version is read first: if a commit lands between
     the two reads, the bytes are newer than the version and a write conditional on it fails."""
-    from actrec.io.remote_store import _attributes
+    from actrec.io.remote_store import group_attributes
 
     meta = group / "zarr.json"
     version = meta.version()
@@ -161,7 +161,7 @@ def _commit_of(group: StoreURL) -> tuple[str | None, bytes | None, str | None]:
         raw = meta.read_bytes()
     except FileNotFoundError:  # removed since: only its claim holder (this sweep) removes it
         return None, None, None
-    attrs = _attributes(raw)
+    attrs = group_attributes(raw)
     if attrs is None:
         raise _Unreadable(f"{meta} cannot be read as a group's metadata")
     return version, raw, attrs.get("generation")
@@ -252,9 +252,9 @@ def _sweep_generations(store: Any, older_than: float, now: float, removed: list,
     it again; there was no earlier copy to lose)."""
     from actrec.errors import ActrecError
     from actrec.extract_claims import claim
-    from actrec.io.features import _VIDEOS, decode_video_id
+    from actrec.io.features import VIDEOS_GROUP, decode_video_id
 
-    groups = sorted((g for g in (store.path / _VIDEOS).iterdir() if g.name != "zarr.json"),
+    groups = sorted((g for g in (store.path / VIDEOS_GROUP).iterdir() if g.name != "zarr.json"),
                     key=lambda g: g.name)
     task = None if progress is None else progress.add_task("sweeping videos",
                                                            total=len(groups))
@@ -313,11 +313,11 @@ def _sweep_generations(store: Any, older_than: float, now: float, removed: list,
 def _sweep_folder(store: Any, removed: list, restored: list, left: list) -> None:
     """``FeatureStore._clean`` under the store's lock, and what it changed; a temp folder it
     keeps (a live writer's on this host, or one of another host's writers, whose liveness
-    cannot be told from here, not yet ``_STALE_SECONDS`` old) is listed as left."""
-    from actrec.io.features import _STALE_SECONDS, _TMP, _VIDEOS
+    cannot be told from here, not yet ``STALE_SECONDS`` old) is listed as left."""
+    from actrec.io.features import STALE_SECONDS, TMP_DIR, VIDEOS_GROUP
 
-    tmp_root = store.path / _TMP
-    videos = store.path / _VIDEOS
+    tmp_root = store.path / TMP_DIR
+    videos = store.path / VIDEOS_GROUP
     with store._lock():  # writers create and move their temp folders under it
         before = _entries(tmp_root)
         groups = _entries(videos)
@@ -335,7 +335,7 @@ def _sweep_folder(store: Any, removed: list, restored: list, left: list) -> None
             left.append(Leftover(_video(entry.name.split(".")[0]), str(entry), "temp folder",
                                  ages[entry.name],
                                  f"its writer may be alive (this host: running; another "
-                                 f"host: removed once {_STALE_SECONDS // 3600} h old)"))
+                                 f"host: removed once {STALE_SECONDS // 3600} h old)"))
             continue
         name = entry.name.split(".")[0]
         video = _video(name)

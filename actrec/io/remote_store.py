@@ -42,15 +42,15 @@ import numpy as np
 
 from actrec.errors import ActrecError, ConfigError, DataError
 from actrec.io.features import (
-    _STALE_SECONDS,
-    _STREAMS,
-    _VIDEOS,
     GENERATION,
+    STALE_SECONDS,
+    STREAMS_GROUP,
+    VIDEOS_GROUP,
     FeatureStore,
 )
 from actrec.io.remote import StoreURL, store_location
 
-__all__ = ["RemoteFeatureStore", "missing_bucket"]
+__all__ = ["RemoteFeatureStore", "group_attributes", "missing_bucket"]
 
 
 def _group_json(attributes: dict[str, Any]) -> bytes:
@@ -81,7 +81,7 @@ class RemoteFeatureStore(FeatureStore):
             try:
                 made = meta.create_exclusive(_group_json(wanted))
                 if made:
-                    (url / _VIDEOS / "zarr.json").write_bytes(_group_json({}))
+                    (url / VIDEOS_GROUP / "zarr.json").write_bytes(_group_json({}))
             except OSError as exc:  # no such bucket, no write permission, ...
                 raise DataError(f"feature store {url}: cannot create it ({type(exc).__name__}: "
                                 f"{exc})") from None
@@ -112,7 +112,7 @@ class RemoteFeatureStore(FeatureStore):
 
     def videos(self) -> list[str]:
         """Ids of the completely written videos, sorted (one listing, one batched read)."""
-        metas = [entry / "zarr.json" for entry in (self.path / _VIDEOS).iterdir()]
+        metas = [entry / "zarr.json" for entry in (self.path / VIDEOS_GROUP).iterdir()]
         if not metas:
             return []
         found = self.path.fs.cat([m.fs_path for m in metas], on_error="return")
@@ -123,13 +123,13 @@ class RemoteFeatureStore(FeatureStore):
             if isinstance(raw, BaseException):  # leaving it out would drop a video unseen
                 raise DataError(f"feature store {self.path}: cannot read {key} "
                                 f"({type(raw).__name__}: {raw})")
-            attrs = _attributes(raw)
+            attrs = group_attributes(raw)
             if attrs is not None and attrs.get("complete") is True and "id" in attrs:
                 ids.append(str(attrs["id"]))
         return sorted(ids)
 
     def streams(self) -> list[str]:
-        if (self.path / _STREAMS).is_dir():
+        if (self.path / STREAMS_GROUP).is_dir():
             return super().streams()
         return [self.stream_name]
 
@@ -151,7 +151,7 @@ class RemoteFeatureStore(FeatureStore):
         confirm_held(self.path, video_id)  # a holder presumed dead writes nothing more
         try:
             found = meta.version()  # the commit must replace exactly this
-            old = _attributes(meta.read_bytes()) if found is not None else None
+            old = group_attributes(meta.read_bytes()) if found is not None else None
         except FileNotFoundError:  # removed between the two requests
             found, old = None, None
         generation = f"gen-{int(time.time())}-{uuid.uuid4().hex[:12]}"
@@ -212,7 +212,7 @@ class RemoteFeatureStore(FeatureStore):
                     continue
                 in_place = replaced is None and name in ("features", "labels")
                 dead = GENERATION.fullmatch(name) is not None and \
-                    now - int(name.split("-")[1]) > _STALE_SECONDS
+                    now - int(name.split("-")[1]) > STALE_SECONDS
                 if name == replaced or in_place or dead:
                     entry.rmtree()
 
@@ -226,7 +226,7 @@ class RemoteFeatureStore(FeatureStore):
         target = self._dir(video_id)
         meta = target / "zarr.json"
         try:
-            old = _attributes(meta.read_bytes())
+            old = group_attributes(meta.read_bytes())
         except FileNotFoundError:
             old = None
         meta.unlink(missing_ok=True)
@@ -262,7 +262,9 @@ def missing_bucket(path: Any) -> DataError | None:
                      f"(check the URL, or the endpoint the store is reached at{where})")
 
 
-def _attributes(raw: bytes) -> dict[str, Any] | None:
+def group_attributes(raw: bytes) -> dict[str, Any] | None:
+    """The ``attributes`` of a Zarr group's ``zarr.json`` bytes ``raw``; ``None`` when they
+    are not JSON or hold no attributes object."""
     try:
         meta = json.loads(raw)
     except ValueError:
