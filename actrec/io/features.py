@@ -506,12 +506,14 @@ class FeatureStore:
             problems = chunk_problems(where, attrs.get("integrity"), window) \
                 if t1 > window[0] else []
             if not problems:
+                error = None
                 try:
-                    feats = self._array(where, "features")[window[0]:t1]
-                    labels = self._array(where, "labels")[window[0]:t1]
-                    error = None
+                    reading = "features"
+                    feats = self._array(where, reading)[window[0]:t1]
+                    reading = "labels"
+                    labels = self._array(where, reading)[window[0]:t1]
                 except (OSError, ValueError, RuntimeError) as exc:  # also a chunk's crc32c
-                    error = exc
+                    error, failed = exc, (where / reading, exc)
                 if error is None and isinstance(where, StoreURL) and t1 > window[0]:
                     # A re-write at a URL deletes the generation it replaced, and a chunk
                     # gone during the read was read as fill values. One still there after
@@ -548,8 +550,12 @@ class FeatureStore:
             raise DataError(
                 f"feature store {self.path}: video {video_id!r} is damaged ("
                 f"{'; '.join(problems[:3])}{'; ...' if len(problems) > 3 else ''}); {redo}")
+        from actrec.io.integrity import decode_failure
+
+        array_dir, exc = failed
         raise DataError(f"feature store {self.path}: cannot read video {video_id!r} frames "
-                        f"{window[0]}..{window[1]}: {error}; if its chunks are damaged, {redo}")
+                        f"{window[0]}..{window[1]}: {array_dir.name}: "
+                        f"{decode_failure(array_dir, exc)}; if its chunks are damaged, {redo}")
 
     def read_digests(self) -> dict[str, dict[str, str | None]]:
         """For each video this store object has read whole (``read``): the sha256 its commit

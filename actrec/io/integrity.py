@@ -44,8 +44,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from actrec.io.features import FeatureStore
 
 __all__ = ["ARRAYS", "STATUSES", "StoreCheck", "VideoCheck", "array_digest", "array_record",
-           "check_store", "chunk_problems", "digest_problems", "drop_damaged", "recorded_digest",
-           "source_change", "verify_video"]
+           "check_store", "chunk_problems", "crc32c_failures", "decode_failure",
+           "digest_problems", "drop_damaged", "recorded_digest", "source_change",
+           "verify_video"]
 
 ARRAYS = ("features", "labels")
 STATUSES = ("ok", "damaged", "source changed", "inconsistent", "unverified")
@@ -235,7 +236,7 @@ def verify_video(store: FeatureStore, video_id: str, *, sources: bool = True) ->
             values = array[...]
             dtype = str(array.dtype)
         except Exception as exc:  # noqa: BLE001 - any decode failure is damage, reported
-            problems.append(f"{name}: {_decode_failure(video_dir / name, exc)}")
+            problems.append(f"{name}: {decode_failure(video_dir / name, exc, rec.get('files'))}")
             continue
         if list(values.shape) != list(rec.get("shape", [])):
             problems.append(f"{name}: shape {list(values.shape)}, {rec.get('shape')} written")
@@ -251,32 +252,68 @@ def verify_video(store: FeatureStore, video_id: str, *, sources: bool = True) ->
     return VideoCheck(video_id, "ok")
 
 
-def _decode_failure(where: Path, exc: Exception) -> str:
-    """What failed in an array that did not decode: the chunks whose crc32c does not match
-    their bytes (altered in place after they were written), named as zarr stores them
-    (``c/0/0``), or the decoder's own words for anything else."""
-    import itertools
-
-    import zarr
-
-    if "checksum" not in str(exc).lower():
-        return f"unreadable ({type(exc).__name__}: {exc})"
-    bad: list[str] = []
+def decode_failure(array_dir: Path | StoreURL, exc: Exception,
+                   keys: Iterable[str] | None = None) -> str:
+    """What failed in the Zarr array at ``array_dir`` that raised ``exc`` when decoded: the
+    chunks whose bytes fail their crc32c (altered in place after they were written), named
+    as zarr stores them (``c/0/0``), found by checking the chunk files themselves
+    (``crc32c_failures``; ``keys`` limits the chunks looked at); else the decoder's own words
+    ("unreadable (...)"). Independent of how zarr words its errors."""
     try:
-        array = zarr.open_array(store=str(where), mode="r")
-        counts = [-(-n // c) for n, c in zip(array.shape, array.chunks)]
-        for index in itertools.product(*map(range, counts)):
-            part = tuple(slice(i * c, (i + 1) * c) for i, c in zip(index, array.chunks))
-            try:
-                array[part]
-            except Exception:  # noqa: BLE001 - this chunk is one of the damaged ones
-                bad.append("c/" + "/".join(map(str, index)))
-    except Exception:  # noqa: BLE001 - cannot tell which chunk: say what is known
-        bad = []
-    which = (f"chunk{'s' if len(bad) > 1 else ''} {', '.join(bad[:3])}"
-             f"{f' (and {len(bad) - 3} more)' if len(bad) > 3 else ''}" if bad else "a chunk")
+        bad = crc32c_failures(array_dir, keys)
+    except Exception:  # noqa: BLE001 - the files cannot be read either: say what is known
+        bad = None
+    if not bad:
+        return f"unreadable ({type(exc).__name__}: {exc})"
+    which = f"chunk{'s' if len(bad) > 1 else ''} {', '.join(bad[:3])}" + \
+        (f" (and {len(bad) - 3} more)" if len(bad) > 3 else "")
     return (f"{which} fail{'' if len(bad) > 1 else 's'} {'their' if len(bad) > 1 else 'its'} "
             f"crc32c checksum (altered in place after written)")
+
+
+def crc32c_failures(array_dir: Path | StoreURL,
+                    keys: Iterable[str] | None = None) -> list[str] | None:
+    """The keys (``c/0/0``) of the chunk files of the Zarr v3 array at ``array_dir`` whose
+    bytes fail the crc32c that closes the array's codec chain (as the ``crc32c`` codec
+    stores it: the last 4 bytes, little endian, are the crc32c of the bytes before them), in
+    chunk order; ``keys`` limits the check to those chunks (default: every chunk file
+    there). ``None`` when the chain does not end with ``crc32c`` (an array written without
+    it: nothing to check this way). A missing chunk file is not listed (``chunk_problems``
+    names it)."""
+    import json
+
+    import google_crc32c  # zarr's own crc32c (a dependency of zarr)
+
+    meta = json.loads((array_dir / "zarr.json").read_bytes())
+    codecs = meta.get("codecs") if isinstance(meta, dict) else None
+    if not codecs or not isinstance(codecs[-1], Mapping) or codecs[-1].get("name") != "crc32c":
+        return None
+    if keys is None:
+        keys = _chunk_keys(array_dir)
+    bad = []
+    for key in sorted(keys, key=_chunk_order):
+        try:
+            data = (array_dir / key).read_bytes()
+        except FileNotFoundError:
+            continue
+        if len(data) < 4 or \
+                int(google_crc32c.value(data[:-4])).to_bytes(4, "little") != data[-4:]:
+            bad.append(key)
+    return bad
+
+
+def _chunk_keys(array_dir: Path | StoreURL) -> list[str]:
+    """The keys (``c/...``, relative to ``array_dir``) of the chunk files there."""
+    if isinstance(array_dir, StoreURL):  # one listing of the object store
+        return [k for k in array_dir.sizes() if k.startswith("c/")]
+    root = Path(array_dir) / "c"
+    return [f.relative_to(array_dir).as_posix() for f in root.rglob("*") if f.is_file()] \
+        if root.is_dir() else []
+
+
+def _chunk_order(key: str) -> tuple:
+    """``c/10/0`` after ``c/2/0``: chunk keys by their indices."""
+    return tuple(int(p) if p.isdigit() else -1 for p in key.split("/")[1:])
 
 
 def check_store(store: FeatureStore, *, sources: bool = True,
