@@ -289,9 +289,10 @@ def read_json(path: Path) -> Any:
 
 def summarize_runs(root: Path | None = None) -> list[dict[str, Any]]:
     """One summary per run folder under ``root`` (default ``runs_root()``), oldest first:
-    model, datasets, protocol, label arrangement, iterations done, the best validation score
-    (and whether it was measured on the test split), and the frame accuracy of each dataset
-    in every evaluation written so far. A folder whose files cannot be read is listed with
+    model, datasets (with the streams read from them and, for a transfer run, each one's role:
+    ``target`` D1, ``source`` D2), protocol, label arrangement, iterations done, the best
+    validation score (and whether it was measured on the test split), and the frame accuracy
+    of each dataset in every evaluation written so far. A folder whose files cannot be read is listed with
     its ``problem`` instead of stopping the listing."""
     root = Path(root) if root is not None else runs_root()
     out: list[dict[str, Any]] = []
@@ -309,6 +310,8 @@ def summarize_runs(root: Path | None = None) -> list[dict[str, Any]]:
                 "model": spec.get("model"),
                 "data": [s.get("dataset") or Path(str(s.get("path"))).stem
                          for s in config.get("stores", [])],
+                # the streams read from every store (None: each store's own)
+                "streams": spec.get("streams"),
                 "protocol": spec.get("protocol") or ("joint" if spec.get("d2") else "single"),
                 "labels": spec.get("labels", "concat"),
                 "preset": spec.get("preset"),
@@ -316,6 +319,10 @@ def summarize_runs(root: Path | None = None) -> list[dict[str, Any]]:
                 "selected_on_test": bool(spec.get("select_on_test", False)),
                 "evaluations": {},
             })
+            # transfer: D1 is fine-tuned (the target), D2 pre-trains (the source), as
+            # `actrec eval` names them
+            row["roles"] = ["target", "source"][:len(row["data"])] \
+                if row["protocol"] == "transfer" else []
             for line in _tail_lines(folder / METRICS):
                 if "iteration" in line and "loss" in line:
                     row["iterations"] = line["iteration"]

@@ -63,14 +63,16 @@ def _render(result):
     from actrec.cli.eval_cmd import _pct
 
     mode = result.protocol.get("mode") or ("online" if result.online else "offline")
+    streams = ["+".join(m.protocol.get("streams") or ["own"]) for m in result.members]
+    caption = "fused: per frame, the weighted mean of the runs' class probabilities"
+    if "own" in streams:  # explained only where a row shows it
+        caption += "; streams 'own': the store's own"
     tables = []
     for name, fused in result.datasets.items():
         # No vertical rules (as `actrec runs`): a run name of a sweep (27 characters) and the
         # five score columns fit 80 columns, where boxed the scores were cut off.
         table = Table(title=escape(f"{mode} late fusion on {name}"), box=box.SIMPLE_HEAD,
-                      show_edge=False, padding=0,
-                      caption="fused: per frame, the weighted mean of the runs' class "
-                              "probabilities; streams 'own': the store's own")
+                      show_edge=False, padding=0, caption=caption)
         # Run names whole on one line, as `actrec runs` shows them (they are what `actrec
         # eval RUN` takes); the other columns fold around them at 80 columns.
         longest = max((len(m.run_dir.name) for m in result.members), default=5)
@@ -80,9 +82,8 @@ def _render(result):
                              min_width=min(longest, 40) if column == "run"
                              else 11 if column == "F1@10/25/50" else None)
 
-        rows = [(m.run_dir.name, "+".join(m.protocol.get("streams") or ["own"]),
-                 f"{w:g}", m.datasets[name], None)
-                for m, w in zip(result.members, result.weights)]
+        rows = [(m.run_dir.name, shown, f"{w:g}", m.datasets[name], None)
+                for m, shown, w in zip(result.members, streams, result.weights)]
         rows.append(("fused", "", "", fused, "bold"))
         for label, streams, weight, ds, style in rows:
             f1 = ds.f1 or {}

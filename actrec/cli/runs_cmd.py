@@ -30,7 +30,8 @@ def runs(root, as_json) -> None:
 def render_runs(rows):
     """The runs as a table that reads at 80 columns: run names whole (what `actrec eval RUN`
     takes), long dataset references as ``NAME [k]`` with the whole reference listed under the
-    table, and each evaluation's mode above its scores."""
+    table, each dataset with the streams read and its transfer role, and each evaluation's
+    mode above its scores (broken after a hyphen, not inside a word)."""
     from rich import box
     from rich.console import Group
     from rich.table import Table
@@ -65,8 +66,54 @@ def render_runs(rows):
             scores.append(f"{mode}:")
             scores += [f"D{k + 1} {'-' if v is None else f'{100 * v:.2f} %'}"
                        for k, v in enumerate(datasets.values())]
-        data = "\n".join(labels[d] for d in row["data"])  # D1 first, as the scores
-        table.add_row(row["run"], str(row["model"]), data,
+        table.add_row(row["run"], str(row["model"]), _data_cell(row, labels),
                       f"{row['protocol']}\n{row['labels']}", str(row["iterations"] or 0), best,
-                      "\n".join(scores) or "-")
+                      _Hyphenated(scores or ["-"]))
     return Group(table, *(Text(line, style="dim") for line in legend))
+
+
+def _data_cell(row, labels) -> str:
+    """The run's datasets, D1 first (as the scores): each with the streams the run read from
+    it (``mstcn [motion]``: runs on two streams of one store read apart) and, in a transfer
+    run, its role (``(target)``, ``(source)``), as `actrec eval` marks them."""
+    from rich.markup import escape
+
+    streams = row.get("streams")
+    roles = row.get("roles") or []
+    lines = []
+    for k, name in enumerate(row["data"]):
+        text = labels[name] + (f" [{'+'.join(streams)}]" if streams else "")
+        if k < len(roles):
+            text += f" ({roles[k]})"
+        lines.append(escape(text))
+    return "\n".join(lines)
+
+
+class _Hyphenated:
+    """Lines that a narrow column breaks at spaces and after a hyphen, folding inside a word
+    only when a piece alone is wider than the column: an evaluation's mode
+    (``online-features-ahead-unknown:``) reads ``online-features-`` / ``ahead-unknown:``, not
+    ``online-featu`` / ``res-ahead-un`` / ``known:``."""
+
+    def __init__(self, lines) -> None:
+        self.lines = list(lines)
+
+    def __rich_measure__(self, console, options):
+        import re
+
+        from rich.measure import Measurement
+
+        pieces = [len(p) for line in self.lines for p in re.findall(r"[^\s-]*-+|\S+", line)]
+        widest = max((len(line) for line in self.lines), default=1)
+        return Measurement(min(max(pieces, default=1), widest), widest).clamp(
+            max_width=options.max_width)
+
+    def __rich_console__(self, console, options):
+        import textwrap
+
+        from rich.text import Text
+
+        width = max(1, options.max_width)
+        for line in self.lines:
+            for part in textwrap.wrap(line, width, break_on_hyphens=True) or [""]:
+                yield Text(part)
