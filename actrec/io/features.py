@@ -493,7 +493,13 @@ class FeatureStore:
         (``DataError``), never read: missing or resized chunks (sizes), altered chunks (their
         crc32c), and when the window is the whole video, values whose sha256 is not the one
         recorded at the commit."""
-        from actrec.io.integrity import chunk_problems, digest_problems, recorded_digest
+        from actrec.io.integrity import (
+            PendingDigest,
+            array_digest,
+            chunk_problems,
+            digest_problems,
+            recorded_digest,
+        )
 
         if t0 < 0 or length < 0:
             raise ValueError(f"window start and length must be >= 0, got {t0}, {length}")
@@ -506,10 +512,13 @@ class FeatureStore:
             problems = chunk_problems(where, attrs.get("integrity"), window) \
                 if t1 > window[0] else []
             if not problems:
-                error = None
+                whole = window == (0, int(attrs["num_frames"]))
+                error = hashing = None
                 try:
                     reading = "features"
                     feats = self._array(where, reading)[window[0]:t1]
+                    if whole:  # hashed (a thread for a large video) while labels are read
+                        hashing = PendingDigest(feats, str(self._attrs.get("dtype")))
                     reading = "labels"
                     labels = self._array(where, reading)[window[0]:t1]
                 except (OSError, ValueError, RuntimeError) as exc:  # also a chunk's crc32c
@@ -519,17 +528,19 @@ class FeatureStore:
                     # gone during the read was read as fill values. One still there after
                     # the read was there during it (a generation is never written again).
                     problems = chunk_problems(where, attrs.get("integrity"), window)
-                if error is None and not problems and window == (0, int(attrs["num_frames"])):
-                    # The whole video: what was read must hash to what its commit recorded
-                    # (valid chunks in the wrong place pass sizes and crc32c).
-                    problems = digest_problems(
-                        attrs.get("integrity"), {"features": feats, "labels": labels},
-                        {"features": str(self._attrs.get("dtype")), "labels": "int64"})
                 if error is None and not problems:
-                    if window == (0, int(attrs["num_frames"])):
+                    out = np.asarray(feats, dtype=np.float32)  # converted beside the hashing
+                    if hashing is not None:
+                        # The whole video: what was read must hash to what its commit
+                        # recorded (valid chunks in the wrong place pass sizes and crc32c).
+                        problems = digest_problems(attrs.get("integrity"), {
+                            "features": hashing.result(),
+                            "labels": array_digest(labels, "int64")})
+                if error is None and not problems:
+                    if whole:
                         self._read_digests[video_id] = {
                             a: recorded_digest(attrs, a) for a in ("features", "labels")}
-                    return np.asarray(feats, dtype=np.float32), np.asarray(labels, dtype=np.int64)
+                    return out, np.asarray(labels, dtype=np.int64)
             # The video may have been re-written since its attributes were read (at a URL a
             # new generation committed and the one read removed; in a folder the group
             # swapped for the new copy, whose chunks the old record does not describe):

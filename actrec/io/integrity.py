@@ -43,8 +43,8 @@ from actrec.io.remote import StoreURL
 if TYPE_CHECKING:  # pragma: no cover
     from actrec.io.features import FeatureStore
 
-__all__ = ["ARRAYS", "STATUSES", "StoreCheck", "VideoCheck", "array_digest", "array_record",
-           "check_store", "chunk_problems", "crc32c_failures", "decode_failure",
+__all__ = ["ARRAYS", "STATUSES", "PendingDigest", "StoreCheck", "VideoCheck", "array_digest",
+           "array_record", "check_store", "chunk_problems", "crc32c_failures", "decode_failure",
            "digest_problems", "drop_damaged", "recorded_digest", "source_change",
            "verify_video"]
 
@@ -62,24 +62,59 @@ def recorded_digest(attrs: Mapping[str, Any], array: str) -> str | None:
 def array_digest(values: np.ndarray, dtype: str) -> str:
     """sha256 of ``values`` as stored: cast to ``dtype``, little endian, C order."""
     data = np.ascontiguousarray(np.asarray(values).astype(_STORED_DTYPES[dtype], copy=False))
-    return hashlib.sha256(data.tobytes()).hexdigest()
+    return hashlib.sha256(data.reshape(-1).view(np.uint8)).hexdigest()  # its buffer: no copy
 
 
-def digest_problems(integrity: Mapping[str, Any] | None, values: Mapping[str, np.ndarray],
-                    dtypes: Mapping[str, str]) -> list[str]:
-    """What is wrong with a stored video's arrays read WHOLE: for each array of ``values``
-    (name -> its decoded values) whose ``integrity`` record has a sha256, whether the values
-    (as stored, ``dtypes[name]``) still hash to it. This catches what sizes and the chunks'
+# Below this many bytes an array is hashed at once: a thread costs more than it hides.
+_BACKGROUND_BYTES = 1 << 20
+
+
+class PendingDigest:
+    """``array_digest(values, dtype)``, computed beside the caller's own work: hashlib lets go
+    of the GIL while it hashes a large buffer, so a thread hashing a whole video's features
+    runs while the caller reads its labels and converts the features (on another core).
+    ``None`` for a dtype this module does not know. ``result()`` waits for the digest.
+    ``values`` must not be changed until then."""
+
+    def __init__(self, values: np.ndarray, dtype: str) -> None:
+        self._digest: str | None = None
+        self._thread = None
+        if dtype not in _STORED_DTYPES:
+            return
+        if np.asarray(values).nbytes < _BACKGROUND_BYTES:
+            self._digest = array_digest(values, dtype)
+            return
+        import threading
+
+        def run() -> None:
+            self._digest = array_digest(values, dtype)
+
+        self._thread = threading.Thread(target=run, name="actrec-digest", daemon=True)
+        self._thread.start()
+
+    def result(self) -> str | None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        return self._digest
+
+
+def digest_problems(integrity: Mapping[str, Any] | None,
+                    digests: Mapping[str, str | None]) -> list[str]:
+    """What is wrong with a stored video's arrays read WHOLE: for each array of ``digests``
+    (name -> ``array_digest`` of its decoded values as stored) whose ``integrity`` record has
+    a sha256, whether the values still hash to it. This catches what sizes and the chunks'
     own crc32c cannot: valid chunks in the wrong place (exchanged or copied from another video
     or generation), and altered chunks of arrays written without a crc32c. ``[]`` when all is
-    well, or when there is no record (or a dtype this module does not know) to compare."""
+    well, or when there is no record (or no digest: a dtype this module does not know) to
+    compare."""
     problems = []
-    for name, array in values.items():
+    for name, digest in digests.items():
         rec = (integrity or {}).get(name)
         want = rec.get("sha256") if isinstance(rec, Mapping) else None
-        if not want or dtypes.get(name) not in _STORED_DTYPES:
+        if not want or digest is None:
             continue
-        if array_digest(array, dtypes[name]) != want:
+        if digest != want:
             problems.append(f"{name}: the values read differ from the sha256 recorded when it "
                             f"was written (chunks exchanged or altered)")
     return problems
