@@ -18,6 +18,7 @@ The run directory layout is in ``actrec.runs``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -53,7 +54,8 @@ from actrec.train_spec import TrainSpec
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["TrainSpec", "TrainResult", "train_model", "optimizer_groups"]
+__all__ = ["TrainResult", "TrainSpec", "optimizer_groups", "thread_share", "torch_threads",
+           "train_model"]
 
 
 @dataclass(frozen=True)
@@ -99,14 +101,60 @@ def train_model(
     """Train (or resume training) ``spec`` in ``run_dir``; see the module docs.
 
     An existing ``run_dir/checkpoint.pt`` is resumed: its spec must equal ``spec`` except for
-    ``iterations``/``eval_every``/``checkpoint_every``/``log_every``/``device`` (``ConfigError``
-    naming the differing fields otherwise), and training continues from its iteration up to
-    ``spec.iterations``. ``sources`` (field -> "default" / "config file" / "env" /
-    "command line") is recorded in ``config.json`` as given. ``progress`` is a
-    ``rich.progress.Progress`` to show iterations and loss on. ``tensorboard``: mirror the
-    metrics log into ``run_dir/tensorboard`` as it grows (``actrec.tb_logging``; ``ConfigError``
-    before anything is written when TensorBoard is not installed).
+    the ``RESUMABLE`` fields (iterations, epochs, eval_every, checkpoint_every, log_every,
+    device, threads; ``ConfigError`` naming the differing fields otherwise), and training
+    continues from its iteration up to ``spec.iterations``. ``sources`` (field -> "default" /
+    "config file" / "env" / "command line") is recorded in ``config.json`` as given.
+    ``progress`` is a ``rich.progress.Progress`` to show iterations and loss on.
+    ``tensorboard``: mirror the metrics log into ``run_dir/tensorboard`` as it grows
+    (``actrec.tb_logging``; ``ConfigError`` before anything is written when TensorBoard is not
+    installed). Torch runs with ``thread_share(spec.threads)`` threads while training (this
+    process's torch threads are as before when the call returns, however it ends); the number
+    is recorded in ``config.json`` as ``threads``.
     """
+    with torch_threads(thread_share(spec.threads)):
+        return _train_model(spec, run_dir, sources=sources, progress=progress, preset=preset,
+                            tensorboard=tensorboard)
+
+
+def thread_share(threads: int) -> int | None:
+    """This process's torch threads for a training given ``threads`` (``TrainSpec.threads``):
+    None for 0 (torch's own number stays); else ``threads``, or under torchrun its share of
+    them among the processes on this machine (``LOCAL_WORLD_SIZE``), at least 1 each: K
+    processes each taking all of them would run K times as many threads as asked for."""
+    if threads <= 0:
+        return None
+    from actrec.distributed import launched
+
+    local = 1
+    if launched():
+        try:
+            local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        except ValueError:
+            local = 1  # torchrun sets it; a malformed value splits nothing
+    return max(1, threads // local)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """Torch's intra-op threads set to ``threads`` in the block (None: left alone), and
+    torch's number before the block back after it."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is not None and threads != before:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def _train_model(spec: TrainSpec, run_dir: Path, *, sources: Mapping[str, str] | None,
+                 progress: Any, preset: Mapping[str, Any] | None,
+                 tensorboard: bool) -> TrainResult:
+    """``train_model`` in torch's threads for the run."""
     import numpy as np
     import torch
 
@@ -778,6 +826,8 @@ def frame_hits(logits: torch.Tensor, batch: Any, labels: Any, prediction: str) -
 def _write_config(run_dir, spec, sources, data: _Data, plugin, model,
                   *, resumed_at: int | None, preset: Mapping[str, Any] | None = None,
                   distributed: Any = None) -> None:
+    import torch
+
     from actrec import runs
     from actrec.data.sampling import parse_windows
     from actrec.losses import parse_loss_frames
@@ -791,7 +841,8 @@ def _write_config(run_dir, spec, sources, data: _Data, plugin, model,
         config.setdefault("resumed", []).append({
             "at_iteration": resumed_at, "time": now, "spec": spec.to_dict(),
             "sources": dict(sources or {}), "versions": versions(),
-            "distributed": None if distributed is None else distributed.record()})
+            "distributed": None if distributed is None else distributed.record(),
+            "threads": torch.get_num_threads()})
         runs.atomic_write_json(path, config)
         return
     store_info = []
@@ -822,6 +873,8 @@ def _write_config(run_dir, spec, sources, data: _Data, plugin, model,
         "validation": [c.to_dict() for c in data.carves],
         "preset": dict(preset) if preset else None,
         "distributed": None if distributed is None else distributed.record(),
+        # torch's threads in this process while it trained (spec.threads: what was asked)
+        "threads": torch.get_num_threads(),
         "phases": [{"name": n, "first_iteration": a + 1, "last_iteration": b}
                    for n, (a, b) in zip(phase_names(spec), phase_bounds(spec))],
         "inputs": {"arrangement": layout.mode, "dims": list(layout.dims),

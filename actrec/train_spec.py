@@ -36,7 +36,7 @@ SELECTIONS = ("auto", "best-val", "last")
 LR_SCHEDULES = ("none", "step", "cosine", "plateau", "sign")
 # Spec fields that may change when a run is resumed: they do not change what is learnt.
 RESUMABLE = frozenset({"iterations", "epochs", "eval_every", "checkpoint_every", "log_every",
-                       "device"})
+                       "device", "threads"})
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,11 @@ class TrainSpec:
     from the gradient step. ``delay`` K > 0 trains the model to answer K frames late (the
     output of step s is scored on frame s-K's label): evaluated with a look-ahead of K
     (``actrec.lookahead``).
+    ``threads`` > 0 gives torch that many intra-op threads while the run trains (restored
+    after); under torchrun it is the machine's number, shared by the processes on it (each
+    gets ``threads // LOCAL_WORLD_SIZE``, at least 1). 0 (default) leaves torch's own
+    (``OMP_NUM_THREADS``, else one per core; torchrun gives each process 1). It may change on
+    a resume: it decides how fast, not what is learnt.
     """
 
     model: str
@@ -93,6 +98,7 @@ class TrainSpec:
     grad_clip: float | None = None
     seed: int = 0
     device: str = "cpu"
+    threads: int = 0  # torch's threads while training (0: torch's own); see the class docs
     eval_every: int = 0
     checkpoint_every: int = 500
     log_every: int = 10
@@ -175,7 +181,8 @@ class TrainSpec:
                             f"got {self.optimizer!r}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             problems.append(f"grad_clip must be > 0 or None, got {self.grad_clip}")
-        for name in ("eval_every", "checkpoint_every", "log_every", "reestimate_batches"):
+        for name in ("eval_every", "checkpoint_every", "log_every", "reestimate_batches",
+                     "threads"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.input_arrangement not in ("blocks", "projection"):

@@ -163,6 +163,11 @@ def _protocol_fields(ctx, more: dict) -> dict:
               help="Re-estimate normalisation statistics over N batches after training.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+              metavar="N", help="Torch threads while training (0: torch's own, one per core "
+              "or OMP_NUM_THREADS). On a machine busy with other jobs 1 is often several "
+              "times faster. Under torchrun the processes on a machine share the N. Recorded; "
+              "a resumed run keeps its number unless given again.")
 @click.option("--inputs", "input_arrangement", type=click.Choice(["blocks", "projection"]),
               default="blocks", show_default=True,
               help="Inputs of different dimensions: zero-filled blocks or per-domain projection.")
@@ -203,7 +208,7 @@ def _protocol_fields(ctx, more: dict) -> dict:
 def train(ctx, model, d1, d2, extractor, options, split, history, iterations, epochs, windows,
           loss_frames, mix, lr, optimizer,
           grad_clip, d2_split, eval_every, checkpoint_every, reestimate_batches,
-          seed, device, input_arrangement, prediction, allow_same_store, standardize,
+          seed, device, threads, input_arrangement, prediction, allow_same_store, standardize,
           weight_decay, streams, run_dir, delay, tensorboard, all_splits, sync_bn,
           storage_options, as_json, **more) -> None:
     """Train MODEL (a model plugin) on per-frame features and write a run directory.
@@ -245,7 +250,7 @@ def train(ctx, model, d1, d2, extractor, options, split, history, iterations, ep
             loss_frames=loss_frames, mix=_mix(mix), lr=lr, optimizer=optimizer,
             grad_clip=grad_clip, d2_split=d2_split, eval_every=eval_every,
             checkpoint_every=checkpoint_every, reestimate_batches=reestimate_batches,
-            seed=seed, device=device, input_arrangement=input_arrangement,
+            seed=seed, device=device, threads=threads, input_arrangement=input_arrangement,
             prediction=prediction, allow_same_store=allow_same_store, standardize=standardize,
             weight_decay=weight_decay, run_dir=run_dir, sources=sources,
             streams=None if streams is None else tuple(
