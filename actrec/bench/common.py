@@ -66,3 +66,17 @@ def interleaved(fns: dict[str, Callable[[], object]], *, warmup: int = 2, rounds
             fn()
             samples[name].append(time.perf_counter() - t0)
     return {k: Timing(tuple(v)) for k, v in samples.items()}
+
+
+def report(result: dict, render: Callable[[dict], object], as_json: bool) -> int:
+    """Print a benchmark's ``result``: one JSON object (``as_json``) or the rich renderable
+    ``render(result)`` makes; returns the exit status, 0."""
+    if as_json:
+        import json
+
+        print(json.dumps(result, indent=2))
+    else:
+        from rich.console import Console
+
+        Console().print(render(result))
+    return 0

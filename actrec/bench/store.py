@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import tempfile
 import time
@@ -118,17 +117,13 @@ def _render(res: dict[str, Any]):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from actrec.bench.common import report
+
     args = _parse(list(argv or []))
     t0 = time.perf_counter()
     res = run(args)
     res["seconds"] = round(time.perf_counter() - t0, 1)
-    if args.json:
-        print(json.dumps(res, indent=2))
-    else:
-        from rich.console import Console
-
-        Console().print(_render(res))
-    return 0
+    return report(res, _render, args.json)
 
 
 if __name__ == "__main__":
