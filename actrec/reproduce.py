@@ -161,9 +161,11 @@ def _short(store: Path | StoreURL | str) -> str:
 
 
 def _tiny_stores(table: Any, keys: list[str], root: Path, preset: ReproducePreset,
-                 progress: Any) -> dict[str, Path]:
+                 progress: Any, log: Callable[[str], None] | None = None) -> dict[str, Path]:
     """The synthetic stand-ins of ``keys`` (generated and extracted once under
-    ``<root>/reproduce/tiny``)."""
+    ``<root>/reproduce/tiny``). Each extraction's bars are removed when it ends (without a
+    terminal rich would print them at the very end, after the units' lines), and ``log``
+    gets a line saying what it did, in order with the units' lines."""
     from actrec.pipeline import extract_dataset
     from actrec.workspace import slug
 
@@ -172,19 +174,32 @@ def _tiny_stores(table: Any, keys: list[str], root: Path, preset: ReproducePrese
     for key in keys:
         ref = table.datasets[key]["tiny"]
         store = base / "features" / f"{slug(ref)}.zarr"
-        extract_dataset(ref, dataset_options={"root": str(base / "data"), **preset.kitchen},
-                        out=store, progress=progress)
+        bars = set(progress.task_ids) if progress is not None else set()
+        report = extract_dataset(ref, dataset_options={"root": str(base / "data"),
+                                                       **preset.kitchen},
+                                 out=store, progress=progress)
+        if progress is not None:
+            for task in [t for t in progress.task_ids if t not in bars]:
+                progress.remove_task(task)
+        if log is not None:
+            done = (f"{len(report.written)} video(s) extracted in {report.seconds:.1f} s"
+                    if report.written else f"{len(report.skipped)} video(s) already extracted")
+            if report.failed:
+                done += f", {len(report.failed)} failed ({report.failed[0][1]})"
+            log(f"{table.datasets[key]['name']} is played by {ref}: {done} ({store})")
         out[key] = store
     return out
 
 
 def resolve_stores(table: Any, root: Path, preset: ReproducePreset,
                    datasets: Mapping[str, str] | None = None, extractor: str | None = None,
-                   progress: Any = None) -> dict[str, Path | StoreURL]:
+                   progress: Any = None, log: Callable[[str], None] | None = None
+                   ) -> dict[str, Path | StoreURL]:
     """The backbone store of every dataset the table uses: ``datasets[key]`` (a reference, a
-    store path or a store URL, kept a ``StoreURL``), else tiny's synthetic kitchen or the
-    table's ``ref`` found in the workspace (``actrec.refs.existing_store``). ``ConfigError``
-    for an override naming no dataset of the table."""
+    store path or a store URL, kept a ``StoreURL``), else tiny's synthetic kitchen (``log``
+    gets a line per kitchen extracted) or the table's ``ref`` found in the workspace
+    (``actrec.refs.existing_store``). ``ConfigError`` for an override naming no dataset of
+    the table."""
     from actrec.refs import existing_store
 
     used = sorted({c.settings[r] for c in table.cells for r in ("D1", "D2")
@@ -197,7 +212,7 @@ def resolve_stores(table: Any, root: Path, preset: ReproducePreset,
     out: dict[str, Path | StoreURL] = {}
     if preset.kitchen is not None:  # the kitchens stand in for the datasets not given
         out.update(_tiny_stores(table, [k for k in used if k not in overrides], root, preset,
-                                progress))
+                                progress, log))
     problems = []
     for k in used:
         if k in out:
@@ -549,7 +564,8 @@ def reproduce(table_ref: str | Path, root: Path, *, preset: str = "paper",
     ``allow_noncausal_features`` lets cells whose inputs look ahead be scored online (else
     they fail, saying so); the table's notes and every result record it. ``log``, where
     given, receives one line as each unit starts and one as it ends (how it ended, its time,
-    a failure's reason): a record of a long grid where no progress bar is shown."""
+    a failure's reason), and before them one per synthetic kitchen ``tiny`` extracts: a
+    record of a long grid where no progress bar is shown."""
     from actrec import runs
     from actrec.paper_tables import load_table
     from actrec.reproduce_report import to_csv, to_markdown
@@ -563,7 +579,7 @@ def reproduce(table_ref: str | Path, root: Path, *, preset: str = "paper",
     table = load_table(table_ref)
     chosen = PRESETS[preset]
     root = Path(root).expanduser()
-    stores = resolve_stores(table, root, chosen, datasets, extractor, progress)
+    stores = resolve_stores(table, root, chosen, datasets, extractor, progress, log)
     plan = plan_table(table, root, chosen, stores, inputs)
     if allow_noncausal_features:
         lookahead = _looking_ahead(stores)

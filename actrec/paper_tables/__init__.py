@@ -6,7 +6,9 @@ One TOML file per table beside this module (``ddlstm-table1.toml``, ``recassist-
 - ``id``, ``title``, ``report`` (``mean``: each cell is the mean +- std over the splits of the
   datasets' stores; ``split``: each row names one split), ``metric`` (a key of
   ``actrec.sweep.METRICS``), ``decimals`` (as the paper prints them), ``preset`` (the training
-  preset of ``actrec.presets`` the training cells start from), ``inputs`` (``softmax`` or
+  preset the training cells start from: a shipped preset's name (``actrec.presets``) or a
+  preset file, absolute or relative to the table's folder; ``PaperTable.preset`` holds the
+  name or the file's absolute path), ``inputs`` (``softmax`` or
   ``logits``: what the per-split frame classifier feeds the temporal models), ``header`` (the
   row-label column names), ``notes``, ``splits`` (optional: how many splits the paper's
   protocol has; a store with another number is named in the reproduced table's notes, as its
@@ -168,7 +170,6 @@ class _Validator:
         return tuple(value)
 
     def table(self, data: dict) -> PaperTable:
-        from actrec.presets import available as presets
         from actrec.sweep import METRICS
 
         unknown = sorted(set(data) - TOP_KEYS)
@@ -186,10 +187,7 @@ class _Validator:
         splits = self.get(data, "splits", int, default=None)
         if splits is not None and splits < 1:
             raise self.fail("splits", f"expected an integer >= 1, got {splits}")
-        preset = self.get(data, "preset", str)
-        if preset not in presets():
-            raise self.fail("preset", f"expected a shipped preset ({', '.join(presets())}), "
-                                      f"got {preset!r}")
+        preset = self.preset(self.get(data, "preset", str))
         inputs = self.get(data, "inputs", str)
         if inputs not in INPUTS:
             raise self.fail("inputs", f"expected one of {', '.join(INPUTS)}, got {inputs!r}")
@@ -267,6 +265,30 @@ class _Validator:
             source=dict(source), datasets={k: dict(v) for k, v in datasets.items()},
             methods=methods, columns=tuple(dict(c) for c in columns),
             rows=tuple(dict(r) for r in rows), cells=tuple(cells), splits=splits)
+
+    def preset(self, value: str) -> str:
+        """A shipped preset's name as it is, or the preset file ``value`` names (absolute, or
+        relative to the table's folder: a copied table keeps working from any directory)
+        as an absolute path, checked to be a readable preset."""
+        from actrec.presets import available, load_preset
+
+        shipped = ", ".join(available())
+        if value in available():
+            return value
+        if not (value.endswith(".toml") or "/" in value):
+            raise self.fail("preset", f"expected a shipped preset ({shipped}) or a .toml file, "
+                                      f"got {value!r}")
+        path = Path(value).expanduser()
+        if not path.is_absolute():
+            path = (self.path.parent / path).absolute()
+        if not path.is_file():
+            raise self.fail("preset", f"no preset file {path} (a path is read relative to the "
+                                      f"table's folder); or a shipped preset: {shipped}")
+        try:
+            load_preset(path)
+        except ConfigError as exc:
+            raise self.fail("preset", str(exc)) from None
+        return str(path)
 
     def method(self, key: str, data: Any) -> Method:
         from actrec.train_spec import PROTOCOLS, TrainSpec
