@@ -499,6 +499,7 @@ class FeatureStore:
             chunk_problems,
             digest_problems,
             recorded_digest,
+            window_chunks,
         )
 
         if t0 < 0 or length < 0:
@@ -522,7 +523,9 @@ class FeatureStore:
                     reading = "labels"
                     labels = self._array(where, reading)[window[0]:t1]
                 except (OSError, ValueError, RuntimeError) as exc:  # also a chunk's crc32c
-                    error, failed = exc, (where / reading, exc)
+                    record = (attrs.get("integrity") or {}).get(reading)
+                    keys = window_chunks(record, window) if isinstance(record, dict) else None
+                    error, failed = exc, (where / reading, exc, keys)
                 if error is None and isinstance(where, StoreURL) and t1 > window[0]:
                     # A re-write at a URL deletes the generation it replaced, and a chunk
                     # gone during the read was read as fill values. One still there after
@@ -563,10 +566,11 @@ class FeatureStore:
                 f"{'; '.join(problems[:3])}{'; ...' if len(problems) > 3 else ''}); {redo}")
         from actrec.io.integrity import decode_failure
 
-        array_dir, exc = failed
+        array_dir, exc, keys = failed  # the chunks of the window are looked at
         raise DataError(f"feature store {self.path}: cannot read video {video_id!r} frames "
                         f"{window[0]}..{window[1]}: {array_dir.name}: "
-                        f"{decode_failure(array_dir, exc)}; if its chunks are damaged, {redo}")
+                        f"{decode_failure(array_dir, exc, keys)}; if its chunks are damaged, "
+                        f"{redo}")
 
     def read_digests(self) -> dict[str, dict[str, str | None]]:
         """For each video this store object has read whole (``read``): the sha256 its commit

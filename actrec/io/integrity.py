@@ -46,7 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["ARRAYS", "STATUSES", "PendingDigest", "StoreCheck", "VideoCheck", "array_digest",
            "array_record", "check_store", "chunk_problems", "crc32c_failures", "decode_failure",
            "digest_problems", "drop_damaged", "recorded_digest", "source_change",
-           "verify_video"]
+           "verify_video", "window_chunks"]
 
 ARRAYS = ("features", "labels")
 STATUSES = ("ok", "damaged", "source changed", "inconsistent", "unverified")
@@ -140,6 +140,18 @@ def _time_chunk(key: str) -> int:
     return int(key.split("/")[1])
 
 
+def window_chunks(record: Mapping[str, Any], frames: tuple[int, int] | None = None
+                  ) -> list[str]:
+    """The keys of the chunk files an array's ``integrity`` ``record`` lists that hold frames
+    ``(t0, t1)`` (all of them for ``None``), in the record's order."""
+    keys = list(record.get("files", {}))
+    if frames is None:
+        return keys
+    step = int(record.get("chunk_frames") or 1)
+    return [k for k in keys
+            if _time_chunk(k) * step < frames[1] and _time_chunk(k) * step + step > frames[0]]
+
+
 def chunk_problems(video_dir: Path, integrity: Mapping[str, Any] | None,
                    frames: tuple[int, int] | None = None) -> list[str]:
     """What is wrong with the files of one stored video, cheaply (``stat`` only): an array's
@@ -160,12 +172,9 @@ def chunk_problems(video_dir: Path, integrity: Mapping[str, Any] | None,
                 else f"{name}/zarr.json" in sizes):
             problems.append(f"{name}: array metadata zarr.json is missing")
             continue
-        step = int(rec.get("chunk_frames") or 1)
-        for key, size in rec.get("files", {}).items():
-            if frames is not None:
-                t = _time_chunk(key) * step
-                if t + step <= frames[0] or t >= frames[1]:
-                    continue  # chunk outside the window
+        sizes_written = rec.get("files", {})
+        for key in window_chunks(rec, frames):
+            size = sizes_written[key]
             try:
                 actual = (os.stat(video_dir / name / key).st_size if sizes is None
                           else sizes[f"{name}/{key}"])
