@@ -364,18 +364,6 @@ def _stopped_by(video: str, spec: WorkerSpec, error: str) -> str:
 # ------------------------------------------------------------------ worker processes
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to kill this process when its parent dies (no-op elsewhere)."""
-    try:
-        import ctypes
-        import signal
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # pragma: no cover - not Linux
-        pass
-
-
 def _exit_on_term(signum, frame) -> None:
     """A worker's SIGTERM handler: unwind (``SystemExit``), except in the middle of making or
     removing a process lock (numcodecs makes one at a worker's first store write):
@@ -411,9 +399,9 @@ def _worker_main(spec: WorkerSpec, worker: int, workers: int, device: str, paren
     ``actrec.worker_links``) until it answers ``None``, and report on it."""
     import signal
 
-    from actrec.worker_links import WorkerEnd
+    from actrec.worker_links import WorkerEnd, die_with_parent
 
-    _die_with_parent()
+    die_with_parent()
     if os.getppid() != parent:  # the parent died before the request took effect
         return
     # Ctrl-C reaches the whole process group: the parent stops the workers, they stay quiet.

@@ -20,12 +20,8 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from actrec.extract_workers import (
-    _die_with_parent,
-    apply_thread_limit,
-    child_thread_env,
-    thread_share,
-)
+from actrec.extract_workers import apply_thread_limit, child_thread_env, thread_share
+from actrec.worker_links import die_with_parent
 
 __all__ = ["run_units"]
 
@@ -69,7 +65,7 @@ def _worker_main(threads: int, parent: int, conn: Any) -> None:
 
     from actrec.worker_links import WorkerEnd
 
-    _die_with_parent()
+    die_with_parent()
     if os.getppid() != parent:
         return
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the workers on Ctrl-C

@@ -5,7 +5,8 @@ worker that dies while its feeder thread holds that lock (killed, out of memory,
 in a plugin) leaves it held for ever, the other workers' messages never leave their feeder
 threads, and the parent waits for them for ever. Here each worker has a pipe of its own, so
 a death cuts only its own messages, and the parent sees it as the end of that pipe, after
-every message the worker sent before it died.
+every message the worker sent before it died. Workers also die with their parent
+(``die_with_parent``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["ENDED", "WorkerEnd", "WorkerLinks"]
+__all__ = ["ENDED", "WorkerEnd", "WorkerLinks", "die_with_parent"]
 
 
 class _Ended:
@@ -106,3 +107,16 @@ class WorkerLinks:
         for conn in self._conns.values():
             conn.close()
         self._conns.clear()
+
+
+def die_with_parent() -> None:
+    """Ask Linux to kill this process when its parent dies (no-op elsewhere): a worker never
+    outlives the command that started it."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass

@@ -15,6 +15,7 @@ BENCHMARKS = {
     "backbones": "CNN backbone throughput: state dict (eager torch) vs .pt2 vs ONNX",
     "scale": "DDLSTM training samples/s on 1 and 2 processes (torch.distributed, gloo)",
     "live": "live recognition: latency by stage, frames/s, streams in real time; DDLSTM step",
+    "store": "whole-video reads: the sha256 check vs an unchecked read of the same video",
 }
 
 

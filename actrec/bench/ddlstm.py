@@ -19,14 +19,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from actrec.bench.common import TUNED_MALLOC_ENV, allocator_settings, interleaved
+from actrec.bench.common import (
+    TUNED_MALLOC_ENV,
+    allocator_settings,
+    interleaved,
+    report,
+)
 
 _REEXEC_FLAG = "ACTREC_BENCH_REEXECED"
 
@@ -526,13 +530,7 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     res = run(quick=args.quick, rounds=args.rounds, python_loop=not args.no_python_loop)
-    if args.json:
-        print(json.dumps(res, indent=2))
-    else:
-        from rich.console import Console
-
-        Console().print(_render(res))
-    return 0
+    return report(res, _render, args.json)
 
 
 if __name__ == "__main__":

@@ -19,13 +19,14 @@ number to read on a noisy machine).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from actrec.bench.common import report
 
 REALTIME_FPS = 15.0
 
@@ -239,10 +240,4 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     res = run(args)
     res["seconds"] = round(time.perf_counter() - t0, 1)
-    if args.json:
-        print(json.dumps(res, indent=2))
-    else:
-        from rich.console import Console
-
-        Console().print(_render(res))
-    return 0
+    return report(res, _render, args.json)
