@@ -126,3 +126,32 @@ def test_a_tables_preset_file_trains_its_cells(tmp_path):
     config = json.loads((run / "config.json").read_text())
     assert config["model"]["config"]["peepholes"] is False  # the copy's, not recassist's
     assert config["spec"]["history"] == 16 and config["model"]["config"]["hidden"] == 8  # tiny
+
+
+@pytest.mark.slow
+def test_tiny_bn_cells_evaluate_with_reestimated_statistics(tmp_path):
+    """30 iterations leave 4 % of the start (variance 1) in the running variances, far above
+    the batches' own: the tiny preset re-estimates them, so a BNLSTM cell is scored with its
+    weights' statistics, as the papers' 50,000-iteration runs are."""
+    from actrec.reproduce import reproduce
+    from actrec.runs import load_checkpoint
+
+    path = tmp_path / "bn.toml"
+    path.write_text(breakfast_table(
+        "bn-tiny", "a BNLSTM cell",
+        '[methods.bn]\nkind = "train"\nmodel = "bnlstm"\nprotocol = "single"\n\n',
+        '[[columns]]\nlabel = "BNLSTM"\nmethod = "bn"\n\n'
+        '[[rows]]\nlabels = ["0"]\nsplit = 0\npaper = [30.0]\n').replace(
+        'preset = "recassist"', 'preset = "ddlstm"'))  # recassist's peepholes are lstm's
+    out = reproduce(path, tmp_path / "root", preset="tiny")
+    assert out["complete"], out["failures"]
+    assert any(n.startswith("tiny: each trained cell re-estimates its batch-norm statistics "
+                            "over 20 batches") for n in out["notes"])
+    run, = (tmp_path / "root" / "reproduce" / "tiny" / "bn-tiny" / "runs").iterdir()
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    assert ckpt["spec"]["reestimate_batches"] == 20 and ckpt["iteration"] == 30
+    # bn_h normalises W_h h_{t-1}; at t = 0 every window's h_{-1} is 0, so the batches'
+    # variance there is 0: momentum averages leave 0.9^30 of the start (1) there, re-estimated
+    # statistics hold the 0 measured.
+    var_h = ckpt["model"]["rnn.layers.0.bn_h.running_var"]  # [T, 4 * hidden]
+    assert var_h.shape == (16, 32) and float(var_h[0].abs().max()) == 0.0
