@@ -65,3 +65,12 @@ def test_the_digest_beside_the_read_is_array_digest(tmp_path):
     # a digest is of the bytes as stored: little endian, C order, whatever the input's layout
     assert array_digest(stored.T.copy().T, "float16") == array_digest(stored, "float16")
     assert array_digest(stored.astype(">f2"), "float16") == array_digest(stored, "float16")
+
+
+def test_a_hash_that_fails_in_its_thread_is_raised_not_taken_for_no_digest():
+    # None means "no digest to compare" and passes the check: a failure must not become it
+    values = np.full(200_000, "x", dtype=object)  # 1.6 MB of pointers: hashed in a thread
+    assert values.nbytes > 1 << 20
+    pending = PendingDigest(values, "float16")
+    with pytest.raises(ValueError):
+        pending.result()

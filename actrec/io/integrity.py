@@ -73,11 +73,13 @@ class PendingDigest:
     """``array_digest(values, dtype)``, computed beside the caller's own work: hashlib lets go
     of the GIL while it hashes a large buffer, so a thread hashing a whole video's features
     runs while the caller reads its labels and converts the features (on another core).
-    ``None`` for a dtype this module does not know. ``result()`` waits for the digest.
+    ``None`` for a dtype this module does not know. ``result()`` waits for the digest (and
+    raises what hashing raised: a failed hash never passes for "nothing to compare").
     ``values`` must not be changed until then."""
 
     def __init__(self, values: np.ndarray, dtype: str) -> None:
         self._digest: str | None = None
+        self._error: BaseException | None = None
         self._thread = None
         if dtype not in _STORED_DTYPES:
             return
@@ -87,7 +89,10 @@ class PendingDigest:
         import threading
 
         def run() -> None:
-            self._digest = array_digest(values, dtype)
+            try:
+                self._digest = array_digest(values, dtype)
+            except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
+                self._error = exc
 
         self._thread = threading.Thread(target=run, name="actrec-digest", daemon=True)
         self._thread.start()
@@ -96,6 +101,8 @@ class PendingDigest:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        if self._error is not None:
+            raise self._error
         return self._digest
 
 
