@@ -13,12 +13,11 @@ import sys
 import pytest
 import torch
 from click.testing import CliRunner
+from test_registry import write_dist
+from test_train_eval import make_store
 
 from actrec.cli import cli
 from actrec.train import thread_share
-
-from test_registry import write_dist
-from test_train_eval import make_store
 
 PROBE = '''
 import os
