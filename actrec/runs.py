@@ -21,7 +21,7 @@ import errno
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -173,11 +173,13 @@ def _umask() -> int:
 
 
 @contextmanager
-def _atomic(path: Path, mode: str) -> Iterator[Any]:
+def _atomic(path: Path, mode: str, then: Callable[[], None] | None = None) -> Iterator[Any]:
     """Write through a temporary file in the same folder, then ``os.replace``: readers see the
     old file or the new one, never half of one. The file gets the permissions of a plain
     ``open`` under the current umask (mkstemp's are 0600). No room to write (disk full, quota,
-    size limit) is a ``DataError`` naming the file; the old file is kept."""
+    size limit) is a ``DataError`` naming the file; the old file is kept. ``then`` is called
+    right after the replace, Ctrl-C and SIGTERM held back until both are done (a caller's
+    record of what the file holds never lags behind the file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -187,7 +189,10 @@ def _atomic(path: Path, mode: str) -> Iterator[Any]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        with _signals_deferred():
+            os.replace(tmp, path)
+            if then is not None:
+                then()
     except BaseException as exc:
         try:
             os.unlink(tmp)
@@ -232,13 +237,41 @@ def atomic_write_json(path: Path, obj: Any) -> None:
         handle.write("\n")
 
 
-def atomic_torch_save(path: Path, obj: Any) -> None:
+def atomic_torch_save(path: Path, obj: Any, then: Callable[[], None] | None = None) -> None:
     """``torch.save`` ``obj`` to ``path`` atomically. Keep ``obj`` to tensors, dicts, lists
-    and primitives so that ``load_checkpoint`` can read it with ``weights_only=True``."""
+    and primitives so that ``load_checkpoint`` can read it with ``weights_only=True``.
+    ``then``: called once the file is in place, before an interrupt can stop the caller
+    (``_atomic``)."""
     import torch
 
-    with _atomic(path, "wb") as handle:
+    with _atomic(path, "wb", then) as handle:
         torch.save(obj, handle)
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM that arrive in the block are acted on when it ends (their handlers
+    then run as they would have), in the main thread; elsewhere (no Python handler runs
+    there) the block runs as is. Python runs signal handlers in the main thread only, so
+    swapping the handlers defers them whichever thread the signal reached."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    saved = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) not in (signal.SIG_IGN, None):
+            saved[signum] = signal.signal(signum, lambda s, _frame: caught.append(s))
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+        for signum in caught:
+            signal.raise_signal(signum)
 
 
 def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:

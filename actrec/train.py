@@ -792,9 +792,11 @@ class _Loop:
         }
         if self.device.type == "cuda":
             checkpoint["rng"]["torch_cuda"] = torch.cuda.get_rng_state(self.device)
-        runs.atomic_torch_save(self.run_dir / (name or runs.CHECKPOINT), checkpoint)
-        if name is None:
-            self.saved_at = iteration
+        def saved() -> None:  # with the file in place, before Ctrl-C can stop the loop
+            if name is None:
+                self.saved_at = iteration
+
+        runs.atomic_torch_save(self.run_dir / (name or runs.CHECKPOINT), checkpoint, saved)
 
 
 def frame_hits(logits: torch.Tensor, batch: Any, labels: Any, prediction: str) -> tuple[int, int]:

@@ -67,3 +67,26 @@ def test_ctrl_c_during_training_names_the_checkpoint_and_resumes(tmp_path):
                           env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["resumed_from"] == saved
+
+
+def test_ctrl_c_right_after_a_checkpoint_is_in_place_waits_for_its_record(tmp_path):
+    # The run's record of its last checkpoint (what the Ctrl-C message names) is set in
+    # `then`: a Ctrl-C between the file's replace and that record left the message one
+    # checkpoint behind the file (seen on CI: "iteration 14" beside a file of 16).
+    import torch
+
+    from actrec import runs
+
+    recorded = []
+
+    def then():
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C lands right after the replace
+        recorded.append("saved")
+
+    path = tmp_path / "checkpoint.pt"
+    with pytest.raises(KeyboardInterrupt):
+        runs.atomic_torch_save(path, {"iteration": 16}, then)
+    assert recorded == ["saved"]
+    assert torch.load(path, weights_only=True)["iteration"] == 16
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temp file left
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
