@@ -53,6 +53,7 @@ __all__ = [
     "TrainedHead",
     "extract_head_features",
     "head_digest",
+    "head_file",
     "head_outputs",
     "head_store_path",
     "load_head",
@@ -370,7 +371,9 @@ def head_store_path(backbone_store: Path, output: str, split: str | int,
     return backbone_store.parent / f"{stem}-{output}-split{split}.zarr"
 
 
-def _head_file(store_path: Path) -> Path:
+def head_file(store_path: Path) -> Path:
+    """Where the head whose outputs the store at ``store_path`` holds is saved: beside it,
+    ``<name>.head.pt``."""
     name = store_path.name.removesuffix(".zarr")
     return store_path.parent / f"{name}.head.pt"
 
@@ -443,7 +446,7 @@ def extract_head_features(
                           f"local folder; give one (out=...)")
     out = Path(out) if out is not None else head_store_path(
         root.path, output, split, stream if backbone is not root else None)
-    head_path = _head_file(out)
+    head_path = head_file(out)
     videos, missing = _train_videos(backbone, split)
     fingerprint = _fingerprint(backbone, videos)
 

@@ -72,7 +72,7 @@ def _run_head(unit: dict[str, Any], progress: Any) -> dict[str, Any]:
     """Make (or finish) the split's input store. When the saved head no longer fits the
     backbone (its training videos' features changed), the head is trained again and the
     store rebuilt; the old store and head are moved aside, not overwritten."""
-    from actrec.frame_head import HeadConfig, _head_file, extract_head_features
+    from actrec.frame_head import HeadConfig, extract_head_features, head_file
 
     config = HeadConfig.from_options(unit["head_config"], owner="reproduce head")
     out = Path(unit["out"])
@@ -91,8 +91,8 @@ def _run_head(unit: dict[str, Any], progress: Any) -> dict[str, Any]:
             raise
         problem = str(exc).split(";")[0]
     moved = _move_aside(out)
-    if _head_file(out).exists():
-        _head_file(out).rename(_head_file(moved))
+    if head_file(out).exists():
+        head_file(out).rename(head_file(moved))
     return {**extract(), "moved": str(moved), "moved_because": problem}
 
 

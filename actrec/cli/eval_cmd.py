@@ -125,9 +125,9 @@ def render_eval(result):
         f1 = (ds.get("f1") or {}) if ds.get("frames") else {}
         shown = f"{names[name]}\n({roles[name]})" if name in roles else names[name]
         table.add_row(shown, str(ds["videos"]), str(ds["frames"]),
-                      _pct(ds["frame_accuracy"]), _pct(ds["mean_video_accuracy"]),
-                      _pct(ds.get("edit")),
-                      " / ".join(_pct(f1.get(k), unit="") for k in ("10", "25", "50")))
+                      pct(ds["frame_accuracy"]), pct(ds["mean_video_accuracy"]),
+                      pct(ds.get("edit")),
+                      " / ".join(pct(f1.get(k), unit="") for k in ("10", "25", "50")))
     from rich.console import Group
     from rich.text import Text
 
@@ -231,7 +231,7 @@ def render_splits(summary):
         table.add_column(f"mean ± std ({len(summary['splits'])})", justify="right", no_wrap=True)
         for key, stats in entry["metrics"].items():
             table.add_row(key.replace("_", " "),
-                          *("-" if split in missing else _pct(stats["per_split"].get(split), "")
+                          *("-" if split in missing else pct(stats["per_split"].get(split), "")
                             for split in splits),
                           _mean_std(stats, ""))
         tables.append(table)
@@ -248,7 +248,7 @@ def _mean_std(stats, unit: str = " %") -> str:
     if stats.get("mean") is None:
         return "-"
     std = stats.get("std")
-    return _pct(stats["mean"], unit) + ("" if std is None else f" ± {100 * std:.2f}")
+    return pct(stats["mean"], unit) + ("" if std is None else f" ± {100 * std:.2f}")
 
 
 def render_latency(latency):
@@ -281,7 +281,7 @@ def render_latency(latency):
     return table
 
 
-def _pct(value, unit: str = " %") -> str:
+def pct(value, unit: str = " %") -> str:
     """A fraction as a percentage; ``-`` where there is none (NaN, no frames)."""
     if value is None or math.isnan(value):
         return "-"

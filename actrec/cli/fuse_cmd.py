@@ -60,7 +60,7 @@ def _render(result):
     from rich.markup import escape
     from rich.table import Table
 
-    from actrec.cli.eval_cmd import _pct
+    from actrec.cli.eval_cmd import pct
 
     mode = result.protocol.get("mode") or ("online" if result.online else "offline")
     streams = ["+".join(m.protocol.get("streams") or ["own"]) for m in result.members]
@@ -87,8 +87,8 @@ def _render(result):
         rows.append(("fused", "", "", fused, "bold"))
         for label, streams, weight, ds, style in rows:
             f1 = ds.f1 or {}
-            table.add_row(escape(label), escape(streams), weight, _pct(ds.frame_accuracy),
-                          _pct(ds.edit), " / ".join(_pct(f1.get(k), unit="")
+            table.add_row(escape(label), escape(streams), weight, pct(ds.frame_accuracy),
+                          pct(ds.edit), " / ".join(pct(f1.get(k), unit="")
                                                     for k in ("10", "25", "50")), style=style)
         tables.append(table)
     return Group(*tables)
