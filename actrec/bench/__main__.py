@@ -1,5 +1,5 @@
 """``python -m actrec.bench NAME [options]``: run one benchmark (cli, ddbn, ddlstm, datasets,
-extract, backbones, scale, live)."""
+extract, backbones, scale, live, store)."""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 # glibc settings that stop the allocator from returning memory to the OS between iterations;
 # on this VM fresh pages are expensive to fault in (see the DDLSTM performance study).
@@ -66,6 +67,30 @@ def interleaved(fns: dict[str, Callable[[], object]], *, warmup: int = 2, rounds
             fn()
             samples[name].append(time.perf_counter() - t0)
     return {k: Timing(tuple(v)) for k, v in samples.items()}
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type``: an integer >= 1 (a size, a count of rounds), else argparse's
+    usage error naming the option."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def run_and_report(run: Callable[[Any], dict], args: Any,
+                   render: Callable[[dict], object]) -> int:
+    """``run(args)``, its wall time added as ``seconds``, printed by ``report`` (JSON for
+    ``args.json``); returns the exit status, 0."""
+    t0 = time.perf_counter()
+    res = run(args)
+    res["seconds"] = round(time.perf_counter() - t0, 1)
+    return report(res, render, args.json)
 
 
 def report(result: dict, render: Callable[[dict], object], as_json: bool) -> int:

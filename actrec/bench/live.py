@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from actrec.bench.common import report
+from actrec.bench.common import run_and_report
 
 REALTIME_FPS = 15.0
 
@@ -236,8 +236,4 @@ def _render(res: dict[str, Any]):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parse(list(argv or []))
-    t0 = time.perf_counter()
-    res = run(args)
-    res["seconds"] = round(time.perf_counter() - t0, 1)
-    return report(res, _render, args.json)
+    return run_and_report(run, _parse(list(argv or [])), _render)

@@ -25,19 +25,22 @@ import argparse
 import hashlib
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
+
+from actrec.bench.common import positive_int, run_and_report
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m actrec.bench store",
                                 description="Cost of the sha256 check of whole-video reads.")
     p.add_argument("--json", action="store_true", help="one JSON object instead of a table")
-    p.add_argument("--frames", type=int, default=3000, help="frames of the video (3000)")
-    p.add_argument("--dim", type=int, default=2048, help="feature length (2048)")
+    p.add_argument("--frames", type=positive_int, default=3000,
+                   help="frames of the video (3000)")
+    p.add_argument("--dim", type=positive_int, default=2048, help="feature length (2048)")
     p.add_argument("--dtype", choices=("float16", "float32"), default="float16")
-    p.add_argument("--rounds", type=int, default=15, help="timed reads per candidate (15)")
+    p.add_argument("--rounds", type=positive_int, default=15,
+                   help="timed reads per candidate (15)")
     return p.parse_args(argv)
 
 
@@ -117,13 +120,7 @@ def _render(res: dict[str, Any]):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from actrec.bench.common import report
-
-    args = _parse(list(argv or []))
-    t0 = time.perf_counter()
-    res = run(args)
-    res["seconds"] = round(time.perf_counter() - t0, 1)
-    return report(res, _render, args.json)
+    return run_and_report(run, _parse(list(argv or [])), _render)
 
 
 if __name__ == "__main__":
