@@ -29,10 +29,11 @@ __all__ = [
 ]
 
 # Spec fields that may differ between the runs of one sweep: the split itself, and fields that
-# change neither the data nor the weights (where it ran, how often it logged or saved; the
-# checkpoint interval counts when the run validates at its checkpoints: no val_every).
-IGNORED_FIELDS = frozenset({"split", "d2_split", "device", "log_every", "checkpoint_every",
-                            "eval_every"})
+# change neither the data nor the weights (where it ran and on how many threads, how often it
+# logged or saved; the checkpoint interval counts when the run validates at its checkpoints:
+# no val_every).
+IGNORED_FIELDS = frozenset({"split", "d2_split", "device", "threads", "log_every",
+                            "checkpoint_every", "eval_every"})
 
 # (key in the summary, how to read it from one dataset's result dict)
 METRICS: tuple[tuple[str, Any], ...] = (
