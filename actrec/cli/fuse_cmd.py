@@ -85,9 +85,9 @@ def _render(result):
         rows = [(m.run_dir.name, shown, f"{w:g}", m.datasets[name], None)
                 for m, shown, w in zip(result.members, streams, result.weights)]
         rows.append(("fused", "", "", fused, "bold"))
-        for label, streams, weight, ds, style in rows:
+        for label, shown, weight, ds, style in rows:
             f1 = ds.f1 or {}
-            table.add_row(escape(label), escape(streams), weight, pct(ds.frame_accuracy),
+            table.add_row(escape(label), escape(shown), weight, pct(ds.frame_accuracy),
                           pct(ds.edit), " / ".join(pct(f1.get(k), unit="")
                                                     for k in ("10", "25", "50")), style=style)
         tables.append(table)
