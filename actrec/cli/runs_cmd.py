@@ -34,6 +34,7 @@ def render_runs(rows):
     mode above its scores (broken after a hyphen, not inside a word)."""
     from rich import box
     from rich.console import Group
+    from rich.markup import escape
     from rich.table import Table
     from rich.text import Text
 
@@ -55,8 +56,9 @@ def render_runs(rows):
         table.add_column(name, overflow="fold", min_width=width,
                          justify="right" if name in ("iters", "best val") else "left")
     for row in rows:
+        run = escape(str(row["run"]))  # as written: a folder name is no markup
         if "problem" in row:
-            table.add_row(row["run"], "", "", "", "", "", f"[red]{row['problem']}[/]")
+            table.add_row(run, "", "", "", "", "", f"[red]{escape(row['problem'])}[/]")
             continue
         best = "-" if row["best_val"] is None else f"{100 * row['best_val']:.2f} %"
         if row["best_val"] is not None and row["selected_on_test"]:
@@ -66,7 +68,7 @@ def render_runs(rows):
             scores.append(f"{mode}:")
             scores += [f"D{k + 1} {'-' if v is None else f'{100 * v:.2f} %'}"
                        for k, v in enumerate(datasets.values())]
-        table.add_row(row["run"], str(row["model"]), _data_cell(row, labels),
+        table.add_row(run, escape(str(row["model"])), _data_cell(row, labels),
                       f"{row['protocol']}\n{row['labels']}", str(row["iterations"] or 0), best,
                       _Hyphenated(scores or ["-"]))
     return Group(table, *(Text(line, style="dim") for line in legend))

@@ -1,0 +1,31 @@
+"""``actrec runs`` prints run names (what ``actrec eval RUN`` takes) and a run's problem as
+they are: square brackets in them are text, not rich markup (``lstm[bn]`` was shown as
+``lstm``, and a problem naming ``.../exp[bad]/config.json`` as ``.../exp/config.json``).
+Real run folders: one of a real training, and one whose config.json is not JSON."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+from test_train_eval import make_store
+
+from actrec.cli import cli
+from actrec.train import TrainSpec, train_model
+
+
+def test_brackets_in_run_names_and_problems_are_shown_as_written(tmp_path):
+    runs = tmp_path / "runs"
+    store = make_store(tmp_path / "p.zarr", dim=4, classes=3, n_train=4, n_test=2, seed=5)
+    train_model(TrainSpec(model="lstm", d1=store, model_options={"hidden": 4}, history=8,
+                          iterations=2, mix=(4, 0), lr=0.02, optimizer="adam", log_every=1),
+                runs / "lstm[bn]")
+    broken = runs / "exp[bad]"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    res = CliRunner().invoke(cli, ["runs", "--root", str(runs)], terminal_width=400)
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert next(line for line in lines if line.startswith("lstm")).split()[0] == "lstm[bn]"
+    line = next(line for line in lines if line.startswith("exp"))
+    assert line.split()[0] == "exp[bad]"
+    folded = "".join(res.output.split())  # the problem's column folds it over lines
+    assert "".join(f"{broken}/config.json, line 1: invalid JSON".split()) in folded
