@@ -261,17 +261,36 @@ def _signals_deferred() -> Iterator[None]:
         yield
         return
     caught: list[int] = []
-    saved = {}
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        if signal.getsignal(signum) not in (signal.SIG_IGN, None):
-            saved[signum] = signal.signal(signum, lambda s, _frame: caught.append(s))
-    try:
+    saved: dict[int, Any] = {}
+
+    def hold(signum: int, _frame: Any) -> None:
+        caught.append(signum)
+
+    try:  # a signal acted on while the handlers are swapped still has them all put back
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            handler = signal.getsignal(signum)
+            if handler not in (signal.SIG_IGN, None):
+                saved[signum] = handler  # before the swap: put back even if it is cut short
+                signal.signal(signum, hold)
         yield
     finally:
-        for signum, handler in saved.items():
-            signal.signal(signum, handler)
-        for signum in caught:
-            signal.raise_signal(signum)
+        # A handler put back may act on a signal (and raise) before the next is put back:
+        # the rest are still put back, then what it raised is.
+        pending = list(saved.items())
+        interrupted: BaseException | None = None
+        while pending:
+            try:
+                while pending:
+                    signal.signal(*pending[0])
+                    pending.pop(0)
+            except BaseException as exc:  # noqa: BLE001 - raised once all are back
+                interrupted = interrupted or exc
+        try:
+            for signum in caught:
+                signal.raise_signal(signum)
+        finally:
+            if interrupted is not None:
+                raise interrupted
 
 
 def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
