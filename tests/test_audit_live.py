@@ -671,11 +671,14 @@ def test_ctrl_c_and_sigterm_stop_every_stream_keeping_what_was_written(setup, tm
     assert proc.returncode == (130 if sig == "SIGINT" else 143), err
     assert "Traceback" not in err
     lines = [json.loads(x) for x in out.read_text().splitlines()]
-    frames_out = [r for r in lines if "frame" in r]
-    n = len(frames_out)
+    answered = [r["frame"] for r in lines if "frame" in r]
+    n = len(answered)
     assert 10 <= n < 270
-    assert [r["frame"] for r in frames_out] == list(range(n))
-    assert lines[-2]["event"] == "end" and lines[-2]["end"] == pytest.approx(n / LABEL_FPS)
+    # From frame 0, in order, each once: in real time a loaded machine may drop frames, so
+    # the last answered frame, not n, is where the session ended.
+    assert answered[0] == 0 and answered == sorted(set(answered))
+    assert lines[-2]["event"] == "end" and \
+        lines[-2]["end"] == pytest.approx((answered[-1] + 1) / LABEL_FPS)
     assert {k: lines[-1][k] for k in ("stream", "status", "frames")} == \
         {"stream": 0, "status": "stopped", "frames": n}
     assert "error" not in lines[-1]
@@ -687,4 +690,4 @@ def test_ctrl_c_and_sigterm_stop_every_stream_keeping_what_was_written(setup, tm
     while cap.read()[0]:
         count += 1
     cap.release()
-    assert count == n
+    assert count == answered[-1] + 1  # a dropped frame is the last answered one again
