@@ -96,6 +96,7 @@ def redo_command(store) -> str | None:
 
 def _render(report, statuses, store, dropping, redo=None):
     from rich.console import Group
+    from rich.markup import escape
     from rich.table import Table
     from rich.text import Text
 
@@ -113,7 +114,7 @@ def _render(report, statuses, store, dropping, redo=None):
     shown = [v for v in report.videos if v.status != "ok"]
     parts = [summary]
     if shown:
-        table = Table(title=f"check {report.store}")
+        table = Table(title=escape(f"check {report.store}"))
         table.add_column("video")
         if len(report.streams) > 1:
             table.add_column("stream")
@@ -121,9 +122,10 @@ def _render(report, statuses, store, dropping, redo=None):
         table.add_column("what")
         gone = {(v.video, v.stream) for v in report.dropped}
         for v in shown:
-            table.add_row(v.video, *([v.stream] if len(report.streams) > 1 else []),
+            table.add_row(escape(str(v.video)),  # ids, paths and messages as written: no markup
+                          *([escape(v.stream)] if len(report.streams) > 1 else []),
                           v.status + (" (removed)" if (v.video, v.stream) in gone else ""),
-                          "\n".join(v.problems))
+                          escape("\n".join(v.problems)))
         parts.insert(0, table)
     parts.extend(Text(note, style="yellow") for note in report.notes)
     if report.dropped:
@@ -154,6 +156,7 @@ def _duration(seconds: float) -> str:
 
 
 def _render_sweep(swept):
+    from rich.markup import escape
     from rich.table import Table
 
     def age(x):
@@ -161,15 +164,16 @@ def _render_sweep(swept):
             return "?"
         return f"{x.age / 3600:.1f} h" if x.age >= 3600 else f"{x.age:.0f} s"
 
-    table = Table(title=f"sweep of {swept.store}: {len(swept.removed)} removed, "
-                  f"{len(swept.restored)} restored, {len(swept.left)} left",
+    table = Table(title=escape(f"sweep of {swept.store}: {len(swept.removed)} removed, "
+                               f"{len(swept.restored)} restored, {len(swept.left)} left"),
                   caption="removed: what dead writers left (older than "
                   f"{_duration(swept.older_than)} where it is a generation)")
     for column in ("video", "what", "age", "done", "path"):
         table.add_column(column)
     for done, items in (("removed", swept.removed), ("restored", swept.restored)):
         for x in items:
-            table.add_row(x.video, x.kind, age(x), done, x.path)
+            table.add_row(escape(str(x.video)), x.kind, age(x), done, escape(str(x.path)))
     for x in swept.left:
-        table.add_row(x.video, x.kind, age(x), f"left: {x.why}", x.path)
+        table.add_row(escape(str(x.video)), x.kind, age(x), escape(f"left: {x.why}"),
+                      escape(str(x.path)))
     return table

@@ -176,11 +176,12 @@ _NOT_STARTED_ROWS = 5  # videos a stopped run had not started, listed in the tab
 
 def _render(report):
     from rich.console import Group
+    from rich.markup import escape
     from rich.table import Table
 
     shard = f" (shard {report.shard[0]}/{report.shard[1]})" if report.shard else ""
     rate = f", {report.frames / report.seconds:,.0f} frames/s" if report.seconds > 0 else ""
-    table = Table(title=f"features -> {report.store}{shard}",
+    table = Table(title=escape(f"features -> {report.store}{shard}"),
                   caption=f"{report.frames:,} frames in {report.seconds:.1f} s{rate}, "
                   f"{report.workers} worker(s)")
     table.add_column("written", justify="right")
@@ -216,22 +217,24 @@ def _render(report):
         rows.append((f"... {len(waiting) - _NOT_STARTED_ROWS} more", "not done: not started",
                      "--json lists every video"))
     if report.stopped:
-        table.caption += f"; STOPPED: {report.stopped}"
+        table.caption += f"; STOPPED: {escape(str(report.stopped))}"
     if not rows:
         return table
     details = Table(show_header=True)
     for column in ("video", "what", "why"):
         details.add_column(column)
-    for row in rows:
-        details.add_row(*row)
+    for row in rows:  # ids and messages as written: no markup
+        details.add_row(*(escape(str(cell)) for cell in row))
     return Group(table, details)
 
 
 def _render_with_head(report, head):
     from rich.console import Group
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"frame classifier ({head.output}, split {head.split}) -> {head.store}",
+    table = Table(title=escape(f"frame classifier ({head.output}, split {head.split}) -> "
+                               f"{head.store}"),
                   caption=f"classifier: {head.head} ({'trained' if head.trained else 'reused'})")
     for column in ("training videos", "training frames", "training accuracy", "written",
                    "skipped (already done)", "training videos missing"):
@@ -246,9 +249,10 @@ def _render_status(status):
     import time
 
     from rich.console import Group
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"extraction of {status.store}",
+    table = Table(title=escape(f"extraction of {status.store}"),
                   caption=f"{status.planned} video(s) planned by {len(status.runs)} recorded "
                   f"run(s)" + (f"; {status.extra_done} more stored outside them"
                                if status.extra_done else ""))
@@ -268,7 +272,7 @@ def _render_status(status):
         for column in ("video", "host", "why"):
             failed.add_column(column)
         for vid, error, host in status.failed:
-            failed.add_row(vid, host, error)
+            failed.add_row(escape(str(vid)), escape(str(host)), escape(str(error)))
         parts.append(failed)
     if status.claimed:
         claimed = Table(title="claimed")
@@ -278,17 +282,19 @@ def _render_status(status):
         now = time.time()
         for c in status.claimed:
             held = f"{now - c.since:.0f} s" if c.since else "?"
-            claimed.add_row(c.video, c.host, str(c.pid), c.shard or "-", held,
-                            f"{c.age:.0f} s ago",
-                            f"yes: {c.why} (the next run takes it over)" if c.stale else "no")
+            claimed.add_row(escape(str(c.video)), escape(str(c.host)), str(c.pid),
+                            escape(c.shard or "-"), held, f"{c.age:.0f} s ago",
+                            escape(f"yes: {c.why} (the next run takes it over)")
+                            if c.stale else "no")
         parts.append(claimed)
     if status.runs:
         runs = Table(title="runs")
         for column in ("host", "pid", "shard", "videos", "state", "written", "failed"):
             runs.add_column(column)
         for r in status.runs:
-            runs.add_row(str(r["host"]), str(r["pid"]), r["shard"] or "-", str(r["videos"]),
-                         r["state"], "-" if r["written"] is None else str(r["written"]),
+            runs.add_row(escape(str(r["host"])), str(r["pid"]), escape(r["shard"] or "-"),
+                         str(r["videos"]), escape(str(r["state"])),
+                         "-" if r["written"] is None else str(r["written"]),
                          "-" if r["failed"] is None else str(r["failed"]))
         parts.append(runs)
     return Group(*parts)
