@@ -151,16 +151,12 @@ def _stop_requests() -> Iterator[list[int]]:
             raise KeyboardInterrupt
         requested.append(signum)
 
-    saved = {}
-    for sig, default in ((signal.SIGINT, signal.default_int_handler),
-                         (signal.SIGTERM, signal.SIG_DFL)):
-        if signal.getsignal(sig) is default:
-            saved[sig] = signal.signal(sig, request)
-    try:
+    from actrec.signal_handlers import handlers_swapped
+
+    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    with handlers_swapped({sig: request for sig, default in defaults.items()
+                           if signal.getsignal(sig) is default}):
         yield requested
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
 
 
 class _Stop(Exception):

@@ -260,37 +260,21 @@ def _signals_deferred() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    from actrec.signal_handlers import handlers_swapped
+
     caught: list[int] = []
-    saved: dict[int, Any] = {}
 
     def hold(signum: int, _frame: Any) -> None:
         caught.append(signum)
 
-    try:  # a signal acted on while the handlers are swapped still has them all put back
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            handler = signal.getsignal(signum)
-            if handler not in (signal.SIG_IGN, None):
-                saved[signum] = handler  # before the swap: put back even if it is cut short
-                signal.signal(signum, hold)
-        yield
+    held = {signum: hold for signum in (signal.SIGINT, signal.SIGTERM)
+            if signal.getsignal(signum) not in (signal.SIG_IGN, None)}
+    try:
+        with handlers_swapped(held):
+            yield
     finally:
-        # A handler put back may act on a signal (and raise) before the next is put back:
-        # the rest are still put back, then what it raised is.
-        pending = list(saved.items())
-        interrupted: BaseException | None = None
-        while pending:
-            try:
-                while pending:
-                    signal.signal(*pending[0])
-                    pending.pop(0)
-            except BaseException as exc:  # noqa: BLE001 - raised once all are back
-                interrupted = interrupted or exc
-        try:
-            for signum in caught:
-                signal.raise_signal(signum)
-        finally:
-            if interrupted is not None:
-                raise interrupted
+        for signum in caught:
+            signal.raise_signal(signum)
 
 
 def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
