@@ -1,0 +1,51 @@
+"""What a new user reads in docs/ and then sees: the guide's own-data note on clips shorter
+than the default history (quoted from the real refusal), and docs/reproduce.md's account of
+what `--preset tiny` sets over a table's preset file."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from test_own_dataset import run, write_own_dataset
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+@pytest.mark.slow
+def test_the_guides_short_clip_note_quotes_trains_refusal(tmp_path, write_mp4):
+    """The own-data videos (54 frames each) are shorter than the default history (128): the
+    guide's command refuses, naming the longest training video, as the guide quotes it."""
+    write_own_dataset(tmp_path / "mydata", write_mp4)
+    assert run(["extract", "mstcn", "--root", "mydata"], tmp_path).returncode == 0
+    done = run(["train", "lstm", "--d1", "mstcn:root=mydata", "--iterations", "1",
+                "--run-dir", "runs/mine"], tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    message = " ".join(done.stderr.split())
+    assert "--history 128 is longer than every training video of D1" in message
+    assert re.search(r"the longest, '(alice_1|alice_2|bob_1)', has 54 frames", message), message
+    assert not (tmp_path / "runs" / "mine" / "checkpoint.pt").exists()
+
+    guide = " ".join((DOCS / "guide.md").read_text().split())
+    assert "`--history 128 is longer than every training video of D1" in guide
+    assert "`--history` frames long, 128 by default (8.5 s at 15 fps)" in guide
+    assert abs(128 / 15 - 8.5) < 0.05
+
+
+def test_reproduce_md_names_what_tiny_sets_over_a_preset_file():
+    from actrec.reproduce import PRESETS, TINY_ITERATIONS
+
+    tiny = PRESETS["tiny"]
+    text = " ".join((DOCS / "reproduce.md").read_text().split())
+    assert ("(8 units in 1 layer, history 16, 30 iterations, Adam at lr 0.01, each cell's "
+            "batches cut to a sixteenth)") in text
+    assert tiny.model_options == {"hidden": "8", "layers": "1"}
+    assert tiny.train["history"] == 16 and tiny.train["iterations"] == TINY_ITERATIONS == 30
+    assert tiny.train["optimizer"] == "adam" and tiny.train["lr"] == 0.01
+    assert tiny.mix_scale == 1 / 16
+    # everything else of the training preset (a file's loss-frames, windows, standardize...)
+    # is left to the file: tiny sets no more than the doc lists (and its own bookkeeping)
+    assert set(tiny.train) == {"history", "iterations", "pretrain_iters", "optimizer", "lr",
+                               "boundary_iters", "reestimate_batches"}
