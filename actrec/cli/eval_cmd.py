@@ -91,6 +91,7 @@ def eval_(run, online, offline, lookahead, split, allow_noncausal_features, segm
 def render_eval(result):
     """The per-dataset score table of an evaluation (also used by ``actrec demo``): which run,
     in which mode, frame accuracies and MS-TCN's segment scores."""
+    from rich.markup import escape
     from rich.table import Table
 
     data = result.to_dict()
@@ -112,7 +113,8 @@ def render_eval(result):
     roles = protocol.get("roles") or {}
     if roles:  # a transfer run: the score it is for is the target's
         note += " (transfer run: fine-tuned on the target, pre-trained on the source)"
-    table = Table(title=f"{mode} evaluation of {data.get('run_dir')}{note}")
+    # the run's folder as written (no markup), the notes styled
+    table = Table(title=f"{mode} evaluation of {escape(str(data.get('run_dir')))}{note}")
     table.add_column("dataset", overflow="fold")
     table.add_column("videos", justify="right")
     table.add_column("frames", justify="right")
@@ -124,7 +126,7 @@ def render_eval(result):
         # no labelled test frame: no segment was scored, so no F1 (not 0.00)
         f1 = (ds.get("f1") or {}) if ds.get("frames") else {}
         shown = f"{names[name]}\n({roles[name]})" if name in roles else names[name]
-        table.add_row(shown, str(ds["videos"]), str(ds["frames"]),
+        table.add_row(escape(shown), str(ds["videos"]), str(ds["frames"]),
                       pct(ds["frame_accuracy"]), pct(ds["mean_video_accuracy"]),
                       pct(ds.get("edit")),
                       " / ".join(pct(f1.get(k), unit="") for k in ("10", "25", "50")))
@@ -194,6 +196,7 @@ def render_splits(summary):
     from pathlib import Path
 
     from rich.console import Group
+    from rich.markup import escape
     from rich.table import Table
 
     from actrec.sweep import split_order
@@ -209,7 +212,7 @@ def render_splits(summary):
         # a transfer sweep: which dataset the runs are for (``roles``, where the summary
         # carries the runs' protocol.roles)
         role = (summary.get("roles") or {}).get(name)
-        shown = f"{name} ({role})" if role else name
+        shown = escape(f"{name} ({role})" if role else name)  # a reference as written
         title = (f"{summary['mode']} evaluation of {shown}, its split "
                  f"{', '.join(sorted(set(map(str, own))))} in every run, by D1's split (%)"
                  if fixed else f"{summary['mode']} evaluation over the splits of {shown} (%)")
@@ -239,8 +242,8 @@ def render_splits(summary):
     runs.add_column("split")
     runs.add_column("run", no_wrap=True)
     for split in splits:
-        runs.add_row(split, "[bold red]missing[/]" if split in missing
-                     else Path(summary["runs"][split]).name)
+        runs.add_row(escape(str(split)), "[bold red]missing[/]" if split in missing
+                     else escape(Path(summary["runs"][split]).name))
     return Group(*tables, runs)
 
 
