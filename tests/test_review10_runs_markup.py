@@ -18,7 +18,7 @@ from actrec.train import TrainSpec, train_model
 def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("review10-markup")
     runs = tmp / "runs"
-    store = make_store(tmp / "p.zarr", dim=4, classes=3, n_train=4, n_test=2, seed=5)
+    store = make_store(runs.parent / "p.zarr", dim=4, classes=3, n_train=4, n_test=2, seed=5)
     train_model(TrainSpec(model="lstm", d1=store, model_options={"hidden": 4}, history=8,
                           iterations=2, mix=(4, 0), lr=0.02, optimizer="adam", log_every=1),
                 runs / "lstm[bn]")
@@ -43,3 +43,13 @@ def test_eval_names_the_run_folder_as_written(runs):
     res = CliRunner().invoke(cli, ["eval", str(runs / "lstm[bn]")], terminal_width=400)
     assert res.exit_code == 0, res.output
     assert f"online evaluation of {runs / 'lstm[bn]'}" in res.output
+
+
+def test_train_names_the_run_folder_as_written(runs):
+    run = runs.parent / "more" / "t[x]"
+    res = CliRunner().invoke(cli, ["train", "lstm", "--d1", str(runs.parent / "p.zarr"),
+                                   "--history", "8", "--iterations", "2", "--mix", "4:0",
+                                   "-o", "hidden=4", "--run-dir", str(run)],
+                             terminal_width=400)
+    assert res.exit_code == 0, res.output
+    assert f"run {run}" in res.output and f"score it: actrec eval {run}" in res.output

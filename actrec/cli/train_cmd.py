@@ -329,6 +329,7 @@ class SplitRuns(list):
 
 
 def _render_splits(results):
+    from rich.markup import escape
     from rich.table import Table
 
     # The runs share one folder: it goes in the title, whole (with the command that scores
@@ -337,12 +338,12 @@ def _render_splits(results):
     title = f"one run per split in {folder}"
     if results:
         title += f"; scores: actrec eval {results[0].run_dir} --all-splits"
-    table = Table(title=title)
+    table = Table(title=escape(title))  # folders as written: no markup
     for column in ("run", "iterations", "resumed from", "final loss"):
         table.add_column(column, justify="left" if column == "run" else "right",
                          overflow="fold")
     for r in results:
-        table.add_row(Path(r.run_dir).name, str(r.iterations), str(r.resumed_from),
+        table.add_row(escape(Path(r.run_dir).name), str(r.iterations), str(r.resumed_from),
                       f"{r.final_loss:.4f}")
     return table
 
@@ -351,16 +352,18 @@ def _render(result):
     """The finished run: its numbers (floats to 4 significant digits: a loss printed as
     0.010000250581651927 reads as noise) and the command that scores it."""
     from rich.console import Group
+    from rich.markup import escape
     from rich.table import Table
     from rich.text import Text
 
     data = result.to_dict()
-    table = Table(title=f"run {data.get('run_dir')}", show_header=False)
+    table = Table(title=escape(f"run {data.get('run_dir')}"), show_header=False)
     table.add_column("what", style="bold")
     table.add_column("value")
     for key, value in data.items():
         if key not in ("run_dir", "warnings"):
-            table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+            table.add_row(key, f"{value:.4g}" if isinstance(value, float)
+                          else escape(str(value)))
     offline = ""
     try:  # a non-causal model is scored offline only (eval's default, online, refuses it)
         from actrec.runs import read_json
