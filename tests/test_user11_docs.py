@@ -49,3 +49,21 @@ def test_reproduce_md_names_what_tiny_sets_over_a_preset_file():
     # is left to the file: tiny sets no more than the doc lists (and its own bookkeeping)
     assert set(tiny.train) == {"history", "iterations", "pretrain_iters", "optimizer", "lr",
                                "boundary_iters", "reestimate_batches"}
+
+
+def test_readme_layout_names_every_module_of_the_package():
+    """README.md's layout is where a newcomer looks for a module: every actrec/*.py is named
+    there (``reproduce*.py`` covers the reproduce modules)."""
+    readme = (DOCS.parent / "README.md").read_text()
+    layout = readme[readme.index("## Layout"):]
+    package = DOCS.parent / "actrec"
+    missing = []
+    for path in sorted(package.glob("*.py")):
+        name = path.name
+        if name in ("__init__.py", "__main__.py"):
+            continue
+        if name.startswith("reproduce") and "actrec/reproduce*.py" in layout:
+            continue
+        if not re.search(rf"(?<![\w.]){re.escape(name)}\b", layout):
+            missing.append(name)
+    assert missing == []
