@@ -67,3 +67,18 @@ def test_readme_layout_names_every_module_of_the_package():
         if not re.search(rf"(?<![\w.]){re.escape(name)}\b", layout):
             missing.append(name)
     assert missing == []
+
+
+def test_the_guides_account_of_runs_dataset_names():
+    """docs/guide.md: references of one dataset differing in a few options show only those,
+    the rest said once under the table, as `actrec runs` (and `actrec eval`) name them."""
+    from actrec.cli.eval_cmd import table_dataset_names
+
+    a = "synthetic:folds=4,frames_mean=40,kitchen=a,participants=4,size=32"
+    b = "synthetic:folds=4,frames_mean=40,kitchen=b,participants=4,size=32"
+    shown, caption, legend = table_dataset_names([a, b], width=13)
+    assert shown == {a: "kitchen=a", b: "kitchen=b"} and legend == []
+    assert caption == "each dataset is synthetic:<row>,folds=4,frames_mean=40,participants=4,size=32"
+    guide = " ".join((DOCS / "guide.md").read_text().split())
+    assert ("differ in a few options show only those (`kitchen=a`, `kitchen=b`), the rest said "
+            "once under the table (`each dataset is synthetic:<row>,folds=4,...`)") in guide
