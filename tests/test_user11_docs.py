@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from test_own_dataset import run, write_own_dataset
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
