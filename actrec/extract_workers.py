@@ -506,9 +506,12 @@ def _run_processes(tasks, spec, devices, emit, on_ready=None) -> None:
 
     def hand_out(worker: int) -> None:
         task = pending.popleft() if pending else None
-        if task is not None:
-            holding[worker] = task.id  # a worker dead before it is read fails it too
-        links.send(worker, task)
+        if task is None:
+            links.send(worker, None)
+        elif links.send(worker, task):
+            holding[worker] = task.id  # a worker dead before it reads it fails it too
+        else:  # it died after asking: no process has the video, the next one takes it
+            pending.appendleft(task)
 
     finished = 0
 

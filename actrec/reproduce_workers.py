@@ -166,11 +166,13 @@ def run_units(units: Sequence[dict[str, Any]], jobs: int = 1, progress: Any = No
             if not ready:
                 break
             if w not in holding and w not in gone and proc.is_alive():
-                unit = ready.pop(0)
-                holding[w] = unit["key"]
+                unit = ready[0]
+                if not links.send(w, unit):  # it died: its pipe's end is read next
+                    continue
+                ready.pop(0)
+                holding[w] = unit["key"]  # a worker dead before it reads it fails it too
                 if on_start is not None:
                     on_start(unit)
-                links.send(w, unit)  # a dead worker's unit fails when its pipe's end is read
         if waiting and not ready and not holding:
             never_ready()
 

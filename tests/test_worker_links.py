@@ -1,7 +1,7 @@
 """Each worker process's own pipe to its parent (``actrec.worker_links``): a worker that dies
 in the middle of a message ends only its own pipe, after the messages it sent before; the
-others go on talking both ways. Extraction workers end on their own once the work is done.
-Real spawned processes, real pipes, a real store."""
+others go on talking both ways. Extraction workers end on their own once the work is done,
+and a video meant for a worker that died after asking for it goes to another. Real spawned processes, real pipes, a real store."""
 
 from __future__ import annotations
 
@@ -79,15 +79,40 @@ if os.environ.get("ACTREC_TEST_SLOW_ASK"):  # in the workers: ask for videos a m
     WorkerEnd.send = _send_late
 
 
-class MarksItsExit(FeatureExtractor):
-    """Per-frame mean; each process that sets it up writes a file named by its pid when it
-    exits normally (not when it is killed)."""
+if os.environ.get("ACTREC_TEST_DIE_AFTER_ASKS"):  # in the workers: die right after asking
+    _asked = []
+    _send_now = WorkerEnd.send
 
-    name = "marksexit"
+    def _send_then_die(self, message):
+        _send_now(self, message)
+        if message[0] == "next":
+            _asked.append(message)
+            if len(_asked) == int(os.environ["ACTREC_TEST_DIE_AFTER_ASKS"]):
+                os._exit(3)
+
+    WorkerEnd.send = _send_then_die
+
+
+class MeanGrey(FeatureExtractor):
+    """Per-frame mean grey level."""
+
+    name = "meangrey"
     lookahead = 0
 
     def dim(self) -> int:
         return 1
+
+    def extract(self, batches):
+        for batch in batches:
+            yield batch.reshape(batch.shape[0], -1).mean(axis=1, keepdims=True) \
+                .astype(np.float32)
+
+
+class MarksItsExit(MeanGrey):
+    """Per-frame mean; each process that sets it up writes a file named by its pid when it
+    exits normally (not when it is killed)."""
+
+    name = "marksexit"
 
     def setup(self, runtime) -> None:
         import atexit
@@ -95,11 +120,6 @@ class MarksItsExit(FeatureExtractor):
 
         mark = Path(os.environ["ACTREC_TEST_EXIT_MARKS"]) / str(os.getpid())
         atexit.register(mark.touch)
-
-    def extract(self, batches):
-        for batch in batches:
-            yield batch.reshape(batch.shape[0], -1).mean(axis=1, keepdims=True) \
-                .astype(np.float32)
 
 
 def test_extraction_workers_end_on_their_own_when_the_videos_are_done(tiny_kitchen, tmp_path,
@@ -115,3 +135,27 @@ def test_extraction_workers_end_on_their_own_when_the_videos_are_done(tiny_kitch
                               workers=2, batch_size=8)
     assert report.ok and sorted(report.written) == sorted(index.videos)
     assert len(list(marks.iterdir())) == 2
+
+
+def test_a_video_handed_to_a_worker_that_died_after_asking_goes_to_another(tiny_kitchen,
+                                                                            tmp_path,
+                                                                            monkeypatch):
+    # Each worker dies right after asking for its second video, while the parent is still
+    # busy with the first one's report: the video it would be handed was received by no
+    # process and must not be failed as "died" with it; a fresh worker extracts it.
+    from actrec import extract_status
+
+    _, index = tiny_kitchen
+    monkeypatch.setenv("ACTREC_TEST_DIE_AFTER_ASKS", "2")
+    clear_failure, late = extract_status.clear_failure, [0.5]
+
+    def clear_failure_late(*args, **kwargs):
+        if late:
+            time.sleep(late.pop())
+        return clear_failure(*args, **kwargs)
+
+    monkeypatch.setattr(extract_status, "clear_failure", clear_failure_late)
+    report = extract_features(index, MeanGrey(), tmp_path / "s.zarr", dataset_ref="r",
+                              workers=2, batch_size=8)
+    assert not report.failed, report.failed
+    assert report.ok and sorted(report.written) == sorted(index.videos)
