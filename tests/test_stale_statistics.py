@@ -36,7 +36,7 @@ def test_small_activations_after_few_updates_are_named_with_the_share_left():
     # variance of the batches 1e-3; after 40 updates at momentum 0.1, 0.9**40 = 1.48 % of the
     # start (1) is left: about 0.0148 / (0.0148 + 0.001) = 94 % of each running variance
     model = _trained(SequenceBatchNorm(4, 5).double(), 40, 0.03162)
-    share = float((0.9 ** 40 / model.norm.running_var[0]).median())
+    share = float((0.9 ** 40 / (model.norm.running_var[0] + model.norm.eps)).median())
     assert 0.90 < share < 0.97  # the batches' variances scatter around 1e-3
     text = stale_statistics_warning(model, 40)
     assert text is not None and text.startswith(
@@ -51,6 +51,25 @@ def test_converged_or_large_activations_give_no_warning():
     # unit-variance activations: after 40 updates the start is 1.5 % of the running variance
     assert stale_statistics_warning(_trained(SequenceBatchNorm(4, 5).double(), 40, 1.0), 40) \
         is None
+
+
+def test_a_channel_without_variance_counts_once_its_start_is_below_eps():
+    # A recurrent norm's first step normalises W_h h0 = 0: its batches have variance 0, so its
+    # running variance is the start's remainder alone (0.9**150 = 1.4e-7 after 150 updates),
+    # which beside eps (1e-5) changes no output: no warning (it warned up to ~670 updates).
+    def trained(updates):
+        norm, g = SequenceBatchNorm(4, 5).double(), torch.Generator().manual_seed(0)
+        for _ in range(updates):
+            h = torch.randn(3, 8, 4, generator=g, dtype=torch.float64)
+            h[0] = 0.0  # t = 0: a zero state
+            norm(h)
+        return _Holder(norm)
+
+    long = trained(150)
+    assert float(long.norm.running_var[0].max()) == pytest.approx(0.9 ** 150, rel=1e-9)
+    assert stale_statistics_warning(long, 150) is None
+    # 10 updates: 0.9**10 = 35 % of the start left, far above eps: still said
+    assert stale_statistics_warning(trained(10), 10) is not None
 
 
 def test_ddbn_domains_are_judged_where_they_trained_and_torch_batch_norm_too():

@@ -106,9 +106,11 @@ def stale_statistics_warning(model: nn.Module, iterations: int) -> str | None:
     their starting running variance (1) after ``iterations`` momentum updates, else None.
 
     The share of the start left in a running variance is ``(1 - momentum) ** updates`` over
-    its value; it is measured at the timestep updated most often (t = 0: every training
-    window reaches it; later timesteps had at most as many updates) and, for the DDBN, in
-    each domain that trained. Short runs of BN models with small activations (variances of
+    what the norm divides by, the variance plus its ``eps``; it is measured at the timestep
+    updated most often (t = 0: every training window reaches it; later timesteps had at most
+    as many updates) and, for the DDBN, in each domain that trained. (A channel whose batches
+    have no variance, as a recurrent norm's at t = 0 from a zero state, keeps only the
+    start's remainder: that counts once it is small beside ``eps``, where it changes nothing.) Short runs of BN models with small activations (variances of
     ~1e-3 against the start's 1) evaluate with normalisations off by orders of magnitude."""
     worst: tuple[float, str, float, int] | None = None
     for name, m in model.named_modules():
@@ -116,16 +118,19 @@ def stale_statistics_warning(model: nn.Module, iterations: int) -> str | None:
             momentum, updates = float(m.momentum), int(iterations)
             trained = (m.trained_len > 0).reshape(-1)  # per domain slot (one for plain BN)
             var = m.running_var.reshape(-1, *m.running_var.shape[-2:])[trained][:, 0]  # [S, C]
+            eps = float(m.eps)
         elif isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_var is not None \
                 and m.momentum is not None and m.num_batches_tracked is not None:
             momentum, updates = float(m.momentum), int(m.num_batches_tracked)
             var = m.running_var[None]
+            eps = float(m.eps)
         else:
             continue
         if var.numel() == 0 or updates <= 0:
             continue
         left = (1.0 - momentum) ** updates
-        share = float((left / var.double().clamp_min(1e-30)).clamp_max(1.0).median())
+        share = float((left / (var.double().clamp_min(0.0) + eps).clamp_min(1e-30))
+                      .clamp_max(1.0).median())
         if share > STALE_SHARE and (worst is None or share > worst[0]):
             worst = (share, name or "model", momentum, updates)
     if worst is None:
