@@ -4,6 +4,7 @@ killed grid finished by a re-run without redoing finished cells."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -273,8 +274,8 @@ def test_a_failed_cell_is_reported_and_the_others_finish(tiny_root, tmp_path):
     assert written["rows"][0]["cells"][1]["mean"] == cells[0][1]["mean"]
 
 
-def _cli(*args, **kwargs):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+def _cli(*args, env: dict | None = None, **kwargs):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "actrec", "reproduce", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, **kwargs)
@@ -316,6 +317,30 @@ def test_tiny_table1_end_to_end_and_a_rerun_skips_everything(tiny_root):
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing retrained or rescored
 
 
+# In the killed run's process (a sitecustomize first on its path): after its first training
+# cell, a mark and a pause, so that the kill lands there however late the test gets to it.
+_PAUSE_AFTER_FIRST_CELL = """
+import os
+import time
+from pathlib import Path
+
+import actrec.reproduce_units as units
+
+_run_unit = units.run_unit
+
+
+def run_unit(unit, *args, **kwargs):
+    result = _run_unit(unit, *args, **kwargs)
+    if unit["key"].startswith("lstm-"):
+        Path(os.environ["ACTREC_TEST_PAUSED"]).write_text(unit["key"])
+        time.sleep(600)
+    return result
+
+
+units.run_unit = run_unit
+"""
+
+
 @pytest.mark.slow
 def test_killed_grid_finishes_on_rerun_without_redoing_finished_cells(tiny_root, tmp_path):
     root, _ = tiny_root
@@ -327,16 +352,24 @@ label = "broken"
 method = "broken"
 """, "").replace(", 1.0]", "]"))
     runs = root / "reproduce" / "tiny" / "killme" / "runs"
-    proc = _cli(str(path), "--preset", "tiny", "--root", str(root))
-    deadline = time.time() + 600
-    while time.time() < deadline and not list(runs.glob("lstm-*/eval-online.json")):
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate()
-    # Killed once a training cell had finished (on a busy machine the second one may have
-    # finished too before the kill landed: the rerun must then redo neither).
+    site, paused = tmp_path / "site", tmp_path / "paused"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_PAUSE_AFTER_FIRST_CELL)
+    proc = _cli(str(path), "--preset", "tiny", "--root", str(root), env={
+        "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)]),
+        "ACTREC_TEST_PAUSED": str(paused)})
+    try:
+        deadline = time.monotonic() + 600
+        while not paused.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # gone already: it failed (err says)
+            os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+    assert paused.exists(), f"the grid did not reach its first training cell's end: {err[-3000:]}"
+    # Killed after its first training cell (and before anything else started)
     done = list(runs.glob("lstm-*/eval-online.json"))
-    assert len(done) >= 1, "the grid was to be killed after its first training cell"
+    assert [d.parent.name for d in done] == [paused.read_text()]
     finished = {d.parent.name for d in done}
     stamps = {p: p.stat().st_mtime_ns for d in done for p in d.parent.rglob("*") if p.is_file()}
     assert not (root / "reproduce" / "tiny" / "killme" / "table.json").exists()
