@@ -308,11 +308,16 @@ class Monitor:
         event = self.schedule.on_validation(loss) if loss is not None else ""
         return best, event
 
-    def selected(self) -> dict[str, Any]:
-        """What the run selects, for its checkpoints and config."""
+    def selected(self, iteration: int) -> dict[str, Any]:
+        """What the run selects, recorded in its checkpoint of ``iteration``: with ``last``,
+        that checkpoint itself (no selection set, no score); with ``best-val``, the best
+        validated iteration so far and its score (both None before a first validation)."""
+        if self.spec.selection == "last":
+            return {"select": "last", "on": None, "iteration": int(iteration), "score": None}
+        validated = self.best_score != -math.inf
         return {"select": self.spec.selection, "on": "test" if self.spec.select_on_test
-                else "validation", "iteration": self.best_iteration,
-                "score": None if self.best_score == -math.inf else self.best_score}
+                else "validation", "iteration": self.best_iteration if validated else None,
+                "score": self.best_score if validated else None}
 
 
 def run_protocol(loop: Any, start: int, progress: Any) -> float:

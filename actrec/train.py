@@ -787,7 +787,7 @@ class _Loop:
             "monitor": self.monitor.state_dict(),
             "windows_drawn": list(self.drawn),
             "log_pending": self.log_pending,  # iterations not yet in a logged line
-            "selected": self.monitor.selected(),
+            "selected": self.monitor.selected(iteration),
             "distributed": None if self.dist is None else self.dist.record(),
         }
         if self.device.type == "cuda":

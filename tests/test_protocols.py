@@ -107,6 +107,8 @@ def test_every_protocol_and_arrangement_trains_and_evaluates(kitchens, tmp_path,
     final_vals = [x for x in vals if x["phase"] != "pretrain"]
     top = max(final_vals, key=lambda x: x["val"]["score"])
     assert best["iteration"] == top["iteration"]  # the first of the best on validation
+    assert best["selected"] == {"select": "best-val", "on": "validation",
+                                "iteration": top["iteration"], "score": top["val"]["score"]}
     ev = evaluate_run(tmp_path / "run", online=True)
     assert ev.protocol["checkpoint"] == "best.pt" and ev.protocol["iteration"] == top["iteration"]
     assert ev.protocol["labels"] == case.get("labels", "concat")
@@ -357,6 +359,10 @@ def test_select_last_keeps_validating_but_evaluates_the_last_checkpoint(kitchens
     assert not (tmp_path / "run" / "best.pt").exists()
     ev = evaluate_run(tmp_path / "run")
     assert ev.protocol["checkpoint"] == "checkpoint.pt" and ev.protocol["iteration"] == 4
+    # what the result records as selected is that checkpoint (it said iteration 0, the best
+    # validation's default, "on validation")
+    assert ev.protocol["selected"] == {"select": "last", "on": None, "iteration": 4,
+                                       "score": None}
 
 
 def test_a_fresh_run_in_a_folder_drops_the_best_checkpoint_of_an_attempt_killed_before(
