@@ -141,7 +141,10 @@ def existing_store(ref_or_path: str, extractor: str | None = None):
     """The feature store that training of ``ref_or_path`` reads.
 
     A URL (``s3://...``, ``file://...``; see ``actrec.io.remote``) or a path (an existing
-    folder, or one ending in ``.zarr``) is itself. A dataset reference
+    folder, or one ending in ``.zarr``) is itself, except a bare name (``imp``, no folder
+    part) that is a folder here but no feature store while the workspace has stores of
+    dataset ``imp`` (the data folder an import or extraction read, say): that is the
+    reference. A dataset reference
     finds its store in the workspace (``workspace_stores``): with ``extractor``, the store of
     that extractor (``default_store`` for the dataset's data root, else the only workspace
     store of that extractor); without, the only store of the dataset, extracted or imported.
@@ -157,7 +160,8 @@ def existing_store(ref_or_path: str, extractor: str | None = None):
     if path.exists() and not path.is_dir():
         raise DataError(f"{path} is a file, not a feature store folder")
     if path.suffix == ".zarr" or path.is_dir():
-        return path
+        if not _names_a_workspace_dataset(ref_or_path, path):
+            return path
     if extractor is not None:
         store = default_store(ref_or_path, extractor)
         if (store / "zarr.json").exists():
@@ -209,6 +213,17 @@ def existing_store(ref_or_path: str, extractor: str | None = None):
         how += f", or add the data root to the reference ({ref_or_path}:root=DIR)"
     raise ConfigError(f"'{ref_or_path}' has {len(found)} {kind} stores in the workspace "
                       f"({listed}); {how}")
+
+
+def _names_a_workspace_dataset(ref: str, path: Path) -> bool:
+    """Whether ``ref``, which is also the folder ``path`` here, is rather the name of a
+    workspace dataset: a bare name (no folder part, no ``.zarr``), ``path`` holds no feature
+    store, and the workspace has stores made for it."""
+    import os
+
+    bare = os.sep not in ref and (os.altsep is None or os.altsep not in ref) \
+        and not ref.startswith((".", "~")) and path.suffix != ".zarr"
+    return bare and not (path / "zarr.json").is_file() and bool(workspace_stores(ref))
 
 
 def _recorded_source(store: Path) -> dict:

@@ -72,6 +72,25 @@ def test_train_finds_an_imported_store_by_its_name(tmp_path, monkeypatch, capsys
     assert str(imported) in json.dumps(config)
 
 
+def test_a_name_that_is_also_a_data_folder_here_finds_the_imported_store(tmp_path, monkeypatch,
+                                                                        capsys):
+    # `actrec import mstcn imp --name imp`, then `--d1 imp` from the folder holding imp/: the
+    # raw data folder was taken for a store ("imp: no feature store here")
+    monkeypatch.setenv("ACTREC_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    mstcn_root(tmp_path / "imp")
+    code, out, err = actrec(["import", "mstcn", "imp", "--name", "imp", "--json"], capsys)
+    assert code == 0, err
+    imported = Path(json.loads(out)["store"])
+    assert existing_store("imp") == imported
+    # a path is a path: the folder itself (and its error, if it holds no store)
+    assert existing_store("./imp") == Path("imp")
+    assert existing_store(str(tmp_path / "imp")) == tmp_path / "imp"
+    # a folder here that IS a store stays the store, whatever the workspace holds
+    (tmp_path / "imp" / "zarr.json").write_text("{}")
+    assert existing_store("imp") == Path("imp")
+
+
 def test_several_stores_are_listed_with_how_to_choose(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ACTREC_HOME", str(tmp_path / "home"))
     with pytest.raises(DataError, match=r"no features of 'salads' yet .*actrec extract salads "
