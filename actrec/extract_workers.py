@@ -589,12 +589,15 @@ def _run_processes(tasks, spec, devices, emit, on_ready=None) -> None:
                 raise DataError(f"every extraction worker process ended with "
                                 f"{len(tasks) - finished} video(s) left to do")
     finally:
-        for w in procs:  # no task for anyone any more: a worker waiting for one (or about
-            if w not in gone:  # to ask) reads this answer and ends
-                links.send(w, None)
+        def no_more_tasks() -> None:  # a worker waiting for one (or about to ask) reads
+            for w in procs:  # this answer and ends
+                if w not in gone:
+                    links.send(w, None)
+
         # an error or an interrupt: stop the others too
         again = _stop_workers(procs, [proc for w, proc in procs.items() if proc.is_alive()
-                                      and finished < len(tasks) and w not in gone])
+                                      and finished < len(tasks) and w not in gone],
+                              first=no_more_tasks)
         if finished < len(tasks):  # stopped early: what the workers finished before they
             finished += _drain_finished(links, holding, emit)  # stopped counts as done
         _release_dead_claims(spec.store_path, {vid for w, vid in holding.items()
@@ -606,19 +609,22 @@ def _run_processes(tasks, spec, devices, emit, on_ready=None) -> None:
             raise again
 
 
-def _stop_workers(procs: dict[int, Any], stop: Sequence[Any]) -> BaseException | None:
-    """Stop the worker processes: SIGTERM to those in ``stop`` (they unwind: claims released,
-    unfinished writes removed), up to ``_STOP_SECONDS`` for every worker to end, then SIGKILL
-    for those still there, so that none outlives this call. An interrupt while waiting (a
-    second Ctrl-C, SIGTERM) kills them at once; it is returned, for the caller to raise once
-    the rest is cleaned up."""
+def _stop_workers(procs: dict[int, Any], stop: Sequence[Any],
+                  first: Callable[[], None] | None = None) -> BaseException | None:
+    """Stop the worker processes: ``first()`` (if given), SIGTERM to those in ``stop`` (they
+    unwind: claims released, unfinished writes removed), up to ``_STOP_SECONDS`` for every
+    worker to end, then SIGKILL for those still there, so that none outlives this call. An
+    interrupt meanwhile (a second Ctrl-C, SIGTERM) kills them at once; it is returned, for the
+    caller to raise once the rest is cleaned up."""
     import time
 
     again: BaseException | None = None
-    for proc in stop:
-        proc.terminate()
     deadline = time.monotonic() + _STOP_SECONDS
     try:
+        if first is not None:
+            first()
+        for proc in stop:
+            proc.terminate()
         for proc in procs.values():
             proc.join(timeout=max(0.0, deadline - time.monotonic()))
     except (KeyboardInterrupt, SystemExit) as exc:  # asked again: no more waiting

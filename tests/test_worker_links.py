@@ -159,3 +159,27 @@ def test_a_video_handed_to_a_worker_that_died_after_asking_goes_to_another(tiny_
                               workers=2, batch_size=8)
     assert not report.failed, report.failed
     assert report.ok and sorted(report.written) == sorted(index.videos)
+
+
+def _ignores_sigterm() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a worker stuck in a long call
+    time.sleep(600)
+
+
+def test_a_second_ctrl_c_while_workers_are_told_to_stop_still_ends_every_worker():
+    # The stop's first steps (telling the workers no task is left, SIGTERM) were outside its
+    # guard: an interrupt there left a worker ignoring SIGTERM running (and the exit waiting)
+    from actrec.extract_workers import _stop_workers
+
+    ctx = multiprocessing.get_context("spawn")
+    proc = ctx.Process(target=_ignores_sigterm, daemon=True)
+    proc.start()
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    again = _stop_workers({0: proc}, [proc], first=interrupted)
+    assert isinstance(again, KeyboardInterrupt)  # for the caller to raise, once cleaned up
+    assert not proc.is_alive() and proc.exitcode == -9  # killed
