@@ -1,7 +1,8 @@
 """Each worker process's own pipe to its parent (``actrec.worker_links``): a worker that dies
 in the middle of a message ends only its own pipe, after the messages it sent before; the
 others go on talking both ways. Extraction workers end on their own once the work is done,
-and a video meant for a worker that died after asking for it goes to another. Real spawned processes, real pipes, a real store."""
+and a video meant for a worker that died after asking for it goes to another. Real spawned
+processes, real pipes, a real store."""
 
 from __future__ import annotations
 
@@ -10,10 +11,9 @@ import os
 import struct
 import time
 
-import numpy as np
+from test_left2_setup_store import Grey
 
 from actrec.extract import extract_features
-from actrec.plugin_api import FeatureExtractor
 from actrec.worker_links import ENDED, WorkerEnd, WorkerLinks
 
 
@@ -93,19 +93,11 @@ if os.environ.get("ACTREC_TEST_DIE_AFTER_ASKS"):  # in the workers: die right af
     WorkerEnd.send = _send_then_die
 
 
-class MeanGrey(FeatureExtractor):
-    """Per-frame mean grey level."""
+class MeanGrey(Grey):
+    """Per-frame mean grey level, defined here so that the workers unpickling it import this
+    module, and with it the hooks above."""
 
     name = "meangrey"
-    lookahead = 0
-
-    def dim(self) -> int:
-        return 1
-
-    def extract(self, batches):
-        for batch in batches:
-            yield batch.reshape(batch.shape[0], -1).mean(axis=1, keepdims=True) \
-                .astype(np.float32)
 
 
 class MarksItsExit(MeanGrey):
