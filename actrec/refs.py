@@ -171,7 +171,7 @@ def existing_store(ref_or_path: str, extractor: str | None = None):
         found = [s for s in found if s.name == slug(extractor) + ".zarr"]
     root = parse_dataset_ref(ref_or_path)[1].get("root")
     if root:  # the stores of that data folder (its hash names their folder, but be sure)
-        found = [s for s in found if _same_folder(_recorded_source(s).get("options", {})
+        found = [s for s in found if _same_folder(recorded_source(s).get("options", {})
                                                   .get("root"), root)]
     if len(found) == 1:
         return found[0]
@@ -208,7 +208,7 @@ def existing_store(ref_or_path: str, extractor: str | None = None):
     listed = "; ".join(f"{s.stem}: {s} ({_source_summary(s)})" for s in found)
     how = ("give one of the store paths" if extractor is not None
            else "choose one with --extractor NAME or give its store path")
-    if not root and len({_recorded_source(s).get("options", {}).get("root")
+    if not root and len({recorded_source(s).get("options", {}).get("root")
                          for s in found}) > 1:
         how += f", or add the data root to the reference ({ref_or_path}:root=DIR)"
     raise ConfigError(f"'{ref_or_path}' has {len(found)} {kind} stores in the workspace "
@@ -226,7 +226,7 @@ def _names_a_workspace_dataset(ref: str, path: Path) -> bool:
     return bare and not (path / "zarr.json").is_file() and bool(workspace_stores(ref))
 
 
-def _recorded_source(store: Path) -> dict:
+def recorded_source(store: Path) -> dict:
     """The ``source`` a store recorded at extraction (dataset, its options, extractor), read
     from its ``zarr.json`` alone; ``{}`` when there is none or it cannot be read."""
     import json
@@ -254,7 +254,7 @@ def _source_summary(store: Path) -> str:
 
     from actrec import registry
 
-    source = _recorded_source(store)
+    source = recorded_source(store)
     if not source:
         return "no recorded source"
     options = dict(source.get("options") or {})
@@ -283,7 +283,7 @@ def _stores_with_other_options(ref: str, extractor: str | None) -> list[Path]:
     stores = sorted(base.glob("*/*.zarr"))
     if extractor is not None:
         stores = [s for s in stores if s.name == slug(extractor) + ".zarr"]
-    return [s for s in stores if _recorded_source(s).get("dataset") == name]
+    return [s for s in stores if recorded_source(s).get("dataset") == name]
 
 
 def stores_holding_more(store: Path, videos: Sequence[str]) -> list[tuple[Path, int, str | None]]:
@@ -298,7 +298,7 @@ def stores_holding_more(store: Path, videos: Sequence[str]) -> list[tuple[Path, 
 
     if not isinstance(store, Path):  # a URL: not a workspace store
         return []
-    mine = _recorded_source(store)
+    mine = recorded_source(store)
     root = (mine.get("options") or {}).get("root")
     base = home() / "features"
     if not mine.get("dataset") or not base.is_dir():
@@ -317,7 +317,7 @@ def stores_holding_more(store: Path, videos: Sequence[str]) -> list[tuple[Path, 
     for other in sorted(base.glob("*/*.zarr")):
         if other.resolve() == store.resolve():
             continue
-        source = _recorded_source(other)
+        source = recorded_source(other)
         if (source.get("dataset") != mine["dataset"]
                 or source.get("extractor") != mine.get("extractor")
                 or (root is not None and not _same_folder(
@@ -370,7 +370,7 @@ def _store_reference(source: Mapping) -> str | None:
 def _made_for(store: Path, ref: str) -> bool:
     """Whether ``store`` recorded the data reference ``ref`` names: the same dataset options
     (``_store_reference``) and, where ``ref`` gives one, the same data root."""
-    source = _recorded_source(store)
+    source = recorded_source(store)
     if not source or _store_reference(source) != canonical_ref(ref):
         return False
     root = parse_dataset_ref(ref)[1].get("root")
@@ -382,7 +382,7 @@ def _default_place(store: Path, ref: str) -> Path:
     (``actrec.workspace.default_store_path`` of its recorded root)."""
     from actrec.workspace import default_store_path
 
-    source = _recorded_source(store)
+    source = recorded_source(store)
     return default_store_path(canonical_ref(ref), str(source.get("extractor") or store.stem),
                               (source.get("options") or {}).get("root"))
 

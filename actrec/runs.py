@@ -323,6 +323,17 @@ def read_json(path: Path) -> Any:
         raise DataError(f"{path}, line {exc.lineno}: invalid JSON ({exc.msg})") from None
 
 
+def _store_root(path: Any) -> str | None:
+    """The data folder the store at ``path`` was extracted or imported from, as it recorded
+    it (``source.options.root``), else None."""
+    from actrec.refs import recorded_source
+
+    if not path or "://" in str(path):  # a remote store: not read for a listing
+        return None
+    root = (recorded_source(Path(str(path))).get("options") or {}).get("root")
+    return str(root) if root else None
+
+
 def summarize_runs(root: Path | None = None) -> list[dict[str, Any]]:
     """One summary per run folder under ``root`` (default ``runs_root()``), oldest first:
     model, datasets (with the streams read from them and, for a transfer run, each one's role:
@@ -346,6 +357,9 @@ def summarize_runs(root: Path | None = None) -> list[dict[str, Any]]:
                 "model": spec.get("model"),
                 "data": [s.get("dataset") or Path(str(s.get("path"))).stem
                          for s in config.get("stores", [])],
+                # the data folder each store was extracted from (None: not recorded, or
+                # the store is gone): tells apart datasets of one name read from two folders
+                "roots": [_store_root(s.get("path")) for s in config.get("stores", [])],
                 # the streams read from every store (None: each store's own)
                 "streams": spec.get("streams"),
                 "protocol": spec.get("protocol") or ("joint" if spec.get("d2") else "single"),

@@ -40,7 +40,9 @@ def render_runs(rows):
 
     from actrec.cli.eval_cmd import table_dataset_names
 
-    names = list(dict.fromkeys(d for row in rows for d in row.get("data") or ()))
+    # one dataset name read from several data folders: each named by its folder
+    data = [_by_root(row, rows) for row in rows]
+    names = list(dict.fromkeys(d for shown in data for d in shown))
     labels, caption, legend = table_dataset_names(names, width=13)
     if caption:  # the options every reference shares, said once below the table
         legend = [caption, *legend]
@@ -55,7 +57,7 @@ def render_runs(rows):
                         ("best val", 7), ("test frame accuracy", 10)):
         table.add_column(name, overflow="fold", min_width=width,
                          justify="right" if name in ("iters", "best val") else "left")
-    for row in rows:
+    for row, shown in zip(rows, data):
         run = escape(str(row["run"]))  # as written: a folder name is no markup
         if "problem" in row:
             table.add_row(run, "", "", "", "", "", f"[red]{escape(row['problem'])}[/]")
@@ -68,13 +70,26 @@ def render_runs(rows):
             scores.append(f"{mode}:")
             scores += [f"D{k + 1} {'-' if v is None else f'{100 * v:.2f} %'}"
                        for k, v in enumerate(datasets.values())]
-        table.add_row(run, escape(str(row["model"])), _data_cell(row, labels),
+        table.add_row(run, escape(str(row["model"])), _data_cell(row, shown, labels),
                       f"{row['protocol']}\n{row['labels']}", str(row["iterations"] or 0), best,
                       _Hyphenated(scores or ["-"]))
     return Group(table, *(Text(line, style="dim") for line in legend))
 
 
-def _data_cell(row, labels) -> str:
+def _by_root(row, rows) -> list[str]:
+    """``row``'s dataset names, each that the table shows read from more than one data folder
+    given as the reference naming its folder (``mstcn:root=/data/a``; `actrec train` takes
+    it), so that two such datasets read apart."""
+    folders: dict[str, set] = {}
+    for other in rows:
+        for name, root in zip(other.get("data") or (), other.get("roots") or ()):
+            folders.setdefault(name, set()).add(root)
+    return [f"{name}:root={root}" if root and len(folders.get(name, ())) > 1 and ":" not in name
+            else name for name, root in zip(row.get("data") or (), row.get("roots") or
+                                             [None] * len(row.get("data") or ()))]
+
+
+def _data_cell(row, data, labels) -> str:
     """The run's datasets, D1 first (as the scores): each with the streams the run read from
     it (``mstcn [motion]``: runs on two streams of one store read apart) and, in a transfer
     run, its role (``(target)``, ``(source)``), as `actrec eval` marks them."""
@@ -83,7 +98,7 @@ def _data_cell(row, labels) -> str:
     streams = row.get("streams")
     roles = row.get("roles") or []
     lines = []
-    for k, name in enumerate(row["data"]):
+    for k, name in enumerate(data):
         text = labels[name] + (f" [{'+'.join(streams)}]" if streams else "")
         if k < len(roles):
             text += f" ({roles[k]})"
