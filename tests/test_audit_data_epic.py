@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from actrec.plugin_api import FeatureExtractor
 from actrec_plugins.datasets.epic import EpicKitchens, frames_fps
+from test_left2_setup_store import Grey
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 EPIC = DATA / "epic55"
@@ -59,20 +58,6 @@ def test_epic55_labels_are_at_60_fps_whatever_the_camera_rate():
         round(info[v][0] * 60.0) for v in idx.videos)
 
 
-class Grey(FeatureExtractor):
-    """Feature of a frame: its mean grey level (which frame was decoded)."""
-
-    name = "grey"
-    lookahead = 0
-
-    def dim(self) -> int:
-        return 1
-
-    def extract(self, batches):
-        for batch in batches:
-            yield batch.reshape(batch.shape[0], -1).mean(axis=1, keepdims=True)
-
-
 @needs_data
 @pytest.mark.slow
 def test_a_59_94_fps_camera_file_is_resampled_to_the_60_fps_labels(tmp_path):
@@ -108,6 +93,7 @@ def test_a_59_94_fps_camera_file_is_resampled_to_the_60_fps_labels(tmp_path):
     index = EpicKitchens(EpicKitchens.Config(root=root)).load()
     record = index.videos["P01_01"]
     assert record.path == video and record.fps == 60.0 and record.num_frames == 1101
+    # Grey: each frame's mean grey level, which tells which frame was decoded
     report = extract_features(index, Grey(), tmp_path / "store.zarr", dataset_ref="epic",
                               video_ids=["P01_01"], batch_size=128)
     assert list(report.written) == ["P01_01"] and not report.failed
