@@ -339,12 +339,20 @@ def summarize_runs(root: Path | None = None) -> list[dict[str, Any]]:
     model, datasets (with the streams read from them and, for a transfer run, each one's role:
     ``target`` D1, ``source`` D2), protocol, label arrangement, iterations done, the best
     validation score (and whether it was measured on the test split), and the frame accuracy
-    of each dataset in every evaluation written so far. A folder whose files cannot be read is listed with
-    its ``problem`` instead of stopping the listing."""
+    of each dataset in every evaluation written so far, and each store's data folder
+    (``roots``). A folder whose files cannot be read is listed with its ``problem`` instead
+    of stopping the listing."""
     root = Path(root) if root is not None else runs_root()
     out: list[dict[str, Any]] = []
     if not root.is_dir():
         return out
+    roots: dict[str, str | None] = {}  # store path -> its data folder: each store read once
+
+    def store_root(path: Any) -> str | None:
+        if str(path) not in roots:
+            roots[str(path)] = _store_root(path)
+        return roots[str(path)]
+
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         config_path = folder / CONFIG
         if not config_path.is_file():
@@ -359,7 +367,7 @@ def summarize_runs(root: Path | None = None) -> list[dict[str, Any]]:
                          for s in config.get("stores", [])],
                 # the data folder each store was extracted from (None: not recorded, or
                 # the store is gone): tells apart datasets of one name read from two folders
-                "roots": [_store_root(s.get("path")) for s in config.get("stores", [])],
+                "roots": [store_root(s.get("path")) for s in config.get("stores", [])],
                 # the streams read from every store (None: each store's own)
                 "streams": spec.get("streams"),
                 "protocol": spec.get("protocol") or ("joint" if spec.get("d2") else "single"),
